@@ -1,0 +1,87 @@
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+
+/** One command-line flag: how it parses and how `--help` describes it. */
+export type Flag = {
+  type: 'string' | 'boolean';
+  short?: string;
+  multiple?: boolean;
+  /** Placeholder shown in help, e.g. `URL`. */
+  value?: string;
+  description: string;
+};
+
+export type Command<S extends z.ZodType = z.ZodType> = {
+  name: string;
+  summary: string;
+  /** Extra lines shown under the usage line (examples, notes). */
+  details?: string;
+  flags: Record<string, Flag>;
+  /** Validates the parsed flags (strings and booleans, keyed by flag name). */
+  schema: S;
+  run(flags: z.infer<S>, io: CommandIO): Promise<number | void>;
+};
+
+export type CommandIO = { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream };
+
+/** Typed identity: lets `run` see the schema's output type. */
+export const defineCommand = <S extends z.ZodType>(command: Command<S>): Command<S> => command;
+
+/** Bad usage: unknown flag, bad value. Exit code 2, the message says what was wrong. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+  constructor(
+    message: string,
+    readonly problems: string[] = [message],
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Parses argv for a command: unknown flags and bad values become one UsageError listing every
+ * problem, each under the flag's own name.
+ */
+export function parseFlags<S extends z.ZodType>(command: Command<S>, argv: string[]): z.infer<S> {
+  let values: Record<string, unknown>;
+  try {
+    const options = Object.fromEntries(
+      Object.entries(command.flags).map(([name, { type, short, multiple }]) => [
+        name,
+        { type, multiple: multiple ?? false, ...(short ? { short } : {}) },
+      ]),
+    );
+    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
+  } catch (error) {
+    // node's messages run on with advice for its own API; the first line is the part about argv.
+    throw new UsageError((error instanceof Error ? error.message : String(error)).split('\n')[0]!);
+  }
+  const parsed = command.schema.safeParse(values);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => {
+    const flag = issue.path.length > 0 ? `--${issue.path.join('.')}` : 'flags';
+    const got = issue.path.length > 0 ? values[String(issue.path[0])] : undefined;
+    return `${flag}: ${issue.message}${got === undefined ? '' : ` (got ${JSON.stringify(got)})`}`;
+  });
+  throw new UsageError(problems.join('\n'), problems);
+}
+
+/** `turnpike <name> --help` text, generated from the flag table so it cannot drift. */
+export function commandHelp(command: Command): string {
+  const rows = Object.entries(command.flags).map(([name, f]) => {
+    const left = `${f.short ? `-${f.short}, ` : '    '}--${name}${f.value ? ` ${f.value}` : ''}`;
+    return [left, f.description + (f.multiple ? ' (repeatable)' : '')] as const;
+  });
+  rows.push(['-h, --help', 'show this help']);
+  const width = Math.max(...rows.map(([left]) => left.length)) + 2;
+  return [
+    `turnpike ${command.name} — ${command.summary}`,
+    '',
+    `usage: turnpike ${command.name} [flags]`,
+    ...(command.details ? ['', command.details] : []),
+    '',
+    'flags:',
+    ...rows.map(([left, right]) => `  ${left.padEnd(width)}${right}`),
+    '',
+  ].join('\n');
+}

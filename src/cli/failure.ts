@@ -1,0 +1,13 @@
+import { SandboxError } from '../chain/sandbox/errors.js';
+import { UsageError } from './command.js';
+
+/**
+ * What the operator sees when a command fails: a message that says what to do next and an exit
+ * code (2 = fix the invocation or configuration, 1 = something failed while running).
+ */
+export function describeFailure(error: unknown): { message: string; exitCode: 1 | 2 } {
+  if (error instanceof UsageError) return { message: `\n  ${error.problems.join('\n  ')}`, exitCode: 2 };
+  if (error instanceof SandboxError) return { message: error.message, exitCode: 1 };
+  const message = error instanceof Error ? error.message : String(error);
+  return { message: `unexpected error: ${message}`, exitCode: 1 };
+}
