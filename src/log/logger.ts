@@ -1,0 +1,39 @@
+import { pino, type DestinationStream, type Logger } from 'pino';
+import pretty from 'pino-pretty';
+import type { Config } from '../config/schema.js';
+
+const SECRET_KEYS = [
+  'privateKey',
+  'relayerKey',
+  'relayerKeys',
+  'adminKey',
+  'apiKey',
+  'secret',
+  'password',
+  'signature',
+  'mnemonic',
+];
+const SECRET_HEADERS = ['authorization', 'x-api-key', 'payment-signature', 'x-payment', 'cookie', 'stripe-signature'];
+
+/**
+ * Paths pino censors. Secret keys at the top and up to three levels down, plus the request
+ * headers that carry credentials or a signed payment. Extend it, don't fork it.
+ */
+export const REDACT_PATHS: string[] = [
+  ...SECRET_KEYS.flatMap((k) => [k, `*.${k}`, `*.*.${k}`, `*.*.*.${k}`]),
+  ...SECRET_HEADERS.flatMap((h) => [`headers["${h}"]`, `*.headers["${h}"]`]),
+];
+
+/**
+ * The process logger: JSON lines by default, human-readable on a terminal (`format: 'auto'`).
+ *
+ * @example
+ * const log = createLogger(config.log);
+ * log.info({ network: 'base' }, 'listening');
+ */
+export function createLogger(options: Config['log'], destination?: DestinationStream): Logger {
+  const redact = { paths: REDACT_PATHS, censor: '[redacted]' };
+  const usePretty = options.format === 'pretty' || (options.format === 'auto' && !destination && process.stdout.isTTY);
+  const stream = destination ?? (usePretty ? pretty({ sync: true, colorize: true }) : pino.destination(1));
+  return pino({ level: options.level, redact, base: undefined }, stream);
+}

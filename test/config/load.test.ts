@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { ConfigError } from '../../src/config/errors.js';
+import { configVariables, envVarName, loadConfig } from '../../src/config/load.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-config-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const file = (name: string, text: string) => {
+  const p = path.join(dir, name);
+  writeFileSync(p, text);
+  return p;
+};
+
+function problemsOf(fn: () => unknown) {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `expected ConfigError, got ${error}`);
+    return error;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('loadConfig', () => {
+  test('defaults: local sandbox, loopback, SQLite in the data dir', () => {
+    const config = loadConfig({ env: {} });
+    assert.equal(config.network, 'local');
+    assert.equal(config.rpcUrl, undefined);
+    assert.deepEqual(config.http, { host: '127.0.0.1', port: 3402, bodyLimitBytes: 1_048_576 });
+    assert.equal(config.store.url, `sqlite:${path.join('.turnpike', 'turnpike.db')}`);
+    assert.equal(config.facilitator.mode, 'self');
+  });
+
+  test('reads YAML and JSON files', () => {
+    const yaml = loadConfig({ env: {}, file: file('a.yaml', 'network: base\nrpcUrl: http://127.0.0.1:8545\nhttp:\n  port: 8080\n') });
+    assert.equal(yaml.network, 'base');
+    assert.equal(yaml.http.port, 8080);
+    assert.equal(yaml.http.host, '127.0.0.1');
+    const json = loadConfig({ env: {}, file: file('a.json', '{"dataDir": "/var/lib/tp", "log": {"level": "debug"}}') });
+    assert.equal(json.log.level, 'debug');
+    assert.equal(json.store.url, 'sqlite:/var/lib/tp/turnpike.db');
+  });
+
+  test('precedence: file < environment < flags, with env strings coerced to numbers', () => {
+    const f = file('p.yaml', 'http:\n  port: 1000\n  host: 0.0.0.0\nlog:\n  level: warn\n');
+    const config = loadConfig({
+      file: f,
+      env: { TURNPIKE_HTTP_PORT: '2000', TURNPIKE_LOG_LEVEL: 'error' },
+      overrides: { http: { port: 3000 } },
+    });
+    assert.equal(config.http.port, 3000);
+    assert.equal(config.http.host, '0.0.0.0');
+    assert.equal(config.log.level, 'error');
+  });
+
+  test('every bad field is reported at once, each with where it came from', () => {
+    const f = file('bad.yaml', 'network: ethereum\nhttp:\n  port: 70000\n  hots: x\n');
+    const error = problemsOf(() => loadConfig({ file: f, env: { TURNPIKE_RPC_URL: 'ftp://node', TURNPIKE_HTTP_BODY_LIMIT_BYTES: 'lots' } }));
+    const byPath = Object.fromEntries(error.problems.map((p) => [p.path, p]));
+    assert.deepEqual(Object.keys(byPath).sort(), ['http.bodyLimitBytes', 'http.hots', 'http.port', 'network', 'rpcUrl']);
+    assert.equal(byPath['network']!.source, `file ${f}`);
+    assert.match(byPath['network']!.message, /got "ethereum"/);
+    assert.equal(byPath['rpcUrl']!.source, 'env TURNPIKE_RPC_URL');
+    assert.equal(byPath['http.bodyLimitBytes']!.source, 'env TURNPIKE_HTTP_BODY_LIMIT_BYTES');
+    assert.match(byPath['http.hots']!.message, /unknown setting/);
+    const text = error.format();
+    assert.equal(text.split('\n').length, 7);
+    assert.doesNotMatch(text, /at \w+ \(/, 'no stack trace');
+  });
+
+  test('a secret in the config file is refused with where secrets come from, without echoing it', () => {
+    const f = file('s.yaml', 'relayerKey: "0xdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeef"\n');
+    const error = problemsOf(() => loadConfig({ file: f, env: {} }));
+    assert.equal(error.problems[0]!.path, 'relayerKey');
+    assert.match(error.problems[0]!.message, /environment/);
+    assert.doesNotMatch(error.format(), /deadbeef/);
+  });
+
+  test('unreadable and unparsable files name the file (and line)', () => {
+    const missing = problemsOf(() => loadConfig({ file: path.join(dir, 'nope.yaml'), env: {} }));
+    assert.match(missing.format(), /file not found/);
+    const broken = problemsOf(() => loadConfig({ file: file('broken.yaml', 'a: 1\nb: [unclosed\n'), env: {} }));
+    assert.match(broken.format(), /line \d+/);
+  });
+
+  test('environment variable names derive from the schema', () => {
+    assert.equal(envVarName(['http', 'bodyLimitBytes']), 'TURNPIKE_HTTP_BODY_LIMIT_BYTES');
+    const vars = configVariables();
+    assert.ok(vars.some((v) => v.env === 'TURNPIKE_RPC_URL' && v.description.length > 0));
+    assert.ok(vars.every((v) => v.env.startsWith('TURNPIKE_')));
+  });
+});
