@@ -1,5 +1,6 @@
 import type { Command } from '../command.js';
 import { chainCommand } from './chain.js';
+import { configCommand } from './config.js';
 
 /** Every subcommand, in the order `turnpike --help` lists them. */
-export const commands: Command[] = [chainCommand];
+export const commands: Command[] = [chainCommand, configCommand];

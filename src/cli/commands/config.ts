@@ -1,0 +1,23 @@
+import { z } from 'zod';
+import { configVariables, loadConfig } from '../../config/load.js';
+import { defineCommand } from '../command.js';
+
+export const configCommand = defineCommand({
+  name: 'config',
+  summary: 'check a configuration and print the effective settings (or the variables that set them)',
+  details:
+    'Settings come from, lowest first: defaults, the --config file (YAML or JSON), TURNPIKE_* variables, flags.\n' +
+    'Secrets never come from the file: see README → Secrets.',
+  flags: {
+    config: { type: 'string', short: 'c', value: 'FILE', description: 'configuration file (YAML or JSON)' },
+    variables: { type: 'boolean', description: 'list every setting with its environment variable instead' },
+  },
+  schema: z.strictObject({ config: z.string().optional(), variables: z.boolean().default(false) }),
+  async run(flags, io) {
+    if (flags.variables) {
+      for (const v of configVariables()) io.stdout.write(`${v.env.padEnd(34)}${v.path.padEnd(24)}${v.description}\n`);
+      return;
+    }
+    io.stdout.write(`${JSON.stringify(loadConfig({ file: flags.config }), null, 2)}\n`);
+  },
+});

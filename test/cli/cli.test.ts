@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+
+const bin = path.resolve('dist/src/cli/main.js');
+const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-cli-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function turnpike(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const child = spawn(process.execPath, [bin, ...args], { env: { PATH: process.env.PATH, ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c) => (stdout += c));
+  child.stderr.on('data', (c) => (stderr += c));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
+    child.on('exit', (code) => resolve({ code, stdout, stderr })),
+  );
+  return { child, done, stdout: () => stdout };
+}
+
+
+describe('turnpike CLI (built)', () => {
+  test('--help for the program and for each command', async () => {
+    const top = await turnpike(['--help']).done;
+    assert.equal(top.code, 0);
+    assert.match(top.stdout, /chain\s+run the local Base sandbox/);
+    const chain = await turnpike(['chain', '--help']).done;
+    assert.equal(chain.code, 0);
+    assert.match(chain.stdout, /--port N/);
+  });
+
+  test('a bad flag exits 2 with every problem by flag name, no stack trace', async () => {
+    const result = await turnpike(['chain', '--port=abc', '--payers=-1']).done;
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /--port: .*got "abc"/);
+    assert.match(result.stderr, /--payers: .*got "-1"/);
+    assert.doesNotMatch(result.stderr, /\n\s+at /);
+    assert.equal((await turnpike(['nonsense']).done).code, 2);
+  });
+
+  test('a bad config file exits 2 with one line per field and its source', async () => {
+    const file = path.join(dir, 'bad.yaml');
+    writeFileSync(file, 'network: ethereum\nhttp:\n  port: 99999\n');
+    const result = await turnpike(['config', '--config', file], { TURNPIKE_LOG_LEVEL: 'loud' }).done;
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /invalid configuration \(3 problems\)/);
+    assert.match(result.stderr, /network .* \[file .*bad\.yaml\]/);
+    assert.match(result.stderr, /log\.level .* \[env TURNPIKE_LOG_LEVEL\]/);
+    assert.doesNotMatch(result.stderr, /\n\s+at /);
+  });
+
+  test('chain prints the sandbox and, on SIGINT, stops leaving no anvil behind', async () => {
+    const run = turnpike(['chain', '--payers', '2', '--json']);
+    while (!run.stdout().includes('\n')) await new Promise((r) => setTimeout(r, 20));
+    const info = JSON.parse(run.stdout());
+    assert.equal(info.usdc, '0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913');
+    assert.equal(info.payers.length, 2);
+    const res = await fetch(info.rpcUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
+    });
+    assert.equal(((await res.json()) as { result: string }).result, '0x2105');
+    const port = new URL(info.rpcUrl).port;
+    run.child.kill('SIGINT');
+    assert.equal((await run.done).code, 0);
+    await assert.rejects(fetch(info.rpcUrl, { method: 'POST', body: '{}' }), `anvil still answers on port ${port}`);
+  });
+
+  test('chain killed with SIGKILL still takes its anvil down', async () => {
+    const run = turnpike(['chain', '--payers', '1', '--json']);
+    while (!run.stdout().includes('\n')) await new Promise((r) => setTimeout(r, 20));
+    const info = JSON.parse(run.stdout());
+    run.child.kill('SIGKILL');
+    await run.done;
+    for (let i = 0; i < 50; i++) {
+      try {
+        await fetch(info.rpcUrl, { method: 'POST', body: '{}' });
+      } catch {
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.fail('anvil kept running after its owner was killed');
+  });
+});
