@@ -21,7 +21,9 @@ export type Network = {
   usdc: { address: Address; name: string; version: string; decimals: 6 };
   /** Default public RPC; `local` has none (the sandbox hands out its own URL). */
   defaultRpcUrl?: string;
-  /** How often to poll for a receipt: about a third of the block time, so we notice a block quickly. */
+  /** Block time; fee estimates are reused for one block. */
+  blockTimeMs: number;
+  /** How often to poll for a receipt: a fraction of the block time, so we notice a block quickly. */
   receiptPollingMs: number;
   /** viem chain definition (fees, block explorers, formatters). */
   viemChain: Chain;
@@ -40,7 +42,8 @@ const baseNetwork: Network = {
   x402v1: 'base',
   usdc: { address: BASE_USDC, name: 'USD Coin', version: '2', decimals: 6 },
   defaultRpcUrl: 'https://mainnet.base.org',
-  receiptPollingMs: 500,
+  blockTimeMs: 2000,
+  receiptPollingMs: 250,
   viemChain: base,
 };
 
@@ -53,12 +56,13 @@ export const networks: Readonly<Record<NetworkName, Network>> = {
     x402v1: 'base-sepolia',
     usdc: { address: BASE_SEPOLIA_USDC, name: 'USDC', version: '2', decimals: 6 },
     defaultRpcUrl: 'https://sepolia.base.org',
-    receiptPollingMs: 500,
+    blockTimeMs: 2000,
+    receiptPollingMs: 250,
     viemChain: baseSepolia,
   },
   // The sandbox is Base as far as any signature can tell: same chain id, same USDC address and
   // domain. Only the polling differs, because anvil automines in a few milliseconds.
-  local: { ...baseNetwork, name: 'local', defaultRpcUrl: undefined, receiptPollingMs: 10 },
+  local: { ...baseNetwork, name: 'local', defaultRpcUrl: undefined, blockTimeMs: 1000, receiptPollingMs: 5 },
 };
 
 /**

@@ -1,3 +1,4 @@
+import { ChainUnavailableError } from '../chain/errors.js';
 import { SandboxError } from '../chain/sandbox/errors.js';
 import { ConfigError } from '../config/errors.js';
 import { StoreError } from '../store/store.js';
@@ -10,7 +11,9 @@ import { UsageError } from './command.js';
 export function describeFailure(error: unknown): { message: string; exitCode: 1 | 2 } {
   if (error instanceof UsageError) return { message: `\n  ${error.problems.join('\n  ')}`, exitCode: 2 };
   if (error instanceof ConfigError) return { message: error.format(), exitCode: 2 };
-  if (error instanceof SandboxError || error instanceof StoreError) return { message: error.message, exitCode: 1 };
+  if (error instanceof SandboxError || error instanceof ChainUnavailableError || error instanceof StoreError) {
+    return { message: error.message, exitCode: 1 };
+  }
   const message = error instanceof Error ? error.message : String(error);
   return { message: `unexpected error: ${message}`, exitCode: 1 };
 }

@@ -1,8 +1,12 @@
 import { readFileSync } from 'node:fs';
+import type { Hex } from 'viem';
 import { z } from 'zod';
 import { ConfigError, type ConfigProblem } from './errors.js';
 
-const privateKey = z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'expected 0x followed by 64 hex digits');
+const privateKey = z
+  .string()
+  .regex(/^0x[0-9a-fA-F]{64}$/, 'expected 0x followed by 64 hex digits')
+  .transform((k) => k as Hex);
 
 /**
  * Secrets and where they come from: `NAME` or `NAME_FILE` (a path whose trimmed content is the

@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { type Migration, migrations as shipped } from './migrations.js';
+import { sqliteJournal } from './sqlite-journal.js';
 import { type Store, StoreError } from './store.js';
 
 export type SqliteStoreOptions = {
@@ -58,6 +59,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
 
   return {
     kind: 'sqlite',
+    journal: sqliteJournal(db),
     immediate,
     async health() {
       if (!db.open) throw new StoreError('the store is closed');

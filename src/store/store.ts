@@ -1,3 +1,5 @@
+import type { PaymentJournal } from './journal.js';
+
 /**
  * Where turnpike keeps what must survive a crash. Each capability adds a repository here (a
  * migration, an interface, one implementation per backend); methods are async because the
@@ -5,6 +7,7 @@
  */
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
+  readonly journal: PaymentJournal;
   /** Proves the store can take a write (for /health), and reports the schema version. */
   health(): Promise<{ writable: boolean; schemaVersion: number }>;
   close(): Promise<void>;

@@ -1,6 +1,7 @@
 import type { Command } from '../command.js';
 import { chainCommand } from './chain.js';
 import { configCommand } from './config.js';
+import { facilitatorCommand } from './facilitator.js';
 
 /** Every subcommand, in the order `turnpike --help` lists them. */
-export const commands: Command[] = [chainCommand, configCommand];
+export const commands: Command[] = [chainCommand, facilitatorCommand, configCommand];

@@ -1,0 +1,50 @@
+import { type Hex, type PublicClient, createPublicClient, http } from 'viem';
+import type { Config } from '../config/schema.js';
+import { type Secrets, requireSecret } from '../config/secrets.js';
+import { networks } from './networks.js';
+import { type Sandbox, startSandbox } from './sandbox/sandbox.js';
+import { ChainUnavailableError } from './errors.js';
+
+export type ChainConnection = {
+  network: (typeof networks)[keyof typeof networks];
+  rpcUrl: string;
+  client: PublicClient;
+  relayerKeys: Hex[];
+  /** Present when the embedded sandbox was started for this process. */
+  sandbox?: Sandbox;
+  close(): Promise<void>;
+};
+
+/**
+ * Connects to the configured chain. `local` without an RPC URL starts the sandbox in-process and
+ * settles with its demo relayers; any other node must report the network's chain id (so an anvil
+ * fork of Base, or the sandbox itself, serves as `base`), and relayer keys come from the
+ * environment.
+ *
+ * @example const chain = await connectChain(config, loadSecrets());
+ */
+export async function connectChain(config: Config, secrets: Secrets): Promise<ChainConnection> {
+  const network = networks[config.network];
+  const sandbox = config.network === 'local' && !config.rpcUrl ? await startSandbox() : undefined;
+  try {
+    const rpcUrl = sandbox?.rpcUrl ?? config.rpcUrl ?? network.defaultRpcUrl;
+    if (!rpcUrl) throw new ChainUnavailableError('network local with an RPC URL needs --rpc-url of a running sandbox');
+    const client = createPublicClient({ chain: network.viemChain, transport: http(rpcUrl), pollingInterval: network.receiptPollingMs });
+    let chainId: number;
+    try {
+      chainId = await client.getChainId();
+    } catch {
+      throw new ChainUnavailableError(`cannot reach the chain at ${rpcUrl}; is the node running?`);
+    }
+    if (chainId !== network.chainId) {
+      throw new ChainUnavailableError(`the node at ${rpcUrl} is chain ${chainId}, but network ${network.name} is chain ${network.chainId}`);
+    }
+    const relayerKeys =
+      secrets.relayerKeys ??
+      (sandbox ? sandbox.accounts.relayers.map((r) => r.privateKey) : requireSecret(secrets, 'relayerKeys', `to settle on ${network.name}`));
+    return { network, rpcUrl, client, relayerKeys, sandbox, close: async () => sandbox?.stop() };
+  } catch (error) {
+    await sandbox?.stop();
+    throw error;
+  }
+}

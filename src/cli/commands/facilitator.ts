@@ -1,0 +1,57 @@
+import { connectChain } from '../../chain/connect.js';
+import { loadConfig } from '../../config/load.js';
+import { loadSecrets } from '../../config/secrets.js';
+import { createFacilitator } from '../../facilitator/facilitator.js';
+import { createApp } from '../../http/app.js';
+import { facilitatorRoutes } from '../../http/facilitator-routes.js';
+import { listen } from '../../http/listen.js';
+import { createLogger } from '../../log/logger.js';
+import { openStore } from '../../store/open.js';
+import { defineCommand } from '../command.js';
+import { configOverrides, serverFlags, serverFlagsSchema } from '../server-flags.js';
+import { untilSignal } from '../signals.js';
+
+export const facilitatorCommand = defineCommand({
+  name: 'facilitator',
+  summary: 'serve the x402 facilitator API (/verify, /settle, /supported), settling USDC with a relayer key',
+  details:
+    'Relayer keys come from TURNPIKE_RELAYER_KEY (comma-separated for several). With --network local and no\n' +
+    '--rpc-url the sandbox starts in-process and its demo relayers settle. Prints the URL once it serves.',
+  flags: serverFlags,
+  schema: serverFlagsSchema,
+  async run(flags, io) {
+    const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
+    const logger = createLogger(config.log);
+    const chain = await connectChain(config, loadSecrets());
+    const store = await openStore(config.store.url!).catch(async (error) => {
+      await chain.close();
+      throw error;
+    });
+    const facilitator = createFacilitator({
+      network: chain.network,
+      client: chain.client,
+      journal: store.journal,
+      relayerKeys: chain.relayerKeys,
+      onBackgroundError: (err) => logger.error({ err }, 'settlement watcher failed'),
+    });
+    const reconciled = await facilitator.reconcile();
+    if (reconciled > 0) logger.info({ reconciled }, 'finished settlements left by the previous run');
+
+    const app = createApp(logger);
+    app.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
+    const server = await listen(app, config.http);
+    io.stdout.write(
+      [
+        `turnpike facilitator listening on ${server.url}`,
+        `  network   ${chain.network.name} (${chain.network.caip2}), USDC ${chain.network.usdc.address}`,
+        `  rpc       ${chain.rpcUrl}${chain.sandbox ? '  (local sandbox)' : ''}`,
+        `  relayers  ${facilitator.relayers.join(', ')}`,
+        '',
+      ].join('\n'),
+    );
+    await untilSignal();
+    await server.close();
+    await store.close();
+    await chain.close();
+  },
+});

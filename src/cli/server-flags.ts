@@ -1,0 +1,33 @@
+import { z } from 'zod';
+import type { ConfigInput } from '../config/schema.js';
+import type { Flag } from './command.js';
+
+/** Flags every serving command shares; they override the config file and the environment. */
+export const serverFlags = {
+  config: { type: 'string', short: 'c', value: 'FILE', description: 'configuration file (YAML or JSON)' },
+  network: { type: 'string', value: 'NAME', description: 'base | base-sepolia | local (default local: the embedded sandbox)' },
+  'rpc-url': { type: 'string', value: 'URL', description: 'JSON-RPC endpoint (any node with the network’s chain id)' },
+  host: { type: 'string', value: 'HOST', description: 'interface to listen on (default 127.0.0.1)' },
+  port: { type: 'string', value: 'N', description: 'port to listen on (default 3402; 0 = any free port)' },
+  'data-dir': { type: 'string', value: 'DIR', description: 'state directory (default .turnpike)' },
+  'log-level': { type: 'string', value: 'LEVEL', description: 'fatal | error | warn | info | debug | trace | silent' },
+} satisfies Record<string, Flag>;
+
+/** Flag values stay raw here: the config schema judges them, and reports them as `flag`. */
+export const serverFlagsSchema = z.strictObject(
+  Object.fromEntries(Object.keys(serverFlags).map((name) => [name, z.string().optional()])) as {
+    [K in keyof typeof serverFlags]: z.ZodOptional<z.ZodString>;
+  },
+);
+
+const numberish = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : v);
+
+export function configOverrides(flags: z.infer<typeof serverFlagsSchema>): ConfigInput {
+  return {
+    network: flags.network as ConfigInput['network'],
+    rpcUrl: flags['rpc-url'],
+    dataDir: flags['data-dir'],
+    http: { host: flags.host, port: numberish(flags.port) as number | undefined },
+    log: { level: flags['log-level'] as NonNullable<ConfigInput['log']>['level'] },
+  };
+}

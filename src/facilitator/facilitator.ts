@@ -1,0 +1,100 @@
+import type { Hex, PublicClient } from 'viem';
+import type { Network } from '../chain/networks.js';
+import { createRelayerPool } from '../chain/relayer.js';
+import type { PaymentJournal } from '../store/journal.js';
+import type { FacilitatorRequest, SettleResponse, SupportedResponse, VerifyResponse } from '../x402/schemas.js';
+import type { AllowedAsset, IntentRules } from './intent.js';
+import { createSettler } from './settle.js';
+import { verifyPayment } from './verify.js';
+
+export type FacilitatorOptions = {
+  network: Network;
+  client: PublicClient;
+  journal: PaymentJournal;
+  relayerKeys: readonly Hex[];
+  /** Tokens it settles; by default the network's USDC. Nothing else ever gets a transaction. */
+  assets?: readonly AllowedAsset[];
+  receiptTimeoutMs?: number;
+  /** For tests that move time; Unix seconds. */
+  now?: () => number;
+  onBackgroundError?: (error: unknown) => void;
+};
+
+/**
+ * The x402 `exact` EVM facilitator, in-process: the gateway calls it directly, the HTTP routes
+ * wrap it. Business failures are answers (`isValid: false`, `success: false`); only its own
+ * faults throw (FacilitatorUnavailableError).
+ *
+ * @example
+ * const facilitator = createFacilitator({ network, client, journal: store.journal, relayerKeys });
+ * await facilitator.reconcile();                 // finish what a crash left behind
+ * const verdict = await facilitator.verify(body); // { isValid: true, payer }
+ */
+export function createFacilitator(options: FacilitatorOptions) {
+  const { network, client, journal } = options;
+  const now = options.now ?? (() => Math.floor(Date.now() / 1000));
+  const rules: IntentRules = {
+    network,
+    assets: options.assets ?? [network.usdc],
+    // The reference's margin: the transaction has a few seconds to be mined before expiry.
+    expiryMarginSeconds: 6,
+    skewSeconds: 30,
+  };
+  const relayers = createRelayerPool({ keys: options.relayerKeys, client, network });
+  const pending = new Set<Promise<unknown>>();
+  const settler = createSettler({
+    rules,
+    client,
+    journal,
+    relayers,
+    now,
+    receiptTimeoutMs: options.receiptTimeoutMs ?? network.blockTimeMs * 8,
+    background(task) {
+      const tracked = task.catch(options.onBackgroundError ?? (() => {})).finally(() => pending.delete(tracked));
+      pending.add(tracked);
+    },
+  });
+
+  return {
+    network,
+    relayers: relayers.addresses,
+
+    async verify(request: FacilitatorRequest): Promise<VerifyResponse> {
+      const result = await verifyPayment({ rules, client, journal, now }, request);
+      if (result.ok) return { isValid: true, payer: result.intent.authorization.from };
+      return {
+        isValid: false,
+        invalidReason: result.reason,
+        invalidMessage: result.message,
+        ...(result.payer ? { payer: result.payer } : {}),
+      };
+    },
+
+    settle: (request: FacilitatorRequest): Promise<SettleResponse> => settler.settle(request),
+
+    supported(): SupportedResponse {
+      return {
+        kinds: [
+          { x402Version: 2, scheme: 'exact', network: network.caip2 },
+          { x402Version: 1, scheme: 'exact', network: network.x402v1 },
+        ],
+        extensions: [],
+        signers: { 'eip155:*': [...relayers.addresses] },
+      };
+    },
+
+    /** Finishes every journal entry a previous run left between claim and outcome. Run before serving. */
+    async reconcile(): Promise<number> {
+      const unfinished = await journal.unfinished();
+      for (const record of unfinished) await settler.reconcile(record);
+      return unfinished.length;
+    },
+
+    /** Waits for settlements still being watched after their requests were answered. */
+    async drain(): Promise<void> {
+      await Promise.all(pending);
+    },
+  };
+}
+
+export type Facilitator = ReturnType<typeof createFacilitator>;

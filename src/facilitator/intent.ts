@@ -1,0 +1,141 @@
+import { type Address, type Hex, getAddress, isAddressEqual } from 'viem';
+import type { Network } from '../chain/networks.js';
+import type { PaymentKey } from '../store/journal.js';
+import { type Reason, reasons } from '../x402/reasons.js';
+import { type FacilitatorRequest, exactEvmPayloadSchema } from '../x402/schemas.js';
+
+/** A token the facilitator settles, with the EIP-712 domain its signatures must use. */
+export type AllowedAsset = { address: Address; name: string; version: string };
+
+/** A payment request reduced to what the checks and the chain need, numbers as bigints. */
+export type PaymentIntent = {
+  x402Version: 1 | 2;
+  /** The network id the request used, echoed back in responses. */
+  networkId: string;
+  asset: AllowedAsset;
+  payTo: Address;
+  amount: bigint;
+  maxTimeoutSeconds: number;
+  signature: Hex;
+  authorization: { from: Address; to: Address; value: bigint; validAfter: bigint; validBefore: bigint; nonce: Hex };
+  key: PaymentKey;
+};
+
+export type Rejection = { reason: Reason; message: string; payer?: Address };
+export type IntentResult = { ok: true; intent: PaymentIntent } | ({ ok: false } & Rejection);
+
+export type IntentRules = {
+  network: Network;
+  assets: readonly AllowedAsset[];
+  /** An authorization must stay valid at least this long after we look at it (settlement time). */
+  expiryMarginSeconds: number;
+  /** Clock skew tolerated when comparing validBefore with maxTimeoutSeconds. */
+  skewSeconds: number;
+};
+
+const INT64_MAX = (1n << 63n) - 1n;
+const reject = (reason: Reason, message: string, payer?: Address): IntentResult => ({ ok: false, reason, message, payer });
+
+/**
+ * Every check that needs no I/O, cheapest first: scheme, network, requirement consistency,
+ * asset allow-list and EIP-712 domain, recipient, amount, and the validity window (including the
+ * bound by `maxTimeoutSeconds` that the reference facilitator does not check).
+ *
+ * @example
+ * const result = toIntent(request, rules, Math.floor(Date.now() / 1000));
+ * if (!result.ok) return { isValid: false, invalidReason: result.reason };
+ */
+export function toIntent(request: FacilitatorRequest, rules: IntentRules, now: number): IntentResult {
+  const { network } = rules;
+  const required = request.paymentRequirements;
+  const requiredAmount = request.x402Version === 2 ? request.paymentRequirements.amount : request.paymentRequirements.maxAmountRequired;
+  const paid = request.x402Version === 2 ? request.paymentPayload.accepted : request.paymentPayload;
+
+  if (required.scheme !== 'exact' || paid.scheme !== 'exact') {
+    return reject(reasons.invalidScheme, `only the "exact" scheme is supported, got "${paid.scheme}"`);
+  }
+  const networkId = request.x402Version === 2 ? network.caip2 : network.x402v1;
+  if (required.network !== networkId) {
+    return reject(reasons.invalidNetwork, `this facilitator settles on ${networkId}, not ${required.network}`);
+  }
+  if (paid.network !== required.network) {
+    return reject(reasons.networkMismatch, `payment is for ${paid.network}, requirements are for ${required.network}`);
+  }
+
+  const parsed = exactEvmPayloadSchema.safeParse(request.paymentPayload.payload);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    return reject(reasons.invalidPayload, `paymentPayload.payload.${issue.path.join('.')}: ${issue.message}`);
+  }
+  const { authorization: auth, signature } = parsed.data;
+  const payer = getAddress(auth.from);
+
+  if (request.x402Version === 2) {
+    const accepted = request.paymentPayload.accepted;
+    const differs = (['asset', 'payTo', 'amount'] as const).find((field) =>
+      field === 'amount' ? accepted.amount !== required.amount : accepted[field].toLowerCase() !== required[field].toLowerCase(),
+    );
+    if (differs) return reject(reasons.requirementsMismatch, `accepted.${differs} differs from the requirements`, payer);
+  }
+
+  const asset = rules.assets.find((a) => a.address.toLowerCase() === required.asset.toLowerCase());
+  if (!asset) return reject(reasons.assetNotAllowed, `asset ${required.asset} is not one this facilitator settles`, payer);
+  const extra = required.extra ?? {};
+  if (typeof extra.name !== 'string' || typeof extra.version !== 'string') {
+    return reject(reasons.missingDomain, 'requirements.extra must carry the token’s EIP-712 name and version', payer);
+  }
+  if (extra.name !== asset.name) {
+    return reject(reasons.tokenNameMismatch, `EIP-712 name of ${asset.address} is "${asset.name}", not "${extra.name}"`, payer);
+  }
+  if (extra.version !== asset.version) {
+    return reject(reasons.tokenVersionMismatch, `EIP-712 version of ${asset.address} is "${asset.version}"`, payer);
+  }
+
+  if (!/^0x[0-9a-fA-F]{40}$/.test(required.payTo) || !isAddressEqual(auth.to as Address, required.payTo as Address)) {
+    return reject(reasons.recipientMismatch, `authorization pays ${auth.to}, requirements say ${required.payTo}`, payer);
+  }
+  const value = BigInt(auth.value);
+  const amount = BigInt(requiredAmount);
+  if (value !== amount) {
+    // Exact, like the reference: an overpayment is as likely a client bug as a gift.
+    return reject(reasons.valueMismatch, `authorization is for ${value}, requirements ask ${amount}`, payer);
+  }
+  if (amount > INT64_MAX) return reject(reasons.invalidPayload, 'amount is out of range', payer);
+
+  const validAfter = BigInt(auth.validAfter);
+  const validBefore = BigInt(auth.validBefore);
+  const t = BigInt(now);
+  if (validAfter > t) return reject(reasons.validAfter, `authorization is valid only after ${validAfter}`, payer);
+  if (validBefore < t + BigInt(rules.expiryMarginSeconds)) {
+    return reject(reasons.validBefore, `authorization expires at ${validBefore}, too soon to settle`, payer);
+  }
+  const longest = BigInt(required.maxTimeoutSeconds + rules.skewSeconds);
+  if (validBefore - t > longest) {
+    return reject(
+      reasons.validityTooLong,
+      `authorization is valid for ${validBefore - t}s, requirements allow ${required.maxTimeoutSeconds}s`,
+      payer,
+    );
+  }
+
+  const nonce = auth.nonce.toLowerCase() as Hex;
+  return {
+    ok: true,
+    intent: {
+      x402Version: request.x402Version,
+      networkId,
+      asset,
+      payTo: getAddress(auth.to),
+      amount,
+      maxTimeoutSeconds: required.maxTimeoutSeconds,
+      signature: signature as Hex,
+      authorization: { from: payer, to: getAddress(auth.to), value, validAfter, validBefore, nonce },
+      key: {
+        chainId: network.chainId,
+        asset: asset.address.toLowerCase() as Address,
+        payer: payer.toLowerCase() as Address,
+        nonce,
+      },
+    },
+  };
+}

@@ -1,0 +1,64 @@
+import type { Address, Hex } from 'viem';
+
+/**
+ * The settlement journal: one row per EIP-3009 authorization turnpike has accepted, unique on
+ * (chainId, asset, payer, nonce), which is exactly what the token contract itself keys on.
+ *
+ *   verified ─▶ submitting ─▶ submitted(txHash) ─▶ settled | failed
+ *
+ * `submitting` is claimed before any transaction exists; `submitted` is written with the signed
+ * transaction *before* it is broadcast, so after a crash the same transaction (same hash) can be
+ * looked up or re-sent, never a second one.
+ */
+export const paymentStates = ['verified', 'submitting', 'submitted', 'settled', 'failed'] as const;
+export type PaymentState = (typeof paymentStates)[number];
+
+/** Addresses and nonce lower-cased, so the key is one spelling per payment. */
+export type PaymentKey = { chainId: number; asset: Address; payer: Address; nonce: Hex };
+
+export type NewPayment = PaymentKey & {
+  payTo: Address;
+  amount: bigint;
+  validAfter: bigint;
+  validBefore: bigint;
+  signature: Hex;
+  /** The network id as the request spelled it (v1 name or CAIP-2), echoed in responses. */
+  network: string;
+};
+
+export type PaymentRecord = NewPayment & {
+  state: PaymentState;
+  txHash?: Hex;
+  rawTx?: Hex;
+  relayer?: Address;
+  relayerNonce?: number;
+  errorReason?: string;
+  errorMessage?: string;
+  createdAt: number;
+  updatedAt: number;
+};
+
+export type SignedSettlement = { txHash: Hex; rawTx: Hex; relayer: Address; relayerNonce: number };
+export type SettlementOutcome =
+  | { state: 'settled'; txHash: Hex }
+  | { state: 'failed'; errorReason: string; errorMessage?: string; txHash?: Hex };
+
+export interface PaymentJournal {
+  get(key: PaymentKey): Promise<PaymentRecord | undefined>;
+  /**
+   * Takes the payment for settlement: inserts it as `submitting`, or moves it there from
+   * `verified`. Exactly one caller ever gets `claimed: true` for a key; the others get the record.
+   */
+  claim(payment: NewPayment): Promise<{ claimed: true } | { claimed: false; record: PaymentRecord }>;
+  /**
+   * Records the signed transaction before it is broadcast (`submitting` → `submitted`), or a
+   * replacement for one the node refused (it can then never be mined).
+   */
+  recordTransaction(key: PaymentKey, tx: SignedSettlement): Promise<void>;
+  /** Final state; only from `submitting`/`submitted`. */
+  finish(key: PaymentKey, outcome: SettlementOutcome): Promise<void>;
+  /** Gives a claim back when nothing can have reached the chain, so the payer may retry. */
+  release(key: PaymentKey): Promise<void>;
+  /** Entries a crash may have left between claim and outcome, oldest first. */
+  unfinished(): Promise<PaymentRecord[]>;
+}
