@@ -106,7 +106,7 @@ export function createSettler(deps: SettleDeps) {
   async function send(key: PaymentKey, data: Hex, asset: PaymentKey['asset']): Promise<SignedTransaction> {
     for (let attempt = 1; ; attempt++) {
       const tx = await relayers.sign(asset, data);
-      await journal.recordTransaction(key, { ...tx, relayerNonce: tx.nonce });
+      await journal.recordTransaction(key, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
       try {
         await relayers.broadcast(tx);
         return tx;

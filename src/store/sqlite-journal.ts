@@ -88,7 +88,7 @@ export function sqliteJournal(db: Database.Database): PaymentJournal {
 
   const claim = db.transaction((payment: NewPayment) => {
     const now = Date.now();
-    if (insert.run({ ...keyParams(payment), ...payment, now }).changes === 1) return { claimed: true as const };
+    if (insert.run({ ...payment, ...keyParams(payment), now }).changes === 1) return { claimed: true as const };
     if (takeVerified.run({ ...keyParams(payment), now }).changes === 1) return { claimed: true as const };
     return { claimed: false as const, record: get(payment)! };
   });
@@ -101,7 +101,8 @@ export function sqliteJournal(db: Database.Database): PaymentJournal {
       return claim.immediate(payment);
     },
     async recordTransaction(key, tx) {
-      mustChange(recordTx.run({ ...keyParams(key), ...tx, now: Date.now() }), 'record the transaction of', key);
+      const params = { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.relayerNonce };
+      mustChange(recordTx.run({ ...params, ...keyParams(key), now: Date.now() }), 'record the transaction of', key);
     },
     async finish(key, outcome) {
       const params = {
