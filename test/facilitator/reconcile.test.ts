@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { type Address, type Hex, encodeFunctionData } from 'viem';
+import { usdcAbi } from '../../contracts-abi/usdc.js';
+import { networks } from '../../src/chain/networks.js';
+import { createRelayerPool } from '../../src/chain/relayer.js';
+import { createFacilitator } from '../../src/facilitator/facilitator.js';
+import type { NewPayment } from '../../src/store/journal.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+import { useSandbox } from '../helpers/chain.js';
+import { signAuthorization, v2Request } from '../helpers/payments.js';
+
+const chain = useSandbox();
+const lower = (s: string) => s.toLowerCase() as Address;
+
+/** What a process that crashed mid-settlement leaves behind, step by step. */
+async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast') {
+  const path = chain.dbPath();
+  const store = await openSqliteStore({ path });
+  const payer = chain.sandbox.accounts.payers[5]!;
+  const payTo = chain.sandbox.accounts.payees[0]!.address;
+  const { signature, authorization } = await signAuthorization({ payer, payTo, amount: 4_321n });
+  const payment: NewPayment = {
+    chainId: 8453,
+    asset: lower(networks.base.usdc.address),
+    payer: lower(payer.address),
+    nonce: authorization.nonce.toLowerCase() as Hex,
+    payTo: lower(payTo),
+    amount: 4_321n,
+    validAfter: BigInt(authorization.validAfter),
+    validBefore: BigInt(authorization.validBefore),
+    signature,
+    network: 'eip155:8453',
+  };
+  assert.deepEqual(await store.journal.claim(payment), { claimed: true });
+  let txHash: Hex | undefined;
+  if (stopAfter !== 'claim') {
+    const pool = createRelayerPool({ keys: [chain.sandbox.accounts.relayers[0]!.privateKey], client: chain.client, network: networks.local });
+    const data = encodeFunctionData({
+      abi: usdcAbi,
+      functionName: 'transferWithAuthorization',
+      args: [payer.address, payTo, 4_321n, payment.validAfter, payment.validBefore, payment.nonce, signature],
+    });
+    const tx = await pool.sign(networks.base.usdc.address, data);
+    await store.journal.recordTransaction(payment, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
+    if (stopAfter === 'broadcast') await pool.broadcast(tx);
+    txHash = tx.txHash;
+  }
+  await store.close();
+  return { path, payment, payTo, txHash };
+}
+
+async function restart(path: string) {
+  const store = await openSqliteStore({ path });
+  const facilitator = createFacilitator({
+    network: networks.local,
+    client: chain.client,
+    journal: store.journal,
+    relayerKeys: chain.sandbox.accounts.relayers.map((r) => r.privateKey),
+  });
+  return { store, facilitator };
+}
+
+describe('reconciliation after a crash', () => {
+  test('signed and journalled but never broadcast: the very same transaction is sent, once', async () => {
+    const crashed = await crashedSettlement('record');
+    const before = await chain.balanceOf(crashed.payTo);
+    const { store, facilitator } = await restart(crashed.path);
+    assert.equal(await facilitator.reconcile(), 1);
+    const record = await store.journal.get(crashed.payment);
+    assert.equal(record?.state, 'settled');
+    assert.equal(record?.txHash, crashed.txHash);
+    assert.equal(await chain.balanceOf(crashed.payTo), before + 4_321n);
+    assert.deepEqual(await store.journal.unfinished(), []);
+  });
+
+  test('broadcast and mined, but the receipt was never recorded: finished from the receipt, nothing re-sent', async () => {
+    const crashed = await crashedSettlement('broadcast');
+    const txs = await chain.relayerTxCount();
+    const before = await chain.balanceOf(crashed.payTo);
+    const { store, facilitator } = await restart(crashed.path);
+    await facilitator.reconcile();
+    assert.equal((await store.journal.get(crashed.payment))?.state, 'settled');
+    assert.equal(await chain.relayerTxCount(), txs);
+    assert.equal(await chain.balanceOf(crashed.payTo), before);
+  });
+
+  test('claimed with nothing sent: the claim is released and the payment can settle afterwards', async () => {
+    const crashed = await crashedSettlement('claim');
+    const { store, facilitator } = await restart(crashed.path);
+    await facilitator.reconcile();
+    assert.equal(await store.journal.get(crashed.payment), undefined);
+  });
+
+  test('journalled, never broadcast, and meanwhile consumed by someone else: never re-sent', async () => {
+    const crashed = await crashedSettlement('record');
+    // The payee (or anyone) submits the authorization directly, from another relayer.
+    const other = createRelayerPool({ keys: [chain.sandbox.accounts.relayers[3]!.privateKey], client: chain.client, network: networks.local });
+    const p = crashed.payment;
+    const tx = await other.sign(
+      networks.base.usdc.address,
+      encodeFunctionData({
+        abi: usdcAbi,
+        functionName: 'transferWithAuthorization',
+        args: [p.payer, p.payTo, p.amount, p.validAfter, p.validBefore, p.nonce, p.signature],
+      }),
+    );
+    await other.broadcast(tx);
+    await chain.client.waitForTransactionReceipt({ hash: tx.txHash });
+    const relayer0 = chain.sandbox.accounts.relayers[0]!.address;
+    const nonceBefore = await chain.client.getTransactionCount({ address: relayer0 });
+    const { store, facilitator } = await restart(crashed.path);
+    await facilitator.reconcile();
+    const record = await store.journal.get(crashed.payment);
+    assert.equal(record?.state, 'failed');
+    assert.equal(record?.errorReason, 'invalid_exact_evm_nonce_already_used');
+    assert.equal(await chain.client.getTransactionCount({ address: relayer0 }), nonceBefore);
+  });
+
+  test('a settle retried after a restart answers from the journal, sending nothing', async () => {
+    const path = chain.dbPath();
+    const body = await v2Request({ payer: chain.sandbox.accounts.payers[6]!, payTo: chain.sandbox.accounts.payees[1]!.address, amount: 9n });
+    const first = await restart(path);
+    const answer = await first.facilitator.settle(body);
+    assert.equal(answer.success, true);
+    await first.store.close();
+    const txs = await chain.relayerTxCount();
+    const second = await restart(path);
+    assert.deepEqual(await second.facilitator.settle(body), answer);
+    assert.equal(await chain.relayerTxCount(), txs);
+  });
+});
