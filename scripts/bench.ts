@@ -3,23 +3,36 @@
  * Progress goes to stderr; the table (or JSON) to stdout.
  */
 import os from 'node:os';
+import { startSandbox } from '../src/chain/sandbox/sandbox.js';
+import { benchFacilitator } from './bench/facilitator.js';
 import { benchSandbox } from './bench/sandbox.js';
 import type { Row } from './bench/stats.js';
 
 const json = process.argv.includes('--json');
 const progress = (s: string) => process.stderr.write(`\r\x1b[2K${s}`);
 
-const rows: Row[] = [...(await benchSandbox(10, progress))];
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
+const rows: Row[] = [];
+if (!only || only === 'sandbox') rows.push(...(await benchSandbox(10, progress)));
+if (!only || only === 'facilitator') {
+  const sandbox = await startSandbox({ payers: 32 });
+  try {
+    rows.push(...(await benchFacilitator(sandbox, progress)));
+  } finally {
+    await sandbox.stop();
+  }
+}
 process.stderr.write('\r\x1b[2K');
 
 const machine = `${os.cpus().length}× ${os.cpus()[0]?.model ?? 'cpu'}, node ${process.version}`;
 if (json) {
   process.stdout.write(`${JSON.stringify({ date: new Date().toISOString(), machine, rows }, null, 2)}\n`);
 } else {
-  const fmt = (ms: number) => `${ms.toFixed(1)} ms`;
+  const fmt = (ms: number) => (Number.isNaN(ms) ? '' : `${ms.toFixed(1)} ms`);
   process.stdout.write(`turnpike bench, ${new Date().toISOString().slice(0, 10)}, ${machine}\n\n`);
-  process.stdout.write('| path | subject | p50 | p99 | note |\n| --- | --- | --- | --- | --- |\n');
+  process.stdout.write('| path | subject | calls/s | p50 | p99 | note |\n| --- | --- | --- | --- | --- | --- |\n');
   for (const r of rows) {
-    process.stdout.write(`| ${r.path} | ${r.subject} | ${fmt(r.p50Ms)} | ${fmt(r.p99Ms)} | ${r.note ?? ''} |\n`);
+    const rate = r.perSecond === undefined ? '' : r.perSecond.toFixed(0);
+    process.stdout.write(`| ${r.path} | ${r.subject} | ${rate} | ${fmt(r.p50Ms)} | ${fmt(r.p99Ms)} | ${r.note ?? ''} |\n`);
   }
 }

@@ -4,6 +4,7 @@ import { createRelayerPool } from '../chain/relayer.js';
 import type { PaymentJournal } from '../store/journal.js';
 import type { FacilitatorRequest, SettleResponse, SupportedResponse, VerifyResponse } from '../x402/schemas.js';
 import type { AllowedAsset, IntentRules } from './intent.js';
+import { createStateReader } from './chain-state.js';
 import { createSettler } from './settle.js';
 import { verifyPayment } from './verify.js';
 
@@ -41,10 +42,12 @@ export function createFacilitator(options: FacilitatorOptions) {
     skewSeconds: 30,
   };
   const relayers = createRelayerPool({ keys: options.relayerKeys, client, network });
+  const readState = createStateReader(client);
   const pending = new Set<Promise<unknown>>();
   const settler = createSettler({
     rules,
     client,
+    readState,
     journal,
     relayers,
     now,
@@ -60,7 +63,7 @@ export function createFacilitator(options: FacilitatorOptions) {
     relayers: relayers.addresses,
 
     async verify(request: FacilitatorRequest): Promise<VerifyResponse> {
-      const result = await verifyPayment({ rules, client, journal, now }, request);
+      const result = await verifyPayment({ rules, readState, journal, now }, request);
       if (result.ok) return { isValid: true, payer: result.intent.authorization.from };
       return {
         isValid: false,

@@ -11,6 +11,7 @@ import { BroadcastRejectedError, type RelayerPool, type SignedTransaction } from
 import type { PaymentJournal, PaymentKey, PaymentRecord, SettlementOutcome } from '../store/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse } from '../x402/schemas.js';
+import type { StateReader } from './chain-state.js';
 import { FacilitatorUnavailableError } from './errors.js';
 import { type IntentRules, type PaymentIntent, toIntent } from './intent.js';
 import { verifyIntent } from './verify.js';
@@ -18,6 +19,7 @@ import { verifyIntent } from './verify.js';
 export type SettleDeps = {
   rules: IntentRules;
   client: PublicClient;
+  readState: StateReader;
   journal: PaymentJournal;
   relayers: RelayerPool;
   now: () => number;

@@ -1,14 +1,13 @@
-import type { PublicClient } from 'viem';
 import type { PaymentJournal } from '../store/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest } from '../x402/schemas.js';
-import { readPaymentState } from './chain-state.js';
+import type { StateReader } from './chain-state.js';
 import { type IntentRules, type PaymentIntent, type Rejection, toIntent } from './intent.js';
 import { authorizationDigest, classifySignature } from './signature.js';
 
 export type VerifyDeps = {
   rules: IntentRules;
-  client: PublicClient;
+  readState: StateReader;
   journal: PaymentJournal;
   /** Unix seconds. */
   now: () => number;
@@ -41,7 +40,7 @@ export async function verifyPayment(deps: VerifyDeps, request: FacilitatorReques
 }
 
 /** The part of verification that needs the chain: signature (ECDSA locally, else ERC-1271), nonce, balance. */
-export async function verifyIntent(deps: Pick<VerifyDeps, 'client' | 'rules'>, intent: PaymentIntent): Promise<Verified> {
+export async function verifyIntent(deps: Pick<VerifyDeps, 'readState' | 'rules'>, intent: PaymentIntent): Promise<Verified> {
   const payer = intent.authorization.from;
   const digest = authorizationDigest(intent, deps.rules.network.chainId);
   const kind = await classifySignature(intent, digest);
@@ -53,7 +52,7 @@ export async function verifyIntent(deps: Pick<VerifyDeps, 'client' | 'rules'>, i
       payer,
     };
   }
-  const state = await readPaymentState(deps.client, intent, kind === 'contract' ? { digest } : undefined);
+  const state = await deps.readState(intent, kind === 'contract' ? { digest } : undefined);
   if (kind === 'contract' && !state.walletApproves) {
     return { ok: false, reason: reasons.signature, message: 'signature is not the payer’s (ECDSA or ERC-1271)', payer };
   }
