@@ -3,70 +3,30 @@
  * and @x402/evm, with viem's nonce manager and the same receipt polling), both over HTTP on one
  * sandbox chain, with the same kind of payments, alternating in one run.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { x402Facilitator } from '@x402/core/facilitator';
-import type { PaymentPayload, PaymentRequirements } from '@x402/core/types';
-import { toFacilitatorEvmSigner } from '@x402/evm';
-import { ExactEvmScheme } from '@x402/evm/exact/facilitator';
-import { Hono } from 'hono';
-import { createPublicClient, createWalletClient, http, nonceManager, publicActions } from 'viem';
-import { privateKeyToAccount } from 'viem/accounts';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { createPublicClient, http } from 'viem';
 import { networks } from '../../src/chain/networks.js';
 import type { Sandbox } from '../../src/chain/sandbox/sandbox.js';
-import { createFacilitator } from '../../src/facilitator/facilitator.js';
-import { createApp } from '../../src/http/app.js';
-import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
-import { type Listening, listen } from '../../src/http/listen.js';
-import { createLogger } from '../../src/log/logger.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
 import { v2Request } from '../../test/helpers/payments.js';
 import { type Row, summarize } from './stats.js';
 
 const network = networks.local;
-const logger = createLogger({ level: 'silent', format: 'json' });
 
 type Body = Awaited<ReturnType<typeof v2Request>>;
 
-async function startTurnpike(sandbox: Sandbox, dir: string): Promise<Listening> {
-  const store = await openSqliteStore({ path: path.join(dir, 'bench.db') });
-  const client = createPublicClient({ chain: network.viemChain, transport: http(sandbox.rpcUrl), pollingInterval: network.receiptPollingMs });
-  const facilitator = createFacilitator({
-    network,
-    client,
-    journal: store.journal,
-    relayerKeys: [sandbox.accounts.relayers[1]!.privateKey],
+/** Each facilitator runs in a process of its own, as it would in production, so neither shares
+ * an event loop with the other or with the load generator. */
+async function startServer(kind: 'turnpike' | 'reference', sandbox: Sandbox, relayers: number[]): Promise<{ url: string; close(): Promise<void> }> {
+  const keys = relayers.map((i) => sandbox.accounts.relayers[i]!.privateKey);
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./facilitator-server.ts', import.meta.url)), kind, sandbox.rpcUrl, ...keys], {
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const app = createApp(logger);
-  app.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: 1 << 20, logger }));
-  return listen(app, { host: '127.0.0.1', port: 0 });
-}
-
-async function startReference(sandbox: Sandbox): Promise<Listening> {
-  const account = privateKeyToAccount(sandbox.accounts.relayers[0]!.privateKey, { nonceManager });
-  const client = createWalletClient({
-    account,
-    chain: network.viemChain,
-    transport: http(sandbox.rpcUrl),
-    pollingInterval: network.receiptPollingMs,
-  }).extend(publicActions);
-  const facilitator = new x402Facilitator().register(
-    network.caip2,
-    // The reference's own docs pass a viem wallet client extended with public actions like this.
-    new ExactEvmScheme(toFacilitatorEvmSigner({ ...client, address: account.address } as unknown as Parameters<typeof toFacilitatorEvmSigner>[0])),
-  );
-  const app = new Hono();
-  type Request = { paymentPayload: PaymentPayload; paymentRequirements: PaymentRequirements };
-  app.post('/verify', async (c) => {
-    const body = await c.req.json<Request>();
-    return c.json(await facilitator.verify(body.paymentPayload, body.paymentRequirements));
-  });
-  app.post('/settle', async (c) => {
-    const body = await c.req.json<Request>();
-    return c.json(await facilitator.settle(body.paymentPayload, body.paymentRequirements));
-  });
-  return listen(app, { host: '127.0.0.1', port: 0 });
+  const [line] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
+  const exited = once(child, 'exit');
+  return { url: JSON.parse(line).url, close: async () => void (child.kill(), await exited) };
 }
 
 /** Runs `bodies` through POST url with `concurrency` workers; latency per call and calls/s. */
@@ -106,9 +66,12 @@ async function relayerTxs(sandbox: Sandbox, index: number) {
 }
 
 export async function benchFacilitator(sandbox: Sandbox, progress: (s: string) => void): Promise<Row[]> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-bench-'));
-  const turnpike = await startTurnpike(sandbox, dir);
-  const reference = await startReference(sandbox);
+  // Relayer 0 is the reference's, 1 is turnpike's single key, 2-5 its four keys.
+  const [reference, turnpike, turnpike4] = await Promise.all([
+    startServer('reference', sandbox, [0]),
+    startServer('turnpike', sandbox, [1]),
+    startServer('turnpike', sandbox, [2, 3, 4, 5]),
+  ]);
   const rows: Row[] = [];
   const pair = (label: string, t: Awaited<ReturnType<typeof drive>>, r: Awaited<ReturnType<typeof drive>>, note = '') => {
     rows.push({ path: label, subject: 'reference (@x402/core + @x402/evm)', p50Ms: r.p50, p99Ms: r.p99, perSecond: r.perSecond, note: r.failures ? `${r.failures} failed` : '' });
@@ -140,6 +103,15 @@ export async function benchFacilitator(sandbox: Sandbox, progress: (s: string) =
     const r = await drive(`${reference.url}/settle`, await payments(sandbox, 200), 16, valid);
     const t = await drive(`${turnpike.url}/settle`, await payments(sandbox, 200), 16, valid);
     pair('settle, concurrency 16, one relayer key each', t, r);
+    const t4 = await drive(`${turnpike4.url}/settle`, await payments(sandbox, 400), 16, valid);
+    rows.push({
+      path: 'settle, concurrency 16',
+      subject: 'turnpike with 4 relayer keys',
+      p50Ms: t4.p50,
+      p99Ms: t4.p99,
+      perSecond: t4.perSecond,
+      note: `${(t4.perSecond / r.perSecond).toFixed(1)}× the reference's throughput${t4.failures ? `, ${t4.failures} failed` : ''}`,
+    });
 
     progress('facilitator: duplicate settles (20 payments × 8 concurrent copies)');
     const dupes = async (url: string, relayer: number) => {
@@ -153,9 +125,7 @@ export async function benchFacilitator(sandbox: Sandbox, progress: (s: string) =
     rows.push({ path: 'duplicate settles (20 payments × 8)', subject: 'reference', p50Ms: NaN, p99Ms: NaN, note: `${refTxs} transactions broadcast (${refTxs - 20} wasted)` });
     rows.push({ path: 'duplicate settles (20 payments × 8)', subject: 'turnpike', p50Ms: NaN, p99Ms: NaN, note: `${tpTxs} transactions broadcast (${tpTxs - 20} wasted)` });
   } finally {
-    await turnpike.close();
-    await reference.close();
-    rmSync(dir, { recursive: true, force: true });
+    await Promise.all([turnpike.close(), turnpike4.close(), reference.close()]);
   }
   return rows;
 }

@@ -104,18 +104,28 @@ export function createSettler(deps: SettleDeps) {
       args: [p.payer, p.payTo, p.amount, p.validAfter, p.validBefore, p.nonce, p.signature],
     });
 
-  /** Sign, journal, broadcast; a nonce refused by the node gets a fresh transaction (it can never be mined). */
+  /**
+   * Sign, journal, broadcast. A nonce the node refused gets a fresh transaction (the refused one
+   * can never be mined); any other refusal releases the claim, so the payer can try again.
+   */
   async function send(key: PaymentKey, data: Hex, asset: PaymentKey['asset']): Promise<SignedTransaction> {
+    const record = (tx: SignedTransaction) =>
+      journal.recordTransaction(key, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
     for (let attempt = 1; ; attempt++) {
-      const tx = await relayers.sign(asset, data);
-      await journal.recordTransaction(key, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
+      let signed: SignedTransaction | undefined;
       try {
-        await relayers.broadcast(tx);
-        return tx;
+        return await relayers.submit({ to: asset, data }, async (tx) => {
+          signed = tx;
+          await record(tx);
+        });
       } catch (error) {
-        if (!(error instanceof BroadcastRejectedError)) return tx; // may have arrived: the receipt decides
-        if (error.kind === 'nonce' && attempt < 3) continue;
+        // Not refused, but not known to have arrived either: the receipt (or reconciliation) decides.
+        if (signed && !(error instanceof BroadcastRejectedError)) return signed;
+        if (error instanceof BroadcastRejectedError && error.kind === 'nonce' && attempt < 3) continue;
         await journal.release(key);
+        if (!(error instanceof BroadcastRejectedError)) {
+          throw new FacilitatorUnavailableError('cannot prepare the settlement transaction', { cause: error });
+        }
         throw new FacilitatorUnavailableError(
           error.kind === 'funds' ? 'the relayer cannot pay for gas; fund it and retry' : `the node refused the settlement: ${error.message}`,
           { cause: error },
@@ -174,7 +184,7 @@ export function createSettler(deps: SettleDeps) {
     const expired = BigInt(deps.now()) >= record.validBefore;
     if (record.state === 'submitted' && record.rawTx && record.relayer && record.relayerNonce !== undefined && !expired) {
       try {
-        await relayers.broadcast({ rawTx: record.rawTx, txHash: record.txHash!, relayer: record.relayer, nonce: record.relayerNonce });
+        await relayers.rebroadcast({ rawTx: record.rawTx, txHash: record.txHash!, relayer: record.relayer, nonce: record.relayerNonce });
         const receipt = await waitForReceipt(record.txHash!, Date.now() + deps.receiptTimeoutMs);
         if (receipt) return journal.finish(record, outcomeOf(receipt, payment));
         return; // still pending: the next reconciliation looks again

@@ -1,30 +1,10 @@
-import { createRequire } from 'node:module';
 import { type Address, type Hex, getAddress, hashTypedData, hexToBigInt, hexToBytes, keccak256, recoverAddress, size, slice } from 'viem';
 import { transferWithAuthorizationTypes } from '../chain/eip3009.js';
+import { nativeSecp256k1 as native } from '../chain/secp256k1.js';
 import type { PaymentIntent } from './intent.js';
 
 const ERC6492_MAGIC = '6492649264926492649264926492649264926492649264926492649264926492';
 const HALF_CURVE_ORDER = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0n;
-
-type NativeSecp256k1 = {
-  ecdsaRecover(signature: Uint8Array, recid: number, message: Uint8Array, compressed: boolean): Uint8Array;
-};
-
-/**
- * libsecp256k1 through the `secp256k1` package's prebuilt addon: ~25× faster than pure-JS
- * recovery, which is otherwise most of a verify's CPU. Optional: without the addon (another
- * platform, a failed install) viem's pure-JS recovery gives the same answers.
- */
-const native: NativeSecp256k1 | undefined = (() => {
-  try {
-    return createRequire(import.meta.url)('secp256k1/bindings') as NativeSecp256k1;
-  } catch {
-    return undefined;
-  }
-})();
-
-/** Which implementation recovers signers in this process (reported by the benchmark). */
-export const signatureBackend = native ? 'libsecp256k1 (native)' : 'noble (pure JS)';
 
 /** The EIP-712 digest the token checks: the same for an EOA's ECDSA and a wallet's ERC-1271. */
 export function authorizationDigest(intent: PaymentIntent, chainId: number): Hex {

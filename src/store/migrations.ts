@@ -45,7 +45,7 @@ export const migrations: readonly Migration[] = [
         CHECK (state NOT IN ('submitted', 'settled') OR tx_hash IS NOT NULL)
       );
       CREATE INDEX payments_unfinished ON payments (state, created_at);
-      CREATE UNIQUE INDEX payments_tx_hash ON payments (tx_hash);
+      CREATE INDEX payments_tx_hash ON payments (tx_hash);
     `,
   },
 ];

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { type Address, type Hex, encodeFunctionData } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { networks } from '../../src/chain/networks.js';
-import { createRelayerPool } from '../../src/chain/relayer.js';
+import { type SignedTransaction, createRelayerPool } from '../../src/chain/relayer.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import type { NewPayment } from '../../src/store/journal.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
@@ -41,10 +41,17 @@ async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast') {
       functionName: 'transferWithAuthorization',
       args: [payer.address, payTo, 4_321n, payment.validAfter, payment.validBefore, payment.nonce, signature],
     });
-    const tx = await pool.sign(networks.base.usdc.address, data);
-    await store.journal.recordTransaction(payment, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
-    if (stopAfter === 'broadcast') await pool.broadcast(tx);
-    txHash = tx.txHash;
+    const record = (tx: SignedTransaction) =>
+      store.journal.recordTransaction(payment, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
+    let tx: SignedTransaction | undefined;
+    const submitted = pool.submit({ to: networks.base.usdc.address, data }, async (signed) => {
+      tx = signed;
+      await record(signed);
+      if (stopAfter === 'record') throw new Error('crash before the broadcast');
+    });
+    if (stopAfter === 'record') await assert.rejects(submitted, /crash/);
+    else await submitted;
+    txHash = tx!.txHash;
   }
   await store.close();
   return { path, payment, payTo, txHash };
@@ -97,15 +104,12 @@ describe('reconciliation after a crash', () => {
     // The payee (or anyone) submits the authorization directly, from another relayer.
     const other = createRelayerPool({ keys: [chain.sandbox.accounts.relayers[3]!.privateKey], client: chain.client, network: networks.local });
     const p = crashed.payment;
-    const tx = await other.sign(
-      networks.base.usdc.address,
-      encodeFunctionData({
-        abi: usdcAbi,
-        functionName: 'transferWithAuthorization',
-        args: [p.payer, p.payTo, p.amount, p.validAfter, p.validBefore, p.nonce, p.signature],
-      }),
-    );
-    await other.broadcast(tx);
+    const data = encodeFunctionData({
+      abi: usdcAbi,
+      functionName: 'transferWithAuthorization',
+      args: [p.payer, p.payTo, p.amount, p.validAfter, p.validBefore, p.nonce, p.signature],
+    });
+    const tx = await other.submit({ to: networks.base.usdc.address, data }, async () => {});
     await chain.client.waitForTransactionReceipt({ hash: tx.txHash });
     const relayer0 = chain.sandbox.accounts.relayers[0]!.address;
     const nonceBefore = await chain.client.getTransactionCount({ address: relayer0 });
