@@ -15,7 +15,7 @@ const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.
 const rows: Row[] = [];
 if (!only || only === 'sandbox') rows.push(...(await benchSandbox(10, progress)));
 if (!only || only === 'facilitator') {
-  const sandbox = await startSandbox({ payers: 32, relayers: 6 });
+  const sandbox = await startSandbox({ payers: 32 });
   try {
     rows.push(...(await benchFacilitator(sandbox, progress)));
   } finally {

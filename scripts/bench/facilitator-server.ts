@@ -49,7 +49,11 @@ async function startReference(rpcUrl: string, key: Hex): Promise<Listening> {
   const facilitator = new x402Facilitator().register(
     network.caip2,
     // The reference's own docs pass a viem wallet client extended with public actions like this.
-    new ExactEvmScheme(toFacilitatorEvmSigner({ ...client, address: account.address } as unknown as Parameters<typeof toFacilitatorEvmSigner>[0])),
+    new ExactEvmScheme(
+      toFacilitatorEvmSigner({ ...client, address: account.address } as unknown as Parameters<typeof toFacilitatorEvmSigner>[0], {
+        confirmationTimeoutMs: 10_000,
+      }),
+    ),
   );
   const app = new Hono();
   type Request = { paymentPayload: PaymentPayload; paymentRequirements: PaymentRequirements };
@@ -67,3 +71,4 @@ async function startReference(rpcUrl: string, key: Hex): Promise<Listening> {
 const [kind, rpcUrl, ...keys] = process.argv.slice(2) as ['turnpike' | 'reference', string, ...Hex[]];
 const server = kind === 'reference' ? await startReference(rpcUrl, keys[0]!) : await startTurnpike(rpcUrl, keys);
 process.stdout.write(`${JSON.stringify({ url: server.url })}\n`);
+process.once('SIGTERM', () => process.exit(0));

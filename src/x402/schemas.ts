@@ -7,7 +7,10 @@ import { z } from 'zod';
  */
 
 /** A uint256 as a decimal string, the way x402 carries amounts and times. */
-export const uintString = z.string().regex(/^(0|[1-9]\d{0,77})$/, 'expected a non-negative integer as a decimal string');
+export const uintString = z
+  .string()
+  .regex(/^(0|[1-9]\d{0,77})$/, 'expected a non-negative integer as a decimal string')
+  .refine((s) => BigInt(s) < 1n << 256n, 'expected at most 2^256 - 1');
 export const addressString = z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'expected a 0x-prefixed 20-byte address');
 const bytes32 = z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'expected 0x followed by 64 hex digits');
 // 65 bytes for an EOA; smart wallets and ERC-6492 wrappers are longer. 8 KiB bounds the work.

@@ -166,6 +166,11 @@ describe('bad input and adversaries: specific answers, no 5xx, nothing moves', (
     const wrongType = await post('/verify', { ...body, paymentRequirements: { ...body.paymentRequirements, amount: 10000 } });
     assert.equal(wrongType.status, 400);
     assert.match(String(wrongType.body.message), /^paymentRequirements\.amount: /);
+    const huge = structuredClone(body);
+    huge.paymentPayload.payload.authorization.value = '9'.repeat(78);
+    const overflow = await post('/verify', huge);
+    assert.equal(overflow.body.invalidReason, 'invalid_payload');
+    assert.match(String(overflow.body.invalidMessage), /authorization\.value: expected at most 2\^256 - 1/);
     const version = await post('/verify', { ...body, x402Version: 3 });
     assert.equal(version.status, 400);
     assert.match(String(version.body.message), /^x402Version/);

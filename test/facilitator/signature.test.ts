@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type Hex, concat, numberToHex, parseSignature, toHex } from 'viem';
+import { type Hex, concat, hashTypedData, numberToHex, parseSignature, toHex } from 'viem';
+import { transferWithAuthorizationTypes, usdcDomain } from '../../src/chain/eip3009.js';
 import { networks } from '../../src/chain/networks.js';
 import { sandboxAccounts } from '../../src/chain/sandbox/accounts.js';
 import { toIntent } from '../../src/facilitator/intent.js';
@@ -46,4 +47,16 @@ test('v of 0/1 instead of 27/28 is refused, as FiatToken refuses it', async () =
 
 test('an ERC-6492 wrapper is recognised', async () => {
   assert.equal(await classify((s) => `${s}${'6492'.repeat(16)}` as Hex), 'erc6492');
+});
+
+test('the digest is exactly viem’s hashTypedData of the authorization', async () => {
+  const intent = await intentWith((s) => s);
+  const expected = hashTypedData({
+    domain: usdcDomain(networks.base),
+    types: transferWithAuthorizationTypes,
+    primaryType: 'TransferWithAuthorization',
+    message: intent.authorization,
+  });
+  assert.equal(authorizationDigest(intent, 8453), expected);
+  assert.equal(authorizationDigest(intent, 8453), expected, 'and again from the cached domain');
 });
