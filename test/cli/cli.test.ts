@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
+import { startSandbox } from '../../src/chain/sandbox/sandbox.js';
 
 const bin = path.resolve('dist/src/cli/main.js');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-cli-'));
@@ -85,5 +86,36 @@ describe('turnpike CLI (built)', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     assert.fail('anvil kept running after its owner was killed');
+  });
+
+  test('facilitator serves /supported on the sandbox, prints its URL, and stops on SIGINT', async () => {
+    const run = turnpike(['facilitator', '--port', '0', '--data-dir', path.join(dir, 'fac'), '--log-level', 'silent']);
+    while (!/listening on (\S+)/.test(run.stdout())) await new Promise((r) => setTimeout(r, 20));
+    const url = /listening on (\S+)/.exec(run.stdout())![1]!;
+    const rpcUrl = /rpc\s+(\S+)/.exec(run.stdout())![1]!;
+    const supported = (await (await fetch(`${url}/supported`)).json()) as { kinds: { network: string }[] };
+    assert.deepEqual(supported.kinds.map((k) => k.network), ['eip155:8453', 'base']);
+    const bad = await fetch(`${url}/verify`, { method: 'POST', body: 'nope' });
+    assert.equal(bad.status, 400);
+    run.child.kill('SIGINT');
+    assert.equal((await run.done).code, 0);
+    await assert.rejects(fetch(rpcUrl, { method: 'POST', body: '{}' }), 'the sandbox stopped with it');
+  });
+
+  test('facilitator: an unreachable node is named (exit 1)', async () => {
+    const result = await turnpike(['facilitator', '--network', 'base', '--rpc-url', 'http://127.0.0.1:9', '--port', '0']).done;
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /cannot reach the chain at http:\/\/127\.0\.0\.1:9/);
+  });
+
+  test('facilitator: any node with chain id 8453 is Base, and then the relayer key is required (exit 2)', async () => {
+    const sandbox = await startSandbox({ payers: 0 });
+    try {
+      const result = await turnpike(['facilitator', '--network', 'base', '--rpc-url', sandbox.rpcUrl, '--port', '0']).done;
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, /set TURNPIKE_RELAYER_KEY \(or TURNPIKE_RELAYER_KEY_FILE\) to settle on base/);
+    } finally {
+      await sandbox.stop();
+    }
   });
 });
