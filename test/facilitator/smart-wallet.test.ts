@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { type Address, getAddress, pad } from 'viem';
+import { transferWithAuthorizationTypes, usdcDomain } from '../../src/chain/eip3009.js';
+import { networks } from '../../src/chain/networks.js';
+import { sandboxAccounts } from '../../src/chain/sandbox/accounts.js';
+import { createFacilitator } from '../../src/facilitator/facilitator.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+import { erc1271WalletDeployedBytecode } from '../fixtures/erc1271-wallet.js';
+import { useSandbox } from '../helpers/chain.js';
+import { v2Request } from '../helpers/payments.js';
+
+const chain = useSandbox();
+const WALLET: Address = getAddress('0x00000000000000000000000000000000001271aa');
+const [owner, stranger] = sandboxAccounts({ payers: 0, relayers: 0, payees: 2 }).payees;
+
+/** A v2 payment from the wallet: the authorization names the wallet, its owner signs. */
+async function walletPayment(signer: typeof owner, payTo: Address, amount: bigint) {
+  const body = await v2Request({ payer: chain.sandbox.accounts.payers[9]!, payTo, amount });
+  const authorization = { ...body.paymentPayload.payload.authorization, from: WALLET };
+  body.paymentPayload.payload.authorization = authorization;
+  body.paymentPayload.payload.signature = await signer!.signTypedData({
+    domain: usdcDomain(networks.base),
+    types: transferWithAuthorizationTypes,
+    primaryType: 'TransferWithAuthorization',
+    message: {
+      ...authorization,
+      value: BigInt(authorization.value),
+      validAfter: BigInt(authorization.validAfter),
+      validBefore: BigInt(authorization.validBefore),
+    },
+  });
+  return body;
+}
+
+test('a smart wallet (ERC-1271) pays: verified by the wallet in the same eth_call, settled on chain', async () => {
+  await chain.rpc('anvil_setCode', [WALLET, erc1271WalletDeployedBytecode]);
+  await chain.rpc('anvil_setStorageAt', [WALLET, pad('0x0'), pad(owner!.address)]);
+  const store = await openSqliteStore({ path: chain.dbPath() });
+  const facilitator = createFacilitator({
+    network: networks.local,
+    client: chain.client,
+    journal: store.journal,
+    relayerKeys: [chain.sandbox.accounts.relayers[3]!.privateKey],
+  });
+  // Fund the wallet the x402 way: a payer pays it.
+  const funding = await v2Request({ payer: chain.sandbox.accounts.payers[9]!, payTo: WALLET, amount: 50_000n });
+  assert.equal((await facilitator.settle(funding)).success, true);
+
+  const payee = chain.sandbox.accounts.payees[0]!.address;
+  const forged = await walletPayment(stranger, payee, 20_000n);
+  const refused = await facilitator.verify(forged);
+  assert.equal(refused.isValid, false);
+  assert.equal(!refused.isValid && refused.invalidReason, 'invalid_exact_evm_signature');
+
+  const body = await walletPayment(owner, payee, 20_000n);
+  assert.deepEqual(await facilitator.verify(body), { isValid: true, payer: WALLET });
+  const before = await chain.balanceOf(payee);
+  const settled = await facilitator.settle(body);
+  assert.equal(settled.success, true, JSON.stringify(settled));
+  assert.equal(await chain.balanceOf(payee), before + 20_000n);
+  assert.equal(await chain.balanceOf(WALLET), 30_000n);
+});
