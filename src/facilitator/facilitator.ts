@@ -1,3 +1,4 @@
+import { type Logger, pino } from 'pino';
 import type { Hex, PublicClient } from 'viem';
 import type { Network } from '../chain/networks.js';
 import { createRelayerPool } from '../chain/relayer.js';
@@ -18,7 +19,8 @@ export type FacilitatorOptions = {
   receiptTimeoutMs?: number;
   /** For tests that move time; Unix seconds. */
   now?: () => number;
-  onBackgroundError?: (error: unknown) => void;
+  /** Settlement outcomes at info, background failures at error; silent by default. */
+  logger?: Logger;
 };
 
 /**
@@ -33,6 +35,7 @@ export type FacilitatorOptions = {
  */
 export function createFacilitator(options: FacilitatorOptions) {
   const { network, client, journal } = options;
+  const logger = options.logger ?? pino({ level: 'silent' });
   const now = options.now ?? (() => Math.floor(Date.now() / 1000));
   const rules: IntentRules = {
     network,
@@ -53,7 +56,9 @@ export function createFacilitator(options: FacilitatorOptions) {
     now,
     receiptTimeoutMs: options.receiptTimeoutMs ?? network.blockTimeMs * 8,
     background(task) {
-      const tracked = task.catch(options.onBackgroundError ?? (() => {})).finally(() => pending.delete(tracked));
+      const tracked = task
+        .catch((err: unknown) => logger.error({ err }, 'settlement watcher failed'))
+        .finally(() => pending.delete(tracked));
       pending.add(tracked);
     },
   });
@@ -73,7 +78,12 @@ export function createFacilitator(options: FacilitatorOptions) {
       };
     },
 
-    settle: (request: FacilitatorRequest): Promise<SettleResponse> => settler.settle(request),
+    async settle(request: FacilitatorRequest): Promise<SettleResponse> {
+      const answer = await settler.settle(request);
+      const { success, payer, transaction, errorReason } = answer;
+      logger.info({ success, payer, transaction, network: answer.network, ...(errorReason ? { errorReason } : {}) }, 'settle');
+      return answer;
+    },
 
     supported(): SupportedResponse {
       return {

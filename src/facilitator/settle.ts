@@ -165,7 +165,8 @@ export function createSettler(deps: SettleDeps) {
   async function reconcile(record: PaymentRecord): Promise<void> {
     const payment: Payment = record;
     if (record.txHash) {
-      const receipt = await waitForReceipt(record.txHash, 0);
+      // A brief wait, not one look: a transient RPC miss must not read our own mined transaction as someone else's.
+      const receipt = await waitForReceipt(record.txHash, Date.now() + 1000);
       if (receipt) return journal.finish(record, outcomeOf(receipt, payment));
     }
     const used = await client.readContract({

@@ -32,7 +32,7 @@ export const facilitatorCommand = defineCommand({
       client: chain.client,
       journal: store.journal,
       relayerKeys: chain.relayerKeys,
-      onBackgroundError: (err) => logger.error({ err }, 'settlement watcher failed'),
+      logger,
     });
     const reconciled = await facilitator.reconcile();
     if (reconciled > 0) logger.info({ reconciled }, 'finished settlements left by the previous run');
