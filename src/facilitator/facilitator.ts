@@ -3,8 +3,10 @@ import type { Hex, PublicClient } from 'viem';
 import type { Network } from '../chain/networks.js';
 import { createRelayerPool } from '../chain/relayer.js';
 import type { PaymentJournal } from '../store/journal.js';
+import type { PaymentKey } from '../store/journal.js';
+import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, SupportedResponse, VerifyResponse } from '../x402/schemas.js';
-import type { AllowedAsset, IntentRules } from './intent.js';
+import { type AllowedAsset, type IntentRules, toNewPayment } from './intent.js';
 import { createStateReader } from './chain-state.js';
 import { createSettler } from './settle.js';
 import { verifyPayment } from './verify.js';
@@ -77,6 +79,25 @@ export function createFacilitator(options: FacilitatorOptions) {
         ...(result.payer ? { payer: result.payer } : {}),
       };
     },
+
+    /**
+     * Verifies a payment and holds it for one tool call (journal state `verified`) before the
+     * upstream runs: of concurrent requests carrying the same authorization, one gets the hold.
+     * Settle it afterwards, or `release` it if the call failed.
+     */
+    async reserve(request: FacilitatorRequest): Promise<(VerifyResponse & { isValid: false }) | { isValid: true; payer: string; key: PaymentKey }> {
+      const result = await verifyPayment({ rules, readState, journal, now }, request);
+      if (!result.ok) return { isValid: false, invalidReason: result.reason, invalidMessage: result.message, ...(result.payer ? { payer: result.payer } : {}) };
+      const { intent } = result;
+      const held = await journal.reserve(toNewPayment(intent));
+      if (!held.reserved) {
+        return { isValid: false, invalidReason: reasons.nonceUsed, invalidMessage: 'this payment is already used by another call', payer: intent.authorization.from };
+      }
+      return { isValid: true, payer: intent.authorization.from, key: intent.key };
+    },
+
+    /** Gives up a held payment whose call failed: nothing is settled, and the record says why. */
+    release: (key: PaymentKey, why: string) => journal.finish(key, { state: 'failed', errorReason: 'call_failed', errorMessage: why }),
 
     async settle(request: FacilitatorRequest): Promise<SettleResponse> {
       const answer = await settler.settle(request);

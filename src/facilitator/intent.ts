@@ -1,6 +1,6 @@
 import { type Address, type Hex, getAddress, isAddressEqual } from 'viem';
 import type { Network } from '../chain/networks.js';
-import type { PaymentKey } from '../store/journal.js';
+import type { NewPayment, PaymentKey } from '../store/journal.js';
 import { type Reason, reasons } from '../x402/reasons.js';
 import { type FacilitatorRequest, exactEvmPayloadSchema } from '../x402/schemas.js';
 
@@ -137,5 +137,18 @@ export function toIntent(request: FacilitatorRequest, rules: IntentRules, now: n
         nonce,
       },
     },
+  };
+}
+
+/** The journal row of a payment. */
+export function toNewPayment(intent: PaymentIntent): NewPayment {
+  return {
+    ...intent.key,
+    payTo: intent.payTo.toLowerCase() as Address,
+    amount: intent.amount,
+    validAfter: intent.authorization.validAfter,
+    validBefore: intent.authorization.validBefore,
+    signature: intent.signature,
+    network: intent.networkId,
   };
 }

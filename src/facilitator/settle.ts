@@ -13,7 +13,7 @@ import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse } from '../x402/schemas.js';
 import type { StateReader } from './chain-state.js';
 import { FacilitatorUnavailableError } from './errors.js';
-import { type IntentRules, type PaymentIntent, toIntent } from './intent.js';
+import { type IntentRules, type PaymentIntent, toIntent, toNewPayment } from './intent.js';
 import { verifyIntent } from './verify.js';
 
 export type SettleDeps = {
@@ -163,6 +163,10 @@ export function createSettler(deps: SettleDeps) {
    * same signed transaction, or its claim is released so the payer can retry.
    */
   async function reconcile(record: PaymentRecord): Promise<void> {
+    if (record.state === 'verified') {
+      // Reserved for a tool call that never finished: no output was delivered, nothing was sent.
+      return journal.finish(record, { state: 'failed', errorReason: 'call_abandoned', errorMessage: 'the gateway stopped during the call' });
+    }
     const payment: Payment = record;
     if (record.txHash) {
       // A brief wait, not one look: a transient RPC miss must not read our own mined transaction as someone else's.
@@ -212,15 +216,7 @@ export function createSettler(deps: SettleDeps) {
       if (!verified.ok) {
         return { success: false, transaction: '', network: intent.networkId, payer: intent.authorization.from, errorReason: verified.reason, errorMessage: verified.message };
       }
-      const claim = await journal.claim({
-        ...intent.key,
-        payTo: intent.payTo.toLowerCase() as PaymentKey['payer'],
-        amount: intent.amount,
-        validAfter: intent.authorization.validAfter,
-        validBefore: intent.authorization.validBefore,
-        signature: intent.signature,
-        network: intent.networkId,
-      });
+      const claim = await journal.claim(toNewPayment(intent));
       if (!claim.claimed) return isFinal(claim.record) ? respond(intent, claim.record) : awaitOther(intent);
       const work = run(intent).finally(() => inFlight.delete(keyString(intent.key)));
       inFlight.set(keyString(intent.key), work);

@@ -46,6 +46,11 @@ export type SettlementOutcome =
 export interface PaymentJournal {
   get(key: PaymentKey): Promise<PaymentRecord | undefined>;
   /**
+   * Holds a verified payment for one tool call before the upstream runs (`verified`): of many
+   * requests carrying the same authorization, exactly one gets `reserved: true` and runs the tool.
+   */
+  reserve(payment: NewPayment): Promise<{ reserved: true } | { reserved: false; record: PaymentRecord }>;
+  /**
    * Takes the payment for settlement: inserts it as `submitting`, or moves it there from
    * `verified`. Exactly one caller ever gets `claimed: true` for a key; the others get the record.
    */
@@ -55,10 +60,10 @@ export interface PaymentJournal {
    * replacement for one the node refused (it can then never be mined).
    */
   recordTransaction(key: PaymentKey, tx: SignedSettlement): Promise<void>;
-  /** Final state; only from `submitting`/`submitted`. */
+  /** Final state: from `submitting`/`submitted`, or `failed` straight from `verified` (the tool failed, nothing was sent). */
   finish(key: PaymentKey, outcome: SettlementOutcome): Promise<void>;
   /** Gives a claim back when nothing can have reached the chain, so the payer may retry. */
   release(key: PaymentKey): Promise<void>;
-  /** Entries a crash may have left between claim and outcome, oldest first. */
+  /** Entries a crash may have left between reservation or claim and outcome, oldest first. */
   unfinished(): Promise<PaymentRecord[]>;
 }

@@ -56,12 +56,15 @@ function toRecord(r: Row): PaymentRecord {
 /** The payments journal on SQLite: every transition is one guarded UPDATE or INSERT. */
 export function sqliteJournal(db: Database.Database): PaymentJournal {
   const select = db.prepare<Record<string, unknown>, Row>(`SELECT * FROM payments WHERE ${KEY}`).safeIntegers(true);
-  const insert = db.prepare(`
-    INSERT INTO payments (chain_id, asset, payer, nonce, pay_to, amount, valid_after, valid_before, signature,
-                          network, state, created_at, updated_at)
-    VALUES (@chainId, @asset, @payer, @nonce, @payTo, @amount, @validAfter, @validBefore, @signature,
-            @network, 'submitting', @now, @now)
-    ON CONFLICT (chain_id, asset, payer, nonce) DO NOTHING`);
+  const insertAs = (state: 'verified' | 'submitting') =>
+    db.prepare(`
+      INSERT INTO payments (chain_id, asset, payer, nonce, pay_to, amount, valid_after, valid_before, signature,
+                            network, state, created_at, updated_at)
+      VALUES (@chainId, @asset, @payer, @nonce, @payTo, @amount, @validAfter, @validBefore, @signature,
+              @network, '${state}', @now, @now)
+      ON CONFLICT (chain_id, asset, payer, nonce) DO NOTHING`);
+  const insert = insertAs('submitting');
+  const insertVerified = insertAs('verified');
   const takeVerified = db.prepare(
     `UPDATE payments SET state = 'submitting', updated_at = @now WHERE ${KEY} AND state = 'verified'`,
   );
@@ -72,10 +75,10 @@ export function sqliteJournal(db: Database.Database): PaymentJournal {
   const finish = db.prepare(`
     UPDATE payments SET state = @state, tx_hash = COALESCE(@txHash, tx_hash), error_reason = @errorReason,
                         error_message = @errorMessage, updated_at = @now
-    WHERE ${KEY} AND state IN ('submitting', 'submitted')`);
+    WHERE ${KEY} AND (state IN ('submitting', 'submitted') OR (state = 'verified' AND @state = 'failed'))`);
   const release = db.prepare(`DELETE FROM payments WHERE ${KEY} AND state IN ('submitting', 'submitted')`);
   const unfinished = db
-    .prepare<[], Row>(`SELECT * FROM payments WHERE state IN ('submitting', 'submitted') ORDER BY created_at`)
+    .prepare<[], Row>(`SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') ORDER BY created_at`)
     .safeIntegers(true);
 
   const get = (key: PaymentKey) => {
@@ -96,6 +99,10 @@ export function sqliteJournal(db: Database.Database): PaymentJournal {
   return {
     async get(key) {
       return get(key);
+    },
+    async reserve(payment) {
+      if (insertVerified.run({ ...payment, ...keyParams(payment), now: Date.now() }).changes === 1) return { reserved: true };
+      return { reserved: false, record: get(payment)! };
     },
     async claim(payment) {
       return claim.immediate(payment);

@@ -1,0 +1,79 @@
+import type { Address } from 'viem';
+import type { Network } from '../chain/networks.js';
+import { encodeHeader } from '../x402/codec.js';
+import type { PaymentRequirementsV1, PaymentRequirementsV2 } from '../x402/schemas.js';
+
+/** What a priced tool asks for: the same in the challenge, in verification and in settlement. */
+export type ToolOffer = { tool: string; amount: bigint; payTo: Address; network: Network; mcpUrl: string };
+
+/** How long a payer's authorization may be valid; the facilitator enforces it. */
+export const MAX_TIMEOUT_SECONDS = 120;
+
+export function requirementsV2(offer: ToolOffer): PaymentRequirementsV2 {
+  const { network } = offer;
+  return {
+    scheme: 'exact',
+    network: network.caip2,
+    amount: offer.amount.toString(),
+    asset: network.usdc.address,
+    payTo: offer.payTo,
+    maxTimeoutSeconds: MAX_TIMEOUT_SECONDS,
+    extra: { name: network.usdc.name, version: network.usdc.version },
+  };
+}
+
+export function requirementsV1(offer: ToolOffer): PaymentRequirementsV1 {
+  const v2 = requirementsV2(offer);
+  return {
+    scheme: 'exact',
+    network: offer.network.x402v1,
+    maxAmountRequired: v2.amount,
+    resource: offer.mcpUrl,
+    description: describe(offer),
+    mimeType: 'application/json',
+    payTo: v2.payTo,
+    maxTimeoutSeconds: v2.maxTimeoutSeconds,
+    asset: v2.asset,
+    extra: v2.extra,
+  };
+}
+
+// The tool is named in resource.description: `resource.url` must stay the real MCP URL.
+const describe = (offer: ToolOffer) => `MCP tool "${offer.tool}"`;
+
+/** The x402 v2 PaymentRequired for one tool call; `error` says why a payment was not accepted. */
+export function paymentRequired(offer: ToolOffer, error: string) {
+  return {
+    x402Version: 2 as const,
+    error,
+    resource: { url: offer.mcpUrl, description: describe(offer), mimeType: 'application/json' },
+    accepts: [requirementsV2(offer)],
+  };
+}
+export type PaymentRequired = ReturnType<typeof paymentRequired>;
+
+/**
+ * The MCP binding of a challenge: a tool *result* (not a JSON-RPC error, whose data the SDKs
+ * drop), with the PaymentRequired as structured content and as text. A tool that declares an
+ * outputSchema gets the text only: the MCP TypeScript SDK validates structuredContent against the
+ * schema even when `isError` is set.
+ */
+export function challengeResult(required: PaymentRequired, toolHasOutputSchema: boolean) {
+  return {
+    isError: true,
+    ...(toolHasOutputSchema ? {} : { structuredContent: required }),
+    content: [{ type: 'text' as const, text: JSON.stringify(required) }],
+  };
+}
+
+/**
+ * The plain-HTTP binding: 402 with `PAYMENT-REQUIRED` (v2) and a v1-shaped body, so both
+ * `@x402/fetch` and legacy `x402-fetch` clients can pay.
+ */
+export function challengeResponse(offer: ToolOffer, required: PaymentRequired): Response {
+  const body = { x402Version: 1, error: required.error, accepts: [requirementsV1(offer)] };
+  return new Response(JSON.stringify(body), {
+    status: 402,
+    headers: { 'content-type': 'application/json', 'payment-required': encodeHeader(required) },
+  });
+}

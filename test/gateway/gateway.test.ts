@@ -1,0 +1,188 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import http from 'node:http';
+import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { x402Client } from '@x402/core/client';
+import type { PaymentRequired } from '@x402/core/types';
+import { ExactEvmScheme } from '@x402/evm/exact/client';
+import { networks } from '../../src/chain/networks.js';
+import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
+import { createFacilitator } from '../../src/facilitator/facilitator.js';
+import { createGateway } from '../../src/gateway/gateway.js';
+import { priceTableSchema } from '../../src/gateway/pricing.js';
+import { createApp } from '../../src/http/app.js';
+import { type Listening, listen } from '../../src/http/listen.js';
+import { createLogger } from '../../src/log/logger.js';
+import { useSandbox } from '../helpers/chain.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+
+const chain = useSandbox();
+const logger = createLogger({ level: 'silent', format: 'json' });
+let upstream: ChildProcess;
+let upstreamUrl: string;
+let gateway: Listening;
+let mcpUrl: URL;
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+
+/** server-everything from npm in Streamable HTTP mode, as the operator's untouched MCP server. */
+async function startEverything() {
+  const port = await freePort();
+  const entry = path.join(path.dirname(createRequire(import.meta.url).resolve('@modelcontextprotocol/server-everything/package.json')), 'dist/index.js');
+  upstream = spawn(process.execPath, [entry, 'streamableHttp'], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
+  await new Promise<void>((resolve, reject) => {
+    upstream.stderr!.on('data', (chunk: Buffer) => chunk.toString().includes('listening') && resolve());
+    upstream.once('exit', (code) => reject(new Error(`server-everything exited with ${code}`)));
+  });
+  upstreamUrl = `http://127.0.0.1:${port}/mcp`;
+}
+
+async function connect() {
+  const client = new Client({ name: 'turnpike-test', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(mcpUrl));
+  return client;
+}
+
+/** The official x402 client turns a PaymentRequired into a signed payment. */
+const pay = (payer: DemoAccount, required: PaymentRequired) =>
+  new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
+
+describe('paying MCP proxy (official MCP SDK client → turnpike → server-everything)', () => {
+  before(async () => {
+    await startEverything();
+    const store = await openSqliteStore({ path: chain.dbPath() });
+    const facilitator = createFacilitator({
+      network: networks.local,
+      client: chain.client,
+      journal: store.journal,
+      relayerKeys: [chain.sandbox.accounts.relayers[0]!.privateKey],
+    });
+    const app = createApp(logger);
+    app.route(
+      '/mcp',
+      createGateway({
+        upstream: { url: upstreamUrl, headers: {}, timeoutMs: 10_000 },
+        prices: priceTableSchema.parse({ default: '0.01', tools: { 'get-sum': '0.05' }, free: ['echo'] }),
+        payTo: chain.sandbox.accounts.payees[0]!.address,
+        network: networks.local,
+        facilitator,
+        challenge: 'tool-result',
+        bodyLimitBytes: 1 << 20,
+        allowedHosts: () => [new URL(gateway.url).host],
+        logger,
+      }),
+    );
+    gateway = await listen(app, { host: '127.0.0.1', port: 0 });
+    mcpUrl = new URL(`${gateway.url}/mcp`);
+  });
+  after(async () => {
+    await gateway?.close();
+    upstream?.kill();
+  });
+
+  test('tools/list carries each tool’s price in _meta', async () => {
+    const client = await connect();
+    const { tools } = await client.listTools();
+    const byName = Object.fromEntries(tools.map((t) => [t.name, t._meta?.['turnpike/price'] as Record<string, string>]));
+    assert.deepEqual(byName['get-sum'], {
+      amount: '50000',
+      usd: '0.05',
+      asset: networks.base.usdc.address,
+      network: 'eip155:8453',
+      payTo: chain.sandbox.accounts.payees[0]!.address,
+    });
+    assert.equal(byName['echo']?.amount, '0');
+    assert.equal(byName['get-env']?.amount, '10000');
+    await client.close();
+  });
+
+  test('a free tool passes straight through', async () => {
+    const client = await connect();
+    const result = await client.callTool({ name: 'echo', arguments: { message: 'hi' } });
+    assert.equal(result.isError, undefined);
+    assert.match(JSON.stringify(result.content), /hi/);
+    await client.close();
+  });
+
+  test('a priced tool is challenged, then paid: the result carries the receipt and USDC moved', async () => {
+    const client = await connect();
+    await client.listTools();
+    const challenged = await client.callTool({ name: 'get-sum', arguments: { a: 2, b: 3 } });
+    assert.equal(challenged.isError, true);
+    const required = challenged.structuredContent as unknown as PaymentRequired;
+    assert.equal(required.x402Version, 2);
+    assert.equal(required.accepts[0]!.amount, '50000');
+    assert.equal(required.resource.url, mcpUrl.toString());
+    assert.deepEqual(JSON.parse((challenged.content as { text: string }[])[0]!.text), required);
+
+    const payer = chain.sandbox.accounts.payers[0]!;
+    const payee = chain.sandbox.accounts.payees[0]!.address;
+    const [payerBefore, payeeBefore] = [await chain.balanceOf(payer.address), await chain.balanceOf(payee)];
+    const payment = await pay(payer, required);
+    const paid = await client.callTool({ name: 'get-sum', arguments: { a: 2, b: 3 }, _meta: { 'x402/payment': payment } });
+    assert.equal(paid.isError, undefined, JSON.stringify(paid));
+    assert.match(JSON.stringify(paid.content), /5/);
+    const receipt = paid._meta?.['x402/payment-response'] as { success: boolean; transaction: string; payer: string };
+    assert.equal(receipt.success, true);
+    assert.equal(receipt.payer, payer.address);
+    assert.equal(await chain.balanceOf(payer.address), payerBefore - 50_000n);
+    assert.equal(await chain.balanceOf(payee), payeeBefore + 50_000n);
+
+    const replay = await client.callTool({ name: 'get-sum', arguments: { a: 2, b: 3 }, _meta: { 'x402/payment': payment } });
+    assert.equal(replay.isError, true);
+    assert.match(JSON.stringify(replay.structuredContent), /nonce_already_used/);
+    assert.equal(await chain.balanceOf(payee), payeeBefore + 50_000n);
+    await client.close();
+  });
+
+  test('a tool that fails (isError or a JSON-RPC error) is not charged', async () => {
+    const client = await connect();
+    const challenged = await client.callTool({ name: 'get-sum', arguments: { a: 'not a number', b: 1 } });
+    const payment = await pay(chain.sandbox.accounts.payers[1]!, challenged.structuredContent as unknown as PaymentRequired);
+    const payee = chain.sandbox.accounts.payees[0]!.address;
+    const before = await chain.balanceOf(payee);
+    const failed = await client.callTool({ name: 'get-sum', arguments: { a: 'not a number', b: 1 }, _meta: { 'x402/payment': payment } });
+    assert.equal(failed.isError, true);
+    assert.equal(failed._meta?.['x402/payment-response'], undefined);
+    assert.equal(await chain.balanceOf(payee), before);
+    await client.close();
+  });
+
+  test('bad requests get JSON-RPC errors, not 5xx, and never reach a paid tool', async () => {
+    const post = (body: string, headers: Record<string, string> = {}) =>
+      fetch(mcpUrl, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers }, body });
+    const garbage = await post('{"jsonrpc":');
+    assert.equal(garbage.status, 400);
+    assert.equal(((await garbage.json()) as { error: { code: number } }).error.code, -32700);
+    const batch = await post(JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'get-sum', arguments: { a: 1, b: 1 } } }]));
+    assert.equal(batch.status, 400);
+    const badPayment = await post(
+      JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'get-sum', arguments: { a: 1, b: 1 }, _meta: { 'x402/payment': 'garbage!' } } }),
+    );
+    assert.equal(badPayment.status, 200);
+    assert.match(JSON.stringify(await badPayment.json()), /invalid_payload: payment is not base64/);
+    // fetch may not set Host; a raw request can, as a DNS-rebinding page's would arrive.
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request(mcpUrl, { method: 'POST', headers: { host: 'evil.example', 'content-type': 'application/json' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      });
+      req.on('error', reject);
+      req.end('{}');
+    });
+    assert.equal(status, 403);
+    const origin = await post('{}', { origin: 'http://evil.example' });
+    assert.equal(origin.status, 403);
+  });
+});
