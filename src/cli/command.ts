@@ -59,8 +59,11 @@ export function parseFlags<S extends z.ZodType>(command: Command<S>, argv: strin
   const parsed = command.schema.safeParse(values);
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.map((issue) => {
-    const flag = issue.path.length > 0 ? `--${issue.path.join('.')}` : 'flags';
-    const got = issue.path.length > 0 ? values[String(issue.path[0])] : undefined;
+    const [name, index] = issue.path;
+    const flag = name === undefined ? 'flags' : `--${String(name)}`;
+    const value = name === undefined ? undefined : values[String(name)];
+    // A repeatable flag's problem is about one of its values.
+    const got = Array.isArray(value) && typeof index === 'number' ? value[index] : value;
     return `${flag}: ${issue.message}${got === undefined ? '' : ` (got ${JSON.stringify(got)})`}`;
   });
   throw new UsageError(problems.join('\n'), problems);

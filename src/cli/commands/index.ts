@@ -2,6 +2,7 @@ import type { Command } from '../command.js';
 import { chainCommand } from './chain.js';
 import { configCommand } from './config.js';
 import { facilitatorCommand } from './facilitator.js';
+import { wrapCommand } from './wrap.js';
 
 /** Every subcommand, in the order `turnpike --help` lists them. */
-export const commands: Command[] = [chainCommand, facilitatorCommand, configCommand];
+export const commands: Command[] = [wrapCommand, facilitatorCommand, chainCommand, configCommand];

@@ -1,0 +1,127 @@
+import { getAddress, isAddress } from 'viem';
+import { z } from 'zod';
+import { connectChain } from '../../chain/connect.js';
+import { loadConfig } from '../../config/load.js';
+import { loadSecrets } from '../../config/secrets.js';
+import { createFacilitator } from '../../facilitator/facilitator.js';
+import { createGateway } from '../../gateway/gateway.js';
+import { atomicToUsd, usdPrice } from '../../gateway/pricing.js';
+import { createApp } from '../../http/app.js';
+import { facilitatorRoutes } from '../../http/facilitator-routes.js';
+import { listen } from '../../http/listen.js';
+import { createLogger } from '../../log/logger.js';
+import { openStore } from '../../store/open.js';
+import { UsageError, defineCommand } from '../command.js';
+import { configOverrides, serverFlags, serverFlagsSchema } from '../server-flags.js';
+import { untilSignal } from '../signals.js';
+
+const toolPrice = z
+  .string()
+  .regex(/^[^=]+=.+$/, 'expected NAME=USD, e.g. search=0.05')
+  .transform((entry, ctx) => {
+    const [name, usd] = entry.split('=', 2) as [string, string];
+    const price = usdPrice.safeParse(usd);
+    if (price.success) return [name, price.data] as const;
+    ctx.addIssue({ code: 'custom', message: `${name}: ${price.error.issues[0]!.message}` });
+    return z.NEVER;
+  });
+const header = z
+  .string()
+  .regex(/^[A-Za-z0-9-]+:\s*.+$/, 'expected "Name: value"')
+  .transform((h) => {
+    const i = h.indexOf(':');
+    return [h.slice(0, i).trim(), h.slice(i + 1).trim()] as const;
+  });
+
+export const wrapCommand = defineCommand({
+  name: 'wrap',
+  summary: 'put an MCP server behind per-tool x402 prices: a paying Streamable HTTP proxy in front of it',
+  details:
+    'Example: turnpike wrap --upstream http://127.0.0.1:4000/mcp --pay-to 0xPAYEE --price 0.01 --tool-price search=0.05\n' +
+    'Prices are USD with at most 6 decimals, charged in USDC. With --network local (the default) the sandbox starts\n' +
+    'in-process and --pay-to defaults to its first payee. The facilitator API is served too, under /facilitator.',
+  flags: {
+    upstream: { type: 'string', value: 'URL', description: 'the MCP server’s Streamable HTTP endpoint' },
+    'pay-to': { type: 'string', value: 'ADDRESS', description: 'who gets paid (required outside --network local)' },
+    price: { type: 'string', value: 'USD', description: 'price of every tool not named otherwise (default 0.01)' },
+    'tool-price': { type: 'string', multiple: true, value: 'NAME=USD', description: 'price of one tool' },
+    'free-tool': { type: 'string', multiple: true, value: 'NAME', description: 'a tool that costs nothing' },
+    challenge: { type: 'string', value: 'MODE', description: 'tool-result (MCP binding, default) or http-402' },
+    'upstream-header': { type: 'string', multiple: true, value: '"Name: value"', description: 'sent to the upstream on every request' },
+    'upstream-timeout': { type: 'string', value: 'SECONDS', description: 'give up on a paid call after this long (default 60); not charged' },
+    ...serverFlags,
+  },
+  schema: serverFlagsSchema.extend({
+    upstream: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }),
+    'pay-to': z.string().refine((a) => isAddress(a), 'expected a 0x address').optional(),
+    price: usdPrice.default(10_000n),
+    'tool-price': z.array(toolPrice).default([]),
+    'free-tool': z.array(z.string().min(1)).default([]),
+    challenge: z.enum(['tool-result', 'http-402']).default('tool-result'),
+    'upstream-header': z.array(header).default([]),
+    'upstream-timeout': z.coerce.number().positive().max(3600).default(60),
+  }),
+  async run(flags, io) {
+    const tools = Object.fromEntries(flags['tool-price']);
+    const prices = { default: flags.price, tools, free: flags['free-tool'] };
+    const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
+    const logger = createLogger(config.log);
+    const chain = await connectChain(config, loadSecrets());
+    const payTo = flags['pay-to'] ? getAddress(flags['pay-to']) : chain.sandbox?.accounts.payees[0]?.address;
+    if (!payTo) {
+      await chain.close();
+      throw new UsageError('--pay-to: required outside --network local');
+    }
+    const store = await openStore(config.store.url!);
+    const facilitator = createFacilitator({
+      network: chain.network,
+      client: chain.client,
+      journal: store.journal,
+      relayerKeys: chain.relayerKeys,
+      logger,
+    });
+    await facilitator.reconcile();
+
+    let hosts: string[] = [];
+    const app = createApp(logger);
+    app.route(
+      '/mcp',
+      createGateway({
+        upstream: { url: flags.upstream, headers: Object.fromEntries(flags['upstream-header']), timeoutMs: flags['upstream-timeout'] * 1000 },
+        prices,
+        payTo,
+        network: chain.network,
+        facilitator,
+        challenge: flags.challenge,
+        bodyLimitBytes: config.http.bodyLimitBytes,
+        allowedHosts: () => hosts,
+        logger,
+      }),
+    );
+    app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
+    const server = await listen(app, config.http);
+    const { port } = new URL(server.url);
+    hosts = [new URL(server.url).host, `localhost:${port}`, `127.0.0.1:${port}`];
+
+    const payer = chain.sandbox?.accounts.payers[0];
+    io.stdout.write(
+      [
+        `turnpike wrap: paying MCP endpoint at ${server.url}/mcp → ${flags.upstream}`,
+        `  network      ${chain.network.name} (${chain.network.caip2}), USDC ${chain.network.usdc.address}`,
+        ...(chain.sandbox ? [`  sandbox RPC  ${chain.rpcUrl}`] : []),
+        `  pay to       ${payTo}`,
+        `  prices       every tool ${atomicToUsd(prices.default)} USDC` +
+          Object.entries(tools).map(([name, amount]) => `, ${name} ${atomicToUsd(amount)}`).join('') +
+          (prices.free.length ? `; free: ${prices.free.join(', ')}` : ''),
+        `  challenge    ${flags.challenge}`,
+        `  facilitator  ${server.url}/facilitator`,
+        ...(payer ? [`  demo payer   ${payer.address}  key ${payer.privateKey}  (LOCAL ONLY: a public key, sandbox USDC)`] : []),
+        '',
+      ].join('\n'),
+    );
+    await untilSignal();
+    await server.close();
+    await store.close();
+    await chain.close();
+  },
+});
