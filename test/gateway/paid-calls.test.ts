@@ -1,0 +1,177 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
+import { x402Client } from '@x402/core/client';
+import type { PaymentRequired } from '@x402/core/types';
+import { ExactEvmScheme } from '@x402/evm/exact/client';
+import { Hono } from 'hono';
+import { networks } from '../../src/chain/networks.js';
+import { type Facilitator, createFacilitator } from '../../src/facilitator/facilitator.js';
+import { createGateway } from '../../src/gateway/gateway.js';
+import { priceTableSchema } from '../../src/gateway/pricing.js';
+import { createApp } from '../../src/http/app.js';
+import { type Listening, listen } from '../../src/http/listen.js';
+import { createLogger } from '../../src/log/logger.js';
+import type { PaymentJournal } from '../../src/store/journal.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+import { useSandbox } from '../helpers/chain.js';
+
+const chain = useSandbox();
+const logger = createLogger({ level: 'silent', format: 'json' });
+const servers: Listening[] = [];
+let executions = 0;
+let upstreamUrl: string;
+let facilitator: Facilitator;
+let journal: PaymentJournal;
+
+/** An MCP server built with the official SDK (JSON responses), plus two broken "servers". */
+async function startUpstream() {
+  const app = new Hono();
+  app.all('/mcp', async (c) => {
+    const server = new McpServer({ name: 'counter', version: '1.0.0' });
+    server.registerTool('count', { description: 'counts its executions' }, async () => {
+      executions++;
+      return { content: [{ type: 'text', text: String(executions) }] };
+    });
+    server.registerTool('fail', { description: 'always fails' }, async () => ({ isError: true, content: [{ type: 'text', text: 'no' }] }));
+    const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    await server.connect(transport);
+    return transport.handleRequest(c.req.raw);
+  });
+  app.post('/broken', (c) => c.json({ error: 'down' }, 500));
+  app.post('/hang', () => new Promise<Response>(() => {}));
+  const server = await listen(app, { host: '127.0.0.1', port: 0 });
+  servers.push(server);
+  upstreamUrl = server.url;
+}
+
+async function gatewayFor(path: string, timeoutMs = 10_000) {
+  const app = createApp(logger);
+  let url = '';
+  app.route(
+    '/mcp',
+    createGateway({
+      upstream: { url: `${upstreamUrl}${path}`, headers: {}, timeoutMs },
+      prices: priceTableSchema.parse({ default: '0.02' }),
+      payTo: chain.sandbox.accounts.payees[1]!.address,
+      network: networks.local,
+      facilitator,
+      challenge: 'tool-result',
+      bodyLimitBytes: 4096,
+      allowedHosts: () => [new URL(url).host],
+      logger,
+    }),
+  );
+  const server = await listen(app, { host: '127.0.0.1', port: 0 });
+  servers.push(server);
+  url = server.url;
+  return `${server.url}/mcp`;
+}
+
+type RpcAnswer = { result?: { isError?: boolean; structuredContent?: PaymentRequired; _meta?: Record<string, unknown> }; error?: { code: number } };
+
+/** A raw JSON-RPC tools/call, as any MCP client would POST it (no session needed here). */
+async function call(url: string, tool: string, payment?: unknown): Promise<{ status: number; body: RpcAnswer }> {
+  const params = { name: tool, arguments: {}, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) };
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }),
+  });
+  return { status: res.status, body: (await res.json()) as RpcAnswer };
+}
+
+async function paymentFor(url: string, tool: string, payer = chain.sandbox.accounts.payers[2]!) {
+  const { body } = await call(url, tool);
+  const required = body.result!.structuredContent!;
+  return new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
+}
+
+const stateOf = async (payment: Awaited<ReturnType<typeof paymentFor>>) => {
+  const auth = (payment.payload as { authorization: { from: string; nonce: string } }).authorization;
+  const record = await journal.get({
+    chainId: 8453,
+    asset: networks.base.usdc.address.toLowerCase() as `0x${string}`,
+    payer: auth.from.toLowerCase() as `0x${string}`,
+    nonce: auth.nonce.toLowerCase() as `0x${string}`,
+  });
+  return record && { state: record.state, reason: record.errorReason, message: record.errorMessage };
+};
+
+describe('paid calls: exactly once, and never charged for a failure', () => {
+  before(async () => {
+    await startUpstream();
+    const store = await openSqliteStore({ path: chain.dbPath() });
+    journal = store.journal;
+    facilitator = createFacilitator({
+      network: networks.local,
+      client: chain.client,
+      journal,
+      relayerKeys: [chain.sandbox.accounts.relayers[1]!.privateKey],
+    });
+  });
+  after(() => Promise.all(servers.map((s) => s.close())));
+
+  test('20 concurrent copies of one payment: the tool runs once, one settlement, the rest are refused', async () => {
+    const url = await gatewayFor('/mcp');
+    const payment = await paymentFor(url, 'count');
+    const payee = chain.sandbox.accounts.payees[1]!.address;
+    const before = await chain.balanceOf(payee);
+    const runsBefore = executions;
+    const answers = await Promise.all(Array.from({ length: 20 }, () => call(url, 'count', payment)));
+    const paid = answers.filter((a) => !a.body.result?.isError);
+    assert.equal(paid.length, 1);
+    assert.equal((paid[0]!.body.result!._meta!['x402/payment-response'] as { success: boolean }).success, true);
+    assert.equal(executions - runsBefore, 1);
+    assert.equal(await chain.balanceOf(payee), before + 20_000n);
+    for (const a of answers.filter((x) => x.body.result?.isError)) {
+      assert.match(JSON.stringify(a.body), /nonce_already_used/);
+    }
+    const again = await call(url, 'count', payment);
+    assert.equal(again.body.result?.isError, true, 'a replay after the fact is refused too');
+    assert.equal(executions - runsBefore, 1);
+  });
+
+  test('a tool result with isError: not charged, and the record says why', async () => {
+    const url = await gatewayFor('/mcp');
+    const payment = await paymentFor(url, 'fail');
+    const before = await chain.balanceOf(chain.sandbox.accounts.payees[1]!.address);
+    const answer = await call(url, 'fail', payment);
+    assert.equal(answer.body.result?.isError, true);
+    assert.equal(answer.body.result?._meta?.['x402/payment-response'], undefined);
+    assert.equal(await chain.balanceOf(chain.sandbox.accounts.payees[1]!.address), before);
+    assert.deepEqual(await stateOf(payment), { state: 'failed', reason: 'call_failed', message: 'the tool reported isError' });
+  });
+
+  test('an unknown tool (a JSON-RPC error upstream): not charged', async () => {
+    const url = await gatewayFor('/mcp');
+    const payment = await paymentFor(url, 'no-such-tool');
+    const answer = await call(url, 'no-such-tool', payment);
+    assert.ok(answer.body.error || answer.body.result?.isError);
+    assert.equal((await stateOf(payment))?.state, 'failed');
+  });
+
+  test('an upstream answering 500: the 500 passes through, not charged', async () => {
+    const url = await gatewayFor('/broken');
+    const payment = await paymentFor(url, 'count');
+    const answer = await call(url, 'count', payment);
+    assert.equal(answer.status, 500);
+    assert.deepEqual(await stateOf(payment), { state: 'failed', reason: 'call_failed', message: 'upstream answered HTTP 500' });
+  });
+
+  test('an upstream that hangs past the timeout: a JSON-RPC error, not charged', async () => {
+    const url = await gatewayFor('/hang', 500);
+    const payment = await paymentFor(url, 'count');
+    const answer = await call(url, 'count', payment);
+    assert.equal(answer.status, 502);
+    assert.equal(answer.body.error?.code, -32603);
+    assert.equal((await stateOf(payment))?.state, 'failed');
+  });
+
+  test('an oversized body is refused before anything else', async () => {
+    const url = await gatewayFor('/mcp');
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pad: 'x'.repeat(10_000) }) });
+    assert.equal(res.status, 413);
+  });
+});
