@@ -15,7 +15,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { useSandbox } from '../helpers/chain.js';
 
-const chain = useSandbox();
+const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
 const servers: Listening[] = [];
 let api: string;

@@ -14,7 +14,7 @@ import { openSqliteStore } from '../../src/store/sqlite.js';
 import { useSandbox } from '../helpers/chain.js';
 import { v2Request } from '../helpers/payments.js';
 
-const chain = useSandbox();
+const chain = useSandbox({ isolate: false });
 
 describe('remote facilitator (official HTTPFacilitatorClient)', () => {
   let server: Listening;

@@ -21,7 +21,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { useSandbox } from '../helpers/chain.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 
-const chain = useSandbox();
+const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
 let upstream: ChildProcess;
 let upstreamUrl: string;
@@ -143,6 +143,22 @@ describe('paying MCP proxy (official MCP SDK client → turnpike → server-ever
     assert.equal(replay.isError, true);
     assert.match(JSON.stringify(replay.structuredContent), /nonce_already_used/);
     assert.equal(await chain.balanceOf(payee), payeeBefore + 50_000n);
+    await client.close();
+  });
+
+  test('progress notifications of a paid call stream through, frame by frame, before the receipt', async () => {
+    const client = await connect();
+    const args = { duration: 0.3, steps: 3 };
+    const challenged = await client.callTool({ name: 'trigger-long-running-operation', arguments: args });
+    const payment = await pay(chain.sandbox.accounts.payers[2]!, challenged.structuredContent as unknown as PaymentRequired);
+    const progress: number[] = [];
+    const result = await client.callTool(
+      { name: 'trigger-long-running-operation', arguments: args, _meta: { 'x402/payment': payment } },
+      undefined,
+      { onprogress: (p) => progress.push(p.progress) },
+    );
+    assert.deepEqual(progress, [1, 2, 3]);
+    assert.equal((result._meta?.['x402/payment-response'] as { success: boolean }).success, true, JSON.stringify(result));
     await client.close();
   });
 

@@ -17,7 +17,7 @@ import type { PaymentJournal } from '../../src/store/journal.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { useSandbox } from '../helpers/chain.js';
 
-const chain = useSandbox();
+const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
 const servers: Listening[] = [];
 let executions = 0;

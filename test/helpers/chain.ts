@@ -10,8 +10,11 @@ import { type Sandbox, startSandbox } from '../../src/chain/sandbox/sandbox.js';
 /**
  * One sandbox per test file, reverted to a clean snapshot before each test, plus a scratch
  * directory for stores. Returns getters because the values exist only once `before` has run.
+ *
+ * `isolate: false` keeps the chain across tests, for files whose relayers live across tests: a
+ * revert would rewind the relayers' nonces under their local nonce counters.
  */
-export function useSandbox() {
+export function useSandbox(options: { isolate?: boolean } = {}) {
   let sandbox: Sandbox;
   let client: PublicClient;
   let snapshot: Hex;
@@ -25,6 +28,7 @@ export function useSandbox() {
     snapshot = await rpc<Hex>('evm_snapshot');
   });
   beforeEach(async () => {
+    if (options.isolate === false) return;
     await rpc('evm_revert', [snapshot]);
     snapshot = await rpc<Hex>('evm_snapshot');
   });
