@@ -10,9 +10,10 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
+import { wrapFetchWithPaymentFromConfig } from '@x402/fetch';
 import { networks } from '../../src/chain/networks.js';
 import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
-import { createFacilitator } from '../../src/facilitator/facilitator.js';
+import { type Facilitator, createFacilitator } from '../../src/facilitator/facilitator.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { createApp } from '../../src/http/app.js';
@@ -26,7 +27,30 @@ const logger = createLogger({ level: 'silent', format: 'json' });
 let upstream: ChildProcess;
 let upstreamUrl: string;
 let gateway: Listening;
+let http402: Listening;
 let mcpUrl: URL;
+
+async function startGateway(facilitator: Facilitator, challenge: 'tool-result' | 'http-402') {
+  const app = createApp(logger);
+  let url = '';
+  app.route(
+    '/mcp',
+    createGateway({
+      upstream: { url: upstreamUrl, headers: {}, timeoutMs: 10_000 },
+      prices: priceTableSchema.parse({ default: '0.01', tools: { 'get-sum': '0.05' }, free: ['echo'] }),
+      payTo: chain.sandbox.accounts.payees[0]!.address,
+      network: networks.local,
+      facilitator,
+      challenge,
+      bodyLimitBytes: 1 << 20,
+      allowedHosts: () => [new URL(url).host],
+      logger,
+    }),
+  );
+  const server = await listen(app, { host: '127.0.0.1', port: 0 });
+  url = server.url;
+  return server;
+}
 
 const freePort = () =>
   new Promise<number>((resolve) => {
@@ -68,26 +92,12 @@ describe('paying MCP proxy (official MCP SDK client → turnpike → server-ever
       journal: store.journal,
       relayerKeys: [chain.sandbox.accounts.relayers[0]!.privateKey],
     });
-    const app = createApp(logger);
-    app.route(
-      '/mcp',
-      createGateway({
-        upstream: { url: upstreamUrl, headers: {}, timeoutMs: 10_000 },
-        prices: priceTableSchema.parse({ default: '0.01', tools: { 'get-sum': '0.05' }, free: ['echo'] }),
-        payTo: chain.sandbox.accounts.payees[0]!.address,
-        network: networks.local,
-        facilitator,
-        challenge: 'tool-result',
-        bodyLimitBytes: 1 << 20,
-        allowedHosts: () => [new URL(gateway.url).host],
-        logger,
-      }),
-    );
-    gateway = await listen(app, { host: '127.0.0.1', port: 0 });
+    gateway = await startGateway(facilitator, 'tool-result');
+    http402 = await startGateway(facilitator, 'http-402');
     mcpUrl = new URL(`${gateway.url}/mcp`);
   });
   after(async () => {
-    await gateway?.close();
+    await Promise.all([gateway?.close(), http402?.close()]);
     upstream?.kill();
   });
 
@@ -173,6 +183,33 @@ describe('paying MCP proxy (official MCP SDK client → turnpike → server-ever
     assert.equal(failed._meta?.['x402/payment-response'], undefined);
     assert.equal(await chain.balanceOf(payee), before);
     await client.close();
+  });
+
+  test('http-402 mode: an unmodified MCP SDK client whose fetch is @x402/fetch pays on its own', async () => {
+    const payer = chain.sandbox.accounts.payers[3]!;
+    const payee = chain.sandbox.accounts.payees[0]!.address;
+    const before = await chain.balanceOf(payee);
+    const payingFetch = wrapFetchWithPaymentFromConfig(fetch, { schemes: [{ network: 'eip155:8453', client: new ExactEvmScheme(payer) }] });
+    const client = new Client({ name: 'x402-fetch-client', version: '1.0.0' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${http402.url}/mcp`), { fetch: payingFetch }));
+    const result = await client.callTool({ name: 'get-sum', arguments: { a: 20, b: 22 } });
+    assert.match(JSON.stringify(result.content), /42/);
+    assert.equal((result._meta?.['x402/payment-response'] as { success: boolean }).success, true);
+    assert.equal(await chain.balanceOf(payee), before + 50_000n);
+    await client.close();
+  });
+
+  test('http-402 mode: the challenge is a 402 with PAYMENT-REQUIRED (v2) and a v1 body', async () => {
+    const res = await fetch(`${http402.url}/mcp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'get-sum', arguments: { a: 1, b: 1 } } }),
+    });
+    assert.equal(res.status, 402);
+    const v2 = JSON.parse(Buffer.from(res.headers.get('payment-required')!, 'base64').toString());
+    assert.equal(v2.accepts[0].amount, '50000');
+    const v1 = (await res.json()) as { x402Version: number; accepts: { maxAmountRequired: string; network: string }[] };
+    assert.deepEqual([v1.x402Version, v1.accepts[0]!.maxAmountRequired, v1.accepts[0]!.network], [1, '50000', 'base']);
   });
 
   test('bad requests get JSON-RPC errors, not 5xx, and never reach a paid tool', async () => {
