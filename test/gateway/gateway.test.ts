@@ -21,6 +21,10 @@ import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
 import { useSandbox } from '../helpers/chain.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
+import type { Store } from '../../src/store/store.js';
+import { upstreamTools } from '../../src/gateway/upstream-tools.js';
+import { discoveryRoutes } from '../../src/http/discovery.js';
+import { healthRoutes } from '../../src/http/health.js';
 
 const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
@@ -28,17 +32,23 @@ let upstream: ChildProcess;
 let upstreamUrl: string;
 let gateway: Listening;
 let http402: Listening;
+let store: Store;
 let mcpUrl: URL;
 
 async function startGateway(facilitator: Facilitator, challenge: 'tool-result' | 'http-402') {
   const app = createApp(logger);
   let url = '';
+  const upstream = { url: upstreamUrl, headers: {}, timeoutMs: 10_000 };
+  const prices = priceTableSchema.parse({ default: '0.01', tools: { 'get-sum': '0.05' }, free: ['echo'] });
+  const payTo = chain.sandbox.accounts.payees[0]!.address;
+  app.route('/', discoveryRoutes({ network: networks.local, endpoints: [{ path: '/mcp', prices, payTo, tools: upstreamTools(upstream) }], facilitatorPath: '/facilitator' }));
+  app.route('/', healthRoutes({ client: chain.client, store }));
   app.route(
     '/mcp',
     createGateway({
-      upstream: { url: upstreamUrl, headers: {}, timeoutMs: 10_000 },
-      prices: priceTableSchema.parse({ default: '0.01', tools: { 'get-sum': '0.05' }, free: ['echo'] }),
-      payTo: chain.sandbox.accounts.payees[0]!.address,
+      upstream,
+      prices,
+      payTo,
       network: networks.local,
       facilitator,
       challenge,
@@ -85,7 +95,7 @@ const pay = (payer: DemoAccount, required: PaymentRequired) =>
 describe('paying MCP proxy (official MCP SDK client → turnpike → server-everything)', () => {
   before(async () => {
     await startEverything();
-    const store = await openSqliteStore({ path: chain.dbPath() });
+    store = await openSqliteStore({ path: chain.dbPath() });
     const facilitator = createFacilitator({
       network: networks.local,
       client: chain.client,
@@ -115,6 +125,28 @@ describe('paying MCP proxy (official MCP SDK client → turnpike → server-ever
     assert.equal(byName['echo']?.amount, '0');
     assert.equal(byName['get-env']?.amount, '10000');
     await client.close();
+  });
+
+  test('discovery: /.well-known/mcp-payment lists the real tools with prices; /pricing flat; /health', async () => {
+    const doc = (await (await fetch(`${gateway.url}/.well-known/mcp-payment`)).json()) as {
+      version: number;
+      endpoints: { url: string; x402: { network: string; payTo: string; facilitator: string }; tools: { name: string; amount: string; usd: string }[] }[];
+    };
+    assert.equal(doc.version, 1);
+    const [endpoint] = doc.endpoints;
+    assert.equal(endpoint!.url, mcpUrl.toString());
+    assert.equal(endpoint!.x402.network, 'eip155:8453');
+    assert.equal(endpoint!.x402.facilitator, `${gateway.url}/facilitator`);
+    const byName = Object.fromEntries(endpoint!.tools.map((t) => [t.name, t.usd]));
+    assert.equal(byName['get-sum'], '0.05');
+    assert.equal(byName['echo'], '0');
+    assert.equal(byName['get-env'], '0.01');
+    const pricing = (await (await fetch(`${gateway.url}/pricing`)).json()) as { prices: { tool: string; amount: string }[] };
+    assert.ok(pricing.prices.some((p) => p.tool === '*' && p.amount === '10000'));
+    const health = await fetch(`${gateway.url}/health`);
+    assert.equal(health.status, 200);
+    const body = (await health.json()) as { status: string; settlementBacklog: number };
+    assert.deepEqual([body.status, body.settlementBacklog], ['ok', 0]);
   });
 
   test('a free tool passes straight through', async () => {

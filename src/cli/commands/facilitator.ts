@@ -4,6 +4,7 @@ import { loadSecrets } from '../../config/secrets.js';
 import { createFacilitator } from '../../facilitator/facilitator.js';
 import { createApp } from '../../http/app.js';
 import { facilitatorRoutes } from '../../http/facilitator-routes.js';
+import { healthRoutes } from '../../http/health.js';
 import { listen } from '../../http/listen.js';
 import { createLogger } from '../../log/logger.js';
 import { openStore } from '../../store/open.js';
@@ -39,6 +40,7 @@ export const facilitatorCommand = defineCommand({
 
     const app = createApp(logger);
     app.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
+    app.route('/', healthRoutes({ client: chain.client, store }));
     const server = await listen(app, config.http);
     io.stdout.write(
       [

@@ -6,8 +6,11 @@ import { loadSecrets } from '../../config/secrets.js';
 import { createFacilitator } from '../../facilitator/facilitator.js';
 import { createGateway } from '../../gateway/gateway.js';
 import { atomicToUsd, usdPrice } from '../../gateway/pricing.js';
+import { upstreamTools } from '../../gateway/upstream-tools.js';
 import { createApp } from '../../http/app.js';
+import { discoveryRoutes } from '../../http/discovery.js';
 import { facilitatorRoutes } from '../../http/facilitator-routes.js';
+import { healthRoutes } from '../../http/health.js';
 import { listen } from '../../http/listen.js';
 import { createLogger } from '../../log/logger.js';
 import { openStore } from '../../store/open.js';
@@ -83,11 +86,12 @@ export const wrapCommand = defineCommand({
     await facilitator.reconcile();
 
     let hosts: string[] = [];
+    const upstream = { url: flags.upstream, headers: Object.fromEntries(flags['upstream-header']), timeoutMs: flags['upstream-timeout'] * 1000 };
     const app = createApp(logger);
     app.route(
       '/mcp',
       createGateway({
-        upstream: { url: flags.upstream, headers: Object.fromEntries(flags['upstream-header']), timeoutMs: flags['upstream-timeout'] * 1000 },
+        upstream,
         prices,
         payTo,
         network: chain.network,
@@ -99,6 +103,15 @@ export const wrapCommand = defineCommand({
       }),
     );
     app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
+    app.route(
+      '/',
+      discoveryRoutes({
+        network: chain.network,
+        endpoints: [{ path: '/mcp', prices, payTo, tools: upstreamTools(upstream) }],
+        facilitatorPath: '/facilitator',
+      }),
+    );
+    app.route('/', healthRoutes({ client: chain.client, store }));
     const server = await listen(app, config.http);
     const { port } = new URL(server.url);
     hosts = [new URL(server.url).host, `localhost:${port}`, `127.0.0.1:${port}`];
@@ -115,6 +128,7 @@ export const wrapCommand = defineCommand({
           (prices.free.length ? `; free: ${prices.free.join(', ')}` : ''),
         `  challenge    ${flags.challenge}`,
         `  facilitator  ${server.url}/facilitator`,
+        `  discovery    ${server.url}/.well-known/mcp-payment, ${server.url}/pricing, ${server.url}/health`,
         ...(payer ? [`  demo payer   ${payer.address}  key ${payer.privateKey}  (LOCAL ONLY: a public key, sandbox USDC)`] : []),
         '',
       ].join('\n'),
