@@ -5,6 +5,7 @@ import type { Address } from 'viem';
 import type { Network } from '../chain/networks.js';
 import { FacilitatorUnavailableError } from '../facilitator/errors.js';
 import type { Facilitator } from '../facilitator/facilitator.js';
+import type { Metrics } from '../http/metrics.js';
 import { PaymentDecodeError, decodePayment, encodeHeader } from '../x402/codec.js';
 import type { FacilitatorRequest, SettleResponse } from '../x402/schemas.js';
 import {
@@ -34,6 +35,7 @@ export type GatewayOptions = {
    */
   allowedHosts: () => Iterable<string>;
   logger: Logger;
+  metrics: Metrics;
 };
 
 type Message = { jsonrpc?: string; id?: JsonRpcId; method?: string; params?: Record<string, unknown>; result?: unknown; error?: unknown };
@@ -62,7 +64,15 @@ const rpcResult = (id: JsonRpcId, result: unknown, headers: Record<string, strin
  * settle, then deliver the result with its receipt; if settlement fails, withhold the output.
  */
 export function createGateway(options: GatewayOptions): Hono {
-  const { facilitator, logger } = options;
+  const { facilitator, logger, metrics } = options;
+  const timedForward = async (request: Request, body: Uint8Array | undefined, signal: AbortSignal) => {
+    const stop = metrics.upstreamSeconds.startTimer();
+    try {
+      return await forward(options.upstream, request, body, signal);
+    } finally {
+      stop();
+    }
+  };
   const app = new Hono();
   /** Tools known to declare an outputSchema (seen in tools/list answers passing through). */
   const withOutputSchema = new Set<string>();
@@ -103,7 +113,8 @@ export function createGateway(options: GatewayOptions): Hono {
       if (rpc.method === 'tools/list') return listTools(c, rpc, body);
       const tool = paidTool(rpc);
       if (tool) return paidCall(c, rpc, body, tool);
-      return forward(options.upstream, c.req.raw, body, c.req.raw.signal);
+      if (rpc.method === 'tools/call' && typeof rpc.params?.name === 'string') metrics.calls.inc({ tool: rpc.params.name, outcome: 'free' });
+      return timedForward(c.req.raw, body, c.req.raw.signal);
     },
   );
 
@@ -140,7 +151,9 @@ export function createGateway(options: GatewayOptions): Hono {
     const id = rpc.id ?? null;
     const url = new URL(c.req.url);
     const offer: ToolOffer = { tool: tool.name, amount: tool.amount, payTo: options.payTo, network: options.network, mcpUrl: `${url.origin}${url.pathname}` };
-    const challenge = (why: string) => {
+    const challenge = (why: string, reason: string) => {
+      metrics.calls.inc({ tool: tool.name, outcome: 'challenged' });
+      metrics.denials.inc({ reason });
       const required = paymentRequired(offer, why);
       return options.challenge === 'http-402'
         ? challengeResponse(offer, required)
@@ -149,7 +162,7 @@ export function createGateway(options: GatewayOptions): Hono {
 
     const meta = rpc.params?._meta as Record<string, unknown> | undefined;
     const raw = meta?.[PAYMENT_META_KEY] ?? c.req.header('payment-signature') ?? c.req.header('x-payment');
-    if (raw === undefined) return challenge(`payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`);
+    if (raw === undefined) return challenge(`payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
     let request: FacilitatorRequest;
     try {
       const payment = decodePayment(raw);
@@ -158,7 +171,7 @@ export function createGateway(options: GatewayOptions): Hono {
           ? { x402Version: 2, paymentPayload: payment, paymentRequirements: requirementsV2(offer) }
           : { x402Version: 1, paymentPayload: payment, paymentRequirements: requirementsV1(offer) };
     } catch (error) {
-      if (error instanceof PaymentDecodeError) return challenge(`invalid_payload: ${error.message}`);
+      if (error instanceof PaymentDecodeError) return challenge(`invalid_payload: ${error.message}`, 'invalid_payload');
       throw error;
     }
 
@@ -169,15 +182,17 @@ export function createGateway(options: GatewayOptions): Hono {
       if (error instanceof FacilitatorUnavailableError) return rpcError(id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
       throw error;
     }
-    if (!held.isValid) return challenge(`${held.invalidReason}: ${held.invalidMessage ?? ''}`.trim());
+    if (!held.isValid) return challenge(`${held.invalidReason}: ${held.invalidMessage ?? ''}`.trim(), held.invalidReason);
     const { key } = held;
-    const release = (why: string) =>
-      facilitator.release(key, why).catch((err: unknown) => logger.error({ err }, 'cannot release a held payment'));
+    const release = (why: string) => {
+      metrics.calls.inc({ tool: tool.name, outcome: 'failed' });
+      return facilitator.release(key, why).catch((err: unknown) => logger.error({ err }, 'cannot release a held payment'));
+    };
 
     let response: Response;
     try {
       const signal = AbortSignal.any([c.req.raw.signal, AbortSignal.timeout(options.upstream.timeoutMs)]);
-      response = await forward(options.upstream, c.req.raw, body, signal);
+      response = await timedForward(c.req.raw, body, signal);
     } catch (error) {
       await release(`upstream unreachable: ${(error as Error).message}`);
       return rpcError(id, -32603, 'the tool’s server did not answer; you were not charged', 502);
@@ -197,17 +212,23 @@ export function createGateway(options: GatewayOptions): Hono {
           await release(message.error !== undefined ? 'the tool answered a JSON-RPC error' : 'the tool reported isError');
           return message;
         }
+        const stop = metrics.settlementSeconds.startTimer();
         try {
           receipt = await facilitator.settle(request);
         } catch (error) {
           if (!(error instanceof FacilitatorUnavailableError)) throw error;
+          metrics.calls.inc({ tool: tool.name, outcome: 'settlement_failed' });
           return { jsonrpc: '2.0', id, result: challengeResult(paymentRequired(offer, `settlement failed: ${error.message}`), withOutputSchema.has(tool.name)) };
         }
+        stop();
         // Pending is not failure: the transaction is out and verified to be payable.
         if (!receipt.success && receipt.errorReason !== 'settlement_pending') {
+          metrics.calls.inc({ tool: tool.name, outcome: 'settlement_failed' });
           const why = `settlement failed: ${receipt.errorReason}${receipt.errorMessage ? `: ${receipt.errorMessage}` : ''}`;
           return { jsonrpc: '2.0', id, result: challengeResult(paymentRequired(offer, why), withOutputSchema.has(tool.name)) };
         }
+        metrics.calls.inc({ tool: tool.name, outcome: 'paid' });
+        metrics.revenue.inc({ asset: options.network.usdc.address, network: options.network.caip2 }, Number(tool.amount));
         return { ...message, result: { ...result, _meta: { ...result._meta, [RECEIPT_META_KEY]: receipt } } };
       },
       (sawResponse) => {

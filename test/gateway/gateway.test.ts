@@ -19,6 +19,7 @@ import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { createApp } from '../../src/http/app.js';
 import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
+import { createMetrics, metricsRoutes } from '../../src/http/metrics.js';
 import { useSandbox } from '../helpers/chain.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
@@ -28,6 +29,7 @@ import { healthRoutes } from '../../src/http/health.js';
 
 const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
+const metrics = createMetrics();
 let upstream: ChildProcess;
 let upstreamUrl: string;
 let gateway: Listening;
@@ -43,6 +45,7 @@ async function startGateway(facilitator: Facilitator, challenge: 'tool-result' |
   const payTo = chain.sandbox.accounts.payees[0]!.address;
   app.route('/', discoveryRoutes({ network: networks.local, endpoints: [{ path: '/mcp', prices, payTo, tools: upstreamTools(upstream) }], facilitatorPath: '/facilitator' }));
   app.route('/', healthRoutes({ client: chain.client, store }));
+  app.route('/', metricsRoutes(metrics));
   app.route(
     '/mcp',
     createGateway({
@@ -55,6 +58,7 @@ async function startGateway(facilitator: Facilitator, challenge: 'tool-result' |
       bodyLimitBytes: 1 << 20,
       allowedHosts: () => [new URL(url).host],
       logger,
+      metrics,
     }),
   );
   const server = await listen(app, { host: '127.0.0.1', port: 0 });
@@ -185,6 +189,13 @@ describe('paying MCP proxy (official MCP SDK client → turnpike → server-ever
     assert.equal(replay.isError, true);
     assert.match(JSON.stringify(replay.structuredContent), /nonce_already_used/);
     assert.equal(await chain.balanceOf(payee), payeeBefore + 50_000n);
+
+    const text = await (await fetch(`${gateway.url}/metrics`)).text();
+    assert.match(text, /turnpike_tool_calls_total\{tool="get-sum",outcome="paid"\} [1-9]/);
+    assert.match(text, /turnpike_tool_calls_total\{tool="get-sum",outcome="challenged"\} [1-9]/);
+    assert.match(text, /turnpike_payment_denials_total\{reason="invalid_exact_evm_nonce_already_used"\} [1-9]/);
+    assert.match(text, /turnpike_revenue_atomic_total\{asset="0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",network="eip155:8453"\} [1-9]/);
+    assert.match(text, /turnpike_settlement_seconds_count [1-9]/);
     await client.close();
   });
 

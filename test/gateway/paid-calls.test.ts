@@ -13,12 +13,14 @@ import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { createApp } from '../../src/http/app.js';
 import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
+import { createMetrics } from '../../src/http/metrics.js';
 import type { PaymentJournal } from '../../src/store/journal.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { useSandbox } from '../helpers/chain.js';
 
 const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
+const metrics = createMetrics();
 const servers: Listening[] = [];
 let executions = 0;
 let upstreamUrl: string;
@@ -61,6 +63,7 @@ async function gatewayFor(path: string, timeoutMs = 10_000) {
       bodyLimitBytes: 4096,
       allowedHosts: () => [new URL(url).host],
       logger,
+      metrics,
     }),
   );
   const server = await listen(app, { host: '127.0.0.1', port: 0 });

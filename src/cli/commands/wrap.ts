@@ -11,6 +11,7 @@ import { createApp } from '../../http/app.js';
 import { discoveryRoutes } from '../../http/discovery.js';
 import { facilitatorRoutes } from '../../http/facilitator-routes.js';
 import { healthRoutes } from '../../http/health.js';
+import { createMetrics, metricsRoutes } from '../../http/metrics.js';
 import { listen } from '../../http/listen.js';
 import { createLogger } from '../../log/logger.js';
 import { openStore } from '../../store/open.js';
@@ -86,6 +87,7 @@ export const wrapCommand = defineCommand({
     await facilitator.reconcile();
 
     let hosts: string[] = [];
+    const metrics = createMetrics();
     const upstream = { url: flags.upstream, headers: Object.fromEntries(flags['upstream-header']), timeoutMs: flags['upstream-timeout'] * 1000 };
     const app = createApp(logger);
     app.route(
@@ -100,6 +102,7 @@ export const wrapCommand = defineCommand({
         bodyLimitBytes: config.http.bodyLimitBytes,
         allowedHosts: () => hosts,
         logger,
+        metrics,
       }),
     );
     app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
@@ -112,6 +115,7 @@ export const wrapCommand = defineCommand({
       }),
     );
     app.route('/', healthRoutes({ client: chain.client, store }));
+    app.route('/', metricsRoutes(metrics));
     const server = await listen(app, config.http);
     const { port } = new URL(server.url);
     hosts = [new URL(server.url).host, `localhost:${port}`, `127.0.0.1:${port}`];
@@ -128,7 +132,7 @@ export const wrapCommand = defineCommand({
           (prices.free.length ? `; free: ${prices.free.join(', ')}` : ''),
         `  challenge    ${flags.challenge}`,
         `  facilitator  ${server.url}/facilitator`,
-        `  discovery    ${server.url}/.well-known/mcp-payment, ${server.url}/pricing, ${server.url}/health`,
+        `  discovery    ${server.url}/.well-known/mcp-payment, ${server.url}/pricing, ${server.url}/health, ${server.url}/metrics`,
         ...(payer ? [`  demo payer   ${payer.address}  key ${payer.privateKey}  (LOCAL ONLY: a public key, sandbox USDC)`] : []),
         '',
       ].join('\n'),
