@@ -118,4 +118,24 @@ describe('turnpike CLI (built)', () => {
       await sandbox.stop();
     }
   });
+
+  test('demo: an agent pays a demo MCP server through turnpike on the sandbox, then it keeps serving', async () => {
+    const run = turnpike(['demo', '--port', '0', '--data-dir', path.join(dir, 'demo')]);
+    while (!run.stdout().includes('Press Ctrl-C')) {
+      if (run.child.exitCode !== null) assert.fail(`demo exited early:\n${run.stdout()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const out = run.stdout();
+    assert.match(out, /hello \(free\) → Hello, agent!/);
+    assert.match(out, /payment required: 0\.01 USDC/);
+    assert.match(out, /receipt\s+settled in 0x[0-9a-f]{64} on eip155:8453/);
+    assert.match(out, /payer\s+10000 USDC → 9999\.99 USDC/);
+    assert.match(out, /payee\s+0 USDC → 0\.01 USDC/);
+    const url = /Point your MCP client at (\S+)/.exec(out)![1]!;
+    const pricing = await fetch(new URL('/pricing', url));
+    assert.equal(pricing.status, 200);
+    run.child.kill('SIGINT');
+    assert.equal((await run.done).code, 0);
+  });
 });
+

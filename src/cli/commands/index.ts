@@ -1,8 +1,9 @@
 import type { Command } from '../command.js';
 import { chainCommand } from './chain.js';
 import { configCommand } from './config.js';
+import { demoCommand } from './demo.js';
 import { facilitatorCommand } from './facilitator.js';
 import { wrapCommand } from './wrap.js';
 
 /** Every subcommand, in the order `turnpike --help` lists them. */
-export const commands: Command[] = [wrapCommand, facilitatorCommand, chainCommand, configCommand];
+export const commands: Command[] = [demoCommand, wrapCommand, facilitatorCommand, chainCommand, configCommand];

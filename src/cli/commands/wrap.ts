@@ -3,18 +3,9 @@ import { z } from 'zod';
 import { connectChain } from '../../chain/connect.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
-import { createFacilitator } from '../../facilitator/facilitator.js';
-import { createGateway } from '../../gateway/gateway.js';
 import { atomicToUsd, usdPrice } from '../../gateway/pricing.js';
-import { upstreamTools } from '../../gateway/upstream-tools.js';
-import { createApp } from '../../http/app.js';
-import { discoveryRoutes } from '../../http/discovery.js';
-import { facilitatorRoutes } from '../../http/facilitator-routes.js';
-import { healthRoutes } from '../../http/health.js';
-import { createMetrics, metricsRoutes } from '../../http/metrics.js';
-import { listen } from '../../http/listen.js';
+import { serveGateway } from '../../http/gateway-server.js';
 import { createLogger } from '../../log/logger.js';
-import { openStore } from '../../store/open.js';
 import { UsageError, defineCommand } from '../command.js';
 import { configOverrides, serverFlags, serverFlagsSchema } from '../server-flags.js';
 import { untilSignal } from '../signals.js';
@@ -76,49 +67,11 @@ export const wrapCommand = defineCommand({
       await chain.close();
       throw new UsageError('--pay-to: required outside --network local');
     }
-    const store = await openStore(config.store.url!);
-    const facilitator = createFacilitator({
-      network: chain.network,
-      client: chain.client,
-      journal: store.journal,
-      relayerKeys: chain.relayerKeys,
-      logger,
-    });
-    await facilitator.reconcile();
-
-    let hosts: string[] = [];
-    const metrics = createMetrics();
     const upstream = { url: flags.upstream, headers: Object.fromEntries(flags['upstream-header']), timeoutMs: flags['upstream-timeout'] * 1000 };
-    const app = createApp(logger);
-    app.route(
-      '/mcp',
-      createGateway({
-        upstream,
-        prices,
-        payTo,
-        network: chain.network,
-        facilitator,
-        challenge: flags.challenge,
-        bodyLimitBytes: config.http.bodyLimitBytes,
-        allowedHosts: () => hosts,
-        logger,
-        metrics,
-      }),
-    );
-    app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
-    app.route(
-      '/',
-      discoveryRoutes({
-        network: chain.network,
-        endpoints: [{ path: '/mcp', prices, payTo, tools: upstreamTools(upstream) }],
-        facilitatorPath: '/facilitator',
-      }),
-    );
-    app.route('/', healthRoutes({ client: chain.client, store }));
-    app.route('/', metricsRoutes(metrics));
-    const server = await listen(app, config.http);
-    const { port } = new URL(server.url);
-    hosts = [new URL(server.url).host, `localhost:${port}`, `127.0.0.1:${port}`];
+    const server = await serveGateway({ config, chain, logger, upstream, prices, payTo, challenge: flags.challenge }).catch(async (error) => {
+      await chain.close();
+      throw error;
+    });
 
     const payer = chain.sandbox?.accounts.payers[0];
     io.stdout.write(
@@ -139,7 +92,6 @@ export const wrapCommand = defineCommand({
     );
     await untilSignal();
     await server.close();
-    await store.close();
     await chain.close();
   },
 });

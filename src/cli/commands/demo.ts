@@ -1,0 +1,73 @@
+import { z } from 'zod';
+import { connectChain } from '../../chain/connect.js';
+import { loadConfig } from '../../config/load.js';
+import { loadSecrets } from '../../config/secrets.js';
+import { runDemoAgent } from '../../demo/agent.js';
+import { demoPrices, startDemoServer } from '../../demo/server.js';
+import { serveGateway } from '../../http/gateway-server.js';
+import { createLogger } from '../../log/logger.js';
+import { defineCommand } from '../command.js';
+import { untilSignal } from '../signals.js';
+
+export const demoCommand = defineCommand({
+  name: 'demo',
+  summary: 'the whole story on a local chain: a demo MCP server behind turnpike, and an agent that pays it',
+  details:
+    'Starts the sandbox chain, a small MCP server (a free and a priced tool), and turnpike in front of it; a demo\n' +
+    'agent (official MCP SDK + x402 clients) lists tools, calls the free one, is challenged, pays, and prints the\n' +
+    'receipt and balances. Then it keeps serving: point your own MCP client at the printed URL. Ctrl-C stops it all.',
+  flags: {
+    port: { type: 'string', value: 'N', description: 'port of the paying MCP endpoint (default 3402; 0 = any)' },
+    'data-dir': { type: 'string', value: 'DIR', description: 'state directory (default .turnpike)' },
+    'no-agent': { type: 'boolean', description: 'serve only; skip the demo agent' },
+  },
+  schema: z.strictObject({
+    port: z.string().optional(),
+    'data-dir': z.string().optional(),
+    'no-agent': z.boolean().default(false),
+  }),
+  async run(flags, io) {
+    const say = (line: string) => io.stdout.write(`${line}\n`);
+    const config = loadConfig({
+      env: {},
+      overrides: {
+        network: 'local',
+        dataDir: flags['data-dir'],
+        http: { port: flags.port !== undefined && /^\d+$/.test(flags.port) ? Number(flags.port) : (flags.port as unknown as number) },
+        log: { level: 'warn' },
+      },
+    });
+    const logger = createLogger(config.log);
+    const chain = await connectChain(config, loadSecrets({}));
+    const sandbox = chain.sandbox!;
+    const upstream = await startDemoServer();
+    const payee = sandbox.accounts.payees[0]!.address;
+    const gateway = await serveGateway({
+      config,
+      chain,
+      logger,
+      upstream: { url: upstream.mcpUrl, headers: {}, timeoutMs: 30_000 },
+      prices: demoPrices,
+      payTo: payee,
+      challenge: 'tool-result',
+    });
+    say(`turnpike demo: local Base sandbox at ${chain.rpcUrl} (chain id 8453, Circle USDC at ${chain.network.usdc.address})`);
+    say(`  demo MCP server   ${upstream.mcpUrl}  (hello: free, forecast: 0.01 USDC)`);
+    say(`  paying endpoint   ${gateway.mcpUrl}`);
+    say('');
+    const ok = flags['no-agent']
+      ? true
+      : await runDemoAgent({ mcpUrl: gateway.mcpUrl, payer: sandbox.accounts.payers[0]!, payee, usdc: chain.network.usdc.address, chain: chain.client, say });
+    const payer = sandbox.accounts.payers[1]!;
+    say('');
+    say(`Serving. Point your MCP client at ${gateway.mcpUrl}`);
+    say(`  pay with the sandbox key ${payer.privateKey} (${payer.address}; LOCAL ONLY, public)`);
+    say(`  prices: ${gateway.url}/pricing   health: ${gateway.url}/health   facilitator: ${gateway.url}/facilitator`);
+    say('Press Ctrl-C to stop.');
+    await untilSignal();
+    await gateway.close();
+    await upstream.close();
+    await chain.close();
+    return ok ? 0 : 1;
+  },
+});

@@ -1,0 +1,83 @@
+import type { Address } from 'viem';
+import type { ChainConnection } from '../chain/connect.js';
+import type { Config } from '../config/schema.js';
+import { createFacilitator } from '../facilitator/facilitator.js';
+import { createGateway } from '../gateway/gateway.js';
+import type { PriceTable } from '../gateway/pricing.js';
+import type { Upstream } from '../gateway/upstream.js';
+import { upstreamTools } from '../gateway/upstream-tools.js';
+import type { Logger } from 'pino';
+import { openStore } from '../store/open.js';
+import { createApp } from './app.js';
+import { discoveryRoutes } from './discovery.js';
+import { facilitatorRoutes } from './facilitator-routes.js';
+import { healthRoutes } from './health.js';
+import { listen } from './listen.js';
+import { createMetrics, metricsRoutes } from './metrics.js';
+
+export type GatewayServerOptions = {
+  config: Config;
+  chain: ChainConnection;
+  logger: Logger;
+  upstream: Upstream;
+  prices: PriceTable;
+  payTo: Address;
+  challenge: 'tool-result' | 'http-402';
+};
+
+/**
+ * Everything a paying gateway serves, on one port: the MCP endpoint at `/mcp`, the facilitator
+ * API at `/facilitator`, discovery (`/.well-known/mcp-payment`, `/pricing`), `/health` and
+ * `/metrics`. The journal is reconciled before the first request is accepted.
+ *
+ * @example const server = await serveGateway({ config, chain, logger, upstream, prices, payTo, challenge: 'tool-result' });
+ */
+export async function serveGateway(options: GatewayServerOptions) {
+  const { config, chain, logger, upstream, prices, payTo } = options;
+  const store = await openStore(config.store.url!);
+  const facilitator = createFacilitator({
+    network: chain.network,
+    client: chain.client,
+    journal: store.journal,
+    relayerKeys: chain.relayerKeys,
+    logger,
+  });
+  await facilitator.reconcile();
+
+  let hosts: string[] = [];
+  const metrics = createMetrics();
+  const app = createApp(logger);
+  app.route(
+    '/mcp',
+    createGateway({
+      upstream,
+      prices,
+      payTo,
+      network: chain.network,
+      facilitator,
+      challenge: options.challenge,
+      bodyLimitBytes: config.http.bodyLimitBytes,
+      allowedHosts: () => hosts,
+      logger,
+      metrics,
+    }),
+  );
+  app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
+  app.route(
+    '/',
+    discoveryRoutes({ network: chain.network, endpoints: [{ path: '/mcp', prices, payTo, tools: upstreamTools(upstream) }], facilitatorPath: '/facilitator' }),
+  );
+  app.route('/', healthRoutes({ client: chain.client, store }));
+  app.route('/', metricsRoutes(metrics));
+  const server = await listen(app, config.http);
+  const { port } = new URL(server.url);
+  hosts = [new URL(server.url).host, `localhost:${port}`, `127.0.0.1:${port}`];
+  return {
+    url: server.url,
+    mcpUrl: `${server.url}/mcp`,
+    async close() {
+      await server.close();
+      await store.close();
+    },
+  };
+}
