@@ -5,6 +5,7 @@
 import os from 'node:os';
 import { startSandbox } from '../src/chain/sandbox/sandbox.js';
 import { benchFacilitator } from './bench/facilitator.js';
+import { benchProxy } from './bench/proxy.js';
 import { benchSandbox } from './bench/sandbox.js';
 import type { Row } from './bench/stats.js';
 
@@ -14,10 +15,14 @@ const progress = (s: string) => process.stderr.write(`\r\x1b[2K${s}`);
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
 const rows: Row[] = [];
 if (!only || only === 'sandbox') rows.push(...(await benchSandbox(10, progress)));
-if (!only || only === 'facilitator') {
+for (const [name, bench] of [
+  ['facilitator', benchFacilitator],
+  ['proxy', benchProxy],
+] as const) {
+  if (only && only !== name) continue;
   const sandbox = await startSandbox({ payers: 32 });
   try {
-    rows.push(...(await benchFacilitator(sandbox, progress)));
+    rows.push(...(await bench(sandbox, progress)));
   } finally {
     await sandbox.stop();
   }

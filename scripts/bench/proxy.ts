@@ -1,0 +1,162 @@
+/**
+ * The paying proxy against the same MCP server called directly, in one run: free calls
+ * (pure proxy cost) and paid calls (verify, journal, forward, settle), sequentially and at
+ * concurrency 16. The settlement wait is measured on its own and subtracted, so "added" is
+ * turnpike's own cost.
+ */
+import http from 'node:http';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { x402Client } from '@x402/core/client';
+import type { PaymentRequired } from '@x402/core/types';
+import { ExactEvmScheme } from '@x402/evm/exact/client';
+import { createPublicClient, http as viemHttp } from 'viem';
+import { networks } from '../../src/chain/networks.js';
+import type { Sandbox } from '../../src/chain/sandbox/sandbox.js';
+import { demoPrices, startDemoServer } from '../../src/demo/server.js';
+import { createFacilitator } from '../../src/facilitator/facilitator.js';
+import { createGateway } from '../../src/gateway/gateway.js';
+import { createApp } from '../../src/http/app.js';
+import { listen } from '../../src/http/listen.js';
+import { createMetrics } from '../../src/http/metrics.js';
+import { createLogger } from '../../src/log/logger.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+import { type Row, summarize } from './stats.js';
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+
+function post(url: string, body: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      url,
+      { method: 'POST', agent, headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve(text));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+const callBody = (tool: string, args: object, payment?: unknown) =>
+  JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: args, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) } });
+
+async function drive(url: string, bodies: string[], concurrency: number) {
+  const latencies: number[] = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < bodies.length) {
+        const body = bodies[next++]!;
+        const t = performance.now();
+        const answer = await post(url, body);
+        latencies.push(performance.now() - t);
+        if (answer.includes('"isError":true') || answer.includes('"error"')) throw new Error(`bench call failed: ${answer.slice(0, 300)}`);
+      }
+    }),
+  );
+  return { ...summarize(latencies), perSecond: bodies.length / ((performance.now() - started) / 1000) };
+}
+
+export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void): Promise<Row[]> {
+  const logger = createLogger({ level: 'silent', format: 'json' });
+  const upstream = await startDemoServer();
+  const client = createPublicClient({ chain: networks.local.viemChain, transport: viemHttp(sandbox.rpcUrl), pollingInterval: 5 });
+  const store = await openSqliteStore({ path: path.join(mkdtempSync(path.join(os.tmpdir(), 'turnpike-bench-')), 'proxy.db') });
+  const facilitator = createFacilitator({ network: networks.local, client, journal: store.journal, relayerKeys: [sandbox.accounts.relayers[2]!.privateKey] });
+  const settleMs: number[] = [];
+  const timed = {
+    ...facilitator,
+    settle: async (request: Parameters<typeof facilitator.settle>[0]) => {
+      const t = performance.now();
+      const answer = await facilitator.settle(request);
+      settleMs.push(performance.now() - t);
+      return answer;
+    },
+  };
+  let url = '';
+  const app = createApp(logger);
+  app.route(
+    '/mcp',
+    createGateway({
+      upstream: { url: upstream.mcpUrl, headers: {}, timeoutMs: 30_000 },
+      prices: demoPrices,
+      payTo: sandbox.accounts.payees[0]!.address,
+      network: networks.local,
+      facilitator: timed,
+      challenge: 'tool-result',
+      bodyLimitBytes: 1 << 20,
+      allowedHosts: () => [new URL(url).host],
+      logger,
+      metrics: createMetrics(),
+    }),
+  );
+  const gateway = await listen(app, { host: '127.0.0.1', port: 0 });
+  url = gateway.url;
+  const viaTurnpike = `${gateway.url}/mcp`;
+
+  const rows: Row[] = [];
+  try {
+    // Warm both paths up.
+    const warm = Array.from({ length: 300 }, () => callBody('hello', { name: 'bench' }));
+    await drive(upstream.mcpUrl, warm, 8);
+    await drive(viaTurnpike, warm, 8);
+
+    for (const concurrency of [1, 16]) {
+      progress(`proxy: free calls at concurrency ${concurrency}`);
+      const bodies = Array.from({ length: concurrency === 1 ? 1000 : 4000 }, () => callBody('hello', { name: 'bench' }));
+      const direct = await drive(upstream.mcpUrl, bodies, concurrency);
+      const proxied = await drive(viaTurnpike, bodies, concurrency);
+      rows.push({ path: `free tools/call, concurrency ${concurrency}`, subject: 'upstream called directly', p50Ms: direct.p50, p99Ms: direct.p99, perSecond: direct.perSecond });
+      rows.push({
+        path: `free tools/call, concurrency ${concurrency}`,
+        subject: 'through turnpike',
+        p50Ms: proxied.p50,
+        p99Ms: proxied.p99,
+        perSecond: proxied.perSecond,
+        note: `+${(proxied.p50 - direct.p50).toFixed(2)} ms p50`,
+      });
+    }
+
+    // The challenge every paid call starts from, then one signed payment per call.
+    const challenge = JSON.parse(await post(viaTurnpike, callBody('forecast', { city: 'Oslo' }))) as { result: { structuredContent: PaymentRequired } };
+    const required = challenge.result.structuredContent;
+    for (const concurrency of [1, 16]) {
+      progress(`proxy: signing payments for paid calls at concurrency ${concurrency}`);
+      const count = concurrency === 1 ? 200 : 600;
+      const payments = await Promise.all(
+        Array.from({ length: count }, (_, i) =>
+          new x402Client()
+            .register('eip155:8453', new ExactEvmScheme(sandbox.accounts.payers[i % sandbox.accounts.payers.length]!))
+            .createPaymentPayload(required),
+        ),
+      );
+      progress(`proxy: paid calls at concurrency ${concurrency}`);
+      const direct = await drive(upstream.mcpUrl, payments.map(() => callBody('forecast', { city: 'Oslo' })), concurrency);
+      settleMs.length = 0;
+      const paid = await drive(viaTurnpike, payments.map((p) => callBody('forecast', { city: 'Oslo' }, p)), concurrency);
+      const settle = summarize(settleMs);
+      rows.push({ path: `paid tools/call, concurrency ${concurrency}`, subject: 'upstream called directly (unpaid)', p50Ms: direct.p50, p99Ms: direct.p99, perSecond: direct.perSecond });
+      rows.push({
+        path: `paid tools/call, concurrency ${concurrency}`,
+        subject: 'through turnpike, x402 verified + settled',
+        p50Ms: paid.p50,
+        p99Ms: paid.p99,
+        perSecond: paid.perSecond,
+        note: `settlement wait p50 ${settle.p50.toFixed(2)} ms; added without it ${(paid.p50 - settle.p50 - direct.p50).toFixed(2)} ms p50`,
+      });
+    }
+  } finally {
+    await gateway.close();
+    await upstream.close();
+    await store.close();
+    agent.destroy();
+  }
+  return rows;
+}
