@@ -5,6 +5,7 @@ import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
 import { atomicToUsd, usdPrice } from '../../gateway/pricing.js';
 import { serveGateway } from '../../http/gateway-server.js';
+import { startStdioBridge } from '../../gateway/stdio-bridge.js';
 import { createLogger } from '../../log/logger.js';
 import { UsageError, defineCommand } from '../command.js';
 import { configOverrides, serverFlags, serverFlagsSchema } from '../server-flags.js';
@@ -37,6 +38,7 @@ export const wrapCommand = defineCommand({
     'in-process and --pay-to defaults to its first payee. The facilitator API is served too, under /facilitator.',
   flags: {
     upstream: { type: 'string', value: 'URL', description: 'the MCP server’s Streamable HTTP endpoint' },
+    stdio: { type: 'string', value: '"COMMAND"', description: 'or: a stdio MCP server to run, one process per MCP session' },
     'pay-to': { type: 'string', value: 'ADDRESS', description: 'who gets paid (required outside --network local)' },
     price: { type: 'string', value: 'USD', description: 'price of every tool not named otherwise (default 0.01)' },
     'tool-price': { type: 'string', multiple: true, value: 'NAME=USD', description: 'price of one tool' },
@@ -47,7 +49,8 @@ export const wrapCommand = defineCommand({
     ...serverFlags,
   },
   schema: serverFlagsSchema.extend({
-    upstream: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }),
+    upstream: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).optional(),
+    stdio: z.string().min(1).optional(),
     'pay-to': z.string().refine((a) => isAddress(a), 'expected a 0x address').optional(),
     price: usdPrice.default(10_000n),
     'tool-price': z.array(toolPrice).default([]),
@@ -57,6 +60,9 @@ export const wrapCommand = defineCommand({
     'upstream-timeout': z.coerce.number().positive().max(3600).default(60),
   }),
   async run(flags, io) {
+    if ((flags.upstream === undefined) === (flags.stdio === undefined)) {
+      throw new UsageError('--upstream or --stdio: give exactly one (an HTTP MCP endpoint, or a command to run)');
+    }
     const tools = Object.fromEntries(flags['tool-price']);
     const prices = { default: flags.price, tools, free: flags['free-tool'] };
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
@@ -67,8 +73,11 @@ export const wrapCommand = defineCommand({
       await chain.close();
       throw new UsageError('--pay-to: required outside --network local');
     }
-    const upstream = { url: flags.upstream, headers: Object.fromEntries(flags['upstream-header']), timeoutMs: flags['upstream-timeout'] * 1000 };
+    const bridge = flags.stdio ? await startStdioBridge(flags.stdio) : undefined;
+    const upstreamUrl = bridge?.mcpUrl ?? flags.upstream!;
+    const upstream = { url: upstreamUrl, headers: Object.fromEntries(flags['upstream-header']), timeoutMs: flags['upstream-timeout'] * 1000 };
     const server = await serveGateway({ config, chain, logger, upstream, prices, payTo, challenge: flags.challenge }).catch(async (error) => {
+      await bridge?.close();
       await chain.close();
       throw error;
     });
@@ -76,7 +85,7 @@ export const wrapCommand = defineCommand({
     const payer = chain.sandbox?.accounts.payers[0];
     io.stdout.write(
       [
-        `turnpike wrap: paying MCP endpoint at ${server.url}/mcp → ${flags.upstream}`,
+        `turnpike wrap: paying MCP endpoint at ${server.url}/mcp → ${flags.stdio ? `stdio: ${flags.stdio}` : upstreamUrl}`,
         `  network      ${chain.network.name} (${chain.network.caip2}), USDC ${chain.network.usdc.address}`,
         ...(chain.sandbox ? [`  sandbox RPC  ${chain.rpcUrl}`] : []),
         `  pay to       ${payTo}`,
@@ -92,6 +101,7 @@ export const wrapCommand = defineCommand({
     );
     await untilSignal();
     await server.close();
+    await bridge?.close();
     await chain.close();
   },
 });
