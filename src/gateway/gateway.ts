@@ -232,7 +232,7 @@ export function createGateway(options: GatewayOptions): Hono {
         return { ...message, result: { ...result, _meta: { ...result._meta, [RECEIPT_META_KEY]: receipt } } };
       },
       (sawResponse) => {
-        if (!sawResponse) void release('the upstream stream ended without a result');
+        if (!sawResponse) void release('the upstream stream ended before the result');
       },
     );
     if (receipt && !settled.headers.get('content-type')?.includes('text/event-stream')) {

@@ -11,7 +11,8 @@ const FRAME_END = /\r\n\r\n|\n\n|\r\r/;
  * payment first) and is re-emitted with the frame's other fields (`id:`, `event:`) kept. Progress
  * notifications and anything else stream on as they arrive; nothing is buffered whole.
  *
- * `onEnd(false)` is called if the stream ends (or fails) without that response.
+ * `onEnd(saw)` is called once the stream ends, fails or is cancelled, saying whether that response
+ * went through.
  */
 export function rewriteSseResponse(
   body: ReadableStream<Uint8Array>,
@@ -42,20 +43,39 @@ export function rewriteSseResponse(
     return [...others, `data: ${JSON.stringify(rewritten)}`].join('\n') + end;
   };
 
-  return body.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      async transform(chunk, controller) {
-        buffer += decoder.decode(chunk, { stream: true });
-        for (let match = FRAME_END.exec(buffer); match; match = FRAME_END.exec(buffer)) {
-          const raw = buffer.slice(0, match.index);
-          buffer = buffer.slice(match.index + match[0].length);
-          controller.enqueue(encoder.encode(await frame(raw, match[0])));
-        }
-      },
-      flush(controller) {
+  const reader = body.getReader();
+  let ended = false;
+  const end = () => {
+    if (!ended) onEnd(saw);
+    ended = true;
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let chunk: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        // The upstream broke off mid-stream: whatever was held for this call is given up.
+        end();
+        controller.error(error);
+        return;
+      }
+      if (chunk.done) {
         if (buffer) controller.enqueue(encoder.encode(buffer));
-        onEnd(saw);
-      },
-    }),
-  );
+        end();
+        controller.close();
+        return;
+      }
+      buffer += decoder.decode(chunk.value, { stream: true });
+      for (let match = FRAME_END.exec(buffer); match; match = FRAME_END.exec(buffer)) {
+        const raw = buffer.slice(0, match.index);
+        buffer = buffer.slice(match.index + match[0].length);
+        controller.enqueue(encoder.encode(await frame(raw, match[0])));
+      }
+    },
+    cancel: (reason) => {
+      end();
+      return reader.cancel(reason);
+    },
+  });
 }
