@@ -129,6 +129,8 @@ function leaves(schema: z.core.$ZodType, at: string[]): Leaf[] {
   if (def.type === 'object' && def.shape) {
     return Object.entries(def.shape).flatMap(([key, child]) => leaves(child, [...at, key]));
   }
+  // Lists of records (servers) are for the file; one variable cannot spell them.
+  if (def.type === 'array') return [];
   return [{ path: at, type: def.type, description: (schema as { description?: string }).description }];
 }
 

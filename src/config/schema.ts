@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { networkNames } from '../chain/networks.js';
+import { usdPrice } from '../gateway/pricing.js';
 
 const url = (protocols: RegExp) =>
   z.url({ protocol: protocols, error: 'expected a URL (http, https, ws or wss)' });
@@ -46,6 +47,26 @@ export const configSchema = z.strictObject({
         .describe('database URL, `sqlite:<path>`; default sqlite:<dataDir>/turnpike.db'),
     })
     .prefault({}),
+  servers: z
+    .array(
+      z
+        .strictObject({
+          slug: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'expected lower-case letters, digits and dashes').describe('served at /mcp/<slug>'),
+          upstream: url(/^https?$/).optional().describe('the MCP server’s Streamable HTTP endpoint'),
+          stdio: z.string().min(1).optional().describe('or a stdio MCP server command, one process per session'),
+          payTo: z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'expected a 0x address'),
+          price: usdPrice.default(10_000n).describe('USD price of every tool not named in `tools`'),
+          tools: z.record(z.string().min(1), usdPrice).default({}),
+          free: z.array(z.string().min(1)).default([]),
+          challenge: z.enum(['tool-result', 'http-402']).default('tool-result'),
+          timeoutSeconds: z.number().positive().max(3600).default(60),
+          /** Upstream credentials by environment variable name: secrets stay out of the file. */
+          headersFromEnv: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), z.string().regex(/^[A-Z_][A-Z0-9_]*$/)).default({}),
+        })
+        .refine((s) => (s.upstream === undefined) !== (s.stdio === undefined), 'give exactly one of upstream and stdio'),
+    )
+    .default([])
+    .describe('MCP servers for `turnpike serve` (file only)'),
   facilitator: z
     .strictObject({
       mode: z

@@ -15,25 +15,31 @@ import { healthRoutes } from './health.js';
 import { listen } from './listen.js';
 import { createMetrics, metricsRoutes } from './metrics.js';
 
-export type GatewayServerOptions = {
-  config: Config;
-  chain: ChainConnection;
-  logger: Logger;
+/** One paying MCP endpoint: its path on this server, its upstream, prices and payee. */
+export type EndpointOptions = {
+  path: string;
   upstream: Upstream;
   prices: PriceTable;
   payTo: Address;
   challenge: 'tool-result' | 'http-402';
 };
 
+export type GatewayServerOptions = {
+  config: Config;
+  chain: ChainConnection;
+  logger: Logger;
+  endpoints: EndpointOptions[];
+};
+
 /**
- * Everything a paying gateway serves, on one port: the MCP endpoint at `/mcp`, the facilitator
+ * Everything a paying gateway serves, on one port: each MCP endpoint at its path, the facilitator
  * API at `/facilitator`, discovery (`/.well-known/mcp-payment`, `/pricing`), `/health` and
  * `/metrics`. The journal is reconciled before the first request is accepted.
  *
- * @example const server = await serveGateway({ config, chain, logger, upstream, prices, payTo, challenge: 'tool-result' });
+ * @example const server = await serveGateway({ config, chain, logger, endpoints: [{ path: '/mcp', upstream, prices, payTo, challenge: 'tool-result' }] });
  */
 export async function serveGateway(options: GatewayServerOptions) {
-  const { config, chain, logger, upstream, prices, payTo } = options;
+  const { config, chain, logger } = options;
   const store = await openStore(config.store.url!);
   const facilitator = createFacilitator({
     network: chain.network,
@@ -47,25 +53,31 @@ export async function serveGateway(options: GatewayServerOptions) {
   let hosts: string[] = [];
   const metrics = createMetrics();
   const app = createApp(logger);
-  app.route(
-    '/mcp',
-    createGateway({
-      upstream,
-      prices,
-      payTo,
-      network: chain.network,
-      facilitator,
-      challenge: options.challenge,
-      bodyLimitBytes: config.http.bodyLimitBytes,
-      allowedHosts: () => hosts,
-      logger,
-      metrics,
-    }),
-  );
+  for (const endpoint of options.endpoints) {
+    app.route(
+      endpoint.path,
+      createGateway({
+        upstream: endpoint.upstream,
+        prices: endpoint.prices,
+        payTo: endpoint.payTo,
+        network: chain.network,
+        facilitator,
+        challenge: endpoint.challenge,
+        bodyLimitBytes: config.http.bodyLimitBytes,
+        allowedHosts: () => hosts,
+        logger,
+        metrics,
+      }),
+    );
+  }
   app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
   app.route(
     '/',
-    discoveryRoutes({ network: chain.network, endpoints: [{ path: '/mcp', prices, payTo, tools: upstreamTools(upstream) }], facilitatorPath: '/facilitator' }),
+    discoveryRoutes({
+      network: chain.network,
+      endpoints: options.endpoints.map((e) => ({ path: e.path, prices: e.prices, payTo: e.payTo, tools: upstreamTools(e.upstream) })),
+      facilitatorPath: '/facilitator',
+    }),
   );
   app.route('/', healthRoutes({ client: chain.client, store }));
   app.route('/', metricsRoutes(metrics));
@@ -74,7 +86,6 @@ export async function serveGateway(options: GatewayServerOptions) {
   hosts = [new URL(server.url).host, `localhost:${port}`, `127.0.0.1:${port}`];
   return {
     url: server.url,
-    mcpUrl: `${server.url}/mcp`,
     async close() {
       await server.close();
       await store.close();

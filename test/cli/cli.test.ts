@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -136,6 +137,50 @@ describe('turnpike CLI (built)', () => {
     assert.equal(pricing.status, 200);
     run.child.kill('SIGINT');
     assert.equal((await run.done).code, 0);
+  });
+
+  test('serve: several MCP servers from one config file, each under /mcp/<slug> with its own prices', async () => {
+    const fs = path.join(path.dirname(createRequire(import.meta.url).resolve('@modelcontextprotocol/server-filesystem/package.json')), 'dist/index.js');
+    const docs = mkdtempSync(path.join(dir, 'docs-'));
+    writeFileSync(path.join(docs, 'a.txt'), 'alpha');
+    const stdio = `${JSON.stringify(process.execPath)} ${JSON.stringify(fs)} ${JSON.stringify(docs)}`;
+    const file = path.join(dir, 'serve.yaml');
+    writeFileSync(
+      file,
+      [
+        'http: { port: 0 }',
+        `dataDir: ${JSON.stringify(path.join(dir, 'serve'))}`,
+        'log: { level: silent }',
+        'servers:',
+        `  - { slug: docs, stdio: ${JSON.stringify(stdio)}, payTo: "0x00000000000000000000000000000000000000bb", price: "0.02", free: [list_allowed_directories] }`,
+        `  - { slug: notes, stdio: ${JSON.stringify(stdio)}, payTo: "0x00000000000000000000000000000000000000cc", tools: { read_text_file: "0.5" } }`,
+      ].join('\n'),
+    );
+    const run = turnpike(['serve', '--config', file]);
+    while (!run.stdout().includes('discovery')) {
+      if (run.child.exitCode !== null) assert.fail(`serve exited early: ${run.stdout()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const base = /listening on (\S+)/.exec(run.stdout())![1]!;
+    const doc = (await (await fetch(`${base}/.well-known/mcp-payment`)).json()) as {
+      endpoints: { url: string; x402: { payTo: string }; tools: { name: string; usd: string }[] }[];
+    };
+    assert.deepEqual(doc.endpoints.map((e) => e.url), [`${base}/mcp/docs`, `${base}/mcp/notes`]);
+    const price = (i: number, tool: string) => doc.endpoints[i]!.tools.find((t) => t.name === tool)?.usd;
+    assert.deepEqual([price(0, 'read_text_file'), price(0, 'list_allowed_directories'), price(1, 'read_text_file')], ['0.02', '0', '0.5']);
+    assert.equal(doc.endpoints[1]!.x402.payTo.toLowerCase(), '0x00000000000000000000000000000000000000cc');
+    run.child.kill('SIGINT');
+    assert.equal((await run.done).code, 0);
+  });
+
+  test('serve: a config without servers, or with a bad one, exits 2 naming the field', async () => {
+    const file = path.join(dir, 'bad-serve.yaml');
+    writeFileSync(file, 'servers:\n  - { slug: "Bad Slug", payTo: "0x12", price: "0.0000001" }\n');
+    const result = await turnpike(['serve', '--config', file]).done;
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /servers\.0\.slug/);
+    assert.match(result.stderr, /servers\.0\.payTo/);
+    assert.match(result.stderr, /servers\.0\.price .*6 decimals/);
   });
 });
 

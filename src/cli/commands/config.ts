@@ -18,6 +18,8 @@ export const configCommand = defineCommand({
       for (const v of configVariables()) io.stdout.write(`${v.env.padEnd(34)}${v.path.padEnd(24)}${v.description}\n`);
       return;
     }
-    io.stdout.write(`${JSON.stringify(loadConfig({ file: flags.config }), null, 2)}\n`);
+    // Prices are atomic units (bigint); they print as decimal strings.
+    const replacer = (_: string, v: unknown) => (typeof v === 'bigint' ? v.toString() : v);
+    io.stdout.write(`${JSON.stringify(loadConfig({ file: flags.config }), replacer, 2)}\n`);
   },
 });

@@ -46,21 +46,19 @@ export const demoCommand = defineCommand({
       config,
       chain,
       logger,
-      upstream: { url: upstream.mcpUrl, headers: {}, timeoutMs: 30_000 },
-      prices: demoPrices,
-      payTo: payee,
-      challenge: 'tool-result',
+      endpoints: [{ path: '/mcp', upstream: { url: upstream.mcpUrl, headers: {}, timeoutMs: 30_000 }, prices: demoPrices, payTo: payee, challenge: 'tool-result' }],
     });
+    const mcpUrl = `${gateway.url}/mcp`;
     say(`turnpike demo: local Base sandbox at ${chain.rpcUrl} (chain id 8453, Circle USDC at ${chain.network.usdc.address})`);
     say(`  demo MCP server   ${upstream.mcpUrl}  (hello: free, forecast: 0.01 USDC)`);
-    say(`  paying endpoint   ${gateway.mcpUrl}`);
+    say(`  paying endpoint   ${mcpUrl}`);
     say('');
     const ok = flags['no-agent']
       ? true
-      : await runDemoAgent({ mcpUrl: gateway.mcpUrl, payer: sandbox.accounts.payers[0]!, payee, usdc: chain.network.usdc.address, chain: chain.client, say });
+      : await runDemoAgent({ mcpUrl: mcpUrl, payer: sandbox.accounts.payers[0]!, payee, usdc: chain.network.usdc.address, chain: chain.client, say });
     const payer = sandbox.accounts.payers[1]!;
     say('');
-    say(`Serving. Point your MCP client at ${gateway.mcpUrl}`);
+    say(`Serving. Point your MCP client at ${mcpUrl}`);
     say(`  pay with the sandbox key ${payer.privateKey} (${payer.address}; LOCAL ONLY, public)`);
     say(`  prices: ${gateway.url}/pricing   health: ${gateway.url}/health   facilitator: ${gateway.url}/facilitator`);
     say('Press Ctrl-C to stop.');

@@ -3,7 +3,8 @@ import { chainCommand } from './chain.js';
 import { configCommand } from './config.js';
 import { demoCommand } from './demo.js';
 import { facilitatorCommand } from './facilitator.js';
+import { serveCommand } from './serve.js';
 import { wrapCommand } from './wrap.js';
 
 /** Every subcommand, in the order `turnpike --help` lists them. */
-export const commands: Command[] = [demoCommand, wrapCommand, facilitatorCommand, chainCommand, configCommand];
+export const commands: Command[] = [demoCommand, wrapCommand, serveCommand, facilitatorCommand, chainCommand, configCommand];

@@ -1,0 +1,70 @@
+import { getAddress } from 'viem';
+import { connectChain } from '../../chain/connect.js';
+import { ConfigError } from '../../config/errors.js';
+import { loadConfig } from '../../config/load.js';
+import { loadSecrets } from '../../config/secrets.js';
+import { atomicToUsd } from '../../gateway/pricing.js';
+import { startStdioBridge } from '../../gateway/stdio-bridge.js';
+import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js';
+import { createLogger } from '../../log/logger.js';
+import { defineCommand } from '../command.js';
+import { configOverrides, serverFlags, serverFlagsSchema } from '../server-flags.js';
+import { untilSignal } from '../signals.js';
+
+export const serveCommand = defineCommand({
+  name: 'serve',
+  summary: 'serve several MCP servers from a config file, each under /mcp/<slug> with its own prices and payee',
+  details:
+    'The config file lists `servers` (see README → Configuration). Upstream credentials are named by\n' +
+    'environment variable (`headersFromEnv`), never written in the file.',
+  flags: serverFlags,
+  schema: serverFlagsSchema,
+  async run(flags, io) {
+    const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
+    if (config.servers.length === 0) {
+      throw new ConfigError([{ path: 'servers', source: flags.config ? `file ${flags.config}` : 'default', message: 'no MCP servers to serve; list them under `servers`' }]);
+    }
+    const missing = config.servers.flatMap((s) =>
+      Object.values(s.headersFromEnv)
+        .filter((name) => !process.env[name])
+        .map((name) => ({ path: `servers.${s.slug}.headersFromEnv`, source: 'environment', message: `set ${name}` })),
+    );
+    if (missing.length > 0) throw new ConfigError(missing);
+
+    const logger = createLogger(config.log);
+    const chain = await connectChain(config, loadSecrets());
+    const bridges = await Promise.all(config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio) : undefined)));
+    const endpoints: EndpointOptions[] = config.servers.map((s, i) => ({
+      path: `/mcp/${s.slug}`,
+      upstream: {
+        url: bridges[i]?.mcpUrl ?? s.upstream!,
+        headers: Object.fromEntries(Object.entries(s.headersFromEnv).map(([header, name]) => [header, process.env[name]!])),
+        timeoutMs: s.timeoutSeconds * 1000,
+      },
+      prices: { default: s.price, tools: s.tools, free: s.free },
+      payTo: getAddress(s.payTo),
+      challenge: s.challenge,
+    }));
+    const closeAll = async () => {
+      await Promise.all(bridges.map((b) => b?.close()));
+      await chain.close();
+    };
+    const server = await serveGateway({ config, chain, logger, endpoints }).catch(async (error) => {
+      await closeAll();
+      throw error;
+    });
+    io.stdout.write(
+      [
+        `turnpike serve: listening on ${server.url} (${chain.network.name}, ${chain.network.caip2})`,
+        ...config.servers.map(
+          (s) => `  ${server.url}/mcp/${s.slug}  → ${s.upstream ?? `stdio: ${s.stdio}`}  (${atomicToUsd(s.price)} USDC a call, pays ${s.payTo})`,
+        ),
+        `  discovery ${server.url}/.well-known/mcp-payment   facilitator ${server.url}/facilitator`,
+        '',
+      ].join('\n'),
+    );
+    await untilSignal();
+    await server.close();
+    await closeAll();
+  },
+});
