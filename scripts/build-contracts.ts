@@ -33,6 +33,7 @@ const USDC_SURFACE = new Set([
   'configureMinter', 'mint', 'masterMinter', 'owner', 'isMinter', 'minterAllowance',
 ]);
 
+/** Selects the surface by name, so every overload comes along exactly as Circle compiled it. */
 function usdc() {
   const artifact = JSON.parse(readFileSync(require.resolve(`${CIRCLE}/${circleArtifact}`), 'utf8')) as { abi: AbiItem[] };
   const abi = artifact.abi.filter((item) => item.name !== undefined && USDC_SURFACE.has(item.name));
@@ -44,8 +45,9 @@ function usdc() {
 /** Compiles contracts/ with forge (and the npm solc) once; returns a reader for its artifacts. */
 function forgeBuild() {
   const forge = path.join(path.dirname(require.resolve('@foundry-rs/forge-linux-amd64/package.json')), 'bin', 'forge');
-  process.stderr.write('compiling contracts/ with forge (npm solc)…\n');
-  execFileSync(forge, ['build', '--root', root], { stdio: ['ignore', 'ignore', 'inherit'] });
+  process.stderr.write('compiling contracts/Multicall3.sol and contracts/test/ with forge (npm solc)…\n');
+  // cwd matters: forge resolves foundry.toml's `solc = "scripts/solc.mjs"` against it, not --root.
+  execFileSync(forge, ['build', '--root', root], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
   const solcVersion = (require('solc/package.json') as { version: string }).version;
   return (source: string, name: string) => {
     const out = JSON.parse(readFileSync(path.join(root, 'out', path.basename(source), `${name}.json`), 'utf8')) as {
@@ -65,23 +67,25 @@ const runtimeModule = (exportName: string, c: { abi: AbiItem[]; deployedBytecode
   `export const ${exportName}Abi = ${JSON.stringify(c.abi, null, 2)} as const;\n\n` +
   `export const ${exportName}DeployedBytecode: Hex = '${c.deployedBytecode}';\n`;
 
+/** Every generated file, by path from the repo root. */
 function files(): Record<string, string> {
   const u = usdc();
   const artifact = forgeBuild();
   const m = artifact('contracts/Multicall3.sol', 'Multicall3');
   const wallet = artifact('contracts/test/Erc1271Wallet.sol', 'Erc1271Wallet');
   return {
-    'FiatTokenV2_2.json': json({ source: u.source, abi: u.abi }),
-    'usdc.ts': `${header(u.source)}export const usdcAbi = ${JSON.stringify(u.abi, null, 2)} as const;\n`,
-    'Multicall3.json': json({ source: m.source, abi: m.abi, deployedBytecode: m.deployedBytecode }),
-    'multicall3.ts': runtimeModule('multicall3', m),
-    '../test/fixtures/erc1271-wallet.ts': runtimeModule('erc1271Wallet', wallet),
+    'contracts-abi/FiatTokenV2_2.json': json({ source: u.source, abi: u.abi }),
+    'contracts-abi/usdc.ts': `${header(u.source)}export const usdcAbi = ${JSON.stringify(u.abi, null, 2)} as const;\n`,
+    'contracts-abi/Multicall3.json': json({ source: m.source, abi: m.abi, deployedBytecode: m.deployedBytecode }),
+    'contracts-abi/multicall3.ts': runtimeModule('multicall3', m),
+    'contracts-abi/index.ts': `${header('./multicall3.ts and ./usdc.ts')}export * from './multicall3.js';\nexport * from './usdc.js';\n`,
+    'test/fixtures/erc1271-wallet.ts': runtimeModule('erc1271Wallet', wallet),
   };
 }
 
 const stale: string[] = [];
 for (const [name, content] of Object.entries(files())) {
-  const file = path.join(root, 'contracts-abi', name);
+  const file = path.join(root, name);
   if (check) {
     let current = '';
     try {
@@ -89,14 +93,14 @@ for (const [name, content] of Object.entries(files())) {
     } catch {
       // missing counts as stale
     }
-    if (current !== content) stale.push(path.relative(root, file));
+    if (current !== content) stale.push(name);
   } else {
     writeFileSync(file, content);
-    process.stderr.write(`wrote ${path.relative(root, file)}\n`);
+    process.stderr.write(`wrote ${name}\n`);
   }
 }
 if (stale.length > 0) {
   process.stderr.write(`out of date: ${stale.join(', ')}; run \`npm run contracts\` and commit the result\n`);
   process.exit(1);
 }
-if (check) process.stderr.write('contracts-abi/ is up to date\n');
+if (check) process.stderr.write('contracts-abi/ and test/fixtures/erc1271-wallet.ts are up to date\n');

@@ -261,6 +261,8 @@ describe('paying MCP proxy (official MCP SDK client → turnpike → server-ever
     const garbage = await post('{"jsonrpc":');
     assert.equal(garbage.status, 400);
     assert.equal(((await garbage.json()) as { error: { code: number } }).error.code, -32700);
+    const unknownSession = await post(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }), { 'mcp-session-id': 'no-such-session' });
+    assert.equal(unknownSession.status, 404, 'the upstream’s own answer to an unknown session, passed through');
     const batch = await post(JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'get-sum', arguments: { a: 1, b: 1 } } }]));
     assert.equal(batch.status, 400);
     const badPayment = await post(

@@ -53,7 +53,7 @@ describe('stdio MCP servers behind the paying proxy (server-filesystem from npm)
       '/mcp',
       createGateway({
         upstream: { url: bridge.mcpUrl, headers: {}, timeoutMs: 10_000 },
-        prices: priceTableSchema.parse({ default: '0.01', tools: { read_multiple_files: '0.03' }, free: ['read_text_file', 'list_allowed_directories'] }),
+        prices: priceTableSchema.parse({ default: '0.01', tools: { read_multiple_files: '0.03' }, free: ['list_allowed_directories'] }),
         payTo: chain.sandbox.accounts.payees[1]!.address,
         network: networks.local,
         facilitator,
@@ -96,12 +96,25 @@ describe('stdio MCP servers behind the paying proxy (server-filesystem from npm)
     await client.close();
   });
 
-  test('50 concurrent clients, all using request id 1, each get their own answer', async () => {
+  test('50 concurrent clients, all using request id 1, each get their own answer and pay once each', async () => {
+    const payee = chain.sandbox.accounts.payees[1]!.address;
+    const before = await chain.balanceOf(payee);
     const clients = await Promise.all(Array.from({ length: 50 }, () => connect()));
     const answers = await Promise.all(
-      clients.map((client, i) => client.callTool({ name: 'read_text_file', arguments: { path: path.join(docs, `note-${i}.txt`) } })),
+      clients.map(async (client, i) => {
+        const args = { path: path.join(docs, `note-${i}.txt`) };
+        const challenged = await client.callTool({ name: 'read_text_file', arguments: args });
+        const required = JSON.parse(text(challenged)) as PaymentRequired;
+        const payer = chain.sandbox.accounts.payers[i % chain.sandbox.accounts.payers.length]!;
+        const payment = await new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
+        return client.callTool({ name: 'read_text_file', arguments: args, _meta: { 'x402/payment': payment } });
+      }),
     );
-    answers.forEach((answer, i) => assert.equal(text(answer), `note number ${i}`));
+    answers.forEach((answer, i) => {
+      assert.equal(text(answer), `note number ${i}`, `client ${i} got someone else's answer`);
+      assert.equal((answer._meta?.['x402/payment-response'] as { success: boolean }).success, true);
+    });
+    assert.equal(await chain.balanceOf(payee), before + 50n * 10_000n);
     await Promise.all(clients.map((c) => c.close()));
   });
 });
