@@ -261,8 +261,14 @@ describe('paying MCP proxy (official MCP SDK client → turnpike → server-ever
     const garbage = await post('{"jsonrpc":');
     assert.equal(garbage.status, 400);
     assert.equal(((await garbage.json()) as { error: { code: number } }).error.code, -32700);
-    const unknownSession = await post(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }), { 'mcp-session-id': 'no-such-session' });
-    assert.equal(unknownSession.status, 404, 'the upstream’s own answer to an unknown session, passed through');
+    // An unknown session: whatever the upstream answers, the client gets exactly that.
+    const stale = JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' });
+    const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-session-id': 'no-such-session' };
+    const direct = await fetch(upstreamUrl, { method: 'POST', headers, body: stale });
+    const proxied = await post(stale, { 'mcp-session-id': 'no-such-session' });
+    assert.equal(proxied.status, direct.status);
+    assert.ok(proxied.status >= 400 && proxied.status < 500);
+    assert.equal(await proxied.text(), await direct.text());
     const batch = await post(JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'get-sum', arguments: { a: 1, b: 1 } } }]));
     assert.equal(batch.status, 400);
     const badPayment = await post(
