@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type PublicClient, type TestClient, createPublicClient, createTestClient, encodeFunctionData, http, parseAbi } from 'viem';
-import { base } from 'viem/chains';
 import { multicall3Abi, multicall3DeployedBytecode } from '../../contracts-abi/multicall3.js';
 import { MULTICALL3 } from '../../src/chain/networks.js';
 import { type Anvil, startAnvil } from '../../src/chain/sandbox/anvil.js';
@@ -15,8 +14,8 @@ describe('contracts/Multicall3.sol planted on a bare anvil', () => {
   let testClient: TestClient;
 
   before(async () => {
-    anvil = await startAnvil({ chainId: base.id });
-    client = createPublicClient({ chain: base, transport: http(anvil.rpcUrl) });
+    anvil = await startAnvil({ chainId: 8453 });
+    client = createPublicClient({ transport: http(anvil.rpcUrl) });
     testClient = createTestClient({ mode: 'anvil', transport: http(anvil.rpcUrl) });
     await testClient.setCode({ address: MULTICALL3, bytecode: multicall3DeployedBytecode });
   });
@@ -38,7 +37,7 @@ describe('contracts/Multicall3.sol planted on a bare anvil', () => {
   test('aggregate3 reverts the batch when a call that may not fail does', async () => {
     const failing = encodeFunctionData({ abi: missingAbi, functionName: 'balanceOf', args: [MULTICALL3] });
     await assert.rejects(
-      client.readContract({
+      client.simulateContract({
         address: MULTICALL3,
         abi: multicall3Abi,
         functionName: 'aggregate3',
