@@ -40,7 +40,7 @@ export type GatewayServerOptions = {
  */
 export async function serveGateway(options: GatewayServerOptions) {
   const { config, chain, logger } = options;
-  const store = await openStore(config.store.url!);
+  const store = await openStore(config.store.url!, logger);
   const facilitator = createFacilitator({
     network: chain.network,
     client: chain.client,

@@ -1,3 +1,6 @@
+import { createHash } from 'node:crypto';
+import { StoreError } from './store.js';
+
 /**
  * The schema, as an append-only list: a migration that has shipped is never edited (its checksum
  * is checked at start-up), a change is a new migration. SQL is kept to what SQLite and PostgreSQL
@@ -49,3 +52,43 @@ export const migrations: readonly Migration[] = [
     `,
   },
 ];
+
+/**
+ * What `schema_migrations.checksum` holds: a hash of the SQL. Every backend must use this one, so a
+ * database cannot pass the check under one backend and fail it under another.
+ */
+export function migrationChecksum(migration: Migration): string {
+  return createHash('sha256').update(migration.sql).digest('hex').slice(0, 16);
+}
+
+/** What a backend's runner knows of a migration it applied earlier. */
+export type AppliedMigration = { version: number; checksum: string };
+
+/**
+ * The rules every runner applies before touching the schema: the list is strictly ascending, and
+ * the database has nothing this build does not know (it would be a newer turnpike's schema).
+ */
+export function checkMigrations(list: readonly Migration[], applied: readonly AppliedMigration[]): void {
+  list.forEach((m, i) => {
+    const previous = i > 0 ? list[i - 1]!.version : 0;
+    if (!Number.isSafeInteger(m.version) || m.version <= previous) {
+      throw new StoreError(`migration ${m.version} (${m.name}) is out of order: versions must be integers ascending from 1`);
+    }
+  });
+  const known = new Set(list.map((m) => m.version));
+  const unknown = applied.map((a) => a.version).filter((v) => !known.has(v));
+  if (unknown.length > 0) {
+    throw new StoreError(
+      `the database has schema version ${Math.max(...unknown)}, newer than this turnpike knows (up to ${list.at(-1)?.version ?? 0}); upgrade turnpike or use another data directory`,
+    );
+  }
+}
+
+/** Refuses a migration whose SQL changed after the database applied it. */
+export function checkUnchanged(migration: Migration, applied: AppliedMigration): void {
+  if (applied.checksum !== migrationChecksum(migration)) {
+    throw new StoreError(
+      `migration ${migration.version} (${migration.name}) was changed after it was applied; shipped migrations must not be edited, add a new one`,
+    );
+  }
+}

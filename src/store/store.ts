@@ -1,15 +1,23 @@
 import type { PaymentJournal } from './journal.js';
 
 /**
- * Where turnpike keeps what must survive a crash. Each capability adds a repository here (a
- * migration, an interface, one implementation per backend); methods are async because the
- * PostgreSQL backend will be. SQL stays portable: integers for money, constraints for invariants.
+ * Where turnpike keeps what must survive a crash. Methods are async because the PostgreSQL
+ * backend will be; SQL stays portable: BIGINT for money, constraints for invariants.
+ *
+ * Adding a repository (say `ledger`):
+ * 1. a migration appended to `migrations.ts` (never edit a shipped one);
+ * 2. an interface in `ledger.ts`, added here as `readonly ledger: Ledger`;
+ * 3. one implementation per backend (`sqlite-ledger.ts`: `sqliteLedger(db)`, wired in
+ *    `openSqliteStore`). A check-then-write (debit if the balance covers it, claim a nonce if
+ *    unseen) goes in one `db.transaction(fn).immediate()` or one guarded statement; never await
+ *    inside it.
  */
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
   readonly journal: PaymentJournal;
   /** Proves the store can take a write (for /health), and reports the schema version. */
   health(): Promise<{ writable: boolean; schemaVersion: number }>;
+  /** Idempotent; the store cannot be used afterwards. */
   close(): Promise<void>;
 }
 

@@ -1,108 +1,181 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { migrations } from '../../src/store/migrations.js';
+import { pino } from 'pino';
+import { type Migration, migrationChecksum, migrations } from '../../src/store/migrations.js';
 import { openStore } from '../../src/store/open.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { StoreError } from '../../src/store/store.js';
 
-const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-store-'));
+const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 let n = 0;
 const fresh = () => path.join(dir, `db-${++n}`, 'turnpike.db');
+const latest = migrations.at(-1)!.version;
 
-const rows = (file: string, sql: string) => {
-  const db = new Database(file, { readonly: true });
+/** Runs `fn` on a second connection to `file`, as another process would see it. */
+const peek = <T>(file: string, fn: (db: Database.Database) => T): T => {
+  const db = new Database(file);
   try {
-    return db.prepare(sql).all();
+    return fn(db);
   } finally {
     db.close();
   }
 };
+const rows = <T = unknown>(file: string, sql: string) => peek(file, (db) => db.prepare(sql).all() as T[]);
+const storeError = (pattern: RegExp) => (e: unknown) => e instanceof StoreError && pattern.test(e.message);
 
 describe('SQLite store', () => {
-  test('opens in WAL mode with synchronous FULL and foreign keys on', async () => {
-    const file = fresh();
-    const store = await openSqliteStore({ path: file });
+  test('opens in WAL mode with synchronous FULL, a busy timeout and foreign keys on', async () => {
+    const store = await openSqliteStore({ path: fresh() });
     const pragmas = store.immediate((db) => ({
       journal: db.pragma('journal_mode', { simple: true }),
       synchronous: db.pragma('synchronous', { simple: true }),
+      busyTimeout: db.pragma('busy_timeout', { simple: true }),
       foreignKeys: db.pragma('foreign_keys', { simple: true }),
     }));
-    assert.deepEqual(pragmas, { journal: 'wal', synchronous: 2, foreignKeys: 1 });
+    assert.deepEqual(pragmas, { journal: 'wal', synchronous: 2, busyTimeout: 5000, foreignKeys: 1 });
     await store.close();
   });
 
-  test('applies migrations once; reopening changes nothing', async () => {
+  test('applies each migration once, with its checksum; reopening changes nothing', async () => {
     const file = fresh();
-    await (await openSqliteStore({ path: file })).close();
-    await (await openSqliteStore({ path: file })).close();
-    const applied = rows(file, 'SELECT version FROM schema_migrations ORDER BY version');
-    assert.deepEqual(applied, migrations.map((m) => ({ version: m.version })));
-  });
+    const logged: { version?: number; msg: string }[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        logged.push(...chunk.toString().trim().split('\n').map((l: string) => JSON.parse(l)));
+        done();
+      },
+    });
+    const logger = pino(sink);
+    type Row = { version: number; name: string; checksum: string };
+    const applied = () => rows<Row>(file, 'SELECT * FROM schema_migrations ORDER BY version');
+    await (await openSqliteStore({ path: file, logger })).close();
+    const first = applied();
+    await (await openSqliteStore({ path: file, logger })).close();
 
-  test('two processes opening one new file at once apply each migration exactly once', async () => {
-    const file = fresh();
-    const opener = `
-      import { openSqliteStore } from ${JSON.stringify(path.resolve('src/store/sqlite.ts'))};
-      const store = await openSqliteStore({ path: ${JSON.stringify(file)} });
-      await store.health();
-      await store.close();
-    `;
-    const run = () =>
-      new Promise<number>((resolve) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', opener], { stdio: 'inherit' });
-        child.on('exit', (code) => resolve(code ?? 1));
-      });
-    assert.deepEqual(await Promise.all([run(), run(), run()]), [0, 0, 0]);
-    const counts = rows(file, 'SELECT version, COUNT(*) AS c FROM schema_migrations GROUP BY version');
-    assert.deepEqual(counts, migrations.map((m) => ({ version: m.version, c: 1 })));
-  });
-
-  test('refuses a database whose applied migration was edited', async () => {
-    const file = fresh();
-    await (await openSqliteStore({ path: file })).close();
-    const edited = migrations.map((m) => (m.version === 1 ? { ...m, sql: `${m.sql} -- edited` } : m));
-    await assert.rejects(openSqliteStore({ path: file, migrations: edited }), (e: unknown) =>
-      e instanceof StoreError && /migration 1 \(meta\) was changed/.test(e.message),
+    assert.deepEqual(
+      first.map(({ version, name, checksum }) => ({ version, name, checksum })),
+      migrations.map((m) => ({ version: m.version, name: m.name, checksum: migrationChecksum(m) })),
+    );
+    assert.deepEqual(applied(), first, 'reopening applies nothing');
+    assert.deepEqual(
+      logged.map((l) => [l.msg, l.version]),
+      migrations.map((m) => ['applied store migration', m.version]),
+      'only the first open applies (and logs) anything',
     );
   });
 
-  test('refuses a database newer than this build', async () => {
+  test('processes racing to open one new file all succeed and apply each migration exactly once', async () => {
     const file = fresh();
-    const newer = [...migrations, { version: 99, name: 'future', sql: 'CREATE TABLE future (id TEXT)' }];
+    const fixture = fileURLToPath(new URL('./fixtures/open-store.ts', import.meta.url));
+    const startAt = Date.now() + 3000; // after every child has loaded tsx and the store module
+    const run = () =>
+      new Promise<string>((resolve) => {
+        let stderr = '';
+        const child = spawn(process.execPath, ['--import', 'tsx', fixture, file, String(startAt)], {
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        child.stderr.on('data', (chunk) => (stderr += chunk));
+        child.on('exit', (code) => resolve(code === 0 ? 'ok' : `exit ${code}: ${stderr}`));
+      });
+    assert.deepEqual(await Promise.all(Array.from({ length: 4 }, run)), ['ok', 'ok', 'ok', 'ok']);
+    const counts = rows(file, 'SELECT version, COUNT(*) AS c FROM schema_migrations GROUP BY version ORDER BY version');
+    assert.deepEqual(counts, migrations.map((m) => ({ version: m.version, c: 1 })));
+  });
+
+  test('refuses to open when an applied migration was edited, naming it', async () => {
+    const file = fresh();
+    await (await openSqliteStore({ path: file })).close();
+    const edited = migrations.map((m) => (m.version === 1 ? { ...m, sql: `${m.sql} -- edited` } : m));
+    await assert.rejects(openSqliteStore({ path: file, migrations: edited }), storeError(/migration 1 \(meta\) was changed/));
+
+    peek(file, (db) => db.prepare(`UPDATE schema_migrations SET checksum = 'tampered' WHERE version = ?`).run(latest));
+    const name = migrations.at(-1)!.name.replace(/[()]/g, '\\$&');
+    await assert.rejects(openSqliteStore({ path: file }), storeError(new RegExp(`migration ${latest} \\(${name}\\) was changed`)));
+  });
+
+  test('refuses a database whose schema is newer than this build', async () => {
+    const file = fresh();
+    const newer = [...migrations, { version: latest + 1, name: 'future', sql: 'CREATE TABLE future (id TEXT)' }];
     await (await openSqliteStore({ path: file, migrations: newer })).close();
-    await assert.rejects(openSqliteStore({ path: file }), /schema version 99, newer than this turnpike knows/);
+    await assert.rejects(
+      openSqliteStore({ path: file }),
+      storeError(new RegExp(`schema version ${latest + 1}, newer than this turnpike knows \\(up to ${latest}\\)`)),
+    );
   });
 
-  test('a failing migration rolls back whole and is named', async () => {
+  test('a failing migration rolls back whole and is named; the ones before it stay', async () => {
     const file = fresh();
-    const version = migrations.at(-1)!.version + 1;
-    const broken = [...migrations, { version, name: 'half', sql: 'CREATE TABLE half_done (id TEXT); CREATE TABLE oops (' }];
-    await assert.rejects(openSqliteStore({ path: file, migrations: broken }), new RegExp(`migration ${version} \\(half\\) failed`));
+    const broken: Migration = { version: latest + 1, name: 'half', sql: 'CREATE TABLE half_done (id TEXT); CREATE TABLE oops (' };
+    await assert.rejects(
+      openSqliteStore({ path: file, migrations: [...migrations, broken] }),
+      storeError(new RegExp(`migration ${latest + 1} \\(half\\) failed`)),
+    );
     assert.deepEqual(rows(file, "SELECT name FROM sqlite_master WHERE name = 'half_done'"), []);
-    assert.deepEqual(rows(file, `SELECT version FROM schema_migrations WHERE version = ${version}`), []);
+    const versions = rows(file, 'SELECT version FROM schema_migrations ORDER BY version');
+    assert.deepEqual(versions, migrations.map((m) => ({ version: m.version })), 'the migrations before it stay applied');
+
+    const fixed = { ...broken, sql: 'CREATE TABLE half_done (id TEXT)' };
+    const store = await openSqliteStore({ path: file, migrations: [...migrations, fixed] });
+    assert.equal((await store.health()).schemaVersion, latest + 1);
+    await store.close();
   });
 
-  test('health() writes; after close() it rejects with a StoreError', async () => {
-    const store = await openSqliteStore({ path: ':memory:' });
-    assert.deepEqual(await store.health(), { writable: true, schemaVersion: migrations.at(-1)!.version });
+  test('refuses a migration list that is not strictly ascending', async () => {
+    const shuffled = [migrations[1]!, migrations[0]!];
+    await assert.rejects(openSqliteStore({ path: ':memory:', migrations: shuffled }), storeError(/out of order/));
+  });
+
+  test('a file that is not a SQLite database is a StoreError naming the file', async () => {
+    const junk = path.join(dir, 'junk.db');
+    writeFileSync(junk, 'not a database, just some text that is long enough to have a header'.repeat(10));
+    const named = new RegExp(`cannot open SQLite database ${junk.replace(/[.\\]/g, '\\$&')}`);
+    await assert.rejects(openSqliteStore({ path: junk }), storeError(named));
+  });
+
+  test('health() really writes the heartbeat and reports the schema version', async () => {
+    const file = fresh();
+    const store = await openSqliteStore({ path: file });
+    const heartbeat = () => rows(file, "SELECT value, updated_at FROM meta WHERE key = 'heartbeat'");
+    assert.deepEqual(heartbeat(), []);
+    assert.deepEqual(await store.health(), { writable: true, schemaVersion: latest });
+    const [first] = heartbeat();
+    assert.ok(first);
+    await store.health();
+    assert.notDeepEqual(heartbeat(), [first], 'each check is a new write');
     await store.close();
-    await assert.rejects(store.health(), StoreError);
+  });
+
+  test('after close(), health() rejects with a StoreError and close() is a no-op', async () => {
+    const store = await openSqliteStore({ path: ':memory:' });
+    await store.close();
+    await assert.rejects(store.health(), storeError(/the store is closed/));
+    await store.close();
   });
 });
 
 describe('openStore', () => {
-  test('opens sqlite: URLs and explains the others', async () => {
-    const store = await openStore(`sqlite:${fresh()}`);
-    assert.equal(store.kind, 'sqlite');
-    await store.close();
-    await assert.rejects(openStore('postgres://localhost/test'), /PostgreSQL is not supported yet/);
-    await assert.rejects(openStore('mysql://x'), /unsupported store URL "mysql:…"/);
-    await assert.rejects(openStore('sqlite:'), /needs a path/);
+  test('opens sqlite:<path> and sqlite::memory:', async () => {
+    for (const url of [`sqlite:${fresh()}`, 'sqlite::memory:']) {
+      const store = await openStore(url);
+      assert.equal(store.kind, 'sqlite');
+      assert.equal((await store.health()).schemaVersion, latest);
+      await store.close();
+    }
+  });
+
+  test('explains the URLs it cannot open', async () => {
+    await assert.rejects(openStore('postgres://u:p@localhost/turnpike'), storeError(/^PostgreSQL is not supported yet/));
+    await assert.rejects(openStore('postgresql://localhost/turnpike'), storeError(/^PostgreSQL is not supported yet/));
+    await assert.rejects(openStore('mysql://localhost/x'), storeError(/scheme "mysql:".*expected sqlite:<path> or sqlite::memory:/));
+    await assert.rejects(openStore('turnpike.db'), storeError(/"turnpike.db" \(no scheme\).*expected sqlite:<path>/));
+    await assert.rejects(openStore('sqlite:'), storeError(/needs a path/));
   });
 });

@@ -24,7 +24,7 @@ export const facilitatorCommand = defineCommand({
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
     const logger = createLogger(config.log);
     const chain = await connectChain(config, loadSecrets());
-    const store = await openStore(config.store.url!).catch(async (error) => {
+    const store = await openStore(config.store.url!, logger).catch(async (error) => {
       await chain.close();
       throw error;
     });
