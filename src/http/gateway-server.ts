@@ -1,13 +1,12 @@
 import type { Address } from 'viem';
 import type { ChainConnection } from '../chain/connect.js';
 import type { Config } from '../config/schema.js';
-import { createFacilitator } from '../facilitator/facilitator.js';
+import { openFacilitator } from '../facilitator/open.js';
 import { createGateway } from '../gateway/gateway.js';
 import type { PriceTable } from '../gateway/pricing.js';
 import type { Upstream } from '../gateway/upstream.js';
 import { upstreamTools } from '../gateway/upstream-tools.js';
 import type { Logger } from 'pino';
-import { openStore } from '../store/open.js';
 import { createApp } from './app.js';
 import { discoveryRoutes } from './discovery.js';
 import { facilitatorRoutes } from './facilitator-routes.js';
@@ -40,15 +39,7 @@ export type GatewayServerOptions = {
  */
 export async function serveGateway(options: GatewayServerOptions) {
   const { config, chain, logger } = options;
-  const store = await openStore(config.store.url!, logger);
-  const facilitator = createFacilitator({
-    network: chain.network,
-    client: chain.client,
-    journal: store.journal,
-    relayerKeys: chain.relayerKeys,
-    logger,
-  });
-  await facilitator.reconcile();
+  const { store, facilitator } = await openFacilitator({ config, chain, logger });
 
   let hosts: string[] = [];
   const metrics = createMetrics();

@@ -1,13 +1,12 @@
 import { connectChain } from '../../chain/connect.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
-import { createFacilitator } from '../../facilitator/facilitator.js';
+import { openFacilitator } from '../../facilitator/open.js';
 import { createApp } from '../../http/app.js';
 import { facilitatorRoutes } from '../../http/facilitator-routes.js';
 import { healthRoutes } from '../../http/health.js';
 import { listen } from '../../http/listen.js';
 import { createLogger } from '../../log/logger.js';
-import { openStore } from '../../store/open.js';
 import { defineCommand } from '../command.js';
 import { configOverrides, serverFlags, serverFlagsSchema } from '../server-flags.js';
 import { untilSignal } from '../signals.js';
@@ -24,19 +23,10 @@ export const facilitatorCommand = defineCommand({
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
     const logger = createLogger(config.log);
     const chain = await connectChain(config, loadSecrets());
-    const store = await openStore(config.store.url!, logger).catch(async (error) => {
+    const { store, facilitator } = await openFacilitator({ config, chain, logger }).catch(async (error) => {
       await chain.close();
       throw error;
     });
-    const facilitator = createFacilitator({
-      network: chain.network,
-      client: chain.client,
-      journal: store.journal,
-      relayerKeys: chain.relayerKeys,
-      logger,
-    });
-    const reconciled = await facilitator.reconcile();
-    if (reconciled > 0) logger.info({ reconciled }, 'finished settlements left by the previous run');
 
     const app = createApp(logger);
     app.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
