@@ -1,4 +1,5 @@
-import { Agent, fetch as undiciFetch } from 'undici';
+import { Readable } from 'node:stream';
+import { Agent, request as undiciRequest } from 'undici';
 
 /** Headers that describe one hop, not the message: never forwarded. */
 const HOP_BY_HOP = new Set([
@@ -15,6 +16,8 @@ const HOP_BY_HOP = new Set([
 ]);
 /** The caller's credentials and payments are turnpike's business, never the upstream's. */
 const CALLER_ONLY = new Set(['authorization', 'x-api-key', 'payment-signature', 'x-payment', 'cookie']);
+// Answers come back uncompressed, so a paid call's result can be read and its receipt added.
+const NOT_FORWARDED = new Set([...HOP_BY_HOP, ...CALLER_ONLY, 'accept-encoding']);
 
 export type Upstream = {
   url: string;
@@ -33,26 +36,31 @@ const agent = new Agent({ bodyTimeout: 0, headersTimeout: 0, keepAliveTimeout: 3
  * The client's abort reaches the upstream through `signal`.
  */
 export async function forward(upstream: Upstream, request: Request, body: Uint8Array | undefined, signal?: AbortSignal): Promise<Response> {
-  const headers = new Headers();
+  const headers: Record<string, string> = {};
   request.headers.forEach((value, name) => {
-    if (!HOP_BY_HOP.has(name) && !CALLER_ONLY.has(name)) headers.set(name, value);
+    if (!NOT_FORWARDED.has(name)) headers[name] = value;
   });
-  for (const [name, value] of Object.entries(upstream.headers)) headers.set(name, value);
-  const response = await undiciFetch(upstream.url, {
-    method: request.method,
-    headers: Object.fromEntries(headers),
-    body: body && body.byteLength > 0 ? body : undefined,
+  for (const [name, value] of Object.entries(upstream.headers)) headers[name.toLowerCase()] = value;
+  // undici's request API, not fetch: the same connection pool at a fraction of the CPU per call.
+  const response = await undiciRequest(upstream.url, {
+    method: request.method as 'POST' | 'GET' | 'DELETE',
+    headers,
+    body: body && body.byteLength > 0 ? body : null,
     dispatcher: agent,
-    redirect: 'manual',
     signal,
   });
   const out = new Headers();
-  response.headers.forEach((value, name) => {
-    // undici has already decoded a compressed body, so its encoding no longer applies.
-    if (!HOP_BY_HOP.has(name) && name !== 'content-encoding') out.set(name, value);
-  });
-  const stream = response.body as ReadableStream<Uint8Array> | null;
-  return new Response(stream && signal ? endQuietlyOnAbort(stream, signal) : stream, { status: response.status, headers: out });
+  for (const [name, value] of Object.entries(response.headers)) {
+    if (HOP_BY_HOP.has(name) || value === undefined) continue;
+    for (const one of Array.isArray(value) ? value : [value]) out.append(name, one);
+  }
+  const noBody = request.method === 'HEAD' || response.statusCode === 204 || response.statusCode === 304;
+  if (noBody) {
+    response.body.resume();
+    return new Response(null, { status: response.statusCode, headers: out });
+  }
+  const stream = Readable.toWeb(response.body) as ReadableStream<Uint8Array>;
+  return new Response(signal ? endQuietlyOnAbort(stream, signal) : stream, { status: response.statusCode, headers: out });
 }
 
 /**
