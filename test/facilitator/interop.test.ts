@@ -7,12 +7,10 @@ import { decodePaymentResponseHeader, wrapFetchWithPaymentFromConfig } from '@x4
 import { paymentMiddleware, x402ResourceServer } from '@x402/hono';
 import { Hono } from 'hono';
 import { networks } from '../../src/chain/networks.js';
-import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import { createApp } from '../../src/http/app.js';
 import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
 import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
 import { useSandbox } from '../helpers/chain.js';
 
 const chain = useSandbox({ isolate: false });
@@ -21,13 +19,7 @@ const servers: Listening[] = [];
 let api: string;
 
 async function startServers() {
-  const store = await openSqliteStore({ path: chain.dbPath() });
-  const facilitator = createFacilitator({
-    network: networks.local,
-    client: chain.client,
-    journal: store.journal,
-    relayerKeys: chain.sandbox.accounts.relayers.map((r) => r.privateKey),
-  });
+  const { facilitator } = await chain.facilitator([0, 1, 2, 3]);
   const turnpike = createApp(logger);
   turnpike.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: 64 * 1024, logger }));
   const facilitatorServer = await listen(turnpike, { host: '127.0.0.1', port: 0 });

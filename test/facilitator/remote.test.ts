@@ -1,16 +1,13 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { networks } from '../../src/chain/networks.js';
 import { ConfigError } from '../../src/config/errors.js';
 import { FacilitatorUnavailableError } from '../../src/facilitator/errors.js';
-import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import { cdpFacilitator, remoteFacilitator } from '../../src/facilitator/remote.js';
 import { createApp } from '../../src/http/app.js';
 import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
 import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
 import { useSandbox } from '../helpers/chain.js';
 import { v2Request } from '../helpers/payments.js';
 
@@ -20,13 +17,7 @@ describe('remote facilitator (official HTTPFacilitatorClient)', () => {
   let server: Listening;
   before(async () => {
     const logger = createLogger({ level: 'silent', format: 'json' });
-    const store = await openSqliteStore({ path: chain.dbPath() });
-    const facilitator = createFacilitator({
-      network: networks.local,
-      client: chain.client,
-      journal: store.journal,
-      relayerKeys: [chain.sandbox.accounts.relayers[2]!.privateKey],
-    });
+    const { facilitator } = await chain.facilitator([2]);
     const app = createApp(logger);
     app.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: 65536, logger }));
     server = await listen(app, { host: '127.0.0.1', port: 0 });

@@ -4,8 +4,6 @@ import { type Address, getAddress, pad } from 'viem';
 import { transferWithAuthorizationTypes, usdcDomain } from '../../src/chain/eip3009.js';
 import { networks } from '../../src/chain/networks.js';
 import { sandboxAccounts } from '../../src/chain/sandbox/accounts.js';
-import { createFacilitator } from '../../src/facilitator/facilitator.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
 import { erc1271WalletDeployedBytecode } from '../fixtures/erc1271-wallet.js';
 import { useSandbox } from '../helpers/chain.js';
 import { v2Request } from '../helpers/payments.js';
@@ -36,13 +34,7 @@ async function walletPayment(signer: typeof owner, payTo: Address, amount: bigin
 test('a smart wallet (ERC-1271) pays: verified by the wallet in the same eth_call, settled on chain', async () => {
   await chain.rpc('anvil_setCode', [WALLET, erc1271WalletDeployedBytecode]);
   await chain.rpc('anvil_setStorageAt', [WALLET, pad('0x0'), pad(owner!.address)]);
-  const store = await openSqliteStore({ path: chain.dbPath() });
-  const facilitator = createFacilitator({
-    network: networks.local,
-    client: chain.client,
-    journal: store.journal,
-    relayerKeys: [chain.sandbox.accounts.relayers[3]!.privateKey],
-  });
+  const { facilitator } = await chain.facilitator([3]);
   // Fund the wallet the x402 way: a payer pays it.
   const funding = await v2Request({ payer: chain.sandbox.accounts.payers[9]!, payTo: WALLET, amount: 50_000n });
   assert.equal((await facilitator.settle(funding)).success, true);

@@ -13,7 +13,7 @@ import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { wrapFetchWithPaymentFromConfig } from '@x402/fetch';
 import { networks } from '../../src/chain/networks.js';
 import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
-import { type Facilitator, createFacilitator } from '../../src/facilitator/facilitator.js';
+import type { Facilitator } from '../../src/facilitator/facilitator.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { createApp } from '../../src/http/app.js';
@@ -21,7 +21,6 @@ import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createMetrics, metricsRoutes } from '../../src/http/metrics.js';
 import { useSandbox } from '../helpers/chain.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
 import { upstreamTools } from '../../src/gateway/upstream-tools.js';
 import { discoveryRoutes } from '../../src/http/discovery.js';
@@ -99,13 +98,9 @@ const pay = (payer: DemoAccount, required: PaymentRequired) =>
 describe('paying MCP proxy (official MCP SDK client → turnpike → server-everything)', () => {
   before(async () => {
     await startEverything();
-    store = await openSqliteStore({ path: chain.dbPath() });
-    const facilitator = createFacilitator({
-      network: networks.local,
-      client: chain.client,
-      journal: store.journal,
-      relayerKeys: [chain.sandbox.accounts.relayers[0]!.privateKey],
-    });
+    const opened = await chain.facilitator([0]);
+    store = opened.store;
+    const { facilitator } = opened;
     gateway = await startGateway(facilitator, 'tool-result');
     http402 = await startGateway(facilitator, 'http-402');
     mcpUrl = new URL(`${gateway.url}/mcp`);

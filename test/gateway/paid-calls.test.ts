@@ -7,7 +7,7 @@ import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { Hono } from 'hono';
 import { networks } from '../../src/chain/networks.js';
-import { type Facilitator, createFacilitator } from '../../src/facilitator/facilitator.js';
+import type { Facilitator } from '../../src/facilitator/facilitator.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { createApp } from '../../src/http/app.js';
@@ -15,7 +15,6 @@ import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createMetrics } from '../../src/http/metrics.js';
 import type { PaymentJournal } from '../../src/store/journal.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
 import { useSandbox } from '../helpers/chain.js';
 
 const chain = useSandbox({ isolate: false });
@@ -105,14 +104,9 @@ const stateOf = async (payment: Awaited<ReturnType<typeof paymentFor>>) => {
 describe('paid calls: exactly once, and never charged for a failure', () => {
   before(async () => {
     await startUpstream();
-    const store = await openSqliteStore({ path: chain.dbPath() });
-    journal = store.journal;
-    facilitator = createFacilitator({
-      network: networks.local,
-      client: chain.client,
-      journal,
-      relayerKeys: [chain.sandbox.accounts.relayers[1]!.privateKey],
-    });
+    const opened = await chain.facilitator([1]);
+    journal = opened.store.journal;
+    facilitator = opened.facilitator;
   });
   after(() => Promise.all(servers.map((s) => s.close())));
 

@@ -10,7 +10,6 @@ import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { networks } from '../../src/chain/networks.js';
-import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { startStdioBridge } from '../../src/gateway/stdio-bridge.js';
@@ -18,7 +17,6 @@ import { createApp } from '../../src/http/app.js';
 import { type Listening, listen } from '../../src/http/listen.js';
 import { createMetrics } from '../../src/http/metrics.js';
 import { createLogger } from '../../src/log/logger.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
 import { useSandbox } from '../helpers/chain.js';
 
 const chain = useSandbox({ isolate: false });
@@ -40,13 +38,7 @@ const text = (r: unknown) => ((r as { content: { text: string }[] }).content).ma
 describe('stdio MCP servers behind the paying proxy (server-filesystem from npm)', () => {
   before(async () => {
     bridge = await startStdioBridge(`${JSON.stringify(process.execPath)} ${JSON.stringify(serverFilesystem)} ${JSON.stringify(docs)}`);
-    const store = await openSqliteStore({ path: chain.dbPath() });
-    const facilitator = createFacilitator({
-      network: networks.local,
-      client: chain.client,
-      journal: store.journal,
-      relayerKeys: [chain.sandbox.accounts.relayers[3]!.privateKey],
-    });
+    const { facilitator } = await chain.facilitator([3]);
     const app = createApp(logger);
     let url = '';
     app.route(

@@ -6,6 +6,8 @@ import { type Address, type Hex, type PublicClient, createPublicClient, http } f
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { BASE_USDC, networks } from '../../src/chain/networks.js';
 import { type Sandbox, startSandbox } from '../../src/chain/sandbox/sandbox.js';
+import { createFacilitator } from '../../src/facilitator/facilitator.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
 
 /**
  * One sandbox per test file, reverted to a clean snapshot before each test, plus a scratch
@@ -48,6 +50,17 @@ export function useSandbox(options: { isolate?: boolean } = {}) {
     rpc,
     /** A fresh SQLite file path for this test. */
     dbPath: () => path.join(dir, `store-${++n}.db`),
+    /** A facilitator on this sandbox with a fresh store, settling with the given relayers. */
+    async facilitator(relayers: number[]) {
+      const store = await openSqliteStore({ path: path.join(dir, `store-${++n}.db`) });
+      const facilitator = createFacilitator({
+        network: networks.local,
+        client,
+        journal: store.journal,
+        relayerKeys: relayers.map((i) => sandbox.accounts.relayers[i]!.privateKey),
+      });
+      return { store, facilitator };
+    },
     balanceOf: (address: Address) =>
       client.readContract({ address: BASE_USDC, abi: usdcAbi, functionName: 'balanceOf', args: [address] }),
     /** Transactions the relayers have sent so far (sum of their nonces). */
