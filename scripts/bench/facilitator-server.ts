@@ -17,6 +17,7 @@ import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import { createApp } from '../../src/http/app.js';
 import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
 import { type Listening, listen } from '../../src/http/listen.js';
+import { rpcTransport } from '../../src/chain/rpc-transport.js';
 import { createLogger } from '../../src/log/logger.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 
@@ -26,7 +27,7 @@ const logger = createLogger({ level: 'silent', format: 'json' });
 async function startTurnpike(rpcUrl: string, keys: Hex[]): Promise<Listening> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-bench-'));
   const store = await openSqliteStore({ path: path.join(dir, 'bench.db') });
-  const client = createPublicClient({ chain: network.viemChain, transport: http(rpcUrl), pollingInterval: network.receiptPollingMs });
+  const client = createPublicClient({ chain: network.viemChain, transport: rpcTransport(rpcUrl), pollingInterval: network.receiptPollingMs });
   const facilitator = createFacilitator({
     network,
     client,

@@ -3,15 +3,12 @@
  * and @x402/evm, with viem's nonce manager and the same receipt polling), both over HTTP on one
  * sandbox chain, with the same kind of payments, alternating in one run.
  */
-import { spawn } from 'node:child_process';
 import http from 'node:http';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { createPublicClient, http as viemHttp } from 'viem';
 import { networks } from '../../src/chain/networks.js';
 import type { Sandbox } from '../../src/chain/sandbox/sandbox.js';
 import { v2Request } from '../../test/helpers/payments.js';
+import { startChild } from './child.js';
 import { type Row, summarize } from './stats.js';
 
 const network = networks.local;
@@ -20,15 +17,8 @@ type Body = Awaited<ReturnType<typeof v2Request>>;
 
 /** Each facilitator runs in a process of its own, as it would in production, so neither shares
  * an event loop with the other or with the load generator. */
-async function startServer(kind: 'turnpike' | 'reference', sandbox: Sandbox, relayers: number[]): Promise<{ url: string; close(): Promise<void> }> {
-  const keys = relayers.map((i) => sandbox.accounts.relayers[i]!.privateKey);
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./facilitator-server.ts', import.meta.url)), kind, sandbox.rpcUrl, ...keys], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const [line] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
-  const exited = once(child, 'exit');
-  return { url: JSON.parse(line).url, close: async () => void (child.kill(), await exited) };
-}
+const startServer = (kind: 'turnpike' | 'reference', sandbox: Sandbox, relayers: number[]) =>
+  startChild('./facilitator-server.ts', [kind, sandbox.rpcUrl, ...relayers.map((i) => sandbox.accounts.relayers[i]!.privateKey)]);
 
 /**
  * Runs `bodies` through POST url with `concurrency` workers; latency per call and calls/s.

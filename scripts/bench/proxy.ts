@@ -1,8 +1,8 @@
 /**
  * The paying proxy against the same MCP server called directly, in one run: free calls
  * (pure proxy cost) and paid calls (verify, journal, forward, settle), sequentially and at
- * concurrency 16. The settlement wait is measured on its own and subtracted, so "added" is
- * turnpike's own cost.
+ * concurrency 16. Each call's own settlement wait is measured and taken out of that call's
+ * latency, so "added" is turnpike's own cost.
  */
 import http from 'node:http';
 import { mkdtempSync } from 'node:fs';
@@ -11,10 +11,11 @@ import path from 'node:path';
 import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
-import { createPublicClient, http as viemHttp } from 'viem';
+import { createPublicClient } from 'viem';
 import { networks } from '../../src/chain/networks.js';
+import { rpcTransport } from '../../src/chain/rpc-transport.js';
 import type { Sandbox } from '../../src/chain/sandbox/sandbox.js';
-import { demoPrices, startDemoServer } from '../../src/demo/server.js';
+import { demoPrices } from '../../src/demo/server.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { createApp } from '../../src/http/app.js';
@@ -22,6 +23,7 @@ import { listen } from '../../src/http/listen.js';
 import { createMetrics } from '../../src/http/metrics.js';
 import { createLogger } from '../../src/log/logger.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
+import { startChild } from './child.js';
 import { type Row, summarize } from './stats.js';
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
@@ -43,40 +45,44 @@ function post(url: string, body: string): Promise<string> {
   });
 }
 
+const nonceOf = (payment: unknown) => (payment as { payload: { authorization: { nonce: string } } }).payload.authorization.nonce;
+
 const callBody = (tool: string, args: object, payment?: unknown) =>
   JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: args, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) } });
 
 async function drive(url: string, bodies: string[], concurrency: number) {
-  const latencies: number[] = [];
+  // Indexed by body, so a call's own settlement wait can be taken out of its own latency.
+  const latencies = new Array<number>(bodies.length);
   let next = 0;
   const started = performance.now();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (next < bodies.length) {
-        const body = bodies[next++]!;
+        const index = next++;
         const t = performance.now();
-        const answer = await post(url, body);
-        latencies.push(performance.now() - t);
+        const answer = await post(url, bodies[index]!);
+        latencies[index] = performance.now() - t;
         if (answer.includes('"isError":true') || answer.includes('"error"')) throw new Error(`bench call failed: ${answer.slice(0, 300)}`);
       }
     }),
   );
-  return { ...summarize(latencies), perSecond: bodies.length / ((performance.now() - started) / 1000) };
+  return { ...summarize(latencies), latencies, perSecond: bodies.length / ((performance.now() - started) / 1000) };
 }
 
 export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void): Promise<Row[]> {
   const logger = createLogger({ level: 'silent', format: 'json' });
-  const upstream = await startDemoServer();
-  const client = createPublicClient({ chain: networks.local.viemChain, transport: viemHttp(sandbox.rpcUrl), pollingInterval: 5 });
+  const upstream = await startChild('./upstream-server.ts', []);
+  const client = createPublicClient({ chain: networks.local.viemChain, transport: rpcTransport(sandbox.rpcUrl), pollingInterval: 5 });
   const store = await openSqliteStore({ path: path.join(mkdtempSync(path.join(os.tmpdir(), 'turnpike-bench-')), 'proxy.db') });
   const facilitator = createFacilitator({ network: networks.local, client, journal: store.journal, relayerKeys: [sandbox.accounts.relayers[2]!.privateKey] });
-  const settleMs: number[] = [];
+  // Each call's settlement wait, by authorization nonce.
+  const settleMs = new Map<string, number>();
   const timed = {
     ...facilitator,
     settle: async (request: Parameters<typeof facilitator.settle>[0]) => {
       const t = performance.now();
       const answer = await facilitator.settle(request);
-      settleMs.push(performance.now() - t);
+      settleMs.set(nonceOf(request.paymentPayload), performance.now() - t);
       return answer;
     },
   };
@@ -85,7 +91,7 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
   app.route(
     '/mcp',
     createGateway({
-      upstream: { url: upstream.mcpUrl, headers: {}, timeoutMs: 30_000 },
+      upstream: { url: upstream.url, headers: {}, timeoutMs: 30_000 },
       prices: demoPrices,
       payTo: sandbox.accounts.payees[0]!.address,
       network: networks.local,
@@ -104,14 +110,14 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
   const rows: Row[] = [];
   try {
     // Warm both paths up.
-    const warm = Array.from({ length: 300 }, () => callBody('hello', { name: 'bench' }));
-    await drive(upstream.mcpUrl, warm, 8);
+    const warm = Array.from({ length: 3000 }, () => callBody('hello', { name: 'bench' }));
+    await drive(upstream.url, warm, 8);
     await drive(viaTurnpike, warm, 8);
 
     for (const concurrency of [1, 16]) {
       progress(`proxy: free calls at concurrency ${concurrency}`);
       const bodies = Array.from({ length: concurrency === 1 ? 1000 : 4000 }, () => callBody('hello', { name: 'bench' }));
-      const direct = await drive(upstream.mcpUrl, bodies, concurrency);
+      const direct = await drive(upstream.url, bodies, concurrency);
       const proxied = await drive(viaTurnpike, bodies, concurrency);
       rows.push({ path: `free tools/call, concurrency ${concurrency}`, subject: 'upstream called directly', p50Ms: direct.p50, p99Ms: direct.p99, perSecond: direct.perSecond });
       rows.push({
@@ -138,10 +144,11 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
         ),
       );
       progress(`proxy: paid calls at concurrency ${concurrency}`);
-      const direct = await drive(upstream.mcpUrl, payments.map(() => callBody('forecast', { city: 'Oslo' })), concurrency);
-      settleMs.length = 0;
+      const direct = await drive(upstream.url, payments.map(() => callBody('forecast', { city: 'Oslo' })), concurrency);
+      settleMs.clear();
       const paid = await drive(viaTurnpike, payments.map((p) => callBody('forecast', { city: 'Oslo' }, p)), concurrency);
-      const settle = summarize(settleMs);
+      const settle = summarize([...settleMs.values()]);
+      const withoutSettlement = summarize(payments.map((p, i) => paid.latencies[i]! - settleMs.get(nonceOf(p))!));
       rows.push({ path: `paid tools/call, concurrency ${concurrency}`, subject: 'upstream called directly (unpaid)', p50Ms: direct.p50, p99Ms: direct.p99, perSecond: direct.perSecond });
       rows.push({
         path: `paid tools/call, concurrency ${concurrency}`,
@@ -149,7 +156,7 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
         p50Ms: paid.p50,
         p99Ms: paid.p99,
         perSecond: paid.perSecond,
-        note: `settlement wait p50 ${settle.p50.toFixed(2)} ms; added without it ${(paid.p50 - settle.p50 - direct.p50).toFixed(2)} ms p50`,
+        note: `settlement wait p50 ${settle.p50.toFixed(2)} ms; added without it +${(withoutSettlement.p50 - direct.p50).toFixed(2)} ms p50, +${(withoutSettlement.p99 - direct.p99).toFixed(2)} ms p99`,
       });
     }
   } finally {

@@ -1,7 +1,8 @@
-import { type Hex, type PublicClient, createPublicClient, http } from 'viem';
+import { type Hex, type PublicClient, createPublicClient } from 'viem';
 import type { Config } from '../config/schema.js';
 import { type Secrets, requireSecret } from '../config/secrets.js';
 import { networks } from './networks.js';
+import { rpcTransport } from './rpc-transport.js';
 import { type Sandbox, startSandbox } from './sandbox/sandbox.js';
 import { ChainUnavailableError } from './errors.js';
 
@@ -29,7 +30,7 @@ export async function connectChain(config: Config, secrets: Secrets): Promise<Ch
   try {
     const rpcUrl = sandbox?.rpcUrl ?? config.rpcUrl ?? network.defaultRpcUrl;
     if (!rpcUrl) throw new ChainUnavailableError('network local with an RPC URL needs --rpc-url of a running sandbox');
-    const client = createPublicClient({ chain: network.viemChain, transport: http(rpcUrl), pollingInterval: network.receiptPollingMs });
+    const client = createPublicClient({ chain: network.viemChain, transport: rpcTransport(rpcUrl), pollingInterval: network.receiptPollingMs });
     let chainId: number;
     try {
       chainId = await client.getChainId();

@@ -2,9 +2,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach } from 'node:test';
-import { type Address, type Hex, type PublicClient, createPublicClient, http } from 'viem';
+import { type Address, type Hex, type PublicClient, createPublicClient } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { BASE_USDC, networks } from '../../src/chain/networks.js';
+import { rpcTransport } from '../../src/chain/rpc-transport.js';
 import { type Sandbox, startSandbox } from '../../src/chain/sandbox/sandbox.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
@@ -26,7 +27,7 @@ export function useSandbox(options: { isolate?: boolean } = {}) {
 
   before(async () => {
     sandbox = await startSandbox();
-    client = createPublicClient({ chain: networks.local.viemChain, transport: http(sandbox.rpcUrl), pollingInterval: 5 });
+    client = createPublicClient({ chain: networks.local.viemChain, transport: rpcTransport(sandbox.rpcUrl), pollingInterval: 5 });
     snapshot = await rpc<Hex>('evm_snapshot');
   });
   beforeEach(async () => {
