@@ -101,6 +101,7 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
       allowedHosts: () => [new URL(url).host],
       logger,
       metrics: createMetrics(),
+      server: 'bench',
     }),
   );
   const gateway = await listen(app, { host: '127.0.0.1', port: 0 });

@@ -67,6 +67,34 @@ export const configSchema = z.strictObject({
     )
     .default([])
     .describe('MCP servers for `turnpike serve` (file only)'),
+  credits: z
+    .strictObject({
+      enabled: z.boolean().default(true).describe('accept API keys and budget tokens on paid calls (the credits rail)'),
+      publicUrl: url(/^https?$/)
+        .optional()
+        .describe('base URL callers reach this gateway at, for Stripe Checkout redirects; default the listening URL'),
+      payTo: z
+        .string()
+        .regex(/^0x[0-9a-fA-F]{40}$/, 'expected a 0x address')
+        .optional()
+        .describe('who receives USDC top-ups (POST /credits/topup); default the first server’s payTo'),
+      topupMinUsd: usdPrice.default(1_000_000n).describe('smallest USDC top-up, USD'),
+      topupMaxUsd: usdPrice.default(1_000_000_000n).describe('largest USDC top-up, USD'),
+      packages: z
+        .record(
+          z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'expected lower-case letters, digits and dashes'),
+          z.strictObject({
+            priceUsd: usdPrice.refine((v) => v > 0n && v % 10_000n === 0n, 'a Stripe price is whole cents above zero'),
+            creditsUsd: usdPrice.refine((v) => v > 0n, 'expected credits above zero'),
+          }),
+        )
+        .default({ '10': { priceUsd: 10_000_000n, creditsUsd: 10_000_000n }, '50': { priceUsd: 50_000_000n, creditsUsd: 50_000_000n } })
+        .describe('credit packages sold through Stripe Checkout, by id'),
+      stripeApiUrl: url(/^https?$/)
+        .optional()
+        .describe('a Stripe-compatible API (e.g. stripe-mock) instead of api.stripe.com'),
+    })
+    .prefault({}),
   facilitator: z
     .strictObject({
       mode: z

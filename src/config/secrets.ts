@@ -26,6 +26,7 @@ const secretSources = {
     env: 'TURNPIKE_SECRETS_KEY',
     schema: z.string().regex(/^(0x)?[0-9a-fA-F]{64}$/, 'expected 32 bytes as 64 hex digits'),
   },
+  tokenSecret: { env: 'TURNPIKE_TOKEN_SECRET', schema: z.string().min(32, 'expected at least 32 characters') },
   stripeSecretKey: { env: 'STRIPE_SECRET_KEY', schema: z.string().regex(/^(sk|rk)_/, 'expected a Stripe secret key (sk_… or rk_…)') },
   stripeWebhookSecret: { env: 'STRIPE_WEBHOOK_SECRET', schema: z.string().regex(/^whsec_/, 'expected whsec_…') },
   cdpApiKeyId: { env: 'CDP_API_KEY_ID', schema: z.string().min(1) },

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { type Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Logger } from 'pino';
@@ -6,6 +7,11 @@ import type { Network } from '../chain/networks.js';
 import { FacilitatorUnavailableError } from '../facilitator/errors.js';
 import type { Facilitator } from '../facilitator/facilitator.js';
 import type { Metrics } from '../http/metrics.js';
+import { type Credential, credentialOf } from '../rails/credits/api-keys.js';
+import { type Credits, type Payer, refusalError } from '../rails/credits/credits.js';
+import { CreditsError } from '../rails/credits/errors.js';
+import type { Store } from '../store/store.js';
+import { newId } from '../store/ids.js';
 import { PaymentDecodeError, decodePayment, encodeHeader } from '../x402/codec.js';
 import type { FacilitatorRequest, SettleResponse } from '../x402/schemas.js';
 import {
@@ -17,7 +23,8 @@ import {
   requirementsV2,
 } from './payment-required.js';
 import { type PriceTable, atomicToUsd, priceOf } from './pricing.js';
-import { type JsonRpcId, rewriteSseResponse } from './sse.js';
+import { type Message, type ToolResult, rewrite, rpcError, rpcResult } from './jsonrpc.js';
+import type { JsonRpcId } from './sse.js';
 import { type Upstream, forward } from './upstream.js';
 
 export type GatewayOptions = {
@@ -36,23 +43,22 @@ export type GatewayOptions = {
   allowedHosts: () => Iterable<string>;
   logger: Logger;
   metrics: Metrics;
+  /** The server's slug, as key and token scopes name it. */
+  server: string;
+  /** The credits rail; without it, credentials are ignored and every paid call is x402. */
+  credits?: { credits: Credits; store: Store };
 };
 
-type Message = { jsonrpc?: string; id?: JsonRpcId; method?: string; params?: Record<string, unknown>; result?: unknown; error?: unknown };
-type ToolResult = { isError?: boolean; _meta?: Record<string, unknown>; [key: string]: unknown };
+const isStream = (response: Response) => response.headers.get('content-type')?.includes('text/event-stream') ?? false;
+
 
 /** The `_meta` key under which `tools/list` carries each tool's price. */
 export const PRICE_META_KEY = 'turnpike/price';
+/** The `_meta` key of a credits-paid result: what was charged and what is left. */
+export const CREDITS_META_KEY = 'turnpike/credits';
 const PAYMENT_META_KEY = 'x402/payment';
 const RECEIPT_META_KEY = 'x402/payment-response';
 
-const rpcError = (id: JsonRpcId, code: number, message: string, status: number) =>
-  new Response(JSON.stringify({ jsonrpc: '2.0', id, error: { code, message } }), {
-    status,
-    headers: { 'content-type': 'application/json' },
-  });
-const rpcResult = (id: JsonRpcId, result: unknown, headers: Record<string, string> = {}) =>
-  new Response(JSON.stringify({ jsonrpc: '2.0', id, result }), { headers: { 'content-type': 'application/json', ...headers } });
 
 /**
  * The paying MCP endpoint: a transparent Streamable HTTP proxy in front of the operator's server
@@ -148,21 +154,30 @@ export function createGateway(options: GatewayOptions): Hono {
   }
 
   async function paidCall(c: Context, rpc: Message, body: Uint8Array, tool: { name: string; amount: bigint }) {
-    const id = rpc.id ?? null;
     const url = new URL(c.req.url);
     const offer: ToolOffer = { tool: tool.name, amount: tool.amount, payTo: options.payTo, network: options.network, mcpUrl: `${url.origin}${url.pathname}` };
-    const challenge = (why: string, reason: string) => {
-      metrics.calls.inc({ tool: tool.name, outcome: 'challenged' });
-      metrics.denials.inc({ reason });
-      const required = paymentRequired(offer, why);
-      return options.challenge === 'http-402'
-        ? challengeResponse(offer, required)
-        : rpcResult(id, challengeResult(required, withOutputSchema.has(tool.name)));
-    };
+    const call: PaidCall = { c, rpc, id: rpc.id ?? null, body, tool, offer };
+    const credential = options.credits ? credentialOf(c.req.raw.headers) : undefined;
+    return credential ? creditsCall(call, credential) : x402Call(call);
+  }
 
+  type PaidCall = { c: Context; rpc: Message; id: JsonRpcId; body: Uint8Array; tool: { name: string; amount: bigint }; offer: ToolOffer };
+
+  function challenge(call: PaidCall, why: string, reason: string, extensions?: Record<string, unknown>) {
+    metrics.calls.inc({ tool: call.tool.name, outcome: 'challenged' });
+    metrics.denials.inc({ reason });
+    const required = paymentRequired(call.offer, why, extensions);
+    return options.challenge === 'http-402'
+      ? challengeResponse(call.offer, required)
+      : rpcResult(call.id, challengeResult(required, withOutputSchema.has(call.tool.name)));
+  }
+
+  /** x402: verify, hold the payment, forward, then settle and attach the receipt. */
+  async function x402Call(call: PaidCall) {
+    const { c, rpc, id, tool, offer } = call;
     const meta = rpc.params?._meta as Record<string, unknown> | undefined;
     const raw = meta?.[PAYMENT_META_KEY] ?? c.req.header('payment-signature') ?? c.req.header('x-payment');
-    if (raw === undefined) return challenge(`payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
+    if (raw === undefined) return challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
     let request: FacilitatorRequest;
     try {
       const payment = decodePayment(raw);
@@ -171,7 +186,7 @@ export function createGateway(options: GatewayOptions): Hono {
           ? { x402Version: 2, paymentPayload: payment, paymentRequirements: requirementsV2(offer) }
           : { x402Version: 1, paymentPayload: payment, paymentRequirements: requirementsV1(offer) };
     } catch (error) {
-      if (error instanceof PaymentDecodeError) return challenge(`invalid_payload: ${error.message}`, 'invalid_payload');
+      if (error instanceof PaymentDecodeError) return challenge(call, `invalid_payload: ${error.message}`, 'invalid_payload');
       throw error;
     }
 
@@ -182,103 +197,158 @@ export function createGateway(options: GatewayOptions): Hono {
       if (error instanceof FacilitatorUnavailableError) return rpcError(id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
       throw error;
     }
-    if (!held.isValid) return challenge(`${held.invalidReason}: ${held.invalidMessage ?? ''}`.trim(), held.invalidReason);
+    if (!held.isValid) return challenge(call, `${held.invalidReason}: ${held.invalidMessage ?? ''}`.trim(), held.invalidReason);
     const { key } = held;
-    const release = (why: string) => {
-      metrics.calls.inc({ tool: tool.name, outcome: 'failed' });
-      return facilitator.release(key, why).catch((err: unknown) => logger.error({ err }, 'cannot release a held payment'));
-    };
-
-    let response: Response;
-    try {
-      const signal = AbortSignal.any([c.req.raw.signal, AbortSignal.timeout(options.upstream.timeoutMs)]);
-      response = await timedForward(c.req.raw, body, signal);
-    } catch (error) {
-      await release(`upstream unreachable: ${(error as Error).message}`);
-      return rpcError(id, -32603, 'the tool’s server did not answer; you were not charged', 502);
-    }
-    if (response.status !== 200) {
-      await release(`upstream answered HTTP ${response.status}`);
-      return response;
-    }
 
     let receipt: SettleResponse | undefined;
-    const settled = await rewrite(
-      response,
-      id,
-      async (message) => {
-        const result = message.result as ToolResult | undefined;
-        if (message.error !== undefined || !result || result.isError) {
-          await release(message.error !== undefined ? 'the tool answered a JSON-RPC error' : 'the tool reported isError');
-          return message;
-        }
+    const settlementFailed = (why: string) => {
+      metrics.calls.inc({ tool: tool.name, outcome: 'settlement_failed' });
+      return { jsonrpc: '2.0', id, result: challengeResult(paymentRequired(offer, `settlement failed: ${why}`), withOutputSchema.has(tool.name)) };
+    };
+    const response = await forwardPaid(call, {
+      undo: (why) => facilitator.release(key, why),
+      async deliver(message, result) {
         const stop = metrics.settlementSeconds.startTimer();
         try {
           receipt = await facilitator.settle(request);
         } catch (error) {
           if (!(error instanceof FacilitatorUnavailableError)) throw error;
-          metrics.calls.inc({ tool: tool.name, outcome: 'settlement_failed' });
-          return { jsonrpc: '2.0', id, result: challengeResult(paymentRequired(offer, `settlement failed: ${error.message}`), withOutputSchema.has(tool.name)) };
+          return settlementFailed(error.message);
         }
         stop();
         // Pending is not failure: the transaction is out and verified to be payable.
         if (!receipt.success && receipt.errorReason !== 'settlement_pending') {
-          metrics.calls.inc({ tool: tool.name, outcome: 'settlement_failed' });
-          const why = `settlement failed: ${receipt.errorReason}${receipt.errorMessage ? `: ${receipt.errorMessage}` : ''}`;
-          return { jsonrpc: '2.0', id, result: challengeResult(paymentRequired(offer, why), withOutputSchema.has(tool.name)) };
+          return settlementFailed(`${receipt.errorReason}${receipt.errorMessage ? `: ${receipt.errorMessage}` : ''}`);
         }
         metrics.calls.inc({ tool: tool.name, outcome: 'paid' });
         metrics.revenue.inc({ asset: options.network.usdc.address, network: options.network.caip2 }, Number(tool.amount));
         return { ...message, result: { ...result, _meta: { ...result._meta, [RECEIPT_META_KEY]: receipt } } };
       },
+    });
+    if (receipt && !isStream(response)) {
+      const encoded = encodeHeader(receipt);
+      response.headers.set('payment-response', encoded);
+      response.headers.set('x-payment-response', encoded);
+    }
+    return response;
+  }
+
+  /**
+   * Credits: debit first (atomically, with the `Idempotency-Key` if one is given), forward, refund
+   * in full if the tool did not produce a result. A refused debit that more money would fix is
+   * the payment-required challenge, still offering x402, with where to top up.
+   */
+  async function creditsCall(call: PaidCall, credential: Credential) {
+    const { c, id, tool } = call;
+    const { credits, store } = options.credits!;
+    const origin = new URL(c.req.url).origin;
+    const topup = { x402: `${origin}/credits/topup`, checkout: `${origin}/credits/checkout` };
+    const fail = (error: CreditsError) => {
+      metrics.denials.inc({ reason: error.code });
+      if (error.status === 402) return challenge(call, `${error.code}: ${error.message}`, error.code, { [CREDITS_META_KEY]: error.toJSON() });
+      return rpcError(id, -32001, error.message, error.status, error.toJSON());
+    };
+
+    let payer: Payer;
+    try {
+      payer = await credits.authenticate(credential);
+      credits.authorize(payer, options.server, tool.name);
+    } catch (error) {
+      if (error instanceof CreditsError) return fail(error);
+      throw error;
+    }
+    const idempotencyKey = c.req.header('idempotency-key');
+    const bodyHash = idempotencyKey ? createHash('sha256').update(call.body).digest('hex') : '';
+    if (idempotencyKey) {
+      if (idempotencyKey.length > 255) return fail(new CreditsError(400, 'idempotency_key_invalid', 'Idempotency-Key must be at most 255 characters'));
+      const earlier = await store.credits.request(payer.key.id, idempotencyKey);
+      if (earlier && earlier.bodyHash !== bodyHash) {
+        return fail(new CreditsError(409, 'idempotency_key_reused', 'this Idempotency-Key was used with a different request body'));
+      }
+      if (earlier?.response) {
+        metrics.calls.inc({ tool: tool.name, outcome: 'replayed' });
+        return new Response(earlier.response, { headers: { 'content-type': 'application/json', 'idempotent-replayed': 'true' } });
+      }
+      if (earlier) return fail(new CreditsError(409, 'request_in_progress', 'a request with this Idempotency-Key is still running; retry it later'));
+    }
+
+    const debit = await store.credits.debit({
+      keyId: payer.key.id,
+      ...(payer.token ? { tokenId: payer.token.id } : {}),
+      amount: tool.amount,
+      reason: `tools/call ${tool.name}`,
+      idempotencyKey: newId('call'),
+      ref: { server: options.server, tool: tool.name },
+      ...(idempotencyKey ? { request: { idempotencyKey, bodyHash } } : {}),
+    });
+    if (!debit.ok) return fail(refusalError(debit, topup));
+
+    let remaining = debit.balance;
+    const response = await forwardPaid(call, {
+      async undo(why) {
+        remaining = (await store.credits.refund(debit.entry.id, why)).balance;
+      },
+      async deliver(message, result) {
+        metrics.calls.inc({ tool: tool.name, outcome: 'paid_credits' });
+        const receipt = {
+          charged: tool.amount.toString(),
+          balance: debit.balance.toString(),
+          entry: debit.entry.id,
+          ...(debit.tokenRemaining !== undefined ? { budgetRemaining: debit.tokenRemaining.toString() } : {}),
+        };
+        const delivered = { ...message, result: { ...result, _meta: { ...result._meta, [CREDITS_META_KEY]: receipt } } };
+        if (idempotencyKey) await store.credits.completeRequest(payer.key.id, idempotencyKey, JSON.stringify(delivered));
+        return delivered;
+      },
+    });
+    if (!isStream(response)) response.headers.set('x-credits-remaining', remaining.toString());
+    return response;
+  }
+
+  /**
+   * Forwards a call that is paid for. If the tool did not run to a result (transport error,
+   * timeout, non-200, JSON-RPC error, `isError`, a stream that ended early) the charge is undone;
+   * otherwise `deliver` completes it and may rewrite the result.
+   */
+  async function forwardPaid(
+    call: PaidCall,
+    charge: { undo(why: string): Promise<void>; deliver(message: Message, result: ToolResult): Promise<Message> },
+  ): Promise<Response> {
+    const { c, id, tool } = call;
+    const undo = (why: string) => {
+      metrics.calls.inc({ tool: tool.name, outcome: 'failed' });
+      return charge.undo(why).catch((err: unknown) => logger.error({ err }, 'cannot undo the charge of a failed call'));
+    };
+    let response: Response;
+    try {
+      const signal = AbortSignal.any([c.req.raw.signal, AbortSignal.timeout(options.upstream.timeoutMs)]);
+      response = await timedForward(c.req.raw, call.body, signal);
+    } catch (error) {
+      await undo(`upstream unreachable: ${(error as Error).message}`);
+      return rpcError(id, -32603, 'the tool’s server did not answer; you were not charged', 502);
+    }
+    if (response.status !== 200) {
+      await undo(`upstream answered HTTP ${response.status}`);
+      return response;
+    }
+    return rewrite(
+      response,
+      id,
+      async (message) => {
+        const result = message.result as ToolResult | undefined;
+        if (message.error !== undefined || !result || result.isError) {
+          await undo(message.error !== undefined ? 'the tool answered a JSON-RPC error' : 'the tool reported isError');
+          return message;
+        }
+        return charge.deliver(message, result);
+      },
       (sawResponse) => {
-        if (!sawResponse) void release('the upstream stream ended before the result');
+        if (!sawResponse) void undo('the upstream stream ended before the result');
       },
     );
-    if (receipt && !settled.headers.get('content-type')?.includes('text/event-stream')) {
-      const encoded = encodeHeader(receipt);
-      settled.headers.set('payment-response', encoded);
-      settled.headers.set('x-payment-response', encoded);
-    }
-    return settled;
   }
 
   return app;
-}
-
-/**
- * Rewrites the JSON-RPC response to `id` in an upstream answer, JSON or SSE alike. A JSON answer
- * is read whole (it is one message); an SSE stream is rewritten frame by frame as it flows.
- */
-async function rewrite(
-  response: Response,
-  id: JsonRpcId,
-  fn: (message: Message) => Promise<Message>,
-  onEnd: (sawResponse: boolean) => void = () => {},
-): Promise<Response> {
-  const type = response.headers.get('content-type') ?? '';
-  if (type.includes('text/event-stream') && response.body) {
-    return new Response(rewriteSseResponse(response.body, id, fn, onEnd), { status: response.status, headers: response.headers });
-  }
-  if (!type.includes('application/json')) {
-    onEnd(false);
-    return response;
-  }
-  const text = await response.text();
-  let message: Message;
-  try {
-    message = JSON.parse(text) as Message;
-  } catch {
-    onEnd(false);
-    return new Response(text, { status: response.status, headers: response.headers });
-  }
-  if (message.id !== id) {
-    onEnd(false);
-    return new Response(text, { status: response.status, headers: response.headers });
-  }
-  const headers = new Headers(response.headers);
-  headers.delete('content-length');
-  return new Response(JSON.stringify(await fn(message)), { status: response.status, headers });
 }
 
 function hostOf(origin: string): string {

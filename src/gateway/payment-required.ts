@@ -41,13 +41,17 @@ export function requirementsV1(offer: ToolOffer): PaymentRequirementsV1 {
 // The tool is named in resource.description: `resource.url` must stay the real MCP URL.
 const describe = (offer: ToolOffer) => `MCP tool "${offer.tool}"`;
 
-/** The x402 v2 PaymentRequired for one tool call; `error` says why a payment was not accepted. */
-export function paymentRequired(offer: ToolOffer, error: string) {
+/**
+ * The x402 v2 PaymentRequired for one tool call; `error` says why a payment was not accepted,
+ * `extensions` carry what else the caller can do (the credits rail's balance and top-up links).
+ */
+export function paymentRequired(offer: ToolOffer, error: string, extensions?: Record<string, unknown>) {
   return {
     x402Version: 2 as const,
     error,
     resource: { url: offer.mcpUrl, description: describe(offer), mimeType: 'application/json' },
     accepts: [requirementsV2(offer)],
+    ...(extensions ? { extensions } : {}),
   };
 }
 export type PaymentRequired = ReturnType<typeof paymentRequired>;

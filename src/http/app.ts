@@ -1,14 +1,17 @@
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
+import { CreditsError } from '../rails/credits/errors.js';
 
 /**
- * A hono app whose every answer is JSON: unknown paths are 404, and an unexpected fault is a 500
- * that says to retry, logged here and never shown to the caller as a stack trace.
+ * A hono app whose every answer is JSON: unknown paths are 404, a client's mistake thrown as a
+ * CreditsError is its 4xx, and an unexpected fault is a 500 that says to retry, logged here and
+ * never shown to the caller as a stack trace.
  */
 export function createApp(logger: Logger): Hono {
   const app = new Hono();
   app.notFound((c) => c.json({ error: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => {
+    if (error instanceof CreditsError) return c.json(error.toJSON(), error.status);
     logger.error({ err: error, path: c.req.path }, 'unhandled error');
     return c.json({ error: 'internal_error', message: 'turnpike failed to handle this request', retryable: true }, 500);
   });

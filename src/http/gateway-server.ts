@@ -16,6 +16,8 @@ import { createMetrics, metricsRoutes } from './metrics.js';
 
 /** One paying MCP endpoint: its path on this server, its upstream, prices and payee. */
 export type EndpointOptions = {
+  /** Names the server in key and token scopes. */
+  slug: string;
   path: string;
   upstream: Upstream;
   prices: PriceTable;
@@ -58,6 +60,7 @@ export async function serveGateway(options: GatewayServerOptions) {
         allowedHosts: () => hosts,
         logger,
         metrics,
+        server: endpoint.slug,
       }),
     );
   }

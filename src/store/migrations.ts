@@ -51,6 +51,81 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX payments_tx_hash ON payments (tx_hash);
     `,
   },
+  {
+    version: 3,
+    name: 'credits',
+    sql: `
+      CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        balance BIGINT NOT NULL DEFAULT 0 CHECK (balance >= 0),
+        scope TEXT,
+        expires_at BIGINT,
+        lifetime_limit BIGINT CHECK (lifetime_limit IS NULL OR lifetime_limit >= 0),
+        daily_limit BIGINT CHECK (daily_limit IS NULL OR daily_limit >= 0),
+        spent_total BIGINT NOT NULL DEFAULT 0 CHECK (spent_total >= 0),
+        spent_day BIGINT NOT NULL DEFAULT 0 CHECK (spent_day >= 0),
+        day BIGINT NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended', 'revoked')),
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      );
+      CREATE TABLE budget_tokens (
+        id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL REFERENCES api_keys (id),
+        cap BIGINT NOT NULL CHECK (cap > 0),
+        spent BIGINT NOT NULL DEFAULT 0 CHECK (spent >= 0 AND spent <= cap),
+        scope TEXT,
+        expires_at BIGINT NOT NULL,
+        revoked_at BIGINT,
+        created_at BIGINT NOT NULL
+      );
+      CREATE INDEX budget_tokens_key ON budget_tokens (key_id, created_at);
+      CREATE TABLE ledger (
+        id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL REFERENCES api_keys (id),
+        kind TEXT NOT NULL CHECK (kind IN ('topup', 'debit', 'refund', 'adjustment', 'transfer')),
+        amount BIGINT NOT NULL,
+        balance_after BIGINT NOT NULL CHECK (balance_after >= 0),
+        reason TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        token_id TEXT REFERENCES budget_tokens (id),
+        ref TEXT,
+        created_at BIGINT NOT NULL,
+        CHECK (amount <> 0),
+        CHECK ((kind = 'debit') = (amount < 0) OR kind IN ('adjustment', 'transfer'))
+      );
+      CREATE INDEX ledger_key ON ledger (key_id, created_at, id);
+      CREATE TABLE idempotent_requests (
+        key_id TEXT NOT NULL REFERENCES api_keys (id),
+        idempotency_key TEXT NOT NULL,
+        body_hash TEXT NOT NULL,
+        debit_id TEXT NOT NULL REFERENCES ledger (id),
+        response TEXT,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (key_id, idempotency_key)
+      );
+      CREATE TABLE checkout_sessions (
+        session_id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL REFERENCES api_keys (id),
+        package TEXT NOT NULL,
+        credits BIGINT NOT NULL CHECK (credits > 0),
+        amount_total BIGINT NOT NULL CHECK (amount_total > 0),
+        currency TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'credited', 'rejected')),
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      );
+      CREATE TABLE stripe_events (
+        event_id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        session_id TEXT,
+        outcome TEXT NOT NULL,
+        received_at BIGINT NOT NULL
+      );
+    `,
+  },
 ];
 
 /**

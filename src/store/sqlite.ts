@@ -1,9 +1,10 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { type Migration, migrations as shipped } from './migrations.js';
+import { sqliteCredits } from './sqlite-credits.js';
 import { sqliteJournal } from './sqlite-journal.js';
 import { migrateSqlite } from './sqlite-migrate.js';
 import { type Store, StoreError } from './store.js';
@@ -62,12 +63,20 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
   const upsertMeta = db.prepare(
     'INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at',
   );
+  const insertMeta = db.prepare('INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING');
+  const readMeta = db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?');
   const schemaVersion = db.prepare<[], { v: number | null }>('SELECT MAX(version) AS v FROM schema_migrations');
 
   return {
     kind: 'sqlite',
     journal: sqliteJournal(db),
+    credits: sqliteCredits(db),
     immediate: (fn) => db.transaction(() => fn(db)).immediate(),
+    async instanceSecret(name) {
+      const key = `secret:${name}`;
+      insertMeta.run(key, randomBytes(32).toString('hex'), Date.now());
+      return readMeta.get(key)!.value;
+    },
     async health() {
       if (!db.open) throw new StoreError('the store is closed');
       try {

@@ -1,3 +1,4 @@
+import type { CreditStore } from './credits.js';
 import type { PaymentJournal } from './journal.js';
 
 /**
@@ -15,6 +16,12 @@ import type { PaymentJournal } from './journal.js';
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
   readonly journal: PaymentJournal;
+  readonly credits: CreditStore;
+  /**
+   * A random 32-byte secret (hex) made on first use and kept in the store, so every instance on
+   * this store shares it: the default signing key of budget tokens.
+   */
+  instanceSecret(name: string): Promise<string>;
   /** Proves the store can take a write (for /health), and reports the schema version. */
   health(): Promise<{ writable: boolean; schemaVersion: number }>;
   /** Idempotent; the store cannot be used afterwards. */

@@ -58,6 +58,7 @@ async function startGateway(facilitator: Facilitator, challenge: 'tool-result' |
       allowedHosts: () => [new URL(url).host],
       logger,
       metrics,
+      server: 'test',
     }),
   );
   const server = await listen(app, { host: '127.0.0.1', port: 0 });

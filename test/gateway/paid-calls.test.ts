@@ -63,6 +63,7 @@ async function gatewayFor(path: string, timeoutMs = 10_000) {
       allowedHosts: () => [new URL(url).host],
       logger,
       metrics,
+      server: 'test',
     }),
   );
   const server = await listen(app, { host: '127.0.0.1', port: 0 });

@@ -54,6 +54,7 @@ describe('stdio MCP servers behind the paying proxy (server-filesystem from npm)
         allowedHosts: () => [new URL(url).host],
         logger,
         metrics: createMetrics(),
+        server: 'test',
       }),
     );
     gateway = await listen(app, { host: '127.0.0.1', port: 0 });

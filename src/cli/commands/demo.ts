@@ -46,7 +46,7 @@ export const demoCommand = defineCommand({
       config,
       chain,
       logger,
-      endpoints: [{ path: '/mcp', upstream: { url: upstream.mcpUrl, headers: {}, timeoutMs: 30_000 }, prices: demoPrices, payTo: payee, challenge: 'tool-result' }],
+      endpoints: [{ slug: 'demo', path: '/mcp', upstream: { url: upstream.mcpUrl, headers: {}, timeoutMs: 30_000 }, prices: demoPrices, payTo: payee, challenge: 'tool-result' }],
     });
     const mcpUrl = `${gateway.url}/mcp`;
     say(`turnpike demo: local Base sandbox at ${chain.rpcUrl} (chain id 8453, Circle USDC at ${chain.network.usdc.address})`);

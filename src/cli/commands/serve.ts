@@ -35,6 +35,7 @@ export const serveCommand = defineCommand({
     const chain = await connectChain(config, loadSecrets());
     const bridges = await Promise.all(config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio) : undefined)));
     const endpoints: EndpointOptions[] = config.servers.map((s, i) => ({
+      slug: s.slug,
       path: `/mcp/${s.slug}`,
       upstream: {
         url: bridges[i]?.mcpUrl ?? s.upstream!,

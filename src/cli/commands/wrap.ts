@@ -76,7 +76,7 @@ export const wrapCommand = defineCommand({
     const bridge = flags.stdio ? await startStdioBridge(flags.stdio) : undefined;
     const upstreamUrl = bridge?.mcpUrl ?? flags.upstream!;
     const upstream = { url: upstreamUrl, headers: Object.fromEntries(flags['upstream-header']), timeoutMs: flags['upstream-timeout'] * 1000 };
-    const server = await serveGateway({ config, chain, logger, endpoints: [{ path: '/mcp', upstream, prices, payTo, challenge: flags.challenge }] }).catch(async (error) => {
+    const server = await serveGateway({ config, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, prices, payTo, challenge: flags.challenge }] }).catch(async (error) => {
       await bridge?.close();
       await chain.close();
       throw error;

@@ -1,0 +1,37 @@
+import type { Context } from 'hono';
+import type { z } from 'zod';
+import { CreditsError } from '../rails/credits/errors.js';
+
+/** A zod failure as the caller sees it: the first problem in `message`, every one in `issues`. */
+function invalid(error: z.ZodError, where: string): CreditsError {
+  const issues = error.issues.map((i) => ({ path: i.path.join('.') || where, message: i.message }));
+  return new CreditsError(400, 'invalid_request', `${issues[0]!.path}: ${issues[0]!.message}`, { issues });
+}
+
+/**
+ * The JSON body parsed by `schema`, or a 400 that names the field. An empty body counts as `{}`,
+ * so endpoints whose fields are all optional need none.
+ *
+ * @example const input = await jsonBody(c, topupSchema);
+ */
+export async function jsonBody<S extends z.ZodType>(c: Context, schema: S): Promise<z.output<S>> {
+  const text = await c.req.text();
+  let body: unknown = {};
+  if (text.trim() !== '') {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new CreditsError(400, 'invalid_json', 'the request body is not JSON');
+    }
+  }
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) throw invalid(parsed.error, '(body)');
+  return parsed.data;
+}
+
+/** The query string parsed by `schema`, or a 400 that names the parameter. */
+export function query<S extends z.ZodType>(c: Context, schema: S): z.output<S> {
+  const parsed = schema.safeParse(c.req.query());
+  if (!parsed.success) throw invalid(parsed.error, '(query)');
+  return parsed.data;
+}

@@ -1,0 +1,44 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { newId } from '../../store/ids.js';
+
+const PREFIX = 'tp_';
+const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]*$/;
+
+/**
+ * A new API key: 256 random bits behind `tp_`, shown once; only its SHA-256 is stored (a fast
+ * hash is right for a secret with this much entropy: there is nothing to brute-force).
+ *
+ * @example const { secret, id, hash } = generateApiKey(); // secret: tp_3q2…
+ */
+export function generateApiKey() {
+  const secret = `${PREFIX}${randomBytes(32).toString('base64url')}`;
+  return { secret, id: newId('key'), hash: hashApiKey(secret) };
+}
+
+export const hashApiKey = (secret: string) => createHash('sha256').update(secret).digest('hex');
+
+/** Constant-time comparison of two hex digests. */
+export function sameHash(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'hex');
+  const y = Buffer.from(b, 'hex');
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+export type Credential = { type: 'key'; secret: string } | { type: 'token'; jwt: string };
+
+/**
+ * The credits credential a request carries, if any: `Authorization: Bearer tp_…` or `X-API-Key`
+ * for a key, `Authorization: Bearer <JWT>` for a delegated budget token.
+ *
+ * @example credentialOf(c.req.raw.headers) // { type: 'key', secret: 'tp_…' }
+ */
+export function credentialOf(headers: { get(name: string): string | null }): Credential | undefined {
+  const apiKey = headers.get('x-api-key');
+  if (apiKey) return { type: 'key', secret: apiKey.trim() };
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(headers.get('authorization') ?? '');
+  if (!match) return undefined;
+  const value = match[1]!;
+  if (value.startsWith(PREFIX)) return { type: 'key', secret: value };
+  // Any other bearer (an OAuth token meant for someone else) is not ours to judge.
+  return JWT_SHAPE.test(value) ? { type: 'token', jwt: value } : undefined;
+}

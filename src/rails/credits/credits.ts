@@ -1,0 +1,212 @@
+import { z } from 'zod';
+import { atomicToUsd, usdPrice } from '../../gateway/pricing.js';
+import type { BudgetToken, DebitRefusal, DebitResult, KeyRecord, LedgerEntry, Scope } from '../../store/credits.js';
+import type { Store } from '../../store/store.js';
+import { newId } from '../../store/ids.js';
+import { type Credential, generateApiKey, hashApiKey, sameHash } from './api-keys.js';
+import { readBudgetToken, signBudgetToken } from './budget-tokens.js';
+import { CreditsError } from './errors.js';
+
+/** Longest a delegated budget token may live. */
+export const MAX_TOKEN_SECONDS = 86_400;
+
+export const scopeSchema = z.strictObject({
+  servers: z.array(z.string().min(1).max(64)).max(100).optional(),
+  tools: z.array(z.string().min(1).max(200)).max(1000).optional(),
+});
+
+const positiveUsd = usdPrice.refine((v) => v > 0n, 'expected an amount above zero');
+
+export const newKeySchema = z.strictObject({
+  name: z.string().trim().min(1).max(100),
+  usd: positiveUsd.optional().describe('initial balance, a USD decimal string'),
+  scope: scopeSchema.optional(),
+  expiresAt: z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)).optional(),
+  dailyLimitUsd: usdPrice.optional(),
+  lifetimeLimitUsd: usdPrice.optional(),
+});
+export type NewKeyInput = z.input<typeof newKeySchema>;
+
+export const topupSchema = z.strictObject({
+  usd: positiveUsd,
+  reason: z.string().trim().min(1).max(200).default('admin top-up'),
+  idempotencyKey: z.string().min(1).max(200),
+});
+
+export const mintTokenSchema = z.strictObject({
+  capUsd: positiveUsd,
+  scope: scopeSchema.optional(),
+  ttlSeconds: z.number().int().positive().max(MAX_TOKEN_SECONDS, `at most ${MAX_TOKEN_SECONDS} seconds (24 h)`).default(3600),
+});
+
+/** Who is paying: a key, possibly through one of its budget tokens. */
+export type Payer = { key: KeyRecord; token?: BudgetToken };
+
+/** A key as the APIs show it: money as micro-USD strings and USD, never the secret or its hash. */
+export function publicKey(key: KeyRecord) {
+  return {
+    id: key.id,
+    name: key.name,
+    status: key.status,
+    balance: key.balance.toString(),
+    balanceUsd: atomicToUsd(key.balance),
+    ...(key.scope ? { scope: key.scope } : {}),
+    ...(key.expiresAt !== undefined ? { expiresAt: new Date(key.expiresAt).toISOString() } : {}),
+    ...(key.dailyLimit !== undefined ? { dailyLimit: key.dailyLimit.toString() } : {}),
+    ...(key.lifetimeLimit !== undefined ? { lifetimeLimit: key.lifetimeLimit.toString() } : {}),
+    spentToday: key.spentToday.toString(),
+    spentTotal: key.spentTotal.toString(),
+    createdAt: new Date(key.createdAt).toISOString(),
+  };
+}
+
+export function publicEntry(entry: LedgerEntry) {
+  return {
+    id: entry.id,
+    kind: entry.kind,
+    amount: entry.amount.toString(),
+    balanceAfter: entry.balanceAfter.toString(),
+    reason: entry.reason,
+    ...(entry.tokenId ? { tokenId: entry.tokenId } : {}),
+    ...(entry.ref ? { ref: entry.ref } : {}),
+    createdAt: new Date(entry.createdAt).toISOString(),
+  };
+}
+
+export function publicToken(token: BudgetToken, now = Date.now()) {
+  return {
+    id: token.id,
+    cap: token.cap.toString(),
+    spent: token.spent.toString(),
+    remaining: (token.cap - token.spent).toString(),
+    ...(token.scope ? { scope: token.scope } : {}),
+    expiresAt: new Date(token.expiresAt).toISOString(),
+    state: token.revokedAt !== undefined ? 'revoked' : token.expiresAt <= now ? 'expired' : 'active',
+  };
+}
+
+const inScope = (scope: Scope | undefined, server: string, tool: string) =>
+  (!scope?.servers || scope.servers.includes(server)) && (!scope?.tools || scope.tools.includes(tool));
+
+const refusals: Record<DebitRefusal, { status: 401 | 402 | 403 | 409; message: string }> = {
+  key_unknown: { status: 401, message: 'this API key is not known here' },
+  key_suspended: { status: 403, message: 'this API key is suspended; ask the operator to resume it' },
+  key_revoked: { status: 401, message: 'this API key was revoked' },
+  key_expired: { status: 401, message: 'this API key has expired' },
+  insufficient_balance: { status: 402, message: 'the balance does not cover this call; top up, or pay per call with x402' },
+  daily_limit: { status: 402, message: 'this call would pass the key’s daily spending limit' },
+  lifetime_limit: { status: 402, message: 'this call would pass the key’s lifetime spending limit' },
+  token_unknown: { status: 401, message: 'this budget token is not known here' },
+  token_revoked: { status: 401, message: 'this budget token was revoked by its issuer' },
+  token_expired: { status: 401, message: 'this budget token has expired; ask its issuer for a new one' },
+  budget_exhausted: { status: 402, message: 'this call would pass the budget token’s spending cap; ask its issuer for more' },
+  request_in_progress: { status: 409, message: 'a request with this Idempotency-Key is still running; retry it later' },
+};
+
+/** The caller-facing error for a refused debit, with the numbers an agent needs to act. */
+export function refusalError(result: DebitResult & { ok: false }, topupHint: Record<string, string>): CreditsError {
+  const { status, message } = refusals[result.reason];
+  const details: Record<string, unknown> = {};
+  if (result.balance !== undefined) details.balance = result.balance.toString();
+  if (result.tokenRemaining !== undefined) details.budgetRemaining = result.tokenRemaining.toString();
+  if (result.limitRemaining !== undefined) details.limitRemaining = result.limitRemaining.toString();
+  if (status === 402) details.topup = topupHint;
+  return new CreditsError(status, result.reason, message, details);
+}
+
+export type CreditsOptions = {
+  store: Store;
+  /** Signs budget tokens (HS256). */
+  tokenSecret: string;
+};
+
+/**
+ * The credits rail's rules, shared by the gateway, the HTTP APIs and the CLI: who a credential
+ * belongs to, what it may pay for, and the key and token operations.
+ *
+ * @example
+ * const credits = createCredits({ store, tokenSecret });
+ * const payer = await credits.authenticate({ type: 'key', secret: 'tp_…' });
+ */
+export function createCredits({ store, tokenSecret }: CreditsOptions) {
+  const ledger = store.credits;
+
+  async function keyOf(secret: string): Promise<KeyRecord> {
+    const hash = hashApiKey(secret);
+    const found = await ledger.keyByHash(hash);
+    if (!found || !sameHash(found.hash, hash)) throw new CreditsError(401, 'key_unknown', refusals.key_unknown.message);
+    const { hash: _, ...key } = found;
+    return key;
+  }
+
+  function usable(key: KeyRecord, now: number) {
+    if (key.status === 'revoked') throw new CreditsError(401, 'key_revoked', refusals.key_revoked.message);
+    if (key.status === 'suspended') throw new CreditsError(403, 'key_suspended', refusals.key_suspended.message);
+    if (key.expiresAt !== undefined && key.expiresAt <= now) throw new CreditsError(401, 'key_expired', refusals.key_expired.message);
+  }
+
+  return {
+    /** Resolves a credential to a usable key (and token); a bad one is a specific 401/403. */
+    async authenticate(credential: Credential, now = Date.now()): Promise<Payer> {
+      if (credential.type === 'key') {
+        const key = await keyOf(credential.secret);
+        usable(key, now);
+        return { key };
+      }
+      const claims = await readBudgetToken(credential.jwt, tokenSecret);
+      const token = await ledger.token(claims.jti);
+      if (!token || token.keyId !== claims.sub) throw new CreditsError(401, 'token_unknown', refusals.token_unknown.message);
+      if (token.revokedAt !== undefined) throw new CreditsError(401, 'token_revoked', refusals.token_revoked.message);
+      const key = await ledger.key(token.keyId);
+      if (!key) throw new CreditsError(401, 'token_unknown', refusals.token_unknown.message);
+      usable(key, now);
+      return { key, token };
+    },
+
+    /** 403 unless both the key's and the token's scopes allow this server and tool. */
+    authorize(payer: Payer, server: string, tool: string) {
+      if (!inScope(payer.key.scope, server, tool) || !inScope(payer.token?.scope, server, tool)) {
+        throw new CreditsError(403, 'out_of_scope', `this ${payer.token ? 'budget token' : 'API key'} may not pay for tool "${tool}" on server "${server}"`, {
+          ...(payer.key.scope ? { keyScope: payer.key.scope } : {}),
+          ...(payer.token?.scope ? { tokenScope: payer.token.scope } : {}),
+        });
+      }
+    },
+
+    async createKey(input: z.output<typeof newKeySchema>, idempotencyKey = newId('create')) {
+      const { secret, id, hash } = generateApiKey();
+      const created = await ledger.createKey(
+        {
+          id,
+          hash,
+          name: input.name,
+          ...(input.scope ? { scope: input.scope } : {}),
+          ...(input.expiresAt !== undefined ? { expiresAt: input.expiresAt } : {}),
+          ...(input.dailyLimitUsd !== undefined ? { dailyLimit: input.dailyLimitUsd } : {}),
+          ...(input.lifetimeLimitUsd !== undefined ? { lifetimeLimit: input.lifetimeLimitUsd } : {}),
+        },
+        input.usd ? { amount: input.usd, reason: 'initial balance', idempotencyKey } : undefined,
+      );
+      if (!created.created) throw new CreditsError(409, 'already_funded', `this funding already created key ${created.entry.keyId}`, { keyId: created.entry.keyId });
+      return { secret, key: created.key };
+    },
+
+    /** Mints a budget token for a sub-agent: at most 24 h, a cap, optionally a narrower scope. */
+    async mintToken(payer: Payer, input: z.output<typeof mintTokenSchema>, now = Date.now()) {
+      if (payer.token) throw new CreditsError(403, 'token_cannot_delegate', 'a budget token cannot mint further tokens; use the API key');
+      const expiresAt = Math.floor(now / 1000) + input.ttlSeconds;
+      const token = await ledger.createToken({
+        id: newId('bt'),
+        keyId: payer.key.id,
+        cap: input.capUsd,
+        ...(input.scope ? { scope: input.scope } : {}),
+        expiresAt: expiresAt * 1000,
+        createdAt: now,
+      });
+      const jwt = await signBudgetToken({ jti: token.id, sub: payer.key.id, iat: Math.floor(now / 1000), exp: expiresAt, cap: token.cap.toString() }, tokenSecret);
+      return { jwt, token };
+    },
+  };
+}
+
+export type Credits = ReturnType<typeof createCredits>;

@@ -1,0 +1,20 @@
+/**
+ * A credits request that cannot be honoured, as the caller will see it: an HTTP status, a stable
+ * machine-readable code, a message saying what to do, and details an agent can act on
+ * (remaining balance or budget, where to top up).
+ */
+export class CreditsError extends Error {
+  override name = 'CreditsError';
+  constructor(
+    readonly status: 400 | 401 | 402 | 403 | 404 | 409,
+    readonly code: string,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+
+  toJSON() {
+    return { error: this.code, message: this.message, ...this.details };
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * The credits ledger: API keys with integer balances (micro-USD, 1 = one USDC atomic unit), and
+ * one ledger entry per balance change, written in the same transaction as the change. The
+ * database enforces what must never happen: a negative balance, two entries for one idempotency
+ * key, a budget token spending past its cap.
+ */
+export type KeyStatus = 'active' | 'suspended' | 'revoked';
+/** What a key or token may pay for; absent lists mean everything. */
+export type Scope = { servers?: string[]; tools?: string[] };
+
+export type KeyRecord = {
+  id: string;
+  name: string;
+  balance: bigint;
+  scope?: Scope;
+  expiresAt?: number;
+  lifetimeLimit?: bigint;
+  dailyLimit?: bigint;
+  spentTotal: bigint;
+  /** Spent on the current UTC day (0 once the day has turned). */
+  spentToday: bigint;
+  status: KeyStatus;
+  createdAt: number;
+  updatedAt: number;
+};
+
+export type NewKey = {
+  id: string;
+  hash: string;
+  name: string;
+  scope?: Scope;
+  expiresAt?: number;
+  lifetimeLimit?: bigint;
+  dailyLimit?: bigint;
+};
+
+export type LedgerKind = 'topup' | 'debit' | 'refund' | 'adjustment' | 'transfer';
+export type LedgerEntry = {
+  id: string;
+  keyId: string;
+  kind: LedgerKind;
+  /** Signed: debits are negative. */
+  amount: bigint;
+  balanceAfter: bigint;
+  reason: string;
+  idempotencyKey: string;
+  tokenId?: string;
+  ref?: Record<string, unknown>;
+  createdAt: number;
+};
+
+export type Credit = {
+  keyId: string;
+  kind: 'topup' | 'adjustment';
+  /** Positive; an adjustment may be negative, but never below a zero balance. */
+  amount: bigint;
+  reason: string;
+  idempotencyKey: string;
+  ref?: Record<string, unknown>;
+};
+
+export type Debit = {
+  keyId: string;
+  tokenId?: string;
+  amount: bigint;
+  reason: string;
+  idempotencyKey: string;
+  ref?: Record<string, unknown>;
+  /** An `Idempotency-Key` request: recorded with the debit, so a retry cannot charge again. */
+  request?: { idempotencyKey: string; bodyHash: string };
+};
+
+export type DebitRefusal =
+  | 'key_unknown'
+  | 'key_suspended'
+  | 'key_revoked'
+  | 'key_expired'
+  | 'insufficient_balance'
+  | 'daily_limit'
+  | 'lifetime_limit'
+  | 'token_unknown'
+  | 'token_revoked'
+  | 'token_expired'
+  | 'budget_exhausted'
+  | 'request_in_progress';
+
+export type DebitResult =
+  | { ok: true; entry: LedgerEntry; balance: bigint; tokenRemaining?: bigint }
+  | { ok: false; reason: DebitRefusal; balance?: bigint; tokenRemaining?: bigint; limitRemaining?: bigint };
+
+export type IdempotentRequest = { bodyHash: string; debitId: string; response?: string };
+
+export type BudgetToken = {
+  id: string;
+  keyId: string;
+  cap: bigint;
+  spent: bigint;
+  scope?: Scope;
+  expiresAt: number;
+  revokedAt?: number;
+  createdAt: number;
+};
+
+export type CheckoutSession = {
+  sessionId: string;
+  keyId: string;
+  package: string;
+  credits: bigint;
+  amountTotal: bigint;
+  currency: string;
+  state: 'open' | 'credited' | 'rejected';
+};
+
+/** What a Stripe event did; `duplicate_*` outcomes credited nothing. */
+export type StripeEventOutcome = 'credited' | 'duplicate_event' | 'duplicate_session' | 'unknown_session' | 'amount_mismatch' | 'ignored';
+
+export interface CreditStore {
+  /**
+   * Creates a key, funded by a first `topup` entry when `initial` is given; if that entry's
+   * idempotency key was used already, nothing is created and the earlier entry is returned.
+   */
+  createKey(key: NewKey, initial?: Omit<Credit, 'keyId' | 'kind'>): Promise<{ created: true; key: KeyRecord } | { created: false; entry: LedgerEntry }>;
+  keyByHash(hash: string): Promise<(KeyRecord & { hash: string }) | undefined>;
+  key(id: string): Promise<KeyRecord | undefined>;
+  keys(): Promise<KeyRecord[]>;
+  /** `revoked` is final; returns undefined for an unknown key. */
+  setStatus(id: string, status: KeyStatus): Promise<KeyRecord | undefined>;
+  /** Applies once per idempotency key; a repeat returns the first entry with `applied: false`. */
+  credit(credit: Credit): Promise<{ applied: boolean; entry: LedgerEntry; balance: bigint }>;
+  /** Atomic check-and-debit of the key (and the token's budget, if any). */
+  debit(debit: Debit): Promise<DebitResult>;
+  /** Returns a debit in full (once), and forgets its idempotent request so a retry runs again. */
+  refund(debitId: string, reason: string): Promise<{ balance: bigint }>;
+  history(keyId: string, page: { limit: number; before?: string }): Promise<LedgerEntry[]>;
+  request(keyId: string, idempotencyKey: string): Promise<IdempotentRequest | undefined>;
+  completeRequest(keyId: string, idempotencyKey: string, response: string): Promise<void>;
+
+  createToken(token: Omit<BudgetToken, 'spent' | 'revokedAt'>): Promise<BudgetToken>;
+  token(id: string): Promise<BudgetToken | undefined>;
+  tokens(keyId: string): Promise<BudgetToken[]>;
+  revokeToken(keyId: string, id: string): Promise<BudgetToken | undefined>;
+
+  recordCheckout(session: Omit<CheckoutSession, 'state'>): Promise<void>;
+  /**
+   * Credits a paid Checkout Session exactly once, deduplicated by event id and by session id, in
+   * one transaction with the record of the event.
+   */
+  completeCheckout(event: { eventId: string; type: string; sessionId: string; amountTotal: bigint }): Promise<StripeEventOutcome>;
+  /** Records an event that needs no action, so its redelivery is recognised too. */
+  ignoreEvent(event: { eventId: string; type: string }): Promise<void>;
+}
