@@ -4,7 +4,15 @@ import { encodeHeader } from '../x402/codec.js';
 import type { PaymentRequirementsV1, PaymentRequirementsV2 } from '../x402/schemas.js';
 
 /** What a priced tool asks for: the same in the challenge, in verification and in settlement. */
-export type ToolOffer = { tool: string; amount: bigint; payTo: Address; network: Network; mcpUrl: string };
+export type ToolOffer = {
+  tool: string;
+  amount: bigint;
+  payTo: Address;
+  network: Network;
+  mcpUrl: string;
+  /** What is being bought, when it is not an MCP tool call (a credits top-up). */
+  description?: string;
+};
 
 /** How long a payer's authorization may be valid; the facilitator enforces it. */
 export const MAX_TIMEOUT_SECONDS = 120;
@@ -39,7 +47,7 @@ export function requirementsV1(offer: ToolOffer): PaymentRequirementsV1 {
 }
 
 // The tool is named in resource.description: `resource.url` must stay the real MCP URL.
-const describe = (offer: ToolOffer) => `MCP tool "${offer.tool}"`;
+const describe = (offer: ToolOffer) => offer.description ?? `MCP tool "${offer.tool}"`;
 
 /**
  * The x402 v2 PaymentRequired for one tool call; `error` says why a payment was not accepted,

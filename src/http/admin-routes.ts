@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { type Credits, newKeySchema, publicEntry, publicKey, topupSchema } from '../rails/credits/credits.js';
 import { CreditsError } from '../rails/credits/errors.js';
 import type { Store } from '../store/store.js';
+import { newId } from '../store/ids.js';
 import { jsonBody, query } from './validate.js';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
@@ -45,8 +46,8 @@ export function adminRoutes({ credits, store, adminKey }: { credits: Credits; st
   };
 
   app.post('/keys', async (c) => {
-    const input = await jsonBody(c, newKeySchema);
-    const { secret, key } = await credits.createKey(input);
+    const { usd, ...input } = await jsonBody(c, newKeySchema);
+    const { secret, key } = await credits.createKey(input, usd ? { amount: usd, reason: 'initial balance', idempotencyKey: newId('create') } : undefined);
     return c.json({ ...publicKey(key), key: secret, note: 'store the key now: it is not shown again' }, 201);
   });
   app.get('/keys', async (c) => c.json({ keys: (await store.credits.keys()).map(publicKey) }));

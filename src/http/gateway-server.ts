@@ -1,6 +1,10 @@
 import type { Address } from 'viem';
 import type { ChainConnection } from '../chain/connect.js';
 import type { Config } from '../config/schema.js';
+import type { Secrets } from '../config/secrets.js';
+import { createCredits } from '../rails/credits/credits.js';
+import { adminRoutes } from './admin-routes.js';
+import { creditsRoutes } from './credits-routes.js';
 import { openFacilitator } from '../facilitator/open.js';
 import { createGateway } from '../gateway/gateway.js';
 import type { PriceTable } from '../gateway/pricing.js';
@@ -27,6 +31,7 @@ export type EndpointOptions = {
 
 export type GatewayServerOptions = {
   config: Config;
+  secrets: Secrets;
   chain: ChainConnection;
   logger: Logger;
   endpoints: EndpointOptions[];
@@ -40,8 +45,11 @@ export type GatewayServerOptions = {
  * @example const server = await serveGateway({ config, chain, logger, endpoints: [{ path: '/mcp', upstream, prices, payTo, challenge: 'tool-result' }] });
  */
 export async function serveGateway(options: GatewayServerOptions) {
-  const { config, chain, logger } = options;
+  const { config, chain, logger, secrets } = options;
   const { store, facilitator } = await openFacilitator({ config, chain, logger });
+  const credits = config.credits.enabled
+    ? createCredits({ store, tokenSecret: secrets.tokenSecret ?? (await store.instanceSecret('budget-tokens')) })
+    : undefined;
 
   let hosts: string[] = [];
   const metrics = createMetrics();
@@ -61,8 +69,15 @@ export async function serveGateway(options: GatewayServerOptions) {
         logger,
         metrics,
         server: endpoint.slug,
+        ...(credits ? { credits: { credits, store } } : {}),
       }),
     );
+  }
+  if (credits) {
+    const payTo = (config.credits.payTo as Address | undefined) ?? options.endpoints[0]!.payTo;
+    const topup = { payTo, min: config.credits.topupMinUsd, max: config.credits.topupMaxUsd };
+    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: chain.network, topup }));
+    app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey }));
   }
   app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
   app.route(

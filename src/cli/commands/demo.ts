@@ -38,11 +38,13 @@ export const demoCommand = defineCommand({
       },
     });
     const logger = createLogger(config.log);
-    const chain = await connectChain(config, loadSecrets({}));
+    const secrets = loadSecrets({});
+    const chain = await connectChain(config, secrets);
     const sandbox = chain.sandbox!;
     const upstream = await startDemoServer();
     const payee = sandbox.accounts.payees[0]!.address;
     const gateway = await serveGateway({
+      secrets,
       config,
       chain,
       logger,

@@ -32,7 +32,8 @@ export const serveCommand = defineCommand({
     if (missing.length > 0) throw new ConfigError(missing);
 
     const logger = createLogger(config.log);
-    const chain = await connectChain(config, loadSecrets());
+    const secrets = loadSecrets();
+    const chain = await connectChain(config, secrets);
     const bridges = await Promise.all(config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio) : undefined)));
     const endpoints: EndpointOptions[] = config.servers.map((s, i) => ({
       slug: s.slug,
@@ -50,7 +51,7 @@ export const serveCommand = defineCommand({
       await Promise.all(bridges.map((b) => b?.close()));
       await chain.close();
     };
-    const server = await serveGateway({ config, chain, logger, endpoints }).catch(async (error) => {
+    const server = await serveGateway({ config, secrets, chain, logger, endpoints }).catch(async (error) => {
       await closeAll();
       throw error;
     });

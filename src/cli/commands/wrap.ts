@@ -67,7 +67,8 @@ export const wrapCommand = defineCommand({
     const prices = { default: flags.price, tools, free: flags['free-tool'] };
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
     const logger = createLogger(config.log);
-    const chain = await connectChain(config, loadSecrets());
+    const secrets = loadSecrets();
+    const chain = await connectChain(config, secrets);
     const payTo = flags['pay-to'] ? getAddress(flags['pay-to']) : chain.sandbox?.accounts.payees[0]?.address;
     if (!payTo) {
       await chain.close();
@@ -76,7 +77,7 @@ export const wrapCommand = defineCommand({
     const bridge = flags.stdio ? await startStdioBridge(flags.stdio) : undefined;
     const upstreamUrl = bridge?.mcpUrl ?? flags.upstream!;
     const upstream = { url: upstreamUrl, headers: Object.fromEntries(flags['upstream-header']), timeoutMs: flags['upstream-timeout'] * 1000 };
-    const server = await serveGateway({ config, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, prices, payTo, challenge: flags.challenge }] }).catch(async (error) => {
+    const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, prices, payTo, challenge: flags.challenge }] }).catch(async (error) => {
       await bridge?.close();
       await chain.close();
       throw error;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { atomicToUsd, usdPrice } from '../../gateway/pricing.js';
-import type { BudgetToken, DebitRefusal, DebitResult, KeyRecord, LedgerEntry, Scope } from '../../store/credits.js';
+import type { BudgetToken, Credit, DebitRefusal, DebitResult, KeyRecord, LedgerEntry, Scope } from '../../store/credits.js';
 import type { Store } from '../../store/store.js';
 import { newId } from '../../store/ids.js';
 import { type Credential, generateApiKey, hashApiKey, sameHash } from './api-keys.js';
@@ -173,7 +173,11 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
       }
     },
 
-    async createKey(input: z.output<typeof newKeySchema>, idempotencyKey = newId('create')) {
+    /**
+     * Creates a key, funded by `funding` when given (its idempotency key makes the funding, and so
+     * the key, happen once). The secret is returned here and never again.
+     */
+    async createKey(input: Omit<z.output<typeof newKeySchema>, 'usd'>, funding?: Omit<Credit, 'keyId' | 'kind'>) {
       const { secret, id, hash } = generateApiKey();
       const created = await ledger.createKey(
         {
@@ -185,9 +189,11 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
           ...(input.dailyLimitUsd !== undefined ? { dailyLimit: input.dailyLimitUsd } : {}),
           ...(input.lifetimeLimitUsd !== undefined ? { lifetimeLimit: input.lifetimeLimitUsd } : {}),
         },
-        input.usd ? { amount: input.usd, reason: 'initial balance', idempotencyKey } : undefined,
+        funding,
       );
-      if (!created.created) throw new CreditsError(409, 'already_funded', `this funding already created key ${created.entry.keyId}`, { keyId: created.entry.keyId });
+      if (!created.created) {
+        throw new CreditsError(409, 'already_funded', `this funding already created key ${created.entry.keyId}, shown once then`, { keyId: created.entry.keyId });
+      }
       return { secret, key: created.key };
     },
 

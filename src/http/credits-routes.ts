@@ -1,0 +1,148 @@
+import { Hono } from 'hono';
+import { z } from 'zod';
+import type { Network } from '../chain/networks.js';
+import { FacilitatorUnavailableError } from '../facilitator/errors.js';
+import type { Facilitator } from '../facilitator/facilitator.js';
+import { type ToolOffer, challengeResponse, paymentRequired, requirementsV1, requirementsV2 } from '../gateway/payment-required.js';
+import { atomicToUsd, usdPrice } from '../gateway/pricing.js';
+import { credentialOf } from '../rails/credits/api-keys.js';
+import { type Credits, type Payer, mintTokenSchema, publicEntry, publicKey, publicToken } from '../rails/credits/credits.js';
+import { CreditsError } from '../rails/credits/errors.js';
+import type { Store } from '../store/store.js';
+import { PaymentDecodeError, decodePayment, encodeHeader } from '../x402/codec.js';
+import { type FacilitatorRequest, exactEvmPayloadSchema } from '../x402/schemas.js';
+import { pageSchema } from './admin-routes.js';
+import { jsonBody, query } from './validate.js';
+
+export type CreditsRoutesOptions = {
+  credits: Credits;
+  store: Store;
+  facilitator: Facilitator;
+  network: Network;
+  topup: { payTo: `0x${string}`; min: bigint; max: bigint };
+};
+
+const topupQuery = z.strictObject({ usd: usdPrice });
+
+/** Called after a successful settlement, so the payload is a valid `exact` one. */
+const paymentNonce = (request: FacilitatorRequest) => exactEvmPayloadSchema.parse(request.paymentPayload.payload).authorization.nonce.toLowerCase();
+
+/**
+ * What a caller does with credits: read the balance and ledger, mint and revoke budget tokens
+ * for sub-agents, and buy credits with USDC (`POST /credits/topup`, itself paid with x402).
+ *
+ * @example app.route('/credits', creditsRoutes({ credits, store, facilitator, network, topup }));
+ */
+export function creditsRoutes(options: CreditsRoutesOptions): Hono {
+  const { credits, store, facilitator, network } = options;
+  const app = new Hono();
+
+  const payerOf = async (headers: Headers): Promise<Payer | undefined> => {
+    const credential = credentialOf(headers);
+    return credential ? credits.authenticate(credential) : undefined;
+  };
+  const requirePayer = async (headers: Headers, keyOnly = false) => {
+    const payer = await payerOf(headers);
+    if (!payer) throw new CreditsError(401, 'credential_missing', 'send an API key as Authorization: Bearer tp_… or X-API-Key');
+    if (keyOnly && payer.token) throw new CreditsError(403, 'key_required', 'this needs the API key itself, not a budget token');
+    return payer;
+  };
+
+  app.get('/balance', async (c) => {
+    const payer = await requirePayer(c.req.raw.headers);
+    if (!payer.token) return c.json(publicKey(payer.key));
+    const token = publicToken(payer.token);
+    const spendable = payer.key.balance < payer.token.cap - payer.token.spent ? payer.key.balance : payer.token.cap - payer.token.spent;
+    return c.json({ token, spendable: spendable.toString(), spendableUsd: atomicToUsd(spendable) });
+  });
+
+  app.get('/ledger', async (c) => {
+    const payer = await requirePayer(c.req.raw.headers, true);
+    const entries = await store.credits.history(payer.key.id, query(c, pageSchema));
+    return c.json({ entries: entries.map(publicEntry), ...(entries.length > 0 ? { next: entries.at(-1)!.id } : {}) });
+  });
+
+  app.post('/tokens', async (c) => {
+    const payer = await requirePayer(c.req.raw.headers, true);
+    const { jwt, token } = await credits.mintToken(payer, await jsonBody(c, mintTokenSchema));
+    return c.json({ ...publicToken(token), token: jwt }, 201);
+  });
+  app.get('/tokens', async (c) => {
+    const payer = await requirePayer(c.req.raw.headers, true);
+    return c.json({ tokens: (await store.credits.tokens(payer.key.id)).map((t) => publicToken(t)) });
+  });
+  app.delete('/tokens/:id', async (c) => {
+    const payer = await requirePayer(c.req.raw.headers, true);
+    const token = await store.credits.revokeToken(payer.key.id, c.req.param('id'));
+    if (!token) throw new CreditsError(404, 'token_not_found', `no budget token ${c.req.param('id')} on this key`);
+    return c.json(publicToken(token));
+  });
+
+  /**
+   * USDC → credits. Without a payment: 402 with the x402 requirements for `?usd=`. With one: it is
+   * settled on chain *before* anything is credited; then the caller's key is credited, or a new
+   * key is created and shown once. Retrying with the same payment finishes a top-up a crash
+   * interrupted, and can never credit twice.
+   */
+  app.post('/topup', async (c) => {
+    const { usd: amount } = query(c, topupQuery);
+    const { min, max, payTo } = options.topup;
+    if (amount < min || amount > max) {
+      throw new CreditsError(400, 'amount_out_of_bounds', `a top-up is between ${atomicToUsd(min)} and ${atomicToUsd(max)} USD`, {
+        min: min.toString(),
+        max: max.toString(),
+      });
+    }
+    const payer = await payerOf(c.req.raw.headers);
+    if (payer?.token) throw new CreditsError(403, 'key_required', 'a budget token cannot be topped up; top up its API key');
+    const offer: ToolOffer = { tool: 'credits', amount, payTo, network, mcpUrl: c.req.url, description: `${atomicToUsd(amount)} USD of turnpike credits` };
+    const challenge = (why: string) => challengeResponse(offer, paymentRequired(offer, why));
+
+    const raw = c.req.header('payment-signature') ?? c.req.header('x-payment');
+    if (raw === undefined) return challenge(`payment required: ${atomicToUsd(amount)} USDC buys ${atomicToUsd(amount)} USD of credits`);
+    let request: FacilitatorRequest;
+    try {
+      const payment = decodePayment(raw);
+      request =
+        payment.x402Version === 2
+          ? { x402Version: 2, paymentPayload: payment, paymentRequirements: requirementsV2(offer) }
+          : { x402Version: 1, paymentPayload: payment, paymentRequirements: requirementsV1(offer) };
+    } catch (error) {
+      if (error instanceof PaymentDecodeError) return challenge(`invalid_payload: ${error.message}`);
+      throw error;
+    }
+    let receipt;
+    try {
+      receipt = await facilitator.settle(request);
+    } catch (error) {
+      if (error instanceof FacilitatorUnavailableError) {
+        return c.json({ error: 'facilitator_unavailable', message: `${error.message}; retry with the same payment`, retryable: true }, 503);
+      }
+      throw error;
+    }
+    if (!receipt.success) {
+      if (receipt.errorReason === 'settlement_pending') {
+        c.header('retry-after', '2');
+        return c.json({ error: 'settlement_pending', message: 'the transfer is on its way; retry with the same payment to collect the credits', retryable: true }, 503);
+      }
+      return challenge(`${receipt.errorReason}${receipt.errorMessage ? `: ${receipt.errorMessage}` : ''}`);
+    }
+    c.header('payment-response', encodeHeader(receipt));
+    c.header('x-payment-response', encodeHeader(receipt));
+    const funding = {
+      amount,
+      reason: `USDC top-up from ${receipt.payer}`,
+      idempotencyKey: `x402:${network.chainId}:${receipt.payer?.toLowerCase()}:${paymentNonce(request)}`,
+      ref: { transaction: receipt.transaction, payer: receipt.payer, network: receipt.network },
+    };
+    if (payer) {
+      const credited = await store.credits.credit({ keyId: payer.key.id, kind: 'topup', ...funding });
+      if (credited.entry.keyId !== payer.key.id) throw new CreditsError(409, 'already_funded', 'this payment already funded another key');
+      return c.json({ keyId: payer.key.id, balance: credited.balance.toString(), balanceUsd: atomicToUsd(credited.balance), entry: publicEntry(credited.entry), receipt }, credited.applied ? 201 : 200);
+    }
+    const { secret, key } = await credits.createKey({ name: `USDC top-up by ${receipt.payer}` }, funding);
+    return c.json({ ...publicKey(key), key: secret, receipt, note: 'store the key now: it is not shown again' }, 201);
+  });
+
+  return app;
+}
