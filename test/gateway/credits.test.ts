@@ -1,0 +1,256 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
+import { ExactEvmScheme } from '@x402/evm/exact/client';
+import { wrapFetchWithPaymentFromConfig } from '@x402/fetch';
+import { Hono } from 'hono';
+import { networks } from '../../src/chain/networks.js';
+import { CREDITS_META_KEY, createGateway } from '../../src/gateway/gateway.js';
+import { priceTableSchema } from '../../src/gateway/pricing.js';
+import { adminRoutes } from '../../src/http/admin-routes.js';
+import { createApp } from '../../src/http/app.js';
+import { creditsRoutes } from '../../src/http/credits-routes.js';
+import { type Listening, listen } from '../../src/http/listen.js';
+import { createMetrics } from '../../src/http/metrics.js';
+import { createLogger } from '../../src/log/logger.js';
+import { createCredits } from '../../src/rails/credits/credits.js';
+import type { Store } from '../../src/store/store.js';
+import { useSandbox } from '../helpers/chain.js';
+
+const chain = useSandbox({ isolate: false });
+const logger = createLogger({ level: 'silent', format: 'json' });
+const ADMIN = 'admin-key-for-tests-0123456789abcdef';
+const servers: Listening[] = [];
+let executions = 0;
+let base = '';
+let store: Store;
+
+async function startUpstream() {
+  const app = new Hono();
+  app.all('/mcp', async (c) => {
+    const server = new McpServer({ name: 'counter', version: '1.0.0' });
+    server.registerTool('count', { description: 'counts its executions' }, async () => {
+      executions++;
+      return { content: [{ type: 'text', text: String(executions) }] };
+    });
+    server.registerTool('fail', { description: 'always fails' }, async () => ({ isError: true, content: [{ type: 'text', text: 'no' }] }));
+    server.registerTool('other', { description: 'another tool' }, async () => ({ content: [{ type: 'text', text: 'ok' }] }));
+    const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    await server.connect(transport);
+    return transport.handleRequest(c.req.raw);
+  });
+  const server = await listen(app, { host: '127.0.0.1', port: 0 });
+  servers.push(server);
+  return server.url;
+}
+
+const admin = (path: string, body?: unknown, key = ADMIN) =>
+  fetch(`${base}/admin${path}`, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+
+async function newKey(usd: string, extra: Record<string, unknown> = {}) {
+  const res = await admin('/keys', { name: 'agent', usd, ...extra });
+  assert.equal(res.status, 201);
+  return (await res.json()) as { id: string; key: string; balance: string };
+}
+
+type Answer = {
+  status: number;
+  headers: Headers;
+  body: {
+    result?: { isError?: boolean; content?: { text: string }[]; structuredContent?: { error: string; accepts: unknown[]; extensions?: Record<string, Record<string, unknown>> }; _meta?: Record<string, Record<string, string>> };
+    error?: { code: number; message: string; data: { error: string } & Record<string, unknown> };
+  };
+};
+
+async function call(tool: string, headers: Record<string, string>, id = 1): Promise<Answer> {
+  const res = await fetch(`${base}/mcp`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...headers },
+    body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: tool, arguments: {} } }),
+  });
+  return { status: res.status, headers: res.headers, body: (await res.json()) as Answer['body'] };
+}
+
+const bearer = (secret: string) => ({ authorization: `Bearer ${secret}` });
+const balanceOf = async (id: string) => ((await (await admin(`/keys/${id}`)).json()) as { balance: string }).balance;
+const ledgerOf = async (id: string) => ((await (await admin(`/keys/${id}/ledger`)).json()) as { entries: { kind: string; amount: string }[] }).entries;
+
+describe('credits rail through the gateway', () => {
+  before(async () => {
+    const upstream = await startUpstream();
+    const opened = await chain.facilitator([3]);
+    store = opened.store;
+    const credits = createCredits({ store, tokenSecret: await store.instanceSecret('budget-tokens') });
+    const app = createApp(logger);
+    app.route(
+      '/mcp',
+      createGateway({
+        upstream: { url: `${upstream}/mcp`, headers: {}, timeoutMs: 10_000 },
+        prices: priceTableSchema.parse({ default: '0.02', free: ['other'] }),
+        payTo: chain.sandbox.accounts.payees[1]!.address,
+        network: networks.local,
+        facilitator: opened.facilitator,
+        challenge: 'tool-result',
+        bodyLimitBytes: 1 << 16,
+        allowedHosts: () => [new URL(base).host],
+        logger,
+        metrics: createMetrics(),
+        server: 'main',
+        credits: { credits, store },
+      }),
+    );
+    const topup = { payTo: chain.sandbox.accounts.payees[0]!.address, min: 1_000_000n, max: 100_000_000n };
+    app.route('/credits', creditsRoutes({ credits, store, facilitator: opened.facilitator, network: networks.local, topup }));
+    app.route('/admin', adminRoutes({ credits, store, adminKey: ADMIN }));
+    const server = await listen(app, { host: '127.0.0.1', port: 0 });
+    servers.push(server);
+    base = server.url;
+  });
+  after(() => Promise.all(servers.map((s) => s.close())));
+
+  test('the admin API needs the admin key, and shows a new key’s secret once', async () => {
+    assert.equal((await admin('/keys', undefined, 'wrong')).status, 401);
+    assert.equal((await fetch(`${base}/admin/keys`)).status, 401);
+    const created = await newKey('0.05');
+    assert.match(created.key, /^tp_[\w-]{43}$/);
+    assert.equal(created.balance, '50000');
+    const listed = await (await admin('/keys')).text();
+    assert.ok(!listed.includes(created.key) && !listed.includes('hash'));
+    const bad = await admin('/keys', { name: 'x', usd: '-1' });
+    assert.equal(bad.status, 400);
+    assert.equal(((await bad.json()) as { issues: { path: string }[] }).issues[0]!.path, 'usd');
+    assert.equal((await admin('/keys', { name: 'x', usd: '0.0000001' })).status, 400);
+  });
+
+  test('an MCP SDK client with a key pays from its balance; a failed tool is refunded in full', async () => {
+    const { id, key } = await newKey('0.05');
+    const client = new Client({ name: 'credits-test', version: '1.0.0' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/mcp`), { requestInit: { headers: bearer(key) } }));
+    const runs = executions;
+    const result = await client.callTool({ name: 'count', arguments: {} });
+    assert.equal(executions, runs + 1);
+    const receipt = result._meta?.[CREDITS_META_KEY] as Record<string, string>;
+    assert.equal(receipt.charged, '20000');
+    assert.equal(receipt.balance, '30000');
+    assert.match(receipt.entry!, /^le_/);
+    const failed = await client.callTool({ name: 'fail', arguments: {} });
+    assert.equal(failed.isError, true);
+    assert.equal(await balanceOf(id), '30000');
+    assert.deepEqual((await ledgerOf(id)).map((e) => `${e.kind} ${e.amount}`), ['refund 20000', 'debit -20000', 'debit -20000', 'topup 50000']);
+    await client.close();
+  });
+
+  test('X-Credits-Remaining, then an insufficient balance is the x402 challenge with where to top up', async () => {
+    const { key } = await newKey('0.03');
+    const paid = await call('count', { 'x-api-key': key });
+    assert.equal(paid.headers.get('x-credits-remaining'), '10000');
+    const runs = executions;
+    const short = await call('count', bearer(key));
+    assert.equal(executions, runs);
+    const challenge = short.body.result!.structuredContent!;
+    assert.equal(short.body.result!.isError, true);
+    assert.match(challenge.error, /^insufficient_balance/);
+    assert.equal(challenge.accepts.length, 1);
+    const ext = challenge.extensions!['turnpike/credits']!;
+    assert.equal(ext.balance, '10000');
+    assert.deepEqual(Object.keys(ext.topup as object).sort(), ['checkout', 'x402']);
+  });
+
+  test('Idempotency-Key: a retry returns the first answer and charges once; another body under the same key is 409', async () => {
+    const { id, key } = await newKey('0.10');
+    const headers = { ...bearer(key), 'idempotency-key': 'retry-1' };
+    const runs = executions;
+    const first = await call('count', headers);
+    const again = await call('count', headers);
+    assert.equal(executions, runs + 1);
+    assert.deepEqual(again.body, first.body);
+    assert.equal(again.headers.get('idempotent-replayed'), 'true');
+    assert.equal(await balanceOf(id), '80000');
+    const conflict = await call('count', headers, 2);
+    assert.equal(conflict.status, 409);
+    assert.equal(conflict.body.error!.data.error, 'idempotency_key_reused');
+  });
+
+  test('unknown, suspended, revoked and out-of-scope keys: specific errors, nothing run, nothing written', async () => {
+    const runs = executions;
+    const unknown = await call('count', bearer('tp_notakeynotakeynotakeynotakeynotakeynotakey0'));
+    assert.equal(unknown.status, 401);
+    assert.equal(unknown.body.error!.data.error, 'key_unknown');
+    const { id, key } = await newKey('1');
+    await admin(`/keys/${id}/suspend`, {});
+    assert.equal((await call('count', bearer(key))).body.error!.data.error, 'key_suspended');
+    await admin(`/keys/${id}/revoke`, {});
+    const revoked = await call('count', bearer(key));
+    assert.equal(revoked.status, 401);
+    assert.equal(revoked.body.error!.data.error, 'key_revoked');
+    assert.equal((await admin(`/keys/${id}/resume`, {})).status, 409);
+    const scoped = await newKey('1', { scope: { tools: ['other'] } });
+    const out = await call('count', bearer(scoped.key));
+    assert.equal(out.status, 403);
+    assert.equal(out.body.error!.data.error, 'out_of_scope');
+    assert.equal(executions, runs);
+    assert.equal((await ledgerOf(scoped.id)).length, 1);
+    assert.equal((await ledgerOf(id)).length, 1);
+  });
+
+  test('a budget token: spends within its cap, a structured budget error past it, revocation on the next call, tampering refused', async () => {
+    const { id, key } = await newKey('1');
+    const mint = (body: unknown, secret = key) =>
+      fetch(`${base}/credits/tokens`, { method: 'POST', headers: { ...bearer(secret), 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    assert.equal((await mint({ capUsd: '0.03', ttlSeconds: 86_401 })).status, 400);
+    const minted = (await (await mint({ capUsd: '0.03', ttlSeconds: 600 })).json()) as { id: string; token: string };
+    assert.equal((await mint({ capUsd: '0.01' }, minted.token)).status, 403);
+    const ok = await call('count', bearer(minted.token));
+    assert.equal(ok.body.result!._meta![CREDITS_META_KEY]!.budgetRemaining, '10000');
+    const over = await call('count', bearer(minted.token));
+    const ext = over.body.result!.structuredContent!.extensions!['turnpike/credits']!;
+    assert.equal(ext.error, 'budget_exhausted');
+    assert.equal(ext.budgetRemaining, '10000');
+    const [head, payload, signature] = minted.token.split('.') as [string, string, string];
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString()) as Record<string, unknown>;
+    const forged = `${head}.${Buffer.from(JSON.stringify({ ...claims, cap: '999999999' })).toString('base64url')}.${signature}`;
+    assert.equal((await call('count', bearer(forged))).body.error!.data.error, 'token_invalid');
+    const revoked = await fetch(`${base}/credits/tokens/${minted.id}`, { method: 'DELETE', headers: bearer(key) });
+    assert.equal(revoked.status, 200);
+    assert.equal((await call('count', bearer(minted.token))).body.error!.data.error, 'token_revoked');
+    assert.equal(await balanceOf(id), '980000');
+  });
+
+  test('USDC top-up: 402 first, then settled on chain before a new key is credited; the same payment cannot fund twice', async () => {
+    const payer = chain.sandbox.accounts.payers[4]!;
+    const treasury = chain.sandbox.accounts.payees[0]!.address;
+    const unpaid = await fetch(`${base}/credits/topup?usd=2`, { method: 'POST' });
+    assert.equal(unpaid.status, 402);
+    assert.ok(unpaid.headers.get('payment-required'));
+    assert.equal((await fetch(`${base}/credits/topup?usd=0.5`, { method: 'POST' })).status, 400);
+    assert.equal((await fetch(`${base}/credits/topup?usd=-2`, { method: 'POST' })).status, 400);
+
+    let sent: Headers | undefined;
+    const recording: typeof fetch = async (input, init) => {
+      const request = new Request(input, init);
+      if (request.headers.get('payment-signature')) sent = request.headers;
+      return fetch(request);
+    };
+    const paying = wrapFetchWithPaymentFromConfig(recording, { schemes: [{ network: 'eip155:8453', client: new ExactEvmScheme(payer) }] });
+    const before = await chain.balanceOf(treasury);
+    const res = await paying(`${base}/credits/topup?usd=1`, { method: 'POST' });
+    assert.equal(res.status, 201);
+    const funded = (await res.json()) as { id: string; key: string; balance: string; receipt: { success: boolean; transaction: string } };
+    assert.equal(funded.balance, '1000000');
+    assert.equal(funded.receipt.success, true);
+    assert.equal((await chain.balanceOf(treasury)) - before, 1_000_000n);
+    assert.ok((await call('count', bearer(funded.key))).body.result!._meta![CREDITS_META_KEY]);
+
+    const replay = await fetch(`${base}/credits/topup?usd=1`, { method: 'POST', headers: { 'payment-signature': sent!.get('payment-signature')! } });
+    assert.equal(replay.status, 409);
+    assert.equal(((await replay.json()) as { error: string }).error, 'already_funded');
+    assert.equal(await balanceOf(funded.id), '980000');
+  });
+});
