@@ -20,7 +20,11 @@ export type CreditsRoutesOptions = {
   facilitator: Facilitator;
   network: Network;
   topup: { payTo: `0x${string}`; min: bigint; max: bigint };
+  /** Opens a Stripe Checkout Session for a key and a package; absent when Stripe is not configured. */
+  checkout?: (keyId: string, packageId: string) => Promise<Record<string, string>>;
 };
+
+const checkoutSchema = z.strictObject({ package: z.string().min(1).max(32) });
 
 const topupQuery = z.strictObject({ usd: usdPrice });
 
@@ -77,6 +81,16 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     if (!token) throw new CreditsError(404, 'token_not_found', `no budget token ${c.req.param('id')} on this key`);
     return c.json(publicToken(token));
   });
+
+  app.post('/checkout', async (c) => {
+    const payer = await requirePayer(c.req.raw.headers, true);
+    const { package: packageId } = await jsonBody(c, checkoutSchema);
+    if (!options.checkout) throw new CreditsError(503, 'stripe_not_configured', 'card top-ups are off here: the operator has not set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
+    return c.json(await options.checkout(payer.key.id, packageId), 201);
+  });
+  // Where Stripe sends the buyer back; the credits arrive with the webhook, not with this visit.
+  app.get('/checkout/done', (c) => c.json({ message: 'payment received; the credits appear on the key once Stripe confirms it (usually seconds)' }));
+  app.get('/checkout/cancelled', (c) => c.json({ message: 'checkout cancelled; nothing was charged' }));
 
   /**
    * USDC → credits. Without a payment: 402 with the x402 requirements for `?usd=`. With one: it is

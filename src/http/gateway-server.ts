@@ -3,7 +3,10 @@ import type { ChainConnection } from '../chain/connect.js';
 import type { Config } from '../config/schema.js';
 import type { Secrets } from '../config/secrets.js';
 import { createCredits } from '../rails/credits/credits.js';
+import { createCheckout } from '../rails/stripe/checkout.js';
+import { stripeClient } from '../rails/stripe/stripe-client.js';
 import { adminRoutes } from './admin-routes.js';
+import { stripeRoutes } from './stripe-routes.js';
 import { creditsRoutes } from './credits-routes.js';
 import { openFacilitator } from '../facilitator/open.js';
 import { createGateway } from '../gateway/gateway.js';
@@ -52,6 +55,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     : undefined;
 
   let hosts: string[] = [];
+  let url = '';
   const metrics = createMetrics();
   const app = createApp(logger);
   for (const endpoint of options.endpoints) {
@@ -76,7 +80,15 @@ export async function serveGateway(options: GatewayServerOptions) {
   if (credits) {
     const payTo = (config.credits.payTo as Address | undefined) ?? options.endpoints[0]!.payTo;
     const topup = { payTo, min: config.credits.topupMinUsd, max: config.credits.topupMaxUsd };
-    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: chain.network, topup }));
+    const { stripeSecretKey, stripeWebhookSecret: webhookSecret } = secrets;
+    const stripe = stripeSecretKey && webhookSecret ? stripeClient(stripeSecretKey, config.credits.stripeApiUrl) : undefined;
+    if (!stripe && (stripeSecretKey || webhookSecret)) logger.warn('card top-ups are off: set both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
+    const checkout = stripe
+      ? (keyId: string, packageId: string) =>
+          createCheckout({ stripe, credits: store.credits, packages: config.credits.packages, publicUrl: config.credits.publicUrl ?? url }, keyId, packageId)
+      : undefined;
+    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: chain.network, topup, ...(checkout ? { checkout } : {}) }));
+    if (stripe) app.route('/stripe', stripeRoutes({ stripe, webhookSecret: webhookSecret!, credits: store.credits, logger }));
     app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey }));
   }
   app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
@@ -91,6 +103,7 @@ export async function serveGateway(options: GatewayServerOptions) {
   app.route('/', healthRoutes({ client: chain.client, store }));
   app.route('/', metricsRoutes(metrics));
   const server = await listen(app, config.http);
+  url = server.url;
   const { port } = new URL(server.url);
   hosts = [new URL(server.url).host, `localhost:${port}`, `127.0.0.1:${port}`];
   return {

@@ -18,7 +18,11 @@ import { createMetrics } from '../../src/http/metrics.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createCredits } from '../../src/rails/credits/credits.js';
 import type { Store } from '../../src/store/store.js';
+import { createCheckout } from '../../src/rails/stripe/checkout.js';
+import { stripeClient } from '../../src/rails/stripe/stripe-client.js';
+import { stripeRoutes } from '../../src/http/stripe-routes.js';
 import { useSandbox } from '../helpers/chain.js';
+import { signedWebhook, startStripeApi } from '../helpers/stripe-api.js';
 
 const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
@@ -27,6 +31,9 @@ const servers: Listening[] = [];
 let executions = 0;
 let base = '';
 let store: Store;
+let stripeApi: Awaited<ReturnType<typeof startStripeApi>>;
+const WEBHOOK_SECRET = 'whsec_test_secret_for_turnpike';
+const stripe = () => stripeClient(stripeApi.apiKey, stripeApi.url);
 
 async function startUpstream() {
   const app = new Hono();
@@ -107,13 +114,17 @@ describe('credits rail through the gateway', () => {
       }),
     );
     const topup = { payTo: chain.sandbox.accounts.payees[0]!.address, min: 1_000_000n, max: 100_000_000n };
-    app.route('/credits', creditsRoutes({ credits, store, facilitator: opened.facilitator, network: networks.local, topup }));
+    stripeApi = await startStripeApi();
+    const packages = { '10': { priceUsd: 10_000_000n, creditsUsd: 11_000_000n } };
+    const checkout = (keyId: string, pack: string) => createCheckout({ stripe: stripe(), credits: store.credits, packages, publicUrl: base }, keyId, pack);
+    app.route('/credits', creditsRoutes({ credits, store, facilitator: opened.facilitator, network: networks.local, topup, checkout }));
+    app.route('/stripe', stripeRoutes({ stripe: stripe(), webhookSecret: WEBHOOK_SECRET, credits: store.credits, logger }));
     app.route('/admin', adminRoutes({ credits, store, adminKey: ADMIN }));
     const server = await listen(app, { host: '127.0.0.1', port: 0 });
     servers.push(server);
     base = server.url;
   });
-  after(() => Promise.all(servers.map((s) => s.close())));
+  after(() => Promise.all([...servers.map((s) => s.close()), stripeApi.close()]));
 
   test('the admin API needs the admin key, and shows a new key’s secret once', async () => {
     assert.equal((await admin('/keys', undefined, 'wrong')).status, 401);
@@ -252,5 +263,66 @@ describe('credits rail through the gateway', () => {
     assert.equal(replay.status, 409);
     assert.equal(((await replay.json()) as { error: string }).error, 'already_funded');
     assert.equal(await balanceOf(funded.id), '980000');
+  });
+
+  describe('Stripe top-ups (the official SDK against a local Stripe-shaped API)', () => {
+    const deliver = (payload: string, signature = signedWebhook(stripe(), payload, WEBHOOK_SECRET)) =>
+      fetch(`${base}/stripe/webhook`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body: payload });
+    async function checkoutFor(key: string) {
+      const res = await fetch(`${base}/credits/checkout`, { method: 'POST', headers: { ...bearer(key), 'content-type': 'application/json' }, body: JSON.stringify({ package: '10' }) });
+      assert.equal(res.status, 201);
+      return (await res.json()) as { id: string; url: string };
+    }
+
+    test('checkout opens a payment-mode session bound to the key; unknown packages are 400', async () => {
+      const { id, key } = await newKey('0.01');
+      const session = await checkoutFor(key);
+      assert.match(session.url, /^https:\/\/checkout\.stripe\.com\//);
+      const sent = stripeApi.requests.find((r) => r.path === '/v1/checkout/sessions')!.body as Record<string, unknown> & { metadata: Record<string, string> };
+      assert.equal(sent.mode, 'payment');
+      assert.equal(sent.client_reference_id, id);
+      assert.equal(sent.metadata.key_id, id);
+      const bad = await fetch(`${base}/credits/checkout`, { method: 'POST', headers: { ...bearer(key), 'content-type': 'application/json' }, body: JSON.stringify({ package: 'nope' }) });
+      assert.equal(bad.status, 400);
+      assert.equal(((await bad.json()) as { error: string }).error, 'package_unknown');
+    });
+
+    test('a paid session is credited exactly once: duplicate deliveries, both events, any order', async () => {
+      const { id, key } = await newKey('0.01');
+      const session = await checkoutFor(key);
+      const unpaid = stripeApi.event('checkout.session.completed', stripeApi.complete(session.id, 'unpaid'));
+      const succeeded = stripeApi.event('checkout.session.async_payment_succeeded', stripeApi.complete(session.id, 'paid'));
+      const completed = stripeApi.event('checkout.session.completed', stripeApi.complete(session.id, 'paid'));
+      const outcome = async (payload: string) => ((await (await deliver(payload)).json()) as { outcome: string }).outcome;
+      assert.equal(await outcome(unpaid.payload), 'ignored');
+      assert.equal(await balanceOf(id), '10000');
+      const first = await Promise.all([outcome(succeeded.payload), outcome(succeeded.payload), outcome(completed.payload)]);
+      assert.deepEqual(first.sort(), ['credited', 'duplicate_event', 'duplicate_session']);
+      assert.equal(await outcome(completed.payload), 'duplicate_event');
+      assert.equal(await balanceOf(id), '11010000');
+      const topups = (await ledgerOf(id)).filter((e) => e.kind === 'topup');
+      assert.equal(topups.length, 2);
+    });
+
+    test('bad or stale signatures are 400 and credit nothing; other events are acknowledged', async () => {
+      const { id, key } = await newKey('0.01');
+      const session = await checkoutFor(key);
+      const paid = stripeApi.event('checkout.session.completed', stripeApi.complete(session.id));
+      const tampered = paid.payload.replace('"paid"', '"paid" ');
+      assert.equal((await deliver(tampered, signedWebhook(stripe(), paid.payload, WEBHOOK_SECRET))).status, 400);
+      assert.equal((await deliver(paid.payload, signedWebhook(stripe(), paid.payload, 'whsec_someone_else'))).status, 400);
+      const stale = signedWebhook(stripe(), paid.payload, WEBHOOK_SECRET, Math.floor(Date.now() / 1000) - 3600);
+      const replayed = await deliver(paid.payload, stale);
+      assert.equal(replayed.status, 400);
+      assert.equal(((await replayed.json()) as { error: string }).error, 'signature_invalid');
+      assert.equal((await fetch(`${base}/stripe/webhook`, { method: 'POST', body: paid.payload })).status, 400);
+      assert.equal(await balanceOf(id), '10000');
+      const other = stripeApi.event('customer.created', { id: 'cus_1', object: 'customer' });
+      const ack = await deliver(other.payload);
+      assert.equal(ack.status, 200);
+      assert.equal(((await ack.json()) as { outcome: string }).outcome, 'ignored');
+      assert.equal((await deliver(paid.payload)).status, 200);
+      assert.equal(await balanceOf(id), '11010000');
+    });
   });
 });

@@ -6,7 +6,7 @@
 export class CreditsError extends Error {
   override name = 'CreditsError';
   constructor(
-    readonly status: 400 | 401 | 402 | 403 | 404 | 409,
+    readonly status: 400 | 401 | 402 | 403 | 404 | 409 | 503,
     readonly code: string,
     message: string,
     readonly details: Record<string, unknown> = {},

@@ -1,0 +1,53 @@
+import type Stripe from 'stripe';
+import { atomicToUsd } from '../../gateway/pricing.js';
+import type { CreditStore } from '../../store/credits.js';
+import { CreditsError } from '../credits/errors.js';
+
+export type CreditPackage = { priceUsd: bigint; creditsUsd: bigint };
+
+/**
+ * Opens a Stripe Checkout Session (payment mode) for a credit package, bound to the key by
+ * `client_reference_id` and metadata, and records what it will credit: the webhook credits from
+ * this record, not from anything the event says.
+ *
+ * @example const { url } = await createCheckout({ stripe, store, packages, publicUrl }, keyId, '10');
+ */
+export async function createCheckout(
+  deps: { stripe: Stripe; credits: CreditStore; packages: Record<string, CreditPackage>; publicUrl: string },
+  keyId: string,
+  packageId: string,
+) {
+  const pack = deps.packages[packageId];
+  if (!pack) {
+    throw new CreditsError(400, 'package_unknown', `no credit package "${packageId}"`, { packages: Object.keys(deps.packages) });
+  }
+  const cents = pack.priceUsd / 10_000n;
+  let session: Stripe.Checkout.Session;
+  try {
+    session = await deps.stripe.checkout.sessions.create({
+      mode: 'payment',
+      line_items: [
+        {
+          quantity: 1,
+          price_data: { currency: 'usd', unit_amount: Number(cents), product_data: { name: `${atomicToUsd(pack.creditsUsd)} USD of API credits` } },
+        },
+      ],
+      client_reference_id: keyId,
+      metadata: { key_id: keyId, package: packageId, credits: pack.creditsUsd.toString() },
+      success_url: `${deps.publicUrl}/credits/checkout/done?session_id={CHECKOUT_SESSION_ID}`,
+      cancel_url: `${deps.publicUrl}/credits/checkout/cancelled`,
+    });
+  } catch (error) {
+    throw new CreditsError(503, 'stripe_unavailable', `Stripe did not open a Checkout Session: ${(error as Error).message}; retry later`);
+  }
+  if (!session.url || session.amount_total === null) throw new CreditsError(503, 'stripe_unavailable', 'Stripe answered a session without a URL or amount; retry later');
+  await deps.credits.recordCheckout({
+    sessionId: session.id,
+    keyId,
+    package: packageId,
+    credits: pack.creditsUsd,
+    amountTotal: BigInt(session.amount_total),
+    currency: session.currency ?? 'usd',
+  });
+  return { id: session.id, url: session.url, package: packageId, priceUsd: atomicToUsd(pack.priceUsd), creditsUsd: atomicToUsd(pack.creditsUsd) };
+}

@@ -1,0 +1,46 @@
+import type { Logger } from 'pino';
+import Stripe from 'stripe';
+import type { CreditStore, StripeEventOutcome } from '../../store/credits.js';
+import { CreditsError } from '../credits/errors.js';
+
+/** How old a signed delivery may be: Stripe's own default, against replays of captured events. */
+export const WEBHOOK_TOLERANCE_SECONDS = 300;
+
+/**
+ * Handles one Stripe webhook delivery: the signature is checked on the raw body first (a bad or
+ * stale one is a 400 and changes nothing); a paid `checkout.session.completed` or
+ * `checkout.session.async_payment_succeeded` credits its session's key once, whatever the order
+ * or number of deliveries; every other event is acknowledged and recorded.
+ *
+ * @example const outcome = await handleStripeWebhook(deps, await c.req.text(), c.req.header('stripe-signature'));
+ */
+export async function handleStripeWebhook(
+  deps: { stripe: Stripe; webhookSecret: string; credits: CreditStore; logger: Logger },
+  rawBody: string,
+  signature: string | undefined,
+): Promise<{ event: string; type: string; outcome: StripeEventOutcome }> {
+  if (!signature) throw new CreditsError(400, 'signature_missing', 'a Stripe webhook needs its Stripe-Signature header');
+  let event: Stripe.Event;
+  try {
+    event = await deps.stripe.webhooks.constructEventAsync(rawBody, signature, deps.webhookSecret, WEBHOOK_TOLERANCE_SECONDS);
+  } catch (error) {
+    if (error instanceof Stripe.errors.StripeSignatureVerificationError) {
+      throw new CreditsError(400, 'signature_invalid', `the Stripe signature does not verify: ${error.message.split('\n')[0]}`);
+    }
+    throw new CreditsError(400, 'event_malformed', 'the body is not a Stripe event');
+  }
+  const session =
+    (event.type === 'checkout.session.completed' && event.data.object.payment_status === 'paid') ||
+    event.type === 'checkout.session.async_payment_succeeded'
+      ? event.data.object
+      : undefined;
+  if (!session || session.mode !== 'payment') {
+    await deps.credits.ignoreEvent({ eventId: event.id, type: event.type });
+    return { event: event.id, type: event.type, outcome: 'ignored' };
+  }
+  const outcome = await deps.credits.completeCheckout({ eventId: event.id, type: event.type, sessionId: session.id, amountTotal: BigInt(session.amount_total ?? -1) });
+  const log = { event: event.id, type: event.type, session: session.id, outcome };
+  if (outcome === 'unknown_session' || outcome === 'amount_mismatch') deps.logger.error(log, 'Stripe event not credited');
+  else deps.logger.info(log, 'Stripe event');
+  return { event: event.id, type: event.type, outcome };
+}

@@ -1,0 +1,123 @@
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type Stripe from 'stripe';
+
+type Session = Record<string, unknown> & { id: string; amount_total: number; metadata: Record<string, string> };
+
+/** Stripe's form encoding (`a[b][0][c]=v`) back into nested objects; numeric keys make arrays. */
+export function parseStripeForm(body: string): Record<string, unknown> {
+  const root: Record<string, unknown> = {};
+  for (const [name, value] of new URLSearchParams(body)) {
+    const keys = name.split(/\[|\]\[|\]/).filter((k) => k !== '');
+    let node: Record<string, unknown> = root;
+    keys.forEach((key, i) => {
+      if (i === keys.length - 1) node[key] = value;
+      else node = (node[key] ??= /^\d+$/.test(keys[i + 1]!) ? [] : {}) as Record<string, unknown>;
+    });
+  }
+  return root;
+}
+
+const stripeError = (res: http.ServerResponse, status: number, message: string, param?: string) => {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ error: { type: 'invalid_request_error', message, ...(param ? { param } : {}) } }));
+};
+
+/**
+ * The few Stripe API endpoints turnpike calls, answered in Stripe's documented shapes, on a local
+ * port, for the official SDK to talk to (Stripe itself is unreachable from tests).
+ */
+export async function startStripeApi() {
+  const apiKey = `sk_test_${randomBytes(12).toString('hex')}`;
+  const sessions = new Map<string, Session>();
+  const byIdempotencyKey = new Map<string, Session>();
+  const requests: { method: string; path: string; body: Record<string, unknown> }[] = [];
+
+  const server = http.createServer((req, res) => {
+    let text = '';
+    req.on('data', (c: Buffer) => (text += c.toString()));
+    req.on('end', () => {
+      const body = parseStripeForm(text);
+      const path = (req.url ?? '').split('?')[0]!;
+      requests.push({ method: req.method!, path, body });
+      if (req.headers.authorization !== `Bearer ${apiKey}`) return stripeError(res, 401, 'Invalid API Key provided');
+      const send = (object: unknown) => {
+        res.writeHead(200, { 'content-type': 'application/json', 'request-id': `req_${randomBytes(6).toString('hex')}` });
+        res.end(JSON.stringify(object));
+      };
+      if (req.method === 'POST' && path === '/v1/checkout/sessions') {
+        const idempotencyKey = req.headers['idempotency-key'] as string | undefined;
+        const earlier = idempotencyKey && byIdempotencyKey.get(idempotencyKey);
+        if (earlier) return send(earlier);
+        if (body.mode !== 'payment' && body.mode !== 'subscription') return stripeError(res, 400, 'Missing required param: mode.', 'mode');
+        if (!body.success_url) return stripeError(res, 400, 'Missing required param: success_url.', 'success_url');
+        const items = (body.line_items ?? []) as { quantity: string; price_data: { currency: string; unit_amount: string } }[];
+        if (items.length === 0) return stripeError(res, 400, 'Missing required param: line_items.', 'line_items');
+        const id = `cs_test_${randomBytes(12).toString('hex')}`;
+        const session: Session = {
+          id,
+          object: 'checkout.session',
+          url: `https://checkout.stripe.com/c/pay/${id}`,
+          mode: body.mode,
+          status: 'open',
+          payment_status: 'unpaid',
+          amount_total: items.reduce((sum, i) => sum + Number(i.price_data.unit_amount) * Number(i.quantity), 0),
+          currency: items[0]!.price_data.currency,
+          metadata: (body.metadata ?? {}) as Record<string, string>,
+          client_reference_id: body.client_reference_id ?? null,
+          customer: null,
+          created: Math.floor(Date.now() / 1000),
+          livemode: false,
+          success_url: body.success_url,
+          cancel_url: body.cancel_url ?? null,
+        };
+        sessions.set(id, session);
+        if (idempotencyKey) byIdempotencyKey.set(idempotencyKey, session);
+        return send(session);
+      }
+      const match = /^\/v1\/checkout\/sessions\/([\w]+)$/.exec(path);
+      if (req.method === 'GET' && match) {
+        const session = sessions.get(match[1]!);
+        return session ? send(session) : stripeError(res, 404, `No such checkout.session: '${match[1]}'`, 'id');
+      }
+      stripeError(res, 404, `Unrecognized request URL (${req.method}: ${path})`);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    apiKey,
+    sessions,
+    requests,
+    /** What Stripe does when the buyer pays: the session completes. */
+    complete(sessionId: string, paymentStatus: 'paid' | 'unpaid' = 'paid'): Session {
+      const session = sessions.get(sessionId)!;
+      Object.assign(session, { status: 'complete', payment_status: paymentStatus });
+      return { ...session };
+    },
+    /** A Stripe Event as Stripe would deliver it. */
+    event(type: string, object: object, options: { id?: string; created?: number } = {}) {
+      const id = options.id ?? `evt_${randomBytes(12).toString('hex')}`;
+      const payload = JSON.stringify({
+        id,
+        object: 'event',
+        api_version: '2026-10-28.endive',
+        created: options.created ?? Math.floor(Date.now() / 1000),
+        type,
+        data: { object },
+        livemode: false,
+        pending_webhooks: 1,
+        request: { id: null, idempotency_key: null },
+      });
+      return { id, payload };
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** The `Stripe-Signature` header for a payload, made by the SDK's own test helper. */
+export const signedWebhook = (stripe: Stripe, payload: string, secret: string, timestamp?: number) =>
+  stripe.webhooks.generateTestHeaderString({ payload, secret, ...(timestamp !== undefined ? { timestamp } : {}) });
