@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { z } from 'zod';
-import { type Credits, newKeySchema, publicEntry, publicKey, topupSchema } from '../rails/credits/credits.js';
+import { type Credits, newKeySchema, publicEntry, publicKey, statusAfter, topupSchema } from '../rails/credits/credits.js';
 import { CreditsError } from '../rails/credits/errors.js';
 import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
@@ -39,43 +39,24 @@ export function adminRoutes({ credits, store, adminKey }: { credits: Credits; st
   const app = new Hono();
   app.use(adminAuth(adminKey));
 
-  const keyOr404 = async (id: string) => {
-    const key = await store.credits.key(id);
-    if (!key) throw new CreditsError(404, 'key_not_found', `no API key ${id}`);
-    return key;
-  };
-
   app.post('/keys', async (c) => {
     const { usd, ...input } = await jsonBody(c, newKeySchema);
     const { secret, key } = await credits.createKey(input, usd ? { amount: usd, reason: 'initial balance', idempotencyKey: newId('create') } : undefined);
     return c.json({ ...publicKey(key), key: secret, note: 'store the key now: it is not shown again' }, 201);
   });
   app.get('/keys', async (c) => c.json({ keys: (await store.credits.keys()).map(publicKey) }));
-  app.get('/keys/:id', async (c) => c.json(publicKey(await keyOr404(c.req.param('id')))));
+  app.get('/keys/:id', async (c) => c.json(publicKey(await credits.keyById(c.req.param('id')))));
   app.get('/keys/:id/ledger', async (c) => {
-    const key = await keyOr404(c.req.param('id'));
+    const key = await credits.keyById(c.req.param('id'));
     const entries = await store.credits.history(key.id, query(c, pageSchema));
     return c.json({ entries: entries.map(publicEntry) });
   });
   app.post('/keys/:id/topup', async (c) => {
-    const key = await keyOr404(c.req.param('id'));
-    if (key.status === 'revoked') throw new CreditsError(409, 'key_revoked', 'a revoked key cannot be topped up');
-    const input = await jsonBody(c, topupSchema);
-    const credited = await store.credits.credit({
-      keyId: key.id,
-      kind: 'topup',
-      amount: input.usd,
-      reason: input.reason,
-      idempotencyKey: `admin:${key.id}:${input.idempotencyKey}`,
-    });
+    const credited = await credits.topUp(c.req.param('id'), await jsonBody(c, topupSchema));
     return c.json({ applied: credited.applied, entry: publicEntry(credited.entry), balance: credited.balance.toString() }, credited.applied ? 201 : 200);
   });
-  for (const [action, status] of [['suspend', 'suspended'], ['resume', 'active'], ['revoke', 'revoked']] as const) {
-    app.post(`/keys/:id/${action}`, async (c) => {
-      const key = await keyOr404(c.req.param('id'));
-      if (key.status === 'revoked') throw new CreditsError(409, 'key_revoked', 'the key is revoked, which is final');
-      return c.json(publicKey((await store.credits.setStatus(key.id, status))!));
-    });
+  for (const action of Object.keys(statusAfter) as (keyof typeof statusAfter)[]) {
+    app.post(`/keys/:id/${action}`, async (c) => c.json(publicKey(await credits.changeStatus(c.req.param('id'), action))));
   }
   return app;
 }

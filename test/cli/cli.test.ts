@@ -182,5 +182,31 @@ describe('turnpike CLI (built)', () => {
     assert.match(result.stderr, /servers\.0\.payTo/);
     assert.match(result.stderr, /servers\.0\.price .*6 decimals/);
   });
-});
 
+  test('keys: create, top up (once per idempotency key), suspend, and clear errors for bad flags', async () => {
+    const data = ['--data-dir', path.join(dir, 'keys')];
+    const created = await turnpike(['keys', '--create', 'agent-1', '--usd', '2.50', '--tool', 'search', ...data]).done;
+    assert.equal(created.code, 0, created.stderr);
+    const key = JSON.parse(created.stdout) as { id: string; key: string; balance: string; scope: unknown };
+    assert.match(key.key, /^tp_/);
+    assert.equal(key.balance, '2500000');
+    assert.deepEqual(key.scope, { tools: ['search'] });
+    for (let i = 0; i < 2; i++) {
+      const topped = await turnpike(['keys', '--topup', key.id, '--usd', '1', '--idempotency-key', 'invoice-7', ...data]).done;
+      assert.equal(topped.code, 0, topped.stderr);
+      assert.equal((JSON.parse(topped.stdout) as { applied: boolean }).applied, i === 0);
+    }
+    const suspended = JSON.parse((await turnpike(['keys', '--suspend', key.id, ...data]).done).stdout) as { status: string; balance: string };
+    assert.deepEqual([suspended.status, suspended.balance], ['suspended', '3500000']);
+    const listed = await turnpike(['keys', '--list', ...data]).done;
+    assert.ok(!listed.stdout.includes(key.key));
+    const bad = await turnpike(['keys', '--create', 'x', '--usd', '1.0000001', ...data]).done;
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--usd: .*6 decimals/);
+    const two = await turnpike(['keys', '--list', '--revoke', key.id, ...data]).done;
+    assert.equal(two.code, 2);
+    const unknown = await turnpike(['keys', '--show', 'key_nope', ...data]).done;
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /no API key key_nope/);
+  });
+});

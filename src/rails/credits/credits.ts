@@ -39,6 +39,8 @@ export const mintTokenSchema = z.strictObject({
   ttlSeconds: z.number().int().positive().max(MAX_TOKEN_SECONDS, `at most ${MAX_TOKEN_SECONDS} seconds (24 h)`).default(3600),
 });
 
+export const statusAfter = { suspend: 'suspended', resume: 'active', revoke: 'revoked' } as const;
+
 /** Who is paying: a key, possibly through one of its budget tokens. */
 export type Payer = { key: KeyRecord; token?: BudgetToken };
 
@@ -139,6 +141,13 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     return key;
   }
 
+  /** The key, or a 404 that names it. */
+  async function keyById(id: string): Promise<KeyRecord> {
+    const key = await ledger.key(id);
+    if (!key) throw new CreditsError(404, 'key_not_found', `no API key ${id}`);
+    return key;
+  }
+
   function usable(key: KeyRecord, now: number) {
     if (key.status === 'revoked') throw new CreditsError(401, 'key_revoked', refusals.key_revoked.message);
     if (key.status === 'suspended') throw new CreditsError(403, 'key_suspended', refusals.key_suspended.message);
@@ -195,6 +204,22 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
         throw new CreditsError(409, 'already_funded', `this funding already created key ${created.entry.keyId}, shown once then`, { keyId: created.entry.keyId });
       }
       return { secret, key: created.key };
+    },
+
+    keyById,
+
+    /** An operator's top-up: once per idempotency key, never onto a revoked key. */
+    async topUp(id: string, input: z.output<typeof topupSchema>) {
+      const key = await keyById(id);
+      if (key.status === 'revoked') throw new CreditsError(409, 'key_revoked', 'a revoked key cannot be topped up');
+      return ledger.credit({ keyId: key.id, kind: 'topup', amount: input.usd, reason: input.reason, idempotencyKey: `admin:${key.id}:${input.idempotencyKey}` });
+    },
+
+    /** Suspends, resumes or revokes a key; revoking is final. */
+    async changeStatus(id: string, action: keyof typeof statusAfter): Promise<KeyRecord> {
+      const key = await keyById(id);
+      if (key.status === 'revoked') throw new CreditsError(409, 'key_revoked', 'the key is revoked, which is final');
+      return (await ledger.setStatus(key.id, statusAfter[action]))!;
     },
 
     /** Mints a budget token for a sub-agent: at most 24 h, a cap, optionally a narrower scope. */
