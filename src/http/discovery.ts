@@ -12,7 +12,10 @@ export type PaidEndpoint = {
   tools: () => Promise<ToolInfo[]>;
 };
 
-export type DiscoveryOptions = { network: Network; endpoints: PaidEndpoint[]; facilitatorPath: string };
+/** The credits rail as discovery describes it; absent when it is off. */
+export type CreditsOffer = { topupMin: bigint; topupMax: bigint; packages: Record<string, { priceUsd: bigint; creditsUsd: bigint }>; stripe: boolean };
+
+export type DiscoveryOptions = { network: Network; endpoints: PaidEndpoint[]; facilitatorPath: string; credits?: CreditsOffer };
 
 /** Version of the `/.well-known/mcp-payment` document; bumped on any incompatible change. */
 export const DISCOVERY_VERSION = 1;
@@ -40,7 +43,7 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
     return {
       url: `${origin}${endpoint.path}`,
       transport: 'streamable-http',
-      rails: ['x402'],
+      rails: options.credits ? ['x402', 'credits'] : ['x402'],
       x402: {
         scheme: 'exact',
         network: network.caip2,
@@ -52,6 +55,7 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
         facilitator: `${origin}${options.facilitatorPath}`,
         challenge: 'MCP tool result (x402 v2 PaymentRequired); pay in params._meta["x402/payment"]',
       },
+      ...(options.credits ? { credits: creditsOf(origin, options.credits) } : {}),
       defaultPrice: price(endpoint.prices.default),
       tools: [...named].sort().map((name) => ({
         name,
@@ -59,6 +63,27 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
         ...(descriptions.get(name) ? { description: descriptions.get(name) } : {}),
       })),
       ...(toolsError ? { toolsError } : {}),
+    };
+  }
+
+  function creditsOf(origin: string, credits: CreditsOffer) {
+    return {
+      unit: 'micro-USD (1 = one USDC atomic unit)',
+      authorization: 'Authorization: Bearer tp_… (API key) or a budget token; or X-API-Key: tp_…',
+      receipt: 'result._meta["turnpike/credits"] and the X-Credits-Remaining header',
+      balance: `${origin}/credits/balance`,
+      topup: {
+        x402: { url: `${origin}/credits/topup?usd=<amount>`, min: price(credits.topupMin), max: price(credits.topupMax) },
+        ...(credits.stripe
+          ? {
+              checkout: {
+                url: `${origin}/credits/checkout`,
+                packages: Object.entries(credits.packages).map(([id, p]) => ({ id, priceUsd: atomicToUsd(p.priceUsd), creditsUsd: atomicToUsd(p.creditsUsd) })),
+              },
+            }
+          : {}),
+      },
+      budgetTokens: `${origin}/credits/tokens`,
     };
   }
 

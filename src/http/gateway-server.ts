@@ -98,6 +98,16 @@ export async function serveGateway(options: GatewayServerOptions) {
       network: chain.network,
       endpoints: options.endpoints.map((e) => ({ path: e.path, prices: e.prices, payTo: e.payTo, tools: upstreamTools(e.upstream) })),
       facilitatorPath: '/facilitator',
+      ...(credits
+        ? {
+            credits: {
+              topupMin: config.credits.topupMinUsd,
+              topupMax: config.credits.topupMaxUsd,
+              packages: config.credits.packages,
+              stripe: Boolean(secrets.stripeSecretKey && secrets.stripeWebhookSecret),
+            },
+          }
+        : {}),
     }),
   );
   app.route('/', healthRoutes({ client: chain.client, store }));

@@ -163,8 +163,13 @@ describe('turnpike CLI (built)', () => {
     }
     const base = /listening on (\S+)/.exec(run.stdout())![1]!;
     const doc = (await (await fetch(`${base}/.well-known/mcp-payment`)).json()) as {
-      endpoints: { url: string; x402: { payTo: string }; tools: { name: string; usd: string }[] }[];
+      endpoints: { url: string; rails: string[]; x402: { payTo: string }; credits: { topup: Record<string, unknown> }; tools: { name: string; usd: string }[] }[];
     };
+    assert.deepEqual(doc.endpoints[0]!.rails, ['x402', 'credits']);
+    // Without Stripe secrets only the USDC top-up is offered, and checkout says why it is off.
+    assert.deepEqual(Object.keys(doc.endpoints[0]!.credits.topup), ['x402']);
+    const checkout = await fetch(`${base}/credits/checkout`, { method: 'POST', headers: { authorization: 'Bearer tp_unknown' } });
+    assert.equal(checkout.status, 401);
     assert.deepEqual(doc.endpoints.map((e) => e.url), [`${base}/mcp/docs`, `${base}/mcp/notes`]);
     const price = (i: number, tool: string) => doc.endpoints[i]!.tools.find((t) => t.name === tool)?.usd;
     assert.deepEqual([price(0, 'read_text_file'), price(0, 'list_allowed_directories'), price(1, 'read_text_file')], ['0.02', '0', '0.5']);
