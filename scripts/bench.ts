@@ -4,6 +4,7 @@
  */
 import os from 'node:os';
 import { startSandbox } from '../src/chain/sandbox/sandbox.js';
+import { benchCredits } from './bench/credits.js';
 import { benchFacilitator } from './bench/facilitator.js';
 import { benchProxy } from './bench/proxy.js';
 import { benchSandbox } from './bench/sandbox.js';
@@ -18,6 +19,7 @@ if (!only || only === 'sandbox') rows.push(...(await benchSandbox(10, progress))
 for (const [name, bench] of [
   ['facilitator', benchFacilitator],
   ['proxy', benchProxy],
+  ['credits', benchCredits],
 ] as const) {
   if (only && only !== name) continue;
   const sandbox = await startSandbox({ payers: 32 });

@@ -4,7 +4,6 @@
  * concurrency 16. Each call's own settlement wait is measured and taken out of that call's
  * latency, so "added" is turnpike's own cost.
  */
-import http from 'node:http';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,50 +23,10 @@ import { createMetrics } from '../../src/http/metrics.js';
 import { createLogger } from '../../src/log/logger.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { startChild } from './child.js';
+import { callBody, closeLoad, drive, post } from './mcp-load.js';
 import { type Row, summarize } from './stats.js';
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
-
-function post(url: string, body: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      url,
-      { method: 'POST', agent, headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' } },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (text += c));
-        res.on('end', () => resolve(text));
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
 const nonceOf = (payment: unknown) => (payment as { payload: { authorization: { nonce: string } } }).payload.authorization.nonce;
-
-const callBody = (tool: string, args: object, payment?: unknown) =>
-  JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: args, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) } });
-
-async function drive(url: string, bodies: string[], concurrency: number) {
-  // Indexed by body, so a call's own settlement wait can be taken out of its own latency.
-  const latencies = new Array<number>(bodies.length);
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < bodies.length) {
-        const index = next++;
-        const t = performance.now();
-        const answer = await post(url, bodies[index]!);
-        latencies[index] = performance.now() - t;
-        if (answer.includes('"isError":true') || answer.includes('"error"')) throw new Error(`bench call failed: ${answer.slice(0, 300)}`);
-      }
-    }),
-  );
-  return { ...summarize(latencies), latencies, perSecond: bodies.length / ((performance.now() - started) / 1000) };
-}
 
 export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void): Promise<Row[]> {
   const logger = createLogger({ level: 'silent', format: 'json' });
@@ -164,7 +123,7 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
     await gateway.close();
     await upstream.close();
     await store.close();
-    agent.destroy();
+    closeLoad();
   }
   return rows;
 }

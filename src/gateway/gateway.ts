@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { type Context, Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
+import { bodyLimit } from '../http/body-limit.js';
 import type { Logger } from 'pino';
 import type { Address } from 'viem';
 import type { Network } from '../chain/networks.js';

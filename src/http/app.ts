@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
+import { UpstreamError } from '../gateway/upstream.js';
 import { CreditsError } from '../rails/credits/errors.js';
 
 /**
@@ -12,6 +13,10 @@ export function createApp(logger: Logger): Hono {
   app.notFound((c) => c.json({ error: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => {
     if (error instanceof CreditsError) return c.json(error.toJSON(), error.status);
+    if (error instanceof UpstreamError) {
+      logger.warn({ err: error, path: c.req.path }, 'upstream failed');
+      return c.json({ jsonrpc: '2.0', id: null, error: { code: -32603, message: 'the MCP server behind this gateway did not answer; retry later' } }, 502);
+    }
     logger.error({ err: error, path: c.req.path }, 'unhandled error');
     return c.json({ error: 'internal_error', message: 'turnpike failed to handle this request', retryable: true }, 500);
   });

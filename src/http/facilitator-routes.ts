@@ -1,5 +1,5 @@
 import { Hono, type Context } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
+import { bodyLimit } from './body-limit.js';
 import type { Logger } from 'pino';
 import { FacilitatorUnavailableError } from '../facilitator/errors.js';
 import type { Facilitator } from '../facilitator/facilitator.js';
