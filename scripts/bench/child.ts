@@ -5,10 +5,13 @@ import { fileURLToPath } from 'node:url';
 
 /**
  * Starts a bench server script (next to this file) in its own Node process, so it gets its own
- * event loop as it would in production, and waits for the one JSON line with its URL.
+ * event loop as it would in production, and waits for the one JSON line with its URL (and
+ * whatever else it needs to tell, in `ready`).
  */
-export async function startChild(script: string, args: string[]): Promise<{ url: string; close(): Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL(script, import.meta.url)), ...args], {
+export async function startChild(script: string, args: string[]): Promise<{ url: string; ready: Record<string, string>; close(): Promise<void> }> {
+  // BENCH_CPU_PROF=<dir> writes a CPU profile of each server process there when it stops.
+  const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', fileURLToPath(new URL(script, import.meta.url)), ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = once(child, 'exit');
@@ -16,5 +19,6 @@ export async function startChild(script: string, args: string[]): Promise<{ url:
     once(createInterface({ input: child.stdout }), 'line'),
     exited.then(([code]) => Promise.reject(new Error(`bench server ${script} exited with ${code} before it was ready`))),
   ])) as [string];
-  return { url: (JSON.parse(line) as { url: string }).url, close: async () => void (child.kill(), await exited) };
+  const ready = JSON.parse(line) as { url: string } & Record<string, string>;
+  return { url: ready.url, ready, close: async () => void (child.kill(), await exited) };
 }

@@ -1,0 +1,49 @@
+/**
+ * The credits bench's gateway, alone in its process as in production: SQLite store at argv[4],
+ * the trivial upstream at argv[2], the sandbox at argv[3]. Prints `{"url", "key"}` when ready.
+ */
+import { createPublicClient } from 'viem';
+import { networks } from '../../src/chain/networks.js';
+import { rpcTransport } from '../../src/chain/rpc-transport.js';
+import { createFacilitator } from '../../src/facilitator/facilitator.js';
+import { createGateway } from '../../src/gateway/gateway.js';
+import { priceTableSchema } from '../../src/gateway/pricing.js';
+import { createApp } from '../../src/http/app.js';
+import { listen } from '../../src/http/listen.js';
+import { createMetrics } from '../../src/http/metrics.js';
+import { createLogger } from '../../src/log/logger.js';
+import { createCredits } from '../../src/rails/credits/credits.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+
+
+const [upstreamUrl, rpcUrl, dbPath, relayerKey] = process.argv.slice(2) as [string, string, string, `0x${string}`];
+const logger = createLogger({ level: 'silent', format: 'json' });
+const store = await openSqliteStore({ path: dbPath });
+const client = createPublicClient({ chain: networks.local.viemChain, transport: rpcTransport(rpcUrl) });
+const facilitator = createFacilitator({ network: networks.local, client, journal: store.journal, relayerKeys: [relayerKey] });
+const credits = createCredits({ store, tokenSecret: await store.instanceSecret('budget-tokens') });
+const { secret } = await credits.createKey({ name: 'bench' }, { amount: 1_000_000_000_000n, reason: 'bench', idempotencyKey: 'bench' });
+let url = '';
+const app = createApp(logger);
+app.route(
+  '/mcp',
+  createGateway({
+    upstream: { url: upstreamUrl, headers: {}, timeoutMs: 30_000 },
+    prices: priceTableSchema.parse({ default: '0.001' }),
+    payTo: '0x00000000000000000000000000000000000000aa',
+    network: networks.local,
+    facilitator,
+    challenge: 'tool-result',
+    bodyLimitBytes: 1 << 20,
+    allowedHosts: () => [new URL(url).host],
+    logger,
+    metrics: createMetrics(),
+    server: 'bench',
+    credits: { credits, store },
+  }),
+);
+const server = await listen(app, { host: '127.0.0.1', port: 0 });
+url = server.url;
+process.stdout.write(`${JSON.stringify({ url: `${server.url}/mcp`, key: secret })}\n`);
+// A clean exit on the bench's SIGTERM, so a --cpu-prof of this process gets written.
+process.on('SIGTERM', () => void server.close().then(() => store.close()).finally(() => process.exit(0)));
