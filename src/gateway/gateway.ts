@@ -12,15 +12,14 @@ import { type Credits, type Payer, refusalError } from '../rails/credits/credits
 import { CreditsError } from '../rails/credits/errors.js';
 import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
-import { PaymentDecodeError, decodePayment, encodeHeader } from '../x402/codec.js';
+import { PaymentDecodeError, encodeHeader } from '../x402/codec.js';
 import type { FacilitatorRequest, SettleResponse } from '../x402/schemas.js';
 import {
   type ToolOffer,
   challengeResponse,
   challengeResult,
+  paymentRequestFor,
   paymentRequired,
-  requirementsV1,
-  requirementsV2,
 } from './payment-required.js';
 import { type PriceTable, atomicToUsd, priceOf } from './pricing.js';
 import { type Message, type ToolResult, rewrite, rpcError, rpcResult } from './jsonrpc.js';
@@ -180,11 +179,7 @@ export function createGateway(options: GatewayOptions): Hono {
     if (raw === undefined) return challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
     let request: FacilitatorRequest;
     try {
-      const payment = decodePayment(raw);
-      request =
-        payment.x402Version === 2
-          ? { x402Version: 2, paymentPayload: payment, paymentRequirements: requirementsV2(offer) }
-          : { x402Version: 1, paymentPayload: payment, paymentRequirements: requirementsV1(offer) };
+      request = paymentRequestFor(raw, offer);
     } catch (error) {
       if (error instanceof PaymentDecodeError) return challenge(call, `invalid_payload: ${error.message}`, 'invalid_payload');
       throw error;

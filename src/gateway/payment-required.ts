@@ -1,7 +1,7 @@
 import type { Address } from 'viem';
 import type { Network } from '../chain/networks.js';
-import { encodeHeader } from '../x402/codec.js';
-import type { PaymentRequirementsV1, PaymentRequirementsV2 } from '../x402/schemas.js';
+import { decodePayment, encodeHeader } from '../x402/codec.js';
+import type { FacilitatorRequest, PaymentRequirementsV1, PaymentRequirementsV2 } from '../x402/schemas.js';
 
 /** What a priced tool asks for: the same in the challenge, in verification and in settlement. */
 export type ToolOffer = {
@@ -89,3 +89,15 @@ export function challengeResponse(offer: ToolOffer, required: PaymentRequired): 
     headers: { 'content-type': 'application/json', 'payment-required': encodeHeader(required) },
   });
 }
+
+/**
+ * A payment as it arrived (header or `_meta`, object or base64) paired with what this offer
+ * requires, in the payment's own x402 version. Throws PaymentDecodeError for a malformed one.
+ */
+export function paymentRequestFor(raw: unknown, offer: ToolOffer): FacilitatorRequest {
+  const payment = decodePayment(raw);
+  return payment.x402Version === 2
+    ? { x402Version: 2, paymentPayload: payment, paymentRequirements: requirementsV2(offer) }
+    : { x402Version: 1, paymentPayload: payment, paymentRequirements: requirementsV1(offer) };
+}
+

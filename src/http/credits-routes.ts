@@ -3,13 +3,13 @@ import { z } from 'zod';
 import type { Network } from '../chain/networks.js';
 import { FacilitatorUnavailableError } from '../facilitator/errors.js';
 import type { Facilitator } from '../facilitator/facilitator.js';
-import { type ToolOffer, challengeResponse, paymentRequired, requirementsV1, requirementsV2 } from '../gateway/payment-required.js';
+import { type ToolOffer, challengeResponse, paymentRequestFor, paymentRequired } from '../gateway/payment-required.js';
 import { atomicToUsd, usdPrice } from '../gateway/pricing.js';
 import { credentialOf } from '../rails/credits/api-keys.js';
 import { type Credits, type Payer, mintTokenSchema, publicEntry, publicKey, publicToken } from '../rails/credits/credits.js';
 import { CreditsError } from '../rails/credits/errors.js';
 import type { Store } from '../store/store.js';
-import { PaymentDecodeError, decodePayment, encodeHeader } from '../x402/codec.js';
+import { PaymentDecodeError, encodeHeader } from '../x402/codec.js';
 import { type FacilitatorRequest, exactEvmPayloadSchema } from '../x402/schemas.js';
 import { pageSchema } from './admin-routes.js';
 import { jsonBody, query } from './validate.js';
@@ -116,11 +116,7 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     if (raw === undefined) return challenge(`payment required: ${atomicToUsd(amount)} USDC buys ${atomicToUsd(amount)} USD of credits`);
     let request: FacilitatorRequest;
     try {
-      const payment = decodePayment(raw);
-      request =
-        payment.x402Version === 2
-          ? { x402Version: 2, paymentPayload: payment, paymentRequirements: requirementsV2(offer) }
-          : { x402Version: 1, paymentPayload: payment, paymentRequirements: requirementsV1(offer) };
+      request = paymentRequestFor(raw, offer);
     } catch (error) {
       if (error instanceof PaymentDecodeError) return challenge(`invalid_payload: ${error.message}`);
       throw error;

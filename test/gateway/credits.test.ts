@@ -2,11 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { wrapFetchWithPaymentFromConfig } from '@x402/fetch';
-import { Hono } from 'hono';
 import { networks } from '../../src/chain/networks.js';
 import { CREDITS_META_KEY, createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
@@ -22,37 +19,19 @@ import { createCheckout } from '../../src/rails/stripe/checkout.js';
 import { stripeClient } from '../../src/rails/stripe/stripe-client.js';
 import { stripeRoutes } from '../../src/http/stripe-routes.js';
 import { useSandbox } from '../helpers/chain.js';
+import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { signedWebhook, startStripeApi } from '../helpers/stripe-api.js';
 
 const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
 const ADMIN = 'admin-key-for-tests-0123456789abcdef';
 const servers: Listening[] = [];
-let executions = 0;
+let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
 let base = '';
 let store: Store;
 let stripeApi: Awaited<ReturnType<typeof startStripeApi>>;
 const WEBHOOK_SECRET = 'whsec_test_secret_for_turnpike';
 const stripe = () => stripeClient(stripeApi.apiKey, stripeApi.url);
-
-async function startUpstream() {
-  const app = new Hono();
-  app.all('/mcp', async (c) => {
-    const server = new McpServer({ name: 'counter', version: '1.0.0' });
-    server.registerTool('count', { description: 'counts its executions' }, async () => {
-      executions++;
-      return { content: [{ type: 'text', text: String(executions) }] };
-    });
-    server.registerTool('fail', { description: 'always fails' }, async () => ({ isError: true, content: [{ type: 'text', text: 'no' }] }));
-    server.registerTool('other', { description: 'another tool' }, async () => ({ content: [{ type: 'text', text: 'ok' }] }));
-    const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-    await server.connect(transport);
-    return transport.handleRequest(c.req.raw);
-  });
-  const server = await listen(app, { host: '127.0.0.1', port: 0 });
-  servers.push(server);
-  return server.url;
-}
 
 const admin = (path: string, body?: unknown, key = ADMIN) =>
   fetch(`${base}/admin${path}`, {
@@ -91,7 +70,7 @@ const ledgerOf = async (id: string) => ((await (await admin(`/keys/${id}/ledger`
 
 describe('credits rail through the gateway', () => {
   before(async () => {
-    const upstream = await startUpstream();
+    upstream = await startCounterUpstream();
     const opened = await chain.facilitator([3]);
     store = opened.store;
     const credits = createCredits({ store, tokenSecret: await store.instanceSecret('budget-tokens') });
@@ -99,7 +78,7 @@ describe('credits rail through the gateway', () => {
     app.route(
       '/mcp',
       createGateway({
-        upstream: { url: `${upstream}/mcp`, headers: {}, timeoutMs: 10_000 },
+        upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
         prices: priceTableSchema.parse({ default: '0.02', free: ['other'] }),
         payTo: chain.sandbox.accounts.payees[1]!.address,
         network: networks.local,
@@ -124,7 +103,7 @@ describe('credits rail through the gateway', () => {
     servers.push(server);
     base = server.url;
   });
-  after(() => Promise.all([...servers.map((s) => s.close()), stripeApi.close()]));
+  after(() => Promise.all([...servers.map((s) => s.close()), stripeApi.close(), upstream.close()]));
 
   test('the admin API needs the admin key, and shows a new key’s secret once', async () => {
     assert.equal((await admin('/keys', undefined, 'wrong')).status, 401);
@@ -144,9 +123,9 @@ describe('credits rail through the gateway', () => {
     const { id, key } = await newKey('0.05');
     const client = new Client({ name: 'credits-test', version: '1.0.0' });
     await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/mcp`), { requestInit: { headers: bearer(key) } }));
-    const runs = executions;
+    const runs = upstream.runs();
     const result = await client.callTool({ name: 'count', arguments: {} });
-    assert.equal(executions, runs + 1);
+    assert.equal(upstream.runs(), runs + 1);
     const receipt = result._meta?.[CREDITS_META_KEY] as Record<string, string>;
     assert.equal(receipt.charged, '20000');
     assert.equal(receipt.balance, '30000');
@@ -162,9 +141,9 @@ describe('credits rail through the gateway', () => {
     const { key } = await newKey('0.03');
     const paid = await call('count', { 'x-api-key': key });
     assert.equal(paid.headers.get('x-credits-remaining'), '10000');
-    const runs = executions;
+    const runs = upstream.runs();
     const short = await call('count', bearer(key));
-    assert.equal(executions, runs);
+    assert.equal(upstream.runs(), runs);
     const challenge = short.body.result!.structuredContent!;
     assert.equal(short.body.result!.isError, true);
     assert.match(challenge.error, /^insufficient_balance/);
@@ -177,10 +156,10 @@ describe('credits rail through the gateway', () => {
   test('Idempotency-Key: a retry returns the first answer and charges once; another body under the same key is 409', async () => {
     const { id, key } = await newKey('0.10');
     const headers = { ...bearer(key), 'idempotency-key': 'retry-1' };
-    const runs = executions;
+    const runs = upstream.runs();
     const first = await call('count', headers);
     const again = await call('count', headers);
-    assert.equal(executions, runs + 1);
+    assert.equal(upstream.runs(), runs + 1);
     assert.deepEqual(again.body, first.body);
     assert.equal(again.headers.get('idempotent-replayed'), 'true');
     assert.equal(await balanceOf(id), '80000');
@@ -190,7 +169,7 @@ describe('credits rail through the gateway', () => {
   });
 
   test('unknown, suspended, revoked and out-of-scope keys: specific errors, nothing run, nothing written', async () => {
-    const runs = executions;
+    const runs = upstream.runs();
     const unknown = await call('count', bearer('tp_notakeynotakeynotakeynotakeynotakeynotakey0'));
     assert.equal(unknown.status, 401);
     assert.equal(unknown.body.error!.data.error, 'key_unknown');
@@ -206,7 +185,7 @@ describe('credits rail through the gateway', () => {
     const out = await call('count', bearer(scoped.key));
     assert.equal(out.status, 403);
     assert.equal(out.body.error!.data.error, 'out_of_scope');
-    assert.equal(executions, runs);
+    assert.equal(upstream.runs(), runs);
     assert.equal((await ledgerOf(scoped.id)).length, 1);
     assert.equal((await ledgerOf(id)).length, 1);
   });

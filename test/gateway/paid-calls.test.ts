@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
 import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
-import { Hono } from 'hono';
 import { networks } from '../../src/chain/networks.js';
 import type { Facilitator } from '../../src/facilitator/facilitator.js';
 import { createGateway } from '../../src/gateway/gateway.js';
@@ -16,36 +13,15 @@ import { createLogger } from '../../src/log/logger.js';
 import { createMetrics } from '../../src/http/metrics.js';
 import type { PaymentJournal } from '../../src/store/journal.js';
 import { useSandbox } from '../helpers/chain.js';
+import { startCounterUpstream } from '../helpers/counter-upstream.js';
 
 const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
 const metrics = createMetrics();
 const servers: Listening[] = [];
-let executions = 0;
-let upstreamUrl: string;
+let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
 let facilitator: Facilitator;
 let journal: PaymentJournal;
-
-/** An MCP server built with the official SDK (JSON responses), plus two broken "servers". */
-async function startUpstream() {
-  const app = new Hono();
-  app.all('/mcp', async (c) => {
-    const server = new McpServer({ name: 'counter', version: '1.0.0' });
-    server.registerTool('count', { description: 'counts its executions' }, async () => {
-      executions++;
-      return { content: [{ type: 'text', text: String(executions) }] };
-    });
-    server.registerTool('fail', { description: 'always fails' }, async () => ({ isError: true, content: [{ type: 'text', text: 'no' }] }));
-    const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-    await server.connect(transport);
-    return transport.handleRequest(c.req.raw);
-  });
-  app.post('/broken', (c) => c.json({ error: 'down' }, 500));
-  app.post('/hang', () => new Promise<Response>(() => {}));
-  const server = await listen(app, { host: '127.0.0.1', port: 0 });
-  servers.push(server);
-  upstreamUrl = server.url;
-}
 
 async function gatewayFor(path: string, timeoutMs = 10_000) {
   const app = createApp(logger);
@@ -53,7 +29,7 @@ async function gatewayFor(path: string, timeoutMs = 10_000) {
   app.route(
     '/mcp',
     createGateway({
-      upstream: { url: `${upstreamUrl}${path}`, headers: {}, timeoutMs },
+      upstream: { url: `${upstream.url}${path}`, headers: {}, timeoutMs },
       prices: priceTableSchema.parse({ default: '0.02' }),
       payTo: chain.sandbox.accounts.payees[1]!.address,
       network: networks.local,
@@ -104,31 +80,31 @@ const stateOf = async (payment: Awaited<ReturnType<typeof paymentFor>>) => {
 
 describe('paid calls: exactly once, and never charged for a failure', () => {
   before(async () => {
-    await startUpstream();
+    upstream = await startCounterUpstream();
     const opened = await chain.facilitator([1]);
     journal = opened.store.journal;
     facilitator = opened.facilitator;
   });
-  after(() => Promise.all(servers.map((s) => s.close())));
+  after(() => Promise.all([...servers.map((s) => s.close()), upstream.close()]));
 
   test('20 concurrent copies of one payment: the tool runs once, one settlement, the rest are refused', async () => {
     const url = await gatewayFor('/mcp');
     const payment = await paymentFor(url, 'count');
     const payee = chain.sandbox.accounts.payees[1]!.address;
     const before = await chain.balanceOf(payee);
-    const runsBefore = executions;
+    const runsBefore = upstream.runs();
     const answers = await Promise.all(Array.from({ length: 20 }, () => call(url, 'count', payment)));
     const paid = answers.filter((a) => !a.body.result?.isError);
     assert.equal(paid.length, 1);
     assert.equal((paid[0]!.body.result!._meta!['x402/payment-response'] as { success: boolean }).success, true);
-    assert.equal(executions - runsBefore, 1);
+    assert.equal(upstream.runs() - runsBefore, 1);
     assert.equal(await chain.balanceOf(payee), before + 20_000n);
     for (const a of answers.filter((x) => x.body.result?.isError)) {
       assert.match(JSON.stringify(a.body), /nonce_already_used/);
     }
     const again = await call(url, 'count', payment);
     assert.equal(again.body.result?.isError, true, 'a replay after the fact is refused too');
-    assert.equal(executions - runsBefore, 1);
+    assert.equal(upstream.runs() - runsBefore, 1);
   });
 
   test('a tool result with isError: not charged, and the record says why', async () => {

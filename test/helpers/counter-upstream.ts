@@ -1,0 +1,30 @@
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
+import { Hono } from 'hono';
+import { listen } from '../../src/http/listen.js';
+
+/**
+ * An MCP server built with the official SDK (JSON answers) at `/mcp` whose `count` tool counts
+ * how often it really ran, with `fail` (always `isError`) and `other`; plus `/broken` (HTTP 500)
+ * and `/hang` (never answers), for the calls that must not be charged.
+ */
+export async function startCounterUpstream() {
+  let runs = 0;
+  const app = new Hono();
+  app.all('/mcp', async (c) => {
+    const server = new McpServer({ name: 'counter', version: '1.0.0' });
+    server.registerTool('count', { description: 'counts its executions' }, async () => {
+      runs++;
+      return { content: [{ type: 'text', text: String(runs) }] };
+    });
+    server.registerTool('fail', { description: 'always fails' }, async () => ({ isError: true, content: [{ type: 'text', text: 'no' }] }));
+    server.registerTool('other', { description: 'another tool' }, async () => ({ content: [{ type: 'text', text: 'ok' }] }));
+    const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    await server.connect(transport);
+    return transport.handleRequest(c.req.raw);
+  });
+  app.post('/broken', (c) => c.json({ error: 'down' }, 500));
+  app.post('/hang', () => new Promise<Response>(() => {}));
+  const server = await listen(app, { host: '127.0.0.1', port: 0 });
+  return { url: server.url, runs: () => runs, close: () => server.close() };
+}
