@@ -62,7 +62,7 @@ export interface PaymentJournal {
   recordTransaction(key: PaymentKey, tx: SignedSettlement): Promise<void>;
   /** Final state: from `submitting`/`submitted`, or `failed` straight from `verified` (the tool failed, nothing was sent). */
   finish(key: PaymentKey, outcome: SettlementOutcome): Promise<void>;
-  /** Gives a claim back when nothing can have reached the chain, so the payer may retry. */
+  /** Gives a hold or a claim back when nothing can have reached the chain, so the payer may retry. */
   release(key: PaymentKey): Promise<void>;
   /** Entries a crash may have left between reservation or claim and outcome, oldest first. */
   unfinished(): Promise<PaymentRecord[]>;

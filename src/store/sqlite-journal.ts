@@ -76,7 +76,7 @@ export function sqliteJournal(db: Database.Database): PaymentJournal {
     UPDATE payments SET state = @state, tx_hash = COALESCE(@txHash, tx_hash), error_reason = @errorReason,
                         error_message = @errorMessage, updated_at = @now
     WHERE ${KEY} AND (state IN ('submitting', 'submitted') OR (state = 'verified' AND @state = 'failed'))`);
-  const release = db.prepare(`DELETE FROM payments WHERE ${KEY} AND state IN ('submitting', 'submitted')`);
+  const release = db.prepare(`DELETE FROM payments WHERE ${KEY} AND state IN ('verified', 'submitting', 'submitted')`);
   const unfinished = db
     .prepare<[], Row>(`SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') ORDER BY created_at`)
     .safeIntegers(true);

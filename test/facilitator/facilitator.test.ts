@@ -102,6 +102,19 @@ describe('facilitator API', () => {
     assert.equal(await chain.relayerTxCount(), txs);
   });
 
+  test('reserve holds a payable payment once, and leaves nothing behind for one the chain refuses', async () => {
+    const { store, facilitator } = await setup();
+    const good = await v2Request(payment());
+    const holds = await Promise.all(Array.from({ length: 5 }, () => facilitator.reserve(good)));
+    assert.equal(holds.filter((h) => h.isValid).length, 1);
+    const broke = await v2Request(payment({ amount: 20_000_000_000n }));
+    const refused = await facilitator.reserve(broke);
+    assert.equal(refused.isValid, false);
+    assert.equal((refused as { invalidReason: string }).invalidReason, 'invalid_exact_evm_insufficient_balance');
+    const unfinished = await store.journal.unfinished();
+    assert.deepEqual(unfinished.map((r) => r.amount), [10_000n]);
+  });
+
   test('50 concurrent settles of one payment: one transaction, one transfer, the same answer for all', async () => {
     const { post } = await setup();
     const p = payment({ amount: 777n });
