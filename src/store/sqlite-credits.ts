@@ -7,7 +7,9 @@ import type {
   Debit,
   DebitResult,
   KeyRecord,
+  KeyStatus,
   LedgerEntry,
+  NewKey,
   Scope,
   StripeEventOutcome,
 } from './credits.js';
@@ -103,18 +105,11 @@ function toToken(r: TokenRow): BudgetToken {
 
 const json = (value: unknown) => (value === undefined ? null : JSON.stringify(value));
 
-/**
- * The credits ledger on SQLite. Every balance change is one savepoint inside a group-committed
- * `BEGIN IMMEDIATE` transaction: the check (status, limits, balance, budget) and the write
- * cannot interleave with another writer, in this process or another.
- */
-export function sqliteCredits(db: Database.Database): CreditStore {
-  const write = groupCommit(db);
+/** The ledger's write operations on a connection; each must run inside a transaction. */
+export function creditWrites(db: Database.Database) {
   const q = <Row>(sql: string) => db.prepare<Record<string, unknown>, Row>(sql).safeIntegers(true);
 
   const keyById = q<KeyRow>('SELECT * FROM api_keys WHERE id = @id');
-  const keyByHash = q<KeyRow>('SELECT * FROM api_keys WHERE hash = @hash');
-  const allKeys = q<KeyRow>('SELECT * FROM api_keys ORDER BY created_at, id');
   const insertKey = db.prepare(`
     INSERT INTO api_keys (id, hash, name, scope, expires_at, lifetime_limit, daily_limit, created_at, updated_at)
     VALUES (@id, @hash, @name, @scope, @expiresAt, @lifetimeLimit, @dailyLimit, @now, @now)`);
@@ -137,13 +132,7 @@ export function sqliteCredits(db: Database.Database): CreditStore {
   const insertEntry = db.prepare(`
     INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, token_id, ref, created_at)
     VALUES (@id, @keyId, @kind, @amount, @balanceAfter, @reason, @idempotencyKey, @tokenId, @ref, @now)`);
-  const page = q<EntryRow>(`
-    SELECT * FROM ledger WHERE key_id = @keyId AND (@before IS NULL OR id < @before)
-    ORDER BY id DESC LIMIT @limit`);
 
-  const requestByKey = q<{ body_hash: string; debit_id: string; response: string | null }>(
-    'SELECT body_hash, debit_id, response FROM idempotent_requests WHERE key_id = @keyId AND idempotency_key = @idempotencyKey',
-  );
   const insertRequest = db.prepare(`
     INSERT INTO idempotent_requests (key_id, idempotency_key, body_hash, debit_id, created_at)
     VALUES (@keyId, @idempotencyKey, @bodyHash, @debitId, @now) ON CONFLICT DO NOTHING`);
@@ -153,7 +142,6 @@ export function sqliteCredits(db: Database.Database): CreditStore {
   const dropRequestOf = db.prepare('DELETE FROM idempotent_requests WHERE debit_id = @debitId');
 
   const tokenById = q<TokenRow>('SELECT * FROM budget_tokens WHERE id = @id');
-  const tokensOf = q<TokenRow>('SELECT * FROM budget_tokens WHERE key_id = @keyId ORDER BY created_at DESC');
   const insertToken = db.prepare(`
     INSERT INTO budget_tokens (id, key_id, cap, scope, expires_at, created_at)
     VALUES (@id, @keyId, @cap, @scope, @expiresAt, @now)`);
@@ -239,28 +227,137 @@ export function sqliteCredits(db: Database.Database): CreditStore {
     return { ok: true, entry, balance: entry.balanceAfter, ...(tokenRemaining !== undefined ? { tokenRemaining } : {}) };
   }
 
-  return {
-    async createKey(key, initial) {
-      return write(() => {
-        const now = Date.now();
-        if (initial) {
-          const earlier = entryByIdempotency.get({ idempotencyKey: initial.idempotencyKey });
-          if (earlier) return { created: false as const, entry: toEntry(earlier) };
-        }
-        insertKey.run({
-          id: key.id,
-          hash: key.hash,
-          name: key.name,
-          scope: json(key.scope),
-          expiresAt: key.expiresAt ?? null,
-          lifetimeLimit: key.lifetimeLimit ?? null,
-          dailyLimit: key.dailyLimit ?? null,
-          now,
-        });
-        if (initial && initial.amount > 0n) applyCredit({ ...initial, keyId: key.id, kind: 'topup' }, now);
-        return { created: true as const, key: toKey(keyById.get({ id: key.id })!, now) };
+  /** Every change to the ledger, as a synchronous operation its runner puts in a transaction. */
+  const writes = {
+    createKey(key: NewKey, initial?: Omit<Credit, 'keyId' | 'kind'>) {
+      const now = Date.now();
+      if (initial) {
+        const earlier = entryByIdempotency.get({ idempotencyKey: initial.idempotencyKey });
+        if (earlier) return { created: false as const, entry: toEntry(earlier) };
+      }
+      insertKey.run({
+        id: key.id,
+        hash: key.hash,
+        name: key.name,
+        scope: json(key.scope),
+        expiresAt: key.expiresAt ?? null,
+        lifetimeLimit: key.lifetimeLimit ?? null,
+        dailyLimit: key.dailyLimit ?? null,
+        now,
       });
+      if (initial && initial.amount > 0n) applyCredit({ ...initial, keyId: key.id, kind: 'topup' }, now);
+      return { created: true as const, key: toKey(keyById.get({ id: key.id })!, now) };
     },
+    setStatus(id: string, status: KeyStatus) {
+      setStatus.run({ id, status, now: Date.now() });
+      const row = keyById.get({ id });
+      return row ? toKey(row) : undefined;
+    },
+    credit: (credit: Credit) => applyCredit(credit, Date.now()),
+    debit: (debit: Debit): DebitResult => {
+      try {
+        return db.transaction(() => debitNow(debit))();
+      } catch (error) {
+        if (error instanceof RequestTaken) return { ok: false, reason: 'request_in_progress' };
+        throw error;
+      }
+    },
+    refund(debitId: string, reason: string) {
+      const now = Date.now();
+      const debit = entryById.get({ id: debitId });
+      if (!debit || debit.kind !== 'debit') throw new Error(`ledger entry ${debitId} is not a debit`);
+      dropRequestOf.run({ debitId });
+      const idempotencyKey = `refund:${debitId}`;
+      if (entryByIdempotency.get({ idempotencyKey })) return { balance: balanceOf.get({ id: debit.key_id })!.balance };
+      const amount = -debit.amount;
+      unspend.run({ id: debit.key_id, amount, day: utcDay(Number(debit.created_at)), now });
+      if (debit.token_id) unspendToken.run({ id: debit.token_id, amount });
+      const entry = append({ keyId: debit.key_id, kind: 'refund', amount, reason, idempotencyKey, tokenId: debit.token_id ?? undefined, ref: { debit: debitId } }, now);
+      return { balance: entry.balanceAfter };
+    },
+    completeRequest(keyId: string, idempotencyKey: string, response: string) {
+      completeRequest.run({ keyId, idempotencyKey, response });
+    },
+    createToken(token: Omit<BudgetToken, 'spent' | 'revokedAt'>) {
+      insertToken.run({ id: token.id, keyId: token.keyId, cap: token.cap, scope: json(token.scope), expiresAt: token.expiresAt, now: token.createdAt });
+      return toToken(tokenById.get({ id: token.id })!);
+    },
+    revokeToken(keyId: string, id: string) {
+      revokeToken.run({ id, keyId, now: Date.now() });
+      const row = tokenById.get({ id });
+      return row && row.key_id === keyId ? toToken(row) : undefined;
+    },
+    recordCheckout(session: Omit<CheckoutSession, 'state'>) {
+      insertCheckout.run({ ...session, now: Date.now() });
+    },
+    completeCheckout({ eventId, type, sessionId, amountTotal }: { eventId: string; type: string; sessionId: string; amountTotal: bigint }): StripeEventOutcome {
+      const now = Date.now();
+      if (insertEvent.run({ eventId, type, sessionId, outcome: 'received', now }).changes === 0) return 'duplicate_event';
+      const outcome = ((): StripeEventOutcome => {
+        const session = checkoutById.get({ sessionId });
+        if (!session) return 'unknown_session';
+        if (session.state !== 'open') return 'duplicate_session';
+        if (session.amount_total !== amountTotal) {
+          setCheckoutState.run({ sessionId, state: 'rejected', now });
+          return 'amount_mismatch';
+        }
+        const credited = applyCredit(
+          {
+            keyId: session.key_id,
+            kind: 'topup',
+            amount: session.credits,
+            reason: `Stripe Checkout, package ${session.package}`,
+            idempotencyKey: `stripe:${sessionId}`,
+            ref: { stripeSession: sessionId, stripeEvent: eventId },
+          },
+          now,
+        );
+        setCheckoutState.run({ sessionId, state: 'credited', now });
+        return credited.applied ? 'credited' : 'duplicate_session';
+      })();
+      setEventOutcome.run({ eventId, outcome });
+      return outcome;
+    },
+    ignoreEvent({ eventId, type }: { eventId: string; type: string }) {
+      insertEvent.run({ eventId, type, sessionId: null, outcome: 'ignored', now: Date.now() });
+    },
+  };
+  return writes;
+}
+
+export type CreditWrites = ReturnType<typeof creditWrites>;
+/** Runs one write operation in a durable transaction; resolves after the commit. */
+export type WriteRunner = <K extends keyof CreditWrites>(op: K, ...args: Parameters<CreditWrites[K]>) => Promise<ReturnType<CreditWrites[K]>>;
+
+/** Runs write operations on this thread, group-committed per event-loop turn. */
+export function inThreadWrites(db: Database.Database): WriteRunner {
+  const writes = creditWrites(db);
+  const write = groupCommit(db);
+  return (op, ...args) => write(() => (writes[op] as (...a: unknown[]) => never)(...args));
+}
+
+/**
+ * The credits ledger on SQLite: reads on this connection, writes through `run` (in-thread group
+ * commit by default, or a writer thread). Every change is one savepoint inside a `BEGIN
+ * IMMEDIATE` transaction: the check (status, limits, balance, budget) and the write cannot
+ * interleave with another writer, in this process or another.
+ */
+export function sqliteCredits(db: Database.Database, run: WriteRunner = inThreadWrites(db)): CreditStore {
+  const q = <Row>(sql: string) => db.prepare<Record<string, unknown>, Row>(sql).safeIntegers(true);
+  const keyById = q<KeyRow>('SELECT * FROM api_keys WHERE id = @id');
+  const keyByHash = q<KeyRow>('SELECT * FROM api_keys WHERE hash = @hash');
+  const allKeys = q<KeyRow>('SELECT * FROM api_keys ORDER BY created_at, id');
+  const page = q<EntryRow>(`
+    SELECT * FROM ledger WHERE key_id = @keyId AND (@before IS NULL OR id < @before)
+    ORDER BY id DESC LIMIT @limit`);
+  const requestByKey = q<{ body_hash: string; debit_id: string; response: string | null }>(
+    'SELECT body_hash, debit_id, response FROM idempotent_requests WHERE key_id = @keyId AND idempotency_key = @idempotencyKey',
+  );
+  const tokenById = q<TokenRow>('SELECT * FROM budget_tokens WHERE id = @id');
+  const tokensOf = q<TokenRow>('SELECT * FROM budget_tokens WHERE key_id = @keyId ORDER BY created_at DESC');
+
+  return {
+    createKey: (key, initial) => run('createKey', key, initial),
     async keyByHash(hash) {
       const row = keyByHash.get({ hash });
       return row ? { ...toKey(row), hash: row.hash } : undefined;
@@ -273,39 +370,10 @@ export function sqliteCredits(db: Database.Database): CreditStore {
       const now = Date.now();
       return allKeys.all({}).map((r) => toKey(r, now));
     },
-    async setStatus(id, status) {
-      return write(() => {
-        setStatus.run({ id, status, now: Date.now() });
-        const row = keyById.get({ id });
-        return row ? toKey(row) : undefined;
-      });
-    },
-    async credit(credit) {
-      return write(() => applyCredit(credit, Date.now()));
-    },
-    async debit(debit) {
-      try {
-        return await write(() => debitNow(debit));
-      } catch (error) {
-        if (error instanceof RequestTaken) return { ok: false, reason: 'request_in_progress' };
-        throw error;
-      }
-    },
-    async refund(debitId, reason) {
-      return write(() => {
-        const now = Date.now();
-        const debit = entryById.get({ id: debitId });
-        if (!debit || debit.kind !== 'debit') throw new Error(`ledger entry ${debitId} is not a debit`);
-        dropRequestOf.run({ debitId });
-        const idempotencyKey = `refund:${debitId}`;
-        if (entryByIdempotency.get({ idempotencyKey })) return { balance: balanceOf.get({ id: debit.key_id })!.balance };
-        const amount = -debit.amount;
-        unspend.run({ id: debit.key_id, amount, day: utcDay(Number(debit.created_at)), now });
-        if (debit.token_id) unspendToken.run({ id: debit.token_id, amount });
-        const entry = append({ keyId: debit.key_id, kind: 'refund', amount, reason, idempotencyKey, tokenId: debit.token_id ?? undefined, ref: { debit: debitId } }, now);
-        return { balance: entry.balanceAfter };
-      });
-    },
+    setStatus: (id, status) => run('setStatus', id, status),
+    credit: (credit) => run('credit', credit),
+    debit: (debit) => run('debit', debit),
+    refund: (debitId, reason) => run('refund', debitId, reason),
     async history(keyId, { limit, before }) {
       return page.all({ keyId, limit, before: before ?? null }).map(toEntry);
     },
@@ -313,16 +381,8 @@ export function sqliteCredits(db: Database.Database): CreditStore {
       const row = requestByKey.get({ keyId, idempotencyKey });
       return row ? { bodyHash: row.body_hash, debitId: row.debit_id, ...(row.response !== null ? { response: row.response } : {}) } : undefined;
     },
-    async completeRequest(keyId, idempotencyKey, response) {
-      await write(() => completeRequest.run({ keyId, idempotencyKey, response }));
-    },
-
-    async createToken(token) {
-      return write(() => {
-        insertToken.run({ id: token.id, keyId: token.keyId, cap: token.cap, scope: json(token.scope), expiresAt: token.expiresAt, now: token.createdAt });
-        return toToken(tokenById.get({ id: token.id })!);
-      });
-    },
+    completeRequest: (keyId, idempotencyKey, response) => run('completeRequest', keyId, idempotencyKey, response),
+    createToken: (token) => run('createToken', token),
     async token(id) {
       const row = tokenById.get({ id });
       return row ? toToken(row) : undefined;
@@ -330,50 +390,10 @@ export function sqliteCredits(db: Database.Database): CreditStore {
     async tokens(keyId) {
       return tokensOf.all({ keyId }).map(toToken);
     },
-    async revokeToken(keyId, id) {
-      return write(() => {
-        revokeToken.run({ id, keyId, now: Date.now() });
-        const row = tokenById.get({ id });
-        return row && row.key_id === keyId ? toToken(row) : undefined;
-      });
-    },
-
-    async recordCheckout(session) {
-      await write(() => insertCheckout.run({ ...session, now: Date.now() }));
-    },
-    async completeCheckout({ eventId, type, sessionId, amountTotal }) {
-      return write((): StripeEventOutcome => {
-        const now = Date.now();
-        if (insertEvent.run({ eventId, type, sessionId, outcome: 'received', now }).changes === 0) return 'duplicate_event';
-        const outcome = ((): StripeEventOutcome => {
-          const session = checkoutById.get({ sessionId });
-          if (!session) return 'unknown_session';
-          if (session.state !== 'open') return 'duplicate_session';
-          if (session.amount_total !== amountTotal) {
-            setCheckoutState.run({ sessionId, state: 'rejected', now });
-            return 'amount_mismatch';
-          }
-          const credited = applyCredit(
-            {
-              keyId: session.key_id,
-              kind: 'topup',
-              amount: session.credits,
-              reason: `Stripe Checkout, package ${session.package}`,
-              idempotencyKey: `stripe:${sessionId}`,
-              ref: { stripeSession: sessionId, stripeEvent: eventId },
-            },
-            now,
-          );
-          setCheckoutState.run({ sessionId, state: 'credited', now });
-          return credited.applied ? 'credited' : 'duplicate_session';
-        })();
-        setEventOutcome.run({ eventId, outcome });
-        return outcome;
-      });
-    },
-    async ignoreEvent({ eventId, type }) {
-      await write(() => insertEvent.run({ eventId, type, sessionId: null, outcome: 'ignored', now: Date.now() }));
-    },
+    revokeToken: (keyId, id) => run('revokeToken', keyId, id),
+    recordCheckout: (session) => run('recordCheckout', session),
+    completeCheckout: (event) => run('completeCheckout', event),
+    ignoreEvent: (event) => run('ignoreEvent', event),
   };
 }
 
