@@ -106,7 +106,7 @@ function toToken(r: TokenRow): BudgetToken {
 const json = (value: unknown) => (value === undefined ? null : JSON.stringify(value));
 
 /** The ledger's write operations on a connection; each must run inside a transaction. */
-export function creditWrites(db: Database.Database) {
+function creditWrites(db: Database.Database) {
   const q = <Row>(sql: string) => db.prepare<Record<string, unknown>, Row>(sql).safeIntegers(true);
 
   const keyById = q<KeyRow>('SELECT * FROM api_keys WHERE id = @id');
@@ -325,24 +325,23 @@ export function creditWrites(db: Database.Database) {
   return writes;
 }
 
-export type CreditWrites = ReturnType<typeof creditWrites>;
-/** Runs one write operation in a durable transaction; resolves after the commit. */
-export type WriteRunner = <K extends keyof CreditWrites>(op: K, ...args: Parameters<CreditWrites[K]>) => Promise<ReturnType<CreditWrites[K]>>;
+type CreditWrites = ReturnType<typeof creditWrites>;
 
-/** Runs write operations on this thread, group-committed per event-loop turn. */
-export function inThreadWrites(db: Database.Database): WriteRunner {
+/** Runs one write operation in a group-committed transaction; resolves after the commit. */
+function groupCommitted(db: Database.Database) {
   const writes = creditWrites(db);
   const write = groupCommit(db);
-  return (op, ...args) => write(() => (writes[op] as (...a: unknown[]) => never)(...args));
+  return <K extends keyof CreditWrites>(op: K, ...args: Parameters<CreditWrites[K]>): Promise<ReturnType<CreditWrites[K]>> =>
+    write(() => (writes[op] as (...a: unknown[]) => ReturnType<CreditWrites[K]>)(...args));
 }
 
 /**
- * The credits ledger on SQLite: reads on this connection, writes through `run` (in-thread group
- * commit by default, or a writer thread). Every change is one savepoint inside a `BEGIN
+ * The credits ledger on SQLite. Every change is one savepoint inside a group-committed `BEGIN
  * IMMEDIATE` transaction: the check (status, limits, balance, budget) and the write cannot
  * interleave with another writer, in this process or another.
  */
-export function sqliteCredits(db: Database.Database, run: WriteRunner = inThreadWrites(db)): CreditStore {
+export function sqliteCredits(db: Database.Database): CreditStore {
+  const run = groupCommitted(db);
   const q = <Row>(sql: string) => db.prepare<Record<string, unknown>, Row>(sql).safeIntegers(true);
   const keyById = q<KeyRow>('SELECT * FROM api_keys WHERE id = @id');
   const keyByHash = q<KeyRow>('SELECT * FROM api_keys WHERE hash = @hash');
