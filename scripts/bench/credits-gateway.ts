@@ -13,6 +13,7 @@ import { listen } from '../../src/http/listen.js';
 import { createMetrics } from '../../src/http/metrics.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createCredits } from '../../src/rails/credits/credits.js';
+import { openDebits } from '../../src/rails/credits/open-debits.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 
 
@@ -39,7 +40,7 @@ app.route(
     logger,
     metrics: createMetrics(),
     server: 'bench',
-    credits: { credits, store },
+    credits: { credits, store, debits: openDebits(store.credits, { maxCallMs: 40_000 }) },
   }),
 );
 const server = await listen(app, { host: '127.0.0.1', port: 0 });

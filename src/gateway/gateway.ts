@@ -10,6 +10,7 @@ import type { Metrics } from '../http/metrics.js';
 import { type Credential, credentialOf } from '../rails/credits/api-keys.js';
 import { type Credits, type Payer, refusalError } from '../rails/credits/credits.js';
 import { CreditsError } from '../rails/credits/errors.js';
+import type { OpenDebits } from '../rails/credits/open-debits.js';
 import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
 import { PaymentDecodeError, encodeHeader } from '../x402/codec.js';
@@ -45,7 +46,7 @@ export type GatewayOptions = {
   /** The server's slug, as key and token scopes name it. */
   server: string;
   /** The credits rail; without it, credentials are ignored and every paid call is x402. */
-  credits?: { credits: Credits; store: Store };
+  credits?: { credits: Credits; store: Store; debits: OpenDebits };
 };
 
 const isStream = (response: Response) => response.headers.get('content-type')?.includes('text/event-stream') ?? false;
@@ -235,7 +236,7 @@ export function createGateway(options: GatewayOptions): Hono {
    */
   async function creditsCall(call: PaidCall, credential: Credential) {
     const { c, id, tool } = call;
-    const { credits, store } = options.credits!;
+    const { credits, store, debits } = options.credits!;
     const origin = new URL(c.req.url).origin;
     const topup = { x402: `${origin}/credits/topup`, checkout: `${origin}/credits/checkout` };
     const fail = (error: CreditsError) => {
@@ -275,6 +276,7 @@ export function createGateway(options: GatewayOptions): Hono {
       idempotencyKey: newId('call'),
       ref: { server: options.server, tool: tool.name },
       ...(idempotencyKey ? { request: { idempotencyKey, bodyHash } } : {}),
+      open: true,
     });
     if (!debit.ok) return fail(refusalError(debit, topup));
 
@@ -293,6 +295,7 @@ export function createGateway(options: GatewayOptions): Hono {
         };
         const delivered = { ...message, result: { ...result, _meta: { ...result._meta, [CREDITS_META_KEY]: receipt } } };
         if (idempotencyKey) await store.credits.completeRequest(payer.key.id, idempotencyKey, JSON.stringify(delivered));
+        debits.delivered(debit.entry.id);
         return delivered;
       },
     });

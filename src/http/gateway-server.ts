@@ -3,6 +3,7 @@ import type { ChainConnection } from '../chain/connect.js';
 import type { Config } from '../config/schema.js';
 import type { Secrets } from '../config/secrets.js';
 import { createCredits } from '../rails/credits/credits.js';
+import { openDebits } from '../rails/credits/open-debits.js';
 import { createCheckout } from '../rails/stripe/checkout.js';
 import { stripeClient } from '../rails/stripe/stripe-client.js';
 import { adminRoutes } from './admin-routes.js';
@@ -53,6 +54,10 @@ export async function serveGateway(options: GatewayServerOptions) {
   const credits = config.credits.enabled
     ? createCredits({ store, tokenSecret: secrets.tokenSecret ?? (await store.instanceSecret('budget-tokens')) })
     : undefined;
+  // A call can run no longer than its upstream's timeout; a debit open much longer was cut off.
+  const maxCallMs = Math.max(...options.endpoints.map((e) => e.upstream.timeoutMs)) + 2_000;
+  const debits = credits ? openDebits(store.credits, { maxCallMs, logger }) : undefined;
+  await debits?.start();
 
   let hosts: string[] = [];
   let url = '';
@@ -73,7 +78,7 @@ export async function serveGateway(options: GatewayServerOptions) {
         logger,
         metrics,
         server: endpoint.slug,
-        ...(credits ? { credits: { credits, store } } : {}),
+        ...(credits && debits ? { credits: { credits, store, debits } } : {}),
       }),
     );
   }
@@ -120,6 +125,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     url: server.url,
     async close() {
       await server.close();
+      await debits?.stop();
       await store.close();
     },
   };

@@ -68,6 +68,11 @@ export type Debit = {
   ref?: Record<string, unknown>;
   /** An `Idempotency-Key` request: recorded with the debit, so a retry cannot charge again. */
   request?: { idempotencyKey: string; bodyHash: string };
+  /**
+   * The debit pays for a call still under way: it stays open until `closeDebits` (delivered) or
+   * `refund`, and an open one left behind by a crash is refunded by a sweep.
+   */
+  open?: boolean;
 };
 
 export type DebitRefusal =
@@ -131,6 +136,10 @@ export interface CreditStore {
   debit(debit: Debit): Promise<DebitResult>;
   /** Returns a debit in full (once), and forgets its idempotent request so a retry runs again. */
   refund(debitId: string, reason: string): Promise<{ balance: bigint }>;
+  /** Marks debits whose calls were delivered: they stay charged. */
+  closeDebits(debitIds: string[]): Promise<void>;
+  /** Debits still open that were made before `before` (ms since the epoch), oldest first. */
+  openDebits(before: number): Promise<string[]>;
   history(keyId: string, page: { limit: number; before?: string }): Promise<LedgerEntry[]>;
   request(keyId: string, idempotencyKey: string): Promise<IdempotentRequest | undefined>;
   completeRequest(keyId: string, idempotencyKey: string, response: string): Promise<void>;

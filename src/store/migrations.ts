@@ -126,6 +126,17 @@ export const migrations: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    name: 'open debits',
+    sql: `
+      CREATE TABLE open_debits (
+        debit_id TEXT PRIMARY KEY REFERENCES ledger (id),
+        created_at BIGINT NOT NULL
+      );
+      CREATE INDEX open_debits_age ON open_debits (created_at);
+    `,
+  },
 ];
 
 /**

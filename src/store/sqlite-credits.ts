@@ -133,6 +133,8 @@ function creditWrites(db: Database.Database) {
     INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, token_id, ref, created_at)
     VALUES (@id, @keyId, @kind, @amount, @balanceAfter, @reason, @idempotencyKey, @tokenId, @ref, @now)`);
 
+  const openDebit = db.prepare('INSERT INTO open_debits (debit_id, created_at) VALUES (@debitId, @now)');
+  const closeDebit = db.prepare('DELETE FROM open_debits WHERE debit_id = @debitId');
   const insertRequest = db.prepare(`
     INSERT INTO idempotent_requests (key_id, idempotency_key, body_hash, debit_id, created_at)
     VALUES (@keyId, @idempotencyKey, @bodyHash, @debitId, @now) ON CONFLICT DO NOTHING`);
@@ -219,6 +221,7 @@ function creditWrites(db: Database.Database) {
       { keyId: debit.keyId, kind: 'debit', amount: -debit.amount, reason: debit.reason, idempotencyKey: debit.idempotencyKey, tokenId: debit.tokenId, ref: debit.ref },
       now,
     );
+    if (debit.open) openDebit.run({ debitId: entry.id, now });
     if (debit.request) {
       const inserted = insertRequest.run({ keyId: debit.keyId, ...debit.request, debitId: entry.id, now });
       // Another request with this Idempotency-Key got in first: this debit must not happen.
@@ -267,6 +270,7 @@ function creditWrites(db: Database.Database) {
       const debit = entryById.get({ id: debitId });
       if (!debit || debit.kind !== 'debit') throw new Error(`ledger entry ${debitId} is not a debit`);
       dropRequestOf.run({ debitId });
+      closeDebit.run({ debitId });
       const idempotencyKey = `refund:${debitId}`;
       if (entryByIdempotency.get({ idempotencyKey })) return { balance: balanceOf.get({ id: debit.key_id })!.balance };
       const amount = -debit.amount;
@@ -274,6 +278,9 @@ function creditWrites(db: Database.Database) {
       if (debit.token_id) unspendToken.run({ id: debit.token_id, amount });
       const entry = append({ keyId: debit.key_id, kind: 'refund', amount, reason, idempotencyKey, tokenId: debit.token_id ?? undefined, ref: { debit: debitId } }, now);
       return { balance: entry.balanceAfter };
+    },
+    closeDebits(debitIds: string[]) {
+      for (const debitId of debitIds) closeDebit.run({ debitId });
     },
     completeRequest(keyId: string, idempotencyKey: string, response: string) {
       completeRequest.run({ keyId, idempotencyKey, response });
@@ -354,6 +361,7 @@ export function sqliteCredits(db: Database.Database): CreditStore {
   );
   const tokenById = q<TokenRow>('SELECT * FROM budget_tokens WHERE id = @id');
   const tokensOf = q<TokenRow>('SELECT * FROM budget_tokens WHERE key_id = @keyId ORDER BY created_at DESC');
+  const openBefore = db.prepare<{ before: number }, { debit_id: string }>('SELECT debit_id FROM open_debits WHERE created_at < @before ORDER BY created_at');
 
   return {
     createKey: (key, initial) => run('createKey', key, initial),
@@ -373,6 +381,10 @@ export function sqliteCredits(db: Database.Database): CreditStore {
     credit: (credit) => run('credit', credit),
     debit: (debit) => run('debit', debit),
     refund: (debitId, reason) => run('refund', debitId, reason),
+    closeDebits: (debitIds) => run('closeDebits', debitIds),
+    async openDebits(before) {
+      return openBefore.all({ before }).map((r) => r.debit_id);
+    },
     async history(keyId, { limit, before }) {
       return page.all({ keyId, limit, before: before ?? null }).map(toEntry);
     },

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -214,4 +215,54 @@ describe('turnpike CLI (built)', () => {
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /no API key key_nope/);
   });
+
+  test('wrap killed in the middle of a credits-paid call: after the restart the debit is refunded', { timeout: 60_000 }, async () => {
+    const data = ['--data-dir', path.join(dir, 'cutoff')];
+    const created = JSON.parse((await turnpike(['keys', '--create', 'agent', '--usd', '1', ...data]).done).stdout) as { id: string; key: string };
+    // An upstream that never answers: the call is under way when turnpike dies.
+    const hang = http.createServer(() => {});
+    await new Promise<void>((resolve) => hang.listen(0, '127.0.0.1', resolve));
+    const upstream = `http://127.0.0.1:${(hang.address() as { port: number }).port}/mcp`;
+    // A call may run 4 s; a debit open for 6 s (the timeout and a margin) was cut off.
+    const wrap = () => turnpike(['wrap', '--upstream', upstream, '--upstream-timeout', '4', '--port', '0', '--log-level', 'silent', ...data]);
+    const listening = async (run: ReturnType<typeof turnpike>) => {
+      const ready = /paying MCP endpoint at (\S+)\/mcp /;
+      while (!ready.test(run.stdout())) {
+        if (run.child.exitCode !== null) assert.fail(`wrap exited early: ${run.stdout()}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return ready.exec(run.stdout())![1]!;
+    };
+    const balance = async () => (JSON.parse((await turnpike(['keys', '--show', created.id, ...data]).done).stdout) as { balance: string }).balance;
+    try {
+      const first = wrap();
+      const base = await listening(first);
+      const call = fetch(`${base}/mcp`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${created.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'anything', arguments: {} } }),
+      }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 1500));
+      first.child.kill('SIGKILL');
+      await first.done;
+      await call;
+      assert.equal(await balance(), '990000');
+      const second = wrap();
+      await listening(second);
+      const deadline = Date.now() + 15_000;
+      while ((await balance()) !== '1000000') {
+        if (Date.now() > deadline) assert.fail('the cut-off debit was not refunded');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const ledger = JSON.parse((await turnpike(['keys', '--ledger', created.id, ...data]).done).stdout) as { entries: { kind: string; reason: string }[] };
+      assert.equal(ledger.entries[0]!.kind, 'refund');
+      assert.match(ledger.entries[0]!.reason, /cut off/);
+      second.child.kill('SIGINT');
+      await second.done;
+    } finally {
+      hang.closeAllConnections();
+      hang.close();
+    }
+  });
 });
+

@@ -14,6 +14,7 @@ import { type Listening, listen } from '../../src/http/listen.js';
 import { createMetrics } from '../../src/http/metrics.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createCredits } from '../../src/rails/credits/credits.js';
+import { openDebits } from '../../src/rails/credits/open-debits.js';
 import type { Store } from '../../src/store/store.js';
 import { createCheckout } from '../../src/rails/stripe/checkout.js';
 import { stripeClient } from '../../src/rails/stripe/stripe-client.js';
@@ -89,7 +90,7 @@ describe('credits rail through the gateway', () => {
         logger,
         metrics: createMetrics(),
         server: 'main',
-        credits: { credits, store },
+        credits: { credits, store, debits: openDebits(store.credits, { maxCallMs: 20_000 }) },
       }),
     );
     const topup = { payTo: chain.sandbox.accounts.payees[0]!.address, min: 1_000_000n, max: 100_000_000n };

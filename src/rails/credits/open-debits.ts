@@ -1,0 +1,59 @@
+import type { Logger } from 'pino';
+import type { CreditStore } from '../../store/credits.js';
+
+/** How often delivered calls' debits are closed: one write per interval, not one per call. */
+const CLOSE_EVERY_MS = 100;
+
+/**
+ * Keeps "charged" meaning "delivered". A credits-paid call's debit is opened with it and closed
+ * once the result is delivered; a debit a crash left open (turnpike died between the debit and
+ * the answer) is refunded by the sweep once it is older than the longest a call may run.
+ * Closing is batched, so a crash can also leave the last ~100 ms of delivered calls open: those
+ * are refunded too, in the caller's favour, never a charge without a result.
+ *
+ * @example
+ * const debits = openDebits(store.credits, { maxCallMs: 70_000, logger });
+ * debits.start();            // sweeps now, then periodically
+ * debits.delivered(entryId); // after the result went out
+ */
+export function openDebits(ledger: CreditStore, options: { maxCallMs: number; logger?: Logger }) {
+  let closing: string[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  let sweeper: NodeJS.Timeout | undefined;
+
+  async function flush() {
+    timer = undefined;
+    const ids = closing;
+    closing = [];
+    if (ids.length > 0) await ledger.closeDebits(ids);
+  }
+
+  async function sweep(now = Date.now()): Promise<number> {
+    const stale = await ledger.openDebits(now - options.maxCallMs);
+    for (const id of stale) await ledger.refund(id, 'the call was cut off: turnpike stopped before answering');
+    if (stale.length > 0) options.logger?.warn({ refunded: stale.length }, 'refunded debits of calls cut off by a stop');
+    return stale.length;
+  }
+
+  return {
+    delivered(debitId: string) {
+      closing.push(debitId);
+      timer ??= setTimeout(() => void flush().catch((err: unknown) => options.logger?.error({ err }, 'cannot close delivered debits')), CLOSE_EVERY_MS).unref();
+    },
+    sweep,
+    /** Sweeps now and then every half `maxCallMs` (at most a minute). */
+    async start() {
+      await sweep();
+      const every = Math.min(options.maxCallMs / 2, 60_000);
+      sweeper = setInterval(() => void sweep().catch((err: unknown) => options.logger?.error({ err }, 'open debit sweep failed')), every).unref();
+    },
+    /** Stops sweeping and closes what was delivered, before the store closes. */
+    async stop() {
+      clearInterval(sweeper);
+      clearTimeout(timer);
+      await flush();
+    },
+  };
+}
+
+export type OpenDebits = ReturnType<typeof openDebits>;
