@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { z } from 'zod';
-import { type Credits, newKeySchema, publicEntry, publicKey, statusAfter, topupSchema } from '../rails/credits/credits.js';
+import { type Credits, adjustSchema, newKeySchema, publicEntry, publicKey, statusAfter, topupSchema, transferSchema } from '../rails/credits/credits.js';
 import { CreditsError } from '../rails/credits/errors.js';
 import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
@@ -54,6 +54,14 @@ export function adminRoutes({ credits, store, adminKey }: { credits: Credits; st
   app.post('/keys/:id/topup', async (c) => {
     const credited = await credits.topUp(c.req.param('id'), await jsonBody(c, topupSchema));
     return c.json({ applied: credited.applied, entry: publicEntry(credited.entry), balance: credited.balance.toString() }, credited.applied ? 201 : 200);
+  });
+  app.post('/keys/:id/adjust', async (c) => {
+    const result = await credits.adjust(c.req.param('id'), await jsonBody(c, adjustSchema));
+    return c.json({ applied: result.applied, entries: result.entries.map(publicEntry) }, result.applied ? 201 : 200);
+  });
+  app.post('/transfers', async (c) => {
+    const result = await credits.transfer(await jsonBody(c, transferSchema));
+    return c.json({ applied: result.applied, entries: result.entries.map(publicEntry) }, result.applied ? 201 : 200);
   });
   for (const action of Object.keys(statusAfter) as (keyof typeof statusAfter)[]) {
     app.post(`/keys/:id/${action}`, async (c) => c.json(publicKey(await credits.changeStatus(c.req.param('id'), action))));

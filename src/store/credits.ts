@@ -59,6 +59,11 @@ export type Credit = {
   ref?: Record<string, unknown>;
 };
 
+export type Move = { from?: string; to?: string; amount: bigint; reason: string; idempotencyKey: string };
+export type MoveResult =
+  | { ok: true; applied: boolean; entries: LedgerEntry[] }
+  | { ok: false; reason: 'key_unknown' | 'insufficient_balance'; keyId: string; balance?: bigint };
+
 export type Debit = {
   keyId: string;
   tokenId?: string;
@@ -132,6 +137,12 @@ export interface CreditStore {
   setStatus(id: string, status: KeyStatus): Promise<KeyRecord | undefined>;
   /** Applies once per idempotency key; a repeat returns the first entry with `applied: false`. */
   credit(credit: Credit): Promise<{ applied: boolean; entry: LedgerEntry; balance: bigint }>;
+  /**
+   * An operator's correction (`adjustment`, either sign) or a move between two keys
+   * (`transfer`: one entry on each, in one transaction); once per idempotency key, and refused
+   * (nothing written) when it would take a balance below zero.
+   */
+  move(move: Move): Promise<MoveResult>;
   /** Atomic check-and-debit of the key (and the token's budget, if any). */
   debit(debit: Debit): Promise<DebitResult>;
   /** Returns a debit in full (once), and forgets its idempotent request so a retry runs again. */

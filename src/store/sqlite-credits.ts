@@ -9,6 +9,8 @@ import type {
   KeyRecord,
   KeyStatus,
   LedgerEntry,
+  Move,
+  MoveResult,
   NewKey,
   Scope,
   StripeEventOutcome,
@@ -187,6 +189,29 @@ function creditWrites(db: Database.Database) {
     return { applied: true, entry, balance: entry.balanceAfter };
   }
 
+  /** Takes `amount` from `from` and/or gives it to `to`: a transfer with both, an adjustment with one. */
+  function moveNow(move: Move): MoveResult {
+    const now = Date.now();
+    const sides = [
+      ...(move.from ? [{ keyId: move.from, amount: -move.amount, suffix: move.to ? ':out' : '' }] : []),
+      ...(move.to ? [{ keyId: move.to, amount: move.amount, suffix: move.from ? ':in' : '' }] : []),
+    ];
+    const earlier = sides.map((s) => entryByIdempotency.get({ idempotencyKey: `${move.idempotencyKey}${s.suffix}` }));
+    if (earlier.every(Boolean)) return { ok: true, applied: false, entries: earlier.map((e) => toEntry(e!)) };
+    for (const side of sides) {
+      const balance = balanceOf.get({ id: side.keyId })?.balance;
+      if (balance === undefined) return { ok: false, reason: 'key_unknown', keyId: side.keyId };
+      if (balance + side.amount < 0n) return { ok: false, reason: 'insufficient_balance', keyId: side.keyId, balance };
+    }
+    const kind = move.from && move.to ? 'transfer' : 'adjustment';
+    const entries = sides.map((side) => {
+      addBalance.run({ id: side.keyId, amount: side.amount, now });
+      const ref = move.from && move.to ? { from: move.from, to: move.to } : undefined;
+      return append({ keyId: side.keyId, kind, amount: side.amount, reason: move.reason, idempotencyKey: `${move.idempotencyKey}${side.suffix}`, ref }, now);
+    });
+    return { ok: true, applied: true, entries };
+  }
+
   function debitNow(debit: Debit): DebitResult {
     const now = Date.now();
     const day = utcDay(now);
@@ -257,6 +282,7 @@ function creditWrites(db: Database.Database) {
       return row ? toKey(row) : undefined;
     },
     credit: (credit: Credit) => applyCredit(credit, Date.now()),
+    move: (move: Move) => moveNow(move),
     debit: (debit: Debit): DebitResult => {
       try {
         return db.transaction(() => debitNow(debit))();
@@ -379,6 +405,7 @@ export function sqliteCredits(db: Database.Database): CreditStore {
     },
     setStatus: (id, status) => run('setStatus', id, status),
     credit: (credit) => run('credit', credit),
+    move: (move) => run('move', move),
     debit: (debit) => run('debit', debit),
     refund: (debitId, reason) => run('refund', debitId, reason),
     closeDebits: (debitIds) => run('closeDebits', debitIds),

@@ -120,6 +120,27 @@ describe('credits rail through the gateway', () => {
     assert.equal((await admin('/keys', { name: 'x', usd: '0.0000001' })).status, 400);
   });
 
+  test('adjustments and transfers: exact, once per idempotency key, never below zero, concurrent-safe', async () => {
+    const a = await newKey('1');
+    const b = await newKey('0.5');
+    assert.equal((await admin(`/keys/${a.id}/adjust`, { usd: '-0.25', reason: 'goodwill reversal', idempotencyKey: 'adj-1' })).status, 201);
+    assert.equal((await admin(`/keys/${a.id}/adjust`, { usd: '-0.25', reason: 'goodwill reversal', idempotencyKey: 'adj-1' })).status, 200);
+    const below = await admin(`/keys/${b.id}/adjust`, { usd: '-0.500001', reason: 'x', idempotencyKey: 'adj-2' });
+    assert.equal(below.status, 409);
+    assert.equal((await admin(`/keys/${b.id}/adjust`, { usd: '0', reason: 'x', idempotencyKey: 'adj-3' })).status, 400);
+    const moves = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => admin('/transfers', { from: a.id, to: b.id, usd: '0.1', idempotencyKey: `t-${i}` })),
+    );
+    assert.equal(moves.filter((m) => m.status === 201).length, 7);
+    assert.ok(moves.filter((m) => m.status !== 201).every((m) => m.status === 409));
+    assert.deepEqual([await balanceOf(a.id), await balanceOf(b.id)], ['50000', '1200000']);
+    assert.equal((await admin('/transfers', { from: a.id, to: a.id, usd: '0.1', idempotencyKey: 'self' })).status, 400);
+    assert.equal((await admin('/transfers', { from: a.id, to: 'key_nope', usd: '0.01', idempotencyKey: 'nope' })).status, 404);
+    const entries = await ledgerOf(b.id);
+    assert.equal(entries.filter((e) => e.kind === 'transfer').length, 7);
+    assert.equal(entries.reduce((sum, e) => sum + BigInt(e.amount), 0n), 1_200_000n);
+  });
+
   test('an MCP SDK client with a key pays from its balance; a failed tool is refunded in full', async () => {
     const { id, key } = await newKey('0.05');
     const client = new Client({ name: 'credits-test', version: '1.0.0' });

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { atomicToUsd, usdPrice } from '../../gateway/pricing.js';
-import type { BudgetToken, Credit, DebitRefusal, DebitResult, KeyRecord, LedgerEntry, Scope } from '../../store/credits.js';
+import type { BudgetToken, Credit, DebitRefusal, MoveResult, DebitResult, KeyRecord, LedgerEntry, Scope } from '../../store/credits.js';
 import type { Store } from '../../store/store.js';
 import { newId } from '../../store/ids.js';
 import { type Credential, generateApiKey, hashApiKey, sameHash } from './api-keys.js';
@@ -32,6 +32,30 @@ export const topupSchema = z.strictObject({
   reason: z.string().trim().min(1).max(200).default('admin top-up'),
   idempotencyKey: z.string().min(1).max(200),
 });
+
+const idempotencyKey = z.string().min(1).max(200);
+const reason = z.string().trim().min(1).max(200);
+
+/** A signed USD amount: `-1.50` takes from the key, `2` gives to it. */
+export const adjustSchema = z.strictObject({
+  usd: z
+    .string()
+    .regex(/^-?[^-]/, 'expected a USD amount like 2.50 or -1.50')
+    .transform((s, ctx) => {
+      const magnitude = positiveUsd.safeParse(s.replace(/^-/, ''));
+      if (!magnitude.success) {
+        ctx.addIssue({ code: 'custom', message: magnitude.error.issues[0]!.message });
+        return z.NEVER;
+      }
+      return s.startsWith('-') ? -magnitude.data : magnitude.data;
+    }),
+  reason,
+  idempotencyKey,
+});
+
+export const transferSchema = z
+  .strictObject({ from: z.string().regex(/^key_/), to: z.string().regex(/^key_/), usd: positiveUsd, reason: reason.default('transfer'), idempotencyKey })
+  .refine((t) => t.from !== t.to, { message: 'from and to must be different keys', path: ['to'] });
 
 export const mintTokenSchema = z.strictObject({
   capUsd: positiveUsd,
@@ -148,6 +172,12 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     return key;
   }
 
+  function moved(result: MoveResult) {
+    if (result.ok) return result;
+    if (result.reason === 'key_unknown') throw new CreditsError(404, 'key_not_found', `no API key ${result.keyId}`);
+    throw new CreditsError(409, 'insufficient_balance', `key ${result.keyId} holds ${result.balance}: a balance cannot go below zero`, { balance: result.balance?.toString() });
+  }
+
   function usable(key: KeyRecord, now: number) {
     if (key.status === 'revoked') throw new CreditsError(401, 'key_revoked', refusals.key_revoked.message);
     if (key.status === 'suspended') throw new CreditsError(403, 'key_suspended', refusals.key_suspended.message);
@@ -213,6 +243,19 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
       const key = await keyById(id);
       if (key.status === 'revoked') throw new CreditsError(409, 'key_revoked', 'a revoked key cannot be topped up');
       return ledger.credit({ keyId: key.id, kind: 'topup', amount: input.usd, reason: input.reason, idempotencyKey: `admin:${key.id}:${input.idempotencyKey}` });
+    },
+
+    /** An operator's correction of a key's balance, either sign; never below zero. */
+    async adjust(id: string, input: z.output<typeof adjustSchema>) {
+      const key = await keyById(id);
+      const amount = input.usd < 0n ? -input.usd : input.usd;
+      const side = input.usd < 0n ? { from: key.id } : { to: key.id };
+      return moved(await ledger.move({ ...side, amount, reason: input.reason, idempotencyKey: `adjust:${key.id}:${input.idempotencyKey}` }));
+    },
+
+    /** Moves credit between two keys, both entries in one transaction. */
+    async transfer(input: z.output<typeof transferSchema>) {
+      return moved(await ledger.move({ from: input.from, to: input.to, amount: input.usd, reason: input.reason, idempotencyKey: `transfer:${input.idempotencyKey}` }));
     },
 
     /** Suspends, resumes or revokes a key; revoking is final. */
