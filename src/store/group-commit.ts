@@ -10,7 +10,17 @@ import type Database from 'better-sqlite3';
  * const write = groupCommit(db);
  * const balance = await write(() => debit.run(params));
  */
-export function groupCommit(db: Database.Database) {
+export function groupCommit(db: Database.Database): Write {
+  let write = writers.get(db);
+  if (!write) writers.set(db, (write = newGroupCommit(db)));
+  return write;
+}
+
+type Write = <T>(fn: () => T) => Promise<T>;
+// One writer per connection, shared by every repository on it: their writes share commits too.
+const writers = new WeakMap<Database.Database, Write>();
+
+function newGroupCommit(db: Database.Database): Write {
   type Job = { fn: () => unknown; resolve(value: unknown): void; reject(error: unknown): void };
   let queue: Job[] = [];
 

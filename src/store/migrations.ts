@@ -137,6 +137,103 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX open_debits_age ON open_debits (created_at);
     `,
   },
+  {
+    version: 5,
+    name: 'operators',
+    sql: `
+      CREATE TABLE operators (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        payout_address TEXT,
+        status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      );
+      CREATE TABLE servers (
+        id TEXT PRIMARY KEY,
+        operator_id TEXT NOT NULL REFERENCES operators (id),
+        slug TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        upstream_url TEXT NOT NULL,
+        auth_mode TEXT NOT NULL CHECK (auth_mode IN ('none', 'header', 'query')),
+        auth_name TEXT,
+        auth_secret TEXT,
+        public INTEGER NOT NULL CHECK (public IN (0, 1)),
+        custody TEXT NOT NULL CHECK (custody IN ('direct', 'platform')),
+        pay_to TEXT,
+        plan TEXT NOT NULL,
+        challenge TEXT NOT NULL CHECK (challenge IN ('tool-result', 'http-402')),
+        timeout_ms BIGINT NOT NULL CHECK (timeout_ms > 0),
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        CHECK (custody = 'platform' OR pay_to IS NOT NULL)
+      );
+      CREATE INDEX servers_operator ON servers (operator_id);
+      CREATE TABLE usage_counts (
+        server TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        month INTEGER NOT NULL,
+        calls BIGINT NOT NULL CHECK (calls >= 0),
+        PRIMARY KEY (server, caller, month)
+      );
+      CREATE TABLE charges (
+        id TEXT PRIMARY KEY,
+        server TEXT NOT NULL,
+        operator_id TEXT REFERENCES operators (id),
+        rail TEXT NOT NULL CHECK (rail IN ('x402', 'credits', 'free')),
+        caller TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        amount BIGINT NOT NULL CHECK (amount >= 0),
+        operator_share BIGINT NOT NULL CHECK (operator_share >= 0),
+        platform_share BIGINT NOT NULL CHECK (platform_share >= 0),
+        custody TEXT NOT NULL CHECK (custody IN ('direct', 'platform')),
+        ref TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'earned', 'void')),
+        settle_ms BIGINT,
+        created_at BIGINT NOT NULL,
+        CHECK (operator_share + platform_share = amount)
+      );
+      CREATE INDEX charges_server_time ON charges (server, created_at);
+      CREATE INDEX charges_operator_time ON charges (operator_id, created_at);
+      CREATE INDEX charges_pending ON charges (state, created_at);
+      CREATE TABLE denial_counts (
+        server TEXT NOT NULL,
+        day INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        count BIGINT NOT NULL CHECK (count > 0),
+        PRIMARY KEY (server, day, reason)
+      );
+      CREATE TABLE withdrawals (
+        id TEXT PRIMARY KEY,
+        operator_id TEXT NOT NULL REFERENCES operators (id),
+        amount BIGINT NOT NULL CHECK (amount > 0),
+        to_address TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('requested', 'submitted', 'confirmed', 'failed')),
+        tx_hash TEXT,
+        raw_tx TEXT,
+        error TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        UNIQUE (operator_id, idempotency_key),
+        CHECK (state NOT IN ('submitted', 'confirmed') OR tx_hash IS NOT NULL)
+      );
+      CREATE INDEX withdrawals_unfinished ON withdrawals (state, created_at);
+      CREATE TABLE audit_log (
+        id TEXT PRIMARY KEY,
+        at BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        operator_id TEXT,
+        action TEXT NOT NULL,
+        target TEXT,
+        ip TEXT,
+        detail TEXT
+      );
+      CREATE INDEX audit_log_operator ON audit_log (operator_id, at);
+    `,
+  },
 ];
 
 /**

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { type Migration, migrations as shipped } from './migrations.js';
 import { sqliteCredits } from './sqlite-credits.js';
 import { sqliteJournal } from './sqlite-journal.js';
+import { sqliteOperators } from './sqlite-operators.js';
 import { migrateSqlite } from './sqlite-migrate.js';
 import { type Store, StoreError } from './store.js';
 
@@ -71,6 +72,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
     kind: 'sqlite',
     journal: sqliteJournal(db),
     credits: sqliteCredits(db),
+    operators: sqliteOperators(db),
     immediate: (fn) => db.transaction(() => fn(db)).immediate(),
     async instanceSecret(name) {
       const key = `secret:${name}`;

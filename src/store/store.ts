@@ -1,5 +1,6 @@
 import type { CreditStore } from './credits.js';
 import type { PaymentJournal } from './journal.js';
+import type { OperatorStore } from './operators.js';
 
 /**
  * Where turnpike keeps what must survive a crash. Methods are async because the PostgreSQL
@@ -17,6 +18,7 @@ export interface Store {
   readonly kind: 'sqlite' | 'postgres';
   readonly journal: PaymentJournal;
   readonly credits: CreditStore;
+  readonly operators: OperatorStore;
   /**
    * A random 32-byte secret (hex) made on first use and kept in the store, so every instance on
    * this store shares it: the default signing key of budget tokens.

@@ -1,0 +1,96 @@
+import { z } from 'zod';
+import { type PriceTable, priceOf, priceTableSchema, usdPrice } from './pricing.js';
+
+const toolList = z.array(z.string().min(1).max(128)).max(1000).default([]);
+
+/**
+ * `per_call`: a price per tool (the price table of `turnpike wrap`), with an optional number of
+ * calls per caller per UTC month that cost nothing.
+ */
+export const perCallPlanSchema = priceTableSchema.extend({
+  type: z.literal('per_call'),
+  freeCallsPerMonth: z.number().int().min(0).max(1_000_000_000).default(0),
+});
+
+/** One step of a graduated price: calls up to `upTo` (the month's count, inclusive) cost `price`. */
+const tierSchema = z.strictObject({
+  upTo: z.number().int().positive().max(1_000_000_000).optional().describe('last call number of this tier; omitted on the last tier'),
+  price: usdPrice,
+});
+
+/**
+ * `tiered`: graduated by the caller's count of priced calls in the UTC month, e.g. the first
+ * 1,000 free, the next 9,000 at 0.005, then 0.01:
+ * `[{upTo: 1000, price: "0"}, {upTo: 10000, price: "0.005"}, {price: "0.01"}]`.
+ */
+export const tieredPlanSchema = z.strictObject({
+  type: z.literal('tiered'),
+  tiers: z
+    .array(tierSchema)
+    .min(1)
+    .max(20)
+    .superRefine((tiers, ctx) => {
+      tiers.forEach((tier, i) => {
+        const last = i === tiers.length - 1;
+        if (last !== (tier.upTo === undefined)) {
+          ctx.addIssue({ code: 'custom', path: [i, 'upTo'], message: last ? 'the last tier has no upTo: it covers every call after the others' : 'every tier but the last needs upTo' });
+        }
+        const previous = tiers[i - 1]?.upTo;
+        if (tier.upTo !== undefined && previous !== undefined && tier.upTo <= previous) {
+          ctx.addIssue({ code: 'custom', path: [i, 'upTo'], message: `upTo must be above the previous tier's (${previous})` });
+        }
+      });
+    }),
+  free: toolList,
+});
+
+export const planSchema = z.discriminatedUnion('type', [perCallPlanSchema, tieredPlanSchema]);
+export type Plan = z.output<typeof planSchema>;
+export type PlanInput = z.input<typeof planSchema>;
+
+/** The plan of a server configured by a price table (`turnpike wrap`, config files). */
+export const flatPlan = (prices: PriceTable): Plan => ({ type: 'per_call', ...prices, freeCallsPerMonth: 0 });
+
+/** Whether the plan's price depends on how often the caller called this month. */
+export const isMetered = (plan: Plan) => plan.type === 'tiered' || plan.freeCallsPerMonth > 0;
+
+/**
+ * What the caller's `n`th priced call this month (n ≥ 1) of `tool` costs, in atomic units.
+ *
+ * @example priceAt(plan, 'search', 1001n) // the first call past a free tier of 1,000
+ */
+export function priceAt(plan: Plan, tool: string, n: bigint): bigint {
+  if (plan.type === 'per_call') return n <= BigInt(plan.freeCallsPerMonth) ? 0n : priceOf(plan, tool);
+  if (plan.free.includes(tool)) return 0n;
+  return (plan.tiers.find((t) => t.upTo === undefined || n <= BigInt(t.upTo)) ?? plan.tiers.at(-1)!).price;
+}
+
+/**
+ * The price quoted before the caller is known: the tool's own price, or for tiers the first
+ * that charges anything. 0n means the tool is free for everyone, always.
+ */
+export function listPrice(plan: Plan, tool: string): bigint {
+  if (plan.type === 'per_call') return priceOf(plan, tool);
+  if (plan.free.includes(tool)) return 0n;
+  return plan.tiers.find((t) => t.price > 0n)?.price ?? 0n;
+}
+
+/** What a plan says in answers: amounts as atomic strings. */
+export function publicPlan(plan: Plan) {
+  if (plan.type === 'per_call') {
+    return {
+      type: plan.type,
+      price: plan.default.toString(),
+      tools: Object.fromEntries(Object.entries(plan.tools).map(([name, amount]) => [name, amount.toString()])),
+      free: plan.free,
+      freeCallsPerMonth: plan.freeCallsPerMonth,
+    };
+  }
+  return { type: plan.type, tiers: plan.tiers.map((t) => ({ ...t, price: t.price.toString() })), free: plan.free };
+}
+
+/** The UTC calendar month of a time, as `yyyymm`: the period free calls and tiers count in. */
+export const utcMonth = (ms: number) => {
+  const d = new Date(ms);
+  return d.getUTCFullYear() * 100 + d.getUTCMonth() + 1;
+};

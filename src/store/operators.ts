@@ -1,0 +1,166 @@
+import type { Address, Hex } from 'viem';
+
+export type OperatorRecord = {
+  id: string;
+  email: string;
+  name: string;
+  payoutAddress?: Address;
+  status: 'active' | 'suspended';
+  createdAt: number;
+  updatedAt: number;
+};
+
+export type UpstreamAuth = { mode: 'none' } | { mode: 'header' | 'query'; name: string; sealedSecret: string };
+
+/** A registered MCP server. The upstream secret is only ever held sealed (see `secret-box`). */
+export type ServerRecord = {
+  id: string;
+  operatorId: string;
+  slug: string;
+  name: string;
+  upstreamUrl: string;
+  auth: UpstreamAuth;
+  public: boolean;
+  /** `direct`: x402 pays `payTo`, the operator's own address; `platform`: the treasury, and the operator's share accrues. */
+  custody: 'direct' | 'platform';
+  payTo?: Address;
+  /** The plan as validated JSON (see `gateway/plans.ts`); kept as data here. */
+  plan: unknown;
+  challenge: 'tool-result' | 'http-402';
+  timeoutMs: number;
+  createdAt: number;
+  updatedAt: number;
+};
+
+export type ChargeRail = 'x402' | 'credits' | 'free';
+
+/**
+ * One paid (or free-quota) tool call: the fact revenue and analytics are made of. It is written
+ * `pending` while its money is in flight and becomes `earned` or `void` by what the payment's
+ * own record says (the settlement journal, the credits ledger), never by the gateway's word.
+ */
+export type Charge = {
+  id: string;
+  server: string;
+  operatorId?: string;
+  rail: ChargeRail;
+  /** `key:<id>` for credits, the payer's address for x402. */
+  caller: string;
+  tool: string;
+  amount: bigint;
+  operatorShare: bigint;
+  platformShare: bigint;
+  custody: 'direct' | 'platform';
+  /** The payment it stands for: `x402:<chainId>:<asset>:<payer>:<nonce>`, `credits:<debit id>`, or `free:<id>`. */
+  ref: string;
+  state: 'pending' | 'earned' | 'void';
+  settleMs?: number;
+  createdAt: number;
+};
+
+export type WithdrawalState = 'requested' | 'submitted' | 'confirmed' | 'failed';
+export type Withdrawal = {
+  id: string;
+  operatorId: string;
+  amount: bigint;
+  to: Address;
+  idempotencyKey: string;
+  state: WithdrawalState;
+  txHash?: Hex;
+  rawTx?: Hex;
+  error?: string;
+  createdAt: number;
+  updatedAt: number;
+};
+
+/**
+ * An operator's money, in atomic USDC units. `usdc*` is x402 revenue of platform-custody servers
+ * (withdrawable on chain); `fiatPayable` is the operator's share of credits spent on their servers;
+ * `direct` was paid straight to their own address and is only reported.
+ */
+export type Balance = {
+  usdcEarned: bigint;
+  usdcPending: bigint;
+  usdcWithdrawn: bigint;
+  usdcReserved: bigint;
+  usdcAvailable: bigint;
+  fiatPayable: bigint;
+  direct: bigint;
+};
+
+export type AnalyticsQuery = { operatorId?: string; server?: string; from: number; to: number };
+export type UsageRow = { key: string; calls: number; paidCalls: number; revenue: bigint; operatorShare: bigint };
+export type Analytics = {
+  byDay: UsageRow[];
+  byTool: UsageRow[];
+  byRail: UsageRow[];
+  byCaller: UsageRow[];
+  denials: { reason: string; count: number }[];
+  settlement: { count: number; p50Ms?: number; p99Ms?: number };
+};
+
+export type AuditEntry = {
+  id: string;
+  at: number;
+  /** `admin` or `operator:<id>`. */
+  actor: string;
+  operatorId?: string;
+  action: string;
+  target?: string;
+  ip?: string;
+  detail?: Record<string, unknown>;
+};
+
+export type WithdrawalRequest = { id: string; operatorId: string; amount: bigint; to: Address; idempotencyKey: string; minimum: bigint };
+export type WithdrawalRequestResult =
+  | { ok: true; created: boolean; withdrawal: Withdrawal }
+  | { ok: false; reason: 'insufficient_balance' | 'below_minimum'; available: bigint };
+
+export interface OperatorStore {
+  /** Refused (created: false) when the email is registered already. */
+  createOperator(operator: Omit<OperatorRecord, 'status' | 'updatedAt'> & { keyHash: string }): Promise<{ created: boolean; operator?: OperatorRecord }>;
+  operatorByKeyHash(hash: string): Promise<(OperatorRecord & { keyHash: string }) | undefined>;
+  operator(id: string): Promise<OperatorRecord | undefined>;
+  operators(): Promise<OperatorRecord[]>;
+  updateOperator(id: string, patch: { name?: string; payoutAddress?: Address | null; status?: OperatorRecord['status'] }): Promise<OperatorRecord | undefined>;
+
+  /** Refused (created: false) when the slug is taken. */
+  createServer(server: ServerRecord): Promise<{ created: boolean }>;
+  server(slug: string): Promise<ServerRecord | undefined>;
+  servers(filter?: { operatorId?: string; publicOnly?: boolean }): Promise<ServerRecord[]>;
+  /** Replaces the mutable fields; `updatedAt` tells gateways to rebuild. */
+  updateServer(server: ServerRecord): Promise<void>;
+  deleteServer(id: string): Promise<void>;
+  /** The newest `updatedAt` among servers (or deletion time), for caches across instances. */
+  serversVersion(): Promise<number>;
+
+  /**
+   * Counts one more priced call of `caller` on `server` in `month` and returns its number (1 for
+   * the first), atomically: of concurrent calls, each gets its own number.
+   */
+  countCall(server: string, caller: string, month: number): Promise<bigint>;
+  /** Gives back a counted call that did not happen (the tool failed, the payment was refused). */
+  uncountCall(server: string, caller: string, month: number): Promise<void>;
+
+  recordCharges(charges: Charge[]): Promise<void>;
+  pendingCharges(limit: number): Promise<Charge[]>;
+  resolveCharges(outcomes: { id: string; state: 'earned' | 'void' }[]): Promise<void>;
+  countDenials(counts: { server: string; day: number; reason: string; count: number }[]): Promise<void>;
+
+  balance(operatorId: string): Promise<Balance>;
+  /**
+   * Reserves the amount and records the request in one transaction: two requests can never take
+   * the same money. Once per (operator, idempotency key): a repeat returns the first.
+   */
+  requestWithdrawal(request: WithdrawalRequest): Promise<WithdrawalRequestResult>;
+  /** Written before the broadcast, so a crash leaves a transaction to look up or re-send, never a second one. */
+  recordWithdrawalTx(id: string, tx: { txHash: Hex; rawTx: Hex }): Promise<void>;
+  finishWithdrawal(id: string, outcome: { state: 'confirmed' } | { state: 'failed'; error: string }): Promise<void>;
+  withdrawal(id: string): Promise<Withdrawal | undefined>;
+  withdrawals(operatorId: string): Promise<Withdrawal[]>;
+  unfinishedWithdrawals(): Promise<Withdrawal[]>;
+
+  analytics(query: AnalyticsQuery): Promise<Analytics>;
+  audit(entry: AuditEntry): Promise<void>;
+  auditLog(filter: { operatorId?: string; limit: number; before?: string }): Promise<AuditEntry[]>;
+}
