@@ -22,6 +22,8 @@ export function sandboxAccounts(counts: { payers: number; relayers: number; paye
   return {
     usdcOwner: demoAccount('usdc owner'),
     usdcProxyAdmin: demoAccount('usdc proxy admin'),
+    /** Receives platform-custody payments and pays operators' withdrawals: ETH for gas, no USDC at start. */
+    treasury: demoAccount('treasury'),
     relayers: many('relayer', counts.relayers),
     payees: many('payee', counts.payees),
     payers: many('payer', counts.payers),

@@ -115,6 +115,7 @@ async function plantContracts(client: SandboxClient, accounts: SandboxAccounts) 
     client.setStorageAt({ address: BASE_USDC, index: ADMIN_SLOT, value: pad(accounts.usdcProxyAdmin.address) }),
     client.setCode({ address: MULTICALL3, bytecode: multicall3DeployedBytecode }),
     client.setBalance({ address: accounts.usdcOwner.address, value: parseEther('10') }),
+    client.setBalance({ address: accounts.treasury.address, value: parseEther('10') }),
     ...accounts.relayers.map((r) => client.setBalance({ address: r.address, value: parseEther('1000') })),
   ]);
 }
