@@ -8,6 +8,7 @@ import { rpcTransport } from '../../src/chain/rpc-transport.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
+import { flatPlan } from '../../src/gateway/plans.js';
 import { createApp } from '../../src/http/app.js';
 import { listen } from '../../src/http/listen.js';
 import { createMetrics } from '../../src/http/metrics.js';
@@ -30,7 +31,7 @@ app.route(
   '/mcp',
   createGateway({
     upstream: { url: upstreamUrl, headers: {}, timeoutMs: 30_000 },
-    prices: priceTableSchema.parse({ default: '0.001' }),
+    plan: flatPlan(priceTableSchema.parse({ default: '0.001' })),
     payTo: '0x00000000000000000000000000000000000000aa',
     network: networks.local,
     facilitator,
@@ -40,7 +41,7 @@ app.route(
     logger,
     metrics: createMetrics(),
     server: 'bench',
-    credits: { credits, store, debits: openDebits(store.credits, { maxCallMs: 40_000 }) },
+    credits: { credits, store, debits: openDebits(store.credits, { maxCallMs: async () => 40_000 }) },
   }),
 );
 const server = await listen(app, { host: '127.0.0.1', port: 0 });

@@ -5,6 +5,7 @@
  * latency, so "added" is turnpike's own cost.
  */
 import { mkdtempSync } from 'node:fs';
+import { flatPlan } from '../../src/gateway/plans.js';
 import os from 'node:os';
 import path from 'node:path';
 import { x402Client } from '@x402/core/client';
@@ -51,7 +52,7 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
     '/mcp',
     createGateway({
       upstream: { url: upstream.url, headers: {}, timeoutMs: 30_000 },
-      prices: demoPrices,
+      plan: flatPlan(demoPrices),
       payTo: sandbox.accounts.payees[0]!.address,
       network: networks.local,
       facilitator: timed,

@@ -95,6 +95,25 @@ export const configSchema = z.strictObject({
         .describe('a Stripe-compatible API (e.g. stripe-mock) instead of api.stripe.com'),
     })
     .prefault({}),
+  operators: z
+    .strictObject({
+      registration: z
+        .enum(['admin', 'open'])
+        .default('admin')
+        .describe('`admin`: operators are created with the admin key; `open`: anyone may register at POST /operators'),
+      takeRateBps: z.number().int().min(0).max(10_000).default(0).describe('the platform’s share of every charge, in basis points'),
+      treasury: z
+        .string()
+        .regex(/^0x[0-9a-fA-F]{40}$/, 'expected a 0x address')
+        .optional()
+        .describe('payee of platform-custody servers; default the address of TURNPIKE_TREASURY_KEY (locally, the sandbox treasury)'),
+      minWithdrawalUsd: usdPrice.default(1_000_000n).describe('smallest USDC withdrawal, USD'),
+      allowPrivateUpstreams: z
+        .boolean()
+        .default(false)
+        .describe('let operators register upstreams on loopback, private and link-local addresses (SSRF protection off)'),
+    })
+    .prefault({}),
   facilitator: z
     .strictObject({
       mode: z

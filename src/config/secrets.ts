@@ -21,6 +21,7 @@ const secretSources = {
       .transform((s) => s.split(',').map((k) => k.trim()))
       .pipe(z.array(privateKey).min(1)),
   },
+  treasuryKey: { env: 'TURNPIKE_TREASURY_KEY', schema: privateKey },
   adminKey: { env: 'TURNPIKE_ADMIN_KEY', schema: z.string().min(32, 'expected at least 32 characters') },
   secretsKey: {
     env: 'TURNPIKE_SECRETS_KEY',

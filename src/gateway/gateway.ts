@@ -9,10 +9,12 @@ import type { Facilitator } from '../facilitator/facilitator.js';
 import type { Metrics } from '../http/metrics.js';
 import { type Credential, credentialOf } from '../rails/credits/api-keys.js';
 import { type Credits, type Payer, refusalError } from '../rails/credits/credits.js';
-import { CreditsError } from '../rails/credits/errors.js';
+import { ApiError } from '../http/api-error.js';
 import type { OpenDebits } from '../rails/credits/open-debits.js';
 import type { Store } from '../store/store.js';
+import type { OperatorStore } from '../store/operators.js';
 import { newId } from '../store/ids.js';
+import { type RevenueBook, creditsRef, x402Ref } from '../operators/revenue.js';
 import { PaymentDecodeError, encodeHeader } from '../x402/codec.js';
 import type { FacilitatorRequest, SettleResponse } from '../x402/schemas.js';
 import {
@@ -22,14 +24,15 @@ import {
   paymentRequestFor,
   paymentRequired,
 } from './payment-required.js';
-import { type PriceTable, atomicToUsd, priceOf } from './pricing.js';
+import { type Plan, isMetered, listPrice, priceAt, publicPlan, utcMonth } from './plans.js';
+import { atomicToUsd } from './pricing.js';
 import { type Message, type ToolResult, rewrite, rpcError, rpcResult } from './jsonrpc.js';
 import type { JsonRpcId } from './sse.js';
 import { type Upstream, forward } from './upstream.js';
 
 export type GatewayOptions = {
   upstream: Upstream;
-  prices: PriceTable;
+  plan: Plan;
   payTo: Address;
   network: Network;
   facilitator: Facilitator;
@@ -47,7 +50,15 @@ export type GatewayOptions = {
   server: string;
   /** The credits rail; without it, credentials are ignored and every paid call is x402. */
   credits?: { credits: Credits; store: Store; debits: OpenDebits };
+  /**
+   * Where charges and call counts go (revenue, analytics, free calls and tiers). Required by a
+   * plan whose price depends on the caller's calls this month.
+   */
+  revenue?: { book: RevenueBook; usage: OperatorStore; operatorId?: string; custody: 'direct' | 'platform' };
 };
+
+/** The calls counted for a metered plan: this call's number in the month and its price. */
+type Metered = { n: bigint; price: bigint; uncount(): Promise<void> };
 
 const isStream = (response: Response) => response.headers.get('content-type')?.includes('text/event-stream') ?? false;
 
@@ -58,6 +69,8 @@ export const PRICE_META_KEY = 'turnpike/price';
 export const CREDITS_META_KEY = 'turnpike/credits';
 const PAYMENT_META_KEY = 'x402/payment';
 const RECEIPT_META_KEY = 'x402/payment-response';
+/** The `_meta` key of a call inside the caller's free calls or free tier: which call of the month it was. */
+export const FREE_META_KEY = 'turnpike/free';
 
 
 /**
@@ -70,7 +83,11 @@ const RECEIPT_META_KEY = 'x402/payment-response';
  * settle, then deliver the result with its receipt; if settlement fails, withhold the output.
  */
 export function createGateway(options: GatewayOptions): Hono {
-  const { facilitator, logger, metrics } = options;
+  const { facilitator, logger, metrics, plan, revenue } = options;
+  const metered = isMetered(plan);
+  if (metered && !revenue) throw new Error(`server ${options.server}: a plan with free calls or tiers needs the revenue store to count calls`);
+  const serverLabel = metrics.server(options.server);
+  const count = (tool: string, outcome: string) => metrics.calls.inc({ server: serverLabel, tool: metrics.tool(tool), outcome });
   const timedForward = async (request: Request, body: Uint8Array | undefined, signal: AbortSignal) => {
     const stop = metrics.upstreamSeconds.startTimer();
     try {
@@ -119,16 +136,30 @@ export function createGateway(options: GatewayOptions): Hono {
       if (rpc.method === 'tools/list') return listTools(c, rpc, body);
       const tool = paidTool(rpc);
       if (tool) return paidCall(c, rpc, body, tool);
-      if (rpc.method === 'tools/call' && typeof rpc.params?.name === 'string') metrics.calls.inc({ tool: rpc.params.name, outcome: 'free' });
+      if (rpc.method === 'tools/call' && typeof rpc.params?.name === 'string') count(rpc.params.name, 'free');
       return timedForward(c.req.raw, body, c.req.raw.signal);
     },
   );
 
   function paidTool(message: Message): { name: string; amount: bigint } | undefined {
     if (message?.method !== 'tools/call' || typeof message.params?.name !== 'string') return undefined;
-    const amount = priceOf(options.prices, message.params.name);
+    const amount = listPrice(plan, message.params.name);
     return amount > 0n ? { name: message.params.name, amount } : undefined;
   }
+
+  /**
+   * Counts a priced call of `caller` for a plan with free calls or tiers, and prices it by its
+   * number in the month; a call that then does not happen is given back with `uncount`.
+   */
+  async function meter(caller: string, tool: string): Promise<Metered | undefined> {
+    if (!metered) return undefined;
+    const month = utcMonth(Date.now());
+    const n = await revenue!.usage.countCall(options.server, caller, month);
+    return { n, price: priceAt(plan, tool, n), uncount: () => revenue!.usage.uncountCall(options.server, caller, month) };
+  }
+
+  const charge = (rail: 'x402' | 'credits' | 'free', caller: string, tool: string, amount: bigint, ref: string) =>
+    revenue && { server: options.server, rail, caller, tool, amount, ref, custody: revenue.custody, ...(revenue.operatorId ? { operatorId: revenue.operatorId } : {}) };
 
   /** tools/list passes through with each tool's price added under `_meta["turnpike/price"]`. */
   async function listTools(c: Context, rpc: Message, body: Uint8Array) {
@@ -137,7 +168,7 @@ export function createGateway(options: GatewayOptions): Hono {
       const tools = (message.result as { tools?: { name: string; outputSchema?: unknown; _meta?: object }[] } | undefined)?.tools;
       for (const tool of tools ?? []) {
         if (tool.outputSchema) withOutputSchema.add(tool.name);
-        const amount = priceOf(options.prices, tool.name);
+        const amount = listPrice(plan, tool.name);
         tool._meta = {
           ...tool._meta,
           [PRICE_META_KEY]: {
@@ -146,6 +177,7 @@ export function createGateway(options: GatewayOptions): Hono {
             asset: options.network.usdc.address,
             network: options.network.caip2,
             payTo: options.payTo,
+            ...(metered && amount > 0n ? { plan: publicPlan(plan) } : {}),
           },
         };
       }
@@ -163,9 +195,14 @@ export function createGateway(options: GatewayOptions): Hono {
 
   type PaidCall = { c: Context; rpc: Message; id: JsonRpcId; body: Uint8Array; tool: { name: string; amount: bigint }; offer: ToolOffer };
 
+  function denied(reason: string) {
+    metrics.denials.inc({ server: serverLabel, reason });
+    revenue?.book.denied(options.server, reason);
+  }
+
   function challenge(call: PaidCall, why: string, reason: string, extensions?: Record<string, unknown>) {
-    metrics.calls.inc({ tool: call.tool.name, outcome: 'challenged' });
-    metrics.denials.inc({ reason });
+    count(call.tool.name, 'challenged');
+    denied(reason);
     const required = paymentRequired(call.offer, why, extensions);
     return options.challenge === 'http-402'
       ? challengeResponse(call.offer, required)
@@ -185,25 +222,45 @@ export function createGateway(options: GatewayOptions): Hono {
       if (error instanceof PaymentDecodeError) return challenge(call, `invalid_payload: ${error.message}`, 'invalid_payload');
       throw error;
     }
+    const authorization = (request.paymentPayload.payload as { authorization?: { from?: unknown; value?: unknown } }).authorization;
+    const from = typeof authorization?.from === 'string' ? authorization.from.toLowerCase() : undefined;
+    const metering = from ? await meter(from, tool.name) : undefined;
+    if (metering?.price === 0n) return freeX402Call(call, raw, metering, String(authorization?.value ?? ''));
+    if (metering && metering.price !== offer.amount) {
+      // This payer's price (their tier) is not the list price: ask for exactly what it is.
+      call.offer = { ...offer, amount: metering.price };
+      request = paymentRequestFor(raw, call.offer);
+    }
 
     let held;
     try {
       held = await facilitator.reserve(request);
     } catch (error) {
+      await metering?.uncount();
       if (error instanceof FacilitatorUnavailableError) return rpcError(id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
       throw error;
     }
-    if (!held.isValid) return challenge(call, `${held.invalidReason}: ${held.invalidMessage ?? ''}`.trim(), held.invalidReason);
+    if (!held.isValid) {
+      await metering?.uncount();
+      return challenge(call, `${held.invalidReason}: ${held.invalidMessage ?? ''}`.trim(), held.invalidReason);
+    }
     const { key } = held;
+    const amount = call.offer.amount;
 
     let receipt: SettleResponse | undefined;
     const settlementFailed = (why: string) => {
-      metrics.calls.inc({ tool: tool.name, outcome: 'settlement_failed' });
-      return { jsonrpc: '2.0', id, result: challengeResult(paymentRequired(offer, `settlement failed: ${why}`), withOutputSchema.has(tool.name)) };
+      count(tool.name, 'settlement_failed');
+      return { jsonrpc: '2.0', id, result: challengeResult(paymentRequired(call.offer, `settlement failed: ${why}`), withOutputSchema.has(tool.name)) };
     };
     const response = await forwardPaid(call, {
-      undo: (why) => facilitator.release(key, why),
+      async undo(why) {
+        await metering?.uncount();
+        await facilitator.release(key, why);
+      },
       async deliver(message, result) {
+        // Written before the money moves: whatever happens next, the journal row decides it.
+        const pending = charge('x402', key.payer, tool.name, amount, x402Ref(key));
+        if (pending) await revenue!.book.record(pending);
         const stop = metrics.settlementSeconds.startTimer();
         try {
           receipt = await facilitator.settle(request);
@@ -216,8 +273,8 @@ export function createGateway(options: GatewayOptions): Hono {
         if (!receipt.success && receipt.errorReason !== 'settlement_pending') {
           return settlementFailed(`${receipt.errorReason}${receipt.errorMessage ? `: ${receipt.errorMessage}` : ''}`);
         }
-        metrics.calls.inc({ tool: tool.name, outcome: 'paid' });
-        metrics.revenue.inc({ asset: options.network.usdc.address, network: options.network.caip2 }, Number(tool.amount));
+        count(tool.name, 'paid');
+        metrics.revenue.inc({ server: serverLabel, asset: options.network.usdc.address, network: options.network.caip2 }, Number(amount));
         return { ...message, result: { ...result, _meta: { ...result._meta, [RECEIPT_META_KEY]: receipt } } };
       },
     });
@@ -230,6 +287,40 @@ export function createGateway(options: GatewayOptions): Hono {
   }
 
   /**
+   * A call inside the payer's free calls (or free tier): the signed payment only proves who the
+   * payer is. It is verified, never settled, and the call is counted whether or not it is used.
+   */
+  async function freeX402Call(call: PaidCall, raw: unknown, metering: Metered, signedValue: string) {
+    let verdict;
+    try {
+      const amount = /^\d{1,78}$/.test(signedValue) ? BigInt(signedValue) : call.offer.amount;
+      verdict = await facilitator.verify(paymentRequestFor(raw, { ...call.offer, amount }));
+    } catch (error) {
+      await metering.uncount();
+      if (error instanceof FacilitatorUnavailableError) return rpcError(call.id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
+      throw error;
+    }
+    if (!verdict.isValid) {
+      await metering.uncount();
+      return challenge(call, `${verdict.invalidReason}: ${verdict.invalidMessage ?? ''}`.trim(), verdict.invalidReason);
+    }
+    return forwardFree(call, metering, verdict.payer.toLowerCase());
+  }
+
+  /** Forwards a free-quota call: counted, never charged, given back if it fails. */
+  function forwardFree(call: PaidCall, metering: Metered, caller: string) {
+    return forwardPaid(call, {
+      undo: () => metering.uncount(),
+      async deliver(message, result) {
+        count(call.tool.name, 'free_quota');
+        const free = charge('free', caller, call.tool.name, 0n, `free:${newId('call')}`);
+        if (free) revenue!.book.queue(free);
+        return { ...message, result: { ...result, _meta: { ...result._meta, [FREE_META_KEY]: { callsThisMonth: metering.n.toString() } } } };
+      },
+    });
+  }
+
+  /**
    * Credits: debit first (atomically, with the `Idempotency-Key` if one is given), forward, refund
    * in full if the tool did not produce a result. A refused debit that more money would fix is
    * the payment-required challenge, still offering x402, with where to top up.
@@ -239,9 +330,9 @@ export function createGateway(options: GatewayOptions): Hono {
     const { credits, store, debits } = options.credits!;
     const origin = new URL(c.req.url).origin;
     const topup = { x402: `${origin}/credits/topup`, checkout: `${origin}/credits/checkout` };
-    const fail = (error: CreditsError) => {
-      metrics.denials.inc({ reason: error.code });
+    const fail = (error: ApiError) => {
       if (error.status === 402) return challenge(call, `${error.code}: ${error.message}`, error.code, { [CREDITS_META_KEY]: error.toJSON() });
+      denied(error.code);
       return rpcError(id, -32001, error.message, error.status, error.toJSON());
     };
 
@@ -250,51 +341,63 @@ export function createGateway(options: GatewayOptions): Hono {
       payer = await credits.authenticate(credential);
       credits.authorize(payer, options.server, tool.name);
     } catch (error) {
-      if (error instanceof CreditsError) return fail(error);
+      if (error instanceof ApiError) return fail(error);
       throw error;
     }
     const idempotencyKey = c.req.header('idempotency-key');
     const bodyHash = idempotencyKey ? createHash('sha256').update(call.body).digest('hex') : '';
     if (idempotencyKey) {
-      if (idempotencyKey.length > 255) return fail(new CreditsError(400, 'idempotency_key_invalid', 'Idempotency-Key must be at most 255 characters'));
+      if (idempotencyKey.length > 255) return fail(new ApiError(400, 'idempotency_key_invalid', 'Idempotency-Key must be at most 255 characters'));
       const earlier = await store.credits.request(payer.key.id, idempotencyKey);
       if (earlier && earlier.bodyHash !== bodyHash) {
-        return fail(new CreditsError(409, 'idempotency_key_reused', 'this Idempotency-Key was used with a different request body'));
+        return fail(new ApiError(409, 'idempotency_key_reused', 'this Idempotency-Key was used with a different request body'));
       }
       if (earlier?.response) {
-        metrics.calls.inc({ tool: tool.name, outcome: 'replayed' });
+        count(tool.name, 'replayed');
         return new Response(earlier.response, { headers: { 'content-type': 'application/json', 'idempotent-replayed': 'true' } });
       }
-      if (earlier) return fail(new CreditsError(409, 'request_in_progress', 'a request with this Idempotency-Key is still running; retry it later'));
+      if (earlier) return fail(new ApiError(409, 'request_in_progress', 'a request with this Idempotency-Key is still running; retry it later'));
     }
 
+    const caller = `key:${payer.key.id}`;
+    const metering = await meter(caller, tool.name);
+    if (metering?.price === 0n) return forwardFree(call, metering, caller);
+    const amount = metering?.price ?? tool.amount;
+    if (amount !== call.offer.amount) call.offer = { ...call.offer, amount };
     const debit = await store.credits.debit({
       keyId: payer.key.id,
       ...(payer.token ? { tokenId: payer.token.id } : {}),
-      amount: tool.amount,
+      amount,
       reason: `tools/call ${tool.name}`,
       idempotencyKey: newId('call'),
       ref: { server: options.server, tool: tool.name },
       ...(idempotencyKey ? { request: { idempotencyKey, bodyHash } } : {}),
       open: true,
     });
-    if (!debit.ok) return fail(refusalError(debit, topup));
+    if (!debit.ok) {
+      await metering?.uncount();
+      return fail(refusalError(debit, topup));
+    }
 
     let remaining = debit.balance;
     const response = await forwardPaid(call, {
       async undo(why) {
+        await metering?.uncount();
         remaining = (await store.credits.refund(debit.entry.id, why)).balance;
       },
       async deliver(message, result) {
-        metrics.calls.inc({ tool: tool.name, outcome: 'paid_credits' });
+        count(tool.name, 'paid_credits');
         const receipt = {
-          charged: tool.amount.toString(),
+          charged: amount.toString(),
           balance: debit.balance.toString(),
           entry: debit.entry.id,
           ...(debit.tokenRemaining !== undefined ? { budgetRemaining: debit.tokenRemaining.toString() } : {}),
         };
         const delivered = { ...message, result: { ...result, _meta: { ...result._meta, [CREDITS_META_KEY]: receipt } } };
         if (idempotencyKey) await store.credits.completeRequest(payer.key.id, idempotencyKey, JSON.stringify(delivered));
+        // Queued before the debit is closed, and written before it (see revenueBook).
+        const earned = charge('credits', caller, tool.name, amount, creditsRef(debit.entry.id));
+        if (earned) revenue!.book.queue(earned);
         debits.delivered(debit.entry.id);
         return delivered;
       },
@@ -314,7 +417,7 @@ export function createGateway(options: GatewayOptions): Hono {
   ): Promise<Response> {
     const { c, id, tool } = call;
     const undo = (why: string) => {
-      metrics.calls.inc({ tool: tool.name, outcome: 'failed' });
+      count(tool.name, 'failed');
       return charge.undo(why).catch((err: unknown) => logger.error({ err }, 'cannot undo the charge of a failed call'));
     };
     let response: Response;

@@ -1,5 +1,6 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { fetch as undiciFetch } from 'undici';
 import type { Upstream } from './upstream.js';
 
 export type ToolInfo = { name: string; description?: string };
@@ -12,7 +13,12 @@ export function upstreamTools(upstream: Upstream, ttlMs = 60_000) {
   let cached: { at: number; tools: Promise<ToolInfo[]> } | undefined;
   const load = async (): Promise<ToolInfo[]> => {
     const client = new Client({ name: 'turnpike-discovery', version: '1.0.0' });
-    const transport = new StreamableHTTPClientTransport(new URL(upstream.url), { requestInit: { headers: upstream.headers } });
+    const { dispatcher } = upstream;
+    const transport = new StreamableHTTPClientTransport(new URL(upstream.url), {
+      requestInit: { headers: upstream.headers },
+      // Through the upstream's own dispatcher: a registered server's SSRF guard applies here too.
+      ...(dispatcher ? { fetch: ((url: string | URL, init?: RequestInit) => undiciFetch(String(url), { ...init, dispatcher } as never)) as unknown as typeof fetch } : {}),
+    });
     await client.connect(transport, { timeout: upstream.timeoutMs });
     try {
       const tools: ToolInfo[] = [];

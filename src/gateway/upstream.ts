@@ -24,6 +24,8 @@ export type Upstream = {
   /** The operator's own credential for the upstream, e.g. `Authorization: Bearer …`. */
   headers: Record<string, string>;
   timeoutMs: number;
+  /** Connections for this upstream; servers registered through the API get one that refuses private addresses. */
+  dispatcher?: Dispatcher;
 };
 
 // Long-lived SSE streams must not be cut by undici's default 300 s idle timeouts.
@@ -48,7 +50,7 @@ export async function forward(upstream: Upstream, request: Request, body: Uint8A
       method: request.method as 'POST' | 'GET' | 'DELETE',
       headers,
       body: body && body.byteLength > 0 ? body : null,
-      dispatcher: agent,
+      dispatcher: upstream.dispatcher ?? agent,
       signal,
     });
   } catch (error) {

@@ -3,10 +3,10 @@ import { Hono } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { z } from 'zod';
 import { type Credits, adjustSchema, newKeySchema, publicEntry, publicKey, statusAfter, topupSchema, transferSchema } from '../rails/credits/credits.js';
-import { CreditsError } from '../rails/credits/errors.js';
+import { ApiError } from './api-error.js';
 import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
-import { jsonBody, query } from './validate.js';
+import { type RouteDoc, documented } from './documented.js';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -16,10 +16,10 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  */
 export const adminAuth = (adminKey: string | undefined) =>
   createMiddleware(async (c, next) => {
-    if (!adminKey) throw new CreditsError(403, 'admin_disabled', 'the admin API is off: set TURNPIKE_ADMIN_KEY to enable it');
+    if (!adminKey) throw new ApiError(403, 'admin_disabled', 'the admin API is off: set TURNPIKE_ADMIN_KEY to enable it');
     const match = /^Bearer\s+(\S+)\s*$/i.exec(c.req.header('authorization') ?? '');
     if (!match || !timingSafeEqual(digest(match[1]!), digest(adminKey))) {
-      throw new CreditsError(401, 'admin_unauthorized', 'send the admin key as Authorization: Bearer <TURNPIKE_ADMIN_KEY>');
+      throw new ApiError(401, 'admin_unauthorized', 'send the admin key as Authorization: Bearer <TURNPIKE_ADMIN_KEY>');
     }
     await next();
   });
@@ -33,38 +33,38 @@ export const pageSchema = z.strictObject({
  * The admin API over API keys: create (the secret is in this one answer only), list, read, top
  * up (idempotent), suspend, resume, revoke, and a key's ledger.
  *
- * @example app.route('/admin', adminRoutes({ credits, store, adminKey }));
+ * @example app.route('/admin', adminRoutes({ credits, store, adminKey, catalog }));
  */
-export function adminRoutes({ credits, store, adminKey }: { credits: Credits; store: Store; adminKey: string | undefined }): Hono {
+export function adminRoutes({ credits, store, adminKey, catalog }: { credits: Credits; store: Store; adminKey: string | undefined; catalog: RouteDoc[] }): Hono {
   const app = new Hono();
   app.use(adminAuth(adminKey));
+  const api = documented(app, catalog, { base: '/admin', security: 'admin' });
 
-  app.post('/keys', async (c) => {
-    const { usd, ...input } = await jsonBody(c, newKeySchema);
+  api.post('/keys', { summary: 'create an API key; the key is in this answer only', body: newKeySchema, status: 201 }, async (c, { body }) => {
+    const { usd, ...input } = body;
     const { secret, key } = await credits.createKey(input, usd ? { amount: usd, reason: 'initial balance', idempotencyKey: newId('create') } : undefined);
     return c.json({ ...publicKey(key), key: secret, note: 'store the key now: it is not shown again' }, 201);
   });
-  app.get('/keys', async (c) => c.json({ keys: (await store.credits.keys()).map(publicKey) }));
-  app.get('/keys/:id', async (c) => c.json(publicKey(await credits.keyById(c.req.param('id')))));
-  app.get('/keys/:id/ledger', async (c) => {
-    const key = await credits.keyById(c.req.param('id'));
-    const entries = await store.credits.history(key.id, query(c, pageSchema));
-    return c.json({ entries: entries.map(publicEntry) });
+  api.get('/keys', { summary: 'every API key' }, async (c) => c.json({ keys: (await store.credits.keys()).map(publicKey) }));
+  api.get('/keys/:id', { summary: 'one API key' }, async (c) => c.json(publicKey(await credits.keyById(c.req.param('id')!))));
+  api.get('/keys/:id/ledger', { summary: 'a key’s ledger, newest first', query: pageSchema }, async (c, { query }) => {
+    const key = await credits.keyById(c.req.param('id')!);
+    return c.json({ entries: (await store.credits.history(key.id, query)).map(publicEntry) });
   });
-  app.post('/keys/:id/topup', async (c) => {
-    const credited = await credits.topUp(c.req.param('id'), await jsonBody(c, topupSchema));
+  api.post('/keys/:id/topup', { summary: 'credit a key, once per idempotency key', body: topupSchema, status: 201 }, async (c, { body }) => {
+    const credited = await credits.topUp(c.req.param('id')!, body);
     return c.json({ applied: credited.applied, entry: publicEntry(credited.entry), balance: credited.balance.toString() }, credited.applied ? 201 : 200);
   });
-  app.post('/keys/:id/adjust', async (c) => {
-    const result = await credits.adjust(c.req.param('id'), await jsonBody(c, adjustSchema));
+  api.post('/keys/:id/adjust', { summary: 'correct a key’s balance, either sign, never below zero', body: adjustSchema, status: 201 }, async (c, { body }) => {
+    const result = await credits.adjust(c.req.param('id')!, body);
     return c.json({ applied: result.applied, entries: result.entries.map(publicEntry) }, result.applied ? 201 : 200);
   });
-  app.post('/transfers', async (c) => {
-    const result = await credits.transfer(await jsonBody(c, transferSchema));
+  api.post('/transfers', { summary: 'move credit between two keys in one transaction', body: transferSchema, status: 201 }, async (c, { body }) => {
+    const result = await credits.transfer(body);
     return c.json({ applied: result.applied, entries: result.entries.map(publicEntry) }, result.applied ? 201 : 200);
   });
   for (const action of Object.keys(statusAfter) as (keyof typeof statusAfter)[]) {
-    app.post(`/keys/:id/${action}`, async (c) => c.json(publicKey(await credits.changeStatus(c.req.param('id'), action))));
+    api.post(`/keys/:id/${action}`, { summary: `${action} a key${action === 'revoke' ? ' (final)' : ''}` }, async (c) => c.json(publicKey(await credits.changeStatus(c.req.param('id')!, action))));
   }
   return app;
 }

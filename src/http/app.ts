@@ -1,18 +1,18 @@
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import { UpstreamError } from '../gateway/upstream.js';
-import { CreditsError } from '../rails/credits/errors.js';
+import { ApiError } from './api-error.js';
 
 /**
  * A hono app whose every answer is JSON: unknown paths are 404, a client's mistake thrown as a
- * CreditsError is its 4xx, and an unexpected fault is a 500 that says to retry, logged here and
+ * ApiError is its 4xx, and an unexpected fault is a 500 that says to retry, logged here and
  * never shown to the caller as a stack trace.
  */
 export function createApp(logger: Logger): Hono {
   const app = new Hono();
   app.notFound((c) => c.json({ error: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => {
-    if (error instanceof CreditsError) return c.json(error.toJSON(), error.status);
+    if (error instanceof ApiError) return c.json(error.toJSON(), error.status);
     if (error instanceof UpstreamError) {
       logger.warn({ err: error, path: c.req.path }, 'upstream failed');
       return c.json({ jsonrpc: '2.0', id: null, error: { code: -32603, message: 'the MCP server behind this gateway did not answer; retry later' } }, 502);

@@ -1,13 +1,14 @@
 import { Hono } from 'hono';
 import type { Address } from 'viem';
 import type { Network } from '../chain/networks.js';
-import { type PriceTable, atomicToUsd, priceOf } from '../gateway/pricing.js';
+import { type Plan, isMetered, listPrice, publicPlan } from '../gateway/plans.js';
+import { atomicToUsd } from '../gateway/pricing.js';
 import type { ToolInfo } from '../gateway/upstream-tools.js';
 
 export type PaidEndpoint = {
   /** Path of the MCP endpoint on this server, e.g. `/mcp`. */
   path: string;
-  prices: PriceTable;
+  plan: Plan;
   payTo: Address;
   tools: () => Promise<ToolInfo[]>;
 };
@@ -15,7 +16,8 @@ export type PaidEndpoint = {
 /** The credits rail as discovery describes it; absent when it is off. */
 export type CreditsOffer = { topupMin: bigint; topupMax: bigint; packages: Record<string, { priceUsd: bigint; creditsUsd: bigint }>; stripe: boolean };
 
-export type DiscoveryOptions = { network: Network; endpoints: PaidEndpoint[]; facilitatorPath: string; credits?: CreditsOffer };
+/** `endpoints` is asked on every request: servers registered through the API come and go. */
+export type DiscoveryOptions = { network: Network; endpoints: () => Promise<PaidEndpoint[]>; facilitatorPath: string; credits?: CreditsOffer };
 
 /** Version of the `/.well-known/mcp-payment` document; bumped on any incompatible change. */
 export const DISCOVERY_VERSION = 1;
@@ -39,7 +41,8 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
       toolsError = `the MCP server could not be asked for its tools: ${(error as Error).message}`;
     }
     const descriptions = new Map(tools.map((t) => [t.name, t.description]));
-    const named = new Set([...descriptions.keys(), ...Object.keys(endpoint.prices.tools), ...endpoint.prices.free]);
+    const { plan } = endpoint;
+    const named = new Set([...descriptions.keys(), ...(plan.type === 'per_call' ? Object.keys(plan.tools) : []), ...plan.free]);
     return {
       url: `${origin}${endpoint.path}`,
       transport: 'streamable-http',
@@ -56,10 +59,11 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
         challenge: 'MCP tool result (x402 v2 PaymentRequired); pay in params._meta["x402/payment"]',
       },
       ...(options.credits ? { credits: creditsOf(origin, options.credits) } : {}),
-      defaultPrice: price(endpoint.prices.default),
+      defaultPrice: price(plan.type === 'per_call' ? plan.default : listPrice(plan, '*')),
+      ...(isMetered(plan) ? { plan: publicPlan(plan) } : {}),
       tools: [...named].sort().map((name) => ({
         name,
-        ...price(priceOf(endpoint.prices, name)),
+        ...price(listPrice(plan, name)),
         ...(descriptions.get(name) ? { description: descriptions.get(name) } : {}),
       })),
       ...(toolsError ? { toolsError } : {}),
@@ -89,12 +93,12 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
 
   app.get('/.well-known/mcp-payment', async (c) => {
     const origin = new URL(c.req.url).origin;
-    return c.json({ version: DISCOVERY_VERSION, endpoints: await Promise.all(options.endpoints.map((e) => describe(origin, e))) });
+    return c.json({ version: DISCOVERY_VERSION, endpoints: await Promise.all((await options.endpoints()).map((e) => describe(origin, e))) });
   });
 
   app.get('/pricing', async (c) => {
     const origin = new URL(c.req.url).origin;
-    const endpoints = await Promise.all(options.endpoints.map((e) => describe(origin, e)));
+    const endpoints = await Promise.all((await options.endpoints()).map((e) => describe(origin, e)));
     return c.json({
       version: DISCOVERY_VERSION,
       prices: endpoints.flatMap((e) =>

@@ -1,36 +1,49 @@
+import type { Logger } from 'pino';
 import type { Address } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
 import type { ChainConnection } from '../chain/connect.js';
+import { secretBox } from '../config/secret-box.js';
 import type { Config } from '../config/schema.js';
 import type { Secrets } from '../config/secrets.js';
+import { openFacilitator } from '../facilitator/open.js';
+import { createGateway } from '../gateway/gateway.js';
+import { type Plan, planSchema } from '../gateway/plans.js';
+import { guardedAgent } from '../gateway/ssrf.js';
+import type { Upstream } from '../gateway/upstream.js';
+import { type ToolInfo, upstreamTools } from '../gateway/upstream-tools.js';
+import { createOperators } from '../operators/operators.js';
+import { revenueBook } from '../operators/revenue.js';
+import { createWithdrawals } from '../operators/withdrawals.js';
 import { createCredits } from '../rails/credits/credits.js';
 import { openDebits } from '../rails/credits/open-debits.js';
 import { createCheckout } from '../rails/stripe/checkout.js';
 import { stripeClient } from '../rails/stripe/stripe-client.js';
+import type { ServerRecord } from '../store/operators.js';
 import { adminRoutes } from './admin-routes.js';
-import { stripeRoutes } from './stripe-routes.js';
-import { creditsRoutes } from './credits-routes.js';
-import { openFacilitator } from '../facilitator/open.js';
-import { createGateway } from '../gateway/gateway.js';
-import type { PriceTable } from '../gateway/pricing.js';
-import type { Upstream } from '../gateway/upstream.js';
-import { upstreamTools } from '../gateway/upstream-tools.js';
-import type { Logger } from 'pino';
 import { createApp } from './app.js';
+import { creditsRoutes } from './credits-routes.js';
 import { discoveryRoutes } from './discovery.js';
+import type { RouteDoc } from './documented.js';
 import { facilitatorRoutes } from './facilitator-routes.js';
 import { healthRoutes } from './health.js';
 import { listen } from './listen.js';
 import { createMetrics, metricsRoutes } from './metrics.js';
+import { openApiRoutes } from './openapi.js';
+import { operatorRoutes } from './operator-routes.js';
+import { stripeRoutes } from './stripe-routes.js';
 
-/** One paying MCP endpoint: its path on this server, its upstream, prices and payee. */
+/** One paying MCP endpoint: its path on this server, its upstream, plan and payee. */
 export type EndpointOptions = {
   /** Names the server in key and token scopes. */
   slug: string;
   path: string;
   upstream: Upstream;
-  prices: PriceTable;
+  plan: Plan;
   payTo: Address;
   challenge: 'tool-result' | 'http-402';
+  /** Set for servers registered through the operator API. */
+  operatorId?: string;
+  custody?: 'direct' | 'platform';
 };
 
 export type GatewayServerOptions = {
@@ -38,15 +51,18 @@ export type GatewayServerOptions = {
   secrets: Secrets;
   chain: ChainConnection;
   logger: Logger;
+  /** Servers from the command line or config file; operators' servers come from the store. */
   endpoints: EndpointOptions[];
 };
 
 /**
- * Everything a paying gateway serves, on one port: each MCP endpoint at its path, the facilitator
- * API at `/facilitator`, discovery (`/.well-known/mcp-payment`, `/pricing`), `/health` and
- * `/metrics`. The journal is reconciled before the first request is accepted.
+ * Everything a paying gateway serves, on one port: each configured MCP endpoint at its path,
+ * every server registered through the operator API at `/mcp/<slug>`, the facilitator API at
+ * `/facilitator`, the credits, operator and admin APIs, discovery (`/.well-known/mcp-payment`,
+ * `/pricing`), `/openapi.json`, `/health` and `/metrics`. The journal is reconciled, crash-cut
+ * debits refunded and unfinished withdrawals resumed before the first request is accepted.
  *
- * @example const server = await serveGateway({ config, chain, logger, endpoints: [{ path: '/mcp', upstream, prices, payTo, challenge: 'tool-result' }] });
+ * @example const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, plan, payTo, challenge: 'tool-result' }] });
  */
 export async function serveGateway(options: GatewayServerOptions) {
   const { config, chain, logger, secrets } = options;
@@ -54,36 +70,101 @@ export async function serveGateway(options: GatewayServerOptions) {
   const credits = config.credits.enabled
     ? createCredits({ store, tokenSecret: secrets.tokenSecret ?? (await store.instanceSecret('budget-tokens')) })
     : undefined;
+  const book = revenueBook(store, { takeRateBps: config.operators.takeRateBps, logger });
+  await book.start();
   // A call can run no longer than its upstream's timeout; a debit open much longer was cut off.
-  const maxCallMs = Math.max(...options.endpoints.map((e) => e.upstream.timeoutMs)) + 2_000;
-  const debits = credits ? openDebits(store.credits, { maxCallMs, logger }) : undefined;
+  const configuredMs = Math.max(0, ...options.endpoints.map((e) => e.upstream.timeoutMs));
+  const maxCallMs = async () => Math.max(configuredMs, ...(await store.operators.servers()).map((s) => s.timeoutMs)) + 2_000;
+  const debits = credits ? openDebits(store.credits, { maxCallMs, logger, beforeClose: () => book.flush() }) : undefined;
   await debits?.start();
+
+  const treasuryKey = secrets.treasuryKey ?? chain.sandbox?.accounts.treasury.privateKey;
+  const treasury = (config.operators.treasury as Address | undefined) ?? (treasuryKey ? privateKeyToAccount(treasuryKey).address : undefined);
+  const withdrawals = treasuryKey
+    ? createWithdrawals({ store, client: chain.client, network: chain.network, treasuryKey, minimum: config.operators.minWithdrawalUsd, logger })
+    : undefined;
+  void withdrawals?.reconcile().catch((err: unknown) => logger.error({ err }, 'cannot finish unfinished withdrawals'));
+  const operators = createOperators({
+    store,
+    ...(secrets.secretsKey ? { box: secretBox(secrets.secretsKey) } : {}),
+    allowPrivateUpstreams: config.operators.allowPrivateUpstreams,
+    reservedSlugs: new Set(options.endpoints.map((e) => e.slug)),
+    ...(treasury ? { treasury } : {}),
+  });
+  const registeredAgent = guardedAgent({ allowPrivate: config.operators.allowPrivateUpstreams });
 
   let hosts: string[] = [];
   let url = '';
   const metrics = createMetrics();
+  const catalog: RouteDoc[] = [];
   const app = createApp(logger);
-  for (const endpoint of options.endpoints) {
-    app.route(
-      endpoint.path,
-      createGateway({
-        upstream: endpoint.upstream,
-        prices: endpoint.prices,
-        payTo: endpoint.payTo,
-        network: chain.network,
-        facilitator,
-        challenge: endpoint.challenge,
-        bodyLimitBytes: config.http.bodyLimitBytes,
-        allowedHosts: () => hosts,
-        logger,
-        metrics,
-        server: endpoint.slug,
-        ...(credits && debits ? { credits: { credits, store, debits } } : {}),
-      }),
-    );
+  const gatewayFor = (endpoint: EndpointOptions) =>
+    createGateway({
+      upstream: endpoint.upstream,
+      plan: endpoint.plan,
+      payTo: endpoint.payTo,
+      network: chain.network,
+      facilitator,
+      challenge: endpoint.challenge,
+      bodyLimitBytes: config.http.bodyLimitBytes,
+      allowedHosts: () => hosts,
+      logger,
+      metrics,
+      server: endpoint.slug,
+      revenue: { book, usage: store.operators, custody: endpoint.custody ?? 'direct', ...(endpoint.operatorId ? { operatorId: endpoint.operatorId } : {}) },
+      ...(credits && debits ? { credits: { credits, store, debits } } : {}),
+    });
+  for (const endpoint of options.endpoints) app.route(endpoint.path, gatewayFor(endpoint));
+
+  /** A registered server as an endpoint: its upstream secret unsealed, its connections SSRF-guarded. */
+  function endpointOf(server: ServerRecord): EndpointOptions {
+    const secret = operators.secretOf(server);
+    const upstreamUrl = new URL(server.upstreamUrl);
+    if (server.auth.mode === 'query') upstreamUrl.searchParams.set(server.auth.name, secret!);
+    return {
+      slug: server.slug,
+      path: `/mcp/${server.slug}`,
+      upstream: {
+        url: upstreamUrl.toString(),
+        headers: server.auth.mode === 'header' ? { authorization: `Bearer ${secret}` } : {},
+        timeoutMs: server.timeoutMs,
+        dispatcher: registeredAgent,
+      },
+      plan: planSchema.parse(server.plan),
+      payTo: server.custody === 'direct' ? server.payTo! : treasury!,
+      challenge: server.challenge,
+      operatorId: server.operatorId,
+      custody: server.custody,
+    };
   }
+
+  type Mounted = { updatedAt: number; endpoint: EndpointOptions; fetch: (request: Request) => Response | Promise<Response>; tools: () => Promise<ToolInfo[]> };
+  // Built on first use and rebuilt when the server's row changes, on this instance or another.
+  const registered = new Map<string, Mounted>();
+  function mounted(server: ServerRecord): Mounted {
+    const known = registered.get(server.slug);
+    if (known?.updatedAt === server.updatedAt) return known;
+    const endpoint = endpointOf(server);
+    const gateway = createApp(logger).route(endpoint.path, gatewayFor(endpoint));
+    const entry = { updatedAt: server.updatedAt, endpoint, fetch: (request: Request) => gateway.fetch(request), tools: upstreamTools(endpoint.upstream) };
+    registered.set(server.slug, entry);
+    return entry;
+  }
+  const activeOperators = async () => new Set((await store.operators.operators()).filter((o) => o.status === 'active').map((o) => o.id));
+  app.all('/mcp/:slug', async (c) => {
+    const slug = c.req.param('slug');
+    const server = await store.operators.server(slug);
+    const operator = server && (await store.operators.operator(server.operatorId));
+    if (!server || operator?.status !== 'active') {
+      registered.delete(slug);
+      return c.json({ jsonrpc: '2.0', id: null, error: { code: -32601, message: `no MCP server is served at /mcp/${slug}` } }, 404);
+    }
+    return mounted(server).fetch(c.req.raw);
+  });
+
   if (credits) {
-    const payTo = (config.credits.payTo as Address | undefined) ?? options.endpoints[0]!.payTo;
+    const payTo = (config.credits.payTo as Address | undefined) ?? options.endpoints[0]?.payTo ?? treasury;
+    if (!payTo) throw new Error('USDC top-ups need a payee: set credits.payTo');
     const topup = { payTo, min: config.credits.topupMinUsd, max: config.credits.topupMaxUsd };
     const { stripeSecretKey, stripeWebhookSecret: webhookSecret } = secrets;
     const stripe = stripeSecretKey && webhookSecret ? stripeClient(stripeSecretKey, config.credits.stripeApiUrl) : undefined;
@@ -94,14 +175,23 @@ export async function serveGateway(options: GatewayServerOptions) {
       : undefined;
     app.route('/credits', creditsRoutes({ credits, store, facilitator, network: chain.network, topup, ...(checkout ? { checkout } : {}) }));
     if (stripe) app.route('/stripe', stripeRoutes({ stripe, webhookSecret: webhookSecret!, credits: store.credits, logger }));
-    app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey }));
+    app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog }));
   }
+  app.route(
+    '/',
+    operatorRoutes({ operators, store, ...(withdrawals ? { withdrawals } : {}), adminKey: secrets.adminKey, registration: config.operators.registration, catalog }),
+  );
   app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
+  const configured = options.endpoints.map((e) => ({ path: e.path, plan: e.plan, payTo: e.payTo, tools: upstreamTools(e.upstream) }));
   app.route(
     '/',
     discoveryRoutes({
       network: chain.network,
-      endpoints: options.endpoints.map((e) => ({ path: e.path, prices: e.prices, payTo: e.payTo, tools: upstreamTools(e.upstream) })),
+      async endpoints() {
+        const active = await activeOperators();
+        const listed = (await store.operators.servers({ publicOnly: true })).filter((s) => active.has(s.operatorId)).map(mounted);
+        return [...configured, ...listed.map(({ endpoint: e, tools }) => ({ path: e.path, plan: e.plan, payTo: e.payTo, tools }))];
+      },
       facilitatorPath: '/facilitator',
       ...(credits
         ? {
@@ -115,6 +205,7 @@ export async function serveGateway(options: GatewayServerOptions) {
         : {}),
     }),
   );
+  app.route('/', openApiRoutes(catalog, { title: 'turnpike', version: '1' }));
   app.route('/', healthRoutes({ client: chain.client, store }));
   app.route('/', metricsRoutes(metrics));
   const server = await listen(app, config.http);
@@ -126,6 +217,8 @@ export async function serveGateway(options: GatewayServerOptions) {
     async close() {
       await server.close();
       await debits?.stop();
+      await book.stop();
+      await registeredAgent.close();
       await store.close();
     },
   };

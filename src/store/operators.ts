@@ -144,7 +144,7 @@ export interface OperatorStore {
 
   recordCharges(charges: Charge[]): Promise<void>;
   pendingCharges(limit: number): Promise<Charge[]>;
-  resolveCharges(outcomes: { id: string; state: 'earned' | 'void' }[]): Promise<void>;
+  resolveCharges(outcomes: { id: string; state: 'earned' | 'void'; settleMs?: number }[]): Promise<void>;
   countDenials(counts: { server: string; day: number; reason: string; count: number }[]): Promise<void>;
 
   balance(operatorId: string): Promise<Balance>;

@@ -388,6 +388,10 @@ export function sqliteCredits(db: Database.Database): CreditStore {
   const tokenById = q<TokenRow>('SELECT * FROM budget_tokens WHERE id = @id');
   const tokensOf = q<TokenRow>('SELECT * FROM budget_tokens WHERE key_id = @keyId ORDER BY created_at DESC');
   const openBefore = db.prepare<{ before: number }, { debit_id: string }>('SELECT debit_id FROM open_debits WHERE created_at < @before ORDER BY created_at');
+  const debitState = db.prepare<{ id: string }, { refunded: number; open: number; found: number }>(`
+    SELECT EXISTS (SELECT 1 FROM ledger WHERE id = @id AND kind = 'debit') AS found,
+           EXISTS (SELECT 1 FROM ledger WHERE idempotency_key = 'refund:' || @id) AS refunded,
+           EXISTS (SELECT 1 FROM open_debits WHERE debit_id = @id) AS open`);
 
   return {
     createKey: (key, initial) => run('createKey', key, initial),
@@ -411,6 +415,14 @@ export function sqliteCredits(db: Database.Database): CreditStore {
     closeDebits: (debitIds) => run('closeDebits', debitIds),
     async openDebits(before) {
       return openBefore.all({ before }).map((r) => r.debit_id);
+    },
+    async debitStates(debitIds) {
+      const states = new Map<string, 'open' | 'closed' | 'refunded'>();
+      for (const id of debitIds) {
+        const r = debitState.get({ id })!;
+        if (r.found) states.set(id, r.refunded ? 'refunded' : r.open ? 'open' : 'closed');
+      }
+      return states;
     },
     async history(keyId, { limit, before }) {
       return page.all({ keyId, limit, before: before ?? null }).map(toEntry);

@@ -194,7 +194,7 @@ export function sqliteOperators(db: Database.Database): OperatorStore {
     VALUES (@id, @server, @operatorId, @rail, @caller, @tool, @amount, @operatorShare, @platformShare, @custody, @ref, @state, @settleMs, @createdAt)
     ON CONFLICT (ref) DO NOTHING`);
   const pending = q<ChargeRow>(`SELECT * FROM charges WHERE state = 'pending' ORDER BY created_at LIMIT @limit`);
-  const resolveCharge = x(`UPDATE charges SET state = @state WHERE id = @id AND state = 'pending'`);
+  const resolveCharge = x(`UPDATE charges SET state = @state, settle_ms = @settleMs WHERE id = @id AND state = 'pending'`);
   const countDenial = x(`
     INSERT INTO denial_counts (server, day, reason, count) VALUES (@server, @day, @reason, @count)
     ON CONFLICT (server, day, reason) DO UPDATE SET count = count + excluded.count`);
@@ -330,7 +330,7 @@ export function sqliteOperators(db: Database.Database): OperatorStore {
     },
     resolveCharges: (outcomes) =>
       write(() => {
-        for (const o of outcomes) resolveCharge.run(o);
+        for (const o of outcomes) resolveCharge.run({ ...o, settleMs: o.settleMs ?? null });
       }),
     countDenials: (counts) =>
       write(() => {

@@ -7,6 +7,7 @@ import { wrapFetchWithPaymentFromConfig } from '@x402/fetch';
 import { networks } from '../../src/chain/networks.js';
 import { CREDITS_META_KEY, createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
+import { flatPlan } from '../../src/gateway/plans.js';
 import { adminRoutes } from '../../src/http/admin-routes.js';
 import { createApp } from '../../src/http/app.js';
 import { creditsRoutes } from '../../src/http/credits-routes.js';
@@ -80,7 +81,7 @@ describe('credits rail through the gateway', () => {
       '/mcp',
       createGateway({
         upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
-        prices: priceTableSchema.parse({ default: '0.02', free: ['other'] }),
+        plan: flatPlan(priceTableSchema.parse({ default: '0.02', free: ['other'] })),
         payTo: chain.sandbox.accounts.payees[1]!.address,
         network: networks.local,
         facilitator: opened.facilitator,
@@ -90,7 +91,7 @@ describe('credits rail through the gateway', () => {
         logger,
         metrics: createMetrics(),
         server: 'main',
-        credits: { credits, store, debits: openDebits(store.credits, { maxCallMs: 20_000 }) },
+        credits: { credits, store, debits: openDebits(store.credits, { maxCallMs: async () => 20_000 }) },
       }),
     );
     const topup = { payTo: chain.sandbox.accounts.payees[0]!.address, min: 1_000_000n, max: 100_000_000n };
@@ -99,7 +100,7 @@ describe('credits rail through the gateway', () => {
     const checkout = (keyId: string, pack: string) => createCheckout({ stripe: stripe(), credits: store.credits, packages, publicUrl: base }, keyId, pack);
     app.route('/credits', creditsRoutes({ credits, store, facilitator: opened.facilitator, network: networks.local, topup, checkout }));
     app.route('/stripe', stripeRoutes({ stripe: stripe(), webhookSecret: WEBHOOK_SECRET, credits: store.credits, logger }));
-    app.route('/admin', adminRoutes({ credits, store, adminKey: ADMIN }));
+    app.route('/admin', adminRoutes({ credits, store, adminKey: ADMIN, catalog: [] }));
     const server = await listen(app, { host: '127.0.0.1', port: 0 });
     servers.push(server);
     base = server.url;

@@ -16,6 +16,7 @@ import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
 import type { Facilitator } from '../../src/facilitator/facilitator.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
+import { flatPlan } from '../../src/gateway/plans.js';
 import { createApp } from '../../src/http/app.js';
 import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
@@ -42,14 +43,14 @@ async function startGateway(facilitator: Facilitator, challenge: 'tool-result' |
   const upstream = { url: upstreamUrl, headers: {}, timeoutMs: 10_000 };
   const prices = priceTableSchema.parse({ default: '0.01', tools: { 'get-sum': '0.05' }, free: ['echo'] });
   const payTo = chain.sandbox.accounts.payees[0]!.address;
-  app.route('/', discoveryRoutes({ network: networks.local, endpoints: [{ path: '/mcp', prices, payTo, tools: upstreamTools(upstream) }], facilitatorPath: '/facilitator' }));
+  app.route('/', discoveryRoutes({ network: networks.local, endpoints: async () => [{ path: '/mcp', plan: flatPlan(prices), payTo, tools: upstreamTools(upstream) }], facilitatorPath: '/facilitator' }));
   app.route('/', healthRoutes({ client: chain.client, store }));
   app.route('/', metricsRoutes(metrics));
   app.route(
     '/mcp',
     createGateway({
       upstream,
-      prices,
+      plan: flatPlan(prices),
       payTo,
       network: networks.local,
       facilitator,
@@ -187,10 +188,10 @@ describe('paying MCP proxy (official MCP SDK client → turnpike → server-ever
     assert.equal(await chain.balanceOf(payee), payeeBefore + 50_000n);
 
     const text = await (await fetch(`${gateway.url}/metrics`)).text();
-    assert.match(text, /turnpike_tool_calls_total\{tool="get-sum",outcome="paid"\} [1-9]/);
-    assert.match(text, /turnpike_tool_calls_total\{tool="get-sum",outcome="challenged"\} [1-9]/);
-    assert.match(text, /turnpike_payment_denials_total\{reason="invalid_exact_evm_nonce_already_used"\} [1-9]/);
-    assert.match(text, /turnpike_revenue_atomic_total\{asset="0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",network="eip155:8453"\} [1-9]/);
+    assert.match(text, /turnpike_tool_calls_total\{server="test",tool="get-sum",outcome="paid"\} [1-9]/);
+    assert.match(text, /turnpike_tool_calls_total\{server="test",tool="get-sum",outcome="challenged"\} [1-9]/);
+    assert.match(text, /turnpike_payment_denials_total\{server="test",reason="invalid_exact_evm_nonce_already_used"\} [1-9]/);
+    assert.match(text, /turnpike_revenue_atomic_total\{server="test",asset="0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",network="eip155:8453"\} [1-9]/);
     assert.match(text, /turnpike_settlement_seconds_count [1-9]/);
     await client.close();
   });

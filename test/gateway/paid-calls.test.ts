@@ -7,6 +7,7 @@ import { networks } from '../../src/chain/networks.js';
 import type { Facilitator } from '../../src/facilitator/facilitator.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
+import { flatPlan } from '../../src/gateway/plans.js';
 import { createApp } from '../../src/http/app.js';
 import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
@@ -30,7 +31,7 @@ async function gatewayFor(path: string, timeoutMs = 10_000) {
     '/mcp',
     createGateway({
       upstream: { url: `${upstream.url}${path}`, headers: {}, timeoutMs },
-      prices: priceTableSchema.parse({ default: '0.02' }),
+      plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
       payTo: chain.sandbox.accounts.payees[1]!.address,
       network: networks.local,
       facilitator,

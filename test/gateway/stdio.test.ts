@@ -12,6 +12,7 @@ import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { networks } from '../../src/chain/networks.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
+import { flatPlan } from '../../src/gateway/plans.js';
 import { startStdioBridge } from '../../src/gateway/stdio-bridge.js';
 import { createApp } from '../../src/http/app.js';
 import { type Listening, listen } from '../../src/http/listen.js';
@@ -45,7 +46,7 @@ describe('stdio MCP servers behind the paying proxy (server-filesystem from npm)
       '/mcp',
       createGateway({
         upstream: { url: bridge.mcpUrl, headers: {}, timeoutMs: 10_000 },
-        prices: priceTableSchema.parse({ default: '0.01', tools: { read_multiple_files: '0.03' }, free: ['list_allowed_directories'] }),
+        plan: flatPlan(priceTableSchema.parse({ default: '0.01', tools: { read_multiple_files: '0.03' }, free: ['list_allowed_directories'] })),
         payTo: chain.sandbox.accounts.payees[1]!.address,
         network: networks.local,
         facilitator,

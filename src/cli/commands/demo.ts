@@ -1,3 +1,4 @@
+import { flatPlan } from '../../gateway/plans.js';
 import { z } from 'zod';
 import { connectChain } from '../../chain/connect.js';
 import { loadConfig } from '../../config/load.js';
@@ -48,7 +49,7 @@ export const demoCommand = defineCommand({
       config,
       chain,
       logger,
-      endpoints: [{ slug: 'demo', path: '/mcp', upstream: { url: upstream.mcpUrl, headers: {}, timeoutMs: 30_000 }, prices: demoPrices, payTo: payee, challenge: 'tool-result' }],
+      endpoints: [{ slug: 'demo', path: '/mcp', upstream: { url: upstream.mcpUrl, headers: {}, timeoutMs: 30_000 }, plan: flatPlan(demoPrices), payTo: payee, challenge: 'tool-result' }],
     });
     const mcpUrl = `${gateway.url}/mcp`;
     say(`turnpike demo: local Base sandbox at ${chain.rpcUrl} (chain id 8453, Circle USDC at ${chain.network.usdc.address})`);

@@ -1,3 +1,4 @@
+import { flatPlan } from '../../gateway/plans.js';
 import { getAddress } from 'viem';
 import { connectChain } from '../../chain/connect.js';
 import { ConfigError } from '../../config/errors.js';
@@ -43,7 +44,7 @@ export const serveCommand = defineCommand({
         headers: Object.fromEntries(Object.entries(s.headersFromEnv).map(([header, name]) => [header, process.env[name]!])),
         timeoutMs: s.timeoutSeconds * 1000,
       },
-      prices: { default: s.price, tools: s.tools, free: s.free },
+      plan: flatPlan({ default: s.price, tools: s.tools, free: s.free }),
       payTo: getAddress(s.payTo),
       challenge: s.challenge,
     }));

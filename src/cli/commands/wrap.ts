@@ -1,3 +1,4 @@
+import { flatPlan } from '../../gateway/plans.js';
 import { getAddress, isAddress } from 'viem';
 import { z } from 'zod';
 import { connectChain } from '../../chain/connect.js';
@@ -77,7 +78,7 @@ export const wrapCommand = defineCommand({
     const bridge = flags.stdio ? await startStdioBridge(flags.stdio) : undefined;
     const upstreamUrl = bridge?.mcpUrl ?? flags.upstream!;
     const upstream = { url: upstreamUrl, headers: Object.fromEntries(flags['upstream-header']), timeoutMs: flags['upstream-timeout'] * 1000 };
-    const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, prices, payTo, challenge: flags.challenge }] }).catch(async (error) => {
+    const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, plan: flatPlan(prices), payTo, challenge: flags.challenge }] }).catch(async (error) => {
       await bridge?.close();
       await chain.close();
       throw error;

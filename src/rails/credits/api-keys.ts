@@ -5,14 +5,14 @@ const PREFIX = 'tp_';
 const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]*$/;
 
 /**
- * A new API key: 256 random bits behind `tp_`, shown once; only its SHA-256 is stored (a fast
+ * A new API key: 256 random bits behind `tp_` (operators' keys: `op_`), shown once; only its SHA-256 is stored (a fast
  * hash is right for a secret with this much entropy: there is nothing to brute-force).
  *
  * @example const { secret, id, hash } = generateApiKey(); // secret: tp_3q2…
  */
-export function generateApiKey() {
-  const secret = `${PREFIX}${randomBytes(32).toString('base64url')}`;
-  return { secret, id: newId('key'), hash: hashApiKey(secret) };
+export function generateApiKey(prefix = PREFIX, idPrefix = 'key') {
+  const secret = `${prefix}${randomBytes(32).toString('base64url')}`;
+  return { secret, id: newId(idPrefix), hash: hashApiKey(secret) };
 }
 
 export const hashApiKey = (secret: string) => createHash('sha256').update(secret).digest('hex');

@@ -5,7 +5,7 @@ import type { Store } from '../../store/store.js';
 import { newId } from '../../store/ids.js';
 import { type Credential, generateApiKey, hashApiKey, sameHash } from './api-keys.js';
 import { readBudgetToken, signBudgetToken } from './budget-tokens.js';
-import { CreditsError } from './errors.js';
+import { ApiError } from '../../http/api-error.js';
 
 /** Longest a delegated budget token may live. */
 export const MAX_TOKEN_SECONDS = 86_400;
@@ -130,14 +130,14 @@ const refusals: Record<DebitRefusal, { status: 401 | 402 | 403 | 409; message: s
 };
 
 /** The caller-facing error for a refused debit, with the numbers an agent needs to act. */
-export function refusalError(result: DebitResult & { ok: false }, topupHint: Record<string, string>): CreditsError {
+export function refusalError(result: DebitResult & { ok: false }, topupHint: Record<string, string>): ApiError {
   const { status, message } = refusals[result.reason];
   const details: Record<string, unknown> = {};
   if (result.balance !== undefined) details.balance = result.balance.toString();
   if (result.tokenRemaining !== undefined) details.budgetRemaining = result.tokenRemaining.toString();
   if (result.limitRemaining !== undefined) details.limitRemaining = result.limitRemaining.toString();
   if (status === 402) details.topup = topupHint;
-  return new CreditsError(status, result.reason, message, details);
+  return new ApiError(status, result.reason, message, details);
 }
 
 export type CreditsOptions = {
@@ -160,7 +160,7 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
   async function keyOf(secret: string): Promise<KeyRecord> {
     const hash = hashApiKey(secret);
     const found = await ledger.keyByHash(hash);
-    if (!found || !sameHash(found.hash, hash)) throw new CreditsError(401, 'key_unknown', refusals.key_unknown.message);
+    if (!found || !sameHash(found.hash, hash)) throw new ApiError(401, 'key_unknown', refusals.key_unknown.message);
     const { hash: _, ...key } = found;
     return key;
   }
@@ -168,20 +168,20 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
   /** The key, or a 404 that names it. */
   async function keyById(id: string): Promise<KeyRecord> {
     const key = await ledger.key(id);
-    if (!key) throw new CreditsError(404, 'key_not_found', `no API key ${id}`);
+    if (!key) throw new ApiError(404, 'key_not_found', `no API key ${id}`);
     return key;
   }
 
   function moved(result: MoveResult) {
     if (result.ok) return result;
-    if (result.reason === 'key_unknown') throw new CreditsError(404, 'key_not_found', `no API key ${result.keyId}`);
-    throw new CreditsError(409, 'insufficient_balance', `key ${result.keyId} holds ${result.balance}: a balance cannot go below zero`, { balance: result.balance?.toString() });
+    if (result.reason === 'key_unknown') throw new ApiError(404, 'key_not_found', `no API key ${result.keyId}`);
+    throw new ApiError(409, 'insufficient_balance', `key ${result.keyId} holds ${result.balance}: a balance cannot go below zero`, { balance: result.balance?.toString() });
   }
 
   function usable(key: KeyRecord, now: number) {
-    if (key.status === 'revoked') throw new CreditsError(401, 'key_revoked', refusals.key_revoked.message);
-    if (key.status === 'suspended') throw new CreditsError(403, 'key_suspended', refusals.key_suspended.message);
-    if (key.expiresAt !== undefined && key.expiresAt <= now) throw new CreditsError(401, 'key_expired', refusals.key_expired.message);
+    if (key.status === 'revoked') throw new ApiError(401, 'key_revoked', refusals.key_revoked.message);
+    if (key.status === 'suspended') throw new ApiError(403, 'key_suspended', refusals.key_suspended.message);
+    if (key.expiresAt !== undefined && key.expiresAt <= now) throw new ApiError(401, 'key_expired', refusals.key_expired.message);
   }
 
   return {
@@ -194,10 +194,10 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
       }
       const claims = await readBudgetToken(credential.jwt, tokenSecret);
       const token = await ledger.token(claims.jti);
-      if (!token || token.keyId !== claims.sub) throw new CreditsError(401, 'token_unknown', refusals.token_unknown.message);
-      if (token.revokedAt !== undefined) throw new CreditsError(401, 'token_revoked', refusals.token_revoked.message);
+      if (!token || token.keyId !== claims.sub) throw new ApiError(401, 'token_unknown', refusals.token_unknown.message);
+      if (token.revokedAt !== undefined) throw new ApiError(401, 'token_revoked', refusals.token_revoked.message);
       const key = await ledger.key(token.keyId);
-      if (!key) throw new CreditsError(401, 'token_unknown', refusals.token_unknown.message);
+      if (!key) throw new ApiError(401, 'token_unknown', refusals.token_unknown.message);
       usable(key, now);
       return { key, token };
     },
@@ -205,7 +205,7 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     /** 403 unless both the key's and the token's scopes allow this server and tool. */
     authorize(payer: Payer, server: string, tool: string) {
       if (!inScope(payer.key.scope, server, tool) || !inScope(payer.token?.scope, server, tool)) {
-        throw new CreditsError(403, 'out_of_scope', `this ${payer.token ? 'budget token' : 'API key'} may not pay for tool "${tool}" on server "${server}"`, {
+        throw new ApiError(403, 'out_of_scope', `this ${payer.token ? 'budget token' : 'API key'} may not pay for tool "${tool}" on server "${server}"`, {
           ...(payer.key.scope ? { keyScope: payer.key.scope } : {}),
           ...(payer.token?.scope ? { tokenScope: payer.token.scope } : {}),
         });
@@ -231,7 +231,7 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
         funding,
       );
       if (!created.created) {
-        throw new CreditsError(409, 'already_funded', `this funding already created key ${created.entry.keyId}, shown once then`, { keyId: created.entry.keyId });
+        throw new ApiError(409, 'already_funded', `this funding already created key ${created.entry.keyId}, shown once then`, { keyId: created.entry.keyId });
       }
       return { secret, key: created.key };
     },
@@ -241,7 +241,7 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     /** An operator's top-up: once per idempotency key, never onto a revoked key. */
     async topUp(id: string, input: z.output<typeof topupSchema>) {
       const key = await keyById(id);
-      if (key.status === 'revoked') throw new CreditsError(409, 'key_revoked', 'a revoked key cannot be topped up');
+      if (key.status === 'revoked') throw new ApiError(409, 'key_revoked', 'a revoked key cannot be topped up');
       return ledger.credit({ keyId: key.id, kind: 'topup', amount: input.usd, reason: input.reason, idempotencyKey: `admin:${key.id}:${input.idempotencyKey}` });
     },
 
@@ -261,13 +261,13 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     /** Suspends, resumes or revokes a key; revoking is final. */
     async changeStatus(id: string, action: keyof typeof statusAfter): Promise<KeyRecord> {
       const key = await keyById(id);
-      if (key.status === 'revoked') throw new CreditsError(409, 'key_revoked', 'the key is revoked, which is final');
+      if (key.status === 'revoked') throw new ApiError(409, 'key_revoked', 'the key is revoked, which is final');
       return (await ledger.setStatus(key.id, statusAfter[action]))!;
     },
 
     /** Mints a budget token for a sub-agent: at most 24 h, a cap, optionally a narrower scope. */
     async mintToken(payer: Payer, input: z.output<typeof mintTokenSchema>, now = Date.now()) {
-      if (payer.token) throw new CreditsError(403, 'token_cannot_delegate', 'a budget token cannot mint further tokens; use the API key');
+      if (payer.token) throw new ApiError(403, 'token_cannot_delegate', 'a budget token cannot mint further tokens; use the API key');
       const expiresAt = Math.floor(now / 1000) + input.ttlSeconds;
       const token = await ledger.createToken({
         id: newId('bt'),

@@ -12,11 +12,20 @@ const CLOSE_EVERY_MS = 100;
  * are refunded too, in the caller's favour, never a charge without a result.
  *
  * @example
- * const debits = openDebits(store.credits, { maxCallMs: 70_000, logger });
+ * const debits = openDebits(store.credits, { maxCallMs: async () => 70_000, logger });
  * debits.start();            // sweeps now, then periodically
  * debits.delivered(entryId); // after the result went out
  */
-export function openDebits(ledger: CreditStore, options: { maxCallMs: number; logger?: Logger }) {
+export function openDebits(
+  ledger: CreditStore,
+  options: {
+    /** The longest a call may run; asked at each sweep, since servers and their timeouts change. */
+    maxCallMs: () => Promise<number>;
+    logger?: Logger;
+    /** Runs before each batch closes: what must be on disk before a debit counts as delivered (its revenue charge). */
+    beforeClose?: () => Promise<void>;
+  },
+) {
   let closing: string[] = [];
   let timer: NodeJS.Timeout | undefined;
   let sweeper: NodeJS.Timeout | undefined;
@@ -25,11 +34,13 @@ export function openDebits(ledger: CreditStore, options: { maxCallMs: number; lo
     timer = undefined;
     const ids = closing;
     closing = [];
-    if (ids.length > 0) await ledger.closeDebits(ids);
+    if (ids.length === 0) return;
+    await options.beforeClose?.();
+    await ledger.closeDebits(ids);
   }
 
   async function sweep(now = Date.now()): Promise<number> {
-    const stale = await ledger.openDebits(now - options.maxCallMs);
+    const stale = await ledger.openDebits(now - (await options.maxCallMs()));
     for (const id of stale) await ledger.refund(id, 'the call was cut off: turnpike stopped before answering');
     if (stale.length > 0) options.logger?.warn({ refunded: stale.length }, 'refunded debits of calls cut off by a stop');
     return stale.length;
@@ -44,7 +55,7 @@ export function openDebits(ledger: CreditStore, options: { maxCallMs: number; lo
     /** Sweeps now and then every half `maxCallMs` (at most a minute). */
     async start() {
       await sweep();
-      const every = Math.min(options.maxCallMs / 2, 60_000);
+      const every = Math.min((await options.maxCallMs()) / 2, 60_000);
       sweeper = setInterval(() => void sweep().catch((err: unknown) => options.logger?.error({ err }, 'open debit sweep failed')), every).unref();
     },
     /** Stops sweeping and closes what was delivered, before the store closes. */

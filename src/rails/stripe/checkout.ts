@@ -1,7 +1,7 @@
 import type Stripe from 'stripe';
 import { atomicToUsd } from '../../gateway/pricing.js';
 import type { CreditStore } from '../../store/credits.js';
-import { CreditsError } from '../credits/errors.js';
+import { ApiError } from '../../http/api-error.js';
 
 export type CreditPackage = { priceUsd: bigint; creditsUsd: bigint };
 
@@ -19,7 +19,7 @@ export async function createCheckout(
 ) {
   const pack = deps.packages[packageId];
   if (!pack) {
-    throw new CreditsError(400, 'package_unknown', `no credit package "${packageId}"`, { packages: Object.keys(deps.packages) });
+    throw new ApiError(400, 'package_unknown', `no credit package "${packageId}"`, { packages: Object.keys(deps.packages) });
   }
   const cents = pack.priceUsd / 10_000n;
   let session: Stripe.Checkout.Session;
@@ -38,9 +38,9 @@ export async function createCheckout(
       cancel_url: `${deps.publicUrl}/credits/checkout/cancelled`,
     });
   } catch (error) {
-    throw new CreditsError(503, 'stripe_unavailable', `Stripe did not open a Checkout Session: ${(error as Error).message}; retry later`);
+    throw new ApiError(503, 'stripe_unavailable', `Stripe did not open a Checkout Session: ${(error as Error).message}; retry later`);
   }
-  if (!session.url || session.amount_total === null) throw new CreditsError(503, 'stripe_unavailable', 'Stripe answered a session without a URL or amount; retry later');
+  if (!session.url || session.amount_total === null) throw new ApiError(503, 'stripe_unavailable', 'Stripe answered a session without a URL or amount; retry later');
   await deps.credits.recordCheckout({
     sessionId: session.id,
     keyId,

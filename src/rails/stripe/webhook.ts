@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import Stripe from 'stripe';
 import type { CreditStore, StripeEventOutcome } from '../../store/credits.js';
-import { CreditsError } from '../credits/errors.js';
+import { ApiError } from '../../http/api-error.js';
 
 /** How old a signed delivery may be: Stripe's own default, against replays of captured events. */
 export const WEBHOOK_TOLERANCE_SECONDS = 300;
@@ -19,15 +19,15 @@ export async function handleStripeWebhook(
   rawBody: string,
   signature: string | undefined,
 ): Promise<{ event: string; type: string; outcome: StripeEventOutcome }> {
-  if (!signature) throw new CreditsError(400, 'signature_missing', 'a Stripe webhook needs its Stripe-Signature header');
+  if (!signature) throw new ApiError(400, 'signature_missing', 'a Stripe webhook needs its Stripe-Signature header');
   let event: Stripe.Event;
   try {
     event = await deps.stripe.webhooks.constructEventAsync(rawBody, signature, deps.webhookSecret, WEBHOOK_TOLERANCE_SECONDS);
   } catch (error) {
     if (error instanceof Stripe.errors.StripeSignatureVerificationError) {
-      throw new CreditsError(400, 'signature_invalid', `the Stripe signature does not verify: ${error.message.split('\n')[0]}`);
+      throw new ApiError(400, 'signature_invalid', `the Stripe signature does not verify: ${error.message.split('\n')[0]}`);
     }
-    throw new CreditsError(400, 'event_malformed', 'the body is not a Stripe event');
+    throw new ApiError(400, 'event_malformed', 'the body is not a Stripe event');
   }
   const session =
     (event.type === 'checkout.session.completed' && event.data.object.payment_status === 'paid') ||

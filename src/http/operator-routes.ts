@@ -1,0 +1,176 @@
+import { getConnInfo } from '@hono/node-server/conninfo';
+import { type Context, Hono } from 'hono';
+import { z } from 'zod';
+import { usdPrice } from '../gateway/pricing.js';
+import { analyticsCsv, analyticsJson, analyticsQuerySchema } from '../operators/analytics.js';
+import { type Operators, newServerSchema, operatorPatchSchema, publicOperator, publicServer, registerSchema, serverPatchSchema } from '../operators/operators.js';
+import type { Withdrawals } from '../operators/withdrawals.js';
+import type { Balance, OperatorRecord, Withdrawal } from '../store/operators.js';
+import { newId } from '../store/ids.js';
+import type { Store } from '../store/store.js';
+import { adminAuth } from './admin-routes.js';
+import { ApiError } from './api-error.js';
+import { type RouteDoc, documented } from './documented.js';
+
+export type OperatorRoutesOptions = {
+  operators: Operators;
+  store: Store;
+  withdrawals?: Withdrawals;
+  adminKey: string | undefined;
+  registration: 'admin' | 'open';
+  catalog: RouteDoc[];
+};
+
+const withdrawalSchema = z.strictObject({
+  usd: usdPrice.optional().describe('USD amount; default everything available'),
+  idempotencyKey: z.string().min(1).max(255),
+});
+const auditQuerySchema = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+  before: z.string().regex(/^au_[0-9a-z]+$/, 'expected an audit entry id').optional(),
+});
+
+const publicBalance = (b: Balance) => Object.fromEntries(Object.entries(b).map(([k, v]) => [k, v.toString()]));
+const publicWithdrawal = (w: Withdrawal) => ({
+  id: w.id,
+  amount: w.amount.toString(),
+  to: w.to,
+  state: w.state,
+  txHash: w.txHash ?? null,
+  error: w.error ?? null,
+  idempotencyKey: w.idempotencyKey,
+  createdAt: new Date(w.createdAt).toISOString(),
+  updatedAt: new Date(w.updatedAt).toISOString(),
+});
+
+/** The socket's peer address: forwarded headers are not trusted, since no proxy is configured to vouch for them. */
+function ipOf(c: Context): string | undefined {
+  try {
+    return getConnInfo(c).remote.address;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The operator API (`/operator/…`, bearer `op_…`): the operator's profile, servers, balance,
+ * withdrawals, analytics and audit trail, each scoped to that operator; registration
+ * (`POST /operators` when open); and the admin's view of operators (`/admin/operators…`,
+ * `/admin/analytics`, `/admin/audit`). Every change is written to the audit log.
+ */
+export function operatorRoutes(options: OperatorRoutesOptions) {
+  const { operators, store, withdrawals, catalog } = options;
+  const app = new Hono<{ Variables: { operator: OperatorRecord } }>();
+  const audit = (c: Context, actor: string, operatorId: string | undefined, action: string, target?: string, detail?: Record<string, unknown>) => {
+    const ip = ipOf(c);
+    return store.operators.audit({ id: newId('au'), at: Date.now(), actor, action, ...(operatorId ? { operatorId } : {}), ...(target ? { target } : {}), ...(ip ? { ip } : {}), ...(detail ? { detail } : {}) });
+  };
+
+  const open = new Hono();
+  documented(open, catalog, { base: '/operators', security: 'none' }).post(
+    '/',
+    { summary: 'register as an operator (when registration is open); the key is in this answer only', body: registerSchema, status: 201 },
+    async (c, { body }) => {
+      if (options.registration !== 'open') throw new ApiError(403, 'registration_closed', 'operators are registered by this instance’s admin (POST /admin/operators)');
+      const { secret, operator } = await operators.register(body);
+      await audit(c, `operator:${operator.id}`, operator.id, 'operator.register', operator.id);
+      return c.json({ ...publicOperator(operator), key: secret, note: 'store the key now: it is not shown again' }, 201);
+    },
+  );
+  app.route('/operators', open);
+
+  const mine = new Hono<{ Variables: { operator: OperatorRecord } }>();
+  mine.use(async (c, next) => {
+    c.set('operator', await operators.authenticate(c.req.header('authorization')));
+    await next();
+  });
+  const op = documented(mine, catalog, { base: '/operator', security: 'operator' });
+  type Env = { Variables: { operator: OperatorRecord } };
+  const me = (c: Context<Env>) => c.get('operator');
+  const actor = (c: Context<Env>) => `operator:${me(c).id}`;
+
+  op.get('/', { summary: 'your operator profile and balance' }, async (c) =>
+    c.json({ ...publicOperator(me(c)), balance: publicBalance(await store.operators.balance(me(c).id)) }),
+  );
+  op.patch('/', { summary: 'change your name or payout address', body: operatorPatchSchema }, async (c, { body }) => {
+    const updated = await store.operators.updateOperator(me(c).id, body);
+    await audit(c, actor(c), me(c).id, 'operator.update', me(c).id, { fields: Object.keys(body) });
+    return c.json(publicOperator(updated!));
+  });
+  op.get('/servers', { summary: 'your servers' }, async (c) => c.json({ servers: (await store.operators.servers({ operatorId: me(c).id })).map(publicServer) }));
+  op.post('/servers', { summary: 'register an MCP server, served at /mcp/<slug>', body: newServerSchema, status: 201 }, async (c, { body }) => {
+    const server = await operators.createServer(me(c), body);
+    await audit(c, actor(c), me(c).id, 'server.create', server.slug, { upstream: server.upstreamUrl, custody: server.custody });
+    return c.json(publicServer(server), 201);
+  });
+  op.get('/servers/:slug', { summary: 'one of your servers' }, async (c) => c.json(publicServer(await operators.ownServer(me(c), c.req.param('slug')!))));
+  op.patch('/servers/:slug', { summary: 'change a server; new calls get the change', body: serverPatchSchema }, async (c, { body }) => {
+    const server = await operators.updateServer(me(c), c.req.param('slug')!, body);
+    await audit(c, actor(c), me(c).id, 'server.update', server.slug, { fields: Object.keys(body) });
+    return c.json(publicServer(server));
+  });
+  op.delete('/servers/:slug', { summary: 'remove a server (its history stays)' }, async (c) => {
+    const server = await operators.deleteServer(me(c), c.req.param('slug')!);
+    await audit(c, actor(c), me(c).id, 'server.delete', server.slug);
+    return c.json({ deleted: server.slug });
+  });
+  op.get('/balance', { summary: 'your revenue: withdrawable USDC, fiat payable, direct' }, async (c) => c.json(publicBalance(await store.operators.balance(me(c).id))));
+  op.get('/withdrawals', { summary: 'your withdrawals, newest first' }, async (c) => c.json({ withdrawals: (await store.operators.withdrawals(me(c).id)).map(publicWithdrawal) }));
+  op.get('/withdrawals/:id', { summary: 'one withdrawal' }, async (c) => {
+    const w = await store.operators.withdrawal(c.req.param('id')!);
+    if (!w || w.operatorId !== me(c).id) throw new ApiError(404, 'withdrawal_not_found', `you have no withdrawal ${c.req.param('id')}`);
+    return c.json(publicWithdrawal(w));
+  });
+  op.post('/withdrawals', { summary: 'withdraw available USDC to your payout address', body: withdrawalSchema, status: 201 }, async (c, { body }) => {
+    if (!withdrawals) throw new ApiError(503, 'withdrawals_unavailable', 'this instance has no treasury key (TURNPIKE_TREASURY_KEY): withdrawals are off');
+    const { created, withdrawal } = await withdrawals.request(me(c), { idempotencyKey: body.idempotencyKey, ...(body.usd !== undefined ? { amount: body.usd } : {}) });
+    if (created) await audit(c, actor(c), me(c).id, 'withdrawal.request', withdrawal.id, { amount: withdrawal.amount.toString(), to: withdrawal.to });
+    return c.json(publicWithdrawal(withdrawal), created ? 201 : 200);
+  });
+  op.get('/analytics', { summary: 'usage and revenue by day, tool, rail and caller; denials; settlement latency (JSON or CSV)', query: analyticsQuerySchema }, async (c, { query }) => {
+    if (query.server) await operators.ownServer(me(c), query.server);
+    return analytics(c, { operatorId: me(c).id, ...query });
+  });
+  op.get('/audit', { summary: 'what was done on your account', query: auditQuerySchema }, async (c, { query }) =>
+    c.json({ entries: await store.operators.auditLog({ operatorId: me(c).id, ...query }) }),
+  );
+  app.route('/operator', mine);
+
+  const admin = new Hono();
+  admin.use(adminAuth(options.adminKey));
+  const ad = documented(admin, catalog, { base: '/admin', security: 'admin' });
+  ad.post('/operators', { summary: 'create an operator; the key is in this answer only', body: registerSchema, status: 201 }, async (c, { body }) => {
+    const { secret, operator } = await operators.register(body);
+    await audit(c, 'admin', operator.id, 'operator.create', operator.id);
+    return c.json({ ...publicOperator(operator), key: secret, note: 'store the key now: it is not shown again' }, 201);
+  });
+  ad.get('/operators', { summary: 'every operator' }, async (c) => c.json({ operators: (await store.operators.operators()).map(publicOperator) }));
+  ad.get('/operators/:id', { summary: 'an operator, its servers and balance' }, async (c) => {
+    const operator = await operators.operatorById(c.req.param('id')!);
+    return c.json({
+      ...publicOperator(operator),
+      balance: publicBalance(await store.operators.balance(operator.id)),
+      servers: (await store.operators.servers({ operatorId: operator.id })).map(publicServer),
+    });
+  });
+  for (const [action, status] of [['suspend', 'suspended'], ['resume', 'active']] as const) {
+    ad.post(`/operators/:id/${action}`, { summary: `${action} an operator (its servers stop or resume serving)` }, async (c) => {
+      const operator = await operators.operatorById(c.req.param('id')!);
+      const updated = await store.operators.updateOperator(operator.id, { status });
+      await audit(c, 'admin', operator.id, `operator.${action}`, operator.id);
+      return c.json(publicOperator(updated!));
+    });
+  }
+  ad.get('/analytics', { summary: 'usage and revenue across the instance (JSON or CSV)', query: analyticsQuerySchema }, (c, { query }) => analytics(c, query));
+  ad.get('/audit', { summary: 'the audit log of admin and operator actions', query: auditQuerySchema }, async (c, { query }) => c.json({ entries: await store.operators.auditLog(query) }));
+  app.route('/admin', admin);
+
+  async function analytics(c: Context, q: { operatorId?: string; server?: string; from: number; to: number; format: 'json' | 'csv' }) {
+    const { format, ...range } = q;
+    const result = await store.operators.analytics(range);
+    if (format === 'csv') return c.body(analyticsCsv(result), 200, { 'content-type': 'text/csv; charset=utf-8' });
+    return c.json(analyticsJson(result, range));
+  }
+
+  return app;
+}

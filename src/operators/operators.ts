@@ -1,0 +1,252 @@
+import { getAddress, isAddress } from 'viem';
+import { z } from 'zod';
+import type { SecretBox } from '../config/secret-box.js';
+import { type PlanInput, planSchema, publicPlan } from '../gateway/plans.js';
+import { atomicToUsd } from '../gateway/pricing.js';
+import { UpstreamUrlError, checkUpstreamUrl } from '../gateway/ssrf.js';
+import { ApiError } from '../http/api-error.js';
+import { generateApiKey, hashApiKey, sameHash } from '../rails/credits/api-keys.js';
+import { newId } from '../store/ids.js';
+import type { OperatorRecord, ServerRecord, UpstreamAuth } from '../store/operators.js';
+import type { Store } from '../store/store.js';
+
+const address = z
+  .string()
+  .refine((a) => isAddress(a, { strict: false }), 'expected a 0x address of 20 bytes')
+  .transform((a) => getAddress(a));
+
+export const registerSchema = z.strictObject({
+  email: z.email().max(254).transform((e) => e.toLowerCase()),
+  name: z.string().trim().min(1).max(120),
+  payoutAddress: address.optional(),
+});
+
+export const operatorPatchSchema = z.strictObject({
+  name: z.string().trim().min(1).max(120).optional(),
+  payoutAddress: address.nullable().optional(),
+});
+
+const slug = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'expected 1–63 lower-case letters, digits and dashes, not starting with a dash');
+
+const authSchema = z.discriminatedUnion('mode', [
+  z.strictObject({ mode: z.literal('none') }),
+  z.strictObject({ mode: z.literal('header'), secret: z.string().min(1).max(4096).describe('sent as Authorization: Bearer <secret>') }),
+  z.strictObject({
+    mode: z.literal('query'),
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected a query parameter name'),
+    secret: z.string().min(1).max(4096),
+  }),
+]);
+
+const serverFields = {
+  name: z.string().trim().min(1).max(120),
+  upstream: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).max(2048),
+  auth: authSchema.default({ mode: 'none' }),
+  public: z.boolean().default(true),
+  custody: z.enum(['direct', 'platform']).default('direct'),
+  payTo: address.optional().describe('required with custody "direct": the operator’s own address'),
+  plan: planSchema,
+  challenge: z.enum(['tool-result', 'http-402']).default('tool-result'),
+  timeoutSeconds: z.number().positive().max(3600).default(60),
+};
+
+export const newServerSchema = z.strictObject({ slug, ...serverFields });
+export const serverPatchSchema = z.strictObject({
+  name: serverFields.name.optional(),
+  upstream: serverFields.upstream.optional(),
+  auth: authSchema.optional(),
+  public: z.boolean().optional(),
+  custody: z.enum(['direct', 'platform']).optional(),
+  payTo: address.optional(),
+  plan: planSchema.optional(),
+  challenge: z.enum(['tool-result', 'http-402']).optional(),
+  timeoutSeconds: z.number().positive().max(3600).optional(),
+});
+
+/** An operator as the API shows it. */
+export const publicOperator = (o: OperatorRecord) => ({
+  id: o.id,
+  email: o.email,
+  name: o.name,
+  payoutAddress: o.payoutAddress ?? null,
+  status: o.status,
+  createdAt: new Date(o.createdAt).toISOString(),
+});
+
+/** A server as the API shows it: the upstream secret never leaves, only whether one is set. */
+export function publicServer(s: ServerRecord) {
+  return {
+    id: s.id,
+    slug: s.slug,
+    name: s.name,
+    upstream: s.upstreamUrl,
+    auth: s.auth.mode === 'none' ? { mode: 'none' } : { mode: s.auth.mode, ...(s.auth.mode === 'query' ? { name: s.auth.name } : {}), secret: '(set)' },
+    public: s.public,
+    custody: s.custody,
+    payTo: s.payTo ?? null,
+    plan: publicPlan(planSchema.parse(s.plan)),
+    challenge: s.challenge,
+    timeoutSeconds: s.timeoutMs / 1000,
+    path: `/mcp/${s.slug}`,
+    createdAt: new Date(s.createdAt).toISOString(),
+    updatedAt: new Date(s.updatedAt).toISOString(),
+  };
+}
+
+export type OperatorsOptions = {
+  store: Store;
+  /** Seals upstream secrets; without TURNPIKE_SECRETS_KEY a server cannot be given one. */
+  box?: SecretBox;
+  allowPrivateUpstreams: boolean;
+  /** Slugs served from the config file: not for the API to take. */
+  reservedSlugs: ReadonlySet<string>;
+  /** Where platform-custody servers are paid; without it only `direct` custody is possible. */
+  treasury?: `0x${string}`;
+};
+
+/**
+ * Operators and their servers: registration (the key shown once, stored hashed), bearer
+ * authentication, and server registration with every field checked: a slug nobody has, an
+ * upstream that is not on a private network (checked again at connect time by the gateway's
+ * agent), a sealed upstream secret, a payee that fits the custody mode.
+ *
+ * @example
+ * const operators = createOperators({ store, box, allowPrivateUpstreams: false, reservedSlugs: new Set() });
+ * const { secret, operator } = await operators.register({ email: 'a@example.com', name: 'A' });
+ */
+export function createOperators(options: OperatorsOptions) {
+  const { store } = options;
+
+  async function upstreamChecked(url: string) {
+    try {
+      await checkUpstreamUrl(url, { allowPrivate: options.allowPrivateUpstreams });
+    } catch (error) {
+      if (error instanceof UpstreamUrlError) throw new ApiError(400, 'upstream_refused', `upstream: ${error.message}`, { field: 'upstream' });
+      throw error;
+    }
+  }
+
+  function sealed(auth: z.output<typeof authSchema>, serverId: string): UpstreamAuth {
+    if (auth.mode === 'none') return auth;
+    if (!options.box) throw new ApiError(400, 'secrets_key_missing', 'an upstream secret is kept encrypted, and this instance has no TURNPIKE_SECRETS_KEY; ask its owner to set one', { field: 'auth' });
+    return { mode: auth.mode, name: auth.mode === 'query' ? auth.name : 'authorization', sealedSecret: options.box.seal(auth.secret, serverId) };
+  }
+
+  function payee(custody: ServerRecord['custody'], payTo: `0x${string}` | undefined) {
+    if (custody === 'direct' && !payTo) throw new ApiError(400, 'invalid_request', 'payTo: required with custody "direct" (payments go straight to it)', { field: 'payTo' });
+    if (custody === 'platform' && !options.treasury) throw new ApiError(400, 'custody_unavailable', 'custody "platform" needs a treasury, and this instance has none (TURNPIKE_TREASURY_KEY)', { field: 'custody' });
+  }
+
+  /** The operator's own server, or 404 — another operator's server does not exist for them. */
+  async function ownServer(operator: OperatorRecord, slugValue: string): Promise<ServerRecord> {
+    const server = await store.operators.server(slugValue);
+    if (!server || server.operatorId !== operator.id) throw new ApiError(404, 'server_not_found', `you have no server "${slugValue}"`);
+    return server;
+  }
+
+  return {
+    async register(input: z.output<typeof registerSchema>) {
+      const { secret, id, hash } = generateApiKey('op_', 'op');
+      const created = await store.operators.createOperator({ id, email: input.email, name: input.name, keyHash: hash, createdAt: Date.now(), ...(input.payoutAddress ? { payoutAddress: input.payoutAddress } : {}) });
+      if (!created.created) throw new ApiError(409, 'email_taken', `an operator with ${input.email} is registered already`);
+      return { secret, operator: created.operator! };
+    },
+
+    /** The operator a bearer key belongs to; unknown → 401, suspended → 403. */
+    async authenticate(authorization: string | undefined): Promise<OperatorRecord> {
+      const match = /^Bearer\s+(op_\S+)\s*$/i.exec(authorization ?? '');
+      if (!match) throw new ApiError(401, 'operator_unauthorized', 'send your operator key as Authorization: Bearer op_…');
+      const hash = hashApiKey(match[1]!);
+      const found = await store.operators.operatorByKeyHash(hash);
+      if (!found || !sameHash(found.keyHash, hash)) throw new ApiError(401, 'operator_unauthorized', 'this operator key is not known here');
+      if (found.status !== 'active') throw new ApiError(403, 'operator_suspended', 'this operator is suspended; contact the instance owner');
+      const { keyHash: _, ...operator } = found;
+      return operator;
+    },
+
+    async operatorById(id: string) {
+      const operator = await store.operators.operator(id);
+      if (!operator) throw new ApiError(404, 'operator_not_found', `no operator ${id}`);
+      return operator;
+    },
+
+    ownServer,
+
+    async createServer(operator: OperatorRecord, input: z.output<typeof newServerSchema>): Promise<ServerRecord> {
+      if (options.reservedSlugs.has(input.slug)) throw new ApiError(409, 'slug_taken', `slug "${input.slug}" is taken`, { field: 'slug' });
+      payee(input.custody, input.payTo);
+      await upstreamChecked(input.upstream);
+      const id = newId('srv');
+      const now = Date.now();
+      const server: ServerRecord = {
+        id,
+        operatorId: operator.id,
+        slug: input.slug,
+        name: input.name,
+        upstreamUrl: input.upstream,
+        auth: sealed(input.auth, id),
+        public: input.public,
+        custody: input.custody,
+        ...(input.custody === 'direct' ? { payTo: input.payTo! } : {}),
+        plan: planInputOf(input.plan),
+        challenge: input.challenge,
+        timeoutMs: Math.round(input.timeoutSeconds * 1000),
+        createdAt: now,
+        updatedAt: now,
+      };
+      if (!(await store.operators.createServer(server)).created) throw new ApiError(409, 'slug_taken', `slug "${input.slug}" is taken`, { field: 'slug' });
+      return server;
+    },
+
+    /** A change applies to calls that start after it: gateways rebuild on the new `updatedAt`. */
+    async updateServer(operator: OperatorRecord, slugValue: string, patch: z.output<typeof serverPatchSchema>): Promise<ServerRecord> {
+      const current = await ownServer(operator, slugValue);
+      const custody = patch.custody ?? current.custody;
+      const payTo = patch.payTo ?? current.payTo;
+      payee(custody, payTo);
+      if (patch.upstream) await upstreamChecked(patch.upstream);
+      const updated: ServerRecord = {
+        ...current,
+        ...(patch.name ? { name: patch.name } : {}),
+        ...(patch.upstream ? { upstreamUrl: patch.upstream } : {}),
+        ...(patch.auth ? { auth: sealed(patch.auth, current.id) } : {}),
+        ...(patch.public !== undefined ? { public: patch.public } : {}),
+        custody,
+        ...(custody === 'direct' ? { payTo: payTo! } : { payTo: undefined }),
+        ...(patch.plan ? { plan: planInputOf(patch.plan) } : {}),
+        ...(patch.challenge ? { challenge: patch.challenge } : {}),
+        ...(patch.timeoutSeconds ? { timeoutMs: Math.round(patch.timeoutSeconds * 1000) } : {}),
+        updatedAt: Math.max(Date.now(), current.updatedAt + 1),
+      };
+      if (custody === 'platform') delete updated.payTo;
+      await store.operators.updateServer(updated);
+      return updated;
+    },
+
+    async deleteServer(operator: OperatorRecord, slugValue: string) {
+      const server = await ownServer(operator, slugValue);
+      await store.operators.deleteServer(server.id);
+      return server;
+    },
+
+    /** The upstream secret, unsealed for the gateway's use only. */
+    secretOf(server: ServerRecord): string | undefined {
+      if (server.auth.mode === 'none') return undefined;
+      if (!options.box) throw new Error(`server ${server.slug} has a sealed secret and TURNPIKE_SECRETS_KEY is not set`);
+      return options.box.open(server.auth.sealedSecret, server.id);
+    },
+  };
+}
+
+export type Operators = ReturnType<typeof createOperators>;
+
+/** A validated plan back in its input form (USD strings), which is what the store keeps. */
+function planInputOf(plan: z.output<typeof planSchema>): PlanInput {
+  const usd = atomicToUsd;
+  if (plan.type === 'per_call') {
+    return { ...plan, default: usd(plan.default), tools: Object.fromEntries(Object.entries(plan.tools).map(([k, v]) => [k, usd(v)])) };
+  }
+  return { ...plan, tiers: plan.tiers.map((t) => ({ ...t, price: usd(t.price) })) };
+}

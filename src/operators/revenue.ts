@@ -1,0 +1,125 @@
+import type { Logger } from 'pino';
+import type { Address, Hex } from 'viem';
+import type { PaymentKey } from '../store/journal.js';
+import { newId } from '../store/ids.js';
+import type { Charge } from '../store/operators.js';
+import type { Store } from '../store/store.js';
+import { splitCharge } from './take-rate.js';
+
+/** A charge as the gateway knows it; the split, id, state and time are the book's business. */
+export type ChargeInput = Pick<Charge, 'server' | 'rail' | 'caller' | 'tool' | 'amount' | 'ref' | 'custody'> & { operatorId?: string };
+
+/** How often queued charges and denial counts are written, and pending charges resolved. */
+const FLUSH_EVERY_MS = 100;
+const RESOLVE_EVERY_MS = 1_000;
+
+export const x402Ref = (key: PaymentKey) => `x402:${key.chainId}:${key.asset}:${key.payer}:${key.nonce}`;
+export const creditsRef = (debitId: string) => `credits:${debitId}`;
+
+function paymentKeyOf(ref: string): PaymentKey | undefined {
+  const [rail, chainId, asset, payer, nonce] = ref.split(':');
+  if (rail !== 'x402' || !chainId || !asset || !payer || !nonce) return undefined;
+  return { chainId: Number(chainId), asset: asset as Address, payer: payer as Address, nonce: nonce as Hex };
+}
+
+/**
+ * The revenue book: one charge per paid (or free-quota) call, split between operator and
+ * platform at the take rate, plus denial counts for analytics.
+ *
+ * A charge is written `pending` and turned `earned` or `void` by the record of the money itself:
+ * an x402 charge by its journal row (settled, or failed/released), a credits charge by its debit
+ * (closed, or refunded). So a crash anywhere leaves revenue that matches what was really paid,
+ * whatever order the writes reached the disk in. x402 charges are written before settlement
+ * (`record`); credits and free charges ride the next batch (`queue`), which is written before
+ * the batch of debits it belongs to is closed.
+ *
+ * @example
+ * const book = revenueBook(store, { takeRateBps: 250, logger });
+ * await book.record({ server: 'search', rail: 'x402', ... }); // durable, then settle
+ */
+export function revenueBook(store: Store, options: { takeRateBps: number; logger: Logger }) {
+  const { operators } = store;
+  let queued: Charge[] = [];
+  let denials = new Map<string, { server: string; day: number; reason: string; count: number }>();
+  let flusher: NodeJS.Timeout | undefined;
+  let resolver: NodeJS.Timeout | undefined;
+
+  const charge = (input: ChargeInput, state: Charge['state']): Charge => {
+    const { operator, platform } = splitCharge(input.amount, options.takeRateBps);
+    return { ...input, id: newId('ch'), operatorShare: operator, platformShare: platform, state, createdAt: Date.now() };
+  };
+
+  async function flush() {
+    const charges = queued;
+    const counts = [...denials.values()];
+    queued = [];
+    denials = new Map();
+    if (charges.length > 0) await operators.recordCharges(charges);
+    if (counts.length > 0) await operators.countDenials(counts);
+  }
+
+  /** Settles pending charges by what the journal and the ledger say; returns how many it resolved. */
+  async function resolve(): Promise<number> {
+    let resolved = 0;
+    for (;;) {
+      const pending = await operators.pendingCharges(500);
+      const debits = await store.credits.debitStates(pending.filter((c) => c.rail === 'credits').map((c) => c.ref.slice('credits:'.length)));
+      const outcomes: { id: string; state: 'earned' | 'void'; settleMs?: number }[] = [];
+      for (const c of pending) {
+        if (c.rail === 'credits') {
+          const state = debits.get(c.ref.slice('credits:'.length));
+          if (state !== 'open') outcomes.push({ id: c.id, state: state === 'closed' ? 'earned' : 'void' });
+          continue;
+        }
+        const key = paymentKeyOf(c.ref);
+        const record = key ? await store.journal.get(key) : undefined;
+        if (!record || record.state === 'failed') outcomes.push({ id: c.id, state: 'void' });
+        // The charge is written just before settlement starts, the row updated when it is done.
+        else if (record.state === 'settled') outcomes.push({ id: c.id, state: 'earned', settleMs: Math.max(0, record.updatedAt - c.createdAt) });
+      }
+      if (outcomes.length > 0) await operators.resolveCharges(outcomes);
+      resolved += outcomes.length;
+      if (pending.length < 500 || outcomes.length === 0) return resolved;
+    }
+  }
+
+  const scheduleFlush = () => {
+    flusher ??= setTimeout(() => {
+      flusher = undefined;
+      flush().catch((err: unknown) => options.logger.error({ err }, 'cannot write charges'));
+    }, FLUSH_EVERY_MS).unref();
+  };
+
+  return {
+    /** Writes a pending charge now: for money that is about to move (an x402 settlement). */
+    record: (input: ChargeInput) => operators.recordCharges([charge(input, 'pending')]),
+    /** Queues a charge for the next batch: credits debits (resolved by their debit) and free-quota calls. */
+    queue(input: ChargeInput) {
+      queued.push(charge(input, input.rail === 'free' ? 'earned' : 'pending'));
+      scheduleFlush();
+    },
+    /** Counts a refused call by reason, per server and UTC day. */
+    denied(server: string, reason: string) {
+      const day = Math.floor(Date.now() / 86_400_000);
+      const key = `${server}\n${day}\n${reason}`;
+      const row = denials.get(key) ?? { server, day, reason, count: 0 };
+      row.count++;
+      denials.set(key, row);
+      scheduleFlush();
+    },
+    flush,
+    resolve,
+    async start() {
+      await resolve();
+      resolver = setInterval(() => void resolve().catch((err: unknown) => options.logger.error({ err }, 'cannot resolve pending charges')), RESOLVE_EVERY_MS).unref();
+    },
+    async stop() {
+      clearInterval(resolver);
+      clearTimeout(flusher);
+      flusher = undefined;
+      await flush();
+    },
+  };
+}
+
+export type RevenueBook = ReturnType<typeof revenueBook>;

@@ -1,0 +1,163 @@
+import type { Logger } from 'pino';
+import { type Hex, type PublicClient, type TransactionReceipt, encodeFunctionData, isAddressEqual, keccak256, parseEventLogs, parseTransaction } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
+import { usdcAbi } from '../../contracts-abi/usdc.js';
+import type { Network } from '../chain/networks.js';
+import { ApiError } from '../http/api-error.js';
+import { newId } from '../store/ids.js';
+import type { OperatorRecord, Withdrawal } from '../store/operators.js';
+import type { Store } from '../store/store.js';
+
+export type WithdrawalsOptions = {
+  store: Store;
+  client: PublicClient;
+  network: Network;
+  /** Holds platform-custody revenue and pays for gas. */
+  treasuryKey: Hex;
+  minimum: bigint;
+  logger: Logger;
+  /** How long a request waits for its receipt before answering `submitted` (a watcher finishes it). */
+  receiptTimeoutMs?: number;
+};
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * USDC withdrawals of operators' platform-custody revenue, by an ERC-20 `transfer` from the
+ * treasury. The amount is reserved with the request (one transaction against the available
+ * balance, so two requests cannot take the same money); the signed transaction is journalled
+ * before it is broadcast; `reconcile` finishes whatever a crash left:
+ *
+ *   requested ──▶ submitted(tx) ──▶ confirmed | failed
+ *
+ * Sends are serialized: the treasury key has one nonce sequence and only this queue uses it.
+ *
+ * @example
+ * const withdrawals = createWithdrawals({ store, client, network, treasuryKey, minimum: 1_000_000n, logger });
+ * await withdrawals.request(operator, { idempotencyKey: 'payout-2026-11' }); // everything available
+ */
+export function createWithdrawals(options: WithdrawalsOptions) {
+  const { store, client, network, logger } = options;
+  const treasury = privateKeyToAccount(options.treasuryKey);
+  const receiptTimeoutMs = options.receiptTimeoutMs ?? 30_000;
+  let queue: Promise<unknown> = Promise.resolve();
+  const serialized = <T>(fn: () => Promise<T>): Promise<T> => {
+    const next = queue.then(fn, fn);
+    queue = next.catch(() => undefined);
+    return next;
+  };
+
+  async function send(w: Withdrawal): Promise<Withdrawal> {
+    const data = encodeFunctionData({ abi: usdcAbi, functionName: 'transfer', args: [w.to, w.amount] });
+    const [nonce, fees, gas] = await Promise.all([
+      client.getTransactionCount({ address: treasury.address, blockTag: 'pending' }),
+      client.estimateFeesPerGas(),
+      client.estimateGas({ account: treasury.address, to: network.usdc.address, data }),
+    ]);
+    const rawTx = await treasury.signTransaction({
+      chainId: network.chainId,
+      type: 'eip1559',
+      to: network.usdc.address,
+      data,
+      nonce,
+      gas: (gas * 12n) / 10n,
+      maxFeePerGas: fees.maxFeePerGas,
+      maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
+    });
+    const txHash = keccak256(rawTx);
+    await store.operators.recordWithdrawalTx(w.id, { txHash, rawTx });
+    await client.sendRawTransaction({ serializedTransaction: rawTx });
+    return { ...w, state: 'submitted', txHash, rawTx };
+  }
+
+  /** The receipt decides: success with the token's own Transfer(treasury, to, amount) log, or failed. */
+  async function finish(w: Withdrawal, receipt: TransactionReceipt): Promise<void> {
+    const paid =
+      receipt.status === 'success' &&
+      parseEventLogs({ abi: usdcAbi, eventName: 'Transfer', logs: receipt.logs }).some(
+        (log) => isAddressEqual(log.address, network.usdc.address) && isAddressEqual(log.args.from, treasury.address) && isAddressEqual(log.args.to, w.to) && log.args.value === w.amount,
+      );
+    await store.operators.finishWithdrawal(w.id, paid ? { state: 'confirmed' } : { state: 'failed', error: receipt.status === 'success' ? 'no matching Transfer log' : 'the transfer reverted' });
+  }
+
+  async function awaitReceipt(w: Withdrawal, deadline: number): Promise<void> {
+    for (;;) {
+      const receipt = await receiptOf(w);
+      if (receipt) return finish(w, receipt);
+      if (Date.now() > deadline) return;
+      await sleep(network.receiptPollingMs);
+    }
+  }
+
+  /**
+   * Sends a requested withdrawal (or re-sends a journalled one) and waits, bounded, for its
+   * receipt. Only a withdrawal with nothing journalled is failed on a send error: once a signed
+   * transaction exists it may still be mined, so it stays `submitted` until the chain says.
+   */
+  async function process(w: Withdrawal): Promise<Withdrawal> {
+    await serialized(async () => {
+      let current = (await store.operators.withdrawal(w.id)) ?? w;
+      if (current.state === 'requested') {
+        try {
+          current = await send(current);
+        } catch (error) {
+          const message = `the transfer could not be sent: ${(error as Error).message.split('\n')[0]}`;
+          current = (await store.operators.withdrawal(w.id))!;
+          if (current.state === 'requested') await store.operators.finishWithdrawal(w.id, { state: 'failed', error: message });
+          else logger.warn({ err: error, withdrawal: w.id }, 'broadcasting a withdrawal failed; it stays submitted until the chain decides');
+        }
+      } else if (current.state === 'submitted' && !(await receiptOf(current))) {
+        if (await nonceTakenElsewhere(current)) {
+          await store.operators.finishWithdrawal(w.id, { state: 'failed', error: 'the transaction was never mined and its nonce is used' });
+          return;
+        }
+        // The same signed transaction, so the same hash: a re-send can never pay twice.
+        await client.sendRawTransaction({ serializedTransaction: current.rawTx! }).catch((error: unknown) => logger.warn({ err: error, withdrawal: w.id }, 're-sending a withdrawal failed'));
+      }
+      if (current.state === 'submitted') await awaitReceipt(current, Date.now() + receiptTimeoutMs);
+    });
+    return (await store.operators.withdrawal(w.id))!;
+  }
+
+  const receiptOf = (w: Withdrawal) => client.getTransactionReceipt({ hash: w.txHash! }).catch(() => undefined);
+
+  /** The treasury's mined nonce is past this transaction's, yet it has no receipt: another transaction took the nonce. */
+  async function nonceTakenElsewhere(w: Withdrawal): Promise<boolean> {
+    const mined = await client.getTransactionCount({ address: treasury.address, blockTag: 'latest' });
+    return mined > parseTransaction(w.rawTx!).nonce! && !(await receiptOf(w));
+  }
+
+  return {
+    treasury: treasury.address,
+
+    /** Reserves and sends a withdrawal of `amount` (default: everything available) to the operator's payout address. */
+    async request(operator: OperatorRecord, input: { amount?: bigint; idempotencyKey: string }): Promise<{ created: boolean; withdrawal: Withdrawal }> {
+      if (!operator.payoutAddress) throw new ApiError(409, 'payout_address_missing', 'set payoutAddress (PATCH /operator) before withdrawing');
+      const amount = input.amount ?? (await store.operators.balance(operator.id)).usdcAvailable;
+      const result = await store.operators.requestWithdrawal({
+        id: newId('wd'),
+        operatorId: operator.id,
+        amount,
+        to: operator.payoutAddress,
+        idempotencyKey: input.idempotencyKey,
+        minimum: options.minimum,
+      });
+      if (!result.ok) {
+        const available = result.available.toString();
+        if (result.reason === 'below_minimum') throw new ApiError(409, 'below_minimum', `a withdrawal is at least ${options.minimum} atomic units`, { minimum: options.minimum.toString(), available });
+        throw new ApiError(409, 'insufficient_balance', `only ${available} atomic units are available to withdraw`, { available });
+      }
+      if (!result.created) return { created: false, withdrawal: result.withdrawal };
+      return { created: true, withdrawal: await process(result.withdrawal) };
+    },
+
+    /** Finishes every withdrawal a crash or a slow chain left unfinished. */
+    async reconcile(): Promise<number> {
+      const unfinished = await store.operators.unfinishedWithdrawals();
+      for (const w of unfinished) await process(w);
+      return unfinished.length;
+    },
+  };
+}
+
+export type Withdrawals = ReturnType<typeof createWithdrawals>;

@@ -1,0 +1,339 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { x402Client } from '@x402/core/client';
+import type { PaymentRequired } from '@x402/core/types';
+import { ExactEvmScheme } from '@x402/evm/exact/client';
+import type { Address } from 'viem';
+import type { ChainConnection } from '../../src/chain/connect.js';
+import { networks } from '../../src/chain/networks.js';
+import { loadConfig } from '../../src/config/load.js';
+import { serveGateway } from '../../src/http/gateway-server.js';
+import { createLogger } from '../../src/log/logger.js';
+import { useSandbox } from '../helpers/chain.js';
+import { startCounterUpstream } from '../helpers/counter-upstream.js';
+
+const chain = useSandbox({ isolate: false });
+const ADMIN = 'admin-key-for-the-operator-tests-0123456789';
+const SECRET = 'upstream-secret-that-must-never-leak-42';
+let gateway: Awaited<ReturnType<typeof serveGateway>>;
+let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
+let dataDir: string;
+let alice: { id: string; key: string };
+let bob: { id: string; key: string };
+
+type Answer = { status: number; body: Record<string, any>; text: string; headers: Headers };
+
+async function api(method: string, route: string, options: { key?: string; body?: unknown } = {}): Promise<Answer> {
+  const res = await fetch(`${gateway.url}${route}`, {
+    method,
+    headers: { 'content-type': 'application/json', ...(options.key ? { authorization: `Bearer ${options.key}` } : {}) },
+    ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
+  });
+  const text = await res.text();
+  let body: Record<string, any> = {};
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // CSV
+  }
+  return { status: res.status, body, text, headers: res.headers };
+}
+
+type RpcAnswer = { result?: { isError?: boolean; structuredContent?: PaymentRequired; content?: { text: string }[]; _meta?: Record<string, any> }; error?: { code: number } };
+
+async function call(slug: string, tool: string, options: { payment?: unknown; apiKey?: string } = {}) {
+  const params = { name: tool, arguments: {}, ...(options.payment ? { _meta: { 'x402/payment': options.payment } } : {}) };
+  const res = await fetch(`${gateway.url}/mcp/${slug}`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+      ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }),
+  });
+  return { status: res.status, body: (await res.json()) as RpcAnswer };
+}
+
+/** Asks for the challenge, then pays exactly what it asks with the official x402 client. */
+async function pay(slug: string, tool: string, payer = chain.sandbox.accounts.payers[3]!) {
+  const challenge = await call(slug, tool);
+  const required = challenge.body.result!.structuredContent!;
+  const payment = await new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
+  return { required, answer: await call(slug, tool, { payment }) };
+}
+
+async function eventually<T>(read: () => Promise<T>, ok: (value: T) => boolean, what: string): Promise<T> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const value = await read();
+    if (ok(value)) return value;
+    if (Date.now() > deadline) assert.fail(`${what}: still ${JSON.stringify(value)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const serverBody = (slug: string, extra: Record<string, unknown> = {}) => ({
+  slug,
+  name: `server ${slug}`,
+  upstream: `${upstream.url}/mcp`,
+  custody: 'platform',
+  plan: { type: 'per_call', default: '0.01' },
+  ...extra,
+});
+
+describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
+  before(async () => {
+    upstream = await startCounterUpstream();
+    dataDir = path.join(path.dirname(chain.dbPath()), 'operators');
+    const config = loadConfig({
+      env: {},
+      overrides: {
+        dataDir,
+        http: { port: 0 },
+        log: { level: 'silent' },
+        operators: { allowPrivateUpstreams: true, takeRateBps: 250, minWithdrawalUsd: '0.001' },
+      },
+    });
+    const connection: ChainConnection = {
+      network: networks.local,
+      rpcUrl: chain.sandbox.rpcUrl,
+      client: chain.client,
+      relayerKeys: [chain.sandbox.accounts.relayers[2]!.privateKey],
+      sandbox: chain.sandbox,
+      close: async () => {},
+    };
+    gateway = await serveGateway({
+      config,
+      secrets: { adminKey: ADMIN, secretsKey: 'ab'.repeat(32) },
+      chain: connection,
+      logger: createLogger({ level: 'silent', format: 'json' }),
+      endpoints: [],
+    });
+    const created = async (email: string, payoutAddress: Address) => {
+      const res = await api('POST', '/admin/operators', { key: ADMIN, body: { email, name: email.split('@')[0], payoutAddress } });
+      assert.equal(res.status, 201, res.text);
+      return { id: res.body.id as string, key: res.body.key as string };
+    };
+    alice = await created('alice@example.com', chain.sandbox.accounts.payees[0]!.address);
+    bob = await created('bob@example.com', chain.sandbox.accounts.payees[1]!.address);
+  });
+  after(async () => {
+    await gateway?.close();
+    await upstream?.close();
+  });
+
+  test('operators are made by the admin (registration is closed by default); keys are op_…, shown once, checked', async () => {
+    assert.match(alice.key, /^op_[\w-]{43}$/);
+    assert.equal((await api('POST', '/operators', { body: { email: 'eve@example.com', name: 'eve' } })).body.error, 'registration_closed');
+    assert.equal((await api('POST', '/admin/operators', { key: ADMIN, body: { email: 'ALICE@example.com', name: 'again' } })).status, 409);
+    assert.equal((await api('POST', '/admin/operators', { body: { email: 'x@example.com', name: 'x' } })).status, 401);
+    const me = await api('GET', '/operator', { key: alice.key });
+    assert.equal(me.status, 200);
+    assert.equal(me.body.email, 'alice@example.com');
+    assert.equal(me.body.key, undefined);
+    assert.equal((await api('GET', '/operator', { key: `${alice.key.slice(0, -2)}xx` })).status, 401);
+    assert.equal((await api('GET', '/operator', { key: ADMIN })).status, 401);
+  });
+
+  test('server registration checks every field and keeps the upstream secret sealed', async () => {
+    const bad = async (body: Record<string, unknown>, field: RegExp) => {
+      const res = await api('POST', '/operator/servers', { key: alice.key, body });
+      assert.equal(res.status, 400, `${JSON.stringify(body)} → ${res.text}`);
+      assert.match(res.body.message, field);
+    };
+    await bad(serverBody('Bad_Slug'), /^slug/);
+    await bad(serverBody('ok', { upstream: 'ftp://example.com/mcp' }), /^upstream/);
+    await bad(serverBody('ok', { custody: 'direct' }), /^payTo/);
+    await bad(serverBody('ok', { plan: { type: 'per_call', default: '0.0000001' } }), /^plan\.default: .*more than 6 decimals/);
+    await bad(serverBody('ok', { plan: { type: 'tiered', tiers: [{ upTo: 10, price: '0' }, { upTo: 5, price: '0.01' }, { price: '0.02' }] } }), /^plan\.tiers\.1\.upTo/);
+    await bad(serverBody('ok', { plan: { type: 'tiered', tiers: [{ upTo: 10, price: '0' }] } }), /^plan\.tiers\.0\.upTo: the last tier/);
+    await bad(serverBody('ok', { payTo: '0x1234' }), /^payTo/);
+    await bad(serverBody('ok', { auth: { mode: 'query', secret: 'x' } }), /^auth\.name/);
+
+    const created = await api('POST', '/operator/servers', {
+      key: alice.key,
+      body: serverBody('alpha', { auth: { mode: 'header', secret: SECRET }, plan: { type: 'per_call', default: '0.01', freeCallsPerMonth: 2 } }),
+    });
+    assert.equal(created.status, 201, created.text);
+    assert.deepEqual(created.body.auth, { mode: 'header', secret: '(set)' });
+    assert.equal(created.body.path, '/mcp/alpha');
+    const taken = await api('POST', '/operator/servers', { key: bob.key, body: serverBody('alpha') });
+    assert.equal(taken.status, 409);
+    assert.equal(taken.body.error, 'slug_taken');
+    assert.ok(!readFileSync(path.join(dataDir, 'turnpike.db')).includes(SECRET), 'the secret is not in the database in clear');
+    assert.ok(!(await api('GET', '/operator/servers/alpha', { key: alice.key })).text.includes(SECRET));
+  });
+
+  test('an operator sees and changes only their own servers, withdrawals and analytics', async () => {
+    for (const [method, route, body] of [
+      ['GET', '/operator/servers/alpha', undefined],
+      ['PATCH', '/operator/servers/alpha', { name: 'mine now' }],
+      ['DELETE', '/operator/servers/alpha', undefined],
+      ['GET', '/operator/analytics?server=alpha', undefined],
+    ] as const) {
+      const res = await api(method, route, { key: bob.key, ...(body ? { body } : {}) });
+      assert.equal(res.status, 404, `${method} ${route}`);
+    }
+    assert.deepEqual((await api('GET', '/operator/servers', { key: bob.key })).body.servers, []);
+    assert.equal((await api('GET', '/operator/servers/alpha', { key: alice.key })).body.name, 'server alpha');
+  });
+
+  test('free calls per month: a payer’s first two calls are free (the payment only proves who pays), the third is settled', async () => {
+    const payer = chain.sandbox.accounts.payers[3]!;
+    const treasury = chain.sandbox.accounts.treasury.address;
+    const before = { payer: await chain.balanceOf(payer.address), treasury: await chain.balanceOf(treasury) };
+    const failed = await pay('alpha', 'fail', payer);
+    assert.equal(failed.answer.body.result?.isError, true, 'a failed call');
+    for (const n of [1, 2]) {
+      const { required, answer } = await pay('alpha', 'count', payer);
+      assert.equal(required.accepts[0]!.amount, '10000');
+      assert.equal(required.accepts[0]!.payTo.toLowerCase(), treasury.toLowerCase(), 'platform custody: the treasury is paid');
+      assert.equal(answer.body.result?.isError, undefined, JSON.stringify(answer.body));
+      assert.deepEqual(answer.body.result?._meta?.['turnpike/free'], { callsThisMonth: String(n) }, 'the failed call did not use a free call');
+      assert.equal(answer.body.result?._meta?.['x402/payment-response'], undefined);
+    }
+    assert.equal(await chain.balanceOf(payer.address), before.payer, 'nothing moved for free calls');
+    const third = await pay('alpha', 'count', payer);
+    assert.equal(third.answer.body.result?._meta?.['x402/payment-response']?.success, true);
+    assert.equal(await chain.balanceOf(payer.address), before.payer - 10_000n);
+    assert.equal(await chain.balanceOf(treasury), before.treasury + 10_000n);
+    const other = await pay('alpha', 'count', chain.sandbox.accounts.payers[4]!);
+    assert.deepEqual(other.answer.body.result?._meta?.['turnpike/free'], { callsThisMonth: '1' }, 'free calls are counted per payer');
+  });
+
+  test('revenue is split at the take rate exactly, and the USDC share is withdrawn on chain once', async () => {
+    const balance = await eventually(
+      async () => (await api('GET', '/operator/balance', { key: alice.key })).body,
+      (b) => b.usdcEarned === '9750',
+      'alice’s earned USDC (10000 at 250 bps)',
+    );
+    assert.equal(balance.usdcAvailable, '9750');
+    const payout = chain.sandbox.accounts.payees[0]!.address;
+    const before = await chain.balanceOf(payout);
+    const over = await api('POST', '/operator/withdrawals', { key: alice.key, body: { usd: '0.01', idempotencyKey: 'too-much' } });
+    assert.equal(over.status, 409);
+    assert.equal(over.body.error, 'insufficient_balance');
+    assert.equal(over.body.available, '9750');
+    const attempts = await Promise.all(
+      ['w1', 'w2', 'w3'].map((k) => api('POST', '/operator/withdrawals', { key: alice.key, body: { usd: '0.008', idempotencyKey: k } })),
+    );
+    const ok = attempts.filter((a) => a.status === 201);
+    assert.equal(ok.length, 1, attempts.map((a) => a.text).join('\n'));
+    assert.equal(ok[0]!.body.state, 'confirmed', ok[0]!.text);
+    assert.match(ok[0]!.body.txHash, /^0x[0-9a-f]{64}$/);
+    assert.equal(attempts.filter((a) => a.body.error === 'insufficient_balance').length, 2);
+    assert.equal(await chain.balanceOf(payout), before + 8_000n);
+    const repeat = await api('POST', '/operator/withdrawals', { key: alice.key, body: { usd: '0.008', idempotencyKey: ok[0]!.body.idempotencyKey } });
+    assert.equal(repeat.status, 200);
+    assert.equal(repeat.body.id, ok[0]!.body.id);
+    assert.equal(await chain.balanceOf(payout), before + 8_000n, 'a repeated request moves nothing');
+    const after = (await api('GET', '/operator/balance', { key: alice.key })).body;
+    assert.equal(after.usdcWithdrawn, '8000');
+    assert.equal(after.usdcAvailable, '1750');
+    assert.equal((await api('GET', `/operator/withdrawals/${ok[0]!.body.id}`, { key: bob.key })).status, 404);
+    const below = await api('POST', '/operator/withdrawals', { key: bob.key, body: { idempotencyKey: 'nothing' } });
+    assert.equal(below.body.error, 'below_minimum');
+  });
+
+  test('tiered plan on the credits rail: priced by the caller’s count this month, exactly', async () => {
+    const created = await api('POST', '/operator/servers', {
+      key: bob.key,
+      body: serverBody('beta', { custody: 'direct', payTo: chain.sandbox.accounts.payees[1]!.address, plan: { type: 'tiered', tiers: [{ upTo: 1, price: '0' }, { upTo: 3, price: '0.005' }, { price: '0.01' }] } }),
+    });
+    assert.equal(created.status, 201, created.text);
+    const key = await api('POST', '/admin/keys', { key: ADMIN, body: { name: 'tier tester', usd: '1' } });
+    const charged: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const answer = await call('beta', 'count', { apiKey: key.body.key });
+      assert.equal(answer.body.result?.isError, undefined, JSON.stringify(answer.body));
+      charged.push(answer.body.result?._meta?.['turnpike/credits']?.charged ?? 'free');
+    }
+    assert.deepEqual(charged, ['free', '5000', '5000', '10000', '10000']);
+    const balance = (await api('GET', `/admin/keys/${key.body.id}`, { key: ADMIN })).body.balance;
+    assert.equal(balance, String(1_000_000 - 30_000));
+  });
+
+  test('a price change applies to the next call', async () => {
+    const changed = await api('PATCH', '/operator/servers/beta', { key: bob.key, body: { plan: { type: 'per_call', default: '0.002' } } });
+    assert.equal(changed.status, 200, changed.text);
+    const key = await api('POST', '/admin/keys', { key: ADMIN, body: { name: 'after the change', usd: '1' } });
+    const answer = await call('beta', 'count', { apiKey: key.body.key });
+    assert.equal(answer.body.result?._meta?.['turnpike/credits']?.charged, '2000');
+  });
+
+  test('analytics: by day, tool, rail and caller, JSON and CSV, scoped and validated; denials counted', async () => {
+    await eventually(
+      async () => (await api('GET', '/operator/analytics', { key: bob.key })).body,
+      (a) => a.byRail?.some((r: { key: string; revenue: string }) => r.key === 'credits' && r.revenue === '32000'),
+      'bob’s credits revenue',
+    );
+    const bobs = (await api('GET', '/operator/analytics', { key: bob.key })).body;
+    assert.deepEqual(bobs.byTool.map((r: { key: string }) => r.key), ['count']);
+    assert.equal(bobs.byRail.find((r: { key: string }) => r.key === 'free').calls, 1);
+    assert.equal(bobs.byDay.length, 1);
+    assert.equal(bobs.byDay[0].key, new Date().toISOString().slice(0, 10));
+    const alices = (await api('GET', '/operator/analytics?server=alpha', { key: alice.key })).body;
+    assert.equal(alices.byRail.find((r: { key: string }) => r.key === 'x402').revenue, '10000');
+    assert.equal(alices.byRail.find((r: { key: string }) => r.key === 'x402').operatorShare, '9750');
+    assert.ok(alices.denials.some((d: { reason: string }) => d.reason === 'payment_missing'), JSON.stringify(alices.denials));
+    assert.equal(alices.settlement.count, 1);
+    const csv = await api('GET', '/operator/analytics?format=csv', { key: alice.key });
+    assert.match(csv.headers.get('content-type') ?? '', /^text\/csv/);
+    assert.match(csv.text, /^section,key,calls,paid_calls,revenue,operator_share,count\r\n/);
+    assert.match(csv.text, /\r\nrail,x402,1,1,10000,9750,\r\n/);
+    for (const [query, field] of [
+      ['from=2026-13-01', /^from/],
+      ['from=2026-02-30', /^from: 2026-02-30 is not a calendar date/],
+      ['from=2026-03-01&to=2026-02-01', /^from: from must not be after to/],
+      ['from=2020-01-01&to=2026-01-01', /^to: at most 366 days/],
+      ['format=xml', /^format/],
+    ] as const) {
+      const res = await api('GET', `/operator/analytics?${query}`, { key: alice.key });
+      assert.equal(res.status, 400, query);
+      assert.match(res.body.message, field);
+    }
+    const all = (await api('GET', '/admin/analytics', { key: ADMIN })).body;
+    assert.deepEqual(all.byRail.map((r: { key: string }) => r.key).sort(), ['credits', 'free', 'x402']);
+  });
+
+  test('the audit log says who did what, from where; an operator sees only their own', async () => {
+    const mine = (await api('GET', '/operator/audit', { key: alice.key })).body.entries as { actor: string; action: string; ip?: string; operatorId: string }[];
+    assert.ok(mine.length > 0);
+    assert.ok(mine.every((e) => e.operatorId === alice.id));
+    assert.ok(mine.some((e) => e.action === 'server.create' && e.actor === `operator:${alice.id}` && e.ip === '127.0.0.1'));
+    assert.ok(mine.some((e) => e.action === 'withdrawal.request'));
+    assert.ok(mine.some((e) => e.action === 'operator.create' && e.actor === 'admin'));
+    const all = (await api('GET', '/admin/audit', { key: ADMIN })).body.entries as { operatorId: string }[];
+    assert.ok(all.some((e) => e.operatorId === bob.id));
+    assert.equal((await api('GET', '/admin/audit?limit=0', { key: ADMIN })).status, 400);
+  });
+
+  test('discovery lists public servers; a private one is served but not listed; a suspended operator’s servers stop', async () => {
+    const hidden = await api('POST', '/operator/servers', { key: bob.key, body: serverBody('hidden', { public: false }) });
+    assert.equal(hidden.status, 201, hidden.text);
+    const listed = (await api('GET', '/.well-known/mcp-payment')).body.endpoints.map((e: { url: string }) => new URL(e.url).pathname);
+    assert.ok(listed.includes('/mcp/alpha') && listed.includes('/mcp/beta'));
+    assert.ok(!listed.includes('/mcp/hidden'));
+    assert.equal((await call('hidden', 'count')).body.result?.isError, true, 'served (challenged) though not listed');
+    await api('POST', `/admin/operators/${bob.id}/suspend`, { key: ADMIN });
+    assert.equal((await call('beta', 'count')).status, 404);
+    assert.equal((await api('GET', '/operator', { key: bob.key })).status, 403);
+    await api('POST', `/admin/operators/${bob.id}/resume`, { key: ADMIN });
+    assert.equal((await call('beta', 'count')).status, 200);
+  });
+
+  test('/openapi.json documents the admin and operator APIs from the validating schemas', async () => {
+    const doc = (await api('GET', '/openapi.json')).body;
+    assert.equal(doc.openapi, '3.1.0');
+    const post = doc.paths['/operator/servers'].post;
+    assert.deepEqual(post.security, [{ operator: [] }]);
+    const schema = post.requestBody.content['application/json'].schema;
+    assert.ok(schema.required.includes('slug') && schema.required.includes('plan'));
+    assert.ok(doc.paths['/admin/keys/{id}/topup'].post);
+    assert.ok(doc.paths['/operator/analytics'].get.parameters.some((p: { name: string }) => p.name === 'from'));
+  });
+});
