@@ -108,6 +108,7 @@ export const configSchema = z.strictObject({
         .optional()
         .describe('payee of platform-custody servers; default the address of TURNPIKE_TREASURY_KEY (locally, the sandbox treasury)'),
       minWithdrawalUsd: usdPrice.default(1_000_000n).describe('smallest USDC withdrawal, USD'),
+      minPayoutUsd: usdPrice.default(1_000_000n).describe('smallest Stripe Connect payout, USD'),
       allowPrivateUpstreams: z
         .boolean()
         .default(false)

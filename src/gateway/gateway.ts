@@ -57,8 +57,11 @@ export type GatewayOptions = {
   revenue?: { book: RevenueBook; usage: OperatorStore; operatorId?: string; custody: 'direct' | 'platform' };
 };
 
-/** The calls counted for a metered plan: this call's number in the month and its price. */
-type Metered = { n: bigint; price: bigint; uncount(): Promise<void> };
+/**
+ * A counted call (free calls, tiers, a subscriber's allowance): its number in the month, its
+ * price, and the rail a call that costs nothing is recorded under.
+ */
+type Metered = { n: bigint; price: bigint; rail: 'free' | 'subscription'; uncount(): Promise<void> };
 
 const isStream = (response: Response) => response.headers.get('content-type')?.includes('text/event-stream') ?? false;
 
@@ -85,7 +88,9 @@ export const FREE_META_KEY = 'turnpike/free';
 export function createGateway(options: GatewayOptions): Hono {
   const { facilitator, logger, metrics, plan, revenue } = options;
   const metered = isMetered(plan);
-  if (metered && !revenue) throw new Error(`server ${options.server}: a plan with free calls or tiers needs the revenue store to count calls`);
+  if ((metered || plan.type === 'subscription') && !revenue) {
+    throw new Error(`server ${options.server}: a plan with free calls, tiers or subscriptions needs the revenue store to count calls`);
+  }
   const serverLabel = metrics.server(options.server);
   const count = (tool: string, outcome: string) => metrics.calls.inc({ server: serverLabel, tool: metrics.tool(tool), outcome });
   const timedForward = async (request: Request, body: Uint8Array | undefined, signal: AbortSignal) => {
@@ -151,14 +156,16 @@ export function createGateway(options: GatewayOptions): Hono {
    * Counts a priced call of `caller` for a plan with free calls or tiers, and prices it by its
    * number in the month; a call that then does not happen is given back with `uncount`.
    */
-  async function meter(caller: string, tool: string): Promise<Metered | undefined> {
-    if (!metered) return undefined;
+  async function meter(caller: string, tool: string, keyId?: string): Promise<Metered | undefined> {
+    const subscriber = plan.type === 'subscription' && keyId !== undefined && (await revenue!.usage.activeSubscription(keyId, options.server, Date.now())) !== undefined;
+    if (!metered && !subscriber) return undefined;
     const month = utcMonth(Date.now());
     const n = await revenue!.usage.countCall(options.server, caller, month);
-    return { n, price: priceAt(plan, tool, n), uncount: () => revenue!.usage.uncountCall(options.server, caller, month) };
+    const rail = subscriber ? 'subscription' : 'free';
+    return { n, price: priceAt(plan, tool, n), rail, uncount: () => revenue!.usage.uncountCall(options.server, caller, month) };
   }
 
-  const charge = (rail: 'x402' | 'credits' | 'free', caller: string, tool: string, amount: bigint, ref: string) =>
+  const charge = (rail: 'x402' | 'credits' | 'free' | 'subscription', caller: string, tool: string, amount: bigint, ref: string) =>
     revenue && { server: options.server, rail, caller, tool, amount, ref, custody: revenue.custody, ...(revenue.operatorId ? { operatorId: revenue.operatorId } : {}) };
 
   /** tools/list passes through with each tool's price added under `_meta["turnpike/price"]`. */
@@ -313,7 +320,7 @@ export function createGateway(options: GatewayOptions): Hono {
       undo: () => metering.uncount(),
       async deliver(message, result) {
         count(call.tool.name, 'free_quota');
-        const free = charge('free', caller, call.tool.name, 0n, `free:${newId('call')}`);
+        const free = charge(metering.rail, caller, call.tool.name, 0n, `free:${newId('call')}`);
         if (free) revenue!.book.queue(free);
         return { ...message, result: { ...result, _meta: { ...result._meta, [FREE_META_KEY]: { callsThisMonth: metering.n.toString() } } } };
       },
@@ -360,7 +367,7 @@ export function createGateway(options: GatewayOptions): Hono {
     }
 
     const caller = `key:${payer.key.id}`;
-    const metering = await meter(caller, tool.name);
+    const metering = await meter(caller, tool.name, payer.key.id);
     if (metering?.price === 0n) return forwardFree(call, metering, caller);
     const amount = metering?.price ?? tool.amount;
     if (amount !== call.offer.amount) call.offer = { ...call.offer, amount };

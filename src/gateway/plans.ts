@@ -44,15 +44,29 @@ export const tieredPlanSchema = z.strictObject({
   free: toolList,
 });
 
-export const planSchema = z.discriminatedUnion('type', [perCallPlanSchema, tieredPlanSchema]);
+/**
+ * `subscription`: a monthly price bought through Stripe Checkout, covering `callsPerMonth` calls
+ * of a subscriber (an API key); past the allowance, and for everyone else, `overage` per call.
+ */
+export const subscriptionPlanSchema = z.strictObject({
+  type: z.literal('subscription'),
+  monthlyUsd: usdPrice.refine((v) => v > 0n && v % 10_000n === 0n, 'a Stripe price is whole cents above zero'),
+  callsPerMonth: z.number().int().positive().max(1_000_000_000),
+  overage: priceTableSchema,
+});
+
+export const planSchema = z.discriminatedUnion('type', [perCallPlanSchema, tieredPlanSchema, subscriptionPlanSchema]);
 export type Plan = z.output<typeof planSchema>;
 export type PlanInput = z.input<typeof planSchema>;
 
 /** The plan of a server configured by a price table (`turnpike wrap`, config files). */
 export const flatPlan = (prices: PriceTable): Plan => ({ type: 'per_call', ...prices, freeCallsPerMonth: 0 });
 
-/** Whether the plan's price depends on how often the caller called this month. */
-export const isMetered = (plan: Plan) => plan.type === 'tiered' || plan.freeCallsPerMonth > 0;
+/**
+ * Whether every caller's price depends on how often they called this month (a subscription
+ * counts its subscribers' calls only).
+ */
+export const isMetered = (plan: Plan) => plan.type === 'tiered' || (plan.type === 'per_call' && plan.freeCallsPerMonth > 0);
 
 /**
  * What the caller's `n`th priced call this month (n ≥ 1) of `tool` costs, in atomic units.
@@ -61,6 +75,7 @@ export const isMetered = (plan: Plan) => plan.type === 'tiered' || plan.freeCall
  */
 export function priceAt(plan: Plan, tool: string, n: bigint): bigint {
   if (plan.type === 'per_call') return n <= BigInt(plan.freeCallsPerMonth) ? 0n : priceOf(plan, tool);
+  if (plan.type === 'subscription') return n <= BigInt(plan.callsPerMonth) ? 0n : priceOf(plan.overage, tool);
   if (plan.free.includes(tool)) return 0n;
   return (plan.tiers.find((t) => t.upTo === undefined || n <= BigInt(t.upTo)) ?? plan.tiers.at(-1)!).price;
 }
@@ -71,12 +86,19 @@ export function priceAt(plan: Plan, tool: string, n: bigint): bigint {
  */
 export function listPrice(plan: Plan, tool: string): bigint {
   if (plan.type === 'per_call') return priceOf(plan, tool);
+  if (plan.type === 'subscription') return priceOf(plan.overage, tool);
   if (plan.free.includes(tool)) return 0n;
   return plan.tiers.find((t) => t.price > 0n)?.price ?? 0n;
 }
 
+/** The tools a plan names (priced or free), for listings that also show unnamed tools. */
+export function namedTools(plan: Plan): string[] {
+  const table = plan.type === 'subscription' ? plan.overage : plan;
+  return [...('tools' in table ? Object.keys(table.tools) : []), ...table.free];
+}
+
 /** What a plan says in answers: amounts as atomic strings. */
-export function publicPlan(plan: Plan) {
+export function publicPlan(plan: Plan): Record<string, unknown> {
   if (plan.type === 'per_call') {
     return {
       type: plan.type,
@@ -85,6 +107,9 @@ export function publicPlan(plan: Plan) {
       free: plan.free,
       freeCallsPerMonth: plan.freeCallsPerMonth,
     };
+  }
+  if (plan.type === 'subscription') {
+    return { type: plan.type, monthly: plan.monthlyUsd.toString(), callsPerMonth: plan.callsPerMonth, overage: publicPlan(flatPlan(plan.overage)) };
   }
   return { type: plan.type, tiers: plan.tiers.map((t) => ({ ...t, price: t.price.toString() })), free: plan.free };
 }

@@ -1,9 +1,9 @@
-import { lookup } from 'node:dns';
-import { lookup as lookupAsync } from 'node:dns/promises';
-import { BlockList, isIP } from 'node:net';
-import { Agent } from 'undici';
+import { lookup, type LookupAddress } from 'node:dns';
+import { lookup as lookupAll } from 'node:dns/promises';
+import { BlockList, isIP, type LookupFunction } from 'node:net';
+import { Agent, buildConnector } from 'undici';
 
-/** An upstream URL an operator may not register; `code` says which rule refused it. */
+/** An upstream URL an operator may not register or reach; `code` says which rule refused it. */
 export class UpstreamUrlError extends Error {
   override name = 'UpstreamUrlError';
   constructor(
@@ -14,52 +14,70 @@ export class UpstreamUrlError extends Error {
   }
 }
 
-const ranges: [string, number, 'ipv4' | 'ipv6', string][] = [
-  ['0.0.0.0', 8, 'ipv4', 'an unspecified'],
-  ['10.0.0.0', 8, 'ipv4', 'a private'],
-  ['100.64.0.0', 10, 'ipv4', 'a carrier-grade NAT'],
-  ['127.0.0.0', 8, 'ipv4', 'a loopback'],
-  ['169.254.0.0', 16, 'ipv4', 'a link-local (cloud metadata)'],
-  ['172.16.0.0', 12, 'ipv4', 'a private'],
-  ['192.0.0.0', 24, 'ipv4', 'an IETF protocol'],
-  ['192.168.0.0', 16, 'ipv4', 'a private'],
-  ['198.18.0.0', 15, 'ipv4', 'a benchmarking'],
-  ['224.0.0.0', 4, 'ipv4', 'a multicast'],
-  ['240.0.0.0', 4, 'ipv4', 'a reserved'],
-  ['::', 128, 'ipv6', 'an unspecified'],
-  ['::1', 128, 'ipv6', 'a loopback'],
-  ['fc00::', 7, 'ipv6', 'a unique-local (private)'],
-  ['fe80::', 10, 'ipv6', 'a link-local'],
-  ['ff00::', 8, 'ipv6', 'a multicast'],
-  ['64:ff9b::', 96, 'ipv6', 'a NAT64'],
+type Subnet = [network: string, prefix: number];
+
+// First match names the class, so the narrow IPv6 classes come before the IPv4-compatible ::/96.
+const CLASSES: { name: string; v4: Subnet[]; v6: Subnet[] }[] = [
+  { name: 'an unspecified', v4: [['0.0.0.0', 8]], v6: [['::', 128]] },
+  { name: 'a loopback', v4: [['127.0.0.0', 8]], v6: [['::1', 128]] },
+  { name: 'a private', v4: [['10.0.0.0', 8], ['172.16.0.0', 12], ['192.168.0.0', 16]], v6: [['fc00::', 7]] },
+  { name: 'a carrier-grade NAT', v4: [['100.64.0.0', 10]], v6: [] },
+  { name: 'a link-local (cloud metadata)', v4: [['169.254.0.0', 16]], v6: [] },
+  { name: 'a link-local', v4: [], v6: [['fe80::', 10]] },
+  { name: 'an IETF protocol', v4: [['192.0.0.0', 24]], v6: [] },
+  { name: 'a benchmarking', v4: [['198.18.0.0', 15]], v6: [] },
+  { name: 'a multicast', v4: [['224.0.0.0', 4]], v6: [['ff00::', 8]] },
+  { name: 'a reserved or broadcast', v4: [['240.0.0.0', 4]], v6: [] },
+  { name: 'a local-use NAT64', v4: [], v6: [['64:ff9b:1::', 48]] },
+  { name: 'an IPv4-compatible (deprecated)', v4: [], v6: [['::', 96]] },
 ];
-const classes = ranges.map(([network, prefix, family, name]) => {
+
+// BlockList itself judges IPv4-mapped IPv6 (::ffff:a.b.c.d, in any spelling) by its IPv4 rules.
+// NAT64 (64:ff9b::/96) is how IPv6-only hosts behind DNS64 reach every IPv4 server, so it cannot
+// be refused whole: each IPv4 range gets its image inside the prefix, and the embedded address decides.
+const lists = CLASSES.map(({ name, v4, v6 }) => {
   const list = new BlockList();
-  list.addSubnet(network, prefix, family);
-  return { list, family, name };
+  for (const [network, prefix] of v4) {
+    list.addSubnet(network, prefix, 'ipv4');
+    list.addSubnet(`64:ff9b::${network}`, 96 + prefix, 'ipv6');
+  }
+  for (const [network, prefix] of v6) list.addSubnet(network, prefix, 'ipv6');
+  return { name, list };
 });
+
+// Names that reach a cloud's metadata service wherever the instance runs, whatever DNS says.
 const METADATA_NAMES = new Set(['metadata', 'metadata.google.internal', 'metadata.goog', 'instance-data', 'instance-data.ec2.internal']);
 
 /**
  * Why an address may not be an upstream (`"a private"`, `"a loopback"`, …), or undefined for a
- * public one. IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+ * public one. IPv4-mapped and NAT64 IPv6 addresses are judged by the IPv4 address they carry.
  *
  * @example isForbiddenAddress('169.254.169.254') // 'a link-local (cloud metadata)'
  */
 export function isForbiddenAddress(ip: string): string | undefined {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
-  const address = mapped ?? ip;
-  const family = isIP(address) === 4 ? 'ipv4' : isIP(address) === 6 ? 'ipv6' : undefined;
-  if (!family) return 'an unparseable';
-  return classes.find((c) => c.family === family && c.list.check(address, family))?.name;
+  const address = ip.replace(/%.*$/, ''); // a zone (fe80::1%eth0) would make BlockList miss the range
+  const family = isIP(address);
+  if (family === 0) return 'an unparseable';
+  return lists.find(({ list }) => list.check(address, family === 4 ? 'ipv4' : 'ipv6'))?.name;
 }
 
-const hostOf = (url: URL) => url.hostname.replace(/^\[(.*)\]$/, '$1');
+/** The error for the first forbidden address of `host`, if any. */
+function refusal(host: string, addresses: string[]): UpstreamUrlError | undefined {
+  for (const address of addresses) {
+    const why = isForbiddenAddress(address);
+    if (!why) continue;
+    const where = address === host ? `${host} is` : `${host} resolves to ${address},`;
+    return new UpstreamUrlError('forbidden_address', `${where} ${why} address`);
+  }
+  return undefined;
+}
+
+const bare = (hostname: string) => hostname.replace(/^\[(.*)\]$/, '$1');
 
 /**
- * Checks an upstream URL registered through the API: http(s), no credentials in it, and a host
- * whose every address is public (unless private ones are allowed). The gateway's agent checks
- * again at connect time, since a DNS answer can change after this (rebinding).
+ * Checks an upstream URL registered through the API: http(s), no credentials in it, a port in
+ * 1–65535, and a host whose every address is public (unless private ones are allowed). The
+ * gateway's agent checks again at connect time, since a DNS answer can change after this.
  *
  * @example await checkUpstreamUrl('https://mcp.example.com/mcp', { allowPrivate: false });
  */
@@ -72,23 +90,31 @@ export async function checkUpstreamUrl(value: string, options: { allowPrivate: b
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UpstreamUrlError('invalid_url', 'only http and https upstreams are served');
   if (url.username || url.password) throw new UpstreamUrlError('invalid_url', 'put credentials in `auth`, not in the URL, where they would be shown and logged');
+  if (url.port === '0') throw new UpstreamUrlError('invalid_url', 'the port must be 1–65535');
   if (options.allowPrivate) return url;
-  const host = hostOf(url).toLowerCase();
-  if (METADATA_NAMES.has(host) || host === 'localhost' || host.endsWith('.localhost')) {
-    throw new UpstreamUrlError('forbidden_address', `${host} is a local or cloud-metadata name`);
-  }
+  const host = bare(url.hostname).replace(/\.$/, '');
+  if (METADATA_NAMES.has(host)) throw new UpstreamUrlError('forbidden_address', `${host} is a cloud-metadata name`);
   let addresses: string[];
   try {
-    addresses = isIP(host) ? [host] : (await lookupAsync(host, { all: true, verbatim: true })).map((a) => a.address);
+    addresses = isIP(host) ? [host] : (await lookupAll(host, { all: true, verbatim: true })).map((a) => a.address);
   } catch (error) {
     throw new UpstreamUrlError('unresolvable', `${host} does not resolve: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
-  for (const address of addresses) {
-    const why = isForbiddenAddress(address);
-    if (why) throw new UpstreamUrlError('forbidden_address', `${host} resolves to ${address}, ${why} address`);
-  }
+  const refused = refusal(host, addresses);
+  if (refused) throw refused;
   return url;
 }
+
+// The addresses checked are the ones the socket then uses, so no second answer can slip in between.
+const guardedLookup: LookupFunction = (hostname, options, callback) => {
+  lookup(hostname, { ...options, all: true }, (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => {
+    if (error) return callback(error, '', 0);
+    const refused = refusal(hostname, addresses.map((a) => a.address));
+    if (refused) return callback(refused, '', 0);
+    if (options.all) return callback(null, addresses);
+    callback(null, addresses[0]!.address, addresses[0]!.family);
+  });
+};
 
 /**
  * An undici agent for registered upstreams: every connection's address is checked when it is
@@ -99,21 +125,17 @@ export async function checkUpstreamUrl(value: string, options: { allowPrivate: b
  * @example const upstream = { url, headers, timeoutMs, dispatcher: guardedAgent({ allowPrivate: false }) };
  */
 export function guardedAgent(options: { allowPrivate: boolean }): Agent {
+  const timeouts = { bodyTimeout: 0, headersTimeout: 0, keepAliveTimeout: 30_000 };
+  if (options.allowPrivate) return new Agent(timeouts);
+  const connector = buildConnector({ lookup: guardedLookup });
   return new Agent({
-    bodyTimeout: 0,
-    headersTimeout: 0,
-    keepAliveTimeout: 30_000,
-    connect: {
-      lookup(hostname, lookupOptions, callback) {
-        lookup(hostname, { ...lookupOptions, all: true }, (error, addresses) => {
-          if (error) return callback(error, '', 0);
-          const list = addresses as unknown as { address: string; family: number }[];
-          const refused = options.allowPrivate ? undefined : list.map((a) => [a.address, isForbiddenAddress(a.address)] as const).find(([, why]) => why);
-          if (refused) return callback(new UpstreamUrlError('forbidden_address', `${hostname} resolves to ${refused[0]}, ${refused[1]} address`), '', 0);
-          if (lookupOptions.all) return (callback as unknown as (e: null, a: typeof list) => void)(null, list);
-          return callback(null, list[0]!.address, list[0]!.family);
-        });
-      },
+    ...timeouts,
+    connect(connectOptions, callback) {
+      // Node skips `lookup` for IP literals, so those are judged here.
+      const host = bare(connectOptions.hostname);
+      const refused = isIP(host) ? refusal(host, [host]) : undefined;
+      if (refused) return callback(refused, null);
+      connector(connectOptions, callback);
     },
   });
 }

@@ -22,9 +22,12 @@ export type CreditsRoutesOptions = {
   topup: { payTo: `0x${string}`; min: bigint; max: bigint };
   /** Opens a Stripe Checkout Session for a key and a package; absent when Stripe is not configured. */
   checkout?: (keyId: string, packageId: string) => Promise<Record<string, string>>;
+  /** Opens a Stripe Checkout Session for a server's subscription plan. */
+  subscribe?: (keyId: string, server: string) => Promise<Record<string, unknown>>;
 };
 
 const checkoutSchema = z.strictObject({ package: z.string().min(1).max(32) });
+const subscribeSchema = z.strictObject({ server: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'expected a server slug') });
 
 const topupQuery = z.strictObject({ usd: usdPrice });
 
@@ -87,6 +90,12 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     const { package: packageId } = await jsonBody(c, checkoutSchema);
     if (!options.checkout) throw new ApiError(503, 'stripe_not_configured', 'card top-ups are off here: the operator has not set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
     return c.json(await options.checkout(payer.key.id, packageId), 201);
+  });
+  app.post('/subscriptions', async (c) => {
+    const payer = await requirePayer(c.req.raw.headers, true);
+    const { server } = await jsonBody(c, subscribeSchema);
+    if (!options.subscribe) throw new ApiError(503, 'stripe_not_configured', 'subscriptions are off here: the operator has not set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
+    return c.json(await options.subscribe(payer.key.id, server), 201);
   });
   // Where Stripe sends the buyer back; the credits arrive with the webhook, not with this visit.
   app.get('/checkout/done', (c) => c.json({ message: 'payment received; the credits appear on the key once Stripe confirms it (usually seconds)' }));

@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import type { Address } from 'viem';
 import type { Network } from '../chain/networks.js';
-import { type Plan, isMetered, listPrice, publicPlan } from '../gateway/plans.js';
+import { type Plan, isMetered, listPrice, namedTools, publicPlan } from '../gateway/plans.js';
 import { atomicToUsd } from '../gateway/pricing.js';
 import type { ToolInfo } from '../gateway/upstream-tools.js';
 
@@ -42,7 +42,7 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
     }
     const descriptions = new Map(tools.map((t) => [t.name, t.description]));
     const { plan } = endpoint;
-    const named = new Set([...descriptions.keys(), ...(plan.type === 'per_call' ? Object.keys(plan.tools) : []), ...plan.free]);
+    const named = new Set([...descriptions.keys(), ...namedTools(plan)]);
     return {
       url: `${origin}${endpoint.path}`,
       transport: 'streamable-http',
@@ -59,8 +59,8 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
         challenge: 'MCP tool result (x402 v2 PaymentRequired); pay in params._meta["x402/payment"]',
       },
       ...(options.credits ? { credits: creditsOf(origin, options.credits) } : {}),
-      defaultPrice: price(plan.type === 'per_call' ? plan.default : listPrice(plan, '*')),
-      ...(isMetered(plan) ? { plan: publicPlan(plan) } : {}),
+      defaultPrice: price(listPrice(plan, '*')),
+      ...(plan.type !== 'per_call' || isMetered(plan) ? { plan: publicPlan(plan) } : {}),
       tools: [...named].sort().map((name) => ({
         name,
         ...price(listPrice(plan, name)),

@@ -17,7 +17,9 @@ import { createWithdrawals } from '../operators/withdrawals.js';
 import { createCredits } from '../rails/credits/credits.js';
 import { openDebits } from '../rails/credits/open-debits.js';
 import { createCheckout } from '../rails/stripe/checkout.js';
+import { stripePayouts } from '../rails/stripe/payouts.js';
 import { stripeClient } from '../rails/stripe/stripe-client.js';
+import { createSubscriptionCheckout } from '../rails/stripe/subscriptions.js';
 import type { ServerRecord } from '../store/operators.js';
 import { adminRoutes } from './admin-routes.js';
 import { createApp } from './app.js';
@@ -162,24 +164,27 @@ export async function serveGateway(options: GatewayServerOptions) {
     return mounted(server).fetch(c.req.raw);
   });
 
+  const { stripeSecretKey, stripeWebhookSecret: webhookSecret } = secrets;
+  const stripe = stripeSecretKey && webhookSecret ? stripeClient(stripeSecretKey, config.credits.stripeApiUrl) : undefined;
+  if (!stripe && (stripeSecretKey || webhookSecret)) logger.warn('Stripe is off: set both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
+  const publicUrl = () => config.credits.publicUrl ?? url;
   if (credits) {
     const payTo = (config.credits.payTo as Address | undefined) ?? options.endpoints[0]?.payTo ?? treasury;
     if (!payTo) throw new Error('USDC top-ups need a payee: set credits.payTo');
     const topup = { payTo, min: config.credits.topupMinUsd, max: config.credits.topupMaxUsd };
-    const { stripeSecretKey, stripeWebhookSecret: webhookSecret } = secrets;
-    const stripe = stripeSecretKey && webhookSecret ? stripeClient(stripeSecretKey, config.credits.stripeApiUrl) : undefined;
-    if (!stripe && (stripeSecretKey || webhookSecret)) logger.warn('card top-ups are off: set both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
     const checkout = stripe
-      ? (keyId: string, packageId: string) =>
-          createCheckout({ stripe, credits: store.credits, packages: config.credits.packages, publicUrl: config.credits.publicUrl ?? url }, keyId, packageId)
+      ? (keyId: string, packageId: string) => createCheckout({ stripe, credits: store.credits, packages: config.credits.packages, publicUrl: publicUrl() }, keyId, packageId)
       : undefined;
-    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: chain.network, topup, ...(checkout ? { checkout } : {}) }));
-    if (stripe) app.route('/stripe', stripeRoutes({ stripe, webhookSecret: webhookSecret!, credits: store.credits, logger }));
+    const subscribe = stripe ? (keyId: string, server: string) => createSubscriptionCheckout({ stripe, store, publicUrl: publicUrl() }, keyId, server) : undefined;
+    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: chain.network, topup, ...(checkout && subscribe ? { checkout, subscribe } : {}) }));
+    if (stripe) app.route('/stripe', stripeRoutes({ stripe, webhookSecret: webhookSecret!, credits: store.credits, logger, subscriptions: { store, book } }));
     app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog }));
   }
+  const payouts = stripe ? stripePayouts({ stripe, store, publicUrl, logger, minimum: config.operators.minPayoutUsd }) : undefined;
+  void payouts?.reconcile().catch((err: unknown) => logger.error({ err }, 'cannot finish unfinished payouts'));
   app.route(
     '/',
-    operatorRoutes({ operators, store, ...(withdrawals ? { withdrawals } : {}), adminKey: secrets.adminKey, registration: config.operators.registration, catalog }),
+    operatorRoutes({ operators, store, ...(withdrawals ? { withdrawals } : {}), ...(payouts ? { payouts } : {}), adminKey: secrets.adminKey, registration: config.operators.registration, catalog }),
   );
   app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
   const configured = options.endpoints.map((e) => ({ path: e.path, plan: e.plan, payTo: e.payTo, tools: upstreamTools(e.upstream) }));

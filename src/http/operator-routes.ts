@@ -5,7 +5,8 @@ import { usdPrice } from '../gateway/pricing.js';
 import { analyticsCsv, analyticsJson, analyticsQuerySchema } from '../operators/analytics.js';
 import { type Operators, newServerSchema, operatorPatchSchema, publicOperator, publicServer, registerSchema, serverPatchSchema } from '../operators/operators.js';
 import type { Withdrawals } from '../operators/withdrawals.js';
-import type { Balance, OperatorRecord, Withdrawal } from '../store/operators.js';
+import type { StripePayouts } from '../rails/stripe/payouts.js';
+import type { Balance, OperatorRecord, Payout, Withdrawal } from '../store/operators.js';
 import { newId } from '../store/ids.js';
 import type { Store } from '../store/store.js';
 import { adminAuth } from './admin-routes.js';
@@ -16,6 +17,7 @@ export type OperatorRoutesOptions = {
   operators: Operators;
   store: Store;
   withdrawals?: Withdrawals;
+  payouts?: StripePayouts;
   adminKey: string | undefined;
   registration: 'admin' | 'open';
   catalog: RouteDoc[];
@@ -25,11 +27,25 @@ const withdrawalSchema = z.strictObject({
   usd: usdPrice.optional().describe('USD amount; default everything available'),
   idempotencyKey: z.string().min(1).max(255),
 });
+const payoutSchema = z.strictObject({
+  usd: usdPrice.optional().describe('USD amount in whole cents; default everything available'),
+  idempotencyKey: z.string().min(1).max(255),
+});
 const auditQuerySchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(100),
   before: z.string().regex(/^au_[0-9a-z]+$/, 'expected an audit entry id').optional(),
 });
 
+const publicPayout = (p: Payout) => ({
+  id: p.id,
+  amount: p.amount.toString(),
+  destination: p.destination,
+  state: p.state,
+  transferId: p.transferId ?? null,
+  error: p.error ?? null,
+  idempotencyKey: p.idempotencyKey,
+  createdAt: new Date(p.createdAt).toISOString(),
+});
 const publicBalance = (b: Balance) => Object.fromEntries(Object.entries(b).map(([k, v]) => [k, v.toString()]));
 const publicWithdrawal = (w: Withdrawal) => ({
   id: w.id,
@@ -59,7 +75,8 @@ function ipOf(c: Context): string | undefined {
  * `/admin/analytics`, `/admin/audit`). Every change is written to the audit log.
  */
 export function operatorRoutes(options: OperatorRoutesOptions) {
-  const { operators, store, withdrawals, catalog } = options;
+  const { operators, store, withdrawals, payouts, catalog } = options;
+  const stripeOff = () => new ApiError(503, 'stripe_not_configured', 'fiat payouts are off here: this instance has no STRIPE_SECRET_KEY');
   const app = new Hono<{ Variables: { operator: OperatorRecord } }>();
   const audit = (c: Context, actor: string, operatorId: string | undefined, action: string, target?: string, detail?: Record<string, unknown>) => {
     const ip = ipOf(c);
@@ -126,6 +143,19 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
     const { created, withdrawal } = await withdrawals.request(me(c), { idempotencyKey: body.idempotencyKey, ...(body.usd !== undefined ? { amount: body.usd } : {}) });
     if (created) await audit(c, actor(c), me(c).id, 'withdrawal.request', withdrawal.id, { amount: withdrawal.amount.toString(), to: withdrawal.to });
     return c.json(publicWithdrawal(withdrawal), created ? 201 : 200);
+  });
+  op.post('/payouts/onboarding', { summary: 'a Stripe Connect (Express) onboarding link for fiat payouts' }, async (c) => {
+    if (!payouts) throw stripeOff();
+    const link = await payouts.onboarding(me(c));
+    await audit(c, actor(c), me(c).id, 'payouts.onboarding', link.account);
+    return c.json(link, 201);
+  });
+  op.get('/payouts', { summary: 'your fiat payouts, newest first' }, async (c) => c.json({ payouts: (await store.operators.payouts(me(c).id)).map(publicPayout) }));
+  op.post('/payouts', { summary: 'pay your fiat balance out to your connected Stripe account', body: payoutSchema, status: 201 }, async (c, { body }) => {
+    if (!payouts) throw stripeOff();
+    const { created, payout } = await payouts.request(me(c), { idempotencyKey: body.idempotencyKey, ...(body.usd !== undefined ? { amount: body.usd } : {}) });
+    if (created) await audit(c, actor(c), me(c).id, 'payout.request', payout.id, { amount: payout.amount.toString() });
+    return c.json(publicPayout(payout), created ? 201 : 200);
   });
   op.get('/analytics', { summary: 'usage and revenue by day, tool, rail and caller; denials; settlement latency (JSON or CSV)', query: analyticsQuerySchema }, async (c, { query }) => {
     if (query.server) await operators.ownServer(me(c), query.server);

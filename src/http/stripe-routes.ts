@@ -2,7 +2,9 @@ import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import type Stripe from 'stripe';
 import { handleStripeWebhook } from '../rails/stripe/webhook.js';
+import type { RevenueBook } from '../operators/revenue.js';
 import type { CreditStore } from '../store/credits.js';
+import type { Store } from '../store/store.js';
 
 /**
  * `POST /stripe/webhook`: Stripe's deliveries, verified on the raw body. Every verified event is
@@ -10,7 +12,7 @@ import type { CreditStore } from '../store/credits.js';
  *
  * @example app.route('/stripe', stripeRoutes({ stripe, webhookSecret, credits: store.credits, logger }));
  */
-export function stripeRoutes(deps: { stripe: Stripe; webhookSecret: string; credits: CreditStore; logger: Logger }): Hono {
+export function stripeRoutes(deps: { stripe: Stripe; webhookSecret: string; credits: CreditStore; logger: Logger; subscriptions?: { store: Store; book: RevenueBook } }): Hono {
   const app = new Hono();
   app.post('/webhook', async (c) => c.json({ received: true, ...(await handleStripeWebhook(deps, await c.req.text(), c.req.header('stripe-signature'))) }));
   return app;

@@ -2,7 +2,7 @@ import { getAddress, isAddress } from 'viem';
 import { z } from 'zod';
 import type { SecretBox } from '../config/secret-box.js';
 import { type PlanInput, planSchema, publicPlan } from '../gateway/plans.js';
-import { atomicToUsd } from '../gateway/pricing.js';
+import { type PriceTable, atomicToUsd } from '../gateway/pricing.js';
 import { UpstreamUrlError, checkUpstreamUrl } from '../gateway/ssrf.js';
 import { ApiError } from '../http/api-error.js';
 import { generateApiKey, hashApiKey, sameHash } from '../rails/credits/api-keys.js';
@@ -244,9 +244,8 @@ export type Operators = ReturnType<typeof createOperators>;
 
 /** A validated plan back in its input form (USD strings), which is what the store keeps. */
 function planInputOf(plan: z.output<typeof planSchema>): PlanInput {
-  const usd = atomicToUsd;
-  if (plan.type === 'per_call') {
-    return { ...plan, default: usd(plan.default), tools: Object.fromEntries(Object.entries(plan.tools).map(([k, v]) => [k, usd(v)])) };
-  }
-  return { ...plan, tiers: plan.tiers.map((t) => ({ ...t, price: usd(t.price) })) };
+  const table = <T extends PriceTable>(t: T) => ({ ...t, default: atomicToUsd(t.default), tools: Object.fromEntries(Object.entries(t.tools).map(([k, v]) => [k, atomicToUsd(v)])) });
+  if (plan.type === 'per_call') return table(plan);
+  if (plan.type === 'subscription') return { ...plan, monthlyUsd: atomicToUsd(plan.monthlyUsd), overage: table(plan.overage) };
+  return { ...plan, tiers: plan.tiers.map((t) => ({ ...t, price: atomicToUsd(t.price) })) };
 }

@@ -91,8 +91,11 @@ export function revenueBook(store: Store, options: { takeRateBps: number; logger
   };
 
   return {
-    /** Writes a pending charge now: for money that is about to move (an x402 settlement). */
-    record: (input: ChargeInput) => operators.recordCharges([charge(input, 'pending')]),
+    /**
+     * Writes a charge now: `pending` for money about to move (an x402 settlement), `earned` for
+     * money that has (a paid subscription invoice).
+     */
+    record: (input: ChargeInput, state: 'pending' | 'earned' = 'pending') => operators.recordCharges([charge(input, state)]),
     /** Queues a charge for the next batch: credits debits (resolved by their debit) and free-quota calls. */
     queue(input: ChargeInput) {
       queued.push(charge(input, input.rail === 'free' ? 'earned' : 'pending'));

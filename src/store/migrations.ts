@@ -147,6 +147,7 @@ export const migrations: readonly Migration[] = [
         name TEXT NOT NULL,
         key_hash TEXT NOT NULL UNIQUE,
         payout_address TEXT,
+        stripe_account TEXT UNIQUE,
         status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL
@@ -182,7 +183,7 @@ export const migrations: readonly Migration[] = [
         id TEXT PRIMARY KEY,
         server TEXT NOT NULL,
         operator_id TEXT REFERENCES operators (id),
-        rail TEXT NOT NULL CHECK (rail IN ('x402', 'credits', 'free')),
+        rail TEXT NOT NULL CHECK (rail IN ('x402', 'credits', 'free', 'subscription')),
         caller TEXT NOT NULL,
         tool TEXT NOT NULL,
         amount BIGINT NOT NULL CHECK (amount >= 0),
@@ -221,6 +222,29 @@ export const migrations: readonly Migration[] = [
         CHECK (state NOT IN ('submitted', 'confirmed') OR tx_hash IS NOT NULL)
       );
       CREATE INDEX withdrawals_unfinished ON withdrawals (state, created_at);
+      CREATE TABLE payouts (
+        id TEXT PRIMARY KEY,
+        operator_id TEXT NOT NULL REFERENCES operators (id),
+        amount BIGINT NOT NULL CHECK (amount > 0),
+        destination TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('requested', 'paid', 'failed')),
+        transfer_id TEXT,
+        error TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        UNIQUE (operator_id, idempotency_key)
+      );
+      CREATE TABLE subscriptions (
+        id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL REFERENCES api_keys (id),
+        server TEXT NOT NULL,
+        status TEXT NOT NULL,
+        current_period_end BIGINT NOT NULL,
+        event_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      );
+      CREATE INDEX subscriptions_key ON subscriptions (key_id, server);
       CREATE TABLE audit_log (
         id TEXT PRIMARY KEY,
         at BIGINT NOT NULL,

@@ -5,6 +5,8 @@ export type OperatorRecord = {
   email: string;
   name: string;
   payoutAddress?: Address;
+  /** The operator's Stripe Connect (Express) account, for fiat payouts. */
+  stripeAccount?: string;
   status: 'active' | 'suspended';
   createdAt: number;
   updatedAt: number;
@@ -32,7 +34,7 @@ export type ServerRecord = {
   updatedAt: number;
 };
 
-export type ChargeRail = 'x402' | 'credits' | 'free';
+export type ChargeRail = 'x402' | 'credits' | 'free' | 'subscription';
 
 /**
  * One paid (or free-quota) tool call: the fact revenue and analytics are made of. It is written
@@ -44,14 +46,14 @@ export type Charge = {
   server: string;
   operatorId?: string;
   rail: ChargeRail;
-  /** `key:<id>` for credits, the payer's address for x402. */
+  /** `key:<id>` for credits and subscriptions, the payer's address for x402. */
   caller: string;
   tool: string;
   amount: bigint;
   operatorShare: bigint;
   platformShare: bigint;
   custody: 'direct' | 'platform';
-  /** The payment it stands for: `x402:<chainId>:<asset>:<payer>:<nonce>`, `credits:<debit id>`, or `free:<id>`. */
+  /** The payment it stands for: `x402:<chainId>:<asset>:<payer>:<nonce>`, `credits:<debit id>`, `stripe:<invoice id>`, or `free:<id>`. */
   ref: string;
   state: 'pending' | 'earned' | 'void';
   settleMs?: number;
@@ -74,9 +76,10 @@ export type Withdrawal = {
 };
 
 /**
- * An operator's money, in atomic USDC units. `usdc*` is x402 revenue of platform-custody servers
- * (withdrawable on chain); `fiatPayable` is the operator's share of credits spent on their servers;
- * `direct` was paid straight to their own address and is only reported.
+ * An operator's money, in atomic USDC units (= micro-USD). `usdc*` is x402 revenue of
+ * platform-custody servers (withdrawable on chain); `fiat*` is the operator's share of credits
+ * spent and subscriptions paid on their servers (paid out through Stripe Connect); `direct` was
+ * paid straight to their own address and is only reported.
  */
 export type Balance = {
   usdcEarned: bigint;
@@ -84,9 +87,28 @@ export type Balance = {
   usdcWithdrawn: bigint;
   usdcReserved: bigint;
   usdcAvailable: bigint;
-  fiatPayable: bigint;
+  fiatEarned: bigint;
+  fiatPaidOut: bigint;
+  fiatReserved: bigint;
+  fiatAvailable: bigint;
   direct: bigint;
 };
+
+export type Payout = {
+  id: string;
+  operatorId: string;
+  amount: bigint;
+  destination: string;
+  idempotencyKey: string;
+  state: 'requested' | 'paid' | 'failed';
+  transferId?: string;
+  error?: string;
+  createdAt: number;
+  updatedAt: number;
+};
+
+/** A caller's subscription to a server, as Stripe's events last described it. */
+export type Subscription = { id: string; keyId: string; server: string; status: string; currentPeriodEnd: number; eventAt: number };
 
 export type AnalyticsQuery = { operatorId?: string; server?: string; from: number; to: number };
 export type UsageRow = { key: string; calls: number; paidCalls: number; revenue: bigint; operatorShare: bigint };
@@ -122,7 +144,10 @@ export interface OperatorStore {
   operatorByKeyHash(hash: string): Promise<(OperatorRecord & { keyHash: string }) | undefined>;
   operator(id: string): Promise<OperatorRecord | undefined>;
   operators(): Promise<OperatorRecord[]>;
-  updateOperator(id: string, patch: { name?: string; payoutAddress?: Address | null; status?: OperatorRecord['status'] }): Promise<OperatorRecord | undefined>;
+  updateOperator(
+    id: string,
+    patch: { name?: string; payoutAddress?: Address | null; status?: OperatorRecord['status']; stripeAccount?: string },
+  ): Promise<OperatorRecord | undefined>;
 
   /** Refused (created: false) when the slug is taken. */
   createServer(server: ServerRecord): Promise<{ created: boolean }>;
@@ -159,6 +184,21 @@ export interface OperatorStore {
   withdrawal(id: string): Promise<Withdrawal | undefined>;
   withdrawals(operatorId: string): Promise<Withdrawal[]>;
   unfinishedWithdrawals(): Promise<Withdrawal[]>;
+
+  /** Like `requestWithdrawal`, against the fiat balance: reserved with the request, once per idempotency key. */
+  requestPayout(request: { id: string; operatorId: string; amount: bigint; destination: string; idempotencyKey: string; minimum: bigint }): Promise<
+    { ok: true; created: boolean; payout: Payout } | { ok: false; reason: 'insufficient_balance' | 'below_minimum'; available: bigint }
+  >;
+  finishPayout(id: string, outcome: { state: 'paid'; transferId: string } | { state: 'failed'; error: string }): Promise<Payout>;
+  payouts(operatorId: string): Promise<Payout[]>;
+
+  /** Applies what a Stripe event says of a subscription, unless a newer event said otherwise already. */
+  saveSubscription(subscription: Subscription): Promise<void>;
+  /** Marks a subscription's payment failed (no entitlement), unless a newer event said otherwise. */
+  subscriptionStatus(id: string, status: string, eventAt: number): Promise<Subscription | undefined>;
+  subscription(id: string): Promise<Subscription | undefined>;
+  /** The key's subscription to a server that entitles it now, if any. */
+  activeSubscription(keyId: string, server: string, now: number): Promise<Subscription | undefined>;
 
   analytics(query: AnalyticsQuery): Promise<Analytics>;
   audit(entry: AuditEntry): Promise<void>;

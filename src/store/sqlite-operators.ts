@@ -1,9 +1,32 @@
 import type Database from 'better-sqlite3';
 import type { Address, Hex } from 'viem';
 import { groupCommit } from './group-commit.js';
-import type { AuditEntry, Charge, OperatorRecord, OperatorStore, ServerRecord, UsageRow, Withdrawal } from './operators.js';
+import type { AuditEntry, Charge, OperatorRecord, OperatorStore, Payout, ServerRecord, Subscription, UsageRow, Withdrawal } from './operators.js';
 
-type OperatorRow = { id: string; email: string; name: string; key_hash: string; payout_address: string | null; status: OperatorRecord['status']; created_at: bigint; updated_at: bigint };
+type OperatorRow = {
+  id: string;
+  email: string;
+  name: string;
+  key_hash: string;
+  payout_address: string | null;
+  stripe_account: string | null;
+  status: OperatorRecord['status'];
+  created_at: bigint;
+  updated_at: bigint;
+};
+type PayoutRow = {
+  id: string;
+  operator_id: string;
+  amount: bigint;
+  destination: string;
+  idempotency_key: string;
+  state: Payout['state'];
+  transfer_id: string | null;
+  error: string | null;
+  created_at: bigint;
+  updated_at: bigint;
+};
+type SubscriptionRow = { id: string; key_id: string; server: string; status: string; current_period_end: bigint; event_at: bigint };
 type ServerRow = {
   id: string;
   operator_id: string;
@@ -58,6 +81,7 @@ const toOperator = (r: OperatorRow): OperatorRecord => ({
   email: r.email,
   name: r.name,
   ...(r.payout_address ? { payoutAddress: r.payout_address as Address } : {}),
+  ...(r.stripe_account ? { stripeAccount: r.stripe_account } : {}),
   status: r.status,
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
@@ -130,6 +154,28 @@ const toWithdrawal = (r: WithdrawalRow): Withdrawal => ({
   updatedAt: Number(r.updated_at),
 });
 
+const toPayout = (r: PayoutRow): Payout => ({
+  id: r.id,
+  operatorId: r.operator_id,
+  amount: r.amount,
+  destination: r.destination,
+  idempotencyKey: r.idempotency_key,
+  state: r.state,
+  ...(r.transfer_id ? { transferId: r.transfer_id } : {}),
+  ...(r.error ? { error: r.error } : {}),
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+});
+
+const toSubscription = (r: SubscriptionRow): Subscription => ({
+  id: r.id,
+  keyId: r.key_id,
+  server: r.server,
+  status: r.status,
+  currentPeriodEnd: Number(r.current_period_end),
+  eventAt: Number(r.event_at),
+});
+
 const toAudit = (r: AuditRow): AuditEntry => ({
   id: r.id,
   at: Number(r.at),
@@ -165,6 +211,7 @@ export function sqliteOperators(db: Database.Database): OperatorStore {
   const updateOperator = x(`
     UPDATE operators SET name = COALESCE(@name, name),
       payout_address = CASE WHEN @setPayout = 1 THEN @payoutAddress ELSE payout_address END,
+      stripe_account = COALESCE(@stripeAccount, stripe_account),
       status = COALESCE(@status, status), updated_at = @now WHERE id = @id`);
 
   const insertServer = x(`
@@ -203,13 +250,34 @@ export function sqliteOperators(db: Database.Database): OperatorStore {
     SELECT
       SUM(CASE WHEN rail = 'x402' AND custody = 'platform' AND state = 'earned' THEN operator_share END) AS usdc_earned,
       SUM(CASE WHEN rail = 'x402' AND custody = 'platform' AND state = 'pending' THEN operator_share END) AS usdc_pending,
-      SUM(CASE WHEN rail = 'credits' AND state = 'earned' THEN operator_share END) AS fiat,
+      SUM(CASE WHEN rail IN ('credits', 'subscription') AND state = 'earned' THEN operator_share END) AS fiat,
       SUM(CASE WHEN rail = 'x402' AND custody = 'direct' AND state = 'earned' THEN operator_share END) AS direct
     FROM charges WHERE operator_id = @operatorId`);
   const withdrawn = q<{ done: bigint | null; reserved: bigint | null }>(`
     SELECT SUM(CASE WHEN state = 'confirmed' THEN amount END) AS done,
            SUM(CASE WHEN state IN ('requested', 'submitted') THEN amount END) AS reserved
     FROM withdrawals WHERE operator_id = @operatorId`);
+  const paidOut = q<{ done: bigint | null; reserved: bigint | null }>(`
+    SELECT SUM(CASE WHEN state = 'paid' THEN amount END) AS done, SUM(CASE WHEN state = 'requested' THEN amount END) AS reserved
+    FROM payouts WHERE operator_id = @operatorId`);
+  const insertPayout = x(`
+    INSERT INTO payouts (id, operator_id, amount, destination, idempotency_key, state, created_at, updated_at)
+    VALUES (@id, @operatorId, @amount, @destination, @idempotencyKey, 'requested', @now, @now)`);
+  const payoutById = q<PayoutRow>('SELECT * FROM payouts WHERE id = @id');
+  const payoutByKey = q<PayoutRow>('SELECT * FROM payouts WHERE operator_id = @operatorId AND idempotency_key = @idempotencyKey');
+  const payoutsOf = q<PayoutRow>('SELECT * FROM payouts WHERE operator_id = @operatorId ORDER BY created_at DESC, id DESC');
+  const finishPayout = x(`UPDATE payouts SET state = @state, transfer_id = @transferId, error = @error, updated_at = @now WHERE id = @id AND state = 'requested'`);
+  const upsertSubscription = x(`
+    INSERT INTO subscriptions (id, key_id, server, status, current_period_end, event_at, updated_at)
+    VALUES (@id, @keyId, @server, @status, @currentPeriodEnd, @eventAt, @now)
+    ON CONFLICT (id) DO UPDATE SET status = excluded.status, current_period_end = excluded.current_period_end,
+      event_at = excluded.event_at, updated_at = excluded.updated_at
+    WHERE excluded.event_at >= subscriptions.event_at`);
+  const setSubscriptionStatus = x(`UPDATE subscriptions SET status = @status, event_at = @eventAt, updated_at = @now WHERE id = @id AND event_at <= @eventAt`);
+  const subscriptionById = q<SubscriptionRow>('SELECT * FROM subscriptions WHERE id = @id');
+  const activeSubscription = q<SubscriptionRow>(`
+    SELECT * FROM subscriptions WHERE key_id = @keyId AND server = @server AND status IN ('active', 'trialing') AND current_period_end > @now
+    ORDER BY current_period_end DESC LIMIT 1`);
   const insertWithdrawal = x(`
     INSERT INTO withdrawals (id, operator_id, amount, to_address, idempotency_key, state, created_at, updated_at)
     VALUES (@id, @operatorId, @amount, @to, @idempotencyKey, 'requested', @now, @now)`);
@@ -258,13 +326,20 @@ export function sqliteOperators(db: Database.Database): OperatorStore {
     const usdcEarned = s.usdc_earned ?? 0n;
     const usdcWithdrawn = w.done ?? 0n;
     const usdcReserved = w.reserved ?? 0n;
+    const p = paidOut.get({ operatorId })!;
+    const fiatEarned = s.fiat ?? 0n;
+    const fiatPaidOut = p.done ?? 0n;
+    const fiatReserved = p.reserved ?? 0n;
     return {
       usdcEarned,
       usdcPending: s.usdc_pending ?? 0n,
       usdcWithdrawn,
       usdcReserved,
       usdcAvailable: usdcEarned - usdcWithdrawn - usdcReserved,
-      fiatPayable: s.fiat ?? 0n,
+      fiatEarned,
+      fiatPaidOut,
+      fiatReserved,
+      fiatAvailable: fiatEarned - fiatPaidOut - fiatReserved,
       direct: s.direct ?? 0n,
     };
   };
@@ -294,6 +369,7 @@ export function sqliteOperators(db: Database.Database): OperatorStore {
           setPayout: patch.payoutAddress === undefined ? 0 : 1,
           payoutAddress: patch.payoutAddress ?? null,
           status: patch.status ?? null,
+          stripeAccount: patch.stripeAccount ?? null,
           now: Date.now(),
         });
         const row = operatorById.get({ id });
@@ -362,6 +438,40 @@ export function sqliteOperators(db: Database.Database): OperatorStore {
     },
     async unfinishedWithdrawals() {
       return unfinished.all({}).map(toWithdrawal);
+    },
+
+    requestPayout: (request) =>
+      write(() => {
+        const earlier = payoutByKey.get(request);
+        if (earlier) return { ok: true as const, created: false, payout: toPayout(earlier) };
+        const available = balanceOf(request.operatorId).fiatAvailable;
+        if (request.amount < request.minimum) return { ok: false as const, reason: 'below_minimum' as const, available };
+        if (request.amount > available) return { ok: false as const, reason: 'insufficient_balance' as const, available };
+        insertPayout.run({ ...request, now: Date.now() });
+        return { ok: true as const, created: true, payout: toPayout(payoutById.get({ id: request.id })!) };
+      }),
+    finishPayout: (id, outcome) =>
+      write(() => {
+        finishPayout.run({ id, state: outcome.state, transferId: outcome.state === 'paid' ? outcome.transferId : null, error: outcome.state === 'failed' ? outcome.error : null, now: Date.now() });
+        return toPayout(payoutById.get({ id })!);
+      }),
+    async payouts(operatorId) {
+      return payoutsOf.all({ operatorId }).map(toPayout);
+    },
+    saveSubscription: (sub) => write(() => void upsertSubscription.run({ ...sub, now: Date.now() })),
+    subscriptionStatus: (id, status, eventAt) =>
+      write(() => {
+        setSubscriptionStatus.run({ id, status, eventAt, now: Date.now() });
+        const row = subscriptionById.get({ id });
+        return row ? toSubscription(row) : undefined;
+      }),
+    async subscription(id) {
+      const row = subscriptionById.get({ id });
+      return row ? toSubscription(row) : undefined;
+    },
+    async activeSubscription(keyId, server, now) {
+      const row = activeSubscription.get({ keyId, server, now });
+      return row ? toSubscription(row) : undefined;
     },
 
     async analytics({ operatorId, server, from, to }) {

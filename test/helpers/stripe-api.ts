@@ -32,6 +32,12 @@ export async function startStripeApi() {
   const sessions = new Map<string, Session>();
   const byIdempotencyKey = new Map<string, Session>();
   const requests: { method: string; path: string; body: Record<string, unknown> }[] = [];
+  const accounts = new Map<string, Record<string, unknown>>();
+  const transfers = new Map<string, Record<string, unknown>>();
+  /** Stripe replays the first answer to a request with the same Idempotency-Key (for 24 h). */
+  const replays = new Map<string, unknown>();
+  /** Set to make the next transfer fail as Stripe does when the platform balance is short. */
+  let failNextTransfer = false;
 
   const server = http.createServer((req, res) => {
     let text = '';
@@ -75,6 +81,35 @@ export async function startStripeApi() {
         if (idempotencyKey) byIdempotencyKey.set(idempotencyKey, session);
         return send(session);
       }
+      const idempotencyKey = req.headers['idempotency-key'] as string | undefined;
+      const replay = idempotencyKey ? replays.get(`${path}:${idempotencyKey}`) : undefined;
+      if (req.method === 'POST' && replay) return send(replay);
+      const remember = (object: unknown) => {
+        if (idempotencyKey) replays.set(`${path}:${idempotencyKey}`, object);
+        send(object);
+      };
+      if (req.method === 'POST' && path === '/v1/accounts') {
+        if (body.type !== 'express') return stripeError(res, 400, 'Invalid type', 'type');
+        const id = `acct_${randomBytes(8).toString('hex')}`;
+        const account = { id, object: 'account', type: 'express', email: body.email ?? null, metadata: body.metadata ?? {}, charges_enabled: false, payouts_enabled: false };
+        accounts.set(id, account);
+        return remember(account);
+      }
+      if (req.method === 'POST' && path === '/v1/account_links') {
+        if (!accounts.has(String(body.account))) return stripeError(res, 400, `No such account: '${body.account}'`, 'account');
+        return remember({ object: 'account_link', url: `https://connect.stripe.com/setup/e/${body.account}/${randomBytes(6).toString('hex')}`, created: Math.floor(Date.now() / 1000), expires_at: Math.floor(Date.now() / 1000) + 300 });
+      }
+      if (req.method === 'POST' && path === '/v1/transfers') {
+        if (!accounts.has(String(body.destination))) return stripeError(res, 400, `No such destination: '${body.destination}'`, 'destination');
+        if (failNextTransfer) {
+          failNextTransfer = false;
+          return stripeError(res, 400, 'You have insufficient available funds in your Stripe account.', 'amount');
+        }
+        const id = `tr_${randomBytes(8).toString('hex')}`;
+        const transfer = { id, object: 'transfer', amount: Number(body.amount), currency: body.currency, destination: body.destination, metadata: body.metadata ?? {} };
+        transfers.set(id, transfer);
+        return remember(transfer);
+      }
       const match = /^\/v1\/checkout\/sessions\/([\w]+)$/.exec(path);
       if (req.method === 'GET' && match) {
         const session = sessions.get(match[1]!);
@@ -92,6 +127,11 @@ export async function startStripeApi() {
     apiKey,
     sessions,
     requests,
+    accounts,
+    transfers,
+    failNextTransfer() {
+      failNextTransfer = true;
+    },
     /** What Stripe does when the buyer pays: the session completes. */
     complete(sessionId: string, paymentStatus: 'paid' | 'unpaid' = 'paid'): Session {
       const session = sessions.get(sessionId)!;

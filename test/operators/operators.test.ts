@@ -6,46 +6,24 @@ import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import type { Address } from 'viem';
-import type { ChainConnection } from '../../src/chain/connect.js';
-import { networks } from '../../src/chain/networks.js';
-import { loadConfig } from '../../src/config/load.js';
-import { serveGateway } from '../../src/http/gateway-server.js';
-import { createLogger } from '../../src/log/logger.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { eventually, serveOnSandbox } from '../helpers/served.js';
 
 const chain = useSandbox({ isolate: false });
 const ADMIN = 'admin-key-for-the-operator-tests-0123456789';
 const SECRET = 'upstream-secret-that-must-never-leak-42';
-let gateway: Awaited<ReturnType<typeof serveGateway>>;
+let served: Awaited<ReturnType<typeof serveOnSandbox>>;
+let api: typeof served.api;
 let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
-let dataDir: string;
 let alice: { id: string; key: string };
 let bob: { id: string; key: string };
-
-type Answer = { status: number; body: Record<string, any>; text: string; headers: Headers };
-
-async function api(method: string, route: string, options: { key?: string; body?: unknown } = {}): Promise<Answer> {
-  const res = await fetch(`${gateway.url}${route}`, {
-    method,
-    headers: { 'content-type': 'application/json', ...(options.key ? { authorization: `Bearer ${options.key}` } : {}) },
-    ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
-  });
-  const text = await res.text();
-  let body: Record<string, any> = {};
-  try {
-    body = JSON.parse(text);
-  } catch {
-    // CSV
-  }
-  return { status: res.status, body, text, headers: res.headers };
-}
 
 type RpcAnswer = { result?: { isError?: boolean; structuredContent?: PaymentRequired; content?: { text: string }[]; _meta?: Record<string, any> }; error?: { code: number } };
 
 async function call(slug: string, tool: string, options: { payment?: unknown; apiKey?: string } = {}) {
   const params = { name: tool, arguments: {}, ...(options.payment ? { _meta: { 'x402/payment': options.payment } } : {}) };
-  const res = await fetch(`${gateway.url}/mcp/${slug}`, {
+  const res = await fetch(`${served.url}/mcp/${slug}`, {
     method: 'POST',
     headers: {
       'content-type': 'application/json',
@@ -66,16 +44,6 @@ async function pay(slug: string, tool: string, payer = chain.sandbox.accounts.pa
   return { required, answer: await call(slug, tool, { payment }) };
 }
 
-async function eventually<T>(read: () => Promise<T>, ok: (value: T) => boolean, what: string): Promise<T> {
-  const deadline = Date.now() + 5_000;
-  for (;;) {
-    const value = await read();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) assert.fail(`${what}: still ${JSON.stringify(value)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 const serverBody = (slug: string, extra: Record<string, unknown> = {}) => ({
   slug,
   name: `server ${slug}`,
@@ -88,31 +56,11 @@ const serverBody = (slug: string, extra: Record<string, unknown> = {}) => ({
 describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
   before(async () => {
     upstream = await startCounterUpstream();
-    dataDir = path.join(path.dirname(chain.dbPath()), 'operators');
-    const config = loadConfig({
-      env: {},
-      overrides: {
-        dataDir,
-        http: { port: 0 },
-        log: { level: 'silent' },
-        operators: { allowPrivateUpstreams: true, takeRateBps: 250, minWithdrawalUsd: '0.001' },
-      },
-    });
-    const connection: ChainConnection = {
-      network: networks.local,
-      rpcUrl: chain.sandbox.rpcUrl,
-      client: chain.client,
-      relayerKeys: [chain.sandbox.accounts.relayers[2]!.privateKey],
-      sandbox: chain.sandbox,
-      close: async () => {},
-    };
-    gateway = await serveGateway({
-      config,
+    served = await serveOnSandbox(chain, {
+      overrides: { operators: { allowPrivateUpstreams: true, takeRateBps: 250, minWithdrawalUsd: '0.001' } },
       secrets: { adminKey: ADMIN, secretsKey: 'ab'.repeat(32) },
-      chain: connection,
-      logger: createLogger({ level: 'silent', format: 'json' }),
-      endpoints: [],
     });
+    api = served.api;
     const created = async (email: string, payoutAddress: Address) => {
       const res = await api('POST', '/admin/operators', { key: ADMIN, body: { email, name: email.split('@')[0], payoutAddress } });
       assert.equal(res.status, 201, res.text);
@@ -122,7 +70,7 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     bob = await created('bob@example.com', chain.sandbox.accounts.payees[1]!.address);
   });
   after(async () => {
-    await gateway?.close();
+    await served?.gateway.close();
     await upstream?.close();
   });
 
@@ -164,7 +112,7 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     const taken = await api('POST', '/operator/servers', { key: bob.key, body: serverBody('alpha') });
     assert.equal(taken.status, 409);
     assert.equal(taken.body.error, 'slug_taken');
-    assert.ok(!readFileSync(path.join(dataDir, 'turnpike.db')).includes(SECRET), 'the secret is not in the database in clear');
+    assert.ok(!readFileSync(path.join(served.dataDir, 'turnpike.db')).includes(SECRET), 'the secret is not in the database in clear');
     assert.ok(!(await api('GET', '/operator/servers/alpha', { key: alice.key })).text.includes(SECRET));
   });
 

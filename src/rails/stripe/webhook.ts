@@ -2,6 +2,9 @@ import type { Logger } from 'pino';
 import Stripe from 'stripe';
 import type { CreditStore, StripeEventOutcome } from '../../store/credits.js';
 import { ApiError } from '../../http/api-error.js';
+import type { RevenueBook } from '../../operators/revenue.js';
+import type { Store } from '../../store/store.js';
+import { type SubscriptionOutcome, handleSubscriptionEvent } from './subscriptions.js';
 
 /** How old a signed delivery may be: Stripe's own default, against replays of captured events. */
 export const WEBHOOK_TOLERANCE_SECONDS = 300;
@@ -10,15 +13,17 @@ export const WEBHOOK_TOLERANCE_SECONDS = 300;
  * Handles one Stripe webhook delivery: the signature is checked on the raw body first (a bad or
  * stale one is a 400 and changes nothing); a paid `checkout.session.completed` or
  * `checkout.session.async_payment_succeeded` credits its session's key once, whatever the order
- * or number of deliveries; every other event is acknowledged and recorded.
+ * or number of deliveries; subscription lifecycle and invoice events keep entitlements and
+ * subscription revenue in step (see `handleSubscriptionEvent`); every other event is
+ * acknowledged and recorded.
  *
  * @example const outcome = await handleStripeWebhook(deps, await c.req.text(), c.req.header('stripe-signature'));
  */
 export async function handleStripeWebhook(
-  deps: { stripe: Stripe; webhookSecret: string; credits: CreditStore; logger: Logger },
+  deps: { stripe: Stripe; webhookSecret: string; credits: CreditStore; logger: Logger; subscriptions?: { store: Store; book: RevenueBook } },
   rawBody: string,
   signature: string | undefined,
-): Promise<{ event: string; type: string; outcome: StripeEventOutcome }> {
+): Promise<{ event: string; type: string; outcome: StripeEventOutcome | SubscriptionOutcome }> {
   if (!signature) throw new ApiError(400, 'signature_missing', 'a Stripe webhook needs its Stripe-Signature header');
   let event: Stripe.Event;
   try {
@@ -35,6 +40,11 @@ export async function handleStripeWebhook(
       ? event.data.object
       : undefined;
   if (!session || session.mode !== 'payment') {
+    const handled = deps.subscriptions && (await handleSubscriptionEvent(deps.subscriptions, event));
+    if (handled) {
+      deps.logger.info({ event: event.id, type: event.type, outcome: handled }, 'Stripe event');
+      return { event: event.id, type: event.type, outcome: handled };
+    }
     await deps.credits.ignoreEvent({ eventId: event.id, type: event.type });
     return { event: event.id, type: event.type, outcome: 'ignored' };
   }

@@ -1,0 +1,98 @@
+import type Stripe from 'stripe';
+import { planSchema } from '../../gateway/plans.js';
+import { ApiError } from '../../http/api-error.js';
+import type { RevenueBook } from '../../operators/revenue.js';
+import type { Store } from '../../store/store.js';
+
+/**
+ * Opens a Checkout Session in subscription mode for a server's `subscription` plan, for one API
+ * key. The key and server ride in the subscription's own metadata, so every later lifecycle event
+ * says whose entitlement it changes.
+ *
+ * @example const { url } = await createSubscriptionCheckout({ stripe, store, publicUrl }, keyId, 'search');
+ */
+export async function createSubscriptionCheckout(deps: { stripe: Stripe; store: Store; publicUrl: string }, keyId: string, slug: string) {
+  const server = await deps.store.operators.server(slug);
+  const plan = server ? planSchema.parse(server.plan) : undefined;
+  if (!server || plan?.type !== 'subscription') throw new ApiError(404, 'subscription_unavailable', `server "${slug}" sells no subscription`);
+  const metadata = { key_id: keyId, server: slug };
+  let session: Stripe.Checkout.Session;
+  try {
+    session = await deps.stripe.checkout.sessions.create({
+      mode: 'subscription',
+      line_items: [
+        {
+          quantity: 1,
+          price_data: {
+            currency: 'usd',
+            unit_amount: Number(plan.monthlyUsd / 10_000n),
+            recurring: { interval: 'month' },
+            product_data: { name: `${server.name}: ${plan.callsPerMonth} calls a month` },
+          },
+        },
+      ],
+      client_reference_id: keyId,
+      metadata,
+      subscription_data: { metadata },
+      success_url: `${deps.publicUrl}/credits/checkout/done?session_id={CHECKOUT_SESSION_ID}`,
+      cancel_url: `${deps.publicUrl}/credits/checkout/cancelled`,
+    });
+  } catch (error) {
+    throw new ApiError(503, 'stripe_unavailable', `Stripe did not open a Checkout Session: ${(error as Error).message}; retry later`);
+  }
+  if (!session.url) throw new ApiError(503, 'stripe_unavailable', 'Stripe answered a session without a URL; retry later');
+  return { id: session.id, url: session.url, server: slug, callsPerMonth: plan.callsPerMonth, monthly: plan.monthlyUsd.toString() };
+}
+
+/** What a subscription event did. */
+export type SubscriptionOutcome = 'subscription_saved' | 'subscription_payment_failed' | 'subscription_paid' | 'subscription_unknown';
+
+const periodEnd = (sub: Stripe.Subscription) =>
+  (sub as unknown as { current_period_end?: number }).current_period_end ?? Math.max(0, ...sub.items.data.map((i) => i.current_period_end));
+
+const subscriptionOf = (invoice: Stripe.Invoice) => {
+  const id = invoice.parent?.subscription_details?.subscription ?? (invoice as unknown as { subscription?: string | { id: string } }).subscription;
+  return typeof id === 'string' ? id : id?.id;
+};
+
+/**
+ * Keeps entitlements in step with Stripe: `customer.subscription.created|updated|deleted` set a
+ * subscription's status and period (an older event never overwrites a newer one),
+ * `invoice.payment_failed` ends the entitlement until a payment succeeds, and `invoice.paid`
+ * books the month's fee as the operator's fiat revenue (once per invoice). Other events: undefined.
+ */
+export async function handleSubscriptionEvent(deps: { store: Store; book: RevenueBook }, event: Stripe.Event): Promise<SubscriptionOutcome | undefined> {
+  const { operators } = deps.store;
+  const eventAt = event.created * 1000;
+  switch (event.type) {
+    case 'customer.subscription.created':
+    case 'customer.subscription.updated':
+    case 'customer.subscription.deleted': {
+      const sub = event.data.object;
+      const { key_id: keyId, server } = sub.metadata;
+      if (!keyId || !server || !(await deps.store.credits.key(keyId))) return 'subscription_unknown';
+      const status = event.type === 'customer.subscription.deleted' ? 'canceled' : sub.status;
+      await operators.saveSubscription({ id: sub.id, keyId, server, status, currentPeriodEnd: periodEnd(sub) * 1000, eventAt });
+      return 'subscription_saved';
+    }
+    case 'invoice.payment_failed': {
+      const id = subscriptionOf(event.data.object);
+      const sub = id ? await operators.subscriptionStatus(id, 'past_due', eventAt) : undefined;
+      return sub ? 'subscription_payment_failed' : 'subscription_unknown';
+    }
+    case 'invoice.paid': {
+      const invoice = event.data.object;
+      const id = subscriptionOf(invoice);
+      const sub = id ? await operators.subscription(id) : undefined;
+      const server = sub ? await operators.server(sub.server) : undefined;
+      if (!sub || !server || !invoice.id) return 'subscription_unknown';
+      await deps.book.record(
+        { server: server.slug, operatorId: server.operatorId, rail: 'subscription', caller: `key:${sub.keyId}`, tool: '(subscription)', amount: BigInt(invoice.amount_paid) * 10_000n, ref: `stripe:${invoice.id}`, custody: 'platform' },
+        'earned',
+      );
+      return 'subscription_paid';
+    }
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import Stripe from 'stripe';
+import { useSandbox } from '../helpers/chain.js';
+import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { eventually, serveOnSandbox } from '../helpers/served.js';
+import { signedWebhook, startStripeApi } from '../helpers/stripe-api.js';
+
+const chain = useSandbox({ isolate: false });
+const ADMIN = 'admin-key-for-the-stripe-operator-tests-0123';
+const WEBHOOK_SECRET = 'whsec_operator_tests_0123456789';
+let served: Awaited<ReturnType<typeof serveOnSandbox>>;
+let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
+let stripeApi: Awaited<ReturnType<typeof startStripeApi>>;
+let operator: { id: string; key: string };
+let apiKey: { id: string; key: string };
+const now = () => Math.floor(Date.now() / 1000);
+
+async function deliver(type: string, object: object, created = now()) {
+  const { payload } = stripeApi.event(type, object, { created });
+  const stripe = new Stripe(stripeApi.apiKey);
+  return served.api('POST', '/stripe/webhook', { body: payload, headers: { 'stripe-signature': await signedWebhook(stripe, payload, WEBHOOK_SECRET) } });
+}
+
+async function callTool() {
+  const res = await fetch(`${served.url}/mcp/subs`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${apiKey.key}` },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: {} } }),
+  });
+  const body = (await res.json()) as { result?: { isError?: boolean; _meta?: Record<string, any> } };
+  assert.equal(body.result?.isError, undefined, JSON.stringify(body));
+  return body.result?._meta?.['turnpike/credits']?.charged ?? (body.result?._meta?.['turnpike/free'] ? 'covered' : 'unknown');
+}
+
+const subscription = (status: string, periodEnd = now() + 30 * 86_400) => ({
+  id: 'sub_test_1',
+  object: 'subscription',
+  status,
+  metadata: { key_id: apiKey.id, server: 'subs' },
+  items: { object: 'list', data: [{ id: 'si_1', object: 'subscription_item', current_period_end: periodEnd, current_period_start: now() }] },
+});
+const invoice = (id: string, amountPaid: number) => ({ id, object: 'invoice', amount_paid: amountPaid, parent: { type: 'subscription_details', subscription_details: { subscription: 'sub_test_1' } } });
+
+describe('operators and Stripe: subscriptions and Connect payouts', () => {
+  before(async () => {
+    upstream = await startCounterUpstream();
+    stripeApi = await startStripeApi();
+    served = await serveOnSandbox(chain, {
+      overrides: { credits: { stripeApiUrl: stripeApi.url }, operators: { allowPrivateUpstreams: true, takeRateBps: 1000, minPayoutUsd: '0.01' } },
+      secrets: { adminKey: ADMIN, stripeSecretKey: stripeApi.apiKey, stripeWebhookSecret: WEBHOOK_SECRET },
+    });
+    const created = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'carol@example.com', name: 'carol' } });
+    operator = { id: created.body.id, key: created.body.key };
+    const server = await served.api('POST', '/operator/servers', {
+      key: operator.key,
+      body: {
+        slug: 'subs',
+        name: 'subscribed',
+        upstream: `${upstream.url}/mcp`,
+        custody: 'direct',
+        payTo: chain.sandbox.accounts.payees[0]!.address,
+        plan: { type: 'subscription', monthlyUsd: '20', callsPerMonth: 2, overage: { default: '0.05' } },
+      },
+    });
+    assert.equal(server.status, 201, server.text);
+    const key = await served.api('POST', '/admin/keys', { key: ADMIN, body: { name: 'subscriber', usd: '1' } });
+    apiKey = { id: key.body.id, key: key.body.key };
+  });
+  after(async () => {
+    await served?.gateway.close();
+    await upstream?.close();
+    await stripeApi?.close();
+  });
+
+  test('a subscription is bought through Checkout in subscription mode; its events decide the entitlement', async () => {
+    assert.equal(await callTool(), '50000', 'without a subscription: the overage price');
+    const checkout = await served.api('POST', '/credits/subscriptions', { key: apiKey.key, body: { server: 'subs' } });
+    assert.equal(checkout.status, 201, checkout.text);
+    assert.match(checkout.body.url, /^https:\/\/checkout\.stripe\.com\//);
+    const sent = stripeApi.requests.find((r) => r.path === '/v1/checkout/sessions')!.body as Record<string, any>;
+    assert.equal(sent.mode, 'subscription');
+    assert.deepEqual(sent.line_items[0].price_data.recurring, { interval: 'month' });
+    assert.equal(sent.line_items[0].price_data.unit_amount, '2000');
+    assert.deepEqual(sent.subscription_data.metadata, { key_id: apiKey.id, server: 'subs' });
+    assert.equal((await served.api('POST', '/credits/subscriptions', { key: apiKey.key, body: { server: 'nope' } })).status, 404);
+
+    const saved = await deliver('customer.subscription.created', subscription('active'));
+    assert.equal(saved.body.outcome, 'subscription_saved', saved.text);
+    assert.deepEqual([await callTool(), await callTool(), await callTool()], ['covered', 'covered', '50000'], 'two calls in the allowance, then overage');
+
+    const failed = await deliver('invoice.payment_failed', invoice('in_failed', 0), now() + 5);
+    assert.equal(failed.body.outcome, 'subscription_payment_failed');
+    const stale = await deliver('customer.subscription.updated', subscription('active'), now() - 60);
+    assert.equal(stale.status, 200);
+    assert.equal(await callTool(), '50000', 'an older event does not restore the entitlement');
+    await deliver('customer.subscription.updated', subscription('active'), now() + 10);
+    assert.equal(await callTool(), '50000', 'entitled again, but the month’s allowance is used up');
+    await deliver('customer.subscription.deleted', subscription('canceled'), now() + 20);
+    const unknown = await deliver('customer.subscription.created', { ...subscription('active'), id: 'sub_other', metadata: { key_id: 'key_unknown', server: 'subs' } });
+    assert.equal(unknown.body.outcome, 'subscription_unknown');
+  });
+
+  test('paid invoices are the operator’s fiat revenue, once each, split at the take rate', async () => {
+    const paid = await deliver('invoice.paid', invoice('in_1', 2000));
+    assert.equal(paid.body.outcome, 'subscription_paid');
+    await deliver('invoice.paid', invoice('in_1', 2000));
+    // 20.00 USD less 10%, plus the four overage calls (50000 each) less 10%.
+    const balance = await eventually(
+      async () => (await served.api('GET', '/operator/balance', { key: operator.key })).body,
+      (b) => b.fiatEarned === String(18_000_000 + 4 * 45_000),
+      'carol’s fiat earnings',
+    );
+    assert.equal(balance.fiatAvailable, '18180000');
+    const analytics = (await served.api('GET', '/operator/analytics', { key: operator.key })).body;
+    const rails = Object.fromEntries(analytics.byRail.map((r: { key: string; calls: number; revenue: string }) => [r.key, r]));
+    assert.equal(rails.subscription.revenue, '20000000');
+    assert.equal(rails.credits.calls, 4);
+  });
+
+  test('Connect payouts: onboarding link, then one transfer per request of the whole cents available', async () => {
+    const early = await served.api('POST', '/operator/payouts', { key: operator.key, body: { idempotencyKey: 'p0' } });
+    assert.equal(early.body.error, 'stripe_account_missing');
+    const link = await served.api('POST', '/operator/payouts/onboarding', { key: operator.key });
+    assert.equal(link.status, 201, link.text);
+    assert.match(link.body.account, /^acct_/);
+    assert.match(link.body.url, /^https:\/\/connect\.stripe\.com\//);
+    const again = await served.api('POST', '/operator/payouts/onboarding', { key: operator.key });
+    assert.equal(again.body.account, link.body.account, 'one account per operator');
+    assert.equal(stripeApi.accounts.size, 1);
+
+    const cents = await served.api('POST', '/operator/payouts', { key: operator.key, body: { usd: '0.001', idempotencyKey: 'sub-cent' } });
+    assert.equal(cents.status, 400);
+    const attempts = await Promise.all(['p1', 'p2', 'p3'].map((k) => served.api('POST', '/operator/payouts', { key: operator.key, body: { usd: '18.18', idempotencyKey: k } })));
+    const ok = attempts.filter((a) => a.status === 201);
+    assert.equal(ok.length, 1, attempts.map((a) => a.text).join('\n'));
+    assert.equal(ok[0]!.body.state, 'paid');
+    assert.equal(stripeApi.transfers.size, 1);
+    const [transfer] = [...stripeApi.transfers.values()] as { amount: number; destination: string }[];
+    assert.deepEqual({ amount: transfer!.amount, destination: transfer!.destination }, { amount: 1818, destination: link.body.account });
+    const repeat = await served.api('POST', '/operator/payouts', { key: operator.key, body: { usd: '18.18', idempotencyKey: ok[0]!.body.idempotencyKey } });
+    assert.equal(repeat.status, 200);
+    assert.equal(stripeApi.transfers.size, 1);
+    assert.equal((await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable, '0');
+
+    await deliver('invoice.paid', invoice('in_2', 1000));
+    await eventually(async () => (await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable, (v) => v === '9000000', 'the second invoice');
+    stripeApi.failNextTransfer();
+    const refused = await served.api('POST', '/operator/payouts', { key: operator.key, body: { idempotencyKey: 'p4' } });
+    assert.equal(refused.body.state, 'failed');
+    assert.match(refused.body.error, /insufficient available funds/);
+    assert.equal((await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable, '9000000', 'a failed payout gives the money back');
+    const retried = await served.api('POST', '/operator/payouts', { key: operator.key, body: { idempotencyKey: 'p5' } });
+    assert.equal(retried.body.state, 'paid');
+    assert.equal((await served.api('GET', '/operator/payouts', { key: operator.key })).body.payouts.length, 3);
+  });
+});
