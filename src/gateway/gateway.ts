@@ -265,9 +265,11 @@ export function createGateway(options: GatewayOptions): Hono {
         await facilitator.release(key, why);
       },
       async deliver(message, result) {
-        // Written before the money moves: whatever happens next, the journal row decides it.
+        // Money the operator will withdraw from the treasury is booked before it moves (the journal
+        // row then decides it); revenue paid straight to the operator is only reported, so batched.
         const pending = charge('x402', key.payer, tool.name, amount, x402Ref(key));
-        if (pending) await revenue!.book.record(pending);
+        if (pending?.custody === 'platform') await revenue!.book.record(pending);
+        else if (pending) revenue!.book.queue(pending);
         const stop = metrics.settlementSeconds.startTimer();
         try {
           receipt = await facilitator.settle(request);

@@ -147,8 +147,8 @@ export function createWithdrawals(options: WithdrawalsOptions) {
         if (result.reason === 'below_minimum') throw new ApiError(409, 'below_minimum', `a withdrawal is at least ${options.minimum} atomic units`, { minimum: options.minimum.toString(), available });
         throw new ApiError(409, 'insufficient_balance', `only ${available} atomic units are available to withdraw`, { available });
       }
-      if (!result.created) return { created: false, withdrawal: result.withdrawal };
-      return { created: true, withdrawal: await process(result.withdrawal) };
+      if (!result.created) return { created: false, withdrawal: result.record };
+      return { created: true, withdrawal: await process(result.record) };
     },
 
     /** Finishes every withdrawal a crash or a slow chain left unfinished. */

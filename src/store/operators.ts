@@ -134,9 +134,12 @@ export type AuditEntry = {
 };
 
 export type WithdrawalRequest = { id: string; operatorId: string; amount: bigint; to: Address; idempotencyKey: string; minimum: bigint };
-export type WithdrawalRequestResult =
-  | { ok: true; created: boolean; withdrawal: Withdrawal }
-  | { ok: false; reason: 'insufficient_balance' | 'below_minimum'; available: bigint };
+/**
+ * A request for money (a withdrawal, a payout) checked against what is available and recorded
+ * in one transaction, or refused with nothing written. A repeated idempotency key returns the
+ * first record with `created: false`.
+ */
+export type Reservation<T> = { ok: true; created: boolean; record: T } | { ok: false; reason: 'insufficient_balance' | 'below_minimum'; available: bigint };
 
 export interface OperatorStore {
   /** Refused (created: false) when the email is registered already. */
@@ -177,7 +180,7 @@ export interface OperatorStore {
    * Reserves the amount and records the request in one transaction: two requests can never take
    * the same money. Once per (operator, idempotency key): a repeat returns the first.
    */
-  requestWithdrawal(request: WithdrawalRequest): Promise<WithdrawalRequestResult>;
+  requestWithdrawal(request: WithdrawalRequest): Promise<Reservation<Withdrawal>>;
   /** Written before the broadcast, so a crash leaves a transaction to look up or re-send, never a second one. */
   recordWithdrawalTx(id: string, tx: { txHash: Hex; rawTx: Hex }): Promise<void>;
   finishWithdrawal(id: string, outcome: { state: 'confirmed' } | { state: 'failed'; error: string }): Promise<void>;
@@ -186,9 +189,7 @@ export interface OperatorStore {
   unfinishedWithdrawals(): Promise<Withdrawal[]>;
 
   /** Like `requestWithdrawal`, against the fiat balance: reserved with the request, once per idempotency key. */
-  requestPayout(request: { id: string; operatorId: string; amount: bigint; destination: string; idempotencyKey: string; minimum: bigint }): Promise<
-    { ok: true; created: boolean; payout: Payout } | { ok: false; reason: 'insufficient_balance' | 'below_minimum'; available: bigint }
-  >;
+  requestPayout(request: { id: string; operatorId: string; amount: bigint; destination: string; idempotencyKey: string; minimum: bigint }): Promise<Reservation<Payout>>;
   finishPayout(id: string, outcome: { state: 'paid'; transferId: string } | { state: 'failed'; error: string }): Promise<Payout>;
   payouts(operatorId: string): Promise<Payout[]>;
 

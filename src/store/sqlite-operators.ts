@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { Address, Hex } from 'viem';
 import { groupCommit } from './group-commit.js';
-import type { AuditEntry, Charge, OperatorRecord, OperatorStore, Payout, ServerRecord, Subscription, UsageRow, Withdrawal } from './operators.js';
+import type { AuditEntry, Charge, OperatorRecord, OperatorStore, Payout, Reservation, ServerRecord, Subscription, UsageRow, Withdrawal } from './operators.js';
 
 type OperatorRow = {
   id: string;
@@ -188,6 +188,21 @@ const toAudit = (r: AuditRow): AuditEntry => ({
 });
 
 const DAY_MS = 86_400_000;
+
+/** The check-then-write of a request for money; runs inside the caller's transaction. */
+function reserve<Row, T>(
+  request: { amount: bigint; minimum: bigint },
+  available: () => bigint,
+  rows: { earlier: () => Row | undefined; insert: () => void; read: () => Row; as: (row: Row) => T },
+): Reservation<T> {
+  const earlier = rows.earlier();
+  if (earlier) return { ok: true, created: false, record: rows.as(earlier) };
+  const left = available();
+  if (request.amount < request.minimum) return { ok: false, reason: 'below_minimum', available: left };
+  if (request.amount > left) return { ok: false, reason: 'insufficient_balance', available: left };
+  rows.insert();
+  return { ok: true, created: true, record: rows.as(rows.read()) };
+}
 
 /** Nearest-rank percentile of sorted values. */
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
@@ -417,15 +432,14 @@ export function sqliteOperators(db: Database.Database): OperatorStore {
       return balanceOf(operatorId);
     },
     requestWithdrawal: (request) =>
-      write(() => {
-        const earlier = withdrawalByKey.get(request);
-        if (earlier) return { ok: true as const, created: false, withdrawal: toWithdrawal(earlier) };
-        const available = balanceOf(request.operatorId).usdcAvailable;
-        if (request.amount < request.minimum) return { ok: false as const, reason: 'below_minimum' as const, available };
-        if (request.amount > available) return { ok: false as const, reason: 'insufficient_balance' as const, available };
-        insertWithdrawal.run({ ...request, now: Date.now() });
-        return { ok: true as const, created: true, withdrawal: toWithdrawal(withdrawalById.get({ id: request.id })!) };
-      }),
+      write(() =>
+        reserve(request, () => balanceOf(request.operatorId).usdcAvailable, {
+          earlier: () => withdrawalByKey.get(request),
+          insert: () => insertWithdrawal.run({ ...request, now: Date.now() }),
+          read: () => withdrawalById.get({ id: request.id })!,
+          as: toWithdrawal,
+        }),
+      ),
     recordWithdrawalTx: (id, tx) => write(() => void recordTx.run({ id, ...tx, now: Date.now() })),
     finishWithdrawal: (id, outcome) =>
       write(() => void finish.run({ id, state: outcome.state, error: outcome.state === 'failed' ? outcome.error : null, now: Date.now() })),
@@ -441,15 +455,14 @@ export function sqliteOperators(db: Database.Database): OperatorStore {
     },
 
     requestPayout: (request) =>
-      write(() => {
-        const earlier = payoutByKey.get(request);
-        if (earlier) return { ok: true as const, created: false, payout: toPayout(earlier) };
-        const available = balanceOf(request.operatorId).fiatAvailable;
-        if (request.amount < request.minimum) return { ok: false as const, reason: 'below_minimum' as const, available };
-        if (request.amount > available) return { ok: false as const, reason: 'insufficient_balance' as const, available };
-        insertPayout.run({ ...request, now: Date.now() });
-        return { ok: true as const, created: true, payout: toPayout(payoutById.get({ id: request.id })!) };
-      }),
+      write(() =>
+        reserve(request, () => balanceOf(request.operatorId).fiatAvailable, {
+          earlier: () => payoutByKey.get(request),
+          insert: () => insertPayout.run({ ...request, now: Date.now() }),
+          read: () => payoutById.get({ id: request.id })!,
+          as: toPayout,
+        }),
+      ),
     finishPayout: (id, outcome) =>
       write(() => {
         finishPayout.run({ id, state: outcome.state, transferId: outcome.state === 'paid' ? outcome.transferId : null, error: outcome.state === 'failed' ? outcome.error : null, now: Date.now() });

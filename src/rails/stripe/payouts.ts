@@ -68,7 +68,7 @@ export function stripePayouts(deps: { stripe: Stripe; store: Store; publicUrl: (
           available: result.available.toString(),
         });
       }
-      return { created: result.created, payout: result.created || result.payout.state === 'requested' ? await transfer(result.payout) : result.payout };
+      return { created: result.created, payout: result.record.state === 'requested' ? await transfer(result.record) : result.record };
     },
 
     /** Retries payouts whose transfer outcome a crash or an outage left unknown. */
