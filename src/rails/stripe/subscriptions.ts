@@ -3,6 +3,7 @@ import { planSchema } from '../../gateway/plans.js';
 import { ApiError } from '../../http/api-error.js';
 import type { RevenueBook } from '../../operators/revenue.js';
 import type { Store } from '../../store/store.js';
+import { openCheckoutSession } from './checkout.js';
 
 /**
  * Opens a Checkout Session in subscription mode for a server's `subscription` plan, for one API
@@ -16,31 +17,23 @@ export async function createSubscriptionCheckout(deps: { stripe: Stripe; store: 
   const plan = server ? planSchema.parse(server.plan) : undefined;
   if (!server || plan?.type !== 'subscription') throw new ApiError(404, 'subscription_unavailable', `server "${slug}" sells no subscription`);
   const metadata = { key_id: keyId, server: slug };
-  let session: Stripe.Checkout.Session;
-  try {
-    session = await deps.stripe.checkout.sessions.create({
-      mode: 'subscription',
-      line_items: [
-        {
-          quantity: 1,
-          price_data: {
-            currency: 'usd',
-            unit_amount: Number(plan.monthlyUsd / 10_000n),
-            recurring: { interval: 'month' },
-            product_data: { name: `${server.name}: ${plan.callsPerMonth} calls a month` },
-          },
+  const session = await openCheckoutSession(deps.stripe, deps.publicUrl, {
+    mode: 'subscription',
+    line_items: [
+      {
+        quantity: 1,
+        price_data: {
+          currency: 'usd',
+          unit_amount: Number(plan.monthlyUsd / 10_000n),
+          recurring: { interval: 'month' },
+          product_data: { name: `${server.name}: ${plan.callsPerMonth} calls a month` },
         },
-      ],
-      client_reference_id: keyId,
-      metadata,
-      subscription_data: { metadata },
-      success_url: `${deps.publicUrl}/credits/checkout/done?session_id={CHECKOUT_SESSION_ID}`,
-      cancel_url: `${deps.publicUrl}/credits/checkout/cancelled`,
-    });
-  } catch (error) {
-    throw new ApiError(503, 'stripe_unavailable', `Stripe did not open a Checkout Session: ${(error as Error).message}; retry later`);
-  }
-  if (!session.url) throw new ApiError(503, 'stripe_unavailable', 'Stripe answered a session without a URL; retry later');
+      },
+    ],
+    client_reference_id: keyId,
+    metadata,
+    subscription_data: { metadata },
+  });
   return { id: session.id, url: session.url, server: slug, callsPerMonth: plan.callsPerMonth, monthly: plan.monthlyUsd.toString() };
 }
 
