@@ -184,7 +184,7 @@ export async function serveGateway(options: GatewayServerOptions) {
   void payouts?.reconcile().catch((err: unknown) => logger.error({ err }, 'cannot finish unfinished payouts'));
   app.route(
     '/',
-    operatorRoutes({ operators, store, ...(withdrawals ? { withdrawals } : {}), ...(payouts ? { payouts } : {}), adminKey: secrets.adminKey, registration: config.operators.registration, catalog }),
+    operatorRoutes({ operators, store, ...(withdrawals ? { withdrawals } : {}), ...(payouts ? { payouts } : {}), ...(credits ? { credits } : {}), adminKey: secrets.adminKey, registration: config.operators.registration, catalog }),
   );
   app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
   const configured = options.endpoints.map((e) => ({ path: e.path, plan: e.plan, payTo: e.payTo, tools: upstreamTools(e.upstream) }));

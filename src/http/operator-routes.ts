@@ -5,11 +5,12 @@ import { usdPrice } from '../gateway/pricing.js';
 import { analyticsCsv, analyticsJson, analyticsQuerySchema } from '../operators/analytics.js';
 import { type Operators, newServerSchema, operatorPatchSchema, publicOperator, publicServer, registerSchema, serverPatchSchema } from '../operators/operators.js';
 import type { Withdrawals } from '../operators/withdrawals.js';
+import { type Credits, newKeySchema, publicEntry, publicKey, statusAfter } from '../rails/credits/credits.js';
 import type { StripePayouts } from '../rails/stripe/payouts.js';
 import type { Balance, OperatorRecord, Payout, Withdrawal } from '../store/operators.js';
 import { newId } from '../store/ids.js';
 import type { Store } from '../store/store.js';
-import { adminAuth } from './admin-routes.js';
+import { adminAuth, pageSchema } from './admin-routes.js';
 import { ApiError } from './api-error.js';
 import { type RouteDoc, documented } from './documented.js';
 
@@ -18,6 +19,8 @@ export type OperatorRoutesOptions = {
   store: Store;
   withdrawals?: Withdrawals;
   payouts?: StripePayouts;
+  /** The credits rail, for keys operators make for their customers. */
+  credits?: Credits;
   adminKey: string | undefined;
   registration: 'admin' | 'open';
   catalog: RouteDoc[];
@@ -31,6 +34,8 @@ const payoutSchema = z.strictObject({
   usd: usdPrice.optional().describe('USD amount in whole cents; default everything available'),
   idempotencyKey: z.string().min(1).max(255),
 });
+/** An operator's key starts empty: its balance comes only from the customer's own top-ups. */
+const operatorKeySchema = newKeySchema.omit({ usd: true });
 const auditQuerySchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(100),
   before: z.string().regex(/^au_[0-9a-z]+$/, 'expected an audit entry id').optional(),
@@ -75,7 +80,7 @@ function ipOf(c: Context): string | undefined {
  * `/admin/analytics`, `/admin/audit`). Every change is written to the audit log.
  */
 export function operatorRoutes(options: OperatorRoutesOptions) {
-  const { operators, store, withdrawals, payouts, catalog } = options;
+  const { operators, store, withdrawals, payouts, credits, catalog } = options;
   const stripeOff = () => new ApiError(503, 'stripe_not_configured', 'fiat payouts are off here: this instance has no STRIPE_SECRET_KEY');
   const app = new Hono<{ Variables: { operator: OperatorRecord } }>();
   const audit = (c: Context, actor: string, operatorId: string | undefined, action: string, target?: string, detail?: Record<string, unknown>) => {
@@ -144,6 +149,40 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
     if (created) await audit(c, actor(c), me(c).id, 'withdrawal.request', withdrawal.id, { amount: withdrawal.amount.toString(), to: withdrawal.to });
     return c.json(publicWithdrawal(withdrawal), created ? 201 : 200);
   });
+  /** The operator's own key, or 404: another operator's key does not exist for them. */
+  async function ownKey(c: Context<Env>) {
+    const key = await store.credits.key(c.req.param('id')!);
+    if (!key || key.operatorId !== me(c).id) throw new ApiError(404, 'key_not_found', `you have no API key ${c.req.param('id')}`);
+    return key;
+  }
+  op.post(
+    '/keys',
+    { summary: 'an API key for one of your customers, usable on your servers only, funded by their own top-ups', body: operatorKeySchema, status: 201 },
+    async (c, { body }) => {
+      if (!credits) throw new ApiError(503, 'credits_disabled', 'the credits rail is off on this instance');
+      const own = (await store.operators.servers({ operatorId: me(c).id })).map((s) => s.slug);
+      const servers = body.scope?.servers ?? own;
+      const foreign = servers.filter((s) => !own.includes(s));
+      if (servers.length === 0) throw new ApiError(409, 'no_servers', 'register a server first: a key you make can pay only on your servers');
+      if (foreign.length > 0) throw new ApiError(400, 'invalid_request', `scope.servers: not your servers: ${foreign.join(', ')}`, { field: 'scope.servers' });
+      const { secret, key } = await credits.createKey({ ...body, scope: { ...body.scope, servers }, operatorId: me(c).id });
+      await audit(c, actor(c), me(c).id, 'key.create', key.id, { servers });
+      return c.json({ ...publicKey(key), key: secret, note: 'store the key now: it is not shown again' }, 201);
+    },
+  );
+  op.get('/keys', { summary: 'the API keys you made' }, async (c) => c.json({ keys: (await store.credits.keys({ operatorId: me(c).id })).map(publicKey) }));
+  op.get('/keys/:id', { summary: 'one of your API keys' }, async (c) => c.json(publicKey(await ownKey(c))));
+  op.get('/keys/:id/ledger', { summary: 'one of your keys’ ledger, newest first', query: pageSchema }, async (c, { query }) =>
+    c.json({ entries: (await store.credits.history((await ownKey(c)).id, query)).map(publicEntry) }),
+  );
+  for (const action of Object.keys(statusAfter) as (keyof typeof statusAfter)[]) {
+    op.post(`/keys/:id/${action}`, { summary: `${action} one of your keys${action === 'revoke' ? ' (final)' : ''}` }, async (c) => {
+      const key = await ownKey(c);
+      const changed = await credits!.changeStatus(key.id, action);
+      await audit(c, actor(c), me(c).id, `key.${action}`, key.id);
+      return c.json(publicKey(changed));
+    });
+  }
   op.post('/payouts/onboarding', { summary: 'a Stripe Connect (Express) onboarding link for fiat payouts' }, async (c) => {
     if (!payouts) throw stripeOff();
     const link = await payouts.onboarding(me(c));

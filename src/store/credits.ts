@@ -20,6 +20,8 @@ export type KeyRecord = {
   /** Spent on the current UTC day (0 once the day has turned). */
   spentToday: bigint;
   status: KeyStatus;
+  /** The operator who made the key for a customer of theirs; absent for the instance admin's keys. */
+  operatorId?: string;
   createdAt: number;
   updatedAt: number;
 };
@@ -28,6 +30,7 @@ export type NewKey = {
   id: string;
   hash: string;
   name: string;
+  operatorId?: string;
   scope?: Scope;
   expiresAt?: number;
   lifetimeLimit?: bigint;
@@ -132,7 +135,8 @@ export interface CreditStore {
   createKey(key: NewKey, initial?: Omit<Credit, 'keyId' | 'kind'>): Promise<{ created: true; key: KeyRecord } | { created: false; entry: LedgerEntry }>;
   keyByHash(hash: string): Promise<(KeyRecord & { hash: string }) | undefined>;
   key(id: string): Promise<KeyRecord | undefined>;
-  keys(): Promise<KeyRecord[]>;
+  /** Every key, or one operator's. */
+  keys(filter?: { operatorId?: string }): Promise<KeyRecord[]>;
   /** `revoked` is final; returns undefined for an unknown key. */
   setStatus(id: string, status: KeyStatus): Promise<KeyRecord | undefined>;
   /** Applies once per idempotency key; a repeat returns the first entry with `applied: false`. */

@@ -172,6 +172,8 @@ export const migrations: readonly Migration[] = [
         CHECK (custody = 'platform' OR pay_to IS NOT NULL)
       );
       CREATE INDEX servers_operator ON servers (operator_id);
+      ALTER TABLE api_keys ADD COLUMN operator_id TEXT REFERENCES operators (id);
+      CREATE INDEX api_keys_operator ON api_keys (operator_id);
       CREATE TABLE usage_counts (
         server TEXT NOT NULL,
         caller TEXT NOT NULL,

@@ -31,6 +31,7 @@ type KeyRow = {
   spent_day: bigint;
   day: bigint;
   status: KeyRecord['status'];
+  operator_id: string | null;
   created_at: bigint;
   updated_at: bigint;
 };
@@ -72,6 +73,7 @@ function toKey(r: KeyRow, now = Date.now()): KeyRecord {
     spentTotal: r.spent_total,
     spentToday: r.day === utcDay(now) ? r.spent_day : 0n,
     status: r.status,
+    ...(r.operator_id ? { operatorId: r.operator_id } : {}),
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
   };
@@ -113,8 +115,8 @@ function creditWrites(db: Database.Database) {
 
   const keyById = q<KeyRow>('SELECT * FROM api_keys WHERE id = @id');
   const insertKey = db.prepare(`
-    INSERT INTO api_keys (id, hash, name, scope, expires_at, lifetime_limit, daily_limit, created_at, updated_at)
-    VALUES (@id, @hash, @name, @scope, @expiresAt, @lifetimeLimit, @dailyLimit, @now, @now)`);
+    INSERT INTO api_keys (id, hash, name, scope, expires_at, lifetime_limit, daily_limit, operator_id, created_at, updated_at)
+    VALUES (@id, @hash, @name, @scope, @expiresAt, @lifetimeLimit, @dailyLimit, @operatorId, @now, @now)`);
   const setStatus = db.prepare(`UPDATE api_keys SET status = @status, updated_at = @now WHERE id = @id AND status <> 'revoked'`);
   const addBalance = db.prepare('UPDATE api_keys SET balance = balance + @amount, updated_at = @now WHERE id = @id');
   const spend = db.prepare(`
@@ -271,6 +273,7 @@ function creditWrites(db: Database.Database) {
         expiresAt: key.expiresAt ?? null,
         lifetimeLimit: key.lifetimeLimit ?? null,
         dailyLimit: key.dailyLimit ?? null,
+        operatorId: key.operatorId ?? null,
         now,
       });
       if (initial && initial.amount > 0n) applyCredit({ ...initial, keyId: key.id, kind: 'topup' }, now);
@@ -378,7 +381,7 @@ export function sqliteCredits(db: Database.Database): CreditStore {
   const q = <Row>(sql: string) => db.prepare<Record<string, unknown>, Row>(sql).safeIntegers(true);
   const keyById = q<KeyRow>('SELECT * FROM api_keys WHERE id = @id');
   const keyByHash = q<KeyRow>('SELECT * FROM api_keys WHERE hash = @hash');
-  const allKeys = q<KeyRow>('SELECT * FROM api_keys ORDER BY created_at, id');
+  const allKeys = q<KeyRow>('SELECT * FROM api_keys WHERE @operatorId IS NULL OR operator_id = @operatorId ORDER BY created_at, id');
   const page = q<EntryRow>(`
     SELECT * FROM ledger WHERE key_id = @keyId AND (@before IS NULL OR id < @before)
     ORDER BY id DESC LIMIT @limit`);
@@ -403,9 +406,9 @@ export function sqliteCredits(db: Database.Database): CreditStore {
       const row = keyById.get({ id });
       return row ? toKey(row) : undefined;
     },
-    async keys() {
+    async keys(filter = {}) {
       const now = Date.now();
-      return allKeys.all({}).map((r) => toKey(r, now));
+      return allKeys.all({ operatorId: filter.operatorId ?? null }).map((r) => toKey(r, now));
     },
     setStatus: (id, status) => run('setStatus', id, status),
     credit: (credit) => run('credit', credit),

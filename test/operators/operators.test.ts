@@ -205,6 +205,32 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     assert.equal(balance, String(1_000_000 - 30_000));
   });
 
+  test('keys an operator makes: for their customers, on their servers only, invisible to other operators', async () => {
+    const made = await api('POST', '/operator/keys', { key: alice.key, body: { name: 'customer of alice' } });
+    assert.equal(made.status, 201, made.text);
+    assert.match(made.body.key, /^tp_/);
+    assert.deepEqual(made.body.scope, { servers: ['alpha'] });
+    assert.equal(made.body.balance, '0', 'funded only by the customer’s own top-ups');
+    assert.equal((await api('POST', '/operator/keys', { key: alice.key, body: { name: 'x', usd: '5' } })).status, 400);
+    const foreign = await api('POST', '/operator/keys', { key: alice.key, body: { name: 'x', scope: { servers: ['alpha', 'beta'] } } });
+    assert.equal(foreign.status, 400);
+    assert.match(foreign.body.message, /not your servers: beta/);
+    for (const [method, route] of [
+      ['GET', `/operator/keys/${made.body.id}`],
+      ['GET', `/operator/keys/${made.body.id}/ledger`],
+      ['POST', `/operator/keys/${made.body.id}/suspend`],
+      ['POST', `/operator/keys/${made.body.id}/revoke`],
+    ] as const) {
+      assert.equal((await api(method, route, { key: bob.key })).status, 404, `${method} ${route}`);
+    }
+    assert.deepEqual((await api('GET', '/operator/keys', { key: bob.key })).body.keys, []);
+    assert.equal((await api('GET', '/operator/keys', { key: alice.key })).body.keys.length, 1);
+    await api('POST', `/admin/keys/${made.body.id}/topup`, { key: ADMIN, body: { usd: '1', idempotencyKey: 'fund-alice-customer' } });
+    const elsewhere = await call('beta', 'count', { apiKey: made.body.key });
+    assert.equal(elsewhere.status, 403, 'it cannot pay on another operator’s server');
+    assert.equal((await api('POST', `/operator/keys/${made.body.id}/suspend`, { key: alice.key })).body.status, 'suspended');
+  });
+
   test('a price change applies to the next call', async () => {
     const changed = await api('PATCH', '/operator/servers/beta', { key: bob.key, body: { plan: { type: 'per_call', default: '0.002' } } });
     assert.equal(changed.status, 200, changed.text);

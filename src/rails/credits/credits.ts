@@ -77,6 +77,7 @@ export function publicKey(key: KeyRecord) {
     balance: key.balance.toString(),
     balanceUsd: atomicToUsd(key.balance),
     ...(key.scope ? { scope: key.scope } : {}),
+    ...(key.operatorId ? { operator: key.operatorId } : {}),
     ...(key.expiresAt !== undefined ? { expiresAt: new Date(key.expiresAt).toISOString() } : {}),
     ...(key.dailyLimit !== undefined ? { dailyLimit: key.dailyLimit.toString() } : {}),
     ...(key.lifetimeLimit !== undefined ? { lifetimeLimit: key.lifetimeLimit.toString() } : {}),
@@ -216,13 +217,14 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
      * Creates a key, funded by `funding` when given (its idempotency key makes the funding, and so
      * the key, happen once). The secret is returned here and never again.
      */
-    async createKey(input: Omit<z.output<typeof newKeySchema>, 'usd'>, funding?: Omit<Credit, 'keyId' | 'kind'>) {
+    async createKey(input: Omit<z.output<typeof newKeySchema>, 'usd'> & { operatorId?: string }, funding?: Omit<Credit, 'keyId' | 'kind'>) {
       const { secret, id, hash } = generateApiKey();
       const created = await ledger.createKey(
         {
           id,
           hash,
           name: input.name,
+          ...(input.operatorId ? { operatorId: input.operatorId } : {}),
           ...(input.scope ? { scope: input.scope } : {}),
           ...(input.expiresAt !== undefined ? { expiresAt: input.expiresAt } : {}),
           ...(input.dailyLimitUsd !== undefined ? { dailyLimit: input.dailyLimitUsd } : {}),
