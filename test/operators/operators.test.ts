@@ -185,6 +185,14 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     assert.equal((await api('GET', `/operator/withdrawals/${ok[0]!.body.id}`, { key: bob.key })).status, 404);
     const below = await api('POST', '/operator/withdrawals', { key: bob.key, body: { idempotencyKey: 'nothing' } });
     assert.equal(below.body.error, 'below_minimum');
+    const invalid = await api('PATCH', '/operator', { key: alice.key, body: { payoutAddress: '0x12345' } });
+    assert.equal(invalid.status, 400);
+    assert.match(invalid.body.message, /^payoutAddress/);
+    await api('PATCH', '/operator', { key: alice.key, body: { payoutAddress: null } });
+    const nowhere = await api('POST', '/operator/withdrawals', { key: alice.key, body: { usd: '0.001', idempotencyKey: 'nowhere' } });
+    assert.equal(nowhere.body.error, 'payout_address_missing');
+    await api('PATCH', '/operator', { key: alice.key, body: { payoutAddress: payout } });
+    assert.equal(await chain.balanceOf(payout), before + 8_000n, 'nothing moved');
   });
 
   test('tiered plan on the credits rail: priced by the caller’s count this month, exactly', async () => {
