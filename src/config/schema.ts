@@ -42,9 +42,9 @@ export const configSchema = z.strictObject({
     .strictObject({
       url: z
         .string()
-        .regex(/^sqlite:/, 'expected sqlite:<path>')
+        .regex(/^(sqlite:|postgres(ql)?:\/\/)/, 'expected sqlite:<path> or postgres://user:password@host:port/database')
         .optional()
-        .describe('database URL, `sqlite:<path>`; default sqlite:<dataDir>/turnpike.db'),
+        .describe('database URL, `sqlite:<path>` or `postgres://…` (several instances may share one); default sqlite:<dataDir>/turnpike.db'),
     })
     .prefault({}),
   servers: z

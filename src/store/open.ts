@@ -1,12 +1,13 @@
 import type { Logger } from 'pino';
+import { openPostgresStore } from './postgres.js';
 import { openSqliteStore } from './sqlite.js';
 import { type Store, StoreError } from './store.js';
 
-const EXPECTED = 'expected sqlite:<path> or sqlite::memory:';
+const EXPECTED = 'expected sqlite:<path>, sqlite::memory: or postgres://user:password@host:port/database';
 
 /**
- * Opens the store a URL names: `sqlite:<path>` (or `sqlite::memory:`). `postgres://` is
- * recognised so that its error says it is not supported yet, rather than that the URL is wrong.
+ * Opens the store a URL names: `sqlite:<path>` (or `sqlite::memory:`), or `postgres://…` /
+ * `postgresql://…` (several instances may share it).
  *
  * @example
  * const store = await openStore('sqlite:.turnpike/turnpike.db', logger);
@@ -18,9 +19,7 @@ export async function openStore(url: string, logger?: Logger): Promise<Store> {
     if (!file) throw new StoreError(`the store URL sqlite: needs a path; ${EXPECTED}`);
     return openSqliteStore({ path: file, logger });
   }
-  if (/^postgres(ql)?:\/\//.test(url)) {
-    throw new StoreError('PostgreSQL is not supported yet; use sqlite:<path>');
-  }
+  if (/^postgres(ql)?:\/\//.test(url)) return openPostgresStore({ url, ...(logger ? { logger } : {}) });
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
   throw new StoreError(`unsupported store URL ${scheme ? `scheme "${scheme}:"` : `"${url}" (no scheme)`}; ${EXPECTED}`);
 }

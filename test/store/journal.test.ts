@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import type { Address, Hex } from 'viem';
 import type { NewPayment } from '../../src/store/journal.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
 import { StoreError } from '../../src/store/store.js';
+import { backends } from '../helpers/stores.js';
 
 const payment = (nonce: string): NewPayment => ({
   chainId: 8453,
@@ -19,16 +19,25 @@ const payment = (nonce: string): NewPayment => ({
 });
 const tx = { txHash: `0x${'ab'.repeat(32)}` as Hex, rawTx: '0x02f8' as Hex, relayer: '0x00000000000000000000000000000000000000cc' as Address, relayerNonce: 7 };
 
-describe('payments journal (SQLite)', () => {
+for (const backend of backends)
+describe(`payments journal (${backend.name})`, { skip: backend.skip }, () => {
+  const open: { close(): Promise<void> }[] = [];
+  const opened = async () => {
+    const store = await opened();
+    open.push(store);
+    return store;
+  };
+  after(() => Promise.all(open.map((s) => s.close())));
+
   test('exactly one of many claims wins; the rest see the record', async () => {
-    const store = await openSqliteStore({ path: ':memory:' });
+    const store = await opened();
     const claims = await Promise.all(Array.from({ length: 20 }, () => store.journal.claim(payment('1'))));
     assert.equal(claims.filter((c) => c.claimed).length, 1);
     for (const c of claims) if (!c.claimed) assert.equal(c.record.state, 'submitting');
   });
 
   test('transitions only from the states the machine allows', async () => {
-    const store = await openSqliteStore({ path: ':memory:' });
+    const store = await opened();
     const p = payment('2');
     await assert.rejects(store.journal.recordTransaction(p, tx), StoreError, 'no claim, no transaction');
     await store.journal.claim(p);
@@ -44,7 +53,7 @@ describe('payments journal (SQLite)', () => {
   });
 
   test('a released claim can be claimed again', async () => {
-    const store = await openSqliteStore({ path: ':memory:' });
+    const store = await opened();
     const p = payment('3');
     await store.journal.claim(p);
     await store.journal.release(p);

@@ -172,9 +172,14 @@ describe('openStore', () => {
   });
 
   test('explains the URLs it cannot open', async () => {
-    await assert.rejects(openStore('postgres://u:p@localhost/turnpike'), storeError(/^PostgreSQL is not supported yet/));
-    await assert.rejects(openStore('postgresql://localhost/turnpike'), storeError(/^PostgreSQL is not supported yet/));
-    await assert.rejects(openStore('mysql://localhost/x'), storeError(/scheme "mysql:".*expected sqlite:<path> or sqlite::memory:/));
+    // A PostgreSQL that is not there: the message names it without its password and says what to check.
+    const refused = await openStore('postgres://u:secret-pw@127.0.0.1:1/turnpike').then(
+      () => assert.fail('opened'),
+      (error: Error) => error,
+    );
+    assert.match(refused.message, /^cannot open PostgreSQL at postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/turnpike: .*is the server running/);
+    assert.doesNotMatch(refused.message, /secret-pw/);
+    await assert.rejects(openStore('mysql://localhost/x'), storeError(/scheme "mysql:".*expected sqlite:<path>, sqlite::memory: or postgres:\/\//));
     await assert.rejects(openStore('turnpike.db'), storeError(/"turnpike.db" \(no scheme\).*expected sqlite:<path>/));
     await assert.rejects(openStore('sqlite:'), storeError(/needs a path/));
   });

@@ -1,0 +1,86 @@
+import type { Address, Hex } from 'viem';
+import type { PaymentKey, PaymentRecord, PaymentState, SettlementOutcome } from './journal.js';
+
+/** A payments row as both backends return it (BIGINT as bigint). */
+export type Row = {
+  chain_id: bigint;
+  asset: string;
+  payer: string;
+  nonce: string;
+  pay_to: string;
+  amount: bigint;
+  valid_after: bigint;
+  valid_before: bigint;
+  signature: string;
+  network: string;
+  state: PaymentState;
+  tx_hash: string | null;
+  raw_tx: string | null;
+  relayer: string | null;
+  relayer_nonce: bigint | null;
+  error_reason: string | null;
+  error_message: string | null;
+  created_at: bigint;
+  updated_at: bigint;
+};
+
+const KEY = 'chain_id = @chainId AND asset = @asset AND payer = @payer AND nonce = @nonce';
+
+export const keyParams = (k: PaymentKey) => ({ chainId: k.chainId, asset: k.asset, payer: k.payer, nonce: k.nonce });
+
+export function toRecord(r: Row): PaymentRecord {
+  return {
+    chainId: Number(r.chain_id),
+    asset: r.asset as Address,
+    payer: r.payer as Address,
+    nonce: r.nonce as Hex,
+    payTo: r.pay_to as Address,
+    amount: r.amount,
+    validAfter: r.valid_after,
+    validBefore: r.valid_before,
+    signature: r.signature as Hex,
+    network: r.network,
+    state: r.state,
+    ...(r.tx_hash ? { txHash: r.tx_hash as Hex } : {}),
+    ...(r.raw_tx ? { rawTx: r.raw_tx as Hex } : {}),
+    ...(r.relayer ? { relayer: r.relayer as Address } : {}),
+    ...(r.relayer_nonce !== null ? { relayerNonce: Number(r.relayer_nonce) } : {}),
+    ...(r.error_reason ? { errorReason: r.error_reason } : {}),
+    ...(r.error_message ? { errorMessage: r.error_message } : {}),
+    createdAt: Number(r.created_at),
+    updatedAt: Number(r.updated_at),
+  };
+}
+
+
+/** The journal's statements, `@name` parameters, for both backends. */
+export const journalSql = {
+  select: `SELECT * FROM payments WHERE ${KEY}`,
+  insert: (state: 'verified' | 'submitting') => `
+    INSERT INTO payments (chain_id, asset, payer, nonce, pay_to, amount, valid_after, valid_before, signature,
+                          network, state, created_at, updated_at)
+    VALUES (@chainId, @asset, @payer, @nonce, @payTo, @amount, @validAfter, @validBefore, @signature,
+            @network, '${state}', @now, @now)
+    ON CONFLICT (chain_id, asset, payer, nonce) DO NOTHING`,
+  takeVerified: `UPDATE payments SET state = 'submitting', updated_at = @now WHERE ${KEY} AND state = 'verified'`,
+  recordTx: `
+    UPDATE payments SET state = 'submitted', tx_hash = @txHash, raw_tx = @rawTx, relayer = @relayer,
+                        relayer_nonce = @relayerNonce, updated_at = @now
+    WHERE ${KEY} AND state IN ('submitting', 'submitted')`,
+  finish: `
+    UPDATE payments SET state = @state, tx_hash = COALESCE(@txHash, tx_hash), error_reason = @errorReason,
+                        error_message = @errorMessage, updated_at = @now
+    WHERE ${KEY} AND (state IN ('submitting', 'submitted') OR (state = 'verified' AND @state = 'failed'))`,
+  release: `DELETE FROM payments WHERE ${KEY} AND state IN ('verified', 'submitting', 'submitted')`,
+  unfinished: `SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') ORDER BY created_at`,
+};
+
+/** The parameters of a finish, for both backends. */
+export const finishParams = (key: PaymentKey, outcome: SettlementOutcome) => ({
+  ...keyParams(key),
+  state: outcome.state,
+  txHash: outcome.txHash ?? null,
+  errorReason: outcome.state === 'failed' ? outcome.errorReason : null,
+  errorMessage: outcome.state === 'failed' ? (outcome.errorMessage ?? null) : null,
+  now: Date.now(),
+});

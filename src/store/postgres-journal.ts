@@ -1,0 +1,60 @@
+import type pg from 'pg';
+import type { PaymentJournal, PaymentKey } from './journal.js';
+import { type Row, finishParams, journalSql, keyParams, toRecord } from './journal-rows.js';
+import { all, named, one, run, transaction } from './pg.js';
+import { StoreError } from './store.js';
+
+const sql = {
+  select: named(journalSql.select),
+  insert: named(journalSql.insert('submitting')),
+  insertVerified: named(journalSql.insert('verified')),
+  takeVerified: named(journalSql.takeVerified),
+  recordTx: named(journalSql.recordTx),
+  finish: named(journalSql.finish),
+  release: named(journalSql.release),
+  unfinished: named(journalSql.unfinished),
+};
+
+/**
+ * The payments journal on PostgreSQL: the same guarded statements as on SQLite. Under READ
+ * COMMITTED a concurrent INSERT of the same key waits for the first to commit and then does
+ * nothing, and a guarded UPDATE re-checks its WHERE on the row it locked: exactly one caller
+ * reserves or claims a payment, across every instance on the database.
+ */
+export function postgresJournal(pool: pg.Pool): PaymentJournal {
+  const get = async (db: pg.Pool | pg.PoolClient, key: PaymentKey) => {
+    const row = await one<Row>(db, sql.select, keyParams(key));
+    return row ? toRecord(row) : undefined;
+  };
+  const mustChange = (changed: number, what: string, key: PaymentKey) => {
+    if (changed !== 1) throw new StoreError(`journal: cannot ${what} ${key.payer}/${key.nonce}: not in the expected state`);
+  };
+
+  return {
+    get: (key) => get(pool, key),
+    async reserve(payment) {
+      if ((await run(pool, sql.insertVerified, { ...payment, ...keyParams(payment), now: Date.now() })) === 1) return { reserved: true };
+      return { reserved: false, record: (await get(pool, payment))! };
+    },
+    claim: (payment) =>
+      transaction(pool, async (db) => {
+        const now = Date.now();
+        if ((await run(db, sql.insert, { ...payment, ...keyParams(payment), now })) === 1) return { claimed: true as const };
+        if ((await run(db, sql.takeVerified, { ...keyParams(payment), now })) === 1) return { claimed: true as const };
+        return { claimed: false as const, record: (await get(db, payment))! };
+      }),
+    async recordTransaction(key, tx) {
+      const params = { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.relayerNonce };
+      mustChange(await run(pool, sql.recordTx, { ...params, ...keyParams(key), now: Date.now() }), 'record the transaction of', key);
+    },
+    async finish(key, outcome) {
+      mustChange(await run(pool, sql.finish, finishParams(key, outcome)), `mark ${outcome.state}`, key);
+    },
+    async release(key) {
+      await run(pool, sql.release, keyParams(key));
+    },
+    async unfinished() {
+      return (await all<Row>(pool, sql.unfinished)).map(toRecord);
+    },
+  };
+}

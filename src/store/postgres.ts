@@ -1,0 +1,95 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { type Migration, migrations as shipped } from './migrations.js';
+import { createPool, named, one, run } from './pg.js';
+import { postgresCredits } from './postgres-credits.js';
+import { postgresJournal } from './postgres-journal.js';
+import { migratePostgres } from './postgres-migrate.js';
+import { postgresOperators } from './postgres-operators.js';
+import { type Store, StoreError } from './store.js';
+
+export type PostgresStoreOptions = {
+  /** `postgres://user:password@host:port/database` */
+  url: string;
+  /** A schema of its own (created if missing), e.g. one per test run; default the user's search_path. */
+  schema?: string;
+  logger?: Logger;
+  /** Only tests pass their own list. */
+  migrations?: readonly Migration[];
+  /** Connections in the pool. */
+  max?: number;
+};
+
+export type PostgresStore = Store & { readonly kind: 'postgres'; readonly pool: pg.Pool };
+
+/** The URL without its password, for messages. */
+export function redactedUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'postgres://(unparseable URL)';
+  }
+}
+
+const upsertMeta = named(`INSERT INTO meta (key, value, updated_at) VALUES (@key, @value, @now)
+  ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`);
+const insertMeta = named('INSERT INTO meta (key, value, updated_at) VALUES (@key, @value, @now) ON CONFLICT (key) DO NOTHING');
+const readMeta = named('SELECT value FROM meta WHERE key = @key');
+const schemaVersion = named('SELECT MAX(version) AS v FROM schema_migrations');
+
+/**
+ * Opens the PostgreSQL store and brings its schema up to date; several turnpike instances may
+ * share it. Money columns are BIGINT and read as bigint; every check-then-write is one guarded
+ * statement or a transaction holding a row lock, so instances cannot interleave inside it.
+ *
+ * @example
+ * const store = await openPostgresStore({ url: 'postgres://turnpike@db:5432/turnpike', logger });
+ */
+export async function openPostgresStore(options: PostgresStoreOptions): Promise<PostgresStore> {
+  if (options.schema !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(options.schema)) {
+    throw new StoreError(`schema "${options.schema}": expected lower-case letters, digits and underscores`);
+  }
+  const pool = createPool(options.url, { ...(options.schema ? { schema: options.schema } : {}), ...(options.max ? { max: options.max } : {}) });
+  // An idle connection the server dropped must not take the process down.
+  pool.on('error', (error) => options.logger?.warn({ err: error }, 'PostgreSQL connection lost'));
+  try {
+    if (options.schema) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${options.schema}`);
+    await migratePostgres(pool, options.migrations ?? shipped, options.logger);
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    if (error instanceof StoreError) throw error;
+    throw new StoreError(`cannot open PostgreSQL at ${redactedUrl(options.url)}: ${(error as Error).message}; is the server running and the URL right?`, { cause: error });
+  }
+
+  let closed = false;
+  return {
+    kind: 'postgres',
+    pool,
+    journal: postgresJournal(pool),
+    credits: postgresCredits(pool),
+    operators: postgresOperators(pool),
+    async instanceSecret(name) {
+      const key = `secret:${name}`;
+      await run(pool, insertMeta, { key, value: randomBytes(32).toString('hex'), now: Date.now() });
+      return (await one<{ value: string }>(pool, readMeta, { key }))!.value;
+    },
+    async health() {
+      if (closed) throw new StoreError('the store is closed');
+      try {
+        await run(pool, upsertMeta, { key: 'heartbeat', value: randomUUID(), now: Date.now() });
+        const row = await one<{ v: number | null }>(pool, schemaVersion);
+        return { writable: true, schemaVersion: row?.v ?? 0 };
+      } catch (error) {
+        throw new StoreError(`the store cannot take a write: ${(error as Error).message}`, { cause: error });
+      }
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,70 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after } from 'node:test';
+import pg from 'pg';
+import { type PostgresStore, openPostgresStore } from '../../src/store/postgres.js';
+import { type SqliteStore, openSqliteStore } from '../../src/store/sqlite.js';
+
+/** The PostgreSQL the tests use: this machine's (trust auth, database `test`) unless told otherwise. */
+export const POSTGRES_URL = process.env.TURNPIKE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+async function reachable(): Promise<string | undefined> {
+  const client = new pg.Client({ connectionString: POSTGRES_URL, connectionTimeoutMillis: 2_000 });
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return undefined;
+  } catch (error) {
+    return `PostgreSQL at ${POSTGRES_URL} is not reachable (${(error as Error).message})`;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+const unreachable = await reachable();
+// CI must test both backends: there a missing PostgreSQL fails the run instead of skipping it.
+if (unreachable && process.env.CI) throw new Error(`${unreachable}; .ci/run starts it, see there`);
+
+/** Schemas made by this process, dropped when its tests are done: every run starts from nothing. */
+const schemas: string[] = [];
+after(async () => {
+  if (schemas.length === 0) return;
+  const client = new pg.Client({ connectionString: POSTGRES_URL });
+  await client.connect();
+  for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  await client.end();
+});
+
+/** A new, empty schema name of this test process. */
+export function freshSchema(): string {
+  const schema = `tp_test_${process.pid}_${Math.random().toString(36).slice(2, 10)}`;
+  schemas.push(schema);
+  return schema;
+}
+
+export type Backend =
+  | { name: 'sqlite'; skip: false; open(): Promise<SqliteStore> }
+  | { name: 'postgres'; skip: string | false; open(): Promise<PostgresStore> };
+
+/**
+ * The store backends every store test runs against: SQLite (a file in a temp directory) and
+ * PostgreSQL (a schema of its own). Use as
+ * `for (const backend of backends) describe(`… (${backend.name})`, { skip: backend.skip }, () => …)`.
+ */
+export const backends: Backend[] = [
+  {
+    name: 'sqlite',
+    skip: false,
+    open: () => {
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-store-'));
+      after(() => rmSync(dir, { recursive: true, force: true }));
+      return openSqliteStore({ path: path.join(dir, 'store.db') });
+    },
+  },
+  {
+    name: 'postgres',
+    skip: unreachable ?? false,
+    open: () => openPostgresStore({ url: POSTGRES_URL, schema: freshSchema() }),
+  },
+];
