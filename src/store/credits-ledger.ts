@@ -1,0 +1,314 @@
+import type { BudgetToken, CheckoutSession, Credit, CreditStore, Debit, DebitResult, KeyStatus, LedgerEntry, Move, MoveResult, NewKey, StripeEventOutcome } from './credits.js';
+import {
+  type CheckoutRow,
+  type CreditsSql,
+  type DebitStateRow,
+  type EntryRow,
+  type KeyRow,
+  type Lockable,
+  type RequestRow,
+  type TokenRow,
+  json,
+  toDebitState,
+  toEntry,
+  toKey,
+  toRequest,
+  toToken,
+  utcDay,
+} from './credits-rows.js';
+import { newId } from './ids.js';
+import { StoreError } from './store.js';
+
+/**
+ * The credits ledger written once for both backends. Each operation is a generator that yields
+ * the statements it needs (`Step`) and is handed back their results: SQLite runs it
+ * synchronously inside its group commit, PostgreSQL awaits each statement inside a transaction.
+ * The checks, their order and the writes are therefore the same on both.
+ */
+export type Params = Record<string, unknown>;
+export type Step =
+  | { kind: 'get' | 'all' | 'run'; sql: CreditsSql; params: Params }
+  /** A read of the row a check is about, locked until the transaction ends (PostgreSQL). */
+  | { kind: 'lock'; sql: Lockable; params: Params };
+export type Op<T> = Generator<Step, T, unknown>;
+
+function* get<Row>(sql: CreditsSql, params: Params): Op<Row | undefined> {
+  return (yield { kind: 'get', sql, params }) as Row | undefined;
+}
+function* all<Row>(sql: CreditsSql, params: Params): Op<Row[]> {
+  return (yield { kind: 'all', sql, params }) as Row[];
+}
+/** Resolves to the number of rows the statement changed. */
+function* run(sql: CreditsSql, params: Params): Op<number> {
+  return (yield { kind: 'run', sql, params }) as number;
+}
+function* lock<Row>(sql: Lockable, params: Params): Op<Row | undefined> {
+  return (yield { kind: 'lock', sql, params }) as Row | undefined;
+}
+
+/** How a backend runs operations: `write` in a transaction of its own, `read` as it is. */
+export type LedgerRunner = {
+  read<T>(op: () => Op<T>): Promise<T>;
+  write<T>(op: () => Op<T>): Promise<T>;
+};
+
+/** Rolls back a debit whose Idempotency-Key another request took first. */
+class RequestTaken extends Error {}
+
+/** Appends an entry for a balance change already applied in this transaction. */
+function* append(entry: Omit<LedgerEntry, 'id' | 'balanceAfter' | 'createdAt'>, now: number): Op<LedgerEntry> {
+  const key = yield* get<{ balance: bigint }>('balanceOf', { id: entry.keyId });
+  if (!key) throw new StoreError(`credits: there is no key ${entry.keyId}`);
+  const id = newId('le');
+  yield* run('insertEntry', { id, ...entry, balanceAfter: key.balance, tokenId: entry.tokenId ?? null, ref: json(entry.ref), now });
+  return { ...entry, id, balanceAfter: key.balance, createdAt: now };
+}
+
+/** Applies a credit once per idempotency key. */
+function* applyCredit(credit: Credit, now: number): Op<{ applied: boolean; entry: LedgerEntry; balance: bigint }> {
+  const key = yield* lock<{ balance: bigint }>('balanceOf', { id: credit.keyId });
+  const earlier = yield* get<EntryRow>('entryByIdempotency', { idempotencyKey: credit.idempotencyKey });
+  if (earlier) return { applied: false, entry: toEntry(earlier), balance: key?.balance ?? 0n };
+  yield* run('addBalance', { id: credit.keyId, amount: credit.amount, now });
+  const entry = yield* append({ keyId: credit.keyId, kind: credit.kind, amount: credit.amount, reason: credit.reason, idempotencyKey: credit.idempotencyKey, ref: credit.ref }, now);
+  return { applied: true, entry, balance: entry.balanceAfter };
+}
+
+function* createKey(key: NewKey, initial?: Omit<Credit, 'keyId' | 'kind'>) {
+  const now = Date.now();
+  if (initial) {
+    const earlier = yield* get<EntryRow>('entryByIdempotency', { idempotencyKey: initial.idempotencyKey });
+    if (earlier) return { created: false as const, entry: toEntry(earlier) };
+  }
+  yield* run('insertKey', {
+    id: key.id,
+    hash: key.hash,
+    name: key.name,
+    scope: json(key.scope),
+    expiresAt: key.expiresAt ?? null,
+    lifetimeLimit: key.lifetimeLimit ?? null,
+    dailyLimit: key.dailyLimit ?? null,
+    operatorId: key.operatorId ?? null,
+    now,
+  });
+  if (initial && initial.amount > 0n) yield* applyCredit({ ...initial, keyId: key.id, kind: 'topup' }, now);
+  return { created: true as const, key: toKey((yield* get<KeyRow>('keyById', { id: key.id }))!, now) };
+}
+
+/** Takes `amount` from `from` and/or gives it to `to`: a transfer with both, an adjustment with one. */
+function* move(move: Move): Op<MoveResult> {
+  const now = Date.now();
+  const sides = [
+    ...(move.from ? [{ keyId: move.from, amount: -move.amount, suffix: move.to ? ':out' : '' }] : []),
+    ...(move.to ? [{ keyId: move.to, amount: move.amount, suffix: move.from ? ':in' : '' }] : []),
+  ];
+  // In id order: two opposite transfers lock their keys in the same order and cannot deadlock.
+  const balances = new Map<string, bigint | undefined>();
+  for (const id of sides.map((s) => s.keyId).sort()) balances.set(id, (yield* lock<{ balance: bigint }>('balanceOf', { id }))?.balance);
+  const earlier: (EntryRow | undefined)[] = [];
+  for (const side of sides) earlier.push(yield* get<EntryRow>('entryByIdempotency', { idempotencyKey: `${move.idempotencyKey}${side.suffix}` }));
+  if (earlier.every(Boolean)) return { ok: true, applied: false, entries: earlier.map((e) => toEntry(e!)) };
+  for (const side of sides) {
+    const balance = balances.get(side.keyId);
+    if (balance === undefined) return { ok: false, reason: 'key_unknown', keyId: side.keyId };
+    if (balance + side.amount < 0n) return { ok: false, reason: 'insufficient_balance', keyId: side.keyId, balance };
+  }
+  const kind = move.from && move.to ? 'transfer' : 'adjustment';
+  const ref = move.from && move.to ? { from: move.from, to: move.to } : undefined;
+  const entries: LedgerEntry[] = [];
+  for (const side of sides) {
+    yield* run('addBalance', { id: side.keyId, amount: side.amount, now });
+    entries.push(yield* append({ keyId: side.keyId, kind, amount: side.amount, reason: move.reason, idempotencyKey: `${move.idempotencyKey}${side.suffix}`, ref }, now));
+  }
+  return { ok: true, applied: true, entries };
+}
+
+function* debit(debit: Debit): Op<DebitResult> {
+  const now = Date.now();
+  const day = utcDay(now);
+  // Locked: the checks below and the spend cannot interleave with another debit of this key,
+  // nor of its tokens (a token spends only through debits of its key).
+  const row = yield* lock<KeyRow>('keyById', { id: debit.keyId });
+  if (!row) return { ok: false, reason: 'key_unknown' };
+  const balance = row.balance;
+  if (row.status === 'revoked') return { ok: false, reason: 'key_revoked' };
+  if (row.status === 'suspended') return { ok: false, reason: 'key_suspended' };
+  if (row.expires_at !== null && Number(row.expires_at) <= now) return { ok: false, reason: 'key_expired' };
+  if (row.lifetime_limit !== null && row.spent_total + debit.amount > row.lifetime_limit) {
+    return { ok: false, reason: 'lifetime_limit', balance, limitRemaining: row.lifetime_limit - row.spent_total };
+  }
+  const spentToday = row.day === day ? row.spent_day : 0n;
+  if (row.daily_limit !== null && spentToday + debit.amount > row.daily_limit) {
+    return { ok: false, reason: 'daily_limit', balance, limitRemaining: row.daily_limit - spentToday };
+  }
+  let tokenRemaining: bigint | undefined;
+  if (debit.tokenId) {
+    const token = yield* get<TokenRow>('tokenById', { id: debit.tokenId });
+    if (!token || token.key_id !== debit.keyId) return { ok: false, reason: 'token_unknown' };
+    if (token.revoked_at !== null) return { ok: false, reason: 'token_revoked' };
+    if (Number(token.expires_at) <= now) return { ok: false, reason: 'token_expired' };
+    const left = token.cap - token.spent;
+    if (debit.amount > left) return { ok: false, reason: 'budget_exhausted', balance, tokenRemaining: left };
+    tokenRemaining = left - debit.amount;
+  }
+  if (balance < debit.amount) return { ok: false, reason: 'insufficient_balance', balance, ...(tokenRemaining !== undefined ? { tokenRemaining: tokenRemaining + debit.amount } : {}) };
+
+  yield* run('spend', { id: debit.keyId, amount: debit.amount, day, now });
+  if (debit.tokenId) yield* run('spendToken', { id: debit.tokenId, amount: debit.amount });
+  const entry = yield* append(
+    { keyId: debit.keyId, kind: 'debit', amount: -debit.amount, reason: debit.reason, idempotencyKey: debit.idempotencyKey, tokenId: debit.tokenId, ref: debit.ref },
+    now,
+  );
+  if (debit.open) yield* run('openDebit', { debitId: entry.id, now });
+  // Another request with this Idempotency-Key got in first: this debit must not happen.
+  if (debit.request && (yield* run('insertRequest', { keyId: debit.keyId, ...debit.request, debitId: entry.id, now })) === 0) throw new RequestTaken();
+  return { ok: true, entry, balance: entry.balanceAfter, ...(tokenRemaining !== undefined ? { tokenRemaining } : {}) };
+}
+
+function* refund(debitId: string, reason: string): Op<{ balance: bigint }> {
+  const now = Date.now();
+  const debit = yield* get<EntryRow>('entryById', { id: debitId });
+  if (!debit || debit.kind !== 'debit') throw new Error(`ledger entry ${debitId} is not a debit`);
+  const key = (yield* lock<{ balance: bigint }>('balanceOf', { id: debit.key_id }))!;
+  yield* run('dropRequestOf', { debitId });
+  yield* run('closeDebit', { debitId });
+  const idempotencyKey = `refund:${debitId}`;
+  if (yield* get<EntryRow>('entryByIdempotency', { idempotencyKey })) return { balance: key.balance };
+  const amount = -debit.amount;
+  yield* run('unspend', { id: debit.key_id, amount, day: utcDay(Number(debit.created_at)), now });
+  if (debit.token_id) yield* run('unspendToken', { id: debit.token_id, amount });
+  const entry = yield* append({ keyId: debit.key_id, kind: 'refund', amount, reason, idempotencyKey, tokenId: debit.token_id ?? undefined, ref: { debit: debitId } }, now);
+  return { balance: entry.balanceAfter };
+}
+
+type StripeEvent = { eventId: string; type: string; sessionId: string; amountTotal: bigint };
+
+/** What a first delivery of a checkout event does to its (locked) session. */
+function* checkout({ eventId, sessionId, amountTotal }: StripeEvent, now: number): Op<StripeEventOutcome> {
+  const session = yield* lock<CheckoutRow>('checkoutById', { sessionId });
+  if (!session) return 'unknown_session';
+  if (session.state !== 'open') return 'duplicate_session';
+  if (session.amount_total !== amountTotal) {
+    yield* run('setCheckoutState', { sessionId, state: 'rejected', now });
+    return 'amount_mismatch';
+  }
+  const credited = yield* applyCredit(
+    {
+      keyId: session.key_id,
+      kind: 'topup',
+      amount: session.credits,
+      reason: `Stripe Checkout, package ${session.package}`,
+      idempotencyKey: `stripe:${sessionId}`,
+      ref: { stripeSession: sessionId, stripeEvent: eventId },
+    },
+    now,
+  );
+  yield* run('setCheckoutState', { sessionId, state: 'credited', now });
+  return credited.applied ? 'credited' : 'duplicate_session';
+}
+
+function* completeCheckout(event: StripeEvent): Op<StripeEventOutcome> {
+  const now = Date.now();
+  if ((yield* run('insertEvent', { eventId: event.eventId, type: event.type, sessionId: event.sessionId, outcome: 'received', now })) === 0) return 'duplicate_event';
+  const outcome = yield* checkout(event, now);
+  yield* run('setEventOutcome', { eventId: event.eventId, outcome });
+  return outcome;
+}
+
+function* setStatus(id: string, status: KeyStatus) {
+  yield* run('setStatus', { id, status, now: Date.now() });
+  const row = yield* get<KeyRow>('keyById', { id });
+  return row ? toKey(row) : undefined;
+}
+
+function* createToken(token: Omit<BudgetToken, 'spent' | 'revokedAt'>) {
+  yield* run('insertToken', { id: token.id, keyId: token.keyId, cap: token.cap, scope: json(token.scope), expiresAt: token.expiresAt, now: token.createdAt });
+  return toToken((yield* get<TokenRow>('tokenById', { id: token.id }))!);
+}
+
+function* revokeToken(keyId: string, id: string) {
+  yield* run('revokeToken', { id, keyId, now: Date.now() });
+  const row = yield* get<TokenRow>('tokenById', { id });
+  return row && row.key_id === keyId ? toToken(row) : undefined;
+}
+
+function* debitStates(debitIds: string[]) {
+  const states = new Map<string, 'open' | 'closed' | 'refunded'>();
+  for (const id of debitIds) {
+    const state = toDebitState((yield* get<DebitStateRow>('debitState', { id }))!);
+    if (state) states.set(id, state);
+  }
+  return states;
+}
+
+/** The credit store over a backend's runner. */
+export function ledgerStore({ read, write }: LedgerRunner): CreditStore {
+  return {
+    createKey: (key, initial) => write(() => createKey(key, initial)),
+    keyByHash: (hash) =>
+      read(function* () {
+        const row = yield* get<KeyRow>('keyByHash', { hash });
+        return row ? { ...toKey(row), hash: row.hash } : undefined;
+      }),
+    key: (id) =>
+      read(function* () {
+        const row = yield* get<KeyRow>('keyById', { id });
+        return row ? toKey(row) : undefined;
+      }),
+    keys: (filter = {}) =>
+      read(function* () {
+        const now = Date.now();
+        return (yield* all<KeyRow>('allKeys', { operatorId: filter.operatorId ?? null })).map((r) => toKey(r, now));
+      }),
+    setStatus: (id, status) => write(() => setStatus(id, status)),
+    credit: (credit) => write(() => applyCredit(credit, Date.now())),
+    move: (m) => write(() => move(m)),
+    debit: (d) =>
+      write(() => debit(d)).catch((error: unknown): DebitResult => {
+        if (error instanceof RequestTaken) return { ok: false, reason: 'request_in_progress' };
+        throw error;
+      }),
+    refund: (debitId, reason) => write(() => refund(debitId, reason)),
+    closeDebits: (debitIds) =>
+      write(function* () {
+        for (const debitId of debitIds) yield* run('closeDebit', { debitId });
+      }),
+    openDebits: (before) => read(function* () {
+      return (yield* all<{ debit_id: string }>('openBefore', { before })).map((r) => r.debit_id);
+    }),
+    debitStates: (debitIds) => read(() => debitStates(debitIds)),
+    history: (keyId, { limit, before }) =>
+      read(function* () {
+        return (yield* all<EntryRow>('page', { keyId, limit, before: before ?? null })).map(toEntry);
+      }),
+    request: (keyId, idempotencyKey) =>
+      read(function* () {
+        const row = yield* get<RequestRow>('requestByKey', { keyId, idempotencyKey });
+        return row ? toRequest(row) : undefined;
+      }),
+    completeRequest: (keyId, idempotencyKey, response) =>
+      write(function* () {
+        yield* run('completeRequest', { keyId, idempotencyKey, response });
+      }),
+    createToken: (token) => write(() => createToken(token)),
+    token: (id) =>
+      read(function* () {
+        const row = yield* get<TokenRow>('tokenById', { id });
+        return row ? toToken(row) : undefined;
+      }),
+    tokens: (keyId) =>
+      read(function* () {
+        return (yield* all<TokenRow>('tokensOf', { keyId })).map(toToken);
+      }),
+    revokeToken: (keyId, id) => write(() => revokeToken(keyId, id)),
+    recordCheckout: (session: Omit<CheckoutSession, 'state'>) =>
+      write(function* () {
+        yield* run('insertCheckout', { ...session, now: Date.now() });
+      }),
+    completeCheckout: (event) => write(() => completeCheckout(event)),
+    ignoreEvent: ({ eventId, type }) =>
+      write(function* () {
+        yield* run('insertEvent', { eventId, type, sessionId: null, outcome: 'ignored', now: Date.now() });
+      }),
+  };
+}

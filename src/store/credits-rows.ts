@@ -1,0 +1,183 @@
+import type { BudgetToken, CheckoutSession, IdempotentRequest, KeyRecord, LedgerEntry, Scope } from './credits.js';
+
+/** The credits tables' rows as both backends return them (BIGINT as bigint). */
+export type KeyRow = {
+  id: string;
+  hash: string;
+  name: string;
+  balance: bigint;
+  scope: string | null;
+  expires_at: bigint | null;
+  lifetime_limit: bigint | null;
+  daily_limit: bigint | null;
+  spent_total: bigint;
+  spent_day: bigint;
+  day: bigint;
+  status: KeyRecord['status'];
+  operator_id: string | null;
+  created_at: bigint;
+  updated_at: bigint;
+};
+export type EntryRow = {
+  id: string;
+  key_id: string;
+  kind: LedgerEntry['kind'];
+  amount: bigint;
+  balance_after: bigint;
+  reason: string;
+  idempotency_key: string;
+  token_id: string | null;
+  ref: string | null;
+  created_at: bigint;
+};
+export type TokenRow = {
+  id: string;
+  key_id: string;
+  cap: bigint;
+  spent: bigint;
+  scope: string | null;
+  expires_at: bigint;
+  revoked_at: bigint | null;
+  created_at: bigint;
+};
+export type CheckoutRow = { key_id: string; package: string; credits: bigint; amount_total: bigint; state: CheckoutSession['state'] };
+export type RequestRow = { body_hash: string; debit_id: string; response: string | null };
+/** `EXISTS` is 0/1 in SQLite and a boolean in PostgreSQL: read as truthy. */
+export type DebitStateRow = { found: unknown; refunded: unknown; open: unknown };
+
+const DAY_MS = 86_400_000;
+/** The UTC day a daily limit counts in. */
+export const utcDay = (ms: number) => BigInt(Math.floor(ms / DAY_MS));
+
+export const json = (value: unknown) => (value === undefined ? null : JSON.stringify(value));
+
+export function toKey(r: KeyRow, now = Date.now()): KeyRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    balance: r.balance,
+    ...(r.scope ? { scope: JSON.parse(r.scope) as Scope } : {}),
+    ...(r.expires_at !== null ? { expiresAt: Number(r.expires_at) } : {}),
+    ...(r.lifetime_limit !== null ? { lifetimeLimit: r.lifetime_limit } : {}),
+    ...(r.daily_limit !== null ? { dailyLimit: r.daily_limit } : {}),
+    spentTotal: r.spent_total,
+    spentToday: r.day === utcDay(now) ? r.spent_day : 0n,
+    status: r.status,
+    ...(r.operator_id ? { operatorId: r.operator_id } : {}),
+    createdAt: Number(r.created_at),
+    updatedAt: Number(r.updated_at),
+  };
+}
+
+export function toEntry(r: EntryRow): LedgerEntry {
+  return {
+    id: r.id,
+    keyId: r.key_id,
+    kind: r.kind,
+    amount: r.amount,
+    balanceAfter: r.balance_after,
+    reason: r.reason,
+    idempotencyKey: r.idempotency_key,
+    ...(r.token_id ? { tokenId: r.token_id } : {}),
+    ...(r.ref ? { ref: JSON.parse(r.ref) as Record<string, unknown> } : {}),
+    createdAt: Number(r.created_at),
+  };
+}
+
+export function toToken(r: TokenRow): BudgetToken {
+  return {
+    id: r.id,
+    keyId: r.key_id,
+    cap: r.cap,
+    spent: r.spent,
+    ...(r.scope ? { scope: JSON.parse(r.scope) as Scope } : {}),
+    expiresAt: Number(r.expires_at),
+    ...(r.revoked_at !== null ? { revokedAt: Number(r.revoked_at) } : {}),
+    createdAt: Number(r.created_at),
+  };
+}
+
+export const toRequest = (r: RequestRow): IdempotentRequest => ({
+  bodyHash: r.body_hash,
+  debitId: r.debit_id,
+  ...(r.response !== null ? { response: r.response } : {}),
+});
+
+/** Undefined when the id is not a debit. */
+export const toDebitState = (r: DebitStateRow) => (r.found ? (r.refunded ? 'refunded' : r.open ? 'open' : 'closed') : undefined);
+
+/**
+ * The ledger's statements, `@name` parameters, for both backends. The `lockable` ones are the
+ * rows a check is about: PostgreSQL reads them `FOR NO KEY UPDATE` when an operation locks them.
+ */
+export const creditsSql = {
+  keyById: 'SELECT * FROM api_keys WHERE id = @id',
+  keyByHash: 'SELECT * FROM api_keys WHERE hash = @hash',
+  // The comparison before `IS NULL`: PostgreSQL types a parameter where it first meets it.
+  allKeys: 'SELECT * FROM api_keys WHERE operator_id = @operatorId OR @operatorId IS NULL ORDER BY created_at, id',
+  balanceOf: 'SELECT balance FROM api_keys WHERE id = @id',
+  insertKey: `
+    INSERT INTO api_keys (id, hash, name, scope, expires_at, lifetime_limit, daily_limit, operator_id, created_at, updated_at)
+    VALUES (@id, @hash, @name, @scope, @expiresAt, @lifetimeLimit, @dailyLimit, @operatorId, @now, @now)`,
+  setStatus: `UPDATE api_keys SET status = @status, updated_at = @now WHERE id = @id AND status <> 'revoked'`,
+  addBalance: 'UPDATE api_keys SET balance = balance + @amount, updated_at = @now WHERE id = @id',
+  spend: `
+    UPDATE api_keys SET balance = balance - @amount, spent_total = spent_total + @amount,
+                        spent_day = CASE WHEN day = @day THEN spent_day + @amount ELSE @amount END,
+                        day = @day, updated_at = @now
+    WHERE id = @id AND balance >= @amount`,
+  // CASE rather than MAX/GREATEST: the one spelling of "not below zero" both backends read.
+  unspend: `
+    UPDATE api_keys SET balance = balance + @amount,
+                        spent_total = CASE WHEN spent_total > @amount THEN spent_total - @amount ELSE 0 END,
+                        spent_day = CASE WHEN day <> @day THEN spent_day WHEN spent_day > @amount THEN spent_day - @amount ELSE 0 END,
+                        updated_at = @now
+    WHERE id = @id`,
+
+  entryById: 'SELECT * FROM ledger WHERE id = @id',
+  entryByIdempotency: 'SELECT * FROM ledger WHERE idempotency_key = @idempotencyKey',
+  insertEntry: `
+    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, token_id, ref, created_at)
+    VALUES (@id, @keyId, @kind, @amount, @balanceAfter, @reason, @idempotencyKey, @tokenId, @ref, @now)`,
+  page: `
+    SELECT * FROM ledger WHERE key_id = @keyId AND (id < @before OR @before IS NULL)
+    ORDER BY id DESC LIMIT @limit`,
+
+  openDebit: 'INSERT INTO open_debits (debit_id, created_at) VALUES (@debitId, @now)',
+  closeDebit: 'DELETE FROM open_debits WHERE debit_id = @debitId',
+  openBefore: 'SELECT debit_id FROM open_debits WHERE created_at < @before ORDER BY created_at',
+  debitState: `
+    SELECT EXISTS (SELECT 1 FROM ledger WHERE id = @id AND kind = 'debit') AS found,
+           EXISTS (SELECT 1 FROM ledger WHERE idempotency_key = 'refund:' || @id) AS refunded,
+           EXISTS (SELECT 1 FROM open_debits WHERE debit_id = @id) AS open`,
+
+  insertRequest: `
+    INSERT INTO idempotent_requests (key_id, idempotency_key, body_hash, debit_id, created_at)
+    VALUES (@keyId, @idempotencyKey, @bodyHash, @debitId, @now) ON CONFLICT DO NOTHING`,
+  completeRequest: 'UPDATE idempotent_requests SET response = @response WHERE key_id = @keyId AND idempotency_key = @idempotencyKey',
+  dropRequestOf: 'DELETE FROM idempotent_requests WHERE debit_id = @debitId',
+  requestByKey: 'SELECT body_hash, debit_id, response FROM idempotent_requests WHERE key_id = @keyId AND idempotency_key = @idempotencyKey',
+
+  tokenById: 'SELECT * FROM budget_tokens WHERE id = @id',
+  tokensOf: 'SELECT * FROM budget_tokens WHERE key_id = @keyId ORDER BY created_at DESC',
+  insertToken: `
+    INSERT INTO budget_tokens (id, key_id, cap, scope, expires_at, created_at)
+    VALUES (@id, @keyId, @cap, @scope, @expiresAt, @now)`,
+  spendToken: 'UPDATE budget_tokens SET spent = spent + @amount WHERE id = @id AND spent + @amount <= cap',
+  unspendToken: 'UPDATE budget_tokens SET spent = CASE WHEN spent > @amount THEN spent - @amount ELSE 0 END WHERE id = @id',
+  revokeToken: 'UPDATE budget_tokens SET revoked_at = @now WHERE id = @id AND key_id = @keyId AND revoked_at IS NULL',
+
+  insertCheckout: `
+    INSERT INTO checkout_sessions (session_id, key_id, package, credits, amount_total, currency, state, created_at, updated_at)
+    VALUES (@sessionId, @keyId, @package, @credits, @amountTotal, @currency, 'open', @now, @now)`,
+  checkoutById: 'SELECT key_id, package, credits, amount_total, state FROM checkout_sessions WHERE session_id = @sessionId',
+  setCheckoutState: 'UPDATE checkout_sessions SET state = @state, updated_at = @now WHERE session_id = @sessionId',
+  insertEvent: `
+    INSERT INTO stripe_events (event_id, type, session_id, outcome, received_at)
+    VALUES (@eventId, @type, @sessionId, @outcome, @now) ON CONFLICT (event_id) DO NOTHING`,
+  setEventOutcome: 'UPDATE stripe_events SET outcome = @outcome WHERE event_id = @eventId',
+};
+export type CreditsSql = keyof typeof creditsSql;
+
+export const lockable = ['keyById', 'balanceOf', 'checkoutById'] as const;
+export type Lockable = (typeof lockable)[number];
