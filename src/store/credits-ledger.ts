@@ -273,9 +273,10 @@ export function ledgerStore({ read, write }: LedgerRunner): CreditStore {
       write(function* () {
         for (const debitId of debitIds) yield* run('closeDebit', { debitId });
       }),
-    openDebits: (before) => read(function* () {
-      return (yield* all<{ debit_id: string }>('openBefore', { before })).map((r) => r.debit_id);
-    }),
+    openDebits: (before) =>
+      read(function* () {
+        return (yield* all<{ debit_id: string }>('openBefore', { before })).map((r) => r.debit_id);
+      }),
     debitStates: (debitIds) => read(() => debitStates(debitIds)),
     history: (keyId, { limit, before }) =>
       read(function* () {
