@@ -6,6 +6,7 @@ import os from 'node:os';
 import { startSandbox } from '../src/chain/sandbox/sandbox.js';
 import { benchCredits } from './bench/credits.js';
 import { benchFacilitator } from './bench/facilitator.js';
+import { benchInstances } from './bench/instances.js';
 import { benchProxy } from './bench/proxy.js';
 import { benchSandbox } from './bench/sandbox.js';
 import type { Row } from './bench/stats.js';
@@ -20,6 +21,7 @@ for (const [name, bench] of [
   ['facilitator', benchFacilitator],
   ['proxy', benchProxy],
   ['credits', benchCredits],
+  ['instances', benchInstances],
 ] as const) {
   if (only && only !== name) continue;
   const sandbox = await startSandbox({ payers: 32 });

@@ -1,6 +1,7 @@
 /**
- * The credits bench's gateway, alone in its process as in production: SQLite store at argv[4],
- * the trivial upstream at argv[2], the sandbox at argv[3]. Prints `{"url", "key"}` when ready.
+ * The credits bench's gateway, alone in its process as in production: the trivial upstream at
+ * argv[2], the sandbox at argv[3], the store URL at argv[4] (SQLite file, or PostgreSQL shared by
+ * several of these), its relayer key at argv[5]. The bench makes the API key. Prints `{"url"}`.
  */
 import { createPublicClient } from 'viem';
 import { networks } from '../../src/chain/networks.js';
@@ -15,16 +16,15 @@ import { createMetrics } from '../../src/http/metrics.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createCredits } from '../../src/rails/credits/credits.js';
 import { openDebits } from '../../src/rails/credits/open-debits.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
+import { openStore } from '../../src/store/open.js';
 
 
-const [upstreamUrl, rpcUrl, dbPath, relayerKey] = process.argv.slice(2) as [string, string, string, `0x${string}`];
+const [upstreamUrl, rpcUrl, storeUrl, relayerKey] = process.argv.slice(2) as [string, string, string, `0x${string}`];
 const logger = createLogger({ level: 'silent', format: 'json' });
-const store = await openSqliteStore({ path: dbPath });
+const store = await openStore(storeUrl);
 const client = createPublicClient({ chain: networks.local.viemChain, transport: rpcTransport(rpcUrl) });
 const facilitator = createFacilitator({ network: networks.local, client, journal: store.journal, relayerKeys: [relayerKey] });
 const credits = createCredits({ store, tokenSecret: await store.instanceSecret('budget-tokens') });
-const { secret } = await credits.createKey({ name: 'bench' }, { amount: 1_000_000_000_000n, reason: 'bench', idempotencyKey: 'bench' });
 let url = '';
 const app = createApp(logger);
 app.route(
@@ -46,6 +46,6 @@ app.route(
 );
 const server = await listen(app, { host: '127.0.0.1', port: 0 });
 url = server.url;
-process.stdout.write(`${JSON.stringify({ url: `${server.url}/mcp`, key: secret })}\n`);
+process.stdout.write(`${JSON.stringify({ url: `${server.url}/mcp` })}\n`);
 // A clean exit on the bench's SIGTERM, so a --cpu-prof of this process gets written.
 process.on('SIGTERM', () => void server.close().then(() => store.close()).finally(() => process.exit(0)));

@@ -8,7 +8,8 @@ import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Sandbox } from '../../src/chain/sandbox/sandbox.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
+import { createCredits } from '../../src/rails/credits/credits.js';
+import { openStore } from '../../src/store/open.js';
 import { startChild } from './child.js';
 import { callBody, closeLoad, drive } from './mcp-load.js';
 import type { Row } from './stats.js';
@@ -18,9 +19,10 @@ const FUNDS = 1_000_000_000_000n;
 
 export async function benchCredits(sandbox: Sandbox, progress: (s: string) => void): Promise<Row[]> {
   const db = path.join(mkdtempSync(path.join(os.tmpdir(), 'turnpike-bench-')), 'credits.db');
+  const secret = await fundedKey(`sqlite:${db}`, FUNDS);
   const upstream = await startChild('./trivial-upstream.ts', []);
-  const gateway = await startChild('./credits-gateway.ts', [upstream.url, sandbox.rpcUrl, db, sandbox.accounts.relayers[3]!.privateKey]);
-  const auth = { authorization: `Bearer ${gateway.ready.key}` };
+  const gateway = await startChild('./credits-gateway.ts', [upstream.url, sandbox.rpcUrl, `sqlite:${db}`, sandbox.accounts.relayers[3]!.privateKey]);
+  const auth = { authorization: `Bearer ${secret}` };
   const rows: Row[] = [];
   let calls = 0n;
   try {
@@ -50,13 +52,28 @@ export async function benchCredits(sandbox: Sandbox, progress: (s: string) => vo
     await upstream.close();
     closeLoad();
   }
-  // The money must add up: every call debited exactly once.
-  const store = await openSqliteStore({ path: db });
+  await checkBalance(`sqlite:${db}`, FUNDS - PRICE * calls, calls);
+  return rows;
+}
+
+/** An API key with `funds` on the store at `url`; its secret. */
+export async function fundedKey(url: string, funds: bigint): Promise<string> {
+  const store = await openStore(url);
   try {
-    const [key] = await store.credits.keys();
-    if (key!.balance !== FUNDS - PRICE * calls) throw new Error(`credits bench: balance ${key!.balance} after ${calls} calls: debits were lost or doubled`);
+    const credits = createCredits({ store, tokenSecret: await store.instanceSecret('budget-tokens') });
+    return (await credits.createKey({ name: 'bench' }, { amount: funds, reason: 'bench', idempotencyKey: `bench:${Date.now()}` })).secret;
   } finally {
     await store.close();
   }
-  return rows;
+}
+
+/** The money must add up: every call debited exactly once. */
+export async function checkBalance(url: string, expected: bigint, calls: bigint): Promise<void> {
+  const store = await openStore(url);
+  try {
+    const [key] = await store.credits.keys();
+    if (key!.balance !== expected) throw new Error(`credits bench: balance ${key!.balance} after ${calls} calls: debits were lost or doubled`);
+  } finally {
+    await store.close();
+  }
 }

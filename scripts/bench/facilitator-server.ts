@@ -1,6 +1,7 @@
 /**
  * One facilitator for the benchmark, in its own process: `turnpike` or `reference`, on the given
- * RPC URL with the given relayer keys. Prints `{"url": …}` once it serves.
+ * RPC URL with the given relayer keys (turnpike: on a fresh SQLite file, or `--store=URL`).
+ * Prints `{"url": …}` once it serves.
  */
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
@@ -19,14 +20,13 @@ import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
 import { type Listening, listen } from '../../src/http/listen.js';
 import { rpcTransport } from '../../src/chain/rpc-transport.js';
 import { createLogger } from '../../src/log/logger.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
+import { openStore } from '../../src/store/open.js';
 
 const network = networks.local;
 const logger = createLogger({ level: 'silent', format: 'json' });
 
-async function startTurnpike(rpcUrl: string, keys: Hex[]): Promise<Listening> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-bench-'));
-  const store = await openSqliteStore({ path: path.join(dir, 'bench.db') });
+async function startTurnpike(rpcUrl: string, keys: Hex[], storeUrl?: string): Promise<Listening> {
+  const store = await openStore(storeUrl ?? `sqlite:${path.join(mkdtempSync(path.join(os.tmpdir(), 'turnpike-bench-')), 'bench.db')}`);
   const client = createPublicClient({ chain: network.viemChain, transport: rpcTransport(rpcUrl), pollingInterval: network.receiptPollingMs });
   const facilitator = createFacilitator({
     network,
@@ -69,7 +69,9 @@ async function startReference(rpcUrl: string, key: Hex): Promise<Listening> {
   return listen(app, { host: '127.0.0.1', port: 0 });
 }
 
-const [kind, rpcUrl, ...keys] = process.argv.slice(2) as ['turnpike' | 'reference', string, ...Hex[]];
-const server = kind === 'reference' ? await startReference(rpcUrl, keys[0]!) : await startTurnpike(rpcUrl, keys);
+const [kind, rpcUrl, ...rest] = process.argv.slice(2) as ['turnpike' | 'reference', string, ...string[]];
+const storeUrl = rest.find((a) => a.startsWith('--store='))?.slice('--store='.length);
+const keys = rest.filter((a) => !a.startsWith('--')) as Hex[];
+const server = kind === 'reference' ? await startReference(rpcUrl, keys[0]!) : await startTurnpike(rpcUrl, keys, storeUrl);
 process.stdout.write(`${JSON.stringify({ url: server.url })}\n`);
 process.once('SIGTERM', () => process.exit(0));

@@ -137,9 +137,12 @@ export function createFacilitator(options: FacilitatorOptions) {
       };
     },
 
-    /** Finishes every journal entry a previous run left between claim and outcome. Run before serving. */
-    async reconcile(): Promise<number> {
-      const unfinished = await journal.unfinished();
+    /**
+     * Finishes the journal entries a previous run left between claim and outcome (all, or one
+     * owner's: see `recoverOrphans` for several instances on one store).
+     */
+    async reconcile(filter?: { owner: string | null }): Promise<number> {
+      const unfinished = await journal.unfinished(filter);
       for (const record of unfinished) await settler.reconcile(record);
       return unfinished.length;
     },

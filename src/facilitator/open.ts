@@ -2,14 +2,41 @@ import type { Logger } from 'pino';
 import type { ChainConnection } from '../chain/connect.js';
 import type { Config } from '../config/schema.js';
 import { openStore } from '../store/open.js';
-import { createFacilitator } from './facilitator.js';
+import type { Store } from '../store/store.js';
+import { StoreError } from '../store/store.js';
+import { type Facilitator, createFacilitator } from './facilitator.js';
+
+/** How often an instance looks for the journal entries of instances that died. */
+const RECOVER_EVERY_MS = 15_000;
 
 /**
- * The facilitator a serving command runs: the configured store, the chain's relayers, and the
- * journal reconciled (what a previous run left between claim and outcome finished) before the
- * caller serves a single request.
+ * Finishes the unfinished journal entries of instances that are gone (their `instance:<id>`
+ * lease is free: the process ended, however it ended). Taking that lease is also what makes the
+ * recovery happen once: of several live instances, one gets it and the others skip those entries.
+ * Entries of live instances, this one included, are theirs to finish.
+ */
+export async function recoverOrphans(store: Store, facilitator: Facilitator): Promise<number> {
+  let finished = 0;
+  for (const owner of await store.journal.unfinishedOwners()) {
+    if (owner === store.instanceId) continue;
+    const lease = await store.lease(`instance:${owner ?? 'unowned'}`);
+    if (!lease) continue;
+    try {
+      finished += await facilitator.reconcile({ owner });
+    } finally {
+      await lease.release();
+    }
+  }
+  return finished;
+}
+
+/**
+ * The facilitator a serving command runs: the configured store, this instance's relayer keys
+ * leased (no other instance on the store may send from them), and the journal entries that
+ * instances which died left between claim and outcome finished before the caller serves a
+ * single request, and every 15 s after.
  *
- * @example const { store, facilitator } = await openFacilitator({ config, chain, logger });
+ * @example const { store, facilitator, close } = await openFacilitator({ config, chain, logger });
  */
 export async function openFacilitator({ config, chain, logger }: { config: Config; chain: ChainConnection; logger: Logger }) {
   const store = await openStore(config.store.url!, logger);
@@ -20,12 +47,29 @@ export async function openFacilitator({ config, chain, logger }: { config: Confi
     relayerKeys: chain.relayerKeys,
     logger,
   });
+  const recover = async () => {
+    const reconciled = await recoverOrphans(store, facilitator);
+    if (reconciled > 0) logger.info({ reconciled }, 'finished settlements left by a stopped instance');
+  };
   try {
-    const reconciled = await facilitator.reconcile();
-    if (reconciled > 0) logger.info({ reconciled }, 'finished settlements left by the previous run');
+    for (const relayer of facilitator.relayers) {
+      if (!(await store.lease(`relayer:${relayer.toLowerCase()}`))) {
+        throw new StoreError(`relayer ${relayer} is sending for another turnpike instance on this store; give each instance its own TURNPIKE_RELAYER_KEY`);
+      }
+    }
+    await recover();
   } catch (error) {
     await store.close();
     throw error;
   }
-  return { store, facilitator };
+  const timer = setInterval(() => void recover().catch((err: unknown) => logger.error({ err }, 'journal recovery failed')), RECOVER_EVERY_MS).unref();
+  return {
+    store,
+    facilitator,
+    /** Stops recovering and closes the store. */
+    async close() {
+      clearInterval(timer);
+      await store.close();
+    },
+  };
 }

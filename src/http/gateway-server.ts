@@ -21,6 +21,7 @@ import { stripePayouts } from '../rails/stripe/payouts.js';
 import { stripeClient } from '../rails/stripe/stripe-client.js';
 import { createSubscriptionCheckout } from '../rails/stripe/subscriptions.js';
 import type { ServerRecord } from '../store/operators.js';
+import type { Lease } from '../store/store.js';
 import { adminRoutes } from './admin-routes.js';
 import { createApp } from './app.js';
 import { creditsRoutes } from './credits-routes.js';
@@ -68,7 +69,13 @@ export type GatewayServerOptions = {
  */
 export async function serveGateway(options: GatewayServerOptions) {
   const { config, chain, logger, secrets } = options;
-  const { store, facilitator } = await openFacilitator({ config, chain, logger });
+  const treasuryKey = secrets.treasuryKey ?? chain.sandbox?.accounts.treasury.privateKey;
+  const keyAddress = treasuryKey ? privateKeyToAccount(treasuryKey).address : undefined;
+  const treasury = (config.operators.treasury as Address | undefined) ?? keyAddress;
+  if (keyAddress && treasury?.toLowerCase() !== keyAddress.toLowerCase()) {
+    throw new Error(`operators.treasury ${treasury} is not the address of TURNPIKE_TREASURY_KEY (${keyAddress}): withdrawals would be sent from money that is not there`);
+  }
+  const { store, facilitator, close: closeStore } = await openFacilitator({ config, chain, logger });
   const credits = config.credits.enabled
     ? createCredits({ store, tokenSecret: secrets.tokenSecret ?? (await store.instanceSecret('budget-tokens')) })
     : undefined;
@@ -80,12 +87,13 @@ export async function serveGateway(options: GatewayServerOptions) {
   const debits = credits ? openDebits(store.credits, { maxCallMs, logger, beforeClose: () => book.flush() }) : undefined;
   await debits?.start();
 
-  const treasuryKey = secrets.treasuryKey ?? chain.sandbox?.accounts.treasury.privateKey;
-  const treasury = (config.operators.treasury as Address | undefined) ?? (treasuryKey ? privateKeyToAccount(treasuryKey).address : undefined);
+  // One instance on the store sends from the treasury key; the others reserve and leave the sending to it.
+  let treasuryLease: Lease | undefined;
+  const isSender = async () => Boolean((treasuryLease ??= await store.lease(`treasury:${treasury!.toLowerCase()}`)));
   const withdrawals = treasuryKey
-    ? createWithdrawals({ store, client: chain.client, network: chain.network, treasuryKey, minimum: config.operators.minWithdrawalUsd, logger })
+    ? createWithdrawals({ store, client: chain.client, network: chain.network, treasuryKey, minimum: config.operators.minWithdrawalUsd, logger, isSender })
     : undefined;
-  void withdrawals?.reconcile().catch((err: unknown) => logger.error({ err }, 'cannot finish unfinished withdrawals'));
+  withdrawals?.start();
   const operators = createOperators({
     store,
     ...(secrets.secretsKey ? { box: secretBox(secrets.secretsKey) } : {}),
@@ -221,10 +229,11 @@ export async function serveGateway(options: GatewayServerOptions) {
     url: server.url,
     async close() {
       await server.close();
+      withdrawals?.stop();
       await debits?.stop();
       await book.stop();
       await registeredAgent.close();
-      await store.close();
+      await closeStore();
     },
   };
 }

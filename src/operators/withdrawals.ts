@@ -18,7 +18,16 @@ export type WithdrawalsOptions = {
   logger: Logger;
   /** How long a request waits for its receipt before answering `submitted` (a watcher finishes it). */
   receiptTimeoutMs?: number;
+  /**
+   * Whether this instance is the one that sends from the treasury now (it holds the treasury's
+   * lease). The others only reserve: their requests stay `requested` until the sender's watcher
+   * sends them, a few seconds later.
+   */
+  isSender?: () => Promise<boolean>;
 };
+
+/** How often the sending instance looks for requested and unconfirmed withdrawals. */
+const WATCH_EVERY_MS = 3_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -40,6 +49,8 @@ export function createWithdrawals(options: WithdrawalsOptions) {
   const { store, client, network, logger } = options;
   const treasury = privateKeyToAccount(options.treasuryKey);
   const receiptTimeoutMs = options.receiptTimeoutMs ?? 30_000;
+  const isSender = options.isSender ?? (async () => true);
+  let watcher: NodeJS.Timeout | undefined;
   let queue: Promise<unknown> = Promise.resolve();
   const serialized = <T>(fn: () => Promise<T>): Promise<T> => {
     const next = queue.then(fn, fn);
@@ -147,15 +158,26 @@ export function createWithdrawals(options: WithdrawalsOptions) {
         if (result.reason === 'below_minimum') throw new ApiError(409, 'below_minimum', `a withdrawal is at least ${options.minimum} atomic units`, { minimum: options.minimum.toString(), available });
         throw new ApiError(409, 'insufficient_balance', `only ${available} atomic units are available to withdraw`, { available });
       }
-      if (!result.created) return { created: false, withdrawal: result.record };
+      if (!result.created || !(await isSender())) return { created: result.created, withdrawal: result.record };
       return { created: true, withdrawal: await process(result.record) };
     },
 
-    /** Finishes every withdrawal a crash or a slow chain left unfinished. */
+    /** Sends or finishes every withdrawal a crash, a slow chain or another instance left unfinished (on the sender only). */
     async reconcile(): Promise<number> {
+      if (!(await isSender())) return 0;
       const unfinished = await store.operators.unfinishedWithdrawals();
       for (const w of unfinished) await process(w);
       return unfinished.length;
+    },
+
+    /** Reconciles now and then every few seconds, until `stop`. */
+    start() {
+      const watch = () => void this.reconcile().catch((err: unknown) => logger.error({ err }, 'cannot finish unfinished withdrawals'));
+      watch();
+      watcher = setInterval(watch, WATCH_EVERY_MS).unref();
+    },
+    stop() {
+      clearInterval(watcher);
     },
   };
 }

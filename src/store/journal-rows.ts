@@ -20,6 +20,7 @@ export type Row = {
   relayer_nonce: bigint | null;
   error_reason: string | null;
   error_message: string | null;
+  owner: string | null;
   created_at: bigint;
   updated_at: bigint;
 };
@@ -41,6 +42,7 @@ export function toRecord(r: Row): PaymentRecord {
     signature: r.signature as Hex,
     network: r.network,
     state: r.state,
+    ...(r.owner ? { owner: r.owner } : {}),
     ...(r.tx_hash ? { txHash: r.tx_hash as Hex } : {}),
     ...(r.raw_tx ? { rawTx: r.raw_tx as Hex } : {}),
     ...(r.relayer ? { relayer: r.relayer as Address } : {}),
@@ -58,11 +60,11 @@ export const journalSql = {
   select: `SELECT * FROM payments WHERE ${KEY}`,
   insert: (state: 'verified' | 'submitting') => `
     INSERT INTO payments (chain_id, asset, payer, nonce, pay_to, amount, valid_after, valid_before, signature,
-                          network, state, created_at, updated_at)
+                          network, state, owner, created_at, updated_at)
     VALUES (@chainId, @asset, @payer, @nonce, @payTo, @amount, @validAfter, @validBefore, @signature,
-            @network, '${state}', @now, @now)
+            @network, '${state}', @owner, @now, @now)
     ON CONFLICT (chain_id, asset, payer, nonce) DO NOTHING`,
-  takeVerified: `UPDATE payments SET state = 'submitting', updated_at = @now WHERE ${KEY} AND state = 'verified'`,
+  takeVerified: `UPDATE payments SET state = 'submitting', owner = @owner, updated_at = @now WHERE ${KEY} AND state = 'verified'`,
   recordTx: `
     UPDATE payments SET state = 'submitted', tx_hash = @txHash, raw_tx = @rawTx, relayer = @relayer,
                         relayer_nonce = @relayerNonce, updated_at = @now
@@ -73,6 +75,8 @@ export const journalSql = {
     WHERE ${KEY} AND (state IN ('submitting', 'submitted') OR (state = 'verified' AND @state = 'failed'))`,
   release: `DELETE FROM payments WHERE ${KEY} AND state IN ('verified', 'submitting', 'submitted')`,
   unfinished: `SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') ORDER BY created_at`,
+  unfinishedOf: `SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') AND owner IS NOT DISTINCT FROM @owner ORDER BY created_at`,
+  unfinishedOwners: `SELECT DISTINCT owner FROM payments WHERE state IN ('verified', 'submitting', 'submitted')`,
 };
 
 /** The parameters of a finish, for both backends. */

@@ -28,6 +28,8 @@ export type NewPayment = PaymentKey & {
 
 export type PaymentRecord = NewPayment & {
   state: PaymentState;
+  /** The instance that reserved or claimed it (see `Store.instanceId`). */
+  owner?: string;
   txHash?: Hex;
   rawTx?: Hex;
   relayer?: Address;
@@ -64,6 +66,12 @@ export interface PaymentJournal {
   finish(key: PaymentKey, outcome: SettlementOutcome): Promise<void>;
   /** Gives a hold or a claim back when nothing can have reached the chain, so the payer may retry. */
   release(key: PaymentKey): Promise<void>;
-  /** Entries a crash may have left between reservation or claim and outcome, oldest first. */
-  unfinished(): Promise<PaymentRecord[]>;
+  /**
+   * Entries a crash may have left between reservation or claim and outcome, oldest first: all of
+   * them, or those of one owner (the instance that reserved or claimed them; null for entries
+   * written before owners were recorded).
+   */
+  unfinished(filter?: { owner: string | null }): Promise<PaymentRecord[]>;
+  /** The owners of unfinished entries. */
+  unfinishedOwners(): Promise<(string | null)[]>;
 }

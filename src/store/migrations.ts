@@ -174,6 +174,8 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX servers_operator ON servers (operator_id);
       ALTER TABLE api_keys ADD COLUMN operator_id TEXT REFERENCES operators (id);
       CREATE INDEX api_keys_operator ON api_keys (operator_id);
+      ALTER TABLE payments ADD COLUMN owner TEXT;
+      CREATE INDEX payments_owner ON payments (state, owner);
       CREATE TABLE usage_counts (
         server TEXT NOT NULL,
         caller TEXT NOT NULL,

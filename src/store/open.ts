@@ -7,7 +7,7 @@ const EXPECTED = 'expected sqlite:<path>, sqlite::memory: or postgres://user:pas
 
 /**
  * Opens the store a URL names: `sqlite:<path>` (or `sqlite::memory:`), or `postgres://…` /
- * `postgresql://…` (several instances may share it).
+ * `postgresql://…`, optionally `?schema=name` (several instances may share it).
  *
  * @example
  * const store = await openStore('sqlite:.turnpike/turnpike.db', logger);
@@ -19,7 +19,13 @@ export async function openStore(url: string, logger?: Logger): Promise<Store> {
     if (!file) throw new StoreError(`the store URL sqlite: needs a path; ${EXPECTED}`);
     return openSqliteStore({ path: file, logger });
   }
-  if (/^postgres(ql)?:\/\//.test(url)) return openPostgresStore({ url, ...(logger ? { logger } : {}) });
+  if (/^postgres(ql)?:\/\//.test(url)) {
+    // `?schema=name` puts turnpike's tables in a schema of their own (one per environment, or per test run).
+    const parsed = new URL(url);
+    const schema = parsed.searchParams.get('schema') ?? undefined;
+    parsed.searchParams.delete('schema');
+    return openPostgresStore({ url: parsed.toString(), ...(schema ? { schema } : {}), ...(logger ? { logger } : {}) });
+  }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
   throw new StoreError(`unsupported store URL ${scheme ? `scheme "${scheme}:"` : `"${url}" (no scheme)`}; ${EXPECTED}`);
 }

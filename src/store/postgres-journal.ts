@@ -13,6 +13,8 @@ const sql = {
   finish: named(journalSql.finish),
   release: named(journalSql.release),
   unfinished: named(journalSql.unfinished),
+  unfinishedOf: named(journalSql.unfinishedOf),
+  unfinishedOwners: named(journalSql.unfinishedOwners),
 };
 
 /**
@@ -21,7 +23,7 @@ const sql = {
  * nothing, and a guarded UPDATE re-checks its WHERE on the row it locked: exactly one caller
  * reserves or claims a payment, across every instance on the database.
  */
-export function postgresJournal(pool: pg.Pool): PaymentJournal {
+export function postgresJournal(pool: pg.Pool, owner: string): PaymentJournal {
   const get = async (db: pg.Pool | pg.PoolClient, key: PaymentKey) => {
     const row = await one<Row>(db, sql.select, keyParams(key));
     return row ? toRecord(row) : undefined;
@@ -33,14 +35,14 @@ export function postgresJournal(pool: pg.Pool): PaymentJournal {
   return {
     get: (key) => get(pool, key),
     async reserve(payment) {
-      if ((await run(pool, sql.insertVerified, { ...payment, ...keyParams(payment), now: Date.now() })) === 1) return { reserved: true };
+      if ((await run(pool, sql.insertVerified, { ...payment, ...keyParams(payment), owner, now: Date.now() })) === 1) return { reserved: true };
       return { reserved: false, record: (await get(pool, payment))! };
     },
     claim: (payment) =>
       transaction(pool, async (db) => {
         const now = Date.now();
-        if ((await run(db, sql.insert, { ...payment, ...keyParams(payment), now })) === 1) return { claimed: true as const };
-        if ((await run(db, sql.takeVerified, { ...keyParams(payment), now })) === 1) return { claimed: true as const };
+        if ((await run(db, sql.insert, { ...payment, ...keyParams(payment), owner, now })) === 1) return { claimed: true as const };
+        if ((await run(db, sql.takeVerified, { ...keyParams(payment), owner, now })) === 1) return { claimed: true as const };
         return { claimed: false as const, record: (await get(db, payment))! };
       }),
     async recordTransaction(key, tx) {
@@ -53,8 +55,11 @@ export function postgresJournal(pool: pg.Pool): PaymentJournal {
     async release(key) {
       await run(pool, sql.release, keyParams(key));
     },
-    async unfinished() {
-      return (await all<Row>(pool, sql.unfinished)).map(toRecord);
+    async unfinished(filter) {
+      return (await (filter ? all<Row>(pool, sql.unfinishedOf, filter) : all<Row>(pool, sql.unfinished))).map(toRecord);
+    },
+    async unfinishedOwners() {
+      return (await all<{ owner: string | null }>(pool, sql.unfinishedOwners)).map((r) => r.owner);
     },
   };
 }

@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import type pg from 'pg';
+import pg from 'pg';
 import type { Logger } from 'pino';
 import { type Migration, migrations as shipped } from './migrations.js';
 import { createPool, named, one, run } from './pg.js';
@@ -7,7 +7,7 @@ import { postgresCredits } from './postgres-credits.js';
 import { postgresJournal } from './postgres-journal.js';
 import { migratePostgres } from './postgres-migrate.js';
 import { postgresOperators } from './postgres-operators.js';
-import { type Store, StoreError } from './store.js';
+import { type Lease, type Store, StoreError } from './store.js';
 
 export type PostgresStoreOptions = {
   /** `postgres://user:password@host:port/database` */
@@ -41,6 +41,37 @@ const readMeta = named('SELECT value FROM meta WHERE key = @key');
 const schemaVersion = named('SELECT MAX(version) AS v FROM schema_migrations');
 
 /**
+ * The connection that holds this instance's leases as session advisory locks: the server drops
+ * them when the connection ends, however the process died. Losing it while running would let
+ * another instance take this one's relayer keys, so the process is told to stop (SIGTERM).
+ */
+async function leaseSession(options: PostgresStoreOptions, instanceId: string) {
+  const client = new pg.Client({ connectionString: options.url, ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}) });
+  await client.connect();
+  let ending = false;
+  const lost = (error?: Error) => {
+    if (ending) return;
+    options.logger?.fatal({ err: error }, 'lost the PostgreSQL session holding this instance’s leases; stopping');
+    process.kill(process.pid, 'SIGTERM');
+  };
+  client.on('error', lost);
+  client.on('end', () => lost());
+  const take = async (name: string): Promise<Lease | undefined> => {
+    const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok', [name]);
+    if (!rows[0]!.ok) return undefined;
+    return { release: async () => void (await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [name])) };
+  };
+  if (!(await take(`instance:${instanceId}`))) throw new StoreError('could not take this instance’s own lease');
+  return {
+    take,
+    async end() {
+      ending = true;
+      await client.end();
+    },
+  };
+}
+
+/**
  * Opens the PostgreSQL store and brings its schema up to date; several turnpike instances may
  * share it. Money columns are BIGINT and read as bigint; every check-then-write is one guarded
  * statement or a transaction holding a row lock, so instances cannot interleave inside it.
@@ -64,11 +95,15 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     throw new StoreError(`cannot open PostgreSQL at ${redactedUrl(options.url)}: ${(error as Error).message}; is the server running and the URL right?`, { cause: error });
   }
 
+  const instanceId = randomUUID();
+  const leases = await leaseSession(options, instanceId);
   let closed = false;
   return {
     kind: 'postgres',
     pool,
-    journal: postgresJournal(pool),
+    instanceId,
+    lease: leases.take,
+    journal: postgresJournal(pool, instanceId),
     credits: postgresCredits(pool),
     operators: postgresOperators(pool),
     async instanceSecret(name) {
@@ -89,6 +124,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async close() {
       if (closed) return;
       closed = true;
+      await leases.end();
       await pool.end();
     },
   };

@@ -4,7 +4,7 @@ import { type Row, finishParams, journalSql, keyParams, toRecord } from './journ
 import { StoreError } from './store.js';
 
 /** The payments journal on SQLite: every transition is one guarded UPDATE or INSERT. */
-export function sqliteJournal(db: Database.Database): PaymentJournal {
+export function sqliteJournal(db: Database.Database, owner: string): PaymentJournal {
   const select = db.prepare<Record<string, unknown>, Row>(journalSql.select).safeIntegers(true);
   const insert = db.prepare(journalSql.insert('submitting'));
   const insertVerified = db.prepare(journalSql.insert('verified'));
@@ -13,6 +13,8 @@ export function sqliteJournal(db: Database.Database): PaymentJournal {
   const finish = db.prepare(journalSql.finish);
   const release = db.prepare(journalSql.release);
   const unfinished = db.prepare<[], Row>(journalSql.unfinished).safeIntegers(true);
+  const unfinishedOf = db.prepare<{ owner: string | null }, Row>(journalSql.unfinishedOf).safeIntegers(true);
+  const owners = db.prepare<[], { owner: string | null }>(journalSql.unfinishedOwners);
 
   const get = (key: PaymentKey) => {
     const row = select.get(keyParams(key));
@@ -24,8 +26,8 @@ export function sqliteJournal(db: Database.Database): PaymentJournal {
 
   const claim = db.transaction((payment: NewPayment) => {
     const now = Date.now();
-    if (insert.run({ ...payment, ...keyParams(payment), now }).changes === 1) return { claimed: true as const };
-    if (takeVerified.run({ ...keyParams(payment), now }).changes === 1) return { claimed: true as const };
+    if (insert.run({ ...payment, ...keyParams(payment), owner, now }).changes === 1) return { claimed: true as const };
+    if (takeVerified.run({ ...keyParams(payment), owner, now }).changes === 1) return { claimed: true as const };
     return { claimed: false as const, record: get(payment)! };
   });
 
@@ -34,7 +36,7 @@ export function sqliteJournal(db: Database.Database): PaymentJournal {
       return get(key);
     },
     async reserve(payment) {
-      if (insertVerified.run({ ...payment, ...keyParams(payment), now: Date.now() }).changes === 1) return { reserved: true };
+      if (insertVerified.run({ ...payment, ...keyParams(payment), owner, now: Date.now() }).changes === 1) return { reserved: true };
       return { reserved: false, record: get(payment)! };
     },
     async claim(payment) {
@@ -50,8 +52,11 @@ export function sqliteJournal(db: Database.Database): PaymentJournal {
     async release(key) {
       release.run(keyParams(key));
     },
-    async unfinished() {
-      return unfinished.all().map(toRecord);
+    async unfinished(filter) {
+      return (filter ? unfinishedOf.all(filter) : unfinished.all()).map(toRecord);
+    },
+    async unfinishedOwners() {
+      return owners.all().map((r) => r.owner);
     },
   };
 }

@@ -29,6 +29,9 @@ export type SqliteStore = Store & {
   immediate<T>(fn: (db: Database.Database) => T): T;
 };
 
+/** Leases held in this process, by database file: SQLite serves one instance (see `Store.lease`). */
+const leases = new Set<string>();
+
 /** How long a writer waits for another process's write lock before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5000;
 
@@ -68,9 +71,27 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
   const readMeta = db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?');
   const schemaVersion = db.prepare<[], { v: number | null }>('SELECT MAX(version) AS v FROM schema_migrations');
 
+  const instanceId = randomUUID();
+  const held = new Set<string>();
+  const lease = async (name: string) => {
+    const id = `${path.resolve(file)}\n${name}`;
+    if (leases.has(id)) return undefined;
+    leases.add(id);
+    held.add(id);
+    return {
+      async release() {
+        leases.delete(id);
+        held.delete(id);
+      },
+    };
+  };
+  await lease(`instance:${instanceId}`);
+
   return {
     kind: 'sqlite',
-    journal: sqliteJournal(db),
+    instanceId,
+    lease,
+    journal: sqliteJournal(db, instanceId),
     credits: sqliteCredits(db),
     operators: sqliteOperators(db),
     immediate: (fn) => db.transaction(() => fn(db)).immediate(),
@@ -89,6 +110,8 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
       }
     },
     async close() {
+      for (const id of held) leases.delete(id);
+      held.clear();
       if (db.open) db.close();
     },
   };

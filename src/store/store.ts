@@ -14,8 +14,24 @@ import type { OperatorStore } from './operators.js';
  *    unseen) goes in one `db.transaction(fn).immediate()` or one guarded statement; never await
  *    inside it.
  */
+/** Held by one instance at a time; gone when that instance dies. */
+export type Lease = { release(): Promise<void> };
+
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
+  /**
+   * This opening of the store: a random id, held as the lease `instance:<id>` while it is open.
+   * Journal entries record it as their owner, so another instance can tell an entry whose
+   * owner died (its lease is free) from one still being worked on.
+   */
+  readonly instanceId: string;
+  /**
+   * Takes a named lease for as long as this store is open, or answers undefined if another live
+   * instance holds it: a relayer or treasury key is sent from by one instance only, and a dead
+   * instance's journal is recovered by one instance only. PostgreSQL: a session advisory lock
+   * (released by the server when the holder's connection dies). SQLite: within this process.
+   */
+  lease(name: string): Promise<Lease | undefined>;
   readonly journal: PaymentJournal;
   readonly credits: CreditStore;
   readonly operators: OperatorStore;

@@ -44,8 +44,14 @@ export function freshSchema(): string {
 }
 
 export type Backend =
-  | { name: 'sqlite'; skip: false; open(): Promise<SqliteStore> }
-  | { name: 'postgres'; skip: string | false; open(): Promise<PostgresStore> };
+  | { name: 'sqlite'; skip: false; open(): Promise<SqliteStore>; shared(): () => Promise<SqliteStore> }
+  | { name: 'postgres'; skip: string | false; open(): Promise<PostgresStore>; shared(): () => Promise<PostgresStore> };
+
+const tempDir = () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-store-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+};
 
 /**
  * The store backends every store test runs against: SQLite (a file in a temp directory) and
@@ -56,15 +62,20 @@ export const backends: Backend[] = [
   {
     name: 'sqlite',
     skip: false,
-    open: () => {
-      const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-store-'));
-      after(() => rmSync(dir, { recursive: true, force: true }));
-      return openSqliteStore({ path: path.join(dir, 'store.db') });
+    open: () => openSqliteStore({ path: path.join(tempDir(), 'store.db') }),
+    /** Opens stores on one database, as several instances would. */
+    shared() {
+      const file = path.join(tempDir(), 'store.db');
+      return () => openSqliteStore({ path: file });
     },
   },
   {
     name: 'postgres',
     skip: unreachable ?? false,
     open: () => openPostgresStore({ url: POSTGRES_URL, schema: freshSchema() }),
+    shared() {
+      const schema = freshSchema();
+      return () => openPostgresStore({ url: POSTGRES_URL, schema });
+    },
   },
 ];

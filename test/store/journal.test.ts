@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import type { Address, Hex } from 'viem';
 import type { NewPayment } from '../../src/store/journal.js';
-import { StoreError } from '../../src/store/store.js';
+import { type Store, StoreError } from '../../src/store/store.js';
 import { backends } from '../helpers/stores.js';
 
 const payment = (nonce: string): NewPayment => ({
@@ -22,7 +22,7 @@ const tx = { txHash: `0x${'ab'.repeat(32)}` as Hex, rawTx: '0x02f8' as Hex, rela
 for (const backend of backends)
 describe(`payments journal (${backend.name})`, { skip: backend.skip }, () => {
   const open: { close(): Promise<void> }[] = [];
-  const opened = async () => {
+  const opened = async (): Promise<Store> => {
     const store = await opened();
     open.push(store);
     return store;

@@ -23,7 +23,7 @@ export const facilitatorCommand = defineCommand({
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
     const logger = createLogger(config.log);
     const chain = await connectChain(config, loadSecrets());
-    const { store, facilitator } = await openFacilitator({ config, chain, logger }).catch(async (error) => {
+    const { store, facilitator, close } = await openFacilitator({ config, chain, logger }).catch(async (error) => {
       await chain.close();
       throw error;
     });
@@ -43,7 +43,7 @@ export const facilitatorCommand = defineCommand({
     );
     await untilSignal();
     await server.close();
-    await store.close();
+    await close();
     await chain.close();
   },
 });
