@@ -19,6 +19,8 @@ export function usdToAtomic(usd: string): bigint {
 
 /** Atomic units back to a USD decimal string, exactly: `10000n` → `"0.01"`. */
 export function atomicToUsd(atomic: bigint): string {
+  // `%` and `/` truncate toward zero: a negative amount is its magnitude's digits behind a minus.
+  if (atomic < 0n) return `-${atomicToUsd(-atomic)}`;
   const whole = atomic / 10n ** BigInt(DECIMALS);
   const fraction = (atomic % 10n ** BigInt(DECIMALS)).toString().padStart(DECIMALS, '0').replace(/0+$/, '');
   return fraction ? `${whole}.${fraction}` : `${whole}`;
@@ -53,5 +55,6 @@ export type PriceTable = z.infer<typeof priceTableSchema>;
  */
 export function priceOf(table: PriceTable, tool: string): bigint {
   if (table.free.includes(tool)) return 0n;
-  return table.tools[tool] ?? table.default;
+  // Own entries only: a tool named `constructor` or `toString` must not be priced by Object.prototype.
+  return Object.hasOwn(table.tools, tool) ? table.tools[tool]! : table.default;
 }
