@@ -9,7 +9,8 @@ import { z } from 'zod';
 /** A uint256 as a decimal string, the way x402 carries amounts and times. */
 export const uintString = z
   .string()
-  .regex(/^(0|[1-9]\d{0,77})$/, 'expected a non-negative integer as a decimal string')
+  // zod runs every check even after one failed; `abort` keeps BigInt() from throwing on non-digits.
+  .regex(/^(0|[1-9]\d{0,77})$/, { message: 'expected a non-negative integer as a decimal string', abort: true })
   .refine((s) => BigInt(s) < 1n << 256n, 'expected at most 2^256 - 1');
 export const addressString = z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'expected a 0x-prefixed 20-byte address');
 const bytes32 = z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'expected 0x followed by 64 hex digits');
