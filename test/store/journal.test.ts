@@ -23,7 +23,7 @@ for (const backend of backends)
 describe(`payments journal (${backend.name})`, { skip: backend.skip }, () => {
   const open: { close(): Promise<void> }[] = [];
   const opened = async (): Promise<Store> => {
-    const store = await opened();
+    const store = await backend.open();
     open.push(store);
     return store;
   };
