@@ -36,6 +36,7 @@ function spawnInstance(relayer: number, upstreamPath: string) {
         TURNPIKE_TREASURY_KEY: sandbox.accounts.treasury.privateKey,
         TURNPIKE_ADMIN_KEY: ADMIN,
         TURNPIKE_OPERATORS_ALLOW_PRIVATE_UPSTREAMS: 'true',
+        TURNPIKE_OPERATORS_MIN_WITHDRAWAL_USD: '0.01',
       },
     },
   );
