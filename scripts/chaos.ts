@@ -1,0 +1,114 @@
+/**
+ * `npm run chaos [-- --seconds 60] [--seed N] [--json]`: a soak test of the paying proxy under
+ * faults, which then checks that the money adds up. Exit code 0 when every invariant holds, 1
+ * when one fails (the evidence directory is kept and named), 2 for bad flags.
+ *
+ * Set-up: the sandbox chain in this process; the upstream (an MCP server built with the SDK,
+ * tools `ok`, `fail` (isError), `throw` (JSON-RPC error), `hang`, `http500`, each logging its
+ * executions with the caller's `callId`) and the built `turnpike wrap` (network base on the
+ * sandbox's RPC, price 0.01 USDC, upstream timeout 3 s) each in their own process. x402 payers
+ * (the official x402 client signs one authorization per call) and credits payers (an API key
+ * each) call it concurrently for `--seconds`, retrying with the same payment or
+ * Idempotency-Key after no answer or a 5xx, sending concurrent copies, replaying settled
+ * payments and making mistakes (bad JSON, bad payment encodings, wrong amount or payee, expired
+ * authorizations, paid calls in a batch, unknown keys, reused Idempotency-Keys). Meanwhile
+ * turnpike is killed with SIGKILL and restarted on the same data and port, anvil is stopped
+ * with SIGSTOP for 1–3 s, and the upstream is killed and restarted. At the end turnpike is
+ * killed once more and restarted, and the run waits until recovery has finished every journal
+ * entry and every open debit.
+ *
+ * The invariants, exactly (a "call" is one callId; its requests all carry the same body):
+ *  1. The USDC that left payers equals what the payee received, the payers' and payee's balance
+ *     changes, and the sum of the settled journal entries; no payer's USDC went anywhere else.
+ *  2. Each authorization the token reports used (AuthorizationUsed) is exactly one settled
+ *     journal entry, used in the transaction the entry names, which carries its Transfer; no
+ *     authorization is used twice; every transaction a relayer sent succeeded and is named by
+ *     the journal; no entry failed with a transaction.
+ *  3. After recovery no journal entry is verified, submitting or submitted.
+ *  4. Every settled payment belongs to a call a client made whose tool produced its result
+ *     (`ok` logged it); every standing (unrefunded) debit recorded with an Idempotency-Key
+ *     belongs to such a call, as does every standing debit a client was shown; per API key,
+ *     standing debits without an Idempotency-Key are at most the results produced for that
+ *     key's calls without one (the store does not name their call).
+ *  5. No payment of a call to a failing tool is settled; every debit for a failing tool is refunded.
+ *  6. Every x402 call that got its result has its payment settled; every debit shown with a
+ *     result stands, unless the crash sweep refunded it within 1 s of a SIGKILL (debits are
+ *     closed in 100 ms batches, so the last ones before a kill are refunded in the caller's
+ *     favour); the results of one Idempotency-Key show at most one standing debit.
+ *  7. A call ran at most once per round (concurrent copies of one payment or Idempotency-Key
+ *     run once; another run needs a retry after an answer without the result), or once per
+ *     request for credits calls without an Idempotency-Key.
+ *  8. Every answer to a mistake is below 500 (no answer at all while turnpike is down is not an
+ *     answer), and no mistake ran the tool or got a result (a reused Idempotency-Key whose first
+ *     debit was refunded after a kill is free again, and may).
+ *  9. Each key's balance equals the sum of its ledger entries, and each entry's balance_after
+ *     the running sum, never negative.
+ * 10. No debit is open after recovery; each refund undoes one debit of the same key, in full, once.
+ * Not an invariant, but reported: settled x402 payments whose answer was cut off by a kill (a
+ * transfer on chain cannot be undone; the payer paid for a result it did not receive).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { startChain } from './chaos/chain.js';
+import { unrecovered, gatherEvidence } from './chaos/evidence.js';
+import { injectFaults } from './chaos/faults.js';
+import { checkInvariants } from './chaos/invariants.js';
+import { runPayers } from './chaos/payers.js';
+import { formatReport, summarize } from './chaos/report.js';
+import { startStack } from './chaos/stack.js';
+
+const X402_PAYERS = 6;
+const CREDITS_PAYERS = 4;
+const RECOVERY_TIMEOUT_MS = 30_000;
+
+const flagsSchema = z.object({
+  seconds: z.coerce.number().int().positive().default(60),
+  seed: z.coerce.number().int().nonnegative().default(() => Math.floor(Math.random() * 1_000_000)),
+  json: z.boolean().default(false),
+});
+
+let flags: z.infer<typeof flagsSchema>;
+try {
+  const { values } = parseArgs({ options: { seconds: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' } } });
+  flags = flagsSchema.parse(values);
+} catch (error) {
+  process.stderr.write(`chaos: ${error instanceof z.ZodError ? error.issues.map((i) => `--${i.path.join('.')}: ${i.message}`).join('; ') : (error as Error).message}\n`);
+  process.exit(2);
+}
+const progress = (s: string) => process.stderr.write(`chaos: ${s}\n`);
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-chaos-'));
+const chain = await startChain(X402_PAYERS);
+const stack = await startStack(chain, dir);
+const keys = await Promise.all(Array.from({ length: CREDITS_PAYERS }, (_, i) => stack.createKey(`chaos-${i}`, '50')));
+progress(`turnpike at ${stack.base}, chain at ${chain.sandbox.rpcUrl}, evidence in ${dir}; running ${flags.seconds} s with seed ${flags.seed}`);
+
+const deadline = Date.now() + flags.seconds * 1000;
+const running = () => Date.now() < deadline;
+const [calls, faults] = await Promise.all([
+  runPayers({ mcpUrl: stack.mcpUrl, seed: flags.seed, x402: chain.sandbox.accounts.payers, keys, stranger: chain.sandbox.accounts.payees[1]!.address, running }),
+  injectFaults({ chain, stack, seed: flags.seed, running }),
+]);
+
+progress('faults over; killing turnpike once more and waiting for its recovery');
+const finalKill = Date.now();
+await stack.turnpike.kill();
+await stack.turnpike.start();
+const recoveryDeadline = Date.now() + RECOVERY_TIMEOUT_MS;
+for (let left = unrecovered(stack.dbPath); left.journal + left.openDebits > 0 && Date.now() < recoveryDeadline; left = unrecovered(stack.dbPath)) {
+  await new Promise((r) => setTimeout(r, 250));
+}
+await stack.stop();
+
+const evidence = await gatherEvidence({ dbPath: stack.dbPath, sandbox: chain.sandbox, payees: [stack.payTo], executionLog: stack.executionLog });
+await chain.stop();
+const payers = chain.sandbox.accounts.payers.map((p) => p.address);
+const kills = [...faults.filter((f) => f.kind === 'turnpike_kill').map((f) => f.at), finalKill];
+const checks = checkInvariants(evidence, calls, { payTo: stack.payTo, payers, kills });
+const summary = summarize({ seconds: flags.seconds, seed: flags.seed, calls, faults, evidence, checks });
+process.stdout.write(flags.json ? `${JSON.stringify({ ...summary, dir: summary.ok ? undefined : dir }, null, 2)}\n` : formatReport(summary, dir));
+if (summary.ok) rmSync(dir, { recursive: true, force: true });
+process.exitCode = summary.ok ? 0 : 1;

@@ -1,0 +1,106 @@
+import Database from 'better-sqlite3';
+import { type Address, type Hex, createPublicClient, http } from 'viem';
+import { z } from 'zod';
+import { usdcAbi } from '../../contracts-abi/usdc.js';
+import type { Sandbox } from '../../src/chain/sandbox/sandbox.js';
+import { type Execution, readExecutions } from './executions.js';
+
+const journalRow = z.object({
+  payer: z.string(),
+  nonce: z.string(),
+  pay_to: z.string(),
+  amount: z.bigint(),
+  state: z.string(),
+  tx_hash: z.string().nullable(),
+  error_reason: z.string().nullable(),
+});
+const ledgerRow = z.object({
+  id: z.string(),
+  key_id: z.string(),
+  kind: z.enum(['topup', 'debit', 'refund', 'adjustment', 'transfer']),
+  amount: z.bigint(),
+  balance_after: z.bigint(),
+  reason: z.string(),
+  idempotency_key: z.string(),
+  ref: z.string().nullable(),
+});
+const keyRow = z.object({ id: z.string(), balance: z.bigint() });
+const requestRow = z.object({ key_id: z.string(), idempotency_key: z.string(), debit_id: z.string() });
+
+export type JournalRow = z.infer<typeof journalRow>;
+export type LedgerRow = z.infer<typeof ledgerRow>;
+
+/** What turnpike's store says, read from its SQLite file (read-only, as a second process may). */
+export function readStore(dbPath: string) {
+  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+  db.defaultSafeIntegers(true);
+  try {
+    const all = <T>(schema: z.ZodType<T>, sql: string) => db.prepare(sql).all().map((row) => schema.parse(row));
+    return {
+      journal: all(journalRow, 'SELECT payer, nonce, pay_to, amount, state, tx_hash, error_reason FROM payments'),
+      // rowid order is the order the entries were written in.
+      ledger: all(ledgerRow, 'SELECT id, key_id, kind, amount, balance_after, reason, idempotency_key, ref FROM ledger ORDER BY rowid'),
+      keys: all(keyRow, 'SELECT id, balance FROM api_keys'),
+      requests: all(requestRow, 'SELECT key_id, idempotency_key, debit_id FROM idempotent_requests'),
+      openDebits: Number((db.prepare('SELECT COUNT(*) AS n FROM open_debits').get() as { n: bigint }).n),
+    };
+  } finally {
+    db.close();
+  }
+}
+export type StoreEvidence = ReturnType<typeof readStore>;
+
+/** Journal entries not final and debits still open: what recovery after a crash must bring to zero. */
+export function unrecovered(dbPath: string): { journal: number; openDebits: number } {
+  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+  try {
+    const count = (sql: string) => (db.prepare(sql).get() as { n: number }).n;
+    return {
+      journal: count("SELECT COUNT(*) AS n FROM payments WHERE state IN ('verified', 'submitting', 'submitted')"),
+      openDebits: count('SELECT COUNT(*) AS n FROM open_debits'),
+    };
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * What the chain says: every USDC `Transfer` and `AuthorizationUsed` log, the balances of the
+ * payers and the payee, and every transaction the relayers sent with its status.
+ */
+export async function readChain(sandbox: Sandbox, payees: Address[]) {
+  const client = createPublicClient({ transport: http(sandbox.rpcUrl, { batch: { batchSize: 200 } }) });
+  const latest = await client.getBlockNumber();
+  const logs = { address: sandbox.usdc, abi: usdcAbi, fromBlock: 0n, toBlock: latest } as const;
+  const [transfers, used] = await Promise.all([
+    client.getContractEvents({ ...logs, eventName: 'Transfer' }),
+    client.getContractEvents({ ...logs, eventName: 'AuthorizationUsed' }),
+  ]);
+  const balanceOf = (address: Address) => client.readContract({ address: sandbox.usdc, abi: usdcAbi, functionName: 'balanceOf', args: [address] });
+  const holders = [...sandbox.accounts.payers.map((p) => p.address), ...payees];
+  const balances = new Map((await Promise.all(holders.map(async (a) => [a.toLowerCase(), await balanceOf(a)] as const))));
+
+  const relayers = new Set(sandbox.accounts.relayers.map((r) => r.address.toLowerCase()));
+  const blocks = await Promise.all(Array.from({ length: Number(latest) }, (_, i) => client.getBlock({ blockNumber: BigInt(i + 1), includeTransactions: true })));
+  const sent = blocks.flatMap((b) => b.transactions).filter((tx) => relayers.has(tx.from.toLowerCase()));
+  const receipts = await Promise.all(sent.map((tx) => client.getTransactionReceipt({ hash: tx.hash })));
+
+  return {
+    transfers: transfers.map((l) => ({ from: l.args.from!.toLowerCase(), to: l.args.to!.toLowerCase(), value: l.args.value!, tx: l.transactionHash.toLowerCase() })),
+    authorizationsUsed: used.map((l) => ({ authorizer: l.args.authorizer!.toLowerCase(), nonce: (l.args.nonce as Hex).toLowerCase(), tx: l.transactionHash.toLowerCase() })),
+    balances,
+    initialPayerBalance: sandbox.payerUsdc,
+    relayerTransactions: receipts.map((r) => ({ hash: r.transactionHash.toLowerCase(), success: r.status === 'success' })),
+  };
+}
+export type ChainEvidence = Awaited<ReturnType<typeof readChain>>;
+
+export type Evidence = { store: StoreEvidence; chain: ChainEvidence; executions: Execution[] };
+
+export async function gatherEvidence(options: { dbPath: string; sandbox: Sandbox; payees: Address[]; executionLog: string }): Promise<Evidence> {
+  return {
+    store: readStore(options.dbPath),
+    chain: await readChain(options.sandbox, options.payees),
+    executions: readExecutions(options.executionLog),
+  };
+}

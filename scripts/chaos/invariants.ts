@@ -1,0 +1,213 @@
+import { type Call, answers, delivered } from './calls.js';
+import type { Evidence, LedgerRow } from './evidence.js';
+import { failingTools } from './executions.js';
+
+export type Check = { name: string; ok: boolean; summary: string; violations: string[] };
+
+/** How close (ms) to a SIGKILL a delivered credits call may be refunded: the debit closes in batches every 100 ms. */
+const CLOSE_WINDOW_MS = 1000;
+
+const sum = (values: bigint[]) => values.reduce((a, b) => a + b, 0n);
+const key = (payer: string, nonce: string) => `${payer.toLowerCase()}:${nonce.toLowerCase()}`;
+const tally = <T>(items: T[], by: (item: T) => string) => {
+  const counts = new Map<string, number>();
+  for (const item of items) counts.set(by(item), (counts.get(by(item)) ?? 0) + 1);
+  return counts;
+};
+const check = (name: string, violations: string[], summary: string): Check => ({ name, ok: violations.length === 0, summary, violations });
+
+/**
+ * Judges a finished run: the chain, the store and the upstream's execution log against each
+ * other and against what the clients sent and saw. The statements are in scripts/chaos.ts.
+ */
+export function checkInvariants(
+  evidence: Evidence,
+  calls: Call[],
+  options: { payTo: string; payers: string[]; /** When turnpike was killed with SIGKILL, the final kill included. */ kills: number[] },
+): Check[] {
+  const { store, chain, executions } = evidence;
+  const payTo = options.payTo.toLowerCase();
+  const payers = new Set(options.payers.map((p) => p.toLowerCase()));
+  const ran = tally(executions, (e) => e.callId);
+  const succeeded = tally(executions.filter((e) => e.tool === 'ok'), (e) => e.callId);
+
+  const settled = store.journal.filter((r) => r.state === 'settled');
+  const settledByKey = new Map(settled.map((r) => [key(r.payer, r.nonce), r]));
+  const paymentCalls = calls.filter((c) => c.rail === 'x402' && c.nonce && !c.mistake);
+  const callOfNonce = new Map(paymentCalls.map((c) => [key(c.payer!, c.nonce!), c]));
+
+  const debits = store.ledger.filter((e) => e.kind === 'debit');
+  const refundOf = new Map(store.ledger.filter((e) => e.kind === 'refund').map((e) => [e.idempotency_key.slice('refund:'.length), e]));
+  const standing = debits.filter((d) => !refundOf.has(d.id));
+  const standingIds = new Set(standing.map((d) => d.id));
+  const toolOf = (d: LedgerRow) => (JSON.parse(d.ref ?? '{}') as { tool?: string }).tool;
+
+  const checks: Check[] = [];
+
+  // 1. Conservation: what left the payers arrived at the payee, and is what the journal settled.
+  {
+    const v: string[] = [];
+    const out = chain.transfers.filter((t) => payers.has(t.from));
+    for (const t of out.filter((t) => t.to !== payTo)) v.push(`${t.value} left payer ${t.from} for ${t.to}, not the payee (tx ${t.tx})`);
+    for (const t of chain.transfers.filter((t) => t.to === payTo && !payers.has(t.from))) v.push(`${t.value} reached the payee from ${t.from}, not a payer`);
+    const moved = sum(out.map((t) => t.value));
+    const payerLoss = sum(options.payers.map((p) => chain.initialPayerBalance - chain.balances.get(p.toLowerCase())!));
+    const payeeGain = chain.balances.get(payTo)!;
+    const journalled = sum(settled.map((r) => r.amount));
+    if (new Set([moved, payerLoss, payeeGain, journalled]).size !== 1) {
+      v.push(`transfers out of payers ${moved}, payers' balances down ${payerLoss}, payee's balance up ${payeeGain}, settled in the journal ${journalled}`);
+    }
+    checks.push(check('USDC that left a payer arrived at the payee, and equals the settled journal', v, `${out.length} transfers, ${moved} atomic units (${settled.length} settled entries, ${journalled})`));
+  }
+
+  // 2. One-to-one: each authorization used on chain is exactly one settled entry, in that entry's transaction.
+  {
+    const v: string[] = [];
+    const used = tally(chain.authorizationsUsed, (u) => key(u.authorizer, u.nonce));
+    for (const [k, n] of used) if (n > 1) v.push(`authorization ${k} used ${n} times on chain`);
+    for (const u of chain.authorizationsUsed) {
+      const row = settledByKey.get(key(u.authorizer, u.nonce));
+      if (!row) v.push(`authorization ${key(u.authorizer, u.nonce)} used on chain (tx ${u.tx}) but not settled in the journal`);
+      else if (row.tx_hash?.toLowerCase() !== u.tx) v.push(`authorization ${key(u.authorizer, u.nonce)} used in tx ${u.tx}, journal says ${row.tx_hash}`);
+    }
+    const transfersIn = tally(chain.transfers, (t) => `${t.tx}:${t.from}:${t.to}:${t.value}`);
+    for (const row of settled) {
+      if (!used.has(key(row.payer, row.nonce))) v.push(`journal settled ${key(row.payer, row.nonce)} but the chain never used it`);
+      const slot = `${row.tx_hash?.toLowerCase()}:${row.payer.toLowerCase()}:${row.pay_to.toLowerCase()}:${row.amount}`;
+      const left = transfersIn.get(slot) ?? 0;
+      if (left === 0) v.push(`no Transfer(${row.payer} → ${row.pay_to}, ${row.amount}) in tx ${row.tx_hash} for ${row.nonce}`);
+      transfersIn.set(slot, left - 1);
+    }
+    const journalTxs = new Set(store.journal.flatMap((r) => (r.tx_hash ? [r.tx_hash.toLowerCase()] : [])));
+    for (const tx of chain.relayerTransactions) {
+      if (!tx.success) v.push(`settlement transaction ${tx.hash} reverted`);
+      if (!journalTxs.has(tx.hash)) v.push(`relayer transaction ${tx.hash} is in no journal entry`);
+    }
+    for (const row of store.journal.filter((r) => r.state === 'failed' && r.tx_hash)) v.push(`${key(row.payer, row.nonce)} failed in tx ${row.tx_hash} (${row.error_reason})`);
+    checks.push(check('each authorization settled at most once, each on-chain use matching one settled journal entry', v, `${chain.authorizationsUsed.length} authorizations used, ${chain.relayerTransactions.length} relayer transactions, all successful`));
+  }
+
+  // 3. Recovery left nothing half-done.
+  {
+    const stuck = store.journal.filter((r) => r.state !== 'settled' && r.state !== 'failed');
+    const failedWhy = [...tally(store.journal.filter((r) => r.state === 'failed'), (r) => r.error_reason ?? '?')].map(([r, n]) => `${r} ${n}`).join(', ');
+    checks.push(check('no journal entry stuck after recovery', stuck.map((r) => `${key(r.payer, r.nonce)} still ${r.state}`), `${store.journal.length} entries: ${settled.length} settled, failed: ${failedWhy || 'none'}`));
+  }
+
+  // 4. Charged means run: every payment settled and every debit standing paid for a call whose tool produced its result.
+  {
+    const v: string[] = [];
+    for (const row of settled) {
+      const call = callOfNonce.get(key(row.payer, row.nonce));
+      if (!call) v.push(`settled payment ${key(row.payer, row.nonce)} belongs to no call a client made`);
+      else if (!succeeded.has(call.callId)) v.push(`payment of ${call.callId} (${call.tool}) settled, but the tool never produced a result`);
+    }
+    const requestOf = new Map(store.requests.map((r) => [r.debit_id, r.idempotency_key]));
+    const plainStanding = new Map<string, number>();
+    for (const d of standing) {
+      const idem = requestOf.get(d.id);
+      if (idem !== undefined && !succeeded.has(idem)) v.push(`debit ${d.id} (Idempotency-Key ${idem}) stands, but that call never produced a result`);
+      if (idem === undefined) plainStanding.set(d.key_id, (plainStanding.get(d.key_id) ?? 0) + 1);
+    }
+    for (const c of calls.filter((c) => c.rail === 'credits' && !c.mistake)) {
+      for (const a of delivered(c)) if (a.entry && standingIds.has(a.entry) && !succeeded.has(c.callId)) v.push(`debit ${a.entry} of ${c.callId} stands without a result`);
+    }
+    // Without an Idempotency-Key the store does not name the call: count per key instead.
+    for (const [keyId, n] of plainStanding) {
+      const results = calls.filter((c) => c.rail === 'credits' && c.keyId === keyId && !c.idempotencyKey && !c.mistake).reduce((s, c) => s + (succeeded.get(c.callId) ?? 0), 0);
+      if (n > results) v.push(`key ${keyId}: ${n} standing debits without an Idempotency-Key, but only ${results} results produced for such calls`);
+    }
+    checks.push(check('every charge paid for exactly one call whose tool produced its result', v, `${settled.length} payments settled, ${standing.length} debits standing, ${executions.filter((e) => e.tool === 'ok').length} results produced`));
+  }
+
+  // 5. No failed call charged.
+  {
+    const v: string[] = [];
+    for (const c of paymentCalls.filter((c) => c.tool !== 'ok')) if (settledByKey.has(key(c.payer!, c.nonce!))) v.push(`${c.callId} (${c.tool}) was settled`);
+    for (const d of standing) if ((failingTools as string[]).includes(toolOf(d) ?? '')) v.push(`debit ${d.id} for ${toolOf(d)} was not refunded`);
+    const failedDebits = debits.filter((d) => (failingTools as string[]).includes(toolOf(d) ?? '')).length;
+    checks.push(check('no failed call was charged (or it was refunded)', v, `${paymentCalls.filter((c) => c.tool !== 'ok').length} x402 and ${failedDebits} credits calls of failing tools`));
+  }
+
+  // 6. Delivered means charged (once).
+  {
+    const v: string[] = [];
+    for (const c of paymentCalls.filter((c) => delivered(c).length > 0)) if (!settledByKey.has(key(c.payer!, c.nonce!))) v.push(`${c.callId} got its result but its payment is not settled`);
+    for (const c of calls.filter((c) => c.rail === 'credits' && !c.mistake)) {
+      for (const a of delivered(c)) {
+        if (!a.entry) v.push(`${c.callId} got a result without its debit`);
+        else if (!standingIds.has(a.entry)) {
+          const refund = refundOf.get(a.entry);
+          const nearKill = options.kills.some((k) => Math.abs(k - a.at) <= CLOSE_WINDOW_MS);
+          if (!refund?.reason.includes('cut off') || !nearKill) v.push(`${c.callId} got a result, but its debit ${a.entry} was ${refund ? `refunded (${refund.reason})` : 'not found'}`);
+        }
+      }
+      const entries = new Set(delivered(c).flatMap((a) => (a.entry && standingIds.has(a.entry) ? [a.entry] : [])));
+      if (c.idempotencyKey && entries.size > 1) v.push(`Idempotency-Key ${c.idempotencyKey} charged ${entries.size} times: ${[...entries].join(', ')}`);
+    }
+    const x402Delivered = paymentCalls.filter((c) => delivered(c).length > 0).length;
+    const paidUndelivered = paymentCalls.filter((c) => delivered(c).length === 0 && settledByKey.has(key(c.payer!, c.nonce!))).length;
+    checks.push(check('every result delivered was charged, once', v, `${x402Delivered} x402 results delivered (${paidUndelivered} settled payments whose answer was cut off by a kill)`));
+  }
+
+  // 7. Concurrent copies run once; only a retry after an answer without the result runs again.
+  {
+    const v: string[] = [];
+    for (const c of calls.filter((c) => !c.mistake)) {
+      const bound = c.rail === 'credits' && !c.idempotencyKey ? c.rounds.reduce((s, r) => s + r.copies, 0) : c.rounds.length;
+      const n = ran.get(c.callId) ?? 0;
+      if (n > bound) v.push(`${c.callId} ran ${n} times in ${c.rounds.length} rounds of ${c.rounds.map((r) => r.copies).join('+')} requests`);
+    }
+    const copies = calls.filter((c) => c.rounds.some((r) => r.copies > 1)).length;
+    checks.push(check('concurrent copies of one payment or Idempotency-Key ran the tool once per round', v, `${copies} calls sent as concurrent copies, ${calls.filter((c) => c.rounds.length > 1).length} retried`));
+  }
+
+  // 8. Client mistakes: refused without running the tool, never with a 5xx.
+  {
+    const mistakes = calls.filter((c) => c.mistake);
+    const fivexx = mistakes.flatMap((c) => answers(c).filter((a) => typeof a.status === 'number' && a.status >= 500).map((a) => `${c.callId} (${c.mistake}) answered HTTP ${a.status}: ${a.reason ?? a.kind}`));
+    checks.push(check('turnpike never answered a client’s mistake with a 5xx', fivexx, `${mistakes.length} mistakes: ${[...tally(mistakes, (c) => c.mistake!)].map(([k, n]) => `${k} ${n}`).join(', ')}`));
+    const v: string[] = [];
+    for (const c of mistakes) {
+      const reused = c.reuses ? calls.find((o) => o.callId === c.reuses) : undefined;
+      // A reused Idempotency-Key is free again once its first debit was refunded (a kill cut it off).
+      const keyFreed = c.mistake === 'reused_idempotency_key' && !delivered(reused!).some((a) => a.entry && standingIds.has(a.entry));
+      if (ran.has(c.callId) && !keyFreed) v.push(`${c.callId} (${c.mistake}) ran the tool`);
+      if (delivered(c).length > 0 && !keyFreed) v.push(`${c.callId} (${c.mistake}) got a result`);
+    }
+    checks.push(check('no client mistake (garbage, replayed payment, reused Idempotency-Key) ran the tool', v, `${mistakes.filter((c) => c.mistake === 'replayed_payment').length} replayed payments refused`));
+  }
+
+  // 9. The ledger adds up.
+  {
+    const v: string[] = [];
+    const running = new Map<string, bigint>();
+    for (const e of store.ledger) {
+      const after = (running.get(e.key_id) ?? 0n) + e.amount;
+      running.set(e.key_id, after);
+      if (after !== e.balance_after) v.push(`entry ${e.id}: balance after ${e.balance_after}, entries sum to ${after}`);
+      if (after < 0n) v.push(`key ${e.key_id} went negative (${after}) at entry ${e.id}`);
+    }
+    for (const k of store.keys) {
+      if (k.balance !== (running.get(k.id) ?? 0n)) v.push(`key ${k.id}: balance ${k.balance}, ledger sums to ${running.get(k.id) ?? 0n}`);
+      if (k.balance < 0n) v.push(`key ${k.id}: negative balance ${k.balance}`);
+    }
+    checks.push(check('credit balances equal the sum of their ledger entries and are never negative', v, `${store.keys.length} keys, ${store.ledger.length} entries, balances ${store.keys.map((k) => k.balance).join(', ')}`));
+  }
+
+  // 10. Every debit closed: refunded at most once, in full, or standing.
+  {
+    const v: string[] = [];
+    if (store.openDebits > 0) v.push(`${store.openDebits} debits still open after recovery`);
+    const debitById = new Map(debits.map((d) => [d.id, d]));
+    for (const [debitId, refund] of refundOf) {
+      const debit = debitById.get(debitId);
+      if (!debit) v.push(`refund ${refund.id} of ${debitId}, which is no debit`);
+      else if (refund.amount !== -debit.amount || refund.key_id !== debit.key_id) v.push(`refund ${refund.id} (${refund.amount}) does not undo debit ${debitId} (${debit.amount})`);
+    }
+    for (const [debit, n] of tally(store.ledger.filter((e) => e.kind === 'refund'), (e) => e.idempotency_key)) if (n > 1) v.push(`${debit} refunded ${n} times`);
+    const cutOff = [...refundOf.values()].filter((r) => r.reason.includes('cut off')).length;
+    checks.push(check('no debit left open after recovery; each refunded at most once, in full', v, `${debits.length} debits: ${standing.length} charged, ${refundOf.size} refunded (${cutOff} cut off by a kill)`));
+  }
+  return checks;
+}

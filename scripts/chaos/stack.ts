@@ -1,0 +1,78 @@
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import type { Chain } from './chain.js';
+import { restartable } from './processes.js';
+
+/** What every tool costs, micro-USD = USDC atomic units (0.01). */
+export const PRICE = 10_000n;
+/** Turnpike gives up on a call after this long; a credits debit open for this + 2 s is swept. */
+export const UPSTREAM_TIMEOUT_SECONDS = 3;
+
+const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
+const upstreamScript = fileURLToPath(new URL('./upstream-server.ts', import.meta.url));
+const createdKey = z.object({ id: z.string(), key: z.string().startsWith('tp_') });
+
+/**
+ * The system under test, each part in its own process so it can be killed: the upstream MCP
+ * server, and the built `turnpike wrap` in front of it on the chain's RPC with a relayer key
+ * from the sandbox and its data in `dir`.
+ */
+export async function startStack(chain: Chain, dir: string) {
+  const { sandbox } = chain;
+  const executionLog = path.join(dir, 'executions.jsonl');
+  const dataDir = path.join(dir, 'turnpike');
+  const adminKey = randomBytes(24).toString('hex');
+  const payTo = sandbox.accounts.payees[0]!.address;
+
+  const upstream = restartable({
+    name: 'upstream',
+    args: (port) => ['--import', 'tsx', upstreamScript, '--log', executionLog, '--port', String(port)],
+    ready: /"url":"([^"]+)"/,
+    logFile: path.join(dir, 'upstream.log'),
+  });
+  const upstreamUrl = await upstream.start();
+  const turnpike = restartable({
+    name: 'turnpike',
+    args: (port) => [
+      cli, 'wrap', '--upstream', upstreamUrl, '--network', 'base', '--rpc-url', sandbox.rpcUrl, '--pay-to', payTo,
+      '--price', '0.01', '--upstream-timeout', String(UPSTREAM_TIMEOUT_SECONDS), '--data-dir', dataDir,
+      '--port', String(port), '--log-level', 'warn',
+    ],
+    env: {
+      PATH: process.env.PATH,
+      TURNPIKE_RELAYER_KEY: sandbox.accounts.relayers.map((r) => r.privateKey).join(','),
+      TURNPIKE_ADMIN_KEY: adminKey,
+    },
+    ready: /paying MCP endpoint at (\S+)\/mcp /,
+    logFile: path.join(dir, 'turnpike.log'),
+  });
+  const base = await turnpike.start();
+
+  return {
+    mcpUrl: `${base}/mcp`,
+    base,
+    payTo,
+    executionLog,
+    dbPath: path.join(dataDir, 'turnpike.db'),
+    turnpike,
+    upstream,
+    /** A credits API key with `usd` on it, made through the admin API. */
+    async createKey(name: string, usd: string) {
+      const res = await fetch(`${base}/admin/keys`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name, usd }),
+      });
+      if (res.status !== 201) throw new Error(`cannot create an API key: HTTP ${res.status} ${await res.text()}`);
+      return createdKey.parse(await res.json());
+    },
+    async stop() {
+      await turnpike.stop();
+      await upstream.kill();
+    },
+  };
+}
+
+export type Stack = Awaited<ReturnType<typeof startStack>>;

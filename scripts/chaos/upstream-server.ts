@@ -1,0 +1,73 @@
+/**
+ * The chaos run's MCP upstream, alone in its process so it can be killed: a server built with the
+ * official SDK's low-level `Server` (so a tool can answer a real JSON-RPC error, which `McpServer`
+ * would wrap into `isError`), stateless, JSON answers. Every execution is appended to the log
+ * named by `--log` before the answer leaves, with the `callId` argument the caller chose.
+ *
+ * Usage: upstream-server.ts --log FILE [--port N]; prints `{"url": …}` when it serves.
+ */
+import { appendFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
+import { CallToolRequestSchema, ErrorCode, ListToolsRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
+import { Hono } from 'hono';
+import { listen } from '../../src/http/listen.js';
+import { type ChaosTool, type Execution, chaosTools } from './executions.js';
+
+const { values } = parseArgs({ options: { log: { type: 'string' }, port: { type: 'string', default: '0' } } });
+const logFile = values.log!;
+
+const record = (callId: string, tool: ChaosTool) => {
+  const line: Execution = { callId, tool, at: Date.now(), pid: process.pid };
+  appendFileSync(logFile, `${JSON.stringify(line)}\n`);
+};
+const callIdOf = (args: Record<string, unknown> | undefined) => String(args?.callId ?? '');
+
+function mcpServer() {
+  const server = new Server({ name: 'chaos-upstream', version: '1.0.0' }, { capabilities: { tools: {} } });
+  server.setRequestHandler(ListToolsRequestSchema, async () => ({
+    tools: Object.entries(chaosTools).map(([name, description]) => ({
+      name,
+      description,
+      inputSchema: { type: 'object' as const, properties: { callId: { type: 'string' } }, required: ['callId'] },
+    })),
+  }));
+  server.setRequestHandler(CallToolRequestSchema, async ({ params }) => {
+    const callId = callIdOf(params.arguments);
+    switch (params.name) {
+      case 'ok':
+        // A little work, so a crash can land between the execution and the answer.
+        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 30)));
+        record(callId, 'ok');
+        return { content: [{ type: 'text', text: `done ${callId}` }] };
+      case 'fail':
+        record(callId, 'fail');
+        return { isError: true, content: [{ type: 'text', text: `failed ${callId}` }] };
+      case 'throw':
+        record(callId, 'throw');
+        throw new McpError(ErrorCode.InternalError, `threw ${callId}`);
+      case 'hang':
+        record(callId, 'hang');
+        return new Promise<never>(() => {});
+      default:
+        throw new McpError(ErrorCode.InvalidParams, `unknown tool ${params.name}`);
+    }
+  });
+  return server;
+}
+
+const app = new Hono();
+app.all('/mcp', async (c) => {
+  const body: unknown = c.req.method === 'POST' ? await c.req.json() : undefined;
+  const call = body as { method?: string; params?: { name?: string; arguments?: Record<string, unknown> } } | undefined;
+  if (call?.method === 'tools/call' && call.params?.name === 'http500') {
+    record(callIdOf(call.params.arguments), 'http500');
+    return c.json({ error: 'the server broke' }, 500);
+  }
+  const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+  await mcpServer().connect(transport);
+  return transport.handleRequest(c.req.raw, { parsedBody: body });
+});
+const server = await listen(app, { host: '127.0.0.1', port: Number(values.port) });
+process.stdout.write(`${JSON.stringify({ url: `${server.url}/mcp` })}\n`);
