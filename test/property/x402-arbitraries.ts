@@ -10,7 +10,6 @@ export const uint = fc.oneof(fc.bigInt({ min: 0n, max: UINT256_MAX }), fc.bigInt
 export const address = hexBytes(20).map((h) => `0x${h}`);
 const nonEmpty = fc.string({ minLength: 1, maxLength: 20 });
 const record = fc.dictionary(fc.string({ maxLength: 8 }), json, { maxKeys: 4 });
-const opt = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined });
 
 /** Fields the schemas do not name, which loose objects carry through. */
 const extraFields = (named: string[]) => fc.dictionary(fc.string({ maxLength: 8 }).filter((k) => !named.includes(k)), json, { maxKeys: 2 });
