@@ -15,12 +15,15 @@ import { type Row, summarize } from './stats.js';
 const POSTGRES_URL = process.env.TURNPIKE_BENCH_POSTGRES_URL ?? process.env.TURNPIKE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const FUNDS = 1_000_000_000_000n;
 const PRICE = 1000n;
+const CALLERS = 16;
 
-/** Drives `bodies` at `concurrency` through several URLs at once (workers split evenly); one set of figures. */
-async function across(urls: string[], bodies: string[], concurrency: number, headers: Record<string, string> = {}) {
+type Lane = { url: string; headers?: Record<string, string> };
+
+/** Drives `bodies` through several lanes at once, one worker each (a lane: a URL, and the caller's key); one set of figures. */
+async function across(lanes: Lane[], bodies: string[]) {
   const started = performance.now();
-  const share = Math.ceil(bodies.length / urls.length);
-  const parts = await Promise.all(urls.map((url, i) => drive(url, bodies.slice(i * share, (i + 1) * share), concurrency / urls.length, headers)));
+  const share = Math.ceil(bodies.length / lanes.length);
+  const parts = await Promise.all(lanes.map((lane, i) => drive(lane.url, bodies.slice(i * share, (i + 1) * share), 1, lane.headers)));
   const latencies = parts.flatMap((p) => p.latencies);
   return { ...summarize(latencies), perSecond: bodies.length / ((performance.now() - started) / 1000) };
 }
@@ -50,24 +53,26 @@ export async function benchInstances(sandbox: Sandbox, progress: (s: string) => 
     rows.push({ path, subject: `${instances} instance${instances > 1 ? 's' : ''}`, p50Ms: r.p50, p99Ms: r.p99, perSecond: r.perSecond, ...(base ? { note: `${(r.perSecond / base).toFixed(2)}× one instance` } : {}) });
   try {
     progress('instances: credits-paid calls, 1 then 2 gateways on one PostgreSQL');
-    const secret = await fundedKey(storeUrl, FUNDS);
-    const auth = { authorization: `Bearer ${secret}` };
+    // Sixteen callers, each with a key of its own, as many agents would be: no one key's row lock is the bottleneck.
+    const keys: Record<string, string>[] = [];
+    for (let i = 0; i < CALLERS; i++) keys.push({ authorization: `Bearer ${await fundedKey(storeUrl, FUNDS)}` });
+    const lanes = (urls: string[]) => keys.map((headers, i) => ({ url: urls[i % urls.length]!, headers }));
     const upstream = await startChild('./trivial-upstream.ts', []);
     const first = await startChild('./credits-gateway.ts', [upstream.url, sandbox.rpcUrl, storeUrl, relayer(0)]);
     const second = await startChild('./credits-gateway.ts', [upstream.url, sandbox.rpcUrl, storeUrl, relayer(1)]);
     let calls = 0n;
     try {
       const bodies = (n: number) => Array.from({ length: n }, () => callBody('echo', {}));
-      await across([first.url, second.url], bodies(2000), 16, auth);
-      const one = await across([first.url], bodies(6000), 16, auth);
-      const two = await across([first.url, second.url], bodies(6000), 16, auth);
-      calls = 14_000n;
+      await across(lanes([first.url, second.url]), bodies(1600));
+      const one = await across(lanes([first.url]), bodies(4800));
+      const two = await across(lanes([first.url, second.url]), bodies(4800));
+      calls = 11_200n;
       row('credits-paid tools/call, PostgreSQL, concurrency 16', 1, one);
       row('credits-paid tools/call, PostgreSQL, concurrency 16', 2, two, one.perSecond);
     } finally {
       await Promise.all([first.close(), second.close(), upstream.close()]);
     }
-    await checkBalance(storeUrl, FUNDS - PRICE * calls, calls);
+    await checkBalance(storeUrl, FUNDS * BigInt(CALLERS) - PRICE * calls, calls);
 
     progress('instances: x402 /verify, 1 then 2 facilitators on one PostgreSQL');
     const payTo = sandbox.accounts.payees[0]!.address;
@@ -76,9 +81,10 @@ export async function benchInstances(sandbox: Sandbox, progress: (s: string) => 
     const a = await startChild('./facilitator-server.ts', ['turnpike', sandbox.rpcUrl, relayer(2), `--store=${storeUrl}`]);
     const b = await startChild('./facilitator-server.ts', ['turnpike', sandbox.rpcUrl, relayer(3), `--store=${storeUrl}`]);
     try {
-      await across([`${a.url}/verify`, `${b.url}/verify`], await payments(600), 16);
-      const one = await across([`${a.url}/verify`], await payments(3000), 16);
-      const two = await across([`${a.url}/verify`, `${b.url}/verify`], await payments(3000), 16);
+      const verifyLanes = (urls: string[]) => Array.from({ length: CALLERS }, (_, i) => ({ url: urls[i % urls.length]! }));
+      await across(verifyLanes([`${a.url}/verify`, `${b.url}/verify`]), await payments(600));
+      const one = await across(verifyLanes([`${a.url}/verify`]), await payments(3000));
+      const two = await across(verifyLanes([`${a.url}/verify`, `${b.url}/verify`]), await payments(3000));
       row('x402 verify, PostgreSQL, concurrency 16', 1, one);
       row('x402 verify, PostgreSQL, concurrency 16', 2, two, one.perSecond);
     } finally {
