@@ -1,0 +1,385 @@
+import type { Address, Hex } from 'viem';
+import type { Analytics, AuditEntry, Balance, Charge, OperatorRecord, Payout, Reservation, ServerRecord, Subscription, UsageRow, Withdrawal } from './operators.js';
+
+/** The operators tables' rows as both backends return them (BIGINT as bigint). */
+export type OperatorRow = {
+  id: string;
+  email: string;
+  name: string;
+  key_hash: string;
+  payout_address: string | null;
+  stripe_account: string | null;
+  status: OperatorRecord['status'];
+  created_at: bigint;
+  updated_at: bigint;
+};
+export type PayoutRow = {
+  id: string;
+  operator_id: string;
+  amount: bigint;
+  destination: string;
+  idempotency_key: string;
+  state: Payout['state'];
+  transfer_id: string | null;
+  error: string | null;
+  created_at: bigint;
+  updated_at: bigint;
+};
+export type SubscriptionRow = { id: string; key_id: string; server: string; status: string; current_period_end: bigint; event_at: bigint };
+export type ServerRow = {
+  id: string;
+  operator_id: string;
+  slug: string;
+  name: string;
+  upstream_url: string;
+  auth_mode: 'none' | 'header' | 'query';
+  auth_name: string | null;
+  auth_secret: string | null;
+  /** INTEGER: a bigint from SQLite, a number from PostgreSQL. */
+  public: bigint | number;
+  custody: ServerRecord['custody'];
+  pay_to: string | null;
+  plan: string;
+  challenge: ServerRecord['challenge'];
+  timeout_ms: bigint;
+  created_at: bigint;
+  updated_at: bigint;
+};
+export type ChargeRow = {
+  id: string;
+  server: string;
+  operator_id: string | null;
+  rail: Charge['rail'];
+  caller: string;
+  tool: string;
+  amount: bigint;
+  operator_share: bigint;
+  platform_share: bigint;
+  custody: Charge['custody'];
+  ref: string;
+  state: Charge['state'];
+  settle_ms: bigint | null;
+  created_at: bigint;
+};
+export type WithdrawalRow = {
+  id: string;
+  operator_id: string;
+  amount: bigint;
+  to_address: string;
+  idempotency_key: string;
+  state: Withdrawal['state'];
+  tx_hash: string | null;
+  raw_tx: string | null;
+  error: string | null;
+  created_at: bigint;
+  updated_at: bigint;
+};
+export type AuditRow = { id: string; at: bigint; actor: string; operator_id: string | null; action: string; target: string | null; ip: string | null; detail: string | null };
+export type SharesRow = { usdc_earned: bigint | null; usdc_pending: bigint | null; fiat: bigint | null; direct: bigint | null };
+export type SumsRow = { done: bigint | null; reserved: bigint | null };
+export type UsageSumRow = { key: string | bigint; calls: bigint; paid: bigint; revenue: bigint | null; operator_share: bigint | null };
+export type DenialRow = { reason: string; count: bigint };
+
+export const toOperator = (r: OperatorRow): OperatorRecord => ({
+  id: r.id,
+  email: r.email,
+  name: r.name,
+  ...(r.payout_address ? { payoutAddress: r.payout_address as Address } : {}),
+  ...(r.stripe_account ? { stripeAccount: r.stripe_account } : {}),
+  status: r.status,
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+});
+
+export const toServer = (r: ServerRow): ServerRecord => ({
+  id: r.id,
+  operatorId: r.operator_id,
+  slug: r.slug,
+  name: r.name,
+  upstreamUrl: r.upstream_url,
+  auth: r.auth_mode === 'none' ? { mode: 'none' } : { mode: r.auth_mode, name: r.auth_name!, sealedSecret: r.auth_secret! },
+  public: Number(r.public) === 1,
+  custody: r.custody,
+  ...(r.pay_to ? { payTo: r.pay_to as Address } : {}),
+  plan: JSON.parse(r.plan) as unknown,
+  challenge: r.challenge,
+  timeoutMs: Number(r.timeout_ms),
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+});
+
+export const serverParams = (s: ServerRecord) => ({
+  id: s.id,
+  operatorId: s.operatorId,
+  slug: s.slug,
+  name: s.name,
+  upstreamUrl: s.upstreamUrl,
+  authMode: s.auth.mode,
+  authName: s.auth.mode === 'none' ? null : s.auth.name,
+  authSecret: s.auth.mode === 'none' ? null : s.auth.sealedSecret,
+  public: s.public ? 1 : 0,
+  custody: s.custody,
+  payTo: s.payTo ?? null,
+  plan: JSON.stringify(s.plan, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)),
+  challenge: s.challenge,
+  timeoutMs: s.timeoutMs,
+  createdAt: s.createdAt,
+  updatedAt: s.updatedAt,
+});
+
+export const toCharge = (r: ChargeRow): Charge => ({
+  id: r.id,
+  server: r.server,
+  ...(r.operator_id ? { operatorId: r.operator_id } : {}),
+  rail: r.rail,
+  caller: r.caller,
+  tool: r.tool,
+  amount: r.amount,
+  operatorShare: r.operator_share,
+  platformShare: r.platform_share,
+  custody: r.custody,
+  ref: r.ref,
+  state: r.state,
+  ...(r.settle_ms !== null ? { settleMs: Number(r.settle_ms) } : {}),
+  createdAt: Number(r.created_at),
+});
+
+export const toWithdrawal = (r: WithdrawalRow): Withdrawal => ({
+  id: r.id,
+  operatorId: r.operator_id,
+  amount: r.amount,
+  to: r.to_address as Address,
+  idempotencyKey: r.idempotency_key,
+  state: r.state,
+  ...(r.tx_hash ? { txHash: r.tx_hash as Hex } : {}),
+  ...(r.raw_tx ? { rawTx: r.raw_tx as Hex } : {}),
+  ...(r.error ? { error: r.error } : {}),
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+});
+
+export const toPayout = (r: PayoutRow): Payout => ({
+  id: r.id,
+  operatorId: r.operator_id,
+  amount: r.amount,
+  destination: r.destination,
+  idempotencyKey: r.idempotency_key,
+  state: r.state,
+  ...(r.transfer_id ? { transferId: r.transfer_id } : {}),
+  ...(r.error ? { error: r.error } : {}),
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+});
+
+export const toSubscription = (r: SubscriptionRow): Subscription => ({
+  id: r.id,
+  keyId: r.key_id,
+  server: r.server,
+  status: r.status,
+  currentPeriodEnd: Number(r.current_period_end),
+  eventAt: Number(r.event_at),
+});
+
+export const toAudit = (r: AuditRow): AuditEntry => ({
+  id: r.id,
+  at: Number(r.at),
+  actor: r.actor,
+  ...(r.operator_id ? { operatorId: r.operator_id } : {}),
+  action: r.action,
+  ...(r.target ? { target: r.target } : {}),
+  ...(r.ip ? { ip: r.ip } : {}),
+  ...(r.detail ? { detail: JSON.parse(r.detail) as Record<string, unknown> } : {}),
+});
+
+/** An operator's balance from the sums of their charges, withdrawals and payouts. */
+export function toBalance(s: SharesRow, w: SumsRow, p: SumsRow): Balance {
+  const usdcEarned = s.usdc_earned ?? 0n;
+  const usdcWithdrawn = w.done ?? 0n;
+  const usdcReserved = w.reserved ?? 0n;
+  const fiatEarned = s.fiat ?? 0n;
+  const fiatPaidOut = p.done ?? 0n;
+  const fiatReserved = p.reserved ?? 0n;
+  return {
+    usdcEarned,
+    usdcPending: s.usdc_pending ?? 0n,
+    usdcWithdrawn,
+    usdcReserved,
+    usdcAvailable: usdcEarned - usdcWithdrawn - usdcReserved,
+    fiatEarned,
+    fiatPaidOut,
+    fiatReserved,
+    fiatAvailable: fiatEarned - fiatPaidOut - fiatReserved,
+    direct: s.direct ?? 0n,
+  };
+}
+
+/**
+ * The rule of a request for money once no earlier record holds its idempotency key: refused
+ * (below the minimum, more than is available) or undefined, to be recorded.
+ */
+export function refusal(request: { amount: bigint; minimum: bigint }, available: bigint): Reservation<never> | undefined {
+  if (request.amount < request.minimum) return { ok: false, reason: 'below_minimum', available };
+  if (request.amount > available) return { ok: false, reason: 'insufficient_balance', available };
+  return undefined;
+}
+
+export const DAY_MS = 86_400_000;
+
+/** Nearest-rank percentile of sorted values. */
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+
+const usageRow = (r: UsageSumRow, key: (k: string | bigint) => string): UsageRow => ({
+  key: key(r.key),
+  calls: Number(r.calls),
+  paidCalls: Number(r.paid),
+  revenue: r.revenue ?? 0n,
+  operatorShare: r.operator_share ?? 0n,
+});
+const text = (k: string | bigint) => String(k);
+const day = (k: string | bigint) => new Date(Number(k) * DAY_MS).toISOString().slice(0, 10);
+
+/** The analytics report from its queries' rows. */
+export function toAnalytics(rows: {
+  byDay: UsageSumRow[];
+  byTool: UsageSumRow[];
+  byRail: UsageSumRow[];
+  byCaller: UsageSumRow[];
+  denials: DenialRow[];
+  settleTimes: { settle_ms: bigint }[];
+}): Analytics {
+  const times = rows.settleTimes.map((r) => Number(r.settle_ms));
+  return {
+    byDay: rows.byDay.map((r) => usageRow(r, day)),
+    byTool: rows.byTool.map((r) => usageRow(r, text)),
+    byRail: rows.byRail.map((r) => usageRow(r, text)),
+    byCaller: rows.byCaller.map((r) => usageRow(r, text)),
+    denials: rows.denials.map((r) => ({ reason: r.reason, count: Number(r.count) })),
+    settlement: { count: times.length, ...(times.length > 0 ? { p50Ms: percentile(times, 50), p99Ms: percentile(times, 99) } : {}) },
+  };
+}
+
+/** The WHERE clause every analytics query shares: the range and the operator's (or one server's) charges. */
+const scope = `created_at >= @from AND created_at < @to AND (operator_id = @operatorId OR @operatorId IS NULL) AND (server = @server OR @server IS NULL)`;
+const grouped = (key: string, order = 'key', limit = 10_000) => `
+  SELECT ${key} AS key, COUNT(*) AS calls, SUM(CASE WHEN rail <> 'free' THEN 1 ELSE 0 END) AS paid,
+         SUM(CASE WHEN state = 'earned' THEN amount END) AS revenue,
+         SUM(CASE WHEN state = 'earned' THEN operator_share END) AS operator_share
+  FROM charges WHERE state <> 'void' AND ${scope} GROUP BY ${key} ORDER BY ${order} LIMIT ${limit}`;
+
+/**
+ * The operators' statements, `@name` parameters, for both backends. Spelt for both: a parameter
+ * is compared before it is tested for NULL (PostgreSQL types it where it first meets it), a
+ * subquery in FROM has a name, an upsert names its table's column, and NULLs sort last.
+ */
+export const operatorsSql = {
+  insertOperator: `
+    INSERT INTO operators (id, email, name, key_hash, payout_address, created_at, updated_at)
+    VALUES (@id, @email, @name, @keyHash, @payoutAddress, @createdAt, @createdAt) ON CONFLICT (email) DO NOTHING`,
+  operatorById: 'SELECT * FROM operators WHERE id = @id',
+  operatorByHash: 'SELECT * FROM operators WHERE key_hash = @hash',
+  allOperators: 'SELECT * FROM operators ORDER BY created_at, id',
+  updateOperator: `
+    UPDATE operators SET name = COALESCE(@name, name),
+      payout_address = CASE WHEN @setPayout = 1 THEN @payoutAddress ELSE payout_address END,
+      stripe_account = COALESCE(@stripeAccount, stripe_account),
+      status = COALESCE(@status, status), updated_at = @now WHERE id = @id`,
+  /** The row a request for money is about: PostgreSQL locks it, so requests of one operator queue. */
+  operatorLock: 'SELECT id FROM operators WHERE id = @operatorId',
+
+  insertServer: `
+    INSERT INTO servers (id, operator_id, slug, name, upstream_url, auth_mode, auth_name, auth_secret, public, custody, pay_to, plan, challenge, timeout_ms, created_at, updated_at)
+    VALUES (@id, @operatorId, @slug, @name, @upstreamUrl, @authMode, @authName, @authSecret, @public, @custody, @payTo, @plan, @challenge, @timeoutMs, @createdAt, @updatedAt)
+    ON CONFLICT (slug) DO NOTHING`,
+  updateServer: `
+    UPDATE servers SET name = @name, upstream_url = @upstreamUrl, auth_mode = @authMode, auth_name = @authName, auth_secret = @authSecret,
+      public = @public, custody = @custody, pay_to = @payTo, plan = @plan, challenge = @challenge, timeout_ms = @timeoutMs, updated_at = @updatedAt
+    WHERE id = @id`,
+  deleteServer: 'DELETE FROM servers WHERE id = @id',
+  serverBySlug: 'SELECT * FROM servers WHERE slug = @slug',
+  listServers: `
+    SELECT * FROM servers WHERE (operator_id = @operatorId OR @operatorId IS NULL) AND (@publicOnly = 0 OR public = 1) ORDER BY created_at, id`,
+  setServersVersion: `INSERT INTO meta (key, value, updated_at) VALUES ('servers-version', @value, @now)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+  serversVersion: `SELECT MAX(v) AS v FROM (
+    SELECT MAX(updated_at) AS v FROM servers UNION ALL SELECT updated_at AS v FROM meta WHERE key = 'servers-version') AS versions`,
+
+  countCall: `
+    INSERT INTO usage_counts (server, caller, month, calls) VALUES (@server, @caller, @month, 1)
+    ON CONFLICT (server, caller, month) DO UPDATE SET calls = usage_counts.calls + 1 RETURNING calls`,
+  uncountCall: 'UPDATE usage_counts SET calls = calls - 1 WHERE server = @server AND caller = @caller AND month = @month AND calls > 0',
+
+  insertCharge: `
+    INSERT INTO charges (id, server, operator_id, rail, caller, tool, amount, operator_share, platform_share, custody, ref, state, settle_ms, created_at)
+    VALUES (@id, @server, @operatorId, @rail, @caller, @tool, @amount, @operatorShare, @platformShare, @custody, @ref, @state, @settleMs, @createdAt)
+    ON CONFLICT (ref) DO NOTHING`,
+  pendingCharges: `SELECT * FROM charges WHERE state = 'pending' ORDER BY created_at LIMIT @limit`,
+  resolveCharge: `UPDATE charges SET state = @state, settle_ms = @settleMs WHERE id = @id AND state = 'pending'`,
+  countDenial: `
+    INSERT INTO denial_counts (server, day, reason, count) VALUES (@server, @day, @reason, @count)
+    ON CONFLICT (server, day, reason) DO UPDATE SET count = denial_counts.count + excluded.count`,
+
+  shares: `
+    SELECT
+      SUM(CASE WHEN rail = 'x402' AND custody = 'platform' AND state = 'earned' THEN operator_share END) AS usdc_earned,
+      SUM(CASE WHEN rail = 'x402' AND custody = 'platform' AND state = 'pending' THEN operator_share END) AS usdc_pending,
+      SUM(CASE WHEN rail IN ('credits', 'subscription') AND state = 'earned' THEN operator_share END) AS fiat,
+      SUM(CASE WHEN rail = 'x402' AND custody = 'direct' AND state = 'earned' THEN operator_share END) AS direct
+    FROM charges WHERE operator_id = @operatorId`,
+  withdrawn: `
+    SELECT SUM(CASE WHEN state = 'confirmed' THEN amount END) AS done,
+           SUM(CASE WHEN state IN ('requested', 'submitted') THEN amount END) AS reserved
+    FROM withdrawals WHERE operator_id = @operatorId`,
+  paidOut: `
+    SELECT SUM(CASE WHEN state = 'paid' THEN amount END) AS done, SUM(CASE WHEN state = 'requested' THEN amount END) AS reserved
+    FROM payouts WHERE operator_id = @operatorId`,
+
+  insertWithdrawal: `
+    INSERT INTO withdrawals (id, operator_id, amount, to_address, idempotency_key, state, created_at, updated_at)
+    VALUES (@id, @operatorId, @amount, @to, @idempotencyKey, 'requested', @now, @now)`,
+  withdrawalById: 'SELECT * FROM withdrawals WHERE id = @id',
+  withdrawalByKey: 'SELECT * FROM withdrawals WHERE operator_id = @operatorId AND idempotency_key = @idempotencyKey',
+  withdrawalsOf: 'SELECT * FROM withdrawals WHERE operator_id = @operatorId ORDER BY created_at DESC, id DESC',
+  unfinishedWithdrawals: `SELECT * FROM withdrawals WHERE state IN ('requested', 'submitted') ORDER BY created_at, id`,
+  recordWithdrawalTx: `UPDATE withdrawals SET state = 'submitted', tx_hash = @txHash, raw_tx = @rawTx, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`,
+  finishWithdrawal: `UPDATE withdrawals SET state = @state, error = @error, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`,
+
+  insertPayout: `
+    INSERT INTO payouts (id, operator_id, amount, destination, idempotency_key, state, created_at, updated_at)
+    VALUES (@id, @operatorId, @amount, @destination, @idempotencyKey, 'requested', @now, @now)`,
+  payoutById: 'SELECT * FROM payouts WHERE id = @id',
+  payoutByKey: 'SELECT * FROM payouts WHERE operator_id = @operatorId AND idempotency_key = @idempotencyKey',
+  payoutsOf: 'SELECT * FROM payouts WHERE operator_id = @operatorId ORDER BY created_at DESC, id DESC',
+  finishPayout: `UPDATE payouts SET state = @state, transfer_id = @transferId, error = @error, updated_at = @now WHERE id = @id AND state = 'requested'`,
+
+  upsertSubscription: `
+    INSERT INTO subscriptions (id, key_id, server, status, current_period_end, event_at, updated_at)
+    VALUES (@id, @keyId, @server, @status, @currentPeriodEnd, @eventAt, @now)
+    ON CONFLICT (id) DO UPDATE SET status = excluded.status, current_period_end = excluded.current_period_end,
+      event_at = excluded.event_at, updated_at = excluded.updated_at
+    WHERE excluded.event_at >= subscriptions.event_at`,
+  setSubscriptionStatus: `UPDATE subscriptions SET status = @status, event_at = @eventAt, updated_at = @now WHERE id = @id AND event_at <= @eventAt`,
+  subscriptionById: 'SELECT * FROM subscriptions WHERE id = @id',
+  activeSubscription: `
+    SELECT * FROM subscriptions WHERE key_id = @keyId AND server = @server AND status IN ('active', 'trialing') AND current_period_end > @now
+    ORDER BY current_period_end DESC LIMIT 1`,
+
+  insertAudit: `INSERT INTO audit_log (id, at, actor, operator_id, action, target, ip, detail) VALUES (@id, @at, @actor, @operatorId, @action, @target, @ip, @detail)`,
+  auditPage: `
+    SELECT * FROM audit_log WHERE (operator_id = @operatorId OR @operatorId IS NULL) AND (id < @before OR @before IS NULL)
+    ORDER BY id DESC LIMIT @limit`,
+
+  byDay: grouped(`created_at / ${DAY_MS}`),
+  byTool: grouped('tool'),
+  byRail: grouped('rail'),
+  byCaller: grouped('caller', 'revenue DESC NULLS LAST, calls DESC, key', 50),
+  denials: `
+    SELECT reason, SUM(count) AS count FROM denial_counts
+    WHERE day >= @fromDay AND day <= @toDay AND (server = @server OR @server IS NULL)
+      AND (server IN (SELECT slug FROM servers WHERE operator_id = @operatorId) OR @operatorId IS NULL)
+    GROUP BY reason ORDER BY count DESC`,
+  settleTimes: `SELECT settle_ms FROM charges WHERE settle_ms IS NOT NULL AND state <> 'void' AND ${scope} ORDER BY settle_ms LIMIT 100000`,
+};
+export type OperatorsSql = keyof typeof operatorsSql;
+/** The statements a `lock` step may name: reads of the row a check is about. */
+export const lockable = ['operatorLock'] as const;
+export type Lockable = (typeof lockable)[number];
