@@ -32,9 +32,11 @@
  *     key's calls without one (the store does not name their call).
  *  5. No payment of a call to a failing tool is settled; every debit for a failing tool is refunded.
  *  6. Every x402 call that got its result has its payment settled; every debit shown with a
- *     result stands, unless the crash sweep refunded it within 1 s of a SIGKILL (debits are
- *     closed in 100 ms batches, so the last ones before a kill are refunded in the caller's
- *     favour); the results of one Idempotency-Key show at most one standing debit.
+ *     result stands, unless the crash sweep refunded it and it was first shown within 1 s of a
+ *     SIGKILL (debits are closed in 100 ms batches, so the last ones before a kill are refunded
+ *     in the caller's favour) or first shown in an Idempotency-Key replay after a kill (the
+ *     answer was stored before the kill, its debit left open); the results of one
+ *     Idempotency-Key show at most one standing debit.
  *  7. A call ran at most once per round (concurrent copies of one payment or Idempotency-Key
  *     run once; another run needs a retry after an answer without the result), or once per
  *     request for credits calls without an Idempotency-Key.
@@ -103,7 +105,7 @@ for (let left = unrecovered(stack.dbPath); left.journal + left.openDebits > 0 &&
 }
 await stack.stop();
 
-const evidence = await gatherEvidence({ dbPath: stack.dbPath, sandbox: chain.sandbox, payees: [stack.payTo], executionLog: stack.executionLog });
+const evidence = await gatherEvidence({ dbPath: stack.dbPath, sandbox: chain.sandbox, payees: [stack.payTo], executionLog: stack.executionLog, turnpikeLog: stack.turnpikeLog });
 await chain.stop();
 const payers = chain.sandbox.accounts.payers.map((p) => p.address);
 const kills = [...faults.filter((f) => f.kind === 'turnpike_kill').map((f) => f.at), finalKill];

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { type Address, type Hex, createPublicClient, http } from 'viem';
 import { z } from 'zod';
@@ -95,12 +96,26 @@ export async function readChain(sandbox: Sandbox, payees: Address[]) {
 }
 export type ChainEvidence = Awaited<ReturnType<typeof readChain>>;
 
-export type Evidence = { store: StoreEvidence; chain: ChainEvidence; executions: Execution[] };
+/** turnpike's own error and warning lines (pino JSON on stderr), by message. */
+export function readLogProblems(file: string): Record<string, number> {
+  const problems: Record<string, number> = {};
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const entry = JSON.parse(line) as { level?: number; msg?: string };
+    if ((entry.level ?? 0) < 40) continue;
+    const what = `${entry.level! >= 50 ? 'error' : 'warn'}: ${entry.msg ?? '?'}`;
+    problems[what] = (problems[what] ?? 0) + 1;
+  }
+  return problems;
+}
 
-export async function gatherEvidence(options: { dbPath: string; sandbox: Sandbox; payees: Address[]; executionLog: string }): Promise<Evidence> {
+export type Evidence = { store: StoreEvidence; chain: ChainEvidence; executions: Execution[]; logProblems: Record<string, number> };
+
+export async function gatherEvidence(options: { dbPath: string; sandbox: Sandbox; payees: Address[]; executionLog: string; turnpikeLog: string }): Promise<Evidence> {
   return {
     store: readStore(options.dbPath),
     chain: await readChain(options.sandbox, options.payees),
     executions: readExecutions(options.executionLog),
+    logProblems: readLogProblems(options.turnpikeLog),
   };
 }

@@ -41,7 +41,8 @@ export async function injectFaults(options: { chain: Chain; stack: Stack; seed: 
     } else {
       await restart(kind === 'turnpike_kill' ? stack.turnpike : stack.upstream, kind);
     }
-    await sleep(random.int(800, 2500));
+    // Close together until each kind has come once, so that a short run has all three.
+    await sleep(first.length > 0 ? random.int(300, 800) : random.int(800, 2500));
   }
   await stall;
   return faults;

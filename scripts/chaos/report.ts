@@ -34,6 +34,7 @@ export function summarize(run: { seconds: number; seed: number; calls: Call[]; f
       refunds: ledger.filter((e) => e.kind === 'refund').length,
       chargedMicroUsd: (-ledger.filter((e) => e.kind === 'debit' || e.kind === 'refund').reduce((s, e) => s + e.amount, 0n)).toString(),
     },
+    turnpikeLog: evidence.logProblems,
     checks: run.checks,
   };
 }
@@ -48,6 +49,7 @@ export function formatReport(s: Summary, dir: string): string {
     `  5xx (valid)  ${Object.entries(s.serverErrorsForValidCalls).map(([k, n]) => `${k}: ${n}`).join(', ') || 'none'}`,
     `  executions   ${Object.entries(s.executions).map(([k, n]) => `${k} ${n}`).join(', ')}`,
     `  x402         ${s.x402.settledPayments} payments settled, ${s.x402.usdcMovedAtomic} USDC atomic units moved`,
+    `  turnpike log ${Object.entries(s.turnpikeLog).map(([k, n]) => `${k} ×${n}`).join('; ') || 'no errors or warnings'}`,
     `  credits      ${s.credits.debits} debits, ${s.credits.refunds} refunds, ${s.credits.chargedMicroUsd} micro-USD charged`,
     '',
     ...s.checks.flatMap((c) => [

@@ -25,6 +25,7 @@ export async function startStack(chain: Chain, dir: string) {
   const dataDir = path.join(dir, 'turnpike');
   const adminKey = randomBytes(24).toString('hex');
   const payTo = sandbox.accounts.payees[0]!.address;
+  const turnpikeLog = path.join(dir, 'turnpike.log');
 
   const upstream = restartable({
     name: 'upstream',
@@ -46,7 +47,7 @@ export async function startStack(chain: Chain, dir: string) {
       TURNPIKE_ADMIN_KEY: adminKey,
     },
     ready: /paying MCP endpoint at (\S+)\/mcp /,
-    logFile: path.join(dir, 'turnpike.log'),
+    logFile: turnpikeLog,
   });
   const base = await turnpike.start();
 
@@ -55,6 +56,7 @@ export async function startStack(chain: Chain, dir: string) {
     base,
     payTo,
     executionLog,
+    turnpikeLog,
     dbPath: path.join(dataDir, 'turnpike.db'),
     turnpike,
     upstream,

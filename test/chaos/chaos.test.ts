@@ -1,0 +1,29 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { test } from 'node:test';
+import type { Summary } from '../../scripts/chaos/report.js';
+
+test('chaos, short: SIGKILLed turnpike, stalled RPC, crashing upstream, and the money still adds up', { timeout: 90_000 }, async () => {
+  const run = spawn(process.execPath, ['--import', 'tsx', 'scripts/chaos.ts', '--seconds', '10', '--seed', '7', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  run.stdout.on('data', (c) => (stdout += c));
+  run.stderr.on('data', (c) => (stderr += c));
+  const [code] = (await once(run, 'exit')) as [number | null];
+  assert.ok(stdout.trim().startsWith('{'), `no report (exit ${code}):\n${stderr}`);
+  const report = JSON.parse(stdout) as Summary;
+  const failed = report.checks.filter((c) => !c.ok).map((c) => `${c.name}:\n  ${c.violations.slice(0, 5).join('\n  ')}`);
+  assert.deepEqual(failed, [], `invariants failed (seed ${report.seed}):\n${failed.join('\n')}`);
+  assert.equal(code, 0, stderr);
+  assert.equal(report.checks.length, 11);
+
+  // Faults were really injected, and money really moved through both rails meanwhile.
+  assert.ok(report.faults.turnpike_kill! >= 1, 'turnpike was never killed');
+  assert.ok(report.faults.rpc_stall! >= 1, 'the RPC never stalled');
+  assert.ok(report.faults.upstream_crash! >= 1, 'the upstream never crashed');
+  assert.ok(report.x402.settledPayments > 0, 'no x402 payment settled');
+  assert.ok(report.credits.debits > report.credits.refunds, 'no debit stood');
+  assert.ok(report.calls.mistakes > 0, 'no mistakes were made');
+  assert.ok(report.executions.ok! > 0 && report.executions.fail! > 0, 'the tools did not run');
+});
