@@ -36,6 +36,24 @@ const leases = new Set<string>();
 const BUSY_TIMEOUT_MS = 5000;
 
 /**
+ * Switches a new file to WAL. Of several processes opening one new file at once, the switch can
+ * find another's lock and fail at once with SQLITE_BUSY (SQLite does not wait for it there), so it
+ * is retried within the busy timeout.
+ */
+async function walMode(db: Database.Database): Promise<void> {
+  const deadline = Date.now() + BUSY_TIMEOUT_MS;
+  for (;;) {
+    try {
+      db.pragma('journal_mode = WAL');
+      return;
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 40));
+    }
+  }
+}
+
+/**
  * Opens (creating if needed) the SQLite store and brings its schema up to date.
  *
  * `synchronous = FULL`: once we answer a client, the payment record behind the answer survives a
@@ -54,7 +72,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
     throw new StoreError(`cannot open SQLite database ${file}: ${(error as Error).message}`, { cause: error });
   }
   try {
-    db.pragma('journal_mode = WAL');
+    await walMode(db);
     db.pragma('synchronous = FULL');
     db.pragma('foreign_keys = ON');
     migrateSqlite(db, options.migrations ?? shipped, options.logger);
