@@ -82,9 +82,11 @@ export async function benchInstances(sandbox: Sandbox, progress: (s: string) => 
     const b = await startChild('./facilitator-server.ts', ['turnpike', sandbox.rpcUrl, relayer(3), `--store=${storeUrl}`]);
     try {
       const verifyLanes = (urls: string[]) => Array.from({ length: CALLERS }, (_, i) => ({ url: urls[i % urls.length]! }));
-      await across(verifyLanes([`${a.url}/verify`, `${b.url}/verify`]), await payments(600));
-      const one = await across(verifyLanes([`${a.url}/verify`]), await payments(3000));
-      const two = await across(verifyLanes([`${a.url}/verify`, `${b.url}/verify`]), await payments(3000));
+      // Signed up front: a pause between runs would let the servers close idle keep-alive sockets under the load generator.
+      const [warm, runOne, runTwo] = [await payments(600), await payments(3000), await payments(3000)];
+      await across(verifyLanes([`${a.url}/verify`, `${b.url}/verify`]), warm);
+      const one = await across(verifyLanes([`${a.url}/verify`]), runOne);
+      const two = await across(verifyLanes([`${a.url}/verify`, `${b.url}/verify`]), runTwo);
       row('x402 verify, PostgreSQL, concurrency 16', 1, one);
       row('x402 verify, PostgreSQL, concurrency 16', 2, two, one.perSecond);
     } finally {

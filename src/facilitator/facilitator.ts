@@ -118,6 +118,11 @@ export function createFacilitator(options: FacilitatorOptions) {
 
     /** Gives up a held payment whose call failed: nothing is settled, and the record says why. */
     release: (key: PaymentKey, why: string) => journal.finish(key, { state: 'failed', errorReason: 'call_failed', errorMessage: why }),
+    /**
+     * Gives a hold back when its settlement could not even start (the chain unreachable): the
+     * payer may send the same payment again. A claim already under way is left to finish.
+     */
+    releaseHold: (key: PaymentKey) => journal.releaseHold(key),
 
     async settle(request: FacilitatorRequest): Promise<SettleResponse> {
       const answer = await settler.settle(request);

@@ -255,7 +255,8 @@ export function createGateway(options: GatewayOptions): Hono {
     const amount = call.offer.amount;
 
     let receipt: SettleResponse | undefined;
-    const settlementFailed = (why: string) => {
+    const settlementFailed = async (why: string) => {
+      await metering?.uncount();
       count(tool.name, 'settlement_failed');
       return { jsonrpc: '2.0', id, result: challengeResult(paymentRequired(call.offer, `settlement failed: ${why}`), withOutputSchema.has(tool.name)) };
     };
@@ -275,7 +276,9 @@ export function createGateway(options: GatewayOptions): Hono {
           receipt = await facilitator.settle(request);
         } catch (error) {
           if (!(error instanceof FacilitatorUnavailableError)) throw error;
-          return settlementFailed(error.message);
+          // Nothing reached the chain if the hold is still a hold: the same payment may be retried.
+          await facilitator.releaseHold(key);
+          return settlementFailed(`${error.message}; retry with the same payment`);
         }
         stop();
         // Pending is not failure: the transaction is out and verified to be payable.

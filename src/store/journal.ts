@@ -66,6 +66,8 @@ export interface PaymentJournal {
   finish(key: PaymentKey, outcome: SettlementOutcome): Promise<void>;
   /** Gives a hold or a claim back when nothing can have reached the chain, so the payer may retry. */
   release(key: PaymentKey): Promise<void>;
+  /** Gives back a hold (`verified`) and nothing else: a claim that may have reached the chain stays. */
+  releaseHold(key: PaymentKey): Promise<void>;
   /**
    * Entries a crash may have left between reservation or claim and outcome, oldest first: all of
    * them, or those of one owner (the instance that reserved or claimed them; null for entries

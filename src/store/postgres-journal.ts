@@ -12,6 +12,7 @@ const sql = {
   recordTx: named(journalSql.recordTx),
   finish: named(journalSql.finish),
   release: named(journalSql.release),
+  releaseHold: named(journalSql.releaseHold),
   unfinished: named(journalSql.unfinished),
   unfinishedOf: named(journalSql.unfinishedOf),
   unfinishedOwners: named(journalSql.unfinishedOwners),
@@ -54,6 +55,9 @@ export function postgresJournal(pool: pg.Pool, owner: string): PaymentJournal {
     },
     async release(key) {
       await run(pool, sql.release, keyParams(key));
+    },
+    async releaseHold(key) {
+      await run(pool, sql.releaseHold, keyParams(key));
     },
     async unfinished(filter) {
       return (await (filter ? all<Row>(pool, sql.unfinishedOf, filter) : all<Row>(pool, sql.unfinished))).map(toRecord);

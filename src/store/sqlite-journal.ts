@@ -12,6 +12,7 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
   const recordTx = db.prepare(journalSql.recordTx);
   const finish = db.prepare(journalSql.finish);
   const release = db.prepare(journalSql.release);
+  const releaseHold = db.prepare(journalSql.releaseHold);
   const unfinished = db.prepare<[], Row>(journalSql.unfinished).safeIntegers(true);
   const unfinishedOf = db.prepare<{ owner: string | null }, Row>(journalSql.unfinishedOf).safeIntegers(true);
   const owners = db.prepare<[], { owner: string | null }>(journalSql.unfinishedOwners);
@@ -51,6 +52,9 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
     },
     async release(key) {
       release.run(keyParams(key));
+    },
+    async releaseHold(key) {
+      releaseHold.run(keyParams(key));
     },
     async unfinished(filter) {
       return (filter ? unfinishedOf.all(filter) : unfinished.all()).map(toRecord);

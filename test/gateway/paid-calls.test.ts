@@ -5,6 +5,8 @@ import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { networks } from '../../src/chain/networks.js';
 import type { Facilitator } from '../../src/facilitator/facilitator.js';
+import { createPublicClient, custom } from 'viem';
+import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { flatPlan } from '../../src/gateway/plans.js';
@@ -24,7 +26,7 @@ let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
 let facilitator: Facilitator;
 let journal: PaymentJournal;
 
-async function gatewayFor(path: string, timeoutMs = 10_000) {
+async function gatewayFor(path: string, timeoutMs = 10_000, through = facilitator) {
   const app = createApp(logger);
   let url = '';
   app.route(
@@ -34,7 +36,7 @@ async function gatewayFor(path: string, timeoutMs = 10_000) {
       plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
       payTo: chain.sandbox.accounts.payees[1]!.address,
       network: networks.local,
-      facilitator,
+      facilitator: through,
       challenge: 'tool-result',
       bodyLimitBytes: 4096,
       allowedHosts: () => [new URL(url).host],
@@ -142,6 +144,40 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
     assert.equal(answer.status, 502);
     assert.equal(answer.body.error?.code, -32603);
     assert.equal((await stateOf(payment))?.state, 'failed');
+  });
+
+  test('the chain unreachable when settling: the output is withheld, the hold given back, the same payment works once it is back', async () => {
+    // The chain answers the verification before the call, then is down when the settlement starts.
+    let calls = 0;
+    let down = false;
+    const flaky = createPublicClient({
+      chain: networks.local.viemChain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown }) => {
+          if (args.method === 'eth_call' && ++calls > 1 && down) throw new Error('connect ECONNREFUSED');
+          return chain.client.request(args as never);
+        },
+      }),
+      pollingInterval: 5,
+    });
+    const opened = await chain.facilitator([3]);
+    const outage = createFacilitator({ network: networks.local, client: flaky, journal: opened.store.journal, relayerKeys: [chain.sandbox.accounts.relayers[3]!.privateKey] });
+    const url = await gatewayFor('/mcp', 10_000, outage);
+    const payment = await paymentFor(url, 'count', chain.sandbox.accounts.payers[6]);
+    const payee = chain.sandbox.accounts.payees[1]!.address;
+    const before = await chain.balanceOf(payee);
+    down = true;
+    const failed = await call(url, 'count', payment);
+    assert.equal(failed.body.result?.isError, true);
+    assert.match(JSON.stringify(failed.body.result), /settlement failed: .*retry with the same payment/);
+    assert.equal(await chain.balanceOf(payee), before);
+    const auth = (payment.payload as { authorization: { from: string; nonce: string } }).authorization;
+    const key = { chainId: 8453, asset: networks.base.usdc.address.toLowerCase() as `0x${string}`, payer: auth.from.toLowerCase() as `0x${string}`, nonce: auth.nonce.toLowerCase() as `0x${string}` };
+    assert.equal(await opened.store.journal.get(key), undefined, 'the hold was given back');
+    down = false;
+    const paid = await call(url, 'count', payment);
+    assert.equal((paid.body.result?._meta?.['x402/payment-response'] as { success: boolean } | undefined)?.success, true, JSON.stringify(paid.body));
+    assert.equal(await chain.balanceOf(payee), before + 20_000n);
   });
 
   test('an oversized body is refused before anything else', async () => {
