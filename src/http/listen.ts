@@ -4,6 +4,8 @@ import type { Hono } from 'hono';
 
 export type Listening = { url: string; close(): Promise<void> };
 
+const KEEP_ALIVE_MS = 65_000;
+
 /**
  * Serves an app on host:port (0 = a free port) and resolves once it accepts connections, with
  * the URL to print.
@@ -23,6 +25,11 @@ export function listen(app: Hono, at: { host: string; port: number }): Promise<L
           }),
       });
     });
+    // Idle keep-alive connections outlive a load balancer's (60 s is common): a backend that closes
+    // first races the balancer's next request on that connection, which then fails with a reset.
+    const http = server as { keepAliveTimeout: number; headersTimeout: number };
+    http.keepAliveTimeout = KEEP_ALIVE_MS;
+    http.headersTimeout = KEEP_ALIVE_MS + 1_000;
     server.once('error', reject);
   });
 }
