@@ -90,6 +90,13 @@ export const configSchema = z.strictObject({
         )
         .default({ '10': { priceUsd: 10_000_000n, creditsUsd: 10_000_000n }, '50': { priceUsd: 50_000_000n, creditsUsd: 50_000_000n } })
         .describe('credit packages sold through Stripe Checkout, by id'),
+      rateLimitPerMinute: z
+        .number()
+        .int()
+        .min(0)
+        .max(1_000_000)
+        .default(0)
+        .describe('paid calls one API key (with its budget tokens) may make per minute, on all instances together; 0 = no limit'),
       stripeApiUrl: url(/^https?$/)
         .optional()
         .describe('a Stripe-compatible API (e.g. stripe-mock) instead of api.stripe.com'),

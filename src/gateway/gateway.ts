@@ -49,7 +49,13 @@ export type GatewayOptions = {
   /** The server's slug, as key and token scopes name it. */
   server: string;
   /** The credits rail; without it, credentials are ignored and every paid call is x402. */
-  credits?: { credits: Credits; store: Store; debits: OpenDebits };
+  credits?: {
+    credits: Credits;
+    store: Store;
+    debits: OpenDebits;
+    /** Paid calls one key may make per minute, counted in the store (so on all instances together); 0 or absent: no limit. */
+    rateLimitPerMinute?: number;
+  };
   /**
    * Where charges and call counts go (revenue, analytics, free calls and tiers). Required by a
    * plan whose price depends on the caller's calls this month.
@@ -355,6 +361,16 @@ export function createGateway(options: GatewayOptions): Hono {
     } catch (error) {
       if (error instanceof ApiError) return fail(error);
       throw error;
+    }
+    const limit = options.credits!.rateLimitPerMinute ?? 0;
+    if (limit > 0) {
+      const window = Math.floor(Date.now() / 60_000) * 60_000;
+      if ((await store.credits.countRequest(payer.key.id, window)) > BigInt(limit)) {
+        const retryAfter = Math.max(1, Math.ceil((window + 60_000 - Date.now()) / 1000));
+        const refused = fail(new ApiError(429, 'rate_limited', `this key may make ${limit} paid calls a minute; retry in ${retryAfter} s`, { limit, retryAfterSeconds: retryAfter }));
+        refused.headers.set('retry-after', String(retryAfter));
+        return refused;
+      }
     }
     const idempotencyKey = c.req.header('idempotency-key');
     const bodyHash = idempotencyKey ? createHash('sha256').update(call.body).digest('hex') : '';

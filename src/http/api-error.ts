@@ -6,7 +6,7 @@
 export class ApiError extends Error {
   override name = 'ApiError';
   constructor(
-    readonly status: 400 | 401 | 402 | 403 | 404 | 409 | 503,
+    readonly status: 400 | 401 | 402 | 403 | 404 | 409 | 429 | 503,
     readonly code: string,
     message: string,
     readonly details: Record<string, unknown> = {},

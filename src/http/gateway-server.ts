@@ -122,7 +122,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       metrics,
       server: endpoint.slug,
       revenue: { book, usage: store.operators, custody: endpoint.custody ?? 'direct', ...(endpoint.operatorId ? { operatorId: endpoint.operatorId } : {}) },
-      ...(credits && debits ? { credits: { credits, store, debits } } : {}),
+      ...(credits && debits ? { credits: { credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute } } : {}),
     });
   for (const endpoint of options.endpoints) app.route(endpoint.path, gatewayFor(endpoint));
 

@@ -278,6 +278,11 @@ export function ledgerStore({ read, write }: LedgerRunner): CreditStore {
         return (yield* all<{ debit_id: string }>('openBefore', { before })).map((r) => r.debit_id);
       }),
     debitStates: (debitIds) => read(() => debitStates(debitIds)),
+    countRequest: (keyId, window) =>
+      write(function* () {
+        yield* run('forgetWindows', { keyId, window });
+        return (yield* get<{ count: bigint }>('countRequest', { keyId, window }))!.count;
+      }),
     history: (keyId, { limit, before }) =>
       read(function* () {
         return (yield* all<EntryRow>('page', { keyId, limit, before: before ?? null })).map(toEntry);

@@ -176,6 +176,10 @@ export const creditsSql = {
     INSERT INTO stripe_events (event_id, type, session_id, outcome, received_at)
     VALUES (@eventId, @type, @sessionId, @outcome, @now) ON CONFLICT (event_id) DO NOTHING`,
   setEventOutcome: 'UPDATE stripe_events SET outcome = @outcome WHERE event_id = @eventId',
+  countRequest: `
+    INSERT INTO request_counts (key_id, window_start, count) VALUES (@keyId, @window, 1)
+    ON CONFLICT (key_id, window_start) DO UPDATE SET count = request_counts.count + 1 RETURNING count`,
+  forgetWindows: 'DELETE FROM request_counts WHERE key_id = @keyId AND window_start < @window',
 };
 export type CreditsSql = keyof typeof creditsSql;
 

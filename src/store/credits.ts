@@ -158,6 +158,11 @@ export interface CreditStore {
   /** Where each debit stands: still `open` (its call under way), `closed` (charged) or `refunded`. */
   debitStates(debitIds: string[]): Promise<Map<string, 'open' | 'closed' | 'refunded'>>;
   history(keyId: string, page: { limit: number; before?: string }): Promise<LedgerEntry[]>;
+  /**
+   * Counts one more request of a key in the window starting at `window` (ms) and returns the
+   * count, atomically across every instance on the store; earlier windows are forgotten.
+   */
+  countRequest(keyId: string, window: number): Promise<bigint>;
   request(keyId: string, idempotencyKey: string): Promise<IdempotentRequest | undefined>;
   completeRequest(keyId: string, idempotencyKey: string, response: string): Promise<void>;
 

@@ -175,6 +175,12 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE api_keys ADD COLUMN operator_id TEXT REFERENCES operators (id);
       CREATE INDEX api_keys_operator ON api_keys (operator_id);
       ALTER TABLE payments ADD COLUMN owner TEXT;
+      CREATE TABLE request_counts (
+        key_id TEXT NOT NULL,
+        window_start BIGINT NOT NULL,
+        count BIGINT NOT NULL CHECK (count > 0),
+        PRIMARY KEY (key_id, window_start)
+      );
       CREATE INDEX payments_owner ON payments (state, owner);
       CREATE TABLE usage_counts (
         server TEXT NOT NULL,

@@ -16,11 +16,12 @@ import { POSTGRES_URL, backends, freshSchema } from '../helpers/stores.js';
 
 const bin = path.resolve('dist/src/cli/main.js');
 const ADMIN = 'admin-key-for-the-multi-instance-tests-01234';
+const RATE_LIMIT = 40;
 const postgres = backends.find((b) => b.name === 'postgres')!;
 let sandbox: Sandbox;
 let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
 const schema = freshSchema();
-const storeUrl = `${POSTGRES_URL}${POSTGRES_URL.includes('?') ? '&' : '?'}schema=${schema}`;
+const storeUrl = `${POSTGRES_URL}${POSTGRES_URL.includes('?') ? '&' : '?'}schema=${schema}&pool=4`;
 const running: { kill(signal: NodeJS.Signals): void; done: Promise<unknown> }[] = [];
 
 /** Starts one turnpike instance on the shared PostgreSQL with the given relayer key. */
@@ -37,6 +38,7 @@ function spawnInstance(relayer: number, upstreamPath: string) {
         TURNPIKE_ADMIN_KEY: ADMIN,
         TURNPIKE_OPERATORS_ALLOW_PRIVATE_UPSTREAMS: 'true',
         TURNPIKE_OPERATORS_MIN_WITHDRAWAL_USD: '0.01',
+        TURNPIKE_CREDITS_RATE_LIMIT_PER_MINUTE: String(RATE_LIMIT),
       },
     },
   );
@@ -115,6 +117,19 @@ describe('several turnpike instances on one PostgreSQL', { skip: postgres.skip, 
     assert.equal((await api(b.url, 'GET', `/admin/keys/${key.body.id}`, ADMIN)).body.balance, '0');
   });
 
+  test('a key’s rate limit holds across instances: 60 calls in one minute through both, 40 served, the rest 429', async () => {
+    // All inside one minute window.
+    const intoMinute = Date.now() % 60_000;
+    if (intoMinute > 50_000) await new Promise((r) => setTimeout(r, 60_500 - intoMinute));
+    const key = await api(a.url, 'POST', '/admin/keys', ADMIN, { name: 'busy', usd: '1' });
+    const answers = await Promise.all(Array.from({ length: 60 }, (_, i) => call(`${(i % 2 ? a : b).url}/mcp`, { apiKey: key.body.key })));
+    assert.equal(answers.filter((x) => x.body.result?._meta?.['turnpike/credits']).length, RATE_LIMIT);
+    const limited = answers.filter((x) => x.status === 429);
+    assert.equal(limited.length, 60 - RATE_LIMIT);
+    assert.match(JSON.stringify(limited[0]!.body), /rate_limited/);
+    assert.equal((await api(b.url, 'GET', `/admin/keys/${key.body.id}`, ADMIN)).body.balance, String(1_000_000 - RATE_LIMIT * 10_000));
+  });
+
   test('a withdrawal cannot be taken twice through two instances; the treasury sends from one', async () => {
     const op = await api(a.url, 'POST', '/admin/operators', ADMIN, { email: 'multi@example.com', name: 'multi', payoutAddress: sandbox.accounts.payees[1]!.address });
     const server = await api(b.url, 'POST', '/operator/servers', op.body.key, { slug: 'shared', name: 'shared', upstream: `${upstream.url}/mcp`, custody: 'platform', plan: { type: 'per_call', default: '0.5' } });
@@ -148,7 +163,7 @@ describe('several turnpike instances on one PostgreSQL', { skip: postgres.skip, 
     const doomed = await instance(2, '/hang');
     const payment = await paymentFor(`${doomed.url}/mcp`, 2);
     void call(`${doomed.url}/mcp`, { payment }).catch(() => undefined);
-    const store = await openPostgresStore({ url: POSTGRES_URL, schema });
+    const store = await openPostgresStore({ url: POSTGRES_URL, schema, max: 2 });
     try {
       const deadline = Date.now() + 10_000;
       while ((await store.journal.unfinished()).length === 0) {

@@ -72,10 +72,11 @@ export const backends: Backend[] = [
   {
     name: 'postgres',
     skip: unreachable ?? false,
-    open: () => openPostgresStore({ url: POSTGRES_URL, schema: freshSchema() }),
+    // Small pools: test files run two at a time on one server with max_connections 100.
+    open: () => openPostgresStore({ url: POSTGRES_URL, schema: freshSchema(), max: 3 }),
     shared() {
       const schema = freshSchema();
-      return () => openPostgresStore({ url: POSTGRES_URL, schema });
+      return () => openPostgresStore({ url: POSTGRES_URL, schema, max: 3 });
     },
   },
 ];

@@ -32,7 +32,7 @@ async function assertBalanced(credits: CreditStore, keyId: string) {
 
 /** One database two processes can open: a file for SQLite, a schema for PostgreSQL. */
 function sharedDatabase(backend: 'sqlite' | 'postgres') {
-  if (backend === 'postgres') return { url: POSTGRES_URL, schema: freshSchema() };
+  if (backend === 'postgres') return { url: POSTGRES_URL, schema: freshSchema(), max: 3 };
   const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-credits-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
   return { path: path.join(dir, 'credits.db') };
@@ -76,6 +76,14 @@ describe(`credits ledger (${backend.name})`, { skip: backend.skip }, () => {
     } finally {
       await shared.close();
     }
+  });
+
+  test('request counts per key and minute: each of many concurrent requests gets its own number; older windows are forgotten', async () => {
+    const window = 1_800_000_000_000;
+    const counts = await Promise.all(Array.from({ length: 60 }, (_, i) => store.credits.countRequest(i % 2 ? 'key_a' : 'key_b', window)));
+    assert.deepEqual(counts.filter((_, i) => i % 2).sort((x, y) => Number(x - y)), Array.from({ length: 30 }, (_, i) => BigInt(i + 1)));
+    assert.equal(await store.credits.countRequest('key_a', window + 60_000), 1n, 'a new window starts at 1');
+    assert.equal(await store.credits.countRequest('key_b', window), 31n);
   });
 
   test('a credit applies once per idempotency key; a refund returns a debit once', async () => {
