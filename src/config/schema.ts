@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { networkNames } from '../chain/networks.js';
+import { planSchema } from '../gateway/plans.js';
 import { usdPrice } from '../gateway/pricing.js';
 
 const url = (protocols: RegExp) =>
@@ -58,6 +59,9 @@ export const configSchema = z.strictObject({
           price: usdPrice.default(10_000n).describe('USD price of every tool not named in `tools`'),
           tools: z.record(z.string().min(1), usdPrice).default({}),
           free: z.array(z.string().min(1)).default([]),
+          plan: planSchema
+            .optional()
+            .describe('instead of price/tools/free: a plan (per_call with freeCallsPerMonth, tiered, subscription), as the operator API takes it'),
           challenge: z.enum(['tool-result', 'http-402']).default('tool-result'),
           timeoutSeconds: z.number().positive().max(3600).default(60),
           /** Upstream credentials by environment variable name: secrets stay out of the file. */

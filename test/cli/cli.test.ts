@@ -154,7 +154,7 @@ describe('turnpike CLI (built)', () => {
         'log: { level: silent }',
         'servers:',
         `  - { slug: docs, stdio: ${JSON.stringify(stdio)}, payTo: "0x00000000000000000000000000000000000000bb", price: "0.02", free: [list_allowed_directories] }`,
-        `  - { slug: notes, stdio: ${JSON.stringify(stdio)}, payTo: "0x00000000000000000000000000000000000000cc", tools: { read_text_file: "0.5" } }`,
+        `  - { slug: notes, stdio: ${JSON.stringify(stdio)}, payTo: "0x00000000000000000000000000000000000000cc", plan: { type: tiered, tiers: [{ upTo: 3, price: "0" }, { price: "0.5" }] } }`,
       ].join('\n'),
     );
     const run = turnpike(['serve', '--config', file]);
@@ -164,7 +164,7 @@ describe('turnpike CLI (built)', () => {
     }
     const base = /listening on (\S+)/.exec(run.stdout())![1]!;
     const doc = (await (await fetch(`${base}/.well-known/mcp-payment`)).json()) as {
-      endpoints: { url: string; rails: string[]; x402: { payTo: string }; credits: { topup: Record<string, unknown> }; tools: { name: string; usd: string }[] }[];
+      endpoints: { url: string; rails: string[]; x402: { payTo: string }; credits: { topup: Record<string, unknown> }; tools: { name: string; usd: string }[]; plan?: { type: string } }[];
     };
     assert.deepEqual(doc.endpoints[0]!.rails, ['x402', 'credits']);
     // Without Stripe secrets only the USDC top-up is offered, and checkout says why it is off.
@@ -175,18 +175,20 @@ describe('turnpike CLI (built)', () => {
     const price = (i: number, tool: string) => doc.endpoints[i]!.tools.find((t) => t.name === tool)?.usd;
     assert.deepEqual([price(0, 'read_text_file'), price(0, 'list_allowed_directories'), price(1, 'read_text_file')], ['0.02', '0', '0.5']);
     assert.equal(doc.endpoints[1]!.x402.payTo.toLowerCase(), '0x00000000000000000000000000000000000000cc');
+    assert.equal(doc.endpoints[1]!.plan?.type, 'tiered', 'a config-file server can have any plan the operator API takes');
     run.child.kill('SIGINT');
     assert.equal((await run.done).code, 0);
   });
 
   test('serve: a config without servers, or with a bad one, exits 2 naming the field', async () => {
     const file = path.join(dir, 'bad-serve.yaml');
-    writeFileSync(file, 'servers:\n  - { slug: "Bad Slug", payTo: "0x12", price: "0.0000001" }\n');
+    writeFileSync(file, 'servers:\n  - { slug: "Bad Slug", payTo: "0x12", price: "0.0000001", plan: { type: tiered, tiers: [{ upTo: 5, price: "0" }] } }\n');
     const result = await turnpike(['serve', '--config', file]).done;
     assert.equal(result.code, 2);
     assert.match(result.stderr, /servers\.0\.slug/);
     assert.match(result.stderr, /servers\.0\.payTo/);
     assert.match(result.stderr, /servers\.0\.price .*6 decimals/);
+    assert.match(result.stderr, /servers\.0\.plan\.tiers\.0\.upTo .*last tier/);
   });
 
   test('keys: create, top up (once per idempotency key), suspend, and clear errors for bad flags', async () => {

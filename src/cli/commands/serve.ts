@@ -44,7 +44,7 @@ export const serveCommand = defineCommand({
         headers: Object.fromEntries(Object.entries(s.headersFromEnv).map(([header, name]) => [header, process.env[name]!])),
         timeoutMs: s.timeoutSeconds * 1000,
       },
-      plan: flatPlan({ default: s.price, tools: s.tools, free: s.free }),
+      plan: s.plan ?? flatPlan({ default: s.price, tools: s.tools, free: s.free }),
       payTo: getAddress(s.payTo),
       challenge: s.challenge,
     }));
