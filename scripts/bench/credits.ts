@@ -44,7 +44,7 @@ export async function benchCredits(sandbox: Sandbox, progress: (s: string) => vo
         p50Ms: paid.p50,
         p99Ms: paid.p99,
         perSecond: paid.perSecond,
-        note: `+${(paid.p50 - direct.p50).toFixed(2)} ms p50; ${paid.perSecond.toFixed(0)} debits/s`,
+        note: `+${(paid.p50 - direct.p50).toFixed(2)} ms p50; ${(paid.perSecond / direct.perSecond).toFixed(2)}× direct throughput`,
       });
     }
   } finally {

@@ -87,7 +87,7 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
         p50Ms: proxied.p50,
         p99Ms: proxied.p99,
         perSecond: proxied.perSecond,
-        note: `+${(proxied.p50 - direct.p50).toFixed(2)} ms p50`,
+        note: `+${(proxied.p50 - direct.p50).toFixed(2)} ms p50; ${(proxied.perSecond / direct.perSecond).toFixed(2)}× direct throughput`,
       });
     }
 
@@ -117,7 +117,7 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
         p50Ms: paid.p50,
         p99Ms: paid.p99,
         perSecond: paid.perSecond,
-        note: `settlement wait p50 ${settle.p50.toFixed(2)} ms; added without it +${(withoutSettlement.p50 - direct.p50).toFixed(2)} ms p50, +${(withoutSettlement.p99 - direct.p99).toFixed(2)} ms p99`,
+        note: `${(paid.perSecond / direct.perSecond).toFixed(2)}× direct throughput; settlement wait p50 ${settle.p50.toFixed(2)} ms; added without it +${(withoutSettlement.p50 - direct.p50).toFixed(2)} ms p50, +${(withoutSettlement.p99 - direct.p99).toFixed(2)} ms p99`,
       });
     }
   } finally {
