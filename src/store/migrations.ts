@@ -175,6 +175,12 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE api_keys ADD COLUMN operator_id TEXT REFERENCES operators (id);
       CREATE INDEX api_keys_operator ON api_keys (operator_id);
       ALTER TABLE payments ADD COLUMN owner TEXT;
+      CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        instance TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        taken_at BIGINT NOT NULL
+      );
       CREATE TABLE request_counts (
         key_id TEXT NOT NULL,
         window_start BIGINT NOT NULL,

@@ -29,8 +29,15 @@ export type SqliteStore = Store & {
   immediate<T>(fn: (db: Database.Database) => T): T;
 };
 
-/** Leases held in this process, by database file: SQLite serves one instance (see `Store.lease`). */
-const leases = new Set<string>();
+/** Whether a process of this machine is alive (a SQLite file is only ever shared on one machine). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 /** How long a writer waits for another process's write lock before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5000;
@@ -90,16 +97,26 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
   const schemaVersion = db.prepare<[], { v: number | null }>('SELECT MAX(version) AS v FROM schema_migrations');
 
   const instanceId = randomUUID();
+  // Leases are rows naming the holding instance and its process: a row whose process is gone (it
+  // crashed) is free, and one whose instance closed was deleted when it closed.
+  const readLease = db.prepare<[string], { instance: string; pid: number }>('SELECT instance, pid FROM leases WHERE name = ?');
+  const writeLease = db.prepare(`INSERT INTO leases (name, instance, pid, taken_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, pid = excluded.pid, taken_at = excluded.taken_at`);
+  const dropLease = db.prepare('DELETE FROM leases WHERE name = ? AND instance = ?');
   const held = new Set<string>();
+  const take = db.transaction((name: string) => {
+    const holder = readLease.get(name);
+    if (holder && holder.instance !== instanceId && alive(holder.pid)) return false;
+    writeLease.run(name, instanceId, process.pid, Date.now());
+    return true;
+  });
   const lease = async (name: string) => {
-    const id = `${path.resolve(file)}\n${name}`;
-    if (leases.has(id)) return undefined;
-    leases.add(id);
-    held.add(id);
+    if (!take.immediate(name)) return undefined;
+    held.add(name);
     return {
       async release() {
-        leases.delete(id);
-        held.delete(id);
+        held.delete(name);
+        if (db.open) dropLease.run(name, instanceId);
       },
     };
   };
@@ -128,7 +145,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
       }
     },
     async close() {
-      for (const id of held) leases.delete(id);
+      if (db.open) for (const name of held) dropLease.run(name, instanceId);
       held.clear();
       if (db.open) db.close();
     },

@@ -218,6 +218,27 @@ describe('turnpike CLI (built)', () => {
     assert.match(unknown.stderr, /no API key key_nope/);
   });
 
+  test('a second serving process on the same SQLite data refuses to share its relayer key', { timeout: 60_000 }, async () => {
+    const hang = http.createServer(() => {});
+    await new Promise<void>((resolve) => hang.listen(0, '127.0.0.1', resolve));
+    const upstream = `http://127.0.0.1:${(hang.address() as { port: number }).port}/mcp`;
+    const data = ['--data-dir', path.join(dir, 'shared-data')];
+    const first = turnpike(['wrap', '--upstream', upstream, '--port', '0', '--log-level', 'silent', ...data]);
+    try {
+      while (!/paying MCP endpoint at/.test(first.stdout())) {
+        if (first.child.exitCode !== null) assert.fail(`wrap exited early: ${first.stdout()}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const second = await turnpike(['wrap', '--upstream', upstream, '--port', '0', '--log-level', 'silent', ...data]).done;
+      assert.notEqual(second.code, 0);
+      assert.match(second.stderr + second.stdout, /relayer 0x[0-9a-fA-F]{40} is sending for another turnpike instance on this store/);
+    } finally {
+      first.child.kill('SIGINT');
+      await first.done;
+      hang.close();
+    }
+  });
+
   test('wrap killed in the middle of a credits-paid call: after the restart the debit is refunded', { timeout: 60_000 }, async () => {
     const data = ['--data-dir', path.join(dir, 'cutoff')];
     const created = JSON.parse((await turnpike(['keys', '--create', 'agent', '--usd', '1', ...data]).done).stdout) as { id: string; key: string };
