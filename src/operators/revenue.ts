@@ -58,19 +58,13 @@ export function revenueBook(store: Store, options: { takeRateBps: number; logger
     if (counts.length > 0) await operators.countDenials(counts);
   }
 
-  /** Settles pending charges by what the journal and the ledger say; returns how many it resolved. */
+  /** Settles pending charges by what the ledger and the journal say; returns how many it resolved. */
   async function resolve(): Promise<number> {
-    let resolved = 0;
+    let resolved = await operators.resolveCreditCharges();
     for (;;) {
-      const pending = await operators.pendingCharges(500);
-      const debits = await store.credits.debitStates(pending.filter((c) => c.rail === 'credits').map((c) => c.ref.slice('credits:'.length)));
+      const pending = await operators.pendingCharges(500, 'x402');
       const outcomes: { id: string; state: 'earned' | 'void'; settleMs?: number }[] = [];
       for (const c of pending) {
-        if (c.rail === 'credits') {
-          const state = debits.get(c.ref.slice('credits:'.length));
-          if (state !== 'open') outcomes.push({ id: c.id, state: state === 'closed' ? 'earned' : 'void' });
-          continue;
-        }
         const key = paymentKeyOf(c.ref);
         const record = key ? await store.journal.get(key) : undefined;
         if (!record || record.state === 'failed') outcomes.push({ id: c.id, state: 'void' });

@@ -2,14 +2,12 @@ import type { BudgetToken, CheckoutSession, Credit, CreditStore, Debit, DebitRes
 import {
   type CheckoutRow,
   type CreditsSql,
-  type DebitStateRow,
   type EntryRow,
   type KeyRow,
   type Lockable,
   type RequestRow,
   type TokenRow,
   json,
-  toDebitState,
   toEntry,
   toKey,
   toRequest,
@@ -232,15 +230,6 @@ function* revokeToken(keyId: string, id: string) {
   return row && row.key_id === keyId ? toToken(row) : undefined;
 }
 
-function* debitStates(debitIds: string[]) {
-  const states = new Map<string, 'open' | 'closed' | 'refunded'>();
-  for (const id of debitIds) {
-    const state = toDebitState((yield* get<DebitStateRow>('debitState', { id }))!);
-    if (state) states.set(id, state);
-  }
-  return states;
-}
-
 /** The credit store over a backend's runner. */
 export function ledgerStore({ read, write }: LedgerRunner): CreditStore {
   return {
@@ -277,7 +266,6 @@ export function ledgerStore({ read, write }: LedgerRunner): CreditStore {
       read(function* () {
         return (yield* all<{ debit_id: string }>('openBefore', { before })).map((r) => r.debit_id);
       }),
-    debitStates: (debitIds) => read(() => debitStates(debitIds)),
     countRequest: (keyId, window) =>
       write(function* () {
         yield* run('forgetWindows', { keyId, window });

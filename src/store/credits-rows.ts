@@ -43,7 +43,6 @@ export type TokenRow = {
 export type CheckoutRow = { key_id: string; package: string; credits: bigint; amount_total: bigint; state: CheckoutSession['state'] };
 export type RequestRow = { body_hash: string; debit_id: string; response: string | null };
 /** `EXISTS` is 0/1 in SQLite and a boolean in PostgreSQL: read as truthy. */
-export type DebitStateRow = { found: unknown; refunded: unknown; open: unknown };
 
 const DAY_MS = 86_400_000;
 /** The UTC day a daily limit counts in. */
@@ -104,7 +103,6 @@ export const toRequest = (r: RequestRow): IdempotentRequest => ({
 });
 
 /** Undefined when the id is not a debit. */
-export const toDebitState = (r: DebitStateRow) => (r.found ? (r.refunded ? 'refunded' : r.open ? 'open' : 'closed') : undefined);
 
 /**
  * The ledger's statements, `@name` parameters, for both backends. The `lockable` ones are the
@@ -146,10 +144,6 @@ export const creditsSql = {
   openDebit: 'INSERT INTO open_debits (debit_id, created_at) VALUES (@debitId, @now)',
   closeDebit: 'DELETE FROM open_debits WHERE debit_id = @debitId',
   openBefore: 'SELECT debit_id FROM open_debits WHERE created_at < @before ORDER BY created_at',
-  debitState: `
-    SELECT EXISTS (SELECT 1 FROM ledger WHERE id = @id AND kind = 'debit') AS found,
-           EXISTS (SELECT 1 FROM ledger WHERE idempotency_key = 'refund:' || @id) AS refunded,
-           EXISTS (SELECT 1 FROM open_debits WHERE debit_id = @id) AS open`,
 
   insertRequest: `
     INSERT INTO idempotent_requests (key_id, idempotency_key, body_hash, debit_id, created_at)

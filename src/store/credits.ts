@@ -155,8 +155,6 @@ export interface CreditStore {
   closeDebits(debitIds: string[]): Promise<void>;
   /** Debits still open that were made before `before` (ms since the epoch), oldest first. */
   openDebits(before: number): Promise<string[]>;
-  /** Where each debit stands: still `open` (its call under way), `closed` (charged) or `refunded`. */
-  debitStates(debitIds: string[]): Promise<Map<string, 'open' | 'closed' | 'refunded'>>;
   history(keyId: string, page: { limit: number; before?: string }): Promise<LedgerEntry[]>;
   /**
    * Counts one more request of a key in the window starting at `window` (ms) and returns the

@@ -143,7 +143,8 @@ export function operatorOps({ read, write }: OperatorRunner): OperatorStore {
       write(function* () {
         for (const c of charges) yield* run('insertCharge', { ...c, operatorId: c.operatorId ?? null, settleMs: c.settleMs ?? null });
       }),
-    pendingCharges: (limit) => list('pendingCharges', { limit }, toCharge),
+    pendingCharges: (limit, rail) => list('pendingCharges', { limit, rail: rail ?? null }, toCharge),
+    resolveCreditCharges: () => write(() => run('resolveCreditCharges', {})),
     resolveCharges: (outcomes) =>
       write(function* () {
         for (const o of outcomes) yield* run('resolveCharge', { ...o, settleMs: o.settleMs ?? null });

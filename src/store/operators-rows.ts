@@ -312,7 +312,13 @@ export const operatorsSql = {
     INSERT INTO charges (id, server, operator_id, rail, caller, tool, amount, operator_share, platform_share, custody, ref, state, settle_ms, created_at)
     VALUES (@id, @server, @operatorId, @rail, @caller, @tool, @amount, @operatorShare, @platformShare, @custody, @ref, @state, @settleMs, @createdAt)
     ON CONFLICT (ref) DO NOTHING`,
-  pendingCharges: `SELECT * FROM charges WHERE state = 'pending' ORDER BY created_at LIMIT @limit`,
+  pendingCharges: `SELECT * FROM charges WHERE state = 'pending' AND (rail = @rail OR @rail IS NULL) ORDER BY created_at LIMIT @limit`,
+  // A credits charge is decided by its debit (ref 'credits:<debit id>'): closed → earned, refunded → void, open → not yet.
+  resolveCreditCharges: `
+    UPDATE charges SET state = CASE
+        WHEN EXISTS (SELECT 1 FROM ledger WHERE idempotency_key = 'refund:' || substr(charges.ref, 9)) THEN 'void' ELSE 'earned' END
+    WHERE state = 'pending' AND rail = 'credits'
+      AND NOT EXISTS (SELECT 1 FROM open_debits WHERE debit_id = substr(charges.ref, 9))`,
   resolveCharge: `UPDATE charges SET state = @state, settle_ms = @settleMs WHERE id = @id AND state = 'pending'`,
   countDenial: `
     INSERT INTO denial_counts (server, day, reason, count) VALUES (@server, @day, @reason, @count)

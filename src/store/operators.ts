@@ -171,7 +171,13 @@ export interface OperatorStore {
   uncountCall(server: string, caller: string, month: number): Promise<void>;
 
   recordCharges(charges: Charge[]): Promise<void>;
-  pendingCharges(limit: number): Promise<Charge[]>;
+  /** Pending charges, oldest first (of one rail, if given). */
+  pendingCharges(limit: number, rail?: ChargeRail): Promise<Charge[]>;
+  /**
+   * Decides every pending credits charge whose debit is no longer open, in one statement: earned
+   * if the debit was closed as delivered, void if it was refunded. Returns how many it decided.
+   */
+  resolveCreditCharges(): Promise<number>;
   resolveCharges(outcomes: { id: string; state: 'earned' | 'void'; settleMs?: number }[]): Promise<void>;
   countDenials(counts: { server: string; day: number; reason: string; count: number }[]): Promise<void>;
 

@@ -188,6 +188,33 @@ describe(`operator store (${backend.name})`, { skip: backend.skip }, () => {
     assert.deepEqual((await operators.analytics({ operatorId: op, from: JAN_1, to: JAN_1 + DAY_MS })).settlement, { count: 1, p50Ms: 1_234, p99Ms: 1_234 });
   });
 
+  test('credits charges are decided by their debits: closed → earned, refunded → void, open → still pending', async () => {
+    const store = await backend.open();
+    open.push(store);
+    const { operators, credits } = store;
+    const op = await newOperator(operators);
+    const keyId = newId('key');
+    await credits.createKey({ id: keyId, hash: `h-${keyId}`, name: 'caller' }, { amount: 1_000n, reason: 'funds', idempotencyKey: newId('fund') });
+    const ids: string[] = [];
+    for (let n = 0; n < 3; n++) {
+      const debit = await credits.debit({ keyId, amount: 10n, reason: 'call', idempotencyKey: newId('call'), open: true });
+      assert.ok(debit.ok);
+      ids.push(debit.entry.id);
+    }
+    const [delivered, failed, running] = ids as [string, string, string];
+    const charges = ids.map((id) => charge(op, { rail: 'credits', state: 'pending', amount: 10n, ref: `credits:${id}` }));
+    await operators.recordCharges(charges);
+    await credits.closeDebits([delivered]);
+    await credits.refund(failed, 'failed');
+    assert.equal(await operators.resolveCreditCharges(), 2);
+    assert.deepEqual((await operators.pendingCharges(10)).map((c) => c.ref), [`credits:${running}`], 'the open one waits');
+    assert.equal((await operators.balance(op)).fiatEarned, 10n, 'only the delivered call earned');
+    assert.equal(await operators.resolveCreditCharges(), 0, 'decided once');
+    await credits.closeDebits([running]);
+    assert.equal(await operators.resolveCreditCharges(), 1);
+    assert.equal((await operators.balance(op)).fiatEarned, 20n);
+  });
+
   test('balance: USDC of platform custody, fiat of credits and subscriptions, direct apart, less withdrawals and payouts', async () => {
     const operators = await fresh();
     const [op, other] = [await newOperator(operators), await newOperator(operators)];
