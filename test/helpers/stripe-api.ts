@@ -34,23 +34,26 @@ export async function startStripeApi() {
   const requests: { method: string; path: string; body: Record<string, unknown> }[] = [];
   const accounts = new Map<string, Record<string, unknown>>();
   const transfers = new Map<string, Record<string, unknown>>();
-  /** Stripe replays the first answer to a request with the same Idempotency-Key (for 24 h). */
-  const replays = new Map<string, unknown>();
+  /** Stripe replays the first answer to a request with the same Idempotency-Key (for 24 h), errors included. */
+  const replays = new Map<string, { status: number; body: unknown }>();
   /** Set to make the next transfer fail as Stripe does when the platform balance is short. */
   let failNextTransfer = false;
+  /** Set to make the next transfer happen while its answer is an error, as a lost response looks to the client. */
+  let loseNextTransferAnswer = false;
 
   const server = http.createServer((req, res) => {
     let text = '';
     req.on('data', (c: Buffer) => (text += c.toString()));
     req.on('end', () => {
       const body = parseStripeForm(text);
-      const path = (req.url ?? '').split('?')[0]!;
+      const [path = '', search = ''] = (req.url ?? '').split('?');
       requests.push({ method: req.method!, path, body });
       if (req.headers.authorization !== `Bearer ${apiKey}`) return stripeError(res, 401, 'Invalid API Key provided');
-      const send = (object: unknown) => {
-        res.writeHead(200, { 'content-type': 'application/json', 'request-id': `req_${randomBytes(6).toString('hex')}` });
+      const answer = (status: number, object: unknown) => {
+        res.writeHead(status, { 'content-type': 'application/json', 'request-id': `req_${randomBytes(6).toString('hex')}` });
         res.end(JSON.stringify(object));
       };
+      const send = (object: unknown) => answer(200, object);
       if (req.method === 'POST' && path === '/v1/checkout/sessions') {
         const idempotencyKey = req.headers['idempotency-key'] as string | undefined;
         const earlier = idempotencyKey && byIdempotencyKey.get(idempotencyKey);
@@ -83,10 +86,10 @@ export async function startStripeApi() {
       }
       const idempotencyKey = req.headers['idempotency-key'] as string | undefined;
       const replay = idempotencyKey ? replays.get(`${path}:${idempotencyKey}`) : undefined;
-      if (req.method === 'POST' && replay) return send(replay);
-      const remember = (object: unknown) => {
-        if (idempotencyKey) replays.set(`${path}:${idempotencyKey}`, object);
-        send(object);
+      if (req.method === 'POST' && replay) return answer(replay.status, replay.body);
+      const remember = (object: unknown, status = 200) => {
+        if (idempotencyKey) replays.set(`${path}:${idempotencyKey}`, { status, body: object });
+        answer(status, object);
       };
       if (req.method === 'POST' && path === '/v1/accounts') {
         if (body.type !== 'express') return stripeError(res, 400, 'Invalid type', 'type');
@@ -106,9 +109,18 @@ export async function startStripeApi() {
           return stripeError(res, 400, 'You have insufficient available funds in your Stripe account.', 'amount');
         }
         const id = `tr_${randomBytes(8).toString('hex')}`;
-        const transfer = { id, object: 'transfer', amount: Number(body.amount), currency: body.currency, destination: body.destination, metadata: body.metadata ?? {} };
+        const transfer = { id, object: 'transfer', amount: Number(body.amount), currency: body.currency, destination: body.destination, transfer_group: body.transfer_group ?? null, metadata: body.metadata ?? {} };
         transfers.set(id, transfer);
+        if (loseNextTransferAnswer) {
+          loseNextTransferAnswer = false;
+          return remember({ error: { type: 'api_error', message: 'An unknown error occurred' } }, 500);
+        }
         return remember(transfer);
+      }
+      if (req.method === 'GET' && path === '/v1/transfers') {
+        const group = new URLSearchParams(search).get('transfer_group');
+        const data = [...transfers.values()].filter((t) => group === null || (t as { transfer_group?: string }).transfer_group === group);
+        return send({ object: 'list', data, has_more: false, url: '/v1/transfers' });
       }
       const match = /^\/v1\/checkout\/sessions\/([\w]+)$/.exec(path);
       if (req.method === 'GET' && match) {
@@ -131,6 +143,13 @@ export async function startStripeApi() {
     transfers,
     failNextTransfer() {
       failNextTransfer = true;
+    },
+    loseNextTransferAnswer() {
+      loseNextTransferAnswer = true;
+    },
+    /** Stripe keeps idempotency keys 24 h: after that, a retry with the same key is a new request. */
+    forgetIdempotencyKeys() {
+      replays.clear();
     },
     /** What Stripe does when the buyer pays: the session completes. */
     complete(sessionId: string, paymentStatus: 'paid' | 'unpaid' = 'paid'): Session {

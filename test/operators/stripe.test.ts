@@ -152,6 +152,20 @@ describe('operators and Stripe: subscriptions and Connect payouts', () => {
     assert.equal((await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable, '9000000', 'a failed payout gives the money back');
     const retried = await served.api('POST', '/operator/payouts', { key: operator.key, body: { idempotencyKey: 'p5' } });
     assert.equal(retried.body.state, 'paid');
-    assert.equal((await served.api('GET', '/operator/payouts', { key: operator.key })).body.payouts.length, 3);
+
+    // A transfer made whose answer never came, retried after Stripe has forgotten the idempotency key.
+    await deliver('invoice.paid', invoice('in_3', 500));
+    await eventually(async () => (await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable, (v) => v === '4500000', 'the third invoice');
+    const transfersBefore = stripeApi.transfers.size;
+    stripeApi.loseNextTransferAnswer();
+    const lost = await served.api('POST', '/operator/payouts', { key: operator.key, body: { idempotencyKey: 'p6' } });
+    assert.equal(lost.body.state, 'requested', 'the outcome is unknown: the money stays reserved');
+    assert.equal(stripeApi.transfers.size, transfersBefore + 1);
+    stripeApi.forgetIdempotencyKeys();
+    const late = await served.api('POST', '/operator/payouts', { key: operator.key, body: { idempotencyKey: 'p6' } });
+    assert.equal(late.body.state, 'paid');
+    assert.equal(stripeApi.transfers.size, transfersBefore + 1, 'found, not made again');
+    assert.equal((await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable, '0');
+    assert.equal((await served.api('GET', '/operator/payouts', { key: operator.key })).body.payouts.length, 4);
   });
 });

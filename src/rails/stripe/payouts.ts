@@ -12,7 +12,9 @@ const CENT = 10_000n;
  * Fiat payouts to operators through Stripe Connect: an Express account and its onboarding link,
  * then transfers of the operator's fiat balance (their share of credits and subscriptions) to
  * it. The amount is reserved with the request; the transfer carries the payout's id as Stripe's
- * idempotency key, so a retry after a crash can never transfer twice.
+ * idempotency key and as its transfer group. A retry (after a crash, an outage, or an answer that
+ * never came) first looks the transfer up by its group, since Stripe forgets idempotency keys
+ * after 24 hours: a payout can never transfer twice, however late it is retried.
  *
  * @example
  * const payouts = stripePayouts({ stripe, store, publicUrl: () => url, logger, minimum: 1_000_000n });
@@ -21,12 +23,21 @@ const CENT = 10_000n;
 export function stripePayouts(deps: { stripe: Stripe; store: Store; publicUrl: () => string; logger: Logger; minimum: bigint }) {
   const { stripe, store } = deps;
 
-  async function transfer(payout: Payout): Promise<Payout> {
+  async function transfer(payout: Payout, retry: boolean): Promise<Payout> {
     try {
-      const made = await stripe.transfers.create(
-        { amount: Number(payout.amount / CENT), currency: 'usd', destination: payout.destination, metadata: { payout_id: payout.id, operator_id: payout.operatorId } },
-        { idempotencyKey: payout.id },
-      );
+      const earlier = retry ? (await stripe.transfers.list({ transfer_group: payout.id, limit: 1 })).data[0] : undefined;
+      const made =
+        earlier ??
+        (await stripe.transfers.create(
+          {
+            amount: Number(payout.amount / CENT),
+            currency: 'usd',
+            destination: payout.destination,
+            transfer_group: payout.id,
+            metadata: { payout_id: payout.id, operator_id: payout.operatorId },
+          },
+          { idempotencyKey: payout.id },
+        ));
       return await store.operators.finishPayout(payout.id, { state: 'paid', transferId: made.id });
     } catch (error) {
       if (error instanceof stripe.errors.StripeInvalidRequestError || error instanceof stripe.errors.StripePermissionError) {
@@ -68,13 +79,13 @@ export function stripePayouts(deps: { stripe: Stripe; store: Store; publicUrl: (
           available: result.available.toString(),
         });
       }
-      return { created: result.created, payout: result.record.state === 'requested' ? await transfer(result.record) : result.record };
+      return { created: result.created, payout: result.record.state === 'requested' ? await transfer(result.record, !result.created) : result.record };
     },
 
     /** Retries payouts whose transfer outcome a crash or an outage left unknown. */
     async reconcile() {
       for (const operator of await store.operators.operators()) {
-        for (const payout of await store.operators.payouts(operator.id)) if (payout.state === 'requested') await transfer(payout);
+        for (const payout of await store.operators.payouts(operator.id)) if (payout.state === 'requested') await transfer(payout, true);
       }
     },
   };
