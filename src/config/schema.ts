@@ -1,3 +1,4 @@
+import { slugSchema } from '../gateway/slug.js';
 import { z } from 'zod';
 import { networkNames } from '../chain/networks.js';
 import { planSchema } from '../gateway/plans.js';
@@ -52,7 +53,7 @@ export const configSchema = z.strictObject({
     .array(
       z
         .strictObject({
-          slug: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'expected lower-case letters, digits and dashes').describe('served at /mcp/<slug>'),
+          slug: slugSchema.describe('served at /mcp/<slug>'),
           upstream: url(/^https?$/).optional().describe('the MCP server’s Streamable HTTP endpoint'),
           stdio: z.string().min(1).optional().describe('or a stdio MCP server command, one process per session'),
           payTo: z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'expected a 0x address'),

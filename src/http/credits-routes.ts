@@ -1,3 +1,4 @@
+import { slugSchema } from '../gateway/slug.js';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import type { Network } from '../chain/networks.js';
@@ -27,7 +28,7 @@ export type CreditsRoutesOptions = {
 };
 
 const checkoutSchema = z.strictObject({ package: z.string().min(1).max(32) });
-const subscribeSchema = z.strictObject({ server: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'expected a server slug') });
+const subscribeSchema = z.strictObject({ server: slugSchema });
 
 const topupQuery = z.strictObject({ usd: usdPrice });
 

@@ -1,3 +1,4 @@
+import { slugSchema } from '../gateway/slug.js';
 import { z } from 'zod';
 import type { Analytics, UsageRow } from '../store/operators.js';
 
@@ -24,7 +25,7 @@ export const analyticsQuerySchema = z
   .strictObject({
     from: isoDay.optional(),
     to: isoDay.optional(),
-    server: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'expected a server slug').optional(),
+    server: slugSchema.optional(),
     format: z.enum(['json', 'csv']).default('json'),
   })
   .transform((q, ctx) => {

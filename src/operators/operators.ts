@@ -1,3 +1,4 @@
+import { slugSchema } from '../gateway/slug.js';
 import { getAddress, isAddress } from 'viem';
 import { z } from 'zod';
 import type { SecretBox } from '../config/secret-box.js';
@@ -26,9 +27,6 @@ export const operatorPatchSchema = z.strictObject({
   payoutAddress: address.nullable().optional(),
 });
 
-const slug = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'expected 1–63 lower-case letters, digits and dashes, not starting with a dash');
 
 const authSchema = z.discriminatedUnion('mode', [
   z.strictObject({ mode: z.literal('none') }),
@@ -52,7 +50,7 @@ const serverFields = {
   timeoutSeconds: z.number().positive().max(3600).default(60),
 };
 
-export const newServerSchema = z.strictObject({ slug, ...serverFields });
+export const newServerSchema = z.strictObject({ slug: slugSchema, ...serverFields });
 export const serverPatchSchema = z.strictObject({
   name: serverFields.name.optional(),
   upstream: serverFields.upstream.optional(),
