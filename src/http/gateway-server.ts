@@ -163,9 +163,8 @@ export async function serveGateway(options: GatewayServerOptions) {
   const activeOperators = async () => new Set((await store.operators.operators()).filter((o) => o.status === 'active').map((o) => o.id));
   app.all('/mcp/:slug', async (c) => {
     const slug = c.req.param('slug');
-    const server = await store.operators.server(slug);
-    const operator = server && (await store.operators.operator(server.operatorId));
-    if (!server || operator?.status !== 'active') {
+    const server = await store.operators.servedServer(slug);
+    if (!server) {
       registered.delete(slug);
       return c.json({ jsonrpc: '2.0', id: null, error: { code: -32601, message: `no MCP server is served at /mcp/${slug}` } }, 404);
     }

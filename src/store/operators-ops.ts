@@ -120,18 +120,10 @@ export function operatorOps({ read, write }: OperatorRunner): OperatorStore {
         return { created: (yield* run('insertServer', serverParams(server))) === 1 };
       }),
     server: (slug) => find('serverBySlug', { slug }, toServer),
+    servedServer: (slug) => find('servedBySlug', { slug }, toServer),
     servers: (filter = {}) => list('listServers', { operatorId: filter.operatorId ?? null, publicOnly: filter.publicOnly ? 1 : 0 }, toServer),
     updateServer: (server) => change('updateServer', serverParams(server)),
-    deleteServer: (id) =>
-      write(function* () {
-        yield* run('deleteServer', { id });
-        const now = Date.now();
-        yield* run('setServersVersion', { value: String(now), now });
-      }),
-    serversVersion: () =>
-      read(function* () {
-        return Number((yield* get<{ v: bigint | null }>('serversVersion'))?.v ?? 0n);
-      }),
+    deleteServer: (id) => change('deleteServer', { id }),
 
     countCall: (server, caller, month) =>
       write(function* () {

@@ -296,12 +296,10 @@ export const operatorsSql = {
     WHERE id = @id`,
   deleteServer: 'DELETE FROM servers WHERE id = @id',
   serverBySlug: 'SELECT * FROM servers WHERE slug = @slug',
+  servedBySlug: `SELECT servers.* FROM servers JOIN operators ON operators.id = servers.operator_id
+    WHERE servers.slug = @slug AND operators.status = 'active'`,
   listServers: `
     SELECT * FROM servers WHERE (operator_id = @operatorId OR @operatorId IS NULL) AND (@publicOnly = 0 OR public = 1) ORDER BY created_at, id`,
-  setServersVersion: `INSERT INTO meta (key, value, updated_at) VALUES ('servers-version', @value, @now)
-    ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
-  serversVersion: `SELECT MAX(v) AS v FROM (
-    SELECT MAX(updated_at) AS v FROM servers UNION ALL SELECT updated_at AS v FROM meta WHERE key = 'servers-version') AS versions`,
 
   countCall: `
     INSERT INTO usage_counts (server, caller, month, calls) VALUES (@server, @caller, @month, 1)

@@ -155,12 +155,12 @@ export interface OperatorStore {
   /** Refused (created: false) when the slug is taken. */
   createServer(server: ServerRecord): Promise<{ created: boolean }>;
   server(slug: string): Promise<ServerRecord | undefined>;
+  /** The server at a slug if it is served now (its operator is active): one read per call on the gateway's path. */
+  servedServer(slug: string): Promise<ServerRecord | undefined>;
   servers(filter?: { operatorId?: string; publicOnly?: boolean }): Promise<ServerRecord[]>;
   /** Replaces the mutable fields; `updatedAt` tells gateways to rebuild. */
   updateServer(server: ServerRecord): Promise<void>;
   deleteServer(id: string): Promise<void>;
-  /** The newest `updatedAt` among servers (or deletion time), for caches across instances. */
-  serversVersion(): Promise<number>;
 
   /**
    * Counts one more priced call of `caller` on `server` in `month` and returns its number (1 for
