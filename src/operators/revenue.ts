@@ -90,9 +90,12 @@ export function revenueBook(store: Store, options: { takeRateBps: number; logger
      * money that has (a paid subscription invoice).
      */
     record: (input: ChargeInput, state: 'pending' | 'earned' = 'pending') => operators.recordCharges([charge(input, state)]),
-    /** Queues a charge for the next batch: credits debits (resolved by their debit) and free-quota calls. */
+    /**
+     * Queues a charge for the next batch: a credits debit or an x402 payment (pending until its
+     * record decides it), or a call that cost nothing (free calls, a subscriber's allowance).
+     */
     queue(input: ChargeInput) {
-      queued.push(charge(input, input.rail === 'free' ? 'earned' : 'pending'));
+      queued.push(charge(input, input.rail === 'credits' || input.rail === 'x402' ? 'pending' : 'earned'));
       scheduleFlush();
     },
     /** Counts a refused call by reason, per server and UTC day. */

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import path from 'node:path';
 import Stripe from 'stripe';
+import { openSqliteStore } from '../../src/store/sqlite.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { eventually, serveOnSandbox } from '../helpers/served.js';
@@ -112,6 +114,12 @@ describe('operators and Stripe: subscriptions and Connect payouts', () => {
       'carol’s fiat earnings',
     );
     assert.equal(balance.fiatAvailable, '18180000');
+    const store = await openSqliteStore({ path: path.join(served.dataDir, 'turnpike.db') });
+    try {
+      assert.deepEqual(await store.operators.pendingCharges(100), [], 'calls in the allowance cost nothing and wait for nothing');
+    } finally {
+      await store.close();
+    }
     const analytics = (await served.api('GET', '/operator/analytics', { key: operator.key })).body;
     const rails = Object.fromEntries(analytics.byRail.map((r: { key: string; calls: number; revenue: string }) => [r.key, r]));
     assert.equal(rails.subscription.revenue, '20000000');
