@@ -7,6 +7,7 @@ import {
   parseEventLogs,
 } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
+import { sleep, waitForReceipt as waitForChainReceipt } from '../chain/receipts.js';
 import { BroadcastRejectedError, type RelayerPool, type SignedTransaction } from '../chain/relayer.js';
 import type { PaymentJournal, PaymentKey, PaymentRecord, SettlementOutcome } from '../store/journal.js';
 import { reasons } from '../x402/reasons.js';
@@ -32,7 +33,6 @@ export type SettleDeps = {
 type Payment = Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'asset'>;
 
 const keyString = (k: PaymentKey) => `${k.chainId}:${k.asset}:${k.payer}:${k.nonce}`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const isFinal = (r: PaymentRecord | undefined) => r?.state === 'settled' || r?.state === 'failed';
 
 /**
@@ -67,17 +67,8 @@ export function createSettler(deps: SettleDeps) {
     }
   }
 
-  async function waitForReceipt(hash: Hex, deadline: number): Promise<TransactionReceipt | undefined> {
-    for (;;) {
-      try {
-        return await client.getTransactionReceipt({ hash });
-      } catch {
-        // not mined yet, or the node is briefly unreachable: keep asking until the deadline
-      }
-      if (Date.now() > deadline) return undefined;
-      await sleep(rules.network.receiptPollingMs);
-    }
-  }
+  const waitForReceipt = (hash: Hex, deadline: number) => waitForChainReceipt(client, hash, deadline, rules.network.receiptPollingMs);
+
 
   /** The receipt must show success and the token's own Transfer(from, to, value) log. */
   function outcomeOf(receipt: TransactionReceipt, payment: Payment): SettlementOutcome {

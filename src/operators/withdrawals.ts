@@ -3,6 +3,7 @@ import { type Hex, type PublicClient, type TransactionReceipt, encodeFunctionDat
 import { privateKeyToAccount } from 'viem/accounts';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import type { Network } from '../chain/networks.js';
+import { waitForReceipt } from '../chain/receipts.js';
 import { ApiError } from '../http/api-error.js';
 import { newId } from '../store/ids.js';
 import type { OperatorRecord, Withdrawal } from '../store/operators.js';
@@ -29,7 +30,6 @@ export type WithdrawalsOptions = {
 /** How often the sending instance looks for requested and unconfirmed withdrawals. */
 const WATCH_EVERY_MS = 3_000;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * USDC withdrawals of operators' platform-custody revenue, by an ERC-20 `transfer` from the
@@ -92,12 +92,8 @@ export function createWithdrawals(options: WithdrawalsOptions) {
   }
 
   async function awaitReceipt(w: Withdrawal, deadline: number): Promise<void> {
-    for (;;) {
-      const receipt = await receiptOf(w);
-      if (receipt) return finish(w, receipt);
-      if (Date.now() > deadline) return;
-      await sleep(network.receiptPollingMs);
-    }
+    const receipt = await waitForReceipt(client, w.txHash!, deadline, network.receiptPollingMs);
+    if (receipt) await finish(w, receipt);
   }
 
   /**
