@@ -9,7 +9,7 @@ import type { FacilitatorRequest, SettleResponse, SupportedResponse, VerifyRespo
 import { type AllowedAsset, type IntentRules, toNewPayment } from './intent.js';
 import { createStateReader } from './chain-state.js';
 import { createSettler } from './settle.js';
-import { checkPayment, checkSignature, judgeState, verifyPayment } from './verify.js';
+import { checkPayment, verifyIntent, verifyPayment } from './verify.js';
 
 export type FacilitatorOptions = {
   network: Network;
@@ -85,8 +85,8 @@ export function createFacilitator(options: FacilitatorOptions) {
      * upstream runs: of concurrent requests carrying the same authorization, one gets the hold.
      * Settle it afterwards, or `release` it if the call failed.
      *
-     * The hold is written while the chain state is in flight (the durable write and the round
-     * trip overlap), and given back if the chain then refuses the payment.
+     * The hold is written while the chain state is in flight (the write and the round trip
+     * overlap), and given back if the chain then refuses the payment.
      */
     async reserve(request: FacilitatorRequest): Promise<(VerifyResponse & { isValid: false }) | { isValid: true; payer: string; key: PaymentKey }> {
       const refuse = (r: { reason: string; message?: string; payer?: string }) =>
@@ -94,25 +94,22 @@ export function createFacilitator(options: FacilitatorOptions) {
       const checked = await checkPayment({ rules, journal, now }, request);
       if (!checked.ok) return refuse(checked);
       const { intent } = checked;
-      const signed = await checkSignature({ rules }, intent);
-      if (!signed.ok) return refuse(signed);
-      const state = readState(intent, signed.wallet);
-      state.catch(() => {}); // judged below; not unhandled meanwhile
-      // The read goes out on the next turn of the event loop; the hold's commit waits for it.
-      await new Promise((resolve) => setImmediate(resolve));
-      const held = await journal.reserve(toNewPayment(intent));
+      let held: Awaited<ReturnType<PaymentJournal['reserve']>> | undefined;
+      const giveBack = () => (held?.reserved ? journal.release(intent.key) : undefined);
       let verdict;
       try {
-        verdict = judgeState(intent, signed.kind, await state);
+        verdict = await verifyIntent({ rules, readState }, intent, async () => {
+          held = await journal.reserve(toNewPayment(intent));
+        });
       } catch (error) {
-        if (held.reserved) await journal.release(intent.key);
+        await giveBack();
         throw error;
       }
       if (!verdict.ok) {
-        if (held.reserved) await journal.release(intent.key);
+        await giveBack();
         return refuse(verdict);
       }
-      if (!held.reserved) return refuse({ reason: reasons.nonceUsed, message: 'this payment is already used by another call', payer: intent.authorization.from });
+      if (!held?.reserved) return refuse({ reason: reasons.nonceUsed, message: 'this payment is already used by another call', payer: intent.authorization.from });
       return { isValid: true, payer: intent.authorization.from, key: intent.key };
     },
 

@@ -53,14 +53,19 @@ async function recoverSigner(digest: Hex, signature: Hex): Promise<Address | und
 }
 
 /**
- * Classifies a signature without touching the chain: a 65-byte signature that recovers to the
- * payer is settled; an ERC-6492 wrapper (a wallet not deployed yet) is refused, since settling it
- * would mean deploying someone's wallet from an unvetted factory; anything else may be an
- * ERC-1271 smart-wallet signature, which only the wallet itself can judge.
+ * What a signature can be, from its bytes alone: an ERC-6492 wrapper (a wallet not deployed yet,
+ * refused: settling it would mean deploying someone's wallet from an unvetted factory), 65 bytes
+ * (an EOA's ECDSA if it recovers to the payer; else a smart wallet's), or a smart wallet's
+ * ERC-1271 signature, which only the wallet itself can judge.
  */
-export async function classifySignature(intent: PaymentIntent, digest: Hex): Promise<'eoa' | 'erc6492' | 'contract'> {
-  const { signature } = intent;
+export function signatureShape(signature: Hex): 'erc6492' | 'ecdsa' | 'contract' {
   if (signature.toLowerCase().endsWith(ERC6492_MAGIC)) return 'erc6492';
-  if (size(signature) === 65 && (await recoverSigner(digest, signature)) === intent.key.payer) return 'eoa';
-  return 'contract';
+  return size(signature) === 65 ? 'ecdsa' : 'contract';
+}
+
+/** Classifies a signature without touching the chain: `eoa` only if it recovers to the payer. */
+export async function classifySignature(intent: PaymentIntent, digest: Hex): Promise<'eoa' | 'erc6492' | 'contract'> {
+  const shape = signatureShape(intent.signature);
+  if (shape !== 'ecdsa') return shape;
+  return (await recoverSigner(digest, intent.signature)) === intent.key.payer ? 'eoa' : 'contract';
 }

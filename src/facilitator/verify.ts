@@ -1,10 +1,9 @@
 import type { PaymentJournal } from '../store/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest } from '../x402/schemas.js';
-import type { Hex } from 'viem';
 import type { PaymentChainState, StateReader } from './chain-state.js';
 import { type IntentRules, type PaymentIntent, type Rejection, toIntent } from './intent.js';
-import { authorizationDigest, classifySignature } from './signature.js';
+import { authorizationDigest, classifySignature, signatureShape } from './signature.js';
 
 export type VerifyDeps = {
   rules: IntentRules;
@@ -45,28 +44,32 @@ export async function checkPayment(deps: Omit<VerifyDeps, 'readState'>, request:
   return { ok: true, intent };
 }
 
-/** The part of verification that needs the chain: signature (ECDSA locally, else ERC-1271), nonce, balance. */
-export async function verifyIntent(deps: Pick<VerifyDeps, 'readState' | 'rules'>, intent: PaymentIntent): Promise<Verified> {
-  const signed = await checkSignature(deps, intent);
-  if (!signed.ok) return signed;
-  return judgeState(intent, signed.kind, await deps.readState(intent, signed.wallet));
-}
-
-export type SignatureCheck = ({ ok: true; kind: 'eoa' | 'contract'; wallet?: { digest: Hex } }) | ({ ok: false } & Rejection);
-
-/** Recovers an EOA signature locally; anything else is left to the wallet's ERC-1271 (in the state read). */
-export async function checkSignature(deps: Pick<VerifyDeps, 'rules'>, intent: PaymentIntent): Promise<SignatureCheck> {
+/**
+ * The part of verification that needs the chain: signature (ECDSA locally, else ERC-1271), nonce,
+ * balance. The state read goes out first; the signature is recovered, and `meanwhile` runs (the
+ * gateway's journal hold), while it is on the wire, so a verification costs about one round trip.
+ */
+export async function verifyIntent(
+  deps: Pick<VerifyDeps, 'readState' | 'rules'>,
+  intent: PaymentIntent,
+  meanwhile: () => Promise<unknown> = async () => {},
+): Promise<Verified> {
+  const payer = intent.authorization.from;
   const digest = authorizationDigest(intent, deps.rules.network.chainId);
-  const kind = await classifySignature(intent, digest);
-  if (kind === 'erc6492') {
-    return {
-      ok: false,
-      reason: reasons.signature,
-      message: 'ERC-6492 signatures (wallets not deployed yet) are not accepted: deploy the wallet first',
-      payer: intent.authorization.from,
-    };
+  const shape = signatureShape(intent.signature);
+  if (shape === 'erc6492') {
+    return { ok: false, reason: reasons.signature, message: 'ERC-6492 signatures (wallets not deployed yet) are not accepted: deploy the wallet first', payer };
   }
-  return kind === 'contract' ? { ok: true, kind, wallet: { digest } } : { ok: true, kind };
+  // A 65-byte signature is read for without the wallet's ERC-1271 verdict: it is almost always an EOA's.
+  const reading = deps.readState(intent, shape === 'contract' ? { digest } : undefined);
+  reading.catch(() => {}); // awaited below; not unhandled meanwhile
+  await new Promise((resolve) => setImmediate(resolve)); // the read's batch is sent on this turn
+  await meanwhile();
+  const kind = (await classifySignature(intent, digest)) === 'eoa' ? 'eoa' : 'contract';
+  if (kind === 'eoa' || shape === 'contract') return judgeState(intent, kind, await reading);
+  // A smart wallet's 65-byte signature: only the wallet can judge it, in a second read.
+  await reading;
+  return judgeState(intent, 'contract', await deps.readState(intent, { digest }));
 }
 
 /** The chain's verdict on a payment: the wallet's approval (smart wallets), the nonce, the balance. */

@@ -50,6 +50,9 @@ export interface PaymentJournal {
   /**
    * Holds a verified payment for one tool call before the upstream runs (`verified`): of many
    * requests carrying the same authorization, exactly one gets `reserved: true` and runs the tool.
+   * A store may make the hold survive a process crash only, not a power cut, until its next
+   * durable write: nothing is ever answered on a hold alone (a delivered result follows the
+   * claim), and a hold a power cut lost is a call nobody was answered or charged for.
    */
   reserve(payment: NewPayment): Promise<{ reserved: true } | { reserved: false; record: PaymentRecord }>;
   /**

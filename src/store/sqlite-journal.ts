@@ -13,6 +13,10 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
   const finish = db.prepare(journalSql.finish);
   const release = db.prepare(journalSql.release);
   const releaseHold = db.prepare(journalSql.releaseHold);
+  // A hold is written to the WAL without its own fsync (see PaymentJournal.reserve): the claim
+  // that settles it is FULL, and syncing the WAL makes every earlier frame durable with it.
+  const syncNormal = db.prepare('PRAGMA synchronous = NORMAL');
+  const syncFull = db.prepare('PRAGMA synchronous = FULL');
   const unfinished = db.prepare<[], Row>(journalSql.unfinished).safeIntegers(true);
   const unfinishedOf = db.prepare<{ owner: string | null }, Row>(journalSql.unfinishedOf).safeIntegers(true);
   const owners = db.prepare<[], { owner: string | null }>(journalSql.unfinishedOwners);
@@ -37,8 +41,14 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
       return get(key);
     },
     async reserve(payment) {
-      if (insertVerified.run({ ...payment, ...keyParams(payment), owner, now: Date.now() }).changes === 1) return { reserved: true };
-      return { reserved: false, record: get(payment)! };
+      syncNormal.run();
+      let inserted;
+      try {
+        inserted = insertVerified.run({ ...payment, ...keyParams(payment), owner, now: Date.now() }).changes === 1;
+      } finally {
+        syncFull.run();
+      }
+      return inserted ? { reserved: true } : { reserved: false, record: get(payment)! };
     },
     async claim(payment) {
       return claim.immediate(payment);

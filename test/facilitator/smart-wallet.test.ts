@@ -31,7 +31,7 @@ async function walletPayment(signer: typeof owner, payTo: Address, amount: bigin
   return body;
 }
 
-test('a smart wallet (ERC-1271) pays: verified by the wallet in the same eth_call, settled on chain', async () => {
+test('a smart wallet (ERC-1271) pays with its owner’s 65-byte signature: verified by the wallet itself, settled on chain', async () => {
   await chain.rpc('anvil_setCode', [WALLET, erc1271WalletDeployedBytecode]);
   await chain.rpc('anvil_setStorageAt', [WALLET, pad('0x0'), pad(owner!.address)]);
   const { facilitator } = await chain.facilitator([3]);
