@@ -31,8 +31,11 @@ export function post(url: string, body: string, headers: Record<string, string> 
 export const callBody = (tool: string, args: object, payment?: unknown) =>
   JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: args, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) } });
 
-/** Sends `bodies` with `concurrency` workers; latencies are indexed by body. Any failed call aborts the bench. */
-export async function drive(url: string, bodies: string[], concurrency: number, headers: Record<string, string> = {}) {
+/**
+ * Sends `bodies` with `concurrency` workers, each idle for `pauseMs` after every call; latencies
+ * are indexed by body. Any failed call aborts the bench.
+ */
+export async function drive(url: string, bodies: string[], concurrency: number, headers: Record<string, string> = {}, pauseMs = 0) {
   const latencies = new Array<number>(bodies.length);
   let next = 0;
   const started = performance.now();
@@ -43,6 +46,7 @@ export async function drive(url: string, bodies: string[], concurrency: number, 
         const t = performance.now();
         const answer = await post(url, bodies[index]!, headers);
         latencies[index] = performance.now() - t;
+        if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
         if (answer.includes('"isError":true') || answer.includes('"error"')) throw new Error(`bench call failed: ${answer.slice(0, 300)}`);
       }
     }),
