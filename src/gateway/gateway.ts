@@ -339,8 +339,8 @@ export function createGateway(options: GatewayOptions): Hono {
   }
 
   /**
-   * Credits: debit first (atomically, with the `Idempotency-Key` if one is given), forward, refund
-   * in full if the tool did not produce a result. A refused debit that more money would fix is
+   * Credits: debit first (atomically, with the `Idempotency-Key` if one is given), forward while
+   * the debit is synced to disk, refund in full if the tool did not produce a result. A refused debit that more money would fix is
    * the payment-required challenge, still offering x402, with where to top up.
    */
   async function creditsCall(call: PaidCall, credential: Credential) {
@@ -414,6 +414,8 @@ export function createGateway(options: GatewayOptions): Hono {
         remaining = (await store.credits.refund(debit.entry.id, why)).balance;
       },
       async deliver(message, result) {
+        // The call went out once the debit was decided; the answer waits for it to be on disk.
+        await debit.durable;
         count(tool.name, 'paid_credits');
         const receipt = {
           charged: amount.toString(),

@@ -44,10 +44,14 @@ function* lock<Row>(sql: Lockable, params: Params): Op<Row | undefined> {
   return (yield { kind: 'lock', sql, params }) as Row | undefined;
 }
 
-/** How a backend runs operations: `write` in a transaction of its own, `read` as it is. */
+/**
+ * How a backend runs operations: `write` in a transaction of its own, settled once durable;
+ * `decide` likewise, settled once committed, with `durable` to await; `read` as it is.
+ */
 export type LedgerRunner = {
   read<T>(op: () => Op<T>): Promise<T>;
   write<T>(op: () => Op<T>): Promise<T>;
+  decide<T>(op: () => Op<T>): Promise<{ value: T; durable: Promise<void> }>;
 };
 
 /** Rolls back a debit whose Idempotency-Key another request took first. */
@@ -231,7 +235,7 @@ function* revokeToken(keyId: string, id: string) {
 }
 
 /** The credit store over a backend's runner. */
-export function ledgerStore({ read, write }: LedgerRunner): CreditStore {
+export function ledgerStore({ read, write, decide }: LedgerRunner): CreditStore {
   return {
     createKey: (key, initial) => write(() => createKey(key, initial)),
     keyByHash: (hash) =>
@@ -253,10 +257,13 @@ export function ledgerStore({ read, write }: LedgerRunner): CreditStore {
     credit: (credit) => write(() => applyCredit(credit, Date.now())),
     move: (m) => write(() => move(m)),
     debit: (d) =>
-      write(() => debit(d)).catch((error: unknown): DebitResult => {
-        if (error instanceof RequestTaken) return { ok: false, reason: 'request_in_progress' };
-        throw error;
-      }),
+      decide(() => debit(d)).then(
+        ({ value, durable }) => ({ ...value, durable }),
+        (error: unknown) => {
+          if (error instanceof RequestTaken) return { ok: false, reason: 'request_in_progress', durable: Promise.resolve() };
+          throw error;
+        },
+      ),
     refund: (debitId, reason) => write(() => refund(debitId, reason)),
     closeDebits: (debitIds) =>
       write(function* () {

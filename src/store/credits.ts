@@ -147,8 +147,12 @@ export interface CreditStore {
    * (nothing written) when it would take a balance below zero.
    */
   move(move: Move): Promise<MoveResult>;
-  /** Atomic check-and-debit of the key (and the token's budget, if any). */
-  debit(debit: Debit): Promise<DebitResult>;
+  /**
+   * Atomic check-and-debit of the key (and the token's budget, if any). Settles once the debit is
+   * decided (committed: every writer sees it), which may be before it is on disk: nothing that
+   * depends on it may be answered before `durable` resolves. A call can be forwarded meanwhile.
+   */
+  debit(debit: Debit): Promise<DebitResult & { durable: Promise<void> }>;
   /** Returns a debit in full (once), and forgets its idempotent request so a retry runs again. */
   refund(debitId: string, reason: string): Promise<{ balance: bigint }>;
   /** Marks debits whose calls were delivered: they stay charged. */

@@ -1,33 +1,48 @@
+import { closeSync, fdatasync, openSync } from 'node:fs';
+import path from 'node:path';
 import type Database from 'better-sqlite3';
+import { StoreError } from './store.js';
 
 /**
  * Group commit for SQLite: writes asked for in the same turn of the event loop run in one
- * `BEGIN IMMEDIATE` transaction, so N concurrent debits cost one fsync instead of N. Each write
+ * `BEGIN IMMEDIATE` transaction, so N concurrent debits cost one sync instead of N. Each write
  * runs in its own savepoint: one that throws is rolled back alone and rejects only its caller.
- * Every caller's promise settles after the commit, so nothing is answered before it is durable.
+ *
+ * The transaction commits to the WAL without syncing it (`synchronous = NORMAL`); the WAL is then
+ * synced on libuv's thread pool, so the event loop keeps serving while the disk works instead of
+ * blocking in the commit. `write` settles after that sync, so nothing is answered before it is
+ * durable (as with `FULL`); `decide` settles at the commit, for a caller that has work to do
+ * meanwhile (the gateway forwards a paid call) and awaits `durable` before it answers.
  *
  * @example
- * const write = groupCommit(db);
+ * const { write } = groupCommit(db);
  * const balance = await write(() => debit.run(params));
  */
-export function groupCommit(db: Database.Database): Write {
-  let write = writers.get(db);
-  if (!write) writers.set(db, (write = newGroupCommit(db)));
-  return write;
+export function groupCommit(db: Database.Database): GroupCommit {
+  let group = groups.get(db);
+  if (!group) groups.set(db, (group = newGroupCommit(db)));
+  return group;
 }
 
-type Write = <T>(fn: () => T) => Promise<T>;
-// One writer per connection, shared by every repository on it: their writes share commits too.
-const writers = new WeakMap<Database.Database, Write>();
+export type GroupCommit = {
+  write<T>(fn: () => T): Promise<T>;
+  decide<T>(fn: () => T): Promise<{ value: T; durable: Promise<void> }>;
+};
+// One group commit per connection, shared by every repository on it: their writes share syncs too.
+const groups = new WeakMap<Database.Database, GroupCommit>();
 
-function newGroupCommit(db: Database.Database): Write {
-  type Job = { fn: () => unknown; resolve(value: unknown): void; reject(error: unknown): void };
+function newGroupCommit(db: Database.Database): GroupCommit {
+  type Job = { fn: () => unknown; early: boolean; resolve(value: unknown): void; reject(error: unknown): void };
   let queue: Job[] = [];
+  const syncNormal = db.prepare('PRAGMA synchronous = NORMAL');
+  const syncFull = db.prepare('PRAGMA synchronous = FULL');
+  const sync = walSync(db);
 
   const flush = () => {
     const jobs = queue;
     queue = [];
     const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    syncNormal.run();
     try {
       db.transaction(() => {
         for (const job of jobs) {
@@ -41,18 +56,77 @@ function newGroupCommit(db: Database.Database): Write {
     } catch (error) {
       for (const job of jobs) job.reject(error);
       return;
+    } finally {
+      syncFull.run();
     }
+    const durable = sync().catch((error: unknown) => {
+      throw new StoreError(`cannot sync the SQLite WAL to disk: ${(error as Error).message}`, { cause: error });
+    });
+    durable.catch(() => {}); // each caller is told below
     jobs.forEach((job, i) => {
       const outcome = outcomes[i]!;
-      if (outcome.ok) job.resolve(outcome.value);
-      else job.reject(outcome.error);
+      if (!outcome.ok) job.reject(outcome.error);
+      else if (job.early) job.resolve({ value: outcome.value, durable });
+      else durable.then(() => job.resolve(outcome.value), job.reject);
     });
   };
 
-  return function write<T>(fn: () => T): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
+  const enqueue = (fn: () => unknown, early: boolean) =>
+    new Promise<unknown>((resolve, reject) => {
       if (queue.length === 0) setImmediate(flush);
-      queue.push({ fn, resolve: resolve as (value: unknown) => void, reject });
+      queue.push({ fn, early, resolve, reject });
     });
+  return {
+    write: <T>(fn: () => T) => enqueue(fn, false) as Promise<T>,
+    decide: <T>(fn: () => T) => enqueue(fn, true) as Promise<{ value: T; durable: Promise<void> }>,
   };
+}
+
+/**
+ * Syncs the connection's WAL file (fdatasync on the thread pool). An in-memory database has
+ * nothing to sync. The WAL exists once the database is open in WAL mode and keeps its inode while
+ * any connection is open, so one descriptor, opened with the connection, serves for its life; it
+ * is closed with the connection (`closeGroupCommit`), once no sync is in flight.
+ */
+function walSync(db: Database.Database): () => Promise<void> {
+  if (db.memory || db.name === '') return async () => {};
+  const wal = `${path.resolve(db.name)}-wal`;
+  const open = () => openSync(wal, 'r');
+  let fd: number | undefined;
+  try {
+    fd = open();
+  } catch {
+    // not there yet: opened at the first sync
+  }
+  let inFlight = 0;
+  const closeIfIdle = () => {
+    if (inFlight === 0 && fd !== undefined && !db.open) {
+      closeSync(fd);
+      fd = undefined;
+    }
+  };
+  closers.set(db, closeIfIdle);
+  return () =>
+    new Promise<void>((resolve, reject) => {
+      try {
+        fd ??= open();
+      } catch (error) {
+        reject(error);
+        return;
+      }
+      inFlight++;
+      fdatasync(fd, (error) => {
+        inFlight--;
+        closeIfIdle();
+        if (error) reject(error);
+        else resolve();
+      });
+    });
+}
+
+const closers = new WeakMap<Database.Database, () => void>();
+
+/** Lets go of the WAL descriptor of a connection that was just closed (now, or after its last sync). */
+export function closeGroupCommit(db: Database.Database): void {
+  closers.get(db)?.();
 }

@@ -32,12 +32,15 @@ const isEntryTaken = (error: unknown) => isUniqueViolation(error) && (error as {
  */
 export function postgresCredits(pool: pg.Pool): CreditStore {
   const attempt = <T>(op: () => Op<T>) => transaction(pool, (db) => exec(db, op()));
+  const write = <T>(op: () => Op<T>) =>
+    attempt(op).catch((error: unknown) => {
+      if (isEntryTaken(error)) return attempt(op);
+      throw error;
+    });
   return ledgerStore({
     read: (op) => exec(pool, op()),
-    write: (op) =>
-      attempt(op).catch((error: unknown) => {
-        if (isEntryTaken(error)) return attempt(op);
-        throw error;
-      }),
+    write,
+    // A PostgreSQL commit is decided and durable at once.
+    decide: async (op) => ({ value: await write(op), durable: Promise.resolve() }),
   });
 }

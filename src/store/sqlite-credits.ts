@@ -23,9 +23,10 @@ export function sqliteCredits(db: Database.Database): CreditStore {
     while (!next.done) next = op.next(perform(next.value));
     return next.value;
   };
-  const write = groupCommit(db);
+  const { write, decide } = groupCommit(db);
   return ledgerStore({
     read: async (op) => exec(op()),
     write: (op) => write(() => exec(op())),
+    decide: (op) => decide(() => exec(op())),
   });
 }

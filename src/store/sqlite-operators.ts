@@ -21,7 +21,7 @@ export function sqliteOperators(db: Database.Database): OperatorStore {
       next = op.next(kind === 'run' ? statement.run(params).changes : kind === 'all' ? statement.all(params) : statement.get(params));
     }
   };
-  const write = groupCommit(db);
+  const { write } = groupCommit(db);
   return operatorOps({
     read: async (op) => exec(op()),
     write: (op) => write(() => exec(op())),

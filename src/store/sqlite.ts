@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
+import { closeGroupCommit } from './group-commit.js';
 import { type Migration, migrations as shipped } from './migrations.js';
 import { sqliteCredits } from './sqlite-credits.js';
 import { sqliteJournal } from './sqlite-journal.js';
@@ -148,6 +149,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
       if (db.open) for (const name of held) dropLease.run(name, instanceId);
       held.clear();
       if (db.open) db.close();
+      closeGroupCommit(db);
     },
   };
 }

@@ -22,6 +22,13 @@ async function newKey(credits: CreditStore, micro: bigint, fields: Partial<Param
   return created.key.id;
 }
 
+/** A debit once it is on disk, as the gateway answers it (`durable` settled and left out). */
+async function debit(credits: CreditStore, request: Parameters<CreditStore['debit']>[0]) {
+  const { durable, ...result } = await credits.debit(request);
+  await durable;
+  return result;
+}
+
 /** The invariant behind every balance: it equals the sum of its ledger entries. */
 async function assertBalanced(credits: CreditStore, keyId: string) {
   const entries = await credits.history(keyId, { limit: 10_000 });
@@ -53,7 +60,7 @@ describe(`credits ledger (${backend.name})`, { skip: backend.skip }, () => {
   test('500 concurrent debits against a balance for 100: exactly 100 pass, the balance ends at 0, never below', async () => {
     const keyId = await key(1_000_000n);
     const results = await Promise.all(
-      Array.from({ length: 500 }, (_, i) => credits.debit({ keyId, amount: 10_000n, reason: 'call', idempotencyKey: `c:${keyId}:${i}` })),
+      Array.from({ length: 500 }, (_, i) => debit(credits, { keyId, amount: 10_000n, reason: 'call', idempotencyKey: `c:${keyId}:${i}` })),
     );
     assert.equal(results.filter((r) => r.ok).length, 100);
     assert.ok(results.filter((r) => !r.ok).every((r) => !r.ok && r.reason === 'insufficient_balance'));
@@ -93,12 +100,12 @@ describe(`credits ledger (${backend.name})`, { skip: backend.skip }, () => {
     assert.equal(first.applied, true);
     assert.equal(again.applied, false);
     assert.equal(again.entry.id, first.entry.id);
-    const debit = await credits.debit({ keyId, amount: 200n, reason: 'call', idempotencyKey: `d1:${keyId}` });
-    assert.ok(debit.ok);
-    const refunds = await Promise.all([credits.refund(debit.entry.id, 'upstream failed'), credits.refund(debit.entry.id, 'upstream failed')]);
+    const debited = await debit(credits, { keyId, amount: 200n, reason: 'call', idempotencyKey: `d1:${keyId}` });
+    assert.ok(debited.ok);
+    const refunds = await Promise.all([credits.refund(debited.entry.id, 'upstream failed'), credits.refund(debited.entry.id, 'upstream failed')]);
     assert.deepEqual(refunds, [{ balance: 500n }, { balance: 500n }]);
     assert.equal(await balanced(keyId), 500n);
-    await assert.rejects(credits.debit({ keyId, amount: 1n, reason: 'call', idempotencyKey: `d1:${keyId}` }), /UNIQUE|unique constraint/);
+    await assert.rejects(debit(credits, { keyId, amount: 1n, reason: 'call', idempotencyKey: `d1:${keyId}` }), /UNIQUE|unique constraint/);
   });
 
   test('concurrent credits under one idempotency key, on one key or on several, apply once', async () => {
@@ -116,7 +123,7 @@ describe(`credits ledger (${backend.name})`, { skip: backend.skip }, () => {
 
   test('daily and lifetime limits, and refunds give the allowance back', async () => {
     const keyId = await key(10_000n, { dailyLimit: 300n, lifetimeLimit: 500n });
-    const d = (n: number, amount = 100n) => credits.debit({ keyId, amount, reason: 'call', idempotencyKey: `lim:${keyId}:${n}` });
+    const d = (n: number, amount = 100n) => debit(credits, { keyId, amount, reason: 'call', idempotencyKey: `lim:${keyId}:${n}` });
     for (let i = 0; i < 3; i++) assert.ok((await d(i)).ok);
     const refused = await d(3);
     assert.deepEqual(refused, { ok: false, reason: 'daily_limit', balance: 9_700n, limitRemaining: 0n });
@@ -125,8 +132,8 @@ describe(`credits ledger (${backend.name})`, { skip: backend.skip }, () => {
     assert.ok((await d(4)).ok);
     assert.equal((await credits.key(keyId))!.spentToday, 300n);
     const lifetime = await key(10_000n, { lifetimeLimit: 250n });
-    assert.ok((await credits.debit({ keyId: lifetime, amount: 200n, reason: 'call', idempotencyKey: `lt1:${lifetime}` })).ok);
-    assert.deepEqual(await credits.debit({ keyId: lifetime, amount: 100n, reason: 'call', idempotencyKey: `lt2:${lifetime}` }), {
+    assert.ok((await debit(credits, { keyId: lifetime, amount: 200n, reason: 'call', idempotencyKey: `lt1:${lifetime}` })).ok);
+    assert.deepEqual(await debit(credits, { keyId: lifetime, amount: 100n, reason: 'call', idempotencyKey: `lt2:${lifetime}` }), {
       ok: false,
       reason: 'lifetime_limit',
       balance: 9_800n,
@@ -139,7 +146,7 @@ describe(`credits ledger (${backend.name})`, { skip: backend.skip }, () => {
     const now = Date.now();
     const tokenId = newId('bt');
     await credits.createToken({ id: tokenId, keyId, cap: 250n, expiresAt: now + 60_000, createdAt: now });
-    const spend = (n: number, amount = 100n) => credits.debit({ keyId, tokenId, amount, reason: 'call', idempotencyKey: `bt:${tokenId}:${n}` });
+    const spend = (n: number, amount = 100n) => debit(credits, { keyId, tokenId, amount, reason: 'call', idempotencyKey: `bt:${tokenId}:${n}` });
     const results = await Promise.all([1, 2, 3, 4].map((n) => spend(n)));
     assert.equal(results.filter((r) => r.ok).length, 2);
     assert.deepEqual(results.find((r) => !r.ok), { ok: false, reason: 'budget_exhausted', balance: 800n, tokenRemaining: 50n });
@@ -156,17 +163,17 @@ describe(`credits ledger (${backend.name})`, { skip: backend.skip }, () => {
   test('suspended, revoked and expired keys cannot spend; revoked is final', async () => {
     const keyId = await key(1_000n);
     await credits.setStatus(keyId, 'suspended');
-    assert.equal(((await credits.debit({ keyId, amount: 1n, reason: 'x', idempotencyKey: `s1:${keyId}` })) as { reason: string }).reason, 'key_suspended');
+    assert.equal(((await debit(credits, { keyId, amount: 1n, reason: 'x', idempotencyKey: `s1:${keyId}` })) as { reason: string }).reason, 'key_suspended');
     await credits.setStatus(keyId, 'revoked');
     assert.equal((await credits.setStatus(keyId, 'active'))!.status, 'revoked');
     const expired = await key(1_000n, { expiresAt: Date.now() - 1 });
-    assert.equal(((await credits.debit({ keyId: expired, amount: 1n, reason: 'x', idempotencyKey: `s2:${expired}` })) as { reason: string }).reason, 'key_expired');
+    assert.equal(((await debit(credits, { keyId: expired, amount: 1n, reason: 'x', idempotencyKey: `s2:${expired}` })) as { reason: string }).reason, 'key_expired');
   });
 
   test('an Idempotency-Key request debits once: a concurrent twin is refused as in progress, a refund frees the key', async () => {
     const keyId = await key(1_000n);
     const request = { idempotencyKey: newId('idem'), bodyHash: 'h1' };
-    const call = (n: number) => credits.debit({ keyId, amount: 100n, reason: 'call', idempotencyKey: `rq:${keyId}:${n}`, request, open: true });
+    const call = (n: number) => debit(credits, { keyId, amount: 100n, reason: 'call', idempotencyKey: `rq:${keyId}:${n}`, request, open: true });
     const results = await Promise.all([1, 2, 3].map(call));
     const won = results.filter((r) => r.ok);
     assert.equal(won.length, 1);
@@ -185,9 +192,9 @@ describe(`credits ledger (${backend.name})`, { skip: backend.skip }, () => {
     const keyId = await key(1_000n);
     const ids: string[] = [];
     for (const n of [1, 2, 3]) {
-      const debit = await credits.debit({ keyId, amount: 10n, reason: 'call', idempotencyKey: `open:${keyId}:${n}`, open: true });
-      assert.ok(debit.ok);
-      ids.push(debit.entry.id);
+      const debited = await debit(credits, { keyId, amount: 10n, reason: 'call', idempotencyKey: `open:${keyId}:${n}`, open: true });
+      assert.ok(debited.ok);
+      ids.push(debited.entry.id);
     }
     const [delivered, failed, running] = ids as [string, string, string];
     // Sorted: debits made in one millisecond have no order among themselves.
