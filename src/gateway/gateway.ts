@@ -28,7 +28,7 @@ import { type Plan, isMetered, listPrice, priceAt, publicPlan, utcMonth } from '
 import { atomicToUsd } from './pricing.js';
 import { type Message, type ToolResult, rewrite, rpcError, rpcResult } from './jsonrpc.js';
 import type { JsonRpcId } from './sse.js';
-import { type Upstream, forward } from './upstream.js';
+import { type Upstream, forward, send, toResponse } from './upstream.js';
 
 export type GatewayOptions = {
   upstream: Upstream;
@@ -102,7 +102,7 @@ export function createGateway(options: GatewayOptions): Hono {
   const timedForward = async (request: Request, body: Uint8Array | undefined, signal: AbortSignal) => {
     const stop = metrics.upstreamSeconds.startTimer();
     try {
-      return await forward(options.upstream, request, body, signal);
+      return await send(options.upstream, request, body, signal);
     } finally {
       stop();
     }
@@ -148,7 +148,7 @@ export function createGateway(options: GatewayOptions): Hono {
       const tool = paidTool(rpc);
       if (tool) return paidCall(c, rpc, body, tool);
       if (rpc.method === 'tools/call' && typeof rpc.params?.name === 'string') count(rpc.params.name, 'free');
-      return timedForward(c.req.raw, body, c.req.raw.signal);
+      return toResponse(await timedForward(c.req.raw, body, c.req.raw.signal));
     },
   );
 
@@ -176,8 +176,8 @@ export function createGateway(options: GatewayOptions): Hono {
 
   /** tools/list passes through with each tool's price added under `_meta["turnpike/price"]`. */
   async function listTools(c: Context, rpc: Message, body: Uint8Array) {
-    const response = await forward(options.upstream, c.req.raw, body, c.req.raw.signal);
-    return rewrite(response, rpc.id ?? null, async (message) => {
+    const answer = await send(options.upstream, c.req.raw, body, c.req.raw.signal);
+    return rewrite(answer, rpc.id ?? null, async (message) => {
       const tools = (message.result as { tools?: { name: string; outputSchema?: unknown; _meta?: object }[] } | undefined)?.tools;
       for (const tool of tools ?? []) {
         if (tool.outputSchema) withOutputSchema.add(tool.name);
@@ -450,20 +450,20 @@ export function createGateway(options: GatewayOptions): Hono {
       count(tool.name, 'failed');
       return charge.undo(why).catch((err: unknown) => logger.error({ err }, 'cannot undo the charge of a failed call'));
     };
-    let response: Response;
+    let answer;
     try {
       const signal = AbortSignal.any([c.req.raw.signal, AbortSignal.timeout(options.upstream.timeoutMs)]);
-      response = await timedForward(c.req.raw, call.body, signal);
+      answer = await timedForward(c.req.raw, call.body, signal);
     } catch (error) {
       await undo(`upstream unreachable: ${(error as Error).message}`);
       return rpcError(id, -32603, 'the tool’s server did not answer; you were not charged', 502);
     }
-    if (response.status !== 200) {
-      await undo(`upstream answered HTTP ${response.status}`);
-      return response;
+    if (answer.status !== 200) {
+      await undo(`upstream answered HTTP ${answer.status}`);
+      return toResponse(answer);
     }
     return rewrite(
-      response,
+      answer,
       id,
       async (message) => {
         const result = message.result as ToolResult | undefined;

@@ -1,4 +1,5 @@
 import { type JsonRpcId, rewriteSseResponse } from './sse.js';
+import { type UpstreamAnswer, toResponse } from './upstream.js';
 
 export type Message = { jsonrpc?: string; id?: JsonRpcId; method?: string; params?: Record<string, unknown>; result?: unknown; error?: unknown };
 export type ToolResult = { isError?: boolean; _meta?: Record<string, unknown>; [key: string]: unknown };
@@ -14,36 +15,39 @@ export const rpcResult = (id: JsonRpcId, result: unknown, headers: Record<string
 
 /**
  * Rewrites the JSON-RPC response to `id` in an upstream answer, JSON or SSE alike. A JSON answer
- * is read whole (it is one message); an SSE stream is rewritten frame by frame as it flows.
+ * is one message, already whole; an SSE stream is rewritten frame by frame as it flows.
  * `onEnd(false)` says the answer held no response to `id` (the call's outcome is unknown).
  */
 export async function rewrite(
-  response: Response,
+  answer: UpstreamAnswer,
   id: JsonRpcId,
   fn: (message: Message) => Promise<Message>,
   onEnd: (sawResponse: boolean) => void = () => {},
 ): Promise<Response> {
-  const type = response.headers.get('content-type') ?? '';
-  if (type.includes('text/event-stream') && response.body) {
-    return new Response(rewriteSseResponse(response.body, id, fn, onEnd), { status: response.status, headers: response.headers });
-  }
-  if (!type.includes('application/json')) {
+  const { status, headers, body } = answer;
+  const type = headers.get('content-type') ?? '';
+  if (body instanceof ReadableStream) {
+    if (type.includes('text/event-stream')) return new Response(rewriteSseResponse(body, id, fn, onEnd), { status, headers });
     onEnd(false);
-    return response;
+    return toResponse(answer);
   }
-  const text = await response.text();
+  if (!body || !type.includes('application/json')) {
+    onEnd(false);
+    return toResponse(answer);
+  }
   let message: Message;
   try {
-    message = JSON.parse(text) as Message;
+    message = JSON.parse(decoder.decode(body)) as Message;
   } catch {
     onEnd(false);
-    return new Response(text, { status: response.status, headers: response.headers });
+    return toResponse(answer);
   }
   if (message.id !== id) {
     onEnd(false);
-    return new Response(text, { status: response.status, headers: response.headers });
+    return toResponse(answer);
   }
-  const headers = new Headers(response.headers);
   headers.delete('content-length');
-  return new Response(JSON.stringify(await fn(message)), { status: response.status, headers });
+  return new Response(JSON.stringify(await fn(message)), { status, headers });
 }
+
+const decoder = new TextDecoder();

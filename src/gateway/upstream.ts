@@ -32,12 +32,26 @@ export type Upstream = {
 const agent = new Agent({ bodyTimeout: 0, headersTimeout: 0, keepAliveTimeout: 30_000 });
 
 /**
+ * The upstream's answer as it came: a JSON answer whole (it is one message), an SSE stream as a
+ * stream. Kept out of a `Response` until one is needed, so a paid call's result is read without
+ * building one first.
+ */
+export type UpstreamAnswer = { status: number; headers: Headers; body: Uint8Array | ReadableStream<Uint8Array> | null };
+
+export const toResponse = (answer: UpstreamAnswer) => new Response(answer.body, { status: answer.status, headers: answer.headers });
+
+/**
  * Forwards one MCP request to the upstream: the body's bytes as they came, the MCP headers
  * (`Mcp-Session-Id`, `MCP-Protocol-Version`, `Last-Event-ID`, `Mcp-Method`, `Mcp-Name`,
  * `Mcp-Param-*`, anything unknown) kept, the caller's credentials swapped for the operator's.
  * The client's abort reaches the upstream through `signal`.
  */
 export async function forward(upstream: Upstream, request: Request, body: Uint8Array | undefined, signal?: AbortSignal): Promise<Response> {
+  return toResponse(await send(upstream, request, body, signal));
+}
+
+/** `forward`, answered as the upstream's raw answer. */
+export async function send(upstream: Upstream, request: Request, body: Uint8Array | undefined, signal?: AbortSignal): Promise<UpstreamAnswer> {
   const headers: Record<string, string> = {};
   request.headers.forEach((value, name) => {
     if (!NOT_FORWARDED.has(name)) headers[name] = value;
@@ -61,21 +75,20 @@ export async function forward(upstream: Upstream, request: Request, body: Uint8A
     if (HOP_BY_HOP.has(name) || value === undefined) continue;
     for (const one of Array.isArray(value) ? value : [value]) out.append(name, one);
   }
-  const noBody = request.method === 'HEAD' || response.statusCode === 204 || response.statusCode === 304;
-  if (noBody) {
+  const status = response.statusCode;
+  if (request.method === 'HEAD' || status === 204 || status === 304) {
     response.body.resume();
-    return new Response(null, { status: response.statusCode, headers: out });
+    return { status, headers: out, body: null };
   }
-  // A JSON answer is one message: taken whole, it skips two WHATWG streams per call.
   if (!String(response.headers['content-type'] ?? '').includes('text/event-stream')) {
     try {
-      return new Response(await response.body.bytes(), { status: response.statusCode, headers: out });
+      return { status, headers: out, body: await response.body.bytes() };
     } catch (error) {
       throw new UpstreamError(`the MCP server at ${upstream.url} broke off its answer: ${(error as Error).message}`, { cause: error });
     }
   }
   const stream = Readable.toWeb(response.body) as ReadableStream<Uint8Array>;
-  return new Response(signal ? endQuietlyOnAbort(stream, signal) : stream, { status: response.statusCode, headers: out });
+  return { status, headers: out, body: signal ? endQuietlyOnAbort(stream, signal) : stream };
 }
 
 /**
