@@ -28,7 +28,7 @@ import { type Plan, isMetered, listPrice, priceAt, publicPlan, utcMonth } from '
 import { atomicToUsd } from './pricing.js';
 import { type Message, type ToolResult, rewrite, rpcError, rpcResult } from './jsonrpc.js';
 import type { JsonRpcId } from './sse.js';
-import { type Upstream, forward, send, toResponse } from './upstream.js';
+import { type Upstream, callDeadline, forward, send, toResponse } from './upstream.js';
 
 export type GatewayOptions = {
   upstream: Upstream;
@@ -340,8 +340,9 @@ export function createGateway(options: GatewayOptions): Hono {
 
   /**
    * Credits: debit first (atomically, with the `Idempotency-Key` if one is given), forward while
-   * the debit is synced to disk, refund in full if the tool did not produce a result. A refused debit that more money would fix is
-   * the payment-required challenge, still offering x402, with where to top up.
+   * the debit is synced to disk, refund in full if the tool did not produce a result. A refused
+   * debit that more money would fix is the payment-required challenge, still offering x402, with
+   * where to top up.
    */
   async function creditsCall(call: PaidCall, credential: Credential) {
     const { c, id, tool } = call;
@@ -450,15 +451,19 @@ export function createGateway(options: GatewayOptions): Hono {
       count(tool.name, 'failed');
       return charge.undo(why).catch((err: unknown) => logger.error({ err }, 'cannot undo the charge of a failed call'));
     };
+    const deadline = callDeadline(c.req.raw.signal, options.upstream.timeoutMs);
     let answer;
     try {
-      const signal = AbortSignal.any([c.req.raw.signal, AbortSignal.timeout(options.upstream.timeoutMs)]);
-      answer = await timedForward(c.req.raw, call.body, signal);
+      answer = await timedForward(c.req.raw, call.body, deadline.signal);
     } catch (error) {
+      deadline.clear();
       await undo(`upstream unreachable: ${(error as Error).message}`);
       return rpcError(id, -32603, 'the tool’s server did not answer; you were not charged', 502);
     }
+    // A stream runs on under the deadline until it ends; anything else is already whole.
+    if (!(answer.body instanceof ReadableStream)) deadline.clear();
     if (answer.status !== 200) {
+      deadline.clear();
       await undo(`upstream answered HTTP ${answer.status}`);
       return toResponse(answer);
     }
@@ -474,6 +479,7 @@ export function createGateway(options: GatewayOptions): Hono {
         return charge.deliver(message, result);
       },
       (sawResponse) => {
+        deadline.clear();
         if (!sawResponse) void undo('the upstream stream ended before the result');
       },
     );

@@ -112,6 +112,26 @@ function endQuietlyOnAbort(stream: ReadableStream<Uint8Array>, signal: AbortSign
   });
 }
 
+/**
+ * A paid call's signal: aborted when the caller hangs up or `ms` pass, whichever comes first.
+ * `clear` once the answer is in. (`AbortSignal.any` with `AbortSignal.timeout` does the same at
+ * ten times the cost, on every paid call.)
+ */
+export function callDeadline(caller: AbortSignal, ms: number): { signal: AbortSignal; clear(): void } {
+  const controller = new AbortController();
+  const hangUp = () => controller.abort(caller.reason);
+  const timer = setTimeout(() => controller.abort(new DOMException(`the upstream took longer than ${ms} ms`, 'TimeoutError')), ms).unref();
+  if (caller.aborted) hangUp();
+  else caller.addEventListener('abort', hangUp, { once: true });
+  return {
+    signal: controller.signal,
+    clear() {
+      clearTimeout(timer);
+      caller.removeEventListener('abort', hangUp);
+    },
+  };
+}
+
 /** The upstream could not be reached or broke off: a 502 for the caller, never a 500. */
 export class UpstreamError extends Error {
   override name = 'UpstreamError';
