@@ -55,16 +55,18 @@ export async function verifyIntent(
   meanwhile: () => Promise<unknown> = async () => {},
 ): Promise<Verified> {
   const payer = intent.authorization.from;
-  const digest = authorizationDigest(intent, deps.rules.network.chainId);
   const shape = signatureShape(intent.signature);
   if (shape === 'erc6492') {
     return { ok: false, reason: reasons.signature, message: 'ERC-6492 signatures (wallets not deployed yet) are not accepted: deploy the wallet first', payer };
   }
-  // A 65-byte signature is read for without the wallet's ERC-1271 verdict: it is almost always an EOA's.
-  const reading = deps.readState(intent, shape === 'contract' ? { digest } : undefined);
+  // A 65-byte signature is read for without the wallet's ERC-1271 verdict: it is almost always an
+  // EOA's, and its digest is hashed while the read is on the wire.
+  let digest = shape === 'contract' ? authorizationDigest(intent, deps.rules.network.chainId) : undefined;
+  const reading = deps.readState(intent, digest ? { digest } : undefined);
   reading.catch(() => {}); // awaited below; not unhandled meanwhile
   await new Promise((resolve) => setImmediate(resolve)); // the read's batch is sent on this turn
   await meanwhile();
+  digest ??= authorizationDigest(intent, deps.rules.network.chainId);
   const kind = (await classifySignature(intent, digest)) === 'eoa' ? 'eoa' : 'contract';
   if (kind === 'eoa' || shape === 'contract') return judgeState(intent, kind, await reading);
   // A smart wallet's 65-byte signature: only the wallet can judge it, in a second read.
