@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { NewPayment, PaymentJournal, PaymentKey } from './journal.js';
 import { type Row, finishParams, journalSql, keyParams, toRecord } from './journal-rows.js';
+import { groupCommit } from './group-commit.js';
 import { StoreError } from './store.js';
 
 /** The payments journal on SQLite: every transition is one guarded UPDATE or INSERT. */
@@ -29,12 +30,14 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
     if (result.changes !== 1) throw new StoreError(`journal: cannot ${what} ${key.payer}/${key.nonce}: not in the expected state`);
   };
 
-  const claim = db.transaction((payment: NewPayment) => {
+  const claim = (payment: NewPayment) => {
     const now = Date.now();
     if (insert.run({ ...payment, ...keyParams(payment), owner, now }).changes === 1) return { claimed: true as const };
     if (takeVerified.run({ ...keyParams(payment), owner, now }).changes === 1) return { claimed: true as const };
     return { claimed: false as const, record: get(payment)! };
-  });
+  };
+  // Settlement steps share commits with each other and the ledger, and sync off the event loop.
+  const { write } = groupCommit(db);
 
   return {
     async get(key) {
@@ -50,21 +53,19 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
       }
       return inserted ? { reserved: true } : { reserved: false, record: get(payment)! };
     },
-    async claim(payment) {
-      return claim.immediate(payment);
-    },
+    claim: (payment) => write(() => claim(payment)),
     async recordTransaction(key, tx) {
       const params = { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.relayerNonce };
-      mustChange(recordTx.run({ ...params, ...keyParams(key), now: Date.now() }), 'record the transaction of', key);
+      await write(() => mustChange(recordTx.run({ ...params, ...keyParams(key), now: Date.now() }), 'record the transaction of', key));
     },
     async finish(key, outcome) {
-      mustChange(finish.run(finishParams(key, outcome)), `mark ${outcome.state}`, key);
+      await write(() => mustChange(finish.run(finishParams(key, outcome)), `mark ${outcome.state}`, key));
     },
     async release(key) {
-      release.run(keyParams(key));
+      await write(() => release.run(keyParams(key)));
     },
     async releaseHold(key) {
-      releaseHold.run(keyParams(key));
+      await write(() => releaseHold.run(keyParams(key)));
     },
     async unfinished(filter) {
       return (filter ? unfinishedOf.all(filter) : unfinished.all()).map(toRecord);
