@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import fs, { mkdtempSync, rmSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { after, afterEach, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { closeGroupCommit, groupCommit } from '../../src/store/group-commit.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-group-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+
+/** A WAL database with one table, and what a second connection (another process) sees of it. */
+function open() {
+  const file = path.join(dir, `g-${++n}.db`);
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.exec('CREATE TABLE t (v INTEGER NOT NULL UNIQUE)');
+  const seen = () => {
+    const other = new Database(file, { readonly: true });
+    try {
+      return other.prepare('SELECT v FROM t ORDER BY v').pluck().all() as number[];
+    } finally {
+      other.close();
+    }
+  };
+  return { db, seen, insert: db.prepare('INSERT INTO t (v) VALUES (?)') };
+}
+
+/** Holds every WAL sync until `release`, or fails them; counts the syncs that ran. */
+function holdSyncs(fail?: Error) {
+  const original = fs.fdatasync;
+  const waiting: (() => void)[] = [];
+  let syncs = 0;
+  fs.fdatasync = ((fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
+    syncs++;
+    waiting.push(() => (fail ? callback(fail) : original(fd, callback)));
+  }) as typeof fs.fdatasync;
+  syncBuiltinESMExports();
+  return {
+    get syncs() {
+      return syncs;
+    },
+    release: () => waiting.splice(0).forEach((go) => go()),
+    restore() {
+      fs.fdatasync = original;
+      syncBuiltinESMExports();
+    },
+  };
+}
+
+let restore: (() => void) | undefined;
+afterEach(() => restore?.());
+
+const settled = async (promise: Promise<unknown>) => {
+  let done = false;
+  void promise.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  return done;
+};
+
+test('a write settles only after the WAL is synced; writes of one turn share one commit and one sync', async () => {
+  const { db, seen, insert } = open();
+  const { write } = groupCommit(db);
+  const syncs = holdSyncs();
+  restore = syncs.restore;
+  const writes = [1, 2, 3].map((v) => write(() => insert.run(v).changes));
+  assert.equal(await settled(Promise.all(writes)), false, 'nothing settles while the sync is held');
+  assert.deepEqual(seen(), [1, 2, 3], 'committed meanwhile: visible to another connection');
+  assert.equal(syncs.syncs, 1);
+  syncs.release();
+  assert.deepEqual(await Promise.all(writes), [1, 1, 1]);
+  db.close();
+  closeGroupCommit(db);
+});
+
+test('decide settles at the commit, with `durable` settling after the sync', async () => {
+  const { db, insert } = open();
+  const { decide } = groupCommit(db);
+  const syncs = holdSyncs();
+  restore = syncs.restore;
+  const { value, durable } = await decide(() => insert.run(7).changes);
+  assert.equal(value, 1);
+  assert.equal(await settled(durable), false);
+  syncs.release();
+  await durable;
+  db.close();
+  closeGroupCommit(db);
+});
+
+test('a write that throws is rolled back alone; the others of its commit stand', async () => {
+  const { db, seen, insert } = open();
+  const { write } = groupCommit(db);
+  const results = await Promise.allSettled([write(() => insert.run(1)), write(() => insert.run(1)), write(() => insert.run(2))]);
+  assert.deepEqual(
+    results.map((r) => r.status),
+    ['fulfilled', 'rejected', 'fulfilled'],
+  );
+  assert.deepEqual(seen(), [1, 2]);
+  db.close();
+  closeGroupCommit(db);
+});
+
+test('a failed sync fails every write of its commit, and the durable promise of a decided one', async () => {
+  const { db, insert } = open();
+  const { write, decide } = groupCommit(db);
+  const syncs = holdSyncs(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }));
+  restore = syncs.restore;
+  const written = write(() => insert.run(1));
+  const decided = decide(() => insert.run(2));
+  await new Promise((resolve) => setImmediate(resolve));
+  syncs.release();
+  await assert.rejects(written, /cannot sync the SQLite WAL to disk: EIO/);
+  await assert.rejects((await decided).durable, /cannot sync the SQLite WAL to disk: EIO/);
+  db.close();
+  closeGroupCommit(db);
+});
