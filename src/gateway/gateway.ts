@@ -460,10 +460,9 @@ export function createGateway(options: GatewayOptions): Hono {
       await undo(`upstream unreachable: ${(error as Error).message}`);
       return rpcError(id, -32603, 'the tool’s server did not answer; you were not charged', 502);
     }
-    // A stream runs on under the deadline until it ends; anything else is already whole.
-    if (!(answer.body instanceof ReadableStream)) deadline.clear();
+    // A result stream runs on under the deadline until it ends; anything else is already whole.
+    if (answer.status !== 200 || !(answer.body instanceof ReadableStream)) deadline.clear();
     if (answer.status !== 200) {
-      deadline.clear();
       await undo(`upstream answered HTTP ${answer.status}`);
       return toResponse(answer);
     }
