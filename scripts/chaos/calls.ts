@@ -89,4 +89,6 @@ export const retryable = (a: Answer) =>
   a.status === 'connection' ||
   a.status >= 500 ||
   (a.kind === 'challenge' && a.reason?.startsWith('settlement failed')) ||
-  a.reason === 'request_in_progress';
+  a.reason === 'request_in_progress' ||
+  // x402's "in progress": another request holds this payment; its result is given back once kept.
+  (a.kind === 'challenge' && a.reason?.includes('already used by another call') === true);

@@ -153,8 +153,20 @@ export function checkInvariants(
       if (c.idempotencyKey && entries.size > 1) v.push(`Idempotency-Key ${c.idempotencyKey} charged ${entries.size} times: ${[...entries].join(', ')}`);
     }
     const x402Delivered = paymentCalls.filter((c) => delivered(c).length > 0).length;
-    const paidUndelivered = paymentCalls.filter((c) => delivered(c).length === 0 && settledByKey.has(key(c.payer!, c.nonce!))).length;
-    checks.push(check('every result delivered was charged, once', v, `${x402Delivered} x402 results delivered (${paidUndelivered} settled payments whose answer was cut off by a kill)`));
+    // A settled payment's result was kept before it settled: its client gets it, on a retry if a kill cut the answer off.
+    const paidUndelivered = paymentCalls.filter((c) => delivered(c).length === 0 && settledByKey.has(key(c.payer!, c.nonce!)));
+    for (const c of paidUndelivered) {
+      const last = c.rounds.at(-1)?.answers ?? [];
+      if (!last.every((a) => a.status === 'connection')) v.push(`${c.callId} paid (settled) but never got its result: last answers ${last.map((a) => a.reason ?? a.kind).join('; ')}`);
+    }
+    const redelivered = paymentCalls.filter((c) => delivered(c).length > 0 && answers(c).some((a) => a.status === 'connection')).length;
+    checks.push(
+      check(
+        'every result delivered was charged, once; every settled payment’s result delivered',
+        v,
+        `${x402Delivered} x402 results delivered (${redelivered} after an answer a kill cut off; ${paidUndelivered.length} still cut off when the client gave up)`,
+      ),
+    );
   }
 
   // 7. Concurrent copies run once; only a retry after an answer without the result runs again.

@@ -22,6 +22,8 @@ export type PayersOptions = {
 };
 
 const MAX_ROUNDS = 3;
+/** Rounds in all, counting those turnpike was down for (kills keep it down for up to ~3 s). */
+const MAX_DOWN_ROUNDS = 15;
 const TIMEOUT_MS = 20_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -38,15 +40,20 @@ export async function runPayers(options: PayersOptions): Promise<Call[]> {
   const calls: Call[] = [];
   const required = await challengeFor(options.mcpUrl);
 
-  /** Sends `body` as `copies` concurrent requests, and again (up to MAX_ROUNDS) while it is worth it. */
+  /**
+   * Sends `body` as `copies` concurrent requests, and again while it is worth it: up to MAX_ROUNDS
+   * rounds that got an answer, and meanwhile as long as turnpike is down (a round nobody answered
+   * does not count, up to MAX_DOWN_ROUNDS), as a client that wants its result back would.
+   */
   async function perform(call: Call, body: string, headers: Record<string, string>, random: Random, copies = 1) {
     if (!calls.includes(call)) calls.push(call);
     const rounds = call.mistake ? 1 : MAX_ROUNDS;
-    for (let round = 0; round < rounds; round++) {
+    for (let answered = 0, round = 0; answered < rounds && round < MAX_DOWN_ROUNDS; round++) {
       if (round > 0) await sleep(random.int(200, 600));
       const answers: Answer[] = await Promise.all(Array.from({ length: copies }, () => send(options.mcpUrl, body, headers, TIMEOUT_MS)));
       call.rounds.push({ copies, answers });
       if (answers.some((a) => a.kind === 'output') || !answers.some(retryable)) return;
+      if (answers.some((a) => a.status !== 'connection')) answered++;
     }
   }
 

@@ -3,10 +3,10 @@ import type { Hex, PublicClient } from 'viem';
 import type { Network } from '../chain/networks.js';
 import { createRelayerPool } from '../chain/relayer.js';
 import type { PaymentJournal } from '../store/journal.js';
-import type { PaymentKey } from '../store/journal.js';
+import type { KeptResult, PaymentKey } from '../store/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, SupportedResponse, VerifyResponse } from '../x402/schemas.js';
-import { type AllowedAsset, type IntentRules, toNewPayment } from './intent.js';
+import { type AllowedAsset, type IntentRules, toIntent, toNewPayment } from './intent.js';
 import { createStateReader } from './chain-state.js';
 import { createSettler } from './settle.js';
 import { checkPayment, verifyIntent, verifyPayment } from './verify.js';
@@ -120,6 +120,25 @@ export function createFacilitator(options: FacilitatorOptions) {
      * payer may send the same payment again. A claim already under way is left to finish.
      */
     releaseHold: (key: PaymentKey) => journal.releaseHold(key),
+
+    /** Keeps a paid call's result with its payment, before settling it (see `redeliver`). */
+    keepResult: (key: PaymentKey, kept: KeptResult) => journal.keepResult(key, kept),
+
+    /**
+     * The result kept for this payment, with its receipt, if it answered `call` and the payment
+     * settled or is settling (then this waits for the outcome, as a repeated /settle does): what a
+     * client whose answer was lost gets when it sends the same call with the same payment, while
+     * the authorization is still valid. Never a second settlement, never a second run of the tool.
+     */
+    async redeliver(request: FacilitatorRequest, call: string): Promise<{ result: string; receipt: SettleResponse } | undefined> {
+      const checked = toIntent(request, rules, now());
+      if (!checked.ok) return undefined;
+      const kept = await journal.keptResult(checked.intent.key);
+      if (kept?.call !== call) return undefined;
+      const receipt = await settler.settle(request);
+      if (!receipt.success && receipt.errorReason !== reasons.settlementPending) return undefined;
+      return { result: kept.result, receipt };
+    },
 
     async settle(request: FacilitatorRequest): Promise<SettleResponse> {
       const answer = await settler.settle(request);

@@ -16,6 +16,7 @@ import type { OperatorStore } from '../store/operators.js';
 import { newId } from '../store/ids.js';
 import { type RevenueBook, creditsRef, x402Ref } from '../operators/revenue.js';
 import { PaymentDecodeError, encodeHeader } from '../x402/codec.js';
+import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse } from '../x402/schemas.js';
 import {
   type ToolOffer,
@@ -253,8 +254,16 @@ export function createGateway(options: GatewayOptions): Hono {
       if (error instanceof FacilitatorUnavailableError) return rpcError(id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
       throw error;
     }
+    const callId = callIdentity(options.server, rpc);
     if (!held.isValid) {
       await metering?.uncount();
+      // The same call with the same payment again: its answer was lost, not its result.
+      const again = held.invalidReason === reasons.nonceUsed ? await facilitator.redeliver(request, callId) : undefined;
+      if (again) {
+        count(tool.name, 'redelivered');
+        const result = JSON.parse(again.result) as ToolResult;
+        return withReceipt(rpcResult(id, { ...result, _meta: { ...result._meta, [RECEIPT_META_KEY]: again.receipt } }), again.receipt);
+      }
       return challenge(call, `${held.invalidReason}: ${held.invalidMessage ?? ''}`.trim(), held.invalidReason);
     }
     const { key } = held;
@@ -277,6 +286,7 @@ export function createGateway(options: GatewayOptions): Hono {
         const pending = charge('x402', key.payer, tool.name, amount, x402Ref(key));
         if (pending?.custody === 'platform') await revenue!.book.record(pending);
         else if (pending) revenue!.book.queue(pending);
+        await facilitator.keepResult(key, { call: callId, result: JSON.stringify(result) });
         const stop = metrics.settlementSeconds.startTimer();
         try {
           receipt = await facilitator.settle(request);
@@ -296,11 +306,15 @@ export function createGateway(options: GatewayOptions): Hono {
         return { ...message, result: { ...result, _meta: { ...result._meta, [RECEIPT_META_KEY]: receipt } } };
       },
     });
-    if (receipt && !isStream(response)) {
-      const encoded = encodeHeader(receipt);
-      response.headers.set('payment-response', encoded);
-      response.headers.set('x-payment-response', encoded);
-    }
+    return receipt ? withReceipt(response, receipt) : response;
+  }
+
+  /** The receipt in headers too, when the answer is JSON (an SSE stream carries it in the result only). */
+  function withReceipt(response: Response, receipt: SettleResponse) {
+    if (isStream(response)) return response;
+    const encoded = encodeHeader(receipt);
+    response.headers.set('payment-response', encoded);
+    response.headers.set('x-payment-response', encoded);
     return response;
   }
 
@@ -485,6 +499,14 @@ export function createGateway(options: GatewayOptions): Hono {
   }
 
   return app;
+}
+
+/**
+ * What makes two requests the same paid call, for giving a lost answer back: the server, the tool
+ * and its arguments as sent (the JSON-RPC id may differ between a request and its retry).
+ */
+function callIdentity(server: string, rpc: Message): string {
+  return createHash('sha256').update(JSON.stringify([server, rpc.params?.name, rpc.params?.arguments ?? {}])).digest('hex');
 }
 
 function hostOf(origin: string): string {

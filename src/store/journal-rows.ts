@@ -78,6 +78,12 @@ export const journalSql = {
   unfinished: `SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') ORDER BY created_at`,
   unfinishedOf: `SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') AND owner IS NOT DISTINCT FROM @owner ORDER BY created_at`,
   unfinishedOwners: `SELECT DISTINCT owner FROM payments WHERE state IN ('verified', 'submitting', 'submitted')`,
+  keepResult: `
+    INSERT INTO paid_results (chain_id, asset, payer, nonce, call, result, created_at)
+    VALUES (@chainId, @asset, @payer, @nonce, @call, @result, @now)
+    ON CONFLICT (chain_id, asset, payer, nonce) DO UPDATE SET call = excluded.call, result = excluded.result, created_at = excluded.created_at`,
+  keptResult: `SELECT call, result FROM paid_results WHERE ${KEY}`,
+  forgetResults: `DELETE FROM paid_results WHERE created_at < @before`,
 };
 
 /** The parameters of a finish, for both backends. */

@@ -79,4 +79,18 @@ export interface PaymentJournal {
   unfinished(filter?: { owner: string | null }): Promise<PaymentRecord[]>;
   /** The owners of unfinished entries. */
   unfinishedOwners(): Promise<(string | null)[]>;
+  /**
+   * Keeps a paid call's result with its payment before the payment settles (again: the latest
+   * call for it wins), so a client whose answer was lost to a crash or a dropped connection gets
+   * it back by sending the same call with the same payment. Like a hold, it may survive a process
+   * crash only until the settlement claim that follows it, whose sync makes it durable.
+   */
+  keepResult(key: PaymentKey, kept: KeptResult): Promise<void>;
+  /** The result kept for a payment, and the call it answered. */
+  keptResult(key: PaymentKey): Promise<KeptResult | undefined>;
+  /** Forgets results kept before `before` (ms since the epoch). */
+  forgetResults(before: number): Promise<void>;
 }
+
+/** A paid call's result as delivered (JSON), and what identifies the call (see the gateway). */
+export type KeptResult = { call: string; result: string };

@@ -274,6 +274,23 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX audit_log_operator ON audit_log (operator_id, at);
     `,
   },
+  {
+    version: 6,
+    name: 'kept results of paid calls',
+    sql: `
+      CREATE TABLE paid_results (
+        chain_id INTEGER NOT NULL,
+        asset TEXT NOT NULL,
+        payer TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        call TEXT NOT NULL,
+        result TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (chain_id, asset, payer, nonce)
+      );
+      CREATE INDEX paid_results_age ON paid_results (created_at);
+    `,
+  },
 ];
 
 /**

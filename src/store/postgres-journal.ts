@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { PaymentJournal, PaymentKey } from './journal.js';
+import type { KeptResult, PaymentJournal, PaymentKey } from './journal.js';
 import { type Row, finishParams, journalSql, keyParams, toRecord } from './journal-rows.js';
 import { all, named, one, run, transaction } from './pg.js';
 import { StoreError } from './store.js';
@@ -16,6 +16,9 @@ const sql = {
   unfinished: named(journalSql.unfinished),
   unfinishedOf: named(journalSql.unfinishedOf),
   unfinishedOwners: named(journalSql.unfinishedOwners),
+  keepResult: named(journalSql.keepResult),
+  keptResult: named(journalSql.keptResult),
+  forgetResults: named(journalSql.forgetResults),
 };
 
 /**
@@ -64,6 +67,13 @@ export function postgresJournal(pool: pg.Pool, owner: string): PaymentJournal {
     },
     async unfinishedOwners() {
       return (await all<{ owner: string | null }>(pool, sql.unfinishedOwners)).map((r) => r.owner);
+    },
+    async keepResult(key, kept) {
+      await run(pool, sql.keepResult, { ...keyParams(key), ...kept, now: Date.now() });
+    },
+    keptResult: (key) => one<KeptResult>(pool, sql.keptResult, keyParams(key)),
+    async forgetResults(before) {
+      await run(pool, sql.forgetResults, { before });
     },
   };
 }

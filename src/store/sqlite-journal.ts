@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import type { NewPayment, PaymentJournal, PaymentKey } from './journal.js';
+import type { KeptResult, NewPayment, PaymentJournal, PaymentKey } from './journal.js';
 import { type Row, finishParams, journalSql, keyParams, toRecord } from './journal-rows.js';
 import { groupCommit } from './group-commit.js';
 import { StoreError } from './store.js';
@@ -14,10 +14,21 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
   const finish = db.prepare(journalSql.finish);
   const release = db.prepare(journalSql.release);
   const releaseHold = db.prepare(journalSql.releaseHold);
-  // A hold is written to the WAL without its own fsync (see PaymentJournal.reserve): the claim
-  // that settles it is FULL, and syncing the WAL makes every earlier frame durable with it.
+  const keepResult = db.prepare(journalSql.keepResult);
+  const keptResult = db.prepare<Record<string, unknown>, KeptResult>(journalSql.keptResult);
+  const forgetResults = db.prepare(journalSql.forgetResults);
+  // A hold or a kept result is written to the WAL without its own sync (see PaymentJournal): the
+  // claim that settles it syncs, and syncing the WAL makes every earlier frame durable with it.
   const syncNormal = db.prepare('PRAGMA synchronous = NORMAL');
   const syncFull = db.prepare('PRAGMA synchronous = FULL');
+  const unsynced = <T>(fn: () => T): T => {
+    syncNormal.run();
+    try {
+      return fn();
+    } finally {
+      syncFull.run();
+    }
+  };
   const unfinished = db.prepare<[], Row>(journalSql.unfinished).safeIntegers(true);
   const unfinishedOf = db.prepare<{ owner: string | null }, Row>(journalSql.unfinishedOf).safeIntegers(true);
   const owners = db.prepare<[], { owner: string | null }>(journalSql.unfinishedOwners);
@@ -44,13 +55,7 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
       return get(key);
     },
     async reserve(payment) {
-      syncNormal.run();
-      let inserted;
-      try {
-        inserted = insertVerified.run({ ...payment, ...keyParams(payment), owner, now: Date.now() }).changes === 1;
-      } finally {
-        syncFull.run();
-      }
+      const inserted = unsynced(() => insertVerified.run({ ...payment, ...keyParams(payment), owner, now: Date.now() }).changes === 1);
       return inserted ? { reserved: true } : { reserved: false, record: get(payment)! };
     },
     claim: (payment) => write(() => claim(payment)),
@@ -72,6 +77,15 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
     },
     async unfinishedOwners() {
       return owners.all().map((r) => r.owner);
+    },
+    async keepResult(key, kept) {
+      unsynced(() => keepResult.run({ ...keyParams(key), ...kept, now: Date.now() }));
+    },
+    async keptResult(key) {
+      return keptResult.get(keyParams(key));
+    },
+    async forgetResults(before) {
+      await write(() => forgetResults.run({ before }));
     },
   };
 }

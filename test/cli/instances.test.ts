@@ -104,7 +104,9 @@ describe('several turnpike instances on one PostgreSQL', { skip: postgres.skip, 
     const payee = sandbox.accounts.payees[0]!.address;
     const [before, runs] = [await usdcOf(payee), upstream.runs()];
     const answers = await Promise.all(Array.from({ length: 16 }, (_, i) => call(`${(i % 2 ? a : b).url}/mcp`, { payment })));
-    assert.equal(answers.filter((x) => x.body.result?._meta?.['x402/payment-response']?.success).length, 1);
+    // Copies that came after the result was kept get it again, on either instance: one receipt.
+    const receipts = new Set(answers.flatMap((x) => (x.body.result?._meta?.['x402/payment-response']?.success ? [JSON.stringify(x.body.result)] : [])));
+    assert.equal(receipts.size, 1);
     assert.equal(upstream.runs() - runs, 1);
     assert.equal(await usdcOf(payee), before + 10_000n);
   });

@@ -182,7 +182,10 @@ describe('paying MCP proxy (official MCP SDK client → turnpike → server-ever
     assert.equal(await chain.balanceOf(payer.address), payerBefore - 50_000n);
     assert.equal(await chain.balanceOf(payee), payeeBefore + 50_000n);
 
-    const replay = await client.callTool({ name: 'get-sum', arguments: { a: 2, b: 3 }, _meta: { 'x402/payment': payment } });
+    // The same call again (as after a lost answer) gets the result back; another call is refused.
+    const again = await client.callTool({ name: 'get-sum', arguments: { a: 2, b: 3 }, _meta: { 'x402/payment': payment } });
+    assert.deepEqual(again, paid);
+    const replay = await client.callTool({ name: 'get-sum', arguments: { a: 2, b: 4 }, _meta: { 'x402/payment': payment } });
     assert.equal(replay.isError, true);
     assert.match(JSON.stringify(replay.structuredContent), /nonce_already_used/);
     assert.equal(await chain.balanceOf(payee), payeeBefore + 50_000n);

@@ -54,8 +54,8 @@ async function gatewayFor(path: string, timeoutMs = 10_000, through = facilitato
 type RpcAnswer = { result?: { isError?: boolean; structuredContent?: PaymentRequired; _meta?: Record<string, unknown> }; error?: { code: number } };
 
 /** A raw JSON-RPC tools/call, as any MCP client would POST it (no session needed here). */
-async function call(url: string, tool: string, payment?: unknown): Promise<{ status: number; body: RpcAnswer }> {
-  const params = { name: tool, arguments: {}, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) };
+async function call(url: string, tool: string, payment?: unknown, args: object = {}): Promise<{ status: number; body: RpcAnswer }> {
+  const params = { name: tool, arguments: args, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) };
   const res = await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
@@ -90,7 +90,7 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
   });
   after(() => Promise.all([...servers.map((s) => s.close()), upstream.close()]));
 
-  test('20 concurrent copies of one payment: the tool runs once, one settlement, the rest are refused', async () => {
+  test('20 concurrent copies of one payment: the tool runs once, one settlement; each copy gets that result or is refused while it runs', async () => {
     const url = await gatewayFor('/mcp');
     const payment = await paymentFor(url, 'count');
     const payee = chain.sandbox.accounts.payees[1]!.address;
@@ -98,16 +98,36 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
     const runsBefore = upstream.runs();
     const answers = await Promise.all(Array.from({ length: 20 }, () => call(url, 'count', payment)));
     const paid = answers.filter((a) => !a.body.result?.isError);
-    assert.equal(paid.length, 1);
+    assert.ok(paid.length >= 1);
+    // Copies that came after the result was kept get it again, with the one receipt.
+    for (const a of paid) assert.deepEqual(a.body.result, paid[0]!.body.result);
     assert.equal((paid[0]!.body.result!._meta!['x402/payment-response'] as { success: boolean }).success, true);
     assert.equal(upstream.runs() - runsBefore, 1);
     assert.equal(await chain.balanceOf(payee), before + 20_000n);
     for (const a of answers.filter((x) => x.body.result?.isError)) {
       assert.match(JSON.stringify(a.body), /nonce_already_used/);
     }
-    const again = await call(url, 'count', payment);
-    assert.equal(again.body.result?.isError, true, 'a replay after the fact is refused too');
+  });
+
+  test('the same call with the same payment again (its answer was lost) gets the same result and receipt back: no second run, no second settlement; another call with that payment is refused', async () => {
+    const url = await gatewayFor('/mcp');
+    const payment = await paymentFor(url, 'count');
+    const payee = chain.sandbox.accounts.payees[1]!.address;
+    const before = await chain.balanceOf(payee);
+    const runsBefore = upstream.runs();
+    const first = await call(url, 'count', payment, { n: 1 });
+    const receipt = first.body.result!._meta!['x402/payment-response'] as { success: boolean; transaction: string };
+    assert.equal(receipt.success, true);
+
+    const again = await call(url, 'count', payment, { n: 1 });
+    assert.equal(again.status, 200);
+    assert.deepEqual(again.body.result, first.body.result, 'the result as first delivered, with the same receipt');
+    const other = await call(url, 'count', payment, { n: 2 });
+    assert.equal(other.body.result?.isError, true, 'the payment does not pay for a different call');
+    assert.match(JSON.stringify(other.body), /nonce_already_used/);
     assert.equal(upstream.runs() - runsBefore, 1);
+    assert.equal(await chain.balanceOf(payee), before + 20_000n);
+    assert.equal((await stateOf(payment))?.state, 'settled');
   });
 
   test('a tool result with isError: not charged, and the record says why', async () => {
