@@ -57,10 +57,10 @@ export type LedgerRunner = {
 /** Rolls back a debit whose Idempotency-Key another request took first. */
 class RequestTaken extends Error {}
 
-/** Appends an entry for a balance change already applied in this transaction. */
-function* append(entry: Omit<LedgerEntry, 'id' | 'balanceAfter' | 'createdAt'>, now: number): Op<LedgerEntry> {
-  const key = yield* get<{ balance: bigint }>('balanceOf', { id: entry.keyId });
-  if (!key) throw new StoreError(`credits: there is no key ${entry.keyId}`);
+/** Applies a balance change (`addBalance`, `spend`, `unspend`) and appends its ledger entry. */
+function* change(sql: 'addBalance' | 'spend' | 'unspend', params: Params, entry: Omit<LedgerEntry, 'id' | 'balanceAfter' | 'createdAt'>, now: number): Op<LedgerEntry> {
+  const key = yield* get<{ balance: bigint }>(sql, { ...params, now });
+  if (!key) throw new StoreError(`credits: cannot ${sql} key ${entry.keyId}`);
   const id = newId('le');
   yield* run('insertEntry', { id, ...entry, balanceAfter: key.balance, tokenId: entry.tokenId ?? null, ref: json(entry.ref), now });
   return { ...entry, id, balanceAfter: key.balance, createdAt: now };
@@ -71,8 +71,12 @@ function* applyCredit(credit: Credit, now: number): Op<{ applied: boolean; entry
   const key = yield* lock<{ balance: bigint }>('balanceOf', { id: credit.keyId });
   const earlier = yield* get<EntryRow>('entryByIdempotency', { idempotencyKey: credit.idempotencyKey });
   if (earlier) return { applied: false, entry: toEntry(earlier), balance: key?.balance ?? 0n };
-  yield* run('addBalance', { id: credit.keyId, amount: credit.amount, now });
-  const entry = yield* append({ keyId: credit.keyId, kind: credit.kind, amount: credit.amount, reason: credit.reason, idempotencyKey: credit.idempotencyKey, ref: credit.ref }, now);
+  const entry = yield* change(
+    'addBalance',
+    { id: credit.keyId, amount: credit.amount },
+    { keyId: credit.keyId, kind: credit.kind, amount: credit.amount, reason: credit.reason, idempotencyKey: credit.idempotencyKey, ref: credit.ref },
+    now,
+  );
   return { applied: true, entry, balance: entry.balanceAfter };
 }
 
@@ -119,8 +123,8 @@ function* move(move: Move): Op<MoveResult> {
   const ref = move.from && move.to ? { from: move.from, to: move.to } : undefined;
   const entries: LedgerEntry[] = [];
   for (const side of sides) {
-    yield* run('addBalance', { id: side.keyId, amount: side.amount, now });
-    entries.push(yield* append({ keyId: side.keyId, kind, amount: side.amount, reason: move.reason, idempotencyKey: `${move.idempotencyKey}${side.suffix}`, ref }, now));
+    const entry = { keyId: side.keyId, kind, amount: side.amount, reason: move.reason, idempotencyKey: `${move.idempotencyKey}${side.suffix}`, ref } as const;
+    entries.push(yield* change('addBalance', { id: side.keyId, amount: side.amount }, entry, now));
   }
   return { ok: true, applied: true, entries };
 }
@@ -155,12 +159,13 @@ function* debit(debit: Debit): Op<DebitResult> {
   }
   if (balance < debit.amount) return { ok: false, reason: 'insufficient_balance', balance, ...(tokenRemaining !== undefined ? { tokenRemaining: tokenRemaining + debit.amount } : {}) };
 
-  yield* run('spend', { id: debit.keyId, amount: debit.amount, day, now });
-  if (debit.tokenId) yield* run('spendToken', { id: debit.tokenId, amount: debit.amount });
-  const entry = yield* append(
+  const entry = yield* change(
+    'spend',
+    { id: debit.keyId, amount: debit.amount, day },
     { keyId: debit.keyId, kind: 'debit', amount: -debit.amount, reason: debit.reason, idempotencyKey: debit.idempotencyKey, tokenId: debit.tokenId, ref: debit.ref },
     now,
   );
+  if (debit.tokenId) yield* run('spendToken', { id: debit.tokenId, amount: debit.amount });
   if (debit.open) yield* run('openDebit', { debitId: entry.id, now });
   // Another request with this Idempotency-Key got in first: this debit must not happen.
   if (debit.request && (yield* run('insertRequest', { keyId: debit.keyId, ...debit.request, debitId: entry.id, now })) === 0) throw new RequestTaken();
@@ -177,9 +182,13 @@ function* refund(debitId: string, reason: string): Op<{ balance: bigint }> {
   const idempotencyKey = `refund:${debitId}`;
   if (yield* get<EntryRow>('entryByIdempotency', { idempotencyKey })) return { balance: key.balance };
   const amount = -debit.amount;
-  yield* run('unspend', { id: debit.key_id, amount, day: utcDay(Number(debit.created_at)), now });
+  const entry = yield* change(
+    'unspend',
+    { id: debit.key_id, amount, day: utcDay(Number(debit.created_at)) },
+    { keyId: debit.key_id, kind: 'refund', amount, reason, idempotencyKey, tokenId: debit.token_id ?? undefined, ref: { debit: debitId } },
+    now,
+  );
   if (debit.token_id) yield* run('unspendToken', { id: debit.token_id, amount });
-  const entry = yield* append({ keyId: debit.key_id, kind: 'refund', amount, reason, idempotencyKey, tokenId: debit.token_id ?? undefined, ref: { debit: debitId } }, now);
   return { balance: entry.balanceAfter };
 }
 

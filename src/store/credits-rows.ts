@@ -118,19 +118,21 @@ export const creditsSql = {
     INSERT INTO api_keys (id, hash, name, scope, expires_at, lifetime_limit, daily_limit, operator_id, created_at, updated_at)
     VALUES (@id, @hash, @name, @scope, @expiresAt, @lifetimeLimit, @dailyLimit, @operatorId, @now, @now)`,
   setStatus: `UPDATE api_keys SET status = @status, updated_at = @now WHERE id = @id AND status <> 'revoked'`,
-  addBalance: 'UPDATE api_keys SET balance = balance + @amount, updated_at = @now WHERE id = @id',
+  // The balance changes answer with the new balance: the ledger entry records it, and reading it
+  // back would be one more statement (one more round trip on PostgreSQL) per debit.
+  addBalance: 'UPDATE api_keys SET balance = balance + @amount, updated_at = @now WHERE id = @id RETURNING balance',
   spend: `
     UPDATE api_keys SET balance = balance - @amount, spent_total = spent_total + @amount,
                         spent_day = CASE WHEN day = @day THEN spent_day + @amount ELSE @amount END,
                         day = @day, updated_at = @now
-    WHERE id = @id AND balance >= @amount`,
+    WHERE id = @id AND balance >= @amount RETURNING balance`,
   // CASE rather than MAX/GREATEST: the one spelling of "not below zero" both backends read.
   unspend: `
     UPDATE api_keys SET balance = balance + @amount,
                         spent_total = CASE WHEN spent_total > @amount THEN spent_total - @amount ELSE 0 END,
                         spent_day = CASE WHEN day <> @day THEN spent_day WHEN spent_day > @amount THEN spent_day - @amount ELSE 0 END,
                         updated_at = @now
-    WHERE id = @id`,
+    WHERE id = @id RETURNING balance`,
 
   entryById: 'SELECT * FROM ledger WHERE id = @id',
   entryByIdempotency: 'SELECT * FROM ledger WHERE idempotency_key = @idempotencyKey',
