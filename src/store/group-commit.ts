@@ -42,22 +42,25 @@ function newGroupCommit(db: Database.Database): GroupCommit {
     const jobs = queue;
     queue = [];
     const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
-    syncNormal.run();
     try {
-      db.transaction(() => {
-        for (const job of jobs) {
-          try {
-            outcomes.push({ ok: true, value: db.transaction(job.fn)() });
-          } catch (error) {
-            outcomes.push({ ok: false, error });
+      // Inside the try: a write queued as the store closes is refused, not thrown out of the loop.
+      syncNormal.run();
+      try {
+        db.transaction(() => {
+          for (const job of jobs) {
+            try {
+              outcomes.push({ ok: true, value: db.transaction(job.fn)() });
+            } catch (error) {
+              outcomes.push({ ok: false, error });
+            }
           }
-        }
-      }).immediate();
+        }).immediate();
+      } finally {
+        syncFull.run();
+      }
     } catch (error) {
       for (const job of jobs) job.reject(error);
       return;
-    } finally {
-      syncFull.run();
     }
     const durable = sync().catch((error: unknown) => {
       throw new StoreError(`cannot sync the SQLite WAL to disk: ${(error as Error).message}`, { cause: error });

@@ -120,3 +120,12 @@ test('a failed sync fails every write of its commit, and the durable promise of 
   db.close();
   closeGroupCommit(db);
 });
+
+test('a write queued as the connection closes is refused, not thrown out of the event loop', async () => {
+  const { db, insert } = open();
+  const { write } = groupCommit(db);
+  const queued = write(() => insert.run(1));
+  db.close();
+  closeGroupCommit(db);
+  await assert.rejects(queued, /database connection is not open/);
+});
