@@ -68,13 +68,17 @@ export async function openFacilitator({ config, chain, logger }: { config: Confi
     await store.close();
     throw error;
   }
-  const timer = setInterval(() => void recover().catch((err: unknown) => logger.error({ err }, 'journal recovery failed')), RECOVER_EVERY_MS).unref();
+  let recovering: Promise<unknown> = Promise.resolve();
+  const timer = setInterval(() => {
+    recovering = recover().catch((err: unknown) => logger.error({ err }, 'journal recovery failed'));
+  }, RECOVER_EVERY_MS).unref();
   return {
     store,
     facilitator,
     /** Stops recovering and closes the store. */
     async close() {
       clearInterval(timer);
+      await recovering;
       await store.close();
     },
   };

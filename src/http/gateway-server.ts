@@ -228,7 +228,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     url: server.url,
     async close() {
       await server.close();
-      withdrawals?.stop();
+      await withdrawals?.stop();
       await debits?.stop();
       await book.stop();
       await registeredAgent.close();

@@ -51,6 +51,7 @@ export function createWithdrawals(options: WithdrawalsOptions) {
   const receiptTimeoutMs = options.receiptTimeoutMs ?? 30_000;
   const isSender = options.isSender ?? (async () => true);
   let watcher: NodeJS.Timeout | undefined;
+  let watching: Promise<unknown> = Promise.resolve();
   let queue: Promise<unknown> = Promise.resolve();
   const serialized = <T>(fn: () => Promise<T>): Promise<T> => {
     const next = queue.then(fn, fn);
@@ -168,12 +169,16 @@ export function createWithdrawals(options: WithdrawalsOptions) {
 
     /** Reconciles now and then every few seconds, until `stop`. */
     start() {
-      const watch = () => void this.reconcile().catch((err: unknown) => logger.error({ err }, 'cannot finish unfinished withdrawals'));
+      const watch = () => {
+        watching = this.reconcile().catch((err: unknown) => logger.error({ err }, 'cannot finish unfinished withdrawals'));
+      };
       watch();
       watcher = setInterval(watch, WATCH_EVERY_MS).unref();
     },
-    stop() {
+    /** Stops watching, once a reconciliation under way has finished (before the store closes). */
+    async stop() {
       clearInterval(watcher);
+      await watching;
     },
   };
 }
