@@ -27,6 +27,12 @@ export function groupCommit(db: Database.Database): GroupCommit {
 export type GroupCommit = {
   write<T>(fn: () => T): Promise<T>;
   decide<T>(fn: () => T): Promise<{ value: T; durable: Promise<void> }>;
+  /**
+   * Runs `fn` now, committing to the WAL without a sync: durable with the next group's sync. Only
+   * for a write whose caller answers nothing on it alone (an x402 hold, a kept result: the
+   * settlement claim that follows syncs them).
+   */
+  unsynced<T>(fn: () => T): T;
 };
 // One group commit per connection, shared by every repository on it: their writes share syncs too.
 const groups = new WeakMap<Database.Database, GroupCommit>();
@@ -37,6 +43,14 @@ function newGroupCommit(db: Database.Database): GroupCommit {
   const syncNormal = db.prepare('PRAGMA synchronous = NORMAL');
   const syncFull = db.prepare('PRAGMA synchronous = FULL');
   const sync = walSync(db);
+  const unsynced = <T>(fn: () => T): T => {
+    syncNormal.run();
+    try {
+      return fn();
+    } finally {
+      syncFull.run();
+    }
+  };
 
   const flush = () => {
     const jobs = queue;
@@ -44,20 +58,19 @@ function newGroupCommit(db: Database.Database): GroupCommit {
     const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
     try {
       // Inside the try: a write queued as the store closes is refused, not thrown out of the loop.
-      syncNormal.run();
-      try {
-        db.transaction(() => {
-          for (const job of jobs) {
-            try {
-              outcomes.push({ ok: true, value: db.transaction(job.fn)() });
-            } catch (error) {
-              outcomes.push({ ok: false, error });
+      unsynced(() =>
+        db
+          .transaction(() => {
+            for (const job of jobs) {
+              try {
+                outcomes.push({ ok: true, value: db.transaction(job.fn)() });
+              } catch (error) {
+                outcomes.push({ ok: false, error });
+              }
             }
-          }
-        }).immediate();
-      } finally {
-        syncFull.run();
-      }
+          })
+          .immediate(),
+      );
     } catch (error) {
       for (const job of jobs) job.reject(error);
       return;
@@ -82,6 +95,7 @@ function newGroupCommit(db: Database.Database): GroupCommit {
   return {
     write: <T>(fn: () => T) => enqueue(fn, false) as Promise<T>,
     decide: <T>(fn: () => T) => enqueue(fn, true) as Promise<{ value: T; durable: Promise<void> }>,
+    unsynced,
   };
 }
 

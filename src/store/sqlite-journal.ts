@@ -17,18 +17,6 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
   const keepResult = db.prepare(journalSql.keepResult);
   const keptResult = db.prepare<Record<string, unknown>, KeptResult>(journalSql.keptResult);
   const forgetResults = db.prepare(journalSql.forgetResults);
-  // A hold or a kept result is written to the WAL without its own sync (see PaymentJournal): the
-  // claim that settles it syncs, and syncing the WAL makes every earlier frame durable with it.
-  const syncNormal = db.prepare('PRAGMA synchronous = NORMAL');
-  const syncFull = db.prepare('PRAGMA synchronous = FULL');
-  const unsynced = <T>(fn: () => T): T => {
-    syncNormal.run();
-    try {
-      return fn();
-    } finally {
-      syncFull.run();
-    }
-  };
   const unfinished = db.prepare<[], Row>(journalSql.unfinished).safeIntegers(true);
   const unfinishedOf = db.prepare<{ owner: string | null }, Row>(journalSql.unfinishedOf).safeIntegers(true);
   const owners = db.prepare<[], { owner: string | null }>(journalSql.unfinishedOwners);
@@ -47,8 +35,9 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
     if (takeVerified.run({ ...keyParams(payment), owner, now }).changes === 1) return { claimed: true as const };
     return { claimed: false as const, record: get(payment)! };
   };
-  // Settlement steps share commits with each other and the ledger, and sync off the event loop.
-  const { write } = groupCommit(db);
+  // Settlement steps share commits with each other and the ledger, and sync off the event loop; a
+  // hold or a kept result is not synced on its own (see PaymentJournal): the claim's sync covers it.
+  const { write, unsynced } = groupCommit(db);
 
   return {
     async get(key) {
