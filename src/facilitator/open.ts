@@ -8,11 +8,6 @@ import { type Facilitator, createFacilitator } from './facilitator.js';
 
 /** How often an instance looks for the journal entries of instances that died. */
 const RECOVER_EVERY_MS = 15_000;
-/**
- * How long a paid call's result is kept for a client whose answer was lost. It is given back only
- * while the payment's authorization is valid (x402 clients sign for minutes), so a day is ample.
- */
-const KEEP_RESULTS_MS = 24 * 60 * 60 * 1000;
 
 /**
  * Finishes the unfinished journal entries of instances that are gone (their `instance:<id>`
@@ -39,7 +34,8 @@ export async function recoverOrphans(store: Store, facilitator: Facilitator): Pr
  * The facilitator a serving command runs: the configured store, this instance's relayer keys
  * leased (no other instance on the store may send from them), and the journal entries that
  * instances which died left between claim and outcome finished before the caller serves a
- * single request, and every 15 s after (when results kept for lost answers past a day go too).
+ * single request, and every 15 s after (when results kept for lost answers nobody can still ask
+ * for go too).
  *
  * @example const { store, facilitator, close } = await openFacilitator({ config, chain, logger });
  */
@@ -55,7 +51,7 @@ export async function openFacilitator({ config, chain, logger }: { config: Confi
   const recover = async () => {
     const reconciled = await recoverOrphans(store, facilitator);
     if (reconciled > 0) logger.info({ reconciled }, 'finished settlements left by a stopped instance');
-    await store.journal.forgetResults(Date.now() - KEEP_RESULTS_MS);
+    await store.journal.forgetResults(Math.floor(Date.now() / 1000));
   };
   try {
     for (const relayer of facilitator.relayers) {

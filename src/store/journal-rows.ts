@@ -79,11 +79,17 @@ export const journalSql = {
   unfinishedOf: `SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') AND owner IS NOT DISTINCT FROM @owner ORDER BY created_at`,
   unfinishedOwners: `SELECT DISTINCT owner FROM payments WHERE state IN ('verified', 'submitting', 'submitted')`,
   keepResult: `
-    INSERT INTO paid_results (chain_id, asset, payer, nonce, call, result, created_at)
-    VALUES (@chainId, @asset, @payer, @nonce, @call, @result, @now)
-    ON CONFLICT (chain_id, asset, payer, nonce) DO UPDATE SET call = excluded.call, result = excluded.result, created_at = excluded.created_at`,
+    INSERT INTO paid_results (chain_id, asset, payer, nonce, call, result)
+    VALUES (@chainId, @asset, @payer, @nonce, @call, @result)
+    ON CONFLICT (chain_id, asset, payer, nonce) DO UPDATE SET call = excluded.call, result = excluded.result`,
   keptResult: `SELECT call, result FROM paid_results WHERE ${KEY}`,
-  forgetResults: `DELETE FROM paid_results WHERE created_at < @before`,
+  // A result is given back only with a payment that can still be presented: one whose row is gone
+  // (released) or whose authorization expired has nobody left to ask for it.
+  forgetResults: `
+    DELETE FROM paid_results WHERE NOT EXISTS (
+      SELECT 1 FROM payments p
+      WHERE p.chain_id = paid_results.chain_id AND p.asset = paid_results.asset AND p.payer = paid_results.payer
+        AND p.nonce = paid_results.nonce AND p.valid_before >= @now)`,
 };
 
 /** The parameters of a finish, for both backends. */

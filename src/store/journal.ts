@@ -88,8 +88,11 @@ export interface PaymentJournal {
   keepResult(key: PaymentKey, kept: KeptResult): Promise<void>;
   /** The result kept for a payment, and the call it answered. */
   keptResult(key: PaymentKey): Promise<KeptResult | undefined>;
-  /** Forgets results kept before `before` (ms since the epoch). */
-  forgetResults(before: number): Promise<void>;
+  /**
+   * Forgets the results nobody can ask for any more: their payment's authorization expired
+   * before `now` (Unix seconds), or the payment is no longer in the journal.
+   */
+  forgetResults(now: number): Promise<void>;
 }
 
 /** A paid call's result as delivered (JSON), and what identifies the call (see the gateway). */

@@ -285,10 +285,8 @@ export const migrations: readonly Migration[] = [
         nonce TEXT NOT NULL,
         call TEXT NOT NULL,
         result TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
         PRIMARY KEY (chain_id, asset, payer, nonce)
       );
-      CREATE INDEX paid_results_age ON paid_results (created_at);
     `,
   },
 ];

@@ -69,11 +69,11 @@ export function postgresJournal(pool: pg.Pool, owner: string): PaymentJournal {
       return (await all<{ owner: string | null }>(pool, sql.unfinishedOwners)).map((r) => r.owner);
     },
     async keepResult(key, kept) {
-      await run(pool, sql.keepResult, { ...keyParams(key), ...kept, now: Date.now() });
+      await run(pool, sql.keepResult, { ...keyParams(key), ...kept });
     },
     keptResult: (key) => one<KeptResult>(pool, sql.keptResult, keyParams(key)),
-    async forgetResults(before) {
-      await run(pool, sql.forgetResults, { before });
+    async forgetResults(now) {
+      await run(pool, sql.forgetResults, { now });
     },
   };
 }

@@ -68,13 +68,13 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
       return owners.all().map((r) => r.owner);
     },
     async keepResult(key, kept) {
-      unsynced(() => keepResult.run({ ...keyParams(key), ...kept, now: Date.now() }));
+      unsynced(() => keepResult.run({ ...keyParams(key), ...kept }));
     },
     async keptResult(key) {
       return keptResult.get(keyParams(key));
     },
-    async forgetResults(before) {
-      await write(() => forgetResults.run({ before }));
+    async forgetResults(now) {
+      await write(() => forgetResults.run({ now }));
     },
   };
 }

@@ -52,18 +52,21 @@ describe(`payments journal (${backend.name})`, { skip: backend.skip }, () => {
     assert.deepEqual(await store.journal.unfinished(), []);
   });
 
-  test('a kept result is read back for its payment, replaced by a later one, and forgotten by age', async () => {
+  test('a kept result is read back for its payment, replaced by a later one, and forgotten once its payment expired or is gone', async () => {
     const store = await opened();
     const [p, q] = [payment('4'), payment('5')];
     assert.equal(await store.journal.keptResult(p), undefined);
+    await store.journal.reserve(p);
     await store.journal.keepResult(p, { call: 'c1', result: '{"content":[]}' });
     await store.journal.keepResult(p, { call: 'c2', result: '{"content":[1]}' });
     assert.deepEqual(await store.journal.keptResult(p), { call: 'c2', result: '{"content":[1]}' });
     assert.equal(await store.journal.keptResult(q), undefined, 'kept per payment');
-    await store.journal.forgetResults(Date.now() - 60_000);
-    assert.deepEqual(await store.journal.keptResult(p), { call: 'c2', result: '{"content":[1]}' }, 'a fresh one stays');
-    await store.journal.forgetResults(Date.now() + 1);
-    assert.equal(await store.journal.keptResult(p), undefined);
+    await store.journal.keepResult(q, { call: 'c3', result: '{}' });
+    await store.journal.forgetResults(Number(p.validBefore) - 1);
+    assert.deepEqual(await store.journal.keptResult(p), { call: 'c2', result: '{"content":[1]}' }, 'its authorization is still valid');
+    assert.equal(await store.journal.keptResult(q), undefined, 'a result without its payment is gone');
+    await store.journal.forgetResults(Number(p.validBefore) + 1);
+    assert.equal(await store.journal.keptResult(p), undefined, 'expired');
   });
 
   test('a released claim can be claimed again', async () => {
