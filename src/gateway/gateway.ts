@@ -27,9 +27,11 @@ import {
 } from './payment-required.js';
 import { type Plan, isMetered, listPrice, priceAt, publicPlan, utcMonth } from './plans.js';
 import { atomicToUsd } from './pricing.js';
-import { type Message, type ToolResult, rewrite, rpcError, rpcResult } from './jsonrpc.js';
+import { type ToolResult, answerCall, rpcError, rpcResult, withoutPaidResponses } from './jsonrpc.js';
+import { readJsonBody } from './json-body.js';
+import { type Message, classify, forUpstream, paidRequestId, paymentOf } from './messages.js';
 import type { JsonRpcId } from './sse.js';
-import { type Upstream, callDeadline, forward, send, toResponse } from './upstream.js';
+import { type Upstream, callDeadline, send } from './upstream.js';
 
 export type GatewayOptions = {
   upstream: Upstream;
@@ -77,7 +79,6 @@ const isStream = (response: Response) => response.headers.get('content-type')?.i
 export const PRICE_META_KEY = 'turnpike/price';
 /** The `_meta` key of a credits-paid result: what was charged and what is left. */
 export const CREDITS_META_KEY = 'turnpike/credits';
-const PAYMENT_META_KEY = 'x402/payment';
 const RECEIPT_META_KEY = 'x402/payment-response';
 /** The `_meta` key of a call inside the caller's free calls or free tier: which call of the month it was. */
 export const FREE_META_KEY = 'turnpike/free';
@@ -122,7 +123,8 @@ export function createGateway(options: GatewayOptions): Hono {
     return next();
   });
 
-  app.on(['GET', 'DELETE'], '/', (c) => forward(options.upstream, c.req.raw, undefined, c.req.raw.signal));
+  // A stream the caller opens or resumes never carries a priced call's result: that leaves only through the call's own answer.
+  app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(options.upstream, c.req.raw, undefined, c.req.raw.signal)));
 
   app.post(
     '/',
@@ -131,33 +133,23 @@ export function createGateway(options: GatewayOptions): Hono {
       onError: () => rpcError(null, -32600, `request body larger than ${options.bodyLimitBytes} bytes`, 413),
     }),
     async (c) => {
-      const body = new Uint8Array(await c.req.arrayBuffer());
-      let message: unknown;
-      try {
-        message = JSON.parse(new TextDecoder().decode(body));
-      } catch {
-        return rpcError(null, -32700, 'Parse error: the body is not JSON', 400);
+      // Judged once, forwarded as judged: the upstream parses turnpike's encoding, never the caller's bytes.
+      const read = readJsonBody(new Uint8Array(await c.req.arrayBuffer()), c.req.header('content-type'), c.req.header('content-encoding'));
+      if (!read.ok) return rpcError(null, read.status === 415 ? -32600 : -32700, read.message, read.status);
+      const message = classify(read.value, (name) => listPrice(plan, name));
+      switch (message.kind) {
+        case 'invalid':
+          return rpcError(idOf(read.value), -32600, message.why, 400);
+        case 'list':
+          return listTools(c, message.message);
+        case 'paid':
+          return paidCall(c, message.message, { name: message.tool, amount: message.amount });
+        case 'forward':
+          if (message.tool) count(message.tool, 'free');
+          return withoutPaidResponses(await timedForward(c.req.raw, forUpstream(message.message), c.req.raw.signal));
       }
-      if (Array.isArray(message)) {
-        const paid = message.some((m) => paidTool(m as Message) !== undefined);
-        if (paid) return rpcError(null, -32600, 'a priced tools/call cannot be sent in a batch; send it alone', 400);
-        return forward(options.upstream, c.req.raw, body, c.req.raw.signal);
-      }
-      if (typeof message !== 'object' || message === null) return rpcError(null, -32600, 'Invalid Request: expected a JSON-RPC object', 400);
-      const rpc = message as Message;
-      if (rpc.method === 'tools/list') return listTools(c, rpc, body);
-      const tool = paidTool(rpc);
-      if (tool) return paidCall(c, rpc, body, tool);
-      if (rpc.method === 'tools/call' && typeof rpc.params?.name === 'string') count(rpc.params.name, 'free');
-      return toResponse(await timedForward(c.req.raw, body, c.req.raw.signal));
     },
   );
-
-  function paidTool(message: Message): { name: string; amount: bigint } | undefined {
-    if (message?.method !== 'tools/call' || typeof message.params?.name !== 'string') return undefined;
-    const amount = listPrice(plan, message.params.name);
-    return amount > 0n ? { name: message.params.name, amount } : undefined;
-  }
 
   /**
    * Counts a priced call of `caller` for a plan with free calls or tiers, and prices it by its
@@ -176,9 +168,10 @@ export function createGateway(options: GatewayOptions): Hono {
     revenue && { server: options.server, rail, caller, tool, amount, ref, custody: revenue.custody, ...(revenue.operatorId ? { operatorId: revenue.operatorId } : {}) };
 
   /** tools/list passes through with each tool's price added under `_meta["turnpike/price"]`. */
-  async function listTools(c: Context, rpc: Message, body: Uint8Array) {
-    const answer = await send(options.upstream, c.req.raw, body, c.req.raw.signal);
-    return rewrite(answer, rpc.id ?? null, async (message) => {
+  async function listTools(c: Context, rpc: Message) {
+    const answer = await send(options.upstream, c.req.raw, forUpstream(rpc), c.req.raw.signal);
+    const id = rpc.id ?? null;
+    return answerCall(answer, { upstream: id, caller: id }, async (message) => {
       const tools = (message.result as { tools?: { name: string; outputSchema?: unknown; _meta?: object }[] } | undefined)?.tools;
       for (const tool of tools ?? []) {
         if (tool.outputSchema) withOutputSchema.add(tool.name);
@@ -199,15 +192,20 @@ export function createGateway(options: GatewayOptions): Hono {
     });
   }
 
-  async function paidCall(c: Context, rpc: Message, body: Uint8Array, tool: { name: string; amount: bigint }) {
+  async function paidCall(c: Context, rpc: Message, tool: { name: string; amount: bigint }) {
     const url = new URL(c.req.url);
     const offer: ToolOffer = { tool: tool.name, amount: tool.amount, payTo: options.payTo, network: options.network, mcpUrl: `${url.origin}${url.pathname}` };
-    const call: PaidCall = { c, rpc, id: rpc.id ?? null, body, tool, offer };
+    const upstreamId = paidRequestId();
+    const call: PaidCall = { c, rpc, id: rpc.id ?? null, upstreamId, body: forUpstream(rpc, upstreamId), tool, offer };
     const credential = options.credits ? credentialOf(c.req.raw.headers) : undefined;
     return credential ? creditsCall(call, credential) : x402Call(call);
   }
 
-  type PaidCall = { c: Context; rpc: Message; id: JsonRpcId; body: Uint8Array; tool: { name: string; amount: bigint }; offer: ToolOffer };
+  /**
+   * A priced call on its way: `id` is the caller's, `upstreamId` turnpike's (see `paidRequestId`),
+   * `body` what the upstream gets (payment removed, turnpike's id).
+   */
+  type PaidCall = { c: Context; rpc: Message; id: JsonRpcId; upstreamId: string; body: Uint8Array; tool: { name: string; amount: bigint }; offer: ToolOffer };
 
   function denied(reason: string) {
     metrics.denials.inc({ server: serverLabel, reason });
@@ -226,8 +224,7 @@ export function createGateway(options: GatewayOptions): Hono {
   /** x402: verify, hold the payment, forward, then settle and attach the receipt. */
   async function x402Call(call: PaidCall) {
     const { c, rpc, id, tool, offer } = call;
-    const meta = rpc.params?._meta as Record<string, unknown> | undefined;
-    const raw = meta?.[PAYMENT_META_KEY] ?? c.req.header('payment-signature') ?? c.req.header('x-payment');
+    const raw = paymentOf(rpc) ?? c.req.header('payment-signature') ?? c.req.header('x-payment');
     if (raw === undefined) return challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
     let request: FacilitatorRequest;
     try {
@@ -239,7 +236,7 @@ export function createGateway(options: GatewayOptions): Hono {
     const authorization = (request.paymentPayload.payload as { authorization?: { from?: unknown; value?: unknown } }).authorization;
     const from = typeof authorization?.from === 'string' ? authorization.from.toLowerCase() : undefined;
     const metering = from ? await meter(from, tool.name) : undefined;
-    if (metering?.price === 0n) return freeX402Call(call, raw, metering, String(authorization?.value ?? ''));
+    if (metering?.price === 0n) return freeX402Call(call, request, metering);
     if (metering && metering.price !== offer.amount) {
       // This payer's price (their tier) is not the list price: ask for exactly what it is.
       call.offer = { ...offer, amount: metering.price };
@@ -319,14 +316,14 @@ export function createGateway(options: GatewayOptions): Hono {
   }
 
   /**
-   * A call inside the payer's free calls (or free tier): the signed payment only proves who the
-   * payer is. It is verified, never settled, and the call is counted whether or not it is used.
+   * A call inside the payer's free calls (or free tier): the signed payment proves who the payer
+   * is and that they could pay the quoted price (it must be for that price, and covered by their
+   * balance), so throwaway keys cannot take the free calls. It is verified, never settled.
    */
-  async function freeX402Call(call: PaidCall, raw: unknown, metering: Metered, signedValue: string) {
+  async function freeX402Call(call: PaidCall, request: FacilitatorRequest, metering: Metered) {
     let verdict;
     try {
-      const amount = /^\d{1,78}$/.test(signedValue) ? BigInt(signedValue) : call.offer.amount;
-      verdict = await facilitator.verify(paymentRequestFor(raw, { ...call.offer, amount }));
+      verdict = await facilitator.verify(request);
     } catch (error) {
       await metering.uncount();
       if (error instanceof FacilitatorUnavailableError) return rpcError(call.id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
@@ -388,7 +385,8 @@ export function createGateway(options: GatewayOptions): Hono {
       }
     }
     const idempotencyKey = c.req.header('idempotency-key');
-    const bodyHash = idempotencyKey ? createHash('sha256').update(call.body).digest('hex') : '';
+    // The message as judged (turnpike's own encoding), not the bytes: a retry is the same request however it was spelled.
+    const bodyHash = idempotencyKey ? createHash('sha256').update(JSON.stringify(call.rpc)).digest('hex') : '';
     if (idempotencyKey) {
       if (idempotencyKey.length > 255) return fail(new ApiError(400, 'idempotency_key_invalid', 'Idempotency-Key must be at most 255 characters'));
       const earlier = await store.credits.request(payer.key.id, idempotencyKey);
@@ -465,7 +463,7 @@ export function createGateway(options: GatewayOptions): Hono {
       count(tool.name, 'failed');
       return charge.undo(why).catch((err: unknown) => logger.error({ err }, 'cannot undo the charge of a failed call'));
     };
-    const deadline = callDeadline(c.req.raw.signal, options.upstream.timeoutMs);
+    const deadline = callDeadline(options.upstream.timeoutMs);
     let answer;
     try {
       answer = await timedForward(c.req.raw, call.body, deadline.signal);
@@ -478,11 +476,11 @@ export function createGateway(options: GatewayOptions): Hono {
     if (answer.status !== 200 || !(answer.body instanceof ReadableStream)) deadline.clear();
     if (answer.status !== 200) {
       await undo(`upstream answered HTTP ${answer.status}`);
-      return toResponse(answer);
+      return withoutPaidResponses(answer);
     }
-    return rewrite(
+    return answerCall(
       answer,
-      id,
+      { upstream: call.upstreamId, caller: id },
       async (message) => {
         const result = message.result as ToolResult | undefined;
         if (message.error !== undefined || !result || result.isError) {
@@ -507,6 +505,12 @@ export function createGateway(options: GatewayOptions): Hono {
  */
 function callIdentity(server: string, rpc: Message): string {
   return createHash('sha256').update(JSON.stringify([server, rpc.params?.name, rpc.params?.arguments ?? {}])).digest('hex');
+}
+
+/** The id of a request refused as invalid, when it has a usable one. */
+function idOf(value: unknown): JsonRpcId {
+  const id = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Message).id : undefined;
+  return typeof id === 'string' || typeof id === 'number' ? id : null;
 }
 
 function hostOf(origin: string): string {

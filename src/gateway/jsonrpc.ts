@@ -1,7 +1,8 @@
-import { type JsonRpcId, rewriteSseResponse } from './sse.js';
+import { type Message, cannotHoldPaidResponse, isPaidResponse } from './messages.js';
+import { type JsonRpcId, frameMessage, mapSseFrames, withData } from './sse.js';
 import { type UpstreamAnswer, toResponse } from './upstream.js';
 
-export type Message = { jsonrpc?: string; id?: JsonRpcId; method?: string; params?: Record<string, unknown>; result?: unknown; error?: unknown };
+export type { Message } from './messages.js';
 export type ToolResult = { isError?: boolean; _meta?: Record<string, unknown>; [key: string]: unknown };
 
 export const rpcError = (id: JsonRpcId, code: number, message: string, status: number, data?: unknown) =>
@@ -13,41 +14,101 @@ export const rpcError = (id: JsonRpcId, code: number, message: string, status: n
 export const rpcResult = (id: JsonRpcId, result: unknown, headers: Record<string, string> = {}) =>
   new Response(JSON.stringify({ jsonrpc: '2.0', id, result }), { headers: { 'content-type': 'application/json', ...headers } });
 
+const isSse = (headers: Headers) => headers.get('content-type')?.includes('text/event-stream') ?? false;
+const decoder = new TextDecoder();
+
 /**
- * Rewrites the JSON-RPC response to `id` in an upstream answer, JSON or SSE alike. A JSON answer
- * is one message, already whole; an SSE stream is rewritten frame by frame as it flows.
- * `onEnd(false)` says the answer held no response to `id` (the call's outcome is unknown).
+ * Answers a forwarded request from the upstream's answer: the response to `ids.upstream` goes
+ * through `fn` (which may settle a payment first) and leaves with the caller's id, `ids.caller`;
+ * nothing else that answers a priced call gets out (see `withoutPaidResponses`). A JSON answer is
+ * one message, already whole; an SSE stream is rewritten frame by frame as it flows, and read to its
+ * end even if the caller hangs up, so a result the upstream produced is charged for and kept.
+ * `onEnd(false)` says the answer held no response to the call (its outcome is unknown).
+ *
+ * @example
+ * await answerCall(answer, { upstream: paidRequestId(), caller: 1 }, async (m) => settleThen(m), (saw) => saw || undo());
  */
-export async function rewrite(
+export async function answerCall(
   answer: UpstreamAnswer,
-  id: JsonRpcId,
+  ids: { upstream: JsonRpcId; caller: JsonRpcId },
   fn: (message: Message) => Promise<Message>,
   onEnd: (sawResponse: boolean) => void = () => {},
 ): Promise<Response> {
   const { status, headers, body } = answer;
-  const type = headers.get('content-type') ?? '';
+  const answered = (message: Message) => fn({ ...message, id: ids.caller });
   if (body instanceof ReadableStream) {
-    if (type.includes('text/event-stream')) return new Response(rewriteSseResponse(body, id, fn, onEnd), { status, headers });
-    onEnd(false);
-    return toResponse(answer);
+    if (!isSse(headers)) {
+      onEnd(false);
+      return withoutPaidResponses(answer);
+    }
+    let saw = false;
+    const frames = mapSseFrames(
+      body,
+      async (frame) => {
+        if (!saw) {
+          const parsed = frameMessage(frame);
+          const message = parsed?.message as Message | undefined;
+          if (parsed && message?.method === undefined && message?.id === ids.upstream) {
+            saw = true;
+            return withData(parsed.lines, await answered(message));
+          }
+        }
+        return withoutPaidFrame(frame);
+      },
+      { onEnd: () => onEnd(saw), keepReading: true },
+    );
+    return new Response(frames, { status, headers });
   }
-  if (!body || !type.includes('application/json')) {
-    onEnd(false);
-    return toResponse(answer);
-  }
-  let message: Message;
+  let message: Message | undefined;
   try {
-    message = JSON.parse(decoder.decode(body)) as Message;
+    message = body && headers.get('content-type')?.includes('application/json') ? (JSON.parse(decoder.decode(body)) as Message) : undefined;
   } catch {
-    onEnd(false);
-    return toResponse(answer);
+    message = undefined;
   }
-  if (message.id !== id) {
+  if (message?.id !== ids.upstream || message.method !== undefined) {
     onEnd(false);
+    return withoutPaidResponses(answer);
+  }
+  headers.delete('content-length');
+  return new Response(JSON.stringify(await answered(message)), { status, headers });
+}
+
+/**
+ * An upstream answer passed on with every response to a priced call removed: the GET stream a
+ * caller opens or resumes (`Last-Event-ID`), a free call's stream, a batch's answer. The upstream
+ * replays what it sent on a stream when asked to resume it; a paid result it replays there would
+ * otherwise leave turnpike unpaid.
+ *
+ * @example app.get('/', async (c) => withoutPaidResponses(await send(upstream, c.req.raw, undefined)));
+ */
+export function withoutPaidResponses(answer: UpstreamAnswer): Response {
+  const { status, headers, body } = answer;
+  if (body instanceof ReadableStream) {
+    const frames = mapSseFrames(body, withoutPaidFrame, { onEnd: () => {} });
+    return new Response(frames, { status, headers });
+  }
+  if (!body) return toResponse(answer);
+  const text = decoder.decode(body);
+  if (cannotHoldPaidResponse(text)) return toResponse(answer);
+  let message: unknown;
+  try {
+    message = JSON.parse(text);
+  } catch {
     return toResponse(answer);
   }
   headers.delete('content-length');
-  return new Response(JSON.stringify(await fn(message)), { status, headers });
+  if (!Array.isArray(message)) return isPaidResponse(message) ? new Response(null, { status: 202, headers }) : toResponse(answer);
+  const kept = message.filter((m) => !isPaidResponse(m));
+  return new Response(kept.length === 0 ? null : JSON.stringify(kept), { status: kept.length === 0 ? 202 : status, headers });
 }
 
-const decoder = new TextDecoder();
+/** An SSE frame without the responses to priced calls it carries: `undefined` (unchanged) or `null` (dropped) mostly. */
+function withoutPaidFrame(frame: string): string | null | undefined {
+  if (cannotHoldPaidResponse(frame)) return undefined;
+  const parsed = frameMessage(frame);
+  if (!parsed) return undefined;
+  const { lines, message } = parsed;
+  if (!Array.isArray(message)) return isPaidResponse(message) ? null : undefined;
+  const kept = message.filter((m) => !isPaidResponse(m));
+  return kept.length === message.length ? undefined : kept.length === 0 ? null : withData(lines, kept);
+}

@@ -16,8 +16,9 @@ const HOP_BY_HOP = new Set([
 ]);
 /** The caller's credentials and payments are turnpike's business, never the upstream's. */
 const CALLER_ONLY = new Set(['authorization', 'x-api-key', 'payment-signature', 'x-payment', 'cookie']);
-// Answers come back uncompressed, so a paid call's result can be read and its receipt added.
-const NOT_FORWARDED = new Set([...HOP_BY_HOP, ...CALLER_ONLY, 'accept-encoding']);
+// Answers come back uncompressed, so a paid call's result can be read and its receipt added; a
+// body goes out as turnpike encoded it (see `forUpstream`), so it is described here, not by the caller.
+const NOT_FORWARDED = new Set([...HOP_BY_HOP, ...CALLER_ONLY, 'accept-encoding', 'content-encoding', 'content-type']);
 
 export type Upstream = {
   url: string;
@@ -41,7 +42,7 @@ export type UpstreamAnswer = { status: number; headers: Headers; body: Uint8Arra
 export const toResponse = (answer: UpstreamAnswer) => new Response(answer.body, { status: answer.status, headers: answer.headers });
 
 /**
- * Forwards one MCP request to the upstream: the body's bytes as they came, the MCP headers
+ * Forwards one MCP request to the upstream: `body` as JSON (turnpike's encoding of what it judged), the MCP headers
  * (`Mcp-Session-Id`, `MCP-Protocol-Version`, `Last-Event-ID`, `Mcp-Method`, `Mcp-Name`,
  * `Mcp-Param-*`, anything unknown) kept, the caller's credentials swapped for the operator's.
  * The client's abort reaches the upstream through `signal`.
@@ -56,6 +57,7 @@ export async function send(upstream: Upstream, request: Request, body: Uint8Arra
   request.headers.forEach((value, name) => {
     if (!NOT_FORWARDED.has(name)) headers[name] = value;
   });
+  if (body) headers['content-type'] = 'application/json';
   for (const [name, value] of Object.entries(upstream.headers)) headers[name.toLowerCase()] = value;
   // undici's request API, not fetch: the same connection pool at a fraction of the CPU per call.
   let response: Dispatcher.ResponseData;
@@ -113,23 +115,16 @@ function endQuietlyOnAbort(stream: ReadableStream<Uint8Array>, signal: AbortSign
 }
 
 /**
- * A paid call's signal: aborted when the caller hangs up or `ms` pass, whichever comes first.
- * `clear` once the answer is in. (`AbortSignal.any` with `AbortSignal.timeout` does the same at
- * ten times the cost, on every paid call.)
+ * A paid call's signal: aborted when `ms` pass, and only then. A caller hanging up does not stop a
+ * call the upstream is running: its result is read, charged for and kept for the same payment.
+ * `clear` once the answer is in. (`AbortSignal.timeout` costs ten times as much, on every paid call.)
+ *
+ * @example const deadline = callDeadline(60_000); await send(upstream, request, body, deadline.signal); deadline.clear();
  */
-export function callDeadline(caller: AbortSignal, ms: number): { signal: AbortSignal; clear(): void } {
+export function callDeadline(ms: number): { signal: AbortSignal; clear(): void } {
   const controller = new AbortController();
-  const hangUp = () => controller.abort(caller.reason);
   const timer = setTimeout(() => controller.abort(new DOMException(`the upstream took longer than ${ms} ms`, 'TimeoutError')), ms).unref();
-  if (caller.aborted) hangUp();
-  else caller.addEventListener('abort', hangUp, { once: true });
-  return {
-    signal: controller.signal,
-    clear() {
-      clearTimeout(timer);
-      caller.removeEventListener('abort', hangUp);
-    },
-  };
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
 }
 
 /** The upstream could not be reached or broke off: a 502 for the caller, never a 500. */

@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { rewriteSseResponse } from '../../src/gateway/sse.js';
+import { answerCall, withoutPaidResponses } from '../../src/gateway/jsonrpc.js';
+import { paidRequestId } from '../../src/gateway/messages.js';
+import type { Message } from '../../src/gateway/messages.js';
+
+const sse = (body: ReadableStream<Uint8Array>) => ({ status: 200, headers: new Headers({ 'content-type': 'text/event-stream' }), body });
+const rewriteSseResponse = async (body: ReadableStream<Uint8Array>, id: number, fn: (m: Message) => Promise<Message>, onEnd: (saw: boolean) => void) =>
+  (await answerCall(sse(body), { upstream: id, caller: id }, fn, onEnd)).body!;
 
 const stream = (chunks: string[], fail = false) =>
   new ReadableStream<Uint8Array>({
@@ -25,7 +31,7 @@ test('frames pass byte for byte; only the response to our id is rewritten, its i
   // Split mid-frame to prove frames are reassembled across chunks.
   const input = [progress + other.slice(0, 5), other.slice(5) + response.slice(0, 20), response.slice(20)];
   const out = await read(
-    rewriteSseResponse(stream(input), 1, async (m) => ({ ...m, result: { rewritten: true } }), (saw) => (ended = saw)),
+    await rewriteSseResponse(stream(input), 1, async (m) => ({ ...m, result: { rewritten: true } }), (saw) => (ended = saw)),
   );
   assert.equal(out, `${progress}${other}id: 8\nevent: message\ndata: {"jsonrpc":"2.0","id":1,"result":{"rewritten":true}}\n\n`);
   assert.equal(ended, true);
@@ -33,7 +39,49 @@ test('frames pass byte for byte; only the response to our id is rewritten, its i
 
 test('a stream that breaks off before the response reports it, once', async () => {
   const calls: boolean[] = [];
-  const out = rewriteSseResponse(stream(['data: {"jsonrpc":"2.0","method":"x"}\n\n'], true), 1, async (m) => m, (saw) => calls.push(saw));
+  const out = await rewriteSseResponse(stream(['data: {"jsonrpc":"2.0","method":"x"}\n\n'], true), 1, async (m) => m, (saw) => calls.push(saw));
   await assert.rejects(read(out), /upstream died/);
   assert.deepEqual(calls, [false]);
+});
+
+test('a paid call answered on a stream: the response leaves with the caller\'s id, and is read and charged even when the caller hangs up first', async () => {
+  const upstream = paidRequestId();
+  let release!: () => void;
+  const late = new Promise<void>((r) => (release = r));
+  const body = new ReadableStream<Uint8Array>({
+    async start(controller) {
+      controller.enqueue(new TextEncoder().encode('id: 1\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{}}\n\n'));
+      await late;
+      controller.enqueue(new TextEncoder().encode(`id: 2\ndata: {"jsonrpc":"2.0","id":"${upstream}","result":{"content":[]}}\n\n`));
+      controller.close();
+    },
+  });
+  const charged: unknown[] = [];
+  let ended: boolean | undefined;
+  const answer = await answerCall(sse(body), { upstream, caller: 7 }, async (m) => (charged.push(m.id), m), (saw) => (ended = saw));
+  const reader = answer.body!.getReader();
+  assert.match(new TextDecoder().decode((await reader.read()).value), /progress/);
+  await reader.cancel();
+  release();
+  for (let i = 0; i < 50 && ended === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(charged, [7], "the result was charged for although nobody was reading, under the caller's id");
+  assert.equal(ended, true);
+});
+
+test('a stream the caller opens or resumes passes everything but the responses to priced calls', async () => {
+  const paid = `data: {"jsonrpc":"2.0","id":"${paidRequestId()}","result":{"content":[{"type":"text","text":"secret"}]}}\n\n`;
+  const free = 'id: 3\ndata: {"jsonrpc":"2.0","id":5,"result":{}}\n\n';
+  const note = 'data: {"jsonrpc":"2.0","method":"notifications/message","params":{"data":"turnpike-paid:x"}}\n\n';
+  const out = await read(withoutPaidResponses(sse(stream([free, paid, note]))).body!);
+  assert.equal(out, free + note);
+});
+
+test('a JSON answer that is a priced call\'s response is not passed on; a batch keeps its other answers', async () => {
+  const id = paidRequestId();
+  const json = (value: unknown) => ({ status: 200, headers: new Headers({ 'content-type': 'application/json' }), body: new TextEncoder().encode(JSON.stringify(value)) });
+  const one = withoutPaidResponses(json({ jsonrpc: '2.0', id, result: { secret: true } }));
+  assert.equal(one.status, 202);
+  assert.equal(await one.text(), '');
+  const batch = withoutPaidResponses(json([{ jsonrpc: '2.0', id, result: { secret: true } }, { jsonrpc: '2.0', id: 1, result: {} }]));
+  assert.deepEqual(await batch.json(), [{ jsonrpc: '2.0', id: 1, result: {} }]);
 });

@@ -1,0 +1,91 @@
+import { randomUUID } from 'node:crypto';
+import type { JsonRpcId } from './sse.js';
+
+export type Message = { jsonrpc?: string; id?: JsonRpcId; method?: string; params?: Record<string, unknown>; result?: unknown; error?: unknown };
+
+/** The `_meta` keys a payment travels under (the MCP binding, and x402-mcp's dotted spelling). */
+export const PAYMENT_META_KEYS = ['x402/payment', 'x402.payment'] as const;
+
+/**
+ * What a POST body is to the gateway, decided from the parsed value alone:
+ * - `paid`: a `tools/call` of a priced tool (it goes through a rail);
+ * - `list`: `tools/list` (prices are added to the answer);
+ * - `forward`: anything else, a batch without priced calls included (passed through free);
+ * - `invalid`: what no reading can make sense of, refused with `why`.
+ *
+ * @example
+ * classify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'search' } }, () => 10_000n)
+ * // { kind: 'paid', message, tool: 'search', amount: 10000n }
+ */
+export type Classified =
+  | { kind: 'paid'; message: Message; tool: string; amount: bigint }
+  | { kind: 'list'; message: Message }
+  | { kind: 'forward'; message: Message | Message[]; tool?: string }
+  | { kind: 'invalid'; why: string };
+
+export function classify(value: unknown, priceOf: (tool: string) => bigint): Classified {
+  if (Array.isArray(value)) {
+    for (const item of value) {
+      const one = classifyOne(item, priceOf);
+      if (one.kind === 'invalid') return one;
+      if (one.kind === 'paid') return { kind: 'invalid', why: 'a priced tools/call cannot be sent in a batch; send it alone' };
+    }
+    return { kind: 'forward', message: value as Message[] };
+  }
+  return classifyOne(value, priceOf);
+}
+
+function classifyOne(value: unknown, priceOf: (tool: string) => bigint): Classified {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { kind: 'invalid', why: 'Invalid Request: expected a JSON-RPC object' };
+  const message = value as Message;
+  if (message.method === 'tools/list') return { kind: 'list', message };
+  if (message.method !== 'tools/call') return { kind: 'forward', message };
+  const name = typeof message.params === 'object' && message.params !== null ? message.params.name : undefined;
+  if (typeof name !== 'string') return { kind: 'invalid', why: 'Invalid params: tools/call needs params.name, a string' };
+  const amount = priceOf(name);
+  return amount > 0n ? { kind: 'paid', message, tool: name, amount } : { kind: 'forward', message, tool: name };
+}
+
+/** The payment a message carries in `params._meta`, under either key. */
+export function paymentOf(message: Message): unknown {
+  const meta = message.params?._meta as Record<string, unknown> | undefined;
+  return PAYMENT_META_KEYS.map((k) => meta?.[k]).find((p) => p !== undefined);
+}
+
+/**
+ * The bytes the upstream gets for a message turnpike judged: its own UTF-8 JSON encoding (never
+ * the caller's bytes), payments removed from every message, and, for a paid call, turnpike's id.
+ *
+ * @example forUpstream({ jsonrpc: '2.0', id: 1, method: 'ping' }) // '{"jsonrpc":"2.0","id":1,"method":"ping"}' as bytes
+ */
+export function forUpstream(message: Message | Message[], id?: string): Uint8Array {
+  const one = (m: Message): Message => {
+    const meta = m.params?._meta;
+    if (typeof meta !== 'object' || meta === null || !PAYMENT_META_KEYS.some((k) => k in meta)) return m;
+    const kept = Object.fromEntries(Object.entries(meta).filter(([k]) => !(PAYMENT_META_KEYS as readonly string[]).includes(k)));
+    const { _meta: _, ...params } = m.params!;
+    return { ...m, params: Object.keys(kept).length > 0 ? { ...params, _meta: kept } : params };
+  };
+  const out = Array.isArray(message) ? message.map(one) : { ...one(message), ...(id !== undefined ? { id } : {}) };
+  return encoder.encode(JSON.stringify(out));
+}
+const encoder = new TextEncoder();
+
+const PAID_ID_PREFIX = 'turnpike-paid:';
+
+/**
+ * The JSON-RPC id a priced call is forwarded under. turnpike owns these ids: the upstream's
+ * answer to one leaves turnpike only through that call's own paid answer (see `isPaidResponse`),
+ * never through a stream a caller opens or resumes by itself.
+ */
+export const paidRequestId = () => `${PAID_ID_PREFIX}${randomUUID()}`;
+
+/** Cheap test before parsing: text that cannot hold a paid call's response. */
+export const cannotHoldPaidResponse = (text: string) => !text.includes(PAID_ID_PREFIX);
+
+/** A response (not a request or notification) to a priced call turnpike forwarded. */
+export const isPaidResponse = (message: unknown): boolean => {
+  if (typeof message !== 'object' || message === null) return false;
+  const m = message as Message;
+  return m.method === undefined && typeof m.id === 'string' && m.id.startsWith(PAID_ID_PREFIX);
+};
