@@ -1,6 +1,7 @@
 import { lookup, type LookupAddress } from 'node:dns';
 import { lookup as lookupAll } from 'node:dns/promises';
-import { BlockList, isIP, type LookupFunction } from 'node:net';
+import { isIP, type LookupFunction } from 'node:net';
+import ipaddr from 'ipaddr.js';
 import { Agent, buildConnector } from 'undici';
 
 /** An upstream URL an operator may not register or reach; `code` says which rule refused it. */
@@ -14,51 +15,126 @@ export class UpstreamUrlError extends Error {
   }
 }
 
-type Subnet = [network: string, prefix: number];
+const cidrs = (...list: string[]) => list.map((cidr) => ipaddr.parseCIDR(cidr));
 
-// First match names the class, so the narrow IPv6 classes come before the IPv4-compatible ::/96.
-const CLASSES: { name: string; v4: Subnet[]; v6: Subnet[] }[] = [
-  { name: 'an unspecified', v4: [['0.0.0.0', 8]], v6: [['::', 128]] },
-  { name: 'a loopback', v4: [['127.0.0.0', 8]], v6: [['::1', 128]] },
-  { name: 'a private', v4: [['10.0.0.0', 8], ['172.16.0.0', 12], ['192.168.0.0', 16]], v6: [['fc00::', 7]] },
-  { name: 'a carrier-grade NAT', v4: [['100.64.0.0', 10]], v6: [] },
-  { name: 'a link-local (cloud metadata)', v4: [['169.254.0.0', 16]], v6: [] },
-  { name: 'a link-local', v4: [], v6: [['fe80::', 10]] },
-  { name: 'an IETF protocol', v4: [['192.0.0.0', 24]], v6: [] },
-  { name: 'a benchmarking', v4: [['198.18.0.0', 15]], v6: [] },
-  { name: 'a multicast', v4: [['224.0.0.0', 4]], v6: [['ff00::', 8]] },
-  { name: 'a reserved or broadcast', v4: [['240.0.0.0', 4]], v6: [] },
-  { name: 'a local-use NAT64', v4: [], v6: [['64:ff9b:1::', 48]] },
-  { name: 'an IPv4-compatible (deprecated)', v4: [], v6: [['::', 96]] },
-];
+/**
+ * ipaddr.js names all of these `reserved`; each gets its own phrase so an operator is told which one it hit.
+ *
+ * @example ipaddr.subnetMatch(ipaddr.parse('3fff::1'), RESERVED) // 'a documentation'
+ */
+const RESERVED = {
+  'an IETF protocol': cidrs('192.0.0.0/24', '2001::/23'),
+  'a documentation': cidrs('192.0.2.0/24', '198.51.100.0/24', '203.0.113.0/24', '2001:db8::/32', '3fff::/20'),
+  'a benchmarking': cidrs('198.18.0.0/15'),
+  'a 6to4 relay anycast': cidrs('192.88.99.0/24'),
+  'a reserved or broadcast': cidrs('240.0.0.0/4'),
+};
 
-// BlockList itself judges IPv4-mapped IPv6 (::ffff:a.b.c.d, in any spelling) by its IPv4 rules.
-// NAT64 (64:ff9b::/96) is how IPv6-only hosts behind DNS64 reach every IPv4 server, so it cannot
-// be refused whole: each IPv4 range gets its image inside the prefix, and the embedded address decides.
-const lists = CLASSES.map(({ name, v4, v6 }) => {
-  const list = new BlockList();
-  for (const [network, prefix] of v4) {
-    list.addSubnet(network, prefix, 'ipv4');
-    list.addSubnet(`64:ff9b::${network}`, 96 + prefix, 'ipv6');
+/**
+ * The phrase for each range ipaddr.js's `range()` names; null lets the range through, as globally
+ * reachable. A name missing here (a range a later ipaddr.js adds) is refused as 'a special-purpose'.
+ *
+ * @example V4_PHRASES[ipaddr.parse('100.64.0.1').range()] // 'a carrier-grade NAT'
+ */
+const V4_PHRASES: Record<string, string | null> = {
+  unicast: null,
+  as112: null,
+  amt: null,
+  unspecified: 'an unspecified',
+  loopback: 'a loopback',
+  private: 'a private',
+  carrierGradeNat: 'a carrier-grade NAT',
+  linkLocal: 'a link-local (cloud metadata)',
+  multicast: 'a multicast',
+  broadcast: 'a reserved or broadcast',
+};
+
+/**
+ * As V4_PHRASES, for IPv6. The forms that carry an IPv4 address are judged by it (see `carried`)
+ * before this table is read, so `unicast` and `rfc6052` here are what is left once those are out.
+ *
+ * @example V6_PHRASES[ipaddr.parse('64:ff9b:1::808:808').range()] // 'a local-use NAT64'
+ */
+const V6_PHRASES: Record<string, string | null> = {
+  unicast: null,
+  as112v6: null,
+  amt: null,
+  unspecified: 'an unspecified',
+  loopback: 'a loopback',
+  uniqueLocal: 'a private',
+  linkLocal: 'a link-local',
+  deprecatedSiteLocal: 'a site-local (deprecated)',
+  multicast: 'a multicast',
+  benchmarking: 'a benchmarking',
+  discard: 'a discard-only',
+  deprecatedOrchid: 'an ORCHID',
+  orchid2: 'an ORCHID',
+  droneRemoteIdProtocolEntityTags: 'an ORCHID',
+  segmentRouting: 'a segment-routing (SRv6)',
+  rfc6052: 'a local-use NAT64',
+};
+
+const IPV4_COMPATIBLE = ipaddr.parseCIDR('::/96');
+const NAT64_LOCAL_USE = ipaddr.parseCIDR('64:ff9b:1::/48');
+
+/**
+ * The IPv4 addresses an IPv6 address hands its traffic to, for the forms a host, translator or
+ * relay turns into IPv4: IPv4-mapped and -translated, the well-known NAT64 prefix and IPv4-compatible
+ * (last 32 bits), 6to4 (bits 16–47), and Teredo (server in bits 32–63, client in the last 32 bits
+ * inverted). Undefined for any other address. The local-use NAT64 prefix leads to a translator the
+ * operator runs, at a prefix length this side cannot know, so it is refused whole rather than unwrapped.
+ *
+ * @example carried(ipaddr.IPv6.parse('2001:0:4136:e378:8000:63bf:3fff:fdd2'), 'teredo') // [65.54.227.120, 192.0.2.45]
+ */
+function carried(address: ipaddr.IPv6, range: string): ipaddr.IPv4[] | undefined {
+  const bytes = address.toByteArray();
+  const ipv4 = (from: number, mask = 0) => new ipaddr.IPv4(bytes.slice(from, from + 4).map((byte) => byte ^ mask));
+  switch (range) {
+    case 'ipv4Mapped':
+    case 'rfc6145':
+      return [ipv4(12)];
+    case 'rfc6052':
+      return address.match(NAT64_LOCAL_USE) ? undefined : [ipv4(12)];
+    case '6to4':
+      return [ipv4(2)];
+    case 'teredo':
+      return [ipv4(4), ipv4(12, 0xff)];
+    case 'unicast':
+      return address.match(IPV4_COMPATIBLE) ? [ipv4(12)] : undefined;
+    default:
+      return undefined;
   }
-  for (const [network, prefix] of v6) list.addSubnet(network, prefix, 'ipv6');
-  return { name, list };
-});
+}
+
+/**
+ * The phrase refusing `address`, or undefined if it may be an upstream. An address carrying IPv4
+ * ones is refused if any of them is (a Teredo address carries two), and only then.
+ *
+ * @example judge(ipaddr.parse('2001:0:a00:1::f7f7:f7f7')) // 'a private' (the Teredo server, 10.0.0.1)
+ */
+function judge(address: ipaddr.IPv4 | ipaddr.IPv6): string | undefined {
+  const range = address.range();
+  const inside = address instanceof ipaddr.IPv6 ? carried(address, range) : undefined;
+  if (inside) return inside.map(judge).find((why) => why !== undefined);
+  if (range === 'reserved') return ipaddr.subnetMatch(address, RESERVED, 'a reserved');
+  const phrases = address instanceof ipaddr.IPv6 ? V6_PHRASES : V4_PHRASES;
+  return Object.hasOwn(phrases, range) ? (phrases[range] ?? undefined) : 'a special-purpose';
+}
 
 // Names that reach a cloud's metadata service wherever the instance runs, whatever DNS says.
 const METADATA_NAMES = new Set(['metadata', 'metadata.google.internal', 'metadata.goog', 'instance-data', 'instance-data.ec2.internal']);
 
 /**
  * Why an address may not be an upstream (`"a private"`, `"a loopback"`, …), or undefined for a
- * public one. IPv4-mapped and NAT64 IPv6 addresses are judged by the IPv4 address they carry.
+ * public one. An IPv6 address that carries an IPv4 one (mapped, translated, NAT64, 6to4, Teredo,
+ * IPv4-compatible) is judged by the IPv4 address it carries. Only a string both Node and ipaddr.js
+ * read as an address is judged, so the two cannot disagree on which address it is.
  *
- * @example isForbiddenAddress('169.254.169.254') // 'a link-local (cloud metadata)'
+ * @example isForbiddenAddress('2002:a9fe:a9fe::') // 'a link-local (cloud metadata)'
  */
 export function isForbiddenAddress(ip: string): string | undefined {
-  const address = ip.replace(/%.*$/, ''); // a zone (fe80::1%eth0) would make BlockList miss the range
-  const family = isIP(address);
-  if (family === 0) return 'an unparseable';
-  return lists.find(({ list }) => list.check(address, family === 4 ? 'ipv4' : 'ipv6'))?.name;
+  if (!isIP(ip) || !ipaddr.isValid(ip)) return 'an unparseable';
+  return judge(ipaddr.parse(ip));
 }
 
 /** The error for the first forbidden address of `host`, if any. */

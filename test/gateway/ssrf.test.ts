@@ -46,7 +46,6 @@ describe('isForbiddenAddress', () => {
     ['64:ff9b::a9fe:a9fe', 'a link-local (cloud metadata)'],
     ['64:ff9b::7f00:1', 'a loopback'],
     ['64:ff9b:1::8.8.8.8', 'a local-use NAT64'],
-    ['::7f00:1', 'an IPv4-compatible (deprecated)'],
     ['not-an-ip', 'an unparseable'],
   ];
   for (const [ip, why] of forbidden) test(`${ip} is ${why}`, () => assert.equal(isForbiddenAddress(ip), why));
@@ -66,7 +65,6 @@ describe('isForbiddenAddress', () => {
     '172.15.255.255',
     '172.32.0.0',
     '192.0.1.0',
-    '192.0.2.1',
     '192.167.255.255',
     '192.169.0.0',
     '198.17.255.255',
@@ -75,7 +73,6 @@ describe('isForbiddenAddress', () => {
     '2606:4700::1111',
     '2001:4860:4860::8888',
     'fbff:ffff::1',
-    'fec0::1',
     '::2:0:0:1',
     '::ffff:8.8.8.8',
     '::ffff:808:808',
@@ -83,6 +80,113 @@ describe('isForbiddenAddress', () => {
     '64:ff9b::101:101',
   ];
   for (const ip of allowed) test(`${ip} is public`, () => assert.equal(isForbiddenAddress(ip), undefined));
+
+  const judged = (cases: [string, string | undefined][]) => {
+    for (const [ip, why] of cases) assert.equal(isForbiddenAddress(ip), why, ip);
+  };
+
+  test('refuses a 6to4 address that carries 127.0.0.1', () => {
+    judged([['2002:7f00:1::', 'a loopback'], ['2002:7f00:1:ab::1', 'a loopback']]);
+  });
+
+  test('refuses a 6to4 address that carries 169.254.169.254', () => {
+    judged([['2002:a9fe:a9fe::', 'a link-local (cloud metadata)']]);
+  });
+
+  test('refuses a 6to4 address that carries a private, carrier-grade NAT or documentation IPv4 address', () => {
+    judged([
+      ['2002:a00:1::', 'a private'],
+      ['2002:c0a8:101::1', 'a private'],
+      ['2002:6440:1::', 'a carrier-grade NAT'],
+      ['2002:c000:201::', 'a documentation'],
+    ]);
+  });
+
+  test('allows a 6to4 address that carries a public IPv4 address', () => {
+    judged([['2002:0808:0808::', undefined], ['2002:101:101:1::1', undefined]]);
+  });
+
+  test('refuses an IPv4-translated address that carries 10.0.0.1, in either spelling', () => {
+    judged([['::ffff:0:a00:1', 'a private'], ['::ffff:0:10.0.0.1', 'a private'], ['::ffff:0:7f00:1', 'a loopback']]);
+  });
+
+  test('allows an IPv4-translated address that carries a public IPv4 address', () => {
+    judged([['::ffff:0:808:808', undefined]]);
+  });
+
+  test('refuses a Teredo address whose client, the last 32 bits inverted, is forbidden', () => {
+    // 80ff:fffe inverted is 7f00:0001, 127.0.0.1; 5601:5601 inverted is a9fe:a9fe, 169.254.169.254.
+    judged([['2001:0:808:808::80ff:fffe', 'a loopback'], ['2001:0:808:808::5601:5601', 'a link-local (cloud metadata)']]);
+  });
+
+  test('refuses a Teredo address whose server is forbidden, even with a public client', () => {
+    judged([['2001:0:a00:1::f7f7:f7f7', 'a private'], ['2001:0:7f00:1::f7f7:f7f7', 'a loopback']]);
+  });
+
+  test('allows a Teredo address whose server and client are both public', () => {
+    judged([['2001:0:808:808::f7f7:f7f7', undefined]]);
+  });
+
+  test('judges an address of the well-known NAT64 prefix by the IPv4 address it carries', () => {
+    judged([['64:ff9b::808:808', undefined], ['64:ff9b::c0a8:1', 'a private'], ['64:ff9b::c612:1', 'a benchmarking']]);
+  });
+
+  test('refuses every address of the local-use NAT64 prefix, whatever IPv4 address it seems to carry', () => {
+    judged([['64:ff9b:1::808:808', 'a local-use NAT64'], ['64:ff9b:1:808:8:800::', 'a local-use NAT64']]);
+  });
+
+  test('judges an IPv4-compatible address by the IPv4 address it carries', () => {
+    judged([
+      ['::7f00:1', 'a loopback'],
+      ['::a9fe:a9fe', 'a link-local (cloud metadata)'],
+      ['::2', 'an unspecified'],
+      ['::808:808', undefined],
+    ]);
+  });
+
+  test('refuses the documentation ranges of both families', () => {
+    judged([
+      ['192.0.2.1', 'a documentation'],
+      ['198.51.100.7', 'a documentation'],
+      ['203.0.113.255', 'a documentation'],
+      ['2001:db8::1', 'a documentation'],
+      ['3fff:fff:ffff::1', 'a documentation'],
+      ['3fff:1000::1', undefined],
+    ]);
+  });
+
+  test('refuses the benchmarking ranges of both families', () => {
+    judged([['198.18.0.1', 'a benchmarking'], ['2001:2::1', 'a benchmarking'], ['2001:2:0:ffff::1', 'a benchmarking']]);
+  });
+
+  test('refuses the IETF protocol assignments of both families, and the 6to4 relay anycast range', () => {
+    judged([
+      ['192.0.0.170', 'an IETF protocol'],
+      ['2001:1::1', 'an IETF protocol'],
+      ['2001:1ff::1', 'an IETF protocol'],
+      ['192.88.99.1', 'a 6to4 relay anycast'],
+    ]);
+  });
+
+  test('refuses ORCHID, discard-only, deprecated site-local and SRv6 segment-routing addresses', () => {
+    judged([
+      ['2001:10::1', 'an ORCHID'],
+      ['2001:20::1', 'an ORCHID'],
+      ['2001:30::1', 'an ORCHID'],
+      ['100::1', 'a discard-only'],
+      ['100:0:0:1::', undefined],
+      ['fec0::1', 'a site-local (deprecated)'],
+      ['5f00::1', 'a segment-routing (SRv6)'],
+    ]);
+  });
+
+  test('allows the special-purpose ranges that are globally reachable (AS112, AMT)', () => {
+    judged([['192.175.48.1', undefined], ['192.52.193.1', undefined], ['2001:4:112::1', undefined], ['2001:3::1', undefined]]);
+  });
+
+  test('refuses a spelling that Node and ipaddr.js do not both read as the same address', () => {
+    judged([['010.0.0.1', 'an unparseable'], ['::ffff:0x7f.0.0.1', 'an unparseable'], ['fe80::1%eth0.5', 'an unparseable']]);
+  });
 });
 
 describe('checkUpstreamUrl', () => {
@@ -121,6 +225,23 @@ describe('checkUpstreamUrl', () => {
     await refused('http://[64:ff9b::192.168.0.1]/', 'forbidden_address', /private/);
     assert.equal((await checkUpstreamUrl('https://8.8.8.8:8443/mcp', strict)).href, 'https://8.8.8.8:8443/mcp');
     assert.equal((await checkUpstreamUrl('http://[2606:4700::1111]/mcp', strict)).hostname, '[2606:4700::1111]');
+  });
+
+  test('refuses to register a 6to4 upstream that carries 127.0.0.1', async () => {
+    await refused('http://[2002:7f00:1::]/', 'forbidden_address', /^2002:7f00:1:: is a loopback address$/);
+  });
+
+  test('refuses to register a 6to4 upstream that carries 169.254.169.254', async () => {
+    await refused('http://[2002:a9fe:a9fe::]/', 'forbidden_address', /^2002:a9fe:a9fe:: is a link-local \(cloud metadata\) address$/);
+  });
+
+  test('refuses to register an IPv4-translated upstream that carries 10.0.0.1', async () => {
+    await refused('http://[::ffff:0:a00:1]/', 'forbidden_address', /^::ffff:0:a00:1 is a private address$/);
+  });
+
+  test('registers 6to4 and NAT64 upstreams that carry a public IPv4 address', async () => {
+    assert.equal((await checkUpstreamUrl('http://[2002:0808:0808::]/mcp', strict)).hostname, '[2002:808:808::]');
+    assert.equal((await checkUpstreamUrl('http://[64:ff9b::808:808]/mcp', strict)).hostname, '[64:ff9b::808:808]');
   });
 
   test('a name is refused when it resolves to a forbidden address; metadata names by name', async () => {
@@ -176,6 +297,15 @@ describe('guardedAgent', () => {
     await refusedAtConnect(`http://127.0.0.1:${port}/`, /^127\.0\.0\.1 is a loopback address$/);
     await refusedAtConnect(`http://[::1]:${port}/`, /^::1 is a loopback address$/);
     await refusedAtConnect(`https://[::ffff:7f00:1]:${port}/`, /loopback/);
+  });
+
+  test('refuses a 6to4 literal that carries 127.0.0.1 or 169.254.169.254 before connecting', async () => {
+    await refusedAtConnect(`http://[2002:7f00:1::]:${port}/`, /^2002:7f00:1:: is a loopback address$/);
+    await refusedAtConnect(`http://[2002:a9fe:a9fe::]:${port}/`, /^2002:a9fe:a9fe:: is a link-local \(cloud metadata\) address$/);
+  });
+
+  test('refuses an IPv4-translated literal that carries 10.0.0.1 before connecting', async () => {
+    await refusedAtConnect(`http://[::ffff:0:a00:1]:${port}/`, /^::ffff:0:a00:1 is a private address$/);
   });
 
   test('re-resolves a name at connect time and refuses a forbidden answer', async () => {
