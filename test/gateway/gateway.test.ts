@@ -1,9 +1,5 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import http from 'node:http';
-import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -22,6 +18,7 @@ import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createMetrics, metricsRoutes } from '../../src/http/metrics.js';
 import { useSandbox } from '../helpers/chain.js';
+import { startEverything } from '../helpers/everything.js';
 import type { Store } from '../../src/store/store.js';
 import { upstreamTools } from '../../src/gateway/upstream-tools.js';
 import { discoveryRoutes } from '../../src/http/discovery.js';
@@ -30,7 +27,7 @@ import { healthRoutes } from '../../src/http/health.js';
 const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
 const metrics = createMetrics();
-let upstream: ChildProcess;
+let upstream: Awaited<ReturnType<typeof startEverything>>;
 let upstreamUrl: string;
 let gateway: Listening;
 let http402: Listening;
@@ -67,26 +64,6 @@ async function startGateway(facilitator: Facilitator, challenge: 'tool-result' |
   return server;
 }
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-
-/** server-everything from npm in Streamable HTTP mode, as the operator's untouched MCP server. */
-async function startEverything() {
-  const port = await freePort();
-  const entry = path.join(path.dirname(createRequire(import.meta.url).resolve('@modelcontextprotocol/server-everything/package.json')), 'dist/index.js');
-  upstream = spawn(process.execPath, [entry, 'streamableHttp'], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
-  await new Promise<void>((resolve, reject) => {
-    upstream.stderr!.on('data', (chunk: Buffer) => chunk.toString().includes('listening') && resolve());
-    upstream.once('exit', (code) => reject(new Error(`server-everything exited with ${code}`)));
-  });
-  upstreamUrl = `http://127.0.0.1:${port}/mcp`;
-}
-
 async function connect() {
   const client = new Client({ name: 'turnpike-test', version: '1.0.0' });
   await client.connect(new StreamableHTTPClientTransport(mcpUrl));
@@ -99,7 +76,8 @@ const pay = (payer: DemoAccount, required: PaymentRequired) =>
 
 describe('paying MCP proxy (official MCP SDK client → turnpike → server-everything)', () => {
   before(async () => {
-    await startEverything();
+    upstream = await startEverything();
+    upstreamUrl = upstream.url;
     const opened = await chain.facilitator([0]);
     store = opened.store;
     const { facilitator } = opened;

@@ -6,12 +6,15 @@ import { listen } from '../../src/http/listen.js';
 /**
  * An MCP server built with the official SDK (JSON answers) at `/mcp` whose `count` tool counts
  * how often it really ran, with `fail` (always `isError`) and `other`; plus `/broken` (HTTP 500)
- * and `/hang` (never answers), for the calls that must not be charged.
+ * and `/hang` (never answers), for the calls that must not be charged. `lastRequest` is what the
+ * server last received at `/mcp`, bytes and headers.
  */
 export async function startCounterUpstream() {
   let runs = 0;
+  let last: { body: string; headers: Headers } | undefined;
   const app = new Hono();
   app.all('/mcp', async (c) => {
+    last = { body: await c.req.raw.clone().text(), headers: c.req.raw.headers };
     const server = new McpServer({ name: 'counter', version: '1.0.0' });
     server.registerTool('count', { description: 'counts its executions' }, async () => {
       runs++;
@@ -26,5 +29,5 @@ export async function startCounterUpstream() {
   app.post('/broken', (c) => c.json({ error: 'down' }, 500));
   app.post('/hang', () => new Promise<Response>(() => {}));
   const server = await listen(app, { host: '127.0.0.1', port: 0 });
-  return { url: server.url, runs: () => runs, close: () => server.close() };
+  return { url: server.url, runs: () => runs, lastRequest: () => last, close: () => server.close() };
 }

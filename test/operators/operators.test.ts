@@ -6,6 +6,7 @@ import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import type { Address } from 'viem';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { eventually, serveOnSandbox } from '../helpers/served.js';
@@ -151,6 +152,23 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     assert.equal(await chain.balanceOf(treasury), before.treasury + 10_000n);
     const other = await pay('alpha', 'count', chain.sandbox.accounts.payers[4]!);
     assert.deepEqual(other.answer.body.result?._meta?.['turnpike/free'], { callsThisMonth: '1' }, 'free calls are counted per payer');
+  });
+
+  test('free calls are not for throwaway keys: a zero-value payment, or one its signer cannot cover, is refused and uses no free call', async () => {
+    const throwaway = privateKeyToAccount(generatePrivateKey());
+    const runs = upstream.runs();
+    const challenge = (await call('alpha', 'count')).body.result!.structuredContent!;
+    const client = new x402Client().register('eip155:8453', new ExactEvmScheme(throwaway));
+    const zero = await client.createPaymentPayload({ ...challenge, accepts: [{ ...challenge.accepts[0]!, amount: '0' }] });
+    const refusedZero = await call('alpha', 'count', { payment: zero });
+    assert.equal(refusedZero.body.result?.isError, true);
+    assert.equal(refusedZero.body.result?._meta?.['turnpike/free'], undefined);
+    const unfunded = await call('alpha', 'count', { payment: await client.createPaymentPayload(challenge) });
+    assert.equal(unfunded.body.result?.isError, true);
+    assert.match(JSON.stringify(unfunded.body.result), /insufficient_balance/);
+    assert.equal(upstream.runs(), runs, 'the tool never ran for them');
+    const funded = await pay('alpha', 'count', chain.sandbox.accounts.payers[5]!);
+    assert.deepEqual(funded.answer.body.result?._meta?.['turnpike/free'], { callsThisMonth: '1' }, 'a payer who could pay gets the free call');
   });
 
   test('revenue is split at the take rate exactly, and the USDC share is withdrawn on chain once', async () => {

@@ -1,0 +1,200 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { x402Client } from '@x402/core/client';
+import type { PaymentPayload, PaymentRequired } from '@x402/core/types';
+import { ExactEvmScheme } from '@x402/evm/exact/client';
+import { networks } from '../../src/chain/networks.js';
+import type { Facilitator } from '../../src/facilitator/facilitator.js';
+import { createGateway } from '../../src/gateway/gateway.js';
+import { flatPlan } from '../../src/gateway/plans.js';
+import { priceTableSchema } from '../../src/gateway/pricing.js';
+import { createApp } from '../../src/http/app.js';
+import { type Listening, listen } from '../../src/http/listen.js';
+import { createMetrics } from '../../src/http/metrics.js';
+import { createLogger } from '../../src/log/logger.js';
+import type { PaymentJournal } from '../../src/store/journal.js';
+import { useSandbox } from '../helpers/chain.js';
+import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { startEverything } from '../helpers/everything.js';
+import { eventually } from '../helpers/served.js';
+
+const chain = useSandbox({ isolate: false });
+const logger = createLogger({ level: 'silent', format: 'json' });
+const servers: Listening[] = [];
+let facilitator: Facilitator;
+let journal: PaymentJournal;
+let counter: Awaited<ReturnType<typeof startCounterUpstream>>;
+let everything: Awaited<ReturnType<typeof startEverything>>;
+const PRICE = 30_000n;
+
+async function gatewayFor(upstreamUrl: string) {
+  const app = createApp(logger);
+  let url = '';
+  app.route(
+    '/mcp',
+    createGateway({
+      upstream: { url: upstreamUrl, headers: {}, timeoutMs: 20_000 },
+      plan: flatPlan(priceTableSchema.parse({ default: '0.03' })),
+      payTo: chain.sandbox.accounts.payees[1]!.address,
+      network: networks.local,
+      facilitator,
+      challenge: 'tool-result',
+      bodyLimitBytes: 1 << 20,
+      allowedHosts: () => [new URL(url).host],
+      logger,
+      metrics: createMetrics(),
+      server: 'paywall',
+    }),
+  );
+  const server = await listen(app, { host: '127.0.0.1', port: 0 });
+  servers.push(server);
+  url = server.url;
+  return `${server.url}/mcp`;
+}
+
+type Rpc = { jsonrpc: '2.0'; id?: number; method: string; params?: Record<string, unknown> };
+const headersFor = (session?: string) => ({
+  'content-type': 'application/json',
+  accept: 'application/json, text/event-stream',
+  'mcp-protocol-version': '2025-11-25',
+  ...(session ? { 'mcp-session-id': session } : {}),
+});
+const post = (url: string, message: Rpc, session?: string, signal?: AbortSignal) =>
+  fetch(url, { method: 'POST', headers: headersFor(session), body: JSON.stringify(message), ...(signal ? { signal } : {}) });
+
+/** The JSON-RPC messages in an answer, JSON or SSE. */
+async function messagesOf(res: Response): Promise<{ id?: unknown; result?: any; error?: any }[]> {
+  const text = await res.text();
+  if (!res.headers.get('content-type')?.includes('text/event-stream')) return text ? [JSON.parse(text)] : [];
+  return text
+    .split(/\n\n/)
+    .map((frame) => frame.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join(''))
+    .filter(Boolean)
+    .map((data) => JSON.parse(data));
+}
+
+async function initialize(url: string): Promise<string> {
+  const res = await post(url, { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'thief', version: '1' } } });
+  const session = res.headers.get('mcp-session-id')!;
+  await res.text();
+  await (await post(url, { jsonrpc: '2.0', method: 'notifications/initialized' }, session)).text();
+  return session;
+}
+
+async function paymentFor(url: string, call: Rpc, session?: string, payer = chain.sandbox.accounts.payers[7]!): Promise<PaymentPayload> {
+  const [challenge] = await messagesOf(await post(url, call, session));
+  const required = challenge!.result.structuredContent as PaymentRequired;
+  return new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
+}
+
+const errorOf = async (res: Response) => ((await res.json()) as { error: { message: string } }).error.message;
+const paid = (call: Rpc, payment: unknown): Rpc => ({ ...call, params: { ...call.params, _meta: { ...(call.params?._meta as object), 'x402/payment': payment } } });
+const keyOf = (payment: PaymentPayload) => {
+  const auth = (payment.payload as { authorization: { from: string; nonce: string } }).authorization;
+  return { chainId: 8453, asset: networks.base.usdc.address.toLowerCase() as `0x${string}`, payer: auth.from.toLowerCase() as `0x${string}`, nonce: auth.nonce.toLowerCase() as `0x${string}` };
+};
+
+describe('no paid result without its payment', () => {
+  before(async () => {
+    [counter, everything] = await Promise.all([startCounterUpstream(), startEverything()]);
+    ({ facilitator, store: { journal } } = await chain.facilitator([2]));
+  });
+  after(async () => {
+    await Promise.all([...servers.map((s) => s.close()), counter.close()]);
+    everything.kill();
+  });
+
+  test('a caller who hangs up a paid stream and resumes it with Last-Event-ID does not get the result there; the call is charged once and its result is given back only to the same payment', async () => {
+    const url = await gatewayFor(everything.url);
+    const session = await initialize(url);
+    const call: Rpc = { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 2 }, _meta: { progressToken: 'p1' } } };
+    const payment = await paymentFor(url, call, session);
+    const payee = chain.sandbox.accounts.payees[1]!.address;
+    const before = await chain.balanceOf(payee);
+
+    const hangUp = new AbortController();
+    const stream = await post(url, paid(call, payment), session, hangUp.signal);
+    assert.match(stream.headers.get('content-type') ?? '', /text\/event-stream/);
+    const reader = stream.body!.getReader();
+    let first = '';
+    while (!/id: *\S+/.test(first)) first += new TextDecoder().decode((await reader.read()).value);
+    const lastEventId = /id: *(\S+)/.exec(first)![1]!;
+    hangUp.abort();
+
+    // The call runs on to its result, so it is charged, once.
+    await eventually(() => journal.get(keyOf(payment)), (r) => r?.state === 'settled', 'the payment settles');
+    assert.equal(await chain.balanceOf(payee), before + PRICE);
+
+    // Resume as a compliant client does; the upstream replays everything it sent after that event.
+    const resumed = await fetch(url, { headers: { ...headersFor(session), accept: 'text/event-stream', 'last-event-id': lastEventId }, signal: AbortSignal.timeout(1000) });
+    assert.equal(resumed.status, 200);
+    let replayed = '';
+    try {
+      for await (const chunk of resumed.body! as unknown as AsyncIterable<Uint8Array>) replayed += new TextDecoder().decode(chunk);
+    } catch {
+      // the timeout ends the stream
+    }
+    assert.match(replayed, /notifications\/progress/, 'the replay did happen');
+    assert.doesNotMatch(replayed, /Long running operation completed/, 'the paid result is not in the resumed stream');
+
+    // The result is kept for the payment that bought it.
+    const again = await messagesOf(await post(url, paid(call, payment), session));
+    assert.match(JSON.stringify(again[0]?.result), /Long running operation completed/);
+    assert.equal(again[0]?.result._meta['x402/payment-response'].success, true);
+    assert.equal(again[0]?.id, 5);
+    assert.equal(await chain.balanceOf(payee), before + PRICE, 'given back, not charged again');
+  });
+
+  test('a body in another charset, with a duplicate key, invalid UTF-8 or a byte-order mark is refused before the upstream sees it', async () => {
+    const url = await gatewayFor(`${counter.url}/mcp`);
+    const runs = counter.runs();
+    const smuggled = '{"jsonrpc":"2.0","id":1,"method":"+AHQAbwBvAGwAcwAvAGMAYQBsAGw-","params":{"name":"count","arguments":{}}}';
+    const send = (body: string | Uint8Array, type = 'application/json') =>
+      fetch(url, { method: 'POST', headers: { ...headersFor(), 'content-type': type }, body });
+    const utf7 = await send(smuggled, 'application/json; charset=utf-7');
+    assert.equal(utf7.status, 415);
+    assert.match(await errorOf(utf7), /UTF-8/);
+    const twice = await send('{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"count"}}');
+    assert.equal(twice.status, 400);
+    assert.match(await errorOf(twice), /duplicate key "method"/);
+    const escaped = await send('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"other","n\\u0061me":"count"}}');
+    assert.equal(escaped.status, 400, 'a key spelled with an escape is the same key');
+    const invalid = await send(new Uint8Array([...new TextEncoder().encode('{"jsonrpc":"2.0","id":1,"method":"ping","x":"'), 0xff, ...new TextEncoder().encode('"}')]));
+    assert.equal(invalid.status, 400);
+    const bom = await send(`\uFEFF${smuggled}`);
+    assert.equal(bom.status, 400);
+    const nameless = await send('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["count"]}}');
+    assert.equal(nameless.status, 400, 'a tools/call whose name is not a string is not passed on as free');
+    assert.equal(counter.runs(), runs, 'nothing ran');
+    assert.equal((await send(smuggled, 'Application/JSON; charset="UTF-8"')).status, 200, 'UTF-8, however spelled, is fine');
+  });
+
+  test('the upstream never receives the payment: not in _meta, not in a header, not in a batch', async () => {
+    const url = await gatewayFor(`${counter.url}/mcp`);
+    const call: Rpc = { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: {}, _meta: { progressToken: 7 } } };
+    const payment = await paymentFor(url, call);
+    const res = await fetch(url, { method: 'POST', headers: { ...headersFor(), 'payment-signature': 'c2VjcmV0', 'x-payment': 'c2VjcmV0' }, body: JSON.stringify(paid(call, payment)) });
+    const [answer] = await messagesOf(res);
+    assert.equal(answer?.result._meta['x402/payment-response'].success, true);
+    const seen = counter.lastRequest()!;
+    assert.deepEqual(JSON.parse(seen.body).params, { name: 'count', arguments: {}, _meta: { progressToken: 7 } });
+    assert.equal(seen.headers.get('payment-signature'), null);
+    assert.equal(seen.headers.get('x-payment'), null);
+    assert.doesNotMatch(seen.body, new RegExp((payment.payload as { signature: string }).signature.slice(2, 40)));
+
+    const batch = [{ jsonrpc: '2.0', id: 2, method: 'ping', params: { _meta: { 'x402/payment': payment, 'x402.payment': payment, keep: 1 } } }];
+    await fetch(url, { method: 'POST', headers: headersFor(), body: JSON.stringify(batch) });
+    assert.deepEqual(JSON.parse(counter.lastRequest()!.body), [{ jsonrpc: '2.0', id: 2, method: 'ping', params: { _meta: { keep: 1 } } }]);
+  });
+
+  test('a paid call whose arguments nest 100,000 deep is a 400 before any payment is held', async () => {
+    const url = await gatewayFor(`${counter.url}/mcp`);
+    const call: Rpc = { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: {} } };
+    const payment = await paymentFor(url, call);
+    const body = JSON.stringify(paid(call, payment)).replace('"arguments":{}', `"arguments":{"deep":${'['.repeat(100_000)}${']'.repeat(100_000)}}`);
+    const res = await fetch(url, { method: 'POST', headers: headersFor(), body });
+    assert.equal(res.status, 400);
+    assert.match(await errorOf(res), /nested deeper than/);
+    assert.equal(await journal.get(keyOf(payment)), undefined, 'no hold was written');
+  });
+});
