@@ -29,7 +29,7 @@ import { type Plan, isMetered, listPrice, priceAt, publicPlan, utcMonth } from '
 import { atomicToUsd } from './pricing.js';
 import { type ToolResult, answerCall, rpcError, rpcResult, withoutPaidResponses } from './jsonrpc.js';
 import { readJsonBody } from './json-body.js';
-import { type Message, classify, forUpstream, paidRequestId, paymentOf } from './messages.js';
+import { type Message, classify, forUpstream, headerMismatch, paidRequestId, paymentOf } from './messages.js';
 import type { JsonRpcId } from './sse.js';
 import { type Upstream, callDeadline, send } from './upstream.js';
 
@@ -137,6 +137,8 @@ export function createGateway(options: GatewayOptions): Hono {
       const read = readJsonBody(new Uint8Array(await c.req.arrayBuffer()), c.req.header('content-type'), c.req.header('content-encoding'));
       if (!read.ok) return rpcError(null, read.status === 415 ? -32600 : -32700, read.message, read.status);
       const message = classify(read.value, (name) => listPrice(plan, name));
+      const mismatch = message.kind === 'invalid' ? undefined : headerMismatch(message.message, c.req.raw.headers);
+      if (mismatch) return rpcError(idOf(read.value), -32600, mismatch, 400);
       switch (message.kind) {
         case 'invalid':
           return rpcError(idOf(read.value), -32600, message.why, 400);

@@ -46,6 +46,24 @@ function classifyOne(value: unknown, priceOf: (tool: string) => bigint): Classif
   return amount > 0n ? { kind: 'paid', message, tool: name, amount } : { kind: 'forward', message, tool: name };
 }
 
+/**
+ * Why the routing headers of MCP 2026-07-28 (`Mcp-Method`, `Mcp-Name`) disagree with the body, if
+ * they do: a server routing on them would run something other than what turnpike priced.
+ *
+ * @example headerMismatch({ method: 'tools/call', params: { name: 'free' } }, new Headers({ 'mcp-name': 'premium' }))
+ * // 'Mcp-Name says "premium", the body "free"'
+ */
+export function headerMismatch(message: Message | Message[], headers: Headers): string | undefined {
+  const method = headers.get('mcp-method');
+  const name = headers.get('mcp-name');
+  if (method === null && name === null) return undefined;
+  if (Array.isArray(message)) return 'Mcp-Method and Mcp-Name name one message; a batch cannot carry them';
+  if (method !== null && method !== message.method) return `Mcp-Method says "${method}", the body "${String(message.method)}"`;
+  const named = message.params?.name ?? message.params?.uri;
+  if (name !== null && name !== named) return `Mcp-Name says "${name}", the body "${String(named)}"`;
+  return undefined;
+}
+
 /** The payment a message carries in `params._meta`, under either key. */
 export function paymentOf(message: Message): unknown {
   const meta = message.params?._meta as Record<string, unknown> | undefined;

@@ -145,7 +145,7 @@ describe('no paid result without its payment', () => {
     assert.equal(await chain.balanceOf(payee), before + PRICE, 'given back, not charged again');
   });
 
-  test('a body in another charset, with a duplicate key, invalid UTF-8 or a byte-order mark is refused before the upstream sees it', async () => {
+  test('a body in another charset, with a duplicate key, invalid UTF-8, a byte-order mark or routing headers that disagree with it is refused before the upstream sees it', async () => {
     const url = await gatewayFor(`${counter.url}/mcp`);
     const runs = counter.runs();
     const smuggled = '{"jsonrpc":"2.0","id":1,"method":"+AHQAbwBvAGwAcwAvAGMAYQBsAGw-","params":{"name":"count","arguments":{}}}';
@@ -165,6 +165,9 @@ describe('no paid result without its payment', () => {
     assert.equal(bom.status, 400);
     const nameless = await send('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["count"]}}');
     assert.equal(nameless.status, 400, 'a tools/call whose name is not a string is not passed on as free');
+    const routed = await fetch(url, { method: 'POST', headers: { ...headersFor(), 'mcp-method': 'tools/call', 'mcp-name': 'count' }, body: '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' });
+    assert.equal(routed.status, 400, 'routing headers that name another call than the body');
+    assert.match(await errorOf(routed), /Mcp-Method says "tools\/call"/);
     assert.equal(counter.runs(), runs, 'nothing ran');
     assert.equal((await send(smuggled, 'Application/JSON; charset="UTF-8"')).status, 200, 'UTF-8, however spelled, is fine');
   });
