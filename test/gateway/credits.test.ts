@@ -191,6 +191,22 @@ describe('credits rail through the gateway', () => {
     assert.equal(conflict.body.error!.data.error, 'idempotency_key_reused');
   });
 
+  test('a caller who hangs up during a paid call is charged for the result the tool produced, and gets it back with the same Idempotency-Key', async () => {
+    const { id, key } = await newKey('0.10');
+    const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...bearer(key), 'idempotency-key': 'hang-up-1' };
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'slow', arguments: {} } });
+    const runs = upstream.runs();
+    await assert.rejects(fetch(`${base}/mcp`, { method: 'POST', headers, body, signal: AbortSignal.timeout(100) }));
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(upstream.runs(), runs + 1, 'the tool ran to its result');
+    assert.equal(await balanceOf(id), '80000', 'charged once, not refunded');
+    const again = await fetch(`${base}/mcp`, { method: 'POST', headers, body });
+    assert.equal(again.headers.get('idempotent-replayed'), 'true');
+    assert.equal(((await again.json()) as Answer['body']).result?.content?.[0]?.text, String(runs + 1));
+    assert.equal(upstream.runs(), runs + 1);
+    assert.equal(await balanceOf(id), '80000');
+  });
+
   test('unknown, suspended, revoked and out-of-scope keys: specific errors, nothing run, nothing written', async () => {
     const runs = upstream.runs();
     const unknown = await call('count', bearer('tp_notakeynotakeynotakeynotakeynotakeynotakey0'));

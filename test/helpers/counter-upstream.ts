@@ -5,7 +5,7 @@ import { listen } from '../../src/http/listen.js';
 
 /**
  * An MCP server built with the official SDK (JSON answers) at `/mcp` whose `count` tool counts
- * how often it really ran, with `fail` (always `isError`) and `other`; plus `/broken` (HTTP 500)
+ * how often it really ran (`slow` too, 300 ms later), with `fail` (always `isError`) and `other`; plus `/broken` (HTTP 500)
  * and `/hang` (never answers), for the calls that must not be charged. `lastRequest` is what the
  * server last received at `/mcp`, bytes and headers.
  */
@@ -17,6 +17,11 @@ export async function startCounterUpstream() {
     last = { body: await c.req.raw.clone().text(), headers: c.req.raw.headers };
     const server = new McpServer({ name: 'counter', version: '1.0.0' });
     server.registerTool('count', { description: 'counts its executions' }, async () => {
+      runs++;
+      return { content: [{ type: 'text', text: String(runs) }] };
+    });
+    server.registerTool('slow', { description: 'counts its executions, after 300 ms' }, async () => {
+      await new Promise((r) => setTimeout(r, 300));
       runs++;
       return { content: [{ type: 'text', text: String(runs) }] };
     });
