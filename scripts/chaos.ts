@@ -113,7 +113,9 @@ const running = () => Date.now() < deadline;
 const { payers: wallets, payees } = chain.sandbox.accounts;
 const settled: SettledPayment[] = [];
 const [paying, thief, faults] = await Promise.all([
-  runPayers({ mcpUrl: stack.mcpUrl, seed: flags.seed, x402: wallets.slice(0, X402_PAYERS), keys, stranger: payees[1]!.address, settled, running }),
+  runPayers({
+    mcpUrl: stack.mcpUrl, seed: flags.seed, x402: wallets.slice(0, X402_PAYERS), keys, stranger: payees[1]!.address, settled, running,
+  }),
   runThief({ base: stack.base, seed: flags.seed, payer: wallets[THIEF_PAYER]!, payTo: stack.payTo, settled, running }),
   injectFaults({ chain, stack, seed: flags.seed, running }),
 ]);

@@ -38,7 +38,7 @@ export function checkInvariants(
   const paymentCalls = calls.filter((c) => c.rail === 'x402' && c.nonce && !c.mistake);
   const callOfNonce = new Map(paymentCalls.map((c) => [key(c.payer!, c.nonce!), c]));
   /** Authorizations the thief paid the x402 API in front of turnpike's facilitator with: judged by check 11. */
-  const apiPurchases = new Map(thefts.flatMap((t) => (t.authorization ? [[key(t.authorization.payer, t.authorization.nonce), t] as const] : [])));
+  const apiPurchases = new Set(thefts.flatMap((t) => (t.authorization ? [key(t.authorization.payer, t.authorization.nonce)] : [])));
 
   const debits = store.ledger.filter((e) => e.kind === 'debit');
   const refundOf = new Map(store.ledger.filter((e) => e.kind === 'refund').map((e) => [e.idempotency_key.slice('refund:'.length), e]));
@@ -122,7 +122,8 @@ export function checkInvariants(
       if (n > results) v.push(`key ${keyId}: ${n} standing debits without an Idempotency-Key, but only ${results} results produced for such calls`);
     }
     const results = executions.filter((e) => resultTools.includes(e.tool)).length;
-    checks.push(check('every charge paid for exactly one call whose tool produced its result', v, `${settled.length} payments settled, ${standing.length} debits standing, ${results} results produced`));
+    const summary = `${settled.length} payments settled, ${standing.length} debits standing, ${results} results produced`;
+    checks.push(check('every charge paid for exactly one call whose tool produced its result', v, summary));
   }
 
   // 5. No failed call charged.
@@ -132,7 +133,8 @@ export function checkInvariants(
     for (const c of failing) if (settledByKey.has(key(c.payer!, c.nonce!))) v.push(`${c.callId} (${c.tool}) was settled`);
     for (const d of standing) if ((failingTools as string[]).includes(toolOf(d) ?? '')) v.push(`debit ${d.id} for ${toolOf(d)} was not refunded`);
     const failedDebits = debits.filter((d) => (failingTools as string[]).includes(toolOf(d) ?? '')).length;
-    checks.push(check('no failed call was charged (or it was refunded)', v, `${failing.length} x402 and ${failedDebits} credits calls of failing tools`));
+    const summary = `${failing.length} x402 and ${failedDebits} credits calls of failing tools`;
+    checks.push(check('no failed call was charged (or it was refunded)', v, summary));
   }
 
   // 6. Delivered means charged (once).
@@ -240,7 +242,8 @@ export function checkInvariants(
     for (const t of thefts) {
       for (const s of t.stolen) v.push(`${t.kind} ${t.callId} got ${s}`);
       if (smuggles.includes(t.kind)) {
-        for (const s of t.statuses) if (s !== 'connection' && (s < 400 || s >= 500)) v.push(`${t.kind} ${t.callId} answered HTTP ${s}, not a 4xx`);
+        const not4xx = t.statuses.filter((s) => s !== 'connection' && (s < 400 || s >= 500));
+        for (const s of not4xx) v.push(`${t.kind} ${t.callId} answered HTTP ${s}, not a 4xx`);
         if (ran.has(t.callId)) v.push(`${t.kind} ${t.callId} ran the tool`);
       }
       if (t.authorization) {
@@ -248,12 +251,13 @@ export function checkInvariants(
         const paid = settledByKey.has(key(t.authorization.payer, t.authorization.nonce)) ? 1 : 0;
         // Settled yet not served: the settlement's answer was cut off (the payer paid for nothing, as check 6 reports for MCP).
         const cutOff = paid === 1 && t.served === 0 && t.statuses.some((s) => s === 'connection' || s >= 402);
-        if (t.served! > 1) v.push(`${what} was served ${t.served} times by the x402 API (copies answered ${t.statuses.join(', ')})`);
-        else if (t.served !== paid && !cutOff) v.push(`${what} was served ${t.served} times by the x402 API, settled ${paid} times (copies answered ${t.statuses.join(', ')})`);
+        const served = `was served ${t.served} times by the x402 API, settled ${paid} times (copies answered ${t.statuses.join(', ')})`;
+        if (t.served! > 1 || (t.served !== paid && !cutOff)) v.push(`${what} ${served}`);
       }
     }
     const byKind = theftKinds.map((k) => `${k} ${thefts.filter((t) => t.kind === k).length}`).join(', ');
-    checks.push(check('the thief got no priced result: not from a resumed or standalone stream, a forged signature, a smuggled body, or copies of one payment', v, `${thefts.length} attempts: ${byKind}`));
+    const name = 'the thief got no priced result (resumed or standalone stream, forged signature, smuggled body, copies of a payment)';
+    checks.push(check(name, v, `${thefts.length} attempts: ${byKind}`));
   }
   return checks;
 }

@@ -148,7 +148,14 @@ export async function runPayers(options: PayersOptions): Promise<Call[]> {
  * does not count, up to MAX_DOWN_ROUNDS), as a client that wants its result back would. The call
  * goes into `to.calls` once, every round into the call.
  */
-export async function performCall(to: { mcpUrl: string; calls: Call[] }, call: Call, body: string, headers: Record<string, string>, random: Random, copies = 1) {
+export async function performCall(
+  to: { mcpUrl: string; calls: Call[] },
+  call: Call,
+  body: string,
+  headers: Record<string, string>,
+  random: Random,
+  copies = 1,
+) {
   if (!to.calls.includes(call)) to.calls.push(call);
   const rounds = call.mistake ? 1 : MAX_ROUNDS;
   for (let answered = 0, round = 0; answered < rounds && round < MAX_DOWN_ROUNDS; round++) {

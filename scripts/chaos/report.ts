@@ -11,7 +11,15 @@ const countBy = <T>(items: T[], by: (item: T) => string) => {
 };
 
 /** The numbers of a run: what was done to it, what the clients saw, what moved. */
-export function summarize(run: { seconds: number; seed: number; calls: Call[]; thefts: Theft[]; faults: Fault[]; evidence: Evidence; checks: Check[] }) {
+export function summarize(run: {
+  seconds: number;
+  seed: number;
+  calls: Call[];
+  thefts: Theft[];
+  faults: Fault[];
+  evidence: Evidence;
+  checks: Check[];
+}) {
   const { calls, thefts, faults, evidence } = run;
   const all = calls.flatMap(answers);
   const valid = calls.filter((c) => !c.mistake).flatMap(answers);
@@ -57,7 +65,8 @@ export function formatReport(s: Summary, dir: string): string {
     `  executions   ${Object.entries(s.executions).map(([k, n]) => `${k} ${n}`).join(', ')}`,
     `  x402         ${s.x402.settledPayments} payments settled, ${s.x402.usdcMovedAtomic} USDC atomic units moved`,
     `  turnpike log ${Object.entries(s.turnpikeLog).map(([k, n]) => `${k} ×${n}`).join('; ') || 'no errors or warnings'}`,
-    `  thief        ${s.thief.attempts} attempts (${Object.entries(s.thief.byKind).map(([k, n]) => `${k} ${n}`).join(', ')}), ${s.thief.succeeded} got something`,
+    `  thief        ${s.thief.attempts} attempts (${Object.entries(s.thief.byKind).map(([k, n]) => `${k} ${n}`).join(', ')}), ` +
+      `${s.thief.succeeded} got something`,
     `  credits      ${s.credits.debits} debits, ${s.credits.refunds} refunds, ${s.credits.chargedMicroUsd} micro-USD charged`,
     '',
     ...s.checks.flatMap((c) => [

@@ -94,13 +94,16 @@ export async function runThief(options: ThiefOptions): Promise<{ thefts: Theft[]
   });
 
   async function openSession(): Promise<string | undefined> {
-    const init = { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: PROTOCOL, capabilities: {}, clientInfo: { name: 'thief', version: '1' } } };
-    const res = await attempt(() => fetch(mcpUrl, { method: 'POST', headers: mcpHeaders(), body: JSON.stringify(init), signal: AbortSignal.timeout(TIMEOUT_MS) }));
+    const post = (message: object, session?: string) => {
+      const body = JSON.stringify({ jsonrpc: '2.0', ...message });
+      return attempt(() => fetch(mcpUrl, { method: 'POST', headers: mcpHeaders(session), body, signal: AbortSignal.timeout(TIMEOUT_MS) }));
+    };
+    const params = { protocolVersion: PROTOCOL, capabilities: {}, clientInfo: { name: 'thief', version: '1' } };
+    const res = await post({ id: 0, method: 'initialize', params });
     const session = res?.headers.get('mcp-session-id') ?? undefined;
     await attempt(async () => res?.text());
     if (!session) return undefined;
-    const initialized = JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' });
-    const ack = await attempt(() => fetch(mcpUrl, { method: 'POST', headers: mcpHeaders(session), body: initialized, signal: AbortSignal.timeout(TIMEOUT_MS) }));
+    const ack = await post({ method: 'notifications/initialized' }, session);
     await attempt(async () => ack?.text());
     return ack?.ok ? session : undefined;
   }
@@ -161,7 +164,8 @@ export async function runThief(options: ThiefOptions): Promise<{ thefts: Theft[]
     if (lastEventId) {
       const streams = await Promise.all([readStream(session, lastEventId), readStream(session)]);
       theft.statuses.push(...streams.map((s) => s.status));
-      for (const data of streams.flatMap((s) => sseData(s.text))) if (data.includes(RESULT_MARKER) || data.includes('turnpike-paid:')) theft.stolen.push(data.slice(0, 200));
+      const seen = streams.flatMap((s) => sseData(s.text));
+      for (const data of seen) if (data.includes(RESULT_MARKER) || data.includes('turnpike-paid:')) theft.stolen.push(data.slice(0, 200));
     }
     if (retryable(answer)) {
       // Out of the session: a result given back to its payment needs none, and a session dies with the upstream.
@@ -174,7 +178,7 @@ export async function runThief(options: ThiefOptions): Promise<{ thefts: Theft[]
   async function forgedReplay(old: SettledPayment) {
     const forged = { ...old.payment, payload: { ...old.payment.payload, signature: FORGED_SIGNATURE } };
     const answer = await send(mcpUrl, callBody(old.call.callId, old.call.tool, forged), {}, TIMEOUT_MS);
-    const stolen = answer.kind === 'output' ? [`the result of ${old.call.callId} for a forged signature (receipt ${JSON.stringify(answer.receipt)})`] : [];
+    const stolen = answer.kind === 'output' ? [`the result of ${old.call.callId} for a forged signature`] : [];
     thefts.push({ kind: 'forged_signature', callId: old.call.callId, statuses: [answer.status], stolen });
   }
 
@@ -220,7 +224,8 @@ type PaidApi = Awaited<ReturnType<typeof startPaidApi>>;
  */
 async function startPaidApi(facilitatorUrl: string, payTo: Address) {
   const served = new Map<string, number>();
-  const resourceServer = new x402ResourceServer(new HTTPFacilitatorClient({ url: facilitatorUrl })).register('eip155:8453', new ExactEvmServer());
+  const facilitator = new HTTPFacilitatorClient({ url: facilitatorUrl });
+  const resourceServer = new x402ResourceServer(facilitator).register('eip155:8453', new ExactEvmServer());
   const app = new Hono();
   app.use(async (c, next) => {
     await next();
@@ -230,7 +235,8 @@ async function startPaidApi(facilitatorUrl: string, payTo: Address) {
       served.set(`${payer}:${nonce}`, (served.get(`${payer}:${nonce}`) ?? 0) + 1);
     }
   });
-  app.use(paymentMiddleware({ 'GET /secret': { accepts: { scheme: 'exact', price: '$0.01', network: 'eip155:8453', payTo }, description: 'a secret' } }, resourceServer));
+  const route = { accepts: { scheme: 'exact', price: '$0.01', network: 'eip155:8453', payTo }, description: 'a new secret' } as const;
+  app.use(paymentMiddleware({ 'GET /secret': route }, resourceServer));
   app.get('/secret', (c) => c.json({ secret: randomUUID() }));
   const server = await listen(app, { host: '127.0.0.1', port: 0 });
   return { url: `${server.url}/secret`, served, close: () => server.close() };
@@ -251,7 +257,8 @@ async function facilitatorCopies(api: PaidApi, client: x402Client, callId: strin
   const signature = encodePaymentSignatureHeader(payment);
   theft.statuses = await Promise.all(
     Array.from({ length: FACILITATOR_COPIES }, async () => {
-      const res = await attempt(() => fetch(api.url, { headers: { 'payment-signature': signature }, signal: AbortSignal.timeout(TIMEOUT_MS) }));
+      const copy = { headers: { 'payment-signature': signature }, signal: AbortSignal.timeout(TIMEOUT_MS) };
+      const res = await attempt(() => fetch(api.url, copy));
       await attempt(async () => res?.text());
       return res?.status ?? 'connection';
     }),

@@ -48,7 +48,8 @@ function mcpServer() {
       case 'slow': {
         const progressToken = params._meta?.progressToken;
         if (progressToken !== undefined) {
-          await extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress: 1, total: 2, message: `working on ${callId}` } });
+          const progress = { progressToken, progress: 1, total: 2, message: `working on ${callId}` };
+          await extra.sendNotification({ method: 'notifications/progress', params: progress });
         }
         await new Promise((r) => setTimeout(r, 400 + Math.floor(Math.random() * 200)));
         record(callId, 'slow');
