@@ -3,19 +3,26 @@
  * faults, which then checks that the money adds up. Exit code 0 when every invariant holds, 1
  * when one fails (the evidence directory is kept and named), 2 for bad flags.
  *
- * Set-up: the sandbox chain in this process; the upstream (an MCP server built with the SDK,
- * tools `ok`, `fail` (isError), `throw` (JSON-RPC error), `hang`, `http500`, each logging its
- * executions with the caller's `callId`) and the built `turnpike wrap` (network base on the
- * sandbox's RPC, price 0.01 USDC, upstream timeout 3 s) each in their own process. x402 payers
- * (the official x402 client signs one authorization per call) and credits payers (an API key
- * each) call it concurrently for `--seconds`, retrying with the same payment or
- * Idempotency-Key after no answer or a 5xx, sending concurrent copies, replaying settled
- * payments and making mistakes (bad JSON, bad payment encodings, wrong amount or payee, expired
- * authorizations, paid calls in a batch, unknown keys, reused Idempotency-Keys). Meanwhile
- * turnpike is killed with SIGKILL and restarted on the same data and port, anvil is stopped
- * with SIGSTOP for 1–3 s, and the upstream is killed and restarted. At the end turnpike is
- * killed once more and restarted, and the run waits until recovery has finished every journal
- * entry and every open debit.
+ * Set-up: the sandbox chain in this process; the upstream (an MCP server built with the SDK, tools
+ * `ok`, `slow` (a progress notification, then the result), `fail` (isError), `throw` (JSON-RPC
+ * error), `hang`, `http500`, each logging its executions with the caller's `callId`; stateless
+ * with JSON answers, or in a session with resumable SSE answers) and the built `turnpike wrap`
+ * (network base on the sandbox's RPC, price 0.01 USDC, upstream timeout 3 s) each in their own
+ * process. x402 payers (the official x402 client signs one authorization per call) and credits
+ * payers (an API key each) call it concurrently for `--seconds`, retrying with the same payment or
+ * Idempotency-Key after no answer or a 5xx, sending concurrent copies, replaying settled payments
+ * and making mistakes (bad JSON, bad payment encodings, wrong amount or payee, expired
+ * authorizations, paid calls in a batch, unknown keys, reused Idempotency-Keys). A thief (two more
+ * clients, its own wallet) tries to get priced results without paying: it pays for a slow call in
+ * an MCP session, hangs up at the first event and resumes the stream with Last-Event-ID while
+ * holding the session's standalone stream; it replays settled payments with a forged signature; it
+ * smuggles priced calls in a UTF-7 body or behind a duplicate key; and it sends concurrent copies
+ * of one payment to an API guarded by the official `@x402/hono` middleware with turnpike's
+ * `/facilitator` as its facilitator (`facilitatorCopies` in scripts/chaos/thief.ts). Meanwhile
+ * turnpike is killed with SIGKILL and restarted on the same data and port, anvil is stopped with
+ * SIGSTOP for 1–3 s, and the upstream is killed and restarted. At the end turnpike is killed once
+ * more and restarted, and the run waits until recovery has finished every journal entry and every
+ * open debit.
  *
  * The invariants, exactly (a "call" is one callId; its requests all carry the same body):
  *  1. The USDC that left payers equals what the payee received, the payers' and payee's balance
@@ -25,13 +32,17 @@
  *     authorization is used twice; every transaction a relayer sent succeeded and is named by
  *     the journal; no entry failed with a transaction.
  *  3. After recovery no journal entry is verified, submitting or submitted.
- *  4. Every settled payment belongs to a call a client made whose tool produced its result
- *     (`ok` logged it); every standing (unrefunded) debit recorded with an Idempotency-Key
- *     belongs to such a call, as does every standing debit a client was shown; per API key,
- *     standing debits without an Idempotency-Key are at most the results produced for that
- *     key's calls without one (the store does not name their call).
+ *  4. Every settled payment belongs to a call a client made whose tool produced its result (`ok`
+ *     or `slow` logged it), or to the thief's purchase at the x402 API (judged by 11); a caller
+ *     who hung up is no exception: the call runs on and is charged. Every standing (unrefunded)
+ *     debit recorded with an Idempotency-Key belongs to such a call, as does every standing debit
+ *     a client was shown; per API key, standing debits without an Idempotency-Key are at most the
+ *     results produced for that key's calls without one (the store does not name their call).
  *  5. No payment of a call to a failing tool is settled; every debit for a failing tool is refunded.
- *  6. Every x402 call that got its result has its payment settled; every debit shown with a
+ *  6. Every x402 call that got its result has its payment settled; every settled payment's
+ *     result reached its caller, on a retry with the same payment if the answer was cut off (by a
+ *     kill, or by the caller hanging up: the result is kept and given back to that payment),
+ *     unless the client gave up while turnpike was down; every debit shown with a
  *     result stands, unless the crash sweep refunded it and it was first shown within 1 s of a
  *     SIGKILL (debits are closed in 100 ms batches, so the last ones before a kill are refunded
  *     in the caller's favour) or first shown in an Idempotency-Key replay after a kill (the
@@ -46,6 +57,12 @@
  *  9. Each key's balance equals the sum of its ledger entries, and each entry's balance_after
  *     the running sum, never negative.
  * 10. No debit is open after recovery; each refund undoes one debit of the same key, in full, once.
+ * 11. No priced result reached a client without its payment settled or its debit standing (6);
+ *     the thief got no result: none (nor the result's text) on a resumed or standalone stream,
+ *     none for a forged signature, a 4xx and no run for a smuggled body; and for every
+ *     authorization the journal equals the chain (2): at the x402 API, the copies of one payment
+ *     were served (2xx) at most once, and as many times as the authorization is settled (0 or 1),
+ *     unless a settled payment's answer was cut off (then none was served).
  * Not an invariant, but reported: settled x402 payments whose answer was cut off by a kill (a
  * transfer on chain cannot be undone; the payer paid for a result it did not receive).
  */
@@ -58,11 +75,14 @@ import { startChain } from './chaos/chain.js';
 import { unrecovered, gatherEvidence } from './chaos/evidence.js';
 import { injectFaults } from './chaos/faults.js';
 import { checkInvariants } from './chaos/invariants.js';
-import { runPayers } from './chaos/payers.js';
+import { type SettledPayment, runPayers } from './chaos/payers.js';
 import { formatReport, summarize } from './chaos/report.js';
 import { startStack } from './chaos/stack.js';
+import { runThief } from './chaos/thief.js';
 
 const X402_PAYERS = 6;
+/** The thief's wallet is the chain's last payer, after the x402 payers'. */
+const THIEF_PAYER = X402_PAYERS;
 const CREDITS_PAYERS = 4;
 const RECOVERY_TIMEOUT_MS = 30_000;
 
@@ -83,17 +103,23 @@ try {
 const progress = (s: string) => process.stderr.write(`chaos: ${s}\n`);
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-chaos-'));
-const chain = await startChain(X402_PAYERS);
+const chain = await startChain(X402_PAYERS + 1);
 const stack = await startStack(chain, dir);
 const keys = await Promise.all(Array.from({ length: CREDITS_PAYERS }, (_, i) => stack.createKey(`chaos-${i}`, '50')));
 progress(`turnpike at ${stack.base}, chain at ${chain.sandbox.rpcUrl}, evidence in ${dir}; running ${flags.seconds} s with seed ${flags.seed}`);
 
 const deadline = Date.now() + flags.seconds * 1000;
 const running = () => Date.now() < deadline;
-const [calls, faults] = await Promise.all([
-  runPayers({ mcpUrl: stack.mcpUrl, seed: flags.seed, x402: chain.sandbox.accounts.payers, keys, stranger: chain.sandbox.accounts.payees[1]!.address, running }),
+const { payers: wallets, payees } = chain.sandbox.accounts;
+const settled: SettledPayment[] = [];
+const [paying, thief, faults] = await Promise.all([
+  runPayers({
+    mcpUrl: stack.mcpUrl, seed: flags.seed, x402: wallets.slice(0, X402_PAYERS), keys, stranger: payees[1]!.address, settled, running,
+  }),
+  runThief({ base: stack.base, seed: flags.seed, payer: wallets[THIEF_PAYER]!, payTo: stack.payTo, settled, running }),
   injectFaults({ chain, stack, seed: flags.seed, running }),
 ]);
+const calls = [...paying, ...thief.calls];
 
 progress('faults over; killing turnpike once more and waiting for its recovery');
 const finalKill = Date.now();
@@ -107,10 +133,10 @@ await stack.stop();
 
 const evidence = await gatherEvidence({ dbPath: stack.dbPath, sandbox: chain.sandbox, payees: [stack.payTo], executionLog: stack.executionLog, turnpikeLog: stack.turnpikeLog });
 await chain.stop();
-const payers = chain.sandbox.accounts.payers.map((p) => p.address);
+const payers = wallets.map((p) => p.address);
 const kills = [...faults.filter((f) => f.kind === 'turnpike_kill').map((f) => f.at), finalKill];
-const checks = checkInvariants(evidence, calls, { payTo: stack.payTo, payers, kills });
-const summary = summarize({ seconds: flags.seconds, seed: flags.seed, calls, faults, evidence, checks });
+const checks = checkInvariants(evidence, calls, thief.thefts, { payTo: stack.payTo, payers, kills });
+const summary = summarize({ seconds: flags.seconds, seed: flags.seed, calls, thefts: thief.thefts, faults, evidence, checks });
 process.stdout.write(flags.json ? `${JSON.stringify({ ...summary, dir: summary.ok ? undefined : dir }, null, 2)}\n` : formatReport(summary, dir));
 if (summary.ok) rmSync(dir, { recursive: true, force: true });
 process.exitCode = summary.ok ? 0 : 1;

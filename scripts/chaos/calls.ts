@@ -60,10 +60,15 @@ export async function send(url: string, body: string, headers: Record<string, st
   } catch (error) {
     return { at: Date.now(), status: 'connection', kind: 'other', reason: (error as Error).name === 'TimeoutError' ? 'client timeout' : 'no answer' };
   }
+  return answerOf(res, text);
+}
+
+/** How an answer came back, from its status, headers and body (JSON, or an SSE stream). */
+export function answerOf(res: Response, text: string): Answer {
   const at = Date.now();
   let message: Json;
   try {
-    message = JSON.parse(text) as Json;
+    message = (res.headers.get('content-type')?.includes('text/event-stream') ? responseInStream(text) : JSON.parse(text)) as Json;
   } catch {
     return { at, status: res.status, kind: 'other', reason: text.slice(0, 120) };
   }
@@ -83,6 +88,21 @@ export async function send(url: string, body: string, headers: Record<string, st
   const credits = result._meta?.['turnpike/credits'] as { entry: string } | undefined;
   return { at, status: res.status, kind: 'output', ...(receipt ? { receipt } : {}), ...(credits ? { entry: credits.entry } : {}), ...replayed };
 }
+
+/** The JSON-RPC response an SSE answer carries (its notifications and priming events aside). */
+function responseInStream(text: string): Json {
+  const messages = sseData(text).map((data) => JSON.parse(data) as Json);
+  const response = messages.find((m) => m.method === undefined && m.id !== undefined);
+  if (!response) throw new Error('no response in the stream');
+  return response;
+}
+
+/** The `data` of each SSE event in `text`, empty ones (priming events) left out. */
+export const sseData = (text: string) =>
+  text
+    .split(/\r?\n\r?\n/)
+    .map((event) => event.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n'))
+    .filter(Boolean);
 
 /** Worth sending again unchanged: no answer, turnpike's or the chain's fault, or a payment it let go. */
 export const retryable = (a: Answer) =>

@@ -1,6 +1,7 @@
 import { type Answer, type Call, answers, delivered } from './calls.js';
 import type { Evidence, LedgerRow } from './evidence.js';
-import { failingTools } from './executions.js';
+import { failingTools, resultTools } from './executions.js';
+import { type Theft, smuggles, theftKinds } from './thief.js';
 
 export type Check = { name: string; ok: boolean; summary: string; violations: string[] };
 
@@ -23,18 +24,21 @@ const check = (name: string, violations: string[], summary: string): Check => ({
 export function checkInvariants(
   evidence: Evidence,
   calls: Call[],
+  thefts: Theft[],
   options: { payTo: string; payers: string[]; /** When turnpike was killed with SIGKILL, the final kill included. */ kills: number[] },
 ): Check[] {
   const { store, chain, executions } = evidence;
   const payTo = options.payTo.toLowerCase();
   const payers = new Set(options.payers.map((p) => p.toLowerCase()));
   const ran = tally(executions, (e) => e.callId);
-  const succeeded = tally(executions.filter((e) => e.tool === 'ok'), (e) => e.callId);
+  const succeeded = tally(executions.filter((e) => resultTools.includes(e.tool)), (e) => e.callId);
 
   const settled = store.journal.filter((r) => r.state === 'settled');
   const settledByKey = new Map(settled.map((r) => [key(r.payer, r.nonce), r]));
   const paymentCalls = calls.filter((c) => c.rail === 'x402' && c.nonce && !c.mistake);
   const callOfNonce = new Map(paymentCalls.map((c) => [key(c.payer!, c.nonce!), c]));
+  /** Authorizations the thief paid the x402 API in front of turnpike's facilitator with: judged by check 11. */
+  const apiPurchases = new Set(thefts.flatMap((t) => (t.authorization ? [key(t.authorization.payer, t.authorization.nonce)] : [])));
 
   const debits = store.ledger.filter((e) => e.kind === 'debit');
   const refundOf = new Map(store.ledger.filter((e) => e.kind === 'refund').map((e) => [e.idempotency_key.slice('refund:'.length), e]));
@@ -97,7 +101,7 @@ export function checkInvariants(
   // 4. Charged means run: every payment settled and every debit standing paid for a call whose tool produced its result.
   {
     const v: string[] = [];
-    for (const row of settled) {
+    for (const row of settled.filter((r) => !apiPurchases.has(key(r.payer, r.nonce)))) {
       const call = callOfNonce.get(key(row.payer, row.nonce));
       if (!call) v.push(`settled payment ${key(row.payer, row.nonce)} belongs to no call a client made`);
       else if (!succeeded.has(call.callId)) v.push(`payment of ${call.callId} (${call.tool}) settled, but the tool never produced a result`);
@@ -117,16 +121,20 @@ export function checkInvariants(
       const results = calls.filter((c) => c.rail === 'credits' && c.keyId === keyId && !c.idempotencyKey && !c.mistake).reduce((s, c) => s + (succeeded.get(c.callId) ?? 0), 0);
       if (n > results) v.push(`key ${keyId}: ${n} standing debits without an Idempotency-Key, but only ${results} results produced for such calls`);
     }
-    checks.push(check('every charge paid for exactly one call whose tool produced its result', v, `${settled.length} payments settled, ${standing.length} debits standing, ${executions.filter((e) => e.tool === 'ok').length} results produced`));
+    const results = executions.filter((e) => resultTools.includes(e.tool)).length;
+    const summary = `${settled.length} payments settled, ${standing.length} debits standing, ${results} results produced`;
+    checks.push(check('every charge paid for exactly one call whose tool produced its result', v, summary));
   }
 
   // 5. No failed call charged.
   {
     const v: string[] = [];
-    for (const c of paymentCalls.filter((c) => c.tool !== 'ok')) if (settledByKey.has(key(c.payer!, c.nonce!))) v.push(`${c.callId} (${c.tool}) was settled`);
+    const failing = paymentCalls.filter((c) => failingTools.includes(c.tool));
+    for (const c of failing) if (settledByKey.has(key(c.payer!, c.nonce!))) v.push(`${c.callId} (${c.tool}) was settled`);
     for (const d of standing) if ((failingTools as string[]).includes(toolOf(d) ?? '')) v.push(`debit ${d.id} for ${toolOf(d)} was not refunded`);
     const failedDebits = debits.filter((d) => (failingTools as string[]).includes(toolOf(d) ?? '')).length;
-    checks.push(check('no failed call was charged (or it was refunded)', v, `${paymentCalls.filter((c) => c.tool !== 'ok').length} x402 and ${failedDebits} credits calls of failing tools`));
+    const summary = `${failing.length} x402 and ${failedDebits} credits calls of failing tools`;
+    checks.push(check('no failed call was charged (or it was refunded)', v, summary));
   }
 
   // 6. Delivered means charged (once).
@@ -227,6 +235,29 @@ export function checkInvariants(
     for (const [debit, n] of tally(store.ledger.filter((e) => e.kind === 'refund'), (e) => e.idempotency_key)) if (n > 1) v.push(`${debit} refunded ${n} times`);
     const cutOff = [...refundOf.values()].filter((r) => r.reason.includes('cut off')).length;
     checks.push(check('no debit left open after recovery; each refunded at most once, in full', v, `${debits.length} debits: ${standing.length} charged, ${refundOf.size} refunded (${cutOff} cut off by a kill)`));
+  }
+  // 11. The thief got nothing it did not pay for (what clients did pay for is checks 2 and 6).
+  {
+    const v: string[] = [];
+    for (const t of thefts) {
+      for (const s of t.stolen) v.push(`${t.kind} ${t.callId} got ${s}`);
+      if (smuggles.includes(t.kind)) {
+        const not4xx = t.statuses.filter((s) => s !== 'connection' && (s < 400 || s >= 500));
+        for (const s of not4xx) v.push(`${t.kind} ${t.callId} answered HTTP ${s}, not a 4xx`);
+        if (ran.has(t.callId)) v.push(`${t.kind} ${t.callId} ran the tool`);
+      }
+      if (t.authorization) {
+        const what = `authorization ${key(t.authorization.payer, t.authorization.nonce)}`;
+        const paid = settledByKey.has(key(t.authorization.payer, t.authorization.nonce)) ? 1 : 0;
+        // Settled yet not served: the settlement's answer was cut off (the payer paid for nothing, as check 6 reports for MCP).
+        const cutOff = paid === 1 && t.served === 0 && t.statuses.some((s) => s === 'connection' || s >= 402);
+        const served = `was served ${t.served} times by the x402 API, settled ${paid} times (copies answered ${t.statuses.join(', ')})`;
+        if (t.served! > 1 || (t.served !== paid && !cutOff)) v.push(`${what} ${served}`);
+      }
+    }
+    const byKind = theftKinds.map((k) => `${k} ${thefts.filter((t) => t.kind === k).length}`).join(', ');
+    const name = 'the thief got no priced result (resumed or standalone stream, forged signature, smuggled body, copies of a payment)';
+    checks.push(check(name, v, `${thefts.length} attempts: ${byKind}`));
   }
   return checks;
 }

@@ -18,8 +18,13 @@ export type PayersOptions = {
   keys: { id: string; key: string }[];
   /** A payee that is not the server's, for payments made out to the wrong address. */
   stranger: Address;
+  /** Where the x402 payers put each payment whose call got its result (the thief reads it too). */
+  settled: SettledPayment[];
   running: () => boolean;
 };
+
+/** A payment whose call got its result, hence settled: replaying it must not buy anything. */
+export type SettledPayment = { call: Call; payment: PaymentPayload };
 
 const MAX_ROUNDS = 3;
 /** Rounds in all, counting those turnpike was down for (kills keep it down for up to ~3 s). */
@@ -27,7 +32,7 @@ const MAX_DOWN_ROUNDS = 15;
 const TIMEOUT_MS = 20_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const callBody = (callId: string, tool: ChaosTool, payment?: unknown) =>
+export const callBody = (callId: string, tool: ChaosTool, payment?: unknown) =>
   JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: { callId }, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) } });
 
 /**
@@ -40,33 +45,19 @@ export async function runPayers(options: PayersOptions): Promise<Call[]> {
   const calls: Call[] = [];
   const required = await challengeFor(options.mcpUrl);
 
-  /**
-   * Sends `body` as `copies` concurrent requests, and again while it is worth it: up to MAX_ROUNDS
-   * rounds that got an answer, and meanwhile as long as turnpike is down (a round nobody answered
-   * does not count, up to MAX_DOWN_ROUNDS), as a client that wants its result back would.
-   */
-  async function perform(call: Call, body: string, headers: Record<string, string>, random: Random, copies = 1) {
-    if (!calls.includes(call)) calls.push(call);
-    const rounds = call.mistake ? 1 : MAX_ROUNDS;
-    for (let answered = 0, round = 0; answered < rounds && round < MAX_DOWN_ROUNDS; round++) {
-      if (round > 0) await sleep(random.int(200, 600));
-      const answers: Answer[] = await Promise.all(Array.from({ length: copies }, () => send(options.mcpUrl, body, headers, TIMEOUT_MS)));
-      call.rounds.push({ copies, answers });
-      if (answers.some((a) => a.kind === 'output') || !answers.some(retryable)) return;
-      if (answers.some((a) => a.status !== 'connection')) answered++;
-    }
-  }
+  const perform = (call: Call, body: string, headers: Record<string, string>, random: Random, copies = 1) =>
+    performCall({ mcpUrl: options.mcpUrl, calls }, call, body, headers, random, copies);
 
   async function x402Worker(payer: DemoAccount, index: number) {
     const random = seededRandom(options.seed * 1000 + index);
     const client = new x402Client().register('eip155:8453', new ExactEvmScheme(payer));
-    const paid: { call: Call; payment: PaymentPayload }[] = [];
     const payerAddress = payer.address.toLowerCase();
+    const paid = () => options.settled.filter((p) => p.call.payer === payerAddress);
     for (let n = 0; options.running(); n++) {
       const callId = `x${index}-${n}`;
       const scenario = random.weighted({ paid: 50, failing: 14, copies: 10, replay: 8, mistake: 8 });
-      if (scenario === 'replay' && paid.length > 0) {
-        const old = random.pick(paid);
+      if (scenario === 'replay' && paid().length > 0) {
+        const old = random.pick(paid());
         const call: Call = { callId: `r${index}-${n}`, rail: 'x402', tool: 'ok', mistake: 'replayed_payment', payer: payerAddress, nonce: old.call.nonce!, reuses: old.call.callId, rounds: [] };
         await perform(call, callBody(call.callId, 'ok', old.payment), {}, random);
       } else if (scenario === 'mistake') {
@@ -77,7 +68,7 @@ export async function runPayers(options: PayersOptions): Promise<Call[]> {
         const nonce = (payment.payload as { authorization: { nonce: string } }).authorization.nonce.toLowerCase();
         const call: Call = { callId, rail: 'x402', tool, payer: payerAddress, nonce, rounds: [] };
         await perform(call, callBody(callId, tool, payment), {}, random, scenario === 'copies' ? random.int(3, 5) : 1);
-        if (delivered(call).length > 0) paid.push({ call, payment });
+        if (delivered(call).length > 0) options.settled.push({ call, payment });
       }
       await sleep(random.int(0, 40));
     }
@@ -151,8 +142,33 @@ export async function runPayers(options: PayersOptions): Promise<Call[]> {
   return calls;
 }
 
+/**
+ * Sends `body` as `copies` concurrent requests, and again while it is worth it: up to MAX_ROUNDS
+ * rounds that got an answer, and meanwhile as long as turnpike is down (a round nobody answered
+ * does not count, up to MAX_DOWN_ROUNDS), as a client that wants its result back would. The call
+ * goes into `to.calls` once, every round into the call.
+ */
+export async function performCall(
+  to: { mcpUrl: string; calls: Call[] },
+  call: Call,
+  body: string,
+  headers: Record<string, string>,
+  random: Random,
+  copies = 1,
+) {
+  if (!to.calls.includes(call)) to.calls.push(call);
+  const rounds = call.mistake ? 1 : MAX_ROUNDS;
+  for (let answered = 0, round = 0; answered < rounds && round < MAX_DOWN_ROUNDS; round++) {
+    if (round > 0) await sleep(random.int(200, 600));
+    const answers: Answer[] = await Promise.all(Array.from({ length: copies }, () => send(to.mcpUrl, body, headers, TIMEOUT_MS)));
+    call.rounds.push({ copies, answers });
+    if (answers.some((a) => a.kind === 'output') || !answers.some(retryable)) return;
+    if (answers.some((a) => a.status !== 'connection')) answered++;
+  }
+}
+
 /** The PaymentRequired turnpike answers an unpaid call with: what every payment is made for. */
-async function challengeFor(mcpUrl: string): Promise<PaymentRequired> {
+export async function challengeFor(mcpUrl: string): Promise<PaymentRequired> {
   const res = await fetch(mcpUrl, {
     method: 'POST',
     headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },

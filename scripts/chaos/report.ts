@@ -2,6 +2,7 @@ import { type Call, answers } from './calls.js';
 import type { Evidence } from './evidence.js';
 import { faultKinds, type Fault } from './faults.js';
 import type { Check } from './invariants.js';
+import { type Theft, theftKinds } from './thief.js';
 
 const countBy = <T>(items: T[], by: (item: T) => string) => {
   const counts: Record<string, number> = {};
@@ -10,8 +11,16 @@ const countBy = <T>(items: T[], by: (item: T) => string) => {
 };
 
 /** The numbers of a run: what was done to it, what the clients saw, what moved. */
-export function summarize(run: { seconds: number; seed: number; calls: Call[]; faults: Fault[]; evidence: Evidence; checks: Check[] }) {
-  const { calls, faults, evidence } = run;
+export function summarize(run: {
+  seconds: number;
+  seed: number;
+  calls: Call[];
+  thefts: Theft[];
+  faults: Fault[];
+  evidence: Evidence;
+  checks: Check[];
+}) {
+  const { calls, thefts, faults, evidence } = run;
   const all = calls.flatMap(answers);
   const valid = calls.filter((c) => !c.mistake).flatMap(answers);
   const settled = evidence.store.journal.filter((r) => r.state === 'settled');
@@ -34,6 +43,12 @@ export function summarize(run: { seconds: number; seed: number; calls: Call[]; f
       refunds: ledger.filter((e) => e.kind === 'refund').length,
       chargedMicroUsd: (-ledger.filter((e) => e.kind === 'debit' || e.kind === 'refund').reduce((s, e) => s + e.amount, 0n)).toString(),
     },
+    /** The thief's attempts, by kind, and those that got something (check 11 says what). */
+    thief: {
+      attempts: thefts.length,
+      byKind: Object.fromEntries(theftKinds.map((k) => [k, thefts.filter((t) => t.kind === k).length])),
+      succeeded: thefts.filter((t) => t.stolen.length > 0 || (t.served ?? 0) > 1).length,
+    },
     turnpikeLog: evidence.logProblems,
     checks: run.checks,
   };
@@ -50,6 +65,8 @@ export function formatReport(s: Summary, dir: string): string {
     `  executions   ${Object.entries(s.executions).map(([k, n]) => `${k} ${n}`).join(', ')}`,
     `  x402         ${s.x402.settledPayments} payments settled, ${s.x402.usdcMovedAtomic} USDC atomic units moved`,
     `  turnpike log ${Object.entries(s.turnpikeLog).map(([k, n]) => `${k} ×${n}`).join('; ') || 'no errors or warnings'}`,
+    `  thief        ${s.thief.attempts} attempts (${Object.entries(s.thief.byKind).map(([k, n]) => `${k} ${n}`).join(', ')}), ` +
+      `${s.thief.succeeded} got something`,
     `  credits      ${s.credits.debits} debits, ${s.credits.refunds} refunds, ${s.credits.chargedMicroUsd} micro-USD charged`,
     '',
     ...s.checks.flatMap((c) => [

@@ -1,19 +1,23 @@
 /**
  * The chaos run's MCP upstream, alone in its process so it can be killed: a server built with the
  * official SDK's low-level `Server` (so a tool can answer a real JSON-RPC error, which `McpServer`
- * would wrap into `isError`), stateless, JSON answers. Every execution is appended to the log
- * named by `--log` before the answer leaves, with the `callId` argument the caller chose.
+ * would wrap into `isError`). A request without a session is served stateless, with a JSON answer;
+ * an `initialize` opens a session whose answers are SSE streams kept in an event store, so a
+ * client may resume one with Last-Event-ID (as compliant servers may: the thief tries it). Every
+ * execution is appended to the log named by `--log` before the answer leaves, with the `callId`
+ * argument the caller chose.
  *
  * Usage: upstream-server.ts --log FILE [--port N]; prints `{"url": …}` when it serves.
  */
+import { randomUUID } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
-import { CallToolRequestSchema, ErrorCode, ListToolsRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
+import { type EventStore, WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
+import { CallToolRequestSchema, ErrorCode, type JSONRPCMessage, ListToolsRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
 import { Hono } from 'hono';
 import { listen } from '../../src/http/listen.js';
-import { type ChaosTool, type Execution, chaosTools } from './executions.js';
+import { type ChaosTool, type Execution, chaosTools, resultText } from './executions.js';
 
 const { values } = parseArgs({ options: { log: { type: 'string' }, port: { type: 'string', default: '0' } } });
 const logFile = values.log!;
@@ -33,14 +37,24 @@ function mcpServer() {
       inputSchema: { type: 'object' as const, properties: { callId: { type: 'string' } }, required: ['callId'] },
     })),
   }));
-  server.setRequestHandler(CallToolRequestSchema, async ({ params }) => {
+  server.setRequestHandler(CallToolRequestSchema, async ({ params }, extra) => {
     const callId = callIdOf(params.arguments);
     switch (params.name) {
       case 'ok':
         // A little work, so a crash can land between the execution and the answer.
         await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 30)));
         record(callId, 'ok');
-        return { content: [{ type: 'text', text: `done ${callId}` }] };
+        return { content: [{ type: 'text', text: resultText(callId) }] };
+      case 'slow': {
+        const progressToken = params._meta?.progressToken;
+        if (progressToken !== undefined) {
+          const progress = { progressToken, progress: 1, total: 2, message: `working on ${callId}` };
+          await extra.sendNotification({ method: 'notifications/progress', params: progress });
+        }
+        await new Promise((r) => setTimeout(r, 400 + Math.floor(Math.random() * 200)));
+        record(callId, 'slow');
+        return { content: [{ type: 'text', text: resultText(callId) }] };
+      }
       case 'fail':
         record(callId, 'fail');
         return { isError: true, content: [{ type: 'text', text: `failed ${callId}` }] };
@@ -57,6 +71,29 @@ function mcpServer() {
   return server;
 }
 
+/**
+ * Every message sent on a session's streams, in order, so one can be replayed after the event a
+ * client last saw (the SDK examples' InMemoryEventStore, with ids that name their event alone).
+ */
+function memoryEventStore(): EventStore {
+  const events: { id: string; streamId: string; message: JSONRPCMessage }[] = [];
+  return {
+    async storeEvent(streamId, message) {
+      const id = String(events.length);
+      events.push({ id, streamId, message });
+      return id;
+    },
+    async replayEventsAfter(lastEventId, { send }) {
+      const last = events[Number(lastEventId)];
+      if (!last || last.id !== lastEventId) return '';
+      for (const e of events.slice(Number(lastEventId) + 1)) if (e.streamId === last.streamId) await send(e.id, e.message);
+      return last.streamId;
+    },
+  };
+}
+
+const sessions = new Map<string, WebStandardStreamableHTTPServerTransport>();
+
 const app = new Hono();
 app.all('/mcp', async (c) => {
   const body: unknown = c.req.method === 'POST' ? await c.req.json() : undefined;
@@ -65,8 +102,23 @@ app.all('/mcp', async (c) => {
     record(callIdOf(call.params.arguments), 'http500');
     return c.json({ error: 'the server broke' }, 500);
   }
-  const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-  await mcpServer().connect(transport);
+  const sessionId = c.req.header('mcp-session-id');
+  let transport: WebStandardStreamableHTTPServerTransport | undefined;
+  if (sessionId !== undefined) {
+    transport = sessions.get(sessionId);
+    if (!transport) return c.json({ jsonrpc: '2.0', id: null, error: { code: -32001, message: 'Session not found' } }, 404);
+  } else if (call?.method === 'initialize') {
+    transport = new WebStandardStreamableHTTPServerTransport({
+      sessionIdGenerator: randomUUID,
+      enableJsonResponse: false,
+      eventStore: memoryEventStore(),
+      onsessioninitialized: (id) => void sessions.set(id, transport!),
+    });
+    await mcpServer().connect(transport);
+  } else {
+    transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    await mcpServer().connect(transport);
+  }
   return transport.handleRequest(c.req.raw, { parsedBody: body });
 });
 const server = await listen(app, { host: '127.0.0.1', port: Number(values.port) });

@@ -127,14 +127,18 @@ export function createFacilitator(options: FacilitatorOptions) {
     /**
      * The result kept for this payment, with its receipt, if it answered `call` and the payment
      * settled or is settling (then this waits for the outcome, as a repeated /settle does): what a
-     * client whose answer was lost gets when it sends the same call with the same payment, while
-     * the authorization is still valid. Never a second settlement, never a second run of the tool.
+     * client whose answer was lost gets when it sends the same call with the same payment (the
+     * authorization and its signature, byte for byte), while the authorization is still valid.
+     * Never a second settlement, never a second run of the tool.
      */
     async redeliver(request: FacilitatorRequest, call: string): Promise<{ result: string; receipt: SettleResponse } | undefined> {
       const checked = toIntent(request, rules, now());
       if (!checked.ok) return undefined;
       const kept = await journal.keptResult(checked.intent.key);
       if (kept?.call !== call) return undefined;
+      // The same payment is the same signed authorization: its nonce with another signature bought nothing.
+      const record = await journal.get(checked.intent.key);
+      if (record?.signature.toLowerCase() !== checked.intent.signature.toLowerCase()) return undefined;
       const receipt = await settler.settle(request);
       if (!receipt.success && receipt.errorReason !== reasons.settlementPending) return undefined;
       return { result: kept.result, receipt };

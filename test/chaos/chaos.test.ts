@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { test } from 'node:test';
 import type { Summary } from '../../scripts/chaos/report.js';
 
-test('chaos, short: SIGKILLed turnpike, stalled RPC, crashing upstream, and the money still adds up', { timeout: 90_000 }, async () => {
+test('chaos, short: SIGKILLed turnpike, stalled RPC, crashing upstream, a thief, and the money still adds up', { timeout: 90_000 }, async () => {
   const run = spawn(process.execPath, ['--import', 'tsx', 'scripts/chaos.ts', '--seconds', '10', '--seed', '7', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -16,7 +16,7 @@ test('chaos, short: SIGKILLed turnpike, stalled RPC, crashing upstream, and the 
   const failed = report.checks.filter((c) => !c.ok).map((c) => `${c.name}:\n  ${c.violations.slice(0, 5).join('\n  ')}`);
   assert.deepEqual(failed, [], `invariants failed (seed ${report.seed}):\n${failed.join('\n')}`);
   assert.equal(code, 0, stderr);
-  assert.equal(report.checks.length, 11);
+  assert.equal(report.checks.length, 12);
 
   // Faults were really injected, and money really moved through both rails meanwhile.
   assert.ok(report.faults.turnpike_kill! >= 1, 'turnpike was never killed');
@@ -26,4 +26,7 @@ test('chaos, short: SIGKILLed turnpike, stalled RPC, crashing upstream, and the 
   assert.ok(report.credits.debits > report.credits.refunds, 'no debit stood');
   assert.ok(report.calls.mistakes > 0, 'no mistakes were made');
   assert.ok(report.executions.ok! > 0 && report.executions.fail! > 0, 'the tools did not run');
+  // The thief really tried, every way it knows.
+  assert.ok(report.thief.attempts > 0, 'the thief never acted');
+  for (const [kind, n] of Object.entries(report.thief.byKind)) assert.ok(n > 0, `the thief never tried ${kind}`);
 });

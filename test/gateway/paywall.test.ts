@@ -143,6 +143,12 @@ describe('no paid result without its payment', () => {
     assert.equal(again[0]?.result._meta['x402/payment-response'].success, true);
     assert.equal(again[0]?.id, 5);
     assert.equal(await chain.balanceOf(payee), before + PRICE, 'given back, not charged again');
+
+    // The same authorization with a forged signature is not the payment that bought the result.
+    const forged = { ...payment, payload: { ...payment.payload, signature: `0x${'11'.repeat(65)}` } };
+    const [stolen] = await messagesOf(await post(url, paid(call, forged), session));
+    assert.equal(stolen?.result?.isError, true, JSON.stringify(stolen));
+    assert.doesNotMatch(JSON.stringify(stolen), /Long running operation completed/);
   });
 
   test('a body in another charset, with a duplicate key, invalid UTF-8, a byte-order mark or routing headers that disagree with it is refused before the upstream sees it', async () => {
