@@ -135,7 +135,7 @@ export const configSchema = z.strictObject({
         .describe("`self` settles with turnpike's relayer keys; `cdp` uses Coinbase's hosted facilitator"),
       minAmountUsd: usdPrice
         .default(1_000n)
-        .describe('smallest payment the facilitator API (/verify, /settle) takes, USD; the gateway’s own calls and top-ups are not bound by it'),
+        .describe('smallest payment the facilitator API (/verify, /settle) takes, USD; the gateway’s own calls and top-ups may be less'),
       failuresPerMinute: z
         .number()
         .int()

@@ -62,7 +62,8 @@ export function createFacilitator(options: FacilitatorOptions) {
     if (purpose !== purposes.api) return undefined;
     const payer = intent.authorization.from;
     if (intent.amount < minimumAmount) {
-      return { reason: reasons.amountBelowMinimum, message: `this facilitator settles payments of at least ${minimumAmount} atomic units, not ${intent.amount}`, payer };
+      const message = `this facilitator settles payments of at least ${minimumAmount} atomic units, not ${intent.amount}`;
+      return { reason: reasons.amountBelowMinimum, message, payer };
     }
     if (!options.payees) return undefined;
     const payTo = intent.payTo.toLowerCase();
@@ -116,7 +117,10 @@ export function createFacilitator(options: FacilitatorOptions) {
      *
      * @example const held = await facilitator.reserve(request, purposes.call(server, callHash));
      */
-    async reserve(request: FacilitatorRequest, purpose: string): Promise<(VerifyResponse & { isValid: false }) | { isValid: true; payer: string; key: PaymentKey }> {
+    async reserve(
+      request: FacilitatorRequest,
+      purpose: string,
+    ): Promise<(VerifyResponse & { isValid: false }) | { isValid: true; payer: string; key: PaymentKey }> {
       const refuse = (r: { reason: string; message?: string; payer?: string }) =>
         ({ isValid: false, invalidReason: r.reason, invalidMessage: r.message, ...(r.payer ? { payer: r.payer } : {}) }) as VerifyResponse & { isValid: false };
       const checked = await checkPayment({ rules, journal, now, admit }, request, purpose);

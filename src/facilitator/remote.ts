@@ -21,7 +21,8 @@ export type PaymentFacilitator = {
  */
 export function remoteFacilitator({ apiKey, ...config }: FacilitatorConfig & { apiKey?: string }): PaymentFacilitator {
   const bearer = apiKey ? { authorization: `Bearer ${apiKey}` } : undefined;
-  const client = new HTTPFacilitatorClient(bearer ? { ...config, createAuthHeaders: async () => ({ verify: bearer, settle: bearer }) } : config);
+  const authorized = bearer ? { ...config, createAuthHeaders: async () => ({ verify: bearer, settle: bearer }) } : config;
+  const client = new HTTPFacilitatorClient(authorized);
   const call = async <T>(what: string, action: () => Promise<T>): Promise<T> => {
     try {
       return await action();

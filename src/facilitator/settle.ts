@@ -61,8 +61,14 @@ export function createSettler(deps: SettleDeps) {
     errorReason: r.reason,
     errorMessage: r.message,
   });
-  const abandoned = { state: 'failed', errorReason: reasons.unexpectedSettle, errorMessage: 'the settlement was abandoned; retry' } as const;
-  const respond = (intent: PaymentIntent, record: Pick<PaymentRecord, 'state' | 'txHash' | 'errorReason' | 'errorMessage'> = abandoned): SettleResponse => {
+  type Outcome = Pick<PaymentRecord, 'state' | 'txHash' | 'errorReason' | 'errorMessage'>;
+  const abandoned: Outcome = {
+    state: 'failed',
+    errorReason: reasons.unexpectedSettle,
+    errorMessage: 'the settlement was abandoned; retry',
+  };
+  /** The answer a row gives; no row (released meanwhile) is an abandoned settlement, to retry. */
+  const respond = (intent: PaymentIntent, record: Outcome = abandoned): SettleResponse => {
     const base = { transaction: record.txHash ?? '', network: intent.networkId, payer: intent.authorization.from };
     if (record.state === 'settled') return { success: true, ...base };
     if (record.state === 'failed') {

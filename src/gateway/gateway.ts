@@ -259,7 +259,8 @@ export function createGateway(options: GatewayOptions): Hono {
     if (!held.isValid) {
       await metering?.uncount();
       // The same call with the same payment again: its answer was lost, not its result.
-      const again = held.invalidReason === reasons.nonceUsed ? await facilitator.redeliver(request, purposes.call(options.server, callId)) : undefined;
+      const again =
+        held.invalidReason === reasons.nonceUsed ? await facilitator.redeliver(request, purposes.call(options.server, callId)) : undefined;
       if (again) {
         count(tool.name, 'redelivered');
         const result = JSON.parse(again.result) as ToolResult;

@@ -52,7 +52,8 @@ export function facilitatorRoutes(facilitator: Facilitator, options: Facilitator
     }
     if (options.apiKeys && !bearerIn(c.req.header('authorization'), options.apiKeys)) {
       throttle.failed(caller);
-      return c.json({ error: 'unauthorized', message: 'send a facilitator API key as Authorization: Bearer <key> (one of TURNPIKE_FACILITATOR_KEYS)' }, 401);
+      const message = 'send a facilitator API key as Authorization: Bearer <key> (one of TURNPIKE_FACILITATOR_KEYS)';
+      return c.json({ error: 'unauthorized', message }, 401);
     }
     await next();
     if ((c.res.status >= 400 && c.res.status < 500) || c.get('refused')) throttle.failed(caller);

@@ -9,7 +9,8 @@
  * const wait = throttle.wait(ip); // seconds; 0 = serve it
  * if (refused) throttle.failed(ip);
  */
-export function failureThrottle({ limit, windowMs = 60_000, maxCallers = 10_000, now = Date.now }: { limit: number; windowMs?: number; maxCallers?: number; now?: () => number }) {
+export function failureThrottle(options: { limit: number; windowMs?: number; maxCallers?: number; now?: () => number }) {
+  const { limit, windowMs = 60_000, maxCallers = 10_000, now = Date.now } = options;
   const windows = new Map<string, { start: number; failures: number }>();
   const current = (caller: string) => {
     const window = windows.get(caller);

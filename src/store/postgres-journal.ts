@@ -49,7 +49,8 @@ export function postgresJournal(pool: pg.Pool, owner: string): PaymentJournal {
       transaction(pool, async (db) => {
         const now = Date.now();
         if ((await run(db, sql.insert, { ...payment, ...keyParams(payment), owner, now })) === 1) return { claimed: true as const };
-        if ((await run(db, sql.takeVerified, { ...keyParams(payment), purpose: payment.purpose, owner, now })) === 1) return { claimed: true as const };
+        const taken = await run(db, sql.takeVerified, { ...keyParams(payment), purpose: payment.purpose, owner, now });
+        if (taken === 1) return { claimed: true as const };
         return { claimed: false as const, record: (await get(db, payment))! };
       }),
     async recordTransaction(key, tx) {

@@ -24,7 +24,8 @@ async function serve(options: { apiKeys?: string[]; failuresPerMinute?: number; 
   const server = await listen(app, { host: '127.0.0.1', port: 0 });
   servers.push(server);
   const post = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
-    const res = await fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+    const init = { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) };
+    const res = await fetch(`${server.url}${path}`, init);
     return { status: res.status, headers: res.headers, body: (await res.json()) as Record<string, unknown> };
   };
   return { url: server.url, post };
@@ -34,10 +35,11 @@ const payment = (payer: number, amount = 2_000n, payee = 0) =>
   v2Request({ payer: chain.sandbox.accounts.payers[payer]!, payTo: chain.sandbox.accounts.payees[payee]!.address, amount });
 
 describe('who may use the facilitator API', () => {
-  test('with API keys, /verify and /settle want one as a bearer (401 otherwise), /supported stays open, and remoteFacilitator sends its apiKey', async () => {
+  test('with API keys, /verify and /settle want one (401 without), /supported stays open, and remoteFacilitator sends one', async () => {
     const { url, post } = await serve({ apiKeys: ['another-resource-server-key-0123456789', KEY], relayer: 0 });
     const body = await payment(1);
-    const attempts: Record<string, string>[] = [{}, { authorization: 'Bearer wrong-key-wrong-key-wrong-key-wrong' }, { authorization: KEY }];
+    const wrong = 'Bearer wrong-key-wrong-key-wrong-key-wrong';
+    const attempts: Record<string, string>[] = [{}, { authorization: wrong }, { authorization: KEY }];
     for (const headers of attempts) {
       const denied = await post('/verify', body, headers);
       assert.deepEqual([denied.status, denied.body.error], [401, 'unauthorized'], JSON.stringify(headers));
@@ -54,7 +56,7 @@ describe('who may use the facilitator API', () => {
     assert.equal(await chain.balanceOf(chain.sandbox.accounts.payees[0]!.address), before + 2_000n);
   });
 
-  test('an address whose requests keep failing gets 429 with Retry-After, whatever X-Forwarded-For says; /supported stays open', async () => {
+  test('an address whose requests keep failing gets 429 and Retry-After, whatever X-Forwarded-For says; /supported is open', async () => {
     const { url, post } = await serve({ failuresPerMinute: 3, relayer: 1 });
     const zero = await payment(2, 0n);
     for (let i = 0; i < 3; i++) {
@@ -69,7 +71,7 @@ describe('who may use the facilitator API', () => {
     assert.equal((await fetch(`${url}/supported`)).status, 200);
   });
 
-  test('the failure throttle counts per caller in one-minute windows, lets a caller in again when its window ends, and keeps at most maxCallers windows', () => {
+  test('the failure throttle counts per caller per minute, lets a caller in when its minute ends, keeps at most maxCallers', () => {
     let now = 1_000_000;
     const throttle = failureThrottle({ limit: 2, maxCallers: 2, now: () => now });
     throttle.failed('a');
@@ -91,11 +93,12 @@ describe('who may use the facilitator API', () => {
     assert.equal(failureThrottle({ limit: 0 }).wait('anyone'), 0, 'limit 0: off');
   });
 
-  test('the gateway’s /facilitator settles only for the gateway’s own payees, from facilitator.minAmountUsd up, and wants a key when keys are set', async () => {
+  test('the gateway’s /facilitator settles only for its own payees, from the minimum amount up, with a key when keys are set', async () => {
     const own = chain.sandbox.accounts.payees[0]!.address;
     const served = await serveOnSandbox(chain, { secrets: { facilitatorKeys: [KEY] }, overrides: { credits: { payTo: own } }, relayer: 2 });
     servers.push(served.gateway);
-    const settle = async (body: unknown, key: string | null = KEY) => served.api('POST', '/facilitator/settle', { body, ...(key ? { key } : {}) });
+    const settle = async (body: unknown, key: string | null = KEY) =>
+      served.api('POST', '/facilitator/settle', { body, ...(key ? { key } : {}) });
     const txs = await chain.relayerTxCount();
     assert.equal((await settle(await payment(3), null)).status, 401);
     assert.equal((await settle(await payment(3, 5_000n, 1))).body.errorReason, 'invalid_exact_evm_recipient_not_allowed');

@@ -3,55 +3,26 @@ import { describe, test } from 'node:test';
 import type { Hex } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { BASE_USDC, networks } from '../../src/chain/networks.js';
-import { type Facilitator, type FacilitatorOptions, createFacilitator } from '../../src/facilitator/facilitator.js';
 import { purposes } from '../../src/facilitator/purposes.js';
 import { createApp } from '../../src/http/app.js';
 import { creditsRoutes } from '../../src/http/credits-routes.js';
-import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
-import { createLogger } from '../../src/log/logger.js';
 import { createCredits } from '../../src/rails/credits/credits.js';
-import type { PaymentJournal } from '../../src/store/journal.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
 import { encodeHeader } from '../../src/x402/codec.js';
 import { useSandbox } from '../helpers/chain.js';
+import { type FacilitatorApiOptions, facilitatorApi, samplePayment } from '../helpers/facilitator-api.js';
 import { type PaymentOptions, keyOf, v2Request } from '../helpers/payments.js';
 import { eventually } from '../helpers/served.js';
 
 const chain = useSandbox();
-const logger = createLogger({ level: process.env.TEST_LOG ? 'debug' : 'silent', format: 'json' });
 const NONCE_USED = 'invalid_exact_evm_nonce_already_used';
 const CALL = purposes.call('weather', 'c0ffee');
 
-async function setup(options: Partial<FacilitatorOptions> & { journalFor?: (journal: PaymentJournal, facilitator: () => Facilitator) => PaymentJournal } = {}) {
-  const { journalFor, ...rest } = options;
-  const store = await openSqliteStore({ path: chain.dbPath() });
-  const journal = journalFor ? journalFor(store.journal, () => facilitator) : store.journal;
-  const facilitator: Facilitator = createFacilitator({
-    network: networks.local,
-    client: chain.client,
-    journal,
-    relayerKeys: chain.sandbox.accounts.relayers.map((r) => r.privateKey),
-    ...rest,
-  });
-  const app = createApp(logger);
-  app.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: 64 * 1024, logger }));
-  const post = async (path: '/verify' | '/settle', body: unknown) => {
-    const res = await app.request(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-  };
-  return { store, facilitator, app, post };
-}
-
-const payment = (overrides: Partial<PaymentOptions> = {}): PaymentOptions => ({
-  payer: chain.sandbox.accounts.payers[0]!,
-  payTo: chain.sandbox.accounts.payees[0]!.address,
-  amount: 10_000n,
-  ...overrides,
-});
+const setup = (options: FacilitatorApiOptions = {}) => facilitatorApi(chain, options);
+const payment = (overrides: Partial<PaymentOptions> = {}) => samplePayment(chain, overrides);
 
 describe('a payment buys one thing', () => {
   test('a payment that paid for a tool call is refused by POST /credits/topup, which credits nothing and sends nothing', async () => {
-    const { store, facilitator } = await setup();
+    const { store, facilitator, logger } = await setup();
     const payTo = chain.sandbox.accounts.payees[0]!.address;
     const body = await v2Request(payment({ payTo, amount: 1_000_000n }));
     assert.equal((await facilitator.reserve(body, CALL)).isValid, true);
@@ -59,18 +30,20 @@ describe('a payment buys one thing', () => {
 
     const app = createApp(logger);
     const credits = createCredits({ store, tokenSecret: 'a-token-secret-of-at-least-32-characters' });
-    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: networks.local, topup: { payTo, min: 1_000_000n, max: 100_000_000n } }));
+    const topup = { payTo, min: 1_000_000n, max: 100_000_000n };
+    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: networks.local, topup }));
     const txs = await chain.relayerTxCount();
     const balance = await chain.balanceOf(payTo);
-    const res = await app.request('/credits/topup?usd=1', { method: 'POST', headers: { 'payment-signature': encodeHeader(body.paymentPayload) } });
+    const headers = { 'payment-signature': encodeHeader(body.paymentPayload) };
+    const res = await app.request('/credits/topup?usd=1', { method: 'POST', headers });
     assert.equal(res.status, 402);
-    assert.match(res.headers.get('payment-required') ? Buffer.from(res.headers.get('payment-required')!, 'base64').toString() : '', new RegExp(NONCE_USED));
+    assert.match(Buffer.from(res.headers.get('payment-required') ?? '', 'base64').toString(), new RegExp(NONCE_USED));
     assert.deepEqual(await store.credits.keys(), [], 'no key was created or credited');
     assert.equal(await chain.relayerTxCount(), txs);
     assert.equal(await chain.balanceOf(payTo), balance);
   });
 
-  test('a payment the gateway holds for a call is not the facilitator API’s: /verify and /settle answer nonce_already_used, nothing is sent, the hold still settles for its call', async () => {
+  test('a payment the gateway holds for a call is not the facilitator API’s: /verify and /settle call it used, send nothing', async () => {
     const { store, facilitator, post } = await setup();
     const p = payment();
     const body = await v2Request(p);
@@ -81,7 +54,8 @@ describe('a payment buys one thing', () => {
     const verdict = await post('/verify', body);
     assert.deepEqual([verdict.body.isValid, verdict.body.invalidReason], [false, NONCE_USED]);
     const settled = await post('/settle', body);
-    assert.deepEqual([settled.status, settled.body.success, settled.body.errorReason, settled.body.transaction], [200, false, NONCE_USED, '']);
+    const { success, errorReason, transaction } = settled.body;
+    assert.deepEqual([settled.status, success, errorReason, transaction], [200, false, NONCE_USED, '']);
     assert.equal(await chain.relayerTxCount(), txs, 'nothing broadcast by the API');
     assert.deepEqual(
       (({ state, purpose }) => ({ state, purpose }))((await store.journal.get(keyOf(body)))!),
@@ -90,7 +64,7 @@ describe('a payment buys one thing', () => {
     );
 
     const receipt = await facilitator.settle(body, CALL);
-    assert.equal(receipt.success, true);
+    assert.equal(receipt.success, true, 'the hold still settles for its call');
     assert.equal(await chain.balanceOf(p.payTo), before + p.amount);
   });
 });
@@ -122,7 +96,7 @@ describe('one success per authorization at the facilitator API', () => {
     assert.equal(await chain.relayerTxCount(), txs);
   });
 
-  test('after settlement_pending the identical retry gets the final outcome once; an altered copy and a second retry get nonce_already_used', async () => {
+  test('after settlement_pending the identical retry gets the final outcome once; an altered copy and a second retry do not', async () => {
     const { store, facilitator, post } = await setup({ receiptTimeoutMs: 300 });
     const p = payment();
     const body = await v2Request(p);
@@ -181,7 +155,7 @@ describe('redelivery only to the journalled payment', () => {
 });
 
 describe('the journal never contradicts the chain', () => {
-  test('a release racing a settlement that already broadcast moves nothing: the payment settles and the journal says what the chain says', async () => {
+  test('a release racing a broadcast settlement moves nothing: the payment settles, and the journal says what the chain says', async () => {
     const released: boolean[] = [];
     const { store, facilitator, post } = await setup({
       // The other path has claimed and journalled its transaction when the gateway's release arrives.
@@ -206,7 +180,9 @@ describe('the journal never contradicts the chain', () => {
     const mined = await chain.client.getTransactionReceipt({ hash: receipt.transaction as Hex });
     assert.equal(mined.status, 'success');
     const { from, nonce } = body.paymentPayload.payload.authorization;
-    assert.equal(await chain.client.readContract({ address: BASE_USDC, abi: usdcAbi, functionName: 'authorizationState', args: [from, nonce as Hex] }), true);
+    const state = { address: BASE_USDC, abi: usdcAbi, functionName: 'authorizationState', args: [from, nonce as Hex] } as const;
+    const used = await chain.client.readContract(state);
+    assert.equal(used, true);
     assert.equal(await chain.balanceOf(p.payTo), before + p.amount);
     assert.equal(await facilitator.release(keyOf(body), 'late'), false, 'a settled payment is not a hold either');
     const api = await post('/settle', body);
@@ -224,11 +200,12 @@ describe('turnpike spends gas only for its own business', () => {
     const held = await facilitator.reserve(body, CALL);
     assert.deepEqual([held.isValid, (held as { invalidReason?: string }).invalidReason], [false, 'invalid_exact_evm_authorization_value']);
     const settled = await post('/settle', body);
-    assert.deepEqual([settled.body.success, settled.body.errorReason, settled.body.transaction], [false, 'invalid_exact_evm_authorization_value', '']);
+    const { success, errorReason, transaction } = settled.body;
+    assert.deepEqual([success, errorReason, transaction], [false, 'invalid_exact_evm_authorization_value', '']);
     assert.equal(await chain.relayerTxCount(), txs);
   });
 
-  test('the facilitator API settles only for its payees and from the minimum amount up; the gateway’s own calls are not bound by it', async () => {
+  test('the facilitator API settles only for its payees, from the minimum amount up; the gateway’s own calls are not bound', async () => {
     const own = chain.sandbox.accounts.payees[0]!.address;
     const stranger = chain.sandbox.accounts.payees[1]!.address;
     const { facilitator, post } = await setup({ payees: async () => [own.toLowerCase()], minimumAmount: 1_000n });

@@ -94,5 +94,6 @@ export async function v1Request(o: PaymentOptions) {
 /** The journal key of a request's payment (chain, asset, payer, nonce, lower-cased). */
 export function keyOf(request: { paymentPayload: { payload: { authorization: { from: string; nonce: string } } } }): PaymentKey {
   const { from, nonce } = request.paymentPayload.payload.authorization;
-  return { chainId: 8453, asset: networks.base.usdc.address.toLowerCase() as Address, payer: from.toLowerCase() as Address, nonce: nonce.toLowerCase() as Hex };
+  const asset = networks.base.usdc.address.toLowerCase() as Address;
+  return { chainId: 8453, asset, payer: from.toLowerCase() as Address, nonce: nonce.toLowerCase() as Hex };
 }

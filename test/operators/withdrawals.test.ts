@@ -41,7 +41,8 @@ describe('withdrawals: journalled before the broadcast, finished after a crash w
     // 1 USDC of platform-custody revenue, really sitting in the treasury.
     const { facilitator } = await chain.facilitator([1]);
     const treasury = chain.sandbox.accounts.treasury.address;
-    assert.equal((await facilitator.settle(await v2Request({ payer: chain.sandbox.accounts.payers[7]!, payTo: treasury, amount: 1_000_000n }), purposes.api)).success, true);
+    const revenue = await v2Request({ payer: chain.sandbox.accounts.payers[7]!, payTo: treasury, amount: 1_000_000n });
+    assert.equal((await facilitator.settle(revenue, purposes.api)).success, true);
     await store.operators.recordCharges([
       { id: 'ch_1', server: 's', operatorId, rail: 'x402', caller: '0x', tool: 't', amount: 1_000_000n, operatorShare: 1_000_000n, platformShare: 0n, custody: 'platform', ref: 'x402:test', state: 'earned', createdAt: Date.now() },
     ]);

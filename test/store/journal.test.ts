@@ -31,9 +31,11 @@ const tx = { txHash: `0x${'ab'.repeat(32)}` as Hex, rawTx: '0x02f8' as Hex, rela
 const v6 = migrations.filter((m) => m.version <= 6);
 const legacyDir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-legacy-'));
 after(() => rmSync(legacyDir, { recursive: true, force: true }));
+const legacy = payment('a');
 const legacyRow = `
-  INSERT INTO payments (chain_id, asset, payer, nonce, pay_to, amount, valid_after, valid_before, signature, network, state, created_at, updated_at)
-  VALUES (8453, '${payment('a').asset}', '${payment('a').payer}', '${payment('a').nonce}', '${payment('a').payTo}', 10000, 0, 2000000000, '0x1234',
+  INSERT INTO payments (chain_id, asset, payer, nonce, pay_to, amount, valid_after, valid_before, signature, network, state,
+                        created_at, updated_at)
+  VALUES (8453, '${legacy.asset}', '${legacy.payer}', '${legacy.nonce}', '${legacy.payTo}', 10000, 0, 2000000000, '0x1234',
           'eip155:8453', 'verified', 1, 1)`;
 
 /** A store whose payments row was written by the schema before purposes, then opened by this build. */
@@ -154,7 +156,7 @@ describe(`payments journal (${backend.name})`, { skip: backend.skip }, () => {
   test('rows journalled before purposes existed read as legacy: no caller takes or claims them', async () => {
     const store = await atSchema6WithRow(backend.name);
     open.push(store);
-    const p = payment('a');
+    const p = legacy;
     const record = await store.journal.get(p);
     assert.deepEqual([record?.state, record?.purpose, record?.pendingAnswered], ['verified', 'legacy', false]);
     for (const purpose of ['settle', 'call:main:1', 'topup:0x00000000000000000000000000000000000000bb']) {

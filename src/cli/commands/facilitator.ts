@@ -25,6 +25,7 @@ export const facilitatorCommand = defineCommand({
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
     const logger = createLogger(config.log);
     const secrets = loadSecrets();
+    const keys = secrets.facilitatorKeys;
     const chain = await connectChain(config, secrets);
     const { store, facilitator, close } = await openFacilitator({ config, chain, logger }).catch(async (error) => {
       await chain.close();
@@ -38,7 +39,7 @@ export const facilitatorCommand = defineCommand({
         bodyLimitBytes: config.http.bodyLimitBytes,
         logger,
         failuresPerMinute: config.facilitator.failuresPerMinute,
-        ...(secrets.facilitatorKeys ? { apiKeys: secrets.facilitatorKeys } : {}),
+        ...(keys ? { apiKeys: keys } : {}),
       }),
     );
     app.route('/', healthRoutes({ client: chain.client, store }));
@@ -49,7 +50,7 @@ export const facilitatorCommand = defineCommand({
         `  network   ${chain.network.name} (${chain.network.caip2}), USDC ${chain.network.usdc.address}`,
         `  rpc       ${chain.rpcUrl}${chain.sandbox ? '  (local sandbox)' : ''}`,
         `  relayers  ${facilitator.relayers.join(', ')}`,
-        `  api keys  ${secrets.facilitatorKeys ? `${secrets.facilitatorKeys.length} (TURNPIKE_FACILITATOR_KEYS)` : 'none: /verify and /settle are open'}`,
+        `  api keys  ${keys ? `${keys.length} (TURNPIKE_FACILITATOR_KEYS)` : 'none: /verify and /settle are open'}`,
         '',
       ].join('\n'),
     );
