@@ -35,13 +35,14 @@ export type FacilitatorOptions = {
 
 /**
  * The x402 `exact` EVM facilitator, in-process: the gateway calls it directly, the HTTP routes
- * wrap it. Business failures are answers (`isValid: false`, `success: false`); only its own
- * faults throw (FacilitatorUnavailableError).
+ * wrap it. Every payment is taken for one purpose (see `purposes`), which the journal keeps.
+ * Business failures are answers (`isValid: false`, `success: false`); only its own faults throw
+ * (FacilitatorUnavailableError).
  *
  * @example
  * const facilitator = createFacilitator({ network, client, journal: store.journal, relayerKeys });
- * await facilitator.reconcile();                 // finish what a crash left behind
- * const verdict = await facilitator.verify(body); // { isValid: true, payer }
+ * await facilitator.reconcile();                               // finish what a crash left behind
+ * const verdict = await facilitator.verify(body, purposes.api); // { isValid: true, payer }
  */
 export function createFacilitator(options: FacilitatorOptions) {
   const { network, client, journal } = options;
@@ -127,7 +128,7 @@ export function createFacilitator(options: FacilitatorOptions) {
       if (!checked.ok) return refuse(checked);
       const { intent } = checked;
       let held: Awaited<ReturnType<PaymentJournal['reserve']>> | undefined;
-      const giveBack = () => (held?.reserved ? journal.release(intent.key) : undefined);
+      const giveBack = () => (held?.reserved ? journal.releaseHold(intent.key) : undefined);
       let verdict;
       try {
         verdict = await verifyIntent({ rules, readState }, intent, async () => {

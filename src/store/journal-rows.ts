@@ -82,10 +82,9 @@ export const journalSql = {
   failHold: `
     UPDATE payments SET state = 'failed', error_reason = @errorReason, error_message = @errorMessage, updated_at = @now
     WHERE ${KEY} AND state = 'verified'`,
-  answeredPending: `UPDATE payments SET pending_answered = 1, updated_at = @now WHERE ${KEY}`,
-  takePendingAnswer: `
-    UPDATE payments SET pending_answered = 0, updated_at = @now
-    WHERE ${KEY} AND pending_answered = 1 AND state IN ('settled', 'failed')`,
+  // The flag leaves updated_at alone: it dates the row's last state change (revenue reads settlement time from it).
+  answeredPending: `UPDATE payments SET pending_answered = 1 WHERE ${KEY}`,
+  takePendingAnswer: `UPDATE payments SET pending_answered = 0 WHERE ${KEY} AND pending_answered = 1 AND state IN ('settled', 'failed')`,
   release: `DELETE FROM payments WHERE ${KEY} AND state IN ('verified', 'submitting', 'submitted')`,
   releaseHold: `DELETE FROM payments WHERE ${KEY} AND state = 'verified'`,
   unfinished: `SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') ORDER BY created_at`,

@@ -2,9 +2,11 @@ import type { Address, Hex } from 'viem';
 
 /**
  * The settlement journal: one row per EIP-3009 authorization turnpike has accepted, unique on
- * (chainId, asset, payer, nonce), which is exactly what the token contract itself keys on.
+ * (chainId, asset, payer, nonce), which is exactly what the token contract itself keys on, with
+ * the purpose it was taken for.
  *
  *   verified ─▶ submitting ─▶ submitted(txHash) ─▶ settled | failed
+ *     └────────────────────────────────────────────────────────┘ (a hold whose call failed or was abandoned)
  *
  * `submitting` is claimed before any transaction exists; `submitted` is written with the signed
  * transaction *before* it is broadcast, so after a crash the same transaction (same hash) can be

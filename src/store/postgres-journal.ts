@@ -62,9 +62,9 @@ export function postgresJournal(pool: pg.Pool, owner: string): PaymentJournal {
     },
     failHold: async (key, why) => (await run(pool, sql.failHold, { ...keyParams(key), ...why, now: Date.now() })) === 1,
     async answeredPending(key) {
-      await run(pool, sql.answeredPending, { ...keyParams(key), now: Date.now() });
+      await run(pool, sql.answeredPending, keyParams(key));
     },
-    takePendingAnswer: async (key) => (await run(pool, sql.takePendingAnswer, { ...keyParams(key), now: Date.now() })) === 1,
+    takePendingAnswer: async (key) => (await run(pool, sql.takePendingAnswer, keyParams(key))) === 1,
     async release(key) {
       await run(pool, sql.release, keyParams(key));
     },

@@ -60,9 +60,9 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
     },
     failHold: (key, why) => write(() => failHold.run({ ...keyParams(key), ...why, now: Date.now() }).changes === 1),
     async answeredPending(key) {
-      await write(() => answeredPending.run({ ...keyParams(key), now: Date.now() }));
+      await write(() => answeredPending.run(keyParams(key)));
     },
-    takePendingAnswer: (key) => write(() => takePendingAnswer.run({ ...keyParams(key), now: Date.now() }).changes === 1),
+    takePendingAnswer: (key) => write(() => takePendingAnswer.run(keyParams(key)).changes === 1),
     async release(key) {
       await write(() => release.run(keyParams(key)));
     },
