@@ -84,7 +84,7 @@ describe('facilitator API', () => {
     assert.deepEqual(unfinished.map((r) => r.amount), [10_000n]);
   });
 
-  test('50 concurrent settles of one payment: one transaction, one transfer, one success', async () => {
+  test('50 concurrent /settle of one payment: one transaction, one transfer, exactly one success, the rest nonce_already_used', async () => {
     const { post } = await setup();
     const p = payment({ amount: 777n });
     const body = await v2Request(p);

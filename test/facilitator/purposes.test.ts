@@ -70,20 +70,6 @@ describe('a payment buys one thing', () => {
 });
 
 describe('one success per authorization at the facilitator API', () => {
-  test('ten concurrent /settle of one payment: exactly one success, nine nonce_already_used, one transfer', async () => {
-    const { post } = await setup();
-    const p = payment({ amount: 777n });
-    const body = await v2Request(p);
-    const txs = await chain.relayerTxCount();
-    const before = await chain.balanceOf(p.payTo);
-    const answers = await Promise.all(Array.from({ length: 10 }, () => post('/settle', body)));
-    assert.ok(answers.every((a) => a.status === 200));
-    assert.equal(answers.filter((a) => a.body.success === true).length, 1);
-    assert.deepEqual(answers.filter((a) => a.body.success !== true).map((a) => a.body.errorReason), Array(9).fill(NONCE_USED));
-    assert.equal(await chain.relayerTxCount(), txs + 1);
-    assert.equal(await chain.balanceOf(p.payTo), before + 777n);
-  });
-
   test('a /settle repeated after its success is nonce_already_used naming the transaction, and sends nothing', async () => {
     const { post } = await setup();
     const body = await v2Request(payment());
