@@ -40,9 +40,9 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
   const settleMs = new Map<string, number>();
   const timed = {
     ...facilitator,
-    settle: async (request: Parameters<typeof facilitator.settle>[0]) => {
+    settle: async (request: Parameters<typeof facilitator.settle>[0], purpose: string) => {
       const t = performance.now();
-      const answer = await facilitator.settle(request);
+      const answer = await facilitator.settle(request, purpose);
       settleMs.set(nonceOf(request.paymentPayload), performance.now() - t);
       return answer;
     },

@@ -133,6 +133,16 @@ export const configSchema = z.strictObject({
         .enum(['self', 'cdp'])
         .default('self')
         .describe("`self` settles with turnpike's relayer keys; `cdp` uses Coinbase's hosted facilitator"),
+      minAmountUsd: usdPrice
+        .default(1_000n)
+        .describe('smallest payment the facilitator API (/verify, /settle) takes, USD; the gateway’s own calls and top-ups may be less'),
+      failuresPerMinute: z
+        .number()
+        .int()
+        .min(0)
+        .max(1_000_000)
+        .default(60)
+        .describe('refused, invalid or unauthorized facilitator API requests one address may make per minute before 429; 0 = no limit'),
     })
     .prefault({}),
 });

@@ -23,6 +23,14 @@ const secretSources = {
   },
   treasuryKey: { env: 'TURNPIKE_TREASURY_KEY', schema: privateKey },
   adminKey: { env: 'TURNPIKE_ADMIN_KEY', schema: z.string().min(32, 'expected at least 32 characters') },
+  facilitatorKeys: {
+    env: 'TURNPIKE_FACILITATOR_KEYS',
+    // The keys resource servers send to the facilitator API; comma-separated, one per server.
+    schema: z
+      .string()
+      .transform((s) => s.split(',').map((k) => k.trim()))
+      .pipe(z.array(z.string().min(32, 'expected keys of at least 32 characters')).min(1)),
+  },
   secretsKey: {
     env: 'TURNPIKE_SECRETS_KEY',
     schema: z.string().regex(/^(0x)?[0-9a-fA-F]{64}$/, 'expected 32 bytes as 64 hex digits'),

@@ -6,8 +6,9 @@ import type { PaymentJournal } from '../store/journal.js';
 import type { KeptResult, PaymentKey } from '../store/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, SupportedResponse, VerifyResponse } from '../x402/schemas.js';
-import { type AllowedAsset, type IntentRules, toIntent, toNewPayment } from './intent.js';
+import { type AllowedAsset, type IntentRules, type PaymentIntent, type Rejection, presentsRow, toIntent, toNewPayment } from './intent.js';
 import { createStateReader } from './chain-state.js';
+import { purposes } from './purposes.js';
 import { createSettler } from './settle.js';
 import { checkPayment, verifyIntent, verifyPayment } from './verify.js';
 
@@ -23,17 +24,25 @@ export type FacilitatorOptions = {
   now?: () => number;
   /** Settlement outcomes at info, background failures at error; silent by default. */
   logger?: Logger;
+  /**
+   * Whose payments the public API (`purposes.api`) verifies and settles, asked per request; by
+   * default anyone's. A gateway names its own payees: nobody else's business runs on its gas.
+   */
+  payees?: () => Iterable<string> | Promise<Iterable<string>>;
+  /** The smallest payment the public API verifies and settles, atomic units (default 1: zero never is). */
+  minimumAmount?: bigint;
 };
 
 /**
  * The x402 `exact` EVM facilitator, in-process: the gateway calls it directly, the HTTP routes
- * wrap it. Business failures are answers (`isValid: false`, `success: false`); only its own
- * faults throw (FacilitatorUnavailableError).
+ * wrap it. Every payment is taken for one purpose (see `purposes`), which the journal keeps.
+ * Business failures are answers (`isValid: false`, `success: false`); only its own faults throw
+ * (FacilitatorUnavailableError).
  *
  * @example
  * const facilitator = createFacilitator({ network, client, journal: store.journal, relayerKeys });
- * await facilitator.reconcile();                 // finish what a crash left behind
- * const verdict = await facilitator.verify(body); // { isValid: true, payer }
+ * await facilitator.reconcile();                               // finish what a crash left behind
+ * const verdict = await facilitator.verify(body, purposes.api); // { isValid: true, payer }
  */
 export function createFacilitator(options: FacilitatorOptions) {
   const { network, client, journal } = options;
@@ -48,6 +57,20 @@ export function createFacilitator(options: FacilitatorOptions) {
   };
   const relayers = createRelayerPool({ keys: options.relayerKeys, client, network });
   const readState = createStateReader(client);
+  const minimumAmount = options.minimumAmount ?? 1n;
+  /** The settlement policy, for the public API only: the gateway's own calls and top-ups are its business. */
+  async function admit(intent: PaymentIntent, purpose: string | undefined): Promise<Rejection | undefined> {
+    if (purpose !== purposes.api) return undefined;
+    const payer = intent.authorization.from;
+    if (intent.amount < minimumAmount) {
+      const message = `this facilitator settles payments of at least ${minimumAmount} atomic units, not ${intent.amount}`;
+      return { reason: reasons.amountBelowMinimum, message, payer };
+    }
+    if (!options.payees) return undefined;
+    const payTo = intent.payTo.toLowerCase();
+    for (const payee of await options.payees()) if (payee.toLowerCase() === payTo) return undefined;
+    return { reason: reasons.recipientNotAllowed, message: `this facilitator settles only for its own payees, not ${intent.payTo}`, payer };
+  }
   const pending = new Set<Promise<unknown>>();
   const settler = createSettler({
     rules,
@@ -56,6 +79,7 @@ export function createFacilitator(options: FacilitatorOptions) {
     journal,
     relayers,
     now,
+    admit,
     receiptTimeoutMs: options.receiptTimeoutMs ?? network.blockTimeMs * 8,
     background(task) {
       const tracked = task
@@ -69,8 +93,12 @@ export function createFacilitator(options: FacilitatorOptions) {
     network,
     relayers: relayers.addresses,
 
-    async verify(request: FacilitatorRequest): Promise<VerifyResponse> {
-      const result = await verifyPayment({ rules, readState, journal, now }, request);
+    /**
+     * Whether a payment would be taken for `purpose` (the public API's is `purposes.api`, which
+     * the policy applies to); without one, whether it is good and unused, as proof of its payer.
+     */
+    async verify(request: FacilitatorRequest, purpose?: string): Promise<VerifyResponse> {
+      const result = await verifyPayment({ rules, readState, journal, now, admit }, request, purpose);
       if (result.ok) return { isValid: true, payer: result.intent.authorization.from };
       return {
         isValid: false,
@@ -81,25 +109,30 @@ export function createFacilitator(options: FacilitatorOptions) {
     },
 
     /**
-     * Verifies a payment and holds it for one tool call (journal state `verified`) before the
-     * upstream runs: of concurrent requests carrying the same authorization, one gets the hold.
-     * Settle it afterwards, or `release` it if the call failed.
+     * Verifies a payment and holds it for `purpose`, one tool call (journal state `verified`),
+     * before the upstream runs: of concurrent requests carrying the same authorization, one gets
+     * the hold. Settle it afterwards with the same purpose, or `release` it if the call failed.
      *
      * The hold is written while the chain state is in flight (the write and the round trip
      * overlap), and given back if the chain then refuses the payment.
+     *
+     * @example const held = await facilitator.reserve(request, purposes.call(server, callHash));
      */
-    async reserve(request: FacilitatorRequest): Promise<(VerifyResponse & { isValid: false }) | { isValid: true; payer: string; key: PaymentKey }> {
+    async reserve(
+      request: FacilitatorRequest,
+      purpose: string,
+    ): Promise<(VerifyResponse & { isValid: false }) | { isValid: true; payer: string; key: PaymentKey }> {
       const refuse = (r: { reason: string; message?: string; payer?: string }) =>
         ({ isValid: false, invalidReason: r.reason, invalidMessage: r.message, ...(r.payer ? { payer: r.payer } : {}) }) as VerifyResponse & { isValid: false };
-      const checked = await checkPayment({ rules, journal, now }, request);
+      const checked = await checkPayment({ rules, journal, now, admit }, request, purpose);
       if (!checked.ok) return refuse(checked);
       const { intent } = checked;
       let held: Awaited<ReturnType<PaymentJournal['reserve']>> | undefined;
-      const giveBack = () => (held?.reserved ? journal.release(intent.key) : undefined);
+      const giveBack = () => (held?.reserved ? journal.releaseHold(intent.key) : undefined);
       let verdict;
       try {
         verdict = await verifyIntent({ rules, readState }, intent, async () => {
-          held = await journal.reserve(toNewPayment(intent));
+          held = await journal.reserve(toNewPayment(intent, purpose));
         });
       } catch (error) {
         await giveBack();
@@ -113,8 +146,13 @@ export function createFacilitator(options: FacilitatorOptions) {
       return { isValid: true, payer: intent.authorization.from, key: intent.key };
     },
 
-    /** Gives up a held payment whose call failed: nothing is settled, and the record says why. */
-    release: (key: PaymentKey, why: string) => journal.finish(key, { state: 'failed', errorReason: 'call_failed', errorMessage: why }),
+    /**
+     * Gives up a held payment whose call failed: nothing is settled, and the record says why.
+     * Only a hold moves; a payment already claimed is finished by its settlement alone.
+     *
+     * @example await facilitator.release(key, 'upstream answered 500'); // false: it was no longer a hold
+     */
+    release: (key: PaymentKey, why: string) => journal.failHold(key, { errorReason: 'call_failed', errorMessage: why }),
     /**
      * Gives a hold back when its settlement could not even start (the chain unreachable): the
      * payer may send the same payment again. A claim already under way is left to finish.
@@ -125,27 +163,35 @@ export function createFacilitator(options: FacilitatorOptions) {
     keepResult: (key: PaymentKey, kept: KeptResult) => journal.keepResult(key, kept),
 
     /**
-     * The result kept for this payment, with its receipt, if it answered `call` and the payment
-     * settled or is settling (then this waits for the outcome, as a repeated /settle does): what a
-     * client whose answer was lost gets when it sends the same call with the same payment (the
-     * authorization and its signature, byte for byte), while the authorization is still valid.
-     * Never a second settlement, never a second run of the tool.
+     * The result kept for this payment, with its receipt, if the payment was taken for `purpose`
+     * (the call's) and settled or is settling (then this waits for the outcome): what a client
+     * whose answer was lost gets when it sends the same call with the same payment, while the
+     * authorization is still valid. Only the journalled payment itself, signature and every
+     * authorization field, gets it. Never a second settlement, never a second run of the tool.
+     *
+     * @example const again = await facilitator.redeliver(request, purposes.call(server, callHash));
      */
-    async redeliver(request: FacilitatorRequest, call: string): Promise<{ result: string; receipt: SettleResponse } | undefined> {
+    async redeliver(request: FacilitatorRequest, purpose: string): Promise<{ result: string; receipt: SettleResponse } | undefined> {
       const checked = toIntent(request, rules, now());
       if (!checked.ok) return undefined;
-      const kept = await journal.keptResult(checked.intent.key);
-      if (kept?.call !== call) return undefined;
-      // The same payment is the same signed authorization: its nonce with another signature bought nothing.
-      const record = await journal.get(checked.intent.key);
-      if (record?.signature.toLowerCase() !== checked.intent.signature.toLowerCase()) return undefined;
-      const receipt = await settler.settle(request);
-      if (!receipt.success && receipt.errorReason !== reasons.settlementPending) return undefined;
+      const { intent } = checked;
+      const record = await journal.get(intent.key);
+      if (record?.purpose !== purpose || !presentsRow(intent, record)) return undefined;
+      const kept = await journal.keptResult(intent.key);
+      if (!kept) return undefined;
+      const receipt = await settler.outcome(intent);
+      if (!receipt || (!receipt.success && receipt.errorReason !== reasons.settlementPending)) return undefined;
       return { result: kept.result, receipt };
     },
 
-    async settle(request: FacilitatorRequest): Promise<SettleResponse> {
-      const answer = await settler.settle(request);
+    /**
+     * Settles a payment for `purpose` (see `purposes`, and `createSettler` for what repeated or
+     * concurrent copies get): the public API's is `purposes.api`, in-process callers name theirs.
+     *
+     * @example const receipt = await facilitator.settle(request, purposes.topup(payTo));
+     */
+    async settle(request: FacilitatorRequest, purpose: string): Promise<SettleResponse> {
+      const answer = await settler.settle(request, purpose);
       const { success, payer, transaction, errorReason } = answer;
       logger.info({ success, payer, transaction, network: answer.network, ...(errorReason ? { errorReason } : {}) }, 'settle');
       return answer;

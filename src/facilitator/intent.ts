@@ -38,8 +38,9 @@ const reject = (reason: Reason, message: string, payer?: Address): IntentResult 
 
 /**
  * Every check that needs no I/O, cheapest first: scheme, network, requirement consistency,
- * asset allow-list and EIP-712 domain, recipient, amount, and the validity window (including the
- * bound by `maxTimeoutSeconds` that the reference facilitator does not check).
+ * asset allow-list and EIP-712 domain, recipient, amount (never zero: no gas for nothing), and
+ * the validity window (including the bound by `maxTimeoutSeconds` that the reference facilitator
+ * does not check).
  *
  * @example
  * const result = toIntent(request, rules, Math.floor(Date.now() / 1000));
@@ -101,6 +102,7 @@ export function toIntent(request: FacilitatorRequest, rules: IntentRules, now: n
     return reject(reasons.valueMismatch, `authorization is for ${value}, requirements ask ${amount}`, payer);
   }
   if (amount > INT64_MAX) return reject(reasons.invalidPayload, 'amount is out of range', payer);
+  if (amount === 0n) return reject(reasons.authorizationValue, 'a payment of 0 moves nothing: it is never settled', payer);
 
   const validAfter = BigInt(auth.validAfter);
   const validBefore = BigInt(auth.validBefore);
@@ -140,8 +142,8 @@ export function toIntent(request: FacilitatorRequest, rules: IntentRules, now: n
   };
 }
 
-/** The journal row of a payment. */
-export function toNewPayment(intent: PaymentIntent): NewPayment {
+/** The journal row of a payment taken for `purpose` (see `purposes`). */
+export function toNewPayment(intent: PaymentIntent, purpose: string): NewPayment {
   return {
     ...intent.key,
     payTo: intent.payTo.toLowerCase() as Address,
@@ -150,5 +152,23 @@ export function toNewPayment(intent: PaymentIntent): NewPayment {
     validBefore: intent.authorization.validBefore,
     signature: intent.signature,
     network: intent.networkId,
+    purpose,
   };
+}
+
+/**
+ * Whether a request presents exactly the journalled payment: the key matched already, and the
+ * signature and every other authorization field are the row's too. Who holds only the key
+ * (payer and nonce are public once broadcast) presents nothing.
+ *
+ * @example if (!presentsRow(intent, record)) return undefined; // a forged signature gets nothing
+ */
+export function presentsRow(intent: PaymentIntent, row: NewPayment): boolean {
+  return (
+    intent.signature.toLowerCase() === row.signature.toLowerCase() &&
+    intent.payTo.toLowerCase() === row.payTo.toLowerCase() &&
+    intent.amount === row.amount &&
+    intent.authorization.validAfter === row.validAfter &&
+    intent.authorization.validBefore === row.validBefore
+  );
 }

@@ -37,9 +37,18 @@ export async function recoverOrphans(store: Store, facilitator: Facilitator): Pr
  * single request, and every 15 s after (when results kept for lost answers nobody can still ask
  * for go too).
  *
+ * Its public API takes payments of at least `facilitator.minAmountUsd`, to `payees` only when
+ * given (a gateway's own; read from the store per request).
+ *
  * @example const { store, facilitator, close } = await openFacilitator({ config, chain, logger });
  */
-export async function openFacilitator({ config, chain, logger }: { config: Config; chain: ChainConnection; logger: Logger }) {
+export async function openFacilitator(options: {
+  config: Config;
+  chain: ChainConnection;
+  logger: Logger;
+  payees?: (store: Store) => Promise<Iterable<string>>;
+}) {
+  const { config, chain, logger, payees } = options;
   const store = await openStore(config.store.url!, logger);
   const facilitator = createFacilitator({
     network: chain.network,
@@ -47,6 +56,8 @@ export async function openFacilitator({ config, chain, logger }: { config: Confi
     journal: store.journal,
     relayerKeys: chain.relayerKeys,
     logger,
+    minimumAmount: config.facilitator.minAmountUsd,
+    ...(payees ? { payees: () => payees(store) } : {}),
   });
   const recover = async () => {
     const reconciled = await recoverOrphans(store, facilitator);

@@ -14,12 +14,15 @@ export type PaymentFacilitator = {
 /**
  * A facilitator reached over HTTP through the official `HTTPFacilitatorClient`, for operators who
  * delegate verification and settlement instead of running a relayer. A transport failure or a
- * non-answer is FacilitatorUnavailableError, like turnpike's own faults.
+ * non-answer is FacilitatorUnavailableError, like turnpike's own faults. `apiKey` is sent as
+ * `Authorization: Bearer` to /verify and /settle (a turnpike facilitator with TURNPIKE_FACILITATOR_KEYS).
  *
- * @example const remote = remoteFacilitator({ url: 'https://facilitator.example' });
+ * @example const remote = remoteFacilitator({ url: 'https://facilitator.example', apiKey });
  */
-export function remoteFacilitator(config: FacilitatorConfig): PaymentFacilitator {
-  const client = new HTTPFacilitatorClient(config);
+export function remoteFacilitator({ apiKey, ...config }: FacilitatorConfig & { apiKey?: string }): PaymentFacilitator {
+  const bearer = apiKey ? { authorization: `Bearer ${apiKey}` } : undefined;
+  const authorized = bearer ? { ...config, createAuthHeaders: async () => ({ verify: bearer, settle: bearer }) } : config;
+  const client = new HTTPFacilitatorClient(authorized);
   const call = async <T>(what: string, action: () => Promise<T>): Promise<T> => {
     try {
       return await action();

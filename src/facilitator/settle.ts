@@ -14,8 +14,9 @@ import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse } from '../x402/schemas.js';
 import type { StateReader } from './chain-state.js';
 import { FacilitatorUnavailableError } from './errors.js';
-import { type IntentRules, type PaymentIntent, toIntent, toNewPayment } from './intent.js';
-import { verifyIntent } from './verify.js';
+import { type IntentRules, type PaymentIntent, type Rejection, presentsRow, toIntent, toNewPayment } from './intent.js';
+import { purposes } from './purposes.js';
+import { type Admit, alreadyUsed, verifyIntent } from './verify.js';
 
 export type SettleDeps = {
   rules: IntentRules;
@@ -28,6 +29,7 @@ export type SettleDeps = {
   receiptTimeoutMs: number;
   /** Called with work that outlives a request (finishing a pending settlement). */
   background: (task: Promise<unknown>) => void;
+  admit: Admit;
 };
 
 type Payment = Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'asset'>;
@@ -36,16 +38,37 @@ const keyString = (k: PaymentKey) => `${k.chainId}:${k.asset}:${k.payer}:${k.non
 const isFinal = (r: PaymentRecord | undefined) => r?.state === 'settled' || r?.state === 'failed';
 
 /**
- * Settles payments exactly once. The journal's unique key decides who settles; everyone else
- * waits for that outcome (in-process through a shared promise, across processes by reading the
- * journal) and gets the same answer, so a retried or duplicated /settle never sends a second
- * transaction.
+ * Settles payments exactly once, each for the one purpose it was taken for. The journal's unique
+ * key decides who settles, and never for a purpose other than the row's; a retried or duplicated
+ * settle never sends a second transaction. Who else presents the payment gets, by purpose:
+ *
+ * - another purpose: `nonce_already_used` (a payment buys one thing);
+ * - the public API (`purposes.api`): `nonce_already_used` too, so one authorization is one success
+ *   there; except a failure, answered as what it is, and the one retry the reference resource
+ *   servers make after `settlement_pending`, which gets the outcome (see `retryAfterPending`);
+ * - an in-process owner (a call, a top-up), which acts once per payment on its own: the outcome,
+ *   waited for (in-process through the claimer's promise, across processes in the journal).
  */
 export function createSettler(deps: SettleDeps) {
   const { journal, relayers, client, rules } = deps;
   const inFlight = new Map<string, Promise<SettleResponse>>();
 
-  const respond = (intent: PaymentIntent, record: Pick<PaymentRecord, 'state' | 'txHash' | 'errorReason' | 'errorMessage'>): SettleResponse => {
+  const refuse = (network: string, r: Rejection): SettleResponse => ({
+    success: false,
+    transaction: '',
+    network,
+    ...(r.payer ? { payer: r.payer } : {}),
+    errorReason: r.reason,
+    errorMessage: r.message,
+  });
+  type Outcome = Pick<PaymentRecord, 'state' | 'txHash' | 'errorReason' | 'errorMessage'>;
+  const abandoned: Outcome = {
+    state: 'failed',
+    errorReason: reasons.unexpectedSettle,
+    errorMessage: 'the settlement was abandoned; retry',
+  };
+  /** The answer a row gives; no row (released meanwhile) is an abandoned settlement, to retry. */
+  const respond = (intent: PaymentIntent, record: Outcome = abandoned): SettleResponse => {
     const base = { transaction: record.txHash ?? '', network: intent.networkId, payer: intent.authorization.from };
     if (record.state === 'settled') return { success: true, ...base };
     if (record.state === 'failed') {
@@ -54,17 +77,36 @@ export function createSettler(deps: SettleDeps) {
     return { success: false, ...base, errorReason: reasons.settlementPending, errorMessage: 'the settlement transaction is not confirmed yet; retry /settle with the same payment' };
   };
 
-  /** Someone else holds the claim: wait for their outcome, bounded. */
-  async function awaitOther(intent: PaymentIntent): Promise<SettleResponse> {
-    const shared = inFlight.get(keyString(intent.key));
-    if (shared) return shared;
+  /** The row once its settlement is final, or as it is after a bounded wait (undefined: released). */
+  async function awaitOutcome(key: PaymentKey): Promise<PaymentRecord | undefined> {
+    await inFlight.get(keyString(key))?.catch(() => undefined);
     const deadline = Date.now() + deps.receiptTimeoutMs;
     for (;;) {
-      const record = await journal.get(intent.key);
-      if (!record) return respond(intent, { state: 'failed', errorReason: reasons.unexpectedSettle, errorMessage: 'the settlement was abandoned; retry' });
-      if (isFinal(record) || Date.now() > deadline) return respond(intent, record);
+      const record = await journal.get(key);
+      if (!record || isFinal(record) || Date.now() > deadline) return record;
       await sleep(rules.network.receiptPollingMs);
     }
+  }
+
+  /** The answer to a payment someone already took (see `createSettler`). */
+  async function answerTaken(intent: PaymentIntent, record: PaymentRecord, purpose: string): Promise<SettleResponse> {
+    const used = () => refuse(intent.networkId, alreadyUsed(record, intent.authorization.from));
+    if (record.purpose !== purpose || record.state === 'verified') return used();
+    if (purpose !== purposes.api) return respond(intent, await awaitOutcome(intent.key));
+    if (record.state === 'failed') return respond(intent, record);
+    return record.pendingAnswered && presentsRow(intent, record) ? retryAfterPending(intent) : used();
+  }
+
+  /**
+   * The retry `settleWithPendingRetry` (@x402/core) and Go's server make with the identical body
+   * after `settlement_pending`: it gets the final outcome, once (the flag is taken by one guarded
+   * UPDATE, so two retries cannot both get it). Still pending: pending again, the flag kept.
+   */
+  async function retryAfterPending(intent: PaymentIntent): Promise<SettleResponse> {
+    const record = await awaitOutcome(intent.key);
+    if (!record || !isFinal(record)) return respond(intent, record);
+    if (await journal.takePendingAnswer(intent.key)) return respond(intent, record);
+    return refuse(intent.networkId, alreadyUsed(record, intent.authorization.from));
   }
 
   const waitForReceipt = (hash: Hex, deadline: number) => waitForChainReceipt(client, hash, deadline, rules.network.receiptPollingMs);
@@ -131,6 +173,7 @@ export function createSettler(deps: SettleDeps) {
     const tx = await send(key, calldata({ ...intent.authorization, payer: intent.authorization.from, payTo: intent.payTo, amount: intent.amount, signature: intent.signature }), intent.asset.address);
     const receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs);
     if (!receipt) {
+      await journal.answeredPending(key);
       deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore));
       return respond(intent, { state: 'submitted', txHash: tx.txHash });
     }
@@ -156,7 +199,8 @@ export function createSettler(deps: SettleDeps) {
   async function reconcile(record: PaymentRecord): Promise<void> {
     if (record.state === 'verified') {
       // Reserved for a tool call that never finished: no output was delivered, nothing was sent.
-      return journal.finish(record, { state: 'failed', errorReason: 'call_abandoned', errorMessage: 'the gateway stopped during the call' });
+      await journal.failHold(record, { errorReason: 'call_abandoned', errorMessage: 'the gateway stopped during the call' });
+      return;
     }
     const payment: Payment = record;
     if (record.txHash) {
@@ -193,25 +237,34 @@ export function createSettler(deps: SettleDeps) {
 
   return {
     reconcile,
-    async settle(request: FacilitatorRequest): Promise<SettleResponse> {
+    /**
+     * Settles a payment for `purpose`: a new one, or the caller's own hold of it. Anything else is
+     * answered from the journal (see `createSettler`).
+     */
+    async settle(request: FacilitatorRequest, purpose: string): Promise<SettleResponse> {
       const checked = toIntent(request, rules, deps.now());
-      if (!checked.ok) {
-        const network = request.x402Version === 2 ? request.paymentRequirements.network : request.paymentRequirements.network;
-        return { success: false, transaction: '', network, ...(checked.payer ? { payer: checked.payer } : {}), errorReason: checked.reason, errorMessage: checked.message };
-      }
+      if (!checked.ok) return refuse(request.paymentRequirements.network, checked);
       const { intent } = checked;
+      const refused = await deps.admit(intent, purpose);
+      if (refused) return refuse(intent.networkId, refused);
       const known = await journal.get(intent.key);
-      if (known && known.state !== 'verified') return isFinal(known) ? respond(intent, known) : awaitOther(intent);
+      if (known && (known.state !== 'verified' || known.purpose !== purpose)) return answerTaken(intent, known, purpose);
 
       const verified = await verifyIntent(deps, intent);
-      if (!verified.ok) {
-        return { success: false, transaction: '', network: intent.networkId, payer: intent.authorization.from, errorReason: verified.reason, errorMessage: verified.message };
-      }
-      const claim = await journal.claim(toNewPayment(intent));
-      if (!claim.claimed) return isFinal(claim.record) ? respond(intent, claim.record) : awaitOther(intent);
+      if (!verified.ok) return refuse(intent.networkId, verified);
+      const claim = await journal.claim(toNewPayment(intent, purpose));
+      if (!claim.claimed) return answerTaken(intent, claim.record, purpose);
       const work = run(intent).finally(() => inFlight.delete(keyString(intent.key)));
       inFlight.set(keyString(intent.key), work);
       return work;
+    },
+    /**
+     * The outcome of a payment's settlement, waited for (bounded) as the claimer's own answer;
+     * undefined while it is only held, or once it is gone. Sends nothing.
+     */
+    async outcome(intent: PaymentIntent): Promise<SettleResponse | undefined> {
+      const record = await awaitOutcome(intent.key);
+      return record && record.state !== 'verified' ? respond(intent, record) : undefined;
     },
   };
 }

@@ -1,4 +1,5 @@
-import type { PaymentJournal } from '../store/journal.js';
+import type { Address } from 'viem';
+import type { PaymentJournal, PaymentRecord } from '../store/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest } from '../x402/schemas.js';
 import type { PaymentChainState, StateReader } from './chain-state.js';
@@ -11,37 +12,57 @@ export type VerifyDeps = {
   journal: PaymentJournal;
   /** Unix seconds. */
   now: () => number;
+  /** The facilitator's own policy for a purpose (whose payments, how small), after the request's checks. */
+  admit: Admit;
 };
+
+/** A refusal of a well-formed payment by policy, or undefined when it may be taken for `purpose`. */
+export type Admit = (intent: PaymentIntent, purpose: string | undefined) => Promise<Rejection | undefined>;
 
 export type Verified = { ok: true; intent: PaymentIntent } | ({ ok: false } & Rejection);
 
 /**
- * Full verification of an `exact` EVM payment: the checks that need nothing (intent.ts), then
- * turnpike's own journal (a payment it already took is reported without touching the chain),
- * then the signature (local ECDSA recovery for EOAs), then one `eth_call` for the nonce, the
- * balance and, for smart wallets only, ERC-1271.
+ * Full verification of an `exact` EVM payment for `purpose` (see `purposes`): the checks that
+ * need nothing (intent.ts), the policy, then turnpike's own journal (a payment it already took is
+ * reported without touching the chain), then the signature (local ECDSA recovery for EOAs), then
+ * one `eth_call` for the nonce, the balance and, for smart wallets only, ERC-1271.
  */
-export async function verifyPayment(deps: VerifyDeps, request: FacilitatorRequest): Promise<Verified> {
-  const checked = await checkPayment(deps, request);
+export async function verifyPayment(deps: VerifyDeps, request: FacilitatorRequest, purpose?: string): Promise<Verified> {
+  const checked = await checkPayment(deps, request, purpose);
   return checked.ok ? verifyIntent(deps, checked.intent) : checked;
 }
 
-/** The checks that need no chain: the request against the rules, then turnpike's own journal. */
-export async function checkPayment(deps: Omit<VerifyDeps, 'readState'>, request: FacilitatorRequest): Promise<Verified> {
+/**
+ * The checks that need no chain: the request against the rules and the policy, then turnpike's
+ * own journal. Only a hold taken for this very purpose passes (its holder settles it); any other
+ * row, or a hold for anything else, is a used payment.
+ */
+export async function checkPayment(deps: Omit<VerifyDeps, 'readState'>, request: FacilitatorRequest, purpose?: string): Promise<Verified> {
   const checked = toIntent(request, deps.rules, deps.now());
   if (!checked.ok) return checked;
   const { intent } = checked;
   const payer = intent.authorization.from;
+  const refused = await deps.admit(intent, purpose);
+  if (refused) return { ok: false, ...refused };
 
   const known = await deps.journal.get(intent.key);
-  if (known && known.state !== 'verified') {
-    if (known.state === 'failed') {
+  if (known && (known.state !== 'verified' || known.purpose !== purpose)) {
+    if (known.state === 'failed' && known.purpose === purpose) {
       return { ok: false, reason: (known.errorReason as Rejection['reason']) ?? reasons.transactionFailed, message: 'this authorization already failed to settle', payer };
     }
-    const where = known.txHash ? ` in ${known.txHash}` : '';
-    return { ok: false, reason: reasons.nonceUsed, message: `this authorization was already submitted${where}`, payer };
+    return { ok: false, ...alreadyUsed(known, payer) };
   }
   return { ok: true, intent };
+}
+
+/**
+ * The answer to a payment the journal holds for someone else, naming its transaction if any.
+ *
+ * @example alreadyUsed(record, payer).message // 'this authorization is already used (transaction 0xab…)'
+ */
+export function alreadyUsed(record: PaymentRecord, payer: Address): Rejection {
+  const where = record.txHash ? ` (transaction ${record.txHash})` : '';
+  return { reason: reasons.nonceUsed, message: `this authorization is already used${where}`, payer };
 }
 
 /**

@@ -6,6 +6,7 @@ import type { Address } from 'viem';
 import type { Network } from '../chain/networks.js';
 import { FacilitatorUnavailableError } from '../facilitator/errors.js';
 import type { Facilitator } from '../facilitator/facilitator.js';
+import { purposes } from '../facilitator/purposes.js';
 import type { Metrics } from '../http/metrics.js';
 import { type Credential, credentialOf } from '../rails/credits/api-keys.js';
 import { type Credits, type Payer, refusalError } from '../rails/credits/credits.js';
@@ -247,7 +248,7 @@ export function createGateway(options: GatewayOptions): Hono {
 
     let held;
     try {
-      held = await facilitator.reserve(request);
+      held = await facilitator.reserve(request, purposes.call(options.server, callIdentity(options.server, rpc)));
     } catch (error) {
       await metering?.uncount();
       if (error instanceof FacilitatorUnavailableError) return rpcError(id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
@@ -257,7 +258,8 @@ export function createGateway(options: GatewayOptions): Hono {
     if (!held.isValid) {
       await metering?.uncount();
       // The same call with the same payment again: its answer was lost, not its result.
-      const again = held.invalidReason === reasons.nonceUsed ? await facilitator.redeliver(request, callId) : undefined;
+      const again =
+        held.invalidReason === reasons.nonceUsed ? await facilitator.redeliver(request, purposes.call(options.server, callId)) : undefined;
       if (again) {
         count(tool.name, 'redelivered');
         const result = JSON.parse(again.result) as ToolResult;
@@ -288,7 +290,7 @@ export function createGateway(options: GatewayOptions): Hono {
         await facilitator.keepResult(key, { call: callId, result: JSON.stringify(result) });
         const stop = metrics.settlementSeconds.startTimer();
         try {
-          receipt = await facilitator.settle(request);
+          receipt = await facilitator.settle(request, purposes.call(options.server, callId));
         } catch (error) {
           if (!(error instanceof FacilitatorUnavailableError)) throw error;
           // Nothing reached the chain if the hold is still a hold: the same payment may be retried.

@@ -1,24 +1,18 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { z } from 'zod';
 import { type Credits, adjustSchema, newKeySchema, publicEntry, publicKey, statusAfter, topupSchema, transferSchema } from '../rails/credits/credits.js';
 import { ApiError } from './api-error.js';
+import { bearerIn } from './caller.js';
 import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
 import { type RouteDoc, documented } from './documented.js';
 
-const digest = (s: string) => createHash('sha256').update(s).digest();
-
-/**
- * Bearer auth against `TURNPIKE_ADMIN_KEY`, compared in constant time (both sides hashed first,
- * so not even the length leaks). Without a configured key the admin API is off.
- */
+/** Bearer auth against `TURNPIKE_ADMIN_KEY`, compared in constant time. Without a configured key the admin API is off. */
 export const adminAuth = (adminKey: string | undefined) =>
   createMiddleware(async (c, next) => {
     if (!adminKey) throw new ApiError(403, 'admin_disabled', 'the admin API is off: set TURNPIKE_ADMIN_KEY to enable it');
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(c.req.header('authorization') ?? '');
-    if (!match || !timingSafeEqual(digest(match[1]!), digest(adminKey))) {
+    if (!bearerIn(c.req.header('authorization'), [adminKey])) {
       throw new ApiError(401, 'admin_unauthorized', 'send the admin key as Authorization: Bearer <TURNPIKE_ADMIN_KEY>');
     }
     await next();

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { Network } from '../chain/networks.js';
 import { FacilitatorUnavailableError } from '../facilitator/errors.js';
 import type { Facilitator } from '../facilitator/facilitator.js';
+import { purposes } from '../facilitator/purposes.js';
 import { type ToolOffer, challengeResponse, paymentRequestFor, paymentRequired } from '../gateway/payment-required.js';
 import { atomicToUsd, usdPrice } from '../gateway/pricing.js';
 import { credentialOf } from '../rails/credits/api-keys.js';
@@ -133,7 +134,7 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     }
     let receipt;
     try {
-      receipt = await facilitator.settle(request);
+      receipt = await facilitator.settle(request, purposes.topup(payTo));
     } catch (error) {
       if (error instanceof FacilitatorUnavailableError) {
         return c.json({ error: 'facilitator_unavailable', message: `${error.message}; retry with the same payment`, retryable: true }, 503);

@@ -1,27 +1,65 @@
 import { Hono, type Context } from 'hono';
+import { createMiddleware } from 'hono/factory';
 import { bodyLimit } from './body-limit.js';
 import type { Logger } from 'pino';
 import { FacilitatorUnavailableError } from '../facilitator/errors.js';
 import type { Facilitator } from '../facilitator/facilitator.js';
-import { type FacilitatorRequest, facilitatorRequestSchema } from '../x402/schemas.js';
+import { purposes } from '../facilitator/purposes.js';
+import { reasons } from '../x402/reasons.js';
+import { type FacilitatorRequest, type SettleResponse, type VerifyResponse, facilitatorRequestSchema } from '../x402/schemas.js';
+import { bearerIn, clientAddress } from './caller.js';
+import { failureThrottle } from './failure-throttle.js';
 
-export type FacilitatorRoutesOptions = { bodyLimitBytes: number; logger: Logger };
+export type FacilitatorRoutesOptions = {
+  bodyLimitBytes: number;
+  logger: Logger;
+  /** Keys resource servers send as `Authorization: Bearer <key>` to /verify and /settle; without, those are open. */
+  apiKeys?: readonly string[];
+  /** Refused, invalid or unauthorized /verify and /settle requests one address may make per minute before 429; 0 = no limit. */
+  failuresPerMinute?: number;
+};
+
+type Env = { Variables: { refused: boolean } };
+
+/** An answer that is a refusal; a pending settlement is not one (its retry is expected). */
+const refusal = (answer: VerifyResponse | SettleResponse) =>
+  'isValid' in answer ? !answer.isValid : !answer.success && answer.errorReason !== reasons.settlementPending;
 
 /**
- * `POST /verify`, `POST /settle`, `GET /supported` over a facilitator. Malformed bodies are 400
- * with the offending field; business failures are 200 answers; only the facilitator's own
- * faults are 5xx, with `retryable: true`.
+ * `POST /verify`, `POST /settle`, `GET /supported` over a facilitator, as its public API
+ * (`purposes.api`: the facilitator's settlement policy applies, one success per authorization).
+ * Malformed bodies are 400 with the offending field; business failures are 200 answers; only the
+ * facilitator's own faults are 5xx, with `retryable: true`. With `apiKeys`, /verify and /settle
+ * want one of them (401 otherwise); an address whose requests keep failing gets 429 with
+ * Retry-After until its minute is over. /supported is always open.
  *
- * @example app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes, logger }));
+ * @example app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes, logger, apiKeys, failuresPerMinute: 60 }));
  */
-export function facilitatorRoutes(facilitator: Facilitator, options: FacilitatorRoutesOptions): Hono {
-  const app = new Hono();
+export function facilitatorRoutes(facilitator: Facilitator, options: FacilitatorRoutesOptions): Hono<Env> {
+  const app = new Hono<Env>();
+  const throttle = failureThrottle({ limit: options.failuresPerMinute ?? 0 });
   const limit = bodyLimit({
     maxSize: options.bodyLimitBytes,
     onError: (c) => c.json({ error: 'body_too_large', message: `request bodies are limited to ${options.bodyLimitBytes} bytes` }, 413),
   });
+  // The socket's address: headers are the caller's to forge.
+  const guard = createMiddleware<Env>(async (c, next) => {
+    const caller = clientAddress(c) ?? 'unknown';
+    const wait = throttle.wait(caller);
+    if (wait > 0) {
+      c.header('retry-after', String(wait));
+      return c.json({ error: 'too_many_failures', message: `too many refused requests from ${caller}; retry in ${wait} s` }, 429);
+    }
+    if (options.apiKeys && !bearerIn(c.req.header('authorization'), options.apiKeys)) {
+      throttle.failed(caller);
+      const message = 'send a facilitator API key as Authorization: Bearer <key> (one of TURNPIKE_FACILITATOR_KEYS)';
+      return c.json({ error: 'unauthorized', message }, 401);
+    }
+    await next();
+    if ((c.res.status >= 400 && c.res.status < 500) || c.get('refused')) throttle.failed(caller);
+  });
 
-  const handle = (action: (request: FacilitatorRequest) => Promise<unknown>) => async (c: Context) => {
+  const handle = (action: (request: FacilitatorRequest) => Promise<VerifyResponse | SettleResponse>) => async (c: Context<Env>) => {
     let body: unknown;
     try {
       body = JSON.parse(await c.req.text());
@@ -34,7 +72,9 @@ export function facilitatorRoutes(facilitator: Facilitator, options: Facilitator
       return c.json({ error: 'invalid_request', message: `${issues[0]!.path}: ${issues[0]!.message}`, issues }, 400);
     }
     try {
-      return c.json(await action(parsed.data));
+      const answer = await action(parsed.data);
+      c.set('refused', refusal(answer));
+      return c.json(answer);
     } catch (error) {
       if (error instanceof FacilitatorUnavailableError) {
         options.logger.warn({ err: error }, 'facilitator unavailable');
@@ -45,7 +85,7 @@ export function facilitatorRoutes(facilitator: Facilitator, options: Facilitator
   };
 
   app.get('/supported', (c) => c.json(facilitator.supported()));
-  app.post('/verify', limit, handle((r) => facilitator.verify(r)));
-  app.post('/settle', limit, handle((r) => facilitator.settle(r)));
+  app.post('/verify', guard, limit, handle((r) => facilitator.verify(r, purposes.api)));
+  app.post('/settle', guard, limit, handle((r) => facilitator.settle(r, purposes.api)));
   return app;
 }

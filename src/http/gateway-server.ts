@@ -21,7 +21,7 @@ import { stripePayouts } from '../rails/stripe/payouts.js';
 import { stripeClient } from '../rails/stripe/stripe-client.js';
 import { createSubscriptionCheckout } from '../rails/stripe/subscriptions.js';
 import type { ServerRecord } from '../store/operators.js';
-import type { Lease } from '../store/store.js';
+import type { Lease, Store } from '../store/store.js';
 import { adminRoutes } from './admin-routes.js';
 import { createApp } from './app.js';
 import { creditsRoutes } from './credits-routes.js';
@@ -75,7 +75,13 @@ export async function serveGateway(options: GatewayServerOptions) {
   if (keyAddress && treasury?.toLowerCase() !== keyAddress.toLowerCase()) {
     throw new Error(`operators.treasury ${treasury} is not the address of TURNPIKE_TREASURY_KEY (${keyAddress}): withdrawals would be sent from money that is not there`);
   }
-  const { store, facilitator, close: closeStore } = await openFacilitator({ config, chain, logger });
+  // The /facilitator API settles for this gateway's own payees only: nobody else's business on its gas.
+  const payees = async (store: Store) => [
+    ...options.endpoints.map((e) => e.payTo),
+    ...(await store.operators.servers()).flatMap((s) => (s.payTo ? [s.payTo] : [])),
+    ...[treasury, config.credits.payTo].filter((a) => a !== undefined),
+  ];
+  const { store, facilitator, close: closeStore } = await openFacilitator({ config, chain, logger, payees });
   const credits = config.credits.enabled
     ? createCredits({ store, tokenSecret: secrets.tokenSecret ?? (await store.instanceSecret('budget-tokens')) })
     : undefined;
@@ -193,7 +199,15 @@ export async function serveGateway(options: GatewayServerOptions) {
     '/',
     operatorRoutes({ operators, store, ...(withdrawals ? { withdrawals } : {}), ...(payouts ? { payouts } : {}), ...(credits ? { credits } : {}), adminKey: secrets.adminKey, registration: config.operators.registration, catalog }),
   );
-  app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
+  app.route(
+    '/facilitator',
+    facilitatorRoutes(facilitator, {
+      bodyLimitBytes: config.http.bodyLimitBytes,
+      logger,
+      failuresPerMinute: config.facilitator.failuresPerMinute,
+      ...(secrets.facilitatorKeys ? { apiKeys: secrets.facilitatorKeys } : {}),
+    }),
+  );
   const configured = options.endpoints.map((e) => ({ path: e.path, plan: e.plan, payTo: e.payTo, tools: upstreamTools(e.upstream) }));
   app.route(
     '/',

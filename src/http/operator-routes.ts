@@ -1,4 +1,3 @@
-import { getConnInfo } from '@hono/node-server/conninfo';
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { usdPrice } from '../gateway/pricing.js';
@@ -12,6 +11,7 @@ import { newId } from '../store/ids.js';
 import type { Store } from '../store/store.js';
 import { adminAuth, pageSchema } from './admin-routes.js';
 import { ApiError } from './api-error.js';
+import { clientAddress } from './caller.js';
 import { type RouteDoc, documented } from './documented.js';
 
 export type OperatorRoutesOptions = {
@@ -64,15 +64,6 @@ const publicWithdrawal = (w: Withdrawal) => ({
   updatedAt: new Date(w.updatedAt).toISOString(),
 });
 
-/** The socket's peer address: forwarded headers are not trusted, since no proxy is configured to vouch for them. */
-function ipOf(c: Context): string | undefined {
-  try {
-    return getConnInfo(c).remote.address;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * The operator API (`/operator/…`, bearer `op_…`): the operator's profile, servers, balance,
  * withdrawals, analytics and audit trail, each scoped to that operator; registration
@@ -84,7 +75,7 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
   const stripeOff = () => new ApiError(503, 'stripe_not_configured', 'fiat payouts are off here: this instance has no STRIPE_SECRET_KEY');
   const app = new Hono<{ Variables: { operator: OperatorRecord } }>();
   const audit = (c: Context, actor: string, operatorId: string | undefined, action: string, target?: string, detail?: Record<string, unknown>) => {
-    const ip = ipOf(c);
+    const ip = clientAddress(c);
     return store.operators.audit({ id: newId('au'), at: Date.now(), actor, action, ...(operatorId ? { operatorId } : {}), ...(target ? { target } : {}), ...(ip ? { ip } : {}), ...(detail ? { detail } : {}) });
   };
 

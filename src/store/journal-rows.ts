@@ -21,6 +21,8 @@ export type Row = {
   error_reason: string | null;
   error_message: string | null;
   owner: string | null;
+  purpose: string;
+  pending_answered: bigint | number;
   created_at: bigint;
   updated_at: bigint;
 };
@@ -42,6 +44,8 @@ export function toRecord(r: Row): PaymentRecord {
     signature: r.signature as Hex,
     network: r.network,
     state: r.state,
+    purpose: r.purpose,
+    pendingAnswered: Number(r.pending_answered) === 1,
     ...(r.owner ? { owner: r.owner } : {}),
     ...(r.tx_hash ? { txHash: r.tx_hash as Hex } : {}),
     ...(r.raw_tx ? { rawTx: r.raw_tx as Hex } : {}),
@@ -60,11 +64,13 @@ export const journalSql = {
   select: `SELECT * FROM payments WHERE ${KEY}`,
   insert: (state: 'verified' | 'submitting') => `
     INSERT INTO payments (chain_id, asset, payer, nonce, pay_to, amount, valid_after, valid_before, signature,
-                          network, state, owner, created_at, updated_at)
+                          network, purpose, state, owner, created_at, updated_at)
     VALUES (@chainId, @asset, @payer, @nonce, @payTo, @amount, @validAfter, @validBefore, @signature,
-            @network, '${state}', @owner, @now, @now)
+            @network, @purpose, '${state}', @owner, @now, @now)
     ON CONFLICT (chain_id, asset, payer, nonce) DO NOTHING`,
-  takeVerified: `UPDATE payments SET state = 'submitting', owner = @owner, updated_at = @now WHERE ${KEY} AND state = 'verified'`,
+  takeVerified: `
+    UPDATE payments SET state = 'submitting', owner = @owner, updated_at = @now
+    WHERE ${KEY} AND state = 'verified' AND purpose = @purpose`,
   recordTx: `
     UPDATE payments SET state = 'submitted', tx_hash = @txHash, raw_tx = @rawTx, relayer = @relayer,
                         relayer_nonce = @relayerNonce, updated_at = @now
@@ -72,7 +78,13 @@ export const journalSql = {
   finish: `
     UPDATE payments SET state = @state, tx_hash = COALESCE(@txHash, tx_hash), error_reason = @errorReason,
                         error_message = @errorMessage, updated_at = @now
-    WHERE ${KEY} AND (state IN ('submitting', 'submitted') OR (state = 'verified' AND @state = 'failed'))`,
+    WHERE ${KEY} AND state IN ('submitting', 'submitted')`,
+  failHold: `
+    UPDATE payments SET state = 'failed', error_reason = @errorReason, error_message = @errorMessage, updated_at = @now
+    WHERE ${KEY} AND state = 'verified'`,
+  // The flag leaves updated_at alone: it dates the row's last state change (revenue reads settlement time from it).
+  answeredPending: `UPDATE payments SET pending_answered = 1 WHERE ${KEY}`,
+  takePendingAnswer: `UPDATE payments SET pending_answered = 0 WHERE ${KEY} AND pending_answered = 1 AND state IN ('settled', 'failed')`,
   release: `DELETE FROM payments WHERE ${KEY} AND state IN ('verified', 'submitting', 'submitted')`,
   releaseHold: `DELETE FROM payments WHERE ${KEY} AND state = 'verified'`,
   unfinished: `SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') ORDER BY created_at`,

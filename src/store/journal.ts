@@ -2,9 +2,11 @@ import type { Address, Hex } from 'viem';
 
 /**
  * The settlement journal: one row per EIP-3009 authorization turnpike has accepted, unique on
- * (chainId, asset, payer, nonce), which is exactly what the token contract itself keys on.
+ * (chainId, asset, payer, nonce), which is exactly what the token contract itself keys on, with
+ * the purpose it was taken for.
  *
  *   verified ─▶ submitting ─▶ submitted(txHash) ─▶ settled | failed
+ *     └────────────────────────────────────────────────────────┘ (a hold whose call failed or was abandoned)
  *
  * `submitting` is claimed before any transaction exists; `submitted` is written with the signed
  * transaction *before* it is broadcast, so after a crash the same transaction (same hash) can be
@@ -24,12 +26,24 @@ export type NewPayment = PaymentKey & {
   signature: Hex;
   /** The network id as the request spelled it (v1 name or CAIP-2), echoed in responses. */
   network: string;
+  /**
+   * What the authorization was taken for (see `purposes` in the facilitator): a payment buys one
+   * thing. A caller presenting it for anything else is answered that it is used.
+   *
+   * @example 'call:weather:9f2c…' | 'topup:0xab…' | 'settle'
+   */
+  purpose: string;
 };
 
 export type PaymentRecord = NewPayment & {
   state: PaymentState;
   /** The instance that reserved or claimed it (see `Store.instanceId`). */
   owner?: string;
+  /**
+   * The claimer answered `settlement_pending` for it: the next identical /settle gets the final
+   * outcome, once (see `takePendingAnswer`).
+   */
+  pendingAnswered: boolean;
   txHash?: Hex;
   rawTx?: Hex;
   relayer?: Address;
@@ -56,8 +70,9 @@ export interface PaymentJournal {
    */
   reserve(payment: NewPayment): Promise<{ reserved: true } | { reserved: false; record: PaymentRecord }>;
   /**
-   * Takes the payment for settlement: inserts it as `submitting`, or moves it there from
-   * `verified`. Exactly one caller ever gets `claimed: true` for a key; the others get the record.
+   * Takes the payment for settlement: inserts it as `submitting`, or moves it there from a
+   * `verified` hold of the same purpose (never someone else's). Exactly one caller ever gets
+   * `claimed: true` for a key; the others get the record.
    */
   claim(payment: NewPayment): Promise<{ claimed: true } | { claimed: false; record: PaymentRecord }>;
   /**
@@ -65,8 +80,22 @@ export interface PaymentJournal {
    * replacement for one the node refused (it can then never be mined).
    */
   recordTransaction(key: PaymentKey, tx: SignedSettlement): Promise<void>;
-  /** Final state: from `submitting`/`submitted`, or `failed` straight from `verified` (the tool failed, nothing was sent). */
+  /** Final state of a claim (`submitting`/`submitted`): only its settlement finishes it. */
   finish(key: PaymentKey, outcome: SettlementOutcome): Promise<void>;
+  /**
+   * Ends a hold whose call failed or was abandoned (`verified` → `failed`, nothing was sent).
+   * Moves nothing else, and says whether it moved the row: a claimed row is its settlement's.
+   *
+   * @example await journal.failHold(key, { errorReason: 'call_failed', errorMessage: 'upstream 500' }); // false once claimed
+   */
+  failHold(key: PaymentKey, why: { errorReason: string; errorMessage: string }): Promise<boolean>;
+  /** Records, before the claimer answers `settlement_pending`, that it did (durably). */
+  answeredPending(key: PaymentKey): Promise<void>;
+  /**
+   * Takes the one final answer owed after a `settlement_pending`: true for exactly one caller, once
+   * the row is final and only if a pending answer was given.
+   */
+  takePendingAnswer(key: PaymentKey): Promise<boolean>;
   /** Gives a hold or a claim back when nothing can have reached the chain, so the payer may retry. */
   release(key: PaymentKey): Promise<void>;
   /** Gives back a hold (`verified`) and nothing else: a claim that may have reached the chain stays. */

@@ -289,6 +289,15 @@ export const migrations: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 7,
+    name: 'payment purposes',
+    // Rows from before purposes were recorded get one no caller ever presents: they stay used.
+    sql: `
+      ALTER TABLE payments ADD COLUMN purpose TEXT NOT NULL DEFAULT 'legacy';
+      ALTER TABLE payments ADD COLUMN pending_answered INTEGER NOT NULL DEFAULT 0 CHECK (pending_answered IN (0, 1));
+    `,
+  },
 ];
 
 /**

@@ -11,6 +11,9 @@ const sql = {
   takeVerified: named(journalSql.takeVerified),
   recordTx: named(journalSql.recordTx),
   finish: named(journalSql.finish),
+  failHold: named(journalSql.failHold),
+  answeredPending: named(journalSql.answeredPending),
+  takePendingAnswer: named(journalSql.takePendingAnswer),
   release: named(journalSql.release),
   releaseHold: named(journalSql.releaseHold),
   unfinished: named(journalSql.unfinished),
@@ -46,7 +49,8 @@ export function postgresJournal(pool: pg.Pool, owner: string): PaymentJournal {
       transaction(pool, async (db) => {
         const now = Date.now();
         if ((await run(db, sql.insert, { ...payment, ...keyParams(payment), owner, now })) === 1) return { claimed: true as const };
-        if ((await run(db, sql.takeVerified, { ...keyParams(payment), owner, now })) === 1) return { claimed: true as const };
+        const taken = await run(db, sql.takeVerified, { ...keyParams(payment), purpose: payment.purpose, owner, now });
+        if (taken === 1) return { claimed: true as const };
         return { claimed: false as const, record: (await get(db, payment))! };
       }),
     async recordTransaction(key, tx) {
@@ -56,6 +60,11 @@ export function postgresJournal(pool: pg.Pool, owner: string): PaymentJournal {
     async finish(key, outcome) {
       mustChange(await run(pool, sql.finish, finishParams(key, outcome)), `mark ${outcome.state}`, key);
     },
+    failHold: async (key, why) => (await run(pool, sql.failHold, { ...keyParams(key), ...why, now: Date.now() })) === 1,
+    async answeredPending(key) {
+      await run(pool, sql.answeredPending, keyParams(key));
+    },
+    takePendingAnswer: async (key) => (await run(pool, sql.takePendingAnswer, keyParams(key))) === 1,
     async release(key) {
       await run(pool, sql.release, keyParams(key));
     },

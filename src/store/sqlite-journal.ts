@@ -12,6 +12,9 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
   const takeVerified = db.prepare(journalSql.takeVerified);
   const recordTx = db.prepare(journalSql.recordTx);
   const finish = db.prepare(journalSql.finish);
+  const failHold = db.prepare(journalSql.failHold);
+  const answeredPending = db.prepare(journalSql.answeredPending);
+  const takePendingAnswer = db.prepare(journalSql.takePendingAnswer);
   const release = db.prepare(journalSql.release);
   const releaseHold = db.prepare(journalSql.releaseHold);
   const keepResult = db.prepare(journalSql.keepResult);
@@ -32,7 +35,7 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
   const claim = (payment: NewPayment) => {
     const now = Date.now();
     if (insert.run({ ...payment, ...keyParams(payment), owner, now }).changes === 1) return { claimed: true as const };
-    if (takeVerified.run({ ...keyParams(payment), owner, now }).changes === 1) return { claimed: true as const };
+    if (takeVerified.run({ ...keyParams(payment), purpose: payment.purpose, owner, now }).changes === 1) return { claimed: true as const };
     return { claimed: false as const, record: get(payment)! };
   };
   // Settlement steps share commits with each other and the ledger, and sync off the event loop; a
@@ -55,6 +58,11 @@ export function sqliteJournal(db: Database.Database, owner: string): PaymentJour
     async finish(key, outcome) {
       await write(() => mustChange(finish.run(finishParams(key, outcome)), `mark ${outcome.state}`, key));
     },
+    failHold: (key, why) => write(() => failHold.run({ ...keyParams(key), ...why, now: Date.now() }).changes === 1),
+    async answeredPending(key) {
+      await write(() => answeredPending.run(keyParams(key)));
+    },
+    takePendingAnswer: (key) => write(() => takePendingAnswer.run(keyParams(key)).changes === 1),
     async release(key) {
       await write(() => release.run(keyParams(key)));
     },

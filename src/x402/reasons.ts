@@ -21,6 +21,12 @@ export const reasons = {
   validAfter: 'invalid_exact_evm_payload_authorization_valid_after',
   validityTooLong: 'invalid_exact_evm_payload_authorization_validity_too_long',
   valueMismatch: 'invalid_exact_evm_payload_authorization_value_mismatch',
+  /** The reference's string for a value it does not settle; here, zero (it moves nothing, and costs gas). */
+  authorizationValue: 'invalid_exact_evm_authorization_value',
+  /** Below the smallest payment this facilitator's API settles (`facilitator.minAmountUsd`). */
+  amountBelowMinimum: 'invalid_exact_evm_amount_below_minimum',
+  /** A payee this facilitator's API does not settle for (a gateway settles only its own). */
+  recipientNotAllowed: 'invalid_exact_evm_recipient_not_allowed',
   nonceUsed: 'invalid_exact_evm_nonce_already_used',
   insufficientBalance: 'invalid_exact_evm_insufficient_balance',
   transactionFailed: 'invalid_exact_evm_transaction_failed',

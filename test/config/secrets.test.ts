@@ -26,6 +26,14 @@ describe('loadSecrets', () => {
     assert.deepEqual(loadSecrets({ TURNPIKE_RELAYER_KEY: `${KEY_A}, ${KEY_B}` }).relayerKeys, [KEY_A, KEY_B]);
   });
 
+  test('reads the facilitator API keys as comma-separated secrets, and refuses a short one without echoing it', () => {
+    const [a, b] = ['k'.repeat(32), 'q'.repeat(40)];
+    assert.deepEqual(loadSecrets({ TURNPIKE_FACILITATOR_KEYS: `${a}, ${b}` }).facilitatorKeys, [a, b]);
+    const text = failure({ TURNPIKE_FACILITATOR_KEYS: `${a},tooshort` }).format();
+    assert.match(text, /TURNPIKE_FACILITATOR_KEYS/);
+    assert.doesNotMatch(text, /tooshort|kkkk/);
+  });
+
   test('reads a secret from a _FILE path, trimmed', () => {
     const file = path.join(dir, 'admin');
     writeFileSync(file, `${'x'.repeat(40)}\n`);

@@ -6,6 +6,7 @@ import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import { recoverOrphans } from '../../src/facilitator/open.js';
 import type { NewPayment } from '../../src/store/journal.js';
 import type { Store } from '../../src/store/store.js';
+import { purposes } from '../../src/facilitator/purposes.js';
 import { useSandbox } from '../helpers/chain.js';
 import { signAuthorization } from '../helpers/payments.js';
 import { backends } from '../helpers/stores.js';
@@ -28,6 +29,7 @@ async function payment(payerIndex: number): Promise<NewPayment> {
     validBefore: BigInt(authorization.validBefore),
     signature,
     network: 'eip155:8453',
+    purpose: purposes.call('main', 'h'),
   };
 }
 

@@ -5,6 +5,7 @@ import { transferWithAuthorizationTypes, usdcDomain } from '../../src/chain/eip3
 import { networks } from '../../src/chain/networks.js';
 import { sandboxAccounts } from '../../src/chain/sandbox/accounts.js';
 import { erc1271WalletDeployedBytecode } from '../fixtures/erc1271-wallet.js';
+import { purposes } from '../../src/facilitator/purposes.js';
 import { useSandbox } from '../helpers/chain.js';
 import { v2Request } from '../helpers/payments.js';
 
@@ -37,18 +38,18 @@ test('a smart wallet (ERC-1271) pays with its owner’s 65-byte signature: verif
   const { facilitator } = await chain.facilitator([3]);
   // Fund the wallet the x402 way: a payer pays it.
   const funding = await v2Request({ payer: chain.sandbox.accounts.payers[9]!, payTo: WALLET, amount: 50_000n });
-  assert.equal((await facilitator.settle(funding)).success, true);
+  assert.equal((await facilitator.settle(funding, purposes.api)).success, true);
 
   const payee = chain.sandbox.accounts.payees[0]!.address;
   const forged = await walletPayment(stranger, payee, 20_000n);
-  const refused = await facilitator.verify(forged);
+  const refused = await facilitator.verify(forged, purposes.api);
   assert.equal(refused.isValid, false);
   assert.equal(!refused.isValid && refused.invalidReason, 'invalid_exact_evm_signature');
 
   const body = await walletPayment(owner, payee, 20_000n);
-  assert.deepEqual(await facilitator.verify(body), { isValid: true, payer: WALLET });
+  assert.deepEqual(await facilitator.verify(body, purposes.api), { isValid: true, payer: WALLET });
   const before = await chain.balanceOf(payee);
-  const settled = await facilitator.settle(body);
+  const settled = await facilitator.settle(body, purposes.api);
   assert.equal(settled.success, true, JSON.stringify(settled));
   assert.equal(await chain.balanceOf(payee), before + 20_000n);
   assert.equal(await chain.balanceOf(WALLET), 30_000n);

@@ -2,6 +2,7 @@ import { type Address, type Hex, toHex } from 'viem';
 import { transferWithAuthorizationTypes, usdcDomain } from '../../src/chain/eip3009.js';
 import { networks } from '../../src/chain/networks.js';
 import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
+import type { PaymentKey } from '../../src/store/journal.js';
 
 export type PaymentOptions = {
   payer: DemoAccount;
@@ -88,4 +89,11 @@ export async function v1Request(o: PaymentOptions) {
     paymentPayload: { x402Version: 1 as const, scheme: 'exact', network: 'base', payload: await signAuthorization(o) },
     paymentRequirements: requirements,
   };
+}
+
+/** The journal key of a request's payment (chain, asset, payer, nonce, lower-cased). */
+export function keyOf(request: { paymentPayload: { payload: { authorization: { from: string; nonce: string } } } }): PaymentKey {
+  const { from, nonce } = request.paymentPayload.payload.authorization;
+  const asset = networks.base.usdc.address.toLowerCase() as Address;
+  return { chainId: 8453, asset, payer: from.toLowerCase() as Address, nonce: nonce.toLowerCase() as Hex };
 }

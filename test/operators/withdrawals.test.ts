@@ -5,6 +5,7 @@ import { networks } from '../../src/chain/networks.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createWithdrawals } from '../../src/operators/withdrawals.js';
 import { type SqliteStore, openSqliteStore } from '../../src/store/sqlite.js';
+import { purposes } from '../../src/facilitator/purposes.js';
 import { useSandbox } from '../helpers/chain.js';
 import { v2Request } from '../helpers/payments.js';
 
@@ -40,7 +41,8 @@ describe('withdrawals: journalled before the broadcast, finished after a crash w
     // 1 USDC of platform-custody revenue, really sitting in the treasury.
     const { facilitator } = await chain.facilitator([1]);
     const treasury = chain.sandbox.accounts.treasury.address;
-    assert.equal((await facilitator.settle(await v2Request({ payer: chain.sandbox.accounts.payers[7]!, payTo: treasury, amount: 1_000_000n }))).success, true);
+    const revenue = await v2Request({ payer: chain.sandbox.accounts.payers[7]!, payTo: treasury, amount: 1_000_000n });
+    assert.equal((await facilitator.settle(revenue, purposes.api)).success, true);
     await store.operators.recordCharges([
       { id: 'ch_1', server: 's', operatorId, rail: 'x402', caller: '0x', tool: 't', amount: 1_000_000n, operatorShare: 1_000_000n, platformShare: 0n, custody: 'platform', ref: 'x402:test', state: 'earned', createdAt: Date.now() },
     ]);

@@ -1,9 +1,17 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
 import { after, describe, test } from 'node:test';
 import type { Address, Hex } from 'viem';
 import type { NewPayment } from '../../src/store/journal.js';
+import { migrations } from '../../src/store/migrations.js';
+import { openPostgresStore } from '../../src/store/postgres.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+import { migrateSqlite } from '../../src/store/sqlite-migrate.js';
 import { type Store, StoreError } from '../../src/store/store.js';
-import { backends } from '../helpers/stores.js';
+import { POSTGRES_URL, backends, freshSchema } from '../helpers/stores.js';
 
 const payment = (nonce: string): NewPayment => ({
   chainId: 8453,
@@ -16,8 +24,37 @@ const payment = (nonce: string): NewPayment => ({
   validBefore: 2_000_000_000n,
   signature: '0x1234',
   network: 'eip155:8453',
+  purpose: 'call:main:1',
 });
 const tx = { txHash: `0x${'ab'.repeat(32)}` as Hex, rawTx: '0x02f8' as Hex, relayer: '0x00000000000000000000000000000000000000cc' as Address, relayerNonce: 7 };
+
+const v6 = migrations.filter((m) => m.version <= 6);
+const legacyDir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-legacy-'));
+after(() => rmSync(legacyDir, { recursive: true, force: true }));
+const legacy = payment('a');
+const legacyRow = `
+  INSERT INTO payments (chain_id, asset, payer, nonce, pay_to, amount, valid_after, valid_before, signature, network, state,
+                        created_at, updated_at)
+  VALUES (8453, '${legacy.asset}', '${legacy.payer}', '${legacy.nonce}', '${legacy.payTo}', 10000, 0, 2000000000, '0x1234',
+          'eip155:8453', 'verified', 1, 1)`;
+
+/** A store whose payments row was written by the schema before purposes, then opened by this build. */
+async function atSchema6WithRow(backend: string): Promise<Store> {
+  if (backend === 'sqlite') {
+    const file = path.join(legacyDir, 'store.db');
+    // Raw: this build's store prepares statements the old schema cannot run.
+    const old = new Database(file);
+    migrateSqlite(old, v6);
+    old.exec(legacyRow);
+    old.close();
+    return openSqliteStore({ path: file });
+  }
+  const schema = freshSchema();
+  const old = await openPostgresStore({ url: POSTGRES_URL, schema, migrations: v6, max: 1 });
+  await old.pool.query(legacyRow);
+  await old.close();
+  return openPostgresStore({ url: POSTGRES_URL, schema, max: 3 });
+}
 
 for (const backend of backends)
 describe(`payments journal (${backend.name})`, { skip: backend.skip }, () => {
@@ -67,6 +104,64 @@ describe(`payments journal (${backend.name})`, { skip: backend.skip }, () => {
     assert.equal(await store.journal.keptResult(q), undefined, 'a result without its payment is gone');
     await store.journal.forgetResults(Number(p.validBefore) + 1);
     assert.equal(await store.journal.keptResult(p), undefined, 'expired');
+  });
+
+  test('a hold is taken for settlement only by its own purpose', async () => {
+    const store = await opened();
+    const p = payment('6');
+    assert.deepEqual(await store.journal.reserve(p), { reserved: true });
+    const other = await store.journal.claim({ ...p, purpose: 'settle' });
+    assert.equal(other.claimed, false);
+    assert.deepEqual(!other.claimed && [other.record.state, other.record.purpose], ['verified', 'call:main:1']);
+    assert.deepEqual(await store.journal.claim(p), { claimed: true });
+    assert.equal((await store.journal.get(p))?.state, 'submitting');
+  });
+
+  test('failHold moves only a hold, says whether it did, and never touches a claimed or settled payment', async () => {
+    const store = await opened();
+    const [held, claimed] = [payment('7'), payment('8')];
+    assert.equal(await store.journal.failHold(held, { errorReason: 'call_failed', errorMessage: 'x' }), false, 'no row');
+    await store.journal.reserve(held);
+    assert.equal(await store.journal.failHold(held, { errorReason: 'call_failed', errorMessage: 'upstream 500' }), true);
+    assert.deepEqual((({ state, errorReason, errorMessage }) => ({ state, errorReason, errorMessage }))((await store.journal.get(held))!), {
+      state: 'failed',
+      errorReason: 'call_failed',
+      errorMessage: 'upstream 500',
+    });
+    await store.journal.reserve(claimed);
+    await store.journal.claim(claimed);
+    await store.journal.recordTransaction(claimed, tx);
+    assert.equal(await store.journal.failHold(claimed, { errorReason: 'call_failed', errorMessage: 'late' }), false);
+    assert.equal((await store.journal.get(claimed))?.state, 'submitted');
+    await store.journal.finish(claimed, { state: 'settled', txHash: tx.txHash });
+    assert.equal(await store.journal.failHold(claimed, { errorReason: 'call_failed', errorMessage: 'later' }), false);
+    assert.deepEqual([(await store.journal.get(claimed))?.state, (await store.journal.get(claimed))?.errorReason], ['settled', undefined]);
+  });
+
+  test('the answer owed after settlement_pending is taken once, and only once the payment is final', async () => {
+    const store = await opened();
+    const p = payment('9');
+    await store.journal.claim(p);
+    await store.journal.recordTransaction(p, tx);
+    assert.equal(await store.journal.takePendingAnswer(p), false, 'nothing was answered pending yet');
+    await store.journal.answeredPending(p);
+    assert.equal((await store.journal.get(p))?.pendingAnswered, true);
+    assert.equal(await store.journal.takePendingAnswer(p), false, 'still pending: the flag stays');
+    await store.journal.finish(p, { state: 'settled', txHash: tx.txHash });
+    const takes = await Promise.all(Array.from({ length: 8 }, () => store.journal.takePendingAnswer(p)));
+    assert.equal(takes.filter(Boolean).length, 1);
+    assert.equal((await store.journal.get(p))?.pendingAnswered, false);
+  });
+
+  test('rows journalled before purposes existed read as legacy: no caller takes or claims them', async () => {
+    const store = await atSchema6WithRow(backend.name);
+    open.push(store);
+    const p = legacy;
+    const record = await store.journal.get(p);
+    assert.deepEqual([record?.state, record?.purpose, record?.pendingAnswered], ['verified', 'legacy', false]);
+    for (const purpose of ['settle', 'call:main:1', 'topup:0x00000000000000000000000000000000000000bb']) {
+      assert.equal((await store.journal.claim({ ...p, purpose })).claimed, false, purpose);
+    }
   });
 
   test('a released claim can be claimed again', async () => {

@@ -15,21 +15,33 @@ export const facilitatorCommand = defineCommand({
   name: 'facilitator',
   summary: 'serve the x402 facilitator API (/verify, /settle, /supported), settling USDC with a relayer key',
   details:
-    'Relayer keys come from TURNPIKE_RELAYER_KEY (comma-separated for several). With --network local and no\n' +
-    '--rpc-url the sandbox starts in-process and its demo relayers settle. Prints the URL once it serves.',
+    'Relayer keys come from TURNPIKE_RELAYER_KEY (comma-separated for several). With TURNPIKE_FACILITATOR_KEYS\n' +
+    '(comma-separated, one per resource server) /verify and /settle want one as Authorization: Bearer <key>.\n' +
+    'With --network local and no --rpc-url the sandbox starts in-process and its demo relayers settle.\n' +
+    'Prints the URL once it serves.',
   flags: serverFlags,
   schema: serverFlagsSchema,
   async run(flags, io) {
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
     const logger = createLogger(config.log);
-    const chain = await connectChain(config, loadSecrets());
+    const secrets = loadSecrets();
+    const keys = secrets.facilitatorKeys;
+    const chain = await connectChain(config, secrets);
     const { store, facilitator, close } = await openFacilitator({ config, chain, logger }).catch(async (error) => {
       await chain.close();
       throw error;
     });
 
     const app = createApp(logger);
-    app.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: config.http.bodyLimitBytes, logger }));
+    app.route(
+      '/',
+      facilitatorRoutes(facilitator, {
+        bodyLimitBytes: config.http.bodyLimitBytes,
+        logger,
+        failuresPerMinute: config.facilitator.failuresPerMinute,
+        ...(keys ? { apiKeys: keys } : {}),
+      }),
+    );
     app.route('/', healthRoutes({ client: chain.client, store }));
     const server = await listen(app, config.http);
     io.stdout.write(
@@ -38,6 +50,7 @@ export const facilitatorCommand = defineCommand({
         `  network   ${chain.network.name} (${chain.network.caip2}), USDC ${chain.network.usdc.address}`,
         `  rpc       ${chain.rpcUrl}${chain.sandbox ? '  (local sandbox)' : ''}`,
         `  relayers  ${facilitator.relayers.join(', ')}`,
+        `  api keys  ${keys ? `${keys.length} (TURNPIKE_FACILITATOR_KEYS)` : 'none: /verify and /settle are open'}`,
         '',
       ].join('\n'),
     );

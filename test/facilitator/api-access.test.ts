@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import { FacilitatorUnavailableError } from '../../src/facilitator/errors.js';
+import { remoteFacilitator } from '../../src/facilitator/remote.js';
+import { createApp } from '../../src/http/app.js';
+import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
+import { failureThrottle } from '../../src/http/failure-throttle.js';
+import { type Listening, listen } from '../../src/http/listen.js';
+import { createLogger } from '../../src/log/logger.js';
+import { useSandbox } from '../helpers/chain.js';
+import { v2Request } from '../helpers/payments.js';
+import { serveOnSandbox } from '../helpers/served.js';
+
+const chain = useSandbox({ isolate: false });
+const logger = createLogger({ level: 'silent', format: 'json' });
+const KEY = 'resource-server-key-0123456789abcdef';
+const servers: Listening[] = [];
+after(() => Promise.all(servers.map((s) => s.close())));
+
+async function serve(options: { apiKeys?: string[]; failuresPerMinute?: number; relayer: number }) {
+  const { facilitator } = await chain.facilitator([options.relayer]);
+  const app = createApp(logger);
+  app.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: 65536, logger, ...options }));
+  const server = await listen(app, { host: '127.0.0.1', port: 0 });
+  servers.push(server);
+  const post = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
+    const init = { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) };
+    const res = await fetch(`${server.url}${path}`, init);
+    return { status: res.status, headers: res.headers, body: (await res.json()) as Record<string, unknown> };
+  };
+  return { url: server.url, post };
+}
+
+const payment = (payer: number, amount = 2_000n, payee = 0) =>
+  v2Request({ payer: chain.sandbox.accounts.payers[payer]!, payTo: chain.sandbox.accounts.payees[payee]!.address, amount });
+
+describe('who may use the facilitator API', () => {
+  test('with API keys, /verify and /settle want one (401 without), /supported stays open, and remoteFacilitator sends one', async () => {
+    const { url, post } = await serve({ apiKeys: ['another-resource-server-key-0123456789', KEY], relayer: 0 });
+    const body = await payment(1);
+    const wrong = 'Bearer wrong-key-wrong-key-wrong-key-wrong';
+    const attempts: Record<string, string>[] = [{}, { authorization: wrong }, { authorization: KEY }];
+    for (const headers of attempts) {
+      const denied = await post('/verify', body, headers);
+      assert.deepEqual([denied.status, denied.body.error], [401, 'unauthorized'], JSON.stringify(headers));
+      assert.match(String(denied.body.message), /Authorization: Bearer/);
+    }
+    assert.equal((await post('/settle', body)).status, 401);
+    assert.equal((await fetch(`${url}/supported`)).status, 200);
+
+    await assert.rejects(remoteFacilitator({ url }).verify(body), FacilitatorUnavailableError);
+    const remote = remoteFacilitator({ url, apiKey: KEY });
+    assert.equal((await remote.verify(body)).isValid, true);
+    const before = await chain.balanceOf(chain.sandbox.accounts.payees[0]!.address);
+    assert.equal((await remote.settle(body)).success, true);
+    assert.equal(await chain.balanceOf(chain.sandbox.accounts.payees[0]!.address), before + 2_000n);
+  });
+
+  test('an address whose requests keep failing gets 429 and Retry-After, whatever X-Forwarded-For says; /supported is open', async () => {
+    const { url, post } = await serve({ failuresPerMinute: 3, relayer: 1 });
+    const zero = await payment(2, 0n);
+    for (let i = 0; i < 3; i++) {
+      const refused = await post('/verify', zero, { 'x-forwarded-for': `203.0.113.${i}` });
+      assert.deepEqual([refused.status, refused.body.isValid], [200, false]);
+    }
+    const good = await payment(2);
+    const throttled = await post('/settle', good, { 'x-forwarded-for': '198.51.100.7' });
+    assert.deepEqual([throttled.status, throttled.body.error], [429, 'too_many_failures']);
+    const wait = Number(throttled.headers.get('retry-after'));
+    assert.ok(wait >= 1 && wait <= 60, `retry-after ${wait}`);
+    assert.equal((await fetch(`${url}/supported`)).status, 200);
+  });
+
+  test('the failure throttle counts per caller per minute, lets a caller in when its minute ends, keeps at most maxCallers', () => {
+    let now = 1_000_000;
+    const throttle = failureThrottle({ limit: 2, maxCallers: 2, now: () => now });
+    throttle.failed('a');
+    assert.equal(throttle.wait('a'), 0);
+    throttle.failed('a');
+    assert.equal(throttle.wait('a'), 60);
+    assert.equal(throttle.wait('b'), 0, 'per caller');
+    now += 59_500;
+    assert.equal(throttle.wait('a'), 1);
+    now += 500;
+    assert.equal(throttle.wait('a'), 0, 'a new window');
+    throttle.failed('a');
+    throttle.failed('a');
+    throttle.failed('b');
+    throttle.failed('c'); // the third caller drops the oldest window, a's
+    assert.equal(throttle.wait('a'), 0);
+    throttle.failed('c');
+    assert.equal(throttle.wait('c'), 60);
+    assert.equal(failureThrottle({ limit: 0 }).wait('anyone'), 0, 'limit 0: off');
+  });
+
+  test('the gateway’s /facilitator settles only for its own payees, from the minimum amount up, with a key when keys are set', async () => {
+    const own = chain.sandbox.accounts.payees[0]!.address;
+    const served = await serveOnSandbox(chain, { secrets: { facilitatorKeys: [KEY] }, overrides: { credits: { payTo: own } }, relayer: 2 });
+    servers.push(served.gateway);
+    const settle = async (body: unknown, key: string | null = KEY) =>
+      served.api('POST', '/facilitator/settle', { body, ...(key ? { key } : {}) });
+    const txs = await chain.relayerTxCount();
+    assert.equal((await settle(await payment(3), null)).status, 401);
+    assert.equal((await settle(await payment(3, 5_000n, 1))).body.errorReason, 'invalid_exact_evm_recipient_not_allowed');
+    assert.equal((await settle(await payment(3, 999n))).body.errorReason, 'invalid_exact_evm_amount_below_minimum');
+    assert.equal(await chain.relayerTxCount(), txs, 'refusals send nothing');
+    const paid = await settle(await payment(3, 1_000n));
+    assert.deepEqual([paid.status, paid.body.success], [200, true]);
+    const treasury = chain.sandbox.accounts.treasury.address;
+    const toTreasury = await v2Request({ payer: chain.sandbox.accounts.payers[3]!, payTo: treasury, amount: 1_000n });
+    assert.equal((await settle(toTreasury)).body.success, true, 'the treasury is the gateway’s own payee too');
+  });
+});

@@ -1,0 +1,215 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { Hex } from 'viem';
+import { usdcAbi } from '../../contracts-abi/usdc.js';
+import { BASE_USDC, networks } from '../../src/chain/networks.js';
+import { purposes } from '../../src/facilitator/purposes.js';
+import { createApp } from '../../src/http/app.js';
+import { creditsRoutes } from '../../src/http/credits-routes.js';
+import { createCredits } from '../../src/rails/credits/credits.js';
+import { encodeHeader } from '../../src/x402/codec.js';
+import { useSandbox } from '../helpers/chain.js';
+import { type FacilitatorApiOptions, facilitatorApi, samplePayment } from '../helpers/facilitator-api.js';
+import { type PaymentOptions, keyOf, v2Request } from '../helpers/payments.js';
+import { eventually } from '../helpers/served.js';
+
+const chain = useSandbox();
+const NONCE_USED = 'invalid_exact_evm_nonce_already_used';
+const CALL = purposes.call('weather', 'c0ffee');
+
+const setup = (options: FacilitatorApiOptions = {}) => facilitatorApi(chain, options);
+const payment = (overrides: Partial<PaymentOptions> = {}) => samplePayment(chain, overrides);
+
+describe('a payment buys one thing', () => {
+  test('a payment that paid for a tool call is refused by POST /credits/topup, which credits nothing and sends nothing', async () => {
+    const { store, facilitator, logger } = await setup();
+    const payTo = chain.sandbox.accounts.payees[0]!.address;
+    const body = await v2Request(payment({ payTo, amount: 1_000_000n }));
+    assert.equal((await facilitator.reserve(body, CALL)).isValid, true);
+    assert.equal((await facilitator.settle(body, CALL)).success, true);
+
+    const app = createApp(logger);
+    const credits = createCredits({ store, tokenSecret: 'a-token-secret-of-at-least-32-characters' });
+    const topup = { payTo, min: 1_000_000n, max: 100_000_000n };
+    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: networks.local, topup }));
+    const txs = await chain.relayerTxCount();
+    const balance = await chain.balanceOf(payTo);
+    const headers = { 'payment-signature': encodeHeader(body.paymentPayload) };
+    const res = await app.request('/credits/topup?usd=1', { method: 'POST', headers });
+    assert.equal(res.status, 402);
+    assert.match(Buffer.from(res.headers.get('payment-required') ?? '', 'base64').toString(), new RegExp(NONCE_USED));
+    assert.deepEqual(await store.credits.keys(), [], 'no key was created or credited');
+    assert.equal(await chain.relayerTxCount(), txs);
+    assert.equal(await chain.balanceOf(payTo), balance);
+  });
+
+  test('a payment the gateway holds for a call is not the facilitator API’s: /verify and /settle call it used, send nothing', async () => {
+    const { store, facilitator, post } = await setup();
+    const p = payment();
+    const body = await v2Request(p);
+    assert.equal((await facilitator.reserve(body, CALL)).isValid, true);
+    const txs = await chain.relayerTxCount();
+    const before = await chain.balanceOf(p.payTo);
+
+    const verdict = await post('/verify', body);
+    assert.deepEqual([verdict.body.isValid, verdict.body.invalidReason], [false, NONCE_USED]);
+    const settled = await post('/settle', body);
+    const { success, errorReason, transaction } = settled.body;
+    assert.deepEqual([settled.status, success, errorReason, transaction], [200, false, NONCE_USED, '']);
+    assert.equal(await chain.relayerTxCount(), txs, 'nothing broadcast by the API');
+    assert.deepEqual(
+      (({ state, purpose }) => ({ state, purpose }))((await store.journal.get(keyOf(body)))!),
+      { state: 'verified', purpose: CALL },
+      'the hold is still the call’s',
+    );
+
+    const receipt = await facilitator.settle(body, CALL);
+    assert.equal(receipt.success, true, 'the hold still settles for its call');
+    assert.equal(await chain.balanceOf(p.payTo), before + p.amount);
+  });
+});
+
+describe('one success per authorization at the facilitator API', () => {
+  test('a /settle repeated after its success is nonce_already_used naming the transaction, and sends nothing', async () => {
+    const { post } = await setup();
+    const body = await v2Request(payment());
+    const first = await post('/settle', body);
+    assert.equal(first.body.success, true);
+    const txs = await chain.relayerTxCount();
+    const again = await post('/settle', body);
+    assert.deepEqual([again.body.success, again.body.errorReason, again.body.transaction], [false, NONCE_USED, '']);
+    assert.match(String(again.body.errorMessage), new RegExp(String(first.body.transaction)));
+    assert.equal(await chain.relayerTxCount(), txs);
+  });
+
+  test('after settlement_pending the identical retry gets the final outcome once; an altered copy and a second retry do not', async () => {
+    const { store, facilitator, post } = await setup({ receiptTimeoutMs: 300 });
+    const p = payment();
+    const body = await v2Request(p);
+    const before = await chain.balanceOf(p.payTo);
+    const txs = await chain.relayerTxCount();
+    await chain.rpc('evm_setAutomine', [false]);
+    let hash: string;
+    try {
+      const first = await post('/settle', body);
+      assert.equal(first.body.errorReason, 'settlement_pending');
+      hash = String(first.body.transaction);
+      assert.equal((await store.journal.get(keyOf(body)))?.pendingAnswered, true, 'journalled before the answer');
+      const stillPending = await post('/settle', body);
+      assert.deepEqual([stillPending.body.errorReason, stillPending.body.transaction], ['settlement_pending', hash]);
+      const forged = structuredClone(body);
+      forged.paymentPayload.payload.signature = `0x${'11'.repeat(65)}` as Hex;
+      const altered = await post('/settle', forged);
+      assert.deepEqual([altered.body.success, altered.body.errorReason], [false, NONCE_USED]);
+    } finally {
+      await chain.rpc('evm_setAutomine', [true]);
+    }
+    await chain.rpc('evm_mine');
+    await eventually(() => store.journal.get(keyOf(body)), (r) => r?.state === 'settled', 'the watcher finishes the row');
+
+    const retries = await Promise.all([post('/settle', body), post('/settle', body)]);
+    assert.deepEqual(retries.map((r) => r.body.success).sort(), [false, true], 'the final outcome, once');
+    assert.equal(retries.find((r) => r.body.success)!.body.transaction, hash);
+    assert.equal(retries.find((r) => !r.body.success)!.body.errorReason, NONCE_USED);
+    const late = await post('/settle', body);
+    assert.deepEqual([late.body.success, late.body.errorReason], [false, NONCE_USED]);
+    assert.equal(await chain.relayerTxCount(), txs + 1);
+    assert.equal(await chain.balanceOf(p.payTo), before + p.amount);
+    await facilitator.drain();
+  });
+});
+
+describe('redelivery only to the journalled payment', () => {
+  test('a forged signature with the same payer and nonce gets no kept result; the real payment of that call does', async () => {
+    const { facilitator } = await setup();
+    const body = await v2Request(payment());
+    const held = await facilitator.reserve(body, CALL);
+    assert.ok(held.isValid);
+    await facilitator.keepResult(held.key, { call: CALL, result: '{"content":[{"type":"text","text":"paid output"}]}' });
+    const receipt = await facilitator.settle(body, CALL);
+    assert.equal(receipt.success, true);
+
+    const forged = structuredClone(body);
+    forged.paymentPayload.payload.signature = `0x${'11'.repeat(65)}` as Hex;
+    assert.equal(await facilitator.redeliver(forged, CALL), undefined);
+    const stretched = structuredClone(body);
+    stretched.paymentPayload.payload.authorization.validBefore = String(BigInt(body.paymentPayload.payload.authorization.validBefore) - 1n);
+    assert.equal(await facilitator.redeliver(stretched, CALL), undefined, 'every authorization field must be the row’s');
+    assert.equal(await facilitator.redeliver(body, purposes.call('weather', 'another-call')), undefined, 'another call');
+    assert.deepEqual(await facilitator.redeliver(body, CALL), { result: '{"content":[{"type":"text","text":"paid output"}]}', receipt });
+  });
+});
+
+describe('the journal never contradicts the chain', () => {
+  test('a release racing a broadcast settlement moves nothing: the payment settles, and the journal says what the chain says', async () => {
+    const released: boolean[] = [];
+    const { store, facilitator, post } = await setup({
+      // The other path has claimed and journalled its transaction when the gateway's release arrives.
+      journalFor: (journal, facilitator) => ({
+        ...journal,
+        async recordTransaction(key, tx) {
+          await journal.recordTransaction(key, tx);
+          released.push(await facilitator().release(key, 'the upstream failed meanwhile'));
+        },
+      }),
+    });
+    const p = payment();
+    const body = await v2Request(p);
+    const before = await chain.balanceOf(p.payTo);
+    assert.equal((await facilitator.reserve(body, CALL)).isValid, true);
+    const receipt = await facilitator.settle(body, CALL);
+    assert.equal(receipt.success, true);
+    assert.deepEqual(released, [false], 'a claimed payment is not a hold');
+
+    const record = await store.journal.get(keyOf(body));
+    assert.deepEqual([record?.state, record?.txHash], ['settled', receipt.transaction]);
+    const mined = await chain.client.getTransactionReceipt({ hash: receipt.transaction as Hex });
+    assert.equal(mined.status, 'success');
+    const { from, nonce } = body.paymentPayload.payload.authorization;
+    const state = { address: BASE_USDC, abi: usdcAbi, functionName: 'authorizationState', args: [from, nonce as Hex] } as const;
+    const used = await chain.client.readContract(state);
+    assert.equal(used, true);
+    assert.equal(await chain.balanceOf(p.payTo), before + p.amount);
+    assert.equal(await facilitator.release(keyOf(body), 'late'), false, 'a settled payment is not a hold either');
+    const api = await post('/settle', body);
+    assert.deepEqual([api.status, api.body.errorReason], [200, NONCE_USED], 'answered from the row, never a 500');
+  });
+});
+
+describe('turnpike spends gas only for its own business', () => {
+  test('a zero-value authorization is refused by verify, reserve and settle, and nothing is sent', async () => {
+    const { facilitator, post } = await setup();
+    const body = await v2Request(payment({ amount: 0n }));
+    const txs = await chain.relayerTxCount();
+    const verdict = await post('/verify', body);
+    assert.deepEqual([verdict.body.isValid, verdict.body.invalidReason], [false, 'invalid_exact_evm_authorization_value']);
+    const held = await facilitator.reserve(body, CALL);
+    assert.deepEqual([held.isValid, (held as { invalidReason?: string }).invalidReason], [false, 'invalid_exact_evm_authorization_value']);
+    const settled = await post('/settle', body);
+    const { success, errorReason, transaction } = settled.body;
+    assert.deepEqual([success, errorReason, transaction], [false, 'invalid_exact_evm_authorization_value', '']);
+    assert.equal(await chain.relayerTxCount(), txs);
+  });
+
+  test('the facilitator API settles only for its payees, from the minimum amount up; the gateway’s own calls are not bound', async () => {
+    const own = chain.sandbox.accounts.payees[0]!.address;
+    const stranger = chain.sandbox.accounts.payees[1]!.address;
+    const { facilitator, post } = await setup({ payees: async () => [own.toLowerCase()], minimumAmount: 1_000n });
+    const txs = await chain.relayerTxCount();
+    const elsewhere = await v2Request(payment({ payTo: stranger, amount: 5_000n }));
+    for (const path of ['/verify', '/settle'] as const) {
+      const answer = (await post(path, elsewhere)).body;
+      assert.equal(answer.invalidReason ?? answer.errorReason, 'invalid_exact_evm_recipient_not_allowed', path);
+    }
+    const small = await v2Request(payment({ payTo: own, amount: 999n }));
+    for (const path of ['/verify', '/settle'] as const) {
+      const answer = (await post(path, small)).body;
+      assert.equal(answer.invalidReason ?? answer.errorReason, 'invalid_exact_evm_amount_below_minimum', path);
+    }
+    assert.equal(await chain.relayerTxCount(), txs, 'no transaction for a refusal');
+    assert.equal((await post('/settle', await v2Request(payment({ payTo: own, amount: 1_000n })))).body.success, true);
+    const call = await v2Request(payment({ payTo: own, amount: 10n }));
+    assert.equal((await facilitator.reserve(call, CALL)).isValid, true);
+    assert.equal((await facilitator.settle(call, CALL)).success, true);
+  });
+});
