@@ -178,7 +178,7 @@ export function createFacilitator(options: FacilitatorOptions) {
       const record = await journal.get(intent.key);
       if (record?.purpose !== purpose || !presentsRow(intent, record)) return undefined;
       const kept = await journal.keptResult(intent.key);
-      if (!kept) return undefined;
+      if (kept?.call !== purpose) return undefined;
       const receipt = await settler.outcome(intent);
       if (!receipt || (!receipt.success && receipt.errorReason !== reasons.settlementPending)) return undefined;
       return { result: kept.result, receipt };

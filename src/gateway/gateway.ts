@@ -246,20 +246,21 @@ export function createGateway(options: GatewayOptions): Hono {
       request = paymentRequestFor(raw, call.offer);
     }
 
+    // What this payment is taken for: this call (tool and arguments) on this server, and nothing else.
+    const purpose = purposes.call(options.server, callIdentity(options.server, rpc));
     let held;
     try {
-      held = await facilitator.reserve(request, purposes.call(options.server, callIdentity(options.server, rpc)));
+      held = await facilitator.reserve(request, purpose);
     } catch (error) {
       await metering?.uncount();
       if (error instanceof FacilitatorUnavailableError) return rpcError(id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
       throw error;
     }
-    const callId = callIdentity(options.server, rpc);
     if (!held.isValid) {
       await metering?.uncount();
       // The same call with the same payment again: its answer was lost, not its result.
       const again =
-        held.invalidReason === reasons.nonceUsed ? await facilitator.redeliver(request, purposes.call(options.server, callId)) : undefined;
+        held.invalidReason === reasons.nonceUsed ? await facilitator.redeliver(request, purpose) : undefined;
       if (again) {
         count(tool.name, 'redelivered');
         const result = JSON.parse(again.result) as ToolResult;
@@ -287,10 +288,10 @@ export function createGateway(options: GatewayOptions): Hono {
         const pending = charge('x402', key.payer, tool.name, amount, x402Ref(key));
         if (pending?.custody === 'platform') await revenue!.book.record(pending);
         else if (pending) revenue!.book.queue(pending);
-        await facilitator.keepResult(key, { call: callId, result: JSON.stringify(result) });
+        await facilitator.keepResult(key, { call: purpose, result: JSON.stringify(result) });
         const stop = metrics.settlementSeconds.startTimer();
         try {
-          receipt = await facilitator.settle(request, purposes.call(options.server, callId));
+          receipt = await facilitator.settle(request, purpose);
         } catch (error) {
           if (!(error instanceof FacilitatorUnavailableError)) throw error;
           // Nothing reached the chain if the hold is still a hold: the same payment may be retried.

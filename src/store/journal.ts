@@ -124,5 +124,5 @@ export interface PaymentJournal {
   forgetResults(now: number): Promise<void>;
 }
 
-/** A paid call's result as delivered (JSON), and what identifies the call (see the gateway). */
+/** A paid call's result as delivered (JSON), and the purpose it was kept for (the call's, see `purposes.call`). */
 export type KeptResult = { call: string; result: string };
