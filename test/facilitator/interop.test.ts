@@ -80,4 +80,32 @@ describe('interop with the official x402 packages', () => {
     assert.equal(await chain.balanceOf(payer.address), payerBefore - 10_000n);
     assert.equal(await chain.balanceOf(payee), payeeBefore + 10_000n);
   });
+
+  test('one PAYMENT-SIGNATURE sent 10 times at once is served once by @x402/hono: turnpike answers one /settle with success, the copies with nonce_already_used', async () => {
+    const payer = chain.sandbox.accounts.payers[8]!;
+    const payee = chain.sandbox.accounts.payees[0]!.address;
+    const payeeBefore = await chain.balanceOf(payee);
+    let signature: string | undefined;
+    // The official client signs once; its header is then copied, as a replaying client would.
+    const capture = wrapFetchWithPaymentFromConfig(
+      async (input, init) => {
+        const header = new Request(input, init).headers.get('payment-signature');
+        if (header) {
+          signature = header;
+          return new Response(null, { status: 204 });
+        }
+        return fetch(input, init);
+      },
+      { schemes: [{ network: 'eip155:8453', client: new ExactEvmClient(payer) }] },
+    );
+    await capture(`${api}/weather`);
+    assert.ok(signature, 'the client signed a payment');
+    const answers = await Promise.all(Array.from({ length: 10 }, () => fetch(`${api}/weather`, { headers: { 'payment-signature': signature! } })));
+    const statuses = answers.map((a) => a.status);
+    assert.equal(statuses.filter((s) => s === 200).length, 1, `one copy is served: ${statuses.join(', ')}`);
+    // The middleware runs the route before it settles: a copy whose /settle fails gets a 402, never the content.
+    const bodies = await Promise.all(answers.map((a) => a.text()));
+    assert.equal(bodies.filter((b) => b.includes('sunny')).length, 1, 'the paid content left once');
+    assert.equal(await chain.balanceOf(payee), payeeBefore + 10_000n, 'one transfer');
+  });
 });
