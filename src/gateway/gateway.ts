@@ -390,8 +390,11 @@ export function createGateway(options: GatewayOptions): Hono {
       }
     }
     const idempotencyKey = c.req.header('idempotency-key');
-    // The message as judged (turnpike's own encoding), not the bytes: a retry is the same request however it was spelled.
-    const bodyHash = idempotencyKey ? createHash('sha256').update(JSON.stringify(call.rpc)).digest('hex') : '';
+    // The request as judged (turnpike's own encoding, not the bytes), on this server, by this key or token: a replay
+    // answers only the same request in the same scope, never another server's or another token's call.
+    const bodyHash = idempotencyKey
+      ? createHash('sha256').update(JSON.stringify([options.server, payer.token?.id ?? null, call.rpc])).digest('hex')
+      : '';
     if (idempotencyKey) {
       if (idempotencyKey.length > 255) return fail(new ApiError(400, 'idempotency_key_invalid', 'Idempotency-Key must be at most 255 characters'));
       const earlier = await store.credits.request(payer.key.id, idempotencyKey);

@@ -8,7 +8,8 @@ export const PAYMENT_META_KEYS = ['x402/payment', 'x402.payment'] as const;
 
 /**
  * What a POST body is to the gateway, decided from the parsed value alone:
- * - `paid`: a `tools/call` of a priced tool (it goes through a rail);
+ * - `paid`: a `tools/call` of a priced tool (it goes through a rail), not as a task and without
+ *   MCP's own `_meta` keys;
  * - `list`: `tools/list` (prices are added to the answer);
  * - `forward`: anything else, a batch without priced calls included (passed through free);
  * - `invalid`: what no reading can make sense of, refused with `why`.
@@ -43,8 +44,22 @@ function classifyOne(value: unknown, priceOf: (tool: string) => bigint): Classif
   const name = typeof message.params === 'object' && message.params !== null ? message.params.name : undefined;
   if (typeof name !== 'string') return { kind: 'invalid', why: 'Invalid params: tools/call needs params.name, a string' };
   const amount = priceOf(name);
-  return amount > 0n ? { kind: 'paid', message, tool: name, amount } : { kind: 'forward', message, tool: name };
+  if (amount === 0n) return { kind: 'forward', message, tool: name };
+  // A task's result is fetched later with tasks/result, outside the call's own answer; MCP's own
+  // _meta keys (related-task) can send the answer elsewhere. Either would let a result out unpaid.
+  if (message.params!.task !== undefined) {
+    return { kind: 'invalid', why: `Invalid params: priced tool "${name}" cannot be called as a task; call it without params.task` };
+  }
+  const reserved = Object.keys((message.params!._meta as object | undefined) ?? {}).find(isReservedMetaKey);
+  if (reserved) return { kind: 'invalid', why: `Invalid params: a priced call cannot carry _meta["${reserved}"], which changes where its answer goes` };
+  return { kind: 'paid', message, tool: name, amount };
 }
+
+/** A `_meta` key MCP reserves for itself (`io.modelcontextprotocol/…`, `dev.mcp/…`: a prefix with a `modelcontextprotocol` or `mcp` label). */
+const isReservedMetaKey = (key: string) => {
+  const slash = key.indexOf('/');
+  return slash > 0 && key.slice(0, slash).split('.').some((label) => label === 'modelcontextprotocol' || label === 'mcp');
+};
 
 /**
  * Why the routing headers of MCP 2026-07-28 (`Mcp-Method`, `Mcp-Name`) disagree with the body, if

@@ -206,4 +206,24 @@ describe('no paid result without its payment', () => {
     assert.match(await errorOf(res), /nested deeper than/);
     assert.equal(await journal.get(keyOf(payment)), undefined, 'no hold was written');
   });
+
+  test('a priced tool called as an MCP task, or with MCP\'s related-task _meta, is refused before a payment is held, and no task exists to fetch its result from', async () => {
+    const url = await gatewayFor(everything.url);
+    const session = await initialize(url);
+    const asTask: Rpc = { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'simulate-research-query', arguments: { topic: 'report' }, task: { ttl: 60_000 } } };
+    const payment = await paymentFor(url, { ...asTask, params: { ...asTask.params, task: undefined } }, session);
+    const refused = await post(url, paid(asTask, payment), session);
+    assert.equal(refused.status, 400);
+    assert.match(await errorOf(refused), /cannot be called as a task/);
+    const redirected: Rpc = {
+      jsonrpc: '2.0', id: 2, method: 'tools/call',
+      params: { name: 'simulate-research-query', arguments: { topic: 'report' }, _meta: { 'io.modelcontextprotocol/related-task': { taskId: 'any' } } },
+    };
+    const elsewhere = await post(url, paid(redirected, payment), session);
+    assert.equal(elsewhere.status, 400);
+    assert.match(await errorOf(elsewhere), /related-task/);
+    assert.equal(await journal.get(keyOf(payment)), undefined, 'no hold was written');
+    const [listed] = await messagesOf(await post(url, { jsonrpc: '2.0', id: 3, method: 'tasks/list', params: {} }, session));
+    assert.deepEqual(listed?.result.tasks, [], 'no task was created');
+  });
 });
