@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTcpServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { flatPlan } from '../../src/gateway/plans.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { serveOnSandbox } from '../helpers/served.js';
@@ -62,7 +64,7 @@ describe('an upstream that is turnpike itself', () => {
     await upstream?.close();
   });
 
-  test('a server whose upstream is this turnpike, at any of its addresses or its public URL, is refused as upstream_is_turnpike', async () => {
+  test('a server whose upstream is this turnpike, at any of its addresses or public URL, is refused as upstream_is_turnpike', async () => {
     const key = await operatorOn(first);
     const { port } = new URL(first.url);
     for (const self of [
@@ -151,5 +153,21 @@ describe('an upstream that is turnpike itself', () => {
     await Promise.all(pings);
     hanging.closeAllConnections();
     await new Promise((r) => hanging.close(r));
+  });
+
+  test('serve refuses to start when a configured server’s upstream is its own listening port', async () => {
+    const free = createTcpServer();
+    await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve));
+    const { port } = free.address() as AddressInfo;
+    await new Promise((r) => free.close(r));
+    const upstream = { url: `http://localhost:${port}/mcp/self`, headers: {}, timeoutMs: 5_000 };
+    const plan = flatPlan({ default: 10_000n, tools: {}, free: [] });
+    const payTo = chain.sandbox.accounts.payees[0]!.address;
+    const endpoint = { slug: 'self', path: '/mcp/self', upstream, plan, payTo, challenge: 'tool-result' as const };
+    const started = serveOnSandbox(chain, { overrides: { http: { port } }, secrets: {}, relayer: 1, endpoints: [endpoint] });
+    await assert.rejects(started, /server self: its upstream http:\/\/localhost:\d+\/mcp\/self is this turnpike/);
+    const reopened = createTcpServer();
+    await new Promise<void>((resolve) => reopened.listen(port, '127.0.0.1', resolve));
+    await new Promise((r) => reopened.close(r));
   });
 });
