@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { networkNames } from '../chain/networks.js';
 import { planSchema } from '../gateway/plans.js';
 import { usdPrice } from '../gateway/pricing.js';
+import { UPSTREAM_CONNECTIONS } from '../gateway/upstream.js';
 
 const url = (protocols: RegExp) =>
   z.url({ protocol: protocols, error: 'expected a URL (http, https, ws or wss)' });
@@ -26,6 +27,13 @@ export const configSchema = z.strictObject({
       host: z.string().min(1).default('127.0.0.1').describe('interface to listen on'),
       port: z.number().int().min(0).max(65535).default(3402).describe('port to listen on (0 = any free port)'),
       bodyLimitBytes: z.number().int().positive().default(1_048_576).describe('largest request body accepted'),
+      upstreamConnections: z
+        .number()
+        .int()
+        .min(1)
+        .max(10_000)
+        .default(UPSTREAM_CONNECTIONS)
+        .describe('connections kept open to one upstream origin at most; more requests wait for one'),
     })
     .prefault({}),
   log: z

@@ -29,6 +29,7 @@ import {
 import { type Plan, isMetered, listPrice, priceAt, publicPlan, utcMonth } from './plans.js';
 import { atomicToUsd } from './pricing.js';
 import { type ToolResult, answerCall, rpcError, rpcResult, withoutPaidResponses } from './jsonrpc.js';
+import { HOP_HEADER, loopIn } from './hops.js';
 import { readJsonBody } from './json-body.js';
 import { type Message, classify, forUpstream, headerMismatch, paidRequestId, paymentOf } from './messages.js';
 import type { JsonRpcId } from './sse.js';
@@ -89,6 +90,8 @@ export const FREE_META_KEY = 'turnpike/free';
  * The paying MCP endpoint: a transparent Streamable HTTP proxy in front of the operator's server
  * that charges for priced `tools/call` requests and passes everything else through untouched.
  *
+ * A request that has been through this turnpike already (see `loopIn`) is refused with 508.
+ *
  * A paid call: challenge without a payment (upstream not contacted) → verify in-process → hold the
  * payment in the journal (so concurrent copies run the tool once) → forward → on a tool error,
  * JSON-RPC error, 5xx, transport failure or timeout, release it (nothing settled) → otherwise
@@ -113,6 +116,14 @@ export function createGateway(options: GatewayOptions): Hono {
   const app = new Hono();
   /** Tools known to declare an outputSchema (seen in tools/list answers passing through). */
   const withOutputSchema = new Set<string>();
+
+  // Before anything else: a request that went round a loop is not forwarded again, nor its body read.
+  app.use(async (c, next) => {
+    const loop = loopIn(c.req.header(HOP_HEADER) ?? null);
+    if (!loop) return next();
+    const fix = `the upstream of ${options.server} leads back to turnpike; its operator must point it at the MCP server itself`;
+    return rpcError(null, -32001, `loop detected: ${loop} (Turnpike-Hop); ${fix}`, 508, { error: 'loop_detected' });
+  });
 
   app.use(async (c, next) => {
     const host = c.req.header('host') ?? '';

@@ -196,16 +196,17 @@ const guardedLookup: LookupFunction = (hostname, options, callback) => {
  * An undici agent for registered upstreams: every connection's address is checked when it is
  * made, so a name that resolved to a public address at registration cannot be rebound to a
  * private one later. Redirects are not followed (undici's `request` never does unless asked).
- * No idle timeouts: long SSE streams stay open.
+ * No idle timeouts: long SSE streams stay open. At most `connections` sockets per origin, so an
+ * upstream that loops back or never answers holds that many descriptors, not one per request.
  *
- * @example const upstream = { url, headers, timeoutMs, dispatcher: guardedAgent({ allowPrivate: false }) };
+ * @example const upstream = { url, headers, timeoutMs, dispatcher: guardedAgent({ allowPrivate: false, connections: 64 }) };
  */
-export function guardedAgent(options: { allowPrivate: boolean }): Agent {
-  const timeouts = { bodyTimeout: 0, headersTimeout: 0, keepAliveTimeout: 30_000 };
-  if (options.allowPrivate) return new Agent(timeouts);
+export function guardedAgent(options: { allowPrivate: boolean; connections: number }): Agent {
+  const pool = { bodyTimeout: 0, headersTimeout: 0, keepAliveTimeout: 30_000, connections: options.connections };
+  if (options.allowPrivate) return new Agent(pool);
   const connector = buildConnector({ lookup: guardedLookup });
   return new Agent({
-    ...timeouts,
+    ...pool,
     connect(connectOptions, callback) {
       // Node skips `lookup` for IP literals, so those are judged here.
       const host = bare(connectOptions.hostname);

@@ -1,6 +1,7 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { fetch as undiciFetch } from 'undici';
+import { HOP_HEADER, nextHops } from './hops.js';
 import type { Upstream } from './upstream.js';
 
 export type ToolInfo = { name: string; description?: string };
@@ -15,7 +16,8 @@ export function upstreamTools(upstream: Upstream, ttlMs = 60_000) {
     const client = new Client({ name: 'turnpike-discovery', version: '1.0.0' });
     const { dispatcher } = upstream;
     const transport = new StreamableHTTPClientTransport(new URL(upstream.url), {
-      requestInit: { headers: upstream.headers },
+      // Named as a hop like any forwarded request: an upstream that is this turnpike refuses it at once.
+      requestInit: { headers: { ...upstream.headers, [HOP_HEADER]: nextHops(null) } },
       // Through the upstream's own dispatcher: a registered server's SSRF guard applies here too.
       ...(dispatcher ? { fetch: ((url: string | URL, init?: RequestInit) => undiciFetch(String(url), { ...init, dispatcher } as never)) as unknown as typeof fetch } : {}),
     });

@@ -1,5 +1,7 @@
 import { Readable } from 'node:stream';
-import { Agent, type Dispatcher, request as undiciRequest } from 'undici';
+import { type Dispatcher, request as undiciRequest } from 'undici';
+import { HOP_HEADER, nextHops } from './hops.js';
+import { guardedAgent } from './ssrf.js';
 
 /** Headers that describe one hop, not the message: never forwarded. */
 const HOP_BY_HOP = new Set([
@@ -18,19 +20,24 @@ const HOP_BY_HOP = new Set([
 const CALLER_ONLY = new Set(['authorization', 'x-api-key', 'payment-signature', 'x-payment', 'cookie']);
 // Answers come back uncompressed, so a paid call's result can be read and its receipt added; a
 // body goes out as turnpike encoded it (see `forUpstream`), so it is described here, not by the caller.
-const NOT_FORWARDED = new Set([...HOP_BY_HOP, ...CALLER_ONLY, 'accept-encoding', 'content-encoding', 'content-type']);
+const NOT_FORWARDED = new Set([...HOP_BY_HOP, ...CALLER_ONLY, 'accept-encoding', 'content-encoding', 'content-type', HOP_HEADER]);
+
+/** Connections kept to one upstream origin by default (`http.upstreamConnections`); more requests wait for one. */
+export const UPSTREAM_CONNECTIONS = 64;
 
 export type Upstream = {
   url: string;
   /** The operator's own credential for the upstream, e.g. `Authorization: Bearer …`. */
   headers: Record<string, string>;
   timeoutMs: number;
-  /** Connections for this upstream; servers registered through the API get one that refuses private addresses. */
+  /**
+   * Connections for this upstream, at most `http.upstreamConnections` per origin; servers registered
+   * through the API get one that refuses private addresses.
+   */
   dispatcher?: Dispatcher;
 };
 
-// Long-lived SSE streams must not be cut by undici's default 300 s idle timeouts.
-const agent = new Agent({ bodyTimeout: 0, headersTimeout: 0, keepAliveTimeout: 30_000 });
+const agent = guardedAgent({ allowPrivate: true, connections: UPSTREAM_CONNECTIONS });
 
 /**
  * The upstream's answer as it came: a JSON answer whole (it is one message), an SSE stream as a
@@ -44,7 +51,8 @@ export const toResponse = (answer: UpstreamAnswer) => new Response(answer.body, 
 /**
  * Forwards one MCP request to the upstream: `body` as JSON (turnpike's encoding of what it judged), the MCP headers
  * (`Mcp-Session-Id`, `MCP-Protocol-Version`, `Last-Event-ID`, `Mcp-Method`, `Mcp-Name`,
- * `Mcp-Param-*`, anything unknown) kept, the caller's credentials swapped for the operator's.
+ * `Mcp-Param-*`, anything unknown) kept, the caller's credentials swapped for the operator's,
+ * and this turnpike added to `Turnpike-Hop` (see `nextHops`; the gateway refused a loop before).
  * The client's abort reaches the upstream through `signal`.
  */
 export async function forward(upstream: Upstream, request: Request, body: Uint8Array | undefined, signal?: AbortSignal): Promise<Response> {
@@ -59,6 +67,7 @@ export async function send(upstream: Upstream, request: Request, body: Uint8Arra
   });
   if (body) headers['content-type'] = 'application/json';
   for (const [name, value] of Object.entries(upstream.headers)) headers[name.toLowerCase()] = value;
+  headers[HOP_HEADER] = nextHops(request.headers.get(HOP_HEADER));
   // undici's request API, not fetch: the same connection pool at a fraction of the CPU per call.
   let response: Dispatcher.ResponseData;
   try {

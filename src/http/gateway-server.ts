@@ -8,6 +8,7 @@ import type { Secrets } from '../config/secrets.js';
 import { openFacilitator } from '../facilitator/open.js';
 import { createGateway } from '../gateway/gateway.js';
 import { type Plan, planSchema } from '../gateway/plans.js';
+import { isTurnpike } from '../gateway/own-urls.js';
 import { guardedAgent } from '../gateway/ssrf.js';
 import type { Upstream } from '../gateway/upstream.js';
 import { type ToolInfo, upstreamTools } from '../gateway/upstream-tools.js';
@@ -100,14 +101,20 @@ export async function serveGateway(options: GatewayServerOptions) {
     ? createWithdrawals({ store, client: chain.client, network: chain.network, treasuryKey, minimum: config.operators.minWithdrawalUsd, logger, isSender })
     : undefined;
   withdrawals?.start();
+  const ownUrl = isTurnpike(() => ({ listening: url, public: config.credits.publicUrl }));
   const operators = createOperators({
     store,
     ...(secrets.secretsKey ? { box: secretBox(secrets.secretsKey) } : {}),
     allowPrivateUpstreams: config.operators.allowPrivateUpstreams,
+    isTurnpike: ownUrl,
     reservedSlugs: new Set(options.endpoints.map((e) => e.slug)),
     ...(treasury ? { treasury } : {}),
   });
-  const registeredAgent = guardedAgent({ allowPrivate: config.operators.allowPrivateUpstreams });
+  const connections = config.http.upstreamConnections;
+  const registeredAgent = guardedAgent({ allowPrivate: config.operators.allowPrivateUpstreams, connections });
+  // The owner's own servers may be anywhere; their connections are bounded all the same.
+  const configuredAgent = guardedAgent({ allowPrivate: true, connections });
+  const endpoints = options.endpoints.map((e) => ({ ...e, upstream: { dispatcher: configuredAgent, ...e.upstream } }));
 
   let hosts: string[] = [];
   let url = '';
@@ -130,7 +137,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       revenue: { book, usage: store.operators, custody: endpoint.custody ?? 'direct', ...(endpoint.operatorId ? { operatorId: endpoint.operatorId } : {}) },
       ...(credits && debits ? { credits: { credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute } } : {}),
     });
-  for (const endpoint of options.endpoints) app.route(endpoint.path, gatewayFor(endpoint));
+  for (const endpoint of endpoints) app.route(endpoint.path, gatewayFor(endpoint));
 
   /** A registered server as an endpoint: its upstream secret unsealed, its connections SSRF-guarded. */
   function endpointOf(server: ServerRecord): EndpointOptions {
@@ -208,7 +215,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       ...(secrets.facilitatorKeys ? { apiKeys: secrets.facilitatorKeys } : {}),
     }),
   );
-  const configured = options.endpoints.map((e) => ({ path: e.path, plan: e.plan, payTo: e.payTo, tools: upstreamTools(e.upstream) }));
+  const configured = endpoints.map((e) => ({ path: e.path, plan: e.plan, payTo: e.payTo, tools: upstreamTools(e.upstream) }));
   app.route(
     '/',
     discoveryRoutes({
@@ -238,15 +245,22 @@ export async function serveGateway(options: GatewayServerOptions) {
   url = server.url;
   const { port } = new URL(server.url);
   hosts = [new URL(server.url).host, `localhost:${port}`, `127.0.0.1:${port}`];
-  return {
-    url: server.url,
-    async close() {
-      await server.close();
-      await withdrawals?.stop();
-      await debits?.stop();
-      await book.stop();
-      await registeredAgent.close();
-      await closeStore();
-    },
+  const close = async () => {
+    await server.close();
+    await withdrawals?.stop();
+    await debits?.stop();
+    await book.stop();
+    await registeredAgent.close();
+    await configuredAgent.close();
+    await closeStore();
   };
+  // A configured server is checked as a registered one is, once the listening address is known.
+  for (const endpoint of endpoints) {
+    const self = await ownUrl(new URL(endpoint.upstream.url));
+    if (!self) continue;
+    await close();
+    const fix = 'point it at the MCP server itself';
+    throw new Error(`server ${endpoint.slug}: its upstream ${endpoint.upstream.url} is this turnpike (${self}) and would loop; ${fix}`);
+  }
+  return { url: server.url, close };
 }

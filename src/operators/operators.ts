@@ -98,6 +98,8 @@ export type OperatorsOptions = {
   /** Seals upstream secrets; without TURNPIKE_SECRETS_KEY a server cannot be given one. */
   box?: SecretBox;
   allowPrivateUpstreams: boolean;
+  /** What an upstream URL reaching this turnpike itself matched (see `isTurnpike`), or undefined: such an upstream loops. */
+  isTurnpike: (url: URL) => Promise<string | undefined>;
   /** Slugs served from the config file: not for the API to take. */
   reservedSlugs: ReadonlySet<string>;
   /** Where platform-custody servers are paid; without it only `direct` custody is possible. */
@@ -107,22 +109,29 @@ export type OperatorsOptions = {
 /**
  * Operators and their servers: registration (the key shown once, stored hashed), bearer
  * authentication, and server registration with every field checked: a slug nobody has, an
- * upstream that is not on a private network (checked again at connect time by the gateway's
+ * upstream that is not on a private network nor this turnpike itself (checked again at connect time by the gateway's
  * agent), a sealed upstream secret, a payee that fits the custody mode.
  *
  * @example
- * const operators = createOperators({ store, box, allowPrivateUpstreams: false, reservedSlugs: new Set() });
+ * const ownUrl = isTurnpike(() => ({ listening: url }));
+ * const operators = createOperators({ store, box, allowPrivateUpstreams: false, isTurnpike: ownUrl, reservedSlugs: new Set() });
  * const { secret, operator } = await operators.register({ email: 'a@example.com', name: 'A' });
  */
 export function createOperators(options: OperatorsOptions) {
   const { store } = options;
 
   async function upstreamChecked(url: string) {
+    let checked: URL;
     try {
-      await checkUpstreamUrl(url, { allowPrivate: options.allowPrivateUpstreams });
+      checked = await checkUpstreamUrl(url, { allowPrivate: options.allowPrivateUpstreams });
     } catch (error) {
       if (error instanceof UpstreamUrlError) throw new ApiError(400, 'upstream_refused', `upstream: ${error.message}`, { field: 'upstream' });
       throw error;
+    }
+    const self = await options.isTurnpike(checked);
+    if (self) {
+      const why = `upstream: ${checked.origin} is this turnpike (${self}), and a server forwarding to it would loop`;
+      throw new ApiError(400, 'upstream_is_turnpike', `${why}; give the MCP server's own URL`, { field: 'upstream' });
     }
   }
 

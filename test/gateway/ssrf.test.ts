@@ -277,7 +277,7 @@ describe('guardedAgent', () => {
   after(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
   async function refusedAtConnect(url: string, message: RegExp) {
-    const agent = guardedAgent({ allowPrivate: false });
+    const agent = guardedAgent({ allowPrivate: false, connections: 64 });
     const before = hits;
     try {
       const error = await request(url, { dispatcher: agent }).then(
@@ -313,7 +313,7 @@ describe('guardedAgent', () => {
   });
 
   test('with allowPrivate, reaches the local upstream', async () => {
-    const agent = guardedAgent({ allowPrivate: true });
+    const agent = guardedAgent({ allowPrivate: true, connections: 64 });
     try {
       const response = await request(`http://127.0.0.1:${port}/`, { dispatcher: agent });
       assert.equal(response.statusCode, 200);
@@ -324,7 +324,7 @@ describe('guardedAgent', () => {
   });
 
   test('a redirect comes back as it is, not followed', async () => {
-    const agent = guardedAgent({ allowPrivate: true });
+    const agent = guardedAgent({ allowPrivate: true, connections: 64 });
     try {
       const before = hits;
       const response = await request(`http://127.0.0.1:${port}/moved`, { dispatcher: agent });

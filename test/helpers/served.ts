@@ -4,17 +4,20 @@ import { networks } from '../../src/chain/networks.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import type { Secrets } from '../../src/config/secrets.js';
-import { serveGateway } from '../../src/http/gateway-server.js';
+import { type EndpointOptions, serveGateway } from '../../src/http/gateway-server.js';
 import { createLogger } from '../../src/log/logger.js';
 import type { useSandbox } from './chain.js';
 
 export type Answer = { status: number; body: Record<string, any>; text: string; headers: Headers };
 
 /**
- * The whole gateway (`serveGateway`: every API on one port, no configured endpoints) on a test
+ * The whole gateway (`serveGateway`: every API on one port, configured `endpoints` if given) on a test
  * file's sandbox, with a fresh data directory, plus a JSON client for its HTTP APIs.
  */
-export async function serveOnSandbox(chain: ReturnType<typeof useSandbox>, options: { overrides?: ConfigInput; secrets: Secrets; relayer?: number }) {
+export async function serveOnSandbox(
+  chain: ReturnType<typeof useSandbox>,
+  options: { overrides?: ConfigInput; secrets: Secrets; relayer?: number; endpoints?: EndpointOptions[] },
+) {
   const dataDir = path.join(path.dirname(chain.dbPath()), `served-${Math.random().toString(36).slice(2)}`);
   const config = loadConfig({ env: {}, overrides: { dataDir, http: { port: 0 }, log: { level: 'silent' }, ...options.overrides } });
   const connection: ChainConnection = {
@@ -25,7 +28,8 @@ export async function serveOnSandbox(chain: ReturnType<typeof useSandbox>, optio
     sandbox: chain.sandbox,
     close: async () => {},
   };
-  const gateway = await serveGateway({ config, secrets: options.secrets, chain: connection, logger: createLogger({ level: 'silent', format: 'json' }), endpoints: [] });
+  const logger = createLogger({ level: 'silent', format: 'json' });
+  const gateway = await serveGateway({ config, secrets: options.secrets, chain: connection, logger, endpoints: options.endpoints ?? [] });
 
   async function api(method: string, route: string, request: { key?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<Answer> {
     const res = await fetch(`${gateway.url}${route}`, {
