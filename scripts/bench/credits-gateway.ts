@@ -7,6 +7,8 @@ import { createPublicClient } from 'viem';
 import { networks } from '../../src/chain/networks.js';
 import { rpcTransport } from '../../src/chain/rpc-transport.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
+import { x402Rail } from '../../src/rails/x402/rail.js';
+import { creditsRail } from '../../src/rails/credits/rail.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { flatPlan } from '../../src/gateway/plans.js';
@@ -34,14 +36,13 @@ app.route(
     plan: flatPlan(priceTableSchema.parse({ default: '0.001' })),
     payTo: '0x00000000000000000000000000000000000000aa',
     network: networks.local,
-    facilitator,
+    rails: [creditsRail({ credits, store, debits: openDebits(store.credits, { maxCallMs: async () => 40_000 }) }), x402Rail({ facilitator })],
     challenge: 'tool-result',
     bodyLimitBytes: 1 << 20,
     allowedHosts: () => [new URL(url).host],
     logger,
     metrics: createMetrics(),
     server: 'bench',
-    credits: { credits, store, debits: openDebits(store.credits, { maxCallMs: async () => 40_000 }) },
   }),
 );
 const server = await listen(app, { host: '127.0.0.1', port: 0 });

@@ -18,6 +18,7 @@ import { rpcTransport } from '../../src/chain/rpc-transport.js';
 import type { Sandbox } from '../../src/chain/sandbox/sandbox.js';
 import { demoPrices } from '../../src/demo/server.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
+import { x402Rail } from '../../src/rails/x402/rail.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { createApp } from '../../src/http/app.js';
 import { listen } from '../../src/http/listen.js';
@@ -56,7 +57,7 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
       plan: flatPlan(demoPrices),
       payTo: sandbox.accounts.payees[0]!.address,
       network: networks.local,
-      facilitator: timed,
+      rails: [x402Rail({ facilitator: timed })],
       challenge: 'tool-result',
       bodyLimitBytes: 1 << 20,
       allowedHosts: () => [new URL(url).host],

@@ -16,6 +16,8 @@ import { createOperators } from '../operators/operators.js';
 import { revenueBook } from '../operators/revenue.js';
 import { createWithdrawals } from '../operators/withdrawals.js';
 import { createCredits } from '../rails/credits/credits.js';
+import { creditsRail } from '../rails/credits/rail.js';
+import { x402Rail } from '../rails/x402/rail.js';
 import { openDebits } from '../rails/credits/open-debits.js';
 import { createCheckout } from '../rails/stripe/checkout.js';
 import { stripePayouts } from '../rails/stripe/payouts.js';
@@ -121,13 +123,18 @@ export async function serveGateway(options: GatewayServerOptions) {
   const metrics = createMetrics();
   const catalog: RouteDoc[] = [];
   const app = createApp(logger);
+  // Credits first (a call carrying a key or token is theirs), then x402 for every other priced call.
+  const rails = [
+    ...(credits && debits ? [creditsRail({ credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
+    x402Rail({ facilitator }),
+  ];
   const gatewayFor = (endpoint: EndpointOptions) =>
     createGateway({
       upstream: endpoint.upstream,
       plan: endpoint.plan,
       payTo: endpoint.payTo,
       network: chain.network,
-      facilitator,
+      rails,
       challenge: endpoint.challenge,
       bodyLimitBytes: config.http.bodyLimitBytes,
       allowedHosts: () => hosts,
@@ -135,7 +142,6 @@ export async function serveGateway(options: GatewayServerOptions) {
       metrics,
       server: endpoint.slug,
       revenue: { book, usage: store.operators, custody: endpoint.custody ?? 'direct', ...(endpoint.operatorId ? { operatorId: endpoint.operatorId } : {}) },
-      ...(credits && debits ? { credits: { credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute } } : {}),
     });
   for (const endpoint of endpoints) app.route(endpoint.path, gatewayFor(endpoint));
 

@@ -5,7 +5,9 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { wrapFetchWithPaymentFromConfig } from '@x402/fetch';
 import { networks } from '../../src/chain/networks.js';
-import { CREDITS_META_KEY, createGateway } from '../../src/gateway/gateway.js';
+import { x402Rail } from '../../src/rails/x402/rail.js';
+import { createGateway } from '../../src/gateway/gateway.js';
+import { CREDITS_META_KEY, creditsRail } from '../../src/rails/credits/rail.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { flatPlan } from '../../src/gateway/plans.js';
 import { adminRoutes } from '../../src/http/admin-routes.js';
@@ -84,14 +86,13 @@ describe('credits rail through the gateway', () => {
         plan: flatPlan(priceTableSchema.parse({ default: '0.02', free: ['other'] })),
         payTo: chain.sandbox.accounts.payees[1]!.address,
         network: networks.local,
-        facilitator: opened.facilitator,
+        rails: [creditsRail({ credits, store, debits: openDebits(store.credits, { maxCallMs: async () => 20_000 }) }), x402Rail({ facilitator: opened.facilitator })],
         challenge: 'tool-result',
         bodyLimitBytes: 1 << 16,
         allowedHosts: () => [new URL(base).host],
         logger,
         metrics: createMetrics(),
         server: 'main',
-        credits: { credits, store, debits: openDebits(store.credits, { maxCallMs: async () => 20_000 }) },
       }),
     );
     const topup = { payTo: chain.sandbox.accounts.payees[0]!.address, min: 1_000_000n, max: 100_000_000n };

@@ -10,6 +10,7 @@ import { wrapFetchWithPaymentFromConfig } from '@x402/fetch';
 import { networks } from '../../src/chain/networks.js';
 import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
 import type { Facilitator } from '../../src/facilitator/facilitator.js';
+import { x402Rail } from '../../src/rails/x402/rail.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { flatPlan } from '../../src/gateway/plans.js';
@@ -50,7 +51,7 @@ async function startGateway(facilitator: Facilitator, challenge: 'tool-result' |
       plan: flatPlan(prices),
       payTo,
       network: networks.local,
-      facilitator,
+      rails: [x402Rail({ facilitator })],
       challenge,
       bodyLimitBytes: 1 << 20,
       allowedHosts: () => [new URL(url).host],

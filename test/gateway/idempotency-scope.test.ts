@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { networks } from '../../src/chain/networks.js';
+import { x402Rail } from '../../src/rails/x402/rail.js';
+import { creditsRail } from '../../src/rails/credits/rail.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { flatPlan } from '../../src/gateway/plans.js';
@@ -51,14 +53,13 @@ describe('Idempotency-Key replays stay in their scope', () => {
           plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
           payTo: chain.sandbox.accounts.payees[1]!.address,
           network: networks.local,
-          facilitator: opened.facilitator,
+          rails: [creditsRail({ credits, store, debits }), x402Rail({ facilitator: opened.facilitator })],
           challenge: 'tool-result',
           bodyLimitBytes: 1 << 16,
           allowedHosts: () => [new URL(base).host],
           logger,
           metrics: createMetrics(),
           server: slug,
-          credits: { credits, store, debits },
         }),
       );
     }

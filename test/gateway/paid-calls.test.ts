@@ -7,6 +7,7 @@ import { networks } from '../../src/chain/networks.js';
 import type { Facilitator } from '../../src/facilitator/facilitator.js';
 import { createPublicClient, custom } from 'viem';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
+import { x402Rail } from '../../src/rails/x402/rail.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { flatPlan } from '../../src/gateway/plans.js';
@@ -36,7 +37,7 @@ async function gatewayFor(path: string, timeoutMs = 10_000, through = facilitato
       plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
       payTo: chain.sandbox.accounts.payees[1]!.address,
       network: networks.local,
-      facilitator: through,
+      rails: [x402Rail({ facilitator: through })],
       challenge: 'tool-result',
       bodyLimitBytes: 4096,
       allowedHosts: () => [new URL(url).host],

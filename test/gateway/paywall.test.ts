@@ -5,6 +5,7 @@ import type { PaymentPayload, PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { networks } from '../../src/chain/networks.js';
 import type { Facilitator } from '../../src/facilitator/facilitator.js';
+import { x402Rail } from '../../src/rails/x402/rail.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { flatPlan } from '../../src/gateway/plans.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
@@ -37,7 +38,7 @@ async function gatewayFor(upstreamUrl: string) {
       plan: flatPlan(priceTableSchema.parse({ default: '0.03' })),
       payTo: chain.sandbox.accounts.payees[1]!.address,
       network: networks.local,
-      facilitator,
+      rails: [x402Rail({ facilitator })],
       challenge: 'tool-result',
       bodyLimitBytes: 1 << 20,
       allowedHosts: () => [new URL(url).host],

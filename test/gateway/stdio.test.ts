@@ -10,6 +10,7 @@ import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { networks } from '../../src/chain/networks.js';
+import { x402Rail } from '../../src/rails/x402/rail.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { flatPlan } from '../../src/gateway/plans.js';
@@ -49,7 +50,7 @@ describe('stdio MCP servers behind the paying proxy (server-filesystem from npm)
         plan: flatPlan(priceTableSchema.parse({ default: '0.01', tools: { read_multiple_files: '0.03' }, free: ['list_allowed_directories'] })),
         payTo: chain.sandbox.accounts.payees[1]!.address,
         network: networks.local,
-        facilitator,
+        rails: [x402Rail({ facilitator })],
         challenge: 'tool-result',
         bodyLimitBytes: 1 << 20,
         allowedHosts: () => [new URL(url).host],

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { networks } from '../../src/chain/networks.js';
+import { x402Rail } from '../../src/rails/x402/rail.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { flatPlan } from '../../src/gateway/plans.js';
@@ -106,7 +107,7 @@ describe('gateway: arbitrary JSON-RPC envelopes (property, real gateway and upst
         plan: flatPlan(priceTableSchema.parse({ default: '0.01', free: [FREE_TOOL] })),
         payTo: chain.sandbox.accounts.payees[1]!.address,
         network: networks.local,
-        facilitator,
+        rails: [x402Rail({ facilitator })],
         challenge: 'tool-result',
         bodyLimitBytes: BODY_LIMIT,
         allowedHosts: () => [new URL(url).host],

@@ -1,0 +1,136 @@
+import { createHash } from 'node:crypto';
+import { rpcError } from '../../gateway/jsonrpc.js';
+import { ApiError } from '../../http/api-error.js';
+import { creditsRef } from '../../operators/revenue.js';
+import { newId } from '../../store/ids.js';
+import type { Store } from '../../store/store.js';
+import type { PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
+import { credentialOf } from './api-keys.js';
+import { type Credits, type Payer, refusalError } from './credits.js';
+import type { OpenDebits } from './open-debits.js';
+
+/** The `_meta` key of a credits-paid result: what was charged and what is left. */
+export const CREDITS_META_KEY = 'turnpike/credits';
+
+export type CreditsRailOptions = {
+  credits: Credits;
+  store: Store;
+  debits: OpenDebits;
+  /** Paid calls one key may make per minute, counted in the store (so on all instances together); 0 or absent: no limit. */
+  rateLimitPerMinute?: number;
+};
+
+/**
+ * The credits rail: takes a priced call that carries an API key or budget token. Debit first
+ * (atomically, with the `Idempotency-Key` if one is given), forward while the debit is synced to
+ * disk, refund in full if the tool did not produce a result. A refused debit that more money would
+ * fix is the payment-required challenge, still offering x402, with where to top up.
+ *
+ * @example createGateway({ …, rails: [creditsRail({ credits, store, debits }), x402Rail({ facilitator })] })
+ */
+export const creditsRail =
+  (options: CreditsRailOptions): RailFactory =>
+  (context) => ({
+    takes: (call) => credentialOf(call.request.headers) !== undefined,
+    take: (call) => creditsCall(options, context, call),
+  });
+
+async function creditsCall(options: CreditsRailOptions, context: RailContext, call: PaidCall): Promise<Taken> {
+  const { id, tool } = call;
+  const { credits, store, debits } = options;
+  const origin = new URL(call.request.url).origin;
+  const topup = { x402: `${origin}/credits/topup`, checkout: `${origin}/credits/checkout` };
+  const fail = (error: ApiError) => {
+    if (error.status === 402) return context.challenge(call, `${error.code}: ${error.message}`, error.code, { [CREDITS_META_KEY]: error.toJSON() });
+    context.denied(error.code);
+    return rpcError(id, -32001, error.message, error.status, error.toJSON());
+  };
+
+  let payer: Payer;
+  try {
+    payer = await credits.authenticate(credentialOf(call.request.headers)!);
+    credits.authorize(payer, context.server, tool.name);
+  } catch (error) {
+    if (error instanceof ApiError) return fail(error);
+    throw error;
+  }
+  const limit = options.rateLimitPerMinute ?? 0;
+  if (limit > 0) {
+    const window = Math.floor(Date.now() / 60_000) * 60_000;
+    if ((await store.credits.countRequest(payer.key.id, window)) > BigInt(limit)) {
+      const retryAfter = Math.max(1, Math.ceil((window + 60_000 - Date.now()) / 1000));
+      const refused = fail(new ApiError(429, 'rate_limited', `this key may make ${limit} paid calls a minute; retry in ${retryAfter} s`, { limit, retryAfterSeconds: retryAfter }));
+      refused.headers.set('retry-after', String(retryAfter));
+      return refused;
+    }
+  }
+  const idempotencyKey = call.request.headers.get('idempotency-key') ?? undefined;
+  // The request as judged (turnpike's own encoding, not the bytes), on this server, by this key or token: a replay
+  // answers only the same request in the same scope, never another server's or another token's call.
+  const bodyHash = idempotencyKey
+    ? createHash('sha256').update(JSON.stringify([context.server, payer.token?.id ?? null, call.rpc])).digest('hex')
+    : '';
+  if (idempotencyKey) {
+    if (idempotencyKey.length > 255) return fail(new ApiError(400, 'idempotency_key_invalid', 'Idempotency-Key must be at most 255 characters'));
+    const earlier = await store.credits.request(payer.key.id, idempotencyKey);
+    if (earlier && earlier.bodyHash !== bodyHash) {
+      return fail(new ApiError(409, 'idempotency_key_reused', 'this Idempotency-Key was used with a different request body'));
+    }
+    if (earlier?.response) {
+      context.count(tool.name, 'replayed');
+      return new Response(earlier.response, { headers: { 'content-type': 'application/json', 'idempotent-replayed': 'true' } });
+    }
+    if (earlier) return fail(new ApiError(409, 'request_in_progress', 'a request with this Idempotency-Key is still running; retry it later'));
+  }
+
+  const caller = `key:${payer.key.id}`;
+  const metering = await context.meter(caller, tool.name, payer.key.id);
+  if (metering?.price === 0n) return { charge: context.free(call, metering, caller) };
+  const amount = metering?.price ?? tool.amount;
+  if (amount !== call.offer.amount) call.offer = { ...call.offer, amount };
+  const debit = await store.credits.debit({
+    keyId: payer.key.id,
+    ...(payer.token ? { tokenId: payer.token.id } : {}),
+    amount,
+    reason: `tools/call ${tool.name}`,
+    idempotencyKey: newId('call'),
+    ref: { server: context.server, tool: tool.name },
+    ...(idempotencyKey ? { request: { idempotencyKey, bodyHash } } : {}),
+    open: true,
+  });
+  if (!debit.ok) {
+    await metering?.uncount();
+    return fail(refusalError(debit, topup));
+  }
+
+  let remaining = debit.balance;
+  return {
+    charge: {
+      async undo(why) {
+        await metering?.uncount();
+        remaining = (await store.credits.refund(debit.entry.id, why)).balance;
+      },
+      async deliver(message, result) {
+        // The call went out once the debit was decided; the answer waits for it to be on disk.
+        await debit.durable;
+        context.count(tool.name, 'paid_credits');
+        const receipt = {
+          charged: amount.toString(),
+          balance: debit.balance.toString(),
+          entry: debit.entry.id,
+          ...(debit.tokenRemaining !== undefined ? { budgetRemaining: debit.tokenRemaining.toString() } : {}),
+        };
+        const delivered = { ...message, result: { ...result, _meta: { ...result._meta, [CREDITS_META_KEY]: receipt } } };
+        if (idempotencyKey) await store.credits.completeRequest(payer.key.id, idempotencyKey, JSON.stringify(delivered));
+        // Queued before the debit is closed, and written before it (see revenueBook).
+        await context.book('credits', { caller, tool: tool.name, amount, ref: creditsRef(debit.entry.id) });
+        debits.delivered(debit.entry.id);
+        return delivered;
+      },
+    },
+    finish(response) {
+      if (!response.headers.get('content-type')?.includes('text/event-stream')) response.headers.set('x-credits-remaining', remaining.toString());
+      return response;
+    },
+  };
+}

@@ -1,0 +1,84 @@
+import type { Logger } from 'pino';
+import type { Address } from 'viem';
+import type { Network } from '../chain/networks.js';
+import type { Message, ToolResult } from '../gateway/jsonrpc.js';
+import type { ToolOffer } from '../gateway/payment-required.js';
+import type { JsonRpcId } from '../gateway/sse.js';
+import type { Metrics } from '../http/metrics.js';
+
+/**
+ * A priced call on its way through the gateway: `id` is the caller's, `upstreamId` turnpike's
+ * (see `paidRequestId`), `body` what the upstream gets (payment removed, turnpike's id), `offer`
+ * what the call costs this caller (a rail may lower it to the caller's tier).
+ */
+export type PaidCall = {
+  request: Request;
+  rpc: Message;
+  id: JsonRpcId;
+  upstreamId: string;
+  body: Uint8Array;
+  tool: { name: string; amount: bigint };
+  offer: ToolOffer;
+};
+
+/**
+ * How a rail is paid for one call that the gateway then forwards: `undo` if the tool did not
+ * produce a result (nothing is charged), else `deliver`, which completes the payment before the
+ * result leaves and may add its receipt to it.
+ */
+export type Charge = {
+  undo(why: string): Promise<void>;
+  deliver(message: Message, result: ToolResult): Promise<Message>;
+};
+
+/** What a rail makes of a call: an answer now (challenge, refusal, replay), or the charge to forward it under. */
+export type Taken = Response | { charge: Charge; finish?: (response: Response) => Response };
+
+/**
+ * A way to pay for priced calls. The gateway asks its rails in order; the first that `takes` a
+ * call (it carries that rail's credential) decides it. Every result a rail lets through passes
+ * the gateway's one paid-call procedure: hold → forward → deliver or undo.
+ *
+ * @example createGateway({ …, rails: [creditsRail({ credits, store, debits }), x402Rail({ facilitator })] })
+ */
+export type Rail = {
+  takes(call: PaidCall): boolean;
+  take(call: PaidCall): Promise<Taken>;
+};
+
+/**
+ * A counted call (free calls, tiers, a subscriber's allowance): its number in the month, its
+ * price, and the rail a call that costs nothing is recorded under.
+ */
+export type Metered = { n: bigint; price: bigint; rail: 'free' | 'subscription'; uncount(): Promise<void> };
+
+/** What the gateway gives the rails it serves: its terms, its counters and its ways to answer. */
+export type RailContext = {
+  server: string;
+  network: Network;
+  payTo: Address;
+  logger: Logger;
+  metrics: Metrics;
+  /** This server's label in `/metrics`. */
+  serverLabel: string;
+  /** Counts a call's outcome in `/metrics`. */
+  count(tool: string, outcome: string): void;
+  /** Counts a refusal (metrics and analytics). */
+  denied(reason: string): void;
+  /** The payment-required answer to `call`, in the server's binding, saying why; counted as a denial. */
+  challenge(call: PaidCall, why: string, reason: string, extensions?: Record<string, unknown>): Response;
+  /** The payment-required tool result (for an answer that is already a result, e.g. a failed settlement). */
+  challengeResult(call: PaidCall, why: string): ToolResult;
+  /** Counts a priced call of `caller` for a metered plan or a subscription, or undefined for neither. */
+  meter(caller: string, tool: string, keyId?: string): Promise<Metered | undefined>;
+  /** The charge of a call inside free calls or an allowance: counted, never charged. */
+  free(call: PaidCall, metering: Metered, caller: string): Charge;
+  /**
+   * Books what a call earned (revenue, analytics). USDC the operator will withdraw from the
+   * treasury (x402, platform custody) is recorded before it moves; everything else is queued.
+   */
+  book(rail: 'x402' | 'credits', entry: { caller: string; tool: string; amount: bigint; ref: string }): Promise<void>;
+};
+
+/** Builds a rail for one gateway, from what the gateway gives it. */
+export type RailFactory = (context: RailContext) => Rail;

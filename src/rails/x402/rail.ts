@@ -1,0 +1,153 @@
+import { createHash } from 'node:crypto';
+import { FacilitatorUnavailableError } from '../../facilitator/errors.js';
+import type { Facilitator } from '../../facilitator/facilitator.js';
+import { purposes } from '../../facilitator/purposes.js';
+import { type Message, type ToolResult, rpcError, rpcResult } from '../../gateway/jsonrpc.js';
+import { paymentOf } from '../../gateway/messages.js';
+import { paymentRequestFor } from '../../gateway/payment-required.js';
+import { atomicToUsd } from '../../gateway/pricing.js';
+import { x402Ref } from '../../operators/revenue.js';
+import { PaymentDecodeError, encodeHeader } from '../../x402/codec.js';
+import { reasons } from '../../x402/reasons.js';
+import type { FacilitatorRequest, SettleResponse } from '../../x402/schemas.js';
+import type { Metered, PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
+
+/** The `_meta` key of the receipt an x402-paid result carries. */
+const RECEIPT_META_KEY = 'x402/payment-response';
+
+/**
+ * The x402 rail: takes every priced call no other rail took. Without a payment, the challenge
+ * (the upstream is not contacted); with one: verify in-process and hold it in the journal for this
+ * call (concurrent copies run the tool once), and once the tool produced its result, settle it,
+ * then deliver the result with its receipt. A settlement that fails withholds the output.
+ *
+ * @example createGateway({ …, rails: [x402Rail({ facilitator })] })
+ */
+export const x402Rail =
+  ({ facilitator }: { facilitator: Facilitator }): RailFactory =>
+  (context) => ({
+    takes: () => true,
+    take: (call) => x402Call(facilitator, context, call),
+  });
+
+async function x402Call(facilitator: Facilitator, context: RailContext, call: PaidCall): Promise<Taken> {
+  const { rpc, id, tool, offer } = call;
+  const raw = paymentOf(rpc) ?? call.request.headers.get('payment-signature') ?? call.request.headers.get('x-payment') ?? undefined;
+  if (raw === undefined) return context.challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
+  let request: FacilitatorRequest;
+  try {
+    request = paymentRequestFor(raw, offer);
+  } catch (error) {
+    if (error instanceof PaymentDecodeError) return context.challenge(call, `invalid_payload: ${error.message}`, 'invalid_payload');
+    throw error;
+  }
+  const authorization = (request.paymentPayload.payload as { authorization?: { from?: unknown } }).authorization;
+  const from = typeof authorization?.from === 'string' ? authorization.from.toLowerCase() : undefined;
+  const metering = from ? await context.meter(from, tool.name) : undefined;
+  if (metering?.price === 0n) return freeCall(facilitator, context, call, request, metering);
+  if (metering && metering.price !== offer.amount) {
+    // This payer's price (their tier) is not the list price: ask for exactly what it is.
+    call.offer = { ...offer, amount: metering.price };
+    request = paymentRequestFor(raw, call.offer);
+  }
+
+  // What this payment is taken for: this call (tool and arguments) on this server, and nothing else.
+  const purpose = purposes.call(context.server, callIdentity(context.server, rpc));
+  let held;
+  try {
+    held = await facilitator.reserve(request, purpose);
+  } catch (error) {
+    await metering?.uncount();
+    if (error instanceof FacilitatorUnavailableError) return rpcError(id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
+    throw error;
+  }
+  if (!held.isValid) {
+    await metering?.uncount();
+    // The same call with the same payment again: its answer was lost, not its result.
+    const again = held.invalidReason === reasons.nonceUsed ? await facilitator.redeliver(request, purpose) : undefined;
+    if (again) {
+      context.count(tool.name, 'redelivered');
+      const result = JSON.parse(again.result) as ToolResult;
+      return withReceipt(rpcResult(id, { ...result, _meta: { ...result._meta, [RECEIPT_META_KEY]: again.receipt } }), again.receipt);
+    }
+    return context.challenge(call, `${held.invalidReason}: ${held.invalidMessage ?? ''}`.trim(), held.invalidReason);
+  }
+  const { key } = held;
+  const amount = call.offer.amount;
+
+  let receipt: SettleResponse | undefined;
+  const settlementFailed = async (message: Message, why: string): Promise<Message> => {
+    await metering?.uncount();
+    context.count(tool.name, 'settlement_failed');
+    return { ...message, result: context.challengeResult(call, `settlement failed: ${why}`) };
+  };
+  return {
+    charge: {
+      async undo(why) {
+        await metering?.uncount();
+        await facilitator.release(key, why);
+      },
+      async deliver(message, result) {
+        await context.book('x402', { caller: key.payer, tool: tool.name, amount, ref: x402Ref(key) });
+        await facilitator.keepResult(key, { call: purpose, result: JSON.stringify(result) });
+        const stop = context.metrics.settlementSeconds.startTimer();
+        try {
+          receipt = await facilitator.settle(request, purpose);
+        } catch (error) {
+          if (!(error instanceof FacilitatorUnavailableError)) throw error;
+          // Nothing reached the chain if the hold is still a hold: the same payment may be retried.
+          await facilitator.releaseHold(key);
+          return settlementFailed(message, `${error.message}; retry with the same payment`);
+        }
+        stop();
+        // Pending is not failure: the transaction is out and verified to be payable.
+        if (!receipt.success && receipt.errorReason !== reasons.settlementPending) {
+          return settlementFailed(message, `${receipt.errorReason}${receipt.errorMessage ? `: ${receipt.errorMessage}` : ''}`);
+        }
+        context.count(tool.name, 'paid');
+        const { network } = context;
+        context.metrics.revenue.inc({ server: context.serverLabel, asset: network.usdc.address, network: network.caip2 }, Number(amount));
+        return { ...message, result: { ...result, _meta: { ...result._meta, [RECEIPT_META_KEY]: receipt } } };
+      },
+    },
+    finish: (response) => (receipt ? withReceipt(response, receipt) : response),
+  };
+}
+
+/**
+ * A call inside the payer's free calls (or free tier): the signed payment proves who the payer is
+ * and that they could pay the quoted price (it must be for that price, and covered by their
+ * balance), so throwaway keys cannot take the free calls. It is verified, never settled.
+ */
+async function freeCall(facilitator: Facilitator, context: RailContext, call: PaidCall, request: FacilitatorRequest, metering: Metered): Promise<Taken> {
+  let verdict;
+  try {
+    verdict = await facilitator.verify(request);
+  } catch (error) {
+    await metering.uncount();
+    if (error instanceof FacilitatorUnavailableError) return rpcError(call.id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
+    throw error;
+  }
+  if (!verdict.isValid) {
+    await metering.uncount();
+    return context.challenge(call, `${verdict.invalidReason}: ${verdict.invalidMessage ?? ''}`.trim(), verdict.invalidReason);
+  }
+  return { charge: context.free(call, metering, verdict.payer.toLowerCase()) };
+}
+
+/** The receipt in headers too, when the answer is JSON (an SSE stream carries it in the result only). */
+function withReceipt(response: Response, receipt: SettleResponse): Response {
+  if (response.headers.get('content-type')?.includes('text/event-stream')) return response;
+  const encoded = encodeHeader(receipt);
+  response.headers.set('payment-response', encoded);
+  response.headers.set('x-payment-response', encoded);
+  return response;
+}
+
+/**
+ * What makes two requests the same paid call, for giving a lost answer back: the server, the tool
+ * and its arguments as sent (the JSON-RPC id may differ between a request and its retry).
+ */
+function callIdentity(server: string, rpc: Message): string {
+  return createHash('sha256').update(JSON.stringify([server, rpc.params?.name, rpc.params?.arguments ?? {}])).digest('hex');
+}
