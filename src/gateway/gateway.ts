@@ -50,8 +50,14 @@ export type GatewayOptions = {
   allowedHosts: () => Iterable<string>;
   logger: Logger;
   metrics: Metrics;
-  /** The server's slug, as key and token scopes name it. */
+  /** The server's slug: its path and name. */
   server: string;
+  /**
+   * A registered server's immutable id (a configured endpoint has none: its slug stands in): what
+   * call counts, charges, subscriptions and key scopes are bound to, so that a later server at the
+   * same slug inherits none of them.
+   */
+  serverId?: string;
   /** The credits rail; without it, credentials are ignored and every paid call is x402. */
   credits?: {
     credits: Credits;
@@ -96,6 +102,7 @@ export const FREE_META_KEY = 'turnpike/free';
  */
 export function createGateway(options: GatewayOptions): Hono {
   const { facilitator, logger, metrics, plan, revenue } = options;
+  const serverId = options.serverId ?? options.server;
   const metered = isMetered(plan);
   if ((metered || plan.type === 'subscription') && !revenue) {
     throw new Error(`server ${options.server}: a plan with free calls, tiers or subscriptions needs the revenue store to count calls`);
@@ -159,16 +166,16 @@ export function createGateway(options: GatewayOptions): Hono {
    * number in the month; a call that then does not happen is given back with `uncount`.
    */
   async function meter(caller: string, tool: string, keyId?: string): Promise<Metered | undefined> {
-    const subscriber = plan.type === 'subscription' && keyId !== undefined && (await revenue!.usage.activeSubscription(keyId, options.server, Date.now())) !== undefined;
+    const subscriber = plan.type === 'subscription' && keyId !== undefined && (await revenue!.usage.activeSubscription(keyId, serverId, Date.now())) !== undefined;
     if (!metered && !subscriber) return undefined;
     const month = utcMonth(Date.now());
-    const n = await revenue!.usage.countCall(options.server, caller, month);
+    const n = await revenue!.usage.countCall(serverId, caller, month);
     const rail = subscriber ? 'subscription' : 'free';
-    return { n, price: priceAt(plan, tool, n), rail, uncount: () => revenue!.usage.uncountCall(options.server, caller, month) };
+    return { n, price: priceAt(plan, tool, n), rail, uncount: () => revenue!.usage.uncountCall(serverId, caller, month) };
   }
 
   const charge = (rail: 'x402' | 'credits' | 'free' | 'subscription', caller: string, tool: string, amount: bigint, ref: string) =>
-    revenue && { server: options.server, rail, caller, tool, amount, ref, custody: revenue.custody, ...(revenue.operatorId ? { operatorId: revenue.operatorId } : {}) };
+    revenue && { serverId, rail, caller, tool, amount, ref, custody: revenue.custody, ...(revenue.operatorId ? { operatorId: revenue.operatorId } : {}) };
 
   /** tools/list passes through with each tool's price added under `_meta["turnpike/price"]`. */
   async function listTools(c: Context, rpc: Message) {
@@ -212,7 +219,7 @@ export function createGateway(options: GatewayOptions): Hono {
 
   function denied(reason: string) {
     metrics.denials.inc({ server: serverLabel, reason });
-    revenue?.book.denied(options.server, reason);
+    revenue?.book.denied(serverId, reason);
   }
 
   function challenge(call: PaidCall, why: string, reason: string, extensions?: Record<string, unknown>) {
@@ -374,7 +381,7 @@ export function createGateway(options: GatewayOptions): Hono {
     let payer: Payer;
     try {
       payer = await credits.authenticate(credential);
-      credits.authorize(payer, options.server, tool.name);
+      credits.authorize(payer, { slug: options.server, id: serverId }, tool.name);
     } catch (error) {
       if (error instanceof ApiError) return fail(error);
       throw error;

@@ -19,7 +19,7 @@ import { openDebits } from '../rails/credits/open-debits.js';
 import { createCheckout } from '../rails/stripe/checkout.js';
 import { stripePayouts } from '../rails/stripe/payouts.js';
 import { stripeClient } from '../rails/stripe/stripe-client.js';
-import { createSubscriptionCheckout } from '../rails/stripe/subscriptions.js';
+import { cancelSubscription, createSubscriptionCheckout } from '../rails/stripe/subscriptions.js';
 import type { ServerRecord } from '../store/operators.js';
 import type { Lease, Store } from '../store/store.js';
 import { adminRoutes } from './admin-routes.js';
@@ -46,6 +46,8 @@ export type EndpointOptions = {
   challenge: 'tool-result' | 'http-402';
   /** Set for servers registered through the operator API. */
   operatorId?: string;
+  /** A registered server's id: what its counts, charges, subscriptions and scopes are bound to. */
+  serverId?: string;
   custody?: 'direct' | 'platform';
 };
 
@@ -100,8 +102,12 @@ export async function serveGateway(options: GatewayServerOptions) {
     ? createWithdrawals({ store, client: chain.client, network: chain.network, treasuryKey, minimum: config.operators.minWithdrawalUsd, logger, isSender })
     : undefined;
   withdrawals?.start();
+  const { stripeSecretKey, stripeWebhookSecret: webhookSecret } = secrets;
+  const stripe = stripeSecretKey && webhookSecret ? stripeClient(stripeSecretKey, config.credits.stripeApiUrl) : undefined;
+  if (!stripe && (stripeSecretKey || webhookSecret)) logger.warn('Stripe is off: set both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
   const operators = createOperators({
     store,
+    ...(stripe ? { cancelSubscription: (id: string) => cancelSubscription(stripe, id) } : {}),
     ...(secrets.secretsKey ? { box: secretBox(secrets.secretsKey) } : {}),
     allowPrivateUpstreams: config.operators.allowPrivateUpstreams,
     reservedSlugs: new Set(options.endpoints.map((e) => e.slug)),
@@ -127,6 +133,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       logger,
       metrics,
       server: endpoint.slug,
+      ...(endpoint.serverId ? { serverId: endpoint.serverId } : {}),
       revenue: { book, usage: store.operators, custody: endpoint.custody ?? 'direct', ...(endpoint.operatorId ? { operatorId: endpoint.operatorId } : {}) },
       ...(credits && debits ? { credits: { credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute } } : {}),
     });
@@ -150,6 +157,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       payTo: server.custody === 'direct' ? server.payTo! : treasury!,
       challenge: server.challenge,
       operatorId: server.operatorId,
+      serverId: server.id,
       custody: server.custody,
     };
   }
@@ -159,7 +167,7 @@ export async function serveGateway(options: GatewayServerOptions) {
   const registered = new Map<string, Mounted>();
   function mounted(server: ServerRecord): Mounted {
     const known = registered.get(server.slug);
-    if (known?.updatedAt === server.updatedAt) return known;
+    if (known?.updatedAt === server.updatedAt && known.endpoint.serverId === server.id) return known;
     const endpoint = endpointOf(server);
     const gateway = createApp(logger).route(endpoint.path, gatewayFor(endpoint));
     const entry = { updatedAt: server.updatedAt, endpoint, fetch: (request: Request) => gateway.fetch(request), tools: upstreamTools(endpoint.upstream) };
@@ -177,9 +185,6 @@ export async function serveGateway(options: GatewayServerOptions) {
     return mounted(server).fetch(c.req.raw);
   });
 
-  const { stripeSecretKey, stripeWebhookSecret: webhookSecret } = secrets;
-  const stripe = stripeSecretKey && webhookSecret ? stripeClient(stripeSecretKey, config.credits.stripeApiUrl) : undefined;
-  if (!stripe && (stripeSecretKey || webhookSecret)) logger.warn('Stripe is off: set both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
   const publicUrl = () => config.credits.publicUrl ?? url;
   if (credits) {
     const payTo = (config.credits.payTo as Address | undefined) ?? options.endpoints[0]?.payTo ?? treasury;

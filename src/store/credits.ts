@@ -5,8 +5,11 @@
  * key, a budget token spending past its cap.
  */
 export type KeyStatus = 'active' | 'suspended' | 'revoked';
-/** What a key or token may pay for; absent lists mean everything. */
-export type Scope = { servers?: string[]; tools?: string[] };
+/**
+ * What a key or token may pay for; absent lists mean everything. `serverIds`: the ids of the
+ * servers `servers` named when the scope was made (absent on scopes made before they were kept).
+ */
+export type Scope = { servers?: string[]; serverIds?: string[]; tools?: string[] };
 
 export type KeyRecord = {
   id: string;

@@ -44,7 +44,7 @@ describe('withdrawals: journalled before the broadcast, finished after a crash w
     const revenue = await v2Request({ payer: chain.sandbox.accounts.payers[7]!, payTo: treasury, amount: 1_000_000n });
     assert.equal((await facilitator.settle(revenue, purposes.api)).success, true);
     await store.operators.recordCharges([
-      { id: 'ch_1', server: 's', operatorId, rail: 'x402', caller: '0x', tool: 't', amount: 1_000_000n, operatorShare: 1_000_000n, platformShare: 0n, custody: 'platform', ref: 'x402:test', state: 'earned', createdAt: Date.now() },
+      { id: 'ch_1', serverId: 's', operatorId, rail: 'x402', caller: '0x', tool: 't', amount: 1_000_000n, operatorShare: 1_000_000n, platformShare: 0n, custody: 'platform', ref: 'x402:test', state: 'earned', createdAt: Date.now() },
     ]);
   });
 
