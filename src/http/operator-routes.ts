@@ -58,6 +58,7 @@ const publicWithdrawal = (w: Withdrawal) => ({
   to: w.to,
   state: w.state,
   txHash: w.txHash ?? null,
+  waitingForGas: w.waitingForGas,
   error: w.error ?? null,
   idempotencyKey: w.idempotencyKey,
   createdAt: new Date(w.createdAt).toISOString(),

@@ -378,6 +378,14 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX checkout_sessions_state ON checkout_sessions (state, updated_at);
     `,
   },
+  {
+    version: 10,
+    name: 'withdrawals waiting for gas',
+    // Set while a submitted withdrawal's transaction is unknown to the node and the treasury cannot pay its gas.
+    sql: `
+      ALTER TABLE withdrawals ADD COLUMN waiting_for_gas INTEGER NOT NULL DEFAULT 0 CHECK (waiting_for_gas IN (0, 1));
+    `,
+  },
 ];
 
 /**

@@ -159,6 +159,7 @@ export function operatorOps({ read, write }: OperatorRunner): OperatorStore {
     recordWithdrawalTx: (id, tx) => change('recordWithdrawalTx', { id, ...tx, now: Date.now() }),
     finishWithdrawal: (id, outcome) =>
       change('finishWithdrawal', { id, state: outcome.state, error: outcome.state === 'failed' ? outcome.error : null, now: Date.now() }),
+    setWaitingForGas: (id, waiting) => write(() => run('setWaitingForGas', { id, waiting: waiting ? 1 : 0, now: Date.now() })).then((n) => n === 1),
     withdrawal: (id) => find('withdrawalById', { id }, toWithdrawal),
     withdrawals: (operatorId) => list('withdrawalsOf', { operatorId }, toWithdrawal),
     unfinishedWithdrawals: () => list('unfinishedWithdrawals', {}, toWithdrawal),

@@ -72,6 +72,8 @@ export type WithdrawalRow = {
   tx_hash: string | null;
   raw_tx: string | null;
   error: string | null;
+  /** INTEGER: a bigint from SQLite, a number from PostgreSQL. */
+  waiting_for_gas: bigint | number;
   created_at: bigint;
   updated_at: bigint;
 };
@@ -161,6 +163,7 @@ export const toWithdrawal = (r: WithdrawalRow): Withdrawal => ({
   ...(r.tx_hash ? { txHash: r.tx_hash as Hex } : {}),
   ...(r.raw_tx ? { rawTx: r.raw_tx as Hex } : {}),
   ...(r.error ? { error: r.error } : {}),
+  waitingForGas: Number(r.waiting_for_gas) === 1,
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
 });
@@ -369,7 +372,10 @@ export const operatorsSql = {
   withdrawalsOf: 'SELECT * FROM withdrawals WHERE operator_id = @operatorId ORDER BY created_at DESC, id DESC',
   unfinishedWithdrawals: `SELECT * FROM withdrawals WHERE state IN ('requested', 'submitted') ORDER BY created_at, id`,
   recordWithdrawalTx: `UPDATE withdrawals SET state = 'submitted', tx_hash = @txHash, raw_tx = @rawTx, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`,
-  finishWithdrawal: `UPDATE withdrawals SET state = @state, error = @error, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`,
+  finishWithdrawal: `
+    UPDATE withdrawals SET state = @state, error = @error, waiting_for_gas = 0, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`,
+  setWaitingForGas: `
+    UPDATE withdrawals SET waiting_for_gas = @waiting, updated_at = @now WHERE id = @id AND state = 'submitted' AND waiting_for_gas <> @waiting`,
 
   insertPayout: `
     INSERT INTO payouts (id, operator_id, amount, destination, idempotency_key, state, created_at, updated_at)

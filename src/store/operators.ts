@@ -72,6 +72,11 @@ export type Withdrawal = {
   txHash?: Hex;
   rawTx?: Hex;
   error?: string;
+  /**
+   * `submitted`, but the node does not know the transaction and the treasury cannot pay its gas:
+   * nothing moves until the treasury gets ETH (the same transaction is then sent again).
+   */
+  waitingForGas: boolean;
   createdAt: number;
   updatedAt: number;
 };
@@ -200,6 +205,8 @@ export interface OperatorStore {
   /** Written before the broadcast, so a crash leaves a transaction to look up or re-send, never a second one. */
   recordWithdrawalTx(id: string, tx: { txHash: Hex; rawTx: Hex }): Promise<void>;
   finishWithdrawal(id: string, outcome: { state: 'confirmed' } | { state: 'failed'; error: string }): Promise<void>;
+  /** Sets whether a submitted withdrawal waits for gas; true when this call changed it (so it is reported once). */
+  setWaitingForGas(id: string, waiting: boolean): Promise<boolean>;
   withdrawal(id: string): Promise<Withdrawal | undefined>;
   withdrawals(operatorId: string): Promise<Withdrawal[]>;
   unfinishedWithdrawals(): Promise<Withdrawal[]>;

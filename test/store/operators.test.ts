@@ -355,8 +355,12 @@ describe(`operator store (${backend.name})`, { skip: backend.skip }, () => {
     const submitted = (await operators.withdrawal(first.id))!;
     assert.deepEqual([submitted.state, submitted.txHash, submitted.rawTx], ['submitted', tx.txHash, tx.rawTx]);
     assert.deepEqual((await operators.unfinishedWithdrawals()).map((w) => w.id).sort(), [first.id, second.record.id].sort());
+    assert.equal(await operators.setWaitingForGas(second.record.id, true), false, 'only a submitted withdrawal waits for gas');
+    assert.deepEqual(await Promise.all([operators.setWaitingForGas(first.id, true), operators.setWaitingForGas(first.id, true)]).then((c) => c.sort()), [false, true], 'marked once');
+    assert.equal((await operators.withdrawal(first.id))!.waitingForGas, true);
 
     await operators.finishWithdrawal(first.id, { state: 'confirmed' });
+    assert.equal((await operators.withdrawal(first.id))!.waitingForGas, false, 'a finished withdrawal waits for nothing');
     await operators.finishWithdrawal(first.id, { state: 'failed', error: 'too late' });
     await operators.recordWithdrawalTx(first.id, { txHash: `0x${'cd'.repeat(32)}` as Hex, rawTx: '0x00' });
     const confirmed = (await operators.withdrawal(first.id))!;
