@@ -24,7 +24,11 @@ const checkoutsQuerySchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(100),
 });
 const creditCheckoutSchema = z.strictObject({
-  keyId: z.string().regex(/^key_/, 'expected an API key id').optional().describe('credit this key (the holder’s replacement) instead of the session’s own'),
+  keyId: z
+    .string()
+    .regex(/^key_/, 'expected an API key id')
+    .optional()
+    .describe('credit this key (the holder’s replacement) instead of the session’s own'),
 });
 
 /** A Checkout Session as the admin API shows it: money as strings, Stripe's minor units for what was paid. */
@@ -46,9 +50,12 @@ function resolved(result: ResolveResult, sessionId: string) {
   if (result.ok) return { ...publicCheckout(result.session), ...(result.entry ? { entry: publicEntry(result.entry) } : {}) };
   if (result.reason === 'not_found') throw new ApiError(404, 'checkout_not_found', `no Checkout Session ${sessionId} was opened here`);
   if (result.reason === 'not_in_review') {
-    throw new ApiError(409, 'checkout_not_in_review', `Checkout Session ${sessionId} is ${result.session!.state}, not in review: nothing to decide`);
+    const state = result.session!.state;
+    throw new ApiError(409, 'checkout_not_in_review', `Checkout Session ${sessionId} is ${state}, not in review: nothing to decide`);
   }
-  throw new ApiError(409, 'key_unusable', 'that key is unknown or revoked: give keyId, the holder’s replacement key', { keyId: result.session!.keyId });
+  throw new ApiError(409, 'key_unusable', 'that key is unknown or revoked: give keyId, the holder’s replacement key', {
+    keyId: result.session!.keyId,
+  });
 }
 
 export const pageSchema = z.strictObject({
@@ -95,12 +102,15 @@ export function adminRoutes({ credits, store, adminKey, catalog }: { credits: Cr
   for (const action of Object.keys(statusAfter) as (keyof typeof statusAfter)[]) {
     api.post(`/keys/:id/${action}`, { summary: `${action} a key${action === 'revoke' ? ' (final)' : ''}` }, async (c) => c.json(publicKey(await credits.changeStatus(c.req.param('id')!, action))));
   }
-  api.get('/checkouts', { summary: 'Stripe Checkout Sessions in a state; `review`: paid, held for your decision', query: checkoutsQuerySchema }, async (c, { query }) =>
+  const inReview = 'Stripe Checkout Sessions in a state; `review`: paid, held for your decision';
+  api.get('/checkouts', { summary: inReview, query: checkoutsQuerySchema }, async (c, { query }) =>
     c.json({ checkouts: (await store.credits.checkouts(query.state, query.limit)).map(publicCheckout) }),
   );
-  api.post('/checkouts/:id/credit', { summary: 'credit a session held for review (its package, once)', body: creditCheckoutSchema }, async (c, { body }) => {
+  const credit = { summary: 'credit a session held for review (its package, once)', body: creditCheckoutSchema };
+  api.post('/checkouts/:id/credit', credit, async (c, { body }) => {
     const id = c.req.param('id')!;
-    return c.json(resolved(await store.credits.resolveCheckout(id, { action: 'credit', ...(body.keyId ? { keyId: body.keyId } : {}) }), id));
+    const to = body.keyId ? { keyId: body.keyId } : {};
+    return c.json(resolved(await store.credits.resolveCheckout(id, { action: 'credit', ...to }), id));
   });
   api.post('/checkouts/:id/reject', { summary: 'reject a session held for review (refund it in Stripe)' }, async (c) => {
     const id = c.req.param('id')!;

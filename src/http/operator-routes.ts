@@ -222,7 +222,8 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
       return c.json(publicOperator(updated!));
     });
   }
-  ad.get('/analytics', { summary: 'usage and revenue across the instance (JSON or CSV)', query: analyticsQuerySchema }, async (c, { query }) =>
+  const instance = { summary: 'usage and revenue across the instance (JSON or CSV)', query: analyticsQuerySchema };
+  ad.get('/analytics', instance, async (c, { query }) =>
     // The server at the slug now; a slug no registered server holds is a configured endpoint's.
     analytics(c, query, query.server ? ((await store.operators.server(query.server))?.id ?? query.server) : undefined),
   );
@@ -230,9 +231,9 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
   app.route('/admin', admin);
 
   /** Analytics of one server are of its id: a server that held the slug before is not in them. */
-  async function analytics(c: Context, q: { operatorId?: string; server?: string; from: number; to: number; format: 'json' | 'csv' }, serverId?: string) {
+  async function analytics(c: Context, q: { operatorId?: string; from: number; to: number; format: 'json' | 'csv' }, serverId?: string) {
     const { format, ...range } = q;
-    const result = await store.operators.analytics({ from: range.from, to: range.to, ...(q.operatorId ? { operatorId: q.operatorId } : {}), ...(serverId ? { serverId } : {}) });
+    const result = await store.operators.analytics({ ...range, ...(serverId ? { serverId } : {}) });
     if (format === 'csv') return c.body(analyticsCsv(result), 200, { 'content-type': 'text/csv; charset=utf-8' });
     return c.json(analyticsJson(result, range));
   }

@@ -198,9 +198,9 @@ export function createOperators(options: OperatorsOptions) {
       };
       const created = await store.operators.createServer(server);
       if (!created.created && created.retired) {
-        throw new ApiError(409, 'slug_retired', `slug "${input.slug}" belonged to a deleted server that a live subscription, unsettled revenue or an old key still refers to; choose another slug, or retry once they are settled`, {
-          field: 'slug',
-        });
+        const why = 'a live subscription, unsettled revenue or an old key still refers to';
+        const message = `slug "${input.slug}" belonged to a deleted server that ${why}; choose another slug, or retry once they end`;
+        throw new ApiError(409, 'slug_retired', message, { field: 'slug' });
       }
       if (!created.created) throw new ApiError(409, 'slug_taken', `slug "${input.slug}" is taken`, { field: 'slug' });
       return server;
@@ -239,7 +239,8 @@ export function createOperators(options: OperatorsOptions) {
       const server = await ownServer(operator, slugValue);
       const live = await store.operators.liveSubscriptions(server.id);
       if (live.length > 0 && !options.cancelSubscription) {
-        throw new ApiError(503, 'stripe_not_configured', `server "${server.slug}" has ${live.length} Stripe subscriptions and this instance has no Stripe key to cancel them; configure Stripe, then delete again`);
+        const why = `server "${server.slug}" has ${live.length} Stripe subscriptions and this instance has no Stripe key to cancel them`;
+        throw new ApiError(503, 'stripe_not_configured', `${why}; configure Stripe, then delete again`);
       }
       for (const sub of live) {
         await options.cancelSubscription!(sub.id);

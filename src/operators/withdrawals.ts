@@ -129,7 +129,8 @@ export function createWithdrawals(options: WithdrawalsOptions) {
         // The same signed transaction, so the same hash: a re-send can never pay twice.
         try {
           await client.sendRawTransaction({ serializedTransaction: current.rawTx! });
-          if (await store.operators.setWaitingForGas(w.id, false)) logger.info({ withdrawal: w.id }, 'a withdrawal that waited for gas is sent');
+          const waited = await store.operators.setWaitingForGas(w.id, false);
+          if (waited) logger.info({ withdrawal: w.id }, 'a withdrawal that waited for gas is sent');
         } catch (error) {
           logger.warn({ err: error, withdrawal: w.id }, 're-sending a withdrawal failed');
           waiting = await waitsForGas(current);
@@ -159,7 +160,7 @@ export function createWithdrawals(options: WithdrawalsOptions) {
     const waiting = !known && balance < needed;
     if ((await store.operators.setWaitingForGas(w.id, waiting)) && waiting) {
       const detail = { withdrawal: w.id, treasury: treasury.address, balanceWei: balance.toString(), neededWei: needed.toString() };
-      logger.error(detail, 'a withdrawal is waiting for gas: the treasury cannot pay for its transaction; send it ETH, and the same transaction is sent again');
+      logger.error(detail, 'a withdrawal is waiting for gas: send the treasury ETH, then the same transaction is sent again');
     }
     return waiting;
   }

@@ -247,7 +247,8 @@ function* checkout({ eventId, sessionId, amountTotal, currency }: StripeEvent, n
           ? 'key_revoked'
           : undefined;
   if (reason) {
-    const paid = reason === 'key_revoked' ? { paidAmount: null, paidCurrency: null } : { paidAmount: amountTotal, paidCurrency: currency.toLowerCase() };
+    const mismatch = reason !== 'key_revoked';
+    const paid = { paidAmount: mismatch ? amountTotal : null, paidCurrency: mismatch ? currency.toLowerCase() : null };
     yield* run('holdCheckout', { sessionId, reason, ...paid, now });
     return 'held_for_review';
   }

@@ -196,7 +196,8 @@ export const creditsSql = {
   checkoutById: 'SELECT * FROM checkout_sessions WHERE session_id = @sessionId',
   setCheckoutState: 'UPDATE checkout_sessions SET state = @state, updated_at = @now WHERE session_id = @sessionId',
   holdCheckout: `
-    UPDATE checkout_sessions SET state = 'review', review_reason = @reason, paid_amount = @paidAmount, paid_currency = @paidCurrency, updated_at = @now
+    UPDATE checkout_sessions SET state = 'review', review_reason = @reason, paid_amount = @paidAmount, paid_currency = @paidCurrency,
+      updated_at = @now
     WHERE session_id = @sessionId`,
   checkoutsIn: 'SELECT * FROM checkout_sessions WHERE state = @state ORDER BY updated_at, session_id LIMIT @limit',
   insertEvent: `

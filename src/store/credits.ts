@@ -139,6 +139,9 @@ export type CheckoutSession = {
 };
 export type ReviewReason = 'amount_mismatch' | 'currency_mismatch' | 'key_revoked';
 
+/** A paid checkout event as Stripe described it: what was paid, in Stripe's minor units. */
+export type CheckoutEvent = { eventId: string; type: string; sessionId: string; amountTotal: bigint; currency: string };
+
 /** What a Stripe event did; only `credited` credited anything. */
 export type StripeEventOutcome = 'credited' | 'duplicate_event' | 'duplicate_session' | 'unknown_session' | 'held_for_review' | 'ignored';
 
@@ -200,7 +203,7 @@ export interface CreditStore {
    * one transaction with the record of the event; holds it for review instead when the amount or
    * currency paid is not what was recorded, or its key was revoked.
    */
-  completeCheckout(event: { eventId: string; type: string; sessionId: string; amountTotal: bigint; currency: string }): Promise<StripeEventOutcome>;
+  completeCheckout(event: CheckoutEvent): Promise<StripeEventOutcome>;
   /** Sessions in a state, oldest change first. */
   checkouts(state: CheckoutSession['state'], limit: number): Promise<CheckoutSession[]>;
   /** The admin's decision on a session in review, once: crediting is the session's one top-up (idempotency key `stripe:<session>`). */

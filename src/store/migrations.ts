@@ -368,7 +368,8 @@ export const migrations: readonly Migration[] = [
         updated_at BIGINT NOT NULL,
         CHECK ((state = 'review') = (review_reason IS NOT NULL) OR state IN ('credited', 'rejected'))
       );
-      INSERT INTO checkout_sessions_v9 (session_id, key_id, package, credits, amount_total, currency, state, review_reason, created_at, updated_at)
+      INSERT INTO checkout_sessions_v9 (session_id, key_id, package, credits, amount_total, currency, state, review_reason,
+                                        created_at, updated_at)
         SELECT session_id, key_id, package, credits, amount_total, currency,
                CASE WHEN state = 'rejected' THEN 'review' ELSE state END,
                CASE WHEN state = 'rejected' THEN 'amount_mismatch' END, created_at, updated_at

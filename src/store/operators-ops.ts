@@ -119,7 +119,8 @@ export function operatorOps({ read, write }: OperatorRunner): OperatorStore {
     createServer: (server) =>
       write(function* () {
         // A slug is plain text in a scope's JSON: `"<slug>"` (slugs need no escaping, and hold no LIKE wildcard).
-        if (yield* get('slugRetired', { slug: server.slug, named: `%"${server.slug}"%`, now: Date.now() })) return { created: false, retired: true };
+        const named = `%"${server.slug}"%`;
+        if (yield* get('slugRetired', { slug: server.slug, named, now: Date.now() })) return { created: false, retired: true };
         if ((yield* run('insertServer', serverParams(server))) === 1) return { created: true };
         return { created: false, retired: false };
       }),
@@ -159,7 +160,10 @@ export function operatorOps({ read, write }: OperatorRunner): OperatorStore {
     recordWithdrawalTx: (id, tx) => change('recordWithdrawalTx', { id, ...tx, now: Date.now() }),
     finishWithdrawal: (id, outcome) =>
       change('finishWithdrawal', { id, state: outcome.state, error: outcome.state === 'failed' ? outcome.error : null, now: Date.now() }),
-    setWaitingForGas: (id, waiting) => write(() => run('setWaitingForGas', { id, waiting: waiting ? 1 : 0, now: Date.now() })).then((n) => n === 1),
+    setWaitingForGas: async (id, waiting) => {
+      const params = { id, waiting: waiting ? 1 : 0, now: Date.now() };
+      return (await write(() => run('setWaitingForGas', params))) === 1;
+    },
     withdrawal: (id) => find('withdrawalById', { id }, toWithdrawal),
     withdrawals: (operatorId) => list('withdrawalsOf', { operatorId }, toWithdrawal),
     unfinishedWithdrawals: () => list('unfinishedWithdrawals', {}, toWithdrawal),
@@ -187,7 +191,7 @@ export function operatorOps({ read, write }: OperatorRunner): OperatorStore {
     analytics: ({ operatorId, serverId, from, to }) =>
       read(function* () {
         const params = { operatorId: operatorId ?? null, serverId: serverId ?? null, from, to };
-        const days = { operatorId: operatorId ?? null, serverId: serverId ?? null, fromDay: Math.floor(from / DAY_MS), toDay: Math.floor((to - 1) / DAY_MS) };
+        const days = { ...params, fromDay: Math.floor(from / DAY_MS), toDay: Math.floor((to - 1) / DAY_MS) };
         return toAnalytics({
           byDay: yield* all<UsageSumRow>('byDay', params),
           byTool: yield* all<UsageSumRow>('byTool', params),

@@ -318,20 +318,22 @@ export const operatorsSql = {
       EXISTS (SELECT 1 FROM subscriptions WHERE server_id = s.id AND status NOT IN ('canceled', 'incomplete_expired'))
       OR EXISTS (SELECT 1 FROM charges WHERE server_id = s.id AND state = 'pending')
       OR EXISTS (SELECT 1 FROM api_keys WHERE status <> 'revoked' AND scope LIKE @named AND scope NOT LIKE '%"serverIds"%')
-      OR EXISTS (SELECT 1 FROM budget_tokens WHERE revoked_at IS NULL AND expires_at > @now AND scope LIKE @named AND scope NOT LIKE '%"serverIds"%'))
+      OR EXISTS (SELECT 1 FROM budget_tokens
+                 WHERE revoked_at IS NULL AND expires_at > @now AND scope LIKE @named AND scope NOT LIKE '%"serverIds"%'))
     LIMIT 1`,
   serverBySlug: 'SELECT * FROM servers WHERE slug = @slug AND deleted_at IS NULL',
   serverById: 'SELECT * FROM servers WHERE id = @id',
   servedBySlug: `SELECT servers.* FROM servers JOIN operators ON operators.id = servers.operator_id
     WHERE servers.slug = @slug AND servers.deleted_at IS NULL AND operators.status = 'active'`,
   listServers: `
-    SELECT * FROM servers WHERE (operator_id = @operatorId OR @operatorId IS NULL) AND (@publicOnly = 0 OR public = 1) AND deleted_at IS NULL
-    ORDER BY created_at, id`,
+    SELECT * FROM servers WHERE (operator_id = @operatorId OR @operatorId IS NULL) AND (@publicOnly = 0 OR public = 1)
+      AND deleted_at IS NULL ORDER BY created_at, id`,
 
   countCall: `
     INSERT INTO usage_counts (server_id, caller, month, calls) VALUES (@serverId, @caller, @month, 1)
     ON CONFLICT (server_id, caller, month) DO UPDATE SET calls = usage_counts.calls + 1 RETURNING calls`,
-  uncountCall: 'UPDATE usage_counts SET calls = calls - 1 WHERE server_id = @serverId AND caller = @caller AND month = @month AND calls > 0',
+  uncountCall: `
+    UPDATE usage_counts SET calls = calls - 1 WHERE server_id = @serverId AND caller = @caller AND month = @month AND calls > 0`,
 
   insertCharge: `
     INSERT INTO charges (id, server_id, operator_id, rail, caller, tool, amount, operator_share, platform_share, custody, ref, state, settle_ms, created_at)

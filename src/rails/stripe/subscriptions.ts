@@ -48,7 +48,8 @@ export async function cancelSubscription(stripe: Stripe, id: string): Promise<vo
     await stripe.subscriptions.cancel(id);
   } catch (error) {
     if ((error as { code?: string }).code === 'resource_missing') return;
-    throw new ApiError(503, 'stripe_unavailable', `Stripe did not cancel subscription ${id}: ${(error as Error).message}; retry the deletion`);
+    const why = (error as Error).message;
+    throw new ApiError(503, 'stripe_unavailable', `Stripe did not cancel subscription ${id}: ${why}; retry the deletion`);
   }
 }
 

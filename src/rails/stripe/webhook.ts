@@ -14,19 +14,22 @@ export const WEBHOOK_TOLERANCE_SECONDS = 300;
  * signed for a future time would stay replayable until then. Undefined when `t=` is absent (the
  * SDK refuses that header itself).
  *
- * @example futureSignature('t=1700003600,v1=…', 1_700_000_000) // 'the signature is dated 3600 s ahead of this server’s clock (at most 300 s)'
+ * @example
+ * futureSignature('t=1700003600,v1=…', 1_700_000_000) // 'the signature is dated 3600 s ahead of this server’s clock (at most 300 s)'
  */
 export function futureSignature(header: string, nowSeconds: number): string | undefined {
   const t = /(?:^|,)\s*t=(\d+)/.exec(header)?.[1];
   const ahead = t === undefined ? 0 : Number(t) - nowSeconds;
-  return ahead > WEBHOOK_TOLERANCE_SECONDS ? `the signature is dated ${ahead} s ahead of this server’s clock (at most ${WEBHOOK_TOLERANCE_SECONDS} s)` : undefined;
+  if (ahead <= WEBHOOK_TOLERANCE_SECONDS) return undefined;
+  return `the signature is dated ${ahead} s ahead of this server’s clock (at most ${WEBHOOK_TOLERANCE_SECONDS} s)`;
 }
 
 /**
  * Handles one Stripe webhook delivery: the signature is checked on the raw body first (a bad or
  * stale or future-dated one is a 400 and changes nothing); a paid `checkout.session.completed`
  * or `checkout.session.async_payment_succeeded` credits its session's key once, whatever the
- * order or number of deliveries, when it was paid as recorded (else it is held for review); subscription lifecycle and invoice events keep entitlements and
+ * order or number of deliveries, when it was paid as recorded (else it is held for review);
+ * subscription lifecycle and invoice events keep entitlements and
  * subscription revenue in step (see `handleSubscriptionEvent`); every other event is
  * acknowledged and recorded.
  *
@@ -68,7 +71,8 @@ export async function handleStripeWebhook(
   const log = { event: event.id, type: event.type, session: session.id, outcome };
   if (outcome === 'unknown_session') deps.logger.error(log, 'Stripe event not credited: no such Checkout Session was opened here');
   else if (outcome === 'held_for_review') {
-    deps.logger.warn({ ...log, paid: `${paid.amountTotal} ${paid.currency}` }, 'Stripe payment held for review: see GET /admin/checkouts?state=review');
+    const held = { ...log, paid: `${paid.amountTotal} ${paid.currency}` };
+    deps.logger.warn(held, 'Stripe payment held for review: see GET /admin/checkouts?state=review');
   } else deps.logger.info(log, 'Stripe event');
   return { event: event.id, type: event.type, outcome };
 }
