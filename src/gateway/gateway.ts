@@ -38,8 +38,14 @@ export type GatewayOptions = {
   allowedHosts: () => Iterable<string>;
   logger: Logger;
   metrics: Metrics;
-  /** The server's slug, as key and token scopes name it. */
+  /** The server's slug: its path and name. */
   server: string;
+  /**
+   * A registered server's immutable id (a configured endpoint has none: its slug stands in): what
+   * call counts, charges, subscriptions and key scopes are bound to, so that a later server at the
+   * same slug inherits none of them.
+   */
+  serverId?: string;
   /**
    * Where charges and call counts go (revenue, analytics, free calls and tiers). Required by a
    * plan whose price depends on the caller's calls this month.
@@ -63,6 +69,7 @@ export const FREE_META_KEY = 'turnpike/free';
  */
 export function createGateway(options: GatewayOptions): Hono {
   const { logger, metrics, plan, revenue } = options;
+  const serverId = options.serverId ?? options.server;
   const metered = isMetered(plan);
   if ((metered || plan.type === 'subscription') && !revenue) {
     throw new Error(`server ${options.server}: a plan with free calls, tiers or subscriptions needs the revenue store to count calls`);
@@ -134,24 +141,25 @@ export function createGateway(options: GatewayOptions): Hono {
    * number in the month; a call that then does not happen is given back with `uncount`.
    */
   async function meter(caller: string, tool: string, keyId?: string): Promise<Metered | undefined> {
-    const subscriber = plan.type === 'subscription' && keyId !== undefined && (await revenue!.usage.activeSubscription(keyId, options.server, Date.now())) !== undefined;
+    const subscriber = plan.type === 'subscription' && keyId !== undefined && (await revenue!.usage.activeSubscription(keyId, serverId, Date.now())) !== undefined;
     if (!metered && !subscriber) return undefined;
     const month = utcMonth(Date.now());
-    const n = await revenue!.usage.countCall(options.server, caller, month);
+    const n = await revenue!.usage.countCall(serverId, caller, month);
     const rail = subscriber ? 'subscription' : 'free';
-    return { n, price: priceAt(plan, tool, n), rail, uncount: () => revenue!.usage.uncountCall(options.server, caller, month) };
+    return { n, price: priceAt(plan, tool, n), rail, uncount: () => revenue!.usage.uncountCall(serverId, caller, month) };
   }
 
   const charge = (rail: 'x402' | 'credits' | 'free' | 'subscription', caller: string, tool: string, amount: bigint, ref: string) =>
-    revenue && { server: options.server, rail, caller, tool, amount, ref, custody: revenue.custody, ...(revenue.operatorId ? { operatorId: revenue.operatorId } : {}) };
+    revenue && { serverId, rail, caller, tool, amount, ref, custody: revenue.custody, ...(revenue.operatorId ? { operatorId: revenue.operatorId } : {}) };
 
   const denied = (reason: string) => {
     metrics.denials.inc({ server: serverLabel, reason });
-    revenue?.book.denied(options.server, reason);
+    revenue?.book.denied(serverId, reason);
   };
 
   const context: RailContext = {
     server: options.server,
+    serverId,
     network: options.network,
     payTo: options.payTo,
     logger,

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { type Credits, adjustSchema, newKeySchema, publicEntry, publicKey, statusAfter, topupSchema, transferSchema } from '../rails/credits/credits.js';
 import { ApiError } from './api-error.js';
 import { bearerIn } from './caller.js';
+import type { CheckoutSession, ResolveResult } from '../store/credits.js';
 import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
 import { type RouteDoc, documented } from './documented.js';
@@ -18,6 +19,45 @@ export const adminAuth = (adminKey: string | undefined) =>
     await next();
   });
 
+const checkoutsQuerySchema = z.strictObject({
+  state: z.enum(['open', 'review', 'credited', 'rejected']).default('review'),
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+});
+const creditCheckoutSchema = z.strictObject({
+  keyId: z
+    .string()
+    .regex(/^key_/, 'expected an API key id')
+    .optional()
+    .describe('credit this key (the holder’s replacement) instead of the session’s own'),
+});
+
+/** A Checkout Session as the admin API shows it: money as strings, Stripe's minor units for what was paid. */
+const publicCheckout = (s: CheckoutSession) => ({
+  id: s.sessionId,
+  keyId: s.keyId,
+  package: s.package,
+  state: s.state,
+  credits: s.credits.toString(),
+  expected: { amount: s.amountTotal.toString(), currency: s.currency },
+  ...(s.paid ? { paid: { amount: s.paid.amount.toString(), currency: s.paid.currency } } : {}),
+  ...(s.reviewReason ? { reviewReason: s.reviewReason } : {}),
+  createdAt: new Date(s.createdAt).toISOString(),
+  updatedAt: new Date(s.updatedAt).toISOString(),
+});
+
+/** The answer to an admin's decision on a session in review, or the specific reason it cannot be made. */
+function resolved(result: ResolveResult, sessionId: string) {
+  if (result.ok) return { ...publicCheckout(result.session), ...(result.entry ? { entry: publicEntry(result.entry) } : {}) };
+  if (result.reason === 'not_found') throw new ApiError(404, 'checkout_not_found', `no Checkout Session ${sessionId} was opened here`);
+  if (result.reason === 'not_in_review') {
+    const state = result.session!.state;
+    throw new ApiError(409, 'checkout_not_in_review', `Checkout Session ${sessionId} is ${state}, not in review: nothing to decide`);
+  }
+  throw new ApiError(409, 'key_unusable', 'that key is unknown or revoked: give keyId, the holder’s replacement key', {
+    keyId: result.session!.keyId,
+  });
+}
+
 export const pageSchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(50),
   before: z.string().regex(/^le_[0-9a-z]+$/, 'expected a ledger entry id').optional(),
@@ -25,7 +65,9 @@ export const pageSchema = z.strictObject({
 
 /**
  * The admin API over API keys: create (the secret is in this one answer only), list, read, top
- * up (idempotent), suspend, resume, revoke, and a key's ledger.
+ * up (idempotent), suspend, resume, revoke, and a key's ledger; and over Stripe Checkout
+ * Sessions: the ones held for review (paid otherwise than recorded, or for a revoked key), each
+ * credited or rejected once.
  *
  * @example app.route('/admin', adminRoutes({ credits, store, adminKey, catalog }));
  */
@@ -60,5 +102,19 @@ export function adminRoutes({ credits, store, adminKey, catalog }: { credits: Cr
   for (const action of Object.keys(statusAfter) as (keyof typeof statusAfter)[]) {
     api.post(`/keys/:id/${action}`, { summary: `${action} a key${action === 'revoke' ? ' (final)' : ''}` }, async (c) => c.json(publicKey(await credits.changeStatus(c.req.param('id')!, action))));
   }
+  const inReview = 'Stripe Checkout Sessions in a state; `review`: paid, held for your decision';
+  api.get('/checkouts', { summary: inReview, query: checkoutsQuerySchema }, async (c, { query }) =>
+    c.json({ checkouts: (await store.credits.checkouts(query.state, query.limit)).map(publicCheckout) }),
+  );
+  const credit = { summary: 'credit a session held for review (its package, once)', body: creditCheckoutSchema };
+  api.post('/checkouts/:id/credit', credit, async (c, { body }) => {
+    const id = c.req.param('id')!;
+    const to = body.keyId ? { keyId: body.keyId } : {};
+    return c.json(resolved(await store.credits.resolveCheckout(id, { action: 'credit', ...to }), id));
+  });
+  api.post('/checkouts/:id/reject', { summary: 'reject a session held for review (refund it in Stripe)' }, async (c) => {
+    const id = c.req.param('id')!;
+    return c.json(resolved(await store.credits.resolveCheckout(id, { action: 'reject' }), id));
+  });
   return app;
 }

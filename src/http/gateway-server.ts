@@ -22,7 +22,7 @@ import { openDebits } from '../rails/credits/open-debits.js';
 import { createCheckout } from '../rails/stripe/checkout.js';
 import { stripePayouts } from '../rails/stripe/payouts.js';
 import { stripeClient } from '../rails/stripe/stripe-client.js';
-import { createSubscriptionCheckout } from '../rails/stripe/subscriptions.js';
+import { cancelSubscription, createSubscriptionCheckout } from '../rails/stripe/subscriptions.js';
 import type { ServerRecord } from '../store/operators.js';
 import type { Lease, Store } from '../store/store.js';
 import { adminRoutes } from './admin-routes.js';
@@ -49,6 +49,8 @@ export type EndpointOptions = {
   challenge: 'tool-result' | 'http-402';
   /** Set for servers registered through the operator API. */
   operatorId?: string;
+  /** A registered server's id: what its counts, charges, subscriptions and scopes are bound to. */
+  serverId?: string;
   custody?: 'direct' | 'platform';
 };
 
@@ -104,8 +106,12 @@ export async function serveGateway(options: GatewayServerOptions) {
     : undefined;
   withdrawals?.start();
   const ownUrl = isTurnpike(() => ({ listening: url, public: config.credits.publicUrl }));
+  const { stripeSecretKey, stripeWebhookSecret: webhookSecret } = secrets;
+  const stripe = stripeSecretKey && webhookSecret ? stripeClient(stripeSecretKey, config.credits.stripeApiUrl) : undefined;
+  if (!stripe && (stripeSecretKey || webhookSecret)) logger.warn('Stripe is off: set both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
   const operators = createOperators({
     store,
+    ...(stripe ? { cancelSubscription: (id: string) => cancelSubscription(stripe, id) } : {}),
     ...(secrets.secretsKey ? { box: secretBox(secrets.secretsKey) } : {}),
     allowPrivateUpstreams: config.operators.allowPrivateUpstreams,
     isTurnpike: ownUrl,
@@ -141,6 +147,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       logger,
       metrics,
       server: endpoint.slug,
+      ...(endpoint.serverId ? { serverId: endpoint.serverId } : {}),
       revenue: { book, usage: store.operators, custody: endpoint.custody ?? 'direct', ...(endpoint.operatorId ? { operatorId: endpoint.operatorId } : {}) },
     });
   for (const endpoint of endpoints) app.route(endpoint.path, gatewayFor(endpoint));
@@ -163,6 +170,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       payTo: server.custody === 'direct' ? server.payTo! : treasury!,
       challenge: server.challenge,
       operatorId: server.operatorId,
+      serverId: server.id,
       custody: server.custody,
     };
   }
@@ -172,7 +180,7 @@ export async function serveGateway(options: GatewayServerOptions) {
   const registered = new Map<string, Mounted>();
   function mounted(server: ServerRecord): Mounted {
     const known = registered.get(server.slug);
-    if (known?.updatedAt === server.updatedAt) return known;
+    if (known?.updatedAt === server.updatedAt && known.endpoint.serverId === server.id) return known;
     const endpoint = endpointOf(server);
     const gateway = createApp(logger).route(endpoint.path, gatewayFor(endpoint));
     const entry = { updatedAt: server.updatedAt, endpoint, fetch: (request: Request) => gateway.fetch(request), tools: upstreamTools(endpoint.upstream) };
@@ -190,9 +198,6 @@ export async function serveGateway(options: GatewayServerOptions) {
     return mounted(server).fetch(c.req.raw);
   });
 
-  const { stripeSecretKey, stripeWebhookSecret: webhookSecret } = secrets;
-  const stripe = stripeSecretKey && webhookSecret ? stripeClient(stripeSecretKey, config.credits.stripeApiUrl) : undefined;
-  if (!stripe && (stripeSecretKey || webhookSecret)) logger.warn('Stripe is off: set both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
   const publicUrl = () => config.credits.publicUrl ?? url;
   if (credits) {
     const payTo = (config.credits.payTo as Address | undefined) ?? options.endpoints[0]?.payTo ?? treasury;

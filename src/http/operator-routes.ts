@@ -58,6 +58,7 @@ const publicWithdrawal = (w: Withdrawal) => ({
   to: w.to,
   state: w.state,
   txHash: w.txHash ?? null,
+  waitingForGas: w.waitingForGas,
   error: w.error ?? null,
   idempotencyKey: w.idempotencyKey,
   createdAt: new Date(w.createdAt).toISOString(),
@@ -122,10 +123,10 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
     await audit(c, actor(c), me(c).id, 'server.update', server.slug, { fields: Object.keys(body) });
     return c.json(publicServer(server));
   });
-  op.delete('/servers/:slug', { summary: 'remove a server (its history stays)' }, async (c) => {
-    const server = await operators.deleteServer(me(c), c.req.param('slug')!);
-    await audit(c, actor(c), me(c).id, 'server.delete', server.slug);
-    return c.json({ deleted: server.slug });
+  op.delete('/servers/:slug', { summary: 'remove a server: its Stripe subscriptions are cancelled, its history stays' }, async (c) => {
+    const { server, cancelled } = await operators.deleteServer(me(c), c.req.param('slug')!);
+    await audit(c, actor(c), me(c).id, 'server.delete', server.slug, { id: server.id, cancelledSubscriptions: cancelled });
+    return c.json({ deleted: server.slug, id: server.id, cancelledSubscriptions: cancelled });
   });
   op.get('/balance', { summary: 'your revenue: withdrawable USDC, fiat payable, direct' }, async (c) => c.json(publicBalance(await store.operators.balance(me(c).id))));
   op.get('/withdrawals', { summary: 'your withdrawals, newest first' }, async (c) => c.json({ withdrawals: (await store.operators.withdrawals(me(c).id)).map(publicWithdrawal) }));
@@ -188,8 +189,8 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
     return c.json(publicPayout(payout), created ? 201 : 200);
   });
   op.get('/analytics', { summary: 'usage and revenue by day, tool, rail and caller; denials; settlement latency (JSON or CSV)', query: analyticsQuerySchema }, async (c, { query }) => {
-    if (query.server) await operators.ownServer(me(c), query.server);
-    return analytics(c, { operatorId: me(c).id, ...query });
+    const server = query.server ? await operators.ownServer(me(c), query.server) : undefined;
+    return analytics(c, { operatorId: me(c).id, ...query }, server?.id);
   });
   op.get('/audit', { summary: 'what was done on your account', query: auditQuerySchema }, async (c, { query }) =>
     c.json({ entries: await store.operators.auditLog({ operatorId: me(c).id, ...query }) }),
@@ -221,13 +222,18 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
       return c.json(publicOperator(updated!));
     });
   }
-  ad.get('/analytics', { summary: 'usage and revenue across the instance (JSON or CSV)', query: analyticsQuerySchema }, (c, { query }) => analytics(c, query));
+  const instance = { summary: 'usage and revenue across the instance (JSON or CSV)', query: analyticsQuerySchema };
+  ad.get('/analytics', instance, async (c, { query }) =>
+    // The server at the slug now; a slug no registered server holds is a configured endpoint's.
+    analytics(c, query, query.server ? ((await store.operators.server(query.server))?.id ?? query.server) : undefined),
+  );
   ad.get('/audit', { summary: 'the audit log of admin and operator actions', query: auditQuerySchema }, async (c, { query }) => c.json({ entries: await store.operators.auditLog(query) }));
   app.route('/admin', admin);
 
-  async function analytics(c: Context, q: { operatorId?: string; server?: string; from: number; to: number; format: 'json' | 'csv' }) {
+  /** Analytics of one server are of its id: a server that held the slug before is not in them. */
+  async function analytics(c: Context, q: { operatorId?: string; from: number; to: number; format: 'json' | 'csv' }, serverId?: string) {
     const { format, ...range } = q;
-    const result = await store.operators.analytics(range);
+    const result = await store.operators.analytics({ ...range, ...(serverId ? { serverId } : {}) });
     if (format === 'csv') return c.body(analyticsCsv(result), 200, { 'content-type': 'text/csv; charset=utf-8' });
     return c.json(analyticsJson(result, range));
   }

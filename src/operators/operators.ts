@@ -104,6 +104,8 @@ export type OperatorsOptions = {
   reservedSlugs: ReadonlySet<string>;
   /** Where platform-custody servers are paid; without it only `direct` custody is possible. */
   treasury?: `0x${string}`;
+  /** Cancels a Stripe subscription (a deleted server's); absent without Stripe. */
+  cancelSubscription?: (id: string) => Promise<void>;
 };
 
 /**
@@ -203,7 +205,13 @@ export function createOperators(options: OperatorsOptions) {
         createdAt: now,
         updatedAt: now,
       };
-      if (!(await store.operators.createServer(server)).created) throw new ApiError(409, 'slug_taken', `slug "${input.slug}" is taken`, { field: 'slug' });
+      const created = await store.operators.createServer(server);
+      if (!created.created && created.retired) {
+        const why = 'a live subscription, unsettled revenue or an old key still refers to';
+        const message = `slug "${input.slug}" belonged to a deleted server that ${why}; choose another slug, or retry once they end`;
+        throw new ApiError(409, 'slug_retired', message, { field: 'slug' });
+      }
+      if (!created.created) throw new ApiError(409, 'slug_taken', `slug "${input.slug}" is taken`, { field: 'slug' });
       return server;
     },
 
@@ -232,10 +240,23 @@ export function createOperators(options: OperatorsOptions) {
       return updated;
     },
 
+    /**
+     * Cancels the server's Stripe subscriptions (its subscribers are charged no more), then deletes
+     * it. Nothing is deleted while a subscription could not be cancelled: retry.
+     */
     async deleteServer(operator: OperatorRecord, slugValue: string) {
       const server = await ownServer(operator, slugValue);
+      const live = await store.operators.liveSubscriptions(server.id);
+      if (live.length > 0 && !options.cancelSubscription) {
+        const why = `server "${server.slug}" has ${live.length} Stripe subscriptions and this instance has no Stripe key to cancel them`;
+        throw new ApiError(503, 'stripe_not_configured', `${why}; configure Stripe, then delete again`);
+      }
+      for (const sub of live) {
+        await options.cancelSubscription!(sub.id);
+        await store.operators.subscriptionStatus(sub.id, 'canceled', Date.now());
+      }
       await store.operators.deleteServer(server.id);
-      return server;
+      return { server, cancelled: live.map((s) => s.id) };
     },
 
     /** The upstream secret, unsealed for the gateway's use only. */

@@ -7,7 +7,7 @@ import type { Store } from '../store/store.js';
 import { splitCharge } from './take-rate.js';
 
 /** A charge as the gateway knows it; the split, id, state and time are the book's business. */
-export type ChargeInput = Pick<Charge, 'server' | 'rail' | 'caller' | 'tool' | 'amount' | 'ref' | 'custody'> & { operatorId?: string };
+export type ChargeInput = Pick<Charge, 'serverId' | 'rail' | 'caller' | 'tool' | 'amount' | 'ref' | 'custody'> & { operatorId?: string };
 
 /** How often queued charges and denial counts are written, and pending charges resolved. */
 const FLUSH_EVERY_MS = 100;
@@ -35,12 +35,12 @@ function paymentKeyOf(ref: string): PaymentKey | undefined {
  *
  * @example
  * const book = revenueBook(store, { takeRateBps: 250, logger });
- * await book.record({ server: 'search', rail: 'x402', ... }); // durable, then settle
+ * await book.record({ serverId: 'srv_…', rail: 'x402', ... }); // durable, then settle
  */
 export function revenueBook(store: Store, options: { takeRateBps: number; logger: Logger }) {
   const { operators } = store;
   let queued: Charge[] = [];
-  let denials = new Map<string, { server: string; day: number; reason: string; count: number }>();
+  let denials = new Map<string, { serverId: string; day: number; reason: string; count: number }>();
   let flusher: NodeJS.Timeout | undefined;
   let resolver: NodeJS.Timeout | undefined;
 
@@ -98,11 +98,11 @@ export function revenueBook(store: Store, options: { takeRateBps: number; logger
       queued.push(charge(input, input.rail === 'credits' || input.rail === 'x402' ? 'pending' : 'earned'));
       scheduleFlush();
     },
-    /** Counts a refused call by reason, per server and UTC day. */
-    denied(server: string, reason: string) {
+    /** Counts a refused call by reason, per server (by id) and UTC day. */
+    denied(serverId: string, reason: string) {
       const day = Math.floor(Date.now() / 86_400_000);
-      const key = `${server}\n${day}\n${reason}`;
-      const row = denials.get(key) ?? { server, day, reason, count: 0 };
+      const key = `${serverId}\n${day}\n${reason}`;
+      const row = denials.get(key) ?? { serverId, day, reason, count: 0 };
       row.count++;
       denials.set(key, row);
       scheduleFlush();

@@ -39,6 +39,9 @@ const WATCH_EVERY_MS = 3_000;
  *
  *   requested ──▶ submitted(tx) ──▶ confirmed | failed
  *
+ * A submitted withdrawal whose transaction the node does not have, because the treasury cannot
+ * pay its gas, is flagged `waitingForGas` (and alerted once) until a re-send goes through.
+ *
  * Sends are serialized: the treasury key has one nonce sequence and only this queue uses it.
  *
  * @example
@@ -105,6 +108,7 @@ export function createWithdrawals(options: WithdrawalsOptions) {
   async function process(w: Withdrawal): Promise<Withdrawal> {
     await serialized(async () => {
       let current = (await store.operators.withdrawal(w.id)) ?? w;
+      let waiting = false;
       if (current.state === 'requested') {
         try {
           current = await send(current);
@@ -112,7 +116,10 @@ export function createWithdrawals(options: WithdrawalsOptions) {
           const message = `the transfer could not be sent: ${(error as Error).message.split('\n')[0]}`;
           current = (await store.operators.withdrawal(w.id))!;
           if (current.state === 'requested') await store.operators.finishWithdrawal(w.id, { state: 'failed', error: message });
-          else logger.warn({ err: error, withdrawal: w.id }, 'broadcasting a withdrawal failed; it stays submitted until the chain decides');
+          else {
+            logger.warn({ err: error, withdrawal: w.id }, 'broadcasting a withdrawal failed; it stays submitted until the chain decides');
+            waiting = await waitsForGas(current);
+          }
         }
       } else if (current.state === 'submitted' && !(await receiptOf(current))) {
         if (await nonceTakenElsewhere(current)) {
@@ -120,11 +127,42 @@ export function createWithdrawals(options: WithdrawalsOptions) {
           return;
         }
         // The same signed transaction, so the same hash: a re-send can never pay twice.
-        await client.sendRawTransaction({ serializedTransaction: current.rawTx! }).catch((error: unknown) => logger.warn({ err: error, withdrawal: w.id }, 're-sending a withdrawal failed'));
+        try {
+          await client.sendRawTransaction({ serializedTransaction: current.rawTx! });
+          const waited = await store.operators.setWaitingForGas(w.id, false);
+          if (waited) logger.info({ withdrawal: w.id }, 'a withdrawal that waited for gas is sent');
+        } catch (error) {
+          logger.warn({ err: error, withdrawal: w.id }, 're-sending a withdrawal failed');
+          waiting = await waitsForGas(current);
+        }
       }
-      if (current.state === 'submitted') await awaitReceipt(current, Date.now() + receiptTimeoutMs);
+      // Waiting for gas, no receipt can come: the watcher sends it again once the treasury is funded.
+      if (current.state === 'submitted' && !waiting) await awaitReceipt(current, Date.now() + receiptTimeoutMs);
     });
     return (await store.operators.withdrawal(w.id))!;
+  }
+
+  /**
+   * After a failed broadcast: a transaction the node does not know, whose gas the treasury's ETH
+   * cannot pay, waits for gas. Marked in the store and alerted (error level) when it starts
+   * waiting: once, on whichever instance marks it.
+   */
+  async function waitsForGas(w: Withdrawal): Promise<boolean> {
+    const tx = parseTransaction(w.rawTx!);
+    const needed = tx.gas! * tx.maxFeePerGas!;
+    const [balance, known] = await Promise.all([
+      client.getBalance({ address: treasury.address }),
+      client.getTransaction({ hash: w.txHash! }).then(
+        () => true,
+        () => false,
+      ),
+    ]);
+    const waiting = !known && balance < needed;
+    if ((await store.operators.setWaitingForGas(w.id, waiting)) && waiting) {
+      const detail = { withdrawal: w.id, treasury: treasury.address, balanceWei: balance.toString(), neededWei: needed.toString() };
+      logger.error(detail, 'a withdrawal is waiting for gas: send the treasury ETH, then the same transaction is sent again');
+    }
+    return waiting;
   }
 
   const receiptOf = (w: Withdrawal) => client.getTransactionReceipt({ hash: w.txHash! }).catch(() => undefined);

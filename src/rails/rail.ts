@@ -54,7 +54,10 @@ export type Metered = { n: bigint; price: bigint; rail: 'free' | 'subscription';
 
 /** What the gateway gives the rails it serves: its terms, its counters and its ways to answer. */
 export type RailContext = {
+  /** The server's slug (its path and name). */
   server: string;
+  /** What the server's counts, charges and scopes are bound to: a registered server's id, or a configured one's slug. */
+  serverId: string;
   network: Network;
   payTo: Address;
   logger: Logger;

@@ -1,4 +1,20 @@
-import type { BudgetToken, CheckoutSession, Credit, CreditStore, Debit, DebitResult, KeyStatus, LedgerEntry, Move, MoveResult, NewKey, StripeEventOutcome } from './credits.js';
+import type {
+  BudgetToken,
+  CheckoutResolution,
+  CheckoutSession,
+  Credit,
+  CreditStore,
+  Debit,
+  DebitResult,
+  KeyStatus,
+  LedgerEntry,
+  Move,
+  MoveResult,
+  NewKey,
+  ResolveResult,
+  ReviewReason,
+  StripeEventOutcome,
+} from './credits.js';
 import {
   type CheckoutRow,
   type CreditsSql,
@@ -8,6 +24,7 @@ import {
   type RequestRow,
   type TokenRow,
   json,
+  toCheckout,
   toEntry,
   toKey,
   toRequest,
@@ -192,30 +209,70 @@ function* refund(debitId: string, reason: string): Op<{ balance: bigint }> {
   return { balance: entry.balanceAfter };
 }
 
-type StripeEvent = { eventId: string; type: string; sessionId: string; amountTotal: bigint };
+type StripeEvent = { eventId: string; type: string; sessionId: string; amountTotal: bigint; currency: string };
 
-/** What a first delivery of a checkout event does to its (locked) session. */
-function* checkout({ eventId, sessionId, amountTotal }: StripeEvent, now: number): Op<StripeEventOutcome> {
-  const session = yield* lock<CheckoutRow>('checkoutById', { sessionId });
-  if (!session) return 'unknown_session';
-  if (session.state !== 'open') return 'duplicate_session';
-  if (session.amount_total !== amountTotal) {
-    yield* run('setCheckoutState', { sessionId, state: 'rejected', now });
-    return 'amount_mismatch';
-  }
+/** Credits a session's package to a key (its own, or the admin's choice): the session's one top-up, whoever asks. */
+function* creditSession(session: CheckoutRow, keyId: string, ref: Record<string, unknown>, now: number) {
   const credited = yield* applyCredit(
     {
-      keyId: session.key_id,
+      keyId,
       kind: 'topup',
       amount: session.credits,
       reason: `Stripe Checkout, package ${session.package}`,
-      idempotencyKey: `stripe:${sessionId}`,
-      ref: { stripeSession: sessionId, stripeEvent: eventId },
+      idempotencyKey: `stripe:${session.session_id}`,
+      ref: { stripeSession: session.session_id, ...ref },
     },
     now,
   );
-  yield* run('setCheckoutState', { sessionId, state: 'credited', now });
-  return credited.applied ? 'credited' : 'duplicate_session';
+  yield* run('setCheckoutState', { sessionId: session.session_id, state: 'credited', now });
+  return credited;
+}
+
+/**
+ * What a first delivery of a checkout event does to its (locked) session: credits it when it was
+ * paid as recorded (currency, then amount) to a key that is not revoked; otherwise holds it for
+ * review, which a later matching event, or the admin, can still resolve.
+ */
+function* checkout({ eventId, sessionId, amountTotal, currency }: StripeEvent, now: number): Op<StripeEventOutcome> {
+  const session = yield* lock<CheckoutRow>('checkoutById', { sessionId });
+  if (!session) return 'unknown_session';
+  if (session.state === 'credited' || session.state === 'rejected') return 'duplicate_session';
+  const key = yield* get<KeyRow>('keyById', { id: session.key_id });
+  const reason: ReviewReason | undefined =
+    currency.toLowerCase() !== session.currency.toLowerCase()
+      ? 'currency_mismatch'
+      : amountTotal !== session.amount_total
+        ? 'amount_mismatch'
+        : key?.status === 'revoked'
+          ? 'key_revoked'
+          : undefined;
+  if (reason) {
+    const mismatch = reason !== 'key_revoked';
+    const paid = { paidAmount: mismatch ? amountTotal : null, paidCurrency: mismatch ? currency.toLowerCase() : null };
+    yield* run('holdCheckout', { sessionId, reason, ...paid, now });
+    return 'held_for_review';
+  }
+  return (yield* creditSession(session, session.key_id, { stripeEvent: eventId }, now)).applied ? 'credited' : 'duplicate_session';
+}
+
+/** The admin's decision on a session in review; a key to credit must exist and not be revoked. */
+function* resolveCheckout(sessionId: string, resolution: CheckoutResolution): Op<ResolveResult> {
+  const now = Date.now();
+  const session = yield* lock<CheckoutRow>('checkoutById', { sessionId });
+  if (!session) return { ok: false, reason: 'not_found' };
+  if (session.state !== 'review') return { ok: false, reason: 'not_in_review', session: toCheckout(session) };
+  const reread = function* () {
+    return toCheckout((yield* get<CheckoutRow>('checkoutById', { sessionId }))!);
+  };
+  if (resolution.action === 'reject') {
+    yield* run('setCheckoutState', { sessionId, state: 'rejected', now });
+    return { ok: true, session: yield* reread() };
+  }
+  const keyId = resolution.keyId ?? session.key_id;
+  const key = yield* get<KeyRow>('keyById', { id: keyId });
+  if (!key || key.status === 'revoked') return { ok: false, reason: 'key_unusable', session: toCheckout(session) };
+  const { entry } = yield* creditSession(session, keyId, { resolvedBy: 'admin' }, now);
+  return { ok: true, session: yield* reread(), entry };
 }
 
 function* completeCheckout(event: StripeEvent): Op<StripeEventOutcome> {
@@ -311,11 +368,16 @@ export function ledgerStore({ read, write, decide }: LedgerRunner): CreditStore 
         return (yield* all<TokenRow>('tokensOf', { keyId })).map(toToken);
       }),
     revokeToken: (keyId, id) => write(() => revokeToken(keyId, id)),
-    recordCheckout: (session: Omit<CheckoutSession, 'state'>) =>
+    recordCheckout: (session: Omit<CheckoutSession, 'state' | 'reviewReason' | 'paid' | 'createdAt' | 'updatedAt'>) =>
       write(function* () {
         yield* run('insertCheckout', { ...session, now: Date.now() });
       }),
     completeCheckout: (event) => write(() => completeCheckout(event)),
+    checkouts: (state, limit) =>
+      read(function* () {
+        return (yield* all<CheckoutRow>('checkoutsIn', { state, limit })).map(toCheckout);
+      }),
+    resolveCheckout: (sessionId, resolution) => write(() => resolveCheckout(sessionId, resolution)),
     ignoreEvent: ({ eventId, type }) =>
       write(function* () {
         yield* run('insertEvent', { eventId, type, sessionId: null, outcome: 'ignored', now: Date.now() });

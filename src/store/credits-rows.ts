@@ -1,4 +1,4 @@
-import type { BudgetToken, CheckoutSession, IdempotentRequest, KeyRecord, LedgerEntry, Scope } from './credits.js';
+import type { BudgetToken, CheckoutSession, IdempotentRequest, KeyRecord, LedgerEntry, ReviewReason, Scope } from './credits.js';
 
 /** The credits tables' rows as both backends return them (BIGINT as bigint). */
 export type KeyRow = {
@@ -40,7 +40,34 @@ export type TokenRow = {
   revoked_at: bigint | null;
   created_at: bigint;
 };
-export type CheckoutRow = { key_id: string; package: string; credits: bigint; amount_total: bigint; state: CheckoutSession['state'] };
+export type CheckoutRow = {
+  session_id: string;
+  key_id: string;
+  package: string;
+  credits: bigint;
+  amount_total: bigint;
+  currency: string;
+  state: CheckoutSession['state'];
+  review_reason: ReviewReason | null;
+  paid_amount: bigint | null;
+  paid_currency: string | null;
+  created_at: bigint;
+  updated_at: bigint;
+};
+
+export const toCheckout = (r: CheckoutRow): CheckoutSession => ({
+  sessionId: r.session_id,
+  keyId: r.key_id,
+  package: r.package,
+  credits: r.credits,
+  amountTotal: r.amount_total,
+  currency: r.currency,
+  state: r.state,
+  ...(r.review_reason ? { reviewReason: r.review_reason } : {}),
+  ...(r.paid_amount !== null ? { paid: { amount: r.paid_amount, currency: r.paid_currency ?? '' } } : {}),
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+});
 export type RequestRow = { body_hash: string; debit_id: string; response: string | null };
 /** `EXISTS` is 0/1 in SQLite and a boolean in PostgreSQL: read as truthy. */
 
@@ -166,8 +193,13 @@ export const creditsSql = {
   insertCheckout: `
     INSERT INTO checkout_sessions (session_id, key_id, package, credits, amount_total, currency, state, created_at, updated_at)
     VALUES (@sessionId, @keyId, @package, @credits, @amountTotal, @currency, 'open', @now, @now)`,
-  checkoutById: 'SELECT key_id, package, credits, amount_total, state FROM checkout_sessions WHERE session_id = @sessionId',
+  checkoutById: 'SELECT * FROM checkout_sessions WHERE session_id = @sessionId',
   setCheckoutState: 'UPDATE checkout_sessions SET state = @state, updated_at = @now WHERE session_id = @sessionId',
+  holdCheckout: `
+    UPDATE checkout_sessions SET state = 'review', review_reason = @reason, paid_amount = @paidAmount, paid_currency = @paidCurrency,
+      updated_at = @now
+    WHERE session_id = @sessionId`,
+  checkoutsIn: 'SELECT * FROM checkout_sessions WHERE state = @state ORDER BY updated_at, session_id LIMIT @limit',
   insertEvent: `
     INSERT INTO stripe_events (event_id, type, session_id, outcome, received_at)
     VALUES (@eventId, @type, @sessionId, @outcome, @now) ON CONFLICT (event_id) DO NOTHING`,

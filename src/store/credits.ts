@@ -5,8 +5,11 @@
  * key, a budget token spending past its cap.
  */
 export type KeyStatus = 'active' | 'suspended' | 'revoked';
-/** What a key or token may pay for; absent lists mean everything. */
-export type Scope = { servers?: string[]; tools?: string[] };
+/**
+ * What a key or token may pay for; absent lists mean everything. `serverIds`: the ids of the
+ * servers `servers` named when the scope was made (absent on scopes made before they were kept).
+ */
+export type Scope = { servers?: string[]; serverIds?: string[]; tools?: string[] };
 
 export type KeyRecord = {
   id: string;
@@ -114,6 +117,11 @@ export type BudgetToken = {
   createdAt: number;
 };
 
+/**
+ * A Checkout Session as recorded when it was opened. `review`: paid, but not as recorded (another
+ * amount or currency) or for a key revoked meanwhile: held for the admin, who credits or rejects
+ * it; a later event that matches still credits it. `credited` and `rejected` are final.
+ */
 export type CheckoutSession = {
   sessionId: string;
   keyId: string;
@@ -121,11 +129,27 @@ export type CheckoutSession = {
   credits: bigint;
   amountTotal: bigint;
   currency: string;
-  state: 'open' | 'credited' | 'rejected';
+  state: 'open' | 'review' | 'credited' | 'rejected';
+  /** Why it is (or was) held for review. */
+  reviewReason?: ReviewReason;
+  /** What Stripe said was paid, when it was not what was recorded. */
+  paid?: { amount: bigint; currency: string };
+  createdAt: number;
+  updatedAt: number;
 };
+export type ReviewReason = 'amount_mismatch' | 'currency_mismatch' | 'key_revoked';
 
-/** What a Stripe event did; `duplicate_*` outcomes credited nothing. */
-export type StripeEventOutcome = 'credited' | 'duplicate_event' | 'duplicate_session' | 'unknown_session' | 'amount_mismatch' | 'ignored';
+/** A paid checkout event as Stripe described it: what was paid, in Stripe's minor units. */
+export type CheckoutEvent = { eventId: string; type: string; sessionId: string; amountTotal: bigint; currency: string };
+
+/** What a Stripe event did; only `credited` credited anything. */
+export type StripeEventOutcome = 'credited' | 'duplicate_event' | 'duplicate_session' | 'unknown_session' | 'held_for_review' | 'ignored';
+
+/** The admin's decision on a session held for review: credit it (to its key, or the holder's replacement) or reject it. */
+export type CheckoutResolution = { action: 'credit'; keyId?: string } | { action: 'reject' };
+export type ResolveResult =
+  | { ok: true; session: CheckoutSession; entry?: LedgerEntry }
+  | { ok: false; reason: 'not_found' | 'not_in_review' | 'key_unusable'; session?: CheckoutSession };
 
 export interface CreditStore {
   /**
@@ -173,12 +197,17 @@ export interface CreditStore {
   tokens(keyId: string): Promise<BudgetToken[]>;
   revokeToken(keyId: string, id: string): Promise<BudgetToken | undefined>;
 
-  recordCheckout(session: Omit<CheckoutSession, 'state'>): Promise<void>;
+  recordCheckout(session: Omit<CheckoutSession, 'state' | 'reviewReason' | 'paid' | 'createdAt' | 'updatedAt'>): Promise<void>;
   /**
    * Credits a paid Checkout Session exactly once, deduplicated by event id and by session id, in
-   * one transaction with the record of the event.
+   * one transaction with the record of the event; holds it for review instead when the amount or
+   * currency paid is not what was recorded, or its key was revoked.
    */
-  completeCheckout(event: { eventId: string; type: string; sessionId: string; amountTotal: bigint }): Promise<StripeEventOutcome>;
+  completeCheckout(event: CheckoutEvent): Promise<StripeEventOutcome>;
+  /** Sessions in a state, oldest change first. */
+  checkouts(state: CheckoutSession['state'], limit: number): Promise<CheckoutSession[]>;
+  /** The admin's decision on a session in review, once: crediting is the session's one top-up (idempotency key `stripe:<session>`). */
+  resolveCheckout(sessionId: string, resolution: CheckoutResolution): Promise<ResolveResult>;
   /** Records an event that needs no action, so its redelivery is recognised too. */
   ignoreEvent(event: { eventId: string; type: string }): Promise<void>;
 }

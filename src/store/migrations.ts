@@ -298,6 +298,95 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE payments ADD COLUMN pending_answered INTEGER NOT NULL DEFAULT 0 CHECK (pending_answered IN (0, 1));
     `,
   },
+  {
+    version: 8,
+    name: 'servers bound by id',
+    // Counts, charges, subscriptions and denials name the server's id from here on (a configured
+    // endpoint's: its slug). Rows written before name a slug: each goes to the server that held the
+    // slug then (a charge: the one created before it); a deleted server's rows keep the old slug,
+    // which no registered server's id can equal. A deleted server stays as a row with `deleted_at`
+    // (what refers to it still finds whose it was): a slug is unique among servers not deleted.
+    sql: `
+      CREATE TABLE servers_v8 (
+        id TEXT PRIMARY KEY,
+        operator_id TEXT NOT NULL REFERENCES operators (id),
+        slug TEXT NOT NULL,
+        name TEXT NOT NULL,
+        upstream_url TEXT NOT NULL,
+        auth_mode TEXT NOT NULL CHECK (auth_mode IN ('none', 'header', 'query')),
+        auth_name TEXT,
+        auth_secret TEXT,
+        public INTEGER NOT NULL CHECK (public IN (0, 1)),
+        custody TEXT NOT NULL CHECK (custody IN ('direct', 'platform')),
+        pay_to TEXT,
+        plan TEXT NOT NULL,
+        challenge TEXT NOT NULL CHECK (challenge IN ('tool-result', 'http-402')),
+        timeout_ms BIGINT NOT NULL CHECK (timeout_ms > 0),
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        deleted_at BIGINT,
+        CHECK (custody = 'platform' OR pay_to IS NOT NULL)
+      );
+      INSERT INTO servers_v8 (id, operator_id, slug, name, upstream_url, auth_mode, auth_name, auth_secret, public, custody, pay_to, plan,
+                              challenge, timeout_ms, created_at, updated_at)
+        SELECT id, operator_id, slug, name, upstream_url, auth_mode, auth_name, auth_secret, public, custody, pay_to, plan,
+               challenge, timeout_ms, created_at, updated_at FROM servers;
+      DROP TABLE servers;
+      ALTER TABLE servers_v8 RENAME TO servers;
+      CREATE INDEX servers_operator ON servers (operator_id);
+      CREATE UNIQUE INDEX servers_live_slug ON servers (slug) WHERE deleted_at IS NULL;
+      CREATE INDEX servers_slug ON servers (slug);
+      UPDATE charges SET server = COALESCE(
+        (SELECT id FROM servers WHERE servers.slug = charges.server AND servers.created_at <= charges.created_at), server);
+      ALTER TABLE charges RENAME COLUMN server TO server_id;
+      UPDATE usage_counts SET server = COALESCE((SELECT id FROM servers WHERE servers.slug = usage_counts.server), server);
+      ALTER TABLE usage_counts RENAME COLUMN server TO server_id;
+      UPDATE subscriptions SET server = COALESCE((SELECT id FROM servers WHERE servers.slug = subscriptions.server), server);
+      ALTER TABLE subscriptions RENAME COLUMN server TO server_id;
+      UPDATE denial_counts SET server = COALESCE((SELECT id FROM servers WHERE servers.slug = denial_counts.server), server);
+      ALTER TABLE denial_counts RENAME COLUMN server TO server_id;
+    `,
+  },
+  {
+    version: 9,
+    name: 'checkouts held for review',
+    // A paid session that does not match its record (amount, currency) or whose key was revoked
+    // waits in 'review' for the admin; sessions 'rejected' before this had a wrong amount: review.
+    sql: `
+      CREATE TABLE checkout_sessions_v9 (
+        session_id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL REFERENCES api_keys (id),
+        package TEXT NOT NULL,
+        credits BIGINT NOT NULL CHECK (credits > 0),
+        amount_total BIGINT NOT NULL CHECK (amount_total > 0),
+        currency TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'review', 'credited', 'rejected')),
+        review_reason TEXT CHECK (review_reason IN ('amount_mismatch', 'currency_mismatch', 'key_revoked')),
+        paid_amount BIGINT,
+        paid_currency TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        CHECK ((state = 'review') = (review_reason IS NOT NULL) OR state IN ('credited', 'rejected'))
+      );
+      INSERT INTO checkout_sessions_v9 (session_id, key_id, package, credits, amount_total, currency, state, review_reason,
+                                        created_at, updated_at)
+        SELECT session_id, key_id, package, credits, amount_total, currency,
+               CASE WHEN state = 'rejected' THEN 'review' ELSE state END,
+               CASE WHEN state = 'rejected' THEN 'amount_mismatch' END, created_at, updated_at
+        FROM checkout_sessions;
+      DROP TABLE checkout_sessions;
+      ALTER TABLE checkout_sessions_v9 RENAME TO checkout_sessions;
+      CREATE INDEX checkout_sessions_state ON checkout_sessions (state, updated_at);
+    `,
+  },
+  {
+    version: 10,
+    name: 'withdrawals waiting for gas',
+    // Set while a submitted withdrawal's transaction is unknown to the node and the treasury cannot pay its gas.
+    sql: `
+      ALTER TABLE withdrawals ADD COLUMN waiting_for_gas INTEGER NOT NULL DEFAULT 0 CHECK (waiting_for_gas IN (0, 1));
+    `,
+  },
 ];
 
 /**

@@ -11,6 +11,7 @@ import {
   refusal,
   serverParams,
   toAnalytics,
+  toAnyServer,
   toAudit,
   toBalance,
   toCharge,
@@ -117,19 +118,24 @@ export function operatorOps({ read, write }: OperatorRunner): OperatorStore {
 
     createServer: (server) =>
       write(function* () {
-        return { created: (yield* run('insertServer', serverParams(server))) === 1 };
+        // A slug is plain text in a scope's JSON: `"<slug>"` (slugs need no escaping, and hold no LIKE wildcard).
+        const named = `%"${server.slug}"%`;
+        if (yield* get('slugRetired', { slug: server.slug, named, now: Date.now() })) return { created: false, retired: true };
+        if ((yield* run('insertServer', serverParams(server))) === 1) return { created: true };
+        return { created: false, retired: false };
       }),
     server: (slug) => find('serverBySlug', { slug }, toServer),
+    serverById: (id) => find('serverById', { id }, toAnyServer),
     servedServer: (slug) => find('servedBySlug', { slug }, toServer),
     servers: (filter = {}) => list('listServers', { operatorId: filter.operatorId ?? null, publicOnly: filter.publicOnly ? 1 : 0 }, toServer),
     updateServer: (server) => change('updateServer', serverParams(server)),
-    deleteServer: (id) => change('deleteServer', { id }),
+    deleteServer: (id) => change('deleteServer', { id, now: Date.now() }),
 
-    countCall: (server, caller, month) =>
+    countCall: (serverId, caller, month) =>
       write(function* () {
-        return (yield* get<{ calls: bigint }>('countCall', { server, caller, month }))!.calls;
+        return (yield* get<{ calls: bigint }>('countCall', { serverId, caller, month }))!.calls;
       }),
-    uncountCall: (server, caller, month) => change('uncountCall', { server, caller, month }),
+    uncountCall: (serverId, caller, month) => change('uncountCall', { serverId, caller, month }),
 
     recordCharges: (charges) =>
       write(function* () {
@@ -154,6 +160,10 @@ export function operatorOps({ read, write }: OperatorRunner): OperatorStore {
     recordWithdrawalTx: (id, tx) => change('recordWithdrawalTx', { id, ...tx, now: Date.now() }),
     finishWithdrawal: (id, outcome) =>
       change('finishWithdrawal', { id, state: outcome.state, error: outcome.state === 'failed' ? outcome.error : null, now: Date.now() }),
+    setWaitingForGas: async (id, waiting) => {
+      const params = { id, waiting: waiting ? 1 : 0, now: Date.now() };
+      return (await write(() => run('setWaitingForGas', params))) === 1;
+    },
     withdrawal: (id) => find('withdrawalById', { id }, toWithdrawal),
     withdrawals: (operatorId) => list('withdrawalsOf', { operatorId }, toWithdrawal),
     unfinishedWithdrawals: () => list('unfinishedWithdrawals', {}, toWithdrawal),
@@ -175,12 +185,13 @@ export function operatorOps({ read, write }: OperatorRunner): OperatorStore {
         return yield* reread('subscriptionById', id, toSubscription);
       }),
     subscription: (id) => find('subscriptionById', { id }, toSubscription),
-    activeSubscription: (keyId, server, now) => find('activeSubscription', { keyId, server, now }, toSubscription),
+    activeSubscription: (keyId, serverId, now) => find('activeSubscription', { keyId, serverId, now }, toSubscription),
+    liveSubscriptions: (serverId) => list('liveSubscriptions', { serverId }, toSubscription),
 
-    analytics: ({ operatorId, server, from, to }) =>
+    analytics: ({ operatorId, serverId, from, to }) =>
       read(function* () {
-        const params = { operatorId: operatorId ?? null, server: server ?? null, from, to };
-        const days = { operatorId: operatorId ?? null, server: server ?? null, fromDay: Math.floor(from / DAY_MS), toDay: Math.floor((to - 1) / DAY_MS) };
+        const params = { operatorId: operatorId ?? null, serverId: serverId ?? null, from, to };
+        const days = { ...params, fromDay: Math.floor(from / DAY_MS), toDay: Math.floor((to - 1) / DAY_MS) };
         return toAnalytics({
           byDay: yield* all<UsageSumRow>('byDay', params),
           byTool: yield* all<UsageSumRow>('byTool', params),

@@ -25,7 +25,7 @@ export type PayoutRow = {
   created_at: bigint;
   updated_at: bigint;
 };
-export type SubscriptionRow = { id: string; key_id: string; server: string; status: string; current_period_end: bigint; event_at: bigint };
+export type SubscriptionRow = { id: string; key_id: string; server_id: string; status: string; current_period_end: bigint; event_at: bigint };
 export type ServerRow = {
   id: string;
   operator_id: string;
@@ -44,10 +44,11 @@ export type ServerRow = {
   timeout_ms: bigint;
   created_at: bigint;
   updated_at: bigint;
+  deleted_at: bigint | null;
 };
 export type ChargeRow = {
   id: string;
-  server: string;
+  server_id: string;
   operator_id: string | null;
   rail: Charge['rail'];
   caller: string;
@@ -71,6 +72,8 @@ export type WithdrawalRow = {
   tx_hash: string | null;
   raw_tx: string | null;
   error: string | null;
+  /** INTEGER: a bigint from SQLite, a number from PostgreSQL. */
+  waiting_for_gas: bigint | number;
   created_at: bigint;
   updated_at: bigint;
 };
@@ -108,6 +111,12 @@ export const toServer = (r: ServerRow): ServerRecord => ({
   updatedAt: Number(r.updated_at),
 });
 
+/** A server row that may be deleted: `deletedAt` says when. */
+export const toAnyServer = (r: ServerRow): ServerRecord & { deletedAt?: number } => ({
+  ...toServer(r),
+  ...(r.deleted_at !== null ? { deletedAt: Number(r.deleted_at) } : {}),
+});
+
 export const serverParams = (s: ServerRecord) => ({
   id: s.id,
   operatorId: s.operatorId,
@@ -129,7 +138,7 @@ export const serverParams = (s: ServerRecord) => ({
 
 export const toCharge = (r: ChargeRow): Charge => ({
   id: r.id,
-  server: r.server,
+  serverId: r.server_id,
   ...(r.operator_id ? { operatorId: r.operator_id } : {}),
   rail: r.rail,
   caller: r.caller,
@@ -154,6 +163,7 @@ export const toWithdrawal = (r: WithdrawalRow): Withdrawal => ({
   ...(r.tx_hash ? { txHash: r.tx_hash as Hex } : {}),
   ...(r.raw_tx ? { rawTx: r.raw_tx as Hex } : {}),
   ...(r.error ? { error: r.error } : {}),
+  waitingForGas: Number(r.waiting_for_gas) === 1,
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
 });
@@ -174,7 +184,7 @@ export const toPayout = (r: PayoutRow): Payout => ({
 export const toSubscription = (r: SubscriptionRow): Subscription => ({
   id: r.id,
   keyId: r.key_id,
-  server: r.server,
+  serverId: r.server_id,
   status: r.status,
   currentPeriodEnd: Number(r.current_period_end),
   eventAt: Number(r.event_at),
@@ -259,7 +269,7 @@ export function toAnalytics(rows: {
 }
 
 /** The WHERE clause every analytics query shares: the range and the operator's (or one server's) charges. */
-const scope = `created_at >= @from AND created_at < @to AND (operator_id = @operatorId OR @operatorId IS NULL) AND (server = @server OR @server IS NULL)`;
+const scope = `created_at >= @from AND created_at < @to AND (operator_id = @operatorId OR @operatorId IS NULL) AND (server_id = @serverId OR @serverId IS NULL)`;
 const grouped = (key: string, order = 'key', limit = 10_000) => `
   SELECT ${key} AS key, COUNT(*) AS calls, SUM(CASE WHEN rail <> 'free' THEN 1 ELSE 0 END) AS paid,
          SUM(CASE WHEN state = 'earned' THEN amount END) AS revenue,
@@ -289,26 +299,45 @@ export const operatorsSql = {
   insertServer: `
     INSERT INTO servers (id, operator_id, slug, name, upstream_url, auth_mode, auth_name, auth_secret, public, custody, pay_to, plan, challenge, timeout_ms, created_at, updated_at)
     VALUES (@id, @operatorId, @slug, @name, @upstreamUrl, @authMode, @authName, @authSecret, @public, @custody, @payTo, @plan, @challenge, @timeoutMs, @createdAt, @updatedAt)
-    ON CONFLICT (slug) DO NOTHING`,
+    ON CONFLICT (slug) WHERE deleted_at IS NULL DO NOTHING`,
   updateServer: `
     UPDATE servers SET name = @name, upstream_url = @upstreamUrl, auth_mode = @authMode, auth_name = @authName, auth_secret = @authSecret,
       public = @public, custody = @custody, pay_to = @payTo, plan = @plan, challenge = @challenge, timeout_ms = @timeoutMs, updated_at = @updatedAt
-    WHERE id = @id`,
-  deleteServer: 'DELETE FROM servers WHERE id = @id',
-  serverBySlug: 'SELECT * FROM servers WHERE slug = @slug',
+    WHERE id = @id AND deleted_at IS NULL`,
+  // The row stays (what refers to the server finds whose it was); its upstream secret does not.
+  deleteServer: `
+    UPDATE servers SET deleted_at = @now, updated_at = @now, auth_mode = 'none', auth_name = NULL, auth_secret = NULL
+    WHERE id = @id AND deleted_at IS NULL`,
+  /**
+   * A deleted server at the slug that something live still refers to: a subscription Stripe may
+   * charge, unsettled revenue, or an unrevoked key or token whose scope names the slug and no
+   * server ids (made before ids were kept: it would pay whoever holds the slug).
+   */
+  slugRetired: `
+    SELECT s.id FROM servers s WHERE s.slug = @slug AND s.deleted_at IS NOT NULL AND (
+      EXISTS (SELECT 1 FROM subscriptions WHERE server_id = s.id AND status NOT IN ('canceled', 'incomplete_expired'))
+      OR EXISTS (SELECT 1 FROM charges WHERE server_id = s.id AND state = 'pending')
+      OR EXISTS (SELECT 1 FROM api_keys WHERE status <> 'revoked' AND scope LIKE @named AND scope NOT LIKE '%"serverIds"%')
+      OR EXISTS (SELECT 1 FROM budget_tokens
+                 WHERE revoked_at IS NULL AND expires_at > @now AND scope LIKE @named AND scope NOT LIKE '%"serverIds"%'))
+    LIMIT 1`,
+  serverBySlug: 'SELECT * FROM servers WHERE slug = @slug AND deleted_at IS NULL',
+  serverById: 'SELECT * FROM servers WHERE id = @id',
   servedBySlug: `SELECT servers.* FROM servers JOIN operators ON operators.id = servers.operator_id
-    WHERE servers.slug = @slug AND operators.status = 'active'`,
+    WHERE servers.slug = @slug AND servers.deleted_at IS NULL AND operators.status = 'active'`,
   listServers: `
-    SELECT * FROM servers WHERE (operator_id = @operatorId OR @operatorId IS NULL) AND (@publicOnly = 0 OR public = 1) ORDER BY created_at, id`,
+    SELECT * FROM servers WHERE (operator_id = @operatorId OR @operatorId IS NULL) AND (@publicOnly = 0 OR public = 1)
+      AND deleted_at IS NULL ORDER BY created_at, id`,
 
   countCall: `
-    INSERT INTO usage_counts (server, caller, month, calls) VALUES (@server, @caller, @month, 1)
-    ON CONFLICT (server, caller, month) DO UPDATE SET calls = usage_counts.calls + 1 RETURNING calls`,
-  uncountCall: 'UPDATE usage_counts SET calls = calls - 1 WHERE server = @server AND caller = @caller AND month = @month AND calls > 0',
+    INSERT INTO usage_counts (server_id, caller, month, calls) VALUES (@serverId, @caller, @month, 1)
+    ON CONFLICT (server_id, caller, month) DO UPDATE SET calls = usage_counts.calls + 1 RETURNING calls`,
+  uncountCall: `
+    UPDATE usage_counts SET calls = calls - 1 WHERE server_id = @serverId AND caller = @caller AND month = @month AND calls > 0`,
 
   insertCharge: `
-    INSERT INTO charges (id, server, operator_id, rail, caller, tool, amount, operator_share, platform_share, custody, ref, state, settle_ms, created_at)
-    VALUES (@id, @server, @operatorId, @rail, @caller, @tool, @amount, @operatorShare, @platformShare, @custody, @ref, @state, @settleMs, @createdAt)
+    INSERT INTO charges (id, server_id, operator_id, rail, caller, tool, amount, operator_share, platform_share, custody, ref, state, settle_ms, created_at)
+    VALUES (@id, @serverId, @operatorId, @rail, @caller, @tool, @amount, @operatorShare, @platformShare, @custody, @ref, @state, @settleMs, @createdAt)
     ON CONFLICT (ref) DO NOTHING`,
   pendingCharges: `SELECT * FROM charges WHERE state = 'pending' AND (rail = @rail OR @rail IS NULL) ORDER BY created_at LIMIT @limit`,
   // A credits charge is decided by its debit (ref 'credits:<debit id>'): closed → earned, refunded → void, open → not yet.
@@ -319,8 +348,8 @@ export const operatorsSql = {
       AND NOT EXISTS (SELECT 1 FROM open_debits WHERE debit_id = substr(charges.ref, 9))`,
   resolveCharge: `UPDATE charges SET state = @state, settle_ms = @settleMs WHERE id = @id AND state = 'pending'`,
   countDenial: `
-    INSERT INTO denial_counts (server, day, reason, count) VALUES (@server, @day, @reason, @count)
-    ON CONFLICT (server, day, reason) DO UPDATE SET count = denial_counts.count + excluded.count`,
+    INSERT INTO denial_counts (server_id, day, reason, count) VALUES (@serverId, @day, @reason, @count)
+    ON CONFLICT (server_id, day, reason) DO UPDATE SET count = denial_counts.count + excluded.count`,
 
   shares: `
     SELECT
@@ -345,7 +374,10 @@ export const operatorsSql = {
   withdrawalsOf: 'SELECT * FROM withdrawals WHERE operator_id = @operatorId ORDER BY created_at DESC, id DESC',
   unfinishedWithdrawals: `SELECT * FROM withdrawals WHERE state IN ('requested', 'submitted') ORDER BY created_at, id`,
   recordWithdrawalTx: `UPDATE withdrawals SET state = 'submitted', tx_hash = @txHash, raw_tx = @rawTx, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`,
-  finishWithdrawal: `UPDATE withdrawals SET state = @state, error = @error, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`,
+  finishWithdrawal: `
+    UPDATE withdrawals SET state = @state, error = @error, waiting_for_gas = 0, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`,
+  setWaitingForGas: `
+    UPDATE withdrawals SET waiting_for_gas = @waiting, updated_at = @now WHERE id = @id AND state = 'submitted' AND waiting_for_gas <> @waiting`,
 
   insertPayout: `
     INSERT INTO payouts (id, operator_id, amount, destination, idempotency_key, state, created_at, updated_at)
@@ -356,16 +388,17 @@ export const operatorsSql = {
   finishPayout: `UPDATE payouts SET state = @state, transfer_id = @transferId, error = @error, updated_at = @now WHERE id = @id AND state = 'requested'`,
 
   upsertSubscription: `
-    INSERT INTO subscriptions (id, key_id, server, status, current_period_end, event_at, updated_at)
-    VALUES (@id, @keyId, @server, @status, @currentPeriodEnd, @eventAt, @now)
+    INSERT INTO subscriptions (id, key_id, server_id, status, current_period_end, event_at, updated_at)
+    VALUES (@id, @keyId, @serverId, @status, @currentPeriodEnd, @eventAt, @now)
     ON CONFLICT (id) DO UPDATE SET status = excluded.status, current_period_end = excluded.current_period_end,
       event_at = excluded.event_at, updated_at = excluded.updated_at
     WHERE excluded.event_at >= subscriptions.event_at`,
   setSubscriptionStatus: `UPDATE subscriptions SET status = @status, event_at = @eventAt, updated_at = @now WHERE id = @id AND event_at <= @eventAt`,
   subscriptionById: 'SELECT * FROM subscriptions WHERE id = @id',
   activeSubscription: `
-    SELECT * FROM subscriptions WHERE key_id = @keyId AND server = @server AND status IN ('active', 'trialing') AND current_period_end > @now
+    SELECT * FROM subscriptions WHERE key_id = @keyId AND server_id = @serverId AND status IN ('active', 'trialing') AND current_period_end > @now
     ORDER BY current_period_end DESC LIMIT 1`,
+  liveSubscriptions: `SELECT * FROM subscriptions WHERE server_id = @serverId AND status NOT IN ('canceled', 'incomplete_expired') ORDER BY id`,
 
   insertAudit: `INSERT INTO audit_log (id, at, actor, operator_id, action, target, ip, detail) VALUES (@id, @at, @actor, @operatorId, @action, @target, @ip, @detail)`,
   auditPage: `
@@ -378,8 +411,8 @@ export const operatorsSql = {
   byCaller: grouped('caller', 'revenue DESC NULLS LAST, calls DESC, key', 50),
   denials: `
     SELECT reason, SUM(count) AS count FROM denial_counts
-    WHERE day >= @fromDay AND day <= @toDay AND (server = @server OR @server IS NULL)
-      AND (server IN (SELECT slug FROM servers WHERE operator_id = @operatorId) OR @operatorId IS NULL)
+    WHERE day >= @fromDay AND day <= @toDay AND (server_id = @serverId OR @serverId IS NULL)
+      AND (server_id IN (SELECT id FROM servers WHERE operator_id = @operatorId) OR @operatorId IS NULL)
     GROUP BY reason ORDER BY count DESC`,
   settleTimes: `SELECT settle_ms FROM charges WHERE settle_ms IS NOT NULL AND state <> 'void' AND ${scope} ORDER BY settle_ms LIMIT 100000`,
 };

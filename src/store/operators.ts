@@ -43,7 +43,8 @@ export type ChargeRail = 'x402' | 'credits' | 'free' | 'subscription';
  */
 export type Charge = {
   id: string;
-  server: string;
+  /** The server's id (a configured endpoint's slug): what the charge is bound to, whatever later holds the slug. */
+  serverId: string;
   operatorId?: string;
   rail: ChargeRail;
   /** `key:<id>` for credits and subscriptions, the payer's address for x402. */
@@ -71,6 +72,11 @@ export type Withdrawal = {
   txHash?: Hex;
   rawTx?: Hex;
   error?: string;
+  /**
+   * `submitted`, but the node does not know the transaction and the treasury cannot pay its gas:
+   * nothing moves until the treasury gets ETH (the same transaction is then sent again).
+   */
+  waitingForGas: boolean;
   createdAt: number;
   updatedAt: number;
 };
@@ -107,10 +113,10 @@ export type Payout = {
   updatedAt: number;
 };
 
-/** A caller's subscription to a server, as Stripe's events last described it. */
-export type Subscription = { id: string; keyId: string; server: string; status: string; currentPeriodEnd: number; eventAt: number };
+/** A caller's subscription to a server (by the server's id), as Stripe's events last described it. */
+export type Subscription = { id: string; keyId: string; serverId: string; status: string; currentPeriodEnd: number; eventAt: number };
 
-export type AnalyticsQuery = { operatorId?: string; server?: string; from: number; to: number };
+export type AnalyticsQuery = { operatorId?: string; serverId?: string; from: number; to: number };
 export type UsageRow = { key: string; calls: number; paidCalls: number; revenue: bigint; operatorShare: bigint };
 export type Analytics = {
   byDay: UsageRow[];
@@ -152,23 +158,32 @@ export interface OperatorStore {
     patch: { name?: string; payoutAddress?: Address | null; status?: OperatorRecord['status']; stripeAccount?: string },
   ): Promise<OperatorRecord | undefined>;
 
-  /** Refused (created: false) when the slug is taken. */
-  createServer(server: ServerRecord): Promise<{ created: boolean }>;
+  /**
+   * Refused (created: false) when the slug is taken: by a server, or (`retired`) by a deleted
+   * server that something live still refers to: a subscription Stripe may charge, unsettled
+   * revenue, or a key or token scoped to the slug without server ids. What is bound to the old
+   * server's id (history, counts, newer scopes) never reaches the new one and does not hold the slug.
+   */
+  createServer(server: ServerRecord): Promise<{ created: true } | { created: false; retired: boolean }>;
+  /** The server at a slug now (never a deleted one). */
   server(slug: string): Promise<ServerRecord | undefined>;
+  /** A server by its id, deleted or not (`deletedAt` set): what a subscription or charge names. */
+  serverById(id: string): Promise<(ServerRecord & { deletedAt?: number }) | undefined>;
   /** The server at a slug if it is served now (its operator is active): one read per call on the gateway's path. */
   servedServer(slug: string): Promise<ServerRecord | undefined>;
   servers(filter?: { operatorId?: string; publicOnly?: boolean }): Promise<ServerRecord[]>;
   /** Replaces the mutable fields; `updatedAt` tells gateways to rebuild. */
   updateServer(server: ServerRecord): Promise<void>;
+  /** Stops serving and listing a server; its row stays (`serverById`) for what refers to it, without its upstream secret. */
   deleteServer(id: string): Promise<void>;
 
   /**
-   * Counts one more priced call of `caller` on `server` in `month` and returns its number (1 for
-   * the first), atomically: of concurrent calls, each gets its own number.
+   * Counts one more priced call of `caller` on the server (by id) in `month` and returns its
+   * number (1 for the first), atomically: of concurrent calls, each gets its own number.
    */
-  countCall(server: string, caller: string, month: number): Promise<bigint>;
+  countCall(serverId: string, caller: string, month: number): Promise<bigint>;
   /** Gives back a counted call that did not happen (the tool failed, the payment was refused). */
-  uncountCall(server: string, caller: string, month: number): Promise<void>;
+  uncountCall(serverId: string, caller: string, month: number): Promise<void>;
 
   recordCharges(charges: Charge[]): Promise<void>;
   /** Pending charges, oldest first (of one rail, if given). */
@@ -179,7 +194,7 @@ export interface OperatorStore {
    */
   resolveCreditCharges(): Promise<number>;
   resolveCharges(outcomes: { id: string; state: 'earned' | 'void'; settleMs?: number }[]): Promise<void>;
-  countDenials(counts: { server: string; day: number; reason: string; count: number }[]): Promise<void>;
+  countDenials(counts: { serverId: string; day: number; reason: string; count: number }[]): Promise<void>;
 
   balance(operatorId: string): Promise<Balance>;
   /**
@@ -190,6 +205,8 @@ export interface OperatorStore {
   /** Written before the broadcast, so a crash leaves a transaction to look up or re-send, never a second one. */
   recordWithdrawalTx(id: string, tx: { txHash: Hex; rawTx: Hex }): Promise<void>;
   finishWithdrawal(id: string, outcome: { state: 'confirmed' } | { state: 'failed'; error: string }): Promise<void>;
+  /** Sets whether a submitted withdrawal waits for gas; true when this call changed it (so it is reported once). */
+  setWaitingForGas(id: string, waiting: boolean): Promise<boolean>;
   withdrawal(id: string): Promise<Withdrawal | undefined>;
   withdrawals(operatorId: string): Promise<Withdrawal[]>;
   unfinishedWithdrawals(): Promise<Withdrawal[]>;
@@ -204,8 +221,10 @@ export interface OperatorStore {
   /** Marks a subscription's payment failed (no entitlement), unless a newer event said otherwise. */
   subscriptionStatus(id: string, status: string, eventAt: number): Promise<Subscription | undefined>;
   subscription(id: string): Promise<Subscription | undefined>;
-  /** The key's subscription to a server that entitles it now, if any. */
-  activeSubscription(keyId: string, server: string, now: number): Promise<Subscription | undefined>;
+  /** The key's subscription to a server (by id) that entitles it now, if any. */
+  activeSubscription(keyId: string, serverId: string, now: number): Promise<Subscription | undefined>;
+  /** A server's subscriptions that Stripe may still charge for (not canceled): to cancel when it is deleted. */
+  liveSubscriptions(serverId: string): Promise<Subscription[]>;
 
   analytics(query: AnalyticsQuery): Promise<Analytics>;
   audit(entry: AuditEntry): Promise<void>;

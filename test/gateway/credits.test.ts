@@ -343,5 +343,66 @@ describe('credits rail through the gateway', () => {
       assert.equal((await deliver(paid.payload)).status, 200);
       assert.equal(await balanceOf(id), '11010000');
     });
+
+    test('a signature dated a year ahead is 400 and credits nothing, though the SDK’s tolerance only looks back', async () => {
+      const { id, key } = await newKey('0.01');
+      const session = await checkoutFor(key);
+      const paid = stripeApi.event('checkout.session.completed', stripeApi.complete(session.id));
+      const ahead = signedWebhook(stripe(), paid.payload, WEBHOOK_SECRET, Math.floor(Date.now() / 1000) + 365 * 86_400);
+      const refused = await deliver(paid.payload, ahead);
+      assert.equal(refused.status, 400);
+      const body = (await refused.json()) as { error: string; message: string };
+      assert.equal(body.error, 'signature_invalid');
+      assert.match(body.message, /ahead of this server’s clock/);
+      assert.equal(await balanceOf(id), '10000');
+      const soon = signedWebhook(stripe(), paid.payload, WEBHOOK_SECRET, Math.floor(Date.now() / 1000) + 60);
+      assert.equal((await deliver(paid.payload, soon)).status, 200, 'within the tolerance, as clocks differ');
+      assert.equal(await balanceOf(id), '11010000');
+    });
+
+    test('a payment in another currency or of another amount is held for review, never credited as is; the admin sees it and decides once', async () => {
+      const { id, key } = await newKey('0.01');
+      const outcome = async (payload: string) => ((await (await deliver(payload)).json()) as { outcome: string }).outcome;
+      const yen = await checkoutFor(key);
+      const inYen = stripeApi.event('checkout.session.completed', { ...stripeApi.complete(yen.id), currency: 'jpy', amount_total: 1000 });
+      assert.equal(await outcome(inYen.payload), 'held_for_review');
+      const short = await checkoutFor(key);
+      assert.equal(await outcome(stripeApi.event('checkout.session.completed', { ...stripeApi.complete(short.id), amount_total: 1 }).payload), 'held_for_review');
+      assert.equal(await balanceOf(id), '10000', '1000 yen is not 10 dollars');
+
+      const listed = (await (await admin('/checkouts?state=review')).json()) as { checkouts: { id: string; reviewReason: string; paid: unknown; expected: unknown }[] };
+      const held = Object.fromEntries(listed.checkouts.map((c) => [c.id, c]));
+      assert.deepEqual([held[yen.id]?.reviewReason, held[yen.id]?.paid, held[yen.id]?.expected], ['currency_mismatch', { amount: '1000', currency: 'jpy' }, { amount: '1000', currency: 'usd' }]);
+      assert.equal(held[short.id]?.reviewReason, 'amount_mismatch');
+
+      const completed = stripeApi.event('checkout.session.completed', stripeApi.complete(short.id));
+      assert.deepEqual((await Promise.all([outcome(completed.payload), outcome(completed.payload)])).sort(), ['credited', 'duplicate_event'], 'the correct event credits after all');
+      assert.equal(await balanceOf(id), '11010000');
+      const rejected = await admin(`/checkouts/${yen.id}/reject`, {});
+      assert.equal(rejected.status, 200);
+      assert.equal(((await rejected.json()) as { state: string }).state, 'rejected');
+      const twice = await admin(`/checkouts/${yen.id}/credit`, {});
+      assert.equal(twice.status, 409);
+      assert.equal(((await twice.json()) as { error: string }).error, 'checkout_not_in_review');
+      assert.equal(await balanceOf(id), '11010000');
+      assert.equal((await admin('/checkouts/cs_nobody/credit', {})).status, 404);
+    });
+
+    test('a checkout paid for a key revoked meanwhile is held, not credited to the dead key; the admin credits the holder’s replacement', async () => {
+      const old = await newKey('0.01');
+      const session = await checkoutFor(old.key);
+      assert.equal((await admin(`/keys/${old.id}/revoke`, {})).status, 200);
+      const paid = stripeApi.event('checkout.session.completed', stripeApi.complete(session.id));
+      assert.equal(((await (await deliver(paid.payload)).json()) as { outcome: string }).outcome, 'held_for_review');
+      assert.equal(await balanceOf(old.id), '10000');
+      const onDeadKey = await admin(`/checkouts/${session.id}/credit`, {});
+      assert.equal(onDeadKey.status, 409);
+      assert.equal(((await onDeadKey.json()) as { error: string }).error, 'key_unusable');
+      const replacement = await newKey('0.01');
+      const credited = await admin(`/checkouts/${session.id}/credit`, { keyId: replacement.id });
+      assert.equal(credited.status, 200);
+      assert.equal(await balanceOf(replacement.id), '11010000');
+      assert.equal(await balanceOf(old.id), '10000');
+    });
   });
 });

@@ -40,6 +40,10 @@ export async function startStripeApi() {
   let failNextTransfer = false;
   /** Set to make the next transfer happen while its answer is an error, as a lost response looks to the client. */
   let loseNextTransferAnswer = false;
+  /** Subscriptions cancelled through the API, by id. */
+  const cancelled = new Set<string>();
+  /** Set to make cancellations fail, retries included, as they do while Stripe is down. */
+  let failCancels = false;
 
   const server = http.createServer((req, res) => {
     let text = '';
@@ -122,6 +126,14 @@ export async function startStripeApi() {
         const data = [...transfers.values()].filter((t) => group === null || (t as { transfer_group?: string }).transfer_group === group);
         return send({ object: 'list', data, has_more: false, url: '/v1/transfers' });
       }
+      const subscription = /^\/v1\/subscriptions\/([\w]+)$/.exec(path);
+      if (req.method === 'DELETE' && subscription) {
+        if (failCancels) {
+          return answer(500, { error: { type: 'api_error', message: 'An unknown error occurred' } });
+        }
+        cancelled.add(subscription[1]!);
+        return send({ id: subscription[1], object: 'subscription', status: 'canceled', metadata: {} });
+      }
       const match = /^\/v1\/checkout\/sessions\/([\w]+)$/.exec(path);
       if (req.method === 'GET' && match) {
         const session = sessions.get(match[1]!);
@@ -141,6 +153,10 @@ export async function startStripeApi() {
     requests,
     accounts,
     transfers,
+    cancelled,
+    failCancels(fail: boolean) {
+      failCancels = fail;
+    },
     failNextTransfer() {
       failNextTransfer = true;
     },

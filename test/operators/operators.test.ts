@@ -7,6 +7,7 @@ import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import type { Address } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import { openSqliteStore } from '../../src/store/sqlite.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { eventually, serveOnSandbox } from '../helpers/served.js';
@@ -235,7 +236,8 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     const made = await api('POST', '/operator/keys', { key: alice.key, body: { name: 'customer of alice' } });
     assert.equal(made.status, 201, made.text);
     assert.match(made.body.key, /^tp_/);
-    assert.deepEqual(made.body.scope, { servers: ['alpha'] });
+    const alpha = (await api('GET', '/operator/servers/alpha', { key: alice.key })).body;
+    assert.deepEqual(made.body.scope, { servers: ['alpha'], serverIds: [alpha.id] }, 'bound to the server, not its slug');
     assert.equal(made.body.balance, '0', 'funded only by the customer’s own top-ups');
     assert.equal((await api('POST', '/operator/keys', { key: alice.key, body: { name: 'x', usd: '5' } })).status, 400);
     const foreign = await api('POST', '/operator/keys', { key: alice.key, body: { name: 'x', scope: { servers: ['alpha', 'beta'] } } });
@@ -310,6 +312,57 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     const all = (await api('GET', '/admin/audit', { key: ADMIN })).body.entries as { operatorId: string }[];
     assert.ok(all.some((e) => e.operatorId === bob.id));
     assert.equal((await api('GET', '/admin/audit?limit=0', { key: ADMIN })).status, 400);
+  });
+
+  test('a deleted server’s slug goes to a new server with nothing of the old one: not its call counts, history, denials or keys', async () => {
+    const plan = { type: 'per_call', default: '0.01', freeCallsPerMonth: 1 };
+    assert.equal((await api('POST', '/operator/servers', { key: alice.key, body: serverBody('gamma', { plan }) })).status, 201);
+    const scoped = (await api('POST', '/operator/keys', { key: alice.key, body: { name: 'gamma customer', scope: { servers: ['gamma'] } } })).body;
+    await api('POST', `/admin/keys/${scoped.id}/topup`, { key: ADMIN, body: { usd: '1', idempotencyKey: 'fund-gamma-customer' } });
+    const anyServer = (await api('POST', '/admin/keys', { key: ADMIN, body: { name: 'pays anywhere', usd: '1' } })).body;
+    const charged = async (apiKey: string) => {
+      const answer = await call('gamma', 'count', { apiKey });
+      assert.equal(answer.body.result?.isError, undefined, JSON.stringify(answer.body));
+      return answer.body.result?._meta?.['turnpike/credits']?.charged ?? 'free';
+    };
+    assert.deepEqual([await charged(scoped.key), await charged(scoped.key), await charged(anyServer.key)], ['free', '10000', 'free']);
+    assert.equal((await call('gamma', 'count')).body.result?.isError, true, 'a call without payment: a denial');
+    await eventually(
+      async () => (await api('GET', '/operator/analytics?server=gamma', { key: alice.key })).body,
+      (a) => a.byRail.some((r: { key: string; revenue: string }) => r.key === 'credits' && r.revenue === '10000') && a.denials.length === 1,
+      'alice’s revenue and denial on gamma, settled',
+    );
+    const deleted = await api('DELETE', '/operator/servers/gamma', { key: alice.key });
+    assert.equal(deleted.status, 200, deleted.text);
+    assert.equal((await call('gamma', 'count')).status, 404);
+
+    const again = await api('POST', '/operator/servers', { key: bob.key, body: serverBody('gamma', { plan }) });
+    assert.equal(again.status, 201, again.text);
+    const refused = await call('gamma', 'count', { apiKey: scoped.key });
+    assert.equal(refused.status, 403, 'a key alice made for her gamma does not pay bob’s');
+    assert.equal(await charged(anyServer.key), 'free', 'the month’s count starts again on the new server');
+    await eventually(async () => (await api('GET', '/admin/analytics?server=gamma', { key: ADMIN })).body, (a) => a.byRail.length > 0, 'bob’s first call');
+    const bobs = (await api('GET', '/operator/analytics?server=gamma', { key: bob.key })).body;
+    assert.deepEqual(bobs.denials.map((d: { reason: string }) => d.reason), ['out_of_scope'], 'alice’s denial is not bob’s');
+    const instance = (await api('GET', '/admin/analytics?server=gamma', { key: ADMIN })).body;
+    assert.deepEqual(instance.byRail.map((r: { key: string; calls: number }) => [r.key, r.calls]), [['free', 1]], 'the slug’s analytics are of the server at it now');
+  });
+
+  test('a deleted server’s slug is refused (409 slug_retired) while a key scoped to it by slug alone, made before scopes named ids, could pay whoever holds it', async () => {
+    assert.equal((await api('POST', '/operator/servers', { key: alice.key, body: serverBody('delta') })).status, 201);
+    const store = await openSqliteStore({ path: path.join(served.dataDir, 'turnpike.db') });
+    try {
+      await store.credits.createKey({ id: 'key_legacy_delta', hash: 'legacy-delta', name: 'old', scope: { servers: ['delta'] } });
+    } finally {
+      await store.close();
+    }
+    assert.equal((await api('DELETE', '/operator/servers/delta', { key: alice.key })).status, 200);
+    const refused = await api('POST', '/operator/servers', { key: bob.key, body: serverBody('delta') });
+    assert.equal(refused.status, 409, refused.text);
+    assert.equal(refused.body.error, 'slug_retired');
+    assert.match(refused.body.message, /choose another slug/);
+    assert.equal((await api('POST', '/admin/keys/key_legacy_delta/revoke', { key: ADMIN })).status, 200);
+    assert.equal((await api('POST', '/operator/servers', { key: bob.key, body: serverBody('delta') })).status, 201, 'free once nothing live names it');
   });
 
   test('discovery lists public servers; a private one is served but not listed; a suspended operator’s servers stop', async () => {

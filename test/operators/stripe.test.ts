@@ -84,7 +84,8 @@ describe('operators and Stripe: subscriptions and Connect payouts', () => {
     assert.equal(sent.mode, 'subscription');
     assert.deepEqual(sent.line_items[0].price_data.recurring, { interval: 'month' });
     assert.equal(sent.line_items[0].price_data.unit_amount, '2000');
-    assert.deepEqual(sent.subscription_data.metadata, { key_id: apiKey.id, server: 'subs' });
+    const subs = (await served.api('GET', '/operator/servers/subs', { key: operator.key })).body;
+    assert.deepEqual(sent.subscription_data.metadata, { key_id: apiKey.id, server: 'subs', server_id: subs.id }, 'the server by its id');
     assert.equal((await served.api('POST', '/credits/subscriptions', { key: apiKey.key, body: { server: 'nope' } })).status, 404);
 
     const saved = await deliver('customer.subscription.created', subscription('active'));
@@ -175,5 +176,36 @@ describe('operators and Stripe: subscriptions and Connect payouts', () => {
     assert.equal(stripeApi.transfers.size, transfersBefore + 1, 'found, not made again');
     assert.equal((await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable, '0');
     assert.equal((await served.api('GET', '/operator/payouts', { key: operator.key })).body.payouts.length, 4);
+  });
+  test('deleting a server cancels its live subscriptions at Stripe; a late invoice is still its operator’s, not the next server’s at the slug', async () => {
+    const live = { ...subscription('active'), id: 'sub_live' };
+    assert.equal((await deliver('customer.subscription.created', live)).body.outcome, 'subscription_saved');
+    stripeApi.failCancels(true);
+    const failed = await served.api('DELETE', '/operator/servers/subs', { key: operator.key });
+    stripeApi.failCancels(false);
+    assert.equal(failed.status, 503, failed.text);
+    assert.match(failed.body.message, /retry the deletion/);
+    assert.equal((await served.api('GET', '/operator/servers/subs', { key: operator.key })).status, 200, 'nothing deleted while a subscription runs on');
+
+    const deleted = await served.api('DELETE', '/operator/servers/subs', { key: operator.key });
+    assert.equal(deleted.status, 200, deleted.text);
+    assert.deepEqual(deleted.body.cancelledSubscriptions, ['sub_live']);
+    assert.deepEqual([...stripeApi.cancelled], ['sub_live'], 'cancelled at Stripe: the subscriber is charged no more');
+
+    const other = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'dave@example.com', name: 'dave' } });
+    const again = await served.api('POST', '/operator/servers', {
+      key: other.body.key,
+      body: { slug: 'subs', name: 'another', upstream: `${upstream.url}/mcp`, custody: 'direct', payTo: chain.sandbox.accounts.payees[1]!.address, plan: { type: 'per_call', default: '0.01' } },
+    });
+    assert.equal(again.status, 201, again.text);
+    const before = BigInt((await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatEarned);
+    const late = await deliver('invoice.paid', { ...invoice('in_late', 1000), parent: { type: 'subscription_details', subscription_details: { subscription: 'sub_live' } } });
+    assert.equal(late.body.outcome, 'subscription_paid');
+    await eventually(
+      async () => BigInt((await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatEarned),
+      (v) => v === before + 9_000_000n,
+      'carol’s late invoice',
+    );
+    assert.equal((await served.api('GET', '/operator/balance', { key: other.body.key })).body.fiatEarned, '0', 'nothing of it is dave’s');
   });
 });

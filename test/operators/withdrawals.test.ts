@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
+import { Writable } from 'node:stream';
 import type { PublicClient } from 'viem';
 import { networks } from '../../src/chain/networks.js';
 import { createLogger } from '../../src/log/logger.js';
@@ -44,7 +45,7 @@ describe('withdrawals: journalled before the broadcast, finished after a crash w
     const revenue = await v2Request({ payer: chain.sandbox.accounts.payers[7]!, payTo: treasury, amount: 1_000_000n });
     assert.equal((await facilitator.settle(revenue, purposes.api)).success, true);
     await store.operators.recordCharges([
-      { id: 'ch_1', server: 's', operatorId, rail: 'x402', caller: '0x', tool: 't', amount: 1_000_000n, operatorShare: 1_000_000n, platformShare: 0n, custody: 'platform', ref: 'x402:test', state: 'earned', createdAt: Date.now() },
+      { id: 'ch_1', serverId: 's', operatorId, rail: 'x402', caller: '0x', tool: 't', amount: 1_000_000n, operatorShare: 1_000_000n, platformShare: 0n, custody: 'platform', ref: 'x402:test', state: 'earned', createdAt: Date.now() },
     ]);
   });
 
@@ -99,5 +100,45 @@ describe('withdrawals: journalled before the broadcast, finished after a crash w
     assert.equal(withdrawal.state, 'failed');
     assert.match(withdrawal.error!, /could not be sent: transfer amount exceeds balance/);
     assert.equal((await store.operators.balance(operatorId)).usdcReserved, 0n);
+  });
+  test('a withdrawal from a treasury without ETH shows waitingForGas, alerts once at error level, and is sent as it is once the treasury is funded', async () => {
+    const treasury = chain.sandbox.accounts.treasury.address;
+    const funded = await chain.client.getBalance({ address: treasury });
+    const lines: { level: number; msg: string }[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(JSON.parse(chunk.toString()) as { level: number; msg: string });
+        done();
+      },
+    });
+    const watched = createWithdrawals({
+      store,
+      client: chain.client,
+      network: networks.local,
+      treasuryKey: chain.sandbox.accounts.treasury.privateKey,
+      minimum: 1n,
+      logger: createLogger({ level: 'info', format: 'json' }, sink),
+      receiptTimeoutMs: 2_000,
+    });
+    const operator = (await store.operators.operator(operatorId))!;
+    const before = await chain.balanceOf(payout());
+    await chain.rpc('anvil_setBalance', [treasury, '0x0']);
+    let id: string;
+    try {
+      const { withdrawal } = await watched.request(operator, { idempotencyKey: 'no-gas-1', amount: 20_000n });
+      id = withdrawal.id;
+      assert.deepEqual([withdrawal.state, Boolean(withdrawal.txHash), withdrawal.waitingForGas], ['submitted', true, true]);
+      await watched.reconcile();
+      await watched.reconcile();
+      assert.equal((await store.operators.withdrawal(id))?.waitingForGas, true);
+      const alerts = lines.filter((l) => l.level === 50 && /waiting for gas/.test(l.msg));
+      assert.equal(alerts.length, 1, 'alerted once, not on every look');
+    } finally {
+      await chain.rpc('anvil_setBalance', [treasury, `0x${funded.toString(16)}`]);
+    }
+    await watched.reconcile();
+    const done = (await store.operators.withdrawal(id))!;
+    assert.deepEqual([done.state, done.waitingForGas], ['confirmed', false]);
+    assert.equal(await chain.balanceOf(payout()), before + 20_000n);
   });
 });

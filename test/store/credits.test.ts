@@ -255,19 +255,68 @@ describe(`credits ledger (${backend.name})`, { skip: backend.skip }, () => {
     const keyId = await key(0n);
     const sessionId = newId('cs');
     await credits.recordCheckout({ sessionId, keyId, package: '10', credits: 10_000_000n, amountTotal: 1000n, currency: 'usd' });
-    const deliver = (eventId: string, type = 'checkout.session.completed') => credits.completeCheckout({ eventId, type, sessionId, amountTotal: 1000n });
+    const deliver = (eventId: string, type = 'checkout.session.completed') => credits.completeCheckout({ eventId, type, sessionId, amountTotal: 1000n, currency: 'usd' });
     const [e1, e2] = [newId('evt'), newId('evt')];
     const outcomes = await Promise.all([deliver(e1), deliver(e1), deliver(e2, 'checkout.session.async_payment_succeeded')]);
     assert.deepEqual(outcomes.sort(), ['credited', 'duplicate_event', 'duplicate_session']);
     assert.equal(await balanced(keyId), 10_000_000n);
-    assert.equal(await credits.completeCheckout({ eventId: newId('evt'), type: 'checkout.session.completed', sessionId: 'cs_unknown', amountTotal: 1n }), 'unknown_session');
+    assert.equal(await credits.completeCheckout({ eventId: newId('evt'), type: 'checkout.session.completed', sessionId: 'cs_unknown', amountTotal: 1n, currency: 'usd' }), 'unknown_session');
     const ignored = newId('evt');
     await credits.ignoreEvent({ eventId: ignored, type: 'customer.created' });
-    assert.equal(await credits.completeCheckout({ eventId: ignored, type: 'checkout.session.completed', sessionId, amountTotal: 1000n }), 'duplicate_event');
-    const mismatched = newId('cs');
-    await credits.recordCheckout({ sessionId: mismatched, keyId, package: '10', credits: 10_000_000n, amountTotal: 1000n, currency: 'usd' });
-    assert.equal(await credits.completeCheckout({ eventId: newId('evt'), type: 'checkout.session.completed', sessionId: mismatched, amountTotal: 999n }), 'amount_mismatch');
-    assert.equal(await credits.completeCheckout({ eventId: newId('evt'), type: 'checkout.session.completed', sessionId: mismatched, amountTotal: 1000n }), 'duplicate_session');
+    assert.equal(await credits.completeCheckout({ eventId: ignored, type: 'checkout.session.completed', sessionId, amountTotal: 1000n, currency: 'usd' }), 'duplicate_event');
     assert.equal(await balanced(keyId), 10_000_000n);
+  });
+
+  test('a session paid in another currency, another amount or for a revoked key is held for review, never credited as is; a later matching event or the admin resolves it once', async () => {
+    const keyId = await key(0n);
+    const open = async () => {
+      const sessionId = newId('cs');
+      await credits.recordCheckout({ sessionId, keyId, package: '10', credits: 10_000_000n, amountTotal: 1000n, currency: 'usd' });
+      return sessionId;
+    };
+    const pay = (sessionId: string, amountTotal: bigint, currency = 'usd') =>
+      credits.completeCheckout({ eventId: newId('evt'), type: 'checkout.session.completed', sessionId, amountTotal, currency });
+
+    const yen = await open();
+    assert.equal(await pay(yen, 1000n, 'jpy'), 'held_for_review');
+    const wrong = await open();
+    assert.equal(await pay(wrong, 999n), 'held_for_review');
+    assert.equal(await balanced(keyId), 0n, 'nothing credited');
+    const held = await credits.checkouts('review', 10);
+    assert.deepEqual(
+      held.map((c) => [c.sessionId, c.reviewReason, c.paid]),
+      [
+        [yen, 'currency_mismatch', { amount: 1000n, currency: 'jpy' }],
+        [wrong, 'amount_mismatch', { amount: 999n, currency: 'usd' }],
+      ],
+    );
+    assert.deepEqual(await Promise.all([pay(wrong, 1000n), pay(wrong, 1000n)]).then((o) => o.sort()), ['credited', 'duplicate_session'], 'the matching event credits, once');
+    assert.equal(await balanced(keyId), 10_000_000n);
+
+    assert.deepEqual(await credits.resolveCheckout(yen, { action: 'credit', keyId: 'key_nobody' }), {
+      ok: false,
+      reason: 'key_unusable',
+      session: (await credits.checkouts('review', 10))[0],
+    });
+    const resolved = await credits.resolveCheckout(yen, { action: 'credit' });
+    assert.ok(resolved.ok);
+    assert.equal(resolved.session.state, 'credited');
+    assert.equal((await credits.resolveCheckout(yen, { action: 'credit' })).ok, false, 'once');
+    assert.equal(await balanced(keyId), 20_000_000n);
+
+    const revokedLater = await open();
+    await credits.setStatus(keyId, 'revoked');
+    assert.equal(await pay(revokedLater, 1000n), 'held_for_review', 'no money onto a dead key');
+    assert.deepEqual((await credits.checkouts('review', 10)).map((c) => [c.sessionId, c.reviewReason]), [[revokedLater, 'key_revoked']]);
+    const replacement = await key(0n);
+    const moved = await credits.resolveCheckout(revokedLater, { action: 'credit', keyId: replacement });
+    assert.ok(moved.ok);
+    assert.equal(moved.entry?.keyId, replacement, 'credited to the holder’s replacement');
+    assert.equal(await balanced(replacement), 10_000_000n);
+    const rejected = await open();
+    await pay(rejected, 1n);
+    assert.equal((await credits.resolveCheckout(rejected, { action: 'reject' })).ok, true);
+    assert.equal(await pay(rejected, 1000n), 'duplicate_session', 'a rejection is final');
+    assert.deepEqual(await credits.checkouts('review', 10), []);
   });
 });

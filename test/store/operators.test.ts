@@ -43,7 +43,7 @@ const charge = (operatorId: string, fields: Partial<Charge> & { share?: bigint }
   const operatorShare = share ?? amount;
   return {
     id: newId('ch'),
-    server: 'srv',
+    serverId: 'srv',
     operatorId,
     rail: 'x402',
     caller: '0xcaller',
@@ -122,7 +122,7 @@ describe(`operator store (${backend.name})`, { skip: backend.skip }, () => {
       challenge: 'http-402',
     });
     assert.deepEqual(await operators.createServer(secret), { created: true });
-    assert.deepEqual(await operators.createServer(serverRecord(b, { slug: secret.slug })), { created: false });
+    assert.deepEqual(await operators.createServer(serverRecord(b, { slug: secret.slug })), { created: false, retired: false });
     assert.deepEqual(await operators.server(secret.slug), { ...secret, plan: { mode: 'tiered', tiers: [{ upTo: '10', price: '5' }] } }, 'bigints in plans are kept as strings');
     const listed = serverRecord(a, { createdAt: 2_000, updatedAt: 2_000 });
     const others = serverRecord(b, { createdAt: 3_000, updatedAt: 3_000 });
@@ -148,6 +148,51 @@ describe(`operator store (${backend.name})`, { skip: backend.skip }, () => {
     assert.equal(await operators.server(listed.slug), undefined);
     assert.equal(await operators.servedServer(listed.slug), undefined);
     assert.deepEqual(await slugs(), [secret.slug, others.slug]);
+    assert.ok((await operators.serverById(listed.id))?.deletedAt, 'a deleted server is still found by its id');
+    assert.deepEqual(await operators.createServer(serverRecord(b, { slug: listed.slug })), { created: true }, 'nothing live refers to it: its slug is free');
+  });
+
+  test('a deleted server’s slug is refused while a live subscription, a pending charge or a key scoped by slug alone refers to it', async () => {
+    const store = await backend.open();
+    open.push(store);
+    const { operators } = store;
+    const [a, b] = [await newOperator(operators), await newOperator(operators)];
+    const keyId = newId('key');
+    await store.credits.createKey({ id: keyId, hash: `h-${keyId}`, name: 'customer' });
+    const legacyKey = newId('key');
+    const subscription = newId('sub');
+    const pending = charge(a, { state: 'pending' });
+    const holds = {
+      subscribed: {
+        hold: (s: ServerRecord) => operators.saveSubscription({ id: subscription, keyId, serverId: s.id, status: 'active', currentPeriodEnd: 1, eventAt: 1 }),
+        release: () => operators.subscriptionStatus(subscription, 'canceled', 2),
+      },
+      unsettled: {
+        hold: (s: ServerRecord) => operators.recordCharges([{ ...pending, serverId: s.id }]),
+        release: () => operators.resolveCharges([{ id: pending.id, state: 'earned' }]),
+      },
+      scoped: {
+        hold: () => store.credits.createKey({ id: legacyKey, hash: `h-${legacyKey}`, name: 'old', scope: { servers: ['scoped'] } }),
+        release: () => store.credits.setStatus(legacyKey, 'revoked'),
+      },
+    };
+    for (const [slug, { hold, release }] of Object.entries(holds)) {
+      const server = serverRecord(a, { slug, auth: { mode: 'header', name: 'authorization', sealedSecret: 'sealed' } });
+      await operators.createServer(server);
+      await hold(server);
+      await operators.recordCharges([charge(a, { serverId: server.id })]);
+      await operators.deleteServer(server.id);
+      assert.deepEqual((await operators.serverById(server.id))?.auth, { mode: 'none' }, `${slug}: the upstream secret is not kept`);
+      assert.deepEqual(await operators.createServer(serverRecord(b, { slug })), { created: false, retired: true }, `${slug}: retired`);
+      await release();
+      assert.deepEqual(await operators.createServer(serverRecord(b, { slug })), { created: true }, `${slug}: free once released; its history is no hold`);
+    }
+    const bound = newId('key');
+    await store.credits.createKey({ id: bound, hash: `h-${bound}`, name: 'bound', scope: { servers: ['bound'], serverIds: ['srv_gone'] } });
+    const gone = serverRecord(a, { id: 'srv_gone', slug: 'bound' });
+    await operators.createServer(gone);
+    await operators.deleteServer(gone.id);
+    assert.deepEqual(await operators.createServer(serverRecord(b, { slug: 'bound' })), { created: true }, 'a scope bound by id cannot pay the new server: no hold');
   });
 
   test('countCall: 100 concurrent calls get the numbers 1..100; uncountCall never goes below 0', async () => {
@@ -310,8 +355,12 @@ describe(`operator store (${backend.name})`, { skip: backend.skip }, () => {
     const submitted = (await operators.withdrawal(first.id))!;
     assert.deepEqual([submitted.state, submitted.txHash, submitted.rawTx], ['submitted', tx.txHash, tx.rawTx]);
     assert.deepEqual((await operators.unfinishedWithdrawals()).map((w) => w.id).sort(), [first.id, second.record.id].sort());
+    assert.equal(await operators.setWaitingForGas(second.record.id, true), false, 'only a submitted withdrawal waits for gas');
+    assert.deepEqual(await Promise.all([operators.setWaitingForGas(first.id, true), operators.setWaitingForGas(first.id, true)]).then((c) => c.sort()), [false, true], 'marked once');
+    assert.equal((await operators.withdrawal(first.id))!.waitingForGas, true);
 
     await operators.finishWithdrawal(first.id, { state: 'confirmed' });
+    assert.equal((await operators.withdrawal(first.id))!.waitingForGas, false, 'a finished withdrawal waits for nothing');
     await operators.finishWithdrawal(first.id, { state: 'failed', error: 'too late' });
     await operators.recordWithdrawalTx(first.id, { txHash: `0x${'cd'.repeat(32)}` as Hex, rawTx: '0x00' });
     const confirmed = (await operators.withdrawal(first.id))!;
@@ -354,7 +403,7 @@ describe(`operator store (${backend.name})`, { skip: backend.skip }, () => {
     const keyId = newId('key');
     await store.credits.createKey({ id: keyId, hash: `h-${keyId}`, name: 'customer' });
     const now = Date.now();
-    const sub = { id: newId('sub'), keyId, server: 'srv', status: 'active', currentPeriodEnd: now + DAY_MS, eventAt: 100 };
+    const sub = { id: newId('sub'), keyId, serverId: 'srv', status: 'active', currentPeriodEnd: now + DAY_MS, eventAt: 100 };
     await operators.saveSubscription(sub);
     await operators.saveSubscription({ ...sub, status: 'incomplete', currentPeriodEnd: now - 1, eventAt: 99 });
     assert.deepEqual(await operators.subscription(sub.id), sub, 'the older event is ignored');
@@ -378,26 +427,26 @@ describe(`operator store (${backend.name})`, { skip: backend.skip }, () => {
   test('analytics: by day, tool, rail and caller; void left out; scoped by operator and server; denials', async () => {
     const operators = await fresh();
     const [op, other] = [await newOperator(operators), await newOperator(operators)];
-    await operators.createServer(serverRecord(op, { slug: 'mine' }));
-    await operators.createServer(serverRecord(other, { slug: 'theirs' }));
+    await operators.createServer(serverRecord(op, { id: 'mine', slug: 'mine' }));
+    await operators.createServer(serverRecord(other, { id: 'theirs', slug: 'theirs' }));
     await operators.recordCharges([
-      charge(op, { server: 'mine', tool: 'add', caller: 'key:a', amount: 1_000n, share: 800n, settleMs: 10, createdAt: JAN_1 + 5 }),
-      charge(op, { server: 'mine', tool: 'add', caller: 'key:b', amount: 3_000n, share: 2_400n, rail: 'credits', settleMs: 30, createdAt: JAN_1 + DAY_MS }),
-      charge(op, { server: 'mine', tool: 'mul', caller: 'key:a', amount: 500n, share: 400n, state: 'pending', createdAt: JAN_1 + DAY_MS + 1 }),
-      charge(op, { server: 'mine', tool: 'mul', caller: 'key:c', amount: 0n, rail: 'free', createdAt: JAN_1 + 7 }),
-      charge(op, { server: 'mine', tool: 'add', caller: 'key:a', amount: 7_000n, state: 'void', settleMs: 99_000, createdAt: JAN_1 + 9 }),
-      charge(op, { server: 'old', tool: 'add', caller: 'key:a', amount: 100n, settleMs: 20, createdAt: JAN_1 + 11 }),
-      charge(op, { server: 'mine', tool: 'add', caller: 'key:a', amount: 100n, createdAt: JAN_1 + 2 * DAY_MS }),
-      charge(other, { server: 'theirs', tool: 'add', caller: 'key:a', amount: 9_000n, createdAt: JAN_1 }),
+      charge(op, { serverId: 'mine', tool: 'add', caller: 'key:a', amount: 1_000n, share: 800n, settleMs: 10, createdAt: JAN_1 + 5 }),
+      charge(op, { serverId: 'mine', tool: 'add', caller: 'key:b', amount: 3_000n, share: 2_400n, rail: 'credits', settleMs: 30, createdAt: JAN_1 + DAY_MS }),
+      charge(op, { serverId: 'mine', tool: 'mul', caller: 'key:a', amount: 500n, share: 400n, state: 'pending', createdAt: JAN_1 + DAY_MS + 1 }),
+      charge(op, { serverId: 'mine', tool: 'mul', caller: 'key:c', amount: 0n, rail: 'free', createdAt: JAN_1 + 7 }),
+      charge(op, { serverId: 'mine', tool: 'add', caller: 'key:a', amount: 7_000n, state: 'void', settleMs: 99_000, createdAt: JAN_1 + 9 }),
+      charge(op, { serverId: 'old', tool: 'add', caller: 'key:a', amount: 100n, settleMs: 20, createdAt: JAN_1 + 11 }),
+      charge(op, { serverId: 'mine', tool: 'add', caller: 'key:a', amount: 100n, createdAt: JAN_1 + 2 * DAY_MS }),
+      charge(other, { serverId: 'theirs', tool: 'add', caller: 'key:a', amount: 9_000n, createdAt: JAN_1 }),
     ]);
     await operators.countDenials([
-      { server: 'mine', day: JAN_1 / DAY_MS, reason: 'insufficient_credits', count: 2 },
-      { server: 'mine', day: JAN_1 / DAY_MS + 1, reason: 'insufficient_credits', count: 1 },
-      { server: 'mine', day: JAN_1 / DAY_MS, reason: 'invalid_payment', count: 1 },
-      { server: 'theirs', day: JAN_1 / DAY_MS, reason: 'invalid_payment', count: 5 },
-      { server: 'mine', day: JAN_1 / DAY_MS + 2, reason: 'invalid_payment', count: 8 },
+      { serverId: 'mine', day: JAN_1 / DAY_MS, reason: 'insufficient_credits', count: 2 },
+      { serverId: 'mine', day: JAN_1 / DAY_MS + 1, reason: 'insufficient_credits', count: 1 },
+      { serverId: 'mine', day: JAN_1 / DAY_MS, reason: 'invalid_payment', count: 1 },
+      { serverId: 'theirs', day: JAN_1 / DAY_MS, reason: 'invalid_payment', count: 5 },
+      { serverId: 'mine', day: JAN_1 / DAY_MS + 2, reason: 'invalid_payment', count: 8 },
     ]);
-    await operators.countDenials([{ server: 'mine', day: JAN_1 / DAY_MS, reason: 'insufficient_credits', count: 3 }]);
+    await operators.countDenials([{ serverId: 'mine', day: JAN_1 / DAY_MS, reason: 'insufficient_credits', count: 3 }]);
 
     const row = (key: string, calls: number, paidCalls: number, revenue: bigint, operatorShare: bigint) => ({ key, calls, paidCalls, revenue, operatorShare });
     const two = { from: JAN_1, to: JAN_1 + 2 * DAY_MS };
@@ -412,7 +461,7 @@ describe(`operator store (${backend.name})`, { skip: backend.skip }, () => {
     ]);
     assert.deepEqual(mine.settlement, { count: 3, p50Ms: 20, p99Ms: 30 });
 
-    const server = await operators.analytics({ operatorId: op, server: 'mine', from: JAN_1, to: JAN_1 + DAY_MS });
+    const server = await operators.analytics({ operatorId: op, serverId: 'mine', from: JAN_1, to: JAN_1 + DAY_MS });
     assert.deepEqual(server.byTool, [row('add', 1, 1, 1_000n, 800n), row('mul', 1, 0, 0n, 0n)]);
     assert.deepEqual(server.denials, [
       { reason: 'insufficient_credits', count: 5 },

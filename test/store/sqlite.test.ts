@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -11,6 +11,7 @@ import { pino } from 'pino';
 import { type Migration, migrationChecksum, migrations } from '../../src/store/migrations.js';
 import { openStore } from '../../src/store/open.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
+import { migrateSqlite } from '../../src/store/sqlite-migrate.js';
 import { StoreError } from '../../src/store/store.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-'));
@@ -182,5 +183,36 @@ describe('openStore', () => {
     await assert.rejects(openStore('mysql://localhost/x'), storeError(/scheme "mysql:".*expected sqlite:<path>, sqlite::memory: or postgres:\/\//));
     await assert.rejects(openStore('turnpike.db'), storeError(/"turnpike.db" \(no scheme\).*expected sqlite:<path>/));
     await assert.rejects(openStore('sqlite:'), storeError(/needs a path/));
+  });
+  test('upgrading binds rows written by slug to the server that held the slug then, and puts a rejected checkout up for review', async () => {
+    const file = fresh();
+    mkdirSync(path.dirname(file));
+    peek(file, (db) => {
+      migrateSqlite(db, migrations.filter((m) => m.version <= 7));
+      const server = (id: string, operator: string, at: number) =>
+        `('${id}', '${operator}', 'x', 'X', 'https://mcp.example/mcp', 'none', 1, 'platform', '{}', 'tool-result', 1000, ${at}, ${at})`;
+      db.exec(`
+        INSERT INTO operators (id, email, name, key_hash, created_at, updated_at) VALUES ('op_b', 'b@example.com', 'b', 'hb', 1, 1);
+        INSERT INTO servers (id, operator_id, slug, name, upstream_url, auth_mode, public, custody, plan, challenge, timeout_ms, created_at, updated_at)
+          VALUES ${server('srv_b', 'op_b', 5000)};
+        INSERT INTO charges (id, server, operator_id, rail, caller, tool, amount, operator_share, platform_share, custody, ref, state, created_at) VALUES
+          ('ch_a', 'x', NULL, 'x402', '0xa', 't', 10, 10, 0, 'platform', 'r1', 'earned', 2000),
+          ('ch_b', 'x', 'op_b', 'x402', '0xa', 't', 20, 20, 0, 'platform', 'r2', 'earned', 6000);
+        INSERT INTO usage_counts (server, caller, month, calls) VALUES ('x', '0xa', 202501, 3), ('gone', '0xa', 202501, 1);
+        INSERT INTO api_keys (id, hash, name, created_at, updated_at) VALUES ('key_1', 'h1', 'k', 1, 1);
+        INSERT INTO checkout_sessions (session_id, key_id, package, credits, amount_total, currency, state, created_at, updated_at) VALUES
+          ('cs_1', 'key_1', '10', 10000000, 1000, 'usd', 'rejected', 1, 1), ('cs_2', 'key_1', '10', 10000000, 1000, 'usd', 'credited', 1, 1);
+      `);
+    });
+    await (await openSqliteStore({ path: file })).close();
+    assert.deepEqual(rows(file, 'SELECT id, server_id FROM charges ORDER BY id'), [
+      { id: 'ch_a', server_id: 'x' },
+      { id: 'ch_b', server_id: 'srv_b' },
+    ], 'a charge made before the server at the slug existed is not that server’s');
+    assert.deepEqual(rows(file, 'SELECT server_id FROM usage_counts ORDER BY server_id'), [{ server_id: 'gone' }, { server_id: 'srv_b' }]);
+    assert.deepEqual(rows(file, 'SELECT session_id, state, review_reason FROM checkout_sessions ORDER BY session_id'), [
+      { session_id: 'cs_1', state: 'review', review_reason: 'amount_mismatch' },
+      { session_id: 'cs_2', state: 'credited', review_reason: null },
+    ]);
   });
 });

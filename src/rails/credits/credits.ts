@@ -112,8 +112,16 @@ export function publicToken(token: BudgetToken, now = Date.now()) {
   };
 }
 
-const inScope = (scope: Scope | undefined, server: string, tool: string) =>
-  (!scope?.servers || scope.servers.includes(server)) && (!scope?.tools || scope.tools.includes(tool));
+/**
+ * Whether a scope lets its holder pay for a tool on a server: by the server ids its slugs named
+ * when it was made, or, for a scope made before ids were recorded, by slug (a deleted server's
+ * slug that a scope names is never given to another server: see `OperatorStore.deleteServer`).
+ *
+ * @example inScope({ servers: ['search'], serverIds: ['srv_1'] }, { slug: 'search', id: 'srv_2' }, 'find') // false
+ */
+const inScope = (scope: Scope | undefined, server: { slug: string; id: string }, tool: string) =>
+  (!scope?.servers || (scope.serverIds ? scope.serverIds.includes(server.id) : scope.servers.includes(server.slug))) &&
+  (!scope?.tools || scope.tools.includes(tool));
 
 const refusals: Record<DebitRefusal, { status: 401 | 402 | 403 | 409; message: string }> = {
   key_unknown: { status: 401, message: 'this API key is not known here' },
@@ -157,6 +165,12 @@ export type CreditsOptions = {
  */
 export function createCredits({ store, tokenSecret }: CreditsOptions) {
   const ledger = store.credits;
+
+  /** The scope bound to the servers its slugs name now; a slug no registered server holds stands for itself (a configured endpoint). */
+  async function bound(scope: Scope | undefined): Promise<Scope | undefined> {
+    if (!scope?.servers) return scope;
+    return { ...scope, serverIds: await Promise.all(scope.servers.map(async (slug) => (await store.operators.server(slug))?.id ?? slug)) };
+  }
 
   async function keyOf(secret: string): Promise<KeyRecord> {
     const hash = hashApiKey(secret);
@@ -204,9 +218,9 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     },
 
     /** 403 unless both the key's and the token's scopes allow this server and tool. */
-    authorize(payer: Payer, server: string, tool: string) {
+    authorize(payer: Payer, server: { slug: string; id: string }, tool: string) {
       if (!inScope(payer.key.scope, server, tool) || !inScope(payer.token?.scope, server, tool)) {
-        throw new ApiError(403, 'out_of_scope', `this ${payer.token ? 'budget token' : 'API key'} may not pay for tool "${tool}" on server "${server}"`, {
+        throw new ApiError(403, 'out_of_scope', `this ${payer.token ? 'budget token' : 'API key'} may not pay for tool "${tool}" on server "${server.slug}"`, {
           ...(payer.key.scope ? { keyScope: payer.key.scope } : {}),
           ...(payer.token?.scope ? { tokenScope: payer.token.scope } : {}),
         });
@@ -219,13 +233,14 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
      */
     async createKey(input: Omit<z.output<typeof newKeySchema>, 'usd'> & { operatorId?: string }, funding?: Omit<Credit, 'keyId' | 'kind'>) {
       const { secret, id, hash } = generateApiKey();
+      const scope = await bound(input.scope);
       const created = await ledger.createKey(
         {
           id,
           hash,
           name: input.name,
           ...(input.operatorId ? { operatorId: input.operatorId } : {}),
-          ...(input.scope ? { scope: input.scope } : {}),
+          ...(scope ? { scope } : {}),
           ...(input.expiresAt !== undefined ? { expiresAt: input.expiresAt } : {}),
           ...(input.dailyLimitUsd !== undefined ? { dailyLimit: input.dailyLimitUsd } : {}),
           ...(input.lifetimeLimitUsd !== undefined ? { lifetimeLimit: input.lifetimeLimitUsd } : {}),
@@ -271,11 +286,12 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     async mintToken(payer: Payer, input: z.output<typeof mintTokenSchema>, now = Date.now()) {
       if (payer.token) throw new ApiError(403, 'token_cannot_delegate', 'a budget token cannot mint further tokens; use the API key');
       const expiresAt = Math.floor(now / 1000) + input.ttlSeconds;
+      const scope = await bound(input.scope);
       const token = await ledger.createToken({
         id: newId('bt'),
         keyId: payer.key.id,
         cap: input.capUsd,
-        ...(input.scope ? { scope: input.scope } : {}),
+        ...(scope ? { scope } : {}),
         expiresAt: expiresAt * 1000,
         createdAt: now,
       });

@@ -49,7 +49,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
   let payer: Payer;
   try {
     payer = await credits.authenticate(credentialOf(call.request.headers)!);
-    credits.authorize(payer, context.server, tool.name);
+    credits.authorize(payer, { slug: context.server, id: context.serverId }, tool.name);
   } catch (error) {
     if (error instanceof ApiError) return fail(error);
     throw error;

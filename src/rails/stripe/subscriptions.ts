@@ -7,8 +7,8 @@ import { openCheckoutSession } from './checkout.js';
 
 /**
  * Opens a Checkout Session in subscription mode for a server's `subscription` plan, for one API
- * key. The key and server ride in the subscription's own metadata, so every later lifecycle event
- * says whose entitlement it changes.
+ * key. The key and server (its id, and its slug for people) ride in the subscription's own
+ * metadata, so every later lifecycle event says whose entitlement it changes.
  *
  * @example const { url } = await createSubscriptionCheckout({ stripe, store, publicUrl }, keyId, 'search');
  */
@@ -16,7 +16,7 @@ export async function createSubscriptionCheckout(deps: { stripe: Stripe; store: 
   const server = await deps.store.operators.server(slug);
   const plan = server ? planSchema.parse(server.plan) : undefined;
   if (!server || plan?.type !== 'subscription') throw new ApiError(404, 'subscription_unavailable', `server "${slug}" sells no subscription`);
-  const metadata = { key_id: keyId, server: slug };
+  const metadata = { key_id: keyId, server: slug, server_id: server.id };
   const session = await openCheckoutSession(deps.stripe, deps.publicUrl, {
     mode: 'subscription',
     line_items: [
@@ -35,6 +35,22 @@ export async function createSubscriptionCheckout(deps: { stripe: Stripe; store: 
     subscription_data: { metadata },
   });
   return { id: session.id, url: session.url, server: slug, callsPerMonth: plan.callsPerMonth, monthly: plan.monthlyUsd.toString() };
+}
+
+/**
+ * Cancels a subscription at Stripe now (no further invoices); one Stripe no longer knows is
+ * cancelled already. Any other failure throws a 503 that says to retry.
+ *
+ * @example await cancelSubscription(stripe, 'sub_1');
+ */
+export async function cancelSubscription(stripe: Stripe, id: string): Promise<void> {
+  try {
+    await stripe.subscriptions.cancel(id);
+  } catch (error) {
+    if ((error as { code?: string }).code === 'resource_missing') return;
+    const why = (error as Error).message;
+    throw new ApiError(503, 'stripe_unavailable', `Stripe did not cancel subscription ${id}: ${why}; retry the deletion`);
+  }
 }
 
 /** What a subscription event did. */
@@ -62,10 +78,12 @@ export async function handleSubscriptionEvent(deps: { store: Store; book: Revenu
     case 'customer.subscription.updated':
     case 'customer.subscription.deleted': {
       const sub = event.data.object;
-      const { key_id: keyId, server } = sub.metadata;
-      if (!keyId || !server || !(await deps.store.credits.key(keyId))) return 'subscription_unknown';
+      const { key_id: keyId, server, server_id: id } = sub.metadata;
+      // Metadata from before server ids were recorded names a slug: the server holding it now.
+      const serverId = id ?? (server ? (await operators.server(server))?.id : undefined);
+      if (!keyId || !serverId || !(await deps.store.credits.key(keyId))) return 'subscription_unknown';
       const status = event.type === 'customer.subscription.deleted' ? 'canceled' : sub.status;
-      await operators.saveSubscription({ id: sub.id, keyId, server, status, currentPeriodEnd: periodEnd(sub) * 1000, eventAt });
+      await operators.saveSubscription({ id: sub.id, keyId, serverId, status, currentPeriodEnd: periodEnd(sub) * 1000, eventAt });
       return 'subscription_saved';
     }
     case 'invoice.payment_failed': {
@@ -77,10 +95,11 @@ export async function handleSubscriptionEvent(deps: { store: Store; book: Revenu
       const invoice = event.data.object;
       const id = subscriptionOf(invoice);
       const sub = id ? await operators.subscription(id) : undefined;
-      const server = sub ? await operators.server(sub.server) : undefined;
+      // By id, deleted or not: the invoice is the revenue of the server subscribed to, whoever holds its slug now.
+      const server = sub ? await operators.serverById(sub.serverId) : undefined;
       if (!sub || !server || !invoice.id) return 'subscription_unknown';
       await deps.book.record(
-        { server: server.slug, operatorId: server.operatorId, rail: 'subscription', caller: `key:${sub.keyId}`, tool: '(subscription)', amount: BigInt(invoice.amount_paid) * 10_000n, ref: `stripe:${invoice.id}`, custody: 'platform' },
+        { serverId: server.id, operatorId: server.operatorId, rail: 'subscription', caller: `key:${sub.keyId}`, tool: '(subscription)', amount: BigInt(invoice.amount_paid) * 10_000n, ref: `stripe:${invoice.id}`, custody: 'platform' },
         'earned',
       );
       return 'subscription_paid';

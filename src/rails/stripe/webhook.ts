@@ -6,14 +6,30 @@ import type { RevenueBook } from '../../operators/revenue.js';
 import type { Store } from '../../store/store.js';
 import { type SubscriptionOutcome, handleSubscriptionEvent } from './subscriptions.js';
 
-/** How old a signed delivery may be: Stripe's own default, against replays of captured events. */
+/** How far from now a signed delivery's time may be: Stripe's own default, against replays of captured events. */
 export const WEBHOOK_TOLERANCE_SECONDS = 300;
 
 /**
+ * The SDK refuses signatures older than the tolerance but not ones dated ahead of now: a delivery
+ * signed for a future time would stay replayable until then. Undefined when `t=` is absent (the
+ * SDK refuses that header itself).
+ *
+ * @example
+ * futureSignature('t=1700003600,v1=…', 1_700_000_000) // 'the signature is dated 3600 s ahead of this server’s clock (at most 300 s)'
+ */
+export function futureSignature(header: string, nowSeconds: number): string | undefined {
+  const t = /(?:^|,)\s*t=(\d+)/.exec(header)?.[1];
+  const ahead = t === undefined ? 0 : Number(t) - nowSeconds;
+  if (ahead <= WEBHOOK_TOLERANCE_SECONDS) return undefined;
+  return `the signature is dated ${ahead} s ahead of this server’s clock (at most ${WEBHOOK_TOLERANCE_SECONDS} s)`;
+}
+
+/**
  * Handles one Stripe webhook delivery: the signature is checked on the raw body first (a bad or
- * stale one is a 400 and changes nothing); a paid `checkout.session.completed` or
- * `checkout.session.async_payment_succeeded` credits its session's key once, whatever the order
- * or number of deliveries; subscription lifecycle and invoice events keep entitlements and
+ * stale or future-dated one is a 400 and changes nothing); a paid `checkout.session.completed`
+ * or `checkout.session.async_payment_succeeded` credits its session's key once, whatever the
+ * order or number of deliveries, when it was paid as recorded (else it is held for review);
+ * subscription lifecycle and invoice events keep entitlements and
  * subscription revenue in step (see `handleSubscriptionEvent`); every other event is
  * acknowledged and recorded.
  *
@@ -25,6 +41,8 @@ export async function handleStripeWebhook(
   signature: string | undefined,
 ): Promise<{ event: string; type: string; outcome: StripeEventOutcome | SubscriptionOutcome }> {
   if (!signature) throw new ApiError(400, 'signature_missing', 'a Stripe webhook needs its Stripe-Signature header');
+  const ahead = futureSignature(signature, Math.floor(Date.now() / 1000));
+  if (ahead) throw new ApiError(400, 'signature_invalid', `${ahead}; check the clocks of this server and of the sender`);
   let event: Stripe.Event;
   try {
     event = await deps.stripe.webhooks.constructEventAsync(rawBody, signature, deps.webhookSecret, WEBHOOK_TOLERANCE_SECONDS);
@@ -48,9 +66,13 @@ export async function handleStripeWebhook(
     await deps.credits.ignoreEvent({ eventId: event.id, type: event.type });
     return { event: event.id, type: event.type, outcome: 'ignored' };
   }
-  const outcome = await deps.credits.completeCheckout({ eventId: event.id, type: event.type, sessionId: session.id, amountTotal: BigInt(session.amount_total ?? -1) });
+  const paid = { amountTotal: BigInt(session.amount_total ?? -1), currency: session.currency ?? '' };
+  const outcome = await deps.credits.completeCheckout({ eventId: event.id, type: event.type, sessionId: session.id, ...paid });
   const log = { event: event.id, type: event.type, session: session.id, outcome };
-  if (outcome === 'unknown_session' || outcome === 'amount_mismatch') deps.logger.error(log, 'Stripe event not credited');
-  else deps.logger.info(log, 'Stripe event');
+  if (outcome === 'unknown_session') deps.logger.error(log, 'Stripe event not credited: no such Checkout Session was opened here');
+  else if (outcome === 'held_for_review') {
+    const held = { ...log, paid: `${paid.amountTotal} ${paid.currency}` };
+    deps.logger.warn(held, 'Stripe payment held for review: see GET /admin/checkouts?state=review');
+  } else deps.logger.info(log, 'Stripe event');
   return { event: event.id, type: event.type, outcome };
 }
