@@ -11,6 +11,7 @@ import type { Metrics } from '../http/metrics.js';
 import { type Credential, credentialOf } from '../rails/credits/api-keys.js';
 import { type Credits, type Payer, refusalError } from '../rails/credits/credits.js';
 import { ApiError } from '../http/api-error.js';
+import { clientAddress } from '../http/caller.js';
 import type { OpenDebits } from '../rails/credits/open-debits.js';
 import type { Store } from '../store/store.js';
 import type { OperatorStore } from '../store/operators.js';
@@ -32,7 +33,7 @@ import { type ToolResult, answerCall, rpcError, rpcResult, withoutPaidResponses 
 import { readJsonBody } from './json-body.js';
 import { type Message, classify, forUpstream, headerMismatch, paidRequestId, paymentOf } from './messages.js';
 import type { JsonRpcId } from './sse.js';
-import { type Upstream, callDeadline, send } from './upstream.js';
+import { CALLER_HEADER, type Upstream, callDeadline, send } from './upstream.js';
 
 export type GatewayOptions = {
   upstream: Upstream;
@@ -102,10 +103,15 @@ export function createGateway(options: GatewayOptions): Hono {
   }
   const serverLabel = metrics.server(options.server);
   const count = (tool: string, outcome: string) => metrics.calls.inc({ server: serverLabel, tool: metrics.tool(tool), outcome });
-  const timedForward = async (request: Request, body: Uint8Array | undefined, signal: AbortSignal) => {
+  // The stdio bridge bounds sessions per caller, by the address only this side of it knows.
+  const upstreamFor = (c: Context): Upstream => {
+    const { upstream } = options;
+    return upstream.tellCaller ? { ...upstream, headers: { ...upstream.headers, [CALLER_HEADER]: clientAddress(c) ?? 'unknown' } } : upstream;
+  };
+  const timedForward = async (c: Context, body: Uint8Array | undefined, signal: AbortSignal) => {
     const stop = metrics.upstreamSeconds.startTimer();
     try {
-      return await send(options.upstream, request, body, signal);
+      return await send(upstreamFor(c), c.req.raw, body, signal);
     } finally {
       stop();
     }
@@ -125,7 +131,7 @@ export function createGateway(options: GatewayOptions): Hono {
   });
 
   // A stream the caller opens or resumes never carries a priced call's result: that leaves only through the call's own answer.
-  app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(options.upstream, c.req.raw, undefined, c.req.raw.signal)));
+  app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(upstreamFor(c), c.req.raw, undefined, c.req.raw.signal)));
 
   app.post(
     '/',
@@ -149,7 +155,7 @@ export function createGateway(options: GatewayOptions): Hono {
           return paidCall(c, message.message, { name: message.tool, amount: message.amount });
         case 'forward':
           if (message.tool) count(message.tool, 'free');
-          return withoutPaidResponses(await timedForward(c.req.raw, forUpstream(message.message), c.req.raw.signal));
+          return withoutPaidResponses(await timedForward(c, forUpstream(message.message), c.req.raw.signal));
       }
     },
   );
@@ -172,7 +178,7 @@ export function createGateway(options: GatewayOptions): Hono {
 
   /** tools/list passes through with each tool's price added under `_meta["turnpike/price"]`. */
   async function listTools(c: Context, rpc: Message) {
-    const answer = await send(options.upstream, c.req.raw, forUpstream(rpc), c.req.raw.signal);
+    const answer = await send(upstreamFor(c), c.req.raw, forUpstream(rpc), c.req.raw.signal);
     const id = rpc.id ?? null;
     return answerCall(answer, { upstream: id, caller: id }, async (message) => {
       const tools = (message.result as { tools?: { name: string; outputSchema?: unknown; _meta?: object }[] } | undefined)?.tools;
@@ -471,7 +477,7 @@ export function createGateway(options: GatewayOptions): Hono {
     const deadline = callDeadline(options.upstream.timeoutMs);
     let answer;
     try {
-      answer = await timedForward(c.req.raw, call.body, deadline.signal);
+      answer = await timedForward(c, call.body, deadline.signal);
     } catch (error) {
       deadline.clear();
       await undo(`upstream unreachable: ${(error as Error).message}`);
