@@ -214,8 +214,8 @@ describe('stdio sessions are bounded per caller and per instance, and end when i
     }
   });
 
-  test('an idle session is ended after idleMs: its child exits and its session id is no longer served', async () => {
-    const bounded = await startStdioBridge(filesystem(dir), { maxSessions: 32, maxSessionsPerClient: 4, idleMs: 700 });
+  test('a session used within idleMs stays; an idle one is ended: its child exits and its session id is no longer served', async () => {
+    const bounded = await startStdioBridge(filesystem(dir), { maxSessions: 32, maxSessionsPerClient: 4, idleMs: 1_500 });
     const front = await gatewayFor(bounded, facilitator);
     try {
       const client = new Client({ name: 'stdio-idle-test', version: '1.0.0' });
@@ -223,7 +223,7 @@ describe('stdio sessions are bounded per caller and per instance, and end when i
       await client.connect(transport);
       // Used within the idle time, it stays.
       for (let i = 0; i < 3; i++) {
-        await new Promise((r) => setTimeout(r, 400));
+        await new Promise((r) => setTimeout(r, 600));
         assert.ok((await client.listTools()).tools.length > 0);
       }
       assert.equal(childrenServing(dir), 1);
