@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import type { ConfigInput } from '../config/schema.js';
+import type { Config, ConfigInput } from '../config/schema.js';
+import type { StdioLimits } from '../gateway/stdio-bridge.js';
 import type { Flag } from './command.js';
 
 /** Flags every serving command shares; they override the config file and the environment. */
@@ -30,4 +31,14 @@ export function configOverrides(flags: z.infer<typeof serverFlagsSchema>): Confi
     http: { host: flags.host, port: numberish(flags.port) as number | undefined },
     log: { level: flags['log-level'] as NonNullable<ConfigInput['log']>['level'] },
   };
+}
+
+/**
+ * The stdio bridge's bounds as plain values, from `stdio.*`.
+ *
+ * @example startStdioBridge(command, stdioLimits(config)) // { maxSessions: 32, maxSessionsPerClient: 4, idleMs: 300_000 }
+ */
+export function stdioLimits(config: Config): StdioLimits {
+  const { maxSessions, maxSessionsPerClient, idleSeconds } = config.stdio;
+  return { maxSessions, maxSessionsPerClient, idleMs: idleSeconds * 1000 };
 }

@@ -57,6 +57,28 @@ export const configSchema = z.strictObject({
         .describe('database URL, `sqlite:<path>` or `postgres://…` (several instances may share one); default sqlite:<dataDir>/turnpike.db'),
     })
     .prefault({}),
+  stdio: z
+    .strictObject({
+      maxSessions: z
+        .number()
+        .int()
+        .positive()
+        .default(32)
+        .describe('sessions (child processes) one stdio server runs at once, all callers together; past it `initialize` gets 503'),
+      maxSessionsPerClient: z
+        .number()
+        .int()
+        .positive()
+        .default(4)
+        .describe('sessions one caller address may hold on one stdio server; past it `initialize` gets 429'),
+      idleSeconds: z
+        .number()
+        .positive()
+        .max(86_400)
+        .default(300)
+        .describe('a stdio session with no message either way for this long is ended and its process stopped'),
+    })
+    .prefault({}),
   servers: z
     .array(
       z

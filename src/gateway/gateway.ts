@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Address } from 'viem';
 import type { Network } from '../chain/networks.js';
 import type { Metrics } from '../http/metrics.js';
+import { clientAddress } from '../http/caller.js';
 import type { OperatorStore } from '../store/operators.js';
 import { newId } from '../store/ids.js';
 import type { RevenueBook } from '../operators/revenue.js';
@@ -16,7 +17,7 @@ import { HOP_HEADER, loopIn } from './hops.js';
 import { readJsonBody } from './json-body.js';
 import { type Message, classify, forUpstream, headerMismatch, paidRequestId } from './messages.js';
 import type { JsonRpcId } from './sse.js';
-import { type Upstream, callDeadline, send } from './upstream.js';
+import { CALLER_HEADER, type Upstream, callDeadline, send } from './upstream.js';
 
 export type GatewayOptions = {
   upstream: Upstream;
@@ -76,10 +77,15 @@ export function createGateway(options: GatewayOptions): Hono {
   }
   const serverLabel = metrics.server(options.server);
   const count = (tool: string, outcome: string) => metrics.calls.inc({ server: serverLabel, tool: metrics.tool(tool), outcome });
-  const timedForward = async (request: Request, body: Uint8Array | undefined, signal: AbortSignal) => {
+  // The stdio bridge bounds sessions per caller, by the address only this side of it knows.
+  const upstreamFor = (c: Context): Upstream => {
+    const { upstream } = options;
+    return upstream.tellCaller ? { ...upstream, headers: { ...upstream.headers, [CALLER_HEADER]: clientAddress(c) ?? 'unknown' } } : upstream;
+  };
+  const timedForward = async (c: Context, body: Uint8Array | undefined, signal: AbortSignal) => {
     const stop = metrics.upstreamSeconds.startTimer();
     try {
-      return await send(options.upstream, request, body, signal);
+      return await send(upstreamFor(c), c.req.raw, body, signal);
     } finally {
       stop();
     }
@@ -107,7 +113,7 @@ export function createGateway(options: GatewayOptions): Hono {
   });
 
   // A stream the caller opens or resumes never carries a priced call's result: that leaves only through the call's own answer.
-  app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(options.upstream, c.req.raw, undefined, c.req.raw.signal)));
+  app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(upstreamFor(c), c.req.raw, undefined, c.req.raw.signal)));
 
   app.post(
     '/',
@@ -131,7 +137,7 @@ export function createGateway(options: GatewayOptions): Hono {
           return paidCall(c, message.message, { name: message.tool, amount: message.amount });
         case 'forward':
           if (message.tool) count(message.tool, 'free');
-          return withoutPaidResponses(await timedForward(c.req.raw, forUpstream(message.message), c.req.raw.signal));
+          return withoutPaidResponses(await timedForward(c, forUpstream(message.message), c.req.raw.signal));
       }
     },
   );
@@ -198,7 +204,7 @@ export function createGateway(options: GatewayOptions): Hono {
 
   /** tools/list passes through with each tool's price added under `_meta["turnpike/price"]`. */
   async function listTools(c: Context, rpc: Message) {
-    const answer = await send(options.upstream, c.req.raw, forUpstream(rpc), c.req.raw.signal);
+    const answer = await send(upstreamFor(c), c.req.raw, forUpstream(rpc), c.req.raw.signal);
     const id = rpc.id ?? null;
     return answerCall(answer, { upstream: id, caller: id }, async (message) => {
       const tools = (message.result as { tools?: { name: string; outputSchema?: unknown; _meta?: object }[] } | undefined)?.tools;
@@ -230,7 +236,7 @@ export function createGateway(options: GatewayOptions): Hono {
     if (!rail) return context.challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
     const taken = await rail.take(call);
     if (taken instanceof Response) return taken;
-    const response = await forwardPaid(call, taken.charge);
+    const response = await forwardPaid(c, call, taken.charge);
     return taken.finish ? taken.finish(response) : response;
   }
 
@@ -239,7 +245,7 @@ export function createGateway(options: GatewayOptions): Hono {
    * timeout, non-200, JSON-RPC error, `isError`, a stream that ended early) the charge is undone;
    * otherwise `deliver` completes it and may rewrite the result.
    */
-  async function forwardPaid(call: PaidCall, charge: Charge): Promise<Response> {
+  async function forwardPaid(c: Context, call: PaidCall, charge: Charge): Promise<Response> {
     const { id, tool } = call;
     const undo = (why: string) => {
       count(tool.name, 'failed');
@@ -248,7 +254,7 @@ export function createGateway(options: GatewayOptions): Hono {
     const deadline = callDeadline(options.upstream.timeoutMs);
     let answer;
     try {
-      answer = await timedForward(call.request, call.body, deadline.signal);
+      answer = await timedForward(c, call.body, deadline.signal);
     } catch (error) {
       deadline.clear();
       await undo(`upstream unreachable: ${(error as Error).message}`);

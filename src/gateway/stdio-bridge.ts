@@ -1,11 +1,23 @@
 import { randomUUID } from 'node:crypto';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
-import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
-import { Hono } from 'hono';
+import { type JSONRPCMessage, isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { type Context, Hono } from 'hono';
+import { clientAddress } from '../http/caller.js';
 import { type Listening, listen } from '../http/listen.js';
+import { CALLER_HEADER } from './upstream.js';
 
-type Session = { http: WebStandardStreamableHTTPServerTransport; child: StdioClientTransport };
+/** How much one bridge may run: its sessions are child processes, started for anyone who sends `initialize`. */
+export type StdioLimits = {
+  /** Sessions (child processes) at once, all callers together. */
+  maxSessions: number;
+  /** Sessions at once for one caller address. */
+  maxSessionsPerClient: number;
+  /** A session with no message either way for this long is ended and its process stopped. */
+  idleMs: number;
+};
+
+type Session = { http: WebStandardStreamableHTTPServerTransport; child: StdioClientTransport; caller: string; lastSeen: number };
 type Id = string | number;
 
 /**
@@ -15,13 +27,24 @@ type Id = string | number;
  * request id 1 can never receive each other's answers. Both ends are the official SDK
  * transports; this only wires one to the other.
  *
- * @example const bridge = await startStdioBridge('npx -y @modelcontextprotocol/server-filesystem ./docs');
+ * Invariant: at most `maxSessions` children run, at most `maxSessionsPerClient` of them for one
+ * caller, and none outlives `idleMs` without a message. A slot is taken before the child starts, so
+ * concurrent `initialize`s cannot overshoot; past a bound, `initialize` is refused (429 for the
+ * caller's own bound, 503 for the instance's) with `Retry-After` and no child is started. The
+ * caller is the `X-Turnpike-Caller` header the gateway sets from its socket (the bridge listens on
+ * loopback only, so only local processes could set it otherwise), else this socket's peer.
+ *
+ * @example
+ * const limits = { maxSessions: 32, maxSessionsPerClient: 4, idleMs: 300_000 };
+ * const bridge = await startStdioBridge('npx -y @modelcontextprotocol/server-filesystem ./docs', limits);
  */
-export async function startStdioBridge(command: string, options: { cwd?: string } = {}): Promise<Listening & { mcpUrl: string }> {
+export async function startStdioBridge(command: string, limits: StdioLimits, options: { cwd?: string } = {}) {
   const sessions = new Map<string, Session>();
+  /** Every session with a child, initialized or not: what the bounds count. */
+  const live = new Set<Session>();
   const app = new Hono();
 
-  async function open(): Promise<Session> {
+  async function open(caller: string): Promise<Session> {
     // `exec` so that ending the shell ends the server itself.
     const child = new StdioClientTransport({ command: '/bin/sh', args: ['-c', `exec ${command}`], stderr: 'ignore', ...options });
     const http: WebStandardStreamableHTTPServerTransport = new WebStandardStreamableHTTPServerTransport({
@@ -29,27 +52,61 @@ export async function startStdioBridge(command: string, options: { cwd?: string 
       onsessioninitialized: (id) => void sessions.set(id, session),
       onsessionclosed: (id) => void (sessions.delete(id), child.close()),
     });
-    const session = { http, child };
+    const session: Session = { http, child, caller, lastSeen: Date.now() };
+    live.add(session);
+    const idle = setTimeout(() => void child.close(), limits.idleMs).unref();
+    const seen = () => {
+      session.lastSeen = Date.now();
+      idle.refresh();
+    };
     // Server-to-client messages about a request (progress) ride that request's stream.
     const progressOf = new Map<string | number, Id>();
     http.onmessage = (message) => {
+      seen();
       const m = message as { id?: Id; params?: { _meta?: { progressToken?: string | number } } };
       const token = m.params?._meta?.progressToken;
       if (m.id !== undefined && token !== undefined) progressOf.set(token, m.id);
-      void child.send(message);
+      child.send(message).catch(() => void child.close());
     };
     child.onmessage = (message: JSONRPCMessage) => {
+      seen();
       const token = (message as { params?: { progressToken?: string | number } }).params?.progressToken;
       const relatedRequestId = token === undefined ? undefined : progressOf.get(token);
-      void http.send(message, relatedRequestId === undefined ? undefined : { relatedRequestId });
+      // A caller that hung up before its answer has no stream left to carry it: the answer is dropped.
+      http.send(message, relatedRequestId === undefined ? undefined : { relatedRequestId }).catch(() => {});
     };
-    child.onclose = () => {
+    const ended = () => {
+      clearTimeout(idle);
+      live.delete(session);
       if (http.sessionId) sessions.delete(http.sessionId);
       void http.close();
     };
-    await child.start();
-    await http.start();
+    child.onclose = ended;
+    try {
+      await child.start();
+      await http.start();
+    } catch (error) {
+      await child.close();
+      ended();
+      throw error;
+    }
     return session;
+  }
+
+  /** The refusal of a new session for `caller` when a bound is reached; undefined while there is room. */
+  function refusal(c: Context, caller: string): Response | undefined {
+    const mine = [...live].filter((s) => s.caller === caller);
+    const full = mine.length >= limits.maxSessionsPerClient ? mine : live.size >= limits.maxSessions ? [...live] : undefined;
+    if (!full) return undefined;
+    // The first of these sessions to go idle frees a slot then, unless it is used meanwhile.
+    const retryAfter = Math.max(1, Math.ceil((Math.min(...full.map((s) => s.lastSeen)) + limits.idleMs - Date.now()) / 1000));
+    const message =
+      full === mine
+        ? `too many MCP sessions from your address: ${mine.length} open, at most ${limits.maxSessionsPerClient} ` +
+          `(stdio.maxSessionsPerClient); end one (DELETE with its Mcp-Session-Id) or retry after ${retryAfter} s`
+        : `this MCP server runs its most sessions at once, ${limits.maxSessions} (stdio.maxSessions); retry after ${retryAfter} s`;
+    const error = { jsonrpc: '2.0', id: null, error: { code: -32000, message } };
+    return c.json(error, full === mine ? 429 : 503, { 'retry-after': String(retryAfter) });
   }
 
   app.all('/mcp', async (c) => {
@@ -59,19 +116,32 @@ export async function startStdioBridge(command: string, options: { cwd?: string 
       if (!session) return c.json({ jsonrpc: '2.0', id: null, error: { code: -32001, message: 'Session not found' } }, 404);
       return session.http.handleRequest(c.req.raw);
     }
-    if (c.req.method !== 'POST') return c.json({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'Bad Request: no session' } }, 400);
-    const session = await open();
-    const response = await session.http.handleRequest(c.req.raw);
-    if (!session.http.sessionId) await session.child.close(); // not an initialize: no session was made
+    let body: unknown;
+    try {
+      body = c.req.method === 'POST' ? await c.req.json() : undefined;
+    } catch {
+      return c.json({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error: the body is not JSON' } }, 400);
+    }
+    if (!(Array.isArray(body) ? body : [body]).some(isInitializeRequest)) {
+      return c.json({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'Bad Request: no session; send initialize first' } }, 400);
+    }
+    const caller = c.req.header(CALLER_HEADER) ?? clientAddress(c) ?? 'unknown';
+    const refused = refusal(c, caller);
+    if (refused) return refused;
+    const session = await open(caller);
+    const response = await session.http.handleRequest(c.req.raw, { parsedBody: body });
+    if (!session.http.sessionId) await session.child.close(); // initialize refused by the transport: no session was made
     return response;
   });
 
-  const server = await listen(app, { host: '127.0.0.1', port: 0 });
+  const server: Listening = await listen(app, { host: '127.0.0.1', port: 0 });
   return {
     ...server,
     mcpUrl: `${server.url}/mcp`,
+    /** Child processes running now. */
+    sessions: () => live.size,
     async close() {
-      await Promise.all([...sessions.values()].map((s) => s.child.close()));
+      await Promise.all([...live].map((s) => s.child.close()));
       await server.close();
     },
   };

@@ -6,41 +6,114 @@ import type { Upstream } from './upstream.js';
 
 export type ToolInfo = { name: string; description?: string };
 
+/** What is known of an upstream's tools: the last list it gave and when (ms), and why the latest lookup failed. */
+export type KnownTools = { tools: ToolInfo[]; asOf?: number; error?: string };
+
+/** The tools of one upstream as discovery reads them: never waits longer than `waitMs`. */
+export type ToolsSource = () => Promise<KnownTools>;
+
 /**
- * The upstream's tools, asked with the official MCP client (initialize, tools/list, close) and
- * kept for a minute: discovery documents list real tools without a client having listed them.
+ * Fixed, whatever the server's own call timeout (up to an hour): a lookup is given up after
+ * `timeoutMs`, a list is kept `ttlMs`, at most `concurrency` lookups run at once (the others
+ * queue), and only a source's first read waits for its first lookup, at most `waitMs`.
  */
-export function upstreamTools(upstream: Upstream, ttlMs = 60_000) {
-  let cached: { at: number; tools: Promise<ToolInfo[]> } | undefined;
-  const load = async (): Promise<ToolInfo[]> => {
-    const client = new Client({ name: 'turnpike-discovery', version: '1.0.0' });
-    const { dispatcher } = upstream;
-    const transport = new StreamableHTTPClientTransport(new URL(upstream.url), {
-      // Named as a hop like any forwarded request: an upstream that is this turnpike refuses it at once.
-      requestInit: { headers: { ...upstream.headers, [HOP_HEADER]: nextHops(null) } },
-      // Through the upstream's own dispatcher: a registered server's SSRF guard applies here too.
-      ...(dispatcher ? { fetch: ((url: string | URL, init?: RequestInit) => undiciFetch(String(url), { ...init, dispatcher } as never)) as unknown as typeof fetch } : {}),
-    });
-    await client.connect(transport, { timeout: upstream.timeoutMs });
-    try {
-      const tools: ToolInfo[] = [];
-      let cursor: string | undefined;
-      do {
-        const page = await client.listTools(cursor ? { cursor } : undefined);
-        tools.push(...page.tools.map((t) => ({ name: t.name, ...(t.description ? { description: t.description } : {}) })));
-        cursor = page.nextCursor;
-      } while (cursor);
-      return tools;
-    } finally {
-      await client.close();
-    }
+export const TOOLS_LOOKUP = { timeoutMs: 5_000, ttlMs: 60_000, concurrency: 4, waitMs: 3_000 };
+
+const UNASKED = 'the MCP server could not be asked for its tools';
+const NOT_YET: KnownTools = { tools: [], error: 'the MCP server has not listed its tools yet; retry shortly' };
+
+/**
+ * Upstreams' tools for discovery, looked up in the background with the official MCP client:
+ * discovery documents list real tools without a client having listed them, and no upstream can
+ * hold a discovery request up. A read starts a lookup when the list is older than `ttlMs` and
+ * answers what is known at once; a failed lookup keeps the last list (with its `asOf`) and says
+ * why in `error`.
+ *
+ * @example
+ * const lookups = toolsLookups();
+ * const tools = lookups.of(upstream);
+ * await tools(); // { tools: [{ name: 'search' }], asOf: 1767225600000 } or { tools: [], error: '…' }
+ */
+export function toolsLookups(options = TOOLS_LOOKUP) {
+  const { timeoutMs, ttlMs, waitMs } = options;
+  const limit = semaphore(options.concurrency);
+  return {
+    of(upstream: Upstream): ToolsSource {
+      let known: KnownTools = { tools: [] };
+      let lookedAt = -Infinity;
+      let running: Promise<void> | undefined;
+      let first: Promise<unknown> | undefined;
+      const refresh = () =>
+        (running ??= limit(() => listTools(upstream, timeoutMs))
+          .then(
+            (tools) => void (known = { tools, asOf: Date.now() }),
+            (error: unknown) => void (known = { ...known, error: `${UNASKED}: ${(error as Error).message}` }),
+          )
+          .finally(() => {
+            lookedAt = Date.now();
+            running = undefined;
+          }));
+      return async () => {
+        if (Date.now() - lookedAt >= ttlMs) refresh();
+        await (first ??= Promise.race([running, new Promise((resolve) => setTimeout(resolve, waitMs).unref())]));
+        return known.asOf === undefined && known.error === undefined ? NOT_YET : known;
+      };
+    },
   };
-  return (): Promise<ToolInfo[]> => {
-    if (!cached || Date.now() - cached.at > ttlMs) {
-      const tools = load();
-      cached = { at: Date.now(), tools };
-      tools.catch(() => (cached = undefined));
+}
+
+/** The upstream's tools: initialize, tools/list (every page), close; given up after `timeoutMs` whatever the upstream does. */
+async function listTools(upstream: Upstream, timeoutMs: number): Promise<ToolInfo[]> {
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs);
+  const client = new Client({ name: 'turnpike-discovery', version: '1.0.0' });
+  const { dispatcher } = upstream;
+  const transport = new StreamableHTTPClientTransport(new URL(upstream.url), {
+    // Named as a hop like any forwarded request: an upstream that is this turnpike refuses it at once.
+    requestInit: { headers: { ...upstream.headers, [HOP_HEADER]: nextHops(null) } },
+    // Through the upstream's own dispatcher: a registered server's SSRF guard applies here too.
+    fetch: ((url: string | URL, init?: RequestInit) =>
+      undiciFetch(String(url), {
+        ...init,
+        signal: init?.signal ? AbortSignal.any([init.signal, deadline.signal]) : deadline.signal,
+        ...(dispatcher ? { dispatcher } : {}),
+      } as never)) as unknown as typeof fetch,
+  });
+  const given = new Promise<never>((_, reject) => deadline.signal.addEventListener('abort', () => reject(deadline.signal.reason as Error)));
+  try {
+    return await Promise.race([given, pages(client, transport)]);
+  } finally {
+    clearTimeout(timer);
+    deadline.abort();
+    await client.close().catch(() => {});
+  }
+}
+
+async function pages(client: Client, transport: StreamableHTTPClientTransport): Promise<ToolInfo[]> {
+  await client.connect(transport);
+  const tools: ToolInfo[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await client.listTools(cursor ? { cursor } : undefined);
+    tools.push(...page.tools.map((t) => ({ name: t.name, ...(t.description ? { description: t.description } : {}) })));
+    cursor = page.nextCursor;
+  } while (cursor);
+  return tools;
+}
+
+/** Runs at most `n` tasks at once; the others wait their turn, first come first served. */
+function semaphore(n: number) {
+  let free = n;
+  const waiting: (() => void)[] = [];
+  return async <T>(task: () => Promise<T>): Promise<T> => {
+    if (free > 0) free--;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else free++;
     }
-    return cached.tools;
   };
 }

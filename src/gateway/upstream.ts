@@ -16,8 +16,13 @@ const HOP_BY_HOP = new Set([
   'host',
   'content-length',
 ]);
+/**
+ * The caller's socket address, told by the gateway to an upstream turnpike runs itself (the stdio
+ * bridge, which bounds sessions per caller). Set only by turnpike: a caller's own is never forwarded.
+ */
+export const CALLER_HEADER = 'x-turnpike-caller';
 /** The caller's credentials and payments are turnpike's business, never the upstream's. */
-const CALLER_ONLY = new Set(['authorization', 'x-api-key', 'payment-signature', 'x-payment', 'cookie']);
+const CALLER_ONLY = new Set(['authorization', 'x-api-key', 'payment-signature', 'x-payment', 'cookie', CALLER_HEADER]);
 // Answers come back uncompressed, so a paid call's result can be read and its receipt added; a
 // body goes out as turnpike encoded it (see `forUpstream`), so it is described here, not by the caller.
 const NOT_FORWARDED = new Set([...HOP_BY_HOP, ...CALLER_ONLY, 'accept-encoding', 'content-encoding', 'content-type', HOP_HEADER]);
@@ -35,6 +40,8 @@ export type Upstream = {
    * through the API get one that refuses private addresses.
    */
   dispatcher?: Dispatcher;
+  /** Turnpike's own stdio bridge: told the caller's address in `CALLER_HEADER`. Never set for someone else's server. */
+  tellCaller?: boolean;
 };
 
 const agent = guardedAgent({ allowPrivate: true, connections: UPSTREAM_CONNECTIONS });

@@ -3,14 +3,15 @@ import type { Address } from 'viem';
 import type { Network } from '../chain/networks.js';
 import { type Plan, isMetered, listPrice, namedTools, publicPlan } from '../gateway/plans.js';
 import { atomicToUsd } from '../gateway/pricing.js';
-import type { ToolInfo } from '../gateway/upstream-tools.js';
+import type { ToolsSource } from '../gateway/upstream-tools.js';
 
 export type PaidEndpoint = {
   /** Path of the MCP endpoint on this server, e.g. `/mcp`. */
   path: string;
   plan: Plan;
   payTo: Address;
-  tools: () => Promise<ToolInfo[]>;
+  /** Answers at once (see `toolsLookups`): one upstream never holds the document up. */
+  tools: ToolsSource;
 };
 
 /** The credits rail as discovery describes it; absent when it is off. */
@@ -24,8 +25,9 @@ export const DISCOVERY_VERSION = 1;
 
 /**
  * `GET /.well-known/mcp-payment`: what each MCP endpoint here charges, how to pay, and where the
- * facilitator is. `GET /pricing`: the same prices as flat rows. An upstream that cannot be asked
- * for its tools still gets its configured prices listed, with `toolsError` saying why.
+ * facilitator is. `GET /pricing`: the same prices as flat rows. Tools are the last list the
+ * upstream gave, as of `toolsAsOf`; an upstream that cannot be asked for them still gets its
+ * configured prices listed (and its last known tools), with `toolsError` saying why.
  */
 export function discoveryRoutes(options: DiscoveryOptions): Hono {
   const { network } = options;
@@ -33,13 +35,7 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
   const price = (amount: bigint) => ({ amount: amount.toString(), usd: atomicToUsd(amount) });
 
   async function describe(origin: string, endpoint: PaidEndpoint) {
-    let tools: ToolInfo[] = [];
-    let toolsError: string | undefined;
-    try {
-      tools = await endpoint.tools();
-    } catch (error) {
-      toolsError = `the MCP server could not be asked for its tools: ${(error as Error).message}`;
-    }
+    const { tools, asOf, error: toolsError } = await endpoint.tools();
     const descriptions = new Map(tools.map((t) => [t.name, t.description]));
     const { plan } = endpoint;
     const named = new Set([...descriptions.keys(), ...namedTools(plan)]);
@@ -66,6 +62,7 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
         ...price(listPrice(plan, name)),
         ...(descriptions.get(name) ? { description: descriptions.get(name) } : {}),
       })),
+      ...(asOf !== undefined ? { toolsAsOf: new Date(asOf).toISOString() } : {}),
       ...(toolsError ? { toolsError } : {}),
     };
   }

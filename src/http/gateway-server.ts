@@ -11,7 +11,7 @@ import { type Plan, planSchema } from '../gateway/plans.js';
 import { isTurnpike } from '../gateway/own-urls.js';
 import { guardedAgent } from '../gateway/ssrf.js';
 import type { Upstream } from '../gateway/upstream.js';
-import { type ToolInfo, upstreamTools } from '../gateway/upstream-tools.js';
+import { toolsLookups } from '../gateway/upstream-tools.js';
 import { createOperators } from '../operators/operators.js';
 import { revenueBook } from '../operators/revenue.js';
 import { createWithdrawals } from '../operators/withdrawals.js';
@@ -28,7 +28,7 @@ import type { Lease, Store } from '../store/store.js';
 import { adminRoutes } from './admin-routes.js';
 import { createApp } from './app.js';
 import { creditsRoutes } from './credits-routes.js';
-import { discoveryRoutes } from './discovery.js';
+import { type PaidEndpoint, discoveryRoutes } from './discovery.js';
 import type { RouteDoc } from './documented.js';
 import { facilitatorRoutes } from './facilitator-routes.js';
 import { healthRoutes } from './health.js';
@@ -152,22 +152,21 @@ export async function serveGateway(options: GatewayServerOptions) {
     });
   for (const endpoint of endpoints) app.route(endpoint.path, gatewayFor(endpoint));
 
+  // Discovery's tool lists, looked up in the background: no upstream holds a discovery request up.
+  const lookups = toolsLookups();
   /** A registered server as an endpoint: its upstream secret unsealed, its connections SSRF-guarded. */
-  function endpointOf(server: ServerRecord): EndpointOptions {
-    const secret = operators.secretOf(server);
+  function endpointOf(server: ServerRecord, listing: Omit<PaidEndpoint, 'tools'>, secret: string | undefined): EndpointOptions {
     const upstreamUrl = new URL(server.upstreamUrl);
     if (server.auth.mode === 'query') upstreamUrl.searchParams.set(server.auth.name, secret!);
     return {
+      ...listing,
       slug: server.slug,
-      path: `/mcp/${server.slug}`,
       upstream: {
         url: upstreamUrl.toString(),
         headers: server.auth.mode === 'header' ? { authorization: `Bearer ${secret}` } : {},
         timeoutMs: server.timeoutMs,
         dispatcher: registeredAgent,
       },
-      plan: planSchema.parse(server.plan),
-      payTo: server.custody === 'direct' ? server.payTo! : treasury!,
       challenge: server.challenge,
       operatorId: server.operatorId,
       serverId: server.id,
@@ -175,17 +174,36 @@ export async function serveGateway(options: GatewayServerOptions) {
     };
   }
 
-  type Mounted = { updatedAt: number; endpoint: EndpointOptions; fetch: (request: Request) => Response | Promise<Response>; tools: () => Promise<ToolInfo[]> };
+  /** A registered server as discovery lists it and as its path serves it. */
+  type Mounted = { updatedAt: number; serverId: string; listing: PaidEndpoint; fetch: (request: Request) => Response | Promise<Response> };
   // Built on first use and rebuilt when the server's row changes, on this instance or another.
   const registered = new Map<string, Mounted>();
   function mounted(server: ServerRecord): Mounted {
     const known = registered.get(server.slug);
-    if (known?.updatedAt === server.updatedAt && known.endpoint.serverId === server.id) return known;
-    const endpoint = endpointOf(server);
-    const gateway = createApp(logger).route(endpoint.path, gatewayFor(endpoint));
-    const entry = { updatedAt: server.updatedAt, endpoint, fetch: (request: Request) => gateway.fetch(request), tools: upstreamTools(endpoint.upstream) };
+    if (known?.updatedAt === server.updatedAt && known.serverId === server.id) return known;
+    const entry = mount(server);
     registered.set(server.slug, entry);
     return entry;
+  }
+  function mount(server: ServerRecord): Mounted {
+    const { updatedAt } = server;
+    const payTo = server.custody === 'direct' ? server.payTo! : treasury!;
+    const listing = { path: `/mcp/${server.slug}`, plan: planSchema.parse(server.plan), payTo };
+    let secret: string | undefined;
+    try {
+      secret = operators.secretOf(server);
+    } catch (err) {
+      // Its upstream cannot be reached from this instance: its calls are refused and discovery says why, the others are unaffected.
+      logger.error({ err, server: server.slug }, 'an upstream secret does not open: set TURNPIKE_SECRETS_KEY to the key that sealed it');
+      const why = 'this instance cannot open the server’s upstream credential (TURNPIKE_SECRETS_KEY unset, or not the one that sealed it)';
+      const refused = { jsonrpc: '2.0', id: null, error: { code: -32603, message: `${why}; retry later or ask its owner` } };
+      const tools = async () => ({ tools: [], error: why });
+      return { updatedAt, serverId: server.id, listing: { ...listing, tools }, fetch: () => Response.json(refused, { status: 503 }) };
+    }
+    const endpoint = endpointOf(server, listing, secret);
+    const gateway = createApp(logger).route(endpoint.path, gatewayFor(endpoint));
+    const fetch = (request: Request) => gateway.fetch(request);
+    return { updatedAt, serverId: server.id, listing: { ...listing, tools: lookups.of(endpoint.upstream) }, fetch };
   }
   const activeOperators = async () => new Set((await store.operators.operators()).filter((o) => o.status === 'active').map((o) => o.id));
   app.all('/mcp/:slug', async (c) => {
@@ -226,15 +244,15 @@ export async function serveGateway(options: GatewayServerOptions) {
       ...(secrets.facilitatorKeys ? { apiKeys: secrets.facilitatorKeys } : {}),
     }),
   );
-  const configured = endpoints.map((e) => ({ path: e.path, plan: e.plan, payTo: e.payTo, tools: upstreamTools(e.upstream) }));
+  const configured = endpoints.map((e) => ({ path: e.path, plan: e.plan, payTo: e.payTo, tools: lookups.of(e.upstream) }));
   app.route(
     '/',
     discoveryRoutes({
       network: chain.network,
       async endpoints() {
         const active = await activeOperators();
-        const listed = (await store.operators.servers({ publicOnly: true })).filter((s) => active.has(s.operatorId)).map(mounted);
-        return [...configured, ...listed.map(({ endpoint: e, tools }) => ({ path: e.path, plan: e.plan, payTo: e.payTo, tools }))];
+        const listed = (await store.operators.servers({ publicOnly: true })).filter((s) => active.has(s.operatorId));
+        return [...configured, ...listed.map((s) => mounted(s).listing)];
       },
       facilitatorPath: '/facilitator',
       ...(credits

@@ -21,7 +21,7 @@ import { createMetrics, metricsRoutes } from '../../src/http/metrics.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startEverything } from '../helpers/everything.js';
 import type { Store } from '../../src/store/store.js';
-import { upstreamTools } from '../../src/gateway/upstream-tools.js';
+import { toolsLookups } from '../../src/gateway/upstream-tools.js';
 import { discoveryRoutes } from '../../src/http/discovery.js';
 import { healthRoutes } from '../../src/http/health.js';
 
@@ -41,7 +41,9 @@ async function startGateway(facilitator: Facilitator, challenge: 'tool-result' |
   const upstream = { url: upstreamUrl, headers: {}, timeoutMs: 10_000 };
   const prices = priceTableSchema.parse({ default: '0.01', tools: { 'get-sum': '0.05' }, free: ['echo'] });
   const payTo = chain.sandbox.accounts.payees[0]!.address;
-  app.route('/', discoveryRoutes({ network: networks.local, endpoints: async () => [{ path: '/mcp', plan: flatPlan(prices), payTo, tools: upstreamTools(upstream) }], facilitatorPath: '/facilitator' }));
+  const tools = toolsLookups().of(upstream);
+  const endpoints = async () => [{ path: '/mcp', plan: flatPlan(prices), payTo, tools }];
+  app.route('/', discoveryRoutes({ network: networks.local, endpoints, facilitatorPath: '/facilitator' }));
   app.route('/', healthRoutes({ client: chain.client, store }));
   app.route('/', metricsRoutes(metrics));
   app.route(

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -10,6 +11,7 @@ import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { networks } from '../../src/chain/networks.js';
+import type { Facilitator } from '../../src/facilitator/facilitator.js';
 import { x402Rail } from '../../src/rails/x402/rail.js';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
@@ -29,6 +31,32 @@ const serverFilesystem = path.join(path.dirname(createRequire(import.meta.url).r
 
 let bridge: Awaited<ReturnType<typeof startStdioBridge>>;
 let gateway: Listening;
+const filesystem = (dir: string) => `${JSON.stringify(process.execPath)} ${JSON.stringify(serverFilesystem)} ${JSON.stringify(dir)}`;
+
+/** A paying gateway in front of `bridge`, telling it the caller's address as `turnpike serve` does. */
+async function gatewayFor(stdio: { mcpUrl: string }, facilitator: Facilitator): Promise<Listening> {
+  const app = createApp(logger);
+  let url = '';
+  app.route(
+    '/mcp',
+    createGateway({
+      upstream: { url: stdio.mcpUrl, headers: {}, timeoutMs: 10_000, tellCaller: true },
+      plan: flatPlan(priceTableSchema.parse({ default: '0.01', tools: { read_multiple_files: '0.03' }, free: ['list_allowed_directories'] })),
+      payTo: chain.sandbox.accounts.payees[1]!.address,
+      network: networks.local,
+      rails: [x402Rail({ facilitator })],
+      challenge: 'tool-result',
+      bodyLimitBytes: 1 << 20,
+      allowedHosts: () => [new URL(url).host],
+      logger,
+      metrics: createMetrics(),
+      server: 'test',
+    }),
+  );
+  const served = await listen(app, { host: '127.0.0.1', port: 0 });
+  url = served.url;
+  return served;
+}
 
 async function connect() {
   const client = new Client({ name: 'stdio-test', version: '1.0.0' });
@@ -39,28 +67,8 @@ const text = (r: unknown) => ((r as { content: { text: string }[] }).content).ma
 
 describe('stdio MCP servers behind the paying proxy (server-filesystem from npm)', () => {
   before(async () => {
-    bridge = await startStdioBridge(`${JSON.stringify(process.execPath)} ${JSON.stringify(serverFilesystem)} ${JSON.stringify(docs)}`);
-    const { facilitator } = await chain.facilitator([3]);
-    const app = createApp(logger);
-    let url = '';
-    app.route(
-      '/mcp',
-      createGateway({
-        upstream: { url: bridge.mcpUrl, headers: {}, timeoutMs: 10_000 },
-        plan: flatPlan(priceTableSchema.parse({ default: '0.01', tools: { read_multiple_files: '0.03' }, free: ['list_allowed_directories'] })),
-        payTo: chain.sandbox.accounts.payees[1]!.address,
-        network: networks.local,
-        rails: [x402Rail({ facilitator })],
-        challenge: 'tool-result',
-        bodyLimitBytes: 1 << 20,
-        allowedHosts: () => [new URL(url).host],
-        logger,
-        metrics: createMetrics(),
-        server: 'test',
-      }),
-    );
-    gateway = await listen(app, { host: '127.0.0.1', port: 0 });
-    url = gateway.url;
+    bridge = await startStdioBridge(filesystem(docs), { maxSessions: 64, maxSessionsPerClient: 64, idleMs: 60_000 });
+    gateway = await gatewayFor(bridge, (await chain.facilitator([3])).facilitator);
   });
   after(async () => {
     await gateway?.close();
@@ -113,3 +121,132 @@ describe('stdio MCP servers behind the paying proxy (server-filesystem from npm)
     await Promise.all(clients.map((c) => c.close()));
   });
 });
+
+const INITIALIZE = JSON.stringify({
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'initialize',
+  params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'stdio-bounds-test', version: '1.0.0' } },
+});
+const MCP_HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+const initialize = (url: string, headers: Record<string, string> = {}) =>
+  fetch(url, { method: 'POST', headers: { ...MCP_HEADERS, ...headers }, body: INITIALIZE });
+
+/** The stdio servers this process runs now for `dir`, counted by the kernel (`ps`), not by the bridge. */
+function childrenServing(dir: string): number {
+  const out = execFileSync('ps', ['-o', 'args=', '--ppid', String(process.pid)], { encoding: 'utf8' });
+  return out.split('\n').filter((line) => line.includes(dir)).length;
+}
+
+describe('stdio sessions are bounded per caller and per instance, and end when idle', () => {
+  const dir = realpathSync(mkdtempSync(path.join(os.tmpdir(), 'turnpike-bounded-')));
+  let facilitator: Facilitator;
+  before(async () => {
+    facilitator = (await chain.facilitator([3])).facilitator;
+  });
+
+  test('100 initialize calls from one address start at most maxSessionsPerClient children; the rest get 429 naming the limit', async () => {
+    const bounded = await startStdioBridge(filesystem(dir), { maxSessions: 32, maxSessionsPerClient: 4, idleMs: 60_000 });
+    const front = await gatewayFor(bounded, facilitator);
+    let most = 0;
+    const sampler = setInterval(() => (most = Math.max(most, childrenServing(dir))), 50);
+    try {
+      // Each names itself differently: a caller's own X-Turnpike-Caller is replaced by its socket address.
+      const answers = await Promise.all(
+        Array.from({ length: 100 }, async (_, i) => {
+          const res = await initialize(`${front.url}/mcp`, { 'x-turnpike-caller': `10.0.0.${i}` });
+          const { status, headers } = res;
+          return { status, session: headers.get('mcp-session-id'), retryAfter: headers.get('retry-after'), body: await res.text() };
+        }),
+      );
+      most = Math.max(most, childrenServing(dir));
+      const opened = answers.filter((a) => a.status === 200);
+      const refused = answers.filter((a) => a.status === 429);
+      assert.equal(opened.length, 4, JSON.stringify(answers.filter((a) => a.status !== 429).map((a) => a.status)));
+      assert.equal(refused.length, 96);
+      assert.ok(most <= 4, `${most} children ran at once`);
+      assert.equal(childrenServing(dir), 4);
+      for (const r of refused) {
+        assert.ok(Number(r.retryAfter) > 0);
+        assert.match((JSON.parse(r.body) as { error: { message: string } }).error.message, /at most 4 \(stdio\.maxSessionsPerClient\)/);
+      }
+      // Ending a session frees its slot and its process.
+      const ended = { 'mcp-session-id': opened[0]!.session!, 'mcp-protocol-version': '2025-06-18' };
+      assert.equal((await fetch(`${front.url}/mcp`, { method: 'DELETE', headers: ended })).status, 200);
+      await until(() => childrenServing(dir) === 3, 'the ended session’s child to exit');
+      assert.equal((await initialize(`${front.url}/mcp`)).status, 200);
+    } finally {
+      clearInterval(sampler);
+      await front.close();
+      await bounded.close();
+    }
+    assert.equal(childrenServing(dir), 0);
+  });
+
+  test('the instance bound holds across callers: past maxSessions a new caller gets 503 with Retry-After and no child', async () => {
+    const bounded = await startStdioBridge(filesystem(dir), { maxSessions: 3, maxSessionsPerClient: 2, idleMs: 60_000 });
+    try {
+      const statuses = [];
+      for (const caller of ['a', 'a', 'b', 'c']) statuses.push((await initialize(bounded.mcpUrl, { 'x-turnpike-caller': caller })).status);
+      assert.deepEqual(statuses, [200, 200, 200, 503]);
+      const refused = await initialize(bounded.mcpUrl, { 'x-turnpike-caller': 'd' });
+      assert.equal(refused.status, 503);
+      assert.ok(Number(refused.headers.get('retry-after')) > 0);
+      assert.match(((await refused.json()) as { error: { message: string } }).error.message, /stdio\.maxSessions\b/);
+      assert.equal(childrenServing(dir), 3);
+    } finally {
+      await bounded.close();
+    }
+  });
+
+  test('a request without a session that is not initialize starts no child', async () => {
+    const bounded = await startStdioBridge(filesystem(dir), { maxSessions: 3, maxSessionsPerClient: 2, idleMs: 60_000 });
+    try {
+      const res = await fetch(bounded.mcpUrl, {
+        method: 'POST',
+        headers: MCP_HEADERS,
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+      });
+      assert.equal(res.status, 400);
+      assert.match(((await res.json()) as { error: { message: string } }).error.message, /send initialize first/);
+      assert.equal(bounded.sessions(), 0);
+    } finally {
+      await bounded.close();
+    }
+  });
+
+  test('a session used within idleMs stays; an idle one is ended: its child exits and its session id is no longer served', async () => {
+    const bounded = await startStdioBridge(filesystem(dir), { maxSessions: 32, maxSessionsPerClient: 4, idleMs: 1_500 });
+    const front = await gatewayFor(bounded, facilitator);
+    try {
+      const client = new Client({ name: 'stdio-idle-test', version: '1.0.0' });
+      const transport = new StreamableHTTPClientTransport(new URL(`${front.url}/mcp`));
+      await client.connect(transport);
+      // Used within the idle time, it stays.
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setTimeout(r, 600));
+        assert.ok((await client.listTools()).tools.length > 0);
+      }
+      assert.equal(childrenServing(dir), 1);
+      await until(() => childrenServing(dir) === 0, 'the idle session’s child to exit');
+      const stale = await fetch(`${front.url}/mcp`, {
+        method: 'POST',
+        headers: { ...MCP_HEADERS, 'mcp-session-id': transport.sessionId!, 'mcp-protocol-version': '2025-06-18' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/list' }),
+      });
+      assert.equal(stale.status, 404);
+      assert.equal(bounded.sessions(), 0);
+    } finally {
+      await front.close();
+      await bounded.close();
+    }
+  });
+});
+
+async function until(ok: () => boolean, what: string) {
+  const deadline = Date.now() + 10_000;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

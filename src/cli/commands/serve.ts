@@ -9,7 +9,7 @@ import { startStdioBridge } from '../../gateway/stdio-bridge.js';
 import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
-import { configOverrides, serverFlags, serverFlagsSchema } from '../server-flags.js';
+import { configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
 import { untilSignal } from '../signals.js';
 
 export const serveCommand = defineCommand({
@@ -35,7 +35,7 @@ export const serveCommand = defineCommand({
     const logger = createLogger(config.log);
     const secrets = loadSecrets();
     const chain = await connectChain(config, secrets);
-    const bridges = await Promise.all(config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio) : undefined)));
+    const bridges = await Promise.all(config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio, stdioLimits(config)) : undefined)));
     const endpoints: EndpointOptions[] = config.servers.map((s, i) => ({
       slug: s.slug,
       path: `/mcp/${s.slug}`,
@@ -43,6 +43,7 @@ export const serveCommand = defineCommand({
         url: bridges[i]?.mcpUrl ?? s.upstream!,
         headers: Object.fromEntries(Object.entries(s.headersFromEnv).map(([header, name]) => [header, process.env[name]!])),
         timeoutMs: s.timeoutSeconds * 1000,
+        ...(bridges[i] ? { tellCaller: true } : {}),
       },
       plan: s.plan ?? flatPlan({ default: s.price, tools: s.tools, free: s.free }),
       payTo: getAddress(s.payTo),

@@ -9,7 +9,7 @@ import { serveGateway } from '../../http/gateway-server.js';
 import { startStdioBridge } from '../../gateway/stdio-bridge.js';
 import { createLogger } from '../../log/logger.js';
 import { UsageError, defineCommand } from '../command.js';
-import { configOverrides, serverFlags, serverFlagsSchema } from '../server-flags.js';
+import { configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
 import { untilSignal } from '../signals.js';
 
 const toolPrice = z
@@ -75,9 +75,14 @@ export const wrapCommand = defineCommand({
       await chain.close();
       throw new UsageError('--pay-to: required outside --network local');
     }
-    const bridge = flags.stdio ? await startStdioBridge(flags.stdio) : undefined;
+    const bridge = flags.stdio ? await startStdioBridge(flags.stdio, stdioLimits(config)) : undefined;
     const upstreamUrl = bridge?.mcpUrl ?? flags.upstream!;
-    const upstream = { url: upstreamUrl, headers: Object.fromEntries(flags['upstream-header']), timeoutMs: flags['upstream-timeout'] * 1000 };
+    const upstream = {
+      url: upstreamUrl,
+      headers: Object.fromEntries(flags['upstream-header']),
+      timeoutMs: flags['upstream-timeout'] * 1000,
+      ...(bridge ? { tellCaller: true } : {}),
+    };
     const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, plan: flatPlan(prices), payTo, challenge: flags.challenge }] }).catch(async (error) => {
       await bridge?.close();
       await chain.close();
