@@ -1,8 +1,11 @@
 import type { Chain } from './chain.js';
+import { containers } from './processes.js';
 import { seededRandom } from './rng.js';
 import type { Stack } from './stack.js';
 
-export const faultKinds = ['turnpike_kill', 'rpc_stall', 'upstream_crash'] as const;
+export const faultKinds = ['turnpike_kill', 'container_restart', 'rpc_stall', 'upstream_crash'] as const;
+/** The kinds that kill turnpike with SIGKILL. */
+export const turnpikeKills: readonly FaultKind[] = ['turnpike_kill', 'container_restart'];
 export type FaultKind = (typeof faultKinds)[number];
 export type Fault = { kind: FaultKind; at: number; ms: number };
 
@@ -10,34 +13,44 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Injects faults at random moments until `running()` turns false: turnpike killed with SIGKILL
- * and restarted on the same data and port, anvil stopped (SIGSTOP) for 1–3 s, the upstream
- * killed and restarted. Each kind comes once first, in a random order, so even a short run has
- * all three. A stall runs alongside the next faults (turnpike may be restarted while the chain
- * does not answer). `ms` is how long the part was down.
+ * and restarted on the same data and port (the way it ran), turnpike as PID 1 of a PID namespace
+ * killed and restarted as PID 1 of a new one (a container's restart: the dead one's PID is the new
+ * one's; where PID namespaces cannot be made, not at all), anvil stopped (SIGSTOP) for 1–3 s, the
+ * upstream killed and restarted. Each kind comes once first, in a random order, so even a short
+ * run has them all. A stall runs alongside the next faults (turnpike may be restarted while the
+ * chain does not answer). `ms` is how long the part was down.
  */
 export async function injectFaults(options: { chain: Chain; stack: Stack; seed: number; running: () => boolean }): Promise<Fault[]> {
   const { chain, stack } = options;
   const random = seededRandom(options.seed * 7919 + 1);
   const faults: Fault[] = [];
-  const first = random.shuffle(faultKinds);
+  const first = random.shuffle(faultKinds.filter((k) => containers || k !== 'container_restart'));
   let stall: Promise<void> | undefined;
 
-  const restart = async (part: Stack['turnpike'] | Stack['upstream'], kind: FaultKind) => {
+  const restart = async (part: Stack['turnpike'] | Stack['upstream'], kind: FaultKind, how: { pid1?: boolean } = {}) => {
     const at = Date.now();
     await part.kill();
     await sleep(random.int(0, 500));
-    await part.start();
+    await part.start(how);
     faults.push({ kind, at, ms: Date.now() - at });
+  };
+  const containerRestart = async () => {
+    // Into a container first, if it is not in one, by a plain kill and restart.
+    if (!stack.turnpike.pid1) await restart(stack.turnpike, 'turnpike_kill', { pid1: true });
+    await restart(stack.turnpike, 'container_restart', { pid1: true });
   };
 
   await sleep(random.int(500, 1500));
   while (options.running()) {
-    const drawn = first.shift() ?? random.weighted({ turnpike_kill: 4, rpc_stall: 3, upstream_crash: 3 });
+    const weights = { turnpike_kill: 4, container_restart: containers ? 2 : 0, rpc_stall: 3, upstream_crash: 3 };
+    const drawn = first.shift() ?? random.weighted(weights);
     const kind = drawn === 'rpc_stall' && chain.stalled ? 'turnpike_kill' : drawn;
     if (kind === 'rpc_stall') {
       const ms = random.int(1000, 3000);
       faults.push({ kind, at: Date.now(), ms });
       stall = chain.stall(ms);
+    } else if (kind === 'container_restart') {
+      await containerRestart();
     } else {
       await restart(kind === 'turnpike_kill' ? stack.turnpike : stack.upstream, kind);
     }
