@@ -13,10 +13,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Injects faults at random moments until `running()` turns false: turnpike killed with SIGKILL
- * and restarted on the same data and port (the way it ran), turnpike as PID 1 of a PID namespace
- * killed and restarted as PID 1 of a new one (a container's restart: the dead one's PID is the new
- * one's; where PID namespaces cannot be made, not at all), anvil stopped (SIGSTOP) for 1–3 s, the
- * upstream killed and restarted. Each kind comes once first, in a random order, so even a short
+ * and restarted on the same data and port as a plain process, or as PID 1 of a new PID namespace
+ * (a container's restart: after a PID 1, the dead one's PID is the new one's; where PID
+ * namespaces cannot be made, not at all), anvil stopped (SIGSTOP) for 1–3 s, the upstream killed
+ * and restarted. Each kind comes once first, in a random order, so even a short
  * run has them all. A stall runs alongside the next faults (turnpike may be restarted while the
  * chain does not answer). `ms` is how long the part was down.
  */
@@ -25,6 +25,9 @@ export async function injectFaults(options: { chain: Chain; stack: Stack; seed: 
   const random = seededRandom(options.seed * 7919 + 1);
   const faults: Fault[] = [];
   const first = random.shuffle(faultKinds.filter((k) => containers || k !== 'container_restart'));
+  // Turnpike starts as PID 1 (startStack): the first container restart comes before any plain
+  // kill, so that it finds the dead instance's PID to be its own.
+  if (first.indexOf('container_restart') > first.indexOf('turnpike_kill')) first.reverse();
   let stall: Promise<void> | undefined;
 
   const restart = async (part: Stack['turnpike'] | Stack['upstream'], kind: FaultKind, how: { pid1?: boolean } = {}) => {
@@ -33,11 +36,6 @@ export async function injectFaults(options: { chain: Chain; stack: Stack; seed: 
     await sleep(random.int(0, 500));
     await part.start(how);
     faults.push({ kind, at, ms: Date.now() - at });
-  };
-  const containerRestart = async () => {
-    // Into a container first, if it is not in one, by a plain kill and restart.
-    if (!stack.turnpike.pid1) await restart(stack.turnpike, 'turnpike_kill', { pid1: true });
-    await restart(stack.turnpike, 'container_restart', { pid1: true });
   };
 
   await sleep(random.int(500, 1500));
@@ -49,12 +47,12 @@ export async function injectFaults(options: { chain: Chain; stack: Stack; seed: 
       const ms = random.int(1000, 3000);
       faults.push({ kind, at: Date.now(), ms });
       stall = chain.stall(ms);
-    } else if (kind === 'container_restart') {
-      await containerRestart();
+    } else if (kind === 'upstream_crash') {
+      await restart(stack.upstream, kind);
     } else {
-      await restart(kind === 'turnpike_kill' ? stack.turnpike : stack.upstream, kind);
+      await restart(stack.turnpike, kind, { pid1: kind === 'container_restart' });
     }
-    // Close together until each kind has come once, so that a short run has all three.
+    // Close together until each kind has come once, so that a short run has them all.
     await sleep(first.length > 0 ? random.int(300, 800) : random.int(800, 2500));
   }
   await stall;

@@ -99,17 +99,12 @@ export function restartable(options: RestartableOptions) {
     get url() {
       return url;
     },
-    /** Whether the running incarnation is PID 1 of its own PID namespace. */
-    get pid1() {
-      return pid1;
-    },
     /**
      * Starts it, trying again if an incarnation dies before it serves (a restart during an RPC
      * stall may give up on reaching the chain).
      */
-    async start(how: { pid1?: boolean; attempts?: number } = {}): Promise<string> {
+    async start(how: { pid1?: boolean } = {}, attempts = 5): Promise<string> {
       pid1 = how.pid1 ?? pid1;
-      const attempts = how.attempts ?? 5;
       for (let attempt = 1; ; attempt++) {
         try {
           url = await startOnce();
