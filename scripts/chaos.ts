@@ -19,7 +19,8 @@
  * smuggles priced calls in a UTF-7 body or behind a duplicate key; and it sends concurrent copies
  * of one payment to an API guarded by the official `@x402/hono` middleware with turnpike's
  * `/facilitator` as its facilitator (`facilitatorCopies` in scripts/chaos/thief.ts). Meanwhile
- * turnpike is killed with SIGKILL and restarted on the same data and port, anvil is stopped with
+ * turnpike is killed with SIGKILL and restarted on the same data and port (also as PID 1 of a PID
+ * namespace, restarted as PID 1 of a new one, as a container restarts), anvil is stopped with
  * SIGSTOP for 1–3 s, and the upstream is killed and restarted. At the end turnpike is killed once
  * more and restarted, and the run waits until recovery has finished every journal entry and every
  * open debit.
@@ -73,7 +74,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { startChain } from './chaos/chain.js';
 import { unrecovered, gatherEvidence } from './chaos/evidence.js';
-import { injectFaults } from './chaos/faults.js';
+import { injectFaults, turnpikeKills } from './chaos/faults.js';
 import { checkInvariants } from './chaos/invariants.js';
 import { type SettledPayment, runPayers } from './chaos/payers.js';
 import { formatReport, summarize } from './chaos/report.js';
@@ -134,7 +135,7 @@ await stack.stop();
 const evidence = await gatherEvidence({ dbPath: stack.dbPath, sandbox: chain.sandbox, payees: [stack.payTo], executionLog: stack.executionLog, turnpikeLog: stack.turnpikeLog });
 await chain.stop();
 const payers = wallets.map((p) => p.address);
-const kills = [...faults.filter((f) => f.kind === 'turnpike_kill').map((f) => f.at), finalKill];
+const kills = [...faults.filter((f) => turnpikeKills.includes(f.kind)).map((f) => f.at), finalKill];
 const checks = checkInvariants(evidence, calls, thief.thefts, { payTo: stack.payTo, payers, kills });
 const summary = summarize({ seconds: flags.seconds, seed: flags.seed, calls, thefts: thief.thefts, faults, evidence, checks });
 process.stdout.write(flags.json ? `${JSON.stringify({ ...summary, dir: summary.ok ? undefined : dir }, null, 2)}\n` : formatReport(summary, dir));

@@ -1,6 +1,11 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
+
+/** `unshare` flags that run a program as PID 1 of a new PID namespace, as a container runs its entrypoint. */
+const CONTAINER = ['--pid', '--fork', '--kill-child', '--mount-proc'];
+/** Whether this machine lets the run make PID namespaces (util-linux's `unshare`, as root). */
+export const containers = spawnSync('unshare', [...CONTAINER, 'true']).status === 0;
 
 /** Children still running, killed when the chaos run exits however it exits (short of SIGKILL). */
 const live = new Set<ChildProcess>();
@@ -22,16 +27,48 @@ export type RestartableOptions = {
 
 /**
  * A server process that fault injection kills and restarts on the same port (the first start
- * picks a free one): `start` resolves with its URL once it prints that it serves.
+ * picks a free one): `start` resolves with its URL once it prints that it serves. Started with
+ * `{ pid1: true }` it runs as PID 1 of a PID namespace of its own (under `unshare`, which exits
+ * when it does); a start without it runs it the way the last one did.
  */
 export function restartable(options: RestartableOptions) {
   const log = createWriteStream(options.logFile, { flags: 'a' });
   let child: ChildProcess | undefined;
+  let pid1 = false;
   let port = 0;
   let url = '';
 
+  /** The server's own process: `unshare`'s child when it runs as PID 1 (read from /proc while `unshare` runs). */
+  const server = (proc: ChildProcess) => {
+    if (!pid1) return proc.pid!;
+    const children = readFileSync(`/proc/${proc.pid}/task/${proc.pid}/children`, 'utf8').trim();
+    return children ? Number(children.split(' ')[0]) : proc.pid!;
+  };
+  /**
+   * Sends `signal` to the server and waits until it is gone. PID 1 drops a signal it has no handler
+   * for, and turnpike installs its handlers just after it says it serves: the signal is sent again
+   * every second until the process is gone.
+   */
+  async function signal(signal: NodeJS.Signals) {
+    const proc = child;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const gone = once(proc, 'exit');
+    const send = () => {
+      try {
+        process.kill(server(proc), signal);
+      } catch {
+        // It ended meanwhile: `gone` settles.
+      }
+    };
+    send();
+    const again = setInterval(send, 1000);
+    await gone.finally(() => clearInterval(again));
+  }
+
   async function startOnce(): Promise<string> {
-    const proc = spawn(process.execPath, options.args(port), { env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const node = [process.execPath, ...options.args(port)];
+    const [command, ...args] = pid1 ? ['unshare', ...CONTAINER, ...node] : node;
+    const proc = spawn(command!, args, { env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
     live.add(proc);
     const exited = once(proc, 'exit').then(() => live.delete(proc));
@@ -56,13 +93,7 @@ export function restartable(options: RestartableOptions) {
   }
 
   /** Kills with SIGKILL and waits until the process is gone. */
-  async function kill() {
-    const proc = child;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const gone = once(proc, 'exit');
-    proc.kill('SIGKILL');
-    await gone;
-  }
+  const kill = () => signal('SIGKILL');
 
   return {
     get url() {
@@ -72,7 +103,8 @@ export function restartable(options: RestartableOptions) {
      * Starts it, trying again if an incarnation dies before it serves (a restart during an RPC
      * stall may give up on reaching the chain).
      */
-    async start(attempts = 5): Promise<string> {
+    async start(how: { pid1?: boolean } = {}, attempts = 5): Promise<string> {
+      pid1 = how.pid1 ?? pid1;
       for (let attempt = 1; ; attempt++) {
         try {
           url = await startOnce();
@@ -87,13 +119,7 @@ export function restartable(options: RestartableOptions) {
     },
     kill,
     /** Asks it to stop (SIGINT, as Ctrl-C would), and waits. */
-    async stop() {
-      const proc = child;
-      if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-      const gone = once(proc, 'exit');
-      proc.kill('SIGINT');
-      await gone;
-    },
+    stop: () => signal('SIGINT'),
   };
 }
 

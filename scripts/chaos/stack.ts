@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import type { Chain } from './chain.js';
-import { restartable } from './processes.js';
+import { containers, restartable } from './processes.js';
 
 /** What every tool costs, micro-USD = USDC atomic units (0.01). */
 export const PRICE = 10_000n;
@@ -17,7 +17,8 @@ const createdKey = z.object({ id: z.string(), key: z.string().startsWith('tp_') 
 /**
  * The system under test, each part in its own process so it can be killed: the upstream MCP
  * server, and the built `turnpike wrap` in front of it on the chain's RPC with a relayer key
- * from the sandbox and its data in `dir`.
+ * from the sandbox and its data in `dir` (as PID 1 of a PID namespace, as in a container, where
+ * this machine allows it).
  */
 export async function startStack(chain: Chain, dir: string) {
   const { sandbox } = chain;
@@ -49,7 +50,7 @@ export async function startStack(chain: Chain, dir: string) {
     ready: /paying MCP endpoint at (\S+)\/mcp /,
     logFile: turnpikeLog,
   });
-  const base = await turnpike.start();
+  const base = await turnpike.start({ pid1: containers });
 
   return {
     mcpUrl: `${base}/mcp`,

@@ -7,6 +7,7 @@ import { closeGroupCommit } from './group-commit.js';
 import { type Migration, migrations as shipped } from './migrations.js';
 import { sqliteCredits } from './sqlite-credits.js';
 import { sqliteJournal } from './sqlite-journal.js';
+import { sqliteLeases } from './sqlite-leases.js';
 import { sqliteOperators } from './sqlite-operators.js';
 import { migrateSqlite } from './sqlite-migrate.js';
 import { type Store, StoreError } from './store.js';
@@ -29,16 +30,6 @@ export type SqliteStore = Store & {
    */
   immediate<T>(fn: (db: Database.Database) => T): T;
 };
-
-/** Whether a process of this machine is alive (a SQLite file is only ever shared on one machine). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** How long a writer waits for another process's write lock before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5000;
@@ -98,29 +89,15 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
   const schemaVersion = db.prepare<[], { v: number | null }>('SELECT MAX(version) AS v FROM schema_migrations');
 
   const instanceId = randomUUID();
-  // Leases are rows naming the holding instance and its process: a row whose process is gone (it
-  // crashed) is free, and one whose instance closed was deleted when it closed.
-  const readLease = db.prepare<[string], { instance: string; pid: number }>('SELECT instance, pid FROM leases WHERE name = ?');
-  const writeLease = db.prepare(`INSERT INTO leases (name, instance, pid, taken_at) VALUES (?, ?, ?, ?)
-    ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, pid = excluded.pid, taken_at = excluded.taken_at`);
-  const dropLease = db.prepare('DELETE FROM leases WHERE name = ? AND instance = ?');
-  const held = new Set<string>();
-  const take = db.transaction((name: string) => {
-    const holder = readLease.get(name);
-    if (holder && holder.instance !== instanceId && alive(holder.pid)) return false;
-    writeLease.run(name, instanceId, process.pid, Date.now());
-    return true;
-  });
-  const lease = async (name: string) => {
-    if (!take.immediate(name)) return undefined;
-    held.add(name);
-    return {
-      async release() {
-        held.delete(name);
-        if (db.open) dropLease.run(name, instanceId);
-      },
-    };
-  };
+  let leases: ReturnType<typeof sqliteLeases>;
+  try {
+    leases = sqliteLeases(db, file, instanceId, BUSY_TIMEOUT_MS);
+  } catch (error) {
+    db.close();
+    const why = (error as Error).message;
+    throw new StoreError(`cannot lock this instance's file in ${file}.leases/ (make it writable): ${why}`, { cause: error });
+  }
+  const lease = async (name: string) => leases.take(name);
   await lease(`instance:${instanceId}`);
 
   return {
@@ -146,8 +123,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
       }
     },
     async close() {
-      if (db.open) for (const name of held) dropLease.run(name, instanceId);
-      held.clear();
+      leases.close();
       if (db.open) db.close();
       closeGroupCommit(db);
     },

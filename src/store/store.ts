@@ -29,8 +29,9 @@ export interface Store {
    * Takes a named lease for as long as this store is open, or answers undefined if another live
    * instance holds it: a relayer or treasury key is sent from by one instance only, and a dead
    * instance's journal is recovered by one instance only. PostgreSQL: a session advisory lock
-   * (released by the server when the holder's connection dies). SQLite: a row naming the holder's
-   * process, free once that process is gone (the file is shared on one machine only).
+   * (released by the server when the holder's connection dies). SQLite: a row naming the holder
+   * instance, alive while the kernel keeps that instance's lock on `<db>.leases/<instance>.lock`
+   * (dropped when its process ends, however it ends; never judged by a PID, which a restart reuses).
    */
   lease(name: string): Promise<Lease | undefined>;
   readonly journal: PaymentJournal;

@@ -2,10 +2,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { test } from 'node:test';
+import { containers } from '../../scripts/chaos/processes.js';
 import type { Summary } from '../../scripts/chaos/report.js';
 
-test('chaos, short: SIGKILLed turnpike, stalled RPC, crashing upstream, a thief, and the money still adds up', { timeout: 90_000 }, async () => {
-  const run = spawn(process.execPath, ['--import', 'tsx', 'scripts/chaos.ts', '--seconds', '10', '--seed', '7', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+const name = 'chaos, short: SIGKILLed turnpike (in a container too), stalled RPC, crashing upstream, a thief, and the money still adds up';
+test(name, { timeout: 90_000 }, async () => {
+  const run = spawn(process.execPath, ['--import', 'tsx', 'scripts/chaos.ts', '--seconds', '15', '--seed', '7', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   run.stdout.on('data', (c) => (stdout += c));
@@ -20,6 +22,7 @@ test('chaos, short: SIGKILLed turnpike, stalled RPC, crashing upstream, a thief,
 
   // Faults were really injected, and money really moved through both rails meanwhile.
   assert.ok(report.faults.turnpike_kill! >= 1, 'turnpike was never killed');
+  if (containers) assert.ok(report.faults.container_restart! >= 1, 'turnpike was never restarted as PID 1 of a new PID namespace');
   assert.ok(report.faults.rpc_stall! >= 1, 'the RPC never stalled');
   assert.ok(report.faults.upstream_crash! >= 1, 'the upstream never crashed');
   assert.ok(report.x402.settledPayments > 0, 'no x402 payment settled');
