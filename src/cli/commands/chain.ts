@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { MULTICALL3 } from '../../chain/networks.js';
 import { type Sandbox, startSandbox } from '../../chain/sandbox/sandbox.js';
 import { defineCommand } from '../command.js';
-import { untilSignal } from '../signals.js';
+import { listenForSignals } from '../signals.js';
 
 const count = (max: number) => z.coerce.number().int().min(0).max(max);
 
@@ -24,9 +24,10 @@ export const chainCommand = defineCommand({
     json: z.boolean().default(false),
   }),
   async run(flags, io) {
+    const signals = listenForSignals();
     const sandbox = await startSandbox({ port: flags.port, payers: flags.payers });
     io.stdout.write(flags.json ? `${JSON.stringify(describe(sandbox))}\n` : banner(sandbox));
-    await untilSignal();
+    await signals.wait();
     await sandbox.stop();
     if (!flags.json) io.stdout.write('sandbox stopped\n');
   },

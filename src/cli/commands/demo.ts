@@ -8,7 +8,7 @@ import { demoPrices, startDemoServer } from '../../demo/server.js';
 import { serveGateway } from '../../http/gateway-server.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
-import { untilSignal } from '../signals.js';
+import { listenForSignals } from '../signals.js';
 
 export const demoCommand = defineCommand({
   name: 'demo',
@@ -28,6 +28,7 @@ export const demoCommand = defineCommand({
     'no-agent': z.boolean().default(false),
   }),
   async run(flags, io) {
+    const signals = listenForSignals();
     const say = (line: string) => io.stdout.write(`${line}\n`);
     const config = loadConfig({
       env: {},
@@ -65,7 +66,7 @@ export const demoCommand = defineCommand({
     say(`  pay with the sandbox key ${payer.privateKey} (${payer.address}; LOCAL ONLY, public)`);
     say(`  prices: ${gateway.url}/pricing   health: ${gateway.url}/health   facilitator: ${gateway.url}/facilitator`);
     say('Press Ctrl-C to stop.');
-    await untilSignal();
+    await signals.wait();
     await gateway.close();
     await upstream.close();
     await chain.close();

@@ -9,7 +9,7 @@ import { listen } from '../../http/listen.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
 import { configOverrides, serverFlags, serverFlagsSchema } from '../server-flags.js';
-import { untilSignal } from '../signals.js';
+import { listenForSignals } from '../signals.js';
 
 export const facilitatorCommand = defineCommand({
   name: 'facilitator',
@@ -22,6 +22,7 @@ export const facilitatorCommand = defineCommand({
   flags: serverFlags,
   schema: serverFlagsSchema,
   async run(flags, io) {
+    const signals = listenForSignals();
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
     const logger = createLogger(config.log);
     const secrets = loadSecrets();
@@ -54,7 +55,7 @@ export const facilitatorCommand = defineCommand({
         '',
       ].join('\n'),
     );
-    await untilSignal();
+    await signals.wait();
     await server.close();
     await close();
     await chain.close();

@@ -10,7 +10,7 @@ import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
 import { configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
-import { untilSignal } from '../signals.js';
+import { listenForSignals } from '../signals.js';
 
 export const serveCommand = defineCommand({
   name: 'serve',
@@ -21,6 +21,7 @@ export const serveCommand = defineCommand({
   flags: serverFlags,
   schema: serverFlagsSchema,
   async run(flags, io) {
+    const signals = listenForSignals();
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
     if (config.servers.length === 0) {
       throw new ConfigError([{ path: 'servers', source: flags.config ? `file ${flags.config}` : 'default', message: 'no MCP servers to serve; list them under `servers`' }]);
@@ -67,7 +68,7 @@ export const serveCommand = defineCommand({
         '',
       ].join('\n'),
     );
-    await untilSignal();
+    await signals.wait();
     await server.close();
     await closeAll();
   },

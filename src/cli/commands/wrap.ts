@@ -10,7 +10,7 @@ import { startStdioBridge } from '../../gateway/stdio-bridge.js';
 import { createLogger } from '../../log/logger.js';
 import { UsageError, defineCommand } from '../command.js';
 import { configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
-import { untilSignal } from '../signals.js';
+import { listenForSignals } from '../signals.js';
 
 const toolPrice = z
   .string()
@@ -61,6 +61,7 @@ export const wrapCommand = defineCommand({
     'upstream-timeout': z.coerce.number().positive().max(3600).default(60),
   }),
   async run(flags, io) {
+    const signals = listenForSignals();
     if ((flags.upstream === undefined) === (flags.stdio === undefined)) {
       throw new UsageError('--upstream or --stdio: give exactly one (an HTTP MCP endpoint, or a command to run)');
     }
@@ -106,7 +107,7 @@ export const wrapCommand = defineCommand({
         '',
       ].join('\n'),
     );
-    await untilSignal();
+    await signals.wait();
     await server.close();
     await bridge?.close();
     await chain.close();
