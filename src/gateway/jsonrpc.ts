@@ -88,8 +88,9 @@ export function withoutPaidResponses(answer: UpstreamAnswer): Response {
     return new Response(frames, { status, headers });
   }
   if (!body) return toResponse(answer);
+  // Most answers hold no paid id: looked for in the bytes, they pass without being decoded.
+  if (cannotHoldPaidResponse(body)) return toResponse(answer);
   const text = decoder.decode(body);
-  if (cannotHoldPaidResponse(text)) return toResponse(answer);
   let message: unknown;
   try {
     message = JSON.parse(text);

@@ -113,8 +113,9 @@ const PAID_ID_PREFIX = 'turnpike-paid:';
  */
 export const paidRequestId = () => `${PAID_ID_PREFIX}${randomUUID()}`;
 
-/** Cheap test before parsing: text that cannot hold a paid call's response. */
-export const cannotHoldPaidResponse = (text: string) => !text.includes(PAID_ID_PREFIX);
+/** Cheap test before parsing: text, or UTF-8 bytes, that cannot hold a paid call's response. */
+export const cannotHoldPaidResponse = (data: string | Uint8Array) =>
+  typeof data === 'string' ? !data.includes(PAID_ID_PREFIX) : !Buffer.from(data.buffer, data.byteOffset, data.byteLength).includes(PAID_ID_PREFIX);
 
 /** A response (not a request or notification) to a priced call turnpike forwarded. */
 export const isPaidResponse = (message: unknown): boolean => {
