@@ -203,11 +203,10 @@ export function createSettler(deps: SettleDeps) {
       return;
     }
     const payment: Payment = record;
-    if (record.txHash) {
-      // A brief wait, not one look: a transient RPC miss must not read our own mined transaction as someone else's.
-      const receipt = await waitForReceipt(record.txHash, Date.now() + 1000);
-      if (receipt) return journal.finish(record, outcomeOf(receipt, payment));
-    }
+    // A brief wait, not one look: a transient RPC miss must not read our own mined transaction as someone else's.
+    const minedReceipt = () => (record.txHash ? waitForReceipt(record.txHash, Date.now() + 1000) : Promise.resolve(undefined));
+    const mined = await minedReceipt();
+    if (mined) return journal.finish(record, outcomeOf(mined, payment));
     const used = await client.readContract({
       address: record.asset,
       abi: usdcAbi,
@@ -215,6 +214,9 @@ export function createSettler(deps: SettleDeps) {
       args: [record.payer, record.nonce],
     });
     if (used) {
+      // Mined between the two looks: our own transaction is not someone else's.
+      const late = await minedReceipt();
+      if (late) return journal.finish(record, outcomeOf(late, payment));
       return journal.finish(record, {
         state: 'failed',
         errorReason: reasons.nonceUsed,
@@ -231,6 +233,9 @@ export function createSettler(deps: SettleDeps) {
       } catch (error) {
         if (!(error instanceof BroadcastRejectedError)) throw error;
       }
+      // Refused: "nonce too low" for our own transaction may mean it was mined since we looked, not that it never will be.
+      const late = await minedReceipt();
+      if (late) return journal.finish(record, outcomeOf(late, payment));
     }
     await journal.release(record);
   }
