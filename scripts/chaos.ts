@@ -21,7 +21,10 @@
  * `/facilitator` as its facilitator (`facilitatorCopies` in scripts/chaos/thief.ts). Meanwhile
  * turnpike is killed with SIGKILL and restarted on the same data and port (also as PID 1 of a PID
  * namespace, restarted as PID 1 of a new one, as a container restarts), anvil is stopped with
- * SIGSTOP for 1–3 s, and the upstream is killed and restarted. At the end turnpike is killed once
+ * SIGSTOP for 1–3 s, the upstream is killed and restarted, and the upstream becomes a loop back to
+ * turnpike for 1–3 s (it forwards every MCP request to turnpike's own MCP URL, Turnpike-Hop header
+ * and all, and answers what turnpike answers; turnpike refuses the request that names it with 508,
+ * so the caller gets that 508 and is not charged). At the end turnpike is killed once
  * more and restarted, and the run waits until recovery has finished every journal entry and every
  * open debit.
  *
@@ -64,6 +67,9 @@
  *     authorization the journal equals the chain (2): at the x402 API, the copies of one payment
  *     were served (2xx) at most once, and as many times as the authorization is settled (0 or 1),
  *     unless a settled payment's answer was cut off (then none was served).
+ * 12. Every request sent and answered while the upstream looped back to turnpike was answered
+ *     without a 5xx other than 502, 503 or 508 (turnpike refused the loop at once: no timeout,
+ *     no 500); that no such call was charged is checks 4 and 5 (the tool never ran).
  * Not an invariant, but reported: settled x402 payments whose answer was cut off by a kill (a
  * transfer on chain cannot be undone; the payer paid for a result it did not receive).
  */
@@ -136,7 +142,8 @@ const evidence = await gatherEvidence({ dbPath: stack.dbPath, sandbox: chain.san
 await chain.stop();
 const payers = wallets.map((p) => p.address);
 const kills = [...faults.filter((f) => turnpikeKills.includes(f.kind)).map((f) => f.at), finalKill];
-const checks = checkInvariants(evidence, calls, thief.thefts, { payTo: stack.payTo, payers, kills });
+const loops = faults.filter((f) => f.kind === 'upstream_loop');
+const checks = checkInvariants(evidence, calls, thief.thefts, { payTo: stack.payTo, payers, kills, loops });
 const summary = summarize({ seconds: flags.seconds, seed: flags.seed, calls, thefts: thief.thefts, faults, evidence, checks });
 process.stdout.write(flags.json ? `${JSON.stringify({ ...summary, dir: summary.ok ? undefined : dir }, null, 2)}\n` : formatReport(summary, dir));
 if (summary.ok) rmSync(dir, { recursive: true, force: true });

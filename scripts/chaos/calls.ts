@@ -3,6 +3,8 @@ import type { ChaosTool } from './executions.js';
 /** How one request came back, as the client saw it. */
 export type Answer = {
   at: number;
+  /** When the request was sent (requests sent through `send`). */
+  sent?: number;
   /** The HTTP status, or `connection` when no answer came (turnpike down, or the client's timeout). */
   status: number | 'connection';
   kind: 'output' | 'challenge' | 'tool_error' | 'rpc_error' | 'other';
@@ -47,6 +49,7 @@ type Json = Record<string, any>;
 
 /** Sends one request and says how it came back; never throws. */
 export async function send(url: string, body: string, headers: Record<string, string>, timeoutMs: number): Promise<Answer> {
+  const sent = Date.now();
   let res: Response;
   let text: string;
   try {
@@ -58,9 +61,9 @@ export async function send(url: string, body: string, headers: Record<string, st
     });
     text = await res.text();
   } catch (error) {
-    return { at: Date.now(), status: 'connection', kind: 'other', reason: (error as Error).name === 'TimeoutError' ? 'client timeout' : 'no answer' };
+    return { at: Date.now(), sent, status: 'connection', kind: 'other', reason: (error as Error).name === 'TimeoutError' ? 'client timeout' : 'no answer' };
   }
-  return answerOf(res, text);
+  return { ...answerOf(res, text), sent };
 }
 
 /** How an answer came back, from its status, headers and body (JSON, or an SSE stream). */

@@ -3,7 +3,7 @@ import { containers } from './processes.js';
 import { seededRandom } from './rng.js';
 import type { Stack } from './stack.js';
 
-export const faultKinds = ['turnpike_kill', 'container_restart', 'rpc_stall', 'upstream_crash'] as const;
+export const faultKinds = ['turnpike_kill', 'container_restart', 'rpc_stall', 'upstream_crash', 'upstream_loop'] as const;
 /** The kinds that kill turnpike with SIGKILL. */
 export const turnpikeKills: readonly FaultKind[] = ['turnpike_kill', 'container_restart'];
 export type FaultKind = (typeof faultKinds)[number];
@@ -16,7 +16,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * and restarted on the same data and port as a plain process, or as PID 1 of a new PID namespace
  * (a container's restart: after a PID 1, the dead one's PID is the new one's; where PID
  * namespaces cannot be made, not at all), anvil stopped (SIGSTOP) for 1–3 s, the upstream killed
- * and restarted. Each kind comes once first, in a random order, so even a short
+ * and restarted, the upstream made a loop back to turnpike for 1–3 s (it forwards every MCP request
+ * to turnpike's own MCP URL, Turnpike-Hop and all, and answers what turnpike answers; nothing else
+ * is done to the stack meanwhile). Each kind comes once first, in a random order, so even a short
  * run has them all. A stall runs alongside the next faults (turnpike may be restarted while the
  * chain does not answer). `ms` is how long the part was down.
  */
@@ -40,13 +42,19 @@ export async function injectFaults(options: { chain: Chain; stack: Stack; seed: 
 
   await sleep(random.int(500, 1500));
   while (options.running()) {
-    const weights = { turnpike_kill: 4, container_restart: containers ? 2 : 0, rpc_stall: 3, upstream_crash: 3 };
+    const weights = { turnpike_kill: 4, container_restart: containers ? 2 : 0, rpc_stall: 3, upstream_crash: 3, upstream_loop: 2 };
     const drawn = first.shift() ?? random.weighted(weights);
     const kind = drawn === 'rpc_stall' && chain.stalled ? 'turnpike_kill' : drawn;
     if (kind === 'rpc_stall') {
       const ms = random.int(1000, 3000);
       faults.push({ kind, at: Date.now(), ms });
       stall = chain.stall(ms);
+    } else if (kind === 'upstream_loop') {
+      const ms = random.int(1000, 3000);
+      const at = Date.now();
+      await stack.loopUpstream(ms);
+      await sleep(ms - (Date.now() - at));
+      faults.push({ kind, at, ms });
     } else if (kind === 'upstream_crash') {
       await restart(stack.upstream, kind);
     } else {

@@ -25,7 +25,14 @@ export function checkInvariants(
   evidence: Evidence,
   calls: Call[],
   thefts: Theft[],
-  options: { payTo: string; payers: string[]; /** When turnpike was killed with SIGKILL, the final kill included. */ kills: number[] },
+  options: {
+    payTo: string;
+    payers: string[];
+    /** When turnpike was killed with SIGKILL, the final kill included. */
+    kills: number[];
+    /** When the upstream looped back to turnpike, and for how long (ms). */
+    loops: { at: number; ms: number }[];
+  },
 ): Check[] {
   const { store, chain, executions } = evidence;
   const payTo = options.payTo.toLowerCase();
@@ -258,6 +265,22 @@ export function checkInvariants(
     const byKind = theftKinds.map((k) => `${k} ${thefts.filter((t) => t.kind === k).length}`).join(', ');
     const name = 'the thief got no priced result (resumed or standalone stream, forged signature, smuggled body, copies of a payment)';
     checks.push(check(name, v, `${thefts.length} attempts: ${byKind}`));
+  }
+
+  // 12. A looping upstream: turnpike refused the loop at once (508) and stayed healthy.
+  {
+    const v: string[] = [];
+    const during = calls.flatMap((c) =>
+      answers(c)
+        .filter((a) => a.sent !== undefined && options.loops.some((l) => a.sent! >= l.at && a.at <= l.at + l.ms))
+        .map((a) => ({ c, a })),
+    );
+    for (const { c, a } of during) {
+      if (typeof a.status === 'number' && a.status >= 500 && ![502, 503, 508].includes(a.status)) v.push(`${c.callId} (${c.tool}) answered HTTP ${a.status} during a loop: ${a.reason ?? a.kind}`);
+    }
+    const refused = during.filter(({ a }) => a.status === 508).length;
+    const name = 'turnpike answered every request during an upstream loop without a 5xx other than 502, 503 or 508';
+    checks.push(check(name, v, `${options.loops.length} loops, ${during.length} requests sent and answered during one, ${refused} refused with 508`));
   }
   return checks;
 }

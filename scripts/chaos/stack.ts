@@ -61,6 +61,18 @@ export async function startStack(chain: Chain, dir: string) {
     dbPath: path.join(dataDir, 'turnpike.db'),
     turnpike,
     upstream,
+    /**
+     * Makes the upstream a loop back to turnpike for `ms`: it forwards every MCP request to
+     * turnpike's own MCP URL, headers and body as they came, and answers what turnpike answers.
+     */
+    async loopUpstream(ms: number) {
+      const res = await fetch(new URL('/chaos/loop', upstream.url), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ to: `${base}/mcp`, ms }),
+      });
+      if (res.status !== 200) throw new Error(`the upstream did not start looping: HTTP ${res.status} ${await res.text()}`);
+    },
     /** A credits API key with `usd` on it, made through the admin API. */
     async createKey(name: string, usd: string) {
       const res = await fetch(`${base}/admin/keys`, {

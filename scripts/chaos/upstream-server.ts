@@ -7,6 +7,11 @@
  * execution is appended to the log named by `--log` before the answer leaves, with the `callId`
  * argument the caller chose.
  *
+ * A fault makes it a loop back to turnpike: `POST /chaos/loop {"to": url, "ms": n}` makes it, for
+ * `ms`, forward every request to `/mcp` to `to` (turnpike's own MCP URL) with the request's method,
+ * headers (Turnpike-Hop among them) and body, and answer what that answers, as an operator's
+ * upstream that was pointed back at turnpike would.
+ *
  * Usage: upstream-server.ts --log FILE [--port N]; prints `{"url": …}` when it serves.
  */
 import { randomUUID } from 'node:crypto';
@@ -94,8 +99,33 @@ function memoryEventStore(): EventStore {
 
 const sessions = new Map<string, WebStandardStreamableHTTPServerTransport>();
 
+/** Where requests are looped to, and until when (ms since the epoch); no loop once that has passed. */
+let loop = { to: '', until: 0 };
+/** Headers that describe one hop of HTTP, not the request: not forwarded around the loop, nor back. */
+const HOP_BY_HOP = new Set(['host', 'connection', 'keep-alive', 'transfer-encoding', 'content-length', 'content-encoding', 'upgrade', 'te', 'trailer']);
+const withoutHopByHop = (headers: Headers) => {
+  const out = new Headers();
+  headers.forEach((value, name) => {
+    if (!HOP_BY_HOP.has(name)) out.set(name, value);
+  });
+  return out;
+};
+
+/** Forwards `request` as it came to where the loop leads, and answers what that answers. */
+async function loopBack(request: Request): Promise<Response> {
+  const body = request.method === 'GET' || request.method === 'HEAD' ? undefined : await request.arrayBuffer();
+  const res = await fetch(loop.to, { method: request.method, headers: withoutHopByHop(request.headers), body, signal: request.signal });
+  return new Response(res.body, { status: res.status, headers: withoutHopByHop(res.headers) });
+}
+
 const app = new Hono();
+app.post('/chaos/loop', async (c) => {
+  const { to, ms } = await c.req.json<{ to: string; ms: number }>();
+  loop = { to, until: Date.now() + ms };
+  return c.json({ looping: to, until: loop.until });
+});
 app.all('/mcp', async (c) => {
+  if (Date.now() < loop.until) return loopBack(c.req.raw);
   const body: unknown = c.req.method === 'POST' ? await c.req.json() : undefined;
   const call = body as { method?: string; params?: { name?: string; arguments?: Record<string, unknown> } } | undefined;
   if (call?.method === 'tools/call' && call.params?.name === 'http500') {

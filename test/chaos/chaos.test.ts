@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { containers } from '../../scripts/chaos/processes.js';
 import type { Summary } from '../../scripts/chaos/report.js';
 
-const name = 'chaos, short: SIGKILLed turnpike (in a container too), stalled RPC, crashing upstream, a thief, and the money still adds up';
+const name = 'chaos, short: SIGKILLed turnpike (in a container too), stalled RPC, crashing upstream, an upstream looping back to turnpike, a thief, and the money still adds up';
 test(name, { timeout: 90_000 }, async () => {
   const run = spawn(process.execPath, ['--import', 'tsx', 'scripts/chaos.ts', '--seconds', '15', '--seed', '7', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -18,13 +18,14 @@ test(name, { timeout: 90_000 }, async () => {
   const failed = report.checks.filter((c) => !c.ok).map((c) => `${c.name}:\n  ${c.violations.slice(0, 5).join('\n  ')}`);
   assert.deepEqual(failed, [], `invariants failed (seed ${report.seed}):\n${failed.join('\n')}`);
   assert.equal(code, 0, stderr);
-  assert.equal(report.checks.length, 12);
+  assert.equal(report.checks.length, 13);
 
   // Faults were really injected, and money really moved through both rails meanwhile.
   assert.ok(report.faults.turnpike_kill! >= 1, 'turnpike was never killed');
   if (containers) assert.ok(report.faults.container_restart! >= 1, 'turnpike was never restarted as PID 1 of a new PID namespace');
   assert.ok(report.faults.rpc_stall! >= 1, 'the RPC never stalled');
   assert.ok(report.faults.upstream_crash! >= 1, 'the upstream never crashed');
+  assert.ok(report.faults.upstream_loop! >= 1, 'the upstream never looped back to turnpike');
   assert.ok(report.x402.settledPayments > 0, 'no x402 payment settled');
   assert.ok(report.credits.debits > report.credits.refunds, 'no debit stood');
   assert.ok(report.calls.mistakes > 0, 'no mistakes were made');
