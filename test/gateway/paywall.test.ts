@@ -6,21 +6,17 @@ import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { networks } from '../../src/chain/networks.js';
 import type { Facilitator } from '../../src/facilitator/facilitator.js';
 import { x402Rail } from '../../src/rails/x402/rail.js';
-import { createGateway } from '../../src/gateway/gateway.js';
 import { flatPlan } from '../../src/gateway/plans.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
-import { createApp } from '../../src/http/app.js';
-import { type Listening, listen } from '../../src/http/listen.js';
-import { createMetrics } from '../../src/http/metrics.js';
-import { createLogger } from '../../src/log/logger.js';
+import type { Listening } from '../../src/http/listen.js';
 import type { PaymentJournal } from '../../src/store/journal.js';
 import { useSandbox } from '../helpers/chain.js';
+import { listenGateway } from '../helpers/gateway.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { startEverything } from '../helpers/everything.js';
 import { eventually } from '../helpers/served.js';
 
 const chain = useSandbox({ isolate: false });
-const logger = createLogger({ level: 'silent', format: 'json' });
 const servers: Listening[] = [];
 let facilitator: Facilitator;
 let journal: PaymentJournal;
@@ -29,27 +25,14 @@ let everything: Awaited<ReturnType<typeof startEverything>>;
 const PRICE = 30_000n;
 
 async function gatewayFor(upstreamUrl: string) {
-  const app = createApp(logger);
-  let url = '';
-  app.route(
-    '/mcp',
-    createGateway({
-      upstream: { url: upstreamUrl, headers: {}, timeoutMs: 20_000 },
-      plan: flatPlan(priceTableSchema.parse({ default: '0.03' })),
-      payTo: chain.sandbox.accounts.payees[1]!.address,
-      network: networks.local,
-      rails: [x402Rail({ facilitator })],
-      challenge: 'tool-result',
-      bodyLimitBytes: 1 << 20,
-      allowedHosts: () => [new URL(url).host],
-      logger,
-      metrics: createMetrics(),
-      server: 'paywall',
-    }),
-  );
-  const server = await listen(app, { host: '127.0.0.1', port: 0 });
+  const server = await listenGateway({
+    upstream: { url: upstreamUrl, headers: {}, timeoutMs: 20_000 },
+    plan: flatPlan(priceTableSchema.parse({ default: '0.03' })),
+    payTo: chain.sandbox.accounts.payees[1]!.address,
+    rails: [x402Rail({ facilitator })],
+    server: 'paywall',
+  });
   servers.push(server);
-  url = server.url;
   return `${server.url}/mcp`;
 }
 

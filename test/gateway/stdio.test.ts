@@ -10,21 +10,16 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
-import { networks } from '../../src/chain/networks.js';
 import type { Facilitator } from '../../src/facilitator/facilitator.js';
 import { x402Rail } from '../../src/rails/x402/rail.js';
-import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import { flatPlan } from '../../src/gateway/plans.js';
 import { startStdioBridge } from '../../src/gateway/stdio-bridge.js';
-import { createApp } from '../../src/http/app.js';
-import { type Listening, listen } from '../../src/http/listen.js';
-import { createMetrics } from '../../src/http/metrics.js';
-import { createLogger } from '../../src/log/logger.js';
+import type { Listening } from '../../src/http/listen.js';
 import { useSandbox } from '../helpers/chain.js';
+import { listenGateway } from '../helpers/gateway.js';
 
 const chain = useSandbox({ isolate: false });
-const logger = createLogger({ level: 'silent', format: 'json' });
 const docs = realpathSync(mkdtempSync(path.join(os.tmpdir(), 'turnpike-docs-')));
 for (let i = 0; i < 50; i++) writeFileSync(path.join(docs, `note-${i}.txt`), `note number ${i}`);
 const serverFilesystem = path.join(path.dirname(createRequire(import.meta.url).resolve('@modelcontextprotocol/server-filesystem/package.json')), 'dist/index.js');
@@ -35,27 +30,13 @@ const filesystem = (dir: string) => `${JSON.stringify(process.execPath)} ${JSON.
 
 /** A paying gateway in front of `bridge`, telling it the caller's address as `turnpike serve` does. */
 async function gatewayFor(stdio: { mcpUrl: string }, facilitator: Facilitator): Promise<Listening> {
-  const app = createApp(logger);
-  let url = '';
-  app.route(
-    '/mcp',
-    createGateway({
-      upstream: { url: stdio.mcpUrl, headers: {}, timeoutMs: 10_000, tellCaller: true },
-      plan: flatPlan(priceTableSchema.parse({ default: '0.01', tools: { read_multiple_files: '0.03' }, free: ['list_allowed_directories'] })),
-      payTo: chain.sandbox.accounts.payees[1]!.address,
-      network: networks.local,
-      rails: [x402Rail({ facilitator })],
-      challenge: 'tool-result',
-      bodyLimitBytes: 1 << 20,
-      allowedHosts: () => [new URL(url).host],
-      logger,
-      metrics: createMetrics(),
-      server: 'test',
-    }),
-  );
-  const served = await listen(app, { host: '127.0.0.1', port: 0 });
-  url = served.url;
-  return served;
+  return listenGateway({
+    upstream: { url: stdio.mcpUrl, headers: {}, timeoutMs: 10_000, tellCaller: true },
+    plan: flatPlan(priceTableSchema.parse({ default: '0.01', tools: { read_multiple_files: '0.03' }, free: ['list_allowed_directories'] })),
+    payTo: chain.sandbox.accounts.payees[1]!.address,
+    rails: [x402Rail({ facilitator })],
+    server: 'test',
+  });
 }
 
 async function connect() {
