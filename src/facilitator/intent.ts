@@ -1,6 +1,6 @@
 import { type Address, type Hex, getAddress, isAddressEqual } from 'viem';
 import type { Network } from '../chain/networks.js';
-import type { NewPayment, PaymentKey } from '../store/journal.js';
+import type { NewPayment, PaymentKey } from '../store/journal/journal.js';
 import { type Reason, reasons } from '../x402/reasons.js';
 import { type FacilitatorRequest, exactEvmPayloadSchema } from '../x402/schemas.js';
 

@@ -9,7 +9,7 @@ import {
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { sleep, waitForReceipt as waitForChainReceipt } from '../chain/receipts.js';
 import { BroadcastRejectedError, type RelayerPool, type SignedTransaction } from '../chain/relayer.js';
-import type { PaymentJournal, PaymentKey, PaymentRecord, SettlementOutcome } from '../store/journal.js';
+import type { PaymentJournal, PaymentKey, PaymentRecord, SettlementOutcome } from '../store/journal/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse } from '../x402/schemas.js';
 import type { StateReader } from './chain-state.js';

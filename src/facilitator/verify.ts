@@ -1,5 +1,5 @@
 import type { Address } from 'viem';
-import type { PaymentJournal, PaymentRecord } from '../store/journal.js';
+import type { PaymentJournal, PaymentRecord } from '../store/journal/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest } from '../x402/schemas.js';
 import type { PaymentChainState, StateReader } from './chain-state.js';

@@ -5,7 +5,7 @@ import type { Address } from 'viem';
 import type { Network } from '../chain/networks.js';
 import type { Metrics } from '../http/metrics.js';
 import { clientAddress } from '../http/caller.js';
-import type { OperatorStore } from '../store/operators.js';
+import type { OperatorStore } from '../store/operators/operators.js';
 import { newId } from '../store/ids.js';
 import type { RevenueBook } from '../operators/revenue.js';
 import type { Charge, Metered, PaidCall, Rail, RailContext, RailFactory } from '../rails/rail.js';

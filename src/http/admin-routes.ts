@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { type Credits, adjustSchema, newKeySchema, publicEntry, publicKey, statusAfter, topupSchema, transferSchema } from '../rails/credits/credits.js';
 import { ApiError } from './api-error.js';
 import { bearerIn } from './caller.js';
-import type { CheckoutSession, ResolveResult } from '../store/credits.js';
+import type { CheckoutSession, ResolveResult } from '../store/credits/credits.js';
 import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
 import { type RouteDoc, documented } from './documented.js';

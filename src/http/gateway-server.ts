@@ -23,7 +23,7 @@ import { createCheckout } from '../rails/stripe/checkout.js';
 import { stripePayouts } from '../rails/stripe/payouts.js';
 import { stripeClient } from '../rails/stripe/stripe-client.js';
 import { cancelSubscription, createSubscriptionCheckout } from '../rails/stripe/subscriptions.js';
-import type { ServerRecord } from '../store/operators.js';
+import type { ServerRecord } from '../store/operators/operators.js';
 import type { Lease, Store } from '../store/store.js';
 import { adminRoutes } from './admin-routes.js';
 import { createApp } from './app.js';

@@ -6,7 +6,8 @@ import { type Operators, newServerSchema, operatorPatchSchema, publicOperator, p
 import type { Withdrawals } from '../operators/withdrawals.js';
 import { type Credits, newKeySchema, publicEntry, publicKey, statusAfter } from '../rails/credits/credits.js';
 import type { StripePayouts } from '../rails/stripe/payouts.js';
-import type { Balance, OperatorRecord, Payout, Withdrawal } from '../store/operators.js';
+import type { Balance } from '../operators/balance.js';
+import type { OperatorRecord, Payout, Withdrawal } from '../store/operators/operators.js';
 import { newId } from '../store/ids.js';
 import type { Store } from '../store/store.js';
 import { adminAuth, pageSchema } from './admin-routes.js';

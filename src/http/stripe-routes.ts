@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type Stripe from 'stripe';
 import { handleStripeWebhook } from '../rails/stripe/webhook.js';
 import type { RevenueBook } from '../operators/revenue.js';
-import type { CreditStore } from '../store/credits.js';
+import type { CreditStore } from '../store/credits/credits.js';
 import type { Store } from '../store/store.js';
 
 /**

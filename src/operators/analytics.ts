@@ -1,9 +1,37 @@
 import { slugSchema } from '../gateway/slug.js';
 import { z } from 'zod';
-import type { Analytics, UsageRow } from '../store/operators.js';
 
 const DAY_MS = 86_400_000;
 const MAX_DAYS = 366;
+
+export type UsageRow = { key: string; calls: number; paidCalls: number; revenue: bigint; operatorShare: bigint };
+export type Analytics = {
+  byDay: UsageRow[];
+  byTool: UsageRow[];
+  byRail: UsageRow[];
+  byCaller: UsageRow[];
+  denials: { reason: string; count: number }[];
+  settlement: { count: number; p50Ms?: number; p99Ms?: number };
+};
+
+/** Nearest-rank percentile of sorted values. */
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+
+/**
+ * The analytics report from its sums: `byDay` keyed by days since the epoch (shown as UTC dates),
+ * `settleMs` the settlement times in ascending order (reported as the median and the 99th percentile).
+ */
+export function analyticsReport(sums: Omit<Analytics, 'settlement'> & { settleMs: number[] }): Analytics {
+  const { settleMs, ...usage } = sums;
+  return {
+    ...usage,
+    byDay: usage.byDay.map((r) => ({ ...r, key: new Date(Number(r.key) * DAY_MS).toISOString().slice(0, 10) })),
+    settlement: {
+      count: settleMs.length,
+      ...(settleMs.length > 0 ? { p50Ms: percentile(settleMs, 50), p99Ms: percentile(settleMs, 99) } : {}),
+    },
+  };
+}
 
 const isoDay = z
   .string()

@@ -8,7 +8,7 @@ import { UpstreamUrlError, checkUpstreamUrl } from '../gateway/ssrf.js';
 import { ApiError } from '../http/api-error.js';
 import { generateApiKey, hashApiKey, sameHash } from '../rails/credits/api-keys.js';
 import { newId } from '../store/ids.js';
-import type { OperatorRecord, ServerRecord, UpstreamAuth } from '../store/operators.js';
+import type { OperatorRecord, ServerRecord, UpstreamAuth } from '../store/operators/operators.js';
 import type { Store } from '../store/store.js';
 
 const address = z

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import type { Address, Hex } from 'viem';
-import type { PaymentKey } from '../store/journal.js';
+import type { PaymentKey } from '../store/journal/journal.js';
 import { newId } from '../store/ids.js';
-import type { Charge } from '../store/operators.js';
+import type { Charge } from '../store/operators/operators.js';
 import type { Store } from '../store/store.js';
 import { splitCharge } from './take-rate.js';
 

@@ -6,7 +6,7 @@ import type { Network } from '../chain/networks.js';
 import { waitForReceipt } from '../chain/receipts.js';
 import { ApiError } from '../http/api-error.js';
 import { newId } from '../store/ids.js';
-import type { OperatorRecord, Withdrawal } from '../store/operators.js';
+import type { OperatorRecord, Withdrawal } from '../store/operators/operators.js';
 import type { Store } from '../store/store.js';
 
 export type WithdrawalsOptions = {

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { type AppliedMigration, type Migration, checkMigrations, checkUnchanged, migrationChecksum } from './migrations.js';
-import { transaction } from './pg.js';
+import { transaction } from './engine/postgres.js';
 import { StoreError } from './store.js';
 
 /** Any constant: every turnpike opening this database serializes its migrations on it. */

@@ -1,12 +1,14 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { type Migration, migrations as shipped } from './migrations.js';
-import { createPool, named, one, run } from './pg.js';
-import { postgresCredits } from './postgres-credits.js';
-import { postgresJournal } from './postgres-journal.js';
+import { createPool, postgresRunner } from './engine/postgres.js';
+import { metaStore } from './meta.js';
+import { creditStore } from './credits/ops.js';
+import { contested } from './credits/statements.js';
+import { journalStore } from './journal/ops.js';
 import { migratePostgres } from './postgres-migrate.js';
-import { postgresOperators } from './postgres-operators.js';
+import { operatorStore } from './operators/ops.js';
 import { type Lease, type Store, StoreError } from './store.js';
 
 export type PostgresStoreOptions = {
@@ -33,12 +35,6 @@ export function redactedUrl(url: string): string {
     return 'postgres://(unparseable URL)';
   }
 }
-
-const upsertMeta = named(`INSERT INTO meta (key, value, updated_at) VALUES (@key, @value, @now)
-  ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`);
-const insertMeta = named('INSERT INTO meta (key, value, updated_at) VALUES (@key, @value, @now) ON CONFLICT (key) DO NOTHING');
-const readMeta = named('SELECT value FROM meta WHERE key = @key');
-const schemaVersion = named('SELECT MAX(version) AS v FROM schema_migrations');
 
 /**
  * The connection that holds this instance's leases as session advisory locks: the server drops
@@ -97,26 +93,22 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
   const instanceId = randomUUID();
   const leases = await leaseSession(options, instanceId);
+  const runner = postgresRunner(pool);
+  const meta = metaStore(runner);
   let closed = false;
   return {
     kind: 'postgres',
     pool,
     instanceId,
     lease: leases.take,
-    journal: postgresJournal(pool, instanceId),
-    credits: postgresCredits(pool),
-    operators: postgresOperators(pool),
-    async instanceSecret(name) {
-      const key = `secret:${name}`;
-      await run(pool, insertMeta, { key, value: randomBytes(32).toString('hex'), now: Date.now() });
-      return (await one<{ value: string }>(pool, readMeta, { key }))!.value;
-    },
+    journal: journalStore(runner, instanceId),
+    credits: creditStore(postgresRunner(pool, { rerunOn: contested })),
+    operators: operatorStore(runner),
+    instanceSecret: meta.instanceSecret,
     async health() {
       if (closed) throw new StoreError('the store is closed');
       try {
-        await run(pool, upsertMeta, { key: 'heartbeat', value: randomUUID(), now: Date.now() });
-        const row = await one<{ v: number | null }>(pool, schemaVersion);
-        return { writable: true, schemaVersion: row?.v ?? 0 };
+        return { writable: true, schemaVersion: await meta.heartbeat() };
       } catch (error) {
         throw new StoreError(`the store cannot take a write: ${(error as Error).message}`, { cause: error });
       }

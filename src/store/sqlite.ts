@@ -1,14 +1,16 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
-import { closeGroupCommit } from './group-commit.js';
+import { closeGroupCommit } from './engine/group-commit.js';
+import { sqliteRunner } from './engine/sqlite.js';
+import { metaStore } from './meta.js';
 import { type Migration, migrations as shipped } from './migrations.js';
-import { sqliteCredits } from './sqlite-credits.js';
-import { sqliteJournal } from './sqlite-journal.js';
+import { creditStore } from './credits/ops.js';
+import { journalStore } from './journal/ops.js';
 import { sqliteLeases } from './sqlite-leases.js';
-import { sqliteOperators } from './sqlite-operators.js';
+import { operatorStore } from './operators/ops.js';
 import { migrateSqlite } from './sqlite-migrate.js';
 import { type Store, StoreError } from './store.js';
 
@@ -81,13 +83,6 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
     throw new StoreError(`cannot open SQLite database ${file}: ${(error as Error).message}`, { cause: error });
   }
 
-  const upsertMeta = db.prepare(
-    'INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at',
-  );
-  const insertMeta = db.prepare('INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING');
-  const readMeta = db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?');
-  const schemaVersion = db.prepare<[], { v: number | null }>('SELECT MAX(version) AS v FROM schema_migrations');
-
   const instanceId = randomUUID();
   let leases: ReturnType<typeof sqliteLeases>;
   try {
@@ -98,26 +93,23 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
     throw new StoreError(`cannot lock this instance's file in ${file}.leases/ (make it writable): ${why}`, { cause: error });
   }
   const lease = async (name: string) => leases.take(name);
+  const runner = sqliteRunner(db);
+  const meta = metaStore(runner);
   await lease(`instance:${instanceId}`);
 
   return {
     kind: 'sqlite',
     instanceId,
     lease,
-    journal: sqliteJournal(db, instanceId),
-    credits: sqliteCredits(db),
-    operators: sqliteOperators(db),
+    journal: journalStore(runner, instanceId),
+    credits: creditStore(runner),
+    operators: operatorStore(runner),
     immediate: (fn) => db.transaction(() => fn(db)).immediate(),
-    async instanceSecret(name) {
-      const key = `secret:${name}`;
-      insertMeta.run(key, randomBytes(32).toString('hex'), Date.now());
-      return readMeta.get(key)!.value;
-    },
+    instanceSecret: meta.instanceSecret,
     async health() {
       if (!db.open) throw new StoreError('the store is closed');
       try {
-        upsertMeta.run('heartbeat', randomUUID(), Date.now());
-        return { writable: true, schemaVersion: schemaVersion.get()?.v ?? 0 };
+        return { writable: true, schemaVersion: await meta.heartbeat() };
       } catch (error) {
         throw new StoreError(`the store cannot take a write: ${(error as Error).message}`, { cause: error });
       }

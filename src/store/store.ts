@@ -1,18 +1,34 @@
-import type { CreditStore } from './credits.js';
-import type { PaymentJournal } from './journal.js';
-import type { OperatorStore } from './operators.js';
+import type { CreditStore } from './credits/credits.js';
+import type { PaymentJournal } from './journal/journal.js';
+import type { OperatorStore } from './operators/operators.js';
 
 /**
- * Where turnpike keeps what must survive a crash. Methods are async because the PostgreSQL
- * backend will be; SQL stays portable: BIGINT for money, constraints for invariants.
+ * Where turnpike keeps what must survive a crash: SQLite (one machine) or PostgreSQL (several
+ * instances). SQL is written once for both: BIGINT for money, constraints for invariants.
  *
- * Adding a repository (say `ledger`):
+ * The map: a folder per area, `journal/` (x402 payments), `credits/` (the ledger), `operators/`
+ * (servers, charges, money out, subscriptions, audit), each holding its interface (`<area>.ts`,
+ * what callers import), its statements (`statements.ts`: row types, typed statements, rows to
+ * records) and its operations (`ops.ts`); `engine/` runs operations on either backend;
+ * `sqlite.ts` and `postgres.ts` open a store and give every area its backend's runner.
+ *
+ * An operation is a generator yielding typed steps (`get`, `all`, `run`, `lock`, see
+ * `engine/statement.ts`): the one way of writing it serves synchronous better-sqlite3, where it
+ * runs inside a group commit holding the write lock, and PostgreSQL, where each step is awaited
+ * inside a transaction. Rules an operation applies atomically (what is available to withdraw)
+ * come from their domain (`src/operators/balance.ts`); the store only makes them atomic.
+ *
+ * Adding an area (say `ledger`):
  * 1. a migration appended to `migrations.ts` (never edit a shipped one);
- * 2. an interface in `ledger.ts`, added here as `readonly ledger: Ledger`;
- * 3. one implementation per backend (`sqlite-ledger.ts`: `sqliteLedger(db)`, wired in
- *    `openSqliteStore`). A check-then-write (debit if the balance covers it, claim a nonce if
- *    unseen) goes in one `db.transaction(fn).immediate()` or one guarded statement; never await
- *    inside it.
+ * 2. `ledger/ledger.ts`: its interface, added here as `readonly ledger: Ledger`;
+ * 3. `ledger/statements.ts`: each statement `query<Params, Row>(sql)` or `command<Params>(sql)`,
+ *    with `@name` parameters; `{ lockable: true }` on the SELECT of a row a check is about;
+ * 4. `ledger/ops.ts`: `ledgerStore(runner)`, each method one operation run by the runner's `read`,
+ *    `write` (settles once durable) or `decide` (settles once committed, `durable` to await); wired
+ *    in `openSqliteStore` and `openPostgresStore`. A check-then-write (debit if the balance covers
+ *    it, claim a nonce if unseen) is one `write` that first `lock`s the row of its check, or one
+ *    guarded statement. Everything an operation reads or writes is a step it yields: SQLite runs
+ *    it whole while holding the write lock, so nothing else may wait inside it.
  */
 /** Held by one instance at a time; gone when that instance dies. */
 export type Lease = { release(): Promise<void> };

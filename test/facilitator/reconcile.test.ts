@@ -5,7 +5,7 @@ import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { networks } from '../../src/chain/networks.js';
 import { type SignedTransaction, createRelayerPool } from '../../src/chain/relayer.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
-import type { NewPayment } from '../../src/store/journal.js';
+import type { NewPayment } from '../../src/store/journal/journal.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { purposes } from '../../src/facilitator/purposes.js';
 import { useSandbox } from '../helpers/chain.js';

@@ -4,7 +4,7 @@ import type { Address, Hex } from 'viem';
 import { networks } from '../../src/chain/networks.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import { recoverOrphans } from '../../src/facilitator/open.js';
-import type { NewPayment } from '../../src/store/journal.js';
+import type { NewPayment } from '../../src/store/journal/journal.js';
 import type { Store } from '../../src/store/store.js';
 import { purposes } from '../../src/facilitator/purposes.js';
 import { useSandbox } from '../helpers/chain.js';

@@ -15,7 +15,7 @@ import { createApp } from '../../src/http/app.js';
 import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createMetrics } from '../../src/http/metrics.js';
-import type { PaymentJournal } from '../../src/store/journal.js';
+import type { PaymentJournal } from '../../src/store/journal/journal.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 

@@ -9,7 +9,7 @@ import { x402Rail } from '../../src/rails/x402/rail.js';
 import { flatPlan } from '../../src/gateway/plans.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import type { Listening } from '../../src/http/listen.js';
-import type { PaymentJournal } from '../../src/store/journal.js';
+import type { PaymentJournal } from '../../src/store/journal/journal.js';
 import { useSandbox } from '../helpers/chain.js';
 import { listenGateway } from '../helpers/gateway.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';

@@ -4,7 +4,7 @@ import { type Facilitator, type FacilitatorOptions, createFacilitator } from '..
 import { createApp } from '../../src/http/app.js';
 import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
 import { createLogger } from '../../src/log/logger.js';
-import type { PaymentJournal } from '../../src/store/journal.js';
+import type { PaymentJournal } from '../../src/store/journal/journal.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { useSandbox } from './chain.js';
 import type { PaymentOptions } from './payments.js';

@@ -2,7 +2,7 @@ import { type Address, type Hex, toHex } from 'viem';
 import { transferWithAuthorizationTypes, usdcDomain } from '../../src/chain/eip3009.js';
 import { networks } from '../../src/chain/networks.js';
 import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
-import type { PaymentKey } from '../../src/store/journal.js';
+import type { PaymentKey } from '../../src/store/journal/journal.js';
 
 export type PaymentOptions = {
   payer: DemoAccount;

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { generateApiKey } from '../../src/rails/credits/api-keys.js';
-import type { CreditStore, LedgerEntry } from '../../src/store/credits.js';
+import type { CreditStore, LedgerEntry } from '../../src/store/credits/credits.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 
 /**

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { generateApiKey } from '../../src/rails/credits/api-keys.js';
-import type { CreditStore } from '../../src/store/credits.js';
+import type { CreditStore } from '../../src/store/credits/credits.js';
 import { newId } from '../../src/store/ids.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';

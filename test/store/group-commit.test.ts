@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { closeGroupCommit, groupCommit } from '../../src/store/group-commit.js';
+import { closeGroupCommit, groupCommit } from '../../src/store/engine/group-commit.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-group-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

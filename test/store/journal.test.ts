@@ -5,7 +5,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { after, describe, test } from 'node:test';
 import type { Address, Hex } from 'viem';
-import type { NewPayment } from '../../src/store/journal.js';
+import type { NewPayment } from '../../src/store/journal/journal.js';
 import { migrations } from '../../src/store/migrations.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';

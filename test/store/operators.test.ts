@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import type { Address, Hex } from 'viem';
 import { newId } from '../../src/store/ids.js';
-import type { Charge, OperatorStore, ServerRecord } from '../../src/store/operators.js';
+import type { Charge, OperatorStore, ServerRecord } from '../../src/store/operators/operators.js';
 import type { Store } from '../../src/store/store.js';
 import { backends } from '../helpers/stores.js';
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { atomicToUsd, usdPrice } from '../../gateway/pricing.js';
-import type { BudgetToken, Credit, DebitRefusal, MoveResult, DebitResult, KeyRecord, LedgerEntry, Scope } from '../../store/credits.js';
+import type { BudgetToken, Credit, DebitRefusal, MoveResult, DebitResult, KeyRecord, LedgerEntry, Scope } from '../../store/credits/credits.js';
 import type { Store } from '../../store/store.js';
 import { newId } from '../../store/ids.js';
 import { type Credential, generateApiKey, hashApiKey, sameHash } from './api-keys.js';

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { CreditStore } from '../../store/credits.js';
+import type { CreditStore } from '../../store/credits/credits.js';
 
 /** How often delivered calls' debits are closed: one write per interval, not one per call. */
 const CLOSE_EVERY_MS = 100;

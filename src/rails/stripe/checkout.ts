@@ -1,6 +1,6 @@
 import type Stripe from 'stripe';
 import { atomicToUsd } from '../../gateway/pricing.js';
-import type { CreditStore } from '../../store/credits.js';
+import type { CreditStore } from '../../store/credits/credits.js';
 import { ApiError } from '../../http/api-error.js';
 
 export type CreditPackage = { priceUsd: bigint; creditsUsd: bigint };

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type Stripe from 'stripe';
 import { ApiError } from '../../http/api-error.js';
 import { newId } from '../../store/ids.js';
-import type { OperatorRecord, Payout } from '../../store/operators.js';
+import type { OperatorRecord, Payout } from '../../store/operators/operators.js';
 import type { Store } from '../../store/store.js';
 
 /** Stripe moves whole cents; the rest of a balance stays payable. */

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import Stripe from 'stripe';
-import type { CreditStore, StripeEventOutcome } from '../../store/credits.js';
+import type { CreditStore, StripeEventOutcome } from '../../store/credits/credits.js';
 import { ApiError } from '../../http/api-error.js';
 import type { RevenueBook } from '../../operators/revenue.js';
 import type { Store } from '../../store/store.js';

@@ -15,14 +15,13 @@ import type {
   ReviewReason,
   StripeEventOutcome,
 } from './credits.js';
+import { type Op, type Runner, all, get, lock, run } from '../engine/statement.js';
+import { newId } from '../ids.js';
+import { StoreError } from '../store.js';
 import {
   type CheckoutRow,
-  type CreditsSql,
   type EntryRow,
-  type KeyRow,
-  type Lockable,
-  type RequestRow,
-  type TokenRow,
+  creditsSql as sql,
   json,
   toCheckout,
   toEntry,
@@ -30,67 +29,31 @@ import {
   toRequest,
   toToken,
   utcDay,
-} from './credits-rows.js';
-import { newId } from './ids.js';
-import { StoreError } from './store.js';
-
-/**
- * The credits ledger written once for both backends. Each operation is a generator that yields
- * the statements it needs (`Step`) and is handed back their results: SQLite runs it
- * synchronously inside its group commit, PostgreSQL awaits each statement inside a transaction.
- * The checks, their order and the writes are therefore the same on both.
- */
-export type Params = Record<string, unknown>;
-export type Step =
-  | { kind: 'get' | 'all' | 'run'; sql: CreditsSql; params: Params }
-  /** A read of the row a check is about, locked until the transaction ends (PostgreSQL). */
-  | { kind: 'lock'; sql: Lockable; params: Params };
-export type Op<T> = Generator<Step, T, unknown>;
-
-function* get<Row>(sql: CreditsSql, params: Params): Op<Row | undefined> {
-  return (yield { kind: 'get', sql, params }) as Row | undefined;
-}
-function* all<Row>(sql: CreditsSql, params: Params): Op<Row[]> {
-  return (yield { kind: 'all', sql, params }) as Row[];
-}
-/** Resolves to the number of rows the statement changed. */
-function* run(sql: CreditsSql, params: Params): Op<number> {
-  return (yield { kind: 'run', sql, params }) as number;
-}
-function* lock<Row>(sql: Lockable, params: Params): Op<Row | undefined> {
-  return (yield { kind: 'lock', sql, params }) as Row | undefined;
-}
-
-/**
- * How a backend runs operations: `write` in a transaction of its own, settled once durable;
- * `decide` likewise, settled once committed, with `durable` to await; `read` as it is.
- */
-export type LedgerRunner = {
-  read<T>(op: () => Op<T>): Promise<T>;
-  write<T>(op: () => Op<T>): Promise<T>;
-  decide<T>(op: () => Op<T>): Promise<{ value: T; durable: Promise<void> }>;
-};
+} from './statements.js';
 
 /** Rolls back a debit whose Idempotency-Key another request took first. */
 class RequestTaken extends Error {}
 
-/** Applies a balance change (`addBalance`, `spend`, `unspend`) and appends its ledger entry. */
-function* change(sql: 'addBalance' | 'spend' | 'unspend', params: Params, entry: Omit<LedgerEntry, 'id' | 'balanceAfter' | 'createdAt'>, now: number): Op<LedgerEntry> {
-  const key = yield* get<{ balance: bigint }>(sql, { ...params, now });
-  if (!key) throw new StoreError(`credits: cannot ${sql} key ${entry.keyId}`);
+/** Applies a balance change (`addBalance`, `spend`, `unspend`: each answers the new balance) and appends its ledger entry. */
+function* change(
+  balanceChange: Op<{ balance: bigint } | undefined>,
+  entry: Omit<LedgerEntry, 'id' | 'balanceAfter' | 'createdAt'>,
+  now: number,
+): Op<LedgerEntry> {
+  const key = yield* balanceChange;
+  if (!key) throw new StoreError(`credits: cannot change the balance of key ${entry.keyId}`);
   const id = newId('le');
-  yield* run('insertEntry', { id, ...entry, balanceAfter: key.balance, tokenId: entry.tokenId ?? null, ref: json(entry.ref), now });
+  yield* run(sql.insertEntry, { id, ...entry, balanceAfter: key.balance, tokenId: entry.tokenId ?? null, ref: json(entry.ref), now });
   return { ...entry, id, balanceAfter: key.balance, createdAt: now };
 }
 
 /** Applies a credit once per idempotency key. */
 function* applyCredit(credit: Credit, now: number): Op<{ applied: boolean; entry: LedgerEntry; balance: bigint }> {
-  const key = yield* lock<{ balance: bigint }>('balanceOf', { id: credit.keyId });
-  const earlier = yield* get<EntryRow>('entryByIdempotency', { idempotencyKey: credit.idempotencyKey });
+  const key = yield* lock(sql.balanceOf, { id: credit.keyId });
+  const earlier = yield* get(sql.entryByIdempotency, { idempotencyKey: credit.idempotencyKey });
   if (earlier) return { applied: false, entry: toEntry(earlier), balance: key?.balance ?? 0n };
   const entry = yield* change(
-    'addBalance',
-    { id: credit.keyId, amount: credit.amount },
+    get(sql.addBalance, { id: credit.keyId, amount: credit.amount, now }),
     { keyId: credit.keyId, kind: credit.kind, amount: credit.amount, reason: credit.reason, idempotencyKey: credit.idempotencyKey, ref: credit.ref },
     now,
   );
@@ -100,10 +63,10 @@ function* applyCredit(credit: Credit, now: number): Op<{ applied: boolean; entry
 function* createKey(key: NewKey, initial?: Omit<Credit, 'keyId' | 'kind'>) {
   const now = Date.now();
   if (initial) {
-    const earlier = yield* get<EntryRow>('entryByIdempotency', { idempotencyKey: initial.idempotencyKey });
+    const earlier = yield* get(sql.entryByIdempotency, { idempotencyKey: initial.idempotencyKey });
     if (earlier) return { created: false as const, entry: toEntry(earlier) };
   }
-  yield* run('insertKey', {
+  yield* run(sql.insertKey, {
     id: key.id,
     hash: key.hash,
     name: key.name,
@@ -115,7 +78,7 @@ function* createKey(key: NewKey, initial?: Omit<Credit, 'keyId' | 'kind'>) {
     now,
   });
   if (initial && initial.amount > 0n) yield* applyCredit({ ...initial, keyId: key.id, kind: 'topup' }, now);
-  return { created: true as const, key: toKey((yield* get<KeyRow>('keyById', { id: key.id }))!, now) };
+  return { created: true as const, key: toKey((yield* get(sql.keyById, { id: key.id }))!, now) };
 }
 
 /** Takes `amount` from `from` and/or gives it to `to`: a transfer with both, an adjustment with one. */
@@ -127,9 +90,9 @@ function* move(move: Move): Op<MoveResult> {
   ];
   // In id order: two opposite transfers lock their keys in the same order and cannot deadlock.
   const balances = new Map<string, bigint | undefined>();
-  for (const id of sides.map((s) => s.keyId).sort()) balances.set(id, (yield* lock<{ balance: bigint }>('balanceOf', { id }))?.balance);
+  for (const id of sides.map((s) => s.keyId).sort()) balances.set(id, (yield* lock(sql.balanceOf, { id }))?.balance);
   const earlier: (EntryRow | undefined)[] = [];
-  for (const side of sides) earlier.push(yield* get<EntryRow>('entryByIdempotency', { idempotencyKey: `${move.idempotencyKey}${side.suffix}` }));
+  for (const side of sides) earlier.push(yield* get(sql.entryByIdempotency, { idempotencyKey: `${move.idempotencyKey}${side.suffix}` }));
   if (earlier.every(Boolean)) return { ok: true, applied: false, entries: earlier.map((e) => toEntry(e!)) };
   for (const side of sides) {
     const balance = balances.get(side.keyId);
@@ -141,7 +104,7 @@ function* move(move: Move): Op<MoveResult> {
   const entries: LedgerEntry[] = [];
   for (const side of sides) {
     const entry = { keyId: side.keyId, kind, amount: side.amount, reason: move.reason, idempotencyKey: `${move.idempotencyKey}${side.suffix}`, ref } as const;
-    entries.push(yield* change('addBalance', { id: side.keyId, amount: side.amount }, entry, now));
+    entries.push(yield* change(get(sql.addBalance, { id: side.keyId, amount: side.amount, now }), entry, now));
   }
   return { ok: true, applied: true, entries };
 }
@@ -151,7 +114,7 @@ function* debit(debit: Debit): Op<DebitResult> {
   const day = utcDay(now);
   // Locked: the checks below and the spend cannot interleave with another debit of this key,
   // nor of its tokens (a token spends only through debits of its key).
-  const row = yield* lock<KeyRow>('keyById', { id: debit.keyId });
+  const row = yield* lock(sql.keyById, { id: debit.keyId });
   if (!row) return { ok: false, reason: 'key_unknown' };
   const balance = row.balance;
   if (row.status === 'revoked') return { ok: false, reason: 'key_revoked' };
@@ -166,7 +129,7 @@ function* debit(debit: Debit): Op<DebitResult> {
   }
   let tokenRemaining: bigint | undefined;
   if (debit.tokenId) {
-    const token = yield* get<TokenRow>('tokenById', { id: debit.tokenId });
+    const token = yield* get(sql.tokenById, { id: debit.tokenId });
     if (!token || token.key_id !== debit.keyId) return { ok: false, reason: 'token_unknown' };
     if (token.revoked_at !== null) return { ok: false, reason: 'token_revoked' };
     if (Number(token.expires_at) <= now) return { ok: false, reason: 'token_expired' };
@@ -177,35 +140,33 @@ function* debit(debit: Debit): Op<DebitResult> {
   if (balance < debit.amount) return { ok: false, reason: 'insufficient_balance', balance, ...(tokenRemaining !== undefined ? { tokenRemaining: tokenRemaining + debit.amount } : {}) };
 
   const entry = yield* change(
-    'spend',
-    { id: debit.keyId, amount: debit.amount, day },
+    get(sql.spend, { id: debit.keyId, amount: debit.amount, day, now }),
     { keyId: debit.keyId, kind: 'debit', amount: -debit.amount, reason: debit.reason, idempotencyKey: debit.idempotencyKey, tokenId: debit.tokenId, ref: debit.ref },
     now,
   );
-  if (debit.tokenId) yield* run('spendToken', { id: debit.tokenId, amount: debit.amount });
-  if (debit.open) yield* run('openDebit', { debitId: entry.id, now });
+  if (debit.tokenId) yield* run(sql.spendToken, { id: debit.tokenId, amount: debit.amount });
+  if (debit.open) yield* run(sql.openDebit, { debitId: entry.id, now });
   // Another request with this Idempotency-Key got in first: this debit must not happen.
-  if (debit.request && (yield* run('insertRequest', { keyId: debit.keyId, ...debit.request, debitId: entry.id, now })) === 0) throw new RequestTaken();
+  if (debit.request && (yield* run(sql.insertRequest, { keyId: debit.keyId, ...debit.request, debitId: entry.id, now })) === 0) throw new RequestTaken();
   return { ok: true, entry, balance: entry.balanceAfter, ...(tokenRemaining !== undefined ? { tokenRemaining } : {}) };
 }
 
 function* refund(debitId: string, reason: string): Op<{ balance: bigint }> {
   const now = Date.now();
-  const debit = yield* get<EntryRow>('entryById', { id: debitId });
+  const debit = yield* get(sql.entryById, { id: debitId });
   if (!debit || debit.kind !== 'debit') throw new Error(`ledger entry ${debitId} is not a debit`);
-  const key = (yield* lock<{ balance: bigint }>('balanceOf', { id: debit.key_id }))!;
-  yield* run('dropRequestOf', { debitId });
-  yield* run('closeDebit', { debitId });
+  const key = (yield* lock(sql.balanceOf, { id: debit.key_id }))!;
+  yield* run(sql.dropRequestOf, { debitId });
+  yield* run(sql.closeDebit, { debitId });
   const idempotencyKey = `refund:${debitId}`;
-  if (yield* get<EntryRow>('entryByIdempotency', { idempotencyKey })) return { balance: key.balance };
+  if (yield* get(sql.entryByIdempotency, { idempotencyKey })) return { balance: key.balance };
   const amount = -debit.amount;
   const entry = yield* change(
-    'unspend',
-    { id: debit.key_id, amount, day: utcDay(Number(debit.created_at)) },
+    get(sql.unspend, { id: debit.key_id, amount, day: utcDay(Number(debit.created_at)), now }),
     { keyId: debit.key_id, kind: 'refund', amount, reason, idempotencyKey, tokenId: debit.token_id ?? undefined, ref: { debit: debitId } },
     now,
   );
-  if (debit.token_id) yield* run('unspendToken', { id: debit.token_id, amount });
+  if (debit.token_id) yield* run(sql.unspendToken, { id: debit.token_id, amount });
   return { balance: entry.balanceAfter };
 }
 
@@ -224,7 +185,7 @@ function* creditSession(session: CheckoutRow, keyId: string, ref: Record<string,
     },
     now,
   );
-  yield* run('setCheckoutState', { sessionId: session.session_id, state: 'credited', now });
+  yield* run(sql.setCheckoutState, { sessionId: session.session_id, state: 'credited', now });
   return credited;
 }
 
@@ -234,10 +195,10 @@ function* creditSession(session: CheckoutRow, keyId: string, ref: Record<string,
  * review, which a later matching event, or the admin, can still resolve.
  */
 function* checkout({ eventId, sessionId, amountTotal, currency }: StripeEvent, now: number): Op<StripeEventOutcome> {
-  const session = yield* lock<CheckoutRow>('checkoutById', { sessionId });
+  const session = yield* lock(sql.checkoutById, { sessionId });
   if (!session) return 'unknown_session';
   if (session.state === 'credited' || session.state === 'rejected') return 'duplicate_session';
-  const key = yield* get<KeyRow>('keyById', { id: session.key_id });
+  const key = yield* get(sql.keyById, { id: session.key_id });
   const reason: ReviewReason | undefined =
     currency.toLowerCase() !== session.currency.toLowerCase()
       ? 'currency_mismatch'
@@ -249,7 +210,7 @@ function* checkout({ eventId, sessionId, amountTotal, currency }: StripeEvent, n
   if (reason) {
     const mismatch = reason !== 'key_revoked';
     const paid = { paidAmount: mismatch ? amountTotal : null, paidCurrency: mismatch ? currency.toLowerCase() : null };
-    yield* run('holdCheckout', { sessionId, reason, ...paid, now });
+    yield* run(sql.holdCheckout, { sessionId, reason, ...paid, now });
     return 'held_for_review';
   }
   return (yield* creditSession(session, session.key_id, { stripeEvent: eventId }, now)).applied ? 'credited' : 'duplicate_session';
@@ -258,18 +219,18 @@ function* checkout({ eventId, sessionId, amountTotal, currency }: StripeEvent, n
 /** The admin's decision on a session in review; a key to credit must exist and not be revoked. */
 function* resolveCheckout(sessionId: string, resolution: CheckoutResolution): Op<ResolveResult> {
   const now = Date.now();
-  const session = yield* lock<CheckoutRow>('checkoutById', { sessionId });
+  const session = yield* lock(sql.checkoutById, { sessionId });
   if (!session) return { ok: false, reason: 'not_found' };
   if (session.state !== 'review') return { ok: false, reason: 'not_in_review', session: toCheckout(session) };
   const reread = function* () {
-    return toCheckout((yield* get<CheckoutRow>('checkoutById', { sessionId }))!);
+    return toCheckout((yield* get(sql.checkoutById, { sessionId }))!);
   };
   if (resolution.action === 'reject') {
-    yield* run('setCheckoutState', { sessionId, state: 'rejected', now });
+    yield* run(sql.setCheckoutState, { sessionId, state: 'rejected', now });
     return { ok: true, session: yield* reread() };
   }
   const keyId = resolution.keyId ?? session.key_id;
-  const key = yield* get<KeyRow>('keyById', { id: keyId });
+  const key = yield* get(sql.keyById, { id: keyId });
   if (!key || key.status === 'revoked') return { ok: false, reason: 'key_unusable', session: toCheckout(session) };
   const { entry } = yield* creditSession(session, keyId, { resolvedBy: 'admin' }, now);
   return { ok: true, session: yield* reread(), entry };
@@ -277,47 +238,47 @@ function* resolveCheckout(sessionId: string, resolution: CheckoutResolution): Op
 
 function* completeCheckout(event: StripeEvent): Op<StripeEventOutcome> {
   const now = Date.now();
-  if ((yield* run('insertEvent', { eventId: event.eventId, type: event.type, sessionId: event.sessionId, outcome: 'received', now })) === 0) return 'duplicate_event';
+  if ((yield* run(sql.insertEvent, { eventId: event.eventId, type: event.type, sessionId: event.sessionId, outcome: 'received', now })) === 0) return 'duplicate_event';
   const outcome = yield* checkout(event, now);
-  yield* run('setEventOutcome', { eventId: event.eventId, outcome });
+  yield* run(sql.setEventOutcome, { eventId: event.eventId, outcome });
   return outcome;
 }
 
 function* setStatus(id: string, status: KeyStatus) {
-  yield* run('setStatus', { id, status, now: Date.now() });
-  const row = yield* get<KeyRow>('keyById', { id });
+  yield* run(sql.setStatus, { id, status, now: Date.now() });
+  const row = yield* get(sql.keyById, { id });
   return row ? toKey(row) : undefined;
 }
 
 function* createToken(token: Omit<BudgetToken, 'spent' | 'revokedAt'>) {
-  yield* run('insertToken', { id: token.id, keyId: token.keyId, cap: token.cap, scope: json(token.scope), expiresAt: token.expiresAt, now: token.createdAt });
-  return toToken((yield* get<TokenRow>('tokenById', { id: token.id }))!);
+  yield* run(sql.insertToken, { id: token.id, keyId: token.keyId, cap: token.cap, scope: json(token.scope), expiresAt: token.expiresAt, now: token.createdAt });
+  return toToken((yield* get(sql.tokenById, { id: token.id }))!);
 }
 
 function* revokeToken(keyId: string, id: string) {
-  yield* run('revokeToken', { id, keyId, now: Date.now() });
-  const row = yield* get<TokenRow>('tokenById', { id });
+  yield* run(sql.revokeToken, { id, keyId, now: Date.now() });
+  const row = yield* get(sql.tokenById, { id });
   return row && row.key_id === keyId ? toToken(row) : undefined;
 }
 
 /** The credit store over a backend's runner. */
-export function ledgerStore({ read, write, decide }: LedgerRunner): CreditStore {
+export function creditStore({ read, write, decide }: Runner): CreditStore {
   return {
     createKey: (key, initial) => write(() => createKey(key, initial)),
     keyByHash: (hash) =>
       read(function* () {
-        const row = yield* get<KeyRow>('keyByHash', { hash });
+        const row = yield* get(sql.keyByHash, { hash });
         return row ? { ...toKey(row), hash: row.hash } : undefined;
       }),
     key: (id) =>
       read(function* () {
-        const row = yield* get<KeyRow>('keyById', { id });
+        const row = yield* get(sql.keyById, { id });
         return row ? toKey(row) : undefined;
       }),
     keys: (filter = {}) =>
       read(function* () {
         const now = Date.now();
-        return (yield* all<KeyRow>('allKeys', { operatorId: filter.operatorId ?? null })).map((r) => toKey(r, now));
+        return (yield* all(sql.allKeys, { operatorId: filter.operatorId ?? null })).map((r) => toKey(r, now));
       }),
     setStatus: (id, status) => write(() => setStatus(id, status)),
     credit: (credit) => write(() => applyCredit(credit, Date.now())),
@@ -333,54 +294,54 @@ export function ledgerStore({ read, write, decide }: LedgerRunner): CreditStore 
     refund: (debitId, reason) => write(() => refund(debitId, reason)),
     closeDebits: (debitIds) =>
       write(function* () {
-        for (const debitId of debitIds) yield* run('closeDebit', { debitId });
+        for (const debitId of debitIds) yield* run(sql.closeDebit, { debitId });
       }),
     openDebits: (before) =>
       read(function* () {
-        return (yield* all<{ debit_id: string }>('openBefore', { before })).map((r) => r.debit_id);
+        return (yield* all(sql.openBefore, { before })).map((r) => r.debit_id);
       }),
     countRequest: (keyId, window) =>
       write(function* () {
-        yield* run('forgetWindows', { keyId, window });
-        return (yield* get<{ count: bigint }>('countRequest', { keyId, window }))!.count;
+        yield* run(sql.forgetWindows, { keyId, window });
+        return (yield* get(sql.countRequest, { keyId, window }))!.count;
       }),
     history: (keyId, { limit, before }) =>
       read(function* () {
-        return (yield* all<EntryRow>('page', { keyId, limit, before: before ?? null })).map(toEntry);
+        return (yield* all(sql.page, { keyId, limit, before: before ?? null })).map(toEntry);
       }),
     request: (keyId, idempotencyKey) =>
       read(function* () {
-        const row = yield* get<RequestRow>('requestByKey', { keyId, idempotencyKey });
+        const row = yield* get(sql.requestByKey, { keyId, idempotencyKey });
         return row ? toRequest(row) : undefined;
       }),
     completeRequest: (keyId, idempotencyKey, response) =>
       write(function* () {
-        yield* run('completeRequest', { keyId, idempotencyKey, response });
+        yield* run(sql.completeRequest, { keyId, idempotencyKey, response });
       }),
     createToken: (token) => write(() => createToken(token)),
     token: (id) =>
       read(function* () {
-        const row = yield* get<TokenRow>('tokenById', { id });
+        const row = yield* get(sql.tokenById, { id });
         return row ? toToken(row) : undefined;
       }),
     tokens: (keyId) =>
       read(function* () {
-        return (yield* all<TokenRow>('tokensOf', { keyId })).map(toToken);
+        return (yield* all(sql.tokensOf, { keyId })).map(toToken);
       }),
     revokeToken: (keyId, id) => write(() => revokeToken(keyId, id)),
     recordCheckout: (session: Omit<CheckoutSession, 'state' | 'reviewReason' | 'paid' | 'createdAt' | 'updatedAt'>) =>
       write(function* () {
-        yield* run('insertCheckout', { ...session, now: Date.now() });
+        yield* run(sql.insertCheckout, { ...session, now: Date.now() });
       }),
     completeCheckout: (event) => write(() => completeCheckout(event)),
     checkouts: (state, limit) =>
       read(function* () {
-        return (yield* all<CheckoutRow>('checkoutsIn', { state, limit })).map(toCheckout);
+        return (yield* all(sql.checkoutsIn, { state, limit })).map(toCheckout);
       }),
     resolveCheckout: (sessionId, resolution) => write(() => resolveCheckout(sessionId, resolution)),
     ignoreEvent: ({ eventId, type }) =>
       write(function* () {
-        yield* run('insertEvent', { eventId, type, sessionId: null, outcome: 'ignored', now: Date.now() });
+        yield* run(sql.insertEvent, { eventId, type, sessionId: null, outcome: 'ignored', now: Date.now() });
       }),
   };
 }

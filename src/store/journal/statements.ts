@@ -1,5 +1,6 @@
 import type { Address, Hex } from 'viem';
-import type { PaymentKey, PaymentRecord, PaymentState, SettlementOutcome } from './journal.js';
+import { command, query } from '../engine/statement.js';
+import type { KeptResult, PaymentKey, PaymentRecord, PaymentState, SettlementOutcome } from './journal.js';
 
 /** A payments row as both backends return it (BIGINT as bigint). */
 export type Row = {
@@ -58,58 +59,72 @@ export function toRecord(r: Row): PaymentRecord {
   };
 }
 
-
-/** The journal's statements, `@name` parameters, for both backends. */
-export const journalSql = {
-  select: `SELECT * FROM payments WHERE ${KEY}`,
-  insert: (state: 'verified' | 'submitting') => `
+type Key = ReturnType<typeof keyParams>;
+type Now = { now: number };
+type Insert = Key &
+  Now & {
+    payTo: string;
+    amount: bigint;
+    validAfter: bigint;
+    validBefore: bigint;
+    signature: string;
+    network: string;
+    purpose: string;
+    owner: string;
+  };
+const insert = (state: 'verified' | 'submitting') =>
+  command<Insert>(`
     INSERT INTO payments (chain_id, asset, payer, nonce, pay_to, amount, valid_after, valid_before, signature,
                           network, purpose, state, owner, created_at, updated_at)
     VALUES (@chainId, @asset, @payer, @nonce, @payTo, @amount, @validAfter, @validBefore, @signature,
             @network, @purpose, '${state}', @owner, @now, @now)
-    ON CONFLICT (chain_id, asset, payer, nonce) DO NOTHING`,
-  takeVerified: `
+    ON CONFLICT (chain_id, asset, payer, nonce) DO NOTHING`);
+
+/** The journal's statements, for both backends. */
+export const journalSql = {
+  select: query<Key, Row>(`SELECT * FROM payments WHERE ${KEY}`),
+  insert: insert('submitting'),
+  insertVerified: insert('verified'),
+  takeVerified: command<Key & Now & { purpose: string; owner: string }>(`
     UPDATE payments SET state = 'submitting', owner = @owner, updated_at = @now
-    WHERE ${KEY} AND state = 'verified' AND purpose = @purpose`,
-  recordTx: `
+    WHERE ${KEY} AND state = 'verified' AND purpose = @purpose`),
+  recordTx: command<Key & Now & { txHash: string; rawTx: string; relayer: string; relayerNonce: number }>(`
     UPDATE payments SET state = 'submitted', tx_hash = @txHash, raw_tx = @rawTx, relayer = @relayer,
                         relayer_nonce = @relayerNonce, updated_at = @now
-    WHERE ${KEY} AND state IN ('submitting', 'submitted')`,
-  finish: `
+    WHERE ${KEY} AND state IN ('submitting', 'submitted')`),
+  finish: command<
+    Key & Now & { state: SettlementOutcome['state']; txHash: string | null; errorReason: string | null; errorMessage: string | null }
+  >(`
     UPDATE payments SET state = @state, tx_hash = COALESCE(@txHash, tx_hash), error_reason = @errorReason,
                         error_message = @errorMessage, updated_at = @now
-    WHERE ${KEY} AND state IN ('submitting', 'submitted')`,
-  failHold: `
+    WHERE ${KEY} AND state IN ('submitting', 'submitted')`),
+  failHold: command<Key & Now & { errorReason: string; errorMessage: string }>(`
     UPDATE payments SET state = 'failed', error_reason = @errorReason, error_message = @errorMessage, updated_at = @now
-    WHERE ${KEY} AND state = 'verified'`,
+    WHERE ${KEY} AND state = 'verified'`),
   // The flag leaves updated_at alone: it dates the row's last state change (revenue reads settlement time from it).
-  answeredPending: `UPDATE payments SET pending_answered = 1 WHERE ${KEY}`,
-  takePendingAnswer: `UPDATE payments SET pending_answered = 0 WHERE ${KEY} AND pending_answered = 1 AND state IN ('settled', 'failed')`,
-  release: `DELETE FROM payments WHERE ${KEY} AND state IN ('verified', 'submitting', 'submitted')`,
-  releaseHold: `DELETE FROM payments WHERE ${KEY} AND state = 'verified'`,
-  unfinished: `SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') ORDER BY created_at`,
-  unfinishedOf: `SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') AND owner IS NOT DISTINCT FROM @owner ORDER BY created_at`,
-  unfinishedOwners: `SELECT DISTINCT owner FROM payments WHERE state IN ('verified', 'submitting', 'submitted')`,
-  keepResult: `
+  answeredPending: command<Key>(`UPDATE payments SET pending_answered = 1 WHERE ${KEY}`),
+  takePendingAnswer: command<Key>(
+    `UPDATE payments SET pending_answered = 0 WHERE ${KEY} AND pending_answered = 1 AND state IN ('settled', 'failed')`,
+  ),
+  release: command<Key>(`DELETE FROM payments WHERE ${KEY} AND state IN ('verified', 'submitting', 'submitted')`),
+  releaseHold: command<Key>(`DELETE FROM payments WHERE ${KEY} AND state = 'verified'`),
+  unfinished: query<{}, Row>(`SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') ORDER BY created_at`),
+  unfinishedOf: query<{ owner: string | null }, Row>(
+    `SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') AND owner IS NOT DISTINCT FROM @owner ORDER BY created_at`,
+  ),
+  unfinishedOwners: query<{}, { owner: string | null }>(
+    `SELECT DISTINCT owner FROM payments WHERE state IN ('verified', 'submitting', 'submitted')`,
+  ),
+  keepResult: command<Key & KeptResult>(`
     INSERT INTO paid_results (chain_id, asset, payer, nonce, call, result)
     VALUES (@chainId, @asset, @payer, @nonce, @call, @result)
-    ON CONFLICT (chain_id, asset, payer, nonce) DO UPDATE SET call = excluded.call, result = excluded.result`,
-  keptResult: `SELECT call, result FROM paid_results WHERE ${KEY}`,
+    ON CONFLICT (chain_id, asset, payer, nonce) DO UPDATE SET call = excluded.call, result = excluded.result`),
+  keptResult: query<Key, KeptResult>(`SELECT call, result FROM paid_results WHERE ${KEY}`),
   // A result is given back only with a payment that can still be presented: one whose row is gone
   // (released) or whose authorization expired has nobody left to ask for it.
-  forgetResults: `
+  forgetResults: command<Now>(`
     DELETE FROM paid_results WHERE NOT EXISTS (
       SELECT 1 FROM payments p
       WHERE p.chain_id = paid_results.chain_id AND p.asset = paid_results.asset AND p.payer = paid_results.payer
-        AND p.nonce = paid_results.nonce AND p.valid_before >= @now)`,
+        AND p.nonce = paid_results.nonce AND p.valid_before >= @now)`),
 };
-
-/** The parameters of a finish, for both backends. */
-export const finishParams = (key: PaymentKey, outcome: SettlementOutcome) => ({
-  ...keyParams(key),
-  state: outcome.state,
-  txHash: outcome.txHash ?? null,
-  errorReason: outcome.state === 'failed' ? outcome.errorReason : null,
-  errorMessage: outcome.state === 'failed' ? (outcome.errorMessage ?? null) : null,
-  now: Date.now(),
-});

@@ -1,4 +1,6 @@
 import type { Address, Hex } from 'viem';
+import type { Analytics } from '../../operators/analytics.js';
+import type { Balance, Refusal } from '../../operators/balance.js';
 
 export type OperatorRecord = {
   id: string;
@@ -81,25 +83,6 @@ export type Withdrawal = {
   updatedAt: number;
 };
 
-/**
- * An operator's money, in atomic USDC units (= micro-USD). `usdc*` is x402 revenue of
- * platform-custody servers (withdrawable on chain); `fiat*` is the operator's share of credits
- * spent and subscriptions paid on their servers (paid out through Stripe Connect); `direct` was
- * paid straight to their own address and is only reported.
- */
-export type Balance = {
-  usdcEarned: bigint;
-  usdcPending: bigint;
-  usdcWithdrawn: bigint;
-  usdcReserved: bigint;
-  usdcAvailable: bigint;
-  fiatEarned: bigint;
-  fiatPaidOut: bigint;
-  fiatReserved: bigint;
-  fiatAvailable: bigint;
-  direct: bigint;
-};
-
 export type Payout = {
   id: string;
   operatorId: string;
@@ -117,15 +100,6 @@ export type Payout = {
 export type Subscription = { id: string; keyId: string; serverId: string; status: string; currentPeriodEnd: number; eventAt: number };
 
 export type AnalyticsQuery = { operatorId?: string; serverId?: string; from: number; to: number };
-export type UsageRow = { key: string; calls: number; paidCalls: number; revenue: bigint; operatorShare: bigint };
-export type Analytics = {
-  byDay: UsageRow[];
-  byTool: UsageRow[];
-  byRail: UsageRow[];
-  byCaller: UsageRow[];
-  denials: { reason: string; count: number }[];
-  settlement: { count: number; p50Ms?: number; p99Ms?: number };
-};
 
 export type AuditEntry = {
   id: string;
@@ -145,7 +119,7 @@ export type WithdrawalRequest = { id: string; operatorId: string; amount: bigint
  * in one transaction, or refused with nothing written. A repeated idempotency key returns the
  * first record with `created: false`.
  */
-export type Reservation<T> = { ok: true; created: boolean; record: T } | { ok: false; reason: 'insufficient_balance' | 'below_minimum'; available: bigint };
+export type Reservation<T> = { ok: true; created: boolean; record: T } | Refusal;
 
 export interface OperatorStore {
   /** Refused (created: false) when the email is registered already. */

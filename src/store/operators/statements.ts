@@ -1,5 +1,6 @@
 import type { Address, Hex } from 'viem';
-import type { Analytics, AuditEntry, Balance, Charge, OperatorRecord, Payout, Reservation, ServerRecord, Subscription, UsageRow, Withdrawal } from './operators.js';
+import { command, query } from '../engine/statement.js';
+import type { AuditEntry, Charge, ChargeRail, OperatorRecord, Payout, ServerRecord, Subscription, Withdrawal } from './operators.js';
 
 /** The operators tables' rows as both backends return them (BIGINT as bigint). */
 export type OperatorRow = {
@@ -201,72 +202,7 @@ export const toAudit = (r: AuditRow): AuditEntry => ({
   ...(r.detail ? { detail: JSON.parse(r.detail) as Record<string, unknown> } : {}),
 });
 
-/** An operator's balance from the sums of their charges, withdrawals and payouts. */
-export function toBalance(s: SharesRow, w: SumsRow, p: SumsRow): Balance {
-  const usdcEarned = s.usdc_earned ?? 0n;
-  const usdcWithdrawn = w.done ?? 0n;
-  const usdcReserved = w.reserved ?? 0n;
-  const fiatEarned = s.fiat ?? 0n;
-  const fiatPaidOut = p.done ?? 0n;
-  const fiatReserved = p.reserved ?? 0n;
-  return {
-    usdcEarned,
-    usdcPending: s.usdc_pending ?? 0n,
-    usdcWithdrawn,
-    usdcReserved,
-    usdcAvailable: usdcEarned - usdcWithdrawn - usdcReserved,
-    fiatEarned,
-    fiatPaidOut,
-    fiatReserved,
-    fiatAvailable: fiatEarned - fiatPaidOut - fiatReserved,
-    direct: s.direct ?? 0n,
-  };
-}
-
-/**
- * The rule of a request for money once no earlier record holds its idempotency key: refused
- * (below the minimum, more than is available) or undefined, to be recorded.
- */
-export function refusal(request: { amount: bigint; minimum: bigint }, available: bigint): Reservation<never> | undefined {
-  if (request.amount < request.minimum) return { ok: false, reason: 'below_minimum', available };
-  if (request.amount > available) return { ok: false, reason: 'insufficient_balance', available };
-  return undefined;
-}
-
 export const DAY_MS = 86_400_000;
-
-/** Nearest-rank percentile of sorted values. */
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-
-const usageRow = (r: UsageSumRow, key: (k: string | bigint) => string): UsageRow => ({
-  key: key(r.key),
-  calls: Number(r.calls),
-  paidCalls: Number(r.paid),
-  revenue: r.revenue ?? 0n,
-  operatorShare: r.operator_share ?? 0n,
-});
-const text = (k: string | bigint) => String(k);
-const day = (k: string | bigint) => new Date(Number(k) * DAY_MS).toISOString().slice(0, 10);
-
-/** The analytics report from its queries' rows. */
-export function toAnalytics(rows: {
-  byDay: UsageSumRow[];
-  byTool: UsageSumRow[];
-  byRail: UsageSumRow[];
-  byCaller: UsageSumRow[];
-  denials: DenialRow[];
-  settleTimes: { settle_ms: bigint }[];
-}): Analytics {
-  const times = rows.settleTimes.map((r) => Number(r.settle_ms));
-  return {
-    byDay: rows.byDay.map((r) => usageRow(r, day)),
-    byTool: rows.byTool.map((r) => usageRow(r, text)),
-    byRail: rows.byRail.map((r) => usageRow(r, text)),
-    byCaller: rows.byCaller.map((r) => usageRow(r, text)),
-    denials: rows.denials.map((r) => ({ reason: r.reason, count: Number(r.count) })),
-    settlement: { count: times.length, ...(times.length > 0 ? { p50Ms: percentile(times, 50), p99Ms: percentile(times, 99) } : {}) },
-  };
-}
 
 /** The WHERE clause every analytics query shares: the range and the operator's (or one server's) charges. */
 const scope = `created_at >= @from AND created_at < @to AND (operator_id = @operatorId OR @operatorId IS NULL) AND (server_id = @serverId OR @serverId IS NULL)`;
@@ -276,147 +212,181 @@ const grouped = (key: string, order = 'key', limit = 10_000) => `
          SUM(CASE WHEN state = 'earned' THEN operator_share END) AS operator_share
   FROM charges WHERE state <> 'void' AND ${scope} GROUP BY ${key} ORDER BY ${order} LIMIT ${limit}`;
 
+type Id = { id: string };
+type Now = { now: number };
+type OfOperator = { operatorId: string };
+/** The analytics range: the operator's (null: everyone's) or one server's charges from `from` to `to` (ms). */
+type Range = { operatorId: string | null; serverId: string | null; from: number; to: number };
+type ServerParams = ReturnType<typeof serverParams>;
+type ChargeParams = Omit<Charge, 'operatorId' | 'settleMs'> & { operatorId: string | null; settleMs: number | null };
+type Calls = { serverId: string; caller: string; month: number };
+
 /**
  * The operators' statements, `@name` parameters, for both backends. Spelt for both: a parameter
  * is compared before it is tested for NULL (PostgreSQL types it where it first meets it), a
  * subquery in FROM has a name, an upsert names its table's column, and NULLs sort last.
  */
 export const operatorsSql = {
-  insertOperator: `
+  insertOperator: command<Id & { email: string; name: string; keyHash: string; payoutAddress: string | null; createdAt: number }>(`
     INSERT INTO operators (id, email, name, key_hash, payout_address, created_at, updated_at)
-    VALUES (@id, @email, @name, @keyHash, @payoutAddress, @createdAt, @createdAt) ON CONFLICT (email) DO NOTHING`,
-  operatorById: 'SELECT * FROM operators WHERE id = @id',
-  operatorByHash: 'SELECT * FROM operators WHERE key_hash = @hash',
-  allOperators: 'SELECT * FROM operators ORDER BY created_at, id',
-  updateOperator: `
+    VALUES (@id, @email, @name, @keyHash, @payoutAddress, @createdAt, @createdAt) ON CONFLICT (email) DO NOTHING`),
+  operatorById: query<Id, OperatorRow>('SELECT * FROM operators WHERE id = @id'),
+  operatorByHash: query<{ hash: string }, OperatorRow>('SELECT * FROM operators WHERE key_hash = @hash'),
+  allOperators: query<{}, OperatorRow>('SELECT * FROM operators ORDER BY created_at, id'),
+  updateOperator: command<
+    Id & Now & { name: string | null; setPayout: 0 | 1; payoutAddress: string | null; status: string | null; stripeAccount: string | null }
+  >(`
     UPDATE operators SET name = COALESCE(@name, name),
       payout_address = CASE WHEN @setPayout = 1 THEN @payoutAddress ELSE payout_address END,
       stripe_account = COALESCE(@stripeAccount, stripe_account),
-      status = COALESCE(@status, status), updated_at = @now WHERE id = @id`,
+      status = COALESCE(@status, status), updated_at = @now WHERE id = @id`),
   /** The row a request for money is about: PostgreSQL locks it, so requests of one operator queue. */
-  operatorLock: 'SELECT id FROM operators WHERE id = @operatorId',
+  operatorLock: query<OfOperator, { id: string }>('SELECT id FROM operators WHERE id = @operatorId', { lockable: true }),
 
-  insertServer: `
+  insertServer: command<ServerParams>(`
     INSERT INTO servers (id, operator_id, slug, name, upstream_url, auth_mode, auth_name, auth_secret, public, custody, pay_to, plan, challenge, timeout_ms, created_at, updated_at)
     VALUES (@id, @operatorId, @slug, @name, @upstreamUrl, @authMode, @authName, @authSecret, @public, @custody, @payTo, @plan, @challenge, @timeoutMs, @createdAt, @updatedAt)
-    ON CONFLICT (slug) WHERE deleted_at IS NULL DO NOTHING`,
-  updateServer: `
+    ON CONFLICT (slug) WHERE deleted_at IS NULL DO NOTHING`),
+  updateServer: command<ServerParams>(`
     UPDATE servers SET name = @name, upstream_url = @upstreamUrl, auth_mode = @authMode, auth_name = @authName, auth_secret = @authSecret,
       public = @public, custody = @custody, pay_to = @payTo, plan = @plan, challenge = @challenge, timeout_ms = @timeoutMs, updated_at = @updatedAt
-    WHERE id = @id AND deleted_at IS NULL`,
+    WHERE id = @id AND deleted_at IS NULL`),
   // The row stays (what refers to the server finds whose it was); its upstream secret does not.
-  deleteServer: `
+  deleteServer: command<Id & Now>(`
     UPDATE servers SET deleted_at = @now, updated_at = @now, auth_mode = 'none', auth_name = NULL, auth_secret = NULL
-    WHERE id = @id AND deleted_at IS NULL`,
+    WHERE id = @id AND deleted_at IS NULL`),
   /**
    * A deleted server at the slug that something live still refers to: a subscription Stripe may
    * charge, unsettled revenue, or an unrevoked key or token whose scope names the slug and no
    * server ids (made before ids were kept: it would pay whoever holds the slug).
    */
-  slugRetired: `
+  slugRetired: query<Now & { slug: string; named: string }, { id: string }>(`
     SELECT s.id FROM servers s WHERE s.slug = @slug AND s.deleted_at IS NOT NULL AND (
       EXISTS (SELECT 1 FROM subscriptions WHERE server_id = s.id AND status NOT IN ('canceled', 'incomplete_expired'))
       OR EXISTS (SELECT 1 FROM charges WHERE server_id = s.id AND state = 'pending')
       OR EXISTS (SELECT 1 FROM api_keys WHERE status <> 'revoked' AND scope LIKE @named AND scope NOT LIKE '%"serverIds"%')
       OR EXISTS (SELECT 1 FROM budget_tokens
                  WHERE revoked_at IS NULL AND expires_at > @now AND scope LIKE @named AND scope NOT LIKE '%"serverIds"%'))
-    LIMIT 1`,
-  serverBySlug: 'SELECT * FROM servers WHERE slug = @slug AND deleted_at IS NULL',
-  serverById: 'SELECT * FROM servers WHERE id = @id',
-  servedBySlug: `SELECT servers.* FROM servers JOIN operators ON operators.id = servers.operator_id
-    WHERE servers.slug = @slug AND servers.deleted_at IS NULL AND operators.status = 'active'`,
-  listServers: `
+    LIMIT 1`),
+  serverBySlug: query<{ slug: string }, ServerRow>('SELECT * FROM servers WHERE slug = @slug AND deleted_at IS NULL'),
+  serverById: query<Id, ServerRow>('SELECT * FROM servers WHERE id = @id'),
+  servedBySlug: query<{ slug: string }, ServerRow>(`SELECT servers.* FROM servers JOIN operators ON operators.id = servers.operator_id
+    WHERE servers.slug = @slug AND servers.deleted_at IS NULL AND operators.status = 'active'`),
+  listServers: query<{ operatorId: string | null; publicOnly: 0 | 1 }, ServerRow>(`
     SELECT * FROM servers WHERE (operator_id = @operatorId OR @operatorId IS NULL) AND (@publicOnly = 0 OR public = 1)
-      AND deleted_at IS NULL ORDER BY created_at, id`,
+      AND deleted_at IS NULL ORDER BY created_at, id`),
 
-  countCall: `
+  countCall: query<Calls, { calls: bigint }>(`
     INSERT INTO usage_counts (server_id, caller, month, calls) VALUES (@serverId, @caller, @month, 1)
-    ON CONFLICT (server_id, caller, month) DO UPDATE SET calls = usage_counts.calls + 1 RETURNING calls`,
-  uncountCall: `
-    UPDATE usage_counts SET calls = calls - 1 WHERE server_id = @serverId AND caller = @caller AND month = @month AND calls > 0`,
+    ON CONFLICT (server_id, caller, month) DO UPDATE SET calls = usage_counts.calls + 1 RETURNING calls`),
+  uncountCall: command<Calls>(`
+    UPDATE usage_counts SET calls = calls - 1 WHERE server_id = @serverId AND caller = @caller AND month = @month AND calls > 0`),
 
-  insertCharge: `
+  insertCharge: command<ChargeParams>(`
     INSERT INTO charges (id, server_id, operator_id, rail, caller, tool, amount, operator_share, platform_share, custody, ref, state, settle_ms, created_at)
     VALUES (@id, @serverId, @operatorId, @rail, @caller, @tool, @amount, @operatorShare, @platformShare, @custody, @ref, @state, @settleMs, @createdAt)
-    ON CONFLICT (ref) DO NOTHING`,
-  pendingCharges: `SELECT * FROM charges WHERE state = 'pending' AND (rail = @rail OR @rail IS NULL) ORDER BY created_at LIMIT @limit`,
+    ON CONFLICT (ref) DO NOTHING`),
+  pendingCharges: query<{ limit: number; rail: ChargeRail | null }, ChargeRow>(
+    `SELECT * FROM charges WHERE state = 'pending' AND (rail = @rail OR @rail IS NULL) ORDER BY created_at LIMIT @limit`,
+  ),
   // A credits charge is decided by its debit (ref 'credits:<debit id>'): closed → earned, refunded → void, open → not yet.
-  resolveCreditCharges: `
+  resolveCreditCharges: command<{}>(`
     UPDATE charges SET state = CASE
         WHEN EXISTS (SELECT 1 FROM ledger WHERE idempotency_key = 'refund:' || substr(charges.ref, 9)) THEN 'void' ELSE 'earned' END
     WHERE state = 'pending' AND rail = 'credits'
-      AND NOT EXISTS (SELECT 1 FROM open_debits WHERE debit_id = substr(charges.ref, 9))`,
-  resolveCharge: `UPDATE charges SET state = @state, settle_ms = @settleMs WHERE id = @id AND state = 'pending'`,
-  countDenial: `
+      AND NOT EXISTS (SELECT 1 FROM open_debits WHERE debit_id = substr(charges.ref, 9))`),
+  resolveCharge: command<Id & { state: 'earned' | 'void'; settleMs: number | null }>(
+    `UPDATE charges SET state = @state, settle_ms = @settleMs WHERE id = @id AND state = 'pending'`,
+  ),
+  countDenial: command<{ serverId: string; day: number; reason: string; count: number }>(`
     INSERT INTO denial_counts (server_id, day, reason, count) VALUES (@serverId, @day, @reason, @count)
-    ON CONFLICT (server_id, day, reason) DO UPDATE SET count = denial_counts.count + excluded.count`,
+    ON CONFLICT (server_id, day, reason) DO UPDATE SET count = denial_counts.count + excluded.count`),
 
-  shares: `
+  shares: query<OfOperator, SharesRow>(`
     SELECT
       SUM(CASE WHEN rail = 'x402' AND custody = 'platform' AND state = 'earned' THEN operator_share END) AS usdc_earned,
       SUM(CASE WHEN rail = 'x402' AND custody = 'platform' AND state = 'pending' THEN operator_share END) AS usdc_pending,
       SUM(CASE WHEN rail IN ('credits', 'subscription') AND state = 'earned' THEN operator_share END) AS fiat,
       SUM(CASE WHEN rail = 'x402' AND custody = 'direct' AND state = 'earned' THEN operator_share END) AS direct
-    FROM charges WHERE operator_id = @operatorId`,
-  withdrawn: `
+    FROM charges WHERE operator_id = @operatorId`),
+  withdrawn: query<OfOperator, SumsRow>(`
     SELECT SUM(CASE WHEN state = 'confirmed' THEN amount END) AS done,
            SUM(CASE WHEN state IN ('requested', 'submitted') THEN amount END) AS reserved
-    FROM withdrawals WHERE operator_id = @operatorId`,
-  paidOut: `
+    FROM withdrawals WHERE operator_id = @operatorId`),
+  paidOut: query<OfOperator, SumsRow>(`
     SELECT SUM(CASE WHEN state = 'paid' THEN amount END) AS done, SUM(CASE WHEN state = 'requested' THEN amount END) AS reserved
-    FROM payouts WHERE operator_id = @operatorId`,
+    FROM payouts WHERE operator_id = @operatorId`),
 
-  insertWithdrawal: `
+  insertWithdrawal: command<Id & OfOperator & Now & { amount: bigint; to: string; idempotencyKey: string }>(`
     INSERT INTO withdrawals (id, operator_id, amount, to_address, idempotency_key, state, created_at, updated_at)
-    VALUES (@id, @operatorId, @amount, @to, @idempotencyKey, 'requested', @now, @now)`,
-  withdrawalById: 'SELECT * FROM withdrawals WHERE id = @id',
-  withdrawalByKey: 'SELECT * FROM withdrawals WHERE operator_id = @operatorId AND idempotency_key = @idempotencyKey',
-  withdrawalsOf: 'SELECT * FROM withdrawals WHERE operator_id = @operatorId ORDER BY created_at DESC, id DESC',
-  unfinishedWithdrawals: `SELECT * FROM withdrawals WHERE state IN ('requested', 'submitted') ORDER BY created_at, id`,
-  recordWithdrawalTx: `UPDATE withdrawals SET state = 'submitted', tx_hash = @txHash, raw_tx = @rawTx, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`,
-  finishWithdrawal: `
-    UPDATE withdrawals SET state = @state, error = @error, waiting_for_gas = 0, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`,
-  setWaitingForGas: `
-    UPDATE withdrawals SET waiting_for_gas = @waiting, updated_at = @now WHERE id = @id AND state = 'submitted' AND waiting_for_gas <> @waiting`,
+    VALUES (@id, @operatorId, @amount, @to, @idempotencyKey, 'requested', @now, @now)`),
+  withdrawalById: query<Id, WithdrawalRow>('SELECT * FROM withdrawals WHERE id = @id'),
+  withdrawalByKey: query<OfOperator & { idempotencyKey: string }, WithdrawalRow>(
+    'SELECT * FROM withdrawals WHERE operator_id = @operatorId AND idempotency_key = @idempotencyKey',
+  ),
+  withdrawalsOf: query<OfOperator, WithdrawalRow>('SELECT * FROM withdrawals WHERE operator_id = @operatorId ORDER BY created_at DESC, id DESC'),
+  unfinishedWithdrawals: query<{}, WithdrawalRow>(
+    `SELECT * FROM withdrawals WHERE state IN ('requested', 'submitted') ORDER BY created_at, id`,
+  ),
+  recordWithdrawalTx: command<Id & Now & { txHash: string; rawTx: string }>(
+    `UPDATE withdrawals SET state = 'submitted', tx_hash = @txHash, raw_tx = @rawTx, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`,
+  ),
+  finishWithdrawal: command<Id & Now & { state: 'confirmed' | 'failed'; error: string | null }>(`
+    UPDATE withdrawals SET state = @state, error = @error, waiting_for_gas = 0, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`),
+  setWaitingForGas: command<Id & Now & { waiting: 0 | 1 }>(`
+    UPDATE withdrawals SET waiting_for_gas = @waiting, updated_at = @now WHERE id = @id AND state = 'submitted' AND waiting_for_gas <> @waiting`),
 
-  insertPayout: `
+  insertPayout: command<Id & OfOperator & Now & { amount: bigint; destination: string; idempotencyKey: string }>(`
     INSERT INTO payouts (id, operator_id, amount, destination, idempotency_key, state, created_at, updated_at)
-    VALUES (@id, @operatorId, @amount, @destination, @idempotencyKey, 'requested', @now, @now)`,
-  payoutById: 'SELECT * FROM payouts WHERE id = @id',
-  payoutByKey: 'SELECT * FROM payouts WHERE operator_id = @operatorId AND idempotency_key = @idempotencyKey',
-  payoutsOf: 'SELECT * FROM payouts WHERE operator_id = @operatorId ORDER BY created_at DESC, id DESC',
-  finishPayout: `UPDATE payouts SET state = @state, transfer_id = @transferId, error = @error, updated_at = @now WHERE id = @id AND state = 'requested'`,
+    VALUES (@id, @operatorId, @amount, @destination, @idempotencyKey, 'requested', @now, @now)`),
+  payoutById: query<Id, PayoutRow>('SELECT * FROM payouts WHERE id = @id'),
+  payoutByKey: query<OfOperator & { idempotencyKey: string }, PayoutRow>(
+    'SELECT * FROM payouts WHERE operator_id = @operatorId AND idempotency_key = @idempotencyKey',
+  ),
+  payoutsOf: query<OfOperator, PayoutRow>('SELECT * FROM payouts WHERE operator_id = @operatorId ORDER BY created_at DESC, id DESC'),
+  finishPayout: command<Id & Now & { state: 'paid' | 'failed'; transferId: string | null; error: string | null }>(
+    `UPDATE payouts SET state = @state, transfer_id = @transferId, error = @error, updated_at = @now WHERE id = @id AND state = 'requested'`,
+  ),
 
-  upsertSubscription: `
+  upsertSubscription: command<Subscription & Now>(`
     INSERT INTO subscriptions (id, key_id, server_id, status, current_period_end, event_at, updated_at)
     VALUES (@id, @keyId, @serverId, @status, @currentPeriodEnd, @eventAt, @now)
     ON CONFLICT (id) DO UPDATE SET status = excluded.status, current_period_end = excluded.current_period_end,
       event_at = excluded.event_at, updated_at = excluded.updated_at
-    WHERE excluded.event_at >= subscriptions.event_at`,
-  setSubscriptionStatus: `UPDATE subscriptions SET status = @status, event_at = @eventAt, updated_at = @now WHERE id = @id AND event_at <= @eventAt`,
-  subscriptionById: 'SELECT * FROM subscriptions WHERE id = @id',
-  activeSubscription: `
+    WHERE excluded.event_at >= subscriptions.event_at`),
+  setSubscriptionStatus: command<Id & Now & { status: string; eventAt: number }>(
+    `UPDATE subscriptions SET status = @status, event_at = @eventAt, updated_at = @now WHERE id = @id AND event_at <= @eventAt`,
+  ),
+  subscriptionById: query<Id, SubscriptionRow>('SELECT * FROM subscriptions WHERE id = @id'),
+  activeSubscription: query<Now & { keyId: string; serverId: string }, SubscriptionRow>(`
     SELECT * FROM subscriptions WHERE key_id = @keyId AND server_id = @serverId AND status IN ('active', 'trialing') AND current_period_end > @now
-    ORDER BY current_period_end DESC LIMIT 1`,
-  liveSubscriptions: `SELECT * FROM subscriptions WHERE server_id = @serverId AND status NOT IN ('canceled', 'incomplete_expired') ORDER BY id`,
+    ORDER BY current_period_end DESC LIMIT 1`),
+  liveSubscriptions: query<{ serverId: string }, SubscriptionRow>(
+    `SELECT * FROM subscriptions WHERE server_id = @serverId AND status NOT IN ('canceled', 'incomplete_expired') ORDER BY id`,
+  ),
 
-  insertAudit: `INSERT INTO audit_log (id, at, actor, operator_id, action, target, ip, detail) VALUES (@id, @at, @actor, @operatorId, @action, @target, @ip, @detail)`,
-  auditPage: `
+  insertAudit: command<
+    Omit<AuditEntry, 'operatorId' | 'target' | 'ip' | 'detail'> & {
+      operatorId: string | null;
+      target: string | null;
+      ip: string | null;
+      detail: string | null;
+    }
+  >(`INSERT INTO audit_log (id, at, actor, operator_id, action, target, ip, detail) VALUES (@id, @at, @actor, @operatorId, @action, @target, @ip, @detail)`),
+  auditPage: query<{ operatorId: string | null; limit: number; before: string | null }, AuditRow>(`
     SELECT * FROM audit_log WHERE (operator_id = @operatorId OR @operatorId IS NULL) AND (id < @before OR @before IS NULL)
-    ORDER BY id DESC LIMIT @limit`,
+    ORDER BY id DESC LIMIT @limit`),
 
-  byDay: grouped(`created_at / ${DAY_MS}`),
-  byTool: grouped('tool'),
-  byRail: grouped('rail'),
-  byCaller: grouped('caller', 'revenue DESC NULLS LAST, calls DESC, key', 50),
-  denials: `
+  byDay: query<Range, UsageSumRow>(grouped(`created_at / ${DAY_MS}`)),
+  byTool: query<Range, UsageSumRow>(grouped('tool')),
+  byRail: query<Range, UsageSumRow>(grouped('rail')),
+  byCaller: query<Range, UsageSumRow>(grouped('caller', 'revenue DESC NULLS LAST, calls DESC, key', 50)),
+  denials: query<Range & { fromDay: number; toDay: number }, DenialRow>(`
     SELECT reason, SUM(count) AS count FROM denial_counts
     WHERE day >= @fromDay AND day <= @toDay AND (server_id = @serverId OR @serverId IS NULL)
       AND (server_id IN (SELECT id FROM servers WHERE operator_id = @operatorId) OR @operatorId IS NULL)
-    GROUP BY reason ORDER BY count DESC`,
-  settleTimes: `SELECT settle_ms FROM charges WHERE settle_ms IS NOT NULL AND state <> 'void' AND ${scope} ORDER BY settle_ms LIMIT 100000`,
+    GROUP BY reason ORDER BY count DESC`),
+  settleTimes: query<Range, { settle_ms: bigint }>(
+    `SELECT settle_ms FROM charges WHERE settle_ms IS NOT NULL AND state <> 'void' AND ${scope} ORDER BY settle_ms LIMIT 100000`,
+  ),
 };
-export type OperatorsSql = keyof typeof operatorsSql;
-/** The statements a `lock` step may name: reads of the row a check is about. */
-export const lockable = ['operatorLock'] as const;
-export type Lockable = (typeof lockable)[number];

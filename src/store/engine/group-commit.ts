@@ -1,7 +1,7 @@
 import { closeSync, fdatasync, openSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
-import { StoreError } from './store.js';
+import { StoreError } from '../store.js';
 
 /**
  * Group commit for SQLite: writes asked for in the same turn of the event loop run in one

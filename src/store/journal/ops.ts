@@ -1,0 +1,94 @@
+import { type Op, type Runner, all, get, run } from '../engine/statement.js';
+import { StoreError } from '../store.js';
+import type { NewPayment, PaymentJournal, PaymentKey, PaymentRecord, SettlementOutcome } from './journal.js';
+import { journalSql as sql, keyParams, toRecord } from './statements.js';
+
+function* record(key: PaymentKey): Op<PaymentRecord | undefined> {
+  const row = yield* get(sql.select, keyParams(key));
+  return row ? toRecord(row) : undefined;
+}
+
+/** A transition that must move its row: anything else is a bug of the caller's, thrown (and rolled back). */
+function* mustChange(changed: Op<number>, what: string, key: PaymentKey): Op<void> {
+  if ((yield* changed) !== 1) throw new StoreError(`journal: cannot ${what} ${key.payer}/${key.nonce}: not in the expected state`);
+}
+
+const finishParams = (key: PaymentKey, outcome: SettlementOutcome) => ({
+  ...keyParams(key),
+  state: outcome.state,
+  txHash: outcome.txHash ?? null,
+  errorReason: outcome.state === 'failed' ? outcome.errorReason : null,
+  errorMessage: outcome.state === 'failed' ? (outcome.errorMessage ?? null) : null,
+  now: Date.now(),
+});
+
+/**
+ * The payments journal over a backend's runner: every transition is one guarded UPDATE or INSERT.
+ * On PostgreSQL (READ COMMITTED) a concurrent INSERT of the same key waits for the first to commit
+ * and then does nothing, and a guarded UPDATE re-checks its WHERE on the row it locked: exactly one
+ * caller reserves or claims a payment, across every instance on the database. On SQLite settlement
+ * steps share group commits with each other and the ledger; a hold or a kept result is not synced
+ * on its own (see `PaymentJournal`): the claim's sync covers it.
+ */
+export function journalStore({ read, write, unsynced }: Runner, owner: string): PaymentJournal {
+  return {
+    get: (key) => read(() => record(key)),
+    reserve: (payment) =>
+      unsynced(function* () {
+        const inserted = yield* run(sql.insertVerified, { ...payment, ...keyParams(payment), owner, now: Date.now() });
+        if (inserted === 1) return { reserved: true as const };
+        return { reserved: false as const, record: (yield* record(payment))! };
+      }),
+    claim: (payment: NewPayment) =>
+      write(function* () {
+        const now = Date.now();
+        if ((yield* run(sql.insert, { ...payment, ...keyParams(payment), owner, now })) === 1) return { claimed: true as const };
+        const taken = yield* run(sql.takeVerified, { ...keyParams(payment), purpose: payment.purpose, owner, now });
+        if (taken === 1) return { claimed: true as const };
+        return { claimed: false as const, record: (yield* record(payment))! };
+      }),
+    recordTransaction: (key, tx) =>
+      write(() => {
+        const params = { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.relayerNonce };
+        return mustChange(run(sql.recordTx, { ...params, ...keyParams(key), now: Date.now() }), 'record the transaction of', key);
+      }),
+    finish: (key, outcome) => write(() => mustChange(run(sql.finish, finishParams(key, outcome)), `mark ${outcome.state}`, key)),
+    failHold: (key, why) =>
+      write(function* () {
+        return (yield* run(sql.failHold, { ...keyParams(key), ...why, now: Date.now() })) === 1;
+      }),
+    answeredPending: (key) =>
+      write(function* () {
+        yield* run(sql.answeredPending, keyParams(key));
+      }),
+    takePendingAnswer: (key) =>
+      write(function* () {
+        return (yield* run(sql.takePendingAnswer, keyParams(key))) === 1;
+      }),
+    release: (key) =>
+      write(function* () {
+        yield* run(sql.release, keyParams(key));
+      }),
+    releaseHold: (key) =>
+      write(function* () {
+        yield* run(sql.releaseHold, keyParams(key));
+      }),
+    unfinished: (filter) =>
+      read(function* () {
+        return (yield* filter ? all(sql.unfinishedOf, filter) : all(sql.unfinished, {})).map(toRecord);
+      }),
+    unfinishedOwners: () =>
+      read(function* () {
+        return (yield* all(sql.unfinishedOwners, {})).map((r) => r.owner);
+      }),
+    keepResult: (key, kept) =>
+      unsynced(function* () {
+        yield* run(sql.keepResult, { ...keyParams(key), ...kept });
+      }),
+    keptResult: (key) => read(() => get(sql.keptResult, keyParams(key))),
+    forgetResults: (now) =>
+      write(function* () {
+        yield* run(sql.forgetResults, { now });
+      }),
+  };
+}

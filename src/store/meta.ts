@@ -1,0 +1,31 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { type Runner, command, get, query, run } from './engine/statement.js';
+
+type Entry = { key: string; value: string; now: number };
+const sql = {
+  upsert: command<Entry>(`INSERT INTO meta (key, value, updated_at) VALUES (@key, @value, @now)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`),
+  insert: command<Entry>('INSERT INTO meta (key, value, updated_at) VALUES (@key, @value, @now) ON CONFLICT (key) DO NOTHING'),
+  read: query<{ key: string }, { value: string }>('SELECT value FROM meta WHERE key = @key'),
+  // INTEGER: a bigint from SQLite, a number from PostgreSQL.
+  schemaVersion: query<{}, { v: bigint | number | null }>('SELECT MAX(version) AS v FROM schema_migrations'),
+};
+
+/** The store's own entries: shared secrets, and the heartbeat `health` writes. */
+export function metaStore({ write }: Runner) {
+  return {
+    /** The secret `name`, made by whichever instance asks first. */
+    instanceSecret: (name: string) =>
+      write(function* () {
+        const key = `secret:${name}`;
+        yield* run(sql.insert, { key, value: randomBytes(32).toString('hex'), now: Date.now() });
+        return (yield* get(sql.read, { key }))!.value;
+      }),
+    /** Writes a heartbeat (proving the store takes a write) and answers the schema version. */
+    heartbeat: () =>
+      write(function* () {
+        yield* run(sql.upsert, { key: 'heartbeat', value: randomUUID(), now: Date.now() });
+        return Number((yield* get(sql.schemaVersion, {}))?.v ?? 0);
+      }),
+  };
+}
