@@ -17,6 +17,7 @@ import type {
 } from './credits.js';
 import { type Op, type Runner, all, get, lock, run } from '../engine/statement.js';
 import { newId } from '../ids.js';
+import { debitVerdict, utcDay } from '../../rails/credits/rules.js';
 import { StoreError } from '../store.js';
 import {
   type CheckoutRow,
@@ -28,7 +29,6 @@ import {
   toKey,
   toRequest,
   toToken,
-  utcDay,
 } from './statements.js';
 
 /** Rolls back a debit whose Idempotency-Key another request took first. */
@@ -111,33 +111,15 @@ function* move(move: Move): Op<MoveResult> {
 
 function* debit(debit: Debit): Op<DebitResult> {
   const now = Date.now();
-  const day = utcDay(now);
-  // Locked: the checks below and the spend cannot interleave with another debit of this key,
-  // nor of its tokens (a token spends only through debits of its key).
+  // Locked: the rules and the spend cannot interleave with another debit of this key, nor of its
+  // tokens (a token spends only through debits of its key).
   const row = yield* lock(sql.keyById, { id: debit.keyId });
   if (!row) return { ok: false, reason: 'key_unknown' };
-  const balance = row.balance;
-  if (row.status === 'revoked') return { ok: false, reason: 'key_revoked' };
-  if (row.status === 'suspended') return { ok: false, reason: 'key_suspended' };
-  if (row.expires_at !== null && Number(row.expires_at) <= now) return { ok: false, reason: 'key_expired' };
-  if (row.lifetime_limit !== null && row.spent_total + debit.amount > row.lifetime_limit) {
-    return { ok: false, reason: 'lifetime_limit', balance, limitRemaining: row.lifetime_limit - row.spent_total };
-  }
-  const spentToday = row.day === day ? row.spent_day : 0n;
-  if (row.daily_limit !== null && spentToday + debit.amount > row.daily_limit) {
-    return { ok: false, reason: 'daily_limit', balance, limitRemaining: row.daily_limit - spentToday };
-  }
-  let tokenRemaining: bigint | undefined;
-  if (debit.tokenId) {
-    const token = yield* get(sql.tokenById, { id: debit.tokenId });
-    if (!token || token.key_id !== debit.keyId) return { ok: false, reason: 'token_unknown' };
-    if (token.revoked_at !== null) return { ok: false, reason: 'token_revoked' };
-    if (Number(token.expires_at) <= now) return { ok: false, reason: 'token_expired' };
-    const left = token.cap - token.spent;
-    if (debit.amount > left) return { ok: false, reason: 'budget_exhausted', balance, tokenRemaining: left };
-    tokenRemaining = left - debit.amount;
-  }
-  if (balance < debit.amount) return { ok: false, reason: 'insufficient_balance', balance, ...(tokenRemaining !== undefined ? { tokenRemaining: tokenRemaining + debit.amount } : {}) };
+  const token = debit.tokenId ? yield* get(sql.tokenById, { id: debit.tokenId }) : undefined;
+  const verdict = debitVerdict(toKey(row, now), debit.tokenId ? (token ? toToken(token) : 'unknown') : undefined, debit.amount, now);
+  if (!verdict.ok) return verdict;
+  const { tokenRemaining } = verdict;
+  const day = utcDay(now);
 
   const entry = yield* change(
     get(sql.spend, { id: debit.keyId, amount: debit.amount, day, now }),

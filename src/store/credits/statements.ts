@@ -1,3 +1,4 @@
+import { utcDay } from '../../rails/credits/rules.js';
 import { command, query } from '../engine/statement.js';
 import type { BudgetToken, CheckoutSession, IdempotentRequest, KeyRecord, LedgerEntry, ReviewReason, Scope } from './credits.js';
 
@@ -71,9 +72,6 @@ export const toCheckout = (r: CheckoutRow): CheckoutSession => ({
 });
 export type RequestRow = { body_hash: string; debit_id: string; response: string | null };
 
-const DAY_MS = 86_400_000;
-/** The UTC day a daily limit counts in. */
-export const utcDay = (ms: number) => BigInt(Math.floor(ms / DAY_MS));
 
 export const json = (value: unknown) => (value === undefined ? null : JSON.stringify(value));
 
