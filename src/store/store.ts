@@ -15,8 +15,9 @@ import type { OperatorStore } from './operators/operators.js';
  * An operation is a generator yielding typed steps (`get`, `all`, `run`, `lock`, see
  * `engine/statement.ts`): the one way of writing it serves synchronous better-sqlite3, where it
  * runs inside a group commit holding the write lock, and PostgreSQL, where each step is awaited
- * inside a transaction. Rules an operation applies atomically (what is available to withdraw)
- * come from their domain (`src/operators/balance.ts`); the store only makes them atomic.
+ * inside a transaction. Rules an operation applies atomically (what a debit is checked by, what
+ * is available to withdraw) come from their domain (`src/rails/credits/rules.ts`,
+ * `src/operators/balance.ts`: pure functions); the store only makes them atomic.
  *
  * Adding an area (say `ledger`):
  * 1. a migration appended to `migrations.ts` (never edit a shipped one);
