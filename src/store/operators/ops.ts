@@ -42,21 +42,20 @@ function* balance(operatorId: string): Op<Balance> {
 function* reserve<Row, T>(
   request: { id: string; operatorId: string; idempotencyKey: string; amount: bigint; minimum: bigint },
   pick: (b: Balance) => bigint,
-  rows: {
-    byKey: Query<{ operatorId: string; idempotencyKey: string }, Row>;
-    byId: Query<{ id: string }, Row>;
-    insert: (now: number) => Op<number>;
-    as: (row: Row) => T;
-  },
+  rows: { byKey: Query<{ operatorId: string; idempotencyKey: string }, Row>; byId: Query<{ id: string }, Row>; as: (row: Row) => T },
+  insert: (now: number) => Op<number>,
 ): Op<Reservation<T>> {
   yield* lock(sql.operatorLock, { operatorId: request.operatorId });
   const earlier = yield* get(rows.byKey, request);
   if (earlier) return { ok: true, created: false, record: rows.as(earlier) };
   const refused = refusal(request, pick(yield* balance(request.operatorId)));
   if (refused) return refused;
-  yield* rows.insert(Date.now());
+  yield* insert(Date.now());
   return { ok: true, created: true, record: rows.as((yield* get(rows.byId, { id: request.id }))!) };
 }
+
+const withdrawals = { byKey: sql.withdrawalByKey, byId: sql.withdrawalById, as: toWithdrawal };
+const payouts = { byKey: sql.payoutByKey, byId: sql.payoutById, as: toPayout };
 
 /** The row as it is now (after this operation's write), or undefined. */
 function* reread<Row, T>(statement: Query<{ id: string }, Row>, id: string, as: (row: Row) => T): Op<T | undefined> {
@@ -83,7 +82,8 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
   return {
     createOperator: (operator) =>
       write(function* () {
-        if ((yield* run(sql.insertOperator, { ...operator, payoutAddress: operator.payoutAddress ?? null })) !== 1) return { created: false };
+        const inserted = yield* run(sql.insertOperator, { ...operator, payoutAddress: operator.payoutAddress ?? null });
+        if (inserted !== 1) return { created: false };
         return { created: true, operator: (yield* reread(sql.operatorById, operator.id, toOperator))! };
       }),
     operatorByKeyHash: (hash) => find(sql.operatorByHash, { hash }, (row: OperatorRow) => ({ ...toOperator(row), keyHash: row.key_hash })),
@@ -114,7 +114,8 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
     server: (slug) => find(sql.serverBySlug, { slug }, toServer),
     serverById: (id) => find(sql.serverById, { id }, toAnyServer),
     servedServer: (slug) => find(sql.servedBySlug, { slug }, toServer),
-    servers: (filter = {}) => list(sql.listServers, { operatorId: filter.operatorId ?? null, publicOnly: filter.publicOnly ? 1 : 0 }, toServer),
+    servers: ({ operatorId, publicOnly } = {}) =>
+      list(sql.listServers, { operatorId: operatorId ?? null, publicOnly: publicOnly ? 1 : 0 }, toServer),
     updateServer: (server) => change(sql.updateServer, serverParams(server)),
     deleteServer: (id) => change(sql.deleteServer, { id, now: Date.now() }),
 
@@ -141,14 +142,7 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
 
     balance: (operatorId) => read(() => balance(operatorId)),
     requestWithdrawal: (request) =>
-      write(() =>
-        reserve(request, (b) => b.usdcAvailable, {
-          byKey: sql.withdrawalByKey,
-          byId: sql.withdrawalById,
-          insert: (now) => run(sql.insertWithdrawal, { ...request, now }),
-          as: toWithdrawal,
-        }),
-      ),
+      write(() => reserve(request, (b) => b.usdcAvailable, withdrawals, (now) => run(sql.insertWithdrawal, { ...request, now }))),
     recordWithdrawalTx: (id, tx) => change(sql.recordWithdrawalTx, { id, ...tx, now: Date.now() }),
     finishWithdrawal: (id, outcome) =>
       change(sql.finishWithdrawal, { id, state: outcome.state, error: outcome.state === 'failed' ? outcome.error : null, now: Date.now() }),
@@ -161,18 +155,12 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
     unfinishedWithdrawals: () => list(sql.unfinishedWithdrawals, {}, toWithdrawal),
 
     requestPayout: (request) =>
-      write(() =>
-        reserve(request, (b) => b.fiatAvailable, {
-          byKey: sql.payoutByKey,
-          byId: sql.payoutById,
-          insert: (now) => run(sql.insertPayout, { ...request, now }),
-          as: toPayout,
-        }),
-      ),
+      write(() => reserve(request, (b) => b.fiatAvailable, payouts, (now) => run(sql.insertPayout, { ...request, now }))),
     finishPayout: (id, outcome) =>
       write(function* () {
         const transferId = outcome.state === 'paid' ? outcome.transferId : null;
-        yield* run(sql.finishPayout, { id, state: outcome.state, transferId, error: outcome.state === 'failed' ? outcome.error : null, now: Date.now() });
+        const error = outcome.state === 'failed' ? outcome.error : null;
+        yield* run(sql.finishPayout, { id, state: outcome.state, transferId, error, now: Date.now() });
         return (yield* reread(sql.payoutById, id, toPayout))!;
       }),
     payouts: (operatorId) => list(sql.payoutsOf, { operatorId }, toPayout),
@@ -217,6 +205,7 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
         ip: entry.ip ?? null,
         detail: entry.detail ? JSON.stringify(entry.detail) : null,
       }),
-    auditLog: ({ operatorId, limit, before }) => list(sql.auditPage, { operatorId: operatorId ?? null, limit, before: before ?? null }, toAudit),
+    auditLog: ({ operatorId, limit, before }) =>
+      list(sql.auditPage, { operatorId: operatorId ?? null, limit, before: before ?? null }, toAudit),
   };
 }
