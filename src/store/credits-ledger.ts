@@ -114,7 +114,18 @@ function* createKey(key: NewKey, initial?: Omit<Credit, 'keyId' | 'kind'>) {
     operatorId: key.operatorId ?? null,
     now,
   });
-  if (initial && initial.amount > 0n) yield* applyCredit({ ...initial, keyId: key.id, kind: 'topup' }, now);
+  // Not applyCredit: its look for an earlier entry would, under READ COMMITTED, find a concurrent
+  // twin's committed entry and skip the credit, leaving a second key with nothing on it. Inserting
+  // the entry outright makes the twin meet the ledger's unique index instead, and the runner rolls
+  // this key back and runs again, which then answers `created: false` from the look above.
+  if (initial && initial.amount > 0n) {
+    yield* change(
+      'addBalance',
+      { id: key.id, amount: initial.amount },
+      { keyId: key.id, kind: 'topup', amount: initial.amount, reason: initial.reason, idempotencyKey: initial.idempotencyKey, ref: initial.ref },
+      now,
+    );
+  }
   return { created: true as const, key: toKey((yield* get<KeyRow>('keyById', { id: key.id }))!, now) };
 }
 
