@@ -18,6 +18,8 @@ import { createWithdrawals } from '../operators/withdrawals.js';
 import { createCredits } from '../rails/credits/credits.js';
 import { creditsRail } from '../rails/credits/rail.js';
 import { x402Rail } from '../rails/x402/rail.js';
+import { type TrustedIssuer, trustedIssuer } from '../oauth/issuer.js';
+import { type ProtectedResource, protectedResourceRoutes } from '../oauth/resource-server.js';
 import { openDebits } from '../rails/credits/open-debits.js';
 import { createCheckout } from '../rails/stripe/checkout.js';
 import { stripePayouts } from '../rails/stripe/payouts.js';
@@ -52,6 +54,8 @@ export type EndpointOptions = {
   /** A registered server's id: what its counts, charges, subscriptions and scopes are bound to. */
   serverId?: string;
   custody?: 'direct' | 'platform';
+  /** Callers identified by OAuth access tokens of `issuer` (see `ProtectedResource`). */
+  oauth?: { issuer: string; scopes: string[]; required: boolean };
 };
 
 export type GatewayServerOptions = {
@@ -87,6 +91,10 @@ export async function serveGateway(options: GatewayServerOptions) {
     ...[treasury, config.credits.payTo].filter((a) => a !== undefined),
   ];
   const { store, facilitator, close: closeStore } = await openFacilitator({ config, chain, logger, payees });
+  const withOAuth = options.endpoints.find((e) => e.oauth);
+  if (withOAuth && !config.credits.enabled) {
+    throw new Error(`server ${withOAuth.slug}: OAuth callers pay from credits keys, and credits are off (credits.enabled: false)`);
+  }
   const credits = config.credits.enabled
     ? createCredits({ store, tokenSecret: secrets.tokenSecret ?? (await store.instanceSecret('budget-tokens')) })
     : undefined;
@@ -134,6 +142,17 @@ export async function serveGateway(options: GatewayServerOptions) {
     ...(credits && debits ? [creditsRail({ credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
     x402Rail({ facilitator }),
   ];
+  const publicUrl = () => config.credits.publicUrl ?? url;
+  // One trusted issuer (its metadata and cached keys) per identity provider named, whichever servers name it.
+  const issuers = new Map<string, TrustedIssuer>();
+  /** The configured servers that take OAuth tokens, by path: what their metadata documents describe. */
+  const protectedResources = new Map<string, ProtectedResource>();
+  for (const { path, oauth } of endpoints) {
+    if (!oauth) continue;
+    const issuer = issuers.get(oauth.issuer) ?? trustedIssuer(oauth.issuer);
+    issuers.set(oauth.issuer, issuer);
+    protectedResources.set(path, { issuer, scopes: oauth.scopes, required: oauth.required, resource: () => `${publicUrl().replace(/\/$/, '')}${path}` });
+  }
   const gatewayFor = (endpoint: EndpointOptions) =>
     createGateway({
       upstream: endpoint.upstream,
@@ -149,6 +168,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       server: endpoint.slug,
       ...(endpoint.serverId ? { serverId: endpoint.serverId } : {}),
       revenue: { book, usage: store.operators, custody: endpoint.custody ?? 'direct', ...(endpoint.operatorId ? { operatorId: endpoint.operatorId } : {}) },
+      ...(endpoint.oauth ? { oauth: protectedResources.get(endpoint.path)! } : {}),
     });
   for (const endpoint of endpoints) app.route(endpoint.path, gatewayFor(endpoint));
 
@@ -216,7 +236,6 @@ export async function serveGateway(options: GatewayServerOptions) {
     return mounted(server).fetch(c.req.raw);
   });
 
-  const publicUrl = () => config.credits.publicUrl ?? url;
   if (credits) {
     const payTo = (config.credits.payTo as Address | undefined) ?? options.endpoints[0]?.payTo ?? treasury;
     if (!payTo) throw new Error('USDC top-ups need a payee: set credits.payTo');
@@ -227,7 +246,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     const subscribe = stripe ? (keyId: string, server: string) => createSubscriptionCheckout({ stripe, store, publicUrl: publicUrl() }, keyId, server) : undefined;
     app.route('/credits', creditsRoutes({ credits, store, facilitator, network: chain.network, topup, ...(checkout && subscribe ? { checkout, subscribe } : {}) }));
     if (stripe) app.route('/stripe', stripeRoutes({ stripe, webhookSecret: webhookSecret!, credits: store.credits, logger, subscriptions: { store, book } }));
-    app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog }));
+    app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog, issuers: [...issuers.keys()] }));
   }
   const payouts = stripe ? stripePayouts({ stripe, store, publicUrl, logger, minimum: config.operators.minPayoutUsd }) : undefined;
   void payouts?.reconcile().catch((err: unknown) => logger.error({ err }, 'cannot finish unfinished payouts'));
@@ -267,6 +286,7 @@ export async function serveGateway(options: GatewayServerOptions) {
         : {}),
     }),
   );
+  app.route('/', protectedResourceRoutes(() => protectedResources));
   app.route('/', openApiRoutes(catalog, { title: 'turnpike', version: '1' }));
   app.route('/', healthRoutes({ client: chain.client, store }));
   app.route('/', metricsRoutes(metrics));

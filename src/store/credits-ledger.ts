@@ -379,6 +379,29 @@ export function ledgerStore({ read, write, decide }: LedgerRunner): CreditStore 
         return (yield* all<TokenRow>('tokensOf', { keyId })).map(toToken);
       }),
     revokeToken: (keyId, id) => write(() => revokeToken(keyId, id)),
+    linkSubject: (subject) =>
+      write(function* () {
+        const who = { issuer: subject.issuer, subject: subject.subject };
+        const earlier = yield* get<{ key_id: string }>('subjectKey', who);
+        if (earlier) return { linked: false, keyId: earlier.key_id };
+        yield* run('linkSubject', { ...who, keyId: subject.keyId, now: Date.now() });
+        // A twin linking the same subject at once: the primary key kept one; report whichever won.
+        const won = (yield* get<{ key_id: string }>('subjectKey', who))!.key_id;
+        return { linked: won === subject.keyId, keyId: won };
+      }),
+    subjectKey: (issuer, subject) =>
+      read(function* () {
+        return (yield* get<{ key_id: string }>('subjectKey', { issuer, subject }))?.key_id;
+      }),
+    subjects: (keyId) =>
+      read(function* () {
+        const rows = yield* all<{ issuer: string; subject: string; key_id: string; created_at: bigint }>('subjectsOf', { keyId });
+        return rows.map((r) => ({ issuer: r.issuer, subject: r.subject, keyId: r.key_id, createdAt: Number(r.created_at) }));
+      }),
+    unlinkSubject: (subject) =>
+      write(function* () {
+        return (yield* run('unlinkSubject', { issuer: subject.issuer, subject: subject.subject, keyId: subject.keyId })) > 0;
+      }),
     recordCheckout: (session: Omit<CheckoutSession, 'state' | 'reviewReason' | 'paid' | 'createdAt' | 'updatedAt'>) =>
       write(function* () {
         yield* run('insertCheckout', { ...session, now: Date.now() });

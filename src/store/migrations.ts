@@ -387,6 +387,21 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE withdrawals ADD COLUMN waiting_for_gas INTEGER NOT NULL DEFAULT 0 CHECK (waiting_for_gas IN (0, 1));
     `,
   },
+  {
+    version: 11,
+    name: 'oauth subjects',
+    // An OAuth caller (issuer + subject) pays from one API key; one key may pay for many subjects (an organisation's people).
+    sql: `
+      CREATE TABLE oauth_subjects (
+        issuer TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        key_id TEXT NOT NULL REFERENCES api_keys (id),
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (issuer, subject)
+      );
+      CREATE INDEX oauth_subjects_key ON oauth_subjects (key_id);
+    `,
+  },
 ];
 
 /**
