@@ -93,7 +93,10 @@ export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
           clockTolerance: 5,
         }));
       } catch (error) {
-        if (error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid || !(error instanceof errors.JOSEError)) {
+        // What the token is judged by is a specific JOSE error; a bare one (a key set answered other than 200), a
+        // timeout, an unusable key set or a failed request means the keys were not there to judge it.
+        const judged = error instanceof errors.JOSEError && error.constructor !== errors.JOSEError;
+        if (!judged || error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid) {
           // The keys could not be fetched: no further fetch until the cooldown has passed.
           failedAt = Date.now();
           keys = undefined;
@@ -172,7 +175,7 @@ function scopesOf(payload: Record<string, unknown>): string[] {
 }
 
 /** Why a token is refused, in words safe for a quoted `error_description` (no quotes, no backslashes). */
-function invalidBecause(error: errors.JOSEError): string {
+function invalidBecause(error: unknown): string {
   if (error instanceof errors.JWTExpired) return 'the token has expired';
   if (error instanceof errors.JWTClaimValidationFailed) {
     const because: Record<string, string> = {

@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { decodeJwt } from 'jose';
 import { rpcError } from '../gateway/jsonrpc.js';
-import type { OAuthPrincipal, TokenCheck, TrustedIssuer } from './issuer.js';
+import { ISSUER_COOLDOWN_MS, type OAuthPrincipal, type TokenCheck, type TrustedIssuer } from './issuer.js';
 
 /** The well-known path of RFC 9728 protected resource metadata; a resource's own is this plus its path. */
 export const METADATA_PATH = '/.well-known/oauth-protected-resource';
@@ -66,7 +66,7 @@ function refusal(resource: ProtectedResource, check: Exclude<TokenCheck, { ok: t
   const message = check?.description ?? 'this MCP server takes OAuth access tokens: sign in with its identity provider (see WWW-Authenticate)';
   const response = rpcError(null, -32001, message, status, { error: check?.error ?? 'unauthorized' });
   response.headers.set('www-authenticate', `Bearer ${params.join(', ')}`);
-  if (status === 503) response.headers.set('retry-after', '30');
+  if (status === 503) response.headers.set('retry-after', String(ISSUER_COOLDOWN_MS / 1000));
   return response;
 }
 
