@@ -2,6 +2,7 @@ import { slugSchema } from '../gateway/slug.js';
 import { z } from 'zod';
 import { networkNames } from '../chain/networks.js';
 import { planSchema } from '../gateway/plans.js';
+import { oauthSettingsSchema } from '../oauth/settings.js';
 import { usdPrice } from '../gateway/pricing.js';
 import { UPSTREAM_CONNECTIONS } from '../gateway/upstream.js';
 
@@ -97,22 +98,7 @@ export const configSchema = z.strictObject({
           timeoutSeconds: z.number().positive().max(3600).default(60),
           /** Upstream credentials by environment variable name: secrets stay out of the file. */
           headersFromEnv: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), z.string().regex(/^[A-Z_][A-Z0-9_]*$/)).default({}),
-          oauth: z
-            .strictObject({
-              issuer: url(/^https?$/).describe(
-                'the identity provider (OAuth 2.1 authorization server) whose JWT access tokens this server takes, exactly as its tokens’ `iss` says; its keys are found from its metadata',
-              ),
-              scopes: z
-                .array(z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'expected a scope token (RFC 6749 §3.3)'))
-                .default([])
-                .describe('scopes every token must carry'),
-              required: z
-                .boolean()
-                .default(true)
-                .describe('every request needs a valid token (401 without one: x402 and API-key callers are refused); false: a request without one is served as on any other server'),
-            })
-            .optional()
-            .describe('callers identified by OAuth access tokens for this server’s URL (MCP authorization); they pay from the credits key their subject is linked to'),
+          oauth: oauthSettingsSchema.optional(),
         })
         .refine((s) => (s.upstream === undefined) !== (s.stdio === undefined), 'give exactly one of upstream and stdio'),
     )

@@ -76,9 +76,9 @@ export const pageSchema = z.strictObject({
  * credited or rejected once; and over the OAuth subjects (callers of servers that take OAuth
  * tokens, of one of `issuers`) each key pays for.
  *
- * @example app.route('/admin', adminRoutes({ credits, store, adminKey, catalog, issuers: ['https://id.example.com'] }));
+ * @example app.route('/admin', adminRoutes({ credits, store, adminKey, catalog, issuers: async () => ['https://id.example.com'] }));
  */
-export function adminRoutes(options: { credits: Credits; store: Store; adminKey: string | undefined; catalog: RouteDoc[]; issuers?: string[] }): Hono {
+export function adminRoutes(options: { credits: Credits; store: Store; adminKey: string | undefined; catalog: RouteDoc[]; issuers?: () => Promise<string[]> }): Hono {
   const { credits, store, adminKey, catalog } = options;
   const app = new Hono();
   app.use(adminAuth(adminKey));
@@ -112,8 +112,9 @@ export function adminRoutes(options: { credits: Credits; store: Store; adminKey:
   }
   const linking = { summary: 'link an OAuth subject to a key: its calls on OAuth servers are charged to the key', body: subjectSchema, status: 201 };
   api.post('/keys/:id/subjects', linking, async (c, { body }) => {
-    if (!options.issuers?.includes(body.issuer)) {
-      throw new ApiError(400, 'issuer_unknown', `no server here takes tokens of ${body.issuer}; name it as a server's oauth.issuer first`, { issuers: options.issuers ?? [] });
+    const issuers = [...new Set((await options.issuers?.()) ?? [])];
+    if (!issuers.includes(body.issuer)) {
+      throw new ApiError(400, 'issuer_unknown', `no server here takes tokens of ${body.issuer}; name it as a server's oauth.issuer first`, { issuers });
     }
     const key = await credits.keyById(c.req.param('id')!);
     if (key.status === 'revoked') throw new ApiError(409, 'key_revoked', 'a revoked key cannot pay for anyone');

@@ -20,6 +20,8 @@ import { creditsRail } from '../rails/credits/rail.js';
 import { x402Rail } from '../rails/x402/rail.js';
 import { type TrustedIssuer, trustedIssuer } from '../oauth/issuer.js';
 import { type ProtectedResource, protectedResourceRoutes } from '../oauth/resource-server.js';
+import type { OAuthSettings } from '../oauth/settings.js';
+import { fetch as undiciFetch } from 'undici';
 import { openDebits } from '../rails/credits/open-debits.js';
 import { createCheckout } from '../rails/stripe/checkout.js';
 import { stripePayouts } from '../rails/stripe/payouts.js';
@@ -55,7 +57,7 @@ export type EndpointOptions = {
   serverId?: string;
   custody?: 'direct' | 'platform';
   /** Callers identified by OAuth access tokens of `issuer` (see `ProtectedResource`). */
-  oauth?: { issuer: string; scopes: string[]; required: boolean };
+  oauth?: OAuthSettings;
 };
 
 export type GatewayServerOptions = {
@@ -122,6 +124,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     ...(stripe ? { cancelSubscription: (id: string) => cancelSubscription(stripe, id) } : {}),
     ...(secrets.secretsKey ? { box: secretBox(secrets.secretsKey) } : {}),
     allowPrivateUpstreams: config.operators.allowPrivateUpstreams,
+    oauthCallers: config.credits.enabled,
     isTurnpike: ownUrl,
     reservedSlugs: new Set(options.endpoints.map((e) => e.slug)),
     ...(treasury ? { treasury } : {}),
@@ -143,7 +146,14 @@ export async function serveGateway(options: GatewayServerOptions) {
     x402Rail({ facilitator }),
   ];
   const publicUrl = () => config.credits.publicUrl ?? url;
-  // One trusted issuer (its metadata and cached keys) per identity provider named, whichever servers name it.
+  /** The server at `path` as an OAuth protected resource: its canonical URL is the public URL and its path. */
+  const resourceAt = (path: string, oauth: OAuthSettings, issuer: TrustedIssuer): ProtectedResource => ({
+    issuer,
+    scopes: oauth.scopes,
+    required: oauth.required,
+    resource: () => `${publicUrl().replace(/\/$/, '')}${path}`,
+  });
+  // One trusted issuer (its metadata and cached keys) per identity provider the configuration names.
   const issuers = new Map<string, TrustedIssuer>();
   /** The configured servers that take OAuth tokens, by path: what their metadata documents describe. */
   const protectedResources = new Map<string, ProtectedResource>();
@@ -151,9 +161,11 @@ export async function serveGateway(options: GatewayServerOptions) {
     if (!oauth) continue;
     const issuer = issuers.get(oauth.issuer) ?? trustedIssuer(oauth.issuer);
     issuers.set(oauth.issuer, issuer);
-    protectedResources.set(path, { issuer, scopes: oauth.scopes, required: oauth.required, resource: () => `${publicUrl().replace(/\/$/, '')}${path}` });
+    protectedResources.set(path, resourceAt(path, oauth, issuer));
   }
-  const gatewayFor = (endpoint: EndpointOptions) =>
+  // An operator's identity provider is fetched as their upstream is reached: through the SSRF-guarded agent.
+  const guardedFetch = ((input: string, init: object) => undiciFetch(input, { ...init, dispatcher: registeredAgent })) as unknown as typeof fetch;
+  const gatewayFor = (endpoint: EndpointOptions, oauth?: ProtectedResource) =>
     createGateway({
       upstream: endpoint.upstream,
       plan: endpoint.plan,
@@ -168,9 +180,9 @@ export async function serveGateway(options: GatewayServerOptions) {
       server: endpoint.slug,
       ...(endpoint.serverId ? { serverId: endpoint.serverId } : {}),
       revenue: { book, usage: store.operators, custody: endpoint.custody ?? 'direct', ...(endpoint.operatorId ? { operatorId: endpoint.operatorId } : {}) },
-      ...(endpoint.oauth ? { oauth: protectedResources.get(endpoint.path)! } : {}),
+      ...(oauth ? { oauth } : {}),
     });
-  for (const endpoint of endpoints) app.route(endpoint.path, gatewayFor(endpoint));
+  for (const endpoint of endpoints) app.route(endpoint.path, gatewayFor(endpoint, protectedResources.get(endpoint.path)));
 
   // Discovery's tool lists, looked up in the background: no upstream holds a discovery request up.
   const lookups = toolsLookups();
@@ -195,7 +207,14 @@ export async function serveGateway(options: GatewayServerOptions) {
   }
 
   /** A registered server as discovery lists it and as its path serves it. */
-  type Mounted = { updatedAt: number; serverId: string; listing: PaidEndpoint; fetch: (request: Request) => Response | Promise<Response> };
+  type Mounted = {
+    updatedAt: number;
+    serverId: string;
+    listing: PaidEndpoint;
+    fetch: (request: Request) => Response | Promise<Response>;
+    /** Set when the server takes OAuth callers; its issuer's keys are cached for as long as this mount lives. */
+    resource?: ProtectedResource;
+  };
   // Built on first use and rebuilt when the server's row changes, on this instance or another.
   const registered = new Map<string, Mounted>();
   function mounted(server: ServerRecord): Mounted {
@@ -221,9 +240,10 @@ export async function serveGateway(options: GatewayServerOptions) {
       return { updatedAt, serverId: server.id, listing: { ...listing, tools }, fetch: () => Response.json(refused, { status: 503 }) };
     }
     const endpoint = endpointOf(server, listing, secret);
-    const gateway = createApp(logger).route(endpoint.path, gatewayFor(endpoint));
+    const resource = server.oauth ? resourceAt(endpoint.path, server.oauth, trustedIssuer(server.oauth.issuer, guardedFetch)) : undefined;
+    const gateway = createApp(logger).route(endpoint.path, gatewayFor(endpoint, resource));
     const fetch = (request: Request) => gateway.fetch(request);
-    return { updatedAt, serverId: server.id, listing: { ...listing, tools: lookups.of(endpoint.upstream) }, fetch };
+    return { updatedAt, serverId: server.id, listing: { ...listing, tools: lookups.of(endpoint.upstream) }, fetch, ...(resource ? { resource } : {}) };
   }
   const activeOperators = async () => new Set((await store.operators.operators()).filter((o) => o.status === 'active').map((o) => o.id));
   app.all('/mcp/:slug', async (c) => {
@@ -246,7 +266,8 @@ export async function serveGateway(options: GatewayServerOptions) {
     const subscribe = stripe ? (keyId: string, server: string) => createSubscriptionCheckout({ stripe, store, publicUrl: publicUrl() }, keyId, server) : undefined;
     app.route('/credits', creditsRoutes({ credits, store, facilitator, network: chain.network, topup, ...(checkout && subscribe ? { checkout, subscribe } : {}) }));
     if (stripe) app.route('/stripe', stripeRoutes({ stripe, webhookSecret: webhookSecret!, credits: store.credits, logger, subscriptions: { store, book } }));
-    app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog, issuers: [...issuers.keys()] }));
+    const namedIssuers = async () => [...issuers.keys(), ...(await store.operators.servers()).flatMap((s) => (s.oauth ? [s.oauth.issuer] : []))];
+    app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog, issuers: namedIssuers }));
   }
   const payouts = stripe ? stripePayouts({ stripe, store, publicUrl, logger, minimum: config.operators.minPayoutUsd }) : undefined;
   void payouts?.reconcile().catch((err: unknown) => logger.error({ err }, 'cannot finish unfinished payouts'));
@@ -286,7 +307,14 @@ export async function serveGateway(options: GatewayServerOptions) {
         : {}),
     }),
   );
-  app.route('/', protectedResourceRoutes(() => protectedResources));
+  app.route(
+    '/',
+    protectedResourceRoutes(async (path) => {
+      const slug = /^\/mcp\/([^/]+)$/.exec(path)?.[1];
+      const server = protectedResources.has(path) || !slug ? undefined : await store.operators.servedServer(slug);
+      return protectedResources.get(path) ?? (server ? mounted(server).resource : undefined);
+    }),
+  );
   app.route('/', openApiRoutes(catalog, { title: 'turnpike', version: '1' }));
   app.route('/', healthRoutes({ client: chain.client, store }));
   app.route('/', metricsRoutes(metrics));

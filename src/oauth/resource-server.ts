@@ -89,11 +89,11 @@ export const resourceGuard = (resource: ProtectedResource) =>
  * (RFC 9728), 404 for a path that is not one. The root form would describe the origin itself,
  * which is not an MCP server here: it answers 404 with where the servers' documents are.
  */
-export function protectedResourceRoutes(resources: () => Map<string, ProtectedResource>): Hono {
+export function protectedResourceRoutes(resourceAt: (path: string) => Promise<ProtectedResource | undefined>): Hono {
   const app = new Hono();
-  app.get(`${METADATA_PATH}/*`, (c) => {
+  app.get(`${METADATA_PATH}/*`, async (c) => {
     const path = c.req.path.slice(METADATA_PATH.length);
-    const found = resources().get(path);
+    const found = await resourceAt(path);
     if (!found) return c.json({ error: 'not_found', message: `no MCP server at ${path} takes OAuth tokens` }, 404);
     return c.json(metadataDocument(found));
   });

@@ -6,6 +6,7 @@ import { type PlanInput, planSchema, publicPlan } from '../gateway/plans.js';
 import { type PriceTable, atomicToUsd } from '../gateway/pricing.js';
 import { UpstreamUrlError, checkUpstreamUrl } from '../gateway/ssrf.js';
 import { ApiError } from '../http/api-error.js';
+import { type OAuthSettings, oauthSettingsSchema } from '../oauth/settings.js';
 import { generateApiKey, hashApiKey, sameHash } from '../rails/credits/api-keys.js';
 import { newId } from '../store/ids.js';
 import type { OperatorRecord, ServerRecord, UpstreamAuth } from '../store/operators.js';
@@ -48,6 +49,7 @@ const serverFields = {
   plan: planSchema,
   challenge: z.enum(['tool-result', 'http-402']).default('tool-result'),
   timeoutSeconds: z.number().positive().max(3600).default(60),
+  oauth: oauthSettingsSchema.optional(),
 };
 
 export const newServerSchema = z.strictObject({ slug: slugSchema, ...serverFields });
@@ -61,6 +63,7 @@ export const serverPatchSchema = z.strictObject({
   plan: planSchema.optional(),
   challenge: z.enum(['tool-result', 'http-402']).optional(),
   timeoutSeconds: z.number().positive().max(3600).optional(),
+  oauth: oauthSettingsSchema.nullable().optional().describe('null: take no OAuth callers any more'),
 });
 
 /** An operator as the API shows it. */
@@ -87,6 +90,7 @@ export function publicServer(s: ServerRecord) {
     plan: publicPlan(planSchema.parse(s.plan)),
     challenge: s.challenge,
     timeoutSeconds: s.timeoutMs / 1000,
+    oauth: s.oauth ?? null,
     path: `/mcp/${s.slug}`,
     createdAt: new Date(s.createdAt).toISOString(),
     updatedAt: new Date(s.updatedAt).toISOString(),
@@ -104,6 +108,8 @@ export type OperatorsOptions = {
   reservedSlugs: ReadonlySet<string>;
   /** Where platform-custody servers are paid; without it only `direct` custody is possible. */
   treasury?: `0x${string}`;
+  /** Whether OAuth callers can pay here (they pay from credits keys, so not with credits off); absent: no. */
+  oauthCallers?: boolean;
   /** Cancels a Stripe subscription (a deleted server's); absent without Stripe. */
   cancelSubscription?: (id: string) => Promise<void>;
 };
@@ -134,6 +140,21 @@ export function createOperators(options: OperatorsOptions) {
     if (self) {
       const why = `upstream: ${checked.origin} is this turnpike (${self}), and a server forwarding to it would loop`;
       throw new ApiError(400, 'upstream_is_turnpike', `${why}; give the MCP server's own URL`, { field: 'upstream' });
+    }
+  }
+
+  /**
+   * An identity provider a server may name: turnpike fetches its metadata and keys, so it is held
+   * to what an upstream is (not on a private network unless allowed, checked again at connect time).
+   */
+  async function issuerChecked(oauth: OAuthSettings | null | undefined) {
+    if (!oauth) return;
+    if (!options.oauthCallers) throw new ApiError(400, 'oauth_unavailable', 'OAuth callers pay from credits keys, and credits are off on this instance', { field: 'oauth' });
+    try {
+      await checkUpstreamUrl(oauth.issuer, { allowPrivate: options.allowPrivateUpstreams });
+    } catch (error) {
+      if (error instanceof UpstreamUrlError) throw new ApiError(400, 'issuer_refused', `oauth.issuer: ${error.message}`, { field: 'oauth.issuer' });
+      throw error;
     }
   }
 
@@ -187,6 +208,7 @@ export function createOperators(options: OperatorsOptions) {
       if (options.reservedSlugs.has(input.slug)) throw new ApiError(409, 'slug_taken', `slug "${input.slug}" is taken`, { field: 'slug' });
       payee(input.custody, input.payTo);
       await upstreamChecked(input.upstream);
+      await issuerChecked(input.oauth);
       const id = newId('srv');
       const now = Date.now();
       const server: ServerRecord = {
@@ -202,6 +224,7 @@ export function createOperators(options: OperatorsOptions) {
         plan: planInputOf(input.plan),
         challenge: input.challenge,
         timeoutMs: Math.round(input.timeoutSeconds * 1000),
+        ...(input.oauth ? { oauth: input.oauth } : {}),
         createdAt: now,
         updatedAt: now,
       };
@@ -222,6 +245,7 @@ export function createOperators(options: OperatorsOptions) {
       const payTo = patch.payTo ?? current.payTo;
       payee(custody, payTo);
       if (patch.upstream) await upstreamChecked(patch.upstream);
+      await issuerChecked(patch.oauth);
       const updated: ServerRecord = {
         ...current,
         ...(patch.name ? { name: patch.name } : {}),
@@ -233,9 +257,11 @@ export function createOperators(options: OperatorsOptions) {
         ...(patch.plan ? { plan: planInputOf(patch.plan) } : {}),
         ...(patch.challenge ? { challenge: patch.challenge } : {}),
         ...(patch.timeoutSeconds ? { timeoutMs: Math.round(patch.timeoutSeconds * 1000) } : {}),
+        ...(patch.oauth ? { oauth: patch.oauth } : {}),
         updatedAt: Math.max(Date.now(), current.updatedAt + 1),
       };
       if (custody === 'platform') delete updated.payTo;
+      if (patch.oauth === null) delete updated.oauth;
       await store.operators.updateServer(updated);
       return updated;
     },

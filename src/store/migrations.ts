@@ -389,9 +389,11 @@ export const migrations: readonly Migration[] = [
   },
   {
     version: 11,
-    name: 'oauth subjects',
-    // An OAuth caller (issuer + subject) pays from one API key; one key may pay for many subjects (an organisation's people).
+    name: 'oauth',
+    // A registered server's OAuth settings (JSON), and the key each OAuth caller (issuer + subject) pays from: one key
+    // may pay for many subjects (an organisation's people).
     sql: `
+      ALTER TABLE servers ADD COLUMN oauth TEXT;
       CREATE TABLE oauth_subjects (
         issuer TEXT NOT NULL,
         subject TEXT NOT NULL,

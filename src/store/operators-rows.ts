@@ -1,3 +1,4 @@
+import type { OAuthSettings } from '../oauth/settings.js';
 import type { Address, Hex } from 'viem';
 import type { Analytics, AuditEntry, Balance, Charge, OperatorRecord, Payout, Reservation, ServerRecord, Subscription, UsageRow, Withdrawal } from './operators.js';
 
@@ -42,6 +43,7 @@ export type ServerRow = {
   plan: string;
   challenge: ServerRecord['challenge'];
   timeout_ms: bigint;
+  oauth: string | null;
   created_at: bigint;
   updated_at: bigint;
   deleted_at: bigint | null;
@@ -107,6 +109,7 @@ export const toServer = (r: ServerRow): ServerRecord => ({
   plan: JSON.parse(r.plan) as unknown,
   challenge: r.challenge,
   timeoutMs: Number(r.timeout_ms),
+  ...(r.oauth ? { oauth: JSON.parse(r.oauth) as OAuthSettings } : {}),
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
 });
@@ -132,6 +135,7 @@ export const serverParams = (s: ServerRecord) => ({
   plan: JSON.stringify(s.plan, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)),
   challenge: s.challenge,
   timeoutMs: s.timeoutMs,
+  oauth: s.oauth ? JSON.stringify(s.oauth) : null,
   createdAt: s.createdAt,
   updatedAt: s.updatedAt,
 });
@@ -297,12 +301,15 @@ export const operatorsSql = {
   operatorLock: 'SELECT id FROM operators WHERE id = @operatorId',
 
   insertServer: `
-    INSERT INTO servers (id, operator_id, slug, name, upstream_url, auth_mode, auth_name, auth_secret, public, custody, pay_to, plan, challenge, timeout_ms, created_at, updated_at)
-    VALUES (@id, @operatorId, @slug, @name, @upstreamUrl, @authMode, @authName, @authSecret, @public, @custody, @payTo, @plan, @challenge, @timeoutMs, @createdAt, @updatedAt)
+    INSERT INTO servers (id, operator_id, slug, name, upstream_url, auth_mode, auth_name, auth_secret, public, custody, pay_to, plan, challenge, timeout_ms,
+      oauth, created_at, updated_at)
+    VALUES (@id, @operatorId, @slug, @name, @upstreamUrl, @authMode, @authName, @authSecret, @public, @custody, @payTo, @plan, @challenge, @timeoutMs,
+      @oauth, @createdAt, @updatedAt)
     ON CONFLICT (slug) WHERE deleted_at IS NULL DO NOTHING`,
   updateServer: `
     UPDATE servers SET name = @name, upstream_url = @upstreamUrl, auth_mode = @authMode, auth_name = @authName, auth_secret = @authSecret,
-      public = @public, custody = @custody, pay_to = @payTo, plan = @plan, challenge = @challenge, timeout_ms = @timeoutMs, updated_at = @updatedAt
+      public = @public, custody = @custody, pay_to = @payTo, plan = @plan, challenge = @challenge, timeout_ms = @timeoutMs, oauth = @oauth,
+      updated_at = @updatedAt
     WHERE id = @id AND deleted_at IS NULL`,
   // The row stays (what refers to the server finds whose it was); its upstream secret does not.
   deleteServer: `

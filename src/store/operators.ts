@@ -1,3 +1,4 @@
+import type { OAuthSettings } from '../oauth/settings.js';
 import type { Address, Hex } from 'viem';
 
 export type OperatorRecord = {
@@ -30,6 +31,8 @@ export type ServerRecord = {
   plan: unknown;
   challenge: 'tool-result' | 'http-402';
   timeoutMs: number;
+  /** Set when the server takes OAuth callers. */
+  oauth?: OAuthSettings;
   createdAt: number;
   updatedAt: number;
 };

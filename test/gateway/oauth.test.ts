@@ -62,6 +62,8 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
       ...(oauth ? { oauth } : {}),
     });
     served = await serveOnSandbox(chain, {
+      // The identity provider and the upstream of the registered server are on loopback.
+      overrides: { operators: { allowPrivateUpstreams: true } },
       secrets: { adminKey: ADMIN },
       endpoints: [
         endpoint('alpha', { issuer: idp.issuer, scopes: ['mcp:tools'], required: true }),
@@ -204,6 +206,42 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     const answer = await call('gamma', bearer(token));
     assert.equal(answer.status, 503);
     assert.equal(answer.body.error.data.error, 'issuer_unavailable');
+  });
+
+  test('a server registered through the operator API takes OAuth callers too, and stops when its oauth is removed', async () => {
+    const operator = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'op@example.com', name: 'op' } });
+    const opKey = operator.body.key as string;
+    const body = {
+      slug: 'delta',
+      name: 'delta',
+      upstream: `${upstream.url}/mcp`,
+      payTo: chain.sandbox.accounts.payees[1]!.address,
+      plan: { type: 'per_call', default: '0.02' },
+      oauth: { issuer: idp.issuer, scopes: ['mcp:tools'] },
+    };
+    const created = await served.api('POST', '/operator/servers', { key: opKey, body });
+    assert.equal(created.status, 201, created.text);
+    assert.deepEqual(created.body.oauth, { issuer: idp.issuer, scopes: ['mcp:tools'], required: true });
+
+    const refused = await call('delta');
+    assert.equal(refused.status, 401);
+    assert.match(refused.challenge ?? '', /resource_metadata="[^"]+\/\.well-known\/oauth-protected-resource\/mcp\/delta"/);
+    const metadata = await served.api('GET', '/.well-known/oauth-protected-resource/mcp/delta');
+    assert.equal(metadata.body.resource, url('delta'));
+    assert.deepEqual(metadata.body.authorization_servers, [idp.issuer]);
+
+    const key = await newKey('1');
+    assert.equal((await link(key.id, { issuer: idp.issuer, subject: 'delta-user' })).status, 201);
+    assert.equal((await call('delta', bearer(await forged({ sub: 'delta-user', aud: url('alpha') })))).status, 401);
+    const paid = await call('delta', bearer(await forged({ sub: 'delta-user', aud: url('delta') })));
+    assert.equal(paid.status, 200);
+    assert.equal(paid.body.result._meta[CREDITS_META_KEY].charged, '20000');
+
+    assert.equal((await served.api('PATCH', '/operator/servers/delta', { key: opKey, body: { oauth: null } })).status, 200);
+    const open = await call('delta');
+    assert.equal(open.status, 200);
+    assert.equal(open.body.result.isError, true, 'the x402 challenge again');
+    assert.equal((await served.api('GET', '/.well-known/oauth-protected-resource/mcp/delta')).status, 404);
   });
 
   test('the admin links a subject to one key only, for an issuer a server names, and can unlink it', async () => {
