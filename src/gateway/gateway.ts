@@ -116,7 +116,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
   });
 
   // Every request, streams included (the MCP authorization spec): a token, if one is sent or required, must be valid.
-  if (options.oauth) app.use(resourceGuard(options.oauth));
+  if (options.oauth) app.use(resourceGuard(options.oauth, (reason) => denied(`oauth_${reason}`)));
 
   // A stream the caller opens or resumes never carries a priced call's result: that leaves only through the call's own answer.
   app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(upstreamFor(c), c.req.raw, undefined, c.req.raw.signal)));

@@ -2,6 +2,8 @@ import { Hono } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { decodeJwt } from 'jose';
 import { rpcError } from '../gateway/jsonrpc.js';
+import { bearerOf } from '../http/caller.js';
+import { API_KEY_PREFIX } from '../rails/credits/api-keys.js';
 import { ISSUER_COOLDOWN_MS, type OAuthPrincipal, type TokenCheck, type TrustedIssuer } from './issuer.js';
 
 /** The well-known path of RFC 9728 protected resource metadata; a resource's own is this plus its path. */
@@ -39,10 +41,10 @@ export function metadataDocument(protectedResource: ProtectedResource) {
  * read unverified only to tell them apart; nothing is trusted before `verify`.
  */
 export function oauthToken(headers: Headers): string | undefined {
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(headers.get('authorization') ?? '');
-  if (!match || match[1]!.startsWith('tp_')) return undefined;
+  const bearer = bearerOf(headers.get('authorization'));
+  if (bearer === undefined || bearer.startsWith(API_KEY_PREFIX)) return undefined;
   try {
-    return typeof decodeJwt(match[1]!).iss === 'string' ? match[1] : undefined;
+    return typeof decodeJwt(bearer).iss === 'string' ? bearer : undefined;
   } catch {
     return undefined;
   }
@@ -72,14 +74,18 @@ function refusal(resource: ProtectedResource, check: Exclude<TokenCheck, { ok: t
 
 /**
  * Guards a gateway: a request carrying an OAuth token goes on only if the token is valid, with its
- * principal in `c.var.oauth`; one without goes on only if tokens are not `required`.
+ * principal in `c.var.oauth`; one without goes on only if tokens are not `required`. Each refusal
+ * is told to `refused` by its RFC 6750 code (`unauthorized` for no token).
  */
-export const resourceGuard = (resource: ProtectedResource) =>
+export const resourceGuard = (resource: ProtectedResource, refused: (reason: string) => void) =>
   createMiddleware<{ Variables: OAuthVariables }>(async (c, next) => {
     const token = oauthToken(c.req.raw.headers);
-    if (token === undefined) return resource.required ? refusal(resource, undefined) : next();
-    const check = await resource.issuer.verify(token, { audience: resource.resource(), scopes: resource.scopes });
-    if (!check.ok) return refusal(resource, check);
+    if (token === undefined && !resource.required) return next();
+    const check = token === undefined ? undefined : await resource.issuer.verify(token, { audience: resource.resource(), scopes: resource.scopes });
+    if (!check?.ok) {
+      refused(check?.error ?? 'unauthorized');
+      return refusal(resource, check);
+    }
     c.set('oauth', check.principal);
     return next();
   });
