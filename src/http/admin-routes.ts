@@ -4,16 +4,20 @@ import { z } from 'zod';
 import { type Credits, adjustSchema, newKeySchema, publicEntry, publicKey, statusAfter, topupSchema, transferSchema } from '../rails/credits/credits.js';
 import { ApiError } from './api-error.js';
 import { bearerIn } from './caller.js';
+import { sessionOf } from './console-session.js';
 import type { CheckoutSession, ResolveResult } from '../store/credits.js';
 import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
 import { type RouteDoc, documented } from './documented.js';
 
-/** Bearer auth against `TURNPIKE_ADMIN_KEY`, compared in constant time. Without a configured key the admin API is off. */
+/**
+ * Bearer auth against `TURNPIKE_ADMIN_KEY`, compared in constant time, or an admin console session.
+ * Without a configured key the admin API is off.
+ */
 export const adminAuth = (adminKey: string | undefined) =>
   createMiddleware(async (c, next) => {
     if (!adminKey) throw new ApiError(403, 'admin_disabled', 'the admin API is off: set TURNPIKE_ADMIN_KEY to enable it');
-    if (!bearerIn(c.req.header('authorization'), [adminKey])) {
+    if (sessionOf(c.req.raw)?.kind !== 'admin' && !bearerIn(c.req.header('authorization'), [adminKey])) {
       throw new ApiError(401, 'admin_unauthorized', 'send the admin key as Authorization: Bearer <TURNPIKE_ADMIN_KEY>');
     }
     await next();

@@ -31,6 +31,8 @@ import type { ServerRecord } from '../store/operators.js';
 import type { Lease, Store } from '../store/store.js';
 import { adminRoutes } from './admin-routes.js';
 import { createApp } from './app.js';
+import { consoleAssets } from './console-assets.js';
+import { consoleSessionRoutes } from './console-session.js';
 import { creditsRoutes } from './credits-routes.js';
 import { type PaidEndpoint, discoveryRoutes } from './discovery.js';
 import type { RouteDoc } from './documented.js';
@@ -73,7 +75,7 @@ export type GatewayServerOptions = {
  * Everything a paying gateway serves, on one port: each configured MCP endpoint at its path,
  * every server registered through the operator API at `/mcp/<slug>`, the facilitator API at
  * `/facilitator`, the credits, operator and admin APIs, discovery (`/.well-known/mcp-payment`,
- * `/pricing`), `/openapi.json`, `/health` and `/metrics`. The journal is reconciled, crash-cut
+ * `/pricing`), `/openapi.json`, `/health`, `/metrics`, and the operator console at `/console`. The journal is reconciled, crash-cut
  * debits refunded and unfinished withdrawals resumed before the first request is accepted.
  *
  * @example const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, plan, payTo, challenge: 'tool-result' }] });
@@ -140,6 +142,11 @@ export async function serveGateway(options: GatewayServerOptions) {
   const metrics = createMetrics();
   const catalog: RouteDoc[] = [];
   const app = createApp(logger);
+  // Console sessions before the APIs they sign in to: the cookie stands in for the key there.
+  const publicHost = () => (config.credits.publicUrl ? new URL(config.credits.publicUrl).host : undefined);
+  const sessionSecret = await store.instanceSecret('console-sessions');
+  app.route('/', consoleSessionRoutes({ operators, adminKey: secrets.adminKey, secret: sessionSecret, publicHost, catalog }));
+  app.route('/console', consoleAssets());
   // Credits first (a call carrying a key or token is theirs), then x402 for every other priced call.
   const rails = [
     ...(credits && debits ? [creditsRail({ credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),

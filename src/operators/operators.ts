@@ -76,6 +76,12 @@ export const publicOperator = (o: OperatorRecord) => ({
   createdAt: new Date(o.createdAt).toISOString(),
 });
 
+/** The operator if active; a suspended one is a 403, however it authenticated. */
+export function activeOnly(operator: OperatorRecord): OperatorRecord {
+  if (operator.status !== 'active') throw new ApiError(403, 'operator_suspended', 'this operator is suspended; contact the instance owner');
+  return operator;
+}
+
 /** A server as the API shows it: the upstream secret never leaves, only whether one is set. */
 export function publicServer(s: ServerRecord) {
   return {
@@ -191,9 +197,8 @@ export function createOperators(options: OperatorsOptions) {
       const hash = hashApiKey(match[1]!);
       const found = await store.operators.operatorByKeyHash(hash);
       if (!found || !sameHash(found.keyHash, hash)) throw new ApiError(401, 'operator_unauthorized', 'this operator key is not known here');
-      if (found.status !== 'active') throw new ApiError(403, 'operator_suspended', 'this operator is suspended; contact the instance owner');
       const { keyHash: _, ...operator } = found;
-      return operator;
+      return activeOnly(operator);
     },
 
     async operatorById(id: string) {
