@@ -26,7 +26,9 @@ function h(tag, attrs = {}, ...children) {
     else if (value === true) el.setAttribute(name, '');
     else el.setAttribute(name, String(value));
   }
-  for (const child of children.flat()) if (child !== undefined && child !== null && child !== false) el.append(child instanceof Node ? child : String(child));
+  for (const child of children.flat()) {
+    if (child !== undefined && child !== null && child !== false) el.append(child instanceof Node ? child : String(child));
+  }
   return el;
 }
 
@@ -78,6 +80,8 @@ const stateCell = (state) => h('td', { class: `state-${state}` }, state);
 function table(caption, headers, rows, empty = 'Nothing yet.') {
   if (rows.length === 0) return h('p', { class: 'muted' }, `${caption}: ${empty}`);
   const numeric = headers.map((x) => x.endsWith(' #') || x.endsWith('(USD)'));
+  const cls = (i) => (numeric[i] ? 'num' : undefined);
+  const cell = (content, i) => (content instanceof HTMLTableCellElement ? content : h('td', { class: cls(i) }, content));
   return h(
     'div',
     { class: 'table-wrap' },
@@ -85,8 +89,8 @@ function table(caption, headers, rows, empty = 'Nothing yet.') {
       'table',
       {},
       h('caption', { class: 'muted' }, caption),
-      h('thead', {}, h('tr', {}, headers.map((x, i) => h('th', { scope: 'col', class: numeric[i] ? 'num' : undefined }, x.replace(/ #$/, ''))))),
-      h('tbody', {}, rows.map((r) => h('tr', {}, r.map((cell, i) => (cell instanceof HTMLTableCellElement ? cell : h('td', { class: numeric[i] ? 'num' : undefined }, cell)))))),
+      h('thead', {}, h('tr', {}, headers.map((x, i) => h('th', { scope: 'col', class: cls(i) }, x.replace(/ #$/, ''))))),
+      h('tbody', {}, rows.map((r) => h('tr', {}, r.map(cell)))),
     ),
   );
 }
@@ -99,7 +103,8 @@ function field(label, control, hint) {
 /** A form that runs `action(values)` on submit, says what failed inline, and re-renders on success. */
 function form(title, controls, submit, action) {
   const error = h('p', { class: 'error', role: 'alert' });
-  const el = h('form', { class: 'card', 'aria-label': title }, h('h2', {}, title), controls, error, h('button', { type: 'submit' }, submit));
+  const button = h('button', { type: 'submit' }, submit);
+  const el = h('form', { class: 'card', 'aria-label': title }, h('h2', {}, title), controls, error, button);
   el.addEventListener('submit', async (event) => {
     event.preventDefault();
     error.textContent = '';
@@ -130,9 +135,21 @@ function actionButton(label, run, className = 'secondary') {
   }, label);
 }
 
+/** Suspend or resume what is at `path` (an operator or a key), by its state now. */
+const toggle = (path, state) =>
+  state === 'active'
+    ? actionButton('Suspend', () => api(`${path}/suspend`, { method: 'POST' }))
+    : actionButton('Resume', () => api(`${path}/resume`, { method: 'POST' }));
+
 /** A secret shown once (a new key): in the page only, never stored. */
 const secretBox = (what, secret) =>
-  h('div', { class: 'secret', role: 'alert' }, h('strong', {}, `${what}: `), h('code', { class: 'new-secret' }, secret), h('div', {}, 'Copy it now: it is not shown again.'));
+  h(
+    'div',
+    { class: 'secret', role: 'alert' },
+    h('strong', {}, `${what}: `),
+    h('code', { class: 'new-secret' }, secret),
+    h('div', {}, 'Copy it now: it is not shown again.'),
+  );
 
 // ---------------------------------------------------------------------------------------------
 // Servers
@@ -175,7 +192,8 @@ function callerSnippet(mcpUrl, tool) {
     'let result = await client.callTool(call);',
     "if (result.structuredContent?.accepts) { // payment required: sign it and call again",
     '  const required = result.structuredContent;',
-    '  const payment = await new x402Client().register(required.accepts[0].network, new ExactEvmScheme(wallet)).createPaymentPayload(required);',
+    '  const scheme = new ExactEvmScheme(wallet);',
+    '  const payment = await new x402Client().register(required.accepts[0].network, scheme).createPaymentPayload(required);',
     "  result = await client.callTool({ ...call, _meta: { 'x402/payment': payment } });",
     '}',
     '',
@@ -190,23 +208,39 @@ function callerSnippet(mcpUrl, tool) {
 function serverForm(server) {
   const id = (name) => `server-${server ? 'edit' : 'new'}-${name}`;
   const input = (name, attrs = {}) => h('input', { id: id(name), name, ...attrs });
-  const select = (name, options, value) => h('select', { id: id(name), name }, options.map((o) => h('option', { value: o, selected: o === value }, o)));
+  const select = (name, options, value) =>
+    h('select', { id: id(name), name }, options.map((o) => h('option', { value: o, selected: o === value }, o)));
   const plan = server ? planInput(server.plan) : { type: 'per_call', default: '0.01' };
   const controls = h(
     'div',
     {},
-    server ? undefined : field('Slug (served at /mcp/<slug>)', input('slug', { required: true, pattern: '[a-z0-9][a-z0-9-]*', autocomplete: 'off' })),
+    server ? undefined : field('Slug (served at /mcp/<slug>)', input('slug', { required: true, autocomplete: 'off' })),
     field('Name', input('name', { required: true, value: server?.name ?? '' })),
-    field('Upstream MCP URL', input('upstream', { required: true, type: 'url', value: server?.upstream ?? '', placeholder: 'https://mcp.example.com/mcp' })),
+    field('Upstream MCP URL', input('upstream', { required: true, type: 'url', value: server?.upstream ?? '' })),
     field(
       'Upstream bearer secret',
       input('secret', { type: 'password', autocomplete: 'off' }),
       server ? 'leave empty to keep what is set' : 'optional: sent upstream as Authorization: Bearer <secret>',
     ),
-    h('div', { class: 'row' }, field('Custody', select('custody', ['direct', 'platform'], server?.custody ?? 'direct')), field('Challenge', select('challenge', ['tool-result', 'http-402'], server?.challenge ?? 'tool-result'))),
-    field('Pay to (direct custody: your address)', input('payTo', { value: server?.payTo ?? me.operator.payoutAddress ?? '', placeholder: '0x…' })),
-    h('div', {}, h('input', { id: id('public'), name: 'public', type: 'checkbox', checked: server ? server.public : true, value: 'yes' }), h('label', { for: id('public'), class: 'inline' }, ' Listed publicly (discovery and /pricing)')),
-    field('Plan (JSON, USD prices)', h('textarea', { id: id('plan'), name: 'plan', required: true }, JSON.stringify(plan, null, 2)), 'per_call {default, tools, free, freeCallsPerMonth}, tiered {tiers: [{upTo, price}], free} or subscription {monthlyUsd, callsPerMonth, overage}'),
+    h(
+      'div',
+      { class: 'row' },
+      field('Custody', select('custody', ['direct', 'platform'], server?.custody ?? 'direct')),
+      field('Challenge', select('challenge', ['tool-result', 'http-402'], server?.challenge ?? 'tool-result')),
+    ),
+    field('Pay to (direct custody: your address)', input('payTo', { value: server?.payTo ?? me.operator.payoutAddress ?? '' })),
+    h(
+      'div',
+      {},
+      h('input', { id: id('public'), name: 'public', type: 'checkbox', checked: server ? server.public : true, value: 'yes' }),
+      h('label', { for: id('public'), class: 'inline' }, ' Listed publicly (discovery and /pricing)'),
+    ),
+    field(
+      'Plan (JSON, USD prices)',
+      h('textarea', { id: id('plan'), name: 'plan', required: true }, JSON.stringify(plan, null, 2)),
+      'per_call {default, tools, free, freeCallsPerMonth}, tiered {tiers: [{upTo, price}], free} or ' +
+        'subscription {monthlyUsd, callsPerMonth, overage}',
+    ),
   );
   return form(server ? `Edit ${server.slug}` : 'Register a server', controls, server ? 'Save changes' : 'Register', async (v) => {
     let planValue;
@@ -215,7 +249,8 @@ function serverForm(server) {
     } catch {
       throw new Error('The plan is not valid JSON.');
     }
-    const body = { name: v.name, upstream: v.upstream, custody: v.custody, challenge: v.challenge, public: v.public === 'yes', plan: planValue };
+    const { name, upstream, custody, challenge } = v;
+    const body = { name, upstream, custody, challenge, public: v.public === 'yes', plan: planValue };
     if (v.payTo) body.payTo = v.payTo;
     if (v.secret) body.auth = { mode: 'header', secret: v.secret };
     if (server) await api(`/operator/servers/${encodeURIComponent(server.slug)}`, { method: 'PATCH', body });
@@ -227,7 +262,9 @@ function serverForm(server) {
 }
 
 async function serversPage() {
-  const [{ servers }, discovery] = await Promise.all([api('/operator/servers'), fetch('/.well-known/mcp-payment').then((r) => (r.ok ? r.json() : { endpoints: [] }), () => ({ endpoints: [] }))]);
+  const none = { endpoints: [] };
+  const listed = fetch('/.well-known/mcp-payment').then((r) => (r.ok ? r.json() : none), () => none);
+  const [{ servers }, discovery] = await Promise.all([api('/operator/servers'), listed]);
   const editing = new URLSearchParams(location.hash.split('?')[1] ?? '').get('edit');
   const toolOf = (url) => discovery.endpoints?.find((e) => e.url === url)?.tools?.find((t) => t.usd !== '0')?.name ?? 'TOOL_NAME';
   const rows = servers.map((s) => {
@@ -255,7 +292,7 @@ async function serversPage() {
   const edited = servers.find((s) => s.slug === editing);
   return [
     h('h1', {}, 'Servers'),
-    table('Your MCP servers', ['Server', 'MCP URL', 'Plan and prices', 'Custody', 'Public', 'Actions'], rows, 'none registered yet; register one below.'),
+    table('Your MCP servers', ['Server', 'MCP URL', 'Plan and prices', 'Custody', 'Public', 'Actions'], rows, 'none yet.'),
     edited ? serverForm(edited) : serverForm(undefined),
   ];
 }
@@ -266,7 +303,9 @@ async function serversPage() {
 const DAY = 86400;
 const chartWidth = (el) => Math.max(260, el.clientWidth - 16);
 function lineChart(title, days, series) {
-  const el = h('figure', { class: 'chart', role: 'img', 'aria-label': `${title} by day (the table below has the figures)`, dataset: Object.fromEntries(series.map((s) => [s.key, s.total])) });
+  const label = `${title} by day (the table below has the figures)`;
+  const totals = Object.fromEntries(series.map((s) => [s.key, s.total]));
+  const el = h('figure', { class: 'chart', role: 'img', 'aria-label': label, dataset: totals });
   el.append(h('figcaption', {}, title));
   const xs = days.map((d) => Date.parse(`${d}T00:00:00Z`) / 1000);
   const opts = {
@@ -286,7 +325,8 @@ function lineChart(title, days, series) {
 /** Every UTC day from `from` to `to`, both included, as YYYY-MM-DD. */
 function daysBetween(from, to) {
   const out = [];
-  for (let t = Date.parse(`${from}T00:00:00Z`); t <= Date.parse(`${to}T00:00:00Z`); t += DAY * 1000) out.push(new Date(t).toISOString().slice(0, 10));
+  const last = Date.parse(`${to}T00:00:00Z`);
+  for (let t = Date.parse(`${from}T00:00:00Z`); t <= last; t += DAY * 1000) out.push(new Date(t).toISOString().slice(0, 10));
   return out;
 }
 
@@ -295,16 +335,24 @@ async function usagePage() {
   const params = new URLSearchParams(location.hash.split('?')[1] ?? '');
   const query = new URLSearchParams([...params].filter(([k, v]) => ['from', 'to', 'server'].includes(k) && v));
   const base = admin ? '/admin/analytics' : '/operator/analytics';
-  const a = await api(`${base}?${query}`);
-  const servers = admin ? [] : (await api('/operator/servers')).servers;
+  const [a, { servers }] = await Promise.all([api(`${base}?${query}`), admin ? { servers: [] } : api('/operator/servers')]);
   const days = daysBetween(a.from, a.to);
   const byDay = new Map(a.byDay.map((r) => [r.key, r]));
   const col = (k, f = Number) => days.map((d) => f(byDay.get(d)?.[k] ?? 0));
   const dollars = (v) => Number(BigInt(v)) / 1e6;
   const totals = a.byDay.reduce(
-    (t, r) => ({ calls: t.calls + r.calls, paidCalls: t.paidCalls + r.paidCalls, revenue: t.revenue + BigInt(r.revenue), operatorShare: t.operatorShare + BigInt(r.operatorShare) }),
+    (t, r) => ({
+      calls: t.calls + r.calls,
+      paidCalls: t.paidCalls + r.paidCalls,
+      revenue: t.revenue + BigInt(r.revenue),
+      operatorShare: t.operatorShare + BigInt(r.operatorShare),
+    }),
     { calls: 0, paidCalls: 0, revenue: 0n, operatorShare: 0n },
   );
+  const serverOptions = [
+    h('option', { value: '' }, 'all'),
+    ...servers.map((s) => h('option', { value: s.slug, selected: s.slug === params.get('server') }, s.slug)),
+  ];
   const filter = form(
     'Range',
     h(
@@ -312,20 +360,27 @@ async function usagePage() {
       { class: 'row' },
       field('From (UTC day)', h('input', { id: 'range-from', name: 'from', type: 'date', value: a.from })),
       field('To (UTC day)', h('input', { id: 'range-to', name: 'to', type: 'date', value: a.to })),
-      admin ? undefined : field('Server', h('select', { id: 'range-server', name: 'server' }, h('option', { value: '' }, 'all'), servers.map((s) => h('option', { value: s.slug, selected: s.slug === params.get('server') }, s.slug)))),
+      admin ? undefined : field('Server', h('select', { id: 'range-server', name: 'server' }, serverOptions)),
     ),
     'Show',
     async (v) => {
       location.hash = `#usage?${new URLSearchParams(Object.entries(v).filter(([, x]) => x))}`;
     },
   );
-  const usageRows = (rows) => rows.map((r) => [h('td', { class: 'mono' }, r.key), String(r.calls), String(r.paidCalls), usd(r.revenue), usd(r.operatorShare)]);
+  const usageRows = (rows) =>
+    rows.map((r) => [h('td', { class: 'mono' }, r.key), String(r.calls), String(r.paidCalls), usd(r.revenue), usd(r.operatorShare)]);
   const usageHeaders = (first) => [first, 'Calls #', 'Paid calls #', 'Revenue (USD)', 'Operator share (USD)'];
+  const latency = `p50 ${a.settlement.p50Ms} ms, p99 ${a.settlement.p99Ms} ms (from the charge to its settled transaction)`;
   const csv = `${base}?${new URLSearchParams([...query, ['format', 'csv']])}`;
   return [
     h('h1', {}, admin ? 'Usage and revenue (instance)' : 'Revenue and usage'),
     filter,
-    h('p', {}, h('a', { href: csv, download: `turnpike-analytics-${a.from}-${a.to}.csv` }, 'Export CSV'), h('span', { class: 'muted' }, ` · ${a.from} to ${a.to}, UTC`)),
+    h(
+      'p',
+      {},
+      h('a', { href: csv, download: `turnpike-analytics-${a.from}-${a.to}.csv` }, 'Export CSV'),
+      h('span', { class: 'muted' }, ` · ${a.from} to ${a.to}, UTC`),
+    ),
     h(
       'div',
       { class: 'grid' },
@@ -343,7 +398,13 @@ async function usagePage() {
     ]),
     lineChart('Revenue (USD)', days, [
       { key: 'revenue', label: 'Revenue', color: '#8e44ad', values: col('revenue', dollars), total: usd(totals.revenue) },
-      { key: 'operatorShare', label: 'Operator share', color: '#d35400', values: col('operatorShare', dollars), total: usd(totals.operatorShare) },
+      {
+        key: 'operatorShare',
+        label: 'Operator share',
+        color: '#d35400',
+        values: col('operatorShare', dollars),
+        total: usd(totals.operatorShare),
+      },
     ]),
     h('h2', {}, 'By day'),
     table('Usage by day', usageHeaders('Day'), usageRows(a.byDay)),
@@ -356,7 +417,7 @@ async function usagePage() {
     h('h2', {}, 'Denials'),
     table('Refused calls by reason', ['Reason', 'Count #'], a.denials.map((d) => [d.reason, String(d.count)])),
     h('h2', {}, 'Settlement latency'),
-    h('p', {}, a.settlement.count ? `Settled payments: ${a.settlement.count}; p50 ${a.settlement.p50Ms} ms, p99 ${a.settlement.p99Ms} ms (from the charge to its settled transaction).` : 'No settled payments in this range.'),
+    h('p', {}, a.settlement.count ? `Settled payments: ${a.settlement.count}; ${latency}.` : 'None in this range.'),
   ];
 }
 
@@ -365,9 +426,11 @@ async function usagePage() {
 
 const FINAL = new Set(['confirmed', 'failed']);
 async function moneyPage() {
-  const [profile, { withdrawals }, { payouts }] = await Promise.all([api('/operator'), api('/operator/withdrawals'), api('/operator/payouts')]);
+  const reads = [api('/operator'), api('/operator/withdrawals'), api('/operator/payouts')];
+  const [profile, { withdrawals }, { payouts }] = await Promise.all(reads);
   const b = profile.balance;
-  const figure = (label, value) => h('div', { class: 'figure' }, h('div', { class: 'label' }, label), h('div', { class: 'value', dataset: { balance: label } }, value));
+  const figure = (label, value) =>
+    h('div', { class: 'figure' }, h('div', { class: 'label' }, label), h('div', { class: 'value', dataset: { balance: label } }, value));
   if (withdrawals.some((w) => !FINAL.has(w.state))) poll = setTimeout(() => void route(), 1000);
   return [
     h('h1', {}, 'Money'),
@@ -385,7 +448,10 @@ async function moneyPage() {
     ),
     form(
       'Payout address',
-      field('Your address for USDC withdrawals', h('input', { id: 'payout-address', name: 'payoutAddress', value: profile.payoutAddress ?? '', placeholder: '0x…', required: true })),
+      field(
+        'Your address for USDC withdrawals',
+        h('input', { id: 'payout-address', name: 'payoutAddress', value: profile.payoutAddress ?? '', placeholder: '0x…', required: true }),
+      ),
       'Save address',
       async (v) => {
         await api('/operator', { method: 'PATCH', body: { payoutAddress: v.payoutAddress } });
@@ -395,10 +461,15 @@ async function moneyPage() {
     ),
     form(
       'Withdraw USDC',
-      field('Amount (USD)', h('input', { id: 'withdraw-usd', name: 'usd', inputmode: 'decimal', placeholder: `everything available (${usd(b.usdcAvailable)})` }), `to ${profile.payoutAddress ?? 'your payout address (set it above)'}`),
+      field(
+        'Amount (USD)',
+        h('input', { id: 'withdraw-usd', name: 'usd', inputmode: 'decimal', placeholder: `all available (${usd(b.usdcAvailable)})` }),
+        `to ${profile.payoutAddress ?? 'your payout address (set it above)'}`,
+      ),
       'Withdraw',
       async (v) => {
-        const w = await api('/operator/withdrawals', { method: 'POST', body: { ...(v.usd ? { usd: v.usd } : {}), idempotencyKey: crypto.randomUUID() } });
+        const body = { ...(v.usd ? { usd: v.usd } : {}), idempotencyKey: crypto.randomUUID() };
+        const w = await api('/operator/withdrawals', { method: 'POST', body });
         say(`Withdrawal of ${usd(w.amount)} USD requested.`);
         await route();
       },
@@ -407,7 +478,13 @@ async function moneyPage() {
     table(
       'USDC withdrawals, newest first',
       ['Requested', 'Amount (USD)', 'To', 'State', 'Transaction'],
-      withdrawals.map((w) => [when(w.createdAt), usd(w.amount), h('td', { class: 'mono' }, w.to), stateCell(w.waitingForGas ? `${w.state} (waiting for gas)` : w.state), h('td', { class: 'mono tx-hash' }, w.txHash ?? w.error ?? '')]),
+      withdrawals.map((w) => [
+        when(w.createdAt),
+        usd(w.amount),
+        h('td', { class: 'mono' }, w.to),
+        stateCell(w.waitingForGas ? `${w.state} (waiting for gas)` : w.state),
+        h('td', { class: 'mono tx-hash' }, w.txHash ?? w.error ?? ''),
+      ]),
     ),
     h('h2', {}, 'Fiat payouts (Stripe Connect)'),
     h(
@@ -422,7 +499,11 @@ async function moneyPage() {
         say('Payout requested.');
       }),
     ),
-    table('Payouts, newest first', ['Requested', 'Amount (USD)', 'State', 'Transfer'], payouts.map((p) => [when(p.createdAt), usd(p.amount), stateCell(p.state), h('td', { class: 'mono' }, p.transferId ?? p.error ?? '')])),
+    table(
+      'Payouts, newest first',
+      ['Requested', 'Amount (USD)', 'State', 'Transfer'],
+      payouts.map((p) => [when(p.createdAt), usd(p.amount), stateCell(p.state), h('td', { class: 'mono' }, p.transferId ?? p.error ?? '')]),
+    ),
   ];
 }
 
@@ -440,7 +521,7 @@ async function keysPage() {
     usd(k.spentTotal),
     k.scope?.servers?.join(', ') ?? 'all',
     h('td', {}, k.status === 'revoked' ? '' : [
-      actionButton(k.status === 'active' ? 'Suspend' : 'Resume', () => api(`${base}/${k.id}/${k.status === 'active' ? 'suspend' : 'resume'}`, { method: 'POST' })),
+      toggle(`${base}/${k.id}`, k.status),
       actionButton('Revoke', async () => {
         if (confirm(`Revoke ${k.name}? This is final.`)) await api(`${base}/${k.id}/revoke`, { method: 'POST' });
       }, 'danger'),
@@ -448,11 +529,22 @@ async function keysPage() {
   ]);
   return [
     h('h1', {}, admin ? 'API keys' : 'API keys for your customers'),
-    h('p', { class: 'muted' }, admin ? 'Every credits API key on this instance.' : 'Keys you make pay on your servers only; they start at zero and are funded by your customers’ own top-ups.'),
+    h(
+      'p',
+      { class: 'muted' },
+      admin
+        ? 'Every credits API key on this instance.'
+        : 'Keys you make pay on your servers only; they start at zero and are funded by your customers’ own top-ups.',
+    ),
     table('API keys', ['Key', 'State', 'Balance (USD)', 'Spent (USD)', 'Servers', 'Actions'], rows),
     form(
       'New API key',
-      h('div', { class: 'row' }, field('Name', h('input', { id: 'key-name', name: 'name', required: true })), admin ? field('Initial balance (USD)', h('input', { id: 'key-usd', name: 'usd', inputmode: 'decimal' })) : undefined),
+      h(
+        'div',
+        { class: 'row' },
+        field('Name', h('input', { id: 'key-name', name: 'name', required: true })),
+        admin ? field('Initial balance (USD)', h('input', { id: 'key-usd', name: 'usd', inputmode: 'decimal' })) : undefined,
+      ),
       'Create key',
       async (v) => {
         const key = await api(base, { method: 'POST', body: { name: v.name, ...(v.usd ? { usd: v.usd } : {}) } });
@@ -467,7 +559,11 @@ async function auditPage() {
   const { entries } = await api(me.kind === 'admin' ? '/admin/audit' : '/operator/audit');
   return [
     h('h1', {}, 'Audit log'),
-    table('What was done, newest first', ['When', 'Who', 'What', 'On', 'From'], entries.map((e) => [when(new Date(e.at).toISOString()), e.actor, e.action, h('td', { class: 'mono' }, e.target ?? ''), e.ip ?? ''])),
+    table(
+      'What was done, newest first',
+      ['When', 'Who', 'What', 'On', 'From'],
+      entries.map((e) => [when(new Date(e.at).toISOString()), e.actor, e.action, h('td', { class: 'mono' }, e.target ?? ''), e.ip ?? '']),
+    ),
   ];
 }
 
@@ -483,12 +579,17 @@ async function operatorsPage() {
         o.email,
         h('td', { class: 'mono' }, o.payoutAddress ?? ''),
         stateCell(o.status),
-        h('td', {}, actionButton(o.status === 'active' ? 'Suspend' : 'Resume', () => api(`/admin/operators/${o.id}/${o.status === 'active' ? 'suspend' : 'resume'}`, { method: 'POST' }))),
+        h('td', {}, toggle(`/admin/operators/${o.id}`, o.status)),
       ]),
     ),
     form(
       'New operator',
-      h('div', { class: 'row' }, field('Name', h('input', { id: 'op-name', name: 'name', required: true })), field('Email', h('input', { id: 'op-email', name: 'email', type: 'email', required: true }))),
+      h(
+        'div',
+        { class: 'row' },
+        field('Name', h('input', { id: 'op-name', name: 'name', required: true })),
+        field('Email', h('input', { id: 'op-email', name: 'email', type: 'email', required: true })),
+      ),
       'Create operator',
       async (v) => {
         const created = await api('/admin/operators', { method: 'POST', body: { name: v.name, email: v.email } });
@@ -503,8 +604,19 @@ async function operatorsPage() {
 // Routing, sign-in, sign-out
 
 const PAGES = {
-  operator: { servers: ['Servers', serversPage], usage: ['Revenue and usage', usagePage], money: ['Money', moneyPage], keys: ['API keys', keysPage], audit: ['Audit log', auditPage] },
-  admin: { operators: ['Operators', operatorsPage], usage: ['Analytics', usagePage], keys: ['API keys', keysPage], audit: ['Audit log', auditPage] },
+  operator: {
+    servers: ['Servers', serversPage],
+    usage: ['Revenue and usage', usagePage],
+    money: ['Money', moneyPage],
+    keys: ['API keys', keysPage],
+    audit: ['Audit log', auditPage],
+  },
+  admin: {
+    operators: ['Operators', operatorsPage],
+    usage: ['Analytics', usagePage],
+    keys: ['API keys', keysPage],
+    audit: ['Audit log', auditPage],
+  },
 };
 
 async function route() {
@@ -513,7 +625,8 @@ async function route() {
   const pages = PAGES[me.kind];
   const name = location.hash.slice(1).split('?')[0];
   const page = pages[name] ? name : Object.keys(pages)[0];
-  nav.replaceChildren(...Object.entries(pages).map(([id, [title]]) => h('a', { href: `#${id}`, 'aria-current': id === page ? 'page' : undefined }, title)));
+  const links = Object.entries(pages).map(([id, [title]]) => h('a', { href: `#${id}`, 'aria-current': id === page && 'page' }, title));
+  nav.replaceChildren(...links);
   document.title = `${pages[page][0]} · turnpike console`;
   try {
     undrawn = [];
@@ -523,7 +636,8 @@ async function route() {
     for (const draw of undrawn) draw();
     main.dataset.page = page;
   } catch (failure) {
-    if (failure.message !== 'signed out') main.replaceChildren(h('h1', {}, pages[page][0]), h('p', { class: 'error', role: 'alert' }, failure.message));
+    if (failure.message === 'signed out') return;
+    main.replaceChildren(h('h1', {}, pages[page][0]), h('p', { class: 'error', role: 'alert' }, failure.message));
   }
 }
 
@@ -533,7 +647,8 @@ function showSignIn(notice) {
   signOutButton.hidden = true;
   main.dataset.page = 'sign-in';
   const key = h('input', { id: 'sign-in-key', name: 'key', type: 'password', required: true, autocomplete: 'off', spellcheck: 'false' });
-  const el = form('Sign in', field('Operator key (op_…) or admin key', key, 'Sent once to this server, which answers with a session cookie; the key is not kept in the page.'), 'Sign in', async (v, formEl) => {
+  const hint = 'Sent once to this server, which answers with a session cookie; the key is not kept in the page.';
+  const el = form('Sign in', field('Operator key (op_…) or admin key', key, hint), 'Sign in', async (v, formEl) => {
     key.value = '';
     me = await api('/console/session', { method: 'POST', body: { key: v.key } });
     formEl.reset();

@@ -63,7 +63,8 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
       host = undefined;
     }
     if (!host || (host !== c.req.header('host') && host !== options.publicHost?.())) {
-      throw new ApiError(403, 'cross_origin', 'a console write must come from a console page of this instance (the Origin header did not name it)');
+      const why = 'a console write must come from a console page of this instance (the Origin header did not name it)';
+      throw new ApiError(403, 'cross_origin', why);
     }
   }
 
@@ -88,11 +89,13 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
     throw new ApiError(401, 'console_unauthorized', 'this key is neither an operator key (op_…) known here nor the admin key');
   }
 
-  const describe = (p: ConsolePrincipal) => (p.kind === 'admin' ? { kind: 'admin' } : { kind: 'operator', operator: publicOperator(p.operator) });
+  const describe = (p: ConsolePrincipal) =>
+    p.kind === 'admin' ? { kind: 'admin' } : { kind: 'operator', operator: publicOperator(p.operator) };
 
   const app = new Hono();
   // The cookie stands in for a bearer key on the APIs the console calls; an explicit key wins.
-  for (const path of ['/operator', '/operator/*', '/admin', '/admin/*']) {
+  // (`/operator/*` matches `/operator` itself too.)
+  for (const path of ['/operator/*', '/admin/*']) {
     app.use(
       path,
       createMiddleware(async (c, next) => {

@@ -24,6 +24,8 @@ let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
 let browser: Browser;
 let page: Page;
 let operatorKey: string;
+/** Uncaught errors of the console's script: there must be none. */
+const pageErrors: string[] = [];
 
 /** What the test reads of a page's globals (the test is type-checked without the DOM library). */
 type Page$ = { document: { cookie: string; documentElement: { scrollWidth: number } }; indexedDB: { databases(): Promise<unknown[]> } };
@@ -48,20 +50,23 @@ describe('the console in a real browser (Debian chromium driven by playwright-co
       secrets: { adminKey: ADMIN },
     });
     const payoutAddress = chain.sandbox.accounts.payees[1]!.address;
-    const created = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'erin@example.com', name: 'Erin', payoutAddress } });
+    const body = { email: 'erin@example.com', name: 'Erin', payoutAddress };
+    const created = await served.api('POST', '/admin/operators', { key: ADMIN, body });
     operatorKey = created.body.key;
     browser = await chromium.launch({ executablePath: CHROMIUM });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     page.setDefaultTimeout(10_000);
+    page.on('pageerror', (error) => pageErrors.push(error.message));
     mkdirSync(SCREENSHOTS, { recursive: true });
   });
   after(async () => {
+    assert.deepEqual(pageErrors, [], 'the console script threw');
     await browser?.close();
     await served?.gateway.close();
     await upstream?.close();
   });
 
-  test('an operator signs in, registers a server, sees a paid call in chart and table, withdraws it, and the key is in no page storage', async () => {
+  test('an operator signs in, registers a server, sees a paid call in chart and table, withdraws it; the key is in no storage', async (t) => {
     await page.goto(`${served.url}/console`);
     await page.getByLabel('Operator key (op_…) or admin key').fill(operatorKey);
     await page.getByRole('button', { name: 'Sign in' }).click();
@@ -85,7 +90,8 @@ describe('the console in a real browser (Debian chromium driven by playwright-co
     await client.connect(new StreamableHTTPClientTransport(new URL(mcpUrl!)));
     const challenge = await client.callTool({ name: 'count', arguments: {} });
     const required = challenge.structuredContent as PaymentRequired;
-    const payment = await new x402Client().register('eip155:8453', new ExactEvmScheme(chain.sandbox.accounts.payers[4]!)).createPaymentPayload(required);
+    const wallet = new ExactEvmScheme(chain.sandbox.accounts.payers[4]!);
+    const payment = await new x402Client().register('eip155:8453', wallet).createPaymentPayload(required);
     const paid = await client.callTool({ name: 'count', arguments: {}, _meta: { 'x402/payment': payment } });
     await client.close();
     assert.equal((paid._meta?.['x402/payment-response'] as { success: boolean }).success, true);
@@ -101,6 +107,14 @@ describe('the console in a real browser (Debian chromium driven by playwright-co
     assert.deepEqual(await toolRow.first().locator('td').allTextContents(), ['count', '1', '1', '0.01', '0.01']);
     assert.match(await page.locator('table', { hasText: 'Usage by rail' }).locator('tbody').textContent() ?? '', /x402/);
     await page.screenshot({ path: path.join(SCREENSHOTS, 'console-usage.png'), fullPage: true });
+    // How long a load of the dashboard takes to show its charts (reported, not judged: the machine may be busy).
+    await page.reload();
+    await page.locator('figure.chart canvas').nth(1).waitFor();
+    const [shown, paint] = await page.evaluate(() => [
+      performance.now(),
+      performance.getEntriesByName('first-contentful-paint')[0]?.startTime,
+    ]);
+    t.diagnostic(`usage dashboard: first paint ${paint?.toFixed(0)} ms, charts drawn by ${shown.toFixed(0)} ms after navigation started`);
 
     // A withdrawal of everything available, followed to `confirmed` with its transaction hash.
     await page.getByRole('link', { name: 'Money' }).click();

@@ -13,9 +13,11 @@ async function browserRequest(method: string, path: string, options: { cookie?: 
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (options.cookie) headers.cookie = options.cookie;
   if (options.origin) headers.origin = options.origin;
-  const res = await fetch(`${served.url}${path}`, { method, headers, ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}) });
+  const body = options.body !== undefined ? { body: JSON.stringify(options.body) } : {};
+  const res = await fetch(`${served.url}${path}`, { method, headers, ...body });
   const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : {}) as Record<string, any>, setCookie: res.headers.get('set-cookie') ?? '' };
+  const setCookie = res.headers.get('set-cookie') ?? '';
+  return { status: res.status, body: (text ? JSON.parse(text) : {}) as Record<string, any>, setCookie };
 }
 
 /** Signs in from the console's own origin and answers the session cookie (`name=value`). */
@@ -53,7 +55,8 @@ describe('console sessions: a key exchanged for an HttpOnly SameSite=Strict cook
 
   test('an unknown key, the admin key on an instance without one, or a key sent from another site signs nobody in', async () => {
     assert.equal((await browserRequest('POST', '/console/session', { origin: served.url, body: { key: `${operator.key}x` } })).status, 401);
-    assert.equal((await browserRequest('POST', '/console/session', { origin: served.url, body: { key: 'tp_not-an-operator' } })).status, 401);
+    const customerKey = await browserRequest('POST', '/console/session', { origin: served.url, body: { key: 'tp_not-an-operator' } });
+    assert.equal(customerKey.status, 401);
     const bad = await browserRequest('POST', '/console/session', { origin: served.url, body: {} });
     assert.equal(bad.status, 400);
     assert.match(bad.body.message, /^key/);
@@ -87,7 +90,8 @@ describe('console sessions: a key exchanged for an HttpOnly SameSite=Strict cook
     assert.equal(list.status, 200);
     assert.deepEqual(list.body.operators.map((o: { email: string }) => o.email), ['carol@example.com']);
     assert.equal((await browserRequest('GET', '/operator', { cookie: adminCookie })).status, 401);
-    assert.equal((await browserRequest('GET', '/admin/keys', { cookie: adminCookie })).status, 200, 'the credits admin API takes the session too');
+    const keys = await browserRequest('GET', '/admin/keys', { cookie: adminCookie });
+    assert.equal(keys.status, 200, 'the credits admin API takes the session too');
   });
 
   test('a tampered or foreign-signed cookie is no session, and an explicit bearer key is judged on its own', async () => {
