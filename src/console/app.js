@@ -273,6 +273,7 @@ async function serversPage() {
       h('td', {}, h('strong', {}, s.name), h('div', { class: 'muted mono' }, s.slug)),
       h('td', {}, h('code', { class: 'mcp-url' }, mcpUrl)),
       planSummary(s.plan),
+      stateCell(s.status),
       s.custody,
       s.public ? 'yes' : 'no',
       h(
@@ -280,6 +281,11 @@ async function serversPage() {
         {},
         h('a', { href: `#servers?edit=${encodeURIComponent(s.slug)}` }, 'Edit'),
         ' ',
+        actionButton(s.status === 'active' ? 'Suspend' : 'Resume', async () => {
+          const status = s.status === 'active' ? 'suspended' : 'active';
+          await api(`/operator/servers/${encodeURIComponent(s.slug)}`, { method: 'PATCH', body: { status } });
+          say(`${s.slug} is ${status}.`);
+        }),
         actionButton('Remove', async () => {
           if (!confirm(`Remove ${s.slug}? It stops being served; its history stays.`)) return;
           await api(`/operator/servers/${encodeURIComponent(s.slug)}`, { method: 'DELETE' });
@@ -292,7 +298,7 @@ async function serversPage() {
   const edited = servers.find((s) => s.slug === editing);
   return [
     h('h1', {}, 'Servers'),
-    table('Your MCP servers', ['Server', 'MCP URL', 'Plan and prices', 'Custody', 'Public', 'Actions'], rows, 'none yet.'),
+    table('Your MCP servers', ['Server', 'MCP URL', 'Plan and prices', 'State', 'Custody', 'Public', 'Actions'], rows, 'none yet.'),
     edited ? serverForm(edited) : serverForm(undefined),
   ];
 }

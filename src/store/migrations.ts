@@ -404,6 +404,14 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX oauth_subjects_key ON oauth_subjects (key_id);
     `,
   },
+  {
+    version: 12,
+    name: 'suspended servers',
+    // A suspended server is not served nor listed; its row, slug and history stay as they are.
+    sql: `
+      ALTER TABLE servers ADD COLUMN status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended'));
+    `,
+  },
 ];
 
 /**

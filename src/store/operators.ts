@@ -24,6 +24,8 @@ export type ServerRecord = {
   upstreamUrl: string;
   auth: UpstreamAuth;
   public: boolean;
+  /** A `suspended` server is neither served (404) nor listed, until its operator resumes it. */
+  status: 'active' | 'suspended';
   /** `direct`: x402 pays `payTo`, the operator's own address; `platform`: the treasury, and the operator's share accrues. */
   custody: 'direct' | 'platform';
   payTo?: Address;

@@ -66,7 +66,7 @@ describe('the console in a real browser (Debian chromium driven by playwright-co
     await upstream?.close();
   });
 
-  test('an operator signs in, registers a server, sees a paid call in chart and table, withdraws it; the key is in no storage', async (t) => {
+  test('an operator signs in, registers a server, sees a paid call charted, withdraws it; no storage holds the key', async (t) => {
     await page.goto(`${served.url}/console`);
     await page.getByLabel('Operator key (op_…) or admin key').fill(operatorKey);
     await page.getByRole('button', { name: 'Sign in' }).click();
@@ -83,6 +83,13 @@ describe('the console in a real browser (Debian chromium driven by playwright-co
     assert.equal(mcpUrl, `${served.url}/mcp/counter`);
     await page.getByText('Caller snippet').click();
     assert.match(await page.locator('details pre').textContent() ?? '', /callTool\(call\)[\s\S]*Bearer tp_YOUR_KEY/);
+    const row = page.locator('table', { hasText: 'Your MCP servers' }).locator('tbody tr').first();
+    await row.getByRole('button', { name: 'Suspend' }).click();
+    await row.locator('td.state-suspended').waitFor();
+    assert.equal((await fetch(mcpUrl!, { method: 'POST' })).status, 404, 'a suspended server is not served');
+    await row.getByRole('button', { name: 'Resume' }).click();
+    await row.locator('td.state-active').waitFor();
+    await page.getByText('Caller snippet').click();
     await page.screenshot({ path: path.join(SCREENSHOTS, 'console-servers.png'), fullPage: true });
 
     // A paid call through it with the official MCP SDK client and x402 client.
@@ -160,6 +167,7 @@ describe('the console in a real browser (Debian chromium driven by playwright-co
     await row.locator('td.state-suspended').waitFor();
     await row.getByRole('button', { name: 'Resume' }).click();
     await row.locator('td.state-active').waitFor();
+    await page.getByText('Caller snippet').click();
     await page.getByRole('link', { name: 'Analytics' }).click();
     await page.getByRole('heading', { name: 'Usage and revenue (instance)' }).waitFor();
     assert.equal(await page.locator('figure[data-paid-calls]').getAttribute('data-paid-calls'), '1');
