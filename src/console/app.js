@@ -373,8 +373,9 @@ async function usagePage() {
       location.hash = `#usage?${new URLSearchParams(Object.entries(v).filter(([, x]) => x))}`;
     },
   );
-  const usageRows = (rows) =>
-    rows.map((r) => [h('td', { class: 'mono' }, r.key), String(r.calls), String(r.paidCalls), usd(r.revenue), usd(r.operatorShare)]);
+  // Callers are long addresses and key ids, set to wrap anywhere; days, tools and rails stay whole.
+  const usageRows = (rows, keyClass) =>
+    rows.map((r) => [h('td', { class: keyClass }, r.key), String(r.calls), String(r.paidCalls), usd(r.revenue), usd(r.operatorShare)]);
   const usageHeaders = (first) => [first, 'Calls #', 'Paid calls #', 'Revenue (USD)', 'Operator share (USD)'];
   const latency = `p50 ${a.settlement.p50Ms} ms, p99 ${a.settlement.p99Ms} ms (from the charge to its settled transaction)`;
   const csv = `${base}?${new URLSearchParams([...query, ['format', 'csv']])}`;
@@ -419,7 +420,7 @@ async function usagePage() {
     h('h2', {}, 'By rail'),
     table('Usage by rail', usageHeaders('Rail'), usageRows(a.byRail)),
     h('h2', {}, 'Top callers'),
-    table('Top callers (API key or payer address)', usageHeaders('Caller'), usageRows(a.topCallers)),
+    table('Top callers (API key or payer address)', usageHeaders('Caller'), usageRows(a.topCallers, 'mono')),
     h('h2', {}, 'Denials'),
     table('Refused calls by reason', ['Reason', 'Count #'], a.denials.map((d) => [d.reason, String(d.count)])),
     h('h2', {}, 'Settlement latency'),

@@ -29,7 +29,8 @@ export const serveCommand = defineCommand({
     const secrets = loadSecrets();
     const operatorsEnabled = Boolean(secrets.adminKey) || config.operators.registration === 'open';
     if (config.servers.length === 0 && !operatorsEnabled) {
-      const message = 'no MCP servers to serve; list them under `servers`, or enable operators (TURNPIKE_ADMIN_KEY, or operators.registration: open)';
+      const enable = 'enable operators (TURNPIKE_ADMIN_KEY, or operators.registration: open)';
+      const message = `no MCP servers to serve; list them under \`servers\`, or ${enable}`;
       throw new ConfigError([{ path: 'servers', source: flags.config ? `file ${flags.config}` : 'default', message }]);
     }
     const missing = config.servers.flatMap((s) =>
@@ -70,8 +71,9 @@ export const serveCommand = defineCommand({
         ...config.servers.map(
           (s) => `  ${server.url}/mcp/${s.slug}  → ${s.upstream ?? `stdio: ${s.stdio}`}  (${atomicToUsd(s.price)} USDC a call, pays ${s.payTo})`,
         ),
-        ...(config.servers.length === 0 ? [`  a platform instance: operators register servers at ${server.url}/operator/servers (served at /mcp/<slug>)`] : []),
+        ...(config.servers.length === 0 ? [`  a platform instance: operators register servers at ${server.url}/operator/servers`] : []),
         `  discovery ${server.url}/.well-known/mcp-payment   facilitator ${server.url}/facilitator`,
+        `  console ${server.url}/console (sign in with an operator key or the admin key)`,
         '',
       ].join('\n'),
     );
