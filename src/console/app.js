@@ -432,13 +432,18 @@ async function usagePage() {
 // Money
 
 const FINAL = new Set(['confirmed', 'failed']);
+/** Re-reads the page, but not under someone typing in one of its fields (a redraw would lose what they typed). */
+function refreshUnlessTyping() {
+  if (['INPUT', 'TEXTAREA', 'SELECT'].includes(document.activeElement?.tagName)) poll = setTimeout(refreshUnlessTyping, 1000);
+  else void route();
+}
 async function moneyPage() {
   const reads = [api('/operator'), api('/operator/withdrawals'), api('/operator/payouts')];
   const [profile, { withdrawals }, { payouts }] = await Promise.all(reads);
   const b = profile.balance;
   const figure = (label, value) =>
     h('div', { class: 'figure' }, h('div', { class: 'label' }, label), h('div', { class: 'value', dataset: { balance: label } }, value));
-  if (withdrawals.some((w) => !FINAL.has(w.state))) poll = setTimeout(() => void route(), 1000);
+  if (withdrawals.some((w) => !FINAL.has(w.state))) poll = setTimeout(refreshUnlessTyping, 1000);
   return [
     h('h1', {}, 'Money'),
     h('h2', {}, 'Balances (USD)'),

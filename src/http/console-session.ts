@@ -15,7 +15,7 @@ export type ConsolePrincipal = { kind: 'admin' } | { kind: 'operator'; operator:
 
 const COOKIE = 'turnpike_console';
 /** A session ends this long after sign-in, whatever happens in between. */
-export const SESSION_SECONDS = 8 * 3600;
+const SESSION_SECONDS = 8 * 3600;
 const ALG = 'HS256';
 const claimsSchema = z.object({ sub: z.string().min(1), exp: z.number().int(), iat: z.number().int() });
 const signInSchema = z.strictObject({ key: z.string().min(1).max(512).describe('an operator key (op_…) or the admin key') });
@@ -31,8 +31,8 @@ export type ConsoleSessionOptions = {
   adminKey: string | undefined;
   /** The store's shared secret (`instanceSecret('console-sessions')`): every instance on the store reads every session. */
   secret: string;
-  /** The host callers reach this instance at behind a proxy (`credits.publicUrl`), besides the request's own Host. */
-  publicHost?: () => string | undefined;
+  /** Where callers reach this instance behind a proxy (`credits.publicUrl`): its host is accepted besides the request's own Host. */
+  publicUrl?: () => string | undefined;
   catalog: RouteDoc[];
 };
 
@@ -62,7 +62,8 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
     } catch {
       host = undefined;
     }
-    if (!host || (host !== c.req.header('host') && host !== options.publicHost?.())) {
+    const publicUrl = options.publicUrl?.();
+    if (!host || (host !== c.req.header('host') && host !== (publicUrl && new URL(publicUrl).host))) {
       const why = 'a console write must come from a console page of this instance (the Origin header did not name it)';
       throw new ApiError(403, 'cross_origin', why);
     }
@@ -119,7 +120,8 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
     const sub = principal.kind === 'admin' ? 'admin' : principal.operator.id;
     const iat = Math.floor(Date.now() / 1000);
     const jwt = await sign({ sub, iat, exp: iat + SESSION_SECONDS }, secretFor(sub), ALG);
-    const secure = new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto') === 'https';
+    // Secure whenever callers come over HTTPS: to this socket, or to the public URL of a TLS proxy in front.
+    const secure = new URL(c.req.url).protocol === 'https:' || Boolean(options.publicUrl?.()?.startsWith('https:'));
     setCookie(c, COOKIE, jwt, { httpOnly: true, sameSite: 'Strict', path: '/', maxAge: SESSION_SECONDS, secure });
     return c.json(describe(principal), 201);
   });

@@ -75,8 +75,9 @@ export type GatewayServerOptions = {
  * Everything a paying gateway serves, on one port: each configured MCP endpoint at its path,
  * every server registered through the operator API at `/mcp/<slug>`, the facilitator API at
  * `/facilitator`, the credits, operator and admin APIs, discovery (`/.well-known/mcp-payment`,
- * `/pricing`), `/openapi.json`, `/health`, `/metrics`, and the operator console at `/console`. The journal is reconciled, crash-cut
- * debits refunded and unfinished withdrawals resumed before the first request is accepted.
+ * `/pricing`), `/openapi.json`, `/health`, `/metrics`, and the operator console at `/console`.
+ * The journal is reconciled, crash-cut debits refunded and unfinished withdrawals resumed before
+ * the first request is accepted.
  *
  * @example const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, plan, payTo, challenge: 'tool-result' }] });
  */
@@ -143,9 +144,9 @@ export async function serveGateway(options: GatewayServerOptions) {
   const catalog: RouteDoc[] = [];
   const app = createApp(logger);
   // Console sessions before the APIs they sign in to: the cookie stands in for the key there.
-  const publicHost = () => (config.credits.publicUrl ? new URL(config.credits.publicUrl).host : undefined);
   const sessionSecret = await store.instanceSecret('console-sessions');
-  app.route('/', consoleSessionRoutes({ operators, adminKey: secrets.adminKey, secret: sessionSecret, publicHost, catalog }));
+  const sessions = { operators, adminKey: secrets.adminKey, secret: sessionSecret, publicUrl: () => config.credits.publicUrl, catalog };
+  app.route('/', consoleSessionRoutes(sessions));
   app.route('/console', consoleAssets());
   // Credits first (a call carrying a key or token is theirs), then x402 for every other priced call.
   const rails = [

@@ -120,6 +120,22 @@ describe('console sessions: a key exchanged for an HttpOnly SameSite=Strict cook
     assert.match(out.setCookie, /^turnpike_console=; Max-Age=0; Path=\//);
   });
 
+  test('behind a TLS proxy (credits.publicUrl https): the public origin may write, and the cookie is Secure', async () => {
+    const overrides = { credits: { publicUrl: 'https://turnpike.example' } };
+    const proxied = await serveOnSandbox(chain, { overrides, secrets: { adminKey: ADMIN } });
+    try {
+      const headers = { 'content-type': 'application/json' };
+      const body = JSON.stringify({ key: ADMIN });
+      const signIn = (origin: string) => fetch(`${proxied.url}/console/session`, { method: 'POST', headers: { ...headers, origin }, body });
+      const res = await signIn('https://turnpike.example');
+      assert.equal(res.status, 201);
+      assert.match(res.headers.get('set-cookie')!, /; HttpOnly; Secure; SameSite=Strict/);
+      assert.equal((await signIn('https://other.example')).status, 403);
+    } finally {
+      await proxied.gateway.close();
+    }
+  });
+
   test('the console page and its files are served locally, the page with a same-origin-only content security policy', async () => {
     const page = await fetch(`${served.url}/console`);
     assert.equal(page.status, 200);
