@@ -88,6 +88,11 @@ describe('the console in a real browser (Debian chromium driven by playwright-co
     await page.getByText('Caller snippet').click();
     assert.match(await page.locator('details pre').textContent() ?? '', /callTool\(call\)[\s\S]*Bearer tp_YOUR_KEY/);
     const row = page.locator('table', { hasText: 'Your MCP servers' }).locator('tbody tr').first();
+    await row.getByRole('link', { name: 'Edit' }).click();
+    await page.getByRole('heading', { name: 'Edit counter' }).waitFor();
+    await page.getByLabel('Name', { exact: true }).fill('Counter (edited)');
+    await page.getByRole('button', { name: 'Save changes' }).click();
+    await row.getByText('Counter (edited)').waitFor();
     await row.getByRole('button', { name: 'Suspend' }).click();
     await row.locator('td.state-suspended').waitFor();
     assert.equal((await fetch(mcpUrl!, { method: 'POST' })).status, 404, 'a suspended server is not served');
