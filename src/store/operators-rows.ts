@@ -304,15 +304,15 @@ export const operatorsSql = {
   operatorLock: 'SELECT id FROM operators WHERE id = @operatorId',
 
   insertServer: `
-    INSERT INTO servers (id, operator_id, slug, name, upstream_url, auth_mode, auth_name, auth_secret, public, status, custody, pay_to, plan,
-      challenge, timeout_ms, oauth, created_at, updated_at)
+    INSERT INTO servers (id, operator_id, slug, name, upstream_url, auth_mode, auth_name, auth_secret, public, status, custody, pay_to,
+      plan, challenge, timeout_ms, oauth, created_at, updated_at)
     VALUES (@id, @operatorId, @slug, @name, @upstreamUrl, @authMode, @authName, @authSecret, @public, @status, @custody, @payTo, @plan,
       @challenge, @timeoutMs, @oauth, @createdAt, @updatedAt)
     ON CONFLICT (slug) WHERE deleted_at IS NULL DO NOTHING`,
   updateServer: `
     UPDATE servers SET name = @name, upstream_url = @upstreamUrl, auth_mode = @authMode, auth_name = @authName, auth_secret = @authSecret,
-      public = @public, status = @status, custody = @custody, pay_to = @payTo, plan = @plan, challenge = @challenge, timeout_ms = @timeoutMs,
-      oauth = @oauth, updated_at = @updatedAt
+      public = @public, status = @status, custody = @custody, pay_to = @payTo, plan = @plan, challenge = @challenge,
+      timeout_ms = @timeoutMs, oauth = @oauth, updated_at = @updatedAt
     WHERE id = @id AND deleted_at IS NULL`,
   // The row stays (what refers to the server finds whose it was); its upstream secret does not.
   deleteServer: `
@@ -336,7 +336,8 @@ export const operatorsSql = {
   servedBySlug: `SELECT servers.* FROM servers JOIN operators ON operators.id = servers.operator_id
     WHERE servers.slug = @slug AND servers.deleted_at IS NULL AND servers.status = 'active' AND operators.status = 'active'`,
   listServers: `
-    SELECT * FROM servers WHERE (operator_id = @operatorId OR @operatorId IS NULL) AND (@publicOnly = 0 OR (public = 1 AND status = 'active'))
+    SELECT * FROM servers WHERE (operator_id = @operatorId OR @operatorId IS NULL)
+      AND (@publicOnly = 0 OR (public = 1 AND status = 'active'))
       AND deleted_at IS NULL ORDER BY created_at, id`,
 
   countCall: `

@@ -216,7 +216,8 @@ describe('turnpike CLI (built)', () => {
         fetch(`${base}${path}`, { method: 'POST', headers: { ...json, authorization: `Bearer ${key}` }, body: JSON.stringify(body) });
       const operator = (await (await post('/admin/operators', adminKey, { email: 'a@example.com', name: 'A' })).json()) as { key: string };
       const payTo = '0x00000000000000000000000000000000000000bb';
-      const server = { slug: 'counter', name: 'Counter', upstream: `${upstream.url}/mcp`, payTo, plan: { type: 'per_call', default: '0.01' } };
+      const plan = { type: 'per_call', default: '0.01' };
+      const server = { slug: 'counter', name: 'Counter', upstream: `${upstream.url}/mcp`, payTo, plan };
       const registered = await post('/operator/servers', operator.key, server);
       assert.equal(registered.status, 201, await registered.clone().text());
       const doc = (await (await fetch(`${base}/.well-known/mcp-payment`)).json()) as { endpoints: { url: string }[] };

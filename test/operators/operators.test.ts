@@ -380,7 +380,8 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
   });
 
   test('an operator suspends a server: not served (404) nor listed, nothing charged, until resumed; another operator cannot', async () => {
-    const listed = async () => (await api('GET', '/.well-known/mcp-payment')).body.endpoints.map((e: { url: string }) => new URL(e.url).pathname);
+    const listed = async () =>
+      (await api('GET', '/.well-known/mcp-payment')).body.endpoints.map((e: { url: string }) => new URL(e.url).pathname);
     assert.equal((await api('PATCH', '/operator/servers/beta', { key: alice.key, body: { status: 'suspended' } })).status, 404);
     const runs = upstream.runs();
     const suspended = await api('PATCH', '/operator/servers/beta', { key: bob.key, body: { status: 'suspended' } });
