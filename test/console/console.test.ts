@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -15,7 +16,9 @@ import { serveOnSandbox } from '../helpers/served.js';
 /** Debian's chromium (`.ci/run` installs it), or another Chromium named by TURNPIKE_CHROMIUM. */
 const CHROMIUM = process.env.TURNPIKE_CHROMIUM ?? '/usr/bin/chromium';
 /** The README shows what this test saw. */
-const SCREENSHOTS = path.resolve('docs');
+// Screenshots go to a scratch directory, so a test run leaves the checkout as it was;
+// `TURNPIKE_SCREENSHOTS=docs npm test` refreshes the README's.
+const SCREENSHOTS = process.env.TURNPIKE_SCREENSHOTS ? path.resolve(process.env.TURNPIKE_SCREENSHOTS) : mkdtempSync(path.join(os.tmpdir(), 'turnpike-console-'));
 const ADMIN = 'admin-key-for-the-console-browser-test-0123';
 
 const chain = useSandbox({ isolate: false });
