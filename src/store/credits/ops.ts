@@ -28,6 +28,7 @@ import {
   toEntry,
   toKey,
   toRequest,
+  toSubject,
   toToken,
 } from './statements.js';
 
@@ -77,7 +78,14 @@ function* createKey(key: NewKey, initial?: Omit<Credit, 'keyId' | 'kind'>) {
     operatorId: key.operatorId ?? null,
     now,
   });
-  if (initial && initial.amount > 0n) yield* applyCredit({ ...initial, keyId: key.id, kind: 'topup' }, now);
+  // Not applyCredit: its look for an earlier entry would, under READ COMMITTED, find a concurrent
+  // twin's committed entry and skip the credit, leaving a second key with nothing on it. Inserting
+  // the entry outright makes the twin meet the ledger's unique index instead, and the runner rolls
+  // this key back and runs again, which then answers `created: false` from the look above.
+  if (initial && initial.amount > 0n) {
+    const { amount, reason, idempotencyKey, ref } = initial;
+    yield* change(get(sql.addBalance, { id: key.id, amount, now }), { keyId: key.id, kind: 'topup', amount, reason, idempotencyKey, ref }, now);
+  }
   return { created: true as const, key: toKey((yield* get(sql.keyById, { id: key.id }))!, now) };
 }
 
@@ -311,6 +319,28 @@ export function creditStore({ read, write, decide }: Runner): CreditStore {
         return (yield* all(sql.tokensOf, { keyId })).map(toToken);
       }),
     revokeToken: (keyId, id) => write(() => revokeToken(keyId, id)),
+    linkSubject: (subject) =>
+      write(function* () {
+        const who = { issuer: subject.issuer, subject: subject.subject };
+        const earlier = yield* get(sql.subjectKey, who);
+        if (earlier) return { linked: false, keyId: earlier.key_id };
+        yield* run(sql.linkSubject, { ...who, keyId: subject.keyId, now: Date.now() });
+        // A twin linking the same subject at once: the primary key kept one; report whichever won.
+        const won = (yield* get(sql.subjectKey, who))!.key_id;
+        return { linked: won === subject.keyId, keyId: won };
+      }),
+    subjectKey: (issuer, subject) =>
+      read(function* () {
+        return (yield* get(sql.subjectKey, { issuer, subject }))?.key_id;
+      }),
+    subjects: (keyId) =>
+      read(function* () {
+        return (yield* all(sql.subjectsOf, { keyId })).map(toSubject);
+      }),
+    unlinkSubject: (subject) =>
+      write(function* () {
+        return (yield* run(sql.unlinkSubject, { issuer: subject.issuer, subject: subject.subject, keyId: subject.keyId })) > 0;
+      }),
     recordCheckout: (session: Omit<CheckoutSession, 'state' | 'reviewReason' | 'paid' | 'createdAt' | 'updatedAt'>) =>
       write(function* () {
         yield* run(sql.insertCheckout, { ...session, now: Date.now() });

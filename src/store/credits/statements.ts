@@ -1,6 +1,15 @@
 import { utcDay } from '../../rails/credits/rules.js';
 import { command, query } from '../engine/statement.js';
-import type { BudgetToken, CheckoutSession, IdempotentRequest, KeyRecord, LedgerEntry, ReviewReason, Scope } from './credits.js';
+import type {
+  BudgetToken,
+  CheckoutSession,
+  IdempotentRequest,
+  KeyRecord,
+  LedgerEntry,
+  OAuthSubject,
+  ReviewReason,
+  Scope,
+} from './credits.js';
 
 /** The credits tables' rows as both backends return them (BIGINT as bigint). */
 export type KeyRow = {
@@ -71,6 +80,7 @@ export const toCheckout = (r: CheckoutRow): CheckoutSession => ({
   updatedAt: Number(r.updated_at),
 });
 export type RequestRow = { body_hash: string; debit_id: string; response: string | null };
+export type SubjectRow = { issuer: string; subject: string; key_id: string; created_at: bigint };
 
 
 export const json = (value: unknown) => (value === undefined ? null : JSON.stringify(value));
@@ -121,6 +131,13 @@ export function toToken(r: TokenRow): BudgetToken {
   };
 }
 
+export const toSubject = (r: SubjectRow): OAuthSubject => ({
+  issuer: r.issuer,
+  subject: r.subject,
+  keyId: r.key_id,
+  createdAt: Number(r.created_at),
+});
+
 export const toRequest = (r: RequestRow): IdempotentRequest => ({
   bodyHash: r.body_hash,
   debitId: r.debit_id,
@@ -129,6 +146,8 @@ export const toRequest = (r: RequestRow): IdempotentRequest => ({
 
 type KeyId = { id: string };
 type Now = { now: number };
+/** An OAuth caller: an issuer's `sub`. */
+type Subject = { issuer: string; subject: string };
 /** The new balance, answered by a balance change: the ledger entry records it, and reading it back would be one more statement (one more round trip on PostgreSQL) per debit. */
 type BalanceRow = { balance: bigint };
 type EntryParams = Now & {
@@ -226,6 +245,15 @@ export const creditsSql = {
   ),
   revokeToken: command<KeyId & Now & { keyId: string }>(
     'UPDATE budget_tokens SET revoked_at = @now WHERE id = @id AND key_id = @keyId AND revoked_at IS NULL',
+  ),
+
+  subjectKey: query<Subject, { key_id: string }>('SELECT key_id FROM oauth_subjects WHERE issuer = @issuer AND subject = @subject'),
+  subjectsOf: query<{ keyId: string }, SubjectRow>('SELECT * FROM oauth_subjects WHERE key_id = @keyId ORDER BY created_at, issuer, subject'),
+  linkSubject: command<Subject & Now & { keyId: string }>(`
+    INSERT INTO oauth_subjects (issuer, subject, key_id, created_at) VALUES (@issuer, @subject, @keyId, @now)
+    ON CONFLICT (issuer, subject) DO NOTHING`),
+  unlinkSubject: command<Subject & { keyId: string }>(
+    'DELETE FROM oauth_subjects WHERE issuer = @issuer AND subject = @subject AND key_id = @keyId',
   ),
 
   insertCheckout: command<
