@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { type PriceTable, priceOf, priceTableSchema, usdPrice } from './pricing.js';
+import { type PriceTable, atomicToUsd, priceOf, priceTableSchema, usdPrice } from './pricing.js';
 
 const toolList = z.array(z.string().min(1).max(128)).max(1000).default([]);
 
@@ -58,6 +58,21 @@ export const subscriptionPlanSchema = z.strictObject({
 export const planSchema = z.discriminatedUnion('type', [perCallPlanSchema, tieredPlanSchema, subscriptionPlanSchema]);
 export type Plan = z.output<typeof planSchema>;
 export type PlanInput = z.input<typeof planSchema>;
+
+/**
+ * A plan back in its input form (USD strings), which `planSchema` reads again to the same plan:
+ * what the store keeps.
+ */
+export function planInput(plan: Plan): PlanInput {
+  const table = <T extends PriceTable>(t: T) => ({
+    ...t,
+    default: atomicToUsd(t.default),
+    tools: Object.fromEntries(Object.entries(t.tools).map(([k, v]) => [k, atomicToUsd(v)])),
+  });
+  if (plan.type === 'per_call') return table(plan);
+  if (plan.type === 'subscription') return { ...plan, monthlyUsd: atomicToUsd(plan.monthlyUsd), overage: table(plan.overage) };
+  return { ...plan, tiers: plan.tiers.map((t) => ({ ...t, price: atomicToUsd(t.price) })) };
+}
 
 /** The plan of a server configured by a price table (`turnpike wrap`, config files). */
 export const flatPlan = (prices: PriceTable): Plan => ({ type: 'per_call', ...prices, freeCallsPerMonth: 0 });

@@ -7,7 +7,7 @@ import type { Config } from '../config/schema.js';
 import type { Secrets } from '../config/secrets.js';
 import { openFacilitator } from '../facilitator/open.js';
 import { createGateway } from '../gateway/gateway.js';
-import { type Plan, planSchema } from '../gateway/plans.js';
+import type { Plan } from '../gateway/plans.js';
 import { isTurnpike } from '../gateway/own-urls.js';
 import { guardedAgent } from '../gateway/ssrf.js';
 import type { Upstream } from '../gateway/upstream.js';
@@ -235,7 +235,7 @@ export async function serveGateway(options: GatewayServerOptions) {
   function mount(server: ServerRecord): Mounted {
     const { updatedAt } = server;
     const payTo = server.custody === 'direct' ? server.payTo! : treasury!;
-    const listing = { path: `/mcp/${server.slug}`, plan: planSchema.parse(server.plan), payTo };
+    const listing = { path: `/mcp/${server.slug}`, plan: server.plan, payTo };
     let secret: string | undefined;
     try {
       secret = operators.secretOf(server);

@@ -2,8 +2,7 @@ import { slugSchema } from '../gateway/slug.js';
 import { getAddress, isAddress } from 'viem';
 import { z } from 'zod';
 import type { SecretBox } from '../config/secret-box.js';
-import { type PlanInput, planSchema, publicPlan } from '../gateway/plans.js';
-import { type PriceTable, atomicToUsd } from '../gateway/pricing.js';
+import { planSchema, publicPlan } from '../gateway/plans.js';
 import { UpstreamUrlError, checkUpstreamUrl } from '../gateway/ssrf.js';
 import { ApiError } from '../http/api-error.js';
 import { type OAuthSettings, oauthSettingsSchema } from '../oauth/settings.js';
@@ -95,7 +94,7 @@ export function publicServer(s: ServerRecord) {
     status: s.status,
     custody: s.custody,
     payTo: s.payTo ?? null,
-    plan: publicPlan(planSchema.parse(s.plan)),
+    plan: publicPlan(s.plan),
     challenge: s.challenge,
     timeoutSeconds: s.timeoutMs / 1000,
     oauth: s.oauth ?? null,
@@ -229,7 +228,7 @@ export function createOperators(options: OperatorsOptions) {
         status: 'active',
         custody: input.custody,
         ...(input.custody === 'direct' ? { payTo: input.payTo! } : {}),
-        plan: planInputOf(input.plan),
+        plan: input.plan,
         challenge: input.challenge,
         timeoutMs: Math.round(input.timeoutSeconds * 1000),
         ...(input.oauth ? { oauth: input.oauth } : {}),
@@ -263,7 +262,7 @@ export function createOperators(options: OperatorsOptions) {
         ...(patch.status ? { status: patch.status } : {}),
         custody,
         ...(custody === 'direct' ? { payTo: payTo! } : { payTo: undefined }),
-        ...(patch.plan ? { plan: planInputOf(patch.plan) } : {}),
+        ...(patch.plan ? { plan: patch.plan } : {}),
         ...(patch.challenge ? { challenge: patch.challenge } : {}),
         ...(patch.timeoutSeconds ? { timeoutMs: Math.round(patch.timeoutSeconds * 1000) } : {}),
         ...(patch.oauth ? { oauth: patch.oauth } : {}),
@@ -304,11 +303,3 @@ export function createOperators(options: OperatorsOptions) {
 }
 
 export type Operators = ReturnType<typeof createOperators>;
-
-/** A validated plan back in its input form (USD strings), which is what the store keeps. */
-function planInputOf(plan: z.output<typeof planSchema>): PlanInput {
-  const table = <T extends PriceTable>(t: T) => ({ ...t, default: atomicToUsd(t.default), tools: Object.fromEntries(Object.entries(t.tools).map(([k, v]) => [k, atomicToUsd(v)])) });
-  if (plan.type === 'per_call') return table(plan);
-  if (plan.type === 'subscription') return { ...plan, monthlyUsd: atomicToUsd(plan.monthlyUsd), overage: table(plan.overage) };
-  return { ...plan, tiers: plan.tiers.map((t) => ({ ...t, price: atomicToUsd(t.price) })) };
-}

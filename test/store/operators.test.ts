@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import type { Address, Hex } from 'viem';
+import { flatPlan } from '../../src/gateway/plans.js';
 import { newId } from '../../src/store/ids.js';
 import type { Charge, OperatorStore, ServerRecord } from '../../src/store/operators/operators.js';
 import type { Store } from '../../src/store/store.js';
@@ -29,7 +30,7 @@ const serverRecord = (operatorId: string, fields: Partial<ServerRecord> = {}): S
   public: true,
   status: 'active',
   custody: 'platform',
-  plan: { mode: 'per_call', price: 1000 },
+  plan: flatPlan({ default: 1000n, tools: {}, free: [] }),
   challenge: 'tool-result',
   timeoutMs: 30_000,
   createdAt: 1_000,
@@ -119,12 +120,12 @@ describe(`operator store (${backend.name})`, { skip: backend.skip }, () => {
       public: false,
       custody: 'direct',
       payTo,
-      plan: { mode: 'tiered', tiers: [{ upTo: 10n, price: 5n }] },
+      plan: { type: 'tiered', tiers: [{ upTo: 10, price: 0n }, { price: 5n }], free: ['ping'] },
       challenge: 'http-402',
     });
     assert.deepEqual(await operators.createServer(secret), { created: true });
     assert.deepEqual(await operators.createServer(serverRecord(b, { slug: secret.slug })), { created: false, retired: false });
-    assert.deepEqual(await operators.server(secret.slug), { ...secret, plan: { mode: 'tiered', tiers: [{ upTo: '10', price: '5' }] } }, 'bigints in plans are kept as strings');
+    assert.deepEqual(await operators.server(secret.slug), secret, 'a plan comes back as it went in (kept in USD, read back in atomic units)');
     const listed = serverRecord(a, { createdAt: 2_000, updatedAt: 2_000 });
     const others = serverRecord(b, { createdAt: 3_000, updatedAt: 3_000 });
     await operators.createServer(listed);

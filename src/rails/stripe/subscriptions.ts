@@ -1,5 +1,4 @@
 import type Stripe from 'stripe';
-import { planSchema } from '../../gateway/plans.js';
 import { ApiError } from '../../http/api-error.js';
 import type { RevenueBook } from '../../operators/revenue.js';
 import type { Store } from '../../store/store.js';
@@ -14,7 +13,7 @@ import { openCheckoutSession } from './checkout.js';
  */
 export async function createSubscriptionCheckout(deps: { stripe: Stripe; store: Store; publicUrl: string }, keyId: string, slug: string) {
   const server = await deps.store.operators.server(slug);
-  const plan = server ? planSchema.parse(server.plan) : undefined;
+  const plan = server?.plan;
   if (!server || plan?.type !== 'subscription') throw new ApiError(404, 'subscription_unavailable', `server "${slug}" sells no subscription`);
   const metadata = { key_id: keyId, server: slug, server_id: server.id };
   const session = await openCheckoutSession(deps.stripe, deps.publicUrl, {

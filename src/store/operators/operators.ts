@@ -1,5 +1,6 @@
-import type { OAuthSettings } from '../../oauth/settings.js';
 import type { Address, Hex } from 'viem';
+import type { Plan } from '../../gateway/plans.js';
+import type { OAuthSettings } from '../../oauth/settings.js';
 import type { Analytics } from '../../operators/analytics.js';
 import type { Balance, Refusal } from '../../operators/balance.js';
 
@@ -31,8 +32,8 @@ export type ServerRecord = {
   /** `direct`: x402 pays `payTo`, the operator's own address; `platform`: the treasury, and the operator's share accrues. */
   custody: 'direct' | 'platform';
   payTo?: Address;
-  /** The plan as validated JSON (see `gateway/plans.ts`); kept as data here. */
-  plan: unknown;
+  /** Kept in its input form (USD strings, `planInput`) and read back through `planSchema`, once, when the row is read. */
+  plan: Plan;
   challenge: 'tool-result' | 'http-402';
   timeoutMs: number;
   /** Set when the server takes OAuth callers. */

@@ -1,4 +1,5 @@
 import type { Address, Hex } from 'viem';
+import { planInput, planSchema } from '../../gateway/plans.js';
 import type { OAuthSettings } from '../../oauth/settings.js';
 import { command, query } from '../engine/statement.js';
 import type { AuditEntry, Charge, ChargeRail, OperatorRecord, Payout, ServerRecord, Subscription, Withdrawal } from './operators.js';
@@ -109,7 +110,7 @@ export const toServer = (r: ServerRow): ServerRecord => ({
   status: r.status,
   custody: r.custody,
   ...(r.pay_to ? { payTo: r.pay_to as Address } : {}),
-  plan: JSON.parse(r.plan) as unknown,
+  plan: planSchema.parse(JSON.parse(r.plan)),
   challenge: r.challenge,
   timeoutMs: Number(r.timeout_ms),
   ...(r.oauth ? { oauth: JSON.parse(r.oauth) as OAuthSettings } : {}),
@@ -136,7 +137,7 @@ export const serverParams = (s: ServerRecord) => ({
   status: s.status,
   custody: s.custody,
   payTo: s.payTo ?? null,
-  plan: JSON.stringify(s.plan, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)),
+  plan: JSON.stringify(planInput(s.plan)),
   challenge: s.challenge,
   timeoutMs: s.timeoutMs,
   oauth: s.oauth ? JSON.stringify(s.oauth) : null,
