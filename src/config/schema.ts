@@ -166,6 +166,16 @@ export const configSchema = z.strictObject({
       minAmountUsd: usdPrice
         .default(1_000n)
         .describe('smallest payment the facilitator API (/verify, /settle) takes, USD; the gateway’s own calls and top-ups may be less'),
+      maxValidityOverTimeoutSeconds: z
+        .number()
+        .int()
+        .min(0)
+        .max(86_400)
+        .optional()
+        .describe(
+          'opt-in: refuse (validity_too_long) an authorization still valid more than the requirements’ maxTimeoutSeconds plus this many seconds '
+            + 'from now; unset, any window is taken, as the reference facilitator does (the official Go client signs for 3600 s)',
+        ),
       failuresPerMinute: z
         .number()
         .int()

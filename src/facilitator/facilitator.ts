@@ -31,6 +31,8 @@ export type FacilitatorOptions = {
   payees?: () => Iterable<string> | Promise<Iterable<string>>;
   /** The smallest payment the public API verifies and settles, atomic units (default 1: zero never is). */
   minimumAmount?: bigint;
+  /** An opt-in bound on an authorization's window, beyond `maxTimeoutSeconds` (see `IntentRules`); none by default. */
+  validityOverTimeoutSeconds?: number;
 };
 
 /**
@@ -53,7 +55,7 @@ export function createFacilitator(options: FacilitatorOptions) {
     assets: options.assets ?? [network.usdc],
     // The reference's margin: the transaction has a few seconds to be mined before expiry.
     expiryMarginSeconds: 6,
-    skewSeconds: 30,
+    validityOverTimeoutSeconds: options.validityOverTimeoutSeconds,
   };
   const relayers = createRelayerPool({ keys: options.relayerKeys, client, network });
   const readState = createStateReader(client);

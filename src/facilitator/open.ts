@@ -57,6 +57,7 @@ export async function openFacilitator(options: {
     relayerKeys: chain.relayerKeys,
     logger,
     minimumAmount: config.facilitator.minAmountUsd,
+    validityOverTimeoutSeconds: config.facilitator.maxValidityOverTimeoutSeconds,
     ...(payees ? { payees: () => payees(store) } : {}),
   });
   const recover = async () => {

@@ -235,9 +235,6 @@ describe('bad input and adversaries: specific answers, no 5xx, nothing moves', (
   test('a not-yet-valid authorization', () =>
     rejected(() => undefined, 'invalid_exact_evm_payload_authorization_valid_after', { validAfter: now() + 600n }));
 
-  test('an authorization valid far longer than maxTimeoutSeconds (the reference lets it pass)', () =>
-    rejected(() => undefined, 'invalid_exact_evm_payload_authorization_validity_too_long', { validBefore: now() + 3600n }));
-
   test('more than the payer holds', () =>
     rejected(() => undefined, 'invalid_exact_evm_insufficient_balance', { amount: 20_000_000_000n }));
 
