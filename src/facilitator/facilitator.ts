@@ -4,7 +4,7 @@ import type { Network } from '../chain/networks.js';
 import { createRelayerPool } from '../chain/relayer.js';
 import type { PaymentJournal } from '../store/journal.js';
 import type { KeptResult, PaymentKey } from '../store/journal.js';
-import { reasons } from '../x402/reasons.js';
+import { reasonFor, reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, SupportedResponse, VerifyResponse } from '../x402/schemas.js';
 import { type AllowedAsset, type IntentRules, type PaymentIntent, type Rejection, presentsRow, toIntent, toNewPayment } from './intent.js';
 import { createStateReader } from './chain-state.js';
@@ -104,7 +104,7 @@ export function createFacilitator(options: FacilitatorOptions) {
       if (result.ok) return { isValid: true, payer: result.intent.authorization.from };
       return {
         isValid: false,
-        invalidReason: result.reason,
+        invalidReason: reasonFor(request.x402Version, result.reason),
         invalidMessage: result.message,
         ...(result.payer ? { payer: result.payer } : {}),
       };
@@ -125,7 +125,7 @@ export function createFacilitator(options: FacilitatorOptions) {
       purpose: string,
     ): Promise<(VerifyResponse & { isValid: false }) | { isValid: true; payer: string; key: PaymentKey }> {
       const refuse = (r: { reason: string; message?: string; payer?: string }) =>
-        ({ isValid: false, invalidReason: r.reason, invalidMessage: r.message, ...(r.payer ? { payer: r.payer } : {}) }) as VerifyResponse & { isValid: false };
+        ({ isValid: false, invalidReason: reasonFor(request.x402Version, r.reason), invalidMessage: r.message, ...(r.payer ? { payer: r.payer } : {}) }) as VerifyResponse & { isValid: false };
       const checked = await checkPayment({ rules, journal, now, admit }, request, purpose);
       if (!checked.ok) return refuse(checked);
       const { intent } = checked;
@@ -193,7 +193,8 @@ export function createFacilitator(options: FacilitatorOptions) {
      * @example const receipt = await facilitator.settle(request, purposes.topup(payTo));
      */
     async settle(request: FacilitatorRequest, purpose: string): Promise<SettleResponse> {
-      const answer = await settler.settle(request, purpose);
+      const settled = await settler.settle(request, purpose);
+      const answer = settled.errorReason ? { ...settled, errorReason: reasonFor(request.x402Version, settled.errorReason) } : settled;
       const { success, payer, transaction, errorReason } = answer;
       logger.info({ success, payer, transaction, network: answer.network, ...(errorReason ? { errorReason } : {}) }, 'settle');
       return answer;

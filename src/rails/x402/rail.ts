@@ -8,7 +8,7 @@ import { paymentRequestFor } from '../../gateway/payment-required.js';
 import { atomicToUsd } from '../../gateway/pricing.js';
 import { x402Ref } from '../../operators/revenue.js';
 import { PaymentDecodeError, encodeHeader } from '../../x402/codec.js';
-import { reasons } from '../../x402/reasons.js';
+import { reasonFor, reasons } from '../../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse } from '../../x402/schemas.js';
 import type { Metered, PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
 
@@ -64,7 +64,7 @@ async function x402Call(facilitator: Facilitator, context: RailContext, call: Pa
   if (!held.isValid) {
     await metering?.uncount();
     // The same call with the same payment again: its answer was lost, not its result.
-    const again = held.invalidReason === reasons.nonceUsed ? await facilitator.redeliver(request, purpose) : undefined;
+    const again = held.invalidReason === reasonFor(request.x402Version, reasons.nonceUsed) ? await facilitator.redeliver(request, purpose) : undefined;
     if (again) {
       context.count(tool.name, 'redelivered');
       const result = JSON.parse(again.result) as ToolResult;
