@@ -2,6 +2,7 @@ import { slugSchema } from '../gateway/slug.js';
 import { z } from 'zod';
 import { networkNames } from '../chain/networks.js';
 import { planSchema } from '../gateway/plans.js';
+import { challengeBindings } from '../gateway/payment-required.js';
 import { usdPrice } from '../gateway/pricing.js';
 import { UPSTREAM_CONNECTIONS } from '../gateway/upstream.js';
 
@@ -93,7 +94,14 @@ export const configSchema = z.strictObject({
           plan: planSchema
             .optional()
             .describe('instead of price/tools/free: a plan (per_call with freeCallsPerMonth, tiered, subscription), as the operator API takes it'),
-          challenge: z.enum(['tool-result', 'http-402']).default('tool-result'),
+          challenge: z
+            .enum(challengeBindings)
+            .default('tool-result')
+            .describe('`tool-result` (MCP tool result with isError), `http-402` (HTTP 402, v2 header and v1 body) or `jsonrpc-error` (JSON-RPC error 402)'),
+          x402Version: z
+            .union([z.literal(1), z.literal(2)])
+            .default(2)
+            .describe('x402 version of `tool-result` and `jsonrpc-error` challenges: 1 for v1-only clients (npm x402-mcp); http-402 offers both'),
           timeoutSeconds: z.number().positive().max(3600).default(60),
           /** Upstream credentials by environment variable name: secrets stay out of the file. */
           headersFromEnv: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), z.string().regex(/^[A-Z_][A-Z0-9_]*$/)).default({}),

@@ -49,6 +49,7 @@ export const serveCommand = defineCommand({
       plan: s.plan ?? flatPlan({ default: s.price, tools: s.tools, free: s.free }),
       payTo: getAddress(s.payTo),
       challenge: s.challenge,
+      x402Version: s.x402Version,
     }));
     const closeAll = async () => {
       await Promise.all(bridges.map((b) => b?.close()));
