@@ -31,6 +31,11 @@ export type FacilitatorOptions = {
   payees?: () => Iterable<string> | Promise<Iterable<string>>;
   /** The smallest payment the public API verifies and settles, atomic units (default 1: zero never is). */
   minimumAmount?: bigint;
+  /**
+   * Whether the node has Multicall3 (see `ChainConnection.multicall3`; default true): without it,
+   * verification reads with plain `eth_call`s and each settlement is its own transaction.
+   */
+  multicall3?: boolean;
   /** An opt-in bound on an authorization's window, beyond `maxTimeoutSeconds` (see `IntentRules`); none by default. */
   validityOverTimeoutSeconds?: number;
 };
@@ -57,8 +62,9 @@ export function createFacilitator(options: FacilitatorOptions) {
     expiryMarginSeconds: 6,
     validityOverTimeoutSeconds: options.validityOverTimeoutSeconds,
   };
-  const relayers = createRelayerPool({ keys: options.relayerKeys, client, network });
-  const readState = createStateReader(client);
+  const multicall3 = options.multicall3 ?? true;
+  const relayers = createRelayerPool({ keys: options.relayerKeys, client, network, ...(multicall3 ? {} : { maxBatch: 1 }) });
+  const readState = createStateReader(client, { multicall3 });
   const minimumAmount = options.minimumAmount ?? 1n;
   /** The settlement policy, for the public API only: the gateway's own calls and top-ups are its business. */
   async function admit(intent: PaymentIntent, purpose: string | undefined): Promise<Rejection | undefined> {
