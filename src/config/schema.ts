@@ -97,11 +97,11 @@ export const configSchema = z.strictObject({
           challenge: z
             .enum(challengeBindings)
             .default('tool-result')
-            .describe('`tool-result` (MCP tool result with isError), `http-402` (HTTP 402, v2 header and v1 body) or `jsonrpc-error` (JSON-RPC error 402)'),
+            .describe('`tool-result` (a tool result, isError), `http-402` (HTTP 402: v2 header, v1 body) or `jsonrpc-error` (error 402)'),
           x402Version: z
             .union([z.literal(1), z.literal(2)])
             .default(2)
-            .describe('x402 version of `tool-result` and `jsonrpc-error` challenges: 1 for v1-only clients (npm x402-mcp); http-402 offers both'),
+            .describe('x402 version of `tool-result` and `jsonrpc-error` challenges: 1 for v1-only clients (x402-mcp); http-402 has both'),
           timeoutSeconds: z.number().positive().max(3600).default(60),
           /** Upstream credentials by environment variable name: secrets stay out of the file. */
           headersFromEnv: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), z.string().regex(/^[A-Z_][A-Z0-9_]*$/)).default({}),
@@ -181,8 +181,8 @@ export const configSchema = z.strictObject({
         .max(86_400)
         .optional()
         .describe(
-          'opt-in: refuse (validity_too_long) an authorization still valid more than the requirements’ maxTimeoutSeconds plus this many seconds '
-            + 'from now; unset, any window is taken, as the reference facilitator does (the official Go client signs for 3600 s)',
+          'opt-in: refuse (validity_too_long) an authorization still valid more than the requirements’ maxTimeoutSeconds plus this many '
+            + 'seconds from now; unset, any window is taken, as the reference facilitator does (the official Go client signs for 3600 s)',
         ),
       failuresPerMinute: z
         .number()

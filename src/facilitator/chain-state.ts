@@ -99,7 +99,8 @@ async function readEach(client: PublicClient, contracts: ContractFunctionParamet
   const settled = await Promise.allSettled(contracts.map((c) => client.readContract(c)));
   return settled.map((s) => {
     if (s.status === 'fulfilled') return { status: 'success', result: s.value };
-    const answered = s.reason instanceof BaseError && s.reason.walk((e) => e instanceof ContractFunctionRevertedError || e instanceof ContractFunctionZeroDataError);
+    const contractAnswered = (e: unknown) => e instanceof ContractFunctionRevertedError || e instanceof ContractFunctionZeroDataError;
+    const answered = s.reason instanceof BaseError && s.reason.walk(contractAnswered);
     if (!answered) throw s.reason;
     return { status: 'failure', error: s.reason as Error };
   });

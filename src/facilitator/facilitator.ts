@@ -131,7 +131,12 @@ export function createFacilitator(options: FacilitatorOptions) {
       purpose: string,
     ): Promise<(VerifyResponse & { isValid: false }) | { isValid: true; payer: string; key: PaymentKey }> {
       const refuse = (r: { reason: string; message?: string; payer?: string }) =>
-        ({ isValid: false, invalidReason: reasonFor(request.x402Version, r.reason), invalidMessage: r.message, ...(r.payer ? { payer: r.payer } : {}) }) as VerifyResponse & { isValid: false };
+        ({
+          isValid: false,
+          invalidReason: reasonFor(request.x402Version, r.reason),
+          invalidMessage: r.message,
+          ...(r.payer ? { payer: r.payer } : {}),
+        }) as VerifyResponse & { isValid: false };
       const checked = await checkPayment({ rules, journal, now, admit }, request, purpose);
       if (!checked.ok) return refuse(checked);
       const { intent } = checked;

@@ -67,8 +67,12 @@ export async function openFacilitator(options: {
     if (reconciled > 0) logger.info({ reconciled }, 'finished settlements left by a stopped instance');
     await store.journal.forgetResults(Math.floor(Date.now() / 1000));
   };
-  if (chain.multicall3) logger.info({ multicall3: MULTICALL3 }, 'Multicall3 on the node: verification reads batched, settlements group-committed');
-  else logger.warn({ multicall3: MULTICALL3 }, 'no Multicall3 on the node: verification reads as plain eth_calls, one transaction per settlement');
+  if (chain.multicall3) {
+    logger.info({ multicall3: MULTICALL3 }, 'Multicall3 on the node: verification reads batched, settlements group-committed');
+  } else {
+    const mode = 'no Multicall3 on the node: verification reads as plain eth_calls, one transaction per settlement';
+    logger.warn({ multicall3: MULTICALL3 }, mode);
+  }
   try {
     for (const relayer of facilitator.relayers) {
       if (!(await store.lease(`relayer:${relayer.toLowerCase()}`))) {

@@ -34,7 +34,8 @@ async function facilitatorOnNode(name: string) {
       done();
     },
   });
-  const config = loadConfig({ env: {}, overrides: { network: 'base', rpcUrl: sandbox.rpcUrl, store: { url: `sqlite:${path.join(dir, `${name}.db`)}` } } });
+  const store = { url: `sqlite:${path.join(dir, `${name}.db`)}` };
+  const config = loadConfig({ env: {}, overrides: { network: 'base', rpcUrl: sandbox.rpcUrl, store } });
   const chain = await connectChain(config, { relayerKeys: sandbox.accounts.relayers.map((r) => r.privateKey) });
   const opened = await openFacilitator({ config, chain, logger: createLogger({ level: 'info', format: 'json' }, sink) });
   return { chain, ...opened, lines };
@@ -48,7 +49,8 @@ describe('a node without Multicall3 (an anvil with USDC and nothing at 0xcA11…
     const { chain, facilitator, lines, close } = await facilitatorOnNode('verify');
     assert.equal(chain.multicall3, false);
     assert.ok(lines.some((l) => /no Multicall3 on the node/.test(String(l.msg))), JSON.stringify(lines));
-    assert.deepEqual(await facilitator.verify(await payment(0), purposes.api), { isValid: true, payer: sandbox.accounts.payers[0]!.address });
+    const good = await facilitator.verify(await payment(0), purposes.api);
+    assert.deepEqual(good, { isValid: true, payer: sandbox.accounts.payers[0]!.address });
     const short = await facilitator.verify(await payment(1, 20_000_000_000n), purposes.api);
     assert.equal(short.isValid ? undefined : short.invalidReason, 'invalid_exact_evm_insufficient_balance');
     await close();
@@ -69,7 +71,8 @@ describe('a node without Multicall3 (an anvil with USDC and nothing at 0xcA11…
   });
 
   test('once Multicall3 is on the node, the next start-up finds it and batches again', async () => {
-    await createTestClient({ mode: 'anvil', transport: http(sandbox.rpcUrl) }).setCode({ address: MULTICALL3, bytecode: multicall3DeployedBytecode });
+    const anvil = createTestClient({ mode: 'anvil', transport: http(sandbox.rpcUrl) });
+    await anvil.setCode({ address: MULTICALL3, bytecode: multicall3DeployedBytecode });
     const { chain, facilitator, lines, close } = await facilitatorOnNode('with');
     assert.equal(chain.multicall3, true);
     assert.ok(lines.some((l) => /^Multicall3 on the node/.test(String(l.msg))));

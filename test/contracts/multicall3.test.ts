@@ -94,10 +94,10 @@ describe('contracts/Multicall3.sol planted on a bare anvil', () => {
   const failing = encodeFunctionData({ abi: missingAbi, functionName: 'balanceOf', args: [MULTICALL3] });
   const chainId = encodeAbiParameters([{ type: 'uint256' }], [8453n]);
   const sender: Address = '0x000000000000000000000000000000000000a11c';
-  const call = async (functionName: string, args: unknown[], value?: bigint) =>
-    client.simulateContract({ address: MULTICALL3, abi: multicall3Abi, functionName, args, account: sender, ...(value ? { value } : {}) } as never) as Promise<{
-      result: unknown;
-    }>;
+  const call = async (functionName: string, args: unknown[], value?: bigint) => {
+    const request = { address: MULTICALL3, abi: multicall3Abi, functionName, args, account: sender, ...(value ? { value } : {}) };
+    return client.simulateContract(request as never) as Promise<{ result: unknown }>;
+  };
 
   test('aggregate returns the block number and every result, and reverts when any call fails', async () => {
     const { result } = await call('aggregate', [[{ target: MULTICALL3, callData: ok }]]);
@@ -107,14 +107,16 @@ describe('contracts/Multicall3.sol planted on a bare anvil', () => {
   });
 
   test('tryAggregate reports each call’s outcome, or reverts when success is required', async () => {
-    const { result } = await call('tryAggregate', [false, [{ target: MULTICALL3, callData: ok }, { target: MULTICALL3, callData: failing }]]);
+    const calls = [{ target: MULTICALL3, callData: ok }, { target: MULTICALL3, callData: failing }];
+    const { result } = await call('tryAggregate', [false, calls]);
     assert.deepEqual(result, [{ success: true, returnData: chainId }, { success: false, returnData: '0x' }]);
     await assert.rejects(call('tryAggregate', [true, [{ target: MULTICALL3, callData: failing }]]), /Multicall3: call failed/);
   });
 
   test('tryBlockAndAggregate and blockAndAggregate add the block number and hash', async () => {
     const calls = [{ target: MULTICALL3, callData: ok }];
-    const tried = (await call('tryBlockAndAggregate', [false, [...calls, { target: MULTICALL3, callData: failing }]])).result as [bigint, Hex, unknown];
+    const withFailure = [...calls, { target: MULTICALL3, callData: failing }];
+    const tried = (await call('tryBlockAndAggregate', [false, withFailure])).result as [bigint, Hex, unknown];
     assert.equal(tried[0], await client.getBlockNumber());
     assert.match(tried[1], /^0x[0-9a-f]{64}$/);
     assert.deepEqual(tried[2], [{ success: true, returnData: chainId }, { success: false, returnData: '0x' }]);
@@ -157,7 +159,8 @@ const CANONICAL = [
   'function aggregate3Value(Call3Value[] calls) payable returns (Result[] returnData)',
   'function blockAndAggregate(Call[] calls) payable returns (uint256 blockNumber, bytes32 blockHash, Result[] returnData)',
   'function tryAggregate(bool requireSuccess, Call[] calls) payable returns (Result[] returnData)',
-  'function tryBlockAndAggregate(bool requireSuccess, Call[] calls) payable returns (uint256 blockNumber, bytes32 blockHash, Result[] returnData)',
+  'function tryBlockAndAggregate(bool requireSuccess, Call[] calls) payable ' +
+    'returns (uint256 blockNumber, bytes32 blockHash, Result[] returnData)',
   'function getBasefee() view returns (uint256 basefee)',
   'function getBlockHash(uint256 blockNumber) view returns (bytes32 blockHash)',
   'function getBlockNumber() view returns (uint256 blockNumber)',

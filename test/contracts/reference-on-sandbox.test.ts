@@ -15,15 +15,19 @@ const chain = useSandbox();
 /** The official facilitator (@x402/core + @x402/evm) on the sandbox, as its docs set it up. */
 function reference() {
   const account = chain.sandbox.accounts.relayers[3]!;
-  const client = createWalletClient({ account, chain: networks.local.viemChain, transport: http(chain.sandbox.rpcUrl) }).extend(publicActions);
+  const transport = http(chain.sandbox.rpcUrl);
+  const client = createWalletClient({ account, chain: networks.local.viemChain, transport }).extend(publicActions);
   const signer = toFacilitatorEvmSigner({ ...client, address: account.address } as unknown as Parameters<typeof toFacilitatorEvmSigner>[0]);
   return new x402Facilitator().register('eip155:8453', new ExactEvmScheme(signer));
 }
 
+const verifyWithReference = (body: Awaited<ReturnType<typeof v2Request>>) =>
+  reference().verify(body.paymentPayload as unknown as PaymentPayload, body.paymentRequirements as PaymentRequirements);
+
 describe('the official facilitator on the sandbox (its Multicall3 reads go through the planted contract)', () => {
   test('it diagnoses a payer short of USDC as such, not as a failed simulation', async () => {
     const body = await v2Request(samplePayment(chain, { payer: chain.sandbox.accounts.payers[5]!, amount: 20_000_000_000n }));
-    const verdict = await reference().verify(body.paymentPayload as unknown as PaymentPayload, body.paymentRequirements as PaymentRequirements);
+    const verdict = await verifyWithReference(body);
     assert.equal(verdict.isValid, false);
     assert.notEqual(verdict.invalidReason, 'transaction_simulation_failed');
     assert.match(String(verdict.invalidReason), /balance|funds/);
@@ -31,7 +35,7 @@ describe('the official facilitator on the sandbox (its Multicall3 reads go throu
 
   test('it verifies a good payment', async () => {
     const body = await v2Request(samplePayment(chain, { payer: chain.sandbox.accounts.payers[5]! }));
-    const verdict = await reference().verify(body.paymentPayload as unknown as PaymentPayload, body.paymentRequirements as PaymentRequirements);
+    const verdict = await verifyWithReference(body);
     assert.equal(verdict.isValid, true, verdict.invalidReason);
   });
 });

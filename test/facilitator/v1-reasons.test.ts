@@ -23,7 +23,8 @@ async function v1Refusal(change: (b: V1Body) => void, overrides: Partial<Payment
 
 describe('a v1 payment is refused with the v1 reference’s reason strings', () => {
   test('an amount other than maxAmountRequired: invalid_exact_evm_payload_authorization_value', async () => {
-    assert.equal(await v1Refusal((b) => void (b.paymentRequirements.maxAmountRequired = '20000')), 'invalid_exact_evm_payload_authorization_value');
+    const reason = await v1Refusal((b) => void (b.paymentRequirements.maxAmountRequired = '20000'));
+    assert.equal(reason, 'invalid_exact_evm_payload_authorization_value');
   });
 
   test('more than the payer holds: insufficient_funds', async () => {

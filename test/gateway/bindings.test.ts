@@ -74,7 +74,8 @@ describe('the JSON-RPC error binding (--challenge jsonrpc-error)', () => {
 
     const payee = chain.sandbox.accounts.payees[1]!.address;
     const before = await chain.balanceOf(payee);
-    const payment = await new x402Client().register('eip155:8453', new ExactEvmScheme(chain.sandbox.accounts.payers[3]!)).createPaymentPayload(required);
+    const payer = new x402Client().register('eip155:8453', new ExactEvmScheme(chain.sandbox.accounts.payers[3]!));
+    const payment = await payer.createPaymentPayload(required);
     const result = await client.callTool({ name: 'count', arguments: {}, _meta: { 'x402/payment': payment } });
     assert.equal(result.isError, undefined);
     assert.equal((result._meta?.['x402/payment-response'] as { success: boolean }).success, true);
@@ -86,7 +87,8 @@ describe('the JSON-RPC error binding (--challenge jsonrpc-error)', () => {
   test('a refused payment is a 402 error again, with the reason in error.data.error', async () => {
     const client = await sdkClient(await gateway({ challenge: 'jsonrpc-error' }));
     const bad = { x402Version: 2, accepted: {}, payload: {} };
-    const refused = (await client.callTool({ name: 'count', arguments: {}, _meta: { 'x402/payment': bad } }).catch((e: unknown) => e)) as McpError;
+    const call = client.callTool({ name: 'count', arguments: {}, _meta: { 'x402/payment': bad } });
+    const refused = (await call.catch((e: unknown) => e)) as McpError;
     assert.equal(refused.code, 402);
     assert.match(String((refused.data as { error: string }).error), /invalid/);
     await client.close();
@@ -106,7 +108,7 @@ describe('the dotted _meta["x402.payment"] of npm x402-mcp, x402 v1 (--x402-vers
     await client.close();
   });
 
-  test('x402-mcp’s own client, driven as a model drives its tools, pays end to end: v1 payment under x402.payment, receipt under x402.payment-response', async () => {
+  test('x402-mcp’s own client, driven as a model drives its tools, pays end to end (x402.payment in, receipt out)', async () => {
     const url = await gateway({ x402Version: 1 });
     const payer = chain.sandbox.accounts.payers[4]!;
     const mcp = await createAiMcpClient({ transport: new StreamableHTTPClientTransport(url) });
@@ -118,8 +120,9 @@ describe('the dotted _meta["x402.payment"] of npm x402-mcp, x402 v1 (--x402-vers
     const challenge = (await tools.count!.execute!({}, options)) as { isError?: boolean; content: { text: string }[] };
     assert.equal(challenge.isError, true);
     const { accepts } = JSON.parse(challenge.content[0]!.text) as { accepts: unknown[] };
-    const input = (tools.generatePaymentAuthorization!.inputSchema as { parse(v: unknown): unknown }).parse({ paymentRequirements: accepts[0] });
-    const { paymentAuthorization } = (await tools.generatePaymentAuthorization!.execute!(input, options)) as unknown as { paymentAuthorization: string };
+    const generate = tools.generatePaymentAuthorization!;
+    const input = (generate.inputSchema as { parse(v: unknown): unknown }).parse({ paymentRequirements: accepts[0] });
+    const { paymentAuthorization } = (await generate.execute!(input, options)) as unknown as { paymentAuthorization: string };
 
     const payee = chain.sandbox.accounts.payees[1]!.address;
     const before = await chain.balanceOf(payee);

@@ -6,7 +6,7 @@ import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
 import { challengeBindings } from '../../gateway/payment-required.js';
 import { atomicToUsd, usdPrice } from '../../gateway/pricing.js';
-import { serveGateway } from '../../http/gateway-server.js';
+import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js';
 import { startStdioBridge } from '../../gateway/stdio-bridge.js';
 import { createLogger } from '../../log/logger.js';
 import { UsageError, defineCommand } from '../command.js';
@@ -45,8 +45,8 @@ export const wrapCommand = defineCommand({
     price: { type: 'string', value: 'USD', description: 'price of every tool not named otherwise (default 0.01)' },
     'tool-price': { type: 'string', multiple: true, value: 'NAME=USD', description: 'price of one tool' },
     'free-tool': { type: 'string', multiple: true, value: 'NAME', description: 'a tool that costs nothing' },
-    challenge: { type: 'string', value: 'MODE', description: 'tool-result (MCP binding, default), http-402 or jsonrpc-error (JSON-RPC error 402)' },
-    'x402-version': { type: 'string', value: '1|2', description: 'x402 version of tool-result and jsonrpc-error challenges (default 2; 1 for v1-only clients)' },
+    challenge: { type: 'string', value: 'MODE', description: 'tool-result (MCP binding, default), http-402 or jsonrpc-error (error 402)' },
+    'x402-version': { type: 'string', value: '1|2', description: 'x402 version of MCP challenges (default 2; 1 for v1-only clients)' },
     'upstream-header': { type: 'string', multiple: true, value: '"Name: value"', description: 'sent to the upstream on every request' },
     'upstream-timeout': { type: 'string', value: 'SECONDS', description: 'give up on a paid call after this long (default 60); not charged' },
     ...serverFlags,
@@ -87,7 +87,16 @@ export const wrapCommand = defineCommand({
       timeoutMs: flags['upstream-timeout'] * 1000,
       ...(bridge ? { tellCaller: true } : {}),
     };
-    const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, plan: flatPlan(prices), payTo, challenge: flags.challenge, x402Version: flags['x402-version'] }] }).catch(async (error) => {
+    const endpoint: EndpointOptions = {
+      slug: 'default',
+      path: '/mcp',
+      upstream,
+      plan: flatPlan(prices),
+      payTo,
+      challenge: flags.challenge,
+      x402Version: flags['x402-version'],
+    };
+    const server = await serveGateway({ config, secrets, chain, logger, endpoints: [endpoint] }).catch(async (error) => {
       await bridge?.close();
       await chain.close();
       throw error;

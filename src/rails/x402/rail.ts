@@ -61,7 +61,8 @@ async function x402Call(facilitator: Facilitator, context: RailContext, call: Pa
   if (!held.isValid) {
     await metering?.uncount();
     // The same call with the same payment again: its answer was lost, not its result.
-    const again = held.invalidReason === reasonFor(request.x402Version, reasons.nonceUsed) ? await facilitator.redeliver(request, purpose) : undefined;
+    const used = held.invalidReason === reasonFor(request.x402Version, reasons.nonceUsed);
+    const again = used ? await facilitator.redeliver(request, purpose) : undefined;
     if (again) {
       context.count(tool.name, 'redelivered');
       const result = JSON.parse(again.result) as ToolResult;
