@@ -7,10 +7,12 @@ import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { experimental_createMCPClient as createAiMcpClient } from 'ai';
+import { createPublicClient, custom } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { PaymentRequirementsSchema } from 'x402/types';
 import { withPayment } from 'x402-mcp';
-import type { Facilitator } from '../../src/facilitator/facilitator.js';
+import { networks } from '../../src/chain/networks.js';
+import { type Facilitator, createFacilitator } from '../../src/facilitator/facilitator.js';
 import { flatPlan } from '../../src/gateway/plans.js';
 import { priceTableSchema } from '../../src/gateway/pricing.js';
 import type { GatewayOptions } from '../../src/gateway/gateway.js';
@@ -81,6 +83,40 @@ describe('the JSON-RPC error binding (--challenge jsonrpc-error)', () => {
     assert.equal((result._meta?.['x402/payment-response'] as { success: boolean }).success, true);
     assert.equal(counter.runs(), runs + 1);
     assert.equal(await chain.balanceOf(payee), before + PRICE);
+    await client.close();
+  });
+
+  test('a settlement that fails withholds the output as a 402 error too, never a result', async () => {
+    // The chain answers the verification before the call, then is down when the settlement starts.
+    let reads = 0;
+    let down = false;
+    const flaky = createPublicClient({
+      chain: networks.local.viemChain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown }) => {
+          if (args.method === 'eth_call' && ++reads > 1 && down) throw new Error('connect ECONNREFUSED');
+          return chain.client.request(args as never);
+        },
+      }),
+      pollingInterval: 5,
+    });
+    const { store } = await chain.facilitator([3]);
+    const relayerKeys = [chain.sandbox.accounts.relayers[3]!.privateKey];
+    const outage = createFacilitator({ network: networks.local, client: flaky, journal: store.journal, relayerKeys });
+    const client = await sdkClient(await gateway({ challenge: 'jsonrpc-error', rails: [x402Rail({ facilitator: outage })] }));
+    const challenge = (await client.callTool({ name: 'count', arguments: {} }).catch((e: unknown) => e)) as McpError;
+    const payer = new x402Client().register('eip155:8453', new ExactEvmScheme(chain.sandbox.accounts.payers[6]!));
+    const payment = await payer.createPaymentPayload(challenge.data as PaymentRequired);
+    const runs = counter.runs();
+    down = true;
+    const withheld = await client.callTool({ name: 'count', arguments: {}, _meta: { 'x402/payment': payment } }).then(
+      (result) => assert.fail(`the output was delivered: ${JSON.stringify(result)}`),
+      (error: unknown) => error as McpError,
+    );
+    assert.equal(withheld.code, 402);
+    assert.match(withheld.message, /settlement failed/);
+    assert.equal((withheld.data as PaymentRequired).accepts[0]!.amount, PRICE.toString());
+    assert.equal(counter.runs(), runs + 1, 'the tool ran; its output was withheld');
     await client.close();
   });
 
