@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { ChainConnection } from '../chain/connect.js';
+import { MULTICALL3 } from '../chain/networks.js';
 import type { Config } from '../config/schema.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
@@ -56,7 +57,9 @@ export async function openFacilitator(options: {
     journal: store.journal,
     relayerKeys: chain.relayerKeys,
     logger,
+    multicall3: chain.multicall3,
     minimumAmount: config.facilitator.minAmountUsd,
+    validityOverTimeoutSeconds: config.facilitator.maxValidityOverTimeoutSeconds,
     ...(payees ? { payees: () => payees(store) } : {}),
   });
   const recover = async () => {
@@ -64,6 +67,12 @@ export async function openFacilitator(options: {
     if (reconciled > 0) logger.info({ reconciled }, 'finished settlements left by a stopped instance');
     await store.journal.forgetResults(Math.floor(Date.now() / 1000));
   };
+  if (chain.multicall3) {
+    logger.info({ multicall3: MULTICALL3 }, 'Multicall3 on the node: verification reads batched, settlements group-committed');
+  } else {
+    const mode = 'no Multicall3 on the node: verification reads as plain eth_calls, one transaction per settlement';
+    logger.warn({ multicall3: MULTICALL3 }, mode);
+  }
   try {
     for (const relayer of facilitator.relayers) {
       if (!(await store.lease(`relayer:${relayer.toLowerCase()}`))) {

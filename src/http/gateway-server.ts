@@ -9,6 +9,7 @@ import { openFacilitator } from '../facilitator/open.js';
 import { createGateway } from '../gateway/gateway.js';
 import { type Plan, planSchema } from '../gateway/plans.js';
 import { isTurnpike } from '../gateway/own-urls.js';
+import type { ChallengeBinding } from '../gateway/payment-required.js';
 import { guardedAgent } from '../gateway/ssrf.js';
 import type { Upstream } from '../gateway/upstream.js';
 import { toolsLookups } from '../gateway/upstream-tools.js';
@@ -52,7 +53,9 @@ export type EndpointOptions = {
   upstream: Upstream;
   plan: Plan;
   payTo: Address;
-  challenge: 'tool-result' | 'http-402';
+  challenge: ChallengeBinding;
+  /** The x402 version of its MCP challenges (see `GatewayOptions`); 2 by default. */
+  x402Version?: 1 | 2;
   /** Set for servers registered through the operator API. */
   operatorId?: string;
   /** A registered server's id: what its counts, charges, subscriptions and scopes are bound to. */
@@ -181,6 +184,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       network: chain.network,
       rails,
       challenge: endpoint.challenge,
+      x402Version: endpoint.x402Version,
       bodyLimitBytes: config.http.bodyLimitBytes,
       allowedHosts: () => hosts,
       logger,

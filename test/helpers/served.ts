@@ -25,6 +25,7 @@ export async function serveOnSandbox(
     rpcUrl: chain.sandbox.rpcUrl,
     client: chain.client,
     relayerKeys: [chain.sandbox.accounts.relayers[options.relayer ?? 2]!.privateKey],
+    multicall3: true,
     sandbox: chain.sandbox,
     close: async () => {},
   };

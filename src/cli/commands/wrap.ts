@@ -4,8 +4,9 @@ import { z } from 'zod';
 import { connectChain } from '../../chain/connect.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
+import { challengeBindings } from '../../gateway/payment-required.js';
 import { atomicToUsd, usdPrice } from '../../gateway/pricing.js';
-import { serveGateway } from '../../http/gateway-server.js';
+import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js';
 import { startStdioBridge } from '../../gateway/stdio-bridge.js';
 import { createLogger } from '../../log/logger.js';
 import { UsageError, defineCommand } from '../command.js';
@@ -44,7 +45,8 @@ export const wrapCommand = defineCommand({
     price: { type: 'string', value: 'USD', description: 'price of every tool not named otherwise (default 0.01)' },
     'tool-price': { type: 'string', multiple: true, value: 'NAME=USD', description: 'price of one tool' },
     'free-tool': { type: 'string', multiple: true, value: 'NAME', description: 'a tool that costs nothing' },
-    challenge: { type: 'string', value: 'MODE', description: 'tool-result (MCP binding, default) or http-402' },
+    challenge: { type: 'string', value: 'MODE', description: 'tool-result (MCP binding, default), http-402 or jsonrpc-error (error 402)' },
+    'x402-version': { type: 'string', value: '1|2', description: 'x402 version of MCP challenges (default 2; 1 for v1-only clients)' },
     'upstream-header': { type: 'string', multiple: true, value: '"Name: value"', description: 'sent to the upstream on every request' },
     'upstream-timeout': { type: 'string', value: 'SECONDS', description: 'give up on a paid call after this long (default 60); not charged' },
     ...serverFlags,
@@ -56,7 +58,8 @@ export const wrapCommand = defineCommand({
     price: usdPrice.default(10_000n),
     'tool-price': z.array(toolPrice).default([]),
     'free-tool': z.array(z.string().min(1)).default([]),
-    challenge: z.enum(['tool-result', 'http-402']).default('tool-result'),
+    challenge: z.enum(challengeBindings).default('tool-result'),
+    'x402-version': z.enum(['1', '2']).default('2').transform((v) => (v === '1' ? 1 : 2)),
     'upstream-header': z.array(header).default([]),
     'upstream-timeout': z.coerce.number().positive().max(3600).default(60),
   }),
@@ -84,7 +87,16 @@ export const wrapCommand = defineCommand({
       timeoutMs: flags['upstream-timeout'] * 1000,
       ...(bridge ? { tellCaller: true } : {}),
     };
-    const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, plan: flatPlan(prices), payTo, challenge: flags.challenge }] }).catch(async (error) => {
+    const endpoint: EndpointOptions = {
+      slug: 'default',
+      path: '/mcp',
+      upstream,
+      plan: flatPlan(prices),
+      payTo,
+      challenge: flags.challenge,
+      x402Version: flags['x402-version'],
+    };
+    const server = await serveGateway({ config, secrets, chain, logger, endpoints: [endpoint] }).catch(async (error) => {
       await bridge?.close();
       await chain.close();
       throw error;
@@ -100,7 +112,7 @@ export const wrapCommand = defineCommand({
         `  prices       every tool ${atomicToUsd(prices.default)} USDC` +
           Object.entries(tools).map(([name, amount]) => `, ${name} ${atomicToUsd(amount)}`).join('') +
           (prices.free.length ? `; free: ${prices.free.join(', ')}` : ''),
-        `  challenge    ${flags.challenge}`,
+        `  challenge    ${flags.challenge}, x402 v${flags['x402-version']}`,
         `  facilitator  ${server.url}/facilitator`,
         `  discovery    ${server.url}/.well-known/mcp-payment, ${server.url}/pricing, ${server.url}/health, ${server.url}/metrics`,
         ...(payer ? [`  demo payer   ${payer.address}  key ${payer.privateKey}  (LOCAL ONLY: a public key, sandbox USDC)`] : []),
