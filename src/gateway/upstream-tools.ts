@@ -71,11 +71,11 @@ export function toolsLookups(options: Partial<typeof TOOLS_LOOKUP> = {}) {
       const recent = () => known.error === undefined && known.asOf !== undefined && Date.now() - known.asOf < recheckMs;
       const offers = async (tool: string) => {
         if (known.asOf !== undefined && listed(tool)) return true;
-        const again = !recent() && Date.now() - lookedAt >= recheckMs;
+        if (recent()) return false;
+        const again = Date.now() - lookedAt >= recheckMs;
         // Never listed: charged now, not held up by a lookup an unresponsive upstream makes last timeoutMs.
         if (known.asOf === undefined) return void (again && refresh());
-        if (again) await refresh();
-        else if (running) await running;
+        await (again ? refresh() : running);
         return recent() ? listed(tool) : undefined;
       };
       return Object.assign(read, { offers });
