@@ -43,7 +43,8 @@ async function check(): Promise<void> {
   const allowScripts = { 'better-sqlite3': true, secp256k1: true, '@coinbase/x402': false };
   writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'pack-check', private: true, allowScripts }, null, 2));
   say('npm install <tarball> in an empty project (prefer-offline)');
-  await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', path.join(dir, packed!.filename)], { cwd: project, maxBuffer: 1 << 26 });
+  const install = ['install', '--prefer-offline', '--no-audit', '--no-fund', path.join(dir, packed!.filename)];
+  await run('npm', install, { cwd: project, maxBuffer: 1 << 26 });
   say('installed; npx turnpike demo');
   await demo(project);
 }
@@ -76,8 +77,9 @@ function demo(project: string): Promise<void> {
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
       // npx itself ends by the signal, as it does under a terminal's Ctrl-C; the demo stops with it.
-      if (stopping && (code === 0 || signal === 'SIGINT')) resolve();
-      else reject(new CheckFailed(`the demo exited (code ${code}, signal ${signal}) ${stopping ? 'after SIGINT' : 'before its receipt'}:\n${output}`));
+      if (stopping && (code === 0 || signal === 'SIGINT')) return resolve();
+      const when = stopping ? 'after SIGINT' : 'before its receipt';
+      reject(new CheckFailed(`the demo exited (code ${code}, signal ${signal}) ${when}:\n${output}`));
     });
   });
 }

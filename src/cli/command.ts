@@ -80,9 +80,10 @@ export function parseFlags<S extends z.ZodType>(command: Command<S>, argv: strin
  */
 function withDashValues(command: Command, argv: string[]): string[] {
   const flags = Object.entries(command.flags);
+  const names = (name: string, f: Flag, arg: string) => arg === `--${name}` || (f.short !== undefined && arg === `-${f.short}`);
   const isFlag = (arg: string) =>
-    arg === '--' || arg === '-h' || arg === '--help' || flags.some(([name, f]) => arg === `--${name}` || arg.startsWith(`--${name}=`) || (f.short && arg === `-${f.short}`));
-  const takesValue = (arg: string) => flags.some(([name, f]) => f.type === 'string' && (arg === `--${name}` || (f.short && arg === `-${f.short}`)));
+    ['--', '-h', '--help'].includes(arg) || flags.some(([name, f]) => names(name, f, arg) || arg.startsWith(`--${name}=`));
+  const takesValue = (arg: string) => flags.some(([name, f]) => f.type === 'string' && names(name, f, arg));
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const [arg, next] = [argv[i]!, argv[i + 1]];

@@ -158,7 +158,8 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
 
   const named = new Set(namedTools(plan));
   /** A tool priced by the default that the upstream does not have (its recent list lacks it): no challenge for it. */
-  const unknownTool = async (tool: string) => options.tools !== undefined && !named.has(tool) && (await options.tools.offers(tool)) === false;
+  const unknownTool = async (tool: string) =>
+    options.tools !== undefined && !named.has(tool) && (await options.tools.offers(tool)) === false;
 
   /**
    * Counts a priced call of `caller` for a plan with free calls or tiers, and prices it by its

@@ -70,7 +70,8 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
 
   async function open(caller: string): Promise<Session> {
     // `exec` so that ending the shell ends the server itself.
-    const child = new StdioClientTransport({ command: '/bin/sh', args: ['-c', `exec ${command}`], stderr: 'pipe', ...(cwd ? { cwd } : {}) });
+    const shell = { command: '/bin/sh', args: ['-c', `exec ${command}`] };
+    const child = new StdioClientTransport({ ...shell, stderr: 'pipe', ...(cwd ? { cwd } : {}) });
     // Read as it comes (a full pipe would stop the child); the tail says why a child that exits early did.
     let stderr = '';
     child.stderr?.on('data', (chunk: Buffer) => void (stderr = (stderr + chunk.toString()).slice(-STDERR_KEPT)));

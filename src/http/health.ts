@@ -38,8 +38,8 @@ export function healthRoutes(options: { client: PublicClient; store: Store; upst
     ]);
     const up = chain.ok && store.ok;
     const status = !up ? 'down' : upstreams.every(([, u]) => u.ok) ? 'ok' : 'degraded';
-    const body = { status, chain, store, settlementBacklog: backlog, ...(options.upstreams ? { upstreams: Object.fromEntries(upstreams) } : {}) };
-    return c.json(body, up ? 200 : 503);
+    const reported = options.upstreams ? { upstreams: Object.fromEntries(upstreams) } : {};
+    return c.json({ status, chain, store, settlementBacklog: backlog, ...reported }, up ? 200 : 503);
   });
   return app;
 }

@@ -16,7 +16,9 @@ function turnpike(args: string[]) {
   let stderr = '';
   child.stdout.on('data', (c) => (stdout += c));
   child.stderr.on('data', (c) => (stderr += c));
-  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
+    child.on('exit', (code) => resolve({ code, stdout, stderr })),
+  );
   return { child, done, stdout: () => stdout };
 }
 
@@ -40,7 +42,8 @@ describe('the first hour with the CLI (built)', () => {
         const dataDir = path.join(dir, `busy-${args[0]}`);
         const result = await turnpike([...args, '--port', port, '--data-dir', dataDir]).done;
         assert.equal(result.code, 2, result.stderr);
-        assert.match(result.stderr, new RegExp(`port ${port} on 127\\.0\\.0\\.1 is in use by another process: choose another with --port N`));
+        const named = `port ${port} on 127\\.0\\.0\\.1 is in use by another process: choose another with --port N`;
+        assert.match(result.stderr, new RegExp(named));
         assert.doesNotMatch(result.stdout + result.stderr, /unexpected error|migrat/i);
         assert.equal(existsSync(dataDir), false, `${args[0]}: no store was opened`);
       }
@@ -49,8 +52,9 @@ describe('the first hour with the CLI (built)', () => {
     }
   });
 
-  test('wrap: the printed facilitator URL answers GET with its routes; /health is degraded (200) while the upstream is unreachable', async () => {
-    const run = turnpike(['wrap', '--upstream', 'http://127.0.0.1:9/mcp', '--port', '0', '--data-dir', path.join(dir, 'wrap'), '--log-level', 'silent']);
+  test('wrap: the printed facilitator URL answers GET with its routes; /health is degraded (200), the upstream unreachable', async () => {
+    const data = ['--data-dir', path.join(dir, 'wrap'), '--log-level', 'silent'];
+    const run = turnpike(['wrap', '--upstream', 'http://127.0.0.1:9/mcp', '--port', '0', ...data]);
     try {
       while (!/facilitator\s+(\S+)/.test(run.stdout())) {
         if (run.child.exitCode !== null) assert.fail(`wrap exited early:\n${run.stdout()}`);
@@ -60,7 +64,8 @@ describe('the first hour with the CLI (built)', () => {
       const index = await fetch(facilitator);
       assert.equal(index.status, 200);
       const { routes } = (await index.json()) as { routes: { method: string; url: string }[] };
-      assert.deepEqual(routes.map((r) => `${r.method} ${r.url}`), [`POST ${facilitator}/verify`, `POST ${facilitator}/settle`, `GET ${facilitator}/supported`]);
+      const expected = [`POST ${facilitator}/verify`, `POST ${facilitator}/settle`, `GET ${facilitator}/supported`];
+      assert.deepEqual(routes.map((r) => `${r.method} ${r.url}`), expected);
       const health = await fetch(facilitator.replace(/\/facilitator$/, '/health'));
       assert.equal(health.status, 200);
       const body = (await health.json()) as { status: string; upstreams: { default: { ok: boolean; error: string } } };

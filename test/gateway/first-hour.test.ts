@@ -29,16 +29,17 @@ function capturedLogger() {
   return { logger: pino({ level: 'info' }, sink), lines };
 }
 
+const initializeParams = { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } };
 const initialize = (url: string) =>
   fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } }),
+    body: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'initialize', params: initializeParams }),
     signal: AbortSignal.timeout(10_000),
   });
 
 describe('a stdio MCP server that cannot start', () => {
-  test('a missing program: logged at start, and initialize answered with a JSON-RPC error naming it and ENOENT, no child started', async () => {
+  test('a missing program: logged at start, initialize answered with a JSON-RPC error naming it and ENOENT, no child', async () => {
     const { logger, lines } = capturedLogger();
     const bridge = await startStdioBridge('/no/such/binary --token secret-value', limits, { logger });
     try {
@@ -61,7 +62,7 @@ describe('a stdio MCP server that cannot start', () => {
 
   test('a program on PATH that is not there, or a directory, is named the same way', async () => {
     for (const [command, reason] of [
-      ['no-such-mcp-server-anywhere --stdio', /"no-such-mcp-server-anywhere" cannot start: ENOENT: "no-such-mcp-server-anywhere" is not on PATH/],
+      ['no-such-mcp-server --stdio', /"no-such-mcp-server" cannot start: ENOENT: "no-such-mcp-server" is not on PATH/],
       ['/tmp', /"\/tmp" cannot start: EISDIR/],
     ] as const) {
       const bridge = await startStdioBridge(command, limits);
@@ -77,7 +78,8 @@ describe('a stdio MCP server that cannot start', () => {
 
   test('a program that exits before it answers: initialize gets an error at once, its stderr goes to the log', async () => {
     const { logger, lines } = capturedLogger();
-    const bridge = await startStdioBridge(`${process.execPath} -e "console.error('bad config: no key'); process.exit(3)"`, limits, { logger });
+    const exits = `${process.execPath} -e "console.error('bad config: no key'); process.exit(3)"`;
+    const bridge = await startStdioBridge(exits, limits, { logger });
     try {
       const res = await initialize(bridge.mcpUrl);
       assert.equal(res.status, 502);
@@ -97,7 +99,9 @@ async function changingUpstream(tools: Set<string>) {
   const app = new Hono();
   app.all('/mcp', async (c) => {
     const server = new McpServer({ name: 'changing', version: '1.0.0' });
-    for (const name of tools) server.registerTool(name, { description: name }, async () => (runs++, { content: [{ type: 'text', text: `${name} ran` }] }));
+    for (const name of tools) {
+      server.registerTool(name, { description: name }, async () => (runs++, { content: [{ type: 'text', text: `${name} ran` }] }));
+    }
     const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     await server.connect(transport);
     return transport.handleRequest(c.req.raw);
@@ -126,7 +130,9 @@ describe('a priced call of a tool the upstream does not have', () => {
         headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
         body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: {} } }),
       });
-      return (await res.json()) as { error?: { code: number; message: string }; result?: { isError?: boolean; structuredContent?: { accepts?: unknown[] } } };
+      type Challenge = { isError?: boolean; structuredContent?: { accepts?: unknown[] } };
+      type Answer = { error?: { code: number; message: string }; result?: Challenge };
+      return (await res.json()) as Answer;
     };
     return { upstream, call, source };
   }
@@ -170,7 +176,7 @@ describe('/health and discovery, as a browser or a load balancer reads them', ()
   const opened: { close(): Promise<void> }[] = [];
   after(() => Promise.all(opened.map((o) => o.close())));
 
-  test('/health: ok with every upstream answering, degraded (still 200) when one is unreachable, down (503) when the chain is', async () => {
+  test('/health: ok with every upstream answering, degraded (200) with one unreachable, down (503) without the chain', async () => {
     const store = await openSqliteStore({ path: chain.dbPath() });
     opened.push(store);
     const answering = await changingUpstream(new Set(['search']));
@@ -180,7 +186,8 @@ describe('/health and discovery, as a browser or a load balancer reads them', ()
     const gone = { slug: 'gone', tools: lookups.of({ url: 'http://127.0.0.1:1/mcp', headers: {}, timeoutMs: 5_000 }) };
     const read = async (upstreams: (typeof good)[], client = chain.client) => {
       const res = await healthRoutes({ client, store, upstreams: () => upstreams }).request('/health');
-      return { status: res.status, body: (await res.json()) as { status: string; upstreams: Record<string, { ok: boolean; error?: string; lastAnsweredAt?: string }> } };
+      type Health = { status: string; upstreams: Record<string, { ok: boolean; error?: string; lastAnsweredAt?: string }> };
+      return { status: res.status, body: (await res.json()) as Health };
     };
     const ok = await read([good]);
     assert.equal(ok.status, 200);

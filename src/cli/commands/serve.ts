@@ -37,7 +37,9 @@ export const serveCommand = defineCommand({
     const logger = createLogger(config.log);
     const secrets = loadSecrets();
     const chain = await connectChain(config, secrets);
-    const bridges = await Promise.all(config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio, stdioLimits(config), { logger }) : undefined)));
+    const bridges = await Promise.all(
+      config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio, stdioLimits(config), { logger }) : undefined)),
+    );
     const endpoints: EndpointOptions[] = config.servers.map((s, i) => ({
       slug: s.slug,
       path: `/mcp/${s.slug}`,
