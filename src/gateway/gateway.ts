@@ -20,7 +20,7 @@ import {
   paymentRequired,
   paymentRequiredV1,
 } from './payment-required.js';
-import { type Plan, isMetered, listPrice, priceAt, publicPlan, utcMonth } from './plans.js';
+import { type Plan, isMetered, listPrice, namedTools, priceAt, publicPlan, utcMonth } from './plans.js';
 import { atomicToUsd } from './pricing.js';
 import { type ToolResult, answerCall, rpcError, withoutPaidResponses } from './jsonrpc.js';
 import { HOP_HEADER, loopIn } from './hops.js';
@@ -28,6 +28,7 @@ import { readJsonBody } from './json-body.js';
 import { type Message, classify, forUpstream, headerMismatch, paidRequestId } from './messages.js';
 import type { JsonRpcId } from './sse.js';
 import { CALLER_HEADER, type Upstream, callDeadline, send } from './upstream.js';
+import type { ToolsSource } from './upstream-tools.js';
 
 export type GatewayOptions = {
   upstream: Upstream;
@@ -54,6 +55,12 @@ export type GatewayOptions = {
   allowedHosts: () => Iterable<string>;
   logger: Logger;
   metrics: Metrics;
+  /**
+   * The upstream's tools (see `toolsLookups`). When given, a priced call of a tool the plan does not
+   * name and a recent list of the upstream lacks is answered as MCP answers an unknown tool, not
+   * challenged; nothing is forwarded, so no tool can run unpaid. With no recent list, it is charged.
+   */
+  tools?: ToolsSource;
   /** The server's slug: its path and name. */
   server: string;
   /**
@@ -154,6 +161,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
         case 'list':
           return listTools(c, message.message);
         case 'paid':
+          if (await unknownTool(message.tool)) return rpcError(message.message.id ?? null, -32602, `Unknown tool: ${message.tool}`, 200);
           return paidCall(c, message.message, { name: message.tool, amount: message.amount });
         case 'forward':
           if (message.tool) count(message.tool, 'free');
@@ -161,6 +169,11 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       }
     },
   );
+
+  const named = new Set(namedTools(plan));
+  /** A tool priced by the default that the upstream does not have (its recent list lacks it): no challenge for it. */
+  const unknownTool = async (tool: string) =>
+    options.tools !== undefined && !named.has(tool) && (await options.tools.offers(tool)) === false;
 
   /**
    * Counts a priced call of `caller` for a plan with free calls or tiers, and prices it by its

@@ -1,4 +1,5 @@
 import { Hono } from 'hono';
+import { cors } from 'hono/cors';
 import type { Address } from 'viem';
 import type { Network } from '../chain/networks.js';
 import { type Plan, isMetered, listPrice, namedTools, publicPlan } from '../gateway/plans.js';
@@ -27,7 +28,8 @@ export const DISCOVERY_VERSION = 1;
  * `GET /.well-known/mcp-payment`: what each MCP endpoint here charges, how to pay, and where the
  * facilitator is. `GET /pricing`: the same prices as flat rows. Tools are the last list the
  * upstream gave, as of `toolsAsOf`; an upstream that cannot be asked for them still gets its
- * configured prices listed (and its last known tools), with `toolsError` saying why.
+ * configured prices listed (and its last known tools), with `toolsError` saying why. Both answer
+ * CORS for GET from any origin (no credentials), so an agent in a browser can read them.
  */
 export function discoveryRoutes(options: DiscoveryOptions): Hono {
   const { network } = options;
@@ -87,6 +89,11 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
       budgetTokens: `${origin}/credits/tokens`,
     };
   }
+
+  // Public, read-only documents: a browser agent on any origin may read them, and do nothing else.
+  const readable = cors({ origin: '*', allowMethods: ['GET'] });
+  app.use('/.well-known/mcp-payment', readable);
+  app.use('/pricing', readable);
 
   app.get('/.well-known/mcp-payment', async (c) => {
     const origin = new URL(c.req.url).origin;

@@ -31,7 +31,7 @@ const refusal = (answer: VerifyResponse | SettleResponse) =>
  * Malformed bodies are 400 with the offending field; business failures are 200 answers; only the
  * facilitator's own faults are 5xx, with `retryable: true`. With `apiKeys`, /verify and /settle
  * want one of them (401 otherwise); an address whose requests keep failing gets 429 with
- * Retry-After until its minute is over. /supported is always open.
+ * Retry-After until its minute is over. /supported is always open, and `GET /` answers an index of the routes.
  *
  * @example app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes, logger, apiKeys, failuresPerMinute: 60 }));
  */
@@ -84,6 +84,20 @@ export function facilitatorRoutes(facilitator: Facilitator, options: Facilitator
     }
   };
 
+  // The URL a command prints answers a browser or curl too: what is served under it.
+  app.get('/', (c) => {
+    const base = `${new URL(c.req.url).origin}${c.req.path.replace(/\/$/, '')}`;
+    return c.json({
+      service: 'x402 facilitator (turnpike)',
+      x402Versions: [1, 2],
+      routes: [
+        { method: 'POST', url: `${base}/verify`, does: 'checks a payment against its requirements; moves nothing' },
+        { method: 'POST', url: `${base}/settle`, does: 'settles a verified payment on chain, once' },
+        { method: 'GET', url: `${base}/supported`, does: 'the schemes, networks and signers served' },
+      ],
+      authorization: options.apiKeys ? 'verify and settle want Authorization: Bearer <facilitator API key>' : 'none',
+    });
+  });
   app.get('/supported', (c) => c.json(facilitator.supported()));
   app.post('/verify', guard, limit, handle((r) => facilitator.verify(r, purposes.api)));
   app.post('/settle', guard, limit, handle((r) => facilitator.settle(r, purposes.api)));

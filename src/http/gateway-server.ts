@@ -12,7 +12,7 @@ import { isTurnpike } from '../gateway/own-urls.js';
 import type { ChallengeBinding } from '../gateway/payment-required.js';
 import { guardedAgent } from '../gateway/ssrf.js';
 import type { Upstream } from '../gateway/upstream.js';
-import { toolsLookups } from '../gateway/upstream-tools.js';
+import { type ToolsSource, toolsLookups } from '../gateway/upstream-tools.js';
 import { createOperators } from '../operators/operators.js';
 import { revenueBook } from '../operators/revenue.js';
 import { createWithdrawals } from '../operators/withdrawals.js';
@@ -176,8 +176,14 @@ export async function serveGateway(options: GatewayServerOptions) {
   }
   // An operator's identity provider is fetched as their upstream is reached: through the SSRF-guarded agent.
   const guardedFetch = ((input: string, init: object) => undiciFetch(input, { ...init, dispatcher: registeredAgent })) as unknown as typeof fetch;
+  // Discovery's tool lists, looked up in the background: no upstream holds a discovery request up.
+  // The gateway asks the same lists whether a priced tool exists before it challenges a call.
+  const lookups = toolsLookups();
+  const toolsOf = new WeakMap<Upstream, ToolsSource>();
+  const tools = (upstream: Upstream) => toolsOf.get(upstream) ?? toolsOf.set(upstream, lookups.of(upstream)).get(upstream)!;
   const gatewayFor = (endpoint: EndpointOptions, oauth?: ProtectedResource) =>
     createGateway({
+      tools: tools(endpoint.upstream),
       upstream: endpoint.upstream,
       plan: endpoint.plan,
       payTo: endpoint.payTo,
@@ -196,8 +202,6 @@ export async function serveGateway(options: GatewayServerOptions) {
     });
   for (const endpoint of endpoints) app.route(endpoint.path, gatewayFor(endpoint, protectedResources.get(endpoint.path)));
 
-  // Discovery's tool lists, looked up in the background: no upstream holds a discovery request up.
-  const lookups = toolsLookups();
   /** A registered server as an endpoint: its upstream secret unsealed, its connections SSRF-guarded. */
   function endpointOf(server: ServerRecord, listing: Omit<PaidEndpoint, 'tools'>, secret: string | undefined): EndpointOptions {
     const upstreamUrl = new URL(server.upstreamUrl);
@@ -248,14 +252,14 @@ export async function serveGateway(options: GatewayServerOptions) {
       logger.error({ err, server: server.slug }, 'an upstream secret does not open: set TURNPIKE_SECRETS_KEY to the key that sealed it');
       const why = 'this instance cannot open the server’s upstream credential (TURNPIKE_SECRETS_KEY unset, or not the one that sealed it)';
       const refused = { jsonrpc: '2.0', id: null, error: { code: -32603, message: `${why}; retry later or ask its owner` } };
-      const tools = async () => ({ tools: [], error: why });
+      const tools = Object.assign(async () => ({ tools: [], error: why }), { offers: async () => undefined });
       return { updatedAt, serverId: server.id, listing: { ...listing, tools }, fetch: () => Response.json(refused, { status: 503 }) };
     }
     const endpoint = endpointOf(server, listing, secret);
     const resource = server.oauth ? resourceAt(endpoint.path, server.oauth, trustedIssuer(server.oauth.issuer, guardedFetch)) : undefined;
     const gateway = createApp(logger).route(endpoint.path, gatewayFor(endpoint, resource));
     const fetch = (request: Request) => gateway.fetch(request);
-    return { updatedAt, serverId: server.id, listing: { ...listing, tools: lookups.of(endpoint.upstream) }, fetch, ...(resource ? { resource } : {}) };
+    return { updatedAt, serverId: server.id, listing: { ...listing, tools: tools(endpoint.upstream) }, fetch, ...(resource ? { resource } : {}) };
   }
   const activeOperators = async () => new Set((await store.operators.operators()).filter((o) => o.status === 'active').map((o) => o.id));
   app.all('/mcp/:slug', async (c) => {
@@ -296,7 +300,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       ...(secrets.facilitatorKeys ? { apiKeys: secrets.facilitatorKeys } : {}),
     }),
   );
-  const configured = endpoints.map((e) => ({ path: e.path, plan: e.plan, payTo: e.payTo, tools: lookups.of(e.upstream) }));
+  const configured = endpoints.map((e) => ({ slug: e.slug, path: e.path, plan: e.plan, payTo: e.payTo, tools: tools(e.upstream) }));
   app.route(
     '/',
     discoveryRoutes({
@@ -328,7 +332,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     }),
   );
   app.route('/', openApiRoutes(catalog, { title: 'turnpike', version: '1' }));
-  app.route('/', healthRoutes({ client: chain.client, store }));
+  app.route('/', healthRoutes({ client: chain.client, store, upstreams: () => configured }));
   app.route('/', metricsRoutes(metrics));
   const server = await listen(app, config.http);
   url = server.url;

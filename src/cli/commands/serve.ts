@@ -9,7 +9,7 @@ import { startStdioBridge } from '../../gateway/stdio-bridge.js';
 import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
-import { configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
+import { checkPort, configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
 import { listenForSignals } from '../signals.js';
 
 export const serveCommand = defineCommand({
@@ -40,9 +40,12 @@ export const serveCommand = defineCommand({
     );
     if (missing.length > 0) throw new ConfigError(missing);
 
+    await checkPort(config);
     const logger = createLogger(config.log);
     const chain = await connectChain(config, secrets);
-    const bridges = await Promise.all(config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio, stdioLimits(config)) : undefined)));
+    const bridges = await Promise.all(
+      config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio, stdioLimits(config), { logger }) : undefined)),
+    );
     const endpoints: EndpointOptions[] = config.servers.map((s, i) => ({
       slug: s.slug,
       path: `/mcp/${s.slug}`,

@@ -10,7 +10,7 @@ import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js
 import { startStdioBridge } from '../../gateway/stdio-bridge.js';
 import { createLogger } from '../../log/logger.js';
 import { UsageError, defineCommand } from '../command.js';
-import { configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
+import { checkPort, configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
 import { listenForSignals } from '../signals.js';
 
 const toolPrice = z
@@ -71,6 +71,7 @@ export const wrapCommand = defineCommand({
     const tools = Object.fromEntries(flags['tool-price']);
     const prices = { default: flags.price, tools, free: flags['free-tool'] };
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
+    await checkPort(config);
     const logger = createLogger(config.log);
     const secrets = loadSecrets();
     const chain = await connectChain(config, secrets);
@@ -79,7 +80,7 @@ export const wrapCommand = defineCommand({
       await chain.close();
       throw new UsageError('--pay-to: required outside --network local');
     }
-    const bridge = flags.stdio ? await startStdioBridge(flags.stdio, stdioLimits(config)) : undefined;
+    const bridge = flags.stdio ? await startStdioBridge(flags.stdio, stdioLimits(config), { logger }) : undefined;
     const upstreamUrl = bridge?.mcpUrl ?? flags.upstream!;
     const upstream = {
       url: upstreamUrl,
