@@ -20,11 +20,12 @@ export type ChainConnection = {
  * Connects to the configured chain. `local` without an RPC URL starts the sandbox in-process and
  * settles with its demo relayers; any other node must report the network's chain id (so an anvil
  * fork of Base, or the sandbox itself, serves as `base`), and relayer keys come from the
- * environment.
+ * environment; a gateway that does not settle itself (`settles: false`, another facilitator
+ * does) needs none.
  *
  * @example const chain = await connectChain(config, loadSecrets());
  */
-export async function connectChain(config: Config, secrets: Secrets): Promise<ChainConnection> {
+export async function connectChain(config: Config, secrets: Secrets, { settles = true } = {}): Promise<ChainConnection> {
   const network = networks[config.network];
   const sandbox = config.network === 'local' && !config.rpcUrl ? await startSandbox() : undefined;
   try {
@@ -42,7 +43,7 @@ export async function connectChain(config: Config, secrets: Secrets): Promise<Ch
     }
     const relayerKeys =
       secrets.relayerKeys ??
-      (sandbox ? sandbox.accounts.relayers.map((r) => r.privateKey) : requireSecret(secrets, 'relayerKeys', `to settle on ${network.name}`));
+      (sandbox ? sandbox.accounts.relayers.map((r) => r.privateKey) : settles ? requireSecret(secrets, 'relayerKeys', `to settle on ${network.name}`) : []);
     return { network, rpcUrl, client, relayerKeys, sandbox, close: async () => sandbox?.stop() };
   } catch (error) {
     await sandbox?.stop();

@@ -33,6 +33,15 @@ export type IntentRules = {
   skewSeconds: number;
 };
 
+/**
+ * The rules payments on `network` are checked by, in-process or before a remote facilitator is
+ * asked: the reference's margin (the transaction has a few seconds to be mined before expiry) and
+ * 30 s of clock skew; by default only the network's USDC.
+ */
+export function intentRules(network: Network, assets: readonly AllowedAsset[] = [network.usdc]): IntentRules {
+  return { network, assets, expiryMarginSeconds: 6, skewSeconds: 30 };
+}
+
 const INT64_MAX = (1n << 63n) - 1n;
 const reject = (reason: Reason, message: string, payer?: Address): IntentResult => ({ ok: false, reason, message, payer });
 

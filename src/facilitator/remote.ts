@@ -1,50 +1,235 @@
 import { createFacilitatorConfig } from '@coinbase/x402';
 import { type FacilitatorConfig, HTTPFacilitatorClient } from '@x402/core/http';
-import type { PaymentPayload, PaymentRequirements } from '@x402/core/types';
+import { type PaymentPayload, type PaymentRequirements, SettleError, VerifyError } from '@x402/core/types';
+import type { Network } from '../chain/networks.js';
 import { type Secrets, requireSecret } from '../config/secrets.js';
+import type { PaymentJournal, PaymentRecord } from '../store/journal.js';
+import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402/schemas.js';
 import { FacilitatorUnavailableError } from './errors.js';
+import { type PaymentIntent, type Rejection, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
+import type { FacilitatorPort, Reserved } from './port.js';
+import { alreadyUsed, checkPayment } from './verify.js';
 
-/** What the gateway needs from a facilitator, whether turnpike's own in-process or a remote one. */
-export type PaymentFacilitator = {
+/** Where a remote facilitator is and what the gateway keeps locally for it. */
+export type RemoteOptions = {
+  /** The facilitator's base URL (its `/verify` and `/settle` under it). */
+  url: string;
+  /** Sent as `Authorization: Bearer` to /verify and /settle (a turnpike facilitator with TURNPIKE_FACILITATOR_KEYS). */
+  apiKey?: string;
+  /** The gateway's own journal: holds, settlement outcomes and kept results stay local. */
+  journal: PaymentJournal;
+  network: Network;
+  timeoutMs?: number;
+  /** For tests that move time; Unix seconds. */
+  now?: () => number;
+};
+
+/** x402's two calls to another facilitator, with its answers as answers and anything else as unavailability. */
+type X402Client = {
   verify(request: FacilitatorRequest): Promise<VerifyResponse>;
   settle(request: FacilitatorRequest): Promise<SettleResponse>;
 };
 
 /**
- * A facilitator reached over HTTP through the official `HTTPFacilitatorClient`, for operators who
- * delegate verification and settlement instead of running a relayer. A transport failure or a
- * non-answer is FacilitatorUnavailableError, like turnpike's own faults. `apiKey` is sent as
- * `Authorization: Bearer` to /verify and /settle (a turnpike facilitator with TURNPIKE_FACILITATOR_KEYS).
+ * The `FacilitatorPort` over HTTP (`facilitator.mode: remote`): another x402 facilitator verifies
+ * and settles, through the official `HTTPFacilitatorClient`, while the gateway's guarantees are
+ * kept in its own journal, which the remote knows nothing of:
  *
- * @example const remote = remoteFacilitator({ url: 'https://facilitator.example', apiKey });
+ * - the hold: the checks that need no chain, then the payment held locally (one per
+ *   authorization), then one remote `/verify` for it (copies of a held payment never reach it);
+ * - the settlement: claimed locally first, so one `/settle` per authorization leaves this gateway;
+ *   a success is written as `settled` with its transaction before the result is delivered; a
+ *   `settlement_pending` answer is asked once more with the identical payment, as x402's servers
+ *   do (still pending, it is delivered, as in-process: the remote says its transaction is out);
+ *   a definite failure is written as `failed`;
+ * - an answer that never came (transport failure, timeout, 5xx) leaves the claim `submitting`:
+ *   the result is withheld and the payment is never taken again; the same payment sent again
+ *   asks the remote once more, and what it confirms is delivered from the kept result.
+ *   An "already used" answer to that second ask confirms nothing (it is also what a payment
+ *   canceled by its payer gets), so the claim stays unresolved for the operator to check on chain.
+ *
+ * @example const port = remoteFacilitator({ url: 'https://facilitator.example', apiKey, journal: store.journal, network });
  */
-export function remoteFacilitator({ apiKey, ...config }: FacilitatorConfig & { apiKey?: string }): PaymentFacilitator {
-  const bearer = apiKey ? { authorization: `Bearer ${apiKey}` } : undefined;
-  const authorized = bearer ? { ...config, createAuthHeaders: async () => ({ verify: bearer, settle: bearer }) } : config;
-  const client = new HTTPFacilitatorClient(authorized);
-  const call = async <T>(what: string, action: () => Promise<T>): Promise<T> => {
-    try {
-      return await action();
-    } catch (error) {
-      throw new FacilitatorUnavailableError(`the remote facilitator did not ${what}: ${(error as Error).message}`, { cause: error });
-    }
-  };
-  // Our wire schemas are a looser reading of the same shapes the client types.
-  const args = (r: FacilitatorRequest) => [r.paymentPayload as unknown as PaymentPayload, r.paymentRequirements as unknown as PaymentRequirements] as const;
-  return {
-    verify: (r) => call('verify', () => client.verify(...args(r)) as Promise<VerifyResponse>),
-    settle: (r) => call('settle', () => client.settle(...args(r)) as Promise<SettleResponse>),
-  };
+export function remoteFacilitator(options: RemoteOptions) {
+  const { journal, network } = options;
+  const remote = x402Client({ url: options.url, ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}) }, options.apiKey);
+  return { url: options.url, ...journalled(remote, journal, network, options.now) };
 }
 
 /**
- * Coinbase's hosted facilitator (`facilitator.mode: cdp`), authenticated with a CDP API key from
- * CDP_API_KEY_ID / CDP_API_KEY_SECRET.
+ * Coinbase's hosted facilitator (`facilitator.mode: cdp`) as the gateway's `FacilitatorPort`,
+ * authenticated with a CDP API key from CDP_API_KEY_ID / CDP_API_KEY_SECRET (a JWT per request,
+ * made by `@coinbase/x402`, bound to CDP's host and path); `url` replaces CDP's own endpoint (a
+ * proxy that forwards to it). Same local guarantees as `remoteFacilitator`.
+ *
+ * @example const port = cdpFacilitator(secrets, { journal: store.journal, network });
  */
-export function cdpFacilitator(secrets: Secrets): PaymentFacilitator {
+export function cdpFacilitator(secrets: Secrets, options: Omit<RemoteOptions, 'url' | 'apiKey'> & { url?: string }) {
   const why = 'to use the hosted CDP facilitator (facilitator.mode: cdp)';
-  return remoteFacilitator(
-    createFacilitatorConfig(requireSecret(secrets, 'cdpApiKeyId', why), requireSecret(secrets, 'cdpApiKeySecret', why)),
-  );
+  const config = createFacilitatorConfig(requireSecret(secrets, 'cdpApiKeyId', why), requireSecret(secrets, 'cdpApiKeySecret', why));
+  const url = options.url ?? config.url!;
+  const remote = x402Client({ ...config, url, ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}) });
+  return { url, ...journalled(remote, options.journal, options.network, options.now) };
+}
+
+function x402Client(config: FacilitatorConfig, apiKey?: string): X402Client {
+  const bearer = apiKey ? { authorization: `Bearer ${apiKey}` } : undefined;
+  const client = new HTTPFacilitatorClient(bearer ? { ...config, createAuthHeaders: async () => ({ verify: bearer, settle: bearer }) } : config);
+  const unavailable = (what: string, error: unknown) =>
+    new FacilitatorUnavailableError(`the remote facilitator did not ${what}: ${(error as Error).message}`, { cause: error });
+  // Our wire schemas are a looser reading of the same shapes the client types.
+  const args = (r: FacilitatorRequest) => [r.paymentPayload as unknown as PaymentPayload, r.paymentRequirements as unknown as PaymentRequirements] as const;
+  return {
+    async verify(r) {
+      try {
+        return (await client.verify(...args(r))) as VerifyResponse;
+      } catch (error) {
+        // A refusal sent with a 4xx status is still a refusal.
+        if (!(error instanceof VerifyError) || error.statusCode >= 500) throw unavailable('verify', error);
+        const { invalidReason, invalidMessage, payer } = error;
+        return { isValid: false, invalidReason: invalidReason ?? reasons.unexpectedVerify, ...(invalidMessage ? { invalidMessage } : {}), ...(payer ? { payer } : {}) };
+      }
+    },
+    async settle(r) {
+      try {
+        return (await client.settle(...args(r))) as SettleResponse;
+      } catch (error) {
+        if (!(error instanceof SettleError) || error.statusCode >= 500) throw unavailable('settle', error);
+        const { errorReason, errorMessage, payer, transaction, network } = error;
+        return {
+          success: false,
+          transaction: transaction ?? '',
+          network: network ?? r.paymentRequirements.network,
+          ...(payer ? { payer } : {}),
+          errorReason: errorReason ?? reasons.unexpectedSettle,
+          ...(errorMessage ? { errorMessage } : {}),
+        };
+      }
+    },
+  };
+}
+
+/** The port over a remote facilitator, with holds, outcomes and kept results in the local journal. */
+function journalled(remote: X402Client, journal: PaymentJournal, network: Network, now = () => Math.floor(Date.now() / 1000)) {
+  const rules = intentRules(network);
+  const admit = async () => undefined;
+  const refuse = (r: Rejection): VerifyResponse & { isValid: false } => ({
+    isValid: false,
+    invalidReason: r.reason,
+    invalidMessage: r.message,
+    ...(r.payer ? { payer: r.payer } : {}),
+  });
+  const failed = (networkId: string, r: Rejection): SettleResponse => ({
+    success: false,
+    transaction: '',
+    network: networkId,
+    ...(r.payer ? { payer: r.payer } : {}),
+    errorReason: r.reason,
+    errorMessage: r.message,
+  });
+  const settledReceipt = (intent: PaymentIntent, record: PaymentRecord): SettleResponse => ({
+    success: true,
+    transaction: record.txHash ?? '',
+    network: intent.networkId,
+    payer: intent.authorization.from,
+  });
+
+  /**
+   * Asks the remote to settle a payment this gateway claimed, and writes down what it confirms.
+   * `again`: a second ask after an answer that never came, whose "already used" confirms nothing.
+   */
+  async function ask(request: FacilitatorRequest, intent: PaymentIntent, again: boolean): Promise<SettleResponse> {
+    let answer = await remote.settle(request);
+    if (!answer.success && answer.errorReason === reasons.settlementPending) answer = await remote.settle(request);
+    if (answer.success) {
+      await journal.finish(intent.key, { state: 'settled', txHash: answer.transaction as `0x${string}` });
+      return answer;
+    }
+    const unresolved = answer.errorReason === reasons.settlementPending || (again && answer.errorReason === reasons.nonceUsed);
+    if (!unresolved) {
+      const reason = answer.errorReason ?? reasons.unexpectedSettle;
+      await journal.finish(intent.key, { state: 'failed', errorReason: reason, ...(answer.errorMessage ? { errorMessage: answer.errorMessage } : {}) });
+    }
+    return answer;
+  }
+
+  /** The answer for a payment already taken: its recorded outcome, or (unresolved) the remote asked again. */
+  async function answerTaken(request: FacilitatorRequest, intent: PaymentIntent, record: PaymentRecord, purpose: string): Promise<SettleResponse> {
+    if (record.purpose !== purpose || record.state === 'verified' || !presentsRow(intent, record)) {
+      return failed(intent.networkId, alreadyUsed(record, intent.authorization.from));
+    }
+    if (record.state === 'settled') return settledReceipt(intent, record);
+    if (record.state === 'failed') {
+      return failed(intent.networkId, { reason: (record.errorReason ?? reasons.transactionFailed) as Rejection['reason'], message: record.errorMessage ?? 'the settlement failed', payer: intent.authorization.from });
+    }
+    return ask(request, intent, true);
+  }
+
+  return {
+    async verify(request) {
+      const checked = await checkPayment({ rules, journal, now, admit }, request);
+      return checked.ok ? remote.verify(request) : refuse(checked);
+    },
+
+    async reserve(request, purpose): Promise<Reserved> {
+      const checked = await checkPayment({ rules, journal, now, admit }, request, purpose);
+      if (!checked.ok) return refuse(checked);
+      const { intent } = checked;
+      const payer = intent.authorization.from;
+      const held = await journal.reserve(toNewPayment(intent, purpose));
+      if (!held.reserved) return refuse({ reason: reasons.nonceUsed, message: 'this payment is already used by another call', payer });
+      let verdict;
+      try {
+        verdict = await remote.verify(request);
+      } catch (error) {
+        await journal.releaseHold(intent.key);
+        throw error;
+      }
+      if (!verdict.isValid) {
+        await journal.releaseHold(intent.key);
+        return verdict;
+      }
+      return { isValid: true, payer, key: intent.key };
+    },
+
+    keepResult: (key, kept) => journal.keepResult(key, kept),
+    release: (key, why) => journal.failHold(key, { errorReason: 'call_failed', errorMessage: why }),
+    releaseHold: (key) => journal.releaseHold(key),
+
+    async settle(request, purpose) {
+      const checked = toIntent(request, rules, now());
+      if (!checked.ok) return failed(request.paymentRequirements.network, checked);
+      const { intent } = checked;
+      const claim = await journal.claim(toNewPayment(intent, purpose));
+      if (!claim.claimed) return answerTaken(request, intent, claim.record, purpose);
+      return ask(request, intent, false);
+    },
+
+    async redeliver(request, purpose) {
+      const checked = toIntent(request, rules, now());
+      if (!checked.ok) return undefined;
+      const { intent } = checked;
+      const record = await journal.get(intent.key);
+      if (!record || record.purpose !== purpose || record.state === 'verified' || !presentsRow(intent, record)) return undefined;
+      const kept = await journal.keptResult(intent.key);
+      if (kept?.call !== purpose) return undefined;
+      const receipt = await answerTaken(request, intent, record, purpose);
+      return receipt.success ? { result: kept.result, receipt } : undefined;
+    },
+
+    /**
+     * Ends the holds of calls a stopped instance left (all, or one owner's): nothing was sent for
+     * them. Claims whose answer never came stay for the payer's retry (see `remoteFacilitator`).
+     */
+    async reconcile(filter?: { owner: string | null }): Promise<number> {
+      let ended = 0;
+      for (const record of await journal.unfinished(filter)) {
+        if (record.state !== 'verified') continue;
+        await journal.failHold(record, { errorReason: 'call_abandoned', errorMessage: 'the gateway stopped during the call' });
+        ended += 1;
+      }
+      return ended;
+    },
+  } satisfies FacilitatorPort & { reconcile(filter?: { owner: string | null }): Promise<number> };
 }

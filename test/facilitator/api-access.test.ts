@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { FacilitatorUnavailableError } from '../../src/facilitator/errors.js';
+import { networks } from '../../src/chain/networks.js';
+import { purposes } from '../../src/facilitator/purposes.js';
 import { remoteFacilitator } from '../../src/facilitator/remote.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
 import { createApp } from '../../src/http/app.js';
 import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
 import { failureThrottle } from '../../src/http/failure-throttle.js';
@@ -48,11 +51,14 @@ describe('who may use the facilitator API', () => {
     assert.equal((await post('/settle', body)).status, 401);
     assert.equal((await fetch(`${url}/supported`)).status, 200);
 
-    await assert.rejects(remoteFacilitator({ url }).verify(body), FacilitatorUnavailableError);
-    const remote = remoteFacilitator({ url, apiKey: KEY });
+    const store = await openSqliteStore({ path: chain.dbPath() });
+    const local = { journal: store.journal, network: networks.local };
+    await assert.rejects(remoteFacilitator({ url, ...local }).verify(body), FacilitatorUnavailableError);
+    const remote = remoteFacilitator({ url, apiKey: KEY, ...local });
     assert.equal((await remote.verify(body)).isValid, true);
     const before = await chain.balanceOf(chain.sandbox.accounts.payees[0]!.address);
-    assert.equal((await remote.settle(body)).success, true);
+    assert.equal((await remote.settle(body, purposes.topup(chain.sandbox.accounts.payees[0]!.address))).success, true);
+    await store.close();
     assert.equal(await chain.balanceOf(chain.sandbox.accounts.payees[0]!.address), before + 2_000n);
   });
 

@@ -35,7 +35,7 @@ export const serveCommand = defineCommand({
 
     const logger = createLogger(config.log);
     const secrets = loadSecrets();
-    const chain = await connectChain(config, secrets);
+    const chain = await connectChain(config, secrets, { settles: config.facilitator.mode === 'self' });
     const bridges = await Promise.all(config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio, stdioLimits(config)) : undefined)));
     const endpoints: EndpointOptions[] = config.servers.map((s, i) => ({
       slug: s.slug,

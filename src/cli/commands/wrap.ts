@@ -70,7 +70,7 @@ export const wrapCommand = defineCommand({
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
     const logger = createLogger(config.log);
     const secrets = loadSecrets();
-    const chain = await connectChain(config, secrets);
+    const chain = await connectChain(config, secrets, { settles: config.facilitator.mode === 'self' });
     const payTo = flags['pay-to'] ? getAddress(flags['pay-to']) : chain.sandbox?.accounts.payees[0]?.address;
     if (!payTo) {
       await chain.close();
