@@ -1,15 +1,19 @@
 import { createFacilitatorConfig } from '@coinbase/x402';
 import { type FacilitatorConfig, HTTPFacilitatorClient } from '@x402/core/http';
 import { type PaymentPayload, type PaymentRequirements, SettleError, VerifyError } from '@x402/core/types';
+import type { Hex } from 'viem';
 import type { Network } from '../chain/networks.js';
 import { type Secrets, requireSecret } from '../config/secrets.js';
-import type { PaymentJournal, PaymentRecord } from '../store/journal.js';
+import type { PaymentJournal, PaymentRecord, SettlementOutcome } from '../store/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402/schemas.js';
 import { FacilitatorUnavailableError } from './errors.js';
 import { type PaymentIntent, type Rejection, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
 import type { FacilitatorPort, Reserved } from './port.js';
 import { alreadyUsed, checkPayment } from './verify.js';
+
+/** How long one request to a remote facilitator may take (settling waits for the chain): `HTTPFacilitatorClient`'s default. */
+const REQUEST_TIMEOUT_MS = 90_000;
 
 /** Where a remote facilitator is and what the gateway keeps locally for it. */
 export type RemoteOptions = {
@@ -20,6 +24,7 @@ export type RemoteOptions = {
   /** The gateway's own journal: holds, settlement outcomes and kept results stay local. */
   journal: PaymentJournal;
   network: Network;
+  /** One request's time limit (default 90 s). */
   timeoutMs?: number;
   /** For tests that move time; Unix seconds. */
   now?: () => number;
@@ -38,23 +43,26 @@ type X402Client = {
  *
  * - the hold: the checks that need no chain, then the payment held locally (one per
  *   authorization), then one remote `/verify` for it (copies of a held payment never reach it);
- * - the settlement: claimed locally first, so one `/settle` per authorization leaves this gateway;
- *   a success is written as `settled` with its transaction before the result is delivered; a
- *   `settlement_pending` answer is asked once more with the identical payment, as x402's servers
- *   do (still pending, it is delivered, as in-process: the remote says its transaction is out);
- *   a definite failure is written as `failed`;
- * - an answer that never came (transport failure, timeout, 5xx) leaves the claim `submitting`:
- *   the result is withheld and the payment is never taken again; the same payment sent again
- *   asks the remote once more, and what it confirms is delivered from the kept result.
- *   An "already used" answer to that second ask confirms nothing (it is also what a payment
- *   canceled by its payer gets), so the claim stays unresolved for the operator to check on chain.
+ * - the settlement: claimed locally first, so one `/settle` per authorization leaves this gateway
+ *   (copies presented meanwhile wait for it); a success is written as `settled` with its
+ *   transaction before the result is delivered; a `settlement_pending` answer is asked once more
+ *   with the identical payment, as x402's servers do (still pending, it is delivered, as
+ *   in-process: the remote says its transaction is out); a definite failure is written as `failed`;
+ * - an answer that never came (transport failure, timeout, 5xx) leaves the claim `submitting`,
+ *   marked as answered without an outcome: the result is withheld and the payment is never taken
+ *   again; the same payment sent again asks the remote once more (a claim whose instance stopped
+ *   mid-ask is asked again once the request could have timed out), and what it confirms is
+ *   delivered from the kept result. An "already used" answer to that second ask confirms nothing
+ *   (it is also what a payment canceled by its payer gets), so the claim stays open for the
+ *   operator to check on chain.
  *
  * @example const port = remoteFacilitator({ url: 'https://facilitator.example', apiKey, journal: store.journal, network });
  */
 export function remoteFacilitator(options: RemoteOptions) {
   const { journal, network } = options;
-  const remote = x402Client({ url: options.url, ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}) }, options.apiKey);
-  return { url: options.url, ...journalled(remote, journal, network, options.now) };
+  const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
+  const remote = x402Client({ url: options.url, timeoutMs }, options.apiKey);
+  return { url: options.url, ...journalled(remote, journal, network, timeoutMs, options.now) };
 }
 
 /**
@@ -69,8 +77,9 @@ export function cdpFacilitator(secrets: Secrets, options: Omit<RemoteOptions, 'u
   const why = 'to use the hosted CDP facilitator (facilitator.mode: cdp)';
   const config = createFacilitatorConfig(requireSecret(secrets, 'cdpApiKeyId', why), requireSecret(secrets, 'cdpApiKeySecret', why));
   const url = options.url ?? config.url!;
-  const remote = x402Client({ ...config, url, ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}) });
-  return { url, ...journalled(remote, options.journal, options.network, options.now) };
+  const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
+  const remote = x402Client({ ...config, url, timeoutMs });
+  return { url, ...journalled(remote, options.journal, options.network, timeoutMs, options.now) };
 }
 
 function x402Client(config: FacilitatorConfig, apiKey?: string): X402Client {
@@ -111,7 +120,7 @@ function x402Client(config: FacilitatorConfig, apiKey?: string): X402Client {
 }
 
 /** The port over a remote facilitator, with holds, outcomes and kept results in the local journal. */
-function journalled(remote: X402Client, journal: PaymentJournal, network: Network, now = () => Math.floor(Date.now() / 1000)) {
+function journalled(remote: X402Client, journal: PaymentJournal, network: Network, timeoutMs: number, now = () => Math.floor(Date.now() / 1000)) {
   const rules = intentRules(network);
   const admit = async () => undefined;
   const refuse = (r: Rejection): VerifyResponse & { isValid: false } => ({
@@ -128,42 +137,79 @@ function journalled(remote: X402Client, journal: PaymentJournal, network: Networ
     errorReason: r.reason,
     errorMessage: r.message,
   });
-  const settledReceipt = (intent: PaymentIntent, record: PaymentRecord): SettleResponse => ({
-    success: true,
-    transaction: record.txHash ?? '',
-    network: intent.networkId,
-    payer: intent.authorization.from,
-  });
+  /** What a row says about its settlement; an open claim is pending. */
+  const fromRow = (intent: PaymentIntent, record: PaymentRecord | undefined): SettleResponse => {
+    const payer = intent.authorization.from;
+    if (record?.state === 'settled') return { success: true, transaction: record.txHash ?? '', network: intent.networkId, payer };
+    if (record?.state === 'failed') {
+      const reason = (record.errorReason ?? reasons.transactionFailed) as Rejection['reason'];
+      return failed(intent.networkId, { reason, message: record.errorMessage ?? 'the settlement failed', payer });
+    }
+    const message = 'the remote facilitator has not confirmed this settlement yet; retry with the same payment';
+    return failed(intent.networkId, { reason: reasons.settlementPending, message, payer });
+  };
+  /** Writes an outcome unless another instance's ask already did (the row is final then). */
+  const finish = async (intent: PaymentIntent, outcome: SettlementOutcome) => {
+    try {
+      await journal.finish(intent.key, outcome);
+    } catch (error) {
+      const record = await journal.get(intent.key);
+      if (record?.state !== 'settled' && record?.state !== 'failed') throw error;
+    }
+  };
+  // This process's asks, by payment: a copy waits for the ask under way instead of making another.
+  const asking = new Map<string, Promise<SettleResponse>>();
+  const keyString = (intent: PaymentIntent) => `${intent.key.payer}:${intent.key.nonce}`;
 
   /**
-   * Asks the remote to settle a payment this gateway claimed, and writes down what it confirms.
-   * `again`: a second ask after an answer that never came, whose "already used" confirms nothing.
+   * Asks the remote to settle a payment this gateway claimed, once at a time here, and writes down
+   * what it confirms. `again`: after an ask whose answer never came, when "already used" confirms
+   * nothing. An ask that ends without an outcome is marked (`answeredPending`): the next
+   * presentation of the payment may ask again at once.
    */
-  async function ask(request: FacilitatorRequest, intent: PaymentIntent, again: boolean): Promise<SettleResponse> {
-    let answer = await remote.settle(request);
-    if (!answer.success && answer.errorReason === reasons.settlementPending) answer = await remote.settle(request);
-    if (answer.success) {
-      await journal.finish(intent.key, { state: 'settled', txHash: answer.transaction as `0x${string}` });
+  function ask(request: FacilitatorRequest, intent: PaymentIntent, again: boolean): Promise<SettleResponse> {
+    const key = keyString(intent);
+    const running = asking.get(key);
+    if (running) return running;
+    const work = (async () => {
+      let answer: SettleResponse;
+      try {
+        answer = await remote.settle(request);
+        if (!answer.success && answer.errorReason === reasons.settlementPending) answer = await remote.settle(request);
+      } catch (error) {
+        await journal.answeredPending(intent.key);
+        throw error;
+      }
+      if (answer.success) {
+        await finish(intent, { state: 'settled', txHash: answer.transaction as Hex });
+      } else if (answer.errorReason === reasons.settlementPending || (again && answer.errorReason === reasons.nonceUsed)) {
+        await journal.answeredPending(intent.key);
+      } else {
+        await finish(intent, { state: 'failed', errorReason: answer.errorReason ?? reasons.unexpectedSettle, ...(answer.errorMessage ? { errorMessage: answer.errorMessage } : {}) });
+      }
       return answer;
-    }
-    const unresolved = answer.errorReason === reasons.settlementPending || (again && answer.errorReason === reasons.nonceUsed);
-    if (!unresolved) {
-      const reason = answer.errorReason ?? reasons.unexpectedSettle;
-      await journal.finish(intent.key, { state: 'failed', errorReason: reason, ...(answer.errorMessage ? { errorMessage: answer.errorMessage } : {}) });
-    }
-    return answer;
+    })().finally(() => asking.delete(key));
+    asking.set(key, work);
+    return work;
   }
 
-  /** The answer for a payment already taken: its recorded outcome, or (unresolved) the remote asked again. */
+  /**
+   * The answer for a payment already taken: its recorded outcome; for an open claim, the ask under
+   * way here, or a new ask when the last one ended without an answer (or its instance stopped
+   * before the request could have timed out); else pending (another instance is asking).
+   */
   async function answerTaken(request: FacilitatorRequest, intent: PaymentIntent, record: PaymentRecord, purpose: string): Promise<SettleResponse> {
     if (record.purpose !== purpose || record.state === 'verified' || !presentsRow(intent, record)) {
       return failed(intent.networkId, alreadyUsed(record, intent.authorization.from));
     }
-    if (record.state === 'settled') return settledReceipt(intent, record);
-    if (record.state === 'failed') {
-      return failed(intent.networkId, { reason: (record.errorReason ?? reasons.transactionFailed) as Rejection['reason'], message: record.errorMessage ?? 'the settlement failed', payer: intent.authorization.from });
+    if (record.state === 'settled' || record.state === 'failed') return fromRow(intent, record);
+    const running = asking.get(keyString(intent));
+    if (running) {
+      await running.catch(() => undefined);
+      return fromRow(intent, await journal.get(intent.key));
     }
-    return ask(request, intent, true);
+    if (record.pendingAnswered || Date.now() - record.updatedAt > timeoutMs) return ask(request, intent, true);
+    return fromRow(intent, record);
   }
 
   return {

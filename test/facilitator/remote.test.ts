@@ -1,49 +1,22 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { Hono } from 'hono';
 import { networks } from '../../src/chain/networks.js';
 import { ConfigError } from '../../src/config/errors.js';
 import { FacilitatorUnavailableError } from '../../src/facilitator/errors.js';
 import { purposes } from '../../src/facilitator/purposes.js';
 import { cdpFacilitator, remoteFacilitator } from '../../src/facilitator/remote.js';
-import { listen } from '../../src/http/listen.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
 import { useSandbox } from '../helpers/chain.js';
-import { facilitatorApi } from '../helpers/facilitator-api.js';
+import { facilitatorOverHttp } from '../helpers/facilitator-api.js';
 import { keyOf, v2Request } from '../helpers/payments.js';
 
 const chain = useSandbox({ isolate: false });
 const CALL = purposes.call('weather', 'hash');
 
-/**
- * A turnpike facilitator over HTTP on the sandbox, behind a front that counts what reaches it and
- * can fail the next /settle with a 502 before (`drop: 'before'`) or after (`'after'`) it settles.
- */
-async function remoteOnSandbox() {
-  const { app } = await facilitatorApi(chain);
-  const seen: { path: string; headers: Headers }[] = [];
-  let drop: 'before' | 'after' | undefined;
-  const front = new Hono();
-  front.all('*', async (c) => {
-    seen.push({ path: new URL(c.req.url).pathname, headers: c.req.raw.headers });
-    const path = new URL(c.req.url).pathname.replace(/^\/platform\/v2\/x402/, '');
-    const failing = path === '/settle' ? drop : undefined;
-    if (failing === 'before') drop = undefined;
-    if (failing === 'before') return c.text('bad gateway', 502);
-    const answer = await app.request(path, { method: c.req.method, headers: c.req.raw.headers, body: await c.req.text() });
-    if (failing === 'after') drop = undefined;
-    return failing === 'after' ? c.text('bad gateway', 502) : answer;
-  });
-  const server = await listen(front, { host: '127.0.0.1', port: 0 });
-  return {
-    server,
-    count: (path: string) => seen.filter((s) => s.path.endsWith(path)).length,
-    seen,
-    dropNextSettle: (when: 'before' | 'after') => (drop = when),
-  };
-}
+/** A turnpike facilitator over HTTP with its own relayer: files' facilitators never share a nonce sequence. */
+const remoteOnSandbox = (relayer: number) => facilitatorOverHttp(chain, { relayerKeys: [chain.sandbox.accounts.relayers[relayer]!.privateKey] });
 
 const payee = () => chain.sandbox.accounts.payees[1]!.address;
 const payment = (payer: number, amount = 20_000n) => v2Request({ payer: chain.sandbox.accounts.payers[payer]!, payTo: payee(), amount });
@@ -53,12 +26,12 @@ describe('remoteFacilitator: the gateway’s port over another facilitator’s /
   let store: Store;
   let port: ReturnType<typeof remoteFacilitator>;
   before(async () => {
-    remote = await remoteOnSandbox();
+    remote = await remoteOnSandbox(0);
     store = await openSqliteStore({ path: chain.dbPath() });
-    port = remoteFacilitator({ url: remote.server.url, journal: store.journal, network: networks.local });
+    port = remoteFacilitator({ url: remote.url, journal: store.journal, network: networks.local });
   });
   after(async () => {
-    await remote.server.close();
+    await remote.close();
     await store.close();
   });
 
@@ -170,16 +143,16 @@ describe('cdpFacilitator (Coinbase’s service is not reachable offline: a local
   });
 
   test('by default it calls CDP’s x402 endpoint; every call carries a JWT for that endpoint, signed with the key', async (t) => {
-    const remote = await remoteOnSandbox();
+    const remote = await remoteOnSandbox(1);
     const store = await openSqliteStore({ path: chain.dbPath() });
     t.after(async () => {
-      await remote.server.close();
+      await remote.close();
       await store.close();
     });
     const pem = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
     const secrets = { cdpApiKeyId: 'organizations/test/apiKeys/test', cdpApiKeySecret: pem };
     assert.equal(cdpFacilitator(secrets, { journal: store.journal, network: networks.local }).url, 'https://api.cdp.coinbase.com/platform/v2/x402');
-    const port = cdpFacilitator(secrets, { url: `${remote.server.url}/platform/v2/x402`, journal: store.journal, network: networks.local });
+    const port = cdpFacilitator(secrets, { url: `${remote.url}/platform/v2/x402`, journal: store.journal, network: networks.local });
     const body = await payment(8);
     const held = await port.reserve(body, CALL);
     assert.ok(held.isValid, JSON.stringify(held));
