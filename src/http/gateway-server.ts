@@ -295,5 +295,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     const fix = 'point it at the MCP server itself';
     throw new Error(`server ${endpoint.slug}: its upstream ${endpoint.upstream.url} is this turnpike (${self}) and would loop; ${fix}`);
   }
-  return { url: server.url, close };
+  /** Where its x402 payments are settled: its own /facilitator, or the remote the mode names. */
+  const facilitator = facilitatorUrl ?? `${server.url}/facilitator`;
+  return { url: server.url, facilitator, close };
 }

@@ -64,7 +64,7 @@ export const serveCommand = defineCommand({
         ...config.servers.map(
           (s) => `  ${server.url}/mcp/${s.slug}  → ${s.upstream ?? `stdio: ${s.stdio}`}  (${atomicToUsd(s.price)} USDC a call, pays ${s.payTo})`,
         ),
-        `  discovery ${server.url}/.well-known/mcp-payment   facilitator ${server.url}/facilitator`,
+        `  discovery ${server.url}/.well-known/mcp-payment   facilitator ${server.facilitator}`,
         '',
       ].join('\n'),
     );
