@@ -41,9 +41,8 @@ export async function connectChain(config: Config, secrets: Secrets, { settles =
     if (chainId !== network.chainId) {
       throw new ChainUnavailableError(`the node at ${rpcUrl} is chain ${chainId}, but network ${network.name} is chain ${network.chainId}`);
     }
-    const relayerKeys =
-      secrets.relayerKeys ??
-      (sandbox ? sandbox.accounts.relayers.map((r) => r.privateKey) : settles ? requireSecret(secrets, 'relayerKeys', `to settle on ${network.name}`) : []);
+    const required = () => (settles ? requireSecret(secrets, 'relayerKeys', `to settle on ${network.name}`) : []);
+    const relayerKeys = secrets.relayerKeys ?? (sandbox ? sandbox.accounts.relayers.map((r) => r.privateKey) : required());
     return { network, rpcUrl, client, relayerKeys, sandbox, close: async () => sandbox?.stop() };
   } catch (error) {
     await sandbox?.stop();

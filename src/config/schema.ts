@@ -182,7 +182,10 @@ export const configSchema = z.strictObject({
         .describe('refused, invalid or unauthorized facilitator API requests one address may make per minute before 429; 0 = no limit'),
     })
     .refine((f) => f.mode !== 'remote' || f.url !== undefined, { message: 'facilitator.mode remote needs facilitator.url', path: ['url'] })
-    .refine((f) => f.mode !== 'self' || f.url === undefined, { message: 'facilitator.url is for modes remote and cdp; mode self settles itself', path: ['url'] })
+    .refine((f) => f.mode !== 'self' || f.url === undefined, {
+      message: 'facilitator.url is for modes remote and cdp; mode self settles itself',
+      path: ['url'],
+    })
     .prefault({}),
 });
 

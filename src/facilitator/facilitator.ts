@@ -36,9 +36,9 @@ export type FacilitatorOptions = {
 
 /**
  * The x402 `exact` EVM facilitator, in-process: the gateway calls it directly (it is the
- * `FacilitatorPort` of `facilitator.mode: self`), the HTTP routes wrap it. Every payment is taken for one purpose (see `purposes`), which the journal keeps.
- * Business failures are answers (`isValid: false`, `success: false`); only its own faults throw
- * (FacilitatorUnavailableError).
+ * `FacilitatorPort` of `facilitator.mode: self`), the HTTP routes wrap it. Every payment is taken
+ * for one purpose (see `purposes`), which the journal keeps. Business failures are answers
+ * (`isValid: false`, `success: false`); only its own faults throw (FacilitatorUnavailableError).
  *
  * @example
  * const facilitator = createFacilitator({ network, client, journal: store.journal, relayerKeys });

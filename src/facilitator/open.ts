@@ -138,7 +138,7 @@ export async function openPayments(options: {
   const store = await openStore(config.store.url!, logger);
   let remote;
   try {
-    const local = { journal: store.journal, network: chain.network };
+    const local = { journal: store.journal, network: chain.network, client: chain.client };
     remote =
       mode === 'cdp'
         ? cdpFacilitator(secrets, { ...local, ...(url ? { url } : {}) })

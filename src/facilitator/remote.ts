@@ -1,7 +1,8 @@
 import { createFacilitatorConfig } from '@coinbase/x402';
 import { type FacilitatorConfig, HTTPFacilitatorClient } from '@x402/core/http';
 import { type PaymentPayload, type PaymentRequirements, SettleError, VerifyError } from '@x402/core/types';
-import type { Hex } from 'viem';
+import { type Hex, type PublicClient, getAbiItem } from 'viem';
+import { usdcAbi } from '../../contracts-abi/usdc.js';
 import type { Network } from '../chain/networks.js';
 import { type Secrets, requireSecret } from '../config/secrets.js';
 import type { PaymentJournal, PaymentRecord, SettlementOutcome } from '../store/journal.js';
@@ -10,24 +11,31 @@ import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402
 import { FacilitatorUnavailableError } from './errors.js';
 import { type PaymentIntent, type Rejection, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
 import type { FacilitatorPort, Reserved } from './port.js';
+import { outcomeOf } from './settle.js';
 import { alreadyUsed, checkPayment } from './verify.js';
 
 /** How long one request to a remote facilitator may take (settling waits for the chain): `HTTPFacilitatorClient`'s default. */
 const REQUEST_TIMEOUT_MS = 90_000;
 
-/** Where a remote facilitator is and what the gateway keeps locally for it. */
-export type RemoteOptions = {
-  /** The facilitator's base URL (its `/verify` and `/settle` under it). */
-  url: string;
-  /** Sent as `Authorization: Bearer` to /verify and /settle (a turnpike facilitator with TURNPIKE_FACILITATOR_KEYS). */
-  apiKey?: string;
+/** What the gateway keeps and reads locally for a remote facilitator. */
+type Local = {
   /** The gateway's own journal: holds, settlement outcomes and kept results stay local. */
   journal: PaymentJournal;
   network: Network;
+  /** The chain, read (never written) to learn whether a settlement whose answer was lost happened. */
+  client?: PublicClient;
   /** One request's time limit (default 90 s). */
   timeoutMs?: number;
   /** For tests that move time; Unix seconds. */
   now?: () => number;
+};
+
+/** Where a remote facilitator is, and what the gateway keeps and reads locally for it. */
+export type RemoteOptions = Local & {
+  /** The facilitator's base URL (its `/verify` and `/settle` under it). */
+  url: string;
+  /** Sent as `Authorization: Bearer` to /verify and /settle (a turnpike facilitator with TURNPIKE_FACILITATOR_KEYS). */
+  apiKey?: string;
 };
 
 /** x402's two calls to another facilitator, with its answers as answers and anything else as unavailability. */
@@ -52,17 +60,17 @@ type X402Client = {
  *   marked as answered without an outcome: the result is withheld and the payment is never taken
  *   again; the same payment sent again asks the remote once more (a claim whose instance stopped
  *   mid-ask is asked again once the request could have timed out), and what it confirms is
- *   delivered from the kept result. An "already used" answer to that second ask confirms nothing
- *   (it is also what a payment canceled by its payer gets), so the claim stays open for the
- *   operator to check on chain.
+ *   delivered from the kept result. An "already used" answer to that second ask (what a
+ *   facilitator says of a payment it settled, and of one its payer canceled) is checked on chain:
+ *   the token's `AuthorizationUsed` log for the payer and nonce, and that transaction's Transfer
+ *   of exactly this payment, settle it; otherwise (or without a chain client) the claim stays open.
  *
  * @example const port = remoteFacilitator({ url: 'https://facilitator.example', apiKey, journal: store.journal, network });
  */
 export function remoteFacilitator(options: RemoteOptions) {
-  const { journal, network } = options;
   const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
   const remote = x402Client({ url: options.url, timeoutMs }, options.apiKey);
-  return { url: options.url, ...journalled(remote, journal, network, timeoutMs, options.now) };
+  return { url: options.url, ...journalled(remote, options, timeoutMs) };
 }
 
 /**
@@ -79,12 +87,13 @@ export function cdpFacilitator(secrets: Secrets, options: Omit<RemoteOptions, 'u
   const url = options.url ?? config.url!;
   const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
   const remote = x402Client({ ...config, url, timeoutMs });
-  return { url, ...journalled(remote, options.journal, options.network, timeoutMs, options.now) };
+  return { url, ...journalled(remote, options, timeoutMs) };
 }
 
 function x402Client(config: FacilitatorConfig, apiKey?: string): X402Client {
   const bearer = apiKey ? { authorization: `Bearer ${apiKey}` } : undefined;
-  const client = new HTTPFacilitatorClient(bearer ? { ...config, createAuthHeaders: async () => ({ verify: bearer, settle: bearer }) } : config);
+  const authorized = bearer ? { ...config, createAuthHeaders: async () => ({ verify: bearer, settle: bearer }) } : config;
+  const client = new HTTPFacilitatorClient(authorized);
   const unavailable = (what: string, error: unknown) =>
     new FacilitatorUnavailableError(`the remote facilitator did not ${what}: ${(error as Error).message}`, { cause: error });
   // Our wire schemas are a looser reading of the same shapes the client types.
@@ -97,7 +106,8 @@ function x402Client(config: FacilitatorConfig, apiKey?: string): X402Client {
         // A refusal sent with a 4xx status is still a refusal.
         if (!(error instanceof VerifyError) || error.statusCode >= 500) throw unavailable('verify', error);
         const { invalidReason, invalidMessage, payer } = error;
-        return { isValid: false, invalidReason: invalidReason ?? reasons.unexpectedVerify, ...(invalidMessage ? { invalidMessage } : {}), ...(payer ? { payer } : {}) };
+        const reason = invalidReason ?? reasons.unexpectedVerify;
+        return { isValid: false, invalidReason: reason, ...(invalidMessage ? { invalidMessage } : {}), ...(payer ? { payer } : {}) };
       }
     },
     async settle(r) {
@@ -119,8 +129,13 @@ function x402Client(config: FacilitatorConfig, apiKey?: string): X402Client {
   };
 }
 
+const unixNow = () => Math.floor(Date.now() / 1000);
+/** Blocks looked at before the hold's estimated block, for clock and block-time slack. */
+const LOOKBACK_MARGIN_BLOCKS = 32n;
+
 /** The port over a remote facilitator, with holds, outcomes and kept results in the local journal. */
-function journalled(remote: X402Client, journal: PaymentJournal, network: Network, timeoutMs: number, now = () => Math.floor(Date.now() / 1000)) {
+function journalled(remote: X402Client, local: Local, timeoutMs: number) {
+  const { journal, network, client, now = unixNow } = local;
   const rules = intentRules(network);
   const admit = async () => undefined;
   const refuse = (r: Rejection): VerifyResponse & { isValid: false } => ({
@@ -162,12 +177,34 @@ function journalled(remote: X402Client, journal: PaymentJournal, network: Networ
   const keyString = (intent: PaymentIntent) => `${intent.key.payer}:${intent.key.nonce}`;
 
   /**
-   * Asks the remote to settle a payment this gateway claimed, once at a time here, and writes down
-   * what it confirms. `again`: after an ask whose answer never came, when "already used" confirms
-   * nothing. An ask that ends without an outcome is marked (`answeredPending`): the next
-   * presentation of the payment may ask again at once.
+   * The transaction that used this authorization since `sinceMs` (the hold), read from the token
+   * itself, if it moved exactly this payment (whoever sent it: the signature moves this payment
+   * and nothing else); undefined without a chain client, or when none did.
    */
-  function ask(request: FacilitatorRequest, intent: PaymentIntent, again: boolean): Promise<SettleResponse> {
+  async function minedFor(intent: PaymentIntent, sinceMs: number): Promise<Hex | undefined> {
+    if (!client) return undefined;
+    const latest = await client.getBlockNumber();
+    const back = BigInt(Math.ceil((Date.now() - sinceMs) / network.blockTimeMs)) + LOOKBACK_MARGIN_BLOCKS;
+    const { from: authorizer, nonce } = intent.authorization;
+    const event = getAbiItem({ abi: usdcAbi, name: 'AuthorizationUsed' });
+    const fromBlock = latest > back ? latest - back : 0n;
+    const logs = await client.getLogs({ address: intent.asset.address, event, args: { authorizer, nonce }, fromBlock, toBlock: latest });
+    const payment = { payer: authorizer, payTo: intent.payTo, amount: intent.amount, asset: intent.asset.address };
+    for (const { transactionHash } of logs) {
+      const receipt = await client.getTransactionReceipt({ hash: transactionHash });
+      if (outcomeOf(receipt, payment).state === 'settled') return transactionHash;
+    }
+    return undefined;
+  }
+
+  /**
+   * Asks the remote to settle a payment this gateway claimed, once at a time here, and writes down
+   * what it confirms. `lostSince`: asked again after an ask whose answer never came (the hold's
+   * time), when "already used" may be the first ask's own settlement: the token then says whether
+   * it moved this payment. An ask that ends without an outcome is marked (`answeredPending`): the
+   * next presentation of the payment may ask again at once.
+   */
+  function ask(request: FacilitatorRequest, intent: PaymentIntent, lostSince?: number): Promise<SettleResponse> {
     const key = keyString(intent);
     const running = asking.get(key);
     if (running) return running;
@@ -180,12 +217,16 @@ function journalled(remote: X402Client, journal: PaymentJournal, network: Networ
         await journal.answeredPending(intent.key);
         throw error;
       }
+      const used = lostSince !== undefined && answer.errorReason === reasons.nonceUsed;
+      const mined = used ? await minedFor(intent, lostSince) : undefined;
+      if (mined) answer = { success: true, transaction: mined, network: intent.networkId, payer: intent.authorization.from };
       if (answer.success) {
         await finish(intent, { state: 'settled', txHash: answer.transaction as Hex });
-      } else if (answer.errorReason === reasons.settlementPending || (again && answer.errorReason === reasons.nonceUsed)) {
+      } else if (answer.errorReason === reasons.settlementPending || used) {
         await journal.answeredPending(intent.key);
       } else {
-        await finish(intent, { state: 'failed', errorReason: answer.errorReason ?? reasons.unexpectedSettle, ...(answer.errorMessage ? { errorMessage: answer.errorMessage } : {}) });
+        const { errorReason = reasons.unexpectedSettle, errorMessage } = answer;
+        await finish(intent, { state: 'failed', errorReason, ...(errorMessage ? { errorMessage } : {}) });
       }
       return answer;
     })().finally(() => asking.delete(key));
@@ -198,7 +239,7 @@ function journalled(remote: X402Client, journal: PaymentJournal, network: Networ
    * way here, or a new ask when the last one ended without an answer (or its instance stopped
    * before the request could have timed out); else pending (another instance is asking).
    */
-  async function answerTaken(request: FacilitatorRequest, intent: PaymentIntent, record: PaymentRecord, purpose: string): Promise<SettleResponse> {
+  async function answerTaken(request: FacilitatorRequest, intent: PaymentIntent, record: PaymentRecord, purpose: string) {
     if (record.purpose !== purpose || record.state === 'verified' || !presentsRow(intent, record)) {
       return failed(intent.networkId, alreadyUsed(record, intent.authorization.from));
     }
@@ -208,7 +249,7 @@ function journalled(remote: X402Client, journal: PaymentJournal, network: Networ
       await running.catch(() => undefined);
       return fromRow(intent, await journal.get(intent.key));
     }
-    if (record.pendingAnswered || Date.now() - record.updatedAt > timeoutMs) return ask(request, intent, true);
+    if (record.pendingAnswered || Date.now() - record.updatedAt > timeoutMs) return ask(request, intent, record.createdAt);
     return fromRow(intent, record);
   }
 
@@ -249,7 +290,7 @@ function journalled(remote: X402Client, journal: PaymentJournal, network: Networ
       const { intent } = checked;
       const claim = await journal.claim(toNewPayment(intent, purpose));
       if (!claim.claimed) return answerTaken(request, intent, claim.record, purpose);
-      return ask(request, intent, false);
+      return ask(request, intent);
     },
 
     async redeliver(request, purpose) {

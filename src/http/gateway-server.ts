@@ -226,7 +226,8 @@ export async function serveGateway(options: GatewayServerOptions) {
       ? (keyId: string, packageId: string) => createCheckout({ stripe, credits: store.credits, packages: config.credits.packages, publicUrl: publicUrl() }, keyId, packageId)
       : undefined;
     const subscribe = stripe ? (keyId: string, server: string) => createSubscriptionCheckout({ stripe, store, publicUrl: publicUrl() }, keyId, server) : undefined;
-    app.route('/credits', creditsRoutes({ credits, store, facilitator: payments, network: chain.network, topup, ...(checkout && subscribe ? { checkout, subscribe } : {}) }));
+    const stripeCheckout = checkout && subscribe ? { checkout, subscribe } : {};
+    app.route('/credits', creditsRoutes({ credits, store, facilitator: payments, network: chain.network, topup, ...stripeCheckout }));
     if (stripe) app.route('/stripe', stripeRoutes({ stripe, webhookSecret: webhookSecret!, credits: store.credits, logger, subscriptions: { store, book } }));
     app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog }));
   }

@@ -121,16 +121,18 @@ describe('turnpike CLI (built)', () => {
     }
   });
 
-  test('wrap with facilitator.mode remote settles nothing itself: on Base it starts without a relayer key and names the remote', async () => {
+  test('wrap in facilitator.mode remote settles nothing itself: on Base it starts without a relayer key, naming the remote', async () => {
     const sandbox = await startSandbox({ payers: 0 });
     const payTo = '0x000000000000000000000000000000000000dEaD';
-    const args = ['wrap', '--upstream', 'http://127.0.0.1:9/mcp', '--pay-to', payTo, '--network', 'base', '--rpc-url', sandbox.rpcUrl, '--port', '0'];
+    const chain = ['--network', 'base', '--rpc-url', sandbox.rpcUrl];
+    const args = ['wrap', '--upstream', 'http://127.0.0.1:9/mcp', '--pay-to', payTo, ...chain, '--port', '0'];
     const data = ['--data-dir', path.join(dir, 'remote-mode'), '--log-level', 'silent'];
     try {
       const noUrl = await turnpike([...args, ...data], { TURNPIKE_FACILITATOR_MODE: 'remote' }).done;
       assert.equal(noUrl.code, 2, noUrl.stderr);
       assert.match(noUrl.stderr, /facilitator\.url .*needs facilitator\.url/);
-      const run = turnpike([...args, ...data], { TURNPIKE_FACILITATOR_MODE: 'remote', TURNPIKE_FACILITATOR_URL: 'http://127.0.0.1:9/x402' });
+      const remote = { TURNPIKE_FACILITATOR_MODE: 'remote', TURNPIKE_FACILITATOR_URL: 'http://127.0.0.1:9/x402' };
+      const run = turnpike([...args, ...data], remote);
       while (!/paying MCP endpoint at/.test(run.stdout())) {
         if (run.child.exitCode !== null) assert.fail(`wrap exited early: ${run.stdout()}${(await run.done).stderr}`);
         await new Promise((r) => setTimeout(r, 50));

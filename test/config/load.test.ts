@@ -88,7 +88,8 @@ describe('loadConfig', () => {
 
   test('facilitator.mode remote needs facilitator.url, cdp may have one (a proxy), self refuses one', () => {
     const missing = problemsOf(() => loadConfig({ env: { TURNPIKE_FACILITATOR_MODE: 'remote' } }));
-    assert.deepEqual(missing.problems.map((p) => [p.path, p.message]), [['facilitator.url', 'facilitator.mode remote needs facilitator.url']]);
+    const problems = missing.problems.map((p) => [p.path, p.message]);
+    assert.deepEqual(problems, [['facilitator.url', 'facilitator.mode remote needs facilitator.url']]);
     const remote = loadConfig({ env: { TURNPIKE_FACILITATOR_MODE: 'remote', TURNPIKE_FACILITATOR_URL: 'https://facilitator.example' } });
     assert.deepEqual([remote.facilitator.mode, remote.facilitator.url], ['remote', 'https://facilitator.example']);
     assert.equal(loadConfig({ env: { TURNPIKE_FACILITATOR_MODE: 'cdp' } }).facilitator.url, undefined);

@@ -62,6 +62,16 @@ describe('who may use the facilitator API', () => {
     assert.equal(await chain.balanceOf(chain.sandbox.accounts.payees[0]!.address), before + 2_000n);
   });
 
+  test('a resource server sending its key is not throttled for its clients’ refused payments; an address without one is', async () => {
+    const { post } = await serve({ apiKeys: [KEY], failuresPerMinute: 2, relayer: 2 });
+    const keyed = { authorization: `Bearer ${KEY}` };
+    const zero = await payment(3, 0n);
+    for (let i = 0; i < 4; i++) assert.deepEqual([(await post('/verify', zero, keyed)).body.isValid], [false]);
+    for (let i = 0; i < 2; i++) assert.equal((await post('/verify', zero)).status, 401);
+    assert.equal((await post('/verify', zero)).status, 429);
+    assert.equal((await post('/verify', await payment(3), keyed)).body.isValid, true);
+  });
+
   test('an address whose requests keep failing gets 429 and Retry-After, whatever X-Forwarded-For says; /supported is open', async () => {
     const { url, post } = await serve({ failuresPerMinute: 3, relayer: 1 });
     const zero = await payment(2, 0n);

@@ -16,7 +16,8 @@ const chain = useSandbox({ isolate: false });
 const CALL = purposes.call('weather', 'hash');
 
 /** A turnpike facilitator over HTTP with its own relayer: files' facilitators never share a nonce sequence. */
-const remoteOnSandbox = (relayer: number) => facilitatorOverHttp(chain, { relayerKeys: [chain.sandbox.accounts.relayers[relayer]!.privateKey] });
+const remoteOnSandbox = (relayer: number) =>
+  facilitatorOverHttp(chain, { relayerKeys: [chain.sandbox.accounts.relayers[relayer]!.privateKey] });
 
 const payee = () => chain.sandbox.accounts.payees[1]!.address;
 const payment = (payer: number, amount = 20_000n) => v2Request({ payer: chain.sandbox.accounts.payers[payer]!, payTo: payee(), amount });
@@ -28,14 +29,14 @@ describe('remoteFacilitator: the gateway’s port over another facilitator’s /
   before(async () => {
     remote = await remoteOnSandbox(0);
     store = await openSqliteStore({ path: chain.dbPath() });
-    port = remoteFacilitator({ url: remote.url, journal: store.journal, network: networks.local });
+    port = remoteFacilitator({ url: remote.url, journal: store.journal, network: networks.local, client: chain.client });
   });
   after(async () => {
     await remote.close();
     await store.close();
   });
 
-  test('of 5 concurrent holds of one payment one is taken, the remote verifies once, settles once, and the journal says settled', async () => {
+  test('of 5 concurrent holds of one payment one is taken, the remote verifies and settles once, the journal says settled', async () => {
     const body = await payment(1);
     const [verifies, settles] = [remote.count('/verify'), remote.count('/settle')];
     const holds = await Promise.all(Array.from({ length: 5 }, () => port.reserve(body, CALL)));
@@ -102,7 +103,7 @@ describe('remoteFacilitator: the gateway’s port over another facilitator’s /
     assert.equal((await store.journal.get(keyOf(body)))?.state, 'settled');
   });
 
-  test('an answer lost after the remote settled is never taken for a failure, nor delivered on its word alone', async () => {
+  test('an answer lost after the remote settled: "already used" is checked on chain, never taken for a failure', async () => {
     const body = await payment(5);
     const held = await port.reserve(body, CALL);
     assert.ok(held.isValid);
@@ -111,9 +112,16 @@ describe('remoteFacilitator: the gateway’s port over another facilitator’s /
     remote.dropNextSettle('after');
     await assert.rejects(port.settle(body, CALL), FacilitatorUnavailableError);
     assert.equal(await chain.balanceOf(payee()), before + 20_000n);
-    // The remote answers a second /settle "already used": that confirms nothing, so the claim stays open.
-    assert.equal(await port.redeliver(body, CALL), undefined);
+    // The remote answers a second /settle "already used": without the chain that confirms nothing.
+    const blind = remoteFacilitator({ url: remote.url, journal: store.journal, network: networks.local });
+    assert.equal(await blind.redeliver(body, CALL), undefined);
     assert.equal((await store.journal.get(keyOf(body)))?.state, 'submitting');
+    // The token's AuthorizationUsed log and the Transfer of exactly this payment do.
+    const again = await port.redeliver(body, CALL);
+    assert.equal(again?.receipt.success, true);
+    const row = await store.journal.get(keyOf(body));
+    assert.deepEqual([row?.state, row?.txHash], ['settled', again?.receipt.transaction]);
+    assert.equal(await chain.balanceOf(payee()), before + 20_000n);
   });
 
   test('an unreachable facilitator is FacilitatorUnavailableError, and the hold is given back', async () => {
@@ -151,7 +159,8 @@ describe('cdpFacilitator (Coinbase’s service is not reachable offline: a local
     });
     const pem = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
     const secrets = { cdpApiKeyId: 'organizations/test/apiKeys/test', cdpApiKeySecret: pem };
-    assert.equal(cdpFacilitator(secrets, { journal: store.journal, network: networks.local }).url, 'https://api.cdp.coinbase.com/platform/v2/x402');
+    const hosted = cdpFacilitator(secrets, { journal: store.journal, network: networks.local });
+    assert.equal(hosted.url, 'https://api.cdp.coinbase.com/platform/v2/x402');
     const port = cdpFacilitator(secrets, { url: `${remote.url}/platform/v2/x402`, journal: store.journal, network: networks.local });
     const body = await payment(8);
     const held = await port.reserve(body, CALL);

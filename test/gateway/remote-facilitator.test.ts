@@ -54,13 +54,15 @@ async function wrap(facilitator: ConfigInput['facilitator'], secrets: Secrets) {
   return { ...served, client, payFor, paid };
 }
 
-const receiptOf = (result: { _meta?: Record<string, unknown> }) => result._meta?.['x402/payment-response'] as { success: boolean; transaction: string } | undefined;
+type Receipt = { success: boolean; transaction: string };
+const receiptOf = (result: { _meta?: Record<string, unknown> }) => result._meta?.['x402/payment-response'] as Receipt | undefined;
 
 describe('a paying gateway whose facilitator is another (MCP SDK client → turnpike wrap → turnpike facilitator over HTTP)', () => {
   before(async () => {
     upstream = await startCounterUpstream();
     // `turnpike facilitator` on the sandbox, reached over HTTP, with its own relayer and store.
-    remote = await facilitatorOverHttp(chain, { relayerKeys: [chain.sandbox.accounts.relayers[0]!.privateKey], apiKeys: [KEY] });
+    const relayerKeys = [chain.sandbox.accounts.relayers[0]!.privateKey];
+    remote = await facilitatorOverHttp(chain, { relayerKeys, apiKeys: [KEY], failuresPerMinute: 3 });
   });
   after(async () => {
     for (const close of closing) await close();
@@ -74,7 +76,7 @@ describe('a paying gateway whose facilitator is another (MCP SDK client → turn
       gateway = await wrap({ mode: 'remote', url: remote.url }, { remoteFacilitatorKey: KEY });
     });
 
-    test('an MCP SDK client pays a tool: the result carries the remote’s receipt, USDC moved once, the same call again is the kept result', async () => {
+    test('an MCP SDK client pays a tool: the remote’s receipt, USDC moved once, the same call again is the kept result', async () => {
       const payment = await gateway.payFor('count', 1);
       const [before, runs, settles] = [await chain.balanceOf(payee()), upstream.runs(), remote.count('/settle')];
       const result = await gateway.paid('count', payment);
@@ -127,7 +129,33 @@ describe('a paying gateway whose facilitator is another (MCP SDK client → turn
       assert.equal(upstream.runs(), runs + 1);
     });
 
-    test('the gateway serves no /facilitator of its own, and discovery names the remote', async () => {
+    test('a settlement answer lost after the remote settled: withheld, then delivered on the retry as the chain says, paid once', async () => {
+    const payment = await gateway.payFor('count', 7);
+    const [before, runs] = [await chain.balanceOf(payee()), upstream.runs()];
+    remote.dropNextSettle('after');
+    const withheld = await gateway.paid('count', payment);
+    assert.equal(withheld.isError, true);
+    assert.equal(receiptOf(withheld), undefined);
+    const delivered = await gateway.paid('count', payment);
+    assert.equal(receiptOf(delivered)?.success, true, JSON.stringify(delivered));
+    assert.equal(upstream.runs(), runs + 1);
+    assert.equal(await chain.balanceOf(payee()), before + 10_000n);
+  });
+
+  test('payments the remote refuses do not get the gateway throttled there: a good payment after 5 refused ones is served', async () => {
+    // A payer with no USDC: every payment is refused by the remote (3 refusals a minute get an unkeyed address a 429).
+    const broke = new x402Client().register('eip155:8453', new ExactEvmScheme(chain.sandbox.accounts.payees[0]!));
+    for (let i = 0; i < 5; i++) {
+      const challenged = await gateway.client.callTool({ name: 'count', arguments: {} });
+      const payment = await broke.createPaymentPayload(challenged.structuredContent as unknown as PaymentRequired);
+      const refused = await gateway.paid('count', payment);
+      assert.match(JSON.stringify(refused.structuredContent), /insufficient_balance/, JSON.stringify(refused));
+    }
+    const good = await gateway.paid('count', await gateway.payFor('count', 8));
+    assert.equal(receiptOf(good)?.success, true, JSON.stringify(good));
+  });
+
+  test('the gateway serves no /facilitator of its own, and discovery names the remote', async () => {
       assert.equal((await gateway.api('GET', '/facilitator/supported')).status, 404);
       const discovery = await gateway.api('GET', '/.well-known/mcp-payment');
       assert.equal(discovery.body.endpoints[0].x402.facilitator, new URL(remote.url).href);
@@ -141,8 +169,8 @@ describe('a paying gateway whose facilitator is another (MCP SDK client → turn
       const runs = upstream.runs();
       const answer = await fetch(`${gateway.url}/mcp`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: {}, _meta: { 'x402/payment': payment } } }),
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', _meta: { 'x402/payment': payment } } }),
       });
       assert.equal(answer.status, 503);
       assert.match(await answer.text(), /payment verification is unavailable, retry/);

@@ -18,6 +18,8 @@ export type FacilitatorApiOptions = Partial<FacilitatorOptions> & {
   rpcUrl?: string;
   /** Keys its /verify and /settle want as `Authorization: Bearer` (TURNPIKE_FACILITATOR_KEYS). */
   apiKeys?: string[];
+  /** Refused requests one address may make per minute before 429 (default: no limit). */
+  failuresPerMinute?: number;
   /** The journal the facilitator writes to, built over the store's (to interleave another path). */
   journalFor?: (journal: PaymentJournal, facilitator: () => Facilitator) => PaymentJournal;
 };
@@ -27,7 +29,7 @@ export type FacilitatorApiOptions = Partial<FacilitatorOptions> & {
  * relayer, and its HTTP API (`post` sends JSON, or a string as it is).
  */
 export async function facilitatorApi(chain: ReturnType<typeof useSandbox>, options: FacilitatorApiOptions = {}) {
-  const { journalFor, rpcUrl, apiKeys, ...rest } = options;
+  const { journalFor, rpcUrl, apiKeys, failuresPerMinute, ...rest } = options;
   const store = await openSqliteStore({ path: chain.dbPath() });
   const journal = journalFor ? journalFor(store.journal, () => facilitator) : store.journal;
   const facilitator: Facilitator = createFacilitator({
@@ -38,7 +40,8 @@ export async function facilitatorApi(chain: ReturnType<typeof useSandbox>, optio
     ...rest,
   });
   const app = createApp(logger);
-  app.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: 64 * 1024, logger, ...(apiKeys ? { apiKeys } : {}) }));
+  const access = { ...(apiKeys ? { apiKeys } : {}), ...(failuresPerMinute ? { failuresPerMinute } : {}) };
+  app.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: 64 * 1024, logger, ...access }));
   const post = async (path: '/verify' | '/settle', body: unknown) => {
     const res = await app.request(path, {
       method: 'POST',

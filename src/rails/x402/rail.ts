@@ -119,7 +119,13 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
  * and that they could pay the quoted price (it must be for that price, and covered by their
  * balance), so throwaway keys cannot take the free calls. It is verified, never settled.
  */
-async function freeCall(facilitator: FacilitatorPort, context: RailContext, call: PaidCall, request: FacilitatorRequest, metering: Metered): Promise<Taken> {
+async function freeCall(
+  facilitator: FacilitatorPort,
+  context: RailContext,
+  call: PaidCall,
+  request: FacilitatorRequest,
+  metering: Metered,
+): Promise<Taken> {
   let verdict;
   try {
     verdict = await facilitator.verify(request);
