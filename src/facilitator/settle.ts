@@ -42,7 +42,8 @@ type Payment = Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'asset'>;
  */
 export function outcomeOf(receipt: TransactionReceipt, payment: Payment): SettlementOutcome {
   if (receipt.status !== 'success') {
-    return { state: 'failed', txHash: receipt.transactionHash, errorReason: reasons.transactionFailed, errorMessage: 'the settlement transaction reverted' };
+    const errorMessage = 'the settlement transaction reverted';
+    return { state: 'failed', txHash: receipt.transactionHash, errorReason: reasons.transactionFailed, errorMessage };
   }
   const transferred = parseEventLogs({ abi: usdcAbi, eventName: 'Transfer', logs: receipt.logs }).some(
     (log) =>
@@ -51,9 +52,9 @@ export function outcomeOf(receipt: TransactionReceipt, payment: Payment): Settle
       isAddressEqual(log.args.to, payment.payTo) &&
       log.args.value === payment.amount,
   );
-  return transferred
-    ? { state: 'settled', txHash: receipt.transactionHash }
-    : { state: 'failed', txHash: receipt.transactionHash, errorReason: reasons.transferEventMismatch, errorMessage: 'no matching Transfer log' };
+  const txHash = receipt.transactionHash;
+  if (transferred) return { state: 'settled', txHash };
+  return { state: 'failed', txHash, errorReason: reasons.transferEventMismatch, errorMessage: 'no matching Transfer log' };
 }
 
 const keyString = (k: PaymentKey) => `${k.chainId}:${k.asset}:${k.payer}:${k.nonce}`;

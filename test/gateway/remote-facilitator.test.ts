@@ -6,6 +6,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
+import { wrapFetchWithPaymentFromConfig } from '@x402/fetch';
 import type { ConfigInput } from '../../src/config/schema.js';
 import type { Secrets } from '../../src/config/secrets.js';
 import { flatPlan } from '../../src/gateway/plans.js';
@@ -23,10 +24,10 @@ const closing: (() => Promise<unknown>)[] = [];
 
 const payee = () => chain.sandbox.accounts.payees[1]!.address;
 
-/** `turnpike wrap` of the counter upstream at 0.01 USDC a call, with `facilitator` settings. */
-async function wrap(facilitator: ConfigInput['facilitator'], secrets: Secrets) {
+/** `turnpike wrap` of the counter upstream at 0.01 USDC a call, with `facilitator` settings (and credits off unless told). */
+async function wrap(facilitator: ConfigInput['facilitator'], secrets: Secrets, credits: ConfigInput['credits'] = { enabled: false }) {
   const served = await serveOnSandbox(chain, {
-    overrides: { facilitator, credits: { enabled: false } },
+    overrides: { facilitator, credits },
     secrets,
     endpoints: [
       {
@@ -129,48 +130,70 @@ describe('a paying gateway whose facilitator is another (MCP SDK client → turn
       assert.equal(upstream.runs(), runs + 1);
     });
 
-    test('a settlement answer lost after the remote settled: withheld, then delivered on the retry as the chain says, paid once', async () => {
-    const payment = await gateway.payFor('count', 7);
-    const [before, runs] = [await chain.balanceOf(payee()), upstream.runs()];
-    remote.dropNextSettle('after');
-    const withheld = await gateway.paid('count', payment);
-    assert.equal(withheld.isError, true);
-    assert.equal(receiptOf(withheld), undefined);
-    const delivered = await gateway.paid('count', payment);
-    assert.equal(receiptOf(delivered)?.success, true, JSON.stringify(delivered));
-    assert.equal(upstream.runs(), runs + 1);
-    assert.equal(await chain.balanceOf(payee()), before + 10_000n);
-  });
+    test('a settlement answer lost after the remote settled: withheld, then delivered on the retry as the chain says', async () => {
+      const payment = await gateway.payFor('count', 7);
+      const [before, runs] = [await chain.balanceOf(payee()), upstream.runs()];
+      remote.dropNextSettle('after');
+      const withheld = await gateway.paid('count', payment);
+      assert.equal(withheld.isError, true);
+      assert.equal(receiptOf(withheld), undefined);
+      const delivered = await gateway.paid('count', payment);
+      assert.equal(receiptOf(delivered)?.success, true, JSON.stringify(delivered));
+      assert.equal(upstream.runs(), runs + 1);
+      assert.equal(await chain.balanceOf(payee()), before + 10_000n);
+    });
 
-  test('payments the remote refuses do not get the gateway throttled there: a good payment after 5 refused ones is served', async () => {
-    // A payer with no USDC: every payment is refused by the remote (3 refusals a minute get an unkeyed address a 429).
-    const broke = new x402Client().register('eip155:8453', new ExactEvmScheme(chain.sandbox.accounts.payees[0]!));
-    for (let i = 0; i < 5; i++) {
-      const challenged = await gateway.client.callTool({ name: 'count', arguments: {} });
-      const payment = await broke.createPaymentPayload(challenged.structuredContent as unknown as PaymentRequired);
-      const refused = await gateway.paid('count', payment);
-      assert.match(JSON.stringify(refused.structuredContent), /insufficient_balance/, JSON.stringify(refused));
-    }
-    const good = await gateway.paid('count', await gateway.payFor('count', 8));
-    assert.equal(receiptOf(good)?.success, true, JSON.stringify(good));
-  });
+    test('payments the remote refuses do not get the gateway throttled there: a good payment after 5 refused ones is served', async () => {
+      // A payer with no USDC: every payment is refused by the remote (3 refusals a minute get an unkeyed address a 429).
+      const broke = new x402Client().register('eip155:8453', new ExactEvmScheme(chain.sandbox.accounts.payees[0]!));
+      for (let i = 0; i < 5; i++) {
+        const challenged = await gateway.client.callTool({ name: 'count', arguments: {} });
+        const payment = await broke.createPaymentPayload(challenged.structuredContent as unknown as PaymentRequired);
+        const refused = await gateway.paid('count', payment);
+        assert.match(JSON.stringify(refused.structuredContent), /insufficient_balance/, JSON.stringify(refused));
+      }
+      const good = await gateway.paid('count', await gateway.payFor('count', 8));
+      assert.equal(receiptOf(good)?.success, true, JSON.stringify(good));
+    });
 
-  test('the gateway serves no /facilitator of its own, and discovery names the remote', async () => {
+    test('the gateway serves no /facilitator of its own, and discovery names the remote', async () => {
       assert.equal((await gateway.api('GET', '/facilitator/supported')).status, 404);
       const discovery = await gateway.api('GET', '/.well-known/mcp-payment');
       assert.equal(discovery.body.endpoints[0].x402.facilitator, new URL(remote.url).href);
     });
   });
 
-  describe('the gateway with a remote facilitator it cannot reach, or with facilitator.mode cdp', () => {
+  describe('the gateway in remote mode taking a top-up or unable to reach its remote, and in cdp mode', () => {
+    test('a USDC top-up is settled by the remote once: the key is funded, the same payment again moves nothing', async () => {
+      const gateway = await wrap({ mode: 'remote', url: remote.url }, { remoteFacilitatorKey: KEY }, {});
+      let signature: string | undefined;
+      const recording: typeof fetch = async (input, init) => {
+        const request = new Request(input, init);
+        signature ??= request.headers.get('payment-signature') ?? undefined;
+        return fetch(request);
+      };
+      const scheme = new ExactEvmScheme(chain.sandbox.accounts.payers[9]!);
+      const paying = wrapFetchWithPaymentFromConfig(recording, { schemes: [{ network: 'eip155:8453', client: scheme }] });
+      const [before, settles] = [await chain.balanceOf(payee()), remote.count('/settle')];
+      const res = await paying(`${gateway.url}/credits/topup?usd=1`, { method: 'POST' });
+      assert.equal(res.status, 201, await res.clone().text());
+      const funded = (await res.json()) as { balance: string; receipt: { success: boolean } };
+      assert.deepEqual([funded.balance, funded.receipt.success], ['1000000', true]);
+      const replay = await fetch(`${gateway.url}/credits/topup?usd=1`, { method: 'POST', headers: { 'payment-signature': signature! } });
+      assert.equal(replay.status, 409);
+      assert.equal(await chain.balanceOf(payee()), before + 1_000_000n);
+      assert.equal(remote.count('/settle'), settles + 1);
+    });
+
     test('an unreachable remote: the paid call is answered 503 and the tool never runs', async () => {
       const gateway = await wrap({ mode: 'remote', url: 'http://127.0.0.1:9' }, {});
       const payment = await gateway.payFor('count', 5);
       const runs = upstream.runs();
+      const params = { name: 'count', _meta: { 'x402/payment': payment } };
       const answer = await fetch(`${gateway.url}/mcp`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', _meta: { 'x402/payment': payment } } }),
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }),
       });
       assert.equal(answer.status, 503);
       assert.match(await answer.text(), /payment verification is unavailable, retry/);
