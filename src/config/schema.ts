@@ -2,6 +2,7 @@ import { slugSchema } from '../gateway/slug.js';
 import { z } from 'zod';
 import { networkNames } from '../chain/networks.js';
 import { planSchema } from '../gateway/plans.js';
+import { oauthSettingsSchema } from '../oauth/settings.js';
 import { usdPrice } from '../gateway/pricing.js';
 import { UPSTREAM_CONNECTIONS } from '../gateway/upstream.js';
 
@@ -97,6 +98,7 @@ export const configSchema = z.strictObject({
           timeoutSeconds: z.number().positive().max(3600).default(60),
           /** Upstream credentials by environment variable name: secrets stay out of the file. */
           headersFromEnv: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), z.string().regex(/^[A-Z_][A-Z0-9_]*$/)).default({}),
+          oauth: oauthSettingsSchema.optional(),
         })
         .refine((s) => (s.upstream === undefined) !== (s.stdio === undefined), 'give exactly one of upstream and stdio'),
     )

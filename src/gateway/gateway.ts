@@ -8,6 +8,7 @@ import { clientAddress } from '../http/caller.js';
 import type { OperatorStore } from '../store/operators.js';
 import { newId } from '../store/ids.js';
 import type { RevenueBook } from '../operators/revenue.js';
+import { type OAuthVariables, type ProtectedResource, resourceGuard } from '../oauth/resource-server.js';
 import type { Charge, Metered, PaidCall, Rail, RailContext, RailFactory } from '../rails/rail.js';
 import { type ToolOffer, challengeResponse, challengeResult, paymentRequired } from './payment-required.js';
 import { type Plan, isMetered, listPrice, priceAt, publicPlan, utcMonth } from './plans.js';
@@ -52,6 +53,8 @@ export type GatewayOptions = {
    * plan whose price depends on the caller's calls this month.
    */
   revenue?: { book: RevenueBook; usage: OperatorStore; operatorId?: string; custody: 'direct' | 'platform' };
+  /** Set when the server takes OAuth access tokens: its callers are identified by them (see `resourceGuard`). */
+  oauth?: ProtectedResource;
 };
 
 /** The `_meta` key under which `tools/list` carries each tool's price. */
@@ -68,7 +71,7 @@ export const FREE_META_KEY = 'turnpike/free';
  * error, 5xx, transport failure or timeout, undo the hold (nothing charged) → otherwise the rail
  * completes the payment (settles, commits), and only then does the result leave.
  */
-export function createGateway(options: GatewayOptions): Hono {
+export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthVariables }> {
   const { logger, metrics, plan, revenue } = options;
   const serverId = options.serverId ?? options.server;
   const metered = isMetered(plan);
@@ -90,7 +93,7 @@ export function createGateway(options: GatewayOptions): Hono {
       stop();
     }
   };
-  const app = new Hono();
+  const app = new Hono<{ Variables: OAuthVariables }>();
   /** Tools known to declare an outputSchema (seen in tools/list answers passing through). */
   const withOutputSchema = new Set<string>();
 
@@ -111,6 +114,9 @@ export function createGateway(options: GatewayOptions): Hono {
     }
     return next();
   });
+
+  // Every request, streams included (the MCP authorization spec): a token, if one is sent or required, must be valid.
+  if (options.oauth) app.use(resourceGuard(options.oauth, (reason) => denied(`oauth_${reason}`)));
 
   // A stream the caller opens or resumes never carries a priced call's result: that leaves only through the call's own answer.
   app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(upstreamFor(c), c.req.raw, undefined, c.req.raw.signal)));
@@ -227,11 +233,12 @@ export function createGateway(options: GatewayOptions): Hono {
     });
   }
 
-  async function paidCall(c: Context, rpc: Message, tool: { name: string; amount: bigint }) {
+  async function paidCall(c: Context<{ Variables: OAuthVariables }>, rpc: Message, tool: { name: string; amount: bigint }) {
     const url = new URL(c.req.url);
     const offer: ToolOffer = { tool: tool.name, amount: tool.amount, payTo: options.payTo, network: options.network, mcpUrl: `${url.origin}${url.pathname}` };
     const upstreamId = paidRequestId();
-    const call: PaidCall = { request: c.req.raw, rpc, id: rpc.id ?? null, upstreamId, body: forUpstream(rpc, upstreamId), tool, offer };
+    const principal = c.get('oauth');
+    const call: PaidCall = { request: c.req.raw, rpc, id: rpc.id ?? null, upstreamId, body: forUpstream(rpc, upstreamId), tool, offer, ...(principal ? { principal } : {}) };
     const rail = rails.find((r) => r.takes(call));
     if (!rail) return context.challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
     const taken = await rail.take(call);

@@ -4,16 +4,20 @@ import { z } from 'zod';
 import { type Credits, adjustSchema, newKeySchema, publicEntry, publicKey, statusAfter, topupSchema, transferSchema } from '../rails/credits/credits.js';
 import { ApiError } from './api-error.js';
 import { bearerIn } from './caller.js';
+import { sessionOf } from './console-session.js';
 import type { CheckoutSession, ResolveResult } from '../store/credits.js';
 import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
 import { type RouteDoc, documented } from './documented.js';
 
-/** Bearer auth against `TURNPIKE_ADMIN_KEY`, compared in constant time. Without a configured key the admin API is off. */
+/**
+ * Bearer auth against `TURNPIKE_ADMIN_KEY`, compared in constant time, or an admin console session.
+ * Without a configured key the admin API is off.
+ */
 export const adminAuth = (adminKey: string | undefined) =>
   createMiddleware(async (c, next) => {
     if (!adminKey) throw new ApiError(403, 'admin_disabled', 'the admin API is off: set TURNPIKE_ADMIN_KEY to enable it');
-    if (!bearerIn(c.req.header('authorization'), [adminKey])) {
+    if (sessionOf(c.req.raw)?.kind !== 'admin' && !bearerIn(c.req.header('authorization'), [adminKey])) {
       throw new ApiError(401, 'admin_unauthorized', 'send the admin key as Authorization: Bearer <TURNPIKE_ADMIN_KEY>');
     }
     await next();
@@ -58,6 +62,12 @@ function resolved(result: ResolveResult, sessionId: string) {
   });
 }
 
+/** An OAuth caller: the identity provider exactly as its tokens' `iss` says, and the token's `sub`. */
+const subjectSchema = z.strictObject({
+  issuer: z.string().min(1).max(2048).describe('the identity provider, exactly as a server’s `oauth.issuer` names it'),
+  subject: z.string().min(1).max(255).describe('the `sub` of the caller’s access tokens'),
+});
+
 export const pageSchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(50),
   before: z.string().regex(/^le_[0-9a-z]+$/, 'expected a ledger entry id').optional(),
@@ -67,11 +77,13 @@ export const pageSchema = z.strictObject({
  * The admin API over API keys: create (the secret is in this one answer only), list, read, top
  * up (idempotent), suspend, resume, revoke, and a key's ledger; and over Stripe Checkout
  * Sessions: the ones held for review (paid otherwise than recorded, or for a revoked key), each
- * credited or rejected once.
+ * credited or rejected once; and over the OAuth subjects (callers of servers that take OAuth
+ * tokens, of one of `issuers`) each key pays for.
  *
- * @example app.route('/admin', adminRoutes({ credits, store, adminKey, catalog }));
+ * @example app.route('/admin', adminRoutes({ credits, store, adminKey, catalog, issuers: async () => ['https://id.example.com'] }));
  */
-export function adminRoutes({ credits, store, adminKey, catalog }: { credits: Credits; store: Store; adminKey: string | undefined; catalog: RouteDoc[] }): Hono {
+export function adminRoutes(options: { credits: Credits; store: Store; adminKey: string | undefined; catalog: RouteDoc[]; issuers?: () => Promise<string[]> }): Hono {
+  const { credits, store, adminKey, catalog } = options;
   const app = new Hono();
   app.use(adminAuth(adminKey));
   const api = documented(app, catalog, { base: '/admin', security: 'admin' });
@@ -102,6 +114,32 @@ export function adminRoutes({ credits, store, adminKey, catalog }: { credits: Cr
   for (const action of Object.keys(statusAfter) as (keyof typeof statusAfter)[]) {
     api.post(`/keys/:id/${action}`, { summary: `${action} a key${action === 'revoke' ? ' (final)' : ''}` }, async (c) => c.json(publicKey(await credits.changeStatus(c.req.param('id')!, action))));
   }
+  const linking = { summary: 'link an OAuth subject to a key: its calls on OAuth servers are charged to the key', body: subjectSchema, status: 201 };
+  api.post('/keys/:id/subjects', linking, async (c, { body }) => {
+    const issuers = [...new Set((await options.issuers?.()) ?? [])];
+    if (!issuers.includes(body.issuer)) {
+      throw new ApiError(400, 'issuer_unknown', `no server here takes tokens of ${body.issuer}; name it as a server's oauth.issuer first`, { issuers });
+    }
+    const key = await credits.keyById(c.req.param('id')!);
+    if (key.status === 'revoked') throw new ApiError(409, 'key_revoked', 'a revoked key cannot pay for anyone');
+    const result = await store.credits.linkSubject({ ...body, keyId: key.id });
+    if (result.keyId !== key.id) {
+      throw new ApiError(409, 'subject_linked', `this subject is linked to key ${result.keyId}; unlink it there first`, { keyId: result.keyId });
+    }
+    return c.json({ ...body, keyId: key.id, linked: result.linked }, result.linked ? 201 : 200);
+  });
+  api.get('/keys/:id/subjects', { summary: 'the OAuth subjects a key pays for' }, async (c) => {
+    const key = await credits.keyById(c.req.param('id')!);
+    const subjects = await store.credits.subjects(key.id);
+    return c.json({ subjects: subjects.map((s) => ({ issuer: s.issuer, subject: s.subject, createdAt: new Date(s.createdAt!).toISOString() })) });
+  });
+  api.delete('/keys/:id/subjects', { summary: 'unlink an OAuth subject from a key', query: subjectSchema }, async (c, { query }) => {
+    const key = await credits.keyById(c.req.param('id')!);
+    if (!(await store.credits.unlinkSubject({ ...query, keyId: key.id }))) {
+      throw new ApiError(404, 'subject_not_linked', `subject ${query.subject} of ${query.issuer} is not linked to key ${key.id}`);
+    }
+    return c.json({ ...query, keyId: key.id, linked: false });
+  });
   const inReview = 'Stripe Checkout Sessions in a state; `review`: paid, held for your decision';
   api.get('/checkouts', { summary: inReview, query: checkoutsQuerySchema }, async (c, { query }) =>
     c.json({ checkouts: (await store.credits.checkouts(query.state, query.limit)).map(publicCheckout) }),

@@ -11,11 +11,18 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  * @example if (!bearerIn(c.req.header('authorization'), [adminKey])) throw new ApiError(401, …);
  */
 export function bearerIn(header: string | undefined, keys: readonly string[]): boolean {
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-  if (!match) return false;
-  const presented = digest(match[1]!);
+  const bearer = bearerOf(header);
+  if (bearer === undefined) return false;
+  const presented = digest(bearer);
   return keys.reduce((found, key) => timingSafeEqual(presented, digest(key)) || found, false);
 }
+
+/**
+ * The credential of an `Authorization: Bearer <credential>` header, if it is one.
+ *
+ * @example bearerOf('Bearer tp_abc') // 'tp_abc'
+ */
+export const bearerOf = (header: string | null | undefined): string | undefined => /^Bearer\s+(\S+)\s*$/i.exec(header ?? '')?.[1];
 
 /**
  * The socket's peer address: forwarded headers are not trusted, since no proxy is configured to

@@ -18,6 +18,10 @@ import { createWithdrawals } from '../operators/withdrawals.js';
 import { createCredits } from '../rails/credits/credits.js';
 import { creditsRail } from '../rails/credits/rail.js';
 import { x402Rail } from '../rails/x402/rail.js';
+import { type TrustedIssuer, trustedIssuer } from '../oauth/issuer.js';
+import { type ProtectedResource, protectedResourceRoutes } from '../oauth/resource-server.js';
+import type { OAuthSettings } from '../oauth/settings.js';
+import { fetch as undiciFetch } from 'undici';
 import { openDebits } from '../rails/credits/open-debits.js';
 import { createCheckout } from '../rails/stripe/checkout.js';
 import { stripePayouts } from '../rails/stripe/payouts.js';
@@ -27,6 +31,8 @@ import type { ServerRecord } from '../store/operators.js';
 import type { Lease, Store } from '../store/store.js';
 import { adminRoutes } from './admin-routes.js';
 import { createApp } from './app.js';
+import { consoleAssets } from './console-assets.js';
+import { consoleSessionRoutes } from './console-session.js';
 import { creditsRoutes } from './credits-routes.js';
 import { type PaidEndpoint, discoveryRoutes } from './discovery.js';
 import type { RouteDoc } from './documented.js';
@@ -52,6 +58,8 @@ export type EndpointOptions = {
   /** A registered server's id: what its counts, charges, subscriptions and scopes are bound to. */
   serverId?: string;
   custody?: 'direct' | 'platform';
+  /** Callers identified by OAuth access tokens of `issuer` (see `ProtectedResource`). */
+  oauth?: OAuthSettings;
 };
 
 export type GatewayServerOptions = {
@@ -67,9 +75,10 @@ export type GatewayServerOptions = {
  * Everything a paying gateway serves, on one port: each configured MCP endpoint at its path,
  * every server registered through the operator API at `/mcp/<slug>`, the facilitator API at
  * `/facilitator` (when it settles itself: `facilitator.mode: self`, see `openPayments`), the
- * credits, operator and admin APIs, discovery (`/.well-known/mcp-payment`,
- * `/pricing`), `/openapi.json`, `/health` and `/metrics`. The journal is reconciled, crash-cut
- * debits refunded and unfinished withdrawals resumed before the first request is accepted.
+ * credits, operator and admin APIs, discovery (`/.well-known/mcp-payment`, `/pricing`),
+ * `/openapi.json`, `/health`, `/metrics`, and the operator console at `/console`. The journal is
+ * reconciled, crash-cut debits refunded and unfinished withdrawals resumed before the first
+ * request is accepted.
  *
  * @example const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, plan, payTo, challenge: 'tool-result' }] });
  */
@@ -88,6 +97,10 @@ export async function serveGateway(options: GatewayServerOptions) {
     ...[treasury, config.credits.payTo].filter((a) => a !== undefined),
   ];
   const { store, payments, api, url: facilitatorUrl, close: closeStore } = await openPayments({ config, secrets, chain, logger, payees });
+  const withOAuth = options.endpoints.find((e) => e.oauth);
+  if (withOAuth && !config.credits.enabled) {
+    throw new Error(`server ${withOAuth.slug}: OAuth callers pay from credits keys, and credits are off (credits.enabled: false)`);
+  }
   const credits = config.credits.enabled
     ? createCredits({ store, tokenSecret: secrets.tokenSecret ?? (await store.instanceSecret('budget-tokens')) })
     : undefined;
@@ -115,6 +128,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     ...(stripe ? { cancelSubscription: (id: string) => cancelSubscription(stripe, id) } : {}),
     ...(secrets.secretsKey ? { box: secretBox(secrets.secretsKey) } : {}),
     allowPrivateUpstreams: config.operators.allowPrivateUpstreams,
+    oauthCallers: config.credits.enabled,
     isTurnpike: ownUrl,
     reservedSlugs: new Set(options.endpoints.map((e) => e.slug)),
     ...(treasury ? { treasury } : {}),
@@ -130,12 +144,37 @@ export async function serveGateway(options: GatewayServerOptions) {
   const metrics = createMetrics();
   const catalog: RouteDoc[] = [];
   const app = createApp(logger);
+  // Console sessions before the APIs they sign in to: the cookie stands in for the key there.
+  const sessionSecret = await store.instanceSecret('console-sessions');
+  const sessions = { operators, adminKey: secrets.adminKey, secret: sessionSecret, publicUrl: () => config.credits.publicUrl, catalog };
+  app.route('/', consoleSessionRoutes(sessions));
+  app.route('/console', consoleAssets());
   // Credits first (a call carrying a key or token is theirs), then x402 for every other priced call.
   const rails = [
     ...(credits && debits ? [creditsRail({ credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
     x402Rail({ facilitator: payments }),
   ];
-  const gatewayFor = (endpoint: EndpointOptions) =>
+  const publicUrl = () => config.credits.publicUrl ?? url;
+  /** The server at `path` as an OAuth protected resource: its canonical URL is the public URL and its path. */
+  const resourceAt = (path: string, oauth: OAuthSettings, issuer: TrustedIssuer): ProtectedResource => ({
+    issuer,
+    scopes: oauth.scopes,
+    required: oauth.required,
+    resource: () => `${publicUrl().replace(/\/$/, '')}${path}`,
+  });
+  // One trusted issuer (its metadata and cached keys) per identity provider the configuration names.
+  const issuers = new Map<string, TrustedIssuer>();
+  /** The configured servers that take OAuth tokens, by path: what their metadata documents describe. */
+  const protectedResources = new Map<string, ProtectedResource>();
+  for (const { path, oauth } of endpoints) {
+    if (!oauth) continue;
+    const issuer = issuers.get(oauth.issuer) ?? trustedIssuer(oauth.issuer);
+    issuers.set(oauth.issuer, issuer);
+    protectedResources.set(path, resourceAt(path, oauth, issuer));
+  }
+  // An operator's identity provider is fetched as their upstream is reached: through the SSRF-guarded agent.
+  const guardedFetch = ((input: string, init: object) => undiciFetch(input, { ...init, dispatcher: registeredAgent })) as unknown as typeof fetch;
+  const gatewayFor = (endpoint: EndpointOptions, oauth?: ProtectedResource) =>
     createGateway({
       upstream: endpoint.upstream,
       plan: endpoint.plan,
@@ -150,8 +189,9 @@ export async function serveGateway(options: GatewayServerOptions) {
       server: endpoint.slug,
       ...(endpoint.serverId ? { serverId: endpoint.serverId } : {}),
       revenue: { book, usage: store.operators, custody: endpoint.custody ?? 'direct', ...(endpoint.operatorId ? { operatorId: endpoint.operatorId } : {}) },
+      ...(oauth ? { oauth } : {}),
     });
-  for (const endpoint of endpoints) app.route(endpoint.path, gatewayFor(endpoint));
+  for (const endpoint of endpoints) app.route(endpoint.path, gatewayFor(endpoint, protectedResources.get(endpoint.path)));
 
   // Discovery's tool lists, looked up in the background: no upstream holds a discovery request up.
   const lookups = toolsLookups();
@@ -176,7 +216,14 @@ export async function serveGateway(options: GatewayServerOptions) {
   }
 
   /** A registered server as discovery lists it and as its path serves it. */
-  type Mounted = { updatedAt: number; serverId: string; listing: PaidEndpoint; fetch: (request: Request) => Response | Promise<Response> };
+  type Mounted = {
+    updatedAt: number;
+    serverId: string;
+    listing: PaidEndpoint;
+    fetch: (request: Request) => Response | Promise<Response>;
+    /** Set when the server takes OAuth callers; its issuer's keys are cached for as long as this mount lives. */
+    resource?: ProtectedResource;
+  };
   // Built on first use and rebuilt when the server's row changes, on this instance or another.
   const registered = new Map<string, Mounted>();
   function mounted(server: ServerRecord): Mounted {
@@ -202,9 +249,10 @@ export async function serveGateway(options: GatewayServerOptions) {
       return { updatedAt, serverId: server.id, listing: { ...listing, tools }, fetch: () => Response.json(refused, { status: 503 }) };
     }
     const endpoint = endpointOf(server, listing, secret);
-    const gateway = createApp(logger).route(endpoint.path, gatewayFor(endpoint));
+    const resource = server.oauth ? resourceAt(endpoint.path, server.oauth, trustedIssuer(server.oauth.issuer, guardedFetch)) : undefined;
+    const gateway = createApp(logger).route(endpoint.path, gatewayFor(endpoint, resource));
     const fetch = (request: Request) => gateway.fetch(request);
-    return { updatedAt, serverId: server.id, listing: { ...listing, tools: lookups.of(endpoint.upstream) }, fetch };
+    return { updatedAt, serverId: server.id, listing: { ...listing, tools: lookups.of(endpoint.upstream) }, fetch, ...(resource ? { resource } : {}) };
   }
   const activeOperators = async () => new Set((await store.operators.operators()).filter((o) => o.status === 'active').map((o) => o.id));
   app.all('/mcp/:slug', async (c) => {
@@ -217,7 +265,6 @@ export async function serveGateway(options: GatewayServerOptions) {
     return mounted(server).fetch(c.req.raw);
   });
 
-  const publicUrl = () => config.credits.publicUrl ?? url;
   if (credits) {
     const payTo = (config.credits.payTo as Address | undefined) ?? options.endpoints[0]?.payTo ?? treasury;
     if (!payTo) throw new Error('USDC top-ups need a payee: set credits.payTo');
@@ -229,7 +276,8 @@ export async function serveGateway(options: GatewayServerOptions) {
     const stripeCheckout = checkout && subscribe ? { checkout, subscribe } : {};
     app.route('/credits', creditsRoutes({ credits, store, facilitator: payments, network: chain.network, topup, ...stripeCheckout }));
     if (stripe) app.route('/stripe', stripeRoutes({ stripe, webhookSecret: webhookSecret!, credits: store.credits, logger, subscriptions: { store, book } }));
-    app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog }));
+    const namedIssuers = async () => [...issuers.keys(), ...(await store.operators.servers()).flatMap((s) => (s.oauth ? [s.oauth.issuer] : []))];
+    app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog, issuers: namedIssuers }));
   }
   const payouts = stripe ? stripePayouts({ stripe, store, publicUrl, logger, minimum: config.operators.minPayoutUsd }) : undefined;
   void payouts?.reconcile().catch((err: unknown) => logger.error({ err }, 'cannot finish unfinished payouts'));
@@ -270,6 +318,14 @@ export async function serveGateway(options: GatewayServerOptions) {
             },
           }
         : {}),
+    }),
+  );
+  app.route(
+    '/',
+    protectedResourceRoutes(async (path) => {
+      const slug = /^\/mcp\/([^/]+)$/.exec(path)?.[1];
+      const server = protectedResources.has(path) || !slug ? undefined : await store.operators.servedServer(slug);
+      return protectedResources.get(path) ?? (server ? mounted(server).resource : undefined);
     }),
   );
   app.route('/', openApiRoutes(catalog, { title: 'turnpike', version: '1' }));

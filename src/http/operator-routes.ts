@@ -2,7 +2,16 @@ import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { usdPrice } from '../gateway/pricing.js';
 import { analyticsCsv, analyticsJson, analyticsQuerySchema } from '../operators/analytics.js';
-import { type Operators, newServerSchema, operatorPatchSchema, publicOperator, publicServer, registerSchema, serverPatchSchema } from '../operators/operators.js';
+import {
+  type Operators,
+  activeOnly,
+  newServerSchema,
+  operatorPatchSchema,
+  publicOperator,
+  publicServer,
+  registerSchema,
+  serverPatchSchema,
+} from '../operators/operators.js';
 import type { Withdrawals } from '../operators/withdrawals.js';
 import { type Credits, newKeySchema, publicEntry, publicKey, statusAfter } from '../rails/credits/credits.js';
 import type { StripePayouts } from '../rails/stripe/payouts.js';
@@ -12,6 +21,7 @@ import type { Store } from '../store/store.js';
 import { adminAuth, pageSchema } from './admin-routes.js';
 import { ApiError } from './api-error.js';
 import { clientAddress } from './caller.js';
+import { sessionOf } from './console-session.js';
 import { type RouteDoc, documented } from './documented.js';
 
 export type OperatorRoutesOptions = {
@@ -95,7 +105,9 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
 
   const mine = new Hono<{ Variables: { operator: OperatorRecord } }>();
   mine.use(async (c, next) => {
-    c.set('operator', await operators.authenticate(c.req.header('authorization')));
+    const session = sessionOf(c.req.raw);
+    const operator = session?.kind === 'operator' ? activeOnly(session.operator) : await operators.authenticate(c.req.header('authorization'));
+    c.set('operator', operator);
     await next();
   });
   const op = documented(mine, catalog, { base: '/operator', security: 'operator' });

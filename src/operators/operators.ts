@@ -6,6 +6,7 @@ import { type PlanInput, planSchema, publicPlan } from '../gateway/plans.js';
 import { type PriceTable, atomicToUsd } from '../gateway/pricing.js';
 import { UpstreamUrlError, checkUpstreamUrl } from '../gateway/ssrf.js';
 import { ApiError } from '../http/api-error.js';
+import { type OAuthSettings, oauthSettingsSchema } from '../oauth/settings.js';
 import { generateApiKey, hashApiKey, sameHash } from '../rails/credits/api-keys.js';
 import { newId } from '../store/ids.js';
 import type { OperatorRecord, ServerRecord, UpstreamAuth } from '../store/operators.js';
@@ -48,6 +49,7 @@ const serverFields = {
   plan: planSchema,
   challenge: z.enum(['tool-result', 'http-402']).default('tool-result'),
   timeoutSeconds: z.number().positive().max(3600).default(60),
+  oauth: oauthSettingsSchema.optional(),
 };
 
 export const newServerSchema = z.strictObject({ slug: slugSchema, ...serverFields });
@@ -56,11 +58,13 @@ export const serverPatchSchema = z.strictObject({
   upstream: serverFields.upstream.optional(),
   auth: authSchema.optional(),
   public: z.boolean().optional(),
+  status: z.enum(['active', 'suspended']).optional().describe('`suspended`: not served (404) nor listed until set back to `active`'),
   custody: z.enum(['direct', 'platform']).optional(),
   payTo: address.optional(),
   plan: planSchema.optional(),
   challenge: z.enum(['tool-result', 'http-402']).optional(),
   timeoutSeconds: z.number().positive().max(3600).optional(),
+  oauth: oauthSettingsSchema.nullable().optional().describe('null: take no OAuth callers any more'),
 });
 
 /** An operator as the API shows it. */
@@ -73,6 +77,12 @@ export const publicOperator = (o: OperatorRecord) => ({
   createdAt: new Date(o.createdAt).toISOString(),
 });
 
+/** The operator if active; a suspended one is a 403, however it authenticated. */
+export function activeOnly(operator: OperatorRecord): OperatorRecord {
+  if (operator.status !== 'active') throw new ApiError(403, 'operator_suspended', 'this operator is suspended; contact the instance owner');
+  return operator;
+}
+
 /** A server as the API shows it: the upstream secret never leaves, only whether one is set. */
 export function publicServer(s: ServerRecord) {
   return {
@@ -82,11 +92,13 @@ export function publicServer(s: ServerRecord) {
     upstream: s.upstreamUrl,
     auth: s.auth.mode === 'none' ? { mode: 'none' } : { mode: s.auth.mode, ...(s.auth.mode === 'query' ? { name: s.auth.name } : {}), secret: '(set)' },
     public: s.public,
+    status: s.status,
     custody: s.custody,
     payTo: s.payTo ?? null,
     plan: publicPlan(planSchema.parse(s.plan)),
     challenge: s.challenge,
     timeoutSeconds: s.timeoutMs / 1000,
+    oauth: s.oauth ?? null,
     path: `/mcp/${s.slug}`,
     createdAt: new Date(s.createdAt).toISOString(),
     updatedAt: new Date(s.updatedAt).toISOString(),
@@ -104,6 +116,8 @@ export type OperatorsOptions = {
   reservedSlugs: ReadonlySet<string>;
   /** Where platform-custody servers are paid; without it only `direct` custody is possible. */
   treasury?: `0x${string}`;
+  /** Whether OAuth callers can pay here (they pay from credits keys, so not with credits off); absent: no. */
+  oauthCallers?: boolean;
   /** Cancels a Stripe subscription (a deleted server's); absent without Stripe. */
   cancelSubscription?: (id: string) => Promise<void>;
 };
@@ -134,6 +148,21 @@ export function createOperators(options: OperatorsOptions) {
     if (self) {
       const why = `upstream: ${checked.origin} is this turnpike (${self}), and a server forwarding to it would loop`;
       throw new ApiError(400, 'upstream_is_turnpike', `${why}; give the MCP server's own URL`, { field: 'upstream' });
+    }
+  }
+
+  /**
+   * An identity provider a server may name: turnpike fetches its metadata and keys, so it is held
+   * to what an upstream is (not on a private network unless allowed, checked again at connect time).
+   */
+  async function issuerChecked(oauth: OAuthSettings | null | undefined) {
+    if (!oauth) return;
+    if (!options.oauthCallers) throw new ApiError(400, 'oauth_unavailable', 'OAuth callers pay from credits keys, and credits are off on this instance', { field: 'oauth' });
+    try {
+      await checkUpstreamUrl(oauth.issuer, { allowPrivate: options.allowPrivateUpstreams });
+    } catch (error) {
+      if (error instanceof UpstreamUrlError) throw new ApiError(400, 'issuer_refused', `oauth.issuer: ${error.message}`, { field: 'oauth.issuer' });
+      throw error;
     }
   }
 
@@ -170,9 +199,8 @@ export function createOperators(options: OperatorsOptions) {
       const hash = hashApiKey(match[1]!);
       const found = await store.operators.operatorByKeyHash(hash);
       if (!found || !sameHash(found.keyHash, hash)) throw new ApiError(401, 'operator_unauthorized', 'this operator key is not known here');
-      if (found.status !== 'active') throw new ApiError(403, 'operator_suspended', 'this operator is suspended; contact the instance owner');
       const { keyHash: _, ...operator } = found;
-      return operator;
+      return activeOnly(operator);
     },
 
     async operatorById(id: string) {
@@ -187,6 +215,7 @@ export function createOperators(options: OperatorsOptions) {
       if (options.reservedSlugs.has(input.slug)) throw new ApiError(409, 'slug_taken', `slug "${input.slug}" is taken`, { field: 'slug' });
       payee(input.custody, input.payTo);
       await upstreamChecked(input.upstream);
+      await issuerChecked(input.oauth);
       const id = newId('srv');
       const now = Date.now();
       const server: ServerRecord = {
@@ -197,11 +226,13 @@ export function createOperators(options: OperatorsOptions) {
         upstreamUrl: input.upstream,
         auth: sealed(input.auth, id),
         public: input.public,
+        status: 'active',
         custody: input.custody,
         ...(input.custody === 'direct' ? { payTo: input.payTo! } : {}),
         plan: planInputOf(input.plan),
         challenge: input.challenge,
         timeoutMs: Math.round(input.timeoutSeconds * 1000),
+        ...(input.oauth ? { oauth: input.oauth } : {}),
         createdAt: now,
         updatedAt: now,
       };
@@ -222,20 +253,24 @@ export function createOperators(options: OperatorsOptions) {
       const payTo = patch.payTo ?? current.payTo;
       payee(custody, payTo);
       if (patch.upstream) await upstreamChecked(patch.upstream);
+      await issuerChecked(patch.oauth);
       const updated: ServerRecord = {
         ...current,
         ...(patch.name ? { name: patch.name } : {}),
         ...(patch.upstream ? { upstreamUrl: patch.upstream } : {}),
         ...(patch.auth ? { auth: sealed(patch.auth, current.id) } : {}),
         ...(patch.public !== undefined ? { public: patch.public } : {}),
+        ...(patch.status ? { status: patch.status } : {}),
         custody,
         ...(custody === 'direct' ? { payTo: payTo! } : { payTo: undefined }),
         ...(patch.plan ? { plan: planInputOf(patch.plan) } : {}),
         ...(patch.challenge ? { challenge: patch.challenge } : {}),
         ...(patch.timeoutSeconds ? { timeoutMs: Math.round(patch.timeoutSeconds * 1000) } : {}),
+        ...(patch.oauth ? { oauth: patch.oauth } : {}),
         updatedAt: Math.max(Date.now(), current.updatedAt + 1),
       };
       if (custody === 'platform') delete updated.payTo;
+      if (patch.oauth === null) delete updated.oauth;
       await store.operators.updateServer(updated);
       return updated;
     },

@@ -5,11 +5,13 @@ import type { Message, ToolResult } from '../gateway/jsonrpc.js';
 import type { ToolOffer } from '../gateway/payment-required.js';
 import type { JsonRpcId } from '../gateway/sse.js';
 import type { Metrics } from '../http/metrics.js';
+import type { OAuthPrincipal } from '../oauth/issuer.js';
 
 /**
  * A priced call on its way through the gateway: `id` is the caller's, `upstreamId` turnpike's
  * (see `paidRequestId`), `body` what the upstream gets (payment removed, turnpike's id), `offer`
- * what the call costs this caller (a rail may lower it to the caller's tier).
+ * what the call costs this caller (a rail may lower it to the caller's tier), `principal` who
+ * the caller is when a verified OAuth token says so.
  */
 export type PaidCall = {
   request: Request;
@@ -19,6 +21,8 @@ export type PaidCall = {
   body: Uint8Array;
   tool: { name: string; amount: bigint };
   offer: ToolOffer;
+  /** The caller as a verified OAuth access token names them (see `resourceGuard`). */
+  principal?: OAuthPrincipal;
 };
 
 /**

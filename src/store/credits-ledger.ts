@@ -114,7 +114,18 @@ function* createKey(key: NewKey, initial?: Omit<Credit, 'keyId' | 'kind'>) {
     operatorId: key.operatorId ?? null,
     now,
   });
-  if (initial && initial.amount > 0n) yield* applyCredit({ ...initial, keyId: key.id, kind: 'topup' }, now);
+  // Not applyCredit: its look for an earlier entry would, under READ COMMITTED, find a concurrent
+  // twin's committed entry and skip the credit, leaving a second key with nothing on it. Inserting
+  // the entry outright makes the twin meet the ledger's unique index instead, and the runner rolls
+  // this key back and runs again, which then answers `created: false` from the look above.
+  if (initial && initial.amount > 0n) {
+    yield* change(
+      'addBalance',
+      { id: key.id, amount: initial.amount },
+      { keyId: key.id, kind: 'topup', amount: initial.amount, reason: initial.reason, idempotencyKey: initial.idempotencyKey, ref: initial.ref },
+      now,
+    );
+  }
   return { created: true as const, key: toKey((yield* get<KeyRow>('keyById', { id: key.id }))!, now) };
 }
 
@@ -368,6 +379,29 @@ export function ledgerStore({ read, write, decide }: LedgerRunner): CreditStore 
         return (yield* all<TokenRow>('tokensOf', { keyId })).map(toToken);
       }),
     revokeToken: (keyId, id) => write(() => revokeToken(keyId, id)),
+    linkSubject: (subject) =>
+      write(function* () {
+        const who = { issuer: subject.issuer, subject: subject.subject };
+        const earlier = yield* get<{ key_id: string }>('subjectKey', who);
+        if (earlier) return { linked: false, keyId: earlier.key_id };
+        yield* run('linkSubject', { ...who, keyId: subject.keyId, now: Date.now() });
+        // A twin linking the same subject at once: the primary key kept one; report whichever won.
+        const won = (yield* get<{ key_id: string }>('subjectKey', who))!.key_id;
+        return { linked: won === subject.keyId, keyId: won };
+      }),
+    subjectKey: (issuer, subject) =>
+      read(function* () {
+        return (yield* get<{ key_id: string }>('subjectKey', { issuer, subject }))?.key_id;
+      }),
+    subjects: (keyId) =>
+      read(function* () {
+        const rows = yield* all<{ issuer: string; subject: string; key_id: string; created_at: bigint }>('subjectsOf', { keyId });
+        return rows.map((r) => ({ issuer: r.issuer, subject: r.subject, keyId: r.key_id, createdAt: Number(r.created_at) }));
+      }),
+    unlinkSubject: (subject) =>
+      write(function* () {
+        return (yield* run('unlinkSubject', { issuer: subject.issuer, subject: subject.subject, keyId: subject.keyId })) > 0;
+      }),
     recordCheckout: (session: Omit<CheckoutSession, 'state' | 'reviewReason' | 'paid' | 'createdAt' | 'updatedAt'>) =>
       write(function* () {
         yield* run('insertCheckout', { ...session, now: Date.now() });

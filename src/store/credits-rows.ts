@@ -190,6 +190,13 @@ export const creditsSql = {
   unspendToken: 'UPDATE budget_tokens SET spent = CASE WHEN spent > @amount THEN spent - @amount ELSE 0 END WHERE id = @id',
   revokeToken: 'UPDATE budget_tokens SET revoked_at = @now WHERE id = @id AND key_id = @keyId AND revoked_at IS NULL',
 
+  subjectKey: 'SELECT key_id FROM oauth_subjects WHERE issuer = @issuer AND subject = @subject',
+  subjectsOf: 'SELECT * FROM oauth_subjects WHERE key_id = @keyId ORDER BY created_at, issuer, subject',
+  linkSubject: `
+    INSERT INTO oauth_subjects (issuer, subject, key_id, created_at) VALUES (@issuer, @subject, @keyId, @now)
+    ON CONFLICT (issuer, subject) DO NOTHING`,
+  unlinkSubject: 'DELETE FROM oauth_subjects WHERE issuer = @issuer AND subject = @subject AND key_id = @keyId',
+
   insertCheckout: `
     INSERT INTO checkout_sessions (session_id, key_id, package, credits, amount_total, currency, state, created_at, updated_at)
     VALUES (@sessionId, @keyId, @package, @credits, @amountTotal, @currency, 'open', @now, @now)`,

@@ -117,6 +117,9 @@ export type BudgetToken = {
   createdAt: number;
 };
 
+/** An identity provider's user (or client) and the key that pays for its calls. */
+export type OAuthSubject = { issuer: string; subject: string; keyId: string; createdAt?: number };
+
 /**
  * A Checkout Session as recorded when it was opened. `review`: paid, but not as recorded (another
  * amount or currency) or for a key revoked meanwhile: held for the admin, who credits or rejects
@@ -196,6 +199,17 @@ export interface CreditStore {
   token(id: string): Promise<BudgetToken | undefined>;
   tokens(keyId: string): Promise<BudgetToken[]>;
   revokeToken(keyId: string, id: string): Promise<BudgetToken | undefined>;
+
+  /**
+   * Links an OAuth subject (an issuer's `sub`) to the key that pays for it, once: a subject
+   * already linked stays with its key, whose id is returned (`linked: false`).
+   */
+  linkSubject(subject: OAuthSubject): Promise<{ linked: boolean; keyId: string }>;
+  /** The key a subject pays from, if linked. */
+  subjectKey(issuer: string, subject: string): Promise<string | undefined>;
+  subjects(keyId: string): Promise<OAuthSubject[]>;
+  /** Unlinks a subject from its key; false if it was not linked to that key. */
+  unlinkSubject(subject: OAuthSubject): Promise<boolean>;
 
   recordCheckout(session: Omit<CheckoutSession, 'state' | 'reviewReason' | 'paid' | 'createdAt' | 'updatedAt'>): Promise<void>;
   /**

@@ -387,6 +387,31 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE withdrawals ADD COLUMN waiting_for_gas INTEGER NOT NULL DEFAULT 0 CHECK (waiting_for_gas IN (0, 1));
     `,
   },
+  {
+    version: 11,
+    name: 'oauth',
+    // A registered server's OAuth settings (JSON), and the key each OAuth caller (issuer + subject) pays from: one key
+    // may pay for many subjects (an organisation's people).
+    sql: `
+      ALTER TABLE servers ADD COLUMN oauth TEXT;
+      CREATE TABLE oauth_subjects (
+        issuer TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        key_id TEXT NOT NULL REFERENCES api_keys (id),
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (issuer, subject)
+      );
+      CREATE INDEX oauth_subjects_key ON oauth_subjects (key_id);
+    `,
+  },
+  {
+    version: 12,
+    name: 'suspended servers',
+    // A suspended server is not served nor listed; its row, slug and history stay as they are.
+    sql: `
+      ALTER TABLE servers ADD COLUMN status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended'));
+    `,
+  },
 ];
 
 /**

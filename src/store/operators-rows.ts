@@ -1,3 +1,4 @@
+import type { OAuthSettings } from '../oauth/settings.js';
 import type { Address, Hex } from 'viem';
 import type { Analytics, AuditEntry, Balance, Charge, OperatorRecord, Payout, Reservation, ServerRecord, Subscription, UsageRow, Withdrawal } from './operators.js';
 
@@ -37,11 +38,13 @@ export type ServerRow = {
   auth_secret: string | null;
   /** INTEGER: a bigint from SQLite, a number from PostgreSQL. */
   public: bigint | number;
+  status: ServerRecord['status'];
   custody: ServerRecord['custody'];
   pay_to: string | null;
   plan: string;
   challenge: ServerRecord['challenge'];
   timeout_ms: bigint;
+  oauth: string | null;
   created_at: bigint;
   updated_at: bigint;
   deleted_at: bigint | null;
@@ -102,11 +105,13 @@ export const toServer = (r: ServerRow): ServerRecord => ({
   upstreamUrl: r.upstream_url,
   auth: r.auth_mode === 'none' ? { mode: 'none' } : { mode: r.auth_mode, name: r.auth_name!, sealedSecret: r.auth_secret! },
   public: Number(r.public) === 1,
+  status: r.status,
   custody: r.custody,
   ...(r.pay_to ? { payTo: r.pay_to as Address } : {}),
   plan: JSON.parse(r.plan) as unknown,
   challenge: r.challenge,
   timeoutMs: Number(r.timeout_ms),
+  ...(r.oauth ? { oauth: JSON.parse(r.oauth) as OAuthSettings } : {}),
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
 });
@@ -127,11 +132,13 @@ export const serverParams = (s: ServerRecord) => ({
   authName: s.auth.mode === 'none' ? null : s.auth.name,
   authSecret: s.auth.mode === 'none' ? null : s.auth.sealedSecret,
   public: s.public ? 1 : 0,
+  status: s.status,
   custody: s.custody,
   payTo: s.payTo ?? null,
   plan: JSON.stringify(s.plan, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)),
   challenge: s.challenge,
   timeoutMs: s.timeoutMs,
+  oauth: s.oauth ? JSON.stringify(s.oauth) : null,
   createdAt: s.createdAt,
   updatedAt: s.updatedAt,
 });
@@ -297,12 +304,15 @@ export const operatorsSql = {
   operatorLock: 'SELECT id FROM operators WHERE id = @operatorId',
 
   insertServer: `
-    INSERT INTO servers (id, operator_id, slug, name, upstream_url, auth_mode, auth_name, auth_secret, public, custody, pay_to, plan, challenge, timeout_ms, created_at, updated_at)
-    VALUES (@id, @operatorId, @slug, @name, @upstreamUrl, @authMode, @authName, @authSecret, @public, @custody, @payTo, @plan, @challenge, @timeoutMs, @createdAt, @updatedAt)
+    INSERT INTO servers (id, operator_id, slug, name, upstream_url, auth_mode, auth_name, auth_secret, public, status, custody, pay_to,
+      plan, challenge, timeout_ms, oauth, created_at, updated_at)
+    VALUES (@id, @operatorId, @slug, @name, @upstreamUrl, @authMode, @authName, @authSecret, @public, @status, @custody, @payTo, @plan,
+      @challenge, @timeoutMs, @oauth, @createdAt, @updatedAt)
     ON CONFLICT (slug) WHERE deleted_at IS NULL DO NOTHING`,
   updateServer: `
     UPDATE servers SET name = @name, upstream_url = @upstreamUrl, auth_mode = @authMode, auth_name = @authName, auth_secret = @authSecret,
-      public = @public, custody = @custody, pay_to = @payTo, plan = @plan, challenge = @challenge, timeout_ms = @timeoutMs, updated_at = @updatedAt
+      public = @public, status = @status, custody = @custody, pay_to = @payTo, plan = @plan, challenge = @challenge,
+      timeout_ms = @timeoutMs, oauth = @oauth, updated_at = @updatedAt
     WHERE id = @id AND deleted_at IS NULL`,
   // The row stays (what refers to the server finds whose it was); its upstream secret does not.
   deleteServer: `
@@ -324,9 +334,10 @@ export const operatorsSql = {
   serverBySlug: 'SELECT * FROM servers WHERE slug = @slug AND deleted_at IS NULL',
   serverById: 'SELECT * FROM servers WHERE id = @id',
   servedBySlug: `SELECT servers.* FROM servers JOIN operators ON operators.id = servers.operator_id
-    WHERE servers.slug = @slug AND servers.deleted_at IS NULL AND operators.status = 'active'`,
+    WHERE servers.slug = @slug AND servers.deleted_at IS NULL AND servers.status = 'active' AND operators.status = 'active'`,
   listServers: `
-    SELECT * FROM servers WHERE (operator_id = @operatorId OR @operatorId IS NULL) AND (@publicOnly = 0 OR public = 1)
+    SELECT * FROM servers WHERE (operator_id = @operatorId OR @operatorId IS NULL)
+      AND (@publicOnly = 0 OR (public = 1 AND status = 'active'))
       AND deleted_at IS NULL ORDER BY created_at, id`,
 
   countCall: `

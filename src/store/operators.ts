@@ -1,3 +1,4 @@
+import type { OAuthSettings } from '../oauth/settings.js';
 import type { Address, Hex } from 'viem';
 
 export type OperatorRecord = {
@@ -23,6 +24,8 @@ export type ServerRecord = {
   upstreamUrl: string;
   auth: UpstreamAuth;
   public: boolean;
+  /** A `suspended` server is neither served (404) nor listed, until its operator resumes it. */
+  status: 'active' | 'suspended';
   /** `direct`: x402 pays `payTo`, the operator's own address; `platform`: the treasury, and the operator's share accrues. */
   custody: 'direct' | 'platform';
   payTo?: Address;
@@ -30,6 +33,8 @@ export type ServerRecord = {
   plan: unknown;
   challenge: 'tool-result' | 'http-402';
   timeoutMs: number;
+  /** Set when the server takes OAuth callers. */
+  oauth?: OAuthSettings;
   createdAt: number;
   updatedAt: number;
 };

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { startSandbox } from '../../src/chain/sandbox/sandbox.js';
+import { startCounterUpstream } from '../helpers/counter-upstream.js';
 
 const bin = path.resolve('dist/src/cli/main.js');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-cli-'));
@@ -213,6 +214,43 @@ describe('turnpike CLI (built)', () => {
     assert.match(result.stderr, /servers\.0\.payTo/);
     assert.match(result.stderr, /servers\.0\.price .*6 decimals/);
     assert.match(result.stderr, /servers\.0\.plan\.tiers\.0\.upTo .*last tier/);
+  });
+
+  test('serve: with operators enabled, an empty servers list is a platform instance; without, it exits 2 naming servers', async () => {
+    const file = path.join(dir, 'platform.yaml');
+    const lines = ['http: { port: 0 }', `dataDir: ${JSON.stringify(path.join(dir, 'platform'))}`, 'log: { level: silent }'];
+    writeFileSync(file, [...lines, 'servers: []'].join('\n'));
+    const refused = await turnpike(['serve', '--config', file]).done;
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /servers +no MCP servers to serve; .*enable operators \(TURNPIKE_ADMIN_KEY/);
+
+    const upstream = await startCounterUpstream();
+    const adminKey = 'admin-key-of-a-platform-instance-0123456789';
+    writeFileSync(file, [...lines, 'operators: { allowPrivateUpstreams: true }'].join('\n'));
+    const run = turnpike(['serve', '--config', file], { TURNPIKE_ADMIN_KEY: adminKey });
+    try {
+      while (!run.stdout().includes('discovery')) {
+        if (run.child.exitCode !== null) assert.fail(`serve exited early: ${run.stdout()}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const base = /listening on (\S+)/.exec(run.stdout())![1]!;
+      assert.match(run.stdout(), /a platform instance: operators register servers at \S+\/operator\/servers/);
+      const json = { 'content-type': 'application/json' };
+      const post = (path: string, key: string, body: unknown) =>
+        fetch(`${base}${path}`, { method: 'POST', headers: { ...json, authorization: `Bearer ${key}` }, body: JSON.stringify(body) });
+      const operator = (await (await post('/admin/operators', adminKey, { email: 'a@example.com', name: 'A' })).json()) as { key: string };
+      const payTo = '0x00000000000000000000000000000000000000bb';
+      const plan = { type: 'per_call', default: '0.01' };
+      const server = { slug: 'counter', name: 'Counter', upstream: `${upstream.url}/mcp`, payTo, plan };
+      const registered = await post('/operator/servers', operator.key, server);
+      assert.equal(registered.status, 201, await registered.clone().text());
+      const doc = (await (await fetch(`${base}/.well-known/mcp-payment`)).json()) as { endpoints: { url: string }[] };
+      assert.deepEqual(doc.endpoints.map((e) => e.url), [`${base}/mcp/counter`]);
+    } finally {
+      run.child.kill('SIGINT');
+      await upstream.close();
+    }
+    assert.equal((await run.done).code, 0);
   });
 
   test('keys: create, top up (once per idempotency key), suspend, and clear errors for bad flags', async () => {

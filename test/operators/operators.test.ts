@@ -379,6 +379,26 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     assert.equal((await call('beta', 'count')).status, 200);
   });
 
+  test('an operator suspends a server: not served (404) nor listed, nothing charged, until resumed; another operator cannot', async () => {
+    const listed = async () =>
+      (await api('GET', '/.well-known/mcp-payment')).body.endpoints.map((e: { url: string }) => new URL(e.url).pathname);
+    assert.equal((await api('PATCH', '/operator/servers/beta', { key: alice.key, body: { status: 'suspended' } })).status, 404);
+    const runs = upstream.runs();
+    const suspended = await api('PATCH', '/operator/servers/beta', { key: bob.key, body: { status: 'suspended' } });
+    assert.equal(suspended.status, 200, suspended.text);
+    assert.equal(suspended.body.status, 'suspended');
+    const key = await api('POST', '/admin/keys', { key: ADMIN, body: { name: 'while suspended', usd: '1' } });
+    assert.equal((await call('beta', 'count', { apiKey: key.body.key })).status, 404);
+    assert.equal((await api('GET', `/admin/keys/${key.body.id}`, { key: ADMIN })).body.balance, '1000000', 'nothing debited');
+    assert.equal(upstream.runs(), runs, 'the upstream never called');
+    assert.ok(!(await listed()).includes('/mcp/beta'));
+    assert.equal((await api('GET', '/operator/servers/beta', { key: bob.key })).body.status, 'suspended', 'its operator still sees it');
+    assert.equal((await api('PATCH', '/operator/servers/beta', { key: bob.key, body: { status: 'paused' } })).status, 400);
+    assert.equal((await api('PATCH', '/operator/servers/beta', { key: bob.key, body: { status: 'active' } })).status, 200);
+    assert.equal((await call('beta', 'count', { apiKey: key.body.key })).status, 200);
+    assert.ok((await listed()).includes('/mcp/beta'));
+  });
+
   test('/openapi.json documents the admin and operator APIs from the validating schemas', async () => {
     const doc = (await api('GET', '/openapi.json')).body;
     assert.equal(doc.openapi, '3.1.0');

@@ -235,6 +235,15 @@ describe(`credits ledger (${backend.name})`, { skip: backend.skip }, () => {
       const { id, hash } = generateApiKey();
       return credits.createKey({ id, hash, name: 'twin' }, { amount: 100n, reason: 'seed', idempotencyKey });
     };
+    // Several rounds of four at once: a twin that commits between another's look and its insert must still make no key.
+    for (let round = 0; round < 8; round++) {
+      const again = newId('create');
+      const quads = await Promise.all(Array.from({ length: 4 }, () => {
+        const { id, hash } = generateApiKey();
+        return credits.createKey({ id, hash, name: 'quad' }, { amount: 100n, reason: 'seed', idempotencyKey: again });
+      }));
+      assert.deepEqual(quads.map((t) => t.created).sort(), [false, false, false, true]);
+    }
     const twins = await Promise.all([create(), create()]);
     assert.deepEqual(twins.map((t) => t.created).sort(), [false, true]);
     const made = twins.find((t) => t.created)!;

@@ -27,6 +27,7 @@ const serverRecord = (operatorId: string, fields: Partial<ServerRecord> = {}): S
   upstreamUrl: 'https://mcp.example/mcp',
   auth: { mode: 'none' },
   public: true,
+  status: 'active',
   custody: 'platform',
   plan: { mode: 'per_call', price: 1000 },
   challenge: 'tool-result',
@@ -139,6 +140,11 @@ describe(`operator store (${backend.name})`, { skip: backend.skip }, () => {
     assert.equal(await operators.servedServer(listed.slug), undefined, 'a suspended operator’s servers are not served');
     assert.equal((await operators.servedServer(others.slug))?.id, others.id);
     await operators.updateOperator(a, { status: 'active' });
+    await operators.updateServer({ ...listed, status: 'suspended', updatedAt: 3_500 });
+    assert.equal(await operators.servedServer(listed.slug), undefined, 'a suspended server is not served');
+    assert.deepEqual(await slugs({ publicOnly: true }), [others.slug], 'nor listed');
+    assert.deepEqual(await slugs({ operatorId: a }), [secret.slug, listed.slug], 'its operator still sees it');
+    assert.equal((await operators.server(listed.slug))?.status, 'suspended');
 
     const updated = { ...listed, name: 'Renamed', auth: { mode: 'query' as const, name: 'key', sealedSecret: 's' }, public: false, timeoutMs: 5_000, updatedAt: 4_000 };
     await operators.updateServer({ ...updated, slug: 'ignored', operatorId: b });

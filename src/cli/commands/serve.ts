@@ -17,14 +17,21 @@ export const serveCommand = defineCommand({
   summary: 'serve several MCP servers from a config file, each under /mcp/<slug> with its own prices and payee',
   details:
     'The config file lists `servers` (see README → Configuration). Upstream credentials are named by\n' +
-    'environment variable (`headersFromEnv`), never written in the file.',
+    'environment variable (`headersFromEnv`), never written in the file. With operators enabled\n' +
+    '(TURNPIKE_ADMIN_KEY set, or operators.registration: open) the list may be empty: a platform\n' +
+    'instance whose servers are all registered through the operator API.',
   flags: serverFlags,
   schema: serverFlagsSchema,
   async run(flags, io) {
     const signals = listenForSignals();
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
-    if (config.servers.length === 0) {
-      throw new ConfigError([{ path: 'servers', source: flags.config ? `file ${flags.config}` : 'default', message: 'no MCP servers to serve; list them under `servers`' }]);
+    // A platform instance (operators register their servers through the API) may list none of its own.
+    const secrets = loadSecrets();
+    const operatorsEnabled = Boolean(secrets.adminKey) || config.operators.registration === 'open';
+    if (config.servers.length === 0 && !operatorsEnabled) {
+      const enable = 'enable operators (TURNPIKE_ADMIN_KEY, or operators.registration: open)';
+      const message = `no MCP servers to serve; list them under \`servers\`, or ${enable}`;
+      throw new ConfigError([{ path: 'servers', source: flags.config ? `file ${flags.config}` : 'default', message }]);
     }
     const missing = config.servers.flatMap((s) =>
       Object.values(s.headersFromEnv)
@@ -34,7 +41,6 @@ export const serveCommand = defineCommand({
     if (missing.length > 0) throw new ConfigError(missing);
 
     const logger = createLogger(config.log);
-    const secrets = loadSecrets();
     const chain = await connectChain(config, secrets, { settles: config.facilitator.mode === 'self' });
     const bridges = await Promise.all(config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio, stdioLimits(config)) : undefined)));
     const endpoints: EndpointOptions[] = config.servers.map((s, i) => ({
@@ -49,6 +55,7 @@ export const serveCommand = defineCommand({
       plan: s.plan ?? flatPlan({ default: s.price, tools: s.tools, free: s.free }),
       payTo: getAddress(s.payTo),
       challenge: s.challenge,
+      ...(s.oauth ? { oauth: s.oauth } : {}),
     }));
     const closeAll = async () => {
       await Promise.all(bridges.map((b) => b?.close()));
@@ -64,7 +71,9 @@ export const serveCommand = defineCommand({
         ...config.servers.map(
           (s) => `  ${server.url}/mcp/${s.slug}  → ${s.upstream ?? `stdio: ${s.stdio}`}  (${atomicToUsd(s.price)} USDC a call, pays ${s.payTo})`,
         ),
+        ...(config.servers.length === 0 ? [`  a platform instance: operators register servers at ${server.url}/operator/servers`] : []),
         `  discovery ${server.url}/.well-known/mcp-payment   facilitator ${server.facilitator}`,
+        `  console ${server.url}/console (sign in with an operator key or the admin key)`,
         '',
       ].join('\n'),
     );

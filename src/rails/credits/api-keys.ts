@@ -1,7 +1,9 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { bearerOf } from '../../http/caller.js';
 import { newId } from '../../store/ids.js';
 
-const PREFIX = 'tp_';
+/** What every credits API key begins with. */
+export const API_KEY_PREFIX = 'tp_';
 const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]*$/;
 
 /**
@@ -10,7 +12,7 @@ const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]*$/;
  *
  * @example const { secret, id, hash } = generateApiKey(); // secret: tp_3q2…
  */
-export function generateApiKey(prefix = PREFIX, idPrefix = 'key') {
+export function generateApiKey(prefix = API_KEY_PREFIX, idPrefix = 'key') {
   const secret = `${prefix}${randomBytes(32).toString('base64url')}`;
   return { secret, id: newId(idPrefix), hash: hashApiKey(secret) };
 }
@@ -35,10 +37,9 @@ export type Credential = { type: 'key'; secret: string } | { type: 'token'; jwt:
 export function credentialOf(headers: { get(name: string): string | null }): Credential | undefined {
   const apiKey = headers.get('x-api-key');
   if (apiKey) return { type: 'key', secret: apiKey.trim() };
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(headers.get('authorization') ?? '');
-  if (!match) return undefined;
-  const value = match[1]!;
-  if (value.startsWith(PREFIX)) return { type: 'key', secret: value };
+  const value = bearerOf(headers.get('authorization'));
+  if (value === undefined) return undefined;
+  if (value.startsWith(API_KEY_PREFIX)) return { type: 'key', secret: value };
   // Any other bearer (an OAuth token meant for someone else) is not ours to judge.
   return JWT_SHAPE.test(value) ? { type: 'token', jwt: value } : undefined;
 }

@@ -65,8 +65,8 @@ export const mintTokenSchema = z.strictObject({
 
 export const statusAfter = { suspend: 'suspended', resume: 'active', revoke: 'revoked' } as const;
 
-/** Who is paying: a key, possibly through one of its budget tokens. */
-export type Payer = { key: KeyRecord; token?: BudgetToken };
+/** Who is paying: a key, possibly through one of its budget tokens, or for an OAuth subject linked to it. */
+export type Payer = { key: KeyRecord; token?: BudgetToken; subject?: { issuer: string; subject: string } };
 
 /** A key as the APIs show it: money as micro-USD strings and USD, never the secret or its hash. */
 export function publicKey(key: KeyRecord) {
@@ -215,6 +215,23 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
       if (!key) throw new ApiError(401, 'token_unknown', refusals.token_unknown.message);
       usable(key, now);
       return { key, token };
+    },
+
+    /**
+     * Resolves a verified OAuth caller to the usable key their subject is linked to; an unlinked
+     * subject is a 403 naming who must link it.
+     */
+    async authenticateSubject(principal: { issuer: string; subject: string }, now = Date.now()): Promise<Payer> {
+      const keyId = await ledger.subjectKey(principal.issuer, principal.subject);
+      const key = keyId === undefined ? undefined : await ledger.key(keyId);
+      if (!key) {
+        throw new ApiError(403, 'subject_unlinked', `no credits account pays for subject ${principal.subject} of ${principal.issuer}; the operator links it to an API key`, {
+          issuer: principal.issuer,
+          subject: principal.subject,
+        });
+      }
+      usable(key, now);
+      return { key, subject: { issuer: principal.issuer, subject: principal.subject } };
     },
 
     /** 403 unless both the key's and the token's scopes allow this server and tool. */

@@ -31,7 +31,8 @@ export type CreditsRailOptions = {
 export const creditsRail =
   (options: CreditsRailOptions): RailFactory =>
   (context) => ({
-    takes: (call) => credentialOf(call.request.headers) !== undefined,
+    // A caller with a verified OAuth token pays from the key their subject is linked to, with no credential of ours.
+    takes: (call) => call.principal !== undefined || credentialOf(call.request.headers) !== undefined,
     take: (call) => creditsCall(options, context, call),
   });
 
@@ -48,7 +49,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
 
   let payer: Payer;
   try {
-    payer = await credits.authenticate(credentialOf(call.request.headers)!);
+    payer = call.principal ? await credits.authenticateSubject(call.principal) : await credits.authenticate(credentialOf(call.request.headers)!);
     credits.authorize(payer, { slug: context.server, id: context.serverId }, tool.name);
   } catch (error) {
     if (error instanceof ApiError) return fail(error);
@@ -65,10 +66,11 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     }
   }
   const idempotencyKey = call.request.headers.get('idempotency-key') ?? undefined;
-  // The request as judged (turnpike's own encoding, not the bytes), on this server, by this key or token: a replay
-  // answers only the same request in the same scope, never another server's or another token's call.
+  // The request as judged (turnpike's own encoding, not the bytes), on this server, by this key, token or OAuth subject:
+  // a replay answers only the same request in the same scope, never another server's, token's or subject's call.
+  const by = payer.token?.id ?? (payer.subject ? [payer.subject.issuer, payer.subject.subject] : null);
   const bodyHash = idempotencyKey
-    ? createHash('sha256').update(JSON.stringify([context.server, payer.token?.id ?? null, call.rpc])).digest('hex')
+    ? createHash('sha256').update(JSON.stringify([context.server, by, call.rpc])).digest('hex')
     : '';
   if (idempotencyKey) {
     if (idempotencyKey.length > 255) return fail(new ApiError(400, 'idempotency_key_invalid', 'Idempotency-Key must be at most 255 characters'));

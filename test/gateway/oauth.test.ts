@@ -1,0 +1,267 @@
+import assert from 'node:assert/strict';
+import { createPublicKey } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { type JWTPayload, SignJWT, base64url, generateKeyPair, importJWK } from 'jose';
+import { flatPlan } from '../../src/gateway/plans.js';
+import { priceTableSchema } from '../../src/gateway/pricing.js';
+import type { EndpointOptions } from '../../src/http/gateway-server.js';
+import { CREDITS_META_KEY } from '../../src/rails/credits/rail.js';
+import { useSandbox } from '../helpers/chain.js';
+import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { OIDC_CLIENT, startOidcProvider } from '../helpers/oidc.js';
+import { serveOnSandbox } from '../helpers/served.js';
+
+const chain = useSandbox({ isolate: false });
+const ADMIN = 'admin-key-for-tests-0123456789abcdef';
+let idp: Awaited<ReturnType<typeof startOidcProvider>>;
+let rogue: Awaited<ReturnType<typeof startOidcProvider>>;
+let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
+let served: Awaited<ReturnType<typeof serveOnSandbox>>;
+const url = (slug: string) => `${served.url}/mcp/${slug}`;
+
+/** A raw tools/call of the counter's priced `count` tool at `/mcp/<slug>`. */
+async function call(slug: string, headers: Record<string, string> = {}) {
+  const res = await fetch(url(slug), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...headers },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: {} } }),
+  });
+  return { status: res.status, challenge: res.headers.get('www-authenticate'), body: (await res.json()) as Record<string, any> };
+}
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+/** A token the provider's own key signs, with claims a test chooses (what the provider would issue, or not). */
+async function forged(claims: JWTPayload, header: { kid?: string } = {}) {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ sub: OIDC_CLIENT.id, scope: 'mcp:tools', iat: now, exp: now + 300, iss: idp.issuer, aud: url('alpha'), ...claims })
+    .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: idp.privateJwk.kid!, ...header })
+    .sign(await importJWK(idp.privateJwk, 'ES256'));
+}
+
+async function newKey(usd: string) {
+  const created = await served.api('POST', '/admin/keys', { key: ADMIN, body: { name: 'org', usd } });
+  assert.equal(created.status, 201);
+  return created.body as { id: string; key: string };
+}
+const link = (keyId: string, subject: { issuer: string; subject: string }) => served.api('POST', `/admin/keys/${keyId}/subjects`, { key: ADMIN, body: subject });
+const balance = async (keyId: string) => (await served.api('GET', `/admin/keys/${keyId}`, { key: ADMIN })).body.balance as string;
+
+describe('callers with OAuth access tokens (MCP authorization)', () => {
+  before(async () => {
+    [idp, rogue, upstream] = await Promise.all([startOidcProvider(), startOidcProvider(), startCounterUpstream()]);
+    const endpoint = (slug: string, oauth: EndpointOptions['oauth']): EndpointOptions => ({
+      slug,
+      path: `/mcp/${slug}`,
+      upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
+      plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
+      payTo: chain.sandbox.accounts.payees[1]!.address,
+      challenge: 'tool-result',
+      ...(oauth ? { oauth } : {}),
+    });
+    served = await serveOnSandbox(chain, {
+      // The identity provider and the upstream of the registered server are on loopback.
+      overrides: { operators: { allowPrivateUpstreams: true } },
+      secrets: { adminKey: ADMIN },
+      endpoints: [
+        endpoint('alpha', { issuer: idp.issuer, scopes: ['mcp:tools'], required: true }),
+        endpoint('beta', { issuer: idp.issuer, scopes: [], required: false }),
+        // An identity provider that cannot be reached: nothing listens on port 1.
+        endpoint('gamma', { issuer: 'http://127.0.0.1:1', scopes: [], required: true }),
+      ],
+    });
+  });
+  after(async () => {
+    await served?.gateway.close();
+    await Promise.all([idp?.close(), rogue?.close(), upstream?.close()]);
+  });
+
+  test('a request without a token is answered 401 with WWW-Authenticate naming the server’s RFC 9728 metadata, which names the issuer', async () => {
+    const runs = upstream.runs();
+    const refused = await call('alpha');
+    assert.equal(refused.status, 401);
+    const metadataUrl = `${served.url}/.well-known/oauth-protected-resource/mcp/alpha`;
+    assert.equal(refused.challenge, `Bearer resource_metadata="${metadataUrl}", scope="mcp:tools"`);
+    assert.equal(refused.body.error.data.error, 'unauthorized');
+    assert.equal(upstream.runs(), runs);
+
+    const metadata = await served.api('GET', '/.well-known/oauth-protected-resource/mcp/alpha');
+    assert.equal(metadata.status, 200);
+    assert.deepEqual(metadata.body, { resource: url('alpha'), authorization_servers: [idp.issuer], scopes_supported: ['mcp:tools'], bearer_methods_supported: ['header'] });
+    assert.equal((await served.api('GET', '/.well-known/oauth-protected-resource/mcp/nothing')).status, 404);
+    assert.equal((await served.api('GET', '/.well-known/oauth-protected-resource')).status, 404);
+  });
+
+  test('the MCP SDK client signs in by itself (client_credentials, found through the 401), and the key its subject is linked to pays for its calls', async () => {
+    const client = new Client({ name: 'agent', version: '1.0.0' });
+    const authProvider = new ClientCredentialsProvider({
+      clientId: OIDC_CLIENT.id,
+      clientSecret: OIDC_CLIENT.secret,
+      scope: 'mcp:tools',
+      expectedIssuer: idp.issuer,
+    });
+    await client.connect(new StreamableHTTPClientTransport(new URL(url('alpha')), { authProvider }));
+    try {
+      assert.ok(authProvider.tokens()?.access_token, 'the SDK got a token from the provider');
+      const runs = upstream.runs();
+      // Signed in, but no account pays for this subject yet.
+      await assert.rejects(client.callTool({ name: 'count', arguments: {} }), /subject_unlinked/);
+      assert.equal(upstream.runs(), runs);
+
+      const key = await newKey('1');
+      assert.equal((await link(key.id, { issuer: idp.issuer, subject: OIDC_CLIENT.id })).status, 201);
+      const result = await client.callTool({ name: 'count', arguments: {} });
+      assert.equal(result.isError, undefined);
+      assert.equal(upstream.runs(), runs + 1);
+      const receipt = (result._meta as Record<string, Record<string, string>>)[CREDITS_META_KEY]!;
+      assert.equal(receipt.charged, '20000');
+      assert.equal(await balance(key.id), '980000');
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('tokens an attacker brings are refused 401 invalid_token and nothing runs or is charged: another server’s, another audience, expired, another issuer, alg none, HS256 keyed with the public key, an unknown kid', async () => {
+    const key = await newKey('1');
+    await link(key.id, { issuer: idp.issuer, subject: 'attacker' });
+    // The forging works: the same token, unexpired, for this server, is taken.
+    assert.equal((await call('alpha', bearer(await forged({ sub: 'attacker' })))).status, 200);
+    const before = { runs: upstream.runs(), balance: await balance(key.id) };
+
+    const now = Math.floor(Date.now() / 1000);
+    const publicPem = createPublicKey({ key: { ...idp.privateJwk, d: undefined }, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
+    const { privateKey: strangerKey } = await generateKeyPair('ES256');
+    const claims = { sub: 'attacker', iss: idp.issuer, aud: url('alpha'), scope: 'mcp:tools', iat: now, exp: now + 300 };
+    const attacks: [string, string, RegExp][] = [
+      ['a token the provider issued for server beta', await idp.token(url('beta')), /another resource/],
+      ['a token for another audience', await idp.token('https://elsewhere.example/mcp'), /another resource/],
+      ['an expired token', await forged({ sub: 'attacker', iat: now - 900, exp: now - 600 }), /expired/],
+      ['a token another identity provider issued for this server', await rogue.token(url('alpha')), /signature does not verify/],
+      ['a token naming another issuer', await forged({ sub: 'attacker', iss: rogue.issuer }), /another identity provider/],
+      ['alg none', `${base64url.encode(JSON.stringify({ alg: 'none', typ: 'at+jwt' }))}.${base64url.encode(JSON.stringify(claims))}.`, /algorithm|signed JWT/],
+      [
+        'HS256 keyed with the provider’s public key',
+        await new SignJWT(claims).setProtectedHeader({ alg: 'HS256', kid: idp.privateJwk.kid! }).sign(new TextEncoder().encode(publicPem as string)),
+        /algorithm/,
+      ],
+      ['a kid the provider does not have', await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: 'stranger' }).sign(strangerKey), /no key/],
+    ];
+    const rogueFetches = () => rogue.requests('/jwks') + rogue.requests('/.well-known/openid-configuration') + rogue.requests('/.well-known/oauth-authorization-server');
+    const rogueBefore = rogueFetches();
+    for (const [what, token, why] of attacks) {
+      const refused = await call('alpha', bearer(token));
+      assert.equal(refused.status, 401, what);
+      assert.match(refused.challenge ?? '', /^Bearer error="invalid_token", error_description="[^"]+", resource_metadata="/, what);
+      assert.match(refused.body.error.message, why, what);
+    }
+    assert.equal(upstream.runs(), before.runs);
+    assert.equal(await balance(key.id), before.balance);
+    // A token naming another issuer made turnpike fetch nothing from it.
+    assert.equal(rogueFetches(), rogueBefore);
+    const metrics = (await served.api('GET', '/metrics')).text;
+    assert.match(metrics, /turnpike_payment_denials_total\{server="alpha",reason="oauth_invalid_token"\} ([8-9]|\d\d)/);
+  });
+
+  test('tokens with unknown key ids make turnpike fetch the issuer’s keys at most once per cooldown, however many come', async () => {
+    const before = idp.requests('/jwks');
+    const now = Math.floor(Date.now() / 1000);
+    for (let i = 0; i < 5; i++) {
+      const { privateKey } = await generateKeyPair('ES256');
+      const token = await new SignJWT({ sub: 'attacker', iss: idp.issuer, aud: url('alpha'), iat: now, exp: now + 300 })
+        .setProtectedHeader({ alg: 'ES256', kid: `stranger-${i}` })
+        .sign(privateKey);
+      assert.equal((await call('alpha', bearer(token))).status, 401);
+    }
+    assert.ok(idp.requests('/jwks') - before <= 1, `fetched the key set ${idp.requests('/jwks') - before} times`);
+  });
+
+  test('a token without the required scope is answered 403 insufficient_scope naming the scope to ask for', async () => {
+    const runs = upstream.runs();
+    const refused = await call('alpha', bearer(await idp.token(url('alpha'), 'other')));
+    assert.equal(refused.status, 403);
+    assert.match(refused.challenge ?? '', /^Bearer error="insufficient_scope", error_description="the token lacks scope mcp:tools", resource_metadata="[^"]+", scope="mcp:tools"$/);
+    assert.equal(upstream.runs(), runs);
+  });
+
+  test('a server with tokens optional still challenges x402 payers and takes API keys without a token, and still refuses a bad token', async () => {
+    const challenged = await call('beta');
+    assert.equal(challenged.status, 200);
+    assert.equal(challenged.body.result.isError, true);
+    assert.ok(challenged.body.result.structuredContent.accepts.length > 0, 'an x402 offer');
+
+    const key = await newKey('1');
+    const paid = await call('beta', bearer(key.key));
+    assert.equal(paid.status, 200);
+    assert.equal(paid.body.result._meta[CREDITS_META_KEY].charged, '20000');
+
+    const refused = await call('beta', bearer(await idp.token(url('alpha'))));
+    assert.equal(refused.status, 401);
+    assert.match(refused.challenge ?? '', /error="invalid_token"/);
+    // A server that requires tokens takes no API key in their place.
+    assert.equal((await call('alpha', bearer(key.key))).status, 401);
+  });
+
+  test('an identity provider that cannot be reached is a 503 to retry, not a refused token', async () => {
+    const token = await forged({ iss: 'http://127.0.0.1:1', aud: url('gamma') });
+    const answer = await call('gamma', bearer(token));
+    assert.equal(answer.status, 503);
+    assert.equal(answer.body.error.data.error, 'issuer_unavailable');
+  });
+
+  test('a server registered through the operator API takes OAuth callers too, and stops when its oauth is removed', async () => {
+    const operator = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'op@example.com', name: 'op' } });
+    const opKey = operator.body.key as string;
+    const body = {
+      slug: 'delta',
+      name: 'delta',
+      upstream: `${upstream.url}/mcp`,
+      payTo: chain.sandbox.accounts.payees[1]!.address,
+      plan: { type: 'per_call', default: '0.02' },
+      oauth: { issuer: idp.issuer, scopes: ['mcp:tools'] },
+    };
+    const created = await served.api('POST', '/operator/servers', { key: opKey, body });
+    assert.equal(created.status, 201, created.text);
+    assert.deepEqual(created.body.oauth, { issuer: idp.issuer, scopes: ['mcp:tools'], required: true });
+
+    const refused = await call('delta');
+    assert.equal(refused.status, 401);
+    assert.match(refused.challenge ?? '', /resource_metadata="[^"]+\/\.well-known\/oauth-protected-resource\/mcp\/delta"/);
+    const metadata = await served.api('GET', '/.well-known/oauth-protected-resource/mcp/delta');
+    assert.equal(metadata.body.resource, url('delta'));
+    assert.deepEqual(metadata.body.authorization_servers, [idp.issuer]);
+
+    const key = await newKey('1');
+    assert.equal((await link(key.id, { issuer: idp.issuer, subject: 'delta-user' })).status, 201);
+    assert.equal((await call('delta', bearer(await forged({ sub: 'delta-user', aud: url('alpha') })))).status, 401);
+    const paid = await call('delta', bearer(await forged({ sub: 'delta-user', aud: url('delta') })));
+    assert.equal(paid.status, 200);
+    assert.equal(paid.body.result._meta[CREDITS_META_KEY].charged, '20000');
+
+    assert.equal((await served.api('PATCH', '/operator/servers/delta', { key: opKey, body: { oauth: null } })).status, 200);
+    const open = await call('delta');
+    assert.equal(open.status, 200);
+    assert.equal(open.body.result.isError, true, 'the x402 challenge again');
+    assert.equal((await served.api('GET', '/.well-known/oauth-protected-resource/mcp/delta')).status, 404);
+  });
+
+  test('the admin links a subject to one key only, for an issuer a server names, and can unlink it', async () => {
+    const [first, second] = [await newKey('1'), await newKey('1')];
+    const subject = { issuer: idp.issuer, subject: 'person-1' };
+    assert.equal((await link(first.id, subject)).status, 201);
+    assert.equal((await link(first.id, subject)).status, 200);
+    const taken = await link(second.id, subject);
+    assert.equal(taken.status, 409);
+    assert.equal(taken.body.error, 'subject_linked');
+    const unknown = await link(first.id, { issuer: 'https://id.example.com', subject: 'x' });
+    assert.equal(unknown.status, 400);
+    assert.equal(unknown.body.error, 'issuer_unknown');
+    const listed = await served.api('GET', `/admin/keys/${first.id}/subjects`, { key: ADMIN });
+    assert.deepEqual(listed.body.subjects.map((s: { subject: string }) => s.subject), ['person-1']);
+    const query = new URLSearchParams(subject).toString();
+    assert.equal((await served.api('DELETE', `/admin/keys/${second.id}/subjects?${query}`, { key: ADMIN })).status, 404);
+    assert.equal((await served.api('DELETE', `/admin/keys/${first.id}/subjects?${query}`, { key: ADMIN })).status, 200);
+    assert.equal((await link(second.id, subject)).status, 201);
+  });
+});
