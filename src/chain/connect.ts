@@ -25,11 +25,12 @@ export type ChainConnection = {
  * Connects to the configured chain. `local` without an RPC URL starts the sandbox in-process and
  * settles with its demo relayers; any other node must report the network's chain id (so an anvil
  * fork of Base, or the sandbox itself, serves as `base`), and relayer keys come from the
- * environment. It looks once for Multicall3 on the node (see `multicall3`).
+ * environment; a gateway that does not settle itself (`settles: false`, another facilitator
+ * does) needs none. It looks once for Multicall3 on the node (see `multicall3`).
  *
  * @example const chain = await connectChain(config, loadSecrets());
  */
-export async function connectChain(config: Config, secrets: Secrets): Promise<ChainConnection> {
+export async function connectChain(config: Config, secrets: Secrets, { settles = true } = {}): Promise<ChainConnection> {
   const network = networks[config.network];
   const sandbox = config.network === 'local' && !config.rpcUrl ? await startSandbox() : undefined;
   try {
@@ -49,9 +50,8 @@ export async function connectChain(config: Config, secrets: Secrets): Promise<Ch
       throw new ChainUnavailableError(`the node at ${rpcUrl} did not answer eth_getCode`);
     });
     const multicall3 = code !== undefined && code !== '0x';
-    const relayerKeys =
-      secrets.relayerKeys ??
-      (sandbox ? sandbox.accounts.relayers.map((r) => r.privateKey) : requireSecret(secrets, 'relayerKeys', `to settle on ${network.name}`));
+    const required = () => (settles ? requireSecret(secrets, 'relayerKeys', `to settle on ${network.name}`) : []);
+    const relayerKeys = secrets.relayerKeys ?? (sandbox ? sandbox.accounts.relayers.map((r) => r.privateKey) : required());
     return { network, rpcUrl, client, relayerKeys, multicall3, sandbox, close: async () => sandbox?.stop() };
   } catch (error) {
     await sandbox?.stop();

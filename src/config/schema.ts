@@ -170,9 +170,16 @@ export const configSchema = z.strictObject({
   facilitator: z
     .strictObject({
       mode: z
-        .enum(['self', 'cdp'])
+        .enum(['self', 'remote', 'cdp'])
         .default('self')
-        .describe("`self` settles with turnpike's relayer keys; `cdp` uses Coinbase's hosted facilitator"),
+        .describe(
+          "how a gateway's x402 payments are verified and settled: `self` with turnpike's relayer keys (and served at /facilitator); " +
+            '`remote` by the x402 facilitator at `url` (sent TURNPIKE_REMOTE_FACILITATOR_KEY if set); ' +
+            "`cdp` by Coinbase's hosted facilitator (CDP_API_KEY_ID, CDP_API_KEY_SECRET); holds and kept results stay in the local store",
+        ),
+      url: url(/^https?$/)
+        .optional()
+        .describe('the remote facilitator’s base URL (mode `remote`, required); with mode `cdp`, a proxy in front of CDP’s x402 endpoint'),
       minAmountUsd: usdPrice
         .default(1_000n)
         .describe('smallest payment the facilitator API (/verify, /settle) takes, USD; the gateway’s own calls and top-ups may be less'),
@@ -193,6 +200,11 @@ export const configSchema = z.strictObject({
         .max(1_000_000)
         .default(60)
         .describe('refused, invalid or unauthorized facilitator API requests one address may make per minute before 429; 0 = no limit'),
+    })
+    .refine((f) => f.mode !== 'remote' || f.url !== undefined, { message: 'facilitator.mode remote needs facilitator.url', path: ['url'] })
+    .refine((f) => f.mode !== 'self' || f.url === undefined, {
+      message: 'facilitator.url is for modes remote and cdp; mode self settles itself',
+      path: ['url'],
     })
     .prefault({}),
 });

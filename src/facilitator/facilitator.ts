@@ -6,7 +6,8 @@ import type { PaymentJournal } from '../store/journal.js';
 import type { KeptResult, PaymentKey } from '../store/journal.js';
 import { reasonFor, reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, SupportedResponse, VerifyResponse } from '../x402/schemas.js';
-import { type AllowedAsset, type IntentRules, type PaymentIntent, type Rejection, presentsRow, toIntent, toNewPayment } from './intent.js';
+import { type AllowedAsset, type PaymentIntent, type Rejection, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
+import type { Reserved } from './port.js';
 import { createStateReader } from './chain-state.js';
 import { purposes } from './purposes.js';
 import { createSettler } from './settle.js';
@@ -41,10 +42,10 @@ export type FacilitatorOptions = {
 };
 
 /**
- * The x402 `exact` EVM facilitator, in-process: the gateway calls it directly, the HTTP routes
- * wrap it. Every payment is taken for one purpose (see `purposes`), which the journal keeps.
- * Business failures are answers (`isValid: false`, `success: false`); only its own faults throw
- * (FacilitatorUnavailableError).
+ * The x402 `exact` EVM facilitator, in-process: the gateway calls it directly (it is the
+ * `FacilitatorPort` of `facilitator.mode: self`), the HTTP routes wrap it. Every payment is taken
+ * for one purpose (see `purposes`), which the journal keeps. Business failures are answers
+ * (`isValid: false`, `success: false`); only its own faults throw (FacilitatorUnavailableError).
  *
  * @example
  * const facilitator = createFacilitator({ network, client, journal: store.journal, relayerKeys });
@@ -55,13 +56,7 @@ export function createFacilitator(options: FacilitatorOptions) {
   const { network, client, journal } = options;
   const logger = options.logger ?? pino({ level: 'silent' });
   const now = options.now ?? (() => Math.floor(Date.now() / 1000));
-  const rules: IntentRules = {
-    network,
-    assets: options.assets ?? [network.usdc],
-    // The reference's margin: the transaction has a few seconds to be mined before expiry.
-    expiryMarginSeconds: 6,
-    validityOverTimeoutSeconds: options.validityOverTimeoutSeconds,
-  };
+  const rules = intentRules(network, options.assets, options.validityOverTimeoutSeconds);
   const multicall3 = options.multicall3 ?? true;
   const relayers = createRelayerPool({ keys: options.relayerKeys, client, network, ...(multicall3 ? {} : { maxBatch: 1 }) });
   const readState = createStateReader(client, { multicall3 });
@@ -126,10 +121,7 @@ export function createFacilitator(options: FacilitatorOptions) {
      *
      * @example const held = await facilitator.reserve(request, purposes.call(server, callHash));
      */
-    async reserve(
-      request: FacilitatorRequest,
-      purpose: string,
-    ): Promise<(VerifyResponse & { isValid: false }) | { isValid: true; payer: string; key: PaymentKey }> {
+    async reserve(request: FacilitatorRequest, purpose: string): Promise<Reserved> {
       const refuse = (r: { reason: string; message?: string; payer?: string }) =>
         ({
           isValid: false,

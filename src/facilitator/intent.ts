@@ -37,6 +37,19 @@ export type IntentRules = {
   validityOverTimeoutSeconds?: number;
 };
 
+/**
+ * The rules payments on `network` are checked by, in-process or before a remote facilitator is
+ * asked: the reference's margin (the transaction has a few seconds to be mined before expiry), any
+ * validity window unless `validityOverTimeoutSeconds` bounds it; by default only the network's USDC.
+ */
+export function intentRules(
+  network: Network,
+  assets: readonly AllowedAsset[] = [network.usdc],
+  validityOverTimeoutSeconds?: number,
+): IntentRules {
+  return { network, assets, expiryMarginSeconds: 6, validityOverTimeoutSeconds };
+}
+
 const INT64_MAX = (1n << 63n) - 1n;
 const reject = (reason: Reason, message: string, payer?: Address): IntentResult => ({ ok: false, reason, message, payer });
 

@@ -34,6 +34,29 @@ export type SettleDeps = {
 
 type Payment = Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'asset'>;
 
+/**
+ * What a mined transaction did for a payment: settled only if it succeeded and shows the token's
+ * own Transfer(from, to, value) log for exactly this payment.
+ *
+ * @example await journal.finish(key, outcomeOf(receipt, record)); // { state: 'settled', txHash }
+ */
+export function outcomeOf(receipt: TransactionReceipt, payment: Payment): SettlementOutcome {
+  if (receipt.status !== 'success') {
+    const errorMessage = 'the settlement transaction reverted';
+    return { state: 'failed', txHash: receipt.transactionHash, errorReason: reasons.transactionFailed, errorMessage };
+  }
+  const transferred = parseEventLogs({ abi: usdcAbi, eventName: 'Transfer', logs: receipt.logs }).some(
+    (log) =>
+      isAddressEqual(log.address, payment.asset) &&
+      isAddressEqual(log.args.from, payment.payer) &&
+      isAddressEqual(log.args.to, payment.payTo) &&
+      log.args.value === payment.amount,
+  );
+  const txHash = receipt.transactionHash;
+  if (transferred) return { state: 'settled', txHash };
+  return { state: 'failed', txHash, errorReason: reasons.transferEventMismatch, errorMessage: 'no matching Transfer log' };
+}
+
 const keyString = (k: PaymentKey) => `${k.chainId}:${k.asset}:${k.payer}:${k.nonce}`;
 const isFinal = (r: PaymentRecord | undefined) => r?.state === 'settled' || r?.state === 'failed';
 
@@ -114,23 +137,6 @@ export function createSettler(deps: SettleDeps) {
 
   const waitForReceipt = (hash: Hex, deadline: number) => waitForChainReceipt(client, hash, deadline, cadence.pollMs);
 
-
-  /** The receipt must show success and the token's own Transfer(from, to, value) log. */
-  function outcomeOf(receipt: TransactionReceipt, payment: Payment): SettlementOutcome {
-    if (receipt.status !== 'success') {
-      return { state: 'failed', txHash: receipt.transactionHash, errorReason: reasons.transactionFailed, errorMessage: 'the settlement transaction reverted' };
-    }
-    const transferred = parseEventLogs({ abi: usdcAbi, eventName: 'Transfer', logs: receipt.logs }).some(
-      (log) =>
-        isAddressEqual(log.address, payment.asset) &&
-        isAddressEqual(log.args.from, payment.payer) &&
-        isAddressEqual(log.args.to, payment.payTo) &&
-        log.args.value === payment.amount,
-    );
-    return transferred
-      ? { state: 'settled', txHash: receipt.transactionHash }
-      : { state: 'failed', txHash: receipt.transactionHash, errorReason: reasons.transferEventMismatch, errorMessage: 'no matching Transfer log' };
-  }
 
   const calldata = (p: Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'validAfter' | 'validBefore' | 'nonce' | 'signature'>) =>
     encodeFunctionData({

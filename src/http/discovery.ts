@@ -18,8 +18,11 @@ export type PaidEndpoint = {
 /** The credits rail as discovery describes it; absent when it is off. */
 export type CreditsOffer = { topupMin: bigint; topupMax: bigint; packages: Record<string, { priceUsd: bigint; creditsUsd: bigint }>; stripe: boolean };
 
-/** `endpoints` is asked on every request: servers registered through the API come and go. */
-export type DiscoveryOptions = { network: Network; endpoints: () => Promise<PaidEndpoint[]>; facilitatorPath: string; credits?: CreditsOffer };
+/**
+ * `endpoints` is asked on every request: servers registered through the API come and go.
+ * `facilitator`: where payments are verified and settled, a path on this server or another URL.
+ */
+export type DiscoveryOptions = { network: Network; endpoints: () => Promise<PaidEndpoint[]>; facilitator: string; credits?: CreditsOffer };
 
 /** Version of the `/.well-known/mcp-payment` document; bumped on any incompatible change. */
 export const DISCOVERY_VERSION = 1;
@@ -53,7 +56,7 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
         assetName: network.usdc.name,
         decimals: network.usdc.decimals,
         payTo: endpoint.payTo,
-        facilitator: `${origin}${options.facilitatorPath}`,
+        facilitator: new URL(options.facilitator, origin).href,
         challenge: 'MCP tool result (x402 v2 PaymentRequired); pay in params._meta["x402/payment"]',
       },
       ...(options.credits ? { credits: creditsOf(origin, options.credits) } : {}),

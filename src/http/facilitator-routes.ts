@@ -42,21 +42,23 @@ export function facilitatorRoutes(facilitator: Facilitator, options: Facilitator
     maxSize: options.bodyLimitBytes,
     onError: (c) => c.json({ error: 'body_too_large', message: `request bodies are limited to ${options.bodyLimitBytes} bytes` }, 413),
   });
-  // The socket's address: headers are the caller's to forge.
+  // The socket's address: headers are the caller's to forge. A resource server with its key is not
+  // throttled: the payments it forwards are its clients', and their refusals would shut out the good ones.
   const guard = createMiddleware<Env>(async (c, next) => {
     const caller = clientAddress(c) ?? 'unknown';
-    const wait = throttle.wait(caller);
+    const keyed = options.apiKeys !== undefined && bearerIn(c.req.header('authorization'), options.apiKeys);
+    const wait = keyed ? 0 : throttle.wait(caller);
     if (wait > 0) {
       c.header('retry-after', String(wait));
       return c.json({ error: 'too_many_failures', message: `too many refused requests from ${caller}; retry in ${wait} s` }, 429);
     }
-    if (options.apiKeys && !bearerIn(c.req.header('authorization'), options.apiKeys)) {
+    if (options.apiKeys && !keyed) {
       throttle.failed(caller);
       const message = 'send a facilitator API key as Authorization: Bearer <key> (one of TURNPIKE_FACILITATOR_KEYS)';
       return c.json({ error: 'unauthorized', message }, 401);
     }
     await next();
-    if ((c.res.status >= 400 && c.res.status < 500) || c.get('refused')) throttle.failed(caller);
+    if (!keyed && ((c.res.status >= 400 && c.res.status < 500) || c.get('refused'))) throttle.failed(caller);
   });
 
   const handle = (action: (request: FacilitatorRequest) => Promise<VerifyResponse | SettleResponse>) => async (c: Context<Env>) => {

@@ -5,7 +5,7 @@ import type { ChainConnection } from '../chain/connect.js';
 import { secretBox } from '../config/secret-box.js';
 import type { Config } from '../config/schema.js';
 import type { Secrets } from '../config/secrets.js';
-import { openFacilitator } from '../facilitator/open.js';
+import { openPayments } from '../facilitator/open.js';
 import { createGateway } from '../gateway/gateway.js';
 import { type Plan, planSchema } from '../gateway/plans.js';
 import { isTurnpike } from '../gateway/own-urls.js';
@@ -77,10 +77,11 @@ export type GatewayServerOptions = {
 /**
  * Everything a paying gateway serves, on one port: each configured MCP endpoint at its path,
  * every server registered through the operator API at `/mcp/<slug>`, the facilitator API at
- * `/facilitator`, the credits, operator and admin APIs, discovery (`/.well-known/mcp-payment`,
- * `/pricing`), `/openapi.json`, `/health`, `/metrics`, and the operator console at `/console`.
- * The journal is reconciled, crash-cut debits refunded and unfinished withdrawals resumed before
- * the first request is accepted.
+ * `/facilitator` (when it settles itself: `facilitator.mode: self`, see `openPayments`), the
+ * credits, operator and admin APIs, discovery (`/.well-known/mcp-payment`, `/pricing`),
+ * `/openapi.json`, `/health`, `/metrics`, and the operator console at `/console`. The journal is
+ * reconciled, crash-cut debits refunded and unfinished withdrawals resumed before the first
+ * request is accepted.
  *
  * @example const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, plan, payTo, challenge: 'tool-result' }] });
  */
@@ -98,7 +99,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     ...(await store.operators.servers()).flatMap((s) => (s.payTo ? [s.payTo] : [])),
     ...[treasury, config.credits.payTo].filter((a) => a !== undefined),
   ];
-  const { store, facilitator, close: closeStore } = await openFacilitator({ config, chain, logger, payees });
+  const { store, payments, api, url: facilitatorUrl, close: closeStore } = await openPayments({ config, secrets, chain, logger, payees });
   const withOAuth = options.endpoints.find((e) => e.oauth);
   if (withOAuth && !config.credits.enabled) {
     throw new Error(`server ${withOAuth.slug}: OAuth callers pay from credits keys, and credits are off (credits.enabled: false)`);
@@ -154,7 +155,7 @@ export async function serveGateway(options: GatewayServerOptions) {
   // Credits first (a call carrying a key or token is theirs), then x402 for every other priced call.
   const rails = [
     ...(credits && debits ? [creditsRail({ credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
-    x402Rail({ facilitator }),
+    x402Rail({ facilitator: payments }),
   ];
   const publicUrl = () => config.credits.publicUrl ?? url;
   /** The server at `path` as an OAuth protected resource: its canonical URL is the public URL and its path. */
@@ -280,7 +281,8 @@ export async function serveGateway(options: GatewayServerOptions) {
       ? (keyId: string, packageId: string) => createCheckout({ stripe, credits: store.credits, packages: config.credits.packages, publicUrl: publicUrl() }, keyId, packageId)
       : undefined;
     const subscribe = stripe ? (keyId: string, server: string) => createSubscriptionCheckout({ stripe, store, publicUrl: publicUrl() }, keyId, server) : undefined;
-    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: chain.network, topup, ...(checkout && subscribe ? { checkout, subscribe } : {}) }));
+    const stripeCheckout = checkout && subscribe ? { checkout, subscribe } : {};
+    app.route('/credits', creditsRoutes({ credits, store, facilitator: payments, network: chain.network, topup, ...stripeCheckout }));
     if (stripe) app.route('/stripe', stripeRoutes({ stripe, webhookSecret: webhookSecret!, credits: store.credits, logger, subscriptions: { store, book } }));
     const namedIssuers = async () => [...issuers.keys(), ...(await store.operators.servers()).flatMap((s) => (s.oauth ? [s.oauth.issuer] : []))];
     app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog, issuers: namedIssuers }));
@@ -291,15 +293,18 @@ export async function serveGateway(options: GatewayServerOptions) {
     '/',
     operatorRoutes({ operators, store, ...(withdrawals ? { withdrawals } : {}), ...(payouts ? { payouts } : {}), ...(credits ? { credits } : {}), adminKey: secrets.adminKey, registration: config.operators.registration, catalog }),
   );
-  app.route(
-    '/facilitator',
-    facilitatorRoutes(facilitator, {
-      bodyLimitBytes: config.http.bodyLimitBytes,
-      logger,
-      failuresPerMinute: config.facilitator.failuresPerMinute,
-      ...(secrets.facilitatorKeys ? { apiKeys: secrets.facilitatorKeys } : {}),
-    }),
-  );
+  // Served only by a gateway that settles itself: with another facilitator there are no relayers to settle with.
+  if (api) {
+    app.route(
+      '/facilitator',
+      facilitatorRoutes(api, {
+        bodyLimitBytes: config.http.bodyLimitBytes,
+        logger,
+        failuresPerMinute: config.facilitator.failuresPerMinute,
+        ...(secrets.facilitatorKeys ? { apiKeys: secrets.facilitatorKeys } : {}),
+      }),
+    );
+  }
   const configured = endpoints.map((e) => ({ slug: e.slug, path: e.path, plan: e.plan, payTo: e.payTo, tools: tools(e.upstream) }));
   app.route(
     '/',
@@ -310,7 +315,7 @@ export async function serveGateway(options: GatewayServerOptions) {
         const listed = (await store.operators.servers({ publicOnly: true })).filter((s) => active.has(s.operatorId));
         return [...configured, ...listed.map((s) => mounted(s).listing)];
       },
-      facilitatorPath: '/facilitator',
+      facilitator: facilitatorUrl ?? '/facilitator',
       ...(credits
         ? {
             credits: {
@@ -355,5 +360,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     const fix = 'point it at the MCP server itself';
     throw new Error(`server ${endpoint.slug}: its upstream ${endpoint.upstream.url} is this turnpike (${self}) and would loop; ${fix}`);
   }
-  return { url: server.url, close };
+  /** Where its x402 payments are settled: its own /facilitator, or the remote the mode names. */
+  const facilitator = facilitatorUrl ?? `${server.url}/facilitator`;
+  return { url: server.url, facilitator, close };
 }

@@ -29,7 +29,7 @@ export async function serveOnSandbox(
     sandbox: chain.sandbox,
     close: async () => {},
   };
-  const logger = createLogger({ level: 'silent', format: 'json' });
+  const logger = createLogger({ level: process.env.TEST_LOG ? 'debug' : 'silent', format: 'json' });
   const gateway = await serveGateway({ config, secrets: options.secrets, chain: connection, logger, endpoints: options.endpoints ?? [] });
 
   async function api(method: string, route: string, request: { key?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<Answer> {

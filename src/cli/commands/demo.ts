@@ -66,7 +66,7 @@ export const demoCommand = defineCommand({
     say('');
     say(`Serving. Point your MCP client at ${mcpUrl}`);
     say(`  pay with the sandbox key ${payer.privateKey} (${payer.address}; LOCAL ONLY, public)`);
-    say(`  prices: ${gateway.url}/pricing   health: ${gateway.url}/health   facilitator: ${gateway.url}/facilitator`);
+    say(`  prices: ${gateway.url}/pricing   health: ${gateway.url}/health   facilitator: ${gateway.facilitator}`);
     say('Press Ctrl-C to stop.');
     await signals.wait();
     await gateway.close();

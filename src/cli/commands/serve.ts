@@ -42,7 +42,7 @@ export const serveCommand = defineCommand({
 
     await checkPort(config);
     const logger = createLogger(config.log);
-    const chain = await connectChain(config, secrets);
+    const chain = await connectChain(config, secrets, { settles: config.facilitator.mode === 'self' });
     const bridges = await Promise.all(
       config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio, stdioLimits(config), { logger }) : undefined)),
     );
@@ -76,7 +76,7 @@ export const serveCommand = defineCommand({
           (s) => `  ${server.url}/mcp/${s.slug}  → ${s.upstream ?? `stdio: ${s.stdio}`}  (${atomicToUsd(s.price)} USDC a call, pays ${s.payTo})`,
         ),
         ...(config.servers.length === 0 ? [`  a platform instance: operators register servers at ${server.url}/operator/servers`] : []),
-        `  discovery ${server.url}/.well-known/mcp-payment   facilitator ${server.url}/facilitator`,
+        `  discovery ${server.url}/.well-known/mcp-payment   facilitator ${server.facilitator}`,
         `  console ${server.url}/console (sign in with an operator key or the admin key)`,
         '',
       ].join('\n'),

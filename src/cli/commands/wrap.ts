@@ -37,7 +37,8 @@ export const wrapCommand = defineCommand({
   details:
     'Example: turnpike wrap --upstream http://127.0.0.1:4000/mcp --pay-to 0xPAYEE --price 0.01 --tool-price search=0.05\n' +
     'Prices are USD with at most 6 decimals, charged in USDC. With --network local (the default) the sandbox starts\n' +
-    'in-process and --pay-to defaults to its first payee. The facilitator API is served too, under /facilitator.',
+    'in-process and --pay-to defaults to its first payee. The facilitator API is served too, under /facilitator,\n' +
+    'unless facilitator.mode names another facilitator (remote, cdp).',
   flags: {
     upstream: { type: 'string', value: 'URL', description: 'the MCP server’s Streamable HTTP endpoint' },
     stdio: { type: 'string', value: '"COMMAND"', description: 'or: a stdio MCP server to run, one process per MCP session' },
@@ -74,7 +75,7 @@ export const wrapCommand = defineCommand({
     await checkPort(config);
     const logger = createLogger(config.log);
     const secrets = loadSecrets();
-    const chain = await connectChain(config, secrets);
+    const chain = await connectChain(config, secrets, { settles: config.facilitator.mode === 'self' });
     const payTo = flags['pay-to'] ? getAddress(flags['pay-to']) : chain.sandbox?.accounts.payees[0]?.address;
     if (!payTo) {
       await chain.close();
@@ -114,7 +115,7 @@ export const wrapCommand = defineCommand({
           Object.entries(tools).map(([name, amount]) => `, ${name} ${atomicToUsd(amount)}`).join('') +
           (prices.free.length ? `; free: ${prices.free.join(', ')}` : ''),
         `  challenge    ${flags.challenge}, x402 v${flags['x402-version']}`,
-        `  facilitator  ${server.url}/facilitator`,
+        `  facilitator  ${server.facilitator}`,
         `  discovery    ${server.url}/.well-known/mcp-payment, ${server.url}/pricing, ${server.url}/health, ${server.url}/metrics`,
         ...(payer ? [`  demo payer   ${payer.address}  key ${payer.privateKey}  (LOCAL ONLY: a public key, sandbox USDC)`] : []),
         '',

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { FacilitatorUnavailableError } from '../../facilitator/errors.js';
-import type { Facilitator } from '../../facilitator/facilitator.js';
+import type { FacilitatorPort } from '../../facilitator/port.js';
 import { purposes } from '../../facilitator/purposes.js';
 import { type Message, type ToolResult, rpcError, rpcResult } from '../../gateway/jsonrpc.js';
 import { paymentOf, receiptMeta } from '../../gateway/messages.js';
@@ -14,20 +14,20 @@ import type { Metered, PaidCall, RailContext, RailFactory, Taken } from '../rail
 
 /**
  * The x402 rail: takes every priced call no other rail took. Without a payment, the challenge
- * (the upstream is not contacted); with one: verify in-process and hold it in the journal for this
+ * (the upstream is not contacted); with one: verify it and hold it in the journal for this
  * call (concurrent copies run the tool once), and once the tool produced its result, settle it,
  * then deliver the result with its receipt. A settlement that fails withholds the output.
  *
  * @example createGateway({ …, rails: [x402Rail({ facilitator })] })
  */
 export const x402Rail =
-  ({ facilitator }: { facilitator: Facilitator }): RailFactory =>
+  ({ facilitator }: { facilitator: FacilitatorPort }): RailFactory =>
   (context) => ({
     takes: () => true,
     take: (call) => x402Call(facilitator, context, call),
   });
 
-async function x402Call(facilitator: Facilitator, context: RailContext, call: PaidCall): Promise<Taken> {
+async function x402Call(facilitator: FacilitatorPort, context: RailContext, call: PaidCall): Promise<Taken> {
   const { rpc, id, tool, offer } = call;
   const raw = paymentOf(rpc) ?? call.request.headers.get('payment-signature') ?? call.request.headers.get('x-payment') ?? undefined;
   if (raw === undefined) return context.challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
@@ -117,7 +117,13 @@ async function x402Call(facilitator: Facilitator, context: RailContext, call: Pa
  * and that they could pay the quoted price (it must be for that price, and covered by their
  * balance), so throwaway keys cannot take the free calls. It is verified, never settled.
  */
-async function freeCall(facilitator: Facilitator, context: RailContext, call: PaidCall, request: FacilitatorRequest, metering: Metered): Promise<Taken> {
+async function freeCall(
+  facilitator: FacilitatorPort,
+  context: RailContext,
+  call: PaidCall,
+  request: FacilitatorRequest,
+  metering: Metered,
+): Promise<Taken> {
   let verdict;
   try {
     verdict = await facilitator.verify(request);
