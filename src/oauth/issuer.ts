@@ -104,8 +104,12 @@ export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
         }
         return { ok: false, status: 401, error: 'invalid_token', description: invalidBecause(error) };
       }
-      const subject = payload.sub!;
-      if (subject.length > 255) return { ok: false, status: 401, error: 'invalid_token', description: 'the token subject is longer than 255 characters' };
+      // RFC 7519 §4.1.2: `sub` is a string; jose checks only that it is present. A subject is what a key is linked to,
+      // so anything else (a number, a list, null) is refused here, never looked up.
+      const subject = payload.sub;
+      if (typeof subject !== 'string' || subject.length === 0 || subject.length > 255) {
+        return { ok: false, status: 401, error: 'invalid_token', description: 'the token subject must be a string of 1 to 255 characters' };
+      }
       const scopes = scopesOf(payload);
       const missing = expected.scopes.filter((s) => !scopes.includes(s));
       if (missing.length > 0) {

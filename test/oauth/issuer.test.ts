@@ -98,4 +98,24 @@ describe('an issuer’s metadata and keys are fetched bounded, and only from it'
       .sign(privateKey);
     assert.deepEqual(await trustedIssuer(issuer).verify(jwt, expected), { ok: true, principal: { issuer, subject: 'agent', scopes: ['a', 'b'] } });
   });
+
+  test('a signed token whose subject is not a non-empty string (null, a number, a list, an object, empty) is refused 401 invalid_token, never thrown', async () => {
+    const issuer = `${origin}/e`;
+    const { privateKey, publicKey } = await generateKeyPair('ES256');
+    routes = {
+      '/.well-known/oauth-authorization-server/e': json({ issuer, jwks_uri: `${origin}/e/jwks` }),
+      '/e/jwks': json({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' }] }),
+    };
+    const idp = trustedIssuer(issuer);
+    for (const sub of [null, 123, ['agent'], { id: 'agent' }, '']) {
+      const jwt = await new SignJWT({ sub, iss: issuer, aud: expected.audience } as never)
+        .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+        .setExpirationTime('5m')
+        .sign(privateKey);
+      const check = await idp.verify(jwt, expected);
+      assert.equal(check.ok, false, `sub ${JSON.stringify(sub)} was taken`);
+      assert.equal(!check.ok && check.status, 401);
+      assert.equal(!check.ok && check.error, 'invalid_token');
+    }
+  });
 });
