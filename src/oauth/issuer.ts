@@ -1,4 +1,5 @@
 import { type JWTVerifyGetKey, createRemoteJWKSet, customFetch, errors, jwtVerify } from 'jose';
+import { oauthSubjectSchema } from './settings.js';
 
 /** Longest a request to an issuer (its metadata, its keys) may take. */
 export const ISSUER_TIMEOUT_MS = 5_000;
@@ -105,17 +106,17 @@ export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
         return { ok: false, status: 401, error: 'invalid_token', description: invalidBecause(error) };
       }
       // RFC 7519 §4.1.2: `sub` is a string; jose checks only that it is present. A subject is what a key is linked to,
-      // so anything else (a number, a list, null) is refused here, never looked up.
-      const subject = payload.sub;
-      if (typeof subject !== 'string' || subject.length === 0 || subject.length > 255) {
-        return { ok: false, status: 401, error: 'invalid_token', description: 'the token subject must be a string of 1 to 255 characters' };
+      // so anything else (a number, a list, null, a NUL) is refused here, never looked up.
+      const subject = oauthSubjectSchema.safeParse(payload.sub);
+      if (!subject.success) {
+        return { ok: false, status: 401, error: 'invalid_token', description: 'the token subject must be a string of 1 to 255 characters, no control characters' };
       }
       const scopes = scopesOf(payload);
       const missing = expected.scopes.filter((s) => !scopes.includes(s));
       if (missing.length > 0) {
         return { ok: false, status: 403, error: 'insufficient_scope', description: `the token lacks scope ${missing.join(' ')}` };
       }
-      return { ok: true, principal: { issuer, subject, scopes } };
+      return { ok: true, principal: { issuer, subject: subject.data, scopes } };
     },
   };
 }

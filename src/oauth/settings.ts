@@ -24,3 +24,16 @@ export const oauthSettingsSchema = z
   .describe('callers identified by OAuth access tokens for the server’s URL (MCP authorization); they pay from the credits key their subject is linked to');
 
 export type OAuthSettings = z.output<typeof oauthSettingsSchema>;
+
+/**
+ * An OAuth caller's subject as turnpike links and looks it up: a token's `sub`, 1 to 255 characters with no control
+ * character (PostgreSQL text cannot hold a NUL, and no provider's `sub` has one). Tokens and the admin API both hold to it.
+ *
+ * @example oauthSubjectSchema.safeParse('agent\u0000').success // false
+ */
+export const oauthSubjectSchema = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(/^\P{Cc}*$/u, 'expected no control character')
+  .describe('the `sub` of the caller’s access tokens');

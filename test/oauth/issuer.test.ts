@@ -99,7 +99,7 @@ describe('an issuer’s metadata and keys are fetched bounded, and only from it'
     assert.deepEqual(await trustedIssuer(issuer).verify(jwt, expected), { ok: true, principal: { issuer, subject: 'agent', scopes: ['a', 'b'] } });
   });
 
-  test('a signed token whose subject is not a non-empty string (null, a number, a list, an object, empty) is refused 401 invalid_token, never thrown', async () => {
+  test('a signed token whose subject is not a non-empty string (null, a number, a list, an object, empty) or holds a control character (NUL, which PostgreSQL cannot store) is refused 401 invalid_token, never thrown', async () => {
     const issuer = `${origin}/e`;
     const { privateKey, publicKey } = await generateKeyPair('ES256');
     routes = {
@@ -107,7 +107,7 @@ describe('an issuer’s metadata and keys are fetched bounded, and only from it'
       '/e/jwks': json({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' }] }),
     };
     const idp = trustedIssuer(issuer);
-    for (const sub of [null, 123, ['agent'], { id: 'agent' }, '']) {
+    for (const sub of [null, 123, ['agent'], { id: 'agent' }, '', 'agent\u0000', 'agent\n']) {
       const jwt = await new SignJWT({ sub, iss: issuer, aud: expected.audience } as never)
         .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
         .setExpirationTime('5m')
