@@ -1,4 +1,4 @@
-import { type JWTVerifyGetKey, createRemoteJWKSet, customFetch, errors, jwtVerify } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, jwtVerify } from 'jose';
 import { oauthSubjectSchema } from './settings.js';
 
 /** Longest a request to an issuer (its metadata, its keys) may take. */
@@ -38,10 +38,11 @@ export type Expected = { audience: string; scopes: string[] };
  * @example const idp = trustedIssuer('https://id.example.com'); await idp.verify(jwt, { audience: 'https://pay.example.com/mcp/search', scopes: [] });
  */
 export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
-  let keys: Promise<JWTVerifyGetKey> | undefined;
+  type RemoteKeys = ReturnType<typeof createRemoteJWKSet>;
+  let keys: Promise<RemoteKeys> | undefined;
   let failedAt = -Infinity;
 
-  async function discover(): Promise<JWTVerifyGetKey> {
+  async function discover(): Promise<RemoteKeys> {
     for (const at of metadataUrls(issuer)) {
       const document = await boundedJson(fetchImpl, at);
       if (document === undefined) continue;
@@ -59,7 +60,7 @@ export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
   }
 
   /** The issuer's key set, discovered once; after a failure, again only past the cooldown. */
-  function keySet(now = Date.now()): Promise<JWTVerifyGetKey> | undefined {
+  function keySet(now = Date.now()): Promise<RemoteKeys> | undefined {
     if (!keys) {
       if (now - failedAt < ISSUER_COOLDOWN_MS) return undefined;
       keys = discover();
@@ -78,15 +79,18 @@ export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
       const unavailable = { ok: false, status: 503, error: 'issuer_unavailable', description: `the identity provider ${issuer} cannot be reached; retry later` } as const;
       const pending = keySet();
       if (!pending) return unavailable;
-      let getKey: JWTVerifyGetKey;
+      let remote: RemoteKeys;
       try {
-        getKey = await pending;
+        remote = await pending;
       } catch {
         return unavailable;
       }
+      // Within the cooldown after a failed fetch, tokens are judged by the keys in hand: a key id not among them
+      // cannot make jose fetch again (its own cooldown counts from the last fetch that worked).
+      const inHand = Date.now() - failedAt < ISSUER_COOLDOWN_MS ? remote.jwks() : undefined;
       let payload;
       try {
-        ({ payload } = await jwtVerify(token, getKey, {
+        ({ payload } = await jwtVerify(token, inHand ? createLocalJWKSet(inHand) : remote, {
           issuer,
           audience: expected.audience,
           algorithms: ALGORITHMS,
@@ -98,11 +102,14 @@ export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
         // timeout, an unusable key set or a failed request means the keys were not there to judge it.
         const judged = error instanceof errors.JOSEError && error.constructor !== errors.JOSEError;
         if (!judged || error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid) {
-          // The keys could not be fetched: no further fetch until the cooldown has passed.
+          // The keys could not be fetched: no further fetch until the cooldown has passed. Keys still fresh are kept
+          // (the refetch was for a key id not among them, which any token can ask for); stale ones are not trusted.
           failedAt = Date.now();
-          keys = undefined;
+          if (!remote.fresh) keys = undefined;
           return unavailable;
         }
+        // A key id that could not be looked up (the provider failing) may be a key it has just rotated in.
+        if (inHand && error instanceof errors.JWKSNoMatchingKey) return unavailable;
         return { ok: false, status: 401, error: 'invalid_token', description: invalidBecause(error) };
       }
       // RFC 7519 §4.1.2: `sub` is a string; jose checks only that it is present. A subject is what a key is linked to,
