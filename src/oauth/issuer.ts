@@ -116,7 +116,8 @@ export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
       // so anything else (a number, a list, null, a NUL) is refused here, never looked up.
       const subject = oauthSubjectSchema.safeParse(payload.sub);
       if (!subject.success) {
-        return { ok: false, status: 401, error: 'invalid_token', description: 'the token subject must be a string of 1 to 255 characters, no control characters' };
+        const description = 'the token subject must be a string of 1 to 255 characters, no control characters';
+        return { ok: false, status: 401, error: 'invalid_token', description };
       }
       const scopes = scopesOf(payload);
       const missing = expected.scopes.filter((s) => !scopes.includes(s));
