@@ -47,8 +47,10 @@ export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
       const document = await boundedJson(fetchImpl, at);
       if (document === undefined) continue;
       const { issuer: named, jwks_uri: jwksUri } = document as { issuer?: unknown; jwks_uri?: unknown };
-      // RFC 8414 §3.3: metadata that names another issuer is not this issuer's.
-      if (named !== issuer || typeof jwksUri !== 'string' || !/^https?:\/\//.test(jwksUri)) continue;
+      // RFC 8414 §3.3: metadata that names another issuer is not this issuer's. The keys of an https issuer come over
+      // https too: a key set over plain http is whatever anyone on the way answers.
+      const keysOver = new URL(issuer).protocol === 'https:' ? /^https:\/\//i : /^https?:\/\//i;
+      if (named !== issuer || typeof jwksUri !== 'string' || !keysOver.test(jwksUri)) continue;
       return createRemoteJWKSet(new URL(jwksUri), {
         timeoutDuration: ISSUER_TIMEOUT_MS,
         cooldownDuration: ISSUER_COOLDOWN_MS,

@@ -99,6 +99,27 @@ describe('an issuer’s metadata and keys are fetched bounded, and only from it'
     assert.deepEqual(await trustedIssuer(issuer).verify(jwt, expected), { ok: true, principal: { issuer, subject: 'agent', scopes: ['a', 'b'] } });
   });
 
+  test('an https issuer whose metadata names a key set over plain http is not trusted (503): the keys that judge its tokens come over TLS', async () => {
+    const issuer = 'https://id.example.test';
+    const { privateKey, publicKey } = await generateKeyPair('ES256');
+    const asked: string[] = [];
+    const documents: Record<string, unknown> = {
+      [`${issuer}/.well-known/oauth-authorization-server`]: { issuer, jwks_uri: 'http://id.example.test/jwks' },
+      'http://id.example.test/jwks': { keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' }] },
+    };
+    const fetchImpl = (async (url: string) => {
+      asked.push(url);
+      return url in documents ? Response.json(documents[url]) : new Response(null, { status: 404 });
+    }) as unknown as typeof fetch;
+    const jwt = await new SignJWT({ sub: 'agent', iss: issuer, aud: expected.audience })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setExpirationTime('5m')
+      .sign(privateKey);
+    const check = await trustedIssuer(issuer, fetchImpl).verify(jwt, expected);
+    assert.equal(!check.ok && check.status, 503);
+    assert.ok(!asked.includes('http://id.example.test/jwks'), 'the plain-http key set was not fetched');
+  });
+
   test('a token with an unknown key id cannot make the keys in hand unusable: when the refetch it causes fails, tokens of known keys are still taken, and nothing is fetched again within the cooldown', async () => {
     const issuer = `${origin}/f`;
     const { privateKey, publicKey } = await generateKeyPair('ES256');
