@@ -8,7 +8,7 @@ import type { CheckoutSession, ResolveResult } from '../store/credits.js';
 import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
 import { type RouteDoc, documented } from './documented.js';
-import { oauthSubjectSchema } from '../oauth/settings.js';
+import { oauthIssuerSchema, oauthSubjectSchema } from '../oauth/settings.js';
 
 /** Bearer auth against `TURNPIKE_ADMIN_KEY`, compared in constant time. Without a configured key the admin API is off. */
 export const adminAuth = (adminKey: string | undefined) =>
@@ -61,7 +61,7 @@ function resolved(result: ResolveResult, sessionId: string) {
 
 /** An OAuth caller: the identity provider exactly as its tokens' `iss` says, and the token's `sub`. */
 const subjectSchema = z.strictObject({
-  issuer: z.string().min(1).max(2048).describe('the identity provider, exactly as a server’s `oauth.issuer` names it'),
+  issuer: oauthIssuerSchema,
   subject: oauthSubjectSchema,
 });
 

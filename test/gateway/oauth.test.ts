@@ -258,6 +258,10 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     const unstorable = await link(first.id, { issuer: idp.issuer, subject: 'person\u0000' });
     assert.equal(unstorable.status, 400);
     assert.match(unstorable.text, /control character/);
+    const unlinkUnstorable = new URLSearchParams({ issuer: `${idp.issuer}\u0000`, subject: 'person-1' }).toString();
+    const unlinked = await served.api('DELETE', `/admin/keys/${first.id}/subjects?${unlinkUnstorable}`, { key: ADMIN });
+    assert.equal(unlinked.status, 400);
+    assert.match(unlinked.text, /control character/);
     const unknown = await link(first.id, { issuer: 'https://id.example.com', subject: 'x' });
     assert.equal(unknown.status, 400);
     assert.equal(unknown.body.error, 'issuer_unknown');
