@@ -5,7 +5,7 @@
 import os from 'node:os';
 import { startSandbox } from '../src/chain/sandbox/sandbox.js';
 import { benchCredits } from './bench/credits.js';
-import { benchFacilitator } from './bench/facilitator.js';
+import { benchFacilitator, benchSettleOnBase } from './bench/facilitator.js';
 import { benchInstances } from './bench/instances.js';
 import { benchProxy } from './bench/proxy.js';
 import { benchSandbox } from './bench/sandbox.js';
@@ -19,6 +19,7 @@ const rows: Row[] = [];
 if (!only || only === 'sandbox') rows.push(...(await benchSandbox(10, progress)));
 for (const [name, bench] of [
   ['facilitator', benchFacilitator],
+  ['settle-base', benchSettleOnBase],
   ['proxy', benchProxy],
   ['credits', benchCredits],
   ['instances', benchInstances],

@@ -22,7 +22,8 @@ import { rpcTransport } from '../../src/chain/rpc-transport.js';
 import { createLogger } from '../../src/log/logger.js';
 import { openStore } from '../../src/store/open.js';
 
-const network = networks.local;
+// `--network=base`: the node (the sandbox, a bare automining anvil) served as Base, with Base's cadence.
+const network = process.argv.includes('--network=base') ? networks.base : networks.local;
 const logger = createLogger({ level: 'silent', format: 'json' });
 
 async function startTurnpike(rpcUrl: string, keys: Hex[], storeUrl?: string): Promise<Listening> {

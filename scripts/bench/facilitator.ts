@@ -17,8 +17,8 @@ type Body = Awaited<ReturnType<typeof v2Request>>;
 
 /** Each facilitator runs in a process of its own, as it would in production, so neither shares
  * an event loop with the other or with the load generator. */
-const startServer = (kind: 'turnpike' | 'reference', sandbox: Sandbox, relayers: number[]) =>
-  startChild('./facilitator-server.ts', [kind, sandbox.rpcUrl, ...relayers.map((i) => sandbox.accounts.relayers[i]!.privateKey)]);
+const startServer = (kind: 'turnpike' | 'reference', sandbox: Sandbox, relayers: number[], flags: string[] = []) =>
+  startChild('./facilitator-server.ts', [kind, sandbox.rpcUrl, ...relayers.map((i) => sandbox.accounts.relayers[i]!.privateKey), ...flags]);
 
 /**
  * Runs `bodies` through POST url with `concurrency` workers; latency per call and calls/s.
@@ -121,4 +121,37 @@ export async function benchFacilitator(sandbox: Sandbox, progress: (s: string) =
     await Promise.all([turnpike.close(), reference.close()]);
   }
   return rows;
+}
+
+/**
+ * Settle latency, one at a time, with both facilitators told the node is Base (`--network base`,
+ * Base's 2 s block time and its receipt polling) while it is a bare automining anvil: what an
+ * operator testing on an anvil fork sees. Alternating, so both see the same chain.
+ */
+export async function benchSettleOnBase(sandbox: Sandbox, progress: (s: string) => void): Promise<Row[]> {
+  const [reference, turnpike] = await Promise.all([
+    startServer('reference', sandbox, [0], ['--network=base']),
+    startServer('turnpike', sandbox, [1], ['--network=base']),
+  ]);
+  const valid = (a: Record<string, unknown>) => a.success === true;
+  const rounds = { reference: [] as number[], turnpike: [] as number[] };
+  let failures = 0;
+  try {
+    // 5 warm-up rounds (first fee and nonce look-ups, JIT), then 40 measured.
+    for (let i = -5; i < 40; i++) {
+      progress(`settle on --network base (bare anvil): ${i + 1}/40`);
+      for (const [kind, server] of [['reference', reference], ['turnpike', turnpike]] as const) {
+        const r = await drive(`${server.url}/settle`, await payments(sandbox, 1), 1, valid);
+        if (i >= 0) rounds[kind].push(r.p50);
+        failures += r.failures;
+      }
+    }
+  } finally {
+    await Promise.all([turnpike.close(), reference.close()]);
+  }
+  const note = `automining anvil served as Base; 40 sequential settles each after 5 warm-up${failures ? `, ${failures} failed` : ''}`;
+  return (['reference', 'turnpike'] as const).map((kind) => {
+    const s = summarize(rounds[kind]);
+    return { path: 'settle latency, --network base on a bare anvil', subject: kind, p50Ms: s.p50, p99Ms: s.p99, note };
+  });
 }

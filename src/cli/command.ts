@@ -51,8 +51,10 @@ export function parseFlags<S extends z.ZodType>(command: Command<S>, argv: strin
         { type, multiple: multiple ?? false, ...(short ? { short } : {}) },
       ]),
     );
-    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
+    ({ values } = parseArgs({ args: withDashValues(command, argv), options, strict: true, allowPositionals: false }));
   } catch (error) {
+    const ambiguous = /^Option '(?:-\w, )?(--[\w-]+)(?: <value>)?' argument is ambiguous/.exec((error as Error).message);
+    if (ambiguous) throw new UsageError(`${ambiguous[1]}: missing its value (the next argument is a flag)`);
     // node's messages run on with advice for its own API; the first line is the part about argv.
     throw new UsageError((error instanceof Error ? error.message : String(error)).split('\n')[0]!);
   }
@@ -67,6 +69,30 @@ export function parseFlags<S extends z.ZodType>(command: Command<S>, argv: strin
     return `${flag}: ${issue.message}${got === undefined ? '' : ` (got ${JSON.stringify(got)})`}`;
   });
   throw new UsageError(problems.join('\n'), problems);
+}
+
+/**
+ * argv with a value that starts with a dash joined to its string flag, as node's parseArgs wants it
+ * written, so the schema judges the value by the flag's name instead of parseArgs calling it
+ * ambiguous. A value that is itself one of the command's flags is left alone: that flag's value is missing.
+ *
+ * @example withDashValues(wrap, ['--price', '-1']) // ['--price=-1'], then "--price: … (got "-1")"
+ */
+function withDashValues(command: Command, argv: string[]): string[] {
+  const flags = Object.entries(command.flags);
+  const names = (name: string, f: Flag, arg: string) => arg === `--${name}` || (f.short !== undefined && arg === `-${f.short}`);
+  const isFlag = (arg: string) =>
+    ['--', '-h', '--help'].includes(arg) || flags.some(([name, f]) => names(name, f, arg) || arg.startsWith(`--${name}=`));
+  const takesValue = (arg: string) => flags.some(([name, f]) => f.type === 'string' && names(name, f, arg));
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const [arg, next] = [argv[i]!, argv[i + 1]];
+    if (takesValue(arg) && next?.startsWith('-') && !isFlag(next)) {
+      out.push(arg.startsWith('--') ? `${arg}=${next}` : `${arg}${next}`);
+      i++;
+    } else out.push(arg);
+  }
+  return out;
 }
 
 /** `turnpike <name> --help` text, generated from the flag table so it cannot drift. */

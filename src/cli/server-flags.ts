@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Config, ConfigInput } from '../config/schema.js';
 import type { StdioLimits } from '../gateway/stdio-bridge.js';
+import { portProblem } from '../http/listen.js';
 import type { Flag } from './command.js';
 
 /** Flags every serving command shares; they override the config file and the environment. */
@@ -41,4 +42,13 @@ export function configOverrides(flags: z.infer<typeof serverFlagsSchema>): Confi
 export function stdioLimits(config: Config): StdioLimits {
   const { maxSessions, maxSessionsPerClient, idleSeconds } = config.stdio;
   return { maxSessions, maxSessionsPerClient, idleMs: idleSeconds * 1000 };
+}
+
+/**
+ * Throws the `PortError` of the port a serving command is to listen on, if it cannot: checked
+ * before the chain or the store is opened, so the operator is told which flag to change at once.
+ */
+export async function checkPort(config: Config): Promise<void> {
+  const problem = await portProblem(config.http);
+  if (problem) throw problem;
 }

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { networkNames } from '../chain/networks.js';
 import { planSchema } from '../gateway/plans.js';
 import { oauthSettingsSchema } from '../oauth/settings.js';
+import { challengeBindings } from '../gateway/payment-required.js';
 import { usdPrice } from '../gateway/pricing.js';
 import { UPSTREAM_CONNECTIONS } from '../gateway/upstream.js';
 
@@ -94,7 +95,14 @@ export const configSchema = z.strictObject({
           plan: planSchema
             .optional()
             .describe('instead of price/tools/free: a plan (per_call with freeCallsPerMonth, tiered, subscription), as the operator API takes it'),
-          challenge: z.enum(['tool-result', 'http-402']).default('tool-result'),
+          challenge: z
+            .enum(challengeBindings)
+            .default('tool-result')
+            .describe('`tool-result` (a tool result, isError), `http-402` (HTTP 402: v2 header, v1 body) or `jsonrpc-error` (error 402)'),
+          x402Version: z
+            .union([z.literal(1), z.literal(2)])
+            .default(2)
+            .describe('x402 version of `tool-result` and `jsonrpc-error` challenges: 1 for v1-only clients (x402-mcp); http-402 has both'),
           timeoutSeconds: z.number().positive().max(3600).default(60),
           /** Upstream credentials by environment variable name: secrets stay out of the file. */
           headersFromEnv: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), z.string().regex(/^[A-Z_][A-Z0-9_]*$/)).default({}),
@@ -162,12 +170,29 @@ export const configSchema = z.strictObject({
   facilitator: z
     .strictObject({
       mode: z
-        .enum(['self', 'cdp'])
+        .enum(['self', 'remote', 'cdp'])
         .default('self')
-        .describe("`self` settles with turnpike's relayer keys; `cdp` uses Coinbase's hosted facilitator"),
+        .describe(
+          "how a gateway's x402 payments are verified and settled: `self` with turnpike's relayer keys (and served at /facilitator); " +
+            '`remote` by the x402 facilitator at `url` (sent TURNPIKE_REMOTE_FACILITATOR_KEY if set); ' +
+            "`cdp` by Coinbase's hosted facilitator (CDP_API_KEY_ID, CDP_API_KEY_SECRET); holds and kept results stay in the local store",
+        ),
+      url: url(/^https?$/)
+        .optional()
+        .describe('the remote facilitator’s base URL (mode `remote`, required); with mode `cdp`, a proxy in front of CDP’s x402 endpoint'),
       minAmountUsd: usdPrice
         .default(1_000n)
         .describe('smallest payment the facilitator API (/verify, /settle) takes, USD; the gateway’s own calls and top-ups may be less'),
+      maxValidityOverTimeoutSeconds: z
+        .number()
+        .int()
+        .min(0)
+        .max(86_400)
+        .optional()
+        .describe(
+          'opt-in: refuse (validity_too_long) an authorization still valid more than the requirements’ maxTimeoutSeconds plus this many '
+            + 'seconds from now; unset, any window is taken, as the reference facilitator does (the official Go client signs for 3600 s)',
+        ),
       failuresPerMinute: z
         .number()
         .int()
@@ -175,6 +200,11 @@ export const configSchema = z.strictObject({
         .max(1_000_000)
         .default(60)
         .describe('refused, invalid or unauthorized facilitator API requests one address may make per minute before 429; 0 = no limit'),
+    })
+    .refine((f) => f.mode !== 'remote' || f.url !== undefined, { message: 'facilitator.mode remote needs facilitator.url', path: ['url'] })
+    .refine((f) => f.mode !== 'self' || f.url === undefined, {
+      message: 'facilitator.url is for modes remote and cdp; mode self settles itself',
+      path: ['url'],
     })
     .prefault({}),
 });

@@ -38,6 +38,8 @@ const secretSources = {
   tokenSecret: { env: 'TURNPIKE_TOKEN_SECRET', schema: z.string().min(32, 'expected at least 32 characters') },
   stripeSecretKey: { env: 'STRIPE_SECRET_KEY', schema: z.string().regex(/^(sk|rk)_/, 'expected a Stripe secret key (sk_… or rk_…)') },
   stripeWebhookSecret: { env: 'STRIPE_WEBHOOK_SECRET', schema: z.string().regex(/^whsec_/, 'expected whsec_…') },
+  // The key this gateway sends to the remote facilitator (`facilitator.mode: remote`), as Authorization: Bearer.
+  remoteFacilitatorKey: { env: 'TURNPIKE_REMOTE_FACILITATOR_KEY', schema: z.string().min(1) },
   cdpApiKeyId: { env: 'CDP_API_KEY_ID', schema: z.string().min(1) },
   cdpApiKeySecret: { env: 'CDP_API_KEY_SECRET', schema: z.string().min(1) },
 } as const;

@@ -1,4 +1,12 @@
-import { type ContractFunctionParameters, type Hex, type PublicClient, parseAbi } from 'viem';
+import {
+  BaseError,
+  type ContractFunctionParameters,
+  ContractFunctionRevertedError,
+  ContractFunctionZeroDataError,
+  type Hex,
+  type PublicClient,
+  parseAbi,
+} from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { MULTICALL3 } from '../chain/networks.js';
 import { FacilitatorUnavailableError } from './errors.js';
@@ -19,19 +27,24 @@ type Pending = { calls: ContractFunctionParameters[]; resolve(results: Result[])
  * data, which counts as no).
  *
  * Reads requested in the same turn of the event loop share one Multicall3 `eth_call`: at
- * concurrency 16 that is one RPC round trip for sixteen verifications instead of sixteen.
+ * concurrency 16 that is one RPC round trip for sixteen verifications instead of sixteen. On a
+ * node without Multicall3 (`multicall3: false`) each is a plain `eth_call`, sent together.
  *
  * @example
  * const read = createStateReader(client);
  * const { nonceUsed, balance } = await read(intent);
  */
-export function createStateReader(client: PublicClient) {
+export function createStateReader(client: PublicClient, options: { multicall3?: boolean } = {}) {
   let queue: Pending[] = [];
+  const read = (contracts: ContractFunctionParameters[]) =>
+    options.multicall3 === false
+      ? readEach(client, contracts)
+      : (client.multicall({ multicallAddress: MULTICALL3, allowFailure: true, contracts }) as Promise<Result[]>);
 
   async function flush(batch: Pending[]) {
     const contracts = batch.flatMap((p) => p.calls);
     try {
-      const results = (await client.multicall({ multicallAddress: MULTICALL3, allowFailure: true, contracts })) as Result[];
+      const results = await read(contracts);
       let offset = 0;
       for (const p of batch) {
         p.resolve(results.slice(offset, offset + p.calls.length));
@@ -77,3 +90,18 @@ export function createStateReader(client: PublicClient) {
 }
 
 export type StateReader = ReturnType<typeof createStateReader>;
+
+/**
+ * The calls as plain `eth_call`s, outcomes as Multicall3's `allowFailure` reports them: a call the
+ * contract reverted or answered with nothing fails alone; the node itself failing fails the batch.
+ */
+async function readEach(client: PublicClient, contracts: ContractFunctionParameters[]): Promise<Result[]> {
+  const settled = await Promise.allSettled(contracts.map((c) => client.readContract(c)));
+  return settled.map((s) => {
+    if (s.status === 'fulfilled') return { status: 'success', result: s.value };
+    const contractAnswered = (e: unknown) => e instanceof ContractFunctionRevertedError || e instanceof ContractFunctionZeroDataError;
+    const answered = s.reason instanceof BaseError && s.reason.walk(contractAnswered);
+    if (!answered) throw s.reason;
+    return { status: 'failure', error: s.reason as Error };
+  });
+}

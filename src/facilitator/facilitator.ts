@@ -4,9 +4,10 @@ import type { Network } from '../chain/networks.js';
 import { createRelayerPool } from '../chain/relayer.js';
 import type { PaymentJournal } from '../store/journal/journal.js';
 import type { KeptResult, PaymentKey } from '../store/journal/journal.js';
-import { reasons } from '../x402/reasons.js';
+import { reasonFor, reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, SupportedResponse, VerifyResponse } from '../x402/schemas.js';
-import { type AllowedAsset, type IntentRules, type PaymentIntent, type Rejection, presentsRow, toIntent, toNewPayment } from './intent.js';
+import { type AllowedAsset, type PaymentIntent, type Rejection, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
+import type { Reserved } from './port.js';
 import { createStateReader } from './chain-state.js';
 import { purposes } from './purposes.js';
 import { createSettler } from './settle.js';
@@ -31,13 +32,20 @@ export type FacilitatorOptions = {
   payees?: () => Iterable<string> | Promise<Iterable<string>>;
   /** The smallest payment the public API verifies and settles, atomic units (default 1: zero never is). */
   minimumAmount?: bigint;
+  /**
+   * Whether the node has Multicall3 (see `ChainConnection.multicall3`; default true): without it,
+   * verification reads with plain `eth_call`s and each settlement is its own transaction.
+   */
+  multicall3?: boolean;
+  /** An opt-in bound on an authorization's window, beyond `maxTimeoutSeconds` (see `IntentRules`); none by default. */
+  validityOverTimeoutSeconds?: number;
 };
 
 /**
- * The x402 `exact` EVM facilitator, in-process: the gateway calls it directly, the HTTP routes
- * wrap it. Every payment is taken for one purpose (see `purposes`), which the journal keeps.
- * Business failures are answers (`isValid: false`, `success: false`); only its own faults throw
- * (FacilitatorUnavailableError).
+ * The x402 `exact` EVM facilitator, in-process: the gateway calls it directly (it is the
+ * `FacilitatorPort` of `facilitator.mode: self`), the HTTP routes wrap it. Every payment is taken
+ * for one purpose (see `purposes`), which the journal keeps. Business failures are answers
+ * (`isValid: false`, `success: false`); only its own faults throw (FacilitatorUnavailableError).
  *
  * @example
  * const facilitator = createFacilitator({ network, client, journal: store.journal, relayerKeys });
@@ -48,15 +56,10 @@ export function createFacilitator(options: FacilitatorOptions) {
   const { network, client, journal } = options;
   const logger = options.logger ?? pino({ level: 'silent' });
   const now = options.now ?? (() => Math.floor(Date.now() / 1000));
-  const rules: IntentRules = {
-    network,
-    assets: options.assets ?? [network.usdc],
-    // The reference's margin: the transaction has a few seconds to be mined before expiry.
-    expiryMarginSeconds: 6,
-    skewSeconds: 30,
-  };
-  const relayers = createRelayerPool({ keys: options.relayerKeys, client, network });
-  const readState = createStateReader(client);
+  const rules = intentRules(network, options.assets, options.validityOverTimeoutSeconds);
+  const multicall3 = options.multicall3 ?? true;
+  const relayers = createRelayerPool({ keys: options.relayerKeys, client, network, ...(multicall3 ? {} : { maxBatch: 1 }) });
+  const readState = createStateReader(client, { multicall3 });
   const minimumAmount = options.minimumAmount ?? 1n;
   /** The settlement policy, for the public API only: the gateway's own calls and top-ups are its business. */
   async function admit(intent: PaymentIntent, purpose: string | undefined): Promise<Rejection | undefined> {
@@ -102,7 +105,7 @@ export function createFacilitator(options: FacilitatorOptions) {
       if (result.ok) return { isValid: true, payer: result.intent.authorization.from };
       return {
         isValid: false,
-        invalidReason: result.reason,
+        invalidReason: reasonFor(request.x402Version, result.reason),
         invalidMessage: result.message,
         ...(result.payer ? { payer: result.payer } : {}),
       };
@@ -118,12 +121,14 @@ export function createFacilitator(options: FacilitatorOptions) {
      *
      * @example const held = await facilitator.reserve(request, purposes.call(server, callHash));
      */
-    async reserve(
-      request: FacilitatorRequest,
-      purpose: string,
-    ): Promise<(VerifyResponse & { isValid: false }) | { isValid: true; payer: string; key: PaymentKey }> {
+    async reserve(request: FacilitatorRequest, purpose: string): Promise<Reserved> {
       const refuse = (r: { reason: string; message?: string; payer?: string }) =>
-        ({ isValid: false, invalidReason: r.reason, invalidMessage: r.message, ...(r.payer ? { payer: r.payer } : {}) }) as VerifyResponse & { isValid: false };
+        ({
+          isValid: false,
+          invalidReason: reasonFor(request.x402Version, r.reason),
+          invalidMessage: r.message,
+          ...(r.payer ? { payer: r.payer } : {}),
+        }) as VerifyResponse & { isValid: false };
       const checked = await checkPayment({ rules, journal, now, admit }, request, purpose);
       if (!checked.ok) return refuse(checked);
       const { intent } = checked;
@@ -191,7 +196,8 @@ export function createFacilitator(options: FacilitatorOptions) {
      * @example const receipt = await facilitator.settle(request, purposes.topup(payTo));
      */
     async settle(request: FacilitatorRequest, purpose: string): Promise<SettleResponse> {
-      const answer = await settler.settle(request, purpose);
+      const settled = await settler.settle(request, purpose);
+      const answer = settled.errorReason ? { ...settled, errorReason: reasonFor(request.x402Version, settled.errorReason) } : settled;
       const { success, payer, transaction, errorReason } = answer;
       logger.info({ success, payer, transaction, network: answer.network, ...(errorReason ? { errorReason } : {}) }, 'settle');
       return answer;

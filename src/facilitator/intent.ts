@@ -29,9 +29,26 @@ export type IntentRules = {
   assets: readonly AllowedAsset[];
   /** An authorization must stay valid at least this long after we look at it (settlement time). */
   expiryMarginSeconds: number;
-  /** Clock skew tolerated when comparing validBefore with maxTimeoutSeconds. */
-  skewSeconds: number;
+  /**
+   * When set, an authorization may stay valid at most `maxTimeoutSeconds` plus this many seconds
+   * from now (`facilitator.maxValidityOverTimeoutSeconds`); unset, any window is taken, as the
+   * reference facilitator takes it (replay is the nonce's job: the Go client signs for an hour).
+   */
+  validityOverTimeoutSeconds?: number;
 };
+
+/**
+ * The rules payments on `network` are checked by, in-process or before a remote facilitator is
+ * asked: the reference's margin (the transaction has a few seconds to be mined before expiry), any
+ * validity window unless `validityOverTimeoutSeconds` bounds it; by default only the network's USDC.
+ */
+export function intentRules(
+  network: Network,
+  assets: readonly AllowedAsset[] = [network.usdc],
+  validityOverTimeoutSeconds?: number,
+): IntentRules {
+  return { network, assets, expiryMarginSeconds: 6, validityOverTimeoutSeconds };
+}
 
 const INT64_MAX = (1n << 63n) - 1n;
 const reject = (reason: Reason, message: string, payer?: Address): IntentResult => ({ ok: false, reason, message, payer });
@@ -39,8 +56,8 @@ const reject = (reason: Reason, message: string, payer?: Address): IntentResult 
 /**
  * Every check that needs no I/O, cheapest first: scheme, network, requirement consistency,
  * asset allow-list and EIP-712 domain, recipient, amount (never zero: no gas for nothing), and
- * the validity window (including the bound by `maxTimeoutSeconds` that the reference facilitator
- * does not check).
+ * the validity window (valid now and long enough to be mined; a bound on its length only when
+ * configured, since the reference has none).
  *
  * @example
  * const result = toIntent(request, rules, Math.floor(Date.now() / 1000));
@@ -111,13 +128,10 @@ export function toIntent(request: FacilitatorRequest, rules: IntentRules, now: n
   if (validBefore < t + BigInt(rules.expiryMarginSeconds)) {
     return reject(reasons.validBefore, `authorization expires at ${validBefore}, too soon to settle`, payer);
   }
-  const longest = BigInt(required.maxTimeoutSeconds + rules.skewSeconds);
-  if (validBefore - t > longest) {
-    return reject(
-      reasons.validityTooLong,
-      `authorization is valid for ${validBefore - t}s, requirements allow ${required.maxTimeoutSeconds}s`,
-      payer,
-    );
+  const slack = rules.validityOverTimeoutSeconds;
+  if (slack !== undefined && validBefore - t > BigInt(required.maxTimeoutSeconds + slack)) {
+    const message = `authorization is valid for ${validBefore - t}s, this facilitator takes at most ${required.maxTimeoutSeconds + slack}s`;
+    return reject(reasons.validityTooLong, message, payer);
   }
 
   const nonce = auth.nonce.toLowerCase() as Hex;

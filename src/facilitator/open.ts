@@ -1,13 +1,20 @@
 import type { Logger } from 'pino';
 import type { ChainConnection } from '../chain/connect.js';
+import { MULTICALL3 } from '../chain/networks.js';
 import type { Config } from '../config/schema.js';
+import type { Secrets } from '../config/secrets.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { StoreError } from '../store/store.js';
 import { type Facilitator, createFacilitator } from './facilitator.js';
+import type { FacilitatorPort } from './port.js';
+import { cdpFacilitator, remoteFacilitator } from './remote.js';
 
 /** How often an instance looks for the journal entries of instances that died. */
 const RECOVER_EVERY_MS = 15_000;
+
+/** What finishes the journal entries an instance left (all, or one owner's). */
+type Reconciling = { reconcile(filter: { owner: string | null }): Promise<number> };
 
 /**
  * Finishes the unfinished journal entries of instances that are gone (their `instance:<id>`
@@ -15,7 +22,7 @@ const RECOVER_EVERY_MS = 15_000;
  * recovery happen once: of several live instances, one gets it and the others skip those entries.
  * Entries of live instances, this one included, are theirs to finish.
  */
-export async function recoverOrphans(store: Store, facilitator: Facilitator): Promise<number> {
+export async function recoverOrphans(store: Store, facilitator: Reconciling): Promise<number> {
   let finished = 0;
   for (const owner of await store.journal.unfinishedOwners()) {
     if (owner === store.instanceId) continue;
@@ -56,20 +63,43 @@ export async function openFacilitator(options: {
     journal: store.journal,
     relayerKeys: chain.relayerKeys,
     logger,
+    multicall3: chain.multicall3,
     minimumAmount: config.facilitator.minAmountUsd,
+    validityOverTimeoutSeconds: config.facilitator.maxValidityOverTimeoutSeconds,
     ...(payees ? { payees: () => payees(store) } : {}),
   });
-  const recover = async () => {
-    const reconciled = await recoverOrphans(store, facilitator);
-    if (reconciled > 0) logger.info({ reconciled }, 'finished settlements left by a stopped instance');
-    await store.journal.forgetResults(Math.floor(Date.now() / 1000));
-  };
+  if (chain.multicall3) {
+    logger.info({ multicall3: MULTICALL3 }, 'Multicall3 on the node: verification reads batched, settlements group-committed');
+  } else {
+    const mode = 'no Multicall3 on the node: verification reads as plain eth_calls, one transaction per settlement';
+    logger.warn({ multicall3: MULTICALL3 }, mode);
+  }
   try {
     for (const relayer of facilitator.relayers) {
       if (!(await store.lease(`relayer:${relayer.toLowerCase()}`))) {
         throw new StoreError(`relayer ${relayer} is sending for another turnpike instance on this store; give each instance its own TURNPIKE_RELAYER_KEY`);
       }
     }
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+  const { close } = await keepRecovering(store, facilitator, logger);
+  return { store, facilitator, close };
+}
+
+/**
+ * Finishes what instances that died left (see `recoverOrphans`) and forgets kept results nobody
+ * can ask for any more, once before it returns and every 15 s after; `close` stops that and
+ * closes the store (also when the first round fails).
+ */
+async function keepRecovering(store: Store, facilitator: Reconciling, logger: Logger) {
+  const recover = async () => {
+    const reconciled = await recoverOrphans(store, facilitator);
+    if (reconciled > 0) logger.info({ reconciled }, 'finished settlements left by a stopped instance');
+    await store.journal.forgetResults(Math.floor(Date.now() / 1000));
+  };
+  try {
     await recover();
   } catch (error) {
     await store.close();
@@ -80,8 +110,6 @@ export async function openFacilitator(options: {
     recovering = recover().catch((err: unknown) => logger.error({ err }, 'journal recovery failed'));
   }, RECOVER_EVERY_MS).unref();
   return {
-    store,
-    facilitator,
     /** Stops recovering and closes the store. */
     async close() {
       clearInterval(timer);
@@ -89,4 +117,45 @@ export async function openFacilitator(options: {
       await store.close();
     },
   };
+}
+
+/**
+ * How a gateway takes x402 payments, by `facilitator.mode`, over the configured store:
+ *
+ * - `self`: turnpike's own facilitator (`openFacilitator`), also served as the `/facilitator` API (`api`);
+ * - `remote`: the x402 facilitator at `facilitator.url`, sent TURNPIKE_REMOTE_FACILITATOR_KEY if set;
+ * - `cdp`: Coinbase's hosted facilitator (CDP_API_KEY_ID / CDP_API_KEY_SECRET), or `facilitator.url` in front of it.
+ *
+ * In every mode holds, outcomes and kept results are in the local journal (see `FacilitatorPort`);
+ * `url` is where payments are settled, for discovery (undefined: this gateway's `/facilitator`).
+ *
+ * @example const { store, payments, api, close } = await openPayments({ config, secrets, chain, logger, payees });
+ */
+export async function openPayments(options: {
+  config: Config;
+  secrets: Secrets;
+  chain: ChainConnection;
+  logger: Logger;
+  payees?: (store: Store) => Promise<Iterable<string>>;
+}): Promise<{ store: Store; payments: FacilitatorPort; api?: Facilitator; url?: string; close(): Promise<void> }> {
+  const { config, secrets, chain, logger } = options;
+  const { mode, url } = config.facilitator;
+  if (mode === 'self') {
+    const { store, facilitator, close } = await openFacilitator(options);
+    return { store, payments: facilitator, api: facilitator, close };
+  }
+  const store = await openStore(config.store.url!, logger);
+  let remote;
+  try {
+    const local = { journal: store.journal, network: chain.network, client: chain.client };
+    remote =
+      mode === 'cdp'
+        ? cdpFacilitator(secrets, { ...local, ...(url ? { url } : {}) })
+        : remoteFacilitator({ ...local, url: url!, ...(secrets.remoteFacilitatorKey ? { apiKey: secrets.remoteFacilitatorKey } : {}) });
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+  const { close } = await keepRecovering(store, remote, logger);
+  return { store, payments: remote, url: remote.url, close };
 }

@@ -7,7 +7,7 @@ import {
   parseEventLogs,
 } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
-import { sleep, waitForReceipt as waitForChainReceipt } from '../chain/receipts.js';
+import { receiptCadence, sleep, waitForReceipt as waitForChainReceipt } from '../chain/receipts.js';
 import { BroadcastRejectedError, type RelayerPool, type SignedTransaction } from '../chain/relayer.js';
 import type { PaymentJournal, PaymentKey, PaymentRecord, SettlementOutcome } from '../store/journal/journal.js';
 import { reasons } from '../x402/reasons.js';
@@ -33,6 +33,29 @@ export type SettleDeps = {
 };
 
 type Payment = Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'asset'>;
+
+/**
+ * What a mined transaction did for a payment: settled only if it succeeded and shows the token's
+ * own Transfer(from, to, value) log for exactly this payment.
+ *
+ * @example await journal.finish(key, outcomeOf(receipt, record)); // { state: 'settled', txHash }
+ */
+export function outcomeOf(receipt: TransactionReceipt, payment: Payment): SettlementOutcome {
+  if (receipt.status !== 'success') {
+    const errorMessage = 'the settlement transaction reverted';
+    return { state: 'failed', txHash: receipt.transactionHash, errorReason: reasons.transactionFailed, errorMessage };
+  }
+  const transferred = parseEventLogs({ abi: usdcAbi, eventName: 'Transfer', logs: receipt.logs }).some(
+    (log) =>
+      isAddressEqual(log.address, payment.asset) &&
+      isAddressEqual(log.args.from, payment.payer) &&
+      isAddressEqual(log.args.to, payment.payTo) &&
+      log.args.value === payment.amount,
+  );
+  const txHash = receipt.transactionHash;
+  if (transferred) return { state: 'settled', txHash };
+  return { state: 'failed', txHash, errorReason: reasons.transferEventMismatch, errorMessage: 'no matching Transfer log' };
+}
 
 const keyString = (k: PaymentKey) => `${k.chainId}:${k.asset}:${k.payer}:${k.nonce}`;
 const isFinal = (r: PaymentRecord | undefined) => r?.state === 'settled' || r?.state === 'failed';
@@ -77,6 +100,9 @@ export function createSettler(deps: SettleDeps) {
     return { success: false, ...base, errorReason: reasons.settlementPending, errorMessage: 'the settlement transaction is not confirmed yet; retry /settle with the same payment' };
   };
 
+  /** How often receipts (and rows a settlement in flight will finish) are looked at: this node's pace. */
+  const cadence = receiptCadence(rules.network);
+
   /** The row once its settlement is final, or as it is after a bounded wait (undefined: released). */
   async function awaitOutcome(key: PaymentKey): Promise<PaymentRecord | undefined> {
     await inFlight.get(keyString(key))?.catch(() => undefined);
@@ -84,7 +110,7 @@ export function createSettler(deps: SettleDeps) {
     for (;;) {
       const record = await journal.get(key);
       if (!record || isFinal(record) || Date.now() > deadline) return record;
-      await sleep(rules.network.receiptPollingMs);
+      await sleep(cadence.pollMs());
     }
   }
 
@@ -109,25 +135,8 @@ export function createSettler(deps: SettleDeps) {
     return refuse(intent.networkId, alreadyUsed(record, intent.authorization.from));
   }
 
-  const waitForReceipt = (hash: Hex, deadline: number) => waitForChainReceipt(client, hash, deadline, rules.network.receiptPollingMs);
+  const waitForReceipt = (hash: Hex, deadline: number) => waitForChainReceipt(client, hash, deadline, cadence.pollMs);
 
-
-  /** The receipt must show success and the token's own Transfer(from, to, value) log. */
-  function outcomeOf(receipt: TransactionReceipt, payment: Payment): SettlementOutcome {
-    if (receipt.status !== 'success') {
-      return { state: 'failed', txHash: receipt.transactionHash, errorReason: reasons.transactionFailed, errorMessage: 'the settlement transaction reverted' };
-    }
-    const transferred = parseEventLogs({ abi: usdcAbi, eventName: 'Transfer', logs: receipt.logs }).some(
-      (log) =>
-        isAddressEqual(log.address, payment.asset) &&
-        isAddressEqual(log.args.from, payment.payer) &&
-        isAddressEqual(log.args.to, payment.payTo) &&
-        log.args.value === payment.amount,
-    );
-    return transferred
-      ? { state: 'settled', txHash: receipt.transactionHash }
-      : { state: 'failed', txHash: receipt.transactionHash, errorReason: reasons.transferEventMismatch, errorMessage: 'no matching Transfer log' };
-  }
 
   const calldata = (p: Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'validAfter' | 'validBefore' | 'nonce' | 'signature'>) =>
     encodeFunctionData({
@@ -171,7 +180,9 @@ export function createSettler(deps: SettleDeps) {
     const { key } = intent;
     const payment = { payer: intent.authorization.from, payTo: intent.payTo, amount: intent.amount, asset: intent.asset.address };
     const tx = await send(key, calldata({ ...intent.authorization, payer: intent.authorization.from, payTo: intent.payTo, amount: intent.amount, signature: intent.signature }), intent.asset.address);
+    const sent = performance.now();
     const receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs);
+    if (receipt) cadence.observe(performance.now() - sent);
     if (!receipt) {
       await journal.answeredPending(key);
       deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore));

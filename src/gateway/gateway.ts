@@ -10,15 +10,25 @@ import { newId } from '../store/ids.js';
 import type { RevenueBook } from '../operators/revenue.js';
 import { type OAuthVariables, type ProtectedResource, resourceGuard } from '../oauth/resource-server.js';
 import type { Charge, Metered, PaidCall, Rail, RailContext, RailFactory } from '../rails/rail.js';
-import { type ToolOffer, challengeResponse, challengeResult, paymentRequired } from './payment-required.js';
-import { type Plan, isMetered, listPrice, priceAt, publicPlan, utcMonth } from './plans.js';
+import {
+  type ChallengeBinding,
+  PAYMENT_REQUIRED_CODE,
+  type PaymentRequired,
+  type ToolOffer,
+  challengeResponse,
+  challengeResult,
+  paymentRequired,
+  paymentRequiredV1,
+} from './payment-required.js';
+import { type Plan, isMetered, listPrice, namedTools, priceAt, publicPlan, utcMonth } from './plans.js';
 import { atomicToUsd } from './pricing.js';
-import { type ToolResult, answerCall, rpcError, rpcResult, withoutPaidResponses } from './jsonrpc.js';
+import { type ToolResult, answerCall, rpcError, withoutPaidResponses } from './jsonrpc.js';
 import { HOP_HEADER, loopIn } from './hops.js';
 import { readJsonBody } from './json-body.js';
 import { type Message, classify, forUpstream, headerMismatch, paidRequestId } from './messages.js';
 import type { JsonRpcId } from './sse.js';
 import { CALLER_HEADER, type Upstream, callDeadline, send } from './upstream.js';
+import type { ToolsSource } from './upstream-tools.js';
 
 export type GatewayOptions = {
   upstream: Upstream;
@@ -30,8 +40,13 @@ export type GatewayOptions = {
    * (credits before x402, which takes every call the others left).
    */
   rails: RailFactory[];
-  /** `tool-result` (the MCP binding, default) or `http-402` (plain x402 over HTTP). */
-  challenge: 'tool-result' | 'http-402';
+  /** How a call is challenged (see `challengeBindings`). */
+  challenge: ChallengeBinding;
+  /**
+   * The x402 version of a `tool-result` or `jsonrpc-error` challenge: 2, or 1 for clients that
+   * speak only v1 (npm `x402-mcp`); 2 by default. `http-402` always offers both (v2 header, v1 body).
+   */
+  x402Version?: 1 | 2;
   bodyLimitBytes: number;
   /**
    * Host header values accepted (DNS-rebinding protection), asked per request because the
@@ -40,6 +55,12 @@ export type GatewayOptions = {
   allowedHosts: () => Iterable<string>;
   logger: Logger;
   metrics: Metrics;
+  /**
+   * The upstream's tools (see `toolsLookups`). When given, a priced call of a tool the plan does not
+   * name and a recent list of the upstream lacks is answered as MCP answers an unknown tool, not
+   * challenged; nothing is forwarded, so no tool can run unpaid. With no recent list, it is charged.
+   */
+  tools?: ToolsSource;
   /** The server's slug: its path and name. */
   server: string;
   /**
@@ -140,6 +161,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
         case 'list':
           return listTools(c, message.message);
         case 'paid':
+          if (await unknownTool(message.tool)) return rpcError(message.message.id ?? null, -32602, `Unknown tool: ${message.tool}`, 200);
           return paidCall(c, message.message, { name: message.tool, amount: message.amount });
         case 'forward':
           if (message.tool) count(message.tool, 'free');
@@ -147,6 +169,11 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       }
     },
   );
+
+  const named = new Set(namedTools(plan));
+  /** A tool priced by the default that the upstream does not have (its recent list lacks it): no challenge for it. */
+  const unknownTool = async (tool: string) =>
+    options.tools !== undefined && !named.has(tool) && (await options.tools.offers(tool)) === false;
 
   /**
    * Counts a priced call of `caller` for a plan with free calls or tiers, and prices it by its
@@ -169,6 +196,14 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     revenue?.book.denied(serverId, reason);
   };
 
+  /** `message` answered with the challenge instead, in this server's version and MCP binding. */
+  const challengeMessage = (call: PaidCall, v2: PaymentRequired, message: Message): Message => {
+    const required = options.x402Version === 1 ? paymentRequiredV1(call.offer, v2) : v2;
+    const { jsonrpc, id } = message;
+    return options.challenge === 'jsonrpc-error'
+      ? { jsonrpc, id, error: { code: PAYMENT_REQUIRED_CODE, message: v2.error, data: required } }
+      : { jsonrpc, id, result: challengeResult(required, withOutputSchema.has(call.tool.name)) };
+  };
   const context: RailContext = {
     server: options.server,
     serverId,
@@ -184,11 +219,10 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       count(call.tool.name, 'challenged');
       denied(reason);
       const required = paymentRequired(call.offer, why, extensions);
-      return options.challenge === 'http-402'
-        ? challengeResponse(call.offer, required)
-        : rpcResult(call.id, challengeResult(required, withOutputSchema.has(call.tool.name)));
+      if (options.challenge === 'http-402') return challengeResponse(call.offer, required);
+      return Response.json(challengeMessage(call, required, { jsonrpc: '2.0', id: call.id }));
     },
-    challengeResult: (call, why) => challengeResult(paymentRequired(call.offer, why), withOutputSchema.has(call.tool.name)),
+    withheld: (call, why, message) => challengeMessage(call, paymentRequired(call.offer, why), message),
     free: (call, metering, caller): Charge => ({
       undo: () => metering.uncount(),
       async deliver(message, result) {

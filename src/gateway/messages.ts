@@ -86,6 +86,17 @@ export function paymentOf(message: Message): unknown {
 }
 
 /**
+ * A paid result's receipt under the `_meta` keys its payer reads: the MCP binding's
+ * (`x402/payment-response`), and x402-mcp's dotted one too when the payment came that way.
+ *
+ * @example receiptMeta(call, receipt) // { 'x402/payment-response': receipt }
+ */
+export function receiptMeta(message: Message, receipt: unknown): Record<string, unknown> {
+  const meta = message.params?._meta as Record<string, unknown> | undefined;
+  return { 'x402/payment-response': receipt, ...(meta?.['x402.payment'] !== undefined ? { 'x402.payment-response': receipt } : {}) };
+}
+
+/**
  * The bytes the upstream gets for a message turnpike judged: its own UTF-8 JSON encoding (never
  * the caller's bytes), payments removed from every message, and, for a paid call, turnpike's id.
  *

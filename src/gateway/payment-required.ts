@@ -14,8 +14,20 @@ export type ToolOffer = {
   description?: string;
 };
 
-/** How long a payer's authorization may be valid; the facilitator enforces it. */
+/** The `maxTimeoutSeconds` a challenge states (a client signs for about this long; see the facilitator's window rules). */
 export const MAX_TIMEOUT_SECONDS = 120;
+
+/**
+ * How a priced call without a good payment is challenged:
+ * - `tool-result`: a tool result with `isError` (the x402 MCP transport spec; the default);
+ * - `http-402`: HTTP 402 with `PAYMENT-REQUIRED` (v2) and a v1 body, for plain HTTP x402 clients;
+ * - `jsonrpc-error`: a JSON-RPC error with code 402 and the PaymentRequired in `error.data`
+ *   (earlier x402 MCP drafts; Go's mark3labs/mcp-go-x402).
+ */
+export const challengeBindings = ['tool-result', 'http-402', 'jsonrpc-error'] as const;
+export type ChallengeBinding = (typeof challengeBindings)[number];
+/** The JSON-RPC error code of the `jsonrpc-error` binding. */
+export const PAYMENT_REQUIRED_CODE = 402;
 
 export function requirementsV2(offer: ToolOffer): PaymentRequirementsV2 {
   const { network } = offer;
@@ -65,12 +77,23 @@ export function paymentRequired(offer: ToolOffer, error: string, extensions?: Re
 export type PaymentRequired = ReturnType<typeof paymentRequired>;
 
 /**
+ * The same challenge in x402 v1's shape (`network: "base"`, `maxAmountRequired`, the resource in
+ * the requirement), for MCP clients that speak only v1 (npm `x402-mcp`); `extensions` ride along.
+ *
+ * @example paymentRequiredV1(offer, required) // { x402Version: 1, error, accepts: [{ network: 'base', maxAmountRequired: '10000', … }] }
+ */
+export function paymentRequiredV1(offer: ToolOffer, required: PaymentRequired) {
+  const { error, extensions } = required;
+  return { x402Version: 1 as const, error, accepts: [requirementsV1(offer)], ...(extensions ? { extensions } : {}) };
+}
+
+/**
  * The MCP binding of a challenge: a tool *result* (not a JSON-RPC error, whose data the SDKs
  * drop), with the PaymentRequired as structured content and as text. A tool that declares an
  * outputSchema gets the text only: the MCP TypeScript SDK validates structuredContent against the
  * schema even when `isError` is set.
  */
-export function challengeResult(required: PaymentRequired, toolHasOutputSchema: boolean) {
+export function challengeResult(required: object, toolHasOutputSchema: boolean) {
   return {
     isError: true,
     ...(toolHasOutputSchema ? {} : { structuredContent: required }),

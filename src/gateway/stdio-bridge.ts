@@ -1,4 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { constants } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
 import { type JSONRPCMessage, isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
@@ -17,7 +21,16 @@ export type StdioLimits = {
   idleMs: number;
 };
 
-type Session = { http: WebStandardStreamableHTTPServerTransport; child: StdioClientTransport; caller: string; lastSeen: number };
+type Session = {
+  http: WebStandardStreamableHTTPServerTransport;
+  child: StdioClientTransport;
+  caller: string;
+  lastSeen: number;
+  /** Resolves true at the child's first message, false if it exits before one. */
+  started: Promise<boolean>;
+  /** The last lines the child wrote to stderr. */
+  stderr: () => string;
+};
 type Id = string | number;
 
 /**
@@ -34,11 +47,22 @@ type Id = string | number;
  * caller is the `X-Turnpike-Caller` header the gateway sets from its socket (the bridge listens on
  * loopback only, so only local processes could set it otherwise), else this socket's peer.
  *
+ * A program that cannot run (missing, not executable) is logged at start, and each `initialize`
+ * is answered 502 with a JSON-RPC error naming the program and the OS's error, no child started; a
+ * child that exits before its first message gets its `initialize` the same answer (its stderr
+ * logged), never an empty stream to wait on.
+ *
  * @example
  * const limits = { maxSessions: 32, maxSessionsPerClient: 4, idleMs: 300_000 };
  * const bridge = await startStdioBridge('npx -y @modelcontextprotocol/server-filesystem ./docs', limits);
  */
-export async function startStdioBridge(command: string, limits: StdioLimits, options: { cwd?: string } = {}) {
+export async function startStdioBridge(command: string, limits: StdioLimits, options: { cwd?: string; logger?: Logger } = {}) {
+  const { logger, cwd } = options;
+  // Callers are told the program and the OS's error; the arguments (tokens, paths) and stderr are for the log only.
+  const program = command.trim().split(/\s+/)[0];
+  const cannotStart = (why: string) => `the MCP server program "${program}" cannot start: ${why}`;
+  const problem = await programProblem(command, cwd);
+  if (problem) logger?.error({ command, PATH: process.env.PATH }, cannotStart(problem));
   const sessions = new Map<string, Session>();
   /** Every session with a child, initialized or not: what the bounds count. */
   const live = new Set<Session>();
@@ -46,13 +70,19 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
 
   async function open(caller: string): Promise<Session> {
     // `exec` so that ending the shell ends the server itself.
-    const child = new StdioClientTransport({ command: '/bin/sh', args: ['-c', `exec ${command}`], stderr: 'ignore', ...options });
+    const shell = { command: '/bin/sh', args: ['-c', `exec ${command}`] };
+    const child = new StdioClientTransport({ ...shell, stderr: 'pipe', ...(cwd ? { cwd } : {}) });
+    // Read as it comes (a full pipe would stop the child); the tail says why a child that exits early did.
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => void (stderr = (stderr + chunk.toString()).slice(-STDERR_KEPT)));
+    let start!: (answered: boolean) => void;
+    const started = new Promise<boolean>((resolve) => (start = resolve));
     const http: WebStandardStreamableHTTPServerTransport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       onsessioninitialized: (id) => void sessions.set(id, session),
       onsessionclosed: (id) => void (sessions.delete(id), child.close()),
     });
-    const session: Session = { http, child, caller, lastSeen: Date.now() };
+    const session: Session = { http, child, caller, lastSeen: Date.now(), started, stderr: () => stderr };
     live.add(session);
     const idle = setTimeout(() => void child.close(), limits.idleMs).unref();
     const seen = () => {
@@ -70,12 +100,14 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
     };
     child.onmessage = (message: JSONRPCMessage) => {
       seen();
+      start(true);
       const token = (message as { params?: { progressToken?: string | number } }).params?.progressToken;
       const relatedRequestId = token === undefined ? undefined : progressOf.get(token);
       // A caller that hung up before its answer has no stream left to carry it: the answer is dropped.
       http.send(message, relatedRequestId === undefined ? undefined : { relatedRequestId }).catch(() => {});
     };
     const ended = () => {
+      start(false);
       clearTimeout(idle);
       live.delete(session);
       if (http.sessionId) sessions.delete(http.sessionId);
@@ -128,10 +160,26 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
     const caller = c.req.header(CALLER_HEADER) ?? clientAddress(c) ?? 'unknown';
     const refused = refusal(c, caller);
     if (refused) return refused;
+    const initId = ((Array.isArray(body) ? body : [body]).find(isInitializeRequest) as { id?: string | number }).id ?? null;
+    const failed = (why: string, logged: object = {}) => {
+      logger?.error({ command, caller, ...logged }, why);
+      return c.json({ jsonrpc: '2.0', id: initId, error: { code: -32000, message: why } }, 502);
+    };
+    // Looked at again for each session: the program may have been installed (or removed) since.
+    const missing = await programProblem(command, cwd);
+    if (missing) return failed(cannotStart(missing), { PATH: process.env.PATH });
     const session = await open(caller);
     const response = await session.http.handleRequest(c.req.raw, { parsedBody: body });
-    if (!session.http.sessionId) await session.child.close(); // initialize refused by the transport: no session was made
-    return response;
+    if (!session.http.sessionId) {
+      await session.child.close(); // initialize refused by the transport: no session was made
+      return response;
+    }
+    // Its answer (or first word) comes on the stream; a child that exits first would leave the caller an empty one.
+    if (await session.started) return response;
+    await response.body?.cancel();
+    return failed(`the MCP server program "${program}" exited before it answered initialize; its stderr is in turnpike's log`, {
+      stderr: session.stderr(),
+    });
   });
 
   const server: Listening = await listen(app, { host: '127.0.0.1', port: 0 });
@@ -145,4 +193,35 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
       await server.close();
     },
   };
+}
+
+/** Bytes of a child's stderr kept to say why it ended. */
+const STDERR_KEPT = 2048;
+
+/**
+ * Why the program of a shell command cannot be run, in the OS's words (`ENOENT: no such file or
+ * directory, access '/no/such/binary'`), or undefined when it can or when the command is more than
+ * a program and its arguments (operators, quotes, variables, assignments: the shell judges those).
+ * A bare name is looked for on PATH, as the shell does.
+ *
+ * @example await programProblem('/no/such/binary') // "ENOENT: no such file or directory, access '/no/such/binary'"
+ */
+export async function programProblem(command: string, cwd = process.cwd()): Promise<string | undefined> {
+  if (/[|&;<>()$`\\"'*?[\]{}=~#!]/.test(command)) return undefined;
+  const program = command.trim().split(/\s+/)[0];
+  if (!program) return 'the command is empty';
+  const candidates = program.includes('/')
+    ? [path.resolve(cwd, program)]
+    : (process.env.PATH ?? '').split(':').filter(Boolean).map((dir) => path.join(dir, program));
+  let why = `ENOENT: "${program}" is not on PATH`;
+  for (const file of candidates) {
+    try {
+      await access(file, constants.X_OK);
+      if ((await stat(file)).isFile()) return undefined;
+      why = `EISDIR: ${file} is a directory`;
+    } catch (error) {
+      if (program.includes('/') || (error as NodeJS.ErrnoException).code !== 'ENOENT') why = (error as Error).message;
+    }
+  }
+  return why;
 }

@@ -9,15 +9,23 @@ export type ToolInfo = { name: string; description?: string };
 /** What is known of an upstream's tools: the last list it gave and when (ms), and why the latest lookup failed. */
 export type KnownTools = { tools: ToolInfo[]; asOf?: number; error?: string };
 
-/** The tools of one upstream as discovery reads them: never waits longer than `waitMs`. */
-export type ToolsSource = () => Promise<KnownTools>;
+/**
+ * The tools of one upstream. Called, as discovery reads them: never waits longer than `waitMs`.
+ * `offers(tool)`, as a priced call asks before a challenge: `true` when the last list has the tool;
+ * `false` only when a list the upstream gave within `recheckMs` lacks it (an older list is looked
+ * up again first, and waited for); `undefined` when no such list can be had (never listed: a lookup
+ * is started, not waited for; or the latest lookup failed), so the call is charged as ever.
+ */
+export type ToolsSource = (() => Promise<KnownTools>) & { offers(tool: string): Promise<boolean | undefined> };
 
 /**
  * Fixed, whatever the server's own call timeout (up to an hour): a lookup is given up after
  * `timeoutMs`, a list is kept `ttlMs`, at most `concurrency` lookups run at once (the others
- * queue), and only a source's first read waits for its first lookup, at most `waitMs`.
+ * queue), and only a source's first read waits for its first lookup, at most `waitMs`. A call of
+ * a tool missing from a list older than `recheckMs` looks again, at most once per `recheckMs`:
+ * calls of made-up names cost the upstream one lookup per `recheckMs` however many arrive.
  */
-export const TOOLS_LOOKUP = { timeoutMs: 5_000, ttlMs: 60_000, concurrency: 4, waitMs: 3_000 };
+export const TOOLS_LOOKUP = { timeoutMs: 5_000, ttlMs: 60_000, concurrency: 4, waitMs: 3_000, recheckMs: 5_000 };
 
 const UNASKED = 'the MCP server could not be asked for its tools';
 const NOT_YET: KnownTools = { tools: [], error: 'the MCP server has not listed its tools yet; retry shortly' };
@@ -33,10 +41,11 @@ const NOT_YET: KnownTools = { tools: [], error: 'the MCP server has not listed i
  * const lookups = toolsLookups();
  * const tools = lookups.of(upstream);
  * await tools(); // { tools: [{ name: 'search' }], asOf: 1767225600000 } or { tools: [], error: '…' }
+ * await tools.offers('search'); // true; false for a name a recent list lacks; undefined when unknown
  */
-export function toolsLookups(options = TOOLS_LOOKUP) {
-  const { timeoutMs, ttlMs, waitMs } = options;
-  const limit = semaphore(options.concurrency);
+export function toolsLookups(options: Partial<typeof TOOLS_LOOKUP> = {}) {
+  const { timeoutMs, ttlMs, waitMs, recheckMs, concurrency } = { ...TOOLS_LOOKUP, ...options };
+  const limit = semaphore(concurrency);
   return {
     of(upstream: Upstream): ToolsSource {
       let known: KnownTools = { tools: [] };
@@ -53,11 +62,23 @@ export function toolsLookups(options = TOOLS_LOOKUP) {
             lookedAt = Date.now();
             running = undefined;
           }));
-      return async () => {
+      const read = async () => {
         if (Date.now() - lookedAt >= ttlMs) refresh();
         await (first ??= Promise.race([running, new Promise((resolve) => setTimeout(resolve, waitMs).unref())]));
         return known.asOf === undefined && known.error === undefined ? NOT_YET : known;
       };
+      const listed = (tool: string) => known.tools.some((t) => t.name === tool);
+      const recent = () => known.error === undefined && known.asOf !== undefined && Date.now() - known.asOf < recheckMs;
+      const offers = async (tool: string) => {
+        if (known.asOf !== undefined && listed(tool)) return true;
+        if (recent()) return false;
+        const again = Date.now() - lookedAt >= recheckMs;
+        // Never listed: charged now, not held up by a lookup an unresponsive upstream makes last timeoutMs.
+        if (known.asOf === undefined) return void (again && refresh());
+        await (again ? refresh() : running);
+        return recent() ? listed(tool) : undefined;
+      };
+      return Object.assign(read, { offers });
     },
   };
 }

@@ -9,6 +9,7 @@ import type { CheckoutSession, ResolveResult } from '../store/credits/credits.js
 import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
 import { type RouteDoc, documented } from './documented.js';
+import { oauthIssuerSchema, oauthSubjectSchema } from '../oauth/settings.js';
 
 /**
  * Bearer auth against `TURNPIKE_ADMIN_KEY`, compared in constant time, or an admin console session.
@@ -64,8 +65,8 @@ function resolved(result: ResolveResult, sessionId: string) {
 
 /** An OAuth caller: the identity provider exactly as its tokens' `iss` says, and the token's `sub`. */
 const subjectSchema = z.strictObject({
-  issuer: z.string().min(1).max(2048).describe('the identity provider, exactly as a server’s `oauth.issuer` names it'),
-  subject: z.string().min(1).max(255).describe('the `sub` of the caller’s access tokens'),
+  issuer: oauthIssuerSchema,
+  subject: oauthSubjectSchema,
 });
 
 export const pageSchema = z.strictObject({

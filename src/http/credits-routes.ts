@@ -3,7 +3,7 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import type { Network } from '../chain/networks.js';
 import { FacilitatorUnavailableError } from '../facilitator/errors.js';
-import type { Facilitator } from '../facilitator/facilitator.js';
+import type { FacilitatorPort } from '../facilitator/port.js';
 import { purposes } from '../facilitator/purposes.js';
 import { type ToolOffer, challengeResponse, paymentRequestFor, paymentRequired } from '../gateway/payment-required.js';
 import { atomicToUsd, usdPrice } from '../gateway/pricing.js';
@@ -19,7 +19,7 @@ import { jsonBody, query } from './validate.js';
 export type CreditsRoutesOptions = {
   credits: Credits;
   store: Store;
-  facilitator: Facilitator;
+  facilitator: FacilitatorPort;
   network: Network;
   topup: { payTo: `0x${string}`; min: bigint; max: bigint };
   /** Opens a Stripe Checkout Session for a key and a package; absent when Stripe is not configured. */

@@ -1,4 +1,5 @@
 import { Hono } from 'hono';
+import { cors } from 'hono/cors';
 import type { Address } from 'viem';
 import type { Network } from '../chain/networks.js';
 import { type Plan, isMetered, listPrice, namedTools, publicPlan } from '../gateway/plans.js';
@@ -17,8 +18,11 @@ export type PaidEndpoint = {
 /** The credits rail as discovery describes it; absent when it is off. */
 export type CreditsOffer = { topupMin: bigint; topupMax: bigint; packages: Record<string, { priceUsd: bigint; creditsUsd: bigint }>; stripe: boolean };
 
-/** `endpoints` is asked on every request: servers registered through the API come and go. */
-export type DiscoveryOptions = { network: Network; endpoints: () => Promise<PaidEndpoint[]>; facilitatorPath: string; credits?: CreditsOffer };
+/**
+ * `endpoints` is asked on every request: servers registered through the API come and go.
+ * `facilitator`: where payments are verified and settled, a path on this server or another URL.
+ */
+export type DiscoveryOptions = { network: Network; endpoints: () => Promise<PaidEndpoint[]>; facilitator: string; credits?: CreditsOffer };
 
 /** Version of the `/.well-known/mcp-payment` document; bumped on any incompatible change. */
 export const DISCOVERY_VERSION = 1;
@@ -27,7 +31,8 @@ export const DISCOVERY_VERSION = 1;
  * `GET /.well-known/mcp-payment`: what each MCP endpoint here charges, how to pay, and where the
  * facilitator is. `GET /pricing`: the same prices as flat rows. Tools are the last list the
  * upstream gave, as of `toolsAsOf`; an upstream that cannot be asked for them still gets its
- * configured prices listed (and its last known tools), with `toolsError` saying why.
+ * configured prices listed (and its last known tools), with `toolsError` saying why. Both answer
+ * CORS for GET from any origin (no credentials), so an agent in a browser can read them.
  */
 export function discoveryRoutes(options: DiscoveryOptions): Hono {
   const { network } = options;
@@ -51,7 +56,7 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
         assetName: network.usdc.name,
         decimals: network.usdc.decimals,
         payTo: endpoint.payTo,
-        facilitator: `${origin}${options.facilitatorPath}`,
+        facilitator: new URL(options.facilitator, origin).href,
         challenge: 'MCP tool result (x402 v2 PaymentRequired); pay in params._meta["x402/payment"]',
       },
       ...(options.credits ? { credits: creditsOf(origin, options.credits) } : {}),
@@ -87,6 +92,11 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
       budgetTokens: `${origin}/credits/tokens`,
     };
   }
+
+  // Public, read-only documents: a browser agent on any origin may read them, and do nothing else.
+  const readable = cors({ origin: '*', allowMethods: ['GET'] });
+  app.use('/.well-known/mcp-payment', readable);
+  app.use('/pricing', readable);
 
   app.get('/.well-known/mcp-payment', async (c) => {
     const origin = new URL(c.req.url).origin;

@@ -31,7 +31,7 @@ const refusal = (answer: VerifyResponse | SettleResponse) =>
  * Malformed bodies are 400 with the offending field; business failures are 200 answers; only the
  * facilitator's own faults are 5xx, with `retryable: true`. With `apiKeys`, /verify and /settle
  * want one of them (401 otherwise); an address whose requests keep failing gets 429 with
- * Retry-After until its minute is over. /supported is always open.
+ * Retry-After until its minute is over. /supported is always open, and `GET /` answers an index of the routes.
  *
  * @example app.route('/facilitator', facilitatorRoutes(facilitator, { bodyLimitBytes, logger, apiKeys, failuresPerMinute: 60 }));
  */
@@ -42,21 +42,23 @@ export function facilitatorRoutes(facilitator: Facilitator, options: Facilitator
     maxSize: options.bodyLimitBytes,
     onError: (c) => c.json({ error: 'body_too_large', message: `request bodies are limited to ${options.bodyLimitBytes} bytes` }, 413),
   });
-  // The socket's address: headers are the caller's to forge.
+  // The socket's address: headers are the caller's to forge. A resource server with its key is not
+  // throttled: the payments it forwards are its clients', and their refusals would shut out the good ones.
   const guard = createMiddleware<Env>(async (c, next) => {
     const caller = clientAddress(c) ?? 'unknown';
-    const wait = throttle.wait(caller);
+    const keyed = options.apiKeys !== undefined && bearerIn(c.req.header('authorization'), options.apiKeys);
+    const wait = keyed ? 0 : throttle.wait(caller);
     if (wait > 0) {
       c.header('retry-after', String(wait));
       return c.json({ error: 'too_many_failures', message: `too many refused requests from ${caller}; retry in ${wait} s` }, 429);
     }
-    if (options.apiKeys && !bearerIn(c.req.header('authorization'), options.apiKeys)) {
+    if (options.apiKeys && !keyed) {
       throttle.failed(caller);
       const message = 'send a facilitator API key as Authorization: Bearer <key> (one of TURNPIKE_FACILITATOR_KEYS)';
       return c.json({ error: 'unauthorized', message }, 401);
     }
     await next();
-    if ((c.res.status >= 400 && c.res.status < 500) || c.get('refused')) throttle.failed(caller);
+    if (!keyed && ((c.res.status >= 400 && c.res.status < 500) || c.get('refused'))) throttle.failed(caller);
   });
 
   const handle = (action: (request: FacilitatorRequest) => Promise<VerifyResponse | SettleResponse>) => async (c: Context<Env>) => {
@@ -84,6 +86,20 @@ export function facilitatorRoutes(facilitator: Facilitator, options: Facilitator
     }
   };
 
+  // The URL a command prints answers a browser or curl too: what is served under it.
+  app.get('/', (c) => {
+    const base = `${new URL(c.req.url).origin}${c.req.path.replace(/\/$/, '')}`;
+    return c.json({
+      service: 'x402 facilitator (turnpike)',
+      x402Versions: [1, 2],
+      routes: [
+        { method: 'POST', url: `${base}/verify`, does: 'checks a payment against its requirements; moves nothing' },
+        { method: 'POST', url: `${base}/settle`, does: 'settles a verified payment on chain, once' },
+        { method: 'GET', url: `${base}/supported`, does: 'the schemes, networks and signers served' },
+      ],
+      authorization: options.apiKeys ? 'verify and settle want Authorization: Bearer <facilitator API key>' : 'none',
+    });
+  });
   app.get('/supported', (c) => c.json(facilitator.supported()));
   app.post('/verify', guard, limit, handle((r) => facilitator.verify(r, purposes.api)));
   app.post('/settle', guard, limit, handle((r) => facilitator.settle(r, purposes.api)));

@@ -5,13 +5,14 @@ import type { ChainConnection } from '../chain/connect.js';
 import { secretBox } from '../config/secret-box.js';
 import type { Config } from '../config/schema.js';
 import type { Secrets } from '../config/secrets.js';
-import { openFacilitator } from '../facilitator/open.js';
+import { openPayments } from '../facilitator/open.js';
 import { createGateway } from '../gateway/gateway.js';
 import type { Plan } from '../gateway/plans.js';
 import { isTurnpike } from '../gateway/own-urls.js';
+import type { ChallengeBinding } from '../gateway/payment-required.js';
 import { guardedAgent } from '../gateway/ssrf.js';
 import type { Upstream } from '../gateway/upstream.js';
-import { toolsLookups } from '../gateway/upstream-tools.js';
+import { type ToolsSource, toolsLookups } from '../gateway/upstream-tools.js';
 import { createOperators } from '../operators/operators.js';
 import { revenueBook } from '../operators/revenue.js';
 import { createWithdrawals } from '../operators/withdrawals.js';
@@ -52,7 +53,9 @@ export type EndpointOptions = {
   upstream: Upstream;
   plan: Plan;
   payTo: Address;
-  challenge: 'tool-result' | 'http-402';
+  challenge: ChallengeBinding;
+  /** The x402 version of its MCP challenges (see `GatewayOptions`); 2 by default. */
+  x402Version?: 1 | 2;
   /** Set for servers registered through the operator API. */
   operatorId?: string;
   /** A registered server's id: what its counts, charges, subscriptions and scopes are bound to. */
@@ -74,10 +77,11 @@ export type GatewayServerOptions = {
 /**
  * Everything a paying gateway serves, on one port: each configured MCP endpoint at its path,
  * every server registered through the operator API at `/mcp/<slug>`, the facilitator API at
- * `/facilitator`, the credits, operator and admin APIs, discovery (`/.well-known/mcp-payment`,
- * `/pricing`), `/openapi.json`, `/health`, `/metrics`, and the operator console at `/console`.
- * The journal is reconciled, crash-cut debits refunded and unfinished withdrawals resumed before
- * the first request is accepted.
+ * `/facilitator` (when it settles itself: `facilitator.mode: self`, see `openPayments`), the
+ * credits, operator and admin APIs, discovery (`/.well-known/mcp-payment`, `/pricing`),
+ * `/openapi.json`, `/health`, `/metrics`, and the operator console at `/console`. The journal is
+ * reconciled, crash-cut debits refunded and unfinished withdrawals resumed before the first
+ * request is accepted.
  *
  * @example const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, plan, payTo, challenge: 'tool-result' }] });
  */
@@ -95,7 +99,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     ...(await store.operators.servers()).flatMap((s) => (s.payTo ? [s.payTo] : [])),
     ...[treasury, config.credits.payTo].filter((a) => a !== undefined),
   ];
-  const { store, facilitator, close: closeStore } = await openFacilitator({ config, chain, logger, payees });
+  const { store, payments, api, url: facilitatorUrl, close: closeStore } = await openPayments({ config, secrets, chain, logger, payees });
   const withOAuth = options.endpoints.find((e) => e.oauth);
   if (withOAuth && !config.credits.enabled) {
     throw new Error(`server ${withOAuth.slug}: OAuth callers pay from credits keys, and credits are off (credits.enabled: false)`);
@@ -151,7 +155,7 @@ export async function serveGateway(options: GatewayServerOptions) {
   // Credits first (a call carrying a key or token is theirs), then x402 for every other priced call.
   const rails = [
     ...(credits && debits ? [creditsRail({ credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
-    x402Rail({ facilitator }),
+    x402Rail({ facilitator: payments }),
   ];
   const publicUrl = () => config.credits.publicUrl ?? url;
   /** The server at `path` as an OAuth protected resource: its canonical URL is the public URL and its path. */
@@ -173,14 +177,21 @@ export async function serveGateway(options: GatewayServerOptions) {
   }
   // An operator's identity provider is fetched as their upstream is reached: through the SSRF-guarded agent.
   const guardedFetch = ((input: string, init: object) => undiciFetch(input, { ...init, dispatcher: registeredAgent })) as unknown as typeof fetch;
+  // Discovery's tool lists, looked up in the background: no upstream holds a discovery request up.
+  // The gateway asks the same lists whether a priced tool exists before it challenges a call.
+  const lookups = toolsLookups();
+  const toolsOf = new WeakMap<Upstream, ToolsSource>();
+  const tools = (upstream: Upstream) => toolsOf.get(upstream) ?? toolsOf.set(upstream, lookups.of(upstream)).get(upstream)!;
   const gatewayFor = (endpoint: EndpointOptions, oauth?: ProtectedResource) =>
     createGateway({
+      tools: tools(endpoint.upstream),
       upstream: endpoint.upstream,
       plan: endpoint.plan,
       payTo: endpoint.payTo,
       network: chain.network,
       rails,
       challenge: endpoint.challenge,
+      x402Version: endpoint.x402Version,
       bodyLimitBytes: config.http.bodyLimitBytes,
       allowedHosts: () => hosts,
       logger,
@@ -192,8 +203,6 @@ export async function serveGateway(options: GatewayServerOptions) {
     });
   for (const endpoint of endpoints) app.route(endpoint.path, gatewayFor(endpoint, protectedResources.get(endpoint.path)));
 
-  // Discovery's tool lists, looked up in the background: no upstream holds a discovery request up.
-  const lookups = toolsLookups();
   /** A registered server as an endpoint: its upstream secret unsealed, its connections SSRF-guarded. */
   function endpointOf(server: ServerRecord, listing: Omit<PaidEndpoint, 'tools'>, secret: string | undefined): EndpointOptions {
     const upstreamUrl = new URL(server.upstreamUrl);
@@ -244,14 +253,14 @@ export async function serveGateway(options: GatewayServerOptions) {
       logger.error({ err, server: server.slug }, 'an upstream secret does not open: set TURNPIKE_SECRETS_KEY to the key that sealed it');
       const why = 'this instance cannot open the server’s upstream credential (TURNPIKE_SECRETS_KEY unset, or not the one that sealed it)';
       const refused = { jsonrpc: '2.0', id: null, error: { code: -32603, message: `${why}; retry later or ask its owner` } };
-      const tools = async () => ({ tools: [], error: why });
+      const tools = Object.assign(async () => ({ tools: [], error: why }), { offers: async () => undefined });
       return { updatedAt, serverId: server.id, listing: { ...listing, tools }, fetch: () => Response.json(refused, { status: 503 }) };
     }
     const endpoint = endpointOf(server, listing, secret);
     const resource = server.oauth ? resourceAt(endpoint.path, server.oauth, trustedIssuer(server.oauth.issuer, guardedFetch)) : undefined;
     const gateway = createApp(logger).route(endpoint.path, gatewayFor(endpoint, resource));
     const fetch = (request: Request) => gateway.fetch(request);
-    return { updatedAt, serverId: server.id, listing: { ...listing, tools: lookups.of(endpoint.upstream) }, fetch, ...(resource ? { resource } : {}) };
+    return { updatedAt, serverId: server.id, listing: { ...listing, tools: tools(endpoint.upstream) }, fetch, ...(resource ? { resource } : {}) };
   }
   const activeOperators = async () => new Set((await store.operators.operators()).filter((o) => o.status === 'active').map((o) => o.id));
   app.all('/mcp/:slug', async (c) => {
@@ -272,7 +281,8 @@ export async function serveGateway(options: GatewayServerOptions) {
       ? (keyId: string, packageId: string) => createCheckout({ stripe, credits: store.credits, packages: config.credits.packages, publicUrl: publicUrl() }, keyId, packageId)
       : undefined;
     const subscribe = stripe ? (keyId: string, server: string) => createSubscriptionCheckout({ stripe, store, publicUrl: publicUrl() }, keyId, server) : undefined;
-    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: chain.network, topup, ...(checkout && subscribe ? { checkout, subscribe } : {}) }));
+    const stripeCheckout = checkout && subscribe ? { checkout, subscribe } : {};
+    app.route('/credits', creditsRoutes({ credits, store, facilitator: payments, network: chain.network, topup, ...stripeCheckout }));
     if (stripe) app.route('/stripe', stripeRoutes({ stripe, webhookSecret: webhookSecret!, credits: store.credits, logger, subscriptions: { store, book } }));
     const namedIssuers = async () => [...issuers.keys(), ...(await store.operators.servers()).flatMap((s) => (s.oauth ? [s.oauth.issuer] : []))];
     app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog, issuers: namedIssuers }));
@@ -283,16 +293,19 @@ export async function serveGateway(options: GatewayServerOptions) {
     '/',
     operatorRoutes({ operators, store, ...(withdrawals ? { withdrawals } : {}), ...(payouts ? { payouts } : {}), ...(credits ? { credits } : {}), adminKey: secrets.adminKey, registration: config.operators.registration, catalog }),
   );
-  app.route(
-    '/facilitator',
-    facilitatorRoutes(facilitator, {
-      bodyLimitBytes: config.http.bodyLimitBytes,
-      logger,
-      failuresPerMinute: config.facilitator.failuresPerMinute,
-      ...(secrets.facilitatorKeys ? { apiKeys: secrets.facilitatorKeys } : {}),
-    }),
-  );
-  const configured = endpoints.map((e) => ({ path: e.path, plan: e.plan, payTo: e.payTo, tools: lookups.of(e.upstream) }));
+  // Served only by a gateway that settles itself: with another facilitator there are no relayers to settle with.
+  if (api) {
+    app.route(
+      '/facilitator',
+      facilitatorRoutes(api, {
+        bodyLimitBytes: config.http.bodyLimitBytes,
+        logger,
+        failuresPerMinute: config.facilitator.failuresPerMinute,
+        ...(secrets.facilitatorKeys ? { apiKeys: secrets.facilitatorKeys } : {}),
+      }),
+    );
+  }
+  const configured = endpoints.map((e) => ({ slug: e.slug, path: e.path, plan: e.plan, payTo: e.payTo, tools: tools(e.upstream) }));
   app.route(
     '/',
     discoveryRoutes({
@@ -302,7 +315,7 @@ export async function serveGateway(options: GatewayServerOptions) {
         const listed = (await store.operators.servers({ publicOnly: true })).filter((s) => active.has(s.operatorId));
         return [...configured, ...listed.map((s) => mounted(s).listing)];
       },
-      facilitatorPath: '/facilitator',
+      facilitator: facilitatorUrl ?? '/facilitator',
       ...(credits
         ? {
             credits: {
@@ -324,7 +337,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     }),
   );
   app.route('/', openApiRoutes(catalog, { title: 'turnpike', version: '1' }));
-  app.route('/', healthRoutes({ client: chain.client, store }));
+  app.route('/', healthRoutes({ client: chain.client, store, upstreams: () => configured }));
   app.route('/', metricsRoutes(metrics));
   const server = await listen(app, config.http);
   url = server.url;
@@ -347,5 +360,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     const fix = 'point it at the MCP server itself';
     throw new Error(`server ${endpoint.slug}: its upstream ${endpoint.upstream.url} is this turnpike (${self}) and would loop; ${fix}`);
   }
-  return { url: server.url, close };
+  /** Where its x402 payments are settled: its own /facilitator, or the remote the mode names. */
+  const facilitator = facilitatorUrl ?? `${server.url}/facilitator`;
+  return { url: server.url, facilitator, close };
 }

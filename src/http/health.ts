@@ -1,15 +1,24 @@
 import { Hono } from 'hono';
 import type { PublicClient } from 'viem';
+import type { ToolsSource } from '../gateway/upstream-tools.js';
 import type { Store } from '../store/store.js';
 
+/** A configured MCP server whose reachability `/health` reports, by its slug. */
+export type HealthUpstream = { slug: string; tools: ToolsSource };
+
 /**
- * `GET /health`: 200 when the chain's RPC answers and the store takes a write, 503 otherwise,
- * with the settlement backlog (journal entries between claim and outcome) either way.
+ * `GET /health`: `ok` (200) when the chain's RPC answers, the store takes a write and every
+ * configured upstream answered its latest tool lookup; `degraded` (200) when only upstreams fail,
+ * since turnpike itself still serves (their paid calls are not charged, the others run); `down`
+ * (503) when the chain or the store fails. With the settlement backlog (journal entries between
+ * claim and outcome) either way. Upstreams are judged by the background tool lookups (see
+ * `toolsLookups`: at most a minute old, `lastAnsweredAt` when the upstream last listed its tools), so a health check
+ * never sends a request upstream of its own.
  */
-export function healthRoutes(options: { client: PublicClient; store: Store }): Hono {
+export function healthRoutes(options: { client: PublicClient; store: Store; upstreams?: () => HealthUpstream[] }): Hono {
   const app = new Hono();
   app.get('/health', async (c) => {
-    const [chain, store, backlog] = await Promise.all([
+    const [chain, store, backlog, upstreams] = await Promise.all([
       options.client.getBlockNumber({ cacheTime: 0 }).then(
         (block) => ({ ok: true, blockNumber: block.toString() }),
         (error: Error) => ({ ok: false, error: error.message.split('\n')[0] }),
@@ -19,9 +28,18 @@ export function healthRoutes(options: { client: PublicClient; store: Store }): H
         (error: Error) => ({ ok: false, error: error.message }),
       ),
       options.store.journal.unfinished().then((rows) => rows.length, () => null),
+      Promise.all(
+        (options.upstreams?.() ?? []).map(async ({ slug, tools }) => {
+          const { asOf, error } = await tools();
+          const checkedAt = asOf === undefined ? {} : { lastAnsweredAt: new Date(asOf).toISOString() };
+          return [slug, error === undefined ? { ok: true, ...checkedAt } : { ok: false, error, ...checkedAt }] as const;
+        }),
+      ),
     ]);
-    const ok = chain.ok && store.ok;
-    return c.json({ status: ok ? 'ok' : 'degraded', chain, store, settlementBacklog: backlog }, ok ? 200 : 503);
+    const up = chain.ok && store.ok;
+    const status = !up ? 'down' : upstreams.every(([, u]) => u.ok) ? 'ok' : 'degraded';
+    const reported = options.upstreams ? { upstreams: Object.fromEntries(upstreams) } : {};
+    return c.json({ status, chain, store, settlementBacklog: backlog, ...reported }, up ? 200 : 503);
   });
   return app;
 }

@@ -1,4 +1,5 @@
-import { type JWTVerifyGetKey, createRemoteJWKSet, customFetch, errors, jwtVerify } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, jwtVerify } from 'jose';
+import { oauthSubjectSchema } from './settings.js';
 
 /** Longest a request to an issuer (its metadata, its keys) may take. */
 export const ISSUER_TIMEOUT_MS = 5_000;
@@ -37,16 +38,19 @@ export type Expected = { audience: string; scopes: string[] };
  * @example const idp = trustedIssuer('https://id.example.com'); await idp.verify(jwt, { audience: 'https://pay.example.com/mcp/search', scopes: [] });
  */
 export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
-  let keys: Promise<JWTVerifyGetKey> | undefined;
+  type RemoteKeys = ReturnType<typeof createRemoteJWKSet>;
+  let keys: Promise<RemoteKeys> | undefined;
   let failedAt = -Infinity;
 
-  async function discover(): Promise<JWTVerifyGetKey> {
+  async function discover(): Promise<RemoteKeys> {
     for (const at of metadataUrls(issuer)) {
       const document = await boundedJson(fetchImpl, at);
       if (document === undefined) continue;
       const { issuer: named, jwks_uri: jwksUri } = document as { issuer?: unknown; jwks_uri?: unknown };
-      // RFC 8414 §3.3: metadata that names another issuer is not this issuer's.
-      if (named !== issuer || typeof jwksUri !== 'string' || !/^https?:\/\//.test(jwksUri)) continue;
+      // RFC 8414 §3.3: metadata that names another issuer is not this issuer's. The keys of an https issuer come over
+      // https too: a key set over plain http is whatever anyone on the way answers.
+      const keysOver = new URL(issuer).protocol === 'https:' ? /^https:\/\//i : /^https?:\/\//i;
+      if (named !== issuer || typeof jwksUri !== 'string' || !keysOver.test(jwksUri)) continue;
       return createRemoteJWKSet(new URL(jwksUri), {
         timeoutDuration: ISSUER_TIMEOUT_MS,
         cooldownDuration: ISSUER_COOLDOWN_MS,
@@ -58,7 +62,7 @@ export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
   }
 
   /** The issuer's key set, discovered once; after a failure, again only past the cooldown. */
-  function keySet(now = Date.now()): Promise<JWTVerifyGetKey> | undefined {
+  function keySet(now = Date.now()): Promise<RemoteKeys> | undefined {
     if (!keys) {
       if (now - failedAt < ISSUER_COOLDOWN_MS) return undefined;
       keys = discover();
@@ -77,15 +81,18 @@ export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
       const unavailable = { ok: false, status: 503, error: 'issuer_unavailable', description: `the identity provider ${issuer} cannot be reached; retry later` } as const;
       const pending = keySet();
       if (!pending) return unavailable;
-      let getKey: JWTVerifyGetKey;
+      let remote: RemoteKeys;
       try {
-        getKey = await pending;
+        remote = await pending;
       } catch {
         return unavailable;
       }
+      // Within the cooldown after a failed fetch, tokens are judged by the keys in hand: a key id not among them
+      // cannot make jose fetch again (its own cooldown counts from the last fetch that worked).
+      const inHand = Date.now() - failedAt < ISSUER_COOLDOWN_MS ? remote.jwks() : undefined;
       let payload;
       try {
-        ({ payload } = await jwtVerify(token, getKey, {
+        ({ payload } = await jwtVerify(token, inHand ? createLocalJWKSet(inHand) : remote, {
           issuer,
           audience: expected.audience,
           algorithms: ALGORITHMS,
@@ -97,21 +104,29 @@ export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
         // timeout, an unusable key set or a failed request means the keys were not there to judge it.
         const judged = error instanceof errors.JOSEError && error.constructor !== errors.JOSEError;
         if (!judged || error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid) {
-          // The keys could not be fetched: no further fetch until the cooldown has passed.
+          // The keys could not be fetched: no further fetch until the cooldown has passed. Keys still fresh are kept
+          // (the refetch was for a key id not among them, which any token can ask for); stale ones are not trusted.
           failedAt = Date.now();
-          keys = undefined;
+          if (!remote.fresh) keys = undefined;
           return unavailable;
         }
+        // A key id that could not be looked up (the provider failing) may be a key it has just rotated in.
+        if (inHand && error instanceof errors.JWKSNoMatchingKey) return unavailable;
         return { ok: false, status: 401, error: 'invalid_token', description: invalidBecause(error) };
       }
-      const subject = payload.sub!;
-      if (subject.length > 255) return { ok: false, status: 401, error: 'invalid_token', description: 'the token subject is longer than 255 characters' };
+      // RFC 7519 §4.1.2: `sub` is a string; jose checks only that it is present. A subject is what a key is linked to,
+      // so anything else (a number, a list, null, a NUL) is refused here, never looked up.
+      const subject = oauthSubjectSchema.safeParse(payload.sub);
+      if (!subject.success) {
+        const description = 'the token subject must be a string of 1 to 255 characters, no control characters';
+        return { ok: false, status: 401, error: 'invalid_token', description };
+      }
       const scopes = scopesOf(payload);
       const missing = expected.scopes.filter((s) => !scopes.includes(s));
       if (missing.length > 0) {
         return { ok: false, status: 403, error: 'insufficient_scope', description: `the token lacks scope ${missing.join(' ')}` };
       }
-      return { ok: true, principal: { issuer, subject, scopes } };
+      return { ok: true, principal: { issuer, subject: subject.data, scopes } };
     },
   };
 }

@@ -24,3 +24,27 @@ export const oauthSettingsSchema = z
   .describe('callers identified by OAuth access tokens for the server’s URL (MCP authorization); they pay from the credits key their subject is linked to');
 
 export type OAuthSettings = z.output<typeof oauthSettingsSchema>;
+
+/** What names an OAuth caller holds no control character: PostgreSQL text cannot hold a NUL, and no provider's claims have one. */
+const noControlCharacter = /^\P{Cc}*$/u;
+
+/**
+ * An OAuth caller's subject as turnpike links and looks it up: a token's `sub`, 1 to 255 characters with no control
+ * character. Tokens and the admin API both hold to it.
+ *
+ * @example oauthSubjectSchema.safeParse('agent\u0000').success // false
+ */
+export const oauthSubjectSchema = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(noControlCharacter, 'expected no control character')
+  .describe('the `sub` of the caller’s access tokens');
+
+/** The issuer of an OAuth caller as the admin names it when linking or unlinking: exactly as a server's `oauth.issuer` says. */
+export const oauthIssuerSchema = z
+  .string()
+  .min(1)
+  .max(2048)
+  .regex(noControlCharacter, 'expected no control character')
+  .describe('the identity provider, exactly as a server’s `oauth.issuer` names it');

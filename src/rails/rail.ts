@@ -74,8 +74,11 @@ export type RailContext = {
   denied(reason: string): void;
   /** The payment-required answer to `call`, in the server's binding, saying why; counted as a denial. */
   challenge(call: PaidCall, why: string, reason: string, extensions?: Record<string, unknown>): Response;
-  /** The payment-required tool result (for an answer that is already a result, e.g. a failed settlement). */
-  challengeResult(call: PaidCall, why: string): ToolResult;
+  /**
+   * The upstream's answer `message` replaced by the payment-required answer, in the server's
+   * binding (a failed settlement withholds the output): a tool result, or the JSON-RPC error.
+   */
+  withheld(call: PaidCall, why: string, message: Message): Message;
   /** Counts a priced call of `caller` for a metered plan or a subscription, or undefined for neither. */
   meter(caller: string, tool: string, keyId?: string): Promise<Metered | undefined>;
   /** The charge of a call inside free calls or an allowance: counted, never charged. */

@@ -37,3 +37,39 @@ export const reasons = {
 } as const;
 
 export type Reason = (typeof reasons)[keyof typeof reasons];
+
+/**
+ * The names x402 v1's reference (npm `x402` 0.x, `ErrorReasons`; its EVM facilitator's checks)
+ * gives the same failures, for answers to a v1 payment: v1 clients and servers parse reasons
+ * against that list. A reason it has no name for (`settlement_pending`, the retry handshake) keeps
+ * turnpike's; the message still says exactly what happened.
+ */
+const v1Names: Partial<Record<Reason, string>> = {
+  [reasons.invalidScheme]: 'unsupported_scheme',
+  [reasons.networkMismatch]: 'invalid_network',
+  [reasons.missingDomain]: 'invalid_payment_requirements',
+  [reasons.tokenNameMismatch]: 'invalid_payment_requirements',
+  [reasons.tokenVersionMismatch]: 'invalid_payment_requirements',
+  [reasons.assetNotAllowed]: 'invalid_payment_requirements',
+  [reasons.assetMismatch]: 'invalid_payment_requirements',
+  [reasons.recipientNotAllowed]: 'invalid_payment_requirements',
+  [reasons.signature]: 'invalid_exact_evm_payload_signature',
+  [reasons.recipientMismatch]: 'invalid_exact_evm_payload_recipient_mismatch',
+  [reasons.validityTooLong]: 'invalid_exact_evm_payload_authorization_valid_before',
+  [reasons.valueMismatch]: 'invalid_exact_evm_payload_authorization_value',
+  [reasons.authorizationValue]: 'invalid_exact_evm_payload_authorization_value',
+  [reasons.amountBelowMinimum]: 'invalid_exact_evm_payload_authorization_value',
+  [reasons.nonceUsed]: 'invalid_payment',
+  [reasons.insufficientBalance]: 'insufficient_funds',
+  [reasons.transactionFailed]: 'invalid_transaction_state',
+  [reasons.transferEventMismatch]: 'invalid_transaction_state',
+};
+
+/**
+ * A reason as the payment's protocol version names it: v2's as they are, v1's by its reference.
+ *
+ * @example reasonFor(1, reasons.valueMismatch) // 'invalid_exact_evm_payload_authorization_value'
+ */
+export function reasonFor(x402Version: 1 | 2, reason: string): string {
+  return x402Version === 1 ? (v1Names[reason as Reason] ?? reason) : reason;
+}

@@ -122,6 +122,30 @@ describe('turnpike CLI (built)', () => {
     }
   });
 
+  test('wrap in facilitator.mode remote settles nothing itself: on Base it starts without a relayer key, naming the remote', async () => {
+    const sandbox = await startSandbox({ payers: 0 });
+    const payTo = '0x000000000000000000000000000000000000dEaD';
+    const chain = ['--network', 'base', '--rpc-url', sandbox.rpcUrl];
+    const args = ['wrap', '--upstream', 'http://127.0.0.1:9/mcp', '--pay-to', payTo, ...chain, '--port', '0'];
+    const data = ['--data-dir', path.join(dir, 'remote-mode'), '--log-level', 'silent'];
+    try {
+      const noUrl = await turnpike([...args, ...data], { TURNPIKE_FACILITATOR_MODE: 'remote' }).done;
+      assert.equal(noUrl.code, 2, noUrl.stderr);
+      assert.match(noUrl.stderr, /facilitator\.url .*needs facilitator\.url/);
+      const remote = { TURNPIKE_FACILITATOR_MODE: 'remote', TURNPIKE_FACILITATOR_URL: 'http://127.0.0.1:9/x402' };
+      const run = turnpike([...args, ...data], remote);
+      while (!/paying MCP endpoint at/.test(run.stdout())) {
+        if (run.child.exitCode !== null) assert.fail(`wrap exited early: ${run.stdout()}${(await run.done).stderr}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.match(run.stdout(), /facilitator {2}http:\/\/127\.0\.0\.1:9\/x402/);
+      run.child.kill('SIGINT');
+      assert.equal((await run.done).code, 0);
+    } finally {
+      await sandbox.stop();
+    }
+  });
+
   test('demo: an agent pays a demo MCP server through turnpike on the sandbox, then it keeps serving', async () => {
     const run = turnpike(['demo', '--port', '0', '--data-dir', path.join(dir, 'demo')]);
     while (!run.stdout().includes('Press Ctrl-C')) {

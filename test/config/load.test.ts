@@ -95,6 +95,17 @@ describe('loadConfig', () => {
     assert.match(broken.format(), /line \d+/);
   });
 
+  test('facilitator.mode remote needs facilitator.url, cdp may have one (a proxy), self refuses one', () => {
+    const missing = problemsOf(() => loadConfig({ env: { TURNPIKE_FACILITATOR_MODE: 'remote' } }));
+    const problems = missing.problems.map((p) => [p.path, p.message]);
+    assert.deepEqual(problems, [['facilitator.url', 'facilitator.mode remote needs facilitator.url']]);
+    const remote = loadConfig({ env: { TURNPIKE_FACILITATOR_MODE: 'remote', TURNPIKE_FACILITATOR_URL: 'https://facilitator.example' } });
+    assert.deepEqual([remote.facilitator.mode, remote.facilitator.url], ['remote', 'https://facilitator.example']);
+    assert.equal(loadConfig({ env: { TURNPIKE_FACILITATOR_MODE: 'cdp' } }).facilitator.url, undefined);
+    const self = problemsOf(() => loadConfig({ env: { TURNPIKE_FACILITATOR_URL: 'https://facilitator.example' } }));
+    assert.match(self.format(), /facilitator\.url .*mode self settles itself/);
+  });
+
   test('environment variable names derive from the schema', () => {
     assert.equal(envVarName(['http', 'bodyLimitBytes']), 'TURNPIKE_HTTP_BODY_LIMIT_BYTES');
     const vars = configVariables();

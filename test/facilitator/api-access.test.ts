@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { FacilitatorUnavailableError } from '../../src/facilitator/errors.js';
+import { networks } from '../../src/chain/networks.js';
+import { purposes } from '../../src/facilitator/purposes.js';
 import { remoteFacilitator } from '../../src/facilitator/remote.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
 import { createApp } from '../../src/http/app.js';
 import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
 import { failureThrottle } from '../../src/http/failure-throttle.js';
@@ -48,12 +51,25 @@ describe('who may use the facilitator API', () => {
     assert.equal((await post('/settle', body)).status, 401);
     assert.equal((await fetch(`${url}/supported`)).status, 200);
 
-    await assert.rejects(remoteFacilitator({ url }).verify(body), FacilitatorUnavailableError);
-    const remote = remoteFacilitator({ url, apiKey: KEY });
+    const store = await openSqliteStore({ path: chain.dbPath() });
+    const local = { journal: store.journal, network: networks.local };
+    await assert.rejects(remoteFacilitator({ url, ...local }).verify(body), FacilitatorUnavailableError);
+    const remote = remoteFacilitator({ url, apiKey: KEY, ...local });
     assert.equal((await remote.verify(body)).isValid, true);
     const before = await chain.balanceOf(chain.sandbox.accounts.payees[0]!.address);
-    assert.equal((await remote.settle(body)).success, true);
+    assert.equal((await remote.settle(body, purposes.topup(chain.sandbox.accounts.payees[0]!.address))).success, true);
+    await store.close();
     assert.equal(await chain.balanceOf(chain.sandbox.accounts.payees[0]!.address), before + 2_000n);
+  });
+
+  test('a resource server sending its key is not throttled for its clients’ refused payments; an address without one is', async () => {
+    const { post } = await serve({ apiKeys: [KEY], failuresPerMinute: 2, relayer: 2 });
+    const keyed = { authorization: `Bearer ${KEY}` };
+    const zero = await payment(3, 0n);
+    for (let i = 0; i < 4; i++) assert.deepEqual([(await post('/verify', zero, keyed)).body.isValid], [false]);
+    for (let i = 0; i < 2; i++) assert.equal((await post('/verify', zero)).status, 401);
+    assert.equal((await post('/verify', zero)).status, 429);
+    assert.equal((await post('/verify', await payment(3), keyed)).body.isValid, true);
   });
 
   test('an address whose requests keep failing gets 429 and Retry-After, whatever X-Forwarded-For says; /supported is open', async () => {

@@ -1,79 +1,179 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { networks } from '../../src/chain/networks.js';
 import { ConfigError } from '../../src/config/errors.js';
 import { FacilitatorUnavailableError } from '../../src/facilitator/errors.js';
+import { purposes } from '../../src/facilitator/purposes.js';
 import { cdpFacilitator, remoteFacilitator } from '../../src/facilitator/remote.js';
-import { createApp } from '../../src/http/app.js';
-import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
-import { type Listening, listen } from '../../src/http/listen.js';
-import { createLogger } from '../../src/log/logger.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+import type { Store } from '../../src/store/store.js';
 import { useSandbox } from '../helpers/chain.js';
-import { v2Request } from '../helpers/payments.js';
+import { facilitatorOverHttp } from '../helpers/facilitator-api.js';
+import { keyOf, v2Request } from '../helpers/payments.js';
 
 const chain = useSandbox({ isolate: false });
+const CALL = purposes.call('weather', 'hash');
 
-describe('remote facilitator (official HTTPFacilitatorClient)', () => {
-  let server: Listening;
+/** A turnpike facilitator over HTTP with its own relayer: files' facilitators never share a nonce sequence. */
+const remoteOnSandbox = (relayer: number) =>
+  facilitatorOverHttp(chain, { relayerKeys: [chain.sandbox.accounts.relayers[relayer]!.privateKey] });
+
+const payee = () => chain.sandbox.accounts.payees[1]!.address;
+const payment = (payer: number, amount = 20_000n) => v2Request({ payer: chain.sandbox.accounts.payers[payer]!, payTo: payee(), amount });
+
+describe('remoteFacilitator: the gateway’s port over another facilitator’s /verify and /settle', () => {
+  let remote: Awaited<ReturnType<typeof remoteOnSandbox>>;
+  let store: Store;
+  let port: ReturnType<typeof remoteFacilitator>;
   before(async () => {
-    const logger = createLogger({ level: 'silent', format: 'json' });
-    const { facilitator } = await chain.facilitator([2]);
-    const app = createApp(logger);
-    app.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: 65536, logger }));
-    server = await listen(app, { host: '127.0.0.1', port: 0 });
+    remote = await remoteOnSandbox(0);
+    store = await openSqliteStore({ path: chain.dbPath() });
+    port = remoteFacilitator({ url: remote.url, journal: store.journal, network: networks.local, client: chain.client });
   });
-  after(() => server.close());
-
-  test('verifies and settles through a facilitator URL (here turnpike’s own)', async () => {
-    const remote = remoteFacilitator({ url: server.url });
-    const payer = chain.sandbox.accounts.payers[8]!;
-    const payTo = chain.sandbox.accounts.payees[1]!.address;
-    const body = await v2Request({ payer, payTo, amount: 123n });
-    assert.deepEqual(await remote.verify(body), { isValid: true, payer: payer.address });
-    const before = await chain.balanceOf(payTo);
-    const settled = await remote.settle(body);
-    assert.equal(settled.success, true);
-    assert.equal(await chain.balanceOf(payTo), before + 123n);
-    const again = await remote.verify(body);
-    assert.equal(again.isValid, false);
+  after(async () => {
+    await remote.close();
+    await store.close();
   });
 
-  test('an unreachable facilitator is FacilitatorUnavailableError', async () => {
-    const remote = remoteFacilitator({ url: 'http://127.0.0.1:9', timeoutMs: 2000 });
-    const body = await v2Request({ payer: chain.sandbox.accounts.payers[8]!, payTo: chain.sandbox.accounts.payees[1]!.address, amount: 1n });
-    await assert.rejects(remote.verify(body), FacilitatorUnavailableError);
+  test('of 5 concurrent holds of one payment one is taken, the remote verifies and settles once, the journal says settled', async () => {
+    const body = await payment(1);
+    const [verifies, settles] = [remote.count('/verify'), remote.count('/settle')];
+    const holds = await Promise.all(Array.from({ length: 5 }, () => port.reserve(body, CALL)));
+    assert.equal(holds.filter((h) => h.isValid).length, 1);
+    assert.ok(holds.filter((h) => !h.isValid).every((h) => !h.isValid && h.invalidReason === 'invalid_exact_evm_nonce_already_used'));
+    assert.equal(remote.count('/verify'), verifies + 1);
+    const before = await chain.balanceOf(payee());
+    const receipt = await port.settle(body, CALL);
+    assert.equal(receipt.success, true, JSON.stringify(receipt));
+    assert.equal(await chain.balanceOf(payee()), before + 20_000n);
+    const row = await store.journal.get(keyOf(body));
+    assert.deepEqual([row?.state, row?.txHash], ['settled', receipt.transaction]);
+    // The owner asking again gets its receipt from the journal; nothing more reaches the remote.
+    assert.deepEqual(await port.settle(body, CALL), receipt);
+    assert.equal(remote.count('/settle'), settles + 1);
+    const other = await port.settle(body, purposes.topup(payee()));
+    assert.equal(other.errorReason, 'invalid_exact_evm_nonce_already_used');
+  });
+
+  test('a kept result is given back for the same payment once settled, never to a forged copy or another call', async () => {
+    const body = await payment(2);
+    const held = await port.reserve(body, CALL);
+    assert.ok(held.isValid);
+    await port.keepResult(held.key, { call: CALL, result: '{"content":[]}' });
+    assert.equal(await port.redeliver(body, CALL), undefined, 'nothing before the settlement');
+    const receipt = await port.settle(body, CALL);
+    assert.deepEqual(await port.redeliver(body, CALL), { result: '{"content":[]}', receipt });
+    assert.equal(await port.redeliver(body, purposes.call('weather', 'other')), undefined);
+    const forged = structuredClone(body);
+    forged.paymentPayload.payload.signature = `0x${'11'.repeat(65)}`;
+    assert.equal(await port.redeliver(forged, CALL), undefined);
+  });
+
+  test('a payment the remote refuses is given back: nothing stays held for it', async () => {
+    const body = await v2Request({ payer: chain.sandbox.accounts.payees[0]!, payTo: payee(), amount: 1_000n }); // holds no USDC
+    const refused = await port.reserve(body, CALL);
+    assert.equal(refused.isValid, false);
+    assert.equal(await store.journal.get(keyOf(body)), undefined);
+  });
+
+  test('a failed call’s hold ends without asking the remote to settle', async () => {
+    const body = await payment(3);
+    const held = await port.reserve(body, CALL);
+    assert.ok(held.isValid);
+    const settles = remote.count('/settle');
+    assert.equal(await port.release(held.key, 'upstream answered 500'), true);
+    const receipt = await port.settle(body, CALL);
+    assert.equal(receipt.success, false);
+    assert.equal(remote.count('/settle'), settles);
+  });
+
+  test('an answer that never came withholds the outcome; the same payment again asks once more and gets it', async () => {
+    const body = await payment(4);
+    const held = await port.reserve(body, CALL);
+    assert.ok(held.isValid);
+    await port.keepResult(held.key, { call: CALL, result: '{"content":[{"type":"text","text":"paid"}]}' });
+    remote.dropNextSettle('before');
+    await assert.rejects(port.settle(body, CALL), FacilitatorUnavailableError);
+    await port.releaseHold(held.key); // what the rail does: a claim is not a hold, it stays
+    assert.equal((await store.journal.get(keyOf(body)))?.state, 'submitting');
+    assert.equal((await port.reserve(body, CALL)).isValid, false, 'never held twice');
+    const again = await port.redeliver(body, CALL);
+    assert.equal(again?.receipt.success, true);
+    assert.equal((await store.journal.get(keyOf(body)))?.state, 'settled');
+  });
+
+  test('an answer lost after the remote settled: "already used" is checked on chain, never taken for a failure', async () => {
+    const body = await payment(5);
+    const held = await port.reserve(body, CALL);
+    assert.ok(held.isValid);
+    await port.keepResult(held.key, { call: CALL, result: '{"content":[]}' });
+    const before = await chain.balanceOf(payee());
+    remote.dropNextSettle('after');
+    await assert.rejects(port.settle(body, CALL), FacilitatorUnavailableError);
+    assert.equal(await chain.balanceOf(payee()), before + 20_000n);
+    // The remote answers a second /settle "already used": without the chain that confirms nothing.
+    const blind = remoteFacilitator({ url: remote.url, journal: store.journal, network: networks.local });
+    assert.equal(await blind.redeliver(body, CALL), undefined);
+    assert.equal((await store.journal.get(keyOf(body)))?.state, 'submitting');
+    // The token's AuthorizationUsed log and the Transfer of exactly this payment do.
+    const again = await port.redeliver(body, CALL);
+    assert.equal(again?.receipt.success, true);
+    const row = await store.journal.get(keyOf(body));
+    assert.deepEqual([row?.state, row?.txHash], ['settled', again?.receipt.transaction]);
+    assert.equal(await chain.balanceOf(payee()), before + 20_000n);
+  });
+
+  test('an unreachable facilitator is FacilitatorUnavailableError, and the hold is given back', async () => {
+    const dead = remoteFacilitator({ url: 'http://127.0.0.1:9', timeoutMs: 2000, journal: store.journal, network: networks.local });
+    const body = await payment(6, 1_000n);
+    await assert.rejects(dead.reserve(body, CALL), FacilitatorUnavailableError);
+    assert.equal(await store.journal.get(keyOf(body)), undefined);
+  });
+
+  test('a stopped instance’s holds are ended by reconcile; its claims stay for the payer’s retry', async () => {
+    const body = await payment(7, 1_000n);
+    const held = await port.reserve(body, CALL);
+    assert.ok(held.isValid);
+    assert.ok((await port.reconcile()) >= 1);
+    assert.equal((await store.journal.get(keyOf(body)))?.errorReason, 'call_abandoned');
   });
 });
 
-describe('hosted CDP facilitator wiring (the service itself is not reachable offline)', () => {
-  test('without CDP_API_KEY_ID / CDP_API_KEY_SECRET it says which variables to set', () => {
-    assert.throws(() => cdpFacilitator({}), (e: unknown) => e instanceof ConfigError && /CDP_API_KEY_ID/.test(e.format()));
+describe('cdpFacilitator (Coinbase’s service is not reachable offline: a local server stands in front of a turnpike facilitator)', () => {
+  test('without CDP_API_KEY_ID / CDP_API_KEY_SECRET it says which variables to set', async () => {
+    const store = await openSqliteStore({ path: chain.dbPath() });
+    assert.throws(
+      () => cdpFacilitator({}, { journal: store.journal, network: networks.local }),
+      (e: unknown) => e instanceof ConfigError && /CDP_API_KEY_ID/.test(e.format()),
+    );
+    await store.close();
   });
 
-  test('with a key, calls go to the CDP x402 endpoint with a signed bearer JWT', async () => {
+  test('by default it calls CDP’s x402 endpoint; every call carries a JWT for that endpoint, signed with the key', async (t) => {
+    const remote = await remoteOnSandbox(1);
+    const store = await openSqliteStore({ path: chain.dbPath() });
+    t.after(async () => {
+      await remote.close();
+      await store.close();
+    });
     const pem = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-    const remote = cdpFacilitator({ cdpApiKeyId: 'organizations/test/apiKeys/test', cdpApiKeySecret: pem });
-    const seen: { url: string; authorization: string | null }[] = [];
-    const realFetch = globalThis.fetch;
-    // The one stand-in in this suite: Coinbase's API cannot run here, so the request is captured.
-    globalThis.fetch = async (input: string | URL | Request, init?: RequestInit) => {
-      seen.push({ url: String(input), authorization: new Headers(init?.headers).get('authorization') });
-      return new Response(JSON.stringify({ isValid: false, invalidReason: 'invalid_payload' }), {
-        headers: { 'content-type': 'application/json' },
-      });
-    };
-    try {
-      const body = await v2Request({ payer: chain.sandbox.accounts.payers[8]!, payTo: chain.sandbox.accounts.payees[1]!.address, amount: 1n });
-      assert.deepEqual(await remote.verify(body), { isValid: false, invalidReason: 'invalid_payload' });
-    } finally {
-      globalThis.fetch = realFetch;
+    const secrets = { cdpApiKeyId: 'organizations/test/apiKeys/test', cdpApiKeySecret: pem };
+    const hosted = cdpFacilitator(secrets, { journal: store.journal, network: networks.local });
+    assert.equal(hosted.url, 'https://api.cdp.coinbase.com/platform/v2/x402');
+    const port = cdpFacilitator(secrets, { url: `${remote.url}/platform/v2/x402`, journal: store.journal, network: networks.local });
+    const body = await payment(8);
+    const held = await port.reserve(body, CALL);
+    assert.ok(held.isValid, JSON.stringify(held));
+    assert.equal((await port.settle(body, CALL)).success, true);
+    assert.deepEqual(remote.seen.map((s) => s.path), ['/platform/v2/x402/verify', '/platform/v2/x402/settle']);
+    for (const [i, { headers }] of remote.seen.entries()) {
+      const jwt = /^Bearer ([\w-]+)\.([\w-]+)\.([\w-]+)$/.exec(headers.get('authorization') ?? '');
+      assert.ok(jwt, `expected a bearer JWT, got ${headers.get('authorization')}`);
+      const claims = JSON.parse(Buffer.from(jwt[2]!, 'base64url').toString()) as { sub: string; uris: string[] };
+      assert.equal(claims.sub, 'organizations/test/apiKeys/test');
+      assert.deepEqual(claims.uris, [`POST api.cdp.coinbase.com/platform/v2/x402/${i === 0 ? 'verify' : 'settle'}`]);
+      assert.match(headers.get('correlation-context') ?? '', /source=x402/);
     }
-    assert.equal(seen.length, 1);
-    assert.equal(seen[0]!.url, 'https://api.cdp.coinbase.com/platform/v2/x402/verify');
-    const jwt = /^Bearer ([\w-]+)\.([\w-]+)\.([\w-]+)$/.exec(seen[0]!.authorization ?? '');
-    assert.ok(jwt, `expected a bearer JWT, got ${seen[0]!.authorization}`);
-    const claims = JSON.parse(Buffer.from(jwt[2]!, 'base64url').toString());
-    assert.equal(claims.sub, 'organizations/test/apiKeys/test');
-    assert.match(JSON.stringify(claims), /POST api\.cdp\.coinbase\.com\/platform\/v2\/x402\/verify/);
   });
 });

@@ -10,7 +10,7 @@ import { v2Request } from '../helpers/payments.js';
 
 const N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
 const { payers, payees } = sandboxAccounts({ payers: 1, relayers: 0, payees: 1 });
-const rules = { network: networks.local, assets: [networks.local.usdc], expiryMarginSeconds: 6, skewSeconds: 30 };
+const rules = { network: networks.local, assets: [networks.local.usdc], expiryMarginSeconds: 6 };
 
 async function intentWith(mutate: (signature: Hex) => Hex) {
   const body = await v2Request({ payer: payers[0]!, payTo: payees[0]!.address, amount: 1n });

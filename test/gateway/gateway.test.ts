@@ -43,7 +43,7 @@ async function startGateway(facilitator: Facilitator, challenge: 'tool-result' |
   const payTo = chain.sandbox.accounts.payees[0]!.address;
   const tools = toolsLookups().of(upstream);
   const endpoints = async () => [{ path: '/mcp', plan: flatPlan(prices), payTo, tools }];
-  app.route('/', discoveryRoutes({ network: networks.local, endpoints, facilitatorPath: '/facilitator' }));
+  app.route('/', discoveryRoutes({ network: networks.local, endpoints, facilitator: '/facilitator' }));
   app.route('/', healthRoutes({ client: chain.client, store }));
   app.route('/', metricsRoutes(metrics));
   app.route(

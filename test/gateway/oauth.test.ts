@@ -246,7 +246,7 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     assert.equal((await served.api('GET', '/.well-known/oauth-protected-resource/mcp/delta')).status, 404);
   });
 
-  test('the admin links a subject to one key only, for an issuer a server names, and can unlink it', async () => {
+  test('the admin links a subject to one key only, for an issuer a server names and a subject a token can carry, and can unlink it', async () => {
     const [first, second] = [await newKey('1'), await newKey('1')];
     const subject = { issuer: idp.issuer, subject: 'person-1' };
     assert.equal((await link(first.id, subject)).status, 201);
@@ -254,6 +254,14 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     const taken = await link(second.id, subject);
     assert.equal(taken.status, 409);
     assert.equal(taken.body.error, 'subject_linked');
+    // A subject no token can carry (a NUL, which PostgreSQL cannot store) is the admin's mistake, named, not a 500.
+    const unstorable = await link(first.id, { issuer: idp.issuer, subject: 'person\u0000' });
+    assert.equal(unstorable.status, 400);
+    assert.match(unstorable.text, /control character/);
+    const unlinkUnstorable = new URLSearchParams({ issuer: `${idp.issuer}\u0000`, subject: 'person-1' }).toString();
+    const unlinked = await served.api('DELETE', `/admin/keys/${first.id}/subjects?${unlinkUnstorable}`, { key: ADMIN });
+    assert.equal(unlinked.status, 400);
+    assert.match(unlinked.text, /control character/);
     const unknown = await link(first.id, { issuer: 'https://id.example.com', subject: 'x' });
     assert.equal(unknown.status, 400);
     assert.equal(unknown.body.error, 'issuer_unknown');

@@ -25,10 +25,11 @@ export async function serveOnSandbox(
     rpcUrl: chain.sandbox.rpcUrl,
     client: chain.client,
     relayerKeys: [chain.sandbox.accounts.relayers[options.relayer ?? 2]!.privateKey],
+    multicall3: true,
     sandbox: chain.sandbox,
     close: async () => {},
   };
-  const logger = createLogger({ level: 'silent', format: 'json' });
+  const logger = createLogger({ level: process.env.TEST_LOG ? 'debug' : 'silent', format: 'json' });
   const gateway = await serveGateway({ config, secrets: options.secrets, chain: connection, logger, endpoints: options.endpoints ?? [] });
 
   async function api(method: string, route: string, request: { key?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<Answer> {

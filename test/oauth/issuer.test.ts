@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, mock, test } from 'node:test';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { metadataUrls, trustedIssuer } from '../../src/oauth/issuer.js';
 
@@ -97,5 +97,78 @@ describe('an issuer’s metadata and keys are fetched bounded, and only from it'
       .setExpirationTime('5m')
       .sign(privateKey);
     assert.deepEqual(await trustedIssuer(issuer).verify(jwt, expected), { ok: true, principal: { issuer, subject: 'agent', scopes: ['a', 'b'] } });
+  });
+
+  test('an https issuer whose metadata names a key set over plain http is not trusted (503): the keys that judge its tokens come over TLS', async () => {
+    const issuer = 'https://id.example.test';
+    const { privateKey, publicKey } = await generateKeyPair('ES256');
+    const asked: string[] = [];
+    const documents: Record<string, unknown> = {
+      [`${issuer}/.well-known/oauth-authorization-server`]: { issuer, jwks_uri: 'http://id.example.test/jwks' },
+      'http://id.example.test/jwks': { keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' }] },
+    };
+    const fetchImpl = (async (url: string) => {
+      asked.push(url);
+      return url in documents ? Response.json(documents[url]) : new Response(null, { status: 404 });
+    }) as unknown as typeof fetch;
+    const jwt = await new SignJWT({ sub: 'agent', iss: issuer, aud: expected.audience })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setExpirationTime('5m')
+      .sign(privateKey);
+    const check = await trustedIssuer(issuer, fetchImpl).verify(jwt, expected);
+    assert.equal(!check.ok && check.status, 503);
+    assert.ok(!asked.includes('http://id.example.test/jwks'), 'the plain-http key set was not fetched');
+  });
+
+  test('a token with an unknown key id cannot make the keys in hand unusable: when the refetch it causes fails, tokens of known keys are still taken, and nothing is fetched again within the cooldown', async () => {
+    const issuer = `${origin}/f`;
+    const { privateKey, publicKey } = await generateKeyPair('ES256');
+    const keys = json({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' }] });
+    let keysUp = true;
+    routes = {
+      '/.well-known/oauth-authorization-server/f': json({ issuer, jwks_uri: `${origin}/f/jwks` }),
+      '/f/jwks': (res) => (keysUp ? keys(res) : res.writeHead(503).end()),
+    };
+    const sign = (kid: string, key = privateKey) =>
+      new SignJWT({ sub: 'agent', iss: issuer, aud: expected.audience }).setProtectedHeader({ alg: 'ES256', kid }).setExpirationTime('1h').sign(key);
+    const known = await sign('k1');
+    const stranger = await sign('stranger', (await generateKeyPair('ES256')).privateKey);
+    // Only Date moves: past jose's cooldown since the keys were fetched, so an unknown kid makes it refetch.
+    mock.timers.enable({ apis: ['Date'], now: Date.now() });
+    try {
+      const idp = trustedIssuer(issuer);
+      assert.equal((await idp.verify(known, expected)).ok, true);
+      mock.timers.tick(31_000);
+      keysUp = false;
+      hits.length = 0;
+      const refetched = await idp.verify(stranger, expected);
+      assert.equal(!refetched.ok && refetched.status, 503, 'a key id that could not be looked up is the provider’s failure');
+      assert.deepEqual(hits, ['/f/jwks']);
+      assert.equal((await idp.verify(known, expected)).ok, true, 'the fresh keys in hand still judge tokens of their keys');
+      assert.equal(((await idp.verify(stranger, expected)) as { status?: number }).status, 503);
+      assert.deepEqual(hits, ['/f/jwks'], 'nothing fetched again within the cooldown');
+    } finally {
+      mock.timers.reset();
+    }
+  });
+
+  test('a signed token whose subject is not a non-empty string (null, a number, a list, an object, empty) or holds a control character (NUL, which PostgreSQL cannot store) is refused 401 invalid_token, never thrown', async () => {
+    const issuer = `${origin}/e`;
+    const { privateKey, publicKey } = await generateKeyPair('ES256');
+    routes = {
+      '/.well-known/oauth-authorization-server/e': json({ issuer, jwks_uri: `${origin}/e/jwks` }),
+      '/e/jwks': json({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' }] }),
+    };
+    const idp = trustedIssuer(issuer);
+    for (const sub of [null, 123, ['agent'], { id: 'agent' }, '', 'agent\u0000', 'agent\n']) {
+      const jwt = await new SignJWT({ sub, iss: issuer, aud: expected.audience } as never)
+        .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+        .setExpirationTime('5m')
+        .sign(privateKey);
+      const check = await idp.verify(jwt, expected);
+      assert.equal(check.ok, false, `sub ${JSON.stringify(sub)} was taken`);
+      assert.equal(!check.ok && check.status, 401);
+      assert.equal(!check.ok && check.error, 'invalid_token');
+    }
   });
 });

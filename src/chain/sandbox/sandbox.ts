@@ -28,6 +28,8 @@ export type SandboxOptions = {
   payees?: number;
   /** USDC minted to each payer, in atomic units (default 10,000 USDC). */
   payerUsdc?: bigint;
+  /** Plant Multicall3 at its canonical address (default true); false is a node that lacks it. */
+  multicall3?: boolean;
 };
 
 /** A local Base: anvil with chain id 8453 and Circle's USDC at Base's address. */
@@ -73,7 +75,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     const client = createTestClient({ mode: 'anvil', transport: http(anvil.rpcUrl, { batch: true }) }).extend(
       publicActions,
     );
-    await plantContracts(client, accounts);
+    await plantContracts(client, accounts, options.multicall3 ?? true);
     const payerUsdc = options.payerUsdc ?? 10_000_000_000n;
     await initializeUsdc(client, accounts, payerUsdc);
 
@@ -103,7 +105,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
 type SandboxClient = ReturnType<typeof createTestClient> & ReturnType<typeof publicActions>;
 
 /** Code and storage go in by cheat codes: no constructor of these contracts does anything else. */
-async function plantContracts(client: SandboxClient, accounts: SandboxAccounts) {
+async function plantContracts(client: SandboxClient, accounts: SandboxAccounts, multicall3: boolean) {
   const checker = placeAt('SignatureChecker');
   const implementation = placeAt('FiatTokenV2_2');
   const fiatToken = linkDeployedBytecode(loadCircleArtifact('FiatTokenV2_2'), { SignatureChecker: checker });
@@ -113,7 +115,7 @@ async function plantContracts(client: SandboxClient, accounts: SandboxAccounts) 
     client.setCode({ address: BASE_USDC, bytecode: loadCircleArtifact('FiatTokenProxy').deployedBytecode }),
     client.setStorageAt({ address: BASE_USDC, index: IMPLEMENTATION_SLOT, value: pad(implementation) }),
     client.setStorageAt({ address: BASE_USDC, index: ADMIN_SLOT, value: pad(accounts.usdcProxyAdmin.address) }),
-    client.setCode({ address: MULTICALL3, bytecode: multicall3DeployedBytecode }),
+    ...(multicall3 ? [client.setCode({ address: MULTICALL3, bytecode: multicall3DeployedBytecode })] : []),
     client.setBalance({ address: accounts.usdcOwner.address, value: parseEther('10') }),
     client.setBalance({ address: accounts.treasury.address, value: parseEther('10') }),
     ...accounts.relayers.map((r) => client.setBalance({ address: r.address, value: parseEther('1000') })),

@@ -8,6 +8,7 @@ import { demoPrices, startDemoServer } from '../../demo/server.js';
 import { serveGateway } from '../../http/gateway-server.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
+import { checkPort } from '../server-flags.js';
 import { listenForSignals } from '../signals.js';
 
 export const demoCommand = defineCommand({
@@ -39,6 +40,7 @@ export const demoCommand = defineCommand({
         log: { level: 'warn' },
       },
     });
+    await checkPort(config);
     const logger = createLogger(config.log);
     const secrets = loadSecrets({});
     const chain = await connectChain(config, secrets);
@@ -64,7 +66,7 @@ export const demoCommand = defineCommand({
     say('');
     say(`Serving. Point your MCP client at ${mcpUrl}`);
     say(`  pay with the sandbox key ${payer.privateKey} (${payer.address}; LOCAL ONLY, public)`);
-    say(`  prices: ${gateway.url}/pricing   health: ${gateway.url}/health   facilitator: ${gateway.url}/facilitator`);
+    say(`  prices: ${gateway.url}/pricing   health: ${gateway.url}/health   facilitator: ${gateway.facilitator}`);
     say('Press Ctrl-C to stop.');
     await signals.wait();
     await gateway.close();

@@ -8,7 +8,7 @@ import { healthRoutes } from '../../http/health.js';
 import { listen } from '../../http/listen.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
-import { configOverrides, serverFlags, serverFlagsSchema } from '../server-flags.js';
+import { checkPort, configOverrides, serverFlags, serverFlagsSchema } from '../server-flags.js';
 import { listenForSignals } from '../signals.js';
 
 export const facilitatorCommand = defineCommand({
@@ -24,6 +24,7 @@ export const facilitatorCommand = defineCommand({
   async run(flags, io) {
     const signals = listenForSignals();
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
+    await checkPort(config);
     const logger = createLogger(config.log);
     const secrets = loadSecrets();
     const keys = secrets.facilitatorKeys;

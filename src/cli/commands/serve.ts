@@ -9,7 +9,7 @@ import { startStdioBridge } from '../../gateway/stdio-bridge.js';
 import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
-import { configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
+import { checkPort, configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
 import { listenForSignals } from '../signals.js';
 
 export const serveCommand = defineCommand({
@@ -40,9 +40,12 @@ export const serveCommand = defineCommand({
     );
     if (missing.length > 0) throw new ConfigError(missing);
 
+    await checkPort(config);
     const logger = createLogger(config.log);
-    const chain = await connectChain(config, secrets);
-    const bridges = await Promise.all(config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio, stdioLimits(config)) : undefined)));
+    const chain = await connectChain(config, secrets, { settles: config.facilitator.mode === 'self' });
+    const bridges = await Promise.all(
+      config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio, stdioLimits(config), { logger }) : undefined)),
+    );
     const endpoints: EndpointOptions[] = config.servers.map((s, i) => ({
       slug: s.slug,
       path: `/mcp/${s.slug}`,
@@ -55,6 +58,7 @@ export const serveCommand = defineCommand({
       plan: s.plan ?? flatPlan({ default: s.price, tools: s.tools, free: s.free }),
       payTo: getAddress(s.payTo),
       challenge: s.challenge,
+      x402Version: s.x402Version,
       ...(s.oauth ? { oauth: s.oauth } : {}),
     }));
     const closeAll = async () => {
@@ -72,7 +76,7 @@ export const serveCommand = defineCommand({
           (s) => `  ${server.url}/mcp/${s.slug}  → ${s.upstream ?? `stdio: ${s.stdio}`}  (${atomicToUsd(s.price)} USDC a call, pays ${s.payTo})`,
         ),
         ...(config.servers.length === 0 ? [`  a platform instance: operators register servers at ${server.url}/operator/servers`] : []),
-        `  discovery ${server.url}/.well-known/mcp-payment   facilitator ${server.url}/facilitator`,
+        `  discovery ${server.url}/.well-known/mcp-payment   facilitator ${server.facilitator}`,
         `  console ${server.url}/console (sign in with an operator key or the admin key)`,
         '',
       ].join('\n'),

@@ -4,12 +4,13 @@ import { z } from 'zod';
 import { connectChain } from '../../chain/connect.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
+import { challengeBindings } from '../../gateway/payment-required.js';
 import { atomicToUsd, usdPrice } from '../../gateway/pricing.js';
-import { serveGateway } from '../../http/gateway-server.js';
+import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js';
 import { startStdioBridge } from '../../gateway/stdio-bridge.js';
 import { createLogger } from '../../log/logger.js';
 import { UsageError, defineCommand } from '../command.js';
-import { configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
+import { checkPort, configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
 import { listenForSignals } from '../signals.js';
 
 const toolPrice = z
@@ -36,7 +37,8 @@ export const wrapCommand = defineCommand({
   details:
     'Example: turnpike wrap --upstream http://127.0.0.1:4000/mcp --pay-to 0xPAYEE --price 0.01 --tool-price search=0.05\n' +
     'Prices are USD with at most 6 decimals, charged in USDC. With --network local (the default) the sandbox starts\n' +
-    'in-process and --pay-to defaults to its first payee. The facilitator API is served too, under /facilitator.',
+    'in-process and --pay-to defaults to its first payee. The facilitator API is served too, under /facilitator,\n' +
+    'unless facilitator.mode names another facilitator (remote, cdp).',
   flags: {
     upstream: { type: 'string', value: 'URL', description: 'the MCP server’s Streamable HTTP endpoint' },
     stdio: { type: 'string', value: '"COMMAND"', description: 'or: a stdio MCP server to run, one process per MCP session' },
@@ -44,7 +46,8 @@ export const wrapCommand = defineCommand({
     price: { type: 'string', value: 'USD', description: 'price of every tool not named otherwise (default 0.01)' },
     'tool-price': { type: 'string', multiple: true, value: 'NAME=USD', description: 'price of one tool' },
     'free-tool': { type: 'string', multiple: true, value: 'NAME', description: 'a tool that costs nothing' },
-    challenge: { type: 'string', value: 'MODE', description: 'tool-result (MCP binding, default) or http-402' },
+    challenge: { type: 'string', value: 'MODE', description: 'tool-result (MCP binding, default), http-402 or jsonrpc-error (error 402)' },
+    'x402-version': { type: 'string', value: '1|2', description: 'x402 version of MCP challenges (default 2; 1 for v1-only clients)' },
     'upstream-header': { type: 'string', multiple: true, value: '"Name: value"', description: 'sent to the upstream on every request' },
     'upstream-timeout': { type: 'string', value: 'SECONDS', description: 'give up on a paid call after this long (default 60); not charged' },
     ...serverFlags,
@@ -56,7 +59,8 @@ export const wrapCommand = defineCommand({
     price: usdPrice.default(10_000n),
     'tool-price': z.array(toolPrice).default([]),
     'free-tool': z.array(z.string().min(1)).default([]),
-    challenge: z.enum(['tool-result', 'http-402']).default('tool-result'),
+    challenge: z.enum(challengeBindings).default('tool-result'),
+    'x402-version': z.enum(['1', '2']).default('2').transform((v) => (v === '1' ? 1 : 2)),
     'upstream-header': z.array(header).default([]),
     'upstream-timeout': z.coerce.number().positive().max(3600).default(60),
   }),
@@ -68,15 +72,16 @@ export const wrapCommand = defineCommand({
     const tools = Object.fromEntries(flags['tool-price']);
     const prices = { default: flags.price, tools, free: flags['free-tool'] };
     const config = loadConfig({ file: flags.config, overrides: configOverrides(flags) });
+    await checkPort(config);
     const logger = createLogger(config.log);
     const secrets = loadSecrets();
-    const chain = await connectChain(config, secrets);
+    const chain = await connectChain(config, secrets, { settles: config.facilitator.mode === 'self' });
     const payTo = flags['pay-to'] ? getAddress(flags['pay-to']) : chain.sandbox?.accounts.payees[0]?.address;
     if (!payTo) {
       await chain.close();
       throw new UsageError('--pay-to: required outside --network local');
     }
-    const bridge = flags.stdio ? await startStdioBridge(flags.stdio, stdioLimits(config)) : undefined;
+    const bridge = flags.stdio ? await startStdioBridge(flags.stdio, stdioLimits(config), { logger }) : undefined;
     const upstreamUrl = bridge?.mcpUrl ?? flags.upstream!;
     const upstream = {
       url: upstreamUrl,
@@ -84,7 +89,16 @@ export const wrapCommand = defineCommand({
       timeoutMs: flags['upstream-timeout'] * 1000,
       ...(bridge ? { tellCaller: true } : {}),
     };
-    const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, plan: flatPlan(prices), payTo, challenge: flags.challenge }] }).catch(async (error) => {
+    const endpoint: EndpointOptions = {
+      slug: 'default',
+      path: '/mcp',
+      upstream,
+      plan: flatPlan(prices),
+      payTo,
+      challenge: flags.challenge,
+      x402Version: flags['x402-version'],
+    };
+    const server = await serveGateway({ config, secrets, chain, logger, endpoints: [endpoint] }).catch(async (error) => {
       await bridge?.close();
       await chain.close();
       throw error;
@@ -100,8 +114,8 @@ export const wrapCommand = defineCommand({
         `  prices       every tool ${atomicToUsd(prices.default)} USDC` +
           Object.entries(tools).map(([name, amount]) => `, ${name} ${atomicToUsd(amount)}`).join('') +
           (prices.free.length ? `; free: ${prices.free.join(', ')}` : ''),
-        `  challenge    ${flags.challenge}`,
-        `  facilitator  ${server.url}/facilitator`,
+        `  challenge    ${flags.challenge}, x402 v${flags['x402-version']}`,
+        `  facilitator  ${server.facilitator}`,
         `  discovery    ${server.url}/.well-known/mcp-payment, ${server.url}/pricing, ${server.url}/health, ${server.url}/metrics`,
         ...(payer ? [`  demo payer   ${payer.address}  key ${payer.privateKey}  (LOCAL ONLY: a public key, sandbox USDC)`] : []),
         '',

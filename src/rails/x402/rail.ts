@@ -1,36 +1,33 @@
 import { createHash } from 'node:crypto';
 import { FacilitatorUnavailableError } from '../../facilitator/errors.js';
-import type { Facilitator } from '../../facilitator/facilitator.js';
+import type { FacilitatorPort } from '../../facilitator/port.js';
 import { purposes } from '../../facilitator/purposes.js';
 import { type Message, type ToolResult, rpcError, rpcResult } from '../../gateway/jsonrpc.js';
-import { paymentOf } from '../../gateway/messages.js';
+import { paymentOf, receiptMeta } from '../../gateway/messages.js';
 import { paymentRequestFor } from '../../gateway/payment-required.js';
 import { atomicToUsd } from '../../gateway/pricing.js';
 import { x402Ref } from '../../operators/revenue.js';
 import { PaymentDecodeError, encodeHeader } from '../../x402/codec.js';
-import { reasons } from '../../x402/reasons.js';
+import { reasonFor, reasons } from '../../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse } from '../../x402/schemas.js';
 import type { Metered, PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
 
-/** The `_meta` key of the receipt an x402-paid result carries. */
-const RECEIPT_META_KEY = 'x402/payment-response';
-
 /**
  * The x402 rail: takes every priced call no other rail took. Without a payment, the challenge
- * (the upstream is not contacted); with one: verify in-process and hold it in the journal for this
+ * (the upstream is not contacted); with one: verify it and hold it in the journal for this
  * call (concurrent copies run the tool once), and once the tool produced its result, settle it,
  * then deliver the result with its receipt. A settlement that fails withholds the output.
  *
  * @example createGateway({ …, rails: [x402Rail({ facilitator })] })
  */
 export const x402Rail =
-  ({ facilitator }: { facilitator: Facilitator }): RailFactory =>
+  ({ facilitator }: { facilitator: FacilitatorPort }): RailFactory =>
   (context) => ({
     takes: () => true,
     take: (call) => x402Call(facilitator, context, call),
   });
 
-async function x402Call(facilitator: Facilitator, context: RailContext, call: PaidCall): Promise<Taken> {
+async function x402Call(facilitator: FacilitatorPort, context: RailContext, call: PaidCall): Promise<Taken> {
   const { rpc, id, tool, offer } = call;
   const raw = paymentOf(rpc) ?? call.request.headers.get('payment-signature') ?? call.request.headers.get('x-payment') ?? undefined;
   if (raw === undefined) return context.challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
@@ -64,11 +61,12 @@ async function x402Call(facilitator: Facilitator, context: RailContext, call: Pa
   if (!held.isValid) {
     await metering?.uncount();
     // The same call with the same payment again: its answer was lost, not its result.
-    const again = held.invalidReason === reasons.nonceUsed ? await facilitator.redeliver(request, purpose) : undefined;
+    const used = held.invalidReason === reasonFor(request.x402Version, reasons.nonceUsed);
+    const again = used ? await facilitator.redeliver(request, purpose) : undefined;
     if (again) {
       context.count(tool.name, 'redelivered');
       const result = JSON.parse(again.result) as ToolResult;
-      return withReceipt(rpcResult(id, { ...result, _meta: { ...result._meta, [RECEIPT_META_KEY]: again.receipt } }), again.receipt);
+      return withReceipt(rpcResult(id, { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, again.receipt) } }), again.receipt);
     }
     return context.challenge(call, `${held.invalidReason}: ${held.invalidMessage ?? ''}`.trim(), held.invalidReason);
   }
@@ -79,7 +77,7 @@ async function x402Call(facilitator: Facilitator, context: RailContext, call: Pa
   const settlementFailed = async (message: Message, why: string): Promise<Message> => {
     await metering?.uncount();
     context.count(tool.name, 'settlement_failed');
-    return { ...message, result: context.challengeResult(call, `settlement failed: ${why}`) };
+    return context.withheld(call, `settlement failed: ${why}`, message);
   };
   return {
     charge: {
@@ -107,7 +105,7 @@ async function x402Call(facilitator: Facilitator, context: RailContext, call: Pa
         context.count(tool.name, 'paid');
         const { network } = context;
         context.metrics.revenue.inc({ server: context.serverLabel, asset: network.usdc.address, network: network.caip2 }, Number(amount));
-        return { ...message, result: { ...result, _meta: { ...result._meta, [RECEIPT_META_KEY]: receipt } } };
+        return { ...message, result: { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, receipt) } } };
       },
     },
     finish: (response) => (receipt ? withReceipt(response, receipt) : response),
@@ -119,7 +117,13 @@ async function x402Call(facilitator: Facilitator, context: RailContext, call: Pa
  * and that they could pay the quoted price (it must be for that price, and covered by their
  * balance), so throwaway keys cannot take the free calls. It is verified, never settled.
  */
-async function freeCall(facilitator: Facilitator, context: RailContext, call: PaidCall, request: FacilitatorRequest, metering: Metered): Promise<Taken> {
+async function freeCall(
+  facilitator: FacilitatorPort,
+  context: RailContext,
+  call: PaidCall,
+  request: FacilitatorRequest,
+  metering: Metered,
+): Promise<Taken> {
   let verdict;
   try {
     verdict = await facilitator.verify(request);

@@ -1,0 +1,46 @@
+import type { KeptResult, PaymentKey } from '../store/journal/journal.js';
+import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402/schemas.js';
+
+/** A payment held for one call, or the reason it is not. */
+export type Reserved = (VerifyResponse & { isValid: false }) | { isValid: true; payer: string; key: PaymentKey };
+
+/**
+ * What the gateway needs from a facilitator to take x402 payments for tool calls and top-ups:
+ * more than x402's `/verify` + `/settle`, because a paid call is held while its tool runs. Every
+ * implementation keeps these guarantees, in the gateway's own journal (unique per authorization):
+ *
+ * - one hold per authorization: of concurrent requests carrying one payment, one runs the tool;
+ * - no priced result without its settlement: `settle` answers success (or `settlement_pending`
+ *   with a broadcast transaction) before a result leaves;
+ * - one settlement per authorization, for the one purpose it was held for (see `purposes`);
+ * - results kept for redelivery: a client whose answer was lost sends the same call with the same
+ *   payment and gets the kept result and receipt, never a second run or settlement.
+ *
+ * `createFacilitator` implements it in-process (turnpike settles with its own relayers);
+ * `remoteFacilitator` and `cdpFacilitator` over HTTP (x402 `/verify` and `/settle` of another
+ * facilitator, the hold and the kept result in the local journal). Business failures are answers;
+ * a facilitator that cannot do its part throws FacilitatorUnavailableError.
+ *
+ * @example
+ * const held = await port.reserve(request, purposes.call(server, callHash));
+ * if (held.isValid) { await port.keepResult(held.key, kept); const receipt = await port.settle(request, kept.call); }
+ */
+export type FacilitatorPort = {
+  /** Whether a payment is good and unused, as proof of its payer (free calls): nothing is held or settled. */
+  verify(request: FacilitatorRequest): Promise<VerifyResponse>;
+  /** Verifies a payment and holds it for `purpose` (one tool call) before the tool runs. */
+  reserve(request: FacilitatorRequest, purpose: string): Promise<Reserved>;
+  /** Keeps a paid call's result with its held payment, before settling it (see `redeliver`). */
+  keepResult(key: PaymentKey, kept: KeptResult): Promise<void>;
+  /** Settles a payment for `purpose`: the caller's own hold, or a new one (a top-up); once per authorization. */
+  settle(request: FacilitatorRequest, purpose: string): Promise<SettleResponse>;
+  /**
+   * The result kept for this very payment (signature and every field) taken for `purpose`, with
+   * its receipt, once its settlement succeeded or is pending; otherwise undefined.
+   */
+  redeliver(request: FacilitatorRequest, purpose: string): Promise<{ result: string; receipt: SettleResponse } | undefined>;
+  /** Ends a hold whose call failed (nothing settled; the record says why). False when it was no longer a hold. */
+  release(key: PaymentKey, why: string): Promise<boolean>;
+  /** Gives a hold back (the payer may send it again) when its settlement could not even start. Claims stay. */
+  releaseHold(key: PaymentKey): Promise<void>;
+};

@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+
+const bin = path.resolve('dist/src/cli/main.js');
+const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-first-hour-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function turnpike(args: string[]) {
+  const child = spawn(process.execPath, [bin, ...args], { env: { PATH: process.env.PATH } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c) => (stdout += c));
+  child.stderr.on('data', (c) => (stderr += c));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
+    child.on('exit', (code) => resolve({ code, stdout, stderr })),
+  );
+  return { child, done, stdout: () => stdout };
+}
+
+describe('the first hour with the CLI (built)', () => {
+  test('a negative or missing flag value is named by its flag, never "argument is ambiguous"', async () => {
+    const negative = await turnpike(['wrap', '--upstream', 'http://127.0.0.1:9/mcp', '--price', '-1']).done;
+    assert.equal(negative.code, 2);
+    assert.match(negative.stderr, /--price: .*\(got "-1"\)/);
+    assert.doesNotMatch(negative.stderr, /ambiguous/);
+    const missing = await turnpike(['wrap', '--price', '--upstream', 'http://127.0.0.1:9/mcp']).done;
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /--price: missing its value/);
+  });
+
+  test('a port in use is refused before the chain or the store is opened, naming the port and --port', async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const port = String((holder.address() as { port: number }).port);
+    try {
+      for (const args of [['wrap', '--upstream', 'http://127.0.0.1:9/mcp'], ['facilitator'], ['demo']]) {
+        const dataDir = path.join(dir, `busy-${args[0]}`);
+        const result = await turnpike([...args, '--port', port, '--data-dir', dataDir]).done;
+        assert.equal(result.code, 2, result.stderr);
+        const named = `port ${port} on 127\\.0\\.0\\.1 is in use by another process: choose another with --port N`;
+        assert.match(result.stderr, new RegExp(named));
+        assert.doesNotMatch(result.stdout + result.stderr, /unexpected error|migrat/i);
+        assert.equal(existsSync(dataDir), false, `${args[0]}: no store was opened`);
+      }
+    } finally {
+      holder.close();
+    }
+  });
+
+  test('wrap: the printed facilitator URL answers GET with its routes; /health is degraded (200), the upstream unreachable', async () => {
+    const data = ['--data-dir', path.join(dir, 'wrap'), '--log-level', 'silent'];
+    const run = turnpike(['wrap', '--upstream', 'http://127.0.0.1:9/mcp', '--port', '0', ...data]);
+    try {
+      while (!/facilitator\s+(\S+)/.test(run.stdout())) {
+        if (run.child.exitCode !== null) assert.fail(`wrap exited early:\n${run.stdout()}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const facilitator = /facilitator\s+(\S+)/.exec(run.stdout())![1]!;
+      const index = await fetch(facilitator);
+      assert.equal(index.status, 200);
+      const { routes } = (await index.json()) as { routes: { method: string; url: string }[] };
+      const expected = [`POST ${facilitator}/verify`, `POST ${facilitator}/settle`, `GET ${facilitator}/supported`];
+      assert.deepEqual(routes.map((r) => `${r.method} ${r.url}`), expected);
+      const health = await fetch(facilitator.replace(/\/facilitator$/, '/health'));
+      assert.equal(health.status, 200);
+      const body = (await health.json()) as { status: string; upstreams: { default: { ok: boolean; error: string } } };
+      assert.equal(body.status, 'degraded');
+      assert.equal(body.upstreams.default.ok, false);
+    } finally {
+      run.child.kill('SIGINT');
+      await run.done;
+    }
+  });
+});
