@@ -125,7 +125,7 @@ describe(`operator store (${backend.name})`, { skip: backend.skip }, () => {
     });
     assert.deepEqual(await operators.createServer(secret), { created: true });
     assert.deepEqual(await operators.createServer(serverRecord(b, { slug: secret.slug })), { created: false, retired: false });
-    assert.deepEqual(await operators.server(secret.slug), secret, 'a plan comes back as it went in (kept in USD, read back in atomic units)');
+    assert.deepEqual(await operators.server(secret.slug), secret, 'a plan comes back as it went in');
     const listed = serverRecord(a, { createdAt: 2_000, updatedAt: 2_000 });
     const others = serverRecord(b, { createdAt: 3_000, updatedAt: 3_000 });
     await operators.createServer(listed);
