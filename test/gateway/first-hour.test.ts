@@ -212,7 +212,7 @@ describe('/health and discovery, as a browser or a load balancer reads them', ()
     const app = discoveryRoutes({
       network: networks.local,
       endpoints: async () => [{ path: '/mcp', plan, payTo: '0x00000000000000000000000000000000000000aa', tools }],
-      facilitatorPath: '/facilitator',
+      facilitator: '/facilitator',
     });
     for (const path of ['/.well-known/mcp-payment', '/pricing']) {
       const res = await app.request(path, { headers: { origin: 'https://agent.example' } });
