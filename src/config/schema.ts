@@ -1,11 +1,11 @@
-import { slugSchema } from '../gateway/slug.js';
+import { slugSchema } from '../pricing/slug.js';
 import { z } from 'zod';
 import { networkNames } from '../chain/networks.js';
-import { planSchema } from '../gateway/plans.js';
+import { planSchema } from '../pricing/plans.js';
 import { oauthSettingsSchema } from '../oauth/settings.js';
 import { challengeBindings } from '../gateway/payment-required.js';
-import { usdPrice } from '../gateway/pricing.js';
-import { UPSTREAM_CONNECTIONS } from '../gateway/upstream.js';
+import { usdPrice } from '../pricing/pricing.js';
+import { UPSTREAM_CONNECTIONS } from '../upstream/upstream.js';
 
 const url = (protocols: RegExp) =>
   z.url({ protocol: protocols, error: 'expected a URL (http, https, ws or wss)' });

@@ -1,4 +1,4 @@
-import { slugSchema } from '../gateway/slug.js';
+import { slugSchema } from '../pricing/slug.js';
 import { z } from 'zod';
 import type { Analytics, UsageRow } from '../store/operators.js';
 

@@ -1,4 +1,4 @@
-import { flatPlan } from '../../gateway/plans.js';
+import { flatPlan } from '../../pricing/plans.js';
 import { z } from 'zod';
 import { connectChain } from '../../chain/connect.js';
 import { loadConfig } from '../../config/load.js';

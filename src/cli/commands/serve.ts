@@ -1,11 +1,11 @@
-import { flatPlan } from '../../gateway/plans.js';
+import { flatPlan } from '../../pricing/plans.js';
 import { getAddress } from 'viem';
 import { connectChain } from '../../chain/connect.js';
 import { ConfigError } from '../../config/errors.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
-import { atomicToUsd } from '../../gateway/pricing.js';
-import { startStdioBridge } from '../../gateway/stdio-bridge.js';
+import { atomicToUsd } from '../../pricing/pricing.js';
+import { startStdioBridge } from '../../upstream/stdio-bridge.js';
 import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';

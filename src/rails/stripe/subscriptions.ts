@@ -1,5 +1,5 @@
 import type Stripe from 'stripe';
-import { planSchema } from '../../gateway/plans.js';
+import { planSchema } from '../../pricing/plans.js';
 import { ApiError } from '../../http/api-error.js';
 import type { RevenueBook } from '../../operators/revenue.js';
 import type { Store } from '../../store/store.js';
