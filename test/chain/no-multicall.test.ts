@@ -11,7 +11,7 @@ import { BASE_USDC, MULTICALL3 } from '../../src/chain/networks.js';
 import { type Sandbox, startSandbox } from '../../src/chain/sandbox/sandbox.js';
 import { loadConfig } from '../../src/config/load.js';
 import { purposes } from '../../src/facilitator/purposes.js';
-import { openFacilitator } from '../../src/facilitator/open.js';
+import { openFacilitator } from '../../src/app/payments.js';
 import { createLogger } from '../../src/log/logger.js';
 import { v2Request } from '../helpers/payments.js';
 

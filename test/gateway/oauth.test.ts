@@ -7,7 +7,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { type JWTPayload, SignJWT, base64url, generateKeyPair, importJWK } from 'jose';
 import { flatPlan } from '../../src/pricing/plans.js';
 import { priceTableSchema } from '../../src/pricing/pricing.js';
-import type { EndpointOptions } from '../../src/http/gateway-server.js';
+import type { EndpointOptions } from '../../src/app/gateway-server.js';
 import { CREDITS_META_KEY } from '../../src/rails/credits/rail.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';

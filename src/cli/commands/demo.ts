@@ -5,7 +5,7 @@ import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
 import { runDemoAgent } from '../../demo/agent.js';
 import { demoPrices, startDemoServer } from '../../demo/server.js';
-import { serveGateway } from '../../http/gateway-server.js';
+import { serveGateway } from '../../app/gateway-server.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
 import { checkPort } from '../server-flags.js';

@@ -1,7 +1,7 @@
 import { connectChain } from '../../chain/connect.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
-import { openFacilitator } from '../../facilitator/open.js';
+import { openFacilitator } from '../../app/payments.js';
 import { createApp } from '../../http/app.js';
 import { facilitatorRoutes } from '../../http/facilitator-routes.js';
 import { healthRoutes } from '../../http/health.js';

@@ -6,7 +6,7 @@ import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
 import { atomicToUsd } from '../../pricing/pricing.js';
 import { startStdioBridge } from '../../upstream/stdio-bridge.js';
-import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js';
+import { type EndpointOptions, serveGateway } from '../../app/gateway-server.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
 import { checkPort, configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';

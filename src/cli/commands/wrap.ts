@@ -6,7 +6,7 @@ import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
 import { challengeBindings } from '../../gateway/payment-required.js';
 import { atomicToUsd, usdPrice } from '../../pricing/pricing.js';
-import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js';
+import { type EndpointOptions, serveGateway } from '../../app/gateway-server.js';
 import { startStdioBridge } from '../../upstream/stdio-bridge.js';
 import { createLogger } from '../../log/logger.js';
 import { UsageError, defineCommand } from '../command.js';
