@@ -36,7 +36,8 @@ async function facilitatorOnNode(name: string) {
   });
   const store = { url: `sqlite:${path.join(dir, `${name}.db`)}` };
   const config = loadConfig({ env: {}, overrides: { network: 'base', rpcUrl: sandbox.rpcUrl, store } });
-  const chain = await connectChain(config, { relayerKeys: sandbox.accounts.relayers.map((r) => r.privateKey) });
+  const relayerKeys = sandbox.accounts.relayers.map((r) => r.privateKey);
+  const chain = await connectChain({ network: 'base', rpcUrl: sandbox.rpcUrl, relayerKeys });
   const opened = await openFacilitator({ config, chain, logger: createLogger({ level: 'info', format: 'json' }, sink) });
   return { chain, ...opened, lines };
 }

@@ -1,6 +1,6 @@
 import { flatPlan } from '../../pricing/plans.js';
 import { z } from 'zod';
-import { connectChain } from '../../chain/connect.js';
+import { connectConfiguredChain } from '../../app/chain.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
 import { runDemoAgent } from '../../demo/agent.js';
@@ -43,7 +43,7 @@ export const demoCommand = defineCommand({
     await checkPort(config);
     const logger = createLogger(config.log);
     const secrets = loadSecrets({});
-    const chain = await connectChain(config, secrets);
+    const chain = await connectConfiguredChain(config, secrets);
     const sandbox = chain.sandbox!;
     const upstream = await startDemoServer();
     const payee = sandbox.accounts.payees[0]!.address;

@@ -1,4 +1,4 @@
-import { connectChain } from '../../chain/connect.js';
+import { connectConfiguredChain } from '../../app/chain.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
 import { openFacilitator } from '../../app/payments.js';
@@ -28,7 +28,7 @@ export const facilitatorCommand = defineCommand({
     const logger = createLogger(config.log);
     const secrets = loadSecrets();
     const keys = secrets.facilitatorKeys;
-    const chain = await connectChain(config, secrets);
+    const chain = await connectConfiguredChain(config, secrets);
     const { store, facilitator, close } = await openFacilitator({ config, chain, logger }).catch(async (error) => {
       await chain.close();
       throw error;

@@ -1,6 +1,6 @@
 import { flatPlan } from '../../pricing/plans.js';
 import { getAddress } from 'viem';
-import { connectChain } from '../../chain/connect.js';
+import { connectConfiguredChain } from '../../app/chain.js';
 import { ConfigError } from '../../config/errors.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
@@ -42,7 +42,7 @@ export const serveCommand = defineCommand({
 
     await checkPort(config);
     const logger = createLogger(config.log);
-    const chain = await connectChain(config, secrets, { settles: config.facilitator.mode === 'self' });
+    const chain = await connectConfiguredChain(config, secrets, { settles: config.facilitator.mode === 'self' });
     const bridges = await Promise.all(
       config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio, stdioLimits(config), { logger }) : undefined)),
     );
