@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Address } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import type { ChainConnection } from '../chain/connect.js';
-import { secretBox } from '../config/secret-box.js';
+import { secretBox } from '../operators/secret-box.js';
 import type { Config } from '../config/schema.js';
 import type { Secrets } from '../config/secrets.js';
 import { openPayments } from './payments.js';

@@ -1,7 +1,7 @@
 import { slugSchema } from '../pricing/slug.js';
 import { getAddress, isAddress } from 'viem';
 import { z } from 'zod';
-import type { SecretBox } from '../config/secret-box.js';
+import type { SecretBox } from './secret-box.js';
 import { type PlanInput, planSchema, publicPlan } from '../pricing/plans.js';
 import { type PriceTable, atomicToUsd } from '../pricing/pricing.js';
 import { UpstreamUrlError, checkUpstreamUrl } from '../upstream/ssrf.js';
