@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { ChainConnection } from '../chain/connect.js';
 import { MULTICALL3 } from '../chain/networks.js';
 import type { Config } from '../config/schema.js';
-import type { Secrets } from '../config/secrets.js';
+import { type Secrets, requireSecret } from '../config/secrets.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { StoreError } from '../store/store.js';
@@ -93,7 +93,7 @@ export async function openPayments(options: {
     const local = { journal: store.journal, network: chain.network, client: chain.client };
     remote =
       mode === 'cdp'
-        ? cdpFacilitator(secrets, { ...local, ...(url ? { url } : {}) })
+        ? cdpFacilitator(cdpApiKey(secrets), { ...local, ...(url ? { url } : {}) })
         : remoteFacilitator({ ...local, url: url!, ...(secrets.remoteFacilitatorKey ? { apiKey: secrets.remoteFacilitatorKey } : {}) });
   } catch (error) {
     await store.close();
@@ -101,4 +101,10 @@ export async function openPayments(options: {
   }
   const { close } = await keepRecovering(store, remote, logger);
   return { store, payments: remote, url: remote.url, close };
+}
+
+/** The CDP API key `facilitator.mode: cdp` needs, from the environment; a ConfigError naming the variables when one is unset. */
+function cdpApiKey(secrets: Secrets) {
+  const why = 'to use the hosted CDP facilitator (facilitator.mode: cdp)';
+  return { cdpApiKeyId: requireSecret(secrets, 'cdpApiKeyId', why), cdpApiKeySecret: requireSecret(secrets, 'cdpApiKeySecret', why) };
 }
