@@ -2,6 +2,7 @@ import { slugSchema } from '../pricing/slug.js';
 import { z } from 'zod';
 import { networkNames } from '../chain/networks.js';
 import { planSchema } from '../pricing/plans.js';
+import { logSettingsSchema } from '../log/settings.js';
 import { oauthSettingsSchema } from '../oauth/settings.js';
 import { challengeBindings } from '../gateway/payment-required.js';
 import { usdPrice } from '../pricing/pricing.js';
@@ -38,18 +39,7 @@ export const configSchema = z.strictObject({
         .describe('connections kept open to one upstream origin at most; more requests wait for one'),
     })
     .prefault({}),
-  log: z
-    .strictObject({
-      level: z
-        .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
-        .default('info')
-        .describe('least severe level written'),
-      format: z
-        .enum(['auto', 'json', 'pretty'])
-        .default('auto')
-        .describe('`auto` is pretty on a terminal and JSON otherwise'),
-    })
-    .prefault({}),
+  log: logSettingsSchema.prefault({}),
   store: z
     .strictObject({
       url: z

@@ -64,8 +64,6 @@ const allowed = new Set([
   // A local listener for the demo upstream and the stdio bridge.
   'demo/server.ts -> http/listen.ts',
   'upstream/stdio-bridge.ts -> http/listen.ts',
-  // The logger's options are typed by the `log` settings of the schema.
-  'log/logger.ts -> config/schema.ts',
 ]);
 
 describe('layers point down only (src/ import paths)', () => {
