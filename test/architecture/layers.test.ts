@@ -53,7 +53,7 @@ const allowed = new Set([
   'rails/stripe/payouts.ts -> http/api-error.ts',
   'rails/stripe/subscriptions.ts -> http/api-error.ts',
   'rails/stripe/webhook.ts -> http/api-error.ts',
-  // The caller's identity (API key, bearer token) and the request metrics are defined in http/ and used by the gateway and rails.
+  // Not point 3: http/caller (the caller's address and credentials), http/metrics and http/body-limit, used below the edge.
   'gateway/gateway.ts -> http/caller.ts',
   'gateway/gateway.ts -> http/metrics.ts',
   'gateway/gateway.ts -> http/body-limit.ts',
