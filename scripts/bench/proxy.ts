@@ -6,7 +6,7 @@
  * called back to back and against it idle between calls as long as a paid call leaves it.
  */
 import { mkdtempSync } from 'node:fs';
-import { flatPlan } from '../../src/gateway/plans.js';
+import { flatPlan } from '../../src/pricing/plans.js';
 import os from 'node:os';
 import path from 'node:path';
 import { x402Client } from '@x402/core/client';

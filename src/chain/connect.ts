@@ -1,7 +1,5 @@
 import { type Hex, type PublicClient, createPublicClient } from 'viem';
-import type { Config } from '../config/schema.js';
-import { type Secrets, requireSecret } from '../config/secrets.js';
-import { MULTICALL3, networks } from './networks.js';
+import { MULTICALL3, type NetworkName, networks } from './networks.js';
 import { rpcTransport } from './rpc-transport.js';
 import { type Sandbox, startSandbox } from './sandbox/sandbox.js';
 import { ChainUnavailableError } from './errors.js';
@@ -21,20 +19,35 @@ export type ChainConnection = {
   close(): Promise<void>;
 };
 
+/** Which chain to connect to, and the keys to settle with: plain values (the caller reads them from its settings). */
+export type ChainOptions = {
+  network: NetworkName;
+  /** The node; without it, `local` starts the sandbox in-process and any other network uses its default RPC URL. */
+  rpcUrl?: string | undefined;
+  /** The relayer keys given; without them, the sandbox's demo relayers when it was started here. */
+  relayerKeys?: Hex[] | undefined;
+  /**
+   * Settles on this chain: when neither keys nor the sandbox's are at hand, returns the keys or throws
+   * (`why` says what they are needed for). Absent for a gateway that does not settle (another facilitator does).
+   */
+  requireRelayerKeys?: ((why: string) => Hex[]) | undefined;
+};
+
 /**
- * Connects to the configured chain. `local` without an RPC URL starts the sandbox in-process and
+ * Connects to the chain `options` name. `local` without an RPC URL starts the sandbox in-process and
  * settles with its demo relayers; any other node must report the network's chain id (so an anvil
- * fork of Base, or the sandbox itself, serves as `base`), and relayer keys come from the
- * environment; a gateway that does not settle itself (`settles: false`, another facilitator
- * does) needs none. It looks once for Multicall3 on the node (see `multicall3`).
+ * fork of Base, or the sandbox itself, serves as `base`), and relayer keys are the ones given; a
+ * gateway that does not settle itself (no `requireRelayerKeys`, another facilitator does) needs
+ * none. It looks once for Multicall3 on the node (see `multicall3`).
  *
- * @example const chain = await connectChain(config, loadSecrets());
+ * @example const chain = await connectChain({ network: 'base', rpcUrl: 'http://127.0.0.1:8545', relayerKeys: [key] });
  */
-export async function connectChain(config: Config, secrets: Secrets, { settles = true } = {}): Promise<ChainConnection> {
-  const network = networks[config.network];
-  const sandbox = config.network === 'local' && !config.rpcUrl ? await startSandbox() : undefined;
+export async function connectChain(options: ChainOptions): Promise<ChainConnection> {
+  const { rpcUrl: givenRpcUrl, relayerKeys: givenKeys, requireRelayerKeys } = options;
+  const network = networks[options.network];
+  const sandbox = options.network === 'local' && !givenRpcUrl ? await startSandbox() : undefined;
   try {
-    const rpcUrl = sandbox?.rpcUrl ?? config.rpcUrl ?? network.defaultRpcUrl;
+    const rpcUrl = sandbox?.rpcUrl ?? givenRpcUrl ?? network.defaultRpcUrl;
     if (!rpcUrl) throw new ChainUnavailableError('network local with an RPC URL needs --rpc-url of a running sandbox');
     const client = createPublicClient({ chain: network.viemChain, transport: rpcTransport(rpcUrl), pollingInterval: network.receiptPollingMs });
     let chainId: number;
@@ -50,8 +63,8 @@ export async function connectChain(config: Config, secrets: Secrets, { settles =
       throw new ChainUnavailableError(`the node at ${rpcUrl} did not answer eth_getCode`);
     });
     const multicall3 = code !== undefined && code !== '0x';
-    const required = () => (settles ? requireSecret(secrets, 'relayerKeys', `to settle on ${network.name}`) : []);
-    const relayerKeys = secrets.relayerKeys ?? (sandbox ? sandbox.accounts.relayers.map((r) => r.privateKey) : required());
+    const required = () => requireRelayerKeys?.(`to settle on ${network.name}`) ?? [];
+    const relayerKeys = givenKeys ?? (sandbox ? sandbox.accounts.relayers.map((r) => r.privateKey) : required());
     return { network, rpcUrl, client, relayerKeys, multicall3, sandbox, close: async () => sandbox?.stop() };
   } catch (error) {
     await sandbox?.stop();

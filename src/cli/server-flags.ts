@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Config, ConfigInput } from '../config/schema.js';
-import type { StdioLimits } from '../gateway/stdio-bridge.js';
+import type { StdioLimits } from '../upstream/stdio-bridge.js';
 import { portProblem } from '../http/listen.js';
 import type { Flag } from './command.js';
 

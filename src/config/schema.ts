@@ -1,11 +1,12 @@
-import { slugSchema } from '../gateway/slug.js';
+import { slugSchema } from '../pricing/slug.js';
 import { z } from 'zod';
 import { networkNames } from '../chain/networks.js';
-import { planSchema } from '../gateway/plans.js';
+import { planSchema } from '../pricing/plans.js';
+import { logSettingsSchema } from '../log/settings.js';
 import { oauthSettingsSchema } from '../oauth/settings.js';
 import { challengeBindings } from '../gateway/payment-required.js';
-import { usdPrice } from '../gateway/pricing.js';
-import { UPSTREAM_CONNECTIONS } from '../gateway/upstream.js';
+import { usdPrice } from '../pricing/pricing.js';
+import { UPSTREAM_CONNECTIONS } from '../upstream/upstream.js';
 
 const url = (protocols: RegExp) =>
   z.url({ protocol: protocols, error: 'expected a URL (http, https, ws or wss)' });
@@ -38,18 +39,7 @@ export const configSchema = z.strictObject({
         .describe('connections kept open to one upstream origin at most; more requests wait for one'),
     })
     .prefault({}),
-  log: z
-    .strictObject({
-      level: z
-        .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
-        .default('info')
-        .describe('least severe level written'),
-      format: z
-        .enum(['auto', 'json', 'pretty'])
-        .default('auto')
-        .describe('`auto` is pretty on a terminal and JSON otherwise'),
-    })
-    .prefault({}),
+  log: logSettingsSchema.prefault({}),
   store: z
     .strictObject({
       url: z

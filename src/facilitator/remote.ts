@@ -4,7 +4,6 @@ import { type PaymentPayload, type PaymentRequirements, SettleError, VerifyError
 import { type Hex, type PublicClient, getAbiItem } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import type { Network } from '../chain/networks.js';
-import { type Secrets, requireSecret } from '../config/secrets.js';
 import type { PaymentJournal, PaymentRecord, SettlementOutcome } from '../store/journal/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402/schemas.js';
@@ -73,17 +72,19 @@ export function remoteFacilitator(options: RemoteOptions) {
   return { url: options.url, ...journalled(remote, options, timeoutMs) };
 }
 
+/** A CDP API key: its id and its secret (CDP_API_KEY_ID / CDP_API_KEY_SECRET). */
+export type CdpApiKey = { cdpApiKeyId: string; cdpApiKeySecret: string };
+
 /**
  * Coinbase's hosted facilitator (`facilitator.mode: cdp`) as the gateway's `FacilitatorPort`,
- * authenticated with a CDP API key from CDP_API_KEY_ID / CDP_API_KEY_SECRET (a JWT per request,
+ * authenticated with a CDP API key (CDP_API_KEY_ID / CDP_API_KEY_SECRET; a JWT per request,
  * made by `@coinbase/x402`, bound to CDP's host and path); `url` replaces CDP's own endpoint (a
  * proxy that forwards to it). Same local guarantees as `remoteFacilitator`.
  *
- * @example const port = cdpFacilitator(secrets, { journal: store.journal, network });
+ * @example const port = cdpFacilitator({ cdpApiKeyId, cdpApiKeySecret }, { journal: store.journal, network });
  */
-export function cdpFacilitator(secrets: Secrets, options: Omit<RemoteOptions, 'url' | 'apiKey'> & { url?: string }) {
-  const why = 'to use the hosted CDP facilitator (facilitator.mode: cdp)';
-  const config = createFacilitatorConfig(requireSecret(secrets, 'cdpApiKeyId', why), requireSecret(secrets, 'cdpApiKeySecret', why));
+export function cdpFacilitator(key: CdpApiKey, options: Omit<RemoteOptions, 'url' | 'apiKey'> & { url?: string }) {
+  const config = createFacilitatorConfig(key.cdpApiKeyId, key.cdpApiKeySecret);
   const url = options.url ?? config.url!;
   const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
   const remote = x402Client({ ...config, url, timeoutMs });

@@ -20,15 +20,15 @@ import {
   paymentRequired,
   paymentRequiredV1,
 } from './payment-required.js';
-import { type Plan, isMetered, listPrice, namedTools, priceAt, publicPlan, utcMonth } from './plans.js';
-import { atomicToUsd } from './pricing.js';
+import { type Plan, isMetered, listPrice, namedTools, priceAt, publicPlan, utcMonth } from '../pricing/plans.js';
+import { atomicToUsd } from '../pricing/pricing.js';
 import { type ToolResult, answerCall, rpcError, withoutPaidResponses } from './jsonrpc.js';
-import { HOP_HEADER, loopIn } from './hops.js';
+import { HOP_HEADER, loopIn } from '../upstream/hops.js';
 import { readJsonBody } from './json-body.js';
 import { type Message, classify, forUpstream, headerMismatch, paidRequestId } from './messages.js';
 import type { JsonRpcId } from './sse.js';
-import { CALLER_HEADER, type Upstream, callDeadline, send } from './upstream.js';
-import type { ToolsSource } from './upstream-tools.js';
+import { CALLER_HEADER, type Upstream, callDeadline, send } from '../upstream/upstream.js';
+import type { ToolsSource } from '../upstream/upstream-tools.js';
 
 export type GatewayOptions = {
   upstream: Upstream;

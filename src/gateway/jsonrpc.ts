@@ -1,6 +1,6 @@
 import { type Message, cannotHoldPaidResponse, isPaidResponse } from './messages.js';
 import { type JsonRpcId, frameMessage, mapSseFrames, withData } from './sse.js';
-import { type UpstreamAnswer, toResponse } from './upstream.js';
+import { type UpstreamAnswer, toResponse } from '../upstream/upstream.js';
 
 export type { Message } from './messages.js';
 export type ToolResult = { isError?: boolean; _meta?: Record<string, unknown>; [key: string]: unknown };

@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
-import { UpstreamError } from '../gateway/upstream.js';
+import { UpstreamError } from '../upstream/upstream.js';
 import { ApiError } from './api-error.js';
 
 /**

@@ -1,4 +1,4 @@
-import { slugSchema } from '../gateway/slug.js';
+import { slugSchema } from '../pricing/slug.js';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import type { Network } from '../chain/networks.js';
@@ -6,7 +6,7 @@ import { FacilitatorUnavailableError } from '../facilitator/errors.js';
 import type { FacilitatorPort } from '../facilitator/port.js';
 import { purposes } from '../facilitator/purposes.js';
 import { type ToolOffer, challengeResponse, paymentRequestFor, paymentRequired } from '../gateway/payment-required.js';
-import { atomicToUsd, usdPrice } from '../gateway/pricing.js';
+import { atomicToUsd, usdPrice } from '../pricing/pricing.js';
 import { credentialOf } from '../rails/credits/api-keys.js';
 import { type Credits, type Payer, mintTokenSchema, publicEntry, publicKey, publicToken } from '../rails/credits/credits.js';
 import { ApiError } from './api-error.js';

@@ -2,9 +2,9 @@ import { Hono } from 'hono';
 import { cors } from 'hono/cors';
 import type { Address } from 'viem';
 import type { Network } from '../chain/networks.js';
-import { type Plan, isMetered, listPrice, namedTools, publicPlan } from '../gateway/plans.js';
-import { atomicToUsd } from '../gateway/pricing.js';
-import type { ToolsSource } from '../gateway/upstream-tools.js';
+import { type Plan, isMetered, listPrice, namedTools, publicPlan } from '../pricing/plans.js';
+import { atomicToUsd } from '../pricing/pricing.js';
+import type { ToolsSource } from '../upstream/upstream-tools.js';
 
 export type PaidEndpoint = {
   /** Path of the MCP endpoint on this server, e.g. `/mcp`. */

@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import type { PublicClient } from 'viem';
-import type { ToolsSource } from '../gateway/upstream-tools.js';
+import type { ToolsSource } from '../upstream/upstream-tools.js';
 import type { Store } from '../store/store.js';
 
 /** A configured MCP server whose reachability `/health` reports, by its slug. */

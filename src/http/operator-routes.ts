@@ -1,6 +1,6 @@
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
-import { usdPrice } from '../gateway/pricing.js';
+import { usdPrice } from '../pricing/pricing.js';
 import { analyticsCsv, analyticsJson, analyticsQuerySchema } from '../operators/analytics.js';
 import {
   type Operators,

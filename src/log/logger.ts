@@ -1,6 +1,6 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
 import pretty from 'pino-pretty';
-import type { Config } from '../config/schema.js';
+import type { LogSettings } from './settings.js';
 
 const SECRET_KEYS = [
   'privateKey',
@@ -31,7 +31,7 @@ export const REDACT_PATHS: string[] = [
  * const log = createLogger(config.log);
  * log.info({ network: 'base' }, 'listening');
  */
-export function createLogger(options: Config['log'], destination?: DestinationStream): Logger {
+export function createLogger(options: LogSettings, destination?: DestinationStream): Logger {
   const redact = { paths: REDACT_PATHS, censor: '[redacted]' };
   const usePretty = options.format === 'pretty' || (options.format === 'auto' && !destination && process.stdout.isTTY);
   const stream = destination ?? (usePretty ? pretty({ sync: true, colorize: true }) : pino.destination(1));

@@ -1,4 +1,4 @@
-import { slugSchema } from '../gateway/slug.js';
+import { slugSchema } from '../pricing/slug.js';
 import { z } from 'zod';
 
 const DAY_MS = 86_400_000;

@@ -1,9 +1,9 @@
-import { slugSchema } from '../gateway/slug.js';
+import { slugSchema } from '../pricing/slug.js';
 import { getAddress, isAddress } from 'viem';
 import { z } from 'zod';
-import type { SecretBox } from '../config/secret-box.js';
-import { planSchema, publicPlan } from '../gateway/plans.js';
-import { UpstreamUrlError, checkUpstreamUrl } from '../gateway/ssrf.js';
+import type { SecretBox } from './secret-box.js';
+import { planSchema, publicPlan } from '../pricing/plans.js';
+import { UpstreamUrlError, checkUpstreamUrl } from '../upstream/ssrf.js';
 import { ApiError } from '../http/api-error.js';
 import { type OAuthSettings, oauthSettingsSchema } from '../oauth/settings.js';
 import { generateApiKey, hashApiKey, sameHash } from '../rails/credits/api-keys.js';

@@ -11,7 +11,7 @@ import { BASE_USDC, MULTICALL3 } from '../../src/chain/networks.js';
 import { type Sandbox, startSandbox } from '../../src/chain/sandbox/sandbox.js';
 import { loadConfig } from '../../src/config/load.js';
 import { purposes } from '../../src/facilitator/purposes.js';
-import { openFacilitator } from '../../src/facilitator/open.js';
+import { openFacilitator } from '../../src/app/payments.js';
 import { createLogger } from '../../src/log/logger.js';
 import { v2Request } from '../helpers/payments.js';
 
@@ -36,7 +36,8 @@ async function facilitatorOnNode(name: string) {
   });
   const store = { url: `sqlite:${path.join(dir, `${name}.db`)}` };
   const config = loadConfig({ env: {}, overrides: { network: 'base', rpcUrl: sandbox.rpcUrl, store } });
-  const chain = await connectChain(config, { relayerKeys: sandbox.accounts.relayers.map((r) => r.privateKey) });
+  const relayerKeys = sandbox.accounts.relayers.map((r) => r.privateKey);
+  const chain = await connectChain({ network: 'base', rpcUrl: sandbox.rpcUrl, relayerKeys });
   const opened = await openFacilitator({ config, chain, logger: createLogger({ level: 'info', format: 'json' }, sink) });
   return { chain, ...opened, lines };
 }

@@ -3,7 +3,7 @@ import { after, describe, test } from 'node:test';
 import type { Address, Hex } from 'viem';
 import { networks } from '../../src/chain/networks.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
-import { recoverOrphans } from '../../src/facilitator/open.js';
+import { recoverOrphans } from '../../src/facilitator/recovery.js';
 import type { NewPayment } from '../../src/store/journal/journal.js';
 import type { Store } from '../../src/store/store.js';
 import { purposes } from '../../src/facilitator/purposes.js';

@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { openPayments } from '../../src/app/payments.js';
 import { networks } from '../../src/chain/networks.js';
 import { ConfigError } from '../../src/config/errors.js';
+import { loadConfig } from '../../src/config/load.js';
 import { FacilitatorUnavailableError } from '../../src/facilitator/errors.js';
 import { purposes } from '../../src/facilitator/purposes.js';
 import { cdpFacilitator, remoteFacilitator } from '../../src/facilitator/remote.js';
+import { createLogger } from '../../src/log/logger.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
 import { useSandbox } from '../helpers/chain.js';
@@ -141,13 +144,14 @@ describe('remoteFacilitator: the gateway’s port over another facilitator’s /
 });
 
 describe('cdpFacilitator (Coinbase’s service is not reachable offline: a local server stands in front of a turnpike facilitator)', () => {
-  test('without CDP_API_KEY_ID / CDP_API_KEY_SECRET it says which variables to set', async () => {
-    const store = await openSqliteStore({ path: chain.dbPath() });
-    assert.throws(
-      () => cdpFacilitator({}, { journal: store.journal, network: networks.local }),
+  test('without CDP_API_KEY_ID / CDP_API_KEY_SECRET, opening mode cdp says which variables to set', async () => {
+    const config = loadConfig({ env: {}, overrides: { facilitator: { mode: 'cdp' }, store: { url: `sqlite:${chain.dbPath()}` } } });
+    const connection = { network: networks.local, rpcUrl: chain.sandbox.rpcUrl, client: chain.client, relayerKeys: [], multicall3: true };
+    const logger = createLogger({ level: 'silent', format: 'json' });
+    await assert.rejects(
+      openPayments({ config, secrets: {}, chain: { ...connection, close: async () => {} }, logger }),
       (e: unknown) => e instanceof ConfigError && /CDP_API_KEY_ID/.test(e.format()),
     );
-    await store.close();
   });
 
   test('by default it calls CDP’s x402 endpoint; every call carries a JWT for that endpoint, signed with the key', async (t) => {

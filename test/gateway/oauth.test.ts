@@ -5,9 +5,9 @@ import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { type JWTPayload, SignJWT, base64url, generateKeyPair, importJWK } from 'jose';
-import { flatPlan } from '../../src/gateway/plans.js';
-import { priceTableSchema } from '../../src/gateway/pricing.js';
-import type { EndpointOptions } from '../../src/http/gateway-server.js';
+import { flatPlan } from '../../src/pricing/plans.js';
+import { priceTableSchema } from '../../src/pricing/pricing.js';
+import type { EndpointOptions } from '../../src/app/gateway-server.js';
 import { CREDITS_META_KEY } from '../../src/rails/credits/rail.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { PriceError, atomicToUsd, priceOf, priceTableSchema, usdToAtomic } from '../../src/gateway/pricing.js';
+import { PriceError, atomicToUsd, priceOf, priceTableSchema, usdToAtomic } from '../../src/pricing/pricing.js';
 
 test('USD strings convert exactly to USDC atomic units', () => {
   assert.equal(usdToAtomic('0.01'), 10_000n);

@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
-import { UpstreamUrlError, checkUpstreamUrl, guardedAgent, isForbiddenAddress } from '../../src/gateway/ssrf.js';
+import { UpstreamUrlError, checkUpstreamUrl, guardedAgent, isForbiddenAddress } from '../../src/upstream/ssrf.js';
 
 describe('isForbiddenAddress', () => {
   const forbidden: [string, string][] = [

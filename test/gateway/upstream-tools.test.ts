@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type Socket, createServer } from 'node:net';
 import { test } from 'node:test';
-import { toolsLookups } from '../../src/gateway/upstream-tools.js';
+import { toolsLookups } from '../../src/upstream/upstream-tools.js';
 
 test('tool lookups are bounded: at most `concurrency` run at once against silent upstreams, each given up after its timeout', async () => {
   const sockets = new Set<Socket>();

@@ -4,7 +4,7 @@ import { networks } from '../../src/chain/networks.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import type { Secrets } from '../../src/config/secrets.js';
-import { type EndpointOptions, serveGateway } from '../../src/http/gateway-server.js';
+import { type EndpointOptions, serveGateway } from '../../src/app/gateway-server.js';
 import { createLogger } from '../../src/log/logger.js';
 import type { useSandbox } from './chain.js';
 

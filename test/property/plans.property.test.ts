@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { listPrice, planSchema, priceAt } from '../../src/gateway/plans.js';
-import { atomicToUsd } from '../../src/gateway/pricing.js';
+import { listPrice, planSchema, priceAt } from '../../src/pricing/plans.js';
+import { atomicToUsd } from '../../src/pricing/pricing.js';
 import { splitCharge } from '../../src/operators/take-rate.js';
 import { anyInput } from './arbitraries.js';
 

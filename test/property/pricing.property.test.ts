@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { PriceError, atomicToUsd, priceOf, priceTableSchema, usdPrice, usdToAtomic } from '../../src/gateway/pricing.js';
+import { PriceError, atomicToUsd, priceOf, priceTableSchema, usdPrice, usdToAtomic } from '../../src/pricing/pricing.js';
 import { anyInput, anyText, nearNumber, throwsOnly } from './arbitraries.js';
 import { atomicOf, usdOf } from './oracles.js';
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import type { Address, Hex } from 'viem';
-import { flatPlan } from '../../src/gateway/plans.js';
+import { flatPlan } from '../../src/pricing/plans.js';
 import { newId } from '../../src/store/ids.js';
 import type { Charge, OperatorStore, ServerRecord } from '../../src/store/operators/operators.js';
 import type { Store } from '../../src/store/store.js';

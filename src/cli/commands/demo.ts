@@ -1,11 +1,11 @@
-import { flatPlan } from '../../gateway/plans.js';
+import { flatPlan } from '../../pricing/plans.js';
 import { z } from 'zod';
-import { connectChain } from '../../chain/connect.js';
+import { connectConfiguredChain } from '../../app/chain.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
 import { runDemoAgent } from '../../demo/agent.js';
 import { demoPrices, startDemoServer } from '../../demo/server.js';
-import { serveGateway } from '../../http/gateway-server.js';
+import { serveGateway } from '../../app/gateway-server.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
 import { checkPort } from '../server-flags.js';
@@ -43,7 +43,7 @@ export const demoCommand = defineCommand({
     await checkPort(config);
     const logger = createLogger(config.log);
     const secrets = loadSecrets({});
-    const chain = await connectChain(config, secrets);
+    const chain = await connectConfiguredChain(config, secrets);
     const sandbox = chain.sandbox!;
     const upstream = await startDemoServer();
     const payee = sandbox.accounts.payees[0]!.address;

@@ -1,7 +1,7 @@
-import { connectChain } from '../../chain/connect.js';
+import { connectConfiguredChain } from '../../app/chain.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
-import { openFacilitator } from '../../facilitator/open.js';
+import { openFacilitator } from '../../app/payments.js';
 import { createApp } from '../../http/app.js';
 import { facilitatorRoutes } from '../../http/facilitator-routes.js';
 import { healthRoutes } from '../../http/health.js';
@@ -28,7 +28,7 @@ export const facilitatorCommand = defineCommand({
     const logger = createLogger(config.log);
     const secrets = loadSecrets();
     const keys = secrets.facilitatorKeys;
-    const chain = await connectChain(config, secrets);
+    const chain = await connectConfiguredChain(config, secrets);
     const { store, facilitator, close } = await openFacilitator({ config, chain, logger }).catch(async (error) => {
       await chain.close();
       throw error;

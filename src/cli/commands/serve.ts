@@ -1,12 +1,12 @@
-import { flatPlan } from '../../gateway/plans.js';
+import { flatPlan } from '../../pricing/plans.js';
 import { getAddress } from 'viem';
-import { connectChain } from '../../chain/connect.js';
+import { connectConfiguredChain } from '../../app/chain.js';
 import { ConfigError } from '../../config/errors.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
-import { atomicToUsd } from '../../gateway/pricing.js';
-import { startStdioBridge } from '../../gateway/stdio-bridge.js';
-import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js';
+import { atomicToUsd } from '../../pricing/pricing.js';
+import { startStdioBridge } from '../../upstream/stdio-bridge.js';
+import { type EndpointOptions, serveGateway } from '../../app/gateway-server.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
 import { checkPort, configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
@@ -42,7 +42,7 @@ export const serveCommand = defineCommand({
 
     await checkPort(config);
     const logger = createLogger(config.log);
-    const chain = await connectChain(config, secrets, { settles: config.facilitator.mode === 'self' });
+    const chain = await connectConfiguredChain(config, secrets, { settles: config.facilitator.mode === 'self' });
     const bridges = await Promise.all(
       config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio, stdioLimits(config), { logger }) : undefined)),
     );

@@ -1,13 +1,13 @@
-import { flatPlan } from '../../gateway/plans.js';
+import { flatPlan } from '../../pricing/plans.js';
 import { getAddress, isAddress } from 'viem';
 import { z } from 'zod';
-import { connectChain } from '../../chain/connect.js';
+import { connectConfiguredChain } from '../../app/chain.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
 import { challengeBindings } from '../../gateway/payment-required.js';
-import { atomicToUsd, usdPrice } from '../../gateway/pricing.js';
-import { type EndpointOptions, serveGateway } from '../../http/gateway-server.js';
-import { startStdioBridge } from '../../gateway/stdio-bridge.js';
+import { atomicToUsd, usdPrice } from '../../pricing/pricing.js';
+import { type EndpointOptions, serveGateway } from '../../app/gateway-server.js';
+import { startStdioBridge } from '../../upstream/stdio-bridge.js';
 import { createLogger } from '../../log/logger.js';
 import { UsageError, defineCommand } from '../command.js';
 import { checkPort, configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
@@ -75,7 +75,7 @@ export const wrapCommand = defineCommand({
     await checkPort(config);
     const logger = createLogger(config.log);
     const secrets = loadSecrets();
-    const chain = await connectChain(config, secrets, { settles: config.facilitator.mode === 'self' });
+    const chain = await connectConfiguredChain(config, secrets, { settles: config.facilitator.mode === 'self' });
     const payTo = flags['pay-to'] ? getAddress(flags['pay-to']) : chain.sandbox?.accounts.payees[0]?.address;
     if (!payTo) {
       await chain.close();

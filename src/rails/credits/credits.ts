@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { atomicToUsd, usdPrice } from '../../gateway/pricing.js';
+import { atomicToUsd, usdPrice } from '../../pricing/pricing.js';
 import type { BudgetToken, Credit, DebitRefusal, MoveResult, DebitResult, KeyRecord, LedgerEntry, Scope } from '../../store/credits/credits.js';
 import type { Store } from '../../store/store.js';
 import { newId } from '../../store/ids.js';

@@ -1,5 +1,5 @@
 import type Stripe from 'stripe';
-import { atomicToUsd } from '../../gateway/pricing.js';
+import { atomicToUsd } from '../../pricing/pricing.js';
 import type { CreditStore } from '../../store/credits/credits.js';
 import { ApiError } from '../../http/api-error.js';
 

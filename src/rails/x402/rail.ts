@@ -5,7 +5,7 @@ import { purposes } from '../../facilitator/purposes.js';
 import { type Message, type ToolResult, rpcError, rpcResult } from '../../gateway/jsonrpc.js';
 import { paymentOf, receiptMeta } from '../../gateway/messages.js';
 import { paymentRequestFor } from '../../gateway/payment-required.js';
-import { atomicToUsd } from '../../gateway/pricing.js';
+import { atomicToUsd } from '../../pricing/pricing.js';
 import { x402Ref } from '../../operators/revenue.js';
 import { PaymentDecodeError, encodeHeader } from '../../x402/codec.js';
 import { reasonFor, reasons } from '../../x402/reasons.js';

@@ -1,5 +1,5 @@
 import type { Address, Hex } from 'viem';
-import type { Plan } from '../../gateway/plans.js';
+import type { Plan } from '../../pricing/plans.js';
 import type { OAuthSettings } from '../../oauth/settings.js';
 import type { Analytics } from '../../operators/analytics.js';
 import type { Balance, Refusal } from '../../operators/balance.js';

@@ -1,5 +1,5 @@
 import type { Address, Hex } from 'viem';
-import { planInput, planSchema } from '../../gateway/plans.js';
+import { planInput, planSchema } from '../../pricing/plans.js';
 import type { OAuthSettings } from '../../oauth/settings.js';
 import { command, query } from '../engine/statement.js';
 import type { AuditEntry, Charge, ChargeRail, OperatorRecord, Payout, ServerRecord, Subscription, Withdrawal } from './operators.js';

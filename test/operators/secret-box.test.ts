@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import { SecretBoxError, secretBox } from '../../src/config/secret-box.js';
+import { SecretBoxError, secretBox } from '../../src/operators/secret-box.js';
 
 const keyHex = randomBytes(32).toString('hex');
 const box = secretBox(keyHex);

@@ -2,40 +2,14 @@ import type { Logger } from 'pino';
 import type { ChainConnection } from '../chain/connect.js';
 import { MULTICALL3 } from '../chain/networks.js';
 import type { Config } from '../config/schema.js';
-import type { Secrets } from '../config/secrets.js';
+import { type Secrets, requireSecret } from '../config/secrets.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { StoreError } from '../store/store.js';
-import { type Facilitator, createFacilitator } from './facilitator.js';
-import type { FacilitatorPort } from './port.js';
-import { cdpFacilitator, remoteFacilitator } from './remote.js';
-
-/** How often an instance looks for the journal entries of instances that died. */
-const RECOVER_EVERY_MS = 15_000;
-
-/** What finishes the journal entries an instance left (all, or one owner's). */
-type Reconciling = { reconcile(filter: { owner: string | null }): Promise<number> };
-
-/**
- * Finishes the unfinished journal entries of instances that are gone (their `instance:<id>`
- * lease is free: the process ended, however it ended). Taking that lease is also what makes the
- * recovery happen once: of several live instances, one gets it and the others skip those entries.
- * Entries of live instances, this one included, are theirs to finish.
- */
-export async function recoverOrphans(store: Store, facilitator: Reconciling): Promise<number> {
-  let finished = 0;
-  for (const owner of await store.journal.unfinishedOwners()) {
-    if (owner === store.instanceId) continue;
-    const lease = await store.lease(`instance:${owner ?? 'unowned'}`);
-    if (!lease) continue;
-    try {
-      finished += await facilitator.reconcile({ owner });
-    } finally {
-      await lease.release();
-    }
-  }
-  return finished;
-}
+import { type Facilitator, createFacilitator } from '../facilitator/facilitator.js';
+import type { FacilitatorPort } from '../facilitator/port.js';
+import { cdpFacilitator, remoteFacilitator } from '../facilitator/remote.js';
+import { keepRecovering } from '../facilitator/recovery.js';
 
 /**
  * The facilitator a serving command runs: the configured store, this instance's relayer keys
@@ -89,37 +63,6 @@ export async function openFacilitator(options: {
 }
 
 /**
- * Finishes what instances that died left (see `recoverOrphans`) and forgets kept results nobody
- * can ask for any more, once before it returns and every 15 s after; `close` stops that and
- * closes the store (also when the first round fails).
- */
-async function keepRecovering(store: Store, facilitator: Reconciling, logger: Logger) {
-  const recover = async () => {
-    const reconciled = await recoverOrphans(store, facilitator);
-    if (reconciled > 0) logger.info({ reconciled }, 'finished settlements left by a stopped instance');
-    await store.journal.forgetResults(Math.floor(Date.now() / 1000));
-  };
-  try {
-    await recover();
-  } catch (error) {
-    await store.close();
-    throw error;
-  }
-  let recovering: Promise<unknown> = Promise.resolve();
-  const timer = setInterval(() => {
-    recovering = recover().catch((err: unknown) => logger.error({ err }, 'journal recovery failed'));
-  }, RECOVER_EVERY_MS).unref();
-  return {
-    /** Stops recovering and closes the store. */
-    async close() {
-      clearInterval(timer);
-      await recovering;
-      await store.close();
-    },
-  };
-}
-
-/**
  * How a gateway takes x402 payments, by `facilitator.mode`, over the configured store:
  *
  * - `self`: turnpike's own facilitator (`openFacilitator`), also served as the `/facilitator` API (`api`);
@@ -150,7 +93,7 @@ export async function openPayments(options: {
     const local = { journal: store.journal, network: chain.network, client: chain.client };
     remote =
       mode === 'cdp'
-        ? cdpFacilitator(secrets, { ...local, ...(url ? { url } : {}) })
+        ? cdpFacilitator(cdpApiKey(secrets), { ...local, ...(url ? { url } : {}) })
         : remoteFacilitator({ ...local, url: url!, ...(secrets.remoteFacilitatorKey ? { apiKey: secrets.remoteFacilitatorKey } : {}) });
   } catch (error) {
     await store.close();
@@ -158,4 +101,10 @@ export async function openPayments(options: {
   }
   const { close } = await keepRecovering(store, remote, logger);
   return { store, payments: remote, url: remote.url, close };
+}
+
+/** The CDP API key `facilitator.mode: cdp` needs, from the environment; a ConfigError naming the variables when one is unset. */
+function cdpApiKey(secrets: Secrets) {
+  const why = 'to use the hosted CDP facilitator (facilitator.mode: cdp)';
+  return { cdpApiKeyId: requireSecret(secrets, 'cdpApiKeyId', why), cdpApiKeySecret: requireSecret(secrets, 'cdpApiKeySecret', why) };
 }
