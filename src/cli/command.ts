@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { z } from 'zod';
+import type { z } from 'zod';
 
 /** One command-line flag: how it parses and how `--help` describes it. */
 export type Flag = {
@@ -19,6 +19,7 @@ export type Command<S extends z.ZodType = z.ZodType> = {
   flags: Record<string, Flag>;
   /** Validates the parsed flags (strings and booleans, keyed by flag name). */
   schema: S;
+  // biome-ignore lint/suspicious/noConfusingVoidType: a command may end without an exit code (then 0)
   run(flags: z.infer<S>, io: CommandIO): Promise<number | void>;
 };
 

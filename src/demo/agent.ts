@@ -27,8 +27,8 @@ export async function runDemoAgent(options: { mcpUrl: string; payer: DemoAccount
     const { tools } = await client.listTools();
     say('agent: tools/list');
     for (const tool of tools) {
-      const { usd } = tool._meta?.['turnpike/price'] as { usd: string };
-      say(`  ${tool.name.padEnd(10)} ${`${usd} USD`.padEnd(10)} ${tool.description ?? ''}`);
+      const price = tool._meta?.['turnpike/price'] as { usd: string } | undefined;
+      say(`  ${tool.name.padEnd(10)} ${(price ? `${price.usd} USD` : 'unpriced').padEnd(10)} ${tool.description ?? ''}`);
     }
 
     const hello = (await client.callTool({ name: 'hello', arguments: { name: 'agent' } })) as ToolResult;

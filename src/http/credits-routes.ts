@@ -61,6 +61,7 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     const payer = await requirePayer(c.req.raw.headers);
     if (!payer.token) return c.json(publicKey(payer.key));
     const token = publicToken(payer.token);
+    // biome-ignore lint/complexity/useMathMinMax: bigints (Math.min takes numbers)
     const spendable = payer.key.balance < payer.token.cap - payer.token.spent ? payer.key.balance : payer.token.cap - payer.token.spent;
     return c.json({ token, spendable: spendable.toString(), spendableUsd: atomicToUsd(spendable) });
   });

@@ -79,7 +79,7 @@ async function revertReason(promise: Promise<unknown>): Promise<string> {
     await promise;
   } catch (error) {
     assert.ok(error instanceof BaseError);
-    return error.shortMessage + '\n' + error.message;
+    return `${error.shortMessage}\n${error.message}`;
   }
   assert.fail('expected a revert');
 }

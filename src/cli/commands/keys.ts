@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
-import { createCredits, newKeySchema, publicEntry, publicKey, statusAfter, topupSchema } from '../../rails/credits/credits.js';
+import { createCredits, newKeySchema, publicEntry, publicKey, type statusAfter, topupSchema } from '../../rails/credits/credits.js';
 import { ApiError } from '../../http/api-error.js';
 import { newId } from '../../store/ids.js';
 import { openStore } from '../../store/open.js';

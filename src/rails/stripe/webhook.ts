@@ -57,7 +57,7 @@ export async function handleStripeWebhook(
     event.type === 'checkout.session.async_payment_succeeded'
       ? event.data.object
       : undefined;
-  if (!session || session.mode !== 'payment') {
+  if (session?.mode !== 'payment') {
     const handled = deps.subscriptions && (await handleSubscriptionEvent(deps.subscriptions, event));
     if (handled) {
       deps.logger.info({ event: event.id, type: event.type, outcome: handled }, 'Stripe event');

@@ -144,7 +144,7 @@ function* debit(debit: Debit): Op<DebitResult> {
 function* refund(debitId: string, reason: string): Op<{ balance: bigint }> {
   const now = Date.now();
   const debit = yield* get(sql.entryById, { id: debitId });
-  if (!debit || debit.kind !== 'debit') throw new Error(`ledger entry ${debitId} is not a debit`);
+  if (debit?.kind !== 'debit') throw new Error(`ledger entry ${debitId} is not a debit`);
   const key = (yield* lock(sql.balanceOf, { id: debit.key_id }))!;
   yield* run(sql.dropRequestOf, { debitId });
   yield* run(sql.closeDebit, { debitId });
