@@ -129,7 +129,7 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     try {
       request = paymentRequestFor(raw, offer);
     } catch (error) {
-      if (error instanceof PaymentDecodeError) return challenge(`invalid_payload: ${error.message}`);
+      if (error instanceof PaymentDecodeError) return challenge(`${error.code}: ${error.message}`);
       throw error;
     }
     let receipt;
@@ -137,7 +137,7 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
       receipt = await facilitator.settle(request, purposes.topup(payTo));
     } catch (error) {
       if (error instanceof FacilitatorUnavailableError) {
-        return c.json({ error: 'facilitator_unavailable', message: `${error.message}; retry with the same payment`, retryable: true }, 503);
+        return c.json({ error: error.code, message: `${error.message}; retry with the same payment`, retryable: true }, 503);
       }
       throw error;
     }
