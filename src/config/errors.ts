@@ -1,3 +1,5 @@
+import { BaseError } from '../errors.js';
+
 /** One thing wrong with the configuration, said where it came from. */
 export type ConfigProblem = { path: string; source: string; message: string };
 
@@ -7,10 +9,10 @@ export type ConfigProblem = { path: string; source: string; message: string };
  * @example
  * try { loadConfig({ file }) } catch (e) { if (e instanceof ConfigError) console.error(e.format()) }
  */
-export class ConfigError extends Error {
+export class ConfigError extends BaseError<'config_invalid'> {
   override name = 'ConfigError';
   constructor(readonly problems: ConfigProblem[]) {
-    super(problems.map((p) => `${p.path}: ${p.message}`).join('; '));
+    super(problems.map((p) => `${p.path}: ${p.message}`).join('; '), { code: 'config_invalid' });
   }
 
   /** One line per problem, then where to read about the settings. */

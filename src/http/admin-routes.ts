@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { z } from 'zod';
 import { type Credits, adjustSchema, newKeySchema, publicEntry, publicKey, statusAfter, topupSchema, transferSchema } from '../rails/credits/credits.js';
-import { ApiError } from './api-error.js';
+import { DomainError } from '../errors.js';
 import { bearerIn } from './caller.js';
 import { sessionOf } from './console-session.js';
 import type { CheckoutSession, ResolveResult } from '../store/credits/credits.js';
@@ -17,9 +17,9 @@ import { oauthIssuerSchema, oauthSubjectSchema } from '../oauth/settings.js';
  */
 export const adminAuth = (adminKey: string | undefined) =>
   createMiddleware(async (c, next) => {
-    if (!adminKey) throw new ApiError(403, 'admin_disabled', 'the admin API is off: set TURNPIKE_ADMIN_KEY to enable it');
+    if (!adminKey) throw new DomainError('admin_disabled', 'the admin API is off: set TURNPIKE_ADMIN_KEY to enable it');
     if (sessionOf(c.req.raw)?.kind !== 'admin' && !bearerIn(c.req.header('authorization'), [adminKey])) {
-      throw new ApiError(401, 'admin_unauthorized', 'send the admin key as Authorization: Bearer <TURNPIKE_ADMIN_KEY>');
+      throw new DomainError('admin_unauthorized', 'send the admin key as Authorization: Bearer <TURNPIKE_ADMIN_KEY>');
     }
     await next();
   });
@@ -53,12 +53,12 @@ const publicCheckout = (s: CheckoutSession) => ({
 /** The answer to an admin's decision on a session in review, or the specific reason it cannot be made. */
 function resolved(result: ResolveResult, sessionId: string) {
   if (result.ok) return { ...publicCheckout(result.session), ...(result.entry ? { entry: publicEntry(result.entry) } : {}) };
-  if (result.reason === 'not_found') throw new ApiError(404, 'checkout_not_found', `no Checkout Session ${sessionId} was opened here`);
+  if (result.reason === 'not_found') throw new DomainError('checkout_not_found', `no Checkout Session ${sessionId} was opened here`);
   if (result.reason === 'not_in_review') {
     const state = result.session!.state;
-    throw new ApiError(409, 'checkout_not_in_review', `Checkout Session ${sessionId} is ${state}, not in review: nothing to decide`);
+    throw new DomainError('checkout_not_in_review', `Checkout Session ${sessionId} is ${state}, not in review: nothing to decide`);
   }
-  throw new ApiError(409, 'key_unusable', 'that key is unknown or revoked: give keyId, the holder’s replacement key', {
+  throw new DomainError('key_unusable', 'that key is unknown or revoked: give keyId, the holder’s replacement key', {
     keyId: result.session!.keyId,
   });
 }
@@ -119,13 +119,13 @@ export function adminRoutes(options: { credits: Credits; store: Store; adminKey:
   api.post('/keys/:id/subjects', linking, async (c, { body }) => {
     const issuers = [...new Set((await options.issuers?.()) ?? [])];
     if (!issuers.includes(body.issuer)) {
-      throw new ApiError(400, 'issuer_unknown', `no server here takes tokens of ${body.issuer}; name it as a server's oauth.issuer first`, { issuers });
+      throw new DomainError('issuer_unknown', `no server here takes tokens of ${body.issuer}; name it as a server's oauth.issuer first`, { issuers });
     }
     const key = await credits.keyById(c.req.param('id')!);
-    if (key.status === 'revoked') throw new ApiError(409, 'key_revoked', 'a revoked key cannot pay for anyone');
+    if (key.status === 'revoked') throw new DomainError('key_already_revoked', 'a revoked key cannot pay for anyone');
     const result = await store.credits.linkSubject({ ...body, keyId: key.id });
     if (result.keyId !== key.id) {
-      throw new ApiError(409, 'subject_linked', `this subject is linked to key ${result.keyId}; unlink it there first`, { keyId: result.keyId });
+      throw new DomainError('subject_linked', `this subject is linked to key ${result.keyId}; unlink it there first`, { keyId: result.keyId });
     }
     return c.json({ ...body, keyId: key.id, linked: result.linked }, result.linked ? 201 : 200);
   });
@@ -137,7 +137,7 @@ export function adminRoutes(options: { credits: Credits; store: Store; adminKey:
   api.delete('/keys/:id/subjects', { summary: 'unlink an OAuth subject from a key', query: subjectSchema }, async (c, { query }) => {
     const key = await credits.keyById(c.req.param('id')!);
     if (!(await store.credits.unlinkSubject({ ...query, keyId: key.id }))) {
-      throw new ApiError(404, 'subject_not_linked', `subject ${query.subject} of ${query.issuer} is not linked to key ${key.id}`);
+      throw new DomainError('subject_not_linked', `subject ${query.subject} of ${query.issuer} is not linked to key ${key.id}`);
     }
     return c.json({ ...query, keyId: key.id, linked: false });
   });

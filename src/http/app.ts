@@ -1,18 +1,19 @@
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import { UpstreamError } from '../upstream/upstream.js';
-import { ApiError } from './api-error.js';
+import { DomainError, errorCodes } from '../errors.js';
 
 /**
- * A hono app whose every answer is JSON: unknown paths are 404, a client's mistake thrown as a
- * ApiError is its 4xx, and an unexpected fault is a 500 that says to retry, logged here and
- * never shown to the caller as a stack trace.
+ * A hono app whose every answer is JSON: unknown paths are 404, a DomainError is its code's status
+ * (`errorCodes`: the one place a code becomes HTTP) with `{ error: code, message, ...details }`, and
+ * an unexpected fault is a 500 that says to retry, logged here and never shown to the caller as a
+ * stack trace.
  */
 export function createApp(logger: Logger): Hono {
   const app = new Hono();
   app.notFound((c) => c.json({ error: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => {
-    if (error instanceof ApiError) return c.json(error.toJSON(), error.status);
+    if (error instanceof DomainError) return c.json(error.toJSON(), errorCodes[error.code]);
     if (error instanceof UpstreamError) {
       logger.warn({ err: error, path: c.req.path }, 'upstream failed');
       return c.json({ jsonrpc: '2.0', id: null, error: { code: -32603, message: 'the MCP server behind this gateway did not answer; retry later' } }, 502);

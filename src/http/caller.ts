@@ -8,7 +8,7 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  * Whether `Authorization: Bearer <key>` carries one of `keys`, compared in constant time (both
  * sides hashed first, so not even the length leaks; every key is compared).
  *
- * @example if (!bearerIn(c.req.header('authorization'), [adminKey])) throw new ApiError(401, …);
+ * @example if (!bearerIn(c.req.header('authorization'), [adminKey])) throw new DomainError('admin_unauthorized', …);
  */
 export function bearerIn(header: string | undefined, keys: readonly string[]): boolean {
   const bearer = bearerOf(header);

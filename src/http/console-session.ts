@@ -6,7 +6,7 @@ import { z } from 'zod';
 import type { Operators } from '../operators/operators.js';
 import { publicOperator } from '../operators/operators.js';
 import type { OperatorRecord } from '../store/operators/operators.js';
-import { ApiError } from './api-error.js';
+import { DomainError } from '../errors.js';
 import { bearerIn } from './caller.js';
 import { type RouteDoc, documented } from './documented.js';
 
@@ -65,7 +65,7 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
     const publicUrl = options.publicUrl?.();
     if (!host || (host !== c.req.header('host') && host !== (publicUrl && new URL(publicUrl).host))) {
       const why = 'a console write must come from a console page of this instance (the Origin header did not name it)';
-      throw new ApiError(403, 'cross_origin', why);
+      throw new DomainError('cross_origin', why);
     }
   }
 
@@ -87,7 +87,7 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
   async function signIn(key: string): Promise<ConsolePrincipal> {
     if (key.startsWith('op_')) return { kind: 'operator', operator: await operators.authenticate(`Bearer ${key}`) };
     if (adminKey && bearerIn(`Bearer ${key}`, [adminKey])) return { kind: 'admin' };
-    throw new ApiError(401, 'console_unauthorized', 'this key is neither an operator key (op_…) known here nor the admin key');
+    throw new DomainError('console_unauthorized', 'this key is neither an operator key (op_…) known here nor the admin key');
   }
 
   const describe = (p: ConsolePrincipal) =>
@@ -127,7 +127,7 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
   });
   api.get('/session', { summary: 'who the console session is signed in as' }, async (c) => {
     const principal = await principalOf(getCookie(c, COOKIE));
-    if (!principal) throw new ApiError(401, 'console_signed_out', 'no console session: sign in with an operator key or the admin key');
+    if (!principal) throw new DomainError('console_signed_out', 'no console session: sign in with an operator key or the admin key');
     return c.json(describe(principal));
   });
   api.delete('/session', { summary: 'sign out of the console' }, async (c) => {

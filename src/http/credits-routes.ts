@@ -9,7 +9,7 @@ import { type ToolOffer, challengeResponse, paymentRequestFor, paymentRequired }
 import { atomicToUsd, usdPrice } from '../pricing/pricing.js';
 import { credentialOf } from '../rails/credits/api-keys.js';
 import { type Credits, type Payer, mintTokenSchema, publicEntry, publicKey, publicToken } from '../rails/credits/credits.js';
-import { ApiError } from './api-error.js';
+import { DomainError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { PaymentDecodeError, encodeHeader } from '../x402/codec.js';
 import { type FacilitatorRequest, exactEvmPayloadSchema } from '../x402/schemas.js';
@@ -52,8 +52,8 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
   };
   const requirePayer = async (headers: Headers, keyOnly = false) => {
     const payer = await payerOf(headers);
-    if (!payer) throw new ApiError(401, 'credential_missing', 'send an API key as Authorization: Bearer tp_… or X-API-Key');
-    if (keyOnly && payer.token) throw new ApiError(403, 'key_required', 'this needs the API key itself, not a budget token');
+    if (!payer) throw new DomainError('credential_missing', 'send an API key as Authorization: Bearer tp_… or X-API-Key');
+    if (keyOnly && payer.token) throw new DomainError('key_required', 'this needs the API key itself, not a budget token');
     return payer;
   };
 
@@ -84,20 +84,20 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
   app.delete('/tokens/:id', async (c) => {
     const payer = await requirePayer(c.req.raw.headers, true);
     const token = await store.credits.revokeToken(payer.key.id, c.req.param('id'));
-    if (!token) throw new ApiError(404, 'token_not_found', `no budget token ${c.req.param('id')} on this key`);
+    if (!token) throw new DomainError('token_not_found', `no budget token ${c.req.param('id')} on this key`);
     return c.json(publicToken(token));
   });
 
   app.post('/checkout', async (c) => {
     const payer = await requirePayer(c.req.raw.headers, true);
     const { package: packageId } = await jsonBody(c, checkoutSchema);
-    if (!options.checkout) throw new ApiError(503, 'stripe_not_configured', 'card top-ups are off here: the operator has not set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
+    if (!options.checkout) throw new DomainError('stripe_not_configured', 'card top-ups are off here: the operator has not set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
     return c.json(await options.checkout(payer.key.id, packageId), 201);
   });
   app.post('/subscriptions', async (c) => {
     const payer = await requirePayer(c.req.raw.headers, true);
     const { server } = await jsonBody(c, subscribeSchema);
-    if (!options.subscribe) throw new ApiError(503, 'stripe_not_configured', 'subscriptions are off here: the operator has not set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
+    if (!options.subscribe) throw new DomainError('stripe_not_configured', 'subscriptions are off here: the operator has not set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
     return c.json(await options.subscribe(payer.key.id, server), 201);
   });
   // Where Stripe sends the buyer back; the credits arrive with the webhook, not with this visit.
@@ -114,13 +114,13 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     const { usd: amount } = query(c, topupQuery);
     const { min, max, payTo } = options.topup;
     if (amount < min || amount > max) {
-      throw new ApiError(400, 'amount_out_of_bounds', `a top-up is between ${atomicToUsd(min)} and ${atomicToUsd(max)} USD`, {
+      throw new DomainError('amount_out_of_bounds', `a top-up is between ${atomicToUsd(min)} and ${atomicToUsd(max)} USD`, {
         min: min.toString(),
         max: max.toString(),
       });
     }
     const payer = await payerOf(c.req.raw.headers);
-    if (payer?.token) throw new ApiError(403, 'key_required', 'a budget token cannot be topped up; top up its API key');
+    if (payer?.token) throw new DomainError('key_required', 'a budget token cannot be topped up; top up its API key');
     const offer: ToolOffer = { tool: 'credits', amount, payTo, network, mcpUrl: c.req.url, description: `${atomicToUsd(amount)} USD of turnpike credits` };
     const challenge = (why: string) => challengeResponse(offer, paymentRequired(offer, why));
 
@@ -130,7 +130,7 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     try {
       request = paymentRequestFor(raw, offer);
     } catch (error) {
-      if (error instanceof PaymentDecodeError) return challenge(`invalid_payload: ${error.message}`);
+      if (error instanceof PaymentDecodeError) return challenge(`${error.code}: ${error.message}`);
       throw error;
     }
     let receipt;
@@ -138,7 +138,7 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
       receipt = await facilitator.settle(request, purposes.topup(payTo));
     } catch (error) {
       if (error instanceof FacilitatorUnavailableError) {
-        return c.json({ error: 'facilitator_unavailable', message: `${error.message}; retry with the same payment`, retryable: true }, 503);
+        return c.json({ error: error.code, message: `${error.message}; retry with the same payment`, retryable: true }, 503);
       }
       throw error;
     }
@@ -159,7 +159,7 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     };
     if (payer) {
       const credited = await store.credits.credit({ keyId: payer.key.id, kind: 'topup', ...funding });
-      if (credited.entry.keyId !== payer.key.id) throw new ApiError(409, 'already_funded', 'this payment already funded another key');
+      if (credited.entry.keyId !== payer.key.id) throw new DomainError('already_funded', 'this payment already funded another key');
       return c.json({ keyId: payer.key.id, balance: credited.balance.toString(), balanceUsd: atomicToUsd(credited.balance), entry: publicEntry(credited.entry), receipt }, credited.applied ? 201 : 200);
     }
     const { secret, key } = await credits.createKey({ name: `USDC top-up by ${receipt.payer}` }, funding);

@@ -80,7 +80,7 @@ export function facilitatorRoutes(facilitator: Facilitator, options: Facilitator
     } catch (error) {
       if (error instanceof FacilitatorUnavailableError) {
         options.logger.warn({ err: error }, 'facilitator unavailable');
-        return c.json({ error: 'facilitator_unavailable', message: error.message, retryable: true }, 503);
+        return c.json({ error: error.code, message: error.message, retryable: true }, 503);
       }
       throw error;
     }

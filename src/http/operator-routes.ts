@@ -20,7 +20,7 @@ import type { OperatorRecord, Payout, Withdrawal } from '../store/operators/oper
 import { newId } from '../store/ids.js';
 import type { Store } from '../store/store.js';
 import { adminAuth, pageSchema } from './admin-routes.js';
-import { ApiError } from './api-error.js';
+import { DomainError } from '../errors.js';
 import { clientAddress } from './caller.js';
 import { sessionOf } from './console-session.js';
 import { type RouteDoc, documented } from './documented.js';
@@ -84,7 +84,7 @@ const publicWithdrawal = (w: Withdrawal) => ({
  */
 export function operatorRoutes(options: OperatorRoutesOptions) {
   const { operators, store, withdrawals, payouts, credits, catalog } = options;
-  const stripeOff = () => new ApiError(503, 'stripe_not_configured', 'fiat payouts are off here: this instance has no STRIPE_SECRET_KEY');
+  const stripeOff = () => new DomainError('stripe_not_configured', 'fiat payouts are off here: this instance has no STRIPE_SECRET_KEY');
   const app = new Hono<{ Variables: { operator: OperatorRecord } }>();
   const audit = (c: Context, actor: string, operatorId: string | undefined, action: string, target?: string, detail?: Record<string, unknown>) => {
     const ip = clientAddress(c);
@@ -96,7 +96,7 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
     '/',
     { summary: 'register as an operator (when registration is open); the key is in this answer only', body: registerSchema, status: 201 },
     async (c, { body }) => {
-      if (options.registration !== 'open') throw new ApiError(403, 'registration_closed', 'operators are registered by this instance’s admin (POST /admin/operators)');
+      if (options.registration !== 'open') throw new DomainError('registration_closed', 'operators are registered by this instance’s admin (POST /admin/operators)');
       const { secret, operator } = await operators.register(body);
       await audit(c, `operator:${operator.id}`, operator.id, 'operator.register', operator.id);
       return c.json({ ...publicOperator(operator), key: secret, note: 'store the key now: it is not shown again' }, 201);
@@ -145,11 +145,11 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
   op.get('/withdrawals', { summary: 'your withdrawals, newest first' }, async (c) => c.json({ withdrawals: (await store.operators.withdrawals(me(c).id)).map(publicWithdrawal) }));
   op.get('/withdrawals/:id', { summary: 'one withdrawal' }, async (c) => {
     const w = await store.operators.withdrawal(c.req.param('id')!);
-    if (!w || w.operatorId !== me(c).id) throw new ApiError(404, 'withdrawal_not_found', `you have no withdrawal ${c.req.param('id')}`);
+    if (!w || w.operatorId !== me(c).id) throw new DomainError('withdrawal_not_found', `you have no withdrawal ${c.req.param('id')}`);
     return c.json(publicWithdrawal(w));
   });
   op.post('/withdrawals', { summary: 'withdraw available USDC to your payout address', body: withdrawalSchema, status: 201 }, async (c, { body }) => {
-    if (!withdrawals) throw new ApiError(503, 'withdrawals_unavailable', 'this instance has no treasury key (TURNPIKE_TREASURY_KEY): withdrawals are off');
+    if (!withdrawals) throw new DomainError('withdrawals_unavailable', 'this instance has no treasury key (TURNPIKE_TREASURY_KEY): withdrawals are off');
     const { created, withdrawal } = await withdrawals.request(me(c), { idempotencyKey: body.idempotencyKey, ...(body.usd !== undefined ? { amount: body.usd } : {}) });
     if (created) await audit(c, actor(c), me(c).id, 'withdrawal.request', withdrawal.id, { amount: withdrawal.amount.toString(), to: withdrawal.to });
     return c.json(publicWithdrawal(withdrawal), created ? 201 : 200);
@@ -157,19 +157,19 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
   /** The operator's own key, or 404: another operator's key does not exist for them. */
   async function ownKey(c: Context<Env>) {
     const key = await store.credits.key(c.req.param('id')!);
-    if (!key || key.operatorId !== me(c).id) throw new ApiError(404, 'key_not_found', `you have no API key ${c.req.param('id')}`);
+    if (!key || key.operatorId !== me(c).id) throw new DomainError('key_not_found', `you have no API key ${c.req.param('id')}`);
     return key;
   }
   op.post(
     '/keys',
     { summary: 'an API key for one of your customers, usable on your servers only, funded by their own top-ups', body: operatorKeySchema, status: 201 },
     async (c, { body }) => {
-      if (!credits) throw new ApiError(503, 'credits_disabled', 'the credits rail is off on this instance');
+      if (!credits) throw new DomainError('credits_disabled', 'the credits rail is off on this instance');
       const own = (await store.operators.servers({ operatorId: me(c).id })).map((s) => s.slug);
       const servers = body.scope?.servers ?? own;
       const foreign = servers.filter((s) => !own.includes(s));
-      if (servers.length === 0) throw new ApiError(409, 'no_servers', 'register a server first: a key you make can pay only on your servers');
-      if (foreign.length > 0) throw new ApiError(400, 'invalid_request', `scope.servers: not your servers: ${foreign.join(', ')}`, { field: 'scope.servers' });
+      if (servers.length === 0) throw new DomainError('no_servers', 'register a server first: a key you make can pay only on your servers');
+      if (foreign.length > 0) throw new DomainError('invalid_request', `scope.servers: not your servers: ${foreign.join(', ')}`, { field: 'scope.servers' });
       const { secret, key } = await credits.createKey({ ...body, scope: { ...body.scope, servers }, operatorId: me(c).id });
       await audit(c, actor(c), me(c).id, 'key.create', key.id, { servers });
       return c.json({ ...publicKey(key), key: secret, note: 'store the key now: it is not shown again' }, 201);

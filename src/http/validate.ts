@@ -1,11 +1,11 @@
 import type { Context } from 'hono';
 import type { z } from 'zod';
-import { ApiError } from './api-error.js';
+import { DomainError } from '../errors.js';
 
 /** A zod failure as the caller sees it: the first problem in `message`, every one in `issues`. */
-function invalid(error: z.ZodError, where: string): ApiError {
+function invalid(error: z.ZodError, where: string): DomainError {
   const issues = error.issues.map((i) => ({ path: i.path.join('.') || where, message: i.message }));
-  return new ApiError(400, 'invalid_request', `${issues[0]!.path}: ${issues[0]!.message}`, { issues });
+  return new DomainError('invalid_request', `${issues[0]!.path}: ${issues[0]!.message}`, { issues });
 }
 
 /**
@@ -21,7 +21,7 @@ export async function jsonBody<S extends z.ZodType>(c: Context, schema: S): Prom
     try {
       body = JSON.parse(text);
     } catch {
-      throw new ApiError(400, 'invalid_json', 'the request body is not JSON');
+      throw new DomainError('invalid_json', 'the request body is not JSON');
     }
   }
   const parsed = schema.safeParse(body);

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { SecretBox } from './secret-box.js';
 import { planSchema, publicPlan } from '../pricing/plans.js';
 import { UpstreamUrlError, checkUpstreamUrl } from '../upstream/ssrf.js';
-import { ApiError } from '../http/api-error.js';
+import { DomainError } from '../errors.js';
 import { type OAuthSettings, oauthSettingsSchema } from '../oauth/settings.js';
 import { generateApiKey, hashApiKey, sameHash } from '../rails/credits/api-keys.js';
 import { newId } from '../store/ids.js';
@@ -78,7 +78,7 @@ export const publicOperator = (o: OperatorRecord) => ({
 
 /** The operator if active; a suspended one is a 403, however it authenticated. */
 export function activeOnly(operator: OperatorRecord): OperatorRecord {
-  if (operator.status !== 'active') throw new ApiError(403, 'operator_suspended', 'this operator is suspended; contact the instance owner');
+  if (operator.status !== 'active') throw new DomainError('operator_suspended', 'this operator is suspended; contact the instance owner');
   return operator;
 }
 
@@ -140,13 +140,13 @@ export function createOperators(options: OperatorsOptions) {
     try {
       checked = await checkUpstreamUrl(url, { allowPrivate: options.allowPrivateUpstreams });
     } catch (error) {
-      if (error instanceof UpstreamUrlError) throw new ApiError(400, 'upstream_refused', `upstream: ${error.message}`, { field: 'upstream' });
+      if (error instanceof UpstreamUrlError) throw new DomainError('upstream_refused', `upstream: ${error.message}`, { field: 'upstream' });
       throw error;
     }
     const self = await options.isTurnpike(checked);
     if (self) {
       const why = `upstream: ${checked.origin} is this turnpike (${self}), and a server forwarding to it would loop`;
-      throw new ApiError(400, 'upstream_is_turnpike', `${why}; give the MCP server's own URL`, { field: 'upstream' });
+      throw new DomainError('upstream_is_turnpike', `${why}; give the MCP server's own URL`, { field: 'upstream' });
     }
   }
 
@@ -156,30 +156,30 @@ export function createOperators(options: OperatorsOptions) {
    */
   async function issuerChecked(oauth: OAuthSettings | null | undefined) {
     if (!oauth) return;
-    if (!options.oauthCallers) throw new ApiError(400, 'oauth_unavailable', 'OAuth callers pay from credits keys, and credits are off on this instance', { field: 'oauth' });
+    if (!options.oauthCallers) throw new DomainError('oauth_unavailable', 'OAuth callers pay from credits keys, and credits are off on this instance', { field: 'oauth' });
     try {
       await checkUpstreamUrl(oauth.issuer, { allowPrivate: options.allowPrivateUpstreams });
     } catch (error) {
-      if (error instanceof UpstreamUrlError) throw new ApiError(400, 'issuer_refused', `oauth.issuer: ${error.message}`, { field: 'oauth.issuer' });
+      if (error instanceof UpstreamUrlError) throw new DomainError('issuer_refused', `oauth.issuer: ${error.message}`, { field: 'oauth.issuer' });
       throw error;
     }
   }
 
   function sealed(auth: z.output<typeof authSchema>, serverId: string): UpstreamAuth {
     if (auth.mode === 'none') return auth;
-    if (!options.box) throw new ApiError(400, 'secrets_key_missing', 'an upstream secret is kept encrypted, and this instance has no TURNPIKE_SECRETS_KEY; ask its owner to set one', { field: 'auth' });
+    if (!options.box) throw new DomainError('secrets_key_missing', 'an upstream secret is kept encrypted, and this instance has no TURNPIKE_SECRETS_KEY; ask its owner to set one', { field: 'auth' });
     return { mode: auth.mode, name: auth.mode === 'query' ? auth.name : 'authorization', sealedSecret: options.box.seal(auth.secret, serverId) };
   }
 
   function payee(custody: ServerRecord['custody'], payTo: `0x${string}` | undefined) {
-    if (custody === 'direct' && !payTo) throw new ApiError(400, 'invalid_request', 'payTo: required with custody "direct" (payments go straight to it)', { field: 'payTo' });
-    if (custody === 'platform' && !options.treasury) throw new ApiError(400, 'custody_unavailable', 'custody "platform" needs a treasury, and this instance has none (TURNPIKE_TREASURY_KEY)', { field: 'custody' });
+    if (custody === 'direct' && !payTo) throw new DomainError('invalid_request', 'payTo: required with custody "direct" (payments go straight to it)', { field: 'payTo' });
+    if (custody === 'platform' && !options.treasury) throw new DomainError('custody_unavailable', 'custody "platform" needs a treasury, and this instance has none (TURNPIKE_TREASURY_KEY)', { field: 'custody' });
   }
 
   /** The operator's own server, or 404 — another operator's server does not exist for them. */
   async function ownServer(operator: OperatorRecord, slugValue: string): Promise<ServerRecord> {
     const server = await store.operators.server(slugValue);
-    if (!server || server.operatorId !== operator.id) throw new ApiError(404, 'server_not_found', `you have no server "${slugValue}"`);
+    if (!server || server.operatorId !== operator.id) throw new DomainError('server_not_found', `you have no server "${slugValue}"`);
     return server;
   }
 
@@ -187,31 +187,31 @@ export function createOperators(options: OperatorsOptions) {
     async register(input: z.output<typeof registerSchema>) {
       const { secret, id, hash } = generateApiKey('op_', 'op');
       const created = await store.operators.createOperator({ id, email: input.email, name: input.name, keyHash: hash, createdAt: Date.now(), ...(input.payoutAddress ? { payoutAddress: input.payoutAddress } : {}) });
-      if (!created.created) throw new ApiError(409, 'email_taken', `an operator with ${input.email} is registered already`);
+      if (!created.created) throw new DomainError('email_taken', `an operator with ${input.email} is registered already`);
       return { secret, operator: created.operator! };
     },
 
     /** The operator a bearer key belongs to; unknown → 401, suspended → 403. */
     async authenticate(authorization: string | undefined): Promise<OperatorRecord> {
       const match = /^Bearer\s+(op_\S+)\s*$/i.exec(authorization ?? '');
-      if (!match) throw new ApiError(401, 'operator_unauthorized', 'send your operator key as Authorization: Bearer op_…');
+      if (!match) throw new DomainError('operator_unauthorized', 'send your operator key as Authorization: Bearer op_…');
       const hash = hashApiKey(match[1]!);
       const found = await store.operators.operatorByKeyHash(hash);
-      if (!found || !sameHash(found.keyHash, hash)) throw new ApiError(401, 'operator_unauthorized', 'this operator key is not known here');
+      if (!found || !sameHash(found.keyHash, hash)) throw new DomainError('operator_unauthorized', 'this operator key is not known here');
       const { keyHash: _, ...operator } = found;
       return activeOnly(operator);
     },
 
     async operatorById(id: string) {
       const operator = await store.operators.operator(id);
-      if (!operator) throw new ApiError(404, 'operator_not_found', `no operator ${id}`);
+      if (!operator) throw new DomainError('operator_not_found', `no operator ${id}`);
       return operator;
     },
 
     ownServer,
 
     async createServer(operator: OperatorRecord, input: z.output<typeof newServerSchema>): Promise<ServerRecord> {
-      if (options.reservedSlugs.has(input.slug)) throw new ApiError(409, 'slug_taken', `slug "${input.slug}" is taken`, { field: 'slug' });
+      if (options.reservedSlugs.has(input.slug)) throw new DomainError('slug_taken', `slug "${input.slug}" is taken`, { field: 'slug' });
       payee(input.custody, input.payTo);
       await upstreamChecked(input.upstream);
       await issuerChecked(input.oauth);
@@ -239,9 +239,9 @@ export function createOperators(options: OperatorsOptions) {
       if (!created.created && created.retired) {
         const why = 'a live subscription, unsettled revenue or an old key still refers to';
         const message = `slug "${input.slug}" belonged to a deleted server that ${why}; choose another slug, or retry once they end`;
-        throw new ApiError(409, 'slug_retired', message, { field: 'slug' });
+        throw new DomainError('slug_retired', message, { field: 'slug' });
       }
-      if (!created.created) throw new ApiError(409, 'slug_taken', `slug "${input.slug}" is taken`, { field: 'slug' });
+      if (!created.created) throw new DomainError('slug_taken', `slug "${input.slug}" is taken`, { field: 'slug' });
       return server;
     },
 
@@ -283,7 +283,7 @@ export function createOperators(options: OperatorsOptions) {
       const live = await store.operators.liveSubscriptions(server.id);
       if (live.length > 0 && !options.cancelSubscription) {
         const why = `server "${server.slug}" has ${live.length} Stripe subscriptions and this instance has no Stripe key to cancel them`;
-        throw new ApiError(503, 'stripe_not_configured', `${why}; configure Stripe, then delete again`);
+        throw new DomainError('stripe_not_configured', `${why}; configure Stripe, then delete again`);
       }
       for (const sub of live) {
         await options.cancelSubscription!(sub.id);

@@ -4,7 +4,7 @@ import { privateKeyToAccount } from 'viem/accounts';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import type { Network } from '../chain/networks.js';
 import { waitForReceipt } from '../chain/receipts.js';
-import { ApiError } from '../http/api-error.js';
+import { DomainError } from '../errors.js';
 import { newId } from '../store/ids.js';
 import type { OperatorRecord, Withdrawal } from '../store/operators/operators.js';
 import type { Store } from '../store/store.js';
@@ -178,7 +178,7 @@ export function createWithdrawals(options: WithdrawalsOptions) {
 
     /** Reserves and sends a withdrawal of `amount` (default: everything available) to the operator's payout address. */
     async request(operator: OperatorRecord, input: { amount?: bigint; idempotencyKey: string }): Promise<{ created: boolean; withdrawal: Withdrawal }> {
-      if (!operator.payoutAddress) throw new ApiError(409, 'payout_address_missing', 'set payoutAddress (PATCH /operator) before withdrawing');
+      if (!operator.payoutAddress) throw new DomainError('payout_address_missing', 'set payoutAddress (PATCH /operator) before withdrawing');
       const amount = input.amount ?? (await store.operators.balance(operator.id)).usdcAvailable;
       const result = await store.operators.requestWithdrawal({
         id: newId('wd'),
@@ -190,8 +190,8 @@ export function createWithdrawals(options: WithdrawalsOptions) {
       });
       if (!result.ok) {
         const available = result.available.toString();
-        if (result.reason === 'below_minimum') throw new ApiError(409, 'below_minimum', `a withdrawal is at least ${options.minimum} atomic units`, { minimum: options.minimum.toString(), available });
-        throw new ApiError(409, 'insufficient_balance', `only ${available} atomic units are available to withdraw`, { available });
+        if (result.reason === 'below_minimum') throw new DomainError('below_minimum', `a withdrawal is at least ${options.minimum} atomic units`, { minimum: options.minimum.toString(), available });
+        throw new DomainError('insufficient_balance', `only ${available} atomic units are available to withdraw`, { available });
       }
       if (!result.created || !(await isSender())) return { created: result.created, withdrawal: result.record };
       return { created: true, withdrawal: await process(result.record) };

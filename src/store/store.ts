@@ -1,6 +1,7 @@
 import type { CreditStore } from './credits/credits.js';
 import type { PaymentJournal } from './journal/journal.js';
 import type { OperatorStore } from './operators/operators.js';
+import { BaseError } from '../errors.js';
 
 /**
  * Where turnpike keeps what must survive a crash: SQLite (one machine) or PostgreSQL (several
@@ -66,6 +67,9 @@ export interface Store {
 }
 
 /** The store cannot be opened or used as configured; the message says what to do. */
-export class StoreError extends Error {
+export class StoreError extends BaseError<'store_unavailable'> {
   override name = 'StoreError';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, { code: 'store_unavailable', cause: options.cause });
+  }
 }

@@ -3,15 +3,13 @@ import { lookup as lookupAll } from 'node:dns/promises';
 import { isIP, type LookupFunction } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { Agent, buildConnector } from 'undici';
+import { BaseError } from '../errors.js';
 
 /** An upstream URL an operator may not register or reach; `code` says which rule refused it. */
-export class UpstreamUrlError extends Error {
+export class UpstreamUrlError extends BaseError<'invalid_url' | 'forbidden_address' | 'unresolvable'> {
   override name = 'UpstreamUrlError';
-  constructor(
-    readonly code: 'invalid_url' | 'forbidden_address' | 'unresolvable',
-    message: string,
-  ) {
-    super(message);
+  constructor(code: 'invalid_url' | 'forbidden_address' | 'unresolvable', message: string) {
+    super(message, { code });
   }
 }
 

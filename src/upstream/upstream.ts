@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { type Dispatcher, request as undiciRequest } from 'undici';
 import { HOP_HEADER, nextHops } from './hops.js';
 import { guardedAgent } from './ssrf.js';
+import { BaseError } from '../errors.js';
 
 /** Headers that describe one hop, not the message: never forwarded. */
 const HOP_BY_HOP = new Set([
@@ -144,6 +145,9 @@ export function callDeadline(ms: number): { signal: AbortSignal; clear(): void }
 }
 
 /** The upstream could not be reached or broke off: a 502 for the caller, never a 500. */
-export class UpstreamError extends Error {
+export class UpstreamError extends BaseError<'upstream_unavailable'> {
   override name = 'UpstreamError';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, { code: 'upstream_unavailable', cause: options.cause });
+  }
 }

@@ -1,13 +1,17 @@
 import { z } from 'zod';
 import { paymentPayloadV1Schema, paymentPayloadV2Schema } from './schemas.js';
+import { BaseError } from '../errors.js';
 
 /** A payment a client sent, in either protocol version. */
 export const paymentPayloadSchema = z.discriminatedUnion('x402Version', [paymentPayloadV1Schema, paymentPayloadV2Schema]);
 export type PaymentPayload = z.infer<typeof paymentPayloadSchema>;
 
-/** A payment header or `_meta` field that cannot be read; the message names what is wrong. */
-export class PaymentDecodeError extends Error {
+/** A payment header or `_meta` field that cannot be read; the message names what is wrong (x402's `invalid_payload`). */
+export class PaymentDecodeError extends BaseError<'invalid_payload'> {
   override name = 'PaymentDecodeError';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, { code: 'invalid_payload', cause: options.cause });
+  }
 }
 
 /** x402 headers are standard base64 (with padding) of UTF-8 JSON. */

@@ -220,7 +220,12 @@ describe('credits rail through the gateway', () => {
     const revoked = await call('count', bearer(key));
     assert.equal(revoked.status, 401);
     assert.equal(revoked.body.error!.data.error, 'key_revoked');
-    assert.equal((await admin(`/keys/${id}/resume`, {})).status, 409);
+    // A credential refused is 401 `key_revoked`; a change asked of the revoked key is 409 `key_already_revoked`.
+    for (const [path, body] of [[`/keys/${id}/resume`, {}], [`/keys/${id}/topup`, { usd: '1', idempotencyKey: 'late' }]] as const) {
+      const refused = await admin(path, body);
+      assert.equal(refused.status, 409);
+      assert.equal(((await refused.json()) as { error: string }).error, 'key_already_revoked');
+    }
     const scoped = await newKey('1', { scope: { tools: ['other'] } });
     const out = await call('count', bearer(scoped.key));
     assert.equal(out.status, 403);

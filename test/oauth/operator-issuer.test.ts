@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { ApiError } from '../../src/http/api-error.js';
+import { DomainError } from '../../src/errors.js';
 import { createOperators, newServerSchema } from '../../src/operators/operators.js';
 import type { Store } from '../../src/store/store.js';
 import { backends } from '../helpers/stores.js';
@@ -17,7 +17,7 @@ describe('the identity provider an operator names is held to what an upstream is
 
   const server = (slug: string, issuer: string) =>
     newServerSchema.parse({ slug, name: slug, upstream: UPSTREAM, payTo: `0x${'1'.repeat(40)}`, plan: { type: 'per_call', default: '0.01' }, oauth: { issuer } });
-  const refusal = (code: string) => (error: unknown) => error instanceof ApiError && error.code === code;
+  const refusal = (code: string) => (error: unknown) => error instanceof DomainError && error.code === code;
 
   test('an issuer on a private, loopback or cloud-metadata address is refused (400 issuer_refused) and no server is made', async () => {
     const operators = createOperators({ store, allowPrivateUpstreams: false, oauthCallers: true, isTurnpike: async () => undefined, reservedSlugs: new Set() });

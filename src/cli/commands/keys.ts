@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
 import { createCredits, newKeySchema, publicEntry, publicKey, type statusAfter, topupSchema } from '../../rails/credits/credits.js';
-import { ApiError } from '../../http/api-error.js';
+import { DomainError } from '../../errors.js';
 import { newId } from '../../store/ids.js';
 import { openStore } from '../../store/open.js';
 import { UsageError, defineCommand } from '../command.js';
@@ -100,7 +100,7 @@ export const keysCommand = defineCommand({
         print(publicKey(await credits.changeStatus(flags[action]!, action as (typeof statusActions)[number])));
       }
     } catch (error) {
-      if (error instanceof ApiError) {
+      if (error instanceof DomainError) {
         io.stderr.write(`turnpike keys: ${error.message}\n`);
         return 1;
       }

@@ -1,6 +1,6 @@
 import { sign, verify } from 'hono/jwt';
 import { z } from 'zod';
-import { ApiError } from '../../http/api-error.js';
+import { DomainError } from '../../errors.js';
 
 /** Claims of a delegated budget token. The ledger row (by `jti`) stays authoritative. */
 const claimsSchema = z.object({
@@ -29,11 +29,11 @@ export async function readBudgetToken(jwt: string, secret: string): Promise<Budg
     payload = await verify(jwt, secret, ALG);
   } catch (error) {
     const name = (error as Error).name;
-    if (name === 'JwtTokenExpired') throw new ApiError(401, 'token_expired', 'the budget token has expired; ask its issuer for a new one');
-    if (name === 'JwtTokenSignatureMismatched') throw new ApiError(401, 'token_invalid', 'the budget token’s signature does not match: it was altered or not issued here');
-    throw new ApiError(401, 'token_malformed', 'the bearer credential is neither a tp_ API key nor a budget token issued here');
+    if (name === 'JwtTokenExpired') throw new DomainError('token_expired', 'the budget token has expired; ask its issuer for a new one');
+    if (name === 'JwtTokenSignatureMismatched') throw new DomainError('token_invalid', 'the budget token’s signature does not match: it was altered or not issued here');
+    throw new DomainError('token_malformed', 'the bearer credential is neither a tp_ API key nor a budget token issued here');
   }
   const claims = claimsSchema.safeParse(payload);
-  if (!claims.success) throw new ApiError(401, 'token_malformed', 'the budget token’s claims are not ones turnpike issues');
+  if (!claims.success) throw new DomainError('token_malformed', 'the budget token’s claims are not ones turnpike issues');
   return claims.data;
 }

@@ -5,7 +5,7 @@ import type { Store } from '../../store/store.js';
 import { newId } from '../../store/ids.js';
 import { type Credential, generateApiKey, hashApiKey, sameHash } from './api-keys.js';
 import { readBudgetToken, signBudgetToken } from './budget-tokens.js';
-import { ApiError } from '../../http/api-error.js';
+import { DomainError, type ErrorCode } from '../../errors.js';
 
 /** Longest a delegated budget token may live. */
 export const MAX_TOKEN_SECONDS = 86_400;
@@ -123,30 +123,37 @@ const inScope = (scope: Scope | undefined, server: { slug: string; id: string },
   (!scope?.servers || (scope.serverIds ? scope.serverIds.includes(server.id) : scope.servers.includes(server.slug))) &&
   (!scope?.tools || scope.tools.includes(tool));
 
-const refusals: Record<DebitRefusal, { status: 401 | 402 | 403 | 409; message: string }> = {
-  key_unknown: { status: 401, message: 'this API key is not known here' },
-  key_suspended: { status: 403, message: 'this API key is suspended; ask the operator to resume it' },
-  key_revoked: { status: 401, message: 'this API key was revoked' },
-  key_expired: { status: 401, message: 'this API key has expired' },
-  insufficient_balance: { status: 402, message: 'the balance does not cover this call; top up, or pay per call with x402' },
-  daily_limit: { status: 402, message: 'this call would pass the key’s daily spending limit' },
-  lifetime_limit: { status: 402, message: 'this call would pass the key’s lifetime spending limit' },
-  token_unknown: { status: 401, message: 'this budget token is not known here' },
-  token_revoked: { status: 401, message: 'this budget token was revoked by its issuer' },
-  token_expired: { status: 401, message: 'this budget token has expired; ask its issuer for a new one' },
-  budget_exhausted: { status: 402, message: 'this call would pass the budget token’s spending cap; ask its issuer for more' },
-  request_in_progress: { status: 409, message: 'a request with this Idempotency-Key is still running; retry it later' },
+const refusals: Record<DebitRefusal, string> = {
+  key_unknown: 'this API key is not known here',
+  key_suspended: 'this API key is suspended; ask the operator to resume it',
+  key_revoked: 'this API key was revoked',
+  key_expired: 'this API key has expired',
+  insufficient_balance: 'the balance does not cover this call; top up, or pay per call with x402',
+  daily_limit: 'this call would pass the key’s daily spending limit',
+  lifetime_limit: 'this call would pass the key’s lifetime spending limit',
+  token_unknown: 'this budget token is not known here',
+  token_revoked: 'this budget token was revoked by its issuer',
+  token_expired: 'this budget token has expired; ask its issuer for a new one',
+  budget_exhausted: 'this call would pass the budget token’s spending cap; ask its issuer for more',
+  request_in_progress: 'a request with this Idempotency-Key is still running; retry it later',
 };
 
+/** The debit refusals for want of money or budget: the gateway answers them with a payment challenge, with where to top up. */
+export const shortfalls: ReadonlySet<ErrorCode> = new Set<DebitRefusal>([
+  'insufficient_balance',
+  'daily_limit',
+  'lifetime_limit',
+  'budget_exhausted',
+]);
+
 /** The caller-facing error for a refused debit, with the numbers an agent needs to act. */
-export function refusalError(result: DebitResult & { ok: false }, topupHint: Record<string, string>): ApiError {
-  const { status, message } = refusals[result.reason];
+export function refusalError(result: DebitResult & { ok: false }, topupHint: Record<string, string>): DomainError {
   const details: Record<string, unknown> = {};
   if (result.balance !== undefined) details.balance = result.balance.toString();
   if (result.tokenRemaining !== undefined) details.budgetRemaining = result.tokenRemaining.toString();
   if (result.limitRemaining !== undefined) details.limitRemaining = result.limitRemaining.toString();
-  if (status === 402) details.topup = topupHint;
-  return new ApiError(status, result.reason, message, details);
+  if (shortfalls.has(result.reason)) details.topup = topupHint;
+  return new DomainError(result.reason, refusals[result.reason], details);
 }
 
 export type CreditsOptions = {
@@ -175,7 +182,7 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
   async function keyOf(secret: string): Promise<KeyRecord> {
     const hash = hashApiKey(secret);
     const found = await ledger.keyByHash(hash);
-    if (!found || !sameHash(found.hash, hash)) throw new ApiError(401, 'key_unknown', refusals.key_unknown.message);
+    if (!found || !sameHash(found.hash, hash)) throw new DomainError('key_unknown', refusals.key_unknown);
     const { hash: _, ...key } = found;
     return key;
   }
@@ -183,20 +190,20 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
   /** The key, or a 404 that names it. */
   async function keyById(id: string): Promise<KeyRecord> {
     const key = await ledger.key(id);
-    if (!key) throw new ApiError(404, 'key_not_found', `no API key ${id}`);
+    if (!key) throw new DomainError('key_not_found', `no API key ${id}`);
     return key;
   }
 
   function moved(result: MoveResult) {
     if (result.ok) return result;
-    if (result.reason === 'key_unknown') throw new ApiError(404, 'key_not_found', `no API key ${result.keyId}`);
-    throw new ApiError(409, 'insufficient_balance', `key ${result.keyId} holds ${result.balance}: a balance cannot go below zero`, { balance: result.balance?.toString() });
+    if (result.reason === 'key_unknown') throw new DomainError('key_not_found', `no API key ${result.keyId}`);
+    throw new DomainError('insufficient_balance', `key ${result.keyId} holds ${result.balance}: a balance cannot go below zero`, { balance: result.balance?.toString() });
   }
 
   function usable(key: KeyRecord, now: number) {
-    if (key.status === 'revoked') throw new ApiError(401, 'key_revoked', refusals.key_revoked.message);
-    if (key.status === 'suspended') throw new ApiError(403, 'key_suspended', refusals.key_suspended.message);
-    if (key.expiresAt !== undefined && key.expiresAt <= now) throw new ApiError(401, 'key_expired', refusals.key_expired.message);
+    if (key.status === 'revoked') throw new DomainError('key_revoked', refusals.key_revoked);
+    if (key.status === 'suspended') throw new DomainError('key_suspended', refusals.key_suspended);
+    if (key.expiresAt !== undefined && key.expiresAt <= now) throw new DomainError('key_expired', refusals.key_expired);
   }
 
   return {
@@ -209,10 +216,10 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
       }
       const claims = await readBudgetToken(credential.jwt, tokenSecret);
       const token = await ledger.token(claims.jti);
-      if (!token || token.keyId !== claims.sub) throw new ApiError(401, 'token_unknown', refusals.token_unknown.message);
-      if (token.revokedAt !== undefined) throw new ApiError(401, 'token_revoked', refusals.token_revoked.message);
+      if (!token || token.keyId !== claims.sub) throw new DomainError('token_unknown', refusals.token_unknown);
+      if (token.revokedAt !== undefined) throw new DomainError('token_revoked', refusals.token_revoked);
       const key = await ledger.key(token.keyId);
-      if (!key) throw new ApiError(401, 'token_unknown', refusals.token_unknown.message);
+      if (!key) throw new DomainError('token_unknown', refusals.token_unknown);
       usable(key, now);
       return { key, token };
     },
@@ -225,7 +232,7 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
       const keyId = await ledger.subjectKey(principal.issuer, principal.subject);
       const key = keyId === undefined ? undefined : await ledger.key(keyId);
       if (!key) {
-        throw new ApiError(403, 'subject_unlinked', `no credits account pays for subject ${principal.subject} of ${principal.issuer}; the operator links it to an API key`, {
+        throw new DomainError('subject_unlinked', `no credits account pays for subject ${principal.subject} of ${principal.issuer}; the operator links it to an API key`, {
           issuer: principal.issuer,
           subject: principal.subject,
         });
@@ -237,7 +244,7 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     /** 403 unless both the key's and the token's scopes allow this server and tool. */
     authorize(payer: Payer, server: { slug: string; id: string }, tool: string) {
       if (!inScope(payer.key.scope, server, tool) || !inScope(payer.token?.scope, server, tool)) {
-        throw new ApiError(403, 'out_of_scope', `this ${payer.token ? 'budget token' : 'API key'} may not pay for tool "${tool}" on server "${server.slug}"`, {
+        throw new DomainError('out_of_scope', `this ${payer.token ? 'budget token' : 'API key'} may not pay for tool "${tool}" on server "${server.slug}"`, {
           ...(payer.key.scope ? { keyScope: payer.key.scope } : {}),
           ...(payer.token?.scope ? { tokenScope: payer.token.scope } : {}),
         });
@@ -265,7 +272,7 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
         funding,
       );
       if (!created.created) {
-        throw new ApiError(409, 'already_funded', `this funding already created key ${created.entry.keyId}, shown once then`, { keyId: created.entry.keyId });
+        throw new DomainError('already_funded', `this funding already created key ${created.entry.keyId}, shown once then`, { keyId: created.entry.keyId });
       }
       return { secret, key: created.key };
     },
@@ -275,7 +282,7 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     /** An operator's top-up: once per idempotency key, never onto a revoked key. */
     async topUp(id: string, input: z.output<typeof topupSchema>) {
       const key = await keyById(id);
-      if (key.status === 'revoked') throw new ApiError(409, 'key_revoked', 'a revoked key cannot be topped up');
+      if (key.status === 'revoked') throw new DomainError('key_already_revoked', 'a revoked key cannot be topped up');
       return ledger.credit({ keyId: key.id, kind: 'topup', amount: input.usd, reason: input.reason, idempotencyKey: `admin:${key.id}:${input.idempotencyKey}` });
     },
 
@@ -295,13 +302,13 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     /** Suspends, resumes or revokes a key; revoking is final. */
     async changeStatus(id: string, action: keyof typeof statusAfter): Promise<KeyRecord> {
       const key = await keyById(id);
-      if (key.status === 'revoked') throw new ApiError(409, 'key_revoked', 'the key is revoked, which is final');
+      if (key.status === 'revoked') throw new DomainError('key_already_revoked', 'the key is revoked, which is final');
       return (await ledger.setStatus(key.id, statusAfter[action]))!;
     },
 
     /** Mints a budget token for a sub-agent: at most 24 h, a cap, optionally a narrower scope. */
     async mintToken(payer: Payer, input: z.output<typeof mintTokenSchema>, now = Date.now()) {
-      if (payer.token) throw new ApiError(403, 'token_cannot_delegate', 'a budget token cannot mint further tokens; use the API key');
+      if (payer.token) throw new DomainError('token_cannot_delegate', 'a budget token cannot mint further tokens; use the API key');
       const expiresAt = Math.floor(now / 1000) + input.ttlSeconds;
       const scope = await bound(input.scope);
       const token = await ledger.createToken({

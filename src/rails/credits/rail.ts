@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import { rpcError } from '../../gateway/jsonrpc.js';
-import { ApiError } from '../../http/api-error.js';
+import { DomainError, errorCodes } from '../../errors.js';
 import { creditsRef } from '../../operators/revenue.js';
 import { newId } from '../../store/ids.js';
 import type { Store } from '../../store/store.js';
 import type { PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
 import { credentialOf } from './api-keys.js';
-import { type Credits, type Payer, refusalError } from './credits.js';
+import { type Credits, type Payer, refusalError, shortfalls } from './credits.js';
 import type { OpenDebits } from './open-debits.js';
 
 /** The `_meta` key of a credits-paid result: what was charged and what is left. */
@@ -41,10 +41,10 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
   const { credits, store, debits } = options;
   const origin = new URL(call.request.url).origin;
   const topup = { x402: `${origin}/credits/topup`, checkout: `${origin}/credits/checkout` };
-  const fail = (error: ApiError) => {
-    if (error.status === 402) return context.challenge(call, `${error.code}: ${error.message}`, error.code, { [CREDITS_META_KEY]: error.toJSON() });
+  const fail = (error: DomainError) => {
+    if (shortfalls.has(error.code)) return context.challenge(call, `${error.code}: ${error.message}`, error.code, { [CREDITS_META_KEY]: error.toJSON() });
     context.denied(error.code);
-    return rpcError(id, -32001, error.message, error.status, error.toJSON());
+    return rpcError(id, -32001, error.message, errorCodes[error.code], error.toJSON());
   };
 
   let payer: Payer;
@@ -52,7 +52,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     payer = call.principal ? await credits.authenticateSubject(call.principal) : await credits.authenticate(credentialOf(call.request.headers)!);
     credits.authorize(payer, { slug: context.server, id: context.serverId }, tool.name);
   } catch (error) {
-    if (error instanceof ApiError) return fail(error);
+    if (error instanceof DomainError) return fail(error);
     throw error;
   }
   const limit = options.rateLimitPerMinute ?? 0;
@@ -60,7 +60,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     const window = Math.floor(Date.now() / 60_000) * 60_000;
     if ((await store.credits.countRequest(payer.key.id, window)) > BigInt(limit)) {
       const retryAfter = Math.max(1, Math.ceil((window + 60_000 - Date.now()) / 1000));
-      const refused = fail(new ApiError(429, 'rate_limited', `this key may make ${limit} paid calls a minute; retry in ${retryAfter} s`, { limit, retryAfterSeconds: retryAfter }));
+      const refused = fail(new DomainError('rate_limited', `this key may make ${limit} paid calls a minute; retry in ${retryAfter} s`, { limit, retryAfterSeconds: retryAfter }));
       refused.headers.set('retry-after', String(retryAfter));
       return refused;
     }
@@ -73,16 +73,16 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     ? createHash('sha256').update(JSON.stringify([context.server, by, call.rpc])).digest('hex')
     : '';
   if (idempotencyKey) {
-    if (idempotencyKey.length > 255) return fail(new ApiError(400, 'idempotency_key_invalid', 'Idempotency-Key must be at most 255 characters'));
+    if (idempotencyKey.length > 255) return fail(new DomainError('idempotency_key_invalid', 'Idempotency-Key must be at most 255 characters'));
     const earlier = await store.credits.request(payer.key.id, idempotencyKey);
     if (earlier && earlier.bodyHash !== bodyHash) {
-      return fail(new ApiError(409, 'idempotency_key_reused', 'this Idempotency-Key was used with a different request body'));
+      return fail(new DomainError('idempotency_key_reused', 'this Idempotency-Key was used with a different request body'));
     }
     if (earlier?.response) {
       context.count(tool.name, 'replayed');
       return new Response(earlier.response, { headers: { 'content-type': 'application/json', 'idempotent-replayed': 'true' } });
     }
-    if (earlier) return fail(new ApiError(409, 'request_in_progress', 'a request with this Idempotency-Key is still running; retry it later'));
+    if (earlier) return fail(new DomainError('request_in_progress', 'a request with this Idempotency-Key is still running; retry it later'));
   }
 
   const caller = `key:${payer.key.id}`;

@@ -1,7 +1,7 @@
 import type Stripe from 'stripe';
 import { atomicToUsd } from '../../pricing/pricing.js';
 import type { CreditStore } from '../../store/credits/credits.js';
-import { ApiError } from '../../http/api-error.js';
+import { DomainError } from '../../errors.js';
 
 export type CreditPackage = { priceUsd: bigint; creditsUsd: bigint };
 
@@ -19,7 +19,7 @@ export async function createCheckout(
 ) {
   const pack = deps.packages[packageId];
   if (!pack) {
-    throw new ApiError(400, 'package_unknown', `no credit package "${packageId}"`, { packages: Object.keys(deps.packages) });
+    throw new DomainError('package_unknown', `no credit package "${packageId}"`, { packages: Object.keys(deps.packages) });
   }
   const cents = pack.priceUsd / 10_000n;
   const session = await openCheckoutSession(deps.stripe, deps.publicUrl, {
@@ -33,7 +33,7 @@ export async function createCheckout(
     client_reference_id: keyId,
     metadata: { key_id: keyId, package: packageId, credits: pack.creditsUsd.toString() },
   });
-  if (session.amount_total === null) throw new ApiError(503, 'stripe_unavailable', 'Stripe answered a session without an amount; retry later');
+  if (session.amount_total === null) throw new DomainError('stripe_unavailable', 'Stripe answered a session without an amount; retry later');
   await deps.credits.recordCheckout({
     sessionId: session.id,
     keyId,
@@ -62,8 +62,8 @@ export async function openCheckoutSession(
       cancel_url: `${publicUrl}/credits/checkout/cancelled`,
     });
   } catch (error) {
-    throw new ApiError(503, 'stripe_unavailable', `Stripe did not open a Checkout Session: ${(error as Error).message}; retry later`);
+    throw new DomainError('stripe_unavailable', `Stripe did not open a Checkout Session: ${(error as Error).message}; retry later`);
   }
-  if (!session.url) throw new ApiError(503, 'stripe_unavailable', 'Stripe answered a session without a URL; retry later');
+  if (!session.url) throw new DomainError('stripe_unavailable', 'Stripe answered a session without a URL; retry later');
   return session as Stripe.Checkout.Session & { url: string };
 }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type Stripe from 'stripe';
-import { ApiError } from '../../http/api-error.js';
+import { DomainError } from '../../errors.js';
 import { newId } from '../../store/ids.js';
 import type { OperatorRecord, Payout } from '../../store/operators/operators.js';
 import type { Store } from '../../store/store.js';
@@ -69,13 +69,13 @@ export function stripePayouts(deps: { stripe: Stripe; store: Store; publicUrl: (
 
     /** Pays out `amount` (default: everything available, in whole cents) to the operator's connected account. */
     async request(operator: OperatorRecord, input: { amount?: bigint; idempotencyKey: string }) {
-      if (!operator.stripeAccount) throw new ApiError(409, 'stripe_account_missing', 'connect a Stripe account first: POST /operator/payouts/onboarding');
+      if (!operator.stripeAccount) throw new DomainError('stripe_account_missing', 'connect a Stripe account first: POST /operator/payouts/onboarding');
       const available = (await store.operators.balance(operator.id)).fiatAvailable;
       const amount = input.amount ?? available - (available % CENT);
-      if (amount % CENT !== 0n) throw new ApiError(400, 'invalid_request', 'usd: payouts are whole cents', { field: 'usd' });
+      if (amount % CENT !== 0n) throw new DomainError('invalid_request', 'usd: payouts are whole cents', { field: 'usd' });
       const result = await store.operators.requestPayout({ id: newId('po'), operatorId: operator.id, amount, destination: operator.stripeAccount, idempotencyKey: input.idempotencyKey, minimum: deps.minimum });
       if (!result.ok) {
-        throw new ApiError(409, result.reason, result.reason === 'below_minimum' ? `a payout is at least ${deps.minimum} micro-USD` : `only ${result.available} micro-USD are available to pay out`, {
+        throw new DomainError(result.reason, result.reason === 'below_minimum' ? `a payout is at least ${deps.minimum} micro-USD` : `only ${result.available} micro-USD are available to pay out`, {
           available: result.available.toString(),
         });
       }

@@ -1,5 +1,5 @@
 import type Stripe from 'stripe';
-import { ApiError } from '../../http/api-error.js';
+import { DomainError } from '../../errors.js';
 import type { RevenueBook } from '../../operators/revenue.js';
 import type { Store } from '../../store/store.js';
 import { openCheckoutSession } from './checkout.js';
@@ -14,7 +14,7 @@ import { openCheckoutSession } from './checkout.js';
 export async function createSubscriptionCheckout(deps: { stripe: Stripe; store: Store; publicUrl: string }, keyId: string, slug: string) {
   const server = await deps.store.operators.server(slug);
   const plan = server?.plan;
-  if (!server || plan?.type !== 'subscription') throw new ApiError(404, 'subscription_unavailable', `server "${slug}" sells no subscription`);
+  if (!server || plan?.type !== 'subscription') throw new DomainError('subscription_unavailable', `server "${slug}" sells no subscription`);
   const metadata = { key_id: keyId, server: slug, server_id: server.id };
   const session = await openCheckoutSession(deps.stripe, deps.publicUrl, {
     mode: 'subscription',
@@ -48,7 +48,7 @@ export async function cancelSubscription(stripe: Stripe, id: string): Promise<vo
   } catch (error) {
     if ((error as { code?: string }).code === 'resource_missing') return;
     const why = (error as Error).message;
-    throw new ApiError(503, 'stripe_unavailable', `Stripe did not cancel subscription ${id}: ${why}; retry the deletion`);
+    throw new DomainError('stripe_unavailable', `Stripe did not cancel subscription ${id}: ${why}; retry the deletion`);
   }
 }
 

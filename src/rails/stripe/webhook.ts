@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import Stripe from 'stripe';
 import type { CreditStore, StripeEventOutcome } from '../../store/credits/credits.js';
-import { ApiError } from '../../http/api-error.js';
+import { DomainError } from '../../errors.js';
 import type { RevenueBook } from '../../operators/revenue.js';
 import type { Store } from '../../store/store.js';
 import { type SubscriptionOutcome, handleSubscriptionEvent } from './subscriptions.js';
@@ -40,17 +40,17 @@ export async function handleStripeWebhook(
   rawBody: string,
   signature: string | undefined,
 ): Promise<{ event: string; type: string; outcome: StripeEventOutcome | SubscriptionOutcome }> {
-  if (!signature) throw new ApiError(400, 'signature_missing', 'a Stripe webhook needs its Stripe-Signature header');
+  if (!signature) throw new DomainError('signature_missing', 'a Stripe webhook needs its Stripe-Signature header');
   const ahead = futureSignature(signature, Math.floor(Date.now() / 1000));
-  if (ahead) throw new ApiError(400, 'signature_invalid', `${ahead}; check the clocks of this server and of the sender`);
+  if (ahead) throw new DomainError('signature_invalid', `${ahead}; check the clocks of this server and of the sender`);
   let event: Stripe.Event;
   try {
     event = await deps.stripe.webhooks.constructEventAsync(rawBody, signature, deps.webhookSecret, WEBHOOK_TOLERANCE_SECONDS);
   } catch (error) {
     if (error instanceof Stripe.errors.StripeSignatureVerificationError) {
-      throw new ApiError(400, 'signature_invalid', `the Stripe signature does not verify: ${error.message.split('\n')[0]}`);
+      throw new DomainError('signature_invalid', `the Stripe signature does not verify: ${error.message.split('\n')[0]}`);
     }
-    throw new ApiError(400, 'event_malformed', 'the body is not a Stripe event');
+    throw new DomainError('event_malformed', 'the body is not a Stripe event');
   }
   const session =
     (event.type === 'checkout.session.completed' && event.data.object.payment_status === 'paid') ||

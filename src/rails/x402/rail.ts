@@ -35,7 +35,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
   try {
     request = paymentRequestFor(raw, offer);
   } catch (error) {
-    if (error instanceof PaymentDecodeError) return context.challenge(call, `invalid_payload: ${error.message}`, 'invalid_payload');
+    if (error instanceof PaymentDecodeError) return context.challenge(call, `${error.code}: ${error.message}`, error.code);
     throw error;
   }
   const authorization = (request.paymentPayload.payload as { authorization?: { from?: unknown } }).authorization;
