@@ -95,7 +95,11 @@ const RECOVERY_TIMEOUT_MS = 30_000;
 
 const flagsSchema = z.object({
   seconds: z.coerce.number().int().positive().default(60),
-  seed: z.coerce.number().int().nonnegative().default(() => Math.floor(Math.random() * 1_000_000)),
+  seed: z.coerce
+    .number()
+    .int()
+    .nonnegative()
+    .default(() => Math.floor(Math.random() * 1_000_000)),
   json: z.boolean().default(false),
 });
 
@@ -104,7 +108,9 @@ try {
   const { values } = parseArgs({ options: { seconds: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' } } });
   flags = flagsSchema.parse(values);
 } catch (error) {
-  process.stderr.write(`chaos: ${error instanceof z.ZodError ? error.issues.map((i) => `--${i.path.join('.')}: ${i.message}`).join('; ') : (error as Error).message}\n`);
+  process.stderr.write(
+    `chaos: ${error instanceof z.ZodError ? error.issues.map((i) => `--${i.path.join('.')}: ${i.message}`).join('; ') : (error as Error).message}\n`,
+  );
   process.exit(2);
 }
 const progress = (s: string) => process.stderr.write(`chaos: ${s}\n`);
@@ -113,7 +119,9 @@ const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-chaos-'));
 const chain = await startChain(X402_PAYERS + 1);
 const stack = await startStack(chain, dir);
 const keys = await Promise.all(Array.from({ length: CREDITS_PAYERS }, (_, i) => stack.createKey(`chaos-${i}`, '50')));
-progress(`turnpike at ${stack.base}, chain at ${chain.sandbox.rpcUrl}, evidence in ${dir}; running ${flags.seconds} s with seed ${flags.seed}`);
+progress(
+  `turnpike at ${stack.base}, chain at ${chain.sandbox.rpcUrl}, evidence in ${dir}; running ${flags.seconds} s with seed ${flags.seed}`,
+);
 
 const deadline = Date.now() + flags.seconds * 1000;
 const running = () => Date.now() < deadline;
@@ -121,7 +129,13 @@ const { payers: wallets, payees } = chain.sandbox.accounts;
 const settled: SettledPayment[] = [];
 const [paying, thief, faults] = await Promise.all([
   runPayers({
-    mcpUrl: stack.mcpUrl, seed: flags.seed, x402: wallets.slice(0, X402_PAYERS), keys, stranger: payees[1]!.address, settled, running,
+    mcpUrl: stack.mcpUrl,
+    seed: flags.seed,
+    x402: wallets.slice(0, X402_PAYERS),
+    keys,
+    stranger: payees[1]!.address,
+    settled,
+    running,
   }),
   runThief({ base: stack.base, seed: flags.seed, payer: wallets[THIEF_PAYER]!, payTo: stack.payTo, settled, running }),
   injectFaults({ chain, stack, seed: flags.seed, running }),
@@ -133,18 +147,30 @@ const finalKill = Date.now();
 await stack.turnpike.kill();
 await stack.turnpike.start();
 const recoveryDeadline = Date.now() + RECOVERY_TIMEOUT_MS;
-for (let left = unrecovered(stack.dbPath); left.journal + left.openDebits > 0 && Date.now() < recoveryDeadline; left = unrecovered(stack.dbPath)) {
+for (
+  let left = unrecovered(stack.dbPath);
+  left.journal + left.openDebits > 0 && Date.now() < recoveryDeadline;
+  left = unrecovered(stack.dbPath)
+) {
   await new Promise((r) => setTimeout(r, 250));
 }
 await stack.stop();
 
-const evidence = await gatherEvidence({ dbPath: stack.dbPath, sandbox: chain.sandbox, payees: [stack.payTo], executionLog: stack.executionLog, turnpikeLog: stack.turnpikeLog });
+const evidence = await gatherEvidence({
+  dbPath: stack.dbPath,
+  sandbox: chain.sandbox,
+  payees: [stack.payTo],
+  executionLog: stack.executionLog,
+  turnpikeLog: stack.turnpikeLog,
+});
 await chain.stop();
 const payers = wallets.map((p) => p.address);
 const kills = [...faults.filter((f) => turnpikeKills.includes(f.kind)).map((f) => f.at), finalKill];
 const loops = faults.filter((f) => f.kind === 'upstream_loop');
 const checks = checkInvariants(evidence, calls, thief.thefts, { payTo: stack.payTo, payers, kills, loops });
 const summary = summarize({ seconds: flags.seconds, seed: flags.seed, calls, thefts: thief.thefts, faults, evidence, checks });
-process.stdout.write(flags.json ? `${JSON.stringify({ ...summary, dir: summary.ok ? undefined : dir }, null, 2)}\n` : formatReport(summary, dir));
+process.stdout.write(
+  flags.json ? `${JSON.stringify({ ...summary, dir: summary.ok ? undefined : dir }, null, 2)}\n` : formatReport(summary, dir),
+);
 if (summary.ok) rmSync(dir, { recursive: true, force: true });
 process.exitCode = summary.ok ? 0 : 1;

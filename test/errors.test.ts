@@ -27,9 +27,15 @@ describe('one error vocabulary', () => {
     const root = new Error('ECONNREFUSED');
     const store = new StoreError('cannot open the database', { cause: root });
     const outer = new BaseError('the gateway cannot start', { code: 'start_failed', cause: store });
-    assert.equal(outer.walk((e) => e instanceof StoreError), store);
+    assert.equal(
+      outer.walk((e) => e instanceof StoreError),
+      store,
+    );
     assert.equal(outer.walk(), root);
-    assert.equal(outer.walk((e) => e instanceof ConfigError), undefined);
+    assert.equal(
+      outer.walk((e) => e instanceof ConfigError),
+      undefined,
+    );
   });
 
   test('the errors that cross a layer are BaseErrors with a code', () => {
@@ -45,6 +51,9 @@ describe('one error vocabulary', () => {
       assert.ok(error instanceof BaseError, error.name);
       assert.equal(error.code, code);
     }
-    assert.throws(() => decodePayment('not base64!'), (e) => e instanceof PaymentDecodeError && e.code === 'invalid_payload');
+    assert.throws(
+      () => decodePayment('not base64!'),
+      (e) => e instanceof PaymentDecodeError && e.code === 'invalid_payload',
+    );
   });
 });

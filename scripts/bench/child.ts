@@ -8,7 +8,10 @@ import { fileURLToPath } from 'node:url';
  * event loop as it would in production, and waits for the one JSON line with its URL (and
  * whatever else it needs to tell, in `ready`).
  */
-export async function startChild(script: string, args: string[]): Promise<{ url: string; ready: Record<string, string>; close(): Promise<void> }> {
+export async function startChild(
+  script: string,
+  args: string[],
+): Promise<{ url: string; ready: Record<string, string>; close(): Promise<void> }> {
   // BENCH_CPU_PROF=<dir> writes a CPU profile of each server process there when it stops.
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
   const child = spawn(process.execPath, [...profile, '--import', 'tsx', fileURLToPath(new URL(script, import.meta.url)), ...args], {

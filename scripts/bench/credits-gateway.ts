@@ -20,7 +20,6 @@ import { createCredits } from '../../src/rails/credits/credits.js';
 import { openDebits } from '../../src/rails/credits/open-debits.js';
 import { openStore } from '../../src/store/open.js';
 
-
 const [upstreamUrl, rpcUrl, storeUrl, relayerKey] = process.argv.slice(2) as [string, string, string, `0x${string}`];
 const logger = createLogger({ level: 'silent', format: 'json' });
 const store = await openStore(storeUrl);
@@ -36,7 +35,10 @@ app.route(
     plan: flatPlan(priceTableSchema.parse({ default: '0.001' })),
     payTo: '0x00000000000000000000000000000000000000aa',
     network: networks.local,
-    rails: [creditsRail({ credits, store, debits: openDebits(store.credits, { maxCallMs: async () => 40_000 }) }), x402Rail({ facilitator })],
+    rails: [
+      creditsRail({ credits, store, debits: openDebits(store.credits, { maxCallMs: async () => 40_000 }) }),
+      x402Rail({ facilitator }),
+    ],
     challenge: 'tool-result',
     bodyLimitBytes: 1 << 20,
     allowedHosts: () => [new URL(url).host],
@@ -49,4 +51,11 @@ const server = await listen(app, { host: '127.0.0.1', port: 0 });
 url = server.url;
 process.stdout.write(`${JSON.stringify({ url: `${server.url}/mcp` })}\n`);
 // A clean exit on the bench's SIGTERM, so a --cpu-prof of this process gets written.
-process.on('SIGTERM', () => void server.close().then(() => store.close()).finally(() => process.exit(0)));
+process.on(
+  'SIGTERM',
+  () =>
+    void server
+      .close()
+      .then(() => store.close())
+      .finally(() => process.exit(0)),
+);

@@ -21,7 +21,12 @@ export async function benchCredits(sandbox: Sandbox, progress: (s: string) => vo
   const db = path.join(mkdtempSync(path.join(os.tmpdir(), 'turnpike-bench-')), 'credits.db');
   const secret = await fundedKey(`sqlite:${db}`, FUNDS);
   const upstream = await startChild('./trivial-upstream.ts', []);
-  const gateway = await startChild('./credits-gateway.ts', [upstream.url, sandbox.rpcUrl, `sqlite:${db}`, sandbox.accounts.relayers[3]!.privateKey]);
+  const gateway = await startChild('./credits-gateway.ts', [
+    upstream.url,
+    sandbox.rpcUrl,
+    `sqlite:${db}`,
+    sandbox.accounts.relayers[3]!.privateKey,
+  ]);
   const auth = { authorization: `Bearer ${secret}` };
   const rows: Row[] = [];
   let calls = 0n;
@@ -37,7 +42,13 @@ export async function benchCredits(sandbox: Sandbox, progress: (s: string) => vo
       const paid = await drive(gateway.url, bodies, concurrency, auth);
       calls += BigInt(bodies.length);
       const label = `credits-paid tools/call, trivial upstream, concurrency ${concurrency}`;
-      rows.push({ path: label, subject: 'upstream called directly (unpaid)', p50Ms: direct.p50, p99Ms: direct.p99, perSecond: direct.perSecond });
+      rows.push({
+        path: label,
+        subject: 'upstream called directly (unpaid)',
+        p50Ms: direct.p50,
+        p99Ms: direct.p99,
+        perSecond: direct.perSecond,
+      });
       rows.push({
         path: label,
         subject: 'through turnpike, debited from a key',

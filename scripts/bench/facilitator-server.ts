@@ -28,7 +28,11 @@ const logger = createLogger({ level: 'silent', format: 'json' });
 
 async function startTurnpike(rpcUrl: string, keys: Hex[], storeUrl?: string): Promise<Listening> {
   const store = await openStore(storeUrl ?? `sqlite:${path.join(mkdtempSync(path.join(os.tmpdir(), 'turnpike-bench-')), 'bench.db')}`);
-  const client = createPublicClient({ chain: network.viemChain, transport: rpcTransport(rpcUrl), pollingInterval: network.receiptPollingMs });
+  const client = createPublicClient({
+    chain: network.viemChain,
+    transport: rpcTransport(rpcUrl),
+    pollingInterval: network.receiptPollingMs,
+  });
   const facilitator = createFacilitator({
     network,
     client,

@@ -77,7 +77,14 @@ export async function benchFacilitator(sandbox: Sandbox, progress: (s: string) =
   const [reference, turnpike] = await Promise.all([startServer('reference', sandbox, [0]), startServer('turnpike', sandbox, [1])]);
   const rows: Row[] = [];
   const pair = (label: string, t: Awaited<ReturnType<typeof drive>>, r: Awaited<ReturnType<typeof drive>>, note = '') => {
-    rows.push({ path: label, subject: 'reference (@x402/core + @x402/evm)', p50Ms: r.p50, p99Ms: r.p99, perSecond: r.perSecond, note: r.failures ? `${r.failures} failed` : '' });
+    rows.push({
+      path: label,
+      subject: 'reference (@x402/core + @x402/evm)',
+      p50Ms: r.p50,
+      p99Ms: r.p99,
+      perSecond: r.perSecond,
+      note: r.failures ? `${r.failures} failed` : '',
+    });
     rows.push({
       path: label,
       subject: 'turnpike',
@@ -115,8 +122,20 @@ export async function benchFacilitator(sandbox: Sandbox, progress: (s: string) =
     };
     const refTxs = await dupes(reference.url, 0);
     const tpTxs = await dupes(turnpike.url, 1);
-    rows.push({ path: 'duplicate settles (20 payments × 8)', subject: 'reference', p50Ms: NaN, p99Ms: NaN, note: `${refTxs} transactions broadcast (${refTxs - 20} wasted)` });
-    rows.push({ path: 'duplicate settles (20 payments × 8)', subject: 'turnpike', p50Ms: NaN, p99Ms: NaN, note: `${tpTxs} transactions broadcast (${tpTxs - 20} wasted)` });
+    rows.push({
+      path: 'duplicate settles (20 payments × 8)',
+      subject: 'reference',
+      p50Ms: NaN,
+      p99Ms: NaN,
+      note: `${refTxs} transactions broadcast (${refTxs - 20} wasted)`,
+    });
+    rows.push({
+      path: 'duplicate settles (20 payments × 8)',
+      subject: 'turnpike',
+      p50Ms: NaN,
+      p99Ms: NaN,
+      note: `${tpTxs} transactions broadcast (${tpTxs - 20} wasted)`,
+    });
   } finally {
     await Promise.all([turnpike.close(), reference.close()]);
   }
@@ -140,7 +159,10 @@ export async function benchSettleOnBase(sandbox: Sandbox, progress: (s: string) 
     // 5 warm-up rounds (first fee and nonce look-ups, JIT), then 40 measured.
     for (let i = -5; i < 40; i++) {
       progress(`settle on --network base (bare anvil): ${i + 1}/40`);
-      for (const [kind, server] of [['reference', reference], ['turnpike', turnpike]] as const) {
+      for (const [kind, server] of [
+        ['reference', reference],
+        ['turnpike', turnpike],
+      ] as const) {
         const r = await drive(`${server.url}/settle`, await payments(sandbox, 1), 1, valid);
         if (i >= 0) rounds[kind].push(r.p50);
         failures += r.failures;

@@ -12,7 +12,8 @@ import { checkBalance, fundedKey } from './credits.js';
 import { callBody, closeLoad, drive } from './mcp-load.js';
 import { type Row, summarize } from './stats.js';
 
-const POSTGRES_URL = process.env.TURNPIKE_BENCH_POSTGRES_URL ?? process.env.TURNPIKE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const POSTGRES_URL =
+  process.env.TURNPIKE_BENCH_POSTGRES_URL ?? process.env.TURNPIKE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const FUNDS = 1_000_000_000_000n;
 const PRICE = 1000n;
 const CALLERS = 16;
@@ -43,14 +44,29 @@ async function reachable(): Promise<string | undefined> {
 export async function benchInstances(sandbox: Sandbox, progress: (s: string) => void): Promise<Row[]> {
   const unreachable = await reachable();
   if (unreachable) {
-    return [{ path: 'instances on one PostgreSQL', subject: 'skipped', p50Ms: NaN, p99Ms: NaN, note: `PostgreSQL at ${POSTGRES_URL} not reachable: ${unreachable}` }];
+    return [
+      {
+        path: 'instances on one PostgreSQL',
+        subject: 'skipped',
+        p50Ms: NaN,
+        p99Ms: NaN,
+        note: `PostgreSQL at ${POSTGRES_URL} not reachable: ${unreachable}`,
+      },
+    ];
   }
   const schema = `tp_bench_${process.pid}`;
   const storeUrl = `${POSTGRES_URL}${POSTGRES_URL.includes('?') ? '&' : '?'}schema=${schema}`;
   const rows: Row[] = [];
   const relayer = (i: number) => sandbox.accounts.relayers[i]!.privateKey;
   const row = (path: string, instances: number, r: { p50: number; p99: number; perSecond: number }, base?: number) =>
-    rows.push({ path, subject: `${instances} instance${instances > 1 ? 's' : ''}`, p50Ms: r.p50, p99Ms: r.p99, perSecond: r.perSecond, ...(base ? { note: `${(r.perSecond / base).toFixed(2)}× one instance` } : {}) });
+    rows.push({
+      path,
+      subject: `${instances} instance${instances > 1 ? 's' : ''}`,
+      p50Ms: r.p50,
+      p99Ms: r.p99,
+      perSecond: r.perSecond,
+      ...(base ? { note: `${(r.perSecond / base).toFixed(2)}× one instance` } : {}),
+    });
   try {
     progress('instances: credits-paid calls, 1 then 2 gateways on one PostgreSQL');
     // Sixteen callers, each with a key of its own, as many agents would be: no one key's row lock is the bottleneck.
@@ -77,7 +93,13 @@ export async function benchInstances(sandbox: Sandbox, progress: (s: string) => 
     progress('instances: x402 /verify, 1 then 2 facilitators on one PostgreSQL');
     const payTo = sandbox.accounts.payees[0]!.address;
     const payments = async (n: number) =>
-      Promise.all(Array.from({ length: n }, (_, i) => v2Request({ payer: sandbox.accounts.payers[i % sandbox.accounts.payers.length]!, payTo, amount: 10_000n }).then((b) => JSON.stringify(b))));
+      Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          v2Request({ payer: sandbox.accounts.payers[i % sandbox.accounts.payers.length]!, payTo, amount: 10_000n }).then((b) =>
+            JSON.stringify(b),
+          ),
+        ),
+      );
     const a = await startChild('./facilitator-server.ts', ['turnpike', sandbox.rpcUrl, relayer(2), `--store=${storeUrl}`]);
     const b = await startChild('./facilitator-server.ts', ['turnpike', sandbox.rpcUrl, relayer(3), `--store=${storeUrl}`]);
     try {

@@ -14,7 +14,12 @@ export function post(url: string, body: string, headers: Record<string, string> 
       {
         method: 'POST',
         agent,
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...headers },
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-protocol-version': '2025-06-18',
+          ...headers,
+        },
       },
       (res) => {
         let text = '';
@@ -29,7 +34,12 @@ export function post(url: string, body: string, headers: Record<string, string> 
 }
 
 export const callBody = (tool: string, args: object, payment?: unknown) =>
-  JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: args, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) } });
+  JSON.stringify({
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'tools/call',
+    params: { name: tool, arguments: args, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) },
+  });
 
 /**
  * Sends `bodies` with `concurrency` workers, each idle for `pauseMs` after every call; latencies

@@ -36,7 +36,12 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
   const upstream = await startChild('./upstream-server.ts', []);
   const client = createPublicClient({ chain: networks.local.viemChain, transport: rpcTransport(sandbox.rpcUrl), pollingInterval: 5 });
   const store = await openSqliteStore({ path: path.join(mkdtempSync(path.join(os.tmpdir(), 'turnpike-bench-')), 'proxy.db') });
-  const facilitator = createFacilitator({ network: networks.local, client, journal: store.journal, relayerKeys: [sandbox.accounts.relayers[2]!.privateKey] });
+  const facilitator = createFacilitator({
+    network: networks.local,
+    client,
+    journal: store.journal,
+    relayerKeys: [sandbox.accounts.relayers[2]!.privateKey],
+  });
   // Each call's settlement wait, by authorization nonce.
   const settleMs = new Map<string, number>();
   const timed = {
@@ -82,7 +87,13 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
       const bodies = Array.from({ length: concurrency === 1 ? 1000 : 4000 }, () => callBody('hello', { name: 'bench' }));
       const direct = await drive(upstream.url, bodies, concurrency);
       const proxied = await drive(viaTurnpike, bodies, concurrency);
-      rows.push({ path: `free tools/call, concurrency ${concurrency}`, subject: 'upstream called directly', p50Ms: direct.p50, p99Ms: direct.p99, perSecond: direct.perSecond });
+      rows.push({
+        path: `free tools/call, concurrency ${concurrency}`,
+        subject: 'upstream called directly',
+        p50Ms: direct.p50,
+        p99Ms: direct.p99,
+        perSecond: direct.perSecond,
+      });
       rows.push({
         path: `free tools/call, concurrency ${concurrency}`,
         subject: 'through turnpike',
@@ -94,7 +105,9 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
     }
 
     // The challenge every paid call starts from, then one signed payment per call.
-    const challenge = JSON.parse(await post(viaTurnpike, callBody('forecast', { city: 'Oslo' }))) as { result: { structuredContent: PaymentRequired } };
+    const challenge = JSON.parse(await post(viaTurnpike, callBody('forecast', { city: 'Oslo' }))) as {
+      result: { structuredContent: PaymentRequired };
+    };
     const required = challenge.result.structuredContent;
     for (const concurrency of [1, 16]) {
       progress(`proxy: signing payments for paid calls at concurrency ${concurrency}`);
@@ -116,14 +129,25 @@ export async function benchProxy(sandbox: Sandbox, progress: (s: string) => void
       const added = (baseline: { p50: number; p99: number }) =>
         `+${(withoutSettlement.p50 - baseline.p50).toFixed(2)} ms p50, +${(withoutSettlement.p99 - baseline.p99).toFixed(2)} ms p99`;
       const path = `paid tools/call, concurrency ${concurrency}`;
-      rows.push({ path, subject: 'upstream called directly (unpaid), back to back', p50Ms: direct.p50, p99Ms: direct.p99, perSecond: direct.perSecond });
+      rows.push({
+        path,
+        subject: 'upstream called directly (unpaid), back to back',
+        p50Ms: direct.p50,
+        p99Ms: direct.p99,
+        perSecond: direct.perSecond,
+      });
       let versus = `added without it ${added(direct)}`;
       if (concurrency === 1) {
         // One call at a time leaves the upstream idle for each settlement wait, and a process woken
         // from idle answers slower than one kept busy: the fair baseline idles as long between calls.
         progress('proxy: the upstream called directly, idle between calls as paid calls leave it');
         const paced = await drive(upstream.url, bodies, concurrency, {}, settle.p50);
-        rows.push({ path, subject: `upstream called directly (unpaid), idle ${settle.p50.toFixed(0)} ms between calls`, p50Ms: paced.p50, p99Ms: paced.p99 });
+        rows.push({
+          path,
+          subject: `upstream called directly (unpaid), idle ${settle.p50.toFixed(0)} ms between calls`,
+          p50Ms: paced.p50,
+          p99Ms: paced.p99,
+        });
         versus = `added without it ${added(paced)} vs the paced upstream (${added(direct)} vs back to back)`;
       }
       rows.push({

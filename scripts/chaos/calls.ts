@@ -61,7 +61,13 @@ export async function send(url: string, body: string, headers: Record<string, st
     });
     text = await res.text();
   } catch (error) {
-    return { at: Date.now(), sent, status: 'connection', kind: 'other', reason: (error as Error).name === 'TimeoutError' ? 'client timeout' : 'no answer' };
+    return {
+      at: Date.now(),
+      sent,
+      status: 'connection',
+      kind: 'other',
+      reason: (error as Error).name === 'TimeoutError' ? 'client timeout' : 'no answer',
+    };
   }
   return { ...answerOf(res, text), sent };
 }
@@ -89,7 +95,14 @@ export function answerOf(res: Response, text: string): Answer {
   }
   const receipt = result._meta?.['x402/payment-response'] as Answer['receipt'] | undefined;
   const credits = result._meta?.['turnpike/credits'] as { entry: string } | undefined;
-  return { at, status: res.status, kind: 'output', ...(receipt ? { receipt } : {}), ...(credits ? { entry: credits.entry } : {}), ...replayed };
+  return {
+    at,
+    status: res.status,
+    kind: 'output',
+    ...(receipt ? { receipt } : {}),
+    ...(credits ? { entry: credits.entry } : {}),
+    ...replayed,
+  };
 }
 
 /** The JSON-RPC response an SSE answer carries (its notifications and priming events aside). */
@@ -104,7 +117,13 @@ function responseInStream(text: string): Json {
 export const sseData = (text: string) =>
   text
     .split(/\r?\n\r?\n/)
-    .map((event) => event.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n'))
+    .map((event) =>
+      event
+        .split(/\r?\n/)
+        .filter((l) => l.startsWith('data:'))
+        .map((l) => l.slice(5).trim())
+        .join('\n'),
+    )
     .filter(Boolean);
 
 /** Worth sending again unchanged: no answer, turnpike's or the chain's fault, or a payment it let go. */

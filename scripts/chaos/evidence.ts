@@ -36,7 +36,11 @@ export function readStore(dbPath: string) {
   const db = new Database(dbPath, { readonly: true, fileMustExist: true });
   db.defaultSafeIntegers(true);
   try {
-    const all = <T>(schema: z.ZodType<T>, sql: string) => db.prepare(sql).all().map((row) => schema.parse(row));
+    const all = <T>(schema: z.ZodType<T>, sql: string) =>
+      db
+        .prepare(sql)
+        .all()
+        .map((row) => schema.parse(row));
     return {
       journal: all(journalRow, 'SELECT payer, nonce, pay_to, amount, state, tx_hash, error_reason FROM payments'),
       // rowid order is the order the entries were written in.
@@ -77,18 +81,30 @@ export async function readChain(sandbox: Sandbox, payees: Address[]) {
     client.getContractEvents({ ...logs, eventName: 'Transfer' }),
     client.getContractEvents({ ...logs, eventName: 'AuthorizationUsed' }),
   ]);
-  const balanceOf = (address: Address) => client.readContract({ address: sandbox.usdc, abi: usdcAbi, functionName: 'balanceOf', args: [address] });
+  const balanceOf = (address: Address) =>
+    client.readContract({ address: sandbox.usdc, abi: usdcAbi, functionName: 'balanceOf', args: [address] });
   const holders = [...sandbox.accounts.payers.map((p) => p.address), ...payees];
-  const balances = new Map((await Promise.all(holders.map(async (a) => [a.toLowerCase(), await balanceOf(a)] as const))));
+  const balances = new Map(await Promise.all(holders.map(async (a) => [a.toLowerCase(), await balanceOf(a)] as const)));
 
   const relayers = new Set(sandbox.accounts.relayers.map((r) => r.address.toLowerCase()));
-  const blocks = await Promise.all(Array.from({ length: Number(latest) }, (_, i) => client.getBlock({ blockNumber: BigInt(i + 1), includeTransactions: true })));
+  const blocks = await Promise.all(
+    Array.from({ length: Number(latest) }, (_, i) => client.getBlock({ blockNumber: BigInt(i + 1), includeTransactions: true })),
+  );
   const sent = blocks.flatMap((b) => b.transactions).filter((tx) => relayers.has(tx.from.toLowerCase()));
   const receipts = await Promise.all(sent.map((tx) => client.getTransactionReceipt({ hash: tx.hash })));
 
   return {
-    transfers: transfers.map((l) => ({ from: l.args.from!.toLowerCase(), to: l.args.to!.toLowerCase(), value: l.args.value!, tx: l.transactionHash.toLowerCase() })),
-    authorizationsUsed: used.map((l) => ({ authorizer: l.args.authorizer!.toLowerCase(), nonce: (l.args.nonce as Hex).toLowerCase(), tx: l.transactionHash.toLowerCase() })),
+    transfers: transfers.map((l) => ({
+      from: l.args.from!.toLowerCase(),
+      to: l.args.to!.toLowerCase(),
+      value: l.args.value!,
+      tx: l.transactionHash.toLowerCase(),
+    })),
+    authorizationsUsed: used.map((l) => ({
+      authorizer: l.args.authorizer!.toLowerCase(),
+      nonce: (l.args.nonce as Hex).toLowerCase(),
+      tx: l.transactionHash.toLowerCase(),
+    })),
     balances,
     initialPayerBalance: sandbox.payerUsdc,
     relayerTransactions: receipts.map((r) => ({ hash: r.transactionHash.toLowerCase(), success: r.status === 'success' })),
@@ -111,7 +127,13 @@ export function readLogProblems(file: string): Record<string, number> {
 
 export type Evidence = { store: StoreEvidence; chain: ChainEvidence; executions: Execution[]; logProblems: Record<string, number> };
 
-export async function gatherEvidence(options: { dbPath: string; sandbox: Sandbox; payees: Address[]; executionLog: string; turnpikeLog: string }): Promise<Evidence> {
+export async function gatherEvidence(options: {
+  dbPath: string;
+  sandbox: Sandbox;
+  payees: Address[];
+  executionLog: string;
+  turnpikeLog: string;
+}): Promise<Evidence> {
   return {
     store: readStore(options.dbPath),
     chain: await readChain(options.sandbox, options.payees),

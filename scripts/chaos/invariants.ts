@@ -38,7 +38,10 @@ export function checkInvariants(
   const payTo = options.payTo.toLowerCase();
   const payers = new Set(options.payers.map((p) => p.toLowerCase()));
   const ran = tally(executions, (e) => e.callId);
-  const succeeded = tally(executions.filter((e) => resultTools.includes(e.tool)), (e) => e.callId);
+  const succeeded = tally(
+    executions.filter((e) => resultTools.includes(e.tool)),
+    (e) => e.callId,
+  );
 
   const settled = store.journal.filter((r) => r.state === 'settled');
   const settledByKey = new Map(settled.map((r) => [key(r.payer, r.nonce), r]));
@@ -60,15 +63,24 @@ export function checkInvariants(
     const v: string[] = [];
     const out = chain.transfers.filter((t) => payers.has(t.from));
     for (const t of out.filter((t) => t.to !== payTo)) v.push(`${t.value} left payer ${t.from} for ${t.to}, not the payee (tx ${t.tx})`);
-    for (const t of chain.transfers.filter((t) => t.to === payTo && !payers.has(t.from))) v.push(`${t.value} reached the payee from ${t.from}, not a payer`);
+    for (const t of chain.transfers.filter((t) => t.to === payTo && !payers.has(t.from)))
+      v.push(`${t.value} reached the payee from ${t.from}, not a payer`);
     const moved = sum(out.map((t) => t.value));
     const payerLoss = sum(options.payers.map((p) => chain.initialPayerBalance - chain.balances.get(p.toLowerCase())!));
     const payeeGain = chain.balances.get(payTo)!;
     const journalled = sum(settled.map((r) => r.amount));
     if (new Set([moved, payerLoss, payeeGain, journalled]).size !== 1) {
-      v.push(`transfers out of payers ${moved}, payers' balances down ${payerLoss}, payee's balance up ${payeeGain}, settled in the journal ${journalled}`);
+      v.push(
+        `transfers out of payers ${moved}, payers' balances down ${payerLoss}, payee's balance up ${payeeGain}, settled in the journal ${journalled}`,
+      );
     }
-    checks.push(check('USDC that left a payer arrived at the payee, and equals the settled journal', v, `${out.length} transfers, ${moved} atomic units (${settled.length} settled entries, ${journalled})`));
+    checks.push(
+      check(
+        'USDC that left a payer arrived at the payee, and equals the settled journal',
+        v,
+        `${out.length} transfers, ${moved} atomic units (${settled.length} settled entries, ${journalled})`,
+      ),
+    );
   }
 
   // 2. One-to-one: each authorization used on chain is exactly one settled entry, in that entry's transaction.
@@ -79,7 +91,8 @@ export function checkInvariants(
     for (const u of chain.authorizationsUsed) {
       const row = settledByKey.get(key(u.authorizer, u.nonce));
       if (!row) v.push(`authorization ${key(u.authorizer, u.nonce)} used on chain (tx ${u.tx}) but not settled in the journal`);
-      else if (row.tx_hash?.toLowerCase() !== u.tx) v.push(`authorization ${key(u.authorizer, u.nonce)} used in tx ${u.tx}, journal says ${row.tx_hash}`);
+      else if (row.tx_hash?.toLowerCase() !== u.tx)
+        v.push(`authorization ${key(u.authorizer, u.nonce)} used in tx ${u.tx}, journal says ${row.tx_hash}`);
     }
     const transfersIn = tally(chain.transfers, (t) => `${t.tx}:${t.from}:${t.to}:${t.value}`);
     for (const row of settled) {
@@ -94,15 +107,35 @@ export function checkInvariants(
       if (!tx.success) v.push(`settlement transaction ${tx.hash} reverted`);
       if (!journalTxs.has(tx.hash)) v.push(`relayer transaction ${tx.hash} is in no journal entry`);
     }
-    for (const row of store.journal.filter((r) => r.state === 'failed' && r.tx_hash)) v.push(`${key(row.payer, row.nonce)} failed in tx ${row.tx_hash} (${row.error_reason})`);
-    checks.push(check('each authorization settled at most once, each on-chain use matching one settled journal entry', v, `${chain.authorizationsUsed.length} authorizations used, ${chain.relayerTransactions.length} relayer transactions, all successful`));
+    for (const row of store.journal.filter((r) => r.state === 'failed' && r.tx_hash))
+      v.push(`${key(row.payer, row.nonce)} failed in tx ${row.tx_hash} (${row.error_reason})`);
+    checks.push(
+      check(
+        'each authorization settled at most once, each on-chain use matching one settled journal entry',
+        v,
+        `${chain.authorizationsUsed.length} authorizations used, ${chain.relayerTransactions.length} relayer transactions, all successful`,
+      ),
+    );
   }
 
   // 3. Recovery left nothing half-done.
   {
     const stuck = store.journal.filter((r) => r.state !== 'settled' && r.state !== 'failed');
-    const failedWhy = [...tally(store.journal.filter((r) => r.state === 'failed'), (r) => r.error_reason ?? '?')].map(([r, n]) => `${r} ${n}`).join(', ');
-    checks.push(check('no journal entry stuck after recovery', stuck.map((r) => `${key(r.payer, r.nonce)} still ${r.state}`), `${store.journal.length} entries: ${settled.length} settled, failed: ${failedWhy || 'none'}`));
+    const failedWhy = [
+      ...tally(
+        store.journal.filter((r) => r.state === 'failed'),
+        (r) => r.error_reason ?? '?',
+      ),
+    ]
+      .map(([r, n]) => `${r} ${n}`)
+      .join(', ');
+    checks.push(
+      check(
+        'no journal entry stuck after recovery',
+        stuck.map((r) => `${key(r.payer, r.nonce)} still ${r.state}`),
+        `${store.journal.length} entries: ${settled.length} settled, failed: ${failedWhy || 'none'}`,
+      ),
+    );
   }
 
   // 4. Charged means run: every payment settled and every debit standing paid for a call whose tool produced its result.
@@ -111,22 +144,29 @@ export function checkInvariants(
     for (const row of settled.filter((r) => !apiPurchases.has(key(r.payer, r.nonce)))) {
       const call = callOfNonce.get(key(row.payer, row.nonce));
       if (!call) v.push(`settled payment ${key(row.payer, row.nonce)} belongs to no call a client made`);
-      else if (!succeeded.has(call.callId)) v.push(`payment of ${call.callId} (${call.tool}) settled, but the tool never produced a result`);
+      else if (!succeeded.has(call.callId))
+        v.push(`payment of ${call.callId} (${call.tool}) settled, but the tool never produced a result`);
     }
     const requestOf = new Map(store.requests.map((r) => [r.debit_id, r.idempotency_key]));
     const plainStanding = new Map<string, number>();
     for (const d of standing) {
       const idem = requestOf.get(d.id);
-      if (idem !== undefined && !succeeded.has(idem)) v.push(`debit ${d.id} (Idempotency-Key ${idem}) stands, but that call never produced a result`);
+      if (idem !== undefined && !succeeded.has(idem))
+        v.push(`debit ${d.id} (Idempotency-Key ${idem}) stands, but that call never produced a result`);
       if (idem === undefined) plainStanding.set(d.key_id, (plainStanding.get(d.key_id) ?? 0) + 1);
     }
     for (const c of calls.filter((c) => c.rail === 'credits' && !c.mistake)) {
-      for (const a of delivered(c)) if (a.entry && standingIds.has(a.entry) && !succeeded.has(c.callId)) v.push(`debit ${a.entry} of ${c.callId} stands without a result`);
+      for (const a of delivered(c))
+        if (a.entry && standingIds.has(a.entry) && !succeeded.has(c.callId))
+          v.push(`debit ${a.entry} of ${c.callId} stands without a result`);
     }
     // Without an Idempotency-Key the store does not name the call: count per key instead.
     for (const [keyId, n] of plainStanding) {
-      const results = calls.filter((c) => c.rail === 'credits' && c.keyId === keyId && !c.idempotencyKey && !c.mistake).reduce((s, c) => s + (succeeded.get(c.callId) ?? 0), 0);
-      if (n > results) v.push(`key ${keyId}: ${n} standing debits without an Idempotency-Key, but only ${results} results produced for such calls`);
+      const results = calls
+        .filter((c) => c.rail === 'credits' && c.keyId === keyId && !c.idempotencyKey && !c.mistake)
+        .reduce((s, c) => s + (succeeded.get(c.callId) ?? 0), 0);
+      if (n > results)
+        v.push(`key ${keyId}: ${n} standing debits without an Idempotency-Key, but only ${results} results produced for such calls`);
     }
     const results = executions.filter((e) => resultTools.includes(e.tool)).length;
     const summary = `${settled.length} payments settled, ${standing.length} debits standing, ${results} results produced`;
@@ -138,7 +178,8 @@ export function checkInvariants(
     const v: string[] = [];
     const failing = paymentCalls.filter((c) => failingTools.includes(c.tool));
     for (const c of failing) if (settledByKey.has(key(c.payer!, c.nonce!))) v.push(`${c.callId} (${c.tool}) was settled`);
-    for (const d of standing) if ((failingTools as string[]).includes(toolOf(d) ?? '')) v.push(`debit ${d.id} for ${toolOf(d)} was not refunded`);
+    for (const d of standing)
+      if ((failingTools as string[]).includes(toolOf(d) ?? '')) v.push(`debit ${d.id} for ${toolOf(d)} was not refunded`);
     const failedDebits = debits.filter((d) => (failingTools as string[]).includes(toolOf(d) ?? '')).length;
     const summary = `${failing.length} x402 and ${failedDebits} credits calls of failing tools`;
     checks.push(check('no failed call was charged (or it was refunded)', v, summary));
@@ -147,7 +188,8 @@ export function checkInvariants(
   // 6. Delivered means charged (once).
   {
     const v: string[] = [];
-    for (const c of paymentCalls.filter((c) => delivered(c).length > 0)) if (!settledByKey.has(key(c.payer!, c.nonce!))) v.push(`${c.callId} got its result but its payment is not settled`);
+    for (const c of paymentCalls.filter((c) => delivered(c).length > 0))
+      if (!settledByKey.has(key(c.payer!, c.nonce!))) v.push(`${c.callId} got its result but its payment is not settled`);
     for (const c of calls.filter((c) => c.rail === 'credits' && !c.mistake)) {
       for (const a of delivered(c)) if (!a.entry) v.push(`${c.callId} got a result without its debit`);
       // Judged by the first answer showing the entry; later ones are replays of that answer.
@@ -161,18 +203,22 @@ export function checkInvariants(
         const storedBeforeKill = a.replayed === true && options.kills.some((k) => k < a.at);
         if (!refund?.reason.includes('cut off') || !(closeToKill || storedBeforeKill)) {
           const nearest = options.kills.map((k) => k - a.at).sort((x, y) => Math.abs(x) - Math.abs(y))[0];
-          v.push(`${c.callId} got a result${a.replayed ? ' (replayed)' : ''}, but its debit ${entry} was ${refund ? `refunded (${refund.reason})` : 'not found'}; nearest SIGKILL ${nearest} ms after that answer`);
+          v.push(
+            `${c.callId} got a result${a.replayed ? ' (replayed)' : ''}, but its debit ${entry} was ${refund ? `refunded (${refund.reason})` : 'not found'}; nearest SIGKILL ${nearest} ms after that answer`,
+          );
         }
       }
       const entries = new Set(delivered(c).flatMap((a) => (a.entry && standingIds.has(a.entry) ? [a.entry] : [])));
-      if (c.idempotencyKey && entries.size > 1) v.push(`Idempotency-Key ${c.idempotencyKey} charged ${entries.size} times: ${[...entries].join(', ')}`);
+      if (c.idempotencyKey && entries.size > 1)
+        v.push(`Idempotency-Key ${c.idempotencyKey} charged ${entries.size} times: ${[...entries].join(', ')}`);
     }
     const x402Delivered = paymentCalls.filter((c) => delivered(c).length > 0).length;
     // A settled payment's result was kept before it settled: its client gets it, on a retry if a kill cut the answer off.
     const paidUndelivered = paymentCalls.filter((c) => delivered(c).length === 0 && settledByKey.has(key(c.payer!, c.nonce!)));
     for (const c of paidUndelivered) {
       const last = c.rounds.at(-1)?.answers ?? [];
-      if (!last.every((a) => a.status === 'connection')) v.push(`${c.callId} paid (settled) but never got its result: last answers ${last.map((a) => a.reason ?? a.kind).join('; ')}`);
+      if (!last.every((a) => a.status === 'connection'))
+        v.push(`${c.callId} paid (settled) but never got its result: last answers ${last.map((a) => a.reason ?? a.kind).join('; ')}`);
     }
     const redelivered = paymentCalls.filter((c) => delivered(c).length > 0 && answers(c).some((a) => a.status === 'connection')).length;
     checks.push(
@@ -190,17 +236,34 @@ export function checkInvariants(
     for (const c of calls.filter((c) => !c.mistake)) {
       const bound = c.rail === 'credits' && !c.idempotencyKey ? c.rounds.reduce((s, r) => s + r.copies, 0) : c.rounds.length;
       const n = ran.get(c.callId) ?? 0;
-      if (n > bound) v.push(`${c.callId} ran ${n} times in ${c.rounds.length} rounds of ${c.rounds.map((r) => r.copies).join('+')} requests`);
+      if (n > bound)
+        v.push(`${c.callId} ran ${n} times in ${c.rounds.length} rounds of ${c.rounds.map((r) => r.copies).join('+')} requests`);
     }
     const copies = calls.filter((c) => c.rounds.some((r) => r.copies > 1)).length;
-    checks.push(check('concurrent copies of one payment or Idempotency-Key ran the tool once per round', v, `${copies} calls sent as concurrent copies, ${calls.filter((c) => c.rounds.length > 1).length} retried`));
+    checks.push(
+      check(
+        'concurrent copies of one payment or Idempotency-Key ran the tool once per round',
+        v,
+        `${copies} calls sent as concurrent copies, ${calls.filter((c) => c.rounds.length > 1).length} retried`,
+      ),
+    );
   }
 
   // 8. Client mistakes: refused without running the tool, never with a 5xx.
   {
     const mistakes = calls.filter((c) => c.mistake);
-    const fivexx = mistakes.flatMap((c) => answers(c).filter((a) => typeof a.status === 'number' && a.status >= 500).map((a) => `${c.callId} (${c.mistake}) answered HTTP ${a.status}: ${a.reason ?? a.kind}`));
-    checks.push(check('turnpike never answered a client’s mistake with a 5xx', fivexx, `${mistakes.length} mistakes: ${[...tally(mistakes, (c) => c.mistake!)].map(([k, n]) => `${k} ${n}`).join(', ')}`));
+    const fivexx = mistakes.flatMap((c) =>
+      answers(c)
+        .filter((a) => typeof a.status === 'number' && a.status >= 500)
+        .map((a) => `${c.callId} (${c.mistake}) answered HTTP ${a.status}: ${a.reason ?? a.kind}`),
+    );
+    checks.push(
+      check(
+        'turnpike never answered a client’s mistake with a 5xx',
+        fivexx,
+        `${mistakes.length} mistakes: ${[...tally(mistakes, (c) => c.mistake!)].map(([k, n]) => `${k} ${n}`).join(', ')}`,
+      ),
+    );
     const v: string[] = [];
     for (const c of mistakes) {
       const reused = c.reuses ? calls.find((o) => o.callId === c.reuses) : undefined;
@@ -209,7 +272,13 @@ export function checkInvariants(
       if (ran.has(c.callId) && !keyFreed) v.push(`${c.callId} (${c.mistake}) ran the tool`);
       if (delivered(c).length > 0 && !keyFreed) v.push(`${c.callId} (${c.mistake}) got a result`);
     }
-    checks.push(check('no client mistake (garbage, replayed payment, reused Idempotency-Key) ran the tool', v, `${mistakes.filter((c) => c.mistake === 'replayed_payment').length} replayed payments refused`));
+    checks.push(
+      check(
+        'no client mistake (garbage, replayed payment, reused Idempotency-Key) ran the tool',
+        v,
+        `${mistakes.filter((c) => c.mistake === 'replayed_payment').length} replayed payments refused`,
+      ),
+    );
   }
 
   // 9. The ledger adds up.
@@ -226,7 +295,13 @@ export function checkInvariants(
       if (k.balance !== (running.get(k.id) ?? 0n)) v.push(`key ${k.id}: balance ${k.balance}, ledger sums to ${running.get(k.id) ?? 0n}`);
       if (k.balance < 0n) v.push(`key ${k.id}: negative balance ${k.balance}`);
     }
-    checks.push(check('credit balances equal the sum of their ledger entries and are never negative', v, `${store.keys.length} keys, ${store.ledger.length} entries, balances ${store.keys.map((k) => k.balance).join(', ')}`));
+    checks.push(
+      check(
+        'credit balances equal the sum of their ledger entries and are never negative',
+        v,
+        `${store.keys.length} keys, ${store.ledger.length} entries, balances ${store.keys.map((k) => k.balance).join(', ')}`,
+      ),
+    );
   }
 
   // 10. Every debit closed: refunded at most once, in full, or standing.
@@ -237,11 +312,22 @@ export function checkInvariants(
     for (const [debitId, refund] of refundOf) {
       const debit = debitById.get(debitId);
       if (!debit) v.push(`refund ${refund.id} of ${debitId}, which is no debit`);
-      else if (refund.amount !== -debit.amount || refund.key_id !== debit.key_id) v.push(`refund ${refund.id} (${refund.amount}) does not undo debit ${debitId} (${debit.amount})`);
+      else if (refund.amount !== -debit.amount || refund.key_id !== debit.key_id)
+        v.push(`refund ${refund.id} (${refund.amount}) does not undo debit ${debitId} (${debit.amount})`);
     }
-    for (const [debit, n] of tally(store.ledger.filter((e) => e.kind === 'refund'), (e) => e.idempotency_key)) if (n > 1) v.push(`${debit} refunded ${n} times`);
+    for (const [debit, n] of tally(
+      store.ledger.filter((e) => e.kind === 'refund'),
+      (e) => e.idempotency_key,
+    ))
+      if (n > 1) v.push(`${debit} refunded ${n} times`);
     const cutOff = [...refundOf.values()].filter((r) => r.reason.includes('cut off')).length;
-    checks.push(check('no debit left open after recovery; each refunded at most once, in full', v, `${debits.length} debits: ${standing.length} charged, ${refundOf.size} refunded (${cutOff} cut off by a kill)`));
+    checks.push(
+      check(
+        'no debit left open after recovery; each refunded at most once, in full',
+        v,
+        `${debits.length} debits: ${standing.length} charged, ${refundOf.size} refunded (${cutOff} cut off by a kill)`,
+      ),
+    );
   }
   // 11. The thief got nothing it did not pay for (what clients did pay for is checks 2 and 6).
   {
@@ -276,11 +362,14 @@ export function checkInvariants(
         .map((a) => ({ c, a })),
     );
     for (const { c, a } of during) {
-      if (typeof a.status === 'number' && a.status >= 500 && ![502, 503, 508].includes(a.status)) v.push(`${c.callId} (${c.tool}) answered HTTP ${a.status} during a loop: ${a.reason ?? a.kind}`);
+      if (typeof a.status === 'number' && a.status >= 500 && ![502, 503, 508].includes(a.status))
+        v.push(`${c.callId} (${c.tool}) answered HTTP ${a.status} during a loop: ${a.reason ?? a.kind}`);
     }
     const refused = during.filter(({ a }) => a.status === 508).length;
     const name = 'turnpike answered every request during an upstream loop without a 5xx other than 502, 503 or 508';
-    checks.push(check(name, v, `${options.loops.length} loops, ${during.length} requests sent and answered during one, ${refused} refused with 508`));
+    checks.push(
+      check(name, v, `${options.loops.length} loops, ${during.length} requests sent and answered during one, ${refused} refused with 508`),
+    );
   }
   return checks;
 }

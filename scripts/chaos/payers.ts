@@ -33,7 +33,12 @@ const TIMEOUT_MS = 20_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export const callBody = (callId: string, tool: ChaosTool, payment?: unknown) =>
-  JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: { callId }, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) } });
+  JSON.stringify({
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'tools/call',
+    params: { name: tool, arguments: { callId }, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) },
+  });
 
 /**
  * The chaos clients: x402 payers (one authorization per call, signed by the official x402
@@ -58,7 +63,16 @@ export async function runPayers(options: PayersOptions): Promise<Call[]> {
       const scenario = random.weighted({ paid: 50, failing: 14, copies: 10, replay: 8, mistake: 8 });
       if (scenario === 'replay' && paid().length > 0) {
         const old = random.pick(paid());
-        const call: Call = { callId: `r${index}-${n}`, rail: 'x402', tool: 'ok', mistake: 'replayed_payment', payer: payerAddress, nonce: old.call.nonce!, reuses: old.call.callId, rounds: [] };
+        const call: Call = {
+          callId: `r${index}-${n}`,
+          rail: 'x402',
+          tool: 'ok',
+          mistake: 'replayed_payment',
+          payer: payerAddress,
+          nonce: old.call.nonce!,
+          reuses: old.call.callId,
+          rounds: [],
+        };
         await perform(call, callBody(call.callId, 'ok', old.payment), {}, random);
       } else if (scenario === 'mistake') {
         await x402Mistake(`m${index}-${n}`, payer, client, random);
@@ -79,14 +93,20 @@ export async function runPayers(options: PayersOptions): Promise<Call[]> {
     const kind = random.pick(['bad_json', 'bad_payment', 'wrong_amount', 'wrong_payee', 'expired', 'paid_batch'] as const);
     const call: Call = { callId, rail: 'x402', tool: 'ok', mistake: kind, payer: payer.address.toLowerCase(), rounds: [] };
     const accepted = required.accepts[0]!;
-    const altered = (change: Partial<typeof accepted>) => client.createPaymentPayload({ ...required, accepts: [{ ...accepted, ...change }] });
+    const altered = (change: Partial<typeof accepted>) =>
+      client.createPaymentPayload({ ...required, accepts: [{ ...accepted, ...change }] });
     let body: string;
     if (kind === 'bad_json') body = callBody(callId, 'ok').slice(0, -7);
     else if (kind === 'bad_payment') body = callBody(callId, 'ok', 'garbage!');
     else if (kind === 'wrong_amount') body = callBody(callId, 'ok', await altered({ amount: String(PRICE - 1n) }));
     else if (kind === 'wrong_payee') body = callBody(callId, 'ok', await altered({ payTo: options.stranger }));
     else if (kind === 'expired') {
-      const payload = await signAuthorization({ payer, payTo: accepted.payTo as Address, amount: PRICE, validBefore: BigInt(Math.floor(Date.now() / 1000) - 10) });
+      const payload = await signAuthorization({
+        payer,
+        payTo: accepted.payTo as Address,
+        amount: PRICE,
+        validBefore: BigInt(Math.floor(Date.now() / 1000) - 10),
+      });
       body = callBody(callId, 'ok', { x402Version: 2, resource: required.resource, accepted, payload });
     } else body = `[${callBody(callId, 'ok', await client.createPaymentPayload(required))}]`;
     await perform(call, body, {}, random);
@@ -98,7 +118,15 @@ export async function runPayers(options: PayersOptions): Promise<Call[]> {
     const idempotent: Call[] = [];
     for (let n = 0; options.running(); n++) {
       const callId = `c${index}-${n}`;
-      const scenario = random.weighted({ plain: 25, idempotent: 25, idempotentCopies: 8, plainCopies: 5, failing: 12, replay: 8, mistake: 8 });
+      const scenario = random.weighted({
+        plain: 25,
+        idempotent: 25,
+        idempotentCopies: 8,
+        plainCopies: 5,
+        failing: 12,
+        replay: 8,
+        mistake: 8,
+      });
       const withKey = scenario === 'idempotent' || scenario === 'idempotentCopies' || (scenario === 'failing' && random.next() < 0.5);
       if (scenario === 'replay' && idempotent.length > 0) {
         // The same request again later: answered from the store, charged once.
@@ -115,7 +143,12 @@ export async function runPayers(options: PayersOptions): Promise<Call[]> {
         else {
           // Without an Idempotency-Key a retry would be a second purchase: one round only.
           calls.push(call);
-          call.rounds.push({ copies, answers: await Promise.all(Array.from({ length: copies }, () => send(options.mcpUrl, callBody(callId, tool), headers, TIMEOUT_MS))) });
+          call.rounds.push({
+            copies,
+            answers: await Promise.all(
+              Array.from({ length: copies }, () => send(options.mcpUrl, callBody(callId, tool), headers, TIMEOUT_MS)),
+            ),
+          });
         }
         if (withKey && delivered(call).length > 0) idempotent.push(call);
       }
@@ -124,13 +157,20 @@ export async function runPayers(options: PayersOptions): Promise<Call[]> {
   }
 
   async function creditsMistake(callId: string, key: { id: string; key: string }, idempotent: Call[], random: Random) {
-    const kinds = ['unknown_key', 'bad_json', 'long_idempotency_key', ...(idempotent.length > 0 ? (['reused_idempotency_key'] as const) : [])] as const;
+    const kinds = [
+      'unknown_key',
+      'bad_json',
+      'long_idempotency_key',
+      ...(idempotent.length > 0 ? (['reused_idempotency_key'] as const) : []),
+    ] as const;
     const kind = random.pick(kinds);
     const call: Call = { callId, rail: 'credits', tool: 'ok', mistake: kind, keyId: key.id, rounds: [] };
     const auth = { authorization: `Bearer ${key.key}` };
-    if (kind === 'unknown_key') await perform(call, callBody(callId, 'ok'), { authorization: `Bearer tp_${randomBytes(32).toString('hex')}` }, random);
+    if (kind === 'unknown_key')
+      await perform(call, callBody(callId, 'ok'), { authorization: `Bearer tp_${randomBytes(32).toString('hex')}` }, random);
     else if (kind === 'bad_json') await perform(call, callBody(callId, 'ok').slice(0, -7), auth, random);
-    else if (kind === 'long_idempotency_key') await perform(call, callBody(callId, 'ok'), { ...auth, 'idempotency-key': 'k'.repeat(300) }, random);
+    else if (kind === 'long_idempotency_key')
+      await perform(call, callBody(callId, 'ok'), { ...auth, 'idempotency-key': 'k'.repeat(300) }, random);
     else {
       const old = random.pick(idempotent);
       Object.assign(call, { idempotencyKey: old.idempotencyKey, reuses: old.callId });

@@ -75,7 +75,10 @@ export function restartable(options: RestartableOptions) {
     let out = '';
     proc.stderr!.pipe(log, { end: false });
     return new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${options.name} did not say it serves within ${options.readyTimeoutMs ?? 15_000} ms`)), options.readyTimeoutMs ?? 15_000);
+      const timer = setTimeout(
+        () => reject(new Error(`${options.name} did not say it serves within ${options.readyTimeoutMs ?? 15_000} ms`)),
+        options.readyTimeoutMs ?? 15_000,
+      );
       proc.stdout!.on('data', (chunk: Buffer) => {
         log.write(chunk);
         out += chunk.toString();

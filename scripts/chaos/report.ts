@@ -32,10 +32,17 @@ export function summarize(run: {
     faults: Object.fromEntries(faultKinds.map((k) => [k, faults.filter((f) => f.kind === k).length])),
     /** How long each fault kept its part down, ms. */
     downMs: Object.fromEntries(faultKinds.map((k) => [k, faults.filter((f) => f.kind === k).map((f) => f.ms)])),
-    calls: { x402: calls.filter((c) => c.rail === 'x402').length, credits: calls.filter((c) => c.rail === 'credits').length, mistakes: calls.filter((c) => c.mistake).length },
+    calls: {
+      x402: calls.filter((c) => c.rail === 'x402').length,
+      credits: calls.filter((c) => c.rail === 'credits').length,
+      mistakes: calls.filter((c) => c.mistake).length,
+    },
     requests: all.length,
     answers: countBy(all, (a) => (a.status === 'connection' ? `no answer (${a.reason})` : `${a.status} ${a.kind}`)),
-    serverErrorsForValidCalls: countBy(valid.filter((a) => typeof a.status === 'number' && a.status >= 500), (a) => `${a.status} ${a.reason ?? a.kind}`),
+    serverErrorsForValidCalls: countBy(
+      valid.filter((a) => typeof a.status === 'number' && a.status >= 500),
+      (a) => `${a.status} ${a.reason ?? a.kind}`,
+    ),
     executions: countBy(evidence.executions, (e) => e.tool),
     x402: { settledPayments: settled.length, usdcMovedAtomic: settled.reduce((s, r) => s + r.amount, 0n).toString() },
     credits: {
@@ -58,15 +65,30 @@ export type Summary = ReturnType<typeof summarize>;
 export function formatReport(s: Summary, dir: string): string {
   const lines = [
     `turnpike chaos: ${s.seconds} s, seed ${s.seed}`,
-    `  faults       ${Object.entries(s.downMs).map(([k, ms]) => `${k} ${ms.length}${ms.length ? ` (down ${ms.map((m) => `${(m / 1000).toFixed(1)}`).join(', ')} s)` : ''}`).join(', ')}`,
+    `  faults       ${Object.entries(s.downMs)
+      .map(([k, ms]) => `${k} ${ms.length}${ms.length ? ` (down ${ms.map((m) => `${(m / 1000).toFixed(1)}`).join(', ')} s)` : ''}`)
+      .join(', ')}`,
     `  calls        ${s.calls.x402} x402, ${s.calls.credits} credits (${s.calls.mistakes} mistakes on purpose), ${s.requests} requests`,
-    `  answers      ${Object.entries(s.answers).map(([k, n]) => `${k}: ${n}`).join(', ')}`,
-    `  5xx (valid)  ${Object.entries(s.serverErrorsForValidCalls).map(([k, n]) => `${k}: ${n}`).join(', ') || 'none'}`,
-    `  executions   ${Object.entries(s.executions).map(([k, n]) => `${k} ${n}`).join(', ')}`,
+    `  answers      ${Object.entries(s.answers)
+      .map(([k, n]) => `${k}: ${n}`)
+      .join(', ')}`,
+    `  5xx (valid)  ${
+      Object.entries(s.serverErrorsForValidCalls)
+        .map(([k, n]) => `${k}: ${n}`)
+        .join(', ') || 'none'
+    }`,
+    `  executions   ${Object.entries(s.executions)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ')}`,
     `  x402         ${s.x402.settledPayments} payments settled, ${s.x402.usdcMovedAtomic} USDC atomic units moved`,
-    `  turnpike log ${Object.entries(s.turnpikeLog).map(([k, n]) => `${k} ×${n}`).join('; ') || 'no errors or warnings'}`,
-    `  thief        ${s.thief.attempts} attempts (${Object.entries(s.thief.byKind).map(([k, n]) => `${k} ${n}`).join(', ')}), ` +
-      `${s.thief.succeeded} got something`,
+    `  turnpike log ${
+      Object.entries(s.turnpikeLog)
+        .map(([k, n]) => `${k} ×${n}`)
+        .join('; ') || 'no errors or warnings'
+    }`,
+    `  thief        ${s.thief.attempts} attempts (${Object.entries(s.thief.byKind)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ')}), ` + `${s.thief.succeeded} got something`,
     `  credits      ${s.credits.debits} debits, ${s.credits.refunds} refunds, ${s.credits.chargedMicroUsd} micro-USD charged`,
     '',
     ...s.checks.flatMap((c) => [

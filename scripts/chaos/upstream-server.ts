@@ -19,7 +19,13 @@ import { appendFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { type EventStore, WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
-import { CallToolRequestSchema, ErrorCode, type JSONRPCMessage, ListToolsRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
+import {
+  CallToolRequestSchema,
+  ErrorCode,
+  type JSONRPCMessage,
+  ListToolsRequestSchema,
+  McpError,
+} from '@modelcontextprotocol/sdk/types.js';
 import { Hono } from 'hono';
 import { listen } from '../../src/http/listen.js';
 import { type ChaosTool, type Execution, chaosTools, resultText } from './executions.js';
@@ -102,7 +108,17 @@ const sessions = new Map<string, WebStandardStreamableHTTPServerTransport>();
 /** Where requests are looped to, and until when (ms since the epoch); no loop once that has passed. */
 let loop = { to: '', until: 0 };
 /** Headers that describe one hop of HTTP, not the request: not forwarded around the loop, nor back. */
-const HOP_BY_HOP = new Set(['host', 'connection', 'keep-alive', 'transfer-encoding', 'content-length', 'content-encoding', 'upgrade', 'te', 'trailer']);
+const HOP_BY_HOP = new Set([
+  'host',
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'content-length',
+  'content-encoding',
+  'upgrade',
+  'te',
+  'trailer',
+]);
 const withoutHopByHop = (headers: Headers) => {
   const out = new Headers();
   headers.forEach((value, name) => {

@@ -91,7 +91,9 @@ export async function serveGateway(options: GatewayServerOptions) {
   const keyAddress = treasuryKey ? privateKeyToAccount(treasuryKey).address : undefined;
   const treasury = (config.operators.treasury as Address | undefined) ?? keyAddress;
   if (keyAddress && treasury?.toLowerCase() !== keyAddress.toLowerCase()) {
-    throw new Error(`operators.treasury ${treasury} is not the address of TURNPIKE_TREASURY_KEY (${keyAddress}): withdrawals would be sent from money that is not there`);
+    throw new Error(
+      `operators.treasury ${treasury} is not the address of TURNPIKE_TREASURY_KEY (${keyAddress}): withdrawals would be sent from money that is not there`,
+    );
   }
   // The /facilitator API settles for this gateway's own payees only: nobody else's business on its gas.
   const payees = async (store: Store) => [
@@ -119,7 +121,15 @@ export async function serveGateway(options: GatewayServerOptions) {
   let treasuryLease: Lease | undefined;
   const isSender = async () => Boolean((treasuryLease ??= await store.lease(`treasury:${treasury!.toLowerCase()}`)));
   const withdrawals = treasuryKey
-    ? createWithdrawals({ store, client: chain.client, network: chain.network, treasuryKey, minimum: config.operators.minWithdrawalUsd, logger, isSender })
+    ? createWithdrawals({
+        store,
+        client: chain.client,
+        network: chain.network,
+        treasuryKey,
+        minimum: config.operators.minWithdrawalUsd,
+        logger,
+        isSender,
+      })
     : undefined;
   withdrawals?.start();
   const ownUrl = isTurnpike(() => ({ listening: url, public: config.credits.publicUrl }));
@@ -176,7 +186,8 @@ export async function serveGateway(options: GatewayServerOptions) {
     protectedResources.set(path, resourceAt(path, oauth, issuer));
   }
   // An operator's identity provider is fetched as their upstream is reached: through the SSRF-guarded agent.
-  const guardedFetch = ((input: string, init: object) => undiciFetch(input, { ...init, dispatcher: registeredAgent })) as unknown as typeof fetch;
+  const guardedFetch = ((input: string, init: object) =>
+    undiciFetch(input, { ...init, dispatcher: registeredAgent })) as unknown as typeof fetch;
   // Discovery's tool lists, looked up in the background: no upstream holds a discovery request up.
   // The gateway asks the same lists whether a priced tool exists before it challenges a call.
   const lookups = toolsLookups();
@@ -198,7 +209,12 @@ export async function serveGateway(options: GatewayServerOptions) {
       metrics,
       server: endpoint.slug,
       ...(endpoint.serverId ? { serverId: endpoint.serverId } : {}),
-      revenue: { book, usage: store.operators, custody: endpoint.custody ?? 'direct', ...(endpoint.operatorId ? { operatorId: endpoint.operatorId } : {}) },
+      revenue: {
+        book,
+        usage: store.operators,
+        custody: endpoint.custody ?? 'direct',
+        ...(endpoint.operatorId ? { operatorId: endpoint.operatorId } : {}),
+      },
       ...(oauth ? { oauth } : {}),
     });
   for (const endpoint of endpoints) app.route(endpoint.path, gatewayFor(endpoint, protectedResources.get(endpoint.path)));
@@ -260,7 +276,13 @@ export async function serveGateway(options: GatewayServerOptions) {
     const resource = server.oauth ? resourceAt(endpoint.path, server.oauth, trustedIssuer(server.oauth.issuer, guardedFetch)) : undefined;
     const gateway = createApp(logger).route(endpoint.path, gatewayFor(endpoint, resource));
     const fetch = (request: Request) => gateway.fetch(request);
-    return { updatedAt, serverId: server.id, listing: { ...listing, tools: tools(endpoint.upstream) }, fetch, ...(resource ? { resource } : {}) };
+    return {
+      updatedAt,
+      serverId: server.id,
+      listing: { ...listing, tools: tools(endpoint.upstream) },
+      fetch,
+      ...(resource ? { resource } : {}),
+    };
   }
   const activeOperators = async () => new Set((await store.operators.operators()).filter((o) => o.status === 'active').map((o) => o.id));
   app.all('/mcp/:slug', async (c) => {
@@ -278,20 +300,39 @@ export async function serveGateway(options: GatewayServerOptions) {
     if (!payTo) throw new Error('USDC top-ups need a payee: set credits.payTo');
     const topup = { payTo, min: config.credits.topupMinUsd, max: config.credits.topupMaxUsd };
     const checkout = stripe
-      ? (keyId: string, packageId: string) => createCheckout({ stripe, credits: store.credits, packages: config.credits.packages, publicUrl: publicUrl() }, keyId, packageId)
+      ? (keyId: string, packageId: string) =>
+          createCheckout({ stripe, credits: store.credits, packages: config.credits.packages, publicUrl: publicUrl() }, keyId, packageId)
       : undefined;
-    const subscribe = stripe ? (keyId: string, server: string) => createSubscriptionCheckout({ stripe, store, publicUrl: publicUrl() }, keyId, server) : undefined;
+    const subscribe = stripe
+      ? (keyId: string, server: string) => createSubscriptionCheckout({ stripe, store, publicUrl: publicUrl() }, keyId, server)
+      : undefined;
     const stripeCheckout = checkout && subscribe ? { checkout, subscribe } : {};
     app.route('/credits', creditsRoutes({ credits, store, facilitator: payments, network: chain.network, topup, ...stripeCheckout }));
-    if (stripe) app.route('/stripe', stripeRoutes({ stripe, webhookSecret: webhookSecret!, credits: store.credits, logger, subscriptions: { store, book } }));
-    const namedIssuers = async () => [...issuers.keys(), ...(await store.operators.servers()).flatMap((s) => (s.oauth ? [s.oauth.issuer] : []))];
+    if (stripe)
+      app.route(
+        '/stripe',
+        stripeRoutes({ stripe, webhookSecret: webhookSecret!, credits: store.credits, logger, subscriptions: { store, book } }),
+      );
+    const namedIssuers = async () => [
+      ...issuers.keys(),
+      ...(await store.operators.servers()).flatMap((s) => (s.oauth ? [s.oauth.issuer] : [])),
+    ];
     app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog, issuers: namedIssuers }));
   }
   const payouts = stripe ? stripePayouts({ stripe, store, publicUrl, logger, minimum: config.operators.minPayoutUsd }) : undefined;
   void payouts?.reconcile().catch((err: unknown) => logger.error({ err }, 'cannot finish unfinished payouts'));
   app.route(
     '/',
-    operatorRoutes({ operators, store, ...(withdrawals ? { withdrawals } : {}), ...(payouts ? { payouts } : {}), ...(credits ? { credits } : {}), adminKey: secrets.adminKey, registration: config.operators.registration, catalog }),
+    operatorRoutes({
+      operators,
+      store,
+      ...(withdrawals ? { withdrawals } : {}),
+      ...(payouts ? { payouts } : {}),
+      ...(credits ? { credits } : {}),
+      adminKey: secrets.adminKey,
+      registration: config.operators.registration,
+      catalog,
+    }),
   );
   // Served only by a gateway that settles itself: with another facilitator there are no relayers to settle with.
   if (api) {

@@ -51,7 +51,9 @@ export async function openFacilitator(options: {
   try {
     for (const relayer of facilitator.relayers) {
       if (!(await store.lease(`relayer:${relayer.toLowerCase()}`))) {
-        throw new StoreError(`relayer ${relayer} is sending for another turnpike instance on this store; give each instance its own TURNPIKE_RELAYER_KEY`);
+        throw new StoreError(
+          `relayer ${relayer} is sending for another turnpike instance on this store; give each instance its own TURNPIKE_RELAYER_KEY`,
+        );
       }
     }
   } catch (error) {

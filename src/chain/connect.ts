@@ -49,7 +49,11 @@ export async function connectChain(options: ChainOptions): Promise<ChainConnecti
   try {
     const rpcUrl = sandbox?.rpcUrl ?? givenRpcUrl ?? network.defaultRpcUrl;
     if (!rpcUrl) throw new ChainUnavailableError('network local with an RPC URL needs --rpc-url of a running sandbox');
-    const client = createPublicClient({ chain: network.viemChain, transport: rpcTransport(rpcUrl), pollingInterval: network.receiptPollingMs });
+    const client = createPublicClient({
+      chain: network.viemChain,
+      transport: rpcTransport(rpcUrl),
+      pollingInterval: network.receiptPollingMs,
+    });
     let chainId: number;
     try {
       chainId = await client.getChainId();

@@ -96,11 +96,7 @@ function coerce(raw: string, type: string): unknown {
   return raw;
 }
 
-function describeIssue(
-  issue: z.core.$ZodIssue,
-  input: unknown,
-  sourceOf: (keys: PropertyKey[]) => string,
-): ConfigProblem[] {
+function describeIssue(issue: z.core.$ZodIssue, input: unknown, sourceOf: (keys: PropertyKey[]) => string): ConfigProblem[] {
   if (issue.code === 'unrecognized_keys') {
     return issue.keys.map((key) => {
       const keys = [...issue.path, key];

@@ -8,8 +8,7 @@ import { challengeBindings } from '../gateway/payment-required.js';
 import { usdPrice } from '../pricing/pricing.js';
 import { UPSTREAM_CONNECTIONS } from '../upstream/upstream.js';
 
-const url = (protocols: RegExp) =>
-  z.url({ protocol: protocols, error: 'expected a URL (http, https, ws or wss)' });
+const url = (protocols: RegExp) => z.url({ protocol: protocols, error: 'expected a URL (http, https, ws or wss)' });
 
 /**
  * The configuration file and its environment overrides, in one schema. Every leaf can be set by
@@ -46,7 +45,9 @@ export const configSchema = z.strictObject({
         .string()
         .regex(/^(sqlite:|postgres(ql)?:\/\/)/, 'expected sqlite:<path> or postgres://user:password@host:port/database')
         .optional()
-        .describe('database URL, `sqlite:<path>` or `postgres://…` (several instances may share one); default sqlite:<dataDir>/turnpike.db'),
+        .describe(
+          'database URL, `sqlite:<path>` or `postgres://…` (several instances may share one); default sqlite:<dataDir>/turnpike.db',
+        ),
     })
     .prefault({}),
   stdio: z
@@ -76,7 +77,9 @@ export const configSchema = z.strictObject({
       z
         .strictObject({
           slug: slugSchema.describe('served at /mcp/<slug>'),
-          upstream: url(/^https?$/).optional().describe('the MCP server’s Streamable HTTP endpoint'),
+          upstream: url(/^https?$/)
+            .optional()
+            .describe('the MCP server’s Streamable HTTP endpoint'),
           stdio: z.string().min(1).optional().describe('or a stdio MCP server command, one process per session'),
           payTo: z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'expected a 0x address'),
           price: usdPrice.default(10_000n).describe('USD price of every tool not named in `tools`'),
@@ -84,7 +87,9 @@ export const configSchema = z.strictObject({
           free: z.array(z.string().min(1)).default([]),
           plan: planSchema
             .optional()
-            .describe('instead of price/tools/free: a plan (per_call with freeCallsPerMonth, tiered, subscription), as the operator API takes it'),
+            .describe(
+              'instead of price/tools/free: a plan (per_call with freeCallsPerMonth, tiered, subscription), as the operator API takes it',
+            ),
           challenge: z
             .enum(challengeBindings)
             .default('tool-result')
@@ -180,8 +185,8 @@ export const configSchema = z.strictObject({
         .max(86_400)
         .optional()
         .describe(
-          'opt-in: refuse (validity_too_long) an authorization still valid more than the requirements’ maxTimeoutSeconds plus this many '
-            + 'seconds from now; unset, any window is taken, as the reference facilitator does (the official Go client signs for 3600 s)',
+          'opt-in: refuse (validity_too_long) an authorization still valid more than the requirements’ maxTimeoutSeconds plus this many ' +
+            'seconds from now; unset, any window is taken, as the reference facilitator does (the official Go client signs for 3600 s)',
         ),
       failuresPerMinute: z
         .number()

@@ -69,7 +69,10 @@ function usd(atomic) {
   const n = BigInt(atomic ?? 0);
   const sign = n < 0n ? '-' : '';
   const abs = n < 0n ? -n : n;
-  const frac = (abs % 1000000n).toString().padStart(6, '0').replace(/0{1,4}$/, '');
+  const frac = (abs % 1000000n)
+    .toString()
+    .padStart(6, '0')
+    .replace(/0{1,4}$/, '');
   return `${sign}${abs / 1000000n}.${frac.padEnd(2, '0')}`;
 }
 
@@ -89,8 +92,20 @@ function table(caption, headers, rows, empty = 'Nothing yet.') {
       'table',
       {},
       h('caption', { class: 'muted' }, caption),
-      h('thead', {}, h('tr', {}, headers.map((x, i) => h('th', { scope: 'col', class: cls(i) }, x.replace(/ #$/, ''))))),
-      h('tbody', {}, rows.map((r) => h('tr', {}, r.map(cell)))),
+      h(
+        'thead',
+        {},
+        h(
+          'tr',
+          {},
+          headers.map((x, i) => h('th', { scope: 'col', class: cls(i) }, x.replace(/ #$/, ''))),
+        ),
+      ),
+      h(
+        'tbody',
+        {},
+        rows.map((r) => h('tr', {}, r.map(cell))),
+      ),
     ),
   );
 }
@@ -121,18 +136,22 @@ function form(title, controls, submit, action) {
 
 /** A button that runs an API action, then redraws the page. */
 function actionButton(label, run, className = 'secondary') {
-  return h('button', {
-    type: 'button',
-    class: className,
-    onclick: async () => {
-      try {
-        await run();
-        await route();
-      } catch (failure) {
-        say(failure.message);
-      }
+  return h(
+    'button',
+    {
+      type: 'button',
+      class: className,
+      onclick: async () => {
+        try {
+          await run();
+          await route();
+        } catch (failure) {
+          say(failure.message);
+        }
+      },
     },
-  }, label);
+    label,
+  );
 }
 
 /** Suspend or resume what is at `path` (an operator or a key), by its state now. */
@@ -190,7 +209,7 @@ function callerSnippet(mcpUrl, tool) {
     `await client.connect(new StreamableHTTPClientTransport(new URL('${mcpUrl}')));`,
     `const call = { name: '${tool}', arguments: {} };`,
     'let result = await client.callTool(call);',
-    "if (result.structuredContent?.accepts) { // payment required: sign it and call again",
+    'if (result.structuredContent?.accepts) { // payment required: sign it and call again',
     '  const required = result.structuredContent;',
     '  const scheme = new ExactEvmScheme(wallet);',
     '  const payment = await new x402Client().register(required.accepts[0].network, scheme).createPaymentPayload(required);',
@@ -209,7 +228,11 @@ function serverForm(server) {
   const id = (name) => `server-${server ? 'edit' : 'new'}-${name}`;
   const input = (name, attrs = {}) => h('input', { id: id(name), name, ...attrs });
   const select = (name, options, value) =>
-    h('select', { id: id(name), name }, options.map((o) => h('option', { value: o, selected: o === value }, o)));
+    h(
+      'select',
+      { id: id(name), name },
+      options.map((o) => h('option', { value: o, selected: o === value }, o)),
+    );
   const plan = server ? planInput(server.plan) : { type: 'per_call', default: '0.01' };
   const controls = h(
     'div',
@@ -263,7 +286,10 @@ function serverForm(server) {
 
 async function serversPage() {
   const none = { endpoints: [] };
-  const listed = fetch('/.well-known/mcp-payment').then((r) => (r.ok ? r.json() : none), () => none);
+  const listed = fetch('/.well-known/mcp-payment').then(
+    (r) => (r.ok ? r.json() : none),
+    () => none,
+  );
   const [{ servers }, discovery] = await Promise.all([api('/operator/servers'), listed]);
   const editing = new URLSearchParams(location.hash.split('?')[1] ?? '').get('edit');
   const toolOf = (url) => discovery.endpoints?.find((e) => e.url === url)?.tools?.find((t) => t.usd !== '0')?.name ?? 'TOOL_NAME';
@@ -286,11 +312,15 @@ async function serversPage() {
           await api(`/operator/servers/${encodeURIComponent(s.slug)}`, { method: 'PATCH', body: { status } });
           say(`${s.slug} is ${status}.`);
         }),
-        actionButton('Remove', async () => {
-          if (!confirm(`Remove ${s.slug}? It stops being served; its history stays.`)) return;
-          await api(`/operator/servers/${encodeURIComponent(s.slug)}`, { method: 'DELETE' });
-          say(`Removed ${s.slug}.`);
-        }, 'danger'),
+        actionButton(
+          'Remove',
+          async () => {
+            if (!confirm(`Remove ${s.slug}? It stops being served; its history stays.`)) return;
+            await api(`/operator/servers/${encodeURIComponent(s.slug)}`, { method: 'DELETE' });
+            say(`Removed ${s.slug}.`);
+          },
+          'danger',
+        ),
         h('details', {}, h('summary', {}, 'Caller snippet'), h('pre', {}, callerSnippet(mcpUrl, toolOf(mcpUrl)))),
       ),
     ];
@@ -422,7 +452,11 @@ async function usagePage() {
     h('h2', {}, 'Top callers'),
     table('Top callers (API key or payer address)', usageHeaders('Caller'), usageRows(a.topCallers, 'mono')),
     h('h2', {}, 'Denials'),
-    table('Refused calls by reason', ['Reason', 'Count #'], a.denials.map((d) => [d.reason, String(d.count)])),
+    table(
+      'Refused calls by reason',
+      ['Reason', 'Count #'],
+      a.denials.map((d) => [d.reason, String(d.count)]),
+    ),
     h('h2', {}, 'Settlement latency'),
     h('p', {}, a.settlement.count ? `Settled payments: ${a.settlement.count}; ${latency}.` : 'None in this range.'),
   ];
@@ -532,12 +566,22 @@ async function keysPage() {
     usd(k.balance),
     usd(k.spentTotal),
     k.scope?.servers?.join(', ') ?? 'all',
-    h('td', {}, k.status === 'revoked' ? '' : [
-      toggle(`${base}/${k.id}`, k.status),
-      actionButton('Revoke', async () => {
-        if (confirm(`Revoke ${k.name}? This is final.`)) await api(`${base}/${k.id}/revoke`, { method: 'POST' });
-      }, 'danger'),
-    ]),
+    h(
+      'td',
+      {},
+      k.status === 'revoked'
+        ? ''
+        : [
+            toggle(`${base}/${k.id}`, k.status),
+            actionButton(
+              'Revoke',
+              async () => {
+                if (confirm(`Revoke ${k.name}? This is final.`)) await api(`${base}/${k.id}/revoke`, { method: 'POST' });
+              },
+              'danger',
+            ),
+          ],
+    ),
   ]);
   return [
     h('h1', {}, admin ? 'API keys' : 'API keys for your customers'),

@@ -15,7 +15,14 @@ type ToolResult = { isError?: boolean; content?: unknown; structuredContent?: un
  * client): lists tools with their prices, calls a free one, is challenged by a priced one, pays,
  * and shows the receipt and both balances before and after.
  */
-export async function runDemoAgent(options: { mcpUrl: string; payer: DemoAccount; payee: Address; usdc: Address; chain: PublicClient; say: Say }) {
+export async function runDemoAgent(options: {
+  mcpUrl: string;
+  payer: DemoAccount;
+  payee: Address;
+  usdc: Address;
+  chain: PublicClient;
+  say: Say;
+}) {
   const { say } = options;
   const usdc = async (owner: Address) =>
     `${formatUnits(await options.chain.readContract({ address: options.usdc, abi: usdcAbi, functionName: 'balanceOf', args: [owner] }), 6)} USDC`;

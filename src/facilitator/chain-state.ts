@@ -74,9 +74,7 @@ export function createStateReader(client: PublicClient, options: { multicall3?: 
     const [used, balance, verdict] = await enqueue([
       { address: token, abi: usdcAbi, functionName: 'authorizationState', args: [from, nonce] },
       { address: token, abi: usdcAbi, functionName: 'balanceOf', args: [from] },
-      ...(wallet
-        ? [{ address: from, abi: erc1271Abi, functionName: 'isValidSignature', args: [wallet.digest, intent.signature] }]
-        : []),
+      ...(wallet ? [{ address: from, abi: erc1271Abi, functionName: 'isValidSignature', args: [wallet.digest, intent.signature] }] : []),
     ]);
     if (used?.status !== 'success' || balance?.status !== 'success') {
       throw new FacilitatorUnavailableError(`asset ${token} did not answer authorizationState/balanceOf`);

@@ -147,7 +147,12 @@ export function createFacilitator(options: FacilitatorOptions) {
         await giveBack();
         return refuse(verdict);
       }
-      if (!held?.reserved) return refuse({ reason: reasons.nonceUsed, message: 'this payment is already used by another call', payer: intent.authorization.from });
+      if (!held?.reserved)
+        return refuse({
+          reason: reasons.nonceUsed,
+          message: 'this payment is already used by another call',
+          payer: intent.authorization.from,
+        });
       return { isValid: true, payer: intent.authorization.from, key: intent.key };
     },
 

@@ -98,7 +98,8 @@ function x402Client(config: FacilitatorConfig, apiKey?: string): X402Client {
   const unavailable = (what: string, error: unknown) =>
     new FacilitatorUnavailableError(`the remote facilitator did not ${what}: ${(error as Error).message}`, { cause: error });
   // Our wire schemas are a looser reading of the same shapes the client types.
-  const args = (r: FacilitatorRequest) => [r.paymentPayload as unknown as PaymentPayload, r.paymentRequirements as unknown as PaymentRequirements] as const;
+  const args = (r: FacilitatorRequest) =>
+    [r.paymentPayload as unknown as PaymentPayload, r.paymentRequirements as unknown as PaymentRequirements] as const;
   return {
     async verify(r) {
       try {

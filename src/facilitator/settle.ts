@@ -1,11 +1,4 @@
-import {
-  type Hex,
-  type PublicClient,
-  type TransactionReceipt,
-  encodeFunctionData,
-  isAddressEqual,
-  parseEventLogs,
-} from 'viem';
+import { type Hex, type PublicClient, type TransactionReceipt, encodeFunctionData, isAddressEqual, parseEventLogs } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { receiptCadence, sleep, waitForReceipt as waitForChainReceipt } from '../chain/receipts.js';
 import { BroadcastRejectedError, type RelayerPool, type SignedTransaction } from '../chain/relayer.js';
@@ -95,9 +88,19 @@ export function createSettler(deps: SettleDeps) {
     const base = { transaction: record.txHash ?? '', network: intent.networkId, payer: intent.authorization.from };
     if (record.state === 'settled') return { success: true, ...base };
     if (record.state === 'failed') {
-      return { success: false, ...base, errorReason: record.errorReason ?? reasons.transactionFailed, ...(record.errorMessage ? { errorMessage: record.errorMessage } : {}) };
+      return {
+        success: false,
+        ...base,
+        errorReason: record.errorReason ?? reasons.transactionFailed,
+        ...(record.errorMessage ? { errorMessage: record.errorMessage } : {}),
+      };
     }
-    return { success: false, ...base, errorReason: reasons.settlementPending, errorMessage: 'the settlement transaction is not confirmed yet; retry /settle with the same payment' };
+    return {
+      success: false,
+      ...base,
+      errorReason: reasons.settlementPending,
+      errorMessage: 'the settlement transaction is not confirmed yet; retry /settle with the same payment',
+    };
   };
 
   /** How often receipts (and rows a settlement in flight will finish) are looked at: this node's pace. */
@@ -137,7 +140,6 @@ export function createSettler(deps: SettleDeps) {
 
   const waitForReceipt = (hash: Hex, deadline: number) => waitForChainReceipt(client, hash, deadline, cadence.pollMs);
 
-
   const calldata = (p: Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'validAfter' | 'validBefore' | 'nonce' | 'signature'>) =>
     encodeFunctionData({
       abi: usdcAbi,
@@ -169,7 +171,9 @@ export function createSettler(deps: SettleDeps) {
           throw new FacilitatorUnavailableError('cannot prepare the settlement transaction', { cause: error });
         }
         throw new FacilitatorUnavailableError(
-          error.kind === 'funds' ? 'the relayer cannot pay for gas; fund it and retry' : `the node refused the settlement: ${error.message}`,
+          error.kind === 'funds'
+            ? 'the relayer cannot pay for gas; fund it and retry'
+            : `the node refused the settlement: ${error.message}`,
           { cause: error },
         );
       }
@@ -179,7 +183,17 @@ export function createSettler(deps: SettleDeps) {
   async function run(intent: PaymentIntent): Promise<SettleResponse> {
     const { key } = intent;
     const payment = { payer: intent.authorization.from, payTo: intent.payTo, amount: intent.amount, asset: intent.asset.address };
-    const tx = await send(key, calldata({ ...intent.authorization, payer: intent.authorization.from, payTo: intent.payTo, amount: intent.amount, signature: intent.signature }), intent.asset.address);
+    const tx = await send(
+      key,
+      calldata({
+        ...intent.authorization,
+        payer: intent.authorization.from,
+        payTo: intent.payTo,
+        amount: intent.amount,
+        signature: intent.signature,
+      }),
+      intent.asset.address,
+    );
     const sent = performance.now();
     const receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs);
     if (receipt) cadence.observe(performance.now() - sent);

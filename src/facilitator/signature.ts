@@ -1,4 +1,16 @@
-import { type Address, type Hex, concat, hashDomain, hashStruct, hexToBigInt, hexToBytes, keccak256, recoverAddress, size, slice } from 'viem';
+import {
+  type Address,
+  type Hex,
+  concat,
+  hashDomain,
+  hashStruct,
+  hexToBigInt,
+  hexToBytes,
+  keccak256,
+  recoverAddress,
+  size,
+  slice,
+} from 'viem';
 import { transferWithAuthorizationTypes } from '../chain/eip3009.js';
 import { nativeSecp256k1 as native } from '../chain/secp256k1.js';
 import type { PaymentIntent } from './intent.js';
@@ -30,7 +42,11 @@ export function authorizationDigest(intent: PaymentIntent, chainId: number): Hex
     separator = hashDomain({ domain, types: domainTypes });
     domainSeparators.set(cacheKey, separator);
   }
-  const struct = hashStruct({ data: intent.authorization, primaryType: 'TransferWithAuthorization', types: transferWithAuthorizationTypes });
+  const struct = hashStruct({
+    data: intent.authorization,
+    primaryType: 'TransferWithAuthorization',
+    types: transferWithAuthorizationTypes,
+  });
   return keccak256(concat(['0x1901', separator, struct]));
 }
 

@@ -48,7 +48,12 @@ export async function checkPayment(deps: Omit<VerifyDeps, 'readState'>, request:
   const known = await deps.journal.get(intent.key);
   if (known && (known.state !== 'verified' || known.purpose !== purpose)) {
     if (known.state === 'failed' && known.purpose === purpose) {
-      return { ok: false, reason: (known.errorReason as Rejection['reason']) ?? reasons.transactionFailed, message: 'this authorization already failed to settle', payer };
+      return {
+        ok: false,
+        reason: (known.errorReason as Rejection['reason']) ?? reasons.transactionFailed,
+        message: 'this authorization already failed to settle',
+        payer,
+      };
     }
     return { ok: false, ...alreadyUsed(known, payer) };
   }
@@ -78,7 +83,12 @@ export async function verifyIntent(
   const payer = intent.authorization.from;
   const shape = signatureShape(intent.signature);
   if (shape === 'erc6492') {
-    return { ok: false, reason: reasons.signature, message: 'ERC-6492 signatures (wallets not deployed yet) are not accepted: deploy the wallet first', payer };
+    return {
+      ok: false,
+      reason: reasons.signature,
+      message: 'ERC-6492 signatures (wallets not deployed yet) are not accepted: deploy the wallet first',
+      payer,
+    };
   }
   // A 65-byte signature is read for without the wallet's ERC-1271 verdict: it is almost always an
   // EOA's, and its digest is hashed while the read is on the wire.

@@ -104,7 +104,9 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
   // The stdio bridge bounds sessions per caller, by the address only this side of it knows.
   const upstreamFor = (c: Context): Upstream => {
     const { upstream } = options;
-    return upstream.tellCaller ? { ...upstream, headers: { ...upstream.headers, [CALLER_HEADER]: clientAddress(c) ?? 'unknown' } } : upstream;
+    return upstream.tellCaller
+      ? { ...upstream, headers: { ...upstream.headers, [CALLER_HEADER]: clientAddress(c) ?? 'unknown' } }
+      : upstream;
   };
   const timedForward = async (c: Context, body: Uint8Array | undefined, signal: AbortSignal) => {
     const stop = metrics.upstreamSeconds.startTimer();
@@ -180,7 +182,10 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
    * number in the month; a call that then does not happen is given back with `uncount`.
    */
   async function meter(caller: string, tool: string, keyId?: string): Promise<Metered | undefined> {
-    const subscriber = plan.type === 'subscription' && keyId !== undefined && (await revenue!.usage.activeSubscription(keyId, serverId, Date.now())) !== undefined;
+    const subscriber =
+      plan.type === 'subscription' &&
+      keyId !== undefined &&
+      (await revenue!.usage.activeSubscription(keyId, serverId, Date.now())) !== undefined;
     if (!metered && !subscriber) return undefined;
     const month = utcMonth(Date.now());
     const n = await revenue!.usage.countCall(serverId, caller, month);
@@ -189,7 +194,16 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
   }
 
   const charge = (rail: 'x402' | 'credits' | 'free' | 'subscription', caller: string, tool: string, amount: bigint, ref: string) =>
-    revenue && { serverId, rail, caller, tool, amount, ref, custody: revenue.custody, ...(revenue.operatorId ? { operatorId: revenue.operatorId } : {}) };
+    revenue && {
+      serverId,
+      rail,
+      caller,
+      tool,
+      amount,
+      ref,
+      custody: revenue.custody,
+      ...(revenue.operatorId ? { operatorId: revenue.operatorId } : {}),
+    };
 
   const denied = (reason: string) => {
     metrics.denials.inc({ server: serverLabel, reason });
@@ -229,7 +243,10 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
         count(call.tool.name, 'free_quota');
         const free = charge(metering.rail, caller, call.tool.name, 0n, `free:${newId('call')}`);
         if (free) revenue!.book.queue(free);
-        return { ...message, result: { ...result, _meta: { ...result._meta, [FREE_META_KEY]: { callsThisMonth: metering.n.toString() } } } };
+        return {
+          ...message,
+          result: { ...result, _meta: { ...result._meta, [FREE_META_KEY]: { callsThisMonth: metering.n.toString() } } },
+        };
       },
     }),
     async book(rail, entry) {
@@ -269,12 +286,28 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
 
   async function paidCall(c: Context<{ Variables: OAuthVariables }>, rpc: Message, tool: { name: string; amount: bigint }) {
     const url = new URL(c.req.url);
-    const offer: ToolOffer = { tool: tool.name, amount: tool.amount, payTo: options.payTo, network: options.network, mcpUrl: `${url.origin}${url.pathname}` };
+    const offer: ToolOffer = {
+      tool: tool.name,
+      amount: tool.amount,
+      payTo: options.payTo,
+      network: options.network,
+      mcpUrl: `${url.origin}${url.pathname}`,
+    };
     const upstreamId = paidRequestId();
     const principal = c.get('oauth');
-    const call: PaidCall = { request: c.req.raw, rpc, id: rpc.id ?? null, upstreamId, body: forUpstream(rpc, upstreamId), tool, offer, ...(principal ? { principal } : {}) };
+    const call: PaidCall = {
+      request: c.req.raw,
+      rpc,
+      id: rpc.id ?? null,
+      upstreamId,
+      body: forUpstream(rpc, upstreamId),
+      tool,
+      offer,
+      ...(principal ? { principal } : {}),
+    };
     const rail = rails.find((r) => r.takes(call));
-    if (!rail) return context.challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
+    if (!rail)
+      return context.challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
     const taken = await rail.take(call);
     if (taken instanceof Response) return taken;
     const response = await forwardPaid(c, call, taken.charge);

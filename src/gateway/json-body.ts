@@ -20,14 +20,19 @@ const refuse = (status: 400 | 415, code: BodyRefusal['code'], message: string): 
  * readJsonBody(bytes, 'application/json; charset=utf-7') // { ok: false, status: 415, … }
  * readJsonBody(new TextEncoder().encode('{"a":1,"a":2}'), 'application/json') // { ok: false, status: 400, … }
  */
-export function readJsonBody(bytes: Uint8Array, contentType: string | undefined, contentEncoding?: string): { ok: true; value: unknown } | BodyRefusal {
+export function readJsonBody(
+  bytes: Uint8Array,
+  contentType: string | undefined,
+  contentEncoding?: string,
+): { ok: true; value: unknown } | BodyRefusal {
   let type: MIMEType;
   try {
     type = new MIMEType(contentType ?? '');
   } catch {
     return refuse(415, 'unsupported_media_type', 'Content-Type must be application/json');
   }
-  if (type.essence !== 'application/json') return refuse(415, 'unsupported_media_type', `Content-Type must be application/json, not ${type.essence}`);
+  if (type.essence !== 'application/json')
+    return refuse(415, 'unsupported_media_type', `Content-Type must be application/json, not ${type.essence}`);
   const charset = type.params.get('charset');
   if (charset !== null && charset.toLowerCase() !== 'utf-8') {
     return refuse(415, 'unsupported_media_type', `only UTF-8 JSON is accepted, not charset=${charset}`);

@@ -1,7 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { JsonRpcId } from './sse.js';
 
-export type Message = { jsonrpc?: string; id?: JsonRpcId; method?: string; params?: Record<string, unknown>; result?: unknown; error?: unknown };
+export type Message = {
+  jsonrpc?: string;
+  id?: JsonRpcId;
+  method?: string;
+  params?: Record<string, unknown>;
+  result?: unknown;
+  error?: unknown;
+};
 
 /** The `_meta` keys a payment travels under (the MCP binding, and x402-mcp's dotted spelling). */
 export const PAYMENT_META_KEYS = ['x402/payment', 'x402.payment'] as const;
@@ -37,7 +44,8 @@ export function classify(value: unknown, priceOf: (tool: string) => bigint): Cla
 }
 
 function classifyOne(value: unknown, priceOf: (tool: string) => bigint): Classified {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { kind: 'invalid', why: 'Invalid Request: expected a JSON-RPC object' };
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    return { kind: 'invalid', why: 'Invalid Request: expected a JSON-RPC object' };
   const message = value as Message;
   if (message.method === 'tools/list') return { kind: 'list', message };
   if (message.method !== 'tools/call') return { kind: 'forward', message };
@@ -51,14 +59,21 @@ function classifyOne(value: unknown, priceOf: (tool: string) => bigint): Classif
     return { kind: 'invalid', why: `Invalid params: priced tool "${name}" cannot be called as a task; call it without params.task` };
   }
   const reserved = Object.keys((message.params!._meta as object | undefined) ?? {}).find(isReservedMetaKey);
-  if (reserved) return { kind: 'invalid', why: `Invalid params: a priced call cannot carry _meta["${reserved}"], which changes where its answer goes` };
+  if (reserved)
+    return { kind: 'invalid', why: `Invalid params: a priced call cannot carry _meta["${reserved}"], which changes where its answer goes` };
   return { kind: 'paid', message, tool: name, amount };
 }
 
 /** A `_meta` key MCP reserves for itself (`io.modelcontextprotocol/…`, `dev.mcp/…`: a prefix with a `modelcontextprotocol` or `mcp` label). */
 const isReservedMetaKey = (key: string) => {
   const slash = key.indexOf('/');
-  return slash > 0 && key.slice(0, slash).split('.').some((label) => label === 'modelcontextprotocol' || label === 'mcp');
+  return (
+    slash > 0 &&
+    key
+      .slice(0, slash)
+      .split('.')
+      .some((label) => label === 'modelcontextprotocol' || label === 'mcp')
+  );
 };
 
 /**
@@ -126,7 +141,9 @@ export const paidRequestId = () => `${PAID_ID_PREFIX}${randomUUID()}`;
 
 /** Cheap test before parsing: text, or UTF-8 bytes, that cannot hold a paid call's response. */
 export const cannotHoldPaidResponse = (data: string | Uint8Array) =>
-  typeof data === 'string' ? !data.includes(PAID_ID_PREFIX) : !Buffer.from(data.buffer, data.byteOffset, data.byteLength).includes(PAID_ID_PREFIX);
+  typeof data === 'string'
+    ? !data.includes(PAID_ID_PREFIX)
+    : !Buffer.from(data.buffer, data.byteOffset, data.byteLength).includes(PAID_ID_PREFIX);
 
 /** A response (not a request or notification) to a priced call turnpike forwarded. */
 export const isPaidResponse = (message: unknown): boolean => {

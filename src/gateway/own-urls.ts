@@ -7,7 +7,11 @@ import ipaddr from 'ipaddr.js';
 export type OwnUrls = () => { listening?: string; public?: string };
 
 const portOf = (url: URL) => Number(url.port || (url.protocol === 'https:' ? 443 : 80));
-const hostOf = (url: URL) => url.hostname.replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '').toLowerCase();
+const hostOf = (url: URL) =>
+  url.hostname
+    .replace(/^\[(.*)\]$/, '$1')
+    .replace(/\.$/, '')
+    .toLowerCase();
 const normal = (address: string) => ipaddr.process(address).toNormalizedString();
 
 /** Addresses that reach this machine: loopback, unspecified (connecting to 0.0.0.0 or :: reaches it) or an interface's. */

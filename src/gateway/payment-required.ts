@@ -123,4 +123,3 @@ export function paymentRequestFor(raw: unknown, offer: ToolOffer): FacilitatorRe
     ? { x402Version: 2, paymentPayload: payment, paymentRequirements: requirementsV2(offer) }
     : { x402Version: 1, paymentPayload: payment, paymentRequirements: requirementsV1(offer) };
 }
-

@@ -1,7 +1,16 @@
 import { Hono } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { z } from 'zod';
-import { type Credits, adjustSchema, newKeySchema, publicEntry, publicKey, statusAfter, topupSchema, transferSchema } from '../rails/credits/credits.js';
+import {
+  type Credits,
+  adjustSchema,
+  newKeySchema,
+  publicEntry,
+  publicKey,
+  statusAfter,
+  topupSchema,
+  transferSchema,
+} from '../rails/credits/credits.js';
 import { DomainError } from '../errors.js';
 import { bearerIn } from './caller.js';
 import { sessionOf } from './console-session.js';
@@ -71,7 +80,10 @@ const subjectSchema = z.strictObject({
 
 export const pageSchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(50),
-  before: z.string().regex(/^le_[0-9a-z]+$/, 'expected a ledger entry id').optional(),
+  before: z
+    .string()
+    .regex(/^le_[0-9a-z]+$/, 'expected a ledger entry id')
+    .optional(),
 });
 
 /**
@@ -83,56 +95,96 @@ export const pageSchema = z.strictObject({
  *
  * @example app.route('/admin', adminRoutes({ credits, store, adminKey, catalog, issuers: async () => ['https://id.example.com'] }));
  */
-export function adminRoutes(options: { credits: Credits; store: Store; adminKey: string | undefined; catalog: RouteDoc[]; issuers?: () => Promise<string[]> }): Hono {
+export function adminRoutes(options: {
+  credits: Credits;
+  store: Store;
+  adminKey: string | undefined;
+  catalog: RouteDoc[];
+  issuers?: () => Promise<string[]>;
+}): Hono {
   const { credits, store, adminKey, catalog } = options;
   const app = new Hono();
   app.use(adminAuth(adminKey));
   const api = documented(app, catalog, { base: '/admin', security: 'admin' });
 
-  api.post('/keys', { summary: 'create an API key; the key is in this answer only', body: newKeySchema, status: 201 }, async (c, { body }) => {
-    const { usd, ...input } = body;
-    const { secret, key } = await credits.createKey(input, usd ? { amount: usd, reason: 'initial balance', idempotencyKey: newId('create') } : undefined);
-    return c.json({ ...publicKey(key), key: secret, note: 'store the key now: it is not shown again' }, 201);
-  });
+  api.post(
+    '/keys',
+    { summary: 'create an API key; the key is in this answer only', body: newKeySchema, status: 201 },
+    async (c, { body }) => {
+      const { usd, ...input } = body;
+      const { secret, key } = await credits.createKey(
+        input,
+        usd ? { amount: usd, reason: 'initial balance', idempotencyKey: newId('create') } : undefined,
+      );
+      return c.json({ ...publicKey(key), key: secret, note: 'store the key now: it is not shown again' }, 201);
+    },
+  );
   api.get('/keys', { summary: 'every API key' }, async (c) => c.json({ keys: (await store.credits.keys()).map(publicKey) }));
   api.get('/keys/:id', { summary: 'one API key' }, async (c) => c.json(publicKey(await credits.keyById(c.req.param('id')!))));
   api.get('/keys/:id/ledger', { summary: 'a key’s ledger, newest first', query: pageSchema }, async (c, { query }) => {
     const key = await credits.keyById(c.req.param('id')!);
     return c.json({ entries: (await store.credits.history(key.id, query)).map(publicEntry) });
   });
-  api.post('/keys/:id/topup', { summary: 'credit a key, once per idempotency key', body: topupSchema, status: 201 }, async (c, { body }) => {
-    const credited = await credits.topUp(c.req.param('id')!, body);
-    return c.json({ applied: credited.applied, entry: publicEntry(credited.entry), balance: credited.balance.toString() }, credited.applied ? 201 : 200);
-  });
-  api.post('/keys/:id/adjust', { summary: 'correct a key’s balance, either sign, never below zero', body: adjustSchema, status: 201 }, async (c, { body }) => {
-    const result = await credits.adjust(c.req.param('id')!, body);
-    return c.json({ applied: result.applied, entries: result.entries.map(publicEntry) }, result.applied ? 201 : 200);
-  });
-  api.post('/transfers', { summary: 'move credit between two keys in one transaction', body: transferSchema, status: 201 }, async (c, { body }) => {
-    const result = await credits.transfer(body);
-    return c.json({ applied: result.applied, entries: result.entries.map(publicEntry) }, result.applied ? 201 : 200);
-  });
+  api.post(
+    '/keys/:id/topup',
+    { summary: 'credit a key, once per idempotency key', body: topupSchema, status: 201 },
+    async (c, { body }) => {
+      const credited = await credits.topUp(c.req.param('id')!, body);
+      return c.json(
+        { applied: credited.applied, entry: publicEntry(credited.entry), balance: credited.balance.toString() },
+        credited.applied ? 201 : 200,
+      );
+    },
+  );
+  api.post(
+    '/keys/:id/adjust',
+    { summary: 'correct a key’s balance, either sign, never below zero', body: adjustSchema, status: 201 },
+    async (c, { body }) => {
+      const result = await credits.adjust(c.req.param('id')!, body);
+      return c.json({ applied: result.applied, entries: result.entries.map(publicEntry) }, result.applied ? 201 : 200);
+    },
+  );
+  api.post(
+    '/transfers',
+    { summary: 'move credit between two keys in one transaction', body: transferSchema, status: 201 },
+    async (c, { body }) => {
+      const result = await credits.transfer(body);
+      return c.json({ applied: result.applied, entries: result.entries.map(publicEntry) }, result.applied ? 201 : 200);
+    },
+  );
   for (const action of Object.keys(statusAfter) as (keyof typeof statusAfter)[]) {
-    api.post(`/keys/:id/${action}`, { summary: `${action} a key${action === 'revoke' ? ' (final)' : ''}` }, async (c) => c.json(publicKey(await credits.changeStatus(c.req.param('id')!, action))));
+    api.post(`/keys/:id/${action}`, { summary: `${action} a key${action === 'revoke' ? ' (final)' : ''}` }, async (c) =>
+      c.json(publicKey(await credits.changeStatus(c.req.param('id')!, action))),
+    );
   }
-  const linking = { summary: 'link an OAuth subject to a key: its calls on OAuth servers are charged to the key', body: subjectSchema, status: 201 };
+  const linking = {
+    summary: 'link an OAuth subject to a key: its calls on OAuth servers are charged to the key',
+    body: subjectSchema,
+    status: 201,
+  };
   api.post('/keys/:id/subjects', linking, async (c, { body }) => {
     const issuers = [...new Set((await options.issuers?.()) ?? [])];
     if (!issuers.includes(body.issuer)) {
-      throw new DomainError('issuer_unknown', `no server here takes tokens of ${body.issuer}; name it as a server's oauth.issuer first`, { issuers });
+      throw new DomainError('issuer_unknown', `no server here takes tokens of ${body.issuer}; name it as a server's oauth.issuer first`, {
+        issuers,
+      });
     }
     const key = await credits.keyById(c.req.param('id')!);
     if (key.status === 'revoked') throw new DomainError('key_already_revoked', 'a revoked key cannot pay for anyone');
     const result = await store.credits.linkSubject({ ...body, keyId: key.id });
     if (result.keyId !== key.id) {
-      throw new DomainError('subject_linked', `this subject is linked to key ${result.keyId}; unlink it there first`, { keyId: result.keyId });
+      throw new DomainError('subject_linked', `this subject is linked to key ${result.keyId}; unlink it there first`, {
+        keyId: result.keyId,
+      });
     }
     return c.json({ ...body, keyId: key.id, linked: result.linked }, result.linked ? 201 : 200);
   });
   api.get('/keys/:id/subjects', { summary: 'the OAuth subjects a key pays for' }, async (c) => {
     const key = await credits.keyById(c.req.param('id')!);
     const subjects = await store.credits.subjects(key.id);
-    return c.json({ subjects: subjects.map((s) => ({ issuer: s.issuer, subject: s.subject, createdAt: new Date(s.createdAt!).toISOString() })) });
+    return c.json({
+      subjects: subjects.map((s) => ({ issuer: s.issuer, subject: s.subject, createdAt: new Date(s.createdAt!).toISOString() })),
+    });
   });
   api.delete('/keys/:id/subjects', { summary: 'unlink an OAuth subject from a key', query: subjectSchema }, async (c, { query }) => {
     const key = await credits.keyById(c.req.param('id')!);

@@ -16,7 +16,10 @@ export function createApp(logger: Logger): Hono {
     if (error instanceof DomainError) return c.json(error.toJSON(), errorCodes[error.code]);
     if (error instanceof UpstreamError) {
       logger.warn({ err: error, path: c.req.path }, 'upstream failed');
-      return c.json({ jsonrpc: '2.0', id: null, error: { code: -32603, message: 'the MCP server behind this gateway did not answer; retry later' } }, 502);
+      return c.json(
+        { jsonrpc: '2.0', id: null, error: { code: -32603, message: 'the MCP server behind this gateway did not answer; retry later' } },
+        502,
+      );
     }
     logger.error({ err: error, path: c.req.path }, 'unhandled error');
     return c.json({ error: 'internal_error', message: 'turnpike failed to handle this request', retryable: true }, 500);

@@ -16,7 +16,8 @@ const files: [path: string, file: string, type: string][] = [
 ];
 
 /** Only this instance's own files run on a console page, and no other site may frame it. */
-const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+const CSP =
+  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
   "frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /**

@@ -34,7 +34,8 @@ const subscribeSchema = z.strictObject({ server: slugSchema });
 const topupQuery = z.strictObject({ usd: usdPrice });
 
 /** Called after a successful settlement, so the payload is a valid `exact` one. */
-const paymentNonce = (request: FacilitatorRequest) => exactEvmPayloadSchema.parse(request.paymentPayload.payload).authorization.nonce.toLowerCase();
+const paymentNonce = (request: FacilitatorRequest) =>
+  exactEvmPayloadSchema.parse(request.paymentPayload.payload).authorization.nonce.toLowerCase();
 
 /**
  * What a caller does with credits: read the balance and ledger, mint and revoke budget tokens
@@ -91,17 +92,27 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
   app.post('/checkout', async (c) => {
     const payer = await requirePayer(c.req.raw.headers, true);
     const { package: packageId } = await jsonBody(c, checkoutSchema);
-    if (!options.checkout) throw new DomainError('stripe_not_configured', 'card top-ups are off here: the operator has not set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
+    if (!options.checkout)
+      throw new DomainError(
+        'stripe_not_configured',
+        'card top-ups are off here: the operator has not set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET',
+      );
     return c.json(await options.checkout(payer.key.id, packageId), 201);
   });
   app.post('/subscriptions', async (c) => {
     const payer = await requirePayer(c.req.raw.headers, true);
     const { server } = await jsonBody(c, subscribeSchema);
-    if (!options.subscribe) throw new DomainError('stripe_not_configured', 'subscriptions are off here: the operator has not set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
+    if (!options.subscribe)
+      throw new DomainError(
+        'stripe_not_configured',
+        'subscriptions are off here: the operator has not set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET',
+      );
     return c.json(await options.subscribe(payer.key.id, server), 201);
   });
   // Where Stripe sends the buyer back; the credits arrive with the webhook, not with this visit.
-  app.get('/checkout/done', (c) => c.json({ message: 'payment received; the credits appear on the key once Stripe confirms it (usually seconds)' }));
+  app.get('/checkout/done', (c) =>
+    c.json({ message: 'payment received; the credits appear on the key once Stripe confirms it (usually seconds)' }),
+  );
   app.get('/checkout/cancelled', (c) => c.json({ message: 'checkout cancelled; nothing was charged' }));
 
   /**
@@ -121,7 +132,14 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     }
     const payer = await payerOf(c.req.raw.headers);
     if (payer?.token) throw new DomainError('key_required', 'a budget token cannot be topped up; top up its API key');
-    const offer: ToolOffer = { tool: 'credits', amount, payTo, network, mcpUrl: c.req.url, description: `${atomicToUsd(amount)} USD of turnpike credits` };
+    const offer: ToolOffer = {
+      tool: 'credits',
+      amount,
+      payTo,
+      network,
+      mcpUrl: c.req.url,
+      description: `${atomicToUsd(amount)} USD of turnpike credits`,
+    };
     const challenge = (why: string) => challengeResponse(offer, paymentRequired(offer, why));
 
     const raw = c.req.header('payment-signature') ?? c.req.header('x-payment');
@@ -145,7 +163,14 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     if (!receipt.success) {
       if (receipt.errorReason === 'settlement_pending') {
         c.header('retry-after', '2');
-        return c.json({ error: 'settlement_pending', message: 'the transfer is on its way; retry with the same payment to collect the credits', retryable: true }, 503);
+        return c.json(
+          {
+            error: 'settlement_pending',
+            message: 'the transfer is on its way; retry with the same payment to collect the credits',
+            retryable: true,
+          },
+          503,
+        );
       }
       return challenge(`${receipt.errorReason}${receipt.errorMessage ? `: ${receipt.errorMessage}` : ''}`);
     }
@@ -160,7 +185,16 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     if (payer) {
       const credited = await store.credits.credit({ keyId: payer.key.id, kind: 'topup', ...funding });
       if (credited.entry.keyId !== payer.key.id) throw new DomainError('already_funded', 'this payment already funded another key');
-      return c.json({ keyId: payer.key.id, balance: credited.balance.toString(), balanceUsd: atomicToUsd(credited.balance), entry: publicEntry(credited.entry), receipt }, credited.applied ? 201 : 200);
+      return c.json(
+        {
+          keyId: payer.key.id,
+          balance: credited.balance.toString(),
+          balanceUsd: atomicToUsd(credited.balance),
+          entry: publicEntry(credited.entry),
+          receipt,
+        },
+        credited.applied ? 201 : 200,
+      );
     }
     const { secret, key } = await credits.createKey({ name: `USDC top-up by ${receipt.payer}` }, funding);
     return c.json({ ...publicKey(key), key: secret, receipt, note: 'store the key now: it is not shown again' }, 201);

@@ -16,7 +16,12 @@ export type PaidEndpoint = {
 };
 
 /** The credits rail as discovery describes it; absent when it is off. */
-export type CreditsOffer = { topupMin: bigint; topupMax: bigint; packages: Record<string, { priceUsd: bigint; creditsUsd: bigint }>; stripe: boolean };
+export type CreditsOffer = {
+  topupMin: bigint;
+  topupMax: bigint;
+  packages: Record<string, { priceUsd: bigint; creditsUsd: bigint }>;
+  stripe: boolean;
+};
 
 /**
  * `endpoints` is asked on every request: servers registered through the API come and go.
@@ -84,7 +89,11 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
           ? {
               checkout: {
                 url: `${origin}/credits/checkout`,
-                packages: Object.entries(credits.packages).map(([id, p]) => ({ id, priceUsd: atomicToUsd(p.priceUsd), creditsUsd: atomicToUsd(p.creditsUsd) })),
+                packages: Object.entries(credits.packages).map(([id, p]) => ({
+                  id,
+                  priceUsd: atomicToUsd(p.priceUsd),
+                  creditsUsd: atomicToUsd(p.creditsUsd),
+                })),
               },
             }
           : {}),
@@ -100,7 +109,10 @@ export function discoveryRoutes(options: DiscoveryOptions): Hono {
 
   app.get('/.well-known/mcp-payment', async (c) => {
     const origin = new URL(c.req.url).origin;
-    return c.json({ version: DISCOVERY_VERSION, endpoints: await Promise.all((await options.endpoints()).map((e) => describe(origin, e))) });
+    return c.json({
+      version: DISCOVERY_VERSION,
+      endpoints: await Promise.all((await options.endpoints()).map((e) => describe(origin, e))),
+    });
   });
 
   app.get('/pricing', async (c) => {

@@ -101,7 +101,17 @@ export function facilitatorRoutes(facilitator: Facilitator, options: Facilitator
     });
   });
   app.get('/supported', (c) => c.json(facilitator.supported()));
-  app.post('/verify', guard, limit, handle((r) => facilitator.verify(r, purposes.api)));
-  app.post('/settle', guard, limit, handle((r) => facilitator.settle(r, purposes.api)));
+  app.post(
+    '/verify',
+    guard,
+    limit,
+    handle((r) => facilitator.verify(r, purposes.api)),
+  );
+  app.post(
+    '/settle',
+    guard,
+    limit,
+    handle((r) => facilitator.settle(r, purposes.api)),
+  );
   return app;
 }

@@ -27,7 +27,10 @@ export function healthRoutes(options: { client: PublicClient; store: Store; upst
         (h) => ({ ok: h.writable, schemaVersion: h.schemaVersion }),
         (error: Error) => ({ ok: false, error: error.message }),
       ),
-      options.store.journal.unfinished().then((rows) => rows.length, () => null),
+      options.store.journal.unfinished().then(
+        (rows) => rows.length,
+        () => null,
+      ),
       Promise.all(
         (options.upstreams?.() ?? []).map(async ({ slug, tools }) => {
           const { asOf, error } = await tools();

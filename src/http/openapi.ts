@@ -21,7 +21,12 @@ const objectOf = (schema: z.ZodType | undefined): z.ZodObject | undefined =>
 export function openApiDocument(catalog: readonly RouteDoc[], info: { title: string; version: string }) {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const route of catalog) {
-    const pathParams = [...route.path.matchAll(/\{(\w+)\}/g)].map((m) => ({ name: m[1], in: 'path', required: true, schema: { type: 'string' } }));
+    const pathParams = [...route.path.matchAll(/\{(\w+)\}/g)].map((m) => ({
+      name: m[1],
+      in: 'path',
+      required: true,
+      schema: { type: 'string' },
+    }));
     const queryShape = (objectOf(route.query)?.shape ?? {}) as Record<string, z.ZodType>;
     const queryParams = Object.entries(queryShape).map(([name, schema]) => ({
       name,

@@ -49,7 +49,10 @@ const payoutSchema = z.strictObject({
 const operatorKeySchema = newKeySchema.omit({ usd: true });
 const auditQuerySchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(100),
-  before: z.string().regex(/^au_[0-9a-z]+$/, 'expected an audit entry id').optional(),
+  before: z
+    .string()
+    .regex(/^au_[0-9a-z]+$/, 'expected an audit entry id')
+    .optional(),
 });
 
 const publicPayout = (p: Payout) => ({
@@ -86,9 +89,25 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
   const { operators, store, withdrawals, payouts, credits, catalog } = options;
   const stripeOff = () => new DomainError('stripe_not_configured', 'fiat payouts are off here: this instance has no STRIPE_SECRET_KEY');
   const app = new Hono<{ Variables: { operator: OperatorRecord } }>();
-  const audit = (c: Context, actor: string, operatorId: string | undefined, action: string, target?: string, detail?: Record<string, unknown>) => {
+  const audit = (
+    c: Context,
+    actor: string,
+    operatorId: string | undefined,
+    action: string,
+    target?: string,
+    detail?: Record<string, unknown>,
+  ) => {
     const ip = clientAddress(c);
-    return store.operators.audit({ id: newId('au'), at: Date.now(), actor, action, ...(operatorId ? { operatorId } : {}), ...(target ? { target } : {}), ...(ip ? { ip } : {}), ...(detail ? { detail } : {}) });
+    return store.operators.audit({
+      id: newId('au'),
+      at: Date.now(),
+      actor,
+      action,
+      ...(operatorId ? { operatorId } : {}),
+      ...(target ? { target } : {}),
+      ...(ip ? { ip } : {}),
+      ...(detail ? { detail } : {}),
+    });
   };
 
   const open = new Hono();
@@ -96,7 +115,8 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
     '/',
     { summary: 'register as an operator (when registration is open); the key is in this answer only', body: registerSchema, status: 201 },
     async (c, { body }) => {
-      if (options.registration !== 'open') throw new DomainError('registration_closed', 'operators are registered by this instance’s admin (POST /admin/operators)');
+      if (options.registration !== 'open')
+        throw new DomainError('registration_closed', 'operators are registered by this instance’s admin (POST /admin/operators)');
       const { secret, operator } = await operators.register(body);
       await audit(c, `operator:${operator.id}`, operator.id, 'operator.register', operator.id);
       return c.json({ ...publicOperator(operator), key: secret, note: 'store the key now: it is not shown again' }, 201);
@@ -107,7 +127,8 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
   const mine = new Hono<{ Variables: { operator: OperatorRecord } }>();
   mine.use(async (c, next) => {
     const session = sessionOf(c.req.raw);
-    const operator = session?.kind === 'operator' ? activeOnly(session.operator) : await operators.authenticate(c.req.header('authorization'));
+    const operator =
+      session?.kind === 'operator' ? activeOnly(session.operator) : await operators.authenticate(c.req.header('authorization'));
     c.set('operator', operator);
     await next();
   });
@@ -124,13 +145,21 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
     await audit(c, actor(c), me(c).id, 'operator.update', me(c).id, { fields: Object.keys(body) });
     return c.json(publicOperator(updated!));
   });
-  op.get('/servers', { summary: 'your servers' }, async (c) => c.json({ servers: (await store.operators.servers({ operatorId: me(c).id })).map(publicServer) }));
-  op.post('/servers', { summary: 'register an MCP server, served at /mcp/<slug>', body: newServerSchema, status: 201 }, async (c, { body }) => {
-    const server = await operators.createServer(me(c), body);
-    await audit(c, actor(c), me(c).id, 'server.create', server.slug, { upstream: server.upstreamUrl, custody: server.custody });
-    return c.json(publicServer(server), 201);
-  });
-  op.get('/servers/:slug', { summary: 'one of your servers' }, async (c) => c.json(publicServer(await operators.ownServer(me(c), c.req.param('slug')!))));
+  op.get('/servers', { summary: 'your servers' }, async (c) =>
+    c.json({ servers: (await store.operators.servers({ operatorId: me(c).id })).map(publicServer) }),
+  );
+  op.post(
+    '/servers',
+    { summary: 'register an MCP server, served at /mcp/<slug>', body: newServerSchema, status: 201 },
+    async (c, { body }) => {
+      const server = await operators.createServer(me(c), body);
+      await audit(c, actor(c), me(c).id, 'server.create', server.slug, { upstream: server.upstreamUrl, custody: server.custody });
+      return c.json(publicServer(server), 201);
+    },
+  );
+  op.get('/servers/:slug', { summary: 'one of your servers' }, async (c) =>
+    c.json(publicServer(await operators.ownServer(me(c), c.req.param('slug')!))),
+  );
   op.patch('/servers/:slug', { summary: 'change a server; new calls get the change', body: serverPatchSchema }, async (c, { body }) => {
     const server = await operators.updateServer(me(c), c.req.param('slug')!, body);
     await audit(c, actor(c), me(c).id, 'server.update', server.slug, { fields: Object.keys(body) });
@@ -141,19 +170,35 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
     await audit(c, actor(c), me(c).id, 'server.delete', server.slug, { id: server.id, cancelledSubscriptions: cancelled });
     return c.json({ deleted: server.slug, id: server.id, cancelledSubscriptions: cancelled });
   });
-  op.get('/balance', { summary: 'your revenue: withdrawable USDC, fiat payable, direct' }, async (c) => c.json(publicBalance(await store.operators.balance(me(c).id))));
-  op.get('/withdrawals', { summary: 'your withdrawals, newest first' }, async (c) => c.json({ withdrawals: (await store.operators.withdrawals(me(c).id)).map(publicWithdrawal) }));
+  op.get('/balance', { summary: 'your revenue: withdrawable USDC, fiat payable, direct' }, async (c) =>
+    c.json(publicBalance(await store.operators.balance(me(c).id))),
+  );
+  op.get('/withdrawals', { summary: 'your withdrawals, newest first' }, async (c) =>
+    c.json({ withdrawals: (await store.operators.withdrawals(me(c).id)).map(publicWithdrawal) }),
+  );
   op.get('/withdrawals/:id', { summary: 'one withdrawal' }, async (c) => {
     const w = await store.operators.withdrawal(c.req.param('id')!);
     if (!w || w.operatorId !== me(c).id) throw new DomainError('withdrawal_not_found', `you have no withdrawal ${c.req.param('id')}`);
     return c.json(publicWithdrawal(w));
   });
-  op.post('/withdrawals', { summary: 'withdraw available USDC to your payout address', body: withdrawalSchema, status: 201 }, async (c, { body }) => {
-    if (!withdrawals) throw new DomainError('withdrawals_unavailable', 'this instance has no treasury key (TURNPIKE_TREASURY_KEY): withdrawals are off');
-    const { created, withdrawal } = await withdrawals.request(me(c), { idempotencyKey: body.idempotencyKey, ...(body.usd !== undefined ? { amount: body.usd } : {}) });
-    if (created) await audit(c, actor(c), me(c).id, 'withdrawal.request', withdrawal.id, { amount: withdrawal.amount.toString(), to: withdrawal.to });
-    return c.json(publicWithdrawal(withdrawal), created ? 201 : 200);
-  });
+  op.post(
+    '/withdrawals',
+    { summary: 'withdraw available USDC to your payout address', body: withdrawalSchema, status: 201 },
+    async (c, { body }) => {
+      if (!withdrawals)
+        throw new DomainError('withdrawals_unavailable', 'this instance has no treasury key (TURNPIKE_TREASURY_KEY): withdrawals are off');
+      const { created, withdrawal } = await withdrawals.request(me(c), {
+        idempotencyKey: body.idempotencyKey,
+        ...(body.usd !== undefined ? { amount: body.usd } : {}),
+      });
+      if (created)
+        await audit(c, actor(c), me(c).id, 'withdrawal.request', withdrawal.id, {
+          amount: withdrawal.amount.toString(),
+          to: withdrawal.to,
+        });
+      return c.json(publicWithdrawal(withdrawal), created ? 201 : 200);
+    },
+  );
   /** The operator's own key, or 404: another operator's key does not exist for them. */
   async function ownKey(c: Context<Env>) {
     const key = await store.credits.key(c.req.param('id')!);
@@ -162,20 +207,27 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
   }
   op.post(
     '/keys',
-    { summary: 'an API key for one of your customers, usable on your servers only, funded by their own top-ups', body: operatorKeySchema, status: 201 },
+    {
+      summary: 'an API key for one of your customers, usable on your servers only, funded by their own top-ups',
+      body: operatorKeySchema,
+      status: 201,
+    },
     async (c, { body }) => {
       if (!credits) throw new DomainError('credits_disabled', 'the credits rail is off on this instance');
       const own = (await store.operators.servers({ operatorId: me(c).id })).map((s) => s.slug);
       const servers = body.scope?.servers ?? own;
       const foreign = servers.filter((s) => !own.includes(s));
       if (servers.length === 0) throw new DomainError('no_servers', 'register a server first: a key you make can pay only on your servers');
-      if (foreign.length > 0) throw new DomainError('invalid_request', `scope.servers: not your servers: ${foreign.join(', ')}`, { field: 'scope.servers' });
+      if (foreign.length > 0)
+        throw new DomainError('invalid_request', `scope.servers: not your servers: ${foreign.join(', ')}`, { field: 'scope.servers' });
       const { secret, key } = await credits.createKey({ ...body, scope: { ...body.scope, servers }, operatorId: me(c).id });
       await audit(c, actor(c), me(c).id, 'key.create', key.id, { servers });
       return c.json({ ...publicKey(key), key: secret, note: 'store the key now: it is not shown again' }, 201);
     },
   );
-  op.get('/keys', { summary: 'the API keys you made' }, async (c) => c.json({ keys: (await store.credits.keys({ operatorId: me(c).id })).map(publicKey) }));
+  op.get('/keys', { summary: 'the API keys you made' }, async (c) =>
+    c.json({ keys: (await store.credits.keys({ operatorId: me(c).id })).map(publicKey) }),
+  );
   op.get('/keys/:id', { summary: 'one of your API keys' }, async (c) => c.json(publicKey(await ownKey(c))));
   op.get('/keys/:id/ledger', { summary: 'one of your keys’ ledger, newest first', query: pageSchema }, async (c, { query }) =>
     c.json({ entries: (await store.credits.history((await ownKey(c)).id, query)).map(publicEntry) }),
@@ -194,17 +246,30 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
     await audit(c, actor(c), me(c).id, 'payouts.onboarding', link.account);
     return c.json(link, 201);
   });
-  op.get('/payouts', { summary: 'your fiat payouts, newest first' }, async (c) => c.json({ payouts: (await store.operators.payouts(me(c).id)).map(publicPayout) }));
-  op.post('/payouts', { summary: 'pay your fiat balance out to your connected Stripe account', body: payoutSchema, status: 201 }, async (c, { body }) => {
-    if (!payouts) throw stripeOff();
-    const { created, payout } = await payouts.request(me(c), { idempotencyKey: body.idempotencyKey, ...(body.usd !== undefined ? { amount: body.usd } : {}) });
-    if (created) await audit(c, actor(c), me(c).id, 'payout.request', payout.id, { amount: payout.amount.toString() });
-    return c.json(publicPayout(payout), created ? 201 : 200);
-  });
-  op.get('/analytics', { summary: 'usage and revenue by day, tool, rail and caller; denials; settlement latency (JSON or CSV)', query: analyticsQuerySchema }, async (c, { query }) => {
-    const server = query.server ? await operators.ownServer(me(c), query.server) : undefined;
-    return analytics(c, { operatorId: me(c).id, ...query }, server?.id);
-  });
+  op.get('/payouts', { summary: 'your fiat payouts, newest first' }, async (c) =>
+    c.json({ payouts: (await store.operators.payouts(me(c).id)).map(publicPayout) }),
+  );
+  op.post(
+    '/payouts',
+    { summary: 'pay your fiat balance out to your connected Stripe account', body: payoutSchema, status: 201 },
+    async (c, { body }) => {
+      if (!payouts) throw stripeOff();
+      const { created, payout } = await payouts.request(me(c), {
+        idempotencyKey: body.idempotencyKey,
+        ...(body.usd !== undefined ? { amount: body.usd } : {}),
+      });
+      if (created) await audit(c, actor(c), me(c).id, 'payout.request', payout.id, { amount: payout.amount.toString() });
+      return c.json(publicPayout(payout), created ? 201 : 200);
+    },
+  );
+  op.get(
+    '/analytics',
+    { summary: 'usage and revenue by day, tool, rail and caller; denials; settlement latency (JSON or CSV)', query: analyticsQuerySchema },
+    async (c, { query }) => {
+      const server = query.server ? await operators.ownServer(me(c), query.server) : undefined;
+      return analytics(c, { operatorId: me(c).id, ...query }, server?.id);
+    },
+  );
   op.get('/audit', { summary: 'what was done on your account', query: auditQuerySchema }, async (c, { query }) =>
     c.json({ entries: await store.operators.auditLog({ operatorId: me(c).id, ...query }) }),
   );
@@ -213,12 +278,18 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
   const admin = new Hono();
   admin.use(adminAuth(options.adminKey));
   const ad = documented(admin, catalog, { base: '/admin', security: 'admin' });
-  ad.post('/operators', { summary: 'create an operator; the key is in this answer only', body: registerSchema, status: 201 }, async (c, { body }) => {
-    const { secret, operator } = await operators.register(body);
-    await audit(c, 'admin', operator.id, 'operator.create', operator.id);
-    return c.json({ ...publicOperator(operator), key: secret, note: 'store the key now: it is not shown again' }, 201);
-  });
-  ad.get('/operators', { summary: 'every operator' }, async (c) => c.json({ operators: (await store.operators.operators()).map(publicOperator) }));
+  ad.post(
+    '/operators',
+    { summary: 'create an operator; the key is in this answer only', body: registerSchema, status: 201 },
+    async (c, { body }) => {
+      const { secret, operator } = await operators.register(body);
+      await audit(c, 'admin', operator.id, 'operator.create', operator.id);
+      return c.json({ ...publicOperator(operator), key: secret, note: 'store the key now: it is not shown again' }, 201);
+    },
+  );
+  ad.get('/operators', { summary: 'every operator' }, async (c) =>
+    c.json({ operators: (await store.operators.operators()).map(publicOperator) }),
+  );
   ad.get('/operators/:id', { summary: 'an operator, its servers and balance' }, async (c) => {
     const operator = await operators.operatorById(c.req.param('id')!);
     return c.json({
@@ -227,7 +298,10 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
       servers: (await store.operators.servers({ operatorId: operator.id })).map(publicServer),
     });
   });
-  for (const [action, status] of [['suspend', 'suspended'], ['resume', 'active']] as const) {
+  for (const [action, status] of [
+    ['suspend', 'suspended'],
+    ['resume', 'active'],
+  ] as const) {
     ad.post(`/operators/:id/${action}`, { summary: `${action} an operator (its servers stop or resume serving)` }, async (c) => {
       const operator = await operators.operatorById(c.req.param('id')!);
       const updated = await store.operators.updateOperator(operator.id, { status });
@@ -240,7 +314,9 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
     // The server at the slug now; a slug no registered server holds is a configured endpoint's.
     analytics(c, query, query.server ? ((await store.operators.server(query.server))?.id ?? query.server) : undefined),
   );
-  ad.get('/audit', { summary: 'the audit log of admin and operator actions', query: auditQuerySchema }, async (c, { query }) => c.json({ entries: await store.operators.auditLog(query) }));
+  ad.get('/audit', { summary: 'the audit log of admin and operator actions', query: auditQuerySchema }, async (c, { query }) =>
+    c.json({ entries: await store.operators.auditLog(query) }),
+  );
   app.route('/admin', admin);
 
   /** Analytics of one server are of its id: a server that held the slug before is not in them. */

@@ -12,8 +12,16 @@ import type { Store } from '../store/store.js';
  *
  * @example app.route('/stripe', stripeRoutes({ stripe, webhookSecret, credits: store.credits, logger }));
  */
-export function stripeRoutes(deps: { stripe: Stripe; webhookSecret: string; credits: CreditStore; logger: Logger; subscriptions?: { store: Store; book: RevenueBook } }): Hono {
+export function stripeRoutes(deps: {
+  stripe: Stripe;
+  webhookSecret: string;
+  credits: CreditStore;
+  logger: Logger;
+  subscriptions?: { store: Store; book: RevenueBook };
+}): Hono {
   const app = new Hono();
-  app.post('/webhook', async (c) => c.json({ received: true, ...(await handleStripeWebhook(deps, await c.req.text(), c.req.header('stripe-signature'))) }));
+  app.post('/webhook', async (c) =>
+    c.json({ received: true, ...(await handleStripeWebhook(deps, await c.req.text(), c.req.header('stripe-signature'))) }),
+  );
   return app;
 }

@@ -2,17 +2,7 @@ import { pino, type DestinationStream, type Logger } from 'pino';
 import pretty from 'pino-pretty';
 import type { LogSettings } from './settings.js';
 
-const SECRET_KEYS = [
-  'privateKey',
-  'relayerKey',
-  'relayerKeys',
-  'adminKey',
-  'apiKey',
-  'secret',
-  'password',
-  'signature',
-  'mnemonic',
-];
+const SECRET_KEYS = ['privateKey', 'relayerKey', 'relayerKeys', 'adminKey', 'apiKey', 'secret', 'password', 'signature', 'mnemonic'];
 const SECRET_HEADERS = ['authorization', 'x-api-key', 'payment-signature', 'x-payment', 'cookie', 'stripe-signature'];
 
 /**

@@ -78,7 +78,12 @@ export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
     issuer,
     /** Judges a bearer token: signature by the issuer's keys, `iss`, `aud`, `exp`/`nbf`, `sub`, then the scopes. */
     async verify(token: string, expected: Expected): Promise<TokenCheck> {
-      const unavailable = { ok: false, status: 503, error: 'issuer_unavailable', description: `the identity provider ${issuer} cannot be reached; retry later` } as const;
+      const unavailable = {
+        ok: false,
+        status: 503,
+        error: 'issuer_unavailable',
+        description: `the identity provider ${issuer} cannot be reached; retry later`,
+      } as const;
       const pending = keySet();
       if (!pending) return unavailable;
       let remote: RemoteKeys;
@@ -142,7 +147,11 @@ export type TrustedIssuer = ReturnType<typeof trustedIssuer>;
 export function metadataUrls(issuer: string): string[] {
   const { origin, pathname } = new URL(issuer);
   const path = pathname.replace(/\/$/, '');
-  const urls = [`${origin}/.well-known/oauth-authorization-server${path}`, `${origin}/.well-known/openid-configuration${path}`, `${origin}${path}/.well-known/openid-configuration`];
+  const urls = [
+    `${origin}/.well-known/oauth-authorization-server${path}`,
+    `${origin}/.well-known/openid-configuration${path}`,
+    `${origin}${path}/.well-known/openid-configuration`,
+  ];
   return [...new Set(urls)];
 }
 
@@ -150,7 +159,11 @@ export function metadataUrls(issuer: string): string[] {
  * GETs `url` as the issuer's server answers it: no redirect followed, within `ISSUER_TIMEOUT_MS`
  * (or `signal`), the body read up to `ISSUER_MAX_BYTES`; past either it throws.
  */
-async function boundedGet(fetchImpl: typeof fetch, url: string, init: { headers?: Headers | Record<string, string>; signal?: AbortSignal } = {}): Promise<Response> {
+async function boundedGet(
+  fetchImpl: typeof fetch,
+  url: string,
+  init: { headers?: Headers | Record<string, string>; signal?: AbortSignal } = {},
+): Promise<Response> {
   const signal = init.signal ?? AbortSignal.timeout(ISSUER_TIMEOUT_MS);
   const response = await fetchImpl(url, { method: 'GET', redirect: 'manual', signal, ...(init.headers ? { headers: init.headers } : {}) });
   if (!response.ok || !response.body) {

@@ -65,7 +65,8 @@ function refusal(resource: ProtectedResource, check: Exclude<TokenCheck, { ok: t
   // The scopes to ask for (MCP authorization: a client signing in or stepping up asks for these).
   if (resource.scopes.length > 0 && check?.status !== 503) params.push(`scope=${quoted(resource.scopes.join(' '))}`);
   const status = check?.status ?? 401;
-  const message = check?.description ?? 'this MCP server takes OAuth access tokens: sign in with its identity provider (see WWW-Authenticate)';
+  const message =
+    check?.description ?? 'this MCP server takes OAuth access tokens: sign in with its identity provider (see WWW-Authenticate)';
   const response = rpcError(null, -32001, message, status, { error: check?.error ?? 'unauthorized' });
   response.headers.set('www-authenticate', `Bearer ${params.join(', ')}`);
   if (status === 503) response.headers.set('retry-after', String(ISSUER_COOLDOWN_MS / 1000));
@@ -81,7 +82,8 @@ export const resourceGuard = (resource: ProtectedResource, refused: (reason: str
   createMiddleware<{ Variables: OAuthVariables }>(async (c, next) => {
     const token = oauthToken(c.req.raw.headers);
     if (token === undefined && !resource.required) return next();
-    const check = token === undefined ? undefined : await resource.issuer.verify(token, { audience: resource.resource(), scopes: resource.scopes });
+    const check =
+      token === undefined ? undefined : await resource.issuer.verify(token, { audience: resource.resource(), scopes: resource.scopes });
     if (!check?.ok) {
       refused(check?.error ?? 'unauthorized');
       return refusal(resource, check);
@@ -104,7 +106,10 @@ export function protectedResourceRoutes(resourceAt: (path: string) => Promise<Pr
     return c.json(metadataDocument(found));
   });
   app.get(METADATA_PATH, (c) =>
-    c.json({ error: 'not_found', message: `each MCP server that takes OAuth tokens has its own document at ${METADATA_PATH}/mcp/<slug>` }, 404),
+    c.json(
+      { error: 'not_found', message: `each MCP server that takes OAuth tokens has its own document at ${METADATA_PATH}/mcp/<slug>` },
+      404,
+    ),
   );
   return app;
 }

@@ -65,7 +65,13 @@ export const analyticsQuerySchema = z
     return { from, to, format: q.format, ...(q.server ? { server: q.server } : {}) };
   });
 
-const row = (r: UsageRow) => ({ key: r.key, calls: r.calls, paidCalls: r.paidCalls, revenue: r.revenue.toString(), operatorShare: r.operatorShare.toString() });
+const row = (r: UsageRow) => ({
+  key: r.key,
+  calls: r.calls,
+  paidCalls: r.paidCalls,
+  revenue: r.revenue.toString(),
+  operatorShare: r.operatorShare.toString(),
+});
 
 /** Analytics as JSON: amounts as atomic USDC strings. */
 export function analyticsJson(a: Analytics, range: { from: number; to: number }) {
@@ -93,7 +99,8 @@ const field = (value: string | number) => {
 export function analyticsCsv(a: Analytics): string {
   const lines = [['section', 'key', 'calls', 'paid_calls', 'revenue', 'operator_share', 'count']];
   const usage = (section: string, rows: UsageRow[]) => {
-    for (const r of rows) lines.push([section, r.key, String(r.calls), String(r.paidCalls), r.revenue.toString(), r.operatorShare.toString(), '']);
+    for (const r of rows)
+      lines.push([section, r.key, String(r.calls), String(r.paidCalls), r.revenue.toString(), r.operatorShare.toString(), '']);
   };
   usage('day', a.byDay);
   usage('tool', a.byTool);

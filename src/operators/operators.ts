@@ -17,7 +17,10 @@ const address = z
   .transform((a) => getAddress(a));
 
 export const registerSchema = z.strictObject({
-  email: z.email().max(254).transform((e) => e.toLowerCase()),
+  email: z
+    .email()
+    .max(254)
+    .transform((e) => e.toLowerCase()),
   name: z.string().trim().min(1).max(120),
   payoutAddress: address.optional(),
 });
@@ -26,7 +29,6 @@ export const operatorPatchSchema = z.strictObject({
   name: z.string().trim().min(1).max(120).optional(),
   payoutAddress: address.nullable().optional(),
 });
-
 
 const authSchema = z.discriminatedUnion('mode', [
   z.strictObject({ mode: z.literal('none') }),
@@ -89,7 +91,10 @@ export function publicServer(s: ServerRecord) {
     slug: s.slug,
     name: s.name,
     upstream: s.upstreamUrl,
-    auth: s.auth.mode === 'none' ? { mode: 'none' } : { mode: s.auth.mode, ...(s.auth.mode === 'query' ? { name: s.auth.name } : {}), secret: '(set)' },
+    auth:
+      s.auth.mode === 'none'
+        ? { mode: 'none' }
+        : { mode: s.auth.mode, ...(s.auth.mode === 'query' ? { name: s.auth.name } : {}), secret: '(set)' },
     public: s.public,
     status: s.status,
     custody: s.custody,
@@ -156,24 +161,43 @@ export function createOperators(options: OperatorsOptions) {
    */
   async function issuerChecked(oauth: OAuthSettings | null | undefined) {
     if (!oauth) return;
-    if (!options.oauthCallers) throw new DomainError('oauth_unavailable', 'OAuth callers pay from credits keys, and credits are off on this instance', { field: 'oauth' });
+    if (!options.oauthCallers)
+      throw new DomainError('oauth_unavailable', 'OAuth callers pay from credits keys, and credits are off on this instance', {
+        field: 'oauth',
+      });
     try {
       await checkUpstreamUrl(oauth.issuer, { allowPrivate: options.allowPrivateUpstreams });
     } catch (error) {
-      if (error instanceof UpstreamUrlError) throw new DomainError('issuer_refused', `oauth.issuer: ${error.message}`, { field: 'oauth.issuer' });
+      if (error instanceof UpstreamUrlError)
+        throw new DomainError('issuer_refused', `oauth.issuer: ${error.message}`, { field: 'oauth.issuer' });
       throw error;
     }
   }
 
   function sealed(auth: z.output<typeof authSchema>, serverId: string): UpstreamAuth {
     if (auth.mode === 'none') return auth;
-    if (!options.box) throw new DomainError('secrets_key_missing', 'an upstream secret is kept encrypted, and this instance has no TURNPIKE_SECRETS_KEY; ask its owner to set one', { field: 'auth' });
-    return { mode: auth.mode, name: auth.mode === 'query' ? auth.name : 'authorization', sealedSecret: options.box.seal(auth.secret, serverId) };
+    if (!options.box)
+      throw new DomainError(
+        'secrets_key_missing',
+        'an upstream secret is kept encrypted, and this instance has no TURNPIKE_SECRETS_KEY; ask its owner to set one',
+        { field: 'auth' },
+      );
+    return {
+      mode: auth.mode,
+      name: auth.mode === 'query' ? auth.name : 'authorization',
+      sealedSecret: options.box.seal(auth.secret, serverId),
+    };
   }
 
   function payee(custody: ServerRecord['custody'], payTo: `0x${string}` | undefined) {
-    if (custody === 'direct' && !payTo) throw new DomainError('invalid_request', 'payTo: required with custody "direct" (payments go straight to it)', { field: 'payTo' });
-    if (custody === 'platform' && !options.treasury) throw new DomainError('custody_unavailable', 'custody "platform" needs a treasury, and this instance has none (TURNPIKE_TREASURY_KEY)', { field: 'custody' });
+    if (custody === 'direct' && !payTo)
+      throw new DomainError('invalid_request', 'payTo: required with custody "direct" (payments go straight to it)', { field: 'payTo' });
+    if (custody === 'platform' && !options.treasury)
+      throw new DomainError(
+        'custody_unavailable',
+        'custody "platform" needs a treasury, and this instance has none (TURNPIKE_TREASURY_KEY)',
+        { field: 'custody' },
+      );
   }
 
   /** The operator's own server, or 404 — another operator's server does not exist for them. */
@@ -186,7 +210,14 @@ export function createOperators(options: OperatorsOptions) {
   return {
     async register(input: z.output<typeof registerSchema>) {
       const { secret, id, hash } = generateApiKey('op_', 'op');
-      const created = await store.operators.createOperator({ id, email: input.email, name: input.name, keyHash: hash, createdAt: Date.now(), ...(input.payoutAddress ? { payoutAddress: input.payoutAddress } : {}) });
+      const created = await store.operators.createOperator({
+        id,
+        email: input.email,
+        name: input.name,
+        keyHash: hash,
+        createdAt: Date.now(),
+        ...(input.payoutAddress ? { payoutAddress: input.payoutAddress } : {}),
+      });
       if (!created.created) throw new DomainError('email_taken', `an operator with ${input.email} is registered already`);
       return { secret, operator: created.operator! };
     },

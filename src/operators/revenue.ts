@@ -69,7 +69,8 @@ export function revenueBook(store: Store, options: { takeRateBps: number; logger
         const record = key ? await store.journal.get(key) : undefined;
         if (!record || record.state === 'failed') outcomes.push({ id: c.id, state: 'void' });
         // The charge is written just before settlement starts, the row updated when it is done.
-        else if (record.state === 'settled') outcomes.push({ id: c.id, state: 'earned', settleMs: Math.max(0, record.updatedAt - c.createdAt) });
+        else if (record.state === 'settled')
+          outcomes.push({ id: c.id, state: 'earned', settleMs: Math.max(0, record.updatedAt - c.createdAt) });
       }
       if (outcomes.length > 0) await operators.resolveCharges(outcomes);
       resolved += outcomes.length;
@@ -111,7 +112,10 @@ export function revenueBook(store: Store, options: { takeRateBps: number; logger
     resolve,
     async start() {
       await resolve();
-      resolver = setInterval(() => void resolve().catch((err: unknown) => options.logger.error({ err }, 'cannot resolve pending charges')), RESOLVE_EVERY_MS).unref();
+      resolver = setInterval(
+        () => void resolve().catch((err: unknown) => options.logger.error({ err }, 'cannot resolve pending charges')),
+        RESOLVE_EVERY_MS,
+      ).unref();
     },
     async stop() {
       clearInterval(resolver);

@@ -42,7 +42,8 @@ export function secretBox(keyHex: string) {
     },
     open(sealed: string, context: string): string {
       const [version, iv, ciphertext, tag, ...rest] = sealed.split('.');
-      if (version !== VERSION || iv === undefined || ciphertext === undefined || tag === undefined || rest.length > 0) throw new SecretBoxError('not a sealed secret');
+      if (version !== VERSION || iv === undefined || ciphertext === undefined || tag === undefined || rest.length > 0)
+        throw new SecretBoxError('not a sealed secret');
       const decipher = createDecipheriv('aes-256-gcm', key, decode(iv, IV_BYTES), { authTagLength: TAG_BYTES });
       decipher.setAAD(Buffer.from(context, 'utf8'));
       decipher.setAuthTag(decode(tag, TAG_BYTES));

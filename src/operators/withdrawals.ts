@@ -1,5 +1,14 @@
 import type { Logger } from 'pino';
-import { type Hex, type PublicClient, type TransactionReceipt, encodeFunctionData, isAddressEqual, keccak256, parseEventLogs, parseTransaction } from 'viem';
+import {
+  type Hex,
+  type PublicClient,
+  type TransactionReceipt,
+  encodeFunctionData,
+  isAddressEqual,
+  keccak256,
+  parseEventLogs,
+  parseTransaction,
+} from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import type { Network } from '../chain/networks.js';
@@ -29,7 +38,6 @@ export type WithdrawalsOptions = {
 
 /** How often the sending instance looks for requested and unconfirmed withdrawals. */
 const WATCH_EVERY_MS = 3_000;
-
 
 /**
  * USDC withdrawals of operators' platform-custody revenue, by an ERC-20 `transfer` from the
@@ -90,9 +98,18 @@ export function createWithdrawals(options: WithdrawalsOptions) {
     const paid =
       receipt.status === 'success' &&
       parseEventLogs({ abi: usdcAbi, eventName: 'Transfer', logs: receipt.logs }).some(
-        (log) => isAddressEqual(log.address, network.usdc.address) && isAddressEqual(log.args.from, treasury.address) && isAddressEqual(log.args.to, w.to) && log.args.value === w.amount,
+        (log) =>
+          isAddressEqual(log.address, network.usdc.address) &&
+          isAddressEqual(log.args.from, treasury.address) &&
+          isAddressEqual(log.args.to, w.to) &&
+          log.args.value === w.amount,
       );
-    await store.operators.finishWithdrawal(w.id, paid ? { state: 'confirmed' } : { state: 'failed', error: receipt.status === 'success' ? 'no matching Transfer log' : 'the transfer reverted' });
+    await store.operators.finishWithdrawal(
+      w.id,
+      paid
+        ? { state: 'confirmed' }
+        : { state: 'failed', error: receipt.status === 'success' ? 'no matching Transfer log' : 'the transfer reverted' },
+    );
   }
 
   async function awaitReceipt(w: Withdrawal, deadline: number): Promise<void> {
@@ -177,8 +194,12 @@ export function createWithdrawals(options: WithdrawalsOptions) {
     treasury: treasury.address,
 
     /** Reserves and sends a withdrawal of `amount` (default: everything available) to the operator's payout address. */
-    async request(operator: OperatorRecord, input: { amount?: bigint; idempotencyKey: string }): Promise<{ created: boolean; withdrawal: Withdrawal }> {
-      if (!operator.payoutAddress) throw new DomainError('payout_address_missing', 'set payoutAddress (PATCH /operator) before withdrawing');
+    async request(
+      operator: OperatorRecord,
+      input: { amount?: bigint; idempotencyKey: string },
+    ): Promise<{ created: boolean; withdrawal: Withdrawal }> {
+      if (!operator.payoutAddress)
+        throw new DomainError('payout_address_missing', 'set payoutAddress (PATCH /operator) before withdrawing');
       const amount = input.amount ?? (await store.operators.balance(operator.id)).usdcAvailable;
       const result = await store.operators.requestWithdrawal({
         id: newId('wd'),
@@ -190,7 +211,11 @@ export function createWithdrawals(options: WithdrawalsOptions) {
       });
       if (!result.ok) {
         const available = result.available.toString();
-        if (result.reason === 'below_minimum') throw new DomainError('below_minimum', `a withdrawal is at least ${options.minimum} atomic units`, { minimum: options.minimum.toString(), available });
+        if (result.reason === 'below_minimum')
+          throw new DomainError('below_minimum', `a withdrawal is at least ${options.minimum} atomic units`, {
+            minimum: options.minimum.toString(),
+            available,
+          });
         throw new DomainError('insufficient_balance', `only ${available} atomic units are available to withdraw`, { available });
       }
       if (!result.created || !(await isSender())) return { created: result.created, withdrawal: result.record };

@@ -33,7 +33,11 @@ export const tieredPlanSchema = z.strictObject({
       tiers.forEach((tier, i) => {
         const last = i === tiers.length - 1;
         if (last !== (tier.upTo === undefined)) {
-          ctx.addIssue({ code: 'custom', path: [i, 'upTo'], message: last ? 'the last tier has no upTo: it covers every call after the others' : 'every tier but the last needs upTo' });
+          ctx.addIssue({
+            code: 'custom',
+            path: [i, 'upTo'],
+            message: last ? 'the last tier has no upTo: it covers every call after the others' : 'every tier but the last needs upTo',
+          });
         }
         const previous = tiers[i - 1]?.upTo;
         if (tier.upTo !== undefined && previous !== undefined && tier.upTo <= previous) {
@@ -124,7 +128,12 @@ export function publicPlan(plan: Plan): Record<string, unknown> {
     };
   }
   if (plan.type === 'subscription') {
-    return { type: plan.type, monthly: plan.monthlyUsd.toString(), callsPerMonth: plan.callsPerMonth, overage: publicPlan(flatPlan(plan.overage)) };
+    return {
+      type: plan.type,
+      monthly: plan.monthlyUsd.toString(),
+      callsPerMonth: plan.callsPerMonth,
+      overage: publicPlan(flatPlan(plan.overage)),
+    };
   }
   return { type: plan.type, tiers: plan.tiers.map((t) => ({ ...t, price: t.price.toString() })), free: plan.free };
 }

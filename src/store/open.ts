@@ -26,10 +26,16 @@ export async function openStore(url: string, logger?: Logger): Promise<Store> {
     const parsed = new URL(url);
     const schema = parsed.searchParams.get('schema') ?? undefined;
     const pool = parsed.searchParams.get('pool');
-    if (pool !== null && !/^[1-9]\d{0,2}$/.test(pool)) throw new StoreError(`the store URL's pool=${pool}: expected a number of connections from 1 to 999`);
+    if (pool !== null && !/^[1-9]\d{0,2}$/.test(pool))
+      throw new StoreError(`the store URL's pool=${pool}: expected a number of connections from 1 to 999`);
     parsed.searchParams.delete('schema');
     parsed.searchParams.delete('pool');
-    return openPostgresStore({ url: parsed.toString(), ...(schema ? { schema } : {}), ...(pool ? { max: Number(pool) } : {}), ...(logger ? { logger } : {}) });
+    return openPostgresStore({
+      url: parsed.toString(),
+      ...(schema ? { schema } : {}),
+      ...(pool ? { max: Number(pool) } : {}),
+      ...(logger ? { logger } : {}),
+    });
   }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
   throw new StoreError(`unsupported store URL ${scheme ? `scheme "${scheme}:"` : `"${url}" (no scheme)`}; ${EXPECTED}`);

@@ -23,7 +23,8 @@ export async function migratePostgres(pool: pg.Pool, list: readonly Migration[],
       applied_at BIGINT NOT NULL
     )`);
   });
-  const applied = async (db: pg.PoolClient | pg.Pool) => (await db.query<AppliedMigration>('SELECT version, checksum FROM schema_migrations')).rows;
+  const applied = async (db: pg.PoolClient | pg.Pool) =>
+    (await db.query<AppliedMigration>('SELECT version, checksum FROM schema_migrations')).rows;
   checkMigrations(list, await applied(pool));
   for (const migration of list) {
     const ran = await transaction(pool, async (db) => {

@@ -42,7 +42,10 @@ export function redactedUrl(url: string): string {
  * another instance take this one's relayer keys, so the process is told to stop (SIGTERM).
  */
 async function leaseSession(options: PostgresStoreOptions, instanceId: string) {
-  const client = new pg.Client({ connectionString: options.url, ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}) });
+  const client = new pg.Client({
+    connectionString: options.url,
+    ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
+  });
   await client.connect();
   let ending = false;
   const lost = (error?: Error) => {
@@ -79,7 +82,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   if (options.schema !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(options.schema)) {
     throw new StoreError(`schema "${options.schema}": expected lower-case letters, digits and underscores`);
   }
-  const pool = createPool(options.url, { ...(options.schema ? { schema: options.schema } : {}), ...(options.max ? { max: options.max } : {}) });
+  const pool = createPool(options.url, {
+    ...(options.schema ? { schema: options.schema } : {}),
+    ...(options.max ? { max: options.max } : {}),
+  });
   // An idle connection the server dropped must not take the process down.
   pool.on('error', (error) => options.logger?.warn({ err: error }, 'PostgreSQL connection lost'));
   try {
@@ -88,7 +94,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   } catch (error) {
     await pool.end().catch(() => undefined);
     if (error instanceof StoreError) throw error;
-    throw new StoreError(`cannot open PostgreSQL at ${redactedUrl(options.url)}: ${(error as Error).message}; is the server running and the URL right?`, { cause: error });
+    throw new StoreError(
+      `cannot open PostgreSQL at ${redactedUrl(options.url)}: ${(error as Error).message}; is the server running and the URL right?`,
+      { cause: error },
+    );
   }
 
   const instanceId = randomUUID();

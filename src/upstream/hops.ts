@@ -13,7 +13,11 @@ const SELF = randomBytes(12).toString('base64url');
 const TOKEN = /^[\w-]{1,64}$/;
 
 /** The turnpikes a request names; an entry that is not token-shaped is no turnpike's and is dropped. */
-const hopsOf = (header: string | null): string[] => (header ?? '').split(',').map((hop) => hop.trim()).filter((hop) => TOKEN.test(hop));
+const hopsOf = (header: string | null): string[] =>
+  (header ?? '')
+    .split(',')
+    .map((hop) => hop.trim())
+    .filter((hop) => TOKEN.test(hop));
 
 /**
  * Why a request that came in with `header` must not be forwarded (it went through this turnpike

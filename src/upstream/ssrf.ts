@@ -162,8 +162,10 @@ export async function checkUpstreamUrl(value: string, options: { allowPrivate: b
   } catch {
     throw new UpstreamUrlError('invalid_url', `"${value}" is not a URL`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UpstreamUrlError('invalid_url', 'only http and https upstreams are served');
-  if (url.username || url.password) throw new UpstreamUrlError('invalid_url', 'put credentials in `auth`, not in the URL, where they would be shown and logged');
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new UpstreamUrlError('invalid_url', 'only http and https upstreams are served');
+  if (url.username || url.password)
+    throw new UpstreamUrlError('invalid_url', 'put credentials in `auth`, not in the URL, where they would be shown and logged');
   if (url.port === '0') throw new UpstreamUrlError('invalid_url', 'the port must be 1–65535');
   if (options.allowPrivate) return url;
   const host = bare(url.hostname).replace(/\.$/, '');
@@ -172,7 +174,10 @@ export async function checkUpstreamUrl(value: string, options: { allowPrivate: b
   try {
     addresses = isIP(host) ? [host] : (await lookupAll(host, { all: true, verbatim: true })).map((a) => a.address);
   } catch (error) {
-    throw new UpstreamUrlError('unresolvable', `${host} does not resolve: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    throw new UpstreamUrlError(
+      'unresolvable',
+      `${host} does not resolve: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+    );
   }
   const refused = refusal(host, addresses);
   if (refused) throw refused;
@@ -183,7 +188,10 @@ export async function checkUpstreamUrl(value: string, options: { allowPrivate: b
 const guardedLookup: LookupFunction = (hostname, options, callback) => {
   lookup(hostname, { ...options, all: true }, (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => {
     if (error) return callback(error, '', 0);
-    const refused = refusal(hostname, addresses.map((a) => a.address));
+    const refused = refusal(
+      hostname,
+      addresses.map((a) => a.address),
+    );
     if (refused) return callback(refused, '', 0);
     if (options.all) return callback(null, addresses);
     callback(null, addresses[0]!.address, addresses[0]!.family);

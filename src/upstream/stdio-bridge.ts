@@ -212,7 +212,10 @@ export async function programProblem(command: string, cwd = process.cwd()): Prom
   if (!program) return 'the command is empty';
   const candidates = program.includes('/')
     ? [path.resolve(cwd, program)]
-    : (process.env.PATH ?? '').split(':').filter(Boolean).map((dir) => path.join(dir, program));
+    : (process.env.PATH ?? '')
+        .split(':')
+        .filter(Boolean)
+        .map((dir) => path.join(dir, program));
   let why = `ENOENT: "${program}" is not on PATH`;
   for (const file of candidates) {
     try {

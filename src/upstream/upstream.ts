@@ -68,7 +68,12 @@ export async function forward(upstream: Upstream, request: Request, body: Uint8A
 }
 
 /** `forward`, answered as the upstream's raw answer. */
-export async function send(upstream: Upstream, request: Request, body: Uint8Array | undefined, signal?: AbortSignal): Promise<UpstreamAnswer> {
+export async function send(
+  upstream: Upstream,
+  request: Request,
+  body: Uint8Array | undefined,
+  signal?: AbortSignal,
+): Promise<UpstreamAnswer> {
   const headers: Record<string, string> = {};
   request.headers.forEach((value, name) => {
     if (!NOT_FORWARDED.has(name)) headers[name] = value;

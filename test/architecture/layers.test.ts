@@ -82,6 +82,9 @@ describe('layers point down only (src/ import paths)', () => {
   });
 
   test('every listed exception still occurs (one that is gone comes off the list)', () => {
-    assert.deepEqual([...allowed].filter((edge) => !violations.includes(edge)), []);
+    assert.deepEqual(
+      [...allowed].filter((edge) => !violations.includes(edge)),
+      [],
+    );
   });
 });

@@ -49,7 +49,10 @@ describe('a node without Multicall3 (an anvil with USDC and nothing at 0xcA11…
   test('start-up finds no Multicall3 and says so; verification answers from plain eth_calls', async () => {
     const { chain, facilitator, lines, close } = await facilitatorOnNode('verify');
     assert.equal(chain.multicall3, false);
-    assert.ok(lines.some((l) => /no Multicall3 on the node/.test(String(l.msg))), JSON.stringify(lines));
+    assert.ok(
+      lines.some((l) => /no Multicall3 on the node/.test(String(l.msg))),
+      JSON.stringify(lines),
+    );
     const good = await facilitator.verify(await payment(0), purposes.api);
     assert.deepEqual(good, { isValid: true, payer: sandbox.accounts.payers[0]!.address });
     const short = await facilitator.verify(await payment(1, 20_000_000_000n), purposes.api);
@@ -61,7 +64,11 @@ describe('a node without Multicall3 (an anvil with USDC and nothing at 0xcA11…
     const { facilitator, close } = await facilitatorOnNode('settle');
     const bodies = await Promise.all([2, 3, 4].map((p) => payment(p)));
     const receipts = await Promise.all(bodies.map((b) => facilitator.settle(b, purposes.api)));
-    assert.deepEqual(receipts.map((r) => r.success), [true, true, true], JSON.stringify(receipts));
+    assert.deepEqual(
+      receipts.map((r) => r.success),
+      [true, true, true],
+      JSON.stringify(receipts),
+    );
     assert.equal(new Set(receipts.map((r) => r.transaction)).size, 3);
     const client = createPublicClient({ transport: http(sandbox.rpcUrl) });
     for (const r of receipts) {

@@ -55,7 +55,10 @@ describe('relayer pool', () => {
     const txs = await Promise.all(Array.from({ length: 12 }, () => pool.submit({ to: BASE_USDC, data: balanceOfCall }, async () => {})));
     const distinct = [...new Map(txs.map((t) => [t.txHash, t])).values()];
     // The first call goes alone; the eleven that queued meanwhile share the next transaction.
-    assert.deepEqual(distinct.map((t) => t.nonce), [start, start + 1]);
+    assert.deepEqual(
+      distinct.map((t) => t.nonce),
+      [start, start + 1],
+    );
     assert.equal(parseTransaction(distinct[1]!.rawTx).to, '0xca11bde05977b3631167028862be2a173976ca11');
     const receipts = await Promise.all(distinct.map((t) => chain.client.waitForTransactionReceipt({ hash: t.txHash, timeout: 5000 })));
     assert.ok(receipts.every((r) => r.status === 'success'));

@@ -1,15 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import {
-  type Hex,
-  BaseError,
-  createPublicClient,
-  createWalletClient,
-  hashDomain,
-  http,
-  parseSignature,
-  toHex,
-} from 'viem';
+import { type Hex, BaseError, createPublicClient, createWalletClient, hashDomain, http, parseSignature, toHex } from 'viem';
 import { multicall3Abi } from '../../contracts-abi/multicall3.js';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { transferWithAuthorizationTypes, usdcDomain } from '../../src/chain/eip3009.js';
@@ -96,12 +87,14 @@ describe('local Base sandbox', () => {
     assert.equal(await read('version'), '2');
     const expected = hashDomain({
       domain: { name: 'USD Coin', version: '2', chainId: 8453n, verifyingContract: BASE_USDC },
-      types: { EIP712Domain: [
-        { name: 'name', type: 'string' },
-        { name: 'version', type: 'string' },
-        { name: 'chainId', type: 'uint256' },
-        { name: 'verifyingContract', type: 'address' },
-      ] },
+      types: {
+        EIP712Domain: [
+          { name: 'name', type: 'string' },
+          { name: 'version', type: 'string' },
+          { name: 'chainId', type: 'uint256' },
+          { name: 'verifyingContract', type: 'address' },
+        ],
+      },
     });
     assert.equal(await read('DOMAIN_SEPARATOR'), expected);
   });

@@ -5,9 +5,12 @@ import { test } from 'node:test';
 import { containers } from '../../scripts/chaos/processes.js';
 import type { Summary } from '../../scripts/chaos/report.js';
 
-const name = 'chaos, short: SIGKILLed turnpike (in a container too), stalled RPC, crashing upstream, an upstream looping back to turnpike, a thief, and the money still adds up';
+const name =
+  'chaos, short: SIGKILLed turnpike (in a container too), stalled RPC, crashing upstream, an upstream looping back to turnpike, a thief, and the money still adds up';
 test(name, { timeout: 90_000 }, async () => {
-  const run = spawn(process.execPath, ['--import', 'tsx', 'scripts/chaos.ts', '--seconds', '15', '--seed', '7', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const run = spawn(process.execPath, ['--import', 'tsx', 'scripts/chaos.ts', '--seconds', '15', '--seed', '7', '--json'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   run.stdout.on('data', (c) => (stdout += c));

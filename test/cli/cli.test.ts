@@ -25,7 +25,6 @@ function turnpike(args: string[], env: NodeJS.ProcessEnv = {}) {
   return { child, done, stdout: () => stdout };
 }
 
-
 describe('turnpike CLI (built)', () => {
   test('--help for the program and for each command', async () => {
     const top = await turnpike(['--help']).done;
@@ -97,7 +96,10 @@ describe('turnpike CLI (built)', () => {
     const url = /listening on (\S+)/.exec(run.stdout())![1]!;
     const rpcUrl = /rpc\s+(\S+)/.exec(run.stdout())![1]!;
     const supported = (await (await fetch(`${url}/supported`)).json()) as { kinds: { network: string }[] };
-    assert.deepEqual(supported.kinds.map((k) => k.network), ['eip155:8453', 'base']);
+    assert.deepEqual(
+      supported.kinds.map((k) => k.network),
+      ['eip155:8453', 'base'],
+    );
     const bad = await fetch(`${url}/verify`, { method: 'POST', body: 'nope' });
     assert.equal(bad.status, 400);
     run.child.kill('SIGINT');
@@ -166,7 +168,10 @@ describe('turnpike CLI (built)', () => {
   });
 
   test('serve: several MCP servers from one config file, each under /mcp/<slug> with its own prices', async () => {
-    const fs = path.join(path.dirname(createRequire(import.meta.url).resolve('@modelcontextprotocol/server-filesystem/package.json')), 'dist/index.js');
+    const fs = path.join(
+      path.dirname(createRequire(import.meta.url).resolve('@modelcontextprotocol/server-filesystem/package.json')),
+      'dist/index.js',
+    );
     const docs = mkdtempSync(path.join(dir, 'docs-'));
     writeFileSync(path.join(docs, 'a.txt'), 'alpha');
     const stdio = `${JSON.stringify(process.execPath)} ${JSON.stringify(fs)} ${JSON.stringify(docs)}`;
@@ -189,14 +194,24 @@ describe('turnpike CLI (built)', () => {
     }
     const base = /listening on (\S+)/.exec(run.stdout())![1]!;
     const doc = (await (await fetch(`${base}/.well-known/mcp-payment`)).json()) as {
-      endpoints: { url: string; rails: string[]; x402: { payTo: string }; credits: { topup: Record<string, unknown> }; tools: { name: string; usd: string }[]; plan?: { type: string } }[];
+      endpoints: {
+        url: string;
+        rails: string[];
+        x402: { payTo: string };
+        credits: { topup: Record<string, unknown> };
+        tools: { name: string; usd: string }[];
+        plan?: { type: string };
+      }[];
     };
     assert.deepEqual(doc.endpoints[0]!.rails, ['x402', 'credits']);
     // Without Stripe secrets only the USDC top-up is offered, and checkout says why it is off.
     assert.deepEqual(Object.keys(doc.endpoints[0]!.credits.topup), ['x402']);
     const checkout = await fetch(`${base}/credits/checkout`, { method: 'POST', headers: { authorization: 'Bearer tp_unknown' } });
     assert.equal(checkout.status, 401);
-    assert.deepEqual(doc.endpoints.map((e) => e.url), [`${base}/mcp/docs`, `${base}/mcp/notes`]);
+    assert.deepEqual(
+      doc.endpoints.map((e) => e.url),
+      [`${base}/mcp/docs`, `${base}/mcp/notes`],
+    );
     const price = (i: number, tool: string) => doc.endpoints[i]!.tools.find((t) => t.name === tool)?.usd;
     assert.deepEqual([price(0, 'read_text_file'), price(0, 'list_allowed_directories'), price(1, 'read_text_file')], ['0.02', '0', '0.5']);
     assert.equal(doc.endpoints[1]!.x402.payTo.toLowerCase(), '0x00000000000000000000000000000000000000cc');
@@ -207,7 +222,10 @@ describe('turnpike CLI (built)', () => {
 
   test('serve: a config without servers, or with a bad one, exits 2 naming the field', async () => {
     const file = path.join(dir, 'bad-serve.yaml');
-    writeFileSync(file, 'servers:\n  - { slug: "Bad Slug", payTo: "0x12", price: "0.0000001", plan: { type: tiered, tiers: [{ upTo: 5, price: "0" }] } }\n');
+    writeFileSync(
+      file,
+      'servers:\n  - { slug: "Bad Slug", payTo: "0x12", price: "0.0000001", plan: { type: tiered, tiers: [{ upTo: 5, price: "0" }] } }\n',
+    );
     const result = await turnpike(['serve', '--config', file]).done;
     assert.equal(result.code, 2);
     assert.match(result.stderr, /servers\.0\.slug/);
@@ -245,7 +263,10 @@ describe('turnpike CLI (built)', () => {
       const registered = await post('/operator/servers', operator.key, server);
       assert.equal(registered.status, 201, await registered.clone().text());
       const doc = (await (await fetch(`${base}/.well-known/mcp-payment`)).json()) as { endpoints: { url: string }[] };
-      assert.deepEqual(doc.endpoints.map((e) => e.url), [`${base}/mcp/counter`]);
+      assert.deepEqual(
+        doc.endpoints.map((e) => e.url),
+        [`${base}/mcp/counter`],
+      );
     } finally {
       run.child.kill('SIGINT');
       await upstream.close();
@@ -266,7 +287,10 @@ describe('turnpike CLI (built)', () => {
       assert.equal(topped.code, 0, topped.stderr);
       assert.equal((JSON.parse(topped.stdout) as { applied: boolean }).applied, i === 0);
     }
-    const suspended = JSON.parse((await turnpike(['keys', '--suspend', key.id, ...data]).done).stdout) as { status: string; balance: string };
+    const suspended = JSON.parse((await turnpike(['keys', '--suspend', key.id, ...data]).done).stdout) as {
+      status: string;
+      balance: string;
+    };
     assert.deepEqual([suspended.status, suspended.balance], ['suspended', '3500000']);
     const listed = await turnpike(['keys', '--list', ...data]).done;
     assert.ok(!listed.stdout.includes(key.key));
@@ -303,13 +327,17 @@ describe('turnpike CLI (built)', () => {
 
   test('wrap killed in the middle of a credits-paid call: after the restart the debit is refunded', { timeout: 60_000 }, async () => {
     const data = ['--data-dir', path.join(dir, 'cutoff')];
-    const created = JSON.parse((await turnpike(['keys', '--create', 'agent', '--usd', '1', ...data]).done).stdout) as { id: string; key: string };
+    const created = JSON.parse((await turnpike(['keys', '--create', 'agent', '--usd', '1', ...data]).done).stdout) as {
+      id: string;
+      key: string;
+    };
     // An upstream that never answers: the call is under way when turnpike dies.
     const hang = http.createServer(() => {});
     await new Promise<void>((resolve) => hang.listen(0, '127.0.0.1', resolve));
     const upstream = `http://127.0.0.1:${(hang.address() as { port: number }).port}/mcp`;
     // A call may run 4 s; a debit open for 6 s (the timeout and a margin) was cut off.
-    const wrap = () => turnpike(['wrap', '--upstream', upstream, '--upstream-timeout', '4', '--port', '0', '--log-level', 'silent', ...data]);
+    const wrap = () =>
+      turnpike(['wrap', '--upstream', upstream, '--upstream-timeout', '4', '--port', '0', '--log-level', 'silent', ...data]);
     const listening = async (run: ReturnType<typeof turnpike>) => {
       const ready = /paying MCP endpoint at (\S+)\/mcp /;
       while (!ready.test(run.stdout())) {
@@ -318,13 +346,18 @@ describe('turnpike CLI (built)', () => {
       }
       return ready.exec(run.stdout())![1]!;
     };
-    const balance = async () => (JSON.parse((await turnpike(['keys', '--show', created.id, ...data]).done).stdout) as { balance: string }).balance;
+    const balance = async () =>
+      (JSON.parse((await turnpike(['keys', '--show', created.id, ...data]).done).stdout) as { balance: string }).balance;
     try {
       const first = wrap();
       const base = await listening(first);
       const call = fetch(`${base}/mcp`, {
         method: 'POST',
-        headers: { authorization: `Bearer ${created.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        headers: {
+          authorization: `Bearer ${created.key}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+        },
         body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'anything', arguments: {} } }),
       }).catch(() => undefined);
       await new Promise((r) => setTimeout(r, 1500));
@@ -339,7 +372,9 @@ describe('turnpike CLI (built)', () => {
         if (Date.now() > deadline) assert.fail('the cut-off debit was not refunded');
         await new Promise((r) => setTimeout(r, 200));
       }
-      const ledger = JSON.parse((await turnpike(['keys', '--ledger', created.id, ...data]).done).stdout) as { entries: { kind: string; reason: string }[] };
+      const ledger = JSON.parse((await turnpike(['keys', '--ledger', created.id, ...data]).done).stdout) as {
+        entries: { kind: string; reason: string }[];
+      };
       assert.equal(ledger.entries[0]!.kind, 'refund');
       assert.match(ledger.entries[0]!.reason, /cut off/);
       second.child.kill('SIGINT');
@@ -350,4 +385,3 @@ describe('turnpike CLI (built)', () => {
     }
   });
 });
-

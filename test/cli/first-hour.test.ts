@@ -65,7 +65,10 @@ describe('the first hour with the CLI (built)', () => {
       assert.equal(index.status, 200);
       const { routes } = (await index.json()) as { routes: { method: string; url: string }[] };
       const expected = [`POST ${facilitator}/verify`, `POST ${facilitator}/settle`, `GET ${facilitator}/supported`];
-      assert.deepEqual(routes.map((r) => `${r.method} ${r.url}`), expected);
+      assert.deepEqual(
+        routes.map((r) => `${r.method} ${r.url}`),
+        expected,
+      );
       const health = await fetch(facilitator.replace(/\/facilitator$/, '/health'));
       assert.equal(health.status, 200);
       const body = (await health.json()) as { status: string; upstreams: { default: { ok: boolean; error: string } } };

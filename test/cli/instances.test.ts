@@ -28,7 +28,26 @@ const running: { kill(signal: NodeJS.Signals): void; done: Promise<unknown> }[] 
 function spawnInstance(relayer: number, upstreamPath: string) {
   const child = spawn(
     process.execPath,
-    [bin, 'wrap', '--upstream', `${upstream.url}${upstreamPath}`, '--network', 'base', '--rpc-url', sandbox.rpcUrl, '--pay-to', sandbox.accounts.payees[0]!.address, '--price', '0.01', '--upstream-timeout', '30', '--port', '0', '--log-level', 'silent'],
+    [
+      bin,
+      'wrap',
+      '--upstream',
+      `${upstream.url}${upstreamPath}`,
+      '--network',
+      'base',
+      '--rpc-url',
+      sandbox.rpcUrl,
+      '--pay-to',
+      sandbox.accounts.payees[0]!.address,
+      '--price',
+      '0.01',
+      '--upstream-timeout',
+      '30',
+      '--port',
+      '0',
+      '--log-level',
+      'silent',
+    ],
     {
       env: {
         PATH: process.env.PATH,
@@ -66,17 +85,27 @@ async function call(url: string, init: { payment?: unknown; apiKey?: string; too
   const params = { name: init.tool ?? 'count', arguments: {}, ...(init.payment ? { _meta: { 'x402/payment': init.payment } } : {}) };
   const res = await fetch(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...(init.apiKey ? { authorization: `Bearer ${init.apiKey}` } : {}) },
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      ...(init.apiKey ? { authorization: `Bearer ${init.apiKey}` } : {}),
+    },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }),
   });
   return { status: res.status, body: (await res.json()) as RpcAnswer };
 }
 async function paymentFor(url: string, payer: number) {
   const challenge = await call(url);
-  return new x402Client().register('eip155:8453', new ExactEvmScheme(sandbox.accounts.payers[payer]!)).createPaymentPayload(challenge.body.result!.structuredContent!);
+  return new x402Client()
+    .register('eip155:8453', new ExactEvmScheme(sandbox.accounts.payers[payer]!))
+    .createPaymentPayload(challenge.body.result!.structuredContent!);
 }
 const api = async (base: string, method: string, route: string, key: string, body?: unknown) => {
-  const res = await fetch(`${base}${route}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, ...(body ? { body: JSON.stringify(body) } : {}) });
+  const res = await fetch(`${base}${route}`, {
+    method,
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    ...(body ? { body: JSON.stringify(body) } : {}),
+  });
   return { status: res.status, body: (await res.json()) as Record<string, any> };
 };
 
@@ -84,7 +113,12 @@ describe('several turnpike instances on one PostgreSQL', { skip: postgres.skip, 
   let a: Awaited<ReturnType<typeof instance>>;
   let b: Awaited<ReturnType<typeof instance>>;
   const usdcOf = (address: `0x${string}`) =>
-    createPublicClient({ chain: networks.local.viemChain, transport: rpcTransport(sandbox.rpcUrl) }).readContract({ address: BASE_USDC, abi: usdcAbi, functionName: 'balanceOf', args: [address] });
+    createPublicClient({ chain: networks.local.viemChain, transport: rpcTransport(sandbox.rpcUrl) }).readContract({
+      address: BASE_USDC,
+      abi: usdcAbi,
+      functionName: 'balanceOf',
+      args: [address],
+    });
 
   before(async () => {
     sandbox = await startSandbox();
@@ -105,7 +139,9 @@ describe('several turnpike instances on one PostgreSQL', { skip: postgres.skip, 
     const [before, runs] = [await usdcOf(payee), upstream.runs()];
     const answers = await Promise.all(Array.from({ length: 16 }, (_, i) => call(`${(i % 2 ? a : b).url}/mcp`, { payment })));
     // Copies that came after the result was kept get it again, on either instance: one receipt.
-    const receipts = new Set(answers.flatMap((x) => (x.body.result?._meta?.['x402/payment-response']?.success ? [JSON.stringify(x.body.result)] : [])));
+    const receipts = new Set(
+      answers.flatMap((x) => (x.body.result?._meta?.['x402/payment-response']?.success ? [JSON.stringify(x.body.result)] : [])),
+    );
     assert.equal(receipts.size, 1);
     assert.equal(upstream.runs() - runs, 1);
     assert.equal(await usdcOf(payee), before + 10_000n);
@@ -133,8 +169,18 @@ describe('several turnpike instances on one PostgreSQL', { skip: postgres.skip, 
   });
 
   test('a withdrawal cannot be taken twice through two instances; the treasury sends from one', async () => {
-    const op = await api(a.url, 'POST', '/admin/operators', ADMIN, { email: 'multi@example.com', name: 'multi', payoutAddress: sandbox.accounts.payees[1]!.address });
-    const server = await api(b.url, 'POST', '/operator/servers', op.body.key, { slug: 'shared', name: 'shared', upstream: `${upstream.url}/mcp`, custody: 'platform', plan: { type: 'per_call', default: '0.5' } });
+    const op = await api(a.url, 'POST', '/admin/operators', ADMIN, {
+      email: 'multi@example.com',
+      name: 'multi',
+      payoutAddress: sandbox.accounts.payees[1]!.address,
+    });
+    const server = await api(b.url, 'POST', '/operator/servers', op.body.key, {
+      slug: 'shared',
+      name: 'shared',
+      upstream: `${upstream.url}/mcp`,
+      custody: 'platform',
+      plan: { type: 'per_call', default: '0.5' },
+    });
     assert.equal(server.status, 201, JSON.stringify(server.body));
     const paid = await call(`${a.url}/mcp/shared`, { payment: await paymentFor(`${a.url}/mcp/shared`, 1) });
     assert.equal(paid.body.result?._meta?.['x402/payment-response']?.success, true, JSON.stringify(paid.body));
@@ -145,7 +191,9 @@ describe('several turnpike instances on one PostgreSQL', { skip: postgres.skip, 
     }
     const payout = sandbox.accounts.payees[1]!.address;
     const before = await usdcOf(payout);
-    const attempts = await Promise.all([a, b, a, b].map((x, i) => api(x.url, 'POST', '/operator/withdrawals', op.body.key, { usd: '0.4', idempotencyKey: `w${i}` })));
+    const attempts = await Promise.all(
+      [a, b, a, b].map((x, i) => api(x.url, 'POST', '/operator/withdrawals', op.body.key, { usd: '0.4', idempotencyKey: `w${i}` })),
+    );
     assert.equal(attempts.filter((x) => x.status === 201).length, 1, JSON.stringify(attempts.map((x) => x.body)));
     assert.equal(attempts.filter((x) => x.body.error === 'insufficient_balance').length, 3);
     while ((await usdcOf(payout)) === before) {
@@ -158,7 +206,10 @@ describe('several turnpike instances on one PostgreSQL', { skip: postgres.skip, 
   test('a second instance with the same relayer key is refused at start', async () => {
     const clash = spawnInstance(0, '/mcp');
     assert.notEqual(await clash.done, 0);
-    assert.match(clash.output(), /relayer 0x[0-9a-fA-F]{40} is sending for another turnpike instance on this store; give each instance its own TURNPIKE_RELAYER_KEY/);
+    assert.match(
+      clash.output(),
+      /relayer 0x[0-9a-fA-F]{40} is sending for another turnpike instance on this store; give each instance its own TURNPIKE_RELAYER_KEY/,
+    );
   });
 
   test('an instance killed during a paid call: the next instance to start finishes its journal entry', async () => {
@@ -178,7 +229,12 @@ describe('several turnpike instances on one PostgreSQL', { skip: postgres.skip, 
       const [row] = await store.journal.unfinished();
       assert.equal(row, undefined, 'nothing left unfinished');
       const auth = (payment.payload as { authorization: { from: string; nonce: string } }).authorization;
-      const record = await store.journal.get({ chainId: 8453, asset: BASE_USDC.toLowerCase() as `0x${string}`, payer: auth.from.toLowerCase() as `0x${string}`, nonce: auth.nonce.toLowerCase() as `0x${string}` });
+      const record = await store.journal.get({
+        chainId: 8453,
+        asset: BASE_USDC.toLowerCase() as `0x${string}`,
+        payer: auth.from.toLowerCase() as `0x${string}`,
+        nonce: auth.nonce.toLowerCase() as `0x${string}`,
+      });
       assert.equal(record?.state, 'failed');
       assert.equal(record?.errorReason, 'call_abandoned');
     } finally {

@@ -58,7 +58,10 @@ describe('loadConfig', () => {
 
   test('a server’s oauth is read with its defaults (no scopes, tokens required), and a bad issuer or scope is named', () => {
     const server = 'slug: s\n    upstream: http://127.0.0.1:4000/mcp\n    payTo: "0x1111111111111111111111111111111111111111"';
-    const good = loadConfig({ env: {}, file: file('oauth.yaml', `servers:\n  - ${server}\n    oauth: { issuer: https://id.example.com }\n`) });
+    const good = loadConfig({
+      env: {},
+      file: file('oauth.yaml', `servers:\n  - ${server}\n    oauth: { issuer: https://id.example.com }\n`),
+    });
     assert.deepEqual(good.servers[0]!.oauth, { issuer: 'https://id.example.com', scopes: [], required: true });
     const bad = file('oauth-bad.yaml', `servers:\n  - ${server}\n    oauth: { issuer: ftp://id.example.com, scopes: ["a b"], extra: 1 }\n`);
     const paths = problemsOf(() => loadConfig({ env: {}, file: bad })).problems.map((p) => p.path);
@@ -67,7 +70,9 @@ describe('loadConfig', () => {
 
   test('every bad field is reported at once, each with where it came from', () => {
     const f = file('bad.yaml', 'network: ethereum\nhttp:\n  port: 70000\n  hots: x\n');
-    const error = problemsOf(() => loadConfig({ file: f, env: { TURNPIKE_RPC_URL: 'ftp://node', TURNPIKE_HTTP_BODY_LIMIT_BYTES: 'lots' } }));
+    const error = problemsOf(() =>
+      loadConfig({ file: f, env: { TURNPIKE_RPC_URL: 'ftp://node', TURNPIKE_HTTP_BODY_LIMIT_BYTES: 'lots' } }),
+    );
     const byPath = Object.fromEntries(error.problems.map((p) => [p.path, p]));
     assert.deepEqual(Object.keys(byPath).sort(), ['http.bodyLimitBytes', 'http.hots', 'http.port', 'network', 'rpcUrl']);
     assert.equal(byPath['network']!.source, `file ${f}`);

@@ -62,7 +62,8 @@ describe('loadSecrets', () => {
   test('requireSecret says which variable to set', () => {
     assert.throws(
       () => requireSecret(loadSecrets({}), 'relayerKeys', 'to settle on base'),
-      (e: unknown) => e instanceof ConfigError && /set TURNPIKE_RELAYER_KEY \(or TURNPIKE_RELAYER_KEY_FILE\) to settle on base/.test(e.format()),
+      (e: unknown) =>
+        e instanceof ConfigError && /set TURNPIKE_RELAYER_KEY \(or TURNPIKE_RELAYER_KEY_FILE\) to settle on base/.test(e.format()),
     );
   });
 });

@@ -18,7 +18,9 @@ const CHROMIUM = process.env.TURNPIKE_CHROMIUM ?? '/usr/bin/chromium';
 /** The README shows what this test saw. */
 // Screenshots go to a scratch directory, so a test run leaves the checkout as it was;
 // `TURNPIKE_SCREENSHOTS=docs npm test` refreshes the README's.
-const SCREENSHOTS = process.env.TURNPIKE_SCREENSHOTS ? path.resolve(process.env.TURNPIKE_SCREENSHOTS) : mkdtempSync(path.join(os.tmpdir(), 'turnpike-console-'));
+const SCREENSHOTS = process.env.TURNPIKE_SCREENSHOTS
+  ? path.resolve(process.env.TURNPIKE_SCREENSHOTS)
+  : mkdtempSync(path.join(os.tmpdir(), 'turnpike-console-'));
 const ADMIN = 'admin-key-for-the-console-browser-test-0123';
 
 const chain = useSandbox({ isolate: false });
@@ -89,7 +91,7 @@ describe('the console in a real browser (Debian chromium driven by playwright-co
     const mcpUrl = await page.locator('code.mcp-url').first().textContent();
     assert.equal(mcpUrl, `${served.url}/mcp/counter`);
     await page.getByText('Caller snippet').click();
-    assert.match(await page.locator('details pre').textContent() ?? '', /callTool\(call\)[\s\S]*Bearer tp_YOUR_KEY/);
+    assert.match((await page.locator('details pre').textContent()) ?? '', /callTool\(call\)[\s\S]*Bearer tp_YOUR_KEY/);
     const row = page.locator('table', { hasText: 'Your MCP servers' }).locator('tbody tr').first();
     await row.getByRole('link', { name: 'Edit' }).click();
     await page.getByRole('heading', { name: 'Edit counter' }).waitFor();
@@ -124,7 +126,7 @@ describe('the console in a real browser (Debian chromium driven by playwright-co
     assert.equal(await page.locator('figure.chart canvas').count(), 2, 'uPlot drew both charts');
     const toolRow = page.locator('table', { hasText: 'Usage by tool' }).locator('tbody tr');
     assert.deepEqual(await toolRow.first().locator('td').allTextContents(), ['count', '1', '1', '0.01', '0.01']);
-    assert.match(await page.locator('table', { hasText: 'Usage by rail' }).locator('tbody').textContent() ?? '', /x402/);
+    assert.match((await page.locator('table', { hasText: 'Usage by rail' }).locator('tbody').textContent()) ?? '', /x402/);
     await page.screenshot({ path: path.join(SCREENSHOTS, 'console-usage.png'), fullPage: true });
     // How long a load of the dashboard takes to show its charts (reported, not judged: the machine may be busy).
     await page.reload();
@@ -158,7 +160,10 @@ describe('the console in a real browser (Debian chromium driven by playwright-co
     });
     assert.deepEqual(storage, { local: '{}', session: '{}', cookies: '', databases: 0 });
     const cookies = await page.context().cookies();
-    assert.deepEqual(cookies.map((c) => [c.name, c.httpOnly, c.sameSite]), [['turnpike_console', true, 'Strict']]);
+    assert.deepEqual(
+      cookies.map((c) => [c.name, c.httpOnly, c.sameSite]),
+      [['turnpike_console', true, 'Strict']],
+    );
     assert.ok(!cookies[0]!.value.includes(operatorKey));
     assert.ok(!(await page.content()).includes(operatorKey), 'nor in the page');
 

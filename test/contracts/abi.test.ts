@@ -19,7 +19,14 @@ test('contracts-abi/ matches a fresh build of its sources', () => {
 
 test('the USDC ABI has both transferWithAuthorization overloads', () => {
   const overloads = usdcAbi.filter((item) => item.type === 'function' && item.name === 'transferWithAuthorization');
-  const last = overloads.map((f) => f.inputs.map((input) => input.type).slice(6).join(',')).sort();
+  const last = overloads
+    .map((f) =>
+      f.inputs
+        .map((input) => input.type)
+        .slice(6)
+        .join(','),
+    )
+    .sort();
   assert.deepEqual(last, ['bytes', 'uint8,bytes32,bytes32']);
 });
 

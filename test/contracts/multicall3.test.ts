@@ -87,7 +87,10 @@ describe('contracts/Multicall3.sol planted on a bare anvil', () => {
       ...viemMulticall3Abi.map((f) => toFunctionSignature(f as AbiFunction)),
       ...parseAbi(CANONICAL).map((f) => toFunctionSignature(f as AbiFunction)),
     ];
-    assert.deepEqual(canonical.filter((signature) => !ours.has(signature)), []);
+    assert.deepEqual(
+      canonical.filter((signature) => !ours.has(signature)),
+      [],
+    );
   });
 
   const ok = encodeFunctionData({ abi: multicall3Abi, functionName: 'getChainId' });
@@ -107,9 +110,15 @@ describe('contracts/Multicall3.sol planted on a bare anvil', () => {
   });
 
   test('tryAggregate reports each call’s outcome, or reverts when success is required', async () => {
-    const calls = [{ target: MULTICALL3, callData: ok }, { target: MULTICALL3, callData: failing }];
+    const calls = [
+      { target: MULTICALL3, callData: ok },
+      { target: MULTICALL3, callData: failing },
+    ];
     const { result } = await call('tryAggregate', [false, calls]);
-    assert.deepEqual(result, [{ success: true, returnData: chainId }, { success: false, returnData: '0x' }]);
+    assert.deepEqual(result, [
+      { success: true, returnData: chainId },
+      { success: false, returnData: '0x' },
+    ]);
     await assert.rejects(call('tryAggregate', [true, [{ target: MULTICALL3, callData: failing }]]), /Multicall3: call failed/);
   });
 
@@ -119,7 +128,10 @@ describe('contracts/Multicall3.sol planted on a bare anvil', () => {
     const tried = (await call('tryBlockAndAggregate', [false, withFailure])).result as [bigint, Hex, unknown];
     assert.equal(tried[0], await client.getBlockNumber());
     assert.match(tried[1], /^0x[0-9a-f]{64}$/);
-    assert.deepEqual(tried[2], [{ success: true, returnData: chainId }, { success: false, returnData: '0x' }]);
+    assert.deepEqual(tried[2], [
+      { success: true, returnData: chainId },
+      { success: false, returnData: '0x' },
+    ]);
     const all = (await call('blockAndAggregate', [calls])).result as [bigint, Hex, unknown];
     assert.deepEqual(all[2], [{ success: true, returnData: chainId }]);
     await assert.rejects(call('blockAndAggregate', [[{ target: MULTICALL3, callData: failing }]]), /Multicall3: call failed/);

@@ -81,7 +81,10 @@ describe('facilitator API', () => {
     assert.equal(refused.isValid, false);
     assert.equal((refused as { invalidReason: string }).invalidReason, 'invalid_exact_evm_insufficient_balance');
     const unfinished = await store.journal.unfinished();
-    assert.deepEqual(unfinished.map((r) => r.amount), [10_000n]);
+    assert.deepEqual(
+      unfinished.map((r) => r.amount),
+      [10_000n],
+    );
   });
 
   test('50 concurrent /settle of one payment: one transaction, one transfer, exactly one success, the rest nonce_already_used', async () => {
@@ -102,11 +105,12 @@ describe('facilitator API', () => {
 
   test('concurrent settles of different payments use several relayers without nonce clashes', async () => {
     const { post } = await setup();
-    const bodies = await Promise.all(
-      chain.sandbox.accounts.payers.slice(0, 8).map((payer) => v2Request(payment({ payer, amount: 5n }))),
-    );
+    const bodies = await Promise.all(chain.sandbox.accounts.payers.slice(0, 8).map((payer) => v2Request(payment({ payer, amount: 5n }))));
     const answers = await Promise.all(bodies.map((b) => post('/settle', b)));
-    assert.deepEqual(answers.map((a) => a.body.success), bodies.map(() => true));
+    assert.deepEqual(
+      answers.map((a) => a.body.success),
+      bodies.map(() => true),
+    );
     assert.equal(new Set(answers.map((a) => a.body.transaction)).size, 8);
   });
 });
@@ -246,8 +250,7 @@ describe('bad input and adversaries: specific answers, no 5xx, nothing moves', (
   test('a not-yet-valid authorization', () =>
     rejected(() => undefined, 'invalid_exact_evm_payload_authorization_valid_after', { validAfter: now() + 600n }));
 
-  test('more than the payer holds', () =>
-    rejected(() => undefined, 'invalid_exact_evm_insufficient_balance', { amount: 20_000_000_000n }));
+  test('more than the payer holds', () => rejected(() => undefined, 'invalid_exact_evm_insufficient_balance', { amount: 20_000_000_000n }));
 
   test('a token that is not on the allow-list: no gas is spent on it', () =>
     rejected((b) => {

@@ -100,7 +100,9 @@ describe('interop with the official x402 packages', () => {
     );
     await capture(`${api}/weather`);
     assert.ok(signature, 'the client signed a payment');
-    const answers = await Promise.all(Array.from({ length: 10 }, () => fetch(`${api}/weather`, { headers: { 'payment-signature': signature! } })));
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, () => fetch(`${api}/weather`, { headers: { 'payment-signature': signature! } })),
+    );
     const statuses = answers.map((a) => a.status);
     assert.equal(statuses.filter((s) => s === 200).length, 1, `one copy is served: ${statuses.join(', ')}`);
     // The middleware runs the route before it settles: a copy whose /settle fails gets a 402, never the content.

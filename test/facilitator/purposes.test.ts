@@ -105,7 +105,11 @@ describe('one success per authorization at the facilitator API', () => {
       await chain.rpc('evm_setAutomine', [true]);
     }
     await chain.rpc('evm_mine');
-    await eventually(() => store.journal.get(keyOf(body)), (r) => r?.state === 'settled', 'the watcher finishes the row');
+    await eventually(
+      () => store.journal.get(keyOf(body)),
+      (r) => r?.state === 'settled',
+      'the watcher finishes the row',
+    );
 
     const retries = await Promise.all([post('/settle', body), post('/settle', body)]);
     assert.deepEqual(retries.map((r) => r.body.success).sort(), [false, true], 'the final outcome, once');

@@ -37,7 +37,11 @@ async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast') {
   assert.deepEqual(await store.journal.claim(payment), { claimed: true });
   let txHash: Hex | undefined;
   if (stopAfter !== 'claim') {
-    const pool = createRelayerPool({ keys: [chain.sandbox.accounts.relayers[0]!.privateKey], client: chain.client, network: networks.local });
+    const pool = createRelayerPool({
+      keys: [chain.sandbox.accounts.relayers[0]!.privateKey],
+      client: chain.client,
+      network: networks.local,
+    });
     const data = encodeFunctionData({
       abi: usdcAbi,
       functionName: 'transferWithAuthorization',
@@ -104,7 +108,11 @@ describe('reconciliation after a crash', () => {
   test('journalled, never broadcast, and meanwhile consumed by someone else: never re-sent', async () => {
     const crashed = await crashedSettlement('record');
     // The payee (or anyone) submits the authorization directly, from another relayer.
-    const other = createRelayerPool({ keys: [chain.sandbox.accounts.relayers[3]!.privateKey], client: chain.client, network: networks.local });
+    const other = createRelayerPool({
+      keys: [chain.sandbox.accounts.relayers[3]!.privateKey],
+      client: chain.client,
+      network: networks.local,
+    });
     const p = crashed.payment;
     const data = encodeFunctionData({
       abi: usdcAbi,

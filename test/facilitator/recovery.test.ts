@@ -34,7 +34,12 @@ async function payment(payerIndex: number): Promise<NewPayment> {
 }
 
 const facilitatorOn = (store: Store, relayer: number) =>
-  createFacilitator({ network: networks.local, client: chain.client, journal: store.journal, relayerKeys: [chain.sandbox.accounts.relayers[relayer]!.privateKey] });
+  createFacilitator({
+    network: networks.local,
+    client: chain.client,
+    journal: store.journal,
+    relayerKeys: [chain.sandbox.accounts.relayers[relayer]!.privateKey],
+  });
 
 for (const backend of backends) {
   describe(`several instances on one store (${backend.name})`, { skip: backend.skip }, () => {

@@ -170,7 +170,10 @@ describe('cdpFacilitator (Coinbase’s service is not reachable offline: a local
     const held = await port.reserve(body, CALL);
     assert.ok(held.isValid, JSON.stringify(held));
     assert.equal((await port.settle(body, CALL)).success, true);
-    assert.deepEqual(remote.seen.map((s) => s.path), ['/platform/v2/x402/verify', '/platform/v2/x402/settle']);
+    assert.deepEqual(
+      remote.seen.map((s) => s.path),
+      ['/platform/v2/x402/verify', '/platform/v2/x402/settle'],
+    );
     for (const [i, { headers }] of remote.seen.entries()) {
       const jwt = /^Bearer ([\w-]+)\.([\w-]+)\.([\w-]+)$/.exec(headers.get('authorization') ?? '');
       assert.ok(jwt, `expected a bearer JWT, got ${headers.get('authorization')}`);

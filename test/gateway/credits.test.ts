@@ -54,7 +54,12 @@ type Answer = {
   status: number;
   headers: Headers;
   body: {
-    result?: { isError?: boolean; content?: { text: string }[]; structuredContent?: { error: string; accepts: unknown[]; extensions?: Record<string, Record<string, unknown>> }; _meta?: Record<string, Record<string, string>> };
+    result?: {
+      isError?: boolean;
+      content?: { text: string }[];
+      structuredContent?: { error: string; accepts: unknown[]; extensions?: Record<string, Record<string, unknown>> };
+      _meta?: Record<string, Record<string, string>>;
+    };
     error?: { code: number; message: string; data: { error: string } & Record<string, unknown> };
   };
 };
@@ -62,7 +67,12 @@ type Answer = {
 async function call(tool: string, headers: Record<string, string>, id = 1): Promise<Answer> {
   const res = await fetch(`${base}/mcp`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...headers },
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+      ...headers,
+    },
     body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: tool, arguments: {} } }),
   });
   return { status: res.status, headers: res.headers, body: (await res.json()) as Answer['body'] };
@@ -70,7 +80,8 @@ async function call(tool: string, headers: Record<string, string>, id = 1): Prom
 
 const bearer = (secret: string) => ({ authorization: `Bearer ${secret}` });
 const balanceOf = async (id: string) => ((await (await admin(`/keys/${id}`)).json()) as { balance: string }).balance;
-const ledgerOf = async (id: string) => ((await (await admin(`/keys/${id}/ledger`)).json()) as { entries: { kind: string; amount: string }[] }).entries;
+const ledgerOf = async (id: string) =>
+  ((await (await admin(`/keys/${id}/ledger`)).json()) as { entries: { kind: string; amount: string }[] }).entries;
 
 describe('credits rail through the gateway', () => {
   before(async () => {
@@ -86,7 +97,10 @@ describe('credits rail through the gateway', () => {
         plan: flatPlan(priceTableSchema.parse({ default: '0.02', free: ['other'] })),
         payTo: chain.sandbox.accounts.payees[1]!.address,
         network: networks.local,
-        rails: [creditsRail({ credits, store, debits: openDebits(store.credits, { maxCallMs: async () => 20_000 }) }), x402Rail({ facilitator: opened.facilitator })],
+        rails: [
+          creditsRail({ credits, store, debits: openDebits(store.credits, { maxCallMs: async () => 20_000 }) }),
+          x402Rail({ facilitator: opened.facilitator }),
+        ],
         challenge: 'tool-result',
         bodyLimitBytes: 1 << 16,
         allowedHosts: () => [new URL(base).host],
@@ -98,7 +112,8 @@ describe('credits rail through the gateway', () => {
     const topup = { payTo: chain.sandbox.accounts.payees[0]!.address, min: 1_000_000n, max: 100_000_000n };
     stripeApi = await startStripeApi();
     const packages = { '10': { priceUsd: 10_000_000n, creditsUsd: 11_000_000n } };
-    const checkout = (keyId: string, pack: string) => createCheckout({ stripe: stripe(), credits: store.credits, packages, publicUrl: base }, keyId, pack);
+    const checkout = (keyId: string, pack: string) =>
+      createCheckout({ stripe: stripe(), credits: store.credits, packages, publicUrl: base }, keyId, pack);
     app.route('/credits', creditsRoutes({ credits, store, facilitator: opened.facilitator, network: networks.local, topup, checkout }));
     app.route('/stripe', stripeRoutes({ stripe: stripe(), webhookSecret: WEBHOOK_SECRET, credits: store.credits, logger }));
     app.route('/admin', adminRoutes({ credits, store, adminKey: ADMIN, catalog: [] }));
@@ -140,7 +155,10 @@ describe('credits rail through the gateway', () => {
     assert.equal((await admin('/transfers', { from: a.id, to: 'key_nope', usd: '0.01', idempotencyKey: 'nope' })).status, 404);
     const entries = await ledgerOf(b.id);
     assert.equal(entries.filter((e) => e.kind === 'transfer').length, 7);
-    assert.equal(entries.reduce((sum, e) => sum + BigInt(e.amount), 0n), 1_200_000n);
+    assert.equal(
+      entries.reduce((sum, e) => sum + BigInt(e.amount), 0n),
+      1_200_000n,
+    );
   });
 
   test('an MCP SDK client with a key pays from its balance; a failed tool is refunded in full', async () => {
@@ -157,7 +175,10 @@ describe('credits rail through the gateway', () => {
     const failed = await client.callTool({ name: 'fail', arguments: {} });
     assert.equal(failed.isError, true);
     assert.equal(await balanceOf(id), '30000');
-    assert.deepEqual((await ledgerOf(id)).map((e) => `${e.kind} ${e.amount}`), ['refund 20000', 'debit -20000', 'debit -20000', 'topup 50000']);
+    assert.deepEqual(
+      (await ledgerOf(id)).map((e) => `${e.kind} ${e.amount}`),
+      ['refund 20000', 'debit -20000', 'debit -20000', 'topup 50000'],
+    );
     await client.close();
   });
 
@@ -194,7 +215,13 @@ describe('credits rail through the gateway', () => {
 
   test('a caller who hangs up during a paid call is charged for the result the tool produced, and gets it back with the same Idempotency-Key', async () => {
     const { id, key } = await newKey('0.10');
-    const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...bearer(key), 'idempotency-key': 'hang-up-1' };
+    const headers = {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+      ...bearer(key),
+      'idempotency-key': 'hang-up-1',
+    };
     const body = JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'slow', arguments: {} } });
     const runs = upstream.runs();
     await assert.rejects(fetch(`${base}/mcp`, { method: 'POST', headers, body, signal: AbortSignal.timeout(100) }));
@@ -221,7 +248,10 @@ describe('credits rail through the gateway', () => {
     assert.equal(revoked.status, 401);
     assert.equal(revoked.body.error!.data.error, 'key_revoked');
     // A credential refused is 401 `key_revoked`; a change asked of the revoked key is 409 `key_already_revoked`.
-    for (const [path, body] of [[`/keys/${id}/resume`, {}], [`/keys/${id}/topup`, { usd: '1', idempotencyKey: 'late' }]] as const) {
+    for (const [path, body] of [
+      [`/keys/${id}/resume`, {}],
+      [`/keys/${id}/topup`, { usd: '1', idempotencyKey: 'late' }],
+    ] as const) {
       const refused = await admin(path, body);
       assert.equal(refused.status, 409);
       assert.equal(((await refused.json()) as { error: string }).error, 'key_already_revoked');
@@ -238,7 +268,11 @@ describe('credits rail through the gateway', () => {
   test('a budget token: spends within its cap, a structured budget error past it, revocation on the next call, tampering refused', async () => {
     const { id, key } = await newKey('1');
     const mint = (body: unknown, secret = key) =>
-      fetch(`${base}/credits/tokens`, { method: 'POST', headers: { ...bearer(secret), 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      fetch(`${base}/credits/tokens`, {
+        method: 'POST',
+        headers: { ...bearer(secret), 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
     assert.equal((await mint({ capUsd: '0.03', ttlSeconds: 86_401 })).status, 400);
     const minted = (await (await mint({ capUsd: '0.03', ttlSeconds: 600 })).json()) as { id: string; token: string };
     assert.equal((await mint({ capUsd: '0.01' }, minted.token)).status, 403);
@@ -283,7 +317,10 @@ describe('credits rail through the gateway', () => {
     assert.equal((await chain.balanceOf(treasury)) - before, 1_000_000n);
     assert.ok((await call('count', bearer(funded.key))).body.result!._meta![CREDITS_META_KEY]);
 
-    const replay = await fetch(`${base}/credits/topup?usd=1`, { method: 'POST', headers: { 'payment-signature': sent!.get('payment-signature')! } });
+    const replay = await fetch(`${base}/credits/topup?usd=1`, {
+      method: 'POST',
+      headers: { 'payment-signature': sent!.get('payment-signature')! },
+    });
     assert.equal(replay.status, 409);
     assert.equal(((await replay.json()) as { error: string }).error, 'already_funded');
     assert.equal(await balanceOf(funded.id), '980000');
@@ -291,9 +328,17 @@ describe('credits rail through the gateway', () => {
 
   describe('Stripe top-ups (the official SDK against a local Stripe-shaped API)', () => {
     const deliver = (payload: string, signature = signedWebhook(stripe(), payload, WEBHOOK_SECRET)) =>
-      fetch(`${base}/stripe/webhook`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body: payload });
+      fetch(`${base}/stripe/webhook`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'stripe-signature': signature },
+        body: payload,
+      });
     async function checkoutFor(key: string) {
-      const res = await fetch(`${base}/credits/checkout`, { method: 'POST', headers: { ...bearer(key), 'content-type': 'application/json' }, body: JSON.stringify({ package: '10' }) });
+      const res = await fetch(`${base}/credits/checkout`, {
+        method: 'POST',
+        headers: { ...bearer(key), 'content-type': 'application/json' },
+        body: JSON.stringify({ package: '10' }),
+      });
       assert.equal(res.status, 201);
       return (await res.json()) as { id: string; url: string };
     }
@@ -302,11 +347,17 @@ describe('credits rail through the gateway', () => {
       const { id, key } = await newKey('0.01');
       const session = await checkoutFor(key);
       assert.match(session.url, /^https:\/\/checkout\.stripe\.com\//);
-      const sent = stripeApi.requests.find((r) => r.path === '/v1/checkout/sessions')!.body as Record<string, unknown> & { metadata: Record<string, string> };
+      const sent = stripeApi.requests.find((r) => r.path === '/v1/checkout/sessions')!.body as Record<string, unknown> & {
+        metadata: Record<string, string>;
+      };
       assert.equal(sent.mode, 'payment');
       assert.equal(sent.client_reference_id, id);
       assert.equal(sent.metadata.key_id, id);
-      const bad = await fetch(`${base}/credits/checkout`, { method: 'POST', headers: { ...bearer(key), 'content-type': 'application/json' }, body: JSON.stringify({ package: 'nope' }) });
+      const bad = await fetch(`${base}/credits/checkout`, {
+        method: 'POST',
+        headers: { ...bearer(key), 'content-type': 'application/json' },
+        body: JSON.stringify({ package: 'nope' }),
+      });
       assert.equal(bad.status, 400);
       assert.equal(((await bad.json()) as { error: string }).error, 'package_unknown');
     });
@@ -372,16 +423,28 @@ describe('credits rail through the gateway', () => {
       const inYen = stripeApi.event('checkout.session.completed', { ...stripeApi.complete(yen.id), currency: 'jpy', amount_total: 1000 });
       assert.equal(await outcome(inYen.payload), 'held_for_review');
       const short = await checkoutFor(key);
-      assert.equal(await outcome(stripeApi.event('checkout.session.completed', { ...stripeApi.complete(short.id), amount_total: 1 }).payload), 'held_for_review');
+      assert.equal(
+        await outcome(stripeApi.event('checkout.session.completed', { ...stripeApi.complete(short.id), amount_total: 1 }).payload),
+        'held_for_review',
+      );
       assert.equal(await balanceOf(id), '10000', '1000 yen is not 10 dollars');
 
-      const listed = (await (await admin('/checkouts?state=review')).json()) as { checkouts: { id: string; reviewReason: string; paid: unknown; expected: unknown }[] };
+      const listed = (await (await admin('/checkouts?state=review')).json()) as {
+        checkouts: { id: string; reviewReason: string; paid: unknown; expected: unknown }[];
+      };
       const held = Object.fromEntries(listed.checkouts.map((c) => [c.id, c]));
-      assert.deepEqual([held[yen.id]?.reviewReason, held[yen.id]?.paid, held[yen.id]?.expected], ['currency_mismatch', { amount: '1000', currency: 'jpy' }, { amount: '1000', currency: 'usd' }]);
+      assert.deepEqual(
+        [held[yen.id]?.reviewReason, held[yen.id]?.paid, held[yen.id]?.expected],
+        ['currency_mismatch', { amount: '1000', currency: 'jpy' }, { amount: '1000', currency: 'usd' }],
+      );
       assert.equal(held[short.id]?.reviewReason, 'amount_mismatch');
 
       const completed = stripeApi.event('checkout.session.completed', stripeApi.complete(short.id));
-      assert.deepEqual((await Promise.all([outcome(completed.payload), outcome(completed.payload)])).sort(), ['credited', 'duplicate_event'], 'the correct event credits after all');
+      assert.deepEqual(
+        (await Promise.all([outcome(completed.payload), outcome(completed.payload)])).sort(),
+        ['credited', 'duplicate_event'],
+        'the correct event credits after all',
+      );
       assert.equal(await balanceOf(id), '11010000');
       const rejected = await admin(`/checkouts/${yen.id}/reject`, {});
       assert.equal(rejected.status, 200);

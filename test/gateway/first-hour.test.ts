@@ -86,7 +86,10 @@ describe('a stdio MCP server that cannot start', () => {
       const { error } = (await res.json()) as { error: { message: string } };
       assert.match(error.message, /exited before it answered initialize/);
       assert.doesNotMatch(error.message, /bad config/);
-      assert.ok(lines.some((l) => String(l.stderr).includes('bad config: no key')), JSON.stringify(lines));
+      assert.ok(
+        lines.some((l) => String(l.stderr).includes('bad config: no key')),
+        JSON.stringify(lines),
+      );
     } finally {
       await bridge.close();
     }

@@ -112,7 +112,11 @@ describe('paying MCP proxy (official MCP SDK client → turnpike → server-ever
   test('discovery: /.well-known/mcp-payment lists the real tools with prices; /pricing flat; /health', async () => {
     const doc = (await (await fetch(`${gateway.url}/.well-known/mcp-payment`)).json()) as {
       version: number;
-      endpoints: { url: string; x402: { network: string; payTo: string; facilitator: string }; tools: { name: string; amount: string; usd: string }[] }[];
+      endpoints: {
+        url: string;
+        x402: { network: string; payTo: string; facilitator: string };
+        tools: { name: string; amount: string; usd: string }[];
+      }[];
     };
     assert.equal(doc.version, 1);
     const [endpoint] = doc.endpoints;
@@ -175,7 +179,10 @@ describe('paying MCP proxy (official MCP SDK client → turnpike → server-ever
     assert.match(text, /turnpike_tool_calls_total\{server="test",tool="get-sum",outcome="paid"\} [1-9]/);
     assert.match(text, /turnpike_tool_calls_total\{server="test",tool="get-sum",outcome="challenged"\} [1-9]/);
     assert.match(text, /turnpike_payment_denials_total\{server="test",reason="invalid_exact_evm_nonce_already_used"\} [1-9]/);
-    assert.match(text, /turnpike_revenue_atomic_total\{server="test",asset="0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",network="eip155:8453"\} [1-9]/);
+    assert.match(
+      text,
+      /turnpike_revenue_atomic_total\{server="test",asset="0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",network="eip155:8453"\} [1-9]/,
+    );
     assert.match(text, /turnpike_settlement_seconds_count [1-9]/);
     await client.close();
   });
@@ -238,22 +245,37 @@ describe('paying MCP proxy (official MCP SDK client → turnpike → server-ever
 
   test('bad requests get JSON-RPC errors, not 5xx, and never reach a paid tool', async () => {
     const post = (body: string, headers: Record<string, string> = {}) =>
-      fetch(mcpUrl, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers }, body });
+      fetch(mcpUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+        body,
+      });
     const garbage = await post('{"jsonrpc":');
     assert.equal(garbage.status, 400);
     assert.equal(((await garbage.json()) as { error: { code: number } }).error.code, -32700);
     // An unknown session: whatever the upstream answers, the client gets exactly that.
     const stale = JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' });
-    const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-session-id': 'no-such-session' };
+    const headers = {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-session-id': 'no-such-session',
+    };
     const direct = await fetch(upstreamUrl, { method: 'POST', headers, body: stale });
     const proxied = await post(stale, { 'mcp-session-id': 'no-such-session' });
     assert.equal(proxied.status, direct.status);
     assert.ok(proxied.status >= 400 && proxied.status < 500);
     assert.equal(await proxied.text(), await direct.text());
-    const batch = await post(JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'get-sum', arguments: { a: 1, b: 1 } } }]));
+    const batch = await post(
+      JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'get-sum', arguments: { a: 1, b: 1 } } }]),
+    );
     assert.equal(batch.status, 400);
     const badPayment = await post(
-      JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'get-sum', arguments: { a: 1, b: 1 }, _meta: { 'x402/payment': 'garbage!' } } }),
+      JSON.stringify({
+        jsonrpc: '2.0',
+        id: 7,
+        method: 'tools/call',
+        params: { name: 'get-sum', arguments: { a: 1, b: 1 }, _meta: { 'x402/payment': 'garbage!' } },
+      }),
     );
     assert.equal(badPayment.status, 200);
     assert.match(JSON.stringify(await badPayment.json()), /invalid_payload: payment is not base64/);

@@ -26,12 +26,21 @@ let beta: Awaited<ReturnType<typeof startCounterUpstream>>;
 let base = '';
 
 const admin = (path: string, body: unknown) =>
-  fetch(`${base}/admin${path}`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  fetch(`${base}/admin${path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
 
 const call = async (path: string, headers: Record<string, string>) => {
   const res = await fetch(`${base}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...headers },
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+      ...headers,
+    },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: {} } }),
   });
   return { status: res.status, headers: res.headers, text: await res.text() };
@@ -45,7 +54,10 @@ describe('Idempotency-Key replays stay in their scope', () => {
     const credits = createCredits({ store, tokenSecret: await store.instanceSecret('budget-tokens') });
     const debits = openDebits(store.credits, { maxCallMs: async () => 20_000 });
     const app = createApp(logger);
-    for (const [slug, upstream] of [['alpha', alpha], ['beta', beta]] as const) {
+    for (const [slug, upstream] of [
+      ['alpha', alpha],
+      ['beta', beta],
+    ] as const) {
       app.route(
         `/mcp/${slug}`,
         createGateway({

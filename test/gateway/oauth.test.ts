@@ -26,7 +26,12 @@ const url = (slug: string) => `${served.url}/mcp/${slug}`;
 async function call(slug: string, headers: Record<string, string> = {}) {
   const res = await fetch(url(slug), {
     method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...headers },
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+      ...headers,
+    },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: {} } }),
   });
   return { status: res.status, challenge: res.headers.get('www-authenticate'), body: (await res.json()) as Record<string, any> };
@@ -46,7 +51,8 @@ async function newKey(usd: string) {
   assert.equal(created.status, 201);
   return created.body as { id: string; key: string };
 }
-const link = (keyId: string, subject: { issuer: string; subject: string }) => served.api('POST', `/admin/keys/${keyId}/subjects`, { key: ADMIN, body: subject });
+const link = (keyId: string, subject: { issuer: string; subject: string }) =>
+  served.api('POST', `/admin/keys/${keyId}/subjects`, { key: ADMIN, body: subject });
 const balance = async (keyId: string) => (await served.api('GET', `/admin/keys/${keyId}`, { key: ADMIN })).body.balance as string;
 
 describe('callers with OAuth access tokens (MCP authorization)', () => {
@@ -89,7 +95,12 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
 
     const metadata = await served.api('GET', '/.well-known/oauth-protected-resource/mcp/alpha');
     assert.equal(metadata.status, 200);
-    assert.deepEqual(metadata.body, { resource: url('alpha'), authorization_servers: [idp.issuer], scopes_supported: ['mcp:tools'], bearer_methods_supported: ['header'] });
+    assert.deepEqual(metadata.body, {
+      resource: url('alpha'),
+      authorization_servers: [idp.issuer],
+      scopes_supported: ['mcp:tools'],
+      bearer_methods_supported: ['header'],
+    });
     assert.equal((await served.api('GET', '/.well-known/oauth-protected-resource/mcp/nothing')).status, 404);
     assert.equal((await served.api('GET', '/.well-known/oauth-protected-resource')).status, 404);
   });
@@ -140,15 +151,28 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
       ['an expired token', await forged({ sub: 'attacker', iat: now - 900, exp: now - 600 }), /expired/],
       ['a token another identity provider issued for this server', await rogue.token(url('alpha')), /signature does not verify/],
       ['a token naming another issuer', await forged({ sub: 'attacker', iss: rogue.issuer }), /another identity provider/],
-      ['alg none', `${base64url.encode(JSON.stringify({ alg: 'none', typ: 'at+jwt' }))}.${base64url.encode(JSON.stringify(claims))}.`, /algorithm|signed JWT/],
+      [
+        'alg none',
+        `${base64url.encode(JSON.stringify({ alg: 'none', typ: 'at+jwt' }))}.${base64url.encode(JSON.stringify(claims))}.`,
+        /algorithm|signed JWT/,
+      ],
       [
         'HS256 keyed with the provider’s public key',
-        await new SignJWT(claims).setProtectedHeader({ alg: 'HS256', kid: idp.privateJwk.kid! }).sign(new TextEncoder().encode(publicPem as string)),
+        await new SignJWT(claims)
+          .setProtectedHeader({ alg: 'HS256', kid: idp.privateJwk.kid! })
+          .sign(new TextEncoder().encode(publicPem as string)),
         /algorithm/,
       ],
-      ['a kid the provider does not have', await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: 'stranger' }).sign(strangerKey), /no key/],
+      [
+        'a kid the provider does not have',
+        await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: 'stranger' }).sign(strangerKey),
+        /no key/,
+      ],
     ];
-    const rogueFetches = () => rogue.requests('/jwks') + rogue.requests('/.well-known/openid-configuration') + rogue.requests('/.well-known/oauth-authorization-server');
+    const rogueFetches = () =>
+      rogue.requests('/jwks') +
+      rogue.requests('/.well-known/openid-configuration') +
+      rogue.requests('/.well-known/oauth-authorization-server');
     const rogueBefore = rogueFetches();
     for (const [what, token, why] of attacks) {
       const refused = await call('alpha', bearer(token));
@@ -181,7 +205,10 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     const runs = upstream.runs();
     const refused = await call('alpha', bearer(await idp.token(url('alpha'), 'other')));
     assert.equal(refused.status, 403);
-    assert.match(refused.challenge ?? '', /^Bearer error="insufficient_scope", error_description="the token lacks scope mcp:tools", resource_metadata="[^"]+", scope="mcp:tools"$/);
+    assert.match(
+      refused.challenge ?? '',
+      /^Bearer error="insufficient_scope", error_description="the token lacks scope mcp:tools", resource_metadata="[^"]+", scope="mcp:tools"$/,
+    );
     assert.equal(upstream.runs(), runs);
   });
 
@@ -266,7 +293,10 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     assert.equal(unknown.status, 400);
     assert.equal(unknown.body.error, 'issuer_unknown');
     const listed = await served.api('GET', `/admin/keys/${first.id}/subjects`, { key: ADMIN });
-    assert.deepEqual(listed.body.subjects.map((s: { subject: string }) => s.subject), ['person-1']);
+    assert.deepEqual(
+      listed.body.subjects.map((s: { subject: string }) => s.subject),
+      ['person-1'],
+    );
     const query = new URLSearchParams(subject).toString();
     assert.equal((await served.api('DELETE', `/admin/keys/${second.id}/subjects?${query}`, { key: ADMIN })).status, 404);
     assert.equal((await served.api('DELETE', `/admin/keys/${first.id}/subjects?${query}`, { key: ADMIN })).status, 200);

@@ -52,7 +52,10 @@ async function gatewayFor(path: string, timeoutMs = 10_000, through = facilitato
   return `${server.url}/mcp`;
 }
 
-type RpcAnswer = { result?: { isError?: boolean; structuredContent?: PaymentRequired; _meta?: Record<string, unknown> }; error?: { code: number } };
+type RpcAnswer = {
+  result?: { isError?: boolean; structuredContent?: PaymentRequired; _meta?: Record<string, unknown> };
+  error?: { code: number };
+};
 
 /** A raw JSON-RPC tools/call, as any MCP client would POST it (no session needed here). */
 async function call(url: string, tool: string, payment?: unknown, args: object = {}): Promise<{ status: number; body: RpcAnswer }> {
@@ -182,7 +185,12 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
       pollingInterval: 5,
     });
     const opened = await chain.facilitator([3]);
-    const outage = createFacilitator({ network: networks.local, client: flaky, journal: opened.store.journal, relayerKeys: [chain.sandbox.accounts.relayers[3]!.privateKey] });
+    const outage = createFacilitator({
+      network: networks.local,
+      client: flaky,
+      journal: opened.store.journal,
+      relayerKeys: [chain.sandbox.accounts.relayers[3]!.privateKey],
+    });
     const url = await gatewayFor('/mcp', 10_000, outage);
     const payment = await paymentFor(url, 'count', chain.sandbox.accounts.payers[6]);
     const payee = chain.sandbox.accounts.payees[1]!.address;
@@ -193,17 +201,30 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
     assert.match(JSON.stringify(failed.body.result), /settlement failed: .*retry with the same payment/);
     assert.equal(await chain.balanceOf(payee), before);
     const auth = (payment.payload as { authorization: { from: string; nonce: string } }).authorization;
-    const key = { chainId: 8453, asset: networks.base.usdc.address.toLowerCase() as `0x${string}`, payer: auth.from.toLowerCase() as `0x${string}`, nonce: auth.nonce.toLowerCase() as `0x${string}` };
+    const key = {
+      chainId: 8453,
+      asset: networks.base.usdc.address.toLowerCase() as `0x${string}`,
+      payer: auth.from.toLowerCase() as `0x${string}`,
+      nonce: auth.nonce.toLowerCase() as `0x${string}`,
+    };
     assert.equal(await opened.store.journal.get(key), undefined, 'the hold was given back');
     down = false;
     const paid = await call(url, 'count', payment);
-    assert.equal((paid.body.result?._meta?.['x402/payment-response'] as { success: boolean } | undefined)?.success, true, JSON.stringify(paid.body));
+    assert.equal(
+      (paid.body.result?._meta?.['x402/payment-response'] as { success: boolean } | undefined)?.success,
+      true,
+      JSON.stringify(paid.body),
+    );
     assert.equal(await chain.balanceOf(payee), before + 20_000n);
   });
 
   test('an oversized body is refused before anything else', async () => {
     const url = await gatewayFor('/mcp');
-    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pad: 'x'.repeat(10_000) }) });
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ pad: 'x'.repeat(10_000) }),
+    });
     assert.equal(res.status, 413);
   });
 });

@@ -52,13 +52,24 @@ async function messagesOf(res: Response): Promise<{ id?: unknown; result?: any; 
   if (!res.headers.get('content-type')?.includes('text/event-stream')) return text ? [JSON.parse(text)] : [];
   return text
     .split(/\n\n/)
-    .map((frame) => frame.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join(''))
+    .map((frame) =>
+      frame
+        .split('\n')
+        .filter((l) => l.startsWith('data:'))
+        .map((l) => l.slice(5).trim())
+        .join(''),
+    )
     .filter(Boolean)
     .map((data) => JSON.parse(data));
 }
 
 async function initialize(url: string): Promise<string> {
-  const res = await post(url, { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'thief', version: '1' } } });
+  const res = await post(url, {
+    jsonrpc: '2.0',
+    id: 0,
+    method: 'initialize',
+    params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'thief', version: '1' } },
+  });
   const session = res.headers.get('mcp-session-id')!;
   await res.text();
   await (await post(url, { jsonrpc: '2.0', method: 'notifications/initialized' }, session)).text();
@@ -72,16 +83,27 @@ async function paymentFor(url: string, call: Rpc, session?: string, payer = chai
 }
 
 const errorOf = async (res: Response) => ((await res.json()) as { error: { message: string } }).error.message;
-const paid = (call: Rpc, payment: unknown): Rpc => ({ ...call, params: { ...call.params, _meta: { ...(call.params?._meta as object), 'x402/payment': payment } } });
+const paid = (call: Rpc, payment: unknown): Rpc => ({
+  ...call,
+  params: { ...call.params, _meta: { ...(call.params?._meta as object), 'x402/payment': payment } },
+});
 const keyOf = (payment: PaymentPayload) => {
   const auth = (payment.payload as { authorization: { from: string; nonce: string } }).authorization;
-  return { chainId: 8453, asset: networks.base.usdc.address.toLowerCase() as `0x${string}`, payer: auth.from.toLowerCase() as `0x${string}`, nonce: auth.nonce.toLowerCase() as `0x${string}` };
+  return {
+    chainId: 8453,
+    asset: networks.base.usdc.address.toLowerCase() as `0x${string}`,
+    payer: auth.from.toLowerCase() as `0x${string}`,
+    nonce: auth.nonce.toLowerCase() as `0x${string}`,
+  };
 };
 
 describe('no paid result without its payment', () => {
   before(async () => {
     [counter, everything] = await Promise.all([startCounterUpstream(), startEverything()]);
-    ({ facilitator, store: { journal } } = await chain.facilitator([2]));
+    ({
+      facilitator,
+      store: { journal },
+    } = await chain.facilitator([2]));
   });
   after(async () => {
     await Promise.all([...servers.map((s) => s.close()), counter.close()]);
@@ -91,7 +113,12 @@ describe('no paid result without its payment', () => {
   test('a caller who hangs up a paid stream and resumes it with Last-Event-ID does not get the result there; the call is charged once and its result is given back only to the same payment', async () => {
     const url = await gatewayFor(everything.url);
     const session = await initialize(url);
-    const call: Rpc = { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 2 }, _meta: { progressToken: 'p1' } } };
+    const call: Rpc = {
+      jsonrpc: '2.0',
+      id: 5,
+      method: 'tools/call',
+      params: { name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 2 }, _meta: { progressToken: 'p1' } },
+    };
     const payment = await paymentFor(url, call, session);
     const payee = chain.sandbox.accounts.payees[1]!.address;
     const before = await chain.balanceOf(payee);
@@ -106,11 +133,18 @@ describe('no paid result without its payment', () => {
     hangUp.abort();
 
     // The call runs on to its result, so it is charged, once.
-    await eventually(() => journal.get(keyOf(payment)), (r) => r?.state === 'settled', 'the payment settles');
+    await eventually(
+      () => journal.get(keyOf(payment)),
+      (r) => r?.state === 'settled',
+      'the payment settles',
+    );
     assert.equal(await chain.balanceOf(payee), before + PRICE);
 
     // Resume as a compliant client does; the upstream replays everything it sent after that event.
-    const resumed = await fetch(url, { headers: { ...headersFor(session), accept: 'text/event-stream', 'last-event-id': lastEventId }, signal: AbortSignal.timeout(1000) });
+    const resumed = await fetch(url, {
+      headers: { ...headersFor(session), accept: 'text/event-stream', 'last-event-id': lastEventId },
+      signal: AbortSignal.timeout(1000),
+    });
     assert.equal(resumed.status, 200);
     let replayed = '';
     try {
@@ -149,13 +183,23 @@ describe('no paid result without its payment', () => {
     assert.match(await errorOf(twice), /duplicate key "method"/);
     const escaped = await send('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"other","n\\u0061me":"count"}}');
     assert.equal(escaped.status, 400, 'a key spelled with an escape is the same key');
-    const invalid = await send(new Uint8Array([...new TextEncoder().encode('{"jsonrpc":"2.0","id":1,"method":"ping","x":"'), 0xff, ...new TextEncoder().encode('"}')]));
+    const invalid = await send(
+      new Uint8Array([
+        ...new TextEncoder().encode('{"jsonrpc":"2.0","id":1,"method":"ping","x":"'),
+        0xff,
+        ...new TextEncoder().encode('"}'),
+      ]),
+    );
     assert.equal(invalid.status, 400);
     const bom = await send(`\uFEFF${smuggled}`);
     assert.equal(bom.status, 400);
     const nameless = await send('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["count"]}}');
     assert.equal(nameless.status, 400, 'a tools/call whose name is not a string is not passed on as free');
-    const routed = await fetch(url, { method: 'POST', headers: { ...headersFor(), 'mcp-method': 'tools/call', 'mcp-name': 'count' }, body: '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' });
+    const routed = await fetch(url, {
+      method: 'POST',
+      headers: { ...headersFor(), 'mcp-method': 'tools/call', 'mcp-name': 'count' },
+      body: '{"jsonrpc":"2.0","id":1,"method":"tools/list"}',
+    });
     assert.equal(routed.status, 400, 'routing headers that name another call than the body');
     assert.match(await errorOf(routed), /Mcp-Method says "tools\/call"/);
     assert.equal(counter.runs(), runs, 'nothing ran');
@@ -164,9 +208,18 @@ describe('no paid result without its payment', () => {
 
   test('the upstream never receives the payment: not in _meta, not in a header, not in a batch', async () => {
     const url = await gatewayFor(`${counter.url}/mcp`);
-    const call: Rpc = { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: {}, _meta: { progressToken: 7 } } };
+    const call: Rpc = {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/call',
+      params: { name: 'count', arguments: {}, _meta: { progressToken: 7 } },
+    };
     const payment = await paymentFor(url, call);
-    const res = await fetch(url, { method: 'POST', headers: { ...headersFor(), 'payment-signature': 'c2VjcmV0', 'x-payment': 'c2VjcmV0' }, body: JSON.stringify(paid(call, payment)) });
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { ...headersFor(), 'payment-signature': 'c2VjcmV0', 'x-payment': 'c2VjcmV0' },
+      body: JSON.stringify(paid(call, payment)),
+    });
     const [answer] = await messagesOf(res);
     assert.equal(answer?.result._meta['x402/payment-response'].success, true);
     const seen = counter.lastRequest()!;
@@ -175,7 +228,9 @@ describe('no paid result without its payment', () => {
     assert.equal(seen.headers.get('x-payment'), null);
     assert.doesNotMatch(seen.body, new RegExp((payment.payload as { signature: string }).signature.slice(2, 40)));
 
-    const batch = [{ jsonrpc: '2.0', id: 2, method: 'ping', params: { _meta: { 'x402/payment': payment, 'x402.payment': payment, keep: 1 } } }];
+    const batch = [
+      { jsonrpc: '2.0', id: 2, method: 'ping', params: { _meta: { 'x402/payment': payment, 'x402.payment': payment, keep: 1 } } },
+    ];
     await fetch(url, { method: 'POST', headers: headersFor(), body: JSON.stringify(batch) });
     assert.deepEqual(JSON.parse(counter.lastRequest()!.body), [{ jsonrpc: '2.0', id: 2, method: 'ping', params: { _meta: { keep: 1 } } }]);
   });
@@ -184,24 +239,38 @@ describe('no paid result without its payment', () => {
     const url = await gatewayFor(`${counter.url}/mcp`);
     const call: Rpc = { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: {} } };
     const payment = await paymentFor(url, call);
-    const body = JSON.stringify(paid(call, payment)).replace('"arguments":{}', `"arguments":{"deep":${'['.repeat(100_000)}${']'.repeat(100_000)}}`);
+    const body = JSON.stringify(paid(call, payment)).replace(
+      '"arguments":{}',
+      `"arguments":{"deep":${'['.repeat(100_000)}${']'.repeat(100_000)}}`,
+    );
     const res = await fetch(url, { method: 'POST', headers: headersFor(), body });
     assert.equal(res.status, 400);
     assert.match(await errorOf(res), /nested deeper than/);
     assert.equal(await journal.get(keyOf(payment)), undefined, 'no hold was written');
   });
 
-  test('a priced tool called as an MCP task, or with MCP\'s related-task _meta, is refused before a payment is held, and no task exists to fetch its result from', async () => {
+  test("a priced tool called as an MCP task, or with MCP's related-task _meta, is refused before a payment is held, and no task exists to fetch its result from", async () => {
     const url = await gatewayFor(everything.url);
     const session = await initialize(url);
-    const asTask: Rpc = { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'simulate-research-query', arguments: { topic: 'report' }, task: { ttl: 60_000 } } };
+    const asTask: Rpc = {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/call',
+      params: { name: 'simulate-research-query', arguments: { topic: 'report' }, task: { ttl: 60_000 } },
+    };
     const payment = await paymentFor(url, { ...asTask, params: { ...asTask.params, task: undefined } }, session);
     const refused = await post(url, paid(asTask, payment), session);
     assert.equal(refused.status, 400);
     assert.match(await errorOf(refused), /cannot be called as a task/);
     const redirected: Rpc = {
-      jsonrpc: '2.0', id: 2, method: 'tools/call',
-      params: { name: 'simulate-research-query', arguments: { topic: 'report' }, _meta: { 'io.modelcontextprotocol/related-task': { taskId: 'any' } } },
+      jsonrpc: '2.0',
+      id: 2,
+      method: 'tools/call',
+      params: {
+        name: 'simulate-research-query',
+        arguments: { topic: 'report' },
+        _meta: { 'io.modelcontextprotocol/related-task': { taskId: 'any' } },
+      },
     };
     const elsewhere = await post(url, paid(redirected, payment), session);
     assert.equal(elsewhere.status, 400);

@@ -28,5 +28,8 @@ test('price table: per-tool prices, free tools, a default', () => {
   assert.equal(priceOf(table, 'other'), 10_000n);
   const bad = priceTableSchema.safeParse({ default: '0.0000001', tools: { x: 'cheap' } });
   assert.equal(bad.success, false);
-  assert.deepEqual(bad.error?.issues.map((i) => i.path.join('.')), ['default', 'tools.x']);
+  assert.deepEqual(
+    bad.error?.issues.map((i) => i.path.join('.')),
+    ['default', 'tools.x'],
+  );
 });

@@ -86,7 +86,10 @@ describe('a paying gateway whose facilitator is another (MCP SDK client → turn
       assert.equal(await chain.balanceOf(payee()), before + 10_000n);
       assert.equal(upstream.runs(), runs + 1);
       assert.equal(remote.count('/settle'), settles + 1);
-      assert.ok(remote.seen.every((s) => s.headers.get('authorization') === `Bearer ${KEY}`), 'every request carries the key');
+      assert.ok(
+        remote.seen.every((s) => s.headers.get('authorization') === `Bearer ${KEY}`),
+        'every request carries the key',
+      );
 
       const again = await gateway.paid('count', payment);
       assert.deepEqual(again, result);
@@ -104,7 +107,10 @@ describe('a paying gateway whose facilitator is another (MCP SDK client → turn
       assert.equal(upstream.runs(), runs + 1);
       assert.deepEqual([remote.count('/verify') - verifies, remote.count('/settle') - settles], [1, 1]);
       assert.ok(results.filter((r) => receiptOf(r)?.success).length >= 1);
-      assert.ok(results.every((r) => receiptOf(r)?.success || r.isError), 'no result without its receipt');
+      assert.ok(
+        results.every((r) => receiptOf(r)?.success || r.isError),
+        'no result without its receipt',
+      );
     });
 
     test('a failing tool is not charged: the remote is never asked to settle', async () => {
@@ -211,7 +217,10 @@ describe('a paying gateway whose facilitator is another (MCP SDK client → turn
       const result = await gateway.paid('count', payment);
       assert.equal(receiptOf(result)?.success, true, JSON.stringify(result));
       const requests = cdp.seen;
-      assert.deepEqual(requests.map((r) => r.path), ['/platform/v2/x402/verify', '/platform/v2/x402/settle']);
+      assert.deepEqual(
+        requests.map((r) => r.path),
+        ['/platform/v2/x402/verify', '/platform/v2/x402/settle'],
+      );
       for (const { headers } of requests) {
         const jwt = /^Bearer [\w-]+\.([\w-]+)\.[\w-]+$/.exec(headers.get('authorization') ?? '');
         assert.ok(jwt, `expected a bearer JWT, got ${headers.get('authorization')}`);

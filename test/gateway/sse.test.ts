@@ -5,8 +5,12 @@ import { paidRequestId } from '../../src/gateway/messages.js';
 import type { Message } from '../../src/gateway/messages.js';
 
 const sse = (body: ReadableStream<Uint8Array>) => ({ status: 200, headers: new Headers({ 'content-type': 'text/event-stream' }), body });
-const rewriteSseResponse = async (body: ReadableStream<Uint8Array>, id: number, fn: (m: Message) => Promise<Message>, onEnd: (saw: boolean) => void) =>
-  (await answerCall(sse(body), { upstream: id, caller: id }, fn, onEnd)).body!;
+const rewriteSseResponse = async (
+  body: ReadableStream<Uint8Array>,
+  id: number,
+  fn: (m: Message) => Promise<Message>,
+  onEnd: (saw: boolean) => void,
+) => (await answerCall(sse(body), { upstream: id, caller: id }, fn, onEnd)).body!;
 
 const stream = (chunks: string[], fail = false) =>
   new ReadableStream<Uint8Array>({
@@ -31,7 +35,12 @@ test('frames pass byte for byte; only the response to our id is rewritten, its i
   // Split mid-frame to prove frames are reassembled across chunks.
   const input = [progress + other.slice(0, 5), other.slice(5) + response.slice(0, 20), response.slice(20)];
   const out = await read(
-    await rewriteSseResponse(stream(input), 1, async (m) => ({ ...m, result: { rewritten: true } }), (saw) => (ended = saw)),
+    await rewriteSseResponse(
+      stream(input),
+      1,
+      async (m) => ({ ...m, result: { rewritten: true } }),
+      (saw) => (ended = saw),
+    ),
   );
   assert.equal(out, `${progress}${other}id: 8\nevent: message\ndata: {"jsonrpc":"2.0","id":1,"result":{"rewritten":true}}\n\n`);
   assert.equal(ended, true);
@@ -39,12 +48,17 @@ test('frames pass byte for byte; only the response to our id is rewritten, its i
 
 test('a stream that breaks off before the response reports it, once', async () => {
   const calls: boolean[] = [];
-  const out = await rewriteSseResponse(stream(['data: {"jsonrpc":"2.0","method":"x"}\n\n'], true), 1, async (m) => m, (saw) => calls.push(saw));
+  const out = await rewriteSseResponse(
+    stream(['data: {"jsonrpc":"2.0","method":"x"}\n\n'], true),
+    1,
+    async (m) => m,
+    (saw) => calls.push(saw),
+  );
   await assert.rejects(read(out), /upstream died/);
   assert.deepEqual(calls, [false]);
 });
 
-test('a paid call answered on a stream: the response leaves with the caller\'s id, and is read and charged even when the caller hangs up first', async () => {
+test("a paid call answered on a stream: the response leaves with the caller's id, and is read and charged even when the caller hangs up first", async () => {
   const upstream = paidRequestId();
   let release!: () => void;
   const late = new Promise<void>((r) => (release = r));
@@ -58,7 +72,12 @@ test('a paid call answered on a stream: the response leaves with the caller\'s i
   });
   const charged: unknown[] = [];
   let ended: boolean | undefined;
-  const answer = await answerCall(sse(body), { upstream, caller: 7 }, async (m) => (charged.push(m.id), m), (saw) => (ended = saw));
+  const answer = await answerCall(
+    sse(body),
+    { upstream, caller: 7 },
+    async (m) => (charged.push(m.id), m),
+    (saw) => (ended = saw),
+  );
   const reader = answer.body!.getReader();
   assert.match(new TextDecoder().decode((await reader.read()).value), /progress/);
   await reader.cancel();
@@ -76,12 +95,21 @@ test('a stream the caller opens or resumes passes everything but the responses t
   assert.equal(out, free + note);
 });
 
-test('a JSON answer that is a priced call\'s response is not passed on; a batch keeps its other answers', async () => {
+test("a JSON answer that is a priced call's response is not passed on; a batch keeps its other answers", async () => {
   const id = paidRequestId();
-  const json = (value: unknown) => ({ status: 200, headers: new Headers({ 'content-type': 'application/json' }), body: new TextEncoder().encode(JSON.stringify(value)) });
+  const json = (value: unknown) => ({
+    status: 200,
+    headers: new Headers({ 'content-type': 'application/json' }),
+    body: new TextEncoder().encode(JSON.stringify(value)),
+  });
   const one = withoutPaidResponses(json({ jsonrpc: '2.0', id, result: { secret: true } }));
   assert.equal(one.status, 202);
   assert.equal(await one.text(), '');
-  const batch = withoutPaidResponses(json([{ jsonrpc: '2.0', id, result: { secret: true } }, { jsonrpc: '2.0', id: 1, result: {} }]));
+  const batch = withoutPaidResponses(
+    json([
+      { jsonrpc: '2.0', id, result: { secret: true } },
+      { jsonrpc: '2.0', id: 1, result: {} },
+    ]),
+  );
   assert.deepEqual(await batch.json(), [{ jsonrpc: '2.0', id: 1, result: {} }]);
 });

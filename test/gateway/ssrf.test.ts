@@ -86,7 +86,10 @@ describe('isForbiddenAddress', () => {
   };
 
   test('refuses a 6to4 address that carries 127.0.0.1', () => {
-    judged([['2002:7f00:1::', 'a loopback'], ['2002:7f00:1:ab::1', 'a loopback']]);
+    judged([
+      ['2002:7f00:1::', 'a loopback'],
+      ['2002:7f00:1:ab::1', 'a loopback'],
+    ]);
   });
 
   test('refuses a 6to4 address that carries 169.254.169.254', () => {
@@ -103,11 +106,18 @@ describe('isForbiddenAddress', () => {
   });
 
   test('allows a 6to4 address that carries a public IPv4 address', () => {
-    judged([['2002:0808:0808::', undefined], ['2002:101:101:1::1', undefined]]);
+    judged([
+      ['2002:0808:0808::', undefined],
+      ['2002:101:101:1::1', undefined],
+    ]);
   });
 
   test('refuses an IPv4-translated address that carries 10.0.0.1, in either spelling', () => {
-    judged([['::ffff:0:a00:1', 'a private'], ['::ffff:0:10.0.0.1', 'a private'], ['::ffff:0:7f00:1', 'a loopback']]);
+    judged([
+      ['::ffff:0:a00:1', 'a private'],
+      ['::ffff:0:10.0.0.1', 'a private'],
+      ['::ffff:0:7f00:1', 'a loopback'],
+    ]);
   });
 
   test('allows an IPv4-translated address that carries a public IPv4 address', () => {
@@ -116,11 +126,17 @@ describe('isForbiddenAddress', () => {
 
   test('refuses a Teredo address whose client, the last 32 bits inverted, is forbidden', () => {
     // 80ff:fffe inverted is 7f00:0001, 127.0.0.1; 5601:5601 inverted is a9fe:a9fe, 169.254.169.254.
-    judged([['2001:0:808:808::80ff:fffe', 'a loopback'], ['2001:0:808:808::5601:5601', 'a link-local (cloud metadata)']]);
+    judged([
+      ['2001:0:808:808::80ff:fffe', 'a loopback'],
+      ['2001:0:808:808::5601:5601', 'a link-local (cloud metadata)'],
+    ]);
   });
 
   test('refuses a Teredo address whose server is forbidden, even with a public client', () => {
-    judged([['2001:0:a00:1::f7f7:f7f7', 'a private'], ['2001:0:7f00:1::f7f7:f7f7', 'a loopback']]);
+    judged([
+      ['2001:0:a00:1::f7f7:f7f7', 'a private'],
+      ['2001:0:7f00:1::f7f7:f7f7', 'a loopback'],
+    ]);
   });
 
   test('allows a Teredo address whose server and client are both public', () => {
@@ -128,11 +144,18 @@ describe('isForbiddenAddress', () => {
   });
 
   test('judges an address of the well-known NAT64 prefix by the IPv4 address it carries', () => {
-    judged([['64:ff9b::808:808', undefined], ['64:ff9b::c0a8:1', 'a private'], ['64:ff9b::c612:1', 'a benchmarking']]);
+    judged([
+      ['64:ff9b::808:808', undefined],
+      ['64:ff9b::c0a8:1', 'a private'],
+      ['64:ff9b::c612:1', 'a benchmarking'],
+    ]);
   });
 
   test('refuses every address of the local-use NAT64 prefix, whatever IPv4 address it seems to carry', () => {
-    judged([['64:ff9b:1::808:808', 'a local-use NAT64'], ['64:ff9b:1:808:8:800::', 'a local-use NAT64']]);
+    judged([
+      ['64:ff9b:1::808:808', 'a local-use NAT64'],
+      ['64:ff9b:1:808:8:800::', 'a local-use NAT64'],
+    ]);
   });
 
   test('judges an IPv4-compatible address by the IPv4 address it carries', () => {
@@ -156,7 +179,11 @@ describe('isForbiddenAddress', () => {
   });
 
   test('refuses the benchmarking ranges of both families', () => {
-    judged([['198.18.0.1', 'a benchmarking'], ['2001:2::1', 'a benchmarking'], ['2001:2:0:ffff::1', 'a benchmarking']]);
+    judged([
+      ['198.18.0.1', 'a benchmarking'],
+      ['2001:2::1', 'a benchmarking'],
+      ['2001:2:0:ffff::1', 'a benchmarking'],
+    ]);
   });
 
   test('refuses the IETF protocol assignments of both families, and the 6to4 relay anycast range', () => {
@@ -181,11 +208,20 @@ describe('isForbiddenAddress', () => {
   });
 
   test('allows the special-purpose ranges that are globally reachable (AS112, AMT)', () => {
-    judged([['192.175.48.1', undefined], ['192.52.193.1', undefined], ['2001:4:112::1', undefined], ['2001:3::1', undefined]]);
+    judged([
+      ['192.175.48.1', undefined],
+      ['192.52.193.1', undefined],
+      ['2001:4:112::1', undefined],
+      ['2001:3::1', undefined],
+    ]);
   });
 
   test('refuses a spelling that Node and ipaddr.js do not both read as the same address', () => {
-    judged([['010.0.0.1', 'an unparseable'], ['::ffff:0x7f.0.0.1', 'an unparseable'], ['fe80::1%eth0.5', 'an unparseable']]);
+    judged([
+      ['010.0.0.1', 'an unparseable'],
+      ['::ffff:0x7f.0.0.1', 'an unparseable'],
+      ['fe80::1%eth0.5', 'an unparseable'],
+    ]);
   });
 });
 

@@ -22,7 +22,10 @@ import { listenGateway } from '../helpers/gateway.js';
 const chain = useSandbox({ isolate: false });
 const docs = realpathSync(mkdtempSync(path.join(os.tmpdir(), 'turnpike-docs-')));
 for (let i = 0; i < 50; i++) writeFileSync(path.join(docs, `note-${i}.txt`), `note number ${i}`);
-const serverFilesystem = path.join(path.dirname(createRequire(import.meta.url).resolve('@modelcontextprotocol/server-filesystem/package.json')), 'dist/index.js');
+const serverFilesystem = path.join(
+  path.dirname(createRequire(import.meta.url).resolve('@modelcontextprotocol/server-filesystem/package.json')),
+  'dist/index.js',
+);
 
 let bridge: Awaited<ReturnType<typeof startStdioBridge>>;
 let gateway: Listening;
@@ -44,7 +47,7 @@ async function connect() {
   await client.connect(new StreamableHTTPClientTransport(new URL(`${gateway.url}/mcp`)));
   return client;
 }
-const text = (r: unknown) => ((r as { content: { text: string }[] }).content).map((c) => c.text).join('');
+const text = (r: unknown) => (r as { content: { text: string }[] }).content.map((c) => c.text).join('');
 
 describe('stdio MCP servers behind the paying proxy (server-filesystem from npm)', () => {
   before(async () => {
@@ -68,9 +71,7 @@ describe('stdio MCP servers behind the paying proxy (server-filesystem from npm)
     assert.equal(challenged.structuredContent, undefined);
     const required = JSON.parse(text(challenged)) as PaymentRequired;
     const payer = chain.sandbox.accounts.payers[4]!;
-    const payment = await new x402Client()
-      .register('eip155:8453', new ExactEvmScheme(payer))
-      .createPaymentPayload(required);
+    const payment = await new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
     const before = await chain.balanceOf(chain.sandbox.accounts.payees[1]!.address);
     const paid = await client.callTool({ name: 'read_multiple_files', arguments: args, _meta: { 'x402/payment': payment } });
     assert.match(text(paid), /note number 1/);

@@ -24,7 +24,10 @@ test('tool lookups are bounded: at most `concurrency` run at once against silent
     // Six lookups, two at a time, 400 ms each: all given up after about 1.2 s.
     await new Promise((r) => setTimeout(r, 1_600));
     const later = await Promise.all(sources.map((tools) => tools()));
-    assert.ok(later.every((known) => /no answer within 0.4 s/.test(known.error!)), JSON.stringify(later));
+    assert.ok(
+      later.every((known) => /no answer within 0.4 s/.test(known.error!)),
+      JSON.stringify(later),
+    );
     // Each lookup sends one request (initialize) and waits: a third starts only when one of two is given up.
     // A busy machine can only delay arrivals, so the k-th pair cannot arrive before k timeouts have passed.
     assert.equal(requests.length, 6);

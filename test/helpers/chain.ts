@@ -62,8 +62,7 @@ export function useSandbox(options: { isolate?: boolean } = {}) {
       });
       return { store, facilitator };
     },
-    balanceOf: (address: Address) =>
-      client.readContract({ address: BASE_USDC, abi: usdcAbi, functionName: 'balanceOf', args: [address] }),
+    balanceOf: (address: Address) => client.readContract({ address: BASE_USDC, abi: usdcAbi, functionName: 'balanceOf', args: [address] }),
     /** Transactions the relayers have sent so far (sum of their nonces). */
     relayerTxCount: async () => {
       const counts = await Promise.all(

@@ -13,7 +13,9 @@ const logger = createLogger({ level: 'silent', format: 'json' });
  *
  * @example const gateway = await listenGateway({ upstream, plan, payTo, rails: [x402Rail({ facilitator })], server: 'test' });
  */
-export async function listenGateway(options: Pick<GatewayOptions, 'upstream' | 'plan' | 'payTo' | 'rails' | 'server'> & Partial<GatewayOptions>): Promise<Listening> {
+export async function listenGateway(
+  options: Pick<GatewayOptions, 'upstream' | 'plan' | 'payTo' | 'rails' | 'server'> & Partial<GatewayOptions>,
+): Promise<Listening> {
   const app = createApp(logger);
   let url = '';
   app.route(

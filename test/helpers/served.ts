@@ -32,10 +32,18 @@ export async function serveOnSandbox(
   const logger = createLogger({ level: process.env.TEST_LOG ? 'debug' : 'silent', format: 'json' });
   const gateway = await serveGateway({ config, secrets: options.secrets, chain: connection, logger, endpoints: options.endpoints ?? [] });
 
-  async function api(method: string, route: string, request: { key?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<Answer> {
+  async function api(
+    method: string,
+    route: string,
+    request: { key?: string; body?: unknown; headers?: Record<string, string> } = {},
+  ): Promise<Answer> {
     const res = await fetch(`${gateway.url}${route}`, {
       method,
-      headers: { 'content-type': 'application/json', ...(request.key ? { authorization: `Bearer ${request.key}` } : {}), ...request.headers },
+      headers: {
+        'content-type': 'application/json',
+        ...(request.key ? { authorization: `Bearer ${request.key}` } : {}),
+        ...request.headers,
+      },
       ...(request.body !== undefined ? { body: typeof request.body === 'string' ? request.body : JSON.stringify(request.body) } : {}),
     });
     const text = await res.text();

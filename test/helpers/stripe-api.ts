@@ -98,22 +98,44 @@ export async function startStripeApi() {
       if (req.method === 'POST' && path === '/v1/accounts') {
         if (body.type !== 'express') return stripeError(res, 400, 'Invalid type', 'type');
         const id = `acct_${randomBytes(8).toString('hex')}`;
-        const account = { id, object: 'account', type: 'express', email: body.email ?? null, metadata: body.metadata ?? {}, charges_enabled: false, payouts_enabled: false };
+        const account = {
+          id,
+          object: 'account',
+          type: 'express',
+          email: body.email ?? null,
+          metadata: body.metadata ?? {},
+          charges_enabled: false,
+          payouts_enabled: false,
+        };
         accounts.set(id, account);
         return remember(account);
       }
       if (req.method === 'POST' && path === '/v1/account_links') {
         if (!accounts.has(String(body.account))) return stripeError(res, 400, `No such account: '${body.account}'`, 'account');
-        return remember({ object: 'account_link', url: `https://connect.stripe.com/setup/e/${body.account}/${randomBytes(6).toString('hex')}`, created: Math.floor(Date.now() / 1000), expires_at: Math.floor(Date.now() / 1000) + 300 });
+        return remember({
+          object: 'account_link',
+          url: `https://connect.stripe.com/setup/e/${body.account}/${randomBytes(6).toString('hex')}`,
+          created: Math.floor(Date.now() / 1000),
+          expires_at: Math.floor(Date.now() / 1000) + 300,
+        });
       }
       if (req.method === 'POST' && path === '/v1/transfers') {
-        if (!accounts.has(String(body.destination))) return stripeError(res, 400, `No such destination: '${body.destination}'`, 'destination');
+        if (!accounts.has(String(body.destination)))
+          return stripeError(res, 400, `No such destination: '${body.destination}'`, 'destination');
         if (failNextTransfer) {
           failNextTransfer = false;
           return stripeError(res, 400, 'You have insufficient available funds in your Stripe account.', 'amount');
         }
         const id = `tr_${randomBytes(8).toString('hex')}`;
-        const transfer = { id, object: 'transfer', amount: Number(body.amount), currency: body.currency, destination: body.destination, transfer_group: body.transfer_group ?? null, metadata: body.metadata ?? {} };
+        const transfer = {
+          id,
+          object: 'transfer',
+          amount: Number(body.amount),
+          currency: body.currency,
+          destination: body.destination,
+          transfer_group: body.transfer_group ?? null,
+          metadata: body.metadata ?? {},
+        };
         transfers.set(id, transfer);
         if (loseNextTransferAnswer) {
           loseNextTransferAnswer = false;

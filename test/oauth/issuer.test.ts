@@ -19,7 +19,8 @@ const server = createServer((req, res) => {
   if (route) route(res);
   else res.writeHead(404).end();
 });
-const json = (body: unknown) => (res: ServerResponse) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+const json = (body: unknown) => (res: ServerResponse) =>
+  res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
 
 describe('an issuer’s metadata and keys are fetched bounded, and only from it', () => {
   before(async () => {
@@ -96,7 +97,10 @@ describe('an issuer’s metadata and keys are fetched bounded, and only from it'
       .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
       .setExpirationTime('5m')
       .sign(privateKey);
-    assert.deepEqual(await trustedIssuer(issuer).verify(jwt, expected), { ok: true, principal: { issuer, subject: 'agent', scopes: ['a', 'b'] } });
+    assert.deepEqual(await trustedIssuer(issuer).verify(jwt, expected), {
+      ok: true,
+      principal: { issuer, subject: 'agent', scopes: ['a', 'b'] },
+    });
   });
 
   test('an https issuer whose metadata names a key set over plain http is not trusted (503): the keys that judge its tokens come over TLS', async () => {
@@ -130,7 +134,10 @@ describe('an issuer’s metadata and keys are fetched bounded, and only from it'
       '/f/jwks': (res) => (keysUp ? keys(res) : res.writeHead(503).end()),
     };
     const sign = (kid: string, key = privateKey) =>
-      new SignJWT({ sub: 'agent', iss: issuer, aud: expected.audience }).setProtectedHeader({ alg: 'ES256', kid }).setExpirationTime('1h').sign(key);
+      new SignJWT({ sub: 'agent', iss: issuer, aud: expected.audience })
+        .setProtectedHeader({ alg: 'ES256', kid })
+        .setExpirationTime('1h')
+        .sign(key);
     const known = await sign('k1');
     const stranger = await sign('stranger', (await generateKeyPair('ES256')).privateKey);
     // Only Date moves: past jose's cooldown since the keys were fetched, so an unknown kid makes it refetch.

@@ -16,19 +16,39 @@ describe('the identity provider an operator names is held to what an upstream is
   after(() => store.close());
 
   const server = (slug: string, issuer: string) =>
-    newServerSchema.parse({ slug, name: slug, upstream: UPSTREAM, payTo: `0x${'1'.repeat(40)}`, plan: { type: 'per_call', default: '0.01' }, oauth: { issuer } });
+    newServerSchema.parse({
+      slug,
+      name: slug,
+      upstream: UPSTREAM,
+      payTo: `0x${'1'.repeat(40)}`,
+      plan: { type: 'per_call', default: '0.01' },
+      oauth: { issuer },
+    });
   const refusal = (code: string) => (error: unknown) => error instanceof DomainError && error.code === code;
 
   test('an issuer on a private, loopback or cloud-metadata address is refused (400 issuer_refused) and no server is made', async () => {
-    const operators = createOperators({ store, allowPrivateUpstreams: false, oauthCallers: true, isTurnpike: async () => undefined, reservedSlugs: new Set() });
+    const operators = createOperators({
+      store,
+      allowPrivateUpstreams: false,
+      oauthCallers: true,
+      isTurnpike: async () => undefined,
+      reservedSlugs: new Set(),
+    });
     const { operator } = await operators.register({ email: 'a@example.com', name: 'a' });
-    for (const [slug, issuer] of [['one', 'http://127.0.0.1:8080'], ['two', 'http://169.254.169.254/'], ['three', 'https://10.0.0.7/realms/x']] as const) {
+    for (const [slug, issuer] of [
+      ['one', 'http://127.0.0.1:8080'],
+      ['two', 'http://169.254.169.254/'],
+      ['three', 'https://10.0.0.7/realms/x'],
+    ] as const) {
       await assert.rejects(operators.createServer(operator, server(slug, issuer)), refusal('issuer_refused'), issuer);
       assert.equal(await store.operators.server(slug), undefined);
     }
     const made = await operators.createServer(operator, server('four', 'https://93.184.215.15'));
     assert.equal(made.oauth?.issuer, 'https://93.184.215.15');
-    await assert.rejects(operators.updateServer(operator, 'four', { oauth: { issuer: 'http://127.0.0.1:1', scopes: [], required: true } }), refusal('issuer_refused'));
+    await assert.rejects(
+      operators.updateServer(operator, 'four', { oauth: { issuer: 'http://127.0.0.1:1', scopes: [], required: true } }),
+      refusal('issuer_refused'),
+    );
     assert.equal((await store.operators.server('four'))!.oauth?.issuer, 'https://93.184.215.15');
   });
 

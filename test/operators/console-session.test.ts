@@ -88,7 +88,10 @@ describe('console sessions: a key exchanged for an HttpOnly SameSite=Strict cook
     const adminCookie = await signIn(ADMIN);
     const list = await browserRequest('GET', '/admin/operators', { cookie: adminCookie });
     assert.equal(list.status, 200);
-    assert.deepEqual(list.body.operators.map((o: { email: string }) => o.email), ['carol@example.com']);
+    assert.deepEqual(
+      list.body.operators.map((o: { email: string }) => o.email),
+      ['carol@example.com'],
+    );
     assert.equal((await browserRequest('GET', '/operator', { cookie: adminCookie })).status, 401);
     const keys = await browserRequest('GET', '/admin/keys', { cookie: adminCookie });
     assert.equal(keys.status, 200, 'the credits admin API takes the session too');

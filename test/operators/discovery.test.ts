@@ -68,7 +68,10 @@ describe('discovery survives its upstreams', () => {
 
       const first = await discover(served);
       assert.ok(first.ms < 6_000, `first discovery took ${first.ms} ms`);
-      assert.ok(first.bySlug['counter']!.tools.some((t) => t.name === 'count'), 'the answering server’s tools are listed');
+      assert.ok(
+        first.bySlug['counter']!.tools.some((t) => t.name === 'count'),
+        'the answering server’s tools are listed',
+      );
       assert.ok(!Number.isNaN(Date.parse(first.bySlug['counter']!.toolsAsOf!)));
       assert.equal(first.bySlug['counter']!.toolsError, undefined);
       assert.deepEqual(first.bySlug['silent']!.tools, []);
@@ -111,7 +114,10 @@ describe('discovery survives its upstreams', () => {
     try {
       const { bySlug } = await discover(served);
       assert.match(bySlug['sealed']!.toolsError!, /cannot open the server’s upstream credential.*TURNPIKE_SECRETS_KEY/);
-      assert.deepEqual(bySlug['sealed']!.tools.map((t) => t.name), []);
+      assert.deepEqual(
+        bySlug['sealed']!.tools.map((t) => t.name),
+        [],
+      );
       assert.ok(bySlug['plain']!.tools.some((t) => t.name === 'count'));
       const pricing = await served.api('GET', '/pricing');
       assert.equal(pricing.status, 200, pricing.text);

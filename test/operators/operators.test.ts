@@ -21,7 +21,10 @@ let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
 let alice: { id: string; key: string };
 let bob: { id: string; key: string };
 
-type RpcAnswer = { result?: { isError?: boolean; structuredContent?: PaymentRequired; content?: { text: string }[]; _meta?: Record<string, any> }; error?: { code: number } };
+type RpcAnswer = {
+  result?: { isError?: boolean; structuredContent?: PaymentRequired; content?: { text: string }[]; _meta?: Record<string, any> };
+  error?: { code: number };
+};
 
 async function call(slug: string, tool: string, options: { payment?: unknown; apiKey?: string } = {}) {
   const params = { name: tool, arguments: {}, ...(options.payment ? { _meta: { 'x402/payment': options.payment } } : {}) };
@@ -99,14 +102,20 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     await bad(serverBody('ok', { upstream: 'ftp://example.com/mcp' }), /^upstream/);
     await bad(serverBody('ok', { custody: 'direct' }), /^payTo/);
     await bad(serverBody('ok', { plan: { type: 'per_call', default: '0.0000001' } }), /^plan\.default: .*more than 6 decimals/);
-    await bad(serverBody('ok', { plan: { type: 'tiered', tiers: [{ upTo: 10, price: '0' }, { upTo: 5, price: '0.01' }, { price: '0.02' }] } }), /^plan\.tiers\.1\.upTo/);
+    await bad(
+      serverBody('ok', { plan: { type: 'tiered', tiers: [{ upTo: 10, price: '0' }, { upTo: 5, price: '0.01' }, { price: '0.02' }] } }),
+      /^plan\.tiers\.1\.upTo/,
+    );
     await bad(serverBody('ok', { plan: { type: 'tiered', tiers: [{ upTo: 10, price: '0' }] } }), /^plan\.tiers\.0\.upTo: the last tier/);
     await bad(serverBody('ok', { payTo: '0x1234' }), /^payTo/);
     await bad(serverBody('ok', { auth: { mode: 'query', secret: 'x' } }), /^auth\.name/);
 
     const created = await api('POST', '/operator/servers', {
       key: alice.key,
-      body: serverBody('alpha', { auth: { mode: 'header', secret: SECRET }, plan: { type: 'per_call', default: '0.01', freeCallsPerMonth: 2 } }),
+      body: serverBody('alpha', {
+        auth: { mode: 'header', secret: SECRET },
+        plan: { type: 'per_call', default: '0.01', freeCallsPerMonth: 2 },
+      }),
     });
     assert.equal(created.status, 201, created.text);
     assert.deepEqual(created.body.auth, { mode: 'header', secret: '(set)' });
@@ -143,7 +152,11 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
       assert.equal(required.accepts[0]!.amount, '10000');
       assert.equal(required.accepts[0]!.payTo.toLowerCase(), treasury.toLowerCase(), 'platform custody: the treasury is paid');
       assert.equal(answer.body.result?.isError, undefined, JSON.stringify(answer.body));
-      assert.deepEqual(answer.body.result?._meta?.['turnpike/free'], { callsThisMonth: String(n) }, 'the failed call did not use a free call');
+      assert.deepEqual(
+        answer.body.result?._meta?.['turnpike/free'],
+        { callsThisMonth: String(n) },
+        'the failed call did not use a free call',
+      );
       assert.equal(answer.body.result?._meta?.['x402/payment-response'], undefined);
     }
     assert.equal(await chain.balanceOf(payer.address), before.payer, 'nothing moved for free calls');
@@ -169,7 +182,11 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     assert.match(JSON.stringify(unfunded.body.result), /insufficient_balance/);
     assert.equal(upstream.runs(), runs, 'the tool never ran for them');
     const funded = await pay('alpha', 'count', chain.sandbox.accounts.payers[5]!);
-    assert.deepEqual(funded.answer.body.result?._meta?.['turnpike/free'], { callsThisMonth: '1' }, 'a payer who could pay gets the free call');
+    assert.deepEqual(
+      funded.answer.body.result?._meta?.['turnpike/free'],
+      { callsThisMonth: '1' },
+      'a payer who could pay gets the free call',
+    );
   });
 
   test('revenue is split at the take rate exactly, and the USDC share is withdrawn on chain once', async () => {
@@ -194,7 +211,10 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     assert.match(ok[0]!.body.txHash, /^0x[0-9a-f]{64}$/);
     assert.equal(attempts.filter((a) => a.body.error === 'insufficient_balance').length, 2);
     assert.equal(await chain.balanceOf(payout), before + 8_000n);
-    const repeat = await api('POST', '/operator/withdrawals', { key: alice.key, body: { usd: '0.008', idempotencyKey: ok[0]!.body.idempotencyKey } });
+    const repeat = await api('POST', '/operator/withdrawals', {
+      key: alice.key,
+      body: { usd: '0.008', idempotencyKey: ok[0]!.body.idempotencyKey },
+    });
     assert.equal(repeat.status, 200);
     assert.equal(repeat.body.id, ok[0]!.body.id);
     assert.equal(await chain.balanceOf(payout), before + 8_000n, 'a repeated request moves nothing');
@@ -217,7 +237,11 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
   test('tiered plan on the credits rail: priced by the caller’s count this month, exactly', async () => {
     const created = await api('POST', '/operator/servers', {
       key: bob.key,
-      body: serverBody('beta', { custody: 'direct', payTo: chain.sandbox.accounts.payees[1]!.address, plan: { type: 'tiered', tiers: [{ upTo: 1, price: '0' }, { upTo: 3, price: '0.005' }, { price: '0.01' }] } }),
+      body: serverBody('beta', {
+        custody: 'direct',
+        payTo: chain.sandbox.accounts.payees[1]!.address,
+        plan: { type: 'tiered', tiers: [{ upTo: 1, price: '0' }, { upTo: 3, price: '0.005' }, { price: '0.01' }] },
+      }),
     });
     assert.equal(created.status, 201, created.text);
     const key = await api('POST', '/admin/keys', { key: ADMIN, body: { name: 'tier tester', usd: '1' } });
@@ -274,14 +298,20 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
       'bob’s credits revenue',
     );
     const bobs = (await api('GET', '/operator/analytics', { key: bob.key })).body;
-    assert.deepEqual(bobs.byTool.map((r: { key: string }) => r.key), ['count']);
+    assert.deepEqual(
+      bobs.byTool.map((r: { key: string }) => r.key),
+      ['count'],
+    );
     assert.equal(bobs.byRail.find((r: { key: string }) => r.key === 'free').calls, 1);
     assert.equal(bobs.byDay.length, 1);
     assert.equal(bobs.byDay[0].key, new Date().toISOString().slice(0, 10));
     const alices = (await api('GET', '/operator/analytics?server=alpha', { key: alice.key })).body;
     assert.equal(alices.byRail.find((r: { key: string }) => r.key === 'x402').revenue, '10000');
     assert.equal(alices.byRail.find((r: { key: string }) => r.key === 'x402').operatorShare, '9750');
-    assert.ok(alices.denials.some((d: { reason: string }) => d.reason === 'payment_missing'), JSON.stringify(alices.denials));
+    assert.ok(
+      alices.denials.some((d: { reason: string }) => d.reason === 'payment_missing'),
+      JSON.stringify(alices.denials),
+    );
     assert.equal(alices.settlement.count, 1);
     const csv = await api('GET', '/operator/analytics?format=csv', { key: alice.key });
     assert.match(csv.headers.get('content-type') ?? '', /^text\/csv/);
@@ -303,7 +333,12 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
   });
 
   test('the audit log says who did what, from where; an operator sees only their own', async () => {
-    const mine = (await api('GET', '/operator/audit', { key: alice.key })).body.entries as { actor: string; action: string; ip?: string; operatorId: string }[];
+    const mine = (await api('GET', '/operator/audit', { key: alice.key })).body.entries as {
+      actor: string;
+      action: string;
+      ip?: string;
+      operatorId: string;
+    }[];
     assert.ok(mine.length > 0);
     assert.ok(mine.every((e) => e.operatorId === alice.id));
     assert.ok(mine.some((e) => e.action === 'server.create' && e.actor === `operator:${alice.id}` && e.ip === '127.0.0.1'));
@@ -317,7 +352,9 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
   test('a deleted server’s slug goes to a new server with nothing of the old one: not its call counts, history, denials or keys', async () => {
     const plan = { type: 'per_call', default: '0.01', freeCallsPerMonth: 1 };
     assert.equal((await api('POST', '/operator/servers', { key: alice.key, body: serverBody('gamma', { plan }) })).status, 201);
-    const scoped = (await api('POST', '/operator/keys', { key: alice.key, body: { name: 'gamma customer', scope: { servers: ['gamma'] } } })).body;
+    const scoped = (
+      await api('POST', '/operator/keys', { key: alice.key, body: { name: 'gamma customer', scope: { servers: ['gamma'] } } })
+    ).body;
     await api('POST', `/admin/keys/${scoped.id}/topup`, { key: ADMIN, body: { usd: '1', idempotencyKey: 'fund-gamma-customer' } });
     const anyServer = (await api('POST', '/admin/keys', { key: ADMIN, body: { name: 'pays anywhere', usd: '1' } })).body;
     const charged = async (apiKey: string) => {
@@ -341,11 +378,23 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     const refused = await call('gamma', 'count', { apiKey: scoped.key });
     assert.equal(refused.status, 403, 'a key alice made for her gamma does not pay bob’s');
     assert.equal(await charged(anyServer.key), 'free', 'the month’s count starts again on the new server');
-    await eventually(async () => (await api('GET', '/admin/analytics?server=gamma', { key: ADMIN })).body, (a) => a.byRail.length > 0, 'bob’s first call');
+    await eventually(
+      async () => (await api('GET', '/admin/analytics?server=gamma', { key: ADMIN })).body,
+      (a) => a.byRail.length > 0,
+      'bob’s first call',
+    );
     const bobs = (await api('GET', '/operator/analytics?server=gamma', { key: bob.key })).body;
-    assert.deepEqual(bobs.denials.map((d: { reason: string }) => d.reason), ['out_of_scope'], 'alice’s denial is not bob’s');
+    assert.deepEqual(
+      bobs.denials.map((d: { reason: string }) => d.reason),
+      ['out_of_scope'],
+      'alice’s denial is not bob’s',
+    );
     const instance = (await api('GET', '/admin/analytics?server=gamma', { key: ADMIN })).body;
-    assert.deepEqual(instance.byRail.map((r: { key: string; calls: number }) => [r.key, r.calls]), [['free', 1]], 'the slug’s analytics are of the server at it now');
+    assert.deepEqual(
+      instance.byRail.map((r: { key: string; calls: number }) => [r.key, r.calls]),
+      [['free', 1]],
+      'the slug’s analytics are of the server at it now',
+    );
   });
 
   test('a deleted server’s slug is refused (409 slug_retired) while a key scoped to it by slug alone, made before scopes named ids, could pay whoever holds it', async () => {
@@ -362,7 +411,11 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     assert.equal(refused.body.error, 'slug_retired');
     assert.match(refused.body.message, /choose another slug/);
     assert.equal((await api('POST', '/admin/keys/key_legacy_delta/revoke', { key: ADMIN })).status, 200);
-    assert.equal((await api('POST', '/operator/servers', { key: bob.key, body: serverBody('delta') })).status, 201, 'free once nothing live names it');
+    assert.equal(
+      (await api('POST', '/operator/servers', { key: bob.key, body: serverBody('delta') })).status,
+      201,
+      'free once nothing live names it',
+    );
   });
 
   test('discovery lists public servers; a private one is served but not listed; a suspended operator’s servers stop', async () => {

@@ -14,7 +14,10 @@ function refuses(open: () => unknown, label: string) {
     open,
     (error: unknown) => {
       assert.ok(error instanceof SecretBoxError, `${label}: ${String(error)}`);
-      assert.ok(!error.message.includes(SECRET) && !error.message.toLowerCase().includes(keyHex), `${label}: message leaks: ${error.message}`);
+      assert.ok(
+        !error.message.includes(SECRET) && !error.message.toLowerCase().includes(keyHex),
+        `${label}: message leaks: ${error.message}`,
+      );
       return true;
     },
     label,
@@ -45,7 +48,8 @@ test('a wrong key does not open it', () => {
 
 test('the context is bound: a value copied to another row does not open', () => {
   const sealed = box.seal(SECRET, CONTEXT);
-  for (const other of ['', 'srv_01H000000000000000000001', `${CONTEXT} `, CONTEXT.toUpperCase()]) refuses(() => box.open(sealed, other), `context ${JSON.stringify(other)}`);
+  for (const other of ['', 'srv_01H000000000000000000001', `${CONTEXT} `, CONTEXT.toUpperCase()])
+    refuses(() => box.open(sealed, other), `context ${JSON.stringify(other)}`);
   assert.equal(box.open(box.seal(SECRET, ''), ''), SECRET);
 });
 
@@ -108,10 +112,20 @@ test('the key is 64 hex digits, with or without 0x, in either case', () => {
   const sealed = secretBox(`0x${keyHex}`).seal(SECRET, CONTEXT);
   assert.equal(box.open(sealed, CONTEXT), SECRET);
   assert.equal(secretBox(keyHex.toUpperCase()).open(box.seal(SECRET, CONTEXT), CONTEXT), SECRET);
-  for (const bad of ['', '0x', keyHex.slice(0, 62), `${keyHex}00`, `0x${keyHex.slice(0, 63)}`, `${keyHex.slice(0, 63)}g`, ` ${keyHex}`, `0X${keyHex}`]) {
+  for (const bad of [
+    '',
+    '0x',
+    keyHex.slice(0, 62),
+    `${keyHex}00`,
+    `0x${keyHex.slice(0, 63)}`,
+    `${keyHex.slice(0, 63)}g`,
+    ` ${keyHex}`,
+    `0X${keyHex}`,
+  ]) {
     assert.throws(
       () => secretBox(bad),
-      (error: unknown) => error instanceof SecretBoxError && /32 bytes/.test(error.message) && (bad === '' || !error.message.includes(bad.trim())),
+      (error: unknown) =>
+        error instanceof SecretBoxError && /32 bytes/.test(error.message) && (bad === '' || !error.message.includes(bad.trim())),
       `key ${JSON.stringify(bad)}`,
     );
   }

@@ -21,7 +21,10 @@ const now = () => Math.floor(Date.now() / 1000);
 async function deliver(type: string, object: object, created = now()) {
   const { payload } = stripeApi.event(type, object, { created });
   const stripe = new Stripe(stripeApi.apiKey);
-  return served.api('POST', '/stripe/webhook', { body: payload, headers: { 'stripe-signature': await signedWebhook(stripe, payload, WEBHOOK_SECRET) } });
+  return served.api('POST', '/stripe/webhook', {
+    body: payload,
+    headers: { 'stripe-signature': await signedWebhook(stripe, payload, WEBHOOK_SECRET) },
+  });
 }
 
 async function callTool() {
@@ -40,16 +43,27 @@ const subscription = (status: string, periodEnd = now() + 30 * 86_400) => ({
   object: 'subscription',
   status,
   metadata: { key_id: apiKey.id, server: 'subs' },
-  items: { object: 'list', data: [{ id: 'si_1', object: 'subscription_item', current_period_end: periodEnd, current_period_start: now() }] },
+  items: {
+    object: 'list',
+    data: [{ id: 'si_1', object: 'subscription_item', current_period_end: periodEnd, current_period_start: now() }],
+  },
 });
-const invoice = (id: string, amountPaid: number) => ({ id, object: 'invoice', amount_paid: amountPaid, parent: { type: 'subscription_details', subscription_details: { subscription: 'sub_test_1' } } });
+const invoice = (id: string, amountPaid: number) => ({
+  id,
+  object: 'invoice',
+  amount_paid: amountPaid,
+  parent: { type: 'subscription_details', subscription_details: { subscription: 'sub_test_1' } },
+});
 
 describe('operators and Stripe: subscriptions and Connect payouts', () => {
   before(async () => {
     upstream = await startCounterUpstream();
     stripeApi = await startStripeApi();
     served = await serveOnSandbox(chain, {
-      overrides: { credits: { stripeApiUrl: stripeApi.url }, operators: { allowPrivateUpstreams: true, takeRateBps: 1000, minPayoutUsd: '0.01' } },
+      overrides: {
+        credits: { stripeApiUrl: stripeApi.url },
+        operators: { allowPrivateUpstreams: true, takeRateBps: 1000, minPayoutUsd: '0.01' },
+      },
       secrets: { adminKey: ADMIN, stripeSecretKey: stripeApi.apiKey, stripeWebhookSecret: WEBHOOK_SECRET },
     });
     const created = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'carol@example.com', name: 'carol' } });
@@ -90,7 +104,11 @@ describe('operators and Stripe: subscriptions and Connect payouts', () => {
 
     const saved = await deliver('customer.subscription.created', subscription('active'));
     assert.equal(saved.body.outcome, 'subscription_saved', saved.text);
-    assert.deepEqual([await callTool(), await callTool(), await callTool()], ['covered', 'covered', '50000'], 'two calls in the allowance, then overage');
+    assert.deepEqual(
+      [await callTool(), await callTool(), await callTool()],
+      ['covered', 'covered', '50000'],
+      'two calls in the allowance, then overage',
+    );
 
     const failed = await deliver('invoice.payment_failed', invoice('in_failed', 0), now() + 5);
     assert.equal(failed.body.outcome, 'subscription_payment_failed');
@@ -100,7 +118,11 @@ describe('operators and Stripe: subscriptions and Connect payouts', () => {
     await deliver('customer.subscription.updated', subscription('active'), now() + 10);
     assert.equal(await callTool(), '50000', 'entitled again, but the month’s allowance is used up');
     await deliver('customer.subscription.deleted', subscription('canceled'), now() + 20);
-    const unknown = await deliver('customer.subscription.created', { ...subscription('active'), id: 'sub_other', metadata: { key_id: 'key_unknown', server: 'subs' } });
+    const unknown = await deliver('customer.subscription.created', {
+      ...subscription('active'),
+      id: 'sub_other',
+      metadata: { key_id: 'key_unknown', server: 'subs' },
+    });
     assert.equal(unknown.body.outcome, 'subscription_unknown');
   });
 
@@ -140,31 +162,50 @@ describe('operators and Stripe: subscriptions and Connect payouts', () => {
 
     const cents = await served.api('POST', '/operator/payouts', { key: operator.key, body: { usd: '0.001', idempotencyKey: 'sub-cent' } });
     assert.equal(cents.status, 400);
-    const attempts = await Promise.all(['p1', 'p2', 'p3'].map((k) => served.api('POST', '/operator/payouts', { key: operator.key, body: { usd: '18.18', idempotencyKey: k } })));
+    const attempts = await Promise.all(
+      ['p1', 'p2', 'p3'].map((k) =>
+        served.api('POST', '/operator/payouts', { key: operator.key, body: { usd: '18.18', idempotencyKey: k } }),
+      ),
+    );
     const ok = attempts.filter((a) => a.status === 201);
     assert.equal(ok.length, 1, attempts.map((a) => a.text).join('\n'));
     assert.equal(ok[0]!.body.state, 'paid');
     assert.equal(stripeApi.transfers.size, 1);
     const [transfer] = [...stripeApi.transfers.values()] as { amount: number; destination: string }[];
     assert.deepEqual({ amount: transfer!.amount, destination: transfer!.destination }, { amount: 1818, destination: link.body.account });
-    const repeat = await served.api('POST', '/operator/payouts', { key: operator.key, body: { usd: '18.18', idempotencyKey: ok[0]!.body.idempotencyKey } });
+    const repeat = await served.api('POST', '/operator/payouts', {
+      key: operator.key,
+      body: { usd: '18.18', idempotencyKey: ok[0]!.body.idempotencyKey },
+    });
     assert.equal(repeat.status, 200);
     assert.equal(stripeApi.transfers.size, 1);
     assert.equal((await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable, '0');
 
     await deliver('invoice.paid', invoice('in_2', 1000));
-    await eventually(async () => (await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable, (v) => v === '9000000', 'the second invoice');
+    await eventually(
+      async () => (await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable,
+      (v) => v === '9000000',
+      'the second invoice',
+    );
     stripeApi.failNextTransfer();
     const refused = await served.api('POST', '/operator/payouts', { key: operator.key, body: { idempotencyKey: 'p4' } });
     assert.equal(refused.body.state, 'failed');
     assert.match(refused.body.error, /insufficient available funds/);
-    assert.equal((await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable, '9000000', 'a failed payout gives the money back');
+    assert.equal(
+      (await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable,
+      '9000000',
+      'a failed payout gives the money back',
+    );
     const retried = await served.api('POST', '/operator/payouts', { key: operator.key, body: { idempotencyKey: 'p5' } });
     assert.equal(retried.body.state, 'paid');
 
     // A transfer made whose answer never came, retried after Stripe has forgotten the idempotency key.
     await deliver('invoice.paid', invoice('in_3', 500));
-    await eventually(async () => (await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable, (v) => v === '4500000', 'the third invoice');
+    await eventually(
+      async () => (await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatAvailable,
+      (v) => v === '4500000',
+      'the third invoice',
+    );
     const transfersBefore = stripeApi.transfers.size;
     stripeApi.loseNextTransferAnswer();
     const lost = await served.api('POST', '/operator/payouts', { key: operator.key, body: { idempotencyKey: 'p6' } });
@@ -185,7 +226,11 @@ describe('operators and Stripe: subscriptions and Connect payouts', () => {
     stripeApi.failCancels(false);
     assert.equal(failed.status, 503, failed.text);
     assert.match(failed.body.message, /retry the deletion/);
-    assert.equal((await served.api('GET', '/operator/servers/subs', { key: operator.key })).status, 200, 'nothing deleted while a subscription runs on');
+    assert.equal(
+      (await served.api('GET', '/operator/servers/subs', { key: operator.key })).status,
+      200,
+      'nothing deleted while a subscription runs on',
+    );
 
     const deleted = await served.api('DELETE', '/operator/servers/subs', { key: operator.key });
     assert.equal(deleted.status, 200, deleted.text);
@@ -195,11 +240,21 @@ describe('operators and Stripe: subscriptions and Connect payouts', () => {
     const other = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'dave@example.com', name: 'dave' } });
     const again = await served.api('POST', '/operator/servers', {
       key: other.body.key,
-      body: { slug: 'subs', name: 'another', upstream: `${upstream.url}/mcp`, custody: 'direct', payTo: chain.sandbox.accounts.payees[1]!.address, plan: { type: 'per_call', default: '0.01' } },
+      body: {
+        slug: 'subs',
+        name: 'another',
+        upstream: `${upstream.url}/mcp`,
+        custody: 'direct',
+        payTo: chain.sandbox.accounts.payees[1]!.address,
+        plan: { type: 'per_call', default: '0.01' },
+      },
     });
     assert.equal(again.status, 201, again.text);
     const before = BigInt((await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatEarned);
-    const late = await deliver('invoice.paid', { ...invoice('in_late', 1000), parent: { type: 'subscription_details', subscription_details: { subscription: 'sub_live' } } });
+    const late = await deliver('invoice.paid', {
+      ...invoice('in_late', 1000),
+      parent: { type: 'subscription_details', subscription_details: { subscription: 'sub_live' } },
+    });
     assert.equal(late.body.outcome, 'subscription_paid');
     await eventually(
       async () => BigInt((await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatEarned),

@@ -28,7 +28,15 @@ const crashingOnBroadcast = (client: PublicClient) =>
   });
 
 const withdrawalsOn = (client: PublicClient) =>
-  createWithdrawals({ store, client, network: networks.local, treasuryKey: chain.sandbox.accounts.treasury.privateKey, minimum: 1n, logger, receiptTimeoutMs: 2_000 });
+  createWithdrawals({
+    store,
+    client,
+    network: networks.local,
+    treasuryKey: chain.sandbox.accounts.treasury.privateKey,
+    minimum: 1n,
+    logger,
+    receiptTimeoutMs: 2_000,
+  });
 
 async function request(client: PublicClient, idempotencyKey: string, amount: bigint) {
   const operator = (await store.operators.operator(operatorId))!;
@@ -38,14 +46,35 @@ async function request(client: PublicClient, idempotencyKey: string, amount: big
 describe('withdrawals: journalled before the broadcast, finished after a crash without paying twice', () => {
   before(async () => {
     store = await openSqliteStore({ path: chain.dbPath() });
-    await store.operators.createOperator({ id: operatorId, email: 'w@example.com', name: 'w', keyHash: 'aa', createdAt: Date.now(), payoutAddress: payout() });
+    await store.operators.createOperator({
+      id: operatorId,
+      email: 'w@example.com',
+      name: 'w',
+      keyHash: 'aa',
+      createdAt: Date.now(),
+      payoutAddress: payout(),
+    });
     // 1 USDC of platform-custody revenue, really sitting in the treasury.
     const { facilitator } = await chain.facilitator([1]);
     const treasury = chain.sandbox.accounts.treasury.address;
     const revenue = await v2Request({ payer: chain.sandbox.accounts.payers[7]!, payTo: treasury, amount: 1_000_000n });
     assert.equal((await facilitator.settle(revenue, purposes.api)).success, true);
     await store.operators.recordCharges([
-      { id: 'ch_1', serverId: 's', operatorId, rail: 'x402', caller: '0x', tool: 't', amount: 1_000_000n, operatorShare: 1_000_000n, platformShare: 0n, custody: 'platform', ref: 'x402:test', state: 'earned', createdAt: Date.now() },
+      {
+        id: 'ch_1',
+        serverId: 's',
+        operatorId,
+        rail: 'x402',
+        caller: '0x',
+        tool: 't',
+        amount: 1_000_000n,
+        operatorShare: 1_000_000n,
+        platformShare: 0n,
+        custody: 'platform',
+        ref: 'x402:test',
+        state: 'earned',
+        createdAt: Date.now(),
+      },
     ]);
   });
 
@@ -94,7 +123,8 @@ describe('withdrawals: journalled before the broadcast, finished after a crash w
 
   test('a withdrawal the node refuses outright is failed with nothing reserved', async () => {
     const broke = new Proxy(chain.client, {
-      get: (target, name) => (name === 'estimateGas' ? async () => Promise.reject(new Error('transfer amount exceeds balance')) : Reflect.get(target, name)),
+      get: (target, name) =>
+        name === 'estimateGas' ? async () => Promise.reject(new Error('transfer amount exceeds balance')) : Reflect.get(target, name),
     });
     const { withdrawal } = await request(broke, 'refused-1', 5_000n);
     assert.equal(withdrawal.state, 'failed');

@@ -19,10 +19,17 @@ export const anyText = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), near
 export const json = fc.jsonValue({ maxDepth: 3 });
 
 /** Untrusted values as a parser may receive them: JSON, text, and what JavaScript adds. */
-export const anyInput = fc.oneof(json, anyText, fc.anything({ maxDepth: 3, withBigInt: true, withDate: true, withMap: true, withNullPrototype: true }));
+export const anyInput = fc.oneof(
+  json,
+  anyText,
+  fc.anything({ maxDepth: 3, withBigInt: true, withDate: true, withMap: true, withNullPrototype: true }),
+);
 
 /** Runs `fn`; an exception other than an instance of `expected` fails the property. */
-export function throwsOnly<T>(expected: abstract new (...args: never[]) => Error, fn: () => T): { ok: true; value: T } | { ok: false; error: Error } {
+export function throwsOnly<T>(
+  expected: abstract new (...args: never[]) => Error,
+  fn: () => T,
+): { ok: true; value: T } | { ok: false; error: Error } {
   try {
     return { ok: true, value: fn() };
   } catch (error) {
@@ -32,4 +39,5 @@ export function throwsOnly<T>(expected: abstract new (...args: never[]) => Error
 }
 
 /** Hex digits of `n` bytes, mixed case. */
-export const hexBytes = (n: number) => fc.uint8Array({ minLength: n, maxLength: n }).chain((bytes) => fc.mixedCase(fc.constant(Buffer.from(bytes).toString('hex'))));
+export const hexBytes = (n: number) =>
+  fc.uint8Array({ minLength: n, maxLength: n }).chain((bytes) => fc.mixedCase(fc.constant(Buffer.from(bytes).toString('hex'))));

@@ -46,7 +46,10 @@ describe('x402 codec: headers and _meta payments (properties)', () => {
   });
 
   test('any value, string or object, decodes to a valid payment or throws PaymentDecodeError', () => {
-    fc.assert(fc.property(anyInput, (value) => void decodeOrRefuse(value)), { numRuns: 1000 });
+    fc.assert(
+      fc.property(anyInput, (value) => void decodeOrRefuse(value)),
+      { numRuns: 1000 },
+    );
   });
 
   test('base64 garbage (random bytes, random JSON, broken padding) only ever throws PaymentDecodeError', () => {
@@ -61,7 +64,10 @@ describe('x402 codec: headers and _meta payments (properties)', () => {
       }),
       fc.string().map(base64),
     );
-    fc.assert(fc.property(garbage, (value) => void decodeOrRefuse(value)), { numRuns: 1000 });
+    fc.assert(
+      fc.property(garbage, (value) => void decodeOrRefuse(value)),
+      { numRuns: 1000 },
+    );
   });
 
   test('a valid payment with one field replaced or removed decodes only if it still meets the schema', () => {

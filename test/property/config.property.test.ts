@@ -9,7 +9,23 @@ const variables = configVariables().map((v) => v.env);
 
 /** Values an environment variable may hold: words the settings use, numbers, URLs, addresses, junk. */
 const envValue = fc.oneof(
-  fc.constantFrom('true', 'FALSE', 'yes', 'local', 'base', 'json', 'pretty', 'debug', 'admin', 'open', 'cdp', 'self', 'sqlite:/tmp/x.db', 'postgres://u@h/db', 'mysql://x'),
+  fc.constantFrom(
+    'true',
+    'FALSE',
+    'yes',
+    'local',
+    'base',
+    'json',
+    'pretty',
+    'debug',
+    'admin',
+    'open',
+    'cdp',
+    'self',
+    'sqlite:/tmp/x.db',
+    'postgres://u@h/db',
+    'mysql://x',
+  ),
   fc.constantFrom('0', '-1', '65535', '65536', '1.5', '1e3', '0x10', '9007199254740993', '10001', ' 8080 ', '-0', '00'),
   fc.webUrl(),
   fc.stringMatching(/^0x[0-9a-fA-F]{38,42}$/),
@@ -26,7 +42,10 @@ function load(env: Record<string, string>) {
     assert.ok(error.problems.length > 0);
     for (const problem of error.problems) {
       const variable = /^env (TURNPIKE_\w+)$/.exec(problem.source)?.[1];
-      assert.ok(variable && variable in env, `problem ${problem.path} (${problem.message}) names no variable that was set: ${problem.source}`);
+      assert.ok(
+        variable && variable in env,
+        `problem ${problem.path} (${problem.message}) names no variable that was set: ${problem.source}`,
+      );
     }
     assert.match(error.format(), /invalid configuration/);
     return undefined;

@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { MAX_TOKEN_SECONDS, adjustSchema, mintTokenSchema, newKeySchema, topupSchema, transferSchema } from '../../src/rails/credits/credits.js';
+import {
+  MAX_TOKEN_SECONDS,
+  adjustSchema,
+  mintTokenSchema,
+  newKeySchema,
+  topupSchema,
+  transferSchema,
+} from '../../src/rails/credits/credits.js';
 import { anyInput, anyText, json, nearNumber } from './arbitraries.js';
 import { atomicOf } from './oracles.js';
 import { mutated } from './x402-arbitraries.js';
@@ -11,8 +18,30 @@ type Schema = { safeParse(v: unknown): { success: true; data: unknown } | { succ
 
 /** A USD amount of the API: mostly well formed, sometimes signed, over-precise, zero or not a number. */
 const amountText = fc.oneof(
-  fc.tuple(fc.stringMatching(/^\d{1,13}$/), fc.option(fc.stringMatching(/^\d{0,8}$/), { nil: undefined })).map(([w, f]) => (f === undefined ? w : `${w}.${f}`)),
-  fc.constantFrom('0', '0.0', '0.000000', '0.000001', '-0', '-0.000001', '+1', '1e2', '0x10', '', ' ', 'NaN', 'Infinity', '1.0000001', '1,5', '--1', '-$1', '$-1', '- 1'),
+  fc
+    .tuple(fc.stringMatching(/^\d{1,13}$/), fc.option(fc.stringMatching(/^\d{0,8}$/), { nil: undefined }))
+    .map(([w, f]) => (f === undefined ? w : `${w}.${f}`)),
+  fc.constantFrom(
+    '0',
+    '0.0',
+    '0.000000',
+    '0.000001',
+    '-0',
+    '-0.000001',
+    '+1',
+    '1e2',
+    '0x10',
+    '',
+    ' ',
+    'NaN',
+    'Infinity',
+    '1.0000001',
+    '1,5',
+    '--1',
+    '-$1',
+    '$-1',
+    '- 1',
+  ),
   nearNumber,
 );
 /** Amounts as JSON may carry them: text, numbers (never accepted: money is a decimal string), anything. */
@@ -34,12 +63,36 @@ const signed = (value: unknown) => {
 
 const text = fc.string({ minLength: 1, maxLength: 30 }).filter((s) => s.trim().length > 0);
 const keyId = fc.string({ maxLength: 12 }).map((s) => `key_${s}`);
-const scope = fc.record({ servers: fc.array(fc.string({ minLength: 1, maxLength: 10 }), { maxLength: 3 }), tools: fc.array(fc.string({ minLength: 1, maxLength: 10 }), { maxLength: 3 }) }, { requiredKeys: [] });
+const scope = fc.record(
+  {
+    servers: fc.array(fc.string({ minLength: 1, maxLength: 10 }), { maxLength: 3 }),
+    tools: fc.array(fc.string({ minLength: 1, maxLength: 10 }), { maxLength: 3 }),
+  },
+  { requiredKeys: [] },
+);
 
 /** For each body schema: valid bodies with the amount left out, the amount's field, and what it should read as. */
-const bodies: { name: string; schema: Schema; body: fc.Arbitrary<Record<string, unknown>>; field: string; expected: (v: unknown) => bigint | undefined }[] = [
-  { name: 'newKeySchema', schema: newKeySchema, body: fc.record({ name: text, scope }, { requiredKeys: ['name'] }), field: 'usd', expected: positive },
-  { name: 'topupSchema', schema: topupSchema, body: fc.record({ reason: text, idempotencyKey: text }, { requiredKeys: ['idempotencyKey'] }), field: 'usd', expected: positive },
+const bodies: {
+  name: string;
+  schema: Schema;
+  body: fc.Arbitrary<Record<string, unknown>>;
+  field: string;
+  expected: (v: unknown) => bigint | undefined;
+}[] = [
+  {
+    name: 'newKeySchema',
+    schema: newKeySchema,
+    body: fc.record({ name: text, scope }, { requiredKeys: ['name'] }),
+    field: 'usd',
+    expected: positive,
+  },
+  {
+    name: 'topupSchema',
+    schema: topupSchema,
+    body: fc.record({ reason: text, idempotencyKey: text }, { requiredKeys: ['idempotencyKey'] }),
+    field: 'usd',
+    expected: positive,
+  },
   { name: 'adjustSchema', schema: adjustSchema, body: fc.record({ reason: text, idempotencyKey: text }), field: 'usd', expected: signed },
   {
     name: 'transferSchema',
@@ -48,7 +101,13 @@ const bodies: { name: string; schema: Schema; body: fc.Arbitrary<Record<string, 
     field: 'usd',
     expected: positive,
   },
-  { name: 'mintTokenSchema', schema: mintTokenSchema, body: fc.record({ scope, ttlSeconds: fc.integer({ min: 1, max: MAX_TOKEN_SECONDS }) }, { requiredKeys: [] }), field: 'capUsd', expected: positive },
+  {
+    name: 'mintTokenSchema',
+    schema: mintTokenSchema,
+    body: fc.record({ scope, ttlSeconds: fc.integer({ min: 1, max: MAX_TOKEN_SECONDS }) }, { requiredKeys: [] }),
+    field: 'capUsd',
+    expected: positive,
+  },
 ];
 
 describe('credits API bodies (properties)', () => {
@@ -72,10 +131,17 @@ describe('credits API bodies (properties)', () => {
     test(`${name}: arbitrary JSON, and valid bodies with a field changed, never make safeParse throw`, () => {
       const valid = fc.tuple(body, amountText).map(([b, amount]) => ({ ...b, [field]: amount }));
       fc.assert(
-        fc.property(fc.oneof(anyInput, mutated(valid), fc.tuple(valid, fc.string(), json).map(([b, k, v]) => ({ ...b, [k]: v }))), (value) => {
-          const parsed = schema.safeParse(value);
-          if (!parsed.success) assert.ok(parsed.error.issues.length > 0);
-        }),
+        fc.property(
+          fc.oneof(
+            anyInput,
+            mutated(valid),
+            fc.tuple(valid, fc.string(), json).map(([b, k, v]) => ({ ...b, [k]: v })),
+          ),
+          (value) => {
+            const parsed = schema.safeParse(value);
+            if (!parsed.success) assert.ok(parsed.error.issues.length > 0);
+          },
+        ),
         RUNS,
       );
     });
@@ -109,7 +175,20 @@ describe('credits API bodies (properties)', () => {
   test('no body schema lets an unknown field through', () => {
     fc.assert(
       fc.property(fc.string({ minLength: 1, maxLength: 10 }), anyText, (key, value) => {
-        const known = ['name', 'usd', 'scope', 'expiresAt', 'dailyLimitUsd', 'lifetimeLimitUsd', 'reason', 'idempotencyKey', 'from', 'to', 'capUsd', 'ttlSeconds'];
+        const known = [
+          'name',
+          'usd',
+          'scope',
+          'expiresAt',
+          'dailyLimitUsd',
+          'lifetimeLimitUsd',
+          'reason',
+          'idempotencyKey',
+          'from',
+          'to',
+          'capUsd',
+          'ttlSeconds',
+        ];
         fc.pre(!known.includes(key));
         assert.equal(topupSchema.safeParse({ usd: '1', idempotencyKey: 'i', [key]: value }).success, false);
         assert.equal(newKeySchema.safeParse({ name: 'n', [key]: value }).success, false);

@@ -39,32 +39,67 @@ const nearPayment = fc
     version: fc.constantFrom(1, 2),
     value: fc.oneof(fc.constant('10000'), uint, nearNumber),
     from: address,
-    signature: fc.integer({ min: 1, max: 70 }).chain((n) => hexBytes(n)).map((h) => `0x${h}`),
+    signature: fc
+      .integer({ min: 1, max: 70 })
+      .chain((n) => hexBytes(n))
+      .map((h) => `0x${h}`),
     nonce: hexBytes(32).map((h) => `0x${h}`),
     validBefore: fc.oneof(fc.constant(String(Math.floor(Date.now() / 1000) + 60)), uint),
   })
   .map(({ version, value, from, signature, nonce, validBefore }) => {
-    const payload = { signature, authorization: { from, to: chain.sandbox.accounts.payees[1]!.address, value, validAfter: '0', validBefore, nonce } };
+    const payload = {
+      signature,
+      authorization: { from, to: chain.sandbox.accounts.payees[1]!.address, value, validAfter: '0', validBefore, nonce },
+    };
     return version === 1
       ? { x402Version: 1, scheme: 'exact', network: 'base', payload }
       : {
           x402Version: 2,
-          accepted: { scheme: 'exact', network: 'eip155:8453', amount: value, asset: networks.base.usdc.address, payTo: chain.sandbox.accounts.payees[1]!.address, maxTimeoutSeconds: 120 },
+          accepted: {
+            scheme: 'exact',
+            network: 'eip155:8453',
+            amount: value,
+            asset: networks.base.usdc.address,
+            payTo: chain.sandbox.accounts.payees[1]!.address,
+            maxTimeoutSeconds: 120,
+          },
           payload,
         };
   });
-const payment = fc.oneof(nearPayment, anyPayload, mutated(anyPayload), json, nearPayment.map(encodeHeader), fc.base64String({ maxLength: 60 }));
+const payment = fc.oneof(
+  nearPayment,
+  anyPayload,
+  mutated(anyPayload),
+  json,
+  nearPayment.map(encodeHeader),
+  fc.base64String({ maxLength: 60 }),
+);
 
-const toolName = fc.oneof(fc.constantFrom('count', 'fail', FREE_TOOL, 'constructor', 'toString', '__proto__'), fc.string({ maxLength: 10 }));
+const toolName = fc.oneof(
+  fc.constantFrom('count', 'fail', FREE_TOOL, 'constructor', 'toString', '__proto__'),
+  fc.string({ maxLength: 10 }),
+);
 const params = fc.oneof(
-  { weight: 3, arbitrary: fc.record({ name: toolName, arguments: json, _meta: fc.record({ 'x402/payment': payment }, { requiredKeys: [] }) }, { requiredKeys: ['name'] }) },
+  {
+    weight: 3,
+    arbitrary: fc.record(
+      { name: toolName, arguments: json, _meta: fc.record({ 'x402/payment': payment }, { requiredKeys: [] }) },
+      { requiredKeys: ['name'] },
+    ),
+  },
   json,
 );
 const message = fc.record(
   {
     jsonrpc: fc.oneof({ weight: 4, arbitrary: fc.constant('2.0') }, json),
     id: fc.oneof(fc.integer(), fc.string({ maxLength: 8 }), fc.constant(null), json),
-    method: fc.oneof({ weight: 4, arbitrary: fc.constantFrom('tools/call', 'tools/list', 'ping', 'initialize', 'notifications/initialized', 'resources/list') }, fc.string({ maxLength: 12 })),
+    method: fc.oneof(
+      {
+        weight: 4,
+        arbitrary: fc.constantFrom('tools/call', 'tools/list', 'ping', 'initialize', 'notifications/initialized', 'resources/list'),
+      },
+      fc.string({ maxLength: 12 }),
+    ),
     params,
   },
   { requiredKeys: ['method'] },
@@ -75,10 +110,19 @@ const body = fc.oneof(
   json.map((v) => JSON.stringify(v)),
   anyText,
   fc.tuple(message, fc.constantFrom('', '\n', ' ', ',', '}', '\u0000')).map(([m, tail]) => JSON.stringify(m) + tail),
-  fc.constant(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: { pad: 'x'.repeat(BODY_LIMIT) } } })),
+  fc.constant(
+    JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: { pad: 'x'.repeat(BODY_LIMIT) } } }),
+  ),
 );
 /** The payment may also come as a header (used when `_meta` has none). */
-const header = fc.option(fc.oneof(nearPayment.map(encodeHeader), fc.base64String({ maxLength: 60 }), fc.string({ unit: fc.constantFrom(...'abc=+/ 019'.split('')), maxLength: 20 })), { nil: undefined });
+const header = fc.option(
+  fc.oneof(
+    nearPayment.map(encodeHeader),
+    fc.base64String({ maxLength: 60 }),
+    fc.string({ unit: fc.constantFrom(...'abc=+/ 019'.split('')), maxLength: 20 }),
+  ),
+  { nil: undefined },
+);
 
 /** A priced, unbatched `tools/call`, as the gateway reads the body. */
 function pricedCall(text: string): boolean {
@@ -92,7 +136,7 @@ function pricedCall(text: string): boolean {
   return typeof parsed.params.name === 'string' && parsed.params.name !== FREE_TOOL;
 }
 
-const isRpcResponse = (v: unknown) => isObject(v) && v.jsonrpc === '2.0' && 'id' in v && ('result' in v) !== ('error' in v);
+const isRpcResponse = (v: unknown) => isObject(v) && v.jsonrpc === '2.0' && 'id' in v && 'result' in v !== 'error' in v;
 
 describe('gateway: arbitrary JSON-RPC envelopes (property, real gateway and upstream)', () => {
   before(async () => {
@@ -143,7 +187,8 @@ describe('gateway: arbitrary JSON-RPC envelopes (property, real gateway and upst
         assert.doesNotThrow(() => (parsed = JSON.parse(answer)), `not JSON: ${answer.slice(0, 200)}`);
         assert.ok(isRpcResponse(parsed) || (Array.isArray(parsed) && parsed.every(isRpcResponse)), `not JSON-RPC: ${answer.slice(0, 300)}`);
         if (pricedCall(text) && Buffer.byteLength(text) <= BODY_LIMIT) {
-          const result = (parsed as { result?: { isError?: boolean; structuredContent?: { x402Version?: number; accepts?: unknown[] } } }).result;
+          const result = (parsed as { result?: { isError?: boolean; structuredContent?: { x402Version?: number; accepts?: unknown[] } } })
+            .result;
           assert.equal(res.status, 200);
           assert.equal(result?.isError, true, `priced call not challenged: ${text.slice(0, 200)} → ${answer.slice(0, 300)}`);
           assert.equal(result.structuredContent?.x402Version, 2);

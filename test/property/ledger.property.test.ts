@@ -36,7 +36,12 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('topup' as const), key: who, amount, idem }),
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('debit' as const), key: who, amount, idem }) },
   fc.record({ kind: fc.constant('refund' as const), debit: fc.nat() }),
-  fc.record({ kind: fc.constant('adjust' as const), key: who, amount: fc.tuple(amount, fc.boolean()).map(([a, neg]) => (neg ? -a : a)), idem }),
+  fc.record({
+    kind: fc.constant('adjust' as const),
+    key: who,
+    amount: fc.tuple(amount, fc.boolean()).map(([a, neg]) => (neg ? -a : a)),
+    idem,
+  }),
   fc.record({ kind: fc.constant('transfer' as const), from: who, to: who, amount, idem }),
 );
 
@@ -55,11 +60,22 @@ function runner(credits: CreditStore, keyIds: string[], debits: string[]) {
     try {
       switch (o.kind) {
         case 'topup': {
-          const r = await credits.credit({ keyId: keyIds[o.key % keyIds.length]!, kind: 'topup', amount: o.amount, reason: 'topup', idempotencyKey: o.idem });
+          const r = await credits.credit({
+            keyId: keyIds[o.key % keyIds.length]!,
+            kind: 'topup',
+            amount: o.amount,
+            reason: 'topup',
+            idempotencyKey: o.idem,
+          });
           return { applied: r.applied };
         }
         case 'debit': {
-          const r = await credits.debit({ keyId: keyIds[o.key % keyIds.length]!, amount: o.amount, reason: 'call', idempotencyKey: o.idem });
+          const r = await credits.debit({
+            keyId: keyIds[o.key % keyIds.length]!,
+            amount: o.amount,
+            reason: 'call',
+            idempotencyKey: o.idem,
+          });
           return r.ok ? { applied: true, debitId: r.entry.id } : { applied: false, refused: r.reason };
         }
         case 'refund': {
@@ -155,7 +171,13 @@ async function assertInvariants(credits: CreditStore, keyIds: string[]) {
       running += entry.amount;
       assert.equal(entry.balanceAfter, running, `entry ${entry.id} (${entry.kind}) of ${keyId}: balanceAfter is not the running sum`);
       assert.ok(running >= 0n, `${keyId} went below zero at ${entry.id}`);
-      assert.ok(entry.kind === 'debit' ? entry.amount < 0n : entry.kind === 'refund' || entry.kind === 'topup' ? entry.amount > 0n : entry.amount !== 0n);
+      assert.ok(
+        entry.kind === 'debit'
+          ? entry.amount < 0n
+          : entry.kind === 'refund' || entry.kind === 'topup'
+            ? entry.amount > 0n
+            : entry.amount !== 0n,
+      );
     }
     assert.equal((await credits.key(keyId))!.balance, running, `${keyId}: balance is not the sum of its entries`);
     all.push(...entries);
@@ -171,7 +193,10 @@ async function assertInvariants(credits: CreditStore, keyIds: string[]) {
   }
   // Transfers come in pairs: what left one key arrived at another.
   const transfers = all.filter((e) => e.kind === 'transfer');
-  assert.equal(transfers.reduce((s, e) => s + e.amount, 0n), 0n);
+  assert.equal(
+    transfers.reduce((s, e) => s + e.amount, 0n),
+    0n,
+  );
 }
 
 describe('credits ledger money invariants (property, SQLite)', () => {
@@ -197,7 +222,11 @@ describe('credits ledger money invariants (property, SQLite)', () => {
             if (!concurrent) {
               const want = expected.expect(batch[0]!);
               const got = outcomes[0]!;
-              assert.equal(got.applied, want.applied, `${JSON.stringify(batch[0], (_, v) => (typeof v === 'bigint' ? `${v}n` : v))}: ${JSON.stringify(got)}`);
+              assert.equal(
+                got.applied,
+                want.applied,
+                `${JSON.stringify(batch[0], (_, v) => (typeof v === 'bigint' ? `${v}n` : v))}: ${JSON.stringify(got)}`,
+              );
               assert.equal(got.refused, want.refused);
               assert.equal(got.threw !== undefined, want.throws === true, got.threw);
               for (const [i, keyId] of keyIds.entries()) assert.equal((await credits.key(keyId))!.balance, expected.balances[i]);
@@ -206,7 +235,10 @@ describe('credits ledger money invariants (property, SQLite)', () => {
               const ledgerIdem = (o: Op) => (o.kind === 'transfer' ? [`${o.idem}:out`] : 'idem' in o ? [o.idem] : []);
               const appliedIdems = batch.flatMap((o, i) => (outcomes[i]!.applied ? ledgerIdem(o) : []));
               assert.equal(new Set(appliedIdems).size, appliedIdems.length, `applied twice: ${appliedIdems}`);
-              assert.ok(outcomes.every((o) => o.threw === undefined || /UNIQUE/.test(o.threw)), outcomes.map((o) => o.threw).join());
+              assert.ok(
+                outcomes.every((o) => o.threw === undefined || /UNIQUE/.test(o.threw)),
+                outcomes.map((o) => o.threw).join(),
+              );
             }
             await assertInvariants(credits, keyIds);
           }

@@ -17,7 +17,9 @@ const toolCall = fc.record({
   params: fc.record({
     name: fc.oneof(fc.constant('paid-search'), fc.constant('free-echo'), fc.string({ maxLength: 12 })),
     arguments: fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 4 }),
-    _meta: fc.tuple(meta, fc.option(payment, { nil: undefined })).map(([m, p]) => (p ? { ...m, [PAYMENT_META_KEYS[0]]: p, [PAYMENT_META_KEYS[1]]: p } : m)),
+    _meta: fc
+      .tuple(meta, fc.option(payment, { nil: undefined }))
+      .map(([m, p]) => (p ? { ...m, [PAYMENT_META_KEYS[0]]: p, [PAYMENT_META_KEYS[1]]: p } : m)),
   }),
 });
 

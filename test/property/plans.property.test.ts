@@ -12,7 +12,10 @@ type Tier = { upTo?: number; price: bigint };
 
 /** Valid graduated tiers: strictly increasing bounds, the last one open, prices in whole atomic units. */
 const tiers = fc
-  .tuple(fc.uniqueArray(fc.integer({ min: 1, max: 1_000_000 }), { minLength: 0, maxLength: 6 }), fc.array(fc.bigInt({ min: 0n, max: 10n ** 9n }), { minLength: 7, maxLength: 7 }))
+  .tuple(
+    fc.uniqueArray(fc.integer({ min: 1, max: 1_000_000 }), { minLength: 0, maxLength: 6 }),
+    fc.array(fc.bigInt({ min: 0n, max: 10n ** 9n }), { minLength: 7, maxLength: 7 }),
+  )
   .map(([bounds, prices]) => {
     const sorted = [...bounds].sort((a, b) => a - b);
     const steps: Tier[] = [...sorted.map((upTo, i) => ({ upTo, price: prices[i]! })), { price: prices[sorted.length]! }];
@@ -72,10 +75,15 @@ describe('plans and the take rate (properties)', () => {
 
   test('free calls per month: the first N cost nothing, every later one the tool’s price', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 1_000 }), fc.bigInt({ min: 1n, max: 10n ** 9n }), fc.integer({ min: 1, max: 5_000 }), (free, price, n) => {
-        const plan = planSchema.parse({ type: 'per_call', default: atomicToUsd(price), freeCallsPerMonth: free });
-        assert.equal(priceAt(plan, 'tool', BigInt(n)), n <= free ? 0n : price);
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 1_000 }),
+        fc.bigInt({ min: 1n, max: 10n ** 9n }),
+        fc.integer({ min: 1, max: 5_000 }),
+        (free, price, n) => {
+          const plan = planSchema.parse({ type: 'per_call', default: atomicToUsd(price), freeCallsPerMonth: free });
+          assert.equal(priceAt(plan, 'tool', BigInt(n)), n <= free ? 0n : price);
+        },
+      ),
       RUNS,
     );
   });
@@ -88,11 +96,14 @@ describe('plans and the take rate (properties)', () => {
       RUNS,
     );
     fc.assert(
-      fc.property(tiers.filter((t) => t.length >= 3), (t) => {
-        const swapped = [t[1]!, t[0]!, ...t.slice(2)];
-        assert.equal(planSchema.safeParse(asInput(swapped)).success, false, 'bounds out of order');
-        assert.equal(planSchema.safeParse(asInput(t.slice(0, -1))).success, false, 'no open last tier');
-      }),
+      fc.property(
+        tiers.filter((t) => t.length >= 3),
+        (t) => {
+          const swapped = [t[1]!, t[0]!, ...t.slice(2)];
+          assert.equal(planSchema.safeParse(asInput(swapped)).success, false, 'bounds out of order');
+          assert.equal(planSchema.safeParse(asInput(t.slice(0, -1))).success, false, 'no open last tier');
+        },
+      ),
       RUNS,
     );
   });

@@ -65,7 +65,9 @@ describe('pricing: USD strings ⇄ atomic units (properties)', () => {
   });
 
   test('any text either reads as the oracle says or is refused with a PriceError / a zod issue', () => {
-    const signed = fc.tuple(fc.constantFrom('-', '+', '\u2212', '--', '0x', '1e', ' 1 '), fc.stringMatching(/^\d{1,8}(\.\d{1,6})?$/)).map(([a, b]) => a + b);
+    const signed = fc
+      .tuple(fc.constantFrom('-', '+', '\u2212', '--', '0x', '1e', ' 1 '), fc.stringMatching(/^\d{1,8}(\.\d{1,6})?$/))
+      .map(([a, b]) => a + b);
     fc.assert(
       fc.property(fc.oneof(nearNumber, anyText, signed), (text) => {
         const expected = atomicOf(text);
@@ -97,7 +99,15 @@ describe('pricing: USD strings ⇄ atomic units (properties)', () => {
 
   test('a tool the table does not name costs the default price, whatever its name', () => {
     const named = fc.dictionary(fc.string({ minLength: 1, maxLength: 8 }), fc.stringMatching(/^\d{1,3}\.\d{2}$/), { maxKeys: 4 });
-    const prototypeNames = fc.constantFrom('constructor', 'toString', 'valueOf', 'hasOwnProperty', '__proto__', 'isPrototypeOf', '__defineGetter__');
+    const prototypeNames = fc.constantFrom(
+      'constructor',
+      'toString',
+      'valueOf',
+      'hasOwnProperty',
+      '__proto__',
+      'isPrototypeOf',
+      '__defineGetter__',
+    );
     fc.assert(
       fc.property(named, fc.oneof(prototypeNames, fc.string({ minLength: 1 })), (tools, tool) => {
         const table = priceTableSchema.parse({ default: '0.01', tools });

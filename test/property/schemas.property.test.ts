@@ -33,19 +33,32 @@ describe('x402 schemas (properties)', () => {
 
   test('uintString and addressString refuse every non-string without throwing', () => {
     fc.assert(
-      fc.property(anyInput.filter((v) => typeof v !== 'string'), (value) => {
-        assert.equal(accepts(uintString, value), false);
-        assert.equal(accepts(addressString, value), false);
-      }),
+      fc.property(
+        anyInput.filter((v) => typeof v !== 'string'),
+        (value) => {
+          assert.equal(accepts(uintString, value), false);
+          assert.equal(accepts(addressString, value), false);
+        },
+      ),
       RUNS,
     );
   });
 
   test('addressString accepts exactly 0x and 40 hex digits, either case', () => {
     const nearMisses = fc.oneof(
-      fc.integer({ min: 0, max: 45 }).chain((n) => fc.tuple(fc.constantFrom('0x', '0X', 'x', '', ' 0x'), hexBytes(n).map((h) => h.slice(0, n)))).map(([p, h]) => p + h),
+      fc
+        .integer({ min: 0, max: 45 })
+        .chain((n) =>
+          fc.tuple(
+            fc.constantFrom('0x', '0X', 'x', '', ' 0x'),
+            hexBytes(n).map((h) => h.slice(0, n)),
+          ),
+        )
+        .map(([p, h]) => p + h),
       fc.tuple(address, fc.constantFrom('\n', ' ', 'g', '0')).map(([a, s]) => a + s),
-      fc.tuple(address, fc.nat(41), fc.constantFrom('g', 'G', 'z', ' ', '\u0000', 'é')).map(([a, i, c]) => a.slice(0, i + 1) + c + a.slice(i + 2)),
+      fc
+        .tuple(address, fc.nat(41), fc.constantFrom('g', 'G', 'z', ' ', '\u0000', 'é'))
+        .map(([a, i, c]) => a.slice(0, i + 1) + c + a.slice(i + 2)),
     );
     fc.assert(
       fc.property(fc.oneof(address, nearMisses, anyText), (text) => {

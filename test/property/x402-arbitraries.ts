@@ -12,10 +12,18 @@ const nonEmpty = fc.string({ minLength: 1, maxLength: 20 });
 const record = fc.dictionary(fc.string({ maxLength: 8 }), json, { maxKeys: 4 });
 
 /** Fields the schemas do not name, which loose objects carry through. */
-const extraFields = (named: string[]) => fc.dictionary(fc.string({ maxLength: 8 }).filter((k) => !named.includes(k)), json, { maxKeys: 2 });
+const extraFields = (named: string[]) =>
+  fc.dictionary(
+    fc.string({ maxLength: 8 }).filter((k) => !named.includes(k)),
+    json,
+    { maxKeys: 2 },
+  );
 
 /** `fc.record` with optional keys absent (not `undefined`), plus fields a sender added. */
-function loose<T extends Record<string, unknown>>(required: { [K in keyof T]: fc.Arbitrary<T[K]> }, optional: Record<string, fc.Arbitrary<unknown>> = {}) {
+function loose<T extends Record<string, unknown>>(
+  required: { [K in keyof T]: fc.Arbitrary<T[K]> },
+  optional: Record<string, fc.Arbitrary<unknown>> = {},
+) {
   const named = [...Object.keys(required), ...Object.keys(optional)];
   return fc
     .tuple(fc.record(required), fc.record(optional, { requiredKeys: [] }), extraFields(named))
@@ -24,8 +32,18 @@ function loose<T extends Record<string, unknown>>(required: { [K in keyof T]: fc
 
 /** The `exact` EVM payload an x402 client signs. */
 const exactPayload = fc.record({
-  signature: fc.integer({ min: 65, max: 200 }).chain((n) => hexBytes(n)).map((h) => `0x${h}`),
-  authorization: fc.record({ from: address, to: address, value: uint, validAfter: uint, validBefore: uint, nonce: hexBytes(32).map((h) => `0x${h}`) }),
+  signature: fc
+    .integer({ min: 65, max: 200 })
+    .chain((n) => hexBytes(n))
+    .map((h) => `0x${h}`),
+  authorization: fc.record({
+    from: address,
+    to: address,
+    value: uint,
+    validAfter: uint,
+    validBefore: uint,
+    nonce: hexBytes(32).map((h) => `0x${h}`),
+  }),
 });
 const payload = fc.oneof(exactPayload, record);
 
@@ -35,7 +53,15 @@ export const requirementsV2 = loose<PaymentRequirementsV2>(
 );
 
 export const requirementsV1 = loose<PaymentRequirementsV1>(
-  { scheme: nonEmpty, network: nonEmpty, maxAmountRequired: uint, resource: fc.string(), payTo: nonEmpty, maxTimeoutSeconds: fc.maxSafeNat(), asset: nonEmpty },
+  {
+    scheme: nonEmpty,
+    network: nonEmpty,
+    maxAmountRequired: uint,
+    resource: fc.string(),
+    payTo: nonEmpty,
+    maxTimeoutSeconds: fc.maxSafeNat(),
+    asset: nonEmpty,
+  },
   { description: fc.string(), mimeType: fc.string(), outputSchema: fc.option(record), extra: fc.option(record) },
 );
 

@@ -17,7 +17,10 @@ const run = promisify(execFile);
 
 async function newKey(credits: CreditStore, micro: bigint, fields: Partial<Parameters<CreditStore['createKey']>[0]> = {}) {
   const { id, hash } = generateApiKey();
-  const created = await credits.createKey({ id, hash, name: 'test', ...fields }, micro > 0n ? { amount: micro, reason: 'seed', idempotencyKey: `seed:${id}` } : undefined);
+  const created = await credits.createKey(
+    { id, hash, name: 'test', ...fields },
+    micro > 0n ? { amount: micro, reason: 'seed', idempotencyKey: `seed:${id}` } : undefined,
+  );
   assert.ok(created.created);
   return created.key.id;
 }
@@ -46,286 +49,365 @@ function sharedDatabase(backend: 'sqlite' | 'postgres') {
 }
 
 for (const backend of backends)
-describe(`credits ledger (${backend.name})`, { skip: backend.skip }, () => {
-  let store: Store;
-  let credits: CreditStore;
-  const key = (micro: bigint, fields?: Partial<Parameters<CreditStore['createKey']>[0]>) => newKey(credits, micro, fields);
-  const balanced = (keyId: string) => assertBalanced(credits, keyId);
-  before(async () => {
-    store = await backend.open();
-    credits = store.credits;
-  });
-  after(() => store?.close());
+  describe(`credits ledger (${backend.name})`, { skip: backend.skip }, () => {
+    let store: Store;
+    let credits: CreditStore;
+    const key = (micro: bigint, fields?: Partial<Parameters<CreditStore['createKey']>[0]>) => newKey(credits, micro, fields);
+    const balanced = (keyId: string) => assertBalanced(credits, keyId);
+    before(async () => {
+      store = await backend.open();
+      credits = store.credits;
+    });
+    after(() => store?.close());
 
-  test('500 concurrent debits against a balance for 100: exactly 100 pass, the balance ends at 0, never below', async () => {
-    const keyId = await key(1_000_000n);
-    const results = await Promise.all(
-      Array.from({ length: 500 }, (_, i) => debit(credits, { keyId, amount: 10_000n, reason: 'call', idempotencyKey: `c:${keyId}:${i}` })),
-    );
-    assert.equal(results.filter((r) => r.ok).length, 100);
-    assert.ok(results.filter((r) => !r.ok).every((r) => !r.ok && r.reason === 'insufficient_balance'));
-    assert.equal(await balanced(keyId), 0n);
-  });
-
-  test('two processes debiting one key on one database never overdraw it', async () => {
-    const database = sharedDatabase(backend.name);
-    const shared = await (backend.name === 'sqlite' ? openSqliteStore(database as { path: string }) : openPostgresStore(database as { url: string }));
-    try {
-      const keyId = await newKey(shared.credits, 2_000_000n);
-      const startAt = String(Date.now() + 1500);
-      const fixture = path.join(import.meta.dirname, 'fixtures', 'debit-many.ts');
-      const outputs = await Promise.all(
-        [0, 1].map(() => run(process.execPath, ['--import', 'tsx', fixture, backend.name, JSON.stringify(database), keyId, '30000', '60', startAt])),
+    test('500 concurrent debits against a balance for 100: exactly 100 pass, the balance ends at 0, never below', async () => {
+      const keyId = await key(1_000_000n);
+      const results = await Promise.all(
+        Array.from({ length: 500 }, (_, i) =>
+          debit(credits, { keyId, amount: 10_000n, reason: 'call', idempotencyKey: `c:${keyId}:${i}` }),
+        ),
       );
-      const passed = outputs.reduce((n, o) => n + Number(o.stdout), 0);
-      assert.equal(passed, 66); // 2.00 / 0.03 = 66 whole debits
-      assert.equal(await assertBalanced(shared.credits, keyId), 20_000n);
-    } finally {
-      await shared.close();
-    }
-  });
-
-  test('request counts per key and minute: each of many concurrent requests gets its own number; older windows are forgotten', async () => {
-    const window = 1_800_000_000_000;
-    const counts = await Promise.all(Array.from({ length: 60 }, (_, i) => store.credits.countRequest(i % 2 ? 'key_a' : 'key_b', window)));
-    assert.deepEqual(counts.filter((_, i) => i % 2).sort((x, y) => Number(x - y)), Array.from({ length: 30 }, (_, i) => BigInt(i + 1)));
-    assert.equal(await store.credits.countRequest('key_a', window + 60_000), 1n, 'a new window starts at 1');
-    assert.equal(await store.credits.countRequest('key_b', window), 31n);
-  });
-
-  test('a credit applies once per idempotency key; a refund returns a debit once', async () => {
-    const keyId = await key(0n);
-    const first = await credits.credit({ keyId, kind: 'topup', amount: 500n, reason: 'x', idempotencyKey: `once:${keyId}` });
-    const again = await credits.credit({ keyId, kind: 'topup', amount: 500n, reason: 'x', idempotencyKey: `once:${keyId}` });
-    assert.equal(first.applied, true);
-    assert.equal(again.applied, false);
-    assert.equal(again.entry.id, first.entry.id);
-    const debited = await debit(credits, { keyId, amount: 200n, reason: 'call', idempotencyKey: `d1:${keyId}` });
-    assert.ok(debited.ok);
-    const refunds = await Promise.all([credits.refund(debited.entry.id, 'upstream failed'), credits.refund(debited.entry.id, 'upstream failed')]);
-    assert.deepEqual(refunds, [{ balance: 500n }, { balance: 500n }]);
-    assert.equal(await balanced(keyId), 500n);
-    await assert.rejects(debit(credits, { keyId, amount: 1n, reason: 'call', idempotencyKey: `d1:${keyId}` }), /UNIQUE|unique constraint/);
-  });
-
-  test('concurrent credits under one idempotency key, on one key or on several, apply once', async () => {
-    const keys = await Promise.all(Array.from({ length: 8 }, () => key(0n)));
-    const idempotencyKey = newId('race');
-    const results = await Promise.all(
-      [...keys, ...keys].map((keyId) => credits.credit({ keyId, kind: 'topup', amount: 700n, reason: 'x', idempotencyKey })),
-    );
-    assert.equal(results.filter((r) => r.applied).length, 1);
-    assert.equal(new Set(results.map((r) => r.entry.id)).size, 1);
-    let total = 0n;
-    for (const keyId of keys) total += await balanced(keyId);
-    assert.equal(total, 700n);
-  });
-
-  test('daily and lifetime limits, and refunds give the allowance back', async () => {
-    const keyId = await key(10_000n, { dailyLimit: 300n, lifetimeLimit: 500n });
-    const d = (n: number, amount = 100n) => debit(credits, { keyId, amount, reason: 'call', idempotencyKey: `lim:${keyId}:${n}` });
-    for (let i = 0; i < 3; i++) assert.ok((await d(i)).ok);
-    const refused = await d(3);
-    assert.deepEqual(refused, { ok: false, reason: 'daily_limit', balance: 9_700n, limitRemaining: 0n });
-    const last = (await credits.history(keyId, { limit: 1 }))[0]!;
-    await credits.refund(last.id, 'failed');
-    assert.ok((await d(4)).ok);
-    assert.equal((await credits.key(keyId))!.spentToday, 300n);
-    const lifetime = await key(10_000n, { lifetimeLimit: 250n });
-    assert.ok((await debit(credits, { keyId: lifetime, amount: 200n, reason: 'call', idempotencyKey: `lt1:${lifetime}` })).ok);
-    assert.deepEqual(await debit(credits, { keyId: lifetime, amount: 100n, reason: 'call', idempotencyKey: `lt2:${lifetime}` }), {
-      ok: false,
-      reason: 'lifetime_limit',
-      balance: 9_800n,
-      limitRemaining: 50n,
+      assert.equal(results.filter((r) => r.ok).length, 100);
+      assert.ok(results.filter((r) => !r.ok).every((r) => !r.ok && r.reason === 'insufficient_balance'));
+      assert.equal(await balanced(keyId), 0n);
     });
-  });
 
-  test('a budget token spends within its cap and the key’s balance; revocation stops it', async () => {
-    const keyId = await key(1_000n);
-    const now = Date.now();
-    const tokenId = newId('bt');
-    await credits.createToken({ id: tokenId, keyId, cap: 250n, expiresAt: now + 60_000, createdAt: now });
-    const spend = (n: number, amount = 100n) => debit(credits, { keyId, tokenId, amount, reason: 'call', idempotencyKey: `bt:${tokenId}:${n}` });
-    const results = await Promise.all([1, 2, 3, 4].map((n) => spend(n)));
-    assert.equal(results.filter((r) => r.ok).length, 2);
-    assert.deepEqual(results.find((r) => !r.ok), { ok: false, reason: 'budget_exhausted', balance: 800n, tokenRemaining: 50n });
-    assert.ok((await spend(5, 50n)).ok);
-    assert.equal((await credits.token(tokenId))!.spent, 250n);
-    assert.equal((await credits.revokeToken(keyId, tokenId))!.revokedAt !== undefined, true);
-    const refund = (await credits.history(keyId, { limit: 1 }))[0]!;
-    await credits.refund(refund.id, 'failed');
-    assert.equal((await credits.token(tokenId))!.spent, 200n);
-    assert.equal(((await spend(7, 10n)) as { reason: string }).reason, 'token_revoked');
-    assert.deepEqual((await credits.tokens(keyId)).map((t) => t.id), [tokenId]);
-  });
+    test('two processes debiting one key on one database never overdraw it', async () => {
+      const database = sharedDatabase(backend.name);
+      const shared = await (backend.name === 'sqlite'
+        ? openSqliteStore(database as { path: string })
+        : openPostgresStore(database as { url: string }));
+      try {
+        const keyId = await newKey(shared.credits, 2_000_000n);
+        const startAt = String(Date.now() + 1500);
+        const fixture = path.join(import.meta.dirname, 'fixtures', 'debit-many.ts');
+        const outputs = await Promise.all(
+          [0, 1].map(() =>
+            run(process.execPath, ['--import', 'tsx', fixture, backend.name, JSON.stringify(database), keyId, '30000', '60', startAt]),
+          ),
+        );
+        const passed = outputs.reduce((n, o) => n + Number(o.stdout), 0);
+        assert.equal(passed, 66); // 2.00 / 0.03 = 66 whole debits
+        assert.equal(await assertBalanced(shared.credits, keyId), 20_000n);
+      } finally {
+        await shared.close();
+      }
+    });
 
-  test('suspended, revoked and expired keys cannot spend; revoked is final', async () => {
-    const keyId = await key(1_000n);
-    await credits.setStatus(keyId, 'suspended');
-    assert.equal(((await debit(credits, { keyId, amount: 1n, reason: 'x', idempotencyKey: `s1:${keyId}` })) as { reason: string }).reason, 'key_suspended');
-    await credits.setStatus(keyId, 'revoked');
-    assert.equal((await credits.setStatus(keyId, 'active'))!.status, 'revoked');
-    const expired = await key(1_000n, { expiresAt: Date.now() - 1 });
-    assert.equal(((await debit(credits, { keyId: expired, amount: 1n, reason: 'x', idempotencyKey: `s2:${expired}` })) as { reason: string }).reason, 'key_expired');
-  });
+    test('request counts per key and minute: each of many concurrent requests gets its own number; older windows are forgotten', async () => {
+      const window = 1_800_000_000_000;
+      const counts = await Promise.all(Array.from({ length: 60 }, (_, i) => store.credits.countRequest(i % 2 ? 'key_a' : 'key_b', window)));
+      assert.deepEqual(
+        counts.filter((_, i) => i % 2).sort((x, y) => Number(x - y)),
+        Array.from({ length: 30 }, (_, i) => BigInt(i + 1)),
+      );
+      assert.equal(await store.credits.countRequest('key_a', window + 60_000), 1n, 'a new window starts at 1');
+      assert.equal(await store.credits.countRequest('key_b', window), 31n);
+    });
 
-  test('an Idempotency-Key request debits once: a concurrent twin is refused as in progress, a refund frees the key', async () => {
-    const keyId = await key(1_000n);
-    const request = { idempotencyKey: newId('idem'), bodyHash: 'h1' };
-    const call = (n: number) => debit(credits, { keyId, amount: 100n, reason: 'call', idempotencyKey: `rq:${keyId}:${n}`, request, open: true });
-    const results = await Promise.all([1, 2, 3].map(call));
-    const won = results.filter((r) => r.ok);
-    assert.equal(won.length, 1);
-    assert.deepEqual(results.filter((r) => !r.ok), [{ ok: false, reason: 'request_in_progress' }, { ok: false, reason: 'request_in_progress' }]);
-    assert.equal(await balanced(keyId), 900n);
-    const debitId = won[0]!.ok ? won[0]!.entry.id : '';
-    assert.deepEqual(await credits.request(keyId, request.idempotencyKey), { bodyHash: 'h1', debitId });
-    await credits.completeRequest(keyId, request.idempotencyKey, '{"done":true}');
-    assert.equal((await credits.request(keyId, request.idempotencyKey))!.response, '{"done":true}');
-    await credits.refund(debitId, 'failed');
-    assert.equal(await credits.request(keyId, request.idempotencyKey), undefined);
-    assert.ok((await call(4)).ok, 'after the refund the request runs again');
-  });
-
-  test('open debits stay open until closed (charged) or refunded (what they mean for revenue: test/store/operators.test.ts)', async () => {
-    const keyId = await key(1_000n);
-    const ids: string[] = [];
-    for (const n of [1, 2, 3]) {
-      const debited = await debit(credits, { keyId, amount: 10n, reason: 'call', idempotencyKey: `open:${keyId}:${n}`, open: true });
+    test('a credit applies once per idempotency key; a refund returns a debit once', async () => {
+      const keyId = await key(0n);
+      const first = await credits.credit({ keyId, kind: 'topup', amount: 500n, reason: 'x', idempotencyKey: `once:${keyId}` });
+      const again = await credits.credit({ keyId, kind: 'topup', amount: 500n, reason: 'x', idempotencyKey: `once:${keyId}` });
+      assert.equal(first.applied, true);
+      assert.equal(again.applied, false);
+      assert.equal(again.entry.id, first.entry.id);
+      const debited = await debit(credits, { keyId, amount: 200n, reason: 'call', idempotencyKey: `d1:${keyId}` });
       assert.ok(debited.ok);
-      ids.push(debited.entry.id);
-    }
-    const [delivered, failed, running] = ids as [string, string, string];
-    // Sorted: debits made in one millisecond have no order among themselves.
-    const mine = async () => (await credits.openDebits(Date.now() + 1)).filter((id) => ids.includes(id)).sort();
-    assert.deepEqual(await mine(), ids);
-    await credits.closeDebits([delivered]);
-    await credits.refund(failed, 'failed');
-    assert.deepEqual(await mine(), [running]);
-    assert.deepEqual(await credits.openDebits(0), []);
-  });
-
-  test('adjustments and transfers apply once and never take a balance below zero; opposite transfers do not deadlock', async () => {
-    const [a, b] = [await key(1_000n), await key(1_000n)];
-    const transfer = (from: string, to: string, amount: bigint, idempotencyKey = newId('mv')) => credits.move({ from, to, amount, reason: 'x', idempotencyKey });
-    const once = newId('mv');
-    const first = await transfer(a, b, 300n, once);
-    assert.ok(first.ok && first.applied);
-    assert.deepEqual(first.entries.map((e) => [e.kind, e.keyId, e.amount, e.balanceAfter]), [['transfer', a, -300n, 700n], ['transfer', b, 300n, 1_300n]]);
-    assert.deepEqual(await transfer(a, b, 300n, once), { ok: true, applied: false, entries: first.entries });
-    assert.deepEqual(await transfer(a, b, 701n), { ok: false, reason: 'insufficient_balance', keyId: a, balance: 700n });
-    assert.deepEqual(await transfer(a, 'key_unknown', 1n), { ok: false, reason: 'key_unknown', keyId: 'key_unknown' });
-    assert.deepEqual(await credits.move({ from: b, amount: 1_301n, reason: 'x', idempotencyKey: newId('adj') }), {
-      ok: false,
-      reason: 'insufficient_balance',
-      keyId: b,
-      balance: 1_300n,
+      const refunds = await Promise.all([
+        credits.refund(debited.entry.id, 'upstream failed'),
+        credits.refund(debited.entry.id, 'upstream failed'),
+      ]);
+      assert.deepEqual(refunds, [{ balance: 500n }, { balance: 500n }]);
+      assert.equal(await balanced(keyId), 500n);
+      await assert.rejects(
+        debit(credits, { keyId, amount: 1n, reason: 'call', idempotencyKey: `d1:${keyId}` }),
+        /UNIQUE|unique constraint/,
+      );
     });
-    const adjusted = await credits.move({ to: a, amount: 50n, reason: 'goodwill', idempotencyKey: newId('adj') });
-    assert.ok(adjusted.ok && adjusted.entries[0]!.kind === 'adjustment');
-    const results = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? transfer(a, b, 10n) : transfer(b, a, 10n))));
-    assert.ok(results.every((r) => r.ok && r.applied));
-    assert.deepEqual([await balanced(a), await balanced(b)], [750n, 1_300n]);
-  });
 
-  test('a repeated initial top-up creates no second key; keys() lists one operator’s keys', async () => {
-    const idempotencyKey = newId('create');
-    const create = () => {
-      const { id, hash } = generateApiKey();
-      return credits.createKey({ id, hash, name: 'twin' }, { amount: 100n, reason: 'seed', idempotencyKey });
-    };
-    // Several rounds of four at once: a twin that commits between another's look and its insert must still make no key.
-    for (let round = 0; round < 8; round++) {
-      const again = newId('create');
-      const quads = await Promise.all(Array.from({ length: 4 }, () => {
+    test('concurrent credits under one idempotency key, on one key or on several, apply once', async () => {
+      const keys = await Promise.all(Array.from({ length: 8 }, () => key(0n)));
+      const idempotencyKey = newId('race');
+      const results = await Promise.all(
+        [...keys, ...keys].map((keyId) => credits.credit({ keyId, kind: 'topup', amount: 700n, reason: 'x', idempotencyKey })),
+      );
+      assert.equal(results.filter((r) => r.applied).length, 1);
+      assert.equal(new Set(results.map((r) => r.entry.id)).size, 1);
+      let total = 0n;
+      for (const keyId of keys) total += await balanced(keyId);
+      assert.equal(total, 700n);
+    });
+
+    test('daily and lifetime limits, and refunds give the allowance back', async () => {
+      const keyId = await key(10_000n, { dailyLimit: 300n, lifetimeLimit: 500n });
+      const d = (n: number, amount = 100n) => debit(credits, { keyId, amount, reason: 'call', idempotencyKey: `lim:${keyId}:${n}` });
+      for (let i = 0; i < 3; i++) assert.ok((await d(i)).ok);
+      const refused = await d(3);
+      assert.deepEqual(refused, { ok: false, reason: 'daily_limit', balance: 9_700n, limitRemaining: 0n });
+      const last = (await credits.history(keyId, { limit: 1 }))[0]!;
+      await credits.refund(last.id, 'failed');
+      assert.ok((await d(4)).ok);
+      assert.equal((await credits.key(keyId))!.spentToday, 300n);
+      const lifetime = await key(10_000n, { lifetimeLimit: 250n });
+      assert.ok((await debit(credits, { keyId: lifetime, amount: 200n, reason: 'call', idempotencyKey: `lt1:${lifetime}` })).ok);
+      assert.deepEqual(await debit(credits, { keyId: lifetime, amount: 100n, reason: 'call', idempotencyKey: `lt2:${lifetime}` }), {
+        ok: false,
+        reason: 'lifetime_limit',
+        balance: 9_800n,
+        limitRemaining: 50n,
+      });
+    });
+
+    test('a budget token spends within its cap and the key’s balance; revocation stops it', async () => {
+      const keyId = await key(1_000n);
+      const now = Date.now();
+      const tokenId = newId('bt');
+      await credits.createToken({ id: tokenId, keyId, cap: 250n, expiresAt: now + 60_000, createdAt: now });
+      const spend = (n: number, amount = 100n) =>
+        debit(credits, { keyId, tokenId, amount, reason: 'call', idempotencyKey: `bt:${tokenId}:${n}` });
+      const results = await Promise.all([1, 2, 3, 4].map((n) => spend(n)));
+      assert.equal(results.filter((r) => r.ok).length, 2);
+      assert.deepEqual(
+        results.find((r) => !r.ok),
+        { ok: false, reason: 'budget_exhausted', balance: 800n, tokenRemaining: 50n },
+      );
+      assert.ok((await spend(5, 50n)).ok);
+      assert.equal((await credits.token(tokenId))!.spent, 250n);
+      assert.equal((await credits.revokeToken(keyId, tokenId))!.revokedAt !== undefined, true);
+      const refund = (await credits.history(keyId, { limit: 1 }))[0]!;
+      await credits.refund(refund.id, 'failed');
+      assert.equal((await credits.token(tokenId))!.spent, 200n);
+      assert.equal(((await spend(7, 10n)) as { reason: string }).reason, 'token_revoked');
+      assert.deepEqual(
+        (await credits.tokens(keyId)).map((t) => t.id),
+        [tokenId],
+      );
+    });
+
+    test('suspended, revoked and expired keys cannot spend; revoked is final', async () => {
+      const keyId = await key(1_000n);
+      await credits.setStatus(keyId, 'suspended');
+      assert.equal(
+        ((await debit(credits, { keyId, amount: 1n, reason: 'x', idempotencyKey: `s1:${keyId}` })) as { reason: string }).reason,
+        'key_suspended',
+      );
+      await credits.setStatus(keyId, 'revoked');
+      assert.equal((await credits.setStatus(keyId, 'active'))!.status, 'revoked');
+      const expired = await key(1_000n, { expiresAt: Date.now() - 1 });
+      assert.equal(
+        ((await debit(credits, { keyId: expired, amount: 1n, reason: 'x', idempotencyKey: `s2:${expired}` })) as { reason: string }).reason,
+        'key_expired',
+      );
+    });
+
+    test('an Idempotency-Key request debits once: a concurrent twin is refused as in progress, a refund frees the key', async () => {
+      const keyId = await key(1_000n);
+      const request = { idempotencyKey: newId('idem'), bodyHash: 'h1' };
+      const call = (n: number) =>
+        debit(credits, { keyId, amount: 100n, reason: 'call', idempotencyKey: `rq:${keyId}:${n}`, request, open: true });
+      const results = await Promise.all([1, 2, 3].map(call));
+      const won = results.filter((r) => r.ok);
+      assert.equal(won.length, 1);
+      assert.deepEqual(
+        results.filter((r) => !r.ok),
+        [
+          { ok: false, reason: 'request_in_progress' },
+          { ok: false, reason: 'request_in_progress' },
+        ],
+      );
+      assert.equal(await balanced(keyId), 900n);
+      const debitId = won[0]!.ok ? won[0]!.entry.id : '';
+      assert.deepEqual(await credits.request(keyId, request.idempotencyKey), { bodyHash: 'h1', debitId });
+      await credits.completeRequest(keyId, request.idempotencyKey, '{"done":true}');
+      assert.equal((await credits.request(keyId, request.idempotencyKey))!.response, '{"done":true}');
+      await credits.refund(debitId, 'failed');
+      assert.equal(await credits.request(keyId, request.idempotencyKey), undefined);
+      assert.ok((await call(4)).ok, 'after the refund the request runs again');
+    });
+
+    test('open debits stay open until closed (charged) or refunded (what they mean for revenue: test/store/operators.test.ts)', async () => {
+      const keyId = await key(1_000n);
+      const ids: string[] = [];
+      for (const n of [1, 2, 3]) {
+        const debited = await debit(credits, { keyId, amount: 10n, reason: 'call', idempotencyKey: `open:${keyId}:${n}`, open: true });
+        assert.ok(debited.ok);
+        ids.push(debited.entry.id);
+      }
+      const [delivered, failed, running] = ids as [string, string, string];
+      // Sorted: debits made in one millisecond have no order among themselves.
+      const mine = async () => (await credits.openDebits(Date.now() + 1)).filter((id) => ids.includes(id)).sort();
+      assert.deepEqual(await mine(), ids);
+      await credits.closeDebits([delivered]);
+      await credits.refund(failed, 'failed');
+      assert.deepEqual(await mine(), [running]);
+      assert.deepEqual(await credits.openDebits(0), []);
+    });
+
+    test('adjustments and transfers apply once and never take a balance below zero; opposite transfers do not deadlock', async () => {
+      const [a, b] = [await key(1_000n), await key(1_000n)];
+      const transfer = (from: string, to: string, amount: bigint, idempotencyKey = newId('mv')) =>
+        credits.move({ from, to, amount, reason: 'x', idempotencyKey });
+      const once = newId('mv');
+      const first = await transfer(a, b, 300n, once);
+      assert.ok(first.ok && first.applied);
+      assert.deepEqual(
+        first.entries.map((e) => [e.kind, e.keyId, e.amount, e.balanceAfter]),
+        [
+          ['transfer', a, -300n, 700n],
+          ['transfer', b, 300n, 1_300n],
+        ],
+      );
+      assert.deepEqual(await transfer(a, b, 300n, once), { ok: true, applied: false, entries: first.entries });
+      assert.deepEqual(await transfer(a, b, 701n), { ok: false, reason: 'insufficient_balance', keyId: a, balance: 700n });
+      assert.deepEqual(await transfer(a, 'key_unknown', 1n), { ok: false, reason: 'key_unknown', keyId: 'key_unknown' });
+      assert.deepEqual(await credits.move({ from: b, amount: 1_301n, reason: 'x', idempotencyKey: newId('adj') }), {
+        ok: false,
+        reason: 'insufficient_balance',
+        keyId: b,
+        balance: 1_300n,
+      });
+      const adjusted = await credits.move({ to: a, amount: 50n, reason: 'goodwill', idempotencyKey: newId('adj') });
+      assert.ok(adjusted.ok && adjusted.entries[0]!.kind === 'adjustment');
+      const results = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? transfer(a, b, 10n) : transfer(b, a, 10n))));
+      assert.ok(results.every((r) => r.ok && r.applied));
+      assert.deepEqual([await balanced(a), await balanced(b)], [750n, 1_300n]);
+    });
+
+    test('a repeated initial top-up creates no second key; keys() lists one operator’s keys', async () => {
+      const idempotencyKey = newId('create');
+      const create = () => {
         const { id, hash } = generateApiKey();
-        return credits.createKey({ id, hash, name: 'quad' }, { amount: 100n, reason: 'seed', idempotencyKey: again });
-      }));
-      assert.deepEqual(quads.map((t) => t.created).sort(), [false, false, false, true]);
-    }
-    const twins = await Promise.all([create(), create()]);
-    assert.deepEqual(twins.map((t) => t.created).sort(), [false, true]);
-    const made = twins.find((t) => t.created)!;
-    const kept = twins.find((t) => !t.created)!;
-    assert.ok(made.created && !kept.created);
-    assert.equal(kept.entry.keyId, made.key.id);
-    assert.equal(made.key.balance, 100n);
-    const { created, operator } = await store.operators.createOperator({ id: newId('op'), email: `${newId('e')}@example.com`, name: 'op', createdAt: Date.now(), keyHash: newId('h') });
-    assert.ok(created);
-    const { id, hash } = generateApiKey();
-    await credits.createKey({ id, hash, name: 'customer', operatorId: operator!.id });
-    assert.deepEqual((await credits.keys({ operatorId: operator!.id })).map((k) => [k.id, k.operatorId]), [[id, operator!.id]]);
-    assert.ok((await credits.keys()).some((k) => k.id === made.key.id));
-    assert.deepEqual(await credits.keyByHash(hash), { ...(await credits.key(id)), hash });
-  });
+        return credits.createKey({ id, hash, name: 'twin' }, { amount: 100n, reason: 'seed', idempotencyKey });
+      };
+      // Several rounds of four at once: a twin that commits between another's look and its insert must still make no key.
+      for (let round = 0; round < 8; round++) {
+        const again = newId('create');
+        const quads = await Promise.all(
+          Array.from({ length: 4 }, () => {
+            const { id, hash } = generateApiKey();
+            return credits.createKey({ id, hash, name: 'quad' }, { amount: 100n, reason: 'seed', idempotencyKey: again });
+          }),
+        );
+        assert.deepEqual(quads.map((t) => t.created).sort(), [false, false, false, true]);
+      }
+      const twins = await Promise.all([create(), create()]);
+      assert.deepEqual(twins.map((t) => t.created).sort(), [false, true]);
+      const made = twins.find((t) => t.created)!;
+      const kept = twins.find((t) => !t.created)!;
+      assert.ok(made.created && !kept.created);
+      assert.equal(kept.entry.keyId, made.key.id);
+      assert.equal(made.key.balance, 100n);
+      const { created, operator } = await store.operators.createOperator({
+        id: newId('op'),
+        email: `${newId('e')}@example.com`,
+        name: 'op',
+        createdAt: Date.now(),
+        keyHash: newId('h'),
+      });
+      assert.ok(created);
+      const { id, hash } = generateApiKey();
+      await credits.createKey({ id, hash, name: 'customer', operatorId: operator!.id });
+      assert.deepEqual(
+        (await credits.keys({ operatorId: operator!.id })).map((k) => [k.id, k.operatorId]),
+        [[id, operator!.id]],
+      );
+      assert.ok((await credits.keys()).some((k) => k.id === made.key.id));
+      assert.deepEqual(await credits.keyByHash(hash), { ...(await credits.key(id)), hash });
+    });
 
-  test('a Stripe session is credited once, whichever event and however often it arrives', async () => {
-    const keyId = await key(0n);
-    const sessionId = newId('cs');
-    await credits.recordCheckout({ sessionId, keyId, package: '10', credits: 10_000_000n, amountTotal: 1000n, currency: 'usd' });
-    const deliver = (eventId: string, type = 'checkout.session.completed') => credits.completeCheckout({ eventId, type, sessionId, amountTotal: 1000n, currency: 'usd' });
-    const [e1, e2] = [newId('evt'), newId('evt')];
-    const outcomes = await Promise.all([deliver(e1), deliver(e1), deliver(e2, 'checkout.session.async_payment_succeeded')]);
-    assert.deepEqual(outcomes.sort(), ['credited', 'duplicate_event', 'duplicate_session']);
-    assert.equal(await balanced(keyId), 10_000_000n);
-    assert.equal(await credits.completeCheckout({ eventId: newId('evt'), type: 'checkout.session.completed', sessionId: 'cs_unknown', amountTotal: 1n, currency: 'usd' }), 'unknown_session');
-    const ignored = newId('evt');
-    await credits.ignoreEvent({ eventId: ignored, type: 'customer.created' });
-    assert.equal(await credits.completeCheckout({ eventId: ignored, type: 'checkout.session.completed', sessionId, amountTotal: 1000n, currency: 'usd' }), 'duplicate_event');
-    assert.equal(await balanced(keyId), 10_000_000n);
-  });
-
-  test('a session paid in another currency, another amount or for a revoked key is held for review, never credited as is; a later matching event or the admin resolves it once', async () => {
-    const keyId = await key(0n);
-    const open = async () => {
+    test('a Stripe session is credited once, whichever event and however often it arrives', async () => {
+      const keyId = await key(0n);
       const sessionId = newId('cs');
       await credits.recordCheckout({ sessionId, keyId, package: '10', credits: 10_000_000n, amountTotal: 1000n, currency: 'usd' });
-      return sessionId;
-    };
-    const pay = (sessionId: string, amountTotal: bigint, currency = 'usd') =>
-      credits.completeCheckout({ eventId: newId('evt'), type: 'checkout.session.completed', sessionId, amountTotal, currency });
-
-    const yen = await open();
-    assert.equal(await pay(yen, 1000n, 'jpy'), 'held_for_review');
-    const wrong = await open();
-    assert.equal(await pay(wrong, 999n), 'held_for_review');
-    assert.equal(await balanced(keyId), 0n, 'nothing credited');
-    const held = await credits.checkouts('review', 10);
-    assert.deepEqual(
-      held.map((c) => [c.sessionId, c.reviewReason, c.paid]),
-      [
-        [yen, 'currency_mismatch', { amount: 1000n, currency: 'jpy' }],
-        [wrong, 'amount_mismatch', { amount: 999n, currency: 'usd' }],
-      ],
-    );
-    assert.deepEqual(await Promise.all([pay(wrong, 1000n), pay(wrong, 1000n)]).then((o) => o.sort()), ['credited', 'duplicate_session'], 'the matching event credits, once');
-    assert.equal(await balanced(keyId), 10_000_000n);
-
-    assert.deepEqual(await credits.resolveCheckout(yen, { action: 'credit', keyId: 'key_nobody' }), {
-      ok: false,
-      reason: 'key_unusable',
-      session: (await credits.checkouts('review', 10))[0],
+      const deliver = (eventId: string, type = 'checkout.session.completed') =>
+        credits.completeCheckout({ eventId, type, sessionId, amountTotal: 1000n, currency: 'usd' });
+      const [e1, e2] = [newId('evt'), newId('evt')];
+      const outcomes = await Promise.all([deliver(e1), deliver(e1), deliver(e2, 'checkout.session.async_payment_succeeded')]);
+      assert.deepEqual(outcomes.sort(), ['credited', 'duplicate_event', 'duplicate_session']);
+      assert.equal(await balanced(keyId), 10_000_000n);
+      assert.equal(
+        await credits.completeCheckout({
+          eventId: newId('evt'),
+          type: 'checkout.session.completed',
+          sessionId: 'cs_unknown',
+          amountTotal: 1n,
+          currency: 'usd',
+        }),
+        'unknown_session',
+      );
+      const ignored = newId('evt');
+      await credits.ignoreEvent({ eventId: ignored, type: 'customer.created' });
+      assert.equal(
+        await credits.completeCheckout({
+          eventId: ignored,
+          type: 'checkout.session.completed',
+          sessionId,
+          amountTotal: 1000n,
+          currency: 'usd',
+        }),
+        'duplicate_event',
+      );
+      assert.equal(await balanced(keyId), 10_000_000n);
     });
-    const resolved = await credits.resolveCheckout(yen, { action: 'credit' });
-    assert.ok(resolved.ok);
-    assert.equal(resolved.session.state, 'credited');
-    assert.equal((await credits.resolveCheckout(yen, { action: 'credit' })).ok, false, 'once');
-    assert.equal(await balanced(keyId), 20_000_000n);
 
-    const revokedLater = await open();
-    await credits.setStatus(keyId, 'revoked');
-    assert.equal(await pay(revokedLater, 1000n), 'held_for_review', 'no money onto a dead key');
-    assert.deepEqual((await credits.checkouts('review', 10)).map((c) => [c.sessionId, c.reviewReason]), [[revokedLater, 'key_revoked']]);
-    const replacement = await key(0n);
-    const moved = await credits.resolveCheckout(revokedLater, { action: 'credit', keyId: replacement });
-    assert.ok(moved.ok);
-    assert.equal(moved.entry?.keyId, replacement, 'credited to the holder’s replacement');
-    assert.equal(await balanced(replacement), 10_000_000n);
-    const rejected = await open();
-    await pay(rejected, 1n);
-    assert.equal((await credits.resolveCheckout(rejected, { action: 'reject' })).ok, true);
-    assert.equal(await pay(rejected, 1000n), 'duplicate_session', 'a rejection is final');
-    assert.deepEqual(await credits.checkouts('review', 10), []);
+    test('a session paid in another currency, another amount or for a revoked key is held for review, never credited as is; a later matching event or the admin resolves it once', async () => {
+      const keyId = await key(0n);
+      const open = async () => {
+        const sessionId = newId('cs');
+        await credits.recordCheckout({ sessionId, keyId, package: '10', credits: 10_000_000n, amountTotal: 1000n, currency: 'usd' });
+        return sessionId;
+      };
+      const pay = (sessionId: string, amountTotal: bigint, currency = 'usd') =>
+        credits.completeCheckout({ eventId: newId('evt'), type: 'checkout.session.completed', sessionId, amountTotal, currency });
+
+      const yen = await open();
+      assert.equal(await pay(yen, 1000n, 'jpy'), 'held_for_review');
+      const wrong = await open();
+      assert.equal(await pay(wrong, 999n), 'held_for_review');
+      assert.equal(await balanced(keyId), 0n, 'nothing credited');
+      const held = await credits.checkouts('review', 10);
+      assert.deepEqual(
+        held.map((c) => [c.sessionId, c.reviewReason, c.paid]),
+        [
+          [yen, 'currency_mismatch', { amount: 1000n, currency: 'jpy' }],
+          [wrong, 'amount_mismatch', { amount: 999n, currency: 'usd' }],
+        ],
+      );
+      assert.deepEqual(
+        await Promise.all([pay(wrong, 1000n), pay(wrong, 1000n)]).then((o) => o.sort()),
+        ['credited', 'duplicate_session'],
+        'the matching event credits, once',
+      );
+      assert.equal(await balanced(keyId), 10_000_000n);
+
+      assert.deepEqual(await credits.resolveCheckout(yen, { action: 'credit', keyId: 'key_nobody' }), {
+        ok: false,
+        reason: 'key_unusable',
+        session: (await credits.checkouts('review', 10))[0],
+      });
+      const resolved = await credits.resolveCheckout(yen, { action: 'credit' });
+      assert.ok(resolved.ok);
+      assert.equal(resolved.session.state, 'credited');
+      assert.equal((await credits.resolveCheckout(yen, { action: 'credit' })).ok, false, 'once');
+      assert.equal(await balanced(keyId), 20_000_000n);
+
+      const revokedLater = await open();
+      await credits.setStatus(keyId, 'revoked');
+      assert.equal(await pay(revokedLater, 1000n), 'held_for_review', 'no money onto a dead key');
+      assert.deepEqual(
+        (await credits.checkouts('review', 10)).map((c) => [c.sessionId, c.reviewReason]),
+        [[revokedLater, 'key_revoked']],
+      );
+      const replacement = await key(0n);
+      const moved = await credits.resolveCheckout(revokedLater, { action: 'credit', keyId: replacement });
+      assert.ok(moved.ok);
+      assert.equal(moved.entry?.keyId, replacement, 'credited to the holder’s replacement');
+      assert.equal(await balanced(replacement), 10_000_000n);
+      const rejected = await open();
+      await pay(rejected, 1n);
+      assert.equal((await credits.resolveCheckout(rejected, { action: 'reject' })).ok, true);
+      assert.equal(await pay(rejected, 1000n), 'duplicate_session', 'a rejection is final');
+      assert.deepEqual(await credits.checkouts('review', 10), []);
+    });
   });
-});

@@ -26,7 +26,12 @@ const payment = (nonce: string): NewPayment => ({
   network: 'eip155:8453',
   purpose: 'call:main:1',
 });
-const tx = { txHash: `0x${'ab'.repeat(32)}` as Hex, rawTx: '0x02f8' as Hex, relayer: '0x00000000000000000000000000000000000000cc' as Address, relayerNonce: 7 };
+const tx = {
+  txHash: `0x${'ab'.repeat(32)}` as Hex,
+  rawTx: '0x02f8' as Hex,
+  relayer: '0x00000000000000000000000000000000000000cc' as Address,
+  relayerNonce: 7,
+};
 
 const v6 = migrations.filter((m) => m.version <= 6);
 const legacyDir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-legacy-'));
@@ -57,118 +62,125 @@ async function atSchema6WithRow(backend: string): Promise<Store> {
 }
 
 for (const backend of backends)
-describe(`payments journal (${backend.name})`, { skip: backend.skip }, () => {
-  const open: { close(): Promise<void> }[] = [];
-  const opened = async (): Promise<Store> => {
-    const store = await backend.open();
-    open.push(store);
-    return store;
-  };
-  after(() => Promise.all(open.map((s) => s.close())));
+  describe(`payments journal (${backend.name})`, { skip: backend.skip }, () => {
+    const open: { close(): Promise<void> }[] = [];
+    const opened = async (): Promise<Store> => {
+      const store = await backend.open();
+      open.push(store);
+      return store;
+    };
+    after(() => Promise.all(open.map((s) => s.close())));
 
-  test('exactly one of many claims wins; the rest see the record', async () => {
-    const store = await opened();
-    const claims = await Promise.all(Array.from({ length: 20 }, () => store.journal.claim(payment('1'))));
-    assert.equal(claims.filter((c) => c.claimed).length, 1);
-    for (const c of claims) if (!c.claimed) assert.equal(c.record.state, 'submitting');
-  });
-
-  test('transitions only from the states the machine allows', async () => {
-    const store = await opened();
-    const p = payment('2');
-    await assert.rejects(store.journal.recordTransaction(p, tx), StoreError, 'no claim, no transaction');
-    await store.journal.claim(p);
-    await store.journal.recordTransaction(p, tx);
-    assert.deepEqual((await store.journal.unfinished()).map((r) => [r.state, r.txHash, r.relayerNonce, r.amount]), [
-      ['submitted', tx.txHash, 7, 10_000n],
-    ]);
-    await store.journal.finish(p, { state: 'settled', txHash: tx.txHash });
-    await assert.rejects(store.journal.finish(p, { state: 'failed', errorReason: 'x' }), StoreError, 'final is final');
-    await store.journal.release(p);
-    assert.equal((await store.journal.get(p))?.state, 'settled', 'a settled payment cannot be released');
-    assert.deepEqual(await store.journal.unfinished(), []);
-  });
-
-  test('a kept result is read back for its payment, replaced by a later one, and forgotten once its payment expired or is gone', async () => {
-    const store = await opened();
-    const [p, q] = [payment('4'), payment('5')];
-    assert.equal(await store.journal.keptResult(p), undefined);
-    await store.journal.reserve(p);
-    await store.journal.keepResult(p, { call: 'c1', result: '{"content":[]}' });
-    await store.journal.keepResult(p, { call: 'c2', result: '{"content":[1]}' });
-    assert.deepEqual(await store.journal.keptResult(p), { call: 'c2', result: '{"content":[1]}' });
-    assert.equal(await store.journal.keptResult(q), undefined, 'kept per payment');
-    await store.journal.keepResult(q, { call: 'c3', result: '{}' });
-    await store.journal.forgetResults(Number(p.validBefore) - 1);
-    assert.deepEqual(await store.journal.keptResult(p), { call: 'c2', result: '{"content":[1]}' }, 'its authorization is still valid');
-    assert.equal(await store.journal.keptResult(q), undefined, 'a result without its payment is gone');
-    await store.journal.forgetResults(Number(p.validBefore) + 1);
-    assert.equal(await store.journal.keptResult(p), undefined, 'expired');
-  });
-
-  test('a hold is taken for settlement only by its own purpose', async () => {
-    const store = await opened();
-    const p = payment('6');
-    assert.deepEqual(await store.journal.reserve(p), { reserved: true });
-    const other = await store.journal.claim({ ...p, purpose: 'settle' });
-    assert.equal(other.claimed, false);
-    assert.deepEqual(!other.claimed && [other.record.state, other.record.purpose], ['verified', 'call:main:1']);
-    assert.deepEqual(await store.journal.claim(p), { claimed: true });
-    assert.equal((await store.journal.get(p))?.state, 'submitting');
-  });
-
-  test('failHold moves only a hold, says whether it did, and never touches a claimed or settled payment', async () => {
-    const store = await opened();
-    const [held, claimed] = [payment('7'), payment('8')];
-    assert.equal(await store.journal.failHold(held, { errorReason: 'call_failed', errorMessage: 'x' }), false, 'no row');
-    await store.journal.reserve(held);
-    assert.equal(await store.journal.failHold(held, { errorReason: 'call_failed', errorMessage: 'upstream 500' }), true);
-    assert.deepEqual((({ state, errorReason, errorMessage }) => ({ state, errorReason, errorMessage }))((await store.journal.get(held))!), {
-      state: 'failed',
-      errorReason: 'call_failed',
-      errorMessage: 'upstream 500',
+    test('exactly one of many claims wins; the rest see the record', async () => {
+      const store = await opened();
+      const claims = await Promise.all(Array.from({ length: 20 }, () => store.journal.claim(payment('1'))));
+      assert.equal(claims.filter((c) => c.claimed).length, 1);
+      for (const c of claims) if (!c.claimed) assert.equal(c.record.state, 'submitting');
     });
-    await store.journal.reserve(claimed);
-    await store.journal.claim(claimed);
-    await store.journal.recordTransaction(claimed, tx);
-    assert.equal(await store.journal.failHold(claimed, { errorReason: 'call_failed', errorMessage: 'late' }), false);
-    assert.equal((await store.journal.get(claimed))?.state, 'submitted');
-    await store.journal.finish(claimed, { state: 'settled', txHash: tx.txHash });
-    assert.equal(await store.journal.failHold(claimed, { errorReason: 'call_failed', errorMessage: 'later' }), false);
-    assert.deepEqual([(await store.journal.get(claimed))?.state, (await store.journal.get(claimed))?.errorReason], ['settled', undefined]);
-  });
 
-  test('the answer owed after settlement_pending is taken once, and only once the payment is final', async () => {
-    const store = await opened();
-    const p = payment('9');
-    await store.journal.claim(p);
-    await store.journal.recordTransaction(p, tx);
-    assert.equal(await store.journal.takePendingAnswer(p), false, 'nothing was answered pending yet');
-    await store.journal.answeredPending(p);
-    assert.equal((await store.journal.get(p))?.pendingAnswered, true);
-    assert.equal(await store.journal.takePendingAnswer(p), false, 'still pending: the flag stays');
-    await store.journal.finish(p, { state: 'settled', txHash: tx.txHash });
-    const takes = await Promise.all(Array.from({ length: 8 }, () => store.journal.takePendingAnswer(p)));
-    assert.equal(takes.filter(Boolean).length, 1);
-    assert.equal((await store.journal.get(p))?.pendingAnswered, false);
-  });
+    test('transitions only from the states the machine allows', async () => {
+      const store = await opened();
+      const p = payment('2');
+      await assert.rejects(store.journal.recordTransaction(p, tx), StoreError, 'no claim, no transaction');
+      await store.journal.claim(p);
+      await store.journal.recordTransaction(p, tx);
+      assert.deepEqual(
+        (await store.journal.unfinished()).map((r) => [r.state, r.txHash, r.relayerNonce, r.amount]),
+        [['submitted', tx.txHash, 7, 10_000n]],
+      );
+      await store.journal.finish(p, { state: 'settled', txHash: tx.txHash });
+      await assert.rejects(store.journal.finish(p, { state: 'failed', errorReason: 'x' }), StoreError, 'final is final');
+      await store.journal.release(p);
+      assert.equal((await store.journal.get(p))?.state, 'settled', 'a settled payment cannot be released');
+      assert.deepEqual(await store.journal.unfinished(), []);
+    });
 
-  test('rows journalled before purposes existed read as legacy: no caller takes or claims them', async () => {
-    const store = await atSchema6WithRow(backend.name);
-    open.push(store);
-    const p = legacy;
-    const record = await store.journal.get(p);
-    assert.deepEqual([record?.state, record?.purpose, record?.pendingAnswered], ['verified', 'legacy', false]);
-    for (const purpose of ['settle', 'call:main:1', 'topup:0x00000000000000000000000000000000000000bb']) {
-      assert.equal((await store.journal.claim({ ...p, purpose })).claimed, false, purpose);
-    }
-  });
+    test('a kept result is read back for its payment, replaced by a later one, and forgotten once its payment expired or is gone', async () => {
+      const store = await opened();
+      const [p, q] = [payment('4'), payment('5')];
+      assert.equal(await store.journal.keptResult(p), undefined);
+      await store.journal.reserve(p);
+      await store.journal.keepResult(p, { call: 'c1', result: '{"content":[]}' });
+      await store.journal.keepResult(p, { call: 'c2', result: '{"content":[1]}' });
+      assert.deepEqual(await store.journal.keptResult(p), { call: 'c2', result: '{"content":[1]}' });
+      assert.equal(await store.journal.keptResult(q), undefined, 'kept per payment');
+      await store.journal.keepResult(q, { call: 'c3', result: '{}' });
+      await store.journal.forgetResults(Number(p.validBefore) - 1);
+      assert.deepEqual(await store.journal.keptResult(p), { call: 'c2', result: '{"content":[1]}' }, 'its authorization is still valid');
+      assert.equal(await store.journal.keptResult(q), undefined, 'a result without its payment is gone');
+      await store.journal.forgetResults(Number(p.validBefore) + 1);
+      assert.equal(await store.journal.keptResult(p), undefined, 'expired');
+    });
 
-  test('a released claim can be claimed again', async () => {
-    const store = await opened();
-    const p = payment('3');
-    await store.journal.claim(p);
-    await store.journal.release(p);
-    assert.deepEqual(await store.journal.claim(p), { claimed: true });
+    test('a hold is taken for settlement only by its own purpose', async () => {
+      const store = await opened();
+      const p = payment('6');
+      assert.deepEqual(await store.journal.reserve(p), { reserved: true });
+      const other = await store.journal.claim({ ...p, purpose: 'settle' });
+      assert.equal(other.claimed, false);
+      assert.deepEqual(!other.claimed && [other.record.state, other.record.purpose], ['verified', 'call:main:1']);
+      assert.deepEqual(await store.journal.claim(p), { claimed: true });
+      assert.equal((await store.journal.get(p))?.state, 'submitting');
+    });
+
+    test('failHold moves only a hold, says whether it did, and never touches a claimed or settled payment', async () => {
+      const store = await opened();
+      const [held, claimed] = [payment('7'), payment('8')];
+      assert.equal(await store.journal.failHold(held, { errorReason: 'call_failed', errorMessage: 'x' }), false, 'no row');
+      await store.journal.reserve(held);
+      assert.equal(await store.journal.failHold(held, { errorReason: 'call_failed', errorMessage: 'upstream 500' }), true);
+      assert.deepEqual(
+        (({ state, errorReason, errorMessage }) => ({ state, errorReason, errorMessage }))((await store.journal.get(held))!),
+        {
+          state: 'failed',
+          errorReason: 'call_failed',
+          errorMessage: 'upstream 500',
+        },
+      );
+      await store.journal.reserve(claimed);
+      await store.journal.claim(claimed);
+      await store.journal.recordTransaction(claimed, tx);
+      assert.equal(await store.journal.failHold(claimed, { errorReason: 'call_failed', errorMessage: 'late' }), false);
+      assert.equal((await store.journal.get(claimed))?.state, 'submitted');
+      await store.journal.finish(claimed, { state: 'settled', txHash: tx.txHash });
+      assert.equal(await store.journal.failHold(claimed, { errorReason: 'call_failed', errorMessage: 'later' }), false);
+      assert.deepEqual(
+        [(await store.journal.get(claimed))?.state, (await store.journal.get(claimed))?.errorReason],
+        ['settled', undefined],
+      );
+    });
+
+    test('the answer owed after settlement_pending is taken once, and only once the payment is final', async () => {
+      const store = await opened();
+      const p = payment('9');
+      await store.journal.claim(p);
+      await store.journal.recordTransaction(p, tx);
+      assert.equal(await store.journal.takePendingAnswer(p), false, 'nothing was answered pending yet');
+      await store.journal.answeredPending(p);
+      assert.equal((await store.journal.get(p))?.pendingAnswered, true);
+      assert.equal(await store.journal.takePendingAnswer(p), false, 'still pending: the flag stays');
+      await store.journal.finish(p, { state: 'settled', txHash: tx.txHash });
+      const takes = await Promise.all(Array.from({ length: 8 }, () => store.journal.takePendingAnswer(p)));
+      assert.equal(takes.filter(Boolean).length, 1);
+      assert.equal((await store.journal.get(p))?.pendingAnswered, false);
+    });
+
+    test('rows journalled before purposes existed read as legacy: no caller takes or claims them', async () => {
+      const store = await atSchema6WithRow(backend.name);
+      open.push(store);
+      const p = legacy;
+      const record = await store.journal.get(p);
+      assert.deepEqual([record?.state, record?.purpose, record?.pendingAnswered], ['verified', 'legacy', false]);
+      for (const purpose of ['settle', 'call:main:1', 'topup:0x00000000000000000000000000000000000000bb']) {
+        assert.equal((await store.journal.claim({ ...p, purpose })).claimed, false, purpose);
+      }
+    });
+
+    test('a released claim can be claimed again', async () => {
+      const store = await opened();
+      const p = payment('3');
+      await store.journal.claim(p);
+      await store.journal.release(p);
+      assert.deepEqual(await store.journal.claim(p), { claimed: true });
+    });
   });
-});

@@ -29,7 +29,10 @@ for (const backend of backends)
       assert.deepEqual(await stores[1]!.credits.linkSubject({ ...subject, keyId: second }), { linked: false, keyId: first });
       assert.equal(await stores[1]!.credits.subjectKey(ISSUER, 'person-1'), first);
       assert.equal(await stores[1]!.credits.subjectKey('https://other.example.com', 'person-1'), undefined);
-      assert.deepEqual((await stores[0]!.credits.subjects(first)).map((s) => s.subject), ['person-1']);
+      assert.deepEqual(
+        (await stores[0]!.credits.subjects(first)).map((s) => s.subject),
+        ['person-1'],
+      );
     });
 
     test('two instances linking one subject to two keys at once: one link wins and both say which', async () => {

@@ -50,7 +50,13 @@ describe('SQLite store', () => {
     const logged: { version?: number; msg: string }[] = [];
     const sink = new Writable({
       write(chunk, _enc, done) {
-        logged.push(...chunk.toString().trim().split('\n').map((l: string) => JSON.parse(l)));
+        logged.push(
+          ...chunk
+            .toString()
+            .trim()
+            .split('\n')
+            .map((l: string) => JSON.parse(l)),
+        );
         done();
       },
     });
@@ -88,7 +94,10 @@ describe('SQLite store', () => {
       });
     assert.deepEqual(await Promise.all(Array.from({ length: 4 }, run)), ['ok', 'ok', 'ok', 'ok']);
     const counts = rows(file, 'SELECT version, COUNT(*) AS c FROM schema_migrations GROUP BY version ORDER BY version');
-    assert.deepEqual(counts, migrations.map((m) => ({ version: m.version, c: 1 })));
+    assert.deepEqual(
+      counts,
+      migrations.map((m) => ({ version: m.version, c: 1 })),
+    );
   });
 
   test('refuses to open when an applied migration was edited, naming it', async () => {
@@ -121,7 +130,11 @@ describe('SQLite store', () => {
     );
     assert.deepEqual(rows(file, "SELECT name FROM sqlite_master WHERE name = 'half_done'"), []);
     const versions = rows(file, 'SELECT version FROM schema_migrations ORDER BY version');
-    assert.deepEqual(versions, migrations.map((m) => ({ version: m.version })), 'the migrations before it stay applied');
+    assert.deepEqual(
+      versions,
+      migrations.map((m) => ({ version: m.version })),
+      'the migrations before it stay applied',
+    );
 
     const fixed = { ...broken, sql: 'CREATE TABLE half_done (id TEXT)' };
     const store = await openSqliteStore({ path: file, migrations: [...migrations, fixed] });
@@ -180,7 +193,10 @@ describe('openStore', () => {
     );
     assert.match(refused.message, /^cannot open PostgreSQL at postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/turnpike: .*is the server running/);
     assert.doesNotMatch(refused.message, /secret-pw/);
-    await assert.rejects(openStore('mysql://localhost/x'), storeError(/scheme "mysql:".*expected sqlite:<path>, sqlite::memory: or postgres:\/\//));
+    await assert.rejects(
+      openStore('mysql://localhost/x'),
+      storeError(/scheme "mysql:".*expected sqlite:<path>, sqlite::memory: or postgres:\/\//),
+    );
     await assert.rejects(openStore('turnpike.db'), storeError(/"turnpike.db" \(no scheme\).*expected sqlite:<path>/));
     await assert.rejects(openStore('sqlite:'), storeError(/needs a path/));
   });
@@ -188,7 +204,10 @@ describe('openStore', () => {
     const file = fresh();
     mkdirSync(path.dirname(file));
     peek(file, (db) => {
-      migrateSqlite(db, migrations.filter((m) => m.version <= 7));
+      migrateSqlite(
+        db,
+        migrations.filter((m) => m.version <= 7),
+      );
       const server = (id: string, operator: string, at: number) =>
         `('${id}', '${operator}', 'x', 'X', 'https://mcp.example/mcp', 'none', 1, 'platform', '{}', 'tool-result', 1000, ${at}, ${at})`;
       db.exec(`
@@ -205,10 +224,14 @@ describe('openStore', () => {
       `);
     });
     await (await openSqliteStore({ path: file })).close();
-    assert.deepEqual(rows(file, 'SELECT id, server_id FROM charges ORDER BY id'), [
-      { id: 'ch_a', server_id: 'x' },
-      { id: 'ch_b', server_id: 'srv_b' },
-    ], 'a charge made before the server at the slug existed is not that server’s');
+    assert.deepEqual(
+      rows(file, 'SELECT id, server_id FROM charges ORDER BY id'),
+      [
+        { id: 'ch_a', server_id: 'x' },
+        { id: 'ch_b', server_id: 'srv_b' },
+      ],
+      'a charge made before the server at the slug existed is not that server’s',
+    );
     assert.deepEqual(rows(file, 'SELECT server_id FROM usage_counts ORDER BY server_id'), [{ server_id: 'gone' }, { server_id: 'srv_b' }]);
     assert.deepEqual(rows(file, 'SELECT session_id, state, review_reason FROM checkout_sessions ORDER BY session_id'), [
       { session_id: 'cs_1', state: 'review', review_reason: 'amount_mismatch' },

@@ -33,6 +33,10 @@ test('bad encodings say what is wrong', () => {
     [null, /root|x402Version/],
   ];
   for (const [input, message] of cases) {
-    assert.throws(() => decodePayment(input), (e: unknown) => e instanceof PaymentDecodeError && message.test(e.message), String(input));
+    assert.throws(
+      () => decodePayment(input),
+      (e: unknown) => e instanceof PaymentDecodeError && message.test(e.message),
+      String(input),
+    );
   }
 });

@@ -10,8 +10,7 @@ function demoAccount(label: string): DemoAccount {
   return Object.assign(privateKeyToAccount(privateKey), { privateKey, label });
 }
 
-const many = (role: string, count: number) =>
-  Array.from({ length: count }, (_, i) => demoAccount(`${role} ${i}`));
+const many = (role: string, count: number) => Array.from({ length: count }, (_, i) => demoAccount(`${role} ${i}`));
 
 /**
  * The sandbox's cast: payers hold USDC and no ETH (EIP-3009 is gasless for them), relayers hold

@@ -72,9 +72,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const network = networks.local;
   const anvil = await startAnvil({ chainId: network.chainId, port: options.port });
   try {
-    const client = createTestClient({ mode: 'anvil', transport: http(anvil.rpcUrl, { batch: true }) }).extend(
-      publicActions,
-    );
+    const client = createTestClient({ mode: 'anvil', transport: http(anvil.rpcUrl, { batch: true }) }).extend(publicActions);
     await plantContracts(client, accounts, options.multicall3 ?? true);
     const payerUsdc = options.payerUsdc ?? 10_000_000_000n;
     await initializeUsdc(client, accounts, payerUsdc);
@@ -139,9 +137,7 @@ async function initializeUsdc(client: SandboxClient, accounts: SandboxAccounts, 
       functionName: 'configureMinter',
       args: [owner, payerUsdc * BigInt(accounts.payers.length)],
     }),
-    ...accounts.payers.map((p) =>
-      encodeFunctionData({ abi: usdcAbi, functionName: 'mint', args: [p.address, payerUsdc] }),
-    ),
+    ...accounts.payers.map((p) => encodeFunctionData({ abi: usdcAbi, functionName: 'mint', args: [p.address, payerUsdc] })),
   ];
   await sendInOneBlock(client, accounts.usdcOwner, BASE_USDC, calls);
 }

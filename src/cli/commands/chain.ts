@@ -35,8 +35,7 @@ export const chainCommand = defineCommand({
 
 function describe(sandbox: Sandbox) {
   const { accounts } = sandbox;
-  const keys = (list: { address: string; privateKey: string }[]) =>
-    list.map(({ address, privateKey }) => ({ address, privateKey }));
+  const keys = (list: { address: string; privateKey: string }[]) => list.map(({ address, privateKey }) => ({ address, privateKey }));
   return {
     rpcUrl: sandbox.rpcUrl,
     chainId: sandbox.network.chainId,

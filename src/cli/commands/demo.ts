@@ -52,7 +52,16 @@ export const demoCommand = defineCommand({
       config,
       chain,
       logger,
-      endpoints: [{ slug: 'demo', path: '/mcp', upstream: { url: upstream.mcpUrl, headers: {}, timeoutMs: 30_000 }, plan: flatPlan(demoPrices), payTo: payee, challenge: 'tool-result' }],
+      endpoints: [
+        {
+          slug: 'demo',
+          path: '/mcp',
+          upstream: { url: upstream.mcpUrl, headers: {}, timeoutMs: 30_000 },
+          plan: flatPlan(demoPrices),
+          payTo: payee,
+          challenge: 'tool-result',
+        },
+      ],
     });
     const mcpUrl = `${gateway.url}/mcp`;
     say(`turnpike demo: local Base sandbox at ${chain.rpcUrl} (chain id 8453, Circle USDC at ${chain.network.usdc.address})`);
@@ -61,7 +70,14 @@ export const demoCommand = defineCommand({
     say('');
     const ok = flags['no-agent']
       ? true
-      : await runDemoAgent({ mcpUrl: mcpUrl, payer: sandbox.accounts.payers[0]!, payee, usdc: chain.network.usdc.address, chain: chain.client, say });
+      : await runDemoAgent({
+          mcpUrl: mcpUrl,
+          payer: sandbox.accounts.payers[0]!,
+          payee,
+          usdc: chain.network.usdc.address,
+          chain: chain.client,
+          say,
+        });
     const payer = sandbox.accounts.payers[1]!;
     say('');
     say(`Serving. Point your MCP client at ${mcpUrl}`);

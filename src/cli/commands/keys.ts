@@ -77,13 +77,26 @@ export const keysCommand = defineCommand({
     try {
       const action = chosen[0]!;
       if (action === 'create') {
-        const scope = flags.server || flags.tool ? { ...(flags.server ? { servers: flags.server } : {}), ...(flags.tool ? { tools: flags.tool } : {}) } : undefined;
+        const scope =
+          flags.server || flags.tool
+            ? { ...(flags.server ? { servers: flags.server } : {}), ...(flags.tool ? { tools: flags.tool } : {}) }
+            : undefined;
         const { usd, ...input } = parse(
           newKeySchema,
-          { name: flags.create, usd: flags.usd, scope, expiresAt: flags.expires, dailyLimitUsd: flags['daily-limit'], lifetimeLimitUsd: flags['lifetime-limit'] },
+          {
+            name: flags.create,
+            usd: flags.usd,
+            scope,
+            expiresAt: flags.expires,
+            dailyLimitUsd: flags['daily-limit'],
+            lifetimeLimitUsd: flags['lifetime-limit'],
+          },
           { name: 'create', expiresAt: 'expires', dailyLimitUsd: 'daily-limit', lifetimeLimitUsd: 'lifetime-limit', scope: 'tool' },
         );
-        const { secret, key } = await credits.createKey(input, usd ? { amount: usd, reason: 'initial balance', idempotencyKey: newId('create') } : undefined);
+        const { secret, key } = await credits.createKey(
+          input,
+          usd ? { amount: usd, reason: 'initial balance', idempotencyKey: newId('create') } : undefined,
+        );
         print({ ...publicKey(key), key: secret, note: 'store the key now: it is not shown again' });
       } else if (action === 'list') {
         print({ keys: (await store.credits.keys()).map(publicKey) });
@@ -93,7 +106,11 @@ export const keysCommand = defineCommand({
         const key = await credits.keyById(flags.ledger!);
         print({ entries: (await store.credits.history(key.id, { limit: 50 })).map(publicEntry) });
       } else if (action === 'topup') {
-        const input = parse(topupSchema, { usd: flags.usd, reason: flags.reason, idempotencyKey: flags['idempotency-key'] ?? newId('cli') }, {});
+        const input = parse(
+          topupSchema,
+          { usd: flags.usd, reason: flags.reason, idempotencyKey: flags['idempotency-key'] ?? newId('cli') },
+          {},
+        );
         const credited = await credits.topUp(flags.topup!, input);
         print({ applied: credited.applied, entry: publicEntry(credited.entry), balance: credited.balance.toString() });
       } else {

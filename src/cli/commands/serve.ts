@@ -73,7 +73,8 @@ export const serveCommand = defineCommand({
       [
         `turnpike serve: listening on ${server.url} (${chain.network.name}, ${chain.network.caip2})`,
         ...config.servers.map(
-          (s) => `  ${server.url}/mcp/${s.slug}  → ${s.upstream ?? `stdio: ${s.stdio}`}  (${atomicToUsd(s.price)} USDC a call, pays ${s.payTo})`,
+          (s) =>
+            `  ${server.url}/mcp/${s.slug}  → ${s.upstream ?? `stdio: ${s.stdio}`}  (${atomicToUsd(s.price)} USDC a call, pays ${s.payTo})`,
         ),
         ...(config.servers.length === 0 ? [`  a platform instance: operators register servers at ${server.url}/operator/servers`] : []),
         `  discovery ${server.url}/.well-known/mcp-payment   facilitator ${server.facilitator}`,

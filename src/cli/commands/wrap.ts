@@ -49,18 +49,28 @@ export const wrapCommand = defineCommand({
     challenge: { type: 'string', value: 'MODE', description: 'tool-result (MCP binding, default), http-402 or jsonrpc-error (error 402)' },
     'x402-version': { type: 'string', value: '1|2', description: 'x402 version of MCP challenges (default 2; 1 for v1-only clients)' },
     'upstream-header': { type: 'string', multiple: true, value: '"Name: value"', description: 'sent to the upstream on every request' },
-    'upstream-timeout': { type: 'string', value: 'SECONDS', description: 'give up on a paid call after this long (default 60); not charged' },
+    'upstream-timeout': {
+      type: 'string',
+      value: 'SECONDS',
+      description: 'give up on a paid call after this long (default 60); not charged',
+    },
     ...serverFlags,
   },
   schema: serverFlagsSchema.extend({
     upstream: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).optional(),
     stdio: z.string().min(1).optional(),
-    'pay-to': z.string().refine((a) => isAddress(a), 'expected a 0x address').optional(),
+    'pay-to': z
+      .string()
+      .refine((a) => isAddress(a), 'expected a 0x address')
+      .optional(),
     price: usdPrice.default(10_000n),
     'tool-price': z.array(toolPrice).default([]),
     'free-tool': z.array(z.string().min(1)).default([]),
     challenge: z.enum(challengeBindings).default('tool-result'),
-    'x402-version': z.enum(['1', '2']).default('2').transform((v) => (v === '1' ? 1 : 2)),
+    'x402-version': z
+      .enum(['1', '2'])
+      .default('2')
+      .transform((v) => (v === '1' ? 1 : 2)),
     'upstream-header': z.array(header).default([]),
     'upstream-timeout': z.coerce.number().positive().max(3600).default(60),
   }),
@@ -112,7 +122,9 @@ export const wrapCommand = defineCommand({
         ...(chain.sandbox ? [`  sandbox RPC  ${chain.rpcUrl}`] : []),
         `  pay to       ${payTo}`,
         `  prices       every tool ${atomicToUsd(prices.default)} USDC` +
-          Object.entries(tools).map(([name, amount]) => `, ${name} ${atomicToUsd(amount)}`).join('') +
+          Object.entries(tools)
+            .map(([name, amount]) => `, ${name} ${atomicToUsd(amount)}`)
+            .join('') +
           (prices.free.length ? `; free: ${prices.free.join(', ')}` : ''),
         `  challenge    ${flags.challenge}, x402 v${flags['x402-version']}`,
         `  facilitator  ${server.facilitator}`,

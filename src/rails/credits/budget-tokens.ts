@@ -30,7 +30,8 @@ export async function readBudgetToken(jwt: string, secret: string): Promise<Budg
   } catch (error) {
     const name = (error as Error).name;
     if (name === 'JwtTokenExpired') throw new DomainError('token_expired', 'the budget token has expired; ask its issuer for a new one');
-    if (name === 'JwtTokenSignatureMismatched') throw new DomainError('token_invalid', 'the budget token’s signature does not match: it was altered or not issued here');
+    if (name === 'JwtTokenSignatureMismatched')
+      throw new DomainError('token_invalid', 'the budget token’s signature does not match: it was altered or not issued here');
     throw new DomainError('token_malformed', 'the bearer credential is neither a tp_ API key nor a budget token issued here');
   }
   const claims = claimsSchema.safeParse(payload);

@@ -1,6 +1,15 @@
 import { z } from 'zod';
 import { atomicToUsd, usdPrice } from '../../pricing/pricing.js';
-import type { BudgetToken, Credit, DebitRefusal, MoveResult, DebitResult, KeyRecord, LedgerEntry, Scope } from '../../store/credits/credits.js';
+import type {
+  BudgetToken,
+  Credit,
+  DebitRefusal,
+  MoveResult,
+  DebitResult,
+  KeyRecord,
+  LedgerEntry,
+  Scope,
+} from '../../store/credits/credits.js';
 import type { Store } from '../../store/store.js';
 import { newId } from '../../store/ids.js';
 import { type Credential, generateApiKey, hashApiKey, sameHash } from './api-keys.js';
@@ -21,7 +30,10 @@ export const newKeySchema = z.strictObject({
   name: z.string().trim().min(1).max(100),
   usd: positiveUsd.optional().describe('initial balance, a USD decimal string'),
   scope: scopeSchema.optional(),
-  expiresAt: z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)).optional(),
+  expiresAt: z.iso
+    .datetime({ offset: true })
+    .transform((s) => Date.parse(s))
+    .optional(),
   dailyLimitUsd: usdPrice.optional(),
   lifetimeLimitUsd: usdPrice.optional(),
 });
@@ -54,7 +66,13 @@ export const adjustSchema = z.strictObject({
 });
 
 export const transferSchema = z
-  .strictObject({ from: z.string().regex(/^key_/), to: z.string().regex(/^key_/), usd: positiveUsd, reason: reason.default('transfer'), idempotencyKey })
+  .strictObject({
+    from: z.string().regex(/^key_/),
+    to: z.string().regex(/^key_/),
+    usd: positiveUsd,
+    reason: reason.default('transfer'),
+    idempotencyKey,
+  })
   .refine((t) => t.from !== t.to, { message: 'from and to must be different keys', path: ['to'] });
 
 export const mintTokenSchema = z.strictObject({
@@ -197,7 +215,9 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
   function moved(result: MoveResult) {
     if (result.ok) return result;
     if (result.reason === 'key_unknown') throw new DomainError('key_not_found', `no API key ${result.keyId}`);
-    throw new DomainError('insufficient_balance', `key ${result.keyId} holds ${result.balance}: a balance cannot go below zero`, { balance: result.balance?.toString() });
+    throw new DomainError('insufficient_balance', `key ${result.keyId} holds ${result.balance}: a balance cannot go below zero`, {
+      balance: result.balance?.toString(),
+    });
   }
 
   function usable(key: KeyRecord, now: number) {
@@ -232,10 +252,14 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
       const keyId = await ledger.subjectKey(principal.issuer, principal.subject);
       const key = keyId === undefined ? undefined : await ledger.key(keyId);
       if (!key) {
-        throw new DomainError('subject_unlinked', `no credits account pays for subject ${principal.subject} of ${principal.issuer}; the operator links it to an API key`, {
-          issuer: principal.issuer,
-          subject: principal.subject,
-        });
+        throw new DomainError(
+          'subject_unlinked',
+          `no credits account pays for subject ${principal.subject} of ${principal.issuer}; the operator links it to an API key`,
+          {
+            issuer: principal.issuer,
+            subject: principal.subject,
+          },
+        );
       }
       usable(key, now);
       return { key, subject: { issuer: principal.issuer, subject: principal.subject } };
@@ -244,10 +268,14 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     /** 403 unless both the key's and the token's scopes allow this server and tool. */
     authorize(payer: Payer, server: { slug: string; id: string }, tool: string) {
       if (!inScope(payer.key.scope, server, tool) || !inScope(payer.token?.scope, server, tool)) {
-        throw new DomainError('out_of_scope', `this ${payer.token ? 'budget token' : 'API key'} may not pay for tool "${tool}" on server "${server.slug}"`, {
-          ...(payer.key.scope ? { keyScope: payer.key.scope } : {}),
-          ...(payer.token?.scope ? { tokenScope: payer.token.scope } : {}),
-        });
+        throw new DomainError(
+          'out_of_scope',
+          `this ${payer.token ? 'budget token' : 'API key'} may not pay for tool "${tool}" on server "${server.slug}"`,
+          {
+            ...(payer.key.scope ? { keyScope: payer.key.scope } : {}),
+            ...(payer.token?.scope ? { tokenScope: payer.token.scope } : {}),
+          },
+        );
       }
     },
 
@@ -272,7 +300,9 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
         funding,
       );
       if (!created.created) {
-        throw new DomainError('already_funded', `this funding already created key ${created.entry.keyId}, shown once then`, { keyId: created.entry.keyId });
+        throw new DomainError('already_funded', `this funding already created key ${created.entry.keyId}, shown once then`, {
+          keyId: created.entry.keyId,
+        });
       }
       return { secret, key: created.key };
     },
@@ -283,7 +313,13 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     async topUp(id: string, input: z.output<typeof topupSchema>) {
       const key = await keyById(id);
       if (key.status === 'revoked') throw new DomainError('key_already_revoked', 'a revoked key cannot be topped up');
-      return ledger.credit({ keyId: key.id, kind: 'topup', amount: input.usd, reason: input.reason, idempotencyKey: `admin:${key.id}:${input.idempotencyKey}` });
+      return ledger.credit({
+        keyId: key.id,
+        kind: 'topup',
+        amount: input.usd,
+        reason: input.reason,
+        idempotencyKey: `admin:${key.id}:${input.idempotencyKey}`,
+      });
     },
 
     /** An operator's correction of a key's balance, either sign; never below zero. */
@@ -291,12 +327,22 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
       const key = await keyById(id);
       const amount = input.usd < 0n ? -input.usd : input.usd;
       const side = input.usd < 0n ? { from: key.id } : { to: key.id };
-      return moved(await ledger.move({ ...side, amount, reason: input.reason, idempotencyKey: `adjust:${key.id}:${input.idempotencyKey}` }));
+      return moved(
+        await ledger.move({ ...side, amount, reason: input.reason, idempotencyKey: `adjust:${key.id}:${input.idempotencyKey}` }),
+      );
     },
 
     /** Moves credit between two keys, both entries in one transaction. */
     async transfer(input: z.output<typeof transferSchema>) {
-      return moved(await ledger.move({ from: input.from, to: input.to, amount: input.usd, reason: input.reason, idempotencyKey: `transfer:${input.idempotencyKey}` }));
+      return moved(
+        await ledger.move({
+          from: input.from,
+          to: input.to,
+          amount: input.usd,
+          reason: input.reason,
+          idempotencyKey: `transfer:${input.idempotencyKey}`,
+        }),
+      );
     },
 
     /** Suspends, resumes or revokes a key; revoking is final. */
@@ -319,7 +365,10 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
         expiresAt: expiresAt * 1000,
         createdAt: now,
       });
-      const jwt = await signBudgetToken({ jti: token.id, sub: payer.key.id, iat: Math.floor(now / 1000), exp: expiresAt, cap: token.cap.toString() }, tokenSecret);
+      const jwt = await signBudgetToken(
+        { jti: token.id, sub: payer.key.id, iat: Math.floor(now / 1000), exp: expiresAt, cap: token.cap.toString() },
+        tokenSecret,
+      );
       return { jwt, token };
     },
   };

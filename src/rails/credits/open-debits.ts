@@ -49,14 +49,20 @@ export function openDebits(
   return {
     delivered(debitId: string) {
       closing.push(debitId);
-      timer ??= setTimeout(() => void flush().catch((err: unknown) => options.logger?.error({ err }, 'cannot close delivered debits')), CLOSE_EVERY_MS).unref();
+      timer ??= setTimeout(
+        () => void flush().catch((err: unknown) => options.logger?.error({ err }, 'cannot close delivered debits')),
+        CLOSE_EVERY_MS,
+      ).unref();
     },
     sweep,
     /** Sweeps now and then every half `maxCallMs` (at most a minute). */
     async start() {
       await sweep();
       const every = Math.min((await options.maxCallMs()) / 2, 60_000);
-      sweeper = setInterval(() => void sweep().catch((err: unknown) => options.logger?.error({ err }, 'open debit sweep failed')), every).unref();
+      sweeper = setInterval(
+        () => void sweep().catch((err: unknown) => options.logger?.error({ err }, 'open debit sweep failed')),
+        every,
+      ).unref();
     },
     /** Stops sweeping and closes what was delivered, before the store closes. */
     async stop() {

@@ -42,14 +42,17 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
   const origin = new URL(call.request.url).origin;
   const topup = { x402: `${origin}/credits/topup`, checkout: `${origin}/credits/checkout` };
   const fail = (error: DomainError) => {
-    if (shortfalls.has(error.code)) return context.challenge(call, `${error.code}: ${error.message}`, error.code, { [CREDITS_META_KEY]: error.toJSON() });
+    if (shortfalls.has(error.code))
+      return context.challenge(call, `${error.code}: ${error.message}`, error.code, { [CREDITS_META_KEY]: error.toJSON() });
     context.denied(error.code);
     return rpcError(id, -32001, error.message, errorCodes[error.code], error.toJSON());
   };
 
   let payer: Payer;
   try {
-    payer = call.principal ? await credits.authenticateSubject(call.principal) : await credits.authenticate(credentialOf(call.request.headers)!);
+    payer = call.principal
+      ? await credits.authenticateSubject(call.principal)
+      : await credits.authenticate(credentialOf(call.request.headers)!);
     credits.authorize(payer, { slug: context.server, id: context.serverId }, tool.name);
   } catch (error) {
     if (error instanceof DomainError) return fail(error);
@@ -60,7 +63,12 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     const window = Math.floor(Date.now() / 60_000) * 60_000;
     if ((await store.credits.countRequest(payer.key.id, window)) > BigInt(limit)) {
       const retryAfter = Math.max(1, Math.ceil((window + 60_000 - Date.now()) / 1000));
-      const refused = fail(new DomainError('rate_limited', `this key may make ${limit} paid calls a minute; retry in ${retryAfter} s`, { limit, retryAfterSeconds: retryAfter }));
+      const refused = fail(
+        new DomainError('rate_limited', `this key may make ${limit} paid calls a minute; retry in ${retryAfter} s`, {
+          limit,
+          retryAfterSeconds: retryAfter,
+        }),
+      );
       refused.headers.set('retry-after', String(retryAfter));
       return refused;
     }
@@ -70,10 +78,13 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
   // a replay answers only the same request in the same scope, never another server's, token's or subject's call.
   const by = payer.token?.id ?? (payer.subject ? [payer.subject.issuer, payer.subject.subject] : null);
   const bodyHash = idempotencyKey
-    ? createHash('sha256').update(JSON.stringify([context.server, by, call.rpc])).digest('hex')
+    ? createHash('sha256')
+        .update(JSON.stringify([context.server, by, call.rpc]))
+        .digest('hex')
     : '';
   if (idempotencyKey) {
-    if (idempotencyKey.length > 255) return fail(new DomainError('idempotency_key_invalid', 'Idempotency-Key must be at most 255 characters'));
+    if (idempotencyKey.length > 255)
+      return fail(new DomainError('idempotency_key_invalid', 'Idempotency-Key must be at most 255 characters'));
     const earlier = await store.credits.request(payer.key.id, idempotencyKey);
     if (earlier && earlier.bodyHash !== bodyHash) {
       return fail(new DomainError('idempotency_key_reused', 'this Idempotency-Key was used with a different request body'));
@@ -82,7 +93,8 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
       context.count(tool.name, 'replayed');
       return new Response(earlier.response, { headers: { 'content-type': 'application/json', 'idempotent-replayed': 'true' } });
     }
-    if (earlier) return fail(new DomainError('request_in_progress', 'a request with this Idempotency-Key is still running; retry it later'));
+    if (earlier)
+      return fail(new DomainError('request_in_progress', 'a request with this Idempotency-Key is still running; retry it later'));
   }
 
   const caller = `key:${payer.key.id}`;
@@ -131,7 +143,8 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
       },
     },
     finish(response) {
-      if (!response.headers.get('content-type')?.includes('text/event-stream')) response.headers.set('x-credits-remaining', remaining.toString());
+      if (!response.headers.get('content-type')?.includes('text/event-stream'))
+        response.headers.set('x-credits-remaining', remaining.toString());
       return response;
     },
   };

@@ -27,13 +27,18 @@ export async function createCheckout(
     line_items: [
       {
         quantity: 1,
-        price_data: { currency: 'usd', unit_amount: Number(cents), product_data: { name: `${atomicToUsd(pack.creditsUsd)} USD of API credits` } },
+        price_data: {
+          currency: 'usd',
+          unit_amount: Number(cents),
+          product_data: { name: `${atomicToUsd(pack.creditsUsd)} USD of API credits` },
+        },
       },
     ],
     client_reference_id: keyId,
     metadata: { key_id: keyId, package: packageId, credits: pack.creditsUsd.toString() },
   });
-  if (session.amount_total === null) throw new DomainError('stripe_unavailable', 'Stripe answered a session without an amount; retry later');
+  if (session.amount_total === null)
+    throw new DomainError('stripe_unavailable', 'Stripe answered a session without an amount; retry later');
   await deps.credits.recordCheckout({
     sessionId: session.id,
     keyId,
@@ -42,7 +47,13 @@ export async function createCheckout(
     amountTotal: BigInt(session.amount_total),
     currency: session.currency ?? 'usd',
   });
-  return { id: session.id, url: session.url, package: packageId, priceUsd: atomicToUsd(pack.priceUsd), creditsUsd: atomicToUsd(pack.creditsUsd) };
+  return {
+    id: session.id,
+    url: session.url,
+    package: packageId,
+    priceUsd: atomicToUsd(pack.priceUsd),
+    creditsUsd: atomicToUsd(pack.creditsUsd),
+  };
 }
 
 /**

@@ -54,7 +54,10 @@ export function stripePayouts(deps: { stripe: Stripe; store: Store; publicUrl: (
     async onboarding(operator: OperatorRecord) {
       let account = operator.stripeAccount;
       if (!account) {
-        const created = await stripe.accounts.create({ type: 'express', email: operator.email, metadata: { operator_id: operator.id } }, { idempotencyKey: `account:${operator.id}` });
+        const created = await stripe.accounts.create(
+          { type: 'express', email: operator.email, metadata: { operator_id: operator.id } },
+          { idempotencyKey: `account:${operator.id}` },
+        );
         account = created.id;
         await store.operators.updateOperator(operator.id, { stripeAccount: account });
       }
@@ -69,17 +72,34 @@ export function stripePayouts(deps: { stripe: Stripe; store: Store; publicUrl: (
 
     /** Pays out `amount` (default: everything available, in whole cents) to the operator's connected account. */
     async request(operator: OperatorRecord, input: { amount?: bigint; idempotencyKey: string }) {
-      if (!operator.stripeAccount) throw new DomainError('stripe_account_missing', 'connect a Stripe account first: POST /operator/payouts/onboarding');
+      if (!operator.stripeAccount)
+        throw new DomainError('stripe_account_missing', 'connect a Stripe account first: POST /operator/payouts/onboarding');
       const available = (await store.operators.balance(operator.id)).fiatAvailable;
       const amount = input.amount ?? available - (available % CENT);
       if (amount % CENT !== 0n) throw new DomainError('invalid_request', 'usd: payouts are whole cents', { field: 'usd' });
-      const result = await store.operators.requestPayout({ id: newId('po'), operatorId: operator.id, amount, destination: operator.stripeAccount, idempotencyKey: input.idempotencyKey, minimum: deps.minimum });
+      const result = await store.operators.requestPayout({
+        id: newId('po'),
+        operatorId: operator.id,
+        amount,
+        destination: operator.stripeAccount,
+        idempotencyKey: input.idempotencyKey,
+        minimum: deps.minimum,
+      });
       if (!result.ok) {
-        throw new DomainError(result.reason, result.reason === 'below_minimum' ? `a payout is at least ${deps.minimum} micro-USD` : `only ${result.available} micro-USD are available to pay out`, {
-          available: result.available.toString(),
-        });
+        throw new DomainError(
+          result.reason,
+          result.reason === 'below_minimum'
+            ? `a payout is at least ${deps.minimum} micro-USD`
+            : `only ${result.available} micro-USD are available to pay out`,
+          {
+            available: result.available.toString(),
+          },
+        );
       }
-      return { created: result.created, payout: result.record.state === 'requested' ? await transfer(result.record, !result.created) : result.record };
+      return {
+        created: result.created,
+        payout: result.record.state === 'requested' ? await transfer(result.record, !result.created) : result.record,
+      };
     },
 
     /** Retries payouts whose transfer outcome a crash or an outage left unknown. */

@@ -12,7 +12,11 @@ export function stripeClient(secretKey: string, apiUrl?: string): Stripe {
     maxNetworkRetries: 2,
     timeout: 15_000,
     ...(target
-      ? { host: target.hostname, port: Number(target.port || (target.protocol === 'https:' ? 443 : 80)), protocol: target.protocol.slice(0, -1) as 'http' | 'https' }
+      ? {
+          host: target.hostname,
+          port: Number(target.port || (target.protocol === 'https:' ? 443 : 80)),
+          protocol: target.protocol.slice(0, -1) as 'http' | 'https',
+        }
       : {}),
   });
 }

@@ -59,7 +59,8 @@ const periodEnd = (sub: Stripe.Subscription) =>
   (sub as unknown as { current_period_end?: number }).current_period_end ?? Math.max(0, ...sub.items.data.map((i) => i.current_period_end));
 
 const subscriptionOf = (invoice: Stripe.Invoice) => {
-  const id = invoice.parent?.subscription_details?.subscription ?? (invoice as unknown as { subscription?: string | { id: string } }).subscription;
+  const id =
+    invoice.parent?.subscription_details?.subscription ?? (invoice as unknown as { subscription?: string | { id: string } }).subscription;
   return typeof id === 'string' ? id : id?.id;
 };
 
@@ -69,7 +70,10 @@ const subscriptionOf = (invoice: Stripe.Invoice) => {
  * `invoice.payment_failed` ends the entitlement until a payment succeeds, and `invoice.paid`
  * books the month's fee as the operator's fiat revenue (once per invoice). Other events: undefined.
  */
-export async function handleSubscriptionEvent(deps: { store: Store; book: RevenueBook }, event: Stripe.Event): Promise<SubscriptionOutcome | undefined> {
+export async function handleSubscriptionEvent(
+  deps: { store: Store; book: RevenueBook },
+  event: Stripe.Event,
+): Promise<SubscriptionOutcome | undefined> {
   const { operators } = deps.store;
   const eventAt = event.created * 1000;
   switch (event.type) {
@@ -98,7 +102,16 @@ export async function handleSubscriptionEvent(deps: { store: Store; book: Revenu
       const server = sub ? await operators.serverById(sub.serverId) : undefined;
       if (!sub || !server || !invoice.id) return 'subscription_unknown';
       await deps.book.record(
-        { serverId: server.id, operatorId: server.operatorId, rail: 'subscription', caller: `key:${sub.keyId}`, tool: '(subscription)', amount: BigInt(invoice.amount_paid) * 10_000n, ref: `stripe:${invoice.id}`, custody: 'platform' },
+        {
+          serverId: server.id,
+          operatorId: server.operatorId,
+          rail: 'subscription',
+          caller: `key:${sub.keyId}`,
+          tool: '(subscription)',
+          amount: BigInt(invoice.amount_paid) * 10_000n,
+          ref: `stripe:${invoice.id}`,
+          custody: 'platform',
+        },
         'earned',
       );
       return 'subscription_paid';

@@ -36,7 +36,13 @@ export function futureSignature(header: string, nowSeconds: number): string | un
  * @example const outcome = await handleStripeWebhook(deps, await c.req.text(), c.req.header('stripe-signature'));
  */
 export async function handleStripeWebhook(
-  deps: { stripe: Stripe; webhookSecret: string; credits: CreditStore; logger: Logger; subscriptions?: { store: Store; book: RevenueBook } },
+  deps: {
+    stripe: Stripe;
+    webhookSecret: string;
+    credits: CreditStore;
+    logger: Logger;
+    subscriptions?: { store: Store; book: RevenueBook };
+  },
   rawBody: string,
   signature: string | undefined,
 ): Promise<{ event: string; type: string; outcome: StripeEventOutcome | SubscriptionOutcome }> {

@@ -30,7 +30,8 @@ export const x402Rail =
 async function x402Call(facilitator: FacilitatorPort, context: RailContext, call: PaidCall): Promise<Taken> {
   const { rpc, id, tool, offer } = call;
   const raw = paymentOf(rpc) ?? call.request.headers.get('payment-signature') ?? call.request.headers.get('x-payment') ?? undefined;
-  if (raw === undefined) return context.challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
+  if (raw === undefined)
+    return context.challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
   let request: FacilitatorRequest;
   try {
     request = paymentRequestFor(raw, offer);
@@ -55,7 +56,8 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
     held = await facilitator.reserve(request, purpose);
   } catch (error) {
     await metering?.uncount();
-    if (error instanceof FacilitatorUnavailableError) return rpcError(id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
+    if (error instanceof FacilitatorUnavailableError)
+      return rpcError(id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
     throw error;
   }
   if (!held.isValid) {
@@ -129,7 +131,8 @@ async function freeCall(
     verdict = await facilitator.verify(request);
   } catch (error) {
     await metering.uncount();
-    if (error instanceof FacilitatorUnavailableError) return rpcError(call.id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
+    if (error instanceof FacilitatorUnavailableError)
+      return rpcError(call.id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
     throw error;
   }
   if (!verdict.isValid) {
@@ -153,5 +156,7 @@ function withReceipt(response: Response, receipt: SettleResponse): Response {
  * and its arguments as sent (the JSON-RPC id may differ between a request and its retry).
  */
 function callIdentity(server: string, rpc: Message): string {
-  return createHash('sha256').update(JSON.stringify([server, rpc.params?.name, rpc.params?.arguments ?? {}])).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify([server, rpc.params?.name, rpc.params?.arguments ?? {}]))
+    .digest('hex');
 }

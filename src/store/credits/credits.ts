@@ -159,7 +159,10 @@ export interface CreditStore {
    * Creates a key, funded by a first `topup` entry when `initial` is given; if that entry's
    * idempotency key was used already, nothing is created and the earlier entry is returned.
    */
-  createKey(key: NewKey, initial?: Omit<Credit, 'keyId' | 'kind'>): Promise<{ created: true; key: KeyRecord } | { created: false; entry: LedgerEntry }>;
+  createKey(
+    key: NewKey,
+    initial?: Omit<Credit, 'keyId' | 'kind'>,
+  ): Promise<{ created: true; key: KeyRecord } | { created: false; entry: LedgerEntry }>;
   keyByHash(hash: string): Promise<(KeyRecord & { hash: string }) | undefined>;
   key(id: string): Promise<KeyRecord | undefined>;
   /** Every key, or one operator's. */

@@ -55,7 +55,14 @@ function* applyCredit(credit: Credit, now: number): Op<{ applied: boolean; entry
   if (earlier) return { applied: false, entry: toEntry(earlier), balance: key?.balance ?? 0n };
   const entry = yield* change(
     get(sql.addBalance, { id: credit.keyId, amount: credit.amount, now }),
-    { keyId: credit.keyId, kind: credit.kind, amount: credit.amount, reason: credit.reason, idempotencyKey: credit.idempotencyKey, ref: credit.ref },
+    {
+      keyId: credit.keyId,
+      kind: credit.kind,
+      amount: credit.amount,
+      reason: credit.reason,
+      idempotencyKey: credit.idempotencyKey,
+      ref: credit.ref,
+    },
     now,
   );
   return { applied: true, entry, balance: entry.balanceAfter };
@@ -84,7 +91,11 @@ function* createKey(key: NewKey, initial?: Omit<Credit, 'keyId' | 'kind'>) {
   // this key back and runs again, which then answers `created: false` from the look above.
   if (initial && initial.amount > 0n) {
     const { amount, reason, idempotencyKey, ref } = initial;
-    yield* change(get(sql.addBalance, { id: key.id, amount, now }), { keyId: key.id, kind: 'topup', amount, reason, idempotencyKey, ref }, now);
+    yield* change(
+      get(sql.addBalance, { id: key.id, amount, now }),
+      { keyId: key.id, kind: 'topup', amount, reason, idempotencyKey, ref },
+      now,
+    );
   }
   return { created: true as const, key: toKey((yield* get(sql.keyById, { id: key.id }))!, now) };
 }
@@ -111,7 +122,14 @@ function* move(move: Move): Op<MoveResult> {
   const ref = move.from && move.to ? { from: move.from, to: move.to } : undefined;
   const entries: LedgerEntry[] = [];
   for (const side of sides) {
-    const entry = { keyId: side.keyId, kind, amount: side.amount, reason: move.reason, idempotencyKey: `${move.idempotencyKey}${side.suffix}`, ref } as const;
+    const entry = {
+      keyId: side.keyId,
+      kind,
+      amount: side.amount,
+      reason: move.reason,
+      idempotencyKey: `${move.idempotencyKey}${side.suffix}`,
+      ref,
+    } as const;
     entries.push(yield* change(get(sql.addBalance, { id: side.keyId, amount: side.amount, now }), entry, now));
   }
   return { ok: true, applied: true, entries };
@@ -131,13 +149,22 @@ function* debit(debit: Debit): Op<DebitResult> {
 
   const entry = yield* change(
     get(sql.spend, { id: debit.keyId, amount: debit.amount, day, now }),
-    { keyId: debit.keyId, kind: 'debit', amount: -debit.amount, reason: debit.reason, idempotencyKey: debit.idempotencyKey, tokenId: debit.tokenId, ref: debit.ref },
+    {
+      keyId: debit.keyId,
+      kind: 'debit',
+      amount: -debit.amount,
+      reason: debit.reason,
+      idempotencyKey: debit.idempotencyKey,
+      tokenId: debit.tokenId,
+      ref: debit.ref,
+    },
     now,
   );
   if (debit.tokenId) yield* run(sql.spendToken, { id: debit.tokenId, amount: debit.amount });
   if (debit.open) yield* run(sql.openDebit, { debitId: entry.id, now });
   // Another request with this Idempotency-Key got in first: this debit must not happen.
-  if (debit.request && (yield* run(sql.insertRequest, { keyId: debit.keyId, ...debit.request, debitId: entry.id, now })) === 0) throw new RequestTaken();
+  if (debit.request && (yield* run(sql.insertRequest, { keyId: debit.keyId, ...debit.request, debitId: entry.id, now })) === 0)
+    throw new RequestTaken();
   return { ok: true, entry, balance: entry.balanceAfter, ...(tokenRemaining !== undefined ? { tokenRemaining } : {}) };
 }
 
@@ -228,7 +255,10 @@ function* resolveCheckout(sessionId: string, resolution: CheckoutResolution): Op
 
 function* completeCheckout(event: StripeEvent): Op<StripeEventOutcome> {
   const now = Date.now();
-  if ((yield* run(sql.insertEvent, { eventId: event.eventId, type: event.type, sessionId: event.sessionId, outcome: 'received', now })) === 0) return 'duplicate_event';
+  if (
+    (yield* run(sql.insertEvent, { eventId: event.eventId, type: event.type, sessionId: event.sessionId, outcome: 'received', now })) === 0
+  )
+    return 'duplicate_event';
   const outcome = yield* checkout(event, now);
   yield* run(sql.setEventOutcome, { eventId: event.eventId, outcome });
   return outcome;
@@ -241,7 +271,14 @@ function* setStatus(id: string, status: KeyStatus) {
 }
 
 function* createToken(token: Omit<BudgetToken, 'spent' | 'revokedAt'>) {
-  yield* run(sql.insertToken, { id: token.id, keyId: token.keyId, cap: token.cap, scope: json(token.scope), expiresAt: token.expiresAt, now: token.createdAt });
+  yield* run(sql.insertToken, {
+    id: token.id,
+    keyId: token.keyId,
+    cap: token.cap,
+    scope: json(token.scope),
+    expiresAt: token.expiresAt,
+    now: token.createdAt,
+  });
   return toToken((yield* get(sql.tokenById, { id: token.id }))!);
 }
 

@@ -82,7 +82,6 @@ export const toCheckout = (r: CheckoutRow): CheckoutSession => ({
 export type RequestRow = { body_hash: string; debit_id: string; response: string | null };
 export type SubjectRow = { issuer: string; subject: string; key_id: string; created_at: bigint };
 
-
 export const json = (value: unknown) => (value === undefined ? null : JSON.stringify(value));
 
 export function toKey(r: KeyRow, now = Date.now()): KeyRecord {
@@ -175,15 +174,16 @@ export const creditsSql = {
   ),
   balanceOf: query<KeyId, BalanceRow>('SELECT balance FROM api_keys WHERE id = @id', { lockable: true }),
   insertKey: command<
-    KeyId & Now & {
-      hash: string;
-      name: string;
-      scope: string | null;
-      expiresAt: number | null;
-      lifetimeLimit: bigint | null;
-      dailyLimit: bigint | null;
-      operatorId: string | null;
-    }
+    KeyId &
+      Now & {
+        hash: string;
+        name: string;
+        scope: string | null;
+        expiresAt: number | null;
+        lifetimeLimit: bigint | null;
+        dailyLimit: bigint | null;
+        operatorId: string | null;
+      }
   >(`
     INSERT INTO api_keys (id, hash, name, scope, expires_at, lifetime_limit, daily_limit, operator_id, created_at, updated_at)
     VALUES (@id, @hash, @name, @scope, @expiresAt, @lifetimeLimit, @dailyLimit, @operatorId, @now, @now)`),
@@ -248,7 +248,9 @@ export const creditsSql = {
   ),
 
   subjectKey: query<Subject, { key_id: string }>('SELECT key_id FROM oauth_subjects WHERE issuer = @issuer AND subject = @subject'),
-  subjectsOf: query<{ keyId: string }, SubjectRow>('SELECT * FROM oauth_subjects WHERE key_id = @keyId ORDER BY created_at, issuer, subject'),
+  subjectsOf: query<{ keyId: string }, SubjectRow>(
+    'SELECT * FROM oauth_subjects WHERE key_id = @keyId ORDER BY created_at, issuer, subject',
+  ),
   linkSubject: command<Subject & Now & { keyId: string }>(`
     INSERT INTO oauth_subjects (issuer, subject, key_id, created_at) VALUES (@issuer, @subject, @keyId, @now)
     ON CONFLICT (issuer, subject) DO NOTHING`),

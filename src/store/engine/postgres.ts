@@ -30,7 +30,9 @@ export async function run<P extends Params>(db: Queryable, statement: Command<P>
 const BIGINT_OIDS = new Set([20, 1700]);
 const types = {
   getTypeParser: ((oid: number, format?: string) =>
-    BIGINT_OIDS.has(oid) ? (value: string) => BigInt(value) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+    BIGINT_OIDS.has(oid)
+      ? (value: string) => BigInt(value)
+      : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
 /** A pool whose connections see `schema` first (each test run makes its own) and read int8 as bigint. */

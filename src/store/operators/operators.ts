@@ -129,7 +129,9 @@ export type Reservation<T> = { ok: true; created: boolean; record: T } | Refusal
 
 export interface OperatorStore {
   /** Refused (created: false) when the email is registered already. */
-  createOperator(operator: Omit<OperatorRecord, 'status' | 'updatedAt'> & { keyHash: string }): Promise<{ created: boolean; operator?: OperatorRecord }>;
+  createOperator(
+    operator: Omit<OperatorRecord, 'status' | 'updatedAt'> & { keyHash: string },
+  ): Promise<{ created: boolean; operator?: OperatorRecord }>;
   operatorByKeyHash(hash: string): Promise<(OperatorRecord & { keyHash: string }) | undefined>;
   operator(id: string): Promise<OperatorRecord | undefined>;
   operators(): Promise<OperatorRecord[]>;
@@ -192,7 +194,14 @@ export interface OperatorStore {
   unfinishedWithdrawals(): Promise<Withdrawal[]>;
 
   /** Like `requestWithdrawal`, against the fiat balance: reserved with the request, once per idempotency key. */
-  requestPayout(request: { id: string; operatorId: string; amount: bigint; destination: string; idempotencyKey: string; minimum: bigint }): Promise<Reservation<Payout>>;
+  requestPayout(request: {
+    id: string;
+    operatorId: string;
+    amount: bigint;
+    destination: string;
+    idempotencyKey: string;
+    minimum: bigint;
+  }): Promise<Reservation<Payout>>;
   finishPayout(id: string, outcome: { state: 'paid'; transferId: string } | { state: 'failed'; error: string }): Promise<Payout>;
   payouts(operatorId: string): Promise<Payout[]>;
 

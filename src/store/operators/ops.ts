@@ -142,7 +142,14 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
 
     balance: (operatorId) => read(() => balance(operatorId)),
     requestWithdrawal: (request) =>
-      write(() => reserve(request, (b) => b.usdcAvailable, withdrawals, (now) => run(sql.insertWithdrawal, { ...request, now }))),
+      write(() =>
+        reserve(
+          request,
+          (b) => b.usdcAvailable,
+          withdrawals,
+          (now) => run(sql.insertWithdrawal, { ...request, now }),
+        ),
+      ),
     recordWithdrawalTx: (id, tx) => change(sql.recordWithdrawalTx, { id, ...tx, now: Date.now() }),
     finishWithdrawal: (id, outcome) =>
       change(sql.finishWithdrawal, { id, state: outcome.state, error: outcome.state === 'failed' ? outcome.error : null, now: Date.now() }),
@@ -155,7 +162,14 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
     unfinishedWithdrawals: () => list(sql.unfinishedWithdrawals, {}, toWithdrawal),
 
     requestPayout: (request) =>
-      write(() => reserve(request, (b) => b.fiatAvailable, payouts, (now) => run(sql.insertPayout, { ...request, now }))),
+      write(() =>
+        reserve(
+          request,
+          (b) => b.fiatAvailable,
+          payouts,
+          (now) => run(sql.insertPayout, { ...request, now }),
+        ),
+      ),
     finishPayout: (id, outcome) =>
       write(function* () {
         const transferId = outcome.state === 'paid' ? outcome.transferId : null;

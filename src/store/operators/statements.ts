@@ -28,7 +28,14 @@ export type PayoutRow = {
   created_at: bigint;
   updated_at: bigint;
 };
-export type SubscriptionRow = { id: string; key_id: string; server_id: string; status: string; current_period_end: bigint; event_at: bigint };
+export type SubscriptionRow = {
+  id: string;
+  key_id: string;
+  server_id: string;
+  status: string;
+  current_period_end: bigint;
+  event_at: bigint;
+};
 export type ServerRow = {
   id: string;
   operator_id: string;
@@ -82,7 +89,16 @@ export type WithdrawalRow = {
   created_at: bigint;
   updated_at: bigint;
 };
-export type AuditRow = { id: string; at: bigint; actor: string; operator_id: string | null; action: string; target: string | null; ip: string | null; detail: string | null };
+export type AuditRow = {
+  id: string;
+  at: bigint;
+  actor: string;
+  operator_id: string | null;
+  action: string;
+  target: string | null;
+  ip: string | null;
+  detail: string | null;
+};
 export type SharesRow = { usdc_earned: bigint | null; usdc_pending: bigint | null; fiat: bigint | null; direct: bigint | null };
 export type SumsRow = { done: bigint | null; reserved: bigint | null };
 export type UsageSumRow = { key: string | bigint; calls: bigint; paid: bigint; revenue: bigint | null; operator_share: bigint | null };
@@ -336,7 +352,9 @@ export const operatorsSql = {
   withdrawalByKey: query<OfOperator & { idempotencyKey: string }, WithdrawalRow>(
     'SELECT * FROM withdrawals WHERE operator_id = @operatorId AND idempotency_key = @idempotencyKey',
   ),
-  withdrawalsOf: query<OfOperator, WithdrawalRow>('SELECT * FROM withdrawals WHERE operator_id = @operatorId ORDER BY created_at DESC, id DESC'),
+  withdrawalsOf: query<OfOperator, WithdrawalRow>(
+    'SELECT * FROM withdrawals WHERE operator_id = @operatorId ORDER BY created_at DESC, id DESC',
+  ),
   unfinishedWithdrawals: query<{}, WithdrawalRow>(
     `SELECT * FROM withdrawals WHERE state IN ('requested', 'submitted') ORDER BY created_at, id`,
   ),
@@ -384,7 +402,9 @@ export const operatorsSql = {
       ip: string | null;
       detail: string | null;
     }
-  >(`INSERT INTO audit_log (id, at, actor, operator_id, action, target, ip, detail) VALUES (@id, @at, @actor, @operatorId, @action, @target, @ip, @detail)`),
+  >(
+    `INSERT INTO audit_log (id, at, actor, operator_id, action, target, ip, detail) VALUES (@id, @at, @actor, @operatorId, @action, @target, @ip, @detail)`,
+  ),
   auditPage: query<{ operatorId: string | null; limit: number; before: string | null }, AuditRow>(`
     SELECT * FROM audit_log WHERE (operator_id = @operatorId OR @operatorId IS NULL) AND (id < @before OR @before IS NULL)
     ORDER BY id DESC LIMIT @limit`),
