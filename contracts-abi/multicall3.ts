@@ -3,444 +3,443 @@ import type { Hex } from 'viem';
 
 export const multicall3Abi = [
   {
-    type: 'function',
-    name: 'aggregate',
-    inputs: [
+    "type": "function",
+    "name": "aggregate",
+    "inputs": [
       {
-        name: 'calls',
-        type: 'tuple[]',
-        internalType: 'struct Multicall3.Call[]',
-        components: [
+        "name": "calls",
+        "type": "tuple[]",
+        "internalType": "struct Multicall3.Call[]",
+        "components": [
           {
-            name: 'target',
-            type: 'address',
-            internalType: 'address',
+            "name": "target",
+            "type": "address",
+            "internalType": "address"
           },
           {
-            name: 'callData',
-            type: 'bytes',
-            internalType: 'bytes',
-          },
-        ],
-      },
+            "name": "callData",
+            "type": "bytes",
+            "internalType": "bytes"
+          }
+        ]
+      }
     ],
-    outputs: [
+    "outputs": [
       {
-        name: 'blockNumber',
-        type: 'uint256',
-        internalType: 'uint256',
+        "name": "blockNumber",
+        "type": "uint256",
+        "internalType": "uint256"
       },
       {
-        name: 'returnData',
-        type: 'bytes[]',
-        internalType: 'bytes[]',
-      },
+        "name": "returnData",
+        "type": "bytes[]",
+        "internalType": "bytes[]"
+      }
     ],
-    stateMutability: 'payable',
+    "stateMutability": "payable"
   },
   {
-    type: 'function',
-    name: 'aggregate3',
-    inputs: [
+    "type": "function",
+    "name": "aggregate3",
+    "inputs": [
       {
-        name: 'calls',
-        type: 'tuple[]',
-        internalType: 'struct Multicall3.Call3[]',
-        components: [
+        "name": "calls",
+        "type": "tuple[]",
+        "internalType": "struct Multicall3.Call3[]",
+        "components": [
           {
-            name: 'target',
-            type: 'address',
-            internalType: 'address',
+            "name": "target",
+            "type": "address",
+            "internalType": "address"
           },
           {
-            name: 'allowFailure',
-            type: 'bool',
-            internalType: 'bool',
+            "name": "allowFailure",
+            "type": "bool",
+            "internalType": "bool"
           },
           {
-            name: 'callData',
-            type: 'bytes',
-            internalType: 'bytes',
-          },
-        ],
-      },
+            "name": "callData",
+            "type": "bytes",
+            "internalType": "bytes"
+          }
+        ]
+      }
     ],
-    outputs: [
+    "outputs": [
       {
-        name: 'returnData',
-        type: 'tuple[]',
-        internalType: 'struct Multicall3.Result[]',
-        components: [
+        "name": "returnData",
+        "type": "tuple[]",
+        "internalType": "struct Multicall3.Result[]",
+        "components": [
           {
-            name: 'success',
-            type: 'bool',
-            internalType: 'bool',
+            "name": "success",
+            "type": "bool",
+            "internalType": "bool"
           },
           {
-            name: 'returnData',
-            type: 'bytes',
-            internalType: 'bytes',
-          },
-        ],
-      },
+            "name": "returnData",
+            "type": "bytes",
+            "internalType": "bytes"
+          }
+        ]
+      }
     ],
-    stateMutability: 'payable',
+    "stateMutability": "payable"
   },
   {
-    type: 'function',
-    name: 'aggregate3Value',
-    inputs: [
+    "type": "function",
+    "name": "aggregate3Value",
+    "inputs": [
       {
-        name: 'calls',
-        type: 'tuple[]',
-        internalType: 'struct Multicall3.Call3Value[]',
-        components: [
+        "name": "calls",
+        "type": "tuple[]",
+        "internalType": "struct Multicall3.Call3Value[]",
+        "components": [
           {
-            name: 'target',
-            type: 'address',
-            internalType: 'address',
+            "name": "target",
+            "type": "address",
+            "internalType": "address"
           },
           {
-            name: 'allowFailure',
-            type: 'bool',
-            internalType: 'bool',
+            "name": "allowFailure",
+            "type": "bool",
+            "internalType": "bool"
           },
           {
-            name: 'value',
-            type: 'uint256',
-            internalType: 'uint256',
+            "name": "value",
+            "type": "uint256",
+            "internalType": "uint256"
           },
           {
-            name: 'callData',
-            type: 'bytes',
-            internalType: 'bytes',
-          },
-        ],
-      },
+            "name": "callData",
+            "type": "bytes",
+            "internalType": "bytes"
+          }
+        ]
+      }
     ],
-    outputs: [
+    "outputs": [
       {
-        name: 'returnData',
-        type: 'tuple[]',
-        internalType: 'struct Multicall3.Result[]',
-        components: [
+        "name": "returnData",
+        "type": "tuple[]",
+        "internalType": "struct Multicall3.Result[]",
+        "components": [
           {
-            name: 'success',
-            type: 'bool',
-            internalType: 'bool',
+            "name": "success",
+            "type": "bool",
+            "internalType": "bool"
           },
           {
-            name: 'returnData',
-            type: 'bytes',
-            internalType: 'bytes',
-          },
-        ],
-      },
+            "name": "returnData",
+            "type": "bytes",
+            "internalType": "bytes"
+          }
+        ]
+      }
     ],
-    stateMutability: 'payable',
+    "stateMutability": "payable"
   },
   {
-    type: 'function',
-    name: 'blockAndAggregate',
-    inputs: [
+    "type": "function",
+    "name": "blockAndAggregate",
+    "inputs": [
       {
-        name: 'calls',
-        type: 'tuple[]',
-        internalType: 'struct Multicall3.Call[]',
-        components: [
+        "name": "calls",
+        "type": "tuple[]",
+        "internalType": "struct Multicall3.Call[]",
+        "components": [
           {
-            name: 'target',
-            type: 'address',
-            internalType: 'address',
+            "name": "target",
+            "type": "address",
+            "internalType": "address"
           },
           {
-            name: 'callData',
-            type: 'bytes',
-            internalType: 'bytes',
-          },
-        ],
-      },
+            "name": "callData",
+            "type": "bytes",
+            "internalType": "bytes"
+          }
+        ]
+      }
     ],
-    outputs: [
+    "outputs": [
       {
-        name: 'blockNumber',
-        type: 'uint256',
-        internalType: 'uint256',
+        "name": "blockNumber",
+        "type": "uint256",
+        "internalType": "uint256"
       },
       {
-        name: 'blockHash',
-        type: 'bytes32',
-        internalType: 'bytes32',
+        "name": "blockHash",
+        "type": "bytes32",
+        "internalType": "bytes32"
       },
       {
-        name: 'returnData',
-        type: 'tuple[]',
-        internalType: 'struct Multicall3.Result[]',
-        components: [
+        "name": "returnData",
+        "type": "tuple[]",
+        "internalType": "struct Multicall3.Result[]",
+        "components": [
           {
-            name: 'success',
-            type: 'bool',
-            internalType: 'bool',
-          },
-          {
-            name: 'returnData',
-            type: 'bytes',
-            internalType: 'bytes',
-          },
-        ],
-      },
-    ],
-    stateMutability: 'payable',
-  },
-  {
-    type: 'function',
-    name: 'getBasefee',
-    inputs: [],
-    outputs: [
-      {
-        name: 'basefee',
-        type: 'uint256',
-        internalType: 'uint256',
-      },
-    ],
-    stateMutability: 'view',
-  },
-  {
-    type: 'function',
-    name: 'getBlockHash',
-    inputs: [
-      {
-        name: 'blockNumber',
-        type: 'uint256',
-        internalType: 'uint256',
-      },
-    ],
-    outputs: [
-      {
-        name: 'blockHash',
-        type: 'bytes32',
-        internalType: 'bytes32',
-      },
-    ],
-    stateMutability: 'view',
-  },
-  {
-    type: 'function',
-    name: 'getBlockNumber',
-    inputs: [],
-    outputs: [
-      {
-        name: 'blockNumber',
-        type: 'uint256',
-        internalType: 'uint256',
-      },
-    ],
-    stateMutability: 'view',
-  },
-  {
-    type: 'function',
-    name: 'getChainId',
-    inputs: [],
-    outputs: [
-      {
-        name: 'chainid',
-        type: 'uint256',
-        internalType: 'uint256',
-      },
-    ],
-    stateMutability: 'view',
-  },
-  {
-    type: 'function',
-    name: 'getCurrentBlockCoinbase',
-    inputs: [],
-    outputs: [
-      {
-        name: 'coinbase',
-        type: 'address',
-        internalType: 'address',
-      },
-    ],
-    stateMutability: 'view',
-  },
-  {
-    type: 'function',
-    name: 'getCurrentBlockDifficulty',
-    inputs: [],
-    outputs: [
-      {
-        name: 'difficulty',
-        type: 'uint256',
-        internalType: 'uint256',
-      },
-    ],
-    stateMutability: 'view',
-  },
-  {
-    type: 'function',
-    name: 'getCurrentBlockGasLimit',
-    inputs: [],
-    outputs: [
-      {
-        name: 'gaslimit',
-        type: 'uint256',
-        internalType: 'uint256',
-      },
-    ],
-    stateMutability: 'view',
-  },
-  {
-    type: 'function',
-    name: 'getCurrentBlockTimestamp',
-    inputs: [],
-    outputs: [
-      {
-        name: 'timestamp',
-        type: 'uint256',
-        internalType: 'uint256',
-      },
-    ],
-    stateMutability: 'view',
-  },
-  {
-    type: 'function',
-    name: 'getEthBalance',
-    inputs: [
-      {
-        name: 'addr',
-        type: 'address',
-        internalType: 'address',
-      },
-    ],
-    outputs: [
-      {
-        name: 'balance',
-        type: 'uint256',
-        internalType: 'uint256',
-      },
-    ],
-    stateMutability: 'view',
-  },
-  {
-    type: 'function',
-    name: 'getLastBlockHash',
-    inputs: [],
-    outputs: [
-      {
-        name: 'blockHash',
-        type: 'bytes32',
-        internalType: 'bytes32',
-      },
-    ],
-    stateMutability: 'view',
-  },
-  {
-    type: 'function',
-    name: 'tryAggregate',
-    inputs: [
-      {
-        name: 'requireSuccess',
-        type: 'bool',
-        internalType: 'bool',
-      },
-      {
-        name: 'calls',
-        type: 'tuple[]',
-        internalType: 'struct Multicall3.Call[]',
-        components: [
-          {
-            name: 'target',
-            type: 'address',
-            internalType: 'address',
+            "name": "success",
+            "type": "bool",
+            "internalType": "bool"
           },
           {
-            name: 'callData',
-            type: 'bytes',
-            internalType: 'bytes',
-          },
-        ],
-      },
+            "name": "returnData",
+            "type": "bytes",
+            "internalType": "bytes"
+          }
+        ]
+      }
     ],
-    outputs: [
-      {
-        name: 'returnData',
-        type: 'tuple[]',
-        internalType: 'struct Multicall3.Result[]',
-        components: [
-          {
-            name: 'success',
-            type: 'bool',
-            internalType: 'bool',
-          },
-          {
-            name: 'returnData',
-            type: 'bytes',
-            internalType: 'bytes',
-          },
-        ],
-      },
-    ],
-    stateMutability: 'payable',
+    "stateMutability": "payable"
   },
   {
-    type: 'function',
-    name: 'tryBlockAndAggregate',
-    inputs: [
+    "type": "function",
+    "name": "getBasefee",
+    "inputs": [],
+    "outputs": [
       {
-        name: 'requireSuccess',
-        type: 'bool',
-        internalType: 'bool',
-      },
-      {
-        name: 'calls',
-        type: 'tuple[]',
-        internalType: 'struct Multicall3.Call[]',
-        components: [
-          {
-            name: 'target',
-            type: 'address',
-            internalType: 'address',
-          },
-          {
-            name: 'callData',
-            type: 'bytes',
-            internalType: 'bytes',
-          },
-        ],
-      },
+        "name": "basefee",
+        "type": "uint256",
+        "internalType": "uint256"
+      }
     ],
-    outputs: [
-      {
-        name: 'blockNumber',
-        type: 'uint256',
-        internalType: 'uint256',
-      },
-      {
-        name: 'blockHash',
-        type: 'bytes32',
-        internalType: 'bytes32',
-      },
-      {
-        name: 'returnData',
-        type: 'tuple[]',
-        internalType: 'struct Multicall3.Result[]',
-        components: [
-          {
-            name: 'success',
-            type: 'bool',
-            internalType: 'bool',
-          },
-          {
-            name: 'returnData',
-            type: 'bytes',
-            internalType: 'bytes',
-          },
-        ],
-      },
-    ],
-    stateMutability: 'payable',
+    "stateMutability": "view"
   },
+  {
+    "type": "function",
+    "name": "getBlockHash",
+    "inputs": [
+      {
+        "name": "blockNumber",
+        "type": "uint256",
+        "internalType": "uint256"
+      }
+    ],
+    "outputs": [
+      {
+        "name": "blockHash",
+        "type": "bytes32",
+        "internalType": "bytes32"
+      }
+    ],
+    "stateMutability": "view"
+  },
+  {
+    "type": "function",
+    "name": "getBlockNumber",
+    "inputs": [],
+    "outputs": [
+      {
+        "name": "blockNumber",
+        "type": "uint256",
+        "internalType": "uint256"
+      }
+    ],
+    "stateMutability": "view"
+  },
+  {
+    "type": "function",
+    "name": "getChainId",
+    "inputs": [],
+    "outputs": [
+      {
+        "name": "chainid",
+        "type": "uint256",
+        "internalType": "uint256"
+      }
+    ],
+    "stateMutability": "view"
+  },
+  {
+    "type": "function",
+    "name": "getCurrentBlockCoinbase",
+    "inputs": [],
+    "outputs": [
+      {
+        "name": "coinbase",
+        "type": "address",
+        "internalType": "address"
+      }
+    ],
+    "stateMutability": "view"
+  },
+  {
+    "type": "function",
+    "name": "getCurrentBlockDifficulty",
+    "inputs": [],
+    "outputs": [
+      {
+        "name": "difficulty",
+        "type": "uint256",
+        "internalType": "uint256"
+      }
+    ],
+    "stateMutability": "view"
+  },
+  {
+    "type": "function",
+    "name": "getCurrentBlockGasLimit",
+    "inputs": [],
+    "outputs": [
+      {
+        "name": "gaslimit",
+        "type": "uint256",
+        "internalType": "uint256"
+      }
+    ],
+    "stateMutability": "view"
+  },
+  {
+    "type": "function",
+    "name": "getCurrentBlockTimestamp",
+    "inputs": [],
+    "outputs": [
+      {
+        "name": "timestamp",
+        "type": "uint256",
+        "internalType": "uint256"
+      }
+    ],
+    "stateMutability": "view"
+  },
+  {
+    "type": "function",
+    "name": "getEthBalance",
+    "inputs": [
+      {
+        "name": "addr",
+        "type": "address",
+        "internalType": "address"
+      }
+    ],
+    "outputs": [
+      {
+        "name": "balance",
+        "type": "uint256",
+        "internalType": "uint256"
+      }
+    ],
+    "stateMutability": "view"
+  },
+  {
+    "type": "function",
+    "name": "getLastBlockHash",
+    "inputs": [],
+    "outputs": [
+      {
+        "name": "blockHash",
+        "type": "bytes32",
+        "internalType": "bytes32"
+      }
+    ],
+    "stateMutability": "view"
+  },
+  {
+    "type": "function",
+    "name": "tryAggregate",
+    "inputs": [
+      {
+        "name": "requireSuccess",
+        "type": "bool",
+        "internalType": "bool"
+      },
+      {
+        "name": "calls",
+        "type": "tuple[]",
+        "internalType": "struct Multicall3.Call[]",
+        "components": [
+          {
+            "name": "target",
+            "type": "address",
+            "internalType": "address"
+          },
+          {
+            "name": "callData",
+            "type": "bytes",
+            "internalType": "bytes"
+          }
+        ]
+      }
+    ],
+    "outputs": [
+      {
+        "name": "returnData",
+        "type": "tuple[]",
+        "internalType": "struct Multicall3.Result[]",
+        "components": [
+          {
+            "name": "success",
+            "type": "bool",
+            "internalType": "bool"
+          },
+          {
+            "name": "returnData",
+            "type": "bytes",
+            "internalType": "bytes"
+          }
+        ]
+      }
+    ],
+    "stateMutability": "payable"
+  },
+  {
+    "type": "function",
+    "name": "tryBlockAndAggregate",
+    "inputs": [
+      {
+        "name": "requireSuccess",
+        "type": "bool",
+        "internalType": "bool"
+      },
+      {
+        "name": "calls",
+        "type": "tuple[]",
+        "internalType": "struct Multicall3.Call[]",
+        "components": [
+          {
+            "name": "target",
+            "type": "address",
+            "internalType": "address"
+          },
+          {
+            "name": "callData",
+            "type": "bytes",
+            "internalType": "bytes"
+          }
+        ]
+      }
+    ],
+    "outputs": [
+      {
+        "name": "blockNumber",
+        "type": "uint256",
+        "internalType": "uint256"
+      },
+      {
+        "name": "blockHash",
+        "type": "bytes32",
+        "internalType": "bytes32"
+      },
+      {
+        "name": "returnData",
+        "type": "tuple[]",
+        "internalType": "struct Multicall3.Result[]",
+        "components": [
+          {
+            "name": "success",
+            "type": "bool",
+            "internalType": "bool"
+          },
+          {
+            "name": "returnData",
+            "type": "bytes",
+            "internalType": "bytes"
+          }
+        ]
+      }
+    ],
+    "stateMutability": "payable"
+  }
 ] as const;
 
-export const multicall3DeployedBytecode: Hex =
-  '0x6080604052600436106100ef575f3560e01c80634d2301cc11610087578063a8b0574e11610057578063a8b0574e14610221578063bce38bd71461023b578063c3077fa91461024e578063ee82ac5e14610261575f5ffd5b80634d2301cc146101c357806372425d9d146101ea57806382ad56cb146101fc57806386d516e81461020f575f5ffd5b80633408e470116100c25780633408e4701461016b578063399542e91461017d5780633e64a6961461019f57806342cbb15c146101b1575f5ffd5b80630f28c97d146100f3578063174dea7114610114578063252dba421461013457806327e86d6e14610155575b5f5ffd5b3480156100fe575f5ffd5b50425b6040519081526020015b60405180910390f35b610127610122366004610a52565b61027f565b60405161010b9190610b32565b610147610142366004610a52565b610505565b60405161010b929190610b4b565b348015610160575f5ffd5b50435f190140610101565b348015610176575f5ffd5b5046610101565b61019061018b366004610bc9565b61066e565b60405161010b93929190610c18565b3480156101aa575f5ffd5b5048610101565b3480156101bc575f5ffd5b5043610101565b3480156101ce575f5ffd5b506101016101dd366004610c3f565b6001600160a01b03163190565b3480156101f5575f5ffd5b5044610101565b61012761020a366004610a52565b610689565b34801561021a575f5ffd5b5045610101565b34801561022c575f5ffd5b5060405141815260200161010b565b610127610249366004610bc9565b610851565b61019061025c366004610a52565b6109ec565b34801561026c575f5ffd5b5061010161027b366004610c65565b4090565b60605f8267ffffffffffffffff81111561029b5761029b610c7c565b6040519080825280602002602001820160405280156102e057816020015b604080518082019091525f8152606060208201528152602001906001900390816102b95790505b5091505f5b838110156104ae578484828181106102ff576102ff610c90565b90506020028101906103119190610ca4565b61031f906040013583610cc2565b91505f5f86868481811061033557610335610c90565b90506020028101906103479190610ca4565b610355906020810190610c3f565b6001600160a01b031687878581811061037057610370610c90565b90506020028101906103829190610ca4565b6040013588888681811061039857610398610c90565b90506020028101906103aa9190610ca4565b6103b8906060810190610ce7565b6040516103c6929190610d2a565b5f6040518083038185875af1925050503d805f8114610400576040519150601f19603f3d011682016040523d82523d5f602084013e610405565b606091505b50915091508115801561044a575086868481811061042557610425610c90565b90506020028101906104379190610ca4565b610448906040810190602001610d39565b155b156104705760405162461bcd60e51b815260040161046790610d52565b60405180910390fd5b604051806040016040528083151581526020018281525085848151811061049957610499610c90565b602090810291909101015250506001016102e5565b508034146104fe5760405162461bcd60e51b815260206004820152601a60248201527f4d756c746963616c6c333a2076616c7565206d69736d617463680000000000006044820152606401610467565b5092915050565b4360608267ffffffffffffffff81111561052157610521610c7c565b60405190808252806020026020018201604052801561055457816020015b606081526020019060019003908161053f5790505b5090505f5b83811015610666575f5f86868481811061057557610575610c90565b90506020028101906105879190610d89565b610595906020810190610c3f565b6001600160a01b03168787858181106105b0576105b0610c90565b90506020028101906105c29190610d89565b6105d0906020810190610ce7565b6040516105de929190610d2a565b5f604051808303815f865af19150503d805f8114610617576040519150601f19603f3d011682016040523d82523d5f602084013e61061c565b606091505b50915091508161063e5760405162461bcd60e51b815260040161046790610d52565b8084848151811061065157610651610c90565b60209081029190910101525050600101610559565b509250929050565b438040606061067e868686610851565b905093509350939050565b60608167ffffffffffffffff8111156106a4576106a4610c7c565b6040519080825280602002602001820160405280156106e957816020015b604080518082019091525f8152606060208201528152602001906001900390816106c25790505b5090505f5b828110156104fe575f5f85858481811061070a5761070a610c90565b905060200281019061071c9190610d9d565b61072a906020810190610c3f565b6001600160a01b031686868581811061074557610745610c90565b90506020028101906107579190610d9d565b610765906040810190610ce7565b604051610773929190610d2a565b5f604051808303815f865af19150503d805f81146107ac576040519150601f19603f3d011682016040523d82523d5f602084013e6107b1565b606091505b5091509150811580156107f657508585848181106107d1576107d1610c90565b90506020028101906107e39190610d9d565b6107f4906040810190602001610d39565b155b156108135760405162461bcd60e51b815260040161046790610d52565b604051806040016040528083151581526020018281525084848151811061083c5761083c610c90565b602090810291909101015250506001016106ee565b60608167ffffffffffffffff81111561086c5761086c610c7c565b6040519080825280602002602001820160405280156108b157816020015b604080518082019091525f81526060602082015281526020019060019003908161088a5790505b5090505f5b828110156109e4575f5f8585848181106108d2576108d2610c90565b90506020028101906108e49190610d89565b6108f2906020810190610c3f565b6001600160a01b031686868581811061090d5761090d610c90565b905060200281019061091f9190610d89565b61092d906020810190610ce7565b60405161093b929190610d2a565b5f604051808303815f865af19150503d805f8114610974576040519150601f19603f3d011682016040523d82523d5f602084013e610979565b606091505b5091509150868015610989575081155b156109a65760405162461bcd60e51b815260040161046790610d52565b60405180604001604052808315158152602001828152508484815181106109cf576109cf610c90565b602090810291909101015250506001016108b6565b509392505050565b5f5f60606109fc6001868661066e565b919790965090945092505050565b5f5f83601f840112610a1a575f5ffd5b50813567ffffffffffffffff811115610a31575f5ffd5b6020830191508360208260051b8501011115610a4b575f5ffd5b9250929050565b5f5f60208385031215610a63575f5ffd5b823567ffffffffffffffff811115610a79575f5ffd5b610a8585828601610a0a565b90969095509350505050565b5f81518084528060208401602086015e5f602082860101526020601f19601f83011685010191505092915050565b5f82825180855260208501945060208160051b830101602085015f5b83811015610b2657601f1985840301885281518051151584526020810151905060406020850152610b0f6040850182610a91565b6020998a0199909450929092019150600101610adb565b50909695505050505050565b602081525f610b446020830184610abf565b9392505050565b5f604082018483526040602084015280845180835260608501915060608160051b8601019250602086015f5b82811015610ba857605f19878603018452610b93858351610a91565b94506020938401939190910190600101610b77565b5092979650505050505050565b80358015158114610bc4575f5ffd5b919050565b5f5f5f60408486031215610bdb575f5ffd5b610be484610bb5565b9250602084013567ffffffffffffffff811115610bff575f5ffd5b610c0b86828701610a0a565b9497909650939450505050565b838152826020820152606060408201525f610c366060830184610abf565b95945050505050565b5f60208284031215610c4f575f5ffd5b81356001600160a01b0381168114610b44575f5ffd5b5f60208284031215610c75575f5ffd5b5035919050565b634e487b7160e01b5f52604160045260245ffd5b634e487b7160e01b5f52603260045260245ffd5b5f8235607e19833603018112610cb8575f5ffd5b9190910192915050565b80820180821115610ce157634e487b7160e01b5f52601160045260245ffd5b92915050565b5f5f8335601e19843603018112610cfc575f5ffd5b83018035915067ffffffffffffffff821115610d16575f5ffd5b602001915036819003821315610a4b575f5ffd5b818382375f9101908152919050565b5f60208284031215610d49575f5ffd5b610b4482610bb5565b60208082526017908201527f4d756c746963616c6c333a2063616c6c206661696c6564000000000000000000604082015260600190565b5f8235603e19833603018112610cb8575f5ffd5b5f8235605e19833603018112610cb8575f5ffd';
+export const multicall3DeployedBytecode: Hex = '0x6080604052600436106100ef575f3560e01c80634d2301cc11610087578063a8b0574e11610057578063a8b0574e14610221578063bce38bd71461023b578063c3077fa91461024e578063ee82ac5e14610261575f5ffd5b80634d2301cc146101c357806372425d9d146101ea57806382ad56cb146101fc57806386d516e81461020f575f5ffd5b80633408e470116100c25780633408e4701461016b578063399542e91461017d5780633e64a6961461019f57806342cbb15c146101b1575f5ffd5b80630f28c97d146100f3578063174dea7114610114578063252dba421461013457806327e86d6e14610155575b5f5ffd5b3480156100fe575f5ffd5b50425b6040519081526020015b60405180910390f35b610127610122366004610a52565b61027f565b60405161010b9190610b32565b610147610142366004610a52565b610505565b60405161010b929190610b4b565b348015610160575f5ffd5b50435f190140610101565b348015610176575f5ffd5b5046610101565b61019061018b366004610bc9565b61066e565b60405161010b93929190610c18565b3480156101aa575f5ffd5b5048610101565b3480156101bc575f5ffd5b5043610101565b3480156101ce575f5ffd5b506101016101dd366004610c3f565b6001600160a01b03163190565b3480156101f5575f5ffd5b5044610101565b61012761020a366004610a52565b610689565b34801561021a575f5ffd5b5045610101565b34801561022c575f5ffd5b5060405141815260200161010b565b610127610249366004610bc9565b610851565b61019061025c366004610a52565b6109ec565b34801561026c575f5ffd5b5061010161027b366004610c65565b4090565b60605f8267ffffffffffffffff81111561029b5761029b610c7c565b6040519080825280602002602001820160405280156102e057816020015b604080518082019091525f8152606060208201528152602001906001900390816102b95790505b5091505f5b838110156104ae578484828181106102ff576102ff610c90565b90506020028101906103119190610ca4565b61031f906040013583610cc2565b91505f5f86868481811061033557610335610c90565b90506020028101906103479190610ca4565b610355906020810190610c3f565b6001600160a01b031687878581811061037057610370610c90565b90506020028101906103829190610ca4565b6040013588888681811061039857610398610c90565b90506020028101906103aa9190610ca4565b6103b8906060810190610ce7565b6040516103c6929190610d2a565b5f6040518083038185875af1925050503d805f8114610400576040519150601f19603f3d011682016040523d82523d5f602084013e610405565b606091505b50915091508115801561044a575086868481811061042557610425610c90565b90506020028101906104379190610ca4565b610448906040810190602001610d39565b155b156104705760405162461bcd60e51b815260040161046790610d52565b60405180910390fd5b604051806040016040528083151581526020018281525085848151811061049957610499610c90565b602090810291909101015250506001016102e5565b508034146104fe5760405162461bcd60e51b815260206004820152601a60248201527f4d756c746963616c6c333a2076616c7565206d69736d617463680000000000006044820152606401610467565b5092915050565b4360608267ffffffffffffffff81111561052157610521610c7c565b60405190808252806020026020018201604052801561055457816020015b606081526020019060019003908161053f5790505b5090505f5b83811015610666575f5f86868481811061057557610575610c90565b90506020028101906105879190610d89565b610595906020810190610c3f565b6001600160a01b03168787858181106105b0576105b0610c90565b90506020028101906105c29190610d89565b6105d0906020810190610ce7565b6040516105de929190610d2a565b5f604051808303815f865af19150503d805f8114610617576040519150601f19603f3d011682016040523d82523d5f602084013e61061c565b606091505b50915091508161063e5760405162461bcd60e51b815260040161046790610d52565b8084848151811061065157610651610c90565b60209081029190910101525050600101610559565b509250929050565b438040606061067e868686610851565b905093509350939050565b60608167ffffffffffffffff8111156106a4576106a4610c7c565b6040519080825280602002602001820160405280156106e957816020015b604080518082019091525f8152606060208201528152602001906001900390816106c25790505b5090505f5b828110156104fe575f5f85858481811061070a5761070a610c90565b905060200281019061071c9190610d9d565b61072a906020810190610c3f565b6001600160a01b031686868581811061074557610745610c90565b90506020028101906107579190610d9d565b610765906040810190610ce7565b604051610773929190610d2a565b5f604051808303815f865af19150503d805f81146107ac576040519150601f19603f3d011682016040523d82523d5f602084013e6107b1565b606091505b5091509150811580156107f657508585848181106107d1576107d1610c90565b90506020028101906107e39190610d9d565b6107f4906040810190602001610d39565b155b156108135760405162461bcd60e51b815260040161046790610d52565b604051806040016040528083151581526020018281525084848151811061083c5761083c610c90565b602090810291909101015250506001016106ee565b60608167ffffffffffffffff81111561086c5761086c610c7c565b6040519080825280602002602001820160405280156108b157816020015b604080518082019091525f81526060602082015281526020019060019003908161088a5790505b5090505f5b828110156109e4575f5f8585848181106108d2576108d2610c90565b90506020028101906108e49190610d89565b6108f2906020810190610c3f565b6001600160a01b031686868581811061090d5761090d610c90565b905060200281019061091f9190610d89565b61092d906020810190610ce7565b60405161093b929190610d2a565b5f604051808303815f865af19150503d805f8114610974576040519150601f19603f3d011682016040523d82523d5f602084013e610979565b606091505b5091509150868015610989575081155b156109a65760405162461bcd60e51b815260040161046790610d52565b60405180604001604052808315158152602001828152508484815181106109cf576109cf610c90565b602090810291909101015250506001016108b6565b509392505050565b5f5f60606109fc6001868661066e565b919790965090945092505050565b5f5f83601f840112610a1a575f5ffd5b50813567ffffffffffffffff811115610a31575f5ffd5b6020830191508360208260051b8501011115610a4b575f5ffd5b9250929050565b5f5f60208385031215610a63575f5ffd5b823567ffffffffffffffff811115610a79575f5ffd5b610a8585828601610a0a565b90969095509350505050565b5f81518084528060208401602086015e5f602082860101526020601f19601f83011685010191505092915050565b5f82825180855260208501945060208160051b830101602085015f5b83811015610b2657601f1985840301885281518051151584526020810151905060406020850152610b0f6040850182610a91565b6020998a0199909450929092019150600101610adb565b50909695505050505050565b602081525f610b446020830184610abf565b9392505050565b5f604082018483526040602084015280845180835260608501915060608160051b8601019250602086015f5b82811015610ba857605f19878603018452610b93858351610a91565b94506020938401939190910190600101610b77565b5092979650505050505050565b80358015158114610bc4575f5ffd5b919050565b5f5f5f60408486031215610bdb575f5ffd5b610be484610bb5565b9250602084013567ffffffffffffffff811115610bff575f5ffd5b610c0b86828701610a0a565b9497909650939450505050565b838152826020820152606060408201525f610c366060830184610abf565b95945050505050565b5f60208284031215610c4f575f5ffd5b81356001600160a01b0381168114610b44575f5ffd5b5f60208284031215610c75575f5ffd5b5035919050565b634e487b7160e01b5f52604160045260245ffd5b634e487b7160e01b5f52603260045260245ffd5b5f8235607e19833603018112610cb8575f5ffd5b9190910192915050565b80820180821115610ce157634e487b7160e01b5f52601160045260245ffd5b92915050565b5f5f8335601e19843603018112610cfc575f5ffd5b83018035915067ffffffffffffffff821115610d16575f5ffd5b602001915036819003821315610a4b575f5ffd5b818382375f9101908152919050565b5f60208284031215610d49575f5ffd5b610b4482610bb5565b60208082526017908201527f4d756c746963616c6c333a2063616c6c206661696c6564000000000000000000604082015260600190565b5f8235603e19833603018112610cb8575f5ffd5b5f8235605e19833603018112610cb8575f5ffd';
