@@ -96,6 +96,17 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
   const app = new Hono();
   // The cookie stands in for a bearer key on the APIs the console calls; an explicit key wins.
   // (`/operator/*` matches `/operator` itself too.)
+  // Their answers are one principal's (balances, keys, the audit log, who is signed in): no cache
+  // between the browser and here, nor the browser's own, may keep one for whoever asks next.
+  for (const path of ['/operator/*', '/admin/*', '/console/session']) {
+    app.use(
+      path,
+      createMiddleware(async (c, next) => {
+        c.header('cache-control', 'no-store');
+        await next();
+      }),
+    );
+  }
   for (const path of ['/operator/*', '/admin/*']) {
     app.use(
       path,

@@ -120,6 +120,22 @@ describe('console sessions: a key exchanged for an HttpOnly SameSite=Strict cook
     assert.match(out.setCookie, /^turnpike_console=; Max-Age=0; Path=\//);
   });
 
+  test('no answer of the console, operator or admin APIs may be kept by a browser or proxy cache (Cache-Control: no-store)', async () => {
+    const cookie = await signIn(operator.key);
+    const adminCookie = await signIn(ADMIN);
+    const answers = [
+      await fetch(`${served.url}/console/session`, { method: 'POST', headers: { origin: served.url }, body: JSON.stringify({ key: operator.key }) }),
+      await fetch(`${served.url}/console/session`, { headers: { cookie } }),
+      await fetch(`${served.url}/operator`, { headers: { cookie } }),
+      await fetch(`${served.url}/operator/servers`, { headers: { authorization: `Bearer ${operator.key}` } }),
+      await fetch(`${served.url}/operator/analytics?format=csv`, { headers: { cookie } }),
+      await fetch(`${served.url}/admin/operators`, { headers: { cookie: adminCookie } }),
+      await fetch(`${served.url}/admin/keys`, { headers: { cookie: adminCookie } }),
+      await fetch(`${served.url}/operator`, { headers: { authorization: 'Bearer op_wrong' } }),
+    ];
+    for (const res of answers) assert.equal(res.headers.get('cache-control'), 'no-store', `${res.url} ${res.status}`);
+  });
+
   test('behind a TLS proxy (credits.publicUrl https): the public origin may write, and the cookie is Secure', async () => {
     const overrides = { credits: { publicUrl: 'https://turnpike.example' } };
     const proxied = await serveOnSandbox(chain, { overrides, secrets: { adminKey: ADMIN } });
