@@ -147,6 +147,13 @@ describe('console sessions: a key exchanged for an HttpOnly SameSite=Strict cook
       assert.equal(res.status, 201);
       assert.match(res.headers.get('set-cookie')!, /; HttpOnly; Secure; SameSite=Strict/);
       assert.equal((await signIn('https://other.example')).status, 403);
+      const cookie = res.headers.get('set-cookie')!.split(';')[0]!;
+      const write = (origin: string) =>
+        fetch(`${proxied.url}/admin/operators`, { method: 'POST', headers: { 'content-type': 'text/plain', origin, cookie }, body: '{}' });
+      const plain = await write('http://turnpike.example');
+      assert.equal(plain.status, 403, 'a page served over plain http on the same host (a network attacker’s) may not write');
+      assert.equal(((await plain.json()) as { error: string }).error, 'cross_origin');
+      assert.equal((await signIn('http://turnpike.example')).status, 403);
     } finally {
       await proxied.gateway.close();
     }
