@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { useSandbox } from '../helpers/chain.js';
 import { serveOnSandbox } from '../helpers/served.js';
+import { POSTGRES_URL, freshSchema } from '../helpers/stores.js';
 
 const chain = useSandbox({ isolate: false });
 const ADMIN = 'admin-key-for-the-console-tests-0123456789';
@@ -134,6 +135,35 @@ describe('console sessions: a key exchanged for an HttpOnly SameSite=Strict cook
       await fetch(`${served.url}/operator`, { headers: { authorization: 'Bearer op_wrong' } }),
     ];
     for (const res of answers) assert.equal(res.headers.get('cache-control'), 'no-store', `${res.url} ${res.status}`);
+  });
+
+  test('a NUL character in a console request’s path or JSON body is a 400 on PostgreSQL, never a 500, and stores nothing', async () => {
+    const url = `${POSTGRES_URL}${POSTGRES_URL.includes('?') ? '&' : '?'}schema=${freshSchema()}&pool=2`;
+    const pg = await serveOnSandbox(chain, { overrides: { store: { url } }, secrets: { adminKey: ADMIN } });
+    try {
+      const created = await pg.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'nul@example.com', name: 'nul' } });
+      const key = created.body.key as string;
+      const cases: [string, string, string?][] = [
+        ['GET', '/admin/operators/%00'],
+        ['GET', '/operator/servers/a%00b'],
+        ['GET', '/operator/withdrawals/%00'],
+        ['GET', '/operator/keys/%00'],
+        ['POST', '/mcp/%00', '{}'],
+        ['PATCH', '/operator', '{"name":"a\\u0000b"}'],
+        ['POST', '/admin/operators', '{"email":"x@example.com","name":"a\\u0000"}'],
+      ];
+      for (const [method, path, body] of cases) {
+        const authorization = `Bearer ${path.startsWith('/admin') ? ADMIN : key}`;
+        const headers = { authorization, 'content-type': 'application/json' };
+        const res = await fetch(`${pg.url}${path}`, { method, headers, ...(body ? { body } : {}) });
+        assert.equal(res.status, 400, `${method} ${path} ${body ?? ''}`);
+        assert.equal(((await res.json()) as { error: string }).error, 'invalid_request');
+      }
+      assert.equal((await pg.api('GET', '/operator', { key })).body.name, 'nul');
+      assert.equal((await pg.api('GET', '/admin/operators', { key: ADMIN })).body.operators.length, 1);
+    } finally {
+      await pg.gateway.close();
+    }
   });
 
   test('behind a TLS proxy (credits.publicUrl https): the public origin may write, and the cookie is Secure', async () => {
