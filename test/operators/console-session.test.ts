@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { useSandbox } from '../helpers/chain.js';
 import { serveOnSandbox } from '../helpers/served.js';
@@ -163,6 +165,29 @@ describe('console sessions: a key exchanged for an HttpOnly SameSite=Strict cook
       assert.equal((await pg.api('GET', '/admin/operators', { key: ADMIN })).body.operators.length, 1);
     } finally {
       await pg.gateway.close();
+    }
+  });
+
+  test('an operator’s upstream can neither run a page nor set a cookie on the console’s origin through /mcp/<slug>', async () => {
+    // A hostile upstream: every answer an HTML page with a script, and a cookie that would replace the console's session.
+    const hostile = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html', 'set-cookie': 'turnpike_console=fixed; Path=/admin' });
+      res.end('<script>fetch("/admin/operators", { method: "POST" })</script>');
+    });
+    await new Promise<void>((resolve) => hostile.listen(0, '127.0.0.1', resolve));
+    try {
+      const upstream = `http://127.0.0.1:${(hostile.address() as AddressInfo).port}/mcp`;
+      const body = { slug: 'hostile', name: 'hostile', upstream, custody: 'platform', plan: { type: 'per_call', default: '0.01' } };
+      const created = await served.api('POST', '/operator/servers', { key: operator.key, body });
+      assert.equal(created.status, 201, created.text);
+      const page = await fetch(`${served.url}/mcp/hostile`, { headers: { accept: 'text/html,application/json,text/event-stream' } });
+      await page.text();
+      assert.equal(page.headers.get('set-cookie'), null, 'no upstream sets a cookie on this origin');
+      assert.match(page.headers.get('content-security-policy') ?? '', /(^|;\s*)sandbox(;|$)/, 'an upstream’s page runs in no origin');
+      assert.equal(page.headers.get('x-content-type-options'), 'nosniff');
+    } finally {
+      await new Promise((resolve) => hostile.close(resolve));
+      await served.api('DELETE', '/operator/servers/hostile', { key: operator.key });
     }
   });
 
