@@ -51,6 +51,8 @@ function classifyOne(value: unknown, priceOf: (tool: string) => bigint): Classif
   if (message.method !== 'tools/call') return { kind: 'forward', message };
   const name = typeof message.params === 'object' && message.params !== null ? message.params.name : undefined;
   if (typeof name !== 'string') return { kind: 'invalid', why: 'Invalid params: tools/call needs params.name, a string' };
+  // No tool is named so, and a call's tool name is recorded with its charge (PostgreSQL refuses a NUL in text).
+  if (name.includes('\0')) return { kind: 'invalid', why: 'Invalid params: a tool name cannot hold a NUL character' };
   const amount = priceOf(name);
   if (amount === 0n) return { kind: 'forward', message, tool: name };
   // A task's result is fetched later with tasks/result, outside the call's own answer; MCP's own

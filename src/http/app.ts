@@ -11,6 +11,11 @@ import { DomainError, errorCodes } from '../errors.js';
  */
 export function createApp(logger: Logger): Hono {
   const app = new Hono();
+  // No name, id or slug here holds a NUL, and PostgreSQL refuses one in any text: it is the caller's mistake, not a fault.
+  app.use(async (c, next) => {
+    if (/%00/.test(c.req.url)) throw new DomainError('invalid_request', 'the URL holds a NUL character (%00): nothing here is named so');
+    await next();
+  });
   app.notFound((c) => c.json({ error: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => {
     if (error instanceof DomainError) return c.json(error.toJSON(), errorCodes[error.code]);

@@ -52,18 +52,24 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
   const { operators, adminKey } = options;
   const secretFor = (sub: string) => (sub === 'admin' ? `${options.secret}:admin:${adminKey}` : options.secret);
 
+  /** Callers come over HTTPS (to this socket, or to the public URL of a TLS proxy in front): the cookie is Secure. */
+  const isSecure = (c: Context) => new URL(c.req.url).protocol === 'https:' || Boolean(options.publicUrl?.()?.startsWith('https:'));
+
   /** Writes (and sign-in and sign-out) by cookie must come from a page of this instance. */
   function checkOrigin(c: Context) {
     if (['GET', 'HEAD', 'OPTIONS'].includes(c.req.method)) return;
     const origin = c.req.header('origin');
-    let host: string | undefined;
+    let from: URL | undefined;
     try {
-      host = origin ? new URL(origin).host : undefined;
+      from = origin ? new URL(origin) : undefined;
     } catch {
-      host = undefined;
+      from = undefined;
     }
     const publicUrl = options.publicUrl?.();
-    if (!host || (host !== c.req.header('host') && host !== (publicUrl && new URL(publicUrl).host))) {
+    const host = from?.host;
+    // Where the cookie is Secure, a plain-http page on the same host (a network attacker's) is not this instance.
+    const downgraded = isSecure(c) && from?.protocol !== 'https:';
+    if (!host || downgraded || (host !== c.req.header('host') && host !== (publicUrl && new URL(publicUrl).host))) {
       const why = 'a console write must come from a console page of this instance (the Origin header did not name it)';
       throw new DomainError('cross_origin', why);
     }
@@ -96,6 +102,17 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
   const app = new Hono();
   // The cookie stands in for a bearer key on the APIs the console calls; an explicit key wins.
   // (`/operator/*` matches `/operator` itself too.)
+  // Their answers are one principal's (balances, keys, the audit log, who is signed in): no cache
+  // between the browser and here, nor the browser's own, may keep one for whoever asks next.
+  for (const path of ['/operator/*', '/admin/*', '/console/session']) {
+    app.use(
+      path,
+      createMiddleware(async (c, next) => {
+        c.header('cache-control', 'no-store');
+        await next();
+      }),
+    );
+  }
   for (const path of ['/operator/*', '/admin/*']) {
     app.use(
       path,
@@ -120,9 +137,7 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
     const sub = principal.kind === 'admin' ? 'admin' : principal.operator.id;
     const iat = Math.floor(Date.now() / 1000);
     const jwt = await sign({ sub, iat, exp: iat + SESSION_SECONDS }, secretFor(sub), ALG);
-    // Secure whenever callers come over HTTPS: to this socket, or to the public URL of a TLS proxy in front.
-    const secure = new URL(c.req.url).protocol === 'https:' || Boolean(options.publicUrl?.()?.startsWith('https:'));
-    setCookie(c, COOKIE, jwt, { httpOnly: true, sameSite: 'Strict', path: '/', maxAge: SESSION_SECONDS, secure });
+    setCookie(c, COOKIE, jwt, { httpOnly: true, sameSite: 'Strict', path: '/', maxAge: SESSION_SECONDS, secure: isSecure(c) });
     return c.json(describe(principal), 201);
   });
   api.get('/session', { summary: 'who the console session is signed in as' }, async (c) => {

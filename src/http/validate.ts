@@ -17,13 +17,19 @@ function invalid(error: z.ZodError, where: string): DomainError {
 export async function jsonBody<S extends z.ZodType>(c: Context, schema: S): Promise<z.output<S>> {
   const text = await c.req.text();
   let body: unknown = {};
+  let nul = false;
   if (text.trim() !== '') {
     try {
-      body = JSON.parse(text);
+      // A NUL in a name or a value can be stored nowhere (PostgreSQL refuses it in text): refused here, as the caller's mistake.
+      body = JSON.parse(text, (key, value) => {
+        nul ||= key.includes('\0') || (typeof value === 'string' && value.includes('\0'));
+        return value;
+      });
     } catch {
       throw new DomainError('invalid_json', 'the request body is not JSON');
     }
   }
+  if (nul) throw new DomainError('invalid_request', '(body): a string holds a NUL character (\\u0000), which nothing here can store');
   const parsed = schema.safeParse(body);
   if (!parsed.success) throw invalid(parsed.error, '(body)');
   return parsed.data;

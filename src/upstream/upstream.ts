@@ -28,6 +28,12 @@ const CALLER_ONLY = new Set(['authorization', 'x-api-key', 'payment-signature', 
 // body goes out as turnpike encoded it (see `forUpstream`), so it is described here, not by the caller.
 const NOT_FORWARDED = new Set([...HOP_BY_HOP, ...CALLER_ONLY, 'accept-encoding', 'content-encoding', 'content-type', HOP_HEADER]);
 
+/**
+ * An upstream's cookies are its own: the caller's never reach it (`cookie` above), and one set on
+ * turnpike's origin would reach the console's and every other server's paths.
+ */
+const UPSTREAM_ONLY = new Set(['set-cookie']);
+
 /** Connections kept to one upstream origin by default (`http.upstreamConnections`); more requests wait for one. */
 export const UPSTREAM_CONNECTIONS = 64;
 
@@ -96,7 +102,7 @@ export async function send(
   }
   const out = new Headers();
   for (const [name, value] of Object.entries(response.headers)) {
-    if (HOP_BY_HOP.has(name) || value === undefined) continue;
+    if (HOP_BY_HOP.has(name) || UPSTREAM_ONLY.has(name) || value === undefined) continue;
     for (const one of Array.isArray(value) ? value : [value]) out.append(name, one);
   }
   const status = response.statusCode;

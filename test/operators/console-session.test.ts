@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { useSandbox } from '../helpers/chain.js';
 import { serveOnSandbox } from '../helpers/served.js';
+import { POSTGRES_URL, freshSchema } from '../helpers/stores.js';
 
 const chain = useSandbox({ isolate: false });
 const ADMIN = 'admin-key-for-the-console-tests-0123456789';
@@ -123,6 +126,74 @@ describe('console sessions: a key exchanged for an HttpOnly SameSite=Strict cook
     assert.match(out.setCookie, /^turnpike_console=; Max-Age=0; Path=\//);
   });
 
+  test('no answer of the console, operator or admin APIs may be kept by a browser or proxy cache (Cache-Control: no-store)', async () => {
+    const cookie = await signIn(operator.key);
+    const adminCookie = await signIn(ADMIN);
+    const answers = [
+      await fetch(`${served.url}/console/session`, { method: 'POST', headers: { origin: served.url }, body: '{"key":"op_x"}' }),
+      await fetch(`${served.url}/console/session`, { headers: { cookie } }),
+      await fetch(`${served.url}/operator`, { headers: { cookie } }),
+      await fetch(`${served.url}/operator/servers`, { headers: { authorization: `Bearer ${operator.key}` } }),
+      await fetch(`${served.url}/operator/analytics?format=csv`, { headers: { cookie } }),
+      await fetch(`${served.url}/admin/operators`, { headers: { cookie: adminCookie } }),
+      await fetch(`${served.url}/admin/keys`, { headers: { cookie: adminCookie } }),
+      await fetch(`${served.url}/operator`, { headers: { authorization: 'Bearer op_wrong' } }),
+    ];
+    for (const res of answers) assert.equal(res.headers.get('cache-control'), 'no-store', `${res.url} ${res.status}`);
+  });
+
+  test('a NUL character in a console request’s path or JSON body is a 400 on PostgreSQL, never a 500, and stores nothing', async () => {
+    const url = `${POSTGRES_URL}${POSTGRES_URL.includes('?') ? '&' : '?'}schema=${freshSchema()}&pool=2`;
+    const pg = await serveOnSandbox(chain, { overrides: { store: { url } }, secrets: { adminKey: ADMIN } });
+    try {
+      const created = await pg.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'nul@example.com', name: 'nul' } });
+      const key = created.body.key as string;
+      const cases: [string, string, string?][] = [
+        ['GET', '/admin/operators/%00'],
+        ['GET', '/operator/servers/a%00b'],
+        ['GET', '/operator/withdrawals/%00'],
+        ['GET', '/operator/keys/%00'],
+        ['POST', '/mcp/%00', '{}'],
+        ['PATCH', '/operator', '{"name":"a\\u0000b"}'],
+        ['POST', '/admin/operators', '{"email":"x@example.com","name":"a\\u0000"}'],
+      ];
+      for (const [method, path, body] of cases) {
+        const authorization = `Bearer ${path.startsWith('/admin') ? ADMIN : key}`;
+        const headers = { authorization, 'content-type': 'application/json' };
+        const res = await fetch(`${pg.url}${path}`, { method, headers, ...(body ? { body } : {}) });
+        assert.equal(res.status, 400, `${method} ${path} ${body ?? ''}`);
+        assert.equal(((await res.json()) as { error: string }).error, 'invalid_request');
+      }
+      assert.equal((await pg.api('GET', '/operator', { key })).body.name, 'nul');
+      assert.equal((await pg.api('GET', '/admin/operators', { key: ADMIN })).body.operators.length, 1);
+    } finally {
+      await pg.gateway.close();
+    }
+  });
+
+  test('an operator’s upstream can neither run a page nor set a cookie on the console’s origin through /mcp/<slug>', async () => {
+    // A hostile upstream: every answer an HTML page with a script, and a cookie that would replace the console's session.
+    const hostile = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html', 'set-cookie': 'turnpike_console=fixed; Path=/admin' });
+      res.end('<script>fetch("/admin/operators", { method: "POST" })</script>');
+    });
+    await new Promise<void>((resolve) => hostile.listen(0, '127.0.0.1', resolve));
+    try {
+      const upstream = `http://127.0.0.1:${(hostile.address() as AddressInfo).port}/mcp`;
+      const body = { slug: 'hostile', name: 'hostile', upstream, custody: 'platform', plan: { type: 'per_call', default: '0.01' } };
+      const created = await served.api('POST', '/operator/servers', { key: operator.key, body });
+      assert.equal(created.status, 201, created.text);
+      const page = await fetch(`${served.url}/mcp/hostile`, { headers: { accept: 'text/html,application/json,text/event-stream' } });
+      await page.text();
+      assert.equal(page.headers.get('set-cookie'), null, 'no upstream sets a cookie on this origin');
+      assert.match(page.headers.get('content-security-policy') ?? '', /(^|;\s*)sandbox(;|$)/, 'an upstream’s page runs in no origin');
+      assert.equal(page.headers.get('x-content-type-options'), 'nosniff');
+    } finally {
+      await new Promise((resolve) => hostile.close(resolve));
+      await served.api('DELETE', '/operator/servers/hostile', { key: operator.key });
+    }
+  });
+
   test('behind a TLS proxy (credits.publicUrl https): the public origin may write, and the cookie is Secure', async () => {
     const overrides = { credits: { publicUrl: 'https://turnpike.example' } };
     const proxied = await serveOnSandbox(chain, { overrides, secrets: { adminKey: ADMIN } });
@@ -134,6 +205,13 @@ describe('console sessions: a key exchanged for an HttpOnly SameSite=Strict cook
       assert.equal(res.status, 201);
       assert.match(res.headers.get('set-cookie')!, /; HttpOnly; Secure; SameSite=Strict/);
       assert.equal((await signIn('https://other.example')).status, 403);
+      const cookie = res.headers.get('set-cookie')!.split(';')[0]!;
+      const write = (origin: string) =>
+        fetch(`${proxied.url}/admin/operators`, { method: 'POST', headers: { 'content-type': 'text/plain', origin, cookie }, body: '{}' });
+      const plain = await write('http://turnpike.example');
+      assert.equal(plain.status, 403, 'a page served over plain http on the same host (a network attacker’s) may not write');
+      assert.equal(((await plain.json()) as { error: string }).error, 'cross_origin');
+      assert.equal((await signIn('http://turnpike.example')).status, 403);
     } finally {
       await proxied.gateway.close();
     }

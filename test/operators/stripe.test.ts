@@ -126,6 +126,24 @@ describe('operators and Stripe: subscriptions and Connect payouts', () => {
     assert.equal(unknown.body.outcome, 'subscription_unknown');
   });
 
+  test('no subscription can be bought for a suspended server, nor for a server of a suspended operator: nothing would serve it', async () => {
+    const subscribe = () => served.api('POST', '/credits/subscriptions', { key: apiKey.key, body: { server: 'subs' } });
+    const opened = () => stripeApi.requests.filter((r) => r.path === '/v1/checkout/sessions').length;
+    const before = opened();
+    const toggle = async (status: string) =>
+      assert.equal((await served.api('PATCH', '/operator/servers/subs', { key: operator.key, body: { status } })).status, 200);
+    await toggle('suspended');
+    const suspendedServer = await subscribe();
+    assert.equal(suspendedServer.status, 404, suspendedServer.text);
+    await toggle('active');
+    assert.equal((await served.api('POST', `/admin/operators/${operator.id}/suspend`, { key: ADMIN })).status, 200);
+    const suspendedOperator = await subscribe();
+    assert.equal((await served.api('POST', `/admin/operators/${operator.id}/resume`, { key: ADMIN })).status, 200);
+    assert.equal(suspendedOperator.status, 404, suspendedOperator.text);
+    assert.equal(opened(), before, 'no Checkout Session was opened at Stripe');
+    assert.equal((await subscribe()).status, 201, 'served again: sold again');
+  });
+
   test('paid invoices are the operator’s fiat revenue, once each, split at the take rate', async () => {
     const paid = await deliver('invoice.paid', invoice('in_1', 2000));
     assert.equal(paid.body.outcome, 'subscription_paid');

@@ -12,9 +12,11 @@ import { openCheckoutSession } from './checkout.js';
  * @example const { url } = await createSubscriptionCheckout({ stripe, store, publicUrl }, keyId, 'search');
  */
 export async function createSubscriptionCheckout(deps: { stripe: Stripe; store: Store; publicUrl: string }, keyId: string, slug: string) {
-  const server = await deps.store.operators.server(slug);
+  // Only a served server is sold: a suspended one (or its suspended operator's) would take the money and answer 404.
+  const server = await deps.store.operators.servedServer(slug);
   const plan = server?.plan;
-  if (!server || plan?.type !== 'subscription') throw new DomainError('subscription_unavailable', `server "${slug}" sells no subscription`);
+  if (!server || plan?.type !== 'subscription')
+    throw new DomainError('subscription_unavailable', `server "${slug}" sells no subscription now`);
   const metadata = { key_id: keyId, server: slug, server_id: server.id };
   const session = await openCheckoutSession(deps.stripe, deps.publicUrl, {
     mode: 'subscription',
