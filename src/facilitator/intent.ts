@@ -124,6 +124,8 @@ export function toIntent(request: FacilitatorRequest, rules: IntentRules, now: n
   const validAfter = BigInt(auth.validAfter);
   const validBefore = BigInt(auth.validBefore);
   const t = BigInt(now);
+  // EIP-3009 takes any uint256; the journal keeps 64-bit integers, and no clock reaches 2^63 s.
+  if (validBefore > INT64_MAX) return reject(reasons.invalidPayload, 'validBefore is out of range (over 2^63 - 1)', payer);
   if (validAfter > t) return reject(reasons.validAfter, `authorization is valid only after ${validAfter}`, payer);
   if (validBefore < t + BigInt(rules.expiryMarginSeconds)) {
     return reject(reasons.validBefore, `authorization expires at ${validBefore}, too soon to settle`, payer);

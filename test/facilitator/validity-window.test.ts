@@ -40,6 +40,18 @@ describe('the validity window: what the reference facilitator accepts', () => {
     assert.equal((await post('/verify', within)).body.isValid, true);
   });
 
+  test('an authorization valid past 2^63 - 1 s (any uint256 signs) is refused as invalid_payload, journals nothing and sends nothing', async () => {
+    const { post } = await setup();
+    const txs = await chain.relayerTxCount();
+    const forever = await v2Request(samplePayment(chain, { validBefore: 1n << 63n }));
+    for (const path of ['/verify', '/settle'] as const) {
+      const answer = await post(path, forever);
+      assert.equal(answer.status, 200);
+      assert.equal(answer.body.invalidReason ?? answer.body.errorReason, 'invalid_payload');
+    }
+    assert.equal(await chain.relayerTxCount(), txs);
+  });
+
   test('the bound is the config setting facilitator.maxValidityOverTimeoutSeconds, unset by default', () => {
     assert.equal(configSchema.parse({}).facilitator.maxValidityOverTimeoutSeconds, undefined);
     assert.equal(configSchema.parse({ facilitator: { maxValidityOverTimeoutSeconds: 30 } }).facilitator.maxValidityOverTimeoutSeconds, 30);
