@@ -46,9 +46,14 @@ async function reloadUntil(check: () => Promise<boolean>, what: string) {
   }
 }
 
-describe('the console in a real browser (Debian chromium driven by playwright-core)', () => {
+const noChromium = existsSync(CHROMIUM)
+  ? undefined
+  : `no Chromium at ${CHROMIUM}: bash scripts/ensure-chromium.sh (as .ci/run does), or set TURNPIKE_CHROMIUM`;
+// CI must run the browser test: there a missing Chromium fails the run instead of skipping it (as PostgreSQL does).
+if (noChromium && process.env.CI) throw new Error(noChromium);
+
+describe('the console in a real browser (Debian chromium driven by playwright-core)', { skip: noChromium }, () => {
   before(async () => {
-    assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install chromium (as .ci/run does), or set TURNPIKE_CHROMIUM`);
     upstream = await startCounterUpstream();
     served = await serveOnSandbox(chain, {
       overrides: { operators: { allowPrivateUpstreams: true, minWithdrawalUsd: '0.001' } },
