@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -8,22 +7,10 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { startSandbox } from '../../src/chain/sandbox/sandbox.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { turnpike } from '../helpers/cli.js';
 
-const bin = path.resolve('dist/src/cli/main.js');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-function turnpike(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const child = spawn(process.execPath, [bin, ...args], { env: { PATH: process.env.PATH, ...env } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c) => (stdout += c));
-  child.stderr.on('data', (c) => (stderr += c));
-  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
-    child.on('exit', (code) => resolve({ code, stdout, stderr })),
-  );
-  return { child, done, stdout: () => stdout };
-}
 
 describe('turnpike CLI (built)', () => {
   test('--help for the program and for each command', async () => {

@@ -1,26 +1,13 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
+import { turnpike } from '../helpers/cli.js';
 
-const bin = path.resolve('dist/src/cli/main.js');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-first-hour-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-function turnpike(args: string[]) {
-  const child = spawn(process.execPath, [bin, ...args], { env: { PATH: process.env.PATH } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c) => (stdout += c));
-  child.stderr.on('data', (c) => (stderr += c));
-  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
-    child.on('exit', (code) => resolve({ code, stdout, stderr })),
-  );
-  return { child, done, stdout: () => stdout };
-}
 
 describe('the first hour with the CLI (built)', () => {
   test('a negative or missing flag value is named by its flag, never "argument is ambiguous"', async () => {
