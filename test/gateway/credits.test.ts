@@ -25,6 +25,7 @@ import { stripeRoutes } from '../../src/http/stripe-routes.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { signedWebhook, startStripeApi } from '../helpers/stripe-api.js';
+import { postToolCall } from '../helpers/gateway.js';
 
 const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
@@ -65,16 +66,7 @@ type Answer = {
 };
 
 async function call(tool: string, headers: Record<string, string>, id = 1): Promise<Answer> {
-  const res = await fetch(`${base}/mcp`, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': '2025-06-18',
-      ...headers,
-    },
-    body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: tool, arguments: {} } }),
-  });
+  const res = await postToolCall(`${base}/mcp`, tool, headers, id);
   return { status: res.status, headers: res.headers, body: (await res.json()) as Answer['body'] };
 }
 

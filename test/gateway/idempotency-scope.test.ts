@@ -16,6 +16,7 @@ import { createCredits } from '../../src/rails/credits/credits.js';
 import { openDebits } from '../../src/rails/credits/open-debits.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { postToolCall } from '../helpers/gateway.js';
 
 const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
@@ -33,16 +34,7 @@ const admin = (path: string, body: unknown) =>
   });
 
 const call = async (path: string, headers: Record<string, string>) => {
-  const res = await fetch(`${base}${path}`, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': '2025-06-18',
-      ...headers,
-    },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: {} } }),
-  });
+  const res = await postToolCall(`${base}${path}`, 'count', headers);
   return { status: res.status, headers: res.headers, text: await res.text() };
 };
 

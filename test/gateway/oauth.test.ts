@@ -13,6 +13,7 @@ import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { OIDC_CLIENT, startOidcProvider } from '../helpers/oidc.js';
 import { serveOnSandbox } from '../helpers/served.js';
+import { postToolCall } from '../helpers/gateway.js';
 
 const chain = useSandbox({ isolate: false });
 const ADMIN = 'admin-key-for-tests-0123456789abcdef';
@@ -24,16 +25,7 @@ const url = (slug: string) => `${served.url}/mcp/${slug}`;
 
 /** A raw tools/call of the counter's priced `count` tool at `/mcp/<slug>`. */
 async function call(slug: string, headers: Record<string, string> = {}) {
-  const res = await fetch(url(slug), {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': '2025-06-18',
-      ...headers,
-    },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: {} } }),
-  });
+  const res = await postToolCall(url(slug), 'count', headers);
   return { status: res.status, challenge: res.headers.get('www-authenticate'), body: (await res.json()) as Record<string, any> };
 }
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });

@@ -34,3 +34,22 @@ export async function listenGateway(
   url = served.url;
   return served;
 }
+
+/**
+ * POSTs one raw `tools/call` of `tool` (no arguments) to an MCP endpoint, as a client without the
+ * SDK would: JSON, both accepted answer types, protocol 2025-06-18, and the caller's `headers`.
+ *
+ * @example const res = await postToolCall(`${base}/mcp`, 'count', { 'x-api-key': key });
+ */
+export function postToolCall(url: string, tool: string, headers: Record<string, string> = {}, id = 1): Promise<Response> {
+  return fetch(url, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+      ...headers,
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: tool, arguments: {} } }),
+  });
+}
