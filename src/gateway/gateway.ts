@@ -120,14 +120,6 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
   /** Tools known to declare an outputSchema (seen in tools/list answers passing through). */
   const withOutputSchema = new Set<string>();
 
-  // An upstream answers on turnpike's origin, the console's: a page it sends runs sandboxed (in no origin), unsniffed.
-  app.use(async (c, next) => {
-    await next();
-    c.res = new Response(c.res.body, c.res);
-    c.res.headers.set('content-security-policy', 'sandbox');
-    c.res.headers.set('x-content-type-options', 'nosniff');
-  });
-
   // Before anything else: a request that went round a loop is not forwarded again, nor its body read.
   app.use(async (c, next) => {
     const loop = loopIn(c.req.header(HOP_HEADER) ?? null);

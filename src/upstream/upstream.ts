@@ -105,6 +105,9 @@ export async function send(
     if (HOP_BY_HOP.has(name) || UPSTREAM_ONLY.has(name) || value === undefined) continue;
     for (const one of Array.isArray(value) ? value : [value]) out.append(name, one);
   }
+  // Served on turnpike's origin, the console's: a page an upstream sends runs sandboxed (in no origin), unsniffed.
+  out.set('content-security-policy', 'sandbox');
+  out.set('x-content-type-options', 'nosniff');
   const status = response.statusCode;
   if (request.method === 'HEAD' || status === 204 || status === 304) {
     response.body.resume();
