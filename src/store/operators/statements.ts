@@ -1,5 +1,5 @@
 import type { Address, Hex } from 'viem';
-import { planInput, planSchema } from '../../pricing/plans.js';
+import { type Plan, planInput, planSchema } from '../../pricing/plans.js';
 import type { OAuthSettings } from '../../oauth/settings.js';
 import { command, query } from '../engine/statement.js';
 import type { AuditEntry, Charge, ChargeRail, OperatorRecord, Payout, ServerRecord, Subscription, Withdrawal } from './operators.js';
@@ -115,6 +115,22 @@ export const toOperator = (r: OperatorRow): OperatorRecord => ({
   updatedAt: Number(r.updated_at),
 });
 
+/**
+ * A stored plan, parsed once per distinct text: every request to a registered server reads its row,
+ * and a plan changes only when its server is edited. The parsed plans are shared, so never mutated.
+ * Bounded: past `PLANS_KEPT` texts the memo starts again.
+ */
+const PLANS_KEPT = 1024;
+const plans = new Map<string, Plan>();
+function planOf(text: string): Plan {
+  let plan = plans.get(text);
+  if (plan) return plan;
+  if (plans.size >= PLANS_KEPT) plans.clear();
+  plan = planSchema.parse(JSON.parse(text));
+  plans.set(text, plan);
+  return plan;
+}
+
 export const toServer = (r: ServerRow): ServerRecord => ({
   id: r.id,
   operatorId: r.operator_id,
@@ -126,7 +142,7 @@ export const toServer = (r: ServerRow): ServerRecord => ({
   status: r.status,
   custody: r.custody,
   ...(r.pay_to ? { payTo: r.pay_to as Address } : {}),
-  plan: planSchema.parse(JSON.parse(r.plan)),
+  plan: planOf(r.plan),
   challenge: r.challenge,
   timeoutMs: Number(r.timeout_ms),
   ...(r.oauth ? { oauth: JSON.parse(r.oauth) as OAuthSettings } : {}),
