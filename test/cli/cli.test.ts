@@ -42,6 +42,15 @@ describe('turnpike CLI (built)', () => {
     assert.doesNotMatch(result.stderr, /\n\s+at /);
   });
 
+  test('config --variables prints three columns that never run together, one line per setting', async () => {
+    const result = await turnpike(['config', '--variables']).done;
+    assert.equal(result.code, 0);
+    const lines = result.stdout.trimEnd().split('\n');
+    assert.ok(lines.length > 20);
+    for (const line of lines) assert.match(line, /^TURNPIKE_[A-Z0-9_]+ {2,}[A-Za-z0-9.[\]]+ {2,}\S/, line);
+    assert.ok(lines.some((line) => line.startsWith('TURNPIKE_STDIO_MAX_SESSIONS_PER_CLIENT ')));
+  });
+
   test('chain prints the sandbox and, on SIGINT, stops leaving no anvil behind', async () => {
     const run = turnpike(['chain', '--payers', '2', '--json']);
     while (!run.stdout().includes('\n')) await new Promise((r) => setTimeout(r, 20));

@@ -15,7 +15,12 @@ export const configCommand = defineCommand({
   schema: z.strictObject({ config: z.string().optional(), variables: z.boolean().default(false) }),
   async run(flags, io) {
     if (flags.variables) {
-      for (const v of configVariables()) io.stdout.write(`${v.env.padEnd(34)}${v.path.padEnd(24)}${v.description}\n`);
+      // Columns as wide as their longest entry plus two spaces, so no name runs into the next.
+      const variables = configVariables();
+      const width = (pick: (v: (typeof variables)[number]) => string) => Math.max(...variables.map((v) => pick(v).length)) + 2;
+      const envWidth = width((v) => v.env);
+      const pathWidth = width((v) => v.path);
+      for (const v of variables) io.stdout.write(`${v.env.padEnd(envWidth)}${v.path.padEnd(pathWidth)}${v.description}\n`);
       return;
     }
     // Prices are atomic units (bigint); they print as decimal strings.
