@@ -13,8 +13,9 @@ const refuse = (status: 400 | 415, code: BodyRefusal['code'], message: string): 
  * Reads a JSON-RPC body exactly one way, so that what turnpike judges is what the upstream parses:
  * `application/json` in UTF-8 only (another charset, or an encoded body, is 415), strict UTF-8
  * (invalid bytes or a byte-order mark are 400), no duplicate keys in any object (parsers disagree
- * on which one wins), nesting at most `MAX_JSON_DEPTH` deep. The caller forwards the value it
- * got, re-encoded, never the bytes it read.
+ * on which one wins), no number that a double cannot carry (`12345678901234567890`, `1e400`:
+ * turnpike's re-encoding would name another value than the one sent), nesting at most
+ * `MAX_JSON_DEPTH` deep. The caller forwards the value it got, re-encoded, never the bytes it read.
  *
  * @example
  * readJsonBody(bytes, 'application/json; charset=utf-7') // { ok: false, status: 415, … }
@@ -57,8 +58,9 @@ export function readJsonBody(
 
 /**
  * What makes a text ambiguous or too deep to judge, scanning it once without building it: an
- * object with a key twice (compared decoded, so `"a"` and `"\u0061"` are one key) or nesting past
- * `MAX_JSON_DEPTH`. Syntax is left to JSON.parse; this only has to find strings and brackets.
+ * object with a key twice (compared decoded, so `"a"` and `"\u0061"` are one key), a number that
+ * re-encodes to another value, or nesting past `MAX_JSON_DEPTH`. Syntax is left to JSON.parse;
+ * this only has to find strings, numbers and brackets.
  */
 function checkShape(text: string): string | undefined {
   // One entry per open bracket: the keys seen so far for an object, null for an array.
@@ -91,7 +93,49 @@ function checkShape(text: string): string | undefined {
       expectKey = false;
     } else if (ch === 0x2c /* , */) {
       expectKey = open.at(-1) instanceof Set;
+    } else if (ch === 0x2d /* - */ || (ch >= 0x30 && ch <= 0x39) /* 0-9 */) {
+      const start = i;
+      while (i + 1 < text.length && isNumberChar(text.charCodeAt(i + 1))) i++;
+      const token = text.slice(start, i + 1);
+      if (!carriedExactly(token)) return `the number ${token.slice(0, 64)} cannot be carried exactly; send it as a string`;
     }
   }
   return undefined;
 }
+
+const isNumberChar = (ch: number) =>
+  (ch >= 0x30 && ch <= 0x39) || ch === 0x2e /* . */ || ch === 0x65 /* e */ || ch === 0x45 /* E */ || ch === 0x2b || ch === 0x2d;
+
+/**
+ * Whether a JSON number re-encodes (`JSON.stringify(JSON.parse(token))`) to the same value it
+ * was sent as, compared as exact decimals, so every parser behind turnpike reads what it judged.
+ * A token that is not a JSON number is let through: JSON.parse refuses it.
+ *
+ * @example
+ * carriedExactly('1.0') // true: "1" is the same value
+ * carriedExactly('9007199254740993') // false: it re-encodes as 9007199254740992
+ */
+function carriedExactly(token: string): boolean {
+  const sent = decimalOf(token);
+  if (sent === undefined) return true;
+  const parsed = Number(token);
+  return Number.isFinite(parsed) && sameDecimal(sent, decimalOf(String(parsed)));
+}
+
+type Decimal = { negative: boolean; digits: string; exponent: number };
+
+/** A decimal as sign, significant digits (no leading or trailing zeros; '' for zero) and exponent. */
+function decimalOf(text: string): Decimal | undefined {
+  const match = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(text);
+  if (!match) return undefined;
+  const [, sign, whole, fraction = '', exp = '0'] = match;
+  let digits = (whole + fraction).replace(/^0+/, '');
+  let exponent = Number(exp) - fraction.length;
+  const trailing = digits.length - digits.replace(/0+$/, '').length;
+  digits = digits.slice(0, digits.length - trailing);
+  exponent += trailing;
+  return { negative: sign === '-' && digits !== '', digits, exponent: digits === '' ? 0 : exponent };
+}
+
+const sameDecimal = (a: Decimal, b: Decimal | undefined) =>
+  b !== undefined && a.negative === b.negative && a.digits === b.digits && a.exponent === b.exponent;

@@ -169,7 +169,7 @@ describe('no paid result without its payment', () => {
     assert.doesNotMatch(JSON.stringify(stolen), /Long running operation completed/);
   });
 
-  test('a body in another charset, with a duplicate key, invalid UTF-8, a byte-order mark or routing headers that disagree with it is refused before the upstream sees it', async () => {
+  test('a body in another charset, with a duplicate key, a number a double cannot carry, invalid UTF-8, a byte-order mark or routing headers that disagree with it is refused before the upstream sees it', async () => {
     const url = await gatewayFor(`${counter.url}/mcp`);
     const runs = counter.runs();
     const smuggled = '{"jsonrpc":"2.0","id":1,"method":"+AHQAbwBvAGwAcwAvAGMAYQBsAGw-","params":{"name":"count","arguments":{}}}';
@@ -193,6 +193,11 @@ describe('no paid result without its payment', () => {
     assert.equal(invalid.status, 400);
     const bom = await send(`\uFEFF${smuggled}`);
     assert.equal(bom.status, 400);
+    const big = await send(
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"count","arguments":{"n":12345678901234567890}}}',
+    );
+    assert.equal(big.status, 400, 'a number turnpike would re-encode as another (…67000) is not passed on');
+    assert.match(await errorOf(big), /12345678901234567890 cannot be carried exactly/);
     const nameless = await send('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["count"]}}');
     assert.equal(nameless.status, 400, 'a tools/call whose name is not a string is not passed on as free');
     const routed = await fetch(url, {

@@ -23,6 +23,13 @@ const toolCall = fc.record({
   }),
 });
 
+/** The exact integer a re-encoded JSON number names (`1.5e+21` included). */
+function integerOf(text: string): bigint {
+  const [mantissa = '', exponent = '0'] = text.split('e+');
+  const fraction = mantissa.split('.')[1] ?? '';
+  return BigInt(mantissa.replace('.', '')) * 10n ** BigInt(Number(exponent) - fraction.length);
+}
+
 describe('message classification (properties)', () => {
   test('any JSON value is classified without throwing, and whatever is forwarded re-encodes to the same message minus payments', () => {
     fc.assert(
@@ -58,6 +65,19 @@ describe('message classification (properties)', () => {
         assert.ok(read.ok);
         assert.deepEqual(read.value, JSON.parse(JSON.stringify(value)));
       }),
+      RUNS,
+    );
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.bigInt({ min: -(10n ** 30n), max: 10n ** 30n }),
+          fc.integer({ min: 0, max: 30 }).map((k) => 10n ** BigInt(k)),
+        ),
+        (n) => {
+          const read = readJsonBody(new TextEncoder().encode(`[${n}]`), 'application/json');
+          assert.equal(read.ok, integerOf(JSON.stringify(Number(n))) === n, `${n}: refused exactly when it re-encodes as another integer`);
+        },
+      ),
       RUNS,
     );
     fc.assert(
