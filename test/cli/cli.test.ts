@@ -86,8 +86,10 @@ describe('turnpike CLI (built)', () => {
     assert.fail('anvil kept running after its owner was killed');
   });
 
-  test('facilitator serves /supported on the sandbox, prints its URL, and stops on SIGINT', async () => {
-    const run = turnpike(['facilitator', '--port', '0', '--data-dir', path.join(dir, 'fac'), '--log-level', 'silent']);
+  test('facilitator serves /supported on the sandbox, prints its URL, wants a TURNPIKE_FACILITATOR_KEYS key on /verify, and stops on SIGINT', async () => {
+    const key = 'resource-server-key-0123456789abcdef';
+    const args = ['facilitator', '--port', '0', '--data-dir', path.join(dir, 'fac'), '--log-level', 'silent'];
+    const run = turnpike(args, { TURNPIKE_FACILITATOR_KEYS: key });
     while (!/listening on (\S+)/.test(run.stdout())) await new Promise((r) => setTimeout(r, 20));
     const url = /listening on (\S+)/.exec(run.stdout())![1]!;
     const rpcUrl = /rpc\s+(\S+)/.exec(run.stdout())![1]!;
@@ -96,10 +98,12 @@ describe('turnpike CLI (built)', () => {
       supported.kinds.map((k) => k.network),
       ['eip155:8453', 'base'],
     );
-    const bad = await fetch(`${url}/verify`, { method: 'POST', body: 'nope' });
-    assert.equal(bad.status, 400);
+    const unkeyed = await fetch(`${url}/verify`, { method: 'POST', body: 'nope' });
+    const keyed = await fetch(`${url}/verify`, { method: 'POST', body: 'nope', headers: { authorization: `Bearer ${key}` } });
     run.child.kill('SIGINT');
     assert.equal((await run.done).code, 0);
+    assert.deepEqual([unkeyed.status, keyed.status], [401, 400], 'without a key nothing is read; with one the body is judged');
+    assert.match(run.stdout(), /api keys\s+1 \(TURNPIKE_FACILITATOR_KEYS\)/);
     await assert.rejects(fetch(rpcUrl, { method: 'POST', body: '{}' }), 'the sandbox stopped with it');
   });
 

@@ -5,11 +5,18 @@ import type { PaymentPayload, PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { networks } from '../../src/chain/networks.js';
 import type { Facilitator } from '../../src/facilitator/facilitator.js';
+import { createApp } from '../../src/http/app.js';
+import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
+import { createLogger } from '../../src/log/logger.js';
+import { createCredits } from '../../src/rails/credits/credits.js';
+import { creditsRail } from '../../src/rails/credits/rail.js';
+import { openDebits } from '../../src/rails/credits/open-debits.js';
+import type { RailFactory } from '../../src/rails/rail.js';
 import { x402Rail } from '../../src/rails/x402/rail.js';
 import { flatPlan } from '../../src/pricing/plans.js';
 import { priceTableSchema } from '../../src/pricing/pricing.js';
 import type { Listening } from '../../src/http/listen.js';
-import type { PaymentJournal } from '../../src/store/journal/journal.js';
+import type { Store } from '../../src/store/store.js';
 import { useSandbox } from '../helpers/chain.js';
 import { listenGateway } from '../helpers/gateway.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
@@ -19,17 +26,17 @@ import { eventually } from '../helpers/served.js';
 const chain = useSandbox({ isolate: false });
 const servers: Listening[] = [];
 let facilitator: Facilitator;
-let journal: PaymentJournal;
+let store: Store;
 let counter: Awaited<ReturnType<typeof startCounterUpstream>>;
 let everything: Awaited<ReturnType<typeof startEverything>>;
 const PRICE = 30_000n;
 
-async function gatewayFor(upstreamUrl: string) {
+async function gatewayFor(upstreamUrl: string, rails: RailFactory[] = [x402Rail({ facilitator })]) {
   const server = await listenGateway({
     upstream: { url: upstreamUrl, headers: {}, timeoutMs: 20_000 },
     plan: flatPlan(priceTableSchema.parse({ default: '0.03' })),
     payTo: chain.sandbox.accounts.payees[1]!.address,
-    rails: [x402Rail({ facilitator })],
+    rails,
     server: 'paywall',
   });
   servers.push(server);
@@ -43,8 +50,13 @@ const headersFor = (session?: string) => ({
   'mcp-protocol-version': '2025-11-25',
   ...(session ? { 'mcp-session-id': session } : {}),
 });
-const post = (url: string, message: Rpc, session?: string, signal?: AbortSignal) =>
-  fetch(url, { method: 'POST', headers: headersFor(session), body: JSON.stringify(message), ...(signal ? { signal } : {}) });
+const post = (url: string, message: Rpc, session?: string, signal?: AbortSignal, headers: Record<string, string> = {}) =>
+  fetch(url, {
+    method: 'POST',
+    headers: { ...headersFor(session), ...headers },
+    body: JSON.stringify(message),
+    ...(signal ? { signal } : {}),
+  });
 
 /** The JSON-RPC messages in an answer, JSON or SSE. */
 async function messagesOf(res: Response): Promise<{ id?: unknown; result?: any; error?: any }[]> {
@@ -82,6 +94,41 @@ async function paymentFor(url: string, call: Rpc, session?: string, payer = chai
   return new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
 }
 
+/** Sends a paid call answered on a stream and reads it up to its first event with an id: that id, and the hang-up. */
+async function streamUntilFirstEvent(url: string, message: Rpc, session: string, headers: Record<string, string> = {}) {
+  const hangUp = new AbortController();
+  const stream = await post(url, message, session, hangUp.signal, headers);
+  assert.match(stream.headers.get('content-type') ?? '', /text\/event-stream/);
+  const reader = stream.body!.getReader();
+  let first = '';
+  while (!/id: *\S+/.test(first)) first += new TextDecoder().decode((await reader.read()).value);
+  return { lastEventId: /id: *(\S+)/.exec(first)![1]!, hangUp: () => hangUp.abort() };
+}
+
+/** What the session's stream resumed after `lastEventId` (as a compliant client does) replays within a second. */
+async function resumed(url: string, session: string, lastEventId: string, headers: Record<string, string> = {}) {
+  const res = await fetch(url, {
+    headers: { ...headersFor(session), accept: 'text/event-stream', 'last-event-id': lastEventId, ...headers },
+    signal: AbortSignal.timeout(1000),
+  });
+  assert.equal(res.status, 200);
+  let replayed = '';
+  try {
+    for await (const chunk of res.body! as unknown as AsyncIterable<Uint8Array>) replayed += new TextDecoder().decode(chunk);
+  } catch {
+    // the timeout ends the stream
+  }
+  return replayed;
+}
+
+const longCall = (id: number): Rpc => ({
+  jsonrpc: '2.0',
+  id,
+  method: 'tools/call',
+  params: { name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 2 }, _meta: { progressToken: `p${id}` } },
+});
+const RESULT = /Long running operation completed/;
+
 const errorOf = async (res: Response) => ((await res.json()) as { error: { message: string } }).error.message;
 const paid = (call: Rpc, payment: unknown): Rpc => ({
   ...call,
@@ -100,10 +147,7 @@ const keyOf = (payment: PaymentPayload) => {
 describe('no paid result without its payment', () => {
   before(async () => {
     [counter, everything] = await Promise.all([startCounterUpstream(), startEverything()]);
-    ({
-      facilitator,
-      store: { journal },
-    } = await chain.facilitator([2]));
+    ({ facilitator, store } = await chain.facilitator([2]));
   });
   after(async () => {
     await Promise.all([...servers.map((s) => s.close()), counter.close()]);
@@ -113,51 +157,30 @@ describe('no paid result without its payment', () => {
   test('a caller who hangs up a paid stream and resumes it with Last-Event-ID does not get the result there; the call is charged once and its result is given back only to the same payment', async () => {
     const url = await gatewayFor(everything.url);
     const session = await initialize(url);
-    const call: Rpc = {
-      jsonrpc: '2.0',
-      id: 5,
-      method: 'tools/call',
-      params: { name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 2 }, _meta: { progressToken: 'p1' } },
-    };
+    const call = longCall(5);
     const payment = await paymentFor(url, call, session);
     const payee = chain.sandbox.accounts.payees[1]!.address;
     const before = await chain.balanceOf(payee);
 
-    const hangUp = new AbortController();
-    const stream = await post(url, paid(call, payment), session, hangUp.signal);
-    assert.match(stream.headers.get('content-type') ?? '', /text\/event-stream/);
-    const reader = stream.body!.getReader();
-    let first = '';
-    while (!/id: *\S+/.test(first)) first += new TextDecoder().decode((await reader.read()).value);
-    const lastEventId = /id: *(\S+)/.exec(first)![1]!;
-    hangUp.abort();
+    const { lastEventId, hangUp } = await streamUntilFirstEvent(url, paid(call, payment), session);
+    hangUp();
 
     // The call runs on to its result, so it is charged, once.
     await eventually(
-      () => journal.get(keyOf(payment)),
+      () => store.journal.get(keyOf(payment)),
       (r) => r?.state === 'settled',
       'the payment settles',
     );
     assert.equal(await chain.balanceOf(payee), before + PRICE);
 
     // Resume as a compliant client does; the upstream replays everything it sent after that event.
-    const resumed = await fetch(url, {
-      headers: { ...headersFor(session), accept: 'text/event-stream', 'last-event-id': lastEventId },
-      signal: AbortSignal.timeout(1000),
-    });
-    assert.equal(resumed.status, 200);
-    let replayed = '';
-    try {
-      for await (const chunk of resumed.body! as unknown as AsyncIterable<Uint8Array>) replayed += new TextDecoder().decode(chunk);
-    } catch {
-      // the timeout ends the stream
-    }
+    const replayed = await resumed(url, session, lastEventId);
     assert.match(replayed, /notifications\/progress/, 'the replay did happen');
-    assert.doesNotMatch(replayed, /Long running operation completed/, 'the paid result is not in the resumed stream');
+    assert.doesNotMatch(replayed, RESULT, 'the paid result is not in the resumed stream');
 
     // The result is kept for the payment that bought it.
     const again = await messagesOf(await post(url, paid(call, payment), session));
-    assert.match(JSON.stringify(again[0]?.result), /Long running operation completed/);
+    assert.match(JSON.stringify(again[0]?.result), RESULT);
     assert.equal(again[0]?.result._meta['x402/payment-response'].success, true);
     assert.equal(again[0]?.id, 5);
     assert.equal(await chain.balanceOf(payee), before + PRICE, 'given back, not charged again');
@@ -166,7 +189,71 @@ describe('no paid result without its payment', () => {
     const forged = { ...payment, payload: { ...payment.payload, signature: `0x${'11'.repeat(65)}` } };
     const [stolen] = await messagesOf(await post(url, paid(call, forged), session));
     assert.equal(stolen?.result?.isError, true, JSON.stringify(stolen));
-    assert.doesNotMatch(JSON.stringify(stolen), /Long running operation completed/);
+    assert.doesNotMatch(JSON.stringify(stolen), RESULT);
+  });
+
+  test('on credits too: a caller who hangs up and resumes with Last-Event-ID gets no result there; the debit stands once and the same Idempotency-Key gets the result', async () => {
+    const credits = createCredits({ store, tokenSecret: await store.instanceSecret('budget-tokens') });
+    const debits = openDebits(store.credits, { maxCallMs: async () => 20_000 });
+    const url = await gatewayFor(everything.url, [creditsRail({ credits, store, debits }), x402Rail({ facilitator })]);
+    const funding = { amount: 1_000_000n, reason: 'test', idempotencyKey: 'paywall-resume' };
+    const { secret, key } = await credits.createKey({ name: 'resumer' }, funding);
+    const balance = async () => (await credits.keyById(key.id)).balance;
+    const auth = { authorization: `Bearer ${secret}`, 'idempotency-key': 'resume-1' };
+    const session = await initialize(url);
+    const call = longCall(6);
+
+    const { lastEventId, hangUp } = await streamUntilFirstEvent(url, call, session, auth);
+    hangUp();
+    await eventually(
+      () => store.credits.request(key.id, auth['idempotency-key']),
+      (r) => r?.response !== undefined,
+      'the call to run to its result',
+    );
+    const replayed = await resumed(url, session, lastEventId, { authorization: auth.authorization });
+    assert.match(replayed, /notifications\/progress/, 'the replay did happen');
+    assert.doesNotMatch(replayed, RESULT, 'the paid result is not in the resumed stream');
+
+    const again = await messagesOf(await post(url, call, session, undefined, auth));
+    assert.match(JSON.stringify(again[0]?.result), RESULT, 'the same Idempotency-Key gets the result the debit paid for');
+    assert.equal(await balance(), 1_000_000n - PRICE, 'charged once, not refunded, not charged again');
+  });
+
+  test('the race of reproduction 8: the payment of a held call sent to /settle takes nothing, the caller hangs up, the call settles once, and journal, chain and /settle agree', async () => {
+    const url = await gatewayFor(everything.url);
+    const logger = createLogger({ level: 'silent', format: 'json' });
+    const api = createApp(logger);
+    api.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: 1 << 16, logger }));
+    const settle = async () => {
+      const body = JSON.stringify({ x402Version: 2, paymentPayload: payment, paymentRequirements: payment.accepted });
+      const res = await api.request('/settle', { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      return { status: res.status, body: (await res.json()) as { success: boolean; errorReason?: string; errorMessage?: string } };
+    };
+    const session = await initialize(url);
+    const call = longCall(7);
+    const payment = await paymentFor(url, call, session);
+    const payee = chain.sandbox.accounts.payees[1]!.address;
+    const [before, txs] = [await chain.balanceOf(payee), await chain.relayerTxCount()];
+
+    const { hangUp } = await streamUntilFirstEvent(url, paid(call, payment), session);
+    assert.equal((await store.journal.get(keyOf(payment)))?.state, 'verified', 'the tool runs on a hold');
+    const copy = await settle();
+    assert.deepEqual([copy.status, copy.body.success, copy.body.errorReason], [200, false, 'invalid_exact_evm_nonce_already_used']);
+    assert.equal(await chain.relayerTxCount(), txs, '/settle sent nothing');
+    hangUp();
+
+    const record = await eventually(
+      () => store.journal.get(keyOf(payment)),
+      (r) => r?.state !== 'verified' && r?.state !== 'submitting' && r?.state !== 'submitted',
+      'the call’s settlement to finish',
+    );
+    assert.equal(record?.state, 'settled', record?.errorMessage);
+    assert.equal((await chain.client.getTransactionReceipt({ hash: record!.txHash! as `0x${string}` })).status, 'success');
+    assert.equal(await chain.relayerTxCount(), txs + 1);
+    assert.equal(await chain.balanceOf(payee), before + PRICE);
+    const late = await settle();
+    assert.deepEqual([late.status, late.body.errorReason], [200, 'invalid_exact_evm_nonce_already_used'], 'the row’s state, never a 500');
+    assert.match(String(late.body.errorMessage), new RegExp(record!.txHash!));
   });
 
   test('a body in another charset, with a duplicate key, a number a double cannot carry, invalid UTF-8, a byte-order mark or routing headers that disagree with it is refused before the upstream sees it', async () => {
@@ -209,6 +296,9 @@ describe('no paid result without its payment', () => {
     assert.match(await errorOf(routed), /Mcp-Method says "tools\/call"/);
     assert.equal(counter.runs(), runs, 'nothing ran');
     assert.equal((await send(smuggled, 'Application/JSON; charset="UTF-8"')).status, 200, 'UTF-8, however spelled, is fine');
+    const forwarded = counter.lastRequest()!;
+    assert.equal(forwarded.headers.get('content-type'), 'application/json', 'the upstream is told the encoding turnpike wrote');
+    assert.deepEqual(JSON.parse(forwarded.body), JSON.parse(smuggled));
   });
 
   test('the upstream never receives the payment: not in _meta, not in a header, not in a batch', async () => {
@@ -251,7 +341,7 @@ describe('no paid result without its payment', () => {
     const res = await fetch(url, { method: 'POST', headers: headersFor(), body });
     assert.equal(res.status, 400);
     assert.match(await errorOf(res), /nested deeper than/);
-    assert.equal(await journal.get(keyOf(payment)), undefined, 'no hold was written');
+    assert.equal(await store.journal.get(keyOf(payment)), undefined, 'no hold was written');
   });
 
   test("a priced tool called as an MCP task, or with MCP's related-task _meta, is refused before a payment is held, and no task exists to fetch its result from", async () => {
@@ -280,7 +370,7 @@ describe('no paid result without its payment', () => {
     const elsewhere = await post(url, paid(redirected, payment), session);
     assert.equal(elsewhere.status, 400);
     assert.match(await errorOf(elsewhere), /related-task/);
-    assert.equal(await journal.get(keyOf(payment)), undefined, 'no hold was written');
+    assert.equal(await store.journal.get(keyOf(payment)), undefined, 'no hold was written');
     const [listed] = await messagesOf(await post(url, { jsonrpc: '2.0', id: 3, method: 'tasks/list', params: {} }, session));
     assert.deepEqual(listed?.result.tasks, [], 'no task was created');
   });
