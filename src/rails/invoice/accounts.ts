@@ -74,7 +74,8 @@ export async function linkAccount(
     creditLimit: input.creditLimitUsd,
     periodStart: periodStart(sub) * 1000,
     status: sub.status,
-    statusAt: Date.now(),
+    // Stripe dates events to the second: an event of this very second is not taken for an older one.
+    statusAt: Math.floor(Date.now() / 1000) * 1000,
   });
   if (!created)
     throw new DomainError('postpaid_account_exists', `account ${account.id} already bills this key on this server, or this subscription`, {
