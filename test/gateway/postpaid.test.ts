@@ -55,6 +55,15 @@ for (const backend of backends)
     }
     const call = async (key: string, tool = 'count', slug = operators[0]!.slug) =>
       (await (await postToolCall(`${served.url}/mcp/${slug}`, tool, { authorization: `Bearer ${key}` })).json()) as Rpc;
+    /** Waits for the reporter to have sent `calls` meter events for `customer`, of PRICE each. */
+    const reported = async (customerId: string, calls: number) => {
+      await eventually(
+        async () => stripeApi.meterUsage(customerId),
+        (u) => u.events >= calls,
+        'meter events',
+      );
+      assert.deepEqual(stripeApi.meterUsage(customerId), { events: calls, value: PRICE * calls });
+    };
     const unbilled = async (c: { id: string }, op = 0) =>
       (await served.api('GET', `/operator/keys/${c.id}/postpaid`, { key: operators[op]!.key })).body.accounts[0].unbilled;
 
@@ -112,12 +121,7 @@ for (const backend of backends)
         entries.push(receipt.entry);
       }
       assert.equal(upstream.runs(), runs + 3);
-      await eventually(
-        async () => stripeApi.meterUsage(org.customer),
-        (u) => u.events === 3,
-        'meter events',
-      );
-      assert.deepEqual(stripeApi.meterUsage(org.customer), { events: 3, value: PRICE * 3 });
+      await reported(org.customer, 3);
       for (const entry of entries) assert.equal(stripeApi.meterEvents.get(entry)?.event_name, 'mcp_calls');
     });
 
@@ -149,12 +153,7 @@ for (const backend of backends)
       assert.equal(answers.filter((a) => a.result?._meta?.['turnpike/invoice']).length, 3);
       assert.equal(answers.filter((a) => a.error?.data?.error === 'credit_limit_reached').length, 9);
       assert.equal(upstream.runs(), runs + 3);
-      await eventually(
-        async () => stripeApi.meterUsage(org.customer),
-        (u) => u.events === 3,
-        'meter events',
-      );
-      assert.deepEqual(stripeApi.meterUsage(org.customer), { events: 3, value: PRICE * 3 });
+      await reported(org.customer, 3);
     });
 
     test('a failed payment blocks the next call with an error naming the billing portal; the paid invoice lets calls through again', async () => {
