@@ -4,6 +4,7 @@ import Stripe from 'stripe';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { postToolCall } from '../helpers/gateway.js';
+import { OIDC_CLIENT, startOidcProvider } from '../helpers/oidc.js';
 import { eventually, serveOnSandbox } from '../helpers/served.js';
 import { POSTGRES_URL, backends, freshSchema } from '../helpers/stores.js';
 import { signedWebhook, startStripeApi } from '../helpers/stripe-api.js';
@@ -22,6 +23,7 @@ for (const backend of backends)
     let served: Awaited<ReturnType<typeof serveOnSandbox>>;
     let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
     let stripeApi: Awaited<ReturnType<typeof startStripeApi>>;
+    let idp: Awaited<ReturnType<typeof startOidcProvider>>;
     const operators: { key: string; slug: string }[] = [];
     let seq = 0;
 
@@ -70,6 +72,7 @@ for (const backend of backends)
     before(async () => {
       upstream = await startCounterUpstream();
       stripeApi = await startStripeApi();
+      idp = await startOidcProvider();
       const store =
         backend.name === 'postgres'
           ? { store: { url: `${POSTGRES_URL}${POSTGRES_URL.includes('?') ? '&' : '?'}schema=${freshSchema()}&pool=4` } }
@@ -105,6 +108,7 @@ for (const backend of backends)
       await served?.gateway.close();
       await upstream?.close();
       await stripeApi?.close();
+      await idp?.close();
     });
 
     test('calls are billed to the Stripe customer: each result says what it added, and each becomes one meter event of its price', async () => {
@@ -201,6 +205,28 @@ for (const backend of backends)
       const plain = await served.api('POST', '/admin/keys', { key: ADMIN, body: { name: 'prepaid only' } });
       assert.equal((await served.api('POST', '/credits/portal', { key: plain.body.key })).status, 404);
       assert.equal((await served.api('POST', '/credits/portal', {})).status, 401);
+    });
+
+    test('an OAuth caller whose subject is linked to the key is billed to the key’s account', async () => {
+      const org = await customer(10);
+      const { key: opKey, slug } = operators[0]!;
+      const oauth = { issuer: idp.issuer, scopes: [], required: false };
+      assert.equal((await served.api('PATCH', `/operator/servers/${slug}`, { key: opKey, body: { oauth } })).status, 200);
+      const subject = { issuer: idp.issuer, subject: OIDC_CLIENT.id };
+      assert.equal((await served.api('POST', `/admin/keys/${org.id}/subjects`, { key: ADMIN, body: subject })).status, 201);
+      try {
+        const token = await idp.token(`${served.url}/mcp/${slug}`);
+        const res = await postToolCall(`${served.url}/mcp/${slug}`, 'count', { authorization: `Bearer ${token}` });
+        const { result } = (await res.json()) as Rpc;
+        assert.equal(result?._meta?.['turnpike/invoice']?.charged, String(PRICE));
+        assert.equal(await unbilled(org), String(PRICE));
+        await reported(org.customer, 1);
+      } finally {
+        await served.api('DELETE', `/admin/keys/${org.id}/subjects?issuer=${encodeURIComponent(idp.issuer)}&subject=${OIDC_CLIENT.id}`, {
+          key: ADMIN,
+        });
+        await served.api('PATCH', `/operator/servers/${slug}`, { key: opKey, body: { oauth: null } });
+      }
     });
 
     test('a revoked key cannot bill: 401, nothing forwarded, nothing recorded', async () => {
