@@ -176,7 +176,7 @@ export async function serveGateway(options: GatewayServerOptions) {
   app.route('/console', consoleAssets());
   // A key with a post-paid account on the server is billed; other keys and tokens pay from credits; x402 takes every other priced call.
   const rails = [
-    ...(credits && usage ? [invoiceRail({ credits, store, usage })] : []),
+    ...(credits && usage ? [invoiceRail({ credits, store, usage, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
     ...(credits && debits ? [creditsRail({ credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
     x402Rail({ facilitator: payments }),
   ];

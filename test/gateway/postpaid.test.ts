@@ -13,6 +13,7 @@ const chain = useSandbox({ isolate: false });
 const ADMIN = 'admin-key-for-the-post-paid-tests-0123456789';
 const WEBHOOK_SECRET = 'whsec_postpaid_tests_0123456789';
 const PRICE = 20_000;
+const RATE_LIMIT = 15;
 type Rpc = {
   result?: { isError?: boolean; _meta?: Record<string, any> };
   error?: { code: number; message: string; data?: Record<string, any> };
@@ -80,7 +81,7 @@ for (const backend of backends)
       served = await serveOnSandbox(chain, {
         overrides: {
           ...store,
-          credits: { stripeApiUrl: stripeApi.url },
+          credits: { stripeApiUrl: stripeApi.url, rateLimitPerMinute: RATE_LIMIT },
           operators: { allowPrivateUpstreams: true },
           postpaid: { reportIntervalSeconds: 1 },
         },
@@ -158,6 +159,22 @@ for (const backend of backends)
       assert.equal(answers.filter((a) => a.error?.data?.error === 'credit_limit_reached').length, 9);
       assert.equal(upstream.runs(), runs + 3);
       await reported(org.customer, 3);
+    });
+
+    test('the per-key rate limit holds on this rail too: past it, 429 with Retry-After and nothing forwarded or recorded', async () => {
+      const org = await customer(100);
+      // All in one minute's window: not across the turn of the minute.
+      if (60_000 - (Date.now() % 60_000) < 3_000) await new Promise((r) => setTimeout(r, 3_000));
+      const answers = await Promise.all(
+        Array.from({ length: RATE_LIMIT + 3 }, () =>
+          postToolCall(`${served.url}/mcp/${operators[0]!.slug}`, 'count', { 'x-api-key': org.key }),
+        ),
+      );
+      const limited = answers.filter((a) => a.status === 429);
+      assert.equal(limited.length, 3);
+      assert.ok(Number(limited[0]!.headers.get('retry-after')) >= 1);
+      assert.equal(((await limited[0]!.json()) as Rpc).error?.data?.error, 'rate_limited');
+      assert.equal(await unbilled(org), String(PRICE * RATE_LIMIT));
     });
 
     test('a failed payment blocks the next call with an error naming the billing portal; the paid invoice lets calls through again', async () => {

@@ -5,6 +5,7 @@ import type { Store } from '../../store/store.js';
 import type { PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
 import { credentialOf } from '../credits/api-keys.js';
 import type { Credits, Payer } from '../credits/credits.js';
+import { rateLimit } from '../credits/rail.js';
 import type { OpenCharges, OpenDebits } from '../credits/open-debits.js';
 
 /** The `_meta` key of a post-paid result: what it added to the bill. */
@@ -22,6 +23,8 @@ export type InvoiceRailOptions = {
   store: Store;
   /** Usage entries held open while their calls run (see `openDebits`). */
   usage: OpenDebits;
+  /** Paid calls one key may make per minute, as on the credits rail (`credits.rateLimitPerMinute`). */
+  rateLimitPerMinute?: number;
 };
 
 /** The caller-facing refusal of a call the account may not run up, saying what to do. */
@@ -96,6 +99,12 @@ async function invoiceCall(options: InvoiceRailOptions, context: RailContext, ca
   } catch (error) {
     if (error instanceof DomainError) return fail(error);
     throw error;
+  }
+  const limited = await rateLimit(options.store, payer.key.id, options.rateLimitPerMinute);
+  if (limited) {
+    const refused = fail(limited);
+    refused.headers.set('retry-after', String(limited.details.retryAfterSeconds));
+    return refused;
   }
   const caller = `key:${payer.key.id}`;
   const metering = await context.meter(caller, tool.name, payer.key.id);
