@@ -33,6 +33,7 @@ import { stripeClient } from '../rails/stripe/stripe-client.js';
 import { cancelSubscription, createSubscriptionCheckout } from '../rails/stripe/subscriptions.js';
 import type { ServerRecord } from '../store/operators/operators.js';
 import type { Lease, Store } from '../store/store.js';
+import { DomainError } from '../errors.js';
 import { adminRoutes } from '../http/admin-routes.js';
 import { createApp } from '../http/app.js';
 import { consoleAssets } from '../http/console-assets.js';
@@ -148,6 +149,11 @@ export async function serveGateway(options: GatewayServerOptions) {
       ? usageReporter({ stripe, store, logger, intervalMs: reportIntervalMs, batchSize: config.postpaid.reportBatchSize })
       : undefined;
   reporter?.start();
+  const linkPostpaid =
+    usage && stripe
+      ? (keyId: string, serverId: string, input: Parameters<typeof linkAccount>[3]) =>
+          linkAccount({ stripe, store }, keyId, serverId, input)
+      : undefined;
   const operators = createOperators({
     store,
     ...(stripe ? { cancelSubscription: (id: string) => cancelSubscription(stripe, id) } : {}),
@@ -344,7 +350,26 @@ export async function serveGateway(options: GatewayServerOptions) {
       ...issuers.keys(),
       ...(await store.operators.servers()).flatMap((s) => (s.oauth ? [s.oauth.issuer] : [])),
     ];
-    app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog, issuers: namedIssuers }));
+    // The admin bills on any server: a configured one by its slug, a registered one by its id.
+    const configuredSlugs = new Set(options.endpoints.map((e) => e.slug));
+    const adminLink = linkPostpaid
+      ? async (keyId: string, { server, ...input }: Parameters<typeof linkPostpaid>[2] & { server: string }) => {
+          const serverId = configuredSlugs.has(server) ? server : (await store.operators.server(server))?.id;
+          if (!serverId) throw new DomainError('server_not_found', `no server ${server} here`);
+          return linkPostpaid(keyId, serverId, input);
+        }
+      : undefined;
+    app.route(
+      '/admin',
+      adminRoutes({
+        credits,
+        store,
+        adminKey: secrets.adminKey,
+        catalog,
+        issuers: namedIssuers,
+        ...(adminLink ? { linkPostpaid: adminLink } : {}),
+      }),
+    );
   }
   const payouts = stripe ? stripePayouts({ stripe, store, publicUrl, logger, minimum: config.operators.minPayoutUsd }) : undefined;
   void payouts?.reconcile().catch((err: unknown) => logger.error({ err }, 'cannot finish unfinished payouts'));
@@ -356,12 +381,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       ...(withdrawals ? { withdrawals } : {}),
       ...(payouts ? { payouts } : {}),
       ...(credits ? { credits } : {}),
-      ...(usage && stripe
-        ? {
-            linkPostpaid: (keyId: string, serverId: string, input: Parameters<typeof linkAccount>[3]) =>
-              linkAccount({ stripe, store }, keyId, serverId, input),
-          }
-        : {}),
+      ...(linkPostpaid ? { linkPostpaid } : {}),
       adminKey: secrets.adminKey,
       registration: config.operators.registration,
       catalog,

@@ -5,6 +5,8 @@ import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { postToolCall } from '../helpers/gateway.js';
 import { OIDC_CLIENT, startOidcProvider } from '../helpers/oidc.js';
+import { flatPlan } from '../../src/pricing/plans.js';
+import { priceTableSchema } from '../../src/pricing/pricing.js';
 import { eventually, serveOnSandbox } from '../helpers/served.js';
 import { POSTGRES_URL, backends, freshSchema } from '../helpers/stores.js';
 import { signedWebhook, startStripeApi } from '../helpers/stripe-api.js';
@@ -86,6 +88,16 @@ for (const backend of backends)
           postpaid: { reportIntervalSeconds: 1 },
         },
         secrets: { adminKey: ADMIN, stripeSecretKey: stripeApi.apiKey, stripeWebhookSecret: WEBHOOK_SECRET },
+        endpoints: [
+          {
+            slug: 'configured',
+            path: '/mcp/configured',
+            upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
+            plan: flatPlan(priceTableSchema.parse({ default: String(PRICE / 1e6) })),
+            payTo: chain.sandbox.accounts.payees[1]!.address,
+            challenge: 'tool-result',
+          },
+        ],
       });
       for (const name of ['alice', 'bob']) {
         const made = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: `${name}@example.com`, name } });
@@ -244,6 +256,25 @@ for (const backend of backends)
         });
         await served.api('PATCH', `/operator/servers/${slug}`, { key: opKey, body: { oauth: null } });
       }
+    });
+
+    test('the admin opens accounts on any server, a configured one included, and is told which server does not exist', async () => {
+      const made = await served.api('POST', '/admin/keys', { key: ADMIN, body: { name: 'configured org' } });
+      const sub = stripeApi.subscribe('cus_configured');
+      const body = { server: 'configured', customer: 'cus_configured', subscription: sub.id, meter: 'mcp_calls', creditLimitUsd: '1' };
+      const linked = await served.api('POST', `/admin/keys/${made.body.id}/postpaid`, { key: ADMIN, body });
+      assert.equal(linked.status, 201, linked.text);
+      assert.equal(linked.body.serverId, 'configured');
+      const { result } = await call(made.body.key, 'count', 'configured');
+      assert.equal(result?._meta?.['turnpike/invoice']?.charged, String(PRICE));
+      const again = await served.api('POST', `/admin/keys/${made.body.id}/postpaid`, { key: ADMIN, body });
+      assert.equal(again.body.error, 'postpaid_account_exists');
+      const nowhere = await served.api('POST', `/admin/keys/${made.body.id}/postpaid`, {
+        key: ADMIN,
+        body: { ...body, server: 'nowhere' },
+      });
+      assert.equal(nowhere.body.error, 'server_not_found');
+      await reported('cus_configured', 1);
     });
 
     test('a revoked key cannot bill: 401, nothing forwarded, nothing recorded', async () => {
