@@ -17,7 +17,7 @@ import { listen } from '../../src/http/listen.js';
 import { createMetrics } from '../../src/http/metrics.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createCredits } from '../../src/rails/credits/credits.js';
-import { openDebits } from '../../src/rails/credits/open-debits.js';
+import { openDebits, openLedgerDebits } from '../../src/rails/credits/open-debits.js';
 import { openStore } from '../../src/store/open.js';
 
 const [upstreamUrl, rpcUrl, storeUrl, relayerKey] = process.argv.slice(2) as [string, string, string, `0x${string}`];
@@ -36,7 +36,7 @@ app.route(
     payTo: '0x00000000000000000000000000000000000000aa',
     network: networks.local,
     rails: [
-      creditsRail({ credits, store, debits: openDebits(store.credits, { maxCallMs: async () => 40_000 }) }),
+      creditsRail({ credits, store, debits: openDebits(openLedgerDebits(store.credits), { maxCallMs: async () => 40_000 }) }),
       x402Rail({ facilitator }),
     ],
     challenge: 'tool-result',

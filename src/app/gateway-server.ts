@@ -19,17 +19,21 @@ import { createWithdrawals } from '../operators/withdrawals.js';
 import { createCredits } from '../rails/credits/credits.js';
 import { creditsRail } from '../rails/credits/rail.js';
 import { x402Rail } from '../rails/x402/rail.js';
+import { invoiceRail, openUsage } from '../rails/invoice/rail.js';
+import { usageReporter } from '../rails/invoice/reporter.js';
+import { linkAccount, openPortal } from '../rails/invoice/accounts.js';
 import { type TrustedIssuer, trustedIssuer } from '../oauth/issuer.js';
 import { type ProtectedResource, protectedResourceRoutes } from '../oauth/resource-server.js';
 import type { OAuthSettings } from '../oauth/settings.js';
 import { fetch as undiciFetch } from 'undici';
-import { openDebits } from '../rails/credits/open-debits.js';
+import { openDebits, openLedgerDebits } from '../rails/credits/open-debits.js';
 import { createCheckout } from '../rails/stripe/checkout.js';
 import { stripePayouts } from '../rails/stripe/payouts.js';
 import { stripeClient } from '../rails/stripe/stripe-client.js';
 import { cancelSubscription, createSubscriptionCheckout } from '../rails/stripe/subscriptions.js';
 import type { ServerRecord } from '../store/operators/operators.js';
 import type { Lease, Store } from '../store/store.js';
+import { DomainError } from '../errors.js';
 import { adminRoutes } from '../http/admin-routes.js';
 import { createApp } from '../http/app.js';
 import { consoleAssets } from '../http/console-assets.js';
@@ -38,7 +42,7 @@ import { creditsRoutes } from '../http/credits-routes.js';
 import { type PaidEndpoint, discoveryRoutes } from '../http/discovery.js';
 import type { RouteDoc } from '../http/documented.js';
 import { facilitatorRoutes } from '../http/facilitator-routes.js';
-import { healthRoutes } from '../http/health.js';
+import { billingHealth, healthRoutes } from '../http/health.js';
 import { listen } from '../http/listen.js';
 import { createMetrics, metricsRoutes } from '../http/metrics.js';
 import { openApiRoutes } from '../http/openapi.js';
@@ -114,7 +118,7 @@ export async function serveGateway(options: GatewayServerOptions) {
   // A call can run no longer than its upstream's timeout; a debit open much longer was cut off.
   const configuredMs = Math.max(0, ...options.endpoints.map((e) => e.upstream.timeoutMs));
   const maxCallMs = async () => Math.max(configuredMs, ...(await store.operators.servers()).map((s) => s.timeoutMs)) + 2_000;
-  const debits = credits ? openDebits(store.credits, { maxCallMs, logger, beforeClose: () => book.flush() }) : undefined;
+  const debits = credits ? openDebits(openLedgerDebits(store.credits), { maxCallMs, logger, beforeClose: () => book.flush() }) : undefined;
   await debits?.start();
 
   // One instance on the store sends from the treasury key; the others reserve and leave the sending to it.
@@ -136,6 +140,20 @@ export async function serveGateway(options: GatewayServerOptions) {
   const { stripeSecretKey, stripeWebhookSecret: webhookSecret } = secrets;
   const stripe = stripeSecretKey && webhookSecret ? stripeClient(stripeSecretKey, config.credits.stripeApiUrl) : undefined;
   if (!stripe && (stripeSecretKey || webhookSecret)) logger.warn('Stripe is off: set both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
+  // Post-paid accounts: keys billed through Stripe's metered billing, usage reported in the background.
+  const usage = credits && stripe ? openDebits(openUsage(store.postpaid), { maxCallMs, logger }) : undefined;
+  await usage?.start();
+  const reportIntervalMs = config.postpaid.reportIntervalSeconds * 1000;
+  const reporter =
+    usage && stripe
+      ? usageReporter({ stripe, store, logger, intervalMs: reportIntervalMs, batchSize: config.postpaid.reportBatchSize })
+      : undefined;
+  reporter?.start();
+  const linkPostpaid =
+    usage && stripe
+      ? (keyId: string, serverId: string, input: Parameters<typeof linkAccount>[3]) =>
+          linkAccount({ stripe, store }, keyId, serverId, input)
+      : undefined;
   const operators = createOperators({
     store,
     ...(stripe ? { cancelSubscription: (id: string) => cancelSubscription(stripe, id) } : {}),
@@ -162,8 +180,9 @@ export async function serveGateway(options: GatewayServerOptions) {
   const sessions = { operators, adminKey: secrets.adminKey, secret: sessionSecret, publicUrl: () => config.credits.publicUrl, catalog };
   app.route('/', consoleSessionRoutes(sessions));
   app.route('/console', consoleAssets());
-  // Credits first (a call carrying a key or token is theirs), then x402 for every other priced call.
+  // A key with a post-paid account on the server is billed; other keys and tokens pay from credits; x402 takes every other priced call.
   const rails = [
+    ...(credits && usage ? [invoiceRail({ credits, store, usage, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
     ...(credits && debits ? [creditsRail({ credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
     x402Rail({ facilitator: payments }),
   ];
@@ -306,18 +325,51 @@ export async function serveGateway(options: GatewayServerOptions) {
     const subscribe = stripe
       ? (keyId: string, server: string) => createSubscriptionCheckout({ stripe, store, publicUrl: publicUrl() }, keyId, server)
       : undefined;
-    const stripeCheckout = checkout && subscribe ? { checkout, subscribe } : {};
+    const portal = stripe
+      ? async (keyId: string, slug?: string) => {
+          // A registered server's account is by its id, a configured server's by its slug.
+          const serverId = slug === undefined ? undefined : ((await store.operators.server(slug))?.id ?? slug);
+          return openPortal({ stripe, store, returnUrl: publicUrl() }, keyId, serverId);
+        }
+      : undefined;
+    const stripeCheckout = checkout && subscribe && portal ? { checkout, subscribe, portal } : {};
     app.route('/credits', creditsRoutes({ credits, store, facilitator: payments, network: chain.network, topup, ...stripeCheckout }));
     if (stripe)
       app.route(
         '/stripe',
-        stripeRoutes({ stripe, webhookSecret: webhookSecret!, credits: store.credits, logger, subscriptions: { store, book } }),
+        stripeRoutes({
+          stripe,
+          webhookSecret: webhookSecret!,
+          credits: store.credits,
+          logger,
+          subscriptions: { store, book },
+          postpaid: store,
+        }),
       );
     const namedIssuers = async () => [
       ...issuers.keys(),
       ...(await store.operators.servers()).flatMap((s) => (s.oauth ? [s.oauth.issuer] : [])),
     ];
-    app.route('/admin', adminRoutes({ credits, store, adminKey: secrets.adminKey, catalog, issuers: namedIssuers }));
+    // The admin bills on any server: a configured one by its slug, a registered one by its id.
+    const configuredSlugs = new Set(options.endpoints.map((e) => e.slug));
+    const adminLink = linkPostpaid
+      ? async (keyId: string, { server, ...input }: Parameters<typeof linkPostpaid>[2] & { server: string }) => {
+          const serverId = configuredSlugs.has(server) ? server : (await store.operators.server(server))?.id;
+          if (!serverId) throw new DomainError('server_not_found', `no server ${server} here`);
+          return linkPostpaid(keyId, serverId, input);
+        }
+      : undefined;
+    app.route(
+      '/admin',
+      adminRoutes({
+        credits,
+        store,
+        adminKey: secrets.adminKey,
+        catalog,
+        issuers: namedIssuers,
+        ...(adminLink ? { linkPostpaid: adminLink } : {}),
+      }),
+    );
   }
   const payouts = stripe ? stripePayouts({ stripe, store, publicUrl, logger, minimum: config.operators.minPayoutUsd }) : undefined;
   void payouts?.reconcile().catch((err: unknown) => logger.error({ err }, 'cannot finish unfinished payouts'));
@@ -329,6 +381,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       ...(withdrawals ? { withdrawals } : {}),
       ...(payouts ? { payouts } : {}),
       ...(credits ? { credits } : {}),
+      ...(linkPostpaid ? { linkPostpaid } : {}),
       adminKey: secrets.adminKey,
       registration: config.operators.registration,
       catalog,
@@ -378,7 +431,8 @@ export async function serveGateway(options: GatewayServerOptions) {
     }),
   );
   app.route('/', openApiRoutes(catalog, { title: 'turnpike', version: '1' }));
-  app.route('/', healthRoutes({ client: chain.client, store, upstreams: () => configured }));
+  const billing = reporter ? { billing: () => billingHealth(store, reportIntervalMs) } : {};
+  app.route('/', healthRoutes({ client: chain.client, store, upstreams: () => configured, ...billing }));
   app.route('/', metricsRoutes(metrics));
   const server = await listen(app, config.http);
   url = server.url;
@@ -388,6 +442,8 @@ export async function serveGateway(options: GatewayServerOptions) {
     await server.close();
     await withdrawals?.stop();
     await debits?.stop();
+    await reporter?.stop();
+    await usage?.stop();
     await book.stop();
     await registeredAgent.close();
     await configuredAgent.close();

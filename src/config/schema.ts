@@ -142,6 +142,26 @@ export const configSchema = z.strictObject({
         .describe('a Stripe-compatible API (e.g. stripe-mock) instead of api.stripe.com'),
     })
     .prefault({}),
+  postpaid: z
+    .strictObject({
+      reportIntervalSeconds: z
+        .number()
+        .int()
+        .min(1)
+        .max(3600)
+        .default(60)
+        .describe(
+          'how often post-paid usage is reported to Stripe’s Billing Meters; /health is degraded when usage waits more than two intervals',
+        ),
+      reportBatchSize: z
+        .number()
+        .int()
+        .min(1)
+        .max(1000)
+        .default(100)
+        .describe('usage entries read (and meter events sent at once) per batch of a report'),
+    })
+    .prefault({}),
   operators: z
     .strictObject({
       registration: z

@@ -305,7 +305,12 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       offer,
       ...(principal ? { principal } : {}),
     };
-    const rail = rails.find((r) => r.takes(call));
+    let rail: Rail | undefined;
+    for (const candidate of rails) {
+      if (!(await candidate.takes(call))) continue;
+      rail = candidate;
+      break;
+    }
     if (!rail)
       return context.challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
     const taken = await rail.take(call);

@@ -19,6 +19,8 @@ import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
 import { type RouteDoc, documented } from './documented.js';
 import { oauthIssuerSchema, oauthSubjectSchema } from '../oauth/settings.js';
+import { linkAccountSchema, publicAccount } from '../rails/invoice/accounts.js';
+import type { PostpaidAccount } from '../store/postpaid/postpaid.js';
 
 /**
  * Bearer auth against `TURNPIKE_ADMIN_KEY`, compared in constant time, or an admin console session.
@@ -101,6 +103,8 @@ export function adminRoutes(options: {
   adminKey: string | undefined;
   catalog: RouteDoc[];
   issuers?: () => Promise<string[]>;
+  /** Opens a key's post-paid account on any server by slug, configured or registered: set when Stripe is configured. */
+  linkPostpaid?: (keyId: string, input: z.output<typeof linkAccountSchema>) => Promise<PostpaidAccount>;
 }): Hono {
   const { credits, store, adminKey, catalog } = options;
   const app = new Hono();
@@ -179,6 +183,24 @@ export function adminRoutes(options: {
     }
     return c.json({ ...body, keyId: key.id, linked: result.linked }, result.linked ? 201 : 200);
   });
+  api.post(
+    '/keys/:id/postpaid',
+    {
+      summary: 'bill a key’s calls on a server to a Stripe subscription to a metered price (post-paid)',
+      body: linkAccountSchema,
+      status: 201,
+    },
+    async (c, { body }) => {
+      if (!options.linkPostpaid)
+        throw new DomainError('stripe_not_configured', 'post-paid billing is off here: this instance has no Stripe keys');
+      const key = await credits.keyById(c.req.param('id')!);
+      if (key.status === 'revoked') throw new DomainError('key_already_revoked', 'a revoked key cannot be billed');
+      return c.json(publicAccount(await options.linkPostpaid(key.id, body)), 201);
+    },
+  );
+  api.get('/keys/:id/postpaid', { summary: 'a key’s post-paid accounts' }, async (c) =>
+    c.json({ accounts: (await store.postpaid.accounts((await credits.keyById(c.req.param('id')!)).id)).map(publicAccount) }),
+  );
   api.get('/keys/:id/subjects', { summary: 'the OAuth subjects a key pays for' }, async (c) => {
     const key = await credits.keyById(c.req.param('id')!);
     const subjects = await store.credits.subjects(key.id);

@@ -14,6 +14,7 @@ import type { Store } from '../store/store.js';
 import { PaymentDecodeError, encodeHeader } from '../x402/codec.js';
 import { type FacilitatorRequest, exactEvmPayloadSchema } from '../x402/schemas.js';
 import { pageSchema } from './admin-routes.js';
+import { portalSchema } from '../rails/invoice/accounts.js';
 import { jsonBody, query } from './validate.js';
 
 export type CreditsRoutesOptions = {
@@ -26,6 +27,8 @@ export type CreditsRoutesOptions = {
   checkout?: (keyId: string, packageId: string) => Promise<Record<string, string>>;
   /** Opens a Stripe Checkout Session for a server's subscription plan. */
   subscribe?: (keyId: string, server: string) => Promise<Record<string, unknown>>;
+  /** Opens a Stripe Customer Portal session for the key's post-paid account (on `server`, or its latest). */
+  portal?: (keyId: string, server?: string) => Promise<Record<string, unknown>>;
 };
 
 const checkoutSchema = z.strictObject({ package: z.string().min(1).max(32) });
@@ -108,6 +111,16 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
         'subscriptions are off here: the operator has not set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET',
       );
     return c.json(await options.subscribe(payer.key.id, server), 201);
+  });
+  app.post('/portal', async (c) => {
+    const payer = await requirePayer(c.req.raw.headers, true);
+    const { server } = await jsonBody(c, portalSchema);
+    if (!options.portal)
+      throw new DomainError(
+        'stripe_not_configured',
+        'post-paid billing is off here: the operator has not set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET',
+      );
+    return c.json(await options.portal(payer.key.id, server), 201);
   });
   // Where Stripe sends the buyer back; the credits arrive with the webhook, not with this visit.
   app.get('/checkout/done', (c) =>

@@ -15,6 +15,8 @@ import {
 import type { Withdrawals } from '../operators/withdrawals.js';
 import { type Credits, newKeySchema, publicEntry, publicKey, statusAfter } from '../rails/credits/credits.js';
 import type { StripePayouts } from '../rails/stripe/payouts.js';
+import { linkAccountSchema, publicAccount } from '../rails/invoice/accounts.js';
+import type { PostpaidAccount } from '../store/postpaid/postpaid.js';
 import type { Balance } from '../operators/balance.js';
 import type { OperatorRecord, Payout, Withdrawal } from '../store/operators/operators.js';
 import { newId } from '../store/ids.js';
@@ -32,6 +34,8 @@ export type OperatorRoutesOptions = {
   payouts?: StripePayouts;
   /** The credits rail, for keys operators make for their customers. */
   credits?: Credits;
+  /** Opens a key's post-paid account on a server (by id): set when Stripe is configured. */
+  linkPostpaid?: (keyId: string, serverId: string, input: Omit<z.output<typeof linkAccountSchema>, 'server'>) => Promise<PostpaidAccount>;
   adminKey: string | undefined;
   registration: 'admin' | 'open';
   catalog: RouteDoc[];
@@ -240,6 +244,28 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
       return c.json(publicKey(changed));
     });
   }
+  op.post(
+    '/keys/:id/postpaid',
+    {
+      summary: 'bill one of your keys’ calls on one of your servers to a Stripe subscription to your metered price (post-paid)',
+      body: linkAccountSchema,
+      status: 201,
+    },
+    async (c, { body }) => {
+      if (!options.linkPostpaid)
+        throw new DomainError('stripe_not_configured', 'post-paid billing is off here: this instance has no Stripe keys');
+      const key = await ownKey(c);
+      if (key.status === 'revoked') throw new DomainError('key_already_revoked', 'a revoked key cannot be billed');
+      const { server: slug, ...input } = body;
+      const server = await operators.ownServer(me(c), slug);
+      const account = await options.linkPostpaid(key.id, server.id, input);
+      await audit(c, actor(c), me(c).id, 'postpaid.link', account.id, { key: key.id, server: slug, subscription: account.subscription });
+      return c.json(publicAccount(account), 201);
+    },
+  );
+  op.get('/keys/:id/postpaid', { summary: 'one of your keys’ post-paid accounts' }, async (c) =>
+    c.json({ accounts: (await store.postpaid.accounts((await ownKey(c)).id)).map(publicAccount) }),
+  );
   op.post('/payouts/onboarding', { summary: 'a Stripe Connect (Express) onboarding link for fiat payouts' }, async (c) => {
     if (!payouts) throw stripeOff();
     const link = await payouts.onboarding(me(c));

@@ -18,6 +18,7 @@ export function stripeRoutes(deps: {
   credits: CreditStore;
   logger: Logger;
   subscriptions?: { store: Store; book: RevenueBook };
+  postpaid?: Store;
 }): Hono {
   const app = new Hono();
   app.post('/webhook', async (c) =>

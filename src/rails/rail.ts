@@ -46,7 +46,8 @@ export type Taken = Response | { charge: Charge; finish?: (response: Response) =
  * @example createGateway({ …, rails: [creditsRail({ credits, store, debits }), x402Rail({ facilitator })] })
  */
 export type Rail = {
-  takes(call: PaidCall): boolean;
+  /** Whether the call is this rail's (it may look the caller up: a post-paid account). */
+  takes(call: PaidCall): boolean | Promise<boolean>;
   take(call: PaidCall): Promise<Taken>;
 };
 

@@ -2,7 +2,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { type Runner, command, get, query, run } from './engine/statement.js';
 
 type Entry = { key: string; value: string; now: number };
-const sql = {
+/** The `meta` table's statements (also used by areas that keep one value there). */
+export const metaSql = {
   upsert: command<Entry>(`INSERT INTO meta (key, value, updated_at) VALUES (@key, @value, @now)
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`),
   insert: command<Entry>('INSERT INTO meta (key, value, updated_at) VALUES (@key, @value, @now) ON CONFLICT (key) DO NOTHING'),
@@ -18,14 +19,14 @@ export function metaStore({ write }: Runner) {
     instanceSecret: (name: string) =>
       write(function* () {
         const key = `secret:${name}`;
-        yield* run(sql.insert, { key, value: randomBytes(32).toString('hex'), now: Date.now() });
-        return (yield* get(sql.read, { key }))!.value;
+        yield* run(metaSql.insert, { key, value: randomBytes(32).toString('hex'), now: Date.now() });
+        return (yield* get(metaSql.read, { key }))!.value;
       }),
     /** Writes a heartbeat (proving the store takes a write) and answers the schema version. */
     heartbeat: () =>
       write(function* () {
-        yield* run(sql.upsert, { key: 'heartbeat', value: randomUUID(), now: Date.now() });
-        return Number((yield* get(sql.schemaVersion, {}))?.v ?? 0);
+        yield* run(metaSql.upsert, { key: 'heartbeat', value: randomUUID(), now: Date.now() });
+        return Number((yield* get(metaSql.schemaVersion, {}))?.v ?? 0);
       }),
   };
 }

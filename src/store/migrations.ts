@@ -412,6 +412,44 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE servers ADD COLUMN status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended'));
     `,
   },
+  {
+    version: 13,
+    name: 'post-paid accounts and usage',
+    // A key's post-paid account on one server (a Stripe customer's subscription to a metered price), and one usage entry
+    // per priced call it made: open while the call runs, billable once delivered, void if it failed; reported to
+    // Stripe's meter once (reported_at), or refused by Stripe for good (report_error).
+    sql: `
+      CREATE TABLE postpaid_accounts (
+        id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL REFERENCES api_keys (id),
+        server_id TEXT NOT NULL,
+        customer TEXT NOT NULL,
+        subscription TEXT NOT NULL UNIQUE,
+        meter TEXT NOT NULL,
+        credit_limit BIGINT NOT NULL CHECK (credit_limit > 0),
+        unbilled BIGINT NOT NULL DEFAULT 0 CHECK (unbilled >= 0),
+        period_start BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        status_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        UNIQUE (key_id, server_id)
+      );
+      CREATE TABLE usage_entries (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES postpaid_accounts (id),
+        tool TEXT NOT NULL,
+        amount BIGINT NOT NULL CHECK (amount > 0),
+        state TEXT NOT NULL CHECK (state IN ('open', 'billable', 'void')),
+        created_at BIGINT NOT NULL,
+        reported_at BIGINT,
+        report_error TEXT
+      );
+      CREATE INDEX usage_entries_account ON usage_entries (account_id, created_at);
+      CREATE INDEX usage_entries_open ON usage_entries (created_at) WHERE state = 'open';
+      CREATE INDEX usage_entries_unreported ON usage_entries (id) WHERE state = 'billable' AND reported_at IS NULL AND report_error IS NULL;
+    `,
+  },
 ];
 
 /**

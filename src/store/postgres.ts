@@ -9,6 +9,7 @@ import { contested } from './credits/statements.js';
 import { journalStore } from './journal/ops.js';
 import { migratePostgres } from './postgres-migrate.js';
 import { operatorStore } from './operators/ops.js';
+import { postpaidStore } from './postpaid/ops.js';
 import { type Lease, type Store, StoreError } from './store.js';
 
 export type PostgresStoreOptions = {
@@ -113,6 +114,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     journal: journalStore(runner, instanceId),
     credits: creditStore(postgresRunner(pool, { rerunOn: contested })),
     operators: operatorStore(runner),
+    postpaid: postpaidStore(runner),
     instanceSecret: meta.instanceSecret,
     async health() {
       if (closed) throw new StoreError('the store is closed');

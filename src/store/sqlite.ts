@@ -11,6 +11,7 @@ import { creditStore } from './credits/ops.js';
 import { journalStore } from './journal/ops.js';
 import { sqliteLeases } from './sqlite-leases.js';
 import { operatorStore } from './operators/ops.js';
+import { postpaidStore } from './postpaid/ops.js';
 import { migrateSqlite } from './sqlite-migrate.js';
 import { type Store, StoreError } from './store.js';
 
@@ -104,6 +105,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
     journal: journalStore(runner, instanceId),
     credits: creditStore(runner),
     operators: operatorStore(runner),
+    postpaid: postpaidStore(runner),
     immediate: (fn) => db.transaction(() => fn(db)).immediate(),
     instanceSecret: meta.instanceSecret,
     async health() {

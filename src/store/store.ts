@@ -1,6 +1,7 @@
 import type { CreditStore } from './credits/credits.js';
 import type { PaymentJournal } from './journal/journal.js';
 import type { OperatorStore } from './operators/operators.js';
+import type { PostpaidStore } from './postpaid/postpaid.js';
 import { BaseError } from '../errors.js';
 
 /**
@@ -8,7 +9,7 @@ import { BaseError } from '../errors.js';
  * instances). SQL is written once for both: BIGINT for money, constraints for invariants.
  *
  * The map: a folder per area, `journal/` (x402 payments), `credits/` (the ledger), `operators/`
- * (servers, charges, money out, subscriptions, audit), each holding its interface (`<area>.ts`,
+ * (servers, charges, money out, subscriptions, audit), `postpaid/` (post-paid accounts and usage), each holding its interface (`<area>.ts`,
  * what callers import), its statements (`statements.ts`: row types, typed statements, rows to
  * records) and its operations (`ops.ts`); `engine/` runs operations on either backend;
  * `sqlite.ts` and `postgres.ts` open a store and give every area its backend's runner.
@@ -55,6 +56,7 @@ export interface Store {
   readonly journal: PaymentJournal;
   readonly credits: CreditStore;
   readonly operators: OperatorStore;
+  readonly postpaid: PostpaidStore;
   /**
    * A random 32-byte secret (hex) made on first use and kept in the store, so every instance on
    * this store shares it: the default signing key of budget tokens.

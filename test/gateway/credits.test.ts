@@ -17,7 +17,7 @@ import { type Listening, listen } from '../../src/http/listen.js';
 import { createMetrics } from '../../src/http/metrics.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createCredits } from '../../src/rails/credits/credits.js';
-import { openDebits } from '../../src/rails/credits/open-debits.js';
+import { openDebits, openLedgerDebits } from '../../src/rails/credits/open-debits.js';
 import type { Store } from '../../src/store/store.js';
 import { createCheckout } from '../../src/rails/stripe/checkout.js';
 import { stripeClient } from '../../src/rails/stripe/stripe-client.js';
@@ -90,7 +90,7 @@ describe('credits rail through the gateway', () => {
         payTo: chain.sandbox.accounts.payees[1]!.address,
         network: networks.local,
         rails: [
-          creditsRail({ credits, store, debits: openDebits(store.credits, { maxCallMs: async () => 20_000 }) }),
+          creditsRail({ credits, store, debits: openDebits(openLedgerDebits(store.credits), { maxCallMs: async () => 20_000 }) }),
           x402Rail({ facilitator: opened.facilitator }),
         ],
         challenge: 'tool-result',

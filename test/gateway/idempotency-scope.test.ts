@@ -13,7 +13,7 @@ import { type Listening, listen } from '../../src/http/listen.js';
 import { createMetrics } from '../../src/http/metrics.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createCredits } from '../../src/rails/credits/credits.js';
-import { openDebits } from '../../src/rails/credits/open-debits.js';
+import { openDebits, openLedgerDebits } from '../../src/rails/credits/open-debits.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { postToolCall } from '../helpers/gateway.js';
@@ -44,7 +44,7 @@ describe('Idempotency-Key replays stay in their scope', () => {
     const opened = await chain.facilitator([3]);
     const store = opened.store;
     const credits = createCredits({ store, tokenSecret: await store.instanceSecret('budget-tokens') });
-    const debits = openDebits(store.credits, { maxCallMs: async () => 20_000 });
+    const debits = openDebits(openLedgerDebits(store.credits), { maxCallMs: async () => 20_000 });
     const app = createApp(logger);
     for (const [slug, upstream] of [
       ['alpha', alpha],

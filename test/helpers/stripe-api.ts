@@ -44,6 +44,16 @@ export async function startStripeApi() {
   const cancelled = new Set<string>();
   /** Set to make cancellations fail, retries included, as they do while Stripe is down. */
   let failCancels = false;
+  /** Subscriptions Stripe knows (for retrieval), by id. */
+  const subscriptions = new Map<string, Record<string, unknown> & { id: string; customer: string; status: string }>();
+  /** Meter events Stripe took, by identifier: each counted once, as Stripe's meter aggregates them. */
+  const meterEvents = new Map<string, { event_name: string; customer: string; value: number; timestamp: number }>();
+  /** Every meter event request's identifier, in order, retries and duplicates included. */
+  const meterEventRequests: string[] = [];
+  /** Set while Stripe is down for meter events: 503 before anything is recorded (so not kept for the idempotency key). */
+  let meterEventsDown = false;
+  /** Set to hold meter event answers (the events are taken) until released: a reporter caught between Stripe and its store. */
+  let heldAnswers: (() => void)[] | undefined;
 
   const server = http.createServer((req, res) => {
     let text = '';
@@ -148,7 +158,61 @@ export async function startStripeApi() {
         const data = [...transfers.values()].filter((t) => group === null || (t as { transfer_group?: string }).transfer_group === group);
         return send({ object: 'list', data, has_more: false, url: '/v1/transfers' });
       }
+      if (req.method === 'POST' && path === '/v1/billing/meter_events') {
+        const { event_name, identifier, timestamp } = body as Record<string, string>;
+        const payload = (body.payload ?? {}) as Record<string, string>;
+        meterEventRequests.push(identifier ?? '');
+        if (meterEventsDown) return answer(503, { error: { type: 'api_error', message: 'Stripe is temporarily unavailable' } });
+        if (!event_name) return stripeError(res, 400, 'Missing required param: event_name.', 'event_name');
+        if (!payload.stripe_customer_id) return stripeError(res, 400, 'Missing required param: payload[stripe_customer_id].', 'payload');
+        if (!/^\d+$/.test(payload.value ?? '')) return stripeError(res, 400, 'payload[value] must be a whole number.', 'payload');
+        const id = identifier ?? `mev_${randomBytes(8).toString('hex')}`;
+        if (meterEvents.has(id))
+          return remember({ error: { type: 'invalid_request_error', message: `An event with identifier ${id} already exists.` } }, 400);
+        const event = { event_name, customer: payload.stripe_customer_id, value: Number(payload.value), timestamp: Number(timestamp) };
+        meterEvents.set(id, event);
+        const taken = {
+          object: 'billing.meter_event',
+          created: Math.floor(Date.now() / 1000),
+          event_name,
+          identifier: id,
+          livemode: false,
+          payload,
+          timestamp: event.timestamp,
+        };
+        if (heldAnswers) {
+          if (idempotencyKey) replays.set(`${path}:${idempotencyKey}`, { status: 200, body: taken });
+          heldAnswers.push(() => answer(200, taken));
+          return;
+        }
+        return remember(taken);
+      }
+      if (req.method === 'POST' && path === '/v1/billing_portal/sessions') {
+        if (!body.customer) return stripeError(res, 400, 'Missing required param: customer.', 'customer');
+        const id = `bps_${randomBytes(8).toString('hex')}`;
+        return remember({
+          id,
+          object: 'billing_portal.session',
+          customer: body.customer,
+          return_url: body.return_url ?? null,
+          url: `https://billing.stripe.com/p/session/test_${id}`,
+          created: Math.floor(Date.now() / 1000),
+          livemode: false,
+        });
+      }
       const subscription = /^\/v1\/subscriptions\/([\w]+)$/.exec(path);
+      if (req.method === 'GET' && subscription) {
+        const found = subscriptions.get(subscription[1]!);
+        if (!found) {
+          res.writeHead(404, { 'content-type': 'application/json' });
+          return res.end(
+            JSON.stringify({
+              error: { type: 'invalid_request_error', code: 'resource_missing', message: `No such subscription: '${subscription[1]}'` },
+            }),
+          );
+        }
+        return send(found);
+      }
       if (req.method === 'DELETE' && subscription) {
         if (failCancels) {
           return answer(500, { error: { type: 'api_error', message: 'An unknown error occurred' } });
@@ -176,6 +240,41 @@ export async function startStripeApi() {
     accounts,
     transfers,
     cancelled,
+    subscriptions,
+    meterEvents,
+    meterEventRequests,
+    /** A subscription of `customer` to a metered price, as Stripe returns it, in the current period. */
+    subscribe(customer: string, status = 'active') {
+      const now = Math.floor(Date.now() / 1000);
+      const id = `sub_${randomBytes(8).toString('hex')}`;
+      const item = {
+        id: `si_${randomBytes(6).toString('hex')}`,
+        object: 'subscription_item',
+        current_period_start: now - 60,
+        current_period_end: now + 30 * 86_400,
+      };
+      const sub = { id, object: 'subscription', customer, status, metadata: {}, items: { object: 'list', data: [item] } };
+      subscriptions.set(id, sub);
+      return sub;
+    },
+    meterEventsDown(down: boolean) {
+      meterEventsDown = down;
+    },
+    /** Holds meter event answers from now on; the returned function sends them and stops holding. */
+    holdMeterEventAnswers() {
+      heldAnswers = [];
+      return () => {
+        const held = heldAnswers ?? [];
+        heldAnswers = undefined;
+        for (const send of held) send();
+        return held.length;
+      };
+    },
+    /** The meter events taken for `customer`: how many and the sum of their values. */
+    meterUsage(customer: string) {
+      const events = [...meterEvents.values()].filter((e) => e.customer === customer);
+      return { events: events.length, value: events.reduce((sum, e) => sum + e.value, 0) };
+    },
     failCancels(fail: boolean) {
       failCancels = fail;
     },

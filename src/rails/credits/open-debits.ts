@@ -4,6 +4,23 @@ import type { CreditStore } from '../../store/credits/credits.js';
 /** How often delivered calls' debits are closed: one write per interval, not one per call. */
 const CLOSE_EVERY_MS = 100;
 
+/** Charges held open while their calls run: a debit (credits), a usage entry (post-paid). */
+export type OpenCharges = {
+  /** Marks charges whose calls were delivered: they stand. */
+  close(ids: string[]): Promise<void>;
+  /** Open charges made before `before` (ms), oldest first. */
+  openBefore(before: number): Promise<string[]>;
+  /** Undoes one charge in full (once). */
+  undo(id: string, why: string): Promise<unknown>;
+};
+
+/** A credits ledger's open debits as open charges. */
+export const openLedgerDebits = (ledger: CreditStore): OpenCharges => ({
+  close: (ids) => ledger.closeDebits(ids),
+  openBefore: (before) => ledger.openDebits(before),
+  undo: (id, why) => ledger.refund(id, why),
+});
+
 /**
  * Keeps "charged" meaning "delivered". A credits-paid call's debit is opened with it and closed
  * once the result is delivered; a debit a crash left open (turnpike died between the debit and
@@ -12,12 +29,12 @@ const CLOSE_EVERY_MS = 100;
  * are refunded too, in the caller's favour, never a charge without a result.
  *
  * @example
- * const debits = openDebits(store.credits, { maxCallMs: async () => 70_000, logger });
+ * const debits = openDebits(openLedgerDebits(store.credits), { maxCallMs: async () => 70_000, logger });
  * debits.start();            // sweeps now, then periodically
  * debits.delivered(entryId); // after the result went out
  */
 export function openDebits(
-  ledger: CreditStore,
+  charges: OpenCharges,
   options: {
     /** The longest a call may run; asked at each sweep, since servers and their timeouts change. */
     maxCallMs: () => Promise<number>;
@@ -36,13 +53,13 @@ export function openDebits(
     closing = [];
     if (ids.length === 0) return;
     await options.beforeClose?.();
-    await ledger.closeDebits(ids);
+    await charges.close(ids);
   }
 
   async function sweep(now = Date.now()): Promise<number> {
-    const stale = await ledger.openDebits(now - (await options.maxCallMs()));
-    for (const id of stale) await ledger.refund(id, 'the call was cut off: turnpike stopped before answering');
-    if (stale.length > 0) options.logger?.warn({ refunded: stale.length }, 'refunded debits of calls cut off by a stop');
+    const stale = await charges.openBefore(now - (await options.maxCallMs()));
+    for (const id of stale) await charges.undo(id, 'the call was cut off: turnpike stopped before answering');
+    if (stale.length > 0) options.logger?.warn({ undone: stale.length, first: stale[0] }, 'undid the charges of calls cut off by a stop');
     return stale.length;
   }
 

@@ -36,6 +36,23 @@ export const creditsRail =
     take: (call) => creditsCall(options, context, call),
   });
 
+/**
+ * Counts a paid call of a key in this minute (in the store, so on all instances together) and
+ * answers the refusal, with when to retry, if it is past `perMinute`; 0 or absent: no limit.
+ *
+ * @example const limited = await rateLimit(store, 'key_…', 60); // DomainError('rate_limited', …) past 60 a minute
+ */
+export async function rateLimit(store: Store, keyId: string, perMinute = 0): Promise<DomainError | undefined> {
+  if (perMinute <= 0) return undefined;
+  const window = Math.floor(Date.now() / 60_000) * 60_000;
+  if ((await store.credits.countRequest(keyId, window)) <= BigInt(perMinute)) return undefined;
+  const retryAfter = Math.max(1, Math.ceil((window + 60_000 - Date.now()) / 1000));
+  return new DomainError('rate_limited', `this key may make ${perMinute} paid calls a minute; retry in ${retryAfter} s`, {
+    limit: perMinute,
+    retryAfterSeconds: retryAfter,
+  });
+}
+
 async function creditsCall(options: CreditsRailOptions, context: RailContext, call: PaidCall): Promise<Taken> {
   const { id, tool } = call;
   const { credits, store, debits } = options;
@@ -58,20 +75,11 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     if (error instanceof DomainError) return fail(error);
     throw error;
   }
-  const limit = options.rateLimitPerMinute ?? 0;
-  if (limit > 0) {
-    const window = Math.floor(Date.now() / 60_000) * 60_000;
-    if ((await store.credits.countRequest(payer.key.id, window)) > BigInt(limit)) {
-      const retryAfter = Math.max(1, Math.ceil((window + 60_000 - Date.now()) / 1000));
-      const refused = fail(
-        new DomainError('rate_limited', `this key may make ${limit} paid calls a minute; retry in ${retryAfter} s`, {
-          limit,
-          retryAfterSeconds: retryAfter,
-        }),
-      );
-      refused.headers.set('retry-after', String(retryAfter));
-      return refused;
-    }
+  const limited = await rateLimit(store, payer.key.id, options.rateLimitPerMinute);
+  if (limited) {
+    const refused = fail(limited);
+    refused.headers.set('retry-after', String(limited.details.retryAfterSeconds));
+    return refused;
   }
   const idempotencyKey = call.request.headers.get('idempotency-key') ?? undefined;
   // The request as judged (turnpike's own encoding, not the bytes), on this server, by this key, token or OAuth subject:

@@ -60,7 +60,13 @@ export type SubscriptionOutcome = 'subscription_saved' | 'subscription_payment_f
 const periodEnd = (sub: Stripe.Subscription) =>
   (sub as unknown as { current_period_end?: number }).current_period_end ?? Math.max(0, ...sub.items.data.map((i) => i.current_period_end));
 
-const subscriptionOf = (invoice: Stripe.Invoice) => {
+/** When a subscription's current period began (s): on its items in current API versions, on the subscription in older ones. */
+export const periodStart = (sub: Stripe.Subscription) =>
+  (sub as unknown as { current_period_start?: number }).current_period_start ??
+  Math.max(0, ...(sub.items?.data ?? []).map((i) => i.current_period_start));
+
+/** The subscription an invoice bills, if any. */
+export const subscriptionOf = (invoice: Stripe.Invoice) => {
   const id =
     invoice.parent?.subscription_details?.subscription ?? (invoice as unknown as { subscription?: string | { id: string } }).subscription;
   return typeof id === 'string' ? id : id?.id;

@@ -5,6 +5,8 @@ import { DomainError } from '../../errors.js';
 import type { RevenueBook } from '../../operators/revenue.js';
 import type { Store } from '../../store/store.js';
 import { type SubscriptionOutcome, handleSubscriptionEvent } from './subscriptions.js';
+import { handlePostpaidEvent } from '../invoice/accounts.js';
+import type { BillingEventOutcome } from '../../store/postpaid/postpaid.js';
 
 /** How far from now a signed delivery's time may be: Stripe's own default, against replays of captured events. */
 export const WEBHOOK_TOLERANCE_SECONDS = 300;
@@ -29,9 +31,9 @@ export function futureSignature(header: string, nowSeconds: number): string | un
  * stale or future-dated one is a 400 and changes nothing); a paid `checkout.session.completed`
  * or `checkout.session.async_payment_succeeded` credits its session's key once, whatever the
  * order or number of deliveries, when it was paid as recorded (else it is held for review);
- * subscription lifecycle and invoice events keep entitlements and
- * subscription revenue in step (see `handleSubscriptionEvent`); every other event is
- * acknowledged and recorded.
+ * subscription lifecycle and invoice events of a post-paid account set what it may run up, once
+ * per event (see `handlePostpaidEvent`), and otherwise keep entitlements and subscription revenue
+ * in step (see `handleSubscriptionEvent`); every other event is acknowledged and recorded.
  *
  * @example const outcome = await handleStripeWebhook(deps, await c.req.text(), c.req.header('stripe-signature'));
  */
@@ -42,10 +44,12 @@ export async function handleStripeWebhook(
     credits: CreditStore;
     logger: Logger;
     subscriptions?: { store: Store; book: RevenueBook };
+    /** Set when post-paid accounts are on: their subscriptions' events. */
+    postpaid?: Store;
   },
   rawBody: string,
   signature: string | undefined,
-): Promise<{ event: string; type: string; outcome: StripeEventOutcome | SubscriptionOutcome }> {
+): Promise<{ event: string; type: string; outcome: StripeEventOutcome | SubscriptionOutcome | BillingEventOutcome }> {
   if (!signature) throw new DomainError('signature_missing', 'a Stripe webhook needs its Stripe-Signature header');
   const ahead = futureSignature(signature, Math.floor(Date.now() / 1000));
   if (ahead) throw new DomainError('signature_invalid', `${ahead}; check the clocks of this server and of the sender`);
@@ -64,7 +68,9 @@ export async function handleStripeWebhook(
       ? event.data.object
       : undefined;
   if (session?.mode !== 'payment') {
-    const handled = deps.subscriptions && (await handleSubscriptionEvent(deps.subscriptions, event));
+    const handled =
+      (deps.postpaid && (await handlePostpaidEvent(deps.postpaid, event))) ||
+      (deps.subscriptions && (await handleSubscriptionEvent(deps.subscriptions, event)));
     if (handled) {
       deps.logger.info({ event: event.id, type: event.type, outcome: handled }, 'Stripe event');
       return { event: event.id, type: event.type, outcome: handled };

@@ -1,0 +1,190 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { createLogger } from '../../src/log/logger.js';
+import { generateApiKey } from '../../src/rails/credits/api-keys.js';
+import { usageReporter } from '../../src/rails/invoice/reporter.js';
+import { stripeClient } from '../../src/rails/stripe/stripe-client.js';
+import type { Store } from '../../src/store/store.js';
+import { backends } from '../helpers/stores.js';
+import { startStripeApi } from '../helpers/stripe-api.js';
+
+const logger = createLogger({ level: 'silent', format: 'json' });
+const PRICE = 20_000n;
+
+for (const backend of backends)
+  describe(`post-paid accounts and usage reporting (${backend.name})`, { skip: backend.skip }, () => {
+    // Made here, not in a hook: the SQLite file's directory lives as long as the suite (a third instance opens it later).
+    const open: () => Promise<Store> = backend.shared();
+    let stores: Store[];
+    let stripeApi: Awaited<ReturnType<typeof startStripeApi>>;
+    let seq = 0;
+    const reporterOf = (store: Store) =>
+      usageReporter({ stripe: stripeClient(stripeApi.apiKey, stripeApi.url), store, logger, intervalMs: 60_000, batchSize: 4 });
+
+    /** A key with a post-paid account on a server of its own, limited to `limitCalls` calls at PRICE. */
+    async function account(limitCalls: number, status = 'active') {
+      const { id, hash } = generateApiKey();
+      assert.ok((await stores[0]!.credits.createKey({ id, hash, name: 'org' })).created);
+      const customer = `cus_${backend.name}${++seq}`;
+      const linked = await stores[0]!.postpaid.link({
+        keyId: id,
+        serverId: `srv_${seq}`,
+        customer,
+        subscription: `sub_${backend.name}${seq}`,
+        meter: 'mcp_usage',
+        creditLimit: PRICE * BigInt(limitCalls),
+        periodStart: Date.now() - 60_000,
+        status,
+        statusAt: Date.now() - 60_000,
+      });
+      assert.ok(linked.created);
+      return { keyId: id, serverId: `srv_${seq}`, customer, subscription: `sub_${backend.name}${seq}`, account: linked.account };
+    }
+    /** `n` delivered calls of an account: their entry ids. */
+    async function calls(a: { keyId: string; serverId: string }, n: number) {
+      const ids: string[] = [];
+      for (let i = 0; i < n; i++) {
+        const usage = await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE });
+        assert.ok(usage.ok, usage.ok ? '' : `${usage.reason} ${usage.account?.status} ${usage.account?.unbilled}`);
+        ids.push(usage.entry.id);
+      }
+      await stores[0]!.postpaid.close(ids);
+      return ids;
+    }
+    const event = (subscription: string, change: Parameters<Store['postpaid']['applyEvent']>[0]['change'], eventAt = Date.now()) => ({
+      eventId: `evt_${Math.random().toString(36).slice(2)}`,
+      type: 'test',
+      subscription,
+      eventAt,
+      change,
+    });
+
+    before(async () => {
+      stores = [await open(), await open()];
+      stripeApi = await startStripeApi();
+    });
+    after(async () => {
+      await Promise.all(stores.map((s) => s.close()));
+      await stripeApi.close();
+    });
+
+    test('N calls raced from two instances at the credit limit’s edge: exactly the calls the limit covers are recorded, never more', async () => {
+      const a = await account(5);
+      const results = await Promise.all(
+        Array.from({ length: 24 }, (_, i) => stores[i % 2]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE })),
+      );
+      assert.equal(results.filter((r) => r.ok).length, 5);
+      assert.deepEqual(new Set(results.filter((r) => !r.ok).map((r) => !r.ok && r.reason)), new Set(['credit_limit']));
+      assert.equal((await stores[1]!.postpaid.account(a.keyId, a.serverId))!.unbilled, PRICE * 5n);
+    });
+
+    test('a call that failed is voided once: it frees its share of the limit and is never reported', async () => {
+      const a = await account(1);
+      const usage = await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE });
+      assert.ok(usage.ok);
+      assert.equal((await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE })).ok, false);
+      await stores[0]!.postpaid.void(usage.entry.id);
+      await stores[1]!.postpaid.void(usage.entry.id);
+      await stores[0]!.postpaid.close([usage.entry.id]);
+      assert.equal((await stores[0]!.postpaid.account(a.keyId, a.serverId))!.unbilled, 0n);
+      assert.ok(!(await stores[0]!.postpaid.unreported(1000)).some((u) => u.id === usage.entry.id));
+      assert.equal((await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE })).ok, true);
+    });
+
+    test('Stripe’s events set what an account may do: once per event, never undone by an older one, past due until paid', async () => {
+      const a = await account(10);
+      const failed = event(a.subscription, { kind: 'payment_failed' });
+      assert.equal(await stores[0]!.postpaid.applyEvent(failed), 'postpaid_updated');
+      assert.equal(await stores[1]!.postpaid.applyEvent(failed), 'duplicate_event');
+      const refused = await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE });
+      assert.equal(!refused.ok && refused.reason, 'not_entitled');
+      // An update older than the failure does not make the account active again.
+      const stale = event(a.subscription, { kind: 'status', status: 'active' }, Date.now() - 30_000);
+      assert.equal(await stores[0]!.postpaid.applyEvent(stale), 'postpaid_unchanged');
+      assert.equal((await stores[0]!.postpaid.account(a.keyId, a.serverId))!.status, 'past_due');
+      assert.equal(await stores[0]!.postpaid.applyEvent(event(a.subscription, { kind: 'paid' }, Date.now() + 1000)), 'postpaid_updated');
+      assert.equal((await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE })).ok, true);
+      await stores[0]!.postpaid.applyEvent(event(a.subscription, { kind: 'status', status: 'canceled' }, Date.now() + 2000));
+      // A paid invoice does not bring a cancelled subscription back.
+      assert.equal(await stores[0]!.postpaid.applyEvent(event(a.subscription, { kind: 'paid' }, Date.now() + 3000)), 'postpaid_unchanged');
+      const canceled = await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE });
+      assert.equal(!canceled.ok && canceled.account?.status, 'canceled');
+      assert.equal(await stores[0]!.postpaid.applyEvent(event('sub_nobody', { kind: 'paid' })), undefined);
+    });
+
+    test('a new billing period starts the credit limit over from the usage recorded since it began', async () => {
+      const a = await account(2);
+      await calls(a, 2);
+      assert.equal((await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE })).ok, false);
+      const renewed = event(a.subscription, { kind: 'status', status: 'active', periodStart: Date.now() + 1 });
+      assert.equal(await stores[0]!.postpaid.applyEvent(renewed), 'postpaid_updated');
+      assert.equal((await stores[0]!.postpaid.account(a.keyId, a.serverId))!.unbilled, 0n);
+      assert.equal((await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE })).ok, true);
+    });
+
+    test('delivered calls become one meter event each: the entry id as identifier, the price in micro-USD as value, reported once', async () => {
+      const a = await account(20);
+      const ids = await calls(a, 7);
+      const reporter = reporterOf(stores[0]!);
+      assert.ok((await reporter.report()) >= 7);
+      assert.deepEqual(stripeApi.meterUsage(a.customer), { events: 7, value: Number(PRICE) * 7 });
+      for (const id of ids)
+        assert.deepEqual(
+          { ...stripeApi.meterEvents.get(id), timestamp: 0 },
+          { event_name: 'mcp_usage', customer: a.customer, value: Number(PRICE), timestamp: 0 },
+        );
+      assert.equal(await reporter.report(), 0);
+      assert.equal(stripeApi.meterEventRequests.filter((r) => ids.includes(r)).length, 7);
+      await reporter.stop();
+    });
+
+    test('a reporter that dies between Stripe taking a batch and marking it: the next instance reports it again and Stripe counts it once', async () => {
+      const dying = await open();
+      const a = await account(20);
+      const ids = await calls(a, 6);
+      const release = stripeApi.holdMeterEventAnswers();
+      const round = reporterOf(dying).report();
+      // Its first batch (4 entries) is taken by Stripe, whose answers are held.
+      while (stripeApi.meterUsage(a.customer).events < 4) await new Promise((r) => setTimeout(r, 20));
+      await dying.close(); // the crash: Stripe has the batch, the store never hears of it
+      release();
+      await assert.rejects(round);
+      assert.ok(stripeApi.meterUsage(a.customer).events >= 1);
+      assert.ok(
+        (await stores[0]!.postpaid.unreported(1000)).some((u) => ids.includes(u.id)),
+        'nothing was marked',
+      );
+      const next = reporterOf(stores[1]!);
+      await next.report();
+      assert.deepEqual(stripeApi.meterUsage(a.customer), { events: 6, value: Number(PRICE) * 6 });
+      assert.ok(!(await stores[0]!.postpaid.unreported(1000)).some((u) => ids.includes(u.id)));
+      await next.stop();
+    });
+
+    test('Stripe down: nothing is marked, /health counts the waiting usage; once it recovers everything is reported, nothing twice', async () => {
+      const a = await account(20);
+      const ids = await calls(a, 5);
+      const reporter = reporterOf(stores[0]!);
+      stripeApi.meterEventsDown(true);
+      await reporter.report();
+      stripeApi.meterEventsDown(false);
+      assert.deepEqual(stripeApi.meterUsage(a.customer), { events: 0, value: 0 });
+      const waiting = await stores[0]!.postpaid.billing(Date.now() + 1);
+      assert.ok(waiting.staleUnreported >= 5, JSON.stringify(waiting));
+      await reporter.report();
+      assert.deepEqual(stripeApi.meterUsage(a.customer), { events: 5, value: Number(PRICE) * 5 });
+      assert.ok(!(await stores[0]!.postpaid.unreported(1000)).some((u) => ids.includes(u.id)));
+      assert.ok((await stores[0]!.postpaid.billing(Date.now())).lastStripeOkAt! > Date.now() - 5_000);
+      await reporter.stop();
+    });
+
+    test('two instances reporting at once: one holds the lease, each entry is sent to Stripe once', async () => {
+      const a = await account(30);
+      const ids = await calls(a, 9);
+      const reporters = [reporterOf(stores[0]!), reporterOf(stores[1]!)];
+      await Promise.all(reporters.map((r) => r.report()));
+      assert.deepEqual(stripeApi.meterUsage(a.customer), { events: 9, value: Number(PRICE) * 9 });
+      for (const id of ids) assert.equal(stripeApi.meterEventRequests.filter((r) => r === id).length, 1, id);
+      await Promise.all(reporters.map((r) => r.stop()));
+    });
+  });
