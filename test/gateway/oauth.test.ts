@@ -31,7 +31,7 @@ async function call(slug: string, headers: Record<string, string> = {}) {
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
 /** A token the provider's own key signs, with claims a test chooses (what the provider would issue, or not). */
-async function forged(claims: JWTPayload, header: { kid?: string } = {}) {
+async function forged(claims: JWTPayload, header: { kid?: string; typ?: string | undefined } = {}) {
   const now = Math.floor(Date.now() / 1000);
   return new SignJWT({ sub: OIDC_CLIENT.id, scope: 'mcp:tools', iat: now, exp: now + 300, iss: idp.issuer, aud: url('alpha'), ...claims })
     .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: idp.privateJwk.kid!, ...header })
@@ -178,6 +178,28 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     assert.equal(rogueFetches(), rogueBefore);
     const metrics = (await served.api('GET', '/metrics')).text;
     assert.match(metrics, /turnpike_payment_denials_total\{server="alpha",reason="oauth_invalid_token"\} ([8-9]|\d\d)/);
+  });
+
+  test('a token typed as an access token (at+jwt, application/at+jwt, JWT or no typ) is taken; one typed as anything else (a DPoP proof, a logout or security event token) is 401 invalid_token naming its type', async () => {
+    const key = await newKey('1');
+    await link(key.id, { issuer: idp.issuer, subject: 'typed' });
+    for (const typ of ['at+jwt', 'application/at+jwt', 'JWT', 'jwt', undefined]) {
+      const taken = await call('alpha', bearer(await forged({ sub: 'typed' }, { typ })));
+      assert.equal(taken.status, 200, `typ ${typ}`);
+      assert.equal(taken.body.result._meta[CREDITS_META_KEY].charged, '20000', `typ ${typ}`);
+    }
+    const before = { runs: upstream.runs(), balance: await balance(key.id) };
+    for (const typ of ['dpop+jwt', 'secevent+jwt', 'logout+jwt', 'application/id_token+jwt', 'JOSE', 'at+jwt; x']) {
+      const refused = await call('alpha', bearer(await forged({ sub: 'typed' }, { typ })));
+      assert.equal(refused.status, 401, `typ ${typ}`);
+      assert.match(
+        refused.challenge ?? '',
+        /^Bearer error="invalid_token", error_description="the token type \(typ [^"]*\) is not an access token/,
+      );
+      assert.match(refused.body.error.message, /is not an access token: at\+jwt, JWT or none are taken/, `typ ${typ}`);
+    }
+    assert.equal(upstream.runs(), before.runs);
+    assert.equal(await balance(key.id), before.balance);
   });
 
   test('tokens with unknown key ids make turnpike fetch the issuer’s keys at most once per cooldown, however many come', async () => {
