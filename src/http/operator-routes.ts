@@ -24,6 +24,7 @@ import { DomainError } from '../errors.js';
 import { clientAddress } from './caller.js';
 import { sessionOf } from './console-session.js';
 import { type RouteDoc, documented } from './documented.js';
+import { subjectRoutes } from './subject-routes.js';
 
 export type OperatorRoutesOptions = {
   operators: Operators;
@@ -240,6 +241,13 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
       return c.json(publicKey(changed));
     });
   }
+  subjectRoutes(op, {
+    store,
+    keyOf: ownKey,
+    issuers: async (c) => (await store.operators.servers({ operatorId: me(c).id })).flatMap((s) => (s.oauth ? [s.oauth.issuer] : [])),
+    whose: 'of yours',
+    changed: (c, action, keyId, subject) => audit(c, actor(c), me(c).id, action, keyId, subject),
+  });
   op.post('/payouts/onboarding', { summary: 'a Stripe Connect (Express) onboarding link for fiat payouts' }, async (c) => {
     if (!payouts) throw stripeOff();
     const link = await payouts.onboarding(me(c));

@@ -287,6 +287,76 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     assert.equal((await served.api('GET', '/.well-known/oauth-protected-resource/mcp/delta')).status, 404);
   });
 
+  test('operators sharing one identity provider each link its subjects to their own keys: a link pays only on its operator’s servers, and another operator can neither use nor touch it', async () => {
+    /** An operator with a server at `slug` that takes the shared provider's tokens, and a funded key of theirs. */
+    async function operatorWithServer(name: string, slug: string) {
+      const created = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: `${name}@example.com`, name } });
+      const opKey = created.body.key as string;
+      const server = await served.api('POST', '/operator/servers', {
+        key: opKey,
+        body: {
+          slug,
+          name: slug,
+          upstream: `${upstream.url}/mcp`,
+          payTo: chain.sandbox.accounts.payees[1]!.address,
+          plan: { type: 'per_call', default: '0.02' },
+          oauth: { issuer: idp.issuer },
+        },
+      });
+      assert.equal(server.status, 201, server.text);
+      const key = await served.api('POST', '/operator/keys', { key: opKey, body: { name: `${name}'s customer` } });
+      assert.equal(key.status, 201, key.text);
+      const topup = { usd: '1', idempotencyKey: `fund-${name}` };
+      assert.equal((await served.api('POST', `/admin/keys/${key.body.id}/topup`, { key: ADMIN, body: topup })).status, 201);
+      return { opKey, keyId: key.body.id as string };
+    }
+    const alice = await operatorWithServer('alice', 'alice-search');
+    const bob = await operatorWithServer('bob', 'bob-search');
+    const shared = { issuer: idp.issuer, subject: 'shared-person' };
+    const opLink = (op: { opKey: string }, keyId: string, subject = shared) =>
+      served.api('POST', `/operator/keys/${keyId}/subjects`, { key: op.opKey, body: subject });
+    const tokenFor = async (slug: string) => bearer(await forged({ sub: shared.subject, aud: url(slug) }));
+
+    assert.equal((await opLink(alice, alice.keyId)).status, 201);
+    const listed = await served.api('GET', `/operator/keys/${alice.keyId}/subjects`, { key: alice.opKey });
+    assert.deepEqual(
+      listed.body.subjects.map((s: { subject: string }) => s.subject),
+      [shared.subject],
+    );
+    // Bob cannot link a subject to Alice's key, list its subjects or unlink them: for him it does not exist.
+    const stolen = await opLink(bob, alice.keyId, { issuer: idp.issuer, subject: 'bobs-agent' });
+    assert.equal(stolen.status, 404);
+    assert.equal(stolen.body.error, 'key_not_found');
+    assert.equal((await served.api('GET', `/operator/keys/${alice.keyId}/subjects`, { key: bob.opKey })).status, 404);
+    const query = new URLSearchParams(shared).toString();
+    assert.equal((await served.api('DELETE', `/operator/keys/${alice.keyId}/subjects?${query}`, { key: bob.opKey })).status, 404);
+    // Nor link for an issuer none of his servers names.
+    const foreignIssuer = await opLink(bob, bob.keyId, { issuer: rogue.issuer, subject: 'x' });
+    assert.equal(foreignIssuer.status, 400);
+    assert.equal(foreignIssuer.body.error, 'issuer_unknown');
+
+    // Alice's subject on Bob's server: unlinked there, and Alice's key pays nothing, nor does the tool run.
+    const before = { runs: upstream.runs(), alice: await balance(alice.keyId), bob: await balance(bob.keyId) };
+    const onBobs = await call('bob-search', await tokenFor('bob-search'));
+    assert.match(JSON.stringify(onBobs.body), /subject_unlinked/);
+    assert.equal(upstream.runs(), before.runs);
+    assert.equal(await balance(alice.keyId), before.alice);
+    const onAlices = await call('alice-search', await tokenFor('alice-search'));
+    assert.equal(onAlices.body.result._meta[CREDITS_META_KEY].charged, '20000');
+    assert.equal(await balance(alice.keyId), '980000');
+
+    // Bob links the same subject to his own key: his link pays on his servers, Alice's on hers.
+    assert.equal((await opLink(bob, bob.keyId)).status, 201);
+    assert.equal((await call('bob-search', await tokenFor('bob-search'))).body.result._meta[CREDITS_META_KEY].charged, '20000');
+    assert.equal(await balance(bob.keyId), '980000');
+    assert.equal(await balance(alice.keyId), '980000');
+    const audit = await served.api('GET', '/operator/audit', { key: bob.opKey });
+    assert.ok(audit.body.entries.some((e: { action: string; target: string }) => e.action === 'subject.link' && e.target === bob.keyId));
+    assert.equal((await served.api('DELETE', `/operator/keys/${bob.keyId}/subjects?${query}`, { key: bob.opKey })).status, 200);
+    assert.match(JSON.stringify((await call('bob-search', await tokenFor('bob-search'))).body), /subject_unlinked/);
+    assert.equal(await balance(bob.keyId), '980000');
+  });
+
   test('the admin links a subject to one key only, for an issuer a server names and a subject a token can carry, and can unlink it', async () => {
     const [first, second] = [await newKey('1'), await newKey('1')];
     const subject = { issuer: idp.issuer, subject: 'person-1' };

@@ -51,7 +51,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
   let payer: Payer;
   try {
     payer = call.principal
-      ? await credits.authenticateSubject(call.principal)
+      ? await credits.authenticateSubject(call.principal, context.operatorId)
       : await credits.authenticate(credentialOf(call.request.headers)!);
     credits.authorize(payer, { slug: context.server, id: context.serverId }, tool.name);
   } catch (error) {
