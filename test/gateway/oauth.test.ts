@@ -4,6 +4,9 @@ import { after, before, describe, test } from 'node:test';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { x402Client } from '@x402/core/client';
+import type { PaymentRequired } from '@x402/core/types';
+import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { type JWTPayload, SignJWT, base64url, generateKeyPair, importJWK } from 'jose';
 import { flatPlan } from '../../src/pricing/plans.js';
 import { priceTableSchema } from '../../src/pricing/pricing.js';
@@ -109,8 +112,10 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     try {
       assert.ok(authProvider.tokens()?.access_token, 'the SDK got a token from the provider');
       const runs = upstream.runs();
-      // Signed in, but no account pays for this subject yet.
-      await assert.rejects(client.callTool({ name: 'count', arguments: {} }), /subject_unlinked/);
+      // Signed in, but no account pays for this subject yet: the x402 challenge, saying so.
+      const unlinked = await client.callTool({ name: 'count', arguments: {} });
+      assert.equal(unlinked.isError, true);
+      assert.match((unlinked.structuredContent as PaymentRequired).error!, /^subject_unlinked: /);
       assert.equal(upstream.runs(), runs);
 
       const key = await newKey('1');
@@ -124,6 +129,46 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     } finally {
       await client.close();
     }
+  });
+
+  test('an OAuth caller whose subject is unlinked or whose key is short pays with x402 in the same request: the token says who, the payment pays (USDC moves once, no credits charged)', async () => {
+    const payee = chain.sandbox.accounts.payees[1]!.address;
+    const payer = new x402Client().register('eip155:8453', new ExactEvmScheme(chain.sandbox.accounts.payers[5]!));
+    const short = await newKey('0.01');
+    await link(short.id, { issuer: idp.issuer, subject: 'short' });
+    for (const [subject, why] of [
+      ['walk-in', /^subject_unlinked: no credits account pays for subject walk-in/],
+      ['short', /^insufficient_balance: /],
+    ] as const) {
+      const authorization = `Bearer ${await forged({ sub: subject })}`;
+      const client = new Client({ name: subject, version: '1.0.0' });
+      await client.connect(new StreamableHTTPClientTransport(new URL(url('alpha')), { requestInit: { headers: { authorization } } }));
+      try {
+        const runs = upstream.runs();
+        const challenged = await client.callTool({ name: 'count', arguments: {} });
+        assert.equal(challenged.isError, true, subject);
+        const required = challenged.structuredContent as PaymentRequired;
+        assert.match(required.error!, why);
+        assert.equal(required.accepts[0]!.amount, '20000');
+        assert.equal(upstream.runs(), runs);
+
+        const before = await chain.balanceOf(payee);
+        const payment = await payer.createPaymentPayload(required);
+        const paid = await client.callTool({ name: 'count', arguments: {}, _meta: { 'x402/payment': payment } });
+        assert.equal(paid.isError, undefined, JSON.stringify(paid));
+        assert.equal((paid._meta?.['x402/payment-response'] as { success: boolean }).success, true);
+        assert.equal((paid._meta as Record<string, unknown>)[CREDITS_META_KEY], undefined, 'no credits receipt');
+        assert.equal(upstream.runs(), runs + 1);
+        assert.equal(await chain.balanceOf(payee), before + 20000n);
+        // The same payment again runs nothing and moves nothing more.
+        await client.callTool({ name: 'count', arguments: {}, _meta: { 'x402/payment': payment } });
+        assert.equal(upstream.runs(), runs + 1);
+        assert.equal(await chain.balanceOf(payee), before + 20000n);
+      } finally {
+        await client.close();
+      }
+    }
+    assert.equal(await balance(short.id), '10000', 'the short key was charged nothing');
   });
 
   test('tokens an attacker brings are refused 401 invalid_token and nothing runs or is charged: another server’s, another audience, expired, another issuer, alg none, HS256 keyed with the public key, an unknown kid', async () => {
