@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { createPublicKey } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
+import { type OAuthClientProvider, UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import type { OAuthClientInformationMixed, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { x402Client } from '@x402/core/client';
@@ -14,7 +16,7 @@ import type { EndpointOptions } from '../../src/app/gateway-server.js';
 import { CREDITS_META_KEY } from '../../src/rails/credits/rail.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
-import { OIDC_CLIENT, startOidcProvider } from '../helpers/oidc.js';
+import { OIDC_CLIENT, signIn, startOidcProvider } from '../helpers/oidc.js';
 import { serveOnSandbox } from '../helpers/served.js';
 import { postToolCall } from '../helpers/gateway.js';
 
@@ -52,7 +54,7 @@ const balance = async (keyId: string) => (await served.api('GET', `/admin/keys/$
 
 describe('callers with OAuth access tokens (MCP authorization)', () => {
   before(async () => {
-    [idp, rogue, upstream] = await Promise.all([startOidcProvider(), startOidcProvider(), startCounterUpstream()]);
+    [idp, rogue, upstream] = await Promise.all([startOidcProvider({ signIn: true }), startOidcProvider(), startCounterUpstream()]);
     const endpoint = (slug: string, oauth: EndpointOptions['oauth']): EndpointOptions => ({
       slug,
       path: `/mcp/${slug}`,
@@ -169,6 +171,62 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
       }
     }
     assert.equal(await balance(short.id), '10000', 'the short key was charged nothing');
+  });
+
+  test('a person signs in through the MCP SDK client’s authorization-code flow (401, RFC 9728, provider metadata, dynamic registration, PKCE, login and consent, code exchange), and the key their subject is linked to pays', async () => {
+    /** What an MCP host keeps for one server: its registration, the PKCE verifier, the tokens; the sign-in page it would open. */
+    class Host implements OAuthClientProvider {
+      readonly redirectUrl = 'http://127.0.0.1:9/callback';
+      readonly clientMetadata = {
+        client_name: 'an MCP host',
+        redirect_uris: [this.redirectUrl],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+      };
+      client?: OAuthClientInformationMixed;
+      saved?: OAuthTokens;
+      verifier = '';
+      opened?: URL;
+      clientInformation = () => this.client;
+      saveClientInformation = (client: OAuthClientInformationMixed) => void (this.client = client);
+      tokens = () => this.saved;
+      saveTokens = (tokens: OAuthTokens) => void (this.saved = tokens);
+      redirectToAuthorization = (url: URL) => void (this.opened = url);
+      saveCodeVerifier = (verifier: string) => void (this.verifier = verifier);
+      codeVerifier = () => this.verifier;
+    }
+    const host = new Host();
+    const registrations = idp.requests('/reg');
+    const first = new StreamableHTTPClientTransport(new URL(url('alpha')), { authProvider: host });
+    await assert.rejects(new Client({ name: 'host', version: '1.0.0' }).connect(first), UnauthorizedError);
+    assert.equal(idp.requests('/reg'), registrations + 1, 'the SDK registered itself with the provider');
+    const opened = host.opened!;
+    assert.equal(opened.origin, idp.issuer);
+    assert.equal(opened.searchParams.get('resource'), url('alpha'));
+    assert.equal(opened.searchParams.get('scope'), 'mcp:tools');
+    assert.equal(opened.searchParams.get('code_challenge_method'), 'S256');
+
+    const code = await signIn(opened, 'person-with-a-browser', host.redirectUrl);
+    await first.finishAuth(code);
+    const claims = JSON.parse(Buffer.from(host.saved!.access_token.split('.')[1]!, 'base64url').toString()) as JWTPayload;
+    assert.equal(claims.sub, 'person-with-a-browser');
+    assert.equal(claims.aud, url('alpha'));
+
+    const key = await newKey('1');
+    assert.equal((await link(key.id, { issuer: idp.issuer, subject: 'person-with-a-browser' })).status, 201);
+    const client = new Client({ name: 'host', version: '1.0.0' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(url('alpha')), { authProvider: host }));
+    try {
+      const runs = upstream.runs();
+      const result = await client.callTool({ name: 'count', arguments: {} });
+      assert.equal(result.isError, undefined, JSON.stringify(result));
+      assert.equal(upstream.runs(), runs + 1);
+      assert.equal((result._meta as Record<string, Record<string, string>>)[CREDITS_META_KEY]!.charged, '20000');
+      assert.equal(await balance(key.id), '980000');
+    } finally {
+      await client.close();
+    }
   });
 
   test('tokens an attacker brings are refused 401 invalid_token and nothing runs or is charged: another server’s, another audience, expired, another issuer, alg none, HS256 keyed with the public key, an unknown kid', async () => {
