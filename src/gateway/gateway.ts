@@ -221,6 +221,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
   const context: RailContext = {
     server: options.server,
     serverId,
+    ...(revenue?.operatorId ? { operatorId: revenue.operatorId } : {}),
     network: options.network,
     payTo: options.payTo,
     logger,

@@ -97,9 +97,17 @@ export function headerMismatch(message: Message | Message[], headers: Headers): 
 }
 
 /** The payment a message carries in `params._meta`, under either key. */
-export function paymentOf(message: Message): unknown {
+function paymentOf(message: Message): unknown {
   const meta = message.params?._meta as Record<string, unknown> | undefined;
   return PAYMENT_META_KEYS.map((k) => meta?.[k]).find((p) => p !== undefined);
+}
+
+/**
+ * The x402 payment a call carries: in `params._meta` (the MCP binding), else in the
+ * `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1) header of the HTTP binding.
+ */
+export function paymentIn(message: Message, headers: Headers): unknown {
+  return paymentOf(message) ?? headers.get('payment-signature') ?? headers.get('x-payment') ?? undefined;
 }
 
 /**

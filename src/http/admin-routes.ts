@@ -18,9 +18,9 @@ import type { CheckoutSession, ResolveResult } from '../store/credits/credits.js
 import type { Store } from '../store/store.js';
 import { newId } from '../store/ids.js';
 import { type RouteDoc, documented } from './documented.js';
-import { oauthIssuerSchema, oauthSubjectSchema } from '../oauth/settings.js';
 import { linkAccountSchema, publicAccount } from '../rails/invoice/accounts.js';
 import type { PostpaidAccount } from '../store/postpaid/postpaid.js';
+import { subjectRoutes } from './subject-routes.js';
 
 /**
  * Bearer auth against `TURNPIKE_ADMIN_KEY`, compared in constant time, or an admin console session.
@@ -73,12 +73,6 @@ function resolved(result: ResolveResult, sessionId: string) {
     keyId: result.session!.keyId,
   });
 }
-
-/** An OAuth caller: the identity provider exactly as its tokens' `iss` says, and the token's `sub`. */
-const subjectSchema = z.strictObject({
-  issuer: oauthIssuerSchema,
-  subject: oauthSubjectSchema,
-});
 
 export const pageSchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(50),
@@ -161,28 +155,6 @@ export function adminRoutes(options: {
       c.json(publicKey(await credits.changeStatus(c.req.param('id')!, action))),
     );
   }
-  const linking = {
-    summary: 'link an OAuth subject to a key: its calls on OAuth servers are charged to the key',
-    body: subjectSchema,
-    status: 201,
-  };
-  api.post('/keys/:id/subjects', linking, async (c, { body }) => {
-    const issuers = [...new Set((await options.issuers?.()) ?? [])];
-    if (!issuers.includes(body.issuer)) {
-      throw new DomainError('issuer_unknown', `no server here takes tokens of ${body.issuer}; name it as a server's oauth.issuer first`, {
-        issuers,
-      });
-    }
-    const key = await credits.keyById(c.req.param('id')!);
-    if (key.status === 'revoked') throw new DomainError('key_already_revoked', 'a revoked key cannot pay for anyone');
-    const result = await store.credits.linkSubject({ ...body, keyId: key.id });
-    if (result.keyId !== key.id) {
-      throw new DomainError('subject_linked', `this subject is linked to key ${result.keyId}; unlink it there first`, {
-        keyId: result.keyId,
-      });
-    }
-    return c.json({ ...body, keyId: key.id, linked: result.linked }, result.linked ? 201 : 200);
-  });
   api.post(
     '/keys/:id/postpaid',
     {
@@ -201,19 +173,11 @@ export function adminRoutes(options: {
   api.get('/keys/:id/postpaid', { summary: 'a key’s post-paid accounts' }, async (c) =>
     c.json({ accounts: (await store.postpaid.accounts((await credits.keyById(c.req.param('id')!)).id)).map(publicAccount) }),
   );
-  api.get('/keys/:id/subjects', { summary: 'the OAuth subjects a key pays for' }, async (c) => {
-    const key = await credits.keyById(c.req.param('id')!);
-    const subjects = await store.credits.subjects(key.id);
-    return c.json({
-      subjects: subjects.map((s) => ({ issuer: s.issuer, subject: s.subject, createdAt: new Date(s.createdAt!).toISOString() })),
-    });
-  });
-  api.delete('/keys/:id/subjects', { summary: 'unlink an OAuth subject from a key', query: subjectSchema }, async (c, { query }) => {
-    const key = await credits.keyById(c.req.param('id')!);
-    if (!(await store.credits.unlinkSubject({ ...query, keyId: key.id }))) {
-      throw new DomainError('subject_not_linked', `subject ${query.subject} of ${query.issuer} is not linked to key ${key.id}`);
-    }
-    return c.json({ ...query, keyId: key.id, linked: false });
+  subjectRoutes(api, {
+    store,
+    keyOf: (c) => credits.keyById(c.req.param('id')!),
+    issuers: async () => (await options.issuers?.()) ?? [],
+    whose: 'here',
   });
   const inReview = 'Stripe Checkout Sessions in a state; `review`: paid, held for your decision';
   api.get('/checkouts', { summary: inReview, query: checkoutsQuerySchema }, async (c, { query }) =>

@@ -26,6 +26,7 @@ import { DomainError } from '../errors.js';
 import { clientAddress } from './caller.js';
 import { sessionOf } from './console-session.js';
 import { type RouteDoc, documented } from './documented.js';
+import { subjectRoutes } from './subject-routes.js';
 
 export type OperatorRoutesOptions = {
   operators: Operators;
@@ -266,6 +267,13 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
   op.get('/keys/:id/postpaid', { summary: 'one of your keys’ post-paid accounts' }, async (c) =>
     c.json({ accounts: (await store.postpaid.accounts((await ownKey(c)).id)).map(publicAccount) }),
   );
+  subjectRoutes(op, {
+    store,
+    keyOf: ownKey,
+    issuers: async (c) => (await store.operators.servers({ operatorId: me(c).id })).flatMap((s) => (s.oauth ? [s.oauth.issuer] : [])),
+    whose: 'of yours',
+    changed: (c, action, keyId, subject) => audit(c, actor(c), me(c).id, action, keyId, subject),
+  });
   op.post('/payouts/onboarding', { summary: 'a Stripe Connect (Express) onboarding link for fiat payouts' }, async (c) => {
     if (!payouts) throw stripeOff();
     const link = await payouts.onboarding(me(c));

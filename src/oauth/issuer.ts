@@ -1,4 +1,4 @@
-import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, jwtVerify } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, customFetch, decodeProtectedHeader, errors, jwtVerify } from 'jose';
 import { oauthSubjectSchema } from './settings.js';
 
 /** Longest a request to an issuer (its metadata, its keys) may take. */
@@ -14,6 +14,14 @@ export const ISSUER_COOLDOWN_MS = 30_000;
 const KEYS_MAX_AGE_MS = 10 * 60_000;
 /** Signature algorithms taken: asymmetric only, so no token can be signed with a public key as an HMAC secret. */
 const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
+
+/**
+ * The token types (`typ`, case-insensitive, `application/` optional as RFC 7515 §4.1.9 allows) taken for an access
+ * token: RFC 9068's `at+jwt`, plain `JWT`, or none. Not stricter (`at+jwt` only), because Keycloak, Auth0's default
+ * profile, Entra ID and others sign access tokens as `JWT` or without a `typ`; any other type is a JWT made for
+ * something else (a DPoP proof, a logout or security event token, …) and is refused whoever signed it.
+ */
+const ACCESS_TOKEN_TYPES = new Set(['at+jwt', 'jwt']);
 
 /** Who an access token was issued to, and what it may do. */
 export type OAuthPrincipal = { issuer: string; subject: string; scopes: string[] };
@@ -78,6 +86,8 @@ export function trustedIssuer(issuer: string, fetchImpl: typeof fetch = fetch) {
     issuer,
     /** Judges a bearer token: signature by the issuer's keys, `iss`, `aud`, `exp`/`nbf`, `sub`, then the scopes. */
     async verify(token: string, expected: Expected): Promise<TokenCheck> {
+      const wrongType = notAnAccessToken(token);
+      if (wrongType) return { ok: false, status: 401, error: 'invalid_token', description: wrongType };
       const unavailable = {
         ok: false,
         status: 503,
@@ -193,6 +203,21 @@ async function boundedJson(fetchImpl: typeof fetch, url: string): Promise<unknow
   } catch {
     return undefined;
   }
+}
+
+/** Why a token's `typ` header says it is not an access token, or undefined if it may be one (see `ACCESS_TOKEN_TYPES`). */
+function notAnAccessToken(token: string): string | undefined {
+  let typ: unknown;
+  try {
+    ({ typ } = decodeProtectedHeader(token));
+  } catch {
+    return undefined; // not a JWS at all: jwtVerify says so
+  }
+  if (typ === undefined || (typeof typ === 'string' && ACCESS_TOKEN_TYPES.has(typ.toLowerCase().replace(/^application\//, '')))) {
+    return undefined;
+  }
+  const named = typeof typ === 'string' ? typ.replace(/[^\w+./-]/g, '').slice(0, 40) : typeof typ;
+  return `the token type (typ ${named}) is not an access token: at+jwt, JWT or none are taken`;
 }
 
 /** The granted scopes: RFC 9068's space-separated `scope`, or an `scp` list as some providers send. */

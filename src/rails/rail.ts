@@ -63,6 +63,8 @@ export type RailContext = {
   server: string;
   /** What the server's counts, charges and scopes are bound to: a registered server's id, or a configured one's slug. */
   serverId: string;
+  /** The operator who registered the server; none for a configured server. */
+  operatorId?: string;
   network: Network;
   payTo: Address;
   logger: Logger;

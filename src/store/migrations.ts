@@ -450,6 +450,28 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX usage_entries_unreported ON usage_entries (id) WHERE state = 'billable' AND reported_at IS NULL AND report_error IS NULL;
     `,
   },
+  {
+    version: 14,
+    name: 'oauth subjects per operator',
+    // A subject's link belongs to its key's operator ('' for the instance's own keys): each operator links the subjects of
+    // an identity provider it shares with others on its own, and a link is looked up only on its operator's servers.
+    sql: `
+      CREATE TABLE oauth_subjects_v13 (
+        operator_id TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        key_id TEXT NOT NULL REFERENCES api_keys (id),
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (operator_id, issuer, subject)
+      );
+      INSERT INTO oauth_subjects_v13 (operator_id, issuer, subject, key_id, created_at)
+        SELECT COALESCE(k.operator_id, ''), s.issuer, s.subject, s.key_id, s.created_at
+        FROM oauth_subjects s JOIN api_keys k ON k.id = s.key_id;
+      DROP TABLE oauth_subjects;
+      ALTER TABLE oauth_subjects_v13 RENAME TO oauth_subjects;
+      CREATE INDEX oauth_subjects_key ON oauth_subjects (key_id);
+    `,
+  },
 ];
 
 /**

@@ -2,8 +2,13 @@ import assert from 'node:assert/strict';
 import { createPublicKey } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
+import { type OAuthClientProvider, UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import type { OAuthClientInformationMixed, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { x402Client } from '@x402/core/client';
+import type { PaymentRequired } from '@x402/core/types';
+import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { type JWTPayload, SignJWT, base64url, generateKeyPair, importJWK } from 'jose';
 import { flatPlan } from '../../src/pricing/plans.js';
 import { priceTableSchema } from '../../src/pricing/pricing.js';
@@ -11,7 +16,7 @@ import type { EndpointOptions } from '../../src/app/gateway-server.js';
 import { CREDITS_META_KEY } from '../../src/rails/credits/rail.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
-import { OIDC_CLIENT, startOidcProvider } from '../helpers/oidc.js';
+import { OIDC_CLIENT, signIn, startOidcProvider } from '../helpers/oidc.js';
 import { serveOnSandbox } from '../helpers/served.js';
 import { postToolCall } from '../helpers/gateway.js';
 
@@ -31,7 +36,7 @@ async function call(slug: string, headers: Record<string, string> = {}) {
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
 /** A token the provider's own key signs, with claims a test chooses (what the provider would issue, or not). */
-async function forged(claims: JWTPayload, header: { kid?: string } = {}) {
+async function forged(claims: JWTPayload, header: { kid?: string; typ?: string | undefined } = {}) {
   const now = Math.floor(Date.now() / 1000);
   return new SignJWT({ sub: OIDC_CLIENT.id, scope: 'mcp:tools', iat: now, exp: now + 300, iss: idp.issuer, aud: url('alpha'), ...claims })
     .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: idp.privateJwk.kid!, ...header })
@@ -49,7 +54,7 @@ const balance = async (keyId: string) => (await served.api('GET', `/admin/keys/$
 
 describe('callers with OAuth access tokens (MCP authorization)', () => {
   before(async () => {
-    [idp, rogue, upstream] = await Promise.all([startOidcProvider(), startOidcProvider(), startCounterUpstream()]);
+    [idp, rogue, upstream] = await Promise.all([startOidcProvider({ signIn: true }), startOidcProvider(), startCounterUpstream()]);
     const endpoint = (slug: string, oauth: EndpointOptions['oauth']): EndpointOptions => ({
       slug,
       path: `/mcp/${slug}`,
@@ -109,8 +114,10 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     try {
       assert.ok(authProvider.tokens()?.access_token, 'the SDK got a token from the provider');
       const runs = upstream.runs();
-      // Signed in, but no account pays for this subject yet.
-      await assert.rejects(client.callTool({ name: 'count', arguments: {} }), /subject_unlinked/);
+      // Signed in, but no account pays for this subject yet: the x402 challenge, saying so.
+      const unlinked = await client.callTool({ name: 'count', arguments: {} });
+      assert.equal(unlinked.isError, true);
+      assert.match((unlinked.structuredContent as PaymentRequired).error!, /^subject_unlinked: /);
       assert.equal(upstream.runs(), runs);
 
       const key = await newKey('1');
@@ -120,6 +127,102 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
       assert.equal(upstream.runs(), runs + 1);
       const receipt = (result._meta as Record<string, Record<string, string>>)[CREDITS_META_KEY]!;
       assert.equal(receipt.charged, '20000');
+      assert.equal(await balance(key.id), '980000');
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('an OAuth caller whose subject is unlinked or whose key is short pays with x402 in the same request: the token says who, the payment pays (USDC moves once, no credits charged)', async () => {
+    const payee = chain.sandbox.accounts.payees[1]!.address;
+    const payer = new x402Client().register('eip155:8453', new ExactEvmScheme(chain.sandbox.accounts.payers[5]!));
+    const short = await newKey('0.01');
+    await link(short.id, { issuer: idp.issuer, subject: 'short' });
+    for (const [subject, why] of [
+      ['walk-in', /^subject_unlinked: no credits account pays for subject walk-in/],
+      ['short', /^insufficient_balance: /],
+    ] as const) {
+      const authorization = `Bearer ${await forged({ sub: subject })}`;
+      const client = new Client({ name: subject, version: '1.0.0' });
+      await client.connect(new StreamableHTTPClientTransport(new URL(url('alpha')), { requestInit: { headers: { authorization } } }));
+      try {
+        const runs = upstream.runs();
+        const challenged = await client.callTool({ name: 'count', arguments: {} });
+        assert.equal(challenged.isError, true, subject);
+        const required = challenged.structuredContent as PaymentRequired;
+        assert.match(required.error!, why);
+        assert.equal(required.accepts[0]!.amount, '20000');
+        assert.equal(upstream.runs(), runs);
+
+        const before = await chain.balanceOf(payee);
+        const payment = await payer.createPaymentPayload(required);
+        const paid = await client.callTool({ name: 'count', arguments: {}, _meta: { 'x402/payment': payment } });
+        assert.equal(paid.isError, undefined, JSON.stringify(paid));
+        assert.equal((paid._meta?.['x402/payment-response'] as { success: boolean }).success, true);
+        assert.equal((paid._meta as Record<string, unknown>)[CREDITS_META_KEY], undefined, 'no credits receipt');
+        assert.equal(upstream.runs(), runs + 1);
+        assert.equal(await chain.balanceOf(payee), before + 20000n);
+        // The same payment again runs nothing and moves nothing more.
+        await client.callTool({ name: 'count', arguments: {}, _meta: { 'x402/payment': payment } });
+        assert.equal(upstream.runs(), runs + 1);
+        assert.equal(await chain.balanceOf(payee), before + 20000n);
+      } finally {
+        await client.close();
+      }
+    }
+    assert.equal(await balance(short.id), '10000', 'the short key was charged nothing');
+  });
+
+  test('a person signs in through the MCP SDK client’s authorization-code flow (401, RFC 9728, provider metadata, dynamic registration, PKCE, login and consent, code exchange), and the key their subject is linked to pays', async () => {
+    /** What an MCP host keeps for one server: its registration, the PKCE verifier, the tokens; the sign-in page it would open. */
+    class Host implements OAuthClientProvider {
+      readonly redirectUrl = 'http://127.0.0.1:9/callback';
+      readonly clientMetadata = {
+        client_name: 'an MCP host',
+        redirect_uris: [this.redirectUrl],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+      };
+      client?: OAuthClientInformationMixed;
+      saved?: OAuthTokens;
+      verifier = '';
+      opened?: URL;
+      clientInformation = () => this.client;
+      saveClientInformation = (client: OAuthClientInformationMixed) => void (this.client = client);
+      tokens = () => this.saved;
+      saveTokens = (tokens: OAuthTokens) => void (this.saved = tokens);
+      redirectToAuthorization = (url: URL) => void (this.opened = url);
+      saveCodeVerifier = (verifier: string) => void (this.verifier = verifier);
+      codeVerifier = () => this.verifier;
+    }
+    const host = new Host();
+    const registrations = idp.requests('/reg');
+    const first = new StreamableHTTPClientTransport(new URL(url('alpha')), { authProvider: host });
+    await assert.rejects(new Client({ name: 'host', version: '1.0.0' }).connect(first), UnauthorizedError);
+    assert.equal(idp.requests('/reg'), registrations + 1, 'the SDK registered itself with the provider');
+    const opened = host.opened!;
+    assert.equal(opened.origin, idp.issuer);
+    assert.equal(opened.searchParams.get('resource'), url('alpha'));
+    assert.equal(opened.searchParams.get('scope'), 'mcp:tools');
+    assert.equal(opened.searchParams.get('code_challenge_method'), 'S256');
+
+    const code = await signIn(opened, 'person-with-a-browser', host.redirectUrl);
+    await first.finishAuth(code);
+    const claims = JSON.parse(Buffer.from(host.saved!.access_token.split('.')[1]!, 'base64url').toString()) as JWTPayload;
+    assert.equal(claims.sub, 'person-with-a-browser');
+    assert.equal(claims.aud, url('alpha'));
+
+    const key = await newKey('1');
+    assert.equal((await link(key.id, { issuer: idp.issuer, subject: 'person-with-a-browser' })).status, 201);
+    const client = new Client({ name: 'host', version: '1.0.0' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(url('alpha')), { authProvider: host }));
+    try {
+      const runs = upstream.runs();
+      const result = await client.callTool({ name: 'count', arguments: {} });
+      assert.equal(result.isError, undefined, JSON.stringify(result));
+      assert.equal(upstream.runs(), runs + 1);
+      assert.equal((result._meta as Record<string, Record<string, string>>)[CREDITS_META_KEY]!.charged, '20000');
       assert.equal(await balance(key.id), '980000');
     } finally {
       await client.close();
@@ -178,6 +281,28 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     assert.equal(rogueFetches(), rogueBefore);
     const metrics = (await served.api('GET', '/metrics')).text;
     assert.match(metrics, /turnpike_payment_denials_total\{server="alpha",reason="oauth_invalid_token"\} ([8-9]|\d\d)/);
+  });
+
+  test('a token typed as an access token (at+jwt, application/at+jwt, JWT or no typ) is taken; one typed as anything else (a DPoP proof, a logout or security event token) is 401 invalid_token naming its type', async () => {
+    const key = await newKey('1');
+    await link(key.id, { issuer: idp.issuer, subject: 'typed' });
+    for (const typ of ['at+jwt', 'application/at+jwt', 'JWT', 'jwt', undefined]) {
+      const taken = await call('alpha', bearer(await forged({ sub: 'typed' }, { typ })));
+      assert.equal(taken.status, 200, `typ ${typ}`);
+      assert.equal(taken.body.result._meta[CREDITS_META_KEY].charged, '20000', `typ ${typ}`);
+    }
+    const before = { runs: upstream.runs(), balance: await balance(key.id) };
+    for (const typ of ['dpop+jwt', 'secevent+jwt', 'logout+jwt', 'application/id_token+jwt', 'JOSE', 'at+jwt; x']) {
+      const refused = await call('alpha', bearer(await forged({ sub: 'typed' }, { typ })));
+      assert.equal(refused.status, 401, `typ ${typ}`);
+      assert.match(
+        refused.challenge ?? '',
+        /^Bearer error="invalid_token", error_description="the token type \(typ [^"]*\) is not an access token/,
+      );
+      assert.match(refused.body.error.message, /is not an access token: at\+jwt, JWT or none are taken/, `typ ${typ}`);
+    }
+    assert.equal(upstream.runs(), before.runs);
+    assert.equal(await balance(key.id), before.balance);
   });
 
   test('tokens with unknown key ids make turnpike fetch the issuer’s keys at most once per cooldown, however many come', async () => {
@@ -263,6 +388,76 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     assert.equal(open.status, 200);
     assert.equal(open.body.result.isError, true, 'the x402 challenge again');
     assert.equal((await served.api('GET', '/.well-known/oauth-protected-resource/mcp/delta')).status, 404);
+  });
+
+  test('operators sharing one identity provider each link its subjects to their own keys: a link pays only on its operator’s servers, and another operator can neither use nor touch it', async () => {
+    /** An operator with a server at `slug` that takes the shared provider's tokens, and a funded key of theirs. */
+    async function operatorWithServer(name: string, slug: string) {
+      const created = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: `${name}@example.com`, name } });
+      const opKey = created.body.key as string;
+      const server = await served.api('POST', '/operator/servers', {
+        key: opKey,
+        body: {
+          slug,
+          name: slug,
+          upstream: `${upstream.url}/mcp`,
+          payTo: chain.sandbox.accounts.payees[1]!.address,
+          plan: { type: 'per_call', default: '0.02' },
+          oauth: { issuer: idp.issuer },
+        },
+      });
+      assert.equal(server.status, 201, server.text);
+      const key = await served.api('POST', '/operator/keys', { key: opKey, body: { name: `${name}'s customer` } });
+      assert.equal(key.status, 201, key.text);
+      const topup = { usd: '1', idempotencyKey: `fund-${name}` };
+      assert.equal((await served.api('POST', `/admin/keys/${key.body.id}/topup`, { key: ADMIN, body: topup })).status, 201);
+      return { opKey, keyId: key.body.id as string };
+    }
+    const alice = await operatorWithServer('alice', 'alice-search');
+    const bob = await operatorWithServer('bob', 'bob-search');
+    const shared = { issuer: idp.issuer, subject: 'shared-person' };
+    const opLink = (op: { opKey: string }, keyId: string, subject = shared) =>
+      served.api('POST', `/operator/keys/${keyId}/subjects`, { key: op.opKey, body: subject });
+    const tokenFor = async (slug: string) => bearer(await forged({ sub: shared.subject, aud: url(slug) }));
+
+    assert.equal((await opLink(alice, alice.keyId)).status, 201);
+    const listed = await served.api('GET', `/operator/keys/${alice.keyId}/subjects`, { key: alice.opKey });
+    assert.deepEqual(
+      listed.body.subjects.map((s: { subject: string }) => s.subject),
+      [shared.subject],
+    );
+    // Bob cannot link a subject to Alice's key, list its subjects or unlink them: for him it does not exist.
+    const stolen = await opLink(bob, alice.keyId, { issuer: idp.issuer, subject: 'bobs-agent' });
+    assert.equal(stolen.status, 404);
+    assert.equal(stolen.body.error, 'key_not_found');
+    assert.equal((await served.api('GET', `/operator/keys/${alice.keyId}/subjects`, { key: bob.opKey })).status, 404);
+    const query = new URLSearchParams(shared).toString();
+    assert.equal((await served.api('DELETE', `/operator/keys/${alice.keyId}/subjects?${query}`, { key: bob.opKey })).status, 404);
+    // Nor link for an issuer none of his servers names.
+    const foreignIssuer = await opLink(bob, bob.keyId, { issuer: rogue.issuer, subject: 'x' });
+    assert.equal(foreignIssuer.status, 400);
+    assert.equal(foreignIssuer.body.error, 'issuer_unknown');
+
+    // Alice's subject on Bob's server: unlinked there, and Alice's key pays nothing, nor does the tool run.
+    const before = { runs: upstream.runs(), alice: await balance(alice.keyId), bob: await balance(bob.keyId) };
+    const onBobs = await call('bob-search', await tokenFor('bob-search'));
+    assert.match(JSON.stringify(onBobs.body), /subject_unlinked/);
+    assert.equal(upstream.runs(), before.runs);
+    assert.equal(await balance(alice.keyId), before.alice);
+    const onAlices = await call('alice-search', await tokenFor('alice-search'));
+    assert.equal(onAlices.body.result._meta[CREDITS_META_KEY].charged, '20000');
+    assert.equal(await balance(alice.keyId), '980000');
+
+    // Bob links the same subject to his own key: his link pays on his servers, Alice's on hers.
+    assert.equal((await opLink(bob, bob.keyId)).status, 201);
+    assert.equal((await call('bob-search', await tokenFor('bob-search'))).body.result._meta[CREDITS_META_KEY].charged, '20000');
+    assert.equal(await balance(bob.keyId), '980000');
+    assert.equal(await balance(alice.keyId), '980000');
+    const audit = await served.api('GET', '/operator/audit', { key: bob.opKey });
+    assert.ok(audit.body.entries.some((e: { action: string; target: string }) => e.action === 'subject.link' && e.target === bob.keyId));
+    assert.equal((await served.api('DELETE', `/operator/keys/${bob.keyId}/subjects?${query}`, { key: bob.opKey })).status, 200);
+    assert.match(JSON.stringify((await call('bob-search', await tokenFor('bob-search'))).body), /subject_unlinked/);
+    assert.equal(await balance(bob.keyId), '980000');
   });
 
   test('the admin links a subject to one key only, for an issuer a server names and a subject a token can carry, and can unlink it', async () => {

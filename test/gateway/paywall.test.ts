@@ -10,7 +10,7 @@ import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createCredits } from '../../src/rails/credits/credits.js';
 import { creditsRail } from '../../src/rails/credits/rail.js';
-import { openDebits } from '../../src/rails/credits/open-debits.js';
+import { openDebits, openLedgerDebits } from '../../src/rails/credits/open-debits.js';
 import type { RailFactory } from '../../src/rails/rail.js';
 import { x402Rail } from '../../src/rails/x402/rail.js';
 import { flatPlan } from '../../src/pricing/plans.js';
@@ -194,7 +194,7 @@ describe('no paid result without its payment', () => {
 
   test('on credits too: a caller who hangs up and resumes with Last-Event-ID gets no result there; the debit stands once and the same Idempotency-Key gets the result', async () => {
     const credits = createCredits({ store, tokenSecret: await store.instanceSecret('budget-tokens') });
-    const debits = openDebits(store.credits, { maxCallMs: async () => 20_000 });
+    const debits = openDebits(openLedgerDebits(store.credits), { maxCallMs: async () => 20_000 });
     const url = await gatewayFor(everything.url, [creditsRail({ credits, store, debits }), x402Rail({ facilitator })]);
     const funding = { amount: 1_000_000n, reason: 'test', idempotencyKey: 'paywall-resume' };
     const { secret, key } = await credits.createKey({ name: 'resumer' }, funding);

@@ -245,11 +245,12 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     },
 
     /**
-     * Resolves a verified OAuth caller to the usable key their subject is linked to; an unlinked
-     * subject is a 403 naming who must link it.
+     * Resolves a verified OAuth caller on a server of `operatorId` (none: a configured server) to
+     * the usable key their subject is linked to by that operator, else by the instance; an
+     * unlinked subject is `subject_unlinked`, naming who must link it.
      */
-    async authenticateSubject(principal: { issuer: string; subject: string }, now = Date.now()): Promise<Payer> {
-      const keyId = await ledger.subjectKey(principal.issuer, principal.subject);
+    async authenticateSubject(principal: { issuer: string; subject: string }, operatorId?: string, now = Date.now()): Promise<Payer> {
+      const keyId = await ledger.subjectKey(principal.issuer, principal.subject, operatorId);
       const key = keyId === undefined ? undefined : await ledger.key(keyId);
       if (!key) {
         throw new DomainError(

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { rpcError } from '../../gateway/jsonrpc.js';
+import { paymentIn } from '../../gateway/messages.js';
 import { DomainError, errorCodes } from '../../errors.js';
 import { creditsRef } from '../../operators/revenue.js';
 import { newId } from '../../store/ids.js';
@@ -21,7 +22,8 @@ export type CreditsRailOptions = {
 };
 
 /**
- * The credits rail: takes a priced call that carries an API key or budget token. Debit first
+ * The credits rail: takes a priced call that carries an API key or budget token, or an OAuth
+ * caller's without an x402 payment (their subject's linked key pays). Debit first
  * (atomically, with the `Idempotency-Key` if one is given), forward while the debit is synced to
  * disk, refund in full if the tool did not produce a result. A refused debit that more money would
  * fix is the payment-required challenge, still offering x402, with where to top up.
@@ -31,8 +33,12 @@ export type CreditsRailOptions = {
 export const creditsRail =
   (options: CreditsRailOptions): RailFactory =>
   (context) => ({
-    // A caller with a verified OAuth token pays from the key their subject is linked to, with no credential of ours.
-    takes: (call) => call.principal !== undefined || credentialOf(call.request.headers) !== undefined,
+    // A caller with a verified OAuth token pays from the key their subject is linked to, with no credential of ours,
+    // unless the call carries an x402 payment: the token says who they are, the payment pays (the x402 rail's).
+    takes: (call) =>
+      call.principal !== undefined
+        ? paymentIn(call.rpc, call.request.headers) === undefined
+        : credentialOf(call.request.headers) !== undefined,
     take: (call) => creditsCall(options, context, call),
   });
 
@@ -59,7 +65,8 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
   const origin = new URL(call.request.url).origin;
   const topup = { x402: `${origin}/credits/topup`, checkout: `${origin}/credits/checkout` };
   const fail = (error: DomainError) => {
-    if (shortfalls.has(error.code))
+    // What an x402 payment would settle (a short balance, a subject no key pays for) is the challenge offering it.
+    if (shortfalls.has(error.code) || error.code === 'subject_unlinked')
       return context.challenge(call, `${error.code}: ${error.message}`, error.code, { [CREDITS_META_KEY]: error.toJSON() });
     context.denied(error.code);
     return rpcError(id, -32001, error.message, errorCodes[error.code], error.toJSON());
@@ -68,7 +75,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
   let payer: Payer;
   try {
     payer = call.principal
-      ? await credits.authenticateSubject(call.principal)
+      ? await credits.authenticateSubject(call.principal, context.operatorId)
       : await credits.authenticate(credentialOf(call.request.headers)!);
     credits.authorize(payer, { slug: context.server, id: context.serverId }, tool.name);
   } catch (error) {

@@ -1,4 +1,5 @@
 import { rpcError } from '../../gateway/jsonrpc.js';
+import { paymentIn } from '../../gateway/messages.js';
 import { DomainError, errorCodes } from '../../errors.js';
 import type { Authorization, PostpaidStore } from '../../store/postpaid/postpaid.js';
 import type { Store } from '../../store/store.js';
@@ -66,13 +67,15 @@ export const invoiceRail =
     const payers = new WeakMap<PaidCall, Payer>();
     return {
       async takes(call) {
+        // An OAuth caller whose call carries an x402 payment pays with it (the x402 rail's), as on the credits rail.
+        if (call.principal && paymentIn(call.rpc, call.request.headers) !== undefined) return false;
         const credential = call.principal ? undefined : credentialOf(call.request.headers);
         // A budget token spends its key's prepaid balance: the credits rail's.
         if (!call.principal && credential?.type !== 'key') return false;
         let payer: Payer;
         try {
           payer = call.principal
-            ? await options.credits.authenticateSubject(call.principal)
+            ? await options.credits.authenticateSubject(call.principal, context.operatorId)
             : await options.credits.authenticate(credential!);
         } catch (error) {
           // A refused credential is the credits rail's to answer (401/403), with nothing recorded here.

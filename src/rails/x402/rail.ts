@@ -3,7 +3,7 @@ import { FacilitatorUnavailableError } from '../../facilitator/errors.js';
 import type { FacilitatorPort } from '../../facilitator/port.js';
 import { purposes } from '../../facilitator/purposes.js';
 import { type Message, type ToolResult, rpcError, rpcResult } from '../../gateway/jsonrpc.js';
-import { paymentOf, receiptMeta } from '../../gateway/messages.js';
+import { paymentIn, receiptMeta } from '../../gateway/messages.js';
 import { paymentRequestFor } from '../../gateway/payment-required.js';
 import { atomicToUsd } from '../../pricing/pricing.js';
 import { x402Ref } from '../../operators/revenue.js';
@@ -29,7 +29,7 @@ export const x402Rail =
 
 async function x402Call(facilitator: FacilitatorPort, context: RailContext, call: PaidCall): Promise<Taken> {
   const { rpc, id, tool, offer } = call;
-  const raw = paymentOf(rpc) ?? call.request.headers.get('payment-signature') ?? call.request.headers.get('x-payment') ?? undefined;
+  const raw = paymentIn(rpc, call.request.headers);
   if (raw === undefined)
     return context.challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
   let request: FacilitatorRequest;

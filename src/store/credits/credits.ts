@@ -204,12 +204,17 @@ export interface CreditStore {
   revokeToken(keyId: string, id: string): Promise<BudgetToken | undefined>;
 
   /**
-   * Links an OAuth subject (an issuer's `sub`) to the key that pays for it, once: a subject
-   * already linked stays with its key, whose id is returned (`linked: false`).
+   * Links an OAuth subject (an issuer's `sub`) to the key that pays for it, once per owner of keys
+   * (the key's operator, or the instance for keys no operator made): a subject that owner already
+   * linked stays with its key, whose id is returned (`linked: false`). Another operator's link of
+   * the same subject is another link. The key must exist.
    */
   linkSubject(subject: OAuthSubject): Promise<{ linked: boolean; keyId: string }>;
-  /** The key a subject pays from, if linked. */
-  subjectKey(issuer: string, subject: string): Promise<string | undefined>;
+  /**
+   * The key a subject pays from on a server of `operatorId` (none: a server no operator
+   * registered): that operator's link, else the instance's; never another operator's.
+   */
+  subjectKey(issuer: string, subject: string, operatorId?: string): Promise<string | undefined>;
   subjects(keyId: string): Promise<OAuthSubject[]>;
   /** Unlinks a subject from its key; false if it was not linked to that key. */
   unlinkSubject(subject: OAuthSubject): Promise<boolean>;

@@ -358,17 +358,17 @@ export function creditStore({ read, write, decide }: Runner): CreditStore {
     revokeToken: (keyId, id) => write(() => revokeToken(keyId, id)),
     linkSubject: (subject) =>
       write(function* () {
-        const who = { issuer: subject.issuer, subject: subject.subject };
-        const earlier = yield* get(sql.subjectKey, who);
+        const who = { issuer: subject.issuer, subject: subject.subject, keyId: subject.keyId };
+        const earlier = yield* get(sql.linkedKey, who);
         if (earlier) return { linked: false, keyId: earlier.key_id };
-        yield* run(sql.linkSubject, { ...who, keyId: subject.keyId, now: Date.now() });
+        yield* run(sql.linkSubject, { ...who, now: Date.now() });
         // A twin linking the same subject at once: the primary key kept one; report whichever won.
-        const won = (yield* get(sql.subjectKey, who))!.key_id;
+        const won = (yield* get(sql.linkedKey, who))!.key_id;
         return { linked: won === subject.keyId, keyId: won };
       }),
-    subjectKey: (issuer, subject) =>
+    subjectKey: (issuer, subject, operatorId) =>
       read(function* () {
-        return (yield* get(sql.subjectKey, { issuer, subject }))?.key_id;
+        return (yield* get(sql.subjectKey, { issuer, subject, operatorId: operatorId ?? '' }))?.key_id;
       }),
     subjects: (keyId) =>
       read(function* () {

@@ -80,7 +80,7 @@ export const toCheckout = (r: CheckoutRow): CheckoutSession => ({
   updatedAt: Number(r.updated_at),
 });
 export type RequestRow = { body_hash: string; debit_id: string; response: string | null };
-export type SubjectRow = { issuer: string; subject: string; key_id: string; created_at: bigint };
+export type SubjectRow = { operator_id: string; issuer: string; subject: string; key_id: string; created_at: bigint };
 
 export const json = (value: unknown) => (value === undefined ? null : JSON.stringify(value));
 
@@ -147,6 +147,8 @@ type KeyId = { id: string };
 type Now = { now: number };
 /** An OAuth caller: an issuer's `sub`. */
 type Subject = { issuer: string; subject: string };
+/** Whose links: an operator's id, or '' for the instance's own keys (those no operator made). */
+type Owner = { operatorId: string };
 /** The new balance, answered by a balance change: the ledger entry records it, and reading it back would be one more statement (one more round trip on PostgreSQL) per debit. */
 type BalanceRow = { balance: bigint };
 type EntryParams = Now & {
@@ -247,13 +249,22 @@ export const creditsSql = {
     'UPDATE budget_tokens SET revoked_at = @now WHERE id = @id AND key_id = @keyId AND revoked_at IS NULL',
   ),
 
-  subjectKey: query<Subject, { key_id: string }>('SELECT key_id FROM oauth_subjects WHERE issuer = @issuer AND subject = @subject'),
+  // On a server of `operatorId` ('' for one no operator registered): that operator's link first, else the instance's.
+  subjectKey: query<Subject & Owner, { key_id: string }>(`
+    SELECT key_id FROM oauth_subjects WHERE issuer = @issuer AND subject = @subject AND operator_id IN (@operatorId, '')
+    ORDER BY CASE WHEN operator_id = '' THEN 1 ELSE 0 END LIMIT 1`),
+  /** The key a subject is linked to among the links of the operator of `keyId`. */
+  linkedKey: query<Subject & { keyId: string }, { key_id: string }>(`
+    SELECT s.key_id FROM oauth_subjects s JOIN api_keys k ON k.id = @keyId
+    WHERE s.operator_id = COALESCE(k.operator_id, '') AND s.issuer = @issuer AND s.subject = @subject`),
   subjectsOf: query<{ keyId: string }, SubjectRow>(
     'SELECT * FROM oauth_subjects WHERE key_id = @keyId ORDER BY created_at, issuer, subject',
   ),
+  // The link belongs to its key's operator, read from the key itself: nobody can file a link under another operator.
   linkSubject: command<Subject & Now & { keyId: string }>(`
-    INSERT INTO oauth_subjects (issuer, subject, key_id, created_at) VALUES (@issuer, @subject, @keyId, @now)
-    ON CONFLICT (issuer, subject) DO NOTHING`),
+    INSERT INTO oauth_subjects (operator_id, issuer, subject, key_id, created_at)
+    SELECT COALESCE(operator_id, ''), @issuer, @subject, id, @now FROM api_keys WHERE id = @keyId
+    ON CONFLICT (operator_id, issuer, subject) DO NOTHING`),
   unlinkSubject: command<Subject & { keyId: string }>(
     'DELETE FROM oauth_subjects WHERE issuer = @issuer AND subject = @subject AND key_id = @keyId',
   ),
