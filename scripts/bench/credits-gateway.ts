@@ -32,7 +32,7 @@ app.route(
   '/mcp',
   createGateway({
     upstream: { url: upstreamUrl, headers: {}, timeoutMs: 30_000 },
-    plan: flatPlan(priceTableSchema.parse({ default: '0.001' })),
+    plan: flatPlan(priceTableSchema.parse({ default: '0.001', free: ['free_echo'] })),
     payTo: '0x00000000000000000000000000000000000000aa',
     network: networks.local,
     rails: [
