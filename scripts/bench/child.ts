@@ -1,36 +1,49 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
-/** Where the bench's server scripts are compiled to (next to dist/src, so packages resolve from node_modules). */
-const OUT = fileURLToPath(new URL('../../dist/bench/', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** Where the bench's server scripts run from: compiled next to dist/src, so packages resolve from node_modules. */
+const OUT = path.join(ROOT, 'dist/bench');
+
+/**
+ * The sources a bench server may import (src/, contracts-abi/, scripts/bench/), compiled file by
+ * file, once per run: modules stay modules, so what turnpike imports only when it needs it (the
+ * PostgreSQL driver, pino-pretty) stays out of a process that does not, as in dist/.
+ */
+let compiled: Promise<unknown> | undefined;
+const compile = () =>
+  (compiled ??= build({
+    entryPoints: ['src', 'contracts-abi', 'scripts/bench'].flatMap((dir) =>
+      readdirSync(path.join(ROOT, dir), { recursive: true, encoding: 'utf8' })
+        .filter((file) => file.endsWith('.ts') && !file.endsWith('.d.ts'))
+        .map((file) => path.join(ROOT, dir, file)),
+    ),
+    outdir: OUT,
+    outbase: ROOT,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    logLevel: 'error',
+  }));
 
 /**
  * Starts a bench server script (next to this file) in its own Node process, so it gets its own
  * event loop as it would in production, and waits for the one JSON line with its URL (and
- * whatever else it needs to tell, in `ready`). The script runs compiled to one JavaScript file
- * (packages left as imports), as turnpike runs from dist/: through tsx's loader a process holds
- * another 30–60 MB and a loader thread, which the memory rows would otherwise count.
+ * whatever else it needs to tell, in `ready`). The script runs compiled (see `compile`), as
+ * turnpike runs from dist/: through tsx's loader a process holds another 30–60 MB and a loader
+ * thread, which the memory rows would otherwise count.
  */
 export async function startChild(
   script: string,
   args: string[],
 ): Promise<{ url: string; ready: Record<string, string>; pid: number; close(): Promise<void> }> {
-  const source = fileURLToPath(new URL(script, import.meta.url));
-  const outfile = `${OUT}${script.replace(/^\.\//, '').replace(/\.ts$/, '.mjs')}`;
-  await build({
-    entryPoints: [source],
-    outfile,
-    bundle: true,
-    packages: 'external',
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    logLevel: 'error',
-  });
+  await compile();
+  const outfile = path.join(OUT, 'scripts/bench', script.replace(/\.ts$/, '.js'));
   // BENCH_CPU_PROF=<dir> writes a CPU profile of each server process there when it stops.
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
   const child = spawn(process.execPath, [...profile, outfile, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
