@@ -4,6 +4,7 @@
  * several of these), its relayer key at argv[5]. The bench makes the API key. Prints `{"url"}`.
  */
 import { createPublicClient } from 'viem';
+import { leanHeap } from '../../src/app/heap.js';
 import { networks } from '../../src/chain/networks.js';
 import { rpcTransport } from '../../src/chain/rpc-transport.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
@@ -20,6 +21,8 @@ import { createCredits } from '../../src/rails/credits/credits.js';
 import { openDebits } from '../../src/rails/credits/open-debits.js';
 import { openStore } from '../../src/store/open.js';
 
+// As `serveGateway` does.
+leanHeap();
 const [upstreamUrl, rpcUrl, storeUrl, relayerKey] = process.argv.slice(2) as [string, string, string, `0x${string}`];
 const logger = createLogger({ level: 'silent', format: 'json' });
 const store = await openStore(storeUrl);
