@@ -4,6 +4,7 @@
  * several of these), its relayer key at argv[5]. The bench makes the API key. Prints `{"url"}`.
  */
 import { createPublicClient } from 'viem';
+import { leanHeap } from '../../src/app/heap.js';
 import { networks } from '../../src/chain/networks.js';
 import { rpcTransport } from '../../src/chain/rpc-transport.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
@@ -20,6 +21,8 @@ import { createCredits } from '../../src/rails/credits/credits.js';
 import { openDebits, openLedgerDebits } from '../../src/rails/credits/open-debits.js';
 import { openStore } from '../../src/store/open.js';
 
+// As `serveGateway` does.
+leanHeap();
 const [upstreamUrl, rpcUrl, storeUrl, relayerKey] = process.argv.slice(2) as [string, string, string, `0x${string}`];
 const logger = createLogger({ level: 'silent', format: 'json' });
 const store = await openStore(storeUrl);
@@ -32,7 +35,7 @@ app.route(
   '/mcp',
   createGateway({
     upstream: { url: upstreamUrl, headers: {}, timeoutMs: 30_000 },
-    plan: flatPlan(priceTableSchema.parse({ default: '0.001' })),
+    plan: flatPlan(priceTableSchema.parse({ default: '0.001', free: ['free_echo'] })),
     payTo: '0x00000000000000000000000000000000000000aa',
     network: networks.local,
     rails: [

@@ -2,7 +2,10 @@
  * Credits-paid calls through the gateway against the same trivial upstream called directly, in
  * one run: the added latency of a call paid from an API key's balance (hash lookup, atomic
  * debit committed to SQLite with synchronous=FULL, forward, receipt), and debits per second at
- * concurrency 16. Gateway, upstream and load generator each run in their own process.
+ * concurrency 16; beside them a minimal in-memory credits proxy (memory-proxy.ts: balances in a
+ * Map, nothing durable) and a free tool through the same gateway (the passthrough), and the
+ * resident memory of both proxies at idle and after the load. Gateway, peer, upstream and load
+ * generator each run in their own process.
  */
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
@@ -10,17 +13,20 @@ import path from 'node:path';
 import type { Sandbox } from '../../src/chain/sandbox/sandbox.js';
 import { createCredits } from '../../src/rails/credits/credits.js';
 import { openStore } from '../../src/store/open.js';
-import { startChild } from './child.js';
+import { rssMb, startChild } from './child.js';
 import { callBody, closeLoad, drive } from './mcp-load.js';
 import type { Row } from './stats.js';
 
 const PRICE = 1000n;
 const FUNDS = 1_000_000_000_000n;
+/** The tool credits-gateway.ts prices at zero: the free passthrough. */
+const FREE_TOOL = 'free_echo';
 
 export async function benchCredits(sandbox: Sandbox, progress: (s: string) => void): Promise<Row[]> {
   const db = path.join(mkdtempSync(path.join(os.tmpdir(), 'turnpike-bench-')), 'credits.db');
   const secret = await fundedKey(`sqlite:${db}`, FUNDS);
   const upstream = await startChild('./trivial-upstream.ts', []);
+  const peer = await startChild('./memory-proxy.ts', [upstream.url, secret, FUNDS.toString(), PRICE.toString()]);
   const gateway = await startChild('./credits-gateway.ts', [
     upstream.url,
     sandbox.rpcUrl,
@@ -29,37 +35,57 @@ export async function benchCredits(sandbox: Sandbox, progress: (s: string) => vo
   ]);
   const auth = { authorization: `Bearer ${secret}` };
   const rows: Row[] = [];
+  const memory = (subject: string, idle: number, loaded: number): Row => ({
+    path: 'resident memory (RSS)',
+    subject,
+    p50Ms: Number.NaN,
+    p99Ms: Number.NaN,
+    note: `${idle.toFixed(0)} MB idle, ${loaded.toFixed(0)} MB after the load`,
+  });
+  const idle = { gateway: rssMb(gateway.pid), peer: rssMb(peer.pid) };
   let calls = 0n;
   try {
-    const warm = Array.from({ length: 3000 }, () => callBody('echo', {}));
-    await drive(upstream.url, warm, 8);
-    await drive(gateway.url, warm, 8, auth);
-    calls += BigInt(warm.length);
+    const paid = (n: number) => Array.from({ length: n }, () => callBody('echo', {}));
+    const free = (n: number) => Array.from({ length: n }, () => callBody(FREE_TOOL, {}));
+    await drive(upstream.url, paid(3000), 8);
+    await drive(peer.url, paid(3000), 8, auth);
+    await drive(gateway.url, paid(3000), 8, auth);
+    await drive(gateway.url, free(3000), 8);
+    calls += 3000n;
     for (const concurrency of [1, 16]) {
-      progress(`credits: paid calls at concurrency ${concurrency}`);
-      const bodies = Array.from({ length: concurrency === 1 ? 2000 : 8000 }, () => callBody('echo', {}));
-      const direct = await drive(upstream.url, bodies, concurrency);
-      const paid = await drive(gateway.url, bodies, concurrency, auth);
-      calls += BigInt(bodies.length);
+      progress(`credits: calls at concurrency ${concurrency}`);
+      const n = concurrency === 1 ? 3000 : 12000;
+      const direct = await drive(upstream.url, paid(n), concurrency);
+      const inMemory = await drive(peer.url, paid(n), concurrency, auth);
+      const credits = await drive(gateway.url, paid(n), concurrency, auth);
+      const passthrough = await drive(gateway.url, free(n), concurrency);
+      calls += BigInt(n);
       const label = `credits-paid tools/call, trivial upstream, concurrency ${concurrency}`;
-      rows.push({
+      const added = (r: typeof direct) =>
+        `+${(r.p50 - direct.p50).toFixed(2)} ms p50; ${(r.perSecond / direct.perSecond).toFixed(2)}× direct throughput`;
+      const row = (subject: string, r: typeof direct, note?: string): Row => ({
         path: label,
-        subject: 'upstream called directly (unpaid)',
-        p50Ms: direct.p50,
-        p99Ms: direct.p99,
-        perSecond: direct.perSecond,
+        subject,
+        p50Ms: r.p50,
+        p99Ms: r.p99,
+        perSecond: r.perSecond,
+        ...(note ? { note } : {}),
       });
-      rows.push({
-        path: label,
-        subject: 'through turnpike, debited from a key',
-        p50Ms: paid.p50,
-        p99Ms: paid.p99,
-        perSecond: paid.perSecond,
-        note: `+${(paid.p50 - direct.p50).toFixed(2)} ms p50; ${(paid.perSecond / direct.perSecond).toFixed(2)}× direct throughput`,
-      });
+      rows.push(
+        row('upstream called directly (unpaid)', direct),
+        row("in-memory credits proxy (bench stand-in for paygate-mcp's design)", inMemory, added(inMemory)),
+        row(
+          'through turnpike, debited from a key',
+          credits,
+          `${added(credits)}; ${(credits.perSecond / inMemory.perSecond).toFixed(2)}× the in-memory proxy`,
+        ),
+        row('through turnpike, free tool (passthrough)', passthrough, added(passthrough)),
+      );
     }
+    rows.push(memory('turnpike gateway', idle.gateway, rssMb(gateway.pid)), memory('in-memory credits proxy', idle.peer, rssMb(peer.pid)));
   } finally {
     await gateway.close();
+    await peer.close();
     await upstream.close();
     closeLoad();
   }

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import { type Context, Hono } from 'hono';
 import { bodyLimit } from '../http/body-limit.js';
 import type { Logger } from 'pino';
@@ -27,7 +28,7 @@ import { HOP_HEADER, loopIn } from '../upstream/hops.js';
 import { readJsonBody } from './json-body.js';
 import { type Message, classify, forUpstream, headerMismatch, paidRequestId } from './messages.js';
 import type { JsonRpcId } from './sse.js';
-import { CALLER_HEADER, type Upstream, callDeadline, send } from '../upstream/upstream.js';
+import { CALLER_HEADER, type HangUp, type Upstream, callDeadline, hangUpOf, send } from '../upstream/upstream.js';
 import type { ToolsSource } from '../upstream/upstream-tools.js';
 
 export type GatewayOptions = {
@@ -108,7 +109,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       ? { ...upstream, headers: { ...upstream.headers, [CALLER_HEADER]: clientAddress(c) ?? 'unknown' } }
       : upstream;
   };
-  const timedForward = async (c: Context, body: Uint8Array | undefined, signal: AbortSignal) => {
+  const timedForward = async (c: Context, body: Uint8Array | undefined, signal: HangUp) => {
     const stop = metrics.upstreamSeconds.startTimer();
     try {
       return await send(upstreamFor(c), c.req.raw, body, signal);
@@ -142,7 +143,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
   if (options.oauth) app.use(resourceGuard(options.oauth, (reason) => denied(`oauth_${reason}`)));
 
   // A stream the caller opens or resumes never carries a priced call's result: that leaves only through the call's own answer.
-  app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(upstreamFor(c), c.req.raw, undefined, c.req.raw.signal)));
+  app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(upstreamFor(c), c.req.raw, undefined, hangUp(c))));
 
   app.post(
     '/',
@@ -167,7 +168,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
           return paidCall(c, message.message, { name: message.tool, amount: message.amount });
         case 'forward':
           if (message.tool) count(message.tool, 'free');
-          return withoutPaidResponses(await timedForward(c, forUpstream(message.message), c.req.raw.signal));
+          return withoutPaidResponses(await timedForward(c, forUpstream(message.message), hangUp(c)));
       }
     },
   );
@@ -262,7 +263,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
 
   /** tools/list passes through with each tool's price added under `_meta["turnpike/price"]`. */
   async function listTools(c: Context, rpc: Message) {
-    const answer = await send(upstreamFor(c), c.req.raw, forUpstream(rpc), c.req.raw.signal);
+    const answer = await send(upstreamFor(c), c.req.raw, forUpstream(rpc), hangUp(c));
     const id = rpc.id ?? null;
     return answerCall(answer, { upstream: id, caller: id }, async (message) => {
       const tools = (message.result as { tools?: { name: string; outputSchema?: unknown; _meta?: object }[] } | undefined)?.tools;
@@ -365,6 +366,12 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
   }
 
   return app;
+}
+
+/** The caller's hang-up: from Node's response when node-server serves the app (see `hangUpOf`), else the request's signal. */
+function hangUp(c: Context): HangUp {
+  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+  return outgoing ? hangUpOf(outgoing) : c.req.raw.signal;
 }
 
 /** The id of a request refused as invalid, when it has a usable one. */

@@ -1,5 +1,6 @@
+import { createRequire } from 'node:module';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
 import type { LogSettings } from './settings.js';
 
 const SECRET_KEYS = ['privateKey', 'relayerKey', 'relayerKeys', 'adminKey', 'apiKey', 'secret', 'password', 'signature', 'mnemonic'];
@@ -24,6 +25,9 @@ export const REDACT_PATHS: string[] = [
 export function createLogger(options: LogSettings, destination?: DestinationStream): Logger {
   const redact = { paths: REDACT_PATHS, censor: '[redacted]' };
   const usePretty = options.format === 'pretty' || (options.format === 'auto' && !destination && process.stdout.isTTY);
-  const stream = destination ?? (usePretty ? pretty({ sync: true, colorize: true }) : pino.destination(1));
+  const stream = destination ?? (usePretty ? pretty()({ sync: true, colorize: true }) : pino.destination(1));
   return pino({ level: options.level, redact, base: undefined }, stream);
 }
+
+/** pino-pretty, loaded only by a process that logs for a terminal: a JSON-logging server does not hold it in memory. */
+const pretty = () => createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;

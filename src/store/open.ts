@@ -1,5 +1,4 @@
 import type { Logger } from 'pino';
-import { openPostgresStore } from './postgres.js';
 import { openSqliteStore } from './sqlite.js';
 import { type Store, StoreError } from './store.js';
 
@@ -30,6 +29,8 @@ export async function openStore(url: string, logger?: Logger): Promise<Store> {
       throw new StoreError(`the store URL's pool=${pool}: expected a number of connections from 1 to 999`);
     parsed.searchParams.delete('schema');
     parsed.searchParams.delete('pool');
+    // Loaded only for PostgreSQL: a SQLite gateway does not hold the pg driver in memory.
+    const { openPostgresStore } = await import('./postgres.js');
     return openPostgresStore({
       url: parsed.toString(),
       ...(schema ? { schema } : {}),

@@ -1,3 +1,5 @@
+import { EventEmitter } from 'node:events';
+import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { type Dispatcher, request as undiciRequest } from 'undici';
 import { HOP_HEADER, nextHops } from './hops.js';
@@ -63,23 +65,45 @@ export type UpstreamAnswer = { status: number; headers: Headers; body: Uint8Arra
 export const toResponse = (answer: UpstreamAnswer) => new Response(answer.body, { status: answer.status, headers: answer.headers });
 
 /**
+ * What tells an upstream request that its caller hung up (in MCP, the cancellation of that
+ * request): an `AbortSignal`, or the lighter emitter of `hangUpOf`, whose `abort` event undici
+ * takes as a signal's.
+ */
+export type HangUp = AbortSignal | (EventEmitter & { readonly aborted: boolean });
+
+/**
+ * The hang-up of the caller answered through `outgoing` (Node's response): aborted when its
+ * connection closes before the answer is all sent. One emitter and one listener, where the
+ * request's `AbortSignal` (an AbortController per request, listened to by undici as an
+ * EventTarget) cost ~15 µs per call, a tenth of a call that passes through.
+ *
+ * @example await send(upstream, c.req.raw, body, hangUpOf(c.env.outgoing));
+ */
+export function hangUpOf(outgoing: ServerResponse): HangUp {
+  const gone = () => !outgoing.writableFinished && (outgoing.destroyed || outgoing.socket === null || outgoing.socket.destroyed);
+  const hangUp = Object.assign(new EventEmitter(), { aborted: gone() });
+  if (!hangUp.aborted)
+    outgoing.once('close', () => {
+      if (outgoing.writableFinished) return;
+      hangUp.aborted = true;
+      hangUp.emit('abort');
+    });
+  return hangUp;
+}
+
+/**
  * Forwards one MCP request to the upstream: `body` as JSON (turnpike's encoding of what it judged), the MCP headers
  * (`Mcp-Session-Id`, `MCP-Protocol-Version`, `Last-Event-ID`, `Mcp-Method`, `Mcp-Name`,
  * `Mcp-Param-*`, anything unknown) kept, the caller's credentials swapped for the operator's,
  * and this turnpike added to `Turnpike-Hop` (see `nextHops`; the gateway refused a loop before).
  * The client's abort reaches the upstream through `signal`.
  */
-export async function forward(upstream: Upstream, request: Request, body: Uint8Array | undefined, signal?: AbortSignal): Promise<Response> {
+export async function forward(upstream: Upstream, request: Request, body: Uint8Array | undefined, signal?: HangUp): Promise<Response> {
   return toResponse(await send(upstream, request, body, signal));
 }
 
 /** `forward`, answered as the upstream's raw answer. */
-export async function send(
-  upstream: Upstream,
-  request: Request,
-  body: Uint8Array | undefined,
-  signal?: AbortSignal,
-): Promise<UpstreamAnswer> {
+export async function send(upstream: Upstream, request: Request, body: Uint8Array | undefined, signal?: HangUp): Promise<UpstreamAnswer> {
   const headers: Record<string, string> = {};
   request.headers.forEach((value, name) => {
     if (!NOT_FORWARDED.has(name)) headers[name] = value;
@@ -128,7 +152,7 @@ export async function send(
  * A client that hangs up aborts the upstream request, which errors its body; that is the end of
  * the conversation, not a fault to report, so the stream just ends.
  */
-function endQuietlyOnAbort(stream: ReadableStream<Uint8Array>, signal: AbortSignal): ReadableStream<Uint8Array> {
+function endQuietlyOnAbort(stream: ReadableStream<Uint8Array>, signal: HangUp): ReadableStream<Uint8Array> {
   const reader = stream.getReader();
   return new ReadableStream<Uint8Array>({
     async pull(controller) {

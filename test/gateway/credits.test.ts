@@ -257,6 +257,20 @@ describe('credits rail through the gateway', () => {
     assert.equal((await ledgerOf(id)).length, 1);
   });
 
+  test('a key revoked on another instance pays for nothing from its next call, though the rail remembers the key', async () => {
+    const { id, key } = await newKey('1');
+    assert.equal((await call('count', bearer(key))).status, 200);
+    const balance = await balanceOf(id);
+    const runs = upstream.runs();
+    // Another instance's revocation: the store changes, this instance's credits are not told.
+    await store.credits.setStatus(id, 'revoked');
+    const refused = await call('count', bearer(key));
+    assert.equal(refused.status, 401);
+    assert.equal(refused.body.error!.data.error, 'key_revoked');
+    assert.equal(upstream.runs(), runs);
+    assert.equal(await balanceOf(id), balance);
+  });
+
   test('a budget token: spends within its cap, a structured budget error past it, revocation on the next call, tampering refused', async () => {
     const { id, key } = await newKey('1');
     const mint = (body: unknown, secret = key) =>

@@ -155,6 +155,34 @@ describe('an upstream that is turnpike itself', () => {
     await new Promise((r) => hanging.close(r));
   });
 
+  test('a caller who hangs up a call that passes through cancels it at the upstream (in MCP a disconnect is the cancellation)', async () => {
+    let received = 0;
+    let cancelled = 0;
+    const hanging = createServer((_req, res) => {
+      received++;
+      res.on('close', () => cancelled++);
+    });
+    await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));
+    const key = await operatorOn(first);
+    const hangUrl = `http://127.0.0.1:${(hanging.address() as AddressInfo).port}/mcp`;
+    assert.equal((await register(first, key, 'hangs-up', hangUrl)).status, 201);
+    const caller = new AbortController();
+    const call = fetch(`${first.url}/mcp/hangs-up`, {
+      method: 'POST',
+      headers: MCP_HEADERS,
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
+      signal: caller.signal,
+    }).catch(() => undefined);
+    for (let i = 0; i < 100 && received === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(received, 1, 'the call reached the upstream');
+    caller.abort();
+    await call;
+    for (let i = 0; i < 100 && cancelled === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(cancelled, 1, 'the upstream saw its request cancelled');
+    hanging.closeAllConnections();
+    await new Promise((r) => hanging.close(r));
+  });
+
   test('serve refuses to start when a configured server’s upstream is its own listening port', async () => {
     const free = createTcpServer();
     await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve));

@@ -16,6 +16,9 @@ import { type Credential, generateApiKey, hashApiKey, sameHash } from './api-key
 import { readBudgetToken, signBudgetToken } from './budget-tokens.js';
 import { DomainError, type ErrorCode } from '../../errors.js';
 
+/** Keys `authenticate` remembers for a `maxAgeMs` at most; past that it starts again. */
+const MAX_RECENT_KEYS = 10_000;
+
 /** Longest a delegated budget token may live. */
 export const MAX_TOKEN_SECONDS = 86_400;
 
@@ -197,11 +200,20 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     return { ...scope, serverIds: await Promise.all(scope.servers.map(async (slug) => (await store.operators.server(slug))?.id ?? slug)) };
   }
 
-  async function keyOf(secret: string): Promise<KeyRecord> {
+  /** Keys recently found by their secret's hash, for `authenticate`'s `maxAgeMs`: when each was read. */
+  const recent = new Map<string, { key: KeyRecord; at: number }>();
+
+  async function keyOf(secret: string, now: number, maxAgeMs: number): Promise<KeyRecord> {
     const hash = hashApiKey(secret);
+    const seen = maxAgeMs > 0 ? recent.get(hash) : undefined;
+    if (seen && now - seen.at < maxAgeMs) return seen.key;
     const found = await ledger.keyByHash(hash);
     if (!found || !sameHash(found.hash, hash)) throw new DomainError('key_unknown', refusals.key_unknown);
     const { hash: _, ...key } = found;
+    if (maxAgeMs > 0) {
+      if (recent.size >= MAX_RECENT_KEYS) recent.clear();
+      recent.set(hash, { key, at: now });
+    }
     return key;
   }
 
@@ -227,10 +239,14 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
   }
 
   return {
-    /** Resolves a credential to a usable key (and token); a bad one is a specific 401/403. */
-    async authenticate(credential: Credential, now = Date.now()): Promise<Payer> {
+    /**
+     * Resolves a credential to a usable key (and token); a bad one is a specific 401/403.
+     * `maxAgeMs`: an API key read that long ago may answer again, its status and balance as they
+     * were then; only for a caller whose debit checks them again in its transaction (the rail).
+     */
+    async authenticate(credential: Credential, now = Date.now(), maxAgeMs = 0): Promise<Payer> {
       if (credential.type === 'key') {
-        const key = await keyOf(credential.secret);
+        const key = await keyOf(credential.secret, now, maxAgeMs);
         usable(key, now);
         return { key };
       }
@@ -350,7 +366,10 @@ export function createCredits({ store, tokenSecret }: CreditsOptions) {
     async changeStatus(id: string, action: keyof typeof statusAfter): Promise<KeyRecord> {
       const key = await keyById(id);
       if (key.status === 'revoked') throw new DomainError('key_already_revoked', 'the key is revoked, which is final');
-      return (await ledger.setStatus(key.id, statusAfter[action]))!;
+      const changed = (await ledger.setStatus(key.id, statusAfter[action]))!;
+      // This instance stops using the old status at once; others within their `maxAgeMs`.
+      for (const [hash, seen] of recent) if (seen.key.id === id) recent.delete(hash);
+      return changed;
     },
 
     /** Mints a budget token for a sub-agent: at most 24 h, a cap, optionally a narrower scope. */

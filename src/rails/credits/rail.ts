@@ -13,6 +13,15 @@ import type { OpenDebits } from './open-debits.js';
 /** The `_meta` key of a credits-paid result: what was charged and what is left. */
 export const CREDITS_META_KEY = 'turnpike/credits';
 
+/**
+ * How long a paid call may use its API key as read by an earlier call, instead of reading it
+ * again: the debit checks the key's status, expiry, limits and balance in its own transaction, so
+ * a revoked or suspended key pays for nothing from the moment that is committed; what this delays
+ * by up to a second on other instances (at once on the one that changed it) are the calls of a
+ * revoked key that debit nothing: free calls of the month and `Idempotency-Key` replays.
+ */
+export const KEY_MAX_AGE_MS = 1000;
+
 export type CreditsRailOptions = {
   credits: Credits;
   store: Store;
@@ -76,7 +85,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
   try {
     payer = call.principal
       ? await credits.authenticateSubject(call.principal, context.operatorId)
-      : await credits.authenticate(credentialOf(call.request.headers)!);
+      : await credits.authenticate(credentialOf(call.request.headers)!, Date.now(), KEY_MAX_AGE_MS);
     credits.authorize(payer, { slug: context.server, id: context.serverId }, tool.name);
   } catch (error) {
     if (error instanceof DomainError) return fail(error);
