@@ -67,6 +67,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
     const again = used ? await facilitator.redeliver(request, purpose) : undefined;
     if (again) {
       context.count(tool.name, 'redelivered');
+      context.event({ type: 'call.replayed', tool: tool.name, ...(from ? { caller: { payer: from } } : {}) });
       const result = JSON.parse(again.result) as ToolResult;
       return withReceipt(rpcResult(id, { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, again.receipt) } }), again.receipt);
     }
@@ -79,6 +80,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
   const settlementFailed = async (message: Message, why: string): Promise<Message> => {
     await metering?.uncount();
     context.count(tool.name, 'settlement_failed');
+    context.event({ type: 'settlement.failed', tool: tool.name, rail: 'x402', amount, caller: { payer: key.payer }, reason: why });
     return context.withheld(call, `settlement failed: ${why}`, message);
   };
   return {
@@ -105,6 +107,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
           return settlementFailed(message, `${receipt.errorReason}${receipt.errorMessage ? `: ${receipt.errorMessage}` : ''}`);
         }
         context.count(tool.name, 'paid');
+        context.event({ type: 'call.paid', tool: tool.name, rail: 'x402', amount, caller: { payer: key.payer } });
         const { network } = context;
         context.metrics.revenue.inc({ server: context.serverLabel, asset: network.usdc.address, network: network.caip2 }, Number(amount));
         return { ...message, result: { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, receipt) } } };
