@@ -28,19 +28,16 @@ export type Received = { at: number; eventId: string; body: string; event: Recor
 export async function startWebhookReceiver(options: { secret?: string; failNext?: number; delayMs?: number } = {}) {
   const received: Received[] = [];
   const attempts: { at: number; eventId: string; status: number }[] = [];
-  let inFlight = 0;
-  let maxInFlight = 0;
+  const headers: string[] = [];
   const state = { failNext: options.failNext ?? 0, secret: options.secret };
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', async () => {
-      inFlight++;
-      maxInFlight = Math.max(maxInFlight, inFlight);
       const body = Buffer.concat(chunks).toString('utf8');
       const eventId = String(req.headers['turnpike-event-id'] ?? '');
+      headers.push(String(req.headers['turnpike-signature'] ?? ''));
       const answer = (status: number, text = '') => {
-        inFlight--;
         attempts.push({ at: Date.now(), eventId, status });
         res.writeHead(status, { 'content-type': 'text/plain' }).end(text);
       };
@@ -64,9 +61,9 @@ export async function startWebhookReceiver(options: { secret?: string; failNext?
     url,
     received,
     attempts,
+    /** The signature header of each request, in order. */
+    headers,
     state,
-    /** The most requests it was ever answering at once. */
-    maxInFlight: () => maxInFlight,
     /** The events it accepted, by type. */
     ofType: (type: string) => received.filter((r) => r.event.type === type).map((r) => r.event),
     close,
