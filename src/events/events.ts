@@ -59,7 +59,7 @@ export function callEvent(input: EventInput, now = Date.now()): NewEvent {
     createdAt: new Date(now).toISOString(),
     server: input.server,
     ...(input.tool !== undefined ? { tool: input.tool } : {}),
-    ...(input.caller ? { caller: input.caller } : {}),
+    ...(input.caller && Object.keys(input.caller).length > 0 ? { caller: input.caller } : {}),
     ...(input.rail ? { rail: input.rail } : {}),
     ...(input.amount !== undefined ? { amount: input.amount.toString(), unit: 'micro-USD (atomic USDC)' } : {}),
     ...(input.reason ? { reason: input.reason } : {}),

@@ -240,7 +240,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       ...(revenue.operatorId ? { operatorId: revenue.operatorId } : {}),
     });
   /** Who made a priced call, as far as the gateway knows before a rail looks at it. */
-  const callerOf = (call: PaidCall): EventCaller | undefined => (call.principal ? subjectOf(call.principal) : undefined);
+  const callerOf = (call: PaidCall): EventCaller | undefined => call.caller ?? (call.principal ? subjectOf(call.principal) : undefined);
 
   /** `message` answered with the challenge instead, in this server's version and MCP binding. */
   const challengeMessage = (call: PaidCall, v2: PaymentRequired, message: Message): Message => {
@@ -261,15 +261,16 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     count,
     denied,
     event,
-    refused(call, reason, caller) {
+    refused(call, reason) {
       denied(reason);
-      event({ type: 'call.refused', tool: call.tool.name, caller, reason });
+      const caller = callerOf(call);
+      event({ type: 'call.refused', tool: call.tool.name, reason, ...(caller ? { caller } : {}) });
     },
     meter,
-    challenge(call, why, reason, extensions, known) {
+    challenge(call, why, reason, extensions) {
       count(call.tool.name, 'challenged');
       denied(reason);
-      const caller = known ?? callerOf(call);
+      const caller = callerOf(call);
       event({ type: 'call.challenged', tool: call.tool.name, amount: call.offer.amount, reason, ...(caller ? { caller } : {}) });
       const required = paymentRequired(call.offer, why, extensions);
       if (options.challenge === 'http-402') return challengeResponse(call.offer, required);

@@ -24,6 +24,8 @@ export type PaidCall = {
   offer: ToolOffer;
   /** The caller as a verified OAuth access token names them (see `resourceGuard`). */
   principal?: OAuthPrincipal;
+  /** Who the caller is, for events, once the rail knows (a key's id, a payer's address). */
+  caller?: EventCaller;
 };
 
 /**
@@ -74,11 +76,11 @@ export type RailContext = {
   /** Counts a refusal (metrics and analytics). */
   denied(reason: string): void;
   /** A call refused (not challenged: more money would not help), counted and published as `call.refused`. */
-  refused(call: PaidCall, reason: string, caller: EventCaller): void;
+  refused(call: PaidCall, reason: string): void;
   /** Publishes an event of this server (see `RevenueBook.event`): its server and operator are filled in. */
   event(input: Omit<EventInput, 'server' | 'operatorId'>): void;
   /** The payment-required answer to `call`, in the server's binding, saying why; counted as a denial, published as `call.challenged`. */
-  challenge(call: PaidCall, why: string, reason: string, extensions?: Record<string, unknown>, caller?: EventCaller): Response;
+  challenge(call: PaidCall, why: string, reason: string, extensions?: Record<string, unknown>): Response;
   /**
    * The upstream's answer `message` replaced by the payment-required answer, in the server's
    * binding (a failed settlement withholds the output): a tool result, or the JSON-RPC error.

@@ -8,7 +8,7 @@ import type { PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
 import { credentialOf } from './api-keys.js';
 import { type Credits, type Payer, refusalError, shortfalls } from './credits.js';
 import type { OpenDebits } from './open-debits.js';
-import { type EventCaller, onceId } from '../../events/events.js';
+import { onceId } from '../../events/events.js';
 
 /** The `_meta` key of a credits-paid result: what was charged and what is left. */
 export const CREDITS_META_KEY = 'turnpike/credits';
@@ -42,12 +42,10 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
   const { credits, store, debits } = options;
   const origin = new URL(call.request.url).origin;
   const topup = { x402: `${origin}/credits/topup`, checkout: `${origin}/credits/checkout` };
-  // Who the caller is, once their credential says so (an OAuth subject is known before).
-  let who: EventCaller = call.principal ? { subject: { issuer: call.principal.issuer, subject: call.principal.subject } } : {};
   const fail = (error: DomainError) => {
     if (shortfalls.has(error.code))
-      return context.challenge(call, `${error.code}: ${error.message}`, error.code, { [CREDITS_META_KEY]: error.toJSON() }, who);
-    context.refused(call, error.code, who);
+      return context.challenge(call, `${error.code}: ${error.message}`, error.code, { [CREDITS_META_KEY]: error.toJSON() });
+    context.refused(call, error.code);
     return rpcError(id, -32001, error.message, errorCodes[error.code], error.toJSON());
   };
 
@@ -56,7 +54,9 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     payer = call.principal
       ? await credits.authenticateSubject(call.principal)
       : await credits.authenticate(credentialOf(call.request.headers)!);
-    who = { ...who, keyId: payer.key.id };
+    // Who the caller is, for events, once their credential says so.
+    const subject = call.principal ? { subject: { issuer: call.principal.issuer, subject: call.principal.subject } } : {};
+    call.caller = { ...subject, keyId: payer.key.id };
     credits.authorize(payer, { slug: context.server, id: context.serverId }, tool.name);
   } catch (error) {
     if (error instanceof DomainError) return fail(error);
@@ -95,7 +95,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     }
     if (earlier?.response) {
       context.count(tool.name, 'replayed');
-      context.event({ type: 'call.replayed', tool: tool.name, caller: who });
+      context.event({ type: 'call.replayed', tool: tool.name, caller: call.caller });
       return new Response(earlier.response, { headers: { 'content-type': 'application/json', 'idempotent-replayed': 'true' } });
     }
     if (earlier)
@@ -126,7 +126,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
   const alert = payer.key.lowBalanceAlert;
   if (alert !== undefined && debit.balance < alert && debit.balance + amount >= alert) {
     const data = { balance: debit.balance.toString(), threshold: alert.toString() };
-    context.event({ type: 'balance.low', caller: who, data, id: onceId('balance.low', debit.entry.id) });
+    context.event({ type: 'balance.low', caller: call.caller, data, id: onceId('balance.low', debit.entry.id) });
   }
   let remaining = debit.balance;
   return {
@@ -139,7 +139,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
         // The call went out once the debit was decided; the answer waits for it to be on disk.
         await debit.durable;
         context.count(tool.name, 'paid_credits');
-        context.event({ type: 'call.paid', tool: tool.name, rail: 'credits', amount, caller: who });
+        context.event({ type: 'call.paid', tool: tool.name, rail: 'credits', amount, caller: call.caller });
         const receipt = {
           charged: amount.toString(),
           balance: debit.balance.toString(),

@@ -41,6 +41,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
   }
   const authorization = (request.paymentPayload.payload as { authorization?: { from?: unknown } }).authorization;
   const from = typeof authorization?.from === 'string' ? authorization.from.toLowerCase() : undefined;
+  if (from) call.caller = { payer: from };
   const metering = from ? await context.meter(from, tool.name) : undefined;
   if (metering?.price === 0n) return freeCall(facilitator, context, call, request, metering);
   if (metering && metering.price !== offer.amount) {
