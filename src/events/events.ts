@@ -22,6 +22,11 @@ export type EventType = (typeof eventTypes)[number];
 /** Who called, as far as turnpike knows: a credits key's id, an x402 payer's address, an OAuth subject. Never a secret. */
 export type EventCaller = { keyId?: string; payer?: string; subject?: { issuer: string; subject: string } };
 
+/** A caller as charges name it (`key:<id>`, or an x402 payer's address) as events do. */
+export const eventCaller = (caller: string): EventCaller => (caller.startsWith('key:') ? { keyId: caller.slice(4) } : { payer: caller });
+/** An OAuth caller (a verified token's issuer and subject) as events name them. */
+export const subjectOf = (p: { issuer: string; subject: string }): EventCaller => ({ subject: { issuer: p.issuer, subject: p.subject } });
+
 export type EventInput = {
   type: EventType;
   server: { id: string; slug: string };

@@ -25,7 +25,7 @@ import { atomicToUsd } from '../pricing/pricing.js';
 import { type ToolResult, answerCall, rpcError, withoutPaidResponses } from './jsonrpc.js';
 import { HOP_HEADER, loopIn } from '../upstream/hops.js';
 import { readJsonBody } from './json-body.js';
-import { type EventCaller, type EventInput, onceId } from '../events/events.js';
+import { type EventCaller, type EventInput, eventCaller, onceId, subjectOf } from '../events/events.js';
 import { type Message, classify, forUpstream, headerMismatch, paidRequestId } from './messages.js';
 import type { JsonRpcId } from './sse.js';
 import { CALLER_HEADER, type Upstream, callDeadline, send } from '../upstream/upstream.js';
@@ -409,10 +409,6 @@ function idOf(value: unknown): JsonRpcId {
   const id = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Message).id : undefined;
   return typeof id === 'string' || typeof id === 'number' ? id : null;
 }
-
-/** A caller as charges name it (`key:<id>`, or an x402 payer's address) as events do. */
-export const eventCaller = (caller: string): EventCaller => (caller.startsWith('key:') ? { keyId: caller.slice(4) } : { payer: caller });
-const subjectOf = (p: { issuer: string; subject: string }): EventCaller => ({ subject: { issuer: p.issuer, subject: p.subject } });
 
 function hostOf(origin: string): string {
   try {

@@ -8,7 +8,7 @@ import type { PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
 import { credentialOf } from './api-keys.js';
 import { type Credits, type Payer, refusalError, shortfalls } from './credits.js';
 import type { OpenDebits } from './open-debits.js';
-import { onceId } from '../../events/events.js';
+import { onceId, subjectOf } from '../../events/events.js';
 
 /** The `_meta` key of a credits-paid result: what was charged and what is left. */
 export const CREDITS_META_KEY = 'turnpike/credits';
@@ -55,8 +55,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
       ? await credits.authenticateSubject(call.principal)
       : await credits.authenticate(credentialOf(call.request.headers)!);
     // Who the caller is, for events, once their credential says so.
-    const subject = call.principal ? { subject: { issuer: call.principal.issuer, subject: call.principal.subject } } : {};
-    call.caller = { ...subject, keyId: payer.key.id };
+    call.caller = { ...(call.principal ? subjectOf(call.principal) : {}), keyId: payer.key.id };
     credits.authorize(payer, { slug: context.server, id: context.serverId }, tool.name);
   } catch (error) {
     if (error instanceof DomainError) return fail(error);
