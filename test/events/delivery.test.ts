@@ -1,5 +1,12 @@
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { after, describe, test } from 'node:test';
+import { openSqliteStore } from '../../src/store/sqlite.js';
 import { Agent } from 'undici';
 import { createEvents } from '../../src/events/endpoints.js';
 import { callEvent } from '../../src/events/events.js';
@@ -214,6 +221,53 @@ for (const backend of backends) {
     });
   });
 }
+
+describe('event delivery after a real crash (sqlite)', () => {
+  test('events recorded, some claimed, then SIGKILL: the next process delivers every one, with the same ids', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-events-kill-'));
+    after(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'store.db');
+    const receiver = await startWebhookReceiver({ secret: 'whsec-kill' });
+    const src = (f: string) => JSON.stringify(path.resolve(`src/${f}`));
+    // The process that records: 20 events, 5 of them claimed (leased for 500 ms), then it waits to be killed.
+    const script = `
+      import { openSqliteStore } from ${src('store/sqlite.ts')};
+      import { callEvent } from ${src('events/events.ts')};
+      import { secretBox } from ${src('operators/secret-box.ts')};
+      const store = await openSqliteStore({ path: ${JSON.stringify(file)} });
+      const sealed = secretBox('cd'.repeat(32)).seal('whsec-kill', 'we_kill');
+      await store.events.addEndpoint({ id: 'we_kill', operatorId: 'op_a', kind: 'webhook', url: ${JSON.stringify(receiver.url)}, sealedSecret: sealed, createdAt: Date.now() });
+      const events = Array.from({ length: 20 }, () => callEvent({ type: 'call.paid', server: { id: 's', slug: 's' }, operatorId: 'op_a', amount: 1n }));
+      await store.events.record(events);
+      await store.events.claim(store.instanceId, Date.now(), 500, 5);
+      process.stdout.write(JSON.stringify(events.map((e) => e.id)) + '\\n');
+      setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const [line] = (await once(readline.createInterface({ input: child.stdout! }), 'line')) as [string];
+    const recorded = JSON.parse(line) as string[];
+    child.kill('SIGKILL');
+    await once(child, 'exit');
+    assert.equal(receiver.attempts.length, 0, 'nothing was sent before the kill');
+
+    const store = await openSqliteStore({ path: file });
+    const events = eventsOf(store, { leaseMs: 500 });
+    await events.start();
+    try {
+      await eventually(
+        async () => receiver.received.length,
+        (n) => n === 20,
+        'all 20 delivered after the restart',
+      );
+    } finally {
+      await events.stop();
+    }
+    assert.deepEqual(receiver.received.map((r) => r.eventId).sort(), [...recorded].sort());
+    assert.ok(receiver.received.every((r) => r.signed));
+    await store.close();
+  });
+});
 
 describe('event delivery across instances (postgres)', { skip: backends[1]!.skip }, () => {
   test('two instances sending one outbox never deliver an event twice, nor one event at once', async () => {
