@@ -109,6 +109,7 @@ export function eventDelivery(options: DeliveryOptions) {
   async function runOnce(): Promise<number> {
     let sent = 0;
     for (;;) {
+      if (!(await store.events.due(Date.now()))) return sent;
       const claimed = await store.events.claim(store.instanceId, Date.now(), leaseMs, batch);
       await Promise.all(claimed.map(deliver));
       sent += claimed.length;

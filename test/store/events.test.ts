@@ -87,7 +87,9 @@ for (const backend of backends) {
       const now = Date.now();
       for (const d of await store.events.claim(store.instanceId, now, 60_000, 10))
         await store.events.finish(d, store.instanceId, { delivered: false, status: 500, error: 'HTTP 500', retryAt: now + 5_000 });
+      assert.equal(await store.events.due(now + 1_000), false);
       assert.deepEqual(await store.events.claim(store.instanceId, now + 1_000, 60_000, 10), [], 'not due yet');
+      assert.equal(await store.events.due(now + 5_000), true);
       const due = await store.events.claim(store.instanceId, now + 5_000, 60_000, 1);
       assert.equal(due.length, 1);
       assert.equal(due[0]!.attempts, 1);

@@ -64,6 +64,8 @@ export interface EventStore {
   deleteEndpoint(id: string, operatorId: string): Promise<boolean>;
   /** The owners of live endpoints (null: the instance's own): whose events are worth recording. */
   endpointOwners(): Promise<(string | null)[]>;
+  /** Whether any delivery is due at `now`: a read, so an idle worker takes no write lock to find nothing. */
+  due(now: number): Promise<boolean>;
   /**
    * Claims up to `limit` due deliveries for `owner` until `now + leaseMs`: a delivery is claimed by
    * one instance at a time, and claimed again only once the lease has run out (its holder died).

@@ -55,6 +55,10 @@ export function eventStore({ read, write }: Runner): EventStore {
       read(function* () {
         return (yield* all(sql.endpointOwners, {})).map((r) => r.operator_id);
       }),
+    due: (now) =>
+      read(function* () {
+        return (yield* get(sql.due, { now })) !== undefined;
+      }),
     claim: (owner, now, leaseMs, limit) =>
       write(function* () {
         const until = now + leaseMs;

@@ -98,6 +98,9 @@ export const eventsSql = {
                                 updated_at = @now
     WHERE endpoint_id = @endpointId AND state = 'pending'`),
   endpointOwners: query<{}, { operator_id: string | null }>(`SELECT DISTINCT operator_id FROM event_endpoints WHERE ${LIVE}`),
+  due: query<{ now: number }, { one: number }>(`
+    SELECT 1 AS one FROM event_deliveries
+    WHERE state = 'pending' AND next_at <= @now AND (lease_until IS NULL OR lease_until < @now) LIMIT 1`),
   // A guarded UPDATE: on PostgreSQL a row another instance claimed meanwhile fails the re-checked lease condition.
   claim: command<{ owner: string; now: number; until: number; limit: number }>(`
     UPDATE event_deliveries SET lease_owner = @owner, lease_until = @until
