@@ -67,7 +67,8 @@ export function callEvent(input: EventInput, now = Date.now()): NewEvent {
     ...(input.caller && Object.keys(input.caller).length > 0 ? { caller: input.caller } : {}),
     ...(input.rail ? { rail: input.rail } : {}),
     ...(input.amount !== undefined ? { amount: input.amount.toString(), unit: 'micro-USD (atomic USDC)' } : {}),
-    ...(input.reason ? { reason: input.reason } : {}),
+    // Bounded: a reason may quote an upstream's or a node's error message.
+    ...(input.reason ? { reason: input.reason.slice(0, 500) } : {}),
     ...(input.data ? { data: input.data } : {}),
   };
   return {
