@@ -17,6 +17,7 @@ export const errorCodes = {
   invalid_json: 400,
   amount_out_of_bounds: 400,
   custody_unavailable: 400,
+  endpoint_refused: 400,
   event_malformed: 400,
   idempotency_key_invalid: 400,
   issuer_refused: 400,
@@ -62,6 +63,7 @@ export const errorCodes = {
   token_cannot_delegate: 403,
   // 404: nothing by that name.
   checkout_not_found: 404,
+  endpoint_not_found: 404,
   key_not_found: 404,
   operator_not_found: 404,
   postpaid_account_not_found: 404,
@@ -75,6 +77,7 @@ export const errorCodes = {
   below_minimum: 409,
   checkout_not_in_review: 409,
   email_taken: 409,
+  endpoint_limit: 409,
   idempotency_key_reused: 409,
   insufficient_balance: 409,
   key_already_revoked: 409,

@@ -2,7 +2,16 @@
  * The credits bench's gateway, alone in its process as in production: the trivial upstream at
  * argv[2], the sandbox at argv[3], the store URL at argv[4] (SQLite file, or PostgreSQL shared by
  * several of these), its relayer key at argv[5]. The bench makes the API key. Prints `{"url"}`.
+ * `TURNPIKE_BENCH_EVENTS=none` adds the revenue book and events as `serve` has them with no
+ * endpoint; `=webhook` adds one webhook endpoint (a local sink answering 204, in this process): the
+ * cost of events; `=outbox` records them for it but sends none (the worker stopped): the cost of
+ * recording alone.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Agent } from 'undici';
+import { createEvents } from '../../src/events/endpoints.js';
+import { revenueBook } from '../../src/operators/revenue.js';
 import { createPublicClient } from 'viem';
 import { leanHeap } from '../../src/app/heap.js';
 import { networks } from '../../src/chain/networks.js';
@@ -29,6 +38,27 @@ const store = await openStore(storeUrl);
 const client = createPublicClient({ chain: networks.local.viemChain, transport: rpcTransport(rpcUrl) });
 const facilitator = createFacilitator({ network: networks.local, client, journal: store.journal, relayerKeys: [relayerKey] });
 const credits = createCredits({ store, tokenSecret: await store.instanceSecret('budget-tokens') });
+const eventsMode = process.env.TURNPIKE_BENCH_EVENTS;
+let revenue;
+if (eventsMode === 'none' || eventsMode === 'webhook' || eventsMode === 'outbox') {
+  const sink = createServer((req, res) => req.resume().on('end', () => res.writeHead(204).end()));
+  await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
+  const sinkUrl = `http://127.0.0.1:${(sink.address() as AddressInfo).port}/`;
+  const agent = new Agent();
+  const events = createEvents({
+    store,
+    instance: { webhooks: eventsMode === 'none' ? [] : [{ url: sinkUrl, secret: 'bench-secret' }] },
+    allowPrivate: true,
+    dispatchers: { operator: agent, instance: agent },
+    retry: { firstDelayMs: 1_000, maxDelayMs: 60_000, maxAttempts: 5 },
+    logger,
+  });
+  await events.start();
+  if (eventsMode === 'outbox') await events.stop();
+  const book = revenueBook(store, { takeRateBps: 0, logger, events });
+  await book.start();
+  revenue = { book, usage: store.operators, custody: 'direct' as const };
+}
 let url = '';
 const app = createApp(logger);
 app.route(
@@ -48,6 +78,7 @@ app.route(
     logger,
     metrics: createMetrics(),
     server: 'bench',
+    ...(revenue ? { revenue } : {}),
   }),
 );
 const server = await listen(app, { host: '127.0.0.1', port: 0 });

@@ -16,6 +16,7 @@ import type { Upstream } from '../upstream/upstream.js';
 import { type ToolsSource, toolsLookups } from '../upstream/upstream-tools.js';
 import { createOperators } from '../operators/operators.js';
 import { revenueBook } from '../operators/revenue.js';
+import { createEvents } from '../events/endpoints.js';
 import { createWithdrawals } from '../operators/withdrawals.js';
 import { createCredits } from '../rails/credits/credits.js';
 import { creditsRail } from '../rails/credits/rail.js';
@@ -115,7 +116,30 @@ export async function serveGateway(options: GatewayServerOptions) {
   const credits = config.credits.enabled
     ? createCredits({ store, tokenSecret: secrets.tokenSecret ?? (await store.instanceSecret('budget-tokens')) })
     : undefined;
-  const book = revenueBook(store, { takeRateBps: config.operators.takeRateBps, logger });
+  const box = secrets.secretsKey ? secretBox(secrets.secretsKey) : undefined;
+  const connections = config.http.upstreamConnections;
+  const registeredAgent = guardedAgent({ allowPrivate: config.operators.allowPrivateUpstreams, connections });
+  // The owner's own servers may be anywhere; their connections are bounded all the same.
+  const configuredAgent = guardedAgent({ allowPrivate: true, connections });
+  const events = createEvents({
+    store,
+    ...(box ? { box } : {}),
+    instance: {
+      webhooks: config.events.endpoints.map((e, i) => {
+        const secret = process.env[e.secretFromEnv];
+        if (!secret) throw new Error(`events.endpoints[${i}].secretFromEnv: set ${e.secretFromEnv} to the endpoint's signing secret`);
+        return { url: e.url, secret };
+      }),
+      ...(config.events.otlp ? { otlp: config.events.otlp } : {}),
+    },
+    // An operator's endpoint is reached as their upstream is: through the SSRF guard.
+    allowPrivate: config.operators.allowPrivateUpstreams,
+    dispatchers: { operator: registeredAgent, instance: configuredAgent },
+    retry: config.events.retry,
+    logger,
+  });
+  await events.start();
+  const book = revenueBook(store, { takeRateBps: config.operators.takeRateBps, logger, events });
   await book.start();
   // A call can run no longer than its upstream's timeout; a debit open much longer was cut off.
   const configuredMs = Math.max(0, ...options.endpoints.map((e) => e.upstream.timeoutMs));
@@ -159,17 +183,13 @@ export async function serveGateway(options: GatewayServerOptions) {
   const operators = createOperators({
     store,
     ...(stripe ? { cancelSubscription: (id: string) => cancelSubscription(stripe, id) } : {}),
-    ...(secrets.secretsKey ? { box: secretBox(secrets.secretsKey) } : {}),
+    ...(box ? { box } : {}),
     allowPrivateUpstreams: config.operators.allowPrivateUpstreams,
     oauthCallers: config.credits.enabled,
     isTurnpike: ownUrl,
     reservedSlugs: new Set(options.endpoints.map((e) => e.slug)),
     ...(treasury ? { treasury } : {}),
   });
-  const connections = config.http.upstreamConnections;
-  const registeredAgent = guardedAgent({ allowPrivate: config.operators.allowPrivateUpstreams, connections });
-  // The owner's own servers may be anywhere; their connections are bounded all the same.
-  const configuredAgent = guardedAgent({ allowPrivate: true, connections });
   const endpoints = options.endpoints.map((e) => ({ ...e, upstream: { dispatcher: configuredAgent, ...e.upstream } }));
 
   let hosts: string[] = [];
@@ -380,6 +400,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     operatorRoutes({
       operators,
       store,
+      events,
       ...(withdrawals ? { withdrawals } : {}),
       ...(payouts ? { payouts } : {}),
       ...(credits ? { credits } : {}),
@@ -434,7 +455,7 @@ export async function serveGateway(options: GatewayServerOptions) {
   );
   app.route('/', openApiRoutes(catalog, { title: 'turnpike', version: '1' }));
   const billing = reporter ? { billing: () => billingHealth(store, reportIntervalMs) } : {};
-  app.route('/', healthRoutes({ client: chain.client, store, upstreams: () => configured, ...billing }));
+  app.route('/', healthRoutes({ client: chain.client, store, upstreams: () => configured, ...billing, events: () => events.health() }));
   app.route('/', metricsRoutes(metrics));
   const server = await listen(app, config.http);
   url = server.url;
@@ -447,6 +468,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     await reporter?.stop();
     await usage?.stop();
     await book.stop();
+    await events.stop();
     await registeredAgent.close();
     await configuredAgent.close();
     await closeStore();

@@ -182,6 +182,32 @@ export const configSchema = z.strictObject({
         .describe('let operators register upstreams on loopback, private and link-local addresses (SSRF protection off)'),
     })
     .prefault({}),
+  events: z
+    .strictObject({
+      endpoints: z
+        .array(
+          z.strictObject({
+            url: url(/^https?$/),
+            /** The signing secret by environment variable name: secrets stay out of the file. */
+            secretFromEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'expected an environment variable name'),
+          }),
+        )
+        .max(10)
+        .default([])
+        .describe('webhooks sent every event of this instance, signed with the secret in the named environment variable (file only)'),
+      otlp: z
+        .strictObject({ url: url(/^https?$/).describe('the OTLP/HTTP logs URL, e.g. http://collector:4318/v1/logs') })
+        .optional()
+        .describe('every event also as an OpenTelemetry log record (OTLP/HTTP JSON)'),
+      retry: z
+        .strictObject({
+          firstDelayMs: z.number().int().min(10).max(3_600_000).default(1_000).describe('wait before the first retry; doubles each time'),
+          maxDelayMs: z.number().int().min(10).max(86_400_000).default(3_600_000).describe('longest wait between retries'),
+          maxAttempts: z.number().int().min(1).max(100).default(20).describe('attempts before a delivery is given up'),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   facilitator: z
     .strictObject({
       mode: z

@@ -21,11 +21,12 @@ import {
   paymentRequired,
   paymentRequiredV1,
 } from './payment-required.js';
-import { type Plan, isMetered, listPrice, namedTools, priceAt, publicPlan, utcMonth } from '../pricing/plans.js';
+import { type Plan, isMetered, listPrice, monthlyAllowance, namedTools, priceAt, publicPlan, utcMonth } from '../pricing/plans.js';
 import { atomicToUsd } from '../pricing/pricing.js';
 import { type ToolResult, answerCall, rpcError, withoutPaidResponses } from './jsonrpc.js';
 import { HOP_HEADER, loopIn } from '../upstream/hops.js';
 import { readJsonBody } from './json-body.js';
+import { type EventCaller, type EventInput, eventCaller, onceId, subjectOf } from '../events/events.js';
 import { type Message, classify, forUpstream, headerMismatch, paidRequestId } from './messages.js';
 import type { JsonRpcId } from './sse.js';
 import { CALLER_HEADER, type HangUp, type Upstream, callDeadline, hangUpOf, send } from '../upstream/upstream.js';
@@ -140,7 +141,13 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
   });
 
   // Every request, streams included (the MCP authorization spec): a token, if one is sent or required, must be valid.
-  if (options.oauth) app.use(resourceGuard(options.oauth, (reason) => denied(`oauth_${reason}`)));
+  if (options.oauth)
+    app.use(
+      resourceGuard(options.oauth, (reason) => {
+        denied(`oauth_${reason}`);
+        event({ type: 'call.refused', reason: `oauth_${reason}` });
+      }),
+    );
 
   // A stream the caller opens or resumes never carries a priced call's result: that leaves only through the call's own answer.
   app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(upstreamFor(c), c.req.raw, undefined, hangUp(c))));
@@ -167,7 +174,11 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
           if (await unknownTool(message.tool)) return rpcError(message.message.id ?? null, -32602, `Unknown tool: ${message.tool}`, 200);
           return paidCall(c, message.message, { name: message.tool, amount: message.amount });
         case 'forward':
-          if (message.tool) count(message.tool, 'free');
+          if (message.tool) {
+            count(message.tool, 'free');
+            const principal = c.get('oauth');
+            event({ type: 'call.free', tool: message.tool, ...(principal ? { caller: subjectOf(principal) } : {}) });
+          }
           return withoutPaidResponses(await timedForward(c, forUpstream(message.message), hangUp(c)));
       }
     },
@@ -191,6 +202,19 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     const month = utcMonth(Date.now());
     const n = await revenue!.usage.countCall(serverId, caller, month);
     const rail = subscriber ? 'subscription' : 'free';
+    const allowance = monthlyAllowance(plan, subscriber);
+    for (const percent of allowance > 0n ? [80n, 100n] : []) {
+      // The call that reaches the threshold; a number given back and counted again is the same notification (its id).
+      if (n !== (allowance * percent + 99n) / 100n) continue;
+      const data = { percent: Number(percent), calls: n.toString(), allowance: allowance.toString(), month };
+      event({
+        type: 'quota.threshold',
+        tool,
+        caller: eventCaller(caller),
+        data,
+        id: onceId('quota', serverId, caller, month, data.percent),
+      });
+    }
     return { n, price: priceAt(plan, tool, n), rail, uncount: () => revenue!.usage.uncountCall(serverId, caller, month) };
   }
 
@@ -210,6 +234,14 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     metrics.denials.inc({ server: serverLabel, reason });
     revenue?.book.denied(serverId, reason);
   };
+  const event = (input: Omit<EventInput, 'server' | 'operatorId'>) =>
+    revenue?.book.event({
+      ...input,
+      server: { id: serverId, slug: options.server },
+      ...(revenue.operatorId ? { operatorId: revenue.operatorId } : {}),
+    });
+  /** Who made a priced call, as far as the gateway knows before a rail looks at it. */
+  const callerOf = (call: PaidCall): EventCaller | undefined => call.caller ?? (call.principal ? subjectOf(call.principal) : undefined);
 
   /** `message` answered with the challenge instead, in this server's version and MCP binding. */
   const challengeMessage = (call: PaidCall, v2: PaymentRequired, message: Message): Message => {
@@ -230,10 +262,18 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     serverLabel,
     count,
     denied,
+    event,
+    refused(call, reason) {
+      denied(reason);
+      const caller = callerOf(call);
+      event({ type: 'call.refused', tool: call.tool.name, reason, ...(caller ? { caller } : {}) });
+    },
     meter,
     challenge(call, why, reason, extensions) {
       count(call.tool.name, 'challenged');
       denied(reason);
+      const caller = callerOf(call);
+      event({ type: 'call.challenged', tool: call.tool.name, amount: call.offer.amount, reason, ...(caller ? { caller } : {}) });
       const required = paymentRequired(call.offer, why, extensions);
       if (options.challenge === 'http-402') return challengeResponse(call.offer, required);
       return Response.json(challengeMessage(call, required, { jsonrpc: '2.0', id: call.id }));
@@ -243,6 +283,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       undo: () => metering.uncount(),
       async deliver(message, result) {
         count(call.tool.name, 'free_quota');
+        event({ type: 'call.free', tool: call.tool.name, rail: metering.rail, amount: 0n, caller: eventCaller(caller) });
         const free = charge(metering.rail, caller, call.tool.name, 0n, `free:${newId('call')}`);
         if (free) revenue!.book.queue(free);
         return {
@@ -330,6 +371,8 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     const { id, tool } = call;
     const undo = (why: string) => {
       count(tool.name, 'failed');
+      const caller = callerOf(call);
+      event({ type: 'call.failed', tool: tool.name, amount: 0n, reason: why, ...(caller ? { caller } : {}) });
       return charge.undo(why).catch((err: unknown) => logger.error({ err }, 'cannot undo the charge of a failed call'));
     };
     const deadline = callDeadline(options.upstream.timeoutMs);

@@ -35,6 +35,12 @@ const checkoutSchema = z.strictObject({ package: z.string().min(1).max(32) });
 const subscribeSchema = z.strictObject({ server: slugSchema });
 
 const topupQuery = z.strictObject({ usd: usdPrice });
+const alertsSchema = z.strictObject({
+  lowBalanceUsd: usdPrice
+    .refine((v) => v > 0n, 'expected an amount above zero')
+    .nullable()
+    .describe('notify (balance.low) when a debit takes the balance below this many USD; null: never'),
+});
 
 /** Called after a successful settlement, so the payload is a valid `exact` one. */
 const paymentNonce = (request: FacilitatorRequest) =>
@@ -90,6 +96,14 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     const token = await store.credits.revokeToken(payer.key.id, c.req.param('id'));
     if (!token) throw new DomainError('token_not_found', `no budget token ${c.req.param('id')} on this key`);
     return c.json(publicToken(token));
+  });
+
+  // The key holder's own alert: a debit taking the balance below it publishes `balance.low` (see Events out).
+  app.post('/alerts', async (c) => {
+    const payer = await requirePayer(c.req.raw.headers, true);
+    const { lowBalanceUsd } = await jsonBody(c, alertsSchema);
+    const key = await store.credits.setLowBalanceAlert(payer.key.id, lowBalanceUsd);
+    return c.json(publicKey(key!));
   });
 
   app.post('/checkout', async (c) => {

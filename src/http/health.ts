@@ -40,7 +40,8 @@ export async function billingHealth(store: Store, reportIntervalMs: number, now 
 
 /**
  * `GET /health`: `ok` (200) when the chain's RPC answers, the store takes a write and every
- * configured upstream answered its latest tool lookup; `degraded` (200) when only upstreams fail,
+ * configured upstream answered its latest tool lookup; `degraded` (200) when only upstreams fail
+ * or an event delivery has waited past its bound (`events`: undelivered count, oldest age),
  * since turnpike itself still serves (their paid calls are not charged, the others run); `down`
  * (503) when the chain or the store fails. With the settlement backlog (journal entries between
  * claim and outcome) either way. Upstreams are judged by the background tool lookups (see
@@ -53,10 +54,12 @@ export function healthRoutes(options: {
   store: Store;
   upstreams?: () => HealthUpstream[];
   billing?: () => Promise<{ ok: boolean }>;
+  /** The events outbox (see `Events.health`): degraded once a delivery has waited past its bound. */
+  events?: () => Promise<{ degraded: boolean }>;
 }): Hono {
   const app = new Hono();
   app.get('/health', async (c) => {
-    const [chain, store, backlog, upstreams, billing] = await Promise.all([
+    const [chain, store, backlog, upstreams, billing, events] = await Promise.all([
       options.client.getBlockNumber({ cacheTime: 0 }).then(
         (block) => ({ ok: true, blockNumber: block.toString() }),
         (error: Error) => ({ ok: false, error: error.message.split('\n')[0] }),
@@ -77,10 +80,16 @@ export function healthRoutes(options: {
         }),
       ),
       options.billing?.().catch((error: Error) => ({ ok: false, error: error.message })),
+      options.events?.().catch((error: Error) => ({ degraded: true, error: error.message })),
     ]);
     const up = chain.ok && store.ok;
-    const status = !up ? 'down' : upstreams.every(([, u]) => u.ok) && billing?.ok !== false ? 'ok' : 'degraded';
-    const reported = { ...(options.upstreams ? { upstreams: Object.fromEntries(upstreams) } : {}), ...(billing ? { billing } : {}) };
+    const healthy = upstreams.every(([, u]) => u.ok) && billing?.ok !== false && !events?.degraded;
+    const status = !up ? 'down' : healthy ? 'ok' : 'degraded';
+    const reported = {
+      ...(options.upstreams ? { upstreams: Object.fromEntries(upstreams) } : {}),
+      ...(billing ? { billing } : {}),
+      ...(events ? { events } : {}),
+    };
     return c.json({ status, chain, store, settlementBacklog: backlog, ...reported }, up ? 200 : 503);
   });
   return app;

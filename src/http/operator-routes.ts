@@ -13,6 +13,7 @@ import {
   serverPatchSchema,
 } from '../operators/operators.js';
 import type { Withdrawals } from '../operators/withdrawals.js';
+import { type Events, deliveriesQuerySchema, newEndpointSchema, publicDelivery, publicEndpoint } from '../events/endpoints.js';
 import { type Credits, newKeySchema, publicEntry, publicKey, statusAfter } from '../rails/credits/credits.js';
 import type { StripePayouts } from '../rails/stripe/payouts.js';
 import { linkAccountSchema, publicAccount } from '../rails/invoice/accounts.js';
@@ -31,6 +32,8 @@ import { subjectRoutes } from './subject-routes.js';
 export type OperatorRoutesOptions = {
   operators: Operators;
   store: Store;
+  /** Operators' webhook endpoints and their delivery logs. */
+  events: Events;
   withdrawals?: Withdrawals;
   payouts?: StripePayouts;
   /** The credits rail, for keys operators make for their customers. */
@@ -91,7 +94,7 @@ const publicWithdrawal = (w: Withdrawal) => ({
  * `/admin/analytics`, `/admin/audit`). Every change is written to the audit log.
  */
 export function operatorRoutes(options: OperatorRoutesOptions) {
-  const { operators, store, withdrawals, payouts, credits, catalog } = options;
+  const { operators, store, events, withdrawals, payouts, credits, catalog } = options;
   const stripeOff = () => new DomainError('stripe_not_configured', 'fiat payouts are off here: this instance has no STRIPE_SECRET_KEY');
   const app = new Hono<{ Variables: { operator: OperatorRecord } }>();
   const audit = (
@@ -175,6 +178,32 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
     await audit(c, actor(c), me(c).id, 'server.delete', server.slug, { id: server.id, cancelledSubscriptions: cancelled });
     return c.json({ deleted: server.slug, id: server.id, cancelledSubscriptions: cancelled });
   });
+  op.get('/webhooks', { summary: 'your webhook endpoints: each gets every event of your servers, signed' }, async (c) =>
+    c.json({ endpoints: (await events.endpoints(me(c).id)).map(publicEndpoint) }),
+  );
+  op.post(
+    '/webhooks',
+    { summary: 'add a webhook endpoint; its signing secret is in this answer only', body: newEndpointSchema, status: 201 },
+    async (c, { body }) => {
+      const { endpoint, secret } = await events.addEndpoint(me(c).id, body.url);
+      await audit(c, actor(c), me(c).id, 'webhook.create', endpoint.id, { url: endpoint.url });
+      return c.json({ ...publicEndpoint(endpoint), secret, note: 'store the secret now: it is not shown again' }, 201);
+    },
+  );
+  op.delete('/webhooks/:id', { summary: 'delete a webhook endpoint; what it had not been sent is given up' }, async (c) => {
+    const id = c.req.param('id')!;
+    await events.deleteEndpoint(me(c).id, id);
+    await audit(c, actor(c), me(c).id, 'webhook.delete', id);
+    return c.json({ deleted: id });
+  });
+  op.get(
+    '/webhooks/:id/deliveries',
+    { summary: 'one endpoint’s delivery log, newest first', query: deliveriesQuerySchema },
+    async (c, { query }) => {
+      const page = await events.deliveries(me(c).id, c.req.param('id')!, query);
+      return c.json({ deliveries: page.map(publicDelivery), ...(page.length > 0 ? { next: page.at(-1)!.createdAt } : {}) });
+    },
+  );
   op.get('/balance', { summary: 'your revenue: withdrawable USDC, fiat payable, direct' }, async (c) =>
     c.json(publicBalance(await store.operators.balance(me(c).id))),
   );

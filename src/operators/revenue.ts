@@ -5,6 +5,8 @@ import { newId } from '../store/ids.js';
 import type { Charge } from '../store/operators/operators.js';
 import type { Store } from '../store/store.js';
 import { splitCharge } from './take-rate.js';
+import { type EventInput, callEvent } from '../events/events.js';
+import type { NewEvent } from '../store/events/events.js';
 
 /** A charge as the gateway knows it; the split, id, state and time are the book's business. */
 export type ChargeInput = Pick<Charge, 'serverId' | 'rail' | 'caller' | 'tool' | 'amount' | 'ref' | 'custody'> & { operatorId?: string };
@@ -24,7 +26,8 @@ function paymentKeyOf(ref: string): PaymentKey | undefined {
 
 /**
  * The revenue book: one charge per paid (or free-quota) call, split between operator and
- * platform at the take rate, plus denial counts for analytics.
+ * platform at the take rate, plus denial counts for analytics, and each call's event for the
+ * outbox (when someone gets events: `events.wanted`), all written in one transaction per batch.
  *
  * A charge is written `pending` and turned `earned` or `void` by the record of the money itself:
  * an x402 charge by its journal row (settled, or failed/released), a credits charge by its debit
@@ -37,9 +40,13 @@ function paymentKeyOf(ref: string): PaymentKey | undefined {
  * const book = revenueBook(store, { takeRateBps: 250, logger });
  * await book.record({ serverId: 'srv_…', rail: 'x402', ... }); // durable, then settle
  */
-export function revenueBook(store: Store, options: { takeRateBps: number; logger: Logger }) {
+export function revenueBook(
+  store: Store,
+  options: { takeRateBps: number; logger: Logger; events?: { wanted(operatorId?: string): boolean } },
+) {
   const { operators } = store;
   let queued: Charge[] = [];
+  let events: NewEvent[] = [];
   let denials = new Map<string, { serverId: string; day: number; reason: string; count: number }>();
   let flusher: NodeJS.Timeout | undefined;
   let resolver: NodeJS.Timeout | undefined;
@@ -52,10 +59,11 @@ export function revenueBook(store: Store, options: { takeRateBps: number; logger
   async function flush() {
     const charges = queued;
     const counts = [...denials.values()];
+    const batch = events;
     queued = [];
     denials = new Map();
-    if (charges.length > 0) await operators.recordCharges(charges);
-    if (counts.length > 0) await operators.countDenials(counts);
+    events = [];
+    if (charges.length + counts.length + batch.length > 0) await operators.recordCalls({ charges, denials: counts, events: batch });
   }
 
   /** Settles pending charges by what the ledger and the journal say; returns how many it resolved. */
@@ -106,6 +114,15 @@ export function revenueBook(store: Store, options: { takeRateBps: number; logger
       const row = denials.get(key) ?? { serverId, day, reason, count: 0 };
       row.count++;
       denials.set(key, row);
+      scheduleFlush();
+    },
+    /**
+     * Queues a call's event (or a notification) for the next batch, if anyone gets the events of
+     * its operator; otherwise does nothing, so a gateway without endpoints pays nothing for them.
+     */
+    event(input: EventInput) {
+      if (!options.events?.wanted(input.operatorId)) return;
+      events.push(callEvent(input));
       scheduleFlush();
     },
     flush,

@@ -88,6 +88,17 @@ export const flatPlan = (prices: PriceTable): Plan => ({ type: 'per_call', ...pr
 export const isMetered = (plan: Plan) => plan.type === 'tiered' || (plan.type === 'per_call' && plan.freeCallsPerMonth > 0);
 
 /**
+ * The calls a month's count covers at no price, whose 80 % and 100 % are notified: the free calls
+ * of a per-call plan, a tiered plan's first tier if it is free, a subscriber's allowance; 0 for none.
+ */
+export function monthlyAllowance(plan: Plan, subscriber: boolean): bigint {
+  if (plan.type === 'per_call') return BigInt(plan.freeCallsPerMonth);
+  if (plan.type === 'subscription') return subscriber ? BigInt(plan.callsPerMonth) : 0n;
+  const first = plan.tiers[0]!;
+  return first.price === 0n && first.upTo !== undefined ? BigInt(first.upTo) : 0n;
+}
+
+/**
  * What the caller's `n`th priced call this month (n ≥ 1) of `tool` costs, in atomic units.
  *
  * @example priceAt(plan, 'search', 1001n) // the first call past a free tier of 1,000

@@ -6,6 +6,7 @@ import type { ToolOffer } from '../gateway/payment-required.js';
 import type { JsonRpcId } from '../gateway/sse.js';
 import type { Metrics } from '../http/metrics.js';
 import type { OAuthPrincipal } from '../oauth/issuer.js';
+import type { EventCaller, EventInput } from '../events/events.js';
 
 /**
  * A priced call on its way through the gateway: `id` is the caller's, `upstreamId` turnpike's
@@ -23,6 +24,8 @@ export type PaidCall = {
   offer: ToolOffer;
   /** The caller as a verified OAuth access token names them (see `resourceGuard`). */
   principal?: OAuthPrincipal;
+  /** Who the caller is, for events, once the rail knows (a key's id, a payer's address). */
+  caller?: EventCaller;
 };
 
 /**
@@ -75,7 +78,11 @@ export type RailContext = {
   count(tool: string, outcome: string): void;
   /** Counts a refusal (metrics and analytics). */
   denied(reason: string): void;
-  /** The payment-required answer to `call`, in the server's binding, saying why; counted as a denial. */
+  /** A call refused (not challenged: more money would not help), counted and published as `call.refused`. */
+  refused(call: PaidCall, reason: string): void;
+  /** Publishes an event of this server (see `RevenueBook.event`): its server and operator are filled in. */
+  event(input: Omit<EventInput, 'server' | 'operatorId'>): void;
+  /** The payment-required answer to `call`, in the server's binding, saying why; counted as a denial, published as `call.challenged`. */
   challenge(call: PaidCall, why: string, reason: string, extensions?: Record<string, unknown>): Response;
   /**
    * The upstream's answer `message` replaced by the payment-required answer, in the server's

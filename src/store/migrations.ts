@@ -472,6 +472,50 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX oauth_subjects_key ON oauth_subjects (key_id);
     `,
   },
+  {
+    version: 15,
+    name: 'events out',
+    // The outbox: one row per event (its id is what every delivery of it carries), one delivery row per endpoint it goes
+    // to, claimed with a lease (`lease_owner` until `lease_until`) so that one instance at a time sends it. An endpoint
+    // with no operator is the instance's own (config file): it gets every event; an operator's gets that operator's.
+    // A key's low-balance alert threshold (micro-USD), set by its holder.
+    sql: `
+      CREATE TABLE event_endpoints (
+        id TEXT PRIMARY KEY,
+        operator_id TEXT,
+        kind TEXT NOT NULL CHECK (kind IN ('webhook', 'otlp')),
+        url TEXT NOT NULL,
+        sealed_secret TEXT,
+        created_at BIGINT NOT NULL,
+        deleted_at BIGINT
+      );
+      CREATE INDEX event_endpoints_operator ON event_endpoints (operator_id);
+      CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        operator_id TEXT,
+        type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+      );
+      CREATE TABLE event_deliveries (
+        event_id TEXT NOT NULL REFERENCES events (id),
+        endpoint_id TEXT NOT NULL REFERENCES event_endpoints (id),
+        state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at BIGINT NOT NULL,
+        lease_owner TEXT,
+        lease_until BIGINT,
+        last_status INTEGER,
+        last_error TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (event_id, endpoint_id)
+      );
+      CREATE INDEX event_deliveries_due ON event_deliveries (state, next_at);
+      CREATE INDEX event_deliveries_endpoint ON event_deliveries (endpoint_id, created_at);
+      ALTER TABLE api_keys ADD COLUMN low_balance_alert BIGINT CHECK (low_balance_alert > 0);
+    `,
+  },
 ];
 
 /**

@@ -6,6 +6,7 @@ import { createPool, postgresRunner } from './engine/postgres.js';
 import { metaStore } from './meta.js';
 import { creditStore } from './credits/ops.js';
 import { contested } from './credits/statements.js';
+import { eventStore } from './events/ops.js';
 import { journalStore } from './journal/ops.js';
 import { migratePostgres } from './postgres-migrate.js';
 import { operatorStore } from './operators/ops.js';
@@ -115,6 +116,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     credits: creditStore(postgresRunner(pool, { rerunOn: contested })),
     operators: operatorStore(runner),
     postpaid: postpaidStore(runner),
+    events: eventStore(runner),
     instanceSecret: meta.instanceSecret,
     async health() {
       if (closed) throw new StoreError('the store is closed');

@@ -8,6 +8,7 @@ import { sqliteRunner } from './engine/sqlite.js';
 import { metaStore } from './meta.js';
 import { type Migration, migrations as shipped } from './migrations.js';
 import { creditStore } from './credits/ops.js';
+import { eventStore } from './events/ops.js';
 import { journalStore } from './journal/ops.js';
 import { sqliteLeases } from './sqlite-leases.js';
 import { operatorStore } from './operators/ops.js';
@@ -106,6 +107,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
     credits: creditStore(runner),
     operators: operatorStore(runner),
     postpaid: postpaidStore(runner),
+    events: eventStore(runner),
     immediate: (fn) => db.transaction(() => fn(db)).immediate(),
     instanceSecret: meta.instanceSecret,
     async health() {

@@ -1,4 +1,5 @@
 import type { CreditStore } from './credits/credits.js';
+import type { EventStore } from './events/events.js';
 import type { PaymentJournal } from './journal/journal.js';
 import type { OperatorStore } from './operators/operators.js';
 import type { PostpaidStore } from './postpaid/postpaid.js';
@@ -57,6 +58,7 @@ export interface Store {
   readonly credits: CreditStore;
   readonly operators: OperatorStore;
   readonly postpaid: PostpaidStore;
+  readonly events: EventStore;
   /**
    * A random 32-byte secret (hex) made on first use and kept in the store, so every instance on
    * this store shares it: the default signing key of budget tokens.

@@ -21,6 +21,8 @@ import { x402Rail } from '../../src/rails/x402/rail.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { listenGateway } from '../helpers/gateway.js';
+import { revenueBook } from '../../src/operators/revenue.js';
+import { createLogger } from '../../src/log/logger.js';
 
 const chain = useSandbox({ isolate: false });
 const servers: Listening[] = [];
@@ -86,7 +88,7 @@ describe('the JSON-RPC error binding (--challenge jsonrpc-error)', () => {
     await client.close();
   });
 
-  test('a settlement that fails withholds the output as a 402 error too, never a result', async () => {
+  test('a settlement that fails withholds the output as a 402 error too, never a result, and is published as settlement.failed', async () => {
     // The chain answers the verification before the call, then is down when the settlement starts.
     let reads = 0;
     let down = false;
@@ -103,7 +105,15 @@ describe('the JSON-RPC error binding (--challenge jsonrpc-error)', () => {
     const { store } = await chain.facilitator([3]);
     const relayerKeys = [chain.sandbox.accounts.relayers[3]!.privateKey];
     const outage = createFacilitator({ network: networks.local, client: flaky, journal: store.journal, relayerKeys });
-    const client = await sdkClient(await gateway({ challenge: 'jsonrpc-error', rails: [x402Rail({ facilitator: outage })] }));
+    // Someone gets this instance's events: the failure is recorded in the outbox with the call's batch.
+    await store.events.setInstanceEndpoints([{ id: 'we_test', kind: 'webhook', url: 'https://hooks.example.com/', createdAt: Date.now() }]);
+    const book = revenueBook(store, {
+      takeRateBps: 0,
+      logger: createLogger({ level: 'silent', format: 'json' }),
+      events: { wanted: () => true },
+    });
+    const revenue = { book, usage: store.operators, custody: 'direct' as const };
+    const client = await sdkClient(await gateway({ challenge: 'jsonrpc-error', rails: [x402Rail({ facilitator: outage })], revenue }));
     const challenge = (await client.callTool({ name: 'count', arguments: {} }).catch((e: unknown) => e)) as McpError;
     const payer = new x402Client().register('eip155:8453', new ExactEvmScheme(chain.sandbox.accounts.payers[6]!));
     const payment = await payer.createPaymentPayload(challenge.data as PaymentRequired);
@@ -117,6 +127,12 @@ describe('the JSON-RPC error binding (--challenge jsonrpc-error)', () => {
     assert.match(withheld.message, /settlement failed/);
     assert.equal((withheld.data as PaymentRequired).accepts[0]!.amount, PRICE.toString());
     assert.equal(counter.runs(), runs + 1, 'the tool ran; its output was withheld');
+    await book.flush();
+    const events = (await store.events.claim(store.instanceId, Date.now(), 60_000, 100)).map((d) => JSON.parse(d.payload));
+    const [failed] = events.filter((e) => e.type === 'settlement.failed');
+    assert.deepEqual([failed?.tool, failed?.amount, failed?.rail], ['count', PRICE.toString(), 'x402']);
+    assert.equal(failed?.caller.payer, chain.sandbox.accounts.payers[6]!.address.toLowerCase());
+    assert.match(failed?.reason, /retry with the same payment/);
     await client.close();
   });
 

@@ -58,6 +58,15 @@ for (const backend of backends)
       store = await backend.open();
       credits = store.credits;
     });
+
+    test('a key holder’s low-balance alert is kept with the key, read back by authentication, and cleared', async () => {
+      const id = await key(1_000n);
+      assert.equal((await credits.setLowBalanceAlert(id, 500n))?.lowBalanceAlert, 500n);
+      assert.equal((await credits.key(id))?.lowBalanceAlert, 500n);
+      assert.equal((await credits.setLowBalanceAlert(id, null))?.lowBalanceAlert, undefined);
+      assert.equal(await credits.setLowBalanceAlert('key_unknown', 1n), undefined);
+      await assert.rejects(credits.setLowBalanceAlert(id, 0n), 'a threshold of zero is refused by the database');
+    });
     after(() => store?.close());
 
     test('500 concurrent debits against a balance for 100: exactly 100 pass, the balance ends at 0, never below', async () => {

@@ -549,14 +549,22 @@ for (const backend of backends)
         charge(op, { serverId: 'mine', tool: 'add', caller: 'key:a', amount: 100n, createdAt: JAN_1 + 2 * DAY_MS }),
         charge(other, { serverId: 'theirs', tool: 'add', caller: 'key:a', amount: 9_000n, createdAt: JAN_1 }),
       ]);
-      await operators.countDenials([
-        { serverId: 'mine', day: JAN_1 / DAY_MS, reason: 'insufficient_credits', count: 2 },
-        { serverId: 'mine', day: JAN_1 / DAY_MS + 1, reason: 'insufficient_credits', count: 1 },
-        { serverId: 'mine', day: JAN_1 / DAY_MS, reason: 'invalid_payment', count: 1 },
-        { serverId: 'theirs', day: JAN_1 / DAY_MS, reason: 'invalid_payment', count: 5 },
-        { serverId: 'mine', day: JAN_1 / DAY_MS + 2, reason: 'invalid_payment', count: 8 },
-      ]);
-      await operators.countDenials([{ serverId: 'mine', day: JAN_1 / DAY_MS, reason: 'insufficient_credits', count: 3 }]);
+      await operators.recordCalls({
+        charges: [],
+        events: [],
+        denials: [
+          { serverId: 'mine', day: JAN_1 / DAY_MS, reason: 'insufficient_credits', count: 2 },
+          { serverId: 'mine', day: JAN_1 / DAY_MS + 1, reason: 'insufficient_credits', count: 1 },
+          { serverId: 'mine', day: JAN_1 / DAY_MS, reason: 'invalid_payment', count: 1 },
+          { serverId: 'theirs', day: JAN_1 / DAY_MS, reason: 'invalid_payment', count: 5 },
+          { serverId: 'mine', day: JAN_1 / DAY_MS + 2, reason: 'invalid_payment', count: 8 },
+        ],
+      });
+      await operators.recordCalls({
+        charges: [],
+        events: [],
+        denials: [{ serverId: 'mine', day: JAN_1 / DAY_MS, reason: 'insufficient_credits', count: 3 }],
+      });
 
       const row = (key: string, calls: number, paidCalls: number, revenue: bigint, operatorShare: bigint) => ({
         key,

@@ -104,6 +104,7 @@ export function publicKey(key: KeyRecord) {
     ...(key.lifetimeLimit !== undefined ? { lifetimeLimit: key.lifetimeLimit.toString() } : {}),
     spentToday: key.spentToday.toString(),
     spentTotal: key.spentTotal.toString(),
+    ...(key.lowBalanceAlert !== undefined ? { lowBalanceAlert: key.lowBalanceAlert.toString() } : {}),
     createdAt: new Date(key.createdAt).toISOString(),
   };
 }

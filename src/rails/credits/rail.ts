@@ -9,6 +9,7 @@ import type { PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
 import { credentialOf } from './api-keys.js';
 import { type Credits, type Payer, refusalError, shortfalls } from './credits.js';
 import type { OpenDebits } from './open-debits.js';
+import { onceId, subjectOf } from '../../events/events.js';
 
 /** The `_meta` key of a credits-paid result: what was charged and what is left. */
 export const CREDITS_META_KEY = 'turnpike/credits';
@@ -77,7 +78,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     // What an x402 payment would settle (a short balance, a subject no key pays for) is the challenge offering it.
     if (shortfalls.has(error.code) || error.code === 'subject_unlinked')
       return context.challenge(call, `${error.code}: ${error.message}`, error.code, { [CREDITS_META_KEY]: error.toJSON() });
-    context.denied(error.code);
+    context.refused(call, error.code);
     return rpcError(id, -32001, error.message, errorCodes[error.code], error.toJSON());
   };
 
@@ -86,6 +87,8 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     payer = call.principal
       ? await credits.authenticateSubject(call.principal, context.operatorId)
       : await credits.authenticate(credentialOf(call.request.headers)!, Date.now(), KEY_MAX_AGE_MS);
+    // Who the caller is, for events, once their credential says so.
+    call.caller = { ...(call.principal ? subjectOf(call.principal) : {}), keyId: payer.key.id };
     credits.authorize(payer, { slug: context.server, id: context.serverId }, tool.name);
   } catch (error) {
     if (error instanceof DomainError) return fail(error);
@@ -115,6 +118,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     }
     if (earlier?.response) {
       context.count(tool.name, 'replayed');
+      context.event({ type: 'call.replayed', tool: tool.name, caller: call.caller });
       return new Response(earlier.response, { headers: { 'content-type': 'application/json', 'idempotent-replayed': 'true' } });
     }
     if (earlier)
@@ -141,6 +145,12 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     return fail(refusalError(debit, topup));
   }
 
+  // The debit that takes the balance below the holder's alert threshold notifies them, once per crossing.
+  const alert = payer.key.lowBalanceAlert;
+  if (alert !== undefined && debit.balance < alert && debit.balance + amount >= alert) {
+    const data = { balance: debit.balance.toString(), threshold: alert.toString() };
+    context.event({ type: 'balance.low', caller: call.caller, data, id: onceId('balance.low', debit.entry.id) });
+  }
   let remaining = debit.balance;
   return {
     charge: {
@@ -152,6 +162,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
         // The call went out once the debit was decided; the answer waits for it to be on disk.
         await debit.durable;
         context.count(tool.name, 'paid_credits');
+        context.event({ type: 'call.paid', tool: tool.name, rail: 'credits', amount, caller: call.caller });
         const receipt = {
           charged: amount.toString(),
           balance: debit.balance.toString(),

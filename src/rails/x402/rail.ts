@@ -41,6 +41,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
   }
   const authorization = (request.paymentPayload.payload as { authorization?: { from?: unknown } }).authorization;
   const from = typeof authorization?.from === 'string' ? authorization.from.toLowerCase() : undefined;
+  if (from) call.caller = { payer: from };
   const metering = from ? await context.meter(from, tool.name) : undefined;
   if (metering?.price === 0n) return freeCall(facilitator, context, call, request, metering);
   if (metering && metering.price !== offer.amount) {
@@ -67,6 +68,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
     const again = used ? await facilitator.redeliver(request, purpose) : undefined;
     if (again) {
       context.count(tool.name, 'redelivered');
+      context.event({ type: 'call.replayed', tool: tool.name, ...(from ? { caller: { payer: from } } : {}) });
       const result = JSON.parse(again.result) as ToolResult;
       return withReceipt(rpcResult(id, { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, again.receipt) } }), again.receipt);
     }
@@ -79,6 +81,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
   const settlementFailed = async (message: Message, why: string): Promise<Message> => {
     await metering?.uncount();
     context.count(tool.name, 'settlement_failed');
+    context.event({ type: 'settlement.failed', tool: tool.name, rail: 'x402', amount, caller: { payer: key.payer }, reason: why });
     return context.withheld(call, `settlement failed: ${why}`, message);
   };
   return {
@@ -105,6 +108,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
           return settlementFailed(message, `${receipt.errorReason}${receipt.errorMessage ? `: ${receipt.errorMessage}` : ''}`);
         }
         context.count(tool.name, 'paid');
+        context.event({ type: 'call.paid', tool: tool.name, rail: 'x402', amount, caller: { payer: key.payer } });
         const { network } = context;
         context.metrics.revenue.inc({ server: context.serverLabel, asset: network.usdc.address, network: network.caip2 }, Number(amount));
         return { ...message, result: { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, receipt) } } };

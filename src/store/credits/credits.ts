@@ -25,6 +25,8 @@ export type KeyRecord = {
   status: KeyStatus;
   /** The operator who made the key for a customer of theirs; absent for the instance admin's keys. */
   operatorId?: string;
+  /** Its holder is notified (`balance.low`) when a debit takes the balance below this (micro-USD). */
+  lowBalanceAlert?: bigint;
   createdAt: number;
   updatedAt: number;
 };
@@ -169,6 +171,8 @@ export interface CreditStore {
   keys(filter?: { operatorId?: string }): Promise<KeyRecord[]>;
   /** `revoked` is final; returns undefined for an unknown key. */
   setStatus(id: string, status: KeyStatus): Promise<KeyRecord | undefined>;
+  /** Sets (or clears, null) the balance below which a debit publishes `balance.low`; undefined for an unknown key. */
+  setLowBalanceAlert(id: string, amount: bigint | null): Promise<KeyRecord | undefined>;
   /** Applies once per idempotency key; a repeat returns the first entry with `applied: false`. */
   credit(credit: Credit): Promise<{ applied: boolean; entry: LedgerEntry; balance: bigint }>;
   /**

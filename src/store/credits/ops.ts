@@ -308,6 +308,12 @@ export function creditStore({ read, write, decide }: Runner): CreditStore {
         return (yield* all(sql.allKeys, { operatorId: filter.operatorId ?? null })).map((r) => toKey(r, now));
       }),
     setStatus: (id, status) => write(() => setStatus(id, status)),
+    setLowBalanceAlert: (id, amount) =>
+      write(function* () {
+        yield* run(sql.setLowBalanceAlert, { id, amount, now: Date.now() });
+        const row = yield* get(sql.keyById, { id });
+        return row ? toKey(row) : undefined;
+      }),
     credit: (credit) => write(() => applyCredit(credit, Date.now())),
     move: (m) => write(() => move(m)),
     debit: (d) =>

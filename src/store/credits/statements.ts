@@ -26,6 +26,7 @@ export type KeyRow = {
   day: bigint;
   status: KeyRecord['status'];
   operator_id: string | null;
+  low_balance_alert: bigint | null;
   created_at: bigint;
   updated_at: bigint;
 };
@@ -97,6 +98,7 @@ export function toKey(r: KeyRow, now = Date.now()): KeyRecord {
     spentToday: r.day === utcDay(now) ? r.spent_day : 0n,
     status: r.status,
     ...(r.operator_id ? { operatorId: r.operator_id } : {}),
+    ...(r.low_balance_alert != null ? { lowBalanceAlert: r.low_balance_alert } : {}),
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
   };
@@ -189,6 +191,9 @@ export const creditsSql = {
   >(`
     INSERT INTO api_keys (id, hash, name, scope, expires_at, lifetime_limit, daily_limit, operator_id, created_at, updated_at)
     VALUES (@id, @hash, @name, @scope, @expiresAt, @lifetimeLimit, @dailyLimit, @operatorId, @now, @now)`),
+  setLowBalanceAlert: command<KeyId & Now & { amount: bigint | null }>(
+    'UPDATE api_keys SET low_balance_alert = @amount, updated_at = @now WHERE id = @id',
+  ),
   setStatus: command<KeyId & Now & { status: KeyRecord['status'] }>(
     `UPDATE api_keys SET status = @status, updated_at = @now WHERE id = @id AND status <> 'revoked'`,
   ),

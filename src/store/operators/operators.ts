@@ -3,6 +3,7 @@ import type { Plan } from '../../pricing/plans.js';
 import type { OAuthSettings } from '../../oauth/settings.js';
 import type { Analytics } from '../../operators/analytics.js';
 import type { Balance, Refusal } from '../../operators/balance.js';
+import type { NewEvent } from '../events/events.js';
 
 export type OperatorRecord = {
   id: string;
@@ -176,7 +177,15 @@ export interface OperatorStore {
    */
   resolveCreditCharges(): Promise<number>;
   resolveCharges(outcomes: { id: string; state: 'earned' | 'void'; settleMs?: number }[]): Promise<void>;
-  countDenials(counts: { serverId: string; day: number; reason: string; count: number }[]): Promise<void>;
+  /**
+   * Records a batch of calls in one transaction: their charges, their refusals (counted per
+   * server, day and reason) and their events (the outbox, see `EventStore`).
+   */
+  recordCalls(batch: {
+    charges: Charge[];
+    denials: { serverId: string; day: number; reason: string; count: number }[];
+    events: NewEvent[];
+  }): Promise<void>;
 
   balance(operatorId: string): Promise<Balance>;
   /**

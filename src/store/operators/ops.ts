@@ -1,7 +1,8 @@
 import { analyticsReport } from '../../operators/analytics.js';
 import { type Balance, balanceOf, refusal } from '../../operators/balance.js';
 import { type Op, type Params, type Query, type Command, type Runner, all, get, lock, run } from '../engine/statement.js';
-import type { OperatorStore, Reservation } from './operators.js';
+import { insertEvents } from '../events/ops.js';
+import type { Charge, OperatorStore, Reservation } from './operators.js';
 import {
   DAY_MS,
   type OperatorRow,
@@ -17,6 +18,10 @@ import {
   toSubscription,
   toWithdrawal,
 } from './statements.js';
+
+function* insertCharges(charges: readonly Charge[]): Op<void> {
+  for (const c of charges) yield* run(sql.insertCharge, { ...c, operatorId: c.operatorId ?? null, settleMs: c.settleMs ?? null });
+}
 
 function* balance(operatorId: string): Op<Balance> {
   const shares = (yield* get(sql.shares, { operatorId }))!;
@@ -125,19 +130,18 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
       }),
     uncountCall: (serverId, caller, month) => change(sql.uncountCall, { serverId, caller, month }),
 
-    recordCharges: (charges) =>
-      write(function* () {
-        for (const c of charges) yield* run(sql.insertCharge, { ...c, operatorId: c.operatorId ?? null, settleMs: c.settleMs ?? null });
-      }),
+    recordCharges: (charges) => write(() => insertCharges(charges)),
     pendingCharges: (limit, rail) => list(sql.pendingCharges, { limit, rail: rail ?? null }, toCharge),
     resolveCreditCharges: () => write(() => run(sql.resolveCreditCharges, {})),
     resolveCharges: (outcomes) =>
       write(function* () {
         for (const o of outcomes) yield* run(sql.resolveCharge, { ...o, settleMs: o.settleMs ?? null });
       }),
-    countDenials: (counts) =>
+    recordCalls: ({ charges, denials, events }) =>
       write(function* () {
-        for (const c of counts) yield* run(sql.countDenial, c);
+        yield* insertCharges(charges);
+        for (const d of denials) yield* run(sql.countDenial, d);
+        yield* insertEvents(events);
       }),
 
     balance: (operatorId) => read(() => balance(operatorId)),

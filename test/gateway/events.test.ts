@@ -1,0 +1,197 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { priceTableSchema } from '../../src/pricing/pricing.js';
+import type { Plan } from '../../src/pricing/plans.js';
+import { useSandbox } from '../helpers/chain.js';
+import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { postToolCall } from '../helpers/gateway.js';
+import { eventually, serveOnSandbox } from '../helpers/served.js';
+import { startWebhookReceiver } from '../helpers/webhook-receiver.js';
+
+const chain = useSandbox({ isolate: false });
+const ADMIN = 'admin-key-for-the-events-tests-0123456789';
+const SECRET_ENV = 'TURNPIKE_TEST_EVENTS_SECRET';
+const INSTANCE_SECRET = 'instance-webhook-secret-0123456789';
+let served: Awaited<ReturnType<typeof serveOnSandbox>>;
+let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
+// Started here, not in a hook: it must live as long as the file's tests.
+const receiver = await startWebhookReceiver({ secret: INSTANCE_SECRET });
+
+// 0.01 a call after 5 free calls a month: the 4th call is 80 % of the allowance, the 5th 100 %.
+const plan: Plan = { type: 'per_call', ...priceTableSchema.parse({ default: '0.01' }), freeCallsPerMonth: 5 };
+
+const call = async (tool: string, headers: Record<string, string> = {}, slug?: string) => {
+  const res = await postToolCall(`${served.url}/mcp${slug ? `/${slug}` : ''}`, tool, headers);
+  return (await res.json()) as { result?: { isError?: boolean; _meta?: Record<string, unknown> }; error?: unknown };
+};
+const newKey = async (usd: string) => {
+  const res = await served.api('POST', '/admin/keys', { key: ADMIN, body: { name: 'agent', usd } });
+  assert.equal(res.status, 201, res.text);
+  return { id: res.body.id as string, auth: { authorization: `Bearer ${res.body.key as string}` } };
+};
+const ofKey = (type: string, keyId: string) => receiver.ofType(type).filter((e) => e.caller?.keyId === keyId);
+
+describe('events out through the gateway', () => {
+  before(async () => {
+    upstream = await startCounterUpstream();
+    process.env[SECRET_ENV] = INSTANCE_SECRET;
+    served = await serveOnSandbox(chain, {
+      overrides: {
+        operators: { allowPrivateUpstreams: true },
+        events: { endpoints: [{ url: receiver.url, secretFromEnv: SECRET_ENV }], retry: { firstDelayMs: 50 } },
+      },
+      secrets: { adminKey: ADMIN, secretsKey: 'ef'.repeat(32) },
+      endpoints: [
+        {
+          slug: 'default',
+          path: '/mcp',
+          upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
+          plan,
+          payTo: chain.sandbox.accounts.payees[0]!.address,
+          challenge: 'tool-result',
+        },
+      ],
+    });
+  });
+  after(async () => {
+    await served?.gateway.close();
+    await upstream?.close();
+    delete process.env[SECRET_ENV];
+  });
+
+  test('every call becomes one signed event: free, paid, challenged, refused and failed, with server, tool, caller and amount', async () => {
+    const key = await newKey('1');
+    for (let i = 0; i < 5; i++) assert.ok(!(await call('count', key.auth)).result?.isError, `free call ${i + 1}`);
+    assert.ok(!(await call('count', key.auth)).result?.isError, 'the 6th call is paid');
+    assert.equal((await call('fail', key.auth)).result?.isError, true);
+    assert.ok((await call('count')).result?.isError, 'no payment: challenged');
+    await served.api('POST', `/admin/keys/${key.id}/revoke`, { key: ADMIN });
+    assert.ok((await call('count', key.auth)).error, 'a revoked key is refused');
+
+    // A credential refused names nobody: the event has no caller.
+    const refusal = async () => receiver.ofType('call.refused').filter((e) => e.reason === 'key_revoked');
+    await eventually(refusal, (r) => r.length === 1, 'the refusal delivered');
+    const free = ofKey('call.free', key.id);
+    assert.equal(free.length, 5);
+    assert.deepEqual(free[0], { ...free[0], server: { id: 'default', slug: 'default' }, tool: 'count', rail: 'free', amount: '0' });
+    const [paid] = ofKey('call.paid', key.id);
+    assert.deepEqual([paid?.rail, paid?.amount, paid?.tool], ['credits', '10000', 'count']);
+    const [failed] = ofKey('call.failed', key.id);
+    assert.equal(failed?.tool, 'fail');
+    assert.equal(failed?.reason, 'the tool reported isError');
+    const challenged = receiver.ofType('call.challenged').find((e) => e.reason === 'payment_missing');
+    assert.deepEqual([challenged?.tool, challenged?.amount], ['count', '10000']);
+    assert.deepEqual([(await refusal())[0]?.tool, (await refusal())[0]?.caller], ['count', undefined]);
+    assert.ok(receiver.received.every((r) => r.signed && r.event.id === r.eventId));
+    assert.equal(new Set(receiver.received.map((r) => r.eventId)).size, receiver.received.length, 'no event twice');
+    assert.ok(!receiver.received.some((r) => r.body.includes('tp_')), 'no key secret in any event');
+  });
+
+  test('80 % and 100 % of the month’s free calls are notified once each, even when a counted call is given back', async () => {
+    const key = await newKey('1');
+    for (let i = 0; i < 3; i++) await call('count', key.auth);
+    await call('fail', key.auth); // the 4th call (80 %) fails: its count is given back, and the next call is the 4th again
+    await call('count', key.auth);
+    await call('count', key.auth); // the 5th: 100 %
+    await call('count', key.auth);
+    await eventually(
+      async () => ofKey('quota.threshold', key.id).length,
+      (n) => n >= 2,
+      'both thresholds',
+    );
+    await new Promise((r) => setTimeout(r, 1_500));
+    const notices = ofKey('quota.threshold', key.id).map((e) => [e.data.percent, e.data.calls, e.data.allowance]);
+    assert.deepEqual(notices, [
+      [80, '4', '5'],
+      [100, '5', '5'],
+    ]);
+  });
+
+  test('a balance below the threshold its holder set is notified once, by the debit that crossed it', async () => {
+    const key = await newKey('0.08');
+    for (let i = 0; i < 5; i++) await call('count', key.auth); // the free calls
+    const bad = await served.api('POST', '/credits/alerts', { headers: key.auth, body: { lowBalanceUsd: '-1' } });
+    assert.equal(bad.status, 400);
+    const set = await served.api('POST', '/credits/alerts', { headers: key.auth, body: { lowBalanceUsd: '0.055' } });
+    assert.equal(set.status, 200, set.text);
+    assert.equal(set.body.lowBalanceAlert, '55000');
+    for (let i = 0; i < 4; i++) await call('count', key.auth); // 0.07, 0.06, 0.05 (crosses), 0.04
+    await eventually(
+      async () => ofKey('balance.low', key.id).length,
+      (n) => n === 1,
+      'the alert',
+    );
+    await new Promise((r) => setTimeout(r, 1_500));
+    assert.deepEqual(
+      ofKey('balance.low', key.id).map((e) => e.data),
+      [{ balance: '50000', threshold: '55000' }],
+    );
+  });
+
+  test('an operator manages webhook endpoints and reads their delivery log; they get their own servers’ events only', async () => {
+    const op = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'ops@example.com', name: 'ops' } });
+    assert.equal(op.status, 201, op.text);
+    const opKey = op.body.key as string;
+    const theirs = await startWebhookReceiver();
+    assert.equal((await served.api('POST', '/operator/webhooks', { key: opKey, body: { url: 'ftp://example.com/x' } })).status, 400);
+    const created = await served.api('POST', '/operator/webhooks', { key: opKey, body: { url: theirs.url } });
+    assert.equal(created.status, 201, created.text);
+    assert.match(created.body.secret, /^tpwh_/);
+    theirs.state.secret = created.body.secret;
+    const listed = await served.api('GET', '/operator/webhooks', { key: opKey });
+    assert.deepEqual(listed.body.endpoints, [{ id: created.body.id, url: theirs.url, createdAt: created.body.createdAt }]);
+    assert.ok(!listed.text.includes(created.body.secret), 'the secret is shown once');
+
+    const registered = await served.api('POST', '/operator/servers', {
+      key: opKey,
+      body: {
+        slug: 'theirs',
+        name: 'theirs',
+        upstream: `${upstream.url}/mcp`,
+        custody: 'direct',
+        payTo: chain.sandbox.accounts.payees[1]!.address,
+        plan: { type: 'per_call', default: '0.02' },
+      },
+    });
+    assert.equal(registered.status, 201, registered.text);
+    await call('count', {}, 'theirs');
+    await call('count'); // the instance's own server: not this operator's business
+    await eventually(
+      async () => theirs.received.length,
+      (n) => n >= 1,
+      'their event',
+    );
+    await new Promise((r) => setTimeout(r, 1_500));
+    assert.deepEqual(
+      theirs.received.map((r) => [r.event.type, r.event.server.slug, r.signed]),
+      [['call.challenged', 'theirs', true]],
+    );
+    assert.ok(
+      receiver.received.some((r) => r.eventId === theirs.received[0]!.eventId),
+      'the instance’s own endpoint gets every event',
+    );
+
+    const log = await served.api('GET', `/operator/webhooks/${created.body.id}/deliveries`, { key: opKey });
+    assert.equal(log.status, 200, log.text);
+    assert.deepEqual(
+      log.body.deliveries.map((d: Record<string, unknown>) => [d.eventId, d.state, d.attempts, d.lastStatus]),
+      [[theirs.received[0]!.eventId, 'delivered', 1, 204]],
+    );
+    const other = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'eve@example.com', name: 'eve' } });
+    assert.equal((await served.api('GET', `/operator/webhooks/${created.body.id}/deliveries`, { key: other.body.key })).status, 404);
+    assert.equal((await served.api('DELETE', `/operator/webhooks/${created.body.id}`, { key: other.body.key })).status, 404);
+    assert.equal((await served.api('DELETE', `/operator/webhooks/${created.body.id}`, { key: opKey })).status, 200);
+    assert.deepEqual((await served.api('GET', '/operator/webhooks', { key: opKey })).body.endpoints, []);
+  });
+
+  test('/health reports the events outbox: nothing waiting once delivered', async () => {
+    await eventually(
+      async () => (await served.api('GET', '/health')).body.events?.undelivered,
+      (n) => n === 0,
+      'outbox drained',
+    );
+    const health = await served.api('GET', '/health');
+    assert.deepEqual(health.body.events, { undelivered: 0, oldestAgeSeconds: null, givenUp: 0, degraded: false });
+    assert.equal(health.body.status, 'ok');
+  });
+});
