@@ -146,7 +146,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
   }
 
   // The debit that takes the balance below the holder's alert threshold notifies them, once per crossing.
-  const alert = payer.key.lowBalanceAlert;
+  const alert = debit.lowBalanceAlert;
   if (alert !== undefined && debit.balance < alert && debit.balance + amount >= alert) {
     const data = { balance: debit.balance.toString(), threshold: alert.toString() };
     context.event({ type: 'balance.low', caller: call.caller, data, id: onceId('balance.low', debit.entry.id) });

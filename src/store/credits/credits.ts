@@ -103,7 +103,8 @@ export type DebitRefusal =
   | 'request_in_progress';
 
 export type DebitResult =
-  | { ok: true; entry: LedgerEntry; balance: bigint; tokenRemaining?: bigint }
+  /** `lowBalanceAlert`: the key's alert threshold as the debit read it (not a copy of the key remembered before). */
+  | { ok: true; entry: LedgerEntry; balance: bigint; tokenRemaining?: bigint; lowBalanceAlert?: bigint }
   | { ok: false; reason: DebitRefusal; balance?: bigint; tokenRemaining?: bigint; limitRemaining?: bigint };
 
 export type IdempotentRequest = { bodyHash: string; debitId: string; response?: string };

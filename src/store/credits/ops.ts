@@ -165,7 +165,14 @@ function* debit(debit: Debit): Op<DebitResult> {
   // Another request with this Idempotency-Key got in first: this debit must not happen.
   if (debit.request && (yield* run(sql.insertRequest, { keyId: debit.keyId, ...debit.request, debitId: entry.id, now })) === 0)
     throw new RequestTaken();
-  return { ok: true, entry, balance: entry.balanceAfter, ...(tokenRemaining !== undefined ? { tokenRemaining } : {}) };
+  const alert = row.low_balance_alert;
+  return {
+    ok: true,
+    entry,
+    balance: entry.balanceAfter,
+    ...(tokenRemaining !== undefined ? { tokenRemaining } : {}),
+    ...(alert != null ? { lowBalanceAlert: alert } : {}),
+  };
 }
 
 function* refund(debitId: string, reason: string): Op<{ balance: bigint }> {
