@@ -23,7 +23,12 @@ export type SettleDeps = {
   /** Called with work that outlives a request (finishing a pending settlement). */
   background: (task: Promise<unknown>) => void;
   admit: Admit;
+  /** The most a payer's deferred payments not yet final may add up to, atomic units (see `Deferral`). */
+  deferredCap: bigint;
 };
+
+/** How a caller wants a payment settled: `deferred` answers once the transaction is signed and journalled (see `settle`). */
+export type SettleOptions = { deferred?: boolean };
 
 type Payment = Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'asset'>;
 
@@ -77,7 +82,7 @@ export function createSettler(deps: SettleDeps) {
     errorReason: r.reason,
     errorMessage: r.message,
   });
-  type Outcome = Pick<PaymentRecord, 'state' | 'txHash' | 'errorReason' | 'errorMessage'>;
+  type Outcome = Pick<PaymentRecord, 'state' | 'txHash' | 'errorReason' | 'errorMessage'> & { deferred?: boolean };
   const abandoned: Outcome = {
     state: 'failed',
     errorReason: reasons.unexpectedSettle,
@@ -99,7 +104,9 @@ export function createSettler(deps: SettleDeps) {
       success: false,
       ...base,
       errorReason: reasons.settlementPending,
-      errorMessage: 'the settlement transaction is not confirmed yet; retry /settle with the same payment',
+      errorMessage: record.deferred
+        ? 'deferred settlement: the transaction is signed, journalled and sent, not confirmed yet'
+        : 'the settlement transaction is not confirmed yet; retry /settle with the same payment',
     };
   };
 
@@ -180,7 +187,11 @@ export function createSettler(deps: SettleDeps) {
     }
   }
 
-  async function run(intent: PaymentIntent): Promise<SettleResponse> {
+  /**
+   * Sends the payment's transaction and answers with its receipt's outcome; a deferred one is
+   * answered as soon as its transaction is signed, journalled and sent, its receipt awaited behind.
+   */
+  async function run(intent: PaymentIntent, deferred: boolean): Promise<SettleResponse> {
     const { key } = intent;
     const payment = { payer: intent.authorization.from, payTo: intent.payTo, amount: intent.amount, asset: intent.asset.address };
     const tx = await send(
@@ -194,6 +205,10 @@ export function createSettler(deps: SettleDeps) {
       }),
       intent.asset.address,
     );
+    if (deferred) {
+      deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore));
+      return respond(intent, { state: 'submitted', txHash: tx.txHash, deferred });
+    }
     const sent = performance.now();
     const receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs);
     if (receipt) cadence.observe(performance.now() - sent);
@@ -210,7 +225,9 @@ export function createSettler(deps: SettleDeps) {
   /** Keeps watching a transaction that outlived its request, until the authorization expires. */
   async function finishLater(key: PaymentKey, hash: Hex, payment: Payment, validBefore: bigint) {
     const until = (Number(validBefore) + 60) * 1000;
+    const sent = performance.now();
     const receipt = await waitForReceipt(hash, until);
+    if (receipt) cadence.observe(performance.now() - sent);
     const record = await journal.get(key);
     if (record && !isFinal(record)) await (receipt ? journal.finish(key, outcomeOf(receipt, payment)) : reconcile(record));
   }
@@ -262,6 +279,11 @@ export function createSettler(deps: SettleDeps) {
       const late = await minedReceipt();
       if (late) return journal.finish(record, outcomeOf(late, payment));
     }
+    // A deferred payment's result may have left with its signed transaction: never mined, it is a loss, not a claim to give back.
+    if (record.deferred && record.state === 'submitted') {
+      const errorMessage = 'the deferred settlement transaction was never mined and the authorization is unused';
+      return journal.finish(record, { state: 'failed', errorReason: reasons.transactionFailed, errorMessage, txHash: record.txHash! });
+    }
     await journal.release(record);
   }
 
@@ -269,9 +291,12 @@ export function createSettler(deps: SettleDeps) {
     reconcile,
     /**
      * Settles a payment for `purpose`: a new one, or the caller's own hold of it. Anything else is
-     * answered from the journal (see `createSettler`).
+     * answered from the journal (see `createSettler`). With `deferred`, a payment the journal may
+     * defer (see `Deferral`) is answered `settlement_pending` as soon as its transaction is signed,
+     * journalled and sent; its receipt finishes the row behind (a failure is a loss). Any other is
+     * settled strict: answered with its receipt.
      */
-    async settle(request: FacilitatorRequest, purpose: string): Promise<SettleResponse> {
+    async settle(request: FacilitatorRequest, purpose: string, options: SettleOptions = {}): Promise<SettleResponse> {
       const checked = toIntent(request, rules, deps.now());
       if (!checked.ok) return refuse(request.paymentRequirements.network, checked);
       const { intent } = checked;
@@ -282,9 +307,10 @@ export function createSettler(deps: SettleDeps) {
 
       const verified = await verifyIntent(deps, intent);
       if (!verified.ok) return refuse(intent.networkId, verified);
-      const claim = await journal.claim(toNewPayment(intent, purpose));
+      const defer = options.deferred && verified.balance !== undefined ? { balance: verified.balance, cap: deps.deferredCap } : undefined;
+      const claim = await journal.claim(toNewPayment(intent, purpose), defer);
       if (!claim.claimed) return answerTaken(intent, claim.record, purpose);
-      const work = run(intent).finally(() => inFlight.delete(keyString(intent.key)));
+      const work = run(intent, claim.deferred).finally(() => inFlight.delete(keyString(intent.key)));
       inFlight.set(keyString(intent.key), work);
       return work;
     },

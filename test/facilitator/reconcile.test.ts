@@ -34,7 +34,7 @@ async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast') {
     network: 'eip155:8453',
     purpose: purposes.api,
   };
-  assert.deepEqual(await store.journal.claim(payment), { claimed: true });
+  assert.deepEqual(await store.journal.claim(payment), { claimed: true, deferred: false });
   let txHash: Hex | undefined;
   if (stopAfter !== 'claim') {
     const pool = createRelayerPool({

@@ -38,6 +38,7 @@ const serverRecord = (operatorId: string, fields: Partial<ServerRecord> = {}): S
   custody: 'platform',
   plan: flatPlan({ default: 1000n, tools: {}, free: [] }),
   challenge: 'tool-result',
+  settlement: 'strict',
   timeoutMs: 30_000,
   createdAt: 1_000,
   updatedAt: 1_000,

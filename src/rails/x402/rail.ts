@@ -92,7 +92,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
         await facilitator.keepResult(key, { call: purpose, result: JSON.stringify(result) });
         const stop = context.metrics.settlementSeconds.startTimer();
         try {
-          receipt = await facilitator.settle(request, purpose);
+          receipt = await facilitator.settle(request, purpose, { deferred: context.settlement === 'deferred' });
         } catch (error) {
           if (!(error instanceof FacilitatorUnavailableError)) throw error;
           // Nothing reached the chain if the hold is still a hold: the same payment may be retried.
