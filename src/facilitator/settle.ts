@@ -1,6 +1,6 @@
 import { type Hex, type PublicClient, type TransactionReceipt, encodeFunctionData, isAddressEqual, parseEventLogs } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
-import { receiptCadence, sleep, waitForReceipt as waitForChainReceipt } from '../chain/receipts.js';
+import { receiptCadence, sleep } from '../chain/receipts.js';
 import { BroadcastRejectedError, type RelayerPool, type SignedTransaction } from '../chain/relayer.js';
 import type { PaymentJournal, PaymentKey, PaymentRecord, SettlementOutcome } from '../store/journal/journal.js';
 import { reasons } from '../x402/reasons.js';
@@ -145,7 +145,7 @@ export function createSettler(deps: SettleDeps) {
     return refuse(intent.networkId, alreadyUsed(record, intent.authorization.from));
   }
 
-  const waitForReceipt = (hash: Hex, deadline: number) => waitForChainReceipt(client, hash, deadline, cadence.pollMs);
+  const waitForReceipt = (hash: Hex, deadline: number, sentAt?: number) => cadence.waitFor(client, hash, deadline, sentAt);
 
   const calldata = (p: Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'validAfter' | 'validBefore' | 'nonce' | 'signature'>) =>
     encodeFunctionData({
@@ -205,16 +205,15 @@ export function createSettler(deps: SettleDeps) {
       }),
       intent.asset.address,
     );
+    const sentAt = performance.now();
     if (deferred) {
-      deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore));
+      deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore, sentAt));
       return respond(intent, { state: 'submitted', txHash: tx.txHash, deferred });
     }
-    const sent = performance.now();
-    const receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs);
-    if (receipt) cadence.observe(performance.now() - sent);
+    const receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs, sentAt);
     if (!receipt) {
       await journal.answeredPending(key);
-      deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore));
+      deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore, sentAt));
       return respond(intent, { state: 'submitted', txHash: tx.txHash });
     }
     const outcome = outcomeOf(receipt, payment);
@@ -222,12 +221,10 @@ export function createSettler(deps: SettleDeps) {
     return respond(intent, outcome);
   }
 
-  /** Keeps watching a transaction that outlived its request, until the authorization expires. */
-  async function finishLater(key: PaymentKey, hash: Hex, payment: Payment, validBefore: bigint) {
+  /** Keeps watching a transaction (sent at `sentAt`) whose request was answered first, until its authorization expires. */
+  async function finishLater(key: PaymentKey, hash: Hex, payment: Payment, validBefore: bigint, sentAt: number) {
     const until = (Number(validBefore) + 60) * 1000;
-    const sent = performance.now();
-    const receipt = await waitForReceipt(hash, until);
-    if (receipt) cadence.observe(performance.now() - sent);
+    const receipt = await waitForReceipt(hash, until, sentAt);
     const record = await journal.get(key);
     if (record && !isFinal(record)) await (receipt ? journal.finish(key, outcomeOf(receipt, payment)) : reconcile(record));
   }
