@@ -9,7 +9,7 @@ import { networks } from '../../src/chain/networks.js';
 import type { Sandbox } from '../../src/chain/sandbox/sandbox.js';
 import { v2Request } from '../../test/helpers/payments.js';
 import { startChild } from './child.js';
-import { blockEvery, sleep } from './paid-blocks.js';
+import { sleep } from './paid-blocks.js';
 import { type Row, summarize } from './stats.js';
 
 const network = networks.local;
@@ -194,7 +194,7 @@ async function settleOnBlocks(sandbox: Sandbox, progress: (s: string) => void): 
   const rounds = { reference: [] as number[], turnpike: [] as number[], ahead: [] as number[] };
   let failures = 0;
   try {
-    await blockEvery(sandbox, 2);
+    await sandbox.mineEvery(2);
     for (let i = -3; i < 30; i++) {
       progress(`settle on 2 s blocks: ${i + 1}/30`);
       const [r, t] = await Promise.all([payments(sandbox, 1), payments(sandbox, 1)]);
@@ -207,7 +207,7 @@ async function settleOnBlocks(sandbox: Sandbox, progress: (s: string) => void): 
       rounds.ahead.push(ref.p50 - tp.p50);
     }
   } finally {
-    await blockEvery(sandbox, 0);
+    await sandbox.mineEvery(0);
     await Promise.all([turnpike.close(), reference.close()]);
   }
   const path = 'settle latency, --network base on 2 s blocks';

@@ -15,18 +15,6 @@ import { type Row, summarize } from './stats.js';
 const ROUNDS = 40;
 const WARM_UP = 5;
 
-/** Switches the sandbox from automine to a block every `seconds` (0: back to automine). */
-export async function blockEvery(sandbox: Sandbox, seconds: number) {
-  const rpc = (method: string, params: unknown[]) =>
-    fetch(sandbox.rpcUrl, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
-    });
-  if (seconds === 0) await rpc('evm_setAutomine', [true]);
-  else await rpc('evm_setIntervalMining', [seconds]);
-}
-
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function benchPaidOnBlocks(sandbox: Sandbox, progress: (s: string) => void): Promise<Row[]> {
@@ -34,7 +22,7 @@ export async function benchPaidOnBlocks(sandbox: Sandbox, progress: (s: string) 
   const gateway = await startChild('./paid-gateway.ts', [upstream.url, sandbox.rpcUrl, sandbox.accounts.relayers[2]!.privateKey]);
   const samples = { free: [] as number[], strict: [] as number[], deferred: [] as number[] };
   try {
-    await blockEvery(sandbox, 2);
+    await sandbox.mineEvery(2);
     const args = { city: 'Oslo' };
     const challenge = JSON.parse(await post(`${gateway.url}/strict`, callBody('forecast', args))) as {
       result: { structuredContent: PaymentRequired };
@@ -62,7 +50,7 @@ export async function benchPaidOnBlocks(sandbox: Sandbox, progress: (s: string) 
       samples.strict.push(strict);
     }
   } finally {
-    await blockEvery(sandbox, 0);
+    await sandbox.mineEvery(0);
     await gateway.close();
     await upstream.close();
     closeLoad();
