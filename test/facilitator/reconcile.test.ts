@@ -15,12 +15,17 @@ const chain = useSandbox();
 const lower = (s: string) => s.toLowerCase() as Address;
 
 /** What a process that crashed mid-settlement leaves behind, step by step. */
-async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast') {
+async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', options: { deferred?: boolean; validBefore?: bigint } = {}) {
   const path = chain.dbPath();
   const store = await openSqliteStore({ path });
   const payer = chain.sandbox.accounts.payers[5]!;
   const payTo = chain.sandbox.accounts.payees[0]!.address;
-  const { signature, authorization } = await signAuthorization({ payer, payTo, amount: 4_321n });
+  const { signature, authorization } = await signAuthorization({
+    payer,
+    payTo,
+    amount: 4_321n,
+    ...(options.validBefore ? { validBefore: options.validBefore } : {}),
+  });
   const payment: NewPayment = {
     chainId: 8453,
     asset: lower(networks.base.usdc.address),
@@ -34,7 +39,8 @@ async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast') {
     network: 'eip155:8453',
     purpose: purposes.api,
   };
-  assert.deepEqual(await store.journal.claim(payment), { claimed: true, deferred: false });
+  const deferral = options.deferred ? { balance: 10n ** 12n, cap: 10n ** 12n } : undefined;
+  assert.deepEqual(await store.journal.claim(payment, deferral), { claimed: true, deferred: options.deferred ?? false });
   let txHash: Hex | undefined;
   if (stopAfter !== 'claim') {
     const pool = createRelayerPool({
@@ -85,6 +91,18 @@ describe('reconciliation after a crash', () => {
     assert.equal(record?.txHash, crashed.txHash);
     assert.equal(await chain.balanceOf(crashed.payTo), before + 4_321n);
     assert.deepEqual(await store.journal.unfinished(), []);
+  });
+
+  test('a deferred payment (its result may have left) whose journalled transaction never reached the chain before its authorization expired: a loss, never given back', async () => {
+    const crashed = await crashedSettlement('record', { deferred: true, validBefore: BigInt(Math.floor(Date.now() / 1000) + 2) });
+    await new Promise((r) => setTimeout(r, 3000));
+    const txs = await chain.relayerTxCount();
+    const { store, facilitator } = await restart(crashed.path);
+    await facilitator.reconcile();
+    const record = await store.journal.get(crashed.payment);
+    assert.deepEqual([record?.state, record?.deferred, record?.txHash], ['failed', true, crashed.txHash]);
+    assert.deepEqual(await store.journal.losses(crashed.payment), { count: 1, amount: 4_321n });
+    assert.equal(await chain.relayerTxCount(), txs, 'an expired authorization is not sent');
   });
 
   test('broadcast and mined, but the receipt was never recorded: finished from the receipt, nothing re-sent', async () => {

@@ -56,10 +56,12 @@ const mined = (hash: string) =>
   );
 const automine = (on: boolean) => chain.rpc('evm_setAutomine', [on]);
 
-/** Moves `payer`'s whole balance away, sent by a relayer of its own at a fee that puts it first in the next block. */
-async function emptyWallet(payer: DemoAccount, to: Address) {
-  const balance = await chain.balanceOf(payer.address);
-  const { authorization: a, signature } = await signAuthorization({ payer, payTo: to, amount: balance });
+/**
+ * Moves `amount` of `payer`'s USDC to `to` (an EIP-3009 transfer a relayer of the test's own sends);
+ * `first`: at a fee that puts it ahead of the settlements in the next block.
+ */
+async function transfer(payer: DemoAccount, to: Address, amount: bigint, first = false) {
+  const { authorization: a, signature } = await signAuthorization({ payer, payTo: to, amount });
   const sender = createWalletClient({
     account: chain.sandbox.accounts.relayers[3]!,
     chain: networks.local.viemChain,
@@ -70,9 +72,7 @@ async function emptyWallet(payer: DemoAccount, to: Address) {
     abi: usdcAbi,
     functionName: 'transferWithAuthorization',
     args: [a.from, a.to, BigInt(a.value), BigInt(a.validAfter), BigInt(a.validBefore), a.nonce, signature],
-    gas: 200_000n,
-    maxFeePerGas: parseGwei('500'),
-    maxPriorityFeePerGas: parseGwei('400'),
+    ...(first ? { gas: 200_000n, maxFeePerGas: parseGwei('500'), maxPriorityFeePerGas: parseGwei('400') } : {}),
   });
 }
 
@@ -213,7 +213,7 @@ for (const backend of backends) {
 
       const answer = await call(url, payment);
       assert.equal(answer.result?.isError, undefined, 'delivered on the signed transaction');
-      await emptyWallet(payer, sink);
+      await transfer(payer, sink, await chain.balanceOf(payer.address), true);
       await chain.rpc('evm_mine');
       await facilitator.drain();
 
@@ -230,19 +230,7 @@ for (const backend of backends) {
 
       // Refill the wallet: the payer is refused all the same, before the tool runs.
       await automine(true);
-      const refill = chain.sandbox.accounts.payers[7]!;
-      const { authorization: a, signature } = await signAuthorization({ payer: refill, payTo: payer.address, amount: 1_000_000n });
-      const relayer = createWalletClient({
-        account: chain.sandbox.accounts.relayers[3]!,
-        chain: networks.local.viemChain,
-        transport: http(chain.sandbox.rpcUrl),
-      });
-      await relayer.writeContract({
-        address: BASE_USDC,
-        abi: usdcAbi,
-        functionName: 'transferWithAuthorization',
-        args: [a.from, a.to, BigInt(a.value), BigInt(a.validAfter), BigInt(a.validBefore), a.nonce, signature],
-      });
+      await transfer(chain.sandbox.accounts.payers[7]!, payer.address, 1_000_000n);
       const runs = upstream.runs();
       const refused = await call(url, await paymentFor(url, payer));
       assert.equal(refused.result?.isError, true);
