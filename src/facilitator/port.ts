@@ -1,5 +1,6 @@
 import type { KeptResult, PaymentKey } from '../store/journal/journal.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402/schemas.js';
+import type { SettleOptions } from './settle.js';
 
 /**
  * When a server's paid result leaves: `strict` once the settlement's receipt is in (one block);
@@ -45,7 +46,7 @@ export type FacilitatorPort = {
    * authorization. `deferred` asks to answer once the transaction is signed and journalled, before
    * its receipt, when the payer's balance and cap allow (turnpike's own facilitator; the others settle strict).
    */
-  settle(request: FacilitatorRequest, purpose: string, options?: { deferred?: boolean }): Promise<SettleResponse>;
+  settle(request: FacilitatorRequest, purpose: string, options?: SettleOptions): Promise<SettleResponse>;
   /**
    * The result kept for this very payment (signature and every field) taken for `purpose`, with
    * its receipt, once its settlement succeeded or is pending; otherwise undefined.
