@@ -62,7 +62,7 @@ export async function startStack(chain: Chain, dir: string, settlement: 'strict'
       '--port',
       String(port),
       '--log-level',
-      'warn',
+      process.env.CHAOS_LOG_LEVEL ?? 'warn',
     ],
     env: {
       PATH: process.env.PATH,

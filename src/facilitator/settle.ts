@@ -1,5 +1,17 @@
-import { type Hex, type PublicClient, type TransactionReceipt, encodeFunctionData, isAddressEqual, parseEventLogs } from 'viem';
+import {
+  type Address,
+  type Hex,
+  type PublicClient,
+  type TransactionReceipt,
+  decodeFunctionData,
+  encodeFunctionData,
+  isAddressEqual,
+  parseEventLogs,
+  parseTransaction,
+} from 'viem';
+import { multicall3Abi } from '../../contracts-abi/multicall3.js';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
+import { MULTICALL3 } from '../chain/networks.js';
 import { receiptCadence, sleep } from '../chain/receipts.js';
 import { BroadcastRejectedError, type RelayerPool, type SignedTransaction } from '../chain/relayer.js';
 import type { PaymentJournal, PaymentKey, PaymentRecord, SettlementOutcome } from '../store/journal/journal.js';
@@ -155,6 +167,13 @@ export function createSettler(deps: SettleDeps) {
       args: [p.payer, p.payTo, p.amount, p.validAfter, p.validBefore, p.nonce, p.signature],
     });
 
+  /** Whether the node knows a transaction (pending or mined); a failed look is a no. */
+  const nodeHas = (hash: Hex) =>
+    client.getTransaction({ hash }).then(
+      () => true,
+      () => false,
+    );
+
   /**
    * Sign, journal, broadcast. A nonce the node refused gets a fresh transaction (the refused one
    * can never be mined); any other refusal releases the claim, so the payer can try again.
@@ -172,6 +191,8 @@ export function createSettler(deps: SettleDeps) {
       } catch (error) {
         // Not refused, but not known to have arrived either: the receipt (or reconciliation) decides.
         if (signed && !(error instanceof BroadcastRejectedError)) return signed;
+        // Refused, yet the node has it (an earlier delivery of the same request arrived, then "nonce too low"): it is out.
+        if (signed && (await nodeHas(signed.txHash))) return signed;
         if (error instanceof BroadcastRejectedError && error.kind === 'nonce' && attempt < 3) continue;
         await journal.release(key);
         if (!(error instanceof BroadcastRejectedError)) {
@@ -230,6 +251,33 @@ export function createSettler(deps: SettleDeps) {
   }
 
   /**
+   * Whether every payment a journalled transaction carries (one, or a Multicall3 batch) is
+   * journalled with that very transaction. The relayer writes each payment of a batch before it
+   * broadcasts, so a batch written only in part (a crash between two rows; a row since released or
+   * moved to a replacement) was never sent, and must never be: it would settle a payment whose row
+   * is gone.
+   */
+  async function wholeInJournal(record: PaymentRecord & { rawTx: Hex }): Promise<boolean> {
+    const tx = parseTransaction(record.rawTx);
+    if (!tx.to || !tx.data) return false;
+    let calls: { to: Address; data: Hex }[] = [{ to: tx.to, data: tx.data }];
+    if (isAddressEqual(tx.to, MULTICALL3)) {
+      const batch = decodeFunctionData({ abi: multicall3Abi, data: tx.data });
+      if (batch.functionName !== 'aggregate3') return false;
+      calls = batch.args[0].map((c) => ({ to: c.target, data: c.callData }));
+    }
+    for (const call of calls) {
+      const { args } = decodeFunctionData({ abi: usdcAbi, data: call.data });
+      if (args?.length !== 7 && args?.length !== 9) return false;
+      const [from, , , , , nonce] = args as unknown as [Address, Address, bigint, bigint, bigint, Hex];
+      const key = { chainId: record.chainId, asset: call.to.toLowerCase() as Address, payer: from.toLowerCase() as Address };
+      const row = await journal.get({ ...key, nonce: nonce.toLowerCase() as Hex });
+      if (row?.txHash !== record.txHash) return false;
+    }
+    return true;
+  }
+
+  /**
    * Brings an unfinished journal entry to a final state after a crash or a lost receipt: the
    * recorded transaction's receipt if it was mined; otherwise the token's own word on the nonce.
    * A consumed authorization is never sent again; an unconsumed one is re-sent only as the very
@@ -263,9 +311,12 @@ export function createSettler(deps: SettleDeps) {
       });
     }
     const expired = BigInt(deps.now()) >= record.validBefore;
-    if (record.state === 'submitted' && record.rawTx && record.relayer && record.relayerNonce !== undefined && !expired) {
+    const { rawTx, relayer, relayerNonce } = record;
+    const sendable =
+      record.state === 'submitted' && rawTx && relayer && relayerNonce !== undefined && (await wholeInJournal({ ...record, rawTx }));
+    if (sendable && !expired) {
       try {
-        await relayers.rebroadcast({ rawTx: record.rawTx, txHash: record.txHash!, relayer: record.relayer, nonce: record.relayerNonce });
+        await relayers.rebroadcast({ rawTx, txHash: record.txHash!, relayer, nonce: relayerNonce });
         const receipt = await waitForReceipt(record.txHash!, Date.now() + deps.receiptTimeoutMs);
         if (receipt) return journal.finish(record, outcomeOf(receipt, payment));
         return; // still pending: the next reconciliation looks again
@@ -276,8 +327,8 @@ export function createSettler(deps: SettleDeps) {
       const late = await minedReceipt();
       if (late) return journal.finish(record, outcomeOf(late, payment));
     }
-    // A deferred payment's result may have left with its signed transaction: never mined, it is a loss, not a claim to give back.
-    if (record.deferred && record.state === 'submitted') {
+    // A deferred payment's result may have left once its transaction was sent: never mined, it is a loss, not a claim to give back.
+    if (record.deferred && sendable) {
       const errorMessage = 'the deferred settlement transaction was never mined and the authorization is unused';
       return journal.finish(record, { state: 'failed', errorReason: reasons.transactionFailed, errorMessage, txHash: record.txHash! });
     }

@@ -116,6 +116,77 @@ describe('reconciliation after a crash', () => {
     assert.equal(await chain.balanceOf(crashed.payTo), before);
   });
 
+  test('a batch of two whose second row was not yet written when the process died: never sent, both claims released, nothing settled behind the journal’s back', async () => {
+    const path = chain.dbPath();
+    const store = await openSqliteStore({ path });
+    const payTo = chain.sandbox.accounts.payees[0]!.address;
+    const payments = await Promise.all(
+      [5, 6, 7].map(async (i) => {
+        const payer = chain.sandbox.accounts.payers[i]!;
+        const { signature, authorization } = await signAuthorization({ payer, payTo, amount: 1_234n });
+        const payment: NewPayment = {
+          chainId: 8453,
+          asset: lower(networks.base.usdc.address),
+          payer: lower(payer.address),
+          nonce: authorization.nonce.toLowerCase() as Hex,
+          payTo: lower(payTo),
+          amount: 1_234n,
+          validAfter: BigInt(authorization.validAfter),
+          validBefore: BigInt(authorization.validBefore),
+          signature,
+          network: 'eip155:8453',
+          purpose: purposes.api,
+        };
+        await store.journal.claim(payment);
+        return payment;
+      }),
+    );
+    const pool = createRelayerPool({
+      keys: [chain.sandbox.accounts.relayers[0]!.privateKey],
+      client: chain.client,
+      network: networks.local,
+    });
+    const call = (p: NewPayment) => ({
+      to: networks.base.usdc.address,
+      data: encodeFunctionData({
+        abi: usdcAbi,
+        functionName: 'transferWithAuthorization',
+        args: [p.payer, p.payTo, p.amount, p.validAfter, p.validBefore, p.nonce, p.signature],
+      }),
+    });
+    const record = (p: NewPayment) => (tx: SignedTransaction) =>
+      store.journal.recordTransaction(p, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
+    // The first call goes alone; the next two queue behind it and ride one Multicall3 transaction,
+    // and the process dies while writing that batch's second row.
+    const [first, one, two] = payments as [NewPayment, NewPayment, NewPayment];
+    const recorded = new Promise<void>((resolve) => {
+      void pool.submit(call(first), record(first));
+      void pool.submit(call(one), record(one));
+      void pool.submit(call(two), () => {
+        resolve();
+        return new Promise(() => {});
+      });
+    });
+    await recorded;
+    await store.close();
+    const txs = await chain.relayerTxCount();
+
+    const { store: after, facilitator } = await restart(path);
+    assert.equal(await facilitator.reconcile(), 3);
+    assert.equal((await after.journal.get(first))?.state, 'settled');
+    for (const p of [one, two]) assert.equal(await after.journal.get(p), undefined);
+    assert.equal(await chain.relayerTxCount(), txs, 'the half-written batch is not broadcast');
+    for (const p of [one, two]) {
+      const used = await chain.client.readContract({
+        address: networks.base.usdc.address,
+        abi: usdcAbi,
+        functionName: 'authorizationState',
+        args: [p.payer, p.nonce],
+      });
+      assert.equal(used, false);
+    }
+  });
+
   test('claimed with nothing sent: the claim is released and the payment can settle afterwards', async () => {
     const crashed = await crashedSettlement('claim');
     const { store, facilitator } = await restart(crashed.path);

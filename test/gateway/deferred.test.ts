@@ -3,7 +3,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
-import { type Address, type Hex, createWalletClient, http, parseGwei } from 'viem';
+import { type Address, type Hex, createWalletClient, http } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { BASE_USDC, networks } from '../../src/chain/networks.js';
 import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
@@ -56,11 +56,8 @@ const mined = (hash: string) =>
   );
 const automine = (on: boolean) => chain.rpc('evm_setAutomine', [on]);
 
-/**
- * Moves `amount` of `payer`'s USDC to `to` (an EIP-3009 transfer a relayer of the test's own sends);
- * `first`: at a fee that puts it ahead of the settlements in the next block.
- */
-async function transfer(payer: DemoAccount, to: Address, amount: bigint, first = false) {
+/** Moves `amount` of `payer`'s USDC to `to` (an EIP-3009 transfer a relayer of the test's own sends). */
+async function transfer(payer: DemoAccount, to: Address, amount: bigint) {
   const { authorization: a, signature } = await signAuthorization({ payer, payTo: to, amount });
   const sender = createWalletClient({
     account: chain.sandbox.accounts.relayers[3]!,
@@ -72,7 +69,6 @@ async function transfer(payer: DemoAccount, to: Address, amount: bigint, first =
     abi: usdcAbi,
     functionName: 'transferWithAuthorization',
     args: [a.from, a.to, BigInt(a.value), BigInt(a.validAfter), BigInt(a.validBefore), a.nonce, signature],
-    ...(first ? { gas: 200_000n, maxFeePerGas: parseGwei('500'), maxPriorityFeePerGas: parseGwei('400') } : {}),
   });
 }
 
@@ -213,7 +209,12 @@ for (const backend of backends) {
 
       const answer = await call(url, payment);
       assert.equal(answer.result?.isError, undefined, 'delivered on the signed transaction');
-      await transfer(payer, sink, await chain.balanceOf(payer.address), true);
+      // The wallet is emptied before the settlement is mined: held back from the pool meanwhile, then sent again as signed.
+      const { txHash, rawTx } = (await store.journal.get(keyOfPayment(payment)))!;
+      await chain.rpc('anvil_dropTransaction', [txHash]);
+      await transfer(payer, sink, await chain.balanceOf(payer.address));
+      await chain.rpc('evm_mine');
+      await chain.rpc('eth_sendRawTransaction', [rawTx]);
       await chain.rpc('evm_mine');
       await facilitator.drain();
 
