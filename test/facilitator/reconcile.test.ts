@@ -10,9 +10,29 @@ import { openSqliteStore } from '../../src/store/sqlite.js';
 import { purposes } from '../../src/facilitator/purposes.js';
 import { useSandbox } from '../helpers/chain.js';
 import { signAuthorization, v2Request } from '../helpers/payments.js';
+import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
 
 const chain = useSandbox();
 const lower = (s: string) => s.toLowerCase() as Address;
+
+/** A journal entry for a payment `payer` signs to the sandbox's first payee. */
+async function signedPayment(payer: DemoAccount, amount: bigint, validBefore?: bigint): Promise<NewPayment> {
+  const payTo = chain.sandbox.accounts.payees[0]!.address;
+  const { signature, authorization } = await signAuthorization({ payer, payTo, amount, ...(validBefore ? { validBefore } : {}) });
+  return {
+    chainId: 8453,
+    asset: lower(networks.base.usdc.address),
+    payer: lower(payer.address),
+    nonce: authorization.nonce.toLowerCase() as Hex,
+    payTo: lower(payTo),
+    amount,
+    validAfter: BigInt(authorization.validAfter),
+    validBefore: BigInt(authorization.validBefore),
+    signature,
+    network: 'eip155:8453',
+    purpose: purposes.api,
+  };
+}
 
 /** What a process that crashed mid-settlement leaves behind, step by step. */
 async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', options: { deferred?: boolean; validBefore?: bigint } = {}) {
@@ -20,25 +40,8 @@ async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', op
   const store = await openSqliteStore({ path });
   const payer = chain.sandbox.accounts.payers[5]!;
   const payTo = chain.sandbox.accounts.payees[0]!.address;
-  const { signature, authorization } = await signAuthorization({
-    payer,
-    payTo,
-    amount: 4_321n,
-    ...(options.validBefore ? { validBefore: options.validBefore } : {}),
-  });
-  const payment: NewPayment = {
-    chainId: 8453,
-    asset: lower(networks.base.usdc.address),
-    payer: lower(payer.address),
-    nonce: authorization.nonce.toLowerCase() as Hex,
-    payTo: lower(payTo),
-    amount: 4_321n,
-    validAfter: BigInt(authorization.validAfter),
-    validBefore: BigInt(authorization.validBefore),
-    signature,
-    network: 'eip155:8453',
-    purpose: purposes.api,
-  };
+  const payment = await signedPayment(payer, 4_321n, options.validBefore);
+  const { signature } = payment;
   const deferral = options.deferred ? { balance: 10n ** 12n, cap: 10n ** 12n } : undefined;
   assert.deepEqual(await store.journal.claim(payment, deferral), { claimed: true, deferred: options.deferred ?? false });
   let txHash: Hex | undefined;
@@ -119,24 +122,9 @@ describe('reconciliation after a crash', () => {
   test('a batch of two whose second row was not yet written when the process died: never sent, both claims released, nothing settled behind the journal’s back', async () => {
     const path = chain.dbPath();
     const store = await openSqliteStore({ path });
-    const payTo = chain.sandbox.accounts.payees[0]!.address;
     const payments = await Promise.all(
       [5, 6, 7].map(async (i) => {
-        const payer = chain.sandbox.accounts.payers[i]!;
-        const { signature, authorization } = await signAuthorization({ payer, payTo, amount: 1_234n });
-        const payment: NewPayment = {
-          chainId: 8453,
-          asset: lower(networks.base.usdc.address),
-          payer: lower(payer.address),
-          nonce: authorization.nonce.toLowerCase() as Hex,
-          payTo: lower(payTo),
-          amount: 1_234n,
-          validAfter: BigInt(authorization.validAfter),
-          validBefore: BigInt(authorization.validBefore),
-          signature,
-          network: 'eip155:8453',
-          purpose: purposes.api,
-        };
+        const payment = await signedPayment(chain.sandbox.accounts.payers[i]!, 1_234n);
         await store.journal.claim(payment);
         return payment;
       }),
