@@ -7,6 +7,7 @@ import { startSandbox } from '../src/chain/sandbox/sandbox.js';
 import { benchCredits } from './bench/credits.js';
 import { benchFacilitator, benchSettleOnBase } from './bench/facilitator.js';
 import { benchInstances } from './bench/instances.js';
+import { benchPaidOnBlocks } from './bench/paid-blocks.js';
 import { benchProxy } from './bench/proxy.js';
 import { benchSandbox } from './bench/sandbox.js';
 import type { Row } from './bench/stats.js';
@@ -20,6 +21,7 @@ if (!only || only === 'sandbox') rows.push(...(await benchSandbox(10, progress))
 for (const [name, bench] of [
   ['facilitator', benchFacilitator],
   ['settle-base', benchSettleOnBase],
+  ['paid-blocks', benchPaidOnBlocks],
   ['proxy', benchProxy],
   ['credits', benchCredits],
   ['instances', benchInstances],

@@ -1,5 +1,5 @@
 /**
- * `npm run chaos [-- --seconds 60] [--seed N] [--json]`: a soak test of the paying proxy under
+ * `npm run chaos [-- --seconds 60] [--seed N] [--settlement strict|deferred] [--json]`: a soak test of the paying proxy under
  * faults, which then checks that the money adds up. Exit code 0 when every invariant holds, 1
  * when one fails (the evidence directory is kept and named), 2 for bad flags.
  *
@@ -70,6 +70,14 @@
  * 12. Every request sent and answered while the upstream looped back to turnpike was answered
  *     without a 5xx other than 502, 503 or 508 (turnpike refused the loop at once: no timeout,
  *     no 500); that no such call was charged is checks 4 and 5 (the tool never ran).
+ * 13. With `--settlement deferred` (the chain then mines a block every 2 s, and turnpike delivers
+ *     x402 results once their transaction is signed and journalled, within a cap of 0.05 USDC per
+ *     payer), two drainers empty their wallets right after a burst of paid calls is answered, ahead
+ *     of the settlements in the next block: every failed payment is a drainer's, each drainer's
+ *     losses (deferred payments delivered and then failed) are within the cap, and a drainer with
+ *     losses is refused (payer_has_unsettled_losses) without its tool running. Checks 1, 2 and 6
+ *     hold for everyone else, and for the drainers apart from the USDC they moved away and the
+ *     payments that then failed.
  * Not an invariant, but reported: settled x402 payments whose answer was cut off by a kill (a
  * transfer on chain cannot be undone; the payer paid for a result it did not receive).
  */
@@ -86,10 +94,13 @@ import { type SettledPayment, runPayers } from './chaos/payers.js';
 import { formatReport, summarize } from './chaos/report.js';
 import { startStack } from './chaos/stack.js';
 import { runThief } from './chaos/thief.js';
+import { DRAIN_SINK, runDrainers } from './chaos/drainers.js';
+import { DEFERRED_CAP } from './chaos/stack.js';
 
 const X402_PAYERS = 6;
-/** The thief's wallet is the chain's last payer, after the x402 payers'. */
+/** The thief's wallet is the chain's payer after the x402 payers'; the drainers' come after it. */
 const THIEF_PAYER = X402_PAYERS;
+const DRAINERS = 2;
 const CREDITS_PAYERS = 4;
 const RECOVERY_TIMEOUT_MS = 30_000;
 
@@ -100,12 +111,15 @@ const flagsSchema = z.object({
     .int()
     .nonnegative()
     .default(() => Math.floor(Math.random() * 1_000_000)),
+  settlement: z.enum(['strict', 'deferred']).default('strict'),
   json: z.boolean().default(false),
 });
 
 let flags: z.infer<typeof flagsSchema>;
 try {
-  const { values } = parseArgs({ options: { seconds: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' } } });
+  const { values } = parseArgs({
+    options: { seconds: { type: 'string' }, seed: { type: 'string' }, settlement: { type: 'string' }, json: { type: 'boolean' } },
+  });
   flags = flagsSchema.parse(values);
 } catch (error) {
   process.stderr.write(
@@ -116,18 +130,19 @@ try {
 const progress = (s: string) => process.stderr.write(`chaos: ${s}\n`);
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-chaos-'));
-const chain = await startChain(X402_PAYERS + 1);
-const stack = await startStack(chain, dir);
+const deferred = flags.settlement === 'deferred';
+const chain = await startChain(X402_PAYERS + 1 + (deferred ? DRAINERS : 0), deferred ? 2 : 0);
+const stack = await startStack(chain, dir, flags.settlement);
 const keys = await Promise.all(Array.from({ length: CREDITS_PAYERS }, (_, i) => stack.createKey(`chaos-${i}`, '50')));
 progress(
-  `turnpike at ${stack.base}, chain at ${chain.sandbox.rpcUrl}, evidence in ${dir}; running ${flags.seconds} s with seed ${flags.seed}`,
+  `turnpike at ${stack.base} (settlement: ${flags.settlement}), chain at ${chain.sandbox.rpcUrl}, evidence in ${dir}; running ${flags.seconds} s with seed ${flags.seed}`,
 );
 
 const deadline = Date.now() + flags.seconds * 1000;
 const running = () => Date.now() < deadline;
 const { payers: wallets, payees } = chain.sandbox.accounts;
 const settled: SettledPayment[] = [];
-const [paying, thief, faults] = await Promise.all([
+const [paying, thief, faults, draining] = await Promise.all([
   runPayers({
     mcpUrl: stack.mcpUrl,
     seed: flags.seed,
@@ -139,8 +154,11 @@ const [paying, thief, faults] = await Promise.all([
   }),
   runThief({ base: stack.base, seed: flags.seed, payer: wallets[THIEF_PAYER]!, payTo: stack.payTo, settled, running }),
   injectFaults({ chain, stack, seed: flags.seed, running }),
+  deferred
+    ? runDrainers({ mcpUrl: stack.mcpUrl, sandbox: chain.sandbox, seed: flags.seed, payers: wallets.slice(THIEF_PAYER + 1), running })
+    : { calls: [], drains: [] },
 ]);
-const calls = [...paying, ...thief.calls];
+const calls = [...paying, ...thief.calls, ...draining.calls];
 
 progress('faults over; killing turnpike once more and waiting for its recovery');
 const finalKill = Date.now();
@@ -167,7 +185,14 @@ await chain.stop();
 const payers = wallets.map((p) => p.address);
 const kills = [...faults.filter((f) => turnpikeKills.includes(f.kind)).map((f) => f.at), finalKill];
 const loops = faults.filter((f) => f.kind === 'upstream_loop');
-const checks = checkInvariants(evidence, calls, thief.thefts, { payTo: stack.payTo, payers, kills, loops });
+const drains = { sink: DRAIN_SINK, cap: DEFERRED_CAP, drainers: draining.drains };
+const checks = checkInvariants(evidence, calls, thief.thefts, {
+  payTo: stack.payTo,
+  payers,
+  kills,
+  loops,
+  ...(deferred ? { drains } : {}),
+});
 const summary = summarize({ seconds: flags.seconds, seed: flags.seed, calls, thefts: thief.thefts, faults, evidence, checks });
 process.stdout.write(
   flags.json ? `${JSON.stringify({ ...summary, dir: summary.ok ? undefined : dir }, null, 2)}\n` : formatReport(summary, dir),

@@ -9,6 +9,7 @@ import { networks } from '../../src/chain/networks.js';
 import type { Sandbox } from '../../src/chain/sandbox/sandbox.js';
 import { v2Request } from '../../test/helpers/payments.js';
 import { startChild } from './child.js';
+import { sleep } from './paid-blocks.js';
 import { type Row, summarize } from './stats.js';
 
 const network = networks.local;
@@ -172,8 +173,56 @@ export async function benchSettleOnBase(sandbox: Sandbox, progress: (s: string) 
     await Promise.all([turnpike.close(), reference.close()]);
   }
   const note = `automining anvil served as Base; 40 sequential settles each after 5 warm-up${failures ? `, ${failures} failed` : ''}`;
-  return (['reference', 'turnpike'] as const).map((kind) => {
+  const automined = (['reference', 'turnpike'] as const).map((kind) => {
     const s = summarize(rounds[kind]);
     return { path: 'settle latency, --network base on a bare anvil', subject: kind, p50Ms: s.p50, p99Ms: s.p99, note };
   });
+  return [...automined, ...(await settleOnBlocks(sandbox, progress))];
+}
+
+/**
+ * Settle latency with Base's 2 s blocks (`evm_setIntervalMining 2`), both facilitators told the
+ * node is Base: each round, one settle to each at the same moment (a random point of the block),
+ * so both wait for the same block and the difference is how soon each notices it.
+ */
+async function settleOnBlocks(sandbox: Sandbox, progress: (s: string) => void): Promise<Row[]> {
+  const [reference, turnpike] = await Promise.all([
+    startServer('reference', sandbox, [0], ['--network=base']),
+    startServer('turnpike', sandbox, [1], ['--network=base']),
+  ]);
+  const valid = (a: Record<string, unknown>) => a.success === true;
+  const rounds = { reference: [] as number[], turnpike: [] as number[], ahead: [] as number[] };
+  let failures = 0;
+  try {
+    await sandbox.mineEvery(2);
+    for (let i = -3; i < 30; i++) {
+      progress(`settle on 2 s blocks: ${i + 1}/30`);
+      const [r, t] = await Promise.all([payments(sandbox, 1), payments(sandbox, 1)]);
+      await sleep(Math.random() * 2000);
+      const [ref, tp] = await Promise.all([drive(`${reference.url}/settle`, r, 1, valid), drive(`${turnpike.url}/settle`, t, 1, valid)]);
+      failures += ref.failures + tp.failures;
+      if (i < 0) continue;
+      rounds.reference.push(ref.p50);
+      rounds.turnpike.push(tp.p50);
+      rounds.ahead.push(ref.p50 - tp.p50);
+    }
+  } finally {
+    await sandbox.mineEvery(0);
+    await Promise.all([turnpike.close(), reference.close()]);
+  }
+  const path = 'settle latency, --network base on 2 s blocks';
+  const note = `same moment, same block; 30 rounds after 3 warm-up${failures ? `, ${failures} failed` : ''}`;
+  const ahead = summarize(rounds.ahead);
+  const behind = rounds.ahead.filter((d) => d < 0).length;
+  const s = { reference: summarize(rounds.reference), turnpike: summarize(rounds.turnpike) };
+  return [
+    { path, subject: 'reference', p50Ms: s.reference.p50, p99Ms: s.reference.p99, note },
+    {
+      path,
+      subject: 'turnpike',
+      p50Ms: s.turnpike.p50,
+      p99Ms: s.turnpike.p99,
+      note: `ahead of the reference by ${ahead.p50.toFixed(1)} ms p50 per round (min ${ahead.min.toFixed(1)} ms); behind in ${behind} of 30 rounds`,
+    },
+  ];
 }

@@ -14,6 +14,8 @@ const journalRow = z.object({
   state: z.string(),
   tx_hash: z.string().nullable(),
   error_reason: z.string().nullable(),
+  /** 1: delivered before its receipt (settlement: deferred). */
+  deferred: z.bigint(),
 });
 const ledgerRow = z.object({
   id: z.string(),
@@ -42,7 +44,7 @@ export function readStore(dbPath: string) {
         .all()
         .map((row) => schema.parse(row));
     return {
-      journal: all(journalRow, 'SELECT payer, nonce, pay_to, amount, state, tx_hash, error_reason FROM payments'),
+      journal: all(journalRow, 'SELECT payer, nonce, pay_to, amount, state, tx_hash, error_reason, deferred FROM payments'),
       // rowid order is the order the entries were written in.
       ledger: all(ledgerRow, 'SELECT id, key_id, kind, amount, balance_after, reason, idempotency_key, ref FROM ledger ORDER BY rowid'),
       keys: all(keyRow, 'SELECT id, balance FROM api_keys'),

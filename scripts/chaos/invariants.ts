@@ -2,6 +2,7 @@ import { type Answer, type Call, answers, delivered } from './calls.js';
 import type { Evidence, LedgerRow } from './evidence.js';
 import { failingTools, resultTools } from './executions.js';
 import { type Theft, smuggles, theftKinds } from './thief.js';
+import type { Drain } from './drainers.js';
 
 export type Check = { name: string; ok: boolean; summary: string; violations: string[] };
 
@@ -32,6 +33,8 @@ export function checkInvariants(
     kills: number[];
     /** When the upstream looped back to turnpike, and for how long (ms). */
     loops: { at: number; ms: number }[];
+    /** `--settlement deferred`: the payers who emptied their wallets (to `sink`), and the per-payer cap on deferred payments. */
+    drains?: { sink: string; cap: bigint; drainers: Drain[] };
   },
 ): Check[] {
   const { store, chain, executions } = evidence;
@@ -43,6 +46,14 @@ export function checkInvariants(
     (e) => e.callId,
   );
 
+  const drainers = new Set(options.drains?.drainers.map((d) => d.payer) ?? []);
+  const sink = options.drains?.sink.toLowerCase();
+  /** USDC a drainer moved away itself: not a payment. */
+  const isDrain = (t: { from: string; to: string }) => drainers.has(t.from) && t.to === sink;
+  /** A drainer's payment that failed on chain once the wallet was empty (a loss, if it was delivered deferred). */
+  const drainedFailure = (r: { payer: string; state: string }) => r.state === 'failed' && drainers.has(r.payer.toLowerCase());
+  const losses = store.journal.filter((r) => r.state === 'failed' && r.deferred === 1n);
+  const lossByKey = new Map(losses.map((r) => [key(r.payer, r.nonce), r]));
   const settled = store.journal.filter((r) => r.state === 'settled');
   const settledByKey = new Map(settled.map((r) => [key(r.payer, r.nonce), r]));
   const paymentCalls = calls.filter((c) => c.rail === 'x402' && c.nonce && !c.mistake);
@@ -61,12 +72,13 @@ export function checkInvariants(
   // 1. Conservation: what left the payers arrived at the payee, and is what the journal settled.
   {
     const v: string[] = [];
-    const out = chain.transfers.filter((t) => payers.has(t.from));
+    const out = chain.transfers.filter((t) => payers.has(t.from) && !isDrain(t));
     for (const t of out.filter((t) => t.to !== payTo)) v.push(`${t.value} left payer ${t.from} for ${t.to}, not the payee (tx ${t.tx})`);
     for (const t of chain.transfers.filter((t) => t.to === payTo && !payers.has(t.from)))
       v.push(`${t.value} reached the payee from ${t.from}, not a payer`);
     const moved = sum(out.map((t) => t.value));
-    const payerLoss = sum(options.payers.map((p) => chain.initialPayerBalance - chain.balances.get(p.toLowerCase())!));
+    const drained = sum(chain.transfers.filter(isDrain).map((t) => t.value));
+    const payerLoss = sum(options.payers.map((p) => chain.initialPayerBalance - chain.balances.get(p.toLowerCase())!)) - drained;
     const payeeGain = chain.balances.get(payTo)!;
     const journalled = sum(settled.map((r) => r.amount));
     if (new Set([moved, payerLoss, payeeGain, journalled]).size !== 1) {
@@ -103,11 +115,12 @@ export function checkInvariants(
       transfersIn.set(slot, left - 1);
     }
     const journalTxs = new Set(store.journal.flatMap((r) => (r.tx_hash ? [r.tx_hash.toLowerCase()] : [])));
+    const drainedTxs = new Set(store.journal.filter(drainedFailure).flatMap((r) => (r.tx_hash ? [r.tx_hash.toLowerCase()] : [])));
     for (const tx of chain.relayerTransactions) {
-      if (!tx.success) v.push(`settlement transaction ${tx.hash} reverted`);
+      if (!tx.success && !drainedTxs.has(tx.hash)) v.push(`settlement transaction ${tx.hash} reverted`);
       if (!journalTxs.has(tx.hash)) v.push(`relayer transaction ${tx.hash} is in no journal entry`);
     }
-    for (const row of store.journal.filter((r) => r.state === 'failed' && r.tx_hash))
+    for (const row of store.journal.filter((r) => r.state === 'failed' && r.tx_hash && !drainedFailure(r)))
       v.push(`${key(row.payer, row.nonce)} failed in tx ${row.tx_hash} (${row.error_reason})`);
     checks.push(
       check(
@@ -188,8 +201,12 @@ export function checkInvariants(
   // 6. Delivered means charged (once).
   {
     const v: string[] = [];
-    for (const c of paymentCalls.filter((c) => delivered(c).length > 0))
-      if (!settledByKey.has(key(c.payer!, c.nonce!))) v.push(`${c.callId} got its result but its payment is not settled`);
+    for (const c of paymentCalls.filter((c) => delivered(c).length > 0)) {
+      const k = key(c.payer!, c.nonce!);
+      // A drainer's deferred payment that failed after delivery is a loss (check 13), not a free result.
+      if (!settledByKey.has(k) && !(lossByKey.has(k) && drainers.has(c.payer!)))
+        v.push(`${c.callId} got its result but its payment is not settled`);
+    }
     for (const c of calls.filter((c) => c.rail === 'credits' && !c.mistake)) {
       for (const a of delivered(c)) if (!a.entry) v.push(`${c.callId} got a result without its debit`);
       // Judged by the first answer showing the entry; later ones are replays of that answer.
@@ -369,6 +386,32 @@ export function checkInvariants(
     const name = 'turnpike answered every request during an upstream loop without a 5xx other than 502, 503 or 508';
     checks.push(
       check(name, v, `${options.loops.length} loops, ${during.length} requests sent and answered during one, ${refused} refused with 508`),
+    );
+  }
+  // 13. Deferred settlement: losses only by drainers, each within the cap, and a drainer with losses refused.
+  if (options.drains) {
+    const { cap } = options.drains;
+    const v: string[] = [];
+    for (const r of store.journal.filter((r) => r.state === 'failed' && r.tx_hash && !drainers.has(r.payer.toLowerCase())))
+      v.push(`${key(r.payer, r.nonce)} of an honest payer failed on chain (${r.error_reason})`);
+    const lost = new Map<string, bigint>();
+    for (const r of losses) lost.set(r.payer.toLowerCase(), (lost.get(r.payer.toLowerCase()) ?? 0n) + r.amount);
+    for (const [payer, amount] of lost) if (amount > cap) v.push(`payer ${payer} lost ${amount}, over the cap of ${cap}`);
+    for (const d of options.drains.drainers) {
+      if (!lost.has(d.payer) || !d.probe) continue;
+      const refused = answers(d.probe).some((a) => a.kind === 'challenge' && a.reason?.includes('payer_has_unsettled_losses'));
+      if (!refused)
+        v.push(`drainer ${d.payer} has losses but its next call was answered ${answers(d.probe).map((a) => a.reason ?? a.kind)}`);
+      if (ran.has(d.probe.callId)) v.push(`drainer ${d.payer}'s call after its losses ran the tool`);
+    }
+    const drained = options.drains.drainers.filter((d) => d.drainedAt !== undefined).length;
+    const summary = `${drained} wallets emptied after delivery; losses ${[...lost].map(([p, a]) => `${p.slice(0, 8)}… ${a}`).join(', ') || 'none'} (cap ${cap} each)`;
+    checks.push(
+      check(
+        'deferred settlement: losses only by payers who emptied their wallets, each within the cap, and those payers refused',
+        v,
+        summary,
+      ),
     );
   }
   return checks;

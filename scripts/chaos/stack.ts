@@ -7,6 +7,9 @@ import { containers, restartable } from './processes.js';
 
 /** What every tool costs, micro-USD = USDC atomic units (0.01). */
 export const PRICE = 10_000n;
+/** The most one payer's deferred payments not yet final may add up to (five calls): the bound on a drainer's loss. */
+export const DEFERRED_CAP_USD = '0.05';
+export const DEFERRED_CAP = 50_000n;
 /** Turnpike gives up on a call after this long; a credits debit open for this + 2 s is swept. */
 export const UPSTREAM_TIMEOUT_SECONDS = 3;
 
@@ -20,7 +23,7 @@ const createdKey = z.object({ id: z.string(), key: z.string().startsWith('tp_') 
  * from the sandbox and its data in `dir` (as PID 1 of a PID namespace, as in a container, where
  * this machine allows it).
  */
-export async function startStack(chain: Chain, dir: string) {
+export async function startStack(chain: Chain, dir: string, settlement: 'strict' | 'deferred') {
   const { sandbox } = chain;
   const executionLog = path.join(dir, 'executions.jsonl');
   const dataDir = path.join(dir, 'turnpike');
@@ -50,6 +53,8 @@ export async function startStack(chain: Chain, dir: string) {
       payTo,
       '--price',
       '0.01',
+      '--settlement',
+      settlement,
       '--upstream-timeout',
       String(UPSTREAM_TIMEOUT_SECONDS),
       '--data-dir',
@@ -57,12 +62,13 @@ export async function startStack(chain: Chain, dir: string) {
       '--port',
       String(port),
       '--log-level',
-      'warn',
+      process.env.CHAOS_LOG_LEVEL ?? 'warn',
     ],
     env: {
       PATH: process.env.PATH,
       TURNPIKE_RELAYER_KEY: sandbox.accounts.relayers.map((r) => r.privateKey).join(','),
       TURNPIKE_ADMIN_KEY: adminKey,
+      TURNPIKE_FACILITATOR_MAX_DEFERRED_PER_PAYER_USD: DEFERRED_CAP_USD,
     },
     ready: /paying MCP endpoint at (\S+)\/mcp /,
     logFile: turnpikeLog,

@@ -8,6 +8,7 @@ import type { Secrets } from '../config/secrets.js';
 import { leanHeap } from './heap.js';
 import { openPayments } from './payments.js';
 import { createGateway } from '../gateway/gateway.js';
+import type { SettlementMode } from '../facilitator/port.js';
 import type { Plan } from '../pricing/plans.js';
 import { isTurnpike } from '../gateway/own-urls.js';
 import type { ChallengeBinding } from '../gateway/payment-required.js';
@@ -60,6 +61,8 @@ export type EndpointOptions = {
   plan: Plan;
   payTo: Address;
   challenge: ChallengeBinding;
+  /** When a paid x402 result leaves (see `settlementModes`); strict by default. */
+  settlement?: SettlementMode;
   /** The x402 version of its MCP challenges (see `GatewayOptions`); 2 by default. */
   x402Version?: 1 | 2;
   /** Set for servers registered through the operator API. */
@@ -243,6 +246,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       network: chain.network,
       rails,
       challenge: endpoint.challenge,
+      ...(endpoint.settlement ? { settlement: endpoint.settlement } : {}),
       x402Version: endpoint.x402Version,
       bodyLimitBytes: config.http.bodyLimitBytes,
       allowedHosts: () => hosts,
@@ -274,6 +278,7 @@ export async function serveGateway(options: GatewayServerOptions) {
         dispatcher: registeredAgent,
       },
       challenge: server.challenge,
+      settlement: server.settlement,
       operatorId: server.operatorId,
       serverId: server.id,
       custody: server.custody,

@@ -40,6 +40,7 @@ export async function openFacilitator(options: {
     multicall3: chain.multicall3,
     minimumAmount: config.facilitator.minAmountUsd,
     validityOverTimeoutSeconds: config.facilitator.maxValidityOverTimeoutSeconds,
+    maxDeferredPerPayer: config.facilitator.maxDeferredPerPayerUsd,
     ...(payees ? { payees: () => payees(store) } : {}),
   });
   if (chain.multicall3) {

@@ -7,6 +7,7 @@ import { oauthSettingsSchema } from '../oauth/settings.js';
 import { challengeBindings } from '../gateway/payment-required.js';
 import { usdPrice } from '../pricing/pricing.js';
 import { UPSTREAM_CONNECTIONS } from '../upstream/upstream.js';
+import { settlementModes } from '../facilitator/port.js';
 
 const url = (protocols: RegExp) => z.url({ protocol: protocols, error: 'expected a URL (http, https, ws or wss)' });
 
@@ -99,6 +100,13 @@ export const configSchema = z.strictObject({
             .default(2)
             .describe('x402 version of `tool-result` and `jsonrpc-error` challenges: 1 for v1-only clients (x402-mcp); http-402 has both'),
           timeoutSeconds: z.number().positive().max(3600).default(60),
+          settlement: z
+            .enum(settlementModes)
+            .default('strict')
+            .describe(
+              'x402 results leave `strict`ly after the settlement is mined, or `deferred` once its transaction is signed and journalled ' +
+                '(within facilitator.maxDeferredPerPayerUsd; facilitator.mode self only)',
+            ),
           /** Upstream credentials by environment variable name: secrets stay out of the file. */
           headersFromEnv: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), z.string().regex(/^[A-Z_][A-Z0-9_]*$/)).default({}),
           oauth: oauthSettingsSchema.optional(),
@@ -233,6 +241,11 @@ export const configSchema = z.strictObject({
         .describe(
           'opt-in: refuse (validity_too_long) an authorization still valid more than the requirements’ maxTimeoutSeconds plus this many ' +
             'seconds from now; unset, any window is taken, as the reference facilitator does (the official Go client signs for 3600 s)',
+        ),
+      maxDeferredPerPayerUsd: usdPrice
+        .default(1_000_000n)
+        .describe(
+          'most one payer’s delivered-but-unconfirmed payments (servers with settlement: deferred) may add up to, USD; past it, calls settle strict',
         ),
       failuresPerMinute: z
         .number()

@@ -10,7 +10,7 @@ import { type AllowedAsset, type PaymentIntent, type Rejection, intentRules, pre
 import type { Reserved } from './port.js';
 import { createStateReader } from './chain-state.js';
 import { purposes } from './purposes.js';
-import { createSettler } from './settle.js';
+import { type SettleOptions, createSettler } from './settle.js';
 import { checkPayment, verifyIntent, verifyPayment } from './verify.js';
 
 export type FacilitatorOptions = {
@@ -39,6 +39,11 @@ export type FacilitatorOptions = {
   multicall3?: boolean;
   /** An opt-in bound on an authorization's window, beyond `maxTimeoutSeconds` (see `IntentRules`); none by default. */
   validityOverTimeoutSeconds?: number;
+  /**
+   * The most one payer's deferred payments not yet final may add up to, atomic units (see
+   * `settle`'s `deferred`); default 1 USDC.
+   */
+  maxDeferredPerPayer?: bigint;
 };
 
 /**
@@ -84,6 +89,7 @@ export function createFacilitator(options: FacilitatorOptions) {
     now,
     admit,
     receiptTimeoutMs: options.receiptTimeoutMs ?? network.blockTimeMs * 8,
+    deferredCap: options.maxDeferredPerPayer ?? 1_000_000n,
     background(task) {
       const tracked = task
         .catch((err: unknown) => logger.error({ err }, 'settlement watcher failed'))
@@ -132,6 +138,13 @@ export function createFacilitator(options: FacilitatorOptions) {
       const checked = await checkPayment({ rules, journal, now, admit }, request, purpose);
       if (!checked.ok) return refuse(checked);
       const { intent } = checked;
+      const lost = await journal.losses(intent.key);
+      if (lost.count > 0) {
+        const message =
+          `${lost.count} earlier payment(s) of this payer, ${lost.amount} atomic units in all, were delivered and then failed on ` +
+          'chain; no paid call is taken from this payer until the operator clears them (POST /admin/losses/<payer>/clear)';
+        return refuse({ reason: reasons.unsettledLosses, message, payer: intent.authorization.from });
+      }
       let held: Awaited<ReturnType<PaymentJournal['reserve']>> | undefined;
       const giveBack = () => (held?.reserved ? journal.releaseHold(intent.key) : undefined);
       let verdict;
@@ -197,11 +210,13 @@ export function createFacilitator(options: FacilitatorOptions) {
     /**
      * Settles a payment for `purpose` (see `purposes`, and `createSettler` for what repeated or
      * concurrent copies get): the public API's is `purposes.api`, in-process callers name theirs.
+     * `deferred` (a call on a `settlement: deferred` server) answers before the receipt when the
+     * payer's balance and the per-payer cap allow (see `Deferral`).
      *
      * @example const receipt = await facilitator.settle(request, purposes.topup(payTo));
      */
-    async settle(request: FacilitatorRequest, purpose: string): Promise<SettleResponse> {
-      const settled = await settler.settle(request, purpose);
+    async settle(request: FacilitatorRequest, purpose: string, settleOptions?: SettleOptions): Promise<SettleResponse> {
+      const settled = await settler.settle(request, purpose, settleOptions);
       const answer = settled.errorReason ? { ...settled, errorReason: reasonFor(request.x402Version, settled.errorReason) } : settled;
       const { success, payer, transaction, errorReason } = answer;
       logger.info({ success, payer, transaction, network: answer.network, ...(errorReason ? { errorReason } : {}) }, 'settle');

@@ -1,5 +1,14 @@
 import type { KeptResult, PaymentKey } from '../store/journal/journal.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402/schemas.js';
+import type { SettleOptions } from './settle.js';
+
+/**
+ * When a server's paid result leaves: `strict` once the settlement's receipt is in (one block);
+ * `deferred` once its transaction is signed and journalled, if the payer's balance covers it net
+ * of their other unfinished payments and the per-payer cap allows (else strict for that call).
+ */
+export const settlementModes = ['strict', 'deferred'] as const;
+export type SettlementMode = (typeof settlementModes)[number];
 
 /** A payment held for one call, or the reason it is not. */
 export type Reserved = (VerifyResponse & { isValid: false }) | { isValid: true; payer: string; key: PaymentKey };
@@ -11,7 +20,7 @@ export type Reserved = (VerifyResponse & { isValid: false }) | { isValid: true; 
  *
  * - one hold per authorization: of concurrent requests carrying one payment, one runs the tool;
  * - no priced result without its settlement: `settle` answers success (or `settlement_pending`
- *   with a broadcast transaction) before a result leaves;
+ *   with a transaction signed, journalled and sent) before a result leaves;
  * - one settlement per authorization, for the one purpose it was held for (see `purposes`);
  * - results kept for redelivery: a client whose answer was lost sends the same call with the same
  *   payment and gets the kept result and receipt, never a second run or settlement.
@@ -32,8 +41,12 @@ export type FacilitatorPort = {
   reserve(request: FacilitatorRequest, purpose: string): Promise<Reserved>;
   /** Keeps a paid call's result with its held payment, before settling it (see `redeliver`). */
   keepResult(key: PaymentKey, kept: KeptResult): Promise<void>;
-  /** Settles a payment for `purpose`: the caller's own hold, or a new one (a top-up); once per authorization. */
-  settle(request: FacilitatorRequest, purpose: string): Promise<SettleResponse>;
+  /**
+   * Settles a payment for `purpose`: the caller's own hold, or a new one (a top-up); once per
+   * authorization. `deferred` asks to answer once the transaction is signed and journalled, before
+   * its receipt, when the payer's balance and cap allow (turnpike's own facilitator; the others settle strict).
+   */
+  settle(request: FacilitatorRequest, purpose: string, options?: SettleOptions): Promise<SettleResponse>;
   /**
    * The result kept for this very payment (signature and every field) taken for `purpose`, with
    * its receipt, once its settlement succeeded or is pending; otherwise undefined.

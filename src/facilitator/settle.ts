@@ -1,6 +1,18 @@
-import { type Hex, type PublicClient, type TransactionReceipt, encodeFunctionData, isAddressEqual, parseEventLogs } from 'viem';
+import {
+  type Address,
+  type Hex,
+  type PublicClient,
+  type TransactionReceipt,
+  decodeFunctionData,
+  encodeFunctionData,
+  isAddressEqual,
+  parseEventLogs,
+  parseTransaction,
+} from 'viem';
+import { multicall3Abi } from '../../contracts-abi/multicall3.js';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
-import { receiptCadence, sleep, waitForReceipt as waitForChainReceipt } from '../chain/receipts.js';
+import { MULTICALL3 } from '../chain/networks.js';
+import { receiptCadence, sleep } from '../chain/receipts.js';
 import { BroadcastRejectedError, type RelayerPool, type SignedTransaction } from '../chain/relayer.js';
 import type { PaymentJournal, PaymentKey, PaymentRecord, SettlementOutcome } from '../store/journal/journal.js';
 import { reasons } from '../x402/reasons.js';
@@ -23,7 +35,12 @@ export type SettleDeps = {
   /** Called with work that outlives a request (finishing a pending settlement). */
   background: (task: Promise<unknown>) => void;
   admit: Admit;
+  /** The most a payer's deferred payments not yet final may add up to, atomic units (see `Deferral`). */
+  deferredCap: bigint;
 };
+
+/** How a caller wants a payment settled: `deferred` answers once the transaction is signed and journalled (see `settle`). */
+export type SettleOptions = { deferred?: boolean };
 
 type Payment = Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'asset'>;
 
@@ -77,7 +94,7 @@ export function createSettler(deps: SettleDeps) {
     errorReason: r.reason,
     errorMessage: r.message,
   });
-  type Outcome = Pick<PaymentRecord, 'state' | 'txHash' | 'errorReason' | 'errorMessage'>;
+  type Outcome = Pick<PaymentRecord, 'state' | 'txHash' | 'errorReason' | 'errorMessage'> & { deferred?: boolean };
   const abandoned: Outcome = {
     state: 'failed',
     errorReason: reasons.unexpectedSettle,
@@ -99,7 +116,9 @@ export function createSettler(deps: SettleDeps) {
       success: false,
       ...base,
       errorReason: reasons.settlementPending,
-      errorMessage: 'the settlement transaction is not confirmed yet; retry /settle with the same payment',
+      errorMessage: record.deferred
+        ? 'deferred settlement: the transaction is signed, journalled and sent, not confirmed yet'
+        : 'the settlement transaction is not confirmed yet; retry /settle with the same payment',
     };
   };
 
@@ -138,7 +157,7 @@ export function createSettler(deps: SettleDeps) {
     return refuse(intent.networkId, alreadyUsed(record, intent.authorization.from));
   }
 
-  const waitForReceipt = (hash: Hex, deadline: number) => waitForChainReceipt(client, hash, deadline, cadence.pollMs);
+  const waitForReceipt = (hash: Hex, deadline: number, sentAt?: number) => cadence.waitFor(client, hash, deadline, sentAt);
 
   const calldata = (p: Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'validAfter' | 'validBefore' | 'nonce' | 'signature'>) =>
     encodeFunctionData({
@@ -147,6 +166,13 @@ export function createSettler(deps: SettleDeps) {
       // The bytes overload: ~17k less gas than (v, r, s), and the only one smart wallets can use.
       args: [p.payer, p.payTo, p.amount, p.validAfter, p.validBefore, p.nonce, p.signature],
     });
+
+  /** Whether the node knows a transaction (pending or mined); a failed look is a no. */
+  const nodeHas = (hash: Hex) =>
+    client.getTransaction({ hash }).then(
+      () => true,
+      () => false,
+    );
 
   /**
    * Sign, journal, broadcast. A nonce the node refused gets a fresh transaction (the refused one
@@ -165,6 +191,8 @@ export function createSettler(deps: SettleDeps) {
       } catch (error) {
         // Not refused, but not known to have arrived either: the receipt (or reconciliation) decides.
         if (signed && !(error instanceof BroadcastRejectedError)) return signed;
+        // Refused, yet the node has it (an earlier delivery of the same request arrived, then "nonce too low"): it is out.
+        if (signed && (await nodeHas(signed.txHash))) return signed;
         if (error instanceof BroadcastRejectedError && error.kind === 'nonce' && attempt < 3) continue;
         await journal.release(key);
         if (!(error instanceof BroadcastRejectedError)) {
@@ -180,7 +208,11 @@ export function createSettler(deps: SettleDeps) {
     }
   }
 
-  async function run(intent: PaymentIntent): Promise<SettleResponse> {
+  /**
+   * Sends the payment's transaction and answers with its receipt's outcome; a deferred one is
+   * answered as soon as its transaction is signed, journalled and sent, its receipt awaited behind.
+   */
+  async function run(intent: PaymentIntent, deferred: boolean): Promise<SettleResponse> {
     const { key } = intent;
     const payment = { payer: intent.authorization.from, payTo: intent.payTo, amount: intent.amount, asset: intent.asset.address };
     const tx = await send(
@@ -194,12 +226,15 @@ export function createSettler(deps: SettleDeps) {
       }),
       intent.asset.address,
     );
-    const sent = performance.now();
-    const receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs);
-    if (receipt) cadence.observe(performance.now() - sent);
+    const sentAt = performance.now();
+    if (deferred) {
+      deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore, sentAt));
+      return respond(intent, { state: 'submitted', txHash: tx.txHash, deferred });
+    }
+    const receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs, sentAt);
     if (!receipt) {
       await journal.answeredPending(key);
-      deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore));
+      deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore, sentAt));
       return respond(intent, { state: 'submitted', txHash: tx.txHash });
     }
     const outcome = outcomeOf(receipt, payment);
@@ -207,12 +242,39 @@ export function createSettler(deps: SettleDeps) {
     return respond(intent, outcome);
   }
 
-  /** Keeps watching a transaction that outlived its request, until the authorization expires. */
-  async function finishLater(key: PaymentKey, hash: Hex, payment: Payment, validBefore: bigint) {
+  /** Keeps watching a transaction (sent at `sentAt`) whose request was answered first, until its authorization expires. */
+  async function finishLater(key: PaymentKey, hash: Hex, payment: Payment, validBefore: bigint, sentAt: number) {
     const until = (Number(validBefore) + 60) * 1000;
-    const receipt = await waitForReceipt(hash, until);
+    const receipt = await waitForReceipt(hash, until, sentAt);
     const record = await journal.get(key);
     if (record && !isFinal(record)) await (receipt ? journal.finish(key, outcomeOf(receipt, payment)) : reconcile(record));
+  }
+
+  /**
+   * Whether every payment a journalled transaction carries (one, or a Multicall3 batch) is
+   * journalled with that very transaction. The relayer writes each payment of a batch before it
+   * broadcasts, so a batch written only in part (a crash between two rows; a row since released or
+   * moved to a replacement) was never sent, and must never be: it would settle a payment whose row
+   * is gone.
+   */
+  async function wholeInJournal(record: PaymentRecord & { rawTx: Hex }): Promise<boolean> {
+    const tx = parseTransaction(record.rawTx);
+    if (!tx.to || !tx.data) return false;
+    let calls: { to: Address; data: Hex }[] = [{ to: tx.to, data: tx.data }];
+    if (isAddressEqual(tx.to, MULTICALL3)) {
+      const batch = decodeFunctionData({ abi: multicall3Abi, data: tx.data });
+      if (batch.functionName !== 'aggregate3') return false;
+      calls = batch.args[0].map((c) => ({ to: c.target, data: c.callData }));
+    }
+    for (const call of calls) {
+      const { args } = decodeFunctionData({ abi: usdcAbi, data: call.data });
+      if (args?.length !== 7 && args?.length !== 9) return false;
+      const [from, , , , , nonce] = args as unknown as [Address, Address, bigint, bigint, bigint, Hex];
+      const key = { chainId: record.chainId, asset: call.to.toLowerCase() as Address, payer: from.toLowerCase() as Address };
+      const row = await journal.get({ ...key, nonce: nonce.toLowerCase() as Hex });
+      if (row?.txHash !== record.txHash) return false;
+    }
+    return true;
   }
 
   /**
@@ -249,9 +311,12 @@ export function createSettler(deps: SettleDeps) {
       });
     }
     const expired = BigInt(deps.now()) >= record.validBefore;
-    if (record.state === 'submitted' && record.rawTx && record.relayer && record.relayerNonce !== undefined && !expired) {
+    const { rawTx, relayer, relayerNonce } = record;
+    const sendable =
+      record.state === 'submitted' && rawTx && relayer && relayerNonce !== undefined && (await wholeInJournal({ ...record, rawTx }));
+    if (sendable && !expired) {
       try {
-        await relayers.rebroadcast({ rawTx: record.rawTx, txHash: record.txHash!, relayer: record.relayer, nonce: record.relayerNonce });
+        await relayers.rebroadcast({ rawTx, txHash: record.txHash!, relayer, nonce: relayerNonce });
         const receipt = await waitForReceipt(record.txHash!, Date.now() + deps.receiptTimeoutMs);
         if (receipt) return journal.finish(record, outcomeOf(receipt, payment));
         return; // still pending: the next reconciliation looks again
@@ -262,6 +327,11 @@ export function createSettler(deps: SettleDeps) {
       const late = await minedReceipt();
       if (late) return journal.finish(record, outcomeOf(late, payment));
     }
+    // A deferred payment's result may have left once its transaction was sent: never mined, it is a loss, not a claim to give back.
+    if (record.deferred && sendable) {
+      const errorMessage = 'the deferred settlement transaction was never mined and the authorization is unused';
+      return journal.finish(record, { state: 'failed', errorReason: reasons.transactionFailed, errorMessage, txHash: record.txHash! });
+    }
     await journal.release(record);
   }
 
@@ -269,9 +339,12 @@ export function createSettler(deps: SettleDeps) {
     reconcile,
     /**
      * Settles a payment for `purpose`: a new one, or the caller's own hold of it. Anything else is
-     * answered from the journal (see `createSettler`).
+     * answered from the journal (see `createSettler`). With `deferred`, a payment the journal may
+     * defer (see `Deferral`) is answered `settlement_pending` as soon as its transaction is signed,
+     * journalled and sent; its receipt finishes the row behind (a failure is a loss). Any other is
+     * settled strict: answered with its receipt.
      */
-    async settle(request: FacilitatorRequest, purpose: string): Promise<SettleResponse> {
+    async settle(request: FacilitatorRequest, purpose: string, options: SettleOptions = {}): Promise<SettleResponse> {
       const checked = toIntent(request, rules, deps.now());
       if (!checked.ok) return refuse(request.paymentRequirements.network, checked);
       const { intent } = checked;
@@ -282,9 +355,10 @@ export function createSettler(deps: SettleDeps) {
 
       const verified = await verifyIntent(deps, intent);
       if (!verified.ok) return refuse(intent.networkId, verified);
-      const claim = await journal.claim(toNewPayment(intent, purpose));
+      const defer = options.deferred && verified.balance !== undefined ? { balance: verified.balance, cap: deps.deferredCap } : undefined;
+      const claim = await journal.claim(toNewPayment(intent, purpose), defer);
       if (!claim.claimed) return answerTaken(intent, claim.record, purpose);
-      const work = run(intent).finally(() => inFlight.delete(keyString(intent.key)));
+      const work = run(intent, claim.deferred).finally(() => inFlight.delete(keyString(intent.key)));
       inFlight.set(keyString(intent.key), work);
       return work;
     },

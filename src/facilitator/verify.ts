@@ -19,7 +19,8 @@ export type VerifyDeps = {
 /** A refusal of a well-formed payment by policy, or undefined when it may be taken for `purpose`. */
 export type Admit = (intent: PaymentIntent, purpose: string | undefined) => Promise<Rejection | undefined>;
 
-export type Verified = { ok: true; intent: PaymentIntent } | ({ ok: false } & Rejection);
+/** A payment that may be taken; `balance` is the payer's as the chain reported it, when it was read. */
+export type Verified = { ok: true; intent: PaymentIntent; balance?: bigint } | ({ ok: false } & Rejection);
 
 /**
  * Full verification of an `exact` EVM payment for `purpose` (see `purposes`): the checks that
@@ -122,5 +123,5 @@ export function judgeState(intent: PaymentIntent, kind: 'eoa' | 'contract', stat
       payer,
     };
   }
-  return { ok: true, intent };
+  return { ok: true, intent, balance: state.balance };
 }

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Address } from 'viem';
 import type { Network } from '../chain/networks.js';
 import type { Metrics } from '../http/metrics.js';
+import type { SettlementMode } from '../facilitator/port.js';
 import { clientAddress } from '../http/caller.js';
 import type { OperatorStore } from '../store/operators/operators.js';
 import { newId } from '../store/ids.js';
@@ -44,6 +45,8 @@ export type GatewayOptions = {
   rails: RailFactory[];
   /** How a call is challenged (see `challengeBindings`). */
   challenge: ChallengeBinding;
+  /** When a paid x402 result leaves (see `settlementModes`); strict by default. */
+  settlement?: SettlementMode;
   /**
    * The x402 version of a `tool-result` or `jsonrpc-error` challenge: 2, or 1 for clients that
    * speak only v1 (npm `x402-mcp`); 2 by default. `http-402` always offers both (v2 header, v1 body).
@@ -257,6 +260,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     ...(revenue?.operatorId ? { operatorId: revenue.operatorId } : {}),
     network: options.network,
     payTo: options.payTo,
+    settlement: options.settlement ?? 'strict',
     logger,
     metrics,
     serverLabel,

@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { createMiddleware } from 'hono/factory';
+import { isAddress } from 'viem';
 import { z } from 'zod';
 import {
   type Credits,
@@ -192,6 +193,28 @@ export function adminRoutes(options: {
   api.post('/checkouts/:id/reject', { summary: 'reject a session held for review (refund it in Stripe)' }, async (c) => {
     const id = c.req.param('id')!;
     return c.json(resolved(await store.credits.resolveCheckout(id, { action: 'reject' }), id));
+  });
+  const losses = 'deferred x402 payments delivered and then failed on chain, not cleared; their payers’ paid calls are refused';
+  api.get('/losses', { summary: losses }, async (c) =>
+    c.json({
+      losses: (await store.journal.allLosses()).map((p) => ({
+        payer: p.payer,
+        payTo: p.payTo,
+        amount: p.amount.toString(),
+        asset: p.asset,
+        chainId: p.chainId,
+        nonce: p.nonce,
+        txHash: p.txHash ?? null,
+        reason: p.errorReason ?? null,
+        failedAt: new Date(p.updatedAt).toISOString(),
+      })),
+    }),
+  );
+  const clear = { summary: 'clear a payer’s losses (paid off chain, or written off): their paid calls are taken again' };
+  api.post('/losses/:payer/clear', clear, async (c) => {
+    const payer = c.req.param('payer')!;
+    if (!isAddress(payer, { strict: false })) throw new DomainError('invalid_request', `${payer} is not a 0x address`);
+    return c.json({ payer: payer.toLowerCase(), cleared: await store.journal.clearLosses(payer) });
   });
   return app;
 }

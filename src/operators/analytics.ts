@@ -12,6 +12,8 @@ export type Analytics = {
   byCaller: UsageRow[];
   denials: { reason: string; count: number }[];
   settlement: { count: number; p50Ms?: number; p99Ms?: number };
+  /** Results delivered on a deferred settlement that then failed on chain: not revenue. */
+  losses: { count: number; amount: bigint };
 };
 
 /** Nearest-rank percentile of sorted values. */
@@ -85,6 +87,7 @@ export function analyticsJson(a: Analytics, range: { from: number; to: number })
     topCallers: a.byCaller.map(row),
     denials: a.denials,
     settlement: a.settlement,
+    losses: { count: a.losses.count, amount: a.losses.amount.toString() },
   };
 }
 
@@ -107,5 +110,6 @@ export function analyticsCsv(a: Analytics): string {
   usage('rail', a.byRail);
   usage('caller', a.byCaller);
   for (const d of a.denials) lines.push(['denial', d.reason, '', '', '', '', String(d.count)]);
+  lines.push(['loss', 'deferred', String(a.losses.count), '', `-${a.losses.amount}`, '', '']);
   return `${lines.map((l) => l.map(field).join(',')).join('\r\n')}\r\n`;
 }

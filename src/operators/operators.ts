@@ -1,3 +1,4 @@
+import { settlementModes } from '../facilitator/port.js';
 import { slugSchema } from '../pricing/slug.js';
 import { getAddress, isAddress } from 'viem';
 import { z } from 'zod';
@@ -49,6 +50,12 @@ const serverFields = {
   payTo: address.optional().describe('required with custody "direct": the operator’s own address'),
   plan: planSchema,
   challenge: z.enum(['tool-result', 'http-402']).default('tool-result'),
+  settlement: z
+    .enum(settlementModes)
+    .default('strict')
+    .describe(
+      '`strict`: x402 results after the settlement is mined; `deferred`: once it is signed and journalled, within the per-payer cap',
+    ),
   timeoutSeconds: z.number().positive().max(3600).default(60),
   oauth: oauthSettingsSchema.optional(),
 };
@@ -64,6 +71,7 @@ export const serverPatchSchema = z.strictObject({
   payTo: address.optional(),
   plan: planSchema.optional(),
   challenge: z.enum(['tool-result', 'http-402']).optional(),
+  settlement: z.enum(settlementModes).optional(),
   timeoutSeconds: z.number().positive().max(3600).optional(),
   oauth: oauthSettingsSchema.nullable().optional().describe('null: take no OAuth callers any more'),
 });
@@ -101,6 +109,7 @@ export function publicServer(s: ServerRecord) {
     payTo: s.payTo ?? null,
     plan: publicPlan(s.plan),
     challenge: s.challenge,
+    settlement: s.settlement,
     timeoutSeconds: s.timeoutMs / 1000,
     oauth: s.oauth ?? null,
     path: `/mcp/${s.slug}`,
@@ -261,6 +270,7 @@ export function createOperators(options: OperatorsOptions) {
         ...(input.custody === 'direct' ? { payTo: input.payTo! } : {}),
         plan: input.plan,
         challenge: input.challenge,
+        settlement: input.settlement,
         timeoutMs: Math.round(input.timeoutSeconds * 1000),
         ...(input.oauth ? { oauth: input.oauth } : {}),
         createdAt: now,
@@ -295,6 +305,7 @@ export function createOperators(options: OperatorsOptions) {
         ...(custody === 'direct' ? { payTo: payTo! } : { payTo: undefined }),
         ...(patch.plan ? { plan: patch.plan } : {}),
         ...(patch.challenge ? { challenge: patch.challenge } : {}),
+        ...(patch.settlement ? { settlement: patch.settlement } : {}),
         ...(patch.timeoutSeconds ? { timeoutMs: Math.round(patch.timeoutSeconds * 1000) } : {}),
         ...(patch.oauth ? { oauth: patch.oauth } : {}),
         updatedAt: Math.max(Date.now(), current.updatedAt + 1),

@@ -71,11 +71,12 @@ export function revenueBook(
     let resolved = await operators.resolveCreditCharges();
     for (;;) {
       const pending = await operators.pendingCharges(500, 'x402');
-      const outcomes: { id: string; state: 'earned' | 'void'; settleMs?: number }[] = [];
+      const outcomes: { id: string; state: 'earned' | 'void'; settleMs?: number; lost?: boolean }[] = [];
       for (const c of pending) {
         const key = paymentKeyOf(c.ref);
         const record = key ? await store.journal.get(key) : undefined;
-        if (!record || record.state === 'failed') outcomes.push({ id: c.id, state: 'void' });
+        // A deferred payment that failed had its result delivered: no revenue, and a loss.
+        if (!record || record.state === 'failed') outcomes.push({ id: c.id, state: 'void', ...(record?.deferred ? { lost: true } : {}) });
         // The charge is written just before settlement starts, the row updated when it is done.
         else if (record.state === 'settled')
           outcomes.push({ id: c.id, state: 'earned', settleMs: Math.max(0, record.updatedAt - c.createdAt) });

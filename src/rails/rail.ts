@@ -5,6 +5,7 @@ import type { Message, ToolResult } from '../gateway/jsonrpc.js';
 import type { ToolOffer } from '../gateway/payment-required.js';
 import type { JsonRpcId } from '../gateway/sse.js';
 import type { Metrics } from '../http/metrics.js';
+import type { SettlementMode } from '../facilitator/port.js';
 import type { OAuthPrincipal } from '../oauth/issuer.js';
 import type { EventCaller, EventInput } from '../events/events.js';
 
@@ -70,6 +71,8 @@ export type RailContext = {
   operatorId?: string;
   network: Network;
   payTo: Address;
+  /** When a paid x402 result leaves (see `settlementModes`). */
+  settlement: SettlementMode;
   logger: Logger;
   metrics: Metrics;
   /** This server's label in `/metrics`. */

@@ -516,6 +516,28 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE api_keys ADD COLUMN low_balance_alert BIGINT CHECK (low_balance_alert > 0);
     `,
   },
+  {
+    version: 16,
+    name: 'deferred settlement',
+    // A payment whose result was delivered once its transaction was signed and journalled (deferred: 1); if that
+    // transaction then fails, the row is a loss until an operator clears it (loss_cleared_at). A server settles
+    // strict (result after the receipt) or deferred. One row per payer to lock while deferring its next payment,
+    // and charges lost to a failed deferred payment (void, lost: 1).
+    sql: `
+      ALTER TABLE payments ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0 CHECK (deferred IN (0, 1));
+      ALTER TABLE payments ADD COLUMN loss_cleared_at BIGINT;
+      CREATE INDEX payments_payer_unfinished ON payments (chain_id, asset, payer) WHERE state IN ('verified', 'submitting', 'submitted');
+      CREATE INDEX payments_losses ON payments (chain_id, asset, payer) WHERE deferred = 1 AND state = 'failed' AND loss_cleared_at IS NULL;
+      CREATE TABLE deferring_payers (
+        chain_id INTEGER NOT NULL,
+        asset TEXT NOT NULL,
+        payer TEXT NOT NULL,
+        PRIMARY KEY (chain_id, asset, payer)
+      );
+      ALTER TABLE servers ADD COLUMN settlement TEXT NOT NULL DEFAULT 'strict' CHECK (settlement IN ('strict', 'deferred'));
+      ALTER TABLE charges ADD COLUMN lost INTEGER NOT NULL DEFAULT 0 CHECK (lost IN (0, 1));
+    `,
+  },
 ];
 
 /**

@@ -32,6 +32,8 @@ export const reasons = {
   transactionFailed: 'invalid_exact_evm_transaction_failed',
   transferEventMismatch: 'invalid_exact_evm_transfer_event_mismatch',
   settlementPending: 'settlement_pending',
+  /** The payer has deferred payments that were delivered and then failed on chain, not cleared yet. */
+  unsettledLosses: 'payer_has_unsettled_losses',
   unexpectedVerify: 'unexpected_verify_error',
   unexpectedSettle: 'unexpected_settle_error',
 } as const;

@@ -10,31 +10,40 @@ import { openSqliteStore } from '../../src/store/sqlite.js';
 import { purposes } from '../../src/facilitator/purposes.js';
 import { useSandbox } from '../helpers/chain.js';
 import { signAuthorization, v2Request } from '../helpers/payments.js';
+import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
 
 const chain = useSandbox();
 const lower = (s: string) => s.toLowerCase() as Address;
 
-/** What a process that crashed mid-settlement leaves behind, step by step. */
-async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast') {
-  const path = chain.dbPath();
-  const store = await openSqliteStore({ path });
-  const payer = chain.sandbox.accounts.payers[5]!;
+/** A journal entry for a payment `payer` signs to the sandbox's first payee. */
+async function signedPayment(payer: DemoAccount, amount: bigint, validBefore?: bigint): Promise<NewPayment> {
   const payTo = chain.sandbox.accounts.payees[0]!.address;
-  const { signature, authorization } = await signAuthorization({ payer, payTo, amount: 4_321n });
-  const payment: NewPayment = {
+  const { signature, authorization } = await signAuthorization({ payer, payTo, amount, ...(validBefore ? { validBefore } : {}) });
+  return {
     chainId: 8453,
     asset: lower(networks.base.usdc.address),
     payer: lower(payer.address),
     nonce: authorization.nonce.toLowerCase() as Hex,
     payTo: lower(payTo),
-    amount: 4_321n,
+    amount,
     validAfter: BigInt(authorization.validAfter),
     validBefore: BigInt(authorization.validBefore),
     signature,
     network: 'eip155:8453',
     purpose: purposes.api,
   };
-  assert.deepEqual(await store.journal.claim(payment), { claimed: true });
+}
+
+/** What a process that crashed mid-settlement leaves behind, step by step. */
+async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', options: { deferred?: boolean; validBefore?: bigint } = {}) {
+  const path = chain.dbPath();
+  const store = await openSqliteStore({ path });
+  const payer = chain.sandbox.accounts.payers[5]!;
+  const payTo = chain.sandbox.accounts.payees[0]!.address;
+  const payment = await signedPayment(payer, 4_321n, options.validBefore);
+  const { signature } = payment;
+  const deferral = options.deferred ? { balance: 10n ** 12n, cap: 10n ** 12n } : undefined;
+  assert.deepEqual(await store.journal.claim(payment, deferral), { claimed: true, deferred: options.deferred ?? false });
   let txHash: Hex | undefined;
   if (stopAfter !== 'claim') {
     const pool = createRelayerPool({
@@ -87,6 +96,18 @@ describe('reconciliation after a crash', () => {
     assert.deepEqual(await store.journal.unfinished(), []);
   });
 
+  test('a deferred payment (its result may have left) whose journalled transaction never reached the chain before its authorization expired: a loss, never given back', async () => {
+    const crashed = await crashedSettlement('record', { deferred: true, validBefore: BigInt(Math.floor(Date.now() / 1000) + 2) });
+    await new Promise((r) => setTimeout(r, 3000));
+    const txs = await chain.relayerTxCount();
+    const { store, facilitator } = await restart(crashed.path);
+    await facilitator.reconcile();
+    const record = await store.journal.get(crashed.payment);
+    assert.deepEqual([record?.state, record?.deferred, record?.txHash], ['failed', true, crashed.txHash]);
+    assert.deepEqual(await store.journal.losses(crashed.payment), { count: 1, amount: 4_321n });
+    assert.equal(await chain.relayerTxCount(), txs, 'an expired authorization is not sent');
+  });
+
   test('broadcast and mined, but the receipt was never recorded: finished from the receipt, nothing re-sent', async () => {
     const crashed = await crashedSettlement('broadcast');
     const txs = await chain.relayerTxCount();
@@ -96,6 +117,62 @@ describe('reconciliation after a crash', () => {
     assert.equal((await store.journal.get(crashed.payment))?.state, 'settled');
     assert.equal(await chain.relayerTxCount(), txs);
     assert.equal(await chain.balanceOf(crashed.payTo), before);
+  });
+
+  test('a batch of two whose second row was not yet written when the process died: never sent, both claims released, nothing settled behind the journal’s back', async () => {
+    const path = chain.dbPath();
+    const store = await openSqliteStore({ path });
+    const payments = await Promise.all(
+      [5, 6, 7].map(async (i) => {
+        const payment = await signedPayment(chain.sandbox.accounts.payers[i]!, 1_234n);
+        await store.journal.claim(payment);
+        return payment;
+      }),
+    );
+    const pool = createRelayerPool({
+      keys: [chain.sandbox.accounts.relayers[0]!.privateKey],
+      client: chain.client,
+      network: networks.local,
+    });
+    const call = (p: NewPayment) => ({
+      to: networks.base.usdc.address,
+      data: encodeFunctionData({
+        abi: usdcAbi,
+        functionName: 'transferWithAuthorization',
+        args: [p.payer, p.payTo, p.amount, p.validAfter, p.validBefore, p.nonce, p.signature],
+      }),
+    });
+    const record = (p: NewPayment) => (tx: SignedTransaction) =>
+      store.journal.recordTransaction(p, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
+    // The first call goes alone; the next two queue behind it and ride one Multicall3 transaction,
+    // and the process dies while writing that batch's second row.
+    const [first, one, two] = payments as [NewPayment, NewPayment, NewPayment];
+    const recorded = new Promise<void>((resolve) => {
+      void pool.submit(call(first), record(first));
+      void pool.submit(call(one), record(one));
+      void pool.submit(call(two), () => {
+        resolve();
+        return new Promise(() => {});
+      });
+    });
+    await recorded;
+    await store.close();
+    const txs = await chain.relayerTxCount();
+
+    const { store: after, facilitator } = await restart(path);
+    assert.equal(await facilitator.reconcile(), 3);
+    assert.equal((await after.journal.get(first))?.state, 'settled');
+    for (const p of [one, two]) assert.equal(await after.journal.get(p), undefined);
+    assert.equal(await chain.relayerTxCount(), txs, 'the half-written batch is not broadcast');
+    for (const p of [one, two]) {
+      const used = await chain.client.readContract({
+        address: networks.base.usdc.address,
+        abi: usdcAbi,
+        functionName: 'authorizationState',
+        args: [p.payer, p.nonce],
+      });
+      assert.equal(used, false);
+    }
   });
 
   test('claimed with nothing sent: the claim is released and the payment can settle afterwards', async () => {

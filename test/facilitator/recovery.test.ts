@@ -55,7 +55,7 @@ for (const backend of backends) {
       };
       const dead = await instance();
       const claimed = await payment(8);
-      assert.deepEqual(await dead.journal.claim(claimed), { claimed: true });
+      assert.deepEqual(await dead.journal.claim(claimed), { claimed: true, deferred: false });
       assert.equal((await dead.journal.get(claimed))?.owner, dead.instanceId);
       await dead.close(); // its lease goes with it, as it would with the process
 

@@ -462,4 +462,35 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     assert.ok(doc.paths['/admin/keys/{id}/topup'].post);
     assert.ok(doc.paths['/operator/analytics'].get.parameters.some((p: { name: string }) => p.name === 'from'));
   });
+
+  test('a registered server settles strict unless its operator sets settlement: deferred; then its paid result comes with a receipt naming a transaction not confirmed yet', async () => {
+    const made = await api('POST', '/admin/operators', {
+      key: ADMIN,
+      body: { email: 'carol@example.com', name: 'carol', payoutAddress: chain.sandbox.accounts.payees[0]!.address },
+    });
+    const carol = { key: made.body.key as string };
+    const bad = await api('POST', '/operator/servers', { key: carol.key, body: serverBody('settling', { settlement: 'later' }) });
+    assert.equal(bad.status, 400, bad.text);
+    assert.match(bad.body.message, /^settlement/);
+    const created = await api('POST', '/operator/servers', { key: carol.key, body: serverBody('settling') });
+    assert.equal(created.body.settlement, 'strict');
+    const strict = await pay('settling', 'count');
+    assert.equal(strict.answer.body.result?._meta?.['x402/payment-response'].success, true);
+
+    const patched = await api('PATCH', '/operator/servers/settling', { key: carol.key, body: { settlement: 'deferred' } });
+    assert.equal(patched.body.settlement, 'deferred', patched.text);
+    const deferred = await pay('settling', 'count');
+    assert.equal(deferred.answer.body.result?.isError, undefined);
+    const receipt = deferred.answer.body.result?._meta?.['x402/payment-response'];
+    assert.equal(receipt.errorReason, 'settlement_pending');
+    assert.match(receipt.errorMessage, /^deferred settlement/);
+    assert.match(receipt.transaction, /^0x[0-9a-f]{64}$/);
+
+    // Losses are the admin's to see and clear (none here).
+    assert.deepEqual((await api('GET', '/admin/losses', { key: ADMIN })).body, { losses: [] });
+    assert.equal((await api('GET', '/admin/losses', { key: carol.key })).status, 401);
+    const payer = chain.sandbox.accounts.payers[3]!.address;
+    assert.deepEqual((await api('POST', `/admin/losses/${payer}/clear`, { key: ADMIN })).body, { payer: payer.toLowerCase(), cleared: 0 });
+    assert.equal((await api('POST', '/admin/losses/0x12/clear', { key: ADMIN })).status, 400);
+  });
 });

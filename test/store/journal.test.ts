@@ -119,7 +119,7 @@ for (const backend of backends)
       const other = await store.journal.claim({ ...p, purpose: 'settle' });
       assert.equal(other.claimed, false);
       assert.deepEqual(!other.claimed && [other.record.state, other.record.purpose], ['verified', 'call:main:1']);
-      assert.deepEqual(await store.journal.claim(p), { claimed: true });
+      assert.deepEqual(await store.journal.claim(p), { claimed: true, deferred: false });
       assert.equal((await store.journal.get(p))?.state, 'submitting');
     });
 
@@ -181,6 +181,6 @@ for (const backend of backends)
       const p = payment('3');
       await store.journal.claim(p);
       await store.journal.release(p);
-      assert.deepEqual(await store.journal.claim(p), { claimed: true });
+      assert.deepEqual(await store.journal.claim(p), { claimed: true, deferred: false });
     });
   });

@@ -38,6 +38,7 @@ const serverRecord = (operatorId: string, fields: Partial<ServerRecord> = {}): S
   custody: 'platform',
   plan: flatPlan({ default: 1000n, tools: {}, free: [] }),
   challenge: 'tool-result',
+  settlement: 'strict',
   timeoutMs: 30_000,
   createdAt: 1_000,
   updatedAt: 1_000,
@@ -600,8 +601,24 @@ for (const backend of backends)
         { reason: 'invalid_payment', count: 6 },
         { reason: 'insufficient_credits', count: 5 },
       ]);
+      // A deferred x402 payment delivered and then failed on chain: void, lost, counted as a loss and never as revenue.
+      const lost = charge(op, { serverId: 'mine', tool: 'add', caller: 'key:d', amount: 500n, state: 'pending', createdAt: JAN_1 + 12 });
+      await operators.recordCharges([lost]);
+      await operators.resolveCharges([{ id: lost.id, state: 'void', lost: true }]);
+      const withLoss = await operators.analytics({ operatorId: op, ...two });
+      assert.deepEqual(withLoss.losses, { count: 1, amount: 500n });
+      assert.deepEqual(withLoss.byRail, mine.byRail);
+      assert.deepEqual(mine.losses, { count: 0, amount: 0n });
       const empty = await operators.analytics({ operatorId: op, from: JAN_1 + 10 * DAY_MS, to: JAN_1 + 11 * DAY_MS });
-      assert.deepEqual(empty, { byDay: [], byTool: [], byRail: [], byCaller: [], denials: [], settlement: { count: 0 } });
+      assert.deepEqual(empty, {
+        byDay: [],
+        byTool: [],
+        byRail: [],
+        byCaller: [],
+        denials: [],
+        settlement: { count: 0 },
+        losses: { count: 0, amount: 0n },
+      });
     });
 
     test('audit log: newest first, paged by id, filtered by operator', async () => {

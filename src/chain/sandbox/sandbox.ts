@@ -43,6 +43,8 @@ export type Sandbox = {
   anvil: Anvil;
   /** Wall time from spawning anvil to USDC answering `balanceOf`. */
   startupMs: number;
+  /** Mines a block every `seconds` (2: Base's block time), or one per transaction (0, as it starts). */
+  mineEvery(seconds: number): Promise<void>;
   stop(): Promise<void>;
 };
 
@@ -92,6 +94,10 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       payerUsdc,
       anvil,
       startupMs: performance.now() - started,
+      async mineEvery(seconds) {
+        if (seconds === 0) await client.request({ method: 'evm_setAutomine', params: [true] });
+        else await client.request({ method: 'evm_setIntervalMining', params: [seconds] });
+      },
       stop: anvil.stop,
     };
   } catch (error) {

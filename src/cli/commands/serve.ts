@@ -58,6 +58,7 @@ export const serveCommand = defineCommand({
       plan: s.plan ?? flatPlan({ default: s.price, tools: s.tools, free: s.free }),
       payTo: getAddress(s.payTo),
       challenge: s.challenge,
+      settlement: s.settlement,
       x402Version: s.x402Version,
       ...(s.oauth ? { oauth: s.oauth } : {}),
     }));

@@ -1,3 +1,4 @@
+import { settlementModes } from '../../facilitator/port.js';
 import { flatPlan } from '../../pricing/plans.js';
 import { getAddress, isAddress } from 'viem';
 import { z } from 'zod';
@@ -47,6 +48,11 @@ export const wrapCommand = defineCommand({
     'tool-price': { type: 'string', multiple: true, value: 'NAME=USD', description: 'price of one tool' },
     'free-tool': { type: 'string', multiple: true, value: 'NAME', description: 'a tool that costs nothing' },
     challenge: { type: 'string', value: 'MODE', description: 'tool-result (MCP binding, default), http-402 or jsonrpc-error (error 402)' },
+    settlement: {
+      type: 'string',
+      value: 'MODE',
+      description: 'strict (result after the settlement is mined, default) or deferred (once it is signed and journalled)',
+    },
     'x402-version': { type: 'string', value: '1|2', description: 'x402 version of MCP challenges (default 2; 1 for v1-only clients)' },
     'upstream-header': { type: 'string', multiple: true, value: '"Name: value"', description: 'sent to the upstream on every request' },
     'upstream-timeout': {
@@ -67,6 +73,7 @@ export const wrapCommand = defineCommand({
     'tool-price': z.array(toolPrice).default([]),
     'free-tool': z.array(z.string().min(1)).default([]),
     challenge: z.enum(challengeBindings).default('tool-result'),
+    settlement: z.enum(settlementModes).default('strict'),
     'x402-version': z
       .enum(['1', '2'])
       .default('2')
@@ -106,6 +113,7 @@ export const wrapCommand = defineCommand({
       plan: flatPlan(prices),
       payTo,
       challenge: flags.challenge,
+      settlement: flags.settlement,
       x402Version: flags['x402-version'],
     };
     const server = await serveGateway({ config, secrets, chain, logger, endpoints: [endpoint] }).catch(async (error) => {

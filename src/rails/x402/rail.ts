@@ -16,7 +16,9 @@ import type { Metered, PaidCall, RailContext, RailFactory, Taken } from '../rail
  * The x402 rail: takes every priced call no other rail took. Without a payment, the challenge
  * (the upstream is not contacted); with one: verify it and hold it in the journal for this
  * call (concurrent copies run the tool once), and once the tool produced its result, settle it,
- * then deliver the result with its receipt. A settlement that fails withholds the output.
+ * then deliver the result with its receipt: after the receipt (`settlement: strict`), or once the
+ * transaction is signed, journalled and sent when the payer may be deferred (`deferred`, see
+ * `settlementModes`). A settlement that fails withholds the output.
  *
  * @example createGateway({ …, rails: [x402Rail({ facilitator })] })
  */
@@ -95,7 +97,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
         await facilitator.keepResult(key, { call: purpose, result: JSON.stringify(result) });
         const stop = context.metrics.settlementSeconds.startTimer();
         try {
-          receipt = await facilitator.settle(request, purpose);
+          receipt = await facilitator.settle(request, purpose, { deferred: context.settlement === 'deferred' });
         } catch (error) {
           if (!(error instanceof FacilitatorUnavailableError)) throw error;
           // Nothing reached the chain if the hold is still a hold: the same payment may be retried.

@@ -44,6 +44,11 @@ export type PaymentRecord = NewPayment & {
    * outcome, once (see `takePendingAnswer`).
    */
   pendingAnswered: boolean;
+  /**
+   * Its result was delivered once its transaction was signed and journalled, before the receipt
+   * (a server with `settlement: deferred`): if that transaction fails, the row is a loss.
+   */
+  deferred: boolean;
   txHash?: Hex;
   rawTx?: Hex;
   relayer?: Address;
@@ -74,7 +79,7 @@ export interface PaymentJournal {
    * `verified` hold of the same purpose (never someone else's). Exactly one caller ever gets
    * `claimed: true` for a key; the others get the record.
    */
-  claim(payment: NewPayment): Promise<{ claimed: true } | { claimed: false; record: PaymentRecord }>;
+  claim(payment: NewPayment, defer?: Deferral): Promise<{ claimed: true; deferred: boolean } | { claimed: false; record: PaymentRecord }>;
   /**
    * Records the signed transaction before it is broadcast (`submitting` → `submitted`), or a
    * replacement for one the node refused (it can then never be mined).
@@ -115,6 +120,12 @@ export interface PaymentJournal {
    * crash only until the settlement claim that follows it, whose sync makes it durable.
    */
   keepResult(key: PaymentKey, kept: KeptResult): Promise<void>;
+  /** A payer's deferred payments that failed on chain and are not cleared yet (see `clearLosses`). */
+  losses(payer: PayerKey): Promise<{ count: number; amount: bigint }>;
+  /** Every loss not cleared yet, oldest first. */
+  allLosses(): Promise<PaymentRecord[]>;
+  /** Clears a payer's losses, on every token (they were paid off chain, or written off): their calls are taken again. */
+  clearLosses(payer: Address): Promise<number>;
   /** The result kept for a payment, and the call it answered. */
   keptResult(key: PaymentKey): Promise<KeptResult | undefined>;
   /**
@@ -123,6 +134,17 @@ export interface PaymentJournal {
    */
   forgetResults(now: number): Promise<void>;
 }
+
+/** A payer on one token: what losses and deferral limits are kept per. */
+export type PayerKey = Pick<PaymentKey, 'chainId' | 'asset' | 'payer'>;
+
+/**
+ * Asks `claim` to mark the payment deferred (deliver before the receipt) if, judged under a lock on
+ * the payer on every instance at once: the payer has no losses, `balance` (read from the chain)
+ * covers this payment and every other unfinished one of theirs, and their deferred payments still
+ * unfinished stay within `cap`. Otherwise it is claimed strict.
+ */
+export type Deferral = { balance: bigint; cap: bigint };
 
 /** A paid call's result as delivered (JSON), and the purpose it was kept for (the call's, see `purposes.call`). */
 export type KeptResult = { call: string; result: string };

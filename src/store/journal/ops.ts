@@ -1,6 +1,6 @@
-import { type Op, type Runner, all, get, run } from '../engine/statement.js';
+import { type Op, type Runner, all, get, lock, run } from '../engine/statement.js';
 import { StoreError } from '../store.js';
-import type { NewPayment, PaymentJournal, PaymentKey, PaymentRecord, SettlementOutcome } from './journal.js';
+import type { Deferral, NewPayment, PaymentJournal, PaymentKey, PaymentRecord, PayerKey, SettlementOutcome } from './journal.js';
 import { journalSql as sql, keyParams, toRecord } from './statements.js';
 
 function* record(key: PaymentKey): Op<PaymentRecord | undefined> {
@@ -11,6 +11,20 @@ function* record(key: PaymentKey): Op<PaymentRecord | undefined> {
 /** A transition that must move its row: anything else is a bug of the caller's, thrown (and rolled back). */
 function* mustChange(changed: Op<number>, what: string, key: PaymentKey): Op<void> {
   if ((yield* changed) !== 1) throw new StoreError(`journal: cannot ${what} ${key.payer}/${key.nonce}: not in the expected state`);
+}
+
+const payerParams = (p: PayerKey) => ({ chainId: p.chainId, asset: p.asset, payer: p.payer });
+
+/** Whether `payment` may be delivered before its receipt (see `Deferral`), the payer locked meanwhile. */
+function* mayDefer(payment: NewPayment, { balance, cap }: Deferral): Op<boolean> {
+  yield* run(sql.addPayer, payerParams(payment));
+  yield* lock(sql.lockPayer, payerParams(payment));
+  const lost = yield* get(sql.losses, payerParams(payment));
+  if (lost && lost.count > 0n) return false;
+  const exposure = yield* get(sql.exposure, keyParams(payment));
+  const held = exposure?.held ?? 0n;
+  const deferred = exposure?.deferred ?? 0n;
+  return balance >= held + payment.amount && deferred + payment.amount <= cap;
 }
 
 const finishParams = (key: PaymentKey, outcome: SettlementOutcome) => ({
@@ -39,13 +53,16 @@ export function journalStore({ read, write, unsynced }: Runner, owner: string): 
         if (inserted === 1) return { reserved: true as const };
         return { reserved: false as const, record: (yield* record(payment))! };
       }),
-    claim: (payment: NewPayment) =>
+    claim: (payment: NewPayment, defer?: Deferral) =>
       write(function* () {
         const now = Date.now();
-        if ((yield* run(sql.insert, { ...payment, ...keyParams(payment), owner, now })) === 1) return { claimed: true as const };
-        const taken = yield* run(sql.takeVerified, { ...keyParams(payment), purpose: payment.purpose, owner, now });
-        if (taken === 1) return { claimed: true as const };
-        return { claimed: false as const, record: (yield* record(payment))! };
+        const claimed =
+          (yield* run(sql.insert, { ...payment, ...keyParams(payment), owner, now })) === 1 ||
+          (yield* run(sql.takeVerified, { ...keyParams(payment), purpose: payment.purpose, owner, now })) === 1;
+        if (!claimed) return { claimed: false as const, record: (yield* record(payment))! };
+        const deferred = defer !== undefined && (yield* mayDefer(payment, defer));
+        if (deferred) yield* run(sql.markDeferred, keyParams(payment));
+        return { claimed: true as const, deferred };
       }),
     recordTransaction: (key, tx) =>
       write(() => {
@@ -86,6 +103,16 @@ export function journalStore({ read, write, unsynced }: Runner, owner: string): 
         yield* run(sql.keepResult, { ...keyParams(key), ...kept });
       }),
     keptResult: (key) => read(() => get(sql.keptResult, keyParams(key))),
+    losses: (payer) =>
+      read(function* () {
+        const row = yield* get(sql.losses, payerParams(payer));
+        return { count: Number(row?.count ?? 0n), amount: row?.amount ?? 0n };
+      }),
+    allLosses: () =>
+      read(function* () {
+        return (yield* all(sql.allLosses, {})).map(toRecord);
+      }),
+    clearLosses: (payer) => write(() => run(sql.clearLosses, { payer: payer.toLowerCase(), now: Date.now() })),
     forgetResults: (now) =>
       write(function* () {
         yield* run(sql.forgetResults, { now });

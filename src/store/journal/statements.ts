@@ -24,6 +24,7 @@ export type Row = {
   owner: string | null;
   purpose: string;
   pending_answered: bigint | number;
+  deferred: bigint | number;
   created_at: bigint;
   updated_at: bigint;
 };
@@ -47,6 +48,7 @@ export function toRecord(r: Row): PaymentRecord {
     state: r.state,
     purpose: r.purpose,
     pendingAnswered: Number(r.pending_answered) === 1,
+    deferred: Number(r.deferred) === 1,
     ...(r.owner ? { owner: r.owner } : {}),
     ...(r.tx_hash ? { txHash: r.tx_hash as Hex } : {}),
     ...(r.raw_tx ? { rawTx: r.raw_tx as Hex } : {}),
@@ -60,6 +62,10 @@ export function toRecord(r: Row): PaymentRecord {
 }
 
 type Key = ReturnType<typeof keyParams>;
+type Payer = Omit<Key, 'nonce'>;
+const PAYER = 'chain_id = @chainId AND asset = @asset AND payer = @payer';
+const UNFINISHED = "state IN ('verified', 'submitting', 'submitted')";
+const LOSS = "deferred = 1 AND state = 'failed' AND loss_cleared_at IS NULL";
 type Now = { now: number };
 type Insert = Key &
   Now & {
@@ -115,6 +121,20 @@ export const journalSql = {
   unfinishedOwners: query<{}, { owner: string | null }>(
     `SELECT DISTINCT owner FROM payments WHERE state IN ('verified', 'submitting', 'submitted')`,
   ),
+  // A payer's row in deferring_payers, locked while one of their payments is judged for deferral (see `claim`).
+  addPayer: command<Payer>(`INSERT INTO deferring_payers (chain_id, asset, payer) VALUES (@chainId, @asset, @payer)
+    ON CONFLICT (chain_id, asset, payer) DO NOTHING`),
+  lockPayer: query<Payer, { payer: string }>(`SELECT payer FROM deferring_payers WHERE ${PAYER}`, { lockable: true }),
+  /** What a payer's other unfinished payments hold: all of them, and those delivered before their receipt. */
+  exposure: query<Key, { held: bigint | null; deferred: bigint | null }>(`
+    SELECT SUM(amount) AS held, SUM(CASE WHEN deferred = 1 THEN amount ELSE 0 END) AS deferred
+    FROM payments WHERE ${PAYER} AND ${UNFINISHED} AND nonce <> @nonce`),
+  markDeferred: command<Key>(`UPDATE payments SET deferred = 1 WHERE ${KEY} AND state = 'submitting'`),
+  losses: query<Payer, { count: bigint; amount: bigint | null }>(
+    `SELECT COUNT(*) AS count, SUM(amount) AS amount FROM payments WHERE ${PAYER} AND ${LOSS}`,
+  ),
+  allLosses: query<{}, Row>(`SELECT * FROM payments WHERE ${LOSS} ORDER BY updated_at`),
+  clearLosses: command<{ payer: string } & Now>(`UPDATE payments SET loss_cleared_at = @now WHERE payer = @payer AND ${LOSS}`),
   keepResult: command<Key & KeptResult>(`
     INSERT INTO paid_results (chain_id, asset, payer, nonce, call, result)
     VALUES (@chainId, @asset, @payer, @nonce, @call, @result)

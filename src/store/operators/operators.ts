@@ -1,3 +1,4 @@
+import type { SettlementMode } from '../../facilitator/port.js';
 import type { Address, Hex } from 'viem';
 import type { Plan } from '../../pricing/plans.js';
 import type { OAuthSettings } from '../../oauth/settings.js';
@@ -36,6 +37,8 @@ export type ServerRecord = {
   /** Kept in its input form (USD strings, `planInput`) and read back through `planSchema`, once, when the row is read. */
   plan: Plan;
   challenge: 'tool-result' | 'http-402';
+  /** When a paid x402 result leaves (see `settlementModes`). */
+  settlement: SettlementMode;
   timeoutMs: number;
   /** Set when the server takes OAuth callers. */
   oauth?: OAuthSettings;
@@ -176,7 +179,8 @@ export interface OperatorStore {
    * if the debit was closed as delivered, void if it was refunded. Returns how many it decided.
    */
   resolveCreditCharges(): Promise<number>;
-  resolveCharges(outcomes: { id: string; state: 'earned' | 'void'; settleMs?: number }[]): Promise<void>;
+  /** `lost`: a void charge whose result was delivered on a deferred settlement that then failed (a loss). */
+  resolveCharges(outcomes: { id: string; state: 'earned' | 'void'; settleMs?: number; lost?: boolean }[]): Promise<void>;
   /**
    * Records a batch of calls in one transaction: their charges, their refusals (counted per
    * server, day and reason) and their events (the outbox, see `EventStore`).

@@ -69,6 +69,12 @@ function* reread<Row, T>(statement: Query<{ id: string }, Row>, id: string, as: 
 }
 
 /** The operator store over a backend's runner. */
+/** Charges lost to deferred settlements that failed, in an analytics range. */
+function* lossesIn(range: { operatorId: string | null; serverId: string | null; from: number; to: number }) {
+  const lost = yield* get(sql.losses, range);
+  return { count: Number(lost?.count ?? 0n), amount: lost?.amount ?? 0n };
+}
+
 export function operatorStore({ read, write }: Runner): OperatorStore {
   const find = <P extends Params, Row, T>(statement: Query<P, Row>, params: NoInfer<P>, as: (row: Row) => T) =>
     read(function* () {
@@ -135,7 +141,7 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
     resolveCreditCharges: () => write(() => run(sql.resolveCreditCharges, {})),
     resolveCharges: (outcomes) =>
       write(function* () {
-        for (const o of outcomes) yield* run(sql.resolveCharge, { ...o, settleMs: o.settleMs ?? null });
+        for (const o of outcomes) yield* run(sql.resolveCharge, { ...o, settleMs: o.settleMs ?? null, lost: o.lost ? 1 : 0 });
       }),
     recordCalls: ({ charges, denials, events }) =>
       write(function* () {
@@ -213,6 +219,7 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
           byCaller: yield* usage(sql.byCaller),
           denials: (yield* all(sql.denials, days)).map((r) => ({ reason: r.reason, count: Number(r.count) })),
           settleMs: (yield* all(sql.settleTimes, params)).map((r) => Number(r.settle_ms)),
+          losses: yield* lossesIn(params),
         });
       }),
     audit: (entry) =>

@@ -52,6 +52,7 @@ export type ServerRow = {
   pay_to: string | null;
   plan: string;
   challenge: ServerRecord['challenge'];
+  settlement: ServerRecord['settlement'];
   timeout_ms: bigint;
   oauth: string | null;
   created_at: bigint;
@@ -144,6 +145,7 @@ export const toServer = (r: ServerRow): ServerRecord => ({
   ...(r.pay_to ? { payTo: r.pay_to as Address } : {}),
   plan: planOf(r.plan),
   challenge: r.challenge,
+  settlement: r.settlement,
   timeoutMs: Number(r.timeout_ms),
   ...(r.oauth ? { oauth: JSON.parse(r.oauth) as OAuthSettings } : {}),
   createdAt: Number(r.created_at),
@@ -171,6 +173,7 @@ export const serverParams = (s: ServerRecord) => ({
   payTo: s.payTo ?? null,
   plan: JSON.stringify(planInput(s.plan)),
   challenge: s.challenge,
+  settlement: s.settlement,
   timeoutMs: s.timeoutMs,
   oauth: s.oauth ? JSON.stringify(s.oauth) : null,
   createdAt: s.createdAt,
@@ -285,14 +288,14 @@ export const operatorsSql = {
 
   insertServer: command<ServerParams>(`
     INSERT INTO servers (id, operator_id, slug, name, upstream_url, auth_mode, auth_name, auth_secret, public, status, custody, pay_to,
-      plan, challenge, timeout_ms, oauth, created_at, updated_at)
+      plan, challenge, settlement, timeout_ms, oauth, created_at, updated_at)
     VALUES (@id, @operatorId, @slug, @name, @upstreamUrl, @authMode, @authName, @authSecret, @public, @status, @custody, @payTo, @plan,
-      @challenge, @timeoutMs, @oauth, @createdAt, @updatedAt)
+      @challenge, @settlement, @timeoutMs, @oauth, @createdAt, @updatedAt)
     ON CONFLICT (slug) WHERE deleted_at IS NULL DO NOTHING`),
   updateServer: command<ServerParams>(`
     UPDATE servers SET name = @name, upstream_url = @upstreamUrl, auth_mode = @authMode, auth_name = @authName, auth_secret = @authSecret,
       public = @public, status = @status, custody = @custody, pay_to = @payTo, plan = @plan, challenge = @challenge,
-      timeout_ms = @timeoutMs, oauth = @oauth, updated_at = @updatedAt
+      settlement = @settlement, timeout_ms = @timeoutMs, oauth = @oauth, updated_at = @updatedAt
     WHERE id = @id AND deleted_at IS NULL`),
   // The row stays (what refers to the server finds whose it was); its upstream secret does not.
   deleteServer: command<Id & Now>(`
@@ -339,8 +342,8 @@ export const operatorsSql = {
         WHEN EXISTS (SELECT 1 FROM ledger WHERE idempotency_key = 'refund:' || substr(charges.ref, 9)) THEN 'void' ELSE 'earned' END
     WHERE state = 'pending' AND rail = 'credits'
       AND NOT EXISTS (SELECT 1 FROM open_debits WHERE debit_id = substr(charges.ref, 9))`),
-  resolveCharge: command<Id & { state: 'earned' | 'void'; settleMs: number | null }>(
-    `UPDATE charges SET state = @state, settle_ms = @settleMs WHERE id = @id AND state = 'pending'`,
+  resolveCharge: command<Id & { state: 'earned' | 'void'; settleMs: number | null; lost: number }>(
+    `UPDATE charges SET state = @state, settle_ms = @settleMs, lost = @lost WHERE id = @id AND state = 'pending'`,
   ),
   countDenial: command<{ serverId: string; day: number; reason: string; count: number }>(`
     INSERT INTO denial_counts (server_id, day, reason, count) VALUES (@serverId, @day, @reason, @count)
@@ -434,6 +437,10 @@ export const operatorsSql = {
     WHERE day >= @fromDay AND day <= @toDay AND (server_id = @serverId OR @serverId IS NULL)
       AND (server_id IN (SELECT id FROM servers WHERE operator_id = @operatorId) OR @operatorId IS NULL)
     GROUP BY reason ORDER BY count DESC`),
+  // Charges whose result was delivered on a deferred settlement that then failed on chain: void, and lost.
+  losses: query<Range, { count: bigint; amount: bigint | null }>(
+    `SELECT COUNT(*) AS count, SUM(amount) AS amount FROM charges WHERE lost = 1 AND ${scope}`,
+  ),
   settleTimes: query<Range, { settle_ms: bigint }>(
     `SELECT settle_ms FROM charges WHERE settle_ms IS NOT NULL AND state <> 'void' AND ${scope} ORDER BY settle_ms LIMIT 100000`,
   ),

@@ -1,0 +1,249 @@
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { x402Client } from '@x402/core/client';
+import type { PaymentRequired } from '@x402/core/types';
+import { ExactEvmScheme } from '@x402/evm/exact/client';
+import { type Address, type Hex, createWalletClient, http } from 'viem';
+import { usdcAbi } from '../../contracts-abi/usdc.js';
+import { BASE_USDC, networks } from '../../src/chain/networks.js';
+import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
+import { type Facilitator, createFacilitator } from '../../src/facilitator/facilitator.js';
+import type { SettlementMode } from '../../src/facilitator/port.js';
+import type { Listening } from '../../src/http/listen.js';
+import { createLogger } from '../../src/log/logger.js';
+import { revenueBook } from '../../src/operators/revenue.js';
+import { flatPlan } from '../../src/pricing/plans.js';
+import { priceTableSchema } from '../../src/pricing/pricing.js';
+import { x402Rail } from '../../src/rails/x402/rail.js';
+import type { Store } from '../../src/store/store.js';
+import { useSandbox } from '../helpers/chain.js';
+import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { listenGateway } from '../helpers/gateway.js';
+import { keyOf, signAuthorization } from '../helpers/payments.js';
+import { backends } from '../helpers/stores.js';
+
+const chain = useSandbox({ isolate: false });
+const logger = createLogger({ level: 'silent', format: 'json' });
+const PRICE = 20_000n;
+let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
+
+type Receipt = { success: boolean; transaction: string; errorReason?: string; errorMessage?: string };
+type RpcAnswer = {
+  result?: { isError?: boolean; content?: { text: string }[]; structuredContent?: PaymentRequired; _meta?: Record<string, unknown> };
+};
+
+async function call(url: string, payment?: unknown): Promise<RpcAnswer> {
+  const params = { name: 'count', arguments: {}, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) };
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }),
+  });
+  return (await res.json()) as RpcAnswer;
+}
+
+async function paymentFor(url: string, payer: DemoAccount) {
+  const required = (await call(url)).result!.structuredContent!;
+  return new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
+}
+
+const receiptOf = (answer: RpcAnswer) => answer.result?._meta?.['x402/payment-response'] as Receipt | undefined;
+const keyOfPayment = (payment: { payload: unknown }) => keyOf({ paymentPayload: payment as never });
+const mined = (hash: string) =>
+  chain.client.getTransactionReceipt({ hash: hash as Hex }).then(
+    () => true,
+    () => false,
+  );
+const automine = (on: boolean) => chain.rpc('evm_setAutomine', [on]);
+
+/** Moves `amount` of `payer`'s USDC to `to` (an EIP-3009 transfer a relayer of the test's own sends). */
+async function transfer(payer: DemoAccount, to: Address, amount: bigint) {
+  const { authorization: a, signature } = await signAuthorization({ payer, payTo: to, amount });
+  const sender = createWalletClient({
+    account: chain.sandbox.accounts.relayers[3]!,
+    chain: networks.local.viemChain,
+    transport: http(chain.sandbox.rpcUrl),
+  });
+  await sender.writeContract({
+    address: BASE_USDC,
+    abi: usdcAbi,
+    functionName: 'transferWithAuthorization',
+    args: [a.from, a.to, BigInt(a.value), BigInt(a.validAfter), BigInt(a.validBefore), a.nonce, signature],
+  });
+}
+
+for (const backend of backends) {
+  describe(`deferred settlement: the result leaves once the transaction is signed and journalled (${backend.name})`, {
+    skip: backend.skip,
+  }, () => {
+    let store: Store;
+    let facilitator: Facilitator;
+    let book: ReturnType<typeof revenueBook>;
+    const servers: Listening[] = [];
+
+    before(async () => {
+      upstream ??= await startCounterUpstream();
+      store = await backend.open();
+      facilitator = createFacilitator({
+        network: networks.local,
+        client: chain.client,
+        journal: store.journal,
+        relayerKeys: [chain.sandbox.accounts.relayers[backend.name === 'sqlite' ? 1 : 2]!.privateKey],
+        // Two calls' worth at once, at most.
+        maxDeferredPerPayer: 2n * PRICE,
+      });
+      book = revenueBook(store, { takeRateBps: 0, logger });
+    });
+    afterEach(async () => {
+      await automine(true);
+      await facilitator.drain();
+    });
+    after(async () => {
+      await Promise.all(servers.map((s) => s.close()));
+      await book.stop();
+      await store.close();
+    });
+
+    async function gateway(settlement: SettlementMode, server = `s-${servers.length}`) {
+      const served = await listenGateway({
+        upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
+        plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
+        payTo: chain.sandbox.accounts.payees[1]!.address,
+        rails: [x402Rail({ facilitator })],
+        server,
+        settlement,
+        revenue: { book, usage: store.operators, custody: 'direct' },
+      });
+      servers.push(served);
+      return `${served.url}/mcp`;
+    }
+
+    test('a deferred call is delivered before its settlement is mined, with a receipt naming the transaction as not confirmed; mining settles it once', async () => {
+      const url = await gateway('deferred');
+      const payer = chain.sandbox.accounts.payers[3]!;
+      const payment = await paymentFor(url, payer);
+      const payee = chain.sandbox.accounts.payees[1]!.address;
+      const before = await chain.balanceOf(payee);
+      const runs = upstream.runs();
+      await automine(false);
+
+      const answer = await call(url, payment);
+      assert.equal(answer.result?.isError, undefined);
+      assert.equal(answer.result?.content?.[0]?.text, String(runs + 1));
+      const receipt = receiptOf(answer)!;
+      assert.equal(receipt.success, false);
+      assert.equal(receipt.errorReason, 'settlement_pending');
+      assert.match(receipt.errorMessage!, /deferred settlement: the transaction is signed, journalled and sent, not confirmed yet/);
+      assert.match(receipt.transaction, /^0x[0-9a-f]{64}$/);
+      assert.equal(await mined(receipt.transaction), false, 'delivered before the block');
+      const row = await store.journal.get(keyOfPayment(payment));
+      assert.deepEqual([row?.state, row?.deferred, row?.txHash], ['submitted', true, receipt.transaction]);
+      assert.equal(await chain.balanceOf(payee), before);
+
+      await chain.rpc('evm_mine');
+      await facilitator.drain();
+      assert.equal((await store.journal.get(keyOfPayment(payment)))?.state, 'settled');
+      assert.equal(await chain.balanceOf(payee), before + PRICE);
+      // The same payment again gets the kept result, not a second run or transaction.
+      const again = await call(url, payment);
+      assert.equal(again.result?.content?.[0]?.text, String(runs + 1));
+      assert.equal(receiptOf(again)?.success, true);
+      assert.equal(upstream.runs(), runs + 1);
+    });
+
+    test('a strict call on the same gateway waits for its block: nothing leaves before the receipt', async () => {
+      const url = await gateway('strict');
+      const payment = await paymentFor(url, chain.sandbox.accounts.payers[4]!);
+      await automine(false);
+      let answered = false;
+      const answer = call(url, payment).then((a) => {
+        answered = true;
+        return a;
+      });
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(answered, false);
+      assert.equal((await store.journal.get(keyOfPayment(payment)))?.state, 'submitted');
+      await chain.rpc('evm_mine');
+      const receipt = receiptOf(await answer)!;
+      assert.equal(receipt.success, true);
+      assert.equal(await mined(receipt.transaction), true);
+      assert.equal((await store.journal.get(keyOfPayment(payment)))?.deferred, false);
+    });
+
+    test('six concurrent paid calls of one payer with a cap of two: two are delivered before mining, the other four wait for their block; all six are paid', async () => {
+      const url = await gateway('deferred');
+      const payer = chain.sandbox.accounts.payers[5]!;
+      const payments = await Promise.all(Array.from({ length: 6 }, () => paymentFor(url, payer)));
+      await automine(false);
+      const early: RpcAnswer[] = [];
+      const answers = Promise.all(payments.map((p) => call(url, p).then((a) => (early.push(a), a))));
+      // Wait until every payment is claimed (deferred or strict) and the deferred ones are answered.
+      for (let i = 0; i < 500; i++) {
+        const rows = await Promise.all(payments.map((p) => store.journal.get(keyOfPayment(p))));
+        if (rows.every((r) => r?.state === 'submitted') && early.length >= 2) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      const rows = await Promise.all(payments.map((p) => store.journal.get(keyOfPayment(p))));
+      assert.equal(rows.filter((r) => r?.deferred).length, 2);
+      assert.equal(early.length, 2, 'only the deferred two are answered before the block');
+      for (const a of early) assert.equal(receiptOf(a)?.errorReason, 'settlement_pending');
+
+      await chain.rpc('evm_mine');
+      const all = await answers;
+      assert.equal(all.filter((a) => a.result?.isError === undefined).length, 6);
+      assert.equal(all.filter((a) => receiptOf(a)?.success === true).length, 4);
+      await facilitator.drain();
+      for (const p of payments) assert.equal((await store.journal.get(keyOfPayment(p)))?.state, 'settled');
+    });
+
+    test('a payer who empties their wallet between delivery and mining: the payment is a loss, not revenue, and the payer is refused until an admin clears it', async () => {
+      const server = `loss-${backend.name}`;
+      const url = await gateway('deferred', server);
+      const payer = chain.sandbox.accounts.payers[6]!;
+      const payment = await paymentFor(url, payer);
+      const payee = chain.sandbox.accounts.payees[1]!.address;
+      const before = await chain.balanceOf(payee);
+      const sink = chain.sandbox.accounts.payees[0]!.address;
+      await automine(false);
+
+      const answer = await call(url, payment);
+      assert.equal(answer.result?.isError, undefined, 'delivered on the signed transaction');
+      // The wallet is emptied before the settlement is mined: held back from the pool meanwhile, then sent again as signed.
+      const { txHash, rawTx } = (await store.journal.get(keyOfPayment(payment)))!;
+      await chain.rpc('anvil_dropTransaction', [txHash]);
+      await transfer(payer, sink, await chain.balanceOf(payer.address));
+      await chain.rpc('evm_mine');
+      await chain.rpc('eth_sendRawTransaction', [rawTx]);
+      await chain.rpc('evm_mine');
+      await facilitator.drain();
+
+      const row = await store.journal.get(keyOfPayment(payment));
+      assert.equal(row?.state, 'failed');
+      assert.equal(row?.deferred, true);
+      assert.equal(await chain.balanceOf(payee), before);
+      assert.deepEqual(await store.journal.losses(keyOfPayment(payment)), { count: 1, amount: PRICE });
+      await book.flush();
+      await book.resolve();
+      const report = await store.operators.analytics({ serverId: server, from: 0, to: Date.now() + 1000 });
+      assert.deepEqual(report.losses, { count: 1, amount: PRICE });
+      assert.equal(report.byRail.find((r) => r.key === 'x402')?.revenue ?? 0n, 0n);
+
+      // Refill the wallet: the payer is refused all the same, before the tool runs.
+      await automine(true);
+      await transfer(chain.sandbox.accounts.payers[7]!, payer.address, 1_000_000n);
+      const runs = upstream.runs();
+      const refused = await call(url, await paymentFor(url, payer));
+      assert.equal(refused.result?.isError, true);
+      assert.match(JSON.stringify(refused.result), /payer_has_unsettled_losses/);
+      assert.equal(upstream.runs(), runs);
+
+      assert.equal(await store.journal.clearLosses(payer.address), 1);
+      const paid = await call(url, await paymentFor(url, payer));
+      assert.equal(paid.result?.isError, undefined);
+      assert.equal(upstream.runs(), runs + 1);
+    });
+  });
+}
+
+after(() => upstream?.close());
