@@ -1,7 +1,8 @@
 /**
- * `npm run chaos [-- --seconds 60] [--seed N] [--settlement strict|deferred] [--json]`: a soak test of the paying proxy under
- * faults, which then checks that the money adds up. Exit code 0 when every invariant holds, 1
- * when one fails (the evidence directory is kept and named), 2 for bad flags.
+ * `npm run chaos [-- --seconds 60] [--seed N] [--settlement strict|deferred|both] [--json]`: a soak test of the paying
+ * proxy under faults, which then checks that the money adds up; `both` (the default) soaks strict settlement, then
+ * deferred, each for `--seconds` with the same seed. Exit code 0 when every invariant holds in every soak, 1 when one
+ * fails (the evidence directory is kept and named), 2 for bad flags. `--json` prints one report per soak, an array.
  *
  * Set-up: the sandbox chain in this process; the upstream (an MCP server built with the SDK, tools
  * `ok`, `slow` (a progress notification, then the result), `fail` (isError), `throw` (JSON-RPC
@@ -111,7 +112,7 @@ const flagsSchema = z.object({
     .int()
     .nonnegative()
     .default(() => Math.floor(Math.random() * 1_000_000)),
-  settlement: z.enum(['strict', 'deferred']).default('strict'),
+  settlement: z.enum(['strict', 'deferred', 'both']).default('both'),
   json: z.boolean().default(false),
 });
 
@@ -129,73 +130,83 @@ try {
 }
 const progress = (s: string) => process.stderr.write(`chaos: ${s}\n`);
 
-const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-chaos-'));
-const deferred = flags.settlement === 'deferred';
-const chain = await startChain(X402_PAYERS + 1 + (deferred ? DRAINERS : 0), deferred ? 2 : 0);
-const stack = await startStack(chain, dir, flags.settlement);
-const keys = await Promise.all(Array.from({ length: CREDITS_PAYERS }, (_, i) => stack.createKey(`chaos-${i}`, '50')));
-progress(
-  `turnpike at ${stack.base} (settlement: ${flags.settlement}), chain at ${chain.sandbox.rpcUrl}, evidence in ${dir}; running ${flags.seconds} s with seed ${flags.seed}`,
-);
+/** One soak in one settlement mode: its own chain, turnpike and evidence directory (kept if a check fails). */
+async function soak(settlement: 'strict' | 'deferred') {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-chaos-'));
+  const deferred = settlement === 'deferred';
+  const chain = await startChain(X402_PAYERS + 1 + (deferred ? DRAINERS : 0), deferred ? 2 : 0);
+  const stack = await startStack(chain, dir, settlement);
+  const keys = await Promise.all(Array.from({ length: CREDITS_PAYERS }, (_, i) => stack.createKey(`chaos-${i}`, '50')));
+  progress(
+    `turnpike at ${stack.base} (settlement: ${settlement}), chain at ${chain.sandbox.rpcUrl}, evidence in ${dir}; running ${flags.seconds} s with seed ${flags.seed}`,
+  );
 
-const deadline = Date.now() + flags.seconds * 1000;
-const running = () => Date.now() < deadline;
-const { payers: wallets, payees } = chain.sandbox.accounts;
-const settled: SettledPayment[] = [];
-const [paying, thief, faults, draining] = await Promise.all([
-  runPayers({
-    mcpUrl: stack.mcpUrl,
-    seed: flags.seed,
-    x402: wallets.slice(0, X402_PAYERS),
-    keys,
-    stranger: payees[1]!.address,
-    settled,
-    running,
-  }),
-  runThief({ base: stack.base, seed: flags.seed, payer: wallets[THIEF_PAYER]!, payTo: stack.payTo, settled, running }),
-  injectFaults({ chain, stack, seed: flags.seed, running }),
-  deferred
-    ? runDrainers({ mcpUrl: stack.mcpUrl, sandbox: chain.sandbox, seed: flags.seed, payers: wallets.slice(THIEF_PAYER + 1), running })
-    : { calls: [], drains: [] },
-]);
-const calls = [...paying, ...thief.calls, ...draining.calls];
+  const deadline = Date.now() + flags.seconds * 1000;
+  const running = () => Date.now() < deadline;
+  const { payers: wallets, payees } = chain.sandbox.accounts;
+  const settled: SettledPayment[] = [];
+  const [paying, thief, faults, draining] = await Promise.all([
+    runPayers({
+      mcpUrl: stack.mcpUrl,
+      seed: flags.seed,
+      x402: wallets.slice(0, X402_PAYERS),
+      keys,
+      stranger: payees[1]!.address,
+      settled,
+      running,
+    }),
+    runThief({ base: stack.base, seed: flags.seed, payer: wallets[THIEF_PAYER]!, payTo: stack.payTo, settled, running }),
+    injectFaults({ chain, stack, seed: flags.seed, running }),
+    deferred
+      ? runDrainers({ mcpUrl: stack.mcpUrl, sandbox: chain.sandbox, seed: flags.seed, payers: wallets.slice(THIEF_PAYER + 1), running })
+      : { calls: [], drains: [] },
+  ]);
+  const calls = [...paying, ...thief.calls, ...draining.calls];
 
-progress('faults over; killing turnpike once more and waiting for its recovery');
-const finalKill = Date.now();
-await stack.turnpike.kill();
-await stack.turnpike.start();
-const recoveryDeadline = Date.now() + RECOVERY_TIMEOUT_MS;
-for (
-  let left = unrecovered(stack.dbPath);
-  left.journal + left.openDebits > 0 && Date.now() < recoveryDeadline;
-  left = unrecovered(stack.dbPath)
-) {
-  await new Promise((r) => setTimeout(r, 250));
+  progress('faults over; killing turnpike once more and waiting for its recovery');
+  const finalKill = Date.now();
+  await stack.turnpike.kill();
+  await stack.turnpike.start();
+  const recoveryDeadline = Date.now() + RECOVERY_TIMEOUT_MS;
+  for (
+    let left = unrecovered(stack.dbPath);
+    left.journal + left.openDebits > 0 && Date.now() < recoveryDeadline;
+    left = unrecovered(stack.dbPath)
+  ) {
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  await stack.stop();
+
+  const evidence = await gatherEvidence({
+    dbPath: stack.dbPath,
+    sandbox: chain.sandbox,
+    payees: [stack.payTo],
+    executionLog: stack.executionLog,
+    turnpikeLog: stack.turnpikeLog,
+  });
+  await chain.stop();
+  const payers = wallets.map((p) => p.address);
+  const kills = [...faults.filter((f) => turnpikeKills.includes(f.kind)).map((f) => f.at), finalKill];
+  const loops = faults.filter((f) => f.kind === 'upstream_loop');
+  const drains = { sink: DRAIN_SINK, cap: DEFERRED_CAP, drainers: draining.drains };
+  const checks = checkInvariants(evidence, calls, thief.thefts, {
+    payTo: stack.payTo,
+    payers,
+    kills,
+    loops,
+    ...(deferred ? { drains } : {}),
+  });
+  const summary = summarize({ seconds: flags.seconds, seed: flags.seed, calls, thefts: thief.thefts, faults, evidence, checks });
+  if (summary.ok) rmSync(dir, { recursive: true, force: true });
+  return { ...summary, settlement, dir: summary.ok ? undefined : dir };
 }
-await stack.stop();
 
-const evidence = await gatherEvidence({
-  dbPath: stack.dbPath,
-  sandbox: chain.sandbox,
-  payees: [stack.payTo],
-  executionLog: stack.executionLog,
-  turnpikeLog: stack.turnpikeLog,
-});
-await chain.stop();
-const payers = wallets.map((p) => p.address);
-const kills = [...faults.filter((f) => turnpikeKills.includes(f.kind)).map((f) => f.at), finalKill];
-const loops = faults.filter((f) => f.kind === 'upstream_loop');
-const drains = { sink: DRAIN_SINK, cap: DEFERRED_CAP, drainers: draining.drains };
-const checks = checkInvariants(evidence, calls, thief.thefts, {
-  payTo: stack.payTo,
-  payers,
-  kills,
-  loops,
-  ...(deferred ? { drains } : {}),
-});
-const summary = summarize({ seconds: flags.seconds, seed: flags.seed, calls, thefts: thief.thefts, faults, evidence, checks });
+const modes = flags.settlement === 'both' ? (['strict', 'deferred'] as const) : [flags.settlement];
+const reports = [];
+for (const mode of modes) reports.push(await soak(mode));
 process.stdout.write(
-  flags.json ? `${JSON.stringify({ ...summary, dir: summary.ok ? undefined : dir }, null, 2)}\n` : formatReport(summary, dir),
+  flags.json
+    ? `${JSON.stringify(reports, null, 2)}\n`
+    : reports.map((r) => `settlement: ${r.settlement}\n${formatReport(r, r.dir ?? '')}`).join('\n'),
 );
-if (summary.ok) rmSync(dir, { recursive: true, force: true });
-process.exitCode = summary.ok ? 0 : 1;
+process.exitCode = reports.every((r) => r.ok) ? 0 : 1;
