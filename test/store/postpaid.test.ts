@@ -78,6 +78,29 @@ for (const backend of backends)
       assert.equal((await stores[1]!.postpaid.account(a.keyId, a.serverId))!.unbilled, PRICE * 5n);
     });
 
+    test('one Idempotency-Key request raced from two instances writes one usage entry; voiding it lets a retry record again', async () => {
+      const a = await account(10);
+      const request = { idempotencyKey: 'retry-1', bodyHash: 'h1' };
+      const results = await Promise.all(
+        Array.from({ length: 8 }, (_, i) => stores[i % 2]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE, request })),
+      );
+      const recorded = results.filter((r) => r.ok);
+      assert.equal(recorded.length, 1);
+      assert.deepEqual(new Set(results.filter((r) => !r.ok).map((r) => !r.ok && r.reason)), new Set(['request_in_progress']));
+      assert.equal((await stores[1]!.postpaid.account(a.keyId, a.serverId))!.unbilled, PRICE, 'the refused copies added nothing');
+      const entry = recorded[0]!.ok ? recorded[0]!.entry.id : '';
+      assert.deepEqual(await stores[1]!.credits.request(a.keyId, 'retry-1'), { bodyHash: 'h1', usageId: entry });
+      await stores[0]!.postpaid.void(entry);
+      assert.equal(await stores[1]!.credits.request(a.keyId, 'retry-1'), undefined, 'a failed call’s request is forgotten');
+      assert.ok((await stores[1]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE, request })).ok);
+    });
+
+    test('hasAccounts says whether a server has any post-paid account', async () => {
+      const a = await account(1);
+      assert.equal(await stores[1]!.postpaid.hasAccounts(a.serverId), true);
+      assert.equal(await stores[1]!.postpaid.hasAccounts('srv_without_accounts'), false);
+    });
+
     test('a call that failed is voided once: it frees its share of the limit and is never reported', async () => {
       const a = await account(1);
       const usage = await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE });

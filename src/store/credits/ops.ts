@@ -32,8 +32,8 @@ import {
   toToken,
 } from './statements.js';
 
-/** Rolls back a debit whose Idempotency-Key another request took first. */
-class RequestTaken extends Error {}
+/** Rolls back a charge (a debit, a usage entry) whose Idempotency-Key another request took first. */
+export class RequestTaken extends Error {}
 
 /** Applies a balance change (`addBalance`, `spend`, `unspend`: each answers the new balance) and appends its ledger entry. */
 function* change(

@@ -31,6 +31,7 @@ function* balance(operatorId: string): Op<Balance> {
     fiatPaidOut: paidOut.done ?? 0n,
     fiatReserved: paidOut.reserved ?? 0n,
     direct: shares.direct ?? 0n,
+    invoiced: shares.invoiced ?? 0n,
   });
 }
 
@@ -131,6 +132,7 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
       }),
     pendingCharges: (limit, rail) => list(sql.pendingCharges, { limit, rail: rail ?? null }, toCharge),
     resolveCreditCharges: () => write(() => run(sql.resolveCreditCharges, {})),
+    resolveInvoiceCharges: () => write(() => run(sql.resolveInvoiceCharges, {})),
     resolveCharges: (outcomes) =>
       write(function* () {
         for (const o of outcomes) yield* run(sql.resolveCharge, { ...o, settleMs: o.settleMs ?? null });
