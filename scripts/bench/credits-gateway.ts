@@ -2,6 +2,8 @@
  * The credits bench's gateway, alone in its process as in production: the trivial upstream at
  * argv[2], the sandbox at argv[3], the store URL at argv[4] (SQLite file, or PostgreSQL shared by
  * several of these), its relayer key at argv[5]. The bench makes the API key. Prints `{"url"}`.
+ * With TURNPIKE_BENCH_POSTPAID=1 the post-paid rail is asked first, as when Stripe is configured
+ * (the bench's key has no post-paid account: the cost of that rail to everyone else's calls).
  */
 import { createPublicClient } from 'viem';
 import { networks } from '../../src/chain/networks.js';
@@ -18,6 +20,7 @@ import { createMetrics } from '../../src/http/metrics.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createCredits } from '../../src/rails/credits/credits.js';
 import { openDebits, openLedgerDebits } from '../../src/rails/credits/open-debits.js';
+import { billedServers, invoiceRail, openUsage } from '../../src/rails/invoice/rail.js';
 import { openStore } from '../../src/store/open.js';
 
 const [upstreamUrl, rpcUrl, storeUrl, relayerKey] = process.argv.slice(2) as [string, string, string, `0x${string}`];
@@ -36,6 +39,16 @@ app.route(
     payTo: '0x00000000000000000000000000000000000000aa',
     network: networks.local,
     rails: [
+      ...(process.env.TURNPIKE_BENCH_POSTPAID === '1'
+        ? [
+            invoiceRail({
+              credits,
+              store,
+              billed: billedServers(store.postpaid),
+              usage: openDebits(openUsage(store.postpaid), { maxCallMs: async () => 40_000 }),
+            }),
+          ]
+        : []),
       creditsRail({ credits, store, debits: openDebits(openLedgerDebits(store.credits), { maxCallMs: async () => 40_000 }) }),
       x402Rail({ facilitator }),
     ],
