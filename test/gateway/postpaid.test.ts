@@ -69,6 +69,17 @@ for (const backend of backends)
       );
       assert.deepEqual(stripeApi.meterUsage(customerId), { events: calls, value: PRICE * calls });
     };
+    /** A new operator and their server at `pp-<name>` (fields: custody and payee), pushed to `operators`: its index. */
+    async function operatorWithServer(name: string, fields: Record<string, unknown>) {
+      const made = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: `${name}@example.com`, name } });
+      const slug = `pp-${name}`;
+      const server = await served.api('POST', '/operator/servers', {
+        key: made.body.key,
+        body: { slug, name, upstream: `${upstream.url}/mcp`, plan: { type: 'per_call', default: String(PRICE / 1e6) }, ...fields },
+      });
+      assert.equal(server.status, 201, server.text);
+      return operators.push({ key: made.body.key, slug }) - 1;
+    }
     const unbilled = async (c: { id: string }, op = 0) =>
       (await served.api('GET', `/operator/keys/${c.id}/postpaid`, { key: operators[op]!.key })).body.accounts[0].unbilled;
 
@@ -99,23 +110,8 @@ for (const backend of backends)
           },
         ],
       });
-      for (const name of ['alice', 'bob']) {
-        const made = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: `${name}@example.com`, name } });
-        const slug = `pp-${name}`;
-        const server = await served.api('POST', '/operator/servers', {
-          key: made.body.key,
-          body: {
-            slug,
-            name,
-            upstream: `${upstream.url}/mcp`,
-            custody: 'direct',
-            payTo: chain.sandbox.accounts.payees[0]!.address,
-            plan: { type: 'per_call', default: String(PRICE / 1e6) },
-          },
-        });
-        assert.equal(server.status, 201, server.text);
-        operators.push({ key: made.body.key, slug });
-      }
+      for (const name of ['alice', 'bob'])
+        await operatorWithServer(name, { custody: 'direct', payTo: chain.sandbox.accounts.payees[0]!.address });
     });
     after(async () => {
       await served?.gateway.close();
@@ -190,24 +186,12 @@ for (const backend of backends)
     });
 
     test('a post-paid call is its operator’s revenue under rail invoice in analytics; the balance counts it invoiced, never withdrawable or payable', async () => {
-      const made = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'carol@example.com', name: 'carol' } });
-      const server = await served.api('POST', '/operator/servers', {
-        key: made.body.key,
-        body: {
-          slug: 'pp-carol',
-          name: 'carol',
-          upstream: `${upstream.url}/mcp`,
-          custody: 'platform',
-          plan: { type: 'per_call', default: String(PRICE / 1e6) },
-        },
-      });
-      assert.equal(server.status, 201, server.text);
-      operators.push({ key: made.body.key, slug: 'pp-carol' });
-      const op = operators.length - 1;
+      const op = await operatorWithServer('carol', { custody: 'platform' });
+      const { key } = operators[op]!;
       const org = await customer(10, op);
       assert.ok((await call(org.key, 'count', 'pp-carol')).result?._meta?.['turnpike/invoice']);
       const byRail = await eventually(
-        async () => (await served.api('GET', '/operator/analytics', { key: made.body.key })).body.byRail as Record<string, string>[],
+        async () => (await served.api('GET', '/operator/analytics', { key: key })).body.byRail as Record<string, string>[],
         (rows) => rows.some((r) => r.key === 'invoice' && r.revenue === String(PRICE)),
         'the invoice charge earned',
       );
@@ -215,7 +199,7 @@ for (const backend of backends)
         byRail.map((r) => [r.key, r.calls, r.paidCalls, r.revenue]),
         [['invoice', 1, 1, String(PRICE)]],
       );
-      const balance = (await served.api('GET', '/operator/balance', { key: made.body.key })).body;
+      const balance = (await served.api('GET', '/operator/balance', { key: key })).body;
       assert.equal(balance.invoiced, byRail[0]!.operatorShare);
       assert.ok(BigInt(balance.invoiced as string) > 0n);
       assert.deepEqual([balance.usdcEarned, balance.usdcAvailable, balance.fiatEarned, balance.fiatAvailable], ['0', '0', '0', '0']);

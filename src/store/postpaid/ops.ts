@@ -1,5 +1,5 @@
 import { ENTITLED, usageVerdict } from '../../rails/invoice/rules.js';
-import { RequestTaken } from '../credits/ops.js';
+import { RequestTaken, unlessTaken } from '../credits/ops.js';
 import { creditsSql } from '../credits/statements.js';
 import { type Op, type Runner, all, get, lock, run } from '../engine/statement.js';
 import { newId } from '../ids.js';
@@ -99,14 +99,7 @@ export function postpaidStore({ read, write, decide }: Runner): PostpaidStore {
       read(function* () {
         return (yield* all(sql.accountsOf, { keyId })).map(toAccount);
       }),
-    authorize: (usage) =>
-      decide(() => authorize(usage)).then(
-        ({ value, durable }) => ({ ...value, durable }),
-        (error: unknown) => {
-          if (error instanceof RequestTaken) return { ok: false, reason: 'request_in_progress', durable: Promise.resolve() };
-          throw error;
-        },
-      ),
+    authorize: (usage) => unlessTaken(decide(() => authorize(usage))),
     hasAccounts: (serverId) =>
       read(function* () {
         return (yield* get(sql.anyAccountOn, { serverId })) !== undefined;
