@@ -6,6 +6,8 @@
  * endpoint; `=webhook` adds one webhook endpoint (a local sink answering 204, in this process): the
  * cost of events; `=outbox` records them for it but sends none (the worker stopped): the cost of
  * recording alone.
+ * With TURNPIKE_BENCH_POSTPAID=1 the post-paid rail is asked first, as when Stripe is configured
+ * (the bench's key has no post-paid account: the cost of that rail to everyone else's calls).
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -28,6 +30,7 @@ import { createMetrics } from '../../src/http/metrics.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createCredits } from '../../src/rails/credits/credits.js';
 import { openDebits, openLedgerDebits } from '../../src/rails/credits/open-debits.js';
+import { billedServers, invoiceRail, openUsage } from '../../src/rails/invoice/rail.js';
 import { openStore } from '../../src/store/open.js';
 
 // As `serveGateway` does.
@@ -69,6 +72,16 @@ app.route(
     payTo: '0x00000000000000000000000000000000000000aa',
     network: networks.local,
     rails: [
+      ...(process.env.TURNPIKE_BENCH_POSTPAID === '1'
+        ? [
+            invoiceRail({
+              credits,
+              store,
+              billed: billedServers(store.postpaid),
+              usage: openDebits(openUsage(store.postpaid), { maxCallMs: async () => 40_000 }),
+            }),
+          ]
+        : []),
       creditsRail({ credits, store, debits: openDebits(openLedgerDebits(store.credits), { maxCallMs: async () => 40_000 }) }),
       x402Rail({ facilitator }),
     ],

@@ -22,7 +22,7 @@ import { createWithdrawals } from '../operators/withdrawals.js';
 import { createCredits } from '../rails/credits/credits.js';
 import { creditsRail } from '../rails/credits/rail.js';
 import { x402Rail } from '../rails/x402/rail.js';
-import { invoiceRail, openUsage } from '../rails/invoice/rail.js';
+import { billedServers, invoiceRail, openUsage } from '../rails/invoice/rail.js';
 import { usageReporter } from '../rails/invoice/reporter.js';
 import { linkAccount, openPortal } from '../rails/invoice/accounts.js';
 import { type TrustedIssuer, trustedIssuer } from '../oauth/issuer.js';
@@ -170,7 +170,10 @@ export async function serveGateway(options: GatewayServerOptions) {
   const stripe = stripeSecretKey && webhookSecret ? stripeClient(stripeSecretKey, config.credits.stripeApiUrl) : undefined;
   if (!stripe && (stripeSecretKey || webhookSecret)) logger.warn('Stripe is off: set both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
   // Post-paid accounts: keys billed through Stripe's metered billing, usage reported in the background.
-  const usage = credits && stripe ? openDebits(openUsage(store.postpaid), { maxCallMs, logger }) : undefined;
+  // Their charges are written before the entries they belong to close (see revenueBook).
+  const usage =
+    credits && stripe ? openDebits(openUsage(store.postpaid), { maxCallMs, logger, beforeClose: () => book.flush() }) : undefined;
+  const billed = billedServers(store.postpaid);
   await usage?.start();
   const reportIntervalMs = config.postpaid.reportIntervalSeconds * 1000;
   const reporter =
@@ -180,8 +183,12 @@ export async function serveGateway(options: GatewayServerOptions) {
   reporter?.start();
   const linkPostpaid =
     usage && stripe
-      ? (keyId: string, serverId: string, input: Parameters<typeof linkAccount>[3]) =>
-          linkAccount({ stripe, store }, keyId, serverId, input)
+      ? async (keyId: string, serverId: string, input: Parameters<typeof linkAccount>[3]) => {
+          const account = await linkAccount({ stripe, store }, keyId, serverId, input);
+          // Bills at once here; on other instances within NO_ACCOUNTS_TTL_MS.
+          billed.linked(serverId);
+          return account;
+        }
       : undefined;
   const operators = createOperators({
     store,
@@ -207,7 +214,7 @@ export async function serveGateway(options: GatewayServerOptions) {
   app.route('/console', consoleAssets());
   // A key with a post-paid account on the server is billed; other keys and tokens pay from credits; x402 takes every other priced call.
   const rails = [
-    ...(credits && usage ? [invoiceRail({ credits, store, usage, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
+    ...(credits && usage ? [invoiceRail({ credits, store, billed, usage, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
     ...(credits && debits ? [creditsRail({ credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
     x402Rail({ facilitator: payments }),
   ];

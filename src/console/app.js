@@ -491,6 +491,7 @@ async function moneyPage() {
       figure('Fiat available', usd(b.fiatAvailable)),
       figure('Fiat paid out', usd(b.fiatPaidOut)),
       figure('Paid to you directly', usd(b.direct)),
+      figure('Invoiced post-paid (not yet collected)', usd(b.invoiced)),
     ),
     form(
       'Payout address',

@@ -34,7 +34,7 @@ export type EventInput = {
   operatorId?: string;
   tool?: string;
   caller?: EventCaller;
-  rail?: 'x402' | 'credits' | 'free' | 'subscription';
+  rail?: 'x402' | 'credits' | 'invoice' | 'free' | 'subscription';
   /** Integer: atomic USDC for x402, micro-USD for credits (the same unit). */
   amount?: bigint;
   /** Why a call was refused, challenged or failed (a stable code such as `insufficient_balance`). */

@@ -7,7 +7,7 @@ import type { Network } from '../chain/networks.js';
 import type { Metrics } from '../http/metrics.js';
 import type { SettlementMode } from '../facilitator/port.js';
 import { clientAddress } from '../http/caller.js';
-import type { OperatorStore } from '../store/operators/operators.js';
+import type { ChargeRail, OperatorStore } from '../store/operators/operators.js';
 import { newId } from '../store/ids.js';
 import type { RevenueBook } from '../operators/revenue.js';
 import { type OAuthVariables, type ProtectedResource, resourceGuard } from '../oauth/resource-server.js';
@@ -221,7 +221,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     return { n, price: priceAt(plan, tool, n), rail, uncount: () => revenue!.usage.uncountCall(serverId, caller, month) };
   }
 
-  const charge = (rail: 'x402' | 'credits' | 'free' | 'subscription', caller: string, tool: string, amount: bigint, ref: string) =>
+  const charge = (rail: ChargeRail, caller: string, tool: string, amount: bigint, ref: string) =>
     revenue && {
       serverId,
       rail,

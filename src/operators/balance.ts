@@ -2,7 +2,9 @@
  * An operator's money, in atomic USDC units (= micro-USD). `usdc*` is x402 revenue of
  * platform-custody servers (withdrawable on chain); `fiat*` is the operator's share of credits
  * spent and subscriptions paid on their servers (paid out through Stripe Connect); `direct` was
- * paid straight to their own address and is only reported.
+ * paid straight to their own address and is only reported. `invoiced` is the operator's share of
+ * post-paid usage delivered on their servers: billed on the customers' Stripe invoices at the
+ * period's end, not yet collected, so neither withdrawable nor payable out (reported only).
  */
 export type Balance = {
   usdcEarned: bigint;
@@ -15,6 +17,7 @@ export type Balance = {
   fiatReserved: bigint;
   fiatAvailable: bigint;
   direct: bigint;
+  invoiced: bigint;
 };
 
 /** What a balance is made of: the sums of an operator's charges, withdrawals and payouts. */

@@ -17,6 +17,7 @@ const RESOLVE_EVERY_MS = 1_000;
 
 export const x402Ref = (key: PaymentKey) => `x402:${key.chainId}:${key.asset}:${key.payer}:${key.nonce}`;
 export const creditsRef = (debitId: string) => `credits:${debitId}`;
+export const invoiceRef = (usageId: string) => `invoice:${usageId}`;
 
 function paymentKeyOf(ref: string): PaymentKey | undefined {
   const [rail, chainId, asset, payer, nonce] = ref.split(':');
@@ -31,10 +32,11 @@ function paymentKeyOf(ref: string): PaymentKey | undefined {
  *
  * A charge is written `pending` and turned `earned` or `void` by the record of the money itself:
  * an x402 charge by its journal row (settled, or failed/released), a credits charge by its debit
- * (closed, or refunded). So a crash anywhere leaves revenue that matches what was really paid,
- * whatever order the writes reached the disk in. x402 charges are written before settlement
- * (`record`); credits and free charges ride the next batch (`queue`), which is written before
- * the batch of debits it belongs to is closed.
+ * (closed, or refunded), a post-paid charge by its usage entry (billable, or void). So a crash
+ * anywhere leaves revenue that matches what was really paid (post-paid: billed), whatever order
+ * the writes reached the disk in. x402 charges are written before settlement (`record`);
+ * credits, post-paid and free charges ride the next batch (`queue`), which is written before the
+ * batch of debits (usage entries) it belongs to is closed.
  *
  * @example
  * const book = revenueBook(store, { takeRateBps: 250, logger });
@@ -68,7 +70,7 @@ export function revenueBook(
 
   /** Settles pending charges by what the ledger and the journal say; returns how many it resolved. */
   async function resolve(): Promise<number> {
-    let resolved = await operators.resolveCreditCharges();
+    let resolved = (await operators.resolveCreditCharges()) + (await operators.resolveInvoiceCharges());
     for (;;) {
       const pending = await operators.pendingCharges(500, 'x402');
       const outcomes: { id: string; state: 'earned' | 'void'; settleMs?: number; lost?: boolean }[] = [];
@@ -101,11 +103,11 @@ export function revenueBook(
      */
     record: (input: ChargeInput, state: 'pending' | 'earned' = 'pending') => operators.recordCharges([charge(input, state)]),
     /**
-     * Queues a charge for the next batch: a credits debit or an x402 payment (pending until its
-     * record decides it), or a call that cost nothing (free calls, a subscriber's allowance).
+     * Queues a charge for the next batch: a credits debit, a post-paid usage entry or an x402
+     * payment (pending until its record decides it), or a call that cost nothing (free calls, a subscriber's allowance).
      */
     queue(input: ChargeInput) {
-      queued.push(charge(input, input.rail === 'credits' || input.rail === 'x402' ? 'pending' : 'earned'));
+      queued.push(charge(input, input.rail === 'free' || input.rail === 'subscription' ? 'earned' : 'pending'));
       scheduleFlush();
     },
     /** Counts a refused call by reason, per server (by id) and UTC day. */

@@ -100,7 +100,7 @@ export type RailContext = {
    * Books what a call earned (revenue, analytics). USDC the operator will withdraw from the
    * treasury (x402, platform custody) is recorded before it moves; everything else is queued.
    */
-  book(rail: 'x402' | 'credits', entry: { caller: string; tool: string; amount: bigint; ref: string }): Promise<void>;
+  book(rail: 'x402' | 'credits' | 'invoice', entry: { caller: string; tool: string; amount: bigint; ref: string }): Promise<void>;
 };
 
 /** Builds a rail for one gateway, from what the gateway gives it. */

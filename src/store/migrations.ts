@@ -538,6 +538,60 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE charges ADD COLUMN lost INTEGER NOT NULL DEFAULT 0 CHECK (lost IN (0, 1));
     `,
   },
+  {
+    version: 17,
+    name: 'post-paid replays and revenue',
+    // An Idempotency-Key request is kept with the charge it made: a credits debit or a post-paid usage entry (exactly
+    // one). Charges gain the 'invoice' rail (post-paid usage, decided by its entry). Both tables are rebuilt: one SQL text
+    // runs on SQLite, which cannot alter a CHECK, and PostgreSQL alike. Servers with post-paid accounts are found by index.
+    sql: `
+      CREATE TABLE idempotent_requests_v17 (
+        key_id TEXT NOT NULL REFERENCES api_keys (id),
+        idempotency_key TEXT NOT NULL,
+        body_hash TEXT NOT NULL,
+        debit_id TEXT REFERENCES ledger (id),
+        usage_id TEXT REFERENCES usage_entries (id),
+        response TEXT,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (key_id, idempotency_key),
+        CHECK ((debit_id IS NULL) <> (usage_id IS NULL))
+      );
+      INSERT INTO idempotent_requests_v17 (key_id, idempotency_key, body_hash, debit_id, response, created_at)
+        SELECT key_id, idempotency_key, body_hash, debit_id, response, created_at FROM idempotent_requests;
+      DROP TABLE idempotent_requests;
+      ALTER TABLE idempotent_requests_v17 RENAME TO idempotent_requests;
+      CREATE INDEX idempotent_requests_debit ON idempotent_requests (debit_id);
+      CREATE INDEX idempotent_requests_usage ON idempotent_requests (usage_id);
+      CREATE TABLE charges_v17 (
+        id TEXT PRIMARY KEY,
+        server_id TEXT NOT NULL,
+        operator_id TEXT REFERENCES operators (id),
+        rail TEXT NOT NULL CHECK (rail IN ('x402', 'credits', 'free', 'subscription', 'invoice')),
+        caller TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        amount BIGINT NOT NULL CHECK (amount >= 0),
+        operator_share BIGINT NOT NULL CHECK (operator_share >= 0),
+        platform_share BIGINT NOT NULL CHECK (platform_share >= 0),
+        custody TEXT NOT NULL CHECK (custody IN ('direct', 'platform')),
+        ref TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'earned', 'void')),
+        settle_ms BIGINT,
+        created_at BIGINT NOT NULL,
+        lost INTEGER NOT NULL DEFAULT 0 CHECK (lost IN (0, 1)),
+        CHECK (operator_share + platform_share = amount)
+      );
+      INSERT INTO charges_v17 (id, server_id, operator_id, rail, caller, tool, amount, operator_share, platform_share, custody, ref, state,
+                               settle_ms, created_at, lost)
+        SELECT id, server_id, operator_id, rail, caller, tool, amount, operator_share, platform_share, custody, ref, state,
+               settle_ms, created_at, lost FROM charges;
+      DROP TABLE charges;
+      ALTER TABLE charges_v17 RENAME TO charges;
+      CREATE INDEX charges_server_time ON charges (server_id, created_at);
+      CREATE INDEX charges_operator_time ON charges (operator_id, created_at);
+      CREATE INDEX charges_pending ON charges (state, created_at);
+      CREATE INDEX postpaid_accounts_server ON postpaid_accounts (server_id);
+    `,
+  },
 ];
 
 /**

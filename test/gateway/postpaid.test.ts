@@ -69,6 +69,17 @@ for (const backend of backends)
       );
       assert.deepEqual(stripeApi.meterUsage(customerId), { events: calls, value: PRICE * calls });
     };
+    /** A new operator and their server at `pp-<name>` (fields: custody and payee), pushed to `operators`: its index. */
+    async function operatorWithServer(name: string, fields: Record<string, unknown>) {
+      const made = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: `${name}@example.com`, name } });
+      const slug = `pp-${name}`;
+      const server = await served.api('POST', '/operator/servers', {
+        key: made.body.key,
+        body: { slug, name, upstream: `${upstream.url}/mcp`, plan: { type: 'per_call', default: String(PRICE / 1e6) }, ...fields },
+      });
+      assert.equal(server.status, 201, server.text);
+      return operators.push({ key: made.body.key, slug }) - 1;
+    }
     const unbilled = async (c: { id: string }, op = 0) =>
       (await served.api('GET', `/operator/keys/${c.id}/postpaid`, { key: operators[op]!.key })).body.accounts[0].unbilled;
 
@@ -99,23 +110,8 @@ for (const backend of backends)
           },
         ],
       });
-      for (const name of ['alice', 'bob']) {
-        const made = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: `${name}@example.com`, name } });
-        const slug = `pp-${name}`;
-        const server = await served.api('POST', '/operator/servers', {
-          key: made.body.key,
-          body: {
-            slug,
-            name,
-            upstream: `${upstream.url}/mcp`,
-            custody: 'direct',
-            payTo: chain.sandbox.accounts.payees[0]!.address,
-            plan: { type: 'per_call', default: String(PRICE / 1e6) },
-          },
-        });
-        assert.equal(server.status, 201, server.text);
-        operators.push({ key: made.body.key, slug });
-      }
+      for (const name of ['alice', 'bob'])
+        await operatorWithServer(name, { custody: 'direct', payTo: chain.sandbox.accounts.payees[0]!.address });
     });
     after(async () => {
       await served?.gateway.close();
@@ -140,6 +136,73 @@ for (const backend of backends)
       assert.equal(upstream.runs(), runs + 3);
       await reported(org.customer, 3);
       for (const entry of entries) assert.equal(stripeApi.meterEvents.get(entry)?.event_name, 'mcp_calls');
+    });
+
+    test('an attacker replaying one call under its Idempotency-Key, 6 copies at once and once more after: one run, one usage entry, one meter event', async () => {
+      const org = await customer(10);
+      const url = `${served.url}/mcp/${operators[0]!.slug}`;
+      const headers = { authorization: `Bearer ${org.key}`, 'idempotency-key': 'pp-retry-1' };
+      const runs = upstream.runs();
+      const copies = await Promise.all(
+        Array.from({ length: 6 }, async () => (await postToolCall(url, 'count', headers)).json() as Promise<Rpc>),
+      );
+      const answered = copies.filter((a) => a.result);
+      assert.equal(new Set(answered.map((a) => a.result?._meta?.['turnpike/invoice']?.entry)).size, 1, JSON.stringify(copies));
+      for (const refused of copies.filter((a) => !a.result)) assert.equal(refused.error?.data?.error, 'request_in_progress');
+      const again = await postToolCall(url, 'count', headers);
+      assert.equal(again.headers.get('idempotent-replayed'), 'true');
+      assert.deepEqual(await again.json(), answered[0]);
+      assert.equal(upstream.runs(), runs + 1);
+      assert.equal(await unbilled(org), String(PRICE));
+      const reused = (await (await postToolCall(url, 'other', headers)).json()) as Rpc;
+      assert.equal(reused.error?.data?.error, 'idempotency_key_reused');
+      assert.equal(upstream.runs(), runs + 1);
+      await reported(org.customer, 1);
+    });
+
+    test('a caller who hangs up during a post-paid call is billed once for the result the tool produced, and gets it back with the same Idempotency-Key', async () => {
+      const org = await customer(10);
+      const url = `${served.url}/mcp/${operators[0]!.slug}`;
+      const headers = {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': '2025-06-18',
+        authorization: `Bearer ${org.key}`,
+        'idempotency-key': 'pp-hang-up-1',
+      };
+      const body = JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'slow', arguments: {} } });
+      const runs = upstream.runs();
+      await assert.rejects(fetch(url, { method: 'POST', headers, body, signal: AbortSignal.timeout(100) }));
+      await new Promise((r) => setTimeout(r, 600));
+      assert.equal(upstream.runs(), runs + 1, 'the tool ran to its result');
+      assert.equal(await unbilled(org), String(PRICE), 'billed, not voided');
+      const again = await fetch(url, { method: 'POST', headers, body });
+      assert.equal(again.headers.get('idempotent-replayed'), 'true');
+      const replayed = (await again.json()) as Rpc & { result?: { content?: { text: string }[] } };
+      assert.equal(replayed.result?.content?.[0]?.text, String(runs + 1));
+      assert.equal(replayed.result?._meta?.['turnpike/invoice']?.charged, String(PRICE));
+      assert.equal(upstream.runs(), runs + 1);
+      await reported(org.customer, 1);
+    });
+
+    test('a post-paid call is its operator’s revenue under rail invoice in analytics; the balance counts it invoiced, never withdrawable or payable', async () => {
+      const op = await operatorWithServer('carol', { custody: 'platform' });
+      const { key } = operators[op]!;
+      const org = await customer(10, op);
+      assert.ok((await call(org.key, 'count', 'pp-carol')).result?._meta?.['turnpike/invoice']);
+      const byRail = await eventually(
+        async () => (await served.api('GET', '/operator/analytics', { key: key })).body.byRail as Record<string, string>[],
+        (rows) => rows.some((r) => r.key === 'invoice' && r.revenue === String(PRICE)),
+        'the invoice charge earned',
+      );
+      assert.deepEqual(
+        byRail.map((r) => [r.key, r.calls, r.paidCalls, r.revenue]),
+        [['invoice', 1, 1, String(PRICE)]],
+      );
+      const balance = (await served.api('GET', '/operator/balance', { key: key })).body;
+      assert.equal(balance.invoiced, byRail[0]!.operatorShare);
+      assert.ok(BigInt(balance.invoiced as string) > 0n);
+      assert.deepEqual([balance.usdcEarned, balance.usdcAvailable, balance.fiatEarned, balance.fiatAvailable], ['0', '0', '0', '0']);
     });
 
     test('a call whose tool fails is not billed', async () => {

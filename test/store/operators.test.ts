@@ -329,6 +329,44 @@ for (const backend of backends)
       assert.equal((await operators.balance(op)).fiatEarned, 20n);
     });
 
+    test('post-paid charges are decided by their usage entries: billable → earned, void → void, open → still pending', async () => {
+      const store = await backend.open();
+      open.push(store);
+      const { operators, credits, postpaid } = store;
+      const op = await newOperator(operators);
+      const keyId = newId('key');
+      await credits.createKey({ id: keyId, hash: `h-${keyId}`, name: 'org' });
+      const serverId = newId('srv');
+      const now = Date.now();
+      const account = {
+        customer: 'cus_1',
+        subscription: `sub_${keyId}`,
+        meter: 'm',
+        creditLimit: 1_000n,
+        periodStart: now,
+        status: 'active',
+      };
+      await postpaid.link({ keyId, serverId, ...account, statusAt: now });
+      const ids: string[] = [];
+      for (let n = 0; n < 3; n++) {
+        const usage = await postpaid.authorize({ keyId, serverId, tool: 't', amount: 10n });
+        assert.ok(usage.ok);
+        ids.push(usage.entry.id);
+      }
+      const [delivered, failed, running] = ids as [string, string, string];
+      await operators.recordCharges(ids.map((id) => charge(op, { rail: 'invoice', state: 'pending', amount: 10n, ref: `invoice:${id}` })));
+      await postpaid.close([delivered]);
+      await postpaid.void(failed);
+      assert.equal(await operators.resolveInvoiceCharges(), 2);
+      assert.deepEqual(
+        (await operators.pendingCharges(10)).map((c) => c.ref),
+        [`invoice:${running}`],
+      );
+      const b = await operators.balance(op);
+      assert.deepEqual([b.invoiced, b.fiatAvailable, b.usdcAvailable], [10n, 0n, 0n], 'invoiced, not collected: nothing to pay out');
+      assert.equal(await operators.resolveInvoiceCharges(), 0, 'decided once');
+    });
+
     test('balance: USDC of platform custody, fiat of credits and subscriptions, direct apart, less withdrawals and payouts', async () => {
       const operators = await fresh();
       const [op, other] = [await newOperator(operators), await newOperator(operators)];
@@ -341,6 +379,8 @@ for (const backend of backends)
         charge(op, { rail: 'credits', amount: 50n, share: 50n, state: 'pending' }),
         charge(op, { custody: 'direct', amount: 900n, share: 900n }),
         charge(op, { rail: 'free', amount: 0n, share: 0n }),
+        charge(op, { rail: 'invoice', amount: 800n, share: 600n }),
+        charge(op, { rail: 'invoice', amount: 80n, share: 60n, state: 'pending' }),
         charge(other, { amount: 5_000n }),
       ]);
       assert.deepEqual(await operators.balance(op), {
@@ -354,6 +394,7 @@ for (const backend of backends)
         fiatReserved: 0n,
         fiatAvailable: 500n,
         direct: 900n,
+        invoiced: 600n,
       });
 
       const done = await operators.requestWithdrawal(withdrawal(op, 200n));

@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createLogger } from '../../src/log/logger.js';
 import { generateApiKey } from '../../src/rails/credits/api-keys.js';
+import type { Credential } from '../../src/rails/credits/api-keys.js';
+import { createCredits } from '../../src/rails/credits/credits.js';
+import { payerOf } from '../../src/rails/credits/rail.js';
+import { NO_ACCOUNTS_TTL_MS, billedServers } from '../../src/rails/invoice/rail.js';
 import { usageReporter } from '../../src/rails/invoice/reporter.js';
+import type { PaidCall } from '../../src/rails/rail.js';
 import { stripeClient } from '../../src/rails/stripe/stripe-client.js';
 import type { Store } from '../../src/store/store.js';
 import { backends } from '../helpers/stores.js';
@@ -22,13 +27,13 @@ for (const backend of backends)
       usageReporter({ stripe: stripeClient(stripeApi.apiKey, stripeApi.url), store, logger, intervalMs: 60_000, batchSize: 4 });
 
     /** A key with a post-paid account on a server of its own, limited to `limitCalls` calls at PRICE. */
-    async function account(limitCalls: number, status = 'active') {
+    async function account(limitCalls: number, status = 'active', on = stores[0]!, serverId = `srv_${seq + 1}`) {
       const { id, hash } = generateApiKey();
-      assert.ok((await stores[0]!.credits.createKey({ id, hash, name: 'org' })).created);
+      assert.ok((await on.credits.createKey({ id, hash, name: 'org' })).created);
       const customer = `cus_${backend.name}${++seq}`;
-      const linked = await stores[0]!.postpaid.link({
+      const linked = await on.postpaid.link({
         keyId: id,
-        serverId: `srv_${seq}`,
+        serverId,
         customer,
         subscription: `sub_${backend.name}${seq}`,
         meter: 'mcp_usage',
@@ -38,7 +43,7 @@ for (const backend of backends)
         statusAt: Date.now() - 60_000,
       });
       assert.ok(linked.created);
-      return { keyId: id, serverId: `srv_${seq}`, customer, subscription: `sub_${backend.name}${seq}`, account: linked.account };
+      return { keyId: id, serverId, customer, subscription: `sub_${backend.name}${seq}`, account: linked.account };
     }
     /** `n` delivered calls of an account: their entry ids. */
     async function calls(a: { keyId: string; serverId: string }, n: number) {
@@ -76,6 +81,61 @@ for (const backend of backends)
       assert.equal(results.filter((r) => r.ok).length, 5);
       assert.deepEqual(new Set(results.filter((r) => !r.ok).map((r) => !r.ok && r.reason)), new Set(['credit_limit']));
       assert.equal((await stores[1]!.postpaid.account(a.keyId, a.serverId))!.unbilled, PRICE * 5n);
+    });
+
+    test('one Idempotency-Key request raced from two instances writes one usage entry; voiding it lets a retry record again', async () => {
+      const a = await account(10);
+      const request = { idempotencyKey: 'retry-1', bodyHash: 'h1' };
+      const results = await Promise.all(
+        Array.from({ length: 8 }, (_, i) => stores[i % 2]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE, request })),
+      );
+      const recorded = results.filter((r) => r.ok);
+      assert.equal(recorded.length, 1);
+      assert.deepEqual(new Set(results.filter((r) => !r.ok).map((r) => !r.ok && r.reason)), new Set(['request_in_progress']));
+      assert.equal((await stores[1]!.postpaid.account(a.keyId, a.serverId))!.unbilled, PRICE, 'the refused copies added nothing');
+      const entry = recorded[0]!.ok ? recorded[0]!.entry.id : '';
+      assert.deepEqual(await stores[1]!.credits.request(a.keyId, 'retry-1'), { bodyHash: 'h1', usageId: entry });
+      await stores[0]!.postpaid.void(entry);
+      assert.equal(await stores[1]!.credits.request(a.keyId, 'retry-1'), undefined, 'a failed call’s request is forgotten');
+      assert.ok((await stores[1]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE, request })).ok);
+    });
+
+    test('a server without accounts is looked up once per TTL, not per call; an account linked here bills at once, one linked by another instance within the TTL', async () => {
+      let asked = 0;
+      const postpaid = stores[0]!.postpaid;
+      const billed = billedServers({ ...postpaid, hasAccounts: (id) => (asked++, postpaid.hasAccounts(id)) }, 300);
+      const serverId = `srv_hot_${backend.name}`;
+      for (let i = 0; i < 50; i++) assert.equal(await billed.has(serverId), false);
+      assert.equal(asked, 1);
+      await account(1, 'active', stores[1]!, serverId);
+      assert.equal(await billed.has(serverId), false, 'within the TTL, not yet seen');
+      await new Promise((r) => setTimeout(r, 350));
+      assert.equal(await billed.has(serverId), true, 'seen once the TTL passed');
+      for (let i = 0; i < 50; i++) await billed.has(serverId);
+      assert.equal(asked, 2, 'a server with accounts is remembered');
+      const here = `srv_here_${backend.name}`;
+      assert.equal(await billed.has(here), false);
+      await account(1, 'active', stores[0]!, here);
+      billed.linked(here);
+      assert.equal(await billed.has(here), true, 'linked in this process: at once');
+      assert.equal(NO_ACCOUNTS_TTL_MS, 1_000, 'the bound the README documents');
+    });
+
+    test('a call’s caller is resolved once, whichever rails ask, a refused credential included', async () => {
+      const credits = createCredits({ store: stores[0]!, tokenSecret: 'a-token-secret-for-the-post-paid-store-tests' });
+      const { secret } = await credits.createKey({ name: 'caller' });
+      let lookups = 0;
+      const counted = { ...credits, authenticate: (c: Credential) => (lookups++, credits.authenticate(c)) };
+      const callWith = (key: string) =>
+        ({ request: new Request('http://turnpike.test/mcp', { headers: { authorization: `Bearer ${key}` } }) }) as PaidCall;
+      const call = callWith(secret);
+      const [first, second] = await Promise.all([payerOf(counted, call), payerOf(counted, call)]);
+      assert.equal(first, second);
+      assert.equal(lookups, 1);
+      const bad = callWith('tp_notakeynotakeynotakeynotakeynotakeynotakey0');
+      await assert.rejects(payerOf(counted, bad), /not known/);
+      await assert.rejects(payerOf(counted, bad), /not known/);
+      assert.equal(lookups, 2);
     });
 
     test('a call that failed is voided once: it frees its share of the limit and is never reported', async () => {

@@ -52,6 +52,73 @@ export const creditsRail =
     take: (call) => creditsCall(options, context, call),
   });
 
+/** Each call's caller, resolved once for all the rails that ask (see `payerOf`). */
+const payers = new WeakMap<PaidCall, Promise<Payer>>();
+
+/**
+ * The key that pays for `call` (its API key or budget token, or its OAuth subject's key on a
+ * server of `operatorId`), resolved once per call whichever rails ask: a refused credential is the
+ * same rejected promise (its DomainError) to each.
+ *
+ * @example const payer = await payerOf(credits, call, context.operatorId);
+ */
+export function payerOf(credits: Credits, call: PaidCall, operatorId?: string): Promise<Payer> {
+  let payer = payers.get(call);
+  if (!payer) {
+    payer = (
+      call.principal
+        ? credits.authenticateSubject(call.principal, operatorId)
+        : credits.authenticate(credentialOf(call.request.headers)!, Date.now(), KEY_MAX_AGE_MS)
+    ).then((found) => {
+      // Who the caller is, for events, once their credential says so.
+      call.caller = { ...(call.principal ? subjectOf(call.principal) : {}), keyId: found.key.id };
+      return found;
+    });
+    payers.set(call, payer);
+  }
+  return payer;
+}
+
+/** A call's `Idempotency-Key` and the hash of the request as judged, recorded with its charge. */
+export type IdempotentCall = { idempotencyKey: string; bodyHash: string };
+
+/**
+ * What a call's `Idempotency-Key` makes of it, on either rail that charges a key: none given,
+ * `{}`; a new one, the request to record with the charge (`store.credits.debit`,
+ * `store.postpaid.authorize`), which a concurrent copy then cannot record again; the key of an
+ * answered request, its kept answer (the tool is not run, nothing is charged); of a running one,
+ * or of a different request, the refusal. The request is judged as turnpike encodes it, on this
+ * server, by this key, token or OAuth subject: a replay answers only the same request in the
+ * same scope, never another server's, token's or subject's call.
+ *
+ * @example const idem = await idempotency(store, context, call, payer); if ('answer' in idem) return …;
+ */
+export async function idempotency(
+  store: Store,
+  context: RailContext,
+  call: PaidCall,
+  payer: Payer,
+): Promise<{ answer: Response | DomainError } | { request?: IdempotentCall }> {
+  const idempotencyKey = call.request.headers.get('idempotency-key') ?? undefined;
+  if (idempotencyKey === undefined) return {};
+  if (idempotencyKey.length > 255)
+    return { answer: new DomainError('idempotency_key_invalid', 'Idempotency-Key must be at most 255 characters') };
+  const by = payer.token?.id ?? (payer.subject ? [payer.subject.issuer, payer.subject.subject] : null);
+  const bodyHash = createHash('sha256')
+    .update(JSON.stringify([context.server, by, call.rpc]))
+    .digest('hex');
+  const earlier = await store.credits.request(payer.key.id, idempotencyKey);
+  if (earlier && earlier.bodyHash !== bodyHash)
+    return { answer: new DomainError('idempotency_key_reused', 'this Idempotency-Key was used with a different request body') };
+  if (earlier?.response) {
+    context.count(call.tool.name, 'replayed');
+    context.event({ type: 'call.replayed', tool: call.tool.name, caller: call.caller });
+    return { answer: new Response(earlier.response, { headers: { 'content-type': 'application/json', 'idempotent-replayed': 'true' } }) };
+  }
+  if (earlier) return { answer: refusalError({ ok: false, reason: 'request_in_progress' }, {}) };
+  return { request: { idempotencyKey, bodyHash } };
+}
+
 /**
  * Counts a paid call of a key in this minute (in the store, so on all instances together) and
  * answers the refusal, with when to retry, if it is past `perMinute`; 0 or absent: no limit.
@@ -84,11 +151,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
 
   let payer: Payer;
   try {
-    payer = call.principal
-      ? await credits.authenticateSubject(call.principal, context.operatorId)
-      : await credits.authenticate(credentialOf(call.request.headers)!, Date.now(), KEY_MAX_AGE_MS);
-    // Who the caller is, for events, once their credential says so.
-    call.caller = { ...(call.principal ? subjectOf(call.principal) : {}), keyId: payer.key.id };
+    payer = await payerOf(credits, call, context.operatorId);
     credits.authorize(payer, { slug: context.server, id: context.serverId }, tool.name);
   } catch (error) {
     if (error instanceof DomainError) return fail(error);
@@ -100,30 +163,9 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     refused.headers.set('retry-after', String(limited.details.retryAfterSeconds));
     return refused;
   }
-  const idempotencyKey = call.request.headers.get('idempotency-key') ?? undefined;
-  // The request as judged (turnpike's own encoding, not the bytes), on this server, by this key, token or OAuth subject:
-  // a replay answers only the same request in the same scope, never another server's, token's or subject's call.
-  const by = payer.token?.id ?? (payer.subject ? [payer.subject.issuer, payer.subject.subject] : null);
-  const bodyHash = idempotencyKey
-    ? createHash('sha256')
-        .update(JSON.stringify([context.server, by, call.rpc]))
-        .digest('hex')
-    : '';
-  if (idempotencyKey) {
-    if (idempotencyKey.length > 255)
-      return fail(new DomainError('idempotency_key_invalid', 'Idempotency-Key must be at most 255 characters'));
-    const earlier = await store.credits.request(payer.key.id, idempotencyKey);
-    if (earlier && earlier.bodyHash !== bodyHash) {
-      return fail(new DomainError('idempotency_key_reused', 'this Idempotency-Key was used with a different request body'));
-    }
-    if (earlier?.response) {
-      context.count(tool.name, 'replayed');
-      context.event({ type: 'call.replayed', tool: tool.name, caller: call.caller });
-      return new Response(earlier.response, { headers: { 'content-type': 'application/json', 'idempotent-replayed': 'true' } });
-    }
-    if (earlier)
-      return fail(new DomainError('request_in_progress', 'a request with this Idempotency-Key is still running; retry it later'));
-  }
+  const idem = await idempotency(store, context, call, payer);
+  if ('answer' in idem) return idem.answer instanceof Response ? idem.answer : fail(idem.answer);
+  const { request } = idem;
 
   const caller = `key:${payer.key.id}`;
   const metering = await context.meter(caller, tool.name, payer.key.id);
@@ -137,7 +179,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     reason: `tools/call ${tool.name}`,
     idempotencyKey: newId('call'),
     ref: { server: context.server, tool: tool.name },
-    ...(idempotencyKey ? { request: { idempotencyKey, bodyHash } } : {}),
+    ...(request ? { request } : {}),
     open: true,
   });
   if (!debit.ok) {
@@ -170,7 +212,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
           ...(debit.tokenRemaining !== undefined ? { budgetRemaining: debit.tokenRemaining.toString() } : {}),
         };
         const delivered = { ...message, result: { ...result, _meta: { ...result._meta, [CREDITS_META_KEY]: receipt } } };
-        if (idempotencyKey) await store.credits.completeRequest(payer.key.id, idempotencyKey, JSON.stringify(delivered));
+        if (request) await store.credits.completeRequest(payer.key.id, request.idempotencyKey, JSON.stringify(delivered));
         // Queued before the debit is closed, and written before it (see revenueBook).
         await context.book('credits', { caller, tool: tool.name, amount, ref: creditsRef(debit.entry.id) });
         debits.delivered(debit.entry.id);

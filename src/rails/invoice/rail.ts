@@ -2,11 +2,12 @@ import { rpcError } from '../../gateway/jsonrpc.js';
 import { paymentIn } from '../../gateway/messages.js';
 import { DomainError, errorCodes } from '../../errors.js';
 import type { Authorization, PostpaidStore } from '../../store/postpaid/postpaid.js';
+import { invoiceRef } from '../../operators/revenue.js';
 import type { Store } from '../../store/store.js';
 import type { PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
 import { credentialOf } from '../credits/api-keys.js';
-import type { Credits, Payer } from '../credits/credits.js';
-import { rateLimit } from '../credits/rail.js';
+import { type Credits, type Payer, refusalError } from '../credits/credits.js';
+import { idempotency, payerOf, rateLimit } from '../credits/rail.js';
 import type { OpenCharges, OpenDebits } from '../credits/open-debits.js';
 
 /** The `_meta` key of a post-paid result: what it added to the bill. */
@@ -19,9 +20,41 @@ export const openUsage = (postpaid: PostpaidStore): OpenCharges => ({
   undo: (id) => postpaid.void(id),
 });
 
+/** How long a server found with no post-paid account is taken to have none: an account another instance links bills within it. */
+export const NO_ACCOUNTS_TTL_MS = 1_000;
+
+/**
+ * Which servers have post-paid accounts, so that a call to a server with none costs no lookup.
+ * A server with an account is remembered for good (accounts are never removed); one without is
+ * asked again once `ttlMs` has passed; `linked` makes an account opened in this process count at once.
+ *
+ * @example const billed = billedServers(store.postpaid); await billed.has('srv_…'); billed.linked('srv_…');
+ */
+export function billedServers(postpaid: PostpaidStore, ttlMs = NO_ACCOUNTS_TTL_MS) {
+  const billed = new Set<string>();
+  const noneUntil = new Map<string, number>();
+  return {
+    async has(serverId: string): Promise<boolean> {
+      if (billed.has(serverId)) return true;
+      if ((noneUntil.get(serverId) ?? 0) > Date.now()) return false;
+      if (await postpaid.hasAccounts(serverId)) billed.add(serverId);
+      // Linked while this was asked: it counts.
+      else if (!billed.has(serverId)) noneUntil.set(serverId, Date.now() + ttlMs);
+      return billed.has(serverId);
+    },
+    linked(serverId: string) {
+      billed.add(serverId);
+      noneUntil.delete(serverId);
+    },
+  };
+}
+export type BilledServers = ReturnType<typeof billedServers>;
+
 export type InvoiceRailOptions = {
   credits: Credits;
   store: Store;
+  /** Which servers have accounts: a call to a server with none is left to the other rails unasked. */
+  billed: BilledServers;
   /** Usage entries held open while their calls run (see `openDebits`). */
   usage: OpenDebits;
   /** Paid calls one key may make per minute, as on the credits rail (`credits.rateLimitPerMinute`). */
@@ -55,7 +88,8 @@ export function usageRefusal(refused: Extract<Authorization, { ok: false }>, por
 /**
  * The post-paid rail: takes a priced call whose API key (or OAuth subject's key) has a post-paid
  * account on this server. Authorized locally, never asking Stripe: in one transaction the account's
- * status and credit limit are checked and an open usage entry written; the call is forwarded
+ * status and credit limit are checked and an open usage entry written (with the call's
+ * `Idempotency-Key` request, as on the credits rail: a retry replays, never bills twice); the call is forwarded
  * while that entry is synced; the entry is voided if the tool did not produce a result, and marked
  * billable once the result is delivered. The usage reporter sends billable entries to Stripe.
  *
@@ -64,29 +98,26 @@ export function usageRefusal(refused: Extract<Authorization, { ok: false }>, por
 export const invoiceRail =
   (options: InvoiceRailOptions): RailFactory =>
   (context) => {
-    const payers = new WeakMap<PaidCall, Payer>();
     return {
       async takes(call) {
         // An OAuth caller whose call carries an x402 payment pays with it (the x402 rail's), as on the credits rail.
         if (call.principal && paymentIn(call.rpc, call.request.headers) !== undefined) return false;
-        const credential = call.principal ? undefined : credentialOf(call.request.headers);
         // A budget token spends its key's prepaid balance: the credits rail's.
-        if (!call.principal && credential?.type !== 'key') return false;
+        if (!call.principal && credentialOf(call.request.headers)?.type !== 'key') return false;
+        // The common case: no account on this server, nothing looked up (the caller is resolved once, by the rail that takes it).
+        if (!(await options.billed.has(context.serverId))) return false;
         let payer: Payer;
         try {
-          payer = call.principal
-            ? await options.credits.authenticateSubject(call.principal, context.operatorId)
-            : await options.credits.authenticate(credential!);
+          payer = await payerOf(options.credits, call, context.operatorId);
         } catch (error) {
           // A refused credential is the credits rail's to answer (401/403), with nothing recorded here.
           if (error instanceof DomainError) return false;
           throw error;
         }
-        if (!(await options.store.postpaid.account(payer.key.id, context.serverId))) return false;
-        payers.set(call, payer);
-        return true;
+        return (await options.store.postpaid.account(payer.key.id, context.serverId)) !== undefined;
       },
-      take: (call) => invoiceCall(options, context, call, payers.get(call)!),
+      // The payer `takes` resolved (once per call).
+      take: async (call) => invoiceCall(options, context, call, await payerOf(options.credits, call, context.operatorId)),
     };
   };
 
@@ -94,7 +125,7 @@ async function invoiceCall(options: InvoiceRailOptions, context: RailContext, ca
   const { id, tool } = call;
   const portal = `${new URL(call.request.url).origin}/credits/portal`;
   const fail = (error: DomainError) => {
-    context.denied(error.code);
+    context.refused(call, error.code);
     return rpcError(id, -32001, error.message, errorCodes[error.code], error.toJSON());
   };
   try {
@@ -109,15 +140,27 @@ async function invoiceCall(options: InvoiceRailOptions, context: RailContext, ca
     refused.headers.set('retry-after', String(limited.details.retryAfterSeconds));
     return refused;
   }
+  const idem = await idempotency(options.store, context, call, payer);
+  if ('answer' in idem) return idem.answer instanceof Response ? idem.answer : fail(idem.answer);
+  const { request } = idem;
   const caller = `key:${payer.key.id}`;
   const metering = await context.meter(caller, tool.name, payer.key.id);
   if (metering?.price === 0n) return { charge: context.free(call, metering, caller) };
   const amount = metering?.price ?? tool.amount;
   if (amount !== call.offer.amount) call.offer = { ...call.offer, amount };
-  const usage = await options.store.postpaid.authorize({ keyId: payer.key.id, serverId: context.serverId, tool: tool.name, amount });
+  const usage = await options.store.postpaid.authorize({
+    keyId: payer.key.id,
+    serverId: context.serverId,
+    tool: tool.name,
+    amount,
+    ...(request ? { request } : {}),
+  });
   if (!usage.ok) {
     await metering?.uncount();
-    return fail(usageRefusal(usage, portal, amount));
+    // A concurrent copy of this Idempotency-Key request recorded its entry first.
+    return fail(
+      usage.reason === 'request_in_progress' ? refusalError({ ok: false, reason: usage.reason }, {}) : usageRefusal(usage, portal, amount),
+    );
   }
   const { entry } = usage;
   return {
@@ -130,14 +173,19 @@ async function invoiceCall(options: InvoiceRailOptions, context: RailContext, ca
         // The call went out once its usage was decided; the answer waits for it to be on disk.
         await usage.durable;
         context.count(tool.name, 'paid_invoice');
+        context.event({ type: 'call.paid', tool: tool.name, rail: 'invoice', amount, caller: call.caller });
         const receipt = {
           charged: amount.toString(),
           unbilled: usage.unbilled.toString(),
           creditLimit: usage.creditLimit.toString(),
           entry: entry.id,
         };
+        const delivered = { ...message, result: { ...result, _meta: { ...result._meta, [INVOICE_META_KEY]: receipt } } };
+        if (request) await options.store.credits.completeRequest(payer.key.id, request.idempotencyKey, JSON.stringify(delivered));
+        // Queued before the entry is closed as billable, and written before it (see revenueBook): invoiced, not yet collected.
+        await context.book('invoice', { caller, tool: tool.name, amount, ref: invoiceRef(entry.id) });
         options.usage.delivered(entry.id);
-        return { ...message, result: { ...result, _meta: { ...result._meta, [INVOICE_META_KEY]: receipt } } };
+        return delivered;
       },
     },
   };

@@ -107,7 +107,8 @@ export type DebitResult =
   | { ok: true; entry: LedgerEntry; balance: bigint; tokenRemaining?: bigint; lowBalanceAlert?: bigint }
   | { ok: false; reason: DebitRefusal; balance?: bigint; tokenRemaining?: bigint; limitRemaining?: bigint };
 
-export type IdempotentRequest = { bodyHash: string; debitId: string; response?: string };
+/** An `Idempotency-Key` request, kept with the charge it made: a credits debit or a post-paid usage entry. */
+export type IdempotentRequest = { bodyHash: string; debitId?: string; usageId?: string; response?: string };
 
 export type BudgetToken = {
   id: string;

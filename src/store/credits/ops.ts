@@ -32,8 +32,19 @@ import {
   toToken,
 } from './statements.js';
 
-/** Rolls back a debit whose Idempotency-Key another request took first. */
-class RequestTaken extends Error {}
+/** Rolls back a charge (a debit, a usage entry) whose Idempotency-Key another request took first. */
+export class RequestTaken extends Error {}
+
+/** A decided charge with its `durable`; one whose Idempotency-Key another request took first: `request_in_progress`, nothing written. */
+export function unlessTaken<T extends object>(decided: Promise<{ value: T; durable: Promise<void> }>) {
+  return decided.then(
+    ({ value, durable }) => ({ ...value, durable }),
+    (error: unknown) => {
+      if (error instanceof RequestTaken) return { ok: false as const, reason: 'request_in_progress' as const, durable: Promise.resolve() };
+      throw error;
+    },
+  );
+}
 
 /** Applies a balance change (`addBalance`, `spend`, `unspend`: each answers the new balance) and appends its ledger entry. */
 function* change(
@@ -323,14 +334,7 @@ export function creditStore({ read, write, decide }: Runner): CreditStore {
       }),
     credit: (credit) => write(() => applyCredit(credit, Date.now())),
     move: (m) => write(() => move(m)),
-    debit: (d) =>
-      decide(() => debit(d)).then(
-        ({ value, durable }) => ({ ...value, durable }),
-        (error: unknown) => {
-          if (error instanceof RequestTaken) return { ok: false, reason: 'request_in_progress', durable: Promise.resolve() };
-          throw error;
-        },
-      ),
+    debit: (d) => unlessTaken(decide(() => debit(d))),
     refund: (debitId, reason) => write(() => refund(debitId, reason)),
     closeDebits: (debitIds) =>
       write(function* () {

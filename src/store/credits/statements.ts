@@ -80,7 +80,7 @@ export const toCheckout = (r: CheckoutRow): CheckoutSession => ({
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
 });
-export type RequestRow = { body_hash: string; debit_id: string; response: string | null };
+export type RequestRow = { body_hash: string; debit_id: string | null; usage_id: string | null; response: string | null };
 export type SubjectRow = { operator_id: string; issuer: string; subject: string; key_id: string; created_at: bigint };
 
 export const json = (value: unknown) => (value === undefined ? null : JSON.stringify(value));
@@ -141,7 +141,8 @@ export const toSubject = (r: SubjectRow): OAuthSubject => ({
 
 export const toRequest = (r: RequestRow): IdempotentRequest => ({
   bodyHash: r.body_hash,
-  debitId: r.debit_id,
+  ...(r.debit_id !== null ? { debitId: r.debit_id } : {}),
+  ...(r.usage_id !== null ? { usageId: r.usage_id } : {}),
   ...(r.response !== null ? { response: r.response } : {}),
 });
 
@@ -236,7 +237,7 @@ export const creditsSql = {
   ),
   dropRequestOf: command<{ debitId: string }>('DELETE FROM idempotent_requests WHERE debit_id = @debitId'),
   requestByKey: query<{ keyId: string; idempotencyKey: string }, RequestRow>(
-    'SELECT body_hash, debit_id, response FROM idempotent_requests WHERE key_id = @keyId AND idempotency_key = @idempotencyKey',
+    'SELECT body_hash, debit_id, usage_id, response FROM idempotent_requests WHERE key_id = @keyId AND idempotency_key = @idempotencyKey',
   ),
 
   tokenById: query<KeyId, TokenRow>('SELECT * FROM budget_tokens WHERE id = @id'),

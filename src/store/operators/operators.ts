@@ -46,7 +46,7 @@ export type ServerRecord = {
   updatedAt: number;
 };
 
-export type ChargeRail = 'x402' | 'credits' | 'free' | 'subscription';
+export type ChargeRail = 'x402' | 'credits' | 'free' | 'subscription' | 'invoice';
 
 /**
  * One paid (or free-quota) tool call: the fact revenue and analytics are made of. It is written
@@ -59,14 +59,14 @@ export type Charge = {
   serverId: string;
   operatorId?: string;
   rail: ChargeRail;
-  /** `key:<id>` for credits and subscriptions, the payer's address for x402. */
+  /** `key:<id>` for credits, post-paid usage and subscriptions, the payer's address for x402. */
   caller: string;
   tool: string;
   amount: bigint;
   operatorShare: bigint;
   platformShare: bigint;
   custody: 'direct' | 'platform';
-  /** The payment it stands for: `x402:<chainId>:<asset>:<payer>:<nonce>`, `credits:<debit id>`, `stripe:<invoice id>`, or `free:<id>`. */
+  /** The payment it stands for: `x402:<chainId>:<asset>:<payer>:<nonce>`, `credits:<debit id>`, `invoice:<usage entry id>`, `stripe:<invoice id>`, or `free:<id>`. */
   ref: string;
   state: 'pending' | 'earned' | 'void';
   settleMs?: number;
@@ -179,6 +179,8 @@ export interface OperatorStore {
    * if the debit was closed as delivered, void if it was refunded. Returns how many it decided.
    */
   resolveCreditCharges(): Promise<number>;
+  /** Likewise for post-paid charges by their usage entries: earned once billable (delivered), void if voided. */
+  resolveInvoiceCharges(): Promise<number>;
   /** `lost`: a void charge whose result was delivered on a deferred settlement that then failed (a loss). */
   resolveCharges(outcomes: { id: string; state: 'earned' | 'void'; settleMs?: number; lost?: boolean }[]): Promise<void>;
   /**

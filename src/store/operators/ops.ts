@@ -36,6 +36,7 @@ function* balance(operatorId: string): Op<Balance> {
     fiatPaidOut: paidOut.done ?? 0n,
     fiatReserved: paidOut.reserved ?? 0n,
     direct: shares.direct ?? 0n,
+    invoiced: shares.invoiced ?? 0n,
   });
 }
 
@@ -139,6 +140,7 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
     recordCharges: (charges) => write(() => insertCharges(charges)),
     pendingCharges: (limit, rail) => list(sql.pendingCharges, { limit, rail: rail ?? null }, toCharge),
     resolveCreditCharges: () => write(() => run(sql.resolveCreditCharges, {})),
+    resolveInvoiceCharges: () => write(() => run(sql.resolveInvoiceCharges, {})),
     resolveCharges: (outcomes) =>
       write(function* () {
         for (const o of outcomes) yield* run(sql.resolveCharge, { ...o, settleMs: o.settleMs ?? null, lost: o.lost ? 1 : 0 });

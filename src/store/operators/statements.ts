@@ -100,7 +100,13 @@ export type AuditRow = {
   ip: string | null;
   detail: string | null;
 };
-export type SharesRow = { usdc_earned: bigint | null; usdc_pending: bigint | null; fiat: bigint | null; direct: bigint | null };
+export type SharesRow = {
+  usdc_earned: bigint | null;
+  usdc_pending: bigint | null;
+  fiat: bigint | null;
+  direct: bigint | null;
+  invoiced: bigint | null;
+};
 export type SumsRow = { done: bigint | null; reserved: bigint | null };
 export type UsageSumRow = { key: string | bigint; calls: bigint; paid: bigint; revenue: bigint | null; operator_share: bigint | null };
 export type DenialRow = { reason: string; count: bigint };
@@ -342,6 +348,12 @@ export const operatorsSql = {
         WHEN EXISTS (SELECT 1 FROM ledger WHERE idempotency_key = 'refund:' || substr(charges.ref, 9)) THEN 'void' ELSE 'earned' END
     WHERE state = 'pending' AND rail = 'credits'
       AND NOT EXISTS (SELECT 1 FROM open_debits WHERE debit_id = substr(charges.ref, 9))`),
+  // A post-paid charge is decided by its usage entry (ref 'invoice:<entry id>'): billable → earned, void (or none) → void, open → not yet.
+  resolveInvoiceCharges: command<{}>(`
+    UPDATE charges SET state = CASE
+        WHEN EXISTS (SELECT 1 FROM usage_entries WHERE id = substr(charges.ref, 9) AND state = 'billable') THEN 'earned' ELSE 'void' END
+    WHERE state = 'pending' AND rail = 'invoice'
+      AND NOT EXISTS (SELECT 1 FROM usage_entries WHERE id = substr(charges.ref, 9) AND state = 'open')`),
   resolveCharge: command<Id & { state: 'earned' | 'void'; settleMs: number | null; lost: number }>(
     `UPDATE charges SET state = @state, settle_ms = @settleMs, lost = @lost WHERE id = @id AND state = 'pending'`,
   ),
@@ -354,7 +366,8 @@ export const operatorsSql = {
       SUM(CASE WHEN rail = 'x402' AND custody = 'platform' AND state = 'earned' THEN operator_share END) AS usdc_earned,
       SUM(CASE WHEN rail = 'x402' AND custody = 'platform' AND state = 'pending' THEN operator_share END) AS usdc_pending,
       SUM(CASE WHEN rail IN ('credits', 'subscription') AND state = 'earned' THEN operator_share END) AS fiat,
-      SUM(CASE WHEN rail = 'x402' AND custody = 'direct' AND state = 'earned' THEN operator_share END) AS direct
+      SUM(CASE WHEN rail = 'x402' AND custody = 'direct' AND state = 'earned' THEN operator_share END) AS direct,
+      SUM(CASE WHEN rail = 'invoice' AND state = 'earned' THEN operator_share END) AS invoiced
     FROM charges WHERE operator_id = @operatorId`),
   withdrawn: query<OfOperator, SumsRow>(`
     SELECT SUM(CASE WHEN state = 'confirmed' THEN amount END) AS done,

@@ -1,9 +1,10 @@
 import { ENTITLED, usageVerdict } from '../../rails/invoice/rules.js';
+import { RequestTaken, unlessTaken } from '../credits/ops.js';
 import { creditsSql } from '../credits/statements.js';
 import { type Op, type Runner, all, get, lock, run } from '../engine/statement.js';
 import { newId } from '../ids.js';
 import { metaSql } from '../meta.js';
-import type { Authorization, BillingEvent, BillingEventOutcome, NewAccount, PostpaidStore } from './postpaid.js';
+import type { Authorization, BillingEvent, BillingEventOutcome, NewAccount, PostpaidStore, Usage } from './postpaid.js';
 import { STRIPE_OK_KEY, postpaidSql as sql, toAccount, toUnreported } from './statements.js';
 
 const count = (v: bigint | number | null | undefined) => Number(v ?? 0);
@@ -18,7 +19,7 @@ function* link(account: NewAccount) {
   return { created: written > 0, account: toAccount(row) };
 }
 
-function* authorize(usage: { keyId: string; serverId: string; tool: string; amount: bigint }): Op<Authorization> {
+function* authorize(usage: Usage): Op<Authorization> {
   const now = Date.now();
   // Locked: the verdict and the write cannot interleave with another call of this account, on any instance.
   const row = yield* lock(sql.accountOf, { keyId: usage.keyId, serverId: usage.serverId });
@@ -29,6 +30,9 @@ function* authorize(usage: { keyId: string; serverId: string; tool: string; amou
   const id = newId('ue');
   yield* run(sql.insertUsage, { id, accountId: account.id, tool: usage.tool, amount: usage.amount, now });
   const { unbilled } = (yield* get(sql.addUnbilled, { id: account.id, amount: usage.amount, now }))!;
+  // Another request with this Idempotency-Key got in first: this entry must not be written.
+  if (usage.request && (yield* run(sql.insertRequest, { keyId: usage.keyId, ...usage.request, usageId: id, now })) === 0)
+    throw new RequestTaken();
   const entry = { id, accountId: account.id, tool: usage.tool, amount: usage.amount, state: 'open' as const, createdAt: now };
   return { ok: true, entry, unbilled, creditLimit: account.creditLimit };
 }
@@ -38,6 +42,7 @@ function* voidUsage(id: string) {
   if (entry?.state !== 'open') return;
   yield* lock(sql.accountById, { id: entry.account_id });
   if ((yield* run(sql.voidUsage, { id })) === 0) return;
+  yield* run(sql.dropRequestOf, { id });
   yield* run(sql.takeUnbilled, { id: entry.account_id, amount: entry.amount, createdAt: entry.created_at, now: Date.now() });
 }
 
@@ -94,7 +99,11 @@ export function postpaidStore({ read, write, decide }: Runner): PostpaidStore {
       read(function* () {
         return (yield* all(sql.accountsOf, { keyId })).map(toAccount);
       }),
-    authorize: (usage) => decide(() => authorize(usage)).then(({ value, durable }) => ({ ...value, durable })),
+    authorize: (usage) => unlessTaken(decide(() => authorize(usage))),
+    hasAccounts: (serverId) =>
+      read(function* () {
+        return (yield* get(sql.anyAccountOn, { serverId })) !== undefined;
+      }),
     close: (ids) =>
       write(function* () {
         for (const id of ids) yield* run(sql.closeUsage, { id });

@@ -47,7 +47,15 @@ export type UsageEntry = {
 /** A billable entry not yet reported, with where it is reported to. */
 export type UnreportedUsage = UsageEntry & { customer: string; meter: string };
 
-export type UsageRefusal = 'no_account' | 'not_entitled' | 'credit_limit';
+export type UsageRefusal = 'no_account' | 'not_entitled' | 'credit_limit' | 'request_in_progress';
+/** A priced call to record: with its `Idempotency-Key` request, kept with the entry so a retry cannot bill again. */
+export type Usage = {
+  keyId: string;
+  serverId: string;
+  tool: string;
+  amount: bigint;
+  request?: { idempotencyKey: string; bodyHash: string };
+};
 export type Authorization =
   | { ok: true; entry: UsageEntry; unbilled: bigint; creditLimit: bigint }
   | { ok: false; reason: UsageRefusal; account?: PostpaidAccount };
@@ -77,13 +85,16 @@ export interface PostpaidStore {
   /**
    * The hot path: in one transaction (the account's row locked), checks that the subscription
    * entitles calls and that `amount` keeps the unbilled usage within the credit limit, then writes
-   * an `open` usage entry and adds it to the unbilled usage. Settles once decided; `durable` before
+   * an `open` usage entry and adds it to the unbilled usage, and records its `Idempotency-Key`
+   * request (taken by another: `request_in_progress`, nothing written). Settles once decided; `durable` before
    * anything that depends on it is answered.
    */
-  authorize(usage: { keyId: string; serverId: string; tool: string; amount: bigint }): Promise<Authorization & { durable: Promise<void> }>;
+  authorize(usage: Usage): Promise<Authorization & { durable: Promise<void> }>;
+  /** Whether any key has an account on the server (the gateway skips the per-call lookup on servers with none). */
+  hasAccounts(serverId: string): Promise<boolean>;
   /** Marks entries whose results were delivered: they will be billed. */
   close(ids: string[]): Promise<void>;
-  /** Voids an open entry (its call failed or was cut off) and takes it off the unbilled usage; once. */
+  /** Voids an open entry (its call failed or was cut off), takes it off the unbilled usage and forgets its request; once. */
   void(id: string): Promise<void>;
   /** Open entries made before `before` (ms), oldest first. */
   openBefore(before: number): Promise<string[]>;

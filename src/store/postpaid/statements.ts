@@ -75,6 +75,7 @@ export const postpaidSql = {
   accountBySubscription: query<{ subscription: string }, AccountRow>('SELECT * FROM postpaid_accounts WHERE subscription = @subscription', {
     lockable: true,
   }),
+  anyAccountOn: query<{ serverId: string }, { id: string }>('SELECT id FROM postpaid_accounts WHERE server_id = @serverId LIMIT 1'),
   accountsOf: query<{ keyId: string }, AccountRow>('SELECT * FROM postpaid_accounts WHERE key_id = @keyId ORDER BY created_at, id'),
   insertAccount: command<
     Id &
@@ -114,6 +115,11 @@ export const postpaidSql = {
   usageById: query<Id, UsageRow>('SELECT * FROM usage_entries WHERE id = @id'),
   insertUsage: command<Id & Now & { accountId: string; tool: string; amount: bigint }>(`
     INSERT INTO usage_entries (id, account_id, tool, amount, state, created_at) VALUES (@id, @accountId, @tool, @amount, 'open', @now)`),
+  insertRequest: command<Now & { keyId: string; idempotencyKey: string; bodyHash: string; usageId: string }>(`
+    INSERT INTO idempotent_requests (key_id, idempotency_key, body_hash, usage_id, created_at)
+    VALUES (@keyId, @idempotencyKey, @bodyHash, @usageId, @now) ON CONFLICT DO NOTHING`),
+  // A voided entry's request is forgotten: a retry runs again.
+  dropRequestOf: command<Id>('DELETE FROM idempotent_requests WHERE usage_id = @id'),
   closeUsage: command<Id>(`UPDATE usage_entries SET state = 'billable' WHERE id = @id AND state = 'open'`),
   voidUsage: command<Id>(`UPDATE usage_entries SET state = 'void' WHERE id = @id AND state = 'open'`),
   openBefore: query<{ before: number }, { id: string }>(
