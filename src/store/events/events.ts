@@ -69,8 +69,10 @@ export interface EventStore {
   /**
    * Claims up to `limit` due deliveries for `owner` until `now + leaseMs`: a delivery is claimed by
    * one instance at a time, and claimed again only once the lease has run out (its holder died).
+   * Fair between endpoints: none with a delivery in flight (leased) is claimed from, at most
+   * `perEndpoint` (default `limit`) of one endpoint are taken, and endpoints take turns.
    */
-  claim(owner: string, now: number, leaseMs: number, limit: number): Promise<ClaimedDelivery[]>;
+  claim(owner: string, now: number, leaseMs: number, limit: number, perEndpoint?: number): Promise<ClaimedDelivery[]>;
   /** Records how an attempt ended, if `owner` still holds its lease; says whether it did. */
   finish(delivery: { eventId: string; endpointId: string }, owner: string, outcome: AttemptOutcome): Promise<boolean>;
   /** An endpoint's delivery log, newest first. */

@@ -59,10 +59,10 @@ export function eventStore({ read, write }: Runner): EventStore {
       read(function* () {
         return (yield* get(sql.due, { now })) !== undefined;
       }),
-    claim: (owner, now, leaseMs, limit) =>
+    claim: (owner, now, leaseMs, limit, perEndpoint = limit) =>
       write(function* () {
         const until = now + leaseMs;
-        if ((yield* run(sql.claim, { owner, now, until, limit })) === 0) return [];
+        if ((yield* run(sql.claim, { owner, now, until, limit, perEndpoint })) === 0) return [];
         return (yield* all(sql.claimed, { owner, until })).map(toClaimed);
       }),
     finish: (delivery, owner, outcome) =>
