@@ -23,7 +23,7 @@ export type DeliveryOptions = {
   pollMs?: number;
   /** Deliveries claimed at once. */
   batch?: number;
-  /** Deliveries of one endpoint in flight at once (see `EventStore.claim`). */
+  /** Deliveries of one endpoint in flight at once (see `EventStore.claim`); default `batch`. */
   perEndpoint?: number;
 };
 
@@ -39,7 +39,8 @@ const ANSWER_LOG_BYTES = 200;
  * secret, or an OTLP/HTTP JSON log export), and records the outcome: delivered on a 2xx, else
  * tried again after an exponential backoff, given up after `maxAttempts`. State is in the store
  * only, so a restart loses nothing; a delivery whose sender died is claimed again once its lease
- * runs out, and carries the same event id. Redirects are not followed.
+ * runs out, and carries the same event id. Redirects are not followed. Endpoints take turns and
+ * no delivery waits for another's: a slow endpoint holds back only its own.
  *
  * @example const worker = eventDelivery({ store, secretOf, dispatcherFor, logger, retry }); worker.start();
  */
@@ -49,7 +50,7 @@ export function eventDelivery(options: DeliveryOptions) {
   const timeoutMs = options.timeoutMs ?? 10_000;
   const batch = options.batch ?? 20;
   let timer: NodeJS.Timeout | undefined;
-  const perEndpoint = options.perEndpoint ?? 5;
+  const perEndpoint = options.perEndpoint ?? batch;
   let running: Promise<number> | undefined;
   const inFlight = new Set<Promise<void>>();
   let stopped = true;
