@@ -68,6 +68,20 @@ for (const backend of backends)
       assert.equal(ok.status, 200, ok.text);
     });
 
+    test('an operator firing webhook endpoints at once still has at most 10', async () => {
+      const op = await served.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'many@example.com', name: 'many' } });
+      const receiver = await startWebhookReceiver();
+      const added = await Promise.all(
+        Array.from({ length: 30 }, (_, i) =>
+          served.api('POST', '/operator/webhooks', { key: op.body.key, body: { url: `${receiver.url}/${i}` } }),
+        ),
+      );
+      const endpoints = (await served.api('GET', '/operator/webhooks', { key: op.body.key })).body.endpoints;
+      assert.equal(endpoints.length, 10, `${endpoints.length} endpoints`);
+      assert.equal(added.filter((r) => r.status === 201).length, 10);
+      assert.ok(added.every((r) => r.status === 201 || r.body.error === 'endpoint_limit'));
+    });
+
     test('wrong types, NUL, huge strings and out-of-range numbers in the new routes are 4xx, never a 500', async () => {
       const huge = 'x'.repeat(100_000);
       const bodies: unknown[] = [

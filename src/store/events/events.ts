@@ -54,7 +54,11 @@ export type AttemptOutcome = { delivered: true; status: number } | { delivered: 
 export interface EventStore {
   /** Appends events with a pending delivery to each live endpoint they go to; an id already recorded changes nothing. */
   record(events: NewEvent[]): Promise<void>;
-  addEndpoint(endpoint: EventEndpoint): Promise<void>;
+  /**
+   * Adds an endpoint; with `max`, an operator's only while they have fewer live ones (counted with
+   * their operator row locked, so adds at once cannot pass it together): false when they have `max`.
+   */
+  addEndpoint(endpoint: EventEndpoint, max?: number): Promise<boolean>;
   /** Makes the instance's own endpoints (no operator) exactly these; the ids are stable for a kind and URL. */
   setInstanceEndpoints(endpoints: Omit<EventEndpoint, 'operatorId' | 'sealedSecret'>[]): Promise<void>;
   /** The live endpoints of an operator, or the instance's own (null). */

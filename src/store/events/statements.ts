@@ -86,6 +86,11 @@ export const eventsSql = {
     INSERT INTO event_endpoints (id, operator_id, kind, url, sealed_secret, created_at)
     VALUES (@id, @operatorId, @kind, @url, @sealedSecret, @createdAt)
     ON CONFLICT (id) DO UPDATE SET deleted_at = NULL`),
+  // The endpoint's operator, locked while its endpoints are counted: two adds at once cannot both pass the limit.
+  operatorOf: query<{ operatorId: string }, { id: string }>('SELECT id FROM operators WHERE id = @operatorId', { lockable: true }),
+  liveEndpoints: query<{ operatorId: string }, { n: bigint | number }>(
+    `SELECT COUNT(*) AS n FROM event_endpoints WHERE operator_id = @operatorId AND ${LIVE}`,
+  ),
   endpointsOf: query<{ operatorId: string | null }, EndpointRow>(
     `SELECT * FROM event_endpoints WHERE ${LIVE} AND operator_id IS NOT DISTINCT FROM @operatorId ORDER BY created_at, id`,
   ),
