@@ -21,7 +21,10 @@ export type DeliveryOptions = {
   /** One attempt's bound: connecting, headers and body. */
   timeoutMs?: number;
   pollMs?: number;
+  /** Deliveries claimed at once. */
   batch?: number;
+  /** Deliveries of one endpoint in flight at once (see `EventStore.claim`); default `batch`. */
+  perEndpoint?: number;
 };
 
 /** The delay before attempt `n + 1` after `n` attempts failed. */
@@ -36,7 +39,8 @@ const ANSWER_LOG_BYTES = 200;
  * secret, or an OTLP/HTTP JSON log export), and records the outcome: delivered on a 2xx, else
  * tried again after an exponential backoff, given up after `maxAttempts`. State is in the store
  * only, so a restart loses nothing; a delivery whose sender died is claimed again once its lease
- * runs out, and carries the same event id. Redirects are not followed.
+ * runs out, and carries the same event id. Redirects are not followed. Endpoints take turns and
+ * no delivery waits for another's: a slow endpoint holds back only its own.
  *
  * @example const worker = eventDelivery({ store, secretOf, dispatcherFor, logger, retry }); worker.start();
  */
@@ -46,7 +50,9 @@ export function eventDelivery(options: DeliveryOptions) {
   const timeoutMs = options.timeoutMs ?? 10_000;
   const batch = options.batch ?? 20;
   let timer: NodeJS.Timeout | undefined;
+  const perEndpoint = options.perEndpoint ?? batch;
   let running: Promise<number> | undefined;
+  const inFlight = new Set<Promise<void>>();
   let stopped = true;
 
   async function attempt(d: ClaimedDelivery): Promise<{ ok: true; status: number } | { ok: false; status?: number; error: string }> {
@@ -105,27 +111,49 @@ export function eventDelivery(options: DeliveryOptions) {
       logger.warn({ event: d.eventId, endpoint: d.endpointId }, 'an event delivery outlived its lease');
   }
 
+  /** Claims what is due now, fairly between endpoints (see `EventStore.claim`). */
+  async function claimDue(): Promise<ClaimedDelivery[]> {
+    if (!(await store.events.due(Date.now()))) return [];
+    return store.events.claim(store.instanceId, Date.now(), leaseMs, batch, perEndpoint);
+  }
+
   /** Sends what is due now, a batch at a time; answers how many deliveries were attempted. */
   async function runOnce(): Promise<number> {
     let sent = 0;
     for (;;) {
-      if (!(await store.events.due(Date.now()))) return sent;
-      const claimed = await store.events.claim(store.instanceId, Date.now(), leaseMs, batch);
+      const claimed = await claimDue();
+      if (claimed.length === 0) return sent;
       await Promise.all(claimed.map(deliver));
       sent += claimed.length;
-      if (claimed.length < batch || stopped) return sent;
     }
   }
 
+  // The worker waits for no batch: each delivery finishes on its own and makes room for more, so an endpoint
+  // that answers in 10 s holds back only its own deliveries (at most `perEndpoint` in flight), never another's.
   const tick = () => {
-    running ??= runOnce()
+    clearTimeout(timer);
+    running ??= claimDue()
+      .then((claimed) => {
+        for (const d of claimed) {
+          const sending: Promise<void> = deliver(d)
+            .catch((err: unknown) => logger.error({ err }, 'cannot deliver events'))
+            .finally(() => {
+              inFlight.delete(sending);
+              if (!stopped) tick();
+            });
+          inFlight.add(sending);
+        }
+        return claimed.length;
+      })
       .catch((err: unknown) => {
         logger.error({ err }, 'cannot deliver events');
         return 0;
       })
-      .finally(() => {
+      .then((claimed) => {
         running = undefined;
-        if (!stopped) timer = setTimeout(tick, options.pollMs ?? 1_000).unref();
+        // A full batch: more may be due at once.
+        if (!stopped) timer = setTimeout(tick, claimed === batch ? 0 : (options.pollMs ?? 1_000)).unref();
+        return claimed;
       });
   };
 
@@ -139,6 +167,7 @@ export function eventDelivery(options: DeliveryOptions) {
       stopped = true;
       clearTimeout(timer);
       await running;
+      await Promise.all(inFlight);
     },
   };
 }

@@ -150,12 +150,11 @@ export function createEvents(options: EventsOptions) {
         if (error instanceof UpstreamUrlError) throw new DomainError('endpoint_refused', `url: ${error.message}`, { field: 'url' });
         throw error;
       }
-      if ((await store.events.endpoints(operatorId)).length >= MAX_ENDPOINTS)
-        throw new DomainError('endpoint_limit', `an operator may have ${MAX_ENDPOINTS} webhook endpoints; delete one first`);
       const id = newId('we');
       const secret = `tpwh_${randomBytes(32).toString('base64url')}`;
       const endpoint: EventEndpoint = { id, operatorId, kind: 'webhook', url, sealedSecret: box.seal(secret, id), createdAt: Date.now() };
-      await store.events.addEndpoint(endpoint);
+      if (!(await store.events.addEndpoint(endpoint, MAX_ENDPOINTS)))
+        throw new DomainError('endpoint_limit', `an operator may have ${MAX_ENDPOINTS} webhook endpoints; delete one first`);
       await refresh();
       return { endpoint, secret };
     },

@@ -219,6 +219,35 @@ for (const backend of backends) {
       });
       await store.close();
     });
+
+    test('one operator’s slow endpoint and its flood of events do not hold back another operator’s deliveries', async () => {
+      const store = await backend.open();
+      const slow = await startWebhookReceiver({ delayMs: 1_500 });
+      const fast = await startWebhookReceiver();
+      const events = eventsOf(store);
+      slow.state.secret = (await events.addEndpoint('op_slow', slow.url)).secret;
+      fast.state.secret = (await events.addEndpoint('op_fast', fast.url)).secret;
+      // The slow operator's 60 events are older: they come first in the outbox.
+      await store.events.record(Array.from({ length: 60 }, () => paid('op_slow')));
+      const theirs = paid('op_fast');
+      await store.events.record([theirs]);
+      const started = Date.now();
+      await events.start();
+      try {
+        await eventually(
+          async () => fast.received.length,
+          (n) => n === 1,
+          'the other operator’s event',
+        );
+        const waited = Date.now() - started;
+        assert.ok(waited < 1_000, `the other operator waited ${waited} ms behind a slow endpoint`);
+        assert.equal(fast.received[0]!.eventId, theirs.id);
+        assert.ok(slow.attempts.length < 60, 'the slow endpoint was still being sent its flood');
+      } finally {
+        await events.stop();
+      }
+      await store.close();
+    });
   });
 }
 

@@ -417,6 +417,11 @@ describe('credits rail through the gateway', () => {
       assert.equal(body.error, 'signature_invalid');
       assert.match(body.message, /ahead of this server’s clock/);
       assert.equal(await balanceOf(id), '10000');
+      // A present time put in front: the SDK verifies the last `t=` (the year-ahead one), so the check must too.
+      const disguised = await deliver(paid.payload, `t=${Math.floor(Date.now() / 1000)},${await ahead}`);
+      assert.equal(disguised.status, 400);
+      assert.match(((await disguised.json()) as { message: string }).message, /ahead of this server’s clock/);
+      assert.equal(await balanceOf(id), '10000');
       const soon = signedWebhook(stripe(), paid.payload, WEBHOOK_SECRET, Math.floor(Date.now() / 1000) + 60);
       assert.equal((await deliver(paid.payload, soon)).status, 200, 'within the tolerance, as clocks differ');
       assert.equal(await balanceOf(id), '11010000');

@@ -13,15 +13,19 @@ export const WEBHOOK_TOLERANCE_SECONDS = 300;
 
 /**
  * The SDK refuses signatures older than the tolerance but not ones dated ahead of now: a delivery
- * signed for a future time would stay replayable until then. Undefined when `t=` is absent (the
- * SDK refuses that header itself).
+ * signed for a future time would stay replayable until then. Every `t=` is judged (the SDK takes
+ * the last one). Undefined when `t=` is absent (the SDK refuses that header itself).
  *
  * @example
  * futureSignature('t=1700003600,v1=…', 1_700_000_000) // 'the signature is dated 3600 s ahead of this server’s clock (at most 300 s)'
  */
 export function futureSignature(header: string, nowSeconds: number): string | undefined {
-  const t = /(?:^|,)\s*t=(\d+)/.exec(header)?.[1];
-  const ahead = t === undefined ? 0 : Number(t) - nowSeconds;
+  // Every `t=` the header has, read as the SDK reads them (it verifies the last): a present one in front hides nothing.
+  const times = header.split(',').flatMap((item) => {
+    const [name, value] = item.split('=');
+    return name === 't' ? [Number.parseInt(value ?? '', 10)] : [];
+  });
+  const ahead = Math.max(0, ...times.filter(Number.isFinite)) - nowSeconds;
   if (ahead <= WEBHOOK_TOLERANCE_SECONDS) return undefined;
   return `the signature is dated ${ahead} s ahead of this server’s clock (at most ${WEBHOOK_TOLERANCE_SECONDS} s)`;
 }

@@ -54,7 +54,11 @@ export type AttemptOutcome = { delivered: true; status: number } | { delivered: 
 export interface EventStore {
   /** Appends events with a pending delivery to each live endpoint they go to; an id already recorded changes nothing. */
   record(events: NewEvent[]): Promise<void>;
-  addEndpoint(endpoint: EventEndpoint): Promise<void>;
+  /**
+   * Adds an endpoint; with `max`, an operator's only while they have fewer live ones (counted with
+   * their operator row locked, so adds at once cannot pass it together): false when they have `max`.
+   */
+  addEndpoint(endpoint: EventEndpoint, max?: number): Promise<boolean>;
   /** Makes the instance's own endpoints (no operator) exactly these; the ids are stable for a kind and URL. */
   setInstanceEndpoints(endpoints: Omit<EventEndpoint, 'operatorId' | 'sealedSecret'>[]): Promise<void>;
   /** The live endpoints of an operator, or the instance's own (null). */
@@ -69,8 +73,10 @@ export interface EventStore {
   /**
    * Claims up to `limit` due deliveries for `owner` until `now + leaseMs`: a delivery is claimed by
    * one instance at a time, and claimed again only once the lease has run out (its holder died).
+   * Fair between endpoints: none with a delivery in flight (leased) is claimed from, at most
+   * `perEndpoint` (default `limit`) of one endpoint are taken, and endpoints take turns.
    */
-  claim(owner: string, now: number, leaseMs: number, limit: number): Promise<ClaimedDelivery[]>;
+  claim(owner: string, now: number, leaseMs: number, limit: number, perEndpoint?: number): Promise<ClaimedDelivery[]>;
   /** Records how an attempt ended, if `owner` still holds its lease; says whether it did. */
   finish(delivery: { eventId: string; endpointId: string }, owner: string, outcome: AttemptOutcome): Promise<boolean>;
   /** An endpoint's delivery log, newest first. */

@@ -1,4 +1,4 @@
-import { type Op, type Runner, all, get, run } from '../engine/statement.js';
+import { type Op, type Runner, all, get, lock, run } from '../engine/statement.js';
 import type { EventStore, NewEvent } from './events.js';
 import { eventsSql as sql, toClaimed, toDelivery, toEndpoint } from './statements.js';
 
@@ -20,9 +20,14 @@ export function* insertEvents(events: readonly NewEvent[]): Op<void> {
 export function eventStore({ read, write }: Runner): EventStore {
   return {
     record: (events) => write(() => insertEvents(events)),
-    addEndpoint: (e) =>
+    addEndpoint: (e, max) =>
       write(function* () {
+        if (e.operatorId !== undefined && max !== undefined) {
+          yield* lock(sql.operatorOf, { operatorId: e.operatorId });
+          if (Number((yield* get(sql.liveEndpoints, { operatorId: e.operatorId }))!.n) >= max) return false;
+        }
         yield* run(sql.insertEndpoint, { ...e, operatorId: e.operatorId ?? null, sealedSecret: e.sealedSecret ?? null });
+        return true;
       }),
     setInstanceEndpoints: (endpoints) =>
       write(function* () {
@@ -59,10 +64,10 @@ export function eventStore({ read, write }: Runner): EventStore {
       read(function* () {
         return (yield* get(sql.due, { now })) !== undefined;
       }),
-    claim: (owner, now, leaseMs, limit) =>
+    claim: (owner, now, leaseMs, limit, perEndpoint = limit) =>
       write(function* () {
         const until = now + leaseMs;
-        if ((yield* run(sql.claim, { owner, now, until, limit })) === 0) return [];
+        if ((yield* run(sql.claim, { owner, now, until, limit, perEndpoint })) === 0) return [];
         return (yield* all(sql.claimed, { owner, until })).map(toClaimed);
       }),
     finish: (delivery, owner, outcome) =>

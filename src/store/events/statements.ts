@@ -86,6 +86,11 @@ export const eventsSql = {
     INSERT INTO event_endpoints (id, operator_id, kind, url, sealed_secret, created_at)
     VALUES (@id, @operatorId, @kind, @url, @sealedSecret, @createdAt)
     ON CONFLICT (id) DO UPDATE SET deleted_at = NULL`),
+  // The endpoint's operator, locked while its endpoints are counted: two adds at once cannot both pass the limit.
+  operatorOf: query<{ operatorId: string }, { id: string }>('SELECT id FROM operators WHERE id = @operatorId', { lockable: true }),
+  liveEndpoints: query<{ operatorId: string }, { n: bigint | number }>(
+    `SELECT COUNT(*) AS n FROM event_endpoints WHERE operator_id = @operatorId AND ${LIVE}`,
+  ),
   endpointsOf: query<{ operatorId: string | null }, EndpointRow>(
     `SELECT * FROM event_endpoints WHERE ${LIVE} AND operator_id IS NOT DISTINCT FROM @operatorId ORDER BY created_at, id`,
   ),
@@ -102,12 +107,19 @@ export const eventsSql = {
     SELECT 1 AS one FROM event_deliveries
     WHERE state = 'pending' AND next_at <= @now AND (lease_until IS NULL OR lease_until < @now) LIMIT 1`),
   // A guarded UPDATE: on PostgreSQL a row another instance claimed meanwhile fails the re-checked lease condition.
-  claim: command<{ owner: string; now: number; until: number; limit: number }>(`
+  // Fair: an endpoint with deliveries in flight is skipped, at most @perEndpoint of one endpoint are taken, and
+  // endpoints take turns (each one's oldest first), so a slow endpoint's backlog never holds back another's.
+  claim: command<{ owner: string; now: number; until: number; limit: number; perEndpoint: number }>(`
     UPDATE event_deliveries SET lease_owner = @owner, lease_until = @until
     WHERE (event_id, endpoint_id) IN (
-        SELECT event_id, endpoint_id FROM event_deliveries
-        WHERE state = 'pending' AND next_at <= @now AND (lease_until IS NULL OR lease_until < @now)
-        ORDER BY next_at LIMIT @limit)
+        SELECT event_id, endpoint_id FROM (
+          SELECT event_id, endpoint_id, next_at,
+                 ROW_NUMBER() OVER (PARTITION BY endpoint_id ORDER BY next_at, event_id) AS turn
+          FROM event_deliveries
+          WHERE state = 'pending' AND next_at <= @now AND (lease_until IS NULL OR lease_until < @now)
+            AND endpoint_id NOT IN (SELECT endpoint_id FROM event_deliveries WHERE state = 'pending' AND lease_until >= @now)
+        ) due
+        WHERE turn <= @perEndpoint ORDER BY turn, next_at LIMIT @limit)
       AND state = 'pending' AND (lease_until IS NULL OR lease_until < @now)`),
   claimed: query<{ owner: string; until: number }, ClaimedRow>(`
     SELECT ${DELIVERY_COLUMNS}, e.payload, e.created_at AS event_at, d.lease_until,
