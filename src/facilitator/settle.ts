@@ -5,6 +5,7 @@ import {
   type TransactionReceipt,
   decodeFunctionData,
   encodeFunctionData,
+  getAbiItem,
   isAddressEqual,
   parseEventLogs,
   parseTransaction,
@@ -43,6 +44,8 @@ export type SettleDeps = {
 export type SettleOptions = { deferred?: boolean };
 
 type Payment = Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'asset'>;
+/** A payment with its authorization's nonce and when turnpike took it (ms since the epoch). */
+type Taken = Payment & Pick<PaymentRecord, 'nonce' | 'createdAt'>;
 
 /**
  * What a mined transaction did for a payment: settled only if it succeeded and shows the token's
@@ -65,6 +68,36 @@ export function outcomeOf(receipt: TransactionReceipt, payment: Payment): Settle
   const txHash = receipt.transactionHash;
   if (transferred) return { state: 'settled', txHash };
   return { state: 'failed', txHash, errorReason: reasons.transferEventMismatch, errorMessage: 'no matching Transfer log' };
+}
+
+/** Blocks looked at before a payment's estimated first block, for clock and block-time slack. */
+const LOOKBACK_MARGIN_BLOCKS = 32n;
+
+/**
+ * The transaction that used `payment`'s authorization since `sinceMs` (ms since the epoch),
+ * whoever sent it, if it moved exactly this payment: the token's AuthorizationUsed(payer, nonce)
+ * log followed by its Transfer(payer, payTo, amount). Undefined when none did: not used, canceled,
+ * or used for another authorization under the same nonce.
+ */
+export async function settledBy(
+  client: PublicClient,
+  blockTimeMs: number,
+  payment: Payment & Pick<PaymentKey, 'nonce'>,
+  sinceMs: number,
+): Promise<Hex | undefined> {
+  const latest = await client.getBlockNumber();
+  const back = BigInt(Math.ceil((Date.now() - sinceMs) / blockTimeMs)) + LOOKBACK_MARGIN_BLOCKS;
+  const fromBlock = latest > back ? latest - back : 0n;
+  const event = getAbiItem({ abi: usdcAbi, name: 'AuthorizationUsed' });
+  const args = { authorizer: payment.payer, nonce: payment.nonce };
+  const logs = await client.getLogs({ address: payment.asset, event, args, fromBlock, toBlock: latest });
+  for (const used of logs) {
+    const receipt = await client.getTransactionReceipt({ hash: used.transactionHash });
+    const next = receipt.logs.find((l) => l.logIndex === used.logIndex + 1);
+    if (receipt.status === 'success' && next && outcomeOf({ ...receipt, logs: [next] }, payment).state === 'settled')
+      return used.transactionHash;
+  }
+  return undefined;
 }
 
 const keyString = (k: PaymentKey) => `${k.chainId}:${k.asset}:${k.payer}:${k.nonce}`;
@@ -157,6 +190,17 @@ export function createSettler(deps: SettleDeps) {
     return refuse(intent.networkId, alreadyUsed(record, intent.authorization.from));
   }
 
+  /**
+   * What a mined transaction of ours did for a payment (see `outcomeOf`); if it failed because a
+   * copy of the same authorization was mined first (anyone may send it), that copy settled it.
+   */
+  async function judge(receipt: TransactionReceipt, payment: Taken): Promise<SettlementOutcome> {
+    const outcome = outcomeOf(receipt, payment);
+    if (outcome.state === 'settled') return outcome;
+    const copy = await settledBy(client, rules.network.blockTimeMs, payment, payment.createdAt);
+    return copy ? { state: 'settled', txHash: copy } : outcome;
+  }
+
   const waitForReceipt = (hash: Hex, deadline: number, sentAt?: number) => cadence.waitFor(client, hash, deadline, sentAt);
 
   const calldata = (p: Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'validAfter' | 'validBefore' | 'nonce' | 'signature'>) =>
@@ -214,7 +258,14 @@ export function createSettler(deps: SettleDeps) {
    */
   async function run(intent: PaymentIntent, deferred: boolean): Promise<SettleResponse> {
     const { key } = intent;
-    const payment = { payer: intent.authorization.from, payTo: intent.payTo, amount: intent.amount, asset: intent.asset.address };
+    const payment = {
+      payer: intent.authorization.from,
+      payTo: intent.payTo,
+      amount: intent.amount,
+      asset: intent.asset.address,
+      nonce: key.nonce,
+      createdAt: Date.now(),
+    };
     const tx = await send(
       key,
       calldata({
@@ -237,17 +288,17 @@ export function createSettler(deps: SettleDeps) {
       deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore, sentAt));
       return respond(intent, { state: 'submitted', txHash: tx.txHash });
     }
-    const outcome = outcomeOf(receipt, payment);
+    const outcome = await judge(receipt, payment);
     await journal.finish(key, outcome);
     return respond(intent, outcome);
   }
 
   /** Keeps watching a transaction (sent at `sentAt`) whose request was answered first, until its authorization expires. */
-  async function finishLater(key: PaymentKey, hash: Hex, payment: Payment, validBefore: bigint, sentAt: number) {
+  async function finishLater(key: PaymentKey, hash: Hex, payment: Taken, validBefore: bigint, sentAt: number) {
     const until = (Number(validBefore) + 60) * 1000;
     const receipt = await waitForReceipt(hash, until, sentAt);
     const record = await journal.get(key);
-    if (record && !isFinal(record)) await (receipt ? journal.finish(key, outcomeOf(receipt, payment)) : reconcile(record));
+    if (record && !isFinal(record)) await (receipt ? journal.finish(key, await judge(receipt, payment)) : reconcile(record));
   }
 
   /**
@@ -289,11 +340,11 @@ export function createSettler(deps: SettleDeps) {
       await journal.failHold(record, { errorReason: 'call_abandoned', errorMessage: 'the gateway stopped during the call' });
       return;
     }
-    const payment: Payment = record;
+    const payment: Taken = record;
     // A brief wait, not one look: a transient RPC miss must not read our own mined transaction as someone else's.
     const minedReceipt = () => (record.txHash ? waitForReceipt(record.txHash, Date.now() + 1000) : Promise.resolve(undefined));
     const mined = await minedReceipt();
-    if (mined) return journal.finish(record, outcomeOf(mined, payment));
+    if (mined) return journal.finish(record, await judge(mined, payment));
     const used = await client.readContract({
       address: record.asset,
       abi: usdcAbi,
@@ -303,7 +354,9 @@ export function createSettler(deps: SettleDeps) {
     if (used) {
       // Mined between the two looks: our own transaction is not someone else's.
       const late = await minedReceipt();
-      if (late) return journal.finish(record, outcomeOf(late, payment));
+      if (late) return journal.finish(record, await judge(late, payment));
+      const copy = await settledBy(client, rules.network.blockTimeMs, payment, record.createdAt);
+      if (copy) return journal.finish(record, { state: 'settled', txHash: copy });
       return journal.finish(record, {
         state: 'failed',
         errorReason: reasons.nonceUsed,
@@ -318,14 +371,14 @@ export function createSettler(deps: SettleDeps) {
       try {
         await relayers.rebroadcast({ rawTx, txHash: record.txHash!, relayer, nonce: relayerNonce });
         const receipt = await waitForReceipt(record.txHash!, Date.now() + deps.receiptTimeoutMs);
-        if (receipt) return journal.finish(record, outcomeOf(receipt, payment));
+        if (receipt) return journal.finish(record, await judge(receipt, payment));
         return; // still pending: the next reconciliation looks again
       } catch (error) {
         if (!(error instanceof BroadcastRejectedError)) throw error;
       }
       // Refused: "nonce too low" for our own transaction may mean it was mined since we looked, not that it never will be.
       const late = await minedReceipt();
-      if (late) return journal.finish(record, outcomeOf(late, payment));
+      if (late) return journal.finish(record, await judge(late, payment));
     }
     // A deferred payment's result may have left once its transaction was sent: never mined, it is a loss, not a claim to give back.
     if (record.deferred && sendable) {

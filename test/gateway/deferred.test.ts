@@ -56,20 +56,26 @@ const mined = (hash: string) =>
   );
 const automine = (on: boolean) => chain.rpc('evm_setAutomine', [on]);
 
-/** Moves `amount` of `payer`'s USDC to `to` (an EIP-3009 transfer a relayer of the test's own sends). */
-async function transfer(payer: DemoAccount, to: Address, amount: bigint) {
-  const { authorization: a, signature } = await signAuthorization({ payer, payTo: to, amount });
+type SignedAuthorization = Awaited<ReturnType<typeof signAuthorization>>;
+
+/** Sends a signed EIP-3009 authorization from a relayer of the test's own (not turnpike's): its transaction hash. */
+function sendAuthorization({ authorization: a, signature }: SignedAuthorization) {
   const sender = createWalletClient({
     account: chain.sandbox.accounts.relayers[3]!,
     chain: networks.local.viemChain,
     transport: http(chain.sandbox.rpcUrl),
   });
-  await sender.writeContract({
+  return sender.writeContract({
     address: BASE_USDC,
     abi: usdcAbi,
     functionName: 'transferWithAuthorization',
     args: [a.from, a.to, BigInt(a.value), BigInt(a.validAfter), BigInt(a.validBefore), a.nonce, signature],
   });
+}
+
+/** Moves `amount` of `payer`'s USDC to `to` (an EIP-3009 transfer a relayer of the test's own sends). */
+async function transfer(payer: DemoAccount, to: Address, amount: bigint) {
+  await sendAuthorization(await signAuthorization({ payer, payTo: to, amount }));
 }
 
 for (const backend of backends) {
@@ -241,6 +247,37 @@ for (const backend of backends) {
       assert.equal(await store.journal.clearLosses(payer.address), 1);
       const paid = await call(url, await paymentFor(url, payer));
       assert.equal(paid.result?.isError, undefined);
+      assert.equal(upstream.runs(), runs + 1);
+    });
+
+    test('someone who sends the payer’s own authorization ahead of turnpike’s transaction pays the payee: the payment is settled by that copy, not a loss, and the payer is not refused', async () => {
+      const server = `copy-${backend.name}`;
+      const url = await gateway('deferred', server);
+      const payer = chain.sandbox.accounts.payers[8]!;
+      const payment = await paymentFor(url, payer);
+      const payee = chain.sandbox.accounts.payees[1]!.address;
+      const before = await chain.balanceOf(payee);
+      await automine(false);
+
+      const answer = await call(url, payment);
+      assert.equal(answer.result?.isError, undefined, 'delivered on the signed transaction');
+      // A watcher of the pool copies the authorization into its own transaction, mined ahead of turnpike's.
+      const { txHash, rawTx } = (await store.journal.get(keyOfPayment(payment)))!;
+      await chain.rpc('anvil_dropTransaction', [txHash]);
+      const copy = await sendAuthorization(payment.payload as SignedAuthorization);
+      await chain.rpc('evm_mine');
+      await chain.rpc('eth_sendRawTransaction', [rawTx]);
+      await chain.rpc('evm_mine');
+      await facilitator.drain();
+
+      assert.equal(await chain.balanceOf(payee), before + PRICE, 'the payee was paid, by the copy');
+      const row = await store.journal.get(keyOfPayment(payment));
+      assert.deepEqual([row?.state, row?.txHash], ['settled', copy]);
+      assert.deepEqual(await store.journal.losses(keyOfPayment(payment)), { count: 0, amount: 0n });
+      await automine(true);
+      const runs = upstream.runs();
+      const next = await call(url, await paymentFor(url, payer));
+      assert.equal(next.result?.isError, undefined, 'the payer who paid is served');
       assert.equal(upstream.runs(), runs + 1);
     });
   });
