@@ -38,6 +38,8 @@ export type SettleDeps = {
   admit: Admit;
   /** The most a payer's deferred payments not yet final may add up to, atomic units (see `Deferral`). */
   deferredCap: bigint;
+  /** The most every payer's deferred payments not settled, and losses not cleared, may add up to, atomic units (see `Deferral`). */
+  deferredTotal: bigint;
 };
 
 /** How a caller wants a payment settled: `deferred` answers once the transaction is signed and journalled (see `settle`). */
@@ -408,7 +410,10 @@ export function createSettler(deps: SettleDeps) {
 
       const verified = await verifyIntent(deps, intent);
       if (!verified.ok) return refuse(intent.networkId, verified);
-      const defer = options.deferred && verified.balance !== undefined ? { balance: verified.balance, cap: deps.deferredCap } : undefined;
+      const defer =
+        options.deferred && verified.balance !== undefined
+          ? { balance: verified.balance, cap: deps.deferredCap, total: deps.deferredTotal }
+          : undefined;
       const claim = await journal.claim(toNewPayment(intent, purpose), defer);
       if (!claim.claimed) return answerTaken(intent, claim.record, purpose);
       const work = run(intent, claim.deferred).finally(() => inFlight.delete(keyString(intent.key)));

@@ -538,6 +538,14 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE charges ADD COLUMN lost INTEGER NOT NULL DEFAULT 0 CHECK (lost IN (0, 1));
     `,
   },
+  {
+    version: 17,
+    name: 'deferred payments at risk',
+    // Every payer's deferred payments not settled and not cleared, summed on each deferred claim (the instance-wide bound).
+    sql: `
+      CREATE INDEX payments_deferred_at_risk ON payments (chain_id, asset) WHERE deferred = 1 AND state <> 'settled' AND loss_cleared_at IS NULL;
+    `,
+  },
 ];
 
 /**

@@ -42,7 +42,7 @@ async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', op
   const payTo = chain.sandbox.accounts.payees[0]!.address;
   const payment = await signedPayment(payer, 4_321n, options.validBefore);
   const { signature } = payment;
-  const deferral = options.deferred ? { balance: 10n ** 12n, cap: 10n ** 12n } : undefined;
+  const deferral = options.deferred ? { balance: 10n ** 12n, cap: 10n ** 12n, total: 10n ** 12n } : undefined;
   assert.deepEqual(await store.journal.claim(payment, deferral), { claimed: true, deferred: options.deferred ?? false });
   let txHash: Hex | undefined;
   if (stopAfter !== 'claim') {

@@ -95,8 +95,9 @@ for (const backend of backends) {
         client: chain.client,
         journal: store.journal,
         relayerKeys: [chain.sandbox.accounts.relayers[backend.name === 'sqlite' ? 1 : 2]!.privateKey],
-        // Two calls' worth at once, at most.
+        // Two calls' worth at once, at most; as much for every payer together, losses included.
         maxDeferredPerPayer: 2n * PRICE,
+        maxDeferredTotal: 2n * PRICE,
       });
       book = revenueBook(store, { takeRateBps: 0, logger });
     });
@@ -122,6 +123,24 @@ for (const backend of backends) {
       });
       servers.push(served);
       return `${served.url}/mcp`;
+    }
+
+    /**
+     * A deferred call delivered, then the payer's wallet emptied before its settlement is mined (the
+     * settlement held back from the pool meanwhile, then sent again as signed): a loss.
+     */
+    async function deliverThenEmpty(url: string, payer: DemoAccount) {
+      const payment = await paymentFor(url, payer);
+      await automine(false);
+      const answer = await call(url, payment);
+      const { txHash, rawTx } = (await store.journal.get(keyOfPayment(payment)))!;
+      await chain.rpc('anvil_dropTransaction', [txHash]);
+      await transfer(payer, chain.sandbox.accounts.payees[0]!.address, await chain.balanceOf(payer.address));
+      await chain.rpc('evm_mine');
+      await chain.rpc('eth_sendRawTransaction', [rawTx]);
+      await chain.rpc('evm_mine');
+      await facilitator.drain();
+      return { payment, answer };
     }
 
     test('a deferred call is delivered before its settlement is mined, with a receipt naming the transaction as not confirmed; mining settles it once', async () => {
@@ -207,22 +226,11 @@ for (const backend of backends) {
       const server = `loss-${backend.name}`;
       const url = await gateway('deferred', server);
       const payer = chain.sandbox.accounts.payers[6]!;
-      const payment = await paymentFor(url, payer);
       const payee = chain.sandbox.accounts.payees[1]!.address;
       const before = await chain.balanceOf(payee);
-      const sink = chain.sandbox.accounts.payees[0]!.address;
-      await automine(false);
 
-      const answer = await call(url, payment);
+      const { payment, answer } = await deliverThenEmpty(url, payer);
       assert.equal(answer.result?.isError, undefined, 'delivered on the signed transaction');
-      // The wallet is emptied before the settlement is mined: held back from the pool meanwhile, then sent again as signed.
-      const { txHash, rawTx } = (await store.journal.get(keyOfPayment(payment)))!;
-      await chain.rpc('anvil_dropTransaction', [txHash]);
-      await transfer(payer, sink, await chain.balanceOf(payer.address));
-      await chain.rpc('evm_mine');
-      await chain.rpc('eth_sendRawTransaction', [rawTx]);
-      await chain.rpc('evm_mine');
-      await facilitator.drain();
 
       const row = await store.journal.get(keyOfPayment(payment));
       assert.equal(row?.state, 'failed');
@@ -279,6 +287,27 @@ for (const backend of backends) {
       const next = await call(url, await paymentFor(url, payer));
       assert.equal(next.result?.isError, undefined, 'the payer who paid is served');
       assert.equal(upstream.runs(), runs + 1);
+    });
+
+    test('payers who each empty a fresh wallet cannot take more unpaid than the instance-wide bound: with one loss uncleared, a new payer gets one call early and the next waits for its block', async () => {
+      const url = await gateway('deferred', `many-${backend.name}`);
+      const drainer = chain.sandbox.accounts.payers[9]!;
+      await transfer(chain.sandbox.accounts.payers[7]!, drainer.address, 1_000_000n);
+      const { payment: lost } = await deliverThenEmpty(url, drainer);
+      assert.deepEqual(await store.journal.losses(keyOfPayment(lost)), { count: 1, amount: PRICE });
+      // A fresh address, well within its own cap of two calls: the loss and one call fill the bound of two.
+      const fresh = chain.sandbox.accounts.payers[0]!;
+      const [first, second] = [await paymentFor(url, fresh), await paymentFor(url, fresh)];
+      await automine(false);
+      assert.equal(receiptOf(await call(url, first))?.errorReason, 'settlement_pending', 'delivered before the block');
+      let answered = false;
+      const waiting = call(url, second).then((a) => ((answered = true), a));
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(answered, false, 'past the bound: strict');
+      assert.equal((await store.journal.get(keyOfPayment(second)))?.deferred, false);
+      await chain.rpc('evm_mine');
+      assert.equal(receiptOf(await waiting)?.success, true);
+      assert.equal(await store.journal.clearLosses(drainer.address), 1);
     });
   });
 }
