@@ -295,10 +295,28 @@ export function createSettler(deps: SettleDeps) {
     return respond(intent, outcome);
   }
 
-  /** Keeps watching a transaction (sent at `sentAt`) whose request was answered first, until its authorization expires. */
+  /**
+   * Keeps watching a transaction (sent at `sentAt`) whose request was answered first, until its
+   * authorization expires. Every two blocks without a receipt, a transaction the node does not
+   * know (a broadcast that never arrived, one dropped from its pool) is sent again as signed,
+   * while the authorization lasts: never mined, it would be a loss (deferred) charged to a payer
+   * who paid, and its relayer's later transactions would wait behind its nonce.
+   */
   async function finishLater(key: PaymentKey, hash: Hex, payment: Taken, validBefore: bigint, sentAt: number) {
     const until = (Number(validBefore) + 60) * 1000;
-    const receipt = await waitForReceipt(hash, until, sentAt);
+    const lookAgainMs = 2 * rules.network.blockTimeMs;
+    let receipt = await waitForReceipt(hash, Math.min(until, Date.now() + lookAgainMs), sentAt);
+    while (!receipt && Date.now() < Number(validBefore) * 1000) {
+      const row = await journal.get(key);
+      if (!row || isFinal(row)) return;
+      if (row.state !== 'submitted' || row.txHash !== hash) break;
+      if (!(await nodeHas(hash)) && (await wholeInJournal({ ...row, rawTx: row.rawTx! }))) {
+        const tx = { rawTx: row.rawTx!, txHash: hash, relayer: row.relayer!, nonce: row.relayerNonce! };
+        await relayers.rebroadcast(tx).catch(() => undefined); // refused: mined meanwhile, or the receipt wait below decides
+      }
+      receipt = await waitForReceipt(hash, Math.min(until, Date.now() + lookAgainMs));
+    }
+    receipt ??= await waitForReceipt(hash, until);
     const record = await journal.get(key);
     if (record && !isFinal(record)) await (receipt ? journal.finish(key, await judge(receipt, payment)) : reconcile(record));
   }

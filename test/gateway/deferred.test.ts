@@ -309,6 +309,31 @@ for (const backend of backends) {
       assert.equal(receiptOf(await waiting)?.success, true);
       assert.equal(await store.journal.clearLosses(drainer.address), 1);
     });
+
+    test('a deferred settlement the node lost (a broadcast that never arrived, a transaction dropped from the pool) is sent again while its authorization lasts: settled, not a loss charged to a payer who paid', async () => {
+      const url = await gateway('deferred');
+      const payer = chain.sandbox.accounts.payers[1]!;
+      const payment = await paymentFor(url, payer);
+      const payee = chain.sandbox.accounts.payees[1]!.address;
+      const before = await chain.balanceOf(payee);
+      await automine(false);
+      assert.equal(receiptOf(await call(url, payment))?.errorReason, 'settlement_pending');
+      const { txHash } = (await store.journal.get(keyOfPayment(payment)))!;
+      await chain.rpc('anvil_dropTransaction', [txHash]);
+      const known = () => chain.client.getTransaction({ hash: txHash! }).then(Boolean, () => false);
+      let resent = false;
+      for (let i = 0; i < 100 && !resent; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        resent = await known();
+      }
+      assert.equal(resent, true, 'the same transaction is in the pool again');
+      await chain.rpc('evm_mine');
+      await facilitator.drain();
+      const row = await store.journal.get(keyOfPayment(payment));
+      assert.deepEqual([row?.state, row?.txHash], ['settled', txHash]);
+      assert.equal(await chain.balanceOf(payee), before + PRICE);
+      assert.deepEqual(await store.journal.losses(keyOfPayment(payment)), { count: 0, amount: 0n });
+    });
   });
 }
 
