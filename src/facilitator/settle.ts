@@ -414,6 +414,8 @@ export function createSettler(deps: SettleDeps) {
       const late = await minedReceipt();
       if (late) return journal.finish(record, await judge(late, payment));
     }
+    // Expired by this clock, not yet by a minute (as `finishLater` waits): block clocks lag, and a sent transaction may still be mined.
+    if (sendable && expired && BigInt(deps.now()) < record.validBefore + 60n) return;
     // A deferred payment's result may have left once its transaction was sent: never mined, it is a loss, not a claim to give back.
     if (record.deferred && sendable) {
       const errorMessage = 'the deferred settlement transaction was never mined and the authorization is unused';

@@ -91,13 +91,14 @@ async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', op
   return { path, payment, payTo, txHash };
 }
 
-async function restart(path: string) {
+async function restart(path: string, now?: () => number) {
   const store = await openSqliteStore({ path });
   const facilitator = createFacilitator({
     network: networks.local,
     client: chain.client,
     journal: store.journal,
     relayerKeys: chain.sandbox.accounts.relayers.map((r) => r.privateKey),
+    ...(now ? { now } : {}),
   });
   return { store, facilitator };
 }
@@ -119,12 +120,39 @@ describe('reconciliation after a crash', () => {
     const crashed = await crashedSettlement('record', { deferred: true, validBefore: BigInt(Math.floor(Date.now() / 1000) + 2) });
     await new Promise((r) => setTimeout(r, 3000));
     const txs = await chain.relayerTxCount();
-    const { store, facilitator } = await restart(crashed.path);
+    // A minute past the expiry (see the next test).
+    const { store, facilitator } = await restart(crashed.path, () => Math.floor(Date.now() / 1000) + 61);
     await facilitator.reconcile();
     const record = await store.journal.get(crashed.payment);
     assert.deepEqual([record?.state, record?.deferred, record?.txHash], ['failed', true, crashed.txHash]);
     assert.deepEqual(await store.journal.losses(crashed.payment), { count: 1, amount: 4_321n });
     assert.equal(await chain.relayerTxCount(), txs, 'an expired authorization is not sent');
+  });
+
+  test('a deferred payment still in the pool when this clock passes its expiry is not written off until a minute later: block clocks lag, and it may still be mined and pay', async () => {
+    await chain.rpc('evm_setAutomine', [false]);
+    try {
+      const crashed = await crashedSettlement('broadcast', { deferred: true });
+      const store = await openSqliteStore({ path: crashed.path });
+      const expiry = Number(crashed.payment.validBefore);
+      const late = (seconds: number) =>
+        createFacilitator({
+          network: networks.local,
+          client: chain.client,
+          journal: store.journal,
+          relayerKeys: [chain.sandbox.accounts.relayers[1]!.privateKey],
+          now: () => expiry + seconds,
+        });
+      await late(1).reconcile();
+      assert.deepEqual(await store.journal.losses(crashed.payment), { count: 0, amount: 0n }, 'not a loss yet');
+      await chain.rpc('evm_mine');
+      await late(61).reconcile();
+      const record = await store.journal.get(crashed.payment);
+      assert.deepEqual([record?.state, record?.txHash], ['settled', crashed.txHash]);
+      await store.close();
+    } finally {
+      await chain.rpc('evm_setAutomine', [true]);
+    }
   });
 
   test('broadcast and mined, but the receipt was never recorded: finished from the receipt, nothing re-sent', async () => {
