@@ -74,6 +74,8 @@ export function outcomeOf(receipt: TransactionReceipt, payment: Payment): Settle
 
 /** Blocks looked at before a payment's estimated first block, for clock and block-time slack. */
 const LOOKBACK_MARGIN_BLOCKS = 32n;
+/** The most blocks one log query spans (what RPC providers commonly allow). */
+const MAX_LOOKBACK_BLOCKS = 10_000n;
 
 /**
  * The transaction that used `payment`'s authorization since `sinceMs` (ms since the epoch),
@@ -88,7 +90,8 @@ export async function settledBy(
   sinceMs: number,
 ): Promise<Hex | undefined> {
   const latest = await client.getBlockNumber();
-  const back = BigInt(Math.ceil((Date.now() - sinceMs) / blockTimeMs)) + LOOKBACK_MARGIN_BLOCKS;
+  const estimated = BigInt(Math.ceil((Date.now() - sinceMs) / blockTimeMs)) + LOOKBACK_MARGIN_BLOCKS;
+  const back = estimated < MAX_LOOKBACK_BLOCKS ? estimated : MAX_LOOKBACK_BLOCKS;
   const fromBlock = latest > back ? latest - back : 0n;
   const event = getAbiItem({ abi: usdcAbi, name: 'AuthorizationUsed' });
   const args = { authorizer: payment.payer, nonce: payment.nonce };
@@ -199,7 +202,8 @@ export function createSettler(deps: SettleDeps) {
   async function judge(receipt: TransactionReceipt, payment: Taken): Promise<SettlementOutcome> {
     const outcome = outcomeOf(receipt, payment);
     if (outcome.state === 'settled') return outcome;
-    const copy = await settledBy(client, rules.network.blockTimeMs, payment, payment.createdAt);
+    // A node that cannot answer the log query leaves the failure as it is.
+    const copy = await settledBy(client, rules.network.blockTimeMs, payment, payment.createdAt).catch(() => undefined);
     if (copy) return { state: 'settled', txHash: copy };
     const alone = await aloneAfterBatch(receipt, payment);
     return alone ? outcomeOf(alone, payment) : outcome;
