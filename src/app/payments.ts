@@ -41,6 +41,7 @@ export async function openFacilitator(options: {
     minimumAmount: config.facilitator.minAmountUsd,
     validityOverTimeoutSeconds: config.facilitator.maxValidityOverTimeoutSeconds,
     maxDeferredPerPayer: config.facilitator.maxDeferredPerPayerUsd,
+    maxDeferredTotal: config.facilitator.maxDeferredTotalUsd,
     ...(payees ? { payees: () => payees(store) } : {}),
   });
   if (chain.multicall3) {

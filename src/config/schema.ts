@@ -247,6 +247,12 @@ export const configSchema = z.strictObject({
         .describe(
           'most one payer’s delivered-but-unconfirmed payments (servers with settlement: deferred) may add up to, USD; past it, calls settle strict',
         ),
+      maxDeferredTotalUsd: usdPrice
+        .default(10_000_000n)
+        .describe(
+          'most all payers’ delivered-but-unconfirmed payments and uncleared losses together may add up to, USD (a payer may use many ' +
+            'addresses); past it, calls settle strict until losses are cleared',
+        ),
       failuresPerMinute: z
         .number()
         .int()

@@ -44,6 +44,11 @@ export type FacilitatorOptions = {
    * `settle`'s `deferred`); default 1 USDC.
    */
   maxDeferredPerPayer?: bigint;
+  /**
+   * The most every payer's deferred payments not settled, and their losses not cleared, may add up
+   * to on a token, atomic units: what the instance can lose to payers using many addresses; default 10 USDC.
+   */
+  maxDeferredTotal?: bigint;
 };
 
 /**
@@ -90,6 +95,7 @@ export function createFacilitator(options: FacilitatorOptions) {
     admit,
     receiptTimeoutMs: options.receiptTimeoutMs ?? network.blockTimeMs * 8,
     deferredCap: options.maxDeferredPerPayer ?? 1_000_000n,
+    deferredTotal: options.maxDeferredTotal ?? 10_000_000n,
     background(task) {
       const tracked = task
         .catch((err: unknown) => logger.error({ err }, 'settlement watcher failed'))

@@ -1,8 +1,7 @@
 import { createFacilitatorConfig } from '@coinbase/x402';
 import { type FacilitatorConfig, HTTPFacilitatorClient } from '@x402/core/http';
 import { type PaymentPayload, type PaymentRequirements, SettleError, VerifyError } from '@x402/core/types';
-import { type Hex, type PublicClient, getAbiItem } from 'viem';
-import { usdcAbi } from '../../contracts-abi/usdc.js';
+import type { Hex, PublicClient } from 'viem';
 import type { Network } from '../chain/networks.js';
 import type { PaymentJournal, PaymentRecord, SettlementOutcome } from '../store/journal/journal.js';
 import { reasons } from '../x402/reasons.js';
@@ -10,7 +9,7 @@ import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402
 import { FacilitatorUnavailableError } from './errors.js';
 import { type PaymentIntent, type Rejection, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
 import type { FacilitatorPort, Reserved } from './port.js';
-import { outcomeOf } from './settle.js';
+import { settledBy } from './settle.js';
 import { alreadyUsed, checkPayment } from './verify.js';
 
 /** How long one request to a remote facilitator may take (settling waits for the chain): `HTTPFacilitatorClient`'s default. */
@@ -132,8 +131,6 @@ function x402Client(config: FacilitatorConfig, apiKey?: string): X402Client {
 }
 
 const unixNow = () => Math.floor(Date.now() / 1000);
-/** Blocks looked at before the hold's estimated block, for clock and block-time slack. */
-const LOOKBACK_MARGIN_BLOCKS = 32n;
 
 /** The port over a remote facilitator, with holds, outcomes and kept results in the local journal. */
 function journalled(remote: X402Client, local: Local, timeoutMs: number) {
@@ -178,26 +175,16 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
   const asking = new Map<string, Promise<SettleResponse>>();
   const keyString = (intent: PaymentIntent) => `${intent.key.payer}:${intent.key.nonce}`;
 
-  /**
-   * The transaction that used this authorization since `sinceMs` (the hold), read from the token
-   * itself, if it moved exactly this payment (whoever sent it: the signature moves this payment
-   * and nothing else); undefined without a chain client, or when none did.
-   */
-  async function minedFor(intent: PaymentIntent, sinceMs: number): Promise<Hex | undefined> {
-    if (!client) return undefined;
-    const latest = await client.getBlockNumber();
-    const back = BigInt(Math.ceil((Date.now() - sinceMs) / network.blockTimeMs)) + LOOKBACK_MARGIN_BLOCKS;
-    const { from: authorizer, nonce } = intent.authorization;
-    const event = getAbiItem({ abi: usdcAbi, name: 'AuthorizationUsed' });
-    const fromBlock = latest > back ? latest - back : 0n;
-    const logs = await client.getLogs({ address: intent.asset.address, event, args: { authorizer, nonce }, fromBlock, toBlock: latest });
-    const payment = { payer: authorizer, payTo: intent.payTo, amount: intent.amount, asset: intent.asset.address };
-    for (const { transactionHash } of logs) {
-      const receipt = await client.getTransactionReceipt({ hash: transactionHash });
-      if (outcomeOf(receipt, payment).state === 'settled') return transactionHash;
-    }
-    return undefined;
-  }
+  /** The transaction that moved exactly this payment since `sinceMs` (the hold), whoever sent it (see `settledBy`); undefined without a chain client. */
+  const minedFor = (intent: PaymentIntent, sinceMs: number) =>
+    client
+      ? settledBy(
+          client,
+          network.blockTimeMs,
+          { ...intent.key, payTo: intent.payTo, amount: intent.amount, asset: intent.asset.address },
+          sinceMs,
+        )
+      : Promise.resolve(undefined);
 
   /**
    * Asks the remote to settle a payment this gateway claimed, once at a time here, and writes down

@@ -5,6 +5,7 @@ import {
   type TransactionReceipt,
   decodeFunctionData,
   encodeFunctionData,
+  getAbiItem,
   isAddressEqual,
   parseEventLogs,
   parseTransaction,
@@ -37,12 +38,16 @@ export type SettleDeps = {
   admit: Admit;
   /** The most a payer's deferred payments not yet final may add up to, atomic units (see `Deferral`). */
   deferredCap: bigint;
+  /** The most every payer's deferred payments not settled, and losses not cleared, may add up to, atomic units (see `Deferral`). */
+  deferredTotal: bigint;
 };
 
 /** How a caller wants a payment settled: `deferred` answers once the transaction is signed and journalled (see `settle`). */
 export type SettleOptions = { deferred?: boolean };
 
 type Payment = Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'asset'>;
+/** A payment as taken: its key, its signed authorization, and when turnpike took it (ms since the epoch). */
+type Taken = PaymentKey & Pick<PaymentRecord, 'payTo' | 'amount' | 'validAfter' | 'validBefore' | 'signature' | 'createdAt'>;
 
 /**
  * What a mined transaction did for a payment: settled only if it succeeded and shows the token's
@@ -65,6 +70,39 @@ export function outcomeOf(receipt: TransactionReceipt, payment: Payment): Settle
   const txHash = receipt.transactionHash;
   if (transferred) return { state: 'settled', txHash };
   return { state: 'failed', txHash, errorReason: reasons.transferEventMismatch, errorMessage: 'no matching Transfer log' };
+}
+
+/** Blocks looked at before a payment's estimated first block, for clock and block-time slack. */
+const LOOKBACK_MARGIN_BLOCKS = 32n;
+/** The most blocks one log query spans (what RPC providers commonly allow). */
+const MAX_LOOKBACK_BLOCKS = 10_000n;
+
+/**
+ * The transaction that used `payment`'s authorization since `sinceMs` (ms since the epoch),
+ * whoever sent it, if it moved exactly this payment: the token's AuthorizationUsed(payer, nonce)
+ * log followed by its Transfer(payer, payTo, amount). Undefined when none did: not used, canceled,
+ * or used for another authorization under the same nonce.
+ */
+export async function settledBy(
+  client: PublicClient,
+  blockTimeMs: number,
+  payment: Payment & Pick<PaymentKey, 'nonce'>,
+  sinceMs: number,
+): Promise<Hex | undefined> {
+  const latest = await client.getBlockNumber();
+  const estimated = BigInt(Math.ceil((Date.now() - sinceMs) / blockTimeMs)) + LOOKBACK_MARGIN_BLOCKS;
+  const back = estimated < MAX_LOOKBACK_BLOCKS ? estimated : MAX_LOOKBACK_BLOCKS;
+  const fromBlock = latest > back ? latest - back : 0n;
+  const event = getAbiItem({ abi: usdcAbi, name: 'AuthorizationUsed' });
+  const args = { authorizer: payment.payer, nonce: payment.nonce };
+  const logs = await client.getLogs({ address: payment.asset, event, args, fromBlock, toBlock: latest });
+  for (const used of logs) {
+    const receipt = await client.getTransactionReceipt({ hash: used.transactionHash });
+    const next = receipt.logs.find((l) => l.logIndex === used.logIndex + 1);
+    if (receipt.status === 'success' && next && outcomeOf({ ...receipt, logs: [next] }, payment).state === 'settled')
+      return used.transactionHash;
+  }
+  return undefined;
 }
 
 const keyString = (k: PaymentKey) => `${k.chainId}:${k.asset}:${k.payer}:${k.nonce}`;
@@ -157,6 +195,38 @@ export function createSettler(deps: SettleDeps) {
     return refuse(intent.networkId, alreadyUsed(record, intent.authorization.from));
   }
 
+  /**
+   * What a mined transaction of ours did for a payment (see `outcomeOf`); if it failed because a
+   * copy of the same authorization was mined first (anyone may send it), that copy settled it.
+   */
+  async function judge(receipt: TransactionReceipt, payment: Taken): Promise<SettlementOutcome> {
+    const outcome = outcomeOf(receipt, payment);
+    if (outcome.state === 'settled') return outcome;
+    // A node that cannot answer the log query leaves the failure as it is.
+    const copy = await settledBy(client, rules.network.blockTimeMs, payment, payment.createdAt).catch(() => undefined);
+    if (copy) return { state: 'settled', txHash: copy };
+    const alone = await aloneAfterBatch(receipt, payment);
+    return alone ? outcomeOf(alone, payment) : outcome;
+  }
+
+  /** Whether the token reports the payment's authorization used (or canceled). */
+  const authorizationUsed = (p: Taken) =>
+    client.readContract({ address: p.asset, abi: usdcAbi, functionName: 'authorizationState', args: [p.payer, p.nonce] });
+
+  /**
+   * A payment that failed inside a Multicall3 batch, its authorization still unused and valid, may
+   * have been failed by another payment of the batch: a payer whose address runs code (a smart
+   * wallet, or an EOA delegated by EIP-7702 after it was verified) can burn the whole batch's gas.
+   * It is sent once more in a transaction of its own (journalled before the broadcast, like any),
+   * whose receipt decides; undefined when it is not such a payment, or that one was not mined.
+   */
+  async function aloneAfterBatch(receipt: TransactionReceipt, p: Taken): Promise<TransactionReceipt | undefined> {
+    if (!receipt.to || !isAddressEqual(receipt.to, MULTICALL3) || BigInt(deps.now()) >= p.validBefore) return undefined;
+    if (await authorizationUsed(p)) return undefined;
+    const tx = await send(p, calldata(p), p.asset, { alone: true }).catch(() => undefined);
+    return tx && cadence.waitFor(client, tx.txHash, (Number(p.validBefore) + 60) * 1000);
+  }
+
   const waitForReceipt = (hash: Hex, deadline: number, sentAt?: number) => cadence.waitFor(client, hash, deadline, sentAt);
 
   const calldata = (p: Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'validAfter' | 'validBefore' | 'nonce' | 'signature'>) =>
@@ -176,15 +246,16 @@ export function createSettler(deps: SettleDeps) {
 
   /**
    * Sign, journal, broadcast. A nonce the node refused gets a fresh transaction (the refused one
-   * can never be mined); any other refusal releases the claim, so the payer can try again.
+   * can never be mined); any other refusal releases the claim, so the payer can try again (not
+   * when it is sent `again`, `alone` after a batch: see `aloneAfterBatch`).
    */
-  async function send(key: PaymentKey, data: Hex, asset: PaymentKey['asset']): Promise<SignedTransaction> {
+  async function send(key: PaymentKey, data: Hex, asset: PaymentKey['asset'], again?: { alone: true }): Promise<SignedTransaction> {
     const record = (tx: SignedTransaction) =>
       journal.recordTransaction(key, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
     for (let attempt = 1; ; attempt++) {
       let signed: SignedTransaction | undefined;
       try {
-        return await relayers.submit({ to: asset, data }, async (tx) => {
+        return await relayers.submit({ to: asset, data, ...again }, async (tx) => {
           signed = tx;
           await record(tx);
         });
@@ -194,7 +265,8 @@ export function createSettler(deps: SettleDeps) {
         // Refused, yet the node has it (an earlier delivery of the same request arrived, then "nonce too low"): it is out.
         if (signed && (await nodeHas(signed.txHash))) return signed;
         if (error instanceof BroadcastRejectedError && error.kind === 'nonce' && attempt < 3) continue;
-        await journal.release(key);
+        // Sent once already (see `aloneAfterBatch`): the claim stays, for the first transaction's outcome.
+        if (!again) await journal.release(key);
         if (!(error instanceof BroadcastRejectedError)) {
           throw new FacilitatorUnavailableError('cannot prepare the settlement transaction', { cause: error });
         }
@@ -214,18 +286,17 @@ export function createSettler(deps: SettleDeps) {
    */
   async function run(intent: PaymentIntent, deferred: boolean): Promise<SettleResponse> {
     const { key } = intent;
-    const payment = { payer: intent.authorization.from, payTo: intent.payTo, amount: intent.amount, asset: intent.asset.address };
-    const tx = await send(
-      key,
-      calldata({
-        ...intent.authorization,
-        payer: intent.authorization.from,
-        payTo: intent.payTo,
-        amount: intent.amount,
-        signature: intent.signature,
-      }),
-      intent.asset.address,
-    );
+    const { validAfter, validBefore } = intent.authorization;
+    const payment: Taken = {
+      ...key,
+      payTo: intent.payTo,
+      amount: intent.amount,
+      validAfter,
+      validBefore,
+      signature: intent.signature,
+      createdAt: Date.now(),
+    };
+    const tx = await send(key, calldata(payment), key.asset);
     const sentAt = performance.now();
     if (deferred) {
       deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore, sentAt));
@@ -237,17 +308,35 @@ export function createSettler(deps: SettleDeps) {
       deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore, sentAt));
       return respond(intent, { state: 'submitted', txHash: tx.txHash });
     }
-    const outcome = outcomeOf(receipt, payment);
+    const outcome = await judge(receipt, payment);
     await journal.finish(key, outcome);
     return respond(intent, outcome);
   }
 
-  /** Keeps watching a transaction (sent at `sentAt`) whose request was answered first, until its authorization expires. */
-  async function finishLater(key: PaymentKey, hash: Hex, payment: Payment, validBefore: bigint, sentAt: number) {
+  /**
+   * Keeps watching a transaction (sent at `sentAt`) whose request was answered first, until its
+   * authorization expires. Every two blocks without a receipt, a transaction the node does not
+   * know (a broadcast that never arrived, one dropped from its pool) is sent again as signed,
+   * while the authorization lasts: never mined, it would be a loss (deferred) charged to a payer
+   * who paid, and its relayer's later transactions would wait behind its nonce.
+   */
+  async function finishLater(key: PaymentKey, hash: Hex, payment: Taken, validBefore: bigint, sentAt: number) {
     const until = (Number(validBefore) + 60) * 1000;
-    const receipt = await waitForReceipt(hash, until, sentAt);
+    const lookAgainMs = 2 * rules.network.blockTimeMs;
+    let receipt = await waitForReceipt(hash, Math.min(until, Date.now() + lookAgainMs), sentAt);
+    while (!receipt && Date.now() < Number(validBefore) * 1000) {
+      const row = await journal.get(key);
+      if (!row || isFinal(row)) return;
+      if (row.state !== 'submitted' || row.txHash !== hash) break;
+      if (!(await nodeHas(hash)) && (await wholeInJournal({ ...row, rawTx: row.rawTx! }))) {
+        const tx = { rawTx: row.rawTx!, txHash: hash, relayer: row.relayer!, nonce: row.relayerNonce! };
+        await relayers.rebroadcast(tx).catch(() => undefined); // refused: mined meanwhile, or the receipt wait below decides
+      }
+      receipt = await waitForReceipt(hash, Math.min(until, Date.now() + lookAgainMs));
+    }
+    receipt ??= await waitForReceipt(hash, until);
     const record = await journal.get(key);
-    if (record && !isFinal(record)) await (receipt ? journal.finish(key, outcomeOf(receipt, payment)) : reconcile(record));
+    if (record && !isFinal(record)) await (receipt ? journal.finish(key, await judge(receipt, payment)) : reconcile(record));
   }
 
   /**
@@ -289,11 +378,11 @@ export function createSettler(deps: SettleDeps) {
       await journal.failHold(record, { errorReason: 'call_abandoned', errorMessage: 'the gateway stopped during the call' });
       return;
     }
-    const payment: Payment = record;
+    const payment: Taken = record;
     // A brief wait, not one look: a transient RPC miss must not read our own mined transaction as someone else's.
     const minedReceipt = () => (record.txHash ? waitForReceipt(record.txHash, Date.now() + 1000) : Promise.resolve(undefined));
     const mined = await minedReceipt();
-    if (mined) return journal.finish(record, outcomeOf(mined, payment));
+    if (mined) return journal.finish(record, await judge(mined, payment));
     const used = await client.readContract({
       address: record.asset,
       abi: usdcAbi,
@@ -303,7 +392,9 @@ export function createSettler(deps: SettleDeps) {
     if (used) {
       // Mined between the two looks: our own transaction is not someone else's.
       const late = await minedReceipt();
-      if (late) return journal.finish(record, outcomeOf(late, payment));
+      if (late) return journal.finish(record, await judge(late, payment));
+      const copy = await settledBy(client, rules.network.blockTimeMs, payment, record.createdAt);
+      if (copy) return journal.finish(record, { state: 'settled', txHash: copy });
       return journal.finish(record, {
         state: 'failed',
         errorReason: reasons.nonceUsed,
@@ -318,15 +409,17 @@ export function createSettler(deps: SettleDeps) {
       try {
         await relayers.rebroadcast({ rawTx, txHash: record.txHash!, relayer, nonce: relayerNonce });
         const receipt = await waitForReceipt(record.txHash!, Date.now() + deps.receiptTimeoutMs);
-        if (receipt) return journal.finish(record, outcomeOf(receipt, payment));
+        if (receipt) return journal.finish(record, await judge(receipt, payment));
         return; // still pending: the next reconciliation looks again
       } catch (error) {
         if (!(error instanceof BroadcastRejectedError)) throw error;
       }
       // Refused: "nonce too low" for our own transaction may mean it was mined since we looked, not that it never will be.
       const late = await minedReceipt();
-      if (late) return journal.finish(record, outcomeOf(late, payment));
+      if (late) return journal.finish(record, await judge(late, payment));
     }
+    // Expired by this clock, not yet by a minute (as `finishLater` waits): block clocks lag, and a sent transaction may still be mined.
+    if (sendable && expired && BigInt(deps.now()) < record.validBefore + 60n) return;
     // A deferred payment's result may have left once its transaction was sent: never mined, it is a loss, not a claim to give back.
     if (record.deferred && sendable) {
       const errorMessage = 'the deferred settlement transaction was never mined and the authorization is unused';
@@ -355,7 +448,10 @@ export function createSettler(deps: SettleDeps) {
 
       const verified = await verifyIntent(deps, intent);
       if (!verified.ok) return refuse(intent.networkId, verified);
-      const defer = options.deferred && verified.balance !== undefined ? { balance: verified.balance, cap: deps.deferredCap } : undefined;
+      const defer =
+        options.deferred && verified.balance !== undefined
+          ? { balance: verified.balance, cap: deps.deferredCap, total: deps.deferredTotal }
+          : undefined;
       const claim = await journal.claim(toNewPayment(intent, purpose), defer);
       if (!claim.claimed) return answerTaken(intent, claim.record, purpose);
       const work = run(intent, claim.deferred).finally(() => inFlight.delete(keyString(intent.key)));

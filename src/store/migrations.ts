@@ -592,6 +592,14 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX postpaid_accounts_server ON postpaid_accounts (server_id);
     `,
   },
+  {
+    version: 18,
+    name: 'deferred payments at risk',
+    // Every payer's deferred payments not settled and not cleared, summed on each deferred claim (the instance-wide bound).
+    sql: `
+      CREATE INDEX payments_deferred_at_risk ON payments (chain_id, asset) WHERE deferred = 1 AND state <> 'settled' AND loss_cleared_at IS NULL;
+    `,
+  },
 ];
 
 /**

@@ -2,11 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { type Address, type Hex, encodeFunctionData } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
-import { networks } from '../../src/chain/networks.js';
+import { MULTICALL3, networks } from '../../src/chain/networks.js';
 import { type SignedTransaction, createRelayerPool } from '../../src/chain/relayer.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import type { NewPayment } from '../../src/store/journal/journal.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
+import type { Store } from '../../src/store/store.js';
 import { purposes } from '../../src/facilitator/purposes.js';
 import { useSandbox } from '../helpers/chain.js';
 import { signAuthorization, v2Request } from '../helpers/payments.js';
@@ -34,6 +35,24 @@ async function signedPayment(payer: DemoAccount, amount: bigint, validBefore?: b
   };
 }
 
+/** The relayer call that settles a journal entry. */
+const transferCall = (p: NewPayment) => ({
+  to: networks.base.usdc.address,
+  data: encodeFunctionData({
+    abi: usdcAbi,
+    functionName: 'transferWithAuthorization',
+    args: [p.payer, p.payTo, p.amount, p.validAfter, p.validBefore, p.nonce, p.signature],
+  }),
+});
+
+/** The sandbox's first relayer, and how a settlement it signs is journalled in `store`. */
+function firstRelayer(store: Store) {
+  const pool = createRelayerPool({ keys: [chain.sandbox.accounts.relayers[0]!.privateKey], client: chain.client, network: networks.local });
+  const record = (p: NewPayment) => (tx: SignedTransaction) =>
+    store.journal.recordTransaction(p, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
+  return { pool, record };
+}
+
 /** What a process that crashed mid-settlement leaves behind, step by step. */
 async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', options: { deferred?: boolean; validBefore?: bigint } = {}) {
   const path = chain.dbPath();
@@ -42,7 +61,7 @@ async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', op
   const payTo = chain.sandbox.accounts.payees[0]!.address;
   const payment = await signedPayment(payer, 4_321n, options.validBefore);
   const { signature } = payment;
-  const deferral = options.deferred ? { balance: 10n ** 12n, cap: 10n ** 12n } : undefined;
+  const deferral = options.deferred ? { balance: 10n ** 12n, cap: 10n ** 12n, total: 10n ** 12n } : undefined;
   assert.deepEqual(await store.journal.claim(payment, deferral), { claimed: true, deferred: options.deferred ?? false });
   let txHash: Hex | undefined;
   if (stopAfter !== 'claim') {
@@ -72,13 +91,14 @@ async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', op
   return { path, payment, payTo, txHash };
 }
 
-async function restart(path: string) {
+async function restart(path: string, now?: () => number) {
   const store = await openSqliteStore({ path });
   const facilitator = createFacilitator({
     network: networks.local,
     client: chain.client,
     journal: store.journal,
     relayerKeys: chain.sandbox.accounts.relayers.map((r) => r.privateKey),
+    ...(now ? { now } : {}),
   });
   return { store, facilitator };
 }
@@ -100,12 +120,39 @@ describe('reconciliation after a crash', () => {
     const crashed = await crashedSettlement('record', { deferred: true, validBefore: BigInt(Math.floor(Date.now() / 1000) + 2) });
     await new Promise((r) => setTimeout(r, 3000));
     const txs = await chain.relayerTxCount();
-    const { store, facilitator } = await restart(crashed.path);
+    // A minute past the expiry (see the next test).
+    const { store, facilitator } = await restart(crashed.path, () => Math.floor(Date.now() / 1000) + 61);
     await facilitator.reconcile();
     const record = await store.journal.get(crashed.payment);
     assert.deepEqual([record?.state, record?.deferred, record?.txHash], ['failed', true, crashed.txHash]);
     assert.deepEqual(await store.journal.losses(crashed.payment), { count: 1, amount: 4_321n });
     assert.equal(await chain.relayerTxCount(), txs, 'an expired authorization is not sent');
+  });
+
+  test('a deferred payment still in the pool when this clock passes its expiry is not written off until a minute later: block clocks lag, and it may still be mined and pay', async () => {
+    await chain.rpc('evm_setAutomine', [false]);
+    try {
+      const crashed = await crashedSettlement('broadcast', { deferred: true });
+      const store = await openSqliteStore({ path: crashed.path });
+      const expiry = Number(crashed.payment.validBefore);
+      const late = (seconds: number) =>
+        createFacilitator({
+          network: networks.local,
+          client: chain.client,
+          journal: store.journal,
+          relayerKeys: [chain.sandbox.accounts.relayers[1]!.privateKey],
+          now: () => expiry + seconds,
+        });
+      await late(1).reconcile();
+      assert.deepEqual(await store.journal.losses(crashed.payment), { count: 0, amount: 0n }, 'not a loss yet');
+      await chain.rpc('evm_mine');
+      await late(61).reconcile();
+      const record = await store.journal.get(crashed.payment);
+      assert.deepEqual([record?.state, record?.txHash], ['settled', crashed.txHash]);
+      await store.close();
+    } finally {
+      await chain.rpc('evm_setAutomine', [true]);
+    }
   });
 
   test('broadcast and mined, but the receipt was never recorded: finished from the receipt, nothing re-sent', async () => {
@@ -129,28 +176,14 @@ describe('reconciliation after a crash', () => {
         return payment;
       }),
     );
-    const pool = createRelayerPool({
-      keys: [chain.sandbox.accounts.relayers[0]!.privateKey],
-      client: chain.client,
-      network: networks.local,
-    });
-    const call = (p: NewPayment) => ({
-      to: networks.base.usdc.address,
-      data: encodeFunctionData({
-        abi: usdcAbi,
-        functionName: 'transferWithAuthorization',
-        args: [p.payer, p.payTo, p.amount, p.validAfter, p.validBefore, p.nonce, p.signature],
-      }),
-    });
-    const record = (p: NewPayment) => (tx: SignedTransaction) =>
-      store.journal.recordTransaction(p, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
+    const { pool, record } = firstRelayer(store);
     // The first call goes alone; the next two queue behind it and ride one Multicall3 transaction,
     // and the process dies while writing that batch's second row.
     const [first, one, two] = payments as [NewPayment, NewPayment, NewPayment];
     const recorded = new Promise<void>((resolve) => {
-      void pool.submit(call(first), record(first));
-      void pool.submit(call(one), record(one));
-      void pool.submit(call(two), () => {
+      void pool.submit(transferCall(first), record(first));
+      void pool.submit(transferCall(one), record(one));
+      void pool.submit(transferCall(two), () => {
         resolve();
         return new Promise(() => {});
       });
@@ -175,6 +208,38 @@ describe('reconciliation after a crash', () => {
     }
   });
 
+  test('a payer whose address runs code that burns a batch’s gas (a smart wallet, or an EOA delegated by EIP-7702 after verification) fails only its own payment: the deferred payment batched with it is sent again alone and settles, not a loss', async () => {
+    const path = chain.dbPath();
+    const store = await openSqliteStore({ path });
+    const deferral = { balance: 10n ** 12n, cap: 10n ** 12n, total: 10n ** 12n };
+    const payments = await Promise.all(
+      [5, 6, 7].map(async (i) => {
+        const payment = await signedPayment(chain.sandbox.accounts.payers[i]!, 1_234n);
+        await store.journal.claim(payment, deferral);
+        return payment;
+      }),
+    );
+    const [first, griefer, honest] = payments as [NewPayment, NewPayment, NewPayment];
+    // Verified as an EOA, then code at the address: USDC asks it (ERC-1271), and it loops until the gas is gone.
+    await chain.rpc('anvil_setCode', [griefer.payer, '0x5b600056']);
+    const { pool, record } = firstRelayer(store);
+    // The first goes alone; the griefer's and the honest payment ride one Multicall3 transaction.
+    const [, batch] = await Promise.all(payments.map((p) => pool.submit(transferCall(p), record(p))));
+    assert.equal((await chain.client.getTransaction({ hash: batch!.txHash })).to, MULTICALL3.toLowerCase());
+    const before = await chain.balanceOf(honest.payTo);
+    await store.close();
+
+    const { store: after, facilitator } = await restart(path);
+    await facilitator.reconcile();
+    const row = await after.journal.get(honest);
+    assert.equal(row?.state, 'settled');
+    assert.notEqual(row?.txHash, batch!.txHash);
+    assert.deepEqual(await after.journal.losses(honest), { count: 0, amount: 0n });
+    assert.equal(await chain.balanceOf(honest.payTo), before + honest.amount);
+    assert.equal((await after.journal.get(griefer))?.state, 'failed');
+    assert.equal((await after.journal.get(first))?.state, 'settled');
+  });
+
   test('claimed with nothing sent: the claim is released and the payment can settle afterwards', async () => {
     const crashed = await crashedSettlement('claim');
     const { store, facilitator } = await restart(crashed.path);
@@ -182,7 +247,7 @@ describe('reconciliation after a crash', () => {
     assert.equal(await store.journal.get(crashed.payment), undefined);
   });
 
-  test('journalled, never broadcast, and meanwhile consumed by someone else: never re-sent', async () => {
+  test('journalled, never broadcast, and meanwhile sent by someone else: settled by that transaction (the payee was paid), never re-sent', async () => {
     const crashed = await crashedSettlement('record');
     // The payee (or anyone) submits the authorization directly, from another relayer.
     const other = createRelayerPool({
@@ -203,8 +268,7 @@ describe('reconciliation after a crash', () => {
     const { store, facilitator } = await restart(crashed.path);
     await facilitator.reconcile();
     const record = await store.journal.get(crashed.payment);
-    assert.equal(record?.state, 'failed');
-    assert.equal(record?.errorReason, 'invalid_exact_evm_nonce_already_used');
+    assert.deepEqual([record?.state, record?.txHash], ['settled', tx.txHash]);
     assert.equal(await chain.client.getTransactionCount({ address: relayer0 }), nonceBefore);
   });
 

@@ -56,20 +56,26 @@ const mined = (hash: string) =>
   );
 const automine = (on: boolean) => chain.rpc('evm_setAutomine', [on]);
 
-/** Moves `amount` of `payer`'s USDC to `to` (an EIP-3009 transfer a relayer of the test's own sends). */
-async function transfer(payer: DemoAccount, to: Address, amount: bigint) {
-  const { authorization: a, signature } = await signAuthorization({ payer, payTo: to, amount });
+type SignedAuthorization = Awaited<ReturnType<typeof signAuthorization>>;
+
+/** Sends a signed EIP-3009 authorization from a relayer of the test's own (not turnpike's): its transaction hash. */
+function sendAuthorization({ authorization: a, signature }: SignedAuthorization) {
   const sender = createWalletClient({
     account: chain.sandbox.accounts.relayers[3]!,
     chain: networks.local.viemChain,
     transport: http(chain.sandbox.rpcUrl),
   });
-  await sender.writeContract({
+  return sender.writeContract({
     address: BASE_USDC,
     abi: usdcAbi,
     functionName: 'transferWithAuthorization',
     args: [a.from, a.to, BigInt(a.value), BigInt(a.validAfter), BigInt(a.validBefore), a.nonce, signature],
   });
+}
+
+/** Moves `amount` of `payer`'s USDC to `to` (an EIP-3009 transfer a relayer of the test's own sends). */
+async function transfer(payer: DemoAccount, to: Address, amount: bigint) {
+  await sendAuthorization(await signAuthorization({ payer, payTo: to, amount }));
 }
 
 for (const backend of backends) {
@@ -89,8 +95,9 @@ for (const backend of backends) {
         client: chain.client,
         journal: store.journal,
         relayerKeys: [chain.sandbox.accounts.relayers[backend.name === 'sqlite' ? 1 : 2]!.privateKey],
-        // Two calls' worth at once, at most.
+        // Two calls' worth at once, at most; as much for every payer together, losses included.
         maxDeferredPerPayer: 2n * PRICE,
+        maxDeferredTotal: 2n * PRICE,
       });
       book = revenueBook(store, { takeRateBps: 0, logger });
     });
@@ -116,6 +123,24 @@ for (const backend of backends) {
       });
       servers.push(served);
       return `${served.url}/mcp`;
+    }
+
+    /**
+     * A deferred call delivered, then the payer's wallet emptied before its settlement is mined (the
+     * settlement held back from the pool meanwhile, then sent again as signed): a loss.
+     */
+    async function deliverThenEmpty(url: string, payer: DemoAccount) {
+      const payment = await paymentFor(url, payer);
+      await automine(false);
+      const answer = await call(url, payment);
+      const { txHash, rawTx } = (await store.journal.get(keyOfPayment(payment)))!;
+      await chain.rpc('anvil_dropTransaction', [txHash]);
+      await transfer(payer, chain.sandbox.accounts.payees[0]!.address, await chain.balanceOf(payer.address));
+      await chain.rpc('evm_mine');
+      await chain.rpc('eth_sendRawTransaction', [rawTx]);
+      await chain.rpc('evm_mine');
+      await facilitator.drain();
+      return { payment, answer };
     }
 
     test('a deferred call is delivered before its settlement is mined, with a receipt naming the transaction as not confirmed; mining settles it once', async () => {
@@ -201,22 +226,11 @@ for (const backend of backends) {
       const server = `loss-${backend.name}`;
       const url = await gateway('deferred', server);
       const payer = chain.sandbox.accounts.payers[6]!;
-      const payment = await paymentFor(url, payer);
       const payee = chain.sandbox.accounts.payees[1]!.address;
       const before = await chain.balanceOf(payee);
-      const sink = chain.sandbox.accounts.payees[0]!.address;
-      await automine(false);
 
-      const answer = await call(url, payment);
+      const { payment, answer } = await deliverThenEmpty(url, payer);
       assert.equal(answer.result?.isError, undefined, 'delivered on the signed transaction');
-      // The wallet is emptied before the settlement is mined: held back from the pool meanwhile, then sent again as signed.
-      const { txHash, rawTx } = (await store.journal.get(keyOfPayment(payment)))!;
-      await chain.rpc('anvil_dropTransaction', [txHash]);
-      await transfer(payer, sink, await chain.balanceOf(payer.address));
-      await chain.rpc('evm_mine');
-      await chain.rpc('eth_sendRawTransaction', [rawTx]);
-      await chain.rpc('evm_mine');
-      await facilitator.drain();
 
       const row = await store.journal.get(keyOfPayment(payment));
       assert.equal(row?.state, 'failed');
@@ -242,6 +256,83 @@ for (const backend of backends) {
       const paid = await call(url, await paymentFor(url, payer));
       assert.equal(paid.result?.isError, undefined);
       assert.equal(upstream.runs(), runs + 1);
+    });
+
+    test('someone who sends the payer’s own authorization ahead of turnpike’s transaction pays the payee: the payment is settled by that copy, not a loss, and the payer is not refused', async () => {
+      const server = `copy-${backend.name}`;
+      const url = await gateway('deferred', server);
+      const payer = chain.sandbox.accounts.payers[8]!;
+      const payment = await paymentFor(url, payer);
+      const payee = chain.sandbox.accounts.payees[1]!.address;
+      const before = await chain.balanceOf(payee);
+      await automine(false);
+
+      const answer = await call(url, payment);
+      assert.equal(answer.result?.isError, undefined, 'delivered on the signed transaction');
+      // A watcher of the pool copies the authorization into its own transaction, mined ahead of turnpike's.
+      const { txHash, rawTx } = (await store.journal.get(keyOfPayment(payment)))!;
+      await chain.rpc('anvil_dropTransaction', [txHash]);
+      const copy = await sendAuthorization(payment.payload as SignedAuthorization);
+      await chain.rpc('evm_mine');
+      await chain.rpc('eth_sendRawTransaction', [rawTx]);
+      await chain.rpc('evm_mine');
+      await facilitator.drain();
+
+      assert.equal(await chain.balanceOf(payee), before + PRICE, 'the payee was paid, by the copy');
+      const row = await store.journal.get(keyOfPayment(payment));
+      assert.deepEqual([row?.state, row?.txHash], ['settled', copy]);
+      assert.deepEqual(await store.journal.losses(keyOfPayment(payment)), { count: 0, amount: 0n });
+      await automine(true);
+      const runs = upstream.runs();
+      const next = await call(url, await paymentFor(url, payer));
+      assert.equal(next.result?.isError, undefined, 'the payer who paid is served');
+      assert.equal(upstream.runs(), runs + 1);
+    });
+
+    test('payers who each empty a fresh wallet cannot take more unpaid than the instance-wide bound: with one loss uncleared, a new payer gets one call early and the next waits for its block', async () => {
+      const url = await gateway('deferred', `many-${backend.name}`);
+      const drainer = chain.sandbox.accounts.payers[9]!;
+      await transfer(chain.sandbox.accounts.payers[7]!, drainer.address, 1_000_000n);
+      const { payment: lost } = await deliverThenEmpty(url, drainer);
+      assert.deepEqual(await store.journal.losses(keyOfPayment(lost)), { count: 1, amount: PRICE });
+      // A fresh address, well within its own cap of two calls: the loss and one call fill the bound of two.
+      const fresh = chain.sandbox.accounts.payers[0]!;
+      const [first, second] = [await paymentFor(url, fresh), await paymentFor(url, fresh)];
+      await automine(false);
+      assert.equal(receiptOf(await call(url, first))?.errorReason, 'settlement_pending', 'delivered before the block');
+      let answered = false;
+      const waiting = call(url, second).then((a) => ((answered = true), a));
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(answered, false, 'past the bound: strict');
+      assert.equal((await store.journal.get(keyOfPayment(second)))?.deferred, false);
+      await chain.rpc('evm_mine');
+      assert.equal(receiptOf(await waiting)?.success, true);
+      assert.equal(await store.journal.clearLosses(drainer.address), 1);
+    });
+
+    test('a deferred settlement the node lost (a broadcast that never arrived, a transaction dropped from the pool) is sent again while its authorization lasts: settled, not a loss charged to a payer who paid', async () => {
+      const url = await gateway('deferred');
+      const payer = chain.sandbox.accounts.payers[1]!;
+      const payment = await paymentFor(url, payer);
+      const payee = chain.sandbox.accounts.payees[1]!.address;
+      const before = await chain.balanceOf(payee);
+      await automine(false);
+      assert.equal(receiptOf(await call(url, payment))?.errorReason, 'settlement_pending');
+      const { txHash } = (await store.journal.get(keyOfPayment(payment)))!;
+      await chain.rpc('anvil_dropTransaction', [txHash]);
+      const known = () => chain.client.getTransaction({ hash: txHash! }).then(Boolean, () => false);
+      let resent = false;
+      for (let i = 0; i < 100 && !resent; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        resent = await known();
+      }
+      assert.equal(resent, true, 'the same transaction is in the pool again');
+      await chain.rpc('evm_mine');
+      await facilitator.drain();
+      const row = await store.journal.get(keyOfPayment(payment));
+      assert.deepEqual([row?.state, row?.txHash], ['settled', txHash]);
+      assert.equal(await chain.balanceOf(payee), before + PRICE);
+      assert.deepEqual(await store.journal.losses(keyOfPayment(payment)), { count: 0, amount: 0n });
     });
   });
 }

@@ -141,10 +141,12 @@ export type PayerKey = Pick<PaymentKey, 'chainId' | 'asset' | 'payer'>;
 /**
  * Asks `claim` to mark the payment deferred (deliver before the receipt) if, judged under a lock on
  * the payer on every instance at once: the payer has no losses, `balance` (read from the chain)
- * covers this payment and every other unfinished one of theirs, and their deferred payments still
- * unfinished stay within `cap`. Otherwise it is claimed strict.
+ * covers this payment and every other unfinished one of theirs, their deferred payments still
+ * unfinished stay within `cap`, and every payer's on this token, unfinished or lost and not
+ * cleared, stays within `total` (payers are free to use many addresses: this bounds what all of
+ * them together can take unpaid). Otherwise it is claimed strict.
  */
-export type Deferral = { balance: bigint; cap: bigint };
+export type Deferral = { balance: bigint; cap: bigint; total: bigint };
 
 /** A paid call's result as delivered (JSON), and the purpose it was kept for (the call's, see `purposes.call`). */
 export type KeptResult = { call: string; result: string };

@@ -16,7 +16,7 @@ function* mustChange(changed: Op<number>, what: string, key: PaymentKey): Op<voi
 const payerParams = (p: PayerKey) => ({ chainId: p.chainId, asset: p.asset, payer: p.payer });
 
 /** Whether `payment` may be delivered before its receipt (see `Deferral`), the payer locked meanwhile. */
-function* mayDefer(payment: NewPayment, { balance, cap }: Deferral): Op<boolean> {
+function* mayDefer(payment: NewPayment, { balance, cap, total }: Deferral): Op<boolean> {
   yield* run(sql.addPayer, payerParams(payment));
   yield* lock(sql.lockPayer, payerParams(payment));
   const lost = yield* get(sql.losses, payerParams(payment));
@@ -24,7 +24,10 @@ function* mayDefer(payment: NewPayment, { balance, cap }: Deferral): Op<boolean>
   const exposure = yield* get(sql.exposure, keyParams(payment));
   const held = exposure?.held ?? 0n;
   const deferred = exposure?.deferred ?? 0n;
-  return balance >= held + payment.amount && deferred + payment.amount <= cap;
+  if (balance < held + payment.amount || deferred + payment.amount > cap) return false;
+  // Not under one lock for all payers: concurrent claims of different payers may pass it together (at most one payment each).
+  const atRisk = (yield* get(sql.atRisk, keyParams(payment)))?.amount ?? 0n;
+  return atRisk + payment.amount <= total;
 }
 
 const finishParams = (key: PaymentKey, outcome: SettlementOutcome) => ({

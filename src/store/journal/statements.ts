@@ -66,6 +66,8 @@ type Payer = Omit<Key, 'nonce'>;
 const PAYER = 'chain_id = @chainId AND asset = @asset AND payer = @payer';
 const UNFINISHED = "state IN ('verified', 'submitting', 'submitted')";
 const LOSS = "deferred = 1 AND state = 'failed' AND loss_cleared_at IS NULL";
+/** A deferred payment not settled and not cleared: unfinished, or a loss (the `payments_deferred_at_risk` index). */
+const AT_RISK = "deferred = 1 AND state <> 'settled' AND loss_cleared_at IS NULL";
 type Now = { now: number };
 type Insert = Key &
   Now & {
@@ -129,6 +131,10 @@ export const journalSql = {
   exposure: query<Key, { held: bigint | null; deferred: bigint | null }>(`
     SELECT SUM(amount) AS held, SUM(CASE WHEN deferred = 1 THEN amount ELSE 0 END) AS deferred
     FROM payments WHERE ${PAYER} AND ${UNFINISHED} AND nonce <> @nonce`),
+  /** What every payer's deferred payments on a token put at risk: unfinished, or lost and not cleared. */
+  atRisk: query<Key, { amount: bigint | null }>(`
+    SELECT SUM(amount) AS amount FROM payments
+    WHERE chain_id = @chainId AND asset = @asset AND ${AT_RISK} AND nonce <> @nonce`),
   markDeferred: command<Key>(`UPDATE payments SET deferred = 1 WHERE ${KEY} AND state = 'submitting'`),
   losses: query<Payer, { count: bigint; amount: bigint | null }>(
     `SELECT COUNT(*) AS count, SUM(amount) AS amount FROM payments WHERE ${PAYER} AND ${LOSS}`,
