@@ -58,7 +58,11 @@ if (eventsMode === 'none' || eventsMode === 'webhook' || eventsMode === 'outbox'
   });
   await events.start();
   if (eventsMode === 'outbox') await events.stop();
-  const book = revenueBook(store, { takeRateBps: 0, logger, events });
+  const book = revenueBook(store, {
+    takeRateBps: 0,
+    logger,
+    events: { wanted: events.wanted, unpaid: { perWindow: 60, windowMs: 60_000 } },
+  });
   await book.start();
   revenue = { book, usage: store.operators, custody: 'direct' as const };
 }

@@ -142,7 +142,12 @@ export async function serveGateway(options: GatewayServerOptions) {
     logger,
   });
   await events.start();
-  const book = revenueBook(store, { takeRateBps: config.operators.takeRateBps, logger, events });
+  const { perWindow, windowSeconds } = config.events.unpaid;
+  const book = revenueBook(store, {
+    takeRateBps: config.operators.takeRateBps,
+    logger,
+    events: { wanted: events.wanted, unpaid: { perWindow, windowMs: windowSeconds * 1_000 } },
+  });
   await book.start();
   // A call can run no longer than its upstream's timeout; a debit open much longer was cut off.
   const configuredMs = Math.max(0, ...options.endpoints.map((e) => e.upstream.timeoutMs));

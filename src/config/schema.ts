@@ -214,6 +214,25 @@ export const configSchema = z.strictObject({
           maxAttempts: z.number().int().min(1).max(100).default(20).describe('attempts before a delivery is given up'),
         })
         .prefault({}),
+      unpaid: z
+        .strictObject({
+          perWindow: z
+            .number()
+            .int()
+            .min(1)
+            .max(100_000)
+            .default(60)
+            .describe('call.challenged and call.refused events of a server sent one by one per window'),
+          windowSeconds: z
+            .number()
+            .int()
+            .min(1)
+            .max(3_600)
+            .default(60)
+            .describe('the window; the rest of its challenges and refusals become one calls.suppressed event'),
+        })
+        .prefault({})
+        .describe('bounds the events that callers who neither pay nor authenticate can raise (per server and instance)'),
     })
     .prefault({}),
   facilitator: z

@@ -16,6 +16,7 @@ export const eventTypes = [
   'settlement.failed',
   'quota.threshold',
   'balance.low',
+  'calls.suppressed',
 ] as const;
 export type EventType = (typeof eventTypes)[number];
 
@@ -26,6 +27,8 @@ export type EventCaller = { keyId?: string; payer?: string; subject?: { issuer: 
 export const eventCaller = (caller: string): EventCaller => (caller.startsWith('key:') ? { keyId: caller.slice(4) } : { payer: caller });
 /** An OAuth caller (a verified token's issuer and subject) as events name them. */
 export const subjectOf = (p: { issuer: string; subject: string }): EventCaller => ({ subject: { issuer: p.issuer, subject: p.subject } });
+
+export type EventData = { [fact: string]: string | number | EventData };
 
 export type EventInput = {
   type: EventType;
@@ -39,8 +42,11 @@ export type EventInput = {
   amount?: bigint;
   /** Why a call was refused, challenged or failed (a stable code such as `insufficient_balance`). */
   reason?: string;
-  /** Notification facts (`quota.threshold`: percent, calls, allowance, month; `balance.low`: balance, threshold). */
-  data?: Record<string, string | number>;
+  /**
+   * Notification facts (`quota.threshold`: percent, calls, allowance, month; `balance.low`: balance,
+   * threshold; `calls.suppressed`: from, until, limit, suppressed, counts by type and reason).
+   */
+  data?: EventData;
   /** A notification that must fire once passes an id made from what makes it unique (see `onceId`). */
   id?: string;
 };

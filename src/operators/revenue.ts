@@ -6,6 +6,7 @@ import type { Charge } from '../store/operators/operators.js';
 import type { Store } from '../store/store.js';
 import { splitCharge } from './take-rate.js';
 import { type EventInput, callEvent } from '../events/events.js';
+import { unpaidEventLimit } from '../events/suppress.js';
 import type { NewEvent } from '../store/events/events.js';
 
 /** A charge as the gateway knows it; the split, id, state and time are the book's business. */
@@ -44,7 +45,15 @@ function paymentKeyOf(ref: string): PaymentKey | undefined {
  */
 export function revenueBook(
   store: Store,
-  options: { takeRateBps: number; logger: Logger; events?: { wanted(operatorId?: string): boolean } },
+  options: {
+    takeRateBps: number;
+    logger: Logger;
+    /**
+     * Who gets events, and how many challenges and refusals of a server become events one by one
+     * per window (`events.unpaid`; the rest are summarized).
+     */
+    events?: { wanted(operatorId?: string): boolean; unpaid: { perWindow: number; windowMs: number } };
+  },
 ) {
   const { operators } = store;
   let queued: Charge[] = [];
@@ -52,6 +61,12 @@ export function revenueBook(
   let denials = new Map<string, { serverId: string; day: number; reason: string; count: number }>();
   let flusher: NodeJS.Timeout | undefined;
   let resolver: NodeJS.Timeout | undefined;
+
+  const queueEvent = (input: EventInput) => {
+    events.push(callEvent(input));
+    scheduleFlush();
+  };
+  const limit = options.events && unpaidEventLimit(options.events.unpaid, queueEvent);
 
   const charge = (input: ChargeInput, state: Charge['state']): Charge => {
     const { operator, platform } = splitCharge(input.amount, options.takeRateBps);
@@ -122,11 +137,10 @@ export function revenueBook(
     /**
      * Queues a call's event (or a notification) for the next batch, if anyone gets the events of
      * its operator; otherwise does nothing, so a gateway without endpoints pays nothing for them.
+     * Challenges and refusals past a server's bound are counted into a summary instead (`unpaidEventLimit`).
      */
     event(input: EventInput) {
-      if (!options.events?.wanted(input.operatorId)) return;
-      events.push(callEvent(input));
-      scheduleFlush();
+      if (options.events?.wanted(input.operatorId) && limit?.admit(input)) queueEvent(input);
     },
     flush,
     resolve,
@@ -139,6 +153,7 @@ export function revenueBook(
     },
     async stop() {
       clearInterval(resolver);
+      limit?.close();
       clearTimeout(flusher);
       flusher = undefined;
       await flush();

@@ -110,7 +110,7 @@ describe('the JSON-RPC error binding (--challenge jsonrpc-error)', () => {
     const book = revenueBook(store, {
       takeRateBps: 0,
       logger: createLogger({ level: 'silent', format: 'json' }),
-      events: { wanted: () => true },
+      events: { wanted: () => true, unpaid: { perWindow: 60, windowMs: 60_000 } },
     });
     const revenue = { book, usage: store.operators, custody: 'direct' as const };
     const client = await sdkClient(await gateway({ challenge: 'jsonrpc-error', rails: [x402Rail({ facilitator: outage })], revenue }));

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { priceTableSchema } from '../../src/pricing/pricing.js';
-import type { Plan } from '../../src/pricing/plans.js';
+import { type Plan, flatPlan } from '../../src/pricing/plans.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { postToolCall } from '../helpers/gateway.js';
@@ -29,6 +29,8 @@ const newKey = async (usd: string) => {
   assert.equal(res.status, 201, res.text);
   return { id: res.body.id as string, auth: { authorization: `Bearer ${res.body.key as string}` } };
 };
+// Challenges and refusals of a server sent one by one in each 2 s window (`events.unpaid`).
+const UNPAID_PER_WINDOW = 20;
 const ofKey = (type: string, keyId: string) => receiver.ofType(type).filter((e) => e.caller?.keyId === keyId);
 
 describe('events out through the gateway', () => {
@@ -38,7 +40,11 @@ describe('events out through the gateway', () => {
     served = await serveOnSandbox(chain, {
       overrides: {
         operators: { allowPrivateUpstreams: true },
-        events: { endpoints: [{ url: receiver.url, secretFromEnv: SECRET_ENV }], retry: { firstDelayMs: 50 } },
+        events: {
+          endpoints: [{ url: receiver.url, secretFromEnv: SECRET_ENV }],
+          retry: { firstDelayMs: 50 },
+          unpaid: { perWindow: UNPAID_PER_WINDOW, windowSeconds: 2 },
+        },
       },
       secrets: { adminKey: ADMIN, secretsKey: 'ef'.repeat(32) },
       endpoints: [
@@ -47,6 +53,14 @@ describe('events out through the gateway', () => {
           path: '/mcp',
           upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
           plan,
+          payTo: chain.sandbox.accounts.payees[0]!.address,
+          challenge: 'tool-result',
+        },
+        {
+          slug: 'unpaid',
+          path: '/mcp/unpaid',
+          upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
+          plan: flatPlan(priceTableSchema.parse({ default: '0.01' })),
           payTo: chain.sandbox.accounts.payees[0]!.address,
           challenge: 'tool-result',
         },
@@ -193,5 +207,40 @@ describe('events out through the gateway', () => {
     const health = await served.api('GET', '/health');
     assert.deepEqual(health.body.events, { undelivered: 0, oldestAgeSeconds: null, givenUp: 0, degraded: false });
     assert.equal(health.body.status, 'ok');
+  });
+
+  test('500 unpaid calls raise at most the bound of call.challenged events and a summary counting the rest; paid calls in between all raise call.paid', async () => {
+    const key = await newKey('1');
+    const ofServer = (type: string) => receiver.ofType(type).filter((e) => e.server?.slug === 'unpaid');
+    const started = Date.now();
+    for (let batch = 0; batch < 20; batch++) {
+      const unpaid = Array.from({ length: 25 }, () => call('count', {}, 'unpaid'));
+      const paid = call('count', key.auth, 'unpaid');
+      for (const answer of await Promise.all(unpaid)) assert.ok(answer.result?.isError, 'no payment: challenged');
+      assert.ok(!(await paid).result?.isError, `paid call ${batch + 1}`);
+    }
+    const windows = Math.floor(Date.now() / 2_000) - Math.floor(started / 2_000) + 1;
+
+    const suppressed = (summaries: Record<string, any>[]) => summaries.reduce((n, s) => n + s.data.suppressed, 0);
+    // The last window's summary is raised when it ends.
+    await eventually(
+      async () => ofServer('call.challenged').length + suppressed(ofServer('calls.suppressed')),
+      (n) => n === 500,
+      'every unpaid call is an event or counted in a summary',
+    );
+    const challenged = ofServer('call.challenged').length;
+    assert.ok(challenged <= UNPAID_PER_WINDOW * windows, `${challenged} challenges sent in ${windows} windows`);
+    for (const summary of ofServer('calls.suppressed')) {
+      assert.deepEqual(Object.keys(summary.data.counts), ['call.challenged']);
+      assert.equal(summary.data.counts['call.challenged'].payment_missing, summary.data.suppressed);
+      assert.equal(summary.data.limit, UNPAID_PER_WINDOW);
+      assert.equal(Date.parse(summary.data.until) - Date.parse(summary.data.from), 2_000);
+    }
+    const paid = await eventually(
+      async () => ofKey('call.paid', key.id),
+      (p) => p.length === 20,
+      'every paid call has its event',
+    );
+    assert.ok(paid.every((e) => e.amount === '10000' && e.server.slug === 'unpaid'));
   });
 });
