@@ -319,7 +319,8 @@ for (const backend of backends)
       assert.equal(upstream.runs(), runs);
       const invoice = invoiceOf(org, `in_${seq}_period`, { period_start: start, period_end: end, amount_paid: 4 });
       assert.equal((await deliver('invoice.paid', invoice)).outcome, 'postpaid_updated');
-      assert.equal(await unbilled(org), '0');
+      const shown = (await served.api('GET', `/operator/keys/${org.id}/postpaid`, { key: operators[0]!.key })).body.accounts[0];
+      assert.deepEqual([shown.unbilled, shown.paidThrough], ['0', new Date(end * 1000).toISOString()]);
       assert.ok((await call(org.key)).result?._meta?.['turnpike/invoice']);
     });
 

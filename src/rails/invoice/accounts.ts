@@ -34,6 +34,8 @@ export const publicAccount = (a: PostpaidAccount) => ({
   creditLimit: a.creditLimit.toString(),
   unbilled: a.unbilled.toString(),
   periodStart: new Date(a.periodStart).toISOString(),
+  paidThrough: new Date(a.paidThrough).toISOString(),
+  unpaidInvoices: a.unpaidInvoices,
   createdAt: new Date(a.createdAt).toISOString(),
 });
 
