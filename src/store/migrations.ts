@@ -600,6 +600,25 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX payments_deferred_at_risk ON payments (chain_id, asset) WHERE deferred = 1 AND state <> 'settled' AND loss_cleared_at IS NULL;
     `,
   },
+  {
+    version: 19,
+    name: 'post-paid unpaid invoices',
+    // The invoices of an account whose payment failed (settled 0) or that were paid or voided (settled 1, so that a
+    // failure delivered after its payment changes nothing): the account is past due while one is unsettled
+    // (unpaid_invoices counts them, kept with the row). paid_through: the end of the latest paid invoice's period; the
+    // credit limit covers the usage recorded since then (not yet paid), not only the current period's.
+    sql: `
+      CREATE TABLE postpaid_invoices (
+        account_id TEXT NOT NULL REFERENCES postpaid_accounts (id),
+        invoice_id TEXT NOT NULL,
+        settled INTEGER NOT NULL CHECK (settled IN (0, 1)),
+        PRIMARY KEY (account_id, invoice_id)
+      );
+      ALTER TABLE postpaid_accounts ADD COLUMN unpaid_invoices INTEGER NOT NULL DEFAULT 0 CHECK (unpaid_invoices >= 0);
+      ALTER TABLE postpaid_accounts ADD COLUMN paid_through BIGINT NOT NULL DEFAULT 0;
+      UPDATE postpaid_accounts SET paid_through = period_start;
+    `,
+  },
 ];
 
 /**

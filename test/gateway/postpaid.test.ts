@@ -271,6 +271,59 @@ for (const backend of backends)
       assert.ok((await call(org.key)).result?._meta?.['turnpike/invoice']);
     });
 
+    /** A Stripe invoice of `org`'s subscription. */
+    const invoiceOf = (org: { subscription: string }, id: string, fields: object = {}) => ({
+      id,
+      object: 'invoice',
+      parent: { type: 'subscription_details', subscription_details: { subscription: org.subscription } },
+      ...fields,
+    });
+
+    test('with two failed invoices, paying the first still refuses calls, also once Stripe says the subscription is active; voiding the second (nothing owed) lets them through', async () => {
+      const org = await customer(10);
+      const [first, second] = [invoiceOf(org, `in_${seq}_a`), invoiceOf(org, `in_${seq}_b`)];
+      assert.equal((await deliver('invoice.payment_failed', first)).outcome, 'postpaid_updated');
+      assert.equal((await deliver('invoice.payment_failed', second)).outcome, 'postpaid_updated');
+      assert.equal((await deliver('invoice.paid', { ...first, amount_paid: 2 })).outcome, 'postpaid_updated');
+      const runs = upstream.runs();
+      assert.equal((await call(org.key)).error?.data?.error, 'account_past_due');
+      const sub = stripeApi.subscriptions.get(org.subscription)!;
+      await deliver('customer.subscription.updated', { ...sub, status: 'active' });
+      const refused = await call(org.key);
+      assert.equal(refused.error?.data?.error, 'account_past_due');
+      assert.equal(refused.error?.data?.unpaidInvoices, 1);
+      assert.equal(upstream.runs(), runs);
+      assert.equal((await deliver('invoice.voided', { ...second, status: 'void' })).outcome, 'postpaid_updated');
+      assert.ok((await call(org.key)).result?._meta?.['turnpike/invoice']);
+    });
+
+    test('at a new period the credit limit still counts the last period’s usage: the next call is refused until the invoice billing it is paid', async () => {
+      const org = await customer(2);
+      assert.ok((await call(org.key)).result?._meta?.['turnpike/invoice']);
+      assert.ok((await call(org.key)).result?._meta?.['turnpike/invoice']);
+      assert.equal((await call(org.key)).error?.data?.error, 'credit_limit_reached');
+      // The period ends on the next whole second (Stripe's unit), after the calls above.
+      const sub = stripeApi.subscriptions.get(org.subscription) as ReturnType<typeof stripeApi.subscribe>;
+      const start = sub.items.data[0]!.current_period_start;
+      const end = Math.ceil(Date.now() / 1000);
+      while (Date.now() < end * 1000) await new Promise((r) => setTimeout(r, 50));
+      const item = { ...sub.items.data[0]!, current_period_start: end, current_period_end: end + 30 * 86_400 };
+      assert.equal(
+        (await deliver('customer.subscription.updated', { ...sub, items: { ...sub.items, data: [item] } })).outcome,
+        'postpaid_updated',
+      );
+      const runs = upstream.runs();
+      const refused = await call(org.key);
+      assert.equal(refused.error?.data?.error, 'credit_limit_reached');
+      assert.equal(refused.error?.data?.unbilled, String(PRICE * 2));
+      assert.equal(upstream.runs(), runs);
+      const invoice = invoiceOf(org, `in_${seq}_period`, { period_start: start, period_end: end, amount_paid: 4 });
+      assert.equal((await deliver('invoice.paid', invoice)).outcome, 'postpaid_updated');
+      const shown = (await served.api('GET', `/operator/keys/${org.id}/postpaid`, { key: operators[0]!.key })).body.accounts[0];
+      assert.deepEqual([shown.unbilled, shown.paidThrough], ['0', new Date(end * 1000).toISOString()]);
+      assert.ok((await call(org.key)).result?._meta?.['turnpike/invoice']);
+    });
+
     test('a deleted subscription blocks the next call; its redelivery is recognised', async () => {
       const org = await customer(10);
       const sub = { ...stripeApi.subscriptions.get(org.subscription)!, status: 'canceled' };

@@ -153,7 +153,7 @@ for (const backend of backends)
 
     test('Stripe’s events set what an account may do: once per event, never undone by an older one, past due until paid', async () => {
       const a = await account(10);
-      const failed = event(a.subscription, { kind: 'payment_failed' });
+      const failed = event(a.subscription, { kind: 'payment_failed', invoice: 'in_a' });
       assert.equal(await stores[0]!.postpaid.applyEvent(failed), 'postpaid_updated');
       assert.equal(await stores[1]!.postpaid.applyEvent(failed), 'duplicate_event');
       const refused = await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE });
@@ -162,24 +162,74 @@ for (const backend of backends)
       const stale = event(a.subscription, { kind: 'status', status: 'active' }, Date.now() - 30_000);
       assert.equal(await stores[0]!.postpaid.applyEvent(stale), 'postpaid_unchanged');
       assert.equal((await stores[0]!.postpaid.account(a.keyId, a.serverId))!.status, 'past_due');
-      assert.equal(await stores[0]!.postpaid.applyEvent(event(a.subscription, { kind: 'paid' }, Date.now() + 1000)), 'postpaid_updated');
+      assert.equal(
+        await stores[0]!.postpaid.applyEvent(event(a.subscription, { kind: 'paid', invoice: 'in_a' }, Date.now() + 1000)),
+        'postpaid_updated',
+      );
       assert.equal((await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE })).ok, true);
       await stores[0]!.postpaid.applyEvent(event(a.subscription, { kind: 'status', status: 'canceled' }, Date.now() + 2000));
       // A paid invoice does not bring a cancelled subscription back.
-      assert.equal(await stores[0]!.postpaid.applyEvent(event(a.subscription, { kind: 'paid' }, Date.now() + 3000)), 'postpaid_unchanged');
+      const later = event(a.subscription, { kind: 'paid', invoice: 'in_b' }, Date.now() + 3000);
+      assert.equal(await stores[0]!.postpaid.applyEvent(later), 'postpaid_unchanged');
+      assert.equal((await stores[0]!.postpaid.account(a.keyId, a.serverId))!.status, 'canceled');
       const canceled = await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE });
       assert.equal(!canceled.ok && canceled.account?.status, 'canceled');
-      assert.equal(await stores[0]!.postpaid.applyEvent(event('sub_nobody', { kind: 'paid' })), undefined);
+      assert.equal(await stores[0]!.postpaid.applyEvent(event('sub_nobody', { kind: 'paid', invoice: 'in_c' })), undefined);
     });
 
-    test('a new billing period starts the credit limit over from the usage recorded since it began', async () => {
+    test('a paid invoice settles only itself: the account stays past due while another failed invoice is unpaid, whatever status Stripe gives the subscription', async () => {
+      const a = await account(10);
+      const apply = (change: Parameters<typeof event>[1], at = Date.now()) =>
+        stores[0]!.postpaid.applyEvent(event(a.subscription, change, at));
+      const refusal = async () => {
+        const r = await stores[1]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE });
+        return r.ok ? 'ok' : r.reason;
+      };
+      assert.equal(await apply({ kind: 'payment_failed', invoice: 'in_1' }), 'postpaid_updated');
+      assert.equal(await apply({ kind: 'payment_failed', invoice: 'in_2' }), 'postpaid_updated');
+      assert.equal(await apply({ kind: 'payment_failed', invoice: 'in_2' }), 'postpaid_unchanged', 'a retried failure counts once');
+      assert.equal(await apply({ kind: 'paid', invoice: 'in_1' }, Date.now() + 1000), 'postpaid_updated');
+      assert.equal(await refusal(), 'not_entitled');
+      assert.deepEqual(
+        (({ status, unpaidInvoices }) => ({ status, unpaidInvoices }))((await stores[0]!.postpaid.account(a.keyId, a.serverId))!),
+        { status: 'past_due', unpaidInvoices: 1 },
+      );
+      // Stripe's subscription status follows its latest invoice only: `active` does not settle in_2.
+      assert.equal(await apply({ kind: 'status', status: 'active' }, Date.now() + 2000), 'postpaid_updated');
+      assert.equal(await refusal(), 'not_entitled');
+      // A failure of the paid in_1 delivered late changes nothing.
+      assert.equal(await apply({ kind: 'payment_failed', invoice: 'in_1' }, Date.now() + 3000), 'postpaid_unchanged');
+      assert.equal(await apply({ kind: 'paid', invoice: 'in_2' }, Date.now() + 4000), 'postpaid_updated');
+      assert.equal(await refusal(), 'ok');
+      // Paid before its failure was delivered: the late failure changes nothing.
+      assert.equal(await apply({ kind: 'paid', invoice: 'in_3' }, Date.now() + 5000), 'postpaid_unchanged');
+      assert.equal(await apply({ kind: 'payment_failed', invoice: 'in_3' }, Date.now() + 4500), 'postpaid_unchanged');
+      assert.equal(await refusal(), 'ok');
+    });
+
+    test('a new billing period does not free the credit limit: the last period’s usage counts until the invoice billing it is paid', async () => {
       const a = await account(2);
       await calls(a, 2);
       assert.equal((await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE })).ok, false);
-      const renewed = event(a.subscription, { kind: 'status', status: 'active', periodStart: Date.now() + 1 });
+      const periodEnd = Date.now() + 1;
+      await new Promise((r) => setTimeout(r, 5));
+      const renewed = event(a.subscription, { kind: 'status', status: 'active', periodStart: periodEnd });
       assert.equal(await stores[0]!.postpaid.applyEvent(renewed), 'postpaid_updated');
+      assert.equal((await stores[0]!.postpaid.account(a.keyId, a.serverId))!.unbilled, PRICE * 2n);
+      const refused = await stores[1]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE });
+      assert.equal(!refused.ok && refused.reason, 'credit_limit');
+      // An invoice of an earlier period frees nothing more; the one billing the period just ended frees its usage.
+      assert.equal(
+        await stores[0]!.postpaid.applyEvent(event(a.subscription, { kind: 'paid', invoice: 'in_0', periodEnd: periodEnd - 120_000 })),
+        'postpaid_unchanged',
+      );
+      assert.equal((await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE })).ok, false);
+      assert.equal(
+        await stores[0]!.postpaid.applyEvent(event(a.subscription, { kind: 'paid', invoice: 'in_1', periodEnd })),
+        'postpaid_updated',
+      );
       assert.equal((await stores[0]!.postpaid.account(a.keyId, a.serverId))!.unbilled, 0n);
-      assert.equal((await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE })).ok, true);
+      await calls(a, 2);
     });
 
     test('delivered calls become one meter event each: the entry id as identifier, the price in micro-USD as value, reported once', async () => {

@@ -34,6 +34,8 @@ export const publicAccount = (a: PostpaidAccount) => ({
   creditLimit: a.creditLimit.toString(),
   unbilled: a.unbilled.toString(),
   periodStart: new Date(a.periodStart).toISOString(),
+  paidThrough: new Date(a.paidThrough).toISOString(),
+  unpaidInvoices: a.unpaidInvoices,
   createdAt: new Date(a.createdAt).toISOString(),
 });
 
@@ -104,9 +106,11 @@ export async function openPortal(deps: { stripe: Stripe; store: Store; returnUrl
 
 /**
  * What a Stripe event does to a post-paid account: `customer.subscription.created|updated|deleted`
- * set its status (deleted: `canceled`) and period, `invoice.payment_failed` makes it `past_due`,
- * `invoice.paid` clears that. Undefined for other events, and for subscriptions no account has
- * (the subscription plans' handler's then).
+ * set its status (deleted: `canceled`) and period, `invoice.payment_failed` records its invoice
+ * unpaid (the account is `past_due` while one is), `invoice.paid` and `invoice.voided` settle their
+ * own invoice and free the usage of the period it billed (up to its `period_end`: a subscription
+ * invoice bills the period just ended). Undefined for other events, and for subscriptions no account
+ * has (the subscription plans' handler's then).
  */
 export async function handlePostpaidEvent(store: Store, event: Stripe.Event): Promise<BillingEventOutcome | undefined> {
   const base = { eventId: event.id, type: event.type, eventAt: event.created * 1000 };
@@ -121,10 +125,15 @@ export async function handlePostpaidEvent(store: Store, event: Stripe.Event): Pr
       return store.postpaid.applyEvent({ ...base, subscription: sub.id, change });
     }
     case 'invoice.payment_failed':
-    case 'invoice.paid': {
-      const subscription = subscriptionOf(event.data.object);
-      if (!subscription) return undefined;
-      const change = event.type === 'invoice.paid' ? { kind: 'paid' as const } : { kind: 'payment_failed' as const };
+    case 'invoice.paid':
+    case 'invoice.voided': {
+      const invoice = event.data.object;
+      const subscription = subscriptionOf(invoice);
+      if (!subscription || !invoice.id) return undefined;
+      const change =
+        event.type === 'invoice.payment_failed'
+          ? { kind: 'payment_failed' as const, invoice: invoice.id }
+          : { kind: 'paid' as const, invoice: invoice.id, ...(invoice.period_end > 0 ? { periodEnd: invoice.period_end * 1000 } : {}) };
       return store.postpaid.applyEvent({ ...base, subscription, change });
     }
     default:

@@ -67,15 +67,16 @@ export function usageRefusal(refused: Extract<Authorization, { ok: false }>, por
   if (refused.reason === 'credit_limit') {
     return new DomainError(
       'credit_limit_reached',
-      `this call would take the account's unbilled usage past its credit limit of ${account.creditLimit} micro-USD; it is billed at the end of the period, or ask the operator for a higher limit`,
+      `this call would take the account's usage not yet paid past its credit limit of ${account.creditLimit} micro-USD; the limit frees as invoices are paid, or ask the operator for a higher limit`,
       { unbilled: account.unbilled.toString(), creditLimit: account.creditLimit.toString(), price: amount.toString() },
     );
   }
-  if (account.status === 'past_due' || account.status === 'unpaid') {
+  if (account.unpaidInvoices > 0 || account.status === 'past_due' || account.status === 'unpaid') {
+    const unpaid = account.unpaidInvoices > 0 ? `${account.unpaidInvoices} invoice(s)` : 'its last invoice';
     return new DomainError(
       'account_past_due',
-      `the post-paid account's last invoice is unpaid (subscription ${account.status}); pay it in the billing portal (POST ${portal} with this key answers its URL), and calls resume within seconds of the payment`,
-      { status: account.status, portal },
+      `the post-paid account has ${unpaid} unpaid (subscription ${account.status}); pay them in the billing portal (POST ${portal} with this key answers its URL), and calls resume within seconds of the payment`,
+      { status: account.status, unpaidInvoices: account.unpaidInvoices, portal },
     );
   }
   return new DomainError(

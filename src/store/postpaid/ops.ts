@@ -4,7 +4,7 @@ import { creditsSql } from '../credits/statements.js';
 import { type Op, type Runner, all, get, lock, run } from '../engine/statement.js';
 import { newId } from '../ids.js';
 import { metaSql } from '../meta.js';
-import type { Authorization, BillingEvent, BillingEventOutcome, NewAccount, PostpaidStore, Usage } from './postpaid.js';
+import type { Authorization, BillingChange, BillingEvent, BillingEventOutcome, NewAccount, PostpaidStore, Usage } from './postpaid.js';
 import { STRIPE_OK_KEY, postpaidSql as sql, toAccount, toUnreported } from './statements.js';
 
 const count = (v: bigint | number | null | undefined) => Number(v ?? 0);
@@ -46,10 +46,21 @@ function* voidUsage(id: string) {
   yield* run(sql.takeUnbilled, { id: entry.account_id, amount: entry.amount, createdAt: entry.created_at, now: Date.now() });
 }
 
+/** Records an invoice's failure or settlement: by how much the account's unsettled invoices change (1, -1 or 0). */
+function* invoiceChange(accountId: string, change: Extract<BillingChange, { invoice: string }>): Op<number> {
+  const invoice = { accountId, invoice: change.invoice };
+  if (change.kind === 'payment_failed') return (yield* run(sql.insertInvoice, { ...invoice, settled: 0 })) > 0 ? 1 : 0;
+  if ((yield* run(sql.settleInvoice, invoice)) > 0) return -1;
+  yield* run(sql.insertInvoice, { ...invoice, settled: 1 });
+  return 0;
+}
+
 /**
  * What an event does to its (locked) account: a subscription event sets the status (and a new
- * period's start) unless a newer event set it already; a failed payment makes an entitled account
- * `past_due`; a paid invoice makes a `past_due` or `unpaid` one `active` again.
+ * period's start) unless a newer event set it already; a failed payment records its invoice unpaid
+ * and makes an entitled account `past_due`; a paid (or voided) invoice settles only its own invoice,
+ * frees the usage of the period it billed, and makes a `past_due` or `unpaid` account `active` again
+ * once no failed invoice is left unsettled.
  */
 function* applyEvent(event: BillingEvent): Op<BillingEventOutcome | undefined> {
   const now = Date.now();
@@ -60,19 +71,29 @@ function* applyEvent(event: BillingEvent): Op<BillingEventOutcome | undefined> {
   const account = toAccount(row);
   const { change } = event;
   const newer = event.eventAt >= account.statusAt;
+  let changed = false;
+  const delta = change.kind === 'status' ? 0 : yield* invoiceChange(account.id, change);
+  if (delta !== 0) {
+    yield* run(sql.addUnpaid, { id: account.id, delta, now });
+    changed = true;
+  }
+  if (change.kind === 'paid' && change.periodEnd !== undefined && change.periodEnd > account.paidThrough) {
+    yield* run(sql.paidThrough, { id: account.id, paidThrough: change.periodEnd, now });
+    changed = true;
+  }
+  const unpaid = account.unpaidInvoices + delta;
   const status =
     change.kind === 'status'
       ? newer
         ? change.status
         : undefined
       : change.kind === 'payment_failed'
-        ? newer && ENTITLED.has(account.status)
+        ? delta > 0 && newer && ENTITLED.has(account.status)
           ? 'past_due'
           : undefined
-        : newer && (account.status === 'past_due' || account.status === 'unpaid')
+        : newer && unpaid === 0 && (account.status === 'past_due' || account.status === 'unpaid')
           ? 'active'
           : undefined;
-  let changed = false;
   if (status !== undefined && status !== account.status) {
     yield* run(sql.setStatus, { id: account.id, status, statusAt: event.eventAt, now });
     changed = true;

@@ -16,12 +16,19 @@ export type PostpaidAccount = {
   subscription: string;
   /** The Billing Meter's `event_name` that usage is reported under. */
   meter: string;
-  /** The most usage (micro-USD) that may be unbilled at once: recorded since the period began. */
+  /** The most usage (micro-USD) that may be unpaid at once (`unbilled`). */
   creditLimit: bigint;
-  /** Usage recorded since `periodStart`, delivered or still running (micro-USD). */
+  /**
+   * Usage not yet paid: recorded since `paidThrough`, delivered or still running (micro-USD). A new
+   * period does not reset it: the last period's usage counts until its invoice is paid.
+   */
   unbilled: bigint;
   /** Start of the subscription's current billing period (ms). */
   periodStart: number;
+  /** End of the period of the latest paid (or voided) invoice (ms); at first, the period start when the account was opened. */
+  paidThrough: number;
+  /** Invoices whose payment failed, not yet paid or voided: while there is one, the account is past due whatever the status says. */
+  unpaidInvoices: number;
   /** The subscription's status as Stripe's latest event said (`active`, `trialing`, `past_due`, `canceled`, …). */
   status: string;
   /** When the event that set `status` was created (ms): an older event never overwrites a newer one. */
@@ -30,7 +37,7 @@ export type PostpaidAccount = {
   updatedAt: number;
 };
 
-export type NewAccount = Omit<PostpaidAccount, 'id' | 'unbilled' | 'createdAt' | 'updatedAt'>;
+export type NewAccount = Omit<PostpaidAccount, 'id' | 'unbilled' | 'paidThrough' | 'unpaidInvoices' | 'createdAt' | 'updatedAt'>;
 
 /** `open`: its call is running; `billable`: its result was delivered; `void`: the call failed or was cut off (never billed). */
 export type UsageState = 'open' | 'billable' | 'void';
@@ -60,8 +67,15 @@ export type Authorization =
   | { ok: true; entry: UsageEntry; unbilled: bigint; creditLimit: bigint }
   | { ok: false; reason: UsageRefusal; account?: PostpaidAccount };
 
-/** What a Stripe event says of a post-paid subscription. */
-export type BillingChange = { kind: 'status'; status: string; periodStart?: number } | { kind: 'payment_failed' } | { kind: 'paid' };
+/**
+ * What a Stripe event says of a post-paid subscription: its status (and period), an invoice whose
+ * payment failed, or an invoice settled (paid or voided: nothing more is owed for it) with the end of
+ * the period whose usage it billed (ms).
+ */
+export type BillingChange =
+  | { kind: 'status'; status: string; periodStart?: number }
+  | { kind: 'payment_failed'; invoice: string }
+  | { kind: 'paid'; invoice: string; periodEnd?: number };
 export type BillingEvent = { eventId: string; type: string; subscription: string; eventAt: number; change: BillingChange };
 export type BillingEventOutcome = 'postpaid_updated' | 'postpaid_unchanged' | 'duplicate_event';
 

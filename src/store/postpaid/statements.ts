@@ -11,6 +11,8 @@ export type AccountRow = {
   credit_limit: bigint;
   unbilled: bigint;
   period_start: bigint;
+  paid_through: bigint;
+  unpaid_invoices: bigint | number;
   status: string;
   status_at: bigint;
   created_at: bigint;
@@ -37,6 +39,8 @@ export const toAccount = (r: AccountRow): PostpaidAccount => ({
   creditLimit: r.credit_limit,
   unbilled: r.unbilled,
   periodStart: Number(r.period_start),
+  paidThrough: Number(r.paid_through),
+  unpaidInvoices: Number(r.unpaid_invoices),
   status: r.status,
   statusAt: Number(r.status_at),
   createdAt: Number(r.created_at),
@@ -91,26 +95,42 @@ export const postpaidSql = {
         statusAt: number;
       }
   >(`
-    INSERT INTO postpaid_accounts (id, key_id, server_id, customer, subscription, meter, credit_limit, period_start, status, status_at,
-      created_at, updated_at)
-    VALUES (@id, @keyId, @serverId, @customer, @subscription, @meter, @creditLimit, @periodStart, @status, @statusAt, @now, @now)
+    INSERT INTO postpaid_accounts (id, key_id, server_id, customer, subscription, meter, credit_limit, period_start, paid_through,
+      status, status_at, created_at, updated_at)
+    VALUES (@id, @keyId, @serverId, @customer, @subscription, @meter, @creditLimit, @periodStart, @periodStart, @status, @statusAt,
+      @now, @now)
     ON CONFLICT DO NOTHING`),
   addUnbilled: query<Id & Now & { amount: bigint }, { unbilled: bigint }>(
     'UPDATE postpaid_accounts SET unbilled = unbilled + @amount, updated_at = @now WHERE id = @id RETURNING unbilled',
   ),
-  // Only usage of the current period counts; CASE: the one spelling of "not below zero" both backends read.
+  // Only usage not yet paid counts; CASE: the one spelling of "not below zero" both backends read.
   takeUnbilled: command<Id & Now & { amount: bigint; createdAt: bigint }>(`
     UPDATE postpaid_accounts SET unbilled = CASE WHEN unbilled > @amount THEN unbilled - @amount ELSE 0 END, updated_at = @now
-    WHERE id = @id AND period_start <= @createdAt`),
+    WHERE id = @id AND paid_through <= @createdAt`),
   setStatus: command<Id & Now & { status: string; statusAt: number }>(
     'UPDATE postpaid_accounts SET status = @status, status_at = @statusAt, updated_at = @now WHERE id = @id',
   ),
-  // A new period: its unbilled usage is what was recorded since it began (calls made before the event arrived included).
-  newPeriod: command<Id & Now & { periodStart: number }>(`
-    UPDATE postpaid_accounts SET period_start = @periodStart, updated_at = @now,
+  // A new period does not free the limit: the last period's usage is owed until its invoice is paid.
+  newPeriod: command<Id & Now & { periodStart: number }>(
+    'UPDATE postpaid_accounts SET period_start = @periodStart, updated_at = @now WHERE id = @id',
+  ),
+  // An invoice paid for the usage up to `paidThrough`: what stays owed is what was recorded since (calls made before the event arrived included).
+  paidThrough: command<Id & Now & { paidThrough: number }>(`
+    UPDATE postpaid_accounts SET paid_through = @paidThrough, updated_at = @now,
       unbilled = (SELECT COALESCE(SUM(amount), 0) FROM usage_entries
-                  WHERE account_id = @id AND state <> 'void' AND created_at >= @periodStart)
-    WHERE id = @id`),
+                  WHERE account_id = @id AND state <> 'void' AND created_at >= @paidThrough)
+    WHERE id = @id AND paid_through < @paidThrough`),
+  // An invoice seen first (failed or settled); one seen before keeps its row: a failure after the payment changes nothing.
+  insertInvoice: command<{ accountId: string; invoice: string; settled: number }>(
+    'INSERT INTO postpaid_invoices (account_id, invoice_id, settled) VALUES (@accountId, @invoice, @settled) ON CONFLICT DO NOTHING',
+  ),
+  settleInvoice: command<{ accountId: string; invoice: string }>(
+    'UPDATE postpaid_invoices SET settled = 1 WHERE account_id = @accountId AND invoice_id = @invoice AND settled = 0',
+  ),
+  // Kept with the account's row (locked by the event that changes it), so the hot path reads it with the row.
+  addUnpaid: command<Id & Now & { delta: number }>(
+    'UPDATE postpaid_accounts SET unpaid_invoices = unpaid_invoices + @delta, updated_at = @now WHERE id = @id',
+  ),
 
   usageById: query<Id, UsageRow>('SELECT * FROM usage_entries WHERE id = @id'),
   insertUsage: command<Id & Now & { accountId: string; tool: string; amount: bigint }>(`
