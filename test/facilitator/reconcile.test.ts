@@ -7,7 +7,6 @@ import { type SignedTransaction, createRelayerPool } from '../../src/chain/relay
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import type { NewPayment } from '../../src/store/journal/journal.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
-import type { Store } from '../../src/store/store.js';
 import { purposes } from '../../src/facilitator/purposes.js';
 import { useSandbox } from '../helpers/chain.js';
 import { signAuthorization, v2Request } from '../helpers/payments.js';
@@ -44,14 +43,6 @@ const transferCall = (p: NewPayment) => ({
     args: [p.payer, p.payTo, p.amount, p.validAfter, p.validBefore, p.nonce, p.signature],
   }),
 });
-
-/** The sandbox's first relayer, and how a settlement it signs is journalled in `store`. */
-function firstRelayer(store: Store) {
-  const pool = createRelayerPool({ keys: [chain.sandbox.accounts.relayers[0]!.privateKey], client: chain.client, network: networks.local });
-  const record = (p: NewPayment) => (tx: SignedTransaction) =>
-    store.journal.recordTransaction(p, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
-  return { pool, record };
-}
 
 /** What a process that crashed mid-settlement leaves behind, step by step. */
 async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', options: { deferred?: boolean; validBefore?: bigint } = {}) {
@@ -176,7 +167,13 @@ describe('reconciliation after a crash', () => {
         return payment;
       }),
     );
-    const { pool, record } = firstRelayer(store);
+    const pool = createRelayerPool({
+      keys: [chain.sandbox.accounts.relayers[0]!.privateKey],
+      client: chain.client,
+      network: networks.local,
+    });
+    const record = (p: NewPayment) => (tx: SignedTransaction) =>
+      store.journal.recordTransaction(p, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
     // The first call goes alone; the next two queue behind it and ride one Multicall3 transaction,
     // and the process dies while writing that batch's second row.
     const [first, one, two] = payments as [NewPayment, NewPayment, NewPayment];
@@ -222,7 +219,13 @@ describe('reconciliation after a crash', () => {
     const [first, griefer, honest] = payments as [NewPayment, NewPayment, NewPayment];
     // Verified as an EOA, then code at the address: USDC asks it (ERC-1271), and it loops until the gas is gone.
     await chain.rpc('anvil_setCode', [griefer.payer, '0x5b600056']);
-    const { pool, record } = firstRelayer(store);
+    const pool = createRelayerPool({
+      keys: [chain.sandbox.accounts.relayers[0]!.privateKey],
+      client: chain.client,
+      network: networks.local,
+    });
+    const record = (p: NewPayment) => (tx: SignedTransaction) =>
+      store.journal.recordTransaction(p, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
     // The first goes alone; the griefer's and the honest payment ride one Multicall3 transaction.
     const [, batch] = await Promise.all(payments.map((p) => pool.submit(transferCall(p), record(p))));
     assert.equal((await chain.client.getTransaction({ hash: batch!.txHash })).to, MULTICALL3.toLowerCase());
