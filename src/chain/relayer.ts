@@ -18,8 +18,7 @@ import { nativeSecp256k1 } from './secp256k1.js';
 /** A transaction signed and ready to broadcast; its hash is known before anyone sees it. */
 export type SignedTransaction = { relayer: Address; nonce: number; rawTx: Hex; txHash: Hex };
 
-/** A call to send; `alone`: in a transaction of its own, never in a batch. */
-type Call = { to: Address; data: Hex; alone?: boolean };
+type Call = { to: Address; data: Hex };
 type Queued = Call & {
   beforeBroadcast: (tx: SignedTransaction) => Promise<void>;
   resolve(tx: SignedTransaction): void;
@@ -119,8 +118,7 @@ export function createRelayerPool(options: RelayerPoolOptions) {
   async function drain(lane: Lane) {
     lane.busy = true;
     while (lane.queue.length > 0) {
-      const next = lane.queue.findIndex((q, i) => i > 0 && q.alone);
-      const batch = lane.queue.splice(0, lane.queue[0]?.alone ? 1 : Math.min(maxBatch, next === -1 ? lane.queue.length : next));
+      const batch = lane.queue.splice(0, maxBatch);
       let tx: SignedTransaction;
       try {
         tx = await sign(lane, batch);

@@ -46,8 +46,8 @@ export type SettleDeps = {
 export type SettleOptions = { deferred?: boolean };
 
 type Payment = Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'asset'>;
-/** A payment as taken: its key, its signed authorization, and when turnpike took it (ms since the epoch). */
-type Taken = PaymentKey & Pick<PaymentRecord, 'payTo' | 'amount' | 'validAfter' | 'validBefore' | 'signature' | 'createdAt'>;
+/** A payment with its authorization's nonce and when turnpike took it (ms since the epoch). */
+type Taken = Payment & Pick<PaymentRecord, 'nonce' | 'createdAt'>;
 
 /**
  * What a mined transaction did for a payment: settled only if it succeeded and shows the token's
@@ -204,27 +204,7 @@ export function createSettler(deps: SettleDeps) {
     if (outcome.state === 'settled') return outcome;
     // A node that cannot answer the log query leaves the failure as it is.
     const copy = await settledBy(client, rules.network.blockTimeMs, payment, payment.createdAt).catch(() => undefined);
-    if (copy) return { state: 'settled', txHash: copy };
-    const alone = await aloneAfterBatch(receipt, payment);
-    return alone ? outcomeOf(alone, payment) : outcome;
-  }
-
-  /** Whether the token reports the payment's authorization used (or canceled). */
-  const authorizationUsed = (p: Taken) =>
-    client.readContract({ address: p.asset, abi: usdcAbi, functionName: 'authorizationState', args: [p.payer, p.nonce] });
-
-  /**
-   * A payment that failed inside a Multicall3 batch, its authorization still unused and valid, may
-   * have been failed by another payment of the batch: a payer whose address runs code (a smart
-   * wallet, or an EOA delegated by EIP-7702 after it was verified) can burn the whole batch's gas.
-   * It is sent once more in a transaction of its own (journalled before the broadcast, like any),
-   * whose receipt decides; undefined when it is not such a payment, or that one was not mined.
-   */
-  async function aloneAfterBatch(receipt: TransactionReceipt, p: Taken): Promise<TransactionReceipt | undefined> {
-    if (!receipt.to || !isAddressEqual(receipt.to, MULTICALL3) || BigInt(deps.now()) >= p.validBefore) return undefined;
-    if (await authorizationUsed(p)) return undefined;
-    const tx = await send(p, calldata(p), p.asset, { alone: true }).catch(() => undefined);
-    return tx && cadence.waitFor(client, tx.txHash, (Number(p.validBefore) + 60) * 1000);
+    return copy ? { state: 'settled', txHash: copy } : outcome;
   }
 
   const waitForReceipt = (hash: Hex, deadline: number, sentAt?: number) => cadence.waitFor(client, hash, deadline, sentAt);
@@ -246,16 +226,15 @@ export function createSettler(deps: SettleDeps) {
 
   /**
    * Sign, journal, broadcast. A nonce the node refused gets a fresh transaction (the refused one
-   * can never be mined); any other refusal releases the claim, so the payer can try again (not
-   * when it is sent `again`, `alone` after a batch: see `aloneAfterBatch`).
+   * can never be mined); any other refusal releases the claim, so the payer can try again.
    */
-  async function send(key: PaymentKey, data: Hex, asset: PaymentKey['asset'], again?: { alone: true }): Promise<SignedTransaction> {
+  async function send(key: PaymentKey, data: Hex, asset: PaymentKey['asset']): Promise<SignedTransaction> {
     const record = (tx: SignedTransaction) =>
       journal.recordTransaction(key, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
     for (let attempt = 1; ; attempt++) {
       let signed: SignedTransaction | undefined;
       try {
-        return await relayers.submit({ to: asset, data, ...again }, async (tx) => {
+        return await relayers.submit({ to: asset, data }, async (tx) => {
           signed = tx;
           await record(tx);
         });
@@ -265,8 +244,7 @@ export function createSettler(deps: SettleDeps) {
         // Refused, yet the node has it (an earlier delivery of the same request arrived, then "nonce too low"): it is out.
         if (signed && (await nodeHas(signed.txHash))) return signed;
         if (error instanceof BroadcastRejectedError && error.kind === 'nonce' && attempt < 3) continue;
-        // Sent once already (see `aloneAfterBatch`): the claim stays, for the first transaction's outcome.
-        if (!again) await journal.release(key);
+        await journal.release(key);
         if (!(error instanceof BroadcastRejectedError)) {
           throw new FacilitatorUnavailableError('cannot prepare the settlement transaction', { cause: error });
         }
@@ -286,17 +264,25 @@ export function createSettler(deps: SettleDeps) {
    */
   async function run(intent: PaymentIntent, deferred: boolean): Promise<SettleResponse> {
     const { key } = intent;
-    const { validAfter, validBefore } = intent.authorization;
-    const payment: Taken = {
-      ...key,
+    const payment = {
+      payer: intent.authorization.from,
       payTo: intent.payTo,
       amount: intent.amount,
-      validAfter,
-      validBefore,
-      signature: intent.signature,
+      asset: intent.asset.address,
+      nonce: key.nonce,
       createdAt: Date.now(),
     };
-    const tx = await send(key, calldata(payment), key.asset);
+    const tx = await send(
+      key,
+      calldata({
+        ...intent.authorization,
+        payer: intent.authorization.from,
+        payTo: intent.payTo,
+        amount: intent.amount,
+        signature: intent.signature,
+      }),
+      intent.asset.address,
+    );
     const sentAt = performance.now();
     if (deferred) {
       deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore, sentAt));

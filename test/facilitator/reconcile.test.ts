@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { type Address, type Hex, encodeFunctionData } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
-import { MULTICALL3, networks } from '../../src/chain/networks.js';
+import { networks } from '../../src/chain/networks.js';
 import { type SignedTransaction, createRelayerPool } from '../../src/chain/relayer.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import type { NewPayment } from '../../src/store/journal/journal.js';
@@ -33,16 +33,6 @@ async function signedPayment(payer: DemoAccount, amount: bigint, validBefore?: b
     purpose: purposes.api,
   };
 }
-
-/** The relayer call that settles a journal entry. */
-const transferCall = (p: NewPayment) => ({
-  to: networks.base.usdc.address,
-  data: encodeFunctionData({
-    abi: usdcAbi,
-    functionName: 'transferWithAuthorization',
-    args: [p.payer, p.payTo, p.amount, p.validAfter, p.validBefore, p.nonce, p.signature],
-  }),
-});
 
 /** What a process that crashed mid-settlement leaves behind, step by step. */
 async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', options: { deferred?: boolean; validBefore?: bigint } = {}) {
@@ -172,15 +162,23 @@ describe('reconciliation after a crash', () => {
       client: chain.client,
       network: networks.local,
     });
+    const call = (p: NewPayment) => ({
+      to: networks.base.usdc.address,
+      data: encodeFunctionData({
+        abi: usdcAbi,
+        functionName: 'transferWithAuthorization',
+        args: [p.payer, p.payTo, p.amount, p.validAfter, p.validBefore, p.nonce, p.signature],
+      }),
+    });
     const record = (p: NewPayment) => (tx: SignedTransaction) =>
       store.journal.recordTransaction(p, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
     // The first call goes alone; the next two queue behind it and ride one Multicall3 transaction,
     // and the process dies while writing that batch's second row.
     const [first, one, two] = payments as [NewPayment, NewPayment, NewPayment];
     const recorded = new Promise<void>((resolve) => {
-      void pool.submit(transferCall(first), record(first));
-      void pool.submit(transferCall(one), record(one));
-      void pool.submit(transferCall(two), () => {
+      void pool.submit(call(first), record(first));
+      void pool.submit(call(one), record(one));
+      void pool.submit(call(two), () => {
         resolve();
         return new Promise(() => {});
       });
@@ -203,44 +201,6 @@ describe('reconciliation after a crash', () => {
       });
       assert.equal(used, false);
     }
-  });
-
-  test('a payer whose address runs code that burns a batch’s gas (a smart wallet, or an EOA delegated by EIP-7702 after verification) fails only its own payment: the deferred payment batched with it is sent again alone and settles, not a loss', async () => {
-    const path = chain.dbPath();
-    const store = await openSqliteStore({ path });
-    const deferral = { balance: 10n ** 12n, cap: 10n ** 12n, total: 10n ** 12n };
-    const payments = await Promise.all(
-      [5, 6, 7].map(async (i) => {
-        const payment = await signedPayment(chain.sandbox.accounts.payers[i]!, 1_234n);
-        await store.journal.claim(payment, deferral);
-        return payment;
-      }),
-    );
-    const [first, griefer, honest] = payments as [NewPayment, NewPayment, NewPayment];
-    // Verified as an EOA, then code at the address: USDC asks it (ERC-1271), and it loops until the gas is gone.
-    await chain.rpc('anvil_setCode', [griefer.payer, '0x5b600056']);
-    const pool = createRelayerPool({
-      keys: [chain.sandbox.accounts.relayers[0]!.privateKey],
-      client: chain.client,
-      network: networks.local,
-    });
-    const record = (p: NewPayment) => (tx: SignedTransaction) =>
-      store.journal.recordTransaction(p, { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.nonce });
-    // The first goes alone; the griefer's and the honest payment ride one Multicall3 transaction.
-    const [, batch] = await Promise.all(payments.map((p) => pool.submit(transferCall(p), record(p))));
-    assert.equal((await chain.client.getTransaction({ hash: batch!.txHash })).to, MULTICALL3.toLowerCase());
-    const before = await chain.balanceOf(honest.payTo);
-    await store.close();
-
-    const { store: after, facilitator } = await restart(path);
-    await facilitator.reconcile();
-    const row = await after.journal.get(honest);
-    assert.equal(row?.state, 'settled');
-    assert.notEqual(row?.txHash, batch!.txHash);
-    assert.deepEqual(await after.journal.losses(honest), { count: 0, amount: 0n });
-    assert.equal(await chain.balanceOf(honest.payTo), before + honest.amount);
-    assert.equal((await after.journal.get(griefer))?.state, 'failed');
-    assert.equal((await after.journal.get(first))?.state, 'settled');
   });
 
   test('claimed with nothing sent: the claim is released and the payment can settle afterwards', async () => {
