@@ -79,6 +79,16 @@
  *     losses is refused (payer_has_unsettled_losses) without its tool running. Checks 1, 2 and 6
  *     hold for everyone else, and for the drainers apart from the USDC they moved away and the
  *     payments that then failed.
+ * 14. Events out (sent to a webhook receiver in this process that verifies `Turnpike-Signature`
+ *     and fails a seeded 15 % of deliveries with a 503 or a closed connection): after recovery
+ *     and a wait of up to 20 s for the outbox, every event in the store was delivered with a
+ *     valid signature and its stored body, unless its delivery is still claimed under the lease
+ *     (60 s) of a process a kill ended; every delivered id is in the store, with one body. An
+ *     event names no payment or debit, so `call.paid` events are counted per rail, caller, tool
+ *     and amount: per standing debit at least one (a debit closes after its charge and event are
+ *     written) and per debit at most one; per settled payment (or deferred loss) at most one, and
+ *     at least one except for calls a kill cut (an answer lost, or given within 1 s of a SIGKILL:
+ *     an x402 call's event rides the 100 ms batch, which a kill may lose).
  * Not an invariant, but reported: settled x402 payments whose answer was cut off by a kill (a
  * transfer on chain cannot be undone; the payer paid for a result it did not receive).
  */
@@ -88,7 +98,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { startChain } from './chaos/chain.js';
-import { unrecovered, gatherEvidence } from './chaos/evidence.js';
+import { unrecovered, gatherEvidence, undeliveredEvents } from './chaos/evidence.js';
 import { injectFaults, turnpikeKills } from './chaos/faults.js';
 import { checkInvariants } from './chaos/invariants.js';
 import { type SettledPayment, runPayers } from './chaos/payers.js';
@@ -96,7 +106,8 @@ import { formatReport, summarize } from './chaos/report.js';
 import { startStack } from './chaos/stack.js';
 import { runThief } from './chaos/thief.js';
 import { DRAIN_SINK, runDrainers } from './chaos/drainers.js';
-import { DEFERRED_CAP } from './chaos/stack.js';
+import { DEFERRED_CAP, EVENT_LEASE_MS } from './chaos/stack.js';
+import { startReceiver } from './chaos/receiver.js';
 
 const X402_PAYERS = 6;
 /** The thief's wallet is the chain's payer after the x402 payers'; the drainers' come after it. */
@@ -104,6 +115,8 @@ const THIEF_PAYER = X402_PAYERS;
 const DRAINERS = 2;
 const CREDITS_PAYERS = 4;
 const RECOVERY_TIMEOUT_MS = 30_000;
+/** After recovery, how long the run waits for the events outbox to empty (retries are at most 1 s apart). */
+const EVENTS_TIMEOUT_MS = 20_000;
 
 const flagsSchema = z.object({
   seconds: z.coerce.number().int().positive().default(60),
@@ -135,7 +148,8 @@ async function soak(settlement: 'strict' | 'deferred') {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-chaos-'));
   const deferred = settlement === 'deferred';
   const chain = await startChain(X402_PAYERS + 1 + (deferred ? DRAINERS : 0), deferred ? 2 : 0);
-  const stack = await startStack(chain, dir, settlement);
+  const receiver = await startReceiver(flags.seed);
+  const stack = await startStack(chain, dir, settlement, receiver);
   const keys = await Promise.all(Array.from({ length: CREDITS_PAYERS }, (_, i) => stack.createKey(`chaos-${i}`, '50')));
   progress(
     `turnpike at ${stack.base} (settlement: ${settlement}), chain at ${chain.sandbox.rpcUrl}, evidence in ${dir}; running ${flags.seconds} s with seed ${flags.seed}`,
@@ -166,6 +180,7 @@ async function soak(settlement: 'strict' | 'deferred') {
   progress('faults over; killing turnpike once more and waiting for its recovery');
   const finalKill = Date.now();
   await stack.turnpike.kill();
+  const restartedAt = Date.now();
   await stack.turnpike.start();
   const recoveryDeadline = Date.now() + RECOVERY_TIMEOUT_MS;
   for (
@@ -175,7 +190,11 @@ async function soak(settlement: 'strict' | 'deferred') {
   ) {
     await new Promise((r) => setTimeout(r, 250));
   }
+  const eventsDeadline = Date.now() + EVENTS_TIMEOUT_MS;
+  while (undeliveredEvents(stack.dbPath, restartedAt, EVENT_LEASE_MS) > 0 && Date.now() < eventsDeadline)
+    await new Promise((r) => setTimeout(r, 250));
   await stack.stop();
+  await receiver.close();
 
   const evidence = await gatherEvidence({
     dbPath: stack.dbPath,
@@ -195,8 +214,18 @@ async function soak(settlement: 'strict' | 'deferred') {
     kills,
     loops,
     ...(deferred ? { drains } : {}),
+    events: { delivered: receiver.delivered, restartedAt, leaseMs: EVENT_LEASE_MS },
   });
-  const summary = summarize({ seconds: flags.seconds, seed: flags.seed, calls, thefts: thief.thefts, faults, evidence, checks });
+  const summary = summarize({
+    seconds: flags.seconds,
+    seed: flags.seed,
+    calls,
+    thefts: thief.thefts,
+    faults,
+    evidence,
+    checks,
+    eventsFailed: receiver.failed(),
+  });
   if (summary.ok) rmSync(dir, { recursive: true, force: true });
   return { ...summary, settlement, dir: summary.ok ? undefined : dir };
 }

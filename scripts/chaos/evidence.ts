@@ -29,6 +29,8 @@ const ledgerRow = z.object({
 });
 const keyRow = z.object({ id: z.string(), balance: z.bigint() });
 const requestRow = z.object({ key_id: z.string(), idempotency_key: z.string(), debit_id: z.string() });
+const eventRow = z.object({ id: z.string(), type: z.string(), payload: z.string() });
+const deliveryRow = z.object({ event_id: z.string(), state: z.string(), lease_until: z.bigint().nullable() });
 
 export type JournalRow = z.infer<typeof journalRow>;
 export type LedgerRow = z.infer<typeof ledgerRow>;
@@ -49,6 +51,8 @@ export function readStore(dbPath: string) {
       ledger: all(ledgerRow, 'SELECT id, key_id, kind, amount, balance_after, reason, idempotency_key, ref FROM ledger ORDER BY rowid'),
       keys: all(keyRow, 'SELECT id, balance FROM api_keys'),
       requests: all(requestRow, 'SELECT key_id, idempotency_key, debit_id FROM idempotent_requests'),
+      events: all(eventRow, 'SELECT id, type, payload FROM events'),
+      deliveries: all(deliveryRow, 'SELECT event_id, state, lease_until FROM event_deliveries'),
       openDebits: Number((db.prepare('SELECT COUNT(*) AS n FROM open_debits').get() as { n: bigint }).n),
     };
   } finally {
@@ -66,6 +70,22 @@ export function unrecovered(dbPath: string): { journal: number; openDebits: numb
       journal: count("SELECT COUNT(*) AS n FROM payments WHERE state IN ('verified', 'submitting', 'submitted')"),
       openDebits: count('SELECT COUNT(*) AS n FROM open_debits'),
     };
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Event deliveries still to be sent by the running turnpike (started at `startedAt`): pending ones,
+ * except those claimed by a process a kill ended, whose lease (taken `leaseMs` before it ends) has
+ * not run out yet.
+ */
+export function undeliveredEvents(dbPath: string, startedAt: number, leaseMs: number): number {
+  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+  try {
+    const sql = `SELECT COUNT(*) AS n FROM event_deliveries
+      WHERE state = 'pending' AND NOT (lease_until IS NOT NULL AND lease_until - ? < ? AND lease_until > ?)`;
+    return (db.prepare(sql).get(leaseMs, startedAt, Date.now()) as { n: number }).n;
   } finally {
     db.close();
   }

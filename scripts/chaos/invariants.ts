@@ -3,6 +3,7 @@ import type { Evidence, LedgerRow } from './evidence.js';
 import { failingTools, resultTools } from './executions.js';
 import { type Theft, smuggles, theftKinds } from './thief.js';
 import type { Drain } from './drainers.js';
+import type { Delivered } from './receiver.js';
 
 export type Check = { name: string; ok: boolean; summary: string; violations: string[] };
 
@@ -35,6 +36,8 @@ export function checkInvariants(
     loops: { at: number; ms: number }[];
     /** `--settlement deferred`: the payers who emptied their wallets (to `sink`), and the per-payer cap on deferred payments. */
     drains?: { sink: string; cap: bigint; drainers: Drain[] };
+    /** What the webhook receiver took, and when turnpike was last started (after the final kill). */
+    events: { delivered: Delivered[]; restartedAt: number; leaseMs: number };
   },
 ): Check[] {
   const { store, chain, executions } = evidence;
@@ -411,6 +414,80 @@ export function checkInvariants(
         'deferred settlement: losses only by payers who emptied their wallets, each within the cap, and those payers refused',
         v,
         summary,
+      ),
+    );
+  }
+  // 14. Events out: every recorded event delivered, signed, as recorded; every charge has its call.paid event.
+  {
+    const v: string[] = [];
+    const { delivered: got, restartedAt, leaseMs } = options.events;
+    const recorded = new Map(store.events.map((e) => [e.id, e]));
+    const bodies = new Map<string, Set<string>>();
+    for (const d of got) {
+      const event = recorded.get(d.eventId);
+      if (!d.signed) v.push(`event ${d.eventId} was delivered with a signature that does not verify`);
+      if (!event) v.push(`event ${d.eventId} was delivered but is not in the store`);
+      else if (d.body !== event.payload) v.push(`event ${d.eventId} was delivered with a body other than the one stored`);
+      bodies.set(d.eventId, (bodies.get(d.eventId) ?? new Set()).add(d.body));
+    }
+    for (const [id, b] of bodies) if (b.size > 1) v.push(`event ${id} was delivered with ${b.size} different bodies`);
+    const signedIds = new Set(got.filter((d) => d.signed).map((d) => d.eventId));
+    // A delivery a kill cut off mid-attempt stays claimed by the dead process until its lease runs out (then it is sent again).
+    const heldByDead = new Set(
+      store.deliveries
+        .filter((d) => d.state === 'pending' && d.lease_until !== null && Number(d.lease_until) - leaseMs < restartedAt)
+        .map((d) => d.event_id),
+    );
+    let held = 0;
+    for (const e of store.events) {
+      if (signedIds.has(e.id)) continue;
+      if (heldByDead.has(e.id)) held++;
+      else v.push(`event ${e.id} (${e.type}) is in the store but was never delivered with a valid signature`);
+    }
+
+    // call.paid names no payment or debit: count per rail, caller, tool and amount.
+    type Paid = { rail?: string; tool?: string; amount?: string; caller?: { payer?: string; keyId?: string } };
+    const paid = store.events.filter((e) => e.type === 'call.paid').map((e) => JSON.parse(e.payload) as Paid);
+    const slot = (rail: string, who: string, tool: string | undefined, amount: bigint) => `${rail} ${who.toLowerCase()} ${tool} ${amount}`;
+    const events = tally(paid, (e) => slot(e.rail ?? '?', e.caller?.payer ?? e.caller?.keyId ?? '?', e.tool, BigInt(e.amount ?? '0')));
+    const bounds = new Map<string, { least: number; most: number }>();
+    const bound = (k: string, least: number, most: number) => {
+      const b = bounds.get(k) ?? { least: 0, most: 0 };
+      bounds.set(k, { least: b.least + least, most: b.most + most });
+    };
+    // Credits: a debit closes only after its charge and event are written, so each standing debit has its event; a
+    // debit the crash sweep refunded may have one too.
+    for (const d of debits) bound(slot('credits', d.key_id, toolOf(d), -d.amount), standingIds.has(d.id) ? 1 : 0, 1);
+    // x402: the charge and event ride the 100 ms batch after the payment is journalled, so a kill may lose the event of
+    // a settled payment whose call a kill cut (a SIGKILL while it was asked, or within 1 s of its last answer).
+    let cut = 0;
+    for (const r of [...settled, ...losses]) {
+      const call = callOfNonce.get(key(r.payer, r.nonce));
+      if (!call || apiPurchases.has(key(r.payer, r.nonce))) continue;
+      const from = Math.min(...answers(call).map((a) => a.sent ?? a.at));
+      const until = Math.max(...answers(call).map((a) => a.at)) + CLOSE_WINDOW_MS;
+      const killed = options.kills.some((k) => k >= from && k <= until);
+      const certain = r.state === 'settled' && !killed;
+      if (r.state === 'settled' && killed) cut++;
+      bound(slot('x402', r.payer, call.tool, r.amount), certain ? 1 : 0, 1);
+    }
+    for (const [k, n] of events) {
+      if (!k.startsWith('credits ') && !k.startsWith('x402 ')) continue;
+      const b = bounds.get(k) ?? { least: 0, most: 0 };
+      if (n > b.most) v.push(`${n} call.paid events for ${k}, but only ${b.most} charges`);
+    }
+    for (const [k, b] of bounds) {
+      const n = events.get(k) ?? 0;
+      if (n < b.least) v.push(`${b.least} charges for ${k} that must have their call.paid event, but ${n} events`);
+    }
+    const railCount = (rail: string) => paid.filter((e) => e.rail === rail).length;
+    checks.push(
+      check(
+        'every recorded event was delivered, signed and as recorded; every standing debit and settled payment has its call.paid event',
+        v,
+        `${store.events.length} events recorded, ${got.length} deliveries taken (${signedIds.size} events), ${held} held by a killed process's lease; ` +
+          `call.paid: ${railCount('credits')} credits for ${standing.length} standing debits, ${railCount('x402')} x402 for ${settled.length} settled payments ` +
+          `(${cut} cut by a kill may lack theirs); matched per rail, caller, tool and amount, as an event names no payment`,
       ),
     );
   }

@@ -19,6 +19,8 @@ export function summarize(run: {
   faults: Fault[];
   evidence: Evidence;
   checks: Check[];
+  /** Webhook deliveries the receiver failed on purpose (503 or a closed connection). */
+  eventsFailed: number;
 }) {
   const { calls, thefts, faults, evidence } = run;
   const all = calls.flatMap(answers);
@@ -56,6 +58,11 @@ export function summarize(run: {
       byKind: Object.fromEntries(theftKinds.map((k) => [k, thefts.filter((t) => t.kind === k).length])),
       succeeded: thefts.filter((t) => t.stolen.length > 0 || (t.served ?? 0) > 1).length,
     },
+    events: {
+      recorded: evidence.store.events.length,
+      delivered: evidence.store.deliveries.filter((d) => d.state === 'delivered').length,
+      failedOnPurpose: run.eventsFailed,
+    },
     turnpikeLog: evidence.logProblems,
     checks: run.checks,
   };
@@ -81,6 +88,7 @@ export function formatReport(s: Summary, dir: string): string {
       .map(([k, n]) => `${k} ${n}`)
       .join(', ')}`,
     `  x402         ${s.x402.settledPayments} payments settled, ${s.x402.usdcMovedAtomic} USDC atomic units moved`,
+    `  events       ${s.events.recorded} recorded, ${s.events.delivered} delivered, ${s.events.failedOnPurpose} deliveries failed on purpose`,
     `  turnpike log ${
       Object.entries(s.turnpikeLog)
         .map(([k, n]) => `${k} ×${n}`)

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
@@ -12,6 +13,8 @@ export const DEFERRED_CAP_USD = '0.05';
 export const DEFERRED_CAP = 50_000n;
 /** Turnpike gives up on a call after this long; a credits debit open for this + 2 s is swept. */
 export const UPSTREAM_TIMEOUT_SECONDS = 3;
+/** How long a claimed event delivery is held (README, Events out): one a kill cut off is sent again once its lease runs out. */
+export const EVENT_LEASE_MS = 60_000;
 
 const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
 const upstreamScript = fileURLToPath(new URL('./upstream-server.ts', import.meta.url));
@@ -21,15 +24,26 @@ const createdKey = z.object({ id: z.string(), key: z.string().startsWith('tp_') 
  * The system under test, each part in its own process so it can be killed: the upstream MCP
  * server, and the built `turnpike wrap` in front of it on the chain's RPC with a relayer key
  * from the sandbox and its data in `dir` (as PID 1 of a PID namespace, as in a container, where
- * this machine allows it).
+ * this machine allows it), sending its events to `events` (a webhook signed with its secret),
+ * retried within a second so that all are delivered while the run waits for recovery.
  */
-export async function startStack(chain: Chain, dir: string, settlement: 'strict' | 'deferred') {
+export async function startStack(chain: Chain, dir: string, settlement: 'strict' | 'deferred', events: { url: string; secret: string }) {
   const { sandbox } = chain;
   const executionLog = path.join(dir, 'executions.jsonl');
   const dataDir = path.join(dir, 'turnpike');
   const adminKey = randomBytes(24).toString('hex');
   const payTo = sandbox.accounts.payees[0]!.address;
   const turnpikeLog = path.join(dir, 'turnpike.log');
+  const configFile = path.join(dir, 'turnpike.json');
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      events: {
+        endpoints: [{ url: events.url, secretFromEnv: 'TURNPIKE_CHAOS_EVENTS_SECRET' }],
+        retry: { firstDelayMs: 100, maxDelayMs: 1_000 },
+      },
+    }),
+  );
 
   const upstream = restartable({
     name: 'upstream',
@@ -43,6 +57,8 @@ export async function startStack(chain: Chain, dir: string, settlement: 'strict'
     args: (port) => [
       cli,
       'wrap',
+      '--config',
+      configFile,
       '--upstream',
       upstreamUrl,
       '--network',
@@ -69,6 +85,7 @@ export async function startStack(chain: Chain, dir: string, settlement: 'strict'
       TURNPIKE_RELAYER_KEY: sandbox.accounts.relayers.map((r) => r.privateKey).join(','),
       TURNPIKE_ADMIN_KEY: adminKey,
       TURNPIKE_FACILITATOR_MAX_DEFERRED_PER_PAYER_USD: DEFERRED_CAP_USD,
+      TURNPIKE_CHAOS_EVENTS_SECRET: events.secret,
     },
     ready: /paying MCP endpoint at (\S+)\/mcp /,
     logFile: turnpikeLog,

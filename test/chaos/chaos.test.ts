@@ -19,12 +19,12 @@ async function soak(settlement: 'strict' | 'deferred', seed: number): Promise<Su
   const failed = report!.checks.filter((c) => !c.ok).map((c) => `${c.name}:\n  ${c.violations.slice(0, 5).join('\n  ')}`);
   assert.deepEqual(failed, [], `invariants failed (seed ${report!.seed}):\n${failed.join('\n')}`);
   assert.equal(code, 0, stderr);
-  assert.equal(report!.checks.length, settlement === 'deferred' ? 14 : 13, 'every check ran');
+  assert.equal(report!.checks.length, settlement === 'deferred' ? 15 : 14, 'every check ran');
   return report!;
 }
 
 const name =
-  'chaos, short: SIGKILLed turnpike (in a container too), stalled RPC, crashing upstream, an upstream looping back to turnpike, a thief, and the money still adds up';
+  'chaos, short: SIGKILLed turnpike (in a container too), stalled RPC, crashing upstream, an upstream looping back to turnpike, a thief, a failing webhook receiver, and the money and the events still add up';
 test(name, { timeout: 90_000 }, async () => {
   const report = await soak('strict', 7);
 
@@ -38,6 +38,7 @@ test(name, { timeout: 90_000 }, async () => {
   assert.ok(report.credits.debits > report.credits.refunds, 'no debit stood');
   assert.ok(report.calls.mistakes > 0, 'no mistakes were made');
   assert.ok(report.executions.ok! > 0 && report.executions.fail! > 0, 'the tools did not run');
+  assert.ok(report.events.delivered > 0 && report.events.failedOnPurpose > 0, 'no event was delivered, or none was retried');
   // The thief really tried, every way it knows.
   assert.ok(report.thief.attempts > 0, 'the thief never acted');
   for (const [kind, n] of Object.entries(report.thief.byKind)) assert.ok(n > 0, `the thief never tried ${kind}`);
