@@ -85,6 +85,24 @@ export function createEvents(options: EventsOptions) {
   const refresh = async () => {
     owners = new Set(await store.events.endpointOwners());
   };
+  /**
+   * Gives back the delivery leases of instances that died (their `instance:<id>` lease is free, as
+   * journal recovery judges them), so an endpoint does not wait out a dead instance's lease: the
+   * claim skips an endpoint with a delivery in flight, and a SIGKILL mid-attempt would otherwise
+   * hold back all of that endpoint's events for the lease (60 s).
+   */
+  const releaseOrphans = async () => {
+    for (const owner of await store.events.leaseOwners(Date.now())) {
+      if (owner === store.instanceId) continue;
+      const lease = await store.lease(`instance:${owner}`);
+      if (!lease) continue;
+      try {
+        await store.events.releaseLeases(owner);
+      } finally {
+        await lease.release();
+      }
+    }
+  };
   const worker = eventDelivery({
     store,
     logger,
@@ -119,10 +137,11 @@ export function createEvents(options: EventsOptions) {
     async start() {
       await store.events.setInstanceEndpoints(instanceEndpoints.map((e) => ({ ...e, createdAt: Date.now() })));
       await refresh();
+      await releaseOrphans();
       const prune = () => store.events.prune(Date.now() - KEEP_MS);
       let sincePrune = 0;
       refresher = setInterval(() => {
-        const work = ++sincePrune % 720 === 0 ? Promise.all([refresh(), prune()]) : refresh();
+        const work = Promise.all([refresh(), releaseOrphans(), ...(++sincePrune % 720 === 0 ? [prune()] : [])]);
         work.catch((err: unknown) => logger.error({ err }, 'cannot read event endpoints'));
       }, options.refreshMs ?? 5_000).unref();
       worker.start();

@@ -170,6 +170,43 @@ for (const backend of backends) {
       await after.close();
     });
 
+    test('a delivery claimed by an instance that died holds back nothing: the next one sends it at once, not after the lease', async () => {
+      const openShared = backend.shared();
+      const receiver = await startWebhookReceiver({ secret: 'whsec-for-the-instance-endpoint' });
+      const webhooks = [{ url: receiver.url, secret: 'whsec-for-the-instance-endpoint' }];
+      const before = await openShared();
+      const first = eventsOf(before, { webhooks });
+      await first.start();
+      await first.stop();
+      const recorded = [paid(), paid()];
+      await before.events.record(recorded);
+      // One is claimed for a minute (killed mid-attempt), which would keep the claim off the whole endpoint.
+      assert.equal((await before.events.claim(before.instanceId, Date.now(), 60_000, 1)).length, 1);
+
+      // While that instance lives, its lease is its own: another instance sends nothing of that endpoint.
+      const after = await openShared();
+      const live = eventsOf(after, { webhooks });
+      await live.start();
+      await live.stop();
+      assert.equal(await live.deliverDue(), 0);
+      assert.equal(receiver.received.length, 0);
+
+      await before.close();
+      const second = eventsOf(after, { webhooks });
+      await second.start();
+      try {
+        await eventually(
+          async () => receiver.received.length,
+          (n) => n === 2,
+          'both delivered at once after the instance died',
+        );
+      } finally {
+        await second.stop();
+      }
+      assert.deepEqual(receiver.received.map((r) => r.eventId).sort(), recorded.map((e) => e.id).sort());
+      await after.close();
+    });
+
     test('an operator cannot make turnpike POST to an internal address: refused when added, and at connect time', async () => {
       const store = await backend.open();
       const receiver = await startWebhookReceiver();

@@ -77,6 +77,10 @@ export interface EventStore {
    * `perEndpoint` (default `limit`) of one endpoint are taken, and endpoints take turns.
    */
   claim(owner: string, now: number, leaseMs: number, limit: number, perEndpoint?: number): Promise<ClaimedDelivery[]>;
+  /** The instances holding leases on pending deliveries at `now`. */
+  leaseOwners(now: number): Promise<string[]>;
+  /** Gives back the leases `owner` holds on pending deliveries (it died): they are claimable at once. */
+  releaseLeases(owner: string): Promise<number>;
   /** Records how an attempt ended, if `owner` still holds its lease; says whether it did. */
   finish(delivery: { eventId: string; endpointId: string }, owner: string, outcome: AttemptOutcome): Promise<boolean>;
   /** An endpoint's delivery log, newest first. */

@@ -70,6 +70,11 @@ export function eventStore({ read, write }: Runner): EventStore {
         if ((yield* run(sql.claim, { owner, now, until, limit, perEndpoint })) === 0) return [];
         return (yield* all(sql.claimed, { owner, until })).map(toClaimed);
       }),
+    leaseOwners: (now) =>
+      read(function* () {
+        return (yield* all(sql.leaseOwners, { now })).map((r) => r.lease_owner);
+      }),
+    releaseLeases: (owner) => write(() => run(sql.releaseLeases, { owner })),
     finish: (delivery, owner, outcome) =>
       write(function* () {
         const now = Date.now();

@@ -128,6 +128,10 @@ export const eventsSql = {
     FROM event_deliveries d JOIN events e ON e.id = d.event_id JOIN event_endpoints p ON p.id = d.endpoint_id
     WHERE d.lease_owner = @owner AND d.lease_until = @until AND d.state = 'pending'
     ORDER BY d.next_at`),
+  leaseOwners: query<{ now: number }, { lease_owner: string }>(`
+    SELECT DISTINCT lease_owner FROM event_deliveries WHERE state = 'pending' AND lease_owner IS NOT NULL AND lease_until >= @now`),
+  releaseLeases: command<{ owner: string }>(`
+    UPDATE event_deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = @owner AND state = 'pending'`),
   finish: command<Key & { owner: string; state: DeliveryState; nextAt: number; status: number | null; error: string | null; now: number }>(`
     UPDATE event_deliveries SET state = @state, attempts = attempts + 1, next_at = @nextAt, lease_owner = NULL, lease_until = NULL,
                                 last_status = @status, last_error = @error, updated_at = @now
