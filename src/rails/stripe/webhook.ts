@@ -30,6 +30,17 @@ export function futureSignature(header: string, nowSeconds: number): string | un
   return `the signature is dated ${ahead} s ahead of this server’s clock (at most ${WEBHOOK_TOLERANCE_SECONDS} s)`;
 }
 
+/** What a Stripe webhook delivery is handled with. */
+export type StripeWebhookDeps = {
+  stripe: Stripe;
+  webhookSecret: string;
+  credits: CreditStore;
+  logger: Logger;
+  subscriptions?: { store: Store; book: RevenueBook };
+  /** Set when post-paid accounts are on: their subscriptions' events. */
+  postpaid?: Store;
+};
+
 /**
  * Handles one Stripe webhook delivery: the signature is checked on the raw body first (a bad or
  * stale or future-dated one is a 400 and changes nothing); a paid `checkout.session.completed`
@@ -42,15 +53,7 @@ export function futureSignature(header: string, nowSeconds: number): string | un
  * @example const outcome = await handleStripeWebhook(deps, await c.req.text(), c.req.header('stripe-signature'));
  */
 export async function handleStripeWebhook(
-  deps: {
-    stripe: Stripe;
-    webhookSecret: string;
-    credits: CreditStore;
-    logger: Logger;
-    subscriptions?: { store: Store; book: RevenueBook };
-    /** Set when post-paid accounts are on: their subscriptions' events. */
-    postpaid?: Store;
-  },
+  deps: StripeWebhookDeps,
   rawBody: string,
   signature: string | undefined,
 ): Promise<{ event: string; type: string; outcome: StripeEventOutcome | SubscriptionOutcome | BillingEventOutcome }> {
