@@ -5,12 +5,13 @@ import { listen } from '../../src/http/listen.js';
 
 /**
  * An MCP server built with the official SDK (JSON answers) at `/mcp` whose `count` tool counts
- * how often it really ran (`slow` too, 300 ms later), with `fail` (always `isError`) and `other`; plus `/broken` (HTTP 500)
+ * how often it really ran (`slow` too, 300 ms later: `hangUpWhileSlow` hangs up in between), with `fail` (always `isError`) and `other`; plus `/broken` (HTTP 500)
  * and `/hang` (never answers), for the calls that must not be charged. `lastRequest` is what the
  * server last received at `/mcp`, bytes and headers.
  */
 export async function startCounterUpstream() {
   let runs = 0;
+  let started = 0;
   let last: { body: string; headers: Headers } | undefined;
   const app = new Hono();
   app.all('/mcp', async (c) => {
@@ -21,6 +22,7 @@ export async function startCounterUpstream() {
       return { content: [{ type: 'text', text: String(runs) }] };
     });
     server.registerTool('slow', { description: 'counts its executions, after 300 ms' }, async () => {
+      started++;
       await new Promise((r) => setTimeout(r, 300));
       runs++;
       return { content: [{ type: 'text', text: String(runs) }] };
@@ -34,5 +36,20 @@ export async function startCounterUpstream() {
   app.post('/broken', (c) => c.json({ error: 'down' }, 500));
   app.post('/hang', () => new Promise<Response>(() => {}));
   const server = await listen(app, { host: '127.0.0.1', port: 0 });
-  return { url: server.url, runs: () => runs, lastRequest: () => last, close: () => server.close() };
+  /** Sends `init` (a `slow` call) to `url` and hangs up once the tool has started, then waits for it to have run. */
+  async function hangUpWhileSlow(url: string, init: RequestInit) {
+    const before = { started, runs };
+    const hangUp = new AbortController();
+    const sent = fetch(url, { ...init, signal: hangUp.signal });
+    for (const deadline = Date.now() + 5_000; started === before.started; await new Promise((r) => setTimeout(r, 5)))
+      if (Date.now() > deadline) throw new Error('the slow tool never started');
+    hangUp.abort();
+    await sent.then(
+      () => {},
+      () => {},
+    );
+    for (const deadline = Date.now() + 5_000; runs === before.runs; await new Promise((r) => setTimeout(r, 10)))
+      if (Date.now() > deadline) throw new Error('the slow tool never finished');
+  }
+  return { url: server.url, runs: () => runs, hangUpWhileSlow, lastRequest: () => last, close: () => server.close() };
 }
