@@ -219,7 +219,11 @@ describe('credits rail through the gateway', () => {
     const runs = upstream.runs();
     await upstream.hangUpWhileSlow(`${base}/mcp`, { method: 'POST', headers, body });
     assert.equal(upstream.runs(), runs + 1, 'the tool ran to its result');
-    await eventually(() => balanceOf(id), (b) => b === '80000', 'charged once, not refunded');
+    await eventually(
+      () => balanceOf(id),
+      (b) => b === '80000',
+      'charged once, not refunded',
+    );
     const again = await fetch(`${base}/mcp`, { method: 'POST', headers, body });
     assert.equal(again.headers.get('idempotent-replayed'), 'true');
     assert.equal(((await again.json()) as Answer['body']).result?.content?.[0]?.text, String(runs + 1));

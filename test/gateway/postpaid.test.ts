@@ -174,7 +174,11 @@ for (const backend of backends)
       const runs = upstream.runs();
       await upstream.hangUpWhileSlow(url, { method: 'POST', headers, body });
       assert.equal(upstream.runs(), runs + 1, 'the tool ran to its result');
-      await eventually(() => unbilled(org), (u) => u === String(PRICE), 'billed, not voided');
+      await eventually(
+        () => unbilled(org),
+        (u) => u === String(PRICE),
+        'billed, not voided',
+      );
       const again = await fetch(url, { method: 'POST', headers, body });
       assert.equal(again.headers.get('idempotent-replayed'), 'true');
       const replayed = (await again.json()) as Rpc & { result?: { content?: { text: string }[] } };
