@@ -13,7 +13,7 @@ import path from 'node:path';
 import type { Sandbox } from '../../src/chain/sandbox/sandbox.js';
 import { createCredits } from '../../src/rails/credits/credits.js';
 import { openStore } from '../../src/store/open.js';
-import { rssMb, startChild } from './child.js';
+import { cpuMs, rssMb, startChild } from './child.js';
 import { callBody, closeLoad, drive } from './mcp-load.js';
 import type { Row } from './stats.js';
 
@@ -55,14 +55,20 @@ export async function benchCredits(sandbox: Sandbox, progress: (s: string) => vo
     for (const concurrency of [1, 16]) {
       progress(`credits: calls at concurrency ${concurrency}`);
       const n = concurrency === 1 ? 3000 : 12000;
+      /** Drives `n` calls at the proxy `pid` and notes its CPU time per call. */
+      const timed = async (pid: number, url: string, bodies: string[], headers?: Record<string, string>) => {
+        const before = cpuMs(pid);
+        const r = await drive(url, bodies, concurrency, headers);
+        return { ...r, cpuUs: ((cpuMs(pid) - before) * 1000) / bodies.length };
+      };
       const direct = await drive(upstream.url, paid(n), concurrency);
-      const inMemory = await drive(peer.url, paid(n), concurrency, auth);
-      const credits = await drive(gateway.url, paid(n), concurrency, auth);
-      const passthrough = await drive(gateway.url, free(n), concurrency);
+      const inMemory = await timed(peer.pid, peer.url, paid(n), auth);
+      const credits = await timed(gateway.pid, gateway.url, paid(n), auth);
+      const passthrough = await timed(gateway.pid, gateway.url, free(n));
       calls += BigInt(n);
       const label = `credits-paid tools/call, trivial upstream, concurrency ${concurrency}`;
-      const added = (r: typeof direct) =>
-        `+${(r.p50 - direct.p50).toFixed(2)} ms p50; ${(r.perSecond / direct.perSecond).toFixed(2)}× direct throughput`;
+      const added = (r: typeof credits) =>
+        `+${(r.p50 - direct.p50).toFixed(2)} ms p50; ${(r.perSecond / direct.perSecond).toFixed(2)}× direct throughput; ${r.cpuUs.toFixed(0)} µs CPU per call`;
       const row = (subject: string, r: typeof direct, note?: string): Row => ({
         path: label,
         subject,
