@@ -214,7 +214,14 @@ export async function serveGateway(options: GatewayServerOptions) {
   const app = createApp(logger);
   // Console sessions before the APIs they sign in to: the cookie stands in for the key there.
   const sessionSecret = await store.instanceSecret('console-sessions');
-  const sessions = { operators, adminKey: secrets.adminKey, secret: sessionSecret, publicUrl: () => config.credits.publicUrl, catalog };
+  const sessions = {
+    operators,
+    adminKey: secrets.adminKey,
+    secret: sessionSecret,
+    revocations: store,
+    publicUrl: () => config.credits.publicUrl,
+    catalog,
+  };
   app.route('/', consoleSessionRoutes(sessions));
   app.route('/console', consoleAssets());
   // A key with a post-paid account on the server is billed; other keys and tokens pay from credits; x402 takes every other priced call.

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { type Context, Hono } from 'hono';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import { createMiddleware } from 'hono/factory';
@@ -6,6 +7,7 @@ import { z } from 'zod';
 import type { Operators } from '../operators/operators.js';
 import { publicOperator } from '../operators/operators.js';
 import type { OperatorRecord } from '../store/operators/operators.js';
+import type { Store } from '../store/store.js';
 import { DomainError } from '../errors.js';
 import { bearerIn } from './caller.js';
 import { type RouteDoc, documented } from './documented.js';
@@ -17,7 +19,7 @@ const COOKIE = 'turnpike_console';
 /** A session ends this long after sign-in, whatever happens in between. */
 const SESSION_SECONDS = 8 * 3600;
 const ALG = 'HS256';
-const claimsSchema = z.object({ sub: z.string().min(1), exp: z.number().int(), iat: z.number().int() });
+const claimsSchema = z.object({ sub: z.string().min(1), jti: z.string().min(16), exp: z.number().int(), iat: z.number().int() });
 const signInSchema = z.strictObject({ key: z.string().min(1).max(512).describe('an operator key (op_…) or the admin key') });
 
 // Set only by `sessionMiddleware` for the request it checked; read by the admin and operator auth.
@@ -31,6 +33,8 @@ export type ConsoleSessionOptions = {
   adminKey: string | undefined;
   /** The store's shared secret (`instanceSecret('console-sessions')`): every instance on the store reads every session. */
   secret: string;
+  /** Where signed-out sessions are kept until they expire: the store, shared by every instance. */
+  revocations: Pick<Store, 'revokeSession' | 'sessionRevoked'>;
   /** Where callers reach this instance behind a proxy (`credits.publicUrl`): its host is accepted besides the request's own Host. */
   publicUrl?: () => string | undefined;
   catalog: RouteDoc[];
@@ -41,7 +45,9 @@ export type ConsoleSessionOptions = {
  * SameSite=Strict cookie holding a signed JWT (`sub`: `admin` or the operator's id, 8 h expiry),
  * so the key itself never reaches page storage. Sessions are signed, not stored: the signing
  * secret is the store's (shared by every instance), and an admin session's also includes the
- * admin key, so changing `TURNPIKE_ADMIN_KEY` ends every admin session. Each request re-reads the
+ * admin key, so changing `TURNPIKE_ADMIN_KEY` ends every admin session. Signing out ends the
+ * session itself, not only the browser's cookie: its id (`jti`) is kept as revoked in the store
+ * until it would have expired, so a copy of the cookie taken earlier is refused by every instance. Each request re-reads the
  * operator, so a suspended operator's session stops at once. A write authenticated by the cookie
  * must carry an `Origin` naming this instance (on top of SameSite=Strict): no other site can
  * make one.
@@ -75,12 +81,23 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
     }
   }
 
-  /** The principal of a session JWT, or undefined when it is absent, tampered, expired or no longer valid. */
-  async function principalOf(jwt: string | undefined): Promise<ConsolePrincipal | undefined> {
+  /** The claims of a session JWT signed here and not expired, or undefined. */
+  async function claimsOf(jwt: string | undefined): Promise<z.infer<typeof claimsSchema> | undefined> {
     if (!jwt) return undefined;
     try {
       const sub = claimsSchema.parse(decode(jwt).payload).sub;
-      const claims = claimsSchema.parse(await verify(jwt, secretFor(sub), ALG));
+      return claimsSchema.parse(await verify(jwt, secretFor(sub), ALG));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The principal of a session JWT, or undefined when it is absent, tampered, expired, signed out or no longer valid. */
+  async function principalOf(jwt: string | undefined): Promise<ConsolePrincipal | undefined> {
+    const claims = await claimsOf(jwt);
+    if (!claims) return undefined;
+    try {
+      if (await options.revocations.sessionRevoked(claims.jti)) return undefined;
       if (claims.sub === 'admin') return adminKey ? { kind: 'admin' } : undefined;
       const operator = await operators.operatorById(claims.sub).catch(() => undefined);
       return operator ? { kind: 'operator', operator } : undefined;
@@ -136,7 +153,8 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
     const principal = await signIn(body.key);
     const sub = principal.kind === 'admin' ? 'admin' : principal.operator.id;
     const iat = Math.floor(Date.now() / 1000);
-    const jwt = await sign({ sub, iat, exp: iat + SESSION_SECONDS }, secretFor(sub), ALG);
+    const jti = randomBytes(16).toString('base64url');
+    const jwt = await sign({ sub, jti, iat, exp: iat + SESSION_SECONDS }, secretFor(sub), ALG);
     setCookie(c, COOKIE, jwt, { httpOnly: true, sameSite: 'Strict', path: '/', maxAge: SESSION_SECONDS, secure: isSecure(c) });
     return c.json(describe(principal), 201);
   });
@@ -145,11 +163,17 @@ export function consoleSessionRoutes(options: ConsoleSessionOptions): Hono {
     if (!principal) throw new DomainError('console_signed_out', 'no console session: sign in with an operator key or the admin key');
     return c.json(describe(principal));
   });
-  api.delete('/session', { summary: 'sign out of the console' }, async (c) => {
-    checkOrigin(c);
-    deleteCookie(c, COOKIE, { path: '/' });
-    return c.json({ signedOut: true });
-  });
+  api.delete(
+    '/session',
+    { summary: 'sign out of the console: the session ends on every instance, whoever holds its cookie' },
+    async (c) => {
+      checkOrigin(c);
+      const claims = await claimsOf(getCookie(c, COOKIE));
+      if (claims) await options.revocations.revokeSession(claims.jti, claims.exp * 1000);
+      deleteCookie(c, COOKIE, { path: '/' });
+      return c.json({ signedOut: true });
+    },
+  );
   app.route('/console', session);
   return app;
 }

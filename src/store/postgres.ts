@@ -118,6 +118,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     postpaid: postpaidStore(runner),
     events: eventStore(runner),
     instanceSecret: meta.instanceSecret,
+    revokeSession: meta.revokeSession,
+    sessionRevoked: meta.sessionRevoked,
     async health() {
       if (closed) throw new StoreError('the store is closed');
       try {

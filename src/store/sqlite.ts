@@ -110,6 +110,8 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
     events: eventStore(runner),
     immediate: (fn) => db.transaction(() => fn(db)).immediate(),
     instanceSecret: meta.instanceSecret,
+    revokeSession: meta.revokeSession,
+    sessionRevoked: meta.sessionRevoked,
     async health() {
       if (!db.open) throw new StoreError('the store is closed');
       try {

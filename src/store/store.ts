@@ -64,6 +64,10 @@ export interface Store {
    * this store shares it: the default signing key of budget tokens.
    */
   instanceSecret(name: string): Promise<string>;
+  /** Ends console session `id` (expiring at `until`, ms) on every instance on this store. */
+  revokeSession(id: string, until: number): Promise<void>;
+  /** Whether console session `id` was ended by `revokeSession`. */
+  sessionRevoked(id: string): Promise<boolean>;
   /** Proves the store can take a write (for /health), and reports the schema version. */
   health(): Promise<{ writable: boolean; schemaVersion: number }>;
   /** Idempotent; the store cannot be used afterwards. */

@@ -142,6 +142,57 @@ describe('console sessions: a key exchanged for an HttpOnly SameSite=Strict cook
     for (const res of answers) assert.equal(res.headers.get('cache-control'), 'no-store', `${res.url} ${res.status}`);
   });
 
+  test('signing out ends the session itself: a copy of its cookie is refused by every instance on the store, while the operator’s other sessions go on', async () => {
+    const url = `${POSTGRES_URL}${POSTGRES_URL.includes('?') ? '&' : '?'}schema=${freshSchema()}&pool=2`;
+    const one = await serveOnSandbox(chain, { overrides: { store: { url } }, secrets: { adminKey: ADMIN } });
+    // Each instance on a store sends with its own relayer.
+    const two = await serveOnSandbox(chain, { overrides: { store: { url } }, secrets: { adminKey: ADMIN }, relayer: 3 }).catch(
+      async (error: unknown) => {
+        await one.gateway.close();
+        throw error;
+      },
+    );
+    try {
+      const created = await one.api('POST', '/admin/operators', { key: ADMIN, body: { email: 'erin@example.com', name: 'erin' } });
+      const session = async (at: typeof one, key: string) => {
+        const res = await fetch(`${at.url}/console/session`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', origin: at.url },
+          body: JSON.stringify({ key }),
+        });
+        assert.equal(res.status, 201);
+        return res.headers.get('set-cookie')!.split(';')[0]!;
+      };
+      const status = async (at: typeof one, cookie: string, path = '/operator') =>
+        (await fetch(`${at.url}${path}`, { headers: { cookie } })).status;
+      const stolen = await session(one, created.body.key);
+      const other = await session(two, created.body.key);
+      const admin = await session(one, ADMIN);
+      assert.deepEqual([await status(one, stolen), await status(two, stolen)], [200, 200]);
+
+      const out = await fetch(`${one.url}/console/session`, { method: 'DELETE', headers: { cookie: stolen, origin: one.url } });
+      assert.equal(out.status, 200);
+      assert.match(out.headers.get('set-cookie') ?? '', /^turnpike_console=; Max-Age=0/);
+      for (const at of [one, two]) {
+        assert.equal(await status(at, stolen), 401, 'the signed-out cookie, replayed');
+        assert.equal(await status(at, stolen, '/console/session'), 401);
+        assert.equal(await status(at, other), 200, 'another session of the same operator');
+        assert.equal(await status(at, admin, '/admin/operators'), 200);
+      }
+      const again = await fetch(`${two.url}/console/session`, { method: 'DELETE', headers: { cookie: stolen, origin: two.url } });
+      assert.equal(again.status, 200, 'signing out twice is no error');
+      const garbage = await fetch(`${two.url}/console/session`, {
+        method: 'DELETE',
+        headers: { cookie: 'turnpike_console=x.y.z', origin: two.url },
+      });
+      assert.equal(garbage.status, 200, 'a cookie that is no session is only cleared');
+      assert.equal(await status(two, other), 200);
+    } finally {
+      await one.gateway.close();
+      await two.gateway.close();
+    }
+  });
+
   test('a NUL character in a console request’s path or JSON body is a 400 on PostgreSQL, never a 500, and stores nothing', async () => {
     const url = `${POSTGRES_URL}${POSTGRES_URL.includes('?') ? '&' : '?'}schema=${freshSchema()}&pool=2`;
     const pg = await serveOnSandbox(chain, { overrides: { store: { url } }, secrets: { adminKey: ADMIN } });
