@@ -258,6 +258,58 @@ for (const backend of backends) {
       assert.equal(upstream.runs(), runs + 1);
     });
 
+    test('a strict call whose receipt takes longer than the facilitator waits is delivered pending, and so is deferred: when its payer empties the wallet first it is a loss, never released for another call', async () => {
+      // A facilitator that waits 300 ms for a receipt, on a relayer of its own.
+      const impatient = createFacilitator({
+        network: networks.local,
+        client: chain.client,
+        journal: store.journal,
+        relayerKeys: [chain.sandbox.accounts.relayers[0]!.privateKey],
+        receiptTimeoutMs: 300,
+      });
+      const server = `slow-receipt-${backend.name}`;
+      const served = await listenGateway({
+        upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
+        plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
+        payTo: chain.sandbox.accounts.payees[1]!.address,
+        rails: [x402Rail({ facilitator: impatient })],
+        server,
+        settlement: 'strict',
+        revenue: { book, usage: store.operators, custody: 'direct' },
+      });
+      servers.push(served);
+      const url = `${served.url}/mcp`;
+      const payer = chain.sandbox.accounts.payers[9]!;
+      await transfer(chain.sandbox.accounts.payers[7]!, payer.address, 1_000_000n);
+      try {
+        const payment = await paymentFor(url, payer);
+        await automine(false);
+        const answer = await call(url, payment);
+        assert.equal(answer.result?.isError, undefined, 'delivered with a pending receipt');
+        assert.equal(receiptOf(answer)?.errorReason, 'settlement_pending');
+        const held = (await store.journal.get(keyOfPayment(payment)))!;
+        assert.equal(held.deferred, true, 'its result left before the receipt');
+        await chain.rpc('anvil_dropTransaction', [held.txHash]);
+        await transfer(payer, chain.sandbox.accounts.payees[0]!.address, await chain.balanceOf(payer.address));
+        await chain.rpc('evm_mine');
+        await chain.rpc('eth_sendRawTransaction', [held.rawTx]);
+        await chain.rpc('evm_mine');
+        await impatient.drain();
+
+        const row = await store.journal.get(keyOfPayment(payment));
+        assert.equal(row?.state, 'failed', 'a loss, not released: the authorization cannot pay for another call');
+        assert.deepEqual(await store.journal.losses(keyOfPayment(payment)), { count: 1, amount: PRICE });
+        await book.flush();
+        await book.resolve();
+        const report = await store.operators.analytics({ serverId: server, from: 0, to: Date.now() + 1000 });
+        assert.deepEqual(report.losses, { count: 1, amount: PRICE });
+        assert.equal(await store.journal.clearLosses(payer.address), 1);
+      } finally {
+        await automine(true);
+        await impatient.drain();
+      }
+    });
+
     test('someone who sends the payer’s own authorization ahead of turnpike’s transaction pays the payee: the payment is settled by that copy, not a loss, and the payer is not refused', async () => {
       const server = `copy-${backend.name}`;
       const url = await gateway('deferred', server);

@@ -46,7 +46,8 @@ export type PaymentRecord = NewPayment & {
   pendingAnswered: boolean;
   /**
    * Its result was delivered once its transaction was signed and journalled, before the receipt
-   * (a server with `settlement: deferred`): if that transaction fails, the row is a loss.
+   * (a server with `settlement: deferred`, or a strict one whose receipt took longer than the
+   * facilitator waits): if that transaction fails, the row is a loss.
    */
   deferred: boolean;
   txHash?: Hex;
@@ -94,7 +95,10 @@ export interface PaymentJournal {
    * @example await journal.failHold(key, { errorReason: 'call_failed', errorMessage: 'upstream 500' }); // false once claimed
    */
   failHold(key: PaymentKey, why: { errorReason: string; errorMessage: string }): Promise<boolean>;
-  /** Records, before the claimer answers `settlement_pending`, that it did (durably). */
+  /**
+   * Records, before the claimer answers `settlement_pending`, that it did (durably). A payment with
+   * a kept result (a gateway's call, which delivers on that answer) is marked `deferred` with it.
+   */
   answeredPending(key: PaymentKey): Promise<void>;
   /**
    * Takes the one final answer owed after a `settlement_pending`: true for exactly one caller, once

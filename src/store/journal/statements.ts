@@ -110,7 +110,14 @@ export const journalSql = {
     UPDATE payments SET state = 'failed', error_reason = @errorReason, error_message = @errorMessage, updated_at = @now
     WHERE ${KEY} AND state = 'verified'`),
   // The flag leaves updated_at alone: it dates the row's last state change (revenue reads settlement time from it).
-  answeredPending: command<Key>(`UPDATE payments SET pending_answered = 1 WHERE ${KEY}`),
+  // A payment whose call result is kept (a gateway's: it delivers on `settlement_pending`) becomes
+  // deferred here: its result leaves before the receipt, so a failure then is a loss, never a release.
+  answeredPending: command<Key>(`
+    UPDATE payments SET pending_answered = 1,
+      deferred = CASE WHEN EXISTS (
+        SELECT 1 FROM paid_results r WHERE r.chain_id = payments.chain_id AND r.asset = payments.asset
+          AND r.payer = payments.payer AND r.nonce = payments.nonce) THEN 1 ELSE deferred END
+    WHERE ${KEY}`),
   takePendingAnswer: command<Key>(
     `UPDATE payments SET pending_answered = 0 WHERE ${KEY} AND pending_answered = 1 AND state IN ('settled', 'failed')`,
   ),
