@@ -47,7 +47,7 @@ export type SettleOptions = { deferred?: boolean };
 
 type Payment = Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'asset'>;
 /** A payment with its authorization's nonce and when turnpike took it (ms since the epoch). */
-type Taken = Payment & Pick<PaymentRecord, 'nonce' | 'createdAt'>;
+type Taken = Payment & Pick<PaymentRecord, 'nonce' | 'createdAt' | 'validBefore'>;
 
 /**
  * What a mined transaction did for a payment: settled only if it succeeded and shows the token's
@@ -204,7 +204,13 @@ export function createSettler(deps: SettleDeps) {
     if (outcome.state === 'settled') return outcome;
     // A node that cannot answer the log query leaves the failure as it is.
     const copy = await settledBy(client, rules.network.blockTimeMs, payment, payment.createdAt).catch(() => undefined);
-    return copy ? { state: 'settled', txHash: copy } : outcome;
+    if (copy) return { state: 'settled', txHash: copy };
+    // Mined once the authorization had expired, it reverted for turnpike's lateness, whatever the payer did.
+    const block = await client.getBlock({ blockNumber: receipt.blockNumber }).catch(() => undefined);
+    if (block && block.timestamp >= payment.validBefore) {
+      return { ...outcome, errorMessage: 'the settlement transaction was mined after the authorization expired', excused: true };
+    }
+    return outcome;
   }
 
   const waitForReceipt = (hash: Hex, deadline: number, sentAt?: number) => cadence.waitFor(client, hash, deadline, sentAt);
@@ -270,6 +276,7 @@ export function createSettler(deps: SettleDeps) {
       amount: intent.amount,
       asset: intent.asset.address,
       nonce: key.nonce,
+      validBefore: intent.authorization.validBefore,
       createdAt: Date.now(),
     };
     const tx = await send(
@@ -285,13 +292,13 @@ export function createSettler(deps: SettleDeps) {
     );
     const sentAt = performance.now();
     if (deferred) {
-      deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore, sentAt));
+      deps.background(finishLater(key, tx.txHash, payment, sentAt));
       return respond(intent, { state: 'submitted', txHash: tx.txHash, deferred });
     }
     const receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs, sentAt);
     if (!receipt) {
       await journal.answeredPending(key);
-      deps.background(finishLater(key, tx.txHash, payment, intent.authorization.validBefore, sentAt));
+      deps.background(finishLater(key, tx.txHash, payment, sentAt));
       return respond(intent, { state: 'submitted', txHash: tx.txHash });
     }
     const outcome = await judge(receipt, payment);
@@ -306,7 +313,8 @@ export function createSettler(deps: SettleDeps) {
    * while the authorization lasts: never mined, it would be a loss (deferred) charged to a payer
    * who paid, and its relayer's later transactions would wait behind its nonce.
    */
-  async function finishLater(key: PaymentKey, hash: Hex, payment: Taken, validBefore: bigint, sentAt: number) {
+  async function finishLater(key: PaymentKey, hash: Hex, payment: Taken, sentAt: number) {
+    const { validBefore } = payment;
     const until = (Number(validBefore) + 60) * 1000;
     const lookAgainMs = 2 * rules.network.blockTimeMs;
     let receipt = await waitForReceipt(hash, Math.min(until, Date.now() + lookAgainMs), sentAt);
@@ -409,7 +417,15 @@ export function createSettler(deps: SettleDeps) {
     // A deferred payment's result may have left once its transaction was sent: never mined, it is a loss, not a claim to give back.
     if (record.deferred && sendable) {
       const errorMessage = 'the deferred settlement transaction was never mined and the authorization is unused';
-      return journal.finish(record, { state: 'failed', errorReason: reasons.transactionFailed, errorMessage, txHash: record.txHash! });
+      // Never mined is turnpike's failing, not the payer's: a loss, not held against them.
+      const failed = {
+        state: 'failed',
+        errorReason: reasons.transactionFailed,
+        errorMessage,
+        txHash: record.txHash!,
+        excused: true,
+      } as const;
+      return journal.finish(record, failed);
     }
     await journal.release(record);
   }

@@ -8,16 +8,20 @@ export const metaSql = {
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`),
   insert: command<Entry>('INSERT INTO meta (key, value, updated_at) VALUES (@key, @value, @now) ON CONFLICT (key) DO NOTHING'),
   read: query<{ key: string }, { value: string }>('SELECT value FROM meta WHERE key = @key'),
-  // A revoked console session: `value` is when it would have expired (ms, zero-padded to 16 digits,
-  // so it compares as text on both backends without casting other entries' values), then it is pruned.
-  prune: command<{ prefix: string; now: string }>('DELETE FROM meta WHERE key LIKE @prefix AND value < @now'),
+  // Signed-out console sessions: only expired rows are pruned (indexed), so a sign-out costs the same however many there are.
+  revokeSession: command<{ id: string; expiresAt: number }>(
+    'INSERT INTO revoked_sessions (id, expires_at) VALUES (@id, @expiresAt) ON CONFLICT (id) DO NOTHING',
+  ),
+  pruneSessions: command<{ now: number }>('DELETE FROM revoked_sessions WHERE expires_at < @now'),
+  sessionRevoked: query<{ id: string }, { id: string }>('SELECT id FROM revoked_sessions WHERE id = @id'),
   // INTEGER: a bigint from SQLite, a number from PostgreSQL.
   schemaVersion: query<{}, { v: bigint | number | null }>('SELECT MAX(version) AS v FROM schema_migrations'),
 };
 
-const REVOKED = 'revoked-session:';
+/** How long a signed-out session is kept past its expiry: another instance's clock may run behind. */
+const SKEW_MS = 10 * 60_000;
 
-/** The store's own entries: shared secrets, revoked console sessions, and the heartbeat `health` writes. */
+/** The store's own entries: shared secrets, signed-out console sessions, and the heartbeat `health` writes. */
 export function metaStore({ read, write }: Runner) {
   return {
     /** The secret `name`, made by whichever instance asks first. */
@@ -29,18 +33,17 @@ export function metaStore({ read, write }: Runner) {
       }),
     /**
      * Ends the console session `id` (which would expire at `until`, ms) on every instance: once
-     * revoked, `sessionRevoked(id)` is true until it has expired anyway; expired entries are pruned.
+     * revoked, `sessionRevoked(id)` is true until it has expired anyway (plus `SKEW_MS`); expired
+     * entries are pruned.
      */
     revokeSession: (id: string, until: number) =>
       write(function* () {
-        const now = Date.now();
-        const padded = (ms: number) => String(ms).padStart(16, '0');
-        yield* run(metaSql.prune, { prefix: `${REVOKED}%`, now: padded(now) });
-        yield* run(metaSql.upsert, { key: `${REVOKED}${id}`, value: padded(until), now });
+        yield* run(metaSql.pruneSessions, { now: Date.now() });
+        yield* run(metaSql.revokeSession, { id, expiresAt: until + SKEW_MS });
       }),
     sessionRevoked: (id: string) =>
       read(function* () {
-        return (yield* get(metaSql.read, { key: `${REVOKED}${id}` })) !== undefined;
+        return (yield* get(metaSql.sessionRevoked, { id })) !== undefined;
       }),
     /** Writes a heartbeat (proving the store takes a write) and answers the schema version. */
     heartbeat: () =>

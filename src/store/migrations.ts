@@ -619,6 +619,18 @@ export const migrations: readonly Migration[] = [
       UPDATE postpaid_accounts SET paid_through = period_start;
     `,
   },
+  {
+    version: 20,
+    name: 'signed-out console sessions',
+    // A console session signed out before it expired, kept until then (and a margin for clock skew); pruned by expiry.
+    sql: `
+      CREATE TABLE revoked_sessions (
+        id TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+      );
+      CREATE INDEX revoked_sessions_expiry ON revoked_sessions (expires_at);
+    `,
+  },
 ];
 
 /**

@@ -25,8 +25,7 @@ import { stripeRoutes } from '../../src/http/stripe-routes.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { signedWebhook, startStripeApi } from '../helpers/stripe-api.js';
-import { postToolCall } from '../helpers/gateway.js';
-import { eventually } from '../helpers/served.js';
+import { postToolCall, replayOnceDone } from '../helpers/gateway.js';
 
 const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
@@ -219,16 +218,11 @@ describe('credits rail through the gateway', () => {
     const runs = upstream.runs();
     await upstream.hangUpWhileSlow(`${base}/mcp`, { method: 'POST', headers, body });
     assert.equal(upstream.runs(), runs + 1, 'the tool ran to its result');
-    await eventually(
-      () => balanceOf(id),
-      (b) => b === '80000',
-      'charged once, not refunded',
-    );
-    const again = await fetch(`${base}/mcp`, { method: 'POST', headers, body });
-    assert.equal(again.headers.get('idempotent-replayed'), 'true');
-    assert.equal(((await again.json()) as Answer['body']).result?.content?.[0]?.text, String(runs + 1));
+    const again = await replayOnceDone(`${base}/mcp`, { method: 'POST', headers, body });
+    assert.equal(again.response.headers.get('idempotent-replayed'), 'true');
+    assert.equal((again.body as Answer['body']).result?.content?.[0]?.text, String(runs + 1));
     assert.equal(upstream.runs(), runs + 1);
-    assert.equal(await balanceOf(id), '80000');
+    assert.equal(await balanceOf(id), '80000', 'charged once, not refunded');
   });
 
   test('unknown, suspended, revoked and out-of-scope keys: specific errors, nothing run, nothing written', async () => {

@@ -310,6 +310,59 @@ for (const backend of backends) {
       }
     });
 
+    test('a strict call delivered pending whose own transaction is mined only after the authorization expired is turnpike’s loss, not the payer’s: their balance never moved and they are not refused', async () => {
+      const impatient = createFacilitator({
+        network: networks.local,
+        client: chain.client,
+        journal: store.journal,
+        relayerKeys: [chain.sandbox.accounts.relayers[0]!.privateKey],
+        receiptTimeoutMs: 300,
+      });
+      const server = `late-${backend.name}`;
+      const served = await listenGateway({
+        upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
+        plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
+        payTo: chain.sandbox.accounts.payees[1]!.address,
+        rails: [x402Rail({ facilitator: impatient })],
+        server,
+        settlement: 'strict',
+        revenue: { book, usage: store.operators, custody: 'direct' },
+      });
+      servers.push(served);
+      const url = `${served.url}/mcp`;
+      const payer = chain.sandbox.accounts.payers[8]!;
+      const required = (await call(url)).result!.structuredContent!;
+      // A client that signs for a short window, which the facilitator still takes.
+      required.accepts[0]!.maxTimeoutSeconds = 9;
+      const payment = await new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
+      const balance = await chain.balanceOf(payer.address);
+      try {
+        await automine(false);
+        assert.equal(receiptOf(await call(url, payment))?.errorReason, 'settlement_pending');
+        // turnpike's transaction waits in the pool (congestion, a relayer nonce stuck ahead of it) until the authorization expired.
+        const validBefore = BigInt((payment.payload as { authorization: { validBefore: string } }).authorization.validBefore);
+        await chain.rpc('evm_setNextBlockTimestamp', [`0x${validBefore.toString(16)}`]);
+        await chain.rpc('evm_mine');
+        await impatient.drain();
+
+        const row = (await store.journal.get(keyOfPayment(payment)))!;
+        assert.deepEqual([row.state, row.deferred], ['failed', true]);
+        assert.match(row.errorMessage ?? '', /after the authorization expired/);
+        assert.equal(await chain.balanceOf(payer.address), balance);
+        assert.deepEqual(await store.journal.losses(keyOfPayment(payment)), { count: 0, amount: 0n }, 'nothing held against the payer');
+        await book.flush();
+        await book.resolve();
+        const report = await store.operators.analytics({ serverId: server, from: 0, to: Date.now() + 1000 });
+        assert.deepEqual(report.losses, { count: 1, amount: PRICE }, 'the operator’s revenue that did not come');
+        await automine(true);
+        const next = await call(url, await paymentFor(url, payer));
+        assert.equal(receiptOf(next)?.success, true, 'the payer’s next call is served');
+      } finally {
+        await automine(true);
+        await impatient.drain();
+      }
+    });
+
     test('someone who sends the payer’s own authorization ahead of turnpike’s transaction pays the payee: the payment is settled by that copy, not a loss, and the payer is not refused', async () => {
       const server = `copy-${backend.name}`;
       const url = await gateway('deferred', server);

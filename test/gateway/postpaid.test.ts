@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import Stripe from 'stripe';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
-import { postToolCall } from '../helpers/gateway.js';
+import { postToolCall, replayOnceDone } from '../helpers/gateway.js';
 import { OIDC_CLIENT, startOidcProvider } from '../helpers/oidc.js';
 import { flatPlan } from '../../src/pricing/plans.js';
 import { priceTableSchema } from '../../src/pricing/pricing.js';
@@ -174,17 +174,13 @@ for (const backend of backends)
       const runs = upstream.runs();
       await upstream.hangUpWhileSlow(url, { method: 'POST', headers, body });
       assert.equal(upstream.runs(), runs + 1, 'the tool ran to its result');
-      await eventually(
-        () => unbilled(org),
-        (u) => u === String(PRICE),
-        'billed, not voided',
-      );
-      const again = await fetch(url, { method: 'POST', headers, body });
-      assert.equal(again.headers.get('idempotent-replayed'), 'true');
-      const replayed = (await again.json()) as Rpc & { result?: { content?: { text: string }[] } };
+      const again = await replayOnceDone(url, { method: 'POST', headers, body });
+      assert.equal(again.response.headers.get('idempotent-replayed'), 'true');
+      const replayed = again.body as Rpc & { result?: { content?: { text: string }[] } };
       assert.equal(replayed.result?.content?.[0]?.text, String(runs + 1));
       assert.equal(replayed.result?._meta?.['turnpike/invoice']?.charged, String(PRICE));
       assert.equal(upstream.runs(), runs + 1);
+      assert.equal(await unbilled(org), String(PRICE), 'billed once, not voided');
       await reported(org.customer, 1);
     });
 

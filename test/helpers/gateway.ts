@@ -53,3 +53,17 @@ export function postToolCall(url: string, tool: string, headers: Record<string, 
     body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: tool, arguments: {} } }),
   });
 }
+
+/**
+ * Sends a request again under its Idempotency-Key once the first one is done: while the gateway
+ * still finishes the first (it answers `request_in_progress`), it asks again, for up to 15 s.
+ * Answers the replay's response and its parsed body.
+ */
+export async function replayOnceDone(url: string, init: RequestInit): Promise<{ response: Response; body: any }> {
+  for (const deadline = Date.now() + 15_000; ; await new Promise((r) => setTimeout(r, 50))) {
+    const response = await fetch(url, init);
+    const body = await response.json();
+    if (JSON.stringify(body).includes('request_in_progress') && Date.now() < deadline) continue;
+    return { response, body };
+  }
+}

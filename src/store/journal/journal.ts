@@ -63,7 +63,17 @@ export type PaymentRecord = NewPayment & {
 export type SignedSettlement = { txHash: Hex; rawTx: Hex; relayer: Address; relayerNonce: number };
 export type SettlementOutcome =
   | { state: 'settled'; txHash: Hex }
-  | { state: 'failed'; errorReason: string; errorMessage?: string; txHash?: Hex };
+  | {
+      state: 'failed';
+      errorReason: string;
+      errorMessage?: string;
+      txHash?: Hex;
+      /**
+       * Not the payer's doing (turnpike's transaction mined after the authorization expired, or
+       * never mined): a deferred payment's loss is cleared at once, so the payer is not refused.
+       */
+      excused?: boolean;
+    };
 
 export interface PaymentJournal {
   get(key: PaymentKey): Promise<PaymentRecord | undefined>;

@@ -36,6 +36,7 @@ const finishParams = (key: PaymentKey, outcome: SettlementOutcome) => ({
   txHash: outcome.txHash ?? null,
   errorReason: outcome.state === 'failed' ? outcome.errorReason : null,
   errorMessage: outcome.state === 'failed' ? (outcome.errorMessage ?? null) : null,
+  excused: outcome.state === 'failed' && outcome.excused ? 1 : 0,
   now: Date.now(),
 });
 

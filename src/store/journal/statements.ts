@@ -101,10 +101,18 @@ export const journalSql = {
                         relayer_nonce = @relayerNonce, updated_at = @now
     WHERE ${KEY} AND state IN ('submitting', 'submitted')`),
   finish: command<
-    Key & Now & { state: SettlementOutcome['state']; txHash: string | null; errorReason: string | null; errorMessage: string | null }
+    Key &
+      Now & {
+        state: SettlementOutcome['state'];
+        txHash: string | null;
+        errorReason: string | null;
+        errorMessage: string | null;
+        excused: number;
+      }
   >(`
     UPDATE payments SET state = @state, tx_hash = COALESCE(@txHash, tx_hash), error_reason = @errorReason,
-                        error_message = @errorMessage, updated_at = @now
+                        error_message = @errorMessage, updated_at = @now,
+                        loss_cleared_at = CASE WHEN @excused = 1 THEN @now ELSE loss_cleared_at END
     WHERE ${KEY} AND state IN ('submitting', 'submitted')`),
   failHold: command<Key & Now & { errorReason: string; errorMessage: string }>(`
     UPDATE payments SET state = 'failed', error_reason = @errorReason, error_message = @errorMessage, updated_at = @now
@@ -116,7 +124,7 @@ export const journalSql = {
     UPDATE payments SET pending_answered = 1,
       deferred = CASE WHEN EXISTS (
         SELECT 1 FROM paid_results r WHERE r.chain_id = payments.chain_id AND r.asset = payments.asset
-          AND r.payer = payments.payer AND r.nonce = payments.nonce) THEN 1 ELSE deferred END
+          AND r.payer = payments.payer AND r.nonce = payments.nonce AND r.call = payments.purpose) THEN 1 ELSE deferred END
     WHERE ${KEY}`),
   takePendingAnswer: command<Key>(
     `UPDATE payments SET pending_answered = 0 WHERE ${KEY} AND pending_answered = 1 AND state IN ('settled', 'failed')`,
