@@ -42,6 +42,13 @@ export type SettleDeps = {
   deferredTotal: bigint;
 };
 
+/**
+ * A result leaves before its receipt (deferred, or strict once the receipt wait is over) only while
+ * its authorization has this long left, in seconds: a transaction not mined in that time is
+ * congestion, not a payer who signed a window too short to be mined in and took the result.
+ */
+const EARLY_DELIVERY_MIN_SECONDS = 30n;
+
 /** How a caller wants a payment settled: `deferred` answers once the transaction is signed and journalled (see `settle`). */
 export type SettleOptions = { deferred?: boolean };
 
@@ -159,6 +166,9 @@ export function createSettler(deps: SettleDeps) {
         : 'the settlement transaction is not confirmed yet; retry /settle with the same payment',
     };
   };
+
+  /** Whether `intent`'s result may leave before its receipt (see `EARLY_DELIVERY_MIN_SECONDS`). */
+  const leavesEarly = (intent: PaymentIntent) => intent.authorization.validBefore >= BigInt(deps.now()) + EARLY_DELIVERY_MIN_SECONDS;
 
   /** How often receipts (and rows a settlement in flight will finish) are looked at: this node's pace. */
   const cadence = receiptCadence(rules.network);
@@ -295,7 +305,16 @@ export function createSettler(deps: SettleDeps) {
       deps.background(finishLater(key, tx.txHash, payment, sentAt));
       return respond(intent, { state: 'submitted', txHash: tx.txHash, deferred });
     }
-    const receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs, sentAt);
+    let receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs, sentAt);
+    if (!receipt && !leavesEarly(intent)) {
+      // Too little time left to answer pending: wait for the outcome (as `finishLater` would), then withhold or settle.
+      receipt = await waitForReceipt(tx.txHash, (Number(intent.authorization.validBefore) + 60) * 1000);
+      if (!receipt) {
+        const row = await journal.get(key);
+        if (row && !isFinal(row)) await reconcile(row);
+        return respond(intent, await journal.get(key));
+      }
+    }
     if (!receipt) {
       await journal.answeredPending(key);
       deps.background(finishLater(key, tx.txHash, payment, sentAt));
@@ -451,7 +470,7 @@ export function createSettler(deps: SettleDeps) {
       const verified = await verifyIntent(deps, intent);
       if (!verified.ok) return refuse(intent.networkId, verified);
       const defer =
-        options.deferred && verified.balance !== undefined
+        options.deferred && verified.balance !== undefined && leavesEarly(intent)
           ? { balance: verified.balance, cap: deps.deferredCap, total: deps.deferredTotal }
           : undefined;
       const claim = await journal.claim(toNewPayment(intent, purpose), defer);

@@ -20,6 +20,7 @@ import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { listenGateway } from '../helpers/gateway.js';
 import { keyOf, signAuthorization } from '../helpers/payments.js';
+import { eventually } from '../helpers/served.js';
 import { backends } from '../helpers/stores.js';
 
 const chain = useSandbox({ isolate: false });
@@ -310,6 +311,57 @@ for (const backend of backends) {
       }
     });
 
+    test('a payment signed for a window too short to be sure of mining is never delivered before its receipt: not deferred, and a strict call past its receipt wait waits on for its block', async () => {
+      const impatient = createFacilitator({
+        network: networks.local,
+        client: chain.client,
+        journal: store.journal,
+        relayerKeys: [chain.sandbox.accounts.relayers[0]!.privateKey],
+        receiptTimeoutMs: 300,
+        maxDeferredPerPayer: 2n * PRICE,
+        maxDeferredTotal: 10n * PRICE,
+      });
+      const url = async (settlement: SettlementMode) => {
+        const served = await listenGateway({
+          upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
+          plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
+          payTo: chain.sandbox.accounts.payees[1]!.address,
+          rails: [x402Rail({ facilitator: impatient })],
+          server: `short-${settlement}-${backend.name}`,
+          settlement,
+        });
+        servers.push(served);
+        return `${served.url}/mcp`;
+      };
+      const payer = chain.sandbox.accounts.payers[5]!;
+      try {
+        for (const settlement of ['deferred', 'strict'] as const) {
+          const at = await url(settlement);
+          const required = (await call(at)).result!.structuredContent!;
+          required.accepts[0]!.maxTimeoutSeconds = 20;
+          const payment = await new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
+          await automine(false);
+          let answered = false;
+          const answer = call(at, payment).then((a) => ((answered = true), a));
+          await eventually(
+            async () => (await store.journal.get(keyOfPayment(payment)))?.state,
+            (s) => s === 'submitted',
+            'sent',
+          );
+          await new Promise((r) => setTimeout(r, 800)); // past the 300 ms receipt wait
+          assert.equal(answered, false, `${settlement}: nothing leaves before the block`);
+          await chain.rpc('evm_mine');
+          const done = await answer;
+          assert.equal(receiptOf(done)?.success, true, `${settlement}: ${JSON.stringify(done)}`);
+          assert.equal((await store.journal.get(keyOfPayment(payment)))?.deferred, false);
+          await automine(true);
+        }
+      } finally {
+        await automine(true);
+        await impatient.drain();
+      }
+    });
+
     test('a strict call delivered pending whose own transaction is mined only after the authorization expired is turnpike’s loss, not the payer’s: their balance never moved and they are not refused', async () => {
       const impatient = createFacilitator({
         network: networks.local,
@@ -317,6 +369,8 @@ for (const backend of backends) {
         journal: store.journal,
         relayerKeys: [chain.sandbox.accounts.relayers[0]!.privateKey],
         receiptTimeoutMs: 300,
+        // Its clock a minute behind, it takes a 3 s window for 63 s: long enough to deliver pending (the chain's clock is not moved).
+        now: () => Math.floor(Date.now() / 1000) - 60,
       });
       const server = `late-${backend.name}`;
       const served = await listenGateway({
@@ -332,8 +386,7 @@ for (const backend of backends) {
       const url = `${served.url}/mcp`;
       const payer = chain.sandbox.accounts.payers[8]!;
       const required = (await call(url)).result!.structuredContent!;
-      // A client that signs for a short window, which the facilitator still takes.
-      required.accepts[0]!.maxTimeoutSeconds = 9;
+      required.accepts[0]!.maxTimeoutSeconds = 3;
       const payment = await new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
       const balance = await chain.balanceOf(payer.address);
       try {
@@ -341,7 +394,7 @@ for (const backend of backends) {
         assert.equal(receiptOf(await call(url, payment))?.errorReason, 'settlement_pending');
         // turnpike's transaction waits in the pool (congestion, a relayer nonce stuck ahead of it) until the authorization expired.
         const validBefore = BigInt((payment.payload as { authorization: { validBefore: string } }).authorization.validBefore);
-        await chain.rpc('evm_setNextBlockTimestamp', [`0x${validBefore.toString(16)}`]);
+        while (BigInt(Math.floor(Date.now() / 1000)) <= validBefore) await new Promise((r) => setTimeout(r, 100));
         await chain.rpc('evm_mine');
         await impatient.drain();
 
