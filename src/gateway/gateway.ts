@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Context, Hono } from 'hono';
 import { bodyLimit } from '../http/body-limit.js';
 import type { Logger } from 'pino';
@@ -30,7 +30,16 @@ import { readJsonBody } from './json-body.js';
 import { type EventCaller, type EventInput, eventCaller, onceId, subjectOf } from '../events/events.js';
 import { type Message, classify, forUpstream, headerMismatch, paidRequestId } from './messages.js';
 import type { JsonRpcId } from './sse.js';
-import { CALLER_HEADER, type HangUp, type Upstream, callDeadline, hangUpOf, send } from '../upstream/upstream.js';
+import {
+  CALLER_HEADER,
+  type Forwarded,
+  type HangUp,
+  type HeaderRecord,
+  type Upstream,
+  callDeadline,
+  hangUpOf,
+  send,
+} from '../upstream/upstream.js';
 import type { ToolsSource } from '../upstream/upstream-tools.js';
 
 export type GatewayOptions = {
@@ -116,7 +125,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
   const timedForward = async (c: Context, body: Uint8Array | undefined, signal: HangUp) => {
     const stop = metrics.upstreamSeconds.startTimer();
     try {
-      return await send(upstreamFor(c), c.req.raw, body, signal);
+      return await send(upstreamFor(c), forwarded(c), body, signal);
     } finally {
       stop();
     }
@@ -153,7 +162,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     );
 
   // A stream the caller opens or resumes never carries a priced call's result: that leaves only through the call's own answer.
-  app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(upstreamFor(c), c.req.raw, undefined, hangUp(c))));
+  app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(upstreamFor(c), forwarded(c), undefined, hangUp(c))));
 
   app.post(
     '/',
@@ -308,7 +317,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
 
   /** tools/list passes through with each tool's price added under `_meta["turnpike/price"]`. */
   async function listTools(c: Context, rpc: Message) {
-    const answer = await send(upstreamFor(c), c.req.raw, forUpstream(rpc), hangUp(c));
+    const answer = await send(upstreamFor(c), forwarded(c), forUpstream(rpc), hangUp(c));
     const id = rpc.id ?? null;
     return answerCall(answer, { upstream: id, caller: id }, async (message) => {
       const tools = (message.result as { tools?: { name: string; outputSchema?: unknown; _meta?: object }[] } | undefined)?.tools;
@@ -419,6 +428,29 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
 function hangUp(c: Context): HangUp {
   const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
   return outgoing ? hangUpOf(outgoing) : c.req.raw.signal;
+}
+
+/**
+ * The caller's request as it is forwarded: its headers read from Node's request when node-server
+ * serves the app (`c.env.incoming`, parsed by Node: no `Headers` object built), else from the web Request.
+ */
+function forwarded(c: Context): Forwarded {
+  const headers: HeaderRecord = {};
+  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+  if (!incoming) {
+    c.req.raw.headers.forEach((value, name) => {
+      headers[name] = value;
+    });
+    return { method: c.req.method, headers };
+  }
+  const raw = incoming.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (name.startsWith(':')) continue; // HTTP/2 pseudo-headers
+    const earlier = headers[name];
+    headers[name] = earlier === undefined ? raw[i + 1]! : `${earlier}, ${raw[i + 1]!}`;
+  }
+  return { method: c.req.method, headers };
 }
 
 /** The id of a request refused as invalid, when it has a usable one. */

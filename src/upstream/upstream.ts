@@ -58,11 +58,23 @@ const agent = guardedAgent({ allowPrivate: true, connections: UPSTREAM_CONNECTIO
 /**
  * The upstream's answer as it came: a JSON answer whole (it is one message), an SSE stream as a
  * stream. Kept out of a `Response` until one is needed, so a paid call's result is read without
- * building one first.
+ * building one first. Its headers never name a length or a hop (`HOP_BY_HOP`): its body may be rewritten.
  */
-export type UpstreamAnswer = { status: number; headers: Headers; body: Uint8Array | ReadableStream<Uint8Array> | null };
+export type UpstreamAnswer = { status: number; headers: HeaderRecord; body: Uint8Array | ReadableStream<Uint8Array> | null };
 
 export const toResponse = (answer: UpstreamAnswer) => new Response(answer.body, { status: answer.status, headers: answer.headers });
+
+/**
+ * Header names and values as one record: names in lower case, a repeated header's values joined
+ * with ", " (what `Headers.get` reads). Plain records on the way through, not `Headers` objects:
+ * a forwarded call's headers are copied twice, and each `Headers` costs validation and a copy.
+ *
+ * @example { 'content-type': 'application/json', 'mcp-session-id': 'abc' }
+ */
+export type HeaderRecord = Record<string, string>;
+
+/** What is forwarded of a caller's request besides its body: its method and headers. */
+export type Forwarded = { method: string; headers: HeaderRecord };
 
 /**
  * What tells an upstream request that its caller hung up (in MCP, the cancellation of that
@@ -77,7 +89,7 @@ export type HangUp = AbortSignal | (EventEmitter & { readonly aborted: boolean }
  * request's `AbortSignal` (an AbortController per request, listened to by undici as an
  * EventTarget) cost ~15 µs per call, a tenth of a call that passes through.
  *
- * @example await send(upstream, c.req.raw, body, hangUpOf(c.env.outgoing));
+ * @example await send(upstream, { method: 'POST', headers: requestHeaders(c) }, body, hangUpOf(c.env.outgoing));
  */
 export function hangUpOf(outgoing: ServerResponse): HangUp {
   const gone = () => !outgoing.writableFinished && (outgoing.destroyed || outgoing.socket === null || outgoing.socket.destroyed);
@@ -98,19 +110,12 @@ export function hangUpOf(outgoing: ServerResponse): HangUp {
  * and this turnpike added to `Turnpike-Hop` (see `nextHops`; the gateway refused a loop before).
  * The client's abort reaches the upstream through `signal`.
  */
-export async function forward(upstream: Upstream, request: Request, body: Uint8Array | undefined, signal?: HangUp): Promise<Response> {
-  return toResponse(await send(upstream, request, body, signal));
-}
-
-/** `forward`, answered as the upstream's raw answer. */
-export async function send(upstream: Upstream, request: Request, body: Uint8Array | undefined, signal?: HangUp): Promise<UpstreamAnswer> {
-  const headers: Record<string, string> = {};
-  request.headers.forEach((value, name) => {
-    if (!NOT_FORWARDED.has(name)) headers[name] = value;
-  });
+export async function send(upstream: Upstream, request: Forwarded, body: Uint8Array | undefined, signal?: HangUp): Promise<UpstreamAnswer> {
+  const headers: HeaderRecord = {};
+  for (const name in request.headers) if (!NOT_FORWARDED.has(name)) headers[name] = request.headers[name]!;
   if (body) headers['content-type'] = 'application/json';
-  for (const [name, value] of Object.entries(upstream.headers)) headers[name.toLowerCase()] = value;
-  headers[HOP_HEADER] = nextHops(request.headers.get(HOP_HEADER));
+  for (const name in upstream.headers) headers[name.toLowerCase()] = upstream.headers[name]!;
+  headers[HOP_HEADER] = nextHops(request.headers[HOP_HEADER] ?? null);
   // undici's request API, not fetch: the same connection pool at a fraction of the CPU per call.
   let response: Dispatcher.ResponseData;
   try {
@@ -124,14 +129,15 @@ export async function send(upstream: Upstream, request: Request, body: Uint8Arra
   } catch (error) {
     throw new UpstreamError(`the MCP server at ${upstream.url} did not answer: ${(error as Error).message}`, { cause: error });
   }
-  const out = new Headers();
-  for (const [name, value] of Object.entries(response.headers)) {
-    if (HOP_BY_HOP.has(name) || UPSTREAM_ONLY.has(name) || value === undefined) continue;
-    for (const one of Array.isArray(value) ? value : [value]) out.append(name, one);
+  const out: HeaderRecord = {};
+  for (const name in response.headers) {
+    const value = response.headers[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || UPSTREAM_ONLY.has(name)) continue;
+    out[name] = typeof value === 'string' ? value : value.join(', ');
   }
   // Served on turnpike's origin, the console's: a page an upstream sends runs sandboxed (in no origin), unsniffed.
-  out.set('content-security-policy', 'sandbox');
-  out.set('x-content-type-options', 'nosniff');
+  out['content-security-policy'] = 'sandbox';
+  out['x-content-type-options'] = 'nosniff';
   const status = response.statusCode;
   if (request.method === 'HEAD' || status === 204 || status === 304) {
     response.body.resume();
