@@ -145,8 +145,8 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
   app.use(async (c, next) => {
     const host = c.req.header('host') ?? '';
     const origin = c.req.header('origin');
-    const allowed = new Set(options.allowedHosts());
-    if (!allowed.has(host) || (origin !== undefined && !allowed.has(hostOf(origin)))) {
+    const allowed = options.allowedHosts();
+    if (!has(allowed, host) || (origin !== undefined && !has(allowed, hostOf(origin)))) {
       return c.json({ error: 'forbidden_host', message: 'Host or Origin is not one this gateway serves' }, 403);
     }
     return next();
@@ -457,6 +457,12 @@ function forwarded(c: Context): Forwarded {
 function idOf(value: unknown): JsonRpcId {
   const id = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Message).id : undefined;
   return typeof id === 'string' || typeof id === 'number' ? id : null;
+}
+
+/** Whether `values` holds `value`, looked through rather than copied into a Set (a few hosts, asked per request). */
+function has(values: Iterable<string>, value: string): boolean {
+  for (const one of values) if (one === value) return true;
+  return false;
 }
 
 function hostOf(origin: string): string {
