@@ -97,7 +97,7 @@ function targetOf(upstream: Upstream): { origin: string; path: string } {
  * request): an `AbortSignal`, or the lighter emitter of `hangUpOf`, whose `abort` event undici
  * takes as a signal's.
  */
-export type HangUp = AbortSignal | (EventEmitter & { readonly aborted: boolean });
+export type HangUp = AbortSignal | (EventEmitter & { readonly aborted: boolean; readonly reason?: unknown });
 
 /**
  * The hang-up of the caller answered through `outgoing` (Node's response): aborted when its
@@ -195,16 +195,23 @@ function endQuietlyOnAbort(stream: ReadableStream<Uint8Array>, signal: HangUp): 
 }
 
 /**
- * A paid call's signal: aborted when `ms` pass, and only then. A caller hanging up does not stop a
- * call the upstream is running: its result is read, charged for and kept for the same payment.
- * `clear` once the answer is in. (`AbortSignal.timeout` costs ten times as much, on every paid call.)
+ * A paid call's signal: aborted when `ms` pass, and only then, with a `TimeoutError` as its
+ * reason. A caller hanging up does not stop a call the upstream is running: its result is read,
+ * charged for and kept for the same payment. `clear` once the answer is in. An emitter and a
+ * timer, as `hangUpOf`: an AbortController with undici's listener on its signal costs ~4.5 µs
+ * more per paid call (`AbortSignal.timeout` ten times as much).
  *
  * @example const deadline = callDeadline(60_000); await send(upstream, request, body, deadline.signal); deadline.clear();
  */
-export function callDeadline(ms: number): { signal: AbortSignal; clear(): void } {
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(new DOMException(`the upstream took longer than ${ms} ms`, 'TimeoutError')), ms).unref();
-  return { signal: controller.signal, clear: () => clearTimeout(timer) };
+export function callDeadline(ms: number): { signal: HangUp; clear(): void } {
+  const signal = Object.assign(new EventEmitter(), { aborted: false, reason: undefined as unknown });
+  const timer = setTimeout(() => {
+    signal.aborted = true;
+    // What undici fails the request with, and so what the undone charge says.
+    signal.reason = new DOMException(`the upstream took longer than ${ms} ms`, 'TimeoutError');
+    signal.emit('abort');
+  }, ms).unref();
+  return { signal, clear: () => clearTimeout(timer) };
 }
 
 /** The upstream could not be reached or broke off: a 502 for the caller, never a 500. */
