@@ -340,14 +340,23 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     });
   }
 
+  /** The MCP URL (origin and path) of the last request URL seen: callers of one server mostly send the same one. */
+  let seen = { url: '', mcpUrl: '' };
+  const mcpUrlOf = (requestUrl: string) => {
+    if (requestUrl !== seen.url) {
+      const url = new URL(requestUrl);
+      seen = { url: requestUrl, mcpUrl: `${url.origin}${url.pathname}` };
+    }
+    return seen.mcpUrl;
+  };
+
   async function paidCall(c: Context<{ Variables: OAuthVariables }>, rpc: Message, tool: { name: string; amount: bigint }) {
-    const url = new URL(c.req.url);
     const offer: ToolOffer = {
       tool: tool.name,
       amount: tool.amount,
       payTo: options.payTo,
       network: options.network,
-      mcpUrl: `${url.origin}${url.pathname}`,
+      mcpUrl: mcpUrlOf(c.req.url),
     };
     const upstreamId = paidRequestId();
     const principal = c.get('oauth');
