@@ -66,7 +66,8 @@ if (eventsMode === 'none' || eventsMode === 'webhook' || eventsMode === 'outbox'
   await book.start();
   revenue = { book, usage: store.operators, custody: 'direct' as const };
 }
-let url = '';
+// As `serveGateway` does: the hosts served, set once the server listens.
+let hosts: string[] = [];
 const app = createApp(logger);
 app.route(
   '/mcp',
@@ -91,7 +92,7 @@ app.route(
     ],
     challenge: 'tool-result',
     bodyLimitBytes: 1 << 20,
-    allowedHosts: () => [new URL(url).host],
+    allowedHosts: () => hosts,
     logger,
     metrics: createMetrics(),
     server: 'bench',
@@ -99,7 +100,7 @@ app.route(
   }),
 );
 const server = await listen(app, { host: '127.0.0.1', port: 0 });
-url = server.url;
+hosts = [new URL(server.url).host];
 process.stdout.write(`${JSON.stringify({ url: `${server.url}/mcp` })}\n`);
 // A clean exit on the bench's SIGTERM, so a --cpu-prof of this process gets written.
 process.on(

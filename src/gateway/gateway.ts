@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Context, Hono } from 'hono';
 import { bodyLimit } from '../http/body-limit.js';
 import type { Logger } from 'pino';
@@ -30,7 +30,16 @@ import { readJsonBody } from './json-body.js';
 import { type EventCaller, type EventInput, eventCaller, onceId, subjectOf } from '../events/events.js';
 import { type Message, classify, forUpstream, headerMismatch, paidRequestId } from './messages.js';
 import type { JsonRpcId } from './sse.js';
-import { CALLER_HEADER, type HangUp, type Upstream, callDeadline, hangUpOf, send } from '../upstream/upstream.js';
+import {
+  CALLER_HEADER,
+  type Forwarded,
+  type HangUp,
+  type HeaderRecord,
+  type Upstream,
+  callDeadline,
+  hangUpOf,
+  send,
+} from '../upstream/upstream.js';
 import type { ToolsSource } from '../upstream/upstream-tools.js';
 
 export type GatewayOptions = {
@@ -116,7 +125,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
   const timedForward = async (c: Context, body: Uint8Array | undefined, signal: HangUp) => {
     const stop = metrics.upstreamSeconds.startTimer();
     try {
-      return await send(upstreamFor(c), c.req.raw, body, signal);
+      return await send(upstreamFor(c), forwarded(c), body, signal);
     } finally {
       stop();
     }
@@ -136,8 +145,8 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
   app.use(async (c, next) => {
     const host = c.req.header('host') ?? '';
     const origin = c.req.header('origin');
-    const allowed = new Set(options.allowedHosts());
-    if (!allowed.has(host) || (origin !== undefined && !allowed.has(hostOf(origin)))) {
+    const allowed = options.allowedHosts();
+    if (!has(allowed, host) || (origin !== undefined && !has(allowed, hostOf(origin)))) {
       return c.json({ error: 'forbidden_host', message: 'Host or Origin is not one this gateway serves' }, 403);
     }
     return next();
@@ -153,7 +162,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     );
 
   // A stream the caller opens or resumes never carries a priced call's result: that leaves only through the call's own answer.
-  app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(upstreamFor(c), c.req.raw, undefined, hangUp(c))));
+  app.on(['GET', 'DELETE'], '/', async (c) => withoutPaidResponses(await send(upstreamFor(c), forwarded(c), undefined, hangUp(c))));
 
   app.post(
     '/',
@@ -308,7 +317,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
 
   /** tools/list passes through with each tool's price added under `_meta["turnpike/price"]`. */
   async function listTools(c: Context, rpc: Message) {
-    const answer = await send(upstreamFor(c), c.req.raw, forUpstream(rpc), hangUp(c));
+    const answer = await send(upstreamFor(c), forwarded(c), forUpstream(rpc), hangUp(c));
     const id = rpc.id ?? null;
     return answerCall(answer, { upstream: id, caller: id }, async (message) => {
       const tools = (message.result as { tools?: { name: string; outputSchema?: unknown; _meta?: object }[] } | undefined)?.tools;
@@ -331,14 +340,23 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     });
   }
 
+  /** The MCP URL (origin and path) of the last request URL seen: callers of one server mostly send the same one. */
+  let seen = { url: '', mcpUrl: '' };
+  const mcpUrlOf = (requestUrl: string) => {
+    if (requestUrl !== seen.url) {
+      const url = new URL(requestUrl);
+      seen = { url: requestUrl, mcpUrl: `${url.origin}${url.pathname}` };
+    }
+    return seen.mcpUrl;
+  };
+
   async function paidCall(c: Context<{ Variables: OAuthVariables }>, rpc: Message, tool: { name: string; amount: bigint }) {
-    const url = new URL(c.req.url);
     const offer: ToolOffer = {
       tool: tool.name,
       amount: tool.amount,
       payTo: options.payTo,
       network: options.network,
-      mcpUrl: `${url.origin}${url.pathname}`,
+      mcpUrl: mcpUrlOf(c.req.url),
     };
     const upstreamId = paidRequestId();
     const principal = c.get('oauth');
@@ -421,10 +439,39 @@ function hangUp(c: Context): HangUp {
   return outgoing ? hangUpOf(outgoing) : c.req.raw.signal;
 }
 
+/**
+ * The caller's request as it is forwarded: its headers read from Node's request when node-server
+ * serves the app (`c.env.incoming`, parsed by Node: no `Headers` object built), else from the web Request.
+ */
+function forwarded(c: Context): Forwarded {
+  const headers: HeaderRecord = {};
+  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+  if (!incoming) {
+    c.req.raw.headers.forEach((value, name) => {
+      headers[name] = value;
+    });
+    return { method: c.req.method, headers };
+  }
+  const raw = incoming.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (name.startsWith(':')) continue; // HTTP/2 pseudo-headers
+    const earlier = headers[name];
+    headers[name] = earlier === undefined ? raw[i + 1]! : `${earlier}, ${raw[i + 1]!}`;
+  }
+  return { method: c.req.method, headers };
+}
+
 /** The id of a request refused as invalid, when it has a usable one. */
 function idOf(value: unknown): JsonRpcId {
   const id = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Message).id : undefined;
   return typeof id === 'string' || typeof id === 'number' ? id : null;
+}
+
+/** Whether `values` holds `value`, looked through rather than copied into a Set (a few hosts, asked per request). */
+function has(values: Iterable<string>, value: string): boolean {
+  for (const one of values) if (one === value) return true;
+  return false;
 }
 
 function hostOf(origin: string): string {

@@ -1,6 +1,6 @@
 import { type Message, cannotHoldPaidResponse, isPaidResponse } from './messages.js';
 import { type JsonRpcId, frameMessage, mapSseFrames, withData } from './sse.js';
-import { type UpstreamAnswer, toResponse } from '../upstream/upstream.js';
+import { type HeaderRecord, type UpstreamAnswer, toResponse } from '../upstream/upstream.js';
 
 export type { Message } from './messages.js';
 export type ToolResult = { isError?: boolean; _meta?: Record<string, unknown>; [key: string]: unknown };
@@ -14,7 +14,7 @@ export const rpcError = (id: JsonRpcId, code: number, message: string, status: n
 export const rpcResult = (id: JsonRpcId, result: unknown, headers: Record<string, string> = {}) =>
   new Response(JSON.stringify({ jsonrpc: '2.0', id, result }), { headers: { 'content-type': 'application/json', ...headers } });
 
-const isSse = (headers: Headers) => headers.get('content-type')?.includes('text/event-stream') ?? false;
+const isSse = (headers: HeaderRecord) => headers['content-type']?.includes('text/event-stream') ?? false;
 const decoder = new TextDecoder();
 
 /**
@@ -61,7 +61,7 @@ export async function answerCall(
   }
   let message: Message | undefined;
   try {
-    message = body && headers.get('content-type')?.includes('application/json') ? (JSON.parse(decoder.decode(body)) as Message) : undefined;
+    message = body && headers['content-type']?.includes('application/json') ? (JSON.parse(decoder.decode(body)) as Message) : undefined;
   } catch {
     message = undefined;
   }
@@ -69,7 +69,6 @@ export async function answerCall(
     onEnd(false);
     return withoutPaidResponses(answer);
   }
-  headers.delete('content-length');
   return new Response(JSON.stringify(await answered(message)), { status, headers });
 }
 
@@ -97,7 +96,6 @@ export function withoutPaidResponses(answer: UpstreamAnswer): Response {
   } catch {
     return toResponse(answer);
   }
-  headers.delete('content-length');
   if (!Array.isArray(message)) return isPaidResponse(message) ? new Response(null, { status: 202, headers }) : toResponse(answer);
   const kept = message.filter((m) => !isPaidResponse(m));
   return new Response(kept.length === 0 ? null : JSON.stringify(kept), { status: kept.length === 0 ? 202 : status, headers });

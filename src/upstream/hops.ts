@@ -26,6 +26,7 @@ const hopsOf = (header: string | null): string[] =>
  * @example loopIn(request.headers.get(HOP_HEADER)) // 'this request already passed through this turnpike'
  */
 export function loopIn(header: string | null): string | undefined {
+  if (header === null) return undefined;
   const hops = hopsOf(header);
   if (hops.includes(SELF)) return 'this request already passed through this turnpike';
   if (hops.length >= MAX_HOPS) return `this request already passed through ${hops.length} turnpikes (at most ${MAX_HOPS - 1} may)`;
@@ -38,4 +39,4 @@ export function loopIn(header: string | null): string | undefined {
  *
  * @example nextHops('a1b2') // 'a1b2, <this turnpike>'; nextHops(null) // '<this turnpike>'
  */
-export const nextHops = (header: string | null): string => [...hopsOf(header), SELF].join(', ');
+export const nextHops = (header: string | null): string => (header === null ? SELF : [...hopsOf(header), SELF].join(', '));

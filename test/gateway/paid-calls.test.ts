@@ -167,7 +167,9 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
     const answer = await call(url, 'count', payment);
     assert.equal(answer.status, 502);
     assert.equal(answer.body.error?.code, -32603);
-    assert.equal((await stateOf(payment))?.state, 'failed');
+    const state = await stateOf(payment);
+    assert.equal(state?.state, 'failed');
+    assert.match(String(state?.message), /took longer than 500 ms/, 'the hold is given back saying why');
   });
 
   test('the chain unreachable when settling: the output is withheld, the hold given back, the same payment works once it is back', async () => {

@@ -4,7 +4,7 @@ import { answerCall, withoutPaidResponses } from '../../src/gateway/jsonrpc.js';
 import { paidRequestId } from '../../src/gateway/messages.js';
 import type { Message } from '../../src/gateway/messages.js';
 
-const sse = (body: ReadableStream<Uint8Array>) => ({ status: 200, headers: new Headers({ 'content-type': 'text/event-stream' }), body });
+const sse = (body: ReadableStream<Uint8Array>) => ({ status: 200, headers: { 'content-type': 'text/event-stream' }, body });
 const rewriteSseResponse = async (
   body: ReadableStream<Uint8Array>,
   id: number,
@@ -99,7 +99,7 @@ test("a JSON answer that is a priced call's response is not passed on; a batch k
   const id = paidRequestId();
   const json = (value: unknown) => ({
     status: 200,
-    headers: new Headers({ 'content-type': 'application/json' }),
+    headers: { 'content-type': 'application/json' },
     body: new TextEncoder().encode(JSON.stringify(value)),
   });
   const one = withoutPaidResponses(json({ jsonrpc: '2.0', id, result: { secret: true } }));
