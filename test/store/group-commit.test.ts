@@ -106,6 +106,21 @@ test('a write that throws is rolled back alone; the others of its commit stand',
   closeGroupCommit(db);
 });
 
+test('a lone write that throws is rolled back whole and rejects; the next group commits', async () => {
+  const { db, seen, insert } = open();
+  const { write } = groupCommit(db);
+  const failing = write(() => {
+    insert.run(5);
+    throw new Error('refused after writing');
+  });
+  await assert.rejects(failing, /refused after writing/);
+  assert.equal(db.inTransaction, false);
+  assert.equal(await write(() => insert.run(6).changes), 1);
+  assert.deepEqual(seen(), [6]);
+  db.close();
+  closeGroupCommit(db);
+});
+
 test('a failed sync fails every write of its commit, and the durable promise of a decided one', async () => {
   const { db, insert } = open();
   const { write, decide } = groupCommit(db);

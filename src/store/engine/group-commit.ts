@@ -5,10 +5,12 @@ import { StoreError } from '../store.js';
 
 /**
  * Group commit for SQLite: writes asked for in the same turn of the event loop run in one
- * `BEGIN IMMEDIATE` transaction, so N concurrent debits cost one sync instead of N. Each write
- * runs in its own savepoint: one that throws is rolled back alone and rejects only its caller.
+ * `BEGIN IMMEDIATE` transaction, so N concurrent debits cost one sync instead of N. Each write of
+ * a group of several runs in its own savepoint: one that throws is rolled back alone and rejects
+ * only its caller.
  *
- * The transaction commits to the WAL without syncing it (`synchronous = NORMAL`); the WAL is then
+ * The transaction commits to the WAL without syncing it (`synchronous = NORMAL`, set for the
+ * connection when its group commit is made); the WAL is then
  * synced on libuv's thread pool, so the event loop keeps serving while the disk works instead of
  * blocking in the commit. `write` settles after that sync, so nothing is answered before it is
  * durable (as with `FULL`); `decide` settles at the commit, for a caller that has work to do
@@ -39,38 +41,62 @@ const groups = new WeakMap<Database.Database, GroupCommit>();
 
 function newGroupCommit(db: Database.Database): GroupCommit {
   type Job = { fn: () => unknown; early: boolean; resolve(value: unknown): void; reject(error: unknown): void };
+  type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
   let queue: Job[] = [];
-  const syncNormal = db.prepare('PRAGMA synchronous = NORMAL');
-  const syncFull = db.prepare('PRAGMA synchronous = FULL');
+  // Commits write the WAL without syncing it; `walSync` syncs it off the event loop. Set once for
+  // the connection: what else writes on it outside a group (a lease row) needs no sync of its own.
+  db.pragma('synchronous = NORMAL');
+  // Prepared once: `db.transaction` would build four wrapper functions per call, which cost more
+  // than the statements they run.
+  const begin = db.prepare('BEGIN IMMEDIATE');
+  const commit = db.prepare('COMMIT');
+  const rollback = db.prepare('ROLLBACK');
+  const savepoint = db.prepare('SAVEPOINT job');
+  const release = db.prepare('RELEASE job');
+  const rollbackTo = db.prepare('ROLLBACK TO job');
   const sync = walSync(db);
-  const unsynced = <T>(fn: () => T): T => {
-    syncNormal.run();
+
+  /**
+   * Runs the jobs in one `BEGIN IMMEDIATE` transaction and commits it. A lone job needs no
+   * savepoint: its failure rolls back the transaction, which held nothing else. Each of several
+   * runs in its own, so one that throws is rolled back alone; an error after which SQLite rolled
+   * back the whole transaction itself fails every job.
+   *
+   * @example runGroup([job]) // [{ ok: true, value: 1 }]
+   */
+  const runGroup = (jobs: Job[]): Outcome[] => {
+    begin.run();
     try {
-      return fn();
-    } finally {
-      syncFull.run();
+      const outcomes: Outcome[] = [];
+      if (jobs.length === 1) outcomes.push({ ok: true, value: jobs[0]!.fn() });
+      else
+        for (const job of jobs) {
+          savepoint.run();
+          try {
+            outcomes.push({ ok: true, value: job.fn() });
+            release.run();
+          } catch (error) {
+            if (!db.inTransaction) throw error;
+            rollbackTo.run();
+            release.run();
+            outcomes.push({ ok: false, error });
+          }
+        }
+      commit.run();
+      return outcomes;
+    } catch (error) {
+      if (db.inTransaction) rollback.run();
+      throw error;
     }
   };
 
   const flush = () => {
     const jobs = queue;
     queue = [];
-    const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    let outcomes: Outcome[];
     try {
       // Inside the try: a write queued as the store closes is refused, not thrown out of the loop.
-      unsynced(() =>
-        db
-          .transaction(() => {
-            for (const job of jobs) {
-              try {
-                outcomes.push({ ok: true, value: db.transaction(job.fn)() });
-              } catch (error) {
-                outcomes.push({ ok: false, error });
-              }
-            }
-          })
-          .immediate(),
-      );
+      outcomes = runGroup(jobs);
     } catch (error) {
       for (const job of jobs) job.reject(error);
       return;
@@ -95,7 +121,7 @@ function newGroupCommit(db: Database.Database): GroupCommit {
   return {
     write: <T>(fn: () => T) => enqueue(fn, false) as Promise<T>,
     decide: <T>(fn: () => T) => enqueue(fn, true) as Promise<{ value: T; durable: Promise<void> }>,
-    unsynced,
+    unsynced: <T>(fn: () => T): T => fn(),
   };
 }
 
