@@ -45,6 +45,20 @@ describe('SQLite store', () => {
     await store.close();
   });
 
+  test('an open debit is one row of one b-tree: open_debits is keyed by the debit id, WITHOUT ROWID, with no other index', async () => {
+    const file = fresh();
+    await (await openSqliteStore({ path: file })).close();
+    const schema = rows<{ type: string; name: string; sql: string | null }>(
+      file,
+      "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'open_debits' ORDER BY type, name",
+    );
+    assert.deepEqual(
+      schema.map((r) => [r.type, r.name]),
+      [['table', 'open_debits']],
+    );
+    assert.match(schema[0]!.sql!, /debit_id TEXT PRIMARY KEY[\s\S]*\) WITHOUT ROWID$/);
+  });
+
   test('applies each migration once, with its checksum; reopening changes nothing', async () => {
     const file = fresh();
     const logged: { version?: number; msg: string }[] = [];
