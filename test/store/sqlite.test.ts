@@ -33,15 +33,16 @@ const rows = <T = unknown>(file: string, sql: string) => peek(file, (db) => db.p
 const storeError = (pattern: RegExp) => (e: unknown) => e instanceof StoreError && pattern.test(e.message);
 
 describe('SQLite store', () => {
-  test('opens in WAL mode with synchronous NORMAL (its group commit syncs the WAL), a busy timeout and foreign keys on', async () => {
+  test('opens in WAL mode with synchronous NORMAL (its group commit syncs the WAL), checkpoints every 10,000 pages, a busy timeout and foreign keys on', async () => {
     const store = await openSqliteStore({ path: fresh() });
     const pragmas = store.immediate((db) => ({
       journal: db.pragma('journal_mode', { simple: true }),
       synchronous: db.pragma('synchronous', { simple: true }),
+      checkpointEvery: db.pragma('wal_autocheckpoint', { simple: true }),
       busyTimeout: db.pragma('busy_timeout', { simple: true }),
       foreignKeys: db.pragma('foreign_keys', { simple: true }),
     }));
-    assert.deepEqual(pragmas, { journal: 'wal', synchronous: 1, busyTimeout: 5000, foreignKeys: 1 });
+    assert.deepEqual(pragmas, { journal: 'wal', synchronous: 1, checkpointEvery: 10000, busyTimeout: 5000, foreignKeys: 1 });
     await store.close();
   });
 
