@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import fs, { mkdtempSync, rmSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -464,3 +465,29 @@ for (const backend of backends)
       await store.close();
     }
   });
+
+test('keeping a request’s answer waits for no WAL sync of its own: the close of its debit, written after it, makes it durable (sqlite)', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-answer-'));
+  const store = await openSqliteStore({ path: path.join(dir, 'store.db') });
+  const original = fs.fdatasync;
+  try {
+    const keyId = await newKey(store.credits, 1_000n);
+    const request = { idempotencyKey: 'idem-1', bodyHash: 'h1' };
+    const debited = await debit(store.credits, { keyId, amount: 10n, reason: 'call', idempotencyKey: newId('call'), request, open: true });
+    assert.ok(debited.ok);
+    let syncs = 0;
+    fs.fdatasync = ((fd: number, done: (error: null) => void) => {
+      syncs++;
+      original(fd, () => done(null));
+    }) as typeof fs.fdatasync;
+    syncBuiltinESMExports();
+    await store.credits.completeRequest(keyId, request.idempotencyKey, '{"done":true}');
+    assert.equal(syncs, 0, 'no sync was asked for');
+    assert.equal((await store.credits.request(keyId, request.idempotencyKey))!.response, '{"done":true}');
+  } finally {
+    fs.fdatasync = original;
+    syncBuiltinESMExports();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
