@@ -5,9 +5,9 @@ import { StoreError } from '../store.js';
 
 /**
  * Group commit for SQLite: writes asked for in the same turn of the event loop run in one
- * `BEGIN IMMEDIATE` transaction, so N concurrent debits cost one sync instead of N. Each write of
- * a group of several runs in its own savepoint: one that throws is rolled back alone and rejects
- * only its caller.
+ * `BEGIN IMMEDIATE` transaction, so N concurrent debits cost one sync instead of N. One that
+ * throws is rolled back alone and rejects only its caller (the others run again, each in a
+ * savepoint).
  *
  * The transaction commits to the WAL without syncing it (`synchronous = NORMAL`, set for the
  * connection when its group commit is made); the WAL is then
@@ -26,6 +26,11 @@ export function groupCommit(db: Database.Database): GroupCommit {
   return group;
 }
 
+/**
+ * `fn` of a `write` or `decide` may run twice (a group whose job threw runs again, each job in a
+ * savepoint of its own): it must change nothing but the database, as an operation on PostgreSQL,
+ * which may run again too.
+ */
 export type GroupCommit = {
   write<T>(fn: () => T): Promise<T>;
   decide<T>(fn: () => T): Promise<{ value: T; durable: Promise<void> }>;
@@ -62,37 +67,47 @@ function newGroupCommit(db: Database.Database): GroupCommit {
   const rollbackTo = db.prepare('ROLLBACK TO job');
   const sync = walSync(db);
 
+  const inTransaction = <T>(run: () => T): T => {
+    begin.run();
+    try {
+      const value = run();
+      commit.run();
+      return value;
+    } catch (error) {
+      if (db.inTransaction) rollback.run();
+      throw error;
+    }
+  };
+  /** Each job in a savepoint of its own: one that throws is rolled back alone; an error after which SQLite rolled back the whole transaction itself fails them all. */
+  const oneByOne = (jobs: Job[]): Outcome[] =>
+    jobs.map((job) => {
+      savepoint.run();
+      try {
+        const value = job.fn();
+        release.run();
+        return { ok: true, value };
+      } catch (error) {
+        if (!db.inTransaction) throw error;
+        rollbackTo.run();
+        release.run();
+        return { ok: false, error };
+      }
+    });
+
   /**
-   * Runs the jobs in one `BEGIN IMMEDIATE` transaction and commits it. A lone job needs no
-   * savepoint: its failure rolls back the transaction, which held nothing else. Each of several
-   * runs in its own, so one that throws is rolled back alone; an error after which SQLite rolled
-   * back the whole transaction itself fails every job.
+   * Runs the jobs in one `BEGIN IMMEDIATE` transaction and commits it: first all together, with no
+   * savepoints (each costs two statements and a copy of every page its job changes); if one throws,
+   * the transaction is rolled back and, when there were several, the group runs again with each job
+   * in its own savepoint (a lone job's failure is its own).
    *
    * @example runGroup([job]) // [{ ok: true, value: 1 }]
    */
   const runGroup = (jobs: Job[]): Outcome[] => {
-    begin.run();
     try {
-      const outcomes: Outcome[] = [];
-      if (jobs.length === 1) outcomes.push({ ok: true, value: jobs[0]!.fn() });
-      else
-        for (const job of jobs) {
-          savepoint.run();
-          try {
-            outcomes.push({ ok: true, value: job.fn() });
-            release.run();
-          } catch (error) {
-            if (!db.inTransaction) throw error;
-            rollbackTo.run();
-            release.run();
-            outcomes.push({ ok: false, error });
-          }
-        }
-      commit.run();
-      return outcomes;
+      return inTransaction(() => jobs.map((job): Outcome => ({ ok: true, value: job.fn() })));
     } catch (error) {
-      if (db.inTransaction) rollback.run();
-      throw error;
+      if (jobs.length === 1) throw error;
+      return inTransaction(() => oneByOne(jobs));
     }
   };
 
