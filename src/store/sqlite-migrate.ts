@@ -30,7 +30,7 @@ export function migrateSqlite(db: Database.Database, list: readonly Migration[],
           return false;
         }
         try {
-          db.exec(migration.sql);
+          db.exec(migration.sqlite ?? migration.sql);
         } catch (error) {
           throw new StoreError(`migration ${migration.version} (${migration.name}) failed: ${(error as Error).message}`, {
             cause: error,

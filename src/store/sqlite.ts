@@ -59,8 +59,11 @@ async function walMode(db: Database.Database): Promise<void> {
 /**
  * Opens (creating if needed) the SQLite store and brings its schema up to date.
  *
- * `synchronous = FULL`: once we answer a client, the payment record behind the answer survives a
- * power cut, not only a process crash. WAL keeps readers off the writer's back.
+ * Once we answer a client, the payment record behind the answer survives a power cut, not only a
+ * process crash: migrations commit with `synchronous = FULL`; every write after them goes through
+ * the group commit, which syncs the WAL itself before it settles (and leaves the connection at
+ * `NORMAL`). A lease row is the one write outside it, and needs no sync: it names a live instance,
+ * and a power cut leaves none. WAL keeps readers off the writer's back.
  *
  * @example
  * const store = await openSqliteStore({ path: '.turnpike/turnpike.db', logger });

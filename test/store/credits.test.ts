@@ -1,15 +1,19 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import fs, { mkdtempSync, rmSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
 import { generateApiKey } from '../../src/rails/credits/api-keys.js';
 import type { CreditStore } from '../../src/store/credits/credits.js';
 import { newId } from '../../src/store/ids.js';
+import { migrations } from '../../src/store/migrations.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
+import { migrateSqlite } from '../../src/store/sqlite-migrate.js';
 import type { Store } from '../../src/store/store.js';
 import { POSTGRES_URL, backends, freshSchema } from '../helpers/stores.js';
 
@@ -420,3 +424,70 @@ for (const backend of backends)
       assert.deepEqual(await credits.checkouts('review', 10), []);
     });
   });
+
+/** A store whose call was still under way (its debit open) when a build before lean open debits stopped, opened by this build. */
+async function withOpenDebitOfV19(backend: 'sqlite' | 'postgres'): Promise<Store> {
+  const v19 = migrations.filter((m) => m.version <= 19);
+  const rows = `
+    INSERT INTO api_keys (id, hash, name, balance, created_at, updated_at) VALUES ('key_old', 'h_old', 'old', 900, 1, 1);
+    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
+      VALUES ('le_old', 'key_old', 'debit', -100, 900, 'tools/call t', 'call_old', 1000);
+    INSERT INTO open_debits (debit_id, created_at) VALUES ('le_old', 1000);`;
+  if (backend === 'sqlite') {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-v19-'));
+    after(() => rmSync(dir, { recursive: true, force: true }));
+    // Raw: this build's store prepares statements for the newer schema.
+    const old = new Database(path.join(dir, 'store.db'));
+    migrateSqlite(old, v19);
+    old.exec(rows);
+    old.close();
+    return openSqliteStore({ path: path.join(dir, 'store.db') });
+  }
+  const schema = freshSchema();
+  const old = await openPostgresStore({ url: POSTGRES_URL, schema, migrations: v19, max: 1 });
+  await old.pool.query(rows);
+  await old.close();
+  return openPostgresStore({ url: POSTGRES_URL, schema, max: 3 });
+}
+
+for (const backend of backends)
+  test(`a debit left open by an earlier build stays open through the upgrade, and its sweep refunds it once (${backend.name})`, {
+    skip: backend.skip,
+  }, async () => {
+    const store = await withOpenDebitOfV19(backend.name);
+    try {
+      assert.deepEqual(await store.credits.openDebits(999), [], 'made at 1000');
+      assert.deepEqual(await store.credits.openDebits(Date.now()), ['le_old']);
+      assert.deepEqual(await store.credits.refund('le_old', 'cut off'), { balance: 1000n });
+      assert.deepEqual(await store.credits.refund('le_old', 'cut off'), { balance: 1000n }, 'once');
+      assert.deepEqual(await store.credits.openDebits(Date.now()), []);
+    } finally {
+      await store.close();
+    }
+  });
+
+test('keeping a request’s answer waits for no WAL sync of its own: the close of its debit, written after it, makes it durable (sqlite)', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-answer-'));
+  const store = await openSqliteStore({ path: path.join(dir, 'store.db') });
+  const original = fs.fdatasync;
+  try {
+    const keyId = await newKey(store.credits, 1_000n);
+    const request = { idempotencyKey: 'idem-1', bodyHash: 'h1' };
+    const debited = await debit(store.credits, { keyId, amount: 10n, reason: 'call', idempotencyKey: newId('call'), request, open: true });
+    assert.ok(debited.ok);
+    let syncs = 0;
+    fs.fdatasync = ((fd: number, done: (error: null) => void) => {
+      syncs++;
+      original(fd, () => done(null));
+    }) as typeof fs.fdatasync;
+    syncBuiltinESMExports();
+    await store.credits.completeRequest(keyId, request.idempotencyKey, '{"done":true}');
+    assert.equal(syncs, 0, 'no sync was asked for');
+    assert.equal((await store.credits.request(keyId, request.idempotencyKey))!.response, '{"done":true}');
+  } finally {
+    fs.fdatasync = original;
+    syncBuiltinESMExports();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

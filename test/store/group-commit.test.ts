@@ -106,6 +106,43 @@ test('a write that throws is rolled back alone; the others of its commit stand',
   closeGroupCommit(db);
 });
 
+test('a group whose writes all succeed runs each once, with no savepoint; one that throws makes the group run again, each write in its own', async () => {
+  const { db, seen, insert } = open();
+  const { write } = groupCommit(db);
+  const runs = [0, 0, 0];
+  const counted = (i: number, v: number) => () => {
+    runs[i]!++;
+    return insert.run(v).changes;
+  };
+  await Promise.all([write(counted(0, 1)), write(counted(1, 2)), write(counted(2, 3))]);
+  assert.deepEqual(runs, [1, 1, 1]);
+  runs.fill(0);
+  const results = await Promise.allSettled([write(counted(0, 4)), write(counted(1, 1)), write(counted(2, 5))]);
+  assert.deepEqual(
+    results.map((r) => r.status),
+    ['fulfilled', 'rejected', 'fulfilled'],
+  );
+  assert.deepEqual(runs, [2, 2, 1], 'the first pass stopped at the write that threw');
+  assert.deepEqual(seen(), [1, 2, 3, 4, 5]);
+  db.close();
+  closeGroupCommit(db);
+});
+
+test('a lone write that throws is rolled back whole and rejects; the next group commits', async () => {
+  const { db, seen, insert } = open();
+  const { write } = groupCommit(db);
+  const failing = write(() => {
+    insert.run(5);
+    throw new Error('refused after writing');
+  });
+  await assert.rejects(failing, /refused after writing/);
+  assert.equal(db.inTransaction, false);
+  assert.equal(await write(() => insert.run(6).changes), 1);
+  assert.deepEqual(seen(), [6]);
+  db.close();
+  closeGroupCommit(db);
+});
+
 test('a failed sync fails every write of its commit, and the durable promise of a decided one', async () => {
   const { db, insert } = open();
   const { write, decide } = groupCommit(db);

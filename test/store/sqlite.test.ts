@@ -33,16 +33,31 @@ const rows = <T = unknown>(file: string, sql: string) => peek(file, (db) => db.p
 const storeError = (pattern: RegExp) => (e: unknown) => e instanceof StoreError && pattern.test(e.message);
 
 describe('SQLite store', () => {
-  test('opens in WAL mode with synchronous FULL, a busy timeout and foreign keys on', async () => {
+  test('opens in WAL mode with synchronous NORMAL (its group commit syncs the WAL), checkpoints every 10,000 pages, a busy timeout and foreign keys on', async () => {
     const store = await openSqliteStore({ path: fresh() });
     const pragmas = store.immediate((db) => ({
       journal: db.pragma('journal_mode', { simple: true }),
       synchronous: db.pragma('synchronous', { simple: true }),
+      checkpointEvery: db.pragma('wal_autocheckpoint', { simple: true }),
       busyTimeout: db.pragma('busy_timeout', { simple: true }),
       foreignKeys: db.pragma('foreign_keys', { simple: true }),
     }));
-    assert.deepEqual(pragmas, { journal: 'wal', synchronous: 2, busyTimeout: 5000, foreignKeys: 1 });
+    assert.deepEqual(pragmas, { journal: 'wal', synchronous: 1, checkpointEvery: 10000, busyTimeout: 5000, foreignKeys: 1 });
     await store.close();
+  });
+
+  test('an open debit is one row of one b-tree: open_debits is keyed by the debit id, WITHOUT ROWID, with no other index', async () => {
+    const file = fresh();
+    await (await openSqliteStore({ path: file })).close();
+    const schema = rows<{ type: string; name: string; sql: string | null }>(
+      file,
+      "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'open_debits' ORDER BY type, name",
+    );
+    assert.deepEqual(
+      schema.map((r) => [r.type, r.name]),
+      [['table', 'open_debits']],
+    );
+    assert.match(schema[0]!.sql!, /debit_id TEXT PRIMARY KEY[\s\S]*\) WITHOUT ROWID$/);
   });
 
   test('applies each migration once, with its checksum; reopening changes nothing', async () => {

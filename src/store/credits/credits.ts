@@ -202,6 +202,13 @@ export interface CreditStore {
    */
   countRequest(keyId: string, window: number): Promise<bigint>;
   request(keyId: string, idempotencyKey: string): Promise<IdempotentRequest | undefined>;
+  /**
+   * Keeps the answer of an `Idempotency-Key` request for its replays. Committed without a sync of
+   * its own (SQLite): the close of the charge it answered, written after it, makes it durable. A
+   * power cut that loses it leaves that charge open as well, and the sweep that refunds an open
+   * charge drops its request, so a retry runs again instead of replaying: the caller is never
+   * charged twice nor left without a way to retry.
+   */
   completeRequest(keyId: string, idempotencyKey: string, response: string): Promise<void>;
 
   createToken(token: Omit<BudgetToken, 'spent' | 'revokedAt'>): Promise<BudgetToken>;

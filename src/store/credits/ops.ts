@@ -307,7 +307,7 @@ function* revokeToken(keyId: string, id: string) {
 }
 
 /** The credit store over a backend's runner. */
-export function creditStore({ read, write, decide }: Runner): CreditStore {
+export function creditStore({ read, write, decide, unsynced }: Runner): CreditStore {
   return {
     createKey: (key, initial) => write(() => createKey(key, initial)),
     keyByHash: (hash) =>
@@ -359,7 +359,7 @@ export function creditStore({ read, write, decide }: Runner): CreditStore {
         return row ? toRequest(row) : undefined;
       }),
     completeRequest: (keyId, idempotencyKey, response) =>
-      write(function* () {
+      unsynced(function* () {
         yield* run(sql.completeRequest, { keyId, idempotencyKey, response });
       }),
     createToken: (token) => write(() => createToken(token)),
