@@ -75,7 +75,7 @@ describe('turnpike CLI (built)', () => {
     const info = JSON.parse(run.stdout());
     run.child.kill('SIGKILL');
     await run.done;
-    for (let i = 0; i < 50; i++) {
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
       try {
         await fetch(info.rpcUrl, { method: 'POST', body: '{}' });
       } catch {
@@ -332,7 +332,12 @@ describe('turnpike CLI (built)', () => {
       key: string;
     };
     // An upstream that never answers: the call is under way when turnpike dies.
-    const hang = http.createServer(() => {});
+    let forwarded = false;
+    const hang = http.createServer((req) => {
+      let body = '';
+      req.on('data', (chunk) => (body += chunk));
+      req.on('end', () => (forwarded ||= body.includes('"tools/call"')));
+    });
     await new Promise<void>((resolve) => hang.listen(0, '127.0.0.1', resolve));
     const upstream = `http://127.0.0.1:${(hang.address() as { port: number }).port}/mcp`;
     // A call may run 4 s; a debit open for 6 s (the timeout and a margin) was cut off.
@@ -360,7 +365,9 @@ describe('turnpike CLI (built)', () => {
         },
         body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'anything', arguments: {} } }),
       }).catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 1500));
+      // Forwarded, so debited (the debit is taken before the call leaves), however slowly on a loaded machine.
+      for (const deadline = Date.now() + 15_000; !forwarded; await new Promise((r) => setTimeout(r, 50)))
+        if (Date.now() > deadline) assert.fail('the call never reached the upstream');
       first.child.kill('SIGKILL');
       await first.done;
       await call;

@@ -198,7 +198,8 @@ describe('stdio sessions are bounded per caller and per instance, and end when i
   });
 
   test('a session used within idleMs stays; an idle one is ended: its child exits and its session id is no longer served', async () => {
-    const bounded = await startStdioBridge(filesystem(dir), { maxSessions: 32, maxSessionsPerClient: 4, idleMs: 1_500 });
+    // Used every 600 ms: a use may take a second or more on a loaded machine, so idle means 3 s here.
+    const bounded = await startStdioBridge(filesystem(dir), { maxSessions: 32, maxSessionsPerClient: 4, idleMs: 3_000 });
     const front = await gatewayFor(bounded, facilitator);
     try {
       const client = new Client({ name: 'stdio-idle-test', version: '1.0.0' });
