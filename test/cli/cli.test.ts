@@ -8,6 +8,7 @@ import { after, describe, test } from 'node:test';
 import { startSandbox } from '../../src/chain/sandbox/sandbox.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { turnpike } from '../helpers/cli.js';
+import { eventually } from '../helpers/served.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -193,7 +194,7 @@ describe('turnpike CLI (built)', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     const base = /listening on (\S+)/.exec(run.stdout())![1]!;
-    const doc = (await (await fetch(`${base}/.well-known/mcp-payment`)).json()) as {
+    type Discovery = {
       endpoints: {
         url: string;
         rails: string[];
@@ -203,6 +204,12 @@ describe('turnpike CLI (built)', () => {
         plan?: { type: string };
       }[];
     };
+    // A first read waits 3 s at most for the tools; starting the stdio children can take longer on a loaded machine.
+    const doc = await eventually(
+      async () => (await (await fetch(`${base}/.well-known/mcp-payment`)).json()) as Discovery,
+      (d) => d.endpoints.every((e) => e.tools.length > 0),
+      'both servers’ tools listed',
+    );
     assert.deepEqual(doc.endpoints[0]!.rails, ['x402', 'credits']);
     // Without Stripe secrets only the USDC top-up is offered, and checkout says why it is off.
     assert.deepEqual(Object.keys(doc.endpoints[0]!.credits.topup), ['x402']);

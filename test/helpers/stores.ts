@@ -41,13 +41,22 @@ const unreachable = await reachable();
 // CI must test both backends: there a missing PostgreSQL fails the run instead of skipping it.
 if (unreachable && process.env.CI) throw new Error(`${unreachable}; .ci/run starts it, see there`);
 
-/** Drops this process's database (its schemas with it, and any connection a killed child left): every run starts from nothing. */
+/**
+ * Drops this process's database, its schemas with it: every run starts from nothing. Not WITH (FORCE):
+ * that would cut the lease session of a store a test left open, which stops this process (SIGTERM).
+ * PostgreSQL waits up to 5 s for the sessions of closed stores to end.
+ */
 after(async () => {
   if (unreachable) return;
   const client = new pg.Client({ connectionString: SERVER_URL });
   await client.connect();
-  await client.query(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`);
-  await client.end();
+  try {
+    await client.query(`DROP DATABASE IF EXISTS ${DATABASE}`);
+  } catch (error) {
+    throw new Error(`a PostgreSQL store this test file opened is still open: close it (${(error as Error).message})`);
+  } finally {
+    await client.end();
+  }
 });
 
 /** A new, empty schema name of this test process. */
