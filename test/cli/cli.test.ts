@@ -311,7 +311,7 @@ describe('turnpike CLI (built)', () => {
     assert.match(unknown.stderr, /no API key key_nope/);
   });
 
-  test('a second serving process on the same SQLite data refuses to share its relayer key', { timeout: 60_000 }, async () => {
+  test('a second serving process on the same SQLite data refuses to share its relayer key', { timeout: 120_000 }, async () => {
     const hang = http.createServer(() => {});
     await new Promise<void>((resolve) => hang.listen(0, '127.0.0.1', resolve));
     const upstream = `http://127.0.0.1:${(hang.address() as { port: number }).port}/mcp`;
@@ -332,7 +332,7 @@ describe('turnpike CLI (built)', () => {
     }
   });
 
-  test('wrap killed in the middle of a credits-paid call: after the restart the debit is refunded', { timeout: 60_000 }, async () => {
+  test('wrap killed in the middle of a credits-paid call: after the restart the debit is refunded', { timeout: 120_000 }, async () => {
     const data = ['--data-dir', path.join(dir, 'cutoff')];
     const created = JSON.parse((await turnpike(['keys', '--create', 'agent', '--usd', '1', ...data]).done).stdout) as {
       id: string;
