@@ -8,6 +8,7 @@ import { after, describe, test } from 'node:test';
 import { startSandbox } from '../../src/chain/sandbox/sandbox.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { turnpike } from '../helpers/cli.js';
+import { eventually } from '../helpers/served.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -75,7 +76,7 @@ describe('turnpike CLI (built)', () => {
     const info = JSON.parse(run.stdout());
     run.child.kill('SIGKILL');
     await run.done;
-    for (let i = 0; i < 50; i++) {
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
       try {
         await fetch(info.rpcUrl, { method: 'POST', body: '{}' });
       } catch {
@@ -193,7 +194,7 @@ describe('turnpike CLI (built)', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     const base = /listening on (\S+)/.exec(run.stdout())![1]!;
-    const doc = (await (await fetch(`${base}/.well-known/mcp-payment`)).json()) as {
+    type Discovery = {
       endpoints: {
         url: string;
         rails: string[];
@@ -203,6 +204,12 @@ describe('turnpike CLI (built)', () => {
         plan?: { type: string };
       }[];
     };
+    // A first read waits 3 s at most for the tools; starting the stdio children can take longer on a loaded machine.
+    const doc = await eventually(
+      async () => (await (await fetch(`${base}/.well-known/mcp-payment`)).json()) as Discovery,
+      (d) => d.endpoints.every((e) => e.tools.length > 0),
+      'both servers’ tools listed',
+    );
     assert.deepEqual(doc.endpoints[0]!.rails, ['x402', 'credits']);
     // Without Stripe secrets only the USDC top-up is offered, and checkout says why it is off.
     assert.deepEqual(Object.keys(doc.endpoints[0]!.credits.topup), ['x402']);
@@ -304,7 +311,7 @@ describe('turnpike CLI (built)', () => {
     assert.match(unknown.stderr, /no API key key_nope/);
   });
 
-  test('a second serving process on the same SQLite data refuses to share its relayer key', { timeout: 60_000 }, async () => {
+  test('a second serving process on the same SQLite data refuses to share its relayer key', { timeout: 120_000 }, async () => {
     const hang = http.createServer(() => {});
     await new Promise<void>((resolve) => hang.listen(0, '127.0.0.1', resolve));
     const upstream = `http://127.0.0.1:${(hang.address() as { port: number }).port}/mcp`;
@@ -325,14 +332,19 @@ describe('turnpike CLI (built)', () => {
     }
   });
 
-  test('wrap killed in the middle of a credits-paid call: after the restart the debit is refunded', { timeout: 60_000 }, async () => {
+  test('wrap killed in the middle of a credits-paid call: after the restart the debit is refunded', { timeout: 120_000 }, async () => {
     const data = ['--data-dir', path.join(dir, 'cutoff')];
     const created = JSON.parse((await turnpike(['keys', '--create', 'agent', '--usd', '1', ...data]).done).stdout) as {
       id: string;
       key: string;
     };
     // An upstream that never answers: the call is under way when turnpike dies.
-    const hang = http.createServer(() => {});
+    let forwarded = false;
+    const hang = http.createServer((req) => {
+      let body = '';
+      req.on('data', (chunk) => (body += chunk));
+      req.on('end', () => (forwarded ||= body.includes('"tools/call"')));
+    });
     await new Promise<void>((resolve) => hang.listen(0, '127.0.0.1', resolve));
     const upstream = `http://127.0.0.1:${(hang.address() as { port: number }).port}/mcp`;
     // A call may run 4 s; a debit open for 6 s (the timeout and a margin) was cut off.
@@ -360,7 +372,9 @@ describe('turnpike CLI (built)', () => {
         },
         body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'anything', arguments: {} } }),
       }).catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 1500));
+      // Forwarded, so debited (the debit is taken before the call leaves), however slowly on a loaded machine.
+      for (const deadline = Date.now() + 15_000; !forwarded; await new Promise((r) => setTimeout(r, 50)))
+        if (Date.now() > deadline) assert.fail('the call never reached the upstream');
       first.child.kill('SIGKILL');
       await first.done;
       await call;

@@ -35,9 +35,9 @@ const pageErrors: string[] = [];
 /** What the test reads of a page's globals (the test is type-checked without the DOM library). */
 type Page$ = { document: { cookie: string; documentElement: { scrollWidth: number } }; indexedDB: { databases(): Promise<unknown[]> } };
 
-/** Reloads the page until `check` passes: what the page shows comes from the API on each load. */
+/** Reloads the page until `check` passes (for up to 30 s: a reload is slow on a loaded machine): what the page shows comes from the API on each load. */
 async function reloadUntil(check: () => Promise<boolean>, what: string) {
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + 30_000;
   while (!(await check())) {
     if (Date.now() > deadline) assert.fail(`${what} did not show`);
     await new Promise((r) => setTimeout(r, 200));
@@ -148,7 +148,7 @@ describe('the console in a real browser (Debian chromium driven by playwright-co
     assert.equal(await page.locator('[data-balance="USDC available"]').textContent(), '0.01');
     await page.getByRole('button', { name: 'Withdraw' }).click();
     const withdrawal = page.locator('table', { hasText: 'USDC withdrawals' }).locator('tbody tr').first();
-    await withdrawal.locator('td.state-confirmed').waitFor({ timeout: 15_000 });
+    await withdrawal.locator('td.state-confirmed').waitFor({ timeout: 30_000 });
     assert.match((await withdrawal.locator('td.tx-hash').textContent()) ?? '', /^0x[0-9a-f]{64}$/);
     assert.equal(await page.locator('[data-balance="USDC withdrawn"]').textContent(), '0.01');
     await page.screenshot({ path: path.join(SCREENSHOTS, 'console-money.png'), fullPage: true });

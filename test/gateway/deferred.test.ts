@@ -56,6 +56,8 @@ const mined = (hash: string) =>
     () => false,
   );
 const automine = (on: boolean) => chain.rpc('evm_setAutomine', [on]);
+/** How long a call that must wait for its block is watched, once its transaction is sent, for an answer that must not come. */
+const HELD_MS = 400;
 
 type SignedAuthorization = Awaited<ReturnType<typeof signAuthorization>>;
 
@@ -111,6 +113,14 @@ for (const backend of backends) {
       await book.stop();
       await store.close();
     });
+
+    /** Waits until `payment`'s transaction is signed, journalled and sent (`submitted`), however loaded the machine. */
+    const sent = (payment: { payload: unknown }) =>
+      eventually(
+        () => store.journal.get(keyOfPayment(payment)),
+        (row) => row?.state === 'submitted',
+        'the settlement sent',
+      );
 
     async function gateway(settlement: SettlementMode, server = `s-${servers.length}`) {
       const served = await listenGateway({
@@ -186,7 +196,8 @@ for (const backend of backends) {
         answered = true;
         return a;
       });
-      await new Promise((r) => setTimeout(r, 400));
+      await sent(payment);
+      await new Promise((r) => setTimeout(r, HELD_MS));
       assert.equal(answered, false);
       assert.equal((await store.journal.get(keyOfPayment(payment)))?.state, 'submitted');
       await chain.rpc('evm_mine');
@@ -204,12 +215,12 @@ for (const backend of backends) {
       const early: RpcAnswer[] = [];
       const answers = Promise.all(payments.map((p) => call(url, p).then((a) => (early.push(a), a))));
       // Wait until every payment is claimed (deferred or strict) and the deferred ones are answered.
-      for (let i = 0; i < 500; i++) {
-        const rows = await Promise.all(payments.map((p) => store.journal.get(keyOfPayment(p))));
-        if (rows.every((r) => r?.state === 'submitted') && early.length >= 2) break;
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      await new Promise((r) => setTimeout(r, 300));
+      await eventually(
+        () => Promise.all(payments.map((p) => store.journal.get(keyOfPayment(p)))),
+        (rows) => rows.every((r) => r?.state === 'submitted') && early.length >= 2,
+        'every payment sent and the deferred ones answered',
+      );
+      await new Promise((r) => setTimeout(r, HELD_MS));
       const rows = await Promise.all(payments.map((p) => store.journal.get(keyOfPayment(p))));
       assert.equal(rows.filter((r) => r?.deferred).length, 2);
       assert.equal(early.length, 2, 'only the deferred two are answered before the block');
@@ -460,7 +471,8 @@ for (const backend of backends) {
       assert.equal(receiptOf(await call(url, first))?.errorReason, 'settlement_pending', 'delivered before the block');
       let answered = false;
       const waiting = call(url, second).then((a) => ((answered = true), a));
-      await new Promise((r) => setTimeout(r, 400));
+      await sent(second);
+      await new Promise((r) => setTimeout(r, HELD_MS));
       assert.equal(answered, false, 'past the bound: strict');
       assert.equal((await store.journal.get(keyOfPayment(second)))?.deferred, false);
       await chain.rpc('evm_mine');
@@ -479,12 +491,7 @@ for (const backend of backends) {
       const { txHash } = (await store.journal.get(keyOfPayment(payment)))!;
       await chain.rpc('anvil_dropTransaction', [txHash]);
       const known = () => chain.client.getTransaction({ hash: txHash! }).then(Boolean, () => false);
-      let resent = false;
-      for (let i = 0; i < 100 && !resent; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        resent = await known();
-      }
-      assert.equal(resent, true, 'the same transaction is in the pool again');
+      await eventually(known, (resent) => resent, 'the same transaction in the pool again');
       await chain.rpc('evm_mine');
       await facilitator.drain();
       const row = await store.journal.get(keyOfPayment(payment));

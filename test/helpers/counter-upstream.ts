@@ -41,14 +41,14 @@ export async function startCounterUpstream() {
     const before = { started, runs };
     const hangUp = new AbortController();
     const sent = fetch(url, { ...init, signal: hangUp.signal });
-    for (const deadline = Date.now() + 5_000; started === before.started; await new Promise((r) => setTimeout(r, 5)))
+    for (const deadline = Date.now() + 15_000; started === before.started; await new Promise((r) => setTimeout(r, 5)))
       if (Date.now() > deadline) throw new Error('the slow tool never started');
     hangUp.abort();
     await sent.then(
       () => {},
       () => {},
     );
-    for (const deadline = Date.now() + 5_000; runs === before.runs; await new Promise((r) => setTimeout(r, 10)))
+    for (const deadline = Date.now() + 15_000; runs === before.runs; await new Promise((r) => setTimeout(r, 10)))
       if (Date.now() > deadline) throw new Error('the slow tool never finished');
   }
   return { url: server.url, runs: () => runs, hangUpWhileSlow, lastRequest: () => last, close: () => server.close() };

@@ -59,9 +59,12 @@ export async function serveOnSandbox(
   return { gateway, url: gateway.url, dataDir, api };
 }
 
-/** Polls until `ok` holds (charges resolve in the background), failing with the last value after 5 s. */
+/**
+ * Polls until `ok` holds (charges resolve in the background), failing with the last value after 15 s:
+ * on a loaded 2-core CI machine a background step can take seconds, and a wait that is met returns at once.
+ */
 export async function eventually<T>(read: () => Promise<T>, ok: (value: T) => boolean, what: string): Promise<T> {
-  const deadline = Date.now() + 5_000;
+  const deadline = Date.now() + 15_000;
   for (;;) {
     const value = await read();
     if (ok(value)) return value;

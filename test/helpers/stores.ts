@@ -6,17 +6,32 @@ import pg from 'pg';
 import { type PostgresStore, openPostgresStore } from '../../src/store/postgres.js';
 import { type SqliteStore, openSqliteStore } from '../../src/store/sqlite.js';
 
-/** The PostgreSQL the tests use: this machine's (trust auth, database `test`) unless told otherwise. */
-export const POSTGRES_URL = process.env.TURNPIKE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+/** The PostgreSQL server the tests use: this machine's (trust auth, database `test`) unless told otherwise. */
+const SERVER_URL = process.env.TURNPIKE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/**
+ * This test process's own database on that server, made at start and dropped when its tests are done.
+ * Leases are session advisory locks, which PostgreSQL scopes to a database, not a schema, and every
+ * test file's sandbox has the same relayer and treasury keys: two files serving on one database at
+ * once (two run at a time) would refuse each other's relayers.
+ *
+ * @example `${POSTGRES_URL}?schema=${freshSchema()}` // postgres://postgres@127.0.0.1:5432/tp_test_4242_k3j9a?schema=tp_test_4242_x1y2
+ */
+const DATABASE = `tp_test_${process.pid}_${Math.random().toString(36).slice(2, 10)}`;
+export const POSTGRES_URL = (() => {
+  const url = new URL(SERVER_URL);
+  url.pathname = `/${DATABASE}`;
+  return url.toString();
+})();
 
 async function reachable(): Promise<string | undefined> {
-  const client = new pg.Client({ connectionString: POSTGRES_URL, connectionTimeoutMillis: 2_000 });
+  const client = new pg.Client({ connectionString: SERVER_URL, connectionTimeoutMillis: 2_000 });
   try {
     await client.connect();
-    await client.query('SELECT 1');
+    await client.query(`CREATE DATABASE ${DATABASE}`);
     return undefined;
   } catch (error) {
-    return `PostgreSQL at ${POSTGRES_URL} is not reachable (${(error as Error).message})`;
+    return `PostgreSQL at ${SERVER_URL} is not reachable or cannot make a database (${(error as Error).message})`;
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -26,21 +41,27 @@ const unreachable = await reachable();
 // CI must test both backends: there a missing PostgreSQL fails the run instead of skipping it.
 if (unreachable && process.env.CI) throw new Error(`${unreachable}; .ci/run starts it, see there`);
 
-/** Schemas made by this process, dropped when its tests are done: every run starts from nothing. */
-const schemas: string[] = [];
+/**
+ * Drops this process's database, its schemas with it: every run starts from nothing. Not WITH (FORCE):
+ * that would cut the lease session of a store a test left open, which stops this process (SIGTERM).
+ * PostgreSQL waits up to 5 s for the sessions of closed stores to end.
+ */
 after(async () => {
-  if (schemas.length === 0) return;
-  const client = new pg.Client({ connectionString: POSTGRES_URL });
+  if (unreachable) return;
+  const client = new pg.Client({ connectionString: SERVER_URL });
   await client.connect();
-  for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-  await client.end();
+  try {
+    await client.query(`DROP DATABASE IF EXISTS ${DATABASE}`);
+  } catch (error) {
+    throw new Error(`a PostgreSQL store this test file opened is still open: close it (${(error as Error).message})`);
+  } finally {
+    await client.end();
+  }
 });
 
 /** A new, empty schema name of this test process. */
 export function freshSchema(): string {
-  const schema = `tp_test_${process.pid}_${Math.random().toString(36).slice(2, 10)}`;
-  schemas.push(schema);
-  return schema;
+  return `tp_test_${process.pid}_${Math.random().toString(36).slice(2, 10)}`;
 }
 
 export type Backend =

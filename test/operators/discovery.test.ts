@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { type Socket, createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { TOOLS_LOOKUP } from '../../src/upstream/upstream-tools.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { eventually, serveOnSandbox } from '../helpers/served.js';
@@ -57,7 +58,8 @@ describe('discovery survives its upstreams', () => {
     await counter?.close();
   });
 
-  const stall = 'an upstream that accepts and never answers (timeoutSeconds 3600) holds no discovery request up: < 6 s first, < 1 s after';
+  const stall =
+    'an upstream that accepts and never answers (timeoutSeconds 3600) holds no discovery request up: < 6 s first, then less than the 3 s a first read waits';
   test(stall, { timeout: 30_000 }, async () => {
     const silent = await startSilentUpstream();
     const served = await serveOnSandbox(chain, { overrides: { operators: { allowPrivateUpstreams: true } }, secrets: { adminKey: ADMIN } });
@@ -77,13 +79,14 @@ describe('discovery survives its upstreams', () => {
       assert.deepEqual(first.bySlug['silent']!.tools, []);
       assert.match(first.bySlug['silent']!.toolsError!, /not listed its tools yet|no answer within 5 s/);
 
+      // Held up by the silent lookup, a read would take waitMs (3 s) at least; a loaded machine may take a second or two.
       const again = await discover(served);
-      assert.ok(again.ms < 1_000, `discovery took ${again.ms} ms the second time`);
+      assert.ok(again.ms < TOOLS_LOOKUP.waitMs, `discovery took ${again.ms} ms the second time`);
       assert.ok(again.bySlug['counter']!.tools.some((t) => t.name === 'count'));
       const started = performance.now();
       const pricing = await served.api('GET', '/pricing');
       assert.equal(pricing.status, 200);
-      assert.ok(performance.now() - started < 1_000);
+      assert.ok(performance.now() - started < TOOLS_LOOKUP.waitMs);
       assert.ok((pricing.body.prices as { tool: string }[]).some((p) => p.tool === 'count'));
 
       // The lookup is given up after its own 5 s, not the server's hour, and says so.
@@ -92,7 +95,7 @@ describe('discovery survives its upstreams', () => {
         (d) => /no answer within 5 s/.test(d.bySlug['silent']!.toolsError ?? ''),
         'the silent server’s lookup to time out',
       );
-      assert.ok(timedOut.ms < 1_000);
+      assert.ok(timedOut.ms < TOOLS_LOOKUP.waitMs);
     } finally {
       await served.gateway.close();
       await silent.close();
