@@ -5,7 +5,6 @@ import type { ChainConnection } from '../chain/connect.js';
 import { secretBox } from '../operators/secret-box.js';
 import type { Config } from '../config/schema.js';
 import type { Secrets } from '../config/secrets.js';
-import { leanHeap } from './heap.js';
 import { openPayments } from './payments.js';
 import { createGateway } from '../gateway/gateway.js';
 import type { SettlementMode } from '../facilitator/port.js';
@@ -95,7 +94,6 @@ export type GatewayServerOptions = {
  * @example const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, plan, payTo, challenge: 'tool-result' }] });
  */
 export async function serveGateway(options: GatewayServerOptions) {
-  leanHeap();
   const { config, chain, logger, secrets } = options;
   const treasuryKey = secrets.treasuryKey ?? chain.sandbox?.accounts.treasury.privateKey;
   const keyAddress = treasuryKey ? privateKeyToAccount(treasuryKey).address : undefined;
