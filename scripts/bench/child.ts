@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -36,17 +36,20 @@ const compile = () =>
  * event loop as it would in production, and waits for the one JSON line with its URL (and
  * whatever else it needs to tell, in `ready`). The script runs compiled (see `compile`), as
  * turnpike runs from dist/: through tsx's loader a process holds another 30–60 MB and a loader
- * thread, which the memory rows would otherwise count.
+ * thread, which the memory rows would otherwise count. `turnpike: true` for a script that stands for
+ * turnpike's own process: its heap is set up as turnpike's CLI sets it (lean-heap.ts).
  */
 export async function startChild(
   script: string,
   args: string[],
+  { turnpike = false } = {},
 ): Promise<{ url: string; ready: Record<string, string>; pid: number; close(): Promise<void> }> {
   await compile();
   const outfile = path.join(OUT, 'scripts/bench', script.replace(/\.ts$/, '.js'));
   // BENCH_CPU_PROF=<dir> writes a CPU profile of each server process there when it stops.
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  const child = spawn(process.execPath, [...profile, outfile, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const heap = turnpike ? ['--import', pathToFileURL(path.join(OUT, 'scripts/bench/lean-heap.js')).href] : [];
+  const child = spawn(process.execPath, [...heap, ...profile, outfile, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = once(child, 'exit');
   const [line] = (await Promise.race([
     once(createInterface({ input: child.stdout }), 'line'),

@@ -8,6 +8,7 @@
  * recording alone.
  * With TURNPIKE_BENCH_POSTPAID=1 the post-paid rail is asked first, as when Stripe is configured
  * (the bench's key has no post-paid account: the cost of that rail to everyone else's calls).
+ * Started with lean-heap.ts preloaded (`startChild`'s `turnpike`), as turnpike's CLI sets up its heap.
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -15,7 +16,6 @@ import { Agent } from 'undici';
 import { createEvents } from '../../src/events/endpoints.js';
 import { revenueBook } from '../../src/operators/revenue.js';
 import { createPublicClient } from 'viem';
-import { leanHeap } from '../../src/app/heap.js';
 import { networks } from '../../src/chain/networks.js';
 import { rpcTransport } from '../../src/chain/rpc-transport.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
@@ -33,8 +33,6 @@ import { openDebits, openLedgerDebits } from '../../src/rails/credits/open-debit
 import { billedServers, invoiceRail, openUsage } from '../../src/rails/invoice/rail.js';
 import { openStore } from '../../src/store/open.js';
 
-// As `serveGateway` does.
-leanHeap();
 const [upstreamUrl, rpcUrl, storeUrl, relayerKey] = process.argv.slice(2) as [string, string, string, `0x${string}`];
 const logger = createLogger({ level: 'silent', format: 'json' });
 const store = await openStore(storeUrl);

@@ -27,12 +27,11 @@ export async function benchCredits(sandbox: Sandbox, progress: (s: string) => vo
   const secret = await fundedKey(`sqlite:${db}`, FUNDS);
   const upstream = await startChild('./trivial-upstream.ts', []);
   const peer = await startChild('./memory-proxy.ts', [upstream.url, secret, FUNDS.toString(), PRICE.toString()]);
-  const gateway = await startChild('./credits-gateway.ts', [
-    upstream.url,
-    sandbox.rpcUrl,
-    `sqlite:${db}`,
-    sandbox.accounts.relayers[3]!.privateKey,
-  ]);
+  const gateway = await startChild(
+    './credits-gateway.ts',
+    [upstream.url, sandbox.rpcUrl, `sqlite:${db}`, sandbox.accounts.relayers[3]!.privateKey],
+    { turnpike: true },
+  );
   const auth = { authorization: `Bearer ${secret}` };
   const rows: Row[] = [];
   const memory = (subject: string, idle: number, loaded: number): Row => ({

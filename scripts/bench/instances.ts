@@ -74,8 +74,8 @@ export async function benchInstances(sandbox: Sandbox, progress: (s: string) => 
     for (let i = 0; i < CALLERS; i++) keys.push({ authorization: `Bearer ${await fundedKey(storeUrl, FUNDS)}` });
     const lanes = (urls: string[]) => keys.map((headers, i) => ({ url: urls[i % urls.length]!, headers }));
     const upstream = await startChild('./trivial-upstream.ts', []);
-    const first = await startChild('./credits-gateway.ts', [upstream.url, sandbox.rpcUrl, storeUrl, relayer(0)]);
-    const second = await startChild('./credits-gateway.ts', [upstream.url, sandbox.rpcUrl, storeUrl, relayer(1)]);
+    const first = await startChild('./credits-gateway.ts', [upstream.url, sandbox.rpcUrl, storeUrl, relayer(0)], { turnpike: true });
+    const second = await startChild('./credits-gateway.ts', [upstream.url, sandbox.rpcUrl, storeUrl, relayer(1)], { turnpike: true });
     let calls = 0n;
     try {
       const bodies = (n: number) => Array.from({ length: n }, () => callBody('echo', {}));

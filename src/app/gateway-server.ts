@@ -5,7 +5,6 @@ import type { ChainConnection } from '../chain/connect.js';
 import { secretBox } from '../operators/secret-box.js';
 import type { Config } from '../config/schema.js';
 import type { Secrets } from '../config/secrets.js';
-import { leanHeap } from './heap.js';
 import { openPayments } from './payments.js';
 import { createGateway } from '../gateway/gateway.js';
 import type { SettlementMode } from '../facilitator/port.js';
@@ -23,7 +22,6 @@ import { createCredits } from '../rails/credits/credits.js';
 import { creditsRail } from '../rails/credits/rail.js';
 import { x402Rail } from '../rails/x402/rail.js';
 import { billedServers, invoiceRail, openUsage } from '../rails/invoice/rail.js';
-import { usageReporter } from '../rails/invoice/reporter.js';
 import { linkAccount, openPortal } from '../rails/invoice/accounts.js';
 import { type TrustedIssuer, trustedIssuer } from '../oauth/issuer.js';
 import { type ProtectedResource, protectedResourceRoutes } from '../oauth/resource-server.js';
@@ -32,7 +30,6 @@ import { fetch as undiciFetch } from 'undici';
 import { openDebits, openLedgerDebits } from '../rails/credits/open-debits.js';
 import { createCheckout } from '../rails/stripe/checkout.js';
 import { stripePayouts } from '../rails/stripe/payouts.js';
-import { stripeClient } from '../rails/stripe/stripe-client.js';
 import { cancelSubscription, createSubscriptionCheckout } from '../rails/stripe/subscriptions.js';
 import type { ServerRecord } from '../store/operators/operators.js';
 import type { Lease, Store } from '../store/store.js';
@@ -50,7 +47,6 @@ import { listen } from '../http/listen.js';
 import { createMetrics, metricsRoutes } from '../http/metrics.js';
 import { openApiRoutes } from '../http/openapi.js';
 import { operatorRoutes } from '../http/operator-routes.js';
-import { stripeRoutes } from '../http/stripe-routes.js';
 
 /** One paying MCP endpoint: its path on this server, its upstream, plan and payee. */
 export type EndpointOptions = {
@@ -95,7 +91,6 @@ export type GatewayServerOptions = {
  * @example const server = await serveGateway({ config, secrets, chain, logger, endpoints: [{ slug: 'default', path: '/mcp', upstream, plan, payTo, challenge: 'tool-result' }] });
  */
 export async function serveGateway(options: GatewayServerOptions) {
-  leanHeap();
   const { config, chain, logger, secrets } = options;
   const treasuryKey = secrets.treasuryKey ?? chain.sandbox?.accounts.treasury.privateKey;
   const keyAddress = treasuryKey ? privateKeyToAccount(treasuryKey).address : undefined;
@@ -172,7 +167,11 @@ export async function serveGateway(options: GatewayServerOptions) {
   withdrawals?.start();
   const ownUrl = isTurnpike(() => ({ listening: url, public: config.credits.publicUrl }));
   const { stripeSecretKey, stripeWebhookSecret: webhookSecret } = secrets;
-  const stripe = stripeSecretKey && webhookSecret ? stripeClient(stripeSecretKey, config.credits.stripeApiUrl) : undefined;
+  // The Stripe SDK (~200 modules) and the modules that call it load only on an instance that has Stripe configured.
+  const stripe =
+    stripeSecretKey && webhookSecret
+      ? (await import('../rails/stripe/stripe-client.js')).stripeClient(stripeSecretKey, config.credits.stripeApiUrl)
+      : undefined;
   if (!stripe && (stripeSecretKey || webhookSecret)) logger.warn('Stripe is off: set both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET');
   // Post-paid accounts: keys billed through Stripe's metered billing, usage reported in the background.
   // Their charges are written before the entries they belong to close (see revenueBook).
@@ -183,7 +182,13 @@ export async function serveGateway(options: GatewayServerOptions) {
   const reportIntervalMs = config.postpaid.reportIntervalSeconds * 1000;
   const reporter =
     usage && stripe
-      ? usageReporter({ stripe, store, logger, intervalMs: reportIntervalMs, batchSize: config.postpaid.reportBatchSize })
+      ? (await import('../rails/invoice/reporter.js')).usageReporter({
+          stripe,
+          store,
+          logger,
+          intervalMs: reportIntervalMs,
+          batchSize: config.postpaid.reportBatchSize,
+        })
       : undefined;
   reporter?.start();
   const linkPostpaid =
@@ -383,7 +388,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     if (stripe)
       app.route(
         '/stripe',
-        stripeRoutes({
+        (await import('../http/stripe-routes.js')).stripeRoutes({
           stripe,
           webhookSecret: webhookSecret!,
           credits: store.credits,

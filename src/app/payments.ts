@@ -8,7 +8,6 @@ import type { Store } from '../store/store.js';
 import { StoreError } from '../store/store.js';
 import { type Facilitator, createFacilitator } from '../facilitator/facilitator.js';
 import type { FacilitatorPort } from '../facilitator/port.js';
-import { cdpFacilitator, remoteFacilitator } from '../facilitator/remote.js';
 import { keepRecovering } from '../facilitator/recovery.js';
 
 /**
@@ -94,6 +93,8 @@ export async function openPayments(options: {
   const store = await openStore(config.store.url!, logger);
   let remote;
   try {
+    // The x402 client packages (@x402/core, @coinbase/x402 and the CDP SDK) load only for a remote facilitator.
+    const { cdpFacilitator, remoteFacilitator } = await import('../facilitator/remote.js');
     const local = { journal: store.journal, network: chain.network, client: chain.client };
     remote =
       mode === 'cdp'

@@ -1,5 +1,5 @@
 import { getAddress, type Address, type Chain } from 'viem';
-import { base, baseSepolia } from 'viem/chains';
+import { base, baseSepolia } from 'viem/op-stack';
 
 /** Names accepted for `--network` and `network` in the config file. */
 export const networkNames = ['base', 'base-sepolia', 'local'] as const;

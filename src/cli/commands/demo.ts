@@ -3,8 +3,6 @@ import { z } from 'zod';
 import { connectConfiguredChain } from '../../app/chain.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
-import { runDemoAgent } from '../../demo/agent.js';
-import { demoPrices, startDemoServer } from '../../demo/server.js';
 import { serveGateway } from '../../app/gateway-server.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
@@ -45,6 +43,8 @@ export const demoCommand = defineCommand({
     const secrets = loadSecrets({});
     const chain = await connectConfiguredChain(config, secrets);
     const sandbox = chain.sandbox!;
+    // The demo's MCP server and agent (the MCP SDK, x402 clients) load only for this command.
+    const { demoPrices, startDemoServer } = await import('../../demo/server.js');
     const upstream = await startDemoServer();
     const payee = sandbox.accounts.payees[0]!.address;
     const gateway = await serveGateway({
@@ -70,7 +70,7 @@ export const demoCommand = defineCommand({
     say('');
     const ok = flags['no-agent']
       ? true
-      : await runDemoAgent({
+      : await (await import('../../demo/agent.js')).runDemoAgent({
           mcpUrl: mcpUrl,
           payer: sandbox.accounts.payers[0]!,
           payee,

@@ -5,7 +5,6 @@ import { ConfigError } from '../../config/errors.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
 import { atomicToUsd } from '../../pricing/pricing.js';
-import { startStdioBridge } from '../../upstream/stdio-bridge.js';
 import { type EndpointOptions, serveGateway } from '../../app/gateway-server.js';
 import { createLogger } from '../../log/logger.js';
 import { defineCommand } from '../command.js';
@@ -43,9 +42,10 @@ export const serveCommand = defineCommand({
     await checkPort(config);
     const logger = createLogger(config.log);
     const chain = await connectConfiguredChain(config, secrets, { settles: config.facilitator.mode === 'self' });
-    const bridges = await Promise.all(
-      config.servers.map((s) => (s.stdio ? startStdioBridge(s.stdio, stdioLimits(config), { logger }) : undefined)),
-    );
+    // The stdio bridge (the MCP SDK's client and server) loads only when a server is a stdio command.
+    const bridge = async (command: string) =>
+      (await import('../../upstream/stdio-bridge.js')).startStdioBridge(command, stdioLimits(config), { logger });
+    const bridges = await Promise.all(config.servers.map((s) => (s.stdio ? bridge(s.stdio) : undefined)));
     const endpoints: EndpointOptions[] = config.servers.map((s, i) => ({
       slug: s.slug,
       path: `/mcp/${s.slug}`,

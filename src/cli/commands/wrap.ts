@@ -8,7 +8,6 @@ import { loadSecrets } from '../../config/secrets.js';
 import { challengeBindings } from '../../gateway/payment-required.js';
 import { atomicToUsd, usdPrice } from '../../pricing/pricing.js';
 import { type EndpointOptions, serveGateway } from '../../app/gateway-server.js';
-import { startStdioBridge } from '../../upstream/stdio-bridge.js';
 import { createLogger } from '../../log/logger.js';
 import { UsageError, defineCommand } from '../command.js';
 import { checkPort, configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
@@ -98,7 +97,10 @@ export const wrapCommand = defineCommand({
       await chain.close();
       throw new UsageError('--pay-to: required outside --network local');
     }
-    const bridge = flags.stdio ? await startStdioBridge(flags.stdio, stdioLimits(config), { logger }) : undefined;
+    // The stdio bridge (the MCP SDK's client and server) loads only for --stdio.
+    const bridge = flags.stdio
+      ? await (await import('../../upstream/stdio-bridge.js')).startStdioBridge(flags.stdio, stdioLimits(config), { logger })
+      : undefined;
     const upstreamUrl = bridge?.mcpUrl ?? flags.upstream!;
     const upstream = {
       url: upstreamUrl,
