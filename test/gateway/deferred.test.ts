@@ -122,12 +122,12 @@ for (const backend of backends) {
         'the settlement sent',
       );
 
-    async function gateway(settlement: SettlementMode, server = `s-${servers.length}`) {
+    async function gateway(settlement: SettlementMode, server = `s-${servers.length}`, settler: Facilitator = facilitator) {
       const served = await listenGateway({
         upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
         plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
         payTo: chain.sandbox.accounts.payees[1]!.address,
-        rails: [x402Rail({ facilitator })],
+        rails: [x402Rail({ facilitator: settler })],
         server,
         settlement,
         revenue: { book, usage: store.operators, custody: 'direct' },
@@ -135,6 +135,17 @@ for (const backend of backends) {
       servers.push(served);
       return `${served.url}/mcp`;
     }
+
+    /** A facilitator that waits only 300 ms for a receipt, on a relayer of its own (`options` on top). */
+    const impatient = (options: Partial<Parameters<typeof createFacilitator>[0]> = {}) =>
+      createFacilitator({
+        network: networks.local,
+        client: chain.client,
+        journal: store.journal,
+        relayerKeys: [chain.sandbox.accounts.relayers[0]!.privateKey],
+        receiptTimeoutMs: 300,
+        ...options,
+      });
 
     /**
      * A deferred call delivered, then the payer's wallet emptied before its settlement is mined (the
@@ -271,26 +282,9 @@ for (const backend of backends) {
     });
 
     test('a strict call whose receipt takes longer than the facilitator waits is delivered pending, and so is deferred: when its payer empties the wallet first it is a loss, never released for another call', async () => {
-      // A facilitator that waits 300 ms for a receipt, on a relayer of its own.
-      const impatient = createFacilitator({
-        network: networks.local,
-        client: chain.client,
-        journal: store.journal,
-        relayerKeys: [chain.sandbox.accounts.relayers[0]!.privateKey],
-        receiptTimeoutMs: 300,
-      });
       const server = `slow-receipt-${backend.name}`;
-      const served = await listenGateway({
-        upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
-        plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
-        payTo: chain.sandbox.accounts.payees[1]!.address,
-        rails: [x402Rail({ facilitator: impatient })],
-        server,
-        settlement: 'strict',
-        revenue: { book, usage: store.operators, custody: 'direct' },
-      });
-      servers.push(served);
-      const url = `${served.url}/mcp`;
+      const settler = impatient();
+      const url = await gateway('strict', server, settler);
       const payer = chain.sandbox.accounts.payers[9]!;
       await transfer(chain.sandbox.accounts.payers[7]!, payer.address, 1_000_000n);
       try {
@@ -306,7 +300,7 @@ for (const backend of backends) {
         await chain.rpc('evm_mine');
         await chain.rpc('eth_sendRawTransaction', [held.rawTx]);
         await chain.rpc('evm_mine');
-        await impatient.drain();
+        await settler.drain();
 
         const row = await store.journal.get(keyOfPayment(payment));
         assert.equal(row?.state, 'failed', 'a loss, not released: the authorization cannot pay for another call');
@@ -318,36 +312,16 @@ for (const backend of backends) {
         assert.equal(await store.journal.clearLosses(payer.address), 1);
       } finally {
         await automine(true);
-        await impatient.drain();
+        await settler.drain();
       }
     });
 
     test('a payment signed for a window too short to be sure of mining is never delivered before its receipt: not deferred, and a strict call past its receipt wait waits on for its block', async () => {
-      const impatient = createFacilitator({
-        network: networks.local,
-        client: chain.client,
-        journal: store.journal,
-        relayerKeys: [chain.sandbox.accounts.relayers[0]!.privateKey],
-        receiptTimeoutMs: 300,
-        maxDeferredPerPayer: 2n * PRICE,
-        maxDeferredTotal: 10n * PRICE,
-      });
-      const url = async (settlement: SettlementMode) => {
-        const served = await listenGateway({
-          upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
-          plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
-          payTo: chain.sandbox.accounts.payees[1]!.address,
-          rails: [x402Rail({ facilitator: impatient })],
-          server: `short-${settlement}-${backend.name}`,
-          settlement,
-        });
-        servers.push(served);
-        return `${served.url}/mcp`;
-      };
+      const settler = impatient({ maxDeferredPerPayer: 2n * PRICE, maxDeferredTotal: 10n * PRICE });
       const payer = chain.sandbox.accounts.payers[5]!;
       try {
         for (const settlement of ['deferred', 'strict'] as const) {
-          const at = await url(settlement);
+          const at = await gateway(settlement, `short-${settlement}-${backend.name}`, settler);
           const required = (await call(at)).result!.structuredContent!;
           required.accepts[0]!.maxTimeoutSeconds = 20;
           const payment = await new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
@@ -369,32 +343,15 @@ for (const backend of backends) {
         }
       } finally {
         await automine(true);
-        await impatient.drain();
+        await settler.drain();
       }
     });
 
     test('a strict call delivered pending whose own transaction is mined only after the authorization expired is turnpike’s loss, not the payer’s: their balance never moved and they are not refused', async () => {
-      const impatient = createFacilitator({
-        network: networks.local,
-        client: chain.client,
-        journal: store.journal,
-        relayerKeys: [chain.sandbox.accounts.relayers[0]!.privateKey],
-        receiptTimeoutMs: 300,
-        // Its clock a minute behind, it takes a 3 s window for 63 s: long enough to deliver pending (the chain's clock is not moved).
-        now: () => Math.floor(Date.now() / 1000) - 60,
-      });
       const server = `late-${backend.name}`;
-      const served = await listenGateway({
-        upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
-        plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
-        payTo: chain.sandbox.accounts.payees[1]!.address,
-        rails: [x402Rail({ facilitator: impatient })],
-        server,
-        settlement: 'strict',
-        revenue: { book, usage: store.operators, custody: 'direct' },
-      });
-      servers.push(served);
-      const url = `${served.url}/mcp`;
+      // Its clock a minute behind, it takes a 3 s window for 63 s: long enough to deliver pending (the chain's clock is not moved).
+      const settler = impatient({ now: () => Math.floor(Date.now() / 1000) - 60 });
+      const url = await gateway('strict', server, settler);
       const payer = chain.sandbox.accounts.payers[8]!;
       const required = (await call(url)).result!.structuredContent!;
       required.accepts[0]!.maxTimeoutSeconds = 3;
@@ -407,7 +364,7 @@ for (const backend of backends) {
         const validBefore = BigInt((payment.payload as { authorization: { validBefore: string } }).authorization.validBefore);
         while (BigInt(Math.floor(Date.now() / 1000)) <= validBefore) await new Promise((r) => setTimeout(r, 100));
         await chain.rpc('evm_mine');
-        await impatient.drain();
+        await settler.drain();
 
         const row = (await store.journal.get(keyOfPayment(payment)))!;
         assert.deepEqual([row.state, row.deferred], ['failed', true]);
@@ -423,7 +380,7 @@ for (const backend of backends) {
         assert.equal(receiptOf(next)?.success, true, 'the payer’s next call is served');
       } finally {
         await automine(true);
-        await impatient.drain();
+        await settler.drain();
       }
     });
 
