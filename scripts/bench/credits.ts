@@ -1,7 +1,7 @@
 /**
  * Credits-paid calls through the gateway against the same trivial upstream called directly, in
  * one run: the added latency of a call paid from an API key's balance (hash lookup, atomic
- * debit committed to SQLite with synchronous=FULL, forward, receipt), and debits per second at
+ * debit committed to SQLite and its WAL synced before the answer, forward, receipt), and debits per second at
  * concurrency 16; beside them a minimal in-memory credits proxy (memory-proxy.ts: balances in a
  * Map, nothing durable) and a free tool through the same gateway (the passthrough), and the
  * resident memory of both proxies at idle and after the load. Gateway, peer, upstream and load
