@@ -444,7 +444,8 @@ function hangUp(c: Context): HangUp {
  * serves the app (`c.env.incoming`, parsed by Node: no `Headers` object built), else from the web Request.
  */
 function forwarded(c: Context): Forwarded {
-  const headers: HeaderRecord = {};
+  // No prototype: a header named `constructor` or `__proto__` is a header like any other.
+  const headers: HeaderRecord = Object.create(null);
   const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
   if (!incoming) {
     c.req.raw.headers.forEach((value, name) => {

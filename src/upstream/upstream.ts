@@ -34,7 +34,16 @@ const NOT_FORWARDED = new Set([...HOP_BY_HOP, ...CALLER_ONLY, 'accept-encoding',
  * An upstream's cookies are its own: the caller's never reach it (`cookie` above), and one set on
  * turnpike's origin would reach the console's and every other server's paths.
  */
-const UPSTREAM_ONLY = new Set(['set-cookie']);
+const UPSTREAM_ONLY = new Set([
+  'set-cookie',
+  // What turnpike says of a payment is turnpike's alone: an upstream's own would read as a receipt,
+  // a challenge or a balance on an answer turnpike did not write them on (a free call, an SSE stream).
+  'payment-response',
+  'x-payment-response',
+  'payment-required',
+  'x-credits-remaining',
+  'idempotent-replayed',
+]);
 
 /** Connections kept to one upstream origin by default (`http.upstreamConnections`); more requests wait for one. */
 export const UPSTREAM_CONNECTIONS = 64;
@@ -127,7 +136,7 @@ export function hangUpOf(outgoing: ServerResponse): HangUp {
  * The client's abort reaches the upstream through `signal`.
  */
 export async function send(upstream: Upstream, request: Forwarded, body: Uint8Array | undefined, signal?: HangUp): Promise<UpstreamAnswer> {
-  const headers: HeaderRecord = {};
+  const headers: HeaderRecord = Object.create(null);
   for (const name in request.headers) if (!NOT_FORWARDED.has(name)) headers[name] = request.headers[name]!;
   if (body) headers['content-type'] = 'application/json';
   for (const name in upstream.headers) headers[name.toLowerCase()] = upstream.headers[name]!;
@@ -148,7 +157,7 @@ export async function send(upstream: Upstream, request: Forwarded, body: Uint8Ar
   } catch (error) {
     throw new UpstreamError(`the MCP server at ${upstream.url} did not answer: ${(error as Error).message}`, { cause: error });
   }
-  const out: HeaderRecord = {};
+  const out: HeaderRecord = Object.create(null);
   for (const name in response.headers) {
     const value = response.headers[name];
     if (value === undefined || HOP_BY_HOP.has(name) || UPSTREAM_ONLY.has(name)) continue;

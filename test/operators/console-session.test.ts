@@ -222,10 +222,16 @@ describe('console sessions: a key exchanged for an HttpOnly SameSite=Strict cook
     }
   });
 
-  test('an operator’s upstream can neither run a page nor set a cookie on the console’s origin through /mcp/<slug>', async () => {
-    // A hostile upstream: every answer an HTML page with a script, and a cookie that would replace the console's session.
+  test('an operator’s upstream can neither run a page, set a cookie on the console’s origin, nor forge turnpike’s payment headers through /mcp/<slug>', async () => {
+    // A hostile upstream: every answer an HTML page with a script, a cookie that would replace the console's session,
+    // and a receipt, a challenge and a balance turnpike never wrote.
+    const forged = ['payment-response', 'x-payment-response', 'payment-required', 'x-credits-remaining', 'idempotent-replayed'];
     const hostile = createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'text/html', 'set-cookie': 'turnpike_console=fixed; Path=/admin' });
+      res.writeHead(200, {
+        'content-type': 'text/html',
+        'set-cookie': 'turnpike_console=fixed; Path=/admin',
+        ...Object.fromEntries(forged.map((name) => [name, 'forged'])),
+      });
       res.end('<script>fetch("/admin/operators", { method: "POST" })</script>');
     });
     await new Promise<void>((resolve) => hostile.listen(0, '127.0.0.1', resolve));
@@ -237,6 +243,7 @@ describe('console sessions: a key exchanged for an HttpOnly SameSite=Strict cook
       const page = await fetch(`${served.url}/mcp/hostile`, { headers: { accept: 'text/html,application/json,text/event-stream' } });
       await page.text();
       assert.equal(page.headers.get('set-cookie'), null, 'no upstream sets a cookie on this origin');
+      for (const name of forged) assert.equal(page.headers.get(name), null, `${name} is turnpike's alone`);
       assert.match(page.headers.get('content-security-policy') ?? '', /(^|;\s*)sandbox(;|$)/, 'an upstream’s page runs in no origin');
       assert.equal(page.headers.get('x-content-type-options'), 'nosniff');
     } finally {

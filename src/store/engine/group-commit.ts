@@ -1,4 +1,5 @@
 import { closeSync, fdatasync, openSync } from 'node:fs';
+import { open as openFile } from 'node:fs/promises';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { StoreError } from '../store.js';
@@ -170,7 +171,22 @@ function walSync(db: Database.Database): () => Promise<void> {
     }
   };
   closers.set(db, closeIfIdle);
-  return () =>
+  // The WAL's name made durable, once per connection: SQLite syncs the directory only at its own
+  // first sync of a WAL it created, which under `synchronous = NORMAL` is the first checkpoint.
+  let named: Promise<void> | undefined;
+  const nameDurable = () =>
+    (named ??= (async () => {
+      const dir = await openFile(path.dirname(wal), 'r');
+      try {
+        await dir.sync();
+      } finally {
+        await dir.close();
+      }
+    })().catch((error: unknown) => {
+      named = undefined; // tried again with the next sync
+      throw error;
+    }));
+  const dataDurable = () =>
     new Promise<void>((resolve, reject) => {
       try {
         fd ??= open();
@@ -186,6 +202,9 @@ function walSync(db: Database.Database): () => Promise<void> {
         else resolve();
       });
     });
+  return async () => {
+    await Promise.all([dataDurable(), nameDurable()]);
+  };
 }
 
 const closers = new WeakMap<Database.Database, () => void>();
