@@ -444,8 +444,7 @@ function hangUp(c: Context): HangUp {
  * serves the app (`c.env.incoming`, parsed by Node: no `Headers` object built), else from the web Request.
  */
 function forwarded(c: Context): Forwarded {
-  // No prototype: a header named `constructor` or `__proto__` is a header like any other.
-  const headers: HeaderRecord = Object.create(null);
+  const headers: HeaderRecord = {};
   const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
   if (!incoming) {
     c.req.raw.headers.forEach((value, name) => {

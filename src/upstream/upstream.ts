@@ -136,7 +136,7 @@ export function hangUpOf(outgoing: ServerResponse): HangUp {
  * The client's abort reaches the upstream through `signal`.
  */
 export async function send(upstream: Upstream, request: Forwarded, body: Uint8Array | undefined, signal?: HangUp): Promise<UpstreamAnswer> {
-  const headers: HeaderRecord = Object.create(null);
+  const headers: HeaderRecord = {};
   for (const name in request.headers) if (!NOT_FORWARDED.has(name)) headers[name] = request.headers[name]!;
   if (body) headers['content-type'] = 'application/json';
   for (const name in upstream.headers) headers[name.toLowerCase()] = upstream.headers[name]!;
@@ -157,7 +157,7 @@ export async function send(upstream: Upstream, request: Forwarded, body: Uint8Ar
   } catch (error) {
     throw new UpstreamError(`the MCP server at ${upstream.url} did not answer: ${(error as Error).message}`, { cause: error });
   }
-  const out: HeaderRecord = Object.create(null);
+  const out: HeaderRecord = {};
   for (const name in response.headers) {
     const value = response.headers[name];
     if (value === undefined || HOP_BY_HOP.has(name) || UPSTREAM_ONLY.has(name)) continue;

@@ -1,5 +1,4 @@
 import { closeSync, fdatasync, openSync } from 'node:fs';
-import { open as openFile } from 'node:fs/promises';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { StoreError } from '../store.js';
@@ -171,22 +170,7 @@ function walSync(db: Database.Database): () => Promise<void> {
     }
   };
   closers.set(db, closeIfIdle);
-  // The WAL's name made durable, once per connection: SQLite syncs the directory only at its own
-  // first sync of a WAL it created, which under `synchronous = NORMAL` is the first checkpoint.
-  let named: Promise<void> | undefined;
-  const nameDurable = () =>
-    (named ??= (async () => {
-      const dir = await openFile(path.dirname(wal), 'r');
-      try {
-        await dir.sync();
-      } finally {
-        await dir.close();
-      }
-    })().catch((error: unknown) => {
-      named = undefined; // tried again with the next sync
-      throw error;
-    }));
-  const dataDurable = () =>
+  return () =>
     new Promise<void>((resolve, reject) => {
       try {
         fd ??= open();
@@ -202,9 +186,6 @@ function walSync(db: Database.Database): () => Promise<void> {
         else resolve();
       });
     });
-  return async () => {
-    await Promise.all([dataDurable(), nameDurable()]);
-  };
 }
 
 const closers = new WeakMap<Database.Database, () => void>();
