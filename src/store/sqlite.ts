@@ -30,7 +30,9 @@ export type SqliteStore = Store & {
   /**
    * Runs `fn` in a `BEGIN IMMEDIATE` transaction: the write lock is taken up front, so a
    * check-then-write inside it (a balance, a nonce) cannot interleave with another writer.
-   * `fn` is synchronous: nothing may be awaited while the lock is held.
+   * `fn` is synchronous: nothing may be awaited while the lock is held. It commits without a WAL
+   * sync (the connection runs at `synchronous = NORMAL`; only the group commit's writes are
+   * synced), so nothing may be answered on its writes alone: for tests and maintenance.
    */
   immediate<T>(fn: (db: Database.Database) => T): T;
 };

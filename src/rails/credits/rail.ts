@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { rpcError } from '../../gateway/jsonrpc.js';
+import { type Message, type ToolResult, rpcError } from '../../gateway/jsonrpc.js';
 import { paymentIn } from '../../gateway/messages.js';
 import { DomainError, errorCodes } from '../../errors.js';
 import { creditsRef } from '../../operators/revenue.js';
@@ -120,6 +120,45 @@ export async function idempotency(
 }
 
 /**
+ * Delivers a call charged to a key (credits or invoice), the same on both rails: once its charge
+ * is durable (`durable`: the call went out once it was decided), the result goes out with its
+ * receipt under `metaKey`, kept for its Idempotency-Key request, and booked as revenue; `close`
+ * then marks the charge delivered (after the booking, which revenueBook writes before the close).
+ *
+ * @example return deliverCharged(store, context, call, { rail: 'credits', …, close: () => debits.delivered(id) }, message, result);
+ */
+export async function deliverCharged(
+  store: Store,
+  context: RailContext,
+  call: PaidCall,
+  charged: {
+    rail: 'credits' | 'invoice';
+    keyId: string;
+    caller: string;
+    amount: bigint;
+    durable: Promise<void>;
+    metaKey: string;
+    receipt: Record<string, string>;
+    ref: string;
+    request: IdempotentCall | undefined;
+    close(): void;
+  },
+  message: Message,
+  result: ToolResult,
+): Promise<Message> {
+  const { rail, amount } = charged;
+  const tool = call.tool.name;
+  await charged.durable;
+  context.count(tool, `paid_${rail}`);
+  context.event({ type: 'call.paid', tool, rail, amount, caller: call.caller });
+  const delivered = { ...message, result: { ...result, _meta: { ...result._meta, [charged.metaKey]: charged.receipt } } };
+  if (charged.request) await store.credits.completeRequest(charged.keyId, charged.request.idempotencyKey, JSON.stringify(delivered));
+  await context.book(rail, { caller: charged.caller, tool, amount, ref: charged.ref });
+  charged.close();
+  return delivered;
+}
+
+/**
  * Counts a paid call of a key in this minute (in the store, so on all instances together) and
  * answers the refusal, with when to retry, if it is past `perMinute`; 0 or absent: no limit.
  *
@@ -200,24 +239,31 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
         await metering?.uncount();
         remaining = (await store.credits.refund(debit.entry.id, why)).balance;
       },
-      async deliver(message, result) {
-        // The call went out once the debit was decided; the answer waits for it to be on disk.
-        await debit.durable;
-        context.count(tool.name, 'paid_credits');
-        context.event({ type: 'call.paid', tool: tool.name, rail: 'credits', amount, caller: call.caller });
-        const receipt = {
-          charged: amount.toString(),
-          balance: debit.balance.toString(),
-          entry: debit.entry.id,
-          ...(debit.tokenRemaining !== undefined ? { budgetRemaining: debit.tokenRemaining.toString() } : {}),
-        };
-        const delivered = { ...message, result: { ...result, _meta: { ...result._meta, [CREDITS_META_KEY]: receipt } } };
-        if (request) await store.credits.completeRequest(payer.key.id, request.idempotencyKey, JSON.stringify(delivered));
-        // Queued before the debit is closed, and written before it (see revenueBook).
-        await context.book('credits', { caller, tool: tool.name, amount, ref: creditsRef(debit.entry.id) });
-        debits.delivered(debit.entry.id);
-        return delivered;
-      },
+      deliver: (message, result) =>
+        deliverCharged(
+          store,
+          context,
+          call,
+          {
+            rail: 'credits',
+            keyId: payer.key.id,
+            caller,
+            amount,
+            durable: debit.durable,
+            metaKey: CREDITS_META_KEY,
+            receipt: {
+              charged: amount.toString(),
+              balance: debit.balance.toString(),
+              entry: debit.entry.id,
+              ...(debit.tokenRemaining !== undefined ? { budgetRemaining: debit.tokenRemaining.toString() } : {}),
+            },
+            ref: creditsRef(debit.entry.id),
+            request,
+            close: () => debits.delivered(debit.entry.id),
+          },
+          message,
+          result,
+        ),
     },
     finish(response) {
       if (!response.headers.get('content-type')?.includes('text/event-stream'))

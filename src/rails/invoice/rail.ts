@@ -7,7 +7,7 @@ import type { Store } from '../../store/store.js';
 import type { PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
 import { credentialOf } from '../credits/api-keys.js';
 import { type Credits, type Payer, refusalError } from '../credits/credits.js';
-import { idempotency, payerOf, rateLimit } from '../credits/rail.js';
+import { deliverCharged, idempotency, payerOf, rateLimit } from '../credits/rail.js';
 import type { OpenCharges, OpenDebits } from '../credits/open-debits.js';
 
 /** The `_meta` key of a post-paid result: what it added to the bill. */
@@ -170,24 +170,32 @@ async function invoiceCall(options: InvoiceRailOptions, context: RailContext, ca
         await metering?.uncount();
         await options.store.postpaid.void(entry.id);
       },
-      async deliver(message, result) {
-        // The call went out once its usage was decided; the answer waits for it to be on disk.
-        await usage.durable;
-        context.count(tool.name, 'paid_invoice');
-        context.event({ type: 'call.paid', tool: tool.name, rail: 'invoice', amount, caller: call.caller });
-        const receipt = {
-          charged: amount.toString(),
-          unbilled: usage.unbilled.toString(),
-          creditLimit: usage.creditLimit.toString(),
-          entry: entry.id,
-        };
-        const delivered = { ...message, result: { ...result, _meta: { ...result._meta, [INVOICE_META_KEY]: receipt } } };
-        if (request) await options.store.credits.completeRequest(payer.key.id, request.idempotencyKey, JSON.stringify(delivered));
-        // Queued before the entry is closed as billable, and written before it (see revenueBook): invoiced, not yet collected.
-        await context.book('invoice', { caller, tool: tool.name, amount, ref: invoiceRef(entry.id) });
-        options.usage.delivered(entry.id);
-        return delivered;
-      },
+      // Invoiced once delivered, not yet collected.
+      deliver: (message, result) =>
+        deliverCharged(
+          options.store,
+          context,
+          call,
+          {
+            rail: 'invoice',
+            keyId: payer.key.id,
+            caller,
+            amount,
+            durable: usage.durable,
+            metaKey: INVOICE_META_KEY,
+            receipt: {
+              charged: amount.toString(),
+              unbilled: usage.unbilled.toString(),
+              creditLimit: usage.creditLimit.toString(),
+              entry: entry.id,
+            },
+            ref: invoiceRef(entry.id),
+            request,
+            close: () => options.usage.delivered(entry.id),
+          },
+          message,
+          result,
+        ),
     },
   };
 }

@@ -83,17 +83,11 @@ export const postpaidSql = {
   accountsOf: query<{ keyId: string }, AccountRow>('SELECT * FROM postpaid_accounts WHERE key_id = @keyId ORDER BY created_at, id'),
   insertAccount: command<
     Id &
-      Now & {
-        keyId: string;
-        serverId: string;
-        customer: string;
-        subscription: string;
-        meter: string;
-        creditLimit: bigint;
-        periodStart: number;
-        status: string;
-        statusAt: number;
-      }
+      Now &
+      Pick<
+        PostpaidAccount,
+        'keyId' | 'serverId' | 'customer' | 'subscription' | 'meter' | 'creditLimit' | 'periodStart' | 'status' | 'statusAt'
+      >
   >(`
     INSERT INTO postpaid_accounts (id, key_id, server_id, customer, subscription, meter, credit_limit, period_start, paid_through,
       status, status_at, created_at, updated_at)
