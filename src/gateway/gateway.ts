@@ -11,7 +11,7 @@ import type { ChargeRail, OperatorStore } from '../store/operators/operators.js'
 import { newId } from '../store/ids.js';
 import type { RevenueBook } from '../operators/revenue.js';
 import { type OAuthVariables, type ProtectedResource, resourceGuard } from '../oauth/resource-server.js';
-import type { Charge, Metered, PaidCall, Rail, RailContext, RailFactory } from '../rails/rail.js';
+import type { Charge, Metered, PaidCall, Rail, RailContext, RailFactory, Taken } from '../rails/rail.js';
 import {
   type ChallengeBinding,
   PAYMENT_REQUIRED_CODE,
@@ -24,7 +24,7 @@ import {
 } from './payment-required.js';
 import { type Plan, isMetered, listPrice, monthlyAllowance, namedTools, priceAt, publicPlan, utcMonth } from '../pricing/plans.js';
 import { atomicToUsd } from '../pricing/pricing.js';
-import { type ToolResult, answerCall, rpcError, withoutPaidResponses } from './jsonrpc.js';
+import { type ToolResult, answerCall, rpcError, withHeaders, withoutPaidResponses } from './jsonrpc.js';
 import { HOP_HEADER, loopIn } from '../upstream/hops.js';
 import { readJsonBody } from './json-body.js';
 import { type EventCaller, type EventInput, eventCaller, onceId, subjectOf } from '../events/events.js';
@@ -380,16 +380,15 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       return context.challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
     const taken = await rail.take(call);
     if (taken instanceof Response) return taken;
-    const response = await forwardPaid(c, call, taken.charge);
-    return taken.finish ? taken.finish(response) : response;
+    return forwardPaid(c, call, taken);
   }
 
   /**
    * Forwards a call that is paid for. If the tool did not run to a result (transport error,
    * timeout, non-200, JSON-RPC error, `isError`, a stream that ended early) the charge is undone;
-   * otherwise `deliver` completes it and may rewrite the result.
+   * otherwise `deliver` completes it and may rewrite the result. The answer carries the rail's `headers`.
    */
-  async function forwardPaid(c: Context, call: PaidCall, charge: Charge): Promise<Response> {
+  async function forwardPaid(c: Context, call: PaidCall, { charge, headers }: Exclude<Taken, Response>): Promise<Response> {
     const { id, tool } = call;
     const undo = (why: string) => {
       count(tool.name, 'failed');
@@ -404,13 +403,13 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     } catch (error) {
       deadline.clear();
       await undo(`upstream unreachable: ${(error as Error).message}`);
-      return rpcError(id, -32603, 'the tool’s server did not answer; you were not charged', 502);
+      return withHeaders(rpcError(id, -32603, 'the tool’s server did not answer; you were not charged', 502), headers);
     }
     // A result stream runs on under the deadline until it ends; anything else is already whole.
     if (answer.status !== 200 || !(answer.body instanceof ReadableStream)) deadline.clear();
     if (answer.status !== 200) {
       await undo(`upstream answered HTTP ${answer.status}`);
-      return withoutPaidResponses(answer);
+      return withHeaders(withoutPaidResponses(answer), headers);
     }
     return answerCall(
       answer,
@@ -427,6 +426,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
         deadline.clear();
         if (!sawResponse) void undo('the upstream stream ended before the result');
       },
+      headers,
     );
   }
 

@@ -23,7 +23,8 @@ const decoder = new TextDecoder();
  * nothing else that answers a priced call gets out (see `withoutPaidResponses`). A JSON answer is
  * one message, already whole; an SSE stream is rewritten frame by frame as it flows, and read to its
  * end even if the caller hangs up, so a result the upstream produced is charged for and kept.
- * `onEnd(false)` says the answer held no response to the call (its outcome is unknown).
+ * `onEnd(false)` says the answer held no response to the call (its outcome is unknown). `extra`
+ * gives headers to add once `fn` is done (see `withHeaders`).
  *
  * @example
  * await answerCall(answer, { upstream: paidRequestId(), caller: 1 }, async (m) => settleThen(m), (saw) => saw || undo());
@@ -33,13 +34,14 @@ export async function answerCall(
   ids: { upstream: JsonRpcId; caller: JsonRpcId },
   fn: (message: Message) => Promise<Message>,
   onEnd: (sawResponse: boolean) => void = () => {},
+  extra?: () => HeaderRecord,
 ): Promise<Response> {
   const { status, headers, body } = answer;
   const answered = (message: Message) => fn({ ...message, id: ids.caller });
   if (body instanceof ReadableStream) {
     if (!isSse(headers)) {
       onEnd(false);
-      return withoutPaidResponses(answer);
+      return withHeaders(withoutPaidResponses(answer), extra);
     }
     let saw = false;
     const frames = mapSseFrames(
@@ -67,9 +69,23 @@ export async function answerCall(
   }
   if (message?.id !== ids.upstream || message.method !== undefined) {
     onEnd(false);
-    return withoutPaidResponses(answer);
+    return withHeaders(withoutPaidResponses(answer), extra);
   }
-  return new Response(JSON.stringify(await answered(message)), { status, headers });
+  const text = JSON.stringify(await answered(message));
+  // Into the answer's own record: a Response's `headers` read back would build a Headers object for each call.
+  return new Response(text, { status, headers: extra ? { ...headers, ...extra() } : headers });
+}
+
+/**
+ * `response` with the headers `extra` gives added, unless it is an event stream: a stream's
+ * headers left before the result they would speak of.
+ *
+ * @example withHeaders(rpcError(id, -32603, 'the tool’s server did not answer', 502), () => ({ 'x-credits-remaining': '5' }))
+ */
+export function withHeaders(response: Response, extra?: () => HeaderRecord): Response {
+  if (!extra || response.headers.get('content-type')?.includes('text/event-stream')) return response;
+  for (const [name, value] of Object.entries(extra())) response.headers.set(name, value);
+  return response;
 }
 
 /**

@@ -8,6 +8,7 @@ import type { Metrics } from '../http/metrics.js';
 import type { SettlementMode } from '../facilitator/port.js';
 import type { OAuthPrincipal } from '../oauth/issuer.js';
 import type { EventCaller, EventInput } from '../events/events.js';
+import type { HeaderRecord } from '../upstream/upstream.js';
 
 /**
  * A priced call on its way through the gateway: `id` is the caller's, `upstreamId` turnpike's
@@ -39,8 +40,12 @@ export type Charge = {
   deliver(message: Message, result: ToolResult): Promise<Message>;
 };
 
-/** What a rail makes of a call: an answer now (challenge, refusal, replay), or the charge to forward it under. */
-export type Taken = Response | { charge: Charge; finish?: (response: Response) => Response };
+/**
+ * What a rail makes of a call: an answer now (challenge, refusal, replay), or the charge to forward
+ * it under, with the `headers` its answer carries (a receipt, the balance left), asked once the
+ * charge is delivered or undone; an event stream carries none (its headers leave before its result).
+ */
+export type Taken = Response | { charge: Charge; headers?: () => HeaderRecord };
 
 /**
  * A way to pay for priced calls. The gateway asks its rails in order; the first that `takes` a

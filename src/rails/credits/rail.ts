@@ -178,8 +178,6 @@ export async function rateLimit(store: Store, keyId: string, perMinute = 0): Pro
 async function creditsCall(options: CreditsRailOptions, context: RailContext, call: PaidCall): Promise<Taken> {
   const { id, tool } = call;
   const { credits, store, debits } = options;
-  const origin = new URL(call.request.url).origin;
-  const topup = { x402: `${origin}/credits/topup`, checkout: `${origin}/credits/checkout` };
   const fail = (error: DomainError) => {
     // What an x402 payment would settle (a short balance, a subject no key pays for) is the challenge offering it.
     if (shortfalls.has(error.code) || error.code === 'subject_unlinked')
@@ -223,7 +221,8 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
   });
   if (!debit.ok) {
     await metering?.uncount();
-    return fail(refusalError(debit, topup));
+    const { origin } = new URL(call.request.url);
+    return fail(refusalError(debit, { x402: `${origin}/credits/topup`, checkout: `${origin}/credits/checkout` }));
   }
 
   // The debit that takes the balance below the holder's alert threshold notifies them, once per crossing.
@@ -265,10 +264,6 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
           result,
         ),
     },
-    finish(response) {
-      if (!response.headers.get('content-type')?.includes('text/event-stream'))
-        response.headers.set('x-credits-remaining', remaining.toString());
-      return response;
-    },
+    headers: () => ({ 'x-credits-remaining': remaining.toString() }),
   };
 }

@@ -72,7 +72,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
       context.count(tool.name, 'redelivered');
       context.event({ type: 'call.replayed', tool: tool.name, ...(from ? { caller: { payer: from } } : {}) });
       const result = JSON.parse(again.result) as ToolResult;
-      return withReceipt(rpcResult(id, { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, again.receipt) } }), again.receipt);
+      return rpcResult(id, { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, again.receipt) } }, receiptHeaders(again.receipt));
     }
     return context.challenge(call, `${held.invalidReason}: ${held.invalidMessage ?? ''}`.trim(), held.invalidReason);
   }
@@ -116,7 +116,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
         return { ...message, result: { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, receipt) } } };
       },
     },
-    finish: (response) => (receipt ? withReceipt(response, receipt) : response),
+    headers: () => (receipt ? receiptHeaders(receipt) : {}),
   };
 }
 
@@ -148,13 +148,10 @@ async function freeCall(
   return { charge: context.free(call, metering, verdict.payer.toLowerCase()) };
 }
 
-/** The receipt in headers too, when the answer is JSON (an SSE stream carries it in the result only). */
-function withReceipt(response: Response, receipt: SettleResponse): Response {
-  if (response.headers.get('content-type')?.includes('text/event-stream')) return response;
+/** The receipt as headers, under both names clients read (an SSE stream carries it in the result only: see `withHeaders`). */
+function receiptHeaders(receipt: SettleResponse): Record<string, string> {
   const encoded = encodeHeader(receipt);
-  response.headers.set('payment-response', encoded);
-  response.headers.set('x-payment-response', encoded);
-  return response;
+  return { 'payment-response': encoded, 'x-payment-response': encoded };
 }
 
 /**
