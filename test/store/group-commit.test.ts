@@ -79,6 +79,30 @@ test('a write settles only after the WAL is synced; writes of one turn share one
   closeGroupCommit(db);
 });
 
+test('a commit made while a sync runs waits for the next sync, one for all the commits made meanwhile, not one each', async () => {
+  const { db, insert } = open();
+  const { write } = groupCommit(db);
+  const syncs = holdSyncs();
+  restore = syncs.restore;
+  const first = write(() => insert.run(1).changes);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(syncs.syncs, 1, 'the first commit is being synced');
+  const later = [2, 3].map((v) => write(() => insert.run(v).changes));
+  await new Promise((resolve) => setImmediate(resolve));
+  const more = write(() => insert.run(4).changes);
+  assert.equal(await settled(Promise.all([...later, more])), false, 'committed after that sync began: not durable by it');
+  assert.equal(syncs.syncs, 1, 'no second sync while the first runs');
+  syncs.release();
+  assert.equal(await first, 1);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(syncs.syncs, 2, 'one sync for both commits made meanwhile');
+  assert.equal(await settled(Promise.all([...later, more])), false, 'they wait for that sync');
+  syncs.release();
+  assert.deepEqual(await Promise.all([...later, more]), [1, 1, 1]);
+  db.close();
+  closeGroupCommit(db);
+});
+
 test('decide settles at the commit, with `durable` settling after the sync', async () => {
   const { db, insert } = open();
   const { decide } = groupCommit(db);
