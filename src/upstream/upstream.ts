@@ -6,7 +6,11 @@ import { HOP_HEADER, nextHops } from './hops.js';
 import { guardedAgent } from './ssrf.js';
 import { BaseError } from '../errors.js';
 
-/** Headers that describe one hop, not the message: never forwarded. */
+/**
+ * Headers that describe one hop, not the message: never forwarded, either way. So are those a
+ * message's `Connection` header names (see `connectionNamed`). A challenge to a proxy (and its
+ * answer) is for the next client only (RFC 9110 §11.7.1): turnpike, never its caller.
+ */
 const HOP_BY_HOP = new Set([
   'connection',
   'keep-alive',
@@ -15,6 +19,8 @@ const HOP_BY_HOP = new Set([
   'trailer',
   'upgrade',
   'proxy-authorization',
+  'proxy-authenticate',
+  'proxy-authentication-info',
   'proxy-connection',
   'host',
   'content-length',
@@ -28,7 +34,10 @@ export const CALLER_HEADER = 'x-turnpike-caller';
 const CALLER_ONLY = new Set(['authorization', 'x-api-key', 'payment-signature', 'x-payment', 'cookie', CALLER_HEADER]);
 // Answers come back uncompressed, so a paid call's result can be read and its receipt added; a
 // body goes out as turnpike encoded it (see `forUpstream`), so it is described here, not by the caller.
-const NOT_FORWARDED = new Set([...HOP_BY_HOP, ...CALLER_ONLY, 'accept-encoding', 'content-encoding', 'content-type', HOP_HEADER]);
+// Node met the caller's `Expect: 100-continue` (any other expectation is its 417, before the
+// gateway) and turnpike reads a body whole before it forwards one: the upstream has nothing to
+// expect, and undici refuses the header (a call would fail as the upstream's fault).
+const NOT_FORWARDED = new Set([...HOP_BY_HOP, ...CALLER_ONLY, 'accept-encoding', 'content-encoding', 'content-type', 'expect', HOP_HEADER]);
 
 /**
  * An upstream's cookies are its own: the caller's never reach it (`cookie` above), and one set on
@@ -67,7 +76,8 @@ const agent = guardedAgent({ allowPrivate: true, connections: UPSTREAM_CONNECTIO
 /**
  * The upstream's answer as it came: a JSON answer whole (it is one message), an SSE stream as a
  * stream. Kept out of a `Response` until one is needed, so a paid call's result is read without
- * building one first. Its headers never name a length or a hop (`HOP_BY_HOP`): its body may be rewritten.
+ * building one first. Its headers never name a length or a hop (`HOP_BY_HOP`, or what its `Connection`
+ * named): its body may be rewritten.
  */
 export type UpstreamAnswer = { status: number; headers: HeaderRecord; body: Uint8Array | ReadableStream<Uint8Array> | null };
 
@@ -84,6 +94,23 @@ export type HeaderRecord = Record<string, string>;
 
 /** What is forwarded of a caller's request besides its body: its method and headers. */
 export type Forwarded = { method: string; headers: HeaderRecord };
+
+/**
+ * The header fields a message's `Connection` header names: they are for the hop it came on, and a
+ * proxy removes them with it (RFC 9110 §7.6.1), in either direction. Undefined when it names none,
+ * as the `keep-alive` or `close` of most messages (`keep-alive` is in `HOP_BY_HOP` anyway).
+ *
+ * @example connectionNamed('keep-alive, X-Secret-Hop') // ['x-secret-hop']; connectionNamed('keep-alive') // undefined
+ */
+function connectionNamed(connection: string | string[] | undefined): string[] | undefined {
+  if (connection === undefined || connection === 'keep-alive' || connection === 'close') return undefined;
+  const named: string[] = [];
+  for (const option of (typeof connection === 'string' ? connection : connection.join(',')).split(',')) {
+    const name = option.trim().toLowerCase();
+    if (name !== '' && name !== 'close' && !HOP_BY_HOP.has(name)) named.push(name);
+  }
+  return named.length > 0 ? named : undefined;
+}
 
 const targets = new WeakMap<Upstream, { url: string; origin: string; path: string }>();
 
@@ -137,7 +164,8 @@ export function hangUpOf(outgoing: ServerResponse): HangUp {
  */
 export async function send(upstream: Upstream, request: Forwarded, body: Uint8Array | undefined, signal?: HangUp): Promise<UpstreamAnswer> {
   const headers: HeaderRecord = {};
-  for (const name in request.headers) if (!NOT_FORWARDED.has(name)) headers[name] = request.headers[name]!;
+  const hop = connectionNamed(request.headers.connection);
+  for (const name in request.headers) if (!NOT_FORWARDED.has(name) && !hop?.includes(name)) headers[name] = request.headers[name]!;
   if (body) headers['content-type'] = 'application/json';
   for (const name in upstream.headers) headers[name.toLowerCase()] = upstream.headers[name]!;
   headers[HOP_HEADER] = nextHops(request.headers[HOP_HEADER] ?? null);
@@ -158,9 +186,10 @@ export async function send(upstream: Upstream, request: Forwarded, body: Uint8Ar
     throw new UpstreamError(`the MCP server at ${upstream.url} did not answer: ${(error as Error).message}`, { cause: error });
   }
   const out: HeaderRecord = {};
+  const answerHop = connectionNamed(response.headers.connection);
   for (const name in response.headers) {
     const value = response.headers[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || UPSTREAM_ONLY.has(name)) continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || UPSTREAM_ONLY.has(name) || answerHop?.includes(name)) continue;
     out[name] = typeof value === 'string' ? value : value.join(', ');
   }
   // Served on turnpike's origin, the console's: a page an upstream sends runs sandboxed (in no origin), unsniffed.
