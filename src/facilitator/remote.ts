@@ -6,11 +6,12 @@ import type { Network } from '../chain/networks.js';
 import type { PaymentJournal, PaymentRecord, SettlementOutcome } from '../store/journal/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402/schemas.js';
+import { createStateReader } from './chain-state.js';
 import { FacilitatorUnavailableError } from './errors.js';
 import { type PaymentIntent, type Rejection, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
 import type { FacilitatorPort, Reserved } from './port.js';
 import { settledBy } from './settle.js';
-import { alreadyUsed, checkPayment } from './verify.js';
+import { alreadyUsed, authenticatePayer, checkPayment } from './verify.js';
 
 /** How long one request to a remote facilitator may take (settling waits for the chain): `HTTPFacilitatorClient`'s default. */
 const REQUEST_TIMEOUT_MS = 90_000;
@@ -242,7 +243,20 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
     return fromRow(intent, record);
   }
 
+  // Only for a smart wallet's signature, as plain `eth_call`s: whether the node has Multicall3 is not known here.
+  const readState = client ? createStateReader(client, { multicall3: false }) : undefined;
+
   return {
+    /**
+     * Checked here, never asked of the remote (its `/verify` also judges nonce and balance, and
+     * says "used" of a payment whose answer was lost): an EOA's signature locally; a smart wallet's
+     * on chain through the gateway's own client, and refused without one (see `authenticatePayer`).
+     */
+    async authenticate(request) {
+      const signer = await authenticatePayer({ rules, now, readState }, request);
+      return signer.ok ? { isValid: true, payer: signer.intent.authorization.from } : refuse(signer);
+    },
+
     async verify(request) {
       const checked = await checkPayment({ rules, journal, now, admit }, request);
       return checked.ok ? remote.verify(request) : refuse(checked);

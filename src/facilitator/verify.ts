@@ -83,14 +83,7 @@ export async function verifyIntent(
 ): Promise<Verified> {
   const payer = intent.authorization.from;
   const shape = signatureShape(intent.signature);
-  if (shape === 'erc6492') {
-    return {
-      ok: false,
-      reason: reasons.signature,
-      message: 'ERC-6492 signatures (wallets not deployed yet) are not accepted: deploy the wallet first',
-      payer,
-    };
-  }
+  if (shape === 'erc6492') return { ok: false, ...undeployedWallet(payer) };
   // A 65-byte signature is read for without the wallet's ERC-1271 verdict: it is almost always an
   // EOA's, and its digest is hashed while the read is on the wire.
   let digest = shape === 'contract' ? authorizationDigest(intent, deps.rules.network.chainId) : undefined;
@@ -106,12 +99,54 @@ export async function verifyIntent(
   return judgeState(intent, 'contract', await deps.readState(intent, { digest }));
 }
 
+/**
+ * Whether a payment is signed by the payer it names (`authorization.from`), at whatever price it
+ * is signed for: what must hold before anything is counted in that payer's name (free calls, tier
+ * counts, quota notices), since until then `from` is only a claim anyone can write. The checks that
+ * need nothing come first (at the signed price: the payer's own price is known only once their
+ * call is counted); an EOA's ECDSA is recovered locally, no RPC; only a smart wallet's signature
+ * asks the chain (ERC-1271, `readState`). Without `readState` (a remote facilitator with no chain
+ * client) a smart wallet's signature cannot be judged here and is refused: nothing is counted for
+ * a signer nobody checked. Nonce and balance are not judged (see `verifyIntent`).
+ *
+ * @example
+ * const signer = await authenticatePayer({ rules, now, readState }, request);
+ * if (!signer.ok) return refuse(signer); // a forged signature: invalid_exact_evm_signature
+ */
+export async function authenticatePayer(
+  deps: Pick<VerifyDeps, 'rules' | 'now'> & { readState?: StateReader },
+  request: FacilitatorRequest,
+): Promise<Verified> {
+  const checked = toIntent(request, deps.rules, deps.now(), 'signed');
+  if (!checked.ok) return checked;
+  const { intent } = checked;
+  const payer = intent.authorization.from;
+  if (signatureShape(intent.signature) === 'erc6492') return { ok: false, ...undeployedWallet(payer) };
+  const digest = authorizationDigest(intent, deps.rules.network.chainId);
+  if ((await classifySignature(intent, digest)) === 'eoa') return checked;
+  if (!deps.readState) {
+    const message = 'a smart wallet’s signature cannot be checked without the chain here: pay from an EOA';
+    return { ok: false, reason: reasons.signature, message, payer };
+  }
+  const state = await deps.readState(intent, { digest });
+  return state.walletApproves ? checked : { ok: false, ...notThePayers(payer) };
+}
+
+const undeployedWallet = (payer: Address): Rejection => ({
+  reason: reasons.signature,
+  message: 'ERC-6492 signatures (wallets not deployed yet) are not accepted: deploy the wallet first',
+  payer,
+});
+const notThePayers = (payer: Address): Rejection => ({
+  reason: reasons.signature,
+  message: 'signature is not the payer’s (ECDSA or ERC-1271)',
+  payer,
+});
+
 /** The chain's verdict on a payment: the wallet's approval (smart wallets), the nonce, the balance. */
 export function judgeState(intent: PaymentIntent, kind: 'eoa' | 'contract', state: PaymentChainState): Verified {
   const payer = intent.authorization.from;
-  if (kind === 'contract' && !state.walletApproves) {
-    return { ok: false, reason: reasons.signature, message: 'signature is not the payer’s (ECDSA or ERC-1271)', payer };
-  }
+  if (kind === 'contract' && !state.walletApproves) return { ok: false, ...notThePayers(payer) };
   if (state.nonceUsed) {
     return { ok: false, reason: reasons.nonceUsed, message: 'the token reports this authorization as used or canceled', payer };
   }
