@@ -11,7 +11,7 @@ import type { Reserved } from './port.js';
 import { createStateReader } from './chain-state.js';
 import { purposes } from './purposes.js';
 import { type SettleOptions, createSettler } from './settle.js';
-import { type Verified, authenticatePayer, checkPayment, verifyIntent, verifyPayment } from './verify.js';
+import { type Verified, authenticatePayer, checkPayment, deployedWallet, verifyIntent, verifyPayment } from './verify.js';
 
 export type FacilitatorOptions = {
   network: Network;
@@ -70,6 +70,7 @@ export function createFacilitator(options: FacilitatorOptions) {
   const multicall3 = options.multicall3 ?? true;
   const relayers = createRelayerPool({ keys: options.relayerKeys, client, network, ...(multicall3 ? {} : { maxBatch: 1 }) });
   const readState = createStateReader(client, { multicall3 });
+  const wallet = deployedWallet(readState);
   const minimumAmount = options.minimumAmount ?? 1n;
   /** The settlement policy, for the public API only: the gateway's own calls and top-ups are its business. */
   async function admit(intent: PaymentIntent, purpose: string | undefined): Promise<Rejection | undefined> {
@@ -118,7 +119,7 @@ export function createFacilitator(options: FacilitatorOptions) {
 
     /** Whether a payment is signed by the payer it names (see `FacilitatorPort.authenticate`): a smart wallet's is asked of the chain. */
     async authenticate(request: FacilitatorRequest): Promise<VerifyResponse> {
-      return answer(request, await authenticatePayer({ rules, now, readState }, request));
+      return answer(request, await authenticatePayer({ rules, now, wallet }, request));
     },
 
     /**

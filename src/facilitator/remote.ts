@@ -6,12 +6,11 @@ import type { Network } from '../chain/networks.js';
 import type { PaymentJournal, PaymentRecord, SettlementOutcome } from '../store/journal/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402/schemas.js';
-import { createStateReader } from './chain-state.js';
 import { FacilitatorUnavailableError } from './errors.js';
 import { type PaymentIntent, type Rejection, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
 import type { FacilitatorPort, Reserved } from './port.js';
 import { settledBy } from './settle.js';
-import { alreadyUsed, authenticatePayer, checkPayment } from './verify.js';
+import { type WalletCheck, alreadyUsed, authenticatePayer, checkPayment } from './verify.js';
 
 /** How long one request to a remote facilitator may take (settling waits for the chain): `HTTPFacilitatorClient`'s default. */
 const REQUEST_TIMEOUT_MS = 90_000;
@@ -243,8 +242,22 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
     return fromRow(intent, record);
   }
 
-  // Only for a smart wallet's signature, as plain `eth_call`s: whether the node has Multicall3 is not known here.
-  const readState = client ? createStateReader(client, { multicall3: false }) : undefined;
+  // A smart wallet's signature, judged as the remote may judge it (ERC-1271, or ERC-6492 for a
+  // wallet not deployed yet) by viem's verifyHash: an `eth_call`, no transaction.
+  const wallet: WalletCheck | undefined =
+    client &&
+    (async (intent, digest) => {
+      const payer = intent.authorization.from;
+      let signed: boolean;
+      try {
+        signed = await client.verifyHash({ address: payer, hash: digest, signature: intent.signature });
+      } catch (error) {
+        throw new FacilitatorUnavailableError('cannot ask the chain whether the wallet signed this payment', { cause: error });
+      }
+      return signed
+        ? undefined
+        : { reason: reasons.signature, message: 'signature is not the payer’s (ECDSA, ERC-1271 or ERC-6492)', payer };
+    });
 
   return {
     /**
@@ -253,7 +266,7 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
      * on chain through the gateway's own client, and refused without one (see `authenticatePayer`).
      */
     async authenticate(request) {
-      const signer = await authenticatePayer({ rules, now, readState }, request);
+      const signer = await authenticatePayer({ rules, now, wallet }, request);
       return signer.ok ? { isValid: true, payer: signer.intent.authorization.from } : refuse(signer);
     },
 

@@ -1,4 +1,4 @@
-import type { Address } from 'viem';
+import type { Address, Hex } from 'viem';
 import type { PaymentJournal, PaymentRecord } from '../store/journal/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest } from '../x402/schemas.js';
@@ -104,33 +104,48 @@ export async function verifyIntent(
  * is signed for: what must hold before anything is counted in that payer's name (free calls, tier
  * counts, quota notices), since until then `from` is only a claim anyone can write. The checks that
  * need nothing come first (at the signed price: the payer's own price is known only once their
- * call is counted); an EOA's ECDSA is recovered locally, no RPC; only a smart wallet's signature
- * asks the chain (ERC-1271, `readState`). Without `readState` (a remote facilitator with no chain
- * client) a smart wallet's signature cannot be judged here and is refused: nothing is counted for
- * a signer nobody checked. Nonce and balance are not judged (see `verifyIntent`).
+ * call is counted); an EOA's ECDSA is recovered locally, no RPC; any other signature is the
+ * wallet's to judge (`wallet`, on chain). Without `wallet` (a remote facilitator with no chain
+ * client) it cannot be judged here and is refused: nothing is counted for a signer nobody checked.
+ * Nonce and balance are not judged (see `verifyIntent`).
  *
  * @example
- * const signer = await authenticatePayer({ rules, now, readState }, request);
+ * const signer = await authenticatePayer({ rules, now, wallet: deployedWallet(readState) }, request);
  * if (!signer.ok) return refuse(signer); // a forged signature: invalid_exact_evm_signature
  */
 export async function authenticatePayer(
-  deps: Pick<VerifyDeps, 'rules' | 'now'> & { readState?: StateReader },
+  deps: Pick<VerifyDeps, 'rules' | 'now'> & { wallet?: WalletCheck },
   request: FacilitatorRequest,
 ): Promise<Verified> {
   const checked = toIntent(request, deps.rules, deps.now(), 'signed');
   if (!checked.ok) return checked;
   const { intent } = checked;
-  const payer = intent.authorization.from;
-  if (signatureShape(intent.signature) === 'erc6492') return { ok: false, ...undeployedWallet(payer) };
   const digest = authorizationDigest(intent, deps.rules.network.chainId);
   if ((await classifySignature(intent, digest)) === 'eoa') return checked;
-  if (!deps.readState) {
+  if (!deps.wallet) {
     const message = 'a smart wallet’s signature cannot be checked without the chain here: pay from an EOA';
-    return { ok: false, reason: reasons.signature, message, payer };
+    return { ok: false, reason: reasons.signature, message, payer: intent.authorization.from };
   }
-  const state = await deps.readState(intent, { digest });
-  return state.walletApproves ? checked : { ok: false, ...notThePayers(payer) };
+  const refused = await deps.wallet(intent, digest);
+  return refused ? { ok: false, ...refused } : checked;
 }
+
+/** A smart wallet's verdict on a signature of `digest` in its name: undefined when it signed, else why not. */
+export type WalletCheck = (intent: PaymentIntent, digest: Hex) => Promise<Rejection | undefined>;
+
+/**
+ * A wallet judged as turnpike's own facilitator settles it: a deployed wallet's ERC-1271 (one
+ * state read), an ERC-6492 wrapper refused (see `verifyIntent`).
+ *
+ * @example authenticatePayer({ rules, now, wallet: deployedWallet(readState) }, request)
+ */
+export const deployedWallet =
+  (readState: StateReader): WalletCheck =>
+  async (intent, digest) => {
+    const payer = intent.authorization.from;
+    if (signatureShape(intent.signature) === 'erc6492') return undeployedWallet(payer);
+    return (await readState(intent, { digest })).walletApproves ? undefined : notThePayers(payer);
+  };
 
 const undeployedWallet = (payer: Address): Rejection => ({
   reason: reasons.signature,
