@@ -11,7 +11,7 @@ import type { Reserved } from './port.js';
 import { createStateReader } from './chain-state.js';
 import { purposes } from './purposes.js';
 import { type SettleOptions, createSettler } from './settle.js';
-import { checkPayment, verifyIntent, verifyPayment } from './verify.js';
+import { type Verified, authenticatePayer, checkPayment, deployedWallet, verifyIntent, verifyPayment } from './verify.js';
 
 export type FacilitatorOptions = {
   network: Network;
@@ -70,6 +70,7 @@ export function createFacilitator(options: FacilitatorOptions) {
   const multicall3 = options.multicall3 ?? true;
   const relayers = createRelayerPool({ keys: options.relayerKeys, client, network, ...(multicall3 ? {} : { maxBatch: 1 }) });
   const readState = createStateReader(client, { multicall3 });
+  const wallet = deployedWallet(readState);
   const minimumAmount = options.minimumAmount ?? 1n;
   /** The settlement policy, for the public API only: the gateway's own calls and top-ups are its business. */
   async function admit(intent: PaymentIntent, purpose: string | undefined): Promise<Rejection | undefined> {
@@ -113,14 +114,12 @@ export function createFacilitator(options: FacilitatorOptions) {
      * the policy applies to); without one, whether it is good and unused, as proof of its payer.
      */
     async verify(request: FacilitatorRequest, purpose?: string): Promise<VerifyResponse> {
-      const result = await verifyPayment({ rules, readState, journal, now, admit }, request, purpose);
-      if (result.ok) return { isValid: true, payer: result.intent.authorization.from };
-      return {
-        isValid: false,
-        invalidReason: reasonFor(request.x402Version, result.reason),
-        invalidMessage: result.message,
-        ...(result.payer ? { payer: result.payer } : {}),
-      };
+      return answer(request, await verifyPayment({ rules, readState, journal, now, admit }, request, purpose));
+    },
+
+    /** Whether a payment is signed by the payer it names (see `FacilitatorPort.authenticate`): a smart wallet's is asked of the chain. */
+    async authenticate(request: FacilitatorRequest): Promise<VerifyResponse> {
+      return answer(request, await authenticatePayer({ rules, now, wallet }, request));
     },
 
     /**
@@ -258,3 +257,14 @@ export function createFacilitator(options: FacilitatorOptions) {
 }
 
 export type Facilitator = ReturnType<typeof createFacilitator>;
+
+/** A verification's outcome as x402 answers it, its reason named in the request's version. */
+function answer(request: FacilitatorRequest, result: Verified): VerifyResponse {
+  if (result.ok) return { isValid: true, payer: result.intent.authorization.from };
+  return {
+    isValid: false,
+    invalidReason: reasonFor(request.x402Version, result.reason),
+    invalidMessage: result.message,
+    ...(result.payer ? { payer: result.payer } : {}),
+  };
+}

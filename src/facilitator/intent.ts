@@ -57,16 +57,22 @@ const reject = (reason: Reason, message: string, payer?: Address): IntentResult 
  * Every check that needs no I/O, cheapest first: scheme, network, requirement consistency,
  * asset allow-list and EIP-712 domain, recipient, amount (never zero: no gas for nothing), and
  * the validity window (valid now and long enough to be mined; a bound on its length only when
- * configured, since the reference has none).
+ * configured, since the reference has none). `price: 'signed'` takes the amount the authorization
+ * is signed for as the price (for judging its signer before the payer's own price is known, see
+ * `authenticatePayer`): every other check is the same.
  *
  * @example
  * const result = toIntent(request, rules, Math.floor(Date.now() / 1000));
  * if (!result.ok) return { isValid: false, invalidReason: result.reason };
  */
-export function toIntent(request: FacilitatorRequest, rules: IntentRules, now: number): IntentResult {
+export function toIntent(
+  request: FacilitatorRequest,
+  rules: IntentRules,
+  now: number,
+  price: 'required' | 'signed' = 'required',
+): IntentResult {
   const { network } = rules;
   const required = request.paymentRequirements;
-  const requiredAmount = request.x402Version === 2 ? request.paymentRequirements.amount : request.paymentRequirements.maxAmountRequired;
   const paid = request.x402Version === 2 ? request.paymentPayload.accepted : request.paymentPayload;
 
   if (required.scheme !== 'exact' || paid.scheme !== 'exact') {
@@ -90,7 +96,8 @@ export function toIntent(request: FacilitatorRequest, rules: IntentRules, now: n
 
   if (request.x402Version === 2) {
     const accepted = request.paymentPayload.accepted;
-    const differs = (['asset', 'payTo', 'amount'] as const).find((field) =>
+    const fields = price === 'signed' ? (['asset', 'payTo'] as const) : (['asset', 'payTo', 'amount'] as const);
+    const differs = fields.find((field) =>
       field === 'amount' ? accepted.amount !== required.amount : accepted[field].toLowerCase() !== required[field].toLowerCase(),
     );
     if (differs) return reject(reasons.requirementsMismatch, `accepted.${differs} differs from the requirements`, payer);
@@ -113,7 +120,8 @@ export function toIntent(request: FacilitatorRequest, rules: IntentRules, now: n
     return reject(reasons.recipientMismatch, `authorization pays ${auth.to}, requirements say ${required.payTo}`, payer);
   }
   const value = BigInt(auth.value);
-  const amount = BigInt(requiredAmount);
+  const requiredAmount = request.x402Version === 2 ? request.paymentRequirements.amount : request.paymentRequirements.maxAmountRequired;
+  const amount = price === 'signed' ? value : BigInt(requiredAmount);
   if (value !== amount) {
     // Exact, like the reference: an overpayment is as likely a client bug as a gift.
     return reject(reasons.valueMismatch, `authorization is for ${value}, requirements ask ${amount}`, payer);

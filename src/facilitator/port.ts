@@ -37,6 +37,15 @@ export type Reserved = (VerifyResponse & { isValid: false }) | { isValid: true; 
 export type FacilitatorPort = {
   /** Whether a payment is good and unused, as proof of its payer (free calls): nothing is held or settled. */
   verify(request: FacilitatorRequest): Promise<VerifyResponse>;
+  /**
+   * Whether a payment is signed by the payer it names, at whatever price it is signed for (see
+   * `authenticatePayer`): asked before anything is counted in that payer's name (free calls, tier
+   * counts, quota notices). Nothing is held, and nonce and balance are not judged. An EOA's
+   * signature is checked locally (no round trip); a smart wallet's by the wallet, on chain (a
+   * remote facilitator's port asks through the gateway's chain client, never the remote, and
+   * refuses it without one). A signature that is not the payer's is `invalid_exact_evm_signature`.
+   */
+  authenticate(request: FacilitatorRequest): Promise<VerifyResponse>;
   /** Verifies a payment and holds it for `purpose` (one tool call) before the tool runs. */
   reserve(request: FacilitatorRequest, purpose: string): Promise<Reserved>;
   /** Keeps a paid call's result with its held payment, before settling it (see `redeliver`). */

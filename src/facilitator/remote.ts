@@ -10,7 +10,7 @@ import { FacilitatorUnavailableError } from './errors.js';
 import { type PaymentIntent, type Rejection, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
 import type { FacilitatorPort, Reserved } from './port.js';
 import { settledBy } from './settle.js';
-import { alreadyUsed, checkPayment } from './verify.js';
+import { type WalletCheck, alreadyUsed, authenticatePayer, checkPayment } from './verify.js';
 
 /** How long one request to a remote facilitator may take (settling waits for the chain): `HTTPFacilitatorClient`'s default. */
 const REQUEST_TIMEOUT_MS = 90_000;
@@ -242,7 +242,34 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
     return fromRow(intent, record);
   }
 
+  // A smart wallet's signature, judged as the remote may judge it (ERC-1271, or ERC-6492 for a
+  // wallet not deployed yet) by viem's verifyHash: an `eth_call`, no transaction.
+  const wallet: WalletCheck | undefined =
+    client &&
+    (async (intent, digest) => {
+      const payer = intent.authorization.from;
+      let signed: boolean;
+      try {
+        signed = await client.verifyHash({ address: payer, hash: digest, signature: intent.signature });
+      } catch (error) {
+        throw new FacilitatorUnavailableError('cannot ask the chain whether the wallet signed this payment', { cause: error });
+      }
+      return signed
+        ? undefined
+        : { reason: reasons.signature, message: 'signature is not the payer’s (ECDSA, ERC-1271 or ERC-6492)', payer };
+    });
+
   return {
+    /**
+     * Checked here, never asked of the remote (its `/verify` also judges nonce and balance, and
+     * says "used" of a payment whose answer was lost): an EOA's signature locally; a smart wallet's
+     * on chain through the gateway's own client, and refused without one (see `authenticatePayer`).
+     */
+    async authenticate(request) {
+      const signer = await authenticatePayer({ rules, now, wallet }, request);
+      return signer.ok ? { isValid: true, payer: signer.intent.authorization.from } : refuse(signer);
+    },
+
     async verify(request) {
       const checked = await checkPayment({ rules, journal, now, admit }, request);
       return checked.ok ? remote.verify(request) : refuse(checked);

@@ -1,4 +1,4 @@
-import type { Address } from 'viem';
+import type { Address, Hex } from 'viem';
 import type { PaymentJournal, PaymentRecord } from '../store/journal/journal.js';
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest } from '../x402/schemas.js';
@@ -83,14 +83,7 @@ export async function verifyIntent(
 ): Promise<Verified> {
   const payer = intent.authorization.from;
   const shape = signatureShape(intent.signature);
-  if (shape === 'erc6492') {
-    return {
-      ok: false,
-      reason: reasons.signature,
-      message: 'ERC-6492 signatures (wallets not deployed yet) are not accepted: deploy the wallet first',
-      payer,
-    };
-  }
+  if (shape === 'erc6492') return { ok: false, ...undeployedWallet(payer) };
   // A 65-byte signature is read for without the wallet's ERC-1271 verdict: it is almost always an
   // EOA's, and its digest is hashed while the read is on the wire.
   let digest = shape === 'contract' ? authorizationDigest(intent, deps.rules.network.chainId) : undefined;
@@ -106,12 +99,69 @@ export async function verifyIntent(
   return judgeState(intent, 'contract', await deps.readState(intent, { digest }));
 }
 
+/**
+ * Whether a payment is signed by the payer it names (`authorization.from`), at whatever price it
+ * is signed for: what must hold before anything is counted in that payer's name (free calls, tier
+ * counts, quota notices), since until then `from` is only a claim anyone can write. The checks that
+ * need nothing come first (at the signed price: the payer's own price is known only once their
+ * call is counted); an EOA's ECDSA is recovered locally, no RPC; any other signature is the
+ * wallet's to judge (`wallet`, on chain). Without `wallet` (a remote facilitator with no chain
+ * client) it cannot be judged here and is refused: nothing is counted for a signer nobody checked.
+ * Nonce and balance are not judged (see `verifyIntent`).
+ *
+ * @example
+ * const signer = await authenticatePayer({ rules, now, wallet: deployedWallet(readState) }, request);
+ * if (!signer.ok) return refuse(signer); // a forged signature: invalid_exact_evm_signature
+ */
+export async function authenticatePayer(
+  deps: Pick<VerifyDeps, 'rules' | 'now'> & { wallet?: WalletCheck },
+  request: FacilitatorRequest,
+): Promise<Verified> {
+  const checked = toIntent(request, deps.rules, deps.now(), 'signed');
+  if (!checked.ok) return checked;
+  const { intent } = checked;
+  const digest = authorizationDigest(intent, deps.rules.network.chainId);
+  if ((await classifySignature(intent, digest)) === 'eoa') return checked;
+  if (!deps.wallet) {
+    const message = 'a smart wallet’s signature cannot be checked without the chain here: pay from an EOA';
+    return { ok: false, reason: reasons.signature, message, payer: intent.authorization.from };
+  }
+  const refused = await deps.wallet(intent, digest);
+  return refused ? { ok: false, ...refused } : checked;
+}
+
+/** A smart wallet's verdict on a signature of `digest` in its name: undefined when it signed, else why not. */
+export type WalletCheck = (intent: PaymentIntent, digest: Hex) => Promise<Rejection | undefined>;
+
+/**
+ * A wallet judged as turnpike's own facilitator settles it: a deployed wallet's ERC-1271 (one
+ * state read), an ERC-6492 wrapper refused (see `verifyIntent`).
+ *
+ * @example authenticatePayer({ rules, now, wallet: deployedWallet(readState) }, request)
+ */
+export const deployedWallet =
+  (readState: StateReader): WalletCheck =>
+  async (intent, digest) => {
+    const payer = intent.authorization.from;
+    if (signatureShape(intent.signature) === 'erc6492') return undeployedWallet(payer);
+    return (await readState(intent, { digest })).walletApproves ? undefined : notThePayers(payer);
+  };
+
+const undeployedWallet = (payer: Address): Rejection => ({
+  reason: reasons.signature,
+  message: 'ERC-6492 signatures (wallets not deployed yet) are not accepted: deploy the wallet first',
+  payer,
+});
+const notThePayers = (payer: Address): Rejection => ({
+  reason: reasons.signature,
+  message: 'signature is not the payer’s (ECDSA or ERC-1271)',
+  payer,
+});
+
 /** The chain's verdict on a payment: the wallet's approval (smart wallets), the nonce, the balance. */
 export function judgeState(intent: PaymentIntent, kind: 'eoa' | 'contract', state: PaymentChainState): Verified {
   const payer = intent.authorization.from;
-  if (kind === 'contract' && !state.walletApproves) {
-    return { ok: false, reason: reasons.signature, message: 'signature is not the payer’s (ECDSA or ERC-1271)', payer };
-  }
+  if (kind === 'contract' && !state.walletApproves) return { ok: false, ...notThePayers(payer) };
   if (state.nonceUsed) {
     return { ok: false, reason: reasons.nonceUsed, message: 'the token reports this authorization as used or canceled', payer };
   }

@@ -6,6 +6,8 @@ import { networks } from '../../src/chain/networks.js';
 import { sandboxAccounts } from '../../src/chain/sandbox/accounts.js';
 import { erc1271WalletDeployedBytecode } from '../fixtures/erc1271-wallet.js';
 import { purposes } from '../../src/facilitator/purposes.js';
+import { remoteFacilitator } from '../../src/facilitator/remote.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
 import { useSandbox } from '../helpers/chain.js';
 import { v2Request } from '../helpers/payments.js';
 
@@ -53,4 +55,45 @@ test('a smart wallet (ERC-1271) pays with its owner’s 65-byte signature: verif
   assert.equal(settled.success, true, JSON.stringify(settled));
   assert.equal(await chain.balanceOf(payee), before + 20_000n);
   assert.equal(await chain.balanceOf(WALLET), 30_000n);
+});
+
+test('a payer is authenticated by the signature alone, at the price it is signed for: an EOA’s locally, a smart wallet’s by the wallet, anyone else’s never', async () => {
+  await chain.rpc('anvil_setCode', [WALLET, erc1271WalletDeployedBytecode]);
+  await chain.rpc('anvil_setStorageAt', [WALLET, pad('0x0'), pad(owner!.address)]);
+  const { facilitator } = await chain.facilitator([3]);
+  const store = await openSqliteStore({ path: chain.dbPath() });
+  const local = { journal: store.journal, network: networks.local };
+  // Nothing listens there: what it authenticates, it authenticates without asking the remote.
+  const remote = remoteFacilitator({ url: 'http://127.0.0.1:9', ...local, client: chain.client });
+  const blind = remoteFacilitator({ url: 'http://127.0.0.1:9', ...local });
+  const payee = chain.sandbox.accounts.payees[0]!.address;
+  const payer = chain.sandbox.accounts.payers[9]!;
+  // Signed for 0.02 (the payer's tier price, say) where the list price asks 0.01: the signer is known all the same.
+  const atListPrice = <T extends { paymentRequirements: object }>(body: T) => ({
+    ...body,
+    paymentRequirements: { ...body.paymentRequirements, amount: '10000' },
+  });
+  const eoa = atListPrice(await v2Request({ payer, payTo: payee, amount: 20_000n }));
+  const wallet = atListPrice(await walletPayment(owner, payee, 20_000n));
+  const forgedEoa = await v2Request({ payer, payTo: payee, amount: 20_000n });
+  forgedEoa.paymentPayload.payload.signature = (
+    await v2Request({ payer: chain.sandbox.accounts.payers[8]!, payTo: payee, amount: 20_000n })
+  ).paymentPayload.payload.signature;
+  const forgedWallet = await walletPayment(stranger, payee, 20_000n);
+  const reasonOf = (verdict: { isValid: boolean; invalidReason?: string }) => (verdict.isValid ? 'valid' : verdict.invalidReason);
+
+  for (const port of [facilitator, remote]) {
+    assert.deepEqual(await port.authenticate(eoa), { isValid: true, payer: payer.address });
+    assert.deepEqual(await port.authenticate(wallet), { isValid: true, payer: WALLET });
+    assert.equal(reasonOf(await port.authenticate(forgedEoa)), 'invalid_exact_evm_signature');
+    assert.equal(reasonOf(await port.authenticate(forgedWallet)), 'invalid_exact_evm_signature');
+  }
+  assert.equal(reasonOf(await facilitator.verify(eoa)), 'invalid_exact_evm_requirements_mismatch', 'the price is judged later, not here');
+  assert.deepEqual(await blind.authenticate(eoa), { isValid: true, payer: payer.address }, 'an EOA needs no chain');
+  assert.equal(
+    reasonOf(await blind.authenticate(wallet)),
+    'invalid_exact_evm_signature',
+    'a wallet nobody can ask is not taken on its word',
+  );
+  await store.close();
 });

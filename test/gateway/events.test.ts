@@ -1,9 +1,17 @@
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { x402Client } from '@x402/core/client';
+import type { PaymentPayload, PaymentRequired } from '@x402/core/types';
+import { ExactEvmScheme } from '@x402/evm/exact/client';
+import Database from 'better-sqlite3';
+import type { LocalAccount } from 'viem';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { priceTableSchema } from '../../src/pricing/pricing.js';
 import { type Plan, flatPlan } from '../../src/pricing/plans.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { encodeHeader } from '../../src/x402/codec.js';
 import { postToolCall } from '../helpers/gateway.js';
 import { eventually, serveOnSandbox } from '../helpers/served.js';
 import { startWebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -22,8 +30,34 @@ const plan: Plan = { type: 'per_call', ...priceTableSchema.parse({ default: '0.0
 
 const call = async (tool: string, headers: Record<string, string> = {}, slug?: string) => {
   const res = await postToolCall(`${served.url}/mcp${slug ? `/${slug}` : ''}`, tool, headers);
-  return (await res.json()) as { result?: { isError?: boolean; _meta?: Record<string, unknown> }; error?: unknown };
+  return (await res.json()) as {
+    result?: { isError?: boolean; structuredContent?: PaymentRequired; _meta?: Record<string, any> };
+    error?: unknown;
+  };
 };
+/** A payment of what the challenge asks, signed by `signer` with the official x402 client. */
+const paymentBy = async (signer: LocalAccount) => {
+  const required = (await call('count')).result!.structuredContent!;
+  return new x402Client().register('eip155:8453', new ExactEvmScheme(signer)).createPaymentPayload(required);
+};
+const paidWith = (payment: PaymentPayload) => call('count', { 'payment-signature': encodeHeader(payment) });
+/** A payment signed by someone else (a throwaway key) with `victim` written in as its payer. */
+const forgedFor = async (victim: LocalAccount) => {
+  const payment = await paymentBy(privateKeyToAccount(generatePrivateKey()));
+  const { authorization } = payment.payload as { authorization: Record<string, string> };
+  return { ...payment, payload: { ...payment.payload, authorization: { ...authorization, from: victim.address } } };
+};
+/** A payer's calls counted this month on the gateway's store, read from the database itself. */
+const countedFor = (payer: LocalAccount) => {
+  const db = new Database(path.join(served.dataDir, 'turnpike.db'), { readonly: true });
+  try {
+    const row = db.prepare('SELECT SUM(calls) AS calls FROM usage_counts WHERE caller = ?').get(payer.address.toLowerCase());
+    return Number((row as { calls: number | null }).calls ?? 0);
+  } finally {
+    db.close();
+  }
+};
+const ofPayer = (type: string, payer: LocalAccount) => receiver.ofType(type).filter((e) => e.caller?.payer === payer.address.toLowerCase());
 const newKey = async (usd: string) => {
   const res = await served.api('POST', '/admin/keys', { key: ADMIN, body: { name: 'agent', usd } });
   assert.equal(res.status, 201, res.text);
@@ -119,6 +153,48 @@ describe('events out through the gateway', () => {
       [80, '4', '5'],
       [100, '5', '5'],
     ]);
+  });
+
+  test('a payment signed by someone else in a payer’s name uses none of that payer’s free calls and fires none of their quota events', async () => {
+    const victim = chain.sandbox.accounts.payers[0]!;
+    for (const n of [1, 2, 3]) {
+      const genuine = await paidWith(await paymentBy(victim));
+      assert.deepEqual(genuine.result?._meta?.['turnpike/free'], { callsThisMonth: String(n) }, JSON.stringify(genuine));
+    }
+    const runs = upstream.runs();
+    const forged = await paidWith(await forgedFor(victim)); // would be the victim's 4th call: 80 % of their free calls
+    assert.equal(forged.result?.isError, true);
+    assert.match(forged.result?.structuredContent?.error ?? '', /^invalid_exact_evm_signature: signature is not the payer’s/);
+    assert.equal(upstream.runs(), runs, 'the tool did not run');
+    assert.equal(countedFor(victim), 3, 'the victim’s count is as their own calls left it');
+    await eventually(
+      async () => receiver.ofType('call.challenged').filter((e) => e.reason === 'invalid_exact_evm_signature').length,
+      (n) => n === 1,
+      'the forged call’s challenge',
+    );
+    await new Promise((r) => setTimeout(r, 1_500));
+    assert.deepEqual(ofPayer('quota.threshold', victim), [], 'no quota notice for a call the victim did not make');
+    assert.equal(ofPayer('call.challenged', victim).length, 0, 'the challenge names nobody: its payer is unproven');
+
+    const fourth = await paidWith(await paymentBy(victim));
+    assert.deepEqual(fourth.result?._meta?.['turnpike/free'], { callsThisMonth: '4' }, 'the victim’s 4th call is still free');
+    const [notice] = await eventually(
+      async () => ofPayer('quota.threshold', victim),
+      (notices) => notices.length === 1,
+      'the 80 % notice, when the victim really reaches it',
+    );
+    assert.deepEqual([notice!.data.percent, notice!.data.calls], [80, '4']);
+  });
+
+  test('forged payments in a payer’s name sent all at once hold none of that payer’s free calls while they are judged', async () => {
+    const victim = chain.sandbox.accounts.payers[1]!;
+    const forged = await Promise.all(Array.from({ length: 12 }, () => forgedFor(victim)));
+    const genuine = await paymentBy(victim);
+    const answers = await Promise.all([...forged.map(paidWith), paidWith(genuine)]);
+    const mine = answers.at(-1)!;
+    assert.deepEqual(mine.result?._meta?.['turnpike/free'], { callsThisMonth: '1' }, JSON.stringify(mine));
+    assert.ok(answers.slice(0, -1).every((a) => a.result?.isError === true));
+    assert.equal(countedFor(victim), 1);
   });
 
   test('a balance below the threshold its holder set is notified once, by the debit that crossed it', async () => {

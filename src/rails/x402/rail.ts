@@ -9,7 +9,7 @@ import { atomicToUsd } from '../../pricing/pricing.js';
 import { x402Ref } from '../../operators/revenue.js';
 import { PaymentDecodeError, encodeHeader } from '../../x402/codec.js';
 import { reasonFor, reasons } from '../../x402/reasons.js';
-import type { FacilitatorRequest, SettleResponse } from '../../x402/schemas.js';
+import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../../x402/schemas.js';
 import type { Metered, PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
 
 /**
@@ -41,10 +41,20 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
     if (error instanceof PaymentDecodeError) return context.challenge(call, `${error.code}: ${error.message}`, error.code);
     throw error;
   }
-  const authorization = (request.paymentPayload.payload as { authorization?: { from?: unknown } }).authorization;
-  const from = typeof authorization?.from === 'string' ? authorization.from.toLowerCase() : undefined;
-  if (from) call.caller = { payer: from };
-  const metering = from ? await context.meter(from, tool.name) : undefined;
+  // `authorization.from` is only a claim until the signature is shown to be that payer's: nothing
+  // is counted in a payer's name (free calls, tier counts, quota notices), nor an event named after
+  // them, for a payment someone else signed. One local recovery for an EOA; a smart wallet's on chain.
+  let signer;
+  try {
+    signer = await facilitator.authenticate(request);
+  } catch (error) {
+    if (error instanceof FacilitatorUnavailableError) return unavailable(id, error);
+    throw error;
+  }
+  if (!signer.isValid) return refused(context, call, signer);
+  const from = signer.payer.toLowerCase();
+  call.caller = { payer: from };
+  const metering = await context.meter(from, tool.name);
   if (metering?.price === 0n) return freeCall(facilitator, context, call, request, metering);
   if (metering && metering.price !== offer.amount) {
     // This payer's price (their tier) is not the list price: ask for exactly what it is.
@@ -59,8 +69,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
     held = await facilitator.reserve(request, purpose);
   } catch (error) {
     await metering?.uncount();
-    if (error instanceof FacilitatorUnavailableError)
-      return rpcError(id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
+    if (error instanceof FacilitatorUnavailableError) return unavailable(id, error);
     throw error;
   }
   if (!held.isValid) {
@@ -70,11 +79,11 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
     const again = used ? await facilitator.redeliver(request, purpose) : undefined;
     if (again) {
       context.count(tool.name, 'redelivered');
-      context.event({ type: 'call.replayed', tool: tool.name, ...(from ? { caller: { payer: from } } : {}) });
+      context.event({ type: 'call.replayed', tool: tool.name, caller: { payer: from } });
       const result = JSON.parse(again.result) as ToolResult;
       return rpcResult(id, { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, again.receipt) } }, receiptHeaders(again.receipt));
     }
-    return context.challenge(call, `${held.invalidReason}: ${held.invalidMessage ?? ''}`.trim(), held.invalidReason);
+    return refused(context, call, held);
   }
   const { key } = held;
   const amount = call.offer.amount;
@@ -137,16 +146,23 @@ async function freeCall(
     verdict = await facilitator.verify(request);
   } catch (error) {
     await metering.uncount();
-    if (error instanceof FacilitatorUnavailableError)
-      return rpcError(call.id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
+    if (error instanceof FacilitatorUnavailableError) return unavailable(call.id, error);
     throw error;
   }
   if (!verdict.isValid) {
     await metering.uncount();
-    return context.challenge(call, `${verdict.invalidReason}: ${verdict.invalidMessage ?? ''}`.trim(), verdict.invalidReason);
+    return refused(context, call, verdict);
   }
   return { charge: context.free(call, metering, verdict.payer.toLowerCase()) };
 }
+
+/** The challenge again, saying why the facilitator refused the payment. */
+const refused = (context: RailContext, call: PaidCall, verdict: VerifyResponse & { isValid: false }) =>
+  context.challenge(call, `${verdict.invalidReason}: ${verdict.invalidMessage ?? ''}`.trim(), verdict.invalidReason);
+
+/** The answer when the facilitator could not judge a payment: the same payment may be sent again. */
+const unavailable = (id: PaidCall['id'], error: FacilitatorUnavailableError) =>
+  rpcError(id, -32603, `payment verification is unavailable, retry: ${error.message}`, 503);
 
 /** The receipt as headers, under both names clients read (an SSE stream carries it in the result only: see `withHeaders`). */
 function receiptHeaders(receipt: SettleResponse): Record<string, string> {
