@@ -150,12 +150,21 @@ const PAID_ID_PREFIX = 'turnpike-paid:';
 export const paidRequestId = () => `${PAID_ID_PREFIX}${randomUUID()}`;
 
 const PAID_ID_PREFIX_BYTES = Buffer.from(PAID_ID_PREFIX);
+// A JSON string may spell any character as `\uXXXX`: an id written so holds no literal prefix.
+const ESCAPE = '\\u';
+const ESCAPE_BYTES = Buffer.from(ESCAPE);
 
-/** Cheap test before parsing: text, or UTF-8 bytes, that cannot hold a paid call's response. */
-export const cannotHoldPaidResponse = (data: string | Uint8Array) =>
-  typeof data === 'string'
-    ? !data.includes(PAID_ID_PREFIX)
-    : !Buffer.from(data.buffer, data.byteOffset, data.byteLength).includes(PAID_ID_PREFIX_BYTES);
+/**
+ * Cheap test before parsing: text, or UTF-8 bytes, that cannot hold a paid call's response: with
+ * no paid id's prefix in it, and no `\u` escape that could spell one (those are parsed).
+ *
+ * @example cannotHoldPaidResponse('{"id":1}') // true; cannotHoldPaidResponse('{"id":"turnpike\\u002dpaid:…"}') // false
+ */
+export const cannotHoldPaidResponse = (data: string | Uint8Array) => {
+  if (typeof data === 'string') return !data.includes(PAID_ID_PREFIX) && !data.includes(ESCAPE);
+  const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  return !bytes.includes(PAID_ID_PREFIX_BYTES) && !bytes.includes(ESCAPE_BYTES);
+};
 
 /** A response (not a request or notification) to a priced call turnpike forwarded. */
 export const isPaidResponse = (message: unknown): boolean => {

@@ -95,6 +95,18 @@ test('a stream the caller opens or resumes passes everything but the responses t
   assert.equal(out, free + note);
 });
 
+test('a paid id spelled with JSON escapes is still known: the response leaves neither on a stream nor as a JSON answer', async () => {
+  // Every character of the id as \uXXXX: the same id to a JSON parser, none of its bytes literal.
+  const escaped = [...paidRequestId()].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join('');
+  const paid = `{"jsonrpc":"2.0","id":"${escaped}","result":{"content":[{"type":"text","text":"secret"}]}}`;
+  const free = 'data: {"jsonrpc":"2.0","id":5,"result":{"text":"caf\\u00e9"}}\n\n';
+  const out = await read(withoutPaidResponses(sse(stream([free, `data: ${paid}\n\n`]))).body!);
+  assert.equal(out, free, 'the escaped response is dropped from the stream; an escape in anything else passes as it came');
+  const json = withoutPaidResponses({ status: 200, headers: { 'content-type': 'application/json' }, body: new TextEncoder().encode(paid) });
+  assert.equal(json.status, 202);
+  assert.equal(await json.text(), '');
+});
+
 test("a JSON answer that is a priced call's response is not passed on; a batch keeps its other answers", async () => {
   const id = paidRequestId();
   const json = (value: unknown) => ({
