@@ -197,6 +197,33 @@ describe('events out through the gateway', () => {
     assert.equal(countedFor(victim), 1);
   });
 
+  test('a payer’s payment settled on another server of the same payee, replayed by someone else, fires none of the payer’s quota events', async () => {
+    const victim = chain.sandbox.accounts.payers[2]!;
+    for (const n of [1, 2, 3]) {
+      const genuine = await paidWith(await paymentBy(victim));
+      assert.deepEqual(genuine.result?._meta?.['turnpike/free'], { callsThisMonth: String(n) }, JSON.stringify(genuine));
+    }
+    // The payer pays for a call on the other server: once settled, its authorization and signature are on chain for anyone.
+    const settled = await paymentBy(victim); // the same terms there (its challenges are another test's count)
+    const paid = await call('count', { 'payment-signature': encodeHeader(settled) }, 'unpaid');
+    assert.ok(!paid.result?.isError, JSON.stringify(paid));
+
+    const replayed = await paidWith(settled); // on the first server it would be the payer's 4th call: 80 % of their free calls
+    assert.equal(replayed.result?.isError, true, JSON.stringify(replayed));
+    assert.equal(countedFor(victim), 3, 'the payer’s count is as their own calls left it');
+    await new Promise((r) => setTimeout(r, 1_500));
+    assert.deepEqual(ofPayer('quota.threshold', victim), [], 'no quota notice for a call the payer did not make');
+
+    const fourth = await paidWith(await paymentBy(victim));
+    assert.deepEqual(fourth.result?._meta?.['turnpike/free'], { callsThisMonth: '4' }, JSON.stringify(fourth));
+    const [notice] = await eventually(
+      async () => ofPayer('quota.threshold', victim),
+      (notices) => notices.length === 1,
+      'the 80 % notice, when the payer really reaches it',
+    );
+    assert.deepEqual([notice!.data.percent, notice!.data.calls], [80, '4']);
+  });
+
   test('a balance below the threshold its holder set is notified once, by the debit that crossed it', async () => {
     const key = await newKey('0.08');
     for (let i = 0; i < 5; i++) await call('count', key.auth); // the free calls
