@@ -203,7 +203,8 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
 
   /**
    * Counts a priced call of `caller` for a plan with free calls or tiers, and prices it by its
-   * number in the month; a call that then does not happen is given back with `uncount`.
+   * number in the month; a call that then does not happen is given back with `uncount`, one that
+   * does sends the quota notices its number reaches with `notify`.
    */
   async function meter(caller: string, tool: string, keyId?: string): Promise<Metered | undefined> {
     const subscriber =
@@ -215,19 +216,21 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     const n = await revenue!.usage.countCall(serverId, caller, month);
     const rail = subscriber ? 'subscription' : 'free';
     const allowance = monthlyAllowance(plan, subscriber);
-    for (const percent of allowance > 0n ? [80n, 100n] : []) {
-      // The call that reaches the threshold; a number given back and counted again is the same notification (its id).
-      if (n !== (allowance * percent + 99n) / 100n) continue;
-      const data = { percent: Number(percent), calls: n.toString(), allowance: allowance.toString(), month };
-      event({
-        type: 'quota.threshold',
-        tool,
-        caller: eventCaller(caller),
-        data,
-        id: onceId('quota', serverId, caller, month, data.percent),
-      });
-    }
-    return { n, price: priceAt(plan, tool, n), rail, uncount: () => revenue!.usage.uncountCall(serverId, caller, month) };
+    const notify = () => {
+      for (const percent of allowance > 0n ? [80n, 100n] : []) {
+        // The call that reaches the threshold; a number given back and counted again is the same notification (its id).
+        if (n !== (allowance * percent + 99n) / 100n) continue;
+        const data = { percent: Number(percent), calls: n.toString(), allowance: allowance.toString(), month };
+        event({
+          type: 'quota.threshold',
+          tool,
+          caller: eventCaller(caller),
+          data,
+          id: onceId('quota', serverId, caller, month, data.percent),
+        });
+      }
+    };
+    return { n, price: priceAt(plan, tool, n), rail, uncount: () => revenue!.usage.uncountCall(serverId, caller, month), notify };
   }
 
   const charge = (rail: ChargeRail, caller: string, tool: string, amount: bigint, ref: string) =>
@@ -297,6 +300,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       async deliver(message, result) {
         count(call.tool.name, 'free_quota');
         event({ type: 'call.free', tool: call.tool.name, rail: metering.rail, amount: 0n, caller: eventCaller(caller) });
+        metering.notify();
         const free = charge(metering.rail, caller, call.tool.name, 0n, `free:${newId('call')}`);
         if (free) revenue!.book.queue(free);
         return {

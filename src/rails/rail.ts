@@ -62,9 +62,12 @@ export type Rail = {
 
 /**
  * A counted call (free calls, tiers, a subscriber's allowance): its number in the month, its
- * price, and the rail a call that costs nothing is recorded under.
+ * price, and the rail a call that costs nothing is recorded under. `notify` sends the quota
+ * notices its number reaches (80 % and 100 % of the allowance, within it: a free call), once the
+ * call is delivered: a count given back (a failed call, a payment found used or not the payer's)
+ * notifies nobody.
  */
-export type Metered = { n: bigint; price: bigint; rail: 'free' | 'subscription'; uncount(): Promise<void> };
+export type Metered = { n: bigint; price: bigint; rail: 'free' | 'subscription'; uncount(): Promise<void>; notify(): void };
 
 /** What the gateway gives the rails it serves: its terms, its counters and its ways to answer. */
 export type RailContext = {

@@ -98,18 +98,19 @@ export type Forwarded = { method: string; headers: HeaderRecord };
 /**
  * The header fields a message's `Connection` header names: they are for the hop it came on, and a
  * proxy removes them with it (RFC 9110 §7.6.1), in either direction. Undefined when it names none,
- * as the `keep-alive` or `close` of most messages (`keep-alive` is in `HOP_BY_HOP` anyway).
+ * as the `keep-alive` or `close` of most messages (`keep-alive` is in `HOP_BY_HOP` anyway). A set:
+ * a message may name thousands, each looked up for every one of its header fields.
  *
- * @example connectionNamed('keep-alive, X-Secret-Hop') // ['x-secret-hop']; connectionNamed('keep-alive') // undefined
+ * @example connectionNamed('keep-alive, X-Secret-Hop') // Set { 'x-secret-hop' }; connectionNamed('keep-alive') // undefined
  */
-function connectionNamed(connection: string | string[] | undefined): string[] | undefined {
+function connectionNamed(connection: string | string[] | undefined): Set<string> | undefined {
   if (connection === undefined || connection === 'keep-alive' || connection === 'close') return undefined;
-  const named: string[] = [];
+  const named = new Set<string>();
   for (const option of (typeof connection === 'string' ? connection : connection.join(',')).split(',')) {
     const name = option.trim().toLowerCase();
-    if (name !== '' && name !== 'close' && !HOP_BY_HOP.has(name)) named.push(name);
+    if (name !== '' && name !== 'close' && !HOP_BY_HOP.has(name)) named.add(name);
   }
-  return named.length > 0 ? named : undefined;
+  return named.size > 0 ? named : undefined;
 }
 
 const targets = new WeakMap<Upstream, { url: string; origin: string; path: string }>();
@@ -165,7 +166,7 @@ export function hangUpOf(outgoing: ServerResponse): HangUp {
 export async function send(upstream: Upstream, request: Forwarded, body: Uint8Array | undefined, signal?: HangUp): Promise<UpstreamAnswer> {
   const headers: HeaderRecord = {};
   const hop = connectionNamed(request.headers.connection);
-  for (const name in request.headers) if (!NOT_FORWARDED.has(name) && !hop?.includes(name)) headers[name] = request.headers[name]!;
+  for (const name in request.headers) if (!NOT_FORWARDED.has(name) && !hop?.has(name)) headers[name] = request.headers[name]!;
   if (body) headers['content-type'] = 'application/json';
   for (const name in upstream.headers) headers[name.toLowerCase()] = upstream.headers[name]!;
   headers[HOP_HEADER] = nextHops(request.headers[HOP_HEADER] ?? null);
@@ -189,7 +190,7 @@ export async function send(upstream: Upstream, request: Forwarded, body: Uint8Ar
   const answerHop = connectionNamed(response.headers.connection);
   for (const name in response.headers) {
     const value = response.headers[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || UPSTREAM_ONLY.has(name) || answerHop?.includes(name)) continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || UPSTREAM_ONLY.has(name) || answerHop?.has(name)) continue;
     out[name] = typeof value === 'string' ? value : value.join(', ');
   }
   // Served on turnpike's origin, the console's: a page an upstream sends runs sandboxed (in no origin), unsniffed.

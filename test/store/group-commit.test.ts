@@ -103,6 +103,26 @@ test('a commit made while a sync runs waits for the next sync, one for all the c
   closeGroupCommit(db);
 });
 
+test('a commit waiting for the next sync when its connection closes is told durable, not failed by a WAL that closing removed', async () => {
+  const { db, seen, insert } = open();
+  const { write } = groupCommit(db);
+  const syncs = holdSyncs();
+  restore = syncs.restore;
+  const first = write(() => insert.run(1).changes);
+  await new Promise((resolve) => setImmediate(resolve));
+  const later = write(() => insert.run(2).changes);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(syncs.syncs, 1, 'the second commit waits for the next sync');
+  db.close(); // the store shuts down: SQLite checkpoints the WAL into the database and removes it
+  closeGroupCommit(db);
+  syncs.release();
+  assert.equal(await first, 1);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  syncs.release();
+  assert.equal(await later, 1, 'committed, and in the database file: durable');
+  assert.deepEqual(seen(), [1, 2]);
+});
+
 test('decide settles at the commit, with `durable` settling after the sync', async () => {
   const { db, insert } = open();
   const { decide } = groupCommit(db);

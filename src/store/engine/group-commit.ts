@@ -150,7 +150,9 @@ function newGroupCommit(db: Database.Database): GroupCommit {
  * Syncs the connection's WAL file (fdatasync on the thread pool). An in-memory database has
  * nothing to sync. The WAL exists once the database is open in WAL mode and keeps its inode while
  * any connection is open, so one descriptor, opened with the connection, serves for its life; it
- * is closed with the connection (`closeGroupCommit`), once no sync is in flight.
+ * is closed with the connection (`closeGroupCommit`), once no sync is in flight or waiting: a
+ * commit made before the close still has its sync, on the WAL it was written to (closing removes
+ * the file, after copying it into the database, so a descriptor opened then would find none).
  */
 function walSync(db: Database.Database): () => Promise<void> {
   if (db.memory || db.name === '') return async () => {};
@@ -163,8 +165,11 @@ function walSync(db: Database.Database): () => Promise<void> {
     // not there yet: opened at the first sync
   }
   let inFlight = 0;
+  // The sync running, and the one waiting for it to end (see below).
+  let running: Promise<void> | undefined;
+  let next: Promise<void> | undefined;
   const closeIfIdle = () => {
-    if (inFlight === 0 && fd !== undefined && !db.open) {
+    if (inFlight === 0 && next === undefined && fd !== undefined && !db.open) {
       closeSync(fd);
       fd = undefined;
     }
@@ -189,8 +194,6 @@ function walSync(db: Database.Database): () => Promise<void> {
   // One sync at a time: a commit made while one runs may not be in it, so it waits for the next,
   // which starts when that one ends and covers every commit made meanwhile (at 16 concurrent
   // debits, one sync per ~N groups instead of one each; each costs ~100 µs of CPU here).
-  let running: Promise<void> | undefined;
-  let next: Promise<void> | undefined;
   const start = (): Promise<void> => {
     const sync = syncNow();
     running = sync;
