@@ -202,6 +202,22 @@ test('a failed sync fails every write of its commit, and the durable promise of 
   closeGroupCommit(db);
 });
 
+test('after a failed sync every later write fails too, though the disk syncs again: a lost write-back is reported only once', async () => {
+  const { db, insert, seen } = open();
+  const { write } = groupCommit(db);
+  const syncs = holdSyncs(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }));
+  restore = syncs.restore;
+  const lost = write(() => insert.run(1));
+  await new Promise((resolve) => setImmediate(resolve));
+  syncs.release();
+  await assert.rejects(lost, /EIO/);
+  syncs.restore();
+  await assert.rejects(write(() => insert.run(2)), /an earlier sync failed \(EIO: i\/o error\).*restart turnpike/);
+  assert.deepEqual(seen(), [1, 2], 'committed to the WAL, never told durable');
+  db.close();
+  closeGroupCommit(db);
+});
+
 test('a write queued as the connection closes is refused, not thrown out of the event loop', async () => {
   const { db, insert } = open();
   const { write } = groupCommit(db);

@@ -175,8 +175,16 @@ function walSync(db: Database.Database): () => Promise<void> {
     }
   };
   closers.set(db, closeIfIdle);
+  // Linux reports a failed write-back once, to one sync, and may then count those pages clean: a
+  // later sync succeeding would not make what was written before it durable. So after one failure
+  // every sync fails, until turnpike is restarted (SQLite then recovers the WAL as it is on disk).
+  let broken: Error | undefined;
   const syncNow = () =>
     new Promise<void>((resolve, reject) => {
+      if (broken) {
+        reject(new Error(`an earlier sync failed (${broken.message}), so nothing written since can be shown durable; restart turnpike`));
+        return;
+      }
       try {
         fd ??= open();
       } catch (error) {
@@ -187,8 +195,10 @@ function walSync(db: Database.Database): () => Promise<void> {
       fdatasync(fd, (error) => {
         inFlight--;
         closeIfIdle();
-        if (error) reject(error);
-        else resolve();
+        if (error) {
+          broken ??= error;
+          reject(error);
+        } else resolve();
       });
     });
   // One sync at a time: a commit made while one runs may not be in it, so it waits for the next,
