@@ -212,7 +212,10 @@ test('after a failed sync every later write fails too, though the disk syncs aga
   syncs.release();
   await assert.rejects(lost, /EIO/);
   syncs.restore();
-  await assert.rejects(write(() => insert.run(2)), /an earlier sync failed \(EIO: i\/o error\).*restart turnpike/);
+  await assert.rejects(
+    write(() => insert.run(2)),
+    /an earlier sync failed \(EIO: i\/o error\).*restart turnpike/,
+  );
   assert.deepEqual(seen(), [1, 2], 'committed to the WAL, never told durable');
   db.close();
   closeGroupCommit(db);
