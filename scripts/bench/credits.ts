@@ -5,7 +5,8 @@
  * concurrency 16; beside them a minimal in-memory credits proxy (memory-proxy.ts: balances in a
  * Map, nothing durable) and a free tool through the same gateway (the passthrough), and the
  * resident memory of both proxies at idle and after the load. Gateway, peer, upstream and load
- * generator each run in their own process.
+ * generator each run in their own process. The four take turns in rounds, and a throughput is
+ * given as the median of its ratios to direct's in the same round.
  */
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
@@ -15,12 +16,16 @@ import { createCredits } from '../../src/rails/credits/credits.js';
 import { openStore } from '../../src/store/open.js';
 import { cpuMs, rssMb, startChild } from './child.js';
 import { callBody, closeLoad, drive } from './mcp-load.js';
-import type { Row } from './stats.js';
+import { type Row, summarize } from './stats.js';
 
 const PRICE = 1000n;
 const FUNDS = 1_000_000_000_000n;
 /** The tool credits-gateway.ts prices at zero: the free passthrough. */
 const FREE_TOOL = 'free_echo';
+/** Rounds each concurrency's calls are split into, the subjects taking turns. */
+const ROUNDS = 5;
+type Result = { p50: number; p99: number; perSecond: number; ratio: number; cpuUs: number };
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 export async function benchCredits(sandbox: Sandbox, progress: (s: string) => void): Promise<Row[]> {
   const db = path.join(mkdtempSync(path.join(os.tmpdir(), 'turnpike-bench-')), 'credits.db');
@@ -54,21 +59,41 @@ export async function benchCredits(sandbox: Sandbox, progress: (s: string) => vo
     for (const concurrency of [1, 16]) {
       progress(`credits: calls at concurrency ${concurrency}`);
       const n = concurrency === 1 ? 3000 : 12000;
-      /** Drives `n` calls at the proxy `pid` and notes its CPU time per call. */
-      const timed = async (pid: number, url: string, bodies: string[], headers?: Record<string, string>) => {
-        const before = cpuMs(pid);
-        const r = await drive(url, bodies, concurrency, headers);
-        return { ...r, cpuUs: ((cpuMs(pid) - before) * 1000) / bodies.length };
-      };
-      const direct = await drive(upstream.url, paid(n), concurrency);
-      const inMemory = await timed(peer.pid, peer.url, paid(n), auth);
-      const credits = await timed(gateway.pid, gateway.url, paid(n), auth);
-      const passthrough = await timed(gateway.pid, gateway.url, free(n));
+      // In alternating rounds, each subject's throughput compared with direct's in the same round:
+      // a machine that slows down for a while slows every subject of that round, not one of them.
+      const subjects = [
+        { name: 'direct', url: upstream.url, bodies: paid, pid: undefined },
+        { name: 'inMemory', url: peer.url, bodies: paid, pid: peer.pid, headers: auth },
+        { name: 'credits', url: gateway.url, bodies: paid, pid: gateway.pid, headers: auth },
+        { name: 'passthrough', url: gateway.url, bodies: free, pid: gateway.pid },
+      ] as const;
+      type Tally = { latencies: number[]; seconds: number; cpuMs: number; ratios: number[] };
+      const tally = Object.fromEntries(subjects.map((x) => [x.name, { latencies: [], seconds: 0, cpuMs: 0, ratios: [] } as Tally]));
+      for (let round = 0; round < ROUNDS; round++) {
+        const perSecond: Record<string, number> = {};
+        for (let i = 0; i < subjects.length; i++) {
+          const subject = subjects[(i + round) % subjects.length]!;
+          const t = tally[subject.name]!;
+          const before = subject.pid === undefined ? 0 : cpuMs(subject.pid);
+          const r = await drive(subject.url, subject.bodies(n / ROUNDS), concurrency, 'headers' in subject ? subject.headers : undefined);
+          if (subject.pid !== undefined) t.cpuMs += cpuMs(subject.pid) - before;
+          t.latencies.push(...r.latencies);
+          t.seconds += n / ROUNDS / r.perSecond;
+          perSecond[subject.name] = r.perSecond;
+        }
+        for (const subject of subjects) tally[subject.name]!.ratios.push(perSecond[subject.name]! / perSecond.direct!);
+      }
       calls += BigInt(n);
+      const result = (name: string) => {
+        const t = tally[name]!;
+        const { p50, p99 } = summarize(t.latencies);
+        return { p50, p99, perSecond: n / t.seconds, ratio: median(t.ratios), cpuUs: (t.cpuMs * 1000) / n };
+      };
+      const [direct, inMemory, credits, passthrough] = subjects.map((x) => result(x.name)) as [Result, Result, Result, Result];
       const label = `credits-paid tools/call, trivial upstream, concurrency ${concurrency}`;
-      const added = (r: typeof credits) =>
-        `+${(r.p50 - direct.p50).toFixed(2)} ms p50; ${(r.perSecond / direct.perSecond).toFixed(2)}× direct throughput; ${r.cpuUs.toFixed(0)} µs CPU per call`;
-      const row = (subject: string, r: typeof direct, note?: string): Row => ({
+      const added = (r: Result) =>
+        `+${(r.p50 - direct.p50).toFixed(2)} ms p50; ${r.ratio.toFixed(2)}× direct throughput (median of ${ROUNDS} rounds); ${r.cpuUs.toFixed(0)} µs CPU per call`;
+      const row = (subject: string, r: Result, note?: string): Row => ({
         path: label,
         subject,
         p50Ms: r.p50,
@@ -82,7 +107,7 @@ export async function benchCredits(sandbox: Sandbox, progress: (s: string) => vo
         row(
           'through turnpike, debited from a key',
           credits,
-          `${added(credits)}; ${(credits.perSecond / inMemory.perSecond).toFixed(2)}× the in-memory proxy`,
+          `${added(credits)}; ${(credits.ratio / inMemory.ratio).toFixed(2)}× the in-memory proxy`,
         ),
         row('through turnpike, free tool (passthrough)', passthrough, added(passthrough)),
       );
