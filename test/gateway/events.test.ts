@@ -224,13 +224,9 @@ describe('events out through the gateway', () => {
     assert.deepEqual([notice!.data.percent, notice!.data.calls], [80, '4']);
   });
 
-  // Open: `authenticate` proves the signer, not that the payment is unused, so each replay is counted in the
-  // payer's name until `verify` finds it used; a genuine call meanwhile is numbered past them (and past the
-  // allowance, paid). See the review report: judge the journal (used there) before counting.
-  const replayHeld = 'a replayed settled payment holds a count while it is judged';
-  test('a payer’s settled payment replayed all at once by someone else holds none of that payer’s free calls while it is judged', {
-    todo: replayHeld,
-  }, async () => {
+  // A settled payment is public (on chain, in the mempool while deferred): anyone can send it again while it is
+  // valid. `authenticate` finds it in the journal before anything is counted in its payer's name.
+  test('a payer’s settled payment replayed all at once by someone else holds none of that payer’s free calls while it is judged', async () => {
     const victim = chain.sandbox.accounts.payers[3]!;
     const settled = await paymentBy(victim);
     assert.ok(!(await call('count', { 'payment-signature': encodeHeader(settled) }, 'unpaid')).result?.isError, 'paid on the other server');
