@@ -156,7 +156,8 @@ async function freeCall(
 /**
  * The same call with the same payment again, its answer lost (not its result): the kept result
  * and receipt, when the payment was refused as used and `redeliver` finds it taken for this very
- * call; undefined for any other refusal. The call was counted once, when it was first taken.
+ * call (or the facilitator's unavailability); undefined for any other refusal. The call was
+ * counted once, when it was first taken.
  */
 async function redelivered(
   facilitator: FacilitatorPort,
@@ -166,9 +167,16 @@ async function redelivered(
   verdict: VerifyResponse & { isValid: false },
 ): Promise<Response | undefined> {
   if (verdict.invalidReason !== reasonFor(request.x402Version, reasons.nonceUsed)) return undefined;
-  const again = await facilitator.redeliver(request, purpose);
-  if (!again) return undefined;
   const { rpc, id, tool } = call;
+  let again;
+  try {
+    again = await facilitator.redeliver(request, purpose);
+  } catch (error) {
+    // A remote asked again for a settlement whose answer never came, unreachable still: the same payment may be sent again.
+    if (error instanceof FacilitatorUnavailableError) return unavailable(id, error);
+    throw error;
+  }
+  if (!again) return undefined;
   if (payer) call.caller = { payer: payer.toLowerCase() };
   context.count(tool.name, 'redelivered');
   context.event({ type: 'call.replayed', tool: tool.name, caller: call.caller });
