@@ -6,7 +6,16 @@ import type { PaymentJournal } from '../store/journal/journal.js';
 import type { KeptResult, PaymentKey } from '../store/journal/journal.js';
 import { reasonFor, reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, SupportedResponse, VerifyResponse } from '../x402/schemas.js';
-import { type AllowedAsset, type PaymentIntent, type Rejection, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
+import {
+  type AllowedAsset,
+  type PaymentIntent,
+  type Rejection,
+  atSignedPrice,
+  intentRules,
+  presentsRow,
+  toIntent,
+  toNewPayment,
+} from './intent.js';
 import type { Reserved } from './port.js';
 import { createStateReader } from './chain-state.js';
 import { purposes } from './purposes.js';
@@ -117,9 +126,12 @@ export function createFacilitator(options: FacilitatorOptions) {
       return answer(request, await verifyPayment({ rules, readState, journal, now, admit }, request, purpose));
     },
 
-    /** Whether a payment is signed by the payer it names (see `FacilitatorPort.authenticate`): a smart wallet's is asked of the chain. */
-    async authenticate(request: FacilitatorRequest): Promise<VerifyResponse> {
-      return answer(request, await authenticatePayer({ rules, now, wallet }, request));
+    /**
+     * Whether a payment is signed by the payer it names and not in the journal already (see
+     * `FacilitatorPort.authenticate`): a smart wallet's signature is asked of the chain.
+     */
+    async authenticate(request: FacilitatorRequest, purpose: string): Promise<VerifyResponse> {
+      return answer(request, await authenticatePayer({ rules, now, journal, wallet }, request, purpose));
     },
 
     /**
@@ -195,12 +207,13 @@ export function createFacilitator(options: FacilitatorOptions) {
      * (the call's) and settled or is settling (then this waits for the outcome): what a client
      * whose answer was lost gets when it sends the same call with the same payment, while the
      * authorization is still valid. Only the journalled payment itself, signature and every
-     * authorization field, gets it. Never a second settlement, never a second run of the tool.
+     * authorization field, gets it, at the price it is signed for (`atSignedPrice`). Never a
+     * second settlement, never a second run of the tool.
      *
      * @example const again = await facilitator.redeliver(request, purposes.call(server, callHash));
      */
     async redeliver(request: FacilitatorRequest, purpose: string): Promise<{ result: string; receipt: SettleResponse } | undefined> {
-      const checked = toIntent(request, rules, now());
+      const checked = toIntent(atSignedPrice(request), rules, now());
       if (!checked.ok) return undefined;
       const { intent } = checked;
       const record = await journal.get(intent.key);

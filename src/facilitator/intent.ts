@@ -166,6 +166,24 @@ export function toIntent(
   };
 }
 
+/**
+ * The request asking exactly the amount its authorization is signed for (a payer's tier price may
+ * not be the list price the requirements were made from): how a payment is presented again to be
+ * found in the journal, where only the very row (`presentsRow`: signature, amount and every other
+ * field) answers, and sent again to a remote exactly as it was settled. A payload that does not
+ * parse is left as it is, for `toIntent` to refuse.
+ *
+ * @example redeliver(atSignedPrice(request), purpose) // a tier-priced payer's retry, before their price is known
+ */
+export function atSignedPrice(request: FacilitatorRequest): FacilitatorRequest {
+  const parsed = exactEvmPayloadSchema.safeParse(request.paymentPayload.payload);
+  if (!parsed.success) return request;
+  const { value } = parsed.data.authorization;
+  return request.x402Version === 2
+    ? { ...request, paymentRequirements: { ...request.paymentRequirements, amount: value } }
+    : { ...request, paymentRequirements: { ...request.paymentRequirements, maxAmountRequired: value } };
+}
+
 /** The journal row of a payment taken for `purpose` (see `purposes`). */
 export function toNewPayment(intent: PaymentIntent, purpose: string): NewPayment {
   return {

@@ -38,14 +38,17 @@ export type FacilitatorPort = {
   /** Whether a payment is good and unused, as proof of its payer (free calls): nothing is held or settled. */
   verify(request: FacilitatorRequest): Promise<VerifyResponse>;
   /**
-   * Whether a payment is signed by the payer it names, at whatever price it is signed for (see
-   * `authenticatePayer`): asked before anything is counted in that payer's name (free calls, tier
-   * counts, quota notices). Nothing is held, and nonce and balance are not judged. An EOA's
-   * signature is checked locally (no round trip); a smart wallet's by the wallet, on chain (a
-   * remote facilitator's port asks through the gateway's chain client, never the remote, and
-   * refuses it without one). A signature that is not the payer's is `invalid_exact_evm_signature`.
+   * Whether a payment is signed by the payer it names, at whatever price it is signed for, and not
+   * one the journal already holds (see `authenticatePayer`): asked, with the `purpose` it would be
+   * taken for, before anything is counted in that payer's name (free calls, tier counts, quota
+   * notices). Nothing is held; balance and the nonce on chain are not judged. An EOA's signature
+   * is checked locally (no round trip); a smart wallet's by the wallet, on chain (a remote
+   * facilitator's port asks through the gateway's chain client, never the remote, and refuses it
+   * without one); then one journal read. A signature that is not the payer's is
+   * `invalid_exact_evm_signature`; the payer's payment already taken is the nonce used (for this
+   * same call too: its retry is `redeliver`'s), or, taken for `purpose` and failed, why it failed.
    */
-  authenticate(request: FacilitatorRequest): Promise<VerifyResponse>;
+  authenticate(request: FacilitatorRequest, purpose: string): Promise<VerifyResponse>;
   /** Verifies a payment and holds it for `purpose` (one tool call) before the tool runs. */
   reserve(request: FacilitatorRequest, purpose: string): Promise<Reserved>;
   /** Keeps a paid call's result with its held payment, before settling it (see `redeliver`). */
@@ -58,7 +61,9 @@ export type FacilitatorPort = {
   settle(request: FacilitatorRequest, purpose: string, options?: SettleOptions): Promise<SettleResponse>;
   /**
    * The result kept for this very payment (signature and every field) taken for `purpose`, with
-   * its receipt, once its settlement succeeded or is pending; otherwise undefined.
+   * its receipt, once its settlement succeeded or is pending; otherwise undefined. The payment is
+   * judged at the price it is signed for (`atSignedPrice`): a retry is answered before its payer's
+   * own price is known, and only the journalled row itself matches.
    */
   redeliver(request: FacilitatorRequest, purpose: string): Promise<{ result: string; receipt: SettleResponse } | undefined>;
   /** Ends a hold whose call failed (nothing settled; the record says why). False when it was no longer a hold. */

@@ -7,7 +7,7 @@ import type { PaymentJournal, PaymentRecord, SettlementOutcome } from '../store/
 import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402/schemas.js';
 import { FacilitatorUnavailableError } from './errors.js';
-import { type PaymentIntent, type Rejection, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
+import { type PaymentIntent, type Rejection, atSignedPrice, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
 import type { FacilitatorPort, Reserved } from './port.js';
 import { settledBy } from './settle.js';
 import { type WalletCheck, alreadyUsed, authenticatePayer, checkPayment } from './verify.js';
@@ -263,10 +263,11 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
     /**
      * Checked here, never asked of the remote (its `/verify` also judges nonce and balance, and
      * says "used" of a payment whose answer was lost): an EOA's signature locally; a smart wallet's
-     * on chain through the gateway's own client, and refused without one (see `authenticatePayer`).
+     * on chain through the gateway's own client, and refused without one; then the local journal,
+     * which holds every payment this gateway took (see `authenticatePayer`).
      */
-    async authenticate(request) {
-      const signer = await authenticatePayer({ rules, now, wallet }, request);
+    async authenticate(request, purpose) {
+      const signer = await authenticatePayer({ rules, now, journal, wallet }, request, purpose);
       return signer.ok ? { isValid: true, payer: signer.intent.authorization.from } : refuse(signer);
     },
 
@@ -309,7 +310,9 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
       return ask(request, intent);
     },
 
-    async redeliver(request, purpose) {
+    async redeliver(presented, purpose) {
+      // Asked of the remote again (an answer never came), it is the request as it was settled.
+      const request = atSignedPrice(presented);
       const checked = toIntent(request, rules, now());
       if (!checked.ok) return undefined;
       const { intent } = checked;

@@ -47,18 +47,22 @@ export async function checkPayment(deps: Omit<VerifyDeps, 'readState'>, request:
   if (refused) return { ok: false, ...refused };
 
   const known = await deps.journal.get(intent.key);
-  if (known && (known.state !== 'verified' || known.purpose !== purpose)) {
-    if (known.state === 'failed' && known.purpose === purpose) {
-      return {
-        ok: false,
-        reason: (known.errorReason as Rejection['reason']) ?? reasons.transactionFailed,
-        message: 'this authorization already failed to settle',
-        payer,
-      };
-    }
-    return { ok: false, ...alreadyUsed(known, payer) };
-  }
+  if (known && (known.state !== 'verified' || known.purpose !== purpose)) return { ok: false, ...taken(known, purpose, payer) };
   return { ok: true, intent };
+}
+
+/**
+ * Why a payment the journal holds cannot be taken again, asked for `purpose`: the reason its
+ * settlement failed when that was for this very purpose, else used (see `alreadyUsed`).
+ *
+ * @example taken(settledForAnotherCall, purpose, payer).reason // reasons.nonceUsed
+ */
+function taken(known: PaymentRecord, purpose: string | undefined, payer: Address): Rejection {
+  if (known.state === 'failed' && known.purpose === purpose) {
+    const reason = (known.errorReason as Rejection['reason']) ?? reasons.transactionFailed;
+    return { reason, message: 'this authorization already failed to settle', payer };
+  }
+  return alreadyUsed(known, payer);
 }
 
 /**
@@ -101,33 +105,45 @@ export async function verifyIntent(
 
 /**
  * Whether a payment is signed by the payer it names (`authorization.from`), at whatever price it
- * is signed for: what must hold before anything is counted in that payer's name (free calls, tier
- * counts, quota notices), since until then `from` is only a claim anyone can write. The checks that
- * need nothing come first (at the signed price: the payer's own price is known only once their
- * call is counted); an EOA's ECDSA is recovered locally, no RPC; any other signature is the
- * wallet's to judge (`wallet`, on chain). Without `wallet` (a remote facilitator with no chain
- * client) it cannot be judged here and is refused: nothing is counted for a signer nobody checked.
- * Nonce and balance are not judged (see `verifyIntent`).
+ * is signed for, and not one the journal already holds: what must hold before anything is counted
+ * in that payer's name (free calls, tier counts, quota notices), since until then `from` is only a
+ * claim anyone can write, and a payment once settled is public (on chain, or in the mempool) for
+ * anyone to send again. The checks that need nothing come first (at the signed price: the payer's
+ * own price is known only once their call is counted); an EOA's ECDSA is recovered locally, no
+ * RPC; any other signature is the wallet's to judge (`wallet`, on chain). Without `wallet` (a
+ * remote facilitator with no chain client) it cannot be judged here and is refused: nothing is
+ * counted for a signer nobody checked. Then the journal (one indexed read, made meanwhile): a
+ * payment it holds in any state, for any purpose, is refused as `taken` says (used, for the same
+ * call's retry too: `redeliver` answers that, uncounted). Balance is not judged, nor the nonce on
+ * chain: an authorization used outside this journal is counted until the reservation or the
+ * verification that follows refuses it (see `verifyIntent`), then given back.
  *
  * @example
- * const signer = await authenticatePayer({ rules, now, wallet: deployedWallet(readState) }, request);
- * if (!signer.ok) return refuse(signer); // a forged signature: invalid_exact_evm_signature
+ * const signer = await authenticatePayer({ rules, now, journal, wallet: deployedWallet(readState) }, request, purpose);
+ * if (!signer.ok) return refuse(signer); // a forged signature: invalid_exact_evm_signature; a settled one: nonce used
  */
 export async function authenticatePayer(
-  deps: Pick<VerifyDeps, 'rules' | 'now'> & { wallet?: WalletCheck },
+  deps: Pick<VerifyDeps, 'rules' | 'now' | 'journal'> & { wallet?: WalletCheck },
   request: FacilitatorRequest,
+  purpose: string,
 ): Promise<Verified> {
   const checked = toIntent(request, deps.rules, deps.now(), 'signed');
   if (!checked.ok) return checked;
   const { intent } = checked;
+  const payer = intent.authorization.from;
+  const known = deps.journal.get(intent.key);
+  known.catch(() => {}); // awaited below, once the signer is proven: a row is told only to its payer's signature
   const digest = authorizationDigest(intent, deps.rules.network.chainId);
-  if ((await classifySignature(intent, digest)) === 'eoa') return checked;
-  if (!deps.wallet) {
-    const message = 'a smart wallet’s signature cannot be checked without the chain here: pay from an EOA';
-    return { ok: false, reason: reasons.signature, message, payer: intent.authorization.from };
+  if ((await classifySignature(intent, digest)) !== 'eoa') {
+    if (!deps.wallet) {
+      const message = 'a smart wallet’s signature cannot be checked without the chain here: pay from an EOA';
+      return { ok: false, reason: reasons.signature, message, payer };
+    }
+    const refused = await deps.wallet(intent, digest);
+    if (refused) return { ok: false, ...refused };
   }
-  const refused = await deps.wallet(intent, digest);
-  return refused ? { ok: false, ...refused } : checked;
+  const row = await known;
+  return row ? { ok: false, ...taken(row, purpose, payer) } : checked;
 }
 
 /** A smart wallet's verdict on a signature of `digest` in its name: undefined when it signed, else why not. */

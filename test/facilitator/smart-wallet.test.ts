@@ -81,19 +81,50 @@ test('a payer is authenticated by the signature alone, at the price it is signed
   ).paymentPayload.payload.signature;
   const forgedWallet = await walletPayment(stranger, payee, 20_000n);
   const reasonOf = (verdict: { isValid: boolean; invalidReason?: string }) => (verdict.isValid ? 'valid' : verdict.invalidReason);
+  const call = purposes.call('weather', 'a-call');
 
   for (const port of [facilitator, remote]) {
-    assert.deepEqual(await port.authenticate(eoa), { isValid: true, payer: payer.address });
-    assert.deepEqual(await port.authenticate(wallet), { isValid: true, payer: WALLET });
-    assert.equal(reasonOf(await port.authenticate(forgedEoa)), 'invalid_exact_evm_signature');
-    assert.equal(reasonOf(await port.authenticate(forgedWallet)), 'invalid_exact_evm_signature');
+    assert.deepEqual(await port.authenticate(eoa, call), { isValid: true, payer: payer.address });
+    assert.deepEqual(await port.authenticate(wallet, call), { isValid: true, payer: WALLET });
+    assert.equal(reasonOf(await port.authenticate(forgedEoa, call)), 'invalid_exact_evm_signature');
+    assert.equal(reasonOf(await port.authenticate(forgedWallet, call)), 'invalid_exact_evm_signature');
   }
   assert.equal(reasonOf(await facilitator.verify(eoa)), 'invalid_exact_evm_requirements_mismatch', 'the price is judged later, not here');
-  assert.deepEqual(await blind.authenticate(eoa), { isValid: true, payer: payer.address }, 'an EOA needs no chain');
+  assert.deepEqual(await blind.authenticate(eoa, call), { isValid: true, payer: payer.address }, 'an EOA needs no chain');
   assert.equal(
-    reasonOf(await blind.authenticate(wallet)),
+    reasonOf(await blind.authenticate(wallet, call)),
     'invalid_exact_evm_signature',
     'a wallet nobody can ask is not taken on its word',
   );
+  await store.close();
+});
+
+test('a payment the journal already holds is not authenticated, for any purpose, with either port: only its payer’s signature learns it is used', async () => {
+  const { store, facilitator } = await chain.facilitator([3]);
+  const remote = remoteFacilitator({ url: 'http://127.0.0.1:9', journal: store.journal, network: networks.local });
+  const payee = chain.sandbox.accounts.payees[0]!.address;
+  const payer = chain.sandbox.accounts.payers[9]!;
+  const reasonOf = (verdict: { isValid: boolean; invalidReason?: string }) => (verdict.isValid ? 'valid' : verdict.invalidReason);
+  const [mine, another] = [purposes.call('weather', 'mine'), purposes.call('weather', 'another')];
+  const payment = await v2Request({ payer, payTo: payee, amount: 10_000n });
+  const forged = structuredClone(payment);
+  forged.paymentPayload.payload.signature = (
+    await v2Request({ payer: chain.sandbox.accounts.payers[8]!, payTo: payee, amount: 10_000n })
+  ).paymentPayload.payload.signature;
+  assert.deepEqual(await facilitator.authenticate(payment, mine), { isValid: true, payer: payer.address }, 'unused, it is the payer’s');
+
+  const held = await facilitator.reserve(payment, mine);
+  assert.ok(held.isValid, JSON.stringify(held));
+  for (const port of [facilitator, remote]) {
+    for (const purpose of [mine, another, purposes.topup(payee)]) {
+      assert.equal(reasonOf(await port.authenticate(payment, purpose)), 'invalid_exact_evm_nonce_already_used', purpose);
+    }
+    assert.equal(reasonOf(await port.authenticate(forged, another)), 'invalid_exact_evm_signature', 'a forged copy learns nothing');
+  }
+  await facilitator.release(held.key, 'the tool failed');
+  for (const port of [facilitator, remote]) {
+    assert.equal(reasonOf(await port.authenticate(payment, mine)), 'call_failed', 'its own call: why it failed');
+    assert.equal(reasonOf(await port.authenticate(payment, another)), 'invalid_exact_evm_nonce_already_used');
+  }
   await store.close();
 });

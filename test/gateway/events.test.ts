@@ -31,7 +31,7 @@ const plan: Plan = { type: 'per_call', ...priceTableSchema.parse({ default: '0.0
 const call = async (tool: string, headers: Record<string, string> = {}, slug?: string) => {
   const res = await postToolCall(`${served.url}/mcp${slug ? `/${slug}` : ''}`, tool, headers);
   return (await res.json()) as {
-    result?: { isError?: boolean; structuredContent?: PaymentRequired; _meta?: Record<string, any> };
+    result?: { isError?: boolean; content?: unknown; structuredContent?: PaymentRequired; _meta?: Record<string, any> };
     error?: unknown;
   };
 };
@@ -87,6 +87,14 @@ describe('events out through the gateway', () => {
           path: '/mcp',
           upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
           plan,
+          payTo: chain.sandbox.accounts.payees[0]!.address,
+          challenge: 'tool-result',
+        },
+        {
+          slug: 'tiered',
+          path: '/mcp/tiered',
+          upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
+          plan: { type: 'tiered', tiers: [{ upTo: 1, price: 5_000n }, { price: 10_000n }], free: [] },
           payTo: chain.sandbox.accounts.payees[0]!.address,
           challenge: 'tool-result',
         },
@@ -224,13 +232,9 @@ describe('events out through the gateway', () => {
     assert.deepEqual([notice!.data.percent, notice!.data.calls], [80, '4']);
   });
 
-  // Open: `authenticate` proves the signer, not that the payment is unused, so each replay is counted in the
-  // payer's name until `verify` finds it used; a genuine call meanwhile is numbered past them (and past the
-  // allowance, paid). See the review report: judge the journal (used there) before counting.
-  const replayHeld = 'a replayed settled payment holds a count while it is judged';
-  test('a payer’s settled payment replayed all at once by someone else holds none of that payer’s free calls while it is judged', {
-    todo: replayHeld,
-  }, async () => {
+  // A settled payment is public (on chain, in the mempool while deferred): anyone can send it again while it is
+  // valid. `authenticate` finds it in the journal before anything is counted in its payer's name.
+  test('a payer’s settled payment replayed all at once by someone else holds none of that payer’s free calls while it is judged', async () => {
     const victim = chain.sandbox.accounts.payers[3]!;
     const settled = await paymentBy(victim);
     assert.ok(!(await call('count', { 'payment-signature': encodeHeader(settled) }, 'unpaid')).result?.isError, 'paid on the other server');
@@ -240,6 +244,29 @@ describe('events out through the gateway', () => {
     assert.deepEqual(mine.result?._meta?.['turnpike/free'], { callsThisMonth: '1' }, JSON.stringify(mine));
     assert.ok(answers.slice(0, -1).every((a) => a.result?.isError === true));
     assert.equal(countedFor(victim), 1);
+  });
+
+  test('a payer past their first tier whose paid answer was lost gets it back for the same payment, counted once, though it is signed above the list price', async () => {
+    const payer = chain.sandbox.accounts.payers[4]!;
+    const sign = (required: PaymentRequired) =>
+      new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
+    const tiered = async (payment: PaymentPayload) => call('count', { 'payment-signature': encodeHeader(payment) }, 'tiered');
+    const listed = (await call('count', {}, 'tiered')).result!.structuredContent!;
+    assert.equal(listed.accepts[0]!.amount, '5000', 'the list price is the first tier’s');
+    assert.ok(!(await tiered(await sign(listed))).result?.isError, 'the first call, at the list price');
+    const asked = (await tiered(await sign(listed))).result!;
+    assert.equal(asked.isError, true, 'the second call costs more than the list price');
+    assert.equal(asked.structuredContent!.accepts[0]!.amount, '10000');
+    const payment = await sign(asked.structuredContent!);
+    const runs = upstream.runs();
+    const paid = await tiered(payment);
+    assert.ok(!paid.result?.isError, JSON.stringify(paid));
+    const again = await tiered(payment); // its answer lost: the same call with the same payment
+    assert.ok(!again.result?.isError, JSON.stringify(again));
+    assert.deepEqual(again.result?.content, paid.result?.content, 'the kept result');
+    assert.equal(again.result?._meta?.['x402/payment-response']?.transaction, paid.result?._meta?.['x402/payment-response']?.transaction);
+    assert.equal(upstream.runs(), runs + 1, 'the tool ran once');
+    assert.equal(countedFor(payer), 2, 'counted once');
   });
 
   test('a balance below the threshold its holder set is notified once, by the debit that crossed it', async () => {

@@ -136,6 +136,26 @@ describe('a paying gateway whose facilitator is another (MCP SDK client → turn
       assert.equal(upstream.runs(), runs + 1);
     });
 
+    test('a retry that finds the remote still not answering is told to retry (503), not refused; the next retry delivers, the tool run once', async () => {
+      const payment = await gateway.payFor('count', 3);
+      const runs = upstream.runs();
+      remote.dropNextSettle('before');
+      assert.equal((await gateway.paid('count', payment)).isError, true, 'withheld');
+      remote.dropNextSettle('before');
+      const params = { name: 'count', arguments: {}, _meta: { 'x402/payment': payment } };
+      const retry = await fetch(`${gateway.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }),
+      });
+      const text = await retry.text();
+      assert.equal(retry.status, 503, text);
+      assert.match(text, /payment verification is unavailable, retry/);
+      const delivered = await gateway.paid('count', payment);
+      assert.equal(receiptOf(delivered)?.success, true, JSON.stringify(delivered));
+      assert.equal(upstream.runs(), runs + 1);
+    });
+
     test('a settlement answer lost after the remote settled: withheld, then delivered on the retry as the chain says', async () => {
       const payment = await gateway.payFor('count', 7);
       const [before, runs] = [await chain.balanceOf(payee()), upstream.runs()];

@@ -41,17 +41,24 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
     if (error instanceof PaymentDecodeError) return context.challenge(call, `${error.code}: ${error.message}`, error.code);
     throw error;
   }
-  // `authorization.from` is only a claim until the signature is shown to be that payer's: nothing
-  // is counted in a payer's name (free calls, tier counts, quota notices), nor an event named after
-  // them, for a payment someone else signed. One local recovery for an EOA; a smart wallet's on chain.
+  // What this payment is taken for: this call (tool and arguments) on this server, and nothing else.
+  const purpose = purposes.call(context.server, callIdentity(context.server, rpc));
+  // `authorization.from` is only a claim until the signature is shown to be that payer's, and a
+  // payment once settled is public: nothing is counted in a payer's name (free calls, tier counts,
+  // quota notices), nor an event named after them, for a payment someone else signed or one the
+  // journal already holds. One local recovery and one journal read for an EOA; a smart wallet's on chain.
   let signer;
   try {
-    signer = await facilitator.authenticate(request);
+    signer = await facilitator.authenticate(request, purpose);
   } catch (error) {
     if (error instanceof FacilitatorUnavailableError) return unavailable(id, error);
     throw error;
   }
-  if (!signer.isValid) return refused(context, call, signer);
+  if (!signer.isValid) {
+    // A used payment's payer is named only once its signature was proven (then `authenticate` says used).
+    const again = await redelivered(facilitator, context, call, { request, purpose, payer: signer.payer }, signer);
+    return again ?? refused(context, call, signer);
+  }
   const from = signer.payer.toLowerCase();
   call.caller = { payer: from };
   const metering = await context.meter(from, tool.name);
@@ -62,8 +69,6 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
     request = paymentRequestFor(raw, call.offer);
   }
 
-  // What this payment is taken for: this call (tool and arguments) on this server, and nothing else.
-  const purpose = purposes.call(context.server, callIdentity(context.server, rpc));
   let held;
   try {
     held = await facilitator.reserve(request, purpose);
@@ -73,17 +78,9 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
     throw error;
   }
   if (!held.isValid) {
+    // Another copy of this payment was held first (a concurrent retry), or the chain says it is used.
     await metering?.uncount();
-    // The same call with the same payment again: its answer was lost, not its result.
-    const used = held.invalidReason === reasonFor(request.x402Version, reasons.nonceUsed);
-    const again = used ? await facilitator.redeliver(request, purpose) : undefined;
-    if (again) {
-      context.count(tool.name, 'redelivered');
-      context.event({ type: 'call.replayed', tool: tool.name, caller: { payer: from } });
-      const result = JSON.parse(again.result) as ToolResult;
-      return rpcResult(id, { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, again.receipt) } }, receiptHeaders(again.receipt));
-    }
-    return refused(context, call, held);
+    return (await redelivered(facilitator, context, call, { request, purpose, payer: from }, held)) ?? refused(context, call, held);
   }
   const { key } = held;
   const amount = call.offer.amount;
@@ -154,6 +151,37 @@ async function freeCall(
     return refused(context, call, verdict);
   }
   return { charge: context.free(call, metering, verdict.payer.toLowerCase()) };
+}
+
+/**
+ * The same call with the same payment again, its answer lost (not its result): the kept result
+ * and receipt, when the payment was refused as used and `redeliver` finds it taken for this very
+ * call (or the facilitator's unavailability); undefined for any other refusal. The call was
+ * counted once, when it was first taken.
+ */
+async function redelivered(
+  facilitator: FacilitatorPort,
+  context: RailContext,
+  call: PaidCall,
+  { request, purpose, payer }: { request: FacilitatorRequest; purpose: string; payer?: string },
+  verdict: VerifyResponse & { isValid: false },
+): Promise<Response | undefined> {
+  if (verdict.invalidReason !== reasonFor(request.x402Version, reasons.nonceUsed)) return undefined;
+  const { rpc, id, tool } = call;
+  let again;
+  try {
+    again = await facilitator.redeliver(request, purpose);
+  } catch (error) {
+    // A remote asked again for a settlement whose answer never came, unreachable still: the same payment may be sent again.
+    if (error instanceof FacilitatorUnavailableError) return unavailable(id, error);
+    throw error;
+  }
+  if (!again) return undefined;
+  if (payer) call.caller = { payer: payer.toLowerCase() };
+  context.count(tool.name, 'redelivered');
+  context.event({ type: 'call.replayed', tool: tool.name, caller: call.caller });
+  const result = JSON.parse(again.result) as ToolResult;
+  return rpcResult(id, { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, again.receipt) } }, receiptHeaders(again.receipt));
 }
 
 /** The challenge again, saying why the facilitator refused the payment. */
