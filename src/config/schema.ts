@@ -6,7 +6,7 @@ import { logSettingsSchema } from '../log/settings.js';
 import { oauthSettingsSchema } from '../oauth/settings.js';
 import { challengeBindings } from '../gateway/payment-required.js';
 import { usdPrice } from '../pricing/pricing.js';
-import { UPSTREAM_CONNECTIONS } from '../upstream/upstream.js';
+import { UPSTREAM_CONNECTIONS, operatorMaySet } from '../upstream/upstream.js';
 import { settlementModes } from '../facilitator/port.js';
 
 const url = (protocols: RegExp) => z.url({ protocol: protocols, error: 'expected a URL (http, https, ws or wss)' });
@@ -108,7 +108,17 @@ export const configSchema = z.strictObject({
                 '(within facilitator.maxDeferredPerPayerUsd; facilitator.mode self only)',
             ),
           /** Upstream credentials by environment variable name: secrets stay out of the file. */
-          headersFromEnv: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), z.string().regex(/^[A-Z_][A-Z0-9_]*$/)).default({}),
+          headersFromEnv: z
+            .record(z.string().regex(/^[A-Za-z0-9-]+$/), z.string().regex(/^[A-Z_][A-Z0-9_]*$/))
+            .superRefine((headers, ctx) => {
+              for (const name of Object.keys(headers).filter((n) => !operatorMaySet(n)))
+                ctx.addIssue({
+                  code: 'custom',
+                  path: [name],
+                  message: `${name} describes a hop or is written by turnpike itself; it cannot be set for the upstream`,
+                });
+            })
+            .default({}),
           oauth: oauthSettingsSchema.optional(),
         })
         .refine((s) => (s.upstream === undefined) !== (s.stdio === undefined), 'give exactly one of upstream and stdio'),

@@ -40,6 +40,18 @@ const CALLER_ONLY = new Set(['authorization', 'x-api-key', 'payment-signature', 
 const NOT_FORWARDED = new Set([...HOP_BY_HOP, ...CALLER_ONLY, 'accept-encoding', 'content-encoding', 'content-type', 'expect', HOP_HEADER]);
 
 /**
+ * Whether an operator's own upstream header (`headersFromEnv`) is one turnpike can send: not a
+ * hop's, nor one turnpike writes itself (the body's encoding and type, the loop guard, the
+ * caller's address), nor `expect` (undici refuses it: every call would fail).
+ *
+ * @example operatorMaySet('X-Api-Key') // true; operatorMaySet('Transfer-Encoding') // false
+ */
+export const operatorMaySet = (name: string) => {
+  const lower = name.toLowerCase();
+  return !HOP_BY_HOP.has(lower) && !['content-type', 'content-encoding', 'expect', HOP_HEADER, CALLER_HEADER].includes(lower);
+};
+
+/**
  * An upstream's cookies are its own: the caller's never reach it (`cookie` above), and one set on
  * turnpike's origin would reach the console's and every other server's paths.
  */

@@ -68,6 +68,19 @@ describe('loadConfig', () => {
     assert.deepEqual(paths.sort(), ['servers.0.oauth.extra', 'servers.0.oauth.issuer', 'servers.0.oauth.scopes.0']);
   });
 
+  test('an upstream header that describes a hop, or that turnpike writes itself, is refused by name; a credential header is taken', () => {
+    const server = 'slug: s\n    upstream: http://127.0.0.1:4000/mcp\n    payTo: "0x1111111111111111111111111111111111111111"';
+    const good = loadConfig({ env: {}, file: file('headers.yaml', `servers:\n  - ${server}\n    headersFromEnv: { X-Api-Key: UPSTREAM_KEY }\n`) });
+    assert.deepEqual(good.servers[0]!.headersFromEnv, { 'X-Api-Key': 'UPSTREAM_KEY' });
+    for (const name of ['Transfer-Encoding', 'Expect', 'Connection', 'Content-Type', 'Turnpike-Hop']) {
+      const bad = file(`headers-${name}.yaml`, `servers:\n  - ${server}\n    headersFromEnv: { ${name}: SOME_VAR }\n`);
+      const [problem, ...more] = problemsOf(() => loadConfig({ env: {}, file: bad })).problems;
+      assert.equal(more.length, 0);
+      assert.equal(problem!.path, `servers.0.headersFromEnv.${name}`);
+      assert.match(problem!.message, new RegExp(`${name} describes a hop or is written by turnpike itself`));
+    }
+  });
+
   test('every bad field is reported at once, each with where it came from', () => {
     const f = file('bad.yaml', 'network: ethereum\nhttp:\n  port: 70000\n  hots: x\n');
     const error = problemsOf(() =>
