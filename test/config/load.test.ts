@@ -70,7 +70,10 @@ describe('loadConfig', () => {
 
   test('an upstream header that describes a hop, or that turnpike writes itself, is refused by name; a credential header is taken', () => {
     const server = 'slug: s\n    upstream: http://127.0.0.1:4000/mcp\n    payTo: "0x1111111111111111111111111111111111111111"';
-    const good = loadConfig({ env: {}, file: file('headers.yaml', `servers:\n  - ${server}\n    headersFromEnv: { X-Api-Key: UPSTREAM_KEY }\n`) });
+    const good = loadConfig({
+      env: {},
+      file: file('headers.yaml', `servers:\n  - ${server}\n    headersFromEnv: { X-Api-Key: UPSTREAM_KEY }\n`),
+    });
     assert.deepEqual(good.servers[0]!.headersFromEnv, { 'X-Api-Key': 'UPSTREAM_KEY' });
     for (const name of ['Transfer-Encoding', 'Expect', 'Connection', 'Content-Type', 'Turnpike-Hop']) {
       const bad = file(`headers-${name}.yaml`, `servers:\n  - ${server}\n    headersFromEnv: { ${name}: SOME_VAR }\n`);
