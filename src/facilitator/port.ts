@@ -61,9 +61,11 @@ export type FacilitatorPort = {
   settle(request: FacilitatorRequest, purpose: string, options?: SettleOptions): Promise<SettleResponse>;
   /**
    * The result kept for this very payment (signature and every field) taken for `purpose`, with
-   * its receipt, once its settlement succeeded or is pending; otherwise undefined. The payment is
-   * judged at the price it is signed for (`atSignedPrice`): a retry is answered before its payer's
-   * own price is known, and only the journalled row itself matches.
+   * its receipt, once its settlement succeeded or is pending (its transaction out, so a failure is
+   * a loss); otherwise undefined. The payment is judged at the price it is signed for
+   * (`atSignedPrice`): a retry is answered before its payer's own price is known, and only the
+   * journalled row itself matches. FacilitatorUnavailableError when the outcome cannot be known
+   * yet (a claim nothing was sent for, a remote not answering): the same payment may be sent again.
    */
   redeliver(request: FacilitatorRequest, purpose: string): Promise<{ result: string; receipt: SettleResponse } | undefined>;
   /** Ends a hold whose call failed (nothing settled; the record says why). False when it was no longer a hold. */

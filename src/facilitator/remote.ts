@@ -4,7 +4,7 @@ import { type PaymentPayload, type PaymentRequirements, SettleError, VerifyError
 import type { Hex, PublicClient } from 'viem';
 import type { Network } from '../chain/networks.js';
 import type { PaymentJournal, PaymentRecord, SettlementOutcome } from '../store/journal/journal.js';
-import { reasons } from '../x402/reasons.js';
+import { reasonFor, reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402/schemas.js';
 import { FacilitatorUnavailableError } from './errors.js';
 import { type PaymentIntent, type Rejection, atSignedPrice, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
@@ -137,9 +137,10 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
   const { journal, network, client, now = unixNow } = local;
   const rules = intentRules(network);
   const admit = async () => undefined;
-  const refuse = (r: Rejection): VerifyResponse & { isValid: false } => ({
+  /** A refusal of `request`'s payment, its reason named in the request's version (as the remote and in-process answer). */
+  const refuse = (request: FacilitatorRequest, r: Rejection): VerifyResponse & { isValid: false } => ({
     isValid: false,
-    invalidReason: r.reason,
+    invalidReason: reasonFor(request.x402Version, r.reason),
     invalidMessage: r.message,
     ...(r.payer ? { payer: r.payer } : {}),
   });
@@ -206,7 +207,10 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
         await journal.answeredPending(intent.key);
         throw error;
       }
-      const used = lostSince !== undefined && answer.errorReason === reasons.nonceUsed;
+      // A v1 payment's "used" may come by the v1 reference's name (`invalid_payment`, as turnpike's own names it).
+      const used =
+        lostSince !== undefined &&
+        (answer.errorReason === reasons.nonceUsed || answer.errorReason === reasonFor(request.x402Version, reasons.nonceUsed));
       const mined = used ? await minedFor(intent, lostSince) : undefined;
       if (mined) answer = { success: true, transaction: mined, network: intent.networkId, payer: intent.authorization.from };
       if (answer.success) {
@@ -268,21 +272,22 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
      */
     async authenticate(request, purpose) {
       const signer = await authenticatePayer({ rules, now, journal, wallet }, request, purpose);
-      return signer.ok ? { isValid: true, payer: signer.intent.authorization.from } : refuse(signer);
+      return signer.ok ? { isValid: true, payer: signer.intent.authorization.from } : refuse(request, signer);
     },
 
     async verify(request) {
       const checked = await checkPayment({ rules, journal, now, admit }, request);
-      return checked.ok ? remote.verify(request) : refuse(checked);
+      return checked.ok ? remote.verify(request) : refuse(request, checked);
     },
 
     async reserve(request, purpose): Promise<Reserved> {
       const checked = await checkPayment({ rules, journal, now, admit }, request, purpose);
-      if (!checked.ok) return refuse(checked);
+      if (!checked.ok) return refuse(request, checked);
       const { intent } = checked;
       const payer = intent.authorization.from;
       const held = await journal.reserve(toNewPayment(intent, purpose));
-      if (!held.reserved) return refuse({ reason: reasons.nonceUsed, message: 'this payment is already used by another call', payer });
+      if (!held.reserved)
+        return refuse(request, { reason: reasons.nonceUsed, message: 'this payment is already used by another call', payer });
       let verdict;
       try {
         verdict = await remote.verify(request);

@@ -481,11 +481,20 @@ export function createSettler(deps: SettleDeps) {
     },
     /**
      * The outcome of a payment's settlement, waited for (bounded) as the claimer's own answer;
-     * undefined while it is only held, or once it is gone. Sends nothing.
+     * undefined while it is only held, or once it is gone. Still unfinished after the wait, it is
+     * pending only once a result may leave on it: its transaction journalled and the row
+     * `deferred` (a failure is then a loss). A claim whose instance stopped before that is no
+     * payment yet (recovery may release it): FacilitatorUnavailableError, retry. Sends nothing.
+     *
+     * @example await settler.outcome(intent) // throws for a claim its dead instance never sent
      */
     async outcome(intent: PaymentIntent): Promise<SettleResponse | undefined> {
       const record = await awaitOutcome(intent.key);
-      return record && record.state !== 'verified' ? respond(intent, record) : undefined;
+      if (!record || record.state === 'verified') return undefined;
+      if (!isFinal(record) && !(record.deferred && record.txHash)) {
+        throw new FacilitatorUnavailableError('the settlement of this payment is not under way yet; retry with the same payment');
+      }
+      return respond(intent, record);
     },
   };
 }

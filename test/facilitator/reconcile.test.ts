@@ -4,7 +4,9 @@ import { type Address, type Hex, encodeFunctionData } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { networks } from '../../src/chain/networks.js';
 import { type SignedTransaction, createRelayerPool } from '../../src/chain/relayer.js';
+import { FacilitatorUnavailableError } from '../../src/facilitator/errors.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
+import { intentRules, toIntent, toNewPayment } from '../../src/facilitator/intent.js';
 import type { NewPayment } from '../../src/store/journal/journal.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { purposes } from '../../src/facilitator/purposes.js';
@@ -234,6 +236,44 @@ describe('reconciliation after a crash', () => {
     const record = await store.journal.get(crashed.payment);
     assert.deepEqual([record?.state, record?.txHash], ['settled', tx.txHash]);
     assert.equal(await chain.client.getTransactionCount({ address: relayer0 }), nonceBefore);
+  });
+
+  test('a paid call whose instance died after claiming its settlement, nothing sent: the same call again is told to retry, not given the kept result, and once the claim is released the payment is unused', async () => {
+    const path = chain.dbPath();
+    const payTo = chain.sandbox.accounts.payees[0]!.address;
+    const request = await v2Request({ payer: chain.sandbox.accounts.payers[5]!, payTo, amount: 4_321n });
+    const call = purposes.call('weather', 'a-call');
+    const checked = toIntent(request, intentRules(networks.local), Math.floor(Date.now() / 1000));
+    assert.ok(checked.ok);
+    const { key } = checked.intent;
+    // The instance that died: the call held, its tool's result kept, the settlement claimed; nothing signed or sent.
+    const dead = await openSqliteStore({ path });
+    assert.deepEqual(await dead.journal.reserve(toNewPayment(checked.intent, call)), { reserved: true });
+    await dead.journal.keepResult(key, { call, result: JSON.stringify({ content: [{ type: 'text', text: 'the forecast' }] }) });
+    assert.equal((await dead.journal.claim(toNewPayment(checked.intent, call))).claimed, true);
+    await dead.close();
+
+    const store = await openSqliteStore({ path });
+    const facilitator = createFacilitator({
+      network: networks.local,
+      client: chain.client,
+      journal: store.journal,
+      relayerKeys: [chain.sandbox.accounts.relayers[1]!.privateKey],
+      receiptTimeoutMs: 300,
+    });
+    // Another instance (or this one restarted, before its recovery pass) gets the client's retry.
+    await assert.rejects(facilitator.redeliver(request, call), FacilitatorUnavailableError, 'no transaction is out: nothing to deliver on');
+    await facilitator.reconcile();
+    assert.equal(await store.journal.get(key), undefined, 'the claim is released');
+    const used = await chain.client.readContract({
+      address: networks.base.usdc.address,
+      abi: usdcAbi,
+      functionName: 'authorizationState',
+      args: [key.payer, key.nonce],
+    });
+    assert.equal(used, false, 'nothing was paid: had the result left, it would have left free');
+    assert.equal(await facilitator.redeliver(request, call), undefined);
+    await store.close();
   });
 
   test('a settle retried after a restart answers from the journal, sending nothing', async () => {

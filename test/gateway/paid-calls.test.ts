@@ -3,9 +3,11 @@ import { after, before, describe, test } from 'node:test';
 import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
-import { networks } from '../../src/chain/networks.js';
+import { MULTICALL3, networks } from '../../src/chain/networks.js';
+import { multicall3Abi } from '../../contracts-abi/multicall3.js';
+import { usdcAbi } from '../../contracts-abi/usdc.js';
 import type { Facilitator } from '../../src/facilitator/facilitator.js';
-import { createPublicClient, custom } from 'viem';
+import { type Address, type Hex, createPublicClient, custom, decodeFunctionData, isAddressEqual } from 'viem';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
 import { x402Rail } from '../../src/rails/x402/rail.js';
 import { createGateway } from '../../src/gateway/gateway.js';
@@ -132,6 +134,45 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
     assert.equal(upstream.runs() - runsBefore, 1);
     assert.equal(await chain.balanceOf(payee), before + 20_000n);
     assert.equal((await stateOf(payment))?.state, 'settled');
+  });
+
+  // Open: settlement makes a payment public (the transaction's calldata carries the authorization and its
+  // signature, and a deferred one is in the mempool before it is mined), and a kept result is given to whoever
+  // presents that payment with the same call until the authorization expires (an hour for the Go client). A
+  // watcher of the payee's transfers who guesses the call (a tool without arguments, or with few likely ones)
+  // reads the paid result free, and learns what the payer asked.
+  test('a payment copied from its settlement transaction on chain does not get the paid result of a call it guessed', {
+    todo: 'redelivery is bound to the payment alone, which its settlement publishes',
+  }, async () => {
+    const url = await gatewayFor('/mcp');
+    const payer = chain.sandbox.accounts.payers[7]!;
+    const paid = await call(url, 'count', await paymentFor(url, 'count', payer));
+    const receipt = paid.body.result!._meta!['x402/payment-response'] as { success: boolean; transaction: Hex };
+    assert.equal(receipt.success, true);
+
+    // The watcher: the settlement's calldata (one transfer, or a Multicall3 batch of them), and the challenge anyone gets.
+    const tx = await chain.client.getTransaction({ hash: receipt.transaction });
+    const batch = isAddressEqual(tx.to!, MULTICALL3) ? decodeFunctionData({ abi: multicall3Abi, data: tx.input }) : undefined;
+    const calls = batch?.functionName === 'aggregate3' ? batch.args[0].map((c) => c.callData) : [tx.input];
+    const transfers = calls.map(
+      (data) => decodeFunctionData({ abi: usdcAbi, data }).args as unknown as [Address, Address, bigint, bigint, bigint, Hex, Hex],
+    );
+    const [from, to, value, validAfter, validBefore, nonce, signature] = transfers.find(([from]) => isAddressEqual(from, payer.address))!;
+    const required = (await call(url, 'count')).body.result!.structuredContent!;
+    const copied = {
+      x402Version: 2,
+      resource: required.resource,
+      accepted: required.accepts[0],
+      payload: {
+        signature,
+        authorization: { from, to, value: `${value}`, validAfter: `${validAfter}`, validBefore: `${validBefore}`, nonce },
+      },
+    };
+    const runs = upstream.runs();
+    const watched = await call(url, 'count', copied);
+    assert.equal(watched.body.result?.isError, true, 'challenged: the watcher paid nothing');
+    assert.notDeepEqual(watched.body.result?._meta, paid.body.result?._meta);
+    assert.equal(upstream.runs(), runs);
   });
 
   test('a tool result with isError: not charged, and the record says why', async () => {

@@ -14,6 +14,7 @@ import { priceTableSchema } from '../../src/pricing/pricing.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { facilitatorOverHttp } from '../helpers/facilitator-api.js';
+import { signAuthorization } from '../helpers/payments.js';
 import { serveOnSandbox } from '../helpers/served.js';
 
 const chain = useSandbox({ isolate: false });
@@ -165,6 +166,21 @@ describe('a paying gateway whose facilitator is another (MCP SDK client → turn
       assert.equal(receiptOf(withheld), undefined);
       const delivered = await gateway.paid('count', payment);
       assert.equal(receiptOf(delivered)?.success, true, JSON.stringify(delivered));
+      assert.equal(upstream.runs(), runs + 1);
+      assert.equal(await chain.balanceOf(payee()), before + 10_000n);
+    });
+
+    test('a v1 payment whose settlement answer was lost after the remote settled is delivered on the retry, as the chain says: the tool run once, USDC moved once', async () => {
+      const payload = await signAuthorization({ payer: chain.sandbox.accounts.payers[5]!, payTo: payee(), amount: 10_000n });
+      const payment = { x402Version: 1, scheme: 'exact', network: 'base', payload };
+      const [before, runs] = [await chain.balanceOf(payee()), upstream.runs()];
+      remote.dropNextSettle('after');
+      const withheld = await gateway.paid('count', payment);
+      assert.equal(withheld.isError, true);
+      assert.equal(receiptOf(withheld), undefined);
+      const delivered = await gateway.paid('count', payment);
+      assert.equal(receiptOf(delivered)?.success, true, JSON.stringify(delivered));
+      assert.deepEqual(await gateway.paid('count', payment), delivered, 'and again: the kept result');
       assert.equal(upstream.runs(), runs + 1);
       assert.equal(await chain.balanceOf(payee()), before + 10_000n);
     });
