@@ -10,6 +10,7 @@ import {
   type AllowedAsset,
   type PaymentIntent,
   type Rejection,
+  answers,
   atSignedPrice,
   intentRules,
   presentsRow,
@@ -207,19 +208,23 @@ export function createFacilitator(options: FacilitatorOptions) {
      * (the call's) and settled or is settling (then this waits for the outcome): what a client
      * whose answer was lost gets when it sends the same call with the same payment, while the
      * authorization is still valid. Only the journalled payment itself, signature and every
-     * authorization field, gets it, at the price it is signed for (`atSignedPrice`). Never a
-     * second settlement, never a second run of the tool.
+     * authorization field, gets it, at the price it is signed for (`atSignedPrice`), and from the
+     * caller it is bound to (`answers`). Never a second settlement, never a second run of the tool.
      *
-     * @example const again = await facilitator.redeliver(request, purposes.call(server, callHash));
+     * @example const again = await facilitator.redeliver(request, purposes.call(server, callHash), caller);
      */
-    async redeliver(request: FacilitatorRequest, purpose: string): Promise<{ result: string; receipt: SettleResponse } | undefined> {
+    async redeliver(
+      request: FacilitatorRequest,
+      purpose: string,
+      caller?: string,
+    ): Promise<{ result: string; receipt: SettleResponse } | undefined> {
       const checked = toIntent(atSignedPrice(request), rules, now());
       if (!checked.ok) return undefined;
       const { intent } = checked;
       const record = await journal.get(intent.key);
       if (record?.purpose !== purpose || !presentsRow(intent, record)) return undefined;
       const kept = await journal.keptResult(intent.key);
-      if (kept?.call !== purpose) return undefined;
+      if (!answers(kept, purpose, caller)) return undefined;
       const receipt = await settler.outcome(intent);
       if (!receipt || (!receipt.success && receipt.errorReason !== reasons.settlementPending)) return undefined;
       return { result: kept.result, receipt };

@@ -1,6 +1,6 @@
 import { type Address, type Hex, getAddress, isAddressEqual } from 'viem';
 import type { Network } from '../chain/networks.js';
-import type { NewPayment, PaymentKey } from '../store/journal/journal.js';
+import type { KeptResult, NewPayment, PaymentKey } from '../store/journal/journal.js';
 import { type Reason, reasons } from '../x402/reasons.js';
 import { type FacilitatorRequest, exactEvmPayloadSchema } from '../x402/schemas.js';
 
@@ -213,4 +213,16 @@ export function presentsRow(intent: PaymentIntent, row: NewPayment): boolean {
     intent.authorization.validAfter === row.validAfter &&
     intent.authorization.validBefore === row.validBefore
   );
+}
+
+/**
+ * Whether a kept result answers this retry: kept for this very call (`purpose`), and bound to no
+ * caller or to the one asking (`caller`, the digest the rail made of the secret its requests carry:
+ * see `FacilitatorPort.redeliver`). A payment copied from its settlement on chain, sent with a
+ * guessed call, carries no such secret.
+ *
+ * @example if (!answers(kept, purpose, caller)) return undefined; // another session's retry gets nothing
+ */
+export function answers(kept: KeptResult | undefined, purpose: string, caller: string | undefined): kept is KeptResult {
+  return kept?.call === purpose && (kept.caller === undefined || kept.caller === caller);
 }

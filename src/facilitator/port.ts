@@ -23,7 +23,13 @@ export type Reserved = (VerifyResponse & { isValid: false }) | { isValid: true; 
  *   with a transaction signed, journalled and sent) before a result leaves;
  * - one settlement per authorization, for the one purpose it was held for (see `purposes`);
  * - results kept for redelivery: a client whose answer was lost sends the same call with the same
- *   payment and gets the kept result and receipt, never a second run or settlement.
+ *   payment and gets the kept result and receipt, never a second run or settlement;
+ * - a kept result only for its caller: settlement publishes the payment (the authorization and its
+ *   signature are in the transaction's calldata, a deferred one in the mempool before its payer has
+ *   the result), so the result is bound to a secret the paying caller's requests carry and a chain
+ *   watcher does not see (their MCP session, `KeptResult.caller`). A call that carried none (a
+ *   stateless server's) is given back to whoever presents its payment with the same call: a watcher
+ *   who guesses it (a tool without arguments) reads that result free, until the authorization expires.
  *
  * `createFacilitator` implements it in-process (turnpike settles with its own relayers);
  * `remoteFacilitator` and `cdpFacilitator` over HTTP (x402 `/verify` and `/settle` of another
@@ -64,10 +70,17 @@ export type FacilitatorPort = {
    * its receipt, once its settlement succeeded or is pending (its transaction out, so a failure is
    * a loss); otherwise undefined. The payment is judged at the price it is signed for
    * (`atSignedPrice`): a retry is answered before its payer's own price is known, and only the
-   * journalled row itself matches. FacilitatorUnavailableError when the outcome cannot be known
-   * yet (a claim nothing was sent for, a remote not answering): the same payment may be sent again.
+   * journalled row itself matches. A result kept with a `caller` goes only to a retry that shows
+   * the same one (an opaque digest the rail makes of the secret its requests carry, see
+   * `KeptResult`): a genuine retry comes from the same MCP session; a retry from a new session
+   * (the old one lost) gets nothing, as a copier would. FacilitatorUnavailableError when the outcome
+   * cannot be known yet (a claim nothing was sent for, a remote not answering): the same payment may be sent again.
    */
-  redeliver(request: FacilitatorRequest, purpose: string): Promise<{ result: string; receipt: SettleResponse } | undefined>;
+  redeliver(
+    request: FacilitatorRequest,
+    purpose: string,
+    caller?: string,
+  ): Promise<{ result: string; receipt: SettleResponse } | undefined>;
   /** Ends a hold whose call failed (nothing settled; the record says why). False when it was no longer a hold. */
   release(key: PaymentKey, why: string): Promise<boolean>;
   /** Gives a hold back (the payer may send it again) when its settlement could not even start. Claims stay. */

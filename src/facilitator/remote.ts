@@ -7,7 +7,7 @@ import type { PaymentJournal, PaymentRecord, SettlementOutcome } from '../store/
 import { reasonFor, reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402/schemas.js';
 import { FacilitatorUnavailableError } from './errors.js';
-import { type PaymentIntent, type Rejection, atSignedPrice, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
+import { type PaymentIntent, type Rejection, answers, atSignedPrice, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
 import type { FacilitatorPort, Reserved } from './port.js';
 import { settledBy } from './settle.js';
 import { type WalletCheck, alreadyUsed, authenticatePayer, checkPayment } from './verify.js';
@@ -315,7 +315,7 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
       return ask(request, intent);
     },
 
-    async redeliver(presented, purpose) {
+    async redeliver(presented, purpose, caller?) {
       // Asked of the remote again (an answer never came), it is the request as it was settled.
       const request = atSignedPrice(presented);
       const checked = toIntent(request, rules, now());
@@ -324,7 +324,7 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
       const record = await journal.get(intent.key);
       if (!record || record.purpose !== purpose || record.state === 'verified' || !presentsRow(intent, record)) return undefined;
       const kept = await journal.keptResult(intent.key);
-      if (kept?.call !== purpose) return undefined;
+      if (!answers(kept, purpose, caller)) return undefined;
       const receipt = await answerTaken(request, intent, record, purpose);
       return receipt.success ? { result: kept.result, receipt } : undefined;
     },

@@ -654,6 +654,16 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE open_debits_v21 RENAME TO open_debits;
     `,
   },
+  {
+    version: 22,
+    name: 'kept results bound to their caller',
+    // A digest of the secret the paying caller's requests carry (their MCP session), never the secret itself: a payment
+    // copied from its settlement on chain, with the call guessed, does not get the result. NULL: a call that carried none
+    // (and every result kept before), given back to whoever presents the payment with the call.
+    sql: `
+      ALTER TABLE paid_results ADD COLUMN caller TEXT;
+    `,
+  },
 ];
 
 /**

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
@@ -59,12 +60,26 @@ type RpcAnswer = {
   error?: { code: number };
 };
 
-/** A raw JSON-RPC tools/call, as any MCP client would POST it (no session needed here). */
-async function call(url: string, tool: string, payment?: unknown, args: object = {}): Promise<{ status: number; body: RpcAnswer }> {
+/**
+ * A raw JSON-RPC tools/call, as any MCP client would POST it: without a session (the counter is a
+ * stateless server, which ignores one), or in `session` (its `Mcp-Session-Id`, as a Streamable HTTP client sends it).
+ */
+async function call(
+  url: string,
+  tool: string,
+  payment?: unknown,
+  args: object = {},
+  session?: string,
+): Promise<{ status: number; body: RpcAnswer }> {
   const params = { name: tool, arguments: args, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) };
   const res = await fetch(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+      ...(session ? { 'mcp-session-id': session } : {}),
+    },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }),
   });
   return { status: res.status, body: (await res.json()) as RpcAnswer };
@@ -76,14 +91,18 @@ async function paymentFor(url: string, tool: string, payer = chain.sandbox.accou
   return new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
 }
 
-const stateOf = async (payment: Awaited<ReturnType<typeof paymentFor>>) => {
+const keyOf = (payment: Awaited<ReturnType<typeof paymentFor>>) => {
   const auth = (payment.payload as { authorization: { from: string; nonce: string } }).authorization;
-  const record = await journal.get({
+  return {
     chainId: 8453,
     asset: networks.base.usdc.address.toLowerCase() as `0x${string}`,
     payer: auth.from.toLowerCase() as `0x${string}`,
     nonce: auth.nonce.toLowerCase() as `0x${string}`,
-  });
+  };
+};
+
+const stateOf = async (payment: Awaited<ReturnType<typeof paymentFor>>) => {
+  const record = await journal.get(keyOf(payment));
   return record && { state: record.state, reason: record.errorReason, message: record.errorMessage };
 };
 
@@ -136,17 +155,13 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
     assert.equal((await stateOf(payment))?.state, 'settled');
   });
 
-  // Open: settlement makes a payment public (the transaction's calldata carries the authorization and its
-  // signature, and a deferred one is in the mempool before it is mined), and a kept result is given to whoever
-  // presents that payment with the same call until the authorization expires (an hour for the Go client). A
-  // watcher of the payee's transfers who guesses the call (a tool without arguments, or with few likely ones)
-  // reads the paid result free, and learns what the payer asked.
-  test('a payment copied from its settlement transaction on chain does not get the paid result of a call it guessed', {
-    todo: 'redelivery is bound to the payment alone, which its settlement publishes',
-  }, async () => {
+  // Settlement makes a payment public (the transaction's calldata carries the authorization and its signature,
+  // and a deferred one is in the mempool before it is mined): a watcher of the payee's transfers who guesses the
+  // call (a tool without arguments) presents the very payment. The kept result is bound to the payer's session.
+  test('a payment copied from its settlement transaction on chain does not get the paid result of a call it guessed', async () => {
     const url = await gatewayFor('/mcp');
     const payer = chain.sandbox.accounts.payers[7]!;
-    const paid = await call(url, 'count', await paymentFor(url, 'count', payer));
+    const paid = await call(url, 'count', await paymentFor(url, 'count', payer), {}, randomUUID());
     const receipt = paid.body.result!._meta!['x402/payment-response'] as { success: boolean; transaction: Hex };
     assert.equal(receipt.success, true);
 
@@ -169,10 +184,37 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
       },
     };
     const runs = upstream.runs();
-    const watched = await call(url, 'count', copied);
-    assert.equal(watched.body.result?.isError, true, 'challenged: the watcher paid nothing');
-    assert.notDeepEqual(watched.body.result?._meta, paid.body.result?._meta);
+    for (const session of [undefined, randomUUID()]) {
+      const watched = await call(url, 'count', copied, {}, session);
+      assert.equal(watched.body.result?.isError, true, 'challenged: the watcher paid nothing');
+      assert.match(JSON.stringify(watched.body), /nonce_already_used/);
+      assert.notDeepEqual(watched.body.result?._meta, paid.body.result?._meta);
+    }
     assert.equal(upstream.runs(), runs);
+  });
+
+  test('a retry of a lost paid answer from the same session gets its result; the same payment and call from another session gets none', async () => {
+    const url = await gatewayFor('/mcp');
+    const payment = await paymentFor(url, 'count', chain.sandbox.accounts.payers[8]);
+    const payee = chain.sandbox.accounts.payees[1]!.address;
+    const before = await chain.balanceOf(payee);
+    const runsBefore = upstream.runs();
+    const session = randomUUID();
+    const first = await call(url, 'count', payment, {}, session);
+    assert.equal((first.body.result!._meta!['x402/payment-response'] as { success: boolean }).success, true);
+
+    for (const other of [undefined, randomUUID(), session.toUpperCase()]) {
+      const copy = await call(url, 'count', payment, {}, other);
+      assert.equal(copy.body.result?.isError, true, `session ${other}: refused`);
+      assert.match(JSON.stringify(copy.body), /nonce_already_used/);
+    }
+    const again = await call(url, 'count', payment, {}, session);
+    assert.deepEqual(again.body.result, first.body.result, 'the result as first delivered, with the same receipt');
+    assert.equal(upstream.runs() - runsBefore, 1);
+    assert.equal(await chain.balanceOf(payee), before + 20_000n);
+    assert.equal((await stateOf(payment))?.state, 'settled');
+    const kept = await journal.keptResult(keyOf(payment));
+    assert.ok(kept?.caller && !kept.caller.includes(session), 'the session is kept as a digest, never as itself');
   });
 
   test('a tool result with isError: not charged, and the record says why', async () => {
@@ -243,14 +285,7 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
     assert.equal(failed.body.result?.isError, true);
     assert.match(JSON.stringify(failed.body.result), /settlement failed: .*retry with the same payment/);
     assert.equal(await chain.balanceOf(payee), before);
-    const auth = (payment.payload as { authorization: { from: string; nonce: string } }).authorization;
-    const key = {
-      chainId: 8453,
-      asset: networks.base.usdc.address.toLowerCase() as `0x${string}`,
-      payer: auth.from.toLowerCase() as `0x${string}`,
-      nonce: auth.nonce.toLowerCase() as `0x${string}`,
-    };
-    assert.equal(await opened.store.journal.get(key), undefined, 'the hold was given back');
+    assert.equal(await opened.store.journal.get(keyOf(payment)), undefined, 'the hold was given back');
     down = false;
     const paid = await call(url, 'count', payment);
     assert.equal(

@@ -41,8 +41,10 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
     if (error instanceof PaymentDecodeError) return context.challenge(call, `${error.code}: ${error.message}`, error.code);
     throw error;
   }
-  // What this payment is taken for: this call (tool and arguments) on this server, and nothing else.
+  // What this payment is taken for: this call (tool and arguments) on this server, and nothing else;
+  // and who may have its result again: this caller (see `callerOf`).
   const purpose = purposes.call(context.server, callIdentity(context.server, rpc));
+  const caller = callerOf(call.request.headers);
   // `authorization.from` is only a claim until the signature is shown to be that payer's, and a
   // payment once settled is public: nothing is counted in a payer's name (free calls, tier counts,
   // quota notices), nor an event named after them, for a payment someone else signed or one the
@@ -56,7 +58,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
   }
   if (!signer.isValid) {
     // A used payment's payer is named only once its signature was proven (then `authenticate` says used).
-    const again = await redelivered(facilitator, context, call, { request, purpose, payer: signer.payer }, signer);
+    const again = await redelivered(facilitator, context, call, { request, purpose, caller, payer: signer.payer }, signer);
     return again ?? refused(context, call, signer);
   }
   const from = signer.payer.toLowerCase();
@@ -80,7 +82,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
   if (!held.isValid) {
     // Another copy of this payment was held first (a concurrent retry), or the chain says it is used.
     await metering?.uncount();
-    return (await redelivered(facilitator, context, call, { request, purpose, payer: from }, held)) ?? refused(context, call, held);
+    return (await redelivered(facilitator, context, call, { request, purpose, caller, payer: from }, held)) ?? refused(context, call, held);
   }
   const { key } = held;
   const amount = call.offer.amount;
@@ -100,7 +102,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
       },
       async deliver(message, result) {
         await context.book('x402', { caller: key.payer, tool: tool.name, amount, ref: x402Ref(key) });
-        await facilitator.keepResult(key, { call: purpose, result: JSON.stringify(result) });
+        await facilitator.keepResult(key, { call: purpose, result: JSON.stringify(result), ...(caller ? { caller } : {}) });
         const stop = context.metrics.settlementSeconds.startTimer();
         try {
           receipt = await facilitator.settle(request, purpose, { deferred: context.settlement === 'deferred' });
@@ -156,21 +158,21 @@ async function freeCall(
 /**
  * The same call with the same payment again, its answer lost (not its result): the kept result
  * and receipt, when the payment was refused as used and `redeliver` finds it taken for this very
- * call (or the facilitator's unavailability); undefined for any other refusal. The call was
+ * call, from this caller (or the facilitator's unavailability); undefined for any other refusal. The call was
  * counted once, when it was first taken.
  */
 async function redelivered(
   facilitator: FacilitatorPort,
   context: RailContext,
   call: PaidCall,
-  { request, purpose, payer }: { request: FacilitatorRequest; purpose: string; payer?: string },
+  { request, purpose, caller, payer }: { request: FacilitatorRequest; purpose: string; caller: string | undefined; payer?: string },
   verdict: VerifyResponse & { isValid: false },
 ): Promise<Response | undefined> {
   if (verdict.invalidReason !== reasonFor(request.x402Version, reasons.nonceUsed)) return undefined;
   const { rpc, id, tool } = call;
   let again;
   try {
-    again = await facilitator.redeliver(request, purpose);
+    again = await facilitator.redeliver(request, purpose, caller);
   } catch (error) {
     // A remote asked again for a settlement whose answer never came, unreachable still: the same payment may be sent again.
     if (error instanceof FacilitatorUnavailableError) return unavailable(id, error);
@@ -206,4 +208,18 @@ function callIdentity(server: string, rpc: Message): string {
   return createHash('sha256')
     .update(JSON.stringify([server, rpc.params?.name, rpc.params?.arguments ?? {}]))
     .digest('hex');
+}
+
+/**
+ * Who may have a paid call's result again, as the facilitator keeps it: a digest of the caller's
+ * MCP session (`Mcp-Session-Id`, which the server issued to this client alone and it sends on every
+ * request of the session), never the id itself; undefined without one (a stateless server: then
+ * whoever presents the payment with the same call gets it, see `FacilitatorPort`). Not the
+ * payment: its settlement publishes it.
+ *
+ * @example callerOf(new Headers({ 'mcp-session-id': 'a1b2' })) // 'mcp-session:' + sha256 hex
+ */
+function callerOf(headers: Headers): string | undefined {
+  const session = headers.get('mcp-session-id');
+  return session ? `mcp-session:${createHash('sha256').update(session).digest('hex')}` : undefined;
 }

@@ -130,7 +130,8 @@ export interface PaymentJournal {
   /**
    * Keeps a paid call's result with its payment before the payment settles (again: the latest
    * call for it wins), so a client whose answer was lost to a crash or a dropped connection gets
-   * it back by sending the same call with the same payment. Like a hold, it may survive a process
+   * it back by sending the same call with the same payment (and, if it is bound to one, from the
+   * same caller: `KeptResult.caller`). Like a hold, it may survive a process
    * crash only until the settlement claim that follows it, whose sync makes it durable.
    */
   keepResult(key: PaymentKey, kept: KeptResult): Promise<void>;
@@ -140,7 +141,7 @@ export interface PaymentJournal {
   allLosses(): Promise<PaymentRecord[]>;
   /** Clears a payer's losses, on every token (they were paid off chain, or written off): their calls are taken again. */
   clearLosses(payer: Address): Promise<number>;
-  /** The result kept for a payment, and the call it answered. */
+  /** The result kept for a payment, the call it answered, and the caller it is bound to. */
   keptResult(key: PaymentKey): Promise<KeptResult | undefined>;
   /**
    * Forgets the results nobody can ask for any more: their payment's authorization expired
@@ -162,5 +163,9 @@ export type PayerKey = Pick<PaymentKey, 'chainId' | 'asset' | 'payer'>;
  */
 export type Deferral = { balance: bigint; cap: bigint; total: bigint };
 
-/** A paid call's result as delivered (JSON), and the purpose it was kept for (the call's, see `purposes.call`). */
-export type KeptResult = { call: string; result: string };
+/**
+ * A paid call's result as delivered (JSON), the purpose it was kept for (the call's, see
+ * `purposes.call`), and `caller`: a digest of the secret the paying caller's requests carry (see
+ * `FacilitatorPort.redeliver`), never the secret itself; absent when the call carried none.
+ */
+export type KeptResult = { call: string; result: string; caller?: string };

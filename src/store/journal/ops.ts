@@ -104,9 +104,13 @@ export function journalStore({ read, write, unsynced }: Runner, owner: string): 
       }),
     keepResult: (key, kept) =>
       unsynced(function* () {
-        yield* run(sql.keepResult, { ...keyParams(key), ...kept });
+        yield* run(sql.keepResult, { ...keyParams(key), call: kept.call, result: kept.result, caller: kept.caller ?? null });
       }),
-    keptResult: (key) => read(() => get(sql.keptResult, keyParams(key))),
+    keptResult: (key) =>
+      read(function* () {
+        const row = yield* get(sql.keptResult, keyParams(key));
+        return row && { call: row.call, result: row.result, ...(row.caller !== null ? { caller: row.caller } : {}) };
+      }),
     losses: (payer) =>
       read(function* () {
         const row = yield* get(sql.losses, payerParams(payer));

@@ -1,6 +1,6 @@
 import type { Address, Hex } from 'viem';
 import { command, query } from '../engine/statement.js';
-import type { KeptResult, PaymentKey, PaymentRecord, PaymentState, SettlementOutcome } from './journal.js';
+import type { PaymentKey, PaymentRecord, PaymentState, SettlementOutcome } from './journal.js';
 
 /** A payments row as both backends return it (BIGINT as bigint). */
 export type Row = {
@@ -156,11 +156,13 @@ export const journalSql = {
   ),
   allLosses: query<{}, Row>(`SELECT * FROM payments WHERE ${LOSS} ORDER BY updated_at`),
   clearLosses: command<{ payer: string } & Now>(`UPDATE payments SET loss_cleared_at = @now WHERE payer = @payer AND ${LOSS}`),
-  keepResult: command<Key & KeptResult>(`
-    INSERT INTO paid_results (chain_id, asset, payer, nonce, call, result)
-    VALUES (@chainId, @asset, @payer, @nonce, @call, @result)
-    ON CONFLICT (chain_id, asset, payer, nonce) DO UPDATE SET call = excluded.call, result = excluded.result`),
-  keptResult: query<Key, KeptResult>(`SELECT call, result FROM paid_results WHERE ${KEY}`),
+  keepResult: command<Key & { call: string; result: string; caller: string | null }>(`
+    INSERT INTO paid_results (chain_id, asset, payer, nonce, call, result, caller)
+    VALUES (@chainId, @asset, @payer, @nonce, @call, @result, @caller)
+    ON CONFLICT (chain_id, asset, payer, nonce) DO UPDATE SET call = excluded.call, result = excluded.result, caller = excluded.caller`),
+  keptResult: query<Key, { call: string; result: string; caller: string | null }>(
+    `SELECT call, result, caller FROM paid_results WHERE ${KEY}`,
+  ),
   // A result is given back only with a payment that can still be presented: one whose row is gone
   // (released) or whose authorization expired has nobody left to ask for it.
   forgetResults: command<Now>(`
