@@ -142,6 +142,19 @@ describe('redelivery only to the journalled payment', () => {
     assert.equal(await facilitator.redeliver(body, purposes.call('weather', 'another-call')), undefined, 'another call');
     assert.deepEqual(await facilitator.redeliver(body, CALL), { result: '{"content":[{"type":"text","text":"paid output"}]}', receipt });
   });
+
+  test('a result kept for a caller goes back only to a retry from that caller: the payment and call alone get nothing', async () => {
+    const { facilitator } = await setup();
+    const body = await v2Request(payment());
+    const held = await facilitator.reserve(body, CALL);
+    assert.ok(held.isValid);
+    await facilitator.keepResult(held.key, { call: CALL, result: '{"content":[]}', caller: 'session-a' });
+    const receipt = await facilitator.settle(body, CALL);
+    assert.equal(receipt.success, true);
+    assert.equal(await facilitator.redeliver(body, CALL), undefined, 'no caller shown');
+    assert.equal(await facilitator.redeliver(body, CALL, 'session-b'), undefined, 'another caller');
+    assert.deepEqual(await facilitator.redeliver(body, CALL, 'session-a'), { result: '{"content":[]}', receipt });
+  });
 });
 
 describe('the journal never contradicts the chain', () => {

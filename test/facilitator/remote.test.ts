@@ -73,6 +73,18 @@ describe('remoteFacilitator: the gateway’s port over another facilitator’s /
     assert.equal(await port.redeliver(forged, CALL), undefined);
   });
 
+  test('a result kept for a caller goes back only to a retry from that caller: the payment and call alone get nothing', async () => {
+    const body = await payment(9);
+    const held = await port.reserve(body, CALL);
+    assert.ok(held.isValid);
+    await port.keepResult(held.key, { call: CALL, result: '{"content":[]}', caller: 'session-a' });
+    const receipt = await port.settle(body, CALL);
+    assert.equal(receipt.success, true, JSON.stringify(receipt));
+    assert.equal(await port.redeliver(body, CALL), undefined, 'no caller shown');
+    assert.equal(await port.redeliver(body, CALL, 'session-b'), undefined, 'another caller');
+    assert.deepEqual(await port.redeliver(body, CALL, 'session-a'), { result: '{"content":[]}', receipt });
+  });
+
   test('a payment the remote refuses is given back: nothing stays held for it', async () => {
     const body = await v2Request({ payer: chain.sandbox.accounts.payees[0]!, payTo: payee(), amount: 1_000n }); // holds no USDC
     const refused = await port.reserve(body, CALL);

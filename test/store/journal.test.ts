@@ -33,7 +33,6 @@ const tx = {
   relayerNonce: 7,
 };
 
-const v6 = migrations.filter((m) => m.version <= 6);
 const legacyDir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-legacy-'));
 after(() => rmSync(legacyDir, { recursive: true, force: true }));
 const legacy = payment('a');
@@ -43,20 +42,21 @@ const legacyRow = `
   VALUES (8453, '${legacy.asset}', '${legacy.payer}', '${legacy.nonce}', '${legacy.payTo}', 10000, 0, 2000000000, '0x1234',
           'eip155:8453', 'verified', 1, 1)`;
 
-/** A store whose payments row was written by the schema before purposes, then opened by this build. */
-async function atSchema6WithRow(backend: string): Promise<Store> {
+/** A store whose `rows` were written by the schema up to `version`, then opened by this build. */
+async function atSchemaWithRows(backend: string, version: number, rows: string): Promise<Store> {
+  const upTo = migrations.filter((m) => m.version <= version);
   if (backend === 'sqlite') {
-    const file = path.join(legacyDir, 'store.db');
+    const file = path.join(legacyDir, `store-${version}.db`);
     // Raw: this build's store prepares statements the old schema cannot run.
     const old = new Database(file);
-    migrateSqlite(old, v6);
-    old.exec(legacyRow);
+    migrateSqlite(old, upTo);
+    old.exec(rows);
     old.close();
     return openSqliteStore({ path: file });
   }
   const schema = freshSchema();
-  const old = await openPostgresStore({ url: POSTGRES_URL, schema, migrations: v6, max: 1 });
-  await old.pool.query(legacyRow);
+  const old = await openPostgresStore({ url: POSTGRES_URL, schema, migrations: upTo, max: 1 });
+  await old.pool.query(rows);
   await old.close();
   return openPostgresStore({ url: POSTGRES_URL, schema, max: 3 });
 }
@@ -110,6 +110,25 @@ for (const backend of backends)
       assert.equal(await store.journal.keptResult(q), undefined, 'a result without its payment is gone');
       await store.journal.forgetResults(Number(p.validBefore) + 1);
       assert.equal(await store.journal.keptResult(p), undefined, 'expired');
+    });
+
+    test('a kept result keeps the caller it is bound to, and a later one replaces it with its own or none', async () => {
+      const store = await opened();
+      const p = payment('f');
+      await store.journal.reserve(p);
+      await store.journal.keepResult(p, { call: 'c1', result: '{}', caller: 'digest-a' });
+      assert.deepEqual(await store.journal.keptResult(p), { call: 'c1', result: '{}', caller: 'digest-a' });
+      await store.journal.keepResult(p, { call: 'c1', result: '{}' });
+      assert.deepEqual(await store.journal.keptResult(p), { call: 'c1', result: '{}' }, 'no caller: none kept');
+    });
+
+    test('a result kept before callers were recorded reads back bound to none', async () => {
+      const kept = `${legacyRow};
+        INSERT INTO paid_results (chain_id, asset, payer, nonce, call, result)
+        VALUES (8453, '${legacy.asset}', '${legacy.payer}', '${legacy.nonce}', 'c1', '{}')`;
+      const store = await atSchemaWithRows(backend.name, 21, kept);
+      open.push(store);
+      assert.deepEqual(await store.journal.keptResult(legacy), { call: 'c1', result: '{}' });
     });
 
     test('a hold is taken for settlement only by its own purpose', async () => {
@@ -166,7 +185,7 @@ for (const backend of backends)
     });
 
     test('rows journalled before purposes existed read as legacy: no caller takes or claims them', async () => {
-      const store = await atSchema6WithRow(backend.name);
+      const store = await atSchemaWithRows(backend.name, 6, legacyRow);
       open.push(store);
       const p = legacy;
       const record = await store.journal.get(p);
