@@ -70,6 +70,7 @@ async function call(
   payment?: unknown,
   args: object = {},
   session?: string,
+  headers: Record<string, string> = {},
 ): Promise<{ status: number; body: RpcAnswer }> {
   const params = { name: tool, arguments: args, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) };
   const res = await fetch(url, {
@@ -79,6 +80,7 @@ async function call(
       accept: 'application/json, text/event-stream',
       'mcp-protocol-version': '2025-06-18',
       ...(session ? { 'mcp-session-id': session } : {}),
+      ...headers,
     },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }),
   });
@@ -215,6 +217,25 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
     assert.equal((await stateOf(payment))?.state, 'settled');
     const kept = await journal.keptResult(keyOf(payment));
     assert.ok(kept?.caller && !kept.caller.includes(session), 'the session is kept as a digest, never as itself');
+  });
+
+  test('without a session, a lost paid answer is bound to its Idempotency-Key: a retry with that key gets it, the payment and call alone get none', async () => {
+    const url = await gatewayFor('/mcp');
+    const payment = await paymentFor(url, 'count', chain.sandbox.accounts.payers[9]);
+    const runsBefore = upstream.runs();
+    const idempotencyKey = { 'idempotency-key': randomUUID() };
+    const first = await call(url, 'count', payment, {}, undefined, idempotencyKey);
+    assert.equal((first.body.result!._meta!['x402/payment-response'] as { success: boolean }).success, true);
+    for (const other of [{}, { 'idempotency-key': randomUUID() }] as Record<string, string>[]) {
+      const copy = await call(url, 'count', payment, {}, undefined, other);
+      assert.equal(copy.body.result?.isError, true);
+      assert.match(JSON.stringify(copy.body), /nonce_already_used/);
+    }
+    const session = await call(url, 'count', payment, {}, idempotencyKey['idempotency-key']);
+    assert.equal(session.body.result?.isError, true, 'the key sent as a session is not the key');
+    const again = await call(url, 'count', payment, {}, undefined, idempotencyKey);
+    assert.deepEqual(again.body.result, first.body.result);
+    assert.equal(upstream.runs() - runsBefore, 1);
   });
 
   test('a tool result with isError: not charged, and the record says why', async () => {

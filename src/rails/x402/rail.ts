@@ -211,15 +211,19 @@ function callIdentity(server: string, rpc: Message): string {
 }
 
 /**
- * Who may have a paid call's result again, as the facilitator keeps it: a digest of the caller's
- * MCP session (`Mcp-Session-Id`, which the server issued to this client alone and it sends on every
- * request of the session), never the id itself; undefined without one (a stateless server: then
+ * Who may have a paid call's result again, as the facilitator keeps it: a digest of a secret only
+ * the caller's requests carry, never the secret itself. Their MCP session (`Mcp-Session-Id`, which
+ * the server issued to this client alone and it sends on every request of the session), else their
+ * `Idempotency-Key` (a retry sends it again); undefined with neither (a stateless server: then
  * whoever presents the payment with the same call gets it, see `FacilitatorPort`). Not the
  * payment: its settlement publishes it.
  *
- * @example callerOf(new Headers({ 'mcp-session-id': 'a1b2' })) // 'mcp-session:' + sha256 hex
+ * @example callerOf(new Headers({ 'mcp-session-id': 'a1b2' })) // 'mcp-session-id:' + sha256 hex
  */
 function callerOf(headers: Headers): string | undefined {
-  const session = headers.get('mcp-session-id');
-  return session ? `mcp-session:${createHash('sha256').update(session).digest('hex')}` : undefined;
+  for (const name of ['mcp-session-id', 'idempotency-key']) {
+    const secret = headers.get(name);
+    if (secret) return `${name}:${createHash('sha256').update(secret).digest('hex')}`;
+  }
+  return undefined;
 }
