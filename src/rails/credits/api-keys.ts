@@ -1,4 +1,4 @@
-import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { bearerOf } from '../../http/caller.js';
 import { newId } from '../../store/ids.js';
 
@@ -17,7 +17,7 @@ export function generateApiKey(prefix = API_KEY_PREFIX, idPrefix = 'key') {
   return { secret, id: newId(idPrefix), hash: hashApiKey(secret) };
 }
 
-export const hashApiKey = (secret: string) => hash('sha256', secret, 'hex');
+export const hashApiKey = (secret: string) => createHash('sha256').update(secret).digest('hex');
 
 /** Constant-time comparison of two hex digests. */
 export function sameHash(a: string, b: string): boolean {
