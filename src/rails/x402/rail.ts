@@ -211,19 +211,15 @@ function callIdentity(server: string, rpc: Message): string {
 }
 
 /**
- * Who may have a paid call's result again, as the facilitator keeps it: a digest of a secret only
- * the caller's requests carry, never the secret itself. Their MCP session (`Mcp-Session-Id`, which
- * the server issued to this client alone and it sends on every request of the session), else their
- * `Idempotency-Key` (a retry sends it again); undefined with neither (a stateless server: then
- * whoever presents the payment with the same call gets it, see `FacilitatorPort`). Not the
- * payment: its settlement publishes it.
+ * Who may have a paid call's result again, as the facilitator keeps it: a digest of the call's
+ * `Idempotency-Key` (a retry sends it again; a chain watcher has none), never the key itself; not
+ * the payment, which its settlement publishes, nor the MCP session, which dies with its upstream
+ * (a payer retrying in a new one would have paid for nothing). Undefined without one: whoever
+ * presents the payment with the same call then gets it (see `FacilitatorPort`).
  *
- * @example callerOf(new Headers({ 'mcp-session-id': 'a1b2' })) // 'mcp-session-id:' + sha256 hex
+ * @example callerOf(new Headers({ 'idempotency-key': 'a1b2' })) // 'idempotency-key:' + sha256 hex
  */
 function callerOf(headers: Headers): string | undefined {
-  for (const name of ['mcp-session-id', 'idempotency-key']) {
-    const secret = headers.get(name);
-    if (secret) return `${name}:${createHash('sha256').update(secret).digest('hex')}`;
-  }
-  return undefined;
+  const key = headers.get('idempotency-key');
+  return key ? `idempotency-key:${createHash('sha256').update(key).digest('hex')}` : undefined;
 }
