@@ -157,8 +157,8 @@ describe('a paying gateway whose facilitator is another (MCP SDK client → turn
       assert.equal(upstream.runs(), runs + 1);
     });
 
-    test('a settlement answer lost after the remote settled: withheld, then delivered on the retry as the chain says', async () => {
-      const payment = await gateway.payFor('count', 7);
+    /** A settlement answer the remote loses after settling: the call is withheld, then its retry delivered once, as the chain says. */
+    const lostAfterSettling = async (payment: unknown) => {
       const [before, runs] = [await chain.balanceOf(payee()), upstream.runs()];
       remote.dropNextSettle('after');
       const withheld = await gateway.paid('count', payment);
@@ -168,18 +168,18 @@ describe('a paying gateway whose facilitator is another (MCP SDK client → turn
       assert.equal(receiptOf(delivered)?.success, true, JSON.stringify(delivered));
       assert.equal(upstream.runs(), runs + 1);
       assert.equal(await chain.balanceOf(payee()), before + 10_000n);
+      return delivered;
+    };
+
+    test('a settlement answer lost after the remote settled: withheld, then delivered on the retry as the chain says', async () => {
+      await lostAfterSettling(await gateway.payFor('count', 7));
     });
 
     test('a v1 payment whose settlement answer was lost after the remote settled is delivered on the retry, as the chain says: the tool run once, USDC moved once', async () => {
       const payload = await signAuthorization({ payer: chain.sandbox.accounts.payers[5]!, payTo: payee(), amount: 10_000n });
       const payment = { x402Version: 1, scheme: 'exact', network: 'base', payload };
       const [before, runs] = [await chain.balanceOf(payee()), upstream.runs()];
-      remote.dropNextSettle('after');
-      const withheld = await gateway.paid('count', payment);
-      assert.equal(withheld.isError, true);
-      assert.equal(receiptOf(withheld), undefined);
-      const delivered = await gateway.paid('count', payment);
-      assert.equal(receiptOf(delivered)?.success, true, JSON.stringify(delivered));
+      const delivered = await lostAfterSettling(payment);
       assert.deepEqual(await gateway.paid('count', payment), delivered, 'and again: the kept result');
       assert.equal(upstream.runs(), runs + 1);
       assert.equal(await chain.balanceOf(payee()), before + 10_000n);
