@@ -26,12 +26,12 @@ export type Reserved = (VerifyResponse & { isValid: false }) | { isValid: true; 
  *   payment and gets the kept result and receipt, never a second run or settlement;
  * - a kept result only for its caller: settlement publishes the payment (the authorization and its
  *   signature are in the transaction's calldata, a deferred one in the mempool before its payer has
- *   the result), so a call sent with an `Idempotency-Key` has its result bound to it (a retry sends it
- *   again, a chain watcher does not see it: `KeptResult.caller`). One sent without (most x402
- *   clients) is given back to whoever presents its payment with the same call: a watcher who
- *   guesses it (a tool without arguments) reads that result free, until the authorization expires.
- *   Not bound to the MCP session: it dies with its upstream, and a payer retrying in a new one
- *   would have paid for nothing.
+ *   the result), so a result is bound to what a retry shows and a chain watcher does not: the call's
+ *   `Idempotency-Key`, or without one (most x402 clients) the network the call came from
+ *   (`KeptResult.caller`). A watcher on the payer's own network (behind one NAT, or every caller
+ *   when turnpike sees only a proxy's address) who guesses the call reads that result free, until
+ *   the authorization expires. Not bound to the MCP session: it dies with its upstream, and a payer
+ *   retrying in a new one would have paid for nothing.
  *
  * `createFacilitator` implements it in-process (turnpike settles with its own relayers);
  * `remoteFacilitator` and `cdpFacilitator` over HTTP (x402 `/verify` and `/settle` of another
@@ -73,8 +73,9 @@ export type FacilitatorPort = {
    * a loss); otherwise undefined. The payment is judged at the price it is signed for
    * (`atSignedPrice`): a retry is answered before its payer's own price is known, and only the
    * journalled row itself matches. A result kept with a `caller` goes only to a retry that shows
-   * the same one (an opaque digest the rail makes of the secret its requests carry, see
-   * `KeptResult`): a genuine retry sends the same `Idempotency-Key`; a copier has none.
+   * the same one (an opaque digest the rail makes of what its requests show, see `KeptResult`): a
+   * genuine retry sends the same `Idempotency-Key`, or comes from the same network; a copier has
+   * neither.
    * FacilitatorUnavailableError when the outcome
    * cannot be known yet (a claim nothing was sent for, a remote not answering): the same payment may be sent again.
    */

@@ -373,6 +373,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       tool,
       offer,
       ...(principal ? { principal } : {}),
+      address: clientAddress(c),
     };
     let rail: Rail | undefined;
     for (const candidate of rails) {

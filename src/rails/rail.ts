@@ -28,6 +28,8 @@ export type PaidCall = {
   principal?: OAuthPrincipal;
   /** Who the caller is, for events, once the rail knows (a key's id, a payer's address). */
   caller?: EventCaller;
+  /** The network address the call came from (the socket's peer), when it came through one. */
+  address?: string;
 };
 
 /**

@@ -10,7 +10,8 @@ import { usdcAbi } from '../../contracts-abi/usdc.js';
 import type { Facilitator } from '../../src/facilitator/facilitator.js';
 import { type Address, type Hex, createPublicClient, custom, decodeFunctionData, isAddressEqual } from 'viem';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
-import { x402Rail } from '../../src/rails/x402/rail.js';
+import { networkOf, x402Rail } from '../../src/rails/x402/rail.js';
+import { Agent, type Dispatcher, fetch } from 'undici';
 import { createGateway } from '../../src/gateway/gateway.js';
 import { priceTableSchema } from '../../src/pricing/pricing.js';
 import { flatPlan } from '../../src/pricing/plans.js';
@@ -71,9 +72,11 @@ async function call(
   args: object = {},
   session?: string,
   headers: Record<string, string> = {},
+  from?: Dispatcher,
 ): Promise<{ status: number; body: RpcAnswer }> {
   const params = { name: tool, arguments: args, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) };
   const res = await fetch(url, {
+    ...(from ? { dispatcher: from } : {}),
     method: 'POST',
     headers: {
       'content-type': 'application/json',
@@ -86,6 +89,9 @@ async function call(
   });
   return { status: res.status, body: (await res.json()) as RpcAnswer };
 }
+
+/** Connections from another machine's address than the payer's (127.0.0.2: Linux answers all of 127/8 on loopback). */
+const elsewhere = new Agent({ localAddress: '127.0.0.2' });
 
 async function paymentFor(url: string, tool: string, payer = chain.sandbox.accounts.payers[2]!) {
   const { body } = await call(url, tool);
@@ -159,8 +165,8 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
 
   // Settlement makes a payment public (the transaction's calldata carries the authorization and its signature,
   // and a deferred one is in the mempool before it is mined): a watcher of the payee's transfers who guesses the
-  // call (a tool without arguments) presents the very payment. A result sent with an Idempotency-Key is bound to it;
-  // one sent without (most x402 clients) is not yet: the todo below.
+  // call (a tool without arguments) presents the very payment, from its own machine. A result sent with an
+  // Idempotency-Key is bound to it; one sent without (most x402 clients), to the network it was sent from.
   const copiedFromChain = async (payerIndex: number, sent: Record<string, string>) => {
     const url = await gatewayFor('/mcp');
     const payer = chain.sandbox.accounts.payers[payerIndex]!;
@@ -188,7 +194,7 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
     };
     const runs = upstream.runs();
     for (const key of [{}, { 'idempotency-key': randomUUID() }] as Record<string, string>[]) {
-      const watched = await call(url, 'count', copied, {}, undefined, key);
+      const watched = await call(url, 'count', copied, {}, undefined, key, elsewhere);
       assert.equal(watched.body.result?.isError, true, 'challenged: the watcher paid nothing');
       assert.match(JSON.stringify(watched.body), /nonce_already_used/);
       assert.notDeepEqual(watched.body.result?._meta, paid.body.result?._meta);
@@ -197,11 +203,44 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
   };
   test('a payment copied from its settlement transaction on chain does not get the paid result of a call it guessed, sent with an Idempotency-Key', () =>
     copiedFromChain(7, { 'idempotency-key': randomUUID() }));
-  test(
-    'a payment copied from its settlement transaction on chain does not get the paid result of a call it guessed, sent without one',
-    { todo: 'a result sent without an Idempotency-Key is bound to the payment alone, which its settlement publishes' },
-    () => copiedFromChain(7, {}),
-  );
+  test('a payment copied from its settlement transaction on chain does not get the paid result of a call it guessed, sent without one', () =>
+    copiedFromChain(7, {}));
+
+  test('a lost paid answer sent without an Idempotency-Key is given again only to a retry from the network it was sent from', async () => {
+    const url = await gatewayFor('/mcp');
+    const payment = await paymentFor(url, 'count', chain.sandbox.accounts.payers[3]);
+    const runsBefore = upstream.runs();
+    const first = await call(url, 'count', payment);
+    assert.equal((first.body.result!._meta!['x402/payment-response'] as { success: boolean }).success, true);
+    for (const key of [{}, { 'idempotency-key': randomUUID() }] as Record<string, string>[]) {
+      const copy = await call(url, 'count', payment, {}, undefined, key, elsewhere);
+      assert.equal(copy.body.result?.isError, true, 'from another address: the payment is used');
+      assert.match(JSON.stringify(copy.body), /nonce_already_used/);
+    }
+    const again = await call(url, 'count', payment);
+    assert.deepEqual(again.body.result, first.body.result, "from the payer's address: the result as first delivered");
+    assert.equal(upstream.runs() - runsBefore, 1);
+    const kept = await journal.keptResult(keyOf(payment));
+    assert.ok(kept?.caller?.startsWith('network:') && !kept.caller.includes('127.0.0.1'), 'the address is kept as a digest, never as itself');
+  });
+
+  test('a lost paid answer sent with an Idempotency-Key is given again to a retry with that key from any address', async () => {
+    const url = await gatewayFor('/mcp');
+    const payment = await paymentFor(url, 'count', chain.sandbox.accounts.payers[4]);
+    const idempotencyKey = { 'idempotency-key': randomUUID() };
+    const first = await call(url, 'count', payment, {}, undefined, idempotencyKey);
+    assert.equal((first.body.result!._meta!['x402/payment-response'] as { success: boolean }).success, true);
+    const moved = await call(url, 'count', payment, {}, undefined, idempotencyKey, elsewhere);
+    assert.deepEqual(moved.body.result, first.body.result);
+  });
+
+  test('the network a result is bound to: an IPv4 address itself, mapped or not; an IPv6 address by its /64', () => {
+    assert.equal(networkOf('::ffff:127.0.0.1'), '127.0.0.1');
+    assert.equal(networkOf('203.0.113.7'), '203.0.113.7');
+    assert.equal(networkOf('2001:db8:1:2:aaaa::1'), networkOf('2001:db8:1:2:bbbb:cccc:dddd:1'));
+    assert.notEqual(networkOf('2001:db8:1:2::1'), networkOf('2001:db8:1:3::1'));
+    assert.equal(networkOf('not an address'), undefined);
+  });
 
   test('a lost paid answer retried outside its session (a session dies with its upstream) still gets its result, the tool run once', async () => {
     const url = await gatewayFor('/mcp');

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import ipaddr from 'ipaddr.js';
 import { FacilitatorUnavailableError } from '../../facilitator/errors.js';
 import type { FacilitatorPort } from '../../facilitator/port.js';
 import { purposes } from '../../facilitator/purposes.js';
@@ -44,7 +45,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
   // What this payment is taken for: this call (tool and arguments) on this server, and nothing else;
   // and who may have its result again: this caller (see `callerOf`).
   const purpose = purposes.call(context.server, callIdentity(context.server, rpc));
-  const caller = callerOf(call.request.headers);
+  const caller = callerOf(call.request.headers, call.address);
   // `authorization.from` is only a claim until the signature is shown to be that payer's, and a
   // payment once settled is public: nothing is counted in a payer's name (free calls, tier counts,
   // quota notices), nor an event named after them, for a payment someone else signed or one the
@@ -212,14 +213,35 @@ function callIdentity(server: string, rpc: Message): string {
 
 /**
  * Who may have a paid call's result again, as the facilitator keeps it: a digest of the call's
- * `Idempotency-Key` (a retry sends it again; a chain watcher has none), never the key itself; not
- * the payment, which its settlement publishes, nor the MCP session, which dies with its upstream
- * (a payer retrying in a new one would have paid for nothing). Undefined without one: whoever
- * presents the payment with the same call then gets it (see `FacilitatorPort`).
+ * `Idempotency-Key` (a retry sends it again; a chain watcher has none), never the key itself;
+ * without one (most x402 clients), a digest of the network the call came from (`networkOf`): a
+ * retry comes from the payer's own machine, a watcher who copies the payment from its settlement
+ * from elsewhere. Not the payment, which its settlement publishes, nor the MCP session, which dies
+ * with its upstream (a payer retrying in a new one would have paid for nothing). Undefined when
+ * neither is known (a call that came through no socket): whoever presents the payment with the
+ * same call then gets it.
  *
- * @example callerOf(new Headers({ 'idempotency-key': 'a1b2' })) // 'idempotency-key:' + sha256 hex
+ * @example callerOf(new Headers({ 'idempotency-key': 'a1b2' }), '203.0.113.7') // 'idempotency-key:' + sha256 hex
+ * @example callerOf(new Headers(), '::ffff:203.0.113.7') // 'network:' + sha256 hex of '203.0.113.7'
  */
-function callerOf(headers: Headers): string | undefined {
+function callerOf(headers: Headers, address: string | undefined): string | undefined {
   const key = headers.get('idempotency-key');
-  return key ? `idempotency-key:${createHash('sha256').update(key).digest('hex')}` : undefined;
+  if (key) return `idempotency-key:${createHash('sha256').update(key).digest('hex')}`;
+  const network = address === undefined ? undefined : networkOf(address);
+  return network && `network:${createHash('sha256').update(network).digest('hex')}`;
+}
+
+/**
+ * The network a caller's address stands for: an IPv4 address itself (an IPv4-mapped IPv6 one
+ * as IPv4), an IPv6 address's /64 (one host's or one LAN's, whose temporary addresses change);
+ * undefined for what is no IP address.
+ *
+ * @example networkOf('::ffff:127.0.0.1') // '127.0.0.1'; networkOf('2001:db8:1:2:aaaa::1') // '2001:db8:1:2::/64'
+ */
+export function networkOf(address: string): string | undefined {
+  if (!ipaddr.isValid(address)) return undefined;
+  const ip = ipaddr.process(address);
+  if (ip.kind() === 'ipv4') return ip.toString();
+  const prefix = (ip as ipaddr.IPv6).parts.slice(0, 4);
+  return `${new ipaddr.IPv6([...prefix, 0, 0, 0, 0]).toString()}/64`;
 }

@@ -165,7 +165,8 @@ export type Deferral = { balance: bigint; cap: bigint; total: bigint };
 
 /**
  * A paid call's result as delivered (JSON), the purpose it was kept for (the call's, see
- * `purposes.call`), and `caller`: a digest of the secret the paying caller's requests carry (see
- * `FacilitatorPort.redeliver`), never the secret itself; absent when the call carried none.
+ * `purposes.call`), and `caller`: a digest of what the paying caller's retry shows (its
+ * `Idempotency-Key`, or its network: see `FacilitatorPort.redeliver`), never that itself; absent
+ * when the call showed neither.
  */
 export type KeptResult = { call: string; result: string; caller?: string };
