@@ -221,7 +221,10 @@ describe('paid calls: exactly once, and never charged for a failure', () => {
     assert.deepEqual(again.body.result, first.body.result, "from the payer's address: the result as first delivered");
     assert.equal(upstream.runs() - runsBefore, 1);
     const kept = await journal.keptResult(keyOf(payment));
-    assert.ok(kept?.caller?.startsWith('network:') && !kept.caller.includes('127.0.0.1'), 'the address is kept as a digest, never as itself');
+    assert.ok(
+      kept?.caller?.startsWith('network:') && !kept.caller.includes('127.0.0.1'),
+      'the address is kept as a digest, never as itself',
+    );
   });
 
   test('a lost paid answer sent with an Idempotency-Key is given again to a retry with that key from any address', async () => {
