@@ -314,7 +314,14 @@ export async function serveGateway(options: GatewayServerOptions) {
     updatedAt: number;
     serverId: string;
     listing: PaidEndpoint;
-    fetch: (request: Request) => Response | Promise<Response>;
+    /**
+     * Answers a request to the server's path. `env` is the outer request's (its socket, for the
+     * caller's address a paid result is bound to: see `clientAddress`); without it a result sent
+     * without an Idempotency-Key would be bound to no one.
+     *
+     * @example mounted(server).fetch(c.req.raw, c.env)
+     */
+    fetch: (request: Request, env: unknown) => Response | Promise<Response>;
     /** Set when the server takes OAuth callers; its issuer's keys are cached for as long as this mount lives. */
     resource?: ProtectedResource;
   };
@@ -345,7 +352,7 @@ export async function serveGateway(options: GatewayServerOptions) {
     const endpoint = endpointOf(server, listing, secret);
     const resource = server.oauth ? resourceAt(endpoint.path, server.oauth, trustedIssuer(server.oauth.issuer, guardedFetch)) : undefined;
     const gateway = createApp(logger).route(endpoint.path, gatewayFor(endpoint, resource));
-    const fetch = (request: Request) => gateway.fetch(request);
+    const fetch = (request: Request, env: unknown) => gateway.fetch(request, env);
     return {
       updatedAt,
       serverId: server.id,
@@ -362,7 +369,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       registered.delete(slug);
       return c.json({ jsonrpc: '2.0', id: null, error: { code: -32601, message: `no MCP server is served at /mcp/${slug}` } }, 404);
     }
-    return mounted(server).fetch(c.req.raw);
+    return mounted(server).fetch(c.req.raw, c.env);
   });
 
   if (credits) {

@@ -7,6 +7,7 @@ import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import type { Address } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import { Agent, type Dispatcher, fetch } from 'undici';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
@@ -26,9 +27,10 @@ type RpcAnswer = {
   error?: { code: number };
 };
 
-async function call(slug: string, tool: string, options: { payment?: unknown; apiKey?: string } = {}) {
+async function call(slug: string, tool: string, options: { payment?: unknown; apiKey?: string; from?: Dispatcher } = {}) {
   const params = { name: tool, arguments: {}, ...(options.payment ? { _meta: { 'x402/payment': options.payment } } : {}) };
   const res = await fetch(`${served.url}/mcp/${slug}`, {
+    ...(options.from ? { dispatcher: options.from } : {}),
     method: 'POST',
     headers: {
       'content-type': 'application/json',
@@ -46,8 +48,11 @@ async function pay(slug: string, tool: string, payer = chain.sandbox.accounts.pa
   const challenge = await call(slug, tool);
   const required = challenge.body.result!.structuredContent!;
   const payment = await new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
-  return { required, answer: await call(slug, tool, { payment }) };
+  return { required, payment, answer: await call(slug, tool, { payment }) };
 }
+
+/** Connections from another machine's address than the payer's (127.0.0.2: Linux answers all of 127/8 on loopback). */
+const elsewhere = new Agent({ localAddress: '127.0.0.2' });
 
 const serverBody = (slug: string, extra: Record<string, unknown> = {}) => ({
   slug,
@@ -492,5 +497,25 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     const payer = chain.sandbox.accounts.payers[3]!.address;
     assert.deepEqual((await api('POST', `/admin/losses/${payer}/clear`, { key: ADMIN })).body, { payer: payer.toLowerCase(), cleared: 0 });
     assert.equal((await api('POST', '/admin/losses/0x12/clear', { key: ADMIN })).status, 400);
+  });
+
+  // Settlement publishes the payment: a watcher who copies it from chain and guesses the call must not read the
+  // result kept for the payer's retry. A registered server is served through `/mcp/:slug`, a mount of its own.
+  test('a registered server’s paid result sent without an Idempotency-Key is given again only to a retry from the network it was sent from', async () => {
+    const made = await api('POST', '/admin/operators', {
+      key: ADMIN,
+      body: { email: 'dave@example.com', name: 'dave', payoutAddress: chain.sandbox.accounts.payees[1]!.address },
+    });
+    const created = await api('POST', '/operator/servers', { key: made.body.key as string, body: serverBody('kept') });
+    assert.equal(created.status, 201, created.text);
+    const paid = await pay('kept', 'count', chain.sandbox.accounts.payers[6]!);
+    assert.equal(paid.answer.body.result?._meta?.['x402/payment-response'].success, true);
+    const runs = upstream.runs();
+    const copied = await call('kept', 'count', { payment: paid.payment, from: elsewhere });
+    assert.equal(copied.body.result?.isError, true, 'from another address: the payment is used');
+    assert.match(JSON.stringify(copied.body), /nonce_already_used/);
+    const again = await call('kept', 'count', { payment: paid.payment });
+    assert.deepEqual(again.body.result, paid.answer.body.result, "from the payer's address: the result as first delivered");
+    assert.equal(upstream.runs(), runs, 'the tool is not run again');
   });
 });
