@@ -217,11 +217,11 @@ export function presentsRow(intent: PaymentIntent, row: NewPayment): boolean {
 
 /**
  * Whether a kept result answers this retry: kept for this very call (`purpose`), and bound to no
- * caller or to the one asking (`caller`, the digest the rail made of the secret its requests carry:
- * see `FacilitatorPort.redeliver`). A payment copied from its settlement on chain, sent with a
- * guessed call, carries no such secret.
+ * caller or to the one asking (`caller`, the digest the rail made of what its requests show, the
+ * call's `Idempotency-Key` or else its network: see `FacilitatorPort.redeliver`). A payment copied
+ * from its settlement on chain, sent with a guessed call from elsewhere, shows neither.
  *
- * @example if (!answers(kept, purpose, caller)) return undefined; // a retry without the call's Idempotency-Key gets nothing
+ * @example if (!answers(kept, purpose, caller)) return undefined; // a retry without the call's Idempotency-Key, or from another network, gets nothing
  */
 export function answers(kept: KeptResult | undefined, purpose: string, caller: string | undefined): kept is KeptResult {
   return kept?.call === purpose && (kept.caller === undefined || kept.caller === caller);
