@@ -3,7 +3,7 @@ import type { Address } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import type { ChainConnection } from '../chain/connect.js';
 import { secretBox } from '../operators/secret-box.js';
-import type { Config } from '../config/schema.js';
+import { type Config, trustedProxiesOf } from '../config/schema.js';
 import type { Secrets } from '../config/secrets.js';
 import { openPayments } from './payments.js';
 import { createGateway } from '../gateway/gateway.js';
@@ -216,7 +216,7 @@ export async function serveGateway(options: GatewayServerOptions) {
   let url = '';
   const metrics = createMetrics();
   const catalog: RouteDoc[] = [];
-  const app = createApp(logger);
+  const app = createApp(logger, { trustedProxies: trustedProxiesOf(config) });
   // Console sessions before the APIs they sign in to: the cookie stands in for the key there.
   const sessionSecret = await store.instanceSecret('console-sessions');
   const sessions = {

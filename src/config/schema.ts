@@ -8,6 +8,28 @@ import { challengeBindings } from '../gateway/payment-required.js';
 import { usdPrice } from '../pricing/pricing.js';
 import { UPSTREAM_CONNECTIONS, operatorMaySet } from '../upstream/upstream.js';
 import { settlementModes } from '../facilitator/port.js';
+import proxyAddr from 'proxy-addr';
+
+/**
+ * The reverse proxies whose `X-Forwarded-For` is believed, as `http.trustedProxies` spells them
+ * (comma-separated addresses, CIDRs, or proxy-addr's names `loopback`, `linklocal`,
+ * `uniquelocal`): the list, or why it is not one.
+ *
+ * @example proxyList('loopback, 10.0.0.0/8') // { ok: true, list: ['loopback', '10.0.0.0/8'] }
+ * @example proxyList('10.0.0.300') // { ok: false, message: 'invalid IP address: 10.0.0.300' }
+ */
+function proxyList(setting: string): { ok: true; list: string[] } | { ok: false; message: string } {
+  const list = setting
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '');
+  try {
+    proxyAddr.compile(list);
+    return { ok: true, list };
+  } catch (error) {
+    return { ok: false, message: (error as Error).message };
+  }
+}
 
 const url = (protocols: RegExp) => z.url({ protocol: protocols, error: 'expected a URL (http, https, ws or wss)' });
 
@@ -37,6 +59,19 @@ export const configSchema = z.strictObject({
         .max(10_000)
         .default(UPSTREAM_CONNECTIONS)
         .describe('connections kept open to one upstream origin at most; more requests wait for one'),
+      trustedProxies: z
+        .string()
+        .default('')
+        .superRefine((setting, ctx) => {
+          const parsed = proxyList(setting);
+          if (!parsed.ok)
+            ctx.addIssue({ code: 'custom', message: `${parsed.message}: expected addresses, CIDRs, loopback, linklocal or uniquelocal` });
+        })
+        .describe(
+          'reverse proxies in front of turnpike whose X-Forwarded-For names the caller (comma-separated addresses, CIDRs, ' +
+            'or loopback, linklocal, uniquelocal); none by default. Set it when callers reach turnpike only through a proxy: ' +
+            'otherwise each of them is that proxy (one failure throttle, one stdio session bound, one network for kept results)',
+        ),
     })
     .prefault({}),
   log: logSettingsSchema.prefault({}),
@@ -299,5 +334,16 @@ export const configSchema = z.strictObject({
 });
 
 export type Config = z.infer<typeof configSchema>;
+
+/**
+ * The proxies `http.trustedProxies` names, as a list (the setting was checked when the config was read).
+ *
+ * @example trustedProxiesOf(loadConfig({ env: { TURNPIKE_HTTP_TRUSTED_PROXIES: 'loopback, 10.0.0.0/8' } })) // ['loopback', '10.0.0.0/8']
+ */
+export function trustedProxiesOf(config: Config): string[] {
+  const parsed = proxyList(config.http.trustedProxies);
+  if (!parsed.ok) throw new Error(`http.trustedProxies: ${parsed.message}`);
+  return parsed.list;
+}
 /** What a config file or the flags may say: everything optional. */
 export type ConfigInput = z.input<typeof configSchema>;

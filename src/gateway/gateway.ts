@@ -171,6 +171,8 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       onError: () => rpcError(null, -32600, `request body larger than ${options.bodyLimitBytes} bytes`, 413),
     }),
     async (c) => {
+      // Who called, read before anything is awaited: a caller that hangs up meanwhile takes its socket's address with it.
+      const address = clientAddress(c);
       // Judged once, forwarded as judged: the upstream parses turnpike's encoding, never the caller's bytes.
       const read = readJsonBody(new Uint8Array(await c.req.arrayBuffer()), c.req.header('content-type'), c.req.header('content-encoding'));
       if (!read.ok) return rpcError(null, read.status === 415 ? -32600 : -32700, read.message, read.status);
@@ -184,7 +186,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
           return listTools(c, message.message);
         case 'paid':
           if (await unknownTool(message.tool)) return rpcError(message.message.id ?? null, -32602, `Unknown tool: ${message.tool}`, 200);
-          return paidCall(c, message.message, { name: message.tool, amount: message.amount });
+          return paidCall(c, message.message, { name: message.tool, amount: message.amount }, address);
         case 'forward':
           if (message.tool) {
             count(message.tool, 'free');
@@ -354,7 +356,12 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     return seen.mcpUrl;
   };
 
-  async function paidCall(c: Context<{ Variables: OAuthVariables }>, rpc: Message, tool: { name: string; amount: bigint }) {
+  async function paidCall(
+    c: Context<{ Variables: OAuthVariables }>,
+    rpc: Message,
+    tool: { name: string; amount: bigint },
+    address?: string,
+  ) {
     const offer: ToolOffer = {
       tool: tool.name,
       amount: tool.amount,
@@ -373,7 +380,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       tool,
       offer,
       ...(principal ? { principal } : {}),
-      address: clientAddress(c),
+      ...(address !== undefined ? { address } : {}),
     };
     let rail: Rail | undefined;
     for (const candidate of rails) {

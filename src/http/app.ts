@@ -2,15 +2,18 @@ import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import { UpstreamError } from '../upstream/upstream.js';
 import { DomainError, errorCodes } from '../errors.js';
+import { forwardedFor } from './caller.js';
 
 /**
  * A hono app whose every answer is JSON: unknown paths are 404, a DomainError is its code's status
  * (`errorCodes`: the one place a code becomes HTTP) with `{ error: code, message, ...details }`, and
  * an unexpected fault is a 500 that says to retry, logged here and never shown to the caller as a
- * stack trace.
+ * stack trace. The app that listens names the proxies whose `X-Forwarded-For` it believes
+ * (`trustedProxies`, see `forwardedFor`).
  */
-export function createApp(logger: Logger): Hono {
+export function createApp(logger: Logger, { trustedProxies = [] }: { trustedProxies?: string[] } = {}): Hono {
   const app = new Hono();
+  if (trustedProxies.length > 0) app.use(forwardedFor(trustedProxies));
   // No name, id or slug here holds a NUL, and PostgreSQL refuses one in any text: it is the caller's mistake, not a fault.
   app.use(async (c, next) => {
     if (/%00/.test(c.req.url)) throw new DomainError('invalid_request', 'the URL holds a NUL character (%00): nothing here is named so');

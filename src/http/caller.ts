@@ -1,6 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { getConnInfo } from '@hono/node-server/conninfo';
-import type { Context } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
+import proxyAddr from 'proxy-addr';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -24,11 +26,36 @@ export function bearerIn(header: string | undefined, keys: readonly string[]): b
  */
 export const bearerOf = (header: string | null | undefined): string | undefined => /^Bearer\s+(\S+)\s*$/i.exec(header ?? '')?.[1];
 
+/** Each request's caller as the trusted proxies named them, by Node's request (see `forwardedFor`). */
+const forwarded = new WeakMap<IncomingMessage, string>();
+
 /**
- * The socket's peer address: forwarded headers are not trusted, since no proxy is configured to
- * vouch for them. Undefined when the request did not come through a socket (`app.request`).
+ * Believes the `X-Forwarded-For` of the proxies in `list` (addresses, CIDRs, or proxy-addr's names
+ * `loopback`, `linklocal`, `uniquelocal`): a request's caller is
+ * then the nearest address in it that is not one of them, read once, when the request arrives.
+ * A header from anyone else is not read: a caller cannot name itself. Put first on the app that
+ * listens; apps it hands requests to (a registered server's, with the same `env`) see the same caller.
+ *
+ * @example app.use(forwardedFor(['loopback'])) // a request from 127.0.0.1 with X-Forwarded-For: 203.0.113.7 is 203.0.113.7's
+ */
+export function forwardedFor(list: string[]): MiddlewareHandler {
+  const trust = proxyAddr.compile(list);
+  return async (c, next) => {
+    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    if (incoming?.socket.remoteAddress !== undefined) forwarded.set(incoming, proxyAddr(incoming, trust));
+    await next();
+  };
+}
+
+/**
+ * Who sent a request: the socket's peer address, or the caller a trusted proxy named
+ * (`forwardedFor`); forwarded headers are believed from no one else. Undefined when the request
+ * did not come through a socket (`app.request`).
  */
 export function clientAddress(c: Context): string | undefined {
+  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+  const named = incoming && forwarded.get(incoming);
+  if (named !== undefined) return named;
   try {
     return getConnInfo(c).remote.address;
   } catch {

@@ -29,7 +29,13 @@ describe('loadConfig', () => {
     const config = loadConfig({ env: {} });
     assert.equal(config.network, 'local');
     assert.equal(config.rpcUrl, undefined);
-    assert.deepEqual(config.http, { host: '127.0.0.1', port: 3402, bodyLimitBytes: 1_048_576, upstreamConnections: 64 });
+    assert.deepEqual(config.http, {
+      host: '127.0.0.1',
+      port: 3402,
+      bodyLimitBytes: 1_048_576,
+      upstreamConnections: 64,
+      trustedProxies: '',
+    });
     assert.equal(config.store.url, `sqlite:${path.join('.turnpike', 'turnpike.db')}`);
     assert.equal(config.facilitator.mode, 'self');
   });

@@ -1,6 +1,7 @@
 import { connectConfiguredChain } from '../../app/chain.js';
 import { loadConfig } from '../../config/load.js';
 import { loadSecrets } from '../../config/secrets.js';
+import { trustedProxiesOf } from '../../config/schema.js';
 import { openFacilitator } from '../../app/payments.js';
 import { createApp } from '../../http/app.js';
 import { facilitatorRoutes } from '../../http/facilitator-routes.js';
@@ -34,7 +35,7 @@ export const facilitatorCommand = defineCommand({
       throw error;
     });
 
-    const app = createApp(logger);
+    const app = createApp(logger, { trustedProxies: trustedProxiesOf(config) });
     app.route(
       '/',
       facilitatorRoutes(facilitator, {
