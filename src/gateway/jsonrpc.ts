@@ -38,10 +38,14 @@ export async function answerCall(
 ): Promise<Response> {
   const { status, headers, body } = answer;
   const answered = (message: Message) => fn({ ...message, id: ids.caller });
+  if (encoded(headers)) {
+    onEnd(false);
+    return withHeaders(withoutPaidResponses(answer, ids.caller), extra);
+  }
   if (body instanceof ReadableStream) {
     if (!isSse(headers)) {
       onEnd(false);
-      return withHeaders(withoutPaidResponses(answer), extra);
+      return withHeaders(withoutPaidResponses(answer, ids.caller), extra);
     }
     let saw = false;
     const frames = mapSseFrames(
@@ -69,7 +73,7 @@ export async function answerCall(
   }
   if (message?.id !== ids.upstream || message.method !== undefined) {
     onEnd(false);
-    return withHeaders(withoutPaidResponses(answer), extra);
+    return withHeaders(withoutPaidResponses(answer, ids.caller), extra);
   }
   const text = JSON.stringify(await answered(message));
   // Into the answer's own record: a Response's `headers` read back would build a Headers object for each call.
@@ -94,34 +98,60 @@ export function withHeaders(response: Response, extra?: () => HeaderRecord): Res
  * replays what it sent on a stream when asked to resume it; a paid result it replays there would
  * otherwise leave turnpike unpaid.
  *
+ * What cannot be read is not passed on (a 502 JSON-RPC error under `id` instead): an answer
+ * with a Content-Encoding (turnpike asks for none, but HTTP lets a server send one anyway), and a
+ * body that may hold a paid response (a paid id's prefix, a `\u` escape, a NUL of UTF-16) but is
+ * not JSON (an SSE stream labelled text/plain, two messages in a row). Its bytes go to a caller who
+ * needs no parser to read them.
+ *
  * @example app.get('/', async (c) => withoutPaidResponses(await send(upstream, c.req.raw, undefined)));
+ * @example withoutPaidResponses({ status: 200, headers: { 'content-type': 'text/plain' }, body: sseBytes }) // 502
  */
-export function withoutPaidResponses(answer: UpstreamAnswer): Response {
+export function withoutPaidResponses(answer: UpstreamAnswer, id: JsonRpcId = null): Response {
   const { status, headers, body } = answer;
+  if (encoded(headers)) {
+    if (body instanceof ReadableStream) void body.cancel().catch(() => {});
+    return unreadable(id, `it came with Content-Encoding ${headers['content-encoding']}`);
+  }
   if (body instanceof ReadableStream) {
     const frames = mapSseFrames(body, withoutPaidFrame, { onEnd: () => {} });
     return new Response(frames, { status, headers });
   }
   if (!body) return toResponse(answer);
   // Most answers hold no paid id: looked for in the bytes, they pass without being decoded.
-  if (cannotHoldPaidResponse(body)) return toResponse(answer);
+  if (cannotHoldPaidResponse(body) && !body.includes(0)) return toResponse(answer);
   const text = decoder.decode(body);
   let message: unknown;
   try {
     message = JSON.parse(text);
   } catch {
-    return toResponse(answer);
+    return unreadable(id, 'it is not JSON');
   }
   if (!Array.isArray(message)) return isPaidResponse(message) ? new Response(null, { status: 202, headers }) : toResponse(answer);
   const kept = message.filter((m) => !isPaidResponse(m));
   return new Response(kept.length === 0 ? null : JSON.stringify(kept), { status: kept.length === 0 ? 202 : status, headers });
 }
 
+/** Whether an answer's body is content-encoded (gzip, br, …): its bytes cannot be judged as they are. */
+const encoded = (headers: HeaderRecord) => {
+  const encoding = headers['content-encoding']?.trim().toLowerCase();
+  return encoding !== undefined && encoding !== '' && encoding !== 'identity';
+};
+
+const unreadable = (id: JsonRpcId, why: string) =>
+  rpcError(
+    id,
+    -32603,
+    `the tool’s server sent an answer turnpike cannot read (${why}); it is not passed on, and nothing was charged for it`,
+    502,
+  );
+
 /** An SSE frame without the responses to priced calls it carries: `undefined` (unchanged) or `null` (dropped) mostly. */
 function withoutPaidFrame(frame: string): string | null | undefined {
   if (cannotHoldPaidResponse(frame)) return undefined;
   const parsed = frameMessage(frame);
-  if (!parsed) return undefined;
+  // A frame that may hold one but is not JSON (a framing this parser and the caller's read apart) is dropped.
+  if (!parsed) return null;
   const { lines, message } = parsed;
   if (!Array.isArray(message)) return isPaidResponse(message) ? null : undefined;
   const kept = message.filter((m) => !isPaidResponse(m));
