@@ -421,8 +421,12 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       { upstream: call.upstreamId, caller: id },
       async (message) => {
         const result = message.result as ToolResult | undefined;
-        if (message.error !== undefined || !result || result.isError) {
-          await undo(message.error !== undefined ? 'the tool answered a JSON-RPC error' : 'the tool reported isError');
+        if (message.error !== undefined) {
+          await undo('the tool answered a JSON-RPC error');
+          return errorOnly(message);
+        }
+        if (!result || result.isError) {
+          await undo('the tool reported isError');
           return message;
         }
         return charge.deliver(message, result);
@@ -465,6 +469,24 @@ function forwarded(c: Context): Forwarded {
     headers[name] = earlier === undefined ? raw[i + 1]! : `${earlier}, ${raw[i + 1]!}`;
   }
   return { method: c.req.method, headers };
+}
+
+/**
+ * A failed call's error response as it leaves uncharged: its `error` alone, never a `result` the
+ * upstream wrote beside it (JSON-RPC forbids both; `"error": null` beside a result is a common
+ * library habit), and an error that is no error object read as the server's failure.
+ *
+ * @example errorOnly({ jsonrpc: '2.0', id: 1, error: null, result: { content: [] } })
+ * // { jsonrpc: '2.0', id: 1, error: { code: -32603, message: 'the tool’s server answered … ' } }
+ */
+function errorOnly(message: Message): Message {
+  const { error } = message;
+  const valid = typeof error === 'object' && error !== null && !Array.isArray(error);
+  return {
+    jsonrpc: '2.0',
+    id: message.id ?? null,
+    error: valid ? error : { code: -32603, message: 'the tool’s server answered an invalid JSON-RPC error; you were not charged' },
+  };
 }
 
 /** The id of a request refused as invalid, when it has a usable one. */
