@@ -24,7 +24,7 @@ import {
 } from './payment-required.js';
 import { type Plan, isMetered, listPrice, monthlyAllowance, namedTools, priceAt, publicPlan, utcMonth } from '../pricing/plans.js';
 import { atomicToUsd } from '../pricing/pricing.js';
-import { type ToolResult, answerCall, rpcError, withHeaders, withoutPaidResponses } from './jsonrpc.js';
+import { type ToolResult, answerCall, notTheResult, rpcError, withHeaders, withoutPaidResponses } from './jsonrpc.js';
 import { HOP_HEADER, loopIn } from '../upstream/hops.js';
 import { readJsonBody } from './json-body.js';
 import { type EventCaller, type EventInput, eventCaller, onceId, subjectOf } from '../events/events.js';
@@ -414,7 +414,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     if (answer.status !== 200 || !(answer.body instanceof ReadableStream)) deadline.clear();
     if (answer.status !== 200) {
       await undo(`upstream answered HTTP ${answer.status}`);
-      return withHeaders(withoutPaidResponses(answer), headers);
+      return withHeaders(notTheResult(answer, id), headers);
     }
     return answerCall(
       answer,
@@ -436,6 +436,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
         if (!sawResponse) void undo('the upstream stream ended before the result');
       },
       headers,
+      true,
     );
   }
 

@@ -34,7 +34,7 @@ let runs = 0;
 /** The Accept-Encoding of the last request the upstream got. */
 let acceptEncoding: string | undefined;
 
-type Bend = 'gzip' | 'sse-as-text' | 'error-null';
+type Bend = 'gzip' | 'sse-as-text' | 'error-null' | 'id-null' | 'id-null-sse';
 
 /** The SDK server at `/<bend>`: a `secret` tool whose text is SECRET, its answer bent as `bend` says. */
 async function startBentUpstream() {
@@ -49,7 +49,7 @@ async function startBentUpstream() {
     });
     const transport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: undefined,
-      enableJsonResponse: bend !== 'sse-as-text',
+      enableJsonResponse: bend !== 'sse-as-text' && bend !== 'id-null-sse',
     });
     await server.connect(transport);
     const answer = await transport.handleRequest(c.req.raw);
@@ -61,6 +61,9 @@ async function startBentUpstream() {
       });
     if (bend === 'sse-as-text')
       return new Response(text, { status: answer.status, headers: { 'content-type': 'text/plain; charset=utf-8' } });
+    // A JSON-RPC library that takes ids for numbers answers a string id with null.
+    if (bend === 'id-null' || bend === 'id-null-sse')
+      return new Response(text.replace(/"id":"turnpike-paid:[^"]*"/g, '"id":null'), { status: answer.status, headers: answer.headers });
     return new Response(text.replace(/^\{"result":/, '{"error":null,"result":'), {
       status: answer.status,
       headers: { 'content-type': 'application/json' },
@@ -141,6 +144,22 @@ describe('attacker: an upstream answer turnpike cannot read never carries a pric
 
   test('an SSE answer labelled text/plain: the caller gets no result, and is not charged', async () => {
     const { text, ran, earned, state } = await paidCall('sse-as-text');
+    assert.equal(ran, 1, 'the tool ran');
+    assert.ok(!text.includes(SECRET), `the priced result left unpaid: ${text}`);
+    assert.equal(earned, 0n);
+    assert.equal(state, 'failed');
+  });
+
+  test('a result the upstream sends under another id (null, for a string id it cannot echo) as its JSON answer: not passed on, not charged', async () => {
+    const { text, ran, earned, state } = await paidCall('id-null');
+    assert.equal(ran, 1, 'the tool ran');
+    assert.ok(!text.includes(SECRET), `the priced result left unpaid: ${text}`);
+    assert.equal(earned, 0n);
+    assert.equal(state, 'failed');
+  });
+
+  test('a result the upstream sends under another id on its SSE answer: not passed on, not charged', async () => {
+    const { text, ran, earned, state } = await paidCall('id-null-sse');
     assert.equal(ran, 1, 'the tool ran');
     assert.ok(!text.includes(SECRET), `the priced result left unpaid: ${text}`);
     assert.equal(earned, 0n);
