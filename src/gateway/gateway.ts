@@ -24,7 +24,7 @@ import {
 } from './payment-required.js';
 import { type Plan, isMetered, listPrice, monthlyAllowance, namedTools, priceAt, publicPlan, utcMonth } from '../pricing/plans.js';
 import { atomicToUsd } from '../pricing/pricing.js';
-import { type ToolResult, answerCall, rpcError, withHeaders, withoutPaidResponses } from './jsonrpc.js';
+import { type ToolResult, answerCall, notTheResult, rpcError, withHeaders, withoutPaidResponses } from './jsonrpc.js';
 import { HOP_HEADER, loopIn } from '../upstream/hops.js';
 import { readJsonBody } from './json-body.js';
 import { type EventCaller, type EventInput, eventCaller, onceId, subjectOf } from '../events/events.js';
@@ -421,15 +421,19 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     if (answer.status !== 200 || !(answer.body instanceof ReadableStream)) deadline.clear();
     if (answer.status !== 200) {
       await undo(`upstream answered HTTP ${answer.status}`);
-      return withHeaders(withoutPaidResponses(answer), headers);
+      return withHeaders(notTheResult(answer, id), headers);
     }
     return answerCall(
       answer,
       { upstream: call.upstreamId, caller: id },
       async (message) => {
         const result = message.result as ToolResult | undefined;
-        if (message.error !== undefined || !result || result.isError) {
-          await undo(message.error !== undefined ? 'the tool answered a JSON-RPC error' : 'the tool reported isError');
+        if (message.error !== undefined) {
+          await undo('the tool answered a JSON-RPC error');
+          return errorOnly(message);
+        }
+        if (!result || result.isError) {
+          await undo('the tool reported isError');
           return message;
         }
         return charge.deliver(message, result);
@@ -439,6 +443,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
         if (!sawResponse) void undo('the upstream stream ended before the result');
       },
       headers,
+      true,
     );
   }
 
@@ -472,6 +477,24 @@ function forwarded(c: Context): Forwarded {
     headers[name] = earlier === undefined ? raw[i + 1]! : `${earlier}, ${raw[i + 1]!}`;
   }
   return { method: c.req.method, headers };
+}
+
+/**
+ * A failed call's error response as it leaves uncharged: its `error` alone, never a `result` the
+ * upstream wrote beside it (JSON-RPC forbids both; `"error": null` beside a result is a common
+ * library habit), and an error that is no error object read as the server's failure.
+ *
+ * @example errorOnly({ jsonrpc: '2.0', id: 1, error: null, result: { content: [] } })
+ * // { jsonrpc: '2.0', id: 1, error: { code: -32603, message: 'the tool’s server answered … ' } }
+ */
+function errorOnly(message: Message): Message {
+  const { error } = message;
+  const valid = typeof error === 'object' && error !== null && !Array.isArray(error);
+  return {
+    jsonrpc: '2.0',
+    id: message.id ?? null,
+    error: valid ? error : { code: -32603, message: 'the tool’s server answered an invalid JSON-RPC error; you were not charged' },
+  };
 }
 
 /** The id of a request refused as invalid, when it has a usable one. */

@@ -26,6 +26,11 @@ const decoder = new TextDecoder();
  * `onEnd(false)` says the answer held no response to the call (its outcome is unknown). `extra`
  * gives headers to add once `fn` is done (see `withHeaders`).
  *
+ * `paid`: the answer to a priced call carries nothing but that call's response, and the requests
+ * and notifications of a stream: any other response (a result under another id: an upstream that
+ * answers a string id with null), a data frame that is not JSON, or an answer that is not the
+ * call's response at all is not passed on (`notTheResult`), whatever id or prefix it has.
+ *
  * @example
  * await answerCall(answer, { upstream: paidRequestId(), caller: 1 }, async (m) => settleThen(m), (saw) => saw || undo());
  */
@@ -35,14 +40,16 @@ export async function answerCall(
   fn: (message: Message) => Promise<Message>,
   onEnd: (sawResponse: boolean) => void = () => {},
   extra?: () => HeaderRecord,
+  paid = false,
 ): Promise<Response> {
   const { status, headers, body } = answer;
   const answered = (message: Message) => fn({ ...message, id: ids.caller });
+  const unmatched = () => {
+    onEnd(false);
+    return withHeaders(paid ? notTheResult(answer, ids.caller) : withoutPaidResponses(answer, ids.caller), extra);
+  };
+  if (encoded(headers) || (body instanceof ReadableStream && !isSse(headers))) return unmatched();
   if (body instanceof ReadableStream) {
-    if (!isSse(headers)) {
-      onEnd(false);
-      return withHeaders(withoutPaidResponses(answer), extra);
-    }
     let saw = false;
     const frames = mapSseFrames(
       body,
@@ -55,7 +62,7 @@ export async function answerCall(
             return withData(parsed.lines, await answered(message));
           }
         }
-        return withoutPaidFrame(frame);
+        return paid ? onlyRequestsFrame(frame) : withoutPaidFrame(frame);
       },
       { onEnd: () => onEnd(saw), keepReading: true },
     );
@@ -67,10 +74,7 @@ export async function answerCall(
   } catch {
     message = undefined;
   }
-  if (message?.id !== ids.upstream || message.method !== undefined) {
-    onEnd(false);
-    return withHeaders(withoutPaidResponses(answer), extra);
-  }
+  if (message?.id !== ids.upstream || message.method !== undefined) return unmatched();
   const text = JSON.stringify(await answered(message));
   // Into the answer's own record: a Response's `headers` read back would build a Headers object for each call.
   return new Response(text, { status, headers: extra ? { ...headers, ...extra() } : headers });
@@ -94,34 +98,94 @@ export function withHeaders(response: Response, extra?: () => HeaderRecord): Res
  * replays what it sent on a stream when asked to resume it; a paid result it replays there would
  * otherwise leave turnpike unpaid.
  *
+ * What cannot be read is not passed on (a 502 JSON-RPC error under `id` instead): an answer
+ * with a Content-Encoding (turnpike asks for none, but HTTP lets a server send one anyway), and a
+ * body that may hold a paid response (a paid id's prefix, a `\u` escape, a NUL of UTF-16) but is
+ * not JSON (an SSE stream labelled text/plain, two messages in a row). Its bytes go to a caller who
+ * needs no parser to read them.
+ *
  * @example app.get('/', async (c) => withoutPaidResponses(await send(upstream, c.req.raw, undefined)));
+ * @example withoutPaidResponses({ status: 200, headers: { 'content-type': 'text/plain' }, body: sseBytes }) // 502
  */
-export function withoutPaidResponses(answer: UpstreamAnswer): Response {
+export function withoutPaidResponses(answer: UpstreamAnswer, id: JsonRpcId = null): Response {
   const { status, headers, body } = answer;
+  if (encoded(headers)) {
+    if (body instanceof ReadableStream) void body.cancel().catch(() => {});
+    return unreadable(id, `it came with Content-Encoding ${headers['content-encoding']}`);
+  }
   if (body instanceof ReadableStream) {
     const frames = mapSseFrames(body, withoutPaidFrame, { onEnd: () => {} });
     return new Response(frames, { status, headers });
   }
   if (!body) return toResponse(answer);
   // Most answers hold no paid id: looked for in the bytes, they pass without being decoded.
-  if (cannotHoldPaidResponse(body)) return toResponse(answer);
+  if (cannotHoldPaidResponse(body) && !body.includes(0)) return toResponse(answer);
   const text = decoder.decode(body);
   let message: unknown;
   try {
     message = JSON.parse(text);
   } catch {
-    return toResponse(answer);
+    return unreadable(id, 'it is not JSON');
   }
   if (!Array.isArray(message)) return isPaidResponse(message) ? new Response(null, { status: 202, headers }) : toResponse(answer);
   const kept = message.filter((m) => !isPaidResponse(m));
   return new Response(kept.length === 0 ? null : JSON.stringify(kept), { status: kept.length === 0 ? 202 : status, headers });
 }
 
+/**
+ * The answer to a priced call that is not its response (another status, another id, no JSON): the
+ * upstream's status if it is an error (its headers kept), else 502, with turnpike's JSON-RPC error
+ * under the caller's `id`. Nothing of the upstream's body leaves: it may be the result under
+ * another id, or in a form turnpike does not read.
+ *
+ * @example notTheResult({ status: 500, headers: {}, body: bytes }, 1) // 500, { error: { message: 'the tool’s server answered HTTP 500; …' } }
+ */
+export function notTheResult(answer: UpstreamAnswer, id: JsonRpcId): Response {
+  const { status, body } = answer;
+  if (body instanceof ReadableStream) void body.cancel().catch(() => {});
+  const { 'content-encoding': _, 'content-type': __, ...headers } = answer.headers;
+  const why = status === 200 ? 'something other than the call’s response' : `HTTP ${status}`;
+  return new Response(
+    JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32603, message: `the tool’s server answered ${why}; you were not charged` } }),
+    { status: status >= 400 ? status : 502, headers: { ...headers, 'content-type': 'application/json' } },
+  );
+}
+
+/**
+ * A frame of a priced call's stream with only requests and notifications kept: a response (the
+ * call's own was taken before) or a data frame that is not JSON is dropped; a frame without data
+ * (a comment, `retry:`, an event id) passes.
+ */
+function onlyRequestsFrame(frame: string): string | null | undefined {
+  const parsed = frameMessage(frame);
+  if (!parsed) return /^data:/m.test(frame) ? null : undefined;
+  const { lines, message } = parsed;
+  const isRequest = (m: unknown) => typeof m === 'object' && m !== null && typeof (m as Message).method === 'string';
+  if (!Array.isArray(message)) return isRequest(message) ? undefined : null;
+  const kept = message.filter(isRequest);
+  return kept.length === message.length ? undefined : kept.length === 0 ? null : withData(lines, kept);
+}
+
+/** Whether an answer's body is content-encoded (gzip, br, …): its bytes cannot be judged as they are. */
+const encoded = (headers: HeaderRecord) => {
+  const encoding = headers['content-encoding']?.trim().toLowerCase();
+  return encoding !== undefined && encoding !== '' && encoding !== 'identity';
+};
+
+const unreadable = (id: JsonRpcId, why: string) =>
+  rpcError(
+    id,
+    -32603,
+    `the tool’s server sent an answer turnpike cannot read (${why}); it is not passed on, and nothing was charged for it`,
+    502,
+  );
+
 /** An SSE frame without the responses to priced calls it carries: `undefined` (unchanged) or `null` (dropped) mostly. */
 function withoutPaidFrame(frame: string): string | null | undefined {
   if (cannotHoldPaidResponse(frame)) return undefined;
   const parsed = frameMessage(frame);
-  if (!parsed) return undefined;
+  // A frame that may hold one but is not JSON (a framing this parser and the caller's read apart) is dropped.
+  if (!parsed) return null;
   const { lines, message } = parsed;
   if (!Array.isArray(message)) return isPaidResponse(message) ? null : undefined;
   const kept = message.filter((m) => !isPaidResponse(m));

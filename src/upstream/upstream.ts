@@ -181,6 +181,8 @@ export async function send(upstream: Upstream, request: Forwarded, body: Uint8Ar
   for (const name in request.headers) if (!NOT_FORWARDED.has(name) && !hop?.has(name)) headers[name] = request.headers[name]!;
   if (body) headers['content-type'] = 'application/json';
   for (const name in upstream.headers) headers[name.toLowerCase()] = upstream.headers[name]!;
+  // Without it HTTP lets a server compress as it likes; turnpike must read an answer to judge it (see `withoutPaidResponses`).
+  headers['accept-encoding'] = 'identity';
   headers[HOP_HEADER] = nextHops(request.headers[HOP_HEADER] ?? null);
   // The dispatcher's request API, not fetch (nor undici's request(url), which parses the URL again
   // on every call): the same connection pool at a fraction of the CPU per call.

@@ -125,3 +125,11 @@ test("a JSON answer that is a priced call's response is not passed on; a batch k
   );
   assert.deepEqual(await batch.json(), [{ jsonrpc: '2.0', id: 1, result: {} }]);
 });
+
+test('a frame that may hold a paid response but is not JSON to this parser is dropped: a framing the caller reads apart cannot carry one out', async () => {
+  // "\n\r" ends a line, then an empty line: two events to an SSE client, one frame of two data lines (not JSON) here.
+  const paid = `data: {"jsonrpc":"2.0","id":"${paidRequestId()}","result":{"content":[{"type":"text","text":"secret"}]}}\n\rdata: 1\n\n`;
+  const free = 'data: {"jsonrpc":"2.0","id":5,"result":{}}\n\n';
+  const out = await read(withoutPaidResponses(sse(stream([paid, free]))).body!);
+  assert.equal(out, free);
+});
