@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { before, describe, test } from 'node:test';
+import type { PublicClient } from 'viem';
+import { networks } from '../../src/chain/networks.js';
+import { createLogger } from '../../src/log/logger.js';
+import { createWithdrawals } from '../../src/operators/withdrawals.js';
+import { type SqliteStore, openSqliteStore } from '../../src/store/sqlite.js';
+import { purposes } from '../../src/facilitator/purposes.js';
+import { useSandbox } from '../helpers/chain.js';
+import { v2Request } from '../helpers/payments.js';
+
+const chain = useSandbox({ isolate: false });
+const logger = createLogger({ level: 'silent', format: 'json' });
+let store: SqliteStore;
+const operatorId = 'op_attacker';
+const payout = () => chain.sandbox.accounts.payees[0]!.address;
+
+/**
+ * The same client, except that receipts cannot be read while `down.receipts` is set: a rate-limited
+ * or lagging RPC endpoint (429s, a load-balanced node a block behind), whose other answers are fine.
+ */
+const down = { receipts: false };
+const flakyReceipts = (client: PublicClient) =>
+  new Proxy(client, {
+    get: (target, name) =>
+      name === 'getTransactionReceipt'
+        ? async (args: Parameters<PublicClient['getTransactionReceipt']>[0]) => {
+            if (down.receipts) throw new Error('HTTP request failed. Status: 429 Too Many Requests');
+            return target.getTransactionReceipt(args);
+          }
+        : Reflect.get(target, name),
+  });
+
+const withdrawalsOn = (client: PublicClient) =>
+  createWithdrawals({
+    store,
+    client,
+    network: networks.local,
+    treasuryKey: chain.sandbox.accounts.treasury.privateKey,
+    minimum: 1n,
+    logger,
+    receiptTimeoutMs: 300,
+  });
+
+describe('withdrawals under attack: never paid out twice, never more than earned', () => {
+  before(async () => {
+    store = await openSqliteStore({ path: chain.dbPath() });
+    await store.operators.createOperator({
+      id: operatorId,
+      email: 'attacker@example.com',
+      name: 'attacker',
+      keyHash: 'bb',
+      createdAt: Date.now(),
+      payoutAddress: payout(),
+    });
+    // 1 USDC of platform-custody revenue, really sitting in the treasury.
+    const { facilitator } = await chain.facilitator([1]);
+    const treasury = chain.sandbox.accounts.treasury.address;
+    const revenue = await v2Request({ payer: chain.sandbox.accounts.payers[6]!, payTo: treasury, amount: 1_000_000n });
+    assert.equal((await facilitator.settle(revenue, purposes.api)).success, true);
+    await store.operators.recordCharges([
+      {
+        id: 'ch_attack',
+        serverId: 's',
+        operatorId,
+        rail: 'x402',
+        caller: '0x',
+        tool: 't',
+        amount: 1_000_000n,
+        operatorShare: 1_000_000n,
+        platformShare: 0n,
+        custody: 'platform',
+        ref: 'x402:attack',
+        state: 'earned',
+        createdAt: Date.now(),
+      },
+    ]);
+  });
+
+  test('a withdrawal mined while the RPC cannot show its receipt stays reserved, and is confirmed once it can: the operator cannot withdraw it twice', async () => {
+    const operator = (await store.operators.operator(operatorId))!;
+    const flaky = withdrawalsOn(flakyReceipts(chain.client));
+    const before = await chain.balanceOf(payout());
+    down.receipts = true;
+    try {
+      const { withdrawal } = await flaky.request(operator, { idempotencyKey: 'all-of-it', amount: 1_000_000n });
+      assert.equal(withdrawal.state, 'submitted', 'mined, but its receipt could not be read');
+      assert.equal(await chain.balanceOf(payout()), before + 1_000_000n, 'the transfer is on chain');
+      // The watcher looks while the receipts are still unreadable: the treasury's nonce is past the transfer's.
+      await flaky.reconcile();
+      assert.equal((await store.operators.withdrawal(withdrawal.id))!.state, 'submitted', 'not failed on an RPC error');
+      assert.equal((await store.operators.balance(operatorId)).usdcAvailable, 0n, 'still reserved');
+      await assert.rejects(flaky.request(operator, { idempotencyKey: 'again', amount: 1_000_000n }), /insufficient_balance|only 0/);
+    } finally {
+      down.receipts = false;
+    }
+    await flaky.reconcile();
+    assert.equal((await store.operators.withdrawals(operatorId)).find((w) => w.idempotencyKey === 'all-of-it')!.state, 'confirmed');
+    assert.equal(await chain.balanceOf(payout()), before + 1_000_000n, 'paid once');
+    const balance = await store.operators.balance(operatorId);
+    assert.deepEqual([balance.usdcWithdrawn, balance.usdcAvailable], [1_000_000n, 0n]);
+  });
+});
