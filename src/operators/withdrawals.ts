@@ -230,9 +230,10 @@ export function createWithdrawals(options: WithdrawalsOptions) {
       });
       if (!result.ok) {
         const available = result.available.toString();
+        const least = options.minimum > 0n ? options.minimum : 1n;
         if (result.reason === 'below_minimum')
-          throw new DomainError('below_minimum', `a withdrawal is at least ${options.minimum} atomic units`, {
-            minimum: options.minimum.toString(),
+          throw new DomainError('below_minimum', `a withdrawal is at least ${least} atomic units`, {
+            minimum: least.toString(),
             available,
           });
         throw new DomainError('insufficient_balance', `only ${available} atomic units are available to withdraw`, { available });

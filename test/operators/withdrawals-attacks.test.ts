@@ -101,3 +101,31 @@ describe('withdrawals under attack: never paid out twice, never more than earned
     assert.deepEqual([balance.usdcWithdrawn, balance.usdcAvailable], [1_000_000n, 0n]);
   });
 });
+
+describe('withdrawals under attack: nothing is sent for nothing', () => {
+  test('with no minimum configured, a withdrawal of 0 (asked, or "everything" of nothing) is refused and sends no transaction', async () => {
+    const free = createWithdrawals({
+      store,
+      client: chain.client,
+      network: networks.local,
+      treasuryKey: chain.sandbox.accounts.treasury.privateKey,
+      minimum: 0n,
+      logger,
+    });
+    await store.operators.createOperator({
+      id: 'op_spammer',
+      email: 'spammer@example.com',
+      name: 'spammer',
+      keyHash: 'cc',
+      createdAt: Date.now(),
+      payoutAddress: payout(),
+    });
+    const operator = (await store.operators.operator('op_spammer'))!;
+    const treasury = chain.sandbox.accounts.treasury.address;
+    const nonce = await chain.client.getTransactionCount({ address: treasury });
+    await assert.rejects(free.request(operator, { idempotencyKey: 'zero-1', amount: 0n }), /below_minimum|at least/);
+    await assert.rejects(free.request(operator, { idempotencyKey: 'zero-2' }), /below_minimum|at least/);
+    assert.equal(await chain.client.getTransactionCount({ address: treasury }), nonce, 'no gas spent');
+    assert.deepEqual(await store.operators.withdrawals('op_spammer'), []);
+  });
+});
