@@ -89,7 +89,8 @@ export function createWithdrawals(options: WithdrawalsOptions) {
       maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
     });
     const txHash = keccak256(rawTx);
-    await store.operators.recordWithdrawalTx(w.id, { txHash, rawTx });
+    // Another sender (a lease handed over while this one was signing) journalled or finished it first: its transaction is the one.
+    if (!(await store.operators.recordWithdrawalTx(w.id, { txHash, rawTx }))) return (await store.operators.withdrawal(w.id))!;
     await client.sendRawTransaction({ serializedTransaction: rawTx });
     return { ...w, state: 'submitted', txHash, rawTx };
   }
@@ -134,7 +135,7 @@ export function createWithdrawals(options: WithdrawalsOptions) {
           const message = `the transfer could not be sent: ${(error as Error).message.split('\n')[0]}`;
           current = (await store.operators.withdrawal(w.id))!;
           if (current.state === 'requested') await store.operators.finishWithdrawal(w.id, { state: 'failed', error: message });
-          else {
+          else if (current.state === 'submitted') {
             logger.warn({ err: error, withdrawal: w.id }, 'broadcasting a withdrawal failed; it stays submitted until the chain decides');
             waiting = await waitsForGas(current);
           }

@@ -129,3 +129,76 @@ describe('withdrawals under attack: nothing is sent for nothing', () => {
     assert.deepEqual(await store.operators.withdrawals('op_spammer'), []);
   });
 });
+
+describe('withdrawals under attack: two senders at once (a lease handed over mid-send)', () => {
+  test('a sender that read the withdrawal as requested before another paid it never broadcasts a second transfer', async () => {
+    await store.operators.createOperator({
+      id: 'op_twice',
+      email: 'twice@example.com',
+      name: 'twice',
+      keyHash: 'dd',
+      createdAt: Date.now(),
+      payoutAddress: payout(),
+    });
+    const { facilitator } = await chain.facilitator([1]);
+    const treasury = chain.sandbox.accounts.treasury.address;
+    // The treasury holds other operators' revenue too: more than this withdrawal.
+    const revenue = await v2Request({ payer: chain.sandbox.accounts.payers[6]!, payTo: treasury, amount: 900_000n });
+    assert.equal((await facilitator.settle(revenue, purposes.api)).success, true);
+    await store.operators.recordCharges([
+      {
+        id: 'ch_twice',
+        serverId: 's',
+        operatorId: 'op_twice',
+        rail: 'x402',
+        caller: '0x',
+        tool: 't',
+        amount: 300_000n,
+        operatorShare: 300_000n,
+        platformShare: 0n,
+        custody: 'platform',
+        ref: 'x402:twice',
+        state: 'earned',
+        createdAt: Date.now(),
+      },
+    ]);
+    // The old sender stalls (a GC pause, a slow node) between reading the withdrawal and signing its transfer.
+    let resume!: () => void;
+    const resumed = new Promise<void>((r) => (resume = r));
+    let stalled!: () => void;
+    const stalling = new Promise<void>((r) => (stalled = r));
+    const slow = new Proxy(chain.client, {
+      get: (target, name) =>
+        name === 'getTransactionCount'
+          ? async (args: Parameters<PublicClient['getTransactionCount']>[0]) => {
+              if (args.blockTag === 'pending') {
+                stalled();
+                await resumed;
+              }
+              return target.getTransactionCount(args);
+            }
+          : Reflect.get(target, name),
+    });
+    const old = withdrawalsOn(slow);
+    const next = withdrawalsOn(chain.client);
+    const operator = (await store.operators.operator('op_twice'))!;
+    const reserved = await store.operators.requestWithdrawal({
+      id: 'wd_twice',
+      operatorId: operator.id,
+      amount: 300_000n,
+      to: payout(),
+      idempotencyKey: 'twice',
+      minimum: 1n,
+    });
+    assert.equal(reserved.ok, true);
+    const before = await chain.balanceOf(payout());
+    const oldRound = old.reconcile();
+    await stalling;
+    await next.reconcile();
+    assert.equal((await store.operators.withdrawal('wd_twice'))!.state, 'confirmed', 'the new sender paid it');
+    resume();
+    await oldRound;
+    assert.equal(await chain.balanceOf(payout()), before + 300_000n, 'paid once');
+    assert.equal((await store.operators.withdrawal('wd_twice'))!.state, 'confirmed');
+  });
+});
