@@ -141,6 +141,7 @@ export async function serveGateway(options: GatewayServerOptions) {
   const book = revenueBook(store, {
     takeRateBps: config.operators.takeRateBps,
     logger,
+    ...(treasury ? { treasury } : {}),
     events: { wanted: events.wanted, unpaid: { perWindow, windowMs: windowSeconds * 1_000 } },
   });
   await book.start();

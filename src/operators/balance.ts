@@ -35,12 +35,14 @@ export type Refusal = { ok: false; reason: 'insufficient_balance' | 'below_minim
 
 /**
  * The rule of a request for money once no earlier record holds its idempotency key: refused
- * (below the minimum, more than is available) or undefined, to be recorded.
+ * (below the minimum, more than is available) or undefined, to be recorded. Nothing is ever
+ * asked for nothing: a configured minimum of 0 still refuses 0 (a transfer of 0 would spend gas).
  *
  * @example refusal({ amount: 49n, minimum: 50n }, 1_000n) // { ok: false, reason: 'below_minimum', available: 1_000n }
+ * @example refusal({ amount: 0n, minimum: 0n }, 1_000n) // { ok: false, reason: 'below_minimum', available: 1_000n }
  */
 export function refusal(request: { amount: bigint; minimum: bigint }, available: bigint): Refusal | undefined {
-  if (request.amount < request.minimum) return { ok: false, reason: 'below_minimum', available };
+  if (request.amount < request.minimum || request.amount <= 0n) return { ok: false, reason: 'below_minimum', available };
   if (request.amount > available) return { ok: false, reason: 'insufficient_balance', available };
   return undefined;
 }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import type { Address, Hex } from 'viem';
-import type { PaymentKey } from '../store/journal/journal.js';
+import { type Address, type Hex, isAddressEqual } from 'viem';
+import type { PaymentKey, PaymentRecord } from '../store/journal/journal.js';
 import { newId } from '../store/ids.js';
 import type { Charge } from '../store/operators/operators.js';
 import type { Store } from '../store/store.js';
@@ -27,6 +27,20 @@ function paymentKeyOf(ref: string): PaymentKey | undefined {
 }
 
 /**
+ * Whether a journal row is the payment an x402 charge was booked for, and not just one with its
+ * key: once a claim is released (its settlement refused before it reached the chain), the payer
+ * may sign the same nonce again, to anyone, and have that settled. The charge's own payment was
+ * taken for a call on its server (by slug), for its amount, and, under platform custody, paid the
+ * treasury; a row that is not that payment earns nothing.
+ *
+ * @example ownPayment(charge, 'weather', row, treasury) // false for a row paid to the operator's own wallet
+ */
+function ownPayment(c: Charge, slug: string, record: PaymentRecord, treasury: Address | undefined): boolean {
+  if (!record.purpose.startsWith(`call:${slug}:`) || record.amount !== c.amount) return false;
+  return c.custody !== 'platform' || (treasury !== undefined && isAddressEqual(record.payTo, treasury));
+}
+
+/**
  * The revenue book: one charge per paid (or free-quota) call, split between operator and
  * platform at the take rate, plus denial counts for analytics, and each call's event for the
  * outbox (when someone gets events: `events.wanted`), all written in one transaction per batch.
@@ -48,6 +62,8 @@ export function revenueBook(
   options: {
     takeRateBps: number;
     logger: Logger;
+    /** Where platform-custody servers are paid: a platform charge is earned only by a payment to it. */
+    treasury?: Address;
     /**
      * Who gets events, and how many challenges and refusals of a server become events one by one
      * per window (`events.unpaid`; the rest are summarized).
@@ -89,6 +105,13 @@ export function revenueBook(
     for (;;) {
       const pending = await operators.pendingCharges(500, 'x402');
       const outcomes: { id: string; state: 'earned' | 'void'; settleMs?: number; lost?: boolean }[] = [];
+      const slugs = new Map<string, string>();
+      const slugOf = async (serverId: string) => {
+        let slug = slugs.get(serverId);
+        // A configured endpoint's id is its slug; a registered server's slug is on its row (deleted or not).
+        if (slug === undefined) slugs.set(serverId, (slug = (await operators.serverById(serverId))?.slug ?? serverId));
+        return slug;
+      };
       for (const c of pending) {
         const key = paymentKeyOf(c.ref);
         const record = key ? await store.journal.get(key) : undefined;
@@ -96,7 +119,11 @@ export function revenueBook(
         if (!record || record.state === 'failed') outcomes.push({ id: c.id, state: 'void', ...(record?.deferred ? { lost: true } : {}) });
         // The charge is written just before settlement starts, the row updated when it is done.
         else if (record.state === 'settled')
-          outcomes.push({ id: c.id, state: 'earned', settleMs: Math.max(0, record.updatedAt - c.createdAt) });
+          outcomes.push(
+            ownPayment(c, await slugOf(c.serverId), record, options.treasury)
+              ? { id: c.id, state: 'earned', settleMs: Math.max(0, record.updatedAt - c.createdAt) }
+              : { id: c.id, state: 'void' },
+          );
       }
       if (outcomes.length > 0) await operators.resolveCharges(outcomes);
       resolved += outcomes.length;

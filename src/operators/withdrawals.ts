@@ -3,6 +3,7 @@ import {
   type Hex,
   type PublicClient,
   type TransactionReceipt,
+  TransactionReceiptNotFoundError,
   encodeFunctionData,
   isAddressEqual,
   keccak256,
@@ -12,7 +13,7 @@ import {
 import { privateKeyToAccount } from 'viem/accounts';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import type { Network } from '../chain/networks.js';
-import { waitForReceipt } from '../chain/receipts.js';
+import { sleep, waitForReceipt } from '../chain/receipts.js';
 import { DomainError } from '../errors.js';
 import { newId } from '../store/ids.js';
 import type { OperatorRecord, Withdrawal } from '../store/operators/operators.js';
@@ -88,7 +89,8 @@ export function createWithdrawals(options: WithdrawalsOptions) {
       maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
     });
     const txHash = keccak256(rawTx);
-    await store.operators.recordWithdrawalTx(w.id, { txHash, rawTx });
+    // Another sender (a lease handed over while this one was signing) journalled or finished it first: its transaction is the one.
+    if (!(await store.operators.recordWithdrawalTx(w.id, { txHash, rawTx }))) return (await store.operators.withdrawal(w.id))!;
     await client.sendRawTransaction({ serializedTransaction: rawTx });
     return { ...w, state: 'submitted', txHash, rawTx };
   }
@@ -133,7 +135,7 @@ export function createWithdrawals(options: WithdrawalsOptions) {
           const message = `the transfer could not be sent: ${(error as Error).message.split('\n')[0]}`;
           current = (await store.operators.withdrawal(w.id))!;
           if (current.state === 'requested') await store.operators.finishWithdrawal(w.id, { state: 'failed', error: message });
-          else {
+          else if (current.state === 'submitted') {
             logger.warn({ err: error, withdrawal: w.id }, 'broadcasting a withdrawal failed; it stays submitted until the chain decides');
             waiting = await waitsForGas(current);
           }
@@ -184,10 +186,28 @@ export function createWithdrawals(options: WithdrawalsOptions) {
 
   const receiptOf = (w: Withdrawal) => client.getTransactionReceipt({ hash: w.txHash! }).catch(() => undefined);
 
-  /** The treasury's mined nonce is past this transaction's, yet it has no receipt: another transaction took the nonce. */
+  /**
+   * The treasury's mined nonce is past this transaction's, yet the node says it has no receipt, and
+   * still says so after two blocks: another transaction took the nonce. Failing it frees the money
+   * for another withdrawal, so only the node's own "no such receipt" counts, never an RPC error (a
+   * 429, a timeout) nor one look at a node a block behind the one that counted the nonce: ours may
+   * be mined, and failing it would pay the operator twice.
+   *
+   * @example await nonceTakenElsewhere(w) // false while the receipt cannot be read: the next round looks again
+   */
   async function nonceTakenElsewhere(w: Withdrawal): Promise<boolean> {
     const mined = await client.getTransactionCount({ address: treasury.address, blockTag: 'latest' });
-    return mined > parseTransaction(w.rawTx!).nonce! && !(await receiptOf(w));
+    if (mined <= parseTransaction(w.rawTx!).nonce!) return false;
+    const deadline = Date.now() + 2 * network.blockTimeMs;
+    for (;;) {
+      const seen = await client.getTransactionReceipt({ hash: w.txHash! }).then(
+        () => 'mined' as const,
+        (error: unknown) => (error instanceof TransactionReceiptNotFoundError ? ('absent' as const) : ('unknown' as const)),
+      );
+      if (seen !== 'absent') return false;
+      if (Date.now() > deadline) return true;
+      await sleep(network.receiptPollingMs);
+    }
   }
 
   return {
@@ -211,9 +231,10 @@ export function createWithdrawals(options: WithdrawalsOptions) {
       });
       if (!result.ok) {
         const available = result.available.toString();
+        const least = options.minimum > 0n ? options.minimum : 1n;
         if (result.reason === 'below_minimum')
-          throw new DomainError('below_minimum', `a withdrawal is at least ${options.minimum} atomic units`, {
-            minimum: options.minimum.toString(),
+          throw new DomainError('below_minimum', `a withdrawal is at least ${least} atomic units`, {
+            minimum: least.toString(),
             available,
           });
         throw new DomainError('insufficient_balance', `only ${available} atomic units are available to withdraw`, { available });

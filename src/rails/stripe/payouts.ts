@@ -89,7 +89,7 @@ export function stripePayouts(deps: { stripe: Stripe; store: Store; publicUrl: (
         throw new DomainError(
           result.reason,
           result.reason === 'below_minimum'
-            ? `a payout is at least ${deps.minimum} micro-USD`
+            ? `a payout is at least ${deps.minimum > 0n ? deps.minimum : 1n} micro-USD`
             : `only ${result.available} micro-USD are available to pay out`,
           {
             available: result.available.toString(),

@@ -199,8 +199,12 @@ export interface OperatorStore {
    * the same money. Once per (operator, idempotency key): a repeat returns the first.
    */
   requestWithdrawal(request: WithdrawalRequest): Promise<Reservation<Withdrawal>>;
-  /** Written before the broadcast, so a crash leaves a transaction to look up or re-send, never a second one. */
-  recordWithdrawalTx(id: string, tx: { txHash: Hex; rawTx: Hex }): Promise<void>;
+  /**
+   * Written before the broadcast, so a crash leaves a transaction to look up or re-send, never a
+   * second one. Only a `requested` withdrawal takes one: false when another sender journalled (or
+   * finished) it first, and then this transaction must never be broadcast.
+   */
+  recordWithdrawalTx(id: string, tx: { txHash: Hex; rawTx: Hex }): Promise<boolean>;
   finishWithdrawal(id: string, outcome: { state: 'confirmed' } | { state: 'failed'; error: string }): Promise<void>;
   /** Sets whether a submitted withdrawal waits for gas; true when this call changed it (so it is reported once). */
   setWaitingForGas(id: string, waiting: boolean): Promise<boolean>;

@@ -162,7 +162,7 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
           (now) => run(sql.insertWithdrawal, { ...request, now }),
         ),
       ),
-    recordWithdrawalTx: (id, tx) => change(sql.recordWithdrawalTx, { id, ...tx, now: Date.now() }),
+    recordWithdrawalTx: async (id, tx) => (await write(() => run(sql.recordWithdrawalTx, { id, ...tx, now: Date.now() }))) === 1,
     finishWithdrawal: (id, outcome) =>
       change(sql.finishWithdrawal, { id, state: outcome.state, error: outcome.state === 'failed' ? outcome.error : null, now: Date.now() }),
     setWaitingForGas: async (id, waiting) => {

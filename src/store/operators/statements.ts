@@ -391,7 +391,7 @@ export const operatorsSql = {
     `SELECT * FROM withdrawals WHERE state IN ('requested', 'submitted') ORDER BY created_at, id`,
   ),
   recordWithdrawalTx: command<Id & Now & { txHash: string; rawTx: string }>(
-    `UPDATE withdrawals SET state = 'submitted', tx_hash = @txHash, raw_tx = @rawTx, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`,
+    `UPDATE withdrawals SET state = 'submitted', tx_hash = @txHash, raw_tx = @rawTx, updated_at = @now WHERE id = @id AND state = 'requested'`,
   ),
   finishWithdrawal: command<Id & Now & { state: 'confirmed' | 'failed'; error: string | null }>(`
     UPDATE withdrawals SET state = @state, error = @error, waiting_for_gas = 0, updated_at = @now WHERE id = @id AND state IN ('requested', 'submitted')`),
