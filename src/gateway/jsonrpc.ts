@@ -1,4 +1,4 @@
-import { type Message, cannotHoldPaidResponse, isPaidResponse } from './messages.js';
+import { type Message, cannotHoldPaidResponse, isPaidResponse, isResultWithoutId } from './messages.js';
 import { type JsonRpcId, frameMessage, mapSseFrames, withData } from './sse.js';
 import { type HeaderRecord, type UpstreamAnswer, toResponse } from '../upstream/upstream.js';
 
@@ -180,14 +180,19 @@ const unreadable = (id: JsonRpcId, why: string) =>
     502,
   );
 
-/** An SSE frame without the responses to priced calls it carries: `undefined` (unchanged) or `null` (dropped) mostly. */
+/**
+ * An SSE frame without the responses to priced calls it carries, nor results under the id `null`
+ * (`isResultWithoutId`): `undefined` (unchanged) or `null` (dropped) mostly.
+ */
 function withoutPaidFrame(frame: string): string | null | undefined {
-  if (cannotHoldPaidResponse(frame)) return undefined;
+  const paidIdFree = cannotHoldPaidResponse(frame);
+  if (paidIdFree && !frame.includes('null')) return undefined;
   const parsed = frameMessage(frame);
   // A frame that may hold one but is not JSON (a framing this parser and the caller's read apart) is dropped.
-  if (!parsed) return null;
+  if (!parsed) return paidIdFree ? undefined : null;
   const { lines, message } = parsed;
-  if (!Array.isArray(message)) return isPaidResponse(message) ? null : undefined;
-  const kept = message.filter((m) => !isPaidResponse(m));
+  const withheld = (m: unknown) => isPaidResponse(m) || isResultWithoutId(m);
+  if (!Array.isArray(message)) return withheld(message) ? null : undefined;
+  const kept = message.filter((m) => !withheld(m));
   return kept.length === message.length ? undefined : kept.length === 0 ? null : withData(lines, kept);
 }

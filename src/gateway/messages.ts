@@ -172,3 +172,16 @@ export const isPaidResponse = (message: unknown): boolean => {
   const m = message as Message;
   return m.method === undefined && typeof m.id === 'string' && m.id.startsWith(PAID_ID_PREFIX);
 };
+
+/**
+ * A result under the id `null`: no request's answer (JSON-RPC gives `null` only to the error about
+ * a request whose id could not be read), but what an upstream that cannot echo turnpike's string
+ * ids answers a priced call with. It belongs to no call the caller made, so it leaves on no stream.
+ *
+ * @example isResultWithoutId({ jsonrpc: '2.0', id: null, result: {} }) // true; isResultWithoutId({ jsonrpc: '2.0', id: null, error: {} }) // false
+ */
+export const isResultWithoutId = (message: unknown): boolean => {
+  if (typeof message !== 'object' || message === null) return false;
+  const m = message as Message;
+  return m.method === undefined && m.id === null && m.result !== undefined;
+};

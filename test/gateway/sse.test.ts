@@ -95,6 +95,16 @@ test('a stream the caller opens or resumes passes everything but the responses t
   assert.equal(out, free + note);
 });
 
+test("a stream the caller opens or resumes passes no result under the id null (an upstream that cannot echo a priced call's string id), but errors under it", async () => {
+  const orphan = 'data: {"jsonrpc":"2.0","id":null,"result":{"content":[{"type":"text","text":"secret"}]}}\n\n';
+  const batch =
+    'data: [{"jsonrpc":"2.0","id": null,"result":{}},{"jsonrpc":"2.0","method":"notifications/message","params":{"data":null}}]\n\n';
+  const error = 'data: {"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}\n\n';
+  const free = 'data: {"jsonrpc":"2.0","id":5,"result":{"structuredContent":null}}\n\n';
+  const out = await read(withoutPaidResponses(sse(stream([orphan, batch, error, free]))).body!);
+  assert.equal(out, `data: [{"jsonrpc":"2.0","method":"notifications/message","params":{"data":null}}]\n\n${error}${free}`);
+});
+
 test('a paid id spelled with JSON escapes is still known: the response leaves neither on a stream nor as a JSON answer', async () => {
   // Every character of the id as \uXXXX: the same id to a JSON parser, none of its bytes literal.
   const escaped = [...paidRequestId()].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join('');
