@@ -125,7 +125,11 @@ const isFinal = (r: PaymentRecord | undefined) => r?.state === 'settled' || r?.s
  *   there; except a failure, answered as what it is, and the one retry the reference resource
  *   servers make after `settlement_pending`, which gets the outcome (see `retryAfterPending`);
  * - an in-process owner (a call, a top-up), which acts once per payment on its own: the outcome,
- *   waited for (in-process through the claimer's promise, across processes in the journal).
+ *   waited for (in-process through the claimer's promise, across processes in the journal), for
+ *   the journalled payment itself only (`presentsRow`); a copy with another amount or signature is
+ *   `nonce_already_used`, as a top-up credits the amount its request asks.
+ *
+ * @example await settler.settle(forgedCopyFor100x, purposes.topup(payTo)) // { success: false, errorReason: 'invalid_exact_evm_nonce_already_used' }
  */
 export function createSettler(deps: SettleDeps) {
   const { journal, relayers, client, rules } = deps;
@@ -188,7 +192,8 @@ export function createSettler(deps: SettleDeps) {
   async function answerTaken(intent: PaymentIntent, record: PaymentRecord, purpose: string): Promise<SettleResponse> {
     const used = () => refuse(intent.networkId, alreadyUsed(record, intent.authorization.from));
     if (record.purpose !== purpose || record.state === 'verified') return used();
-    if (purpose !== purposes.api) return respond(intent, await awaitOutcome(intent.key));
+    // Only the journalled payment itself: a top-up credits the amount its request names, and payer and nonce are public once sent.
+    if (purpose !== purposes.api) return presentsRow(intent, record) ? respond(intent, await awaitOutcome(intent.key)) : used();
     if (record.state === 'failed') return respond(intent, record);
     return record.pendingAnswered && presentsRow(intent, record) ? retryAfterPending(intent) : used();
   }

@@ -69,6 +69,46 @@ describe('a payment buys one thing', () => {
   });
 });
 
+describe('a top-up credits what its payment paid', () => {
+  test('after a top-up answered settlement_pending, a copy naming its payer and nonce for 100× the amount, forged, credits nothing; the real retry gets its key', async () => {
+    const { store, facilitator, logger } = await setup({ receiptTimeoutMs: 300 });
+    const payTo = chain.sandbox.accounts.payees[0]!.address;
+    const app = createApp(logger);
+    const credits = createCredits({ store, tokenSecret: 'a-token-secret-of-at-least-32-characters' });
+    const topup = { payTo, min: 1_000_000n, max: 100_000_000n };
+    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: networks.local, topup }));
+    const paid = await v2Request(payment({ payTo, amount: 1_000_000n, maxTimeoutSeconds: 600 }));
+    const post = (usd: string, body: typeof paid) =>
+      app.request(`/credits/topup?usd=${usd}`, { method: 'POST', headers: { 'payment-signature': encodeHeader(body.paymentPayload) } });
+    await chain.rpc('evm_setAutomine', [false]);
+    try {
+      assert.equal((await post('1', paid)).status, 503, 'settlement_pending: retry with the same payment');
+    } finally {
+      await chain.rpc('evm_setAutomine', [true]);
+    }
+    await chain.rpc('evm_mine');
+    await eventually(
+      () => store.journal.get(keyOf(paid)),
+      (r) => r?.state === 'settled',
+      'the watcher finishes the row',
+    );
+
+    // Anyone reads the payer and nonce on chain; the signature here is no one's.
+    const { nonce } = paid.paymentPayload.payload.authorization;
+    const forged = await v2Request(payment({ payTo, amount: 100_000_000n, nonce: nonce as Hex, maxTimeoutSeconds: 600 }));
+    forged.paymentPayload.payload.signature = `0x${'11'.repeat(65)}` as Hex;
+    const stolen = await post('100', forged);
+    assert.equal(stolen.status, 402);
+    assert.match(Buffer.from(stolen.headers.get('payment-required') ?? '', 'base64').toString(), new RegExp(NONCE_USED));
+    assert.deepEqual(await store.credits.keys(), [], 'no key was created or credited');
+
+    const retry = await post('1', paid);
+    assert.equal(retry.status, 201);
+    assert.equal(((await retry.json()) as { balance: string }).balance, '1000000');
+    await facilitator.drain();
+  });
+});
+
 describe('one success per authorization at the facilitator API', () => {
   test('a /settle repeated after its success is nonce_already_used naming the transaction, and sends nothing', async () => {
     const { post } = await setup();

@@ -128,6 +128,36 @@ for (const backend of backends)
       assert.equal(NO_ACCOUNTS_TTL_MS, 1_000, 'the bound the README documents');
     });
 
+    test('a key revoked or suspended on another instance bills nothing from its next call, though this instance’s rail remembers the key', async () => {
+      const credits = createCredits({ store: stores[0]!, tokenSecret: 'a-token-secret-for-the-post-paid-store-tests' });
+      const { secret, key } = await credits.createKey({ name: 'leaked' });
+      const a = { keyId: key.id, serverId: `srv_revoked_${++seq}` };
+      const linked = await stores[0]!.postpaid.link({
+        ...a,
+        customer: `cus_${backend.name}_revoked${seq}`,
+        subscription: `sub_${backend.name}_revoked${seq}`,
+        meter: 'mcp_usage',
+        creditLimit: PRICE * 10n,
+        periodStart: Date.now() - 60_000,
+        status: 'active',
+        statusAt: Date.now() - 60_000,
+      });
+      assert.ok(linked.created);
+      const callWith = () =>
+        ({ request: new Request('http://turnpike.test/mcp', { headers: { authorization: `Bearer ${secret}` } }) }) as PaidCall;
+      assert.equal((await payerOf(credits, callWith())).key.id, key.id);
+      assert.ok((await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE })).ok);
+
+      for (const status of ['suspended', 'revoked'] as const) {
+        await stores[1]!.credits.setStatus(key.id, status);
+        // This instance was not told: its rail still takes the key as it read it (KEY_MAX_AGE_MS).
+        assert.equal((await payerOf(credits, callWith())).key.status, 'active');
+        const refused = await stores[0]!.postpaid.authorize({ ...a, tool: 'search', amount: PRICE });
+        assert.deepEqual(refused.ok ? 'billed' : refused.reason, status === 'revoked' ? 'key_revoked' : 'key_suspended');
+      }
+      assert.equal((await stores[1]!.postpaid.account(a.keyId, a.serverId))!.unbilled, PRICE, 'only the call made before');
+    });
+
     test('a call’s caller is resolved once, whichever rails ask, a refused credential included', async () => {
       const credits = createCredits({ store: stores[0]!, tokenSecret: 'a-token-secret-for-the-post-paid-store-tests' });
       const { secret } = await credits.createKey({ name: 'caller' });

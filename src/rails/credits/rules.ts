@@ -4,6 +4,23 @@ const DAY_MS = 86_400_000;
 /** The UTC day a daily limit counts in: days since the epoch. */
 export const utcDay = (ms: number) => BigInt(Math.floor(ms / DAY_MS));
 
+/** Key refusals: what makes a key pay for nothing, whatever it holds or is billed to. */
+export type KeyRefusal = 'key_revoked' | 'key_suspended' | 'key_expired';
+
+/**
+ * Why a key may not pay (be charged, or billed post-paid) at `now`, if it may not: its status,
+ * then its expiry. Checked in the transaction that charges, against the key as stored then, so a
+ * key revoked on another instance pays for nothing from its next call.
+ *
+ * @example keyRefusal({ ...key, status: 'revoked' }, Date.now()) // 'key_revoked'
+ */
+export function keyRefusal(key: Pick<KeyRecord, 'status' | 'expiresAt'>, now: number): KeyRefusal | undefined {
+  if (key.status === 'revoked') return 'key_revoked';
+  if (key.status === 'suspended') return 'key_suspended';
+  if (key.expiresAt !== undefined && key.expiresAt <= now) return 'key_expired';
+  return undefined;
+}
+
 /**
  * Whether a key may pay `amount` at `now`, through a budget token if one was named (`'unknown'`:
  * named, but not found or not the key's). Checked in order: the key's status and expiry, its
@@ -21,9 +38,8 @@ export function debitVerdict(
   now: number,
 ): Extract<DebitResult, { ok: false }> | { ok: true; tokenRemaining?: bigint } {
   const { balance } = key;
-  if (key.status === 'revoked') return { ok: false, reason: 'key_revoked' };
-  if (key.status === 'suspended') return { ok: false, reason: 'key_suspended' };
-  if (key.expiresAt !== undefined && key.expiresAt <= now) return { ok: false, reason: 'key_expired' };
+  const unusable = keyRefusal(key, now);
+  if (unusable) return { ok: false, reason: unusable };
   if (key.lifetimeLimit !== undefined && key.spentTotal + amount > key.lifetimeLimit) {
     return { ok: false, reason: 'lifetime_limit', balance, limitRemaining: key.lifetimeLimit - key.spentTotal };
   }

@@ -158,10 +158,11 @@ async function invoiceCall(options: InvoiceRailOptions, context: RailContext, ca
   });
   if (!usage.ok) {
     await metering?.uncount();
-    // A concurrent copy of this Idempotency-Key request recorded its entry first.
-    return fail(
-      usage.reason === 'request_in_progress' ? refusalError({ ok: false, reason: usage.reason }, {}) : usageRefusal(usage, portal, amount),
-    );
+    // A concurrent copy of this Idempotency-Key request recorded its entry first, or the key was revoked or suspended meanwhile.
+    const { reason } = usage;
+    const keyOrRequest =
+      reason === 'request_in_progress' || reason === 'key_revoked' || reason === 'key_suspended' || reason === 'key_expired';
+    return fail(keyOrRequest ? refusalError({ ok: false, reason }, {}) : usageRefusal(usage, portal, amount));
   }
   const { entry } = usage;
   return {

@@ -1,6 +1,7 @@
 import { ENTITLED, usageVerdict } from '../../rails/invoice/rules.js';
+import { keyRefusal } from '../../rails/credits/rules.js';
 import { RequestTaken, unlessTaken } from '../credits/ops.js';
-import { creditsSql } from '../credits/statements.js';
+import { creditsSql, toKey } from '../credits/statements.js';
 import { type Op, type Runner, all, get, lock, run } from '../engine/statement.js';
 import { newId } from '../ids.js';
 import { metaSql } from '../meta.js';
@@ -24,6 +25,10 @@ function* authorize(usage: Usage): Op<Authorization> {
   // Locked: the verdict and the write cannot interleave with another call of this account, on any instance.
   const row = yield* lock(sql.accountOf, { keyId: usage.keyId, serverId: usage.serverId });
   if (!row) return { ok: false, reason: 'no_account' };
+  // The key as stored now, not as a rail remembered it: one revoked or suspended on another instance bills nothing.
+  const key = yield* get(creditsSql.keyById, { id: usage.keyId });
+  const unusable = key ? keyRefusal(toKey(key, now), now) : 'key_revoked';
+  if (unusable) return { ok: false, reason: unusable };
   const account = toAccount(row);
   const verdict = usageVerdict(account, usage.amount);
   if (!verdict.ok) return { ...verdict, account };

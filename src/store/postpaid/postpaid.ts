@@ -1,3 +1,4 @@
+import type { KeyRefusal } from '../../rails/credits/rules.js';
 /**
  * Post-paid accounts: an API key's account on one server, billed by Stripe at the end of each
  * period through a metered price, and one usage entry per priced call it made. Amounts are
@@ -54,7 +55,7 @@ export type UsageEntry = {
 /** A billable entry not yet reported, with where it is reported to. */
 export type UnreportedUsage = UsageEntry & { customer: string; meter: string };
 
-export type UsageRefusal = 'no_account' | 'not_entitled' | 'credit_limit' | 'request_in_progress';
+export type UsageRefusal = 'no_account' | 'not_entitled' | 'credit_limit' | 'request_in_progress' | KeyRefusal;
 /** A priced call to record: with its `Idempotency-Key` request, kept with the entry so a retry cannot bill again. */
 export type Usage = {
   keyId: string;
