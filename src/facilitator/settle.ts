@@ -305,15 +305,13 @@ export function createSettler(deps: SettleDeps) {
       deps.background(finishLater(key, tx.txHash, payment, sentAt));
       return respond(intent, { state: 'submitted', txHash: tx.txHash, deferred });
     }
-    let receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs, sentAt);
+    const receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs, sentAt);
     if (!receipt && !leavesEarly(intent)) {
-      // Too little time left to answer pending: wait for the outcome (as `finishLater` would), then withhold or settle.
-      receipt = await waitForReceipt(tx.txHash, (Number(intent.authorization.validBefore) + 60) * 1000);
-      if (!receipt) {
-        const row = await journal.get(key);
-        if (row && !isFinal(row)) await reconcile(row);
-        return respond(intent, await journal.get(key));
-      }
+      // Too little time left to answer pending: wait for the outcome as `finishLater` does (sending a
+      // transaction the node lost again: left unsent, its nonce would stall every later one of its
+      // relayer), then withhold or settle.
+      await finishLater(key, tx.txHash, payment, sentAt);
+      return respond(intent, await journal.get(key));
     }
     if (!receipt) {
       await journal.answeredPending(key);
