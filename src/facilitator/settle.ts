@@ -471,7 +471,15 @@ export function createSettler(deps: SettleDeps) {
         options.deferred && verified.balance !== undefined && leavesEarly(intent)
           ? { balance: verified.balance, cap: deps.deferredCap, total: deps.deferredTotal }
           : undefined;
-      const claim = await journal.claim(toNewPayment(intent, purpose), defer);
+      const payment = toNewPayment(intent, purpose);
+      const claim =
+        verified.balance === undefined ? await journal.claim(payment, defer) : await journal.claimCovered(payment, verified.balance, defer);
+      if (!claim.claimed && 'short' in claim) {
+        const message =
+          `payer holds ${verified.balance}, and their payments being settled (${claim.short}) with this one (${intent.amount}) ` +
+          'need more: it would fail on chain; retry once those are final';
+        return refuse(intent.networkId, { reason: reasons.insufficientBalance, message, payer: intent.authorization.from });
+      }
       if (!claim.claimed) return answerTaken(intent, claim.record, purpose);
       const work = run(intent, claim.deferred).finally(() => inFlight.delete(keyString(intent.key)));
       inFlight.set(keyString(intent.key), work);

@@ -9,6 +9,21 @@ import { v2Request } from '../helpers/payments.js';
 const chain = useSandbox();
 
 describe('facilitator attacks: gas, relayer nonces', () => {
+  test('concurrent /settle of several payments that together exceed the payer’s balance: one settles, the others are refused as insufficient balance before any transaction is sent for them', async () => {
+    const { post } = await facilitatorApi(chain);
+    const payer = chain.sandbox.accounts.payers[3]!;
+    const balance = await chain.balanceOf(payer.address);
+    // Each payment alone is covered; only one of them can ever be paid.
+    const bodies = await Promise.all(Array.from({ length: 6 }, () => v2Request(samplePayment(chain, { payer, amount: balance }))));
+    const answers = await Promise.all(bodies.map((b) => post('/settle', b)));
+    assert.ok(answers.every((a) => a.status === 200));
+    assert.equal(answers.filter((a) => a.body.success === true).length, 1);
+    for (const a of answers.filter((x) => x.body.success !== true)) {
+      assert.deepEqual([a.body.errorReason, a.body.transaction], ['invalid_exact_evm_insufficient_balance', ''], JSON.stringify(a.body));
+    }
+    assert.equal(await chain.balanceOf(payer.address), 0n);
+  });
+
   test('a short-window /settle whose transaction the node drops is sent again as signed: it settles, and its relayer’s later transactions are not stuck behind its nonce', async () => {
     const relayer = chain.sandbox.accounts.relayers[2]!;
     const { post, store } = await facilitatorApi(chain, { relayerKeys: [relayer.privateKey], receiptTimeoutMs: 300 });
