@@ -58,4 +58,14 @@ describe('facilitator attacks: gas, relayer nonces', () => {
     assert.notEqual(next, 'timed out', 'the relayer is stuck behind a nonce that never reached the chain');
     assert.equal((next as Awaited<typeof settling>)?.body.success, true);
   });
+
+  test('an authorization valid only after this very second (the token wants a later block) is refused as not yet valid, nothing sent', async () => {
+    const now = BigInt(Math.floor(Date.now() / 1000));
+    const { post } = await facilitatorApi(chain, { now: () => Number(now) });
+    const txs = await chain.relayerTxCount();
+    const body = await v2Request(samplePayment(chain, { amount: 7n, validAfter: now }));
+    const settled = await post('/settle', body);
+    assert.deepEqual([settled.body.errorReason, settled.body.transaction], ['invalid_exact_evm_payload_authorization_valid_after', '']);
+    assert.equal(await chain.relayerTxCount(), txs, 'no gas was spent');
+  });
 });
