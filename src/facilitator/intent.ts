@@ -134,7 +134,8 @@ export function toIntent(
   const t = BigInt(now);
   // EIP-3009 takes any uint256; the journal keeps 64-bit integers, and no clock reaches 2^63 s.
   if (validBefore > INT64_MAX) return reject(reasons.invalidPayload, 'validBefore is out of range (over 2^63 - 1)', payer);
-  if (validAfter > t) return reject(reasons.validAfter, `authorization is valid only after ${validAfter}`, payer);
+  // The token wants `block.timestamp > validAfter`: one valid from this very second reverts in a block of this second.
+  if (validAfter >= t) return reject(reasons.validAfter, `authorization is valid only after ${validAfter}`, payer);
   if (validBefore < t + BigInt(rules.expiryMarginSeconds)) {
     return reject(reasons.validBefore, `authorization expires at ${validBefore}, too soon to settle`, payer);
   }

@@ -310,15 +310,13 @@ export function createSettler(deps: SettleDeps) {
       deps.background(finishLater(key, tx.txHash, payment, sentAt));
       return respond(intent, { state: 'submitted', txHash: tx.txHash, deferred });
     }
-    let receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs, sentAt);
+    const receipt = await waitForReceipt(tx.txHash, Date.now() + deps.receiptTimeoutMs, sentAt);
     if (!receipt && !leavesEarly(intent)) {
-      // Too little time left to answer pending: wait for the outcome (as `finishLater` would), then withhold or settle.
-      receipt = await waitForReceipt(tx.txHash, (Number(intent.authorization.validBefore) + 60) * 1000);
-      if (!receipt) {
-        const row = await journal.get(key);
-        if (row && !isFinal(row)) await reconcile(row);
-        return respond(intent, await journal.get(key));
-      }
+      // Too little time left to answer pending: wait for the outcome as `finishLater` does (sending a
+      // transaction the node lost again: left unsent, its nonce would stall every later one of its
+      // relayer), then withhold or settle.
+      await finishLater(key, tx.txHash, payment, sentAt);
+      return respond(intent, await journal.get(key));
     }
     if (!receipt) {
       await journal.answeredPending(key);
@@ -478,7 +476,15 @@ export function createSettler(deps: SettleDeps) {
         options.deferred && verified.balance !== undefined && leavesEarly(intent)
           ? { balance: verified.balance, cap: deps.deferredCap, total: deps.deferredTotal }
           : undefined;
-      const claim = await journal.claim(toNewPayment(intent, purpose), defer);
+      const payment = toNewPayment(intent, purpose);
+      const claim =
+        verified.balance === undefined ? await journal.claim(payment, defer) : await journal.claimCovered(payment, verified.balance, defer);
+      if (!claim.claimed && 'short' in claim) {
+        const message =
+          `payer holds ${verified.balance}, and their payments being settled (${claim.short}) with this one (${intent.amount}) ` +
+          'need more: it would fail on chain; retry once those are final';
+        return refuse(intent.networkId, { reason: reasons.insufficientBalance, message, payer: intent.authorization.from });
+      }
       if (!claim.claimed) return answerTaken(intent, claim.record, purpose);
       const work = run(intent, claim.deferred).finally(() => inFlight.delete(keyString(intent.key)));
       inFlight.set(keyString(intent.key), work);

@@ -92,6 +92,20 @@ export interface PaymentJournal {
    */
   claim(payment: NewPayment, defer?: Deferral): Promise<{ claimed: true; deferred: boolean } | { claimed: false; record: PaymentRecord }>;
   /**
+   * `claim`, only if `balance` (the payer's, read from the chain) covers this payment and the
+   * payer's other claimed payments not final yet, judged under the payer lock on every instance:
+   * otherwise nothing is written and `short` is what those others take. Payments that together
+   * exceed the balance are never all sent (the last ones would revert, their gas spent for nothing).
+   * A hold (`verified`) does not count: only its claim would spend.
+   *
+   * @example await journal.claimCovered(payment, 10_000n) // { claimed: false, short: 10_000n } while another 10_000 is on its way
+   */
+  claimCovered(
+    payment: NewPayment,
+    balance: bigint,
+    defer?: Deferral,
+  ): Promise<{ claimed: true; deferred: boolean } | { claimed: false; record: PaymentRecord } | { claimed: false; short: bigint }>;
+  /**
    * Records the signed transaction before it is broadcast (`submitting` → `submitted`), or a
    * replacement for one the node refused (it can then never be mined).
    */

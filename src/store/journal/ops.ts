@@ -30,6 +30,18 @@ function* mayDefer(payment: NewPayment, { balance, cap, total }: Deferral): Op<b
   return atRisk + payment.amount <= total;
 }
 
+/** Takes `payment` for settlement (see `PaymentJournal.claim`). */
+function* claimOp(payment: NewPayment, owner: string, defer?: Deferral) {
+  const now = Date.now();
+  const claimed =
+    (yield* run(sql.insert, { ...payment, ...keyParams(payment), owner, now })) === 1 ||
+    (yield* run(sql.takeVerified, { ...keyParams(payment), purpose: payment.purpose, owner, now })) === 1;
+  if (!claimed) return { claimed: false as const, record: (yield* record(payment))! };
+  const deferred = defer !== undefined && (yield* mayDefer(payment, defer));
+  if (deferred) yield* run(sql.markDeferred, keyParams(payment));
+  return { claimed: true as const, deferred };
+}
+
 const finishParams = (key: PaymentKey, outcome: SettlementOutcome) => ({
   ...keyParams(key),
   state: outcome.state,
@@ -57,16 +69,21 @@ export function journalStore({ read, write, unsynced }: Runner, owner: string): 
         if (inserted === 1) return { reserved: true as const };
         return { reserved: false as const, record: (yield* record(payment))! };
       }),
-    claim: (payment: NewPayment, defer?: Deferral) =>
+    claim: (payment: NewPayment, defer?: Deferral) => write(() => claimOp(payment, owner, defer)),
+    claimCovered: (payment: NewPayment, balance: bigint, defer?: Deferral) =>
       write(function* () {
-        const now = Date.now();
-        const claimed =
-          (yield* run(sql.insert, { ...payment, ...keyParams(payment), owner, now })) === 1 ||
-          (yield* run(sql.takeVerified, { ...keyParams(payment), purpose: payment.purpose, owner, now })) === 1;
-        if (!claimed) return { claimed: false as const, record: (yield* record(payment))! };
-        const deferred = defer !== undefined && (yield* mayDefer(payment, defer));
-        if (deferred) yield* run(sql.markDeferred, keyParams(payment));
-        return { claimed: true as const, deferred };
+        yield* run(sql.addPayer, payerParams(payment));
+        yield* lock(sql.lockPayer, payerParams(payment));
+        const inFlight = (yield* get(sql.inFlight, keyParams(payment)))?.amount ?? 0n;
+        if (balance < inFlight + payment.amount) {
+          // Taken by someone else already: that answer, not the balance's.
+          const known = yield* record(payment);
+          if (!known || (known.state === 'verified' && known.purpose === payment.purpose)) {
+            return { claimed: false as const, short: inFlight };
+          }
+          return { claimed: false as const, record: known };
+        }
+        return yield* claimOp(payment, owner, defer);
       }),
     recordTransaction: (key, tx) =>
       write(() => {
