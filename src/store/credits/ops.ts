@@ -256,6 +256,7 @@ function* settle(
     outcome = due > take ? 'shortfall' : 'taken_back';
   } else if (target < settled) {
     const over = settled - target;
+    // biome-ignore lint/complexity/useMathMinMax: bigints (Math.min takes numbers)
     const forgiven = over < shortfall ? over : shortfall;
     const give = over - forgiven;
     if (give > 0n) yield* entry(give, `Stripe dispute closed, funds kept: Checkout Session ${session.session_id}`);
