@@ -11,8 +11,8 @@ import { generateApiKey } from '../../src/rails/credits/api-keys.js';
 import type { CreditStore } from '../../src/store/credits/credits.js';
 import { newId } from '../../src/store/ids.js';
 import { migrations } from '../../src/store/migrations.js';
-import { openPostgresStore } from '../../src/store/postgres.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
+import { type PostgresStore, openPostgresStore } from '../../src/store/postgres.js';
+import { type SqliteStore, openSqliteStore } from '../../src/store/sqlite.js';
 import { migrateSqlite } from '../../src/store/sqlite-migrate.js';
 import type { Store } from '../../src/store/store.js';
 import { POSTGRES_URL, backends, freshSchema } from '../helpers/stores.js';
@@ -589,6 +589,66 @@ for (const backend of backends)
       assert.deepEqual(await store.credits.refund('le_old', 'cut off'), { balance: 1000n });
       assert.deepEqual(await store.credits.refund('le_old', 'cut off'), { balance: 1000n }, 'once');
       assert.deepEqual(await store.credits.openDebits(Date.now()), []);
+    } finally {
+      await store.close();
+    }
+  });
+
+/** A store with a session credited (and one held for review) by a build before refunds were taken back, opened by this build. */
+async function withCheckoutsOfV22(backend: 'sqlite' | 'postgres'): Promise<SqliteStore | PostgresStore> {
+  const v22 = migrations.filter((m) => m.version <= 22);
+  const rows = `
+    INSERT INTO api_keys (id, hash, name, balance, created_at, updated_at) VALUES ('key_buyer', 'h_buyer', 'buyer', 10000000, 1, 1);
+    INSERT INTO checkout_sessions (session_id, key_id, package, credits, amount_total, currency, state, created_at, updated_at)
+      VALUES ('cs_old', 'key_buyer', '10', 10000000, 1000, 'usd', 'credited', 1, 2);
+    INSERT INTO checkout_sessions (session_id, key_id, package, credits, amount_total, currency, state, review_reason, paid_amount,
+                                   paid_currency, created_at, updated_at)
+      VALUES ('cs_held', 'key_buyer', '10', 10000000, 1000, 'usd', 'review', 'amount_mismatch', 999, 'usd', 1, 3);
+    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
+      VALUES ('le_old', 'key_buyer', 'topup', 10000000, 10000000, 'Stripe Checkout, package 10', 'stripe:cs_old', 2);`;
+  if (backend === 'sqlite') {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-v22-'));
+    after(() => rmSync(dir, { recursive: true, force: true }));
+    const old = new Database(path.join(dir, 'store.db'));
+    migrateSqlite(old, v22);
+    old.exec(rows);
+    old.close();
+    return openSqliteStore({ path: path.join(dir, 'store.db') });
+  }
+  const schema = freshSchema();
+  const old = await openPostgresStore({ url: POSTGRES_URL, schema, migrations: v22, max: 1 });
+  await old.pool.query(rows);
+  await old.close();
+  return openPostgresStore({ url: POSTGRES_URL, schema, max: 3 });
+}
+
+for (const backend of backends)
+  test(`checkout sessions of an earlier build keep their state through the upgrade; the database refuses taking back more than a session credited (${backend.name})`, {
+    skip: backend.skip,
+  }, async () => {
+    const store = await withCheckoutsOfV22(backend.name);
+    try {
+      const [credited] = await store.credits.checkouts('credited', 10);
+      assert.deepEqual(
+        [credited?.sessionId, credited?.credits, credited?.paymentIntent, credited?.reversed],
+        ['cs_old', 10_000_000n, undefined, undefined],
+      );
+      const [held] = await store.credits.checkouts('review', 10);
+      assert.deepEqual(
+        [held?.sessionId, held?.reviewReason, held?.paid],
+        ['cs_held', 'amount_mismatch', { amount: 999n, currency: 'usd' }],
+      );
+      const refund = {
+        eventId: newId('evt'),
+        type: 'charge.refunded',
+        paymentIntent: 'pi_unrecorded',
+        refunded: { amount: 1000n, of: 1000n },
+      };
+      assert.equal(await store.credits.reverseCheckout(refund), 'ignored', 'its PaymentIntent was never recorded');
+      assert.equal((await store.credits.key('key_buyer'))?.balance, 10_000_000n);
+      const tooMuch = `UPDATE checkout_sessions SET taken_back = 6000000, shortfall = 4000001 WHERE session_id = 'cs_old'`;
+      if (store.kind === 'postgres') await assert.rejects(store.pool.query(tooMuch), /check constraint/);
+      else store.immediate((db) => assert.throws(() => db.exec(tooMuch), /CHECK constraint failed/));
     } finally {
       await store.close();
     }
