@@ -37,7 +37,10 @@ export const adminAuth = (adminKey: string | undefined) =>
   });
 
 const checkoutsQuerySchema = z.strictObject({
-  state: z.enum(['open', 'review', 'credited', 'rejected']).default('review'),
+  state: z
+    .enum(['open', 'review', 'credited', 'rejected', 'shortfall'])
+    .default('review')
+    .describe('`shortfall`: credited sessions refunded or disputed after their key spent the credits (the key is suspended)'),
   limit: z.coerce.number().int().min(1).max(500).default(100),
 });
 const creditCheckoutSchema = z.strictObject({
@@ -58,6 +61,17 @@ const publicCheckout = (s: CheckoutSession) => ({
   expected: { amount: s.amountTotal.toString(), currency: s.currency },
   ...(s.paid ? { paid: { amount: s.paid.amount.toString(), currency: s.paid.currency } } : {}),
   ...(s.reviewReason ? { reviewReason: s.reviewReason } : {}),
+  ...(s.paymentIntent ? { paymentIntent: s.paymentIntent } : {}),
+  ...(s.reversed
+    ? {
+        reversed: {
+          refunded: s.reversed.refunded.toString(),
+          disputed: s.reversed.disputed.toString(),
+          takenBack: s.reversed.takenBack.toString(),
+          shortfall: s.reversed.shortfall.toString(),
+        },
+      }
+    : {}),
   createdAt: new Date(s.createdAt).toISOString(),
   updatedAt: new Date(s.updatedAt).toISOString(),
 });

@@ -664,6 +664,48 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE paid_results ADD COLUMN caller TEXT;
     `,
   },
+  {
+    version: 23,
+    name: 'checkout refunds and disputes',
+    // A session's Stripe PaymentIntent (named by the checkout event: refunds and disputes find the session by it), what
+    // Stripe charged for it (minor units, set when credited: what a refund or dispute is a share of), the latest
+    // cumulative refund and open dispute (same units), and the credits taken back for them: from the balance
+    // (taken_back) or owed because the key had spent them (shortfall). The two never exceed what the session credited.
+    sql: `
+      CREATE TABLE checkout_sessions_v23 (
+        session_id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL REFERENCES api_keys (id),
+        package TEXT NOT NULL,
+        credits BIGINT NOT NULL CHECK (credits > 0),
+        amount_total BIGINT NOT NULL CHECK (amount_total > 0),
+        currency TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'review', 'credited', 'rejected')),
+        review_reason TEXT CHECK (review_reason IN ('amount_mismatch', 'currency_mismatch', 'key_revoked')),
+        paid_amount BIGINT,
+        paid_currency TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        payment_intent TEXT,
+        charged BIGINT CHECK (charged > 0),
+        refunded BIGINT NOT NULL DEFAULT 0 CHECK (refunded >= 0),
+        disputed BIGINT NOT NULL DEFAULT 0 CHECK (disputed >= 0),
+        taken_back BIGINT NOT NULL DEFAULT 0 CHECK (taken_back >= 0),
+        shortfall BIGINT NOT NULL DEFAULT 0 CHECK (shortfall >= 0),
+        CHECK ((state = 'review') = (review_reason IS NOT NULL) OR state IN ('credited', 'rejected')),
+        CHECK (taken_back + shortfall <= credits)
+      );
+      INSERT INTO checkout_sessions_v23 (session_id, key_id, package, credits, amount_total, currency, state, review_reason,
+                                         paid_amount, paid_currency, created_at, updated_at)
+        SELECT session_id, key_id, package, credits, amount_total, currency, state, review_reason,
+               paid_amount, paid_currency, created_at, updated_at
+        FROM checkout_sessions;
+      DROP TABLE checkout_sessions;
+      ALTER TABLE checkout_sessions_v23 RENAME TO checkout_sessions;
+      CREATE INDEX checkout_sessions_state ON checkout_sessions (state, updated_at);
+      CREATE UNIQUE INDEX checkout_sessions_payment_intent ON checkout_sessions (payment_intent);
+      CREATE INDEX checkout_sessions_shortfall ON checkout_sessions (updated_at) WHERE shortfall > 0;
+    `,
+  },
 ];
 
 /**

@@ -481,5 +481,71 @@ describe('credits rail through the gateway', () => {
       assert.equal(await balanceOf(replacement.id), '11010000');
       assert.equal(await balanceOf(old.id), '10000');
     });
+
+    /** A Checkout Session of `key` paid (10.00 USD for 11 USD of credits) and credited; its PaymentIntent. */
+    async function paidCheckout(key: string) {
+      const session = await checkoutFor(key);
+      const completed = stripeApi.complete(session.id);
+      const paid = await deliver(stripeApi.event('checkout.session.completed', completed).payload);
+      assert.equal(((await paid.json()) as { outcome: string }).outcome, 'credited');
+      return completed.payment_intent as string;
+    }
+    const outcome = async (payload: string) => ((await (await deliver(payload)).json()) as { outcome: string }).outcome;
+
+    test('a card payment refunded in full takes back its credits once, however often and at once the refund is delivered', async () => {
+      const { id, key } = await newKey('0.01');
+      const paymentIntent = await paidCheckout(key);
+      assert.equal(await balanceOf(id), '11010000');
+      const refunded = stripeApi.event('charge.refunded', stripeApi.charge(paymentIntent, 1000, 1000));
+      const outcomes = await Promise.all([outcome(refunded.payload), outcome(refunded.payload), outcome(refunded.payload)]);
+      assert.deepEqual(outcomes.sort(), ['duplicate_event', 'duplicate_event', 'taken_back']);
+      assert.equal(await outcome(stripeApi.event('charge.refunded', stripeApi.charge(paymentIntent, 1000, 1000)).payload), 'unchanged');
+      assert.equal(await balanceOf(id), '10000', 'what the key held before the purchase stays');
+      assert.deepEqual(
+        (await ledgerOf(id)).map((e) => `${e.kind} ${e.amount}`),
+        ['adjustment -11000000', 'topup 11000000', 'topup 10000'],
+      );
+    });
+
+    test('a partial refund takes back its share; a refund unsigned, wrongly signed or of another payment changes nothing', async () => {
+      const { id, key } = await newKey('0.01');
+      const paymentIntent = await paidCheckout(key);
+      const partial = stripeApi.event('charge.refunded', stripeApi.charge(paymentIntent, 1000, 333));
+      assert.equal((await fetch(`${base}/stripe/webhook`, { method: 'POST', body: partial.payload })).status, 400);
+      assert.equal((await deliver(partial.payload, signedWebhook(stripe(), partial.payload, 'whsec_someone_else'))).status, 400);
+      const elsewhere = stripeApi.event('charge.refunded', stripeApi.charge('pi_of_a_subscription_invoice', 1000, 1000));
+      assert.equal(await outcome(elsewhere.payload), 'ignored');
+      assert.equal(await balanceOf(id), '11010000');
+      assert.equal(await outcome(partial.payload), 'taken_back');
+      assert.equal(await balanceOf(id), String(11_010_000 - 3_663_000), '33.3 % of 11 USD of credits');
+    });
+
+    test('a refund after the credits were spent on paid calls takes what is left, suspends the key and shows the shortfall to the admin', async () => {
+      const { id, key } = await newKey('0.01');
+      const paymentIntent = await paidCheckout(key);
+      assert.ok(!(await call('count', bearer(key))).body.error, 'a paid call: 20000 spent');
+      assert.equal(await outcome(stripeApi.event('charge.refunded', stripeApi.charge(paymentIntent, 1000, 1000)).payload), 'shortfall');
+      assert.equal(await balanceOf(id), '0');
+      assert.equal(((await (await admin(`/keys/${id}`)).json()) as { status: string }).status, 'suspended');
+      assert.equal((await call('count', bearer(key))).body.error!.data.error, 'key_suspended');
+      const listed = (await (await admin('/checkouts?state=shortfall')).json()) as {
+        checkouts: { keyId: string; paymentIntent: string; reversed: Record<string, string> }[];
+      };
+      assert.deepEqual(
+        listed.checkouts.filter((c) => c.keyId === id).map((c) => [c.paymentIntent, c.reversed]),
+        [[paymentIntent, { refunded: '1000', disputed: '0', takenBack: '10990000', shortfall: '10000' }]],
+      );
+    });
+
+    test('a dispute takes back the disputed share, and a dispute closed won gives it back', async () => {
+      const { id, key } = await newKey('0.01');
+      const paymentIntent = await paidCheckout(key);
+      assert.equal(await outcome(stripeApi.event('charge.dispute.created', stripeApi.dispute(paymentIntent, 1000)).payload), 'taken_back');
+      assert.equal(await balanceOf(id), '10000');
+      const won = stripeApi.event('charge.dispute.closed', stripeApi.dispute(paymentIntent, 1000, 'won'));
+      assert.equal(await outcome(won.payload), 'given_back');
+      assert.equal(await outcome(won.payload), 'duplicate_event');
+      assert.equal(await balanceOf(id), '11010000');
+    });
   });
 });

@@ -288,11 +288,41 @@ export async function startStripeApi() {
     forgetIdempotencyKeys() {
       replays.clear();
     },
-    /** What Stripe does when the buyer pays: the session completes. */
+    /** What Stripe does when the buyer pays: the session completes, paid by a PaymentIntent of its own (a payment-mode one). */
     complete(sessionId: string, paymentStatus: 'paid' | 'unpaid' = 'paid'): Session {
       const session = sessions.get(sessionId)!;
-      Object.assign(session, { status: 'complete', payment_status: paymentStatus });
+      const paymentIntent = session.mode === 'payment' ? (session.payment_intent ?? `pi_${randomBytes(12).toString('hex')}`) : null;
+      Object.assign(session, { status: 'complete', payment_status: paymentStatus, payment_intent: paymentIntent });
       return { ...session };
+    },
+    /** The card charge of a PaymentIntent, `refunded` of its `amount` refunded so far (what `charge.refunded` carries). */
+    charge(paymentIntent: string, amount: number, refunded = 0) {
+      return {
+        id: `ch_${paymentIntent.slice(3)}`,
+        object: 'charge',
+        amount,
+        amount_captured: amount,
+        amount_refunded: refunded,
+        currency: 'usd',
+        paid: true,
+        captured: true,
+        refunded: refunded === amount,
+        status: 'succeeded',
+        payment_intent: paymentIntent,
+      };
+    },
+    /** A dispute of a PaymentIntent's charge (what `charge.dispute.*` carry). */
+    dispute(paymentIntent: string, amount: number, status = 'needs_response') {
+      return {
+        id: `du_${paymentIntent.slice(3)}`,
+        object: 'dispute',
+        amount,
+        currency: 'usd',
+        charge: `ch_${paymentIntent.slice(3)}`,
+        payment_intent: paymentIntent,
+        reason: 'fraudulent',
+        status,
+      };
     },
     /** A Stripe Event as Stripe would deliver it. */
     event(type: string, object: object, options: { id?: string; created?: number } = {}) {

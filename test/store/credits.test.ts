@@ -11,8 +11,8 @@ import { generateApiKey } from '../../src/rails/credits/api-keys.js';
 import type { CreditStore } from '../../src/store/credits/credits.js';
 import { newId } from '../../src/store/ids.js';
 import { migrations } from '../../src/store/migrations.js';
-import { openPostgresStore } from '../../src/store/postgres.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
+import { type PostgresStore, openPostgresStore } from '../../src/store/postgres.js';
+import { type SqliteStore, openSqliteStore } from '../../src/store/sqlite.js';
 import { migrateSqlite } from '../../src/store/sqlite-migrate.js';
 import type { Store } from '../../src/store/store.js';
 import { POSTGRES_URL, backends, freshSchema } from '../helpers/stores.js';
@@ -423,6 +423,134 @@ for (const backend of backends)
       assert.equal(await pay(rejected, 1000n), 'duplicate_session', 'a rejection is final');
       assert.deepEqual(await credits.checkouts('review', 10), []);
     });
+
+    describe('refunds and disputes of a card payment take back its credits', () => {
+      /** A session paid by card (`amountTotal` cents, by a PaymentIntent of its own) and credited `micro` to `keyId`. */
+      async function paidSession(keyId: string, micro = 10_000_000n, amountTotal = 1000n) {
+        const sessionId = newId('cs');
+        const paymentIntent = newId('pi');
+        await credits.recordCheckout({ sessionId, keyId, package: '10', credits: micro, amountTotal, currency: 'usd' });
+        const event = { eventId: newId('evt'), type: 'checkout.session.completed', sessionId, amountTotal, currency: 'usd' };
+        assert.equal(await credits.completeCheckout({ ...event, paymentIntent }), 'credited');
+        return { sessionId, paymentIntent };
+      }
+      /** `charge.refunded`: `amount` refunded in all of the charge's `of`. */
+      const refund = (paymentIntent: string, amount: bigint, of = 1000n, eventId = newId('evt')) =>
+        credits.reverseCheckout({ eventId, type: 'charge.refunded', paymentIntent, refunded: { amount, of } });
+      const dispute = (paymentIntent: string, amount: bigint, type = 'charge.dispute.created') =>
+        credits.reverseCheckout({ eventId: newId('evt'), type, paymentIntent, disputed: amount });
+      const sessionOf = async (sessionId: string, state: 'credited' | 'review' | 'shortfall' = 'credited') =>
+        (await credits.checkouts(state, 500)).find((c) => c.sessionId === sessionId);
+      const adjustments = async (keyId: string) =>
+        (await credits.history(keyId, { limit: 100 })).filter((e) => e.kind === 'adjustment').map((e) => e.amount);
+
+      test('a full refund takes back every credit the key still holds, as an adjustment; restating it takes nothing more', async () => {
+        const keyId = await key(5_000n);
+        const { sessionId, paymentIntent } = await paidSession(keyId);
+        assert.equal((await sessionOf(sessionId))?.paymentIntent, paymentIntent, 'the checkout event’s PaymentIntent is kept');
+        assert.equal(await balanced(keyId), 10_005_000n);
+        assert.equal(await refund(paymentIntent, 1000n), 'taken_back');
+        assert.equal(await balanced(keyId), 5_000n, 'what the key had before the purchase stays');
+        assert.deepEqual(await adjustments(keyId), [-10_000_000n]);
+        assert.deepEqual((await sessionOf(sessionId))?.reversed, { refunded: 1000n, disputed: 0n, takenBack: 10_000_000n, shortfall: 0n });
+        assert.equal(await refund(paymentIntent, 1000n), 'unchanged', 'a later event restating the refund');
+        assert.equal(await balanced(keyId), 5_000n);
+        assert.equal((await credits.key(keyId))?.status, 'active');
+      });
+
+      test('a partial refund takes back its share rounded down; a larger cumulative refund takes the difference, an older smaller one nothing', async () => {
+        const keyId = await key(0n);
+        const { paymentIntent } = await paidSession(keyId, 10_000_000n, 3n);
+        assert.equal(await refund(paymentIntent, 1n, 3n), 'taken_back');
+        assert.equal(await balanced(keyId), 6_666_667n, 'a third is 3 333 333.3: the buyer keeps the fraction');
+        assert.equal(await refund(paymentIntent, 2n, 3n), 'taken_back');
+        assert.equal(await balanced(keyId), 3_333_334n, 'two thirds in all, not two rounded thirds');
+        assert.equal(await refund(paymentIntent, 1n, 3n), 'unchanged', 'delivered late, it restates less than was refunded');
+        assert.equal(await balanced(keyId), 3_333_334n);
+        assert.equal(await refund(paymentIntent, 3n, 3n), 'taken_back');
+        assert.equal(await balanced(keyId), 0n, 'refunded in full: every credit, no more');
+        assert.deepEqual(await adjustments(keyId), [-3_333_334n, -3_333_333n, -3_333_333n]);
+      });
+
+      test('a refund after the key spent the credits takes what the balance holds, suspends the key and records the shortfall for the admin', async () => {
+        const keyId = await key(0n);
+        const { sessionId, paymentIntent } = await paidSession(keyId);
+        assert.ok((await debit(credits, { keyId, amount: 7_000_000n, reason: 'calls', idempotencyKey: newId('call') })).ok);
+        assert.equal(await refund(paymentIntent, 1000n), 'shortfall');
+        assert.equal(await balanced(keyId), 0n, 'never below zero');
+        assert.equal((await credits.key(keyId))?.status, 'suspended');
+        const short = await sessionOf(sessionId, 'shortfall');
+        assert.deepEqual(short?.reversed, { refunded: 1000n, disputed: 0n, takenBack: 3_000_000n, shortfall: 7_000_000n });
+        assert.equal(await refund(paymentIntent, 1000n), 'unchanged', 'the shortfall is the admin’s, not taken again');
+        const refused = await debit(credits, { keyId, amount: 1n, reason: 'call', idempotencyKey: newId('call') });
+        assert.equal(refused.ok ? 'debited' : refused.reason, 'key_suspended');
+      });
+
+      test('the same refund delivered twice at once, and restated by another event at once, on two instances takes back once', async () => {
+        const open = backend.shared();
+        const [one, two] = [await open(), await open()];
+        try {
+          const keyId = await newKey(one.credits, 0n);
+          const sessionId = newId('cs');
+          const paymentIntent = newId('pi');
+          await one.credits.recordCheckout({ sessionId, keyId, package: '10', credits: 10_000_000n, amountTotal: 1000n, currency: 'usd' });
+          const paid = { type: 'checkout.session.completed', sessionId, amountTotal: 1000n, currency: 'usd', paymentIntent };
+          assert.equal(await one.credits.completeCheckout({ eventId: newId('evt'), ...paid }), 'credited');
+          // One refund event and three later ones restating it (charge.refunded again, charge.refund.updated…), each delivered to both.
+          const events = Array.from({ length: 4 }, () => newId('evt'));
+          const on = (store: Store, eventId: string) =>
+            store.credits.reverseCheckout({ eventId, type: 'charge.refunded', paymentIntent, refunded: { amount: 500n, of: 1000n } });
+          const outcomes = await Promise.all(events.flatMap((eventId) => [on(one, eventId), on(two, eventId)]));
+          assert.deepEqual(outcomes.sort(), [...Array(4).fill('duplicate_event'), 'taken_back', 'unchanged', 'unchanged', 'unchanged']);
+          assert.equal(await assertBalanced(one.credits, keyId), 5_000_000n);
+          const taken = (await one.credits.history(keyId, { limit: 10 })).filter((e) => e.kind === 'adjustment');
+          assert.equal(taken.length, 1);
+        } finally {
+          await Promise.all([one.close(), two.close()]);
+        }
+      });
+
+      test('a refund or dispute of a PaymentIntent no session has changes nothing and is recorded as ignored', async () => {
+        const keyId = await key(0n);
+        await paidSession(keyId);
+        const eventId = newId('evt');
+        assert.equal(await refund('pi_of_a_subscription', 1000n, 1000n, eventId), 'ignored');
+        assert.equal(await refund('pi_of_a_subscription', 1000n, 1000n, eventId), 'duplicate_event', 'its redelivery is recognised');
+        assert.equal(await dispute('pi_of_a_subscription', 1000n), 'ignored');
+        assert.equal(await balanced(keyId), 10_000_000n);
+      });
+
+      test('a dispute takes back the disputed share; closed won it gives it back, closed lost it stays taken', async () => {
+        const keyId = await key(0n);
+        const { sessionId, paymentIntent } = await paidSession(keyId);
+        assert.equal(await dispute(paymentIntent, 400n), 'taken_back');
+        assert.equal(await balanced(keyId), 6_000_000n);
+        assert.equal(await dispute(paymentIntent, 0n, 'charge.dispute.closed'), 'given_back');
+        assert.equal(await balanced(keyId), 10_000_000n);
+        assert.deepEqual(await adjustments(keyId), [4_000_000n, -4_000_000n]);
+        const other = await paidSession(keyId);
+        assert.equal(await refund(other.paymentIntent, 300n), 'taken_back');
+        assert.equal(await dispute(other.paymentIntent, 700n), 'taken_back', 'the rest of the charge, disputed');
+        assert.equal(await dispute(other.paymentIntent, 700n, 'charge.dispute.closed'), 'unchanged', 'lost: it stays taken');
+        assert.equal(await balanced(keyId), 10_000_000n, 'all of the second session taken back, none of the first');
+        assert.equal((await sessionOf(sessionId))?.reversed, undefined, 'the first session: nothing refunded, disputed or taken now');
+      });
+
+      test('a refund of a session held for review is kept; crediting it later takes the refunded share back at once', async () => {
+        const keyId = await key(0n);
+        const sessionId = newId('cs');
+        const paymentIntent = newId('pi');
+        await credits.recordCheckout({ sessionId, keyId, package: '10', credits: 10_000_000n, amountTotal: 1000n, currency: 'usd' });
+        const short = { type: 'checkout.session.completed', sessionId, amountTotal: 800n, currency: 'usd', paymentIntent };
+        assert.equal(await credits.completeCheckout({ eventId: newId('evt'), ...short }), 'held_for_review');
+        assert.equal(await refund(paymentIntent, 400n, 800n), 'not_credited');
+        assert.equal(await balanced(keyId), 0n);
+        const resolved = await credits.resolveCheckout(sessionId, { action: 'credit' });
+        assert.ok(resolved.ok);
+        assert.equal(await balanced(keyId), 5_000_000n, 'half of what was paid (800) was refunded: half the credits');
+        assert.deepEqual(await adjustments(keyId), [-5_000_000n]);
+      });
+    });
   });
 
 /** A store whose call was still under way (its debit open) when a build before lean open debits stopped, opened by this build. */
@@ -461,6 +589,66 @@ for (const backend of backends)
       assert.deepEqual(await store.credits.refund('le_old', 'cut off'), { balance: 1000n });
       assert.deepEqual(await store.credits.refund('le_old', 'cut off'), { balance: 1000n }, 'once');
       assert.deepEqual(await store.credits.openDebits(Date.now()), []);
+    } finally {
+      await store.close();
+    }
+  });
+
+/** A store with a session credited (and one held for review) by a build before refunds were taken back, opened by this build. */
+async function withCheckoutsOfV22(backend: 'sqlite' | 'postgres'): Promise<SqliteStore | PostgresStore> {
+  const v22 = migrations.filter((m) => m.version <= 22);
+  const rows = `
+    INSERT INTO api_keys (id, hash, name, balance, created_at, updated_at) VALUES ('key_buyer', 'h_buyer', 'buyer', 10000000, 1, 1);
+    INSERT INTO checkout_sessions (session_id, key_id, package, credits, amount_total, currency, state, created_at, updated_at)
+      VALUES ('cs_old', 'key_buyer', '10', 10000000, 1000, 'usd', 'credited', 1, 2);
+    INSERT INTO checkout_sessions (session_id, key_id, package, credits, amount_total, currency, state, review_reason, paid_amount,
+                                   paid_currency, created_at, updated_at)
+      VALUES ('cs_held', 'key_buyer', '10', 10000000, 1000, 'usd', 'review', 'amount_mismatch', 999, 'usd', 1, 3);
+    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
+      VALUES ('le_old', 'key_buyer', 'topup', 10000000, 10000000, 'Stripe Checkout, package 10', 'stripe:cs_old', 2);`;
+  if (backend === 'sqlite') {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-v22-'));
+    after(() => rmSync(dir, { recursive: true, force: true }));
+    const old = new Database(path.join(dir, 'store.db'));
+    migrateSqlite(old, v22);
+    old.exec(rows);
+    old.close();
+    return openSqliteStore({ path: path.join(dir, 'store.db') });
+  }
+  const schema = freshSchema();
+  const old = await openPostgresStore({ url: POSTGRES_URL, schema, migrations: v22, max: 1 });
+  await old.pool.query(rows);
+  await old.close();
+  return openPostgresStore({ url: POSTGRES_URL, schema, max: 3 });
+}
+
+for (const backend of backends)
+  test(`checkout sessions of an earlier build keep their state through the upgrade; the database refuses taking back more than a session credited (${backend.name})`, {
+    skip: backend.skip,
+  }, async () => {
+    const store = await withCheckoutsOfV22(backend.name);
+    try {
+      const [credited] = await store.credits.checkouts('credited', 10);
+      assert.deepEqual(
+        [credited?.sessionId, credited?.credits, credited?.paymentIntent, credited?.reversed],
+        ['cs_old', 10_000_000n, undefined, undefined],
+      );
+      const [held] = await store.credits.checkouts('review', 10);
+      assert.deepEqual(
+        [held?.sessionId, held?.reviewReason, held?.paid],
+        ['cs_held', 'amount_mismatch', { amount: 999n, currency: 'usd' }],
+      );
+      const refund = {
+        eventId: newId('evt'),
+        type: 'charge.refunded',
+        paymentIntent: 'pi_unrecorded',
+        refunded: { amount: 1000n, of: 1000n },
+      };
+      assert.equal(await store.credits.reverseCheckout(refund), 'ignored', 'its PaymentIntent was never recorded');
+      assert.equal((await store.credits.key('key_buyer'))?.balance, 10_000_000n);
+      const tooMuch = `UPDATE checkout_sessions SET taken_back = 6000000, shortfall = 4000001 WHERE session_id = 'cs_old'`;
+      if (store.kind === 'postgres') await assert.rejects(store.pool.query(tooMuch), /check constraint/);
+      else store.immediate((db) => assert.throws(() => db.exec(tooMuch), /CHECK constraint failed/));
     } finally {
       await store.close();
     }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import Stripe from 'stripe';
-import type { CreditStore, StripeEventOutcome } from '../../store/credits/credits.js';
+import type { CreditStore, ReversalEvent, ReversalOutcome, StripeEventOutcome } from '../../store/credits/credits.js';
 import { DomainError } from '../../errors.js';
 import type { RevenueBook } from '../../operators/revenue.js';
 import type { Store } from '../../store/store.js';
@@ -30,6 +30,35 @@ export function futureSignature(header: string, nowSeconds: number): string | un
   return `the signature is dated ${ahead} s ahead of this server’s clock (at most ${WEBHOOK_TOLERANCE_SECONDS} s)`;
 }
 
+/** Dispute statuses at close that leave the merchant the funds: what the dispute took is given back. */
+const FUNDS_KEPT = new Set(['won', 'warning_closed', 'prevented']);
+
+/**
+ * The refund or dispute an event states, by the PaymentIntent it is of; undefined for any other
+ * event, and for one of a charge without a PaymentIntent (nothing of a Checkout Session).
+ *
+ * @example reversalOf(chargeRefunded) // { eventId, type: 'charge.refunded', paymentIntent: 'pi_1', refunded: { amount: 500n, of: 1000n } }
+ */
+export function reversalOf(event: Stripe.Event): ReversalEvent | undefined {
+  const intent = (object: { payment_intent: string | { id: string } | null }) =>
+    typeof object.payment_intent === 'string' ? object.payment_intent : object.payment_intent?.id;
+  const base = { eventId: event.id, type: event.type };
+  if (event.type === 'charge.refunded') {
+    const charge = event.data.object;
+    const paymentIntent = intent(charge);
+    return paymentIntent
+      ? { ...base, paymentIntent, refunded: { amount: BigInt(charge.amount_refunded), of: BigInt(charge.amount) } }
+      : undefined;
+  }
+  if (event.type === 'charge.dispute.created' || event.type === 'charge.dispute.closed') {
+    const dispute = event.data.object;
+    const paymentIntent = intent(dispute);
+    const kept = event.type === 'charge.dispute.closed' && FUNDS_KEPT.has(dispute.status);
+    return paymentIntent ? { ...base, paymentIntent, disputed: kept ? 0n : BigInt(dispute.amount) } : undefined;
+  }
+  return undefined;
+}
+
 /** What a Stripe webhook delivery is handled with. */
 export type StripeWebhookDeps = {
   stripe: Stripe;
@@ -45,7 +74,10 @@ export type StripeWebhookDeps = {
  * Handles one Stripe webhook delivery: the signature is checked on the raw body first (a bad or
  * stale or future-dated one is a 400 and changes nothing); a paid `checkout.session.completed`
  * or `checkout.session.async_payment_succeeded` credits its session's key once, whatever the
- * order or number of deliveries, when it was paid as recorded (else it is held for review);
+ * order or number of deliveries, when it was paid as recorded (else it is held for review), and
+ * remembers its PaymentIntent; a `charge.refunded`, `charge.dispute.created` or
+ * `charge.dispute.closed` of that PaymentIntent takes back (or gives back) the credits' share, once
+ * (see `CreditStore.reverseCheckout`; one of any other payment is recorded as ignored);
  * subscription lifecycle and invoice events of a post-paid account set what it may run up, once
  * per event (see `handlePostpaidEvent`), and otherwise keep entitlements and subscription revenue
  * in step (see `handleSubscriptionEvent`); every other event is acknowledged and recorded.
@@ -56,7 +88,7 @@ export async function handleStripeWebhook(
   deps: StripeWebhookDeps,
   rawBody: string,
   signature: string | undefined,
-): Promise<{ event: string; type: string; outcome: StripeEventOutcome | SubscriptionOutcome | BillingEventOutcome }> {
+): Promise<{ event: string; type: string; outcome: StripeEventOutcome | ReversalOutcome | SubscriptionOutcome | BillingEventOutcome }> {
   if (!signature) throw new DomainError('signature_missing', 'a Stripe webhook needs its Stripe-Signature header');
   const ahead = futureSignature(signature, Math.floor(Date.now() / 1000));
   if (ahead) throw new DomainError('signature_invalid', `${ahead}; check the clocks of this server and of the sender`);
@@ -68,6 +100,15 @@ export async function handleStripeWebhook(
       throw new DomainError('signature_invalid', `the Stripe signature does not verify: ${error.message.split('\n')[0]}`);
     }
     throw new DomainError('event_malformed', 'the body is not a Stripe event');
+  }
+  const reversal = reversalOf(event);
+  if (reversal) {
+    const outcome = await deps.credits.reverseCheckout(reversal);
+    const log = { event: event.id, type: event.type, paymentIntent: reversal.paymentIntent, outcome };
+    if (outcome === 'shortfall')
+      deps.logger.warn(log, 'Stripe refund or dispute: the key had spent the credits; suspended, see GET /admin/checkouts?state=shortfall');
+    else deps.logger.info(log, 'Stripe event');
+    return { event: event.id, type: event.type, outcome };
   }
   const session =
     (event.type === 'checkout.session.completed' && event.data.object.payment_status === 'paid') ||
@@ -86,7 +127,15 @@ export async function handleStripeWebhook(
     return { event: event.id, type: event.type, outcome: 'ignored' };
   }
   const paid = { amountTotal: BigInt(session.amount_total ?? -1), currency: session.currency ?? '' };
-  const outcome = await deps.credits.completeCheckout({ eventId: event.id, type: event.type, sessionId: session.id, ...paid });
+  const intent = typeof session.payment_intent === 'string' ? session.payment_intent : session.payment_intent?.id;
+  const paymentIntent = intent ? { paymentIntent: intent } : {};
+  const outcome = await deps.credits.completeCheckout({
+    eventId: event.id,
+    type: event.type,
+    sessionId: session.id,
+    ...paid,
+    ...paymentIntent,
+  });
   const log = { event: event.id, type: event.type, session: session.id, outcome };
   if (outcome === 'unknown_session') deps.logger.error(log, 'Stripe event not credited: no such Checkout Session was opened here');
   else if (outcome === 'held_for_review') {

@@ -141,16 +141,57 @@ export type CheckoutSession = {
   reviewReason?: ReviewReason;
   /** What Stripe said was paid, when it was not what was recorded. */
   paid?: { amount: bigint; currency: string };
+  /** The session's Stripe PaymentIntent, once a checkout event named it: its refunds and disputes find the session by it. */
+  paymentIntent?: string;
+  /** Once the payment was refunded or disputed: see `Reversed`. */
+  reversed?: Reversed;
   createdAt: number;
   updatedAt: number;
 };
+/**
+ * What refunds and disputes of a session's payment took back. `refunded`, `disputed`: the latest
+ * cumulative refund and open dispute, in the charge's minor units; `takenBack`: credits taken from
+ * the key's balance; `shortfall`: credits the key had spent before they could be taken (the key is
+ * suspended). `takenBack + shortfall` never exceeds the session's credits.
+ */
+export type Reversed = { refunded: bigint; disputed: bigint; takenBack: bigint; shortfall: bigint };
 export type ReviewReason = 'amount_mismatch' | 'currency_mismatch' | 'key_revoked';
 
-/** A paid checkout event as Stripe described it: what was paid, in Stripe's minor units. */
-export type CheckoutEvent = { eventId: string; type: string; sessionId: string; amountTotal: bigint; currency: string };
+/** A paid checkout event as Stripe described it: what was paid, in Stripe's minor units, and by which PaymentIntent. */
+export type CheckoutEvent = {
+  eventId: string;
+  type: string;
+  sessionId: string;
+  amountTotal: bigint;
+  currency: string;
+  paymentIntent?: string;
+};
 
 /** What a Stripe event did; only `credited` credited anything. */
 export type StripeEventOutcome = 'credited' | 'duplicate_event' | 'duplicate_session' | 'unknown_session' | 'held_for_review' | 'ignored';
+
+/**
+ * A refund or dispute of a card payment as Stripe described it, in the charge's minor units. Each
+ * restates a cumulative total: `refunded` (`charge.refunded`: `amount_refunded` of the charge's
+ * `amount`), `disputed` (a dispute's `amount`; 0 once it closed without the funds lost).
+ *
+ * @example { eventId: 'evt_1', type: 'charge.refunded', paymentIntent: 'pi_1', refunded: { amount: 500n, of: 1000n } }
+ */
+export type ReversalEvent = {
+  eventId: string;
+  type: string;
+  paymentIntent: string;
+  refunded?: { amount: bigint; of: bigint };
+  disputed?: bigint;
+};
+/**
+ * What a refund or dispute did: `taken_back` (its share of the session's credits, from the
+ * balance), `shortfall` (the balance held less: all of it taken, the key suspended, the rest
+ * recorded), `given_back` (a dispute closed without the funds lost), `unchanged` (the share was
+ * taken already), `not_credited` (recorded on a session not credited: crediting it later takes the
+ * share at once), `ignored` (no session has that PaymentIntent), `duplicate_event`.
+ */
+export type ReversalOutcome = 'taken_back' | 'shortfall' | 'given_back' | 'unchanged' | 'not_credited' | 'ignored' | 'duplicate_event';
 
 /** The admin's decision on a session held for review: credit it (to its key, or the holder's replacement) or reject it. */
 export type CheckoutResolution = { action: 'credit'; keyId?: string } | { action: 'reject' };
@@ -239,10 +280,18 @@ export interface CreditStore {
    * currency paid is not what was recorded, or its key was revoked.
    */
   completeCheckout(event: CheckoutEvent): Promise<StripeEventOutcome>;
-  /** Sessions in a state, oldest change first. */
-  checkouts(state: CheckoutSession['state'], limit: number): Promise<CheckoutSession[]>;
+  /** Sessions in a state (`shortfall`: those whose reversal the key's balance could not cover), oldest change first. */
+  checkouts(state: CheckoutSession['state'] | 'shortfall', limit: number): Promise<CheckoutSession[]>;
   /** The admin's decision on a session in review, once: crediting is the session's one top-up (idempotency key `stripe:<session>`). */
   resolveCheckout(sessionId: string, resolution: CheckoutResolution): Promise<ResolveResult>;
+  /**
+   * Takes back (or, for a dispute closed without the funds lost, gives back) the credits of the
+   * session paid by the event's PaymentIntent, in proportion to the share of the payment refunded
+   * plus disputed, rounded down, in one transaction with the record of the event: once per event,
+   * and never more in all than the session credited, whatever the order or number of deliveries.
+   * What the balance cannot cover is recorded as the session's shortfall and the key is suspended.
+   */
+  reverseCheckout(event: ReversalEvent): Promise<ReversalOutcome>;
   /** Records an event that needs no action, so its redelivery is recognised too. */
   ignoreEvent(event: { eventId: string; type: string }): Promise<void>;
 }

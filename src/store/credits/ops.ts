@@ -12,6 +12,8 @@ import type {
   MoveResult,
   NewKey,
   ResolveResult,
+  ReversalEvent,
+  ReversalOutcome,
   ReviewReason,
   StripeEventOutcome,
 } from './credits.js';
@@ -205,10 +207,73 @@ function* refund(debitId: string, reason: string): Op<{ balance: bigint }> {
   return { balance: entry.balanceAfter };
 }
 
-type StripeEvent = { eventId: string; type: string; sessionId: string; amountTotal: bigint; currency: string };
+type StripeEvent = { eventId: string; type: string; sessionId: string; amountTotal: bigint; currency: string; paymentIntent?: string };
 
-/** Credits a session's package to a key (its own, or the admin's choice): the session's one top-up, whoever asks. */
-function* creditSession(session: CheckoutRow, keyId: string, ref: Record<string, unknown>, now: number) {
+/**
+ * The credits a session's refunds and disputes take back: the share `lost` is of what was
+ * `charged` (both in the charge's minor units, `lost` capped at `charged`), rounded down, so a
+ * partial refund never takes back more than its exact share (the buyer keeps the fraction of a
+ * micro-USD), and a full refund takes back every credit.
+ *
+ * @example takenShare(10_000_000n, 1000n, 333n) // 3_330_000n
+ * @example takenShare(10_000_000n, 3n, 1n) // 3_333_333n
+ */
+export function takenShare(credits: bigint, charged: bigint, lost: bigint): bigint {
+  if (charged <= 0n || lost <= 0n) return 0n;
+  return (credits * (lost < charged ? lost : charged)) / charged;
+}
+
+/**
+ * Brings what a credited (locked) session took back in line with its payment's `refunded` plus
+ * `disputed` share: takes the difference from the key's balance, as far as it goes (the rest is
+ * the session's shortfall, and the key is suspended), or gives back what a dispute closed
+ * without the funds lost had taken (what was short first). One ledger entry under `idempotencyKey`.
+ */
+function* settle(
+  session: CheckoutRow,
+  keyId: string,
+  next: { refunded: bigint; disputed: bigint },
+  idempotencyKey: string,
+  now: number,
+): Op<Exclude<ReversalOutcome, 'not_credited' | 'ignored' | 'duplicate_event'>> {
+  const charged = session.charged ?? session.amount_total;
+  const target = takenShare(session.credits, charged, next.refunded + next.disputed);
+  let takenBack = session.taken_back;
+  let shortfall = session.shortfall;
+  const settled = takenBack + shortfall;
+  const ref = { stripeSession: session.session_id, refunded: next.refunded.toString(), disputed: next.disputed.toString() };
+  const entry = (amount: bigint, reason: string) =>
+    change(get(sql.addBalance, { id: keyId, amount, now }), { keyId, kind: 'adjustment', amount, reason, idempotencyKey, ref }, now);
+  let outcome: 'taken_back' | 'shortfall' | 'given_back' | 'unchanged' = 'unchanged';
+  if (target > settled) {
+    const due = target - settled;
+    const balance = (yield* lock(sql.balanceOf, { id: keyId }))?.balance ?? 0n;
+    const take = due < balance ? due : balance;
+    if (take > 0n) yield* entry(-take, `Stripe refund or dispute, Checkout Session ${session.session_id}`);
+    takenBack += take;
+    shortfall += due - take;
+    if (due > take) yield* run(sql.setStatus, { id: keyId, status: 'suspended', now });
+    outcome = due > take ? 'shortfall' : 'taken_back';
+  } else if (target < settled) {
+    const over = settled - target;
+    // biome-ignore lint/complexity/useMathMinMax: bigints (Math.min takes numbers)
+    const forgiven = over < shortfall ? over : shortfall;
+    const give = over - forgiven;
+    if (give > 0n) yield* entry(give, `Stripe dispute closed, funds kept: Checkout Session ${session.session_id}`);
+    takenBack -= give;
+    shortfall -= forgiven;
+    outcome = 'given_back';
+  }
+  yield* run(sql.setReversal, { sessionId: session.session_id, ...next, takenBack, shortfall, now });
+  return outcome;
+}
+
+/**
+ * Credits a session's package to a key (its own, or the admin's choice): the session's one
+ * top-up, whoever asks; `charged`: what Stripe charged for it. A refund or dispute recorded before
+ * it was credited takes its share back at once.
+ */
+function* creditSession(session: CheckoutRow, keyId: string, ref: Record<string, unknown>, charged: bigint, now: number) {
   const credited = yield* applyCredit(
     {
       keyId,
@@ -221,6 +286,13 @@ function* creditSession(session: CheckoutRow, keyId: string, ref: Record<string,
     now,
   );
   yield* run(sql.setCheckoutState, { sessionId: session.session_id, state: 'credited', now });
+  if (credited.applied) {
+    yield* run(sql.setCharged, { sessionId: session.session_id, charged });
+    if (session.refunded > 0n || session.disputed > 0n) {
+      const reversed = { refunded: session.refunded, disputed: session.disputed };
+      yield* settle({ ...session, charged }, keyId, reversed, `stripe-reversal:${session.session_id}:on-credit`, now);
+    }
+  }
   return credited;
 }
 
@@ -229,9 +301,13 @@ function* creditSession(session: CheckoutRow, keyId: string, ref: Record<string,
  * paid as recorded (currency, then amount) to a key that is not revoked; otherwise holds it for
  * review, which a later matching event, or the admin, can still resolve.
  */
-function* checkout({ eventId, sessionId, amountTotal, currency }: StripeEvent, now: number): Op<StripeEventOutcome> {
+function* checkout({ eventId, sessionId, amountTotal, currency, paymentIntent }: StripeEvent, now: number): Op<StripeEventOutcome> {
   const session = yield* lock(sql.checkoutById, { sessionId });
   if (!session) return 'unknown_session';
+  if (paymentIntent && session.payment_intent === null) {
+    yield* run(sql.setPaymentIntent, { sessionId, paymentIntent });
+    session.payment_intent = paymentIntent;
+  }
   if (session.state === 'credited' || session.state === 'rejected') return 'duplicate_session';
   const key = yield* get(sql.keyById, { id: session.key_id });
   const reason: ReviewReason | undefined =
@@ -248,7 +324,8 @@ function* checkout({ eventId, sessionId, amountTotal, currency }: StripeEvent, n
     yield* run(sql.holdCheckout, { sessionId, reason, ...paid, now });
     return 'held_for_review';
   }
-  return (yield* creditSession(session, session.key_id, { stripeEvent: eventId }, now)).applied ? 'credited' : 'duplicate_session';
+  const credited = yield* creditSession(session, session.key_id, { stripeEvent: eventId }, amountTotal, now);
+  return credited.applied ? 'credited' : 'duplicate_session';
 }
 
 /** The admin's decision on a session in review; a key to credit must exist and not be revoked. */
@@ -267,7 +344,7 @@ function* resolveCheckout(sessionId: string, resolution: CheckoutResolution): Op
   const keyId = resolution.keyId ?? session.key_id;
   const key = yield* get(sql.keyById, { id: keyId });
   if (!key || key.status === 'revoked') return { ok: false, reason: 'key_unusable', session: toCheckout(session) };
-  const { entry } = yield* creditSession(session, keyId, { resolvedBy: 'admin' }, now);
+  const { entry } = yield* creditSession(session, keyId, { resolvedBy: 'admin' }, session.paid_amount ?? session.amount_total, now);
   return { ok: true, session: yield* reread(), entry };
 }
 
@@ -278,6 +355,39 @@ function* completeCheckout(event: StripeEvent): Op<StripeEventOutcome> {
   )
     return 'duplicate_event';
   const outcome = yield* checkout(event, now);
+  yield* run(sql.setEventOutcome, { eventId: event.eventId, outcome });
+  return outcome;
+}
+
+/**
+ * A refund or dispute of the payment of the session its PaymentIntent names (locked), recorded
+ * with the event in one transaction: refunds only grow (an older, smaller restatement changes
+ * nothing), a dispute's amount is its latest. A session not credited keeps the totals for when it is.
+ */
+function* reverseCheckout(event: ReversalEvent): Op<ReversalOutcome> {
+  const now = Date.now();
+  const session = yield* lock(sql.checkoutByIntent, { paymentIntent: event.paymentIntent });
+  const sessionId = session?.session_id ?? null;
+  if ((yield* run(sql.insertEvent, { eventId: event.eventId, type: event.type, sessionId, outcome: 'received', now })) === 0)
+    return 'duplicate_event';
+  let outcome: ReversalOutcome = 'ignored';
+  if (session) {
+    const charged = session.charged ?? session.paid_amount ?? session.amount_total;
+    // In the units of what was charged for the session (the charge's own amount, but for a charge that somehow differs).
+    const scaled = event.refunded && event.refunded.of > 0n ? (event.refunded.amount * charged) / event.refunded.of : 0n;
+    const next = {
+      refunded: scaled > session.refunded ? scaled : session.refunded,
+      disputed: event.disputed ?? session.disputed,
+    };
+    if (session.state === 'credited') {
+      const keyId = (yield* get(sql.creditedKey, { idempotencyKey: `stripe:${session.session_id}` }))?.key_id ?? session.key_id;
+      outcome = yield* settle(session, keyId, next, `stripe-reversal:${event.eventId}`, now);
+    } else {
+      const kept = { takenBack: session.taken_back, shortfall: session.shortfall };
+      yield* run(sql.setReversal, { sessionId: session.session_id, ...next, ...kept, now });
+      outcome = 'not_credited';
+    }
+  }
   yield* run(sql.setEventOutcome, { eventId: event.eventId, outcome });
   return outcome;
 }
@@ -402,8 +512,10 @@ export function creditStore({ read, write, decide, unsynced }: Runner): CreditSt
     completeCheckout: (event) => write(() => completeCheckout(event)),
     checkouts: (state, limit) =>
       read(function* () {
-        return (yield* all(sql.checkoutsIn, { state, limit })).map(toCheckout);
+        const rows = state === 'shortfall' ? all(sql.shortfalls, { limit }) : all(sql.checkoutsIn, { state, limit });
+        return (yield* rows).map(toCheckout);
       }),
+    reverseCheckout: (event) => write(() => reverseCheckout(event)),
     resolveCheckout: (sessionId, resolution) => write(() => resolveCheckout(sessionId, resolution)),
     ignoreEvent: ({ eventId, type }) =>
       write(function* () {

@@ -65,6 +65,12 @@ export type CheckoutRow = {
   paid_currency: string | null;
   created_at: bigint;
   updated_at: bigint;
+  payment_intent: string | null;
+  charged: bigint | null;
+  refunded: bigint;
+  disputed: bigint;
+  taken_back: bigint;
+  shortfall: bigint;
 };
 
 export const toCheckout = (r: CheckoutRow): CheckoutSession => ({
@@ -77,6 +83,10 @@ export const toCheckout = (r: CheckoutRow): CheckoutSession => ({
   state: r.state,
   ...(r.review_reason ? { reviewReason: r.review_reason } : {}),
   ...(r.paid_amount !== null ? { paid: { amount: r.paid_amount, currency: r.paid_currency ?? '' } } : {}),
+  ...(r.payment_intent !== null ? { paymentIntent: r.payment_intent } : {}),
+  ...(r.refunded > 0n || r.disputed > 0n || r.taken_back > 0n || r.shortfall > 0n
+    ? { reversed: { refunded: r.refunded, disputed: r.disputed, takenBack: r.taken_back, shortfall: r.shortfall } }
+    : {}),
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
 });
@@ -283,6 +293,24 @@ export const creditsSql = {
   checkoutById: query<{ sessionId: string }, CheckoutRow>('SELECT * FROM checkout_sessions WHERE session_id = @sessionId', {
     lockable: true,
   }),
+  checkoutByIntent: query<{ paymentIntent: string }, CheckoutRow>('SELECT * FROM checkout_sessions WHERE payment_intent = @paymentIntent', {
+    lockable: true,
+  }),
+  setPaymentIntent: command<{ sessionId: string; paymentIntent: string }>(
+    'UPDATE checkout_sessions SET payment_intent = @paymentIntent WHERE session_id = @sessionId AND payment_intent IS NULL',
+  ),
+  setCharged: command<{ sessionId: string; charged: bigint }>(
+    'UPDATE checkout_sessions SET charged = @charged WHERE session_id = @sessionId',
+  ),
+  setReversal: command<Now & { sessionId: string; refunded: bigint; disputed: bigint; takenBack: bigint; shortfall: bigint }>(`
+    UPDATE checkout_sessions SET refunded = @refunded, disputed = @disputed, taken_back = @takenBack, shortfall = @shortfall,
+      updated_at = @now
+    WHERE session_id = @sessionId`),
+  shortfalls: query<{ limit: number }, CheckoutRow>(
+    'SELECT * FROM checkout_sessions WHERE shortfall > 0 ORDER BY updated_at, session_id LIMIT @limit',
+  ),
+  /** The key a session's one top-up went to: its own, or the replacement the admin chose. */
+  creditedKey: query<{ idempotencyKey: string }, { key_id: string }>('SELECT key_id FROM ledger WHERE idempotency_key = @idempotencyKey'),
   setCheckoutState: command<Now & { sessionId: string; state: CheckoutSession['state'] }>(
     'UPDATE checkout_sessions SET state = @state, updated_at = @now WHERE session_id = @sessionId',
   ),
