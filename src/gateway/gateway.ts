@@ -36,6 +36,7 @@ import {
   type HangUp,
   type HeaderRecord,
   type Upstream,
+  UpstreamError,
   callDeadline,
   hangUpOf,
   send,
@@ -402,10 +403,11 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
    */
   async function forwardPaid(c: Context, call: PaidCall, { charge, headers }: Exclude<Taken, Response>): Promise<Response> {
     const { id, tool } = call;
-    const undo = (why: string) => {
+    /** `why` is written where the caller reads it (their ledger); `detail`, for the operator's events, may say more. */
+    const undo = (why: string, detail = why) => {
       count(tool.name, 'failed');
       const caller = callerOf(call);
-      event({ type: 'call.failed', tool: tool.name, amount: 0n, reason: why, ...(caller ? { caller } : {}) });
+      event({ type: 'call.failed', tool: tool.name, amount: 0n, reason: detail, ...(caller ? { caller } : {}) });
       return charge.undo(why).catch((err: unknown) => logger.error({ err }, 'cannot undo the charge of a failed call'));
     };
     const deadline = callDeadline(options.upstream.timeoutMs);
@@ -414,7 +416,10 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       answer = await timedForward(c, call.body, deadline.signal);
     } catch (error) {
       deadline.clear();
-      await undo(`upstream unreachable: ${(error as Error).message}`);
+      // The caller is told what failed, never where: a socket error names the upstream's address.
+      const unreachable = error instanceof UpstreamError ? error : new UpstreamError('the MCP server did not answer', error);
+      logger.warn({ err: unreachable, server: options.server }, 'a paid call’s upstream failed');
+      await undo(`upstream unreachable: ${unreachable.reason}`, `upstream unreachable: ${unreachable.message}`);
       return withHeaders(rpcError(id, -32603, 'the tool’s server did not answer; you were not charged', 502), headers);
     }
     // A result stream runs on under the deadline until it ends; anything else is already whole.

@@ -91,10 +91,15 @@ export function analyticsJson(a: Analytics, range: { from: number; to: number })
   };
 }
 
-/** RFC 4180 field: quoted when it holds a comma, quote or line break; a leading `=+-@` is defused for spreadsheets. */
+/**
+ * RFC 4180 field: quoted when it holds a comma, quote or line break. A leading `=+-@`, tab or carriage
+ * return (which spreadsheets skip before reading a formula) is defused: tool names are the upstream's.
+ *
+ * @example field('\t=HYPERLINK("https://evil.example")') // `"'\t=HYPERLINK(""https://evil.example"")"`
+ */
 const field = (value: string | number) => {
   let s = String(value);
-  if (/^[=+\-@]/.test(s)) s = `'${s}`;
+  if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
   return /[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 };
 

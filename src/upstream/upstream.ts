@@ -198,7 +198,7 @@ export async function send(upstream: Upstream, request: Forwarded, body: Uint8Ar
       signal,
     });
   } catch (error) {
-    throw new UpstreamError(`the MCP server at ${upstream.url} did not answer: ${(error as Error).message}`, { cause: error });
+    throw new UpstreamError(`the MCP server at ${shown(upstream.url)} did not answer`, error);
   }
   const out: HeaderRecord = {};
   const answerHop = connectionNamed(response.headers.connection);
@@ -219,7 +219,7 @@ export async function send(upstream: Upstream, request: Forwarded, body: Uint8Ar
     try {
       return { status, headers: out, body: await response.body.bytes() };
     } catch (error) {
-      throw new UpstreamError(`the MCP server at ${upstream.url} broke off its answer: ${(error as Error).message}`, { cause: error });
+      throw new UpstreamError(`the MCP server at ${shown(upstream.url)} broke off its answer`, error);
     }
   }
   const stream = Readable.toWeb(response.body) as ReadableStream<Uint8Array>;
@@ -267,10 +267,38 @@ export function callDeadline(ms: number): { signal: HangUp; clear(): void } {
   return { signal, clear: () => clearTimeout(timer) };
 }
 
-/** The upstream could not be reached or broke off: a 502 for the caller, never a 500. */
+/**
+ * An upstream URL as logs and messages may show it: origin and path. The query and credentials are
+ * dropped: a server with `auth.mode: 'query'` has its secret there.
+ *
+ * @example shown('https://u:p@mcp.example.com/mcp?api_key=s3cret') // 'https://mcp.example.com/mcp'
+ */
+export const shown = (url: string) => {
+  const { origin, pathname } = new URL(url);
+  return `${origin}${pathname}`;
+};
+
+/**
+ * The upstream could not be reached or broke off: a 502 for the caller, never a 500. `message` (for
+ * the log, the operator's events) names the upstream and what failed; `reason` is what a paying
+ * caller may be told (it is written in their ledger): a timeout as the deadline said it, else the
+ * failure's code alone. A socket error's message names the upstream's address or host, and a
+ * caller who learns where the upstream is can call it without paying.
+ *
+ * @example new UpstreamError('the MCP server at https://mcp.example.com/mcp did not answer', econnrefused).reason // 'ECONNREFUSED'
+ */
 export class UpstreamError extends BaseError<'upstream_unavailable'> {
   override name = 'UpstreamError';
-  constructor(message: string, options: { cause?: unknown } = {}) {
-    super(message, { code: 'upstream_unavailable', cause: options.cause });
+  readonly reason: string;
+  constructor(message: string, cause?: unknown) {
+    const failure = cause as { name?: unknown; message?: unknown; code?: unknown } | undefined;
+    const said = typeof failure?.message === 'string' ? failure.message : String(cause);
+    super(cause === undefined ? message : `${message}: ${said}`, { code: 'upstream_unavailable', cause });
+    this.reason =
+      failure?.name === 'TimeoutError' && typeof failure.message === 'string'
+        ? failure.message
+        : typeof failure?.code === 'string' && /^[\w-]{1,40}$/.test(failure.code)
+          ? failure.code
+          : 'the connection failed';
   }
 }
