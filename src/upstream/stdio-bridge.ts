@@ -68,6 +68,11 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
   const live = new Set<Session>();
   const app = new Hono();
 
+  /**
+   * A session for `caller`, counted in `live` before anything is awaited (the bounds rely on it).
+   *
+   * @example if (!refusal(c, caller)) session = await open(caller); // nothing awaited between the two
+   */
   async function open(caller: string): Promise<Session> {
     // `exec` so that ending the shell ends the server itself.
     const shell = { command: '/bin/sh', args: ['-c', `exec ${command}`] };
@@ -158,8 +163,6 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
       return c.json({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'Bad Request: no session; send initialize first' } }, 400);
     }
     const caller = c.req.header(CALLER_HEADER) ?? clientAddress(c) ?? 'unknown';
-    const refused = refusal(c, caller);
-    if (refused) return refused;
     const initId = ((Array.isArray(body) ? body : [body]).find(isInitializeRequest) as { id?: string | number }).id ?? null;
     const failed = (why: string, logged: object = {}) => {
       logger?.error({ command, caller, ...logged }, why);
@@ -168,6 +171,10 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
     // Looked at again for each session: the program may have been installed (or removed) since.
     const missing = await programProblem(command, cwd);
     if (missing) return failed(cannotStart(missing), { PATH: process.env.PATH });
+    // The bounds are judged and the slot taken (`open` counts it in `live` before its first await)
+    // with nothing awaited between: concurrent initializes cannot all pass one look at the count.
+    const refused = refusal(c, caller);
+    if (refused) return refused;
     const session = await open(caller);
     const response = await session.http.handleRequest(c.req.raw, { parsedBody: body });
     if (!session.http.sessionId) {

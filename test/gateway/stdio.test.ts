@@ -167,6 +167,27 @@ describe('stdio sessions are bounded per caller and per instance, and end when i
     assert.equal(childrenServing(dir), 0);
   });
 
+  test('concurrent initializes of a plain command (no shell syntax, so its program is looked up on disk first) still start at most maxSessionsPerClient children', async () => {
+    // No quotes: the bridge checks the program on disk (an await) before each session; the slot must be taken before that await.
+    const plain = `${process.execPath} ${serverFilesystem} ${dir}`;
+    for (const part of [process.execPath, serverFilesystem, dir]) assert.doesNotMatch(part, /[\s|&;<>()$`\\"'*?[\]{}=~#!]/, part);
+    const bounded = await startStdioBridge(plain, { maxSessions: 32, maxSessionsPerClient: 2, idleMs: 600_000 });
+    try {
+      const statuses = await Promise.all(
+        Array.from({ length: 20 }, async () => {
+          const res = await initialize(bounded.mcpUrl, { 'x-turnpike-caller': '203.0.113.9' });
+          await res.body?.cancel();
+          return res.status;
+        }),
+      );
+      assert.equal(statuses.filter((s) => s === 200).length, 2, JSON.stringify(statuses));
+      assert.equal(statuses.filter((s) => s === 429).length, 18);
+      assert.ok(bounded.sessions() <= 2, `${bounded.sessions()} children run for one caller`);
+    } finally {
+      await bounded.close();
+    }
+  });
+
   test('the instance bound holds across callers: past maxSessions a new caller gets 503 with Retry-After and no child', async () => {
     const bounded = await startStdioBridge(filesystem(dir), { maxSessions: 3, maxSessionsPerClient: 2, idleMs: 60_000 });
     try {
