@@ -59,10 +59,13 @@ type Id = string | number;
 export async function startStdioBridge(command: string, limits: StdioLimits, options: { cwd?: string; logger?: Logger } = {}) {
   const { logger, cwd } = options;
   // Callers are told the program and the OS's error; the arguments (tokens, paths) and stderr are for the log only.
-  const program = command.trim().split(/\s+/)[0];
+  const { assignments, rest } = splitAssignments(command);
+  const program = rest.trim().split(/\s+/)[0];
   const cannotStart = (why: string) => `the MCP server program "${program}" cannot start: ${why}`;
-  const problem = await programProblem(command, cwd);
-  if (problem) logger?.error({ command, PATH: process.env.PATH }, cannotStart(problem));
+  // The values of leading assignments are the operator's credentials for the server: never logged.
+  const logged = { command: `${assignments.map((a) => `${a.slice(0, a.indexOf('='))}=[redacted] `).join('')}${rest}` };
+  const problem = await programProblem(rest, cwd);
+  if (problem) logger?.error({ ...logged, PATH: process.env.PATH }, cannotStart(problem));
   const sessions = new Map<string, Session>();
   /** Every session with a child, initialized or not: what the bounds count. */
   const live = new Set<Session>();
@@ -74,8 +77,9 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
    * @example if (!refusal(c, caller)) session = await open(caller); // nothing awaited between the two
    */
   async function open(caller: string): Promise<Session> {
-    // `exec` so that ending the shell ends the server itself.
-    const shell = { command: '/bin/sh', args: ['-c', `exec ${command}`] };
+    // `exec` so that ending the shell ends the server itself; leading assignments go before it
+    // (`exec A=b cmd` runs a program named "A=b"; `A=b exec cmd` gives cmd A in its environment).
+    const shell = { command: '/bin/sh', args: ['-c', `${assignments.map((a) => `${a} `).join('')}exec ${rest}`] };
     const child = new StdioClientTransport({ ...shell, stderr: 'pipe', ...(cwd ? { cwd } : {}) });
     // Read as it comes (a full pipe would stop the child); the tail says why a child that exits early did.
     let stderr = '';
@@ -164,12 +168,12 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
     }
     const caller = c.req.header(CALLER_HEADER) ?? clientAddress(c) ?? 'unknown';
     const initId = ((Array.isArray(body) ? body : [body]).find(isInitializeRequest) as { id?: string | number }).id ?? null;
-    const failed = (why: string, logged: object = {}) => {
-      logger?.error({ command, caller, ...logged }, why);
+    const failed = (why: string, detail: object = {}) => {
+      logger?.error({ ...logged, caller, ...detail }, why);
       return c.json({ jsonrpc: '2.0', id: initId, error: { code: -32000, message: why } }, 502);
     };
     // Looked at again for each session: the program may have been installed (or removed) since.
-    const missing = await programProblem(command, cwd);
+    const missing = await programProblem(rest, cwd);
     if (missing) return failed(cannotStart(missing), { PATH: process.env.PATH });
     // The bounds are judged and the slot taken (`open` counts it in `live` before its first await)
     // with nothing awaited between: concurrent initializes cannot all pass one look at the count.
@@ -200,6 +204,26 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
       await server.close();
     },
   };
+}
+
+/** A shell assignment with a plain value (no quotes, variables or operators), as may lead a command. */
+const ASSIGNMENT = /^[A-Za-z_][A-Za-z0-9_]*=[^\s|&;<>()$`\\"'*?[\]{}~#!]*$/;
+
+/**
+ * The `NAME=value` words a command starts with (how a stdio server is given its environment: the
+ * child inherits only HOME, LOGNAME, PATH, SHELL, TERM and USER), and the command after them.
+ *
+ * @example splitAssignments('TOKEN=abc npx -y server ./docs') // { assignments: ['TOKEN=abc'], rest: 'npx -y server ./docs' }
+ */
+export function splitAssignments(command: string): { assignments: string[]; rest: string } {
+  const assignments: string[] = [];
+  let rest = command.trimStart();
+  for (;;) {
+    const word = /^\S+/.exec(rest)?.[0];
+    if (word === undefined || !ASSIGNMENT.test(word) || rest.length === word.length) return { assignments, rest };
+    assignments.push(word);
+    rest = rest.slice(word.length).trimStart();
+  }
 }
 
 /** Bytes of a child's stderr kept to say why it ended. */

@@ -94,6 +94,40 @@ describe('a stdio MCP server that cannot start', () => {
       await bridge.close();
     }
   });
+
+  test('attacker: a command led by VAR=value (how a stdio server is given its credential) never tells a caller or the log the value', async () => {
+    const { logger, lines } = capturedLogger();
+    const bridge = await startStdioBridge('UPSTREAM_TOKEN=s3cr3t-upstream-token /no/such/binary --stdio', limits, { logger });
+    try {
+      const res = await initialize(bridge.mcpUrl);
+      assert.equal(res.status, 502);
+      const { error } = (await res.json()) as { error: { message: string } };
+      assert.doesNotMatch(error.message, /s3cr3t/, 'a caller read the operator’s credential');
+      assert.match(error.message, /program "\/no\/such\/binary" cannot start: ENOENT/);
+      assert.ok(lines.length > 0);
+      assert.ok(!JSON.stringify(lines).includes('s3cr3t'), JSON.stringify(lines));
+    } finally {
+      await bridge.close();
+    }
+  });
+
+  test('the child gets the VAR=value assignments its command starts with, in its environment', async () => {
+    const { logger, lines } = capturedLogger();
+    const exits = `GREETING=hello-child ${process.execPath} -e "console.error('greeting=' + process.env.GREETING); process.exit(3)"`;
+    const bridge = await startStdioBridge(exits, limits, { logger });
+    try {
+      const res = await initialize(bridge.mcpUrl);
+      assert.equal(res.status, 502);
+      const { error } = (await res.json()) as { error: { message: string } };
+      assert.match(error.message, new RegExp(`program "${process.execPath}" exited before it answered initialize`));
+      assert.ok(
+        lines.some((l) => String(l.stderr).includes('greeting=hello-child')),
+        JSON.stringify(lines),
+      );
+    } finally {
+      await bridge.close();
+    }
+  });
 });
 
 /** An MCP server (official SDK, stateless) whose tools are the names in `tools` now; `runs` counts every execution. */
