@@ -3,8 +3,31 @@ import { pino, type DestinationStream, type Logger } from 'pino';
 import type PinoPretty from 'pino-pretty';
 import type { LogSettings } from './settings.js';
 
-const SECRET_KEYS = ['privateKey', 'relayerKey', 'relayerKeys', 'adminKey', 'apiKey', 'secret', 'password', 'signature', 'mnemonic'];
-const SECRET_HEADERS = ['authorization', 'x-api-key', 'payment-signature', 'x-payment', 'cookie', 'stripe-signature'];
+/** Every secret turnpike reads (`loadSecrets`) by its own name, and the usual names of others. */
+const SECRET_KEYS = [
+  'privateKey',
+  'relayerKey',
+  'relayerKeys',
+  'treasuryKey',
+  'adminKey',
+  'apiKey',
+  'facilitatorKeys',
+  'remoteFacilitatorKey',
+  'secretsKey',
+  'tokenSecret',
+  'stripeSecretKey',
+  'stripeWebhookSecret',
+  'webhookSecret',
+  'cdpApiKeySecret',
+  'secret',
+  'password',
+  'signature',
+  'mnemonic',
+];
+/** In lower case (Node's) and as callers and operators spell them (`headersFromEnv: { Authorization: … }`). */
+const SECRET_HEADERS = ['authorization', 'x-api-key', 'payment-signature', 'x-payment', 'cookie', 'set-cookie', 'stripe-signature'].flatMap(
+  (h) => [h, h.replace(/(^|-)([a-z])/g, (_, dash: string, c: string) => dash + c.toUpperCase()), h.toUpperCase()],
+);
 
 /**
  * Paths pino censors. Secret keys at the top and up to three levels down, plus the request
@@ -12,7 +35,7 @@ const SECRET_HEADERS = ['authorization', 'x-api-key', 'payment-signature', 'x-pa
  */
 export const REDACT_PATHS: string[] = [
   ...SECRET_KEYS.flatMap((k) => [k, `*.${k}`, `*.*.${k}`, `*.*.*.${k}`]),
-  ...SECRET_HEADERS.flatMap((h) => [`headers["${h}"]`, `*.headers["${h}"]`]),
+  ...SECRET_HEADERS.flatMap((h) => [`headers["${h}"]`, `*.headers["${h}"]`, `*.*.headers["${h}"]`]),
 ];
 
 /**
