@@ -91,8 +91,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // An idle connection the server dropped must not take the process down.
   pool.on('error', (error) => options.logger?.warn({ err: error }, 'PostgreSQL connection lost'));
   try {
-    if (options.schema) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${options.schema}`);
-    await migratePostgres(pool, options.migrations ?? shipped, options.logger);
+    await migratePostgres(pool, options.migrations ?? shipped, options.logger, options.schema);
   } catch (error) {
     await pool.end().catch(() => undefined);
     if (error instanceof StoreError) throw error;
