@@ -57,10 +57,33 @@ async function leaseSession(options: PostgresStoreOptions, instanceId: string) {
   };
   client.on('error', lost);
   client.on('end', () => lost());
+  // A session advisory lock is re-entrant: taken twice on one session, it is given twice. A lease is
+  // not: one holder at a time, this instance included (two overlapping recovery rounds of one
+  // instance must not both work a dead instance's entries), so what this instance holds is kept here.
+  const held = new Set<string>();
   const take = async (name: string): Promise<Lease | undefined> => {
-    const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok', [name]);
-    if (!rows[0]!.ok) return undefined;
-    return { release: async () => void (await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [name])) };
+    if (held.has(name)) return undefined;
+    held.add(name);
+    let ok = false;
+    try {
+      const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok', [name]);
+      ok = rows[0]!.ok;
+    } finally {
+      if (!ok) held.delete(name);
+    }
+    if (!ok) return undefined;
+    let released = false;
+    return {
+      async release() {
+        if (released) return;
+        released = true;
+        try {
+          await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [name]);
+        } finally {
+          held.delete(name);
+        }
+      },
+    };
   };
   if (!(await take(`instance:${instanceId}`))) throw new StoreError('could not take this instance’s own lease');
   return {
