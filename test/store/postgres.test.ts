@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
+import pg from 'pg';
 import { migrations } from '../../src/store/migrations.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import { POSTGRES_URL, backends, freshSchema } from '../helpers/stores.js';
@@ -46,6 +48,30 @@ describe('several instances starting on one PostgreSQL', { skip: postgres.skip }
       assert.equal((await store.health()).schemaVersion, migrations.at(-1)!.version);
     } finally {
       await store.close();
+    }
+  });
+
+  test('an instance’s lease session is never idle: a server that ends idle sessions (idle_session_timeout) does not stop it', async () => {
+    const database = new URL(POSTGRES_URL).pathname.slice(1);
+    const admin = new pg.Client({ connectionString: POSTGRES_URL });
+    await admin.connect();
+    let stopped = 0;
+    const onStop = () => void stopped++;
+    process.on('SIGTERM', onStop);
+    try {
+      await admin.query(`ALTER DATABASE ${database} SET idle_session_timeout = '7s'`);
+      const store = await openPostgresStore({ url: POSTGRES_URL, schema: freshSchema(), max: 1 });
+      try {
+        await sleep(10_000);
+        assert.equal(stopped, 0, 'the lease session was ended as idle, and the instance told to stop');
+        assert.ok(await store.lease('relayer:0xabc'), 'its session still takes leases');
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await admin.query(`ALTER DATABASE ${database} RESET idle_session_timeout`);
+      await admin.end();
+      process.off('SIGTERM', onStop);
     }
   });
 });
