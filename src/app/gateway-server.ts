@@ -152,8 +152,18 @@ export async function serveGateway(options: GatewayServerOptions) {
   await debits?.start();
 
   // One instance on the store sends from the treasury key; the others reserve and leave the sending to it.
-  let treasuryLease: Lease | undefined;
-  const isSender = async () => Boolean((treasuryLease ??= await store.lease(`treasury:${treasury!.toLowerCase()}`)));
+  // One attempt at a time, shared: a lease is given once, so a second concurrent take would answer
+  // undefined and, assigned over the first, lose the lease this instance holds.
+  let treasuryLease: Promise<Lease | undefined> | undefined;
+  const isSender = async () => {
+    const taking = (treasuryLease ??= store.lease(`treasury:${treasury!.toLowerCase()}`));
+    const lease = await taking.catch((error: unknown) => {
+      if (treasuryLease === taking) treasuryLease = undefined;
+      throw error;
+    });
+    if (!lease && treasuryLease === taking) treasuryLease = undefined;
+    return Boolean(lease);
+  };
   const withdrawals = treasuryKey
     ? createWithdrawals({
         store,

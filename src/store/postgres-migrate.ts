@@ -12,10 +12,16 @@ const MIGRATION_LOCK = 0x7475_726e;
  * migration in its own transaction, under a transaction-scoped advisory lock, re-reading
  * `schema_migrations` first, so that of several instances starting together one applies it and
  * the others find it applied. PostgreSQL DDL is transactional: a failing migration leaves nothing.
+ * `schema` (the pool's search_path, validated by the caller) is created under the same lock:
+ * `CREATE SCHEMA IF NOT EXISTS` is not safe against itself, two at once fail one with
+ * `duplicate key value violates unique constraint "pg_namespace_nspname_index"`.
+ *
+ * @example await migratePostgres(pool, migrations, logger, 'turnpike'); // several instances at once: one creates, all start
  */
-export async function migratePostgres(pool: pg.Pool, list: readonly Migration[], logger?: Logger): Promise<void> {
+export async function migratePostgres(pool: pg.Pool, list: readonly Migration[], logger?: Logger, schema?: string): Promise<void> {
   await transaction(pool, async (db) => {
     await db.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    if (schema) await db.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
     await db.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version INTEGER PRIMARY KEY,
       name TEXT NOT NULL,

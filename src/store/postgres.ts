@@ -38,14 +38,25 @@ export function redactedUrl(url: string): string {
   }
 }
 
+/** How often the lease session is asked `SELECT 1`, and how long it has to answer. */
+const LEASE_HEARTBEAT_MS = 5_000;
+
 /**
  * The connection that holds this instance's leases as session advisory locks: the server drops
  * them when the connection ends, however the process died. Losing it while running would let
  * another instance take this one's relayer keys, so the process is told to stop (SIGTERM).
+ * The session is never idle: a heartbeat every 5 s (with TCP keepalive) keeps the server's
+ * `idle_session_timeout` and idle-connection reapers (NAT, load balancers, poolers) off it, and
+ * notices a connection dropped without a word, which nothing else sent on it would ever do: the
+ * server frees the locks of a session it reaped while this instance went on using them.
+ *
+ * @example const leases = await leaseSession(options, instanceId); await leases.take('relayer:0xabc');
  */
 async function leaseSession(options: PostgresStoreOptions, instanceId: string) {
   const client = new pg.Client({
     connectionString: options.url,
+    keepAlive: true,
+    query_timeout: LEASE_HEARTBEAT_MS,
     ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
   });
   await client.connect();
@@ -57,16 +68,43 @@ async function leaseSession(options: PostgresStoreOptions, instanceId: string) {
   };
   client.on('error', lost);
   client.on('end', () => lost());
+  const heartbeat = setInterval(() => {
+    client.query('SELECT 1').catch((error: Error) => lost(error));
+  }, LEASE_HEARTBEAT_MS).unref();
+  // A session advisory lock is re-entrant: taken twice on one session, it is given twice. A lease is
+  // not: one holder at a time, this instance included (two overlapping recovery rounds of one
+  // instance must not both work a dead instance's entries), so what this instance holds is kept here.
+  const held = new Set<string>();
   const take = async (name: string): Promise<Lease | undefined> => {
-    const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok', [name]);
-    if (!rows[0]!.ok) return undefined;
-    return { release: async () => void (await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [name])) };
+    if (held.has(name)) return undefined;
+    held.add(name);
+    let ok = false;
+    try {
+      const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok', [name]);
+      ok = rows[0]!.ok;
+    } finally {
+      if (!ok) held.delete(name);
+    }
+    if (!ok) return undefined;
+    let released = false;
+    return {
+      async release() {
+        if (released) return;
+        released = true;
+        try {
+          await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [name]);
+        } finally {
+          held.delete(name);
+        }
+      },
+    };
   };
   if (!(await take(`instance:${instanceId}`))) throw new StoreError('could not take this instance’s own lease');
   return {
     take,
     async end() {
       ending = true;
+      clearInterval(heartbeat);
       await client.end();
     },
   };
@@ -91,8 +129,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // An idle connection the server dropped must not take the process down.
   pool.on('error', (error) => options.logger?.warn({ err: error }, 'PostgreSQL connection lost'));
   try {
-    if (options.schema) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${options.schema}`);
-    await migratePostgres(pool, options.migrations ?? shipped, options.logger);
+    await migratePostgres(pool, options.migrations ?? shipped, options.logger, options.schema);
   } catch (error) {
     await pool.end().catch(() => undefined);
     if (error instanceof StoreError) throw error;

@@ -92,13 +92,17 @@ export function sqliteLeases(db: Database.Database, file: string, instanceId: st
   });
 
   return {
-    /** The lease `name` for as long as the store is open, or undefined while another live instance holds it. */
+    /**
+     * The lease `name` for as long as the store is open, or undefined while another live instance,
+     * or this one, holds it: a lease has one holder at a time (the row names only the instance, so
+     * a second holder in this instance would see the row dropped under it by the first's release).
+     */
     take(name: string): Lease | undefined {
-      if (!claim.immediate(name)) return undefined;
+      if (held.has(name) || !claim.immediate(name)) return undefined;
       held.add(name);
       return {
         async release() {
-          held.delete(name);
+          if (!held.delete(name)) return;
           if (db.open) dropLease.run(name, instanceId);
         },
       };

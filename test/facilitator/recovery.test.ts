@@ -71,6 +71,32 @@ for (const backend of backends) {
       assert.deepEqual(await c.journal.unfinishedOwners(), [alive.instanceId]);
     });
 
+    test('two recovery rounds of one instance at once (a round outlasting the 15 s timer) recover a dead instance’s entry once', async () => {
+      const open = backend.shared();
+      const dead = await open();
+      const claimed = await payment(7);
+      assert.deepEqual(await dead.journal.claim(claimed), { claimed: true, deferred: false });
+      await dead.close();
+      const survivor = await open();
+      stores.push(survivor);
+      const facilitator = facilitatorOn(survivor, 3);
+      const rounds = await Promise.all([recoverOrphans(survivor, facilitator), recoverOrphans(survivor, facilitator)]);
+      assert.equal(rounds[0] + rounds[1], 1, `one round recovers it, the other finds its owner's lease taken: ${rounds}`);
+      assert.equal(await survivor.journal.get(claimed), undefined);
+    });
+
+    test('a lease its own instance holds is not given again until released', async () => {
+      const store = await backend.shared()();
+      stores.push(store);
+      const lease = await store.lease('instance:gone');
+      assert.ok(lease);
+      assert.equal(await store.lease('instance:gone'), undefined, 'held, by this instance: not twice');
+      await lease.release();
+      const again = await store.lease('instance:gone');
+      assert.ok(again, 'free once released');
+      await again.release();
+    });
+
     test('a lease is held by one live instance at a time, and freed when it closes', async () => {
       const open = backend.shared();
       const [a, b] = [await open(), await open()];

@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, test } from 'node:test';
+import pg from 'pg';
+import { migrations } from '../../src/store/migrations.js';
+import { openPostgresStore } from '../../src/store/postgres.js';
+import { POSTGRES_URL, backends, freshSchema } from '../helpers/stores.js';
+
+const postgres = backends.find((b) => b.name === 'postgres')!;
+
+/** Opens `n` stores on `schema` at once, as instances started together would; every one must open. */
+async function startTogether(schema: string, n: number) {
+  const opened = await Promise.allSettled(Array.from({ length: n }, () => openPostgresStore({ url: POSTGRES_URL, schema, max: 2 })));
+  const failed = opened.flatMap((o) => (o.status === 'rejected' ? [(o.reason as Error).message] : []));
+  await Promise.all(opened.map((o) => (o.status === 'fulfilled' ? o.value.close() : undefined)));
+  return failed;
+}
+
+describe('several instances starting on one PostgreSQL', { skip: postgres.skip }, () => {
+  test('instances starting at once on a schema that does not exist yet all start, and each migration is applied once', async () => {
+    for (let round = 0; round < 3; round++) {
+      const schema = freshSchema();
+      assert.deepEqual(await startTogether(schema, 4), [], 'no instance fails to start');
+      const store = await openPostgresStore({ url: POSTGRES_URL, schema, max: 1 });
+      try {
+        const { rows } = await store.pool.query<{ version: number; n: string }>(
+          'SELECT version, COUNT(*) AS n FROM schema_migrations GROUP BY version ORDER BY version',
+        );
+        assert.deepEqual(
+          rows.map((r) => [r.version, Number(r.n)]),
+          migrations.map((m) => [m.version, 1]),
+        );
+      } finally {
+        await store.close();
+      }
+    }
+  });
+
+  test('instances starting at once on an older schema all start and bring it up to date once', async () => {
+    const schema = freshSchema();
+    const old = await openPostgresStore({ url: POSTGRES_URL, schema, migrations: migrations.slice(0, 5), max: 1 });
+    await old.close();
+    assert.deepEqual(await startTogether(schema, 4), []);
+    const store = await openPostgresStore({ url: POSTGRES_URL, schema, max: 1 });
+    try {
+      const { rows } = await store.pool.query<{ n: string }>('SELECT COUNT(DISTINCT version) AS n FROM schema_migrations');
+      assert.equal(Number(rows[0]!.n), migrations.length);
+      assert.equal((await store.health()).schemaVersion, migrations.at(-1)!.version);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('an instance’s lease session is never idle: a server that ends idle sessions (idle_session_timeout) does not stop it', async () => {
+    const database = new URL(POSTGRES_URL).pathname.slice(1);
+    const admin = new pg.Client({ connectionString: POSTGRES_URL });
+    await admin.connect();
+    let stopped = 0;
+    const onStop = () => void stopped++;
+    process.on('SIGTERM', onStop);
+    try {
+      await admin.query(`ALTER DATABASE ${database} SET idle_session_timeout = '7s'`);
+      const store = await openPostgresStore({ url: POSTGRES_URL, schema: freshSchema(), max: 1 });
+      try {
+        await sleep(10_000);
+        assert.equal(stopped, 0, 'the lease session was ended as idle, and the instance told to stop');
+        assert.ok(await store.lease('relayer:0xabc'), 'its session still takes leases');
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await admin.query(`ALTER DATABASE ${database} RESET idle_session_timeout`);
+      await admin.end();
+      process.off('SIGTERM', onStop);
+    }
+  });
+});
