@@ -93,7 +93,11 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
     });
     const session: Session = { http, child, caller, lastSeen: Date.now(), started, stderr: () => stderr };
     live.add(session);
-    const idle = setTimeout(() => void child.close(), limits.idleMs).unref();
+    const idle = setTimeout(() => {
+      // Not served from the moment it is idle: a request before the child is gone would get a stream nothing answers.
+      if (http.sessionId) sessions.delete(http.sessionId);
+      void child.close();
+    }, limits.idleMs).unref();
     const seen = () => {
       session.lastSeen = Date.now();
       idle.refresh();
