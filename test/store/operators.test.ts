@@ -551,6 +551,29 @@ for (const backend of backends)
       assert.equal(await operators.subscription('sub_missing'), undefined);
     });
 
+    test('a cancelled subscription stays cancelled: an event of the same second delivered after it (a retry, another order) does not entitle again', async () => {
+      const store = await backend.open();
+      open.push(store);
+      const { operators } = store;
+      const keyId = newId('key');
+      await store.credits.createKey({ id: keyId, hash: `h-${keyId}`, name: 'customer' });
+      const now = Date.now();
+      const sub = { id: newId('sub'), keyId, serverId: 'srv', status: 'active', currentPeriodEnd: now + DAY_MS, eventAt: 100 };
+      await operators.saveSubscription(sub);
+      await operators.saveSubscription({ ...sub, status: 'canceled', eventAt: 200 });
+      // customer.subscription.updated of the same second as the deletion, delivered after it.
+      await operators.saveSubscription({ ...sub, status: 'active', eventAt: 200 });
+      assert.equal(await operators.activeSubscription(keyId, 'srv', now), undefined, 'no allowance after cancellation');
+      assert.equal((await operators.subscriptionStatus(sub.id, 'past_due', 300))!.status, 'canceled');
+      await operators.saveSubscription({ ...sub, status: 'active', eventAt: 400 });
+      assert.equal((await operators.subscription(sub.id))!.status, 'canceled', 'Stripe never reactivates a cancelled subscription');
+
+      const expired = { ...sub, id: newId('sub'), status: 'incomplete_expired', eventAt: 100 };
+      await operators.saveSubscription(expired);
+      await operators.saveSubscription({ ...expired, status: 'active', eventAt: 100 });
+      assert.equal(await operators.activeSubscription(keyId, 'srv', now), undefined, 'nor an expired one');
+    });
+
     test('analytics: by day, tool, rail and caller; void left out; scoped by operator and server; denials', async () => {
       const operators = await fresh();
       const [op, other] = [await newOperator(operators), await newOperator(operators)];

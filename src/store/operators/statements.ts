@@ -275,6 +275,14 @@ type Calls = { serverId: string; caller: string; month: number };
  * is compared before it is tested for NULL (PostgreSQL types it where it first meets it), a
  * subquery in FROM has a name, an upsert names its table's column, and NULLs sort last.
  */
+/**
+ * The statuses a Stripe subscription never leaves: no later event, nor one of the same second
+ * delivered after it (Stripe orders neither deliveries nor retries), makes it entitle again.
+ *
+ * @example saveSubscription({ …, status: 'active', eventAt }) // after 'canceled' at the same eventAt: ignored
+ */
+const ENDED = "('canceled', 'incomplete_expired')";
+
 export const operatorsSql = {
   insertOperator: command<Id & { email: string; name: string; keyHash: string; payoutAddress: string | null; createdAt: number }>(`
     INSERT INTO operators (id, email, name, key_hash, payout_address, created_at, updated_at)
@@ -415,9 +423,9 @@ export const operatorsSql = {
     VALUES (@id, @keyId, @serverId, @status, @currentPeriodEnd, @eventAt, @now)
     ON CONFLICT (id) DO UPDATE SET status = excluded.status, current_period_end = excluded.current_period_end,
       event_at = excluded.event_at, updated_at = excluded.updated_at
-    WHERE excluded.event_at >= subscriptions.event_at`),
+    WHERE excluded.event_at >= subscriptions.event_at AND subscriptions.status NOT IN ${ENDED}`),
   setSubscriptionStatus: command<Id & Now & { status: string; eventAt: number }>(
-    `UPDATE subscriptions SET status = @status, event_at = @eventAt, updated_at = @now WHERE id = @id AND event_at <= @eventAt`,
+    `UPDATE subscriptions SET status = @status, event_at = @eventAt, updated_at = @now WHERE id = @id AND event_at <= @eventAt AND status NOT IN ${ENDED}`,
   ),
   subscriptionById: query<Id, SubscriptionRow>('SELECT * FROM subscriptions WHERE id = @id'),
   activeSubscription: query<Now & { keyId: string; serverId: string }, SubscriptionRow>(`
