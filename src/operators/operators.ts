@@ -293,6 +293,19 @@ export function createOperators(options: OperatorsOptions) {
       const payTo = patch.payTo ?? current.payTo;
       payee(custody, payTo);
       if (patch.upstream) await upstreamChecked(patch.upstream);
+      // The credential was given for the upstream it goes to: whoever holds an operator key or console
+      // session must not send it elsewhere by changing the upstream alone.
+      if (
+        patch.upstream &&
+        !patch.auth &&
+        current.auth.mode !== 'none' &&
+        new URL(patch.upstream).origin !== new URL(current.upstreamUrl).origin
+      )
+        throw new DomainError(
+          'invalid_request',
+          'auth: an upstream at another origin needs its credential again: send auth with the new upstream (or {"mode":"none"})',
+          { field: 'auth' },
+        );
       await issuerChecked(patch.oauth);
       const updated: ServerRecord = {
         ...current,

@@ -468,6 +468,32 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     assert.ok(doc.paths['/operator/analytics'].get.parameters.some((p: { name: string }) => p.name === 'from'));
   });
 
+  test('a server’s upstream credential goes only where it was given: moving the upstream to another origin needs it again', async () => {
+    const made = await api('POST', '/operator/servers', {
+      key: alice.key,
+      body: serverBody('sealed', { auth: { mode: 'header', secret: SECRET } }),
+    });
+    assert.equal(made.status, 201, made.text);
+    // Someone holding the operator's key (or console session) points the server at their own host.
+    const elsewhere = 'http://localhost:9/mcp';
+    const moved = await api('PATCH', '/operator/servers/sealed', { key: alice.key, body: { upstream: elsewhere } });
+    assert.equal(moved.status, 400, moved.text);
+    assert.match(moved.body.message, /^auth: an upstream at another origin needs its credential again/);
+    const kept = (await api('GET', '/operator/servers', { key: alice.key })).body.servers.find(
+      (s: { slug: string }) => s.slug === 'sealed',
+    );
+    assert.equal(kept.upstream, `${upstream.url}/mcp`, 'nothing changed');
+    // Another path on the same origin keeps it; another origin with the credential given again is taken.
+    const samePlace = await api('PATCH', '/operator/servers/sealed', { key: alice.key, body: { upstream: `${upstream.url}/other` } });
+    assert.equal(samePlace.status, 200, samePlace.text);
+    assert.deepEqual(samePlace.body.auth, { mode: 'header', secret: '(set)' });
+    const given = await api('PATCH', '/operator/servers/sealed', {
+      key: alice.key,
+      body: { upstream: elsewhere, auth: { mode: 'header', secret: 'another-secret' } },
+    });
+    assert.equal(given.status, 200, given.text);
+  });
+
   test('a registered server settles strict unless its operator sets settlement: deferred; then its paid result comes with a receipt naming a transaction not confirmed yet', async () => {
     const made = await api('POST', '/admin/operators', {
       key: ADMIN,
