@@ -22,7 +22,7 @@ import {
   paymentRequired,
   paymentRequiredV1,
 } from './payment-required.js';
-import { type Plan, isMetered, listPrice, monthlyAllowance, namedTools, priceAt, publicPlan, utcMonth } from '../pricing/plans.js';
+import { type Plan, isMetered, listPrice, monthlyAllowance, namedTools, overlappingPrice, publicPlan, utcMonth } from '../pricing/plans.js';
 import { atomicToUsd } from '../pricing/pricing.js';
 import { type ToolResult, answerCall, notTheResult, rpcError, withHeaders, withoutPaidResponses } from './jsonrpc.js';
 import { HOP_HEADER, loopIn } from '../upstream/hops.js';
@@ -206,8 +206,9 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
 
   /**
    * Counts a priced call of `caller` for a plan with free calls or tiers, and prices it by its
-   * number in the month; a call that then does not happen is given back with `uncount`, one that
-   * does sends the quota notices its number reaches with `notify`.
+   * number in the month and the calls running beside it (`overlappingPrice`); a call that then does
+   * not happen is given back with `uncount`, one that does sends the quota notices its number
+   * reaches with `notify` and is counted as delivered with `delivered` once its charge is.
    */
   async function meter(caller: string, tool: string, keyId?: string): Promise<Metered | undefined> {
     const subscriber =
@@ -216,7 +217,8 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
       (await revenue!.usage.activeSubscription(keyId, serverId, Date.now())) !== undefined;
     if (!metered && !subscriber) return undefined;
     const month = utcMonth(Date.now());
-    const n = await revenue!.usage.countCall(serverId, caller, month);
+    const counted = await revenue!.usage.countCall(serverId, caller, month);
+    const n = counted.calls;
     const rail = subscriber ? 'subscription' : 'free';
     const allowance = monthlyAllowance(plan, subscriber);
     const notify = () => {
@@ -233,7 +235,23 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
         });
       }
     };
-    return { n, price: priceAt(plan, tool, n), rail, uncount: () => revenue!.usage.uncountCall(serverId, caller, month), notify };
+    let delivered = false;
+    return {
+      n,
+      // Not priceAt(n): the calls running beside this one may yet fail and leave it an earlier position.
+      price: overlappingPrice(plan, tool, n, counted.delivered),
+      rail,
+      uncount: () => revenue!.usage.uncountCall(serverId, caller, month),
+      notify,
+      async delivered() {
+        if (delivered) return;
+        delivered = true;
+        // The result is out: a count not recorded only prices this caller's next calls higher, never lower.
+        await revenue!.usage.deliverCall(serverId, caller, month).catch((err: unknown) => {
+          logger.error({ err, server: options.server }, 'cannot count a delivered call');
+        });
+      },
+    };
   }
 
   const charge = (rail: ChargeRail, caller: string, tool: string, amount: bigint, ref: string) =>
@@ -304,6 +322,7 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
         count(call.tool.name, 'free_quota');
         event({ type: 'call.free', tool: call.tool.name, rail: metering.rail, amount: 0n, caller: eventCaller(caller) });
         metering.notify();
+        await metering.delivered();
         const free = charge(metering.rail, caller, call.tool.name, 0n, `free:${newId('call')}`);
         if (free) revenue!.book.queue(free);
         return {

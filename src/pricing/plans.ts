@@ -111,6 +111,37 @@ export function priceAt(plan: Plan, tool: string, n: bigint): bigint {
 }
 
 /**
+ * What a counted call costs when calls overlap: `calls` is its number in the month (every call
+ * counted so far, the ones still running included), `delivered` how many of the month's calls were
+ * delivered. Which of the positions `delivered + 1 … calls` this call ends up in depends on how the
+ * calls running beside it end, so it costs the highest of their prices: a call made to fail slowly
+ * never moves another to a later, cheaper tier. Where prices only rise with the count (free calls,
+ * an allowance, ascending tiers) that is `priceAt(calls)`; a call is free only if `calls` is within
+ * the free calls. `delivered` at or above `calls` (counts from before delivered ones were kept) is
+ * `priceAt(calls)`.
+ *
+ * @example overlappingPrice(paidThenFree, 'search', 5n, 2n) // max of priceAt at 3, 4, 5: the paid price if tier 1 ends at 3
+ */
+export function overlappingPrice(plan: Plan, tool: string, calls: bigint, delivered: bigint): bigint {
+  const from = delivered < calls ? (delivered < 0n ? 1n : delivered + 1n) : calls;
+  // priceAt is constant between steps: each step's first position within the range, and `from`, have every price of it.
+  const steps =
+    plan.type === 'per_call'
+      ? [BigInt(plan.freeCallsPerMonth)]
+      : plan.type === 'subscription'
+        ? [BigInt(plan.callsPerMonth)]
+        : plan.tiers.flatMap((t) => (t.upTo === undefined ? [] : [BigInt(t.upTo)]));
+  let price = priceAt(plan, tool, from);
+  for (const step of steps) {
+    if (step + 1n > from && step + 1n <= calls) {
+      const at = priceAt(plan, tool, step + 1n);
+      if (at > price) price = at;
+    }
+  }
+  return price;
+}
+
+/**
  * The price quoted before the caller is known: the tool's own price, or for tiers the first
  * that charges anything. 0n means the tool is free for everyone, always.
  */

@@ -67,9 +67,19 @@ export type Rail = {
  * price, and the rail a call that costs nothing is recorded under. `notify` sends the quota
  * notices its number reaches (80 % and 100 % of the allowance, within it: a free call), once the
  * call is delivered: a count given back (a failed call, a payment found used or not the payer's)
- * notifies nobody.
+ * notifies nobody. `delivered` counts the call as delivered (what later calls are priced from),
+ * once its charge is: settled, debited, invoiced or given free; a second time changes nothing.
+ *
+ * @example await metering?.delivered(); // after the settlement succeeded, never after `uncount`
  */
-export type Metered = { n: bigint; price: bigint; rail: 'free' | 'subscription'; uncount(): Promise<void>; notify(): void };
+export type Metered = {
+  n: bigint;
+  price: bigint;
+  rail: 'free' | 'subscription';
+  uncount(): Promise<void>;
+  notify(): void;
+  delivered(): Promise<void>;
+};
 
 /** What the gateway gives the rails it serves: its terms, its counters and its ways to answer. */
 export type RailContext = {

@@ -706,6 +706,17 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX checkout_sessions_shortfall ON checkout_sessions (updated_at) WHERE shortfall > 0;
     `,
   },
+  {
+    version: 24,
+    name: 'delivered calls per caller and month',
+    // Of a caller's counted calls in a month (calls: the delivered ones and the ones running), how many were delivered: a
+    // call is priced at the highest price of the positions delivered + 1 … its number, the ones the calls running beside
+    // it leave it. Calls counted before are taken as delivered (the ones running then end under the old rule).
+    sql: `
+      ALTER TABLE usage_counts ADD COLUMN delivered BIGINT NOT NULL DEFAULT 0 CHECK (delivered >= 0);
+      UPDATE usage_counts SET delivered = calls;
+    `,
+  },
 ];
 
 /**

@@ -26,10 +26,11 @@ let base = '';
 const closing: (() => Promise<unknown>)[] = [];
 
 /**
- * Known hole, not fixed (see the todo below): a call is priced by its number among the caller's
- * calls this month, in-flight calls included, and a call that fails is given back afterwards. On
- * a plan whose tiers get cheaper (volume discounts, or paid-then-free), calls that are made to
- * fail slowly push the caller's real calls, made meanwhile, into the cheaper tier.
+ * A call is counted among the caller's calls this month while it runs, and a call that fails is
+ * given back only when it ends. On a plan whose tiers get cheaper (volume discounts, or
+ * paid-then-free), calls made to fail slowly would push the caller's real calls, made meanwhile,
+ * into the cheaper tier: a call is priced at the highest price of the positions from the month's
+ * delivered calls + 1 to its number (`overlappingPrice`).
  */
 describe('metering: calls in flight that then fail', () => {
   before(async () => {
@@ -80,10 +81,7 @@ describe('metering: calls in flight that then fail', () => {
     for (const close of closing) await close();
   });
 
-  const todo = 'priced by [delivered + 1, n] needs a delivered count per caller and month (a migration): described, not fixed';
-  test('calls made to fail slowly, in flight meanwhile, do not move the caller’s real calls to a later, cheaper tier', {
-    todo,
-  }, async () => {
+  test('calls made to fail slowly, in flight meanwhile, do not move the caller’s real calls to a later, cheaper tier', async () => {
     const res = await fetch(`${base}/admin/keys`, {
       method: 'POST',
       headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
@@ -100,7 +98,10 @@ describe('metering: calls in flight that then fail', () => {
       charged.push(body.result?._meta?.['turnpike/credits']?.charged);
     }
     await Promise.all(phantoms);
-    // The caller's first three delivered calls are in the first tier; today they are charged 1000 each (the second tier).
+    // The caller's first three delivered calls are in the first tier (priced by their number alone: 1000 each, the second).
     assert.deepEqual(charged, ['10000', '10000', '10000']);
+    // Those three delivered and the others given back, the fourth is in the second tier.
+    const fourth = (await (await postToolCall(`${base}/mcp/discount`, 'real', h)).json()) as any;
+    assert.equal(fourth.result?._meta?.['turnpike/credits']?.charged, '1000');
   });
 });

@@ -247,19 +247,34 @@ for (const backend of backends)
 
     test('countCall: 100 concurrent calls get the numbers 1..100; uncountCall never goes below 0', async () => {
       const operators = await fresh();
-      const numbers = await Promise.all(Array.from({ length: 100 }, () => operators.countCall('srv', 'key:a', 202501)));
+      const counted = await Promise.all(Array.from({ length: 100 }, () => operators.countCall('srv', 'key:a', 202501)));
       assert.deepEqual(
-        numbers.map(Number).sort((x, y) => x - y),
+        counted.map((c) => Number(c.calls)).sort((x, y) => x - y),
         Array.from({ length: 100 }, (_, i) => i + 1),
       );
-      assert.equal(await operators.countCall('srv', 'key:a', 202502), 1n, 'a new month starts again');
-      assert.equal(await operators.countCall('srv', 'key:b', 202501), 1n, 'each caller has their own count');
+      assert.deepEqual(await operators.countCall('srv', 'key:a', 202502), { calls: 1n, delivered: 0n }, 'a new month starts again');
+      assert.deepEqual(await operators.countCall('srv', 'key:b', 202501), { calls: 1n, delivered: 0n }, 'each caller has their own count');
 
       await operators.uncountCall('srv', 'key:a', 202501);
-      assert.equal(await operators.countCall('srv', 'key:a', 202501), 100n, 'the given-back number is used again');
+      assert.equal((await operators.countCall('srv', 'key:a', 202501)).calls, 100n, 'the given-back number is used again');
       for (let i = 0; i < 3; i++) await operators.uncountCall('srv', 'key:b', 202501);
       await operators.uncountCall('srv', 'key:nobody', 202501);
-      assert.equal(await operators.countCall('srv', 'key:b', 202501), 1n, 'never below 0');
+      assert.equal((await operators.countCall('srv', 'key:b', 202501)).calls, 1n, 'never below 0');
+    });
+
+    test('deliverCall: 50 concurrent deliveries of 100 running calls count 50; never above the calls counted; read with the next count', async () => {
+      const operators = await fresh();
+      for (let i = 0; i < 100; i++) await operators.countCall('srv', 'key:a', 202501);
+      await Promise.all(Array.from({ length: 50 }, () => operators.deliverCall('srv', 'key:a', 202501)));
+      assert.deepEqual(await operators.countCall('srv', 'key:a', 202501), { calls: 101n, delivered: 50n });
+      assert.deepEqual(await operators.countCall('srv', 'key:a', 202502), { calls: 1n, delivered: 0n }, 'each month its own');
+
+      await operators.countCall('srv', 'key:c', 202501);
+      for (let i = 0; i < 3; i++) await operators.deliverCall('srv', 'key:c', 202501);
+      await operators.deliverCall('srv', 'key:nobody', 202501);
+      assert.deepEqual(await operators.countCall('srv', 'key:c', 202501), { calls: 2n, delivered: 1n }, 'never above the calls');
+      await operators.uncountCall('srv', 'key:c', 202501);
+      assert.deepEqual(await operators.countCall('srv', 'key:c', 202501), { calls: 2n, delivered: 1n }, 'uncount leaves delivered');
     });
 
     test('charges: a ref is recorded once; pending becomes earned or void once, keeping its settle time', async () => {
@@ -725,8 +740,14 @@ for (const backend of backends)
           Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).operators.countCall('srv', 'key:a', 202501)),
         );
         assert.deepEqual(
-          numbers.map(Number).sort((x, y) => x - y),
+          numbers.map((c) => Number(c.calls)).sort((x, y) => x - y),
           Array.from({ length: 40 }, (_, i) => i + 1),
+        );
+        await Promise.all(Array.from({ length: 30 }, (_, i) => (i % 2 ? a : b).operators.deliverCall('srv', 'key:a', 202501)));
+        assert.deepEqual(
+          await a.operators.countCall('srv', 'key:a', 202501),
+          { calls: 41n, delivered: 30n },
+          'deliveries from both instances add up',
         );
       });
   });

@@ -36,6 +36,20 @@ describe('several instances starting on one PostgreSQL', { skip: postgres.skip }
     }
   });
 
+  test('upgrading to delivered counts takes the calls counted before as delivered', async () => {
+    const schema = freshSchema();
+    const old = await openPostgresStore({ url: POSTGRES_URL, schema, migrations: migrations.filter((m) => m.version <= 23), max: 1 });
+    await old.pool.query(`INSERT INTO usage_counts (server_id, caller, month, calls) VALUES ('srv', '0xa', 202501, 7)`);
+    await old.close();
+    const store = await openPostgresStore({ url: POSTGRES_URL, schema, max: 1 });
+    try {
+      assert.deepEqual(await store.operators.countCall('srv', '0xa', 202501), { calls: 8n, delivered: 7n });
+      assert.deepEqual(await store.operators.countCall('srv', '0xc', 202501), { calls: 1n, delivered: 0n });
+    } finally {
+      await store.close();
+    }
+  });
+
   test('instances starting at once on an older schema all start and bring it up to date once', async () => {
     const schema = freshSchema();
     const old = await openPostgresStore({ url: POSTGRES_URL, schema, migrations: migrations.slice(0, 5), max: 1 });

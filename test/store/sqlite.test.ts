@@ -253,4 +253,26 @@ describe('openStore', () => {
       { session_id: 'cs_2', state: 'credited', review_reason: null },
     ]);
   });
+  test('upgrading to delivered counts takes the calls counted before as delivered; a new row starts at 0 delivered', async () => {
+    const file = fresh();
+    mkdirSync(path.dirname(file));
+    peek(file, (db) => {
+      migrateSqlite(
+        db,
+        migrations.filter((m) => m.version <= 23),
+      );
+      db.exec(`INSERT INTO usage_counts (server_id, caller, month, calls) VALUES ('srv', '0xa', 202501, 7), ('srv', '0xb', 202501, 0)`);
+    });
+    const store = await openSqliteStore({ path: file });
+    try {
+      assert.deepEqual(rows(file, 'SELECT caller, calls, delivered FROM usage_counts ORDER BY caller'), [
+        { caller: '0xa', calls: 7, delivered: 7 },
+        { caller: '0xb', calls: 0, delivered: 0 },
+      ]);
+      assert.deepEqual(await store.operators.countCall('srv', '0xa', 202501), { calls: 8n, delivered: 7n });
+      assert.deepEqual(await store.operators.countCall('srv', '0xc', 202501), { calls: 1n, delivered: 0n });
+    } finally {
+      await store.close();
+    }
+  });
 });

@@ -5,7 +5,7 @@ import { DomainError, errorCodes } from '../../errors.js';
 import { creditsRef } from '../../operators/revenue.js';
 import { newId } from '../../store/ids.js';
 import type { Store } from '../../store/store.js';
-import type { PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
+import type { Metered, PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
 import { credentialOf } from './api-keys.js';
 import { type Credits, type Payer, refusalError, shortfalls } from './credits.js';
 import type { OpenDebits } from './open-debits.js';
@@ -142,6 +142,8 @@ export async function deliverCharged(
     ref: string;
     request: IdempotentCall | undefined;
     close(): void;
+    /** The call's count (free calls, tiers), counted as delivered here; none on a plan that counts nothing. */
+    metering: Metered | undefined;
   },
   message: Message,
   result: ToolResult,
@@ -155,6 +157,7 @@ export async function deliverCharged(
   if (charged.request) await store.credits.completeRequest(charged.keyId, charged.request.idempotencyKey, JSON.stringify(delivered));
   await context.book(rail, { caller: charged.caller, tool, amount, ref: charged.ref });
   charged.close();
+  await charged.metering?.delivered();
   return delivered;
 }
 
@@ -259,6 +262,7 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
             ref: creditsRef(debit.entry.id),
             request,
             close: () => debits.delivered(debit.entry.id),
+            metering,
           },
           message,
           result,

@@ -193,6 +193,7 @@ async function invoiceCall(options: InvoiceRailOptions, context: RailContext, ca
             ref: invoiceRef(entry.id),
             request,
             close: () => options.usage.delivered(entry.id),
+            metering,
           },
           message,
           result,

@@ -118,6 +118,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
         if (!receipt.success && receipt.errorReason !== reasons.settlementPending) {
           return settlementFailed(message, `${receipt.errorReason}${receipt.errorMessage ? `: ${receipt.errorMessage}` : ''}`);
         }
+        await metering?.delivered();
         context.count(tool.name, 'paid');
         context.event({ type: 'call.paid', tool: tool.name, rail: 'x402', amount, caller: { payer: key.payer } });
         const { network } = context;

@@ -165,11 +165,18 @@ export interface OperatorStore {
 
   /**
    * Counts one more priced call of `caller` on the server (by id) in `month` and returns its
-   * number (1 for the first), atomically: of concurrent calls, each gets its own number.
+   * number (`calls`, 1 for the first), atomically: of concurrent calls, each gets its own number;
+   * with how many of the month's calls were delivered (`deliverCall`), read in the same statement.
+   * `calls - delivered` are the calls still running, this one included.
    */
-  countCall(serverId: string, caller: string, month: number): Promise<bigint>;
+  countCall(serverId: string, caller: string, month: number): Promise<{ calls: bigint; delivered: bigint }>;
   /** Gives back a counted call that did not happen (the tool failed, the payment was refused). */
   uncountCall(serverId: string, caller: string, month: number): Promise<void>;
+  /**
+   * Counts a counted call as delivered (its charge delivered: settled, debited, invoiced, or free),
+   * atomically; never above the month's count of calls. Once per call: the caller makes sure.
+   */
+  deliverCall(serverId: string, caller: string, month: number): Promise<void>;
 
   recordCharges(charges: Charge[]): Promise<void>;
   /** Pending charges, oldest first (of one rail, if given). */

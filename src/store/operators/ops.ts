@@ -133,9 +133,11 @@ export function operatorStore({ read, write }: Runner): OperatorStore {
 
     countCall: (serverId, caller, month) =>
       write(function* () {
-        return (yield* get(sql.countCall, { serverId, caller, month }))!.calls;
+        const { calls, delivered } = (yield* get(sql.countCall, { serverId, caller, month }))!;
+        return { calls, delivered };
       }),
     uncountCall: (serverId, caller, month) => change(sql.uncountCall, { serverId, caller, month }),
+    deliverCall: (serverId, caller, month) => change(sql.deliverCall, { serverId, caller, month }),
 
     recordCharges: (charges) => write(() => insertCharges(charges)),
     pendingCharges: (limit, rail) => list(sql.pendingCharges, { limit, rail: rail ?? null }, toCharge),

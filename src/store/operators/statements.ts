@@ -337,11 +337,14 @@ export const operatorsSql = {
       AND (@publicOnly = 0 OR (public = 1 AND status = 'active'))
       AND deleted_at IS NULL ORDER BY created_at, id`),
 
-  countCall: query<Calls, { calls: bigint }>(`
-    INSERT INTO usage_counts (server_id, caller, month, calls) VALUES (@serverId, @caller, @month, 1)
-    ON CONFLICT (server_id, caller, month) DO UPDATE SET calls = usage_counts.calls + 1 RETURNING calls`),
+  countCall: query<Calls, { calls: bigint; delivered: bigint }>(`
+    INSERT INTO usage_counts (server_id, caller, month, calls, delivered) VALUES (@serverId, @caller, @month, 1, 0)
+    ON CONFLICT (server_id, caller, month) DO UPDATE SET calls = usage_counts.calls + 1 RETURNING calls, delivered`),
   uncountCall: command<Calls>(`
     UPDATE usage_counts SET calls = calls - 1 WHERE server_id = @serverId AND caller = @caller AND month = @month AND calls > 0`),
+  deliverCall: command<Calls>(`
+    UPDATE usage_counts SET delivered = delivered + 1
+    WHERE server_id = @serverId AND caller = @caller AND month = @month AND delivered < calls`),
 
   insertCharge: command<ChargeParams>(`
     INSERT INTO charges (id, server_id, operator_id, rail, caller, tool, amount, operator_share, platform_share, custody, ref, state, settle_ms, created_at)
