@@ -10,6 +10,7 @@ import { type Context, Hono } from 'hono';
 import { clientAddress } from '../http/caller.js';
 import { type Listening, listen } from '../http/listen.js';
 import { CALLER_HEADER } from './upstream.js';
+import { shownCommand, splitAssignments } from './stdio-command.js';
 
 /** How much one bridge may run: its sessions are child processes, started for anyone who sends `initialize`. */
 export type StdioLimits = {
@@ -63,7 +64,7 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
   const program = rest.trim().split(/\s+/)[0];
   const cannotStart = (why: string) => `the MCP server program "${program}" cannot start: ${why}`;
   // The values of leading assignments are the operator's credentials for the server: never logged.
-  const logged = { command: `${assignments.map((a) => `${a.slice(0, a.indexOf('='))}=[redacted] `).join('')}${rest}` };
+  const logged = { command: shownCommand(command) };
   const problem = await programProblem(rest, cwd);
   if (problem) logger?.error({ ...logged, PATH: process.env.PATH }, cannotStart(problem));
   const sessions = new Map<string, Session>();
@@ -208,26 +209,6 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
       await server.close();
     },
   };
-}
-
-/** A shell assignment with a plain value (no quotes, variables or operators), as may lead a command. */
-const ASSIGNMENT = /^[A-Za-z_][A-Za-z0-9_]*=[^\s|&;<>()$`\\"'*?[\]{}~#!]*$/;
-
-/**
- * The `NAME=value` words a command starts with (how a stdio server is given its environment: the
- * child inherits only HOME, LOGNAME, PATH, SHELL, TERM and USER), and the command after them.
- *
- * @example splitAssignments('TOKEN=abc npx -y server ./docs') // { assignments: ['TOKEN=abc'], rest: 'npx -y server ./docs' }
- */
-export function splitAssignments(command: string): { assignments: string[]; rest: string } {
-  const assignments: string[] = [];
-  let rest = command.trimStart();
-  for (;;) {
-    const word = /^\S+/.exec(rest)?.[0];
-    if (word === undefined || !ASSIGNMENT.test(word) || rest.length === word.length) return { assignments, rest };
-    assignments.push(word);
-    rest = rest.slice(word.length).trimStart();
-  }
 }
 
 /** Bytes of a child's stderr kept to say why it ended. */

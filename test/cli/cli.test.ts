@@ -43,6 +43,18 @@ describe('turnpike CLI (built)', () => {
     assert.doesNotMatch(result.stderr, /\n\s+at /);
   });
 
+  test('config prints a stdio server’s command with the values of its leading NAME=value credentials redacted', async () => {
+    const file = path.join(dir, 'stdio.yaml');
+    writeFileSync(
+      file,
+      'servers:\n  - slug: files\n    stdio: GITHUB_TOKEN=ghp_secret123 API_KEY=k-456 npx -y some-mcp-server ./docs\n    payTo: "0x00000000000000000000000000000000000000aa"\n    price: "0.01"\n',
+    );
+    const result = await turnpike(['config', '--config', file]).done;
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /"stdio": "GITHUB_TOKEN=\[redacted\] API_KEY=\[redacted\] npx -y some-mcp-server \.\/docs"/);
+    assert.doesNotMatch(result.stdout, /ghp_secret123|k-456/);
+  });
+
   test('config --variables prints three columns that never run together, one line per setting', async () => {
     const result = await turnpike(['config', '--variables']).done;
     assert.equal(result.code, 0);

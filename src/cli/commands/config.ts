@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { configVariables, loadConfig } from '../../config/load.js';
 import { defineCommand } from '../command.js';
+import { shownCommand } from '../../upstream/stdio-command.js';
 
 export const configCommand = defineCommand({
   name: 'config',
@@ -23,8 +24,10 @@ export const configCommand = defineCommand({
       for (const v of variables) io.stdout.write(`${v.env.padEnd(envWidth)}${v.path.padEnd(pathWidth)}${v.description}\n`);
       return;
     }
-    // Prices are atomic units (bigint); they print as decimal strings.
-    const replacer = (_: string, v: unknown) => (typeof v === 'bigint' ? v.toString() : v);
+    // Prices are atomic units (bigint); they print as decimal strings. A stdio command's leading
+    // assignments are its server's credentials: shown by name only.
+    const replacer = (key: string, v: unknown) =>
+      typeof v === 'bigint' ? v.toString() : key === 'stdio' && typeof v === 'string' ? shownCommand(v) : v;
     io.stdout.write(`${JSON.stringify(loadConfig({ file: flags.config }), replacer, 2)}\n`);
   },
 });

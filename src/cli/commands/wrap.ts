@@ -12,6 +12,7 @@ import { createLogger } from '../../log/logger.js';
 import { UsageError, defineCommand } from '../command.js';
 import { checkPort, configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
 import { listenForSignals } from '../signals.js';
+import { shownCommand } from '../../upstream/stdio-command.js';
 
 const toolPrice = z
   .string()
@@ -127,7 +128,7 @@ export const wrapCommand = defineCommand({
     const payer = chain.sandbox?.accounts.payers[0];
     io.stdout.write(
       [
-        `turnpike wrap: paying MCP endpoint at ${server.url}/mcp → ${flags.stdio ? `stdio: ${flags.stdio}` : upstreamUrl}`,
+        `turnpike wrap: paying MCP endpoint at ${server.url}/mcp → ${flags.stdio ? `stdio: ${shownCommand(flags.stdio)}` : upstreamUrl}`,
         `  network      ${chain.network.name} (${chain.network.caip2}), USDC ${chain.network.usdc.address}`,
         ...(chain.sandbox ? [`  sandbox RPC  ${chain.rpcUrl}`] : []),
         `  pay to       ${payTo}`,
