@@ -57,26 +57,51 @@ type Payment = Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'asset'>;
 type Taken = Payment & Pick<PaymentRecord, 'nonce' | 'createdAt' | 'validBefore'>;
 
 /**
- * What a mined transaction did for a payment: settled only if it succeeded and shows the token's
- * own Transfer(from, to, value) log for exactly this payment.
+ * What a mined transaction did for a payment: settled only if it succeeded and shows this very
+ * authorization used (the token's AuthorizationUsed(payer, nonce)) with its Transfer(payer, payTo,
+ * amount) as the very next log. Any Transfer of the right parties and amount is not enough: a
+ * Multicall3 batch may carry two payments of one payer to one payee for the same amount, one of
+ * them failing on its own (its nonce canceled ahead of the batch), and the other's Transfer must
+ * not settle it.
  *
  * @example await journal.finish(key, outcomeOf(receipt, record)); // { state: 'settled', txHash }
  */
-export function outcomeOf(receipt: TransactionReceipt, payment: Payment): SettlementOutcome {
+export function outcomeOf(receipt: TransactionReceipt, payment: Payment & Pick<PaymentKey, 'nonce'>): SettlementOutcome {
   if (receipt.status !== 'success') {
     const errorMessage = 'the settlement transaction reverted';
     return { state: 'failed', txHash: receipt.transactionHash, errorReason: reasons.transactionFailed, errorMessage };
   }
-  const transferred = parseEventLogs({ abi: usdcAbi, eventName: 'Transfer', logs: receipt.logs }).some(
+  const txHash = receipt.transactionHash;
+  if (paidIn(receipt.logs, payment)) return { state: 'settled', txHash };
+  return { state: 'failed', txHash, errorReason: reasons.transferEventMismatch, errorMessage: 'no matching Transfer log' };
+}
+
+/**
+ * Whether `logs` (one transaction's) show `payment`'s authorization used and, as the next log,
+ * the token's Transfer of exactly this payment (USDC emits the two back to back, nothing between).
+ *
+ * @example paidIn(batchReceipt.logs, canceledOne) // false, though the batch moved the same amount for another nonce
+ */
+function paidIn(logs: TransactionReceipt['logs'], payment: Payment & Pick<PaymentKey, 'nonce'>): boolean {
+  const used = parseEventLogs({ abi: usdcAbi, eventName: 'AuthorizationUsed', logs }).filter(
     (log) =>
       isAddressEqual(log.address, payment.asset) &&
-      isAddressEqual(log.args.from, payment.payer) &&
-      isAddressEqual(log.args.to, payment.payTo) &&
-      log.args.value === payment.amount,
+      isAddressEqual(log.args.authorizer, payment.payer) &&
+      log.args.nonce.toLowerCase() === payment.nonce.toLowerCase(),
   );
-  const txHash = receipt.transactionHash;
-  if (transferred) return { state: 'settled', txHash };
-  return { state: 'failed', txHash, errorReason: reasons.transferEventMismatch, errorMessage: 'no matching Transfer log' };
+  return used.some((u) => {
+    const next = logs.find((l) => l.logIndex === u.logIndex + 1);
+    return (
+      next !== undefined &&
+      parseEventLogs({ abi: usdcAbi, eventName: 'Transfer', logs: [next] }).some(
+        (log) =>
+          isAddressEqual(log.address, payment.asset) &&
+          isAddressEqual(log.args.from, payment.payer) &&
+          isAddressEqual(log.args.to, payment.payTo) &&
+          log.args.value === payment.amount,
+      )
+    );
+  });
 }
 
 /** Blocks looked at before a payment's estimated first block, for clock and block-time slack. */
@@ -105,9 +130,7 @@ export async function settledBy(
   const logs = await client.getLogs({ address: payment.asset, event, args, fromBlock, toBlock: latest });
   for (const used of logs) {
     const receipt = await client.getTransactionReceipt({ hash: used.transactionHash });
-    const next = receipt.logs.find((l) => l.logIndex === used.logIndex + 1);
-    if (receipt.status === 'success' && next && outcomeOf({ ...receipt, logs: [next] }, payment).state === 'settled')
-      return used.transactionHash;
+    if (receipt.status === 'success' && paidIn(receipt.logs, payment)) return used.transactionHash;
   }
   return undefined;
 }
