@@ -185,3 +185,49 @@ describe('deferred settlement attacks: a batch carrying two payments of one paye
     await store.journal.clearLosses(payer.address);
   });
 });
+
+describe('deferred settlement attacks: the instance-wide bound', () => {
+  let store: SqliteStore;
+  let facilitator: Facilitator;
+  before(async () => {
+    store = await openSqliteStore({ path: chain.dbPath() });
+    facilitator = createFacilitator({
+      network: networks.local,
+      client: chain.client,
+      journal: store.journal,
+      relayerKeys: [chain.sandbox.accounts.relayers[2]!.privateKey],
+      maxDeferredPerPayer: 2n * PRICE,
+      maxDeferredTotal: 2n * PRICE,
+    });
+  });
+  afterEach(async () => {
+    await chain.rpc('evm_setAutomine', [true]);
+    await facilitator.drain();
+  });
+  after(() => store.close());
+
+  test('fresh payer addresses that all sign the same nonce still share the instance-wide bound: two payments of two are deferred, the third payer’s waits for its block', async () => {
+    const payTo = chain.sandbox.accounts.payees[1]!.address;
+    const nonce = `0x${'5a'.repeat(32)}` as Hex;
+    const payers = [0, 1, 8].map((i) => chain.sandbox.accounts.payers[i]!);
+    const requests = await Promise.all(payers.map((payer) => v2Request({ payer, payTo, amount: PRICE, nonce })));
+    await chain.rpc('evm_setAutomine', [false]);
+    for (const r of requests.slice(0, 2)) {
+      assert.equal(
+        (await facilitator.settle(r, purposes.call('s', r.paymentPayload.payload.authorization.from), { deferred: true })).errorReason,
+        'settlement_pending',
+      );
+    }
+    const third = requests[2]!;
+    const settling = facilitator.settle(third, purposes.call('s', 'third'), { deferred: true });
+    for (let i = 0; (await store.journal.get(keyOf(third)))?.state !== 'submitted'; i++) {
+      assert.ok(i < 500, 'the third payment sent');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const deferred = (await Promise.all(requests.map((r) => store.journal.get(keyOf(r))))).map((row) => row?.deferred);
+    await chain.rpc('evm_mine');
+    const answer = await settling;
+    assert.deepEqual(deferred, [true, true, false], 'the bound is every payer’s, whatever nonce each signed');
+    assert.equal(answer.success, true, 'the third was settled strict');
+  });
+});
