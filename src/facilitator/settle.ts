@@ -49,6 +49,13 @@ export type SettleDeps = {
  */
 const EARLY_DELIVERY_MIN_SECONDS = 30n;
 
+/**
+ * The most of a payer's in-flight payments (oldest first, the likeliest mined) looked up on chain
+ * when their balance falls short, so a payer with many tiny payments in flight cannot make one
+ * refused payment cost turnpike that many reads.
+ */
+const MAX_SPENT_LOOKUPS = 16;
+
 /** How a caller wants a payment settled: `deferred` answers once the transaction is signed and journalled (see `settle`). */
 export type SettleOptions = { deferred?: boolean };
 
@@ -475,6 +482,29 @@ export function createSettler(deps: SettleDeps) {
     await journal.release(record);
   }
 
+  /**
+   * The payer's balance and which of `nonces` the token reports used, all at one block: a used one
+   * is mined (or canceled), so that balance no longer holds it.
+   *
+   * @example await spentAt(intent, ['0x…']) // { balance: 5_000n, spent: ['0x…'] } once that payment is mined
+   */
+  async function spentAt(intent: PaymentIntent, nonces: Hex[]): Promise<{ balance: bigint; spent: Hex[] }> {
+    const address = intent.asset.address;
+    const payer = intent.authorization.from;
+    try {
+      const blockNumber = await client.getBlockNumber({ cacheTime: 0 });
+      const [balance, ...used] = await Promise.all([
+        client.readContract({ address, abi: usdcAbi, functionName: 'balanceOf', args: [payer], blockNumber }),
+        ...nonces.map((nonce) =>
+          client.readContract({ address, abi: usdcAbi, functionName: 'authorizationState', args: [payer, nonce], blockNumber }),
+        ),
+      ]);
+      return { balance: balance as bigint, spent: nonces.filter((_, i) => used[i] === true) };
+    } catch (error) {
+      throw new FacilitatorUnavailableError('cannot read payment state from the chain', { cause: error });
+    }
+  }
+
   return {
     reconcile,
     /**
@@ -500,11 +530,19 @@ export function createSettler(deps: SettleDeps) {
           ? { balance: verified.balance, cap: deps.deferredCap, total: deps.deferredTotal }
           : undefined;
       const payment = toNewPayment(intent, purpose);
-      const claim =
-        verified.balance === undefined ? await journal.claim(payment, defer) : await journal.claimCovered(payment, verified.balance, defer);
+      let balance = verified.balance;
+      let claim = balance === undefined ? await journal.claim(payment, defer) : await journal.claimCovered(payment, balance, defer);
+      if (!claim.claimed && 'short' in claim && claim.counted.length > 0) {
+        // Some of those may be mined already, their rows not final yet (the few ms until their
+        // receipt is seen), so taken off the balance read too: judged again at one block.
+        const onChain = await spentAt(intent, claim.counted.slice(0, MAX_SPENT_LOOKUPS));
+        balance = onChain.balance;
+        const again = defer && { ...defer, balance };
+        claim = await journal.claimCovered(payment, balance, again, onChain.spent);
+      }
       if (!claim.claimed && 'short' in claim) {
         const message =
-          `payer holds ${verified.balance}, and their payments being settled (${claim.short}) with this one (${intent.amount}) ` +
+          `payer holds ${balance}, and their payments being settled (${claim.short}) with this one (${intent.amount}) ` +
           'need more: it would fail on chain; retry once those are final';
         return refuse(intent.networkId, { reason: reasons.insufficientBalance, message, payer: intent.authorization.from });
       }

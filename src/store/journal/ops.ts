@@ -1,5 +1,6 @@
 import { type Op, type Runner, all, get, lock, run } from '../engine/statement.js';
 import { StoreError } from '../store.js';
+import type { Hex } from 'viem';
 import type { Deferral, NewPayment, PaymentJournal, PaymentKey, PaymentRecord, PayerKey, SettlementOutcome } from './journal.js';
 import { journalSql as sql, keyParams, toRecord } from './statements.js';
 
@@ -70,16 +71,17 @@ export function journalStore({ read, write, unsynced }: Runner, owner: string): 
         return { reserved: false as const, record: (yield* record(payment))! };
       }),
     claim: (payment: NewPayment, defer?: Deferral) => write(() => claimOp(payment, owner, defer)),
-    claimCovered: (payment: NewPayment, balance: bigint, defer?: Deferral) =>
+    claimCovered: (payment: NewPayment, balance: bigint, defer?: Deferral, spent: readonly Hex[] = []) =>
       write(function* () {
         yield* run(sql.addPayer, payerParams(payment));
         yield* lock(sql.lockPayer, payerParams(payment));
-        const inFlight = (yield* get(sql.inFlight, keyParams(payment)))?.amount ?? 0n;
+        const counted = (yield* all(sql.inFlight, keyParams(payment))).filter((r) => !spent.includes(r.nonce as Hex));
+        const inFlight = counted.reduce((sum, r) => sum + r.amount, 0n);
         if (balance < inFlight + payment.amount) {
           // Taken by someone else already: that answer, not the balance's.
           const known = yield* record(payment);
           if (!known || (known.state === 'verified' && known.purpose === payment.purpose)) {
-            return { claimed: false as const, short: inFlight };
+            return { claimed: false as const, short: inFlight, counted: counted.map((r) => r.nonce as Hex) };
           }
           return { claimed: false as const, record: known };
         }

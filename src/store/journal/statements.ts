@@ -154,10 +154,10 @@ export const journalSql = {
   atRisk: query<Key, { amount: bigint | null }>(`
     SELECT SUM(amount) AS amount FROM payments
     WHERE chain_id = @chainId AND asset = @asset AND ${AT_RISK} AND NOT (payer = @payer AND nonce = @nonce)`),
-  /** What a payer's other claimed payments (sent, or about to be) will take from their balance. */
-  inFlight: query<Key, { amount: bigint | null }>(`
-    SELECT SUM(amount) AS amount FROM payments
-    WHERE ${PAYER} AND state IN ('submitting', 'submitted') AND nonce <> @nonce`),
+  /** A payer's other claimed payments (sent, or about to be), oldest first: what they will take from their balance. */
+  inFlight: query<Key, { nonce: string; amount: bigint }>(`
+    SELECT nonce, amount FROM payments
+    WHERE ${PAYER} AND state IN ('submitting', 'submitted') AND nonce <> @nonce ORDER BY created_at`),
   markDeferred: command<Key>(`UPDATE payments SET deferred = 1 WHERE ${KEY} AND state = 'submitting'`),
   losses: query<Payer, { count: bigint; amount: bigint | null }>(
     `SELECT COUNT(*) AS count, SUM(amount) AS amount FROM payments WHERE ${PAYER} AND ${LOSS}`,
