@@ -224,6 +224,12 @@ describe('deferred settlement attacks: the instance-wide bound', () => {
       assert.ok(i < 500, 'the third payment sent');
       await new Promise((r) => setTimeout(r, 10));
     }
+    // Journalled before its broadcast: mined only once the node has it.
+    const { txHash } = (await store.journal.get(keyOf(third)))!;
+    for (let i = 0; !(await chain.client.getTransaction({ hash: txHash! }).then(Boolean, () => false)); i++) {
+      assert.ok(i < 500, 'the third payment broadcast');
+      await new Promise((r) => setTimeout(r, 10));
+    }
     const deferred = (await Promise.all(requests.map((r) => store.journal.get(keyOf(r))))).map((row) => row?.deferred);
     await chain.rpc('evm_mine');
     const answer = await settling;

@@ -49,6 +49,19 @@ for (const backend of backends) {
       }
     });
 
+    test('concurrent claims of twelve payers split over two instances, with a bound of two payments for all of them: two are deferred, never more', async () => {
+      for (let round = 0; round < 3; round++) {
+        // A token of its own each round: nothing else at risk on it.
+        const asset = `0x${(0xe0 + round).toString(16).padStart(40, '0')}`;
+        const claims = await Promise.all(
+          Array.from({ length: 12 }, (_, i) =>
+            stores[i % 2]!.journal.claim(payment((++n).toString(16), 1_000n, undefined, asset), { balance: BIG, cap: BIG, total: 2_000n }),
+          ),
+        );
+        assert.equal(claims.filter((c) => (c as { deferred?: boolean }).deferred).length, 2);
+      }
+    });
+
     test('payers who all sign the same nonce share the instance-wide bound: the one judged after it is full is claimed strict', async () => {
       const fresh = [(++n).toString(16), (++n).toString(16), (++n).toString(16)];
       const shared = (++n).toString(16);

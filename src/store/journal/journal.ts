@@ -178,8 +178,9 @@ export type PayerKey = Pick<PaymentKey, 'chainId' | 'asset' | 'payer'>;
  * the payer on every instance at once: the payer has no losses, `balance` (read from the chain)
  * covers this payment and every other unfinished one of theirs, their deferred payments still
  * unfinished stay within `cap`, and every payer's on this token, unfinished or lost and not
- * cleared, stays within `total` (payers are free to use many addresses: this bounds what all of
- * them together can take unpaid). Otherwise it is claimed strict.
+ * cleared, stays within `total`, judged under a lock on the token's own row as well (payers are free
+ * to use many addresses: this bounds what all of them together can take unpaid, on every instance
+ * at once). Otherwise it is claimed strict.
  */
 export type Deferral = { balance: bigint; cap: bigint; total: bigint };
 

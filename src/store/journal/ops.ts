@@ -1,6 +1,6 @@
 import { type Op, type Runner, all, get, lock, run } from '../engine/statement.js';
 import { StoreError } from '../store.js';
-import type { Hex } from 'viem';
+import type { Address, Hex } from 'viem';
 import type { Deferral, NewPayment, PaymentJournal, PaymentKey, PaymentRecord, PayerKey, SettlementOutcome } from './journal.js';
 import { journalSql as sql, keyParams, toRecord } from './statements.js';
 
@@ -16,6 +16,9 @@ function* mustChange(changed: Op<number>, what: string, key: PaymentKey): Op<voi
 
 const payerParams = (p: PayerKey) => ({ chainId: p.chainId, asset: p.asset, payer: p.payer });
 
+/** The `deferring_payers` row of a whole token (`0x`: no address spells it): locked while the instance-wide bound is judged. */
+const EVERY_PAYER: Address = '0x';
+
 /** Whether `payment` may be delivered before its receipt (see `Deferral`), the payer locked meanwhile. */
 function* mayDefer(payment: NewPayment, { balance, cap, total }: Deferral): Op<boolean> {
   yield* run(sql.addPayer, payerParams(payment));
@@ -26,7 +29,11 @@ function* mayDefer(payment: NewPayment, { balance, cap, total }: Deferral): Op<b
   const held = exposure?.held ?? 0n;
   const deferred = exposure?.deferred ?? 0n;
   if (balance < held + payment.amount || deferred + payment.amount > cap) return false;
-  // Not under one lock for all payers: concurrent claims of different payers may pass it together (at most one payment each).
+  // Every payer's at once, under the token's own row (always taken after the payer's: no deadlock),
+  // so that concurrent claims of different payers, on any instance, never pass the bound together.
+  const token = { chainId: payment.chainId, asset: payment.asset, payer: EVERY_PAYER };
+  yield* run(sql.addPayer, token);
+  yield* lock(sql.lockPayer, token);
   const atRisk = (yield* get(sql.atRisk, keyParams(payment)))?.amount ?? 0n;
   return atRisk + payment.amount <= total;
 }
