@@ -49,6 +49,13 @@ export type SettleDeps = {
  */
 const EARLY_DELIVERY_MIN_SECONDS = 30n;
 
+/**
+ * The most of a payer's in-flight payments (oldest first, the likeliest mined) looked up on chain
+ * when their balance falls short, so a payer with many tiny payments in flight cannot make one
+ * refused payment cost turnpike that many reads.
+ */
+const MAX_SPENT_LOOKUPS = 16;
+
 /** How a caller wants a payment settled: `deferred` answers once the transaction is signed and journalled (see `settle`). */
 export type SettleOptions = { deferred?: boolean };
 
@@ -57,26 +64,51 @@ type Payment = Pick<PaymentRecord, 'payer' | 'payTo' | 'amount' | 'asset'>;
 type Taken = Payment & Pick<PaymentRecord, 'nonce' | 'createdAt' | 'validBefore'>;
 
 /**
- * What a mined transaction did for a payment: settled only if it succeeded and shows the token's
- * own Transfer(from, to, value) log for exactly this payment.
+ * What a mined transaction did for a payment: settled only if it succeeded and shows this very
+ * authorization used (the token's AuthorizationUsed(payer, nonce)) with its Transfer(payer, payTo,
+ * amount) as the very next log. Any Transfer of the right parties and amount is not enough: a
+ * Multicall3 batch may carry two payments of one payer to one payee for the same amount, one of
+ * them failing on its own (its nonce canceled ahead of the batch), and the other's Transfer must
+ * not settle it.
  *
  * @example await journal.finish(key, outcomeOf(receipt, record)); // { state: 'settled', txHash }
  */
-export function outcomeOf(receipt: TransactionReceipt, payment: Payment): SettlementOutcome {
+export function outcomeOf(receipt: TransactionReceipt, payment: Payment & Pick<PaymentKey, 'nonce'>): SettlementOutcome {
   if (receipt.status !== 'success') {
     const errorMessage = 'the settlement transaction reverted';
     return { state: 'failed', txHash: receipt.transactionHash, errorReason: reasons.transactionFailed, errorMessage };
   }
-  const transferred = parseEventLogs({ abi: usdcAbi, eventName: 'Transfer', logs: receipt.logs }).some(
+  const txHash = receipt.transactionHash;
+  if (paidIn(receipt.logs, payment)) return { state: 'settled', txHash };
+  return { state: 'failed', txHash, errorReason: reasons.transferEventMismatch, errorMessage: 'no matching Transfer log' };
+}
+
+/**
+ * Whether `logs` (one transaction's) show `payment`'s authorization used and, as the next log,
+ * the token's Transfer of exactly this payment (USDC emits the two back to back, nothing between).
+ *
+ * @example paidIn(batchReceipt.logs, canceledOne) // false, though the batch moved the same amount for another nonce
+ */
+function paidIn(logs: TransactionReceipt['logs'], payment: Payment & Pick<PaymentKey, 'nonce'>): boolean {
+  const used = parseEventLogs({ abi: usdcAbi, eventName: 'AuthorizationUsed', logs }).filter(
     (log) =>
       isAddressEqual(log.address, payment.asset) &&
-      isAddressEqual(log.args.from, payment.payer) &&
-      isAddressEqual(log.args.to, payment.payTo) &&
-      log.args.value === payment.amount,
+      isAddressEqual(log.args.authorizer, payment.payer) &&
+      log.args.nonce.toLowerCase() === payment.nonce.toLowerCase(),
   );
-  const txHash = receipt.transactionHash;
-  if (transferred) return { state: 'settled', txHash };
-  return { state: 'failed', txHash, errorReason: reasons.transferEventMismatch, errorMessage: 'no matching Transfer log' };
+  return used.some((u) => {
+    const next = logs.find((l) => l.logIndex === u.logIndex + 1);
+    return (
+      next !== undefined &&
+      parseEventLogs({ abi: usdcAbi, eventName: 'Transfer', logs: [next] }).some(
+        (log) =>
+          isAddressEqual(log.address, payment.asset) &&
+          isAddressEqual(log.args.from, payment.payer) &&
+          isAddressEqual(log.args.to, payment.payTo) &&
+          log.args.value === payment.amount,
+      )
+    );
+  });
 }
 
 /** Blocks looked at before a payment's estimated first block, for clock and block-time slack. */
@@ -105,9 +137,7 @@ export async function settledBy(
   const logs = await client.getLogs({ address: payment.asset, event, args, fromBlock, toBlock: latest });
   for (const used of logs) {
     const receipt = await client.getTransactionReceipt({ hash: used.transactionHash });
-    const next = receipt.logs.find((l) => l.logIndex === used.logIndex + 1);
-    if (receipt.status === 'success' && next && outcomeOf({ ...receipt, logs: [next] }, payment).state === 'settled')
-      return used.transactionHash;
+    if (receipt.status === 'success' && paidIn(receipt.logs, payment)) return used.transactionHash;
   }
   return undefined;
 }
@@ -452,6 +482,29 @@ export function createSettler(deps: SettleDeps) {
     await journal.release(record);
   }
 
+  /**
+   * The payer's balance and which of `nonces` the token reports used, all at one block: a used one
+   * is mined (or canceled), so that balance no longer holds it.
+   *
+   * @example await spentAt(intent, ['0x…']) // { balance: 5_000n, spent: ['0x…'] } once that payment is mined
+   */
+  async function spentAt(intent: PaymentIntent, nonces: Hex[]): Promise<{ balance: bigint; spent: Hex[] }> {
+    const address = intent.asset.address;
+    const payer = intent.authorization.from;
+    try {
+      const blockNumber = await client.getBlockNumber({ cacheTime: 0 });
+      const [balance, ...used] = await Promise.all([
+        client.readContract({ address, abi: usdcAbi, functionName: 'balanceOf', args: [payer], blockNumber }),
+        ...nonces.map((nonce) =>
+          client.readContract({ address, abi: usdcAbi, functionName: 'authorizationState', args: [payer, nonce], blockNumber }),
+        ),
+      ]);
+      return { balance: balance as bigint, spent: nonces.filter((_, i) => used[i] === true) };
+    } catch (error) {
+      throw new FacilitatorUnavailableError('cannot read payment state from the chain', { cause: error });
+    }
+  }
+
   return {
     reconcile,
     /**
@@ -477,11 +530,19 @@ export function createSettler(deps: SettleDeps) {
           ? { balance: verified.balance, cap: deps.deferredCap, total: deps.deferredTotal }
           : undefined;
       const payment = toNewPayment(intent, purpose);
-      const claim =
-        verified.balance === undefined ? await journal.claim(payment, defer) : await journal.claimCovered(payment, verified.balance, defer);
+      let balance = verified.balance;
+      let claim = balance === undefined ? await journal.claim(payment, defer) : await journal.claimCovered(payment, balance, defer);
+      if (!claim.claimed && 'short' in claim && claim.counted.length > 0) {
+        // Some of those may be mined already, their rows not final yet (the few ms until their
+        // receipt is seen), so taken off the balance read too: judged again at one block.
+        const onChain = await spentAt(intent, claim.counted.slice(0, MAX_SPENT_LOOKUPS));
+        balance = onChain.balance;
+        const again = defer && { ...defer, balance };
+        claim = await journal.claimCovered(payment, balance, again, onChain.spent);
+      }
       if (!claim.claimed && 'short' in claim) {
         const message =
-          `payer holds ${verified.balance}, and their payments being settled (${claim.short}) with this one (${intent.amount}) ` +
+          `payer holds ${balance}, and their payments being settled (${claim.short}) with this one (${intent.amount}) ` +
           'need more: it would fail on chain; retry once those are final';
         return refuse(intent.networkId, { reason: reasons.insufficientBalance, message, payer: intent.authorization.from });
       }

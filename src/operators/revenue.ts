@@ -16,7 +16,16 @@ export type ChargeInput = Pick<Charge, 'serverId' | 'rail' | 'caller' | 'tool' |
 const FLUSH_EVERY_MS = 100;
 const RESOLVE_EVERY_MS = 1_000;
 
-export const x402Ref = (key: PaymentKey) => `x402:${key.chainId}:${key.asset}:${key.payer}:${key.nonce}`;
+/**
+ * An x402 charge's reference: its payment's key and the server (slug) that booked it. A payment
+ * whose settlement was refused before the chain (its claim given back) may be presented again at
+ * another server with the same payee (every platform-custody server is paid to the treasury): a
+ * reference of the key alone made the second server's charge a duplicate, dropped, and the first
+ * one's (which delivered nothing) took that payment's revenue or loss.
+ *
+ * @example x402Ref(key, 'weather') // 'x402:8453:0x8335…:0xab…:0x5a…:weather'
+ */
+export const x402Ref = (key: PaymentKey, server: string) => `x402:${key.chainId}:${key.asset}:${key.payer}:${key.nonce}:${server}`;
 export const creditsRef = (debitId: string) => `credits:${debitId}`;
 export const invoiceRef = (usageId: string) => `invoice:${usageId}`;
 
@@ -36,9 +45,12 @@ function paymentKeyOf(ref: string): PaymentKey | undefined {
  * @example ownPayment(charge, 'weather', row, treasury) // false for a row paid to the operator's own wallet
  */
 function ownPayment(c: Charge, slug: string, record: PaymentRecord, treasury: Address | undefined): boolean {
-  if (!record.purpose.startsWith(`call:${slug}:`) || record.amount !== c.amount) return false;
+  if (!tookIt(slug, record) || record.amount !== c.amount) return false;
   return c.custody !== 'platform' || (treasury !== undefined && isAddressEqual(record.payTo, treasury));
 }
+
+/** Whether a journal row was taken for a call on the server `slug` (see `purposes.call`). */
+const tookIt = (slug: string, record: PaymentRecord) => record.purpose.startsWith(`call:${slug}:`);
 
 /**
  * The revenue book: one charge per paid (or free-quota) call, split between operator and
@@ -115,8 +127,11 @@ export function revenueBook(
       for (const c of pending) {
         const key = paymentKeyOf(c.ref);
         const record = key ? await store.journal.get(key) : undefined;
-        // A deferred payment that failed had its result delivered: no revenue, and a loss.
-        if (!record || record.state === 'failed') outcomes.push({ id: c.id, state: 'void', ...(record?.deferred ? { lost: true } : {}) });
+        // A deferred payment that failed had its result delivered: no revenue, and a loss (of the server that took it).
+        if (!record || record.state === 'failed') {
+          const lost = record?.deferred && tookIt(await slugOf(c.serverId), record);
+          outcomes.push({ id: c.id, state: 'void', ...(lost ? { lost: true } : {}) });
+        }
         // The charge is written just before settlement starts, the row updated when it is done.
         else if (record.state === 'settled')
           outcomes.push(

@@ -40,7 +40,7 @@ async function pendingCharge(operatorId: string, serverId: string, nonce: Hex) {
       operatorShare: PRICE,
       platformShare: 0n,
       custody: 'platform',
-      ref: x402Ref(keyOf(request)),
+      ref: x402Ref(keyOf(request), serverId),
       state: 'pending',
       createdAt: Date.now(),
     },

@@ -102,7 +102,7 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
         await facilitator.release(key, why);
       },
       async deliver(message, result) {
-        await context.book('x402', { caller: key.payer, tool: tool.name, amount, ref: x402Ref(key) });
+        await context.book('x402', { caller: key.payer, tool: tool.name, amount, ref: x402Ref(key, context.server) });
         await facilitator.keepResult(key, { call: purpose, result: JSON.stringify(result), ...(caller ? { caller } : {}) });
         const stop = context.metrics.settlementSeconds.startTimer();
         try {

@@ -96,15 +96,21 @@ export interface PaymentJournal {
    * payer's other claimed payments not final yet, judged under the payer lock on every instance:
    * otherwise nothing is written and `short` is what those others take. Payments that together
    * exceed the balance are never all sent (the last ones would revert, their gas spent for nothing).
-   * A hold (`verified`) does not count: only its claim would spend.
+   * A hold (`verified`) does not count: only its claim would spend. Nor does a claimed payment
+   * whose nonce is in `spent`: the token reported it used at the block `balance` was read at, so
+   * that balance has it taken off already (mined, its row not final yet); `counted` names the
+   * nonces that were counted, for the caller to look up.
    *
-   * @example await journal.claimCovered(payment, 10_000n) // { claimed: false, short: 10_000n } while another 10_000 is on its way
+   * @example await journal.claimCovered(payment, 10_000n) // { claimed: false, short: 10_000n, counted: ['0x…'] } while another 10_000 is on its way
    */
   claimCovered(
     payment: NewPayment,
     balance: bigint,
     defer?: Deferral,
-  ): Promise<{ claimed: true; deferred: boolean } | { claimed: false; record: PaymentRecord } | { claimed: false; short: bigint }>;
+    spent?: readonly Hex[],
+  ): Promise<
+    { claimed: true; deferred: boolean } | { claimed: false; record: PaymentRecord } | { claimed: false; short: bigint; counted: Hex[] }
+  >;
   /**
    * Records the signed transaction before it is broadcast (`submitting` → `submitted`), or a
    * replacement for one the node refused (it can then never be mined).
@@ -172,8 +178,9 @@ export type PayerKey = Pick<PaymentKey, 'chainId' | 'asset' | 'payer'>;
  * the payer on every instance at once: the payer has no losses, `balance` (read from the chain)
  * covers this payment and every other unfinished one of theirs, their deferred payments still
  * unfinished stay within `cap`, and every payer's on this token, unfinished or lost and not
- * cleared, stays within `total` (payers are free to use many addresses: this bounds what all of
- * them together can take unpaid). Otherwise it is claimed strict.
+ * cleared, stays within `total`, judged under a lock on the token's own row as well (payers are free
+ * to use many addresses: this bounds what all of them together can take unpaid, on every instance
+ * at once). Otherwise it is claimed strict.
  */
 export type Deferral = { balance: bigint; cap: bigint; total: bigint };
 

@@ -1,5 +1,6 @@
 import { type Op, type Runner, all, get, lock, run } from '../engine/statement.js';
 import { StoreError } from '../store.js';
+import type { Address, Hex } from 'viem';
 import type { Deferral, NewPayment, PaymentJournal, PaymentKey, PaymentRecord, PayerKey, SettlementOutcome } from './journal.js';
 import { journalSql as sql, keyParams, toRecord } from './statements.js';
 
@@ -15,6 +16,9 @@ function* mustChange(changed: Op<number>, what: string, key: PaymentKey): Op<voi
 
 const payerParams = (p: PayerKey) => ({ chainId: p.chainId, asset: p.asset, payer: p.payer });
 
+/** The `deferring_payers` row of a whole token (`0x`: no address spells it): locked while the instance-wide bound is judged. */
+const EVERY_PAYER: Address = '0x';
+
 /** Whether `payment` may be delivered before its receipt (see `Deferral`), the payer locked meanwhile. */
 function* mayDefer(payment: NewPayment, { balance, cap, total }: Deferral): Op<boolean> {
   yield* run(sql.addPayer, payerParams(payment));
@@ -25,7 +29,11 @@ function* mayDefer(payment: NewPayment, { balance, cap, total }: Deferral): Op<b
   const held = exposure?.held ?? 0n;
   const deferred = exposure?.deferred ?? 0n;
   if (balance < held + payment.amount || deferred + payment.amount > cap) return false;
-  // Not under one lock for all payers: concurrent claims of different payers may pass it together (at most one payment each).
+  // Every payer's at once, under the token's own row (always taken after the payer's: no deadlock),
+  // so that concurrent claims of different payers, on any instance, never pass the bound together.
+  const token = { chainId: payment.chainId, asset: payment.asset, payer: EVERY_PAYER };
+  yield* run(sql.addPayer, token);
+  yield* lock(sql.lockPayer, token);
   const atRisk = (yield* get(sql.atRisk, keyParams(payment)))?.amount ?? 0n;
   return atRisk + payment.amount <= total;
 }
@@ -70,16 +78,17 @@ export function journalStore({ read, write, unsynced }: Runner, owner: string): 
         return { reserved: false as const, record: (yield* record(payment))! };
       }),
     claim: (payment: NewPayment, defer?: Deferral) => write(() => claimOp(payment, owner, defer)),
-    claimCovered: (payment: NewPayment, balance: bigint, defer?: Deferral) =>
+    claimCovered: (payment: NewPayment, balance: bigint, defer?: Deferral, spent: readonly Hex[] = []) =>
       write(function* () {
         yield* run(sql.addPayer, payerParams(payment));
         yield* lock(sql.lockPayer, payerParams(payment));
-        const inFlight = (yield* get(sql.inFlight, keyParams(payment)))?.amount ?? 0n;
+        const counted = (yield* all(sql.inFlight, keyParams(payment))).filter((r) => !spent.includes(r.nonce as Hex));
+        const inFlight = counted.reduce((sum, r) => sum + r.amount, 0n);
         if (balance < inFlight + payment.amount) {
           // Taken by someone else already: that answer, not the balance's.
           const known = yield* record(payment);
           if (!known || (known.state === 'verified' && known.purpose === payment.purpose)) {
-            return { claimed: false as const, short: inFlight };
+            return { claimed: false as const, short: inFlight, counted: counted.map((r) => r.nonce as Hex) };
           }
           return { claimed: false as const, record: known };
         }

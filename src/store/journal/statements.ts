@@ -146,14 +146,18 @@ export const journalSql = {
   exposure: query<Key, { held: bigint | null; deferred: bigint | null }>(`
     SELECT SUM(amount) AS held, SUM(CASE WHEN deferred = 1 THEN amount ELSE 0 END) AS deferred
     FROM payments WHERE ${PAYER} AND ${UNFINISHED} AND nonce <> @nonce`),
-  /** What every payer's deferred payments on a token put at risk: unfinished, or lost and not cleared. */
+  /**
+   * What every payer's deferred payments on a token put at risk (unfinished, or lost and not
+   * cleared), but the payment judged: by its whole key, since a nonce is each payer's own to pick
+   * and any number of fresh addresses may sign the same one.
+   */
   atRisk: query<Key, { amount: bigint | null }>(`
     SELECT SUM(amount) AS amount FROM payments
-    WHERE chain_id = @chainId AND asset = @asset AND ${AT_RISK} AND nonce <> @nonce`),
-  /** What a payer's other claimed payments (sent, or about to be) will take from their balance. */
-  inFlight: query<Key, { amount: bigint | null }>(`
-    SELECT SUM(amount) AS amount FROM payments
-    WHERE ${PAYER} AND state IN ('submitting', 'submitted') AND nonce <> @nonce`),
+    WHERE chain_id = @chainId AND asset = @asset AND ${AT_RISK} AND NOT (payer = @payer AND nonce = @nonce)`),
+  /** A payer's other claimed payments (sent, or about to be), oldest first: what they will take from their balance. */
+  inFlight: query<Key, { nonce: string; amount: bigint }>(`
+    SELECT nonce, amount FROM payments
+    WHERE ${PAYER} AND state IN ('submitting', 'submitted') AND nonce <> @nonce ORDER BY created_at`),
   markDeferred: command<Key>(`UPDATE payments SET deferred = 1 WHERE ${KEY} AND state = 'submitting'`),
   losses: query<Payer, { count: bigint; amount: bigint | null }>(
     `SELECT COUNT(*) AS count, SUM(amount) AS amount FROM payments WHERE ${PAYER} AND ${LOSS}`,
