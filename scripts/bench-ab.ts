@@ -22,17 +22,19 @@ if (!base || !existsSync(path.join(base, 'scripts/bench/child.ts'))) {
   process.exit(2);
 }
 const { startChild: startBase } = (await import(path.join(base, 'scripts/bench/child.ts'))) as typeof import('./bench/child.js');
+// Each gateway's store is made by its own checkout's code: the other may not open a newer schema.
+const { fundedKey: fundedBase } = (await import(path.join(base, 'scripts/bench/credits.ts'))) as typeof import('./bench/credits.js');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'turnpike-ab-'));
 const upstream = await startChild('./trivial-upstream.ts', []);
-const gateway = async (start: typeof startChild, name: string) => {
+const gateway = async (start: typeof startChild, fund: typeof fundedKey, name: string) => {
   const store = `sqlite:${path.join(tmp, `${name}.db`)}`;
-  const secret = await fundedKey(store, 10n ** 15n);
+  const secret = await fund(store, 10n ** 15n);
   const child = await start('./credits-gateway.ts', [upstream.url, 'http://127.0.0.1:1', store, `0x${'11'.repeat(32)}`], {
     turnpike: true,
   });
   return { ...child, name, auth: { authorization: `Bearer ${secret}` } };
 };
-const gateways = [await gateway(startBase, 'base'), await gateway(startChild, 'this')];
+const gateways = [await gateway(startBase, fundedBase, 'base'), await gateway(startChild, fundedKey, 'this')];
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 const results = new Map<string, { cpuUs: number[]; p50: number[] }>();
 try {
