@@ -13,6 +13,7 @@ import {
   transferSchema,
 } from '../rails/credits/credits.js';
 import { DomainError } from '../errors.js';
+import { auditor } from './audit.js';
 import { bearerIn } from './caller.js';
 import { sessionOf } from './console-session.js';
 import type { CheckoutSession, ResolveResult } from '../store/credits/credits.js';
@@ -116,6 +117,8 @@ export function adminRoutes(options: {
   linkPostpaid?: (keyId: string, input: z.output<typeof linkAccountSchema>) => Promise<PostpaidAccount>;
 }): Hono {
   const { credits, store, adminKey, catalog } = options;
+  // Every change of money or of a key is the admin's, written to the audit log (`GET /admin/audit`).
+  const audit = auditor(store);
   const app = new Hono();
   app.use(adminAuth(adminKey));
   const api = documented(app, catalog, { base: '/admin', security: 'admin' });
@@ -129,6 +132,7 @@ export function adminRoutes(options: {
         input,
         usd ? { amount: usd, reason: 'initial balance', idempotencyKey: newId('create') } : undefined,
       );
+      await audit(c, 'admin', undefined, 'key.create', key.id, { name: key.name, ...(usd ? { amount: usd.toString() } : {}) });
       return c.json({ ...publicKey(key), key: secret, note: 'store the key now: it is not shown again' }, 201);
     },
   );
@@ -143,6 +147,11 @@ export function adminRoutes(options: {
     { summary: 'credit a key, once per idempotency key', body: topupSchema, status: 201 },
     async (c, { body }) => {
       const credited = await credits.topUp(c.req.param('id')!, body);
+      if (credited.applied)
+        await audit(c, 'admin', undefined, 'credits.topup', credited.entry.keyId, {
+          amount: credited.entry.amount.toString(),
+          reason: body.reason,
+        });
       return c.json(
         { applied: credited.applied, entry: publicEntry(credited.entry), balance: credited.balance.toString() },
         credited.applied ? 201 : 200,
@@ -154,6 +163,8 @@ export function adminRoutes(options: {
     { summary: 'correct a key’s balance, either sign, never below zero', body: adjustSchema, status: 201 },
     async (c, { body }) => {
       const result = await credits.adjust(c.req.param('id')!, body);
+      for (const entry of result.applied ? result.entries : [])
+        await audit(c, 'admin', undefined, 'credits.adjust', entry.keyId, { amount: entry.amount.toString(), reason: entry.reason });
       return c.json({ applied: result.applied, entries: result.entries.map(publicEntry) }, result.applied ? 201 : 200);
     },
   );
@@ -162,13 +173,20 @@ export function adminRoutes(options: {
     { summary: 'move credit between two keys in one transaction', body: transferSchema, status: 201 },
     async (c, { body }) => {
       const result = await credits.transfer(body);
+      if (result.applied)
+        await audit(c, 'admin', undefined, 'credits.transfer', `${body.from}→${body.to}`, {
+          amount: body.usd.toString(),
+          reason: body.reason,
+        });
       return c.json({ applied: result.applied, entries: result.entries.map(publicEntry) }, result.applied ? 201 : 200);
     },
   );
   for (const action of Object.keys(statusAfter) as (keyof typeof statusAfter)[]) {
-    api.post(`/keys/:id/${action}`, { summary: `${action} a key${action === 'revoke' ? ' (final)' : ''}` }, async (c) =>
-      c.json(publicKey(await credits.changeStatus(c.req.param('id')!, action))),
-    );
+    api.post(`/keys/:id/${action}`, { summary: `${action} a key${action === 'revoke' ? ' (final)' : ''}` }, async (c) => {
+      const key = await credits.changeStatus(c.req.param('id')!, action);
+      await audit(c, 'admin', undefined, `key.${action}`, key.id);
+      return c.json(publicKey(key));
+    });
   }
   api.post(
     '/keys/:id/postpaid',
@@ -202,11 +220,15 @@ export function adminRoutes(options: {
   api.post('/checkouts/:id/credit', credit, async (c, { body }) => {
     const id = c.req.param('id')!;
     const to = body.keyId ? { keyId: body.keyId } : {};
-    return c.json(resolved(await store.credits.resolveCheckout(id, { action: 'credit', ...to }), id));
+    const answer = resolved(await store.credits.resolveCheckout(id, { action: 'credit', ...to }), id);
+    await audit(c, 'admin', undefined, 'checkout.credit', id, to);
+    return c.json(answer);
   });
   api.post('/checkouts/:id/reject', { summary: 'reject a session held for review (refund it in Stripe)' }, async (c) => {
     const id = c.req.param('id')!;
-    return c.json(resolved(await store.credits.resolveCheckout(id, { action: 'reject' }), id));
+    const answer = resolved(await store.credits.resolveCheckout(id, { action: 'reject' }), id);
+    await audit(c, 'admin', undefined, 'checkout.reject', id);
+    return c.json(answer);
   });
   const losses = 'deferred x402 payments delivered and then failed on chain, not cleared; their payers’ paid calls are refused';
   api.get('/losses', { summary: losses }, async (c) =>
@@ -228,7 +250,9 @@ export function adminRoutes(options: {
   api.post('/losses/:payer/clear', clear, async (c) => {
     const payer = c.req.param('payer')!;
     if (!isAddress(payer, { strict: false })) throw new DomainError('invalid_request', `${payer} is not a 0x address`);
-    return c.json({ payer: payer.toLowerCase(), cleared: await store.journal.clearLosses(payer) });
+    const cleared = await store.journal.clearLosses(payer);
+    if (cleared > 0) await audit(c, 'admin', undefined, 'losses.clear', payer.toLowerCase(), { cleared });
+    return c.json({ payer: payer.toLowerCase(), cleared });
   });
   return app;
 }

@@ -20,11 +20,10 @@ import { linkAccountSchema, publicAccount } from '../rails/invoice/accounts.js';
 import type { PostpaidAccount } from '../store/postpaid/postpaid.js';
 import type { Balance } from '../operators/balance.js';
 import type { OperatorRecord, Payout, Withdrawal } from '../store/operators/operators.js';
-import { newId } from '../store/ids.js';
 import type { Store } from '../store/store.js';
 import { adminAuth, pageSchema } from './admin-routes.js';
 import { DomainError } from '../errors.js';
-import { clientAddress } from './caller.js';
+import { auditor } from './audit.js';
 import { sessionOf } from './console-session.js';
 import { type RouteDoc, documented } from './documented.js';
 import { subjectRoutes } from './subject-routes.js';
@@ -97,26 +96,7 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
   const { operators, store, events, withdrawals, payouts, credits, catalog } = options;
   const stripeOff = () => new DomainError('stripe_not_configured', 'fiat payouts are off here: this instance has no STRIPE_SECRET_KEY');
   const app = new Hono<{ Variables: { operator: OperatorRecord } }>();
-  const audit = (
-    c: Context,
-    actor: string,
-    operatorId: string | undefined,
-    action: string,
-    target?: string,
-    detail?: Record<string, unknown>,
-  ) => {
-    const ip = clientAddress(c);
-    return store.operators.audit({
-      id: newId('au'),
-      at: Date.now(),
-      actor,
-      action,
-      ...(operatorId ? { operatorId } : {}),
-      ...(target ? { target } : {}),
-      ...(ip ? { ip } : {}),
-      ...(detail ? { detail } : {}),
-    });
-  };
+  const audit = auditor(store);
 
   const open = new Hono();
   documented(open, catalog, { base: '/operators', security: 'none' }).post(

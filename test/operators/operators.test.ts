@@ -354,6 +354,46 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     assert.equal((await api('GET', '/admin/audit?limit=0', { key: ADMIN })).status, 400);
   });
 
+  test('every change the admin makes to keys and credit is in the audit log, with what moved; a change that did nothing is not', async () => {
+    const made = await api('POST', '/admin/keys', { key: ADMIN, body: { name: 'audited', usd: '5' } });
+    assert.equal(made.status, 201, made.text);
+    const other = await api('POST', '/admin/keys', { key: ADMIN, body: { name: 'audited too' } });
+    const id = made.body.id as string;
+    const topup = { usd: '2', reason: 'goodwill', idempotencyKey: `audit-${id}` };
+    assert.equal((await api('POST', `/admin/keys/${id}/topup`, { key: ADMIN, body: topup })).status, 201);
+    assert.equal(
+      (await api('POST', `/admin/keys/${id}/topup`, { key: ADMIN, body: topup })).status,
+      200,
+      'the same top-up again: nothing applied',
+    );
+    assert.equal(
+      (
+        await api('POST', `/admin/keys/${id}/adjust`, {
+          key: ADMIN,
+          body: { usd: '-1.5', reason: 'correction', idempotencyKey: `adj-${id}` },
+        })
+      ).status,
+      201,
+    );
+    const transfer = { from: id, to: other.body.id, usd: '1', reason: 'move', idempotencyKey: `tr-${id}` };
+    assert.equal((await api('POST', '/admin/transfers', { key: ADMIN, body: transfer })).status, 201);
+    assert.equal((await api('POST', `/admin/keys/${id}/suspend`, { key: ADMIN })).status, 200);
+
+    type Entry = { actor: string; action: string; target?: string; ip?: string; detail?: Record<string, unknown> };
+    const entries = ((await api('GET', '/admin/audit?limit=100', { key: ADMIN })).body.entries as Entry[]).filter(
+      (e) => e.target === id || e.target === `${id}→${other.body.id}`,
+    );
+    const seen = entries.map((e) => [e.action, e.detail?.amount ?? null]).reverse();
+    assert.deepEqual(seen, [
+      ['key.create', '5000000'],
+      ['credits.topup', '2000000'],
+      ['credits.adjust', '-1500000'],
+      ['credits.transfer', '1000000'],
+      ['key.suspend', null],
+    ]);
+    assert.ok(entries.every((e) => e.actor === 'admin' && e.ip === '127.0.0.1'));
+  });
+
   test('a deleted server’s slug goes to a new server with nothing of the old one: not its call counts, history, denials or keys', async () => {
     const plan = { type: 'per_call', default: '0.01', freeCallsPerMonth: 1 };
     assert.equal((await api('POST', '/operator/servers', { key: alice.key, body: serverBody('gamma', { plan }) })).status, 201);
