@@ -156,6 +156,8 @@ export async function serveGateway(options: GatewayServerOptions) {
   // undefined and, assigned over the first, lose the lease this instance holds.
   let treasuryLease: Promise<Lease | undefined> | undefined;
   const isSender = async () => {
+    // Its lease gone with the session that held it, this instance sends nothing more (it is stopping).
+    if (!store.holdsLeases()) return false;
     const taking = (treasuryLease ??= store.lease(`treasury:${treasury!.toLowerCase()}`));
     const lease = await taking.catch((error: unknown) => {
       if (treasuryLease === taking) treasuryLease = undefined;

@@ -41,6 +41,7 @@ export async function openFacilitator(options: {
     validityOverTimeoutSeconds: config.facilitator.maxValidityOverTimeoutSeconds,
     maxDeferredPerPayer: config.facilitator.maxDeferredPerPayerUsd,
     maxDeferredTotal: config.facilitator.maxDeferredTotalUsd,
+    holdsRelayers: () => store.holdsLeases(),
     ...(payees ? { payees: () => payees(store) } : {}),
   });
   if (chain.multicall3) {

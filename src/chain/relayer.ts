@@ -55,6 +55,12 @@ export type RelayerPoolOptions = {
   gasPerCall?: bigint;
   /** Most calls one transaction carries. */
   maxBatch?: number;
+  /**
+   * Whether this instance may still send with these keys (it holds their leases): asked before each
+   * new transaction is signed. Once not, nothing new is signed: another instance may be sending
+   * with the same keys and nonces. Always, by default.
+   */
+  mayAct?: () => boolean;
 };
 
 /**
@@ -93,6 +99,7 @@ export function createRelayerPool(options: RelayerPoolOptions) {
   };
 
   async function sign(lane: Lane, calls: Call[]): Promise<SignedTransaction> {
+    if (options.mayAct && !options.mayAct()) throw new Error('this instance lost the lease on its relayer keys and is stopping');
     const [fee, nonce] = await Promise.all([
       currentFees(),
       lane.nonce ?? client.getTransactionCount({ address: lane.account.address, blockTag: 'pending' }),

@@ -49,6 +49,8 @@ export type FacilitatorOptions = {
   multicall3?: boolean;
   /** An opt-in bound on an authorization's window, beyond `maxTimeoutSeconds` (see `IntentRules`); none by default. */
   validityOverTimeoutSeconds?: number;
+  /** Whether this instance still holds its relayer keys' leases (see `RelayerPoolOptions.mayAct`); always, by default. */
+  holdsRelayers?: () => boolean;
   /**
    * The most one payer's deferred payments not yet final may add up to, atomic units (see
    * `settle`'s `deferred`); default 1 USDC.
@@ -78,7 +80,13 @@ export function createFacilitator(options: FacilitatorOptions) {
   const now = options.now ?? (() => Math.floor(Date.now() / 1000));
   const rules = intentRules(network, options.assets, options.validityOverTimeoutSeconds);
   const multicall3 = options.multicall3 ?? true;
-  const relayers = createRelayerPool({ keys: options.relayerKeys, client, network, ...(multicall3 ? {} : { maxBatch: 1 }) });
+  const relayers = createRelayerPool({
+    keys: options.relayerKeys,
+    client,
+    network,
+    ...(multicall3 ? {} : { maxBatch: 1 }),
+    ...(options.holdsRelayers ? { mayAct: options.holdsRelayers } : {}),
+  });
   const readState = createStateReader(client, { multicall3 });
   const wallet = deployedWallet(readState);
   const minimumAmount = options.minimumAmount ?? 1n;

@@ -55,14 +55,19 @@ const LEASE_HEARTBEAT_MS = 5_000;
 async function leaseSession(options: PostgresStoreOptions, instanceId: string) {
   const client = new pg.Client({
     connectionString: options.url,
+    // Named, so an operator (or a test) finds it in pg_stat_activity.
+    application_name: 'turnpike leases',
     keepAlive: true,
     query_timeout: LEASE_HEARTBEAT_MS,
     ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
   });
   await client.connect();
   let ending = false;
+  let alive = true;
   const lost = (error?: Error) => {
-    if (ending) return;
+    if (ending || !alive) return;
+    // Before anything else: another instance may take these locks now, so nothing leased is used again.
+    alive = false;
     options.logger?.fatal({ err: error }, 'lost the PostgreSQL session holding this instance’s leases; stopping');
     process.kill(process.pid, 'SIGTERM');
   };
@@ -101,7 +106,9 @@ async function leaseSession(options: PostgresStoreOptions, instanceId: string) {
   };
   if (!(await take(`instance:${instanceId}`))) throw new StoreError('could not take this instance’s own lease');
   return {
-    take,
+    take: async (name: string) => (alive ? take(name) : undefined),
+    /** False once the session is lost: the server has freed every lock this instance held. */
+    holds: () => alive,
     async end() {
       ending = true;
       clearInterval(heartbeat);
@@ -149,6 +156,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     pool,
     instanceId,
     lease: leases.take,
+    holdsLeases: leases.holds,
     journal: journalStore(runner, instanceId),
     credits: creditStore(postgresRunner(pool, { rerunOn: contested })),
     operators: operatorStore(runner),

@@ -108,6 +108,8 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Sqli
     kind: 'sqlite',
     instanceId,
     lease,
+    // A lease lives as long as this process's lock on its file: never lost while it runs.
+    holdsLeases: () => true,
     journal: journalStore(runner, instanceId),
     credits: creditStore(runner),
     operators: operatorStore(runner),

@@ -54,6 +54,12 @@ export interface Store {
    * (dropped when its process ends, however it ends; never judged by a PID, which a restart reuses).
    */
   lease(name: string): Promise<Lease | undefined>;
+  /**
+   * Whether this instance still holds what it leased: false from the moment PostgreSQL's lease
+   * session is lost (the server frees its locks; the instance is stopping), after which nothing
+   * may be sent with a leased key. SQLite: always true (its leases live as long as the process).
+   */
+  holdsLeases(): boolean;
   readonly journal: PaymentJournal;
   readonly credits: CreditStore;
   readonly operators: OperatorStore;

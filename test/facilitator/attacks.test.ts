@@ -5,6 +5,8 @@ import { networks } from '../../src/chain/networks.js';
 import { useSandbox } from '../helpers/chain.js';
 import { facilitatorApi, samplePayment } from '../helpers/facilitator-api.js';
 import { v2Request } from '../helpers/payments.js';
+import { openPostgresStore } from '../../src/store/postgres.js';
+import { POSTGRES_URL, backends, freshSchema } from '../helpers/stores.js';
 
 const chain = useSandbox();
 
@@ -67,5 +69,42 @@ describe('facilitator attacks: gas, relayer nonces', () => {
     const settled = await post('/settle', body);
     assert.deepEqual([settled.body.errorReason, settled.body.transaction], ['invalid_exact_evm_payload_authorization_valid_after', '']);
     assert.equal(await chain.relayerTxCount(), txs, 'no gas was spent');
+  });
+
+  test('an instance whose lease session is lost sends nothing more with its relayer keys: it says so at once, takes no lease, and a settlement is refused before any transaction', {
+    skip: backends.find((b) => b.name === 'postgres')!.skip,
+  }, async () => {
+    // Losing the session stops the instance (SIGTERM to itself): this process listens, so it goes on to look.
+    const stops: number[] = [];
+    const onStop = () => stops.push(Date.now());
+    process.on('SIGTERM', onStop);
+    const store = await openPostgresStore({ url: POSTGRES_URL, schema: freshSchema(), max: 2 });
+    try {
+      const relayer = chain.sandbox.accounts.relayers[3]!;
+      const { post } = await facilitatorApi(chain, { relayerKeys: [relayer.privateKey], holdsRelayers: () => store.holdsLeases() });
+      assert.equal(store.holdsLeases(), true);
+      // The server ends the session that holds the locks (as an idle reaper or a failover would): they are free for anyone now.
+      await store.pool.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'turnpike leases' AND datname = current_database() AND pid <> pg_backend_pid()",
+      );
+      const deadline = Date.now() + 10_000;
+      while (store.holdsLeases() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(store.holdsLeases(), false);
+      assert.ok(stops.length > 0, 'the instance was told to stop');
+      assert.equal(await store.lease(`relayer:${relayer.address.toLowerCase()}`), undefined);
+
+      const sent = await chain.client.getTransactionCount({ address: relayer.address });
+      const answer = await post(
+        '/settle',
+        await v2Request(samplePayment(chain, { payer: chain.sandbox.accounts.payers[6]!, amount: 1_000n })),
+      );
+      // Not this payment's fault: 503, retryable (on an instance that holds its keys), the claim given back.
+      assert.equal(answer.status, 503, JSON.stringify(answer.body));
+      assert.match(String(answer.body.message), /lost the lease on its relayer keys/);
+      assert.equal(await chain.client.getTransactionCount({ address: relayer.address }), sent, 'no transaction signed or sent');
+    } finally {
+      process.off('SIGTERM', onStop);
+      await store.close().catch(() => {});
+    }
   });
 });
