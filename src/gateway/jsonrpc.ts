@@ -145,9 +145,9 @@ export function notTheResult(answer: UpstreamAnswer, id: JsonRpcId): Response {
   if (body instanceof ReadableStream) void body.cancel().catch(() => {});
   const { 'content-encoding': _, 'content-type': __, ...headers } = answer.headers;
   const why = status === 200 ? 'something other than the call’s response' : `HTTP ${status}`;
-  return new Response(
-    JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32603, message: `the tool’s server answered ${why}; you were not charged` } }),
-    { status: status >= 400 ? status : 502, headers: { ...headers, 'content-type': 'application/json' } },
+  return withHeaders(
+    rpcError(id, -32603, `the tool’s server answered ${why}; you were not charged`, status >= 400 ? status : 502),
+    () => headers,
   );
 }
 
