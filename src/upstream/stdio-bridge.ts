@@ -5,7 +5,12 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
-import { type JSONRPCMessage, isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import {
+  type JSONRPCMessage,
+  isInitializeRequest,
+  isJSONRPCErrorResponse,
+  isJSONRPCResultResponse,
+} from '@modelcontextprotocol/sdk/types.js';
 import { type Context, Hono } from 'hono';
 import { clientAddress } from '../http/caller.js';
 import { type Listening, listen } from '../http/listen.js';
@@ -18,7 +23,7 @@ export type StdioLimits = {
   maxSessions: number;
   /** Sessions at once for one caller address. */
   maxSessionsPerClient: number;
-  /** A session with no message either way for this long is ended and its process stopped. */
+  /** A session its caller has not used for this long (a message of theirs, an answer or progress to one) is ended and its process stopped. */
   idleMs: number;
 };
 
@@ -42,7 +47,8 @@ type Id = string | number;
  * transports; this only wires one to the other.
  *
  * Invariant: at most `maxSessions` children run, at most `maxSessionsPerClient` of them for one
- * caller, and none outlives `idleMs` without a message. A slot is taken before the child starts, so
+ * caller, and none outlives `idleMs` without its caller's use (a message of theirs,
+ * an answer or progress to one: not what the child says on its own). A slot is taken before the child starts, so
  * concurrent `initialize`s cannot overshoot; past a bound, `initialize` is refused (429 for the
  * caller's own bound, 503 for the instance's) with `Retry-After` and no child is started. The
  * caller is the `X-Turnpike-Caller` header the gateway sets from its socket (the bridge listens on
@@ -113,10 +119,12 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
       child.send(message).catch(() => void child.close());
     };
     child.onmessage = (message: JSONRPCMessage) => {
-      seen();
       start(true);
       const token = (message as { params?: { progressToken?: string | number } }).params?.progressToken;
       const relatedRequestId = token === undefined ? undefined : progressOf.get(token);
+      // Use is the caller's: an answer, or progress on a request of theirs, counts; what the child
+      // says on its own (a heartbeat, a log line) does not keep an abandoned session alive.
+      if (isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message) || relatedRequestId !== undefined) seen();
       // A caller that hung up before its answer has no stream left to carry it: the answer is dropped.
       http.send(message, relatedRequestId === undefined ? undefined : { relatedRequestId }).catch(() => {});
     };

@@ -4,6 +4,7 @@ import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -244,6 +245,27 @@ describe('stdio sessions are bounded per caller and per instance, and end when i
       assert.equal(bounded.sessions(), 0);
     } finally {
       await front.close();
+      await bounded.close();
+    }
+  });
+
+  test('a server that keeps sending notifications of its own does not keep an abandoned session alive', async () => {
+    const chatty = fileURLToPath(new URL('../fixtures/chatty-stdio-server.mjs', import.meta.url));
+    const bounded = await startStdioBridge(`${JSON.stringify(process.execPath)} ${JSON.stringify(chatty)}`, {
+      maxSessions: 32,
+      maxSessionsPerClient: 4,
+      idleMs: 1_500,
+    });
+    try {
+      const client = new Client({ name: 'stdio-abandoned', version: '1.0.0' });
+      await client.connect(new StreamableHTTPClientTransport(new URL(bounded.mcpUrl)));
+      // Answers still count as use: a call keeps its session.
+      assert.equal(text(await client.callTool({ name: 'ping', arguments: {} })), 'pong');
+      assert.equal(bounded.sessions(), 1);
+      // Then the caller goes quiet while the child keeps talking (ten notifications a second).
+      await until(() => bounded.sessions() === 0, 'the abandoned session to end');
+      await client.close();
+    } finally {
       await bounded.close();
     }
   });
