@@ -93,7 +93,7 @@ export type IdempotentCall = { idempotencyKey: string; bodyHash: string };
  *
  * @example const idem = await idempotency(store, context, call, payer); if ('answer' in idem) return …;
  */
-export async function idempotency(
+async function idempotency(
   store: Store,
   context: RailContext,
   call: PaidCall,
@@ -167,7 +167,7 @@ export async function deliverCharged(
  *
  * @example const limited = await rateLimit(store, 'key_…', 60); // DomainError('rate_limited', …) past 60 a minute
  */
-export async function rateLimit(store: Store, keyId: string, perMinute = 0): Promise<DomainError | undefined> {
+async function rateLimit(store: Store, keyId: string, perMinute = 0): Promise<DomainError | undefined> {
   if (perMinute <= 0) return undefined;
   const window = Math.floor(Date.now() / 60_000) * 60_000;
   if ((await store.credits.countRequest(keyId, window)) <= BigInt(perMinute)) return undefined;
@@ -176,6 +176,41 @@ export async function rateLimit(store: Store, keyId: string, perMinute = 0): Pro
     limit: perMinute,
     retryAfterSeconds: retryAfter,
   });
+}
+
+/** A call charged to a key, past its rate limit and `Idempotency-Key`, priced by its plan. */
+export type KeyedCall = { request: IdempotentCall | undefined; caller: string; metering: Metered | undefined; amount: bigint };
+
+/**
+ * What both rails that charge a key judge before charging, in this order: the key's paid calls a
+ * minute (`perMinute`), the call's `Idempotency-Key` (a kept answer is replayed), then its count on
+ * the plan and so its price (`call.offer` follows it). `taken`: the call is answered already
+ * (refused with `fail`'s answer, replayed, or free on the plan, a free call counted as one).
+ *
+ * @example const keyed = await keyedCall(store, context, call, payer, 60, fail); if ('taken' in keyed) return keyed.taken;
+ */
+export async function keyedCall(
+  store: Store,
+  context: RailContext,
+  call: PaidCall,
+  payer: Payer,
+  perMinute: number | undefined,
+  fail: (error: DomainError) => Response,
+): Promise<{ taken: Taken } | KeyedCall> {
+  const limited = await rateLimit(store, payer.key.id, perMinute);
+  if (limited) {
+    const refused = fail(limited);
+    refused.headers.set('retry-after', String(limited.details.retryAfterSeconds));
+    return { taken: refused };
+  }
+  const idem = await idempotency(store, context, call, payer);
+  if ('answer' in idem) return { taken: idem.answer instanceof Response ? idem.answer : fail(idem.answer) };
+  const caller = `key:${payer.key.id}`;
+  const metering = await context.meter(caller, call.tool.name, payer.key.id);
+  if (metering?.price === 0n) return { taken: { charge: context.free(call, metering, caller) } };
+  const amount = metering?.price ?? call.tool.amount;
+  if (amount !== call.offer.amount) call.offer = { ...call.offer, amount };
+  return { request: idem.request, caller, metering, amount };
 }
 
 async function creditsCall(options: CreditsRailOptions, context: RailContext, call: PaidCall): Promise<Taken> {
@@ -197,21 +232,9 @@ async function creditsCall(options: CreditsRailOptions, context: RailContext, ca
     if (error instanceof DomainError) return fail(error);
     throw error;
   }
-  const limited = await rateLimit(store, payer.key.id, options.rateLimitPerMinute);
-  if (limited) {
-    const refused = fail(limited);
-    refused.headers.set('retry-after', String(limited.details.retryAfterSeconds));
-    return refused;
-  }
-  const idem = await idempotency(store, context, call, payer);
-  if ('answer' in idem) return idem.answer instanceof Response ? idem.answer : fail(idem.answer);
-  const { request } = idem;
-
-  const caller = `key:${payer.key.id}`;
-  const metering = await context.meter(caller, tool.name, payer.key.id);
-  if (metering?.price === 0n) return { charge: context.free(call, metering, caller) };
-  const amount = metering?.price ?? tool.amount;
-  if (amount !== call.offer.amount) call.offer = { ...call.offer, amount };
+  const keyed = await keyedCall(store, context, call, payer, options.rateLimitPerMinute, fail);
+  if ('taken' in keyed) return keyed.taken;
+  const { request, caller, metering, amount } = keyed;
   const debit = await store.credits.debit({
     keyId: payer.key.id,
     ...(payer.token ? { tokenId: payer.token.id } : {}),

@@ -7,7 +7,7 @@ import type { Store } from '../../store/store.js';
 import type { PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
 import { credentialOf } from '../credits/api-keys.js';
 import { type Credits, type Payer, refusalError } from '../credits/credits.js';
-import { deliverCharged, idempotency, payerOf, rateLimit } from '../credits/rail.js';
+import { deliverCharged, keyedCall, payerOf } from '../credits/rail.js';
 import type { OpenCharges, OpenDebits } from '../credits/open-debits.js';
 
 /** The `_meta` key of a post-paid result: what it added to the bill. */
@@ -135,20 +135,9 @@ async function invoiceCall(options: InvoiceRailOptions, context: RailContext, ca
     if (error instanceof DomainError) return fail(error);
     throw error;
   }
-  const limited = await rateLimit(options.store, payer.key.id, options.rateLimitPerMinute);
-  if (limited) {
-    const refused = fail(limited);
-    refused.headers.set('retry-after', String(limited.details.retryAfterSeconds));
-    return refused;
-  }
-  const idem = await idempotency(options.store, context, call, payer);
-  if ('answer' in idem) return idem.answer instanceof Response ? idem.answer : fail(idem.answer);
-  const { request } = idem;
-  const caller = `key:${payer.key.id}`;
-  const metering = await context.meter(caller, tool.name, payer.key.id);
-  if (metering?.price === 0n) return { charge: context.free(call, metering, caller) };
-  const amount = metering?.price ?? tool.amount;
-  if (amount !== call.offer.amount) call.offer = { ...call.offer, amount };
+  const keyed = await keyedCall(options.store, context, call, payer, options.rateLimitPerMinute, fail);
+  if ('taken' in keyed) return keyed.taken;
+  const { request, caller, metering, amount } = keyed;
   const usage = await options.store.postpaid.authorize({
     keyId: payer.key.id,
     serverId: context.serverId,
