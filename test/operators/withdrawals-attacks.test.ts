@@ -7,6 +7,7 @@ import { createWithdrawals } from '../../src/operators/withdrawals.js';
 import { type SqliteStore, openSqliteStore } from '../../src/store/sqlite.js';
 import { purposes } from '../../src/facilitator/purposes.js';
 import { useSandbox } from '../helpers/chain.js';
+import { operatorWithEarnings } from '../helpers/earnings.js';
 import { v2Request } from '../helpers/payments.js';
 
 const chain = useSandbox({ isolate: false });
@@ -45,36 +46,12 @@ const withdrawalsOn = (client: PublicClient) =>
 describe('withdrawals under attack: never paid out twice, never more than earned', () => {
   before(async () => {
     store = await openSqliteStore({ path: chain.dbPath() });
-    await store.operators.createOperator({
+    await operatorWithEarnings(chain, store, {
       id: operatorId,
-      email: 'attacker@example.com',
-      name: 'attacker',
-      keyHash: 'bb',
-      createdAt: Date.now(),
-      payoutAddress: payout(),
+      payout: payout(),
+      payer: chain.sandbox.accounts.payers[6]!,
+      chargeId: 'ch_attack',
     });
-    // 1 USDC of platform-custody revenue, really sitting in the treasury.
-    const { facilitator } = await chain.facilitator([1]);
-    const treasury = chain.sandbox.accounts.treasury.address;
-    const revenue = await v2Request({ payer: chain.sandbox.accounts.payers[6]!, payTo: treasury, amount: 1_000_000n });
-    assert.equal((await facilitator.settle(revenue, purposes.api)).success, true);
-    await store.operators.recordCharges([
-      {
-        id: 'ch_attack',
-        serverId: 's',
-        operatorId,
-        rail: 'x402',
-        caller: '0x',
-        tool: 't',
-        amount: 1_000_000n,
-        operatorShare: 1_000_000n,
-        platformShare: 0n,
-        custody: 'platform',
-        ref: 'x402:attack',
-        state: 'earned',
-        createdAt: Date.now(),
-      },
-    ]);
   });
 
   test('a withdrawal mined while the RPC cannot show its receipt stays reserved, and is confirmed once it can: the operator cannot withdraw it twice', async () => {

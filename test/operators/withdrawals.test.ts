@@ -6,9 +6,8 @@ import { networks } from '../../src/chain/networks.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createWithdrawals } from '../../src/operators/withdrawals.js';
 import { type SqliteStore, openSqliteStore } from '../../src/store/sqlite.js';
-import { purposes } from '../../src/facilitator/purposes.js';
 import { useSandbox } from '../helpers/chain.js';
-import { v2Request } from '../helpers/payments.js';
+import { operatorWithEarnings } from '../helpers/earnings.js';
 
 const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
@@ -46,36 +45,12 @@ async function request(client: PublicClient, idempotencyKey: string, amount: big
 describe('withdrawals: journalled before the broadcast, finished after a crash without paying twice', () => {
   before(async () => {
     store = await openSqliteStore({ path: chain.dbPath() });
-    await store.operators.createOperator({
+    await operatorWithEarnings(chain, store, {
       id: operatorId,
-      email: 'w@example.com',
-      name: 'w',
-      keyHash: 'aa',
-      createdAt: Date.now(),
-      payoutAddress: payout(),
+      payout: payout(),
+      payer: chain.sandbox.accounts.payers[7]!,
+      chargeId: 'ch_1',
     });
-    // 1 USDC of platform-custody revenue, really sitting in the treasury.
-    const { facilitator } = await chain.facilitator([1]);
-    const treasury = chain.sandbox.accounts.treasury.address;
-    const revenue = await v2Request({ payer: chain.sandbox.accounts.payers[7]!, payTo: treasury, amount: 1_000_000n });
-    assert.equal((await facilitator.settle(revenue, purposes.api)).success, true);
-    await store.operators.recordCharges([
-      {
-        id: 'ch_1',
-        serverId: 's',
-        operatorId,
-        rail: 'x402',
-        caller: '0x',
-        tool: 't',
-        amount: 1_000_000n,
-        operatorShare: 1_000_000n,
-        platformShare: 0n,
-        custody: 'platform',
-        ref: 'x402:test',
-        state: 'earned',
-        createdAt: Date.now(),
-      },
-    ]);
   });
 
   test('killed between the journal and the broadcast: reconcile sends the very same transaction, once', async () => {
