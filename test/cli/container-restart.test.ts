@@ -4,13 +4,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { x402Client } from '@x402/core/client';
-import type { PaymentRequired } from '@x402/core/types';
-import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { BASE_USDC } from '../../src/chain/networks.js';
 import { type Sandbox, startSandbox } from '../../src/chain/sandbox/sandbox.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
-import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { callCount, countPayment, startCounterUpstream } from '../helpers/counter-upstream.js';
 
 const bin = path.resolve('dist/src/cli/main.js');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-container-'));
@@ -58,21 +55,8 @@ async function serving(upstreamPath: string) {
   return { url: ready.exec(run.output())![1]!, pid, exited: run.exited };
 }
 
-type RpcAnswer = { result?: { structuredContent?: PaymentRequired; _meta?: Record<string, any> } };
-async function call(url: string, payment?: unknown) {
-  const params = { name: 'count', arguments: {}, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) };
-  const res = await fetch(`${url}/mcp`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }),
-  });
-  return (await res.json()) as RpcAnswer;
-}
-async function paymentFor(url: string, payer: number) {
-  const challenge = await call(url);
-  const client = new x402Client().register('eip155:8453', new ExactEvmScheme(sandbox.accounts.payers[payer]!));
-  return client.createPaymentPayload(challenge.result!.structuredContent!);
-}
+const call = (url: string, payment?: unknown) => callCount(`${url}/mcp`, payment);
+const paymentFor = (url: string, payer: number) => countPayment(`${url}/mcp`, sandbox.accounts.payers[payer]!);
 
 describe('turnpike as PID 1 of a container, on SQLite', { skip: noNamespaces, timeout: 120_000 }, () => {
   before(async () => {
@@ -102,7 +86,7 @@ describe('turnpike as PID 1 of a container, on SQLite', { skip: noNamespaces, ti
 
       const restarted = await serving('/mcp');
       const paid = await call(restarted.url, await paymentFor(restarted.url, 1));
-      assert.equal(paid.result?._meta?.['x402/payment-response']?.success, true, JSON.stringify(paid));
+      assert.equal((paid.result?._meta?.['x402/payment-response'] as { success?: boolean } | undefined)?.success, true, JSON.stringify(paid));
       assert.equal(upstream.runs(), 1, 'the restarted instance ran the paid call');
 
       assert.deepEqual(await store.journal.unfinished(), [], 'nothing left unfinished');

@@ -1,13 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { x402Client } from '@x402/core/client';
-import type { PaymentRequired } from '@x402/core/types';
-import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { type Hex, createWalletClient, http } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { BASE_USDC, networks } from '../../src/chain/networks.js';
-import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
 import { type Facilitator, createFacilitator } from '../../src/facilitator/facilitator.js';
 import type { Listening } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
@@ -17,7 +13,7 @@ import { priceTableSchema } from '../../src/pricing/pricing.js';
 import { x402Rail } from '../../src/rails/x402/rail.js';
 import { type SqliteStore, openSqliteStore } from '../../src/store/sqlite.js';
 import { useSandbox } from '../helpers/chain.js';
-import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { callCount, countPayment, startCounterUpstream } from '../helpers/counter-upstream.js';
 import { listenGateway } from '../helpers/gateway.js';
 import { keyOf, signAuthorization } from '../helpers/payments.js';
 
@@ -25,20 +21,6 @@ const chain = useSandbox({ isolate: false });
 const logger = createLogger({ level: 'silent', format: 'json' });
 const PRICE = 20_000n;
 
-type RpcAnswer = { result?: { isError?: boolean; content?: { text: string }[]; structuredContent?: PaymentRequired } };
-async function call(url: string, payment?: unknown): Promise<RpcAnswer> {
-  const params = { name: 'count', arguments: {}, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) };
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }),
-  });
-  return (await res.json()) as RpcAnswer;
-}
-async function paymentFor(url: string, payer: DemoAccount) {
-  const required = (await call(url)).result!.structuredContent!;
-  return new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
-}
 const keyOfPayment = (payment: { payload: unknown }) => keyOf({ paymentPayload: payment as never });
 
 describe('revenue of a payment whose first settlement never reached the chain and which was presented again', () => {
@@ -90,12 +72,12 @@ describe('revenue of a payment whose first settlement never reached the chain an
 
   test('the same call retried with the same payment once the relayer can pay for gas: its server earns the price once, not twice', async () => {
     const url = await gateway('retry-same');
-    const payment = await paymentFor(url, chain.sandbox.accounts.payers[2]!);
+    const payment = await countPayment(url, chain.sandbox.accounts.payers[2]!);
     await emptyRelayer();
-    const failed = await call(url, payment);
+    const failed = await callCount(url, payment);
     assert.equal(failed.result?.isError, true, 'withheld: the settlement was refused before the chain');
     await fundRelayer();
-    const paid = await call(url, payment);
+    const paid = await callCount(url, payment);
     assert.equal(paid.result?.isError, undefined);
     await facilitator.drain();
     assert.equal((await store.journal.get(keyOfPayment(payment)))?.state, 'settled');
@@ -104,11 +86,11 @@ describe('revenue of a payment whose first settlement never reached the chain an
 
   test('a payment refused before the chain at one server, then paid at another of the same payee: the second server earns it, the first nothing', async () => {
     const [first, second] = [await gateway('first-paid'), await gateway('second-paid')];
-    const payment = await paymentFor(first, chain.sandbox.accounts.payers[4]!);
+    const payment = await countPayment(first, chain.sandbox.accounts.payers[4]!);
     await emptyRelayer();
-    assert.equal((await call(first, payment)).result?.isError, true);
+    assert.equal((await callCount(first, payment)).result?.isError, true);
     await fundRelayer();
-    assert.equal((await call(second, payment)).result?.isError, undefined);
+    assert.equal((await callCount(second, payment)).result?.isError, undefined);
     await facilitator.drain();
     assert.equal((await store.journal.get(keyOfPayment(payment)))?.state, 'settled');
     const [one, two] = [await report('first-paid'), await report('second-paid')];
@@ -118,12 +100,12 @@ describe('revenue of a payment whose first settlement never reached the chain an
   test('a payment refused before the chain at one server, then delivered deferred at another of the same payee and lost: the loss is the second server’s only', async () => {
     const [first, second] = [await gateway('first'), await gateway('second')];
     const payer = chain.sandbox.accounts.payers[3]!;
-    const payment = await paymentFor(first, payer);
+    const payment = await countPayment(first, payer);
     await emptyRelayer();
-    assert.equal((await call(first, payment)).result?.isError, true);
+    assert.equal((await callCount(first, payment)).result?.isError, true);
     await fundRelayer();
     await chain.rpc('evm_setAutomine', [false]);
-    const delivered = await call(second, payment);
+    const delivered = await callCount(second, payment);
     assert.equal(delivered.result?.isError, undefined, 'delivered deferred');
     const { txHash, rawTx } = (await store.journal.get(keyOfPayment(payment)))!;
     await chain.rpc('anvil_dropTransaction', [txHash]);

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { x402Client } from '@x402/core/client';
-import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { type Address, type Hex, createWalletClient, http } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
@@ -17,7 +16,7 @@ import { priceTableSchema } from '../../src/pricing/pricing.js';
 import { x402Rail } from '../../src/rails/x402/rail.js';
 import type { Store } from '../../src/store/store.js';
 import { useSandbox } from '../helpers/chain.js';
-import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { type CountAnswer, callCount, countPayment, startCounterUpstream } from '../helpers/counter-upstream.js';
 import { listenGateway } from '../helpers/gateway.js';
 import { keyOf, signAuthorization } from '../helpers/payments.js';
 import { eventually } from '../helpers/served.js';
@@ -29,26 +28,7 @@ const PRICE = 20_000n;
 let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
 
 type Receipt = { success: boolean; transaction: string; errorReason?: string; errorMessage?: string };
-type RpcAnswer = {
-  result?: { isError?: boolean; content?: { text: string }[]; structuredContent?: PaymentRequired; _meta?: Record<string, unknown> };
-};
-
-async function call(url: string, payment?: unknown): Promise<RpcAnswer> {
-  const params = { name: 'count', arguments: {}, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) };
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }),
-  });
-  return (await res.json()) as RpcAnswer;
-}
-
-async function paymentFor(url: string, payer: DemoAccount) {
-  const required = (await call(url)).result!.structuredContent!;
-  return new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
-}
-
-const receiptOf = (answer: RpcAnswer) => answer.result?._meta?.['x402/payment-response'] as Receipt | undefined;
+const receiptOf = (answer: CountAnswer) => answer.result?._meta?.['x402/payment-response'] as Receipt | undefined;
 const keyOfPayment = (payment: { payload: unknown }) => keyOf({ paymentPayload: payment as never });
 const mined = (hash: string) =>
   chain.client.getTransactionReceipt({ hash: hash as Hex }).then(
@@ -152,9 +132,9 @@ for (const backend of backends) {
      * settlement held back from the pool meanwhile, then sent again as signed): a loss.
      */
     async function deliverThenEmpty(url: string, payer: DemoAccount) {
-      const payment = await paymentFor(url, payer);
+      const payment = await countPayment(url, payer);
       await automine(false);
-      const answer = await call(url, payment);
+      const answer = await callCount(url, payment);
       const { txHash, rawTx } = (await store.journal.get(keyOfPayment(payment)))!;
       await chain.rpc('anvil_dropTransaction', [txHash]);
       await transfer(payer, chain.sandbox.accounts.payees[0]!.address, await chain.balanceOf(payer.address));
@@ -168,13 +148,13 @@ for (const backend of backends) {
     test('a deferred call is delivered before its settlement is mined, with a receipt naming the transaction as not confirmed; mining settles it once', async () => {
       const url = await gateway('deferred');
       const payer = chain.sandbox.accounts.payers[3]!;
-      const payment = await paymentFor(url, payer);
+      const payment = await countPayment(url, payer);
       const payee = chain.sandbox.accounts.payees[1]!.address;
       const before = await chain.balanceOf(payee);
       const runs = upstream.runs();
       await automine(false);
 
-      const answer = await call(url, payment);
+      const answer = await callCount(url, payment);
       assert.equal(answer.result?.isError, undefined);
       assert.equal(answer.result?.content?.[0]?.text, String(runs + 1));
       const receipt = receiptOf(answer)!;
@@ -192,7 +172,7 @@ for (const backend of backends) {
       assert.equal((await store.journal.get(keyOfPayment(payment)))?.state, 'settled');
       assert.equal(await chain.balanceOf(payee), before + PRICE);
       // The same payment again gets the kept result, not a second run or transaction.
-      const again = await call(url, payment);
+      const again = await callCount(url, payment);
       assert.equal(again.result?.content?.[0]?.text, String(runs + 1));
       assert.equal(receiptOf(again)?.success, true);
       assert.equal(upstream.runs(), runs + 1);
@@ -200,10 +180,10 @@ for (const backend of backends) {
 
     test('a strict call on the same gateway waits for its block: nothing leaves before the receipt', async () => {
       const url = await gateway('strict');
-      const payment = await paymentFor(url, chain.sandbox.accounts.payers[4]!);
+      const payment = await countPayment(url, chain.sandbox.accounts.payers[4]!);
       await automine(false);
       let answered = false;
-      const answer = call(url, payment).then((a) => {
+      const answer = callCount(url, payment).then((a) => {
         answered = true;
         return a;
       });
@@ -221,10 +201,10 @@ for (const backend of backends) {
     test('six concurrent paid calls of one payer with a cap of two: two are delivered before mining, the other four wait for their block; all six are paid', async () => {
       const url = await gateway('deferred');
       const payer = chain.sandbox.accounts.payers[5]!;
-      const payments = await Promise.all(Array.from({ length: 6 }, () => paymentFor(url, payer)));
+      const payments = await Promise.all(Array.from({ length: 6 }, () => countPayment(url, payer)));
       await automine(false);
-      const early: RpcAnswer[] = [];
-      const answers = Promise.all(payments.map((p) => call(url, p).then((a) => (early.push(a), a))));
+      const early: CountAnswer[] = [];
+      const answers = Promise.all(payments.map((p) => callCount(url, p).then((a) => (early.push(a), a))));
       // Wait until every payment is claimed (deferred or strict) and the deferred ones are answered.
       await eventually(
         () => Promise.all(payments.map((p) => store.journal.get(keyOfPayment(p)))),
@@ -270,13 +250,13 @@ for (const backend of backends) {
       await automine(true);
       await transfer(chain.sandbox.accounts.payers[7]!, payer.address, 1_000_000n);
       const runs = upstream.runs();
-      const refused = await call(url, await paymentFor(url, payer));
+      const refused = await callCount(url, await countPayment(url, payer));
       assert.equal(refused.result?.isError, true);
       assert.match(JSON.stringify(refused.result), /payer_has_unsettled_losses/);
       assert.equal(upstream.runs(), runs);
 
       assert.equal(await store.journal.clearLosses(payer.address), 1);
-      const paid = await call(url, await paymentFor(url, payer));
+      const paid = await callCount(url, await countPayment(url, payer));
       assert.equal(paid.result?.isError, undefined);
       assert.equal(upstream.runs(), runs + 1);
     });
@@ -288,9 +268,9 @@ for (const backend of backends) {
       const payer = chain.sandbox.accounts.payers[9]!;
       await transfer(chain.sandbox.accounts.payers[7]!, payer.address, 1_000_000n);
       try {
-        const payment = await paymentFor(url, payer);
+        const payment = await countPayment(url, payer);
         await automine(false);
-        const answer = await call(url, payment);
+        const answer = await callCount(url, payment);
         assert.equal(answer.result?.isError, undefined, 'delivered with a pending receipt');
         assert.equal(receiptOf(answer)?.errorReason, 'settlement_pending');
         const held = (await store.journal.get(keyOfPayment(payment)))!;
@@ -322,12 +302,12 @@ for (const backend of backends) {
       try {
         for (const settlement of ['deferred', 'strict'] as const) {
           const at = await gateway(settlement, `short-${settlement}-${backend.name}`, settler);
-          const required = (await call(at)).result!.structuredContent!;
+          const required = (await callCount(at)).result!.structuredContent!;
           required.accepts[0]!.maxTimeoutSeconds = 20;
           const payment = await new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
           await automine(false);
           let answered = false;
-          const answer = call(at, payment).then((a) => ((answered = true), a));
+          const answer = callCount(at, payment).then((a) => ((answered = true), a));
           await eventually(
             async () => (await store.journal.get(keyOfPayment(payment)))?.state,
             (s) => s === 'submitted',
@@ -353,13 +333,13 @@ for (const backend of backends) {
       const settler = impatient({ now: () => Math.floor(Date.now() / 1000) - 60 });
       const url = await gateway('strict', server, settler);
       const payer = chain.sandbox.accounts.payers[8]!;
-      const required = (await call(url)).result!.structuredContent!;
+      const required = (await callCount(url)).result!.structuredContent!;
       required.accepts[0]!.maxTimeoutSeconds = 3;
       const payment = await new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
       const balance = await chain.balanceOf(payer.address);
       try {
         await automine(false);
-        assert.equal(receiptOf(await call(url, payment))?.errorReason, 'settlement_pending');
+        assert.equal(receiptOf(await callCount(url, payment))?.errorReason, 'settlement_pending');
         // turnpike's transaction waits in the pool (congestion, a relayer nonce stuck ahead of it) until the authorization expired.
         const validBefore = BigInt((payment.payload as { authorization: { validBefore: string } }).authorization.validBefore);
         while (BigInt(Math.floor(Date.now() / 1000)) <= validBefore) await new Promise((r) => setTimeout(r, 100));
@@ -376,7 +356,7 @@ for (const backend of backends) {
         const report = await store.operators.analytics({ serverId: server, from: 0, to: Date.now() + 1000 });
         assert.deepEqual(report.losses, { count: 1, amount: PRICE }, 'the operator’s revenue that did not come');
         await automine(true);
-        const next = await call(url, await paymentFor(url, payer));
+        const next = await callCount(url, await countPayment(url, payer));
         assert.equal(receiptOf(next)?.success, true, 'the payer’s next call is served');
       } finally {
         await automine(true);
@@ -388,12 +368,12 @@ for (const backend of backends) {
       const server = `copy-${backend.name}`;
       const url = await gateway('deferred', server);
       const payer = chain.sandbox.accounts.payers[8]!;
-      const payment = await paymentFor(url, payer);
+      const payment = await countPayment(url, payer);
       const payee = chain.sandbox.accounts.payees[1]!.address;
       const before = await chain.balanceOf(payee);
       await automine(false);
 
-      const answer = await call(url, payment);
+      const answer = await callCount(url, payment);
       assert.equal(answer.result?.isError, undefined, 'delivered on the signed transaction');
       // A watcher of the pool copies the authorization into its own transaction, mined ahead of turnpike's.
       const { txHash, rawTx } = (await store.journal.get(keyOfPayment(payment)))!;
@@ -410,7 +390,7 @@ for (const backend of backends) {
       assert.deepEqual(await store.journal.losses(keyOfPayment(payment)), { count: 0, amount: 0n });
       await automine(true);
       const runs = upstream.runs();
-      const next = await call(url, await paymentFor(url, payer));
+      const next = await callCount(url, await countPayment(url, payer));
       assert.equal(next.result?.isError, undefined, 'the payer who paid is served');
       assert.equal(upstream.runs(), runs + 1);
     });
@@ -423,11 +403,11 @@ for (const backend of backends) {
       assert.deepEqual(await store.journal.losses(keyOfPayment(lost)), { count: 1, amount: PRICE });
       // A fresh address, well within its own cap of two calls: the loss and one call fill the bound of two.
       const fresh = chain.sandbox.accounts.payers[0]!;
-      const [first, second] = [await paymentFor(url, fresh), await paymentFor(url, fresh)];
+      const [first, second] = [await countPayment(url, fresh), await countPayment(url, fresh)];
       await automine(false);
-      assert.equal(receiptOf(await call(url, first))?.errorReason, 'settlement_pending', 'delivered before the block');
+      assert.equal(receiptOf(await callCount(url, first))?.errorReason, 'settlement_pending', 'delivered before the block');
       let answered = false;
-      const waiting = call(url, second).then((a) => ((answered = true), a));
+      const waiting = callCount(url, second).then((a) => ((answered = true), a));
       await sent(second);
       await new Promise((r) => setTimeout(r, HELD_MS));
       assert.equal(answered, false, 'past the bound: strict');
@@ -440,11 +420,11 @@ for (const backend of backends) {
     test('a deferred settlement the node lost (a broadcast that never arrived, a transaction dropped from the pool) is sent again while its authorization lasts: settled, not a loss charged to a payer who paid', async () => {
       const url = await gateway('deferred');
       const payer = chain.sandbox.accounts.payers[1]!;
-      const payment = await paymentFor(url, payer);
+      const payment = await countPayment(url, payer);
       const payee = chain.sandbox.accounts.payees[1]!.address;
       const before = await chain.balanceOf(payee);
       await automine(false);
-      assert.equal(receiptOf(await call(url, payment))?.errorReason, 'settlement_pending');
+      assert.equal(receiptOf(await callCount(url, payment))?.errorReason, 'settlement_pending');
       const { txHash } = (await store.journal.get(keyOfPayment(payment)))!;
       await chain.rpc('anvil_dropTransaction', [txHash]);
       const known = () => chain.client.getTransaction({ hash: txHash! }).then(Boolean, () => false);

@@ -1,16 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { x402Client } from '@x402/core/client';
-import type { PaymentRequired } from '@x402/core/types';
-import { ExactEvmScheme } from '@x402/evm/exact/client';
-import { Agent, type Dispatcher, fetch } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import { ConfigError } from '../../src/config/errors.js';
 import { loadConfig } from '../../src/config/load.js';
 import { trustedProxiesOf } from '../../src/config/schema.js';
 import { priceTableSchema } from '../../src/pricing/pricing.js';
 import { flatPlan } from '../../src/pricing/plans.js';
 import { useSandbox } from '../helpers/chain.js';
-import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { type CountAnswer, callCount, countPayment, startCounterUpstream } from '../helpers/counter-upstream.js';
 import { serveOnSandbox } from '../helpers/served.js';
 
 const chain = useSandbox({ isolate: false });
@@ -19,35 +16,21 @@ let served: Awaited<ReturnType<typeof serveOnSandbox>>;
 // The proxy turnpike trusts is at 127.0.0.1; 127.0.0.2 is a caller that reaches turnpike directly (Linux answers all of 127/8).
 const direct = new Agent({ localAddress: '127.0.0.2' });
 
-type RpcAnswer = { result?: { isError?: boolean; structuredContent?: PaymentRequired; _meta?: Record<string, unknown> } };
-
-async function call(payment?: unknown, options: { forwardedFor?: string; from?: Dispatcher } = {}) {
-  const params = { name: 'count', arguments: {}, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) };
-  const res = await fetch(`${served.url}/mcp/paid`, {
+/** A `count` call at the paid server, as a caller behind the proxy (`forwardedFor`) or from another socket (`from`). */
+const call = (payment?: unknown, options: { forwardedFor?: string; from?: Dispatcher } = {}) =>
+  callCount(`${served.url}/mcp/paid`, payment, {
     ...(options.from ? { dispatcher: options.from } : {}),
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': '2025-06-18',
-      ...(options.forwardedFor ? { 'x-forwarded-for': options.forwardedFor } : {}),
-    },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }),
+    ...(options.forwardedFor ? { headers: { 'x-forwarded-for': options.forwardedFor } } : {}),
   });
-  return (await res.json()) as RpcAnswer;
-}
 
 async function paidCall(payerIndex: number, forwardedFor: string) {
-  const required = (await call()).result!.structuredContent!;
-  const payment = await new x402Client()
-    .register('eip155:8453', new ExactEvmScheme(chain.sandbox.accounts.payers[payerIndex]!))
-    .createPaymentPayload(required);
+  const payment = await countPayment(`${served.url}/mcp/paid`, chain.sandbox.accounts.payers[payerIndex]!);
   const answer = await call(payment, { forwardedFor });
   assert.equal((answer.result?._meta?.['x402/payment-response'] as { success: boolean }).success, true, JSON.stringify(answer));
   return { payment, answer };
 }
 
-const used = (answer: RpcAnswer) => answer.result?.isError === true && /nonce_already_used/.test(JSON.stringify(answer));
+const used = (answer: CountAnswer) => answer.result?.isError === true && /nonce_already_used/.test(JSON.stringify(answer));
 
 describe('trusted proxies: the caller behind a proxy turnpike is told to trust', () => {
   before(async () => {

@@ -1,6 +1,11 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
+import { x402Client } from '@x402/core/client';
+import type { PaymentRequired } from '@x402/core/types';
+import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { Hono } from 'hono';
+import { type Dispatcher, fetch as undiciFetch } from 'undici';
+import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
 import { listen } from '../../src/http/listen.js';
 
 /**
@@ -52,4 +57,42 @@ export async function startCounterUpstream() {
       if (Date.now() > deadline) throw new Error('the slow tool never finished');
   }
   return { url: server.url, runs: () => runs, hangUpWhileSlow, lastRequest: () => last, close: () => server.close() };
+}
+
+/** What a gateway answers a `count` call with (plain JSON): the result, a challenge in it, or the receipt in its `_meta`. */
+export type CountAnswer = {
+  result?: { isError?: boolean; content?: { text: string }[]; structuredContent?: PaymentRequired; _meta?: Record<string, unknown> };
+};
+
+/**
+ * Calls the counter's `count` tool through the gateway at `url` (its MCP endpoint) with plain
+ * `fetch`, paying with `payment` (in `_meta`) if given; `headers` and `dispatcher` (which socket
+ * it comes from) as a caller would set them.
+ *
+ * @example const challenge = (await callCount(`${gateway.url}/mcp`)).result!.structuredContent!;
+ */
+export async function callCount(
+  url: string,
+  payment?: unknown,
+  options: { headers?: Record<string, string>; dispatcher?: Dispatcher } = {},
+): Promise<CountAnswer> {
+  const params = { name: 'count', arguments: {}, ...(payment ? { _meta: { 'x402/payment': payment } } : {}) };
+  const res = await undiciFetch(url, {
+    ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+      ...options.headers,
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }),
+  });
+  return (await res.json()) as CountAnswer;
+}
+
+/** `payer`'s payment for `count` at `url`, made by the official x402 client from the gateway's own challenge. */
+export async function countPayment(url: string, payer: DemoAccount) {
+  const required = (await callCount(url)).result!.structuredContent!;
+  return new x402Client().register('eip155:8453', new ExactEvmScheme(payer)).createPaymentPayload(required);
 }
