@@ -109,7 +109,11 @@ export async function benchCredits(sandbox: Sandbox, progress: (s: string) => vo
           credits,
           `${added(credits)}; ${(credits.ratio / inMemory.ratio).toFixed(2)}× the in-memory proxy`,
         ),
-        row('through turnpike, free tool (passthrough)', passthrough, added(passthrough)),
+        row(
+          'through turnpike, free tool (passthrough)',
+          passthrough,
+          `${added(passthrough)}; ${(passthrough.ratio / inMemory.ratio).toFixed(2)}× the in-memory proxy`,
+        ),
       );
     }
     rows.push(memory('turnpike gateway', idle.gateway, rssMb(gateway.pid)), memory('in-memory credits proxy', idle.peer, rssMb(peer.pid)));
