@@ -434,11 +434,26 @@ for (const backend of backends)
         assert.equal(await credits.completeCheckout({ ...event, paymentIntent }), 'credited');
         return { sessionId, paymentIntent };
       }
-      /** `charge.refunded`: `amount` refunded in all of the charge's `of`. */
-      const refund = (paymentIntent: string, amount: bigint, of = 1000n, eventId = newId('evt')) =>
-        credits.reverseCheckout({ eventId, type: 'charge.refunded', paymentIntent, refunded: { amount, of } });
-      const dispute = (paymentIntent: string, amount: bigint, type = 'charge.dispute.created') =>
-        credits.reverseCheckout({ eventId: newId('evt'), type, paymentIntent, disputed: amount });
+      const now = () => Math.floor(Date.now() / 1000);
+      /** `charge.refunded`: `amount` refunded in all of the charge's `of`, stated at `at` (s). */
+      const refund = (paymentIntent: string, amount: bigint, of = 1000n, eventId = newId('evt'), at = now()) =>
+        credits.reverseCheckout({ eventId, type: 'charge.refunded', paymentIntent, at, refunded: { amount, of } });
+      /** A `charge.dispute.*` event stating dispute `id` of `amount` in `status` (closed: won, lost…; funds kept: won…). */
+      const dispute = (paymentIntent: string, amount: bigint, status = 'needs_response', id = `du_${paymentIntent}`) => {
+        const closed = ['won', 'lost', 'warning_closed', 'prevented'].includes(status);
+        const state = { id, amount, closed, kept: closed && status !== 'lost' };
+        const type = closed ? 'charge.dispute.closed' : 'charge.dispute.created';
+        return credits.reverseCheckout({ eventId: newId('evt'), type, paymentIntent, at: now(), dispute: state });
+      };
+      /** A `charge.refund.updated` saying refund `refundId` of `amount`, made at `madeAt`, failed at `at`. */
+      const refundFailed = (paymentIntent: string, refundId: string, amount: bigint, madeAt: number, at: number) =>
+        credits.reverseCheckout({
+          eventId: newId('evt'),
+          type: 'charge.refund.updated',
+          paymentIntent,
+          at,
+          refundFailed: { refundId, amount, madeAt },
+        });
       const sessionOf = async (sessionId: string, state: 'credited' | 'review' | 'shortfall' = 'credited') =>
         (await credits.checkouts(state, 500)).find((c) => c.sessionId === sessionId);
       const adjustments = async (keyId: string) =>
@@ -499,7 +514,13 @@ for (const backend of backends)
           // One refund event and three later ones restating it (charge.refunded again, charge.refund.updated…), each delivered to both.
           const events = Array.from({ length: 4 }, () => newId('evt'));
           const on = (store: Store, eventId: string) =>
-            store.credits.reverseCheckout({ eventId, type: 'charge.refunded', paymentIntent, refunded: { amount: 500n, of: 1000n } });
+            store.credits.reverseCheckout({
+              eventId,
+              type: 'charge.refunded',
+              paymentIntent,
+              at: 1,
+              refunded: { amount: 500n, of: 1000n },
+            });
           const outcomes = await Promise.all(events.flatMap((eventId) => [on(one, eventId), on(two, eventId)]));
           assert.deepEqual(outcomes.sort(), [...Array(4).fill('duplicate_event'), 'taken_back', 'unchanged', 'unchanged', 'unchanged']);
           assert.equal(await assertBalanced(one.credits, keyId), 5_000_000n);
@@ -510,13 +531,13 @@ for (const backend of backends)
         }
       });
 
-      test('a refund or dispute of a PaymentIntent no session has changes nothing and is recorded as ignored', async () => {
+      test('a refund or dispute of a PaymentIntent no session or invoice has changes nothing and is recorded as unattributed', async () => {
         const keyId = await key(0n);
         await paidSession(keyId);
         const eventId = newId('evt');
-        assert.equal(await refund('pi_of_a_subscription', 1000n, 1000n, eventId), 'ignored');
-        assert.equal(await refund('pi_of_a_subscription', 1000n, 1000n, eventId), 'duplicate_event', 'its redelivery is recognised');
-        assert.equal(await dispute('pi_of_a_subscription', 1000n), 'ignored');
+        assert.equal(await refund('pi_of_nothing_known', 1000n, 1000n, eventId), 'unattributed');
+        assert.equal(await refund('pi_of_nothing_known', 1000n, 1000n, eventId), 'duplicate_event', 'its redelivery is recognised');
+        assert.equal(await dispute('pi_of_nothing_known', 1000n), 'unattributed');
         assert.equal(await balanced(keyId), 10_000_000n);
       });
 
@@ -525,15 +546,128 @@ for (const backend of backends)
         const { sessionId, paymentIntent } = await paidSession(keyId);
         assert.equal(await dispute(paymentIntent, 400n), 'taken_back');
         assert.equal(await balanced(keyId), 6_000_000n);
-        assert.equal(await dispute(paymentIntent, 0n, 'charge.dispute.closed'), 'given_back');
+        assert.equal(await dispute(paymentIntent, 400n, 'won'), 'given_back');
         assert.equal(await balanced(keyId), 10_000_000n);
         assert.deepEqual(await adjustments(keyId), [4_000_000n, -4_000_000n]);
         const other = await paidSession(keyId);
         assert.equal(await refund(other.paymentIntent, 300n), 'taken_back');
         assert.equal(await dispute(other.paymentIntent, 700n), 'taken_back', 'the rest of the charge, disputed');
-        assert.equal(await dispute(other.paymentIntent, 700n, 'charge.dispute.closed'), 'unchanged', 'lost: it stays taken');
+        assert.equal(await dispute(other.paymentIntent, 700n, 'lost'), 'unchanged', 'lost: it stays taken');
         assert.equal(await balanced(keyId), 10_000_000n, 'all of the second session taken back, none of the first');
         assert.equal((await sessionOf(sessionId))?.reversed, undefined, 'the first session: nothing refunded, disputed or taken now');
+      });
+
+      test('a dispute’s created event delivered after its close with the funds kept takes nothing: a closed dispute is final', async () => {
+        const keyId = await key(0n);
+        const { sessionId, paymentIntent } = await paidSession(keyId);
+        assert.equal(await dispute(paymentIntent, 1000n, 'won'), 'unchanged', 'closed won: nothing to take');
+        assert.equal(await dispute(paymentIntent, 1000n), 'unchanged', 'its created event, redelivered late');
+        assert.equal(await dispute(paymentIntent, 1000n, 'under_review'), 'unchanged', 'an update from before the close');
+        assert.equal(await balanced(keyId), 10_000_000n);
+        assert.deepEqual(await adjustments(keyId), []);
+        assert.equal((await sessionOf(sessionId))?.reversed, undefined);
+        const lost = await paidSession(keyId);
+        assert.equal(await dispute(lost.paymentIntent, 1000n, 'lost'), 'taken_back');
+        assert.equal(await dispute(lost.paymentIntent, 1000n), 'unchanged', 'lost stays lost');
+        assert.equal(await balanced(keyId), 10_000_000n);
+      });
+
+      test('a refund and two disputes of one payment take back what their final states say, in every order of delivery', async () => {
+        // 1000 charged: 300 refunded, dispute A of 400 lost, dispute B of 300 won: 700 of 1000 lost, 7 of 10 USD of credits.
+        const events = [
+          (pi: string) => refund(pi, 300n),
+          (pi: string) => dispute(pi, 400n, 'needs_response', `du_a_${pi}`),
+          (pi: string) => dispute(pi, 400n, 'lost', `du_a_${pi}`),
+          (pi: string) => dispute(pi, 300n, 'needs_response', `du_b_${pi}`),
+          (pi: string) => dispute(pi, 300n, 'won', `du_b_${pi}`),
+        ];
+        const orders = (items: number[]): number[][] =>
+          items.length <= 1 ? [items] : items.flatMap((first) => orders(items.filter((i) => i !== first)).map((rest) => [first, ...rest]));
+        let orders_ = 0;
+        for (const order of orders([0, 1, 2, 3, 4])) {
+          const keyId = await key(0n);
+          // Half the credits spent first: what is taken comes partly from the balance, partly as shortfall.
+          const { sessionId, paymentIntent } = await paidSession(keyId);
+          assert.ok((await debit(credits, { keyId, amount: 5_000_000n, reason: 'calls', idempotencyKey: newId('call') })).ok);
+          for (const i of order) await events[i]!(paymentIntent);
+          const session = (await sessionOf(sessionId)) ?? (await sessionOf(sessionId, 'shortfall'));
+          const { takenBack, shortfall, refunded, disputed } = session!.reversed!;
+          const final = { refunded, disputed, taken: takenBack + shortfall, balance: await balanced(keyId) };
+          assert.deepEqual(final, { refunded: 300n, disputed: 400n, taken: 7_000_000n, balance: 0n }, `in the order ${order.join(', ')}`);
+          orders_ += 1;
+        }
+        assert.equal(orders_, 120);
+      });
+
+      test('a refund that fails gives back what it took, once, whichever of its events arrives first', async () => {
+        const keyId = await key(0n);
+        const { sessionId, paymentIntent } = await paidSession(keyId);
+        const t = now() - 1000;
+        assert.equal(await refund(paymentIntent, 400n, 1000n, newId('evt'), t), 'taken_back');
+        assert.equal(await balanced(keyId), 6_000_000n);
+        assert.equal(await refundFailed(paymentIntent, 're_1', 400n, t, t + 100), 'given_back');
+        assert.equal(await balanced(keyId), 10_000_000n, 'the card refund failed: the buyer kept the money, the key the credits');
+        assert.equal(await refundFailed(paymentIntent, 're_1', 400n, t, t + 100), 'unchanged', 'restated by another event');
+        assert.equal(await refund(paymentIntent, 400n, 1000n, newId('evt'), t), 'unchanged', 'the refund’s own event, redelivered late');
+        assert.equal(await refund(paymentIntent, 200n, 1000n, newId('evt'), t + 200), 'taken_back', 'a new refund after the failure');
+        assert.equal(await balanced(keyId), 8_000_000n);
+        assert.deepEqual((await sessionOf(sessionId))?.reversed, { refunded: 200n, disputed: 0n, takenBack: 2_000_000n, shortfall: 0n });
+
+        const late = await paidSession(keyId);
+        assert.equal(await refundFailed(late.paymentIntent, 're_2', 400n, t, t + 100), 'unchanged', 'the failure delivered first');
+        assert.equal(await refund(late.paymentIntent, 400n, 1000n, newId('evt'), t), 'unchanged', 'then the refund it undid');
+        assert.equal(await balanced(keyId), 18_000_000n);
+      });
+
+      test('a subscription invoice’s revenue loses the refunded share once, when its booking and the refund meet on two instances at once', async () => {
+        const open = backend.shared();
+        const [one, two] = [await open(), await open()];
+        try {
+          const operatorId = newId('op');
+          await one.operators.createOperator({
+            id: operatorId,
+            email: `${operatorId}@example.com`,
+            name: 'Ada',
+            keyHash: operatorId,
+            createdAt: 1,
+          });
+          const invoices = Array.from({ length: 8 }, () => newId('in'));
+          const book = async (invoiceId: string) => {
+            const ref = `stripe:${invoiceId}`;
+            const charge = {
+              serverId: 'srv_subs',
+              operatorId,
+              rail: 'subscription',
+              caller: 'key:k',
+              tool: '(subscription)',
+              ref,
+            } as const;
+            await one.operators.recordCharges(
+              [{ ...charge, id: newId('ch'), amount: 10_000_000n, operatorShare: 9_000_000n, platformShare: 1_000_000n }].map((c) => ({
+                ...c,
+                custody: 'platform' as const,
+                state: 'earned' as const,
+                createdAt: Date.now(),
+              })),
+            );
+            return one.credits.restateInvoice(invoiceId, []);
+          };
+          const refund = (invoiceId: string) =>
+            two.credits.reverseCheckout({
+              eventId: newId('evt'),
+              type: 'charge.refunded',
+              paymentIntent: `pi_${invoiceId}`,
+              at: 1,
+              refunded: { amount: 500n, of: 1000n },
+              invoice: invoiceId,
+            });
+          const outcomes = await Promise.all(invoices.flatMap((invoiceId) => [book(invoiceId), refund(invoiceId)]));
+          assert.equal(outcomes.filter((o) => o === 'taken_back').length, 8, outcomes.join(' '));
+          assert.equal((await one.operators.balance(operatorId)).fiatEarned, 8n * 4_500_000n, 'half of each invoice, once');
+          for (const invoiceId of invoices) assert.equal(await one.credits.restateInvoice(invoiceId, [`pi_${invoiceId}`]), 'unchanged');
+        } finally {
+          await Promise.all([one.close(), two.close()]);
+        }
       });
 
       test('a refund of a session held for review is kept; crediting it later takes the refunded share back at once', async () => {
@@ -642,9 +776,10 @@ for (const backend of backends)
         eventId: newId('evt'),
         type: 'charge.refunded',
         paymentIntent: 'pi_unrecorded',
+        at: 1,
         refunded: { amount: 1000n, of: 1000n },
       };
-      assert.equal(await store.credits.reverseCheckout(refund), 'ignored', 'its PaymentIntent was never recorded');
+      assert.equal(await store.credits.reverseCheckout(refund), 'unattributed', 'its PaymentIntent was never recorded');
       assert.equal((await store.credits.key('key_buyer'))?.balance, 10_000_000n);
       const tooMuch = `UPDATE checkout_sessions SET taken_back = 6000000, shortfall = 4000001 WHERE session_id = 'cs_old'`;
       if (store.kind === 'postgres') await assert.rejects(store.pool.query(tooMuch), /check constraint/);
