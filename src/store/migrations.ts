@@ -725,7 +725,9 @@ export const migrations: readonly Migration[] = [
     // amount, stated at the event's time (s); each refund that failed (its amount, made and failed at, s); each dispute,
     // by its id, final once closed (kept: closed with the funds kept). A subscription invoice's payment (invoice_id) and
     // what invoice.paid booked for it (the charge's amount and operator share, before any reversal): its revenue charge
-    // is restated from the same facts; the row is also what a reversal and the booking queue on.
+    // is restated from the same facts; the row is also what a reversal and the booking queue on. A session's totals from
+    // before are its payment's first facts: its refund as stated at its last change, its dispute as one of id
+    // 'legacy:<PaymentIntent>' (the next dispute event of the payment restates it, as before).
     sql: `
       CREATE TABLE stripe_refund_states (
         event_id TEXT PRIMARY KEY,
@@ -763,6 +765,12 @@ export const migrations: readonly Migration[] = [
         booked_share BIGINT CHECK (booked_share >= 0 AND booked_share <= booked),
         updated_at BIGINT NOT NULL
       );
+      INSERT INTO stripe_refund_states (event_id, payment_intent, refunded, charge_amount, stated_at)
+        SELECT 'legacy:' || payment_intent, payment_intent, refunded, COALESCE(charged, paid_amount, amount_total), updated_at / 1000
+        FROM checkout_sessions WHERE payment_intent IS NOT NULL AND refunded > 0;
+      INSERT INTO stripe_disputes (dispute_id, payment_intent, amount, closed, kept, updated_at)
+        SELECT 'legacy:' || payment_intent, payment_intent, disputed, 0, 0, updated_at
+        FROM checkout_sessions WHERE payment_intent IS NOT NULL AND disputed > 0;
     `,
   },
 ];

@@ -670,6 +670,18 @@ for (const backend of backends)
         }
       });
 
+      test('a refund delivered before its checkout event is recorded as unattributed, and taken back when the session is credited', async () => {
+        const keyId = await key(0n);
+        const sessionId = newId('cs');
+        const paymentIntent = newId('pi');
+        await credits.recordCheckout({ sessionId, keyId, package: '10', credits: 10_000_000n, amountTotal: 1000n, currency: 'usd' });
+        assert.equal(await refund(paymentIntent, 250n), 'unattributed', 'no session has its PaymentIntent yet');
+        const paid = { type: 'checkout.session.completed', sessionId, amountTotal: 1000n, currency: 'usd', paymentIntent };
+        assert.equal(await credits.completeCheckout({ eventId: newId('evt'), ...paid }), 'credited');
+        assert.equal(await balanced(keyId), 7_500_000n);
+        assert.equal(await refund(paymentIntent, 250n), 'unchanged');
+      });
+
       test('a refund of a session held for review is kept; crediting it later takes the refunded share back at once', async () => {
         const keyId = await key(0n);
         const sessionId = newId('cs');
@@ -687,30 +699,37 @@ for (const backend of backends)
     });
   });
 
-/** A store whose call was still under way (its debit open) when a build before lean open debits stopped, opened by this build. */
-async function withOpenDebitOfV19(backend: 'sqlite' | 'postgres'): Promise<Store> {
-  const v19 = migrations.filter((m) => m.version <= 19);
-  const rows = `
-    INSERT INTO api_keys (id, hash, name, balance, created_at, updated_at) VALUES ('key_old', 'h_old', 'old', 900, 1, 1);
-    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
-      VALUES ('le_old', 'key_old', 'debit', -100, 900, 'tools/call t', 'call_old', 1000);
-    INSERT INTO open_debits (debit_id, created_at) VALUES ('le_old', 1000);`;
+/** A store of an earlier build (migrated to `version`) holding `rows`, opened by this build. */
+async function upgradedFrom(backend: 'sqlite' | 'postgres', version: number, rows: string): Promise<SqliteStore | PostgresStore> {
+  const earlier = migrations.filter((m) => m.version <= version);
   if (backend === 'sqlite') {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-v19-'));
+    const dir = mkdtempSync(path.join(os.tmpdir(), `turnpike-v${version}-`));
     after(() => rmSync(dir, { recursive: true, force: true }));
     // Raw: this build's store prepares statements for the newer schema.
     const old = new Database(path.join(dir, 'store.db'));
-    migrateSqlite(old, v19);
+    migrateSqlite(old, earlier);
     old.exec(rows);
     old.close();
     return openSqliteStore({ path: path.join(dir, 'store.db') });
   }
   const schema = freshSchema();
-  const old = await openPostgresStore({ url: POSTGRES_URL, schema, migrations: v19, max: 1 });
+  const old = await openPostgresStore({ url: POSTGRES_URL, schema, migrations: earlier, max: 1 });
   await old.pool.query(rows);
   await old.close();
   return openPostgresStore({ url: POSTGRES_URL, schema, max: 3 });
 }
+
+/** A store whose call was still under way (its debit open) when a build before lean open debits stopped, opened by this build. */
+const withOpenDebitOfV19 = (backend: 'sqlite' | 'postgres') =>
+  upgradedFrom(
+    backend,
+    19,
+    `
+    INSERT INTO api_keys (id, hash, name, balance, created_at, updated_at) VALUES ('key_old', 'h_old', 'old', 900, 1, 1);
+    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
+      VALUES ('le_old', 'key_old', 'debit', -100, 900, 'tools/call t', 'call_old', 1000);
+    INSERT INTO open_debits (debit_id, created_at) VALUES ('le_old', 1000);`,
+  );
 
 for (const backend of backends)
   test(`a debit left open by an earlier build stays open through the upgrade, and its sweep refunds it once (${backend.name})`, {
@@ -729,9 +748,11 @@ for (const backend of backends)
   });
 
 /** A store with a session credited (and one held for review) by a build before refunds were taken back, opened by this build. */
-async function withCheckoutsOfV22(backend: 'sqlite' | 'postgres'): Promise<SqliteStore | PostgresStore> {
-  const v22 = migrations.filter((m) => m.version <= 22);
-  const rows = `
+const withCheckoutsOfV22 = (backend: 'sqlite' | 'postgres') =>
+  upgradedFrom(
+    backend,
+    22,
+    `
     INSERT INTO api_keys (id, hash, name, balance, created_at, updated_at) VALUES ('key_buyer', 'h_buyer', 'buyer', 10000000, 1, 1);
     INSERT INTO checkout_sessions (session_id, key_id, package, credits, amount_total, currency, state, created_at, updated_at)
       VALUES ('cs_old', 'key_buyer', '10', 10000000, 1000, 'usd', 'credited', 1, 2);
@@ -739,22 +760,45 @@ async function withCheckoutsOfV22(backend: 'sqlite' | 'postgres'): Promise<Sqlit
                                    paid_currency, created_at, updated_at)
       VALUES ('cs_held', 'key_buyer', '10', 10000000, 1000, 'usd', 'review', 'amount_mismatch', 999, 'usd', 1, 3);
     INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
-      VALUES ('le_old', 'key_buyer', 'topup', 10000000, 10000000, 'Stripe Checkout, package 10', 'stripe:cs_old', 2);`;
-  if (backend === 'sqlite') {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'turnpike-v22-'));
-    after(() => rmSync(dir, { recursive: true, force: true }));
-    const old = new Database(path.join(dir, 'store.db'));
-    migrateSqlite(old, v22);
-    old.exec(rows);
-    old.close();
-    return openSqliteStore({ path: path.join(dir, 'store.db') });
-  }
-  const schema = freshSchema();
-  const old = await openPostgresStore({ url: POSTGRES_URL, schema, migrations: v22, max: 1 });
-  await old.pool.query(rows);
-  await old.close();
-  return openPostgresStore({ url: POSTGRES_URL, schema, max: 3 });
-}
+      VALUES ('le_old', 'key_buyer', 'topup', 10000000, 10000000, 'Stripe Checkout, package 10', 'stripe:cs_old', 2);`,
+  );
+
+/** A store with a session whose payment was refunded (300 of 1000) and disputed (200, open) by a build before disputes were kept by id. */
+const withReversalOfV24 = (backend: 'sqlite' | 'postgres') =>
+  upgradedFrom(
+    backend,
+    24,
+    `
+    INSERT INTO api_keys (id, hash, name, balance, created_at, updated_at) VALUES ('key_buyer', 'h_buyer', 'buyer', 5000000, 1, 1);
+    INSERT INTO checkout_sessions (session_id, key_id, package, credits, amount_total, currency, state, created_at, updated_at,
+                                   payment_intent, charged, refunded, disputed, taken_back, shortfall)
+      VALUES ('cs_rev', 'key_buyer', '10', 10000000, 1000, 'usd', 'credited', 1, 1700000000000, 'pi_rev', 1000, 300, 200, 5000000, 0);
+    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
+      VALUES ('le_top', 'key_buyer', 'topup', 10000000, 10000000, 'Stripe Checkout, package 10', 'stripe:cs_rev', 2);
+    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
+      VALUES ('le_rev', 'key_buyer', 'adjustment', -5000000, 5000000, 'Stripe refund or dispute', 'stripe-reversal:evt_old', 3);`,
+  );
+
+for (const backend of backends)
+  test(`a refund and dispute taken back by an earlier build stay taken through the upgrade; the dispute won later gives its share back (${backend.name})`, {
+    skip: backend.skip,
+  }, async () => {
+    const store = await withReversalOfV24(backend.name);
+    try {
+      const event = { type: 'charge.refunded', paymentIntent: 'pi_rev', at: 1_700_000_000 };
+      const restated = { ...event, eventId: newId('evt'), refunded: { amount: 300n, of: 1000n } };
+      assert.equal(await store.credits.reverseCheckout(restated), 'unchanged', 'the refund, restated');
+      const later = { ...event, eventId: newId('evt'), at: 1_700_000_100, refunded: { amount: 400n, of: 1000n } };
+      assert.equal(await store.credits.reverseCheckout(later), 'taken_back', 'a larger refund takes its difference only');
+      assert.equal((await store.credits.key('key_buyer'))?.balance, 4_000_000n);
+      const won = { id: 'du_rev', amount: 200n, closed: true, kept: true };
+      const closed = { type: 'charge.dispute.closed', paymentIntent: 'pi_rev', at: 1_700_000_200, eventId: newId('evt'), dispute: won };
+      assert.equal(await store.credits.reverseCheckout(closed), 'given_back');
+      assert.equal((await store.credits.key('key_buyer'))?.balance, 6_000_000n, 'what the refund of 400 leaves');
+    } finally {
+      await store.close();
+    }
+  });
 
 for (const backend of backends)
   test(`checkout sessions of an earlier build keep their state through the upgrade; the database refuses taking back more than a session credited (${backend.name})`, {

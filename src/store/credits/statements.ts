@@ -339,6 +339,8 @@ export const creditsSql = {
     ON CONFLICT (dispute_id) DO UPDATE SET amount = excluded.amount, closed = excluded.closed, kept = excluded.kept,
       updated_at = excluded.updated_at
     WHERE stripe_disputes.closed = 0`),
+  // A session's open dispute from before disputes were kept by id: restated by the next dispute event of its payment.
+  dropLegacyDispute: command<{ paymentIntent: string }>("DELETE FROM stripe_disputes WHERE dispute_id = 'legacy:' || @paymentIntent"),
   refundStates: query<{ paymentIntent: string }, RefundStateRow>(
     'SELECT refunded, charge_amount, stated_at FROM stripe_refund_states WHERE payment_intent = @paymentIntent',
   ),
