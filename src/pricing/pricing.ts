@@ -3,6 +3,9 @@ import { z } from 'zod';
 /** USDC has 6 decimals: 1 USD = 1,000,000 atomic units (and 1 credit micro-USD). */
 const DECIMALS = 6;
 
+/** A US cent in micro-USD (atomic units): Stripe's minor unit of a USD price or payment (Stripe moves whole cents). */
+export const CENT = 10_000n;
+
 /**
  * A USD price as a decimal string, converted exactly to USDC atomic units: no floats, and more
  * precision than a USDC unit is an error rather than a rounding.

@@ -717,6 +717,62 @@ export const migrations: readonly Migration[] = [
       UPDATE usage_counts SET delivered = calls;
     `,
   },
+  {
+    version: 25,
+    name: 'refund and dispute facts per payment',
+    // What Stripe said of a payment's refunds and disputes, by PaymentIntent, so what is taken back follows from the facts
+    // and not from the order they were delivered in: each charge.refunded's cumulative amount_refunded of the charge's
+    // amount, stated at the event's time (s); each refund that failed (its amount, made and failed at, s); each dispute,
+    // by its id, final once closed (kept: closed with the funds kept). A subscription invoice's payment (invoice_id) and
+    // what invoice.paid booked for it (the charge's amount and operator share, before any reversal): its revenue charge
+    // is restated from the same facts; the row is also what a reversal and the booking queue on. A session's totals from
+    // before are its payment's first facts: its refund as stated at its last change, its dispute as one of id
+    // 'legacy:<PaymentIntent>' (the next dispute event of the payment restates it, as before).
+    sql: `
+      CREATE TABLE stripe_refund_states (
+        event_id TEXT PRIMARY KEY,
+        payment_intent TEXT NOT NULL,
+        refunded BIGINT NOT NULL CHECK (refunded >= 0),
+        charge_amount BIGINT NOT NULL CHECK (charge_amount > 0),
+        stated_at BIGINT NOT NULL
+      );
+      CREATE INDEX stripe_refund_states_intent ON stripe_refund_states (payment_intent);
+      CREATE TABLE stripe_failed_refunds (
+        refund_id TEXT PRIMARY KEY,
+        payment_intent TEXT NOT NULL,
+        amount BIGINT NOT NULL CHECK (amount >= 0),
+        made_at BIGINT NOT NULL,
+        failed_at BIGINT NOT NULL
+      );
+      CREATE INDEX stripe_failed_refunds_intent ON stripe_failed_refunds (payment_intent);
+      CREATE TABLE stripe_disputes (
+        dispute_id TEXT PRIMARY KEY,
+        payment_intent TEXT NOT NULL,
+        amount BIGINT NOT NULL CHECK (amount >= 0),
+        closed INTEGER NOT NULL CHECK (closed IN (0, 1)),
+        kept INTEGER NOT NULL CHECK (kept IN (0, 1) AND kept <= closed),
+        updated_at BIGINT NOT NULL
+      );
+      CREATE INDEX stripe_disputes_intent ON stripe_disputes (payment_intent);
+      CREATE TABLE stripe_invoice_payments (
+        payment_intent TEXT PRIMARY KEY,
+        invoice_id TEXT NOT NULL
+      );
+      CREATE INDEX stripe_invoice_payments_invoice ON stripe_invoice_payments (invoice_id);
+      CREATE TABLE stripe_invoices (
+        invoice_id TEXT PRIMARY KEY,
+        booked BIGINT CHECK (booked >= 0),
+        booked_share BIGINT CHECK (booked_share >= 0 AND booked_share <= booked),
+        updated_at BIGINT NOT NULL
+      );
+      INSERT INTO stripe_refund_states (event_id, payment_intent, refunded, charge_amount, stated_at)
+        SELECT 'legacy:' || payment_intent, payment_intent, refunded, COALESCE(charged, paid_amount, amount_total), updated_at / 1000
+        FROM checkout_sessions WHERE payment_intent IS NOT NULL AND refunded > 0;
+      INSERT INTO stripe_disputes (dispute_id, payment_intent, amount, closed, kept, updated_at)
+        SELECT 'legacy:' || payment_intent, payment_intent, disputed, 0, 0, updated_at
+        FROM checkout_sessions WHERE payment_intent IS NOT NULL AND disputed > 0;
+    `,
+  },
 ];
 
 /**

@@ -514,7 +514,7 @@ describe('credits rail through the gateway', () => {
       assert.equal((await fetch(`${base}/stripe/webhook`, { method: 'POST', body: partial.payload })).status, 400);
       assert.equal((await deliver(partial.payload, signedWebhook(stripe(), partial.payload, 'whsec_someone_else'))).status, 400);
       const elsewhere = stripeApi.event('charge.refunded', stripeApi.charge('pi_of_a_subscription_invoice', 1000, 1000));
-      assert.equal(await outcome(elsewhere.payload), 'ignored');
+      assert.equal(await outcome(elsewhere.payload), 'unattributed', 'Stripe knows no invoice it paid either');
       assert.equal(await balanceOf(id), '11010000');
       assert.equal(await outcome(partial.payload), 'taken_back');
       assert.equal(await balanceOf(id), String(11_010_000 - 3_663_000), '33.3 % of 11 USD of credits');
@@ -546,6 +546,44 @@ describe('credits rail through the gateway', () => {
       assert.equal(await outcome(won.payload), 'given_back');
       assert.equal(await outcome(won.payload), 'duplicate_event');
       assert.equal(await balanceOf(id), '11010000');
+    });
+
+    test('a dispute’s created event delivered after its close, won, takes nothing; a second dispute of the charge counts on its own', async () => {
+      const { id, key } = await newKey('0.01');
+      const paymentIntent = await paidCheckout(key);
+      const won = stripeApi.event('charge.dispute.closed', stripeApi.dispute(paymentIntent, 1000, 'won'));
+      assert.equal(await outcome(won.payload), 'unchanged');
+      assert.equal(await outcome(stripeApi.event('charge.dispute.created', stripeApi.dispute(paymentIntent, 1000)).payload), 'unchanged');
+      assert.equal(await balanceOf(id), '11010000', 'the dispute was won: the credits stay');
+      const second = stripeApi.dispute(paymentIntent, 500, 'needs_response', 'du_second');
+      assert.equal(await outcome(stripeApi.event('charge.dispute.created', second).payload), 'taken_back');
+      assert.equal(await balanceOf(id), String(11_010_000 - 5_500_000), 'half the charge disputed again: half the credits');
+    });
+
+    test('a card refund that fails gives its credits back once, whether its failure or the refund is delivered first', async () => {
+      const { id, key } = await newKey('0.01');
+      const paymentIntent = await paidCheckout(key);
+      const at = Math.floor(Date.now() / 1000) - 600;
+      const refunded = stripeApi.event('charge.refunded', stripeApi.charge(paymentIntent, 1000, 1000), { created: at });
+      const failure = stripeApi.refund(paymentIntent, 1000, 'failed', at);
+      const failed = stripeApi.event('charge.refund.updated', failure, { created: at + 300 });
+      assert.equal(await outcome(refunded.payload), 'taken_back');
+      assert.equal(await balanceOf(id), '10000');
+      assert.equal(await outcome(failed.payload), 'given_back');
+      assert.equal(await outcome(stripeApi.event('refund.failed', failure, { created: at + 300 }).payload), 'unchanged');
+      assert.equal(await balanceOf(id), '11010000');
+      const pending = stripeApi.event('charge.refund.updated', stripeApi.refund(paymentIntent, 1000, 'pending', at));
+      assert.equal(await outcome(pending.payload), 'ignored', 'a refund update that is no failure is no fact');
+
+      const other = await newKey('0.01');
+      const late = await paidCheckout(other.key);
+      const lateFailure = stripeApi.refund(late, 1000, 'failed', at);
+      assert.equal(await outcome(stripeApi.event('charge.refund.updated', lateFailure, { created: at + 300 }).payload), 'unchanged');
+      assert.equal(
+        await outcome(stripeApi.event('charge.refunded', stripeApi.charge(late, 1000, 1000), { created: at }).payload),
+        'unchanged',
+      );
+      assert.equal(await balanceOf(other.id), '11010000');
     });
   });
 });

@@ -52,6 +52,10 @@ export async function startStripeApi() {
   const meterEventRequests: string[] = [];
   /** Set while Stripe is down for meter events: 503 before anything is recorded (so not kept for the idempotency key). */
   let meterEventsDown = false;
+  /** The invoice each PaymentIntent paid (what `GET /v1/invoice_payments?payment[payment_intent]=…` finds). */
+  const invoicePayments = new Map<string, string>();
+  /** Set to make invoice payment look-ups fail, retries included, as they do while Stripe is down. */
+  let failInvoicePayments = false;
   /** Set to hold meter event answers (the events are taken) until released: a reporter caught between Stripe and its store. */
   let heldAnswers: (() => void)[] | undefined;
 
@@ -200,6 +204,25 @@ export async function startStripeApi() {
           livemode: false,
         });
       }
+      if (req.method === 'GET' && path === '/v1/invoice_payments') {
+        if (failInvoicePayments) return answer(500, { error: { type: 'api_error', message: 'An unknown error occurred' } });
+        const query = new URLSearchParams(search);
+        const paymentIntent = query.get('payment[payment_intent]') ?? '';
+        const invoice = query.get('payment[type]') === 'payment_intent' ? invoicePayments.get(paymentIntent) : undefined;
+        const data = invoice
+          ? [
+              {
+                id: `inpay_${paymentIntent.slice(3)}`,
+                object: 'invoice_payment',
+                invoice,
+                status: 'paid',
+                is_default: true,
+                payment: { type: 'payment_intent', payment_intent: paymentIntent },
+              },
+            ]
+          : [];
+        return send({ object: 'list', data, has_more: false, url: '/v1/invoice_payments' });
+      }
       const subscription = /^\/v1\/subscriptions\/([\w]+)$/.exec(path);
       if (req.method === 'GET' && subscription) {
         const found = subscriptions.get(subscription[1]!);
@@ -275,6 +298,13 @@ export async function startStripeApi() {
       const events = [...meterEvents.values()].filter((e) => e.customer === customer);
       return { events: events.length, value: events.reduce((sum, e) => sum + e.value, 0) };
     },
+    /** Records that `paymentIntent` paid `invoice` (a subscription's, say), as Stripe's invoice payments say. */
+    payInvoice(invoice: string, paymentIntent: string) {
+      invoicePayments.set(paymentIntent, invoice);
+    },
+    failInvoicePayments(fail: boolean) {
+      failInvoicePayments = fail;
+    },
     failCancels(fail: boolean) {
       failCancels = fail;
     },
@@ -311,10 +341,24 @@ export async function startStripeApi() {
         payment_intent: paymentIntent,
       };
     },
-    /** A dispute of a PaymentIntent's charge (what `charge.dispute.*` carry). */
-    dispute(paymentIntent: string, amount: number, status = 'needs_response') {
+    /** A refund of a PaymentIntent's charge (what `charge.refund.updated`, `refund.*` carry), made at `created` (s). */
+    refund(paymentIntent: string, amount: number, status: string, created: number, id = `re_${paymentIntent.slice(3)}`) {
       return {
-        id: `du_${paymentIntent.slice(3)}`,
+        id,
+        object: 'refund',
+        amount,
+        currency: 'usd',
+        charge: `ch_${paymentIntent.slice(3)}`,
+        payment_intent: paymentIntent,
+        created,
+        status,
+        ...(status === 'failed' ? { failure_reason: 'expired_or_canceled_card' } : {}),
+      };
+    },
+    /** A dispute of a PaymentIntent's charge (what `charge.dispute.*` carry). */
+    dispute(paymentIntent: string, amount: number, status = 'needs_response', id = `du_${paymentIntent.slice(3)}`) {
+      return {
+        id,
         object: 'dispute',
         amount,
         currency: 'usd',

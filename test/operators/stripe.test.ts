@@ -281,4 +281,59 @@ describe('operators and Stripe: subscriptions and Connect payouts', () => {
     );
     assert.equal((await served.api('GET', '/operator/balance', { key: other.body.key })).body.fiatEarned, '0', 'nothing of it is dave’s');
   });
+
+  test('a refund or dispute of a subscription invoice’s payment takes back its share of the revenue once, in any order; one Stripe ties to no invoice is recorded as unattributed', async () => {
+    const earned = async () => BigInt((await served.api('GET', '/operator/balance', { key: operator.key })).body.fiatEarned);
+    const revenue = async () => {
+      const analytics = (await served.api('GET', '/operator/analytics', { key: operator.key })).body;
+      return BigInt(analytics.byRail.find((r: { key: string }) => r.key === 'subscription').revenue);
+    };
+    const paidBy = (id: string, amount: number) => ({
+      ...invoice(id, amount),
+      parent: { type: 'subscription_details', subscription_details: { subscription: 'sub_live' } },
+    });
+    const [start, startRevenue] = [await earned(), await revenue()];
+
+    // Refunded (half) before its invoice.paid arrives: Stripe's invoice payments say which invoice it paid.
+    stripeApi.payInvoice('in_refunded', 'pi_in_refunded');
+    assert.equal((await deliver('charge.refunded', stripeApi.charge('pi_in_refunded', 1000, 500))).body.outcome, 'not_booked');
+    assert.equal((await deliver('invoice.paid', paidBy('in_refunded', 1000))).body.outcome, 'subscription_paid');
+    assert.equal(await earned(), start + 4_500_000n, 'half of 10 USD less 10 %');
+    assert.equal((await deliver('charge.refunded', stripeApi.charge('pi_in_refunded', 1000, 500))).body.outcome, 'unchanged');
+    assert.equal((await deliver('invoice.paid', paidBy('in_refunded', 1000))).body.outcome, 'subscription_paid');
+    assert.equal(await earned(), start + 4_500_000n, 'restated and redelivered: taken once');
+
+    // Disputed after it was booked; the dispute is won, and its created event is delivered again after that.
+    stripeApi.payInvoice('in_disputed', 'pi_in_disputed');
+    await deliver('invoice.paid', paidBy('in_disputed', 1000));
+    assert.equal(await earned(), start + 13_500_000n);
+    assert.equal((await deliver('charge.dispute.created', stripeApi.dispute('pi_in_disputed', 1000))).body.outcome, 'taken_back');
+    assert.equal(await earned(), start + 4_500_000n);
+    assert.equal((await deliver('charge.dispute.closed', stripeApi.dispute('pi_in_disputed', 1000, 'won'))).body.outcome, 'given_back');
+    assert.equal((await deliver('charge.dispute.created', stripeApi.dispute('pi_in_disputed', 1000))).body.outcome, 'unchanged');
+    assert.equal(await earned(), start + 13_500_000n);
+
+    // A charge that names its invoice (older API versions) needs no question to Stripe.
+    await deliver('invoice.paid', paidBy('in_named', 1000));
+    const asked = () => stripeApi.requests.filter((r) => r.path === '/v1/invoice_payments').length;
+    const before = asked();
+    const named = { ...stripeApi.charge('pi_in_named', 1000, 1000), invoice: 'in_named' };
+    assert.equal((await deliver('charge.refunded', named)).body.outcome, 'taken_back');
+    assert.equal(await earned(), start + 13_500_000n, 'refunded in full: none of it');
+    assert.equal(asked(), before);
+
+    // Stripe not answering: 503 and nothing recorded, so the redelivery is handled; a payment of no invoice is unattributed.
+    stripeApi.failInvoicePayments(true);
+    const { payload } = stripeApi.event('charge.refunded', stripeApi.charge('pi_of_nothing', 1000, 1000));
+    const post = async () =>
+      served.api('POST', '/stripe/webhook', {
+        body: payload,
+        headers: { 'stripe-signature': await signedWebhook(new Stripe(stripeApi.apiKey), payload, WEBHOOK_SECRET) },
+      });
+    assert.equal((await post()).status, 503);
+    stripeApi.failInvoicePayments(false);
+    assert.equal((await post()).body.outcome, 'unattributed');
+    assert.equal(await earned(), start + 13_500_000n);
+    assert.equal(await revenue(), startRevenue + 15_000_000n, 'analytics: 5 + 10 + 0 USD of the three invoices');
+  });
 });

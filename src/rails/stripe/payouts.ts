@@ -4,9 +4,7 @@ import { DomainError } from '../../errors.js';
 import { newId } from '../../store/ids.js';
 import type { OperatorRecord, Payout } from '../../store/operators/operators.js';
 import type { Store } from '../../store/store.js';
-
-/** Stripe moves whole cents; the rest of a balance stays payable. */
-const CENT = 10_000n;
+import { CENT } from '../../pricing/pricing.js';
 
 /**
  * Fiat payouts to operators through Stripe Connect: an Express account and its onboarding link,

@@ -3,6 +3,7 @@ import { DomainError } from '../../errors.js';
 import type { RevenueBook } from '../../operators/revenue.js';
 import type { Store } from '../../store/store.js';
 import { openCheckoutSession } from './checkout.js';
+import { CENT } from '../../pricing/pricing.js';
 
 /**
  * Opens a Checkout Session in subscription mode for a server's `subscription` plan, for one API
@@ -25,7 +26,7 @@ export async function createSubscriptionCheckout(deps: { stripe: Stripe; store: 
         quantity: 1,
         price_data: {
           currency: 'usd',
-          unit_amount: Number(plan.monthlyUsd / 10_000n),
+          unit_amount: Number(plan.monthlyUsd / CENT),
           recurring: { interval: 'month' },
           product_data: { name: `${server.name}: ${plan.callsPerMonth} calls a month` },
         },
@@ -73,10 +74,24 @@ export const subscriptionOf = (invoice: Stripe.Invoice) => {
 };
 
 /**
+ * The PaymentIntents that paid an invoice, as far as the event says: its `payments` (when
+ * included) or, on older API versions, its `payment_intent`.
+ *
+ * @example paymentIntentsOf(invoice) // ['pi_1']
+ */
+export const paymentIntentsOf = (invoice: Stripe.Invoice): string[] => {
+  const legacy = (invoice as unknown as { payment_intent?: string | { id: string } | null }).payment_intent;
+  const intents = [legacy, ...(invoice.payments?.data ?? []).map((p) => (p.status === 'paid' ? p.payment.payment_intent : undefined))];
+  return intents.flatMap((i) => (typeof i === 'string' ? [i] : i ? [i.id] : []));
+};
+
+/**
  * Keeps entitlements in step with Stripe: `customer.subscription.created|updated|deleted` set a
  * subscription's status and period (an older event never overwrites a newer one),
  * `invoice.payment_failed` ends the entitlement until a payment succeeds, and `invoice.paid`
- * books the month's fee as the operator's fiat revenue (once per invoice). Other events: undefined.
+ * books the month's fee as the operator's fiat revenue (once per invoice), less the share of it
+ * that refunds and disputes of its payment recorded before took back (see
+ * `CreditStore.restateInvoice`). Other events: undefined.
  */
 export async function handleSubscriptionEvent(
   deps: { store: Store; book: RevenueBook },
@@ -116,12 +131,13 @@ export async function handleSubscriptionEvent(
           rail: 'subscription',
           caller: `key:${sub.keyId}`,
           tool: '(subscription)',
-          amount: BigInt(invoice.amount_paid) * 10_000n,
+          amount: BigInt(invoice.amount_paid) * CENT,
           ref: `stripe:${invoice.id}`,
           custody: 'platform',
         },
         'earned',
       );
+      await deps.store.credits.restateInvoice(invoice.id, paymentIntentsOf(invoice));
       return 'subscription_paid';
     }
     default:

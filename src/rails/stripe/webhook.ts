@@ -30,33 +30,70 @@ export function futureSignature(header: string, nowSeconds: number): string | un
   return `the signature is dated ${ahead} s ahead of this server’s clock (at most ${WEBHOOK_TOLERANCE_SECONDS} s)`;
 }
 
+/** Dispute statuses of a closed dispute: final, whatever event states an earlier one later. */
+const CLOSED = new Set(['won', 'lost', 'warning_closed', 'prevented']);
 /** Dispute statuses at close that leave the merchant the funds: what the dispute took is given back. */
 const FUNDS_KEPT = new Set(['won', 'warning_closed', 'prevented']);
+/** Refund events: each carries the refund, of which only a failure is a fact (its amount leaves `amount_refunded`). */
+const REFUND_EVENTS = new Set(['charge.refund.updated', 'refund.updated', 'refund.failed']);
+
+const idOf = (field: string | { id: string } | null | undefined) => (typeof field === 'string' ? field : field?.id);
 
 /**
- * The refund or dispute an event states, by the PaymentIntent it is of; undefined for any other
- * event, and for one of a charge without a PaymentIntent (nothing of a Checkout Session).
+ * The fact about a payment's refunds or disputes an event states, by the PaymentIntent it is of:
+ * a charge's cumulative refund, a refund that failed, or a dispute in its own state (closed or
+ * not, by its status, not by the event's type); undefined for any other event, and for one of a
+ * charge without a PaymentIntent (nothing of a Checkout Session or an invoice). `invoice`: the
+ * invoice a charge paid, on API versions whose charge names it.
  *
- * @example reversalOf(chargeRefunded) // { eventId, type: 'charge.refunded', paymentIntent: 'pi_1', refunded: { amount: 500n, of: 1000n } }
+ * @example reversalOf(chargeRefunded) // { eventId, type: 'charge.refunded', paymentIntent: 'pi_1', at, refunded: { amount: 500n, of: 1000n } }
  */
 export function reversalOf(event: Stripe.Event): ReversalEvent | undefined {
-  const intent = (object: { payment_intent: string | { id: string } | null }) =>
-    typeof object.payment_intent === 'string' ? object.payment_intent : object.payment_intent?.id;
-  const base = { eventId: event.id, type: event.type };
+  const base = { eventId: event.id, type: event.type, at: event.created };
   if (event.type === 'charge.refunded') {
     const charge = event.data.object;
-    const paymentIntent = intent(charge);
-    return paymentIntent
-      ? { ...base, paymentIntent, refunded: { amount: BigInt(charge.amount_refunded), of: BigInt(charge.amount) } }
-      : undefined;
+    const paymentIntent = idOf(charge.payment_intent);
+    const invoice = idOf((charge as unknown as { invoice?: string | { id: string } | null }).invoice);
+    const refunded = { amount: BigInt(charge.amount_refunded), of: BigInt(charge.amount) };
+    return paymentIntent ? { ...base, paymentIntent, refunded, ...(invoice ? { invoice } : {}) } : undefined;
   }
-  if (event.type === 'charge.dispute.created' || event.type === 'charge.dispute.closed') {
+  if (REFUND_EVENTS.has(event.type)) {
+    const refund = event.data.object as Stripe.Refund;
+    const paymentIntent = idOf(refund.payment_intent);
+    if (!paymentIntent || refund.status !== 'failed') return undefined;
+    return { ...base, paymentIntent, refundFailed: { refundId: refund.id, amount: BigInt(refund.amount), madeAt: refund.created } };
+  }
+  if (event.type === 'charge.dispute.created' || event.type === 'charge.dispute.updated' || event.type === 'charge.dispute.closed') {
     const dispute = event.data.object;
-    const paymentIntent = intent(dispute);
-    const kept = event.type === 'charge.dispute.closed' && FUNDS_KEPT.has(dispute.status);
-    return paymentIntent ? { ...base, paymentIntent, disputed: kept ? 0n : BigInt(dispute.amount) } : undefined;
+    const paymentIntent = idOf(dispute.payment_intent);
+    const closed = CLOSED.has(dispute.status);
+    const state = { id: dispute.id, amount: BigInt(dispute.amount), closed, kept: closed && FUNDS_KEPT.has(dispute.status) };
+    return paymentIntent ? { ...base, paymentIntent, dispute: state } : undefined;
   }
   return undefined;
+}
+
+/**
+ * The subscription invoice a refunded or disputed payment paid, when subscriptions are sold and
+ * neither the event nor this store says what it paid: Stripe's invoice payments of the
+ * PaymentIntent (a read, so asking again is harmless). Undefined when it paid none; Stripe not
+ * answering is a 503, nothing recorded, and Stripe delivers the event again.
+ *
+ * @example await invoiceOf(deps, reversal) // 'in_1'
+ */
+async function invoiceOf(deps: StripeWebhookDeps, reversal: ReversalEvent): Promise<string | undefined> {
+  if (!deps.subscriptions || reversal.invoice || (await deps.credits.paymentOf(reversal.paymentIntent))) return undefined;
+  try {
+    const payment = { type: 'payment_intent', payment_intent: reversal.paymentIntent };
+    const payments = await deps.stripe.invoicePayments.list({ payment, limit: 10 });
+    return idOf(payments.data.find((p) => p.status === 'paid')?.invoice);
+  } catch (error) {
+    const why = (error as Error).message;
+    throw new DomainError(
+      'stripe_unavailable',
+      `Stripe did not say what PaymentIntent ${reversal.paymentIntent} paid: ${why}; retry later`,
+    );
+  }
 }
 
 /** What a Stripe webhook delivery is handled with. */
@@ -75,9 +112,12 @@ export type StripeWebhookDeps = {
  * stale or future-dated one is a 400 and changes nothing); a paid `checkout.session.completed`
  * or `checkout.session.async_payment_succeeded` credits its session's key once, whatever the
  * order or number of deliveries, when it was paid as recorded (else it is held for review), and
- * remembers its PaymentIntent; a `charge.refunded`, `charge.dispute.created` or
- * `charge.dispute.closed` of that PaymentIntent takes back (or gives back) the credits' share, once
- * (see `CreditStore.reverseCheckout`; one of any other payment is recorded as ignored);
+ * remembers its PaymentIntent; a `charge.refunded`, a failed refund (`charge.refund.updated`,
+ * `refund.updated`, `refund.failed`) or a `charge.dispute.created|updated|closed` of that
+ * PaymentIntent, or of a subscription invoice's (by the charge's `invoice`, or Stripe's invoice
+ * payments), takes back (or gives back) the credits' or the invoice revenue's share, once and
+ * whatever the order (see `CreditStore.reverseCheckout`; one of any other payment is recorded as
+ * unattributed);
  * subscription lifecycle and invoice events of a post-paid account set what it may run up, once
  * per event (see `handlePostpaidEvent`), and otherwise keep entitlements and subscription revenue
  * in step (see `handleSubscriptionEvent`); every other event is acknowledged and recorded.
@@ -103,10 +143,16 @@ export async function handleStripeWebhook(
   }
   const reversal = reversalOf(event);
   if (reversal) {
-    const outcome = await deps.credits.reverseCheckout(reversal);
+    const invoice = await invoiceOf(deps, reversal);
+    const outcome = await deps.credits.reverseCheckout(invoice ? { ...reversal, invoice } : reversal);
     const log = { event: event.id, type: event.type, paymentIntent: reversal.paymentIntent, outcome };
     if (outcome === 'shortfall')
       deps.logger.warn(log, 'Stripe refund or dispute: the key had spent the credits; suspended, see GET /admin/checkouts?state=shortfall');
+    else if (outcome === 'unattributed')
+      deps.logger.warn(
+        log,
+        'Stripe refund or dispute of a payment of no Checkout Session or subscription invoice known here: recorded, nothing taken back',
+      );
     else deps.logger.info(log, 'Stripe event');
     return { event: event.id, type: event.type, outcome };
   }

@@ -149,10 +149,11 @@ export type CheckoutSession = {
   updatedAt: number;
 };
 /**
- * What refunds and disputes of a session's payment took back. `refunded`, `disputed`: the latest
- * cumulative refund and open dispute, in the charge's minor units; `takenBack`: credits taken from
- * the key's balance; `shortfall`: credits the key had spent before they could be taken (the key is
- * suspended). `takenBack + shortfall` never exceeds the session's credits.
+ * What refunds and disputes of a session's payment took back. `refunded`, `disputed`: the refund
+ * and dispute totals that Stripe's facts about the payment come to now (see `reversedOf`), in the
+ * charge's minor units; `takenBack`: credits taken from the key's balance; `shortfall`: credits the
+ * key had spent before they could be taken (the key is suspended). `takenBack + shortfall` never
+ * exceeds the session's credits.
  */
 export type Reversed = { refunded: bigint; disputed: bigint; takenBack: bigint; shortfall: bigint };
 export type ReviewReason = 'amount_mismatch' | 'currency_mismatch' | 'key_revoked';
@@ -171,27 +172,48 @@ export type CheckoutEvent = {
 export type StripeEventOutcome = 'credited' | 'duplicate_event' | 'duplicate_session' | 'unknown_session' | 'held_for_review' | 'ignored';
 
 /**
- * A refund or dispute of a card payment as Stripe described it, in the charge's minor units. Each
- * restates a cumulative total: `refunded` (`charge.refunded`: `amount_refunded` of the charge's
- * `amount`), `disputed` (a dispute's `amount`; 0 once it closed without the funds lost).
+ * One fact about a card payment's refunds or disputes as Stripe stated it, in the charge's minor
+ * units, at `at` (the event's creation, s). Exactly one of: `refunded` (`charge.refunded`: the
+ * cumulative `amount_refunded` of the charge's `amount` then), `refundFailed` (a refund that
+ * failed: its id, amount and creation, s), `dispute` (by id: its `amount`, whether it is closed
+ * and, if so, whether the funds were kept). `invoice`: the subscription invoice the payment paid,
+ * when known from the event or Stripe.
  *
- * @example { eventId: 'evt_1', type: 'charge.refunded', paymentIntent: 'pi_1', refunded: { amount: 500n, of: 1000n } }
+ * @example { eventId: 'evt_1', type: 'charge.refunded', paymentIntent: 'pi_1', at: 1_700_000_000, refunded: { amount: 500n, of: 1000n } }
  */
 export type ReversalEvent = {
   eventId: string;
   type: string;
   paymentIntent: string;
+  at: number;
   refunded?: { amount: bigint; of: bigint };
-  disputed?: bigint;
+  refundFailed?: { refundId: string; amount: bigint; madeAt: number };
+  dispute?: { id: string; amount: bigint; closed: boolean; kept: boolean };
+  invoice?: string;
 };
 /**
- * What a refund or dispute did: `taken_back` (its share of the session's credits, from the
- * balance), `shortfall` (the balance held less: all of it taken, the key suspended, the rest
- * recorded), `given_back` (a dispute closed without the funds lost), `unchanged` (the share was
- * taken already), `not_credited` (recorded on a session not credited: crediting it later takes the
- * share at once), `ignored` (no session has that PaymentIntent), `duplicate_event`.
+ * What a refund or dispute did, to the credits of the session its PaymentIntent paid or to the
+ * revenue booked for the subscription invoice it paid: `taken_back` (their share, from the
+ * balance or the revenue), `shortfall` (the balance held less: all of it taken, the key
+ * suspended, the rest recorded), `given_back` (a dispute closed with the funds kept, or a refund
+ * that failed), `unchanged` (the share was taken already), `not_credited` (recorded on a session
+ * not credited: crediting it later takes the share at once), `not_booked` (recorded for an
+ * invoice whose revenue is not booked yet: booking it takes the share at once), `unattributed`
+ * (no session nor invoice is known for that PaymentIntent: the fact is recorded, nothing taken),
+ * `duplicate_event`.
  */
-export type ReversalOutcome = 'taken_back' | 'shortfall' | 'given_back' | 'unchanged' | 'not_credited' | 'ignored' | 'duplicate_event';
+export type ReversalOutcome =
+  | 'taken_back'
+  | 'shortfall'
+  | 'given_back'
+  | 'unchanged'
+  | 'not_credited'
+  | 'not_booked'
+  | 'unattributed'
+  | 'duplicate_event';
+
+/** What a PaymentIntent paid, as far as this store knows: a Checkout Session or a subscription invoice. */
+export type PaymentOf = { session: string } | { invoice: string } | undefined;
 
 /** The admin's decision on a session held for review: credit it (to its key, or the holder's replacement) or reject it. */
 export type CheckoutResolution = { action: 'credit'; keyId?: string } | { action: 'reject' };
@@ -285,13 +307,23 @@ export interface CreditStore {
   /** The admin's decision on a session in review, once: crediting is the session's one top-up (idempotency key `stripe:<session>`). */
   resolveCheckout(sessionId: string, resolution: CheckoutResolution): Promise<ResolveResult>;
   /**
-   * Takes back (or, for a dispute closed without the funds lost, gives back) the credits of the
-   * session paid by the event's PaymentIntent, in proportion to the share of the payment refunded
-   * plus disputed, rounded down, in one transaction with the record of the event: once per event,
-   * and never more in all than the session credited, whatever the order or number of deliveries.
+   * Records a fact about a payment's refunds or disputes and brings what was taken back in line
+   * with all the facts about it, whatever the order or number of deliveries (see `reversedOf`):
+   * the credits of the session its PaymentIntent paid, or the revenue booked for the subscription
+   * invoice it paid (`event.invoice`, or one linked before), in proportion to the share of the
+   * payment refunded plus disputed, rounded down, in one transaction with the record of the
+   * event: once per event, and never more in all than the session credited (the invoice booked).
    * What the balance cannot cover is recorded as the session's shortfall and the key is suspended.
    */
   reverseCheckout(event: ReversalEvent): Promise<ReversalOutcome>;
+  /** What a PaymentIntent paid, as far as this store knows (a session, or an invoice a reversal or booking linked it to). */
+  paymentOf(paymentIntent: string): Promise<PaymentOf>;
+  /**
+   * Once a subscription invoice's revenue is booked (the charge `stripe:<invoice>`): links the
+   * PaymentIntents the event named to it and takes back the share of it that the refunds and
+   * disputes recorded for its payments come to (see `reverseCheckout`).
+   */
+  restateInvoice(invoiceId: string, paymentIntents: readonly string[]): Promise<ReversalOutcome>;
   /** Records an event that needs no action, so its redelivery is recognised too. */
   ignoreEvent(event: { eventId: string; type: string }): Promise<void>;
 }

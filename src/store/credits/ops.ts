@@ -11,6 +11,7 @@ import type {
   Move,
   MoveResult,
   NewKey,
+  PaymentOf,
   ResolveResult,
   ReversalEvent,
   ReversalOutcome,
@@ -20,6 +21,7 @@ import type {
 import { type Op, type Runner, all, get, lock, run } from '../engine/statement.js';
 import { newId } from '../ids.js';
 import { debitVerdict, utcDay } from '../../rails/credits/rules.js';
+import { CENT } from '../../pricing/pricing.js';
 import { StoreError } from '../store.js';
 import {
   type CheckoutRow,
@@ -226,8 +228,8 @@ export function takenShare(credits: bigint, charged: bigint, lost: bigint): bigi
 /**
  * Brings what a credited (locked) session took back in line with its payment's `refunded` plus
  * `disputed` share: takes the difference from the key's balance, as far as it goes (the rest is
- * the session's shortfall, and the key is suspended), or gives back what a dispute closed
- * without the funds lost had taken (what was short first). One ledger entry under `idempotencyKey`.
+ * the session's shortfall, and the key is suspended), or gives back what a refund that failed or a
+ * dispute closed with the funds kept had taken (what was short first). One ledger entry under `idempotencyKey`.
  */
 function* settle(
   session: CheckoutRow,
@@ -235,7 +237,7 @@ function* settle(
   next: { refunded: bigint; disputed: bigint },
   idempotencyKey: string,
   now: number,
-): Op<Exclude<ReversalOutcome, 'not_credited' | 'ignored' | 'duplicate_event'>> {
+): Op<'taken_back' | 'shortfall' | 'given_back' | 'unchanged'> {
   const charged = session.charged ?? session.amount_total;
   const target = takenShare(session.credits, charged, next.refunded + next.disputed);
   let takenBack = session.taken_back;
@@ -259,7 +261,7 @@ function* settle(
     // biome-ignore lint/complexity/useMathMinMax: bigints (Math.min takes numbers)
     const forgiven = over < shortfall ? over : shortfall;
     const give = over - forgiven;
-    if (give > 0n) yield* entry(give, `Stripe dispute closed, funds kept: Checkout Session ${session.session_id}`);
+    if (give > 0n) yield* entry(give, `Stripe refund failed or dispute closed, funds kept: Checkout Session ${session.session_id}`);
     takenBack -= give;
     shortfall -= forgiven;
     outcome = 'given_back';
@@ -288,10 +290,9 @@ function* creditSession(session: CheckoutRow, keyId: string, ref: Record<string,
   yield* run(sql.setCheckoutState, { sessionId: session.session_id, state: 'credited', now });
   if (credited.applied) {
     yield* run(sql.setCharged, { sessionId: session.session_id, charged });
-    if (session.refunded > 0n || session.disputed > 0n) {
-      const reversed = { refunded: session.refunded, disputed: session.disputed };
+    const reversed = session.payment_intent ? reversedOf(yield* factsOf(session.payment_intent), charged) : undefined;
+    if (reversed && reversed.refunded + reversed.disputed > 0n)
       yield* settle({ ...session, charged }, keyId, reversed, `stripe-reversal:${session.session_id}:on-credit`, now);
-    }
   }
   return credited;
 }
@@ -359,26 +360,119 @@ function* completeCheckout(event: StripeEvent): Op<StripeEventOutcome> {
   return outcome;
 }
 
+/** What Stripe said of one payment's refunds and disputes (see `reversedOf`). */
+export type PaymentFacts = {
+  /** Each `charge.refunded`'s cumulative refund of the charge's amount (`of`), stated at `at` (s). */
+  states: { refunded: bigint; of: bigint; at: number }[];
+  /** Each refund that failed: its amount, made at `madeAt` and failed at `failedAt` (s). */
+  failures: { amount: bigint; madeAt: number; failedAt: number }[];
+  /** Each dispute by its latest state (a closed one is final); `kept`: closed with the funds kept. */
+  disputes: { amount: bigint; kept: boolean }[];
+};
+
 /**
- * A refund or dispute of the payment of the session its PaymentIntent names (locked), recorded
- * with the event in one transaction: refunds only grow (an older, smaller restatement changes
- * nothing), a dispute's amount is its latest. A session not credited keeps the totals for when it is.
+ * A payment's refund and dispute totals from what Stripe said of it, in whatever order it was
+ * delivered, in the units of `charged`: the largest cumulative refund any event stated, each less
+ * the refunds it counted that failed later (made before it was stated, failed after: a failed
+ * refund's amount leaves the charge's `amount_refunded`), scaled from the charge's amount; plus
+ * every dispute but those closed with the funds kept. The same facts give the same totals.
+ *
+ * @example reversedOf({ states: [{ refunded: 300n, of: 1000n, at: 10 }], failures: [{ amount: 300n, madeAt: 10, failedAt: 50 }], disputes: [] }, 1000n) // { refunded: 0n, disputed: 0n }
+ * @example reversedOf({ states: [], failures: [], disputes: [{ amount: 400n, kept: false }, { amount: 600n, kept: true }] }, 1000n) // { refunded: 0n, disputed: 400n }
+ */
+export function reversedOf(facts: PaymentFacts, charged: bigint): { refunded: bigint; disputed: bigint } {
+  let refunded = 0n;
+  for (const state of facts.states) {
+    const failed = facts.failures.filter((f) => f.madeAt <= state.at && state.at <= f.failedAt).reduce((sum, f) => sum + f.amount, 0n);
+    const left = state.refunded > failed ? state.refunded - failed : 0n;
+    const scaled = (left * charged) / state.of;
+    if (scaled > refunded) refunded = scaled;
+  }
+  const disputed = facts.disputes.filter((d) => !d.kept).reduce((sum, d) => sum + d.amount, 0n);
+  return { refunded, disputed };
+}
+
+function* factsOf(paymentIntent: string): Op<PaymentFacts> {
+  const states = (yield* all(sql.refundStates, { paymentIntent })).map((r) => ({
+    refunded: r.refunded,
+    of: r.charge_amount,
+    at: Number(r.stated_at),
+  }));
+  const failures = (yield* all(sql.failedRefunds, { paymentIntent })).map((r) => ({
+    amount: r.amount,
+    madeAt: Number(r.made_at),
+    failedAt: Number(r.failed_at),
+  }));
+  const disputes = (yield* all(sql.disputes, { paymentIntent })).map((r) => ({ amount: r.amount, kept: Number(r.kept) === 1 }));
+  return { states, failures, disputes };
+}
+
+/** Records the event's one fact about its payment (each refund state, failed refund and dispute state once). */
+function* recordFact(event: ReversalEvent, now: number): Op<void> {
+  const { paymentIntent, at } = event;
+  if (event.refunded && event.refunded.of > 0n)
+    yield* run(sql.insertRefundState, {
+      eventId: event.eventId,
+      paymentIntent,
+      refunded: event.refunded.amount,
+      chargeAmount: event.refunded.of,
+      at,
+    });
+  if (event.refundFailed) yield* run(sql.insertFailedRefund, { ...event.refundFailed, paymentIntent, at });
+  if (event.dispute) {
+    const { id, amount, closed, kept } = event.dispute;
+    yield* run(sql.dropLegacyDispute, { paymentIntent });
+    yield* run(sql.saveDispute, { disputeId: id, paymentIntent, amount, closed: closed ? 1 : 0, kept: kept ? 1 : 0, now });
+  }
+}
+
+/**
+ * Restates the revenue booked for a subscription invoice (its charge `stripe:<invoice>`, at
+ * `CENT` a cent of what was paid) to what its payments' refunds and disputes leave of it: the
+ * amount and the operator's share each less their share lost, rounded down (the platform's is
+ * the rest), from what was booked, so restating again changes nothing. The invoice's row is
+ * locked first: a booking and a reversal of the same invoice queue there.
+ */
+function* restateInvoice(invoiceId: string, now: number): Op<'taken_back' | 'given_back' | 'unchanged' | 'not_booked'> {
+  const invoice = (yield* get(sql.lockInvoice, { invoiceId, now }))!;
+  const ref = `stripe:${invoiceId}`;
+  const charge = yield* get(sql.invoiceCharge, { ref });
+  if (!charge) return 'not_booked';
+  const booked = invoice.booked ?? charge.amount;
+  const bookedShare = invoice.booked_share ?? charge.operator_share;
+  if (invoice.booked === null) yield* run(sql.setBooked, { invoiceId, booked, bookedShare });
+  const charged = booked / CENT;
+  let lost = 0n;
+  for (const { payment_intent } of yield* all(sql.intentsOfInvoice, { invoiceId })) {
+    const { refunded, disputed } = reversedOf(yield* factsOf(payment_intent), charged);
+    lost += refunded + disputed;
+  }
+  const amount = booked - takenShare(booked, charged, lost);
+  const operatorShare = bookedShare - takenShare(bookedShare, charged, lost);
+  if (amount === charge.amount && operatorShare === charge.operator_share) return 'unchanged';
+  yield* run(sql.restateCharge, { ref, amount, operatorShare, platformShare: amount - operatorShare });
+  return amount < charge.amount ? 'taken_back' : 'given_back';
+}
+
+/**
+ * A refund or dispute of a payment, recorded with the event in one transaction, then what was
+ * taken back for the payment restated from all its facts (see `reversedOf`): of the session its
+ * PaymentIntent names (locked), else of the subscription invoice it paid (`event.invoice`, or
+ * linked before). A session not credited keeps the totals for when it is; an invoice not booked,
+ * the facts for when it is; a payment of neither, the facts for a later link.
  */
 function* reverseCheckout(event: ReversalEvent): Op<ReversalOutcome> {
   const now = Date.now();
-  const session = yield* lock(sql.checkoutByIntent, { paymentIntent: event.paymentIntent });
+  const { paymentIntent } = event;
+  const session = yield* lock(sql.checkoutByIntent, { paymentIntent });
   const sessionId = session?.session_id ?? null;
   if ((yield* run(sql.insertEvent, { eventId: event.eventId, type: event.type, sessionId, outcome: 'received', now })) === 0)
     return 'duplicate_event';
-  let outcome: ReversalOutcome = 'ignored';
+  yield* recordFact(event, now);
+  let outcome: ReversalOutcome;
   if (session) {
     const charged = session.charged ?? session.paid_amount ?? session.amount_total;
-    // In the units of what was charged for the session (the charge's own amount, but for a charge that somehow differs).
-    const scaled = event.refunded && event.refunded.of > 0n ? (event.refunded.amount * charged) / event.refunded.of : 0n;
-    const next = {
-      refunded: scaled > session.refunded ? scaled : session.refunded,
-      disputed: event.disputed ?? session.disputed,
-    };
+    const next = reversedOf(yield* factsOf(paymentIntent), charged);
     if (session.state === 'credited') {
       const keyId = (yield* get(sql.creditedKey, { idempotencyKey: `stripe:${session.session_id}` }))?.key_id ?? session.key_id;
       outcome = yield* settle(session, keyId, next, `stripe-reversal:${event.eventId}`, now);
@@ -387,6 +481,10 @@ function* reverseCheckout(event: ReversalEvent): Op<ReversalOutcome> {
       yield* run(sql.setReversal, { sessionId: session.session_id, ...next, ...kept, now });
       outcome = 'not_credited';
     }
+  } else {
+    if (event.invoice) yield* run(sql.linkInvoice, { paymentIntent, invoiceId: event.invoice });
+    const invoice = (yield* get(sql.invoiceOfIntent, { paymentIntent }))?.invoice_id;
+    outcome = invoice ? yield* restateInvoice(invoice, now) : 'unattributed';
   }
   yield* run(sql.setEventOutcome, { eventId: event.eventId, outcome });
   return outcome;
@@ -516,6 +614,18 @@ export function creditStore({ read, write, decide, unsynced }: Runner): CreditSt
         return (yield* rows).map(toCheckout);
       }),
     reverseCheckout: (event) => write(() => reverseCheckout(event)),
+    paymentOf: (paymentIntent) =>
+      read(function* (): Op<PaymentOf> {
+        const session = yield* get(sql.checkoutByIntent, { paymentIntent });
+        if (session) return { session: session.session_id };
+        const invoice = yield* get(sql.invoiceOfIntent, { paymentIntent });
+        return invoice ? { invoice: invoice.invoice_id } : undefined;
+      }),
+    restateInvoice: (invoiceId, paymentIntents) =>
+      write(function* () {
+        for (const paymentIntent of paymentIntents) yield* run(sql.linkInvoice, { paymentIntent, invoiceId });
+        return yield* restateInvoice(invoiceId, Date.now());
+      }),
     resolveCheckout: (sessionId, resolution) => write(() => resolveCheckout(sessionId, resolution)),
     ignoreEvent: ({ eventId, type }) =>
       write(function* () {

@@ -90,6 +90,10 @@ export const toCheckout = (r: CheckoutRow): CheckoutSession => ({
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
 });
+export type RefundStateRow = { refunded: bigint; charge_amount: bigint; stated_at: bigint };
+export type FailedRefundRow = { amount: bigint; made_at: bigint; failed_at: bigint };
+export type DisputeRow = { amount: bigint; kept: bigint | number };
+export type InvoiceRow = { booked: bigint | null; booked_share: bigint | null };
 export type RequestRow = { body_hash: string; debit_id: string | null; usage_id: string | null; response: string | null };
 export type SubjectRow = { operator_id: string; issuer: string; subject: string; key_id: string; created_at: bigint };
 
@@ -320,6 +324,52 @@ export const creditsSql = {
     WHERE session_id = @sessionId`),
   checkoutsIn: query<{ state: CheckoutSession['state']; limit: number }, CheckoutRow>(
     'SELECT * FROM checkout_sessions WHERE state = @state ORDER BY updated_at, session_id LIMIT @limit',
+  ),
+  // What Stripe said of a payment's refunds and disputes (migration 25), each fact once.
+  insertRefundState: command<{ eventId: string; paymentIntent: string; refunded: bigint; chargeAmount: bigint; at: number }>(`
+    INSERT INTO stripe_refund_states (event_id, payment_intent, refunded, charge_amount, stated_at)
+    VALUES (@eventId, @paymentIntent, @refunded, @chargeAmount, @at) ON CONFLICT (event_id) DO NOTHING`),
+  insertFailedRefund: command<{ refundId: string; paymentIntent: string; amount: bigint; madeAt: number; at: number }>(`
+    INSERT INTO stripe_failed_refunds (refund_id, payment_intent, amount, made_at, failed_at)
+    VALUES (@refundId, @paymentIntent, @amount, @madeAt, @at) ON CONFLICT (refund_id) DO NOTHING`),
+  // A closed dispute is final: a created or updated event delivered after its close changes nothing.
+  saveDispute: command<Now & { disputeId: string; paymentIntent: string; amount: bigint; closed: number; kept: number }>(`
+    INSERT INTO stripe_disputes (dispute_id, payment_intent, amount, closed, kept, updated_at)
+    VALUES (@disputeId, @paymentIntent, @amount, @closed, @kept, @now)
+    ON CONFLICT (dispute_id) DO UPDATE SET amount = excluded.amount, closed = excluded.closed, kept = excluded.kept,
+      updated_at = excluded.updated_at
+    WHERE stripe_disputes.closed = 0`),
+  // A session's open dispute from before disputes were kept by id: restated by the next dispute event of its payment.
+  dropLegacyDispute: command<{ paymentIntent: string }>("DELETE FROM stripe_disputes WHERE dispute_id = 'legacy:' || @paymentIntent"),
+  refundStates: query<{ paymentIntent: string }, RefundStateRow>(
+    'SELECT refunded, charge_amount, stated_at FROM stripe_refund_states WHERE payment_intent = @paymentIntent',
+  ),
+  failedRefunds: query<{ paymentIntent: string }, FailedRefundRow>(
+    'SELECT amount, made_at, failed_at FROM stripe_failed_refunds WHERE payment_intent = @paymentIntent',
+  ),
+  disputes: query<{ paymentIntent: string }, DisputeRow>('SELECT amount, kept FROM stripe_disputes WHERE payment_intent = @paymentIntent'),
+  linkInvoice: command<{ paymentIntent: string; invoiceId: string }>(`
+    INSERT INTO stripe_invoice_payments (payment_intent, invoice_id) VALUES (@paymentIntent, @invoiceId)
+    ON CONFLICT (payment_intent) DO NOTHING`),
+  invoiceOfIntent: query<{ paymentIntent: string }, { invoice_id: string }>(
+    'SELECT invoice_id FROM stripe_invoice_payments WHERE payment_intent = @paymentIntent',
+  ),
+  intentsOfInvoice: query<{ invoiceId: string }, { payment_intent: string }>(
+    'SELECT payment_intent FROM stripe_invoice_payments WHERE invoice_id = @invoiceId ORDER BY payment_intent',
+  ),
+  // Taken first by a reversal of an invoice's payment and by its booking: the two queue here, so one sees the other.
+  lockInvoice: query<Now & { invoiceId: string }, InvoiceRow>(`
+    INSERT INTO stripe_invoices (invoice_id, updated_at) VALUES (@invoiceId, @now)
+    ON CONFLICT (invoice_id) DO UPDATE SET updated_at = excluded.updated_at
+    RETURNING booked, booked_share`),
+  setBooked: command<{ invoiceId: string; booked: bigint; bookedShare: bigint }>(
+    'UPDATE stripe_invoices SET booked = @booked, booked_share = @bookedShare WHERE invoice_id = @invoiceId',
+  ),
+  invoiceCharge: query<{ ref: string }, { amount: bigint; operator_share: bigint }>(
+    'SELECT amount, operator_share FROM charges WHERE ref = @ref',
+  ),
+  restateCharge: command<{ ref: string; amount: bigint; operatorShare: bigint; platformShare: bigint }>(
+    'UPDATE charges SET amount = @amount, operator_share = @operatorShare, platform_share = @platformShare WHERE ref = @ref',
   ),
   insertEvent: command<Now & { eventId: string; type: string; sessionId: string | null; outcome: string }>(`
     INSERT INTO stripe_events (event_id, type, session_id, outcome, received_at)
