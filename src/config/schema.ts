@@ -105,7 +105,9 @@ export const configSchema = z.strictObject({
         .positive()
         .max(86_400)
         .default(300)
-        .describe('a stdio session its caller has not used for this long (no message of theirs, no answer or progress to one; what the server says on its own does not count) is ended and its process stopped'),
+        .describe(
+          'a stdio session its caller has not used for this long (no message of theirs, no answer or progress to one; what the server says on its own does not count) is ended and its process stopped',
+        ),
     })
     .prefault({}),
   servers: z

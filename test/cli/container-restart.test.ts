@@ -86,7 +86,11 @@ describe('turnpike as PID 1 of a container, on SQLite', { skip: noNamespaces, ti
 
       const restarted = await serving('/mcp');
       const paid = await call(restarted.url, await paymentFor(restarted.url, 1));
-      assert.equal((paid.result?._meta?.['x402/payment-response'] as { success?: boolean } | undefined)?.success, true, JSON.stringify(paid));
+      assert.equal(
+        (paid.result?._meta?.['x402/payment-response'] as { success?: boolean } | undefined)?.success,
+        true,
+        JSON.stringify(paid),
+      );
       assert.equal(upstream.runs(), 1, 'the restarted instance ran the paid call');
 
       assert.deepEqual(await store.journal.unfinished(), [], 'nothing left unfinished');
