@@ -7,7 +7,7 @@ import { remoteFacilitator } from '../../src/facilitator/remote.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { createApp } from '../../src/http/app.js';
 import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
-import { failureThrottle } from '../../src/http/failure-throttle.js';
+import { failureThrottle } from '../../src/rails/failure-throttle.js';
 import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
 import { useSandbox } from '../helpers/chain.js';
