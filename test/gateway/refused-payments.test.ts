@@ -3,15 +3,18 @@ import { after, before, describe, test } from 'node:test';
 import { x402Client } from '@x402/core/client';
 import type { PaymentRequired } from '@x402/core/types';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
-import { type PublicClient, createPublicClient, custom, toHex } from 'viem';
+import { type PublicClient, createPublicClient, custom, serializeErc6492Signature, toHex } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { networks } from '../../src/chain/networks.js';
 import { loadConfig } from '../../src/config/load.js';
+import type { ConfigInput } from '../../src/config/schema.js';
+import type { Secrets } from '../../src/config/secrets.js';
 import { priceTableSchema } from '../../src/pricing/pricing.js';
 import { flatPlan } from '../../src/pricing/plans.js';
 import { encodeHeader } from '../../src/x402/codec.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
+import { facilitatorOverHttp } from '../helpers/facilitator-api.js';
 import { serveOnSandbox } from '../helpers/served.js';
 
 const chain = useSandbox({ isolate: false });
@@ -69,40 +72,50 @@ function assertThrottled(answer: Awaited<ReturnType<typeof call>>) {
   assert.equal(answer.body.error?.data?.retryAfterSeconds, wait);
 }
 
+/**
+ * The whole gateway behind a trusted proxy at 127.0.0.1 (so X-Forwarded-For names each caller),
+ * throttling at `LIMIT`, reaching the chain through a client that counts every request, with
+ * `facilitator` settings; `required` is its challenge.
+ */
+async function serveCounted(facilitator: ConfigInput['facilitator'], secrets: Secrets = {}) {
+  const counting: PublicClient = createPublicClient({
+    chain: networks.local.viemChain,
+    transport: custom({
+      request: async (args: { method: string; params?: unknown }) => {
+        rpcCalls += 1;
+        return chain.client.request(args as never);
+      },
+    }),
+    pollingInterval: 5,
+  });
+  served = await serveOnSandbox(chain, {
+    client: counting,
+    overrides: { http: { port: 0, trustedProxies: '127.0.0.1' }, facilitator: { refusedPaymentsPerMinute: LIMIT, ...facilitator } },
+    secrets,
+    endpoints: [
+      {
+        slug: 'paid',
+        path: '/mcp/paid',
+        upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
+        plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
+        payTo: chain.sandbox.accounts.payees[1]!.address,
+        challenge: 'tool-result',
+      },
+    ],
+  });
+  required = (await call('192.0.2.1')).body.result!.structuredContent!;
+}
+
+before(async () => {
+  upstream = await startCounterUpstream();
+});
+after(async () => {
+  await upstream?.close();
+});
+
 describe('refused x402 payments: a caller cannot make the gateway spend chain reads for nothing', () => {
-  before(async () => {
-    const counting: PublicClient = createPublicClient({
-      chain: networks.local.viemChain,
-      transport: custom({
-        request: async (args: { method: string; params?: unknown }) => {
-          rpcCalls += 1;
-          return chain.client.request(args as never);
-        },
-      }),
-      pollingInterval: 5,
-    });
-    upstream = await startCounterUpstream();
-    served = await serveOnSandbox(chain, {
-      client: counting,
-      overrides: { http: { port: 0, trustedProxies: '127.0.0.1' }, facilitator: { refusedPaymentsPerMinute: LIMIT } },
-      secrets: {},
-      endpoints: [
-        {
-          slug: 'paid',
-          path: '/mcp/paid',
-          upstream: { url: `${upstream.url}/mcp`, headers: {}, timeoutMs: 10_000 },
-          plan: flatPlan(priceTableSchema.parse({ default: '0.02' })),
-          payTo: chain.sandbox.accounts.payees[1]!.address,
-          challenge: 'tool-result',
-        },
-      ],
-    });
-    required = (await call('192.0.2.1')).body.result!.structuredContent!;
-  });
-  after(async () => {
-    await served?.gateway.close();
-    await upstream?.close();
-  });
+  before(() => serveCounted({}));
+  after(() => served?.gateway.close());
 
   test('an attacker spraying junk payments from one network stops costing RPC calls after the limit: 429 rate_limited with Retry-After', async () => {
     for (let i = 0; i < LIMIT; i++) {
@@ -187,5 +200,41 @@ describe('refused x402 payments: a caller cannot make the gateway spend chain re
   test('facilitator.refusedPaymentsPerMinute is read from TURNPIKE_FACILITATOR_REFUSED_PAYMENTS_PER_MINUTE, 30 by default', () => {
     assert.equal(loadConfig({ env: {} }).facilitator.refusedPaymentsPerMinute, 30);
     assert.equal(loadConfig({ env: { TURNPIKE_FACILITATOR_REFUSED_PAYMENTS_PER_MINUTE: '0' } }).facilitator.refusedPaymentsPerMinute, 0);
+  });
+});
+
+describe('refused x402 payments with facilitator.mode remote: a smart-wallet signature checked on chain is throttled too', () => {
+  const KEY = 'gateway-to-facilitator-key-0123456789abcdef';
+  let remote: Awaited<ReturnType<typeof facilitatorOverHttp>>;
+  before(async () => {
+    remote = await facilitatorOverHttp(chain, { relayerKeys: [chain.sandbox.accounts.relayers[0]!.privateKey], apiKeys: [KEY] });
+    await serveCounted({ mode: 'remote', url: remote.url }, { remoteFacilitatorKey: KEY });
+  });
+  after(async () => {
+    await served?.gateway.close();
+    await remote?.close();
+  });
+
+  test('junk ERC-6492 signatures (each one deployless eth_call) stop costing RPC calls after the limit; the remote is never asked', async () => {
+    /** A well-formed ERC-6492 wrapper around junk: a "factory" that deploys nothing, a signature nobody made. */
+    const junk6492 = async () => {
+      const payment = await emptyWallet();
+      const payload = payment.payload as { signature: `0x${string}` };
+      const factory = privateKeyToAccount(generatePrivateKey()).address;
+      payload.signature = serializeErc6492Signature({ address: factory, data: '0xdeadbeef', signature: payload.signature });
+      return payment;
+    };
+    const verifies = remote.count('/verify');
+    for (let i = 0; i < LIMIT; i++) {
+      const before = rpcCalls;
+      assert.ok(refusedFor((await call('203.0.113.70', await junk6492())).body, /invalid_exact_evm_signature/));
+      assert.ok(rpcCalls > before, 'the wallet’s verdict took an eth_call');
+    }
+    const before = rpcCalls;
+    for (let i = 0; i < 3; i++) assertThrottled(await call('203.0.113.70', await junk6492()));
+    assert.equal(rpcCalls, before);
+    assert.equal(remote.count('/verify'), verifies);
+    const genuine = await call('198.51.100.70', await paymentBy(chain.sandbox.accounts.payers[7]!));
+    assert.equal(paid(genuine.body), true, JSON.stringify(genuine.body));
   });
 });
