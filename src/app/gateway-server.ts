@@ -21,6 +21,7 @@ import { createWithdrawals } from '../operators/withdrawals.js';
 import { createCredits } from '../rails/credits/credits.js';
 import { creditsRail } from '../rails/credits/rail.js';
 import { x402Rail } from '../rails/x402/rail.js';
+import { refusalThrottle } from '../rails/x402/refusals.js';
 import { billedServers, invoiceRail, openUsage } from '../rails/invoice/rail.js';
 import { linkAccount, openPortal } from '../rails/invoice/accounts.js';
 import { type TrustedIssuer, trustedIssuer } from '../oauth/issuer.js';
@@ -242,11 +243,13 @@ export async function serveGateway(options: GatewayServerOptions) {
   };
   app.route('/', consoleSessionRoutes(sessions));
   app.route('/console', consoleAssets());
+  // One throttle of refused x402 payments for the instance: paid calls on every server, and top-ups.
+  const refusals = refusalThrottle({ perMinute: config.facilitator.refusedPaymentsPerMinute });
   // A key with a post-paid account on the server is billed; other keys and tokens pay from credits; x402 takes every other priced call.
   const rails = [
     ...(credits && usage ? [invoiceRail({ credits, store, billed, usage, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
     ...(credits && debits ? [creditsRail({ credits, store, debits, rateLimitPerMinute: config.credits.rateLimitPerMinute })] : []),
-    x402Rail({ facilitator: payments }),
+    x402Rail({ facilitator: payments, refusals }),
   ];
   const publicUrl = () => config.credits.publicUrl ?? url;
   /** The server at `path` as an OAuth protected resource: its canonical URL is the public URL and its path. */
@@ -404,7 +407,10 @@ export async function serveGateway(options: GatewayServerOptions) {
         }
       : undefined;
     const stripeCheckout = checkout && subscribe && portal ? { checkout, subscribe, portal } : {};
-    app.route('/credits', creditsRoutes({ credits, store, facilitator: payments, network: chain.network, topup, ...stripeCheckout }));
+    app.route(
+      '/credits',
+      creditsRoutes({ credits, store, facilitator: payments, network: chain.network, topup, refusals, ...stripeCheckout }),
+    );
     if (stripe)
       app.route(
         '/stripe',

@@ -326,6 +326,16 @@ export const configSchema = z.strictObject({
         .max(1_000_000)
         .default(60)
         .describe('refused, invalid or unauthorized facilitator API requests one address may make per minute before 429; 0 = no limit'),
+      refusedPaymentsPerMinute: z
+        .number()
+        .int()
+        .min(0)
+        .max(1_000_000)
+        .default(30)
+        .describe(
+          'x402 payments to the gateway (paid calls, USDC top-ups) refused after a chain read or a remote facilitator’s answer that one ' +
+            'caller network (IPv4 address, IPv6 /64) or one proven payer may make per minute, per instance, before 429; 0 = no limit',
+        ),
     })
     .refine((f) => f.mode !== 'remote' || f.url !== undefined, { message: 'facilitator.mode remote needs facilitator.url', path: ['url'] })
     .refine((f) => f.mode !== 'self' || f.url === undefined, {

@@ -5,7 +5,7 @@ import { createRelayerPool } from '../chain/relayer.js';
 import type { PaymentJournal } from '../store/journal/journal.js';
 import type { KeptResult, PaymentKey } from '../store/journal/journal.js';
 import { reasonFor, reasons } from '../x402/reasons.js';
-import type { FacilitatorRequest, SettleResponse, SupportedResponse, VerifyResponse } from '../x402/schemas.js';
+import type { FacilitatorRequest, SettleResponse, SupportedResponse } from '../x402/schemas.js';
 import {
   type AllowedAsset,
   type PaymentIntent,
@@ -17,7 +17,7 @@ import {
   toIntent,
   toNewPayment,
 } from './intent.js';
-import type { Reserved } from './port.js';
+import type { Refusal, Reserved, Verdict } from './port.js';
 import { createStateReader } from './chain-state.js';
 import { purposes } from './purposes.js';
 import { type SettleOptions, createSettler } from './settle.js';
@@ -131,7 +131,7 @@ export function createFacilitator(options: FacilitatorOptions) {
      * Whether a payment would be taken for `purpose` (the public API's is `purposes.api`, which
      * the policy applies to); without one, whether it is good and unused, as proof of its payer.
      */
-    async verify(request: FacilitatorRequest, purpose?: string): Promise<VerifyResponse> {
+    async verify(request: FacilitatorRequest, purpose?: string): Promise<Verdict> {
       return answer(request, await verifyPayment({ rules, readState, journal, now, admit }, request, purpose));
     },
 
@@ -139,7 +139,7 @@ export function createFacilitator(options: FacilitatorOptions) {
      * Whether a payment is signed by the payer it names and not in the journal already (see
      * `FacilitatorPort.authenticate`): a smart wallet's signature is asked of the chain.
      */
-    async authenticate(request: FacilitatorRequest, purpose: string): Promise<VerifyResponse> {
+    async authenticate(request: FacilitatorRequest, purpose: string): Promise<Verdict> {
       return answer(request, await authenticatePayer({ rules, now, journal, wallet }, request, purpose));
     },
 
@@ -154,13 +154,7 @@ export function createFacilitator(options: FacilitatorOptions) {
      * @example const held = await facilitator.reserve(request, purposes.call(server, callHash));
      */
     async reserve(request: FacilitatorRequest, purpose: string): Promise<Reserved> {
-      const refuse = (r: { reason: string; message?: string; payer?: string }) =>
-        ({
-          isValid: false,
-          invalidReason: reasonFor(request.x402Version, r.reason),
-          invalidMessage: r.message,
-          ...(r.payer ? { payer: r.payer } : {}),
-        }) as VerifyResponse & { isValid: false };
+      const refuse = (r: Rejection) => refusal(request, r);
       const checked = await checkPayment({ rules, journal, now, admit }, request, purpose);
       if (!checked.ok) return refuse(checked);
       const { intent } = checked;
@@ -186,12 +180,10 @@ export function createFacilitator(options: FacilitatorOptions) {
         await giveBack();
         return refuse(verdict);
       }
-      if (!held?.reserved)
-        return refuse({
-          reason: reasons.nonceUsed,
-          message: 'this payment is already used by another call',
-          payer: intent.authorization.from,
-        });
+      if (!held?.reserved) {
+        const message = 'this payment is already used by another call';
+        return refuse({ reason: reasons.nonceUsed, message, payer: intent.authorization.from, costly: true });
+      }
       return { isValid: true, payer: intent.authorization.from, key: intent.key };
     },
 
@@ -284,13 +276,18 @@ export function createFacilitator(options: FacilitatorOptions) {
 
 export type Facilitator = ReturnType<typeof createFacilitator>;
 
-/** A verification's outcome as x402 answers it, its reason named in the request's version. */
-function answer(request: FacilitatorRequest, result: Verified): VerifyResponse {
-  if (result.ok) return { isValid: true, payer: result.intent.authorization.from };
+/** A verification's outcome as x402 answers it (see `refusal`). */
+function answer(request: FacilitatorRequest, result: Verified): Verdict {
+  return result.ok ? { isValid: true, payer: result.intent.authorization.from } : refusal(request, result);
+}
+
+/** A refusal as x402 answers it, its reason named in the request's version, saying whether it was `costly`. */
+function refusal(request: FacilitatorRequest, r: Rejection): Refusal {
   return {
     isValid: false,
-    invalidReason: reasonFor(request.x402Version, result.reason),
-    invalidMessage: result.message,
-    ...(result.payer ? { payer: result.payer } : {}),
+    invalidReason: reasonFor(request.x402Version, r.reason),
+    invalidMessage: r.message,
+    ...(r.payer ? { payer: r.payer } : {}),
+    ...(r.costly ? { costly: true } : {}),
   };
 }

@@ -21,7 +21,14 @@ export type PaymentIntent = {
   key: PaymentKey;
 };
 
-export type Rejection = { reason: Reason; message: string; payer?: Address };
+/**
+ * Why a payment is refused. `costly`: judged with a round trip someone pays for (a chain read, a
+ * remote facilitator's answer), not by the checks that need nothing: what a caller's refusals
+ * cost, and what the gateway throttles (see `refusalThrottle`).
+ *
+ * @example { reason: reasons.insufficientBalance, message: 'payer holds 0, payment needs 1000', payer, costly: true }
+ */
+export type Rejection = { reason: Reason; message: string; payer?: Address; costly?: true };
 export type IntentResult = { ok: true; intent: PaymentIntent } | ({ ok: false } & Rejection);
 
 export type IntentRules = {

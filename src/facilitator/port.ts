@@ -10,8 +10,20 @@ import type { SettleOptions } from './settle.js';
 export const settlementModes = ['strict', 'deferred'] as const;
 export type SettlementMode = (typeof settlementModes)[number];
 
+/**
+ * A payment refused, as x402 answers it, and whether judging it was `costly`: it took a round trip
+ * someone pays for (a chain read, a remote facilitator's /verify), which the gateway throttles per
+ * caller (see `refusalThrottle`). Never sent on the wire: x402 has no such field.
+ *
+ * @example { isValid: false, invalidReason: 'insufficient_funds', payer, costly: true }
+ */
+export type Refusal = VerifyResponse & { isValid: false; costly?: true };
+
+/** A payment judged good (its payer named), or refused. */
+export type Verdict = { isValid: true; payer: string } | Refusal;
+
 /** A payment held for one call, or the reason it is not. */
-export type Reserved = (VerifyResponse & { isValid: false }) | { isValid: true; payer: string; key: PaymentKey };
+export type Reserved = Refusal | { isValid: true; payer: string; key: PaymentKey };
 
 /**
  * What the gateway needs from a facilitator to take x402 payments for tool calls and top-ups:
@@ -44,7 +56,7 @@ export type Reserved = (VerifyResponse & { isValid: false }) | { isValid: true; 
  */
 export type FacilitatorPort = {
   /** Whether a payment is good and unused, as proof of its payer (free calls): nothing is held or settled. */
-  verify(request: FacilitatorRequest): Promise<VerifyResponse>;
+  verify(request: FacilitatorRequest): Promise<Verdict>;
   /**
    * Whether a payment is signed by the payer it names, at whatever price it is signed for, and not
    * one the journal already holds (see `authenticatePayer`): asked, with the `purpose` it would be
@@ -56,7 +68,7 @@ export type FacilitatorPort = {
    * `invalid_exact_evm_signature`; the payer's payment already taken is the nonce used (for this
    * same call too: its retry is `redeliver`'s), or, taken for `purpose` and failed, why it failed.
    */
-  authenticate(request: FacilitatorRequest, purpose: string): Promise<VerifyResponse>;
+  authenticate(request: FacilitatorRequest, purpose: string): Promise<Verdict>;
   /** Verifies a payment and holds it for `purpose` (one tool call) before the tool runs. */
   reserve(request: FacilitatorRequest, purpose: string): Promise<Reserved>;
   /** Keeps a paid call's result with its held payment, before settling it (see `redeliver`). */

@@ -8,7 +8,7 @@ import { reasonFor, reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402/schemas.js';
 import { FacilitatorUnavailableError } from './errors.js';
 import { type PaymentIntent, type Rejection, answers, atSignedPrice, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
-import type { FacilitatorPort, Reserved } from './port.js';
+import type { FacilitatorPort, Refusal, Reserved, Verdict } from './port.js';
 import { settledBy } from './settle.js';
 import { type WalletCheck, alreadyUsed, authenticatePayer, checkPayment } from './verify.js';
 
@@ -138,12 +138,18 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
   const rules = intentRules(network);
   const admit = async () => undefined;
   /** A refusal of `request`'s payment, its reason named in the request's version (as the remote and in-process answer). */
-  const refuse = (request: FacilitatorRequest, r: Rejection): VerifyResponse & { isValid: false } => ({
+  const refuse = (request: FacilitatorRequest, r: Rejection): Refusal => ({
     isValid: false,
     invalidReason: reasonFor(request.x402Version, r.reason),
     invalidMessage: r.message,
     ...(r.payer ? { payer: r.payer } : {}),
+    ...(r.costly ? { costly: true } : {}),
   });
+  /** The remote's own verdict: a refusal took its /verify (and, behind it, the chain). */
+  const askVerify = async (request: FacilitatorRequest): Promise<Verdict> => {
+    const verdict = await remote.verify(request);
+    return verdict.isValid ? verdict : { ...verdict, costly: true };
+  };
   const failed = (networkId: string, r: Rejection): SettleResponse => ({
     success: false,
     transaction: '',
@@ -258,9 +264,8 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
       } catch (error) {
         throw new FacilitatorUnavailableError('cannot ask the chain whether the wallet signed this payment', { cause: error });
       }
-      return signed
-        ? undefined
-        : { reason: reasons.signature, message: 'signature is not the payer’s (ECDSA, ERC-1271 or ERC-6492)', payer };
+      const message = 'signature is not the payer’s (ECDSA, ERC-1271 or ERC-6492)';
+      return signed ? undefined : { reason: reasons.signature, message, payer, costly: true };
     });
 
   return {
@@ -277,7 +282,7 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
 
     async verify(request) {
       const checked = await checkPayment({ rules, journal, now, admit }, request);
-      return checked.ok ? remote.verify(request) : refuse(request, checked);
+      return checked.ok ? askVerify(request) : refuse(request, checked);
     },
 
     async reserve(request, purpose): Promise<Reserved> {
@@ -290,7 +295,7 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
         return refuse(request, { reason: reasons.nonceUsed, message: 'this payment is already used by another call', payer });
       let verdict;
       try {
-        verdict = await remote.verify(request);
+        verdict = await askVerify(request);
       } catch (error) {
         await journal.releaseHold(intent.key);
         throw error;

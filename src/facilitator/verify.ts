@@ -77,8 +77,11 @@ export function alreadyUsed(record: PaymentRecord, payer: Address): Rejection {
 
 /**
  * The part of verification that needs the chain: signature (ECDSA locally, else ERC-1271), nonce,
- * balance. The state read goes out first; the signature is recovered, and `meanwhile` runs (the
- * gateway's journal hold), while it is on the wire, so a verification costs about one round trip.
+ * balance, in one state read. The signature is judged first, locally (an ERC-6492 wrapper is
+ * refused, a 65-byte one recovered): the read then asks the wallet's ERC-1271 verdict only of a
+ * signature that is not the payer's ECDSA, in the same `eth_call`, so no signature costs more than
+ * one read. `meanwhile` (the gateway's journal hold) runs while the read is on the wire, so a
+ * verification costs about one round trip.
  */
 export async function verifyIntent(
   deps: Pick<VerifyDeps, 'readState' | 'rules'>,
@@ -86,21 +89,14 @@ export async function verifyIntent(
   meanwhile: () => Promise<unknown> = async () => {},
 ): Promise<Verified> {
   const payer = intent.authorization.from;
-  const shape = signatureShape(intent.signature);
-  if (shape === 'erc6492') return { ok: false, ...undeployedWallet(payer) };
-  // A 65-byte signature is read for without the wallet's ERC-1271 verdict: it is almost always an
-  // EOA's, and its digest is hashed while the read is on the wire.
-  let digest = shape === 'contract' ? authorizationDigest(intent, deps.rules.network.chainId) : undefined;
-  const reading = deps.readState(intent, digest ? { digest } : undefined);
+  if (signatureShape(intent.signature) === 'erc6492') return { ok: false, ...undeployedWallet(payer) };
+  const digest = authorizationDigest(intent, deps.rules.network.chainId);
+  const kind = (await classifySignature(intent, digest)) === 'eoa' ? 'eoa' : 'contract';
+  const reading = deps.readState(intent, kind === 'contract' ? { digest } : undefined);
   reading.catch(() => {}); // awaited below; not unhandled meanwhile
   await new Promise((resolve) => setImmediate(resolve)); // the read's batch is sent on this turn
   await meanwhile();
-  digest ??= authorizationDigest(intent, deps.rules.network.chainId);
-  const kind = (await classifySignature(intent, digest)) === 'eoa' ? 'eoa' : 'contract';
-  if (kind === 'eoa' || shape === 'contract') return judgeState(intent, kind, await reading);
-  // A smart wallet's 65-byte signature: only the wallet can judge it, in a second read.
-  await reading;
-  return judgeState(intent, 'contract', await deps.readState(intent, { digest }));
+  return judgeState(intent, kind, await reading);
 }
 
 /**
@@ -160,7 +156,7 @@ export const deployedWallet =
   async (intent, digest) => {
     const payer = intent.authorization.from;
     if (signatureShape(intent.signature) === 'erc6492') return undeployedWallet(payer);
-    return (await readState(intent, { digest })).walletApproves ? undefined : notThePayers(payer);
+    return (await readState(intent, { digest })).walletApproves ? undefined : { ...notThePayers(payer), costly: true };
   };
 
 const undeployedWallet = (payer: Address): Rejection => ({
@@ -174,20 +170,17 @@ const notThePayers = (payer: Address): Rejection => ({
   payer,
 });
 
-/** The chain's verdict on a payment: the wallet's approval (smart wallets), the nonce, the balance. */
+/** The chain's verdict on a payment: the wallet's approval (smart wallets), the nonce, the balance; a refusal is `costly` (it took the read). */
 export function judgeState(intent: PaymentIntent, kind: 'eoa' | 'contract', state: PaymentChainState): Verified {
   const payer = intent.authorization.from;
-  if (kind === 'contract' && !state.walletApproves) return { ok: false, ...notThePayers(payer) };
+  if (kind === 'contract' && !state.walletApproves) return { ok: false, ...notThePayers(payer), costly: true };
   if (state.nonceUsed) {
-    return { ok: false, reason: reasons.nonceUsed, message: 'the token reports this authorization as used or canceled', payer };
+    const message = 'the token reports this authorization as used or canceled';
+    return { ok: false, reason: reasons.nonceUsed, message, payer, costly: true };
   }
   if (state.balance < intent.amount) {
-    return {
-      ok: false,
-      reason: reasons.insufficientBalance,
-      message: `payer holds ${state.balance}, payment needs ${intent.amount}`,
-      payer,
-    };
+    const message = `payer holds ${state.balance}, payment needs ${intent.amount}`;
+    return { ok: false, reason: reasons.insufficientBalance, message, payer, costly: true };
   }
   return { ok: true, intent, balance: state.balance };
 }

@@ -16,6 +16,8 @@ import { type FacilitatorRequest, exactEvmPayloadSchema } from '../x402/schemas.
 import { pageSchema } from './admin-routes.js';
 import { portalSchema } from '../rails/invoice/accounts.js';
 import { jsonBody, query } from './validate.js';
+import { clientAddress } from './caller.js';
+import type { RefusalThrottle } from '../rails/x402/refusals.js';
 
 export type CreditsRoutesOptions = {
   credits: Credits;
@@ -29,6 +31,8 @@ export type CreditsRoutesOptions = {
   subscribe?: (keyId: string, server: string) => Promise<Record<string, unknown>>;
   /** Opens a Stripe Customer Portal session for the key's post-paid account (on `server`, or its latest). */
   portal?: (keyId: string, server?: string) => Promise<Record<string, unknown>>;
+  /** The instance's throttle of refused x402 payments, shared with the x402 rail (see `refusalThrottle`); none: no limit. */
+  refusals?: RefusalThrottle;
 };
 
 const checkoutSchema = z.strictObject({ package: z.string().min(1).max(32) });
@@ -146,7 +150,8 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
    * USDC → credits. Without a payment: 402 with the x402 requirements for `?usd=`. With one: it is
    * settled on chain *before* anything is credited; then the caller's key is credited, or a new
    * key is created and shown once. Retrying with the same payment finishes a top-up a crash
-   * interrupted, and can never credit twice.
+   * interrupted, and can never credit twice. A refused top-up counts against its caller's network
+   * (`refusals`): past the limit, 429 `rate_limited` with Retry-After, before the chain is asked.
    */
   app.post('/topup', async (c) => {
     const { usd: amount } = query(c, topupQuery);
@@ -178,6 +183,13 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
       if (error instanceof PaymentDecodeError) return challenge(`${error.code}: ${error.message}`);
       throw error;
     }
+    // Settling asks the chain (or a remote facilitator) first: a network whose top-ups keep being refused waits.
+    const who = { address: clientAddress(c) };
+    const limited = options.refusals?.limited(who);
+    if (limited) {
+      c.header('retry-after', String(limited.details.retryAfterSeconds));
+      throw limited;
+    }
     let receipt;
     try {
       receipt = await facilitator.settle(request, purposes.topup(payTo));
@@ -199,6 +211,8 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
           503,
         );
       }
+      // Counted whatever the reason (a genuine top-up is rarely refused), by network only: no signer is proven here.
+      options.refusals?.refused(who);
       return challenge(`${receipt.errorReason}${receipt.errorMessage ? `: ${receipt.errorMessage}` : ''}`);
     }
     c.header('payment-response', encodeHeader(receipt));

@@ -8,7 +8,8 @@ import { purposes } from '../facilitator/purposes.js';
 import { reasons } from '../x402/reasons.js';
 import { type FacilitatorRequest, type SettleResponse, type VerifyResponse, facilitatorRequestSchema } from '../x402/schemas.js';
 import { bearerIn, clientAddress } from './caller.js';
-import { failureThrottle } from './failure-throttle.js';
+import { failureThrottle } from '../rails/failure-throttle.js';
+import { networkOf } from '../rails/x402/refusals.js';
 
 export type FacilitatorRoutesOptions = {
   bodyLimitBytes: number;
@@ -42,10 +43,12 @@ export function facilitatorRoutes(facilitator: Facilitator, options: Facilitator
     maxSize: options.bodyLimitBytes,
     onError: (c) => c.json({ error: 'body_too_large', message: `request bodies are limited to ${options.bodyLimitBytes} bytes` }, 413),
   });
-  // The socket's address: headers are the caller's to forge. A resource server with its key is not
-  // throttled: the payments it forwards are its clients', and their refusals would shut out the good ones.
+  // The socket's address (headers are the caller's to forge), by its network: an IPv6 host has a
+  // whole /64 to send from. A resource server with its key is not throttled: the payments it
+  // forwards are its clients', and their refusals would shut out the good ones.
   const guard = createMiddleware<Env>(async (c, next) => {
-    const caller = clientAddress(c) ?? 'unknown';
+    const address = clientAddress(c);
+    const caller = (address === undefined ? undefined : networkOf(address)) ?? address ?? 'unknown';
     const keyed = options.apiKeys !== undefined && bearerIn(c.req.header('authorization'), options.apiKeys);
     const wait = keyed ? 0 : throttle.wait(caller);
     if (wait > 0) {
@@ -76,6 +79,8 @@ export function facilitatorRoutes(facilitator: Facilitator, options: Facilitator
     try {
       const answer = await action(parsed.data);
       c.set('refused', refusal(answer));
+      // `costly` is turnpike's own note for its throttle (see `Refusal`), no field of x402's: not sent.
+      if ('costly' in answer) delete answer.costly;
       return c.json(answer);
     } catch (error) {
       if (error instanceof FacilitatorUnavailableError) {

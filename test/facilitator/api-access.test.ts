@@ -7,7 +7,7 @@ import { remoteFacilitator } from '../../src/facilitator/remote.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { createApp } from '../../src/http/app.js';
 import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
-import { failureThrottle } from '../../src/http/failure-throttle.js';
+import { failureThrottle } from '../../src/rails/failure-throttle.js';
 import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
 import { useSandbox } from '../helpers/chain.js';
@@ -20,10 +20,11 @@ const KEY = 'resource-server-key-0123456789abcdef';
 const servers: Listening[] = [];
 after(() => Promise.all(servers.map((s) => s.close())));
 
-async function serve(options: { apiKeys?: string[]; failuresPerMinute?: number; relayer: number }) {
+async function serve(options: { apiKeys?: string[]; failuresPerMinute?: number; relayer: number; trustedProxies?: string[] }) {
   const { facilitator } = await chain.facilitator([options.relayer]);
-  const app = createApp(logger);
-  app.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: 65536, logger, ...options }));
+  const { trustedProxies, ...access } = options;
+  const app = createApp(logger, trustedProxies ? { trustedProxies } : {});
+  app.route('/', facilitatorRoutes(facilitator, { bodyLimitBytes: 65536, logger, ...access }));
   const server = await listen(app, { host: '127.0.0.1', port: 0 });
   servers.push(server);
   const post = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
@@ -85,6 +86,19 @@ describe('who may use the facilitator API', () => {
     const wait = Number(throttled.headers.get('retry-after'));
     assert.ok(wait >= 1 && wait <= 60, `retry-after ${wait}`);
     assert.equal((await fetch(`${url}/supported`)).status, 200);
+  });
+
+  test('an IPv6 caller is throttled for its whole /64: rotating its addresses does not reset its failures', async () => {
+    const { post } = await serve({ failuresPerMinute: 3, relayer: 1, trustedProxies: ['loopback'] });
+    const zero = await payment(2, 0n);
+    for (let i = 0; i < 3; i++) assert.equal((await post('/verify', zero, { 'x-forwarded-for': `2001:db8:5:5::${i + 1}` })).status, 200);
+    const throttled = await post('/verify', await payment(2), { 'x-forwarded-for': '2001:db8:5:5:ffff::1' });
+    assert.deepEqual([throttled.status, throttled.body.error], [429, 'too_many_failures']);
+    assert.equal(
+      (await post('/verify', await payment(2), { 'x-forwarded-for': '2001:db8:5:6::1' })).body.isValid,
+      true,
+      'the next /64 is another caller',
+    );
   });
 
   test('the failure throttle counts per caller per minute, lets a caller in when its minute ends, keeps at most maxCallers', () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { Address, Hex } from 'viem';
+import { type Address, type Hex, createPublicClient, custom } from 'viem';
 import { networks } from '../../src/chain/networks.js';
 import { useSandbox } from '../helpers/chain.js';
 import { facilitatorApi, samplePayment } from '../helpers/facilitator-api.js';
@@ -24,6 +24,27 @@ describe('facilitator attacks: gas, relayer nonces', () => {
       assert.deepEqual([a.body.errorReason, a.body.transaction], ['invalid_exact_evm_insufficient_balance', ''], JSON.stringify(a.body));
     }
     assert.equal(await chain.balanceOf(payer.address), 0n);
+  });
+
+  test('a /verify whose 65-byte signature is not the payer’s costs one state read (the wallet’s verdict asked in it), not two; the wire answer is x402’s', async () => {
+    let reads = 0;
+    const client = createPublicClient({
+      chain: networks.local.viemChain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown }) => {
+          if (args.method === 'eth_call') reads += 1;
+          return chain.client.request(args as never);
+        },
+      }),
+    });
+    const { post } = await facilitatorApi(chain, { client });
+    const body = await v2Request(samplePayment(chain, { payer: chain.sandbox.accounts.payers[5]! }));
+    // Signed by payer 5, naming payer 6: no ECDSA recovers to it, so only a wallet at that address could approve it.
+    body.paymentPayload.payload.authorization.from = chain.sandbox.accounts.payers[6]!.address;
+    const refused = await post('/verify', body);
+    assert.deepEqual(Object.keys(refused.body).sort(), ['invalidMessage', 'invalidReason', 'isValid', 'payer']);
+    assert.equal(refused.body.invalidReason, 'invalid_exact_evm_signature');
+    assert.equal(reads, 1);
   });
 
   test('a short-window /settle whose transaction the node drops is sent again as signed: it settles, and its relayer’s later transactions are not stuck behind its nonce', async () => {

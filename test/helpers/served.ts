@@ -1,4 +1,5 @@
 import path from 'node:path';
+import type { PublicClient } from 'viem';
 import type { ChainConnection } from '../../src/chain/connect.js';
 import { networks } from '../../src/chain/networks.js';
 import { loadConfig } from '../../src/config/load.js';
@@ -12,18 +13,19 @@ export type Answer = { status: number; body: Record<string, any>; text: string; 
 
 /**
  * The whole gateway (`serveGateway`: every API on one port, configured `endpoints` if given) on a test
- * file's sandbox, with a fresh data directory, plus a JSON client for its HTTP APIs.
+ * file's sandbox (through `client` when given: one that counts its requests), with a fresh data
+ * directory, plus a JSON client for its HTTP APIs.
  */
 export async function serveOnSandbox(
   chain: ReturnType<typeof useSandbox>,
-  options: { overrides?: ConfigInput; secrets: Secrets; relayer?: number; endpoints?: EndpointOptions[] },
+  options: { overrides?: ConfigInput; secrets: Secrets; relayer?: number; endpoints?: EndpointOptions[]; client?: PublicClient },
 ) {
   const dataDir = path.join(path.dirname(chain.dbPath()), `served-${Math.random().toString(36).slice(2)}`);
   const config = loadConfig({ env: {}, overrides: { dataDir, http: { port: 0 }, log: { level: 'silent' }, ...options.overrides } });
   const connection: ChainConnection = {
     network: networks.local,
     rpcUrl: chain.sandbox.rpcUrl,
-    client: chain.client,
+    client: options.client ?? chain.client,
     relayerKeys: [chain.sandbox.accounts.relayers[options.relayer ?? 2]!.privateKey],
     multicall3: true,
     sandbox: chain.sandbox,

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import ipaddr from 'ipaddr.js';
+import { errorCodes } from '../../errors.js';
 import { FacilitatorUnavailableError } from '../../facilitator/errors.js';
-import type { FacilitatorPort } from '../../facilitator/port.js';
+import type { FacilitatorPort, Refusal } from '../../facilitator/port.js';
 import { purposes } from '../../facilitator/purposes.js';
 import { type Message, type ToolResult, rpcError, rpcResult } from '../../gateway/jsonrpc.js';
 import { paymentIn, receiptMeta } from '../../gateway/messages.js';
@@ -12,6 +12,7 @@ import { PaymentDecodeError, encodeHeader } from '../../x402/codec.js';
 import { reasonFor, reasons } from '../../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../../x402/schemas.js';
 import type { Metered, PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
+import { type Presenter, type RefusalThrottle, networkOf } from './refusals.js';
 
 /**
  * The x402 rail: takes every priced call no other rail took. Without a payment, the challenge
@@ -19,18 +20,20 @@ import type { Metered, PaidCall, RailContext, RailFactory, Taken } from '../rail
  * call (concurrent copies run the tool once), and once the tool produced its result, settle it,
  * then deliver the result with its receipt: after the receipt (`settlement: strict`), or once the
  * transaction is signed, journalled and sent when the payer may be deferred (`deferred`, see
- * `settlementModes`). A settlement that fails withholds the output.
+ * `settlementModes`). A settlement that fails withholds the output. With `refusals`, a caller
+ * network or a proven payer whose payments keep being refused after a round trip (a chain read, a
+ * remote's /verify) is answered `rate_limited` before its next payment costs one (see `refusalThrottle`).
  *
- * @example createGateway({ …, rails: [x402Rail({ facilitator })] })
+ * @example createGateway({ …, rails: [x402Rail({ facilitator, refusals: refusalThrottle({ perMinute: 30 }) })] })
  */
 export const x402Rail =
-  ({ facilitator }: { facilitator: FacilitatorPort }): RailFactory =>
+  ({ facilitator, refusals }: { facilitator: FacilitatorPort; refusals?: RefusalThrottle }): RailFactory =>
   (context) => ({
     takes: () => true,
-    take: (call) => x402Call(facilitator, context, call),
+    take: (call) => x402Call(facilitator, context, call, refusals),
   });
 
-async function x402Call(facilitator: FacilitatorPort, context: RailContext, call: PaidCall): Promise<Taken> {
+async function x402Call(facilitator: FacilitatorPort, context: RailContext, call: PaidCall, refusals?: RefusalThrottle): Promise<Taken> {
   const { rpc, id, tool, offer } = call;
   const raw = paymentIn(rpc, call.request.headers);
   if (raw === undefined)
@@ -42,6 +45,10 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
     if (error instanceof PaymentDecodeError) return context.challenge(call, `${error.code}: ${error.message}`, error.code);
     throw error;
   }
+  // Before anything that may take a round trip: a network whose payments keep costing one for nothing waits.
+  const network: Presenter = call.address === undefined ? {} : { address: call.address };
+  const limitedNetwork = throttled(context, call, refusals, network);
+  if (limitedNetwork) return limitedNetwork;
   // What this payment is taken for: this call (tool and arguments) on this server, and nothing else;
   // and who may have its result again: this caller (see `callerOf`).
   const purpose = purposes.call(context.server, callIdentity(context.server, rpc));
@@ -60,12 +67,21 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
   if (!signer.isValid) {
     // A used payment's payer is named only once its signature was proven (then `authenticate` says used).
     const again = await redelivered(facilitator, context, call, { request, purpose, caller, payer: signer.payer }, signer);
-    return again ?? refused(context, call, signer);
+    // Its signer unproven: counted against the network that sent it, never the payer it names.
+    return again ?? refused(context, call, signer, refusals, network);
   }
   const from = signer.payer.toLowerCase();
   call.caller = { payer: from };
+  // This payer's signature is proven: their own refusals count against them too, except "used", which
+  // anyone can make of a payment its settlement published.
+  const limitedPayer = throttled(context, call, refusals, { payer: from });
+  if (limitedPayer) return limitedPayer;
+  const refuse = (verdict: Refusal) => {
+    const used = verdict.invalidReason === reasonFor(request.x402Version, reasons.nonceUsed);
+    return refused(context, call, verdict, refusals, used ? network : { ...network, payer: from });
+  };
   const metering = await context.meter(from, tool.name);
-  if (metering?.price === 0n) return freeCall(facilitator, context, call, request, metering);
+  if (metering?.price === 0n) return freeCall(facilitator, context, call, request, metering, refuse);
   if (metering && metering.price !== offer.amount) {
     // This payer's price (their tier) is not the list price: ask for exactly what it is.
     call.offer = { ...offer, amount: metering.price };
@@ -83,7 +99,8 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
   if (!held.isValid) {
     // Another copy of this payment was held first (a concurrent retry), or the chain says it is used.
     await metering?.uncount();
-    return (await redelivered(facilitator, context, call, { request, purpose, caller, payer: from }, held)) ?? refused(context, call, held);
+    const again = await redelivered(facilitator, context, call, { request, purpose, caller, payer: from }, held);
+    return again ?? refuse(held);
   }
   const { key } = held;
   const amount = call.offer.amount;
@@ -133,7 +150,8 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
 /**
  * A call inside the payer's free calls (or free tier): the signed payment proves who the payer is
  * and that they could pay the quoted price (it must be for that price, and covered by their
- * balance), so throwaway keys cannot take the free calls. It is verified, never settled.
+ * balance), so throwaway keys cannot take the free calls. It is verified, never settled; a
+ * refusal is `refuse`'s answer (which counts it, see `refusalThrottle`).
  */
 async function freeCall(
   facilitator: FacilitatorPort,
@@ -141,6 +159,7 @@ async function freeCall(
   call: PaidCall,
   request: FacilitatorRequest,
   metering: Metered,
+  refuse: (verdict: Refusal) => Response,
 ): Promise<Taken> {
   let verdict;
   try {
@@ -152,7 +171,7 @@ async function freeCall(
   }
   if (!verdict.isValid) {
     await metering.uncount();
-    return refused(context, call, verdict);
+    return refuse(verdict);
   }
   return { charge: context.free(call, metering, verdict.payer.toLowerCase()) };
 }
@@ -188,9 +207,27 @@ async function redelivered(
   return rpcResult(id, { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, again.receipt) } }, receiptHeaders(again.receipt));
 }
 
-/** The challenge again, saying why the facilitator refused the payment. */
-const refused = (context: RailContext, call: PaidCall, verdict: VerifyResponse & { isValid: false }) =>
-  context.challenge(call, `${verdict.invalidReason}: ${verdict.invalidMessage ?? ''}`.trim(), verdict.invalidReason);
+/**
+ * The challenge again, saying why the facilitator refused the payment; a `costly` refusal is
+ * counted against `who` (see `refusalThrottle`).
+ */
+function refused(context: RailContext, call: PaidCall, verdict: Refusal, refusals?: RefusalThrottle, who: Presenter = {}) {
+  if (verdict.costly) refusals?.refused(who);
+  return context.challenge(call, `${verdict.invalidReason}: ${verdict.invalidMessage ?? ''}`.trim(), verdict.invalidReason);
+}
+
+/**
+ * The `rate_limited` answer (429, `Retry-After`) for `who` while their refused payments are past
+ * the throttle's limit, as the credits rail answers its own; undefined when their payment may be judged.
+ */
+function throttled(context: RailContext, call: PaidCall, refusals: RefusalThrottle | undefined, who: Presenter): Response | undefined {
+  const limited = refusals?.limited(who);
+  if (!limited) return undefined;
+  context.refused(call, limited.code);
+  const answer = rpcError(call.id, -32001, limited.message, errorCodes[limited.code], limited.toJSON());
+  answer.headers.set('retry-after', String(limited.details.retryAfterSeconds));
+  return answer;
+}
 
 /** The answer when the facilitator could not judge a payment: the same payment may be sent again. */
 const unavailable = (id: PaidCall['id'], error: FacilitatorUnavailableError) =>
@@ -230,19 +267,4 @@ function callerOf(headers: Headers, address: string | undefined): string | undef
   if (key) return `idempotency-key:${createHash('sha256').update(key).digest('hex')}`;
   const network = address === undefined ? undefined : networkOf(address);
   return network && `network:${createHash('sha256').update(network).digest('hex')}`;
-}
-
-/**
- * The network a caller's address stands for: an IPv4 address itself (an IPv4-mapped IPv6 one
- * as IPv4), an IPv6 address's /64 (one host's or one LAN's, whose temporary addresses change);
- * undefined for what is no IP address.
- *
- * @example networkOf('::ffff:127.0.0.1') // '127.0.0.1'; networkOf('2001:db8:1:2:aaaa::1') // '2001:db8:1:2::/64'
- */
-export function networkOf(address: string): string | undefined {
-  if (!ipaddr.isValid(address)) return undefined;
-  const ip = ipaddr.process(address);
-  if (ip.kind() === 'ipv4') return ip.toString();
-  const prefix = (ip as ipaddr.IPv6).parts.slice(0, 4);
-  return `${new ipaddr.IPv6([...prefix, 0, 0, 0, 0]).toString()}/64`;
 }

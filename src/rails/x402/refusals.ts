@@ -1,0 +1,72 @@
+import ipaddr from 'ipaddr.js';
+import { DomainError } from '../../errors.js';
+import { failureThrottle } from '../failure-throttle.js';
+
+/**
+ * The network a caller's address stands for: an IPv4 address itself (an IPv4-mapped IPv6 one
+ * as IPv4), an IPv6 address's /64 (one host's or one LAN's, whose temporary addresses change);
+ * undefined for what is no IP address.
+ *
+ * @example networkOf('::ffff:127.0.0.1') // '127.0.0.1'; networkOf('2001:db8:1:2:aaaa::1') // '2001:db8:1:2::/64'
+ */
+export function networkOf(address: string): string | undefined {
+  if (!ipaddr.isValid(address)) return undefined;
+  const ip = ipaddr.process(address);
+  if (ip.kind() === 'ipv4') return ip.toString();
+  const prefix = (ip as ipaddr.IPv6).parts.slice(0, 4);
+  return `${new ipaddr.IPv6([...prefix, 0, 0, 0, 0]).toString()}/64`;
+}
+
+/**
+ * Who presented a payment: the caller's address (the socket's peer, or the caller a trusted proxy
+ * named), counted by its network (`networkOf`); and the payer, only once their signature is proven
+ * (`FacilitatorPort.authenticate`): `authorization.from` alone is a claim anyone can write.
+ */
+export type Presenter = { address?: string; payer?: string };
+
+/**
+ * The throttle of refused x402 payments that cost a round trip (`Refusal.costly`: a chain read, a
+ * remote facilitator's /verify), per instance, in memory (it is no money state): a caller network,
+ * or a proven payer, past `perMinute` such refusals in its minute is answered `rate_limited` (429,
+ * `retryAfterSeconds`) before anything is asked of the chain, until its minute ends. Counted by
+ * what the caller controls (its network) and by proven facts only (a payer whose signature was
+ * recovered or approved), never by a payer an unproven payment names: naming a victim in junk
+ * payments counts against the sender's network, not the victim. Networks and payers are kept in
+ * two bounded maps (`failureThrottle`), so a spray of fresh payer keys cannot push networks out.
+ * `perMinute` 0: no limit.
+ *
+ * @example
+ * const throttle = refusalThrottle({ perMinute: 30 });
+ * const limited = throttle.limited({ address }); // DomainError('rate_limited') past 30 a minute
+ * if (verdict.costly) throttle.refused({ address, payer: proven });
+ */
+export function refusalThrottle(options: { perMinute: number; maxCallers?: number; now?: () => number }) {
+  const { perMinute, ...rest } = options;
+  const networks = failureThrottle({ limit: perMinute, ...rest });
+  const payers = failureThrottle({ limit: perMinute, ...rest });
+  const keys = ({ address, payer }: Presenter) => ({
+    network: address === undefined ? undefined : networkOf(address),
+    payer: payer?.toLowerCase(),
+  });
+  return {
+    /** The refusal to answer `who` at once, without a round trip, or undefined when their payment may be judged. */
+    limited(who: Presenter): DomainError | undefined {
+      const { network, payer } = keys(who);
+      const byNetwork = network === undefined ? 0 : networks.wait(network);
+      const byPayer = payer === undefined ? 0 : payers.wait(payer);
+      const wait = Math.max(byNetwork, byPayer);
+      if (wait === 0) return undefined;
+      const whose = byNetwork >= byPayer ? `from ${network}` : `of payer ${payer}`;
+      const message = `too many refused payments ${whose} (${perMinute} a minute); retry in ${wait} s`;
+      return new DomainError('rate_limited', message, { limit: perMinute, retryAfterSeconds: wait });
+    },
+    /** Counts a costly refusal of `who`'s payment: against their network, and their payer when proven. */
+    refused(who: Presenter): void {
+      const { network, payer } = keys(who);
+      if (network !== undefined) networks.failed(network);
+      if (payer !== undefined) payers.failed(payer);
+    },
+  };
+}
+
+export type RefusalThrottle = ReturnType<typeof refusalThrottle>;
