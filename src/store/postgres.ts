@@ -12,6 +12,7 @@ import { migratePostgres } from './postgres-migrate.js';
 import { operatorStore } from './operators/ops.js';
 import { postpaidStore } from './postpaid/ops.js';
 import { type Lease, type Store, StoreError } from './store.js';
+import { shownUrl } from '../log/shown-url.js';
 
 export type PostgresStoreOptions = {
   /** `postgres://user:password@host:port/database` */
@@ -26,17 +27,6 @@ export type PostgresStoreOptions = {
 };
 
 export type PostgresStore = Store & { readonly kind: 'postgres'; readonly pool: pg.Pool };
-
-/** The URL without its password, for messages. */
-export function redactedUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return 'postgres://(unparseable URL)';
-  }
-}
 
 /** How often the lease session is asked `SELECT 1`, and how long it has to answer. */
 const LEASE_HEARTBEAT_MS = 5_000;
@@ -141,7 +131,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     await pool.end().catch(() => undefined);
     if (error instanceof StoreError) throw error;
     throw new StoreError(
-      `cannot open PostgreSQL at ${redactedUrl(options.url)}: ${(error as Error).message}; is the server running and the URL right?`,
+      `cannot open PostgreSQL at ${shownUrl(options.url)}: ${(error as Error).message}; is the server running and the URL right?`,
       { cause: error },
     );
   }
