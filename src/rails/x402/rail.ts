@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import ipaddr from 'ipaddr.js';
 import { FacilitatorUnavailableError } from '../../facilitator/errors.js';
 import type { FacilitatorPort } from '../../facilitator/port.js';
 import { purposes } from '../../facilitator/purposes.js';
@@ -9,6 +8,7 @@ import { paymentRequestFor } from '../../gateway/payment-required.js';
 import { atomicToUsd } from '../../pricing/pricing.js';
 import { x402Ref } from '../../operators/revenue.js';
 import { PaymentDecodeError, encodeHeader } from '../../x402/codec.js';
+import { networkOf } from '../../upstream/caller-network.js';
 import { reasonFor, reasons } from '../../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../../x402/schemas.js';
 import type { Metered, PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
@@ -230,19 +230,4 @@ function callerOf(headers: Headers, address: string | undefined): string | undef
   if (key) return `idempotency-key:${createHash('sha256').update(key).digest('hex')}`;
   const network = address === undefined ? undefined : networkOf(address);
   return network && `network:${createHash('sha256').update(network).digest('hex')}`;
-}
-
-/**
- * The network a caller's address stands for: an IPv4 address itself (an IPv4-mapped IPv6 one
- * as IPv4), an IPv6 address's /64 (one host's or one LAN's, whose temporary addresses change);
- * undefined for what is no IP address.
- *
- * @example networkOf('::ffff:127.0.0.1') // '127.0.0.1'; networkOf('2001:db8:1:2:aaaa::1') // '2001:db8:1:2::/64'
- */
-export function networkOf(address: string): string | undefined {
-  if (!ipaddr.isValid(address)) return undefined;
-  const ip = ipaddr.process(address);
-  if (ip.kind() === 'ipv4') return ip.toString();
-  const prefix = (ip as ipaddr.IPv6).parts.slice(0, 4);
-  return `${new ipaddr.IPv6([...prefix, 0, 0, 0, 0]).toString()}/64`;
 }
