@@ -9,7 +9,7 @@ const agent = new Agent({ keepAliveTimeout: 30_000, connections: 64 });
  * Building it from undici's request API skips the WHATWG streams a full `Response` costs, which
  * is a third of a verification's round trip to a local node.
  */
-async function rpcFetch(node: Node, init?: RequestInit): Promise<Response> {
+async function rpcFetch(node: RpcNode, init?: RequestInit): Promise<Response> {
   const headers: Record<string, string> = {};
   new Headers(init?.headers).forEach((value, name) => (headers[name] = value));
   Object.assign(headers, node.headers);
@@ -33,9 +33,9 @@ async function rpcFetch(node: Node, init?: RequestInit): Promise<Response> {
 }
 
 /** Where requests go: the URL without its userinfo, which goes as Basic authorization instead (as viem does). */
-type Node = { url: string; headers: Record<string, string> };
+type RpcNode = { url: string; headers: Record<string, string> };
 
-function nodeOf(url: string): Node {
+function nodeOf(url: string): RpcNode {
   const u = URL.canParse(url) ? new URL(url) : undefined;
   if (!u || (!u.username && !u.password)) return { url, headers: {} };
   const credentials = Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64');
