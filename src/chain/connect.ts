@@ -3,10 +3,12 @@ import { MULTICALL3, type NetworkName, networks } from './networks.js';
 import { rpcTransport } from './rpc-transport.js';
 import { type Sandbox, startSandbox } from './sandbox/sandbox.js';
 import { ChainUnavailableError } from './errors.js';
+import { shownUrl } from '../log/shown-url.js';
 
 export type ChainConnection = {
   network: (typeof networks)[keyof typeof networks];
-  rpcUrl: string;
+  /** The node's URL as it may be shown (`shownUrl`: an API key in it redacted); only `client` holds the real one. */
+  shownRpcUrl: string;
   client: PublicClient;
   relayerKeys: Hex[];
   /**
@@ -49,6 +51,7 @@ export async function connectChain(options: ChainOptions): Promise<ChainConnecti
   try {
     const rpcUrl = sandbox?.rpcUrl ?? givenRpcUrl ?? network.defaultRpcUrl;
     if (!rpcUrl) throw new ChainUnavailableError('network local with an RPC URL needs --rpc-url of a running sandbox');
+    const shown = shownUrl(rpcUrl);
     const client = createPublicClient({
       chain: network.viemChain,
       transport: rpcTransport(rpcUrl),
@@ -58,18 +61,18 @@ export async function connectChain(options: ChainOptions): Promise<ChainConnecti
     try {
       chainId = await client.getChainId();
     } catch {
-      throw new ChainUnavailableError(`cannot reach the chain at ${rpcUrl}; is the node running?`);
+      throw new ChainUnavailableError(`cannot reach the chain at ${shown}; is the node running?`);
     }
     if (chainId !== network.chainId) {
-      throw new ChainUnavailableError(`the node at ${rpcUrl} is chain ${chainId}, but network ${network.name} is chain ${network.chainId}`);
+      throw new ChainUnavailableError(`the node at ${shown} is chain ${chainId}, but network ${network.name} is chain ${network.chainId}`);
     }
     const code = await client.getCode({ address: MULTICALL3 }).catch(() => {
-      throw new ChainUnavailableError(`the node at ${rpcUrl} did not answer eth_getCode`);
+      throw new ChainUnavailableError(`the node at ${shown} did not answer eth_getCode`);
     });
     const multicall3 = code !== undefined && code !== '0x';
     const required = () => requireRelayerKeys?.(`to settle on ${network.name}`) ?? [];
     const relayerKeys = givenKeys ?? (sandbox ? sandbox.accounts.relayers.map((r) => r.privateKey) : required());
-    return { network, rpcUrl, client, relayerKeys, multicall3, sandbox, close: async () => sandbox?.stop() };
+    return { network, shownRpcUrl: shown, client, relayerKeys, multicall3, sandbox, close: async () => sandbox?.stop() };
   } catch (error) {
     await sandbox?.stop();
     throw error;

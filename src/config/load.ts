@@ -4,6 +4,7 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigProblem } from './errors.js';
 import { type Config, type ConfigInput, configSchema } from './schema.js';
+import { shownUrl } from '../log/shown-url.js';
 
 type Leaf = { path: string[]; type: string; description?: string };
 
@@ -107,7 +108,9 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown, sourceOf: (keys:
       return { path: at, source: sourceOf(keys), message };
     });
   }
-  const value = get(input, issue.path);
+  const given = get(input, issue.path);
+  // An RPC URL may carry an API key; the problem is shown without it.
+  const value = issue.path.at(-1) === 'rpcUrl' && typeof given === 'string' ? shownUrl(given) : given;
   const got = value === undefined ? '' : `, got ${truncate(JSON.stringify(value))}`;
   return [{ path: issue.path.join('.') || '(root)', source: sourceOf(issue.path), message: `${issue.message}${got}` }];
 }

@@ -99,7 +99,7 @@ export const configSchema = z.strictObject({
         .int()
         .positive()
         .default(4)
-        .describe('sessions one caller address may hold on one stdio server; past it `initialize` gets 429'),
+        .describe('sessions one caller (an IPv4 address, an IPv6 /64) may hold on one stdio server; past it `initialize` gets 429'),
       idleSeconds: z
         .number()
         .positive()

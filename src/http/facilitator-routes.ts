@@ -9,7 +9,7 @@ import { reasons } from '../x402/reasons.js';
 import { type FacilitatorRequest, type SettleResponse, type VerifyResponse, facilitatorRequestSchema } from '../x402/schemas.js';
 import { bearerIn, clientAddress } from './caller.js';
 import { failureThrottle } from '../rails/failure-throttle.js';
-import { networkOf } from '../rails/x402/refusals.js';
+import { networkOf } from '../upstream/caller-network.js';
 
 export type FacilitatorRoutesOptions = {
   bodyLimitBytes: number;

@@ -12,6 +12,7 @@ import { migratePostgres } from './postgres-migrate.js';
 import { operatorStore } from './operators/ops.js';
 import { postpaidStore } from './postpaid/ops.js';
 import { type Lease, type Store, StoreError } from './store.js';
+import { shownUrl } from '../log/shown-url.js';
 
 export type PostgresStoreOptions = {
   /** `postgres://user:password@host:port/database` */
@@ -26,17 +27,6 @@ export type PostgresStoreOptions = {
 };
 
 export type PostgresStore = Store & { readonly kind: 'postgres'; readonly pool: pg.Pool };
-
-/** The URL without its password, for messages. */
-export function redactedUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return 'postgres://(unparseable URL)';
-  }
-}
 
 /** How often the lease session is asked `SELECT 1`, and how long it has to answer. */
 const LEASE_HEARTBEAT_MS = 5_000;
@@ -76,6 +66,10 @@ async function leaseSession(options: PostgresStoreOptions, instanceId: string) {
   const heartbeat = setInterval(() => {
     client.query('SELECT 1').catch((error: Error) => lost(error));
   }, LEASE_HEARTBEAT_MS).unref();
+  // Advisory locks are database-wide, so a lease's lock key names the schema too: instances on
+  // other schemas of the database (other tenants, other environments) never block this one's work.
+  const schema = (await client.query<{ schema: string }>('SELECT current_schema() AS schema')).rows[0]!.schema;
+  const keys = (name: string) => [name, JSON.stringify([schema, name])];
   // A session advisory lock is re-entrant: taken twice on one session, it is given twice. A lease is
   // not: one holder at a time, this instance included (two overlapping recovery rounds of one
   // instance must not both work a dead instance's entries), so what this instance holds is kept here.
@@ -85,8 +79,16 @@ async function leaseSession(options: PostgresStoreOptions, instanceId: string) {
     held.add(name);
     let ok = false;
     try {
-      const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok', [name]);
-      ok = rows[0]!.ok;
+      // The schema's key, exclusive; and the name's alone, shared: instances of this version on any
+      // schema share that one, but one of an earlier version holding it (exclusive, the key it
+      // leased by) still excludes this one from its lease, and the other way round, during an upgrade.
+      const { rows } = await client.query<{ shared: boolean; own: boolean }>(
+        'SELECT pg_try_advisory_lock_shared(hashtextextended($1, 0)) AS shared, pg_try_advisory_lock(hashtextextended($2, 0)) AS own',
+        keys(name),
+      );
+      const { shared, own } = rows[0]!;
+      ok = shared && own;
+      if (!ok && (shared || own)) await unlock(name, { shared, own });
     } finally {
       if (!ok) held.delete(name);
     }
@@ -97,13 +99,18 @@ async function leaseSession(options: PostgresStoreOptions, instanceId: string) {
         if (released) return;
         released = true;
         try {
-          await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [name]);
+          await unlock(name, { shared: true, own: true });
         } finally {
           held.delete(name);
         }
       },
     };
   };
+  const unlock = (name: string, taken: { shared: boolean; own: boolean }) =>
+    client.query(
+      'SELECT CASE WHEN $3 THEN pg_advisory_unlock_shared(hashtextextended($1, 0)) END, CASE WHEN $4 THEN pg_advisory_unlock(hashtextextended($2, 0)) END',
+      [...keys(name), taken.shared, taken.own],
+    );
   if (!(await take(`instance:${instanceId}`))) throw new StoreError('could not take this instance’s own lease');
   return {
     take: async (name: string) => (alive ? take(name) : undefined),
@@ -141,7 +148,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     await pool.end().catch(() => undefined);
     if (error instanceof StoreError) throw error;
     throw new StoreError(
-      `cannot open PostgreSQL at ${redactedUrl(options.url)}: ${(error as Error).message}; is the server running and the URL right?`,
+      `cannot open PostgreSQL at ${shownUrl(options.url)}: ${(error as Error).message}; is the server running and the URL right?`,
       { cause: error },
     );
   }

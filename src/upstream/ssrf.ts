@@ -135,13 +135,19 @@ export function isForbiddenAddress(ip: string): string | undefined {
   return judge(ipaddr.parse(ip));
 }
 
-/** The error for the first forbidden address of `host`, if any. */
+/**
+ * The error for the first forbidden address of `host`, if any. A name's address is not named: on a
+ * shared instance the operator asking is not the one whose network it is, and names they choose would
+ * map it for them; an address they wrote themselves is.
+ *
+ * @example refusal('db.internal', ['10.0.0.7'])?.message // 'db.internal resolves to a private address'
+ * @example refusal('10.0.0.7', ['10.0.0.7'])?.message // '10.0.0.7 is a private address'
+ */
 function refusal(host: string, addresses: string[]): UpstreamUrlError | undefined {
   for (const address of addresses) {
     const why = isForbiddenAddress(address);
     if (!why) continue;
-    const where = address === host ? `${host} is` : `${host} resolves to ${address},`;
-    return new UpstreamUrlError('forbidden_address', `${where} ${why} address`);
+    return new UpstreamUrlError('forbidden_address', `${host} ${address === host ? 'is' : 'resolves to'} ${why} address`);
   }
   return undefined;
 }

@@ -15,13 +15,14 @@ import { type Context, Hono } from 'hono';
 import { clientAddress } from '../http/caller.js';
 import { type Listening, listen } from '../http/listen.js';
 import { CALLER_HEADER } from './upstream.js';
+import { networkOf } from './caller-network.js';
 import { shownCommand, splitAssignments } from './stdio-command.js';
 
 /** How much one bridge may run: its sessions are child processes, started for anyone who sends `initialize`. */
 export type StdioLimits = {
   /** Sessions (child processes) at once, all callers together. */
   maxSessions: number;
-  /** Sessions at once for one caller address. */
+  /** Sessions at once for one caller: one IPv4 address, one IPv6 /64 (`networkOf`). */
   maxSessionsPerClient: number;
   /** A session its caller has not used for this long (a message of theirs, an answer or progress to one) is ended and its process stopped. */
   idleMs: number;
@@ -30,6 +31,7 @@ export type StdioLimits = {
 type Session = {
   http: WebStandardStreamableHTTPServerTransport;
   child: StdioClientTransport;
+  /** Who the session counts against: the caller's network (`networkOf`), or what named it if no IP address. */
   caller: string;
   lastSeen: number;
   /** Resolves true at the child's first message, false if it exits before one. */
@@ -52,7 +54,8 @@ type Id = string | number;
  * concurrent `initialize`s cannot overshoot; past a bound, `initialize` is refused (429 for the
  * caller's own bound, 503 for the instance's) with `Retry-After` and no child is started. The
  * caller is the `X-Turnpike-Caller` header the gateway sets from its socket (the bridge listens on
- * loopback only, so only local processes could set it otherwise), else this socket's peer.
+ * loopback only, so only local processes could set it otherwise), else this socket's peer, counted
+ * by its network: an IPv6 /64 is one customer's, who gets no more sessions by rotating addresses in it.
  *
  * A program that cannot run (missing, not executable) is logged at start, and each `initialize`
  * is answered 502 with a JSON-RPC error naming the program and the OS's error, no child started; a
@@ -156,7 +159,7 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
     const retryAfter = Math.max(1, Math.ceil((Math.min(...full.map((s) => s.lastSeen)) + limits.idleMs - Date.now()) / 1000));
     const message =
       full === mine
-        ? `too many MCP sessions from your address: ${mine.length} open, at most ${limits.maxSessionsPerClient} ` +
+        ? `too many MCP sessions from your address (its /64 for IPv6): ${mine.length} open, at most ${limits.maxSessionsPerClient} ` +
           `(stdio.maxSessionsPerClient); end one (DELETE with its Mcp-Session-Id) or retry after ${retryAfter} s`
         : `this MCP server runs its most sessions at once, ${limits.maxSessions} (stdio.maxSessions); retry after ${retryAfter} s`;
     const error = { jsonrpc: '2.0', id: null, error: { code: -32000, message } };
@@ -179,10 +182,11 @@ export async function startStdioBridge(command: string, limits: StdioLimits, opt
     if (!(Array.isArray(body) ? body : [body]).some(isInitializeRequest)) {
       return c.json({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'Bad Request: no session; send initialize first' } }, 400);
     }
-    const caller = c.req.header(CALLER_HEADER) ?? clientAddress(c) ?? 'unknown';
+    const address = c.req.header(CALLER_HEADER) ?? clientAddress(c) ?? 'unknown';
+    const caller = networkOf(address) ?? address;
     const initId = ((Array.isArray(body) ? body : [body]).find(isInitializeRequest) as { id?: string | number }).id ?? null;
     const failed = (why: string, detail: object = {}) => {
-      logger?.error({ ...logged, caller, ...detail }, why);
+      logger?.error({ ...logged, caller: address, ...detail }, why);
       return c.json({ jsonrpc: '2.0', id: initId, error: { code: -32000, message: why } }, 502);
     };
     // Looked at again for each session: the program may have been installed (or removed) since.

@@ -158,7 +158,13 @@ describe('remoteFacilitator: the gateway’s port over another facilitator’s /
 describe('cdpFacilitator (Coinbase’s service is not reachable offline: a local server stands in front of a turnpike facilitator)', () => {
   test('without CDP_API_KEY_ID / CDP_API_KEY_SECRET, opening mode cdp says which variables to set', async () => {
     const config = loadConfig({ env: {}, overrides: { facilitator: { mode: 'cdp' }, store: { url: `sqlite:${chain.dbPath()}` } } });
-    const connection = { network: networks.local, rpcUrl: chain.sandbox.rpcUrl, client: chain.client, relayerKeys: [], multicall3: true };
+    const connection = {
+      network: networks.local,
+      shownRpcUrl: chain.sandbox.rpcUrl,
+      client: chain.client,
+      relayerKeys: [],
+      multicall3: true,
+    };
     const logger = createLogger({ level: 'silent', format: 'json' });
     await assert.rejects(
       openPayments({ config, secrets: {}, chain: { ...connection, close: async () => {} }, logger }),

@@ -281,7 +281,7 @@ describe('checkUpstreamUrl', () => {
   });
 
   test('a name is refused when it resolves to a forbidden address; metadata names by name', async () => {
-    await refused('http://localhost:3000/mcp', 'forbidden_address', /^localhost resolves to (127\.0\.0\.1|::1), a loopback address$/);
+    await refused('http://localhost:3000/mcp', 'forbidden_address', /^localhost resolves to a loopback address$/);
     await refused('http://LOCALHOST./mcp', 'forbidden_address', /^localhost resolves to .*loopback/);
     await refused('http://metadata.google.internal/computeMetadata/v1/', 'forbidden_address', /cloud-metadata name/);
     await refused('http://metadata./', 'forbidden_address', /cloud-metadata name/);
@@ -345,7 +345,7 @@ describe('guardedAgent', () => {
   });
 
   test('re-resolves a name at connect time and refuses a forbidden answer', async () => {
-    await refusedAtConnect(`http://localhost:${port}/`, /^localhost resolves to (127\.0\.0\.1|::1), a loopback address$/);
+    await refusedAtConnect(`http://localhost:${port}/`, /^localhost resolves to a loopback address$/);
   });
 
   test('with allowPrivate, reaches the local upstream', async () => {

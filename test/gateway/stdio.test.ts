@@ -189,6 +189,33 @@ describe('stdio sessions are bounded per caller and per instance, and end when i
     }
   });
 
+  test('an IPv6 caller rotating addresses within its /64 is one caller: at most maxSessionsPerClient children; another /64 is another caller', async () => {
+    const bounded = await startStdioBridge(filesystem(dir), { maxSessions: 32, maxSessionsPerClient: 2, idleMs: 60_000 });
+    try {
+      const statuses = [];
+      for (let i = 1; i <= 6; i++) {
+        const res = await initialize(bounded.mcpUrl, { 'x-turnpike-caller': `2001:db8:1:2:${i.toString(16)}::${i}` });
+        await res.body?.cancel();
+        statuses.push(res.status);
+      }
+      assert.deepEqual(statuses, [200, 200, 429, 429, 429, 429]);
+      const other = await initialize(bounded.mcpUrl, { 'x-turnpike-caller': '2001:db8:1:3::1' });
+      await other.body?.cancel();
+      assert.equal(other.status, 200, 'another /64');
+      assert.equal(bounded.sessions(), 3);
+      // An IPv4 address is one caller however it is written.
+      const v4 = [];
+      for (const caller of ['203.0.113.9', '::ffff:203.0.113.9', '::ffff:203.0.113.9']) {
+        const res = await initialize(bounded.mcpUrl, { 'x-turnpike-caller': caller });
+        await res.body?.cancel();
+        v4.push(res.status);
+      }
+      assert.deepEqual(v4, [200, 200, 429]);
+    } finally {
+      await bounded.close();
+    }
+  });
+
   test('the instance bound holds across callers: past maxSessions a new caller gets 503 with Retry-After and no child', async () => {
     const bounded = await startStdioBridge(filesystem(dir), { maxSessions: 3, maxSessionsPerClient: 2, idleMs: 60_000 });
     try {

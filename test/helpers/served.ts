@@ -24,7 +24,7 @@ export async function serveOnSandbox(
   const config = loadConfig({ env: {}, overrides: { dataDir, http: { port: 0 }, log: { level: 'silent' }, ...options.overrides } });
   const connection: ChainConnection = {
     network: networks.local,
-    rpcUrl: chain.sandbox.rpcUrl,
+    shownRpcUrl: chain.sandbox.rpcUrl,
     client: options.client ?? chain.client,
     relayerKeys: [chain.sandbox.accounts.relayers[options.relayer ?? 2]!.privateKey],
     multicall3: true,

@@ -10,10 +10,8 @@ import { type SqliteStore, openSqliteStore } from '../../src/store/sqlite.js';
 const SERVER_URL = process.env.TURNPIKE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /**
- * This test process's own database on that server, made at start and dropped when its tests are done.
- * Leases are session advisory locks, which PostgreSQL scopes to a database, not a schema, and every
- * test file's sandbox has the same relayer and treasury keys: two files serving on one database at
- * once (two run at a time) would refuse each other's relayers.
+ * This test process's own database on that server, made at start and dropped when its tests are done
+ * (its schemas with it).
  *
  * @example `${POSTGRES_URL}?schema=${freshSchema()}` // postgres://postgres@127.0.0.1:5432/tp_test_4242_k3j9a?schema=tp_test_4242_x1y2
  */

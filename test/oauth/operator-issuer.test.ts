@@ -52,6 +52,30 @@ describe('the identity provider an operator names is held to what an upstream is
     assert.equal((await store.operators.server('four'))!.oauth?.issuer, 'https://93.184.215.15');
   });
 
+  test('an upstream or issuer named by a host that resolves to a private address is refused without naming the address', async () => {
+    const operators = createOperators({
+      store,
+      allowPrivateUpstreams: false,
+      oauthCallers: true,
+      isTurnpike: async () => undefined,
+      reservedSlugs: new Set(),
+    });
+    const { operator } = await operators.register({ email: 'c@example.com', name: 'c' });
+    const named = /(127\.0\.0\.1|::1|\b0:0:0:0:0:0:0:1\b)/;
+    for (const [slug, input, code] of [
+      ['six', { ...server('six', 'https://93.184.215.15'), upstream: 'http://localhost:8080/mcp' }, 'upstream_refused'],
+      ['seven', server('seven', 'http://localhost:8080/realms/x'), 'issuer_refused'],
+    ] as const) {
+      const error = await operators.createServer(operator, input).then(
+        () => assert.fail(`${slug} was made`),
+        (e: unknown) => e,
+      );
+      assert.ok(error instanceof DomainError && error.code === code, String(error));
+      assert.match(error.message, /localhost resolves to a loopback address$/);
+      assert.doesNotMatch(`${error.message} ${JSON.stringify(error)}`, named, 'the address the name resolves to');
+    }
+  });
+
   test('without credits (oauthCallers off) a server cannot take OAuth callers: 400 oauth_unavailable', async () => {
     const operators = createOperators({ store, allowPrivateUpstreams: false, isTurnpike: async () => undefined, reservedSlugs: new Set() });
     const { operator } = await operators.register({ email: 'b@example.com', name: 'b' });

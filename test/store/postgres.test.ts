@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import pg from 'pg';
 import { migrations } from '../../src/store/migrations.js';
-import { openPostgresStore } from '../../src/store/postgres.js';
+import { type PostgresStore, openPostgresStore } from '../../src/store/postgres.js';
 import { POSTGRES_URL, backends, freshSchema } from '../helpers/stores.js';
 
 const postgres = backends.find((b) => b.name === 'postgres')!;
@@ -86,6 +86,48 @@ describe('several instances starting on one PostgreSQL', { skip: postgres.skip }
       await admin.query(`ALTER DATABASE ${database} RESET idle_session_timeout`);
       await admin.end();
       process.off('SIGTERM', onStop);
+    }
+  });
+});
+
+describe('leases of instances on one PostgreSQL database', { skip: postgres.skip }, () => {
+  test('instances on two schemas of one database each take the same lease; on one schema, only one does', async () => {
+    const [schemaA, schemaB] = [freshSchema(), freshSchema()];
+    const stores = await Promise.all([schemaA, schemaA, schemaB].map((schema) => openPostgresStore({ url: POSTGRES_URL, schema, max: 1 })));
+    try {
+      const [a1, a2, b] = stores as [PostgresStore, PostgresStore, PostgresStore];
+      const held = await a1.lease('relayer:0xabc');
+      assert.ok(held, 'the first instance on schema A takes it');
+      assert.equal(await a2.lease('relayer:0xabc'), undefined, 'a second instance on schema A is refused');
+      const other = await b.lease('relayer:0xabc');
+      assert.ok(other, 'an instance on schema B is not blocked by schema A’s lease');
+      await held.release();
+      assert.ok(await a2.lease('relayer:0xabc'), 'released on schema A, it is free for the next instance there');
+      assert.equal(await b.lease('relayer:0xabc'), undefined, 'schema B’s own holder still has it');
+      await other.release();
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+
+  test('an instance of an earlier version (its lock on the lease name alone) and this one exclude each other during an upgrade', async () => {
+    const schema = freshSchema();
+    const store = await openPostgresStore({ url: POSTGRES_URL, schema, max: 1 });
+    const earlier = new pg.Client({ connectionString: POSTGRES_URL });
+    await earlier.connect();
+    const take = async (name: string) =>
+      (await earlier.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok', [name])).rows[0]!.ok;
+    try {
+      assert.equal(await take('relayer:0xabc'), true);
+      assert.equal(await store.lease('relayer:0xabc'), undefined, 'the earlier instance holds it');
+      const lease = await store.lease('relayer:0xdef');
+      assert.ok(lease);
+      assert.equal(await take('relayer:0xdef'), false, 'this instance holds it');
+      await lease.release();
+      assert.equal(await take('relayer:0xdef'), true, 'released, it is free for the earlier instance');
+    } finally {
+      await earlier.end();
+      await store.close();
     }
   });
 });

@@ -64,7 +64,7 @@ export const demoCommand = defineCommand({
       ],
     });
     const mcpUrl = `${gateway.url}/mcp`;
-    say(`turnpike demo: local Base sandbox at ${chain.rpcUrl} (chain id 8453, Circle USDC at ${chain.network.usdc.address})`);
+    say(`turnpike demo: local Base sandbox at ${chain.shownRpcUrl} (chain id 8453, Circle USDC at ${chain.network.usdc.address})`);
     say(`  demo MCP server   ${upstream.mcpUrl}  (hello: free, forecast: 0.01 USDC)`);
     say(`  paying endpoint   ${mcpUrl}`);
     say('');

@@ -51,7 +51,7 @@ export const facilitatorCommand = defineCommand({
       [
         `turnpike facilitator listening on ${server.url}`,
         `  network   ${chain.network.name} (${chain.network.caip2}), USDC ${chain.network.usdc.address}`,
-        `  rpc       ${chain.rpcUrl}${chain.sandbox ? '  (local sandbox)' : ''}`,
+        `  rpc       ${chain.shownRpcUrl}${chain.sandbox ? '  (local sandbox)' : ''}`,
         `  relayers  ${facilitator.relayers.join(', ')}`,
         `  api keys  ${keys ? `${keys.length} (TURNPIKE_FACILITATOR_KEYS)` : 'none: /verify and /settle are open'}`,
         '',

@@ -130,7 +130,7 @@ export const wrapCommand = defineCommand({
       [
         `turnpike wrap: paying MCP endpoint at ${server.url}/mcp → ${flags.stdio ? `stdio: ${shownCommand(flags.stdio)}` : upstreamUrl}`,
         `  network      ${chain.network.name} (${chain.network.caip2}), USDC ${chain.network.usdc.address}`,
-        ...(chain.sandbox ? [`  sandbox RPC  ${chain.rpcUrl}`] : []),
+        ...(chain.sandbox ? [`  sandbox RPC  ${chain.shownRpcUrl}`] : []),
         `  pay to       ${payTo}`,
         `  prices       every tool ${atomicToUsd(prices.default)} USDC` +
           Object.entries(tools)

@@ -9,10 +9,11 @@ import { paymentRequestFor } from '../../gateway/payment-required.js';
 import { atomicToUsd } from '../../pricing/pricing.js';
 import { x402Ref } from '../../operators/revenue.js';
 import { PaymentDecodeError, encodeHeader } from '../../x402/codec.js';
+import { networkOf } from '../../upstream/caller-network.js';
 import { reasonFor, reasons } from '../../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../../x402/schemas.js';
 import type { Metered, PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
-import { type Presenter, type RefusalThrottle, networkOf } from './refusals.js';
+import type { Presenter, RefusalThrottle } from './refusals.js';
 
 /**
  * The x402 rail: takes every priced call no other rail took. Without a payment, the challenge
