@@ -159,7 +159,7 @@ const isFinal = (r: PaymentRecord | undefined) => r?.state === 'settled' || r?.s
  *   the journalled payment itself only (`presentsRow`); a copy with another amount or signature is
  *   `nonce_already_used`, as a top-up credits the amount its request asks.
  *
- * @example await settler.settle(forgedCopyFor100x, purposes.topup(payTo)) // { success: false, errorReason: 'invalid_exact_evm_nonce_already_used' }
+ * @example await settler.settle(forgedCopyFor100x, purposes.topup(payTo, `key:${keyId}`)) // { success: false, errorReason: 'invalid_exact_evm_nonce_already_used' }
  */
 export function createSettler(deps: SettleDeps) {
   const { journal, relayers, client, rules } = deps;

@@ -55,7 +55,7 @@ describe('remoteFacilitator: the gateway’s port over another facilitator’s /
     // The owner asking again gets its receipt from the journal; nothing more reaches the remote.
     assert.deepEqual(await port.settle(body, CALL), receipt);
     assert.equal(remote.count('/settle'), settles + 1);
-    const other = await port.settle(body, purposes.topup(payee()));
+    const other = await port.settle(body, purposes.topup(payee(), 'key:k1'));
     assert.equal(other.errorReason, 'invalid_exact_evm_nonce_already_used');
   });
 
