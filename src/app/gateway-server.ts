@@ -359,7 +359,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       logger.error({ err, server: server.slug }, 'an upstream secret does not open: set TURNPIKE_SECRETS_KEY to the key that sealed it');
       const why = 'this instance cannot open the server’s upstream credential (TURNPIKE_SECRETS_KEY unset, or not the one that sealed it)';
       const refused = { jsonrpc: '2.0', id: null, error: { code: -32603, message: `${why}; retry later or ask its owner` } };
-      const tools = Object.assign(async () => ({ tools: [], error: why }), { offers: async () => undefined });
+      const tools = Object.assign(async () => ({ tools: [], error: why }), { offers: async () => undefined, lists: () => false });
       return { updatedAt, serverId: server.id, listing: { ...listing, tools }, fetch: () => Response.json(refused, { status: 503 }) };
     }
     const endpoint = endpointOf(server, listing, secret);
