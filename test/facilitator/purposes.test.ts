@@ -187,6 +187,44 @@ describe('a top-up credits whoever asked for it, not whoever copies its payment'
   });
 });
 
+describe('a settled top-up is collected whenever its payer comes back', () => {
+  test('a top-up settled before a crash kept its credit is credited to its key by a retry after its authorization expired; a new expired payment still is not taken', async () => {
+    let skew = 0;
+    const { store, facilitator, logger } = await setup({ now: () => Math.floor(Date.now() / 1000) + skew });
+    const payTo = chain.sandbox.accounts.payees[0]!.address;
+    const app = createApp(logger);
+    const credits = createCredits({ store, tokenSecret: 'a-token-secret-of-at-least-32-characters' });
+    const topup = { payTo, min: 1_000_000n, max: 100_000_000n };
+    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: networks.local, topup }));
+    const post = (body: Awaited<ReturnType<typeof v2Request>>, secret: string) =>
+      app.request('/credits/topup?usd=1', {
+        method: 'POST',
+        headers: { 'payment-signature': encodeHeader(body.paymentPayload), authorization: `Bearer ${secret}` },
+      });
+    const { key, secret } = await credits.createKey({ name: 'payer' });
+    const paid = await v2Request(payment({ payTo, amount: 1_000_000n, maxTimeoutSeconds: 120 }));
+    // What POST /credits/topup did before the instance died: settled for this key, nothing credited.
+    assert.equal((await facilitator.settle(paid, purposes.topup(payTo, `key:${key.id}`))).success, true);
+    skew = 3_600;
+
+    const thief = await credits.createKey({ name: 'thief' });
+    assert.equal((await post(paid, thief.secret)).status, 402, 'late or not, another key gets nothing');
+    const txs = await chain.relayerTxCount();
+    const retry = await post(paid, secret);
+    assert.equal(retry.status, 201);
+    assert.equal(((await retry.json()) as { balance: string }).balance, '1000000');
+    assert.equal((await post(paid, secret)).status, 200, 'credited once');
+    assert.equal((await store.credits.key(key.id))?.balance, 1_000_000n);
+
+    const fresh = await v2Request(payment({ payTo, amount: 1_000_000n, maxTimeoutSeconds: 120 }));
+    const expired = await post(fresh, secret);
+    assert.equal(expired.status, 402);
+    assert.match(Buffer.from(expired.headers.get('payment-required') ?? '', 'base64').toString(), /valid_before/);
+    assert.equal(await chain.relayerTxCount(), txs, 'nothing sent late');
+    assert.equal(await store.journal.get(keyOf(fresh)), undefined);
+  });
+});
+
 describe('one success per authorization at the facilitator API', () => {
   test('a /settle repeated after its success is nonce_already_used naming the transaction, and sends nothing', async () => {
     const { post } = await setup();

@@ -85,6 +85,22 @@ describe('remoteFacilitator: the gateway’s port over another facilitator’s /
     assert.deepEqual(await port.redeliver(body, CALL, 'session-a'), { result: '{"content":[]}', receipt });
   });
 
+  test('a top-up settled before a crash kept its credit answers its retry after the authorization expired from the journal; an expired new payment is never sent to the remote', async () => {
+    const body = await payment(3);
+    const topup = purposes.topup(payee(), 'key:k1');
+    const receipt = await port.settle(body, topup);
+    assert.equal(receipt.success, true, JSON.stringify(receipt));
+    const later = () => Math.floor(Date.now() / 1000) + 3_600;
+    const late = remoteFacilitator({ url: remote.url, journal: store.journal, network: networks.local, client: chain.client, now: later });
+    const settles = remote.count('/settle');
+    assert.deepEqual(await late.settle(body, topup), receipt);
+    assert.equal((await late.settle(body, purposes.topup(payee(), 'key:k2'))).errorReason, 'invalid_exact_evm_nonce_already_used');
+    const fresh = await payment(3);
+    assert.equal((await late.settle(fresh, topup)).errorReason, 'invalid_exact_evm_payload_authorization_valid_before');
+    assert.equal(remote.count('/settle'), settles, 'the remote was asked nothing');
+    assert.equal(await store.journal.get(keyOf(fresh)), undefined);
+  });
+
   test('a payment the remote refuses is given back: nothing stays held for it', async () => {
     const body = await v2Request({ payer: chain.sandbox.accounts.payees[0]!, payTo: payee(), amount: 1_000n }); // holds no USDC
     const refused = await port.reserve(body, CALL);
