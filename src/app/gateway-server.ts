@@ -34,7 +34,7 @@ import { cancelSubscription, createSubscriptionCheckout } from '../rails/stripe/
 import type { ServerRecord } from '../store/operators/operators.js';
 import type { Lease, Store } from '../store/store.js';
 import { DomainError } from '../errors.js';
-import { adminRoutes } from '../http/admin-routes.js';
+import { adminAuth, adminRoutes } from '../http/admin-routes.js';
 import { createApp } from '../http/app.js';
 import { consoleAssets } from '../http/console-assets.js';
 import { consoleSessionRoutes } from '../http/console-session.js';
@@ -505,6 +505,9 @@ export async function serveGateway(options: GatewayServerOptions) {
   app.route('/', openApiRoutes(catalog, { title: 'turnpike', version: '1' }));
   const billing = reporter ? { billing: () => billingHealth(store, reportIntervalMs) } : {};
   app.route('/', healthRoutes({ client: chain.client, store, upstreams: () => configured, ...billing, events: () => events.health() }));
+  // Its labels name every server, unlisted ones too, with their calls, revenue and refusals: with an
+  // admin, the admin's only (Prometheus sends the key as a bearer); open only on an instance without one.
+  if (secrets.adminKey) app.use('/metrics', adminAuth(secrets.adminKey));
   app.route('/', metricsRoutes(metrics));
   const server = await listen(app, config.http);
   url = server.url;
