@@ -191,8 +191,8 @@ export function atSignedPrice(request: FacilitatorRequest): FacilitatorRequest {
  * expired: its intent as it was while it could be taken, and its journal row, for the row to answer
  * as before the expiry (a top-up's payer collecting the credit a crash or a lost answer kept from
  * them: the USDC moved, only the credit is missing). Undefined for any other refusal, for the public
- * API's payments (one success per authorization there) and for a payment never taken: nothing is
- * taken late.
+ * API's payments (one success per authorization there), for a hold (a call's, settled only while
+ * valid) and for a payment never taken: nothing is taken late.
  *
  * @example const late = await takenLate(journal, rules, expiredRetry, purpose, rejection); // { intent, record } of its settled row
  */
@@ -210,7 +210,8 @@ export async function takenLate(
   const checked = toIntent(request, rules, Number(parsed.data.authorization.validBefore) - rules.expiryMarginSeconds);
   if (!checked.ok) return undefined;
   const record = await journal.get(checked.intent.key);
-  return record && { intent: checked.intent, record };
+  // A hold is not taken yet: its own late settlement is refused as expired, as ever.
+  return record && record.state !== 'verified' ? { intent: checked.intent, record } : undefined;
 }
 
 /** The journal row of a payment taken for `purpose` (see `purposes`). */

@@ -223,6 +223,18 @@ describe('a settled top-up is collected whenever its payer comes back', () => {
     assert.equal(await chain.relayerTxCount(), txs, 'nothing sent late');
     assert.equal(await store.journal.get(keyOf(fresh)), undefined);
   });
+
+  test('a call’s hold whose authorization expired while its tool ran is refused as expired, not answered from the journal', async () => {
+    let skew = 0;
+    const { facilitator } = await setup({ now: () => Math.floor(Date.now() / 1000) + skew });
+    const body = await v2Request(payment({ maxTimeoutSeconds: 120 }));
+    assert.equal((await facilitator.reserve(body, CALL)).isValid, true);
+    skew = 3_600;
+    const txs = await chain.relayerTxCount();
+    const late = await facilitator.settle(body, CALL);
+    assert.deepEqual([late.success, late.errorReason], [false, 'invalid_exact_evm_payload_authorization_valid_before']);
+    assert.equal(await chain.relayerTxCount(), txs);
+  });
 });
 
 describe('one success per authorization at the facilitator API', () => {
