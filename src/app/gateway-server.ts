@@ -35,7 +35,7 @@ import { cancelSubscription, createSubscriptionCheckout } from '../rails/stripe/
 import type { ServerRecord } from '../store/operators/operators.js';
 import type { Lease, Store } from '../store/store.js';
 import { DomainError } from '../errors.js';
-import { adminRoutes } from '../http/admin-routes.js';
+import { adminAuth, adminRoutes } from '../http/admin-routes.js';
 import { createApp } from '../http/app.js';
 import { consoleAssets } from '../http/console-assets.js';
 import { consoleSessionRoutes } from '../http/console-session.js';
@@ -362,7 +362,7 @@ export async function serveGateway(options: GatewayServerOptions) {
       logger.error({ err, server: server.slug }, 'an upstream secret does not open: set TURNPIKE_SECRETS_KEY to the key that sealed it');
       const why = 'this instance cannot open the server’s upstream credential (TURNPIKE_SECRETS_KEY unset, or not the one that sealed it)';
       const refused = { jsonrpc: '2.0', id: null, error: { code: -32603, message: `${why}; retry later or ask its owner` } };
-      const tools = Object.assign(async () => ({ tools: [], error: why }), { offers: async () => undefined });
+      const tools = Object.assign(async () => ({ tools: [], error: why }), { offers: async () => undefined, lists: () => false });
       return { updatedAt, serverId: server.id, listing: { ...listing, tools }, fetch: () => Response.json(refused, { status: 503 }) };
     }
     const endpoint = endpointOf(server, listing, secret);
@@ -511,6 +511,9 @@ export async function serveGateway(options: GatewayServerOptions) {
   app.route('/', openApiRoutes(catalog, { title: 'turnpike', version: '1' }));
   const billing = reporter ? { billing: () => billingHealth(store, reportIntervalMs) } : {};
   app.route('/', healthRoutes({ client: chain.client, store, upstreams: () => configured, ...billing, events: () => events.health() }));
+  // Its labels name every server, unlisted ones too, with their calls, revenue and refusals: with an
+  // admin, the admin's only (Prometheus sends the key as a bearer); open only on an instance without one.
+  if (secrets.adminKey) app.use('/metrics', adminAuth(secrets.adminKey));
   app.route('/', metricsRoutes(metrics));
   const server = await listen(app, config.http);
   url = server.url;

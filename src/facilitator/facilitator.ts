@@ -236,7 +236,7 @@ export function createFacilitator(options: FacilitatorOptions) {
      * `deferred` (a call on a `settlement: deferred` server) answers before the receipt when the
      * payer's balance and the per-payer cap allow (see `Deferral`).
      *
-     * @example const receipt = await facilitator.settle(request, purposes.topup(payTo));
+     * @example const receipt = await facilitator.settle(request, purposes.topup(payTo, `key:${keyId}`));
      */
     async settle(request: FacilitatorRequest, purpose: string, settleOptions?: SettleOptions): Promise<SettleResponse> {
       const settled = await settler.settle(request, purpose, settleOptions);

@@ -1,8 +1,9 @@
 import { type Address, type Hex, getAddress, isAddressEqual } from 'viem';
 import type { Network } from '../chain/networks.js';
-import type { KeptResult, NewPayment, PaymentKey } from '../store/journal/journal.js';
+import type { KeptResult, NewPayment, PaymentJournal, PaymentKey, PaymentRecord } from '../store/journal/journal.js';
 import { type Reason, reasons } from '../x402/reasons.js';
 import { type FacilitatorRequest, exactEvmPayloadSchema } from '../x402/schemas.js';
+import { purposes } from './purposes.js';
 
 /** A token the facilitator settles, with the EIP-712 domain its signatures must use. */
 export type AllowedAsset = { address: Address; name: string; version: string };
@@ -190,6 +191,34 @@ export function atSignedPrice(request: FacilitatorRequest): FacilitatorRequest {
   return request.x402Version === 2
     ? { ...request, paymentRequirements: { ...request.paymentRequirements, amount: value } }
     : { ...request, paymentRequirements: { ...request.paymentRequirements, maxAmountRequired: value } };
+}
+
+/**
+ * A payment an in-process owner took, presented again for `purpose` once its authorization has
+ * expired: its intent as it was while it could be taken, and its journal row, for the row to answer
+ * as before the expiry (a top-up's payer collecting the credit a crash or a lost answer kept from
+ * them: the USDC moved, only the credit is missing). Undefined for any other refusal, for the public
+ * API's payments (one success per authorization there), for a hold (a call's, settled only while
+ * valid) and for a payment never taken: nothing is taken late.
+ *
+ * @example const late = await takenLate(journal, rules, expiredRetry, purpose, rejection); // { intent, record } of its settled row
+ */
+export async function takenLate(
+  journal: Pick<PaymentJournal, 'get'>,
+  rules: IntentRules,
+  request: FacilitatorRequest,
+  purpose: string,
+  rejection: Rejection,
+): Promise<{ intent: PaymentIntent; record: PaymentRecord } | undefined> {
+  if (rejection.reason !== reasons.validBefore || purpose === purposes.api) return undefined;
+  const parsed = exactEvmPayloadSchema.safeParse(request.paymentPayload.payload);
+  if (!parsed.success) return undefined;
+  // The last second it could be taken: an authorization that passed the window checks once passes them there.
+  const checked = toIntent(request, rules, Number(parsed.data.authorization.validBefore) - rules.expiryMarginSeconds);
+  if (!checked.ok) return undefined;
+  const record = await journal.get(checked.intent.key);
+  // A hold is not taken yet: its own late settlement is refused as expired, as ever.
+  return record && record.state !== 'verified' ? { intent: checked.intent, record } : undefined;
 }
 
 /** The journal row of a payment taken for `purpose` (see `purposes`). */

@@ -7,7 +7,17 @@ import type { PaymentJournal, PaymentRecord, SettlementOutcome } from '../store/
 import { reasonFor, reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../x402/schemas.js';
 import { FacilitatorUnavailableError } from './errors.js';
-import { type PaymentIntent, type Rejection, answers, atSignedPrice, intentRules, presentsRow, toIntent, toNewPayment } from './intent.js';
+import {
+  type PaymentIntent,
+  type Rejection,
+  answers,
+  atSignedPrice,
+  intentRules,
+  presentsRow,
+  takenLate,
+  toIntent,
+  toNewPayment,
+} from './intent.js';
 import type { FacilitatorPort, Refusal, Reserved, Verdict } from './port.js';
 import { settledBy } from './settle.js';
 import { type WalletCheck, alreadyUsed, authenticatePayer, checkPayment } from './verify.js';
@@ -313,7 +323,12 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
 
     async settle(request, purpose) {
       const checked = toIntent(request, rules, now());
-      if (!checked.ok) return failed(request.paymentRequirements.network, checked);
+      if (!checked.ok) {
+        const late = await takenLate(journal, rules, request, purpose, checked);
+        // Its outcome as the journal holds it: the remote is never asked to settle an expired authorization.
+        const final = late?.record.state === 'settled' || late?.record.state === 'failed';
+        return final ? answerTaken(request, late.intent, late.record, purpose) : failed(request.paymentRequirements.network, checked);
+      }
       const { intent } = checked;
       const claim = await journal.claim(toNewPayment(intent, purpose));
       if (!claim.claimed) return answerTaken(request, intent, claim.record, purpose);

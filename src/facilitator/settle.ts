@@ -20,7 +20,7 @@ import { reasons } from '../x402/reasons.js';
 import type { FacilitatorRequest, SettleResponse } from '../x402/schemas.js';
 import type { StateReader } from './chain-state.js';
 import { FacilitatorUnavailableError } from './errors.js';
-import { type IntentRules, type PaymentIntent, type Rejection, presentsRow, toIntent, toNewPayment } from './intent.js';
+import { type IntentRules, type PaymentIntent, type Rejection, presentsRow, takenLate, toIntent, toNewPayment } from './intent.js';
 import { purposes } from './purposes.js';
 import { type Admit, alreadyUsed, verifyIntent } from './verify.js';
 
@@ -159,7 +159,7 @@ const isFinal = (r: PaymentRecord | undefined) => r?.state === 'settled' || r?.s
  *   the journalled payment itself only (`presentsRow`); a copy with another amount or signature is
  *   `nonce_already_used`, as a top-up credits the amount its request asks.
  *
- * @example await settler.settle(forgedCopyFor100x, purposes.topup(payTo)) // { success: false, errorReason: 'invalid_exact_evm_nonce_already_used' }
+ * @example await settler.settle(forgedCopyFor100x, purposes.topup(payTo, `key:${keyId}`)) // { success: false, errorReason: 'invalid_exact_evm_nonce_already_used' }
  */
 export function createSettler(deps: SettleDeps) {
   const { journal, relayers, client, rules } = deps;
@@ -516,7 +516,10 @@ export function createSettler(deps: SettleDeps) {
      */
     async settle(request: FacilitatorRequest, purpose: string, options: SettleOptions = {}): Promise<SettleResponse> {
       const checked = toIntent(request, rules, deps.now());
-      if (!checked.ok) return refuse(request.paymentRequirements.network, checked);
+      if (!checked.ok) {
+        const late = await takenLate(journal, rules, request, purpose, checked);
+        return late ? answerTaken(late.intent, late.record, purpose) : refuse(request.paymentRequirements.network, checked);
+      }
       const { intent } = checked;
       const refused = await deps.admit(intent, purpose);
       if (refused) return refuse(intent.networkId, refused);

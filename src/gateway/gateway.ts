@@ -115,7 +115,16 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     throw new Error(`server ${options.server}: a plan with free calls, tiers or subscriptions needs the revenue store to count calls`);
   }
   const serverLabel = metrics.server(options.server);
-  const count = (tool: string, outcome: string) => metrics.calls.inc({ server: serverLabel, tool: metrics.tool(tool), outcome });
+  const named = new Set(namedTools(plan));
+  /**
+   * A tool's metric label: its name once the plan names it or the upstream's last list has it; any
+   * other name is only a caller's choice, and taking the bounded label values (see `createMetrics`)
+   * would leave every server's real tools `other`: `unlisted`.
+   *
+   * @example toolLabel('made-up-7') // 'unlisted'
+   */
+  const toolLabel = (tool: string) => (named.has(tool) || options.tools?.lists(tool) ? metrics.tool(tool) : 'unlisted');
+  const count = (tool: string, outcome: string) => metrics.calls.inc({ server: serverLabel, tool: toolLabel(tool), outcome });
   // The stdio bridge bounds sessions per caller, by the address only this side of it knows.
   const upstreamFor = (c: Context): Upstream => {
     const { upstream } = options;
@@ -199,7 +208,6 @@ export function createGateway(options: GatewayOptions): Hono<{ Variables: OAuthV
     },
   );
 
-  const named = new Set(namedTools(plan));
   /** A tool priced by the default that the upstream does not have (its recent list lacks it): no challenge for it. */
   const unknownTool = async (tool: string) =>
     options.tools !== undefined && !named.has(tool) && (await options.tools.offers(tool)) === false;

@@ -8,6 +8,7 @@ import { purposes } from '../facilitator/purposes.js';
 import { type ToolOffer, challengeResponse, paymentRequestFor, paymentRequired } from '../gateway/payment-required.js';
 import { atomicToUsd, usdPrice } from '../pricing/pricing.js';
 import { credentialOf } from '../rails/credits/api-keys.js';
+import { callerOf } from '../rails/x402/rail.js';
 import { type Credits, type Payer, mintTokenSchema, publicEntry, publicKey, publicToken } from '../rails/credits/credits.js';
 import { DomainError } from '../errors.js';
 import type { Store } from '../store/store.js';
@@ -15,8 +16,8 @@ import { PaymentDecodeError, encodeHeader } from '../x402/codec.js';
 import { type FacilitatorRequest, exactEvmPayloadSchema } from '../x402/schemas.js';
 import { pageSchema } from './admin-routes.js';
 import { portalSchema } from '../rails/invoice/accounts.js';
-import { jsonBody, query } from './validate.js';
 import { clientAddress } from './caller.js';
+import { jsonBody, query } from './validate.js';
 import type { RefusalThrottle } from '../rails/x402/refusals.js';
 
 export type CreditsRoutesOptions = {
@@ -150,8 +151,10 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
    * USDC → credits. Without a payment: 402 with the x402 requirements for `?usd=`. With one: it is
    * settled on chain *before* anything is credited; then the caller's key is credited, or a new
    * key is created and shown once. Retrying with the same payment finishes a top-up a crash
-   * interrupted, and can never credit twice. A refused top-up counts against its caller's network
-   * (`refusals`): past the limit, 429 `rate_limited` with Retry-After, before the chain is asked.
+   * interrupted, and can never credit twice; only the retry of the one who asked first (the same
+   * key, or without one the same `Idempotency-Key` or network) collects it. A refused top-up counts
+   * against its caller's network (`refusals`): past the limit, 429 `rate_limited` with Retry-After,
+   * before the chain is asked.
    */
   app.post('/topup', async (c) => {
     const { usd: amount } = query(c, topupQuery);
@@ -190,9 +193,12 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
       c.header('retry-after', String(limited.details.retryAfterSeconds));
       throw limited;
     }
+    // Whom this payment credits, fixed by whoever presents it first: its settlement publishes it,
+    // and a copy from the chain shows another key (or caller) and is a payment used, not theirs.
+    const recipient = payer ? `key:${payer.key.id}` : `new:${callerOf(c.req.raw.headers, clientAddress(c)) ?? 'unbound'}`;
     let receipt;
     try {
-      receipt = await facilitator.settle(request, purposes.topup(payTo));
+      receipt = await facilitator.settle(request, purposes.topup(payTo, recipient));
     } catch (error) {
       if (error instanceof FacilitatorUnavailableError) {
         return c.json({ error: error.code, message: `${error.message}; retry with the same payment`, retryable: true }, 503);

@@ -313,9 +313,11 @@ export function operatorRoutes(options: OperatorRoutesOptions) {
       return analytics(c, { operatorId: me(c).id, ...query }, server?.id);
     },
   );
-  op.get('/audit', { summary: 'what was done on your account', query: auditQuerySchema }, async (c, { query }) =>
-    c.json({ entries: await store.operators.auditLog({ operatorId: me(c).id, ...query }) }),
-  );
+  // The admin's own changes on the account are listed, not the address the admin made them from.
+  op.get('/audit', { summary: 'what was done on your account', query: auditQuerySchema }, async (c, { query }) => {
+    const entries = await store.operators.auditLog({ operatorId: me(c).id, ...query });
+    return c.json({ entries: entries.map(({ ip, ...entry }) => (entry.actor === actor(c) && ip ? { ...entry, ip } : entry)) });
+  });
   app.route('/operator', mine);
 
   const admin = new Hono();

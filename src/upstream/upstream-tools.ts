@@ -16,7 +16,11 @@ export type KnownTools = { tools: ToolInfo[]; asOf?: number; error?: string };
  * up again first, and waited for); `undefined` when no such list can be had (never listed: a lookup
  * is started, not waited for; or the latest lookup failed), so the call is charged as ever.
  */
-export type ToolsSource = (() => Promise<KnownTools>) & { offers(tool: string): Promise<boolean | undefined> };
+export type ToolsSource = (() => Promise<KnownTools>) & {
+  offers(tool: string): Promise<boolean | undefined>;
+  /** Whether the last list the upstream gave has `tool`, as known now: never waits (a list older than `ttlMs` is looked up behind, as a read does). */
+  lists(tool: string): boolean;
+};
 
 /**
  * Fixed, whatever the server's own call timeout (up to an hour): a lookup is given up after
@@ -42,6 +46,7 @@ const NOT_YET: KnownTools = { tools: [], error: 'the MCP server has not listed i
  * const tools = lookups.of(upstream);
  * await tools(); // { tools: [{ name: 'search' }], asOf: 1767225600000 } or { tools: [], error: '…' }
  * await tools.offers('search'); // true; false for a name a recent list lacks; undefined when unknown
+ * tools.lists('search'); // true once a list had it
  */
 export function toolsLookups(options: Partial<typeof TOOLS_LOOKUP> = {}) {
   const { timeoutMs, ttlMs, waitMs, recheckMs, concurrency } = { ...TOOLS_LOOKUP, ...options };
@@ -78,7 +83,11 @@ export function toolsLookups(options: Partial<typeof TOOLS_LOOKUP> = {}) {
         await (again ? refresh() : running);
         return recent() ? listed(tool) : undefined;
       };
-      return Object.assign(read, { offers });
+      const lists = (tool: string) => {
+        if (Date.now() - lookedAt >= ttlMs) refresh();
+        return listed(tool);
+      };
+      return Object.assign(read, { offers, lists });
     },
   };
 }

@@ -58,7 +58,7 @@ describe('who may use the facilitator API', () => {
     const remote = remoteFacilitator({ url, apiKey: KEY, ...local });
     assert.equal((await remote.verify(body)).isValid, true);
     const before = await chain.balanceOf(chain.sandbox.accounts.payees[0]!.address);
-    assert.equal((await remote.settle(body, purposes.topup(chain.sandbox.accounts.payees[0]!.address))).success, true);
+    assert.equal((await remote.settle(body, purposes.topup(chain.sandbox.accounts.payees[0]!.address, 'key:k1'))).success, true);
     await store.close();
     assert.equal(await chain.balanceOf(chain.sandbox.accounts.payees[0]!.address), before + 2_000n);
   });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { Hex } from 'viem';
+import { type Hex, decodeFunctionData } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { BASE_USDC, networks } from '../../src/chain/networks.js';
 import { purposes } from '../../src/facilitator/purposes.js';
@@ -106,6 +106,134 @@ describe('a top-up credits what its payment paid', () => {
     assert.equal(retry.status, 201);
     assert.equal(((await retry.json()) as { balance: string }).balance, '1000000');
     await facilitator.drain();
+  });
+});
+
+describe('a top-up credits whoever asked for it, not whoever copies its payment', () => {
+  /** The payment as anyone reads it from the settlement's transaction: calldata holds the authorization and its signature. */
+  async function copiedFromChain(txHash: Hex, like: Awaited<ReturnType<typeof v2Request>>) {
+    const tx = await chain.client.getTransaction({ hash: txHash });
+    const { args } = decodeFunctionData({ abi: usdcAbi, data: tx.input });
+    const [from, to, value, validAfter, validBefore, nonce, signature] = args as unknown as [Hex, Hex, bigint, bigint, bigint, Hex, Hex];
+    const authorization = { from, to, value: `${value}`, validAfter: `${validAfter}`, validBefore: `${validBefore}`, nonce };
+    return { ...like.paymentPayload, payload: { signature, authorization } };
+  }
+
+  /** A top-up of 1 USD asked with `headers` (made once the app is up), answered settlement_pending; then mined. */
+  async function pendingTopup(headersFor: (credits: ReturnType<typeof createCredits>) => Promise<Record<string, string>>) {
+    const { store, facilitator, logger } = await setup({ receiptTimeoutMs: 300 });
+    const payTo = chain.sandbox.accounts.payees[0]!.address;
+    const app = createApp(logger);
+    const credits = createCredits({ store, tokenSecret: 'a-token-secret-of-at-least-32-characters' });
+    const topup = { payTo, min: 1_000_000n, max: 100_000_000n };
+    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: networks.local, topup }));
+    const headers = await headersFor(credits);
+    const paid = await v2Request(payment({ payTo, amount: 1_000_000n, maxTimeoutSeconds: 600 }));
+    const post = (payload: unknown, extra: Record<string, string> = {}) =>
+      app.request('/credits/topup?usd=1', { method: 'POST', headers: { 'payment-signature': encodeHeader(payload), ...extra } });
+    await chain.rpc('evm_setAutomine', [false]);
+    try {
+      assert.equal((await post(paid.paymentPayload, headers)).status, 503, 'settlement_pending: retry with the same payment');
+    } finally {
+      await chain.rpc('evm_setAutomine', [true]);
+    }
+    const { txHash } = (await store.journal.get(keyOf(paid)))!;
+    const copy = await copiedFromChain(txHash!, paid);
+    await chain.rpc('evm_mine');
+    await eventually(
+      () => store.journal.get(keyOf(paid)),
+      (r) => r?.state === 'settled',
+      'the watcher finishes the row',
+    );
+    return { store, credits, facilitator, headers, copy, post };
+  }
+
+  test('a key’s top-up answered settlement_pending, copied from its transaction by another key or by no key, credits neither; the key’s retry collects it', async () => {
+    let victim = '';
+    const { store, credits, facilitator, headers, copy, post } = await pendingTopup(async (credits) => {
+      const created = await credits.createKey({ name: 'victim' });
+      victim = created.key.id;
+      return { authorization: `Bearer ${created.secret}` };
+    });
+    const thief = await credits.createKey({ name: 'thief' });
+    const stolen = await post(copy, { authorization: `Bearer ${thief.secret}` });
+    assert.equal(stolen.status, 402);
+    assert.match(Buffer.from(stolen.headers.get('payment-required') ?? '', 'base64').toString(), new RegExp(NONCE_USED));
+    const anonymous = await post(copy);
+    assert.equal(anonymous.status, 402, 'no key made for the copier');
+    assert.equal((await store.credits.key(thief.key.id))?.balance, 0n);
+    assert.equal((await store.credits.keys()).length, 2, 'no key was created');
+
+    const retry = await post(copy, headers);
+    assert.equal(retry.status, 201);
+    const credited = (await retry.json()) as { keyId: string; balance: string };
+    assert.deepEqual([credited.keyId, credited.balance], [victim, '1000000']);
+    await facilitator.drain();
+  });
+
+  test('a new key’s top-up answered settlement_pending, copied from its transaction by another caller, makes them no key; the payer’s retry gets it', async () => {
+    const { store, facilitator, headers, copy, post } = await pendingTopup(async () => ({ 'idempotency-key': 'topup-7f3a' }));
+    const stolen = await post(copy, { 'idempotency-key': 'thief' });
+    assert.equal(stolen.status, 402);
+    assert.equal((await post(copy)).status, 402);
+    assert.deepEqual(await store.credits.keys(), [], 'no key was created or credited');
+
+    const retry = await post(copy, headers);
+    assert.equal(retry.status, 201);
+    const made = (await retry.json()) as { key: string; balance: string };
+    assert.equal(made.balance, '1000000');
+    assert.match(made.key, /^tp_/);
+    await facilitator.drain();
+  });
+});
+
+describe('a settled top-up is collected whenever its payer comes back', () => {
+  test('a top-up settled before a crash kept its credit is credited to its key by a retry after its authorization expired; a new expired payment still is not taken', async () => {
+    let skew = 0;
+    const { store, facilitator, logger } = await setup({ now: () => Math.floor(Date.now() / 1000) + skew });
+    const payTo = chain.sandbox.accounts.payees[0]!.address;
+    const app = createApp(logger);
+    const credits = createCredits({ store, tokenSecret: 'a-token-secret-of-at-least-32-characters' });
+    const topup = { payTo, min: 1_000_000n, max: 100_000_000n };
+    app.route('/credits', creditsRoutes({ credits, store, facilitator, network: networks.local, topup }));
+    const post = (body: Awaited<ReturnType<typeof v2Request>>, secret: string) =>
+      app.request('/credits/topup?usd=1', {
+        method: 'POST',
+        headers: { 'payment-signature': encodeHeader(body.paymentPayload), authorization: `Bearer ${secret}` },
+      });
+    const { key, secret } = await credits.createKey({ name: 'payer' });
+    const paid = await v2Request(payment({ payTo, amount: 1_000_000n, maxTimeoutSeconds: 120 }));
+    // What POST /credits/topup did before the instance died: settled for this key, nothing credited.
+    assert.equal((await facilitator.settle(paid, purposes.topup(payTo, `key:${key.id}`))).success, true);
+    skew = 3_600;
+
+    const thief = await credits.createKey({ name: 'thief' });
+    assert.equal((await post(paid, thief.secret)).status, 402, 'late or not, another key gets nothing');
+    const txs = await chain.relayerTxCount();
+    const retry = await post(paid, secret);
+    assert.equal(retry.status, 201);
+    assert.equal(((await retry.json()) as { balance: string }).balance, '1000000');
+    assert.equal((await post(paid, secret)).status, 200, 'credited once');
+    assert.equal((await store.credits.key(key.id))?.balance, 1_000_000n);
+
+    const fresh = await v2Request(payment({ payTo, amount: 1_000_000n, maxTimeoutSeconds: 120 }));
+    const expired = await post(fresh, secret);
+    assert.equal(expired.status, 402);
+    assert.match(Buffer.from(expired.headers.get('payment-required') ?? '', 'base64').toString(), /valid_before/);
+    assert.equal(await chain.relayerTxCount(), txs, 'nothing sent late');
+    assert.equal(await store.journal.get(keyOf(fresh)), undefined);
+  });
+
+  test('a call’s hold whose authorization expired while its tool ran is refused as expired, not answered from the journal', async () => {
+    let skew = 0;
+    const { facilitator } = await setup({ now: () => Math.floor(Date.now() / 1000) + skew });
+    const body = await v2Request(payment({ maxTimeoutSeconds: 120 }));
+    assert.equal((await facilitator.reserve(body, CALL)).isValid, true);
+    skew = 3_600;
+    const txs = await chain.relayerTxCount();
+    const late = await facilitator.settle(body, CALL);
+    assert.deepEqual([late.success, late.errorReason], [false, 'invalid_exact_evm_payload_authorization_valid_before']);
+    assert.equal(await chain.relayerTxCount(), txs);
   });
 });
 

@@ -282,12 +282,12 @@ describe('reconciliation after a crash', () => {
     const body = await v2Request({ payer: chain.sandbox.accounts.payers[6]!, payTo, amount: 9n });
     const first = await restart(path);
     // A top-up retried after a crash: its owner acts once per payment, so it is told the outcome again.
-    const answer = await first.facilitator.settle(body, purposes.topup(payTo));
+    const answer = await first.facilitator.settle(body, purposes.topup(payTo, 'key:k1'));
     assert.equal(answer.success, true);
     await first.store.close();
     const txs = await chain.relayerTxCount();
     const second = await restart(path);
-    assert.deepEqual(await second.facilitator.settle(body, purposes.topup(payTo)), answer);
+    assert.deepEqual(await second.facilitator.settle(body, purposes.topup(payTo, 'key:k1')), answer);
     assert.equal(await chain.relayerTxCount(), txs);
   });
 });

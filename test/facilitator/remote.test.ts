@@ -55,7 +55,7 @@ describe('remoteFacilitator: the gateway’s port over another facilitator’s /
     // The owner asking again gets its receipt from the journal; nothing more reaches the remote.
     assert.deepEqual(await port.settle(body, CALL), receipt);
     assert.equal(remote.count('/settle'), settles + 1);
-    const other = await port.settle(body, purposes.topup(payee()));
+    const other = await port.settle(body, purposes.topup(payee(), 'key:k1'));
     assert.equal(other.errorReason, 'invalid_exact_evm_nonce_already_used');
   });
 
@@ -83,6 +83,22 @@ describe('remoteFacilitator: the gateway’s port over another facilitator’s /
     assert.equal(await port.redeliver(body, CALL), undefined, 'no caller shown');
     assert.equal(await port.redeliver(body, CALL, 'session-b'), undefined, 'another caller');
     assert.deepEqual(await port.redeliver(body, CALL, 'session-a'), { result: '{"content":[]}', receipt });
+  });
+
+  test('a top-up settled before a crash kept its credit answers its retry after the authorization expired from the journal; an expired new payment is never sent to the remote', async () => {
+    const body = await payment(3);
+    const topup = purposes.topup(payee(), 'key:k1');
+    const receipt = await port.settle(body, topup);
+    assert.equal(receipt.success, true, JSON.stringify(receipt));
+    const later = () => Math.floor(Date.now() / 1000) + 3_600;
+    const late = remoteFacilitator({ url: remote.url, journal: store.journal, network: networks.local, client: chain.client, now: later });
+    const settles = remote.count('/settle');
+    assert.deepEqual(await late.settle(body, topup), receipt);
+    assert.equal((await late.settle(body, purposes.topup(payee(), 'key:k2'))).errorReason, 'invalid_exact_evm_nonce_already_used');
+    const fresh = await payment(3);
+    assert.equal((await late.settle(fresh, topup)).errorReason, 'invalid_exact_evm_payload_authorization_valid_before');
+    assert.equal(remote.count('/settle'), settles, 'the remote was asked nothing');
+    assert.equal(await store.journal.get(keyOf(fresh)), undefined);
   });
 
   test('a payment the remote refuses is given back: nothing stays held for it', async () => {

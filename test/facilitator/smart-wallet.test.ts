@@ -116,7 +116,7 @@ test('a payment the journal already holds is not authenticated, for any purpose,
   const held = await facilitator.reserve(payment, mine);
   assert.ok(held.isValid, JSON.stringify(held));
   for (const port of [facilitator, remote]) {
-    for (const purpose of [mine, another, purposes.topup(payee)]) {
+    for (const purpose of [mine, another, purposes.topup(payee, 'key:k1')]) {
       assert.equal(reasonOf(await port.authenticate(payment, purpose)), 'invalid_exact_evm_nonce_already_used', purpose);
     }
     assert.equal(reasonOf(await port.authenticate(forged, another)), 'invalid_exact_evm_signature', 'a forged copy learns nothing');

@@ -244,7 +244,7 @@ describe('/health and discovery, as a browser or a load balancer reads them', ()
   });
 
   test('discovery and pricing answer CORS for GET from any origin, and allow no other method', async () => {
-    const tools = Object.assign(async () => ({ tools: [] }), { offers: async () => undefined });
+    const tools = Object.assign(async () => ({ tools: [] }), { offers: async () => undefined, lists: () => false });
     const plan = flatPlan(priceTableSchema.parse({ default: '0.01' }));
     const app = discoveryRoutes({
       network: networks.local,

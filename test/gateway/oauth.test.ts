@@ -279,7 +279,7 @@ describe('callers with OAuth access tokens (MCP authorization)', () => {
     assert.equal(await balance(key.id), before.balance);
     // A token naming another issuer made turnpike fetch nothing from it.
     assert.equal(rogueFetches(), rogueBefore);
-    const metrics = (await served.api('GET', '/metrics')).text;
+    const metrics = (await served.api('GET', '/metrics', { key: ADMIN })).text;
     assert.match(metrics, /turnpike_payment_denials_total\{server="alpha",reason="oauth_invalid_token"\} ([8-9]|\d\d)/);
   });
 

@@ -137,3 +137,33 @@ describe('discovery survives its upstreams', () => {
     }
   });
 });
+
+describe('/metrics is the admin’s once there is one', () => {
+  test('an unlisted server’s slug, calls and denials are not readable by anyone from /metrics; the admin key reads them', async () => {
+    const counter = await startCounterUpstream();
+    const served = await serveOnSandbox(chain, { overrides: { operators: { allowPrivateUpstreams: true } }, secrets: { adminKey: ADMIN } });
+    try {
+      const key = await operatorOf(served);
+      await register(served, key, 'unlisted-7f3a', `${counter.url}/mcp`, { public: false });
+      const { bySlug } = await discover(served);
+      assert.equal(bySlug['unlisted-7f3a'], undefined, 'not in discovery');
+      const call = await fetch(`${served.url}/mcp/unlisted-7f3a`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'count', arguments: {} } }),
+      });
+      assert.equal(call.status, 200);
+      await call.text();
+
+      const anyone = await served.api('GET', '/metrics');
+      assert.doesNotMatch(anyone.text, /unlisted-7f3a/);
+      assert.equal(anyone.status, 401);
+      const admin = await served.api('GET', '/metrics', { key: ADMIN });
+      assert.equal(admin.status, 200);
+      assert.match(admin.text, /turnpike_tool_calls_total\{server="unlisted-7f3a",tool="[a-z]+",outcome="challenged"\} 1/);
+    } finally {
+      await served.gateway.close();
+      await counter.close();
+    }
+  });
+});

@@ -349,8 +349,16 @@ describe('operators: servers, plans, revenue, withdrawals, analytics', () => {
     assert.ok(mine.some((e) => e.action === 'server.create' && e.actor === `operator:${alice.id}` && e.ip === '127.0.0.1'));
     assert.ok(mine.some((e) => e.action === 'withdrawal.request'));
     assert.ok(mine.some((e) => e.action === 'operator.create' && e.actor === 'admin'));
-    const all = (await api('GET', '/admin/audit', { key: ADMIN })).body.entries as { operatorId: string }[];
+    assert.ok(
+      mine.filter((e) => e.actor !== `operator:${alice.id}`).every((e) => e.ip === undefined),
+      'the admin’s address is not the operator’s to see',
+    );
+    const all = (await api('GET', '/admin/audit', { key: ADMIN })).body.entries as { operatorId: string; actor: string; ip?: string }[];
     assert.ok(all.some((e) => e.operatorId === bob.id));
+    assert.ok(
+      all.some((e) => e.actor === 'admin' && e.ip === '127.0.0.1'),
+      'the admin sees every address',
+    );
     assert.equal((await api('GET', '/admin/audit?limit=0', { key: ADMIN })).status, 400);
   });
 

@@ -251,7 +251,8 @@ function callIdentity(server: string, rpc: Message): string {
 }
 
 /**
- * Who may have a paid call's result again, as the facilitator keeps it: a digest of the call's
+ * Who may have a paid call's result again, as the facilitator keeps it (and whom a top-up without
+ * a key makes its key for): a digest of the request's
  * `Idempotency-Key` (a retry sends it again; a chain watcher has none), never the key itself;
  * without one (most x402 clients), a digest of the network the call came from (`networkOf`): a
  * retry comes from the payer's own machine, a watcher who copies the payment from its settlement
@@ -263,7 +264,7 @@ function callIdentity(server: string, rpc: Message): string {
  * @example callerOf(new Headers({ 'idempotency-key': 'a1b2' }), '203.0.113.7') // 'idempotency-key:' + sha256 hex
  * @example callerOf(new Headers(), '::ffff:203.0.113.7') // 'network:' + sha256 hex of '203.0.113.7'
  */
-function callerOf(headers: Headers, address: string | undefined): string | undefined {
+export function callerOf(headers: Headers, address: string | undefined): string | undefined {
   const key = headers.get('idempotency-key');
   if (key) return `idempotency-key:${createHash('sha256').update(key).digest('hex')}`;
   const network = address === undefined ? undefined : networkOf(address);
