@@ -727,7 +727,9 @@ export const migrations: readonly Migration[] = [
     // what invoice.paid booked for it (the charge's amount and operator share, before any reversal): its revenue charge
     // is restated from the same facts; the row is also what a reversal and the booking queue on. A session's totals from
     // before are its payment's first facts: its refund as stated at its last change, its dispute as one of id
-    // 'legacy:<PaymentIntent>' (the next dispute event of the payment restates it, as before).
+    // 'legacy:<PaymentIntent>', closed if a charge.dispute.closed of the session was handled (kept: nothing left disputed),
+    // which the next dispute event of the payment names by its id (a charge is disputed once): restated while open, final
+    // once closed, so a late event from before the close takes nothing again.
     sql: `
       CREATE TABLE stripe_refund_states (
         event_id TEXT PRIMARY KEY,
@@ -769,8 +771,13 @@ export const migrations: readonly Migration[] = [
         SELECT 'legacy:' || payment_intent, payment_intent, refunded, COALESCE(charged, paid_amount, amount_total), updated_at / 1000
         FROM checkout_sessions WHERE payment_intent IS NOT NULL AND refunded > 0;
       INSERT INTO stripe_disputes (dispute_id, payment_intent, amount, closed, kept, updated_at)
-        SELECT 'legacy:' || payment_intent, payment_intent, disputed, 0, 0, updated_at
-        FROM checkout_sessions WHERE payment_intent IS NOT NULL AND disputed > 0;
+        SELECT 'legacy:' || payment_intent, payment_intent, disputed, closed, CASE WHEN closed = 1 AND disputed = 0 THEN 1 ELSE 0 END,
+               updated_at
+        FROM (SELECT s.payment_intent, s.disputed, s.updated_at,
+                     CASE WHEN EXISTS (SELECT 1 FROM stripe_events e WHERE e.session_id = s.session_id AND e.type = 'charge.dispute.closed')
+                          THEN 1 ELSE 0 END AS closed
+              FROM checkout_sessions s WHERE s.payment_intent IS NOT NULL) AS legacy
+        WHERE disputed > 0 OR closed = 1;
     `,
   },
 ];

@@ -619,6 +619,22 @@ for (const backend of backends)
         assert.equal(await balanced(keyId), 18_000_000n);
       });
 
+      test('a refund failure stated by several events counts from the earliest of them, whichever is delivered first', async () => {
+        // Refund re_1 (400) made at t fails by t + 100; a refund.updated of it at t + 300 restates the failure. A new refund of
+        // 200 at t + 200 is stated as 200 (re_1 failed before): 200 of 1000 stays refunded in both orders of delivery.
+        const t = now() - 1000;
+        for (const lateFirst of [false, true]) {
+          const keyId = await key(0n);
+          const { paymentIntent } = await paidSession(keyId);
+          const refundId = newId('re');
+          assert.equal(await refund(paymentIntent, 400n, 1000n, newId('evt'), t), 'taken_back');
+          const failures = [t + 100, t + 300].map((at) => () => refundFailed(paymentIntent, refundId, 400n, t, at));
+          for (const failed of lateFirst ? failures.reverse() : failures) await failed();
+          await refund(paymentIntent, 200n, 1000n, newId('evt'), t + 200);
+          assert.equal(await balanced(keyId), 8_000_000n, lateFirst ? 'the later failure event first' : 'in order');
+        }
+      });
+
       test('a subscription invoice’s revenue loses the refunded share once, when its booking and the refund meet on two instances at once', async () => {
         const open = backend.shared();
         const [one, two] = [await open(), await open()];
@@ -795,6 +811,43 @@ for (const backend of backends)
       const closed = { type: 'charge.dispute.closed', paymentIntent: 'pi_rev', at: 1_700_000_200, eventId: newId('evt'), dispute: won };
       assert.equal(await store.credits.reverseCheckout(closed), 'given_back');
       assert.equal((await store.credits.key('key_buyer'))?.balance, 6_000_000n, 'what the refund of 400 leaves');
+    } finally {
+      await store.close();
+    }
+  });
+
+/** A store with a session whose payment's dispute (200 of 1000) was taken back and, closed won, given back by a build before disputes were kept by id. */
+const withDisputeWonOfV24 = (backend: 'sqlite' | 'postgres') =>
+  upgradedFrom(
+    backend,
+    24,
+    `
+    INSERT INTO api_keys (id, hash, name, balance, created_at, updated_at) VALUES ('key_won', 'h_won', 'won', 10000000, 1, 1);
+    INSERT INTO checkout_sessions (session_id, key_id, package, credits, amount_total, currency, state, created_at, updated_at,
+                                   payment_intent, charged, refunded, disputed, taken_back, shortfall)
+      VALUES ('cs_won', 'key_won', '10', 10000000, 1000, 'usd', 'credited', 1, 1700000000000, 'pi_won', 1000, 0, 0, 0, 0);
+    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
+      VALUES ('le_top', 'key_won', 'topup', 10000000, 10000000, 'Stripe Checkout, package 10', 'stripe:cs_won', 2);
+    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
+      VALUES ('le_take', 'key_won', 'adjustment', -2000000, 8000000, 'Stripe refund or dispute', 'stripe-reversal:evt_du_open', 3);
+    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
+      VALUES ('le_give', 'key_won', 'adjustment', 2000000, 10000000, 'Stripe dispute closed, funds kept', 'stripe-reversal:evt_du_won', 4);
+    INSERT INTO stripe_events (event_id, type, session_id, outcome, received_at)
+      VALUES ('evt_du_open', 'charge.dispute.created', 'cs_won', 'taken_back', 3);
+    INSERT INTO stripe_events (event_id, type, session_id, outcome, received_at)
+      VALUES ('evt_du_won', 'charge.dispute.closed', 'cs_won', 'given_back', 4);`,
+  );
+
+for (const backend of backends)
+  test(`a dispute closed by an earlier build stays closed through the upgrade: an update of it from before its close, delivered late, takes nothing (${backend.name})`, {
+    skip: backend.skip,
+  }, async () => {
+    const store = await withDisputeWonOfV24(backend.name);
+    try {
+      const open = { id: 'du_won', amount: 200n, closed: false, kept: false };
+      const late = { type: 'charge.dispute.updated', paymentIntent: 'pi_won', at: 1_699_999_000, eventId: newId('evt'), dispute: open };
+      assert.equal(await store.credits.reverseCheckout(late), 'unchanged');
+      assert.equal((await store.credits.key('key_won'))?.balance, 10_000_000n, 'won: the buyer keeps the credits');
     } finally {
       await store.close();
     }

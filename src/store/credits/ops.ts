@@ -421,7 +421,7 @@ function* recordFact(event: ReversalEvent, now: number): Op<void> {
   if (event.refundFailed) yield* run(sql.insertFailedRefund, { ...event.refundFailed, paymentIntent, at });
   if (event.dispute) {
     const { id, amount, closed, kept } = event.dispute;
-    yield* run(sql.dropLegacyDispute, { paymentIntent });
+    yield* run(sql.adoptLegacyDispute, { paymentIntent, disputeId: id });
     yield* run(sql.saveDispute, { disputeId: id, paymentIntent, amount, closed: closed ? 1 : 0, kept: kept ? 1 : 0, now });
   }
 }

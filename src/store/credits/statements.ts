@@ -329,9 +329,11 @@ export const creditsSql = {
   insertRefundState: command<{ eventId: string; paymentIntent: string; refunded: bigint; chargeAmount: bigint; at: number }>(`
     INSERT INTO stripe_refund_states (event_id, payment_intent, refunded, charge_amount, stated_at)
     VALUES (@eventId, @paymentIntent, @refunded, @chargeAmount, @at) ON CONFLICT (event_id) DO NOTHING`),
+  // A refund's failure stated by several events (charge.refund.updated, refund.updated, refund.failed…) failed by the earliest.
   insertFailedRefund: command<{ refundId: string; paymentIntent: string; amount: bigint; madeAt: number; at: number }>(`
     INSERT INTO stripe_failed_refunds (refund_id, payment_intent, amount, made_at, failed_at)
-    VALUES (@refundId, @paymentIntent, @amount, @madeAt, @at) ON CONFLICT (refund_id) DO NOTHING`),
+    VALUES (@refundId, @paymentIntent, @amount, @madeAt, @at)
+    ON CONFLICT (refund_id) DO UPDATE SET failed_at = excluded.failed_at WHERE excluded.failed_at < stripe_failed_refunds.failed_at`),
   // A closed dispute is final: a created or updated event delivered after its close changes nothing.
   saveDispute: command<Now & { disputeId: string; paymentIntent: string; amount: bigint; closed: number; kept: number }>(`
     INSERT INTO stripe_disputes (dispute_id, payment_intent, amount, closed, kept, updated_at)
@@ -339,8 +341,10 @@ export const creditsSql = {
     ON CONFLICT (dispute_id) DO UPDATE SET amount = excluded.amount, closed = excluded.closed, kept = excluded.kept,
       updated_at = excluded.updated_at
     WHERE stripe_disputes.closed = 0`),
-  // A session's open dispute from before disputes were kept by id: restated by the next dispute event of its payment.
-  dropLegacyDispute: command<{ paymentIntent: string }>("DELETE FROM stripe_disputes WHERE dispute_id = 'legacy:' || @paymentIntent"),
+  // A session's dispute from before disputes were kept by id (migration 25) is the one the next dispute event of its payment names.
+  adoptLegacyDispute: command<{ paymentIntent: string; disputeId: string }>(
+    "UPDATE stripe_disputes SET dispute_id = @disputeId WHERE dispute_id = 'legacy:' || @paymentIntent",
+  ),
   refundStates: query<{ paymentIntent: string }, RefundStateRow>(
     'SELECT refunded, charge_amount, stated_at FROM stripe_refund_states WHERE payment_intent = @paymentIntent',
   ),
