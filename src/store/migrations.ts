@@ -725,7 +725,8 @@ export const migrations: readonly Migration[] = [
     // amount, stated at the event's time (s); each refund that failed (its amount, made and failed at, s); each dispute,
     // by its id, final once closed (kept: closed with the funds kept). A subscription invoice's payment (invoice_id) and
     // what invoice.paid booked for it (the charge's amount and operator share, before any reversal): its revenue charge
-    // is restated from the same facts; the row is also what a reversal and the booking queue on. A session's totals from
+    // is restated from the same facts; the row is also what a reversal and the booking queue on. A payment's row in
+    // stripe_payments is what its reversals and the checkout event that links it to its session queue on. A session's totals from
     // before are its payment's first facts: its refund as stated at its last change, its dispute as one of id
     // 'legacy:<PaymentIntent>', closed if a charge.dispute.closed of the session was handled (kept: nothing left disputed),
     // which the next dispute event of the payment names by its id (a charge is disputed once): restated while open, final
@@ -765,6 +766,10 @@ export const migrations: readonly Migration[] = [
         invoice_id TEXT PRIMARY KEY,
         booked BIGINT CHECK (booked >= 0),
         booked_share BIGINT CHECK (booked_share >= 0 AND booked_share <= booked),
+        updated_at BIGINT NOT NULL
+      );
+      CREATE TABLE stripe_payments (
+        payment_intent TEXT PRIMARY KEY,
         updated_at BIGINT NOT NULL
       );
       INSERT INTO stripe_refund_states (event_id, payment_intent, refunded, charge_amount, stated_at)

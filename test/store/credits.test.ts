@@ -686,6 +686,51 @@ for (const backend of backends)
         }
       });
 
+      test('a refund delivered at once with its checkout event, on two instances, is taken back once', async () => {
+        const open = backend.shared();
+        const [one, two] = [await open(), await open()];
+        try {
+          const sessions = await Promise.all(
+            Array.from({ length: 16 }, async () => {
+              const keyId = await newKey(one.credits, 0n);
+              const sessionId = newId('cs');
+              await one.credits.recordCheckout({
+                sessionId,
+                keyId,
+                package: '10',
+                credits: 10_000_000n,
+                amountTotal: 1000n,
+                currency: 'usd',
+              });
+              return { keyId, sessionId, paymentIntent: newId('pi') };
+            }),
+          );
+          await Promise.all(
+            sessions.flatMap(({ sessionId, paymentIntent }) => [
+              one.credits.completeCheckout({
+                eventId: newId('evt'),
+                type: 'checkout.session.completed',
+                sessionId,
+                amountTotal: 1000n,
+                currency: 'usd',
+                paymentIntent,
+              }),
+              two.credits.reverseCheckout({
+                eventId: newId('evt'),
+                type: 'charge.refunded',
+                paymentIntent,
+                at: 1,
+                refunded: { amount: 250n, of: 1000n },
+              }),
+            ]),
+          );
+          const balances = await Promise.all(sessions.map(({ keyId }) => assertBalanced(one.credits, keyId)));
+          assert.deepEqual(balances, Array(16).fill(7_500_000n), 'a quarter refunded: a quarter taken back, whichever came first');
+        } finally {
+          await Promise.all([one.close(), two.close()]);
+        }
+      });
+
       test('a refund delivered before its checkout event is recorded as unattributed, and taken back when the session is credited', async () => {
         const keyId = await key(0n);
         const sessionId = newId('cs');

@@ -303,6 +303,8 @@ function* creditSession(session: CheckoutRow, keyId: string, ref: Record<string,
  * review, which a later matching event, or the admin, can still resolve.
  */
 function* checkout({ eventId, sessionId, amountTotal, currency, paymentIntent }: StripeEvent, now: number): Op<StripeEventOutcome> {
+  // Before the session, as a reversal takes them: a reversal of the payment at once either sees the link or leaves its facts to the crediting.
+  if (paymentIntent) yield* run(sql.lockPayment, { paymentIntent, now });
   const session = yield* lock(sql.checkoutById, { sessionId });
   if (!session) return 'unknown_session';
   if (paymentIntent && session.payment_intent === null) {
@@ -464,6 +466,7 @@ function* restateInvoice(invoiceId: string, now: number): Op<'taken_back' | 'giv
 function* reverseCheckout(event: ReversalEvent): Op<ReversalOutcome> {
   const now = Date.now();
   const { paymentIntent } = event;
+  yield* run(sql.lockPayment, { paymentIntent, now });
   const session = yield* lock(sql.checkoutByIntent, { paymentIntent });
   const sessionId = session?.session_id ?? null;
   if ((yield* run(sql.insertEvent, { eventId: event.eventId, type: event.type, sessionId, outcome: 'received', now })) === 0)

@@ -361,6 +361,11 @@ export const creditsSql = {
   intentsOfInvoice: query<{ invoiceId: string }, { payment_intent: string }>(
     'SELECT payment_intent FROM stripe_invoice_payments WHERE invoice_id = @invoiceId ORDER BY payment_intent',
   ),
+  // Taken first by a reversal of a payment and by the checkout event naming it: the two queue here, so the reversal finds
+  // the session the event links, or the event's crediting finds the reversal's facts.
+  lockPayment: command<Now & { paymentIntent: string }>(`
+    INSERT INTO stripe_payments (payment_intent, updated_at) VALUES (@paymentIntent, @now)
+    ON CONFLICT (payment_intent) DO UPDATE SET updated_at = excluded.updated_at`),
   // Taken first by a reversal of an invoice's payment and by its booking: the two queue here, so one sees the other.
   lockInvoice: query<Now & { invoiceId: string }, InvoiceRow>(`
     INSERT INTO stripe_invoices (invoice_id, updated_at) VALUES (@invoiceId, @now)
