@@ -686,6 +686,37 @@ for (const backend of backends)
         }
       });
 
+      test('a subscription invoice paid by two payments loses, for one of them refunded in full, that payment’s share of its revenue only', async () => {
+        const operatorId = newId('op');
+        await store.operators.createOperator({
+          id: operatorId,
+          email: `${operatorId}@example.com`,
+          name: 'Ada',
+          keyHash: operatorId,
+          createdAt: 1,
+        });
+        const invoiceId = newId('in');
+        const charge = { serverId: 'srv_subs', operatorId, rail: 'subscription', caller: 'key:k', tool: '(subscription)' } as const;
+        await store.operators.recordCharges([
+          {
+            ...charge,
+            id: newId('ch'),
+            ref: `stripe:${invoiceId}`,
+            amount: 10_000_000n,
+            operatorShare: 9_000_000n,
+            platformShare: 1_000_000n,
+            custody: 'platform',
+            state: 'earned',
+            createdAt: Date.now(),
+          },
+        ]);
+        const [first, second] = [newId('pi'), newId('pi')];
+        assert.equal(await credits.restateInvoice(invoiceId, [first, second]), 'unchanged', '10 USD paid as 6 and 4');
+        const refunded = { eventId: newId('evt'), type: 'charge.refunded', paymentIntent: second, at: now(), invoice: invoiceId };
+        assert.equal(await credits.reverseCheckout({ ...refunded, refunded: { amount: 400n, of: 400n } }), 'taken_back');
+        assert.equal((await store.operators.balance(operatorId)).fiatEarned, 5_400_000n, '6 of 10 USD stay: 90 % of them');
+      });
+
       test('a refund delivered at once with its checkout event, on two instances, is taken back once', async () => {
         const open = backend.shared();
         const [one, two] = [await open(), await open()];

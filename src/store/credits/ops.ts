@@ -430,7 +430,8 @@ function* recordFact(event: ReversalEvent, now: number): Op<void> {
 
 /**
  * Restates the revenue booked for a subscription invoice (its charge `stripe:<invoice>`, at
- * `CENT` a cent of what was paid) to what its payments' refunds and disputes leave of it: the
+ * `CENT` a cent of what was paid) to what its payments' refunds and disputes leave of it (each
+ * payment's in the cents of its own charge, so one of an invoice paid in parts loses its part): the
  * amount and the operator's share each less their share lost, rounded down (the platform's is
  * the rest), from what was booked, so restating again changes nothing. The invoice's row is
  * locked first: a booking and a reversal of the same invoice queue there.
@@ -446,7 +447,9 @@ function* restateInvoice(invoiceId: string, now: number): Op<'taken_back' | 'giv
   const charged = booked / CENT;
   let lost = 0n;
   for (const { payment_intent } of yield* all(sql.intentsOfInvoice, { invoiceId })) {
-    const { refunded, disputed } = reversedOf(yield* factsOf(payment_intent), charged);
+    const facts = yield* factsOf(payment_intent);
+    // In cents of its own charge, not scaled to the invoice's: a payment of a part loses that part only.
+    const { refunded, disputed } = reversedOf(facts, facts.states[0]?.of ?? charged);
     lost += refunded + disputed;
   }
   const amount = booked - takenShare(booked, charged, lost);
