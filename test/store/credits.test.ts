@@ -686,6 +686,51 @@ for (const backend of backends)
         }
       });
 
+      test('a refund that names no invoice, at once with the booking that links its payment to one, on two instances, takes back its share', async () => {
+        const open = backend.shared();
+        const [one, two] = [await open(), await open()];
+        try {
+          const operatorId = newId('op');
+          await one.operators.createOperator({
+            id: operatorId,
+            email: `${operatorId}@example.com`,
+            name: 'Ada',
+            keyHash: operatorId,
+            createdAt: 1,
+          });
+          const invoices = Array.from({ length: 16 }, () => newId('in'));
+          const charge = { serverId: 'srv_subs', operatorId, rail: 'subscription', caller: 'key:k', tool: '(subscription)' } as const;
+          await one.operators.recordCharges(
+            invoices.map((invoiceId) => ({
+              ...charge,
+              id: newId('ch'),
+              ref: `stripe:${invoiceId}`,
+              amount: 10_000_000n,
+              operatorShare: 9_000_000n,
+              platformShare: 1_000_000n,
+              custody: 'platform' as const,
+              state: 'earned' as const,
+              createdAt: Date.now(),
+            })),
+          );
+          await Promise.all(
+            invoices.flatMap((invoiceId) => [
+              one.credits.restateInvoice(invoiceId, [`pi_${invoiceId}`]),
+              two.credits.reverseCheckout({
+                eventId: newId('evt'),
+                type: 'charge.refunded',
+                paymentIntent: `pi_${invoiceId}`,
+                at: 1,
+                refunded: { amount: 500n, of: 1000n },
+              }),
+            ]),
+          );
+          assert.equal((await one.operators.balance(operatorId)).fiatEarned, 16n * 4_500_000n, 'half of each invoice, once');
+        } finally {
+          await Promise.all([one.close(), two.close()]);
+        }
+      });
+
       test('a subscription invoice paid by two payments loses, for one of them refunded in full, that payment’s share of its revenue only', async () => {
         const operatorId = newId('op');
         await store.operators.createOperator({

@@ -629,8 +629,13 @@ export function creditStore({ read, write, decide, unsynced }: Runner): CreditSt
       }),
     restateInvoice: (invoiceId, paymentIntents) =>
       write(function* () {
-        for (const paymentIntent of paymentIntents) yield* run(sql.linkInvoice, { paymentIntent, invoiceId });
-        return yield* restateInvoice(invoiceId, Date.now());
+        const now = Date.now();
+        // Each payment's row first, as its reversals take it: one not linked yet either sees this link or leaves its facts to this restatement.
+        for (const paymentIntent of paymentIntents) {
+          yield* run(sql.lockPayment, { paymentIntent, now });
+          yield* run(sql.linkInvoice, { paymentIntent, invoiceId });
+        }
+        return yield* restateInvoice(invoiceId, now);
       }),
     resolveCheckout: (sessionId, resolution) => write(() => resolveCheckout(sessionId, resolution)),
     ignoreEvent: ({ eventId, type }) =>

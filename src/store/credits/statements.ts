@@ -361,8 +361,8 @@ export const creditsSql = {
   intentsOfInvoice: query<{ invoiceId: string }, { payment_intent: string }>(
     'SELECT payment_intent FROM stripe_invoice_payments WHERE invoice_id = @invoiceId ORDER BY payment_intent',
   ),
-  // Taken first by a reversal of a payment and by the checkout event naming it: the two queue here, so the reversal finds
-  // the session the event links, or the event's crediting finds the reversal's facts.
+  // Taken first by a reversal of a payment and by the checkout event or invoice booking naming it: they queue here, so the
+  // reversal finds the session or invoice the other links, or the other's crediting or restatement finds the reversal's facts.
   lockPayment: command<Now & { paymentIntent: string }>(`
     INSERT INTO stripe_payments (payment_intent, updated_at) VALUES (@paymentIntent, @now)
     ON CONFLICT (payment_intent) DO UPDATE SET updated_at = excluded.updated_at`),
