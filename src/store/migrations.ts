@@ -725,12 +725,9 @@ export const migrations: readonly Migration[] = [
     // amount, stated at the event's time (s); each refund that failed (its amount, made and failed at, s); each dispute,
     // by its id, final once closed (kept: closed with the funds kept). A subscription invoice's payment (invoice_id) and
     // what invoice.paid booked for it (the charge's amount and operator share, before any reversal): its revenue charge
-    // is restated from the same facts; the row is also what a reversal and the booking queue on. A payment's row in
-    // stripe_payments is what its reversals and the checkout event that links it to its session queue on. A session's totals from
+    // is restated from the same facts; the row is also what a reversal and the booking queue on. A session's totals from
     // before are its payment's first facts: its refund as stated at its last change, its dispute as one of id
-    // 'legacy:<PaymentIntent>', closed if a charge.dispute.closed of the session was handled (kept: nothing left disputed),
-    // which the next dispute event of the payment names by its id (a charge is disputed once): restated while open, final
-    // once closed, so a late event from before the close takes nothing again.
+    // 'legacy:<PaymentIntent>' (the next dispute event of the payment restates it, as before).
     sql: `
       CREATE TABLE stripe_refund_states (
         event_id TEXT PRIMARY KEY,
@@ -768,21 +765,37 @@ export const migrations: readonly Migration[] = [
         booked_share BIGINT CHECK (booked_share >= 0 AND booked_share <= booked),
         updated_at BIGINT NOT NULL
       );
-      CREATE TABLE stripe_payments (
-        payment_intent TEXT PRIMARY KEY,
-        updated_at BIGINT NOT NULL
-      );
       INSERT INTO stripe_refund_states (event_id, payment_intent, refunded, charge_amount, stated_at)
         SELECT 'legacy:' || payment_intent, payment_intent, refunded, COALESCE(charged, paid_amount, amount_total), updated_at / 1000
         FROM checkout_sessions WHERE payment_intent IS NOT NULL AND refunded > 0;
       INSERT INTO stripe_disputes (dispute_id, payment_intent, amount, closed, kept, updated_at)
-        SELECT 'legacy:' || payment_intent, payment_intent, disputed, closed, CASE WHEN closed = 1 AND disputed = 0 THEN 1 ELSE 0 END,
-               updated_at
-        FROM (SELECT s.payment_intent, s.disputed, s.updated_at,
-                     CASE WHEN EXISTS (SELECT 1 FROM stripe_events e WHERE e.session_id = s.session_id AND e.type = 'charge.dispute.closed')
-                          THEN 1 ELSE 0 END AS closed
-              FROM checkout_sessions s WHERE s.payment_intent IS NOT NULL) AS legacy
-        WHERE disputed > 0 OR closed = 1;
+        SELECT 'legacy:' || payment_intent, payment_intent, disputed, 0, 0, updated_at
+        FROM checkout_sessions WHERE payment_intent IS NOT NULL AND disputed > 0;
+    `,
+  },
+  {
+    version: 26,
+    name: 'payment rows and disputes closed before facts',
+    // A row per PaymentIntent that its reversals, the checkout event linking it to a session and the invoice booking
+    // linking it to an invoice take first, so one not linked yet either sees the link or leaves its facts to the other.
+    // A session's dispute closed by a build before facts (a charge.dispute.closed of the session was handled) is closed as
+    // its legacy fact ('legacy:<PaymentIntent>', which the next dispute event of the payment names by that event's id, a
+    // charge being disputed once): kept when nothing was left disputed, lost otherwise; so a late event from before the
+    // close takes nothing again. A payment with a dispute fact of its own already is left as it is.
+    sql: `
+      CREATE TABLE stripe_payments (
+        payment_intent TEXT PRIMARY KEY,
+        updated_at BIGINT NOT NULL
+      );
+      UPDATE stripe_disputes SET closed = 1
+        WHERE closed = 0 AND dispute_id = 'legacy:' || payment_intent AND EXISTS (
+          SELECT 1 FROM checkout_sessions s JOIN stripe_events e ON e.session_id = s.session_id
+          WHERE s.payment_intent = stripe_disputes.payment_intent AND e.type = 'charge.dispute.closed');
+      INSERT INTO stripe_disputes (dispute_id, payment_intent, amount, closed, kept, updated_at)
+        SELECT 'legacy:' || s.payment_intent, s.payment_intent, 0, 1, 1, s.updated_at FROM checkout_sessions s
+        WHERE s.payment_intent IS NOT NULL AND s.disputed = 0
+          AND EXISTS (SELECT 1 FROM stripe_events e WHERE e.session_id = s.session_id AND e.type = 'charge.dispute.closed')
+          AND NOT EXISTS (SELECT 1 FROM stripe_disputes d WHERE d.payment_intent = s.payment_intent);
     `,
   },
 ];

@@ -937,11 +937,11 @@ for (const backend of backends)
     }
   });
 
-/** A store with a session whose payment's dispute (200 of 1000) was taken back and, closed won, given back by a build before disputes were kept by id. */
-const withDisputeWonOfV24 = (backend: 'sqlite' | 'postgres') =>
+/** A store with a session whose payment's dispute (200 of 1000) was taken back and, closed won, given back by a build before the dispute facts (migration `version`) knew closed disputes. */
+const withDisputeWonOf = (backend: 'sqlite' | 'postgres', version: number) =>
   upgradedFrom(
     backend,
-    24,
+    version,
     `
     INSERT INTO api_keys (id, hash, name, balance, created_at, updated_at) VALUES ('key_won', 'h_won', 'won', 10000000, 1, 1);
     INSERT INTO checkout_sessions (session_id, key_id, package, credits, amount_total, currency, state, created_at, updated_at,
@@ -960,19 +960,20 @@ const withDisputeWonOfV24 = (backend: 'sqlite' | 'postgres') =>
   );
 
 for (const backend of backends)
-  test(`a dispute closed by an earlier build stays closed through the upgrade: an update of it from before its close, delivered late, takes nothing (${backend.name})`, {
-    skip: backend.skip,
-  }, async () => {
-    const store = await withDisputeWonOfV24(backend.name);
-    try {
-      const open = { id: 'du_won', amount: 200n, closed: false, kept: false };
-      const late = { type: 'charge.dispute.updated', paymentIntent: 'pi_won', at: 1_699_999_000, eventId: newId('evt'), dispute: open };
-      assert.equal(await store.credits.reverseCheckout(late), 'unchanged');
-      assert.equal((await store.credits.key('key_won'))?.balance, 10_000_000n, 'won: the buyer keeps the credits');
-    } finally {
-      await store.close();
-    }
-  });
+  for (const version of [24, 25])
+    test(`a dispute closed by an earlier build (${version}) stays closed through the upgrade: an update of it from before its close, delivered late, takes nothing (${backend.name})`, {
+      skip: backend.skip,
+    }, async () => {
+      const store = await withDisputeWonOf(backend.name, version);
+      try {
+        const open = { id: 'du_won', amount: 200n, closed: false, kept: false };
+        const late = { type: 'charge.dispute.updated', paymentIntent: 'pi_won', at: 1_699_999_000, eventId: newId('evt'), dispute: open };
+        assert.equal(await store.credits.reverseCheckout(late), 'unchanged');
+        assert.equal((await store.credits.key('key_won'))?.balance, 10_000_000n, 'won: the buyer keeps the credits');
+      } finally {
+        await store.close();
+      }
+    });
 
 for (const backend of backends)
   test(`checkout sessions of an earlier build keep their state through the upgrade; the database refuses taking back more than a session credited (${backend.name})`, {
