@@ -956,12 +956,12 @@ const withDisputeWonOf = (backend: 'sqlite' | 'postgres', version: number) =>
     INSERT INTO stripe_events (event_id, type, session_id, outcome, received_at)
       VALUES ('evt_du_open', 'charge.dispute.created', 'cs_won', 'taken_back', 3);
     INSERT INTO stripe_events (event_id, type, session_id, outcome, received_at)
-      VALUES ('evt_du_won', 'charge.dispute.closed', 'cs_won', 'given_back', 4);`,
+      VALUES ('evt_du_won', 'charge.dispute.closed', 'cs_won', 'given_back', 1700000000000);`,
   );
 
 for (const backend of backends)
   for (const version of [24, 25])
-    test(`a dispute closed by an earlier build (${version}) stays closed through the upgrade: an update of it from before its close, delivered late, takes nothing (${backend.name})`, {
+    test(`a dispute closed by an earlier build (${version}) stays closed through the upgrade: an update of it from before its close, delivered late, takes nothing; a dispute opened after counts (${backend.name})`, {
       skip: backend.skip,
     }, async () => {
       const store = await withDisputeWonOf(backend.name, version);
@@ -970,6 +970,9 @@ for (const backend of backends)
         const late = { type: 'charge.dispute.updated', paymentIntent: 'pi_won', at: 1_699_999_000, eventId: newId('evt'), dispute: open };
         assert.equal(await store.credits.reverseCheckout(late), 'unchanged');
         assert.equal((await store.credits.key('key_won'))?.balance, 10_000_000n, 'won: the buyer keeps the credits');
+        const chargeback = { ...late, eventId: newId('evt'), at: 1_700_000_100, dispute: { ...open, id: 'du_chargeback' } };
+        assert.equal(await store.credits.reverseCheckout(chargeback), 'taken_back', 'a dispute opened after the close counts on its own');
+        assert.equal((await store.credits.key('key_won'))?.balance, 8_000_000n);
       } finally {
         await store.close();
       }

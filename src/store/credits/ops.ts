@@ -423,7 +423,7 @@ function* recordFact(event: ReversalEvent, now: number): Op<void> {
   if (event.refundFailed) yield* run(sql.insertFailedRefund, { ...event.refundFailed, paymentIntent, at });
   if (event.dispute) {
     const { id, amount, closed, kept } = event.dispute;
-    yield* run(sql.adoptLegacyDispute, { paymentIntent, disputeId: id });
+    yield* run(sql.adoptLegacyDispute, { paymentIntent, disputeId: id, at });
     yield* run(sql.saveDispute, { disputeId: id, paymentIntent, amount, closed: closed ? 1 : 0, kept: kept ? 1 : 0, now });
   }
 }

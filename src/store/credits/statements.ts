@@ -341,10 +341,11 @@ export const creditsSql = {
     ON CONFLICT (dispute_id) DO UPDATE SET amount = excluded.amount, closed = excluded.closed, kept = excluded.kept,
       updated_at = excluded.updated_at
     WHERE stripe_disputes.closed = 0`),
-  // A session's dispute from before disputes were kept by id (migration 25) is the one the next dispute event of its payment names.
-  adoptLegacyDispute: command<{ paymentIntent: string; disputeId: string }>(
-    "UPDATE stripe_disputes SET dispute_id = @disputeId WHERE dispute_id = 'legacy:' || @paymentIntent",
-  ),
+  // A session's dispute from before disputes were kept by id (migrations 25, 26) is the one the next dispute event of its
+  // payment names; once closed, only one stated (at, s) before its close (updated_at, ms): a later one is a dispute of its own.
+  adoptLegacyDispute: command<{ paymentIntent: string; disputeId: string; at: number }>(`
+    UPDATE stripe_disputes SET dispute_id = @disputeId
+    WHERE dispute_id = 'legacy:' || @paymentIntent AND (closed = 0 OR @at < updated_at / 1000)`),
   refundStates: query<{ paymentIntent: string }, RefundStateRow>(
     'SELECT refunded, charge_amount, stated_at FROM stripe_refund_states WHERE payment_intent = @paymentIntent',
   ),
