@@ -773,6 +773,34 @@ export const migrations: readonly Migration[] = [
         FROM checkout_sessions WHERE payment_intent IS NOT NULL AND disputed > 0;
     `,
   },
+  {
+    version: 26,
+    name: 'payment rows and disputes closed before facts',
+    // A row per PaymentIntent that its reversals, the checkout event linking it to a session and the invoice booking
+    // linking it to an invoice take first, so one not linked yet either sees the link or leaves its facts to the other.
+    // A session's dispute closed by a build before facts (a charge.dispute.closed of the session was handled, at
+    // updated_at, ms) is closed as its legacy fact ('legacy:<PaymentIntent>'): kept when nothing was left disputed, lost
+    // otherwise. A dispute event of the payment stated before that close is of it (final: it changes nothing), one stated
+    // after is of a dispute of its own. A payment with a dispute fact of its own already is left as it is.
+    sql: `
+      CREATE TABLE stripe_payments (
+        payment_intent TEXT PRIMARY KEY,
+        updated_at BIGINT NOT NULL
+      );
+      UPDATE stripe_disputes SET closed = 1, updated_at = (
+          SELECT MAX(e.received_at) FROM checkout_sessions s JOIN stripe_events e ON e.session_id = s.session_id
+          WHERE s.payment_intent = stripe_disputes.payment_intent AND e.type = 'charge.dispute.closed')
+        WHERE closed = 0 AND dispute_id = 'legacy:' || payment_intent AND EXISTS (
+          SELECT 1 FROM checkout_sessions s JOIN stripe_events e ON e.session_id = s.session_id
+          WHERE s.payment_intent = stripe_disputes.payment_intent AND e.type = 'charge.dispute.closed');
+      INSERT INTO stripe_disputes (dispute_id, payment_intent, amount, closed, kept, updated_at)
+        SELECT 'legacy:' || s.payment_intent, s.payment_intent, 0, 1, 1, MAX(e.received_at)
+        FROM checkout_sessions s JOIN stripe_events e ON e.session_id = s.session_id
+        WHERE s.payment_intent IS NOT NULL AND s.disputed = 0 AND e.type = 'charge.dispute.closed'
+          AND NOT EXISTS (SELECT 1 FROM stripe_disputes d WHERE d.payment_intent = s.payment_intent)
+        GROUP BY s.payment_intent;
+    `,
+  },
 ];
 
 /**

@@ -585,5 +585,16 @@ describe('credits rail through the gateway', () => {
       );
       assert.equal(await balanceOf(other.id), '11010000');
     });
+
+    test('a refund that is canceled gives its credits back as a failed one does', async () => {
+      const { id, key } = await newKey('0.01');
+      const paymentIntent = await paidCheckout(key);
+      const at = Math.floor(Date.now() / 1000) - 600;
+      const refunded = stripeApi.event('charge.refunded', stripeApi.charge(paymentIntent, 1000, 1000), { created: at });
+      assert.equal(await outcome(refunded.payload), 'taken_back');
+      const canceled = stripeApi.event('refund.updated', stripeApi.refund(paymentIntent, 1000, 'canceled', at), { created: at + 300 });
+      assert.equal(await outcome(canceled.payload), 'given_back', 'canceled: the buyer got nothing back');
+      assert.equal(await balanceOf(id), '11010000');
+    });
   });
 });

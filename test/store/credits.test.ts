@@ -619,6 +619,22 @@ for (const backend of backends)
         assert.equal(await balanced(keyId), 18_000_000n);
       });
 
+      test('a refund failure stated by several events counts from the earliest of them, whichever is delivered first', async () => {
+        // Refund re_1 (400) made at t fails by t + 100; a refund.updated of it at t + 300 restates the failure. A new refund of
+        // 200 at t + 200 is stated as 200 (re_1 failed before): 200 of 1000 stays refunded in both orders of delivery.
+        const t = now() - 1000;
+        for (const lateFirst of [false, true]) {
+          const keyId = await key(0n);
+          const { paymentIntent } = await paidSession(keyId);
+          const refundId = newId('re');
+          assert.equal(await refund(paymentIntent, 400n, 1000n, newId('evt'), t), 'taken_back');
+          const failures = [t + 100, t + 300].map((at) => () => refundFailed(paymentIntent, refundId, 400n, t, at));
+          for (const failed of lateFirst ? failures.reverse() : failures) await failed();
+          await refund(paymentIntent, 200n, 1000n, newId('evt'), t + 200);
+          assert.equal(await balanced(keyId), 8_000_000n, lateFirst ? 'the later failure event first' : 'in order');
+        }
+      });
+
       test('a subscription invoice’s revenue loses the refunded share once, when its booking and the refund meet on two instances at once', async () => {
         const open = backend.shared();
         const [one, two] = [await open(), await open()];
@@ -665,6 +681,127 @@ for (const backend of backends)
           assert.equal(outcomes.filter((o) => o === 'taken_back').length, 8, outcomes.join(' '));
           assert.equal((await one.operators.balance(operatorId)).fiatEarned, 8n * 4_500_000n, 'half of each invoice, once');
           for (const invoiceId of invoices) assert.equal(await one.credits.restateInvoice(invoiceId, [`pi_${invoiceId}`]), 'unchanged');
+        } finally {
+          await Promise.all([one.close(), two.close()]);
+        }
+      });
+
+      test('a refund that names no invoice, at once with the booking that links its payment to one, on two instances, takes back its share', async () => {
+        const open = backend.shared();
+        const [one, two] = [await open(), await open()];
+        try {
+          const operatorId = newId('op');
+          await one.operators.createOperator({
+            id: operatorId,
+            email: `${operatorId}@example.com`,
+            name: 'Ada',
+            keyHash: operatorId,
+            createdAt: 1,
+          });
+          const invoices = Array.from({ length: 16 }, () => newId('in'));
+          const charge = { serverId: 'srv_subs', operatorId, rail: 'subscription', caller: 'key:k', tool: '(subscription)' } as const;
+          await one.operators.recordCharges(
+            invoices.map((invoiceId) => ({
+              ...charge,
+              id: newId('ch'),
+              ref: `stripe:${invoiceId}`,
+              amount: 10_000_000n,
+              operatorShare: 9_000_000n,
+              platformShare: 1_000_000n,
+              custody: 'platform' as const,
+              state: 'earned' as const,
+              createdAt: Date.now(),
+            })),
+          );
+          await Promise.all(
+            invoices.flatMap((invoiceId) => [
+              one.credits.restateInvoice(invoiceId, [`pi_${invoiceId}`]),
+              two.credits.reverseCheckout({
+                eventId: newId('evt'),
+                type: 'charge.refunded',
+                paymentIntent: `pi_${invoiceId}`,
+                at: 1,
+                refunded: { amount: 500n, of: 1000n },
+              }),
+            ]),
+          );
+          assert.equal((await one.operators.balance(operatorId)).fiatEarned, 16n * 4_500_000n, 'half of each invoice, once');
+        } finally {
+          await Promise.all([one.close(), two.close()]);
+        }
+      });
+
+      test('a subscription invoice paid by two payments loses, for one of them refunded in full, that payment’s share of its revenue only', async () => {
+        const operatorId = newId('op');
+        await store.operators.createOperator({
+          id: operatorId,
+          email: `${operatorId}@example.com`,
+          name: 'Ada',
+          keyHash: operatorId,
+          createdAt: 1,
+        });
+        const invoiceId = newId('in');
+        const charge = { serverId: 'srv_subs', operatorId, rail: 'subscription', caller: 'key:k', tool: '(subscription)' } as const;
+        await store.operators.recordCharges([
+          {
+            ...charge,
+            id: newId('ch'),
+            ref: `stripe:${invoiceId}`,
+            amount: 10_000_000n,
+            operatorShare: 9_000_000n,
+            platformShare: 1_000_000n,
+            custody: 'platform',
+            state: 'earned',
+            createdAt: Date.now(),
+          },
+        ]);
+        const [first, second] = [newId('pi'), newId('pi')];
+        assert.equal(await credits.restateInvoice(invoiceId, [first, second]), 'unchanged', '10 USD paid as 6 and 4');
+        const refunded = { eventId: newId('evt'), type: 'charge.refunded', paymentIntent: second, at: now(), invoice: invoiceId };
+        assert.equal(await credits.reverseCheckout({ ...refunded, refunded: { amount: 400n, of: 400n } }), 'taken_back');
+        assert.equal((await store.operators.balance(operatorId)).fiatEarned, 5_400_000n, '6 of 10 USD stay: 90 % of them');
+      });
+
+      test('a refund delivered at once with its checkout event, on two instances, is taken back once', async () => {
+        const open = backend.shared();
+        const [one, two] = [await open(), await open()];
+        try {
+          const sessions = await Promise.all(
+            Array.from({ length: 16 }, async () => {
+              const keyId = await newKey(one.credits, 0n);
+              const sessionId = newId('cs');
+              await one.credits.recordCheckout({
+                sessionId,
+                keyId,
+                package: '10',
+                credits: 10_000_000n,
+                amountTotal: 1000n,
+                currency: 'usd',
+              });
+              return { keyId, sessionId, paymentIntent: newId('pi') };
+            }),
+          );
+          await Promise.all(
+            sessions.flatMap(({ sessionId, paymentIntent }) => [
+              one.credits.completeCheckout({
+                eventId: newId('evt'),
+                type: 'checkout.session.completed',
+                sessionId,
+                amountTotal: 1000n,
+                currency: 'usd',
+                paymentIntent,
+              }),
+              two.credits.reverseCheckout({
+                eventId: newId('evt'),
+                type: 'charge.refunded',
+                paymentIntent,
+                at: 1,
+                refunded: { amount: 250n, of: 1000n },
+              }),
+            ]),
+          );
+          const balances = await Promise.all(sessions.map(({ keyId }) => assertBalanced(one.credits, keyId)));
+          assert.deepEqual(balances, Array(16).fill(7_500_000n), 'a quarter refunded: a quarter taken back, whichever came first');
         } finally {
           await Promise.all([one.close(), two.close()]);
         }
@@ -799,6 +936,47 @@ for (const backend of backends)
       await store.close();
     }
   });
+
+/** A store with a session whose payment's dispute (200 of 1000) was taken back and, closed won, given back by a build before the dispute facts (migration `version`) knew closed disputes. */
+const withDisputeWonOf = (backend: 'sqlite' | 'postgres', version: number) =>
+  upgradedFrom(
+    backend,
+    version,
+    `
+    INSERT INTO api_keys (id, hash, name, balance, created_at, updated_at) VALUES ('key_won', 'h_won', 'won', 10000000, 1, 1);
+    INSERT INTO checkout_sessions (session_id, key_id, package, credits, amount_total, currency, state, created_at, updated_at,
+                                   payment_intent, charged, refunded, disputed, taken_back, shortfall)
+      VALUES ('cs_won', 'key_won', '10', 10000000, 1000, 'usd', 'credited', 1, 1700000000000, 'pi_won', 1000, 0, 0, 0, 0);
+    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
+      VALUES ('le_top', 'key_won', 'topup', 10000000, 10000000, 'Stripe Checkout, package 10', 'stripe:cs_won', 2);
+    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
+      VALUES ('le_take', 'key_won', 'adjustment', -2000000, 8000000, 'Stripe refund or dispute', 'stripe-reversal:evt_du_open', 3);
+    INSERT INTO ledger (id, key_id, kind, amount, balance_after, reason, idempotency_key, created_at)
+      VALUES ('le_give', 'key_won', 'adjustment', 2000000, 10000000, 'Stripe dispute closed, funds kept', 'stripe-reversal:evt_du_won', 4);
+    INSERT INTO stripe_events (event_id, type, session_id, outcome, received_at)
+      VALUES ('evt_du_open', 'charge.dispute.created', 'cs_won', 'taken_back', 3);
+    INSERT INTO stripe_events (event_id, type, session_id, outcome, received_at)
+      VALUES ('evt_du_won', 'charge.dispute.closed', 'cs_won', 'given_back', 1700000000000);`,
+  );
+
+for (const backend of backends)
+  for (const version of [24, 25])
+    test(`a dispute closed by an earlier build (${version}) stays closed through the upgrade: an update of it from before its close, delivered late, takes nothing; a dispute opened after counts (${backend.name})`, {
+      skip: backend.skip,
+    }, async () => {
+      const store = await withDisputeWonOf(backend.name, version);
+      try {
+        const open = { id: 'du_won', amount: 200n, closed: false, kept: false };
+        const late = { type: 'charge.dispute.updated', paymentIntent: 'pi_won', at: 1_699_999_000, eventId: newId('evt'), dispute: open };
+        assert.equal(await store.credits.reverseCheckout(late), 'unchanged');
+        assert.equal((await store.credits.key('key_won'))?.balance, 10_000_000n, 'won: the buyer keeps the credits');
+        const chargeback = { ...late, eventId: newId('evt'), at: 1_700_000_100, dispute: { ...open, id: 'du_chargeback' } };
+        assert.equal(await store.credits.reverseCheckout(chargeback), 'taken_back', 'a dispute opened after the close counts on its own');
+        assert.equal((await store.credits.key('key_won'))?.balance, 8_000_000n);
+      } finally {
+        await store.close();
+      }
+    });
 
 for (const backend of backends)
   test(`checkout sessions of an earlier build keep their state through the upgrade; the database refuses taking back more than a session credited (${backend.name})`, {

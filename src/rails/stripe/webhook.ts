@@ -36,12 +36,14 @@ const CLOSED = new Set(['won', 'lost', 'warning_closed', 'prevented']);
 const FUNDS_KEPT = new Set(['won', 'warning_closed', 'prevented']);
 /** Refund events: each carries the refund, of which only a failure is a fact (its amount leaves `amount_refunded`). */
 const REFUND_EVENTS = new Set(['charge.refund.updated', 'refund.updated', 'refund.failed']);
+/** Refund statuses that gave the buyer nothing: a failed refund, and a canceled one (its funds reversed as a failure's). */
+const UNDONE = new Set(['failed', 'canceled']);
 
 const idOf = (field: string | { id: string } | null | undefined) => (typeof field === 'string' ? field : field?.id);
 
 /**
  * The fact about a payment's refunds or disputes an event states, by the PaymentIntent it is of:
- * a charge's cumulative refund, a refund that failed, or a dispute in its own state (closed or
+ * a charge's cumulative refund, a refund that failed (or was canceled), or a dispute in its own state (closed or
  * not, by its status, not by the event's type); undefined for any other event, and for one of a
  * charge without a PaymentIntent (nothing of a Checkout Session or an invoice). `invoice`: the
  * invoice a charge paid, on API versions whose charge names it.
@@ -60,7 +62,7 @@ export function reversalOf(event: Stripe.Event): ReversalEvent | undefined {
   if (REFUND_EVENTS.has(event.type)) {
     const refund = event.data.object as Stripe.Refund;
     const paymentIntent = idOf(refund.payment_intent);
-    if (!paymentIntent || refund.status !== 'failed') return undefined;
+    if (!paymentIntent || !UNDONE.has(refund.status ?? '')) return undefined;
     return { ...base, paymentIntent, refundFailed: { refundId: refund.id, amount: BigInt(refund.amount), madeAt: refund.created } };
   }
   if (event.type === 'charge.dispute.created' || event.type === 'charge.dispute.updated' || event.type === 'charge.dispute.closed') {
@@ -112,7 +114,7 @@ export type StripeWebhookDeps = {
  * stale or future-dated one is a 400 and changes nothing); a paid `checkout.session.completed`
  * or `checkout.session.async_payment_succeeded` credits its session's key once, whatever the
  * order or number of deliveries, when it was paid as recorded (else it is held for review), and
- * remembers its PaymentIntent; a `charge.refunded`, a failed refund (`charge.refund.updated`,
+ * remembers its PaymentIntent; a `charge.refunded`, a failed or canceled refund (`charge.refund.updated`,
  * `refund.updated`, `refund.failed`) or a `charge.dispute.created|updated|closed` of that
  * PaymentIntent, or of a subscription invoice's (by the charge's `invoice`, or Stripe's invoice
  * payments), takes back (or gives back) the credits' or the invoice revenue's share, once and

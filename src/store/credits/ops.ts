@@ -303,6 +303,8 @@ function* creditSession(session: CheckoutRow, keyId: string, ref: Record<string,
  * review, which a later matching event, or the admin, can still resolve.
  */
 function* checkout({ eventId, sessionId, amountTotal, currency, paymentIntent }: StripeEvent, now: number): Op<StripeEventOutcome> {
+  // Before the session, as a reversal takes them: a reversal of the payment at once either sees the link or leaves its facts to the crediting.
+  if (paymentIntent) yield* run(sql.lockPayment, { paymentIntent, now });
   const session = yield* lock(sql.checkoutById, { sessionId });
   if (!session) return 'unknown_session';
   if (paymentIntent && session.payment_intent === null) {
@@ -421,14 +423,15 @@ function* recordFact(event: ReversalEvent, now: number): Op<void> {
   if (event.refundFailed) yield* run(sql.insertFailedRefund, { ...event.refundFailed, paymentIntent, at });
   if (event.dispute) {
     const { id, amount, closed, kept } = event.dispute;
-    yield* run(sql.dropLegacyDispute, { paymentIntent });
+    yield* run(sql.adoptLegacyDispute, { paymentIntent, disputeId: id, at });
     yield* run(sql.saveDispute, { disputeId: id, paymentIntent, amount, closed: closed ? 1 : 0, kept: kept ? 1 : 0, now });
   }
 }
 
 /**
  * Restates the revenue booked for a subscription invoice (its charge `stripe:<invoice>`, at
- * `CENT` a cent of what was paid) to what its payments' refunds and disputes leave of it: the
+ * `CENT` a cent of what was paid) to what its payments' refunds and disputes leave of it (each
+ * payment's in the cents of its own charge, so one of an invoice paid in parts loses its part): the
  * amount and the operator's share each less their share lost, rounded down (the platform's is
  * the rest), from what was booked, so restating again changes nothing. The invoice's row is
  * locked first: a booking and a reversal of the same invoice queue there.
@@ -444,7 +447,9 @@ function* restateInvoice(invoiceId: string, now: number): Op<'taken_back' | 'giv
   const charged = booked / CENT;
   let lost = 0n;
   for (const { payment_intent } of yield* all(sql.intentsOfInvoice, { invoiceId })) {
-    const { refunded, disputed } = reversedOf(yield* factsOf(payment_intent), charged);
+    const facts = yield* factsOf(payment_intent);
+    // In cents of its own charge, not scaled to the invoice's: a payment of a part loses that part only.
+    const { refunded, disputed } = reversedOf(facts, facts.states[0]?.of ?? charged);
     lost += refunded + disputed;
   }
   const amount = booked - takenShare(booked, charged, lost);
@@ -464,6 +469,7 @@ function* restateInvoice(invoiceId: string, now: number): Op<'taken_back' | 'giv
 function* reverseCheckout(event: ReversalEvent): Op<ReversalOutcome> {
   const now = Date.now();
   const { paymentIntent } = event;
+  yield* run(sql.lockPayment, { paymentIntent, now });
   const session = yield* lock(sql.checkoutByIntent, { paymentIntent });
   const sessionId = session?.session_id ?? null;
   if ((yield* run(sql.insertEvent, { eventId: event.eventId, type: event.type, sessionId, outcome: 'received', now })) === 0)
@@ -623,8 +629,13 @@ export function creditStore({ read, write, decide, unsynced }: Runner): CreditSt
       }),
     restateInvoice: (invoiceId, paymentIntents) =>
       write(function* () {
-        for (const paymentIntent of paymentIntents) yield* run(sql.linkInvoice, { paymentIntent, invoiceId });
-        return yield* restateInvoice(invoiceId, Date.now());
+        const now = Date.now();
+        // Each payment's row first, as its reversals take it: one not linked yet either sees this link or leaves its facts to this restatement.
+        for (const paymentIntent of paymentIntents) {
+          yield* run(sql.lockPayment, { paymentIntent, now });
+          yield* run(sql.linkInvoice, { paymentIntent, invoiceId });
+        }
+        return yield* restateInvoice(invoiceId, now);
       }),
     resolveCheckout: (sessionId, resolution) => write(() => resolveCheckout(sessionId, resolution)),
     ignoreEvent: ({ eventId, type }) =>

@@ -329,9 +329,11 @@ export const creditsSql = {
   insertRefundState: command<{ eventId: string; paymentIntent: string; refunded: bigint; chargeAmount: bigint; at: number }>(`
     INSERT INTO stripe_refund_states (event_id, payment_intent, refunded, charge_amount, stated_at)
     VALUES (@eventId, @paymentIntent, @refunded, @chargeAmount, @at) ON CONFLICT (event_id) DO NOTHING`),
+  // A refund's failure stated by several events (charge.refund.updated, refund.updated, refund.failed…) failed by the earliest.
   insertFailedRefund: command<{ refundId: string; paymentIntent: string; amount: bigint; madeAt: number; at: number }>(`
     INSERT INTO stripe_failed_refunds (refund_id, payment_intent, amount, made_at, failed_at)
-    VALUES (@refundId, @paymentIntent, @amount, @madeAt, @at) ON CONFLICT (refund_id) DO NOTHING`),
+    VALUES (@refundId, @paymentIntent, @amount, @madeAt, @at)
+    ON CONFLICT (refund_id) DO UPDATE SET failed_at = excluded.failed_at WHERE excluded.failed_at < stripe_failed_refunds.failed_at`),
   // A closed dispute is final: a created or updated event delivered after its close changes nothing.
   saveDispute: command<Now & { disputeId: string; paymentIntent: string; amount: bigint; closed: number; kept: number }>(`
     INSERT INTO stripe_disputes (dispute_id, payment_intent, amount, closed, kept, updated_at)
@@ -339,8 +341,11 @@ export const creditsSql = {
     ON CONFLICT (dispute_id) DO UPDATE SET amount = excluded.amount, closed = excluded.closed, kept = excluded.kept,
       updated_at = excluded.updated_at
     WHERE stripe_disputes.closed = 0`),
-  // A session's open dispute from before disputes were kept by id: restated by the next dispute event of its payment.
-  dropLegacyDispute: command<{ paymentIntent: string }>("DELETE FROM stripe_disputes WHERE dispute_id = 'legacy:' || @paymentIntent"),
+  // A session's dispute from before disputes were kept by id (migrations 25, 26) is the one the next dispute event of its
+  // payment names; once closed, only one stated (at, s) before its close (updated_at, ms): a later one is a dispute of its own.
+  adoptLegacyDispute: command<{ paymentIntent: string; disputeId: string; at: number }>(`
+    UPDATE stripe_disputes SET dispute_id = @disputeId
+    WHERE dispute_id = 'legacy:' || @paymentIntent AND (closed = 0 OR @at < updated_at / 1000)`),
   refundStates: query<{ paymentIntent: string }, RefundStateRow>(
     'SELECT refunded, charge_amount, stated_at FROM stripe_refund_states WHERE payment_intent = @paymentIntent',
   ),
@@ -357,6 +362,11 @@ export const creditsSql = {
   intentsOfInvoice: query<{ invoiceId: string }, { payment_intent: string }>(
     'SELECT payment_intent FROM stripe_invoice_payments WHERE invoice_id = @invoiceId ORDER BY payment_intent',
   ),
+  // Taken first by a reversal of a payment and by the checkout event or invoice booking naming it: they queue here, so the
+  // reversal finds the session or invoice the other links, or the other's crediting or restatement finds the reversal's facts.
+  lockPayment: command<Now & { paymentIntent: string }>(`
+    INSERT INTO stripe_payments (payment_intent, updated_at) VALUES (@paymentIntent, @now)
+    ON CONFLICT (payment_intent) DO UPDATE SET updated_at = excluded.updated_at`),
   // Taken first by a reversal of an invoice's payment and by its booking: the two queue here, so one sees the other.
   lockInvoice: query<Now & { invoiceId: string }, InvoiceRow>(`
     INSERT INTO stripe_invoices (invoice_id, updated_at) VALUES (@invoiceId, @now)
