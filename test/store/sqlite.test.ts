@@ -206,7 +206,7 @@ describe('openStore', () => {
       () => assert.fail('opened'),
       (error: Error) => error,
     );
-    assert.match(refused.message, /^cannot open PostgreSQL at postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/turnpike: .*is the server running/);
+    assert.match(refused.message, /^cannot open PostgreSQL at postgres:\/\/\[redacted\]@127\.0\.0\.1:1\/turnpike: .*is the server running/);
     assert.doesNotMatch(refused.message, /secret-pw/);
     await assert.rejects(
       openStore('mysql://localhost/x'),
