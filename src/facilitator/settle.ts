@@ -413,6 +413,23 @@ export function createSettler(deps: SettleDeps) {
   }
 
   /**
+   * Keeps a journalled transaction that is given up unmined from leaving its relayer's nonce a gap
+   * that every later transaction of that relayer would wait behind, never mined: a no-op takes the
+   * nonce (see `RelayerPool.fillGap`). Says whether the transaction may be given up now: once that
+   * no-op is mined, it never can be; before, only if `moot` (mined anyway, it could only revert:
+   * its authorization expired or used). Not mined in time: no, the next reconciliation looks again.
+   *
+   * @example if (!(await fillGapOf(record, expired))) return; // the no-op not mined yet
+   */
+  async function fillGapOf(record: PaymentRecord, moot: boolean): Promise<boolean> {
+    const { rawTx, relayer, relayerNonce } = record;
+    if (!rawTx || !relayer || relayerNonce === undefined) return true;
+    const noop = await relayers.fillGap({ rawTx, relayer, nonce: relayerNonce });
+    if (!noop || moot) return true;
+    return (await waitForReceipt(noop.txHash, Date.now() + deps.receiptTimeoutMs)) !== undefined;
+  }
+
+  /**
    * Brings an unfinished journal entry to a final state after a crash or a lost receipt: the
    * recorded transaction's receipt if it was mined; otherwise the token's own word on the nonce.
    * A consumed authorization is never sent again; an unconsumed one is re-sent only as the very
@@ -439,6 +456,8 @@ export function createSettler(deps: SettleDeps) {
       // Mined between the two looks: our own transaction is not someone else's.
       const late = await minedReceipt();
       if (late) return journal.finish(record, await judge(late, payment));
+      // Ours is given up: mined later, it only reverts (the authorization is used).
+      await fillGapOf(record, true);
       const copy = await settledBy(client, rules.network.blockTimeMs, payment, record.createdAt);
       if (copy) return journal.finish(record, { state: 'settled', txHash: copy });
       return journal.finish(record, {
@@ -466,6 +485,10 @@ export function createSettler(deps: SettleDeps) {
     }
     // Expired by this clock, not yet by a minute (as `finishLater` waits): block clocks lag, and a sent transaction may still be mined.
     if (sendable && expired && BigInt(deps.now()) < record.validBefore + 60n) return;
+    // Given up below: its nonce must not stay a gap, and it must not be mined and pay behind the journal's back.
+    if (!(await fillGapOf(record, expired))) return; // the next reconciliation looks again
+    const late = await minedReceipt();
+    if (late) return journal.finish(record, await judge(late, payment));
     // A deferred payment's result may have left once its transaction was sent: never mined, it is a loss, not a claim to give back.
     if (record.deferred && sendable) {
       const errorMessage = 'the deferred settlement transaction was never mined and the authorization is unused';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type Address, type Hex, encodeFunctionData } from 'viem';
+import { type Address, type Hex, createPublicClient, custom, encodeFunctionData } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
 import { networks } from '../../src/chain/networks.js';
 import { type SignedTransaction, createRelayerPool } from '../../src/chain/relayer.js';
@@ -10,6 +10,7 @@ import { intentRules, toIntent, toNewPayment } from '../../src/facilitator/inten
 import type { NewPayment } from '../../src/store/journal/journal.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { purposes } from '../../src/facilitator/purposes.js';
+import { reasons } from '../../src/x402/reasons.js';
 import { useSandbox } from '../helpers/chain.js';
 import { signAuthorization, v2Request } from '../helpers/payments.js';
 import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
@@ -72,6 +73,32 @@ async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', op
   }
   await store.close();
   return { path, payment, payTo, txHash };
+}
+
+/**
+ * The sandbox's node, except that a transaction sent while `loseNext` is set never reaches it: that
+ * send, and every later send of the same transaction, fails as a dropped connection does (the
+ * sender cannot tell whether it arrived).
+ */
+function lossyNode() {
+  const lost = new Set<string>();
+  const node = { loseNext: false, lost };
+  const client = createPublicClient({
+    chain: networks.local.viemChain,
+    transport: custom({
+      request: async (args: { method: string; params?: unknown }) => {
+        if (args.method === 'eth_sendRawTransaction') {
+          const [raw] = args.params as [Hex];
+          if (node.loseNext) lost.add(raw);
+          node.loseNext = false;
+          if (lost.has(raw)) throw new Error('fetch failed');
+        }
+        return chain.client.request(args as never);
+      },
+    }),
+    pollingInterval: 5,
+  });
+  return { node, client };
 }
 
 async function restart(path: string, now?: () => number) {
@@ -290,4 +317,60 @@ describe('reconciliation after a crash', () => {
     assert.deepEqual(await second.facilitator.settle(body, purposes.topup(payTo)), answer);
     assert.equal(await chain.relayerTxCount(), txs);
   });
+
+  for (const deferred of [false, true]) {
+    test(`a ${deferred ? 'deferred' : 'strict'} settlement whose transaction never reached the node is given up without leaving its relayer a nonce gap: the relayer's next settlement is mined, and the given-up one never can be`, async () => {
+      const { node, client } = lossyNode();
+      const store = await openSqliteStore({ path: chain.dbPath() });
+      let shift = 0;
+      const relayer = chain.sandbox.accounts.relayers[2]!;
+      const facilitator = createFacilitator({
+        network: networks.local,
+        client,
+        journal: store.journal,
+        relayerKeys: [relayer.privateKey],
+        receiptTimeoutMs: 300,
+        now: () => Math.floor(Date.now() / 1000) + shift,
+      });
+      const payTo = chain.sandbox.accounts.payees[0]!.address;
+      const request = await v2Request({ payer: chain.sandbox.accounts.payers[5]!, payTo, amount: 1_000n, maxTimeoutSeconds: 120 });
+      const checked = toIntent(request, intentRules(networks.local), Math.floor(Date.now() / 1000));
+      assert.ok(checked.ok);
+      const { key } = checked.intent;
+      const gap = await chain.client.getTransactionCount({ address: relayer.address });
+
+      node.loseNext = true;
+      const pending = await facilitator.settle(request, purposes.api, { deferred });
+      assert.equal(pending.errorReason, reasons.settlementPending);
+      const sent = await store.journal.get(key);
+      assert.equal(sent?.relayerNonce, gap);
+      // Its authorization expired a minute ago by this clock (the chain never saw it): the journal gives it up.
+      shift = 120 + 61;
+      await facilitator.reconcile();
+      shift = 0;
+      const givenUp = await store.journal.get(key);
+      if (deferred) assert.deepEqual([givenUp?.state, givenUp?.deferred], ['failed', true], 'a loss, never given back');
+      else assert.equal(givenUp, undefined, 'released: the payer may pay again');
+
+      // The chain agrees: the authorization is unused, its nonce taken by a transaction that moved nothing.
+      const used = await chain.client.readContract({
+        address: networks.base.usdc.address,
+        abi: usdcAbi,
+        functionName: 'authorizationState',
+        args: [key.payer, key.nonce],
+      });
+      assert.equal(used, false);
+      assert.equal(await chain.client.getTransactionCount({ address: relayer.address }), gap + 1);
+      await assert.rejects(chain.client.sendRawTransaction({ serializedTransaction: sent!.rawTx! }), /nonce too low/i);
+      await assert.rejects(chain.client.getTransactionReceipt({ hash: sent!.txHash! }));
+
+      const before = await chain.balanceOf(payTo);
+      const next = await v2Request({ payer: chain.sandbox.accounts.payers[6]!, payTo, amount: 2_000n });
+      const answer = await facilitator.settle(next, purposes.api);
+      assert.equal(answer.success, true, `the next settlement of the same relayer is mined: ${answer.errorReason ?? ''}`);
+      assert.equal(await chain.balanceOf(payTo), before + 2_000n);
+      await facilitator.drain();
+      await store.close();
+    });
+  }
 });
