@@ -435,7 +435,7 @@ export function createSettler(deps: SettleDeps) {
    * A consumed authorization is never sent again; an unconsumed one is re-sent only as the very
    * same signed transaction, or its claim is released so the payer can retry.
    */
-  async function reconcile(record: PaymentRecord): Promise<void> {
+  async function reconcile(record: PaymentRecord) {
     if (record.state === 'verified') {
       // Reserved for a tool call that never finished: no output was delivered, nothing was sent.
       await journal.failHold(record, { errorReason: 'call_abandoned', errorMessage: 'the gateway stopped during the call' });
