@@ -78,11 +78,11 @@ async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', op
 /**
  * The sandbox's node, except that a transaction sent while `loseNext` is set never reaches it: that
  * send, and every later send of the same transaction, fails as a dropped connection does (the
- * sender cannot tell whether it arrived).
+ * sender cannot tell whether it arrived), or, once `refuseLost` is set, is refused.
  */
 function lossyNode() {
   const lost = new Set<string>();
-  const node = { loseNext: false, lost };
+  const node = { loseNext: false, refuseLost: false, lost };
   const client = createPublicClient({
     chain: networks.local.viemChain,
     transport: custom({
@@ -91,7 +91,7 @@ function lossyNode() {
           const [raw] = args.params as [Hex];
           if (node.loseNext) lost.add(raw);
           node.loseNext = false;
-          if (lost.has(raw)) throw new Error('fetch failed');
+          if (lost.has(raw)) throw new Error(node.refuseLost ? 'exceeds block gas limit' : 'fetch failed');
         }
         return chain.client.request(args as never);
       },
@@ -373,4 +373,52 @@ describe('reconciliation after a crash', () => {
       await store.close();
     });
   }
+
+  test('a settlement given up before its authorization expires (its transaction lost, then refused) is released only once the no-op taking its nonce is mined: its transaction can never be mined after the release', async () => {
+    const { node, client } = lossyNode();
+    const store = await openSqliteStore({ path: chain.dbPath() });
+    const relayer = chain.sandbox.accounts.relayers[3]!;
+    const facilitator = createFacilitator({
+      network: networks.local,
+      client,
+      journal: store.journal,
+      relayerKeys: [relayer.privateKey],
+      receiptTimeoutMs: 300,
+    });
+    const payTo = chain.sandbox.accounts.payees[0]!.address;
+    const request = await v2Request({ payer: chain.sandbox.accounts.payers[5]!, payTo, amount: 1_000n, maxTimeoutSeconds: 120 });
+    const checked = toIntent(request, intentRules(networks.local), Math.floor(Date.now() / 1000));
+    assert.ok(checked.ok);
+    const { key } = checked.intent;
+    const gap = await chain.client.getTransactionCount({ address: relayer.address });
+    node.loseNext = true;
+    assert.equal((await facilitator.settle(request, purposes.api)).errorReason, reasons.settlementPending);
+    const sent = await store.journal.get(key);
+    // A later settlement of the same relayer waits behind the lost one's nonce.
+    const next = await v2Request({ payer: chain.sandbox.accounts.payers[6]!, payTo, amount: 2_000n });
+    assert.equal((await facilitator.settle(next, purposes.api)).errorReason, reasons.settlementPending);
+
+    node.refuseLost = true;
+    await chain.rpc('evm_setAutomine', [false]);
+    try {
+      await facilitator.reconcile();
+      assert.equal((await store.journal.get(key))?.state, 'submitted', 'the no-op is not mined yet: the claim stays');
+    } finally {
+      await chain.rpc('evm_setAutomine', [true]);
+    }
+    await chain.rpc('evm_mine');
+    await facilitator.reconcile();
+    assert.equal(await store.journal.get(key), undefined, 'released once its nonce is taken');
+    assert.equal(await chain.client.getTransactionCount({ address: relayer.address }), gap + 2, 'the no-op and the later settlement');
+    await assert.rejects(chain.client.sendRawTransaction({ serializedTransaction: sent!.rawTx! }), /nonce too low/i);
+    const used = await chain.client.readContract({
+      address: networks.base.usdc.address,
+      abi: usdcAbi,
+      functionName: 'authorizationState',
+      args: [key.payer, key.nonce],
+    });
+    assert.equal(used, false, 'the released payment is unpaid: the payer may pay again');
+    await facilitator.drain();
+    await store.close();
+  });
 });
