@@ -7,7 +7,9 @@ import {
   bytesToHex,
   encodeFunctionData,
   hexToBytes,
+  isAddressEqual,
   keccak256,
+  parseTransaction,
   serializeTransaction,
 } from 'viem';
 import { type PrivateKeyAccount, privateKeyToAccount } from 'viem/accounts';
@@ -36,6 +38,13 @@ export class BroadcastRejectedError extends Error {
   }
 }
 
+/** A nonce of the lane's whose transaction was given up unmined (see `fillGap`), waiting for the lane. */
+type Gap = {
+  given: Pick<SignedTransaction, 'nonce' | 'rawTx'>;
+  resolve(tx: SignedTransaction | undefined): void;
+  reject(error: unknown): void;
+};
+
 type Lane = {
   account: PrivateKeyAccount;
   key: Hex;
@@ -43,6 +52,8 @@ type Lane = {
   nonce?: number;
   /** Calls waiting for the lane; taken all at once when the lane is free. */
   queue: Queued[];
+  /** Gaps to fill, each before the lane's next transaction. */
+  gaps: Gap[];
   busy: boolean;
 };
 
@@ -65,7 +76,8 @@ export type RelayerPoolOptions = {
 
 /**
  * Relayer keys, each with a send queue: nonce, fees and gas are filled locally (no estimate per
- * call), and each key's transactions reach the node in nonce order, so none waits behind a gap.
+ * call), and each key's transactions reach the node in nonce order, so none waits behind a gap;
+ * one that never reached it and is given up unmined has its nonce taken by a no-op (`fillGap`).
  *
  * Group commit: while a key's transaction is on its way, calls for that key queue up, and the
  * next transaction carries all of them at once through Multicall3's `aggregate3` (each call
@@ -80,7 +92,7 @@ export function createRelayerPool(options: RelayerPoolOptions) {
   const { client, network } = options;
   const gasPerCall = options.gasPerCall ?? 250_000n;
   const maxBatch = options.maxBatch ?? 64;
-  const lanes: Lane[] = options.keys.map((key) => ({ account: privateKeyToAccount(key), key, queue: [], busy: false }));
+  const lanes: Lane[] = options.keys.map((key) => ({ account: privateKeyToAccount(key), key, queue: [], gaps: [], busy: false }));
   if (lanes.length === 0) throw new Error('a relayer pool needs at least one key');
 
   let fees: { at: number; value: Promise<{ maxFeePerGas: bigint; maxPriorityFeePerGas: bigint }> } | undefined;
@@ -98,8 +110,12 @@ export function createRelayerPool(options: RelayerPoolOptions) {
     return fees.value;
   };
 
-  async function sign(lane: Lane, calls: Call[]): Promise<SignedTransaction> {
+  const refuseOnceLeaseLost = () => {
     if (options.mayAct && !options.mayAct()) throw new Error('this instance lost the lease on its relayer keys and is stopping');
+  };
+
+  async function sign(lane: Lane, calls: Call[]): Promise<SignedTransaction> {
+    refuseOnceLeaseLost();
     const [fee, nonce] = await Promise.all([
       currentFees(),
       lane.nonce ?? client.getTransactionCount({ address: lane.account.address, blockTag: 'pending' }),
@@ -121,10 +137,54 @@ export function createRelayerPool(options: RelayerPoolOptions) {
     return { relayer: lane.account.address, nonce, rawTx, txHash: keccak256(rawTx) };
   }
 
-  /** Sends everything queued on a lane, one transaction at a time, until the queue is empty. */
+  /**
+   * Uses up `given.nonce` with a no-op (0 ETH to the lane's own address, 21k gas) if the
+   * node has nothing there: no transaction mined with it, none pending up to it. Priced at least
+   * 1/8 over `given` (every node's replacement bump), so that `given`, wherever it still is, is
+   * replaced, and never mined once the no-op is. Nothing when the lane has not counted past it (its
+   * next transaction asks the node, and takes that nonce itself). Runs on the lane, between two of
+   * its transactions.
+   *
+   * @example await fill(lane, { nonce: 7, rawTx }) // the no-op at nonce 7, or undefined: 7 is used
+   */
+  async function fill(lane: Lane, given: Gap['given']): Promise<SignedTransaction | undefined> {
+    if (lane.nonce === undefined || lane.nonce <= given.nonce) return undefined;
+    const address = lane.account.address;
+    const [fee, pending] = await Promise.all([currentFees(), client.getTransactionCount({ address, blockTag: 'pending' })]);
+    if (pending > given.nonce) return undefined;
+    refuseOnceLeaseLost();
+    const before = parseTransaction(given.rawTx);
+    const above = (now: bigint, then = 0n) => (then + then / 8n + 1n > now ? then + then / 8n + 1n : now);
+    const rawTx = await signTransaction(lane, {
+      chainId: network.chainId,
+      type: 'eip1559',
+      to: address,
+      value: 0n,
+      nonce: given.nonce,
+      gas: 21_000n,
+      maxFeePerGas: above(fee.maxFeePerGas, before.maxFeePerGas),
+      maxPriorityFeePerGas: above(fee.maxPriorityFeePerGas, before.maxPriorityFeePerGas),
+    });
+    const tx = { relayer: address, nonce: given.nonce, rawTx, txHash: keccak256(rawTx) };
+    try {
+      await broadcast(client, tx);
+    } catch (error) {
+      // Used since the look, or the node holds a transaction there already: no gap.
+      if (error instanceof BroadcastRejectedError && error.kind === 'nonce') return undefined;
+      throw error;
+    }
+    return tx;
+  }
+
+  /** Sends everything queued on a lane, one transaction at a time (gaps filled first), until the queue is empty. */
   async function drain(lane: Lane) {
     lane.busy = true;
-    while (lane.queue.length > 0) {
+    while (lane.queue.length > 0 || lane.gaps.length > 0) {
+      const gap = lane.gaps.shift();
+      if (gap) {
+        await fill(lane, gap.given).then(gap.resolve, gap.reject);
+        continue;
+      }
       const batch = lane.queue.splice(0, maxBatch);
       let tx: SignedTransaction;
       try {
@@ -169,6 +229,25 @@ export function createRelayerPool(options: RelayerPoolOptions) {
 
     /** Re-sends an already signed transaction (same hash), e.g. after a crash. */
     rebroadcast: (tx: SignedTransaction) => broadcast(client, tx),
+
+    /**
+     * Makes sure the nonce of `given`, a transaction of one of these keys that the journal gives up
+     * unmined, does not stay a gap: every later transaction of that key would wait behind it,
+     * never mined. If the node has nothing at that nonce, a no-op takes it (see `fill`) and is
+     * returned, sent (not mined yet); undefined when there is no gap to fill, or the key is not
+     * one of this pool's (another instance's: its own pool takes the nonce when it next asks the
+     * node). Refusals and transport failures reject, as `submit`'s do.
+     *
+     * @example const noop = await pool.fillGap(givenUp); // its receipt mined: givenUp never can be
+     */
+    fillGap(given: Pick<SignedTransaction, 'relayer' | 'nonce' | 'rawTx'>): Promise<SignedTransaction | undefined> {
+      const lane = lanes.find((l) => isAddressEqual(l.account.address, given.relayer));
+      if (!lane) return Promise.resolve(undefined);
+      return new Promise((resolve, reject) => {
+        lane.gaps.push({ given, resolve, reject });
+        if (!lane.busy) void drain(lane);
+      });
+    },
   };
 }
 

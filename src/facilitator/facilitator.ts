@@ -259,12 +259,19 @@ export function createFacilitator(options: FacilitatorOptions) {
 
     /**
      * Finishes the journal entries a previous run left between claim and outcome (all, or one
-     * owner's: see `recoverOrphans` for several instances on one store).
+     * owner's: see `recoverOrphans` for several instances on one store), each adopted first (only
+     * its holder finishes or releases an entry): one another instance took over meanwhile is its.
+     * Says how many it adopted, each finished or looked at.
      */
     async reconcile(filter?: { owner: string | null }): Promise<number> {
-      const unfinished = await journal.unfinished(filter);
-      for (const record of unfinished) await settler.reconcile(record);
-      return unfinished.length;
+      let adopted = 0;
+      for (const record of await journal.unfinished(filter)) {
+        const mine = await journal.adopt(record, record.owner ?? null);
+        if (!mine) continue;
+        adopted += 1;
+        await settler.reconcile(mine);
+      }
+      return adopted;
     },
 
     /** Waits for settlements still being watched after their requests were answered. */

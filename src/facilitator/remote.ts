@@ -179,7 +179,7 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
     const message = 'the remote facilitator has not confirmed this settlement yet; retry with the same payment';
     return failed(intent.networkId, { reason: reasons.settlementPending, message, payer });
   };
-  /** Writes an outcome unless another instance's ask already did (the row is final then). */
+  /** Writes an outcome unless another instance's ask already did (the row is final then), or took the row over (see `adopt`). */
   const finish = async (intent: PaymentIntent, outcome: SettlementOutcome) => {
     try {
       await journal.finish(intent.key, outcome);
@@ -258,7 +258,11 @@ function journalled(remote: X402Client, local: Local, timeoutMs: number) {
       await running.catch(() => undefined);
       return fromRow(intent, await journal.get(intent.key));
     }
-    if (record.pendingAnswered || Date.now() - record.updatedAt > timeoutMs) return ask(request, intent, record.createdAt);
+    if (record.pendingAnswered || Date.now() - record.updatedAt > timeoutMs) {
+      // Asked here, it is finished here: taken over from the instance whose ask ended (one taker wins).
+      const mine = await journal.adopt(intent.key, record.owner ?? null);
+      return mine ? ask(request, intent, record.createdAt) : fromRow(intent, await journal.get(intent.key));
+    }
     return fromRow(intent, record);
   }
 

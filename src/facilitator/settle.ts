@@ -386,6 +386,30 @@ export function createSettler(deps: SettleDeps) {
   }
 
   /**
+   * The payments a journalled transaction carries (one, or a Multicall3 batch's), by journal key;
+   * undefined for a transaction of no settlement's shape.
+   */
+  function carriedBy(record: PaymentRecord & { rawTx: Hex }): PaymentKey[] | undefined {
+    const tx = parseTransaction(record.rawTx);
+    if (!tx.to || !tx.data) return undefined;
+    let calls: { to: Address; data: Hex }[] = [{ to: tx.to, data: tx.data }];
+    if (isAddressEqual(tx.to, MULTICALL3)) {
+      const batch = decodeFunctionData({ abi: multicall3Abi, data: tx.data });
+      if (batch.functionName !== 'aggregate3') return undefined;
+      calls = batch.args[0].map((c) => ({ to: c.target, data: c.callData }));
+    }
+    const keys: PaymentKey[] = [];
+    for (const call of calls) {
+      const { args } = decodeFunctionData({ abi: usdcAbi, data: call.data });
+      if (args?.length !== 7 && args?.length !== 9) return undefined;
+      const [from, , , , , nonce] = args as unknown as [Address, Address, bigint, bigint, bigint, Hex];
+      const asset = call.to.toLowerCase() as Address;
+      keys.push({ chainId: record.chainId, asset, payer: from.toLowerCase() as Address, nonce: nonce.toLowerCase() as Hex });
+    }
+    return keys;
+  }
+
+  /**
    * Whether every payment a journalled transaction carries (one, or a Multicall3 batch) is
    * journalled with that very transaction. The relayer writes each payment of a batch before it
    * broadcasts, so a batch written only in part (a crash between two rows; a row since released or
@@ -393,23 +417,45 @@ export function createSettler(deps: SettleDeps) {
    * is gone.
    */
   async function wholeInJournal(record: PaymentRecord & { rawTx: Hex }): Promise<boolean> {
-    const tx = parseTransaction(record.rawTx);
-    if (!tx.to || !tx.data) return false;
-    let calls: { to: Address; data: Hex }[] = [{ to: tx.to, data: tx.data }];
-    if (isAddressEqual(tx.to, MULTICALL3)) {
-      const batch = decodeFunctionData({ abi: multicall3Abi, data: tx.data });
-      if (batch.functionName !== 'aggregate3') return false;
-      calls = batch.args[0].map((c) => ({ to: c.target, data: c.callData }));
-    }
-    for (const call of calls) {
-      const { args } = decodeFunctionData({ abi: usdcAbi, data: call.data });
-      if (args?.length !== 7 && args?.length !== 9) return false;
-      const [from, , , , , nonce] = args as unknown as [Address, Address, bigint, bigint, bigint, Hex];
-      const key = { chainId: record.chainId, asset: call.to.toLowerCase() as Address, payer: from.toLowerCase() as Address };
-      const row = await journal.get({ ...key, nonce: nonce.toLowerCase() as Hex });
-      if (row?.txHash !== record.txHash) return false;
-    }
+    const keys = carriedBy(record);
+    if (!keys) return false;
+    for (const key of keys) if ((await journal.get(key))?.txHash !== record.txHash) return false;
     return true;
+  }
+
+  /**
+   * Whether another payment the journalled transaction carries (a batch's) still waits for it:
+   * unfinished and journalled with it, its authorization perhaps still good. Its nonce is then
+   * left to that payment's own giving up.
+   *
+   * @example await othersAwait(firstOfBatch) // true while the batch's second payment is unfinished
+   */
+  async function othersAwait(record: PaymentRecord & { rawTx: Hex }): Promise<boolean> {
+    for (const key of carriedBy(record) ?? []) {
+      if (keyString(key) === keyString(record)) continue;
+      const row = await journal.get(key);
+      if (row && row.txHash === record.txHash && !isFinal(row)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Keeps a journalled transaction that is given up unmined from leaving its relayer's nonce a gap
+   * that every later transaction of that relayer would wait behind, never mined: a no-op takes the
+   * nonce (see `RelayerPool.fillGap`). Says whether the transaction may be given up now: once that
+   * no-op is mined, it never can be; before, only if `moot` (mined anyway, it could only revert:
+   * its authorization expired or used). Not mined in time: no, the next reconciliation looks again.
+   * A batch another unfinished payment still waits for keeps its nonce (see `othersAwait`).
+   *
+   * @example if (!(await fillGapOf(record, expired))) return; // the no-op not mined yet
+   */
+  async function fillGapOf(record: PaymentRecord, moot: boolean): Promise<boolean> {
+    const { rawTx, relayer, relayerNonce } = record;
+    if (!rawTx || !relayer || relayerNonce === undefined) return true;
+    if (await othersAwait({ ...record, rawTx })) return moot;
+    const noop = await relayers.fillGap({ rawTx, relayer, nonce: relayerNonce });
+    if (!noop || moot) return true;
+    return (await waitForReceipt(noop.txHash, Date.now() + deps.receiptTimeoutMs)) !== undefined;
   }
 
   /**
@@ -418,7 +464,7 @@ export function createSettler(deps: SettleDeps) {
    * A consumed authorization is never sent again; an unconsumed one is re-sent only as the very
    * same signed transaction, or its claim is released so the payer can retry.
    */
-  async function reconcile(record: PaymentRecord): Promise<void> {
+  async function reconcile(record: PaymentRecord) {
     if (record.state === 'verified') {
       // Reserved for a tool call that never finished: no output was delivered, nothing was sent.
       await journal.failHold(record, { errorReason: 'call_abandoned', errorMessage: 'the gateway stopped during the call' });
@@ -439,6 +485,8 @@ export function createSettler(deps: SettleDeps) {
       // Mined between the two looks: our own transaction is not someone else's.
       const late = await minedReceipt();
       if (late) return journal.finish(record, await judge(late, payment));
+      // Ours is given up: mined later, it only reverts (the authorization is used).
+      await fillGapOf(record, true);
       const copy = await settledBy(client, rules.network.blockTimeMs, payment, record.createdAt);
       if (copy) return journal.finish(record, { state: 'settled', txHash: copy });
       return journal.finish(record, {
@@ -466,6 +514,10 @@ export function createSettler(deps: SettleDeps) {
     }
     // Expired by this clock, not yet by a minute (as `finishLater` waits): block clocks lag, and a sent transaction may still be mined.
     if (sendable && expired && BigInt(deps.now()) < record.validBefore + 60n) return;
+    // Given up below: its nonce must not stay a gap, and it must not be mined and pay behind the journal's back.
+    if (!(await fillGapOf(record, expired))) return; // the next reconciliation looks again
+    const late = await minedReceipt();
+    if (late) return journal.finish(record, await judge(late, payment));
     // A deferred payment's result may have left once its transaction was sent: never mined, it is a loss, not a claim to give back.
     if (record.deferred && sendable) {
       const errorMessage = 'the deferred settlement transaction was never mined and the authorization is unused';

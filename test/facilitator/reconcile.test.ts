@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type Address, type Hex, encodeFunctionData } from 'viem';
+import { type Address, type Hex, createPublicClient, custom, encodeFunctionData, isAddressEqual, parseTransaction } from 'viem';
 import { usdcAbi } from '../../contracts-abi/usdc.js';
-import { networks } from '../../src/chain/networks.js';
+import { MULTICALL3, networks } from '../../src/chain/networks.js';
 import { type SignedTransaction, createRelayerPool } from '../../src/chain/relayer.js';
 import { FacilitatorUnavailableError } from '../../src/facilitator/errors.js';
 import { createFacilitator } from '../../src/facilitator/facilitator.js';
@@ -10,6 +10,7 @@ import { intentRules, toIntent, toNewPayment } from '../../src/facilitator/inten
 import type { NewPayment } from '../../src/store/journal/journal.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { purposes } from '../../src/facilitator/purposes.js';
+import { reasons } from '../../src/x402/reasons.js';
 import { useSandbox } from '../helpers/chain.js';
 import { signAuthorization, v2Request } from '../helpers/payments.js';
 import type { DemoAccount } from '../../src/chain/sandbox/accounts.js';
@@ -72,6 +73,37 @@ async function crashedSettlement(stopAfter: 'claim' | 'record' | 'broadcast', op
   }
   await store.close();
   return { path, payment, payTo, txHash };
+}
+
+/**
+ * The sandbox's node, except that a transaction sent while `loseNext` is set never reaches it: that
+ * send, and every later send of the same transaction, fails as a dropped connection does (the
+ * sender cannot tell whether it arrived), or, once `refuseLost` is set, is refused. So is every
+ * Multicall3 batch while `loseBatches` is set; the next send waits for `hold` if set.
+ */
+function lossyNode() {
+  const lost = new Set<string>();
+  const node = { loseNext: false, loseBatches: false, refuseLost: false, hold: undefined as Promise<void> | undefined, lost };
+  const client = createPublicClient({
+    chain: networks.local.viemChain,
+    transport: custom({
+      request: async (args: { method: string; params?: unknown }) => {
+        if (args.method === 'eth_sendRawTransaction') {
+          const [raw] = args.params as [Hex];
+          const held = node.hold;
+          node.hold = undefined;
+          await held;
+          const to = parseTransaction(raw).to;
+          if (node.loseNext || (node.loseBatches && to && isAddressEqual(to, MULTICALL3))) lost.add(raw);
+          node.loseNext = false;
+          if (lost.has(raw)) throw new Error(node.refuseLost ? 'exceeds block gas limit' : 'fetch failed');
+        }
+        return chain.client.request(args as never);
+      },
+    }),
+    pollingInterval: 5,
+  });
+  return { node, client };
 }
 
 async function restart(path: string, now?: () => number) {
@@ -289,5 +321,180 @@ describe('reconciliation after a crash', () => {
     const second = await restart(path);
     assert.deepEqual(await second.facilitator.settle(body, purposes.topup(payTo, 'key:k1')), answer);
     assert.equal(await chain.relayerTxCount(), txs);
+  });
+
+  for (const deferred of [false, true]) {
+    test(`a ${deferred ? 'deferred' : 'strict'} settlement whose transaction never reached the node is given up without leaving its relayer a nonce gap: the relayer's next settlement is mined, and the given-up one never can be`, async () => {
+      const { node, client } = lossyNode();
+      const store = await openSqliteStore({ path: chain.dbPath() });
+      let shift = 0;
+      const relayer = chain.sandbox.accounts.relayers[2]!;
+      const facilitator = createFacilitator({
+        network: networks.local,
+        client,
+        journal: store.journal,
+        relayerKeys: [relayer.privateKey],
+        receiptTimeoutMs: 300,
+        now: () => Math.floor(Date.now() / 1000) + shift,
+      });
+      const payTo = chain.sandbox.accounts.payees[0]!.address;
+      const request = await v2Request({ payer: chain.sandbox.accounts.payers[5]!, payTo, amount: 1_000n, maxTimeoutSeconds: 120 });
+      const checked = toIntent(request, intentRules(networks.local), Math.floor(Date.now() / 1000));
+      assert.ok(checked.ok);
+      const { key } = checked.intent;
+      const gap = await chain.client.getTransactionCount({ address: relayer.address });
+
+      node.loseNext = true;
+      const pending = await facilitator.settle(request, purposes.api, { deferred });
+      assert.equal(pending.errorReason, reasons.settlementPending);
+      const sent = await store.journal.get(key);
+      assert.equal(sent?.relayerNonce, gap);
+      // Its authorization expired a minute ago by this clock (the chain never saw it): the journal gives it up.
+      shift = 120 + 61;
+      await facilitator.reconcile();
+      shift = 0;
+      const givenUp = await store.journal.get(key);
+      if (deferred) assert.deepEqual([givenUp?.state, givenUp?.deferred], ['failed', true], 'a loss, never given back');
+      else assert.equal(givenUp, undefined, 'released: the payer may pay again');
+
+      // The chain agrees: the authorization is unused, its nonce taken by a transaction that moved nothing.
+      const used = await chain.client.readContract({
+        address: networks.base.usdc.address,
+        abi: usdcAbi,
+        functionName: 'authorizationState',
+        args: [key.payer, key.nonce],
+      });
+      assert.equal(used, false);
+      assert.equal(await chain.client.getTransactionCount({ address: relayer.address }), gap + 1);
+      await assert.rejects(chain.client.sendRawTransaction({ serializedTransaction: sent!.rawTx! }), /nonce too low/i);
+      await assert.rejects(chain.client.getTransactionReceipt({ hash: sent!.txHash! }));
+
+      const before = await chain.balanceOf(payTo);
+      const next = await v2Request({ payer: chain.sandbox.accounts.payers[6]!, payTo, amount: 2_000n });
+      const answer = await facilitator.settle(next, purposes.api);
+      assert.equal(answer.success, true, `the next settlement of the same relayer is mined: ${answer.errorReason ?? ''}`);
+      assert.equal(await chain.balanceOf(payTo), before + 2_000n);
+      await facilitator.drain();
+      await store.close();
+    });
+  }
+
+  test('a settlement given up before its authorization expires (its transaction lost, then refused) is released only once the no-op taking its nonce is mined: its transaction can never be mined after the release', async () => {
+    const { node, client } = lossyNode();
+    const store = await openSqliteStore({ path: chain.dbPath() });
+    const relayer = chain.sandbox.accounts.relayers[3]!;
+    const facilitator = createFacilitator({
+      network: networks.local,
+      client,
+      journal: store.journal,
+      relayerKeys: [relayer.privateKey],
+      receiptTimeoutMs: 300,
+    });
+    const payTo = chain.sandbox.accounts.payees[0]!.address;
+    const request = await v2Request({ payer: chain.sandbox.accounts.payers[5]!, payTo, amount: 1_000n, maxTimeoutSeconds: 120 });
+    const checked = toIntent(request, intentRules(networks.local), Math.floor(Date.now() / 1000));
+    assert.ok(checked.ok);
+    const { key } = checked.intent;
+    const gap = await chain.client.getTransactionCount({ address: relayer.address });
+    node.loseNext = true;
+    assert.equal((await facilitator.settle(request, purposes.api)).errorReason, reasons.settlementPending);
+    const sent = await store.journal.get(key);
+    // A later settlement of the same relayer waits behind the lost one's nonce.
+    const next = await v2Request({ payer: chain.sandbox.accounts.payers[6]!, payTo, amount: 2_000n });
+    assert.equal((await facilitator.settle(next, purposes.api)).errorReason, reasons.settlementPending);
+
+    node.refuseLost = true;
+    await chain.rpc('evm_setAutomine', [false]);
+    try {
+      await facilitator.reconcile();
+      assert.equal((await store.journal.get(key))?.state, 'submitted', 'the no-op is not mined yet: the claim stays');
+    } finally {
+      await chain.rpc('evm_setAutomine', [true]);
+    }
+    await chain.rpc('evm_mine');
+    await facilitator.reconcile();
+    assert.equal(await store.journal.get(key), undefined, 'released once its nonce is taken');
+    assert.equal(await chain.client.getTransactionCount({ address: relayer.address }), gap + 2, 'the no-op and the later settlement');
+    await assert.rejects(chain.client.sendRawTransaction({ serializedTransaction: sent!.rawTx! }), /nonce too low/i);
+    const used = await chain.client.readContract({
+      address: networks.base.usdc.address,
+      abi: usdcAbi,
+      functionName: 'authorizationState',
+      args: [key.payer, key.nonce],
+    });
+    assert.equal(used, false, 'the released payment is unpaid: the payer may pay again');
+    await facilitator.drain();
+    await store.close();
+  });
+
+  test('a batch given up for one payment keeps its nonce while another payment it carries is unfinished: no no-op takes it from under that one', async () => {
+    const { node, client } = lossyNode();
+    const dbPath = chain.dbPath();
+    const store = await openSqliteStore({ path: dbPath });
+    let shift = 0;
+    const relayer = chain.sandbox.accounts.relayers[1]!;
+    const facilitator = createFacilitator({
+      network: networks.local,
+      client,
+      journal: store.journal,
+      relayerKeys: [relayer.privateKey],
+      receiptTimeoutMs: 300,
+      now: () => Math.floor(Date.now() / 1000) + shift,
+    });
+    const payTo = chain.sandbox.accounts.payees[0]!.address;
+    const keyOf = (request: Awaited<ReturnType<typeof v2Request>>) => {
+      const checked = toIntent(request, intentRules(networks.local), Math.floor(Date.now() / 1000));
+      assert.ok(checked.ok);
+      return checked.intent.key;
+    };
+    const until = async (test: () => Promise<boolean>) => {
+      for (let i = 0; !(await test()); i++) {
+        if (i > 400) throw new Error('until: timed out');
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    };
+    const payers = chain.sandbox.accounts.payers;
+    const [alone, short, long] = await Promise.all([
+      v2Request({ payer: payers[4]!, payTo, amount: 1_000n }),
+      v2Request({ payer: payers[5]!, payTo, amount: 1_000n, maxTimeoutSeconds: 60 }),
+      v2Request({ payer: payers[6]!, payTo, amount: 1_000n, maxTimeoutSeconds: 600 }),
+    ]);
+    // The first goes alone, its broadcast held until the other two queue behind it: they ride one batch, which is lost.
+    let open = () => {};
+    node.hold = new Promise((r) => (open = r));
+    node.loseBatches = true;
+    const first = facilitator.settle(alone, purposes.api);
+    await until(async () => (await store.journal.get(keyOf(alone)))?.state === 'submitted');
+    const rest = [facilitator.settle(short, purposes.api, { deferred: true }), facilitator.settle(long, purposes.api)];
+    await until(async () =>
+      (await Promise.all([short, long].map((r) => store.journal.get(keyOf(r))))).every((r) => r?.state === 'submitting'),
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    open();
+    assert.equal((await first).success, true);
+    await Promise.all(rest);
+    const [a, b] = await Promise.all([store.journal.get(keyOf(short)), store.journal.get(keyOf(long))]);
+    assert.ok(
+      a?.txHash && a.txHash === b?.txHash,
+      `one batch: ${JSON.stringify([a, b], (_, v) => (typeof v === 'bigint' ? String(v) : v))}`,
+    );
+    const batchNonce = a.relayerNonce!;
+
+    // The long one is another instance's now (it took it over); this one gives up the short one alone.
+    const other = await openSqliteStore({ path: dbPath });
+    assert.ok(await other.journal.adopt(keyOf(long), store.instanceId));
+    shift = 60 + 61;
+    await facilitator.reconcile({ owner: store.instanceId });
+    shift = 0;
+    const givenUp = await store.journal.get(keyOf(short));
+    assert.deepEqual([givenUp?.state, givenUp?.txHash], ['failed', a.txHash], 'a loss, journalled with its batch');
+    assert.equal(
+      await chain.client.getTransactionCount({ address: relayer.address, blockTag: 'pending' }),
+      batchNonce,
+      'the batch’s nonce is still free for it',
+    );
+    // The long one's watcher (this instance's, its request answered pending) ends with the store.
+    await other.close();
+    await store.close();
   });
 });

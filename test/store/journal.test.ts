@@ -195,6 +195,38 @@ for (const backend of backends)
       }
     });
 
+    test('a claim another instance holds is neither finished nor released nor given a transaction by this one, and nothing changes; once adopted, only the adopter moves it', async () => {
+      const instance = backend.shared();
+      const [holder, other] = [await instance(), await instance()];
+      const p = payment('c');
+      await holder.journal.claim(p);
+      await holder.journal.recordTransaction(p, tx);
+      const before = await holder.journal.get(p);
+
+      assert.equal(await other.journal.finish(p, { state: 'failed', errorReason: 'x' }), false, 'not its claim: a value, not a throw');
+      assert.equal(await other.journal.release(p), false);
+      await assert.rejects(other.journal.recordTransaction(p, { ...tx, relayerNonce: 8 }), StoreError);
+      assert.deepEqual(await holder.journal.get(p), before, 'nothing changed');
+
+      // The holder stopped (as far as the others can tell): one instance adopts its entry, once.
+      const adoptions = await Promise.all([other.journal.adopt(p, holder.instanceId), other.journal.adopt(p, holder.instanceId)]);
+      assert.deepEqual(adoptions.map((a) => a?.owner).sort(), [other.instanceId, undefined], 'adopted once, by either');
+      assert.equal(await holder.journal.finish(p, { state: 'settled', txHash: tx.txHash }), false, 'no longer its holder’s');
+      assert.equal(await holder.journal.release(p), false);
+      assert.equal((await holder.journal.get(p))?.state, 'submitted');
+      assert.equal(await other.journal.finish(p, { state: 'settled', txHash: tx.txHash }), true);
+      assert.equal((await holder.journal.get(p))?.state, 'settled');
+      assert.equal(await other.journal.adopt(p, other.instanceId), undefined, 'a final entry is nobody’s to adopt');
+
+      const q = payment('d');
+      await holder.journal.claim(q);
+      assert.equal(await other.journal.release(q), false);
+      assert.equal((await holder.journal.get(q))?.state, 'submitting');
+      assert.equal(await holder.journal.release(q), true);
+      assert.equal(await holder.journal.get(q), undefined);
+      await Promise.all([holder.close(), other.close()]);
+    });
+
     test('a released claim can be claimed again', async () => {
       const store = await opened();
       const p = payment('3');

@@ -113,11 +113,27 @@ export interface PaymentJournal {
   >;
   /**
    * Records the signed transaction before it is broadcast (`submitting` → `submitted`), or a
-   * replacement for one the node refused (it can then never be mined).
+   * replacement for one the node refused (it can then never be mined). Only on a claim this
+   * instance holds: else it throws, and the transaction is never broadcast.
    */
   recordTransaction(key: PaymentKey, tx: SignedSettlement): Promise<void>;
-  /** Final state of a claim (`submitting`/`submitted`): only its settlement finishes it. */
-  finish(key: PaymentKey, outcome: SettlementOutcome): Promise<void>;
+  /**
+   * Final state of a claim (`submitting`/`submitted`): only its settlement finishes it, on the
+   * instance that holds it (`owner`). Says whether it did: false, changing nothing, when another
+   * instance holds it (took it over: see `adopt`). A row in neither state is a caller's bug, thrown.
+   *
+   * @example await journal.finish(key, { state: 'settled', txHash }) // false once a recovering instance adopted it
+   */
+  finish(key: PaymentKey, outcome: SettlementOutcome): Promise<boolean>;
+  /**
+   * Takes over an unfinished entry from `from`, the instance that held it (it stopped, or its
+   * remote ask ended without an answer; null: written before owners were recorded): from then on
+   * only this instance finishes or releases it. The entry as it is now, or undefined, changing
+   * nothing, when `from` no longer holds it (another instance took it over, or it is final or gone).
+   *
+   * @example const mine = await journal.adopt(key, deadInstanceId); if (mine) await settler.reconcile(mine);
+   */
+  adopt(key: PaymentKey, from: string | null): Promise<PaymentRecord | undefined>;
   /**
    * Ends a hold whose call failed or was abandoned (`verified` → `failed`, nothing was sent).
    * Moves nothing else, and says whether it moved the row: a claimed row is its settlement's.
@@ -135,8 +151,12 @@ export interface PaymentJournal {
    * the row is final and only if a pending answer was given.
    */
   takePendingAnswer(key: PaymentKey): Promise<boolean>;
-  /** Gives a hold or a claim back when nothing can have reached the chain, so the payer may retry. */
-  release(key: PaymentKey): Promise<void>;
+  /**
+   * Gives a hold or a claim back when nothing can have reached the chain, so the payer may retry;
+   * only one this instance holds. Says whether it did: false, changing nothing, when the entry is
+   * final, gone, or another instance holds it.
+   */
+  release(key: PaymentKey): Promise<boolean>;
   /** Gives back a hold (`verified`) and nothing else: a claim that may have reached the chain stays. */
   releaseHold(key: PaymentKey): Promise<void>;
   /**

@@ -1,7 +1,16 @@
 import { type Op, type Runner, all, get, lock, run } from '../engine/statement.js';
 import { StoreError } from '../store.js';
 import type { Address, Hex } from 'viem';
-import type { Deferral, NewPayment, PaymentJournal, PaymentKey, PaymentRecord, PayerKey, SettlementOutcome } from './journal.js';
+import type {
+  Deferral,
+  NewPayment,
+  PaymentJournal,
+  PaymentKey,
+  PaymentRecord,
+  PaymentState,
+  PayerKey,
+  SettlementOutcome,
+} from './journal.js';
 import { journalSql as sql, keyParams, toRecord } from './statements.js';
 
 function* record(key: PaymentKey): Op<PaymentRecord | undefined> {
@@ -9,9 +18,28 @@ function* record(key: PaymentKey): Op<PaymentRecord | undefined> {
   return row ? toRecord(row) : undefined;
 }
 
+const notExpected = (what: string, key: PaymentKey) =>
+  new StoreError(`journal: cannot ${what} ${key.payer}/${key.nonce}: not in the expected state`);
+
 /** A transition that must move its row: anything else is a bug of the caller's, thrown (and rolled back). */
 function* mustChange(changed: Op<number>, what: string, key: PaymentKey): Op<void> {
-  if ((yield* changed) !== 1) throw new StoreError(`journal: cannot ${what} ${key.payer}/${key.nonce}: not in the expected state`);
+  if ((yield* changed) !== 1) throw notExpected(what, key);
+}
+
+const UNFINISHED_STATES: readonly PaymentState[] = ['verified', 'submitting', 'submitted'];
+
+/**
+ * A transition of a claim only its holder makes: true once it moved the row; false, changing
+ * nothing, when the row is unfinished and another instance holds it (took it over: see `adopt`).
+ * Anything else (no row, or not in the expected state) is a bug of the caller's, thrown.
+ *
+ * @example yield* holderMoves(run(sql.finish, params), owner, 'mark settled', key) // false: adopted by another instance
+ */
+function* holderMoves(changed: Op<number>, owner: string, what: string, key: PaymentKey): Op<boolean> {
+  if ((yield* changed) === 1) return true;
+  const row = yield* record(key);
+  if (row && row.owner !== owner && UNFINISHED_STATES.includes(row.state)) return false;
+  throw notExpected(what, key);
 }
 
 const payerParams = (p: PayerKey) => ({ chainId: p.chainId, asset: p.asset, payer: p.payer });
@@ -97,9 +125,14 @@ export function journalStore({ read, write, unsynced }: Runner, owner: string): 
     recordTransaction: (key, tx) =>
       write(() => {
         const params = { txHash: tx.txHash, rawTx: tx.rawTx, relayer: tx.relayer, relayerNonce: tx.relayerNonce };
-        return mustChange(run(sql.recordTx, { ...params, ...keyParams(key), now: Date.now() }), 'record the transaction of', key);
+        return mustChange(run(sql.recordTx, { ...params, ...keyParams(key), owner, now: Date.now() }), 'record the transaction of', key);
       }),
-    finish: (key, outcome) => write(() => mustChange(run(sql.finish, finishParams(key, outcome)), `mark ${outcome.state}`, key)),
+    finish: (key, outcome) =>
+      write(() => holderMoves(run(sql.finish, { ...finishParams(key, outcome), owner }), owner, `mark ${outcome.state}`, key)),
+    adopt: (key, from) =>
+      write(function* () {
+        return (yield* run(sql.adopt, { ...keyParams(key), owner, from })) === 1 ? yield* record(key) : undefined;
+      }),
     failHold: (key, why) =>
       write(function* () {
         return (yield* run(sql.failHold, { ...keyParams(key), ...why, now: Date.now() })) === 1;
@@ -114,7 +147,7 @@ export function journalStore({ read, write, unsynced }: Runner, owner: string): 
       }),
     release: (key) =>
       write(function* () {
-        yield* run(sql.release, keyParams(key));
+        return (yield* run(sql.release, { ...keyParams(key), owner })) === 1;
       }),
     releaseHold: (key) =>
       write(function* () {

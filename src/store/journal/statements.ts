@@ -69,6 +69,8 @@ const LOSS = "deferred = 1 AND state = 'failed' AND loss_cleared_at IS NULL";
 /** A deferred payment not settled and not cleared: unfinished, or a loss (the `payments_deferred_at_risk` index). */
 const AT_RISK = "deferred = 1 AND state <> 'settled' AND loss_cleared_at IS NULL";
 type Now = { now: number };
+/** The instance a transition is asked by: only the row's holder (`payments.owner`) moves it. */
+type Owner = { owner: string };
 type Insert = Key &
   Now & {
     payTo: string;
@@ -96,13 +98,14 @@ export const journalSql = {
   takeVerified: command<Key & Now & { purpose: string; owner: string }>(`
     UPDATE payments SET state = 'submitting', owner = @owner, updated_at = @now
     WHERE ${KEY} AND state = 'verified' AND purpose = @purpose`),
-  recordTx: command<Key & Now & { txHash: string; rawTx: string; relayer: string; relayerNonce: number }>(`
+  recordTx: command<Key & Now & Owner & { txHash: string; rawTx: string; relayer: string; relayerNonce: number }>(`
     UPDATE payments SET state = 'submitted', tx_hash = @txHash, raw_tx = @rawTx, relayer = @relayer,
                         relayer_nonce = @relayerNonce, updated_at = @now
-    WHERE ${KEY} AND state IN ('submitting', 'submitted')`),
+    WHERE ${KEY} AND state IN ('submitting', 'submitted') AND owner = @owner`),
   finish: command<
     Key &
-      Now & {
+      Now &
+      Owner & {
         state: SettlementOutcome['state'];
         txHash: string | null;
         errorReason: string | null;
@@ -113,7 +116,10 @@ export const journalSql = {
     UPDATE payments SET state = @state, tx_hash = COALESCE(@txHash, tx_hash), error_reason = @errorReason,
                         error_message = @errorMessage, updated_at = @now,
                         loss_cleared_at = CASE WHEN @excused = 1 THEN @now ELSE loss_cleared_at END
-    WHERE ${KEY} AND state IN ('submitting', 'submitted')`),
+    WHERE ${KEY} AND state IN ('submitting', 'submitted') AND owner = @owner`),
+  // Leaves updated_at alone: it dates the row's last state change (a remote ask's age is judged by it).
+  adopt: command<Key & Owner & { from: string | null }>(`
+    UPDATE payments SET owner = @owner WHERE ${KEY} AND ${UNFINISHED} AND owner IS NOT DISTINCT FROM @from`),
   failHold: command<Key & Now & { errorReason: string; errorMessage: string }>(`
     UPDATE payments SET state = 'failed', error_reason = @errorReason, error_message = @errorMessage, updated_at = @now
     WHERE ${KEY} AND state = 'verified'`),
@@ -129,7 +135,7 @@ export const journalSql = {
   takePendingAnswer: command<Key>(
     `UPDATE payments SET pending_answered = 0 WHERE ${KEY} AND pending_answered = 1 AND state IN ('settled', 'failed')`,
   ),
-  release: command<Key>(`DELETE FROM payments WHERE ${KEY} AND state IN ('verified', 'submitting', 'submitted')`),
+  release: command<Key & Owner>(`DELETE FROM payments WHERE ${KEY} AND ${UNFINISHED} AND owner = @owner`),
   releaseHold: command<Key>(`DELETE FROM payments WHERE ${KEY} AND state = 'verified'`),
   unfinished: query<{}, Row>(`SELECT * FROM payments WHERE state IN ('verified', 'submitting', 'submitted') ORDER BY created_at`),
   unfinishedOf: query<{ owner: string | null }, Row>(
