@@ -190,14 +190,20 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
       c.header('retry-after', String(limited.details.retryAfterSeconds));
       throw limited;
     }
+    // Counted against the network until settled or refused: top-ups sent at once cannot all pass the check above.
+    const judging = options.refusals?.judging(who);
     let receipt;
     try {
       receipt = await facilitator.settle(request, purposes.topup(payTo));
+      // Counted whatever the reason (a genuine top-up is rarely refused), by network only: no signer is proven here.
+      if (!receipt.success && receipt.errorReason !== 'settlement_pending') options.refusals?.refused(who);
     } catch (error) {
       if (error instanceof FacilitatorUnavailableError) {
         return c.json({ error: error.code, message: `${error.message}; retry with the same payment`, retryable: true }, 503);
       }
       throw error;
+    } finally {
+      judging?.end();
     }
     if (!receipt.success) {
       if (receipt.errorReason === 'settlement_pending') {
@@ -211,8 +217,6 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
           503,
         );
       }
-      // Counted whatever the reason (a genuine top-up is rarely refused), by network only: no signer is proven here.
-      options.refusals?.refused(who);
       return challenge(`${receipt.errorReason}${receipt.errorMessage ? `: ${receipt.errorMessage}` : ''}`);
     }
     c.header('payment-response', encodeHeader(receipt));
