@@ -39,9 +39,10 @@ describe('the first hour with the CLI (built)', () => {
     }
   });
 
-  test('wrap: the printed facilitator URL answers GET with its routes; /health is degraded (200), the upstream unreachable', async () => {
+  test('wrap: the printed facilitator URL answers GET with its routes; /health is degraded (200), the upstream unreachable; its key is shown nowhere', async () => {
     const data = ['--data-dir', path.join(dir, 'wrap'), '--log-level', 'silent'];
-    const run = turnpike(['wrap', '--upstream', 'http://127.0.0.1:9/mcp', '--port', '0', ...data]);
+    const key = 'q9Z8y7X6w5V4u3T2s1R0';
+    const run = turnpike(['wrap', '--upstream', `http://127.0.0.1:9/mcp?api_key=${key}`, '--port', '0', ...data]);
     try {
       while (!/facilitator\s+(\S+)/.test(run.stdout())) {
         if (run.child.exitCode !== null) assert.fail(`wrap exited early:\n${run.stdout()}`);
@@ -56,9 +57,13 @@ describe('the first hour with the CLI (built)', () => {
         routes.map((r) => `${r.method} ${r.url}`),
         expected,
       );
+      assert.match(run.stdout(), /→ http:\/\/127\.0\.0\.1:9\/mcp\?api_key=\[redacted\]/);
+      assert.ok(!run.stdout().includes(key), `the banner shows the upstream's key:\n${run.stdout()}`);
       const health = await fetch(facilitator.replace(/\/facilitator$/, '/health'));
       assert.equal(health.status, 200);
-      const body = (await health.json()) as { status: string; upstreams: { default: { ok: boolean; error: string } } };
+      const text = await health.text();
+      assert.ok(!text.includes(key), text);
+      const body = JSON.parse(text) as { status: string; upstreams: { default: { ok: boolean; error: string } } };
       assert.equal(body.status, 'degraded');
       assert.equal(body.upstreams.default.ok, false);
     } finally {
