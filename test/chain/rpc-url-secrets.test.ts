@@ -172,4 +172,14 @@ describe('an RPC URL with an API key in it is a secret', () => {
     assert.match(failure.message, /the MCP server at http:\/\/127\.0\.0\.1:\d+\/api\/mcp\/s\/\[redacted\]\/mcp did not answer/);
     assert.deepEqual(leaked(failure.message), []);
   });
+
+  test('a remote facilitator URL with a password in it is refused by name, not shown: fetch would refuse it on every payment, naming it to the payer', () => {
+    const url = `https://alice:${PASSWORD}@facilitator.example`;
+    assert.throws(
+      () => loadConfig({ env: {}, overrides: { facilitator: { mode: 'remote', url } } }),
+      (error: Error & { format(): string }) =>
+        /facilitator\.url\s.*TURNPIKE_REMOTE_FACILITATOR_KEY/.test(error.format()) &&
+        leaked(`${error.message}\n${error.format()}`).length === 0,
+    );
+  });
 });
