@@ -191,7 +191,7 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
       throw limited;
     }
     // Counted against the network until settled or refused: top-ups sent at once cannot all pass the check above.
-    const judging = options.refusals?.judging(who);
+    const end = options.refusals?.judging(who);
     let receipt;
     try {
       receipt = await facilitator.settle(request, purposes.topup(payTo));
@@ -203,7 +203,7 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
       }
       throw error;
     } finally {
-      judging?.end();
+      end?.();
     }
     if (!receipt.success) {
       if (receipt.errorReason === 'settlement_pending') {

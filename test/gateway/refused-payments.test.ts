@@ -12,6 +12,7 @@ import type { Secrets } from '../../src/config/secrets.js';
 import { priceTableSchema } from '../../src/pricing/pricing.js';
 import { flatPlan } from '../../src/pricing/plans.js';
 import { encodeHeader } from '../../src/x402/codec.js';
+import { purposes } from '../../src/facilitator/purposes.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { facilitatorOverHttp } from '../helpers/facilitator-api.js';
@@ -196,6 +197,30 @@ describe('refused x402 payments: a caller cannot make the gateway spend chain re
     try {
       const answers = await Promise.all(payments.map((payment) => call('198.51.100.80', payment)));
       for (const answer of answers) assert.equal(paid(answer.body), true, JSON.stringify(answer.body));
+    } finally {
+      rpcDelayMs = 0;
+    }
+  });
+
+  test('replays of a victim’s payments settled elsewhere, under way at once from many networks, never hold the victim’s own payments back', async () => {
+    const victim = chain.sandbox.accounts.payers[9]!;
+    const elsewhere = await chain.facilitator([0]);
+    const published = [];
+    for (let i = 0; i < LIMIT; i++) {
+      const payment = await paymentBy(victim);
+      const request = { x402Version: 2, paymentPayload: payment, paymentRequirements: required.accepts[0]! };
+      assert.equal((await elsewhere.facilitator.settle(request as never, purposes.api)).success, true);
+      published.push(payment);
+    }
+    await elsewhere.store.close();
+    rpcDelayMs = 300;
+    try {
+      const replays = published.map((payment, i) => call(`203.0.113.${100 + i}`, payment));
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const genuine = await call('198.51.100.90', await paymentBy(victim));
+      assert.equal(paid(genuine.body), true, JSON.stringify(genuine.body));
+      for (const replay of await Promise.all(replays))
+        assert.ok(refusedFor(replay.body, /nonce_already_used/), JSON.stringify(replay.body));
     } finally {
       rpcDelayMs = 0;
     }

@@ -15,8 +15,6 @@ import type { FacilitatorRequest, SettleResponse, VerifyResponse } from '../../x
 import type { Metered, PaidCall, RailContext, RailFactory, Taken } from '../rail.js';
 import type { Presenter, RefusalThrottle } from './refusals.js';
 
-type Judging = ReturnType<RefusalThrottle['judging']>;
-
 /**
  * The x402 rail: takes every priced call no other rail took. Without a payment, the challenge
  * (the upstream is not contacted); with one: verify it and hold it in the journal for this
@@ -53,23 +51,23 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
   const limitedNetwork = throttled(context, call, refusals, network);
   if (limitedNetwork) return limitedNetwork;
   // Counted against the network until judged: payments sent at once cannot all pass the check above before one is refused.
-  const judging = refusals?.judging(network);
+  const end = refusals?.judging(network);
   try {
-    return await judged(facilitator, context, call, { raw, request, network, refusals, judging });
+    return await judged(facilitator, context, call, { raw, request, network, refusals });
   } finally {
-    judging?.end();
+    end?.();
   }
 }
 
-/** The rest of `x402Call`, for a payment the throttle let through while it is `judging`. */
+/** The rest of `x402Call`, for a payment the throttle let through, while it is judged. */
 async function judged(
   facilitator: FacilitatorPort,
   context: RailContext,
   call: PaidCall,
-  payment: { raw: unknown; request: FacilitatorRequest; network: Presenter; refusals?: RefusalThrottle; judging?: Judging },
+  payment: { raw: unknown; request: FacilitatorRequest; network: Presenter; refusals?: RefusalThrottle },
 ): Promise<Taken> {
   const { rpc, id, tool, offer } = call;
-  const { raw, network, refusals, judging } = payment;
+  const { raw, network, refusals } = payment;
   let { request } = payment;
   // What this payment is taken for: this call (tool and arguments) on this server, and nothing else;
   // and who may have its result again: this caller (see `callerOf`).
@@ -98,7 +96,6 @@ async function judged(
   // anyone can make of a payment its settlement published.
   const limitedPayer = throttled(context, call, refusals, { payer: from });
   if (limitedPayer) return limitedPayer;
-  judging?.add({ payer: from });
   const refuse = (verdict: Refusal) => {
     const used = verdict.invalidReason === reasonFor(request.x402Version, reasons.nonceUsed);
     return refused(context, call, verdict, refusals, used ? network : { ...network, payer: from });

@@ -17,16 +17,16 @@ export type Presenter = { address?: string; payer?: string };
  * what the caller controls (its network) and by proven facts only (a payer whose signature was
  * recovered or approved), never by a payer an unproven payment names: naming a victim in junk
  * payments counts against the sender's network, not the victim. A payment being judged counts
- * as refused until its verdict (`judging`), so payments sent at once cannot all pass `limited`
- * before the first is refused: at most `perMinute` of one network's or payer's are judged or
- * refused at a time. Networks and payers are kept in two bounded maps (`failureThrottle`), so a
+ * as refused against its network until its verdict (`judging`), so payments sent at once cannot
+ * all pass `limited` before the first is refused: at most `perMinute` of one network's are judged
+ * or refused at a time. Networks and payers are kept in two bounded maps (`failureThrottle`), so a
  * spray of fresh payer keys cannot push networks out. `perMinute` 0: no limit.
  *
  * @example
  * const throttle = refusalThrottle({ perMinute: 30 });
  * const limited = throttle.limited({ address }); // DomainError('rate_limited') past 30 a minute
- * const judging = throttle.judging({ address });
- * try { if (verdict.costly) throttle.refused({ address, payer: proven }); } finally { judging.end(); }
+ * const end = throttle.judging({ address });
+ * try { if (verdict.costly) throttle.refused({ address, payer: proven }); } finally { end(); }
  */
 export function refusalThrottle(options: { perMinute: number; maxCallers?: number; now?: () => number }) {
   const { perMinute, ...rest } = options;
@@ -49,21 +49,13 @@ export function refusalThrottle(options: { perMinute: number; maxCallers?: numbe
       return new DomainError('rate_limited', message, { limit: perMinute, retryAfterSeconds: wait });
     },
     /**
-     * Starts judging a payment of `who`'s: it counts against them as a refusal until `end` (after
-     * `refused`, if it was), and against the payer `add`ed once proven.
+     * Starts judging a payment from `who`'s network: it counts there as a refusal until the function
+     * returned is called (after `refused`, if it was). Not against a payer: anyone holding a payment
+     * of theirs (one a settlement elsewhere published) could keep theirs under way and shut them out.
      */
-    judging(who: Presenter) {
-      const ends: (() => void)[] = [];
-      const add = (more: Presenter) => {
-        const { network, payer } = keys(more);
-        if (network !== undefined) ends.push(networks.begin(network));
-        if (payer !== undefined) ends.push(payers.begin(payer));
-      };
-      add(who);
-      const end = () => {
-        for (const one of ends.splice(0)) one();
-      };
-      return { add, end };
+    judging(who: Presenter): () => void {
+      const { network } = keys(who);
+      return network === undefined ? () => {} : networks.begin(network);
     },
     /** Counts a costly refusal of `who`'s payment: against their network, and their payer when proven. */
     refused(who: Presenter): void {
