@@ -22,6 +22,7 @@ import { createCredits } from '../rails/credits/credits.js';
 import { creditsRail } from '../rails/credits/rail.js';
 import { x402Rail } from '../rails/x402/rail.js';
 import { refusalThrottle } from '../rails/x402/refusals.js';
+import { shownUrl } from '../log/shown-url.js';
 import { billedServers, invoiceRail, openUsage } from '../rails/invoice/rail.js';
 import { linkAccount, openPortal } from '../rails/invoice/accounts.js';
 import { type TrustedIssuer, trustedIssuer } from '../oauth/issuer.js';
@@ -537,7 +538,9 @@ export async function serveGateway(options: GatewayServerOptions) {
     if (!self) continue;
     await close();
     const fix = 'point it at the MCP server itself';
-    throw new Error(`server ${endpoint.slug}: its upstream ${endpoint.upstream.url} is this turnpike (${self}) and would loop; ${fix}`);
+    throw new Error(
+      `server ${endpoint.slug}: its upstream ${shownUrl(endpoint.upstream.url)} is this turnpike (${self}) and would loop; ${fix}`,
+    );
   }
   /** Where its x402 payments are settled: its own /facilitator, or the remote the mode names. */
   const facilitator = facilitatorUrl ?? `${server.url}/facilitator`;

@@ -4,7 +4,7 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigProblem } from './errors.js';
 import { type Config, type ConfigInput, configSchema } from './schema.js';
-import { shownUrl } from '../log/shown-url.js';
+import { shownSetting } from '../log/shown-url.js';
 
 type Leaf = { path: string[]; type: string; description?: string };
 
@@ -108,10 +108,10 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown, sourceOf: (keys:
       return { path: at, source: sourceOf(keys), message };
     });
   }
-  const given = get(input, issue.path);
-  // An RPC URL may carry an API key; the problem is shown without it.
-  const value = issue.path.at(-1) === 'rpcUrl' && typeof given === 'string' ? shownUrl(given) : given;
-  const got = value === undefined ? '' : `, got ${truncate(JSON.stringify(value))}`;
+  // A URL may carry a credential (an RPC node's key, the store's password), here or in an object
+  // given (a server's upstream): the problem is shown without it.
+  const value = get(input, issue.path);
+  const got = value === undefined ? '' : `, got ${truncate(JSON.stringify(value, (_key, v: unknown) => shownSetting(v)))}`;
   return [{ path: issue.path.join('.') || '(root)', source: sourceOf(issue.path), message: `${issue.message}${got}` }];
 }
 

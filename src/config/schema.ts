@@ -293,6 +293,8 @@ export const configSchema = z.strictObject({
             "`cdp` by Coinbase's hosted facilitator (CDP_API_KEY_ID, CDP_API_KEY_SECRET); holds and kept results stay in the local store",
         ),
       url: url(/^https?$/)
+        // fetch refuses a URL with credentials, naming it whole in its error, which would reach payers and the log.
+        .refine((u) => !/^[a-z]+:\/\/[^/?#]*@/i.test(u), 'a URL cannot carry credentials; send the key as TURNPIKE_REMOTE_FACILITATOR_KEY')
         .optional()
         .describe('the remote facilitator’s base URL (mode `remote`, required); with mode `cdp`, a proxy in front of CDP’s x402 endpoint'),
       minAmountUsd: usdPrice

@@ -196,14 +196,20 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
     // Whom this payment credits, fixed by whoever presents it first: its settlement publishes it,
     // and a copy from the chain shows another key (or caller) and is a payment used, not theirs.
     const recipient = payer ? `key:${payer.key.id}` : `new:${callerOf(c.req.raw.headers, clientAddress(c)) ?? 'unbound'}`;
+    // Counted against the network until settled or refused: top-ups sent at once cannot all pass the check above.
+    const end = options.refusals?.judging(who);
     let receipt;
     try {
       receipt = await facilitator.settle(request, purposes.topup(payTo, recipient));
+      // Counted whatever the reason (a genuine top-up is rarely refused), by network only: no signer is proven here.
+      if (!receipt.success && receipt.errorReason !== 'settlement_pending') options.refusals?.refused(who);
     } catch (error) {
       if (error instanceof FacilitatorUnavailableError) {
         return c.json({ error: error.code, message: `${error.message}; retry with the same payment`, retryable: true }, 503);
       }
       throw error;
+    } finally {
+      end?.();
     }
     if (!receipt.success) {
       if (receipt.errorReason === 'settlement_pending') {
@@ -217,8 +223,6 @@ export function creditsRoutes(options: CreditsRoutesOptions): Hono {
           503,
         );
       }
-      // Counted whatever the reason (a genuine top-up is rarely refused), by network only: no signer is proven here.
-      options.refusals?.refused(who);
       return challenge(`${receipt.errorReason}${receipt.errorMessage ? `: ${receipt.errorMessage}` : ''}`);
     }
     c.header('payment-response', encodeHeader(receipt));

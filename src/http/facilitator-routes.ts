@@ -60,8 +60,14 @@ export function facilitatorRoutes(facilitator: Facilitator, options: Facilitator
       const message = 'send a facilitator API key as Authorization: Bearer <key> (one of TURNPIKE_FACILITATOR_KEYS)';
       return c.json({ error: 'unauthorized', message }, 401);
     }
-    await next();
-    if (!keyed && ((c.res.status >= 400 && c.res.status < 500) || c.get('refused'))) throttle.failed(caller);
+    // Counted as a failure until answered: requests sent at once cannot all pass the check above before one fails.
+    const end = keyed ? undefined : throttle.begin(caller);
+    try {
+      await next();
+      if (!keyed && ((c.res.status >= 400 && c.res.status < 500) || c.get('refused'))) throttle.failed(caller);
+    } finally {
+      end?.();
+    }
   });
 
   const handle = (action: (request: FacilitatorRequest) => Promise<VerifyResponse | SettleResponse>) => async (c: Context<Env>) => {

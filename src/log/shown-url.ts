@@ -36,6 +36,15 @@ export function shownUrl(url: string): string {
   return shown.includes(REDACTED) ? shown : url;
 }
 
+/**
+ * A setting as it may be shown: a string that is a URL with an authority (`scheme://…`: an RPC
+ * node, the store, an upstream, a webhook) as `shownUrl` shows it, anything else as it is.
+ *
+ * @example shownSetting('postgres://alice:pw@db/turnpike') // 'postgres://[redacted]@db/turnpike'; shownSetting('0xabc…') // '0xabc…'
+ */
+export const shownSetting = (value: unknown): unknown =>
+  typeof value === 'string' && /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? shownUrl(value) : value;
+
 const REDACTED = '[redacted]';
 
 /** Query parameter names that carry a credential (`apikey`, `api_key`, `dkey`, `access_token`, `password`, `sig`…). */

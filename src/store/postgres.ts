@@ -66,10 +66,14 @@ async function leaseSession(options: PostgresStoreOptions, instanceId: string) {
   const heartbeat = setInterval(() => {
     client.query('SELECT 1').catch((error: Error) => lost(error));
   }, LEASE_HEARTBEAT_MS).unref();
-  // Advisory locks are database-wide, so a lease's lock key names the schema too: instances on
-  // other schemas of the database (other tenants, other environments) never block this one's work.
-  const schema = (await client.query<{ schema: string }>('SELECT current_schema() AS schema')).rows[0]!.schema;
-  const keys = (name: string) => [name, JSON.stringify([schema, name])];
+  // Advisory locks are database-wide, so with a schema of its own (`?schema=`, every connection
+  // pinned to it) a lease's lock key names the schema too: instances on other schemas of the
+  // database (other tenants, other environments) never block this one's work. Without one, the key
+  // is the name alone, exclusive, as earlier versions took it: a search_path left to the role or
+  // the URL can come to name another schema while the instance runs (one created ahead of its
+  // own), and two instances would then share tables under two keys.
+  const { schema } = options;
+  const keys = (name: string) => [name, schema === undefined ? name : JSON.stringify([schema, name])];
   // A session advisory lock is re-entrant: taken twice on one session, it is given twice. A lease is
   // not: one holder at a time, this instance included (two overlapping recovery rounds of one
   // instance must not both work a dead instance's entries), so what this instance holds is kept here.
@@ -79,15 +83,16 @@ async function leaseSession(options: PostgresStoreOptions, instanceId: string) {
     held.add(name);
     let ok = false;
     try {
-      // The schema's key, exclusive; and the name's alone, shared: instances of this version on any
-      // schema share that one, but one of an earlier version holding it (exclusive, the key it
-      // leased by) still excludes this one from its lease, and the other way round, during an upgrade.
+      // The schema's key, exclusive; and the name's alone, shared: instances with a schema share that
+      // one, but one without (or of an earlier version) holding it exclusively still excludes this one
+      // from its lease, and the other way round. Without a schema, the name's alone, exclusive.
       const { rows } = await client.query<{ shared: boolean; own: boolean }>(
-        'SELECT pg_try_advisory_lock_shared(hashtextextended($1, 0)) AS shared, pg_try_advisory_lock(hashtextextended($2, 0)) AS own',
-        keys(name),
+        'SELECT CASE WHEN $3 THEN pg_try_advisory_lock_shared(hashtextextended($1, 0)) ELSE false END AS shared, ' +
+          'pg_try_advisory_lock(hashtextextended($2, 0)) AS own',
+        [...keys(name), schema !== undefined],
       );
       const { shared, own } = rows[0]!;
-      ok = shared && own;
+      ok = (shared || schema === undefined) && own;
       if (!ok && (shared || own)) await unlock(name, { shared, own });
     } finally {
       if (!ok) held.delete(name);
@@ -99,7 +104,7 @@ async function leaseSession(options: PostgresStoreOptions, instanceId: string) {
         if (released) return;
         released = true;
         try {
-          await unlock(name, { shared: true, own: true });
+          await unlock(name, { shared: schema !== undefined, own: true });
         } finally {
           held.delete(name);
         }

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
+import { shownUrl } from '../log/shown-url.js';
 import type { Dispatcher } from 'undici';
 import { HOP_HEADER, nextHops } from './hops.js';
 import { guardedAgent } from './ssrf.js';
@@ -268,14 +269,15 @@ export function callDeadline(ms: number): { signal: HangUp; clear(): void } {
 }
 
 /**
- * An upstream URL as logs and messages may show it: origin and path. The query and credentials are
- * dropped: a server with `auth.mode: 'query'` has its secret there.
+ * An upstream URL as logs and messages may show it: origin and path, a key-like path segment
+ * redacted (`shownUrl`: a token some hosted MCP servers put in the path). The query and credentials
+ * are dropped: a server with `auth.mode: 'query'` has its secret there.
  *
  * @example shown('https://u:p@mcp.example.com/mcp?api_key=s3cret') // 'https://mcp.example.com/mcp'
  */
 export const shown = (url: string) => {
   const { origin, pathname } = new URL(url);
-  return `${origin}${pathname}`;
+  return shownUrl(`${origin}${pathname}`);
 };
 
 /**

@@ -13,6 +13,7 @@ import { loadConfig } from '../../src/config/load.js';
 import { healthRoutes } from '../../src/http/health.js';
 import { createLogger } from '../../src/log/logger.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
+import { UpstreamError, send } from '../../src/upstream/upstream.js';
 
 /** What a hosted node's URL carries: a key in the path, a key in the query, a password in the userinfo. */
 const PATH_KEY = 'Yx3kP0aQ9zT2bV7nR4mW8cL1sEcReTpK';
@@ -119,6 +120,66 @@ describe('an RPC URL with an API key in it is a secret', () => {
     assert.throws(
       () => loadConfig({ env: {}, overrides: { rpcUrl: bad } }),
       (error: Error & { format(): string }) => /rpcUrl/.test(error.format()) && leaked(`${error.message}\n${error.format()}`).length === 0,
+    );
+  });
+
+  test('turnpike config prints no credential of any URL: the store’s password, an upstream’s key, a webhook’s token; nor does a bad one’s problem', async () => {
+    const file = path.join(dir, 'urls.yaml');
+    writeFileSync(
+      file,
+      [
+        `store: { url: ${JSON.stringify(`postgres://alice:${PASSWORD}@db.example:5432/turnpike`)} }`,
+        'servers:',
+        `  - { slug: search, upstream: ${JSON.stringify(`https://mcp.example.com/mcp?api_key=${QUERY_KEY}`)}, payTo: "0x00000000000000000000000000000000000000aa" }`,
+        `events: { endpoints: [{ url: ${JSON.stringify(`https://hooks.example.com/services/T0/B0/${PATH_KEY}`)}, secretFromEnv: HOOK_SECRET }] }`,
+      ].join('\n'),
+    );
+    let printed = '';
+    const stdout = new PassThrough().on('data', (chunk) => (printed += chunk));
+    await configCommand.run({ config: file, variables: false }, { stdout, stderr: new PassThrough() });
+    assert.match(printed, /"url": "postgres:\/\/\[redacted\]@db\.example:5432\/turnpike"/);
+    assert.match(printed, /"upstream": "https:\/\/mcp\.example\.com\/mcp\?api_key=\[redacted\]"/);
+    assert.match(printed, /"url": "https:\/\/hooks\.example\.com\/services\/T0\/B0\/\[redacted\]"/);
+    assert.match(printed, /"payTo": "0x0{38}aa"/, 'what is no URL is printed as it is');
+    assert.deepEqual(leaked(printed), []);
+
+    const typo = `postgress://alice:${PASSWORD}@db.example:5432/turnpike`;
+    assert.throws(
+      () => loadConfig({ env: {}, overrides: { store: { url: typo } } }),
+      (error: Error & { format(): string }) =>
+        /store\.url/.test(error.format()) && leaked(`${error.message}\n${error.format()}`).length === 0,
+    );
+    const server = { slug: 'search', upstream: `https://mcp.example.com/mcp?api_key=${QUERY_KEY}`, stdio: 'npx some-server' };
+    assert.throws(
+      () => loadConfig({ env: {}, overrides: { servers: [{ ...server, payTo: '0x00000000000000000000000000000000000000aa' }] } }),
+      (error: Error & { format(): string }) =>
+        /exactly one of upstream and stdio/.test(error.format()) && leaked(`${error.message}\n${error.format()}`).length === 0,
+      'a problem with a whole server shows its upstream without the key',
+    );
+  });
+
+  test('an upstream that does not answer, with a token in its URL’s path, is named without it in the error logged and kept', async () => {
+    const closed = http.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as AddressInfo;
+    await new Promise((resolve) => closed.close(resolve));
+    const upstream = { url: `http://127.0.0.1:${port}/api/mcp/s/${PATH_KEY}/mcp`, headers: {}, timeoutMs: 2_000 };
+    const failure = await send(upstream, { method: 'POST', headers: {} }, new Uint8Array()).then(
+      () => assert.fail('nothing listens there'),
+      (error: unknown) => error as UpstreamError,
+    );
+    assert.ok(failure instanceof UpstreamError);
+    assert.match(failure.message, /the MCP server at http:\/\/127\.0\.0\.1:\d+\/api\/mcp\/s\/\[redacted\]\/mcp did not answer/);
+    assert.deepEqual(leaked(failure.message), []);
+  });
+
+  test('a remote facilitator URL with a password in it is refused by name, not shown: fetch would refuse it on every payment, naming it to the payer', () => {
+    const url = `https://alice:${PASSWORD}@facilitator.example`;
+    assert.throws(
+      () => loadConfig({ env: {}, overrides: { facilitator: { mode: 'remote', url } } }),
+      (error: Error & { format(): string }) =>
+        /facilitator\.url\s.*TURNPIKE_REMOTE_FACILITATOR_KEY/.test(error.format()) &&
+        leaked(`${error.message}\n${error.format()}`).length === 0,
     );
   });
 });

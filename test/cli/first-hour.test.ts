@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -39,9 +39,10 @@ describe('the first hour with the CLI (built)', () => {
     }
   });
 
-  test('wrap: the printed facilitator URL answers GET with its routes; /health is degraded (200), the upstream unreachable', async () => {
+  test('wrap: the printed facilitator URL answers GET with its routes; /health is degraded (200), the upstream unreachable; its key is shown nowhere', async () => {
     const data = ['--data-dir', path.join(dir, 'wrap'), '--log-level', 'silent'];
-    const run = turnpike(['wrap', '--upstream', 'http://127.0.0.1:9/mcp', '--port', '0', ...data]);
+    const key = 'q9Z8y7X6w5V4u3T2s1R0';
+    const run = turnpike(['wrap', '--upstream', `http://127.0.0.1:9/mcp?api_key=${key}`, '--port', '0', ...data]);
     try {
       while (!/facilitator\s+(\S+)/.test(run.stdout())) {
         if (run.child.exitCode !== null) assert.fail(`wrap exited early:\n${run.stdout()}`);
@@ -56,11 +57,42 @@ describe('the first hour with the CLI (built)', () => {
         routes.map((r) => `${r.method} ${r.url}`),
         expected,
       );
+      assert.match(run.stdout(), /→ http:\/\/127\.0\.0\.1:9\/mcp\?api_key=\[redacted\]/);
+      assert.ok(!run.stdout().includes(key), `the banner shows the upstream's key:\n${run.stdout()}`);
       const health = await fetch(facilitator.replace(/\/facilitator$/, '/health'));
       assert.equal(health.status, 200);
-      const body = (await health.json()) as { status: string; upstreams: { default: { ok: boolean; error: string } } };
+      const text = await health.text();
+      assert.ok(!text.includes(key), text);
+      const body = JSON.parse(text) as { status: string; upstreams: { default: { ok: boolean; error: string } } };
       assert.equal(body.status, 'degraded');
       assert.equal(body.upstreams.default.ok, false);
+    } finally {
+      run.child.kill('SIGINT');
+      await run.done;
+    }
+  });
+
+  test('serve: the banner shows a configured upstream without the key in its URL', async () => {
+    const key = 'q9Z8y7X6w5V4u3T2s1R0';
+    const file = path.join(dir, 'serve-key.yaml');
+    writeFileSync(
+      file,
+      [
+        'http: { port: 0 }',
+        `dataDir: ${JSON.stringify(path.join(dir, 'serve-key'))}`,
+        'log: { level: silent }',
+        'servers:',
+        `  - { slug: search, upstream: "http://127.0.0.1:9/mcp?api_key=${key}", payTo: "0x00000000000000000000000000000000000000aa" }`,
+      ].join('\n'),
+    );
+    const run = turnpike(['serve', '--config', file]);
+    try {
+      while (!run.stdout().includes('discovery')) {
+        if (run.child.exitCode !== null) assert.fail(`serve exited early:\n${run.stdout()}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.match(run.stdout(), /\/mcp\/search {2}→ http:\/\/127\.0\.0\.1:9\/mcp\?api_key=\[redacted\]/);
+      assert.ok(!run.stdout().includes(key), run.stdout());
     } finally {
       run.child.kill('SIGINT');
       await run.done;

@@ -10,6 +10,7 @@ import { facilitatorRoutes } from '../../src/http/facilitator-routes.js';
 import { failureThrottle } from '../../src/rails/failure-throttle.js';
 import { type Listening, listen } from '../../src/http/listen.js';
 import { createLogger } from '../../src/log/logger.js';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { useSandbox } from '../helpers/chain.js';
 import { v2Request } from '../helpers/payments.js';
 import { serveOnSandbox } from '../helpers/served.js';
@@ -99,6 +100,47 @@ describe('who may use the facilitator API', () => {
       true,
       'the next /64 is another caller',
     );
+  });
+
+  test('requests sent at once from one address are answered no more than the limit before 429: the rest do not all pass before one fails', async () => {
+    const { post } = await serve({ failuresPerMinute: 3, relayer: 1 });
+    const payTo = chain.sandbox.accounts.payees[0]!.address;
+    const empty = () => {
+      const privateKey = generatePrivateKey();
+      return v2Request({ payer: { ...privateKeyToAccount(privateKey), privateKey, label: 'empty' }, payTo, amount: 2_000n });
+    };
+    const junk = await Promise.all(Array.from({ length: 12 }, empty));
+    const statuses = await Promise.all(junk.map(async (body) => (await post('/verify', body)).status));
+    assert.ok(statuses.filter((status) => status === 200).length <= 3, `${statuses}`);
+    assert.ok(
+      statuses.every((status) => status === 200 || status === 429),
+      `${statuses}`,
+    );
+  });
+
+  test('an attempt under way counts as a failure until it ends, then only if it failed; a caller held back by those alone waits a second', () => {
+    let now = 1_000_000;
+    const throttle = failureThrottle({ limit: 2, now: () => now });
+    const first = throttle.begin('a');
+    assert.equal(throttle.wait('a'), 0);
+    const second = throttle.begin('a');
+    assert.equal(throttle.wait('a'), 1, 'two under way: the limit');
+    first();
+    first();
+    assert.equal(throttle.wait('a'), 0, 'ended (once, however often it is called) and did not fail');
+    throttle.failed('a');
+    second();
+    assert.equal(throttle.wait('a'), 0, 'one failure');
+    const third = throttle.begin('a');
+    assert.equal(throttle.wait('a'), 1);
+    throttle.failed('a');
+    third();
+    assert.equal(throttle.wait('a'), 60, 'two failures: the rest of the minute');
+    now += 60_000;
+    assert.equal(throttle.wait('a'), 0);
+    const off = failureThrottle({ limit: 0 });
+    off.begin('a');
+    assert.equal(off.wait('a'), 0, 'limit 0: off');
   });
 
   test('the failure throttle counts per caller per minute, lets a caller in when its minute ends, keeps at most maxCallers', () => {

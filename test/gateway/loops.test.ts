@@ -200,17 +200,22 @@ describe('an upstream that is turnpike itself', () => {
     await new Promise((r) => hanging.close(r));
   });
 
-  test('serve refuses to start when a configured server’s upstream is its own listening port', async () => {
+  test('serve refuses to start when a configured server’s upstream is its own listening port, naming it without its key', async () => {
     const free = createTcpServer();
     await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve));
     const { port } = free.address() as AddressInfo;
     await new Promise((r) => free.close(r));
-    const upstream = { url: `http://localhost:${port}/mcp/self`, headers: {}, timeoutMs: 5_000 };
+    const key = 'q9Z8y7X6w5V4u3T2s1R0';
+    const upstream = { url: `http://localhost:${port}/mcp/self?api_key=${key}`, headers: {}, timeoutMs: 5_000 };
     const plan = flatPlan({ default: 10_000n, tools: {}, free: [] });
     const payTo = chain.sandbox.accounts.payees[0]!.address;
     const endpoint = { slug: 'self', path: '/mcp/self', upstream, plan, payTo, challenge: 'tool-result' as const };
     const started = serveOnSandbox(chain, { overrides: { http: { port } }, secrets: {}, relayer: 1, endpoints: [endpoint] });
-    await assert.rejects(started, /server self: its upstream http:\/\/localhost:\d+\/mcp\/self is this turnpike/);
+    await assert.rejects(started, (error: Error) => {
+      assert.match(error.message, /server self: its upstream http:\/\/localhost:\d+\/mcp\/self\?api_key=\[redacted\] is this turnpike/);
+      assert.ok(!error.message.includes(key), 'the upstream’s key is not in the error serve prints');
+      return true;
+    });
     const reopened = createTcpServer();
     await new Promise<void>((resolve) => reopened.listen(port, '127.0.0.1', resolve));
     await new Promise((r) => reopened.close(r));

@@ -12,6 +12,7 @@ import type { Secrets } from '../../src/config/secrets.js';
 import { priceTableSchema } from '../../src/pricing/pricing.js';
 import { flatPlan } from '../../src/pricing/plans.js';
 import { encodeHeader } from '../../src/x402/codec.js';
+import { purposes } from '../../src/facilitator/purposes.js';
 import { useSandbox } from '../helpers/chain.js';
 import { startCounterUpstream } from '../helpers/counter-upstream.js';
 import { facilitatorOverHttp } from '../helpers/facilitator-api.js';
@@ -23,6 +24,8 @@ let upstream: Awaited<ReturnType<typeof startCounterUpstream>>;
 let served: Awaited<ReturnType<typeof serveOnSandbox>>;
 /** Every JSON-RPC request the gateway sends to the chain. */
 let rpcCalls = 0;
+/** How long each chain request is held before it is sent: a slow node, so concurrent payments overlap. */
+let rpcDelayMs = 0;
 
 type RpcAnswer = {
   result?: { isError?: boolean; structuredContent?: PaymentRequired; _meta?: Record<string, unknown> };
@@ -83,6 +86,7 @@ async function serveCounted(facilitator: ConfigInput['facilitator'], secrets: Se
     transport: custom({
       request: async (args: { method: string; params?: unknown }) => {
         rpcCalls += 1;
+        if (rpcDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, rpcDelayMs));
         return chain.client.request(args as never);
       },
     }),
@@ -173,17 +177,89 @@ describe('refused x402 payments: a caller cannot make the gateway spend chain re
     assert.equal(rpcCalls, before);
   });
 
-  test('USDC top-ups refused from one network stop costing RPC calls after the limit', async () => {
-    const topup = (forwardedFor: string, payment?: unknown) =>
-      fetch(`${served.url}/credits/topup?usd=1`, {
-        method: 'POST',
-        headers: { 'x-forwarded-for': forwardedFor, ...(payment ? { 'payment-signature': encodeHeader(payment) } : {}) },
-      });
-    const challenge = await topup('203.0.113.60');
+  test('concurrent junk payments from one network are judged no more than the limit: a slow node does not let them all through', async () => {
+    const payments = await Promise.all(Array.from({ length: 4 * LIMIT }, () => emptyWallet()));
+    rpcDelayMs = 300;
+    try {
+      const answers = await Promise.all(payments.map((payment) => call('203.0.113.80', payment)));
+      const judged = answers.filter((answer) => refusedFor(answer.body, /insufficient_balance/));
+      assert.ok(judged.length <= LIMIT, `${judged.length} of ${answers.length} concurrent junk payments cost a chain read`);
+      for (const answer of answers) if (!judged.includes(answer)) assertThrottled(answer);
+    } finally {
+      rpcDelayMs = 0;
+    }
+  });
+
+  test('a genuine payer’s concurrent paid calls from one network are all served', async () => {
+    const payer = chain.sandbox.accounts.payers[8]!;
+    const payments = await Promise.all(Array.from({ length: LIMIT }, () => paymentBy(payer)));
+    rpcDelayMs = 100;
+    try {
+      const answers = await Promise.all(payments.map((payment) => call('198.51.100.80', payment)));
+      for (const answer of answers) assert.equal(paid(answer.body), true, JSON.stringify(answer.body));
+    } finally {
+      rpcDelayMs = 0;
+    }
+  });
+
+  test('replays of a victim’s payments settled elsewhere, under way at once from many networks, never hold the victim’s own payments back', async () => {
+    const victim = chain.sandbox.accounts.payers[9]!;
+    const elsewhere = await chain.facilitator([0]);
+    const published = [];
+    for (let i = 0; i < LIMIT; i++) {
+      const payment = await paymentBy(victim);
+      const request = { x402Version: 2, paymentPayload: payment, paymentRequirements: required.accepts[0]! };
+      assert.equal((await elsewhere.facilitator.settle(request as never, purposes.api)).success, true);
+      published.push(payment);
+    }
+    await elsewhere.store.close();
+    rpcDelayMs = 300;
+    try {
+      const replays = published.map((payment, i) => call(`203.0.113.${100 + i}`, payment));
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const genuine = await call('198.51.100.90', await paymentBy(victim));
+      assert.equal(paid(genuine.body), true, JSON.stringify(genuine.body));
+      for (const replay of await Promise.all(replays))
+        assert.ok(refusedFor(replay.body, /nonce_already_used/), JSON.stringify(replay.body));
+    } finally {
+      rpcDelayMs = 0;
+    }
+  });
+
+  const topup = (forwardedFor: string, payment?: unknown) =>
+    fetch(`${served.url}/credits/topup?usd=1`, {
+      method: 'POST',
+      headers: { 'x-forwarded-for': forwardedFor, ...(payment ? { 'payment-signature': encodeHeader(payment) } : {}) },
+    });
+  /** A top-up payment from a fresh key that holds no USDC, for the offer `forwardedFor` is challenged with. */
+  async function junkTopups(forwardedFor: string, count: number) {
+    const challenge = await topup(forwardedFor);
     assert.equal(challenge.status, 402);
     const offer = JSON.parse(Buffer.from(challenge.headers.get('payment-required')!, 'base64').toString()) as PaymentRequired;
     const junk = () =>
       new x402Client().register('eip155:8453', new ExactEvmScheme(privateKeyToAccount(generatePrivateKey()))).createPaymentPayload(offer);
+    return Promise.all(Array.from({ length: count }, junk));
+  }
+
+  test('concurrent junk USDC top-ups from one network are judged no more than the limit', async () => {
+    const payments = await junkTopups('203.0.113.81', 4 * LIMIT);
+    rpcDelayMs = 300;
+    try {
+      const statuses = await Promise.all(payments.map(async (payment) => (await topup('203.0.113.81', payment)).status));
+      const judged = statuses.filter((status) => status === 402).length;
+      assert.ok(judged <= LIMIT, `${judged} of ${statuses.length} concurrent junk top-ups were settled or refused: ${statuses}`);
+      assert.ok(
+        statuses.every((status) => status === 402 || status === 429),
+        `${statuses}`,
+      );
+    } finally {
+      rpcDelayMs = 0;
+    }
+  });
+
+  test('USDC top-ups refused from one network stop costing RPC calls after the limit', async () => {
+    const payments = await junkTopups('203.0.113.60', LIMIT + 1);
+    const junk = async () => payments.shift()!;
     for (let i = 0; i < LIMIT; i++) {
       const before = rpcCalls;
       assert.equal((await topup('203.0.113.60', await junk())).status, 402);

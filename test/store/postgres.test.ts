@@ -110,6 +110,50 @@ describe('leases of instances on one PostgreSQL database', { skip: postgres.skip
     }
   });
 
+  test('two instances without ?schema= whose search_path comes to name a schema created after the first started (both then on its tables) do not both hold one lease', async () => {
+    const [late, base] = [freshSchema(), freshSchema()];
+    const admin = new pg.Client({ connectionString: POSTGRES_URL });
+    await admin.connect();
+    await admin.query(`CREATE SCHEMA ${base}`);
+    const url = `${POSTGRES_URL}?options=${encodeURIComponent(`-c search_path=${late},${base}`)}`;
+    const first = await openPostgresStore({ url, max: 1 });
+    const stores = [first];
+    try {
+      const held = await first.lease('relayer:0xabc');
+      assert.ok(held, 'the first instance (its tables in the base schema) takes it');
+      await admin.query(`CREATE SCHEMA ${late}`);
+      const second = await openPostgresStore({ url, max: 1 });
+      stores.push(second);
+      const resolved = await first.pool.query<{ schema: string }>(
+        "SELECT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = 'schema_migrations'::regclass",
+      );
+      assert.equal(resolved.rows[0]!.schema, late, 'the first instance now works on the second one’s tables');
+      assert.equal(await second.lease('relayer:0xabc'), undefined, 'the second instance is refused the lease the first holds');
+      await held.release();
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+      await admin.end();
+    }
+  });
+
+  test('an instance with ?schema= and one reaching the same schema by its search_path exclude each other from one lease', async () => {
+    const schema = freshSchema();
+    const pinned = await openPostgresStore({ url: POSTGRES_URL, schema, max: 1 });
+    const byPath = await openPostgresStore({ url: `${POSTGRES_URL}?options=${encodeURIComponent(`-c search_path=${schema}`)}`, max: 1 });
+    try {
+      const held = await pinned.lease('relayer:0xabc');
+      assert.ok(held);
+      assert.equal(await byPath.lease('relayer:0xabc'), undefined);
+      await held.release();
+      const other = await byPath.lease('relayer:0xabc');
+      assert.ok(other, 'released, the other takes it');
+      assert.equal(await pinned.lease('relayer:0xabc'), undefined);
+      await other.release();
+    } finally {
+      await Promise.all([pinned.close(), byPath.close()]);
+    }
+  });
+
   test('an instance of an earlier version (its lock on the lease name alone) and this one exclude each other during an upgrade', async () => {
     const schema = freshSchema();
     const store = await openPostgresStore({ url: POSTGRES_URL, schema, max: 1 });

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { configVariables, loadConfig } from '../../config/load.js';
 import { defineCommand } from '../command.js';
 import { shownCommand } from '../../upstream/stdio-command.js';
-import { shownUrl } from '../../log/shown-url.js';
+import { shownSetting } from '../../log/shown-url.js';
 
 export const configCommand = defineCommand({
   name: 'config',
@@ -26,11 +26,12 @@ export const configCommand = defineCommand({
       return;
     }
     // Prices are atomic units (bigint); they print as decimal strings. A stdio command's leading
-    // assignments are its server's credentials: shown by name only. So is the API key in an RPC URL.
+    // assignments are its server's credentials: shown by name only. So are the credentials of any
+    // URL (an RPC node's key, the store's password, an upstream's or a webhook's token).
     const replacer = (key: string, v: unknown) => {
       if (typeof v === 'bigint') return v.toString();
       if (key === 'stdio' && typeof v === 'string') return shownCommand(v);
-      return key === 'rpcUrl' && typeof v === 'string' ? shownUrl(v) : v;
+      return shownSetting(v);
     };
     io.stdout.write(`${JSON.stringify(loadConfig({ file: flags.config }), replacer, 2)}\n`);
   },

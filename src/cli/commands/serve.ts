@@ -11,6 +11,7 @@ import { defineCommand } from '../command.js';
 import { checkPort, configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
 import { listenForSignals } from '../signals.js';
 import { shownCommand } from '../../upstream/stdio-command.js';
+import { shownUrl } from '../../log/shown-url.js';
 
 export const serveCommand = defineCommand({
   name: 'serve',
@@ -76,7 +77,7 @@ export const serveCommand = defineCommand({
         `turnpike serve: listening on ${server.url} (${chain.network.name}, ${chain.network.caip2})`,
         ...config.servers.map(
           (s) =>
-            `  ${server.url}/mcp/${s.slug}  → ${s.upstream ?? `stdio: ${shownCommand(s.stdio!)}`}  (${atomicToUsd(s.price)} USDC a call, pays ${s.payTo})`,
+            `  ${server.url}/mcp/${s.slug}  → ${s.upstream ? shownUrl(s.upstream) : `stdio: ${shownCommand(s.stdio!)}`}  (${atomicToUsd(s.price)} USDC a call, pays ${s.payTo})`,
         ),
         ...(config.servers.length === 0 ? [`  a platform instance: operators register servers at ${server.url}/operator/servers`] : []),
         `  discovery ${server.url}/.well-known/mcp-payment   facilitator ${server.facilitator}`,

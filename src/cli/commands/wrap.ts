@@ -13,6 +13,7 @@ import { UsageError, defineCommand } from '../command.js';
 import { checkPort, configOverrides, serverFlags, serverFlagsSchema, stdioLimits } from '../server-flags.js';
 import { listenForSignals } from '../signals.js';
 import { shownCommand } from '../../upstream/stdio-command.js';
+import { shownUrl } from '../../log/shown-url.js';
 
 const toolPrice = z
   .string()
@@ -128,7 +129,7 @@ export const wrapCommand = defineCommand({
     const payer = chain.sandbox?.accounts.payers[0];
     io.stdout.write(
       [
-        `turnpike wrap: paying MCP endpoint at ${server.url}/mcp → ${flags.stdio ? `stdio: ${shownCommand(flags.stdio)}` : upstreamUrl}`,
+        `turnpike wrap: paying MCP endpoint at ${server.url}/mcp → ${flags.stdio ? `stdio: ${shownCommand(flags.stdio)}` : shownUrl(upstreamUrl)}`,
         `  network      ${chain.network.name} (${chain.network.caip2}), USDC ${chain.network.usdc.address}`,
         ...(chain.sandbox ? [`  sandbox RPC  ${chain.shownRpcUrl}`] : []),
         `  pay to       ${payTo}`,

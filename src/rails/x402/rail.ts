@@ -35,7 +35,7 @@ export const x402Rail =
   });
 
 async function x402Call(facilitator: FacilitatorPort, context: RailContext, call: PaidCall, refusals?: RefusalThrottle): Promise<Taken> {
-  const { rpc, id, tool, offer } = call;
+  const { rpc, tool, offer } = call;
   const raw = paymentIn(rpc, call.request.headers);
   if (raw === undefined)
     return context.challenge(call, `payment required: tool "${tool.name}" costs ${atomicToUsd(tool.amount)} USDC`, 'payment_missing');
@@ -50,6 +50,25 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
   const network: Presenter = call.address === undefined ? {} : { address: call.address };
   const limitedNetwork = throttled(context, call, refusals, network);
   if (limitedNetwork) return limitedNetwork;
+  // Counted against the network until judged: payments sent at once cannot all pass the check above before one is refused.
+  const end = refusals?.judging(network);
+  try {
+    return await judged(facilitator, context, call, { raw, request, network, refusals });
+  } finally {
+    end?.();
+  }
+}
+
+/** The rest of `x402Call`, for a payment the throttle let through, while it is judged. */
+async function judged(
+  facilitator: FacilitatorPort,
+  context: RailContext,
+  call: PaidCall,
+  payment: { raw: unknown; request: FacilitatorRequest; network: Presenter; refusals?: RefusalThrottle },
+): Promise<Taken> {
+  const { rpc, id, tool, offer } = call;
+  const { raw, network, refusals } = payment;
+  let { request } = payment;
   // What this payment is taken for: this call (tool and arguments) on this server, and nothing else;
   // and who may have its result again: this caller (see `callerOf`).
   const purpose = purposes.call(context.server, callIdentity(context.server, rpc));
