@@ -142,6 +142,23 @@ describe('refused x402 payments: a caller cannot make the gateway spend chain re
     assert.equal(rpcCalls, before);
   });
 
+  test('a payer whose paid call’s answer was lost gets its kept result again while junk from its own network has it throttled', async () => {
+    const payment = await paymentBy(chain.sandbox.accounts.payers[7]!);
+    const first = await call('203.0.113.25', payment);
+    assert.equal(paid(first.body), true, JSON.stringify(first.body));
+    const runs = upstream.runs();
+    // Someone else behind the same address (one NAT) sprays junk until the network is throttled.
+    for (let i = 0; i < LIMIT; i++) await call('203.0.113.25', await emptyWallet());
+    assertThrottled(await call('203.0.113.25', await emptyWallet()));
+    // The payer's retry of the call it paid for is answered from what was kept: no chain read, no second run.
+    const before = rpcCalls;
+    const again = await call('203.0.113.25', payment);
+    assert.equal(again.status, 200, JSON.stringify(again.body));
+    assert.deepEqual(again.body.result, first.body.result);
+    assert.equal(upstream.runs(), runs);
+    assert.equal(rpcCalls, before, 'a kept result costs no chain read');
+  });
+
   test('a genuine payer from another network pays while the attacker’s network is throttled', async () => {
     for (let i = 0; i < LIMIT; i++) await call('203.0.113.20', await emptyWallet());
     assertThrottled(await call('203.0.113.20', await emptyWallet()));

@@ -46,10 +46,11 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
     if (error instanceof PaymentDecodeError) return context.challenge(call, `${error.code}: ${error.message}`, error.code);
     throw error;
   }
-  // Before anything that may take a round trip: a network whose payments keep costing one for nothing waits.
+  // Before anything that may take a round trip: a network whose payments keep costing one for nothing
+  // waits; a call paid already is still answered what was kept for it (a journal read, no round trip).
   const network: Presenter = call.address === undefined ? {} : { address: call.address };
   const limitedNetwork = throttled(context, call, refusals, network);
-  if (limitedNetwork) return limitedNetwork;
+  if (limitedNetwork) return (await keptFor(facilitator, context, call, request)) ?? limitedNetwork;
   // Counted against the network until judged: payments sent at once cannot all pass the check above before one is refused.
   const end = refusals?.judging(network);
   try {
@@ -95,7 +96,7 @@ async function judged(
   // This payer's signature is proven: their own refusals count against them too, except "used", which
   // anyone can make of a payment its settlement published.
   const limitedPayer = throttled(context, call, refusals, { payer: from });
-  if (limitedPayer) return limitedPayer;
+  if (limitedPayer) return (await keptFor(facilitator, context, call, request, from)) ?? limitedPayer;
   const refuse = (verdict: Refusal) => {
     const used = verdict.invalidReason === reasonFor(request.x402Version, reasons.nonceUsed);
     return refused(context, call, verdict, refusals, used ? network : { ...network, payer: from });
@@ -210,6 +211,28 @@ async function redelivered(
   verdict: VerifyResponse & { isValid: false },
 ): Promise<Response | undefined> {
   if (verdict.invalidReason !== reasonFor(request.x402Version, reasons.nonceUsed)) return undefined;
+  return kept(facilitator, context, call, { request, purpose, caller, payer });
+}
+
+/**
+ * A throttled caller's payment, when it is the one this very call was paid with from this caller:
+ * the kept result and receipt (as `redelivered` gives them), so a payer whose answer was lost is
+ * not kept from what it paid for by others' refusals; undefined otherwise, or when the facilitator
+ * cannot say (the throttle's answer stands then).
+ */
+async function keptFor(facilitator: FacilitatorPort, context: RailContext, call: PaidCall, request: FacilitatorRequest, payer?: string) {
+  const purpose = purposes.call(context.server, callIdentity(context.server, call.rpc));
+  const again = await kept(facilitator, context, call, { request, purpose, caller: callerOf(call.request.headers, call.address), payer });
+  return again?.status === 200 ? again : undefined;
+}
+
+/** The kept result of `call`'s payment for `purpose` and `caller`, answered again; undefined when there is none. */
+async function kept(
+  facilitator: FacilitatorPort,
+  context: RailContext,
+  call: PaidCall,
+  { request, purpose, caller, payer }: { request: FacilitatorRequest; purpose: string; caller: string | undefined; payer?: string },
+): Promise<Response | undefined> {
   const { rpc, id, tool } = call;
   let again;
   try {
