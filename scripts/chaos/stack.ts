@@ -85,6 +85,10 @@ export async function startStack(chain: Chain, dir: string, settlement: 'strict'
       TURNPIKE_RELAYER_KEY: sandbox.accounts.relayers.map((r) => r.privateKey).join(','),
       TURNPIKE_ADMIN_KEY: adminKey,
       TURNPIKE_FACILITATOR_MAX_DEFERRED_PER_PAYER_USD: DEFERRED_CAP_USD,
+      // Every actor here, thief and payers alike, calls from 127.0.0.1: one caller network, which
+      // the thief's junk would throttle for all (a NAT an attacker shares, as documented). The
+      // throttle is still on, far above what one soak refuses; its own tests are refused-payments.test.ts.
+      TURNPIKE_FACILITATOR_REFUSED_PAYMENTS_PER_MINUTE: '5000',
       TURNPIKE_CHAOS_EVENTS_SECRET: events.secret,
     },
     ready: /paying MCP endpoint at (\S+)\/mcp /,
