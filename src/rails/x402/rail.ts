@@ -46,34 +46,42 @@ async function x402Call(facilitator: FacilitatorPort, context: RailContext, call
     if (error instanceof PaymentDecodeError) return context.challenge(call, `${error.code}: ${error.message}`, error.code);
     throw error;
   }
+  // What this payment is taken for: this call (tool and arguments) on this server, and nothing else;
+  // and who may have its result again: this caller (see `callerOf`).
+  const taken: Taken402 = {
+    raw,
+    request,
+    purpose: purposes.call(context.server, callIdentity(context.server, rpc)),
+    caller: callerOf(call.request.headers, call.address),
+    network: call.address === undefined ? {} : { address: call.address },
+  };
   // Before anything that may take a round trip: a network whose payments keep costing one for nothing
   // waits; a call paid already is still answered what was kept for it (a journal read, no round trip).
-  const network: Presenter = call.address === undefined ? {} : { address: call.address };
-  const limitedNetwork = throttled(context, call, refusals, network);
-  if (limitedNetwork) return (await keptFor(facilitator, context, call, request)) ?? limitedNetwork;
+  const limitedNetwork = throttled(context, call, refusals, taken.network);
+  if (limitedNetwork) return (await keptFor(facilitator, context, call, taken)) ?? limitedNetwork;
   // Counted against the network until judged: payments sent at once cannot all pass the check above before one is refused.
-  const end = refusals?.judging(network);
+  const end = refusals?.judging(taken.network);
   try {
-    return await judged(facilitator, context, call, { raw, request, network, refusals });
+    return await judged(facilitator, context, call, taken, refusals);
   } finally {
     end?.();
   }
 }
+
+/** A call's payment as presented, with what it is taken for (`purpose`), who may have its result again (`caller`) and from where (`network`). */
+type Taken402 = { raw: unknown; request: FacilitatorRequest; purpose: string; caller: string | undefined; network: Presenter };
 
 /** The rest of `x402Call`, for a payment the throttle let through, while it is judged. */
 async function judged(
   facilitator: FacilitatorPort,
   context: RailContext,
   call: PaidCall,
-  payment: { raw: unknown; request: FacilitatorRequest; network: Presenter; refusals?: RefusalThrottle },
+  payment: Taken402,
+  refusals: RefusalThrottle | undefined,
 ): Promise<Taken> {
-  const { rpc, id, tool, offer } = call;
-  const { raw, network, refusals } = payment;
+  const { id, tool, offer } = call;
+  const { raw, network, purpose, caller } = payment;
   let { request } = payment;
-  // What this payment is taken for: this call (tool and arguments) on this server, and nothing else;
-  // and who may have its result again: this caller (see `callerOf`).
-  const purpose = purposes.call(context.server, callIdentity(context.server, rpc));
-  const caller = callerOf(call.request.headers, call.address);
   // `authorization.from` is only a claim until the signature is shown to be that payer's, and a
   // payment once settled is public: nothing is counted in a payer's name (free calls, tier counts,
   // quota notices), nor an event named after them, for a payment someone else signed or one the
@@ -96,7 +104,7 @@ async function judged(
   // This payer's signature is proven: their own refusals count against them too, except "used", which
   // anyone can make of a payment its settlement published.
   const limitedPayer = throttled(context, call, refusals, { payer: from });
-  if (limitedPayer) return (await keptFor(facilitator, context, call, request, from)) ?? limitedPayer;
+  if (limitedPayer) return (await keptFor(facilitator, context, call, payment, from)) ?? limitedPayer;
   const refuse = (verdict: Refusal) => {
     const used = verdict.invalidReason === reasonFor(request.x402Version, reasons.nonceUsed);
     return refused(context, call, verdict, refusals, used ? network : { ...network, payer: from });
@@ -161,7 +169,7 @@ async function judged(
         context.event({ type: 'call.paid', tool: tool.name, rail: 'x402', amount, caller: { payer: key.payer } });
         const { network } = context;
         context.metrics.revenue.inc({ server: context.serverLabel, asset: network.usdc.address, network: network.caip2 }, Number(amount));
-        return { ...message, result: { ...result, _meta: { ...result._meta, ...receiptMeta(rpc, receipt) } } };
+        return { ...message, result: { ...result, _meta: { ...result._meta, ...receiptMeta(call.rpc, receipt) } } };
       },
     },
     headers: () => (receipt ? receiptHeaders(receipt) : {}),
@@ -220,9 +228,9 @@ async function redelivered(
  * not kept from what it paid for by others' refusals; undefined otherwise, or when the facilitator
  * cannot say (the throttle's answer stands then).
  */
-async function keptFor(facilitator: FacilitatorPort, context: RailContext, call: PaidCall, request: FacilitatorRequest, payer?: string) {
-  const purpose = purposes.call(context.server, callIdentity(context.server, call.rpc));
-  const again = await kept(facilitator, context, call, { request, purpose, caller: callerOf(call.request.headers, call.address), payer });
+async function keptFor(facilitator: FacilitatorPort, context: RailContext, call: PaidCall, taken: Taken402, payer?: string) {
+  const { request, purpose, caller } = taken;
+  const again = await kept(facilitator, context, call, { request, purpose, caller, payer });
   return again?.status === 200 ? again : undefined;
 }
 
